@@ -1,0 +1,25 @@
+//! # hale-core
+//!
+//! The vocabulary every Hale component shares, and nothing else: the cluster topology
+//! (`cluster.toml`) and the process specs derived from it. This crate does no network and
+//! no disk I/O, so every other crate can depend on it without dragging a runtime along.
+//!
+//! ```
+//! let cluster = hale_core::ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).unwrap();
+//! let gateway = cluster.instances().into_iter().find(|i| i.service == hale_core::ServiceKind::Gateway).unwrap();
+//! assert_eq!(gateway.listen.to_string(), "127.0.0.1:8080");
+//! ```
+
+mod error;
+mod process;
+mod topology;
+
+pub use error::ConfigError;
+pub use process::ProcessSpec;
+pub use topology::{
+    ClientConfig, ClusterConfig, DemoLogin, Instance, NodeConfig, Role, Secrets, ServiceConfig,
+    ServiceKind, UserConfig,
+};
+
+/// The cluster `hale up` runs when no `--config` is given (config/cluster.toml).
+pub const DEFAULT_CLUSTER_TOML: &str = include_str!("../../config/cluster.toml");
