@@ -1,1 +1,11 @@
+//! # hale-shop
+//!
+//! The demo online shop that Hale watches out of the box: five small services (gateway,
+//! auth, catalog, search, orders) and a load generator. Each service is an axum router
+//! wrapped by [`http::app`] with probes, metrics, fault injection and access logs, and is
+//! started by [`run`].
 
+pub mod auth;
+pub mod catalog;
+pub mod http;
+pub mod logging;

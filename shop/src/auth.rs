@@ -1,0 +1,241 @@
+//! The auth service: OAuth 2.0 token endpoint (RFC 6749) with the `password` and
+//! `client_credentials` grants. It issues HS256 JWTs that every other service verifies
+//! on its own with the shared key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Router};
+use base64::Engine;
+use hale_core::ClusterConfig;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::http::TokenKeys;
+
+/// A password hash of the same cost as the real ones, verified when the user is unknown
+/// so that response time does not tell which user names exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0cWzw6xO8i0b1p1OQ4h2bbC4u3cX9mRrRmJ3yJ2wQzE";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrantLabels {
+    grant_type: String,
+    outcome: String,
+}
+
+struct Account {
+    hash: String,
+    scope: String,
+}
+
+struct AuthState {
+    users: HashMap<String, Account>,
+    clients: HashMap<String, Account>,
+    keys: Arc<TokenKeys>,
+    ttl_secs: u64,
+    grants: Family<GrantLabels, Counter>,
+}
+
+/// Form of `POST /oauth/token`.
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// An error in RFC 6749 §5.2's shape.
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+impl OAuthError {
+    fn new(error: &'static str, description: impl Into<String>) -> Self {
+        let status = if error == "invalid_client" { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+        OAuthError { status, error, description: description.into() }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            [("cache-control", "no-store")],
+            axum::Json(json!({"error": self.error, "error_description": self.description})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"hale\""));
+        }
+        response
+    }
+}
+
+/// The auth service's routes.
+pub fn router(cluster: &ClusterConfig, registry: &mut Registry) -> Router {
+    let grants = Family::<GrantLabels, Counter>::default();
+    registry.register("shop_auth_token_requests", "Token requests by grant type and outcome", grants.clone());
+    let state = AuthState {
+        users: cluster
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), Account { hash: u.password_hash.clone(), scope: u.scope.clone() }))
+            .collect(),
+        clients: cluster
+            .clients
+            .iter()
+            .map(|c| (c.client_id.clone(), Account { hash: c.secret_hash.clone(), scope: c.scope.clone() }))
+            .collect(),
+        keys: Arc::new(TokenKeys::new(&cluster.secrets.jwt_secret)),
+        ttl_secs: cluster.token_ttl_secs,
+        grants,
+    };
+    Router::new().route("/oauth/token", post(token)).with_state(Arc::new(state))
+}
+
+async fn token(
+    State(state): State<Arc<AuthState>>,
+    headers: HeaderMap,
+    form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Form(req) = match form {
+        Ok(form) => form,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return crate::http::AppError::PayloadTooLarge { limit_bytes: crate::http::BODY_LIMIT_BYTES }.into_response();
+        }
+        Err(rejection) => {
+            return OAuthError::new(
+                "invalid_request",
+                format!("expected an application/x-www-form-urlencoded body: {}", rejection.body_text()),
+            )
+            .into_response();
+        }
+    };
+    let grant_type = req.grant_type.clone().unwrap_or_default();
+    let result = match grant_type.as_str() {
+        "password" => password_grant(&state, req).await,
+        "client_credentials" => client_grant(&state, &headers, req).await,
+        "" => Err(OAuthError::new("invalid_request", "grant_type is required")),
+        other => Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!("grant_type {other:?} is not supported; use password or client_credentials"),
+        )),
+    };
+    let outcome = match &result {
+        Ok(_) => "issued",
+        Err(e) => e.error,
+    };
+    let label = if matches!(grant_type.as_str(), "password" | "client_credentials") { grant_type.as_str() } else { "other" };
+    state.grants.get_or_create(&GrantLabels { grant_type: label.into(), outcome: outcome.into() }).inc();
+    match result {
+        Ok(response) => ([("cache-control", "no-store"), ("pragma", "no-cache")], axum::Json(response)).into_response(),
+        Err(e) => {
+            tracing::warn!(grant_type = label, error = e.error, "token refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn password_grant(state: &AuthState, req: TokenRequest) -> Result<TokenResponse, OAuthError> {
+    let (Some(username), Some(password)) = (req.username, req.password) else {
+        return Err(OAuthError::new("invalid_request", "the password grant needs username and password"));
+    };
+    let account = state.users.get(&username);
+    let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
+    let ok = verify_secret(hash, password).await && account.is_some();
+    let account = match account {
+        Some(a) if ok => a,
+        _ => return Err(OAuthError::new("invalid_grant", "wrong username or password")),
+    };
+    issue(state, &username, &account.scope, req.scope.as_deref())
+}
+
+async fn client_grant(state: &AuthState, headers: &HeaderMap, req: TokenRequest) -> Result<TokenResponse, OAuthError> {
+    let (client_id, client_secret) = match basic_credentials(headers) {
+        Some(pair) => pair,
+        None => match (req.client_id, req.client_secret) {
+            (Some(id), Some(secret)) => (id, secret),
+            _ => {
+                return Err(OAuthError::new(
+                    "invalid_client",
+                    "client authentication needed: HTTP Basic or client_id and client_secret",
+                ));
+            }
+        },
+    };
+    let account = state.clients.get(&client_id);
+    let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
+    let ok = verify_secret(hash, client_secret).await && account.is_some();
+    let account = match account {
+        Some(a) if ok => a,
+        _ => return Err(OAuthError::new("invalid_client", "unknown client or wrong client secret")),
+    };
+    issue(state, &client_id, &account.scope, req.scope.as_deref())
+}
+
+fn issue(state: &AuthState, sub: &str, granted: &str, requested: Option<&str>) -> Result<TokenResponse, OAuthError> {
+    let scope = match requested.map(str::trim).filter(|s| !s.is_empty()) {
+        None => granted.to_string(),
+        Some(requested) => {
+            let allowed: Vec<&str> = granted.split_whitespace().collect();
+            if let Some(extra) = requested.split_whitespace().find(|s| !allowed.contains(s)) {
+                return Err(OAuthError::new("invalid_scope", format!("scope {extra:?} is not granted to {sub:?}")));
+            }
+            requested.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
+    };
+    let access_token = state
+        .keys
+        .issue(sub, &scope, state.ttl_secs)
+        .map_err(|_| OAuthError::new("server_error", "could not sign the token"))?;
+    Ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in: state.ttl_secs, scope })
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+/// Argon2 verification costs tens of milliseconds of CPU: keep it off the async workers.
+async fn verify_secret(hash: String, secret: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Hashes a password or client secret for `cluster.toml` (`hale shop hash-password`).
+pub fn hash_secret(secret: &str) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}

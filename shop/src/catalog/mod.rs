@@ -1,0 +1,230 @@
+//! The catalog service: products in SQLite, stock reservations that never oversell, and a
+//! primary/standby pair kept in step by a change log.
+//!
+//! Replication: the standby long-polls the primary's `/api/products/changes` and applies
+//! each change under the primary's sequence number. A primary waits (up to
+//! [`SYNC_TIMEOUT`]) for a live standby to confirm a write before acknowledging it, so a
+//! failover loses no acknowledged write while the standby keeps up.
+//!
+//! Fencing: every replica has an epoch. `POST /admin/promote` makes a standby primary under
+//! a higher epoch and tells the old primary; a replica that sees a higher epoch (from that
+//! call, `POST /admin/fence`, or the gateway's `X-Hale-Epoch` header on a write) stops
+//! accepting writes for good.
+
+mod replication;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use hale_core::Role;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+
+pub use replication::{CatalogState, EPOCH_HEADER, SYNC_TIMEOUT};
+use store::{NewProduct, ReservationItem, StoreError};
+
+use crate::http::{Admin, ApiJson, ApiQuery, AppError, Authenticated, Readiness};
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchProduct(id) => AppError::NotFound(format!("product {id} does not exist")),
+            e @ StoreError::OutOfStock { .. } => AppError::Conflict { code: "out_of_stock", message: e.to_string() },
+            other => AppError::internal(other),
+        }
+    }
+}
+
+/// The catalog's routes; `state` also drives the follower task (see [`CatalogState::open`]).
+pub fn router(state: Arc<CatalogState>) -> Router {
+    Router::new()
+        .route("/api/products", get(list_products).post(create_product))
+        .route("/api/products/changes", get(changes))
+        .route("/api/products/reservations", post(reserve))
+        .route("/api/products/{id}", get(get_product))
+        .route("/admin/promote", post(promote))
+        .route("/admin/fence", post(fence))
+        .route("/admin/replication", get(replication_status))
+        .with_state(state)
+}
+
+/// Registers the catalog's metrics and opens its store.
+pub fn open(
+    db_path: &std::path::Path,
+    instance: &str,
+    initial_role: Role,
+    follow: Option<String>,
+    admin_token: &str,
+    readiness: Readiness,
+    registry: &mut Registry,
+) -> Result<Arc<CatalogState>, StoreError> {
+    CatalogState::open(db_path, instance, initial_role, follow, admin_token, readiness, registry)
+}
+
+fn validate(p: &NewProduct) -> Result<(), AppError> {
+    let bad = |m: &str| Err(AppError::Unprocessable(m.to_string()));
+    if p.name.trim().is_empty() || p.name.chars().count() > 200 {
+        return bad("name must be 1 to 200 characters");
+    }
+    if p.description.chars().count() > 5000 {
+        return bad("description must be at most 5000 characters");
+    }
+    if !(0..=10_000_000_000).contains(&p.price_cents) {
+        return bad("price_cents must be between 0 and 10000000000");
+    }
+    if !(0..=1_000_000_000).contains(&p.stock) {
+        return bad("stock must be between 0 and 1000000000");
+    }
+    if p.tags.len() > 20 || p.tags.iter().any(|t| t.is_empty() || t.chars().count() > 50) {
+        return bad("at most 20 tags, each 1 to 50 characters");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProduct {
+    name: String,
+    #[serde(default)]
+    description: String,
+    price_cents: i64,
+    #[serde(default)]
+    stock: i64,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+async fn create_product(
+    State(state): State<Arc<CatalogState>>,
+    Authenticated(claims): Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateProduct>,
+) -> Result<impl IntoResponse, AppError> {
+    claims.require("catalog:write")?;
+    let new = NewProduct { name: body.name, description: body.description, price_cents: body.price_cents, stock: body.stock, tags: body.tags };
+    validate(&new)?;
+    let (product, seq) = state.write(&headers, move |store, epoch| store.create_product(epoch, &new)).await?;
+    state.wait_for_standby(seq).await;
+    tracing::info!(product_id = product.id, seq, "product published");
+    Ok((StatusCode::CREATED, [("location", format!("/api/products/{}", product.id))], axum::Json(product)))
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+async fn list_products(State(state): State<Arc<CatalogState>>, ApiQuery(page): ApiQuery<Page>) -> Result<impl IntoResponse, AppError> {
+    let limit = page.limit.unwrap_or(20).clamp(1, 100);
+    let offset = page.offset.unwrap_or(0);
+    let (products, total) = state.read(move |s| s.list(limit, offset)).await?;
+    Ok(axum::Json(json!({"products": products, "total": total, "limit": limit, "offset": offset})))
+}
+
+async fn get_product(State(state): State<Arc<CatalogState>>, Path(id): Path<String>) -> Result<impl IntoResponse, AppError> {
+    let id: i64 = id.parse().map_err(|_| AppError::BadRequest(format!("product id {id:?} is not a number")))?;
+    match state.read(move |s| s.product(id)).await? {
+        Some(p) => Ok(axum::Json(p)),
+        None => Err(AppError::NotFound(format!("product {id} does not exist"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangesQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+    /// Long-poll: wait up to this long for a change when there is none yet.
+    wait_ms: Option<u64>,
+    /// Set by a standby so the primary knows how far it has applied.
+    replica: Option<String>,
+}
+
+async fn changes(State(state): State<Arc<CatalogState>>, ApiQuery(q): ApiQuery<ChangesQuery>) -> Result<impl IntoResponse, AppError> {
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    if q.replica.is_some() {
+        state.standby_acked(q.after);
+    }
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(5000));
+    state.wait_for_seq_after(q.after, wait).await;
+    let after = q.after;
+    let changes = state.read(move |s| s.changes_after(after, limit)).await?;
+    let meta = state.meta();
+    Ok(axum::Json(json!({
+        "role": meta.role,
+        "epoch": meta.epoch,
+        "last_seq": state.last_seq(),
+        "changes": changes,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReserveRequest {
+    reservation_id: String,
+    items: Vec<ReservationItem>,
+}
+
+async fn reserve(
+    State(state): State<Arc<CatalogState>>,
+    Authenticated(claims): Authenticated,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ReserveRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    claims.require("catalog:reserve")?;
+    if req.reservation_id.is_empty() || req.reservation_id.len() > 128 {
+        return Err(AppError::Unprocessable("reservation_id must be 1 to 128 characters".into()));
+    }
+    if req.items.is_empty() || req.items.len() > 50 {
+        return Err(AppError::Unprocessable("items must hold 1 to 50 entries".into()));
+    }
+    if req.items.iter().any(|i| !(1..=1000).contains(&i.quantity)) {
+        return Err(AppError::Unprocessable("each quantity must be between 1 and 1000".into()));
+    }
+    let items = req.items;
+    let id = req.reservation_id;
+    let result = state.write(&headers, move |store, epoch| store.reserve(epoch, &id, &items)).await;
+    state.count_reservation(&result);
+    let (reservation, seq) = result?;
+    if let Some(seq) = seq {
+        state.wait_for_standby(seq).await;
+    }
+    Ok((StatusCode::CREATED, axum::Json(reservation)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpochRequest {
+    epoch: Option<u64>,
+}
+
+async fn promote(_: Admin, State(state): State<Arc<CatalogState>>, body: axum::body::Bytes) -> Result<impl IntoResponse, AppError> {
+    // The body is optional: `{"epoch": N}` asks for at least epoch N.
+    let requested = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<EpochRequest>(&body)
+            .map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))?
+            .epoch
+    };
+    let meta = state.promote(requested).await?;
+    Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch, "last_seq": state.last_seq()})))
+}
+
+async fn fence(_: Admin, State(state): State<Arc<CatalogState>>, ApiJson(body): ApiJson<EpochRequest>) -> Result<impl IntoResponse, AppError> {
+    let epoch = body.epoch.ok_or_else(|| AppError::BadRequest("epoch is required".into()))?;
+    let meta = state.learn_epoch(epoch).await?;
+    Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch})))
+}
+
+async fn replication_status(State(state): State<Arc<CatalogState>>) -> impl IntoResponse {
+    axum::Json(state.status())
+}

@@ -1,0 +1,422 @@
+//! Role, epoch and the replication stream of one catalog replica.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use hale_core::Role;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::store::{Change, ReplicaMeta, Reservation, Store, StoreError};
+use crate::http::{AppError, Readiness};
+
+/// Header the gateway puts on every write: the epoch of the primary it believes in.
+pub const EPOCH_HEADER: &str = "x-hale-epoch";
+/// How long a primary waits for a live standby to confirm a write before acknowledging it
+/// anyway (and counting a sync timeout).
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+/// A standby that has not polled for this long is not waited for.
+const STANDBY_LIVENESS: Duration = Duration::from_secs(5);
+const POLL_WAIT_MS: u64 = 2000;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+struct Metrics {
+    epoch: Gauge,
+    is_primary: Gauge,
+    last_seq: Gauge,
+    lag: Gauge,
+    sync_timeouts: Counter,
+    reservations: Family<OutcomeLabels, Counter>,
+}
+
+pub struct CatalogState {
+    store: Arc<Store>,
+    instance: String,
+    /// Role and epoch; the lock is held across every write so fencing and writes are ordered.
+    meta: Arc<Mutex<ReplicaMeta>>,
+    seq: watch::Sender<u64>,
+    standby_ack: watch::Sender<u64>,
+    standby_seen: Mutex<Option<Instant>>,
+    follow: Option<String>,
+    primary_seq: AtomicU64,
+    admin_token: String,
+    readiness: Readiness,
+    client: reqwest::Client,
+    metrics: Metrics,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangesPage {
+    epoch: u64,
+    last_seq: u64,
+    changes: Vec<Change>,
+}
+
+impl CatalogState {
+    pub fn open(
+        db_path: &Path,
+        instance: &str,
+        initial_role: Role,
+        follow: Option<String>,
+        admin_token: &str,
+        readiness: Readiness,
+        registry: &mut Registry,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Arc::new(Store::open(db_path, initial_role)?);
+        let meta = store.meta()?;
+        let last = store.last_seq()?;
+        let metrics = Metrics {
+            epoch: Gauge::default(),
+            is_primary: Gauge::default(),
+            last_seq: Gauge::default(),
+            lag: Gauge::default(),
+            sync_timeouts: Counter::default(),
+            reservations: Family::default(),
+        };
+        registry.register("shop_catalog_epoch", "Replication epoch this replica knows", metrics.epoch.clone());
+        registry.register("shop_catalog_primary", "1 if this replica accepts writes", metrics.is_primary.clone());
+        registry.register("shop_catalog_change_seq", "Last change sequence stored here", metrics.last_seq.clone());
+        registry.register(
+            "shop_catalog_replication_lag_changes",
+            "Changes the primary has that this standby has not applied",
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "shop_catalog_replication_sync_timeouts",
+            "Writes acknowledged without the standby's confirmation",
+            metrics.sync_timeouts.clone(),
+        );
+        registry.register("shop_catalog_stock_reservations", "Stock reservations by outcome", metrics.reservations.clone());
+        let state = Arc::new(CatalogState {
+            store,
+            instance: instance.to_string(),
+            meta: Arc::new(Mutex::new(meta)),
+            seq: watch::Sender::new(last),
+            standby_ack: watch::Sender::new(0),
+            standby_seen: Mutex::new(None),
+            follow,
+            primary_seq: AtomicU64::new(last),
+            admin_token: admin_token.to_string(),
+            readiness,
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_millis(POLL_WAIT_MS + 3000))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            metrics,
+        });
+        state.publish();
+        Ok(state)
+    }
+
+    pub fn meta(&self) -> ReplicaMeta {
+        *self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        *self.seq.borrow()
+    }
+
+    /// Refreshes metrics and the `/readyz` details after any change of state.
+    fn publish(&self) {
+        let meta = self.meta();
+        let last = self.last_seq();
+        let lag = self.primary_seq.load(Ordering::Relaxed).saturating_sub(last);
+        self.metrics.epoch.set(meta.epoch as i64);
+        self.metrics.is_primary.set(i64::from(meta.role == Role::Primary));
+        self.metrics.last_seq.set(last as i64);
+        self.metrics.lag.set(if meta.role == Role::Standby { lag as i64 } else { 0 });
+        self.readiness.set(Ok(json!({"role": meta.role, "epoch": meta.epoch, "seq": last})));
+    }
+
+    pub fn status(&self) -> Value {
+        let meta = self.meta();
+        json!({
+            "instance": self.instance,
+            "role": meta.role,
+            "epoch": meta.epoch,
+            "last_seq": self.last_seq(),
+            "following": if meta.role == Role::Standby { self.follow.clone() } else { None },
+            "lag_changes": self.primary_seq.load(Ordering::Relaxed).saturating_sub(self.last_seq()),
+        })
+    }
+
+    /// Runs a read on the blocking pool.
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static) -> Result<T, AppError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(AppError::internal)?.map_err(AppError::from)
+    }
+
+    /// Runs a write if, and only if, this replica is the primary of the newest epoch it
+    /// knows. The role lock is held for the whole write, so a concurrent fence either
+    /// happens before it (the write is refused) or after it (the write was acknowledged
+    /// under the old epoch, before anyone was told of the new one).
+    pub async fn write<R: Written + Send + 'static>(
+        &self,
+        headers: &HeaderMap,
+        f: impl FnOnce(&Store, u64) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, AppError> {
+        let seen_epoch = match headers.get(EPOCH_HEADER) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| AppError::BadRequest(format!("{EPOCH_HEADER} must be a number")))?,
+            ),
+        };
+        if let Some(epoch) = seen_epoch {
+            self.learn_epoch(epoch).await?;
+        }
+        let store = self.store.clone();
+        let meta = self.meta.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.role {
+                Role::Primary => f(&store, guard.epoch).map_err(AppError::from),
+                Role::Standby => Err(AppError::Conflict {
+                    code: "read_only_replica",
+                    message: "this catalog replica is a standby; writes go to the primary".into(),
+                }),
+                Role::Fenced => Err(AppError::Conflict {
+                    code: "fenced",
+                    message: format!("this catalog replica was fenced: epoch {} has a newer primary", guard.epoch),
+                }),
+            }
+        })
+        .await
+        .map_err(AppError::internal)??;
+        if let Some(seq) = result.written_seq() {
+            self.seq.send_if_modified(|cur| {
+                let changed = seq > *cur;
+                *cur = (*cur).max(seq);
+                changed
+            });
+            self.publish();
+        }
+        Ok(result)
+    }
+
+    /// Waits until some change after `after` exists, or `wait` passes.
+    pub async fn wait_for_seq_after(&self, after: u64, wait: Duration) {
+        if wait.is_zero() || self.last_seq() > after {
+            return;
+        }
+        let mut rx = self.seq.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|seq| *seq > after)).await;
+    }
+
+    /// Records that the standby has applied everything up to `seq`.
+    pub fn standby_acked(&self, seq: u64) {
+        *self.standby_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.standby_ack.send_if_modified(|cur| {
+            let changed = seq > *cur;
+            *cur = (*cur).max(seq);
+            changed
+        });
+    }
+
+    /// Semi-synchronous replication: wait for a live standby to have `seq`.
+    pub async fn wait_for_standby(&self, seq: u64) {
+        let live = self
+            .standby_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|seen| seen.elapsed() < STANDBY_LIVENESS);
+        if !live {
+            return;
+        }
+        let mut rx = self.standby_ack.subscribe();
+        if tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|acked| *acked >= seq)).await.is_err() {
+            self.metrics.sync_timeouts.inc();
+            tracing::warn!(seq, "standby did not confirm the write in time; acknowledged without it");
+        }
+    }
+
+    pub fn count_reservation<T>(&self, result: &Result<T, AppError>) {
+        let outcome = match result {
+            Ok(_) => "reserved",
+            Err(AppError::Conflict { code: "out_of_stock", .. }) => "out_of_stock",
+            Err(AppError::NotFound(_)) => "unknown_product",
+            Err(_) => "error",
+        };
+        self.metrics.reservations.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
+    fn set_meta(&self, new: ReplicaMeta) -> Result<(), AppError> {
+        let mut guard = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.set_meta(new).map_err(AppError::from)?;
+        *guard = new;
+        Ok(())
+    }
+
+    /// Learns that epoch `epoch` exists. A primary of an older epoch fences itself.
+    pub async fn learn_epoch(&self, epoch: u64) -> Result<ReplicaMeta, AppError> {
+        let current = self.meta();
+        if epoch <= current.epoch {
+            return Ok(current);
+        }
+        let role = if current.role == Role::Primary { Role::Fenced } else { current.role };
+        let new = ReplicaMeta { role, epoch };
+        let store = self.store.clone();
+        let meta = self.meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = meta.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.epoch >= new.epoch {
+                return Ok(());
+            }
+            store.set_meta(new)?;
+            *guard = new;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(AppError::internal)??;
+        if role == Role::Fenced {
+            tracing::warn!(epoch, "a newer epoch exists: this former primary is fenced and refuses writes");
+        }
+        self.publish();
+        Ok(self.meta())
+    }
+
+    /// Makes this replica the primary under a new epoch (at least `requested`), then tells
+    /// the replica it followed to fence itself.
+    pub async fn promote(&self, requested: Option<u64>) -> Result<ReplicaMeta, AppError> {
+        let current = self.meta();
+        if current.role == Role::Primary && requested.is_none_or(|r| r <= current.epoch) {
+            return Ok(current);
+        }
+        let epoch = (current.epoch + 1).max(requested.unwrap_or(0));
+        let new = ReplicaMeta { role: Role::Primary, epoch };
+        self.set_meta(new)?;
+        self.publish();
+        tracing::warn!(epoch, last_seq = self.last_seq(), "promoted to primary");
+        if let Some(old) = self.follow.clone() {
+            let client = self.client.clone();
+            let token = self.admin_token.clone();
+            tokio::spawn(async move {
+                let result = client
+                    .post(format!("{old}/admin/fence"))
+                    .bearer_auth(token)
+                    .json(&json!({"epoch": epoch}))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status().is_success() => tracing::info!(epoch, "old primary fenced"),
+                    Ok(r) => tracing::warn!(status = r.status().as_u16(), "old primary refused to be fenced"),
+                    Err(e) => tracing::warn!(error = %e, "old primary unreachable; it will fence itself when it sees the new epoch"),
+                }
+            });
+        }
+        Ok(new)
+    }
+
+    /// The standby's loop: follow the primary's change log for as long as this replica is
+    /// a standby. Returns when it is promoted or `shutdown` fires.
+    pub async fn follow(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(primary) = self.follow.clone() else { return };
+        let mut backoff = Duration::from_millis(100);
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            if *shutdown.borrow() || self.meta().role != Role::Standby {
+                return;
+            }
+            let url = format!(
+                "{primary}/api/products/changes?after={}&limit=500&wait_ms={POLL_WAIT_MS}&replica={}",
+                self.last_seq(),
+                self.instance
+            );
+            let result = tokio::select! {
+                r = self.poll(&url) => r,
+                _ = shutdown.changed() => return,
+            };
+            match result {
+                Ok(()) => {
+                    if failing_since.take().is_some() {
+                        tracing::info!(primary, "replication resumed");
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    if failing_since.is_none() {
+                        tracing::warn!(primary, error = %e, "replication from the primary failed; retrying");
+                        failing_since = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn poll(&self, url: &str) -> Result<(), String> {
+        let response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("primary answered {}", response.status()));
+        }
+        let page: ChangesPage = response.json().await.map_err(|e| e.to_string())?;
+        self.primary_seq.store(page.last_seq, Ordering::Relaxed);
+        if page.epoch > self.meta().epoch {
+            self.learn_epoch(page.epoch).await.map_err(|e| e.to_string())?;
+        }
+        if !page.changes.is_empty() {
+            let store = self.store.clone();
+            let meta = self.meta.clone();
+            let changes = page.changes;
+            let applied = tokio::task::spawn_blocking(move || {
+                // Hold the role lock: a promotion never interleaves with an apply.
+                let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
+                if guard.role != Role::Standby {
+                    return Ok(None);
+                }
+                store.apply(&changes).map(Some)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            if let Some(last) = applied {
+                self.seq.send_if_modified(|cur| {
+                    let changed = last > *cur;
+                    *cur = (*cur).max(last);
+                    changed
+                });
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+}
+
+/// A write's result that knows the change sequence it appended, if any (an idempotent
+/// replay appends none).
+pub trait Written {
+    fn written_seq(&self) -> Option<u64>;
+}
+
+impl Written for (super::store::Product, u64) {
+    fn written_seq(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+impl Written for (Reservation, Option<u64>) {
+    fn written_seq(&self) -> Option<u64> {
+        self.1
+    }
+}

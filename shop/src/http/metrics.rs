@@ -1,0 +1,57 @@
+//! The HTTP server metric every shop service exposes, named after OpenTelemetry's semantic
+//! conventions: `http_server_request_duration_seconds{http_request_method, http_route,
+//! http_response_status_code}`. The route is the matched route template, never the raw
+//! path, so label cardinality stays bounded.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// OpenTelemetry's recommended boundaries for `http.server.request.duration`.
+pub const DURATION_BUCKETS_SECS: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub http_request_method: String,
+    pub http_route: String,
+    pub http_response_status_code: u16,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS_SECS)
+}
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let duration = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP server requests",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        HttpMetrics { duration }
+    }
+}
+
+/// The registry, frozen once every metric is registered, encoded on `/metrics`.
+pub type SharedRegistry = Arc<Registry>;
+
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Encoding into a String only fails if a metric's own encoder fails, which the
+    // built-in metric types never do.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    out
+}

@@ -1,0 +1,267 @@
+//! What every shop service has in common: probes, metrics, fault injection, request ids,
+//! access logs, a timeout and a body limit around its own routes, and a graceful server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hale_core::ServiceKind;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use super::chaos::{Chaos, ChaosRequest, Effect};
+use super::error::{ApiJson, AppError};
+use super::metrics::{HttpLabels, HttpMetrics, SharedRegistry, encode};
+use super::token::{Admin, AuthContext, TokenKeys};
+
+/// Largest request body any shop endpoint accepts; larger ones get 413.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// A handler that takes longer than this answers 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown is asked for, in-flight requests get this long to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Whether the replica is ready to serve, with the details `/readyz` shows.
+#[derive(Clone)]
+pub struct Readiness(Arc<Mutex<Result<Value, String>>>);
+
+impl Readiness {
+    pub fn ready(detail: Value) -> Self {
+        Readiness(Arc::new(Mutex::new(Ok(detail))))
+    }
+    pub fn not_ready(reason: impl Into<String>) -> Self {
+        Readiness(Arc::new(Mutex::new(Err(reason.into()))))
+    }
+    pub fn set(&self, state: Result<Value, String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+    pub fn get(&self) -> Result<Value, String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Identity and shared machinery of one running replica.
+#[derive(Clone)]
+pub struct Frame {
+    pub service: ServiceKind,
+    pub instance: String,
+    pub http: HttpMetrics,
+    pub chaos: Chaos,
+    pub auth: AuthContext,
+    pub readiness: Readiness,
+    started: Instant,
+}
+
+impl Frame {
+    /// Registers the HTTP metric in `registry`; the service registers its own next.
+    pub fn new(service: ServiceKind, instance: &str, registry: &mut Registry, jwt_secret: &str, admin_token: &str) -> Self {
+        Frame {
+            service,
+            instance: instance.to_string(),
+            http: HttpMetrics::register(registry),
+            chaos: Chaos::default(),
+            auth: AuthContext { keys: Arc::new(TokenKeys::new(jwt_secret)), admin_token: Arc::from(admin_token) },
+            readiness: Readiness::ready(json!({})),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Wraps a service's API router with the common endpoints and layers.
+pub fn app(frame: Frame, registry: SharedRegistry, api: Router) -> Router {
+    let frame = Arc::new(frame);
+    let common = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/chaos", get(chaos_get).post(chaos_post).delete(chaos_delete))
+        .with_state((frame.clone(), registry));
+    api.merge(common)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(middleware::from_fn_with_state(frame.clone(), faults))
+        .layer(middleware::from_fn_with_state(frame.clone(), observe))
+        .layer(axum::Extension(frame.auth.clone()))
+}
+
+type CommonState = (Arc<Frame>, SharedRegistry);
+
+async fn healthz(State((frame, _)): State<CommonState>) -> impl IntoResponse {
+    axum::Json(json!({
+        "status": "alive",
+        "service": frame.service,
+        "instance": frame.instance,
+        "uptime_secs": frame.started.elapsed().as_secs(),
+    }))
+}
+
+async fn readyz(State((frame, _)): State<CommonState>) -> Response {
+    match frame.readiness.get() {
+        Ok(mut detail) => {
+            if let Value::Object(map) = &mut detail {
+                map.insert("status".into(), "ready".into());
+                map.insert("instance".into(), frame.instance.clone().into());
+            }
+            axum::Json(detail).into_response()
+        }
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "instance": frame.instance, "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State((_, registry)): State<CommonState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        encode(&registry),
+    )
+}
+
+async fn chaos_get(_: Admin, State((frame, _)): State<CommonState>) -> impl IntoResponse {
+    axum::Json(frame.chaos.snapshot())
+}
+
+async fn chaos_post(
+    _: Admin,
+    State((frame, _)): State<CommonState>,
+    ApiJson(req): ApiJson<ChaosRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let crash = frame.chaos.apply(&req).map_err(AppError::BadRequest)?;
+    tracing::warn!(fault = %serde_json::to_string(&req).unwrap_or_default(), "chaos fault injected");
+    if crash {
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tracing::error!("chaos: crashing on request");
+            std::process::exit(1);
+        });
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(frame.chaos.snapshot())))
+}
+
+async fn chaos_delete(_: Admin, State((frame, _)): State<CommonState>) -> impl IntoResponse {
+    frame.chaos.clear();
+    tracing::info!("chaos faults cleared");
+    axum::Json(frame.chaos.snapshot())
+}
+
+fn is_api(path: &str) -> bool {
+    !(path == "/healthz" || path == "/readyz" || path == "/metrics" || path.starts_with("/admin/"))
+}
+
+/// Injected faults. Runs outside the timeout so a hang really hangs.
+async fn faults(State(frame): State<Arc<Frame>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/admin/chaos" {
+        return next.run(req).await;
+    }
+    match frame.chaos.effect(is_api(path)) {
+        Effect::None => next.run(req).await,
+        Effect::Hang(until) => {
+            tokio::time::sleep_until(until.into()).await;
+            next.run(req).await
+        }
+        Effect::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            next.run(req).await
+        }
+        Effect::Fail => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"code": "chaos", "message": "failure injected by /admin/chaos"}})),
+        )
+            .into_response(),
+    }
+}
+
+/// Request id, the duration histogram and one access-log line per request.
+async fn observe(State(frame): State<Arc<Frame>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let mut response = next.run(req).await;
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    frame
+        .http
+        .duration
+        .get_or_create(&HttpLabels {
+            http_request_method: method.clone(),
+            http_route: route.clone(),
+            http_response_status_code: status,
+        })
+        .observe(elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let latency_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+        tracing::debug!(request_id, method, route, status, latency_ms, "request");
+    } else if status >= 500 {
+        tracing::error!(request_id, method, route, status, latency_ms, "request failed");
+    } else if status >= 400 {
+        tracing::warn!(request_id, method, route, status, latency_ms, "request refused");
+    } else {
+        tracing::info!(request_id, method, route, status, latency_ms, "request");
+    }
+    response
+}
+
+/// Binds `listen` and serves `app` until `shutdown` resolves, then drains in-flight
+/// requests for a bounded time.
+pub async fn serve(listen: SocketAddr, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_on(listener, app, shutdown).await
+}
+
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful_rx = stop_rx.clone();
+    let server = axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move {
+            let _ = graceful_rx.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    let mut deadline_rx = stop_rx;
+    tokio::select! {
+        result = server => result,
+        _ = async move {
+            let _ = deadline_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing anyway");
+            Ok(())
+        }
+    }
+}
