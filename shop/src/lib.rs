@@ -9,3 +9,4 @@ pub mod auth;
 pub mod catalog;
 pub mod http;
 pub mod logging;
+pub mod search;
