@@ -10,3 +10,4 @@ pub mod catalog;
 pub mod http;
 pub mod logging;
 pub mod search;
+pub mod orders;
