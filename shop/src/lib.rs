@@ -11,3 +11,4 @@ pub mod http;
 pub mod logging;
 pub mod search;
 pub mod orders;
+pub mod gateway;

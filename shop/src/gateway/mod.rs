@@ -1,0 +1,336 @@
+//! The gateway: the shop's one entry point. Routes by path to the service's pool, balances
+//! replicas, checks their readiness actively and ejects failing ones passively, retries an
+//! idempotent request once on another replica, and sends catalog writes to the primary
+//! with its epoch. `/admin/pool` lets the healer change members and the primary.
+
+pub mod pool;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, put};
+use hale_core::{ClusterConfig, Role, ServiceKind};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::catalog::EPOCH_HEADER;
+use crate::http::{Admin, ApiJson, AppError, BODY_LIMIT_BYTES, Readiness};
+use pool::{Member, MemberSpec, Pool, Pools};
+
+/// Interval of the active `/readyz` checks.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+const CHECK_TIMEOUT: Duration = Duration::from_millis(400);
+/// Upper bound on one upstream attempt (the catalog's long-poll is 2 s).
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    service: String,
+    instance: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+pub struct GatewayState {
+    pools: Pools,
+    client: reqwest::Client,
+    readiness: Readiness,
+    upstream: Family<UpstreamLabels, Counter>,
+    retries: Family<ServiceLabels, Counter>,
+    ready_members: Family<ServiceLabels, Gauge>,
+}
+
+impl GatewayState {
+    /// Pools from the cluster topology: every replica of every service; the catalog's
+    /// first replica is the primary of epoch 1 until a replica reports a newer epoch.
+    pub fn from_cluster(cluster: &ClusterConfig, readiness: Readiness, registry: &mut Registry) -> Result<Arc<Self>, AppError> {
+        let mut pools: BTreeMap<ServiceKind, Pool> = BTreeMap::new();
+        for instance in cluster.instances() {
+            if instance.service == ServiceKind::Gateway {
+                continue;
+            }
+            let pool = pools.entry(instance.service).or_default();
+            pool.members.push(Member::new(&instance.name, &instance.url()));
+            if instance.service == ServiceKind::Catalog && instance.role == Role::Primary && pool.primary.is_none() {
+                pool.primary = Some(instance.name.clone());
+                pool.epoch = 1;
+            }
+        }
+        Self::new(Pools::new(pools), readiness, registry)
+    }
+
+    pub fn new(pools: Pools, readiness: Readiness, registry: &mut Registry) -> Result<Arc<Self>, AppError> {
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        let retries = Family::<ServiceLabels, Counter>::default();
+        let ready_members = Family::<ServiceLabels, Gauge>::default();
+        registry.register("shop_gateway_upstream_requests", "Requests sent to replicas, by outcome", upstream.clone());
+        registry.register("shop_gateway_retries", "Requests retried on another replica", retries.clone());
+        registry.register("shop_gateway_pool_ready_members", "Replicas passing their readiness check", ready_members.clone());
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(300))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(AppError::internal)?;
+        Ok(Arc::new(GatewayState { pools, client, readiness, upstream, retries, ready_members }))
+    }
+
+    /// Checks every replica's `/readyz` each [`CHECK_INTERVAL`] until `shutdown`.
+    pub async fn check_readiness(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let checks = self.pools.all_members().into_iter().map(|(service, member)| {
+                let state = self.clone();
+                async move { state.check_one(service, &member).await }
+            });
+            futures::future::join_all(checks).await;
+            self.publish_readiness();
+        }
+    }
+
+    async fn check_one(&self, service: ServiceKind, member: &Arc<Member>) {
+        let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
+        let (ready, body) = match response {
+            Ok(r) if r.status().is_success() => (true, r.json::<serde_json::Value>().await.ok()),
+            _ => (false, None),
+        };
+        if ready != member.is_ready() {
+            if ready {
+                tracing::info!(service = %service, instance = %member.instance, "replica is ready again");
+            } else {
+                tracing::warn!(service = %service, instance = %member.instance, "replica failed its readiness check");
+            }
+        }
+        member.set_ready(ready);
+        if service == ServiceKind::Catalog
+            && let Some(body) = body
+            && body["role"] == "primary"
+            && let Some(epoch) = body["epoch"].as_u64()
+        {
+            member.set_reported_primary_epoch(epoch);
+            if self.pools.adopt_primary(service, &member.instance, epoch) {
+                tracing::warn!(instance = %member.instance, epoch, "catalog primary changed");
+            }
+        }
+    }
+
+    fn publish_readiness(&self) {
+        let mut missing = Vec::new();
+        let mut detail = serde_json::Map::new();
+        for service in [ServiceKind::Auth, ServiceKind::Catalog, ServiceKind::Search, ServiceKind::Orders] {
+            let ready = self.pools.get(service).map_or(0, |p| p.ready_count());
+            self.ready_members.get_or_create(&ServiceLabels { service: service.to_string() }).set(ready as i64);
+            detail.insert(service.to_string(), ready.into());
+            if ready == 0 {
+                missing.push(service.to_string());
+            }
+        }
+        if missing.is_empty() {
+            self.readiness.set(Ok(json!({"ready_replicas": detail})));
+        } else {
+            self.readiness.set(Err(format!("no ready replica of {}", missing.join(", "))));
+        }
+    }
+
+    fn count(&self, service: ServiceKind, instance: &str, outcome: &str) {
+        self.upstream
+            .get_or_create(&UpstreamLabels { service: service.to_string(), instance: instance.to_string(), outcome: outcome.to_string() })
+            .inc();
+    }
+}
+
+/// Routes of the gateway. Every route names the service that serves it.
+pub fn router(state: Arc<GatewayState>) -> Router {
+    let to = |service: ServiceKind| {
+        any(move |State(state): State<Arc<GatewayState>>, request: Request| proxy(state, service, request))
+    };
+    Router::new()
+        .route("/oauth/token", to(ServiceKind::Auth))
+        .route("/api/products", to(ServiceKind::Catalog))
+        .route("/api/products/changes", to(ServiceKind::Catalog))
+        .route("/api/products/reservations", to(ServiceKind::Catalog))
+        .route("/api/products/{id}", to(ServiceKind::Catalog))
+        .route("/api/search", to(ServiceKind::Search))
+        .route("/api/orders", to(ServiceKind::Orders))
+        .route("/api/orders/{id}", to(ServiceKind::Orders))
+        .route("/admin/pool", get(pool_get))
+        .route("/admin/pool/{service}", put(pool_put))
+        .fallback(|| async { AppError::NotFound("no such route; the shop serves /oauth/token, /api/products, /api/search and /api/orders".into()) })
+        .with_state(state)
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones
+/// reqwest and hyper set themselves.
+fn is_hop_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "host" | "content-length"
+    )
+}
+
+enum Attempt {
+    Done(Response),
+    /// Failed in a way another replica might not: connect error, timeout or 5xx.
+    Retryable(Response, &'static str),
+}
+
+async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, BODY_LIMIT_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return AppError::PayloadTooLarge { limit_bytes: BODY_LIMIT_BYTES }.into_response(),
+    };
+    let Some(pool) = state.pools.get(service) else {
+        return AppError::Unavailable(format!("no pool for {service}")).into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if service == ServiceKind::Catalog && is_write {
+        let Some(primary) = pool.primary().filter(|m| m.is_ready()) else {
+            return AppError::Unavailable("the catalog primary is not ready; retry shortly".into()).into_response();
+        };
+        let epoch = Some(pool.epoch);
+        return match attempt(&state, service, &primary, &parts.method, &parts.headers, &path, &body, epoch).await {
+            Attempt::Done(r) | Attempt::Retryable(r, _) => r,
+        };
+    }
+    let idempotent = !is_write;
+    let mut tried: Option<String> = None;
+    for try_no in 0..2 {
+        let Some(member) = pool.pick(tried.as_deref()) else {
+            if tried.is_some() {
+                break;
+            }
+            return AppError::Unavailable(format!("no ready replica of {service}; retry shortly")).into_response();
+        };
+        match attempt(&state, service, &member, &parts.method, &parts.headers, &path, &body, None).await {
+            Attempt::Done(response) => return response,
+            Attempt::Retryable(response, why) => {
+                // A connect error means the request never left; anything else is retried
+                // only when the method is idempotent.
+                let may_retry = try_no == 0 && (idempotent || why == "connect_error");
+                if !may_retry {
+                    return response;
+                }
+                state.retries.get_or_create(&ServiceLabels { service: service.to_string() }).inc();
+                tracing::warn!(service = %service, instance = %member.instance, reason = why, "retrying on another replica");
+                tried = Some(member.instance.clone());
+            }
+        }
+    }
+    AppError::BadGateway(format!("every {service} replica tried failed")).into_response()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    state: &GatewayState,
+    service: ServiceKind,
+    member: &Arc<Member>,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Bytes,
+    epoch: Option<u64>,
+) -> Attempt {
+    let _in_flight = member.start();
+    let mut upstream = state.client.request(method.clone(), format!("{}{path}", member.url)).timeout(UPSTREAM_TIMEOUT);
+    for (name, value) in headers {
+        if !is_hop_header(name) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    if let Some(epoch) = epoch {
+        upstream = upstream.header(EPOCH_HEADER, epoch.to_string());
+    }
+    let result = upstream.body(body.clone()).send().await;
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let why = if e.is_connect() { "connect_error" } else if e.is_timeout() { "timeout" } else { "transport_error" };
+            state.count(service, &member.instance, why);
+            member.eject();
+            let error = if e.is_timeout() {
+                AppError::GatewayTimeout(format!("{} did not answer in time", member.instance))
+            } else {
+                AppError::BadGateway(format!("{} is unreachable", member.instance))
+            };
+            return Attempt::Retryable(error.into_response(), why);
+        }
+    };
+    let status = response.status();
+    let mut out = Response::builder().status(status.as_u16());
+    for (name, value) in response.headers() {
+        if !is_hop_header(name) {
+            out = out.header(name, value);
+        }
+    }
+    let bytes = match response.bytes().await {
+        Ok(b) => b,
+        Err(_) => {
+            state.count(service, &member.instance, "transport_error");
+            member.eject();
+            return Attempt::Retryable(AppError::BadGateway(format!("{} broke off its answer", member.instance)).into_response(), "transport_error");
+        }
+    };
+    let response = out.body(axum::body::Body::from(bytes)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+    if status.is_server_error() {
+        state.count(service, &member.instance, "server_error");
+        member.eject();
+        Attempt::Retryable(response, "server_error")
+    } else {
+        state.count(service, &member.instance, "ok");
+        Attempt::Done(response)
+    }
+}
+
+async fn pool_get(_: Admin, State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
+    axum::Json(state.pools.snapshot())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolUpdate {
+    members: Option<Vec<MemberSpec>>,
+    primary: Option<String>,
+    epoch: Option<u64>,
+}
+
+async fn pool_put(
+    _: Admin,
+    State(state): State<Arc<GatewayState>>,
+    Path(service): Path<String>,
+    ApiJson(update): ApiJson<PoolUpdate>,
+) -> Result<impl IntoResponse, AppError> {
+    let service: ServiceKind = service.parse().map_err(AppError::NotFound)?;
+    if service == ServiceKind::Gateway {
+        return Err(AppError::BadRequest("the gateway has no pool".into()));
+    }
+    if update.primary.is_some() && service != ServiceKind::Catalog {
+        return Err(AppError::BadRequest("only the catalog pool has a primary".into()));
+    }
+    state.pools.update(service, update.members, update.primary, update.epoch).map_err(AppError::Unprocessable)?;
+    tracing::warn!(service = %service, "pool changed through the admin API");
+    state.publish_readiness();
+    Ok(axum::Json(state.pools.snapshot()))
+}
