@@ -1,1 +1,241 @@
-fn main() {}
+//! `hale`: the command line. Parses flags and hands over to a component; no logic of its
+//! own beyond wiring.
+
+mod seed;
+mod supervise;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hale_core::{ClusterConfig, Role, ServiceKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[derive(Debug, Parser)]
+#[command(name = "hale", version, about = "Observability and self-healing for a fleet of services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the demo cluster: the shop's replicas on loopback nodes, and load.
+    Up(up::UpArgs),
+    /// Run one shop service, or hash a password for cluster.toml.
+    Shop(ShopCommand),
+    /// Send realistic shop traffic through the gateway and summarise it.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ShopCommand {
+    #[command(subcommand)]
+    which: ShopWhich,
+}
+
+#[derive(Debug, Subcommand)]
+enum ShopWhich {
+    /// The entry point: routing, balancing, readiness checks, pool admin.
+    Gateway(ServiceFlags),
+    /// OAuth2 token endpoint.
+    Auth(ServiceFlags),
+    /// Products and stock, primary or standby.
+    Catalog(ServiceFlags),
+    /// Full-text product search.
+    Search(ServiceFlags),
+    /// Order placement with encrypted personal data.
+    Orders(ServiceFlags),
+    /// Read a password on stdin and print its Argon2 hash for cluster.toml.
+    HashPassword,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServiceFlags {
+    /// cluster.toml with the topology, accounts and secrets.
+    #[arg(long)]
+    config: PathBuf,
+    /// Instance name, such as search-1.
+    #[arg(long)]
+    instance: String,
+    /// Address to serve on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Root folder of the shop's state.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Folder of the JSON-lines log (<log-dir>/<instance>.log); default <data-dir>/logs.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// The gateway's URL, for calls between services.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// Catalog: starting role (primary or standby).
+    #[arg(long, default_value = "primary")]
+    role: RoleArg,
+    /// Catalog standby: URL of the primary to follow.
+    #[arg(long)]
+    follow: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Primary,
+    Standby,
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The shop gateway.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 20)]
+    rps: u32,
+    /// How long to run (30s, 5m, 1h); 0 runs until interrupted.
+    #[arg(long, default_value = "30s")]
+    duration: String,
+    /// Weights of the journeys, such as browse=50,search=35,buy=15.
+    #[arg(long, default_value = "browse=50,search=35,buy=15")]
+    mix: String,
+    /// Shop account the traffic logs in as.
+    #[arg(long, default_value = "shopper")]
+    username: String,
+    /// Its password.
+    #[arg(long, env = "HALE_LOAD_PASSWORD", default_value = "hale-shopper", hide_env_values = true)]
+    password: String,
+    /// Print a status line every 10 s instead of a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Requests allowed in flight at once.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hale: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hale: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Up(args) => {
+            init_stderr_logging();
+            up::run(args).await
+        }
+        Command::Shop(ShopCommand { which: ShopWhich::HashPassword }) => hash_password(),
+        Command::Shop(ShopCommand { which }) => {
+            let (service, flags) = match which {
+                ShopWhich::Gateway(f) => (ServiceKind::Gateway, f),
+                ShopWhich::Auth(f) => (ServiceKind::Auth, f),
+                ShopWhich::Catalog(f) => (ServiceKind::Catalog, f),
+                ShopWhich::Search(f) => (ServiceKind::Search, f),
+                ShopWhich::Orders(f) => (ServiceKind::Orders, f),
+                ShopWhich::HashPassword => unreachable!("handled above"),
+            };
+            run_shop(service, flags).await
+        }
+        Command::Load(args) => load(args).await,
+    }
+}
+
+fn init_stderr_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init();
+}
+
+async fn run_shop(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
+    let source = std::fs::read_to_string(&flags.config).with_context(|| format!("reading {}", flags.config.display()))?;
+    let cluster = ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", flags.config.display()))?;
+    let log_dir = flags.log_dir.clone().unwrap_or_else(|| flags.data_dir.join("logs"));
+    let log_file = log_dir.join(format!("{}.log", flags.instance));
+    let layer = hale_shop::logging::JsonLines::open(&log_file, service.as_str(), &flags.instance)
+        .with_context(|| format!("opening log {}", log_file.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+    if matches!(flags.role, RoleArg::Standby) && flags.follow.is_none() {
+        bail!("a catalog standby needs --follow <primary URL>");
+    }
+    let args = hale_shop::ShopArgs {
+        service,
+        instance: flags.instance,
+        listen: flags.listen,
+        data_dir: flags.data_dir,
+        gateway_url: flags.gateway,
+        role: match flags.role {
+            RoleArg::Primary => Role::Primary,
+            RoleArg::Standby => Role::Standby,
+        },
+        follow: flags.follow,
+        cluster,
+    };
+    let result = hale_shop::run(args, up::shutdown_signal()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "service failed");
+    }
+    Ok(result?)
+}
+
+fn hash_password() -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("empty password: pipe one in, e.g. `printf %s 'secret' | hale shop hash-password`");
+    }
+    println!("{}", hale_shop::auth::hash_secret(password).map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
+async fn load(args: LoadArgs) -> Result<()> {
+    let duration = match args.duration.trim() {
+        "0" | "" => None,
+        d => Some(humantime::parse_duration(d).with_context(|| format!("--duration {d:?}: use 30s, 5m or 1h"))?),
+    };
+    let config = hale_shop::load::LoadConfig {
+        gateway: args.gateway.trim_end_matches('/').to_string(),
+        rps: args.rps,
+        duration,
+        mix: args.mix.parse()?,
+        username: args.username,
+        password: args.password,
+        progress: !args.no_progress,
+        max_in_flight: args.max_in_flight,
+    };
+    let summary = hale_shop::load::run(config, up::shutdown_signal()).await?;
+    print!("{}", summary.render());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::time::Duration;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn load_duration_parses() {
+        assert_eq!(humantime::parse_duration("5m").expect("5m"), Duration::from_secs(300));
+    }
+}

@@ -12,3 +12,7 @@ pub mod logging;
 pub mod search;
 pub mod orders;
 pub mod gateway;
+mod run;
+
+pub use run::{RunError, ShopArgs, app, run};
+pub mod load;

@@ -123,7 +123,7 @@ async fn readyz(State((frame, _)): State<CommonState>) -> Response {
 
 async fn metrics(State((_, registry)): State<CommonState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         encode(&registry),
     )
 }

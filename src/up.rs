@@ -1,0 +1,290 @@
+//! `hale up`: the whole demo cluster on one machine. Turns the cluster topology into
+//! process specs, supervises them, seeds the shop, starts the load generator, prints
+//! where everything is, and stops it all on Ctrl-C or SIGTERM.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, ProcessSpec, Role, ServiceKind};
+
+use crate::supervise::Supervisor;
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Run without the terminal dashboard (the dashboard arrives with `hale tui`).
+    #[arg(long)]
+    pub headless: bool,
+    /// Number of nodes (loopback addresses) to spread replicas over.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Where every component keeps its data and logs.
+    #[arg(long, default_value = ".hale")]
+    pub data_dir: PathBuf,
+    /// A cluster.toml to run instead of the embedded default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// First three octets of the node addresses (default from the config: 127.0.1).
+    #[arg(long)]
+    pub ip_prefix: Option<String>,
+    /// Address of the control plane (the gateway), default 127.0.0.1.
+    #[arg(long)]
+    pub control_ip: Option<IpAddr>,
+    /// Added to every port, so a second cluster can run beside the first.
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+    /// Requests per second of background shop traffic; 0 turns it off.
+    #[arg(long, default_value_t = 20)]
+    pub load_rps: u32,
+}
+
+/// The effective cluster: config file (or embedded default) with the flags applied.
+pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
+    let (source, origin) = match &args.config {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (DEFAULT_CLUSTER_TOML.to_string(), "embedded cluster.toml".to_string()),
+    };
+    let mut cluster = ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    if let Some(n) = args.nodes {
+        cluster.set_node_count(n)?;
+    }
+    if let Some(prefix) = &args.ip_prefix {
+        cluster.set_ip_prefix(prefix)?;
+    }
+    if let Some(ip) = args.control_ip {
+        cluster.set_control_ip(ip);
+    }
+    cluster.add_port_offset(args.port_offset)?;
+    Ok(cluster)
+}
+
+/// One process spec per replica.
+pub fn specs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_file: &Path) -> Vec<ProcessSpec> {
+    let instances = cluster.instances();
+    let gateway_url = format!("http://{}", cluster.gateway.listen);
+    let primary_url = instances
+        .iter()
+        .find(|i| i.service == ServiceKind::Catalog && i.role == Role::Primary)
+        .map(|i| i.url());
+    instances
+        .iter()
+        .map(|i| {
+            let mut args: Vec<String> = vec![
+                "shop".into(),
+                i.service.to_string(),
+                "--config".into(),
+                config_file.display().to_string(),
+                "--instance".into(),
+                i.name.clone(),
+                "--listen".into(),
+                i.listen.to_string(),
+                "--data-dir".into(),
+                data_dir.join("shop").display().to_string(),
+                "--log-dir".into(),
+                data_dir.join("logs").display().to_string(),
+                "--gateway".into(),
+                gateway_url.clone(),
+            ];
+            if i.service == ServiceKind::Catalog {
+                args.extend(["--role".into(), i.role.to_string()]);
+                if i.role == Role::Standby
+                    && let Some(primary) = &primary_url
+                {
+                    args.extend(["--follow".into(), primary.clone()]);
+                }
+            }
+            ProcessSpec {
+                name: i.name.clone(),
+                service: i.service.to_string(),
+                node: i.node.clone(),
+                listen: i.listen,
+                program: program.to_path_buf(),
+                args,
+                env: vec![],
+                output_file: data_dir.join("logs").join(format!("{}.out", i.name)),
+            }
+        })
+        .collect()
+}
+
+/// Refuses to start when an address is taken, naming the way out.
+fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
+    for instance in cluster.instances() {
+        if let Err(e) = TcpListener::bind(instance.listen) {
+            bail!(
+                "{} ({}) cannot listen on {}: {e}.\n  Is another `hale up` running? Stop it, or move this cluster with \
+                 --port-offset 1000 (and --ip-prefix 127.0.2 --control-ip 127.0.2.254).",
+                instance.name,
+                instance.service,
+                instance.listen
+            );
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub async fn run(args: UpArgs) -> Result<()> {
+    let cluster = cluster_from(&args)?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    check_addresses_free(&cluster)?;
+    // Children read secrets from this file, never from their command line.
+    let config_file = data_dir.join("cluster.toml");
+    write_private(&config_file, &cluster.to_toml())?;
+    let program = std::env::current_exe().context("finding the hale executable")?;
+
+    let mut supervisor = Supervisor::new(Duration::from_secs(8));
+    let specs = specs(&cluster, &program, &data_dir, &config_file);
+    println!("hale: starting {} shop replicas on {} nodes (data in {})", specs.len(), cluster.nodes.len(), data_dir.display());
+    for spec in specs {
+        supervisor.start(spec);
+    }
+    let gateway = format!("http://{}", cluster.gateway.listen);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let started = tokio::select! {
+        r = wait_ready(&gateway, Duration::from_secs(60)) => r,
+        _ = &mut shutdown => { supervisor.shutdown().await; return Ok(()); }
+    };
+    if let Err(e) = started {
+        supervisor.shutdown().await;
+        return Err(e.context(format!("the shop did not become ready; see the logs in {}", data_dir.join("logs").display())));
+    }
+    if let Err(e) = crate::seed::seed_if_empty(&gateway, &cluster).await {
+        eprintln!("hale: seeding the catalog failed: {e:#}");
+    }
+    if args.load_rps > 0 {
+        let (user, password) = cluster
+            .demo_logins
+            .iter()
+            .find(|l| l.username == "shopper")
+            .or(cluster.demo_logins.first())
+            .map(|l| (l.username.clone(), l.password.clone()))
+            .unwrap_or_default();
+        supervisor.start(ProcessSpec {
+            name: "load".into(),
+            service: "load".into(),
+            node: cluster.gateway.node.get_ref().clone(),
+            listen: cluster.gateway.listen,
+            program: program.clone(),
+            args: vec![
+                "load".into(),
+                "--gateway".into(),
+                gateway.clone(),
+                "--rps".into(),
+                args.load_rps.to_string(),
+                "--duration".into(),
+                "0".into(),
+                "--no-progress".into(),
+                "--username".into(),
+                user,
+            ],
+            env: vec![("HALE_LOAD_PASSWORD".into(), password)],
+            output_file: data_dir.join("logs").join("load.out"),
+        });
+    }
+    print_banner(&cluster, &gateway, &data_dir, args.load_rps, args.headless);
+    (&mut shutdown).await;
+    println!("\nhale: stopping the cluster…");
+    let stopping = Instant::now();
+    let status = supervisor.status();
+    let restarts: u32 = status.iter().map(|s| s.restarts).sum();
+    supervisor.shutdown().await;
+    println!(
+        "hale: stopped {} processes in {:.1}s ({restarts} restarts during the run)",
+        status.len(),
+        stopping.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rps: u32, headless: bool) {
+    println!("\nHale demo cluster is up.\n");
+    println!("  shop gateway   {gateway}");
+    for instance in cluster.instances().iter().filter(|i| i.service != ServiceKind::Gateway) {
+        let role = if instance.service == ServiceKind::Catalog { format!(" ({})", instance.role) } else { String::new() };
+        println!("  {:<14} {}  on {}{role}", instance.name, instance.url(), instance.node);
+    }
+    println!("\n  demo logins:");
+    for login in &cluster.demo_logins {
+        println!("    {} / {}", login.username, login.password);
+    }
+    println!("\n  try:");
+    println!("    curl -s -d grant_type=password -d username=shopper -d password=hale-shopper {gateway}/oauth/token");
+    println!("    curl -s '{gateway}/api/search?q=lamp'");
+    println!("\n  logs: {}", data_dir.join("logs").display());
+    if load_rps > 0 {
+        println!("  load: {load_rps} requests/s of browse, search and buy traffic");
+    }
+    if !headless {
+        println!("  (the terminal dashboard is not built yet; running headless)");
+    }
+    println!("\n  Ctrl-C stops everything.");
+}
+
+async fn wait_ready(gateway: &str, limit: Duration) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match client.get(format!("{gateway}/readyz")).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = r.text().await.unwrap_or_default(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("gateway not ready after {}s: {last}", limit.as_secs())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standby_follows_the_primary_and_secrets_stay_off_the_command_line() {
+        let cluster = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("config");
+        let specs = specs(&cluster, Path::new("/bin/hale"), Path::new("/d"), Path::new("/d/cluster.toml"));
+        let standby = specs.iter().find(|s| s.name == "catalog-2").expect("standby");
+        let primary = specs.iter().find(|s| s.name == "catalog-1").expect("primary");
+        assert!(standby.args.windows(2).any(|w| w[0] == "--follow" && w[1] == format!("http://{}", primary.listen)));
+        for spec in &specs {
+            let line = spec.args.join(" ");
+            assert!(!line.contains(&cluster.secrets.jwt_secret));
+            assert!(!line.contains(&cluster.secrets.admin_token));
+        }
+    }
+}
