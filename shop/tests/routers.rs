@@ -1,0 +1,511 @@
+//! Router tests: every shop service called through `tower::ServiceExt::oneshot`, no socket,
+//! except where a service must talk to another (then the other listens on an ephemeral
+//! loopback port).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, Role, ServiceKind};
+use hale_shop::http::TokenKeys;
+use hale_shop::{ShopArgs, app};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+fn cluster() -> ClusterConfig {
+    ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("embedded config")
+}
+
+fn args(service: ServiceKind, dir: &std::path::Path) -> ShopArgs {
+    ShopArgs {
+        service,
+        instance: format!("{service}-1"),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        gateway_url: "http://127.0.0.1:9".into(),
+        role: Role::Primary,
+        follow: None,
+        cluster: cluster(),
+    }
+}
+
+fn token(scope: &str) -> String {
+    TokenKeys::new(&cluster().secrets.jwt_secret).issue("tester", scope, 300).expect("token")
+}
+
+fn admin_token() -> String {
+    cluster().secrets.admin_token
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    json: Value,
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 10 << 20).await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply { status, headers, json }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+fn post_json(uri: &str, bearer: Option<&str>, body: &Value) -> Request<Body> {
+    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = bearer {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(Body::from(body.to_string())).expect("request")
+}
+
+fn post_form(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+fn no_stop() -> watch::Receiver<bool> {
+    watch::channel(false).1
+}
+
+fn build(args: &ShopArgs) -> Router {
+    app(args, &no_stop()).expect("app").0
+}
+
+// ---------------------------------------------------------------- auth
+
+#[tokio::test]
+async fn auth_password_grant_issues_a_scoped_bearer_token() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Auth, dir.path()));
+    let r = send(&app, post_form("/oauth/token", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert_eq!(r.json["scope"], "orders:write orders:read");
+    assert!(r.json["expires_in"].as_u64().expect("expires_in") > 0);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let claims = TokenKeys::new(&cluster().secrets.jwt_secret).verify(r.json["access_token"].as_str().expect("token")).expect("valid");
+    assert_eq!(claims.sub, "shopper");
+}
+
+#[tokio::test]
+async fn auth_errors_follow_rfc_6749() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Auth, dir.path()));
+    let cases = [
+        ("grant_type=password&username=shopper&password=wrong", StatusCode::BAD_REQUEST, "invalid_grant"),
+        ("grant_type=password&username=nobody&password=x", StatusCode::BAD_REQUEST, "invalid_grant"),
+        ("grant_type=authorization_code&code=x", StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        ("username=shopper", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=client_credentials&client_id=orders&client_secret=nope", StatusCode::UNAUTHORIZED, "invalid_client"),
+        ("grant_type=client_credentials", StatusCode::UNAUTHORIZED, "invalid_client"),
+        ("grant_type=password&username=shopper&password=hale-shopper&scope=catalog:write", StatusCode::BAD_REQUEST, "invalid_scope"),
+    ];
+    for (body, status, error) in cases {
+        let r = send(&app, post_form("/oauth/token", body)).await;
+        assert_eq!((r.status, r.json["error"].as_str()), (status, Some(error)), "{body}: {}", r.json);
+        assert!(r.json["error_description"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn auth_client_credentials_by_form_and_basic() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Auth, dir.path()));
+    let secret = cluster().secrets.orders_client_secret;
+    let r = send(&app, post_form("/oauth/token", &format!("grant_type=client_credentials&client_id=orders&client_secret={secret}"))).await;
+    assert_eq!((r.status, r.json["scope"].as_str()), (StatusCode::OK, Some("catalog:reserve")));
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("orders:{secret}"));
+    let req = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::AUTHORIZATION, format!("Basic {basic}"))
+        .body(Body::from("grant_type=client_credentials"))
+        .expect("request");
+    assert_eq!(send(&app, req).await.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------- catalog
+
+async fn publish(app: &Router, name: &str, stock: i64) -> Value {
+    let body = json!({"name": name, "description": "test product", "price_cents": 1250, "stock": stock, "tags": ["test"]});
+    let r = send(app, post_json("/api/products", Some(&token("catalog:write")), &body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    r.json
+}
+
+#[tokio::test]
+async fn catalog_publish_list_get() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Catalog, dir.path()));
+    let product = publish(&app, "Desk lamp", 3).await;
+    let id = product["id"].as_i64().expect("id");
+    let r = send(&app, get(&format!("/api/products/{id}"))).await;
+    assert_eq!((r.status, r.json["name"].as_str()), (StatusCode::OK, Some("Desk lamp")));
+    let r = send(&app, get("/api/products?limit=5&offset=0")).await;
+    assert_eq!(r.json["total"], 1);
+    assert_eq!(r.json["products"][0]["id"], id);
+    assert_eq!(send(&app, get("/api/products/999")).await.status, StatusCode::NOT_FOUND);
+    let r = send(&app, get("/api/products/abc")).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    assert_eq!(send(&app, get("/api/products?limit=x")).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn catalog_rejects_bad_requests_with_json_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Catalog, dir.path()));
+    let body = json!({"name": "x", "price_cents": 1});
+    let r = send(&app, post_json("/api/products", None, &body)).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let r = send(&app, post_json("/api/products", Some("garbage"), &body)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(&app, post_json("/api/products", Some(&token("orders:write")), &body)).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("insufficient_scope")));
+    let req = Request::post("/api/products")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {}", token("catalog:write")))
+        .body(Body::from("{\"name\": "))
+        .expect("request");
+    let r = send(&app, req).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    let huge = json!({"name": "x", "price_cents": 1, "description": "a".repeat(100_000)});
+    let r = send(&app, post_json("/api/products", Some(&token("catalog:write")), &huge)).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    let negative = json!({"name": "x", "price_cents": -1});
+    assert_eq!(send(&app, post_json("/api/products", Some(&token("catalog:write")), &negative)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn catalog_reservations_are_idempotent_and_never_oversell() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Catalog, dir.path()));
+    let id = publish(&app, "Scarce", 2).await["id"].as_i64().expect("id");
+    let reserve = |rid: &str, qty: i64| post_json("/api/products/reservations", Some(&token("catalog:reserve")), &json!({"reservation_id": rid, "items": [{"product_id": id, "quantity": qty}]}));
+    let first = send(&app, reserve("r1", 2)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.json);
+    assert_eq!(first.json["total_cents"], 2500);
+    assert_eq!(send(&app, reserve("r1", 2)).await.json, first.json, "same id, same reservation");
+    let r = send(&app, reserve("r2", 1)).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")));
+    let r = send(&app, post_json("/api/products/reservations", Some(&token("catalog:write")), &json!({"reservation_id": "x", "items": []}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(send(&app, get(&format!("/api/products/{id}"))).await.json["stock"], 0);
+}
+
+#[tokio::test]
+async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let primary = build(&args(ServiceKind::Catalog, &dir.path().join("p")));
+    publish(&primary, "Before", 1).await;
+    // A write carrying a newer epoch tells the old primary it was replaced.
+    let mut req = post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
+    req.headers_mut().insert("x-hale-epoch", "2".parse().expect("header"));
+    let r = send(&primary, req).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("fenced")));
+    let r = send(&primary, post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "y", "price_cents": 1}))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "fenced for good");
+    let ready = send(&primary, get("/readyz")).await;
+    assert_eq!((ready.json["role"].as_str(), ready.json["epoch"].as_u64()), (Some("fenced"), Some(2)));
+
+    let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
+    standby_args.role = Role::Standby;
+    standby_args.follow = Some("http://127.0.0.1:9".into());
+    let standby = build(&standby_args);
+    let r = send(&standby, post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "z", "price_cents": 1}))).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("read_only_replica")));
+    let promote = Request::post("/admin/promote").body(Body::empty()).expect("request");
+    assert_eq!(send(&standby, promote).await.status, StatusCode::UNAUTHORIZED, "admin token required");
+    let promote = Request::post("/admin/promote")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .body(Body::empty())
+        .expect("request");
+    let r = send(&standby, promote).await;
+    assert_eq!((r.status, r.json["role"].as_str(), r.json["epoch"].as_u64()), (StatusCode::OK, Some("primary"), Some(2)));
+    publish(&standby, "After promotion", 1).await;
+}
+
+#[tokio::test]
+async fn standby_follows_primary_over_http_and_search_indexes_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let primary_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut stop_server = stop.clone();
+    tokio::spawn(hale_shop::http::serve_on(listener, primary_app.clone(), async move {
+        let _ = stop_server.wait_for(|s| *s).await;
+    }));
+    let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
+    standby_args.role = Role::Standby;
+    standby_args.follow = Some(primary_url.clone());
+    let (standby_app, tasks) = app(&standby_args, &stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    let mut search_args = args(ServiceKind::Search, &dir.path().join("q"));
+    search_args.gateway_url = primary_url.clone();
+    let (search_app, tasks) = app(&search_args, &stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+
+    let id = publish(&primary_app, "Walnut bookshelf", 4).await["id"].as_i64().expect("id");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let on_standby = send(&standby_app, get(&format!("/api/products/{id}"))).await.status == StatusCode::OK;
+        let found = send(&search_app, get("/api/search?q=bookshelf")).await.json["total"] == 1;
+        if on_standby && found {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "standby and search did not catch up in 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = send(&search_app, get("/api/search?q=bookshelf&limit=5")).await;
+    assert_eq!(r.json["hits"][0]["id"], id);
+    assert!(r.json["hits"][0]["score"].as_f64().expect("score") > 0.0);
+    assert_eq!(send(&search_app, get("/readyz")).await.status, StatusCode::OK);
+    let status = send(&standby_app, get("/admin/replication")).await.json;
+    assert_eq!(status["role"], "standby");
+    let _ = stop_tx.send(true);
+}
+
+// ---------------------------------------------------------------- search
+
+#[tokio::test]
+async fn search_needs_a_query_and_is_not_ready_before_its_first_sync() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Search, dir.path()));
+    let r = send(&app, get("/api/search")).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    let r = send(&app, get("/readyz")).await;
+    assert_eq!((r.status, r.json["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
+    assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------- orders
+
+/// Auth and catalog on one ephemeral port: what the orders service reaches through the
+/// gateway in a cluster.
+async fn auth_and_catalog(dir: &std::path::Path, stop: &watch::Receiver<bool>) -> (String, Router) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let c = cluster();
+    let frame = hale_shop::http::Frame::new(ServiceKind::Catalog, "catalog-1", &mut registry, &c.secrets.jwt_secret, &c.secrets.admin_token);
+    let state = hale_shop::catalog::open(&dir.join("c.db"), "catalog-1", Role::Primary, None, &c.secrets.admin_token, frame.readiness.clone(), &mut registry)
+        .expect("catalog");
+    let api = hale_shop::catalog::router(state).merge(hale_shop::auth::router(&c, &mut registry));
+    let router = hale_shop::http::app(frame, Arc::new(registry), api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut stop = stop.clone();
+    tokio::spawn(hale_shop::http::serve_on(listener, router.clone(), async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    (url, router)
+}
+
+fn order(bearer: &str, key: Option<&str>, body: &Value) -> Request<Body> {
+    let mut req = post_json("/api/orders", Some(bearer), body);
+    if let Some(key) = key {
+        req.headers_mut().insert("idempotency-key", key.parse().expect("header"));
+    }
+    req
+}
+
+#[tokio::test]
+async fn orders_place_once_per_key_encrypt_and_show_only_to_owner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let (upstream, catalog) = auth_and_catalog(dir.path(), &stop).await;
+    let id = publish(&catalog, "Kettle", 1).await["id"].as_i64().expect("id");
+    let mut orders_args = args(ServiceKind::Orders, dir.path());
+    orders_args.gateway_url = upstream;
+    let app = build(&orders_args);
+    let alice = TokenKeys::new(&cluster().secrets.jwt_secret).issue("alice", "orders:write orders:read", 300).expect("token");
+    let body = json!({"items": [{"product_id": id, "quantity": 1}], "shipping_address": "12 Secret Lane, Hiddenville", "card_number": "4242 4242 4242 4242"});
+
+    let r = send(&app, order(&alice, None, &body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "Idempotency-Key is required");
+    let first = send(&app, order(&alice, Some("k1"), &body)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.json);
+    assert_eq!((first.json["status"].as_str(), first.json["total_cents"].as_i64()), (Some("confirmed"), Some(1250)));
+    assert_eq!(first.json["card_number"], "**** **** **** 4242");
+    let again = send(&app, order(&alice, Some("k1"), &body)).await;
+    assert_eq!((again.status, &again.json["id"]), (StatusCode::CREATED, &first.json["id"]));
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let other_body = json!({"items": [{"product_id": id, "quantity": 1}], "shipping_address": "elsewhere", "card_number": "4242424242424242"});
+    assert_eq!(send(&app, order(&alice, Some("k1"), &other_body)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = send(&app, order(&alice, Some("k2"), &body)).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")));
+
+    let order_id = first.json["id"].as_str().expect("id");
+    let get_as = |who: &str| {
+        Request::get(format!("/api/orders/{order_id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {who}"))
+            .body(Body::empty())
+            .expect("request")
+    };
+    let mine = send(&app, get_as(&alice)).await;
+    assert_eq!((mine.status, mine.json["shipping_address"].as_str()), (StatusCode::OK, Some("12 Secret Lane, Hiddenville")));
+    let bob = TokenKeys::new(&cluster().secrets.jwt_secret).issue("bob", "orders:read", 300).expect("token");
+    assert_eq!(send(&app, get_as(&bob)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, get_as(&token("catalog:write"))).await.status, StatusCode::FORBIDDEN);
+    let _ = stop_tx.send(true);
+
+    // Nothing under the data dir holds the address or the card number in plain text.
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).expect("read");
+        for secret in ["Secret Lane", "4242424242424242", "4242 4242 4242 4242"] {
+            assert!(!contains(&bytes, secret.as_bytes()), "{secret:?} found in {}", entry.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn orders_validate_before_reserving() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Orders, dir.path()));
+    let t = token("orders:write");
+    let bad_card = json!({"items": [{"product_id": 1, "quantity": 1}], "shipping_address": "a", "card_number": "1234"});
+    assert_eq!(send(&app, order(&t, Some("k"), &bad_card)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let no_items = json!({"items": [], "shipping_address": "a", "card_number": "4242424242424242"});
+    assert_eq!(send(&app, order(&t, Some("k"), &no_items)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown_field = json!({"items": [], "shipping_address": "a", "card_number": "4242424242424242", "coupon": 1});
+    assert_eq!(send(&app, order(&t, Some("k"), &unknown_field)).await.status, StatusCode::BAD_REQUEST);
+    let ok = json!({"items": [{"product_id": 1, "quantity": 1}], "shipping_address": "a", "card_number": "4242424242424242"});
+    assert_eq!(send(&app, order(&token("orders:read"), Some("k"), &ok)).await.status, StatusCode::FORBIDDEN);
+    let r = send(&app, order(&t, Some("k"), &ok)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "catalog unreachable: {}", r.json);
+    assert!(r.json["error"]["message"].as_str().expect("message").contains("retry"), "says what to do next");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------- gateway
+
+#[tokio::test]
+async fn gateway_admin_needs_the_token_and_validates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Gateway, dir.path()));
+    assert_eq!(send(&app, get("/admin/pool")).await.status, StatusCode::UNAUTHORIZED);
+    let authed = |req: axum::http::request::Builder| req.header(header::AUTHORIZATION, format!("Bearer {}", admin_token()));
+    let r = send(&app, authed(Request::get("/admin/pool")).body(Body::empty()).expect("req")).await;
+    assert_eq!(r.json["catalog"]["primary"], "catalog-1");
+    assert_eq!(r.json["search"]["members"].as_array().expect("members").len(), 2);
+    let put = |service: &str, body: Value| {
+        authed(Request::put(format!("/admin/pool/{service}")))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("req")
+    };
+    assert_eq!(send(&app, put("catalog", json!({"primary": "nobody"}))).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(send(&app, put("search", json!({"primary": "search-1"}))).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(send(&app, put("nosuch", json!({}))).await.status, StatusCode::NOT_FOUND);
+    let r = send(&app, put("catalog", json!({"primary": "catalog-2", "epoch": 2}))).await;
+    assert_eq!((r.status, r.json["catalog"]["primary"].as_str()), (StatusCode::OK, Some("catalog-2")));
+    let r = send(&app, get("/nowhere")).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+}
+
+#[tokio::test]
+async fn gateway_retries_a_get_on_another_replica_and_ejects_the_failing_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    // Two "search" replicas: one always fails, one answers.
+    let mut urls = Vec::new();
+    for fail in [true, false] {
+        let router = Router::new().route(
+            "/api/search",
+            axum::routing::get(move || async move {
+                if fail { (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response() } else { axum::Json(json!({"hits": [], "total": 0})).into_response() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        urls.push(format!("http://{}", listener.local_addr().expect("addr")));
+        let mut stop = stop.clone();
+        tokio::spawn(hale_shop::http::serve_on(listener, router, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+    let app = build(&args(ServiceKind::Gateway, dir.path()));
+    let members = json!({"members": [{"instance": "bad", "url": urls[0]}, {"instance": "good", "url": urls[1]}]});
+    let put = Request::put("/admin/pool/search")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(members.to_string()))
+        .expect("req");
+    assert_eq!(send(&app, put).await.status, StatusCode::OK);
+    for _ in 0..20 {
+        let r = send(&app, get("/api/search?q=x")).await;
+        assert_eq!(r.status, StatusCode::OK, "every search succeeds: {}", r.json);
+    }
+    let metrics = send(&app, get("/metrics")).await.json;
+    let text = metrics.as_str().expect("text");
+    assert!(text.contains("shop_gateway_retries_total{service=\"search\"}"), "{text}");
+    assert!(text.contains("http_route=\"/api/search\""), "{text}");
+    let _ = stop_tx.send(true);
+}
+
+use axum::response::IntoResponse;
+
+// ---------------------------------------------------------------- every service
+
+#[tokio::test]
+async fn every_service_has_probes_metrics_and_chaos() {
+    for service in ServiceKind::ALL {
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = build(&args(service, dir.path()));
+        assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK, "{service}");
+        let metrics = send(&app, get("/metrics")).await;
+        assert!(metrics.json.as_str().expect("text").contains("# TYPE http_server_request_duration_seconds histogram"), "{service}");
+        let chaos = |bearer: Option<String>, body: Value| {
+            let mut b = Request::post("/admin/chaos").header(header::CONTENT_TYPE, "application/json");
+            if let Some(t) = bearer {
+                b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            b.body(Body::from(body.to_string())).expect("req")
+        };
+        assert_eq!(send(&app, chaos(None, json!({"error_rate": 1.0}))).await.status, StatusCode::UNAUTHORIZED, "{service}");
+        assert_eq!(send(&app, chaos(Some(admin_token()), json!({"error_rate": 7}))).await.status, StatusCode::BAD_REQUEST, "{service}");
+        let r = send(&app, chaos(Some(admin_token()), json!({"error_rate": 1.0, "duration_secs": 30}))).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{service}");
+        let probe = if service == ServiceKind::Auth { "/oauth/token" } else { "/api/search?q=x" };
+        let r = send(&app, get(probe)).await;
+        assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("chaos")), "{service}");
+        assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK, "probes are spared: {service}");
+        let clear = Request::delete("/admin/chaos").header(header::AUTHORIZATION, format!("Bearer {}", admin_token())).body(Body::empty()).expect("req");
+        assert_eq!(send(&app, clear).await.status, StatusCode::OK);
+        assert_ne!(send(&app, get(probe)).await.status, StatusCode::INTERNAL_SERVER_ERROR, "{service}");
+    }
+}
+
+#[tokio::test]
+async fn requests_carry_a_request_id() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Auth, dir.path()));
+    let r = send(&app, get("/healthz")).await;
+    assert!(!r.headers["x-request-id"].is_empty());
+    let req = Request::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).expect("req");
+    assert_eq!(send(&app, req).await.headers["x-request-id"], "abc-123");
+}
