@@ -156,18 +156,24 @@ async fn dispatch(command: Command) -> Result<()> {
 }
 
 fn init_stderr_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
 }
 
 async fn run_shop(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
-    let source = std::fs::read_to_string(&flags.config).with_context(|| format!("reading {}", flags.config.display()))?;
+    let source =
+        std::fs::read_to_string(&flags.config).with_context(|| format!("reading {}", flags.config.display()))?;
     let cluster = ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", flags.config.display()))?;
     let log_dir = flags.log_dir.clone().unwrap_or_else(|| flags.data_dir.join("logs"));
     let log_file = log_dir.join(format!("{}.log", flags.instance));
     let layer = hale_shop::logging::JsonLines::open(&log_file, service.as_str(), &flags.instance)
         .with_context(|| format!("opening log {}", log_file.display()))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
     if matches!(flags.role, RoleArg::Standby) && flags.follow.is_none() {
         bail!("a catalog standby needs --follow <primary URL>");

@@ -24,7 +24,8 @@ const SEED_STOCK: i64 = 1_000_000;
 
 pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
-    let page: serde_json::Value = client.get(format!("{gateway}/api/products?limit=1")).send().await?.error_for_status()?.json().await?;
+    let page: serde_json::Value =
+        client.get(format!("{gateway}/api/products?limit=1")).send().await?.error_for_status()?.json().await?;
     if page["total"].as_u64().unwrap_or(0) > 0 {
         return Ok(());
     }
@@ -33,7 +34,11 @@ pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()>
     };
     let token: serde_json::Value = client
         .post(format!("{gateway}/oauth/token"))
-        .form(&[("grant_type", "password"), ("username", admin.username.as_str()), ("password", admin.password.as_str())])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", admin.username.as_str()),
+            ("password", admin.password.as_str()),
+        ])
         .send()
         .await?
         .error_for_status()

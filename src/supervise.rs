@@ -52,10 +52,10 @@ impl Supervisor {
     /// Starts `spec` and keeps it running until [`Supervisor::shutdown`].
     pub fn start(&mut self, spec: ProcessSpec) {
         let status = self.status.clone();
-        status.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            spec.name.clone(),
-            ProcessStatus { state: ProcessState::Stopped, restarts: 0 },
-        );
+        status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.name.clone(), ProcessStatus { state: ProcessState::Stopped, restarts: 0 });
         let stop = self.stop.subscribe();
         let grace = self.grace;
         self.tasks.push(tokio::spawn(keep_running(spec, status, stop, grace)));
@@ -81,7 +81,12 @@ fn set_state(status: &Mutex<BTreeMap<String, ProcessStatus>>, name: &str, f: imp
     }
 }
 
-async fn keep_running(spec: ProcessSpec, status: Arc<Mutex<BTreeMap<String, ProcessStatus>>>, mut stop: watch::Receiver<bool>, grace: Duration) {
+async fn keep_running(
+    spec: ProcessSpec,
+    status: Arc<Mutex<BTreeMap<String, ProcessStatus>>>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         if *stop.borrow() {

@@ -66,10 +66,8 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
 pub fn specs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_file: &Path) -> Vec<ProcessSpec> {
     let instances = cluster.instances();
     let gateway_url = format!("http://{}", cluster.gateway.listen);
-    let primary_url = instances
-        .iter()
-        .find(|i| i.service == ServiceKind::Catalog && i.role == Role::Primary)
-        .map(|i| i.url());
+    let primary_url =
+        instances.iter().find(|i| i.service == ServiceKind::Catalog && i.role == Role::Primary).map(|i| i.url());
     instances
         .iter()
         .map(|i| {
@@ -143,7 +141,8 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 
 pub async fn run(args: UpArgs) -> Result<()> {
     let cluster = cluster_from(&args)?;
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     check_addresses_free(&cluster)?;
     // Children read secrets from this file, never from their command line.
@@ -153,7 +152,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let mut supervisor = Supervisor::new(Duration::from_secs(8));
     let specs = specs(&cluster, &program, &data_dir, &config_file);
-    println!("hale: starting {} shop replicas on {} nodes (data in {})", specs.len(), cluster.nodes.len(), data_dir.display());
+    println!(
+        "hale: starting {} shop replicas on {} nodes (data in {})",
+        specs.len(),
+        cluster.nodes.len(),
+        data_dir.display()
+    );
     for spec in specs {
         supervisor.start(spec);
     }
@@ -166,7 +170,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
     };
     if let Err(e) = started {
         supervisor.shutdown().await;
-        return Err(e.context(format!("the shop did not become ready; see the logs in {}", data_dir.join("logs").display())));
+        return Err(
+            e.context(format!("the shop did not become ready; see the logs in {}", data_dir.join("logs").display()))
+        );
     }
     if let Err(e) = crate::seed::seed_if_empty(&gateway, &cluster).await {
         eprintln!("hale: seeding the catalog failed: {e:#}");
@@ -220,7 +226,8 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     println!("\nHale demo cluster is up.\n");
     println!("  shop gateway   {gateway}");
     for instance in cluster.instances().iter().filter(|i| i.service != ServiceKind::Gateway) {
-        let role = if instance.service == ServiceKind::Catalog { format!(" ({})", instance.role) } else { String::new() };
+        let role =
+            if instance.service == ServiceKind::Catalog { format!(" ({})", instance.role) } else { String::new() };
         println!("  {:<14} {}  on {}{role}", instance.name, instance.url(), instance.node);
     }
     println!("\n  demo logins:");

@@ -21,13 +21,8 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 5] = [
-        ServiceKind::Gateway,
-        ServiceKind::Auth,
-        ServiceKind::Catalog,
-        ServiceKind::Search,
-        ServiceKind::Orders,
-    ];
+    pub const ALL: [ServiceKind; 5] =
+        [ServiceKind::Gateway, ServiceKind::Auth, ServiceKind::Catalog, ServiceKind::Search, ServiceKind::Orders];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -214,8 +209,8 @@ impl Instance {
 impl ClusterConfig {
     /// Parses and validates `cluster.toml`; errors carry the line they refer to.
     pub fn parse(source: &str) -> Result<Self, ConfigError> {
-        let config: ClusterConfig = toml::from_str(source)
-            .map_err(|e| ConfigError::at(source, e.span(), e.message().trim().to_string()))?;
+        let config: ClusterConfig =
+            toml::from_str(source).map_err(|e| ConfigError::at(source, e.span(), e.message().trim().to_string()))?;
         config.validate(source)?;
         Ok(config)
     }
@@ -228,10 +223,7 @@ impl ClusterConfig {
     }
 
     fn validate(&self, source: &str) -> Result<(), ConfigError> {
-        let key_error = |key: &str, message: String| ConfigError {
-            line: find_key_line(source, key),
-            message,
-        };
+        let key_error = |key: &str, message: String| ConfigError { line: find_key_line(source, key), message };
         if self.nodes.is_empty() {
             return Err(key_error("nodes", "at least one [[nodes]] entry is required".into()));
         }
@@ -317,7 +309,10 @@ impl ClusterConfig {
             if !user.password_hash.starts_with("$argon2") {
                 return Err(key_error(
                     "password_hash",
-                    format!("user {:?}: password_hash must be an Argon2 PHC string (`hale shop hash-password`)", user.username),
+                    format!(
+                        "user {:?}: password_hash must be an Argon2 PHC string (`hale shop hash-password`)",
+                        user.username
+                    ),
                 ));
             }
         }
@@ -398,10 +393,8 @@ impl ClusterConfig {
         while self.nodes.len() < count {
             let base = self.nodes[0].ip.octets();
             let n = self.nodes.len() + 1;
-            self.nodes.push(NodeConfig {
-                name: format!("node-{n}"),
-                ip: Ipv4Addr::new(base[0], base[1], base[2], n as u8),
-            });
+            self.nodes
+                .push(NodeConfig { name: format!("node-{n}"), ip: Ipv4Addr::new(base[0], base[1], base[2], n as u8) });
         }
         if self.nodes.len() > count {
             self.nodes.truncate(count);
@@ -423,7 +416,8 @@ impl ClusterConfig {
 
     /// Shifts every port (gateway and replicas) by `offset`.
     pub fn add_port_offset(&mut self, offset: u16) -> Result<(), ConfigError> {
-        let overflow = || ConfigError { line: None, message: format!("--port-offset {offset} pushes ports past 65535") };
+        let overflow =
+            || ConfigError { line: None, message: format!("--port-offset {offset} pushes ports past 65535") };
         self.first_port = self.first_port.checked_add(offset).ok_or_else(overflow)?;
         let port = self.gateway.listen.port().checked_add(offset).ok_or_else(overflow)?;
         self.gateway.listen.set_port(port);
@@ -442,9 +436,7 @@ fn find_key_line(source: &str, key: &str) -> Option<usize> {
     for line in source.split_inclusive('\n') {
         let trimmed = line.trim_start();
         let is_table = trimmed.starts_with(&format!("[{key}]")) || trimmed.starts_with(&format!("[[{key}]]"));
-        let is_key = trimmed
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        let is_key = trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='));
         if is_table || is_key {
             return Some(line_of(source, offset));
         }
@@ -468,10 +460,7 @@ mod tests {
         let names: Vec<String> = c.instances().into_iter().map(|i| i.name).collect();
         assert_eq!(
             names,
-            [
-                "gateway-1", "auth-1", "auth-2", "catalog-1", "catalog-2", "search-1", "search-2", "orders-1",
-                "orders-2"
-            ]
+            ["gateway-1", "auth-1", "auth-2", "catalog-1", "catalog-2", "search-1", "search-2", "orders-1", "orders-2"]
         );
         let gateway = &c.instances()[0];
         assert_eq!(gateway.listen, "127.0.0.1:8080".parse().expect("addr"));
@@ -511,7 +500,11 @@ mod tests {
 
     #[test]
     fn unknown_node_is_reported_with_its_line() {
-        let src = DEFAULT_CLUSTER_TOML.replacen("replicas = [\"node-1\", \"node-2\"]", "replicas = [\"node-1\", \"node-9\"]", 1);
+        let src = DEFAULT_CLUSTER_TOML.replacen(
+            "replicas = [\"node-1\", \"node-2\"]",
+            "replicas = [\"node-1\", \"node-9\"]",
+            1,
+        );
         let err = ClusterConfig::parse(&src).expect_err("must fail");
         let expected = src.lines().position(|l| l.contains("node-9")).expect("line") + 1;
         assert_eq!(err.line, Some(expected));

@@ -24,7 +24,8 @@ use crate::http::TokenKeys;
 
 /// A password hash of the same cost as the real ones, verified when the user is unknown
 /// so that response time does not tell which user names exist.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0cWzw6xO8i0b1p1OQ4h2bbC4u3cX9mRrRmJ3yJ2wQzE";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0cWzw6xO8i0b1p1OQ4h2bbC4u3cX9mRrRmJ3yJ2wQzE";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GrantLabels {
@@ -125,7 +126,8 @@ async fn token(
     let Form(req) = match form {
         Ok(form) => form,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return crate::http::AppError::PayloadTooLarge { limit_bytes: crate::http::BODY_LIMIT_BYTES }.into_response();
+            return crate::http::AppError::PayloadTooLarge { limit_bytes: crate::http::BODY_LIMIT_BYTES }
+                .into_response();
         }
         Err(rejection) => {
             return OAuthError::new(
@@ -149,7 +151,8 @@ async fn token(
         Ok(_) => "issued",
         Err(e) => e.error,
     };
-    let label = if matches!(grant_type.as_str(), "password" | "client_credentials") { grant_type.as_str() } else { "other" };
+    let label =
+        if matches!(grant_type.as_str(), "password" | "client_credentials") { grant_type.as_str() } else { "other" };
     state.grants.get_or_create(&GrantLabels { grant_type: label.into(), outcome: outcome.into() }).inc();
     match result {
         Ok(response) => ([("cache-control", "no-store"), ("pragma", "no-cache")], axum::Json(response)).into_response(),
@@ -227,7 +230,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 /// Argon2 verification costs tens of milliseconds of CPU: keep it off the async workers.
 async fn verify_secret(hash: String, secret: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+        PasswordHash::new(&hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
     })
     .await
     .unwrap_or(false)

@@ -7,12 +7,12 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod gateway;
 pub mod http;
 pub mod logging;
-pub mod search;
 pub mod orders;
-pub mod gateway;
 mod run;
+pub mod search;
 
 pub use run::{RunError, ShopArgs, app, run};
 pub mod load;

@@ -13,8 +13,10 @@ use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-const SEARCH_WORDS: &[&str] =
-    &["lamp", "desk", "coffee", "kettle", "chair", "wool", "speaker", "keyboard", "walnut", "brass", "mug", "audio", "office"];
+const SEARCH_WORDS: &[&str] = &[
+    "lamp", "desk", "coffee", "kettle", "chair", "wool", "speaker", "keyboard", "walnut", "brass", "mug", "audio",
+    "office",
+];
 /// A test card that passes the Luhn check.
 const TEST_CARD: &str = "4242 4242 4242 4242";
 
@@ -126,10 +128,8 @@ impl Summary {
 
     /// The closing table.
     pub fn render(&self) -> String {
-        let mut out = format!(
-            "{:<24} {:>9} {:>7} {:>9} {:>9}  outcomes\n",
-            "route", "requests", "errors", "p50 ms", "p99 ms"
-        );
+        let mut out =
+            format!("{:<24} {:>9} {:>7} {:>9} {:>9}  outcomes\n", "route", "requests", "errors", "p50 ms", "p99 ms");
         for (route, s) in &self.routes {
             let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k}×{v}")).collect();
             out.push_str(&format!(
@@ -173,10 +173,18 @@ impl Shared {
         let result = self
             .client
             .post(format!("{}/oauth/token", self.config.gateway))
-            .form(&[("grant_type", "password"), ("username", &self.config.username), ("password", &self.config.password)])
+            .form(&[
+                ("grant_type", "password"),
+                ("username", &self.config.username),
+                ("password", &self.config.password),
+            ])
             .send()
             .await;
-        let err = |reason: String| LoadError::Login { user: self.config.username.clone(), gateway: self.config.gateway.clone(), reason };
+        let err = |reason: String| LoadError::Login {
+            user: self.config.username.clone(),
+            gateway: self.config.gateway.clone(),
+            reason,
+        };
         let response = match result {
             Ok(r) => r,
             Err(e) => {
@@ -215,7 +223,8 @@ impl Shared {
         let offset = rand::rng().random_range(0..3) * 10;
         let url = format!("{}/api/products?limit=10&offset={offset}", self.config.gateway);
         if let Some((200, body)) = self.call("GET /api/products", self.client.get(url)).await {
-            let ids: Vec<i64> = body["products"].as_array().into_iter().flatten().filter_map(|p| p["id"].as_i64()).collect();
+            let ids: Vec<i64> =
+                body["products"].as_array().into_iter().flatten().filter_map(|p| p["id"].as_i64()).collect();
             if !ids.is_empty() {
                 let mut known = self.product_ids.lock().unwrap_or_else(|p| p.into_inner());
                 for id in ids {

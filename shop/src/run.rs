@@ -39,17 +39,25 @@ pub enum RunError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
+/// A background task of a replica (replication follower, readiness checker, ...).
+pub type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A service's routes plus the background tasks it needs.
 struct Built {
     api: Router,
-    tasks: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    tasks: Vec<Task>,
 }
 
 fn start_error(service: ServiceKind) -> impl Fn(String) -> RunError {
     move |message| RunError::Start { service, message }
 }
 
-fn build(args: &ShopArgs, frame: &Frame, registry: &mut Registry, stop: &watch::Receiver<bool>) -> Result<Built, RunError> {
+fn build(
+    args: &ShopArgs,
+    frame: &Frame,
+    registry: &mut Registry,
+    stop: &watch::Receiver<bool>,
+) -> Result<Built, RunError> {
     let err = start_error(args.service);
     let instance_dir = args.data_dir.join(&args.instance);
     Ok(match args.service {
@@ -69,7 +77,8 @@ fn build(args: &ShopArgs, frame: &Frame, registry: &mut Registry, stop: &watch::
             Built { api: catalog::router(state), tasks: vec![Box::pin(follower)] }
         }
         ServiceKind::Search => {
-            let state = search::SearchState::new(&args.gateway_url, frame.readiness.clone(), registry).map_err(|e: AppError| err(e.to_string()))?;
+            let state = search::SearchState::new(&args.gateway_url, frame.readiness.clone(), registry)
+                .map_err(|e: AppError| err(e.to_string()))?;
             let follower = state.clone().follow(stop.clone());
             Built { api: search::router(state), tasks: vec![Box::pin(follower)] }
         }
@@ -80,12 +89,18 @@ fn build(args: &ShopArgs, frame: &Frame, registry: &mut Registry, stop: &watch::
                 client_id: "orders".into(),
                 client_secret: args.cluster.secrets.orders_client_secret.clone(),
             };
-            let state = orders::OrdersState::open(&args.data_dir.join("orders").join("orders.db"), &args.cluster.secrets.encryption_key, client, registry)
-                .map_err(|e| err(e.to_string()))?;
+            let state = orders::OrdersState::open(
+                &args.data_dir.join("orders").join("orders.db"),
+                &args.cluster.secrets.encryption_key,
+                client,
+                registry,
+            )
+            .map_err(|e| err(e.to_string()))?;
             Built { api: orders::router(state), tasks: vec![] }
         }
         ServiceKind::Gateway => {
-            let state = gateway::GatewayState::from_cluster(&args.cluster, frame.readiness.clone(), registry).map_err(|e| err(e.to_string()))?;
+            let state = gateway::GatewayState::from_cluster(&args.cluster, frame.readiness.clone(), registry)
+                .map_err(|e| err(e.to_string()))?;
             let checker = state.clone().check_readiness(stop.clone());
             Built { api: gateway::router(state), tasks: vec![Box::pin(checker)] }
         }
@@ -93,9 +108,18 @@ fn build(args: &ShopArgs, frame: &Frame, registry: &mut Registry, stop: &watch::
 }
 
 /// Builds the replica's router (for tests that call it without a socket).
-pub fn app(args: &ShopArgs, stop: &watch::Receiver<bool>) -> Result<(Router, Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>), RunError> {
+pub fn app(
+    args: &ShopArgs,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Router, Vec<Task>), RunError> {
     let mut registry = Registry::default();
-    let frame = Frame::new(args.service, &args.instance, &mut registry, &args.cluster.secrets.jwt_secret, &args.cluster.secrets.admin_token);
+    let frame = Frame::new(
+        args.service,
+        &args.instance,
+        &mut registry,
+        &args.cluster.secrets.jwt_secret,
+        &args.cluster.secrets.admin_token,
+    );
     let built = build(args, &frame, &mut registry, stop)?;
     Ok((http::app(frame, Arc::new(registry), built.api), built.tasks))
 }
@@ -104,7 +128,9 @@ pub fn app(args: &ShopArgs, stop: &watch::Receiver<bool>) -> Result<(Router, Vec
 pub async fn run(args: ShopArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (router, tasks) = app(&args, &stop_rx)?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| RunError::Listen { addr: args.listen, source })?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: args.listen, source })?;
     let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     tracing::info!(service = %args.service, instance = %args.instance, listen = %args.listen, "serving");
     let result = http::serve_on(listener, router, async move {

@@ -94,7 +94,9 @@ async fn auth_password_grant_issues_a_scoped_bearer_token() {
     assert_eq!(r.json["scope"], "orders:write orders:read");
     assert!(r.json["expires_in"].as_u64().expect("expires_in") > 0);
     assert_eq!(r.headers["cache-control"], "no-store");
-    let claims = TokenKeys::new(&cluster().secrets.jwt_secret).verify(r.json["access_token"].as_str().expect("token")).expect("valid");
+    let claims = TokenKeys::new(&cluster().secrets.jwt_secret)
+        .verify(r.json["access_token"].as_str().expect("token"))
+        .expect("valid");
     assert_eq!(claims.sub, "shopper");
 }
 
@@ -107,9 +109,17 @@ async fn auth_errors_follow_rfc_6749() {
         ("grant_type=password&username=nobody&password=x", StatusCode::BAD_REQUEST, "invalid_grant"),
         ("grant_type=authorization_code&code=x", StatusCode::BAD_REQUEST, "unsupported_grant_type"),
         ("username=shopper", StatusCode::BAD_REQUEST, "invalid_request"),
-        ("grant_type=client_credentials&client_id=orders&client_secret=nope", StatusCode::UNAUTHORIZED, "invalid_client"),
+        (
+            "grant_type=client_credentials&client_id=orders&client_secret=nope",
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
         ("grant_type=client_credentials", StatusCode::UNAUTHORIZED, "invalid_client"),
-        ("grant_type=password&username=shopper&password=hale-shopper&scope=catalog:write", StatusCode::BAD_REQUEST, "invalid_scope"),
+        (
+            "grant_type=password&username=shopper&password=hale-shopper&scope=catalog:write",
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+        ),
     ];
     for (body, status, error) in cases {
         let r = send(&app, post_form("/oauth/token", body)).await;
@@ -123,7 +133,11 @@ async fn auth_client_credentials_by_form_and_basic() {
     let dir = tempfile::tempdir().expect("tmp");
     let app = build(&args(ServiceKind::Auth, dir.path()));
     let secret = cluster().secrets.orders_client_secret;
-    let r = send(&app, post_form("/oauth/token", &format!("grant_type=client_credentials&client_id=orders&client_secret={secret}"))).await;
+    let r = send(
+        &app,
+        post_form("/oauth/token", &format!("grant_type=client_credentials&client_id=orders&client_secret={secret}")),
+    )
+    .await;
     assert_eq!((r.status, r.json["scope"].as_str()), (StatusCode::OK, Some("catalog:reserve")));
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("orders:{secret}"));
@@ -138,7 +152,8 @@ async fn auth_client_credentials_by_form_and_basic() {
 // ---------------------------------------------------------------- catalog
 
 async fn publish(app: &Router, name: &str, stock: i64) -> Value {
-    let body = json!({"name": name, "description": "test product", "price_cents": 1250, "stock": stock, "tags": ["test"]});
+    let body =
+        json!({"name": name, "description": "test product", "price_cents": 1250, "stock": stock, "tags": ["test"]});
     let r = send(app, post_json("/api/products", Some(&token("catalog:write")), &body)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     r.json
@@ -181,9 +196,15 @@ async fn catalog_rejects_bad_requests_with_json_errors() {
     assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
     let huge = json!({"name": "x", "price_cents": 1, "description": "a".repeat(100_000)});
     let r = send(&app, post_json("/api/products", Some(&token("catalog:write")), &huge)).await;
-    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
     let negative = json!({"name": "x", "price_cents": -1});
-    assert_eq!(send(&app, post_json("/api/products", Some(&token("catalog:write")), &negative)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        send(&app, post_json("/api/products", Some(&token("catalog:write")), &negative)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 }
 
 #[tokio::test]
@@ -191,14 +212,28 @@ async fn catalog_reservations_are_idempotent_and_never_oversell() {
     let dir = tempfile::tempdir().expect("tmp");
     let app = build(&args(ServiceKind::Catalog, dir.path()));
     let id = publish(&app, "Scarce", 2).await["id"].as_i64().expect("id");
-    let reserve = |rid: &str, qty: i64| post_json("/api/products/reservations", Some(&token("catalog:reserve")), &json!({"reservation_id": rid, "items": [{"product_id": id, "quantity": qty}]}));
+    let reserve = |rid: &str, qty: i64| {
+        post_json(
+            "/api/products/reservations",
+            Some(&token("catalog:reserve")),
+            &json!({"reservation_id": rid, "items": [{"product_id": id, "quantity": qty}]}),
+        )
+    };
     let first = send(&app, reserve("r1", 2)).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.json);
     assert_eq!(first.json["total_cents"], 2500);
     assert_eq!(send(&app, reserve("r1", 2)).await.json, first.json, "same id, same reservation");
     let r = send(&app, reserve("r2", 1)).await;
     assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")));
-    let r = send(&app, post_json("/api/products/reservations", Some(&token("catalog:write")), &json!({"reservation_id": "x", "items": []}))).await;
+    let r = send(
+        &app,
+        post_json(
+            "/api/products/reservations",
+            Some(&token("catalog:write")),
+            &json!({"reservation_id": "x", "items": []}),
+        ),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(send(&app, get(&format!("/api/products/{id}"))).await.json["stock"], 0);
 }
@@ -213,7 +248,11 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
     req.headers_mut().insert("x-hale-epoch", "2".parse().expect("header"));
     let r = send(&primary, req).await;
     assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("fenced")));
-    let r = send(&primary, post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "y", "price_cents": 1}))).await;
+    let r = send(
+        &primary,
+        post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "y", "price_cents": 1})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "fenced for good");
     let ready = send(&primary, get("/readyz")).await;
     assert_eq!((ready.json["role"].as_str(), ready.json["epoch"].as_u64()), (Some("fenced"), Some(2)));
@@ -222,7 +261,11 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
     standby_args.role = Role::Standby;
     standby_args.follow = Some("http://127.0.0.1:9".into());
     let standby = build(&standby_args);
-    let r = send(&standby, post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "z", "price_cents": 1}))).await;
+    let r = send(
+        &standby,
+        post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "z", "price_cents": 1})),
+    )
+    .await;
     assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("read_only_replica")));
     let promote = Request::post("/admin/promote").body(Body::empty()).expect("request");
     assert_eq!(send(&standby, promote).await.status, StatusCode::UNAUTHORIZED, "admin token required");
@@ -231,7 +274,10 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
         .body(Body::empty())
         .expect("request");
     let r = send(&standby, promote).await;
-    assert_eq!((r.status, r.json["role"].as_str(), r.json["epoch"].as_u64()), (StatusCode::OK, Some("primary"), Some(2)));
+    assert_eq!(
+        (r.status, r.json["role"].as_str(), r.json["epoch"].as_u64()),
+        (StatusCode::OK, Some("primary"), Some(2))
+    );
     publish(&standby, "After promotion", 1).await;
 }
 
@@ -296,9 +342,23 @@ async fn search_needs_a_query_and_is_not_ready_before_its_first_sync() {
 async fn auth_and_catalog(dir: &std::path::Path, stop: &watch::Receiver<bool>) -> (String, Router) {
     let mut registry = prometheus_client::registry::Registry::default();
     let c = cluster();
-    let frame = hale_shop::http::Frame::new(ServiceKind::Catalog, "catalog-1", &mut registry, &c.secrets.jwt_secret, &c.secrets.admin_token);
-    let state = hale_shop::catalog::open(&dir.join("c.db"), "catalog-1", Role::Primary, None, &c.secrets.admin_token, frame.readiness.clone(), &mut registry)
-        .expect("catalog");
+    let frame = hale_shop::http::Frame::new(
+        ServiceKind::Catalog,
+        "catalog-1",
+        &mut registry,
+        &c.secrets.jwt_secret,
+        &c.secrets.admin_token,
+    );
+    let state = hale_shop::catalog::open(
+        &dir.join("c.db"),
+        "catalog-1",
+        Role::Primary,
+        None,
+        &c.secrets.admin_token,
+        frame.readiness.clone(),
+        &mut registry,
+    )
+    .expect("catalog");
     let api = hale_shop::catalog::router(state).merge(hale_shop::auth::router(&c, &mut registry));
     let router = hale_shop::http::app(frame, Arc::new(registry), api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -327,7 +387,8 @@ async fn orders_place_once_per_key_encrypt_and_show_only_to_owner() {
     let mut orders_args = args(ServiceKind::Orders, dir.path());
     orders_args.gateway_url = upstream;
     let app = build(&orders_args);
-    let alice = TokenKeys::new(&cluster().secrets.jwt_secret).issue("alice", "orders:write orders:read", 300).expect("token");
+    let alice =
+        TokenKeys::new(&cluster().secrets.jwt_secret).issue("alice", "orders:write orders:read", 300).expect("token");
     let body = json!({"items": [{"product_id": id, "quantity": 1}], "shipping_address": "12 Secret Lane, Hiddenville", "card_number": "4242 4242 4242 4242"});
 
     let r = send(&app, order(&alice, None, &body)).await;
@@ -352,7 +413,10 @@ async fn orders_place_once_per_key_encrypt_and_show_only_to_owner() {
             .expect("request")
     };
     let mine = send(&app, get_as(&alice)).await;
-    assert_eq!((mine.status, mine.json["shipping_address"].as_str()), (StatusCode::OK, Some("12 Secret Lane, Hiddenville")));
+    assert_eq!(
+        (mine.status, mine.json["shipping_address"].as_str()),
+        (StatusCode::OK, Some("12 Secret Lane, Hiddenville"))
+    );
     let bob = TokenKeys::new(&cluster().secrets.jwt_secret).issue("bob", "orders:read", 300).expect("token");
     assert_eq!(send(&app, get_as(&bob)).await.status, StatusCode::NOT_FOUND);
     assert_eq!(send(&app, get_as(&token("catalog:write"))).await.status, StatusCode::FORBIDDEN);
@@ -409,7 +473,8 @@ async fn gateway_admin_needs_the_token_and_validates() {
     let dir = tempfile::tempdir().expect("tmp");
     let app = build(&args(ServiceKind::Gateway, dir.path()));
     assert_eq!(send(&app, get("/admin/pool")).await.status, StatusCode::UNAUTHORIZED);
-    let authed = |req: axum::http::request::Builder| req.header(header::AUTHORIZATION, format!("Bearer {}", admin_token()));
+    let authed =
+        |req: axum::http::request::Builder| req.header(header::AUTHORIZATION, format!("Bearer {}", admin_token()));
     let r = send(&app, authed(Request::get("/admin/pool")).body(Body::empty()).expect("req")).await;
     assert_eq!(r.json["catalog"]["primary"], "catalog-1");
     assert_eq!(r.json["search"]["members"].as_array().expect("members").len(), 2);
@@ -438,7 +503,11 @@ async fn gateway_retries_a_get_on_another_replica_and_ejects_the_failing_one() {
         let router = Router::new().route(
             "/api/search",
             axum::routing::get(move || async move {
-                if fail { (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response() } else { axum::Json(json!({"hits": [], "total": 0})).into_response() }
+                if fail {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
+                } else {
+                    axum::Json(json!({"hits": [], "total": 0})).into_response()
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -478,7 +547,10 @@ async fn every_service_has_probes_metrics_and_chaos() {
         let app = build(&args(service, dir.path()));
         assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK, "{service}");
         let metrics = send(&app, get("/metrics")).await;
-        assert!(metrics.json.as_str().expect("text").contains("# TYPE http_server_request_duration_seconds histogram"), "{service}");
+        assert!(
+            metrics.json.as_str().expect("text").contains("# TYPE http_server_request_duration_seconds histogram"),
+            "{service}"
+        );
         let chaos = |bearer: Option<String>, body: Value| {
             let mut b = Request::post("/admin/chaos").header(header::CONTENT_TYPE, "application/json");
             if let Some(t) = bearer {
@@ -486,15 +558,30 @@ async fn every_service_has_probes_metrics_and_chaos() {
             }
             b.body(Body::from(body.to_string())).expect("req")
         };
-        assert_eq!(send(&app, chaos(None, json!({"error_rate": 1.0}))).await.status, StatusCode::UNAUTHORIZED, "{service}");
-        assert_eq!(send(&app, chaos(Some(admin_token()), json!({"error_rate": 7}))).await.status, StatusCode::BAD_REQUEST, "{service}");
+        assert_eq!(
+            send(&app, chaos(None, json!({"error_rate": 1.0}))).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{service}"
+        );
+        assert_eq!(
+            send(&app, chaos(Some(admin_token()), json!({"error_rate": 7}))).await.status,
+            StatusCode::BAD_REQUEST,
+            "{service}"
+        );
         let r = send(&app, chaos(Some(admin_token()), json!({"error_rate": 1.0, "duration_secs": 30}))).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{service}");
         let probe = if service == ServiceKind::Auth { "/oauth/token" } else { "/api/search?q=x" };
         let r = send(&app, get(probe)).await;
-        assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("chaos")), "{service}");
+        assert_eq!(
+            (r.status, r.json["error"]["code"].as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, Some("chaos")),
+            "{service}"
+        );
         assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK, "probes are spared: {service}");
-        let clear = Request::delete("/admin/chaos").header(header::AUTHORIZATION, format!("Bearer {}", admin_token())).body(Body::empty()).expect("req");
+        let clear = Request::delete("/admin/chaos")
+            .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+            .body(Body::empty())
+            .expect("req");
         assert_eq!(send(&app, clear).await.status, StatusCode::OK);
         assert_ne!(send(&app, get(probe)).await.status, StatusCode::INTERNAL_SERVER_ERROR, "{service}");
     }

@@ -108,7 +108,13 @@ async fn create_product(
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<impl IntoResponse, AppError> {
     claims.require("catalog:write")?;
-    let new = NewProduct { name: body.name, description: body.description, price_cents: body.price_cents, stock: body.stock, tags: body.tags };
+    let new = NewProduct {
+        name: body.name,
+        description: body.description,
+        price_cents: body.price_cents,
+        stock: body.stock,
+        tags: body.tags,
+    };
     validate(&new)?;
     let (product, seq) = state.write(&headers, move |store, epoch| store.create_product(epoch, &new)).await?;
     state.wait_for_standby(seq).await;
@@ -122,14 +128,20 @@ struct Page {
     offset: Option<u32>,
 }
 
-async fn list_products(State(state): State<Arc<CatalogState>>, ApiQuery(page): ApiQuery<Page>) -> Result<impl IntoResponse, AppError> {
+async fn list_products(
+    State(state): State<Arc<CatalogState>>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<impl IntoResponse, AppError> {
     let limit = page.limit.unwrap_or(20).clamp(1, 100);
     let offset = page.offset.unwrap_or(0);
     let (products, total) = state.read(move |s| s.list(limit, offset)).await?;
     Ok(axum::Json(json!({"products": products, "total": total, "limit": limit, "offset": offset})))
 }
 
-async fn get_product(State(state): State<Arc<CatalogState>>, Path(id): Path<String>) -> Result<impl IntoResponse, AppError> {
+async fn get_product(
+    State(state): State<Arc<CatalogState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
     let id: i64 = id.parse().map_err(|_| AppError::BadRequest(format!("product id {id:?} is not a number")))?;
     match state.read(move |s| s.product(id)).await? {
         Some(p) => Ok(axum::Json(p)),
@@ -148,7 +160,10 @@ struct ChangesQuery {
     replica: Option<String>,
 }
 
-async fn changes(State(state): State<Arc<CatalogState>>, ApiQuery(q): ApiQuery<ChangesQuery>) -> Result<impl IntoResponse, AppError> {
+async fn changes(
+    State(state): State<Arc<CatalogState>>,
+    ApiQuery(q): ApiQuery<ChangesQuery>,
+) -> Result<impl IntoResponse, AppError> {
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     if q.replica.is_some() {
         state.standby_acked(q.after);
@@ -206,7 +221,11 @@ struct EpochRequest {
     epoch: Option<u64>,
 }
 
-async fn promote(_: Admin, State(state): State<Arc<CatalogState>>, body: axum::body::Bytes) -> Result<impl IntoResponse, AppError> {
+async fn promote(
+    _: Admin,
+    State(state): State<Arc<CatalogState>>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
     // The body is optional: `{"epoch": N}` asks for at least epoch N.
     let requested = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -219,7 +238,11 @@ async fn promote(_: Admin, State(state): State<Arc<CatalogState>>, body: axum::b
     Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch, "last_seq": state.last_seq()})))
 }
 
-async fn fence(_: Admin, State(state): State<Arc<CatalogState>>, ApiJson(body): ApiJson<EpochRequest>) -> Result<impl IntoResponse, AppError> {
+async fn fence(
+    _: Admin,
+    State(state): State<Arc<CatalogState>>,
+    ApiJson(body): ApiJson<EpochRequest>,
+) -> Result<impl IntoResponse, AppError> {
     let epoch = body.epoch.ok_or_else(|| AppError::BadRequest("epoch is required".into()))?;
     let meta = state.learn_epoch(epoch).await?;
     Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch})))

@@ -99,7 +99,11 @@ impl CatalogState {
             "Writes acknowledged without the standby's confirmation",
             metrics.sync_timeouts.clone(),
         );
-        registry.register("shop_catalog_stock_reservations", "Stock reservations by outcome", metrics.reservations.clone());
+        registry.register(
+            "shop_catalog_stock_reservations",
+            "Stock reservations by outcome",
+            metrics.reservations.clone(),
+        );
         let state = Arc::new(CatalogState {
             store,
             instance: instance.to_string(),
@@ -155,7 +159,10 @@ impl CatalogState {
     }
 
     /// Runs a read on the blocking pool.
-    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static) -> Result<T, AppError> {
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, AppError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(AppError::internal)?.map_err(AppError::from)
     }
@@ -317,7 +324,9 @@ impl CatalogState {
                 match result {
                     Ok(r) if r.status().is_success() => tracing::info!(epoch, "old primary fenced"),
                     Ok(r) => tracing::warn!(status = r.status().as_u16(), "old primary refused to be fenced"),
-                    Err(e) => tracing::warn!(error = %e, "old primary unreachable; it will fence itself when it sees the new epoch"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "old primary unreachable; it will fence itself when it sees the new epoch")
+                    }
                 }
             });
         }

@@ -100,10 +100,7 @@ pub struct Store {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 const SCHEMA: &str = "
@@ -150,8 +147,7 @@ fn row_to_product(row: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
 const PRODUCT_COLUMNS: &str = "id, name, description, price_cents, stock, tags, created_at_ms, updated_at_ms";
 
 fn get_product(conn: &Connection, id: i64) -> rusqlite::Result<Option<Product>> {
-    conn.query_row(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?1"), [id], row_to_product)
-        .optional()
+    conn.query_row(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?1"), [id], row_to_product).optional()
 }
 
 fn upsert_product(conn: &Connection, p: &Product) -> rusqlite::Result<()> {
@@ -175,15 +171,27 @@ fn upsert_product(conn: &Connection, p: &Product) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn append_change(conn: &Connection, seq: Option<u64>, epoch: u64, at_ms: i64, body: &ChangeBody) -> Result<u64, StoreError> {
+fn append_change(
+    conn: &Connection,
+    seq: Option<u64>,
+    epoch: u64,
+    at_ms: i64,
+    body: &ChangeBody,
+) -> Result<u64, StoreError> {
     let text = serde_json::to_string(body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     match seq {
         Some(seq) => {
-            conn.execute("INSERT INTO changes(seq, epoch, at_ms, body) VALUES (?1, ?2, ?3, ?4)", params![seq as i64, epoch as i64, at_ms, text])?;
+            conn.execute(
+                "INSERT INTO changes(seq, epoch, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                params![seq as i64, epoch as i64, at_ms, text],
+            )?;
             Ok(seq)
         }
         None => {
-            conn.execute("INSERT INTO changes(epoch, at_ms, body) VALUES (?1, ?2, ?3)", params![epoch as i64, at_ms, text])?;
+            conn.execute(
+                "INSERT INTO changes(epoch, at_ms, body) VALUES (?1, ?2, ?3)",
+                params![epoch as i64, at_ms, text],
+            )?;
             Ok(conn.last_insert_rowid() as u64)
         }
     }
@@ -262,7 +270,14 @@ impl Store {
         tx.execute(
             "INSERT INTO products(name, description, price_cents, stock, tags, created_at_ms, updated_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![new.name, new.description, new.price_cents, new.stock, serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into()), now],
+            params![
+                new.name,
+                new.description,
+                new.price_cents,
+                new.stock,
+                serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into()),
+                now
+            ],
         )?;
         let id = tx.last_insert_rowid();
         let product = get_product(&tx, id)?.ok_or(StoreError::NoSuchProduct(id))?;
@@ -278,7 +293,8 @@ impl Store {
     /// A page of products by id, and the total count.
     pub fn list(&self, limit: u32, offset: u32) -> Result<(Vec<Product>, u64), StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {PRODUCT_COLUMNS} FROM products ORDER BY id LIMIT ?1 OFFSET ?2"))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {PRODUCT_COLUMNS} FROM products ORDER BY id LIMIT ?1 OFFSET ?2"))?;
         let products = stmt.query_map(params![limit, offset], row_to_product)?.collect::<Result<Vec<_>, _>>()?;
         let total: i64 = conn.query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?;
         Ok((products, total as u64))
@@ -286,7 +302,12 @@ impl Store {
 
     /// Reserves stock for every item or for none. Never oversells: the decrement and its
     /// check are one statement inside one write transaction. Idempotent per reservation id.
-    pub fn reserve(&self, epoch: u64, reservation_id: &str, items: &[ReservationItem]) -> Result<(Reservation, Option<u64>), StoreError> {
+    pub fn reserve(
+        &self,
+        epoch: u64,
+        reservation_id: &str,
+        items: &[ReservationItem],
+    ) -> Result<(Reservation, Option<u64>), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(body) = tx
@@ -307,17 +328,32 @@ impl Store {
             )?;
             let product = get_product(&tx, item.product_id)?.ok_or(StoreError::NoSuchProduct(item.product_id))?;
             if changed == 0 {
-                return Err(StoreError::OutOfStock { product_id: item.product_id, available: product.stock, requested: item.quantity });
+                return Err(StoreError::OutOfStock {
+                    product_id: item.product_id,
+                    available: product.stock,
+                    requested: item.quantity,
+                });
             }
             total = total.saturating_add(product.price_cents.saturating_mul(item.quantity));
-            lines.push(ReservedLine { product_id: product.id, name: product.name.clone(), quantity: item.quantity, unit_price_cents: product.price_cents });
+            lines.push(ReservedLine {
+                product_id: product.id,
+                name: product.name.clone(),
+                quantity: item.quantity,
+                unit_price_cents: product.price_cents,
+            });
             products.retain(|p: &Product| p.id != product.id);
             products.push(product);
         }
         let reservation = Reservation { reservation_id: reservation_id.to_string(), lines, total_cents: total };
         let text = serde_json::to_string(&reservation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tx.execute("INSERT INTO reservations(id, body) VALUES (?1, ?2)", params![reservation_id, text])?;
-        let seq = append_change(&tx, None, epoch, now, &ChangeBody::Reservation { reservation: reservation.clone(), products })?;
+        let seq = append_change(
+            &tx,
+            None,
+            epoch,
+            now,
+            &ChangeBody::Reservation { reservation: reservation.clone(), products },
+        )?;
         tx.commit()?;
         Ok((reservation, Some(seq)))
     }
@@ -325,7 +361,8 @@ impl Store {
     /// Changes after `seq`, oldest first, at most `limit`.
     pub fn changes_after(&self, seq: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT seq, epoch, at_ms, body FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, epoch, at_ms, body FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt.query_map(params![seq as i64, limit], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
         })?;
@@ -343,7 +380,8 @@ impl Store {
     pub fn apply(&self, changes: &[Change]) -> Result<u64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut last: u64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get::<_, i64>(0))? as u64;
+        let mut last: u64 =
+            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get::<_, i64>(0))? as u64;
         for change in changes {
             if change.seq <= last {
                 continue;
@@ -358,7 +396,10 @@ impl Store {
                         upsert_product(&tx, p)?;
                     }
                     let text = serde_json::to_string(reservation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    tx.execute("INSERT OR REPLACE INTO reservations(id, body) VALUES (?1, ?2)", params![reservation.reservation_id, text])?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO reservations(id, body) VALUES (?1, ?2)",
+                        params![reservation.reservation_id, text],
+                    )?;
                 }
             }
             append_change(&tx, Some(change.seq), change.epoch, change.at_ms, &change.body)?;
@@ -392,7 +433,8 @@ mod tests {
         let s = Store::in_memory(Role::Primary).expect("open");
         let (a, _) = s.create_product(1, &product("a", 2)).expect("a");
         let (b, _) = s.create_product(1, &product("b", 1)).expect("b");
-        let items = [ReservationItem { product_id: a.id, quantity: 1 }, ReservationItem { product_id: b.id, quantity: 2 }];
+        let items =
+            [ReservationItem { product_id: a.id, quantity: 1 }, ReservationItem { product_id: b.id, quantity: 2 }];
         assert!(matches!(s.reserve(1, "r1", &items), Err(StoreError::OutOfStock { available: 1, .. })));
         assert_eq!(s.product(a.id).expect("a").map(|p| p.stock), Some(2), "nothing reserved on failure");
         let items = [ReservationItem { product_id: a.id, quantity: 2 }];
@@ -419,7 +461,8 @@ mod tests {
         let tail = primary.changes_after(3, 10).expect("tail");
         assert!(matches!(standby.apply(&tail), Err(StoreError::Gap { expected_after: 2, got: 4 })));
         // The same reservation id on the standby (after promotion) is recognised.
-        let (r, seq) = standby.reserve(2, "r", &[ReservationItem { product_id: p.id, quantity: 2 }]).expect("idempotent");
+        let (r, seq) =
+            standby.reserve(2, "r", &[ReservationItem { product_id: p.id, quantity: 2 }]).expect("idempotent");
         assert_eq!((r.total_cents, seq), (500, None));
     }
 
@@ -433,7 +476,10 @@ mod tests {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     (0..5)
-                        .filter(|i| s.reserve(1, &format!("{t}-{i}"), &[ReservationItem { product_id: p.id, quantity: 1 }]).is_ok())
+                        .filter(|i| {
+                            s.reserve(1, &format!("{t}-{i}"), &[ReservationItem { product_id: p.id, quantity: 1 }])
+                                .is_ok()
+                        })
                         .count()
                 })
             })

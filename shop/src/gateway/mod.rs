@@ -59,7 +59,11 @@ pub struct GatewayState {
 impl GatewayState {
     /// Pools from the cluster topology: every replica of every service; the catalog's
     /// first replica is the primary of epoch 1 until a replica reports a newer epoch.
-    pub fn from_cluster(cluster: &ClusterConfig, readiness: Readiness, registry: &mut Registry) -> Result<Arc<Self>, AppError> {
+    pub fn from_cluster(
+        cluster: &ClusterConfig,
+        readiness: Readiness,
+        registry: &mut Registry,
+    ) -> Result<Arc<Self>, AppError> {
         let mut pools: BTreeMap<ServiceKind, Pool> = BTreeMap::new();
         for instance in cluster.instances() {
             if instance.service == ServiceKind::Gateway {
@@ -81,7 +85,11 @@ impl GatewayState {
         let ready_members = Family::<ServiceLabels, Gauge>::default();
         registry.register("shop_gateway_upstream_requests", "Requests sent to replicas, by outcome", upstream.clone());
         registry.register("shop_gateway_retries", "Requests retried on another replica", retries.clone());
-        registry.register("shop_gateway_pool_ready_members", "Replicas passing their readiness check", ready_members.clone());
+        registry.register(
+            "shop_gateway_pool_ready_members",
+            "Replicas passing their readiness check",
+            ready_members.clone(),
+        );
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(300))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -155,7 +163,11 @@ impl GatewayState {
 
     fn count(&self, service: ServiceKind, instance: &str, outcome: &str) {
         self.upstream
-            .get_or_create(&UpstreamLabels { service: service.to_string(), instance: instance.to_string(), outcome: outcome.to_string() })
+            .get_or_create(&UpstreamLabels {
+                service: service.to_string(),
+                instance: instance.to_string(),
+                outcome: outcome.to_string(),
+            })
             .inc();
     }
 }
@@ -176,7 +188,11 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         .route("/api/orders/{id}", to(ServiceKind::Orders))
         .route("/admin/pool", get(pool_get))
         .route("/admin/pool/{service}", put(pool_put))
-        .fallback(|| async { AppError::NotFound("no such route; the shop serves /oauth/token, /api/products, /api/search and /api/orders".into()) })
+        .fallback(|| async {
+            AppError::NotFound(
+                "no such route; the shop serves /oauth/token, /api/products, /api/search and /api/orders".into(),
+            )
+        })
         .with_state(state)
 }
 
@@ -185,7 +201,15 @@ pub fn router(state: Arc<GatewayState>) -> Router {
 fn is_hop_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "host" | "content-length"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "host"
+            | "content-length"
     )
 }
 
@@ -267,7 +291,13 @@ async fn attempt(
     let response = match result {
         Ok(r) => r,
         Err(e) => {
-            let why = if e.is_connect() { "connect_error" } else if e.is_timeout() { "timeout" } else { "transport_error" };
+            let why = if e.is_connect() {
+                "connect_error"
+            } else if e.is_timeout() {
+                "timeout"
+            } else {
+                "transport_error"
+            };
             state.count(service, &member.instance, why);
             member.eject();
             let error = if e.is_timeout() {
@@ -290,7 +320,10 @@ async fn attempt(
         Err(_) => {
             state.count(service, &member.instance, "transport_error");
             member.eject();
-            return Attempt::Retryable(AppError::BadGateway(format!("{} broke off its answer", member.instance)).into_response(), "transport_error");
+            return Attempt::Retryable(
+                AppError::BadGateway(format!("{} broke off its answer", member.instance)).into_response(),
+                "transport_error",
+            );
         }
     };
     let response = out.body(axum::body::Body::from(bytes)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());

@@ -138,7 +138,13 @@ impl Pools {
     }
 
     /// Replaces a service's members and/or primary. Members that stay keep their state.
-    pub fn update(&self, service: ServiceKind, members: Option<Vec<MemberSpec>>, primary: Option<String>, epoch: Option<u64>) -> Result<(), String> {
+    pub fn update(
+        &self,
+        service: ServiceKind,
+        members: Option<Vec<MemberSpec>>,
+        primary: Option<String>,
+        epoch: Option<u64>,
+    ) -> Result<(), String> {
         let mut pools = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let pool = pools.entry(service).or_default();
         let mut next = pool.clone();
@@ -225,7 +231,8 @@ impl Pool {
     pub fn pick(&self, exclude: Option<&str>) -> Option<Arc<Member>> {
         let now = Instant::now();
         let allowed = |m: &&Arc<Member>| Some(m.instance.as_str()) != exclude && m.is_ready();
-        let mut candidates: Vec<&Arc<Member>> = self.members.iter().filter(allowed).filter(|m| !m.is_ejected(now)).collect();
+        let mut candidates: Vec<&Arc<Member>> =
+            self.members.iter().filter(allowed).filter(|m| !m.is_ejected(now)).collect();
         if candidates.is_empty() {
             candidates = self.members.iter().filter(allowed).collect();
         }
@@ -260,7 +267,11 @@ mod tests {
     use super::*;
 
     fn pool(n: usize) -> Pool {
-        Pool { members: (1..=n).map(|i| Member::new(&format!("s-{i}"), &format!("http://127.0.0.1:{i}"))).collect(), primary: None, epoch: 0 }
+        Pool {
+            members: (1..=n).map(|i| Member::new(&format!("s-{i}"), &format!("http://127.0.0.1:{i}"))).collect(),
+            primary: None,
+            epoch: 0,
+        }
     }
 
     #[test]
@@ -304,7 +315,10 @@ mod tests {
 
     #[test]
     fn adopts_only_newer_primaries() {
-        let pools = Pools::new(BTreeMap::from([(ServiceKind::Catalog, Pool { primary: Some("s-1".into()), epoch: 1, ..pool(2) })]));
+        let pools = Pools::new(BTreeMap::from([(
+            ServiceKind::Catalog,
+            Pool { primary: Some("s-1".into()), epoch: 1, ..pool(2) },
+        )]));
         assert!(!pools.adopt_primary(ServiceKind::Catalog, "s-2", 1));
         assert!(pools.adopt_primary(ServiceKind::Catalog, "s-2", 2));
         assert_eq!(pools.get(ServiceKind::Catalog).expect("pool").primary.as_deref(), Some("s-2"));

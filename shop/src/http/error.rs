@@ -83,11 +83,10 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, axum::Json(json!({"error": {"code": self.code(), "message": message}}))).into_response();
+        let mut response =
+            (status, axum::Json(json!({"error": {"code": self.code(), "message": message}}))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -63,7 +63,13 @@ pub struct Frame {
 
 impl Frame {
     /// Registers the HTTP metric in `registry`; the service registers its own next.
-    pub fn new(service: ServiceKind, instance: &str, registry: &mut Registry, jwt_secret: &str, admin_token: &str) -> Self {
+    pub fn new(
+        service: ServiceKind,
+        instance: &str,
+        registry: &mut Registry,
+        jwt_secret: &str,
+        admin_token: &str,
+    ) -> Self {
         Frame {
             service,
             instance: instance.to_string(),
@@ -197,11 +203,8 @@ async fn observe(State(frame): State<Arc<Frame>>, mut req: Request, next: Next) 
         req.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let mut response = next.run(req).await;
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
@@ -232,7 +235,11 @@ async fn observe(State(frame): State<Arc<Frame>>, mut req: Request, next: Next) 
 
 /// Binds `listen` and serves `app` until `shutdown` resolves, then drains in-flight
 /// requests for a bounded time.
-pub async fn serve(listen: SocketAddr, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     serve_on(listener, app, shutdown).await
 }

@@ -73,10 +73,7 @@ impl TokenKeys {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// What the auth layers need at request time; put into request extensions by
@@ -88,13 +85,12 @@ pub struct AuthContext {
 }
 
 fn bearer(parts: &Parts) -> Result<&str, AppError> {
-    let value = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| AppError::Unauthorized("missing `Authorization: Bearer <token>` header; get a token from POST /oauth/token".into()))?;
-    let value = value
-        .to_str()
-        .map_err(|_| AppError::Unauthorized("Authorization header is not valid text".into()))?;
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+        AppError::Unauthorized(
+            "missing `Authorization: Bearer <token>` header; get a token from POST /oauth/token".into(),
+        )
+    })?;
+    let value = value.to_str().map_err(|_| AppError::Unauthorized("Authorization header is not valid text".into()))?;
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))

@@ -59,12 +59,21 @@ pub struct OrdersState {
 }
 
 impl OrdersState {
-    pub fn open(db_path: &Path, encryption_key_hex: &str, catalog: CatalogClient, registry: &mut Registry) -> Result<Arc<Self>, AppError> {
+    pub fn open(
+        db_path: &Path,
+        encryption_key_hex: &str,
+        catalog: CatalogClient,
+        registry: &mut Registry,
+    ) -> Result<Arc<Self>, AppError> {
         let vault = Vault::from_hex(encryption_key_hex).map_err(AppError::internal)?;
         let store = OrdersStore::open(db_path)?;
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         let revenue_cents = Counter::default();
-        registry.register("shop_orders", "Order requests by outcome (placed, replayed, out_of_stock, ...)", outcomes.clone());
+        registry.register(
+            "shop_orders",
+            "Order requests by outcome (placed, replayed, out_of_stock, ...)",
+            outcomes.clone(),
+        );
         registry.register("shop_orders_revenue_cents", "Total of newly placed orders", revenue_cents.clone());
         Ok(Arc::new(OrdersState {
             store: Arc::new(store),
@@ -85,7 +94,10 @@ impl OrdersState {
         self.outcomes.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
-    async fn db<T: Send + 'static>(&self, f: impl FnOnce(&OrdersStore) -> Result<T, OrdersStoreError> + Send + 'static) -> Result<T, AppError> {
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&OrdersStore) -> Result<T, OrdersStoreError> + Send + 'static,
+    ) -> Result<T, AppError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(AppError::internal)?.map_err(AppError::from)
     }
@@ -112,14 +124,17 @@ impl OrdersState {
             ])
             .send()
             .await
-            .map_err(|e| AppError::Unavailable(format!("auth is unreachable ({e}); retry with the same Idempotency-Key")))?;
+            .map_err(|e| {
+                AppError::Unavailable(format!("auth is unreachable ({e}); retry with the same Idempotency-Key"))
+            })?;
         if !response.status().is_success() {
             return Err(AppError::Unavailable(format!(
                 "auth refused the orders service's credentials ({}); check clients in cluster.toml",
                 response.status()
             )));
         }
-        let token: TokenResponse = response.json().await.map_err(|e| AppError::BadGateway(format!("auth answered garbage: {e}")))?;
+        let token: TokenResponse =
+            response.json().await.map_err(|e| AppError::BadGateway(format!("auth answered garbage: {e}")))?;
         let until = Instant::now() + Duration::from_secs(token.expires_in.saturating_sub(60).max(1));
         *cached = Some((token.access_token.clone(), until));
         Ok(token.access_token)
@@ -136,14 +151,19 @@ impl OrdersState {
                 .json(&json!({"reservation_id": reservation_id, "items": items}))
                 .send()
                 .await
-                .map_err(|e| AppError::Unavailable(format!("catalog is unreachable ({e}); retry with the same Idempotency-Key")))?;
+                .map_err(|e| {
+                    AppError::Unavailable(format!("catalog is unreachable ({e}); retry with the same Idempotency-Key"))
+                })?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !force {
                 force = true;
                 continue;
             }
             if status.is_success() {
-                return response.json().await.map_err(|e| AppError::BadGateway(format!("catalog answered garbage: {e}")));
+                return response
+                    .json()
+                    .await
+                    .map_err(|e| AppError::BadGateway(format!("catalog answered garbage: {e}")));
             }
             #[derive(Deserialize, Default)]
             struct ErrorBody {
@@ -156,10 +176,15 @@ impl OrdersState {
             }
             let body: ErrorBody = response.json().await.unwrap_or_default();
             return Err(match status {
-                StatusCode::CONFLICT if body.error.code == "out_of_stock" => AppError::Conflict { code: "out_of_stock", message: body.error.message },
+                StatusCode::CONFLICT if body.error.code == "out_of_stock" => {
+                    AppError::Conflict { code: "out_of_stock", message: body.error.message }
+                }
                 StatusCode::NOT_FOUND => AppError::Unprocessable(body.error.message),
                 StatusCode::UNPROCESSABLE_ENTITY => AppError::Unprocessable(body.error.message),
-                s => AppError::Unavailable(format!("catalog answered {s} ({}); retry with the same Idempotency-Key", body.error.message)),
+                s => AppError::Unavailable(format!(
+                    "catalog answered {s} ({}); retry with the same Idempotency-Key",
+                    body.error.message
+                )),
             });
         }
     }
@@ -224,7 +249,7 @@ fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 async fn place_order(
@@ -239,7 +264,9 @@ async fn place_order(
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| AppError::BadRequest("the Idempotency-Key header is required (any unique string, reused on retries)".into()))?
+        .ok_or_else(|| {
+            AppError::BadRequest("the Idempotency-Key header is required (any unique string, reused on retries)".into())
+        })?
         .to_string();
     if key.len() > 255 {
         return Err(AppError::BadRequest("Idempotency-Key must be at most 255 characters".into()));
@@ -302,7 +329,8 @@ async fn place_order(
     state.count("placed");
     state.revenue_cents.inc_by(stored.total_cents.max(0) as u64);
     tracing::info!(order_id = %stored.id, total_cents = stored.total_cents, card = %mask_card(&stored.card_last4), "order placed");
-    Ok((StatusCode::CREATED, [("location", format!("/api/orders/{}", stored.id))], axum::Json(view(&state, &stored)?)).into_response())
+    Ok((StatusCode::CREATED, [("location", format!("/api/orders/{}", stored.id))], axum::Json(view(&state, &stored)?))
+        .into_response())
 }
 
 fn replay(state: &OrdersState, existing: &StoredOrder, digest: &str) -> Result<axum::response::Response, AppError> {
@@ -313,7 +341,8 @@ fn replay(state: &OrdersState, existing: &StoredOrder, digest: &str) -> Result<a
         ));
     }
     state.count("replayed");
-    Ok((StatusCode::CREATED, [("idempotent-replayed", "true".to_string())], axum::Json(view(state, existing)?)).into_response())
+    Ok((StatusCode::CREATED, [("idempotent-replayed", "true".to_string())], axum::Json(view(state, existing)?))
+        .into_response())
 }
 
 async fn get_order(
@@ -334,10 +363,7 @@ async fn get_order(
 }
 
 pub fn router(state: Arc<OrdersState>) -> Router {
-    Router::new()
-        .route("/api/orders", post(place_order))
-        .route("/api/orders/{id}", get(get_order))
-        .with_state(state)
+    Router::new().route("/api/orders", post(place_order)).route("/api/orders/{id}", get(get_order)).with_state(state)
 }
 
 #[cfg(test)]

@@ -89,7 +89,8 @@ fn finish(row: Option<(StoredOrder, String)>) -> Result<Option<StoredOrder>, Ord
 impl OrdersStore {
     pub fn open(path: &Path) -> Result<Self, OrdersStoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| OrdersStoreError::Corrupt(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| OrdersStoreError::Corrupt(format!("{}: {e}", parent.display())))?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -106,13 +107,20 @@ impl OrdersStore {
     pub fn by_key(&self, owner: &str, key: &str) -> Result<Option<StoredOrder>, OrdersStoreError> {
         let row = self
             .lock()
-            .query_row(&format!("SELECT {COLUMNS} FROM orders WHERE owner = ?1 AND idempotency_key = ?2"), params![owner, key], row_to_order)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM orders WHERE owner = ?1 AND idempotency_key = ?2"),
+                params![owner, key],
+                row_to_order,
+            )
             .optional()?;
         finish(row)
     }
 
     pub fn by_id(&self, id: &str) -> Result<Option<StoredOrder>, OrdersStoreError> {
-        let row = self.lock().query_row(&format!("SELECT {COLUMNS} FROM orders WHERE id = ?1"), [id], row_to_order).optional()?;
+        let row = self
+            .lock()
+            .query_row(&format!("SELECT {COLUMNS} FROM orders WHERE id = ?1"), [id], row_to_order)
+            .optional()?;
         finish(row)
     }
 

@@ -148,7 +148,13 @@ mod tests {
     use super::*;
 
     fn doc(id: i64, name: &str, description: &str, tags: &[&str]) -> Document {
-        Document { id, name: name.into(), description: description.into(), tags: tags.iter().map(|t| t.to_string()).collect(), price_cents: 100 }
+        Document {
+            id,
+            name: name.into(),
+            description: description.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            price_cents: 100,
+        }
     }
 
     #[test]

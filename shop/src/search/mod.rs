@@ -37,7 +37,11 @@ impl SearchState {
         let documents = Gauge::default();
         let applied_seq = Gauge::default();
         registry.register("shop_search_index_documents", "Products in the search index", documents.clone());
-        registry.register("shop_search_index_change_seq", "Last catalog change applied to the index", applied_seq.clone());
+        registry.register(
+            "shop_search_index_change_seq",
+            "Last catalog change applied to the index",
+            applied_seq.clone(),
+        );
         readiness.set(Err("building the index from the catalog".into()));
         Ok(Arc::new(SearchState {
             index: RwLock::new(Index::default()),
@@ -96,7 +100,9 @@ impl SearchState {
                     backoff = Duration::from_millis(100);
                     if caught_up {
                         let docs = self.index.read().unwrap_or_else(|p| p.into_inner()).len();
-                        self.readiness.set(Ok(json!({"documents": docs, "seq": self.seq.load(std::sync::atomic::Ordering::Relaxed)})));
+                        self.readiness.set(Ok(
+                            json!({"documents": docs, "seq": self.seq.load(std::sync::atomic::Ordering::Relaxed)}),
+                        ));
                     }
                 }
                 Err(e) => {
@@ -141,7 +147,10 @@ struct SearchQuery {
     limit: Option<usize>,
 }
 
-async fn search(State(state): State<Arc<SearchState>>, ApiQuery(query): ApiQuery<SearchQuery>) -> Result<impl IntoResponse, AppError> {
+async fn search(
+    State(state): State<Arc<SearchState>>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+) -> Result<impl IntoResponse, AppError> {
     let q = query.q.unwrap_or_default();
     if q.trim().is_empty() {
         return Err(AppError::BadRequest("the q parameter is required: /api/search?q=lamp".into()));
@@ -168,7 +177,16 @@ mod tests {
             epoch: 1,
             at_ms: 0,
             body: ChangeBody::Product {
-                product: Product { id, name: name.into(), description: String::new(), price_cents: 5, stock: 1, tags: vec![], created_at_ms: 0, updated_at_ms: 0 },
+                product: Product {
+                    id,
+                    name: name.into(),
+                    description: String::new(),
+                    price_cents: 5,
+                    stock: 1,
+                    tags: vec![],
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                },
             },
         }
     }

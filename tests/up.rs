@@ -1,0 +1,340 @@
+//! End to end: the real `hale up --headless` on its own loopback range, ports and data dir,
+//! walked through as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hale_core::{ClusterConfig, ServiceKind};
+use serde_json::{Value, json};
+
+/// Kills the cluster if the test fails half way.
+struct Cluster {
+    child: Option<Child>,
+    data_dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in pids_under(&self.data_dir) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// PIDs whose command line mentions `dir` (the cluster's children all do).
+fn pids_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.iter().any(|a| a.contains(&needle)) && pid != std::process::id() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn pid_of(dir: &Path, instance: &str) -> Option<u32> {
+    pids_under(dir).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.split(|b| *b == 0).any(|a| a == instance.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+/// A loopback /24 and port offset of our own, so this test runs beside a default
+/// `hale up` and beside itself.
+fn private_addresses() -> (String, String, u16) {
+    let seed = std::process::id() as u64
+        ^ Instant::now().elapsed().as_nanos() as u64
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let b = 100 + (seed % 100) as u8;
+    let c = ((seed >> 8) % 250) as u8;
+    let offset = 2000 + ((seed >> 16) % 20000) as u16;
+    (format!("127.{b}.{c}"), format!("127.{b}.{c}.254"), offset)
+}
+
+async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn token(client: &reqwest::Client, gateway: &str, user: &str, password: &str) -> String {
+    let r: Value = client
+        .post(format!("{gateway}/oauth/token"))
+        .form(&[("grant_type", "password"), ("username", user), ("password", password)])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token json");
+    r["access_token"].as_str().expect("access_token").to_string()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hale_up_walkthrough() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data_dir = tmp.path().join("data");
+    let (prefix, control_ip, offset) = private_addresses();
+    let out = std::fs::File::create(tmp.path().join("up.out")).expect("out file");
+    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["up", "--headless", "--load-rps", "5", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn hale up");
+    let mut cluster = Cluster { child: Some(child), data_dir: data_dir.clone() };
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let gateway = format!("http://{control_ip}:{}", 8080 + offset);
+
+    // Ready, seeded, and the banner printed.
+    eventually("cluster up and seeded", Duration::from_secs(90), async || {
+        let text = std::fs::read_to_string(tmp.path().join("up.out")).unwrap_or_default();
+        if let Some(status) = cluster.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!("hale up exited early ({status}):\n{text}");
+        }
+        text.contains("Hale demo cluster is up").then_some(())
+    })
+    .await;
+    let banner = std::fs::read_to_string(tmp.path().join("up.out")).expect("banner");
+    assert!(banner.contains("shopper / hale-shopper") && banner.contains(&gateway), "{banner}");
+    let effective =
+        ClusterConfig::parse(&std::fs::read_to_string(data_dir.join("cluster.toml")).expect("effective config"))
+            .expect("parse");
+    let instances = effective.instances();
+    let url_of = |name: &str| instances.iter().find(|i| i.name == name).map(|i| i.url()).expect("instance");
+    assert!(
+        instances.iter().all(|i| i.service == ServiceKind::Gateway || i.listen.ip().to_string().starts_with(&prefix))
+    );
+
+    // token → publish → get → search finds it.
+    let admin = token(&client, &gateway, "admin", "hale-admin").await;
+    let shopper = token(&client, &gateway, "shopper", "hale-shopper").await;
+    let product: Value = client
+        .post(format!("{gateway}/api/products"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Zephyr teapot", "description": "Glass teapot with infuser", "price_cents": 3100, "stock": 2, "tags": ["kitchen", "tea"]}))
+        .send()
+        .await
+        .expect("publish")
+        .json()
+        .await
+        .expect("json");
+    let id = product["id"].as_i64().expect("product id");
+    let fetched: Value =
+        client.get(format!("{gateway}/api/products/{id}")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(fetched["name"], "Zephyr teapot");
+    let published = Instant::now();
+    eventually("search finds the new product", Duration::from_secs(10), async || {
+        let r: Value = client.get(format!("{gateway}/api/search?q=zephyr")).send().await.ok()?.json().await.ok()?;
+        (r["hits"][0]["id"] == id).then_some(())
+    })
+    .await;
+    eprintln!("published → findable in {:?}", published.elapsed());
+
+    // buy → same key, same order → out of stock is 409.
+    let address = "77 Unforgettable Road, Plaintextville";
+    let buy = |key: &str, quantity: i64| {
+        client
+            .post(format!("{gateway}/api/orders"))
+            .bearer_auth(&shopper)
+            .header("idempotency-key", key)
+            .json(&json!({"items": [{"product_id": id, "quantity": quantity}], "shipping_address": address, "card_number": "4000 0566 5566 5556"}))
+            .send()
+    };
+    let first = buy("e2e-1", 1).await.expect("buy");
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("json");
+    assert_eq!((first["status"].as_str(), first["total_cents"].as_i64()), (Some("confirmed"), Some(3100)));
+    let again = buy("e2e-1", 1).await.expect("buy again");
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.json::<Value>().await.expect("json")["id"], first["id"]);
+    let too_many = buy("e2e-2", 2).await.expect("buy more");
+    assert_eq!(too_many.status(), 409);
+    let order: Value = client
+        .get(format!("{gateway}/api/orders/{}", first["id"].as_str().expect("id")))
+        .bearer_auth(&shopper)
+        .send()
+        .await
+        .expect("get order")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(order["card_number"], "**** **** **** 5556");
+
+    // No plain-text address or card number anywhere under the data dir.
+    for file in walk(&data_dir) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for secret in [address.as_bytes(), b"4000056655665556", b"4000 0566 5566 5556"] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret), "plain text in {}", file.display());
+        }
+    }
+
+    // 401 / 403 / 400 / 413 through the gateway.
+    let r = client.post(format!("{gateway}/api/orders")).json(&json!({})).send().await.expect("401");
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(format!("{gateway}/api/products"))
+        .bearer_auth(&shopper)
+        .json(&json!({"name": "x", "price_cents": 1}))
+        .send()
+        .await
+        .expect("403");
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(format!("{gateway}/api/products"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("400");
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.expect("json error body")["error"]["message"].is_string());
+    let r = client
+        .post(format!("{gateway}/api/products"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "x".repeat(200_000)}))
+        .send()
+        .await
+        .expect("413");
+    assert_eq!(r.status(), 413);
+
+    // kill -9 a search replica: searches keep succeeding through the gateway.
+    let victim = pid_of(&data_dir, "search-1").expect("search-1 pid");
+    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().expect("kill").success());
+    for i in 0..40 {
+        let r = client.get(format!("{gateway}/api/search?q=lamp")).send().await.expect("search");
+        assert_eq!(r.status(), 200, "search {i} after kill -9 failed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Promote the standby: writes go to it, the old primary refuses them.
+    let promoted: Value = client
+        .post(format!("{}/admin/promote", url_of("catalog-2")))
+        .bearer_auth(&effective.secrets.admin_token)
+        .send()
+        .await
+        .expect("promote")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!((promoted["role"].as_str(), promoted["epoch"].as_u64()), (Some("primary"), Some(2)));
+    let new_id =
+        eventually("a write through the gateway lands on the new primary", Duration::from_secs(10), async || {
+            let r = client
+                .post(format!("{gateway}/api/products"))
+                .bearer_auth(&admin)
+                .json(&json!({"name": "After failover", "price_cents": 100, "stock": 1}))
+                .send()
+                .await
+                .ok()?;
+            if r.status() != 201 {
+                return None;
+            }
+            r.json::<Value>().await.ok()?["id"].as_i64()
+        })
+        .await;
+    let on_new: Value = client
+        .get(format!("{}/api/products/{new_id}", url_of("catalog-2")))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(on_new["name"], "After failover");
+    let r = client
+        .post(format!("{}/api/products", url_of("catalog-1")))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Split brain", "price_cents": 1}))
+        .send()
+        .await
+        .expect("write to old primary");
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "fenced");
+
+    // SIGTERM: everything stops, nothing is left behind.
+    let mut child = cluster.child.take().expect("child");
+    let pid = child.id();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill").success());
+    let stopped_at = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(stopped_at.elapsed() < Duration::from_secs(15), "hale up did not stop within 15 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "hale up exited with {status}");
+    let leftovers = eventually("no process left behind", Duration::from_secs(5), async || {
+        let left = pids_under(&data_dir);
+        left.is_empty().then_some(left)
+    })
+    .await;
+    assert!(leftovers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hale_up_killed_with_sigkill_leaves_no_orphans() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data_dir = tmp.path().join("data");
+    let (prefix, control_ip, offset) = private_addresses();
+    let out = std::fs::File::create(tmp.path().join("up.out")).expect("out file");
+    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["up", "--headless", "--load-rps", "2", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn hale up");
+    let mut cluster = Cluster { child: Some(child), data_dir: data_dir.clone() };
+    eventually("cluster up", Duration::from_secs(90), async || {
+        let text = std::fs::read_to_string(tmp.path().join("up.out")).unwrap_or_default();
+        if let Some(status) = cluster.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!("hale up exited early ({status}):\n{text}");
+        }
+        text.contains("Hale demo cluster is up").then_some(())
+    })
+    .await;
+    assert!(pids_under(&data_dir).len() >= 10, "nine replicas and the load generator run");
+    let mut child = cluster.child.take().expect("child");
+    child.kill().expect("SIGKILL hale up");
+    child.wait().expect("reap");
+    eventually("children die with their parent", Duration::from_secs(15), async || {
+        pids_under(&data_dir).is_empty().then_some(())
+    })
+    .await;
+}
