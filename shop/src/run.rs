@@ -108,10 +108,7 @@ fn build(
 }
 
 /// Builds the replica's router (for tests that call it without a socket).
-pub fn app(
-    args: &ShopArgs,
-    stop: &watch::Receiver<bool>,
-) -> Result<(Router, Vec<Task>), RunError> {
+pub fn app(args: &ShopArgs, stop: &watch::Receiver<bool>) -> Result<(Router, Vec<Task>), RunError> {
     let mut registry = Registry::default();
     let frame = Frame::new(
         args.service,
