@@ -98,14 +98,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hale_up_walkthrough() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let data_dir = tmp.path().join("data");
+/// Starts `hale up --headless` on a private address range and waits for its banner.
+async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
+    let data_dir = tmp.join("data");
     let (prefix, control_ip, offset) = private_addresses();
-    let out = std::fs::File::create(tmp.path().join("up.out")).expect("out file");
+    let out = std::fs::File::create(tmp.join("up.out")).expect("out file");
     let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["up", "--headless", "--load-rps", "5", "--data-dir"])
+        .args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])
         .arg(&data_dir)
         .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
         .stdin(Stdio::null())
@@ -113,19 +112,26 @@ async fn hale_up_walkthrough() {
         .stderr(out)
         .spawn()
         .expect("spawn hale up");
-    let mut cluster = Cluster { child: Some(child), data_dir: data_dir.clone() };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-    let gateway = format!("http://{control_ip}:{}", 8080 + offset);
-
-    // Ready, seeded, and the banner printed.
+    let mut cluster = Cluster { child: Some(child), data_dir };
     eventually("cluster up and seeded", Duration::from_secs(90), async || {
-        let text = std::fs::read_to_string(tmp.path().join("up.out")).unwrap_or_default();
+        let text = std::fs::read_to_string(tmp.join("up.out")).unwrap_or_default();
         if let Some(status) = cluster.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
             panic!("hale up exited early ({status}):\n{text}");
         }
         text.contains("Hale demo cluster is up").then_some(())
     })
     .await;
+    let gateway = format!("http://{control_ip}:{}", 8080 + offset);
+    (cluster, gateway, prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hale_up_walkthrough() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut cluster, gateway, prefix) = start(tmp.path(), 5).await;
+    let data_dir = cluster.data_dir.clone();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+
     let banner = std::fs::read_to_string(tmp.path().join("up.out")).expect("banner");
     assert!(banner.contains("shopper / hale-shopper") && banner.contains(&gateway), "{banner}");
     let effective =
@@ -308,27 +314,8 @@ async fn hale_up_walkthrough() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hale_up_killed_with_sigkill_leaves_no_orphans() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data_dir = tmp.path().join("data");
-    let (prefix, control_ip, offset) = private_addresses();
-    let out = std::fs::File::create(tmp.path().join("up.out")).expect("out file");
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["up", "--headless", "--load-rps", "2", "--data-dir"])
-        .arg(&data_dir)
-        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn hale up");
-    let mut cluster = Cluster { child: Some(child), data_dir: data_dir.clone() };
-    eventually("cluster up", Duration::from_secs(90), async || {
-        let text = std::fs::read_to_string(tmp.path().join("up.out")).unwrap_or_default();
-        if let Some(status) = cluster.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!("hale up exited early ({status}):\n{text}");
-        }
-        text.contains("Hale demo cluster is up").then_some(())
-    })
-    .await;
+    let (mut cluster, _, _) = start(tmp.path(), 2).await;
+    let data_dir = cluster.data_dir.clone();
     assert!(pids_under(&data_dir).len() >= 10, "nine replicas and the load generator run");
     let mut child = cluster.child.take().expect("child");
     child.kill().expect("SIGKILL hale up");

@@ -167,12 +167,8 @@ async fn password_grant(state: &AuthState, req: TokenRequest) -> Result<TokenRes
     let (Some(username), Some(password)) = (req.username, req.password) else {
         return Err(OAuthError::new("invalid_request", "the password grant needs username and password"));
     };
-    let account = state.users.get(&username);
-    let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
-    let ok = verify_secret(hash, password).await && account.is_some();
-    let account = match account {
-        Some(a) if ok => a,
-        _ => return Err(OAuthError::new("invalid_grant", "wrong username or password")),
+    let Some(account) = authenticate(&state.users, &username, password).await else {
+        return Err(OAuthError::new("invalid_grant", "wrong username or password"));
     };
     issue(state, &username, &account.scope, req.scope.as_deref())
 }
@@ -190,12 +186,8 @@ async fn client_grant(state: &AuthState, headers: &HeaderMap, req: TokenRequest)
             }
         },
     };
-    let account = state.clients.get(&client_id);
-    let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
-    let ok = verify_secret(hash, client_secret).await && account.is_some();
-    let account = match account {
-        Some(a) if ok => a,
-        _ => return Err(OAuthError::new("invalid_client", "unknown client or wrong client secret")),
+    let Some(account) = authenticate(&state.clients, &client_id, client_secret).await else {
+        return Err(OAuthError::new("invalid_client", "unknown client or wrong client secret"));
     };
     issue(state, &client_id, &account.scope, req.scope.as_deref())
 }
@@ -227,6 +219,15 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((id.to_string(), secret.to_string()))
 }
 
+/// The account `name` if `secret` is its secret. An unknown name costs the same time as
+/// a wrong secret, so timing does not reveal which names exist.
+async fn authenticate<'a>(accounts: &'a HashMap<String, Account>, name: &str, secret: String) -> Option<&'a Account> {
+    let account = accounts.get(name);
+    let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
+    let ok = verify_secret(hash, secret).await;
+    account.filter(|_| ok)
+}
+
 /// Argon2 verification costs tens of milliseconds of CPU: keep it off the async workers.
 async fn verify_secret(hash: String, secret: String) -> bool {
     tokio::task::spawn_blocking(move || {
@@ -242,4 +243,23 @@ pub fn hash_secret(secret: &str) -> Result<String, String> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dummy_hash_is_a_valid_argon2_hash() {
+        // If it did not parse, unknown users would be answered faster than known ones.
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn hashed_secrets_verify() {
+        let hash = hash_secret("s3cret").expect("hash");
+        let parsed = PasswordHash::new(&hash).expect("parse");
+        assert!(Argon2::default().verify_password(b"s3cret", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"other", &parsed).is_err());
+    }
 }

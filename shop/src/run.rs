@@ -63,7 +63,7 @@ fn build(
     Ok(match args.service {
         ServiceKind::Auth => Built { api: auth::router(&args.cluster, registry), tasks: vec![] },
         ServiceKind::Catalog => {
-            let state = catalog::open(
+            let state = catalog::CatalogState::open(
                 &instance_dir.join("catalog.db"),
                 &args.instance,
                 args.role,

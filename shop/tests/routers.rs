@@ -349,7 +349,7 @@ async fn auth_and_catalog(dir: &std::path::Path, stop: &watch::Receiver<bool>) -
         &c.secrets.jwt_secret,
         &c.secrets.admin_token,
     );
-    let state = hale_shop::catalog::open(
+    let state = hale_shop::catalog::CatalogState::open(
         &dir.join("c.db"),
         "catalog-1",
         Role::Primary,

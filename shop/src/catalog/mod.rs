@@ -22,15 +22,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use hale_core::Role;
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
 
 pub use replication::{CatalogState, EPOCH_HEADER, SYNC_TIMEOUT};
 use store::{NewProduct, ReservationItem, StoreError};
 
-use crate::http::{Admin, ApiJson, ApiQuery, AppError, Authenticated, Readiness};
+use crate::http::{Admin, ApiJson, ApiQuery, AppError, Authenticated};
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
@@ -53,19 +51,6 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/admin/fence", post(fence))
         .route("/admin/replication", get(replication_status))
         .with_state(state)
-}
-
-/// Registers the catalog's metrics and opens its store.
-pub fn open(
-    db_path: &std::path::Path,
-    instance: &str,
-    initial_role: Role,
-    follow: Option<String>,
-    admin_token: &str,
-    readiness: Readiness,
-    registry: &mut Registry,
-) -> Result<Arc<CatalogState>, StoreError> {
-    CatalogState::open(db_path, instance, initial_role, follow, admin_token, readiness, registry)
 }
 
 fn validate(p: &NewProduct) -> Result<(), AppError> {
