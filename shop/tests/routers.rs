@@ -596,3 +596,41 @@ async fn requests_carry_a_request_id() {
     let req = Request::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).expect("req");
     assert_eq!(send(&app, req).await.headers["x-request-id"], "abc-123");
 }
+
+#[tokio::test]
+async fn promotion_fences_the_old_primary_and_drains_what_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let primary_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut stop_server = stop.clone();
+    tokio::spawn(hale_shop::http::serve_on(listener, primary_app.clone(), async move {
+        let _ = stop_server.wait_for(|s| *s).await;
+    }));
+    let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
+    standby_args.role = Role::Standby;
+    standby_args.follow = Some(primary_url);
+    // The follower task is deliberately not started: everything the standby has after the
+    // promotion came from the drain.
+    let (standby_app, _tasks) = app(&standby_args, &stop).expect("app");
+    let id = publish(&primary_app, "Acknowledged just before failover", 1).await["id"].as_i64().expect("id");
+    assert_eq!(send(&standby_app, get(&format!("/api/products/{id}"))).await.status, StatusCode::NOT_FOUND);
+
+    let promote = Request::post("/admin/promote")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .body(Body::empty())
+        .expect("request");
+    let r = send(&standby_app, promote).await;
+    assert_eq!((r.status, r.json["epoch"].as_u64()), (StatusCode::OK, Some(2)), "{}", r.json);
+    assert_eq!(send(&standby_app, get(&format!("/api/products/{id}"))).await.status, StatusCode::OK, "drained");
+    let r = send(
+        &primary_app,
+        post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "late", "price_cents": 1})),
+    )
+    .await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("fenced")));
+    let next = publish(&standby_app, "First write of epoch 2", 1).await;
+    assert!(next["id"].as_i64().expect("id") > id, "ids continue after the drained ones");
+    let _ = stop_tx.send(true);
+}

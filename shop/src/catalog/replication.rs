@@ -298,39 +298,65 @@ impl CatalogState {
         Ok(self.meta())
     }
 
-    /// Makes this replica the primary under a new epoch (at least `requested`), then tells
-    /// the replica it followed to fence itself.
+    /// Makes this replica the primary under a new epoch (at least `requested`).
+    ///
+    /// A standby first fences the primary it follows and drains what that primary still
+    /// had, so a write the old primary acknowledged just before the switch is not lost.
+    /// If the old primary cannot be reached (it crashed, or is cut off), the promotion
+    /// goes ahead: it will fence itself when it sees the new epoch.
     pub async fn promote(&self, requested: Option<u64>) -> Result<ReplicaMeta, AppError> {
         let current = self.meta();
         if current.role == Role::Primary && requested.is_none_or(|r| r <= current.epoch) {
             return Ok(current);
         }
         let epoch = (current.epoch + 1).max(requested.unwrap_or(0));
+        if current.role == Role::Standby
+            && let Some(old) = self.follow.clone()
+        {
+            self.fence_and_drain(&old, epoch).await;
+        }
         let new = ReplicaMeta { role: Role::Primary, epoch };
         self.set_meta(new)?;
         self.publish();
         tracing::warn!(epoch, last_seq = self.last_seq(), "promoted to primary");
-        if let Some(old) = self.follow.clone() {
-            let client = self.client.clone();
-            let token = self.admin_token.clone();
-            tokio::spawn(async move {
-                let result = client
-                    .post(format!("{old}/admin/fence"))
-                    .bearer_auth(token)
-                    .json(&json!({"epoch": epoch}))
-                    .timeout(Duration::from_secs(1))
-                    .send()
-                    .await;
-                match result {
-                    Ok(r) if r.status().is_success() => tracing::info!(epoch, "old primary fenced"),
-                    Ok(r) => tracing::warn!(status = r.status().as_u16(), "old primary refused to be fenced"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "old primary unreachable; it will fence itself when it sees the new epoch")
-                    }
-                }
-            });
-        }
         Ok(new)
+    }
+
+    async fn fence_and_drain(&self, old: &str, epoch: u64) {
+        let fenced = self
+            .client
+            .post(format!("{old}/admin/fence"))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({"epoch": epoch}))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        match fenced {
+            Ok(r) if r.status().is_success() => tracing::info!(epoch, "old primary fenced"),
+            Ok(r) => {
+                tracing::warn!(status = r.status().as_u16(), "old primary refused to be fenced; promoting anyway");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "old primary unreachable; promoting without draining it");
+                return;
+            }
+        }
+        // Fenced, it takes no more writes: whatever it has now is final. Bounded rounds so
+        // a misbehaving peer cannot hold the promotion forever.
+        for _ in 0..20 {
+            let before = self.last_seq();
+            let url =
+                format!("{old}/api/products/changes?after={before}&limit=1000&wait_ms=0&replica={}", self.instance);
+            match self.poll(&url).await {
+                Ok(()) if self.last_seq() == before => return,
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "draining the old primary failed; promoting with what was replicated");
+                    return;
+                }
+            }
+        }
     }
 
     /// The standby's loop: follow the primary's change log for as long as this replica is

@@ -117,6 +117,12 @@ impl GatewayState {
         }
     }
 
+    /// Checks one service's replicas now, outside the regular interval.
+    pub async fn check_service(&self, service: ServiceKind) {
+        let Some(pool) = self.pools.get(service) else { return };
+        futures::future::join_all(pool.members.iter().map(|m| self.check_one(service, m))).await;
+    }
+
     async fn check_one(&self, service: ServiceKind, member: &Arc<Member>) {
         let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
         let (ready, body) = match response {
@@ -231,13 +237,7 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if service == ServiceKind::Catalog && is_write {
-        let Some(primary) = pool.primary().filter(|m| m.is_ready()) else {
-            return AppError::Unavailable("the catalog primary is not ready; retry shortly".into()).into_response();
-        };
-        let epoch = Some(pool.epoch);
-        return match attempt(&state, service, &primary, &parts.method, &parts.headers, &path, &body, epoch).await {
-            Attempt::Done(r) | Attempt::Retryable(r, _) => r,
-        };
+        return catalog_write(&state, pool, &parts.method, &parts.headers, &path, &body).await;
     }
     let idempotent = !is_write;
     let mut tried: Option<String> = None;
@@ -264,6 +264,41 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
         }
     }
     AppError::BadGateway(format!("every {service} replica tried failed")).into_response()
+}
+
+/// A catalog write goes to the primary, with the epoch the gateway knows. A 409 may mean
+/// the primary was fenced by a failover the gateway has not seen yet: the catalog pool is
+/// checked at once and, if another replica now leads, the write (which the fenced replica
+/// did not apply) is sent there once.
+async fn catalog_write(
+    state: &Arc<GatewayState>,
+    pool: Pool,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Bytes,
+) -> Response {
+    let Some(primary) = pool.primary().filter(|m| m.is_ready()) else {
+        return AppError::Unavailable("the catalog primary is not ready; retry shortly".into()).into_response();
+    };
+    let service = ServiceKind::Catalog;
+    let response = match attempt(state, service, &primary, method, headers, path, body, Some(pool.epoch)).await {
+        Attempt::Done(r) | Attempt::Retryable(r, _) => r,
+    };
+    if response.status() != StatusCode::CONFLICT {
+        return response;
+    }
+    state.check_service(service).await;
+    let Some(pool) = state.pools.get(service) else { return response };
+    match pool.primary().filter(|m| m.instance != primary.instance && m.is_ready()) {
+        Some(leader) => {
+            tracing::warn!(from = %primary.instance, to = %leader.instance, "write refused by a replaced primary; sending it to the new one");
+            match attempt(state, service, &leader, method, headers, path, body, Some(pool.epoch)).await {
+                Attempt::Done(r) | Attempt::Retryable(r, _) => r,
+            }
+        }
+        None => response,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
