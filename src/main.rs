@@ -14,14 +14,14 @@ use hale_core::{ClusterConfig, Role, ServiceKind};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "hale", version, about = "Observability and self-healing for a fleet of services")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Start the demo cluster: the shop's replicas on loopback nodes, and load.
     Up(up::UpArgs),
@@ -87,7 +87,8 @@ enum RoleArg {
     Standby,
 }
 
-#[derive(Debug, clap::Args)]
+/// No `Debug`: it holds a password.
+#[derive(clap::Args)]
 struct LoadArgs {
     /// The shop gateway.
     #[arg(long, default_value = "http://127.0.0.1:8080")]

@@ -128,10 +128,16 @@ fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    // Remove first, then create afresh: an existing file keeps its old permissions, and a
+    // symlink planted there would redirect the secrets.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+    }
     let mut file = std::fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
-        .truncate(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;

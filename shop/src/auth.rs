@@ -39,6 +39,9 @@ struct Account {
 }
 
 struct AuthState {
+    /// Argon2 runs at most this many at once; beyond, callers get 503 instead of queueing
+    /// unbounded memory (19 MiB a verification) on the blocking pool.
+    hashing: tokio::sync::Semaphore,
     users: HashMap<String, Account>,
     clients: HashMap<String, Account>,
     keys: Arc<TokenKeys>,
@@ -46,8 +49,8 @@ struct AuthState {
     grants: Family<GrantLabels, Counter>,
 }
 
-/// Form of `POST /oauth/token`.
-#[derive(Debug, Deserialize)]
+/// Form of `POST /oauth/token`. No `Debug`: it holds passwords.
+#[derive(Deserialize)]
 pub struct TokenRequest {
     grant_type: Option<String>,
     username: Option<String>,
@@ -100,7 +103,9 @@ impl IntoResponse for OAuthError {
 pub fn router(cluster: &ClusterConfig, registry: &mut Registry) -> Router {
     let grants = Family::<GrantLabels, Counter>::default();
     registry.register("shop_auth_token_requests", "Token requests by grant type and outcome", grants.clone());
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = AuthState {
+        hashing: tokio::sync::Semaphore::new(cpus * 2),
         users: cluster
             .users
             .iter()
@@ -167,7 +172,7 @@ async fn password_grant(state: &AuthState, req: TokenRequest) -> Result<TokenRes
     let (Some(username), Some(password)) = (req.username, req.password) else {
         return Err(OAuthError::new("invalid_request", "the password grant needs username and password"));
     };
-    let Some(account) = authenticate(&state.users, &username, password).await else {
+    let Some(account) = authenticate(state, &state.users, &username, password).await? else {
         return Err(OAuthError::new("invalid_grant", "wrong username or password"));
     };
     issue(state, &username, &account.scope, req.scope.as_deref())
@@ -186,7 +191,7 @@ async fn client_grant(state: &AuthState, headers: &HeaderMap, req: TokenRequest)
             }
         },
     };
-    let Some(account) = authenticate(&state.clients, &client_id, client_secret).await else {
+    let Some(account) = authenticate(state, &state.clients, &client_id, client_secret).await? else {
         return Err(OAuthError::new("invalid_client", "unknown client or wrong client secret"));
     };
     issue(state, &client_id, &account.scope, req.scope.as_deref())
@@ -221,11 +226,21 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// The account `name` if `secret` is its secret. An unknown name costs the same time as
 /// a wrong secret, so timing does not reveal which names exist.
-async fn authenticate<'a>(accounts: &'a HashMap<String, Account>, name: &str, secret: String) -> Option<&'a Account> {
+async fn authenticate<'a>(
+    state: &AuthState,
+    accounts: &'a HashMap<String, Account>,
+    name: &str,
+    secret: String,
+) -> Result<Option<&'a Account>, OAuthError> {
+    let _permit = state.hashing.try_acquire().map_err(|_| OAuthError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        error: "temporarily_unavailable",
+        description: "too many logins at once; retry in a moment".into(),
+    })?;
     let account = accounts.get(name);
     let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
     let ok = verify_secret(hash, secret).await;
-    account.filter(|_| ok)
+    Ok(account.filter(|_| ok))
 }
 
 /// Argon2 verification costs tens of milliseconds of CPU: keep it off the async workers.

@@ -65,7 +65,7 @@ impl std::str::FromStr for Mix {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadConfig {
     pub gateway: String,
     pub rps: u32,
@@ -77,6 +77,18 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Requests allowed in flight; beyond it a due request is skipped and counted.
     pub max_in_flight: usize,
+}
+
+impl std::fmt::Debug for LoadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadConfig")
+            .field("gateway", &self.gateway)
+            .field("rps", &self.rps)
+            .field("duration", &self.duration)
+            .field("mix", &self.mix)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Outcome counts and latency of one route.

@@ -255,7 +255,10 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "fenced for good");
     let ready = send(&primary, get("/readyz")).await;
-    assert_eq!((ready.json["role"].as_str(), ready.json["epoch"].as_u64()), (Some("fenced"), Some(2)));
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "a fenced replica leaves the pools");
+    assert!(ready.json["reason"].as_str().expect("reason").contains("fenced"), "{}", ready.json);
+    let status = send(&primary, get("/admin/replication")).await;
+    assert_eq!((status.json["role"].as_str(), status.json["epoch"].as_u64()), (Some("fenced"), Some(2)));
 
     let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
     standby_args.role = Role::Standby;
@@ -632,5 +635,69 @@ async fn promotion_fences_the_old_primary_and_drains_what_it_acknowledged() {
     assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("fenced")));
     let next = publish(&standby_app, "First write of epoch 2", 1).await;
     assert!(next["id"].as_i64().expect("id") > id, "ids continue after the drained ones");
+    let _ = stop_tx.send(true);
+}
+
+#[tokio::test]
+async fn errors_made_outside_handlers_are_json_too() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Catalog, dir.path()));
+    let r = send(&app, get("/api/products/%FF")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json["error"]["message"].is_string(), "{}", r.json);
+    let r = send(&app, Request::delete("/api/products").body(Body::empty()).expect("req")).await;
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    assert!(r.headers.contains_key("allow"), "the Allow header survives");
+}
+
+#[tokio::test]
+async fn the_replication_feed_needs_the_admin_token_and_epochs_are_bounded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Catalog, dir.path()));
+    assert_eq!(send(&app, get("/admin/replication/changes?after=5")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, get("/api/products/changes?after=18446744073709551615")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let mut req = post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
+    req.headers_mut().insert("x-hale-epoch", "18446744073709551615".parse().expect("header"));
+    assert_eq!(send(&app, req).await.status, StatusCode::BAD_REQUEST);
+    publish(&app, "still the primary", 1).await;
+}
+
+#[tokio::test]
+async fn gateway_replaces_a_client_epoch_header_with_its_own() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    // A stand-in catalog primary that echoes the epoch headers it received.
+    let router = Router::new().route(
+        "/api/products",
+        axum::routing::post(|headers: axum::http::HeaderMap| async move {
+            let epochs: Vec<String> =
+                headers.get_all("x-hale-epoch").iter().map(|v| v.to_str().unwrap_or("?").to_string()).collect();
+            axum::Json(json!({"epochs": epochs}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut stop_server = stop.clone();
+    tokio::spawn(hale_shop::http::serve_on(listener, router, async move {
+        let _ = stop_server.wait_for(|s| *s).await;
+    }));
+    let app = build(&args(ServiceKind::Gateway, dir.path()));
+    let pool = json!({"members": [{"instance": "catalog-1", "url": url}], "primary": "catalog-1", "epoch": 7});
+    let put = Request::put("/admin/pool/catalog")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(pool.to_string()))
+        .expect("req");
+    assert_eq!(send(&app, put).await.status, StatusCode::OK);
+    let mut req = post_json("/api/products", Some(&token("catalog:write")), &json!({}));
+    req.headers_mut().insert("x-hale-epoch", "999999".parse().expect("header"));
+    let r = send(&app, req).await;
+    assert_eq!(r.json["epochs"], json!(["7"]), "{}", r.json);
     let _ = stop_tx.send(true);
 }

@@ -50,6 +50,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/admin/promote", post(promote))
         .route("/admin/fence", post(fence))
         .route("/admin/replication", get(replication_status))
+        .route("/admin/replication/changes", get(replication_changes))
         .with_state(state)
 }
 
@@ -141,18 +142,33 @@ struct ChangesQuery {
     limit: Option<u32>,
     /// Long-poll: wait up to this long for a change when there is none yet.
     wait_ms: Option<u64>,
-    /// Set by a standby so the primary knows how far it has applied.
-    replica: Option<String>,
 }
 
+/// The change log, for anyone who reads the catalog (search follows it).
 async fn changes(
     State(state): State<Arc<CatalogState>>,
     ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> Result<impl IntoResponse, AppError> {
-    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
-    if q.replica.is_some() {
-        state.standby_acked(q.after);
+    changes_page(&state, q).await
+}
+
+/// The change log for the standby: the same page, and `after` counts as the standby's
+/// confirmation that it has applied everything up to there (semi-synchronous
+/// replication), which is why it needs the admin token.
+async fn replication_changes(
+    _: Admin,
+    State(state): State<Arc<CatalogState>>,
+    ApiQuery(q): ApiQuery<ChangesQuery>,
+) -> Result<impl IntoResponse, AppError> {
+    state.standby_acked(q.after);
+    changes_page(&state, q).await
+}
+
+async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Json<serde_json::Value>, AppError> {
+    if q.after > i64::MAX as u64 {
+        return Err(AppError::BadRequest("after is out of range".into()));
     }
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(5000));
     state.wait_for_seq_after(q.after, wait).await;
     let after = q.after;

@@ -27,6 +27,8 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 /// A standby that has not polled for this long is not waited for.
 const STANDBY_LIVENESS: Duration = Duration::from_secs(5);
 const POLL_WAIT_MS: u64 = 2000;
+/// Epochs beyond this are refused, so no arithmetic on them can overflow.
+pub const MAX_EPOCH: u64 = 1 << 48;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -45,8 +47,11 @@ struct Metrics {
 pub struct CatalogState {
     store: Arc<Store>,
     instance: String,
-    /// Role and epoch; the lock is held across every write so fencing and writes are ordered.
+    /// Role and epoch; the lock is held across every write so fencing and writes are
+    /// ordered. Only blocking-pool threads take it.
     meta: Arc<Mutex<ReplicaMeta>>,
+    /// A copy of `meta` for async readers, updated after every transition.
+    meta_view: watch::Sender<ReplicaMeta>,
     seq: watch::Sender<u64>,
     standby_ack: watch::Sender<u64>,
     standby_seen: Mutex<Option<Instant>>,
@@ -108,6 +113,7 @@ impl CatalogState {
             store,
             instance: instance.to_string(),
             meta: Arc::new(Mutex::new(meta)),
+            meta_view: watch::Sender::new(meta),
             seq: watch::Sender::new(last),
             standby_ack: watch::Sender::new(0),
             standby_seen: Mutex::new(None),
@@ -127,7 +133,7 @@ impl CatalogState {
     }
 
     pub fn meta(&self) -> ReplicaMeta {
-        *self.meta.lock().unwrap_or_else(|p| p.into_inner())
+        *self.meta_view.borrow()
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -143,7 +149,13 @@ impl CatalogState {
         self.metrics.is_primary.set(i64::from(meta.role == Role::Primary));
         self.metrics.last_seq.set(last as i64);
         self.metrics.lag.set(if meta.role == Role::Standby { lag as i64 } else { 0 });
-        self.readiness.set(Ok(json!({"role": meta.role, "epoch": meta.epoch, "seq": last})));
+        // A fenced replica leaves every pool: its data stops at the failover.
+        self.readiness.set(match meta.role {
+            Role::Fenced => {
+                Err(format!("fenced: epoch {} has a newer primary; rejoin this replica as a standby", meta.epoch))
+            }
+            _ => Ok(json!({"role": meta.role, "epoch": meta.epoch, "seq": last})),
+        });
     }
 
     pub fn status(&self) -> Value {
@@ -226,8 +238,10 @@ impl CatalogState {
         let _ = tokio::time::timeout(wait, rx.wait_for(|seq| *seq > after)).await;
     }
 
-    /// Records that the standby has applied everything up to `seq`.
+    /// Records that the standby has applied everything up to `seq` (never more than
+    /// this replica has).
     pub fn standby_acked(&self, seq: u64) {
+        let seq = seq.min(self.last_seq());
         *self.standby_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.standby_ack.send_if_modified(|cur| {
             let changed = seq > *cur;
@@ -263,39 +277,51 @@ impl CatalogState {
         self.metrics.reservations.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
-    fn set_meta(&self, new: ReplicaMeta) -> Result<(), AppError> {
-        let mut guard = self.meta.lock().unwrap_or_else(|p| p.into_inner());
-        self.store.set_meta(new).map_err(AppError::from)?;
-        *guard = new;
-        Ok(())
+    /// Changes role and epoch atomically with respect to writes: `decide` sees the current
+    /// state under the role lock and returns the new one (or `None` for no change), which is
+    /// stored before anyone can observe it.
+    async fn transition(
+        &self,
+        decide: impl FnOnce(ReplicaMeta) -> Result<Option<ReplicaMeta>, AppError> + Send + 'static,
+    ) -> Result<ReplicaMeta, AppError> {
+        let store = self.store.clone();
+        let meta = self.meta.clone();
+        let view = self.meta_view.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut guard = meta.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(new) = decide(*guard)? {
+                store.set_meta(new)?;
+                *guard = new;
+                view.send_replace(new);
+            }
+            Ok::<_, AppError>(*guard)
+        })
+        .await
+        .map_err(AppError::internal)?;
+        self.publish();
+        result
     }
 
     /// Learns that epoch `epoch` exists. A primary of an older epoch fences itself.
     pub async fn learn_epoch(&self, epoch: u64) -> Result<ReplicaMeta, AppError> {
-        let current = self.meta();
-        if epoch <= current.epoch {
-            return Ok(current);
+        if epoch > MAX_EPOCH {
+            return Err(AppError::BadRequest(format!("epoch {epoch} is out of range (at most {MAX_EPOCH})")));
         }
-        let role = if current.role == Role::Primary { Role::Fenced } else { current.role };
-        let new = ReplicaMeta { role, epoch };
-        let store = self.store.clone();
-        let meta = self.meta.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = meta.lock().unwrap_or_else(|p| p.into_inner());
-            if guard.epoch >= new.epoch {
-                return Ok(());
-            }
-            store.set_meta(new)?;
-            *guard = new;
-            Ok::<_, StoreError>(())
-        })
-        .await
-        .map_err(AppError::internal)??;
-        if role == Role::Fenced {
-            tracing::warn!(epoch, "a newer epoch exists: this former primary is fenced and refuses writes");
+        if epoch <= self.meta().epoch {
+            return Ok(self.meta());
         }
-        self.publish();
-        Ok(self.meta())
+        let meta = self
+            .transition(move |current| {
+                Ok((epoch > current.epoch).then(|| ReplicaMeta {
+                    role: if current.role == Role::Primary { Role::Fenced } else { current.role },
+                    epoch,
+                }))
+            })
+            .await?;
+        if meta.role == Role::Fenced {
+            tracing::warn!(epoch, "a newer epoch exists: this replica is fenced and refuses writes");
+        }
+        Ok(meta)
     }
 
     /// Makes this replica the primary under a new epoch (at least `requested`).
@@ -309,15 +335,33 @@ impl CatalogState {
         if current.role == Role::Primary && requested.is_none_or(|r| r <= current.epoch) {
             return Ok(current);
         }
+        if requested.is_some_and(|r| r > MAX_EPOCH) {
+            return Err(AppError::BadRequest(format!("epoch is out of range (at most {MAX_EPOCH})")));
+        }
         let epoch = (current.epoch + 1).max(requested.unwrap_or(0));
+        if epoch > MAX_EPOCH {
+            return Err(AppError::Conflict {
+                code: "epoch_exhausted",
+                message: "no epoch is left to promote under".into(),
+            });
+        }
         if current.role == Role::Standby
             && let Some(old) = self.follow.clone()
         {
             self.fence_and_drain(&old, epoch).await;
         }
-        let new = ReplicaMeta { role: Role::Primary, epoch };
-        self.set_meta(new)?;
-        self.publish();
+        // Compare and set: a newer epoch learned during the drain wins over this promotion.
+        let new = self
+            .transition(move |now| {
+                if now.epoch > epoch {
+                    return Err(AppError::Conflict {
+                        code: "superseded",
+                        message: format!("epoch {} appeared while promoting to {epoch}", now.epoch),
+                    });
+                }
+                Ok(Some(ReplicaMeta { role: Role::Primary, epoch }))
+            })
+            .await?;
         tracing::warn!(epoch, last_seq = self.last_seq(), "promoted to primary");
         Ok(new)
     }
@@ -346,8 +390,7 @@ impl CatalogState {
         // a misbehaving peer cannot hold the promotion forever.
         for _ in 0..20 {
             let before = self.last_seq();
-            let url =
-                format!("{old}/api/products/changes?after={before}&limit=1000&wait_ms=0&replica={}", self.instance);
+            let url = format!("{old}/admin/replication/changes?after={before}&limit=1000&wait_ms=0");
             match self.poll(&url).await {
                 Ok(()) if self.last_seq() == before => return,
                 Ok(()) => {}
@@ -370,9 +413,8 @@ impl CatalogState {
                 return;
             }
             let url = format!(
-                "{primary}/api/products/changes?after={}&limit=500&wait_ms={POLL_WAIT_MS}&replica={}",
-                self.last_seq(),
-                self.instance
+                "{primary}/admin/replication/changes?after={}&limit=500&wait_ms={POLL_WAIT_MS}",
+                self.last_seq()
             );
             let result = tokio::select! {
                 r = self.poll(&url) => r,
@@ -401,7 +443,7 @@ impl CatalogState {
     }
 
     async fn poll(&self, url: &str) -> Result<(), String> {
-        let response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
+        let response = self.client.get(url).bearer_auth(&self.admin_token).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("primary answered {}", response.status()));
         }

@@ -32,8 +32,9 @@ use pool::{Member, MemberSpec, Pool, Pools};
 /// Interval of the active `/readyz` checks.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const CHECK_TIMEOUT: Duration = Duration::from_millis(400);
-/// Upper bound on one upstream attempt (the catalog's long-poll is 2 s).
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(8);
+/// Upper bound on one upstream attempt: two attempts (a retry) fit in the gateway's own
+/// 10 s request timeout, and the catalog's 2 s long-poll fits in one.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
@@ -219,6 +220,12 @@ fn is_hop_header(name: &HeaderName) -> bool {
     )
 }
 
+/// Headers only the gateway may set: a client's copy is dropped, so nobody can fence the
+/// catalog by sending a made-up epoch through the front door.
+fn is_internal_header(name: &HeaderName) -> bool {
+    name.as_str() == EPOCH_HEADER
+}
+
 enum Attempt {
     Done(Response),
     /// Failed in a way another replica might not: connect error, timeout or 5xx.
@@ -241,13 +248,9 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
     }
     let idempotent = !is_write;
     let mut tried: Option<String> = None;
+    let mut last: Option<Response> = None;
     for try_no in 0..2 {
-        let Some(member) = pool.pick(tried.as_deref()) else {
-            if tried.is_some() {
-                break;
-            }
-            return AppError::Unavailable(format!("no ready replica of {service}; retry shortly")).into_response();
-        };
+        let Some(member) = pool.pick(tried.as_deref()) else { break };
         match attempt(&state, service, &member, &parts.method, &parts.headers, &path, &body, None).await {
             Attempt::Done(response) => return response,
             Attempt::Retryable(response, why) => {
@@ -260,10 +263,14 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
                 state.retries.get_or_create(&ServiceLabels { service: service.to_string() }).inc();
                 tracing::warn!(service = %service, instance = %member.instance, reason = why, "retrying on another replica");
                 tried = Some(member.instance.clone());
+                last = Some(response);
             }
         }
     }
-    AppError::BadGateway(format!("every {service} replica tried failed")).into_response()
+    // No (other) replica to try: the last real answer says more than a generic error.
+    last.unwrap_or_else(|| {
+        AppError::Unavailable(format!("no ready replica of {service}; retry shortly")).into_response()
+    })
 }
 
 /// A catalog write goes to the primary, with the epoch the gateway knows. A 409 may mean
@@ -315,7 +322,7 @@ async fn attempt(
     let _in_flight = member.start();
     let mut upstream = state.client.request(method.clone(), format!("{}{path}", member.url)).timeout(UPSTREAM_TIMEOUT);
     for (name, value) in headers {
-        if !is_hop_header(name) {
+        if !is_hop_header(name) && !is_internal_header(name) {
             upstream = upstream.header(name, value);
         }
     }

@@ -95,6 +95,7 @@ pub fn app(frame: Frame, registry: SharedRegistry, api: Router) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(middleware::from_fn_with_state(frame.clone(), faults))
+        .layer(middleware::map_response(json_error_bodies))
         .layer(middleware::from_fn_with_state(frame.clone(), observe))
         .layer(axum::Extension(frame.auth.clone()))
 }
@@ -187,6 +188,34 @@ async fn faults(State(frame): State<Arc<Frame>>, req: Request, next: Next) -> Re
         )
             .into_response(),
     }
+}
+
+/// Errors made outside our handlers (a path that is not UTF-8, a wrong method, the
+/// timeout) come as plain text or empty; give them the same JSON shape as ours.
+async fn json_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let code = status.canonical_reason().unwrap_or("error").to_lowercase().replace([' ', '-'], "_");
+    let mut response = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    response
 }
 
 /// Request id, the duration histogram and one access-log line per request.

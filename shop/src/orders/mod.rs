@@ -190,7 +190,8 @@ impl OrdersState {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// No `Debug`: it holds the card number and the address.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrder {
     items: Vec<ReservationItem>,
@@ -290,9 +291,10 @@ async fn place_order(
     if let Some(existing) = state.db(move |s| s.by_key(&o, &k)).await? {
         return replay(&state, &existing, &digest);
     }
-    // The same (owner, key) always reserves under the same id, so a retry after a crash
-    // between reserving and recording can never reserve twice.
-    let reservation_id = state.vault.digest(&["reservation", &owner, &key]);
+    // The same (owner, key, request) always reserves under the same id, so a retry after a
+    // crash between reserving and recording can never reserve twice, and a reused key with
+    // another request can never pick up the first request's reservation.
+    let reservation_id = state.vault.digest(&["reservation", &owner, &key, &digest]);
     let reservation = match state.reserve(&reservation_id, &req.items).await {
         Ok(r) => r,
         Err(e) => {
