@@ -11,7 +11,10 @@
 //! ```
 
 mod error;
+pub mod exposition;
+pub mod metrics;
 mod process;
+pub mod remote_write;
 mod topology;
 
 pub use error::ConfigError;

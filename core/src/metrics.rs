@@ -1,0 +1,73 @@
+//! Metric families as Hale passes them around: what an exposition parse yields, what the
+//! host collector produces, what remote_write ships.
+
+/// The type a family declares (`# TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    Untyped,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+            MetricKind::Summary => "summary",
+            MetricKind::Untyped => "untyped",
+        }
+    }
+}
+
+/// One sample: a series name, its labels (without `__name__`), a value, and the
+/// timestamp the exposition gave, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Sample {
+    pub fn new(name: impl Into<String>, labels: &[(&str, &str)], value: f64) -> Self {
+        Sample {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            value,
+            timestamp_ms: None,
+        }
+    }
+}
+
+/// A metric family: its name as the `# TYPE` line gives it, help, type and samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub kind: MetricKind,
+    pub samples: Vec<Sample>,
+}
+
+impl Family {
+    pub fn new(name: impl Into<String>, help: impl Into<String>, kind: MetricKind) -> Self {
+        Family { name: name.into(), help: help.into(), kind, samples: Vec::new() }
+    }
+
+    /// Adds a sample named like the family.
+    pub fn push(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.samples.push(Sample::new(self.name.clone(), labels, value));
+        self
+    }
+
+    /// One sample, no labels.
+    pub fn single(name: &str, help: &str, kind: MetricKind, value: f64) -> Self {
+        let mut f = Family::new(name, help, kind);
+        f.push(&[], value);
+        f
+    }
+}
