@@ -1,0 +1,378 @@
+//! `agent.toml`: what one node agent watches, where it ships, and which replicas it runs.
+//! Flags override the common settings; everything is validated before the agent starts,
+//! and errors name the line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use hale_core::ProcessSpec;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+fn err(message: impl Into<String>) -> ConfigError {
+    ConfigError { line: None, message: message.into() }
+}
+
+fn default_scrape_interval_ms() -> u64 {
+    15_000
+}
+fn default_probe_interval_ms() -> u64 {
+    5_000
+}
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+fn default_ready_path() -> String {
+    "/readyz".into()
+}
+
+/// What to do when a disk queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest segment: recent data is worth more (metrics).
+    DropOldest,
+    /// Stop reading the source until there is room: nothing is lost while the source
+    /// keeps it (log files stay on disk).
+    Block,
+}
+
+/// One disk queue's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Upper bound of the queue on disk.
+    #[serde(default = "QueueConfig::default_max_bytes")]
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started.
+    #[serde(default = "QueueConfig::default_segment_bytes")]
+    pub segment_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+impl QueueConfig {
+    fn default_max_bytes() -> u64 {
+        256 << 20
+    }
+    fn default_segment_bytes() -> u64 {
+        8 << 20
+    }
+    pub fn metrics() -> Self {
+        QueueConfig {
+            max_bytes: Self::default_max_bytes(),
+            segment_bytes: Self::default_segment_bytes(),
+            when_full: WhenFull::DropOldest,
+        }
+    }
+    pub fn logs() -> Self {
+        QueueConfig {
+            max_bytes: Self::default_max_bytes(),
+            segment_bytes: Self::default_segment_bytes(),
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// How batches are cut before they are queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A log batch is cut at this many records...
+    #[serde(default = "BatchConfig::default_max_records")]
+    pub max_records: usize,
+    /// ...or when its oldest record has waited this long.
+    #[serde(default = "BatchConfig::default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl BatchConfig {
+    fn default_max_records() -> usize {
+        1000
+    }
+    fn default_max_wait_ms() -> u64 {
+        1000
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_records: Self::default_max_records(), max_wait_ms: Self::default_max_wait_ms() }
+    }
+}
+
+/// How to run replicas of one service. `{name}` and `{listen}` in `args`, `env` values,
+/// `log_file` and `output_file` are replaced by each replica's instance name and address,
+/// which is how the agent starts a new replica on request without being sent a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTemplate {
+    pub name: String,
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// JSON-lines log the replica writes; tailed and shipped.
+    pub log_file: Option<String>,
+    /// Where the replica's stdout and stderr go.
+    pub output_file: String,
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    #[serde(default = "default_ready_path")]
+    pub ready_path: String,
+    /// Ports new replicas of this service may take (inclusive).
+    pub port_range: Option<(u16, u16)>,
+}
+
+/// One replica the agent starts at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Instance name, unique in the cluster (`search-1`).
+    pub name: String,
+    /// Which `[[services]]` template to run.
+    pub service: String,
+    pub listen: SocketAddr,
+    /// Arguments for this replica only (a catalog standby's `--follow`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+/// A file to tail that no supervised replica owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFileConfig {
+    pub path: PathBuf,
+    pub service: String,
+    pub instance: String,
+}
+
+/// A whole `agent.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Node name: the `node` label of everything this agent ships.
+    pub node: String,
+    /// Address of the agent's own API (`/metrics`, the actuator).
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Every URL receives every metric batch (remote_write 1.0).
+    #[serde(default)]
+    pub remote_write: Vec<String>,
+    /// OTLP/HTTP logs endpoint (`.../v1/logs`).
+    pub logs_endpoint: Option<String>,
+    /// Bearer token for the actuator API. Prefer `HALE_AGENT_TOKEN` to writing it here.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Bearer token sent to receivers. Prefer `HALE_INGEST_TOKEN`.
+    #[serde(default)]
+    pub ingest_token: Option<String>,
+    /// Host metrics and scrapes of local services.
+    #[serde(default = "default_scrape_interval_ms")]
+    pub scrape_interval_ms: u64,
+    /// `/healthz` and `/readyz` probes.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// Per scrape or probe.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "QueueConfig::metrics")]
+    pub metrics_queue: QueueConfig,
+    #[serde(default = "QueueConfig::logs")]
+    pub logs_queue: QueueConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub services: Vec<ServiceTemplate>,
+    #[serde(default)]
+    pub processes: Vec<ProcessConfig>,
+    #[serde(default)]
+    pub logs: Vec<LogFileConfig>,
+}
+
+impl AgentConfig {
+    /// Parses and validates; errors carry the line.
+    pub fn parse(source: &str) -> Result<Self, ConfigError> {
+        let config: AgentConfig = toml::from_str(source).map_err(|e| ConfigError {
+            line: e.span().map(|s| source[..s.start.min(source.len())].matches('\n').count() + 1),
+            message: e.message().trim().to_string(),
+        })?;
+        config.validate().map_err(|mut e| {
+            e.line = e.line.or_else(|| e.message.split('`').nth(1).and_then(|key| find_line(source, key)));
+            e
+        })?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks what serde cannot. Messages quote the offending key in backticks so the
+    /// line can be found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.trim().is_empty() {
+            return Err(err("`node` must not be empty"));
+        }
+        for url in self.remote_write.iter().chain(self.logs_endpoint.iter()) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(err(format!("`remote_write`/`logs_endpoint` {url:?} must be an http:// or https:// URL")));
+            }
+        }
+        if !(100..=3_600_000).contains(&self.scrape_interval_ms) {
+            return Err(err("`scrape_interval_ms` must be between 100 and 3600000"));
+        }
+        if !(100..=3_600_000).contains(&self.probe_interval_ms) {
+            return Err(err("`probe_interval_ms` must be between 100 and 3600000"));
+        }
+        if !(10..=60_000).contains(&self.timeout_ms) {
+            return Err(err("`timeout_ms` must be between 10 and 60000"));
+        }
+        for (key, q) in [("metrics_queue", &self.metrics_queue), ("logs_queue", &self.logs_queue)] {
+            if q.segment_bytes < 4096 || q.max_bytes < 2 * q.segment_bytes {
+                return Err(err(format!(
+                    "`{key}`: segment_bytes must be at least 4096 and max_bytes at least two segments"
+                )));
+            }
+        }
+        if self.batch.max_records == 0 || self.batch.max_wait_ms == 0 {
+            return Err(err("`batch`: max_records and max_wait_ms must be positive"));
+        }
+        let mut services = HashSet::new();
+        for s in &self.services {
+            if !services.insert(s.name.as_str()) {
+                return Err(err(format!("`services`: {:?} is defined twice", s.name)));
+            }
+            if let Some((lo, hi)) = s.port_range
+                && lo > hi
+            {
+                return Err(err(format!("`port_range` of {:?} is empty", s.name)));
+            }
+        }
+        let mut names = HashSet::new();
+        for p in &self.processes {
+            if !names.insert(p.name.as_str()) {
+                return Err(err(format!("`processes`: {:?} is defined twice", p.name)));
+            }
+            if !services.contains(p.service.as_str()) {
+                return Err(err(format!(
+                    "`service` {:?} of process {:?} has no [[services]] template",
+                    p.service, p.name
+                )));
+            }
+            if !valid_instance_name(&p.name) {
+                return Err(err(format!("`name` {:?}: use letters, digits, '-' and '_'", p.name)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn template(&self, service: &str) -> Option<&ServiceTemplate> {
+        self.services.iter().find(|s| s.name == service)
+    }
+
+    /// The concrete spec of a replica of `service` named `name` on `listen`.
+    pub fn render(
+        &self,
+        template: &ServiceTemplate,
+        name: &str,
+        listen: SocketAddr,
+        extra_args: &[String],
+    ) -> ProcessSpec {
+        let fill = |s: &str| s.replace("{name}", name).replace("{listen}", &listen.to_string());
+        ProcessSpec {
+            name: name.to_string(),
+            service: template.name.clone(),
+            node: self.node.clone(),
+            listen,
+            program: template.program.clone(),
+            args: template.args.iter().map(|a| fill(a)).chain(extra_args.iter().cloned()).collect(),
+            env: template.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(),
+            output_file: PathBuf::from(fill(&template.output_file)),
+        }
+    }
+}
+
+pub fn valid_instance_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn find_line(source: &str, key: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+                || t.starts_with(&format!("[{key}]"))
+                || t.starts_with(&format!("[[{key}]]"))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+node = "node-1"
+listen = "127.0.1.1:9100"
+data_dir = "/tmp/agent"
+remote_write = ["http://127.0.0.1:9464/api/v1/write"]
+scrape_interval_ms = 1000
+probe_interval_ms = 500
+
+[[services]]
+name = "search"
+program = "/usr/bin/hale"
+args = ["shop", "search", "--instance", "{name}", "--listen", "{listen}"]
+output_file = "/tmp/logs/{name}.out"
+log_file = "/tmp/logs/{name}.log"
+port_range = [8100, 8199]
+
+[[processes]]
+name = "search-1"
+service = "search"
+listen = "127.0.1.1:8085"
+"#;
+
+    #[test]
+    fn parses_and_renders_specs() {
+        let c = AgentConfig::parse(SAMPLE).expect("parse");
+        assert_eq!(c.metrics_queue.when_full, WhenFull::DropOldest);
+        assert_eq!(c.logs_queue.when_full, WhenFull::Block);
+        let t = c.template("search").expect("template");
+        let spec = c.render(t, "search-9", "127.0.1.1:8100".parse().expect("addr"), &["--x".into()]);
+        assert_eq!(spec.args, ["shop", "search", "--instance", "search-9", "--listen", "127.0.1.1:8100", "--x"]);
+        assert_eq!(spec.output_file, PathBuf::from("/tmp/logs/search-9.out"));
+        assert_eq!(AgentConfig::parse(&c.to_toml()).expect("round trip"), c);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_line() {
+        let bad_key = SAMPLE.replace("probe_interval_ms = 500", "probe_interval_ms = 500\ncolour = 1");
+        let e = AgentConfig::parse(&bad_key).expect_err("unknown key");
+        assert_eq!(e.line, bad_key.lines().position(|l| l.starts_with("colour")).map(|i| i + 1), "{e}");
+        let bad_value = SAMPLE.replace("probe_interval_ms = 500", "probe_interval_ms = 5");
+        let e = AgentConfig::parse(&bad_value).expect_err("range");
+        assert_eq!(e.line, bad_value.lines().position(|l| l.starts_with("probe_interval_ms")).map(|i| i + 1), "{e}");
+        let no_template = SAMPLE.replace("service = \"search\"", "service = \"nope\"");
+        assert!(AgentConfig::parse(&no_template).expect_err("template").message.contains("no [[services]] template"));
+        let bad_url = SAMPLE.replace("http://127.0.0.1:9464/api/v1/write", "ftp://x");
+        assert!(AgentConfig::parse(&bad_url).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! # hale-agent
+//!
+//! The node agent: one per host. It collects host metrics, scrapes and probes the
+//! services on its node, tails their logs, ships everything through disk queues to the
+//! collector, and supervises the node's replicas behind a token-protected actuator API.
+
+pub mod config;
+pub mod queue;

@@ -1,0 +1,534 @@
+//! A durable, bounded, multi-reader queue of batches on disk.
+//!
+//! Segment files (`<id>.seg`) hold records framed as `MAGIC | len | crc32 | payload`,
+//! payload = `seq (u64) | created_ms (i64) | body`. Every push is fsynced before it
+//! returns. Each reader (one per destination) has a cursor file, replaced atomically on
+//! every acknowledgement; a segment is deleted once every reader has passed it. Nothing is
+//! ever read whole into memory: readers seek to their cursor and read one record.
+//!
+//! Damage is survived, not refused: a torn tail of the newest segment (a crash mid-write)
+//! is truncated at open; a record whose checksum or framing is wrong is skipped by
+//! scanning forward to the next `MAGIC`, counted and logged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{QueueConfig, WhenFull};
+
+const MAGIC: u32 = 0x454C_4148; // "HALE" little-endian
+const HEADER: u64 = 12;
+const PAYLOAD_PREFIX: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue I/O in {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the queue is full ({max_bytes} bytes) and its policy is to block")]
+    Full { max_bytes: u64 },
+    #[error("unknown queue reader {0:?}")]
+    UnknownReader(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
+    move |source| QueueError::Io { path: path.to_path_buf(), source }
+}
+
+/// Where a reader stands: the next record starts at `offset` in segment `segment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// One queued batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub created_ms: i64,
+    pub body: Vec<u8>,
+    /// The cursor just past this record: acknowledge it once the batch is delivered.
+    pub next: Cursor,
+}
+
+/// What `open` found and repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub truncated_bytes: u64,
+}
+
+struct Inner {
+    /// Segment id → size in bytes.
+    segments: BTreeMap<u64, u64>,
+    active: File,
+    active_id: u64,
+    next_seq: u64,
+    readers: HashMap<String, Cursor>,
+    /// Newest record's seq and created_ms per segment start, for the oldest-unsent age.
+    last_pushed_ms: i64,
+}
+
+pub struct DiskQueue {
+    dir: PathBuf,
+    config: QueueConfig,
+    inner: Mutex<Inner>,
+    pub corrupt_records: AtomicU64,
+    pub dropped_bytes: AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.seg"))
+}
+
+fn cursor_path(dir: &Path, reader: &str) -> PathBuf {
+    dir.join(format!("cursor-{reader}"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Outcome of reading at one offset of a segment.
+enum Read1 {
+    Record {
+        seq: u64,
+        created_ms: i64,
+        body: Vec<u8>,
+        end: u64,
+    },
+    /// Framing or checksum wrong at this offset.
+    Corrupt,
+    /// The segment ends here (possibly in the middle of a record).
+    End,
+}
+
+fn read_at(file: &mut File, offset: u64, file_len: u64, max_record: u64) -> std::io::Result<Read1> {
+    if offset + HEADER > file_len {
+        return Ok(Read1::End);
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut header = [0u8; HEADER as usize];
+    file.read_exact(&mut header)?;
+    let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let len = u64::from(u32::from_le_bytes([header[4], header[5], header[6], header[7]]));
+    let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if magic != MAGIC || len < PAYLOAD_PREFIX as u64 || len > max_record {
+        return Ok(Read1::Corrupt);
+    }
+    if offset + HEADER + len > file_len {
+        return Ok(Read1::End);
+    }
+    let mut payload = vec![0u8; len as usize];
+    file.read_exact(&mut payload)?;
+    if crc32fast::hash(&payload) != crc {
+        return Ok(Read1::Corrupt);
+    }
+    let seq = u64::from_le_bytes(payload[0..8].try_into().unwrap_or([0; 8]));
+    let created_ms = i64::from_le_bytes(payload[8..16].try_into().unwrap_or([0; 8]));
+    payload.drain(..PAYLOAD_PREFIX);
+    Ok(Read1::Record { seq, created_ms, body: payload, end: offset + HEADER + len })
+}
+
+/// Offset of the next `MAGIC` after `from`, or the file length.
+fn resync(file: &mut File, from: u64, file_len: u64) -> std::io::Result<u64> {
+    let mut pos = from + 1;
+    let mut buf = vec![0u8; 64 * 1024];
+    let needle = MAGIC.to_le_bytes();
+    while pos + 4 <= file_len {
+        file.seek(SeekFrom::Start(pos))?;
+        let n = file.read(&mut buf)?;
+        if n < 4 {
+            break;
+        }
+        if let Some(i) = buf[..n].windows(4).position(|w| w == needle) {
+            return Ok(pos + i as u64);
+        }
+        pos += (n - 3) as u64;
+    }
+    Ok(file_len)
+}
+
+fn write_atomic(dir: &Path, path: &Path, text: &str) -> Result<(), QueueError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(())
+}
+
+impl DiskQueue {
+    /// Opens (or creates) the queue in `dir` for the named readers. A reader without a
+    /// cursor starts at the oldest record.
+    pub fn open(dir: &Path, config: QueueConfig, readers: &[&str]) -> Result<(Self, OpenReport), QueueError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut segments = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+                let len = entry.metadata().map_err(io(&entry.path()))?.len();
+                segments.insert(id, len);
+            }
+        }
+        let mut report = OpenReport { segments: segments.len(), ..Default::default() };
+        let max_record = config.segment_bytes.max(1 << 20) * 4;
+        // Find the last good record of the newest segment; cut a torn tail.
+        let mut next_seq = 1;
+        let mut last_pushed_ms = 0;
+        let active_id = match segments.keys().next_back().copied() {
+            None => 1,
+            Some(id) => {
+                let path = segment_path(dir, id);
+                let mut f = OpenOptions::new().read(true).write(true).open(&path).map_err(io(&path))?;
+                let len = segments[&id];
+                let mut offset = 0;
+                let mut good_end = 0;
+                loop {
+                    match read_at(&mut f, offset, len, max_record).map_err(io(&path))? {
+                        Read1::Record { seq, created_ms, end, .. } => {
+                            next_seq = seq + 1;
+                            last_pushed_ms = created_ms;
+                            offset = end;
+                            good_end = end;
+                        }
+                        Read1::Corrupt => offset = resync(&mut f, offset, len).map_err(io(&path))?,
+                        Read1::End => break,
+                    }
+                }
+                if good_end < len {
+                    // No good record follows: a torn or damaged tail, cut so appends
+                    // start on a clean boundary.
+                    f.set_len(good_end).map_err(io(&path))?;
+                    f.sync_all().map_err(io(&path))?;
+                    report.truncated_bytes = len - good_end;
+                    segments.insert(id, good_end);
+                    tracing::warn!(segment = id, bytes = len - good_end, "queue: truncated a torn tail");
+                }
+                id
+            }
+        };
+        let active_path = segment_path(dir, active_id);
+        let active = OpenOptions::new().create(true).append(true).open(&active_path).map_err(io(&active_path))?;
+        segments.entry(active_id).or_insert(0);
+        let oldest = *segments.keys().next().unwrap_or(&active_id);
+        let mut cursors = HashMap::new();
+        for reader in readers {
+            let path = cursor_path(dir, reader);
+            let cursor = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| {
+                    let mut parts = t.split_whitespace();
+                    Some(Cursor { segment: parts.next()?.parse().ok()?, offset: parts.next()?.parse().ok()? })
+                })
+                .filter(|c| c.segment >= oldest)
+                .unwrap_or(Cursor { segment: oldest, offset: 0 });
+            cursors.insert(reader.to_string(), cursor);
+        }
+        let queue = DiskQueue {
+            dir: dir.to_path_buf(),
+            config,
+            inner: Mutex::new(Inner { segments, active, active_id, next_seq, readers: cursors, last_pushed_ms }),
+            corrupt_records: AtomicU64::new(0),
+            dropped_bytes: AtomicU64::new(0),
+            notify: tokio::sync::Notify::new(),
+        };
+        Ok((queue, report))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a batch durably (fsynced) and returns its sequence number.
+    pub fn push(&self, body: &[u8]) -> Result<u64, QueueError> {
+        let mut inner = self.lock();
+        let record_len = HEADER + (PAYLOAD_PREFIX + body.len()) as u64;
+        let total = |i: &Inner| i.segments.values().sum::<u64>();
+        while total(&inner) + record_len > self.config.max_bytes {
+            match self.config.when_full {
+                WhenFull::Block => return Err(QueueError::Full { max_bytes: self.config.max_bytes }),
+                WhenFull::DropOldest => {
+                    let Some((&oldest, &size)) = inner.segments.iter().next().filter(|(id, _)| **id != inner.active_id)
+                    else {
+                        break; // Only the active segment is left: it may grow past the bound once.
+                    };
+                    let path = segment_path(&self.dir, oldest);
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                    inner.segments.remove(&oldest);
+                    let next = *inner.segments.keys().next().unwrap_or(&inner.active_id);
+                    for cursor in inner.readers.values_mut() {
+                        if cursor.segment <= oldest {
+                            *cursor = Cursor { segment: next, offset: 0 };
+                        }
+                    }
+                    self.dropped_bytes.fetch_add(size, Ordering::Relaxed);
+                    tracing::warn!(segment = oldest, bytes = size, "queue full: dropped the oldest segment");
+                }
+            }
+        }
+        if inner.segments.get(&inner.active_id).copied().unwrap_or(0) >= self.config.segment_bytes {
+            let id = inner.active_id + 1;
+            let path = segment_path(&self.dir, id);
+            inner.active = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+            inner.active_id = id;
+            inner.segments.insert(id, 0);
+        }
+        let seq = inner.next_seq;
+        let created_ms = now_ms();
+        let mut payload = Vec::with_capacity(PAYLOAD_PREFIX + body.len());
+        payload.extend_from_slice(&seq.to_le_bytes());
+        payload.extend_from_slice(&created_ms.to_le_bytes());
+        payload.extend_from_slice(body);
+        let mut frame = Vec::with_capacity(HEADER as usize + payload.len());
+        frame.extend_from_slice(&MAGIC.to_le_bytes());
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let path = segment_path(&self.dir, inner.active_id);
+        inner.active.write_all(&frame).map_err(io(&path))?;
+        inner.active.sync_data().map_err(io(&path))?;
+        let id = inner.active_id;
+        *inner.segments.entry(id).or_insert(0) += frame.len() as u64;
+        inner.next_seq += 1;
+        inner.last_pushed_ms = created_ms;
+        drop(inner);
+        self.notify.notify_waiters();
+        Ok(seq)
+    }
+
+    /// The next record for `reader`, skipping damaged ones; `None` when it has read all.
+    pub fn peek(&self, reader: &str) -> Result<Option<Record>, QueueError> {
+        let cursor = *self.lock().readers.get(reader).ok_or_else(|| QueueError::UnknownReader(reader.into()))?;
+        self.read_from(cursor, Some(reader))
+    }
+
+    /// Moves `reader` past a delivered record, durably, and deletes segments every reader
+    /// has finished.
+    pub fn ack(&self, reader: &str, next: Cursor) -> Result<(), QueueError> {
+        let mut inner = self.lock();
+        if !inner.readers.contains_key(reader) {
+            return Err(QueueError::UnknownReader(reader.into()));
+        }
+        inner.readers.insert(reader.to_string(), next);
+        let path = cursor_path(&self.dir, reader);
+        write_atomic(&self.dir, &path, &format!("{} {}\n", next.segment, next.offset))?;
+        let min_segment = inner.readers.values().map(|c| c.segment).min().unwrap_or(0);
+        let finished: Vec<u64> =
+            inner.segments.keys().copied().filter(|id| *id < min_segment && *id != inner.active_id).collect();
+        for id in finished {
+            let path = segment_path(&self.dir, id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+            inner.segments.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Waits until something is pushed (or a timeout passes; callers poll anyway).
+    pub async fn wait_for_push(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.lock().segments.values().sum()
+    }
+
+    /// Records pushed but not yet acknowledged by the slowest reader.
+    pub fn pending(&self, reader: &str) -> Result<u64, QueueError> {
+        let mut n = 0;
+        let mut probe = {
+            let inner = self.lock();
+            *inner.readers.get(reader).ok_or_else(|| QueueError::UnknownReader(reader.into()))?
+        };
+        // Counting walks headers only; the queue is bounded, so this is bounded too.
+        while let Some(record) = self.read_from(probe, None)? {
+            n += 1;
+            probe = record.next;
+        }
+        Ok(n)
+    }
+
+    /// The first good record at or after `cursor`. With a `reader`, damage skipped on
+    /// the way is counted, logged and remembered in that reader's cursor (so it is
+    /// counted once).
+    fn read_from(&self, mut cursor: Cursor, reader: Option<&str>) -> Result<Option<Record>, QueueError> {
+        let segments = self.lock().segments.clone();
+        let max_record = self.config.segment_bytes.max(1 << 20) * 4;
+        loop {
+            let Some((&id, &len)) = segments.range(cursor.segment..).next() else { return Ok(None) };
+            if id != cursor.segment {
+                cursor = Cursor { segment: id, offset: 0 };
+            }
+            let path = segment_path(&self.dir, id);
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                // Dropped by a full queue between the snapshot and now.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    cursor = Cursor { segment: id + 1, offset: 0 };
+                    continue;
+                }
+                Err(e) => return Err(io(&path)(e)),
+            };
+            match read_at(&mut file, cursor.offset, len, max_record).map_err(io(&path))? {
+                Read1::Record { seq, created_ms, body, end } => {
+                    return Ok(Some(Record { seq, created_ms, body, next: Cursor { segment: id, offset: end } }));
+                }
+                Read1::Corrupt => {
+                    let at = cursor.offset;
+                    cursor.offset = resync(&mut file, at, len).map_err(io(&path))?;
+                    if let Some(reader) = reader {
+                        self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(segment = id, offset = at, "queue: skipped a corrupted record");
+                        self.lock().readers.insert(reader.to_string(), cursor);
+                    }
+                }
+                Read1::End => {
+                    if segments.keys().next_back().is_none_or(|newest| id >= *newest) {
+                        return Ok(None);
+                    }
+                    cursor = Cursor { segment: id + 1, offset: 0 };
+                }
+            }
+        }
+    }
+
+    /// The newest record in the queue, delivered or not (the log tailer recovers its
+    /// positions from it after a crash).
+    pub fn last_record(&self) -> Result<Option<Record>, QueueError> {
+        let active = self.lock().active_id;
+        let mut cursor = Cursor { segment: active, offset: 0 };
+        let mut last = None;
+        while let Some(record) = self.read_from(cursor, None)? {
+            cursor = record.next;
+            last = Some(record);
+        }
+        Ok(last)
+    }
+
+    /// Sequence number the next push will get.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    pub fn last_pushed_ms(&self) -> i64 {
+        self.lock().last_pushed_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(segment: u64, max: u64, when_full: WhenFull) -> QueueConfig {
+        QueueConfig { max_bytes: max, segment_bytes: segment, when_full }
+    }
+
+    fn drain(q: &DiskQueue, reader: &str) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(r) = q.peek(reader).expect("peek") {
+            out.push(r.body.clone());
+            q.ack(reader, r.next).expect("ack");
+        }
+        out
+    }
+
+    #[test]
+    fn records_survive_reopen_and_each_reader_sees_all() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(4096, 1 << 20, WhenFull::Block);
+        {
+            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["a", "b"]).expect("open");
+            for i in 0..100u32 {
+                assert_eq!(q.push(&i.to_le_bytes()).expect("push"), u64::from(i) + 1);
+            }
+            assert_eq!(drain(&q, "a").len(), 100);
+        }
+        let (q, _) = DiskQueue::open(dir.path(), cfg, &["a", "b"]).expect("reopen");
+        assert_eq!(q.peek("a").expect("peek"), None, "a's cursor survived");
+        let b = drain(&q, "b");
+        assert_eq!(b.len(), 100);
+        assert_eq!(b[42], 42u32.to_le_bytes());
+        assert_eq!(q.push(b"next").expect("push"), 101, "sequence continues");
+        let segments = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg")))
+            .count();
+        assert!(segments <= 2, "finished segments are deleted ({segments} left)");
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_corrupt_records_are_skipped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(1 << 20, 4 << 20, WhenFull::Block);
+        {
+            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
+            for i in 0..10u8 {
+                q.push(&[i; 100]).expect("push");
+            }
+        }
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let record = (HEADER as usize) + PAYLOAD_PREFIX + 100;
+        bytes[3 * record + 40] ^= 0xff; // damage the payload of record 4
+        bytes.extend_from_slice(&MAGIC.to_le_bytes()); // and leave a torn fifth of a header
+        std::fs::write(&seg, &bytes).expect("write");
+        let (q, report) = DiskQueue::open(dir.path(), cfg, &["r"]).expect("opens despite damage");
+        assert_eq!(report.truncated_bytes, 4);
+        let got = drain(&q, "r");
+        assert_eq!(got.len(), 9);
+        assert!(!got.contains(&vec![3u8; 100]));
+        assert_eq!(q.corrupt_records.load(Ordering::Relaxed), 1);
+        assert_eq!(q.push(b"after").expect("push"), 11);
+    }
+
+    #[test]
+    fn full_queue_blocks_or_drops_the_oldest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, _) = DiskQueue::open(&dir.path().join("b"), config(4096, 8192, WhenFull::Block), &["r"]).expect("open");
+        let mut pushed = 0;
+        while q.push(&[0u8; 1000]).is_ok() {
+            pushed += 1;
+            assert!(pushed < 100);
+        }
+        assert!(matches!(q.push(&[0u8; 1000]), Err(QueueError::Full { .. })));
+        let got = drain(&q, "r");
+        assert_eq!(got.len(), pushed);
+        assert!(q.push(&[0u8; 1000]).is_ok(), "room again once delivered");
+
+        let (q, _) =
+            DiskQueue::open(&dir.path().join("d"), config(4096, 8192, WhenFull::DropOldest), &["r"]).expect("open");
+        for i in 0..50u32 {
+            q.push(&i.to_le_bytes().repeat(250)).expect("never refuses");
+        }
+        assert!(q.bytes() <= 8192 + 4096);
+        assert!(q.dropped_bytes.load(Ordering::Relaxed) > 0);
+        let got = drain(&q, "r");
+        assert_eq!(got.last().map(|b| b[..4].to_vec()), Some(49u32.to_le_bytes().to_vec()), "newest kept");
+    }
+
+    #[test]
+    fn last_record_and_pending() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, _) = DiskQueue::open(dir.path(), config(4096, 1 << 20, WhenFull::Block), &["r"]).expect("open");
+        assert_eq!(q.last_record().expect("last"), None);
+        for i in 0..5u8 {
+            q.push(&[i]).expect("push");
+        }
+        assert_eq!(q.last_record().expect("last").map(|r| r.body), Some(vec![4]));
+        assert_eq!(q.pending("r").expect("pending"), 5);
+        let r = q.peek("r").expect("peek").expect("one");
+        q.ack("r", r.next).expect("ack");
+        assert_eq!(q.pending("r").expect("pending"), 4);
+    }
+}
