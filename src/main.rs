@@ -2,7 +2,6 @@
 //! own beyond wiring.
 
 mod seed;
-mod supervise;
 mod up;
 
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, ProcessSpec, Role, ServiceKind};
 
-use crate::supervise::Supervisor;
+use hale_agent::supervise::Supervisor;
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {

@@ -5,4 +5,7 @@
 //! collector, and supervises the node's replicas behind a token-protected actuator API.
 
 pub mod config;
+pub mod host;
 pub mod queue;
+pub mod scrape;
+pub mod supervise;

@@ -1,0 +1,199 @@
+//! Host metrics with node_exporter's names, labels and types, so existing Node Exporter
+//! dashboards work unchanged. One long-lived `sysinfo` state (memory, filesystems, disk
+//! I/O, network) refreshed per collection; CPU seconds per mode come from `/proc/stat`
+//! (through procfs), which sysinfo does not expose.
+
+use std::collections::BTreeMap;
+
+use hale_core::metrics::{Family, MetricKind};
+use procfs::CurrentSI;
+
+pub struct HostCollector {
+    system: sysinfo::System,
+    disks: sysinfo::Disks,
+    networks: sysinfo::Networks,
+    ticks_per_second: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read host statistics: {0}")]
+pub struct HostError(String);
+
+impl HostCollector {
+    pub fn new() -> Result<Self, HostError> {
+        let system = sysinfo::System::new().map_err(|e| HostError(e.to_string()))?;
+        let disks = sysinfo::Disks::new_with_refreshed_list().map_err(|e| HostError(e.to_string()))?;
+        let networks = sysinfo::Networks::new_with_refreshed_list().map_err(|e| HostError(e.to_string()))?;
+        Ok(HostCollector { system, disks, networks, ticks_per_second: procfs::ticks_per_second() as f64 })
+    }
+
+    /// One collection: every host family, freshly read.
+    pub fn collect(&mut self) -> Vec<Family> {
+        let mut out = Vec::with_capacity(32);
+        self.cpu(&mut out);
+        self.memory(&mut out);
+        self.filesystems(&mut out);
+        self.network(&mut out);
+        if let Ok(load) = sysinfo::System::load_average() {
+            out.push(Family::single("node_load1", "1m load average.", MetricKind::Gauge, load.one));
+            out.push(Family::single("node_load5", "5m load average.", MetricKind::Gauge, load.five));
+            out.push(Family::single("node_load15", "15m load average.", MetricKind::Gauge, load.fifteen));
+        }
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        out.push(Family::single(
+            "node_time_seconds",
+            "System time in seconds since epoch (1970).",
+            MetricKind::Gauge,
+            now,
+        ));
+        out
+    }
+
+    fn cpu(&self, out: &mut Vec<Family>) {
+        let Ok(stats) = procfs::KernelStats::current() else { return };
+        let mut seconds =
+            Family::new("node_cpu_seconds_total", "Seconds the CPUs spent in each mode.", MetricKind::Counter);
+        for (i, cpu) in stats.cpu_time.iter().enumerate() {
+            let id = i.to_string();
+            let modes = [
+                ("user", Some(cpu.user)),
+                ("nice", Some(cpu.nice)),
+                ("system", Some(cpu.system)),
+                ("idle", Some(cpu.idle)),
+                ("iowait", cpu.iowait),
+                ("irq", cpu.irq),
+                ("softirq", cpu.softirq),
+                ("steal", cpu.steal),
+            ];
+            for (mode, ticks) in modes {
+                if let Some(ticks) = ticks {
+                    seconds.push(&[("cpu", &id), ("mode", mode)], ticks as f64 / self.ticks_per_second);
+                }
+            }
+        }
+        out.push(seconds);
+        out.push(Family::single(
+            "node_context_switches_total",
+            "Total number of context switches.",
+            MetricKind::Counter,
+            stats.ctxt as f64,
+        ));
+        out.push(Family::single(
+            "node_boot_time_seconds",
+            "Node boot time, in unixtime.",
+            MetricKind::Gauge,
+            stats.btime as f64,
+        ));
+    }
+
+    fn memory(&mut self, out: &mut Vec<Family>) {
+        self.system.refresh_memory();
+        let s = &self.system;
+        for (name, help, value) in [
+            ("node_memory_MemTotal_bytes", "Memory information field MemTotal_bytes.", s.total_memory()),
+            ("node_memory_MemFree_bytes", "Memory information field MemFree_bytes.", s.free_memory()),
+            ("node_memory_MemAvailable_bytes", "Memory information field MemAvailable_bytes.", s.available_memory()),
+            ("node_memory_SwapTotal_bytes", "Memory information field SwapTotal_bytes.", s.total_swap()),
+            ("node_memory_SwapFree_bytes", "Memory information field SwapFree_bytes.", s.free_swap()),
+        ] {
+            out.push(Family::single(name, help, MetricKind::Gauge, value as f64));
+        }
+    }
+
+    fn filesystems(&mut self, out: &mut Vec<Family>) {
+        self.disks.refresh(true);
+        let mut size = Family::new("node_filesystem_size_bytes", "Filesystem size in bytes.", MetricKind::Gauge);
+        let mut avail = Family::new(
+            "node_filesystem_avail_bytes",
+            "Filesystem space available to non-root users in bytes.",
+            MetricKind::Gauge,
+        );
+        let mut readonly = Family::new("node_filesystem_readonly", "Filesystem read-only status.", MetricKind::Gauge);
+        // Several mounts can share one block device; its I/O is counted once.
+        let mut io: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for disk in self.disks.iter() {
+            let device = disk.name().to_string_lossy().into_owned();
+            let fstype = disk.file_system().to_string_lossy().into_owned();
+            let mountpoint = disk.mount_point().to_string_lossy().into_owned();
+            let labels =
+                [("device", device.as_str()), ("fstype", fstype.as_str()), ("mountpoint", mountpoint.as_str())];
+            size.push(&labels, disk.total_space() as f64);
+            avail.push(&labels, disk.available_space() as f64);
+            readonly.push(&labels, if disk.is_read_only() { 1.0 } else { 0.0 });
+            let usage = disk.usage();
+            let short = device.trim_start_matches("/dev/").to_string();
+            io.entry(short).or_insert((usage.total_read_bytes, usage.total_written_bytes));
+        }
+        let mut read = Family::new(
+            "node_disk_read_bytes_total",
+            "The total number of bytes read successfully.",
+            MetricKind::Counter,
+        );
+        let mut written = Family::new(
+            "node_disk_written_bytes_total",
+            "The total number of bytes written successfully.",
+            MetricKind::Counter,
+        );
+        for (device, (r, w)) in &io {
+            read.push(&[("device", device)], *r as f64);
+            written.push(&[("device", device)], *w as f64);
+        }
+        out.extend([size, avail, readonly, read, written]);
+    }
+
+    fn network(&mut self, out: &mut Vec<Family>) {
+        self.networks.refresh(true);
+        let mut families = [
+            ("node_network_receive_bytes_total", "Network device statistic receive_bytes."),
+            ("node_network_transmit_bytes_total", "Network device statistic transmit_bytes."),
+            ("node_network_receive_packets_total", "Network device statistic receive_packets."),
+            ("node_network_transmit_packets_total", "Network device statistic transmit_packets."),
+            ("node_network_receive_errs_total", "Network device statistic receive_errs."),
+            ("node_network_transmit_errs_total", "Network device statistic transmit_errs."),
+        ]
+        .map(|(name, help)| Family::new(name, help, MetricKind::Counter));
+        let mut interfaces: Vec<_> = self.networks.iter().collect();
+        interfaces.sort_by(|a, b| a.0.cmp(b.0));
+        for (device, data) in interfaces {
+            let values = [
+                data.total_received(),
+                data.total_transmitted(),
+                data.total_packets_received(),
+                data.total_packets_transmitted(),
+                data.total_errors_on_received(),
+                data.total_errors_on_transmitted(),
+            ];
+            for (family, value) in families.iter_mut().zip(values) {
+                family.push(&[("device", &device.to_string_lossy())], value as f64);
+            }
+        }
+        out.extend(families);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_node_exporter_families_with_their_types() {
+        let mut host = HostCollector::new().expect("host");
+        let families = host.collect();
+        let kind = |name: &str| families.iter().find(|f| f.name == name).map(|f| f.kind);
+        assert_eq!(kind("node_cpu_seconds_total"), Some(MetricKind::Counter));
+        assert_eq!(kind("node_memory_MemAvailable_bytes"), Some(MetricKind::Gauge));
+        assert_eq!(kind("node_load1"), Some(MetricKind::Gauge));
+        assert_eq!(kind("node_network_receive_bytes_total"), Some(MetricKind::Counter));
+        assert_eq!(kind("node_filesystem_avail_bytes"), Some(MetricKind::Gauge));
+        let cpu = families.iter().find(|f| f.name == "node_cpu_seconds_total").expect("cpu");
+        let idle = cpu.samples.iter().find(|s| s.labels.contains(&("mode".into(), "idle".into()))).expect("idle");
+        assert!(idle.value > 0.0);
+        assert!(cpu.samples.iter().all(|s| s.labels[0].0 == "cpu" && s.labels[1].0 == "mode"));
+        let lo = families
+            .iter()
+            .find(|f| f.name == "node_network_receive_bytes_total")
+            .and_then(|f| f.samples.iter().find(|s| s.labels[0].1 == "lo"));
+        assert!(lo.is_some(), "loopback interface is reported");
+    }
+}
