@@ -8,4 +8,6 @@ pub mod config;
 pub mod host;
 pub mod queue;
 pub mod scrape;
+pub mod ship;
 pub mod supervise;
+pub mod telemetry;
