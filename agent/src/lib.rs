@@ -10,4 +10,5 @@ pub mod queue;
 pub mod scrape;
 pub mod ship;
 pub mod supervise;
+pub mod tail;
 pub mod telemetry;

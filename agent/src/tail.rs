@@ -1,0 +1,518 @@
+//! Tailing log files: JSON lines or plain text, through rename-and-create and
+//! copytruncate rotation, with partial last lines held back until they are complete.
+//!
+//! Positions (inode and offset of the end of the last complete line) are what makes
+//! "neither lost nor repeated" hold across restarts: every batch carries the positions it
+//! reaches into the disk queue, and a checkpoint file is replaced (fsynced) after each
+//! push. On start the agent takes, per file, the further of the checkpoint and the newest
+//! queued batch. A file rotated while the agent was down is found again by its inode.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+/// Longest line kept; a longer one is cut (and still shipped).
+const MAX_LINE_BYTES: usize = 256 * 1024;
+/// Bytes read from one file per poll, so one busy file cannot starve the others.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A file to follow and whose lines are whose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSource {
+    pub path: PathBuf,
+    pub service: String,
+    pub instance: String,
+}
+
+/// Where reading a file stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub inode: u64,
+    pub offset: u64,
+}
+
+/// Path → position.
+pub type Positions = BTreeMap<PathBuf, Position>;
+
+/// A complete line read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub service: String,
+    pub instance: String,
+    pub text: String,
+    pub observed_unix_nano: u64,
+}
+
+struct Tailed {
+    source: LogSource,
+    file: Option<File>,
+    inode: u64,
+    /// End of the last complete line taken from the current file.
+    offset: u64,
+    partial: Vec<u8>,
+    /// A rotated-away file still to be read to its end before the current one.
+    draining: Option<(File, u64, u64)>,
+}
+
+pub struct Tailer {
+    files: Vec<Tailed>,
+}
+
+fn now_nano() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// A file in `dir` with this inode (where a rotated file went), if any.
+fn find_by_inode(dir: &Path, inode: u64) -> Option<File> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let meta = e.metadata().ok()?;
+        (meta.is_file() && meta.ino() == inode).then(|| File::open(e.path()).ok()).flatten()
+    })
+}
+
+impl Tailer {
+    /// Starts following `sources` from `positions` (files without a position are read
+    /// from their beginning).
+    pub fn new(sources: Vec<LogSource>, positions: &Positions) -> Self {
+        let files = sources
+            .into_iter()
+            .map(|source| {
+                let mut t = Tailed { source, file: None, inode: 0, offset: 0, partial: Vec::new(), draining: None };
+                if let Some(pos) = positions.get(&t.source.path) {
+                    t.inode = pos.inode;
+                    t.offset = pos.offset;
+                }
+                t
+            })
+            .collect();
+        Tailer { files }
+    }
+
+    /// Positions after the last complete line returned so far.
+    pub fn positions(&self) -> Positions {
+        self.files
+            .iter()
+            .filter(|t| t.inode != 0)
+            .map(|t| {
+                // While draining a rotated file, the position to keep is in that file.
+                let pos = match &t.draining {
+                    Some((_, inode, offset)) => Position { inode: *inode, offset: *offset },
+                    None => Position { inode: t.inode, offset: t.offset },
+                };
+                (t.source.path.clone(), pos)
+            })
+            .collect()
+    }
+
+    /// Reads what is new in every file, up to about `max_lines` lines.
+    pub fn poll(&mut self, max_lines: usize) -> Vec<Line> {
+        let mut out = Vec::new();
+        for t in &mut self.files {
+            if out.len() >= max_lines {
+                break;
+            }
+            if let Err(e) = t.poll(&mut out, max_lines) {
+                tracing::debug!(path = %t.source.path.display(), error = %e, "tail: read failed; retrying");
+            }
+        }
+        out
+    }
+}
+
+impl Tailed {
+    fn poll(&mut self, out: &mut Vec<Line>, max_lines: usize) -> std::io::Result<()> {
+        // First finish a file that was rotated away.
+        if let Some((mut file, inode, mut offset)) = self.draining.take() {
+            let done = read_lines(&mut file, &mut offset, &mut self.partial, &self.source, out, max_lines)?;
+            if !done {
+                self.draining = Some((file, inode, offset));
+                return Ok(());
+            }
+            self.partial.clear();
+        }
+        let meta = match std::fs::metadata(&self.source.path) {
+            Ok(m) => m,
+            // Removed and not yet recreated: keep reading what is open.
+            Err(_) => {
+                if let Some(file) = self.file.as_mut() {
+                    read_lines(file, &mut self.offset, &mut self.partial, &self.source, out, max_lines)?;
+                }
+                return Ok(());
+            }
+        };
+        if self.file.is_none() {
+            if self.inode != 0 && meta.ino() != self.inode {
+                // Rotated while we were not looking: finish the old file where it went.
+                let dir = self.source.path.parent().unwrap_or(Path::new("."));
+                if let Some(old) = find_by_inode(dir, self.inode) {
+                    self.draining = Some((old, self.inode, self.offset));
+                    tracing::info!(path = %self.source.path.display(), "tail: finishing a file rotated while the agent was down");
+                }
+                self.offset = 0;
+            }
+            self.file = Some(File::open(&self.source.path)?);
+            self.inode = meta.ino();
+            if self.draining.is_some() {
+                return self.poll(out, max_lines);
+            }
+        } else if meta.ino() != self.inode {
+            // Rename-and-create: drain the old file (still open), then follow the new one.
+            if let Some(old) = self.file.take() {
+                self.draining = Some((old, self.inode, self.offset));
+            }
+            self.file = Some(File::open(&self.source.path)?);
+            self.inode = meta.ino();
+            self.offset = 0;
+            tracing::info!(path = %self.source.path.display(), "tail: file rotated (renamed); following the new one");
+            return self.poll(out, max_lines);
+        }
+        if meta.len() < self.offset {
+            // Copytruncate: the file was cut below where we were.
+            tracing::info!(path = %self.source.path.display(), "tail: file truncated; reading from its start");
+            self.offset = 0;
+            self.partial.clear();
+        }
+        if let Some(file) = self.file.as_mut() {
+            read_lines(file, &mut self.offset, &mut self.partial, &self.source, out, max_lines)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads from `offset` and appends complete lines. `offset` advances past complete lines
+/// only; a partial last line waits in `partial`. Returns true at end of file.
+fn read_lines(
+    file: &mut File,
+    offset: &mut u64,
+    partial: &mut Vec<u8>,
+    source: &LogSource,
+    out: &mut Vec<Line>,
+    max_lines: usize,
+) -> std::io::Result<bool> {
+    file.seek(SeekFrom::Start(*offset + partial.len() as u64))?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let n = file.read(&mut buf)?;
+    if n == 0 {
+        return Ok(true);
+    }
+    partial.extend_from_slice(&buf[..n]);
+    let mut start = 0;
+    let observed = now_nano();
+    while let Some(nl) = partial[start..].iter().position(|b| *b == b'\n') {
+        let end = start + nl;
+        let mut bytes = &partial[start..end];
+        if bytes.last() == Some(&b'\r') {
+            bytes = &bytes[..bytes.len() - 1];
+        }
+        let bytes = &bytes[..bytes.len().min(MAX_LINE_BYTES)];
+        out.push(Line {
+            service: source.service.clone(),
+            instance: source.instance.clone(),
+            text: String::from_utf8_lossy(bytes).into_owned(),
+            observed_unix_nano: observed,
+        });
+        start = end + 1;
+        if out.len() >= max_lines {
+            break;
+        }
+    }
+    *offset += start as u64;
+    partial.drain(..start);
+    if partial.len() > MAX_LINE_BYTES * 4 {
+        // A "line" this long has no end in sight; ship what there is as one line.
+        out.push(Line {
+            service: source.service.clone(),
+            instance: source.instance.clone(),
+            text: String::from_utf8_lossy(&partial[..MAX_LINE_BYTES]).into_owned(),
+            observed_unix_nano: observed,
+        });
+        *offset += partial.len() as u64;
+        partial.clear();
+    }
+    Ok(n < READ_CHUNK && out.len() < max_lines)
+}
+
+/// Severity of a level name, as OpenTelemetry numbers it.
+fn severity(level: &str) -> (i32, &'static str) {
+    match level.to_ascii_lowercase().as_str() {
+        "trace" => (1, "trace"),
+        "debug" => (5, "debug"),
+        "info" | "notice" => (9, "info"),
+        "warn" | "warning" => (13, "warn"),
+        "error" | "err" => (17, "error"),
+        "fatal" | "critical" | "crit" | "panic" => (21, "fatal"),
+        _ => (0, "unknown"),
+    }
+}
+
+/// A plain-text line's level, by the first level word in it.
+fn plain_level(text: &str) -> &'static str {
+    for word in text.split(|c: char| !c.is_ascii_alphabetic()).take(8) {
+        let (n, name) = severity(word);
+        if n > 0 && word.chars().all(|c| c.is_ascii_uppercase()) {
+            return name;
+        }
+    }
+    "unknown"
+}
+
+fn any(value: &serde_json::Value) -> AnyValue {
+    use serde_json::Value as J;
+    let v = match value {
+        J::String(s) => any_value::Value::StringValue(s.clone()),
+        J::Bool(b) => any_value::Value::BoolValue(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => any_value::Value::IntValue(i),
+            None => any_value::Value::DoubleValue(n.as_f64().unwrap_or(0.0)),
+        },
+        other => any_value::Value::StringValue(other.to_string()),
+    };
+    AnyValue { value: Some(v) }
+}
+
+fn kv(key: &str, value: AnyValue) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(value), ..Default::default() }
+}
+
+fn string(s: &str) -> AnyValue {
+    AnyValue { value: Some(any_value::Value::StringValue(s.to_string())) }
+}
+
+/// One line as an OTLP record, and its level name. JSON fields are lifted into
+/// attributes; `timestamp`, `level` and `message` become the record's own fields.
+pub fn to_record(line: &Line) -> (LogRecord, &'static str) {
+    let mut record = LogRecord { observed_time_unix_nano: line.observed_unix_nano, ..Default::default() };
+    let parsed = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line.text).ok();
+    let level = match parsed {
+        Some(mut fields) => {
+            let level = fields.remove("level").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            if let Some(ts) = fields.remove("timestamp").and_then(|v| v.as_str().map(str::to_string))
+                && let Ok(t) = humantime::parse_rfc3339_weak(&ts)
+            {
+                record.time_unix_nano =
+                    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            }
+            let message = fields
+                .remove("message")
+                .map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string()))
+                .unwrap_or_default();
+            record.body = Some(string(&message));
+            record.attributes = fields.iter().map(|(k, v)| kv(k, any(v))).collect();
+            severity(&level).1
+        }
+        None => {
+            record.body = Some(string(&line.text));
+            plain_level(&line.text)
+        }
+    };
+    let (number, name) = severity(level);
+    record.severity_number = number;
+    record.severity_text = name.to_string();
+    (record, name)
+}
+
+/// An OTLP export request for `lines`, one resource per instance.
+pub fn to_otlp(lines: &[Line], node: &str, mut count: impl FnMut(&str, &str)) -> Vec<u8> {
+    let mut by_instance: BTreeMap<(&str, &str), Vec<LogRecord>> = BTreeMap::new();
+    for line in lines {
+        let (record, level) = to_record(line);
+        count(&line.service, level);
+        by_instance.entry((&line.service, &line.instance)).or_default().push(record);
+    }
+    let resource_logs = by_instance
+        .into_iter()
+        .map(|((service, instance), records)| ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", string(service)),
+                    kv("service.instance.id", string(instance)),
+                    kv("host.name", string(node)),
+                ],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope { name: "hale-agent".into(), ..Default::default() }),
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest { resource_logs }.encode_to_vec()
+}
+
+/// A queued log batch: the positions it reaches, then the OTLP body.
+pub fn envelope(positions: &Positions, otlp: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(positions).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + json.len() + otlp.len());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(otlp);
+    out
+}
+
+/// The OTLP body of a queued batch.
+pub fn unwrap_envelope(body: &[u8]) -> &[u8] {
+    let Some(len) = body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) else { return &[] };
+    body.get(4 + len..).unwrap_or(&[])
+}
+
+/// The positions a queued batch reaches.
+pub fn envelope_positions(body: &[u8]) -> Option<Positions> {
+    let len = u32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize;
+    serde_json::from_slice(body.get(4..4 + len)?).ok()
+}
+
+/// Loads the checkpoint file (missing or damaged: empty).
+pub fn load_checkpoint(path: &Path) -> Positions {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Replaces the checkpoint file durably.
+pub fn save_checkpoint(path: &Path, positions: &Positions) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(positions).unwrap_or_default())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Per file, the further of two positions on the same inode (the newer inode wins).
+pub fn merge(a: &Positions, b: &Positions) -> Positions {
+    let mut out = a.clone();
+    for (path, pos) in b {
+        out.entry(path.clone())
+            .and_modify(|cur| {
+                if cur.inode != pos.inode || pos.offset > cur.offset {
+                    *cur = *pos;
+                }
+            })
+            .or_insert(*pos);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn source(path: &Path) -> LogSource {
+        LogSource { path: path.to_path_buf(), service: "search".into(), instance: "search-1".into() }
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open");
+        f.write_all(text.as_bytes()).expect("write");
+    }
+
+    fn texts(lines: &[Line]) -> Vec<String> {
+        lines.iter().map(|l| l.text.clone()).collect()
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_newline() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        append(&path, "one\ntw");
+        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        assert_eq!(texts(&t.poll(100)), ["one"]);
+        append(&path, "o\nthree\n");
+        assert_eq!(texts(&t.poll(100)), ["two", "three"]);
+        assert_eq!(t.positions()[&path].offset, 14);
+    }
+
+    #[test]
+    fn rename_and_create_rotation_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        append(&path, "1\n2\n");
+        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        assert_eq!(texts(&t.poll(100)), ["1", "2"]);
+        append(&path, "3\n");
+        std::fs::rename(&path, dir.path().join("a.log.1")).expect("rename");
+        append(&path, "4\n");
+        assert_eq!(texts(&t.poll(100)), ["3", "4"]);
+        append(&path, "5\n");
+        assert_eq!(texts(&t.poll(100)), ["5"]);
+    }
+
+    #[test]
+    fn copytruncate_rotation_starts_over() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        append(&path, "aaaaaaaaaa\nbbbbbbbbbb\n");
+        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        assert_eq!(t.poll(100).len(), 2);
+        std::fs::copy(&path, dir.path().join("a.log.1")).expect("copy");
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(0).expect("truncate");
+        append(&path, "c\n");
+        assert_eq!(texts(&t.poll(100)), ["c"]);
+    }
+
+    #[test]
+    fn restart_from_positions_neither_loses_nor_repeats_even_after_rotation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        append(&path, "1\n2\n");
+        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        assert_eq!(t.poll(100).len(), 2);
+        let saved = t.positions();
+        drop(t);
+        // While "down": more lines, then a rotation, then more lines.
+        append(&path, "3\n");
+        std::fs::rename(&path, dir.path().join("a.log.1")).expect("rename");
+        append(&path, "4\n");
+        let mut t = Tailer::new(vec![source(&path)], &saved);
+        let mut got = texts(&t.poll(100));
+        got.extend(texts(&t.poll(100)));
+        assert_eq!(got, ["3", "4"]);
+    }
+
+    #[test]
+    fn records_lift_json_fields_and_levels() {
+        let line = Line {
+            service: "orders".into(),
+            instance: "orders-1".into(),
+            text: r#"{"timestamp":"2026-11-26T06:38:54.606Z","level":"warn","message":"slow","route":"/api/orders","status":201,"latency_ms":12.5}"#.into(),
+            observed_unix_nano: 1,
+        };
+        let (record, level) = to_record(&line);
+        assert_eq!(level, "warn");
+        assert_eq!(record.severity_number, 13);
+        assert!(record.time_unix_nano > 1_700_000_000_000_000_000);
+        assert_eq!(record.body, Some(string("slow")));
+        let keys: Vec<&str> = record.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["latency_ms", "route", "status"]);
+        let plain = Line { text: "2026 ERROR disk full".into(), ..line };
+        assert_eq!(to_record(&plain).1, "error");
+        assert_eq!(to_record(&Line { text: "an error occurred".into(), ..plain }).1, "unknown");
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_positions_merge() {
+        let mut p = Positions::new();
+        p.insert("/a".into(), Position { inode: 1, offset: 10 });
+        let body = envelope(&p, b"otlp");
+        assert_eq!(unwrap_envelope(&body), b"otlp");
+        assert_eq!(envelope_positions(&body), Some(p.clone()));
+        let mut later = Positions::new();
+        later.insert("/a".into(), Position { inode: 1, offset: 20 });
+        assert_eq!(merge(&p, &later)[Path::new("/a")].offset, 20);
+        assert_eq!(merge(&later, &p)[Path::new("/a")].offset, 20);
+    }
+}
