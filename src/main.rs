@@ -28,6 +28,37 @@ enum Command {
     Shop(ShopCommand),
     /// Send realistic shop traffic through the gateway and summarise it.
     Load(LoadArgs),
+    /// Run a node agent: host metrics, scrapes, probes, logs, shipping, supervision.
+    Agent(AgentArgs),
+}
+
+/// No `Debug`: it holds tokens.
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// agent.toml; the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node name (required without --config).
+    #[arg(long)]
+    node: Option<String>,
+    /// Address of the agent's API (default <node-ip>:9100 from the config).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// A Prometheus remote_write receiver; repeat for several (each gets everything).
+    #[arg(long = "remote-write")]
+    remote_write: Vec<String>,
+    /// OTLP/HTTP logs endpoint.
+    #[arg(long)]
+    logs_endpoint: Option<String>,
+    /// Bearer token of the actuator API.
+    #[arg(long, env = "HALE_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Bearer token sent to receivers.
+    #[arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true)]
+    ingest_token: Option<String>,
+    /// Queues, checkpoints and the agent id live here.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -152,6 +183,7 @@ async fn dispatch(command: Command) -> Result<()> {
             run_shop(service, flags).await
         }
         Command::Load(args) => load(args).await,
+        Command::Agent(args) => agent(args).await,
     }
 }
 
@@ -196,6 +228,53 @@ async fn run_shop(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
         tracing::error!(error = %e, "service failed");
     }
     Ok(result?)
+}
+
+async fn agent(args: AgentArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let source = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            hale_agent::config::AgentConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => {
+            let node = args.node.clone().context("--node is required without --config")?;
+            let text = format!(
+                "node = {node:?}\nlisten = {:?}\ndata_dir = {:?}\n",
+                args.listen.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:9100".into()),
+                args.data_dir.clone().unwrap_or_else(|| PathBuf::from(".hale/agent")).display().to_string()
+            );
+            hale_agent::config::AgentConfig::parse(&text).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+    };
+    if let Some(node) = args.node {
+        config.node = node;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if !args.remote_write.is_empty() {
+        config.remote_write = args.remote_write;
+    }
+    if args.logs_endpoint.is_some() {
+        config.logs_endpoint = args.logs_endpoint;
+    }
+    if args.token.is_some() {
+        config.token = args.token;
+    }
+    if args.ingest_token.is_some() {
+        config.ingest_token = args.ingest_token;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+    Ok(hale_agent::run(config, up::shutdown_signal()).await?)
 }
 
 fn hash_password() -> Result<()> {

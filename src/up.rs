@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, ProcessSpec, Role, ServiceKind};
 
+use hale_agent::config::{AgentConfig, BatchConfig, ProcessConfig, QueueConfig, ServiceTemplate};
 use hale_agent::supervise::Supervisor;
 
 #[derive(Debug, clap::Args)]
@@ -62,48 +63,86 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
     Ok(cluster)
 }
 
-/// One process spec per replica.
-pub fn specs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_file: &Path) -> Vec<ProcessSpec> {
+/// Ports new replicas started through an agent's actuator may take: above every port
+/// the topology hands out.
+const SPARE_PORTS: u16 = 100;
+
+/// One agent config per node: a template per shop service, and the node's replicas.
+pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_file: &Path) -> Vec<AgentConfig> {
     let instances = cluster.instances();
     let gateway_url = format!("http://{}", cluster.gateway.listen);
     let primary_url =
         instances.iter().find(|i| i.service == ServiceKind::Catalog && i.role == Role::Primary).map(|i| i.url());
-    instances
+    let logs = data_dir.join("logs");
+    let spare_from = cluster.first_port.saturating_add(instances.len() as u16 + 10);
+    let templates: Vec<ServiceTemplate> = ServiceKind::ALL
         .iter()
-        .map(|i| {
-            let mut args: Vec<String> = vec![
+        .map(|kind| ServiceTemplate {
+            name: kind.to_string(),
+            program: program.to_path_buf(),
+            args: vec![
                 "shop".into(),
-                i.service.to_string(),
+                kind.to_string(),
                 "--config".into(),
                 config_file.display().to_string(),
                 "--instance".into(),
-                i.name.clone(),
+                "{name}".into(),
                 "--listen".into(),
-                i.listen.to_string(),
+                "{listen}".into(),
                 "--data-dir".into(),
                 data_dir.join("shop").display().to_string(),
                 "--log-dir".into(),
-                data_dir.join("logs").display().to_string(),
+                logs.display().to_string(),
                 "--gateway".into(),
                 gateway_url.clone(),
-            ];
-            if i.service == ServiceKind::Catalog {
-                args.extend(["--role".into(), i.role.to_string()]);
-                if i.role == Role::Standby
-                    && let Some(primary) = &primary_url
-                {
-                    args.extend(["--follow".into(), primary.clone()]);
-                }
-            }
-            ProcessSpec {
-                name: i.name.clone(),
-                service: i.service.to_string(),
-                node: i.node.clone(),
-                listen: i.listen,
-                program: program.to_path_buf(),
-                args,
-                env: vec![],
-                output_file: data_dir.join("logs").join(format!("{}.out", i.name)),
+            ],
+            env: Default::default(),
+            log_file: Some(logs.join("{name}.log").display().to_string()),
+            output_file: logs.join("{name}.out").display().to_string(),
+            metrics_path: "/metrics".into(),
+            health_path: "/healthz".into(),
+            ready_path: "/readyz".into(),
+            port_range: Some((spare_from, spare_from.saturating_add(SPARE_PORTS - 1))),
+        })
+        .collect();
+    cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let processes = instances
+                .iter()
+                .filter(|i| i.node == node.name)
+                .map(|i| {
+                    let mut extra_args = Vec::new();
+                    if i.service == ServiceKind::Catalog {
+                        extra_args.extend(["--role".to_string(), i.role.to_string()]);
+                        if i.role == Role::Standby
+                            && let Some(primary) = &primary_url
+                        {
+                            extra_args.extend(["--follow".to_string(), primary.clone()]);
+                        }
+                    }
+                    ProcessConfig { name: i.name.clone(), service: i.service.to_string(), listen: i.listen, extra_args }
+                })
+                .collect();
+            AgentConfig {
+                node: node.name.clone(),
+                listen: cluster.agent_listen(node),
+                data_dir: data_dir.join("agent").join(&node.name),
+                remote_write: Vec::new(),
+                logs_endpoint: None,
+                token: None,
+                ingest_token: None,
+                // The demo cluster watches closely: scrapes every second, probes twice a second.
+                scrape_interval_ms: 1000,
+                probe_interval_ms: 500,
+                timeout_ms: 400,
+                metrics_queue: QueueConfig::metrics(),
+                logs_queue: QueueConfig::logs(),
+                batch: BatchConfig::default(),
+                services: templates.clone(),
+                processes,
+                logs: Vec::new(),
             }
         })
         .collect()
@@ -111,14 +150,13 @@ pub fn specs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_fi
 
 /// Refuses to start when an address is taken, naming the way out.
 fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
-    for instance in cluster.instances() {
-        if let Err(e) = TcpListener::bind(instance.listen) {
+    let agents = cluster.nodes.iter().map(|n| (format!("agent of {}", n.name), cluster.agent_listen(n)));
+    let replicas = cluster.instances().into_iter().map(|i| (format!("{} ({})", i.name, i.service), i.listen));
+    for (what, addr) in replicas.chain(agents) {
+        if let Err(e) = TcpListener::bind(addr) {
             bail!(
-                "{} ({}) cannot listen on {}: {e}.\n  Is another `hale up` running? Stop it, or move this cluster with \
-                 --port-offset 1000 (and --ip-prefix 127.0.2 --control-ip 127.0.2.254).",
-                instance.name,
-                instance.service,
-                instance.listen
+                "{what} cannot listen on {addr}: {e}.\n  Is another `hale up` running? Stop it, or move this cluster with \
+                 --port-offset 1000 (and --ip-prefix 127.0.2 --control-ip 127.0.2.254)."
             );
         }
     }
@@ -156,16 +194,30 @@ pub async fn run(args: UpArgs) -> Result<()> {
     write_private(&config_file, &cluster.to_toml())?;
     let program = std::env::current_exe().context("finding the hale executable")?;
 
-    let mut supervisor = Supervisor::new(Duration::from_secs(8));
-    let specs = specs(&cluster, &program, &data_dir, &config_file);
+    // Each node's agent supervises that node's replicas; hale up supervises the agents.
+    let supervisor = Supervisor::new(Duration::from_secs(10));
+    let agents = agent_configs(&cluster, &program, &data_dir, &config_file);
     println!(
-        "hale: starting {} shop replicas on {} nodes (data in {})",
-        specs.len(),
-        cluster.nodes.len(),
+        "hale: starting {} agents and {} shop replicas (data in {})",
+        agents.len(),
+        agents.iter().map(|a| a.processes.len()).sum::<usize>(),
         data_dir.display()
     );
-    for spec in specs {
-        supervisor.start(spec);
+    for agent in &agents {
+        let path = data_dir.join(format!("agent-{}.toml", agent.node));
+        write_private(&path, &agent.to_toml())?;
+        supervisor
+            .start(ProcessSpec {
+                name: format!("agent-{}", agent.node),
+                service: "agent".into(),
+                node: agent.node.clone(),
+                listen: agent.listen,
+                program: program.clone(),
+                args: vec!["agent".into(), "--config".into(), path.display().to_string()],
+                env: vec![("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone())],
+                output_file: data_dir.join("logs").join(format!("agent-{}.out", agent.node)),
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let gateway = format!("http://{}", cluster.gateway.listen);
     let shutdown = shutdown_signal();
@@ -191,7 +243,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             .or(cluster.demo_logins.first())
             .map(|l| (l.username.clone(), l.password.clone()))
             .unwrap_or_default();
-        supervisor.start(ProcessSpec {
+        let load = ProcessSpec {
             name: "load".into(),
             service: "load".into(),
             node: cluster.gateway.node.get_ref().clone(),
@@ -211,17 +263,18 @@ pub async fn run(args: UpArgs) -> Result<()> {
             ],
             env: vec![("HALE_LOAD_PASSWORD".into(), password)],
             output_file: data_dir.join("logs").join("load.out"),
-        });
+        };
+        supervisor.start(load).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     print_banner(&cluster, &gateway, &data_dir, args.load_rps, args.headless);
     (&mut shutdown).await;
     println!("\nhale: stopping the cluster…");
     let stopping = Instant::now();
-    let status = supervisor.status();
-    let restarts: u32 = status.iter().map(|s| s.restarts).sum();
+    let status = supervisor.list();
+    let restarts: u64 = status.iter().map(|s| s.restarts).sum();
     supervisor.shutdown().await;
     println!(
-        "hale: stopped {} processes in {:.1}s ({restarts} restarts during the run)",
+        "hale: stopped {} agents and processes in {:.1}s ({restarts} restarts of them during the run)",
         status.len(),
         stopping.elapsed().as_secs_f64()
     );
@@ -235,6 +288,13 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
         let role =
             if instance.service == ServiceKind::Catalog { format!(" ({})", instance.role) } else { String::new() };
         println!("  {:<14} {}  on {}{role}", instance.name, instance.url(), instance.node);
+    }
+    for node in &cluster.nodes {
+        println!(
+            "  agent {:<8} http://{}  (processes: /api/v1/processes, metrics: /metrics)",
+            node.name,
+            cluster.agent_listen(node)
+        );
     }
     println!("\n  demo logins:");
     for login in &cluster.demo_logins {
@@ -288,16 +348,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn standby_follows_the_primary_and_secrets_stay_off_the_command_line() {
+    fn each_node_agent_runs_its_replicas_and_secrets_stay_off_the_command_line() {
         let cluster = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("config");
-        let specs = specs(&cluster, Path::new("/bin/hale"), Path::new("/d"), Path::new("/d/cluster.toml"));
-        let standby = specs.iter().find(|s| s.name == "catalog-2").expect("standby");
-        let primary = specs.iter().find(|s| s.name == "catalog-1").expect("primary");
-        assert!(standby.args.windows(2).any(|w| w[0] == "--follow" && w[1] == format!("http://{}", primary.listen)));
-        for spec in &specs {
-            let line = spec.args.join(" ");
-            assert!(!line.contains(&cluster.secrets.jwt_secret));
-            assert!(!line.contains(&cluster.secrets.admin_token));
+        let agents = agent_configs(&cluster, Path::new("/bin/hale"), Path::new("/d"), Path::new("/d/cluster.toml"));
+        assert_eq!(agents.len(), 3);
+        let total: usize = agents.iter().map(|a| a.processes.len()).sum();
+        assert_eq!(total, cluster.instances().len());
+        let primary = cluster.instances().into_iter().find(|i| i.name == "catalog-1").expect("primary");
+        let standby = agents.iter().flat_map(|a| &a.processes).find(|p| p.name == "catalog-2").expect("standby");
+        assert!(standby.extra_args.windows(2).any(|w| w[0] == "--follow" && w[1] == primary.url()));
+        for agent in &agents {
+            agent.validate().expect("valid agent config");
+            let text = agent.to_toml();
+            assert!(!text.contains(&cluster.secrets.jwt_secret));
+            assert!(!text.contains(&cluster.secrets.agent_token));
+            for p in &agent.processes {
+                let template = agent.template(&p.service).expect("template");
+                let spec = agent.render(template, &p.name, p.listen, &p.extra_args);
+                assert!(spec.args.contains(&p.name) && spec.args.contains(&p.listen.to_string()));
+            }
         }
     }
 }

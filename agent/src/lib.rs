@@ -4,11 +4,15 @@
 //! services on its node, tails their logs, ships everything through disk queues to the
 //! collector, and supervises the node's replicas behind a token-protected actuator API.
 
+pub mod api;
 pub mod config;
 pub mod host;
 pub mod queue;
+mod run;
 pub mod scrape;
 pub mod ship;
 pub mod supervise;
 pub mod tail;
 pub mod telemetry;
+
+pub use run::{Agent, AgentError, run};

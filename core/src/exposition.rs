@@ -5,7 +5,7 @@
 //! histograms into their own structures or lose OpenMetrics counter types, while a
 //! scraper has to keep every series exactly as exposed.
 
-use crate::metrics::{Family, MetricKind, Sample};
+use crate::metrics::{Family, Labels, MetricKind, Sample};
 
 /// Which dialect a body is in; decided by the `Content-Type` of the scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ fn parse_value(text: &str) -> Option<f64> {
 }
 
 fn parse_sample(line: &str, format: Format) -> Result<Sample, String> {
-    let name_end = line.find(|c: char| c == '{' || c == ' ' || c == '\t').unwrap_or(line.len());
+    let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
     let name = &line[..name_end];
     if !valid_metric_name(name) {
         return Err(format!("invalid metric name {name:?}"));
@@ -186,7 +186,7 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample, String> {
 
 /// Parses `a="x",b="y"}` (after the opening brace); returns the labels and what follows
 /// the closing brace.
-fn parse_labels(mut text: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut text: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start();

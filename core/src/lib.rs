@@ -10,6 +10,7 @@
 //! assert_eq!(gateway.listen.to_string(), "127.0.0.1:8080");
 //! ```
 
+pub mod auth;
 mod error;
 pub mod exposition;
 pub mod metrics;

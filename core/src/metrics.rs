@@ -23,12 +23,15 @@ impl MetricKind {
     }
 }
 
+/// Label pairs of a sample, in exposition order, without `__name__`.
+pub type Labels = Vec<(String, String)>;
+
 /// One sample: a series name, its labels (without `__name__`), a value, and the
 /// timestamp the exposition gave, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
 }

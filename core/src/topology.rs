@@ -115,6 +115,8 @@ pub struct Secrets {
     pub admin_token: String,
     /// The orders service's OAuth client secret (client_credentials grant to reserve stock).
     pub orders_client_secret: String,
+    /// Bearer token of the node agents' actuator API.
+    pub agent_token: String,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -164,6 +166,9 @@ fn default_first_port() -> u16 {
 fn default_token_ttl_secs() -> u64 {
     3600
 }
+fn default_agent_port() -> u16 {
+    9100
+}
 
 /// A whole cluster: `cluster.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +180,9 @@ pub struct ClusterConfig {
     /// Lifetime of the access tokens the auth service issues.
     #[serde(default = "default_token_ttl_secs")]
     pub token_ttl_secs: u64,
+    /// Port of every node agent, on its node's address.
+    #[serde(default = "default_agent_port")]
+    pub agent_port: u16,
     pub gateway: GatewayConfig,
     pub nodes: Vec<NodeConfig>,
     pub services: Vec<ServiceConfig>,
@@ -302,6 +310,9 @@ impl ClusterConfig {
                 "encryption_key must be 64 hex digits (a 256-bit key); generate one with `openssl rand -hex 32`".into(),
             ));
         }
+        if self.secrets.agent_token.len() < 16 {
+            return Err(key_error("agent_token", "agent_token must be at least 16 characters".into()));
+        }
         if self.secrets.admin_token.len() < 16 {
             return Err(key_error("admin_token", "admin_token must be at least 16 characters".into()));
         }
@@ -359,6 +370,11 @@ impl ClusterConfig {
             }
         }
         out
+    }
+
+    /// Address of a node's agent.
+    pub fn agent_listen(&self, node: &NodeConfig) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(node.ip), self.agent_port)
     }
 
     /// Replicas of one service.
@@ -419,6 +435,7 @@ impl ClusterConfig {
         let overflow =
             || ConfigError { line: None, message: format!("--port-offset {offset} pushes ports past 65535") };
         self.first_port = self.first_port.checked_add(offset).ok_or_else(overflow)?;
+        self.agent_port = self.agent_port.checked_add(offset).ok_or_else(overflow)?;
         let port = self.gateway.listen.port().checked_add(offset).ok_or_else(overflow)?;
         self.gateway.listen.set_port(port);
         Ok(())
@@ -541,5 +558,6 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains(&c.secrets.jwt_secret));
         assert!(!dbg.contains(&c.secrets.admin_token));
+        assert!(!dbg.contains(&c.secrets.agent_token));
     }
 }

@@ -91,10 +91,7 @@ fn bearer(parts: &Parts) -> Result<&str, AppError> {
         )
     })?;
     let value = value.to_str().map_err(|_| AppError::Unauthorized("Authorization header is not valid text".into()))?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+    hale_core::auth::bearer_token(value)
         .ok_or_else(|| AppError::Unauthorized("Authorization header must be `Bearer <token>`".into()))
 }
 
@@ -132,13 +129,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     }
 }
 
-/// Compares secrets without leaking, through timing, how long a matching prefix is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use hale_core::auth::constant_time_eq;
 
 #[cfg(test)]
 mod tests {
@@ -165,12 +156,5 @@ mod tests {
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stale, &keys.encoding).expect("encode");
         assert!(keys.verify(&token).is_err());
         assert!(keys.verify("not.a.jwt").is_err());
-    }
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

@@ -1,0 +1,166 @@
+//! The agent's HTTP API: `/metrics` (host, processes, self), `/healthz`, and the actuator
+//! the healer calls. Every actuator call that changes something needs the bearer token;
+//! new replicas can only be started from templates in the agent's own config.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hale_core::auth::{bearer_token, constant_time_eq};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::valid_instance_name;
+use crate::run::Agent;
+use crate::supervise::SuperviseError;
+
+/// An actuator error as `{"error": {"code", "message"}}`.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
+    }
+}
+
+impl From<SuperviseError> for ApiError {
+    fn from(e: SuperviseError) -> Self {
+        match e {
+            SuperviseError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            SuperviseError::Exists(_) => ApiError(StatusCode::CONFLICT, "exists", e.to_string()),
+        }
+    }
+}
+
+fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = agent.config.token.as_deref() else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "actuator_disabled",
+            "this agent has no token configured (HALE_AGENT_TOKEN), so its actuator is off".into(),
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or_else(|| {
+            ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <token>`".into())
+        })?;
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token".into()))
+    }
+}
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "alive"})) }))
+        .route("/api/v1/processes", get(list).post(start))
+        .route("/api/v1/processes/{name}", axum::routing::delete(stop))
+        .route("/api/v1/processes/{name}/restart", post(restart))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(agent)
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
+    let families = agent.local_families().await;
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        hale_core::exposition::encode_text(&families),
+    )
+}
+
+async fn list(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
+    axum::Json(json!({"node": agent.config.node, "processes": agent.supervisor.list()}))
+}
+
+async fn restart(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&agent, &headers)?;
+    agent.supervisor.restart(&name).await?;
+    tracing::warn!(process = %name, "restart requested through the actuator");
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"restarted": name}))))
+}
+
+async fn stop(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&agent, &headers)?;
+    agent.supervisor.stop(&name).await?;
+    tracing::warn!(process = %name, "stopped through the actuator");
+    Ok(axum::Json(json!({"stopped": name})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    /// A service whose template is in this agent's config.
+    service: String,
+    /// Instance name; default `<service>-<node>-<n>`.
+    name: Option<String>,
+}
+
+async fn start(
+    State(agent): State<Arc<Agent>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&agent, &headers)?;
+    let req: StartRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"service\", \"name\"?}}: {e}"))
+    })?;
+    let template = agent.config.template(&req.service).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "unknown_service",
+            format!("no template for service {:?} on this node", req.service),
+        )
+    })?;
+    let taken: Vec<String> = agent.supervisor.list().into_iter().map(|p| p.name).collect();
+    let name = match req.name {
+        Some(name) if !valid_instance_name(&name) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "name: use letters, digits, '-' and '_'".into(),
+            ));
+        }
+        Some(name) => name,
+        None => (1..)
+            .map(|n| format!("{}-{}-{n}", req.service, agent.config.node))
+            .find(|n| !taken.contains(n))
+            .unwrap_or_default(),
+    };
+    let (lo, hi) = template.port_range.ok_or_else(|| {
+        ApiError(
+            StatusCode::CONFLICT,
+            "no_port_range",
+            format!("service {:?} has no port_range for new replicas", req.service),
+        )
+    })?;
+    let ip = agent.config.listen.ip();
+    let listen = (lo..=hi)
+        .map(|port| SocketAddr::new(ip, port))
+        .find(|addr| {
+            !agent.supervisor.list().iter().any(|p| p.listen == addr.to_string())
+                && std::net::TcpListener::bind(addr).is_ok()
+        })
+        .ok_or_else(|| ApiError(StatusCode::CONFLICT, "no_free_port", format!("no free port in {lo}..={hi}")))?;
+    let spec = agent.config.render(template, &name, listen, &[]);
+    agent.supervisor.start(spec)?;
+    tracing::warn!(process = %name, service = %req.service, %listen, "replica started through the actuator");
+    let info = agent.supervisor.list().into_iter().find(|p| p.name == name);
+    Ok((StatusCode::CREATED, axum::Json(json!({"process": info}))))
+}

@@ -1,0 +1,358 @@
+//! Wiring: from an `AgentConfig` to running collectors, queues, shippers, supervisor and
+//! API. Data flows one way: collect → queue (disk) → ship.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hale_core::metrics::{Family, MetricKind};
+use hale_core::remote_write::{self, WriteRequest};
+use tokio::sync::{Mutex, watch};
+
+use crate::config::AgentConfig;
+use crate::host::HostCollector;
+use crate::queue::DiskQueue;
+use crate::scrape::{self, Target};
+use crate::ship::{self, Destination, Protocol};
+use crate::supervise::Supervisor;
+use crate::tail::{self, LogSource, Tailer};
+use crate::telemetry::Telemetry;
+
+/// Series per remote_write request: small enough for any receiver's limits.
+const SERIES_PER_REQUEST: usize = 2000;
+const LOG_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error("queue: {0}")]
+    Queue(#[from] crate::queue::QueueError),
+    #[error("host statistics: {0}")]
+    Host(#[from] crate::host::HostError),
+    #[error("could not listen on {addr}: {source}; is another agent using it?")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The running agent's shared state.
+pub struct Agent {
+    pub config: AgentConfig,
+    pub supervisor: Supervisor,
+    pub telemetry: Arc<Telemetry>,
+    host: Mutex<HostCollector>,
+    metrics_queue: Option<Arc<DiskQueue>>,
+    logs_queue: Option<Arc<DiskQueue>>,
+    http: reqwest::Client,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Agent {
+    /// Scrape and probe targets: every supervised replica with a template.
+    fn targets(&self) -> Vec<Target> {
+        self.supervisor
+            .list()
+            .into_iter()
+            .filter_map(|p| {
+                let t = self.config.template(&p.service)?;
+                Some(Target {
+                    service: p.service,
+                    instance: p.name,
+                    node: self.config.node.clone(),
+                    base_url: format!("http://{}", p.listen),
+                    metrics_path: t.metrics_path.clone(),
+                    health_path: t.health_path.clone(),
+                    ready_path: t.ready_path.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn log_sources(&self) -> Vec<LogSource> {
+        let mut sources: Vec<LogSource> = self
+            .supervisor
+            .list()
+            .into_iter()
+            .filter_map(|p| {
+                let t = self.config.template(&p.service)?;
+                let path = t.log_file.as_ref()?.replace("{name}", &p.name).replace("{listen}", &p.listen);
+                Some(LogSource { path: path.into(), service: p.service, instance: p.name })
+            })
+            .collect();
+        sources.extend(self.config.logs.iter().map(|l| LogSource {
+            path: l.path.clone(),
+            service: l.service.clone(),
+            instance: l.instance.clone(),
+        }));
+        sources
+    }
+
+    /// What `/metrics` serves: host, supervised processes, the agent itself.
+    pub async fn local_families(&self) -> Vec<Family> {
+        let mut families = self.host.lock().await.collect();
+        families.extend(self.supervisor.families());
+        families.extend(self.telemetry.families());
+        families.extend(self.queue_families());
+        families
+    }
+
+    fn queue_families(&self) -> Vec<Family> {
+        let mut bytes = Family::new("hale_agent_queue_bytes", "Bytes in the disk queue.", MetricKind::Gauge);
+        let mut pending =
+            Family::new("hale_agent_queue_batches", "Batches queued and not yet delivered.", MetricKind::Gauge);
+        let mut age = Family::new(
+            "hale_agent_queue_oldest_unsent_age_seconds",
+            "Age of the oldest undelivered batch.",
+            MetricKind::Gauge,
+        );
+        let mut corrupt = Family::new(
+            "hale_agent_queue_corrupt_records_total",
+            "Damaged queue records skipped.",
+            MetricKind::Counter,
+        );
+        let mut dropped = Family::new(
+            "hale_agent_queue_dropped_bytes_total",
+            "Bytes dropped because the queue was full.",
+            MetricKind::Counter,
+        );
+        let now = now_ms();
+        let queues = [
+            ("metrics", &self.metrics_queue, self.metric_readers()),
+            ("logs", &self.logs_queue, vec!["logs".to_string()]),
+        ];
+        for (name, queue, readers) in queues {
+            let Some(queue) = queue else { continue };
+            bytes.push(&[("queue", name)], queue.bytes() as f64);
+            corrupt.push(&[("queue", name)], queue.corrupt_records.load(std::sync::atomic::Ordering::Relaxed) as f64);
+            dropped.push(&[("queue", name)], queue.dropped_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64);
+            for reader in readers {
+                let (n, oldest) = match queue.peek(&reader) {
+                    Ok(Some(r)) => (queue.next_seq().saturating_sub(r.seq), Some(r.created_ms)),
+                    _ => (0, None),
+                };
+                pending.push(&[("queue", name), ("reader", &reader)], n as f64);
+                age.push(
+                    &[("queue", name), ("reader", &reader)],
+                    oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+                );
+            }
+        }
+        vec![bytes, pending, age, corrupt, dropped]
+    }
+
+    fn metric_readers(&self) -> Vec<String> {
+        (0..self.config.remote_write.len()).map(|i| format!("rw-{i}")).collect()
+    }
+
+    /// Encodes and queues families as remote_write requests.
+    fn queue_metrics(&self, families: &[Family], extra: &[(&str, &str)]) {
+        let Some(queue) = &self.metrics_queue else { return };
+        let series = remote_write::to_timeseries(families, extra, now_ms());
+        for chunk in series.chunks(SERIES_PER_REQUEST) {
+            let body = remote_write::encode(&WriteRequest { timeseries: chunk.to_vec() });
+            if let Err(e) = queue.push(&body) {
+                tracing::error!(error = %e, "cannot queue metrics; this batch is lost");
+            }
+        }
+    }
+
+    async fn collect_metrics(&self) {
+        let listen = self.config.listen.to_string();
+        let node_labels = [("node", self.config.node.as_str()), ("instance", listen.as_str()), ("job", "node")];
+        let host = self.host.lock().await.collect();
+        self.queue_metrics(&host, &node_labels);
+        let mut own = self.supervisor.families();
+        own.extend(self.queue_families());
+        own.extend(self.telemetry.families());
+        self.queue_metrics(&own, &[("node", self.config.node.as_str()), ("agent", listen.as_str())]);
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let scrapes = self.targets().into_iter().map(|t| {
+            let client = self.http.clone();
+            async move { scrape::scrape(&client, &t, timeout).await }
+        });
+        let scraped: Vec<Family> = futures::future::join_all(scrapes).await.into_iter().flatten().collect();
+        self.queue_metrics(&scraped, &[]);
+    }
+
+    async fn collect_probes(&self) {
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let probes = self.targets().into_iter().map(|t| {
+            let client = self.http.clone();
+            async move { scrape::probe(&client, &t, timeout).await }
+        });
+        let families: Vec<Family> = futures::future::join_all(probes).await.into_iter().flatten().collect();
+        self.queue_metrics(&families, &[]);
+    }
+}
+
+async fn every(interval: Duration, mut shutdown: watch::Receiver<bool>, mut f: impl AsyncFnMut()) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => f().await,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Follows the log files and queues their lines, checkpointing after every push.
+async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch::Receiver<bool>) {
+    let checkpoint = agent.config.data_dir.join("tail-positions.json");
+    let mut positions = tail::load_checkpoint(&checkpoint);
+    // A crash between a push and its checkpoint: the queue knows better.
+    if let Ok(Some(last)) = queue.last_record()
+        && let Some(queued) = tail::envelope_positions(&last.body)
+    {
+        positions = tail::merge(&positions, &queued);
+    }
+    let mut tailer = Tailer::new(Vec::new(), &positions);
+    let mut known: Vec<LogSource> = Vec::new();
+    let max = agent.config.batch.max_records;
+    let mut pending: Option<(Vec<u8>, tail::Positions)> = None;
+    loop {
+        let sources = agent.log_sources();
+        if sources != known {
+            // New replicas bring new files; keep the positions of the ones we follow.
+            let current = tail::merge(&positions, &tailer.positions());
+            tailer = Tailer::new(sources.clone(), &current);
+            known = sources;
+        }
+        if pending.is_none() {
+            let lines = tailer.poll(max);
+            if !lines.is_empty() {
+                let otlp = tail::to_otlp(&lines, &agent.config.node, |service, level| {
+                    agent.telemetry.log_line(service, level)
+                });
+                let reached = tailer.positions();
+                pending = Some((tail::envelope(&reached, &otlp), reached));
+            }
+        }
+        if let Some((body, reached)) = pending.take() {
+            match queue.push(&body) {
+                Ok(_) => {
+                    if let Err(e) = tail::save_checkpoint(&checkpoint, &reached) {
+                        tracing::error!(error = %e, "cannot save the tail checkpoint");
+                    }
+                    positions = reached;
+                    continue; // there may be more right away
+                }
+                Err(crate::queue::QueueError::Full { .. }) => pending = Some((body, reached)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot queue log lines; retrying");
+                    pending = Some((body, reached));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOG_POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves; then stops its replicas.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io { path: data_dir.clone(), source })?;
+    let agent_id =
+        ship::agent_id(&data_dir, &config.node).map_err(|source| AgentError::Io { path: data_dir.clone(), source })?;
+    let readers: Vec<String> = (0..config.remote_write.len()).map(|i| format!("rw-{i}")).collect();
+    let metrics_queue = if config.remote_write.is_empty() {
+        None
+    } else {
+        let refs: Vec<&str> = readers.iter().map(String::as_str).collect();
+        let (q, report) =
+            DiskQueue::open(&data_dir.join("queue").join("metrics"), config.metrics_queue.clone(), &refs)?;
+        tracing::info!(segments = report.segments, truncated_bytes = report.truncated_bytes, "metrics queue open");
+        Some(Arc::new(q))
+    };
+    let logs_queue = match &config.logs_endpoint {
+        None => None,
+        Some(_) => {
+            let (q, report) =
+                DiskQueue::open(&data_dir.join("queue").join("logs"), config.logs_queue.clone(), &["logs"])?;
+            tracing::info!(segments = report.segments, truncated_bytes = report.truncated_bytes, "logs queue open");
+            Some(Arc::new(q))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
+    let agent = Arc::new(Agent {
+        supervisor: Supervisor::new(Duration::from_secs(8)),
+        telemetry: Arc::new(Telemetry::default()),
+        host: Mutex::new(HostCollector::new()?),
+        http: reqwest::Client::builder().build().map_err(|e| AgentError::Config(e.to_string()))?,
+        metrics_queue,
+        logs_queue,
+        config,
+    });
+    for p in &agent.config.processes {
+        if let Some(template) = agent.config.template(&p.service) {
+            let spec = agent.config.render(template, &p.name, p.listen, &p.extra_args);
+            if let Err(e) = agent.supervisor.start(spec) {
+                tracing::error!(error = %e, "cannot start a configured process");
+            }
+        }
+    }
+
+    let (stop_tx, stop) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(queue) = &agent.metrics_queue {
+        for (i, url) in agent.config.remote_write.iter().enumerate() {
+            let destination = Destination {
+                url: url.clone(),
+                reader: format!("rw-{i}"),
+                protocol: Protocol::RemoteWrite,
+                token: agent.config.ingest_token.clone(),
+                agent_id: agent_id.clone(),
+                unwrap: |b| b,
+            };
+            tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
+        }
+        let a = agent.clone();
+        tasks.push(tokio::spawn(every(
+            Duration::from_millis(a.config.scrape_interval_ms),
+            stop.clone(),
+            async move || a.collect_metrics().await,
+        )));
+        let a = agent.clone();
+        tasks.push(tokio::spawn(every(
+            Duration::from_millis(a.config.probe_interval_ms),
+            stop.clone(),
+            async move || a.collect_probes().await,
+        )));
+    }
+    if let (Some(queue), Some(url)) = (&agent.logs_queue, &agent.config.logs_endpoint) {
+        let destination = Destination {
+            url: url.clone(),
+            reader: "logs".into(),
+            protocol: Protocol::OtlpLogs,
+            token: agent.config.ingest_token.clone(),
+            agent_id: agent_id.clone(),
+            unwrap: tail::unwrap_envelope,
+        };
+        tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
+        tasks.push(tokio::spawn(tail_logs(agent.clone(), queue.clone(), stop.clone())));
+    }
+    tracing::info!(node = %agent.config.node, listen = %agent.config.listen, agent_id, "agent running");
+    let server = axum::serve(listener, crate::api::router(agent.clone())).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = server.await;
+    for task in tasks {
+        task.abort();
+    }
+    agent.supervisor.shutdown().await;
+    tracing::info!("agent stopped");
+    result.map_err(|source| AgentError::Io { path: "listener".into(), source })
+}

@@ -1,0 +1,33 @@
+//! Small pieces of request authentication every component needs.
+
+/// Compares secrets without leaking, through timing, how long a matching prefix is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(header_value: &str) -> Option<&str> {
+    header_value
+        .strip_prefix("Bearer ")
+        .or_else(|| header_value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_and_extracts() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert_eq!(bearer_token("Bearer xyz"), Some("xyz"));
+        assert_eq!(bearer_token("Basic xyz"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+}
