@@ -201,7 +201,8 @@ fn read_lines(
     file.seek(SeekFrom::Start(*offset + partial.len() as u64))?;
     let mut buf = vec![0u8; READ_CHUNK];
     let n = file.read(&mut buf)?;
-    if n == 0 {
+    // Lines may already wait in `partial` from a read cut short by `max_lines`.
+    if n == 0 && !partial.contains(&b'\n') {
         return Ok(true);
     }
     partial.extend_from_slice(&buf[..n]);
@@ -238,7 +239,7 @@ fn read_lines(
         *offset += partial.len() as u64;
         partial.clear();
     }
-    Ok(n < READ_CHUNK && out.len() < max_lines)
+    Ok(n < READ_CHUNK && out.len() < max_lines && !partial.contains(&b'\n'))
 }
 
 /// Severity of a level name, as OpenTelemetry numbers it.
@@ -434,6 +435,19 @@ mod tests {
         append(&path, "o\nthree\n");
         assert_eq!(texts(&t.poll(100)), ["two", "three"]);
         assert_eq!(t.positions()[&path].offset, 14);
+    }
+
+    #[test]
+    fn a_poll_cut_short_by_max_lines_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        append(&path, &(0..10).map(|i| format!("{i}\n")).collect::<String>());
+        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.extend(texts(&t.poll(3)));
+        }
+        assert_eq!(got, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
     }
 
     #[test]

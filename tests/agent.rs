@@ -1,0 +1,483 @@
+//! End to end: the real `hale agent` against real peers on loopback — Debian's promtool,
+//! Prometheus and node_exporter — and an OTLP receiver that drops resent batches by
+//! `X-Hale-Batch`, as DESIGN.md asks every receiver to.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use prost::Message;
+
+const TOKEN: &str = "test-agent-token-0123456789";
+
+/// A child process killed (by PID) when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn need(program: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: `apt-get install prometheus prometheus-node-exporter` (.ci/run does this)");
+}
+
+async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct AgentSetup {
+    dir: PathBuf,
+    listen: SocketAddr,
+    extra: String,
+}
+
+impl AgentSetup {
+    fn new(dir: &Path, extra: &str) -> Self {
+        AgentSetup {
+            dir: dir.to_path_buf(),
+            listen: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+            extra: extra.to_string(),
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        let path = self.dir.join("agent.toml");
+        let text = format!(
+            "node = \"node-t\"\nlisten = \"{}\"\ndata_dir = \"{}\"\nscrape_interval_ms = 200\nprobe_interval_ms = 200\n\
+             batch = {{ max_records = 50, max_wait_ms = 100 }}\n{}\n",
+            self.listen,
+            self.dir.join("data").display(),
+            self.extra
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    async fn start(&self) -> Proc {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.out")).expect("out");
+        let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["agent", "--config"])
+            .arg(self.config())
+            .env("HALE_AGENT_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn agent");
+        let mut proc = Proc(child);
+        let url = format!("http://{}/healthz", self.listen);
+        let dir = self.dir.clone();
+        eventually("agent healthy", Duration::from_secs(30), async || {
+            if let Ok(Some(status)) = proc.0.try_wait() {
+                panic!(
+                    "agent exited ({status}): {}",
+                    std::fs::read_to_string(dir.join("agent.out")).unwrap_or_default()
+                );
+            }
+            reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await;
+        proc
+    }
+}
+
+/// An OTLP/HTTP logs receiver that keeps each batch once (by `X-Hale-Batch`).
+#[derive(Clone, Default)]
+struct Receiver {
+    /// Batch id → log bodies.
+    batches: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    deliveries: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    async fn serve_on(&self, port: u16) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let router = axum::Router::new().route(
+            "/v1/logs",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let me = me.clone();
+                async move {
+                    let id = headers.get("x-hale-batch").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let Ok(req) = ExportLogsServiceRequest::decode(body.as_ref()) else {
+                        return axum::http::StatusCode::BAD_REQUEST;
+                    };
+                    let lines: Vec<String> = req
+                        .resource_logs
+                        .iter()
+                        .flat_map(|r| &r.scope_logs)
+                        .flat_map(|s| &s.log_records)
+                        .filter_map(|r| match r.body.as_ref().and_then(|b| b.value.as_ref()) {
+                            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    *me.deliveries.lock().expect("lock") += 1;
+                    me.batches.lock().expect("lock").entry(id).or_insert(lines);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        })
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.batches.lock().expect("lock").values().flatten().cloned().collect()
+    }
+}
+
+fn append(path: &Path, from: usize, to: usize) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log");
+    for i in from..to {
+        writeln!(f, "{{\"level\":\"info\",\"message\":\"line {i}\"}}").expect("write");
+    }
+}
+
+fn assert_exactly_once(lines: &[String], n: usize) {
+    let mut seen = HashSet::new();
+    for line in lines {
+        assert!(seen.insert(line.clone()), "{line:?} shipped twice");
+    }
+    for i in 0..n {
+        assert!(seen.contains(&format!("line {i}")), "line {i} never shipped");
+    }
+    assert_eq!(seen.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("app.log");
+    let port = free_port();
+    let setup = AgentSetup::new(
+        tmp.path(),
+        &format!(
+            "logs_endpoint = \"http://127.0.0.1:{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
+            log.display()
+        ),
+    );
+    // The receiver is down at first: everything queues.
+    append(&log, 0, 300);
+    let mut agent = setup.start().await;
+    let metrics_url = format!("http://{}/metrics", setup.listen);
+    eventually("lines read into the queue", Duration::from_secs(20), async || {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        text.contains("hale_agent_log_lines_total{service=\"app\",level=\"info\"} 300").then_some(())
+    })
+    .await;
+    // kill -9 mid-file, write more and rotate (rename-and-create) while it is down.
+    agent.0.kill().expect("kill -9");
+    agent.0.wait().expect("reap");
+    append(&log, 300, 400);
+    std::fs::rename(&log, tmp.path().join("app.log.1")).expect("rotate");
+    append(&log, 400, 500);
+    let receiver = Receiver::default();
+    let _server = receiver.serve_on(port).await;
+    let _agent = setup.start().await;
+    append(&log, 500, 600);
+    // copytruncate rotation as well.
+    eventually("first 600 lines delivered", Duration::from_secs(30), async || {
+        (receiver.lines().len() >= 600).then_some(())
+    })
+    .await;
+    std::fs::copy(&log, tmp.path().join("app.log.2")).expect("copy");
+    std::fs::OpenOptions::new().write(true).open(&log).expect("open").set_len(0).expect("truncate");
+    append(&log, 600, 700);
+    eventually("all 700 lines delivered", Duration::from_secs(30), async || {
+        (receiver.lines().len() >= 700).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly_once(&receiver.lines(), 700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("app.log");
+    let port = free_port();
+    let setup = AgentSetup::new(
+        tmp.path(),
+        &format!(
+            "logs_endpoint = \"http://127.0.0.1:{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
+            log.display()
+        ),
+    );
+    append(&log, 0, 200);
+    let mut agent = setup.start().await;
+    let queue_dir = tmp.path().join("data").join("queue").join("logs");
+    eventually("batches queued", Duration::from_secs(20), async || {
+        let seg =
+            std::fs::read_dir(&queue_dir).ok()?.flatten().find(|e| e.path().extension().is_some_and(|x| x == "seg"))?;
+        (seg.metadata().ok()?.len() > 2000).then_some(())
+    })
+    .await;
+    agent.0.kill().expect("kill");
+    agent.0.wait().expect("reap");
+    let seg = std::fs::read_dir(&queue_dir)
+        .expect("dir")
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .expect("segment")
+        .path();
+    let mut bytes = std::fs::read(&seg).expect("read");
+    for b in &mut bytes[100..140] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&seg, bytes).expect("corrupt");
+    let receiver = Receiver::default();
+    let _server = receiver.serve_on(port).await;
+    let _agent = setup.start().await;
+    let metrics_url = format!("http://{}/metrics", setup.listen);
+    eventually("the damage is counted and later batches still arrive", Duration::from_secs(30), async || {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        let counted = text.contains("hale_agent_queue_corrupt_records_total{queue=\"logs\"} 1");
+        (counted && !receiver.lines().is_empty()).then_some(())
+    })
+    .await;
+    append(&log, 200, 210);
+    eventually("new lines still flow", Duration::from_secs(20), async || {
+        receiver.lines().contains(&"line 209".to_string()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let setup = AgentSetup::new(
+        tmp.path(),
+        &format!(
+            "[[services]]\nname = \"sleeper\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"exec sleep 300 # {{name}} {{listen}}\"]\noutput_file = \"{}/{{name}}.out\"\nport_range = [{p}, {p2}]\n\
+             [[processes]]\nname = \"sleeper-1\"\nservice = \"sleeper\"\nlisten = \"127.0.0.1:{p}\"\n",
+            tmp.path().display(),
+            p = free_port(),
+            p2 = 65000
+        ),
+    );
+    let _agent = setup.start().await;
+    let base = format!("http://{}", setup.listen);
+    let client = reqwest::Client::new();
+    let list = async || -> serde_json::Value {
+        client.get(format!("{base}/api/v1/processes")).send().await.expect("list").json().await.expect("json")
+    };
+    let pid =
+        eventually("sleeper running", Duration::from_secs(10), async || list().await["processes"][0]["pid"].as_u64())
+            .await;
+    // kill -9 of a replica: the agent restarts it.
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
+    let new_pid = eventually("sleeper restarted", Duration::from_secs(10), async || {
+        let p = &list().await["processes"][0];
+        p["pid"].as_u64().filter(|n| *n != pid && p["restarts"] == 1)
+    })
+    .await;
+    assert_ne!(new_pid, pid);
+    // The actuator refuses calls without the right token, and the agent runs no command
+    // it is sent: only services it has templates for.
+    for (method, path) in [
+        ("POST", "/api/v1/processes/sleeper-1/restart"),
+        ("DELETE", "/api/v1/processes/sleeper-1"),
+        ("POST", "/api/v1/processes"),
+    ] {
+        for auth in [None, Some("Bearer wrong-token")] {
+            let mut req = client
+                .request(method.parse().expect("method"), format!("{base}{path}"))
+                .body("{\"service\":\"sleeper\"}");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            assert_eq!(req.send().await.expect("call").status(), 401, "{method} {path} with {auth:?}");
+        }
+    }
+    let r = client
+        .post(format!("{base}/api/v1/processes"))
+        .bearer_auth(TOKEN)
+        .body("{\"service\":\"sh\",\"program\":\"/bin/rm\"}")
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 400, "unknown fields (a command) are refused");
+    let r = client
+        .post(format!("{base}/api/v1/processes"))
+        .bearer_auth(TOKEN)
+        .body("{\"service\":\"nope\"}")
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 404);
+    let r = client
+        .post(format!("{base}/api/v1/processes"))
+        .bearer_auth(TOKEN)
+        .body("{\"service\":\"sleeper\"}")
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 201);
+    let started: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(started["process"]["name"], "sleeper-node-t-1");
+    let r = client
+        .post(format!("{base}/api/v1/processes/sleeper-1/restart"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(r.status(), 202);
+    let r = client
+        .delete(format!("{base}/api/v1/processes/sleeper-node-t-1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 200);
+    assert_eq!(list().await["processes"].as_array().expect("list").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_match_node_exporter_types() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let setup = AgentSetup::new(tmp.path(), "");
+    let _agent = setup.start().await;
+    let text =
+        reqwest::get(format!("http://{}/metrics", setup.listen)).await.expect("metrics").text().await.expect("text");
+    let mut promtool = Command::new(need("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        promtool.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    }
+    let out = promtool.wait_with_output().expect("promtool output");
+    // Exit 1 is a format error. Exit 3 is lint findings: the only ones allowed are the
+    // camelCase `node_memory_*` names, which node_exporter itself has (its own output
+    // gets the same findings) and which dashboards depend on.
+    let findings = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() || out.status.code() == Some(3), "promtool check metrics failed:\n{findings}");
+    for finding in findings.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            finding.starts_with("node_memory_") && finding.contains("'snake_case' not 'camelCase'"),
+            "promtool lint finding beyond node_exporter's own: {finding}"
+        );
+    }
+
+    // Every family both expose has the same type and label names as node_exporter's.
+    let port = free_port();
+    let _node_exporter = Proc(
+        Command::new(need("prometheus-node-exporter"))
+            .args([
+                format!("--web.listen-address=127.0.0.1:{port}").as_str(),
+                "--collector.disable-defaults",
+                "--collector.cpu",
+                "--collector.meminfo",
+                "--collector.loadavg",
+                "--collector.filesystem",
+                "--collector.netdev",
+                "--collector.diskstats",
+                "--collector.stat",
+                "--collector.time",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node_exporter"),
+    );
+    let theirs = eventually("node_exporter up", Duration::from_secs(10), async || {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()
+    })
+    .await;
+    let parse = |t: &str| hale_core::exposition::parse(t, hale_core::exposition::Format::Text).expect("parse");
+    let ours = parse(&text);
+    let theirs = parse(&theirs);
+    let mut compared = 0;
+    for family in ours.iter().filter(|f| f.name.starts_with("node_")) {
+        let Some(other) = theirs.iter().find(|f| f.name == family.name) else { continue };
+        assert_eq!(family.kind, other.kind, "type of {}", family.name);
+        if let (Some(a), Some(b)) = (family.samples.first(), other.samples.first()) {
+            let names = |s: &hale_core::metrics::Sample| s.labels.iter().map(|l| l.0.clone()).collect::<Vec<_>>();
+            assert_eq!(names(a), names(b), "label names of {}", family.name);
+        }
+        compared += 1;
+    }
+    assert!(compared >= 15, "only {compared} families in common with node_exporter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_receives_remote_write_and_answers_queries() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    std::fs::write(tmp.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
+    let _prometheus = Proc(
+        Command::new(need("prometheus"))
+            .arg(format!("--config.file={}", tmp.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("prometheus ready", Duration::from_secs(30), async || {
+        reqwest::get(format!("{base}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("dir");
+    let setup = AgentSetup::new(&agent_dir, &format!("remote_write = [\"{base}/api/v1/write\"]\n"));
+    let _agent = setup.start().await;
+    let result = eventually("prometheus answers for the agent's series", Duration::from_secs(30), async || {
+        let body: serde_json::Value =
+            reqwest::get(format!("{base}/api/v1/query?query=node_memory_MemAvailable_bytes{{node=\"node-t\"}}"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+        body["data"]["result"].as_array().filter(|r| !r.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(result[0]["metric"]["job"], "node");
+    let value: f64 = result[0]["value"][1].as_str().expect("value").parse().expect("number");
+    assert!(value > 0.0);
+    let cpu: serde_json::Value = reqwest::get(format!(
+        "{base}/api/v1/query?query=count(node_cpu_seconds_total{{node=\"node-t\",mode=\"idle\"}})"
+    ))
+    .await
+    .expect("query")
+    .json()
+    .await
+    .expect("json");
+    assert!(cpu["data"]["result"][0]["value"][1].as_str().expect("count").parse::<f64>().expect("n") >= 1.0);
+}
