@@ -213,23 +213,34 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
     let mut tailer = Tailer::new(Vec::new(), &positions);
     let mut known: Vec<LogSource> = Vec::new();
     let max = agent.config.batch.max_records;
+    let max_wait = Duration::from_millis(agent.config.batch.max_wait_ms);
+    // Lines wait here until the batch is full or its oldest line has waited `max_wait`.
+    let mut buffer: Vec<tail::Line> = Vec::new();
+    let mut first_at: Option<std::time::Instant> = None;
     let mut pending: Option<(Vec<u8>, tail::Positions)> = None;
     loop {
         let sources = agent.log_sources();
-        if sources != known {
+        if sources != known && buffer.is_empty() && pending.is_none() {
             // New replicas bring new files; keep the positions of the ones we follow.
             let current = tail::merge(&positions, &tailer.positions());
             tailer = Tailer::new(sources.clone(), &current);
             known = sources;
         }
         if pending.is_none() {
-            let lines = tailer.poll(max);
-            if !lines.is_empty() {
-                let otlp = tail::to_otlp(&lines, &agent.config.node, |service, level| {
+            let lines = tailer.poll(max - buffer.len());
+            if !lines.is_empty() && first_at.is_none() {
+                first_at = Some(std::time::Instant::now());
+            }
+            buffer.extend(lines);
+            let due = buffer.len() >= max || first_at.is_some_and(|t| t.elapsed() >= max_wait);
+            if due && !buffer.is_empty() {
+                let otlp = tail::to_otlp(&buffer, &agent.config.node, |service, level| {
                     agent.telemetry.log_line(service, level)
                 });
                 let reached = tailer.positions();
                 pending = Some((tail::envelope(&reached, &otlp), reached));
+                buffer.clear();
+                first_at = None;
             }
         }
         if let Some((body, reached)) = pending.take() {
@@ -249,7 +260,7 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(LOG_POLL) => {}
+            _ = tokio::time::sleep(LOG_POLL.min(max_wait)) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -73,6 +73,8 @@ struct Entry {
     since: Option<Instant>,
     started_unix: Option<f64>,
     restarts: u64,
+    starts: u64,
+    exits: u64,
     last_exit: Option<String>,
     commands: mpsc::UnboundedSender<Command>,
     task: Option<JoinHandle<()>>,
@@ -118,6 +120,8 @@ impl Supervisor {
                 since: None,
                 started_unix: None,
                 restarts: 0,
+                starts: 0,
+                exits: 0,
                 last_exit: None,
                 commands: tx,
                 task: None,
@@ -209,6 +213,10 @@ impl Supervisor {
             "Times the supervisor restarted the process.",
             MetricKind::Counter,
         );
+        let mut starts =
+            Family::new("hale_process_starts_total", "Times the process was started.", MetricKind::Counter);
+        let mut exits =
+            Family::new("hale_process_exits_total", "Times the process exited on its own.", MetricKind::Counter);
         let ticks = procfs::ticks_per_second() as f64;
         let page = procfs::page_size() as f64;
         for e in lock(&self.table).values() {
@@ -220,6 +228,8 @@ impl Supervisor {
             let running = e.state == State::Running && e.pid.is_some();
             up.push(&labels, if running { 1.0 } else { 0.0 });
             restarts.push(&labels, e.restarts as f64);
+            starts.push(&labels, e.starts as f64);
+            exits.push(&labels, e.exits as f64);
             if let Some(unix) = e.started_unix {
                 start.push(&labels, unix);
             }
@@ -233,7 +243,7 @@ impl Supervisor {
                 fds.push(&labels, n as f64);
             }
         }
-        vec![up, cpu, rss, fds, start, restarts]
+        vec![up, cpu, rss, fds, start, restarts, starts, exits]
     }
 }
 
@@ -276,6 +286,7 @@ async fn keep_running(
         tracing::info!(process = %spec.name, pid, "process started");
         update(&table, &spec.name, |en| {
             en.state = State::Running;
+            en.starts += 1;
             en.pid = pid;
             en.since = Some(started);
             en.started_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok().map(|d| d.as_secs_f64());
@@ -302,6 +313,7 @@ async fn keep_running(
                     en.state = if crash_loop { State::CrashLoop } else { State::Restarting };
                     en.pid = None;
                     en.last_exit = Some(how);
+                    en.exits += 1;
                     en.restarts += 1;
                 });
                 match wait_or_command(&mut commands, wait).await {
