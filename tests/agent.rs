@@ -25,9 +25,17 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// A free address on a loopback IP of its own (127.64-127.x.y), so that no two tests,
+/// and nothing else on the machine, can ever race for the same address.
+fn free_addr() -> SocketAddr {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        ^ std::process::id().rotate_left(16)
+        ^ COUNTER.fetch_add(0x9e37_79b9, std::sync::atomic::Ordering::Relaxed);
+    let ip = std::net::Ipv4Addr::new(127, 64 + (n % 64) as u8, (n >> 8) as u8, 2 + ((n >> 16) % 250) as u8);
+    TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr")
 }
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn need(program: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
@@ -50,6 +58,17 @@ async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> 
     }
 }
 
+/// Prints the agent's output if the test fails, so CI logs say why.
+struct Explain(PathBuf);
+
+impl Drop for Explain {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.0.display(), std::fs::read_to_string(&self.0).unwrap_or_default());
+        }
+    }
+}
+
 struct AgentSetup {
     dir: PathBuf,
     listen: SocketAddr,
@@ -58,11 +77,7 @@ struct AgentSetup {
 
 impl AgentSetup {
     fn new(dir: &Path, extra: &str) -> Self {
-        AgentSetup {
-            dir: dir.to_path_buf(),
-            listen: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
-            extra: extra.to_string(),
-        }
+        AgentSetup { dir: dir.to_path_buf(), listen: free_addr(), extra: extra.to_string() }
     }
 
     fn config(&self) -> PathBuf {
@@ -99,7 +114,8 @@ impl AgentSetup {
                     std::fs::read_to_string(dir.join("agent.out")).unwrap_or_default()
                 );
             }
-            reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+            let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            (body["node"] == "node-t" && body["data_dir"] == dir.join("data").display().to_string()).then_some(())
         })
         .await;
         proc
@@ -115,7 +131,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn serve_on(&self, port: u16) -> tokio::task::JoinHandle<()> {
+    async fn serve_on(&self, addr: SocketAddr) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         let router = axum::Router::new().route(
             "/v1/logs",
@@ -142,7 +158,7 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         })
@@ -176,11 +192,11 @@ fn assert_exactly_once(lines: &[String], n: usize) {
 async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
     let tmp = tempfile::tempdir().expect("tmp");
     let log = tmp.path().join("app.log");
-    let port = free_port();
+    let port = free_addr();
     let setup = AgentSetup::new(
         tmp.path(),
         &format!(
-            "logs_endpoint = \"http://127.0.0.1:{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
+            "logs_endpoint = \"http://{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
             log.display()
         ),
     );
@@ -223,17 +239,19 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
 async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
     let tmp = tempfile::tempdir().expect("tmp");
     let log = tmp.path().join("app.log");
-    let port = free_port();
+    let port = free_addr();
     let setup = AgentSetup::new(
         tmp.path(),
         &format!(
-            "logs_endpoint = \"http://127.0.0.1:{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
+            "logs_endpoint = \"http://{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
             log.display()
         ),
     );
     append(&log, 0, 200);
     let mut agent = setup.start().await;
     let queue_dir = tmp.path().join("data").join("queue").join("logs");
+    let agent_log = tmp.path().join("agent.out");
+    let _explain = Explain(agent_log);
     eventually("batches queued", Duration::from_secs(20), async || {
         let seg =
             std::fs::read_dir(&queue_dir).ok()?.flatten().find(|e| e.path().extension().is_some_and(|x| x == "seg"))?;
@@ -279,7 +297,7 @@ async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
             "[[services]]\nname = \"sleeper\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"exec sleep 300 # {{name}} {{listen}}\"]\noutput_file = \"{}/{{name}}.out\"\nport_range = [{p}, {p2}]\n\
              [[processes]]\nname = \"sleeper-1\"\nservice = \"sleeper\"\nlisten = \"127.0.0.1:{p}\"\n",
             tmp.path().display(),
-            p = free_port(),
+            p = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port(),
             p2 = 65000
         ),
     );
@@ -392,11 +410,11 @@ async fn metrics_pass_promtool_and_match_node_exporter_types() {
     }
 
     // Every family both expose has the same type and label names as node_exporter's.
-    let port = free_port();
+    let port = free_addr();
     let _node_exporter = Proc(
         Command::new(need("prometheus-node-exporter"))
             .args([
-                format!("--web.listen-address=127.0.0.1:{port}").as_str(),
+                format!("--web.listen-address={port}").as_str(),
                 "--collector.disable-defaults",
                 "--collector.cpu",
                 "--collector.meminfo",
@@ -413,7 +431,7 @@ async fn metrics_pass_promtool_and_match_node_exporter_types() {
             .expect("node_exporter"),
     );
     let theirs = eventually("node_exporter up", Duration::from_secs(10), async || {
-        reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()
+        reqwest::get(format!("http://{port}/metrics")).await.ok()?.text().await.ok()
     })
     .await;
     let parse = |t: &str| hale_core::exposition::parse(t, hale_core::exposition::Format::Text).expect("parse");
@@ -435,20 +453,20 @@ async fn metrics_pass_promtool_and_match_node_exporter_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_receives_remote_write_and_answers_queries() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let port = free_port();
+    let port = free_addr();
     std::fs::write(tmp.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
     let _prometheus = Proc(
         Command::new(need("prometheus"))
             .arg(format!("--config.file={}", tmp.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={port}"))
             .arg("--web.enable-remote-write-receiver")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus"),
     );
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{port}");
     eventually("prometheus ready", Duration::from_secs(30), async || {
         reqwest::get(format!("{base}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
     })

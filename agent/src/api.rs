@@ -61,12 +61,16 @@ fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { axum::Json(json!({"status": "alive"})) }))
+        .route("/healthz", get(healthz))
         .route("/api/v1/processes", get(list).post(start))
         .route("/api/v1/processes/{name}", axum::routing::delete(stop))
         .route("/api/v1/processes/{name}/restart", post(restart))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(agent)
+}
+
+async fn healthz(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
+    axum::Json(json!({"status": "alive", "node": agent.config.node, "data_dir": agent.config.data_dir}))
 }
 
 async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {

@@ -1,6 +1,8 @@
 //! A durable, bounded, multi-reader queue of batches on disk.
 //!
-//! Segment files (`<id>.seg`) hold records framed as `MAGIC | len | crc32 | payload`,
+//! Segment files (`<id>.seg`, the id being the sequence number of the segment's first
+//! record, so sequence numbers survive even an emptied segment) hold records framed as
+//! `MAGIC | len | crc32 | payload`,
 //! payload = `seq (u64) | created_ms (i64) | body`. Every push is fsynced before it
 //! returns. Each reader (one per destination) has a cursor file, replaced atomically on
 //! every acknowledgement; a segment is deleted once every reader has passed it. Nothing is
@@ -23,12 +25,18 @@ const MAGIC: u32 = 0x454C_4148; // "HALE" little-endian
 const HEADER: u64 = 12;
 const PAYLOAD_PREFIX: usize = 16;
 
+fn max_record(config: &QueueConfig) -> u64 {
+    config.segment_bytes.max(1 << 20) * 4
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue I/O in {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("the queue is full ({max_bytes} bytes) and its policy is to block")]
     Full { max_bytes: u64 },
+    #[error("a batch of {bytes} bytes is larger than the queue's record limit of {max_bytes}")]
+    TooLarge { bytes: usize, max_bytes: u64 },
     #[error("unknown queue reader {0:?}")]
     UnknownReader(String),
 }
@@ -108,8 +116,9 @@ enum Read1 {
 }
 
 fn read_at(file: &mut File, offset: u64, file_len: u64, max_record: u64) -> std::io::Result<Read1> {
-    if offset + HEADER > file_len {
-        return Ok(Read1::End);
+    if offset.saturating_add(HEADER) > file_len {
+        // Fewer bytes than a header: the end, or a torn header at the very end.
+        return Ok(if offset < file_len { Read1::Corrupt } else { Read1::End });
     }
     file.seek(SeekFrom::Start(offset))?;
     let mut header = [0u8; HEADER as usize];
@@ -121,7 +130,9 @@ fn read_at(file: &mut File, offset: u64, file_len: u64, max_record: u64) -> std:
         return Ok(Read1::Corrupt);
     }
     if offset + HEADER + len > file_len {
-        return Ok(Read1::End);
+        // Lengths of segments are those of complete, fsynced writes: a record that runs
+        // past the end is a damaged length field or a torn write, never one in progress.
+        return Ok(Read1::Corrupt);
     }
     let mut payload = vec![0u8; len as usize];
     file.read_exact(&mut payload)?;
@@ -178,13 +189,15 @@ impl DiskQueue {
             }
         }
         let mut report = OpenReport { segments: segments.len(), ..Default::default() };
-        let max_record = config.segment_bytes.max(1 << 20) * 4;
+        let max_record = max_record(&config);
         // Find the last good record of the newest segment; cut a torn tail.
         let mut next_seq = 1;
         let mut last_pushed_ms = 0;
         let active_id = match segments.keys().next_back().copied() {
             None => 1,
             Some(id) => {
+                // A segment is named after its first sequence number.
+                next_seq = id;
                 let path = segment_path(dir, id);
                 let mut f = OpenOptions::new().read(true).write(true).open(&path).map_err(io(&path))?;
                 let len = segments[&id];
@@ -227,7 +240,12 @@ impl DiskQueue {
                     let mut parts = t.split_whitespace();
                     Some(Cursor { segment: parts.next()?.parse().ok()?, offset: parts.next()?.parse().ok()? })
                 })
-                .filter(|c| c.segment >= oldest)
+                .filter(|c| c.segment >= oldest && c.segment <= active_id)
+                // An offset beyond its segment (a damaged cursor file) means "that segment is done".
+                .map(|c| match segments.get(&c.segment) {
+                    Some(len) if c.offset > *len => Cursor { segment: c.segment, offset: *len },
+                    _ => c,
+                })
                 .unwrap_or(Cursor { segment: oldest, offset: 0 });
             cursors.insert(reader.to_string(), cursor);
         }
@@ -246,8 +264,16 @@ impl DiskQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Largest record payload accepted (and believed when reading a length field).
+    fn max_record(&self) -> u64 {
+        max_record(&self.config)
+    }
+
     /// Appends a batch durably (fsynced) and returns its sequence number.
     pub fn push(&self, body: &[u8]) -> Result<u64, QueueError> {
+        if body.len() as u64 + PAYLOAD_PREFIX as u64 > self.max_record() {
+            return Err(QueueError::TooLarge { bytes: body.len(), max_bytes: self.max_record() });
+        }
         let mut inner = self.lock();
         let record_len = HEADER + (PAYLOAD_PREFIX + body.len()) as u64;
         let total = |i: &Inner| i.segments.values().sum::<u64>();
@@ -274,9 +300,12 @@ impl DiskQueue {
             }
         }
         if inner.segments.get(&inner.active_id).copied().unwrap_or(0) >= self.config.segment_bytes {
-            let id = inner.active_id + 1;
+            // Named after the first sequence it will hold; the directory entry is made
+            // durable before any record relies on it.
+            let id = inner.next_seq.max(inner.active_id + 1);
             let path = segment_path(&self.dir, id);
             inner.active = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
             inner.active_id = id;
             inner.segments.insert(id, 0);
         }
@@ -292,9 +321,13 @@ impl DiskQueue {
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
         let path = segment_path(&self.dir, inner.active_id);
-        inner.active.write_all(&frame).map_err(io(&path))?;
-        inner.active.sync_data().map_err(io(&path))?;
         let id = inner.active_id;
+        let before = inner.segments.get(&id).copied().unwrap_or(0);
+        if let Err(e) = inner.active.write_all(&frame).and_then(|()| inner.active.sync_data()) {
+            // Leave no partial frame behind (a full disk, say): cut back to the last record.
+            let _ = inner.active.set_len(before);
+            return Err(io(&path)(e));
+        }
         *inner.segments.entry(id).or_insert(0) += frame.len() as u64;
         inner.next_seq += 1;
         inner.last_pushed_ms = created_ms;
@@ -307,6 +340,13 @@ impl DiskQueue {
     pub fn peek(&self, reader: &str) -> Result<Option<Record>, QueueError> {
         let cursor = *self.lock().readers.get(reader).ok_or_else(|| QueueError::UnknownReader(reader.into()))?;
         self.read_from(cursor, Some(reader))
+    }
+
+    /// Sequence number and age of `reader`'s next record, without counting damage or
+    /// moving anything (for telemetry, which must not race the delivery loop).
+    pub fn next_for(&self, reader: &str) -> Result<Option<(u64, i64)>, QueueError> {
+        let cursor = *self.lock().readers.get(reader).ok_or_else(|| QueueError::UnknownReader(reader.into()))?;
+        Ok(self.read_from(cursor, None)?.map(|r| (r.seq, r.created_ms)))
     }
 
     /// Moves `reader` past a delivered record, durably, and deletes segments every reader
@@ -364,7 +404,7 @@ impl DiskQueue {
     /// counted once).
     fn read_from(&self, mut cursor: Cursor, reader: Option<&str>) -> Result<Option<Record>, QueueError> {
         let segments = self.lock().segments.clone();
-        let max_record = self.config.segment_bytes.max(1 << 20) * 4;
+        let max_record = self.max_record();
         loop {
             let Some((&id, &len)) = segments.range(cursor.segment..).next() else { return Ok(None) };
             if id != cursor.segment {
@@ -515,6 +555,80 @@ mod tests {
         assert!(q.dropped_bytes.load(Ordering::Relaxed) > 0);
         let got = drain(&q, "r");
         assert_eq!(got.last().map(|b| b[..4].to_vec()), Some(49u32.to_le_bytes().to_vec()), "newest kept");
+    }
+
+    #[test]
+    fn sequence_numbers_survive_an_emptied_newest_segment() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(64, 1 << 20, WhenFull::Block);
+        {
+            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
+            for i in 0..3u8 {
+                q.push(&[i; 60]).expect("push");
+            }
+        }
+        // The newest segment holds seq 3; a crash tore its only write.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir.path(), 3))
+            .expect("seg")
+            .set_len(5)
+            .expect("tear");
+        let (q, _) = DiskQueue::open(dir.path(), cfg, &["r"]).expect("reopen");
+        assert_eq!(q.push(b"x").expect("push"), 3, "seq 3 was never acknowledged, 1 and 2 are not reused");
+        let seqs: Vec<u64> = std::iter::from_fn(|| {
+            let r = q.peek("r").expect("peek")?;
+            q.ack("r", r.next).expect("ack");
+            Some(r.seq)
+        })
+        .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_damaged_length_field_skips_one_record_not_the_rest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(1 << 20, 4 << 20, WhenFull::Block);
+        {
+            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
+            for i in 0..5u8 {
+                q.push(&[i; 100]).expect("push");
+            }
+        }
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let record = (HEADER as usize) + PAYLOAD_PREFIX + 100;
+        bytes[record + 4..record + 8].copy_from_slice(&1_000_000u32.to_le_bytes()); // record 2 claims to run past the end
+        std::fs::write(&seg, &bytes).expect("write");
+        let (q, report) = DiskQueue::open(dir.path(), cfg, &["r"]).expect("open");
+        assert_eq!(report.truncated_bytes, 0, "good records follow: nothing is cut");
+        let got = drain(&q, "r");
+        assert_eq!(got.len(), 4);
+        assert_eq!(q.corrupt_records.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn damaged_cursor_files_do_not_stall_or_panic() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(4096, 1 << 20, WhenFull::Block);
+        {
+            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["a", "b"]).expect("open");
+            q.push(b"one").expect("push");
+        }
+        std::fs::write(dir.path().join("cursor-a"), "999 0\n").expect("write");
+        std::fs::write(dir.path().join("cursor-b"), format!("1 {}\n", u64::MAX)).expect("write");
+        let (q, _) = DiskQueue::open(dir.path(), cfg, &["a", "b"]).expect("open");
+        assert_eq!(drain(&q, "a").len(), 1, "a cursor past the newest segment restarts at the oldest");
+        assert_eq!(drain(&q, "b").len(), 0, "an offset past the end means done");
+        q.push(b"two").expect("push");
+        assert_eq!(drain(&q, "b").len(), 1);
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, _) = DiskQueue::open(dir.path(), config(4096, 1 << 20, WhenFull::Block), &["r"]).expect("open");
+        assert!(matches!(q.push(&vec![0u8; 5 << 20]), Err(QueueError::TooLarge { .. })));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hale_core::metrics::{Family, MetricKind};
 use hale_core::remote_write::{self, WriteRequest};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 use crate::config::AgentConfig;
 use crate::host::HostCollector;
@@ -21,6 +21,8 @@ use crate::telemetry::Telemetry;
 /// Series per remote_write request: small enough for any receiver's limits.
 const SERIES_PER_REQUEST: usize = 2000;
 const LOG_POLL: Duration = Duration::from_millis(250);
+/// A log batch is cut at this many bytes of lines, whatever `max_records` says.
+const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -41,7 +43,7 @@ pub struct Agent {
     pub config: AgentConfig,
     pub supervisor: Supervisor,
     pub telemetry: Arc<Telemetry>,
-    host: Mutex<HostCollector>,
+    host: Arc<std::sync::Mutex<HostCollector>>,
     metrics_queue: Option<Arc<DiskQueue>>,
     logs_queue: Option<Arc<DiskQueue>>,
     http: reqwest::Client,
@@ -93,7 +95,7 @@ impl Agent {
 
     /// What `/metrics` serves: host, supervised processes, the agent itself.
     pub async fn local_families(&self) -> Vec<Family> {
-        let mut families = self.host.lock().await.collect();
+        let mut families = self.host_families().await;
         families.extend(self.supervisor.families());
         families.extend(self.telemetry.families());
         families.extend(self.queue_families());
@@ -130,8 +132,8 @@ impl Agent {
             corrupt.push(&[("queue", name)], queue.corrupt_records.load(std::sync::atomic::Ordering::Relaxed) as f64);
             dropped.push(&[("queue", name)], queue.dropped_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64);
             for reader in readers {
-                let (n, oldest) = match queue.peek(&reader) {
-                    Ok(Some(r)) => (queue.next_seq().saturating_sub(r.seq), Some(r.created_ms)),
+                let (n, oldest) = match queue.next_for(&reader) {
+                    Ok(Some((seq, created_ms))) => (queue.next_seq().saturating_sub(seq), Some(created_ms)),
                     _ => (0, None),
                 };
                 pending.push(&[("queue", name), ("reader", &reader)], n as f64);
@@ -148,34 +150,49 @@ impl Agent {
         (0..self.config.remote_write.len()).map(|i| format!("rw-{i}")).collect()
     }
 
-    /// Encodes and queues families as remote_write requests.
-    fn queue_metrics(&self, families: &[Family], extra: &[(&str, &str)]) {
-        let Some(queue) = &self.metrics_queue else { return };
-        let series = remote_write::to_timeseries(families, extra, now_ms());
-        for chunk in series.chunks(SERIES_PER_REQUEST) {
-            let body = remote_write::encode(&WriteRequest { timeseries: chunk.to_vec() });
-            if let Err(e) = queue.push(&body) {
-                tracing::error!(error = %e, "cannot queue metrics; this batch is lost");
+    /// Encodes and queues families as remote_write requests (fsyncs: off the runtime).
+    async fn queue_metrics(&self, families: Vec<Family>, extra: Vec<(String, String)>) {
+        let Some(queue) = self.metrics_queue.clone() else { return };
+        let _ = tokio::task::spawn_blocking(move || {
+            let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let series = remote_write::to_timeseries(&families, &extra, now_ms());
+            for chunk in series.chunks(SERIES_PER_REQUEST) {
+                let body = remote_write::encode(&WriteRequest { timeseries: chunk.to_vec() });
+                if let Err(e) = queue.push(&body) {
+                    tracing::error!(error = %e, "cannot queue metrics; this batch is lost");
+                }
             }
-        }
+        })
+        .await;
+    }
+
+    /// Host metrics, read on the blocking pool (statvfs of a hung mount must not stall
+    /// the runtime).
+    async fn host_families(&self) -> Vec<Family> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.lock().unwrap_or_else(|p| p.into_inner()).collect())
+            .await
+            .unwrap_or_default()
     }
 
     async fn collect_metrics(&self) {
         let listen = self.config.listen.to_string();
-        let node_labels = [("node", self.config.node.as_str()), ("instance", listen.as_str()), ("job", "node")];
-        let host = self.host.lock().await.collect();
-        self.queue_metrics(&host, &node_labels);
+        let node = self.config.node.clone();
+        let labels =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let host = self.host_families().await;
+        self.queue_metrics(host, labels(&[("node", &node), ("instance", &listen), ("job", "node")])).await;
         let mut own = self.supervisor.families();
         own.extend(self.queue_families());
         own.extend(self.telemetry.families());
-        self.queue_metrics(&own, &[("node", self.config.node.as_str()), ("agent", listen.as_str())]);
+        self.queue_metrics(own, labels(&[("node", &node), ("agent", &listen)])).await;
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let scrapes = self.targets().into_iter().map(|t| {
             let client = self.http.clone();
             async move { scrape::scrape(&client, &t, timeout).await }
         });
         let scraped: Vec<Family> = futures::future::join_all(scrapes).await.into_iter().flatten().collect();
-        self.queue_metrics(&scraped, &[]);
+        self.queue_metrics(scraped, Vec::new()).await;
     }
 
     async fn collect_probes(&self) {
@@ -185,7 +202,7 @@ impl Agent {
             async move { scrape::probe(&client, &t, timeout).await }
         });
         let families: Vec<Family> = futures::future::join_all(probes).await.into_iter().flatten().collect();
-        self.queue_metrics(&families, &[]);
+        self.queue_metrics(families, Vec::new()).await;
     }
 }
 
@@ -217,22 +234,41 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
     // Lines wait here until the batch is full or its oldest line has waited `max_wait`.
     let mut buffer: Vec<tail::Line> = Vec::new();
     let mut first_at: Option<std::time::Instant> = None;
+    let mut buffered_bytes = 0usize;
     let mut pending: Option<(Vec<u8>, tail::Positions)> = None;
     loop {
-        let sources = agent.log_sources();
-        if sources != known && buffer.is_empty() && pending.is_none() {
-            // New replicas bring new files; keep the positions of the ones we follow.
+        let fresh: Vec<LogSource> = agent.log_sources().into_iter().filter(|s| !known.contains(s)).collect();
+        if !fresh.is_empty() && buffer.is_empty() && pending.is_none() {
+            // New replicas bring new files. Files of stopped replicas stay followed: their
+            // last lines still count, and a replica started again under the same name
+            // continues where its file left off instead of being read twice.
             let current = tail::merge(&positions, &tailer.positions());
-            tailer = Tailer::new(sources.clone(), &current);
-            known = sources;
+            known.extend(fresh);
+            tailer = Tailer::new(known.clone(), &current);
         }
         if pending.is_none() {
-            let lines = tailer.poll(max - buffer.len());
+            let want = max - buffer.len();
+            let (t, lines) = match tokio::task::spawn_blocking(move || {
+                let lines = tailer.poll(want);
+                (tailer, lines)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "the tailer panicked; log shipping stops");
+                    return;
+                }
+            };
+            tailer = t;
             if !lines.is_empty() && first_at.is_none() {
                 first_at = Some(std::time::Instant::now());
             }
+            buffered_bytes += lines.iter().map(|l| l.text.len()).sum::<usize>();
             buffer.extend(lines);
-            let due = buffer.len() >= max || first_at.is_some_and(|t| t.elapsed() >= max_wait);
+            let due = buffer.len() >= max
+                || buffered_bytes >= MAX_LOG_BATCH_BYTES
+                || first_at.is_some_and(|t| t.elapsed() >= max_wait);
             if due && !buffer.is_empty() {
                 let otlp = tail::to_otlp(&buffer, &agent.config.node, |service, level| {
                     agent.telemetry.log_line(service, level)
@@ -240,16 +276,26 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
                 let reached = tailer.positions();
                 pending = Some((tail::envelope(&reached, &otlp), reached));
                 buffer.clear();
+                buffered_bytes = 0;
                 first_at = None;
             }
         }
         if let Some((body, reached)) = pending.take() {
-            match queue.push(&body) {
-                Ok(_) => {
-                    if let Err(e) = tail::save_checkpoint(&checkpoint, &reached) {
-                        tracing::error!(error = %e, "cannot save the tail checkpoint");
-                    }
-                    positions = reached;
+            let (q, cp, r) = (queue.clone(), checkpoint.clone(), reached.clone());
+            let pushed = tokio::task::spawn_blocking(move || {
+                let result = q.push(&body).map(|_| ());
+                if result.is_ok()
+                    && let Err(e) = tail::save_checkpoint(&cp, &r)
+                {
+                    tracing::error!(error = %e, "cannot save the tail checkpoint");
+                }
+                (result, body)
+            })
+            .await;
+            let Ok((result, body)) = pushed else { return };
+            match result {
+                Ok(()) => {
+                    positions = tail::merge(&positions, &reached);
                     continue; // there may be more right away
                 }
                 Err(crate::queue::QueueError::Full { .. }) => pending = Some((body, reached)),
@@ -300,7 +346,7 @@ pub async fn run(
     let agent = Arc::new(Agent {
         supervisor: Supervisor::new(Duration::from_secs(8)),
         telemetry: Arc::new(Telemetry::default()),
-        host: Mutex::new(HostCollector::new()?),
+        host: Arc::new(std::sync::Mutex::new(HostCollector::new()?)),
         http: reqwest::Client::builder().build().map_err(|e| AgentError::Config(e.to_string()))?,
         metrics_queue,
         logs_queue,
@@ -324,7 +370,8 @@ pub async fn run(
                 reader: format!("rw-{i}"),
                 protocol: Protocol::RemoteWrite,
                 token: agent.config.ingest_token.clone(),
-                agent_id: agent_id.clone(),
+                // Each queue numbers its own batches: the id names the queue.
+                agent_id: format!("{agent_id}.metrics"),
                 unwrap: |b| b,
             };
             tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
@@ -348,7 +395,7 @@ pub async fn run(
             reader: "logs".into(),
             protocol: Protocol::OtlpLogs,
             token: agent.config.ingest_token.clone(),
-            agent_id: agent_id.clone(),
+            agent_id: format!("{agent_id}.logs"),
             unwrap: tail::unwrap_envelope,
         };
         tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));

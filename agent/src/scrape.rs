@@ -32,11 +32,12 @@ impl Target {
     }
 }
 
-/// Sets `labels` on every sample, replacing any the service set itself.
+/// Sets `labels` on every sample, replacing any the service set itself, and drops labels
+/// starting with `__` (reserved; a receiver refuses a whole batch over one of them).
 pub fn relabel(families: &mut [Family], labels: &[(&str, &str)]) {
     for family in families {
         for sample in &mut family.samples {
-            sample.labels.retain(|(name, _)| !labels.iter().any(|(n, _)| n == name));
+            sample.labels.retain(|(name, _)| !name.starts_with("__") && !labels.iter().any(|(n, _)| n == name));
             sample.labels.extend(labels.iter().map(|(n, v)| (n.to_string(), v.to_string())));
         }
     }
@@ -55,12 +56,13 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result
     }
     let content_type =
         response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("text/plain").to_string();
-    if response.content_length().is_some_and(|n| n as usize > MAX_BODY_BYTES) {
-        return Err(format!("body larger than {MAX_BODY_BYTES} bytes"));
-    }
-    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(format!("body larger than {MAX_BODY_BYTES} bytes"));
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(format!("body larger than {MAX_BODY_BYTES} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
     }
     Ok((content_type, String::from_utf8_lossy(&bytes).into_owned()))
 }

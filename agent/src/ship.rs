@@ -64,8 +64,16 @@ async fn send(client: &reqwest::Client, d: &Destination, seq: u64, body: &[u8]) 
         }
         Ok(r) => {
             let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            Outcome::Refused(format!("status {status}: {}", text.chars().take(300).collect::<String>()))
+            // Only the start of the explanation is kept, however long the body.
+            let mut text = Vec::new();
+            let mut r = r;
+            while text.len() < 300
+                && let Ok(Some(chunk)) = r.chunk().await
+            {
+                text.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned();
+            Outcome::Refused(format!("status {status}: {text}"))
         }
     }
 }
@@ -93,7 +101,10 @@ pub async fn deliver(
         if *shutdown.borrow() {
             return;
         }
-        let record = match queue.peek(&destination.reader) {
+        let (q, reader) = (queue.clone(), destination.reader.clone());
+        let peeked = tokio::task::spawn_blocking(move || q.peek(&reader)).await;
+        let Ok(peeked) = peeked else { return };
+        let record = match peeked {
             Ok(Some(record)) => record,
             Ok(None) => {
                 tokio::select! {
@@ -120,13 +131,15 @@ pub async fn deliver(
             Outcome::Delivered => {
                 telemetry.batch_sent(&destination.url);
                 backoff = BACKOFF_START;
-                if let Err(e) = queue.ack(&destination.reader, record.next) {
+                let (q, reader, next) = (queue.clone(), destination.reader.clone(), record.next);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || q.ack(&reader, next)).await {
                     tracing::error!(error = %e, "cannot record a delivery; the batch may be sent again");
                 }
             }
             Outcome::Refused(reason) => {
                 telemetry.batch_dropped(&destination.url, record.seq, &reason);
-                if let Err(e) = queue.ack(&destination.reader, record.next) {
+                let (q, reader, next) = (queue.clone(), destination.reader.clone(), record.next);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || q.ack(&reader, next)).await {
                     tracing::error!(error = %e, "cannot record a dropped batch");
                 }
             }
@@ -156,7 +169,17 @@ pub fn agent_id(data_dir: &std::path::Path, node: &str) -> std::io::Result<Strin
     }
     std::fs::create_dir_all(data_dir)?;
     let id = format!("{node}-{:016x}", rand::rng().random::<u64>());
-    std::fs::write(&path, &id)?;
+    // Written atomically and durably: an id that changed after a crash would make resent
+    // batches look new to the receiver.
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(id.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
     Ok(id)
 }
 

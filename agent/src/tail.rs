@@ -52,15 +52,27 @@ pub struct Line {
     pub observed_unix_nano: u64,
 }
 
+/// A rotated-away file still being read: writers may not have reopened the log yet.
+struct Draining {
+    file: File,
+    inode: u64,
+    offset: u64,
+    since: std::time::Instant,
+}
+
+/// How long a rotated file is still read after its rotation was noticed.
+const ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct Tailed {
     source: LogSource,
+    grace: std::time::Duration,
     file: Option<File>,
     inode: u64,
     /// End of the last complete line taken from the current file.
     offset: u64,
     partial: Vec<u8>,
     /// A rotated-away file still to be read to its end before the current one.
-    draining: Option<(File, u64, u64)>,
+    draining: Option<Draining>,
 }
 
 pub struct Tailer {
@@ -86,7 +98,15 @@ impl Tailer {
         let files = sources
             .into_iter()
             .map(|source| {
-                let mut t = Tailed { source, file: None, inode: 0, offset: 0, partial: Vec::new(), draining: None };
+                let mut t = Tailed {
+                    source,
+                    grace: ROTATION_GRACE,
+                    file: None,
+                    inode: 0,
+                    offset: 0,
+                    partial: Vec::new(),
+                    draining: None,
+                };
                 if let Some(pos) = positions.get(&t.source.path) {
                     t.inode = pos.inode;
                     t.offset = pos.offset;
@@ -97,6 +117,14 @@ impl Tailer {
         Tailer { files }
     }
 
+    /// Changes how long a rotated file is still read after its rotation (tests use 0).
+    pub fn with_rotation_grace(mut self, grace: std::time::Duration) -> Self {
+        for t in &mut self.files {
+            t.grace = grace;
+        }
+        self
+    }
+
     /// Positions after the last complete line returned so far.
     pub fn positions(&self) -> Positions {
         self.files
@@ -105,7 +133,7 @@ impl Tailer {
             .map(|t| {
                 // While draining a rotated file, the position to keep is in that file.
                 let pos = match &t.draining {
-                    Some((_, inode, offset)) => Position { inode: *inode, offset: *offset },
+                    Some(d) => Position { inode: d.inode, offset: d.offset },
                     None => Position { inode: t.inode, offset: t.offset },
                 };
                 (t.source.path.clone(), pos)
@@ -131,13 +159,13 @@ impl Tailer {
 impl Tailed {
     fn poll(&mut self, out: &mut Vec<Line>, max_lines: usize) -> std::io::Result<()> {
         // First finish a file that was rotated away.
-        if let Some((mut file, inode, mut offset)) = self.draining.take() {
-            let done = read_lines(&mut file, &mut offset, &mut self.partial, &self.source, out, max_lines)?;
-            if !done {
-                self.draining = Some((file, inode, offset));
+        if let Some(mut d) = self.draining.take() {
+            let at_end = read_lines(&mut d.file, &mut d.offset, &mut self.partial, &self.source, out, max_lines)?;
+            if !at_end || d.since.elapsed() < self.grace {
+                self.draining = Some(d);
                 return Ok(());
             }
-            self.partial.clear();
+            flush_partial(&mut d.offset, &mut self.partial, &self.source, out);
         }
         let meta = match std::fs::metadata(&self.source.path) {
             Ok(m) => m,
@@ -154,7 +182,9 @@ impl Tailed {
                 // Rotated while we were not looking: finish the old file where it went.
                 let dir = self.source.path.parent().unwrap_or(Path::new("."));
                 if let Some(old) = find_by_inode(dir, self.inode) {
-                    self.draining = Some((old, self.inode, self.offset));
+                    // Rotated long ago: no writer will come back to it.
+                    let since = std::time::Instant::now() - self.grace;
+                    self.draining = Some(Draining { file: old, inode: self.inode, offset: self.offset, since });
                     tracing::info!(path = %self.source.path.display(), "tail: finishing a file rotated while the agent was down");
                 }
                 self.offset = 0;
@@ -167,7 +197,8 @@ impl Tailed {
         } else if meta.ino() != self.inode {
             // Rename-and-create: drain the old file (still open), then follow the new one.
             if let Some(old) = self.file.take() {
-                self.draining = Some((old, self.inode, self.offset));
+                let since = std::time::Instant::now();
+                self.draining = Some(Draining { file: old, inode: self.inode, offset: self.offset, since });
             }
             self.file = Some(File::open(&self.source.path)?);
             self.inode = meta.ino();
@@ -175,7 +206,7 @@ impl Tailed {
             tracing::info!(path = %self.source.path.display(), "tail: file rotated (renamed); following the new one");
             return self.poll(out, max_lines);
         }
-        if meta.len() < self.offset {
+        if meta.len() < self.offset + self.partial.len() as u64 {
             // Copytruncate: the file was cut below where we were.
             tracing::info!(path = %self.source.path.display(), "tail: file truncated; reading from its start");
             self.offset = 0;
@@ -198,17 +229,23 @@ fn read_lines(
     out: &mut Vec<Line>,
     max_lines: usize,
 ) -> std::io::Result<bool> {
-    file.seek(SeekFrom::Start(*offset + partial.len() as u64))?;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let n = file.read(&mut buf)?;
-    // Lines may already wait in `partial` from a read cut short by `max_lines`.
-    if n == 0 && !partial.contains(&b'\n') {
-        return Ok(true);
+    // Read more only when no complete line waits: a read cut short by `max_lines` leaves
+    // lines in `partial`, and reading on regardless would pile up the backlog in memory.
+    let mut n = 0;
+    if !partial.contains(&b'\n') {
+        file.seek(SeekFrom::Start(*offset + partial.len() as u64))?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        partial.extend_from_slice(&buf[..n]);
     }
-    partial.extend_from_slice(&buf[..n]);
     let mut start = 0;
     let observed = now_nano();
-    while let Some(nl) = partial[start..].iter().position(|b| *b == b'\n') {
+    while out.len() < max_lines
+        && let Some(nl) = partial[start..].iter().position(|b| *b == b'\n')
+    {
         let end = start + nl;
         let mut bytes = &partial[start..end];
         if bytes.last() == Some(&b'\r') {
@@ -222,14 +259,11 @@ fn read_lines(
             observed_unix_nano: observed,
         });
         start = end + 1;
-        if out.len() >= max_lines {
-            break;
-        }
     }
     *offset += start as u64;
     partial.drain(..start);
-    if partial.len() > MAX_LINE_BYTES * 4 {
-        // A "line" this long has no end in sight; ship what there is as one line.
+    if partial.len() > MAX_LINE_BYTES && !partial.contains(&b'\n') {
+        // A "line" this long has no end in sight; ship its start as one line and skip on.
         out.push(Line {
             service: source.service.clone(),
             instance: source.instance.clone(),
@@ -239,7 +273,25 @@ fn read_lines(
         *offset += partial.len() as u64;
         partial.clear();
     }
-    Ok(n < READ_CHUNK && out.len() < max_lines && !partial.contains(&b'\n'))
+    Ok(n < READ_CHUNK && !partial.contains(&b'\n'))
+}
+
+/// Emits what is left in `partial` as a last line (a rotated file that ended without a
+/// newline).
+fn flush_partial(offset: &mut u64, partial: &mut Vec<u8>, source: &LogSource, out: &mut Vec<Line>) {
+    if partial.is_empty() {
+        return;
+    }
+    let text =
+        String::from_utf8_lossy(&partial[..partial.len().min(MAX_LINE_BYTES)]).trim_end_matches('\r').to_string();
+    out.push(Line {
+        service: source.service.clone(),
+        instance: source.instance.clone(),
+        text,
+        observed_unix_nano: now_nano(),
+    });
+    *offset += partial.len() as u64;
+    partial.clear();
 }
 
 /// Severity of a level name, as OpenTelemetry numbers it.
@@ -455,7 +507,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("a.log");
         append(&path, "1\n2\n");
-        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        let mut t = Tailer::new(vec![source(&path)], &Positions::new()).with_rotation_grace(std::time::Duration::ZERO);
         assert_eq!(texts(&t.poll(100)), ["1", "2"]);
         append(&path, "3\n");
         std::fs::rename(&path, dir.path().join("a.log.1")).expect("rename");
@@ -463,6 +515,26 @@ mod tests {
         assert_eq!(texts(&t.poll(100)), ["3", "4"]);
         append(&path, "5\n");
         assert_eq!(texts(&t.poll(100)), ["5"]);
+    }
+
+    #[test]
+    fn a_rotated_file_is_still_read_during_the_grace_period_and_its_last_line_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        let old = dir.path().join("a.log.1");
+        append(&path, "1\n");
+        let mut t = Tailer::new(vec![source(&path)], &Positions::new())
+            .with_rotation_grace(std::time::Duration::from_millis(200));
+        assert_eq!(texts(&t.poll(100)), ["1"]);
+        std::fs::rename(&path, &old).expect("rename");
+        append(&path, "new\n");
+        assert!(t.poll(100).is_empty(), "old file first");
+        append(&old, "2\nlast-without-newline"); // the writer had not reopened yet
+        let mut got = texts(&t.poll(100));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        got.extend(texts(&t.poll(100)));
+        got.extend(texts(&t.poll(100)));
+        assert_eq!(got, ["2", "last-without-newline", "new"]);
     }
 
     #[test]
