@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use hale_core::metrics::{Family, MetricKind};
-use procfs::CurrentSI;
 
 pub struct HostCollector {
     system: sysinfo::System,
@@ -51,40 +50,32 @@ impl HostCollector {
     }
 
     fn cpu(&self, out: &mut Vec<Family>) {
-        let Ok(stats) = procfs::KernelStats::current() else { return };
+        // Read directly: the `cpu` label must be the CPU's number from its `cpuN` line
+        // (offline CPUs leave gaps), which procfs's list does not keep.
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return };
+        let parsed = parse_proc_stat(&stat, self.ticks_per_second);
         let mut seconds =
             Family::new("node_cpu_seconds_total", "Seconds the CPUs spent in each mode.", MetricKind::Counter);
-        for (i, cpu) in stats.cpu_time.iter().enumerate() {
-            let id = i.to_string();
-            let modes = [
-                ("user", Some(cpu.user)),
-                ("nice", Some(cpu.nice)),
-                ("system", Some(cpu.system)),
-                ("idle", Some(cpu.idle)),
-                ("iowait", cpu.iowait),
-                ("irq", cpu.irq),
-                ("softirq", cpu.softirq),
-                ("steal", cpu.steal),
-            ];
-            for (mode, ticks) in modes {
-                if let Some(ticks) = ticks {
-                    seconds.push(&[("cpu", &id), ("mode", mode)], ticks as f64 / self.ticks_per_second);
-                }
-            }
+        for (cpu, mode, value) in &parsed.cpu_seconds {
+            seconds.push(&[("cpu", cpu), ("mode", mode)], *value);
         }
         out.push(seconds);
-        out.push(Family::single(
-            "node_context_switches_total",
-            "Total number of context switches.",
-            MetricKind::Counter,
-            stats.ctxt as f64,
-        ));
-        out.push(Family::single(
-            "node_boot_time_seconds",
-            "Node boot time, in unixtime.",
-            MetricKind::Gauge,
-            stats.btime as f64,
-        ));
+        if let Some(ctxt) = parsed.context_switches {
+            out.push(Family::single(
+                "node_context_switches_total",
+                "Total number of context switches.",
+                MetricKind::Counter,
+                ctxt,
+            ));
+        }
+        if let Some(btime) = parsed.boot_time {
+            out.push(Family::single(
+                "node_boot_time_seconds",
+                "Node boot time, in unixtime.",
+                MetricKind::Gauge,
+                btime,
+            ));
+        }
     }
 
     fn memory(&mut self, out: &mut Vec<Family>) {
@@ -172,8 +163,53 @@ impl HostCollector {
     }
 }
 
+/// What `/proc/stat` says that node_exporter reports.
+#[derive(Debug, Default, PartialEq)]
+struct ProcStat {
+    /// (cpu number, mode, seconds)
+    cpu_seconds: Vec<(String, &'static str, f64)>,
+    context_switches: Option<f64>,
+    boot_time: Option<f64>,
+}
+
+fn parse_proc_stat(text: &str, ticks_per_second: f64) -> ProcStat {
+    const MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+    let mut out = ProcStat::default();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        match fields.next() {
+            Some(name) if name.len() > 3 && name.starts_with("cpu") => {
+                let id = &name[3..];
+                if !id.chars().all(|c| c.is_ascii_digit()) {
+                    continue;
+                }
+                for (mode, ticks) in MODES.iter().zip(fields) {
+                    if let Ok(t) = ticks.parse::<u64>() {
+                        out.cpu_seconds.push((id.to_string(), mode, t as f64 / ticks_per_second));
+                    }
+                }
+            }
+            Some("ctxt") => out.context_switches = fields.next().and_then(|v| v.parse().ok()),
+            Some("btime") => out.boot_time = fields.next().and_then(|v| v.parse().ok()),
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn proc_stat_keeps_cpu_numbers_across_offline_gaps() {
+        let text = "cpu  10 0 5 100 0 0 0 0 0 0\ncpu0 5 0 2 50 1 0 0 0 0 0\ncpu2 5 0 3 50 0 0 0 0 0 0\nctxt 1234\nbtime 1700000000\n";
+        let parsed = parse_proc_stat(text, 100.0);
+        let cpus: Vec<&str> = parsed.cpu_seconds.iter().map(|c| c.0.as_str()).collect();
+        assert!(cpus.iter().all(|c| *c == "0" || *c == "2"), "{cpus:?}");
+        assert!(parsed.cpu_seconds.contains(&("2".into(), "system", 0.03)));
+        assert_eq!(parsed.context_switches, Some(1234.0));
+        assert_eq!(parsed.boot_time, Some(1_700_000_000.0));
+    }
+
     use super::*;
 
     #[test]
