@@ -1,0 +1,6 @@
+//! # hale-collector
+//!
+//! The collector: receives what agents ship, keeps it safely (a write-ahead log, then an
+//! in-memory head of Gorilla-compressed chunks), and answers queries.
+
+pub mod store;

@@ -1,0 +1,410 @@
+//! Compressed chunks of samples, as in Facebook's Gorilla paper (and Prometheus's XOR
+//! chunks): timestamps as delta-of-deltas in variable-width buckets, values as the XOR
+//! with the previous value, storing only its meaningful bits. A regular scrape costs about
+//! one bit per timestamp and a slowly changing value a handful of bits.
+//!
+//! Values round-trip bit for bit, so NaN payloads (Prometheus's staleness marker is one)
+//! survive.
+
+/// A chunk is cut at this many samples; longer chunks compress a little better but make
+/// every read decode more.
+pub const MAX_SAMPLES: u16 = 120;
+
+#[derive(Debug, Clone, Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    /// Bits still free in the last byte.
+    free: u8,
+}
+
+impl BitWriter {
+    fn write_bit(&mut self, bit: bool) {
+        if self.free == 0 {
+            self.bytes.push(0);
+            self.free = 8;
+        }
+        self.free -= 1;
+        if bit {
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= 1 << self.free;
+            }
+        }
+    }
+
+    /// Writes the low `n` bits of `value`, most significant first.
+    fn write_bits(&mut self, value: u64, n: u8) {
+        for i in (0..n).rev() {
+            self.write_bit((value >> i) & 1 == 1);
+        }
+    }
+}
+
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    fn read_bit(&mut self) -> Option<bool> {
+        let byte = *self.bytes.get(self.pos / 8)?;
+        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
+        self.pos += 1;
+        Some(bit)
+    }
+
+    fn read_bits(&mut self, n: u8) -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..n {
+            v = (v << 1) | u64::from(self.read_bit()?);
+        }
+        Some(v)
+    }
+}
+
+/// Sign-extends the low `bits` bits of `v`.
+fn sign_extend(v: u64, bits: u8) -> i64 {
+    let shift = 64 - u32::from(bits);
+    ((v << shift) as i64) >> shift
+}
+
+/// The state an appender carries between samples.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    t: i64,
+    delta: i64,
+    v: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+/// A chunk being written or already full.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    bits: BitWriter,
+    count: u16,
+    min_t: i64,
+    tail: Option<Tail>,
+}
+
+impl Default for Chunk {
+    fn default() -> Self {
+        Chunk::new()
+    }
+}
+
+impl Chunk {
+    pub fn new() -> Self {
+        Chunk { bits: BitWriter::default(), count: 0, min_t: 0, tail: None }
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count >= MAX_SAMPLES
+    }
+
+    pub fn min_t(&self) -> i64 {
+        self.min_t
+    }
+
+    /// Timestamp of the newest sample (`i64::MIN` when empty).
+    pub fn max_t(&self) -> i64 {
+        self.tail.map_or(i64::MIN, |t| t.t)
+    }
+
+    /// Encoded size.
+    pub fn bytes(&self) -> usize {
+        self.bits.bytes.len()
+    }
+
+    /// Appends a sample. Timestamps must not go backwards (the head keeps out-of-order
+    /// samples elsewhere); a sample at an equal timestamp replaces nothing and is refused.
+    pub fn append(&mut self, t: i64, v: f64) -> bool {
+        let bits = v.to_bits();
+        let Some(tail) = self.tail else {
+            self.bits.write_bits(t as u64, 64);
+            self.bits.write_bits(bits, 64);
+            self.min_t = t;
+            self.count = 1;
+            self.tail = Some(Tail { t, delta: 0, v: bits, leading: 0xff, trailing: 0 });
+            return true;
+        };
+        if t <= tail.t || self.is_full() {
+            return false;
+        }
+        let delta = t.wrapping_sub(tail.t);
+        let dod = delta.wrapping_sub(tail.delta);
+        match dod {
+            0 => self.bits.write_bit(false),
+            -8191..=8192 => {
+                self.bits.write_bits(0b10, 2);
+                self.bits.write_bits(dod as u64, 14);
+            }
+            -65535..=65536 => {
+                self.bits.write_bits(0b110, 3);
+                self.bits.write_bits(dod as u64, 17);
+            }
+            -524_287..=524_288 => {
+                self.bits.write_bits(0b1110, 4);
+                self.bits.write_bits(dod as u64, 20);
+            }
+            _ => {
+                self.bits.write_bits(0b1111, 4);
+                self.bits.write_bits(dod as u64, 64);
+            }
+        }
+        let (leading, trailing) = self.write_value(bits, tail);
+        self.tail = Some(Tail { t, delta, v: bits, leading, trailing });
+        self.count += 1;
+        true
+    }
+
+    fn write_value(&mut self, bits: u64, tail: Tail) -> (u8, u8) {
+        let xor = bits ^ tail.v;
+        if xor == 0 {
+            self.bits.write_bit(false);
+            return (tail.leading, tail.trailing);
+        }
+        self.bits.write_bit(true);
+        // Five bits hold the leading count, so it is capped at 31.
+        let leading = (xor.leading_zeros() as u8).min(31);
+        let trailing = xor.trailing_zeros() as u8;
+        if tail.leading != 0xff && leading >= tail.leading && trailing >= tail.trailing {
+            // Fits in the previous window of meaningful bits.
+            self.bits.write_bit(false);
+            let significant = 64 - tail.leading - tail.trailing;
+            self.bits.write_bits(xor >> tail.trailing, significant);
+            (tail.leading, tail.trailing)
+        } else {
+            self.bits.write_bit(true);
+            let significant = 64 - leading - trailing;
+            self.bits.write_bits(u64::from(leading), 5);
+            // 64 significant bits are written as 0 (six bits hold 0..=63).
+            self.bits.write_bits(u64::from(significant) & 0x3f, 6);
+            self.bits.write_bits(xor >> trailing, significant);
+            (leading, trailing)
+        }
+    }
+
+    pub fn iter(&self) -> ChunkIter<'_> {
+        ChunkIter { reader: BitReader { bytes: &self.bits.bytes, pos: 0 }, remaining: self.count, state: None }
+    }
+
+    /// The encoded bytes and sample count, for checkpoints.
+    pub fn encoded(&self) -> (&[u8], u16) {
+        (&self.bits.bytes, self.count)
+    }
+
+    /// Rebuilds a chunk from `encoded` output. Fails on bytes that do not decode to
+    /// `count` samples; a rebuilt chunk can be appended to again.
+    pub fn from_encoded(bytes: Vec<u8>, count: u16) -> Option<Self> {
+        let mut chunk = Chunk { bits: BitWriter { bytes, free: 0 }, count, min_t: 0, tail: None };
+        let (min_t, state, used_bits) = {
+            let mut it = chunk.iter();
+            let mut min_t = None;
+            let mut last = None;
+            for (t, _) in it.by_ref() {
+                min_t.get_or_insert(t);
+                last = Some(t);
+            }
+            if it.remaining != 0 || (count > 0 && last.is_none()) {
+                return None;
+            }
+            (min_t, it.state, it.reader.pos)
+        };
+        let free = (chunk.bits.bytes.len() * 8).checked_sub(used_bits)?;
+        if free >= 8 {
+            return None;
+        }
+        chunk.bits.free = free as u8;
+        chunk.min_t = min_t.unwrap_or(0);
+        chunk.tail = state.map(|s| Tail { t: s.t, delta: s.delta, v: s.v, leading: s.leading, trailing: s.trailing });
+        Some(chunk)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ReadState {
+    t: i64,
+    delta: i64,
+    v: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+pub struct ChunkIter<'a> {
+    reader: BitReader<'a>,
+    remaining: u16,
+    state: Option<ReadState>,
+}
+
+impl ChunkIter<'_> {
+    fn next_sample(&mut self) -> Option<(i64, f64)> {
+        let Some(mut s) = self.state else {
+            let t = self.reader.read_bits(64)? as i64;
+            let v = self.reader.read_bits(64)?;
+            self.state = Some(ReadState { t, delta: 0, v, leading: 0xff, trailing: 0 });
+            return Some((t, f64::from_bits(v)));
+        };
+        let dod = if !self.reader.read_bit()? {
+            0
+        } else if !self.reader.read_bit()? {
+            sign_extend(self.reader.read_bits(14)?, 14)
+        } else if !self.reader.read_bit()? {
+            sign_extend(self.reader.read_bits(17)?, 17)
+        } else if !self.reader.read_bit()? {
+            sign_extend(self.reader.read_bits(20)?, 20)
+        } else {
+            self.reader.read_bits(64)? as i64
+        };
+        s.delta = s.delta.wrapping_add(dod);
+        s.t = s.t.wrapping_add(s.delta);
+        if self.reader.read_bit()? {
+            if self.reader.read_bit()? {
+                s.leading = self.reader.read_bits(5)? as u8;
+                let mut significant = self.reader.read_bits(6)? as u8;
+                if significant == 0 {
+                    significant = 64;
+                }
+                s.trailing = 64u8.checked_sub(s.leading + significant)?;
+            } else if s.leading == 0xff {
+                return None; // a reuse of a window that was never opened: corrupt
+            }
+            let significant = 64 - s.leading - s.trailing;
+            let bits = self.reader.read_bits(significant)?;
+            s.v ^= bits << s.trailing;
+        }
+        self.state = Some(s);
+        Some((s.t, f64::from_bits(s.v)))
+    }
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = (i64, f64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let sample = self.next_sample()?;
+        self.remaining -= 1;
+        Some(sample)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Prometheus's staleness marker.
+    const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+    fn round_trip(samples: &[(i64, f64)]) {
+        let mut c = Chunk::new();
+        for (t, v) in samples {
+            assert!(c.append(*t, *v));
+        }
+        let back: Vec<(i64, u64)> = c.iter().map(|(t, v)| (t, v.to_bits())).collect();
+        let want: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
+        assert_eq!(back, want);
+        let (bytes, count) = c.encoded();
+        let mut rebuilt = Chunk::from_encoded(bytes.to_vec(), count).expect("rebuild");
+        assert_eq!(rebuilt.iter().map(|(t, v)| (t, v.to_bits())).collect::<Vec<_>>(), want);
+        if let Some(next) = samples.last().and_then(|(t, _)| t.checked_add(1))
+            && !rebuilt.is_full()
+        {
+            assert!(rebuilt.append(next, 42.0), "a rebuilt chunk takes appends");
+            assert_eq!(rebuilt.iter().last(), Some((next, 42.0)));
+        }
+    }
+
+    #[test]
+    fn regular_scrapes_compress_to_a_few_bits() {
+        let mut c = Chunk::new();
+        let mut v = 1000.0;
+        for i in 0..120 {
+            v += 1.0;
+            assert!(c.append(1_700_000_000_000 + i * 15_000, v));
+        }
+        assert!(c.bytes() < 120 * 3, "{} bytes for 120 samples", c.bytes());
+        assert!(c.is_full());
+        assert!(!c.append(1_800_000_000_000, 1.0));
+    }
+
+    #[test]
+    fn special_values_survive_bit_for_bit() {
+        round_trip(&[
+            (1, 0.0),
+            (2, -0.0),
+            (3, f64::NAN),
+            (4, f64::from_bits(STALE_NAN)),
+            (5, f64::INFINITY),
+            (6, f64::NEG_INFINITY),
+            (7, f64::MIN_POSITIVE),
+            (8, f64::MAX),
+            (1_000_000_000, 1.5),
+            (i64::MAX, 2.5),
+        ]);
+        round_trip(&[(i64::MIN, 1.0), (0, 1.0)]);
+    }
+
+    #[test]
+    fn out_of_order_and_duplicate_timestamps_are_refused() {
+        let mut c = Chunk::new();
+        assert!(c.append(100, 1.0));
+        assert!(!c.append(100, 2.0));
+        assert!(!c.append(99, 2.0));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(Chunk::from_encoded(vec![0xff; 3], 5).is_none());
+        let c = Chunk::from_encoded(vec![], 0).expect("empty is fine");
+        assert!(c.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_is_identity(
+            start in any::<i64>(),
+            deltas in proptest::collection::vec(1i64..=i64::MAX / 256, 0..119),
+            values in proptest::collection::vec(any::<u64>(), 120),
+        ) {
+            let mut t = start;
+            let mut samples = vec![(t, f64::from_bits(values[0]))];
+            for (i, d) in deltas.iter().enumerate() {
+                match t.checked_add(*d) {
+                    Some(next) => t = next,
+                    None => break,
+                }
+                samples.push((t, f64::from_bits(values[i + 1])));
+            }
+            round_trip(&samples);
+        }
+
+        #[test]
+        fn realistic_series_round_trip(
+            start in 0i64..2_000_000_000_000,
+            jitter in proptest::collection::vec(-500i64..500, 1..120),
+            steps in proptest::collection::vec(prop_oneof![Just(0.0), -10.0f64..10.0, Just(f64::NAN)], 120),
+        ) {
+            let mut t = start;
+            let mut v = 0.0f64;
+            let mut samples = Vec::new();
+            for (i, j) in jitter.iter().enumerate() {
+                t += 15_000 + j;
+                v += steps[i];
+                samples.push((t, v));
+            }
+            round_trip(&samples);
+        }
+    }
+}

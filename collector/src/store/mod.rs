@@ -1,0 +1,3 @@
+//! The time-series store.
+
+pub mod chunk;
