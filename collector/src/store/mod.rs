@@ -1,3 +1,4 @@
 //! The time-series store.
 
 pub mod chunk;
+pub mod head;

@@ -1,0 +1,359 @@
+//! The in-memory head: every series with its chunks, an inverted index from label pairs to
+//! series, and a small out-of-order buffer per series.
+//!
+//! Label strings are interned, so a label value shared by ten thousand series is stored
+//! once; a series costs its label pointers, its chunks and a few words.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use super::chunk::Chunk;
+
+pub type SeriesRef = u32;
+
+/// A series' labels, sorted by name, `__name__` included.
+pub type Labels = Vec<(Arc<str>, Arc<str>)>;
+
+/// Samples may arrive this far behind a series' newest sample (for example, a retried
+/// batch racing a newer one); older ones are refused.
+pub const OUT_OF_ORDER_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// Why a sample was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Older than the out-of-order window allows.
+    TooOld,
+    /// Same timestamp as a stored sample, other value.
+    Duplicate,
+}
+
+/// A label matcher, as PromQL writes them.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Eq(String, String),
+    Ne(String, String),
+    Re(String, regex::Regex),
+    Nre(String, regex::Regex),
+}
+
+impl Matcher {
+    /// A regex matcher, anchored at both ends as PromQL's are.
+    pub fn regex(name: &str, pattern: &str, negate: bool) -> Result<Self, regex::Error> {
+        let re = regex::Regex::new(&format!("^(?:{pattern})$"))?;
+        Ok(if negate { Matcher::Nre(name.into(), re) } else { Matcher::Re(name.into(), re) })
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Matcher::Eq(n, _) | Matcher::Ne(n, _) | Matcher::Re(n, _) | Matcher::Nre(n, _) => n,
+        }
+    }
+
+    /// Whether a label value (empty when the label is absent) matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Eq(_, v) => value == v,
+            Matcher::Ne(_, v) => value != v,
+            Matcher::Re(_, re) => re.is_match(value),
+            Matcher::Nre(_, re) => !re.is_match(value),
+        }
+    }
+}
+
+struct MemSeries {
+    labels: Labels,
+    /// Full chunks, oldest first.
+    closed: Vec<Chunk>,
+    head: Chunk,
+    /// Samples that arrived behind `head`'s newest, sorted by time.
+    out_of_order: Vec<(i64, f64)>,
+}
+
+impl MemSeries {
+    fn max_t(&self) -> i64 {
+        let head = self.head.max_t();
+        if head != i64::MIN {
+            return head;
+        }
+        self.closed.last().map_or(i64::MIN, Chunk::max_t)
+    }
+
+    fn append(&mut self, t: i64, v: f64) -> Result<(), Rejected> {
+        let max_t = self.max_t();
+        if t > max_t {
+            if self.head.is_full() {
+                self.closed.push(std::mem::take(&mut self.head));
+            }
+            self.head.append(t, v);
+            return Ok(());
+        }
+        if t == max_t {
+            let last = self.head.iter().last().or_else(|| self.closed.last().and_then(|c| c.iter().last()));
+            return match last {
+                Some((_, old)) if old.to_bits() == v.to_bits() => Ok(()),
+                _ => Err(Rejected::Duplicate),
+            };
+        }
+        if t < max_t - OUT_OF_ORDER_WINDOW_MS {
+            return Err(Rejected::TooOld);
+        }
+        match self.out_of_order.binary_search_by_key(&t, |s| s.0) {
+            Ok(i) if self.out_of_order[i].1.to_bits() == v.to_bits() => Ok(()),
+            Ok(_) => Err(Rejected::Duplicate),
+            Err(i) => {
+                if self.samples_between(t, t).next().is_some() {
+                    return Err(Rejected::Duplicate);
+                }
+                self.out_of_order.insert(i, (t, v));
+                Ok(())
+            }
+        }
+    }
+
+    /// In-order samples in `[mint, maxt]` (without the out-of-order buffer).
+    fn samples_between(&self, mint: i64, maxt: i64) -> impl Iterator<Item = (i64, f64)> + '_ {
+        self.closed
+            .iter()
+            .chain(std::iter::once(&self.head))
+            .filter(move |c| !c.is_empty() && c.max_t() >= mint && c.min_t() <= maxt)
+            .flat_map(|c| c.iter())
+            .filter(move |(t, _)| *t >= mint && *t <= maxt)
+    }
+
+    fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
+        let mut out: Vec<(i64, f64)> = self.samples_between(mint, maxt).collect();
+        let extra = self.out_of_order.iter().filter(|(t, _)| *t >= mint && *t <= maxt);
+        if self.out_of_order.is_empty() {
+            return out;
+        }
+        out.extend(extra);
+        out.sort_by_key(|s| s.0);
+        out
+    }
+
+    fn bytes(&self) -> usize {
+        self.closed.iter().map(Chunk::bytes).sum::<usize>() + self.head.bytes() + self.out_of_order.len() * 16
+    }
+}
+
+/// One selected series and its samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+#[derive(Default)]
+pub struct Head {
+    series: Vec<MemSeries>,
+    by_hash: HashMap<u64, Vec<SeriesRef>>,
+    /// name → value → series, each list in increasing order.
+    postings: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesRef>>>,
+    symbols: HashSet<Arc<str>>,
+    samples_appended: u64,
+}
+
+fn hash_labels(labels: &[(&str, &str)]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (n, v) in labels {
+        n.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn same(a: &Labels, b: &[(&str, &str)]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((an, av), (bn, bv))| &**an == *bn && &**av == *bv)
+}
+
+impl Head {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(existing) = self.symbols.get(s) {
+            return existing.clone();
+        }
+        let arc: Arc<str> = Arc::from(s);
+        self.symbols.insert(arc.clone());
+        arc
+    }
+
+    /// The series with exactly these labels (sorted by name), created if new. Returns
+    /// the reference and whether it was created.
+    pub fn get_or_create(&mut self, labels: &[(&str, &str)]) -> (SeriesRef, bool) {
+        let hash = hash_labels(labels);
+        if let Some(refs) = self.by_hash.get(&hash)
+            && let Some(r) = refs.iter().find(|r| same(&self.series[**r as usize].labels, labels))
+        {
+            return (*r, false);
+        }
+        let r = self.series.len() as SeriesRef;
+        let interned: Labels = labels.iter().map(|(n, v)| (self.intern(n), self.intern(v))).collect();
+        for (n, v) in &interned {
+            self.postings.entry(n.clone()).or_default().entry(v.clone()).or_default().push(r);
+        }
+        self.series.push(MemSeries {
+            labels: interned,
+            closed: Vec::new(),
+            head: Chunk::new(),
+            out_of_order: Vec::new(),
+        });
+        self.by_hash.entry(hash).or_default().push(r);
+        (r, true)
+    }
+
+    pub fn append(&mut self, r: SeriesRef, t: i64, v: f64) -> Result<(), Rejected> {
+        let series = self.series.get_mut(r as usize).ok_or(Rejected::TooOld)?;
+        series.append(t, v)?;
+        self.samples_appended += 1;
+        Ok(())
+    }
+
+    pub fn labels(&self, r: SeriesRef) -> Option<&Labels> {
+        self.series.get(r as usize).map(|s| &s.labels)
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn samples_appended(&self) -> u64 {
+        self.samples_appended
+    }
+
+    /// Bytes of encoded samples held.
+    pub fn chunk_bytes(&self) -> usize {
+        self.series.iter().map(MemSeries::bytes).sum()
+    }
+
+    /// Series matching every matcher, in reference order.
+    pub fn select_refs(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
+        // Start from the most selective non-empty equality; otherwise from everything.
+        let mut candidates: Option<Vec<SeriesRef>> = None;
+        for m in matchers {
+            if let Matcher::Eq(n, v) = m
+                && !v.is_empty()
+            {
+                let list =
+                    self.postings.get(n.as_str()).and_then(|vals| vals.get(v.as_str())).cloned().unwrap_or_default();
+                candidates = Some(match candidates {
+                    None => list,
+                    Some(c) => intersect(&c, &list),
+                });
+            }
+        }
+        let candidates = candidates.unwrap_or_else(|| (0..self.series.len() as SeriesRef).collect());
+        candidates
+            .into_iter()
+            .filter(|r| {
+                let labels = &self.series[*r as usize].labels;
+                matchers.iter().all(|m| {
+                    let value = labels.iter().find(|(n, _)| &**n == m.name()).map_or("", |(_, v)| &**v);
+                    m.matches(value)
+                })
+            })
+            .collect()
+    }
+
+    /// Matching series with their samples in `[mint, maxt]`; series without samples in
+    /// the range are left out.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesData> {
+        self.select_refs(matchers)
+            .into_iter()
+            .filter_map(|r| {
+                let s = &self.series[r as usize];
+                let samples = s.samples(mint, maxt);
+                (!samples.is_empty()).then(|| SeriesData { labels: s.labels.clone(), samples })
+            })
+            .collect()
+    }
+
+    /// Label names in use, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Values of one label, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.postings.get(name).map(|vals| vals.keys().map(|k| k.to_string()).collect()).unwrap_or_default()
+    }
+}
+
+fn intersect(a: &[SeriesRef], b: &[SeriesRef]) -> Vec<SeriesRef> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eq(n: &str, v: &str) -> Matcher {
+        Matcher::Eq(n.into(), v.into())
+    }
+
+    fn head_with_series() -> Head {
+        let mut h = Head::default();
+        for (job, inst) in [("api", "a"), ("api", "b"), ("db", "a")] {
+            let (r, created) = h.get_or_create(&[("__name__", "up"), ("instance", inst), ("job", job)]);
+            assert!(created);
+            h.append(r, 1000, 1.0).expect("append");
+        }
+        h
+    }
+
+    #[test]
+    fn series_are_deduplicated_and_labels_interned() {
+        let mut h = head_with_series();
+        let (r, created) = h.get_or_create(&[("__name__", "up"), ("instance", "a"), ("job", "api")]);
+        assert!(!created);
+        assert_eq!(r, 0);
+        assert_eq!(h.num_series(), 3);
+        let a = &h.series[0].labels[0].1;
+        let b = &h.series[1].labels[0].1;
+        assert!(Arc::ptr_eq(a, b), "the string \"up\" is stored once");
+    }
+
+    #[test]
+    fn all_four_matchers_select() {
+        let h = head_with_series();
+        let names = |ms: &[Matcher]| h.select_refs(ms);
+        assert_eq!(names(&[eq("job", "api")]), [0, 1]);
+        assert_eq!(names(&[eq("job", "api"), eq("instance", "b")]), [1]);
+        assert_eq!(names(&[Matcher::Ne("job".into(), "api".into())]), [2]);
+        assert_eq!(names(&[Matcher::regex("job", "a.*", false).expect("re")]), [0, 1]);
+        assert_eq!(names(&[Matcher::regex("job", "a", false).expect("re")]), Vec::<u32>::new(), "anchored");
+        assert_eq!(names(&[eq("__name__", "up"), Matcher::regex("instance", "a", true).expect("re")]), [1]);
+        assert_eq!(names(&[eq("missing", "")]), [0, 1, 2], "empty matches an absent label");
+        assert_eq!(h.label_values("job"), ["api", "db"]);
+        assert_eq!(h.label_names(), ["__name__", "instance", "job"]);
+    }
+
+    #[test]
+    fn appends_roll_chunks_accept_a_small_window_and_refuse_the_rest() {
+        let mut h = Head::default();
+        let (r, _) = h.get_or_create(&[("__name__", "x")]);
+        for i in 0..300 {
+            h.append(r, i * 1000, i as f64).expect("in order");
+        }
+        assert_eq!(h.series[0].closed.len(), 2);
+        assert_eq!(h.append(r, 299_000, 299.0), Ok(()), "same sample again is fine");
+        assert_eq!(h.append(r, 299_000, 1.0), Err(Rejected::Duplicate));
+        assert_eq!(h.append(r, 299_000 - OUT_OF_ORDER_WINDOW_MS - 1, 1.0), Err(Rejected::TooOld));
+        assert_eq!(h.append(r, 298_500, 7.0), Ok(()), "inside the window");
+        assert_eq!(h.append(r, 298_000, 3.0), Err(Rejected::Duplicate), "an in-order sample is there");
+        let data = h.select(&[eq("__name__", "x")], 297_000, 299_000);
+        assert_eq!(data[0].samples, vec![(297_000, 297.0), (298_000, 298.0), (298_500, 7.0), (299_000, 299.0)]);
+        assert!(h.select(&[eq("__name__", "x")], 400_000, 500_000).is_empty());
+    }
+}
