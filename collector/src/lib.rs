@@ -3,4 +3,5 @@
 //! The collector: receives what agents ship, keeps it safely (a write-ahead log, then an
 //! in-memory head of Gorilla-compressed chunks), and answers queries.
 
+pub mod api;
 pub mod store;

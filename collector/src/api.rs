@@ -1,0 +1,398 @@
+//! The collector's HTTP API: remote_write ingest and the Prometheus API endpoints that
+//! need no PromQL evaluation (series, labels, label values, build info), plus its own
+//! `/metrics`. Errors use Prometheus's JSON shape.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hale_core::auth::{bearer_token, constant_time_eq};
+use hale_core::metrics::{Family, MetricKind};
+use hale_core::remote_write::{self, BATCH_HEADER};
+use serde_json::{Value, json};
+
+use crate::store::head::Matcher;
+use crate::store::{IncomingSeries, Store};
+
+/// Largest remote_write body accepted (compressed).
+pub const MAX_WRITE_BYTES: usize = 32 << 20;
+/// Limits on one series, so one bad sender cannot blow up the index.
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_BYTES: usize = 16 * 1024;
+
+pub struct Collector {
+    pub store: Store,
+    pub ingest_token: Option<String>,
+    pub started: Instant,
+    pub rejected_batches: std::sync::atomic::AtomicU64,
+}
+
+/// An error in Prometheus's API shape.
+pub struct PromError(StatusCode, &'static str, String);
+
+impl IntoResponse for PromError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"status": "error", "errorType": self.1, "error": self.2}))).into_response()
+    }
+}
+
+fn bad_data(message: impl Into<String>) -> PromError {
+    PromError(StatusCode::BAD_REQUEST, "bad_data", message.into())
+}
+
+fn success(data: Value) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+pub fn router(collector: Arc<Collector>) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(write).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/metrics", get(metrics))
+        .route("/-/ready", get(|| async { "ready" }))
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "alive"})) }))
+        .with_state(collector)
+}
+
+/// Checks a remote_write request and turns it into series for the store.
+fn validate(request: remote_write::WriteRequest) -> Result<Vec<IncomingSeries>, PromError> {
+    let mut out = Vec::with_capacity(request.timeseries.len());
+    for (i, ts) in request.timeseries.into_iter().enumerate() {
+        if ts.labels.len() > MAX_LABELS {
+            return Err(bad_data(format!("series {i}: {} labels, at most {MAX_LABELS}", ts.labels.len())));
+        }
+        let bytes: usize = ts.labels.iter().map(|l| l.name.len() + l.value.len()).sum();
+        if bytes > MAX_LABEL_BYTES {
+            return Err(bad_data(format!("series {i}: labels take {bytes} bytes, at most {MAX_LABEL_BYTES}")));
+        }
+        let mut name_seen = false;
+        for (j, l) in ts.labels.iter().enumerate() {
+            let valid = l.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && l.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(bad_data(format!("series {i}: invalid label name {:?}", l.name)));
+            }
+            if j > 0 && ts.labels[j - 1].name >= l.name {
+                return Err(bad_data(format!(
+                    "series {i}: labels must be sorted by name and unique ({:?} after {:?})",
+                    l.name,
+                    ts.labels[j - 1].name
+                )));
+            }
+            if l.value.is_empty() {
+                return Err(bad_data(format!("series {i}: label {:?} has an empty value", l.name)));
+            }
+            name_seen |= l.name == "__name__";
+        }
+        if !name_seen {
+            return Err(bad_data(format!("series {i}: no __name__ label")));
+        }
+        let labels = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+        out.push((labels, ts.samples.into_iter().map(|s| (s.timestamp, s.value)).collect()));
+    }
+    Ok(out)
+}
+
+fn authorized(collector: &Collector, headers: &HeaderMap) -> bool {
+    let Some(expected) = &collector.ingest_token else { return true };
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+}
+
+async fn write(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, PromError> {
+    if !authorized(&c, &headers) {
+        return Err(PromError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (--ingest-token)".into(),
+        ));
+    }
+    let body = body.map_err(|e| PromError(e.status(), "bad_data", e.body_text()))?;
+    let reject = |e: PromError| {
+        c.rejected_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        e
+    };
+    let request = remote_write::decode(&body).map_err(|e| reject(bad_data(e.to_string())))?;
+    let series = validate(request).map_err(reject)?;
+    let batch = headers
+        .get(BATCH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit_once('/'))
+        .and_then(|(source, seq)| Some((source.to_string(), seq.parse::<u64>().ok()?)));
+    let outcome = c.store.ingest(series, batch).await.map_err(|e| {
+        PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not store the samples durably: {e}"))
+    })?;
+    if outcome.samples_too_old > 0 || outcome.samples_duplicate > 0 {
+        tracing::debug!(
+            too_old = outcome.samples_too_old,
+            duplicate = outcome.samples_duplicate,
+            "some samples were not stored"
+        );
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `match[]` selectors of a query string, parsed by promql-parser.
+fn selectors(query: Option<&str>) -> Result<Vec<Vec<Matcher>>, PromError> {
+    let mut out = Vec::new();
+    for (key, value) in form_pairs(query.unwrap_or("")) {
+        if key != "match[]" {
+            continue;
+        }
+        let expr =
+            promql_parser::parser::parse(&value).map_err(|e| bad_data(format!("invalid match[] {value:?}: {e}")))?;
+        let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+            return Err(bad_data(format!("match[] {value:?} is not a series selector")));
+        };
+        let mut matchers: Vec<Matcher> = Vec::new();
+        if let Some(name) = vs.name {
+            matchers.push(Matcher::Eq("__name__".into(), name));
+        }
+        for m in vs.matchers.matchers {
+            use promql_parser::label::MatchOp;
+            matchers.push(match m.op {
+                MatchOp::Equal => Matcher::Eq(m.name, m.value),
+                MatchOp::NotEqual => Matcher::Ne(m.name, m.value),
+                MatchOp::Re(re) => Matcher::Re(m.name, re),
+                MatchOp::NotRe(re) => Matcher::Nre(m.name, re),
+            });
+        }
+        out.push(matchers);
+    }
+    Ok(out)
+}
+
+/// Decodes `a=b&c=d` (percent and `+` escapes).
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+fn time_param(query: Option<&str>, key: &str, default_ms: i64) -> Result<i64, PromError> {
+    match form_pairs(query.unwrap_or("")).into_iter().find(|(k, _)| k == key) {
+        None => Ok(default_ms),
+        Some((_, v)) => {
+            if let Ok(secs) = v.parse::<f64>() {
+                return Ok((secs * 1000.0).round() as i64);
+            }
+            humantime::parse_rfc3339_weak(&v)
+                .map(|t| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+                .map_err(|_| bad_data(format!("invalid {key} {v:?}: use unix seconds or RFC 3339")))
+        }
+    }
+}
+
+async fn series(
+    State(c): State<Arc<Collector>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    // POST sends the same parameters form-encoded in the body.
+    let body_text = String::from_utf8_lossy(&body).into_owned();
+    let query = [query.unwrap_or_default(), body_text].join("&");
+    let sets = selectors(Some(&query))?;
+    if sets.is_empty() {
+        return Err(bad_data("no match[] parameter provided"));
+    }
+    let start = time_param(Some(&query), "start", i64::MIN)?;
+    let end = time_param(Some(&query), "end", i64::MAX)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for matchers in sets {
+        for s in c.store.select(&matchers, start, end) {
+            seen.insert(s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>());
+        }
+    }
+    let data: Vec<Value> = seen
+        .into_iter()
+        .map(|labels| Value::Object(labels.into_iter().map(|(n, v)| (n, Value::String(v))).collect()))
+        .collect();
+    Ok(success(Value::Array(data)))
+}
+
+async fn labels(State(c): State<Arc<Collector>>) -> Response {
+    success(json!(c.store.label_names()))
+}
+
+async fn label_values(State(c): State<Arc<Collector>>, Path(name): Path<String>) -> Response {
+    success(json!(c.store.label_values(&name)))
+}
+
+async fn buildinfo() -> Response {
+    success(
+        json!({"version": env!("CARGO_PKG_VERSION"), "revision": "", "branch": "", "buildUser": "", "buildDate": "", "goVersion": "n/a (Rust)"}),
+    )
+}
+
+async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (series, samples, chunk_bytes) = c.store.stats();
+    let wal = c.store.wal().stats();
+    let families = vec![
+        Family::single(
+            "hale_collector_samples_ingested_total",
+            "Samples stored since start (replay included).",
+            MetricKind::Counter,
+            samples as f64,
+        ),
+        Family::single("hale_collector_active_series", "Series in the head.", MetricKind::Gauge, series as f64),
+        Family::single(
+            "hale_collector_chunk_bytes",
+            "Bytes of compressed samples in the head.",
+            MetricKind::Gauge,
+            chunk_bytes as f64,
+        ),
+        Family::single(
+            "hale_collector_wal_written_bytes_total",
+            "Bytes written to the WAL.",
+            MetricKind::Counter,
+            wal.bytes_written.load(Relaxed) as f64,
+        ),
+        Family::single(
+            "hale_collector_wal_fsyncs_total",
+            "WAL fsyncs (each commits a group of writes).",
+            MetricKind::Counter,
+            wal.fsyncs.load(Relaxed) as f64,
+        ),
+        Family::single(
+            "hale_collector_wal_fsync_seconds_total",
+            "Time spent in WAL fsyncs.",
+            MetricKind::Counter,
+            wal.fsync_micros.load(Relaxed) as f64 / 1e6,
+        ),
+        Family::single(
+            "hale_collector_rejected_batches_total",
+            "remote_write batches refused as malformed.",
+            MetricKind::Counter,
+            c.rejected_batches.load(Relaxed) as f64,
+        ),
+        Family::single(
+            "hale_collector_uptime_seconds",
+            "Seconds since the collector started.",
+            MetricKind::Gauge,
+            c.started.elapsed().as_secs_f64(),
+        ),
+    ];
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        hale_core::exposition::encode_text(&families),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hale_core::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+    use tower::ServiceExt;
+
+    fn collector(dir: &std::path::Path, token: Option<&str>) -> Router {
+        let (store, _) = Store::open(dir).expect("store");
+        router(Arc::new(Collector {
+            store,
+            ingest_token: token.map(str::to_string),
+            started: Instant::now(),
+            rejected_batches: Default::default(),
+        }))
+    }
+
+    fn label(n: &str, v: &str) -> Label {
+        Label { name: n.into(), value: v.into() }
+    }
+
+    fn body(labels: Vec<Label>) -> Vec<u8> {
+        remote_write::encode(&WriteRequest {
+            timeseries: vec![TimeSeries { labels, samples: vec![Sample { value: 1.0, timestamp: 1000 }] }],
+        })
+    }
+
+    async fn post(app: &Router, body: Vec<u8>, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = axum::http::Request::post("/api/v1/write");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let response = app.clone().oneshot(req.body(axum::body::Body::from(body)).expect("req")).await.expect("call");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn write_then_list_series_labels_and_values() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = collector(dir.path(), Some("tok"));
+        let (status, _) = post(&app, body(vec![label("__name__", "up"), label("job", "api")]), Some("tok")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let get = |uri: &str| {
+            let app = app.clone();
+            let uri = uri.to_string();
+            async move {
+                let r = app
+                    .oneshot(axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("req"))
+                    .await
+                    .expect("call");
+                let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
+                serde_json::from_slice::<Value>(&bytes).expect("json")
+            }
+        };
+        let series = get("/api/v1/series?match[]=up%7Bjob%3D~%22a.*%22%7D").await;
+        assert_eq!(series["data"], json!([{"__name__": "up", "job": "api"}]));
+        assert_eq!(get("/api/v1/labels").await["data"], json!(["__name__", "job"]));
+        assert_eq!(get("/api/v1/label/job/values").await["data"], json!(["api"]));
+        let bad = get("/api/v1/series?match[]=up%7B").await;
+        assert_eq!((bad["status"].as_str(), bad["errorType"].as_str()), (Some("error"), Some("bad_data")));
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_a_4xx_never_a_panic() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = collector(dir.path(), Some("tok"));
+        assert_eq!(post(&app, body(vec![label("__name__", "up")]), None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(post(&app, b"not snappy at all".to_vec(), Some("tok")).await.0, StatusCode::BAD_REQUEST);
+        let mut truncated = body(vec![label("__name__", "up"), label("job", "x")]);
+        truncated.truncate(truncated.len() / 2);
+        assert_eq!(post(&app, truncated, Some("tok")).await.0, StatusCode::BAD_REQUEST);
+        let raw_bad_utf8 = {
+            // A protobuf label value with invalid UTF-8, snappy-compressed.
+            let mut ts = Vec::new();
+            let lbl = [0x0a, 0x08, b'_', b'_', b'n', b'a', b'm', b'e', b'_', b'_', 0x12, 0x02, 0xff, 0xfe];
+            ts.push(0x0a);
+            ts.push((lbl.len()) as u8);
+            ts.extend_from_slice(&lbl);
+            let mut req = vec![0x0a, ts.len() as u8];
+            req.extend_from_slice(&ts);
+            snapish(&req)
+        };
+        assert_eq!(post(&app, raw_bad_utf8, Some("tok")).await.0, StatusCode::BAD_REQUEST);
+        let unsorted = body(vec![label("job", "x"), label("__name__", "up")]);
+        let (status, err) = post(&app, unsorted, Some("tok")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(err["error"].as_str().expect("msg").contains("sorted"));
+        let huge: Vec<Label> =
+            std::iter::once(label("__name__", "x")).chain((0..100).map(|i| label(&format!("l{i:03}"), "v"))).collect();
+        assert_eq!(post(&app, body(huge), Some("tok")).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            post(&app, body(vec![label("job", "x")]), Some("tok")).await.0,
+            StatusCode::BAD_REQUEST,
+            "no __name__"
+        );
+        let too_big = vec![0u8; MAX_WRITE_BYTES + 1];
+        assert_eq!(post(&app, too_big, Some("tok")).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    fn snapish(raw: &[u8]) -> Vec<u8> {
+        snap::raw::Encoder::new().compress_vec(raw).expect("compress")
+    }
+}
