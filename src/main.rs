@@ -30,6 +30,22 @@ enum Command {
     Load(LoadArgs),
     /// Run a node agent: host metrics, scrapes, probes, logs, shipping, supervision.
     Agent(AgentArgs),
+    /// Run the collector: remote_write ingest into a WAL-backed time-series store.
+    Collector(CollectorArgs),
+}
+
+/// No `Debug`: it holds a token.
+#[derive(clap::Args)]
+struct CollectorArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    listen: SocketAddr,
+    /// Where the WAL lives.
+    #[arg(long, default_value = ".hale/collector")]
+    data_dir: PathBuf,
+    /// Bearer token required to write (remote_write); without it, writes are open.
+    #[arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true)]
+    ingest_token: Option<String>,
 }
 
 /// No `Debug`: it holds tokens.
@@ -184,6 +200,20 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Load(args) => load(args).await,
         Command::Agent(args) => agent(args).await,
+        Command::Collector(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .try_init();
+            let config = hale_collector::CollectorConfig {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                ingest_token: args.ingest_token,
+            };
+            Ok(hale_collector::run(config, up::shutdown_signal()).await?)
+        }
     }
 }
 

@@ -4,4 +4,7 @@
 //! in-memory head of Gorilla-compressed chunks), and answers queries.
 
 pub mod api;
+mod run;
 pub mod store;
+
+pub use run::{CollectorConfig, CollectorError, run};
