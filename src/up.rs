@@ -129,7 +129,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 node: node.name.clone(),
                 listen: cluster.agent_listen(node),
                 data_dir: data_dir.join("agent").join(&node.name),
-                remote_write: Vec::new(),
+                remote_write: vec![format!("http://{}/api/v1/write", cluster.collector.listen)],
                 logs_endpoint: None,
                 token: None,
                 ingest_token: None,
@@ -152,7 +152,8 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
 fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
     let agents = cluster.nodes.iter().map(|n| (format!("agent of {}", n.name), cluster.agent_listen(n)));
     let replicas = cluster.instances().into_iter().map(|i| (format!("{} ({})", i.name, i.service), i.listen));
-    for (what, addr) in replicas.chain(agents) {
+    let collector = std::iter::once(("the collector".to_string(), cluster.collector.listen));
+    for (what, addr) in replicas.chain(agents).chain(collector) {
         if let Err(e) = TcpListener::bind(addr) {
             bail!(
                 "{what} cannot listen on {addr}: {e}.\n  Is another `hale up` running? Stop it, or move this cluster with \
@@ -194,8 +195,27 @@ pub async fn run(args: UpArgs) -> Result<()> {
     write_private(&config_file, &cluster.to_toml())?;
     let program = std::env::current_exe().context("finding the hale executable")?;
 
-    // Each node's agent supervises that node's replicas; hale up supervises the agents.
+    // Each node's agent supervises that node's replicas; hale up supervises the agents
+    // and the collector they ship to.
     let supervisor = Supervisor::new(Duration::from_secs(10));
+    supervisor
+        .start(ProcessSpec {
+            name: "collector".into(),
+            service: "collector".into(),
+            node: cluster.gateway.node.get_ref().clone(),
+            listen: cluster.collector.listen,
+            program: program.clone(),
+            args: vec![
+                "collector".into(),
+                "--listen".into(),
+                cluster.collector.listen.to_string(),
+                "--data-dir".into(),
+                data_dir.join("collector").display().to_string(),
+            ],
+            env: vec![("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone())],
+            output_file: data_dir.join("logs").join("collector.out"),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let agents = agent_configs(&cluster, &program, &data_dir, &config_file);
     println!(
         "hale: starting {} agents and {} shop replicas (data in {})",
@@ -214,7 +234,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 listen: agent.listen,
                 program: program.clone(),
                 args: vec!["agent".into(), "--config".into(), path.display().to_string()],
-                env: vec![("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone())],
+                env: vec![
+                    ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
+                    ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
+                ],
                 output_file: data_dir.join("logs").join(format!("agent-{}.out", agent.node)),
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -284,6 +307,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
 fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rps: u32, headless: bool) {
     println!("\nHale demo cluster is up.\n");
     println!("  shop gateway   {gateway}");
+    println!(
+        "  collector      http://{}  (Prometheus API: /api/v1/series, /api/v1/labels; /metrics)",
+        cluster.collector.listen
+    );
     for instance in cluster.instances().iter().filter(|i| i.service != ServiceKind::Gateway) {
         let role =
             if instance.service == ServiceKind::Catalog { format!(" ({})", instance.role) } else { String::new() };
@@ -362,6 +389,8 @@ mod tests {
             let text = agent.to_toml();
             assert!(!text.contains(&cluster.secrets.jwt_secret));
             assert!(!text.contains(&cluster.secrets.agent_token));
+            assert!(!text.contains(&cluster.secrets.ingest_token));
+            assert_eq!(agent.remote_write, [format!("http://{}/api/v1/write", cluster.collector.listen)]);
             for p in &agent.processes {
                 let template = agent.template(&p.service).expect("template");
                 let spec = agent.render(template, &p.name, p.listen, &p.extra_args);

@@ -143,6 +143,15 @@ async fn hale_up_walkthrough() {
         instances.iter().all(|i| i.service == ServiceKind::Gateway || i.listen.ip().to_string().starts_with(&prefix))
     );
 
+    // The agents ship to the collector: host metrics of every node arrive.
+    let collector = format!("http://{}", effective.collector.listen);
+    eventually("every node's metrics reach the collector", Duration::from_secs(30), async || {
+        let body: Value =
+            client.get(format!("{collector}/api/v1/label/node/values")).send().await.ok()?.json().await.ok()?;
+        (body["data"].as_array()?.len() == effective.nodes.len()).then_some(())
+    })
+    .await;
+
     // token → publish → get → search finds it.
     let admin = token(&client, &gateway, "admin", "hale-admin").await;
     let shopper = token(&client, &gateway, "shopper", "hale-shopper").await;

@@ -21,7 +21,8 @@ mod topology;
 pub use error::ConfigError;
 pub use process::ProcessSpec;
 pub use topology::{
-    ClientConfig, ClusterConfig, DemoLogin, Instance, NodeConfig, Role, Secrets, ServiceConfig, ServiceKind, UserConfig,
+    ClientConfig, ClusterConfig, CollectorPlacement, DemoLogin, Instance, NodeConfig, Role, Secrets, ServiceConfig,
+    ServiceKind, UserConfig,
 };
 
 /// The cluster `hale up` runs when no `--config` is given (config/cluster.toml).

@@ -102,6 +102,14 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
 }
 
+/// Where the collector runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorPlacement {
+    /// Address the collector serves on (`127.0.0.1:9464`); agents remote_write to it.
+    pub listen: SocketAddr,
+}
+
 /// Shared secrets of the shop. `hale up` hands them to children through the environment
 /// and a 0600 config file, never on a command line.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +125,8 @@ pub struct Secrets {
     pub orders_client_secret: String,
     /// Bearer token of the node agents' actuator API.
     pub agent_token: String,
+    /// Bearer token agents present to the collector when shipping.
+    pub ingest_token: String,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -184,6 +194,7 @@ pub struct ClusterConfig {
     #[serde(default = "default_agent_port")]
     pub agent_port: u16,
     pub gateway: GatewayConfig,
+    pub collector: CollectorPlacement,
     pub nodes: Vec<NodeConfig>,
     pub services: Vec<ServiceConfig>,
     pub secrets: Secrets,
@@ -309,6 +320,9 @@ impl ClusterConfig {
                 "encryption_key",
                 "encryption_key must be 64 hex digits (a 256-bit key); generate one with `openssl rand -hex 32`".into(),
             ));
+        }
+        if self.secrets.ingest_token.len() < 16 {
+            return Err(key_error("ingest_token", "ingest_token must be at least 16 characters".into()));
         }
         if self.secrets.agent_token.len() < 16 {
             return Err(key_error("agent_token", "agent_token must be at least 16 characters".into()));
@@ -438,12 +452,15 @@ impl ClusterConfig {
         self.agent_port = self.agent_port.checked_add(offset).ok_or_else(overflow)?;
         let port = self.gateway.listen.port().checked_add(offset).ok_or_else(overflow)?;
         self.gateway.listen.set_port(port);
+        let port = self.collector.listen.port().checked_add(offset).ok_or_else(overflow)?;
+        self.collector.listen.set_port(port);
         Ok(())
     }
 
-    /// Moves the gateway (the cluster's control-plane entry point) to another IP.
+    /// Moves the control plane (the gateway and the collector) to another IP.
     pub fn set_control_ip(&mut self, ip: IpAddr) {
         self.gateway.listen.set_ip(ip);
+        self.collector.listen.set_ip(ip);
     }
 }
 
@@ -501,6 +518,7 @@ mod tests {
             assert!(i.listen.ip().to_string().starts_with("127.0.9."), "{i:?}");
             assert!(i.listen.port() >= 9080, "{i:?}");
         }
+        assert_eq!(c.collector.listen, "127.0.9.200:10464".parse().expect("addr"));
         assert!(c.set_ip_prefix("127.0").is_err());
         assert!(c.set_ip_prefix("127.0.x").is_err());
     }
@@ -559,5 +577,6 @@ mod tests {
         assert!(!dbg.contains(&c.secrets.jwt_secret));
         assert!(!dbg.contains(&c.secrets.admin_token));
         assert!(!dbg.contains(&c.secrets.agent_token));
+        assert!(!dbg.contains(&c.secrets.ingest_token));
     }
 }

@@ -24,10 +24,8 @@ impl BitWriter {
             self.free = 8;
         }
         self.free -= 1;
-        if bit {
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= 1 << self.free;
-            }
+        if bit && let Some(last) = self.bytes.last_mut() {
+            *last |= 1 << self.free;
         }
     }
 
