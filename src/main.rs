@@ -46,6 +46,15 @@ struct CollectorArgs {
     /// Bearer token required to write (remote_write); without it, writes are open.
     #[arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true)]
     ingest_token: Option<String>,
+    /// Keep data this long (15d, 12h, ...).
+    #[arg(long, default_value = "15d")]
+    retention: String,
+    /// Keep at most this many bytes of compressed samples in memory (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    retention_bytes: usize,
+    /// Fold the WAL into a checkpoint this often, bounding replay time.
+    #[arg(long, default_value = "5m")]
+    checkpoint_interval: String,
 }
 
 /// No `Debug`: it holds tokens.
@@ -207,10 +216,17 @@ async fn dispatch(command: Command) -> Result<()> {
                 .with(filter)
                 .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
                 .try_init();
+            let duration = |flag: &str, text: &str| {
+                humantime::parse_duration(text)
+                    .with_context(|| format!("{flag} {text:?}: use a duration such as 15d, 12h or 5m"))
+            };
             let config = hale_collector::CollectorConfig {
                 listen: args.listen,
                 data_dir: args.data_dir,
                 ingest_token: args.ingest_token,
+                retention: duration("--retention", &args.retention)?,
+                retention_bytes: args.retention_bytes,
+                checkpoint_interval: duration("--checkpoint-interval", &args.checkpoint_interval)?,
             };
             Ok(hale_collector::run(config, up::shutdown_signal()).await?)
         }

@@ -43,10 +43,15 @@ async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> 
 }
 
 async fn start_collector(addr: SocketAddr, data: &Path, out: &Path) -> Proc {
+    start_collector_with(addr, data, out, &[]).await
+}
+
+async fn start_collector_with(addr: SocketAddr, data: &Path, out: &Path, extra: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_hale"))
         .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
         .arg(data)
+        .args(extra)
         .env("HALE_INGEST_TOKEN", "ingest-secret")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone"))
@@ -204,4 +209,47 @@ async fn the_agent_ships_host_metrics_into_the_collector() {
     }
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_collector_active_series"), "{metrics}");
+}
+
+async fn send(client: &reqwest::Client, addr: SocketAddr, i: u32) {
+    let r = client
+        .post(format!("http://{addr}/api/v1/write"))
+        .bearer_auth("ingest-secret")
+        .body(batch(i))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("collector");
+    let out = tmp.path().join("collector.out");
+    let addr = free_addr();
+    let mut collector = start_collector_with(addr, &data, &out, &["--checkpoint-interval", "200ms"]).await;
+    let client = reqwest::Client::new();
+    for i in 0..50 {
+        send(&client, addr, i).await;
+    }
+    eventually("a checkpoint written", Duration::from_secs(20), async || {
+        std::fs::read_dir(&data)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("checkpoint.0"))
+            .then_some(())
+    })
+    .await;
+    for i in 50..60 {
+        send(&client, addr, i).await;
+    }
+    collector.0.kill().expect("kill -9");
+    collector.0.wait().expect("reap");
+    let _collector = start_collector(addr, &data, &out).await;
+    let names: std::collections::HashSet<String> =
+        series_names(addr, "{job=\"durability\"}").await.into_iter().collect();
+    for i in 0..60 {
+        assert!(names.contains(&format!("ack_{i}")), "ack_{i} lost");
+    }
 }

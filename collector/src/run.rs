@@ -15,6 +15,12 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// Bearer token required on `/api/v1/write`; `None` leaves ingest open (loopback demos).
     pub ingest_token: Option<String>,
+    /// Data older than this is dropped.
+    pub retention: std::time::Duration,
+    /// The head is kept under this many bytes of samples (0: no limit).
+    pub retention_bytes: usize,
+    /// How often the WAL is folded into a checkpoint.
+    pub checkpoint_interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -62,8 +68,52 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CollectorError::Listen { addr: config.listen, source })?;
-    let collector =
-        Arc::new(Collector { store, ingest_token: config.ingest_token, started, rejected_batches: Default::default() });
+    let collector = Arc::new(Collector {
+        store,
+        ingest_token: config.ingest_token.clone(),
+        started,
+        rejected_batches: Default::default(),
+    });
+    let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
     tracing::info!(listen = %config.listen, "collector serving");
-    axum::serve(listener, api::router(collector)).with_graceful_shutdown(shutdown).await.map_err(CollectorError::Serve)
+    let result = axum::serve(listener, api::router(collector))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(CollectorError::Serve);
+    housekeeping.abort();
+    result
+}
+
+/// Retention every minute; a checkpoint every `checkpoint_interval` once the WAL has grown.
+async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
+    let mut retention = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut checkpoint = tokio::time::interval(config.checkpoint_interval);
+    checkpoint.tick().await;
+    let mut written_at_last = 0;
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                let min_t = now - config.retention.as_millis() as i64;
+                let freed = collector.store.apply_retention(min_t, config.retention_bytes);
+                if freed > 0 {
+                    tracing::info!(bytes = freed, "retention dropped old chunks");
+                }
+            }
+            _ = checkpoint.tick() => {
+                let written = collector.store.wal().stats().bytes_written.load(std::sync::atomic::Ordering::Relaxed);
+                if written == written_at_last {
+                    continue;
+                }
+                let started = Instant::now();
+                match collector.store.checkpoint().await {
+                    Ok(report) => {
+                        written_at_last = written;
+                        tracing::info!(records = report.records, upto_segment = report.upto_segment, seconds = started.elapsed().as_secs_f64(), "checkpoint written");
+                    }
+                    Err(e) => tracing::error!(error = %e, "checkpoint failed; the WAL keeps everything meanwhile"),
+                }
+            }
+        }
+    }
 }

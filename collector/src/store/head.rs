@@ -267,6 +267,72 @@ impl Head {
             .collect()
     }
 
+    /// Puts back a chunk read from a checkpoint: full chunks in order, then the open one.
+    pub fn restore_chunk(&mut self, r: SeriesRef, chunk: Chunk) {
+        if let Some(s) = self.series.get_mut(r as usize) {
+            self.samples_appended += chunk.len() as u64;
+            if chunk.is_full() {
+                s.closed.push(chunk);
+            } else {
+                s.head = chunk;
+            }
+        }
+    }
+
+    /// Everything in the head as records: per series its labels, chunks and out-of-order
+    /// samples, in reference order (so refs come back the same).
+    pub fn snapshot(&self) -> Vec<super::wal::Record> {
+        use super::wal::Record;
+        let mut out = Vec::with_capacity(self.series.len() * 3);
+        for (r, s) in self.series.iter().enumerate() {
+            let r = r as SeriesRef;
+            out.push(Record::Series {
+                r,
+                labels: s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            });
+            for chunk in s.closed.iter().chain(std::iter::once(&s.head)).filter(|c| !c.is_empty()) {
+                let (bytes, count) = chunk.encoded();
+                out.push(Record::Chunk { r, count, bytes: bytes.to_vec() });
+            }
+            if !s.out_of_order.is_empty() {
+                out.push(Record::Samples(s.out_of_order.iter().map(|(t, v)| (r, *t, *v)).collect()));
+            }
+        }
+        out
+    }
+
+    /// Drops full chunks whose newest sample is older than `min_t`, and out-of-order
+    /// samples older than it. Returns the bytes freed.
+    pub fn drop_before(&mut self, min_t: i64) -> usize {
+        let mut freed = 0;
+        for s in &mut self.series {
+            let keep_from = s.closed.iter().position(|c| c.max_t() >= min_t).unwrap_or(s.closed.len());
+            freed += s.closed.drain(..keep_from).map(|c| c.bytes()).sum::<usize>();
+            s.out_of_order.retain(|(t, _)| *t >= min_t);
+        }
+        freed
+    }
+
+    /// The time before which full chunks must go to bring the head under `max_bytes`
+    /// (`None` when it already fits).
+    pub fn cutoff_for_size(&self, max_bytes: usize) -> Option<i64> {
+        let total = self.chunk_bytes();
+        if total <= max_bytes {
+            return None;
+        }
+        let mut closed: Vec<(i64, usize)> =
+            self.series.iter().flat_map(|s| s.closed.iter().map(|c| (c.max_t(), c.bytes()))).collect();
+        closed.sort_unstable();
+        let mut over = total - max_bytes;
+        for (max_t, bytes) in closed {
+            if over <= bytes {
+                return Some(max_t.saturating_add(1));
+            }
+            over -= bytes;
+        }
+        Some(i64::MAX)
+    }
+
     /// Label names in use, sorted.
     pub fn label_names(&self) -> Vec<String> {
         self.postings.keys().map(|k| k.to_string()).collect()

@@ -34,25 +34,56 @@ pub struct Store {
     wal: Wal,
     /// Highest batch sequence stored per source (agent id).
     seen: Mutex<HashMap<String, u64>>,
+    dir: std::path::PathBuf,
+}
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointReport {
+    pub upto_segment: u64,
+    pub records: usize,
+}
+
+/// Checkpoint files in `dir` (`checkpoint.<segment>`), ascending.
+fn checkpoints(dir: &Path) -> Result<Vec<(u64, std::path::PathBuf)>, WalError> {
+    let mut out: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix("checkpoint.")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn latest_checkpoint(dir: &Path) -> Result<Option<(u64, std::path::PathBuf)>, WalError> {
+    Ok(checkpoints(dir)?.pop())
 }
 
 /// What opening the store found.
 #[derive(Debug, Clone, Default)]
 pub struct OpenReport {
     pub wal: wal::ReplayReport,
+    /// Records loaded from the checkpoint before the WAL.
+    pub checkpoint_records: u64,
     pub series: usize,
     pub samples: u64,
 }
 
 impl Store {
-    /// Replays the WAL in `dir` and opens it for writing.
+    /// Loads the newest checkpoint, replays the WAL written after it, and opens the WAL
+    /// for writing.
     pub fn open(dir: &Path) -> Result<(Self, OpenReport), WalError> {
         let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(dir).map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
         let mut head = Head::default();
         let mut seen: HashMap<String, u64> = HashMap::new();
-        // WAL refs are the head's refs as they were; map them in case they differ now.
+        // Logged refs are the head's refs as they were; map them in case they differ now.
         let mut refs: HashMap<u32, u32> = HashMap::new();
-        let report = wal::replay(&wal_dir, 0, |record| match record {
+        let mut apply = |record: Record, head: &mut Head| match record {
             Record::Series { r, labels } => {
                 let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 refs.insert(r, head.get_or_create(&pairs).0);
@@ -68,10 +99,71 @@ impl Store {
                 let e = seen.entry(source).or_default();
                 *e = (*e).max(seq);
             }
-        })?;
-        let open = OpenReport { series: head.num_series(), samples: head.samples_appended(), wal: report };
+            Record::Chunk { r, count, bytes } => {
+                if let (Some(r), Some(chunk)) = (refs.get(&r), chunk::Chunk::from_encoded(bytes, count)) {
+                    head.restore_chunk(*r, chunk);
+                }
+            }
+        };
+        let mut from = 0;
+        let mut checkpoint_records = 0;
+        if let Some((upto, path)) = latest_checkpoint(dir)? {
+            let (good, len, n) = wal::read_file(&path, |r| apply(r, &mut head))?;
+            if good < len {
+                tracing::error!(checkpoint = %path.display(), "checkpoint damaged after {n} records; the rest is lost");
+            }
+            checkpoint_records = n;
+            from = upto + 1;
+        }
+        let report = wal::replay(&wal_dir, from, |r| apply(r, &mut head))?;
+        let open =
+            OpenReport { series: head.num_series(), samples: head.samples_appended(), wal: report, checkpoint_records };
         let wal = Wal::open(&wal_dir)?;
-        Ok((Store { head: RwLock::new(head), wal, seen: Mutex::new(seen) }, open))
+        Ok((Store { head: RwLock::new(head), wal, seen: Mutex::new(seen), dir: dir.to_path_buf() }, open))
+    }
+
+    /// Folds the WAL into a checkpoint of the head, so the next start replays only what
+    /// came after it. Safe at any time: samples arriving meanwhile land in the WAL segment
+    /// after the cut (and possibly also in the checkpoint; replaying them twice is harmless).
+    pub async fn checkpoint(&self) -> Result<CheckpointReport, WalError> {
+        let upto = self.wal.cut().await?;
+        let mut records = self.read().snapshot();
+        records.extend(
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(source, seq)| Record::BatchSeen { source: source.clone(), seq: *seq }),
+        );
+        let n = records.len();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = dir.join(format!("checkpoint.{upto:08}"));
+            wal::write_file(&path, records.into_iter())?;
+            wal::remove_upto(&dir.join("wal"), upto)?;
+            for (old, old_path) in checkpoints(&dir)? {
+                if old < upto {
+                    std::fs::remove_file(&old_path).map_err(|source| WalError::Io { path: old_path, source })?;
+                }
+            }
+            Ok::<_, WalError>(())
+        })
+        .await
+        .map_err(|_| WalError::Closed)??;
+        Ok(CheckpointReport { upto_segment: upto, records: n })
+    }
+
+    /// Drops data older than `min_t`, then the oldest data beyond `max_bytes` (0: no size
+    /// limit). Returns the bytes freed.
+    pub fn apply_retention(&self, min_t: i64, max_bytes: usize) -> usize {
+        let mut head = self.write();
+        let mut freed = head.drop_before(min_t);
+        if max_bytes > 0
+            && let Some(cutoff) = head.cutoff_for_size(max_bytes)
+        {
+            freed += head.drop_before(cutoff);
+        }
+        freed
     }
 
     pub fn wal(&self) -> &Wal {
@@ -191,5 +283,53 @@ mod tests {
         assert_eq!(a[0].samples, vec![(1000, 1.0), (2000, 3.0)]);
         let dup = store.ingest(vec![series("a", 2000, 3.0)], Some(("agent".into(), 2))).await.expect("ingest");
         assert!(dup.duplicate_batch, "batch ids survive a restart");
+    }
+
+    #[tokio::test]
+    async fn checkpoints_bound_replay_and_keep_everything() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let (store, _) = Store::open(dir.path()).expect("open");
+            for i in 0..300 {
+                store
+                    .ingest(vec![series("m", 1000 * i, i as f64)], Some(("a".into(), i as u64 + 1)))
+                    .await
+                    .expect("ingest");
+            }
+            let report = store.checkpoint().await.expect("checkpoint");
+            assert!(report.records >= 4, "{report:?}");
+            store.ingest(vec![series("m", 400_000, 9.0), series("n", 1, 1.0)], None).await.expect("after");
+        }
+        assert_eq!(wal::segments(&dir.path().join("wal")).expect("segments").len(), 1, "folded segments are gone");
+        let (store, report) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(report.wal.records, 2, "only what came after the checkpoint is replayed");
+        let m = store.select(&[Matcher::Eq("__name__".into(), "m".into())], 0, i64::MAX);
+        assert_eq!(m[0].samples.len(), 301);
+        assert_eq!(m[0].samples[299], (299_000, 299.0));
+        assert!(
+            store.ingest(vec![series("m", 5, 5.0)], Some(("a".into(), 300))).await.expect("ingest").duplicate_batch
+        );
+        // A second checkpoint replaces the first.
+        store.checkpoint().await.expect("again");
+        let (_, report) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(report.wal.records, 0);
+        assert_eq!(checkpoints(dir.path()).expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_drops_old_chunks_by_time_and_size() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(dir.path()).expect("open");
+        let points: Vec<(i64, f64)> = (0..1200).map(|i| (i * 1000, i as f64)).collect();
+        store.ingest(vec![(vec![("__name__".into(), "m".into())], points)], None).await.expect("ingest");
+        let all = || store.select(&[Matcher::Eq("__name__".into(), "m".into())], 0, i64::MAX)[0].samples.clone();
+        assert_eq!(all().len(), 1200);
+        assert!(store.apply_retention(240_000, 0) > 0);
+        assert_eq!(all()[0].0, 240_000, "whole chunks older than the cutoff are gone");
+        let (_, _, before) = store.stats();
+        store.apply_retention(0, before / 2);
+        let (_, _, after) = store.stats();
+        assert!(after <= before / 2 + 200, "{after} bytes left of {before}");
+        assert_eq!(all().last().map(|s| s.0), Some(1_199_000), "the newest data stays");
     }
 }

@@ -40,6 +40,8 @@ pub enum Record {
     /// A batch id already stored (`X-Hale-Batch`), so a resend after a restart is still
     /// recognised.
     BatchSeen { source: String, seq: u64 },
+    /// A whole encoded chunk of a series (checkpoints only).
+    Chunk { r: u32, count: u16, bytes: Vec<u8> },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -100,6 +102,13 @@ impl Record {
                 put_str(&mut out, source);
                 out.extend_from_slice(&seq.to_le_bytes());
             }
+            Record::Chunk { r, count, bytes } => {
+                out.push(4);
+                out.extend_from_slice(&r.to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
         }
         out
     }
@@ -125,6 +134,12 @@ impl Record {
                 Record::Samples(samples)
             }
             3 => Record::BatchSeen { source: c.string()?, seq: c.u64()? },
+            4 => {
+                let r = c.u32()?;
+                let count = c.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))?;
+                let n = c.u32()? as usize;
+                Record::Chunk { r, count, bytes: c.take(n)?.to_vec() }
+            }
             _ => return None,
         };
         c.0.is_empty().then_some(record)
@@ -163,6 +178,51 @@ pub struct ReplayReport {
     pub truncated_bytes: u64,
 }
 
+/// Reads the records of one file until the first bad one; returns where the good part
+/// ends and the file's length.
+pub fn read_file(path: &Path, mut apply: impl FnMut(Record)) -> Result<(usize, usize, u64), WalError> {
+    let mut bytes = Vec::new();
+    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(path))?;
+    let mut pos = 0usize;
+    let mut records = 0u64;
+    loop {
+        if pos + 8 > bytes.len() {
+            break;
+        }
+        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
+        let crc = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]);
+        let end = pos + 8 + len as usize;
+        if len > MAX_RECORD || end > bytes.len() || crc32fast::hash(&bytes[pos + 8..end]) != crc {
+            break;
+        }
+        match Record::decode(&bytes[pos + 8..end]) {
+            Some(record) => apply(record),
+            None => break,
+        }
+        records += 1;
+        pos = end;
+    }
+    Ok((pos, bytes.len(), records))
+}
+
+/// Writes `records` to `path` durably and atomically (temp file, fsync, rename, fsync dir).
+pub fn write_file(path: &Path, records: impl Iterator<Item = Record>) -> Result<(), WalError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+        for r in records {
+            f.write_all(&frame(&r.encode())).map_err(io(&tmp))?;
+        }
+        let f = f.into_inner().map_err(|e| WalError::Io { path: tmp.clone(), source: e.into_error() })?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
+    Ok(())
+}
+
 /// Reads every record of the segments with id ≥ `from`, in order, calling `apply`. A bad
 /// record ends its segment: the newest segment is truncated there (a torn tail); an older
 /// one's remainder is skipped and reported.
@@ -172,28 +232,10 @@ pub fn replay(dir: &Path, from: u64, mut apply: impl FnMut(Record)) -> Result<Re
     let mut report = ReplayReport { segments: ids.len(), ..Default::default() };
     for (i, id) in ids.iter().enumerate() {
         let path = segment_path(dir, *id);
-        let mut bytes = Vec::new();
-        File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(&path))?;
-        let mut pos = 0usize;
-        let good_end = loop {
-            if pos + 8 > bytes.len() {
-                break pos;
-            }
-            let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
-            let crc = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]);
-            let end = pos + 8 + len as usize;
-            if len > MAX_RECORD || end > bytes.len() || crc32fast::hash(&bytes[pos + 8..end]) != crc {
-                break pos;
-            }
-            match Record::decode(&bytes[pos + 8..end]) {
-                Some(record) => apply(record),
-                None => break pos,
-            }
-            report.records += 1;
-            pos = end;
-        };
-        if good_end < bytes.len() {
-            let lost = (bytes.len() - good_end) as u64;
+        let (good_end, len, records) = read_file(&path, &mut apply)?;
+        report.records += records;
+        if good_end < len {
+            let lost = (len - good_end) as u64;
             report.truncated_bytes += lost;
             if i + 1 == ids.len() {
                 let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
