@@ -62,6 +62,10 @@ async fn send(client: &reqwest::Client, d: &Destination, seq: u64, body: &[u8]) 
         Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
             Outcome::Retry(format!("status {}", r.status()))
         }
+        // A redirect means a misconfigured URL: keep the batch and say so loudly.
+        Ok(r) if r.status().is_redirection() => {
+            Outcome::Retry(format!("status {} (fix the destination URL)", r.status()))
+        }
         Ok(r) => {
             let status = r.status();
             // Only the start of the explanation is kept, however long the body.
@@ -85,9 +89,11 @@ pub async fn deliver(
     telemetry: Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // No redirects: a 3xx must not turn the POST into a GET that "succeeds".
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(c) => c,
@@ -275,6 +281,25 @@ mod tests {
         let dropped =
             telemetry.families().into_iter().find(|f| f.name == "hale_agent_batches_dropped_total").expect("dropped");
         assert_eq!(dropped.samples[0].value, 1.0);
+        let _ = stop_tx.send(true);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_retried_not_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (queue, _) = DiskQueue::open(dir.path(), QueueConfig::metrics(), &["r"]).expect("queue");
+        let queue = Arc::new(queue);
+        queue.push(b"x").expect("push");
+        let (url, seen) = receiver(usize::MAX, StatusCode::TEMPORARY_REDIRECT).await;
+        let telemetry = Arc::new(Telemetry::default());
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(deliver(queue.clone(), destination(url), telemetry.clone(), stop));
+        until(|| {
+            telemetry.families().iter().any(|f| f.name == "hale_agent_batches_failed_total" && !f.samples.is_empty())
+        })
+        .await;
+        assert!(seen.lock().expect("lock").is_empty());
+        assert!(queue.peek("r").expect("peek").is_some(), "the batch is kept");
         let _ = stop_tx.send(true);
     }
 
