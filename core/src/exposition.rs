@@ -92,9 +92,10 @@ pub fn parse(body: &str, format: Format) -> Result<Vec<Family>, ParseError> {
             continue;
         }
         let sample = parse_sample(line, format).map_err(err)?;
-        if sample.name.ends_with("_created")
-            && families.last().is_some_and(|f| f.kind != MetricKind::Untyped && belongs(f, &sample.name))
-        {
+        let is_created_of_family = families.last().is_some_and(|f| {
+            f.kind != MetricKind::Untyped && sample.name.strip_prefix(f.name.as_str()) == Some("_created")
+        });
+        if is_created_of_family {
             continue;
         }
         match families.last_mut() {
@@ -345,6 +346,12 @@ ignored_after_eof 1
         assert!(families[1].samples[0].value.is_nan());
         assert_eq!(families[2].samples[0].value, f64::NEG_INFINITY);
         assert_eq!(families[1].kind, MetricKind::Untyped);
+    }
+
+    #[test]
+    fn a_gauge_named_created_is_kept() {
+        let families = parse("# TYPE job_created gauge\njob_created 1\n", Format::Text).expect("parse");
+        assert_eq!(families[0].samples.len(), 1);
     }
 
     #[test]
