@@ -52,6 +52,8 @@ fn success(data: Value) -> Response {
 pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .route("/api/v1/write", post(write).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
@@ -221,6 +223,104 @@ async fn series(
         .map(|labels| Value::Object(labels.into_iter().map(|(n, v)| (n, Value::String(v))).collect()))
         .collect();
     Ok(success(Value::Array(data)))
+}
+
+/// Go's `FormatFloat(v, 'f', -1, 64)`, as Prometheus writes sample values.
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn metric_json(labels: &crate::query::Labels) -> Value {
+    Value::Object(labels.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect())
+}
+
+fn point_json(t: i64, v: f64) -> Value {
+    json!([t as f64 / 1000.0, format_value(v)])
+}
+
+fn result_json(value: crate::query::Value, t: i64) -> Value {
+    use crate::query::Value as V;
+    match value {
+        V::Scalar(v) => json!({"resultType": "scalar", "result": point_json(t, v)}),
+        V::String(s) => json!({"resultType": "string", "result": [t as f64 / 1000.0, s]}),
+        V::Vector(samples) => json!({
+            "resultType": "vector",
+            "result": samples.iter().map(|s| json!({"metric": metric_json(&s.labels), "value": point_json(t, s.value)})).collect::<Vec<_>>(),
+        }),
+        V::Matrix(series) => json!({
+            "resultType": "matrix",
+            "result": series.iter().map(|s| json!({
+                "metric": metric_json(&s.labels),
+                "values": s.points.iter().map(|(t, v)| point_json(*t, *v)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn query_error(e: crate::query::QueryError) -> PromError {
+    match e {
+        crate::query::QueryError::BadData(m) => PromError(StatusCode::BAD_REQUEST, "bad_data", m),
+        crate::query::QueryError::Execution(m) => PromError(StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+    }
+}
+
+fn params(query: Option<String>, body: &Bytes) -> String {
+    [query.unwrap_or_default(), String::from_utf8_lossy(body).into_owned()].join("&")
+}
+
+fn param(all: &str, key: &str) -> Option<String> {
+    form_pairs(all).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+async fn query(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
+    let all = params(q, &body);
+    let expr = param(&all, "query").ok_or_else(|| bad_data("missing the query parameter"))?;
+    let t = time_param(Some(&all), "time", now_ms())?;
+    let c2 = c.clone();
+    let value = tokio::task::spawn_blocking(move || crate::query::instant_query(&c2.store, &expr, t))
+        .await
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(query_error)?;
+    Ok(success(result_json(value, t)))
+}
+
+async fn query_range(
+    State(c): State<Arc<Collector>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    let all = params(q, &body);
+    let expr = param(&all, "query").ok_or_else(|| bad_data("missing the query parameter"))?;
+    let start = time_param(Some(&all), "start", i64::MIN)?;
+    let end = time_param(Some(&all), "end", i64::MIN)?;
+    if start == i64::MIN || end == i64::MIN {
+        return Err(bad_data("start and end are required"));
+    }
+    let step_text = param(&all, "step").ok_or_else(|| bad_data("missing the step parameter"))?;
+    let step = match step_text.parse::<f64>() {
+        Ok(secs) => (secs * 1000.0).round() as i64,
+        Err(_) => humantime::parse_duration(&step_text)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|_| bad_data(format!("invalid step {step_text:?}")))?,
+    };
+    let c2 = c.clone();
+    let value = tokio::task::spawn_blocking(move || crate::query::range_query(&c2.store, &expr, start, end, step))
+        .await
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(query_error)?;
+    Ok(success(result_json(value, end)))
 }
 
 async fn labels(State(c): State<Arc<Collector>>) -> Response {

@@ -1,0 +1,524 @@
+//! PromQL functions.
+
+use promql_parser::parser::{Call, Expr};
+
+use super::{Evaluator, Labels, QueryError, Sample, Series, Value, drop_name, exec, millis};
+
+fn bad(msg: impl Into<String>) -> QueryError {
+    QueryError::BadData(msg.into())
+}
+
+/// The `[start, end]` window and range a range-vector argument covers at time `t`.
+fn window(ev: &Evaluator<'_>, arg: &Expr, t: i64) -> Option<(i64, i64)> {
+    match arg {
+        Expr::MatrixSelector(ms) => {
+            let end = ev.selector_time(t, &ms.vs.at, &ms.vs.offset);
+            Some((end - millis(ms.range), end))
+        }
+        Expr::Subquery(sq) => {
+            let end = ev.selector_time(t, &sq.at, &sq.offset);
+            Some((end - millis(sq.range), end))
+        }
+        Expr::Paren(p) => window(ev, &p.expr, t),
+        _ => None,
+    }
+}
+
+fn vector(v: Value, what: &str) -> Result<Vec<Sample>, QueryError> {
+    match v {
+        Value::Vector(s) => Ok(s),
+        _ => Err(bad(format!("{what}: expected an instant vector"))),
+    }
+}
+
+fn matrix(v: Value, what: &str) -> Result<Vec<Series>, QueryError> {
+    match v {
+        Value::Matrix(s) => Ok(s),
+        _ => Err(bad(format!("{what}: expected a range vector"))),
+    }
+}
+
+fn scalar(v: Value, what: &str) -> Result<f64, QueryError> {
+    match v {
+        Value::Scalar(s) => Ok(s),
+        _ => Err(bad(format!("{what}: expected a scalar"))),
+    }
+}
+
+fn string(v: Value, what: &str) -> Result<String, QueryError> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(bad(format!("{what}: expected a string"))),
+    }
+}
+
+/// Prometheus's extrapolated rate/increase/delta.
+fn extrapolated(points: &[(i64, f64)], start: i64, end: i64, counter: bool, rate: bool) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (first, last) = (points[0], points[points.len() - 1]);
+    let mut result = last.1 - first.1;
+    if counter {
+        let mut prev = 0.0;
+        for (_, v) in points {
+            if *v < prev {
+                result += prev;
+            }
+            prev = *v;
+        }
+    }
+    let mut to_start = (first.0 - start) as f64 / 1000.0;
+    let to_end = (end - last.0) as f64 / 1000.0;
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let average = sampled / (points.len() - 1) as f64;
+    if counter && result > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = average * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold { to_start } else { average / 2.0 };
+    interval += if to_end < threshold { to_end } else { average / 2.0 };
+    result *= interval / sampled;
+    if rate {
+        result /= (end - start) as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+fn linear_regression(points: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut sy, mut sxy, mut sx2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let init = points[0].1;
+    let mut constant = true;
+    for (i, (t, v)) in points.iter().enumerate() {
+        if constant && i > 0 && *v != init {
+            constant = false;
+        }
+        n += 1.0;
+        let x = (*t - intercept_time) as f64 / 1000.0;
+        sx += x;
+        sy += v;
+        sxy += x * v;
+        sx2 += x * x;
+    }
+    if constant {
+        if init.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init);
+    }
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Prometheus's `quantile` over plain values.
+pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0) as usize;
+    let upper = (lower + 1).min(values.len() - 1);
+    let weight = rank - rank.floor();
+    values[lower] * (1.0 - weight) + values[upper] * weight
+}
+
+fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce equal bounds, then force counts to be monotonic.
+    let mut merged: Vec<(f64, f64)> = Vec::new();
+    for (ub, c) in buckets {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let mut max = f64::NEG_INFINITY;
+    for b in &mut merged {
+        if b.1 > max {
+            max = b.1;
+        } else {
+            b.1 = max;
+        }
+    }
+    if merged.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = merged[..merged.len() - 1].partition_point(|x| x.1 < rank);
+    if b == merged.len() - 1 {
+        return merged[merged.len() - 2].0;
+    }
+    if b == 0 && merged[0].0 <= 0.0 {
+        return merged[0].0;
+    }
+    let end = merged[b].0;
+    let mut count = merged[b].1;
+    let mut start = 0.0;
+    if b > 0 {
+        start = merged[b - 1].0;
+        count -= merged[b - 1].1;
+        rank -= merged[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+fn over_time(name: &str, points: &[(i64, f64)], param: Option<f64>) -> Option<f64> {
+    let values = || points.iter().map(|p| p.1);
+    let n = points.len() as f64;
+    Some(match name {
+        "avg_over_time" => {
+            let mut mean: f64 = 0.0;
+            let mut count = 0.0;
+            for v in values() {
+                count += 1.0;
+                if mean.is_infinite() {
+                    if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                        continue;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        continue;
+                    }
+                }
+                mean += v / count - mean / count;
+            }
+            mean
+        }
+        "sum_over_time" => values().sum(),
+        "count_over_time" => n,
+        "min_over_time" => values().fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
+        "max_over_time" => values().fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+        "last_over_time" => points.last()?.1,
+        "present_over_time" => 1.0,
+        "stddev_over_time" | "stdvar_over_time" => {
+            let (mut count, mut mean, mut aux) = (0.0, 0.0, 0.0);
+            for v in values() {
+                count += 1.0;
+                let delta = v - mean;
+                mean += delta / count;
+                aux += delta * (v - mean);
+            }
+            let var = aux / count;
+            if name == "stddev_over_time" { var.sqrt() } else { var }
+        }
+        "quantile_over_time" => quantile(param?, values().collect()),
+        "changes" => {
+            points.windows(2).filter(|w| w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan())).count() as f64
+        }
+        "resets" => points.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64,
+        _ => return None,
+    })
+}
+
+/// Evaluates a function call at `t`.
+pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
+    let name = call.func.name;
+    let args = &call.args.args;
+    let arg = |i: usize| -> Result<&Expr, QueryError> {
+        args.get(i).map(|b| b.as_ref()).ok_or_else(|| bad(format!("{name}: missing argument {}", i + 1)))
+    };
+    let simple = |ev: &mut Evaluator<'_>, f: &dyn Fn(f64) -> f64| -> Result<Value, QueryError> {
+        let v = vector(ev.eval(arg(0)?, t)?, name)?;
+        Ok(Value::Vector(v.into_iter().map(|s| Sample { labels: drop_name(s.labels), value: f(s.value) }).collect()))
+    };
+    match name {
+        "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "predict_linear" | "resets" | "changes"
+        | "avg_over_time" | "sum_over_time" | "count_over_time" | "min_over_time" | "max_over_time"
+        | "last_over_time" | "present_over_time" | "stddev_over_time" | "stdvar_over_time" | "quantile_over_time" => {
+            let (series_arg, param) = if name == "quantile_over_time" {
+                (arg(1)?, Some(scalar(ev.eval(arg(0)?, t)?, name)?))
+            } else if name == "predict_linear" {
+                (arg(0)?, Some(scalar(ev.eval(arg(1)?, t)?, name)?))
+            } else {
+                (arg(0)?, None)
+            };
+            let (start, end) =
+                window(ev, series_arg, t).ok_or_else(|| bad(format!("{name}: expected a range vector")))?;
+            let series = matrix(ev.eval(series_arg, t)?, name)?;
+            let mut out = Vec::with_capacity(series.len());
+            for s in series {
+                let p = &s.points;
+                let value = match name {
+                    "rate" => extrapolated(p, start, end, true, true),
+                    "increase" => extrapolated(p, start, end, true, false),
+                    "delta" => extrapolated(p, start, end, false, false),
+                    "irate" | "idelta" => {
+                        if p.len() < 2 {
+                            None
+                        } else {
+                            let (a, b) = (p[p.len() - 2], p[p.len() - 1]);
+                            let diff = if name == "irate" && b.1 < a.1 { b.1 } else { b.1 - a.1 };
+                            let dt = (b.0 - a.0) as f64 / 1000.0;
+                            Some(if name == "irate" { if dt == 0.0 { f64::NAN } else { diff / dt } } else { diff })
+                        }
+                    }
+                    "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+                    "predict_linear" => (p.len() >= 2).then(|| {
+                        let (slope, intercept) = linear_regression(p, t);
+                        intercept + slope * param.unwrap_or(0.0)
+                    }),
+                    other => over_time(other, p, param),
+                };
+                if let Some(value) = value {
+                    let labels = if name == "last_over_time" { s.labels } else { drop_name(s.labels) };
+                    out.push(Sample { labels, value });
+                }
+            }
+            Ok(Value::Vector(out))
+        }
+        "abs" => simple(ev, &f64::abs),
+        "ceil" => simple(ev, &f64::ceil),
+        "floor" => simple(ev, &f64::floor),
+        "exp" => simple(ev, &f64::exp),
+        "sqrt" => simple(ev, &f64::sqrt),
+        "ln" => simple(ev, &f64::ln),
+        "log2" => simple(ev, &f64::log2),
+        "log10" => simple(ev, &f64::log10),
+        "sgn" => simple(ev, &|v: f64| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                v
+            }
+        }),
+        "round" => {
+            let to = match args.get(1) {
+                Some(e) => scalar(ev.eval(e, t)?, name)?,
+                None => 1.0,
+            };
+            // Prometheus: floor(v * (1/to) + 0.5) / (1/to)
+            let inv = 1.0 / to;
+            simple(ev, &move |v: f64| (v * inv + 0.5).floor() / inv)
+        }
+        "clamp" => {
+            let lo = scalar(ev.eval(arg(1)?, t)?, name)?;
+            let hi = scalar(ev.eval(arg(2)?, t)?, name)?;
+            if lo > hi {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            simple(ev, &move |v: f64| v.max(lo).min(hi))
+        }
+        "clamp_min" => {
+            let lo = scalar(ev.eval(arg(1)?, t)?, name)?;
+            simple(ev, &move |v: f64| v.max(lo))
+        }
+        "clamp_max" => {
+            let hi = scalar(ev.eval(arg(1)?, t)?, name)?;
+            simple(ev, &move |v: f64| v.min(hi))
+        }
+        "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+        "timestamp" => {
+            // The timestamp of the sample the selector picked, not the evaluation time.
+            let Expr::VectorSelector(vs) = arg(0)? else {
+                let v = vector(ev.eval(arg(0)?, t)?, name)?;
+                return Ok(Value::Vector(
+                    v.into_iter().map(|s| Sample { labels: drop_name(s.labels), value: t as f64 / 1000.0 }).collect(),
+                ));
+            };
+            let at = ev.selector_time(t, &vs.at, &vs.offset);
+            let selected = ev.fetch(vs, 0);
+            let out = selected
+                .series
+                .iter()
+                .filter_map(|(labels, samples)| {
+                    let idx = samples.partition_point(|(ts, _)| *ts <= at);
+                    let (ts, v) = *samples.get(idx.checked_sub(1)?)?;
+                    (ts > at - super::LOOKBACK_MS && !super::is_stale(v))
+                        .then(|| Sample { labels: drop_name(labels.clone()), value: ts as f64 / 1000.0 })
+                })
+                .collect();
+            Ok(Value::Vector(out))
+        }
+        "vector" => Ok(Value::Vector(vec![Sample { labels: Vec::new(), value: scalar(ev.eval(arg(0)?, t)?, name)? }])),
+        "scalar" => {
+            let v = vector(ev.eval(arg(0)?, t)?, name)?;
+            Ok(Value::Scalar(if v.len() == 1 { v[0].value } else { f64::NAN }))
+        }
+        "absent" | "absent_over_time" => {
+            let present = match ev.eval(arg(0)?, t)? {
+                Value::Vector(v) => !v.is_empty(),
+                Value::Matrix(m) => !m.is_empty(),
+                _ => return Err(bad(format!("{name}: expected a vector"))),
+            };
+            if present {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            Ok(Value::Vector(vec![Sample { labels: absent_labels(arg(0)?), value: 1.0 }]))
+        }
+        "histogram_quantile" => {
+            let q = scalar(ev.eval(arg(0)?, t)?, name)?;
+            let v = vector(ev.eval(arg(1)?, t)?, name)?;
+            let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+            for s in v {
+                let Some(le) = s.labels.iter().find(|(n, _)| n == "le").and_then(|(_, v)| parse_float(v)) else {
+                    continue;
+                };
+                let key: Labels = s.labels.into_iter().filter(|(n, _)| n != "le" && n != "__name__").collect();
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, b)) => b.push((le, s.value)),
+                    None => groups.push((key, vec![(le, s.value)])),
+                }
+            }
+            Ok(Value::Vector(
+                groups.into_iter().map(|(labels, b)| Sample { labels, value: bucket_quantile(q, b) }).collect(),
+            ))
+        }
+        "label_replace" => {
+            let v = vector(ev.eval(arg(0)?, t)?, name)?;
+            let dst = string(ev.eval(arg(1)?, t)?, name)?;
+            let replacement = string(ev.eval(arg(2)?, t)?, name)?;
+            let src = string(ev.eval(arg(3)?, t)?, name)?;
+            let pattern = string(ev.eval(arg(4)?, t)?, name)?;
+            let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+                .map_err(|e| bad(format!("invalid regular expression in label_replace(): {e}")))?;
+            if !valid_label_name(&dst) {
+                return Err(bad(format!("invalid destination label name in label_replace(): {dst}")));
+            }
+            let out = v
+                .into_iter()
+                .map(|mut s| {
+                    let value = s.labels.iter().find(|(n, _)| *n == src).map_or("", |(_, v)| v.as_str()).to_string();
+                    if let Some(caps) = re.captures(&value) {
+                        let mut result = String::new();
+                        caps.expand(&replacement, &mut result);
+                        set_label(&mut s.labels, &dst, result);
+                    }
+                    s
+                })
+                .collect();
+            Ok(Value::Vector(out))
+        }
+        "label_join" => {
+            let v = vector(ev.eval(arg(0)?, t)?, name)?;
+            let dst = string(ev.eval(arg(1)?, t)?, name)?;
+            let sep = string(ev.eval(arg(2)?, t)?, name)?;
+            let mut srcs = Vec::new();
+            for e in &args[3..] {
+                srcs.push(string(ev.eval(e, t)?, name)?);
+            }
+            let out = v
+                .into_iter()
+                .map(|mut s| {
+                    let joined: Vec<String> = srcs
+                        .iter()
+                        .map(|src| s.labels.iter().find(|(n, _)| n == src).map_or(String::new(), |(_, v)| v.clone()))
+                        .collect();
+                    set_label(&mut s.labels, &dst, joined.join(&sep));
+                    s
+                })
+                .collect();
+            Ok(Value::Vector(out))
+        }
+        "sort" | "sort_desc" => {
+            let mut v = vector(ev.eval(arg(0)?, t)?, name)?;
+            v.sort_by(|a, b| if name == "sort" { a.value.total_cmp(&b.value) } else { b.value.total_cmp(&a.value) });
+            Ok(Value::Vector(v))
+        }
+        other => Err(exec(format!("function {other}() is not supported yet"))),
+    }
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+fn valid_label_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Sets (or, with an empty value, removes) a label, keeping the set sorted.
+fn set_label(labels: &mut Labels, name: &str, value: String) {
+    labels.retain(|(n, _)| n != name);
+    if !value.is_empty() {
+        labels.push((name.to_string(), value));
+        labels.sort();
+    }
+}
+
+/// `absent()`'s labels: the equality matchers of the selector (other than the name).
+fn absent_labels(expr: &Expr) -> Labels {
+    let vs = match expr {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Vec::new(),
+    };
+    let mut out: Labels = Vec::new();
+    let mut seen_twice = std::collections::HashSet::new();
+    for m in &vs.matchers.matchers {
+        if m.name == "__name__" {
+            continue;
+        }
+        if matches!(m.op, promql_parser::label::MatchOp::Equal) {
+            if out.iter().any(|(n, _)| *n == m.name) {
+                seen_twice.insert(m.name.clone());
+            }
+            out.push((m.name.clone(), m.value.clone()));
+        }
+    }
+    out.retain(|(n, _)| !seen_twice.contains(n));
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_match_prometheus_definitions() {
+        assert_eq!(quantile(0.5, vec![1.0, 2.0, 3.0, 4.0]), 2.5);
+        assert_eq!(quantile(1.5, vec![1.0]), f64::INFINITY);
+        let buckets = vec![(0.1, 10.0), (0.5, 30.0), (f64::INFINITY, 40.0)];
+        assert!((bucket_quantile(0.5, buckets.clone()) - 0.3).abs() < 1e-12);
+        assert_eq!(bucket_quantile(0.99, buckets), 0.5, "in the +Inf bucket: the largest finite bound");
+        assert!(bucket_quantile(0.5, vec![(0.1, 1.0)]).is_nan(), "no +Inf bucket");
+    }
+
+    #[test]
+    fn rate_extrapolates_like_prometheus() {
+        // 0..=4 every 15 s over a 60 s window ending at the last sample.
+        let points: Vec<(i64, f64)> = (0..5).map(|i| (i * 15_000, i as f64)).collect();
+        let r = extrapolated(&points, 0, 60_000, true, true).expect("rate");
+        assert!((r - 4.0 / 60.0).abs() < 1e-12, "{r}");
+        let reset = vec![(0, 5.0), (15_000, 10.0), (30_000, 2.0), (45_000, 4.0)];
+        let inc = extrapolated(&reset, 0, 45_000, true, false).expect("increase");
+        assert!(inc > 8.0, "the reset adds the value before it: {inc}");
+    }
+}

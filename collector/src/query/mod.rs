@@ -1,0 +1,313 @@
+//! PromQL evaluation over the store, with Prometheus's semantics: a 5-minute lookback for
+//! instant selectors, staleness markers ending a series, `offset` and `@`, extrapolated
+//! `rate`, label dropping by functions and operators. Parsing is promql-parser's; the
+//! evaluator is ours.
+//!
+//! A range query is evaluated step by step over series selected once for the whole
+//! range, which keeps it simple and exactly like an instant query at every step.
+
+mod functions;
+mod ops;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+
+use crate::store::Store;
+use crate::store::head::Matcher;
+
+/// Instant selectors look this far back for a sample.
+pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// Prometheus's staleness marker: a NaN with this exact bit pattern.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+/// Points per series a query may produce; more is refused rather than risking memory.
+pub const MAX_POINTS: usize = 11_000;
+
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+/// Labels of a result series, sorted by name.
+pub type Labels = Vec<(String, String)>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    /// (timestamp ms, value)
+    pub points: Vec<(i64, f64)>,
+}
+
+/// What an expression evaluates to at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+    Matrix(Vec<Series>),
+    String(String),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    /// The query is wrong (Prometheus's `bad_data`).
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed (Prometheus's `execution`).
+    #[error("{0}")]
+    Execution(String),
+}
+
+fn exec(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+/// Parses a PromQL expression.
+pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    parser::parse(query).map_err(QueryError::BadData)
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => millis(*d),
+        Some(Offset::Neg(d)) => -millis(*d),
+    }
+}
+
+/// Raw series of one selector, fetched once per query.
+struct Selected {
+    series: Vec<(Labels, Vec<(i64, f64)>)>,
+}
+
+/// One query's evaluation state.
+pub struct Evaluator<'a> {
+    store: &'a Store,
+    /// Query start and end (for `@ start()` / `@ end()`).
+    start: i64,
+    end: i64,
+    cache: HashMap<String, Arc<Selected>>,
+    /// How much further back than the query start enclosing subqueries read.
+    reach_back: i64,
+}
+
+pub fn matchers_of(vs: &VectorSelector) -> Vec<Matcher> {
+    let mut out = Vec::new();
+    if let Some(name) = &vs.name {
+        out.push(Matcher::Eq("__name__".into(), name.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        out.push(match &m.op {
+            MatchOp::Equal => Matcher::Eq(m.name.clone(), m.value.clone()),
+            MatchOp::NotEqual => Matcher::Ne(m.name.clone(), m.value.clone()),
+            MatchOp::Re(re) => Matcher::Re(m.name.clone(), re.clone()),
+            MatchOp::NotRe(re) => Matcher::Nre(m.name.clone(), re.clone()),
+        });
+    }
+    out
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(store: &'a Store, start: i64, end: i64) -> Self {
+        Evaluator { store, start, end, cache: HashMap::new(), reach_back: 0 }
+    }
+
+    /// The time a selector is evaluated at: `@` pins it, `offset` shifts it.
+    fn selector_time(&self, t: i64, at: &Option<AtModifier>, offset: &Option<Offset>) -> i64 {
+        let base = match at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(time)) => match time.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => millis(d),
+                Err(e) => -millis(e.duration()),
+            },
+        };
+        base - offset_ms(offset)
+    }
+
+    /// Fetches a selector's series over everything the query may read (cached).
+    fn fetch(&mut self, vs: &VectorSelector, range_ms: i64) -> Arc<Selected> {
+        let key = format!("{vs}|{range_ms}|{}", self.reach_back);
+        if let Some(s) = self.cache.get(&key) {
+            return s.clone();
+        }
+        let matchers = matchers_of(vs);
+        let (lo, hi) = match &vs.at {
+            Some(_) => {
+                let t = self.selector_time(self.start, &vs.at, &vs.offset);
+                (t, t)
+            }
+            None => (self.start - offset_ms(&vs.offset), self.end - offset_ms(&vs.offset)),
+        };
+        let mint = lo - range_ms.max(LOOKBACK_MS) - self.reach_back;
+        let series = self
+            .store
+            .select(&matchers, mint, hi)
+            .into_iter()
+            .map(|s| (s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), s.samples))
+            .collect();
+        let selected = Arc::new(Selected { series });
+        self.cache.insert(key, selected.clone());
+        selected
+    }
+
+    /// Evaluates `expr` at instant `t` (ms).
+    pub fn eval(&mut self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_vector(vs, t))),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_vector(&ms.vs, millis(ms.range), t))),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(samples) => Ok(Value::Vector(
+                    samples.into_iter().map(|s| Sample { labels: drop_name(s.labels), value: -s.value }).collect(),
+                )),
+                _ => Err(QueryError::BadData("unary minus needs a scalar or an instant vector".into())),
+            },
+            Expr::Subquery(sq) => {
+                let range = millis(sq.range);
+                let step = sq.step.map(millis).unwrap_or(60_000).max(1);
+                let at = self.selector_time(t, &sq.at, &sq.offset);
+                // Steps aligned to multiples of the step, as Prometheus does.
+                // The first step-aligned instant at or after `at - range`, as Prometheus does.
+                let mut ts = (at - range).div_euclid(step) * step;
+                if ts < at - range {
+                    ts += step;
+                }
+                let saved = self.reach_back;
+                self.reach_back = saved + (t - ts).max(0);
+                let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+                let mut order: Vec<Labels> = Vec::new();
+                while ts <= at {
+                    if let Value::Vector(samples) = self.eval(&sq.expr, ts)? {
+                        for s in samples {
+                            if !by_labels.contains_key(&s.labels) {
+                                order.push(s.labels.clone());
+                            }
+                            by_labels.entry(s.labels).or_default().push((ts, s.value));
+                        }
+                    } else {
+                        return Err(QueryError::BadData("subqueries need an instant vector".into()));
+                    }
+                    ts += step;
+                }
+                self.reach_back = saved;
+                Ok(Value::Matrix(
+                    order
+                        .into_iter()
+                        .map(|l| Series { points: by_labels.remove(&l).unwrap_or_default(), labels: l })
+                        .collect(),
+                ))
+            }
+            Expr::Call(call) => functions::call(self, call, t),
+            Expr::Aggregate(agg) => ops::aggregate(self, agg, t),
+            Expr::Binary(bin) => ops::binary(self, bin, t),
+            Expr::Extension(_) => Err(QueryError::BadData("extension expressions are not supported".into())),
+        }
+    }
+
+    /// Latest sample of each series within the lookback, unless it is a staleness marker.
+    fn instant_vector(&mut self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+        let at = self.selector_time(t, &vs.at, &vs.offset);
+        let selected = self.fetch(vs, 0);
+        selected
+            .series
+            .iter()
+            .filter_map(|(labels, samples)| {
+                let idx = samples.partition_point(|(ts, _)| *ts <= at);
+                let (ts, v) = *samples.get(idx.checked_sub(1)?)?;
+                (ts > at - LOOKBACK_MS && !is_stale(v)).then(|| Sample { labels: labels.clone(), value: v })
+            })
+            .collect()
+    }
+
+    /// Samples of each series in `[t - range, t]`, staleness markers left out.
+    fn range_vector(&mut self, vs: &VectorSelector, range: i64, t: i64) -> Vec<Series> {
+        let at = self.selector_time(t, &vs.at, &vs.offset);
+        let selected = self.fetch(vs, range);
+        selected
+            .series
+            .iter()
+            .filter_map(|(labels, samples)| {
+                let lo = samples.partition_point(|(ts, _)| *ts < at - range);
+                let hi = samples.partition_point(|(ts, _)| *ts <= at);
+                let points: Vec<(i64, f64)> = samples[lo..hi].iter().copied().filter(|(_, v)| !is_stale(*v)).collect();
+                (!points.is_empty()).then(|| Series { labels: labels.clone(), points })
+            })
+            .collect()
+    }
+}
+
+pub fn drop_name(mut labels: Labels) -> Labels {
+    labels.retain(|(n, _)| n != "__name__");
+    labels
+}
+
+/// Evaluates an instant query.
+pub fn instant_query(store: &Store, query: &str, t: i64) -> Result<Value, QueryError> {
+    let expr = parse(query)?;
+    let mut ev = Evaluator::new(store, t, t);
+    let value = ev.eval(&expr, t)?;
+    check_unique(&value)?;
+    Ok(value)
+}
+
+/// Evaluates a range query: a matrix of the expression at every step.
+pub fn range_query(store: &Store, query: &str, start: i64, end: i64, step: i64) -> Result<Value, QueryError> {
+    if step <= 0 {
+        return Err(QueryError::BadData("zero or negative query resolution step widths are not accepted".into()));
+    }
+    if end < start {
+        return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+    }
+    if (end - start) / step > MAX_POINTS as i64 {
+        return Err(QueryError::BadData(format!(
+            "exceeded maximum resolution of {MAX_POINTS} points per timeseries; try a bigger step"
+        )));
+    }
+    let expr = parse(query)?;
+    let mut ev = Evaluator::new(store, start, end);
+    let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+    let mut t = start;
+    while t <= end {
+        match ev.eval(&expr, t)? {
+            Value::Scalar(v) => by_labels.entry(Vec::new()).or_default().push((t, v)),
+            Value::Vector(samples) => {
+                check_unique(&Value::Vector(samples.clone()))?;
+                for s in samples {
+                    by_labels.entry(s.labels).or_default().push((t, s.value));
+                }
+            }
+            _ => return Err(QueryError::BadData("range queries need an instant vector or a scalar".into())),
+        }
+        t += step;
+    }
+    let mut series: Vec<Series> = by_labels.into_iter().map(|(labels, points)| Series { labels, points }).collect();
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(Value::Matrix(series))
+}
+
+fn check_unique(value: &Value) -> Result<(), QueryError> {
+    if let Value::Vector(samples) = value {
+        let mut seen = std::collections::HashSet::new();
+        for s in samples {
+            if !seen.insert(&s.labels) {
+                return Err(exec("vector cannot contain metrics with the same labelset"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! Differential test: the same samples go to a real Prometheus 2.42 (remote-write
+//! receiver) and to `hale collector`; a corpus of PromQL expressions is evaluated on both
+//! at the same instants and over the same ranges, and the answers must match: same result
+//! type, same label sets, values equal to 1e-9 relative.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
+use serde_json::Value;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn free_addr() -> SocketAddr {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        ^ std::process::id().rotate_left(16)
+        ^ COUNTER.fetch_add(0x9e37_79b9, std::sync::atomic::Ordering::Relaxed);
+    let ip = std::net::Ipv4Addr::new(127, 192 + (n % 60) as u8, (n >> 8) as u8, 2 + ((n >> 16) % 250) as u8);
+    TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr")
+}
+
+async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const STEP_MS: i64 = 15_000;
+const POINTS: i64 = 121; // 30 minutes
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+fn series(labels: &[(&str, &str)], points: Vec<(i64, f64)>) -> TimeSeries {
+    let mut labels: Vec<Label> =
+        labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect();
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    TimeSeries { labels, samples: points.into_iter().map(|(t, v)| Sample { value: v, timestamp: t }).collect() }
+}
+
+/// Counters (one with a reset), gauges, a histogram, a series that stops, and one with a
+/// staleness marker.
+fn dataset(base: i64) -> WriteRequest {
+    let ts = |i: i64| base + i * STEP_MS;
+    let mut out = Vec::new();
+    for (instance, code, rate) in [("a", "200", 5.0), ("a", "500", 0.5), ("b", "200", 3.0), ("b", "500", 1.0)] {
+        let points = (0..POINTS)
+            .map(|i| {
+                let mut v = rate * i as f64 + (i % 7) as f64;
+                if instance == "b" && code == "200" && i >= 60 {
+                    v = rate * (i - 60) as f64; // a counter reset
+                }
+                (ts(i), v)
+            })
+            .collect();
+        out.push(series(
+            &[("__name__", "http_requests_total"), ("job", "api"), ("instance", instance), ("code", code)],
+            points,
+        ));
+    }
+    for (room, offset) in [("x", 0.0), ("y", 1.5), ("z", -2.25)] {
+        let points = (0..POINTS).map(|i| (ts(i), 20.0 + offset + (i as f64 / 10.0).sin() * 3.0)).collect();
+        out.push(series(&[("__name__", "temperature"), ("room", room), ("job", "sensors")], points));
+    }
+    let bounds = ["0.1", "0.5", "1", "+Inf"];
+    for (k, le) in bounds.iter().enumerate() {
+        let share = [0.5, 0.8, 0.95, 1.0][k];
+        let points = (0..POINTS).map(|i| (ts(i), (10.0 * i as f64 * share).floor())).collect();
+        out.push(series(&[("__name__", "req_duration_seconds_bucket"), ("job", "api"), ("le", le)], points));
+    }
+    out.push(series(&[("__name__", "vanishing"), ("job", "api")], (0..60).map(|i| (ts(i), i as f64)).collect()));
+    let stale = (0..POINTS)
+        .map(|i| (ts(i), if i == 80 { f64::from_bits(STALE_NAN) } else { i as f64 * 2.0 }))
+        .filter(|(t, _)| !(*t > ts(80) && *t < ts(100)))
+        .collect();
+    out.push(series(&[("__name__", "stale_series"), ("job", "api")], stale));
+    WriteRequest { timeseries: out }
+}
+
+fn need(program: &str) -> std::path::PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: `apt-get install prometheus` (.ci/run does this)");
+}
+
+/// Normalises an API answer: result type, and label set → values (sorted unless the
+/// order is the point of the expression).
+/// A result type and, per series (labels as text), its (time, value) points.
+type Normalised = (String, Vec<(String, Vec<(f64, String)>)>);
+
+fn normalise(body: &Value, keep_order: bool) -> Normalised {
+    let data = &body["data"];
+    let kind = data["resultType"].as_str().unwrap_or("?").to_string();
+    let point = |p: &Value| (p[0].as_f64().unwrap_or(0.0), p[1].as_str().unwrap_or("").to_string());
+    let mut items: Vec<(String, Vec<(f64, String)>)> = match kind.as_str() {
+        "scalar" | "string" => vec![(String::new(), vec![point(&data["result"])])],
+        _ => data["result"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|s| {
+                        let metric: BTreeMap<String, String> =
+                            serde_json::from_value(s["metric"].clone()).unwrap_or_default();
+                        let key = format!("{metric:?}");
+                        let values = match s.get("values") {
+                            Some(vs) => vs.as_array().map(|a| a.iter().map(point).collect()).unwrap_or_default(),
+                            None => vec![point(&s["value"])],
+                        };
+                        (key, values)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    if !keep_order {
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    (kind, items)
+}
+
+fn same_value(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-300),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promql_answers_match_prometheus() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let prom_addr = free_addr();
+    std::fs::write(tmp.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
+    let _prometheus = Proc(
+        Command::new(need("prometheus"))
+            .arg(format!("--config.file={}", tmp.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus"),
+    );
+    let hale_addr = free_addr();
+    let _collector = Proc(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["collector", "--listen", &hale_addr.to_string(), "--data-dir"])
+            .arg(tmp.path().join("collector"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("collector"),
+    );
+    let client = reqwest::Client::new();
+    for addr in [prom_addr, hale_addr] {
+        eventually("ready", Duration::from_secs(30), async || {
+            client
+                .get(format!("http://{addr}/-/ready"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        })
+        .await;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let base = (now - POINTS * STEP_MS - 60_000) / 60_000 * 60_000;
+    let body = remote_write::encode(&dataset(base));
+    for addr in [prom_addr, hale_addr] {
+        let r = client
+            .post(format!("http://{addr}/api/v1/write"))
+            .header("content-encoding", "snappy")
+            .header("content-type", "application/x-protobuf")
+            .header("x-prometheus-remote-write-version", "0.1.0")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("write");
+        assert!(r.status().is_success(), "{addr}: {}", r.status());
+    }
+    let at = |min: i64| base + min * 60_000;
+    let at_secs = |min: i64| at(min) as f64 / 1000.0;
+    let corpus: Vec<String> = vec![
+        "http_requests_total".into(),
+        "http_requests_total{code=\"200\"}".into(),
+        "http_requests_total{code!=\"200\"}".into(),
+        "http_requests_total{instance=~\"a|b\",code=~\"5..\"}".into(),
+        "http_requests_total{instance!~\"a\"}".into(),
+        "http_requests_total offset 5m".into(),
+        format!("http_requests_total @ {}", at_secs(12)),
+        "rate(http_requests_total[5m])".into(),
+        "rate(http_requests_total[1m])".into(),
+        "irate(http_requests_total[5m])".into(),
+        "increase(http_requests_total[10m])".into(),
+        "rate(http_requests_total[5m] offset 2m)".into(),
+        "delta(temperature[5m])".into(),
+        "idelta(temperature[5m])".into(),
+        "deriv(temperature[10m])".into(),
+        "predict_linear(temperature[10m], 600)".into(),
+        "resets(http_requests_total[30m])".into(),
+        "changes(temperature[10m])".into(),
+        "avg_over_time(temperature[10m])".into(),
+        "min_over_time(temperature[10m])".into(),
+        "max_over_time(temperature[10m])".into(),
+        "sum_over_time(temperature[10m])".into(),
+        "count_over_time(temperature[10m])".into(),
+        "last_over_time(temperature[10m])".into(),
+        "present_over_time(temperature[10m])".into(),
+        "stddev_over_time(temperature[10m])".into(),
+        "stdvar_over_time(temperature[10m])".into(),
+        "quantile_over_time(0.9, temperature[10m])".into(),
+        "absent(nonexistent_metric{job=\"x\"})".into(),
+        "absent(temperature)".into(),
+        "absent_over_time(nonexistent[5m])".into(),
+        "histogram_quantile(0.9, rate(req_duration_seconds_bucket[5m]))".into(),
+        "histogram_quantile(0.5, sum by (le) (rate(req_duration_seconds_bucket[5m])))".into(),
+        "clamp(temperature, 18, 22)".into(),
+        "clamp_min(temperature, 20)".into(),
+        "clamp_max(temperature, 20)".into(),
+        "abs(temperature - 20)".into(),
+        "round(temperature)".into(),
+        "round(temperature, 0.5)".into(),
+        "time()".into(),
+        "timestamp(temperature)".into(),
+        "vector(1)".into(),
+        "scalar(sum(temperature))".into(),
+        "label_replace(temperature, \"floor\", \"f-$1\", \"room\", \"(.*)\")".into(),
+        "label_join(http_requests_total, \"id\", \"-\", \"instance\", \"code\")".into(),
+        "sum(http_requests_total)".into(),
+        "sum by (code) (http_requests_total)".into(),
+        "sum without (instance) (http_requests_total)".into(),
+        "avg(temperature)".into(),
+        "min by (job) (http_requests_total)".into(),
+        "max(temperature)".into(),
+        "count(http_requests_total)".into(),
+        "stddev(temperature)".into(),
+        "stdvar(temperature)".into(),
+        "topk(2, temperature)".into(),
+        "bottomk(1, temperature)".into(),
+        "quantile(0.5, temperature)".into(),
+        "count_values(\"value\", round(temperature))".into(),
+        "group by (job) (http_requests_total)".into(),
+        "http_requests_total + 1".into(),
+        "2 * temperature".into(),
+        "temperature > 20".into(),
+        "temperature > bool 20".into(),
+        "http_requests_total{code=\"200\"} / ignoring(code) http_requests_total{code=\"500\"}".into(),
+        "http_requests_total / on(instance) group_left sum by (instance) (http_requests_total)".into(),
+        "http_requests_total and http_requests_total{code=\"200\"}".into(),
+        "http_requests_total or temperature".into(),
+        "http_requests_total unless http_requests_total{instance=\"a\"}".into(),
+        "temperature == bool temperature".into(),
+        "max_over_time(rate(http_requests_total[1m])[10m:1m])".into(),
+        "avg_over_time(temperature[10m:30s])".into(),
+        "sort(temperature)".into(),
+        "sort_desc(temperature)".into(),
+        "vanishing".into(),
+        "stale_series".into(),
+        "rate(stale_series[5m])".into(),
+        "1 + 2".into(),
+        "-temperature".into(),
+        "2 ^ 3 - 1".into(),
+    ];
+    assert!(corpus.len() >= 60);
+    let mut mismatches = Vec::new();
+    let mut answered = 0usize;
+    let instants = [at(7), at(15) + 7_000, at(21), at(29)];
+    for expr in &corpus {
+        let keep_order = expr.starts_with("sort");
+        for t in instants {
+            let mut answers = Vec::new();
+            for addr in [prom_addr, hale_addr] {
+                let body: Value = client
+                    .get(format!("http://{addr}/api/v1/query"))
+                    .query(&[("query", expr.as_str()), ("time", &format!("{}", t as f64 / 1000.0))])
+                    .send()
+                    .await
+                    .expect("query")
+                    .json()
+                    .await
+                    .expect("json");
+                answers.push(body);
+            }
+            answered +=
+                usize::from(compare(expr, &format!("at {t}"), &answers[0], &answers[1], keep_order, &mut mismatches));
+        }
+        if !expr.contains('@') && !expr.starts_with("sort") {
+            let mut answers = Vec::new();
+            for addr in [prom_addr, hale_addr] {
+                let body: Value = client
+                    .get(format!("http://{addr}/api/v1/query_range"))
+                    .query(&[
+                        ("query", expr.as_str()),
+                        ("start", &format!("{}", at(6) as f64 / 1000.0)),
+                        ("end", &format!("{}", at(29) as f64 / 1000.0)),
+                        ("step", "60"),
+                    ])
+                    .send()
+                    .await
+                    .expect("query_range")
+                    .json()
+                    .await
+                    .expect("json");
+                answers.push(body);
+            }
+            answered += usize::from(compare(expr, "range", &answers[0], &answers[1], false, &mut mismatches));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(answered >= corpus.len() * 4, "only {answered} non-empty answers: did the data reach Prometheus?");
+}
+
+/// Compares one answer pair; returns whether Prometheus gave a non-empty answer (so the
+/// test cannot pass on empty results).
+fn compare(expr: &str, when: &str, prom: &Value, hale: &Value, keep_order: bool, out: &mut Vec<String>) -> bool {
+    if prom["status"] != "success" {
+        if hale["status"] == "success" {
+            out.push(format!("{expr} {when}: Prometheus failed ({}) but Hale answered", prom["error"]));
+        }
+        return false;
+    }
+    if hale["status"] != "success" {
+        out.push(format!("{expr} {when}: Hale failed: {}", hale["error"]));
+        return false;
+    }
+    let (pk, pi) = normalise(prom, keep_order);
+    let (hk, hi) = normalise(hale, keep_order);
+    if pk != hk {
+        out.push(format!("{expr} {when}: result type {hk}, Prometheus {pk}"));
+        return false;
+    }
+    if pi.len() != hi.len() || pi.iter().zip(&hi).any(|(a, b)| a.0 != b.0) {
+        out.push(format!(
+            "{expr} {when}: series differ\n  prometheus: {:?}\n  hale:       {:?}",
+            pi.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            hi.iter().map(|x| &x.0).collect::<Vec<_>>()
+        ));
+        return false;
+    }
+    for ((key, pv), (_, hv)) in pi.iter().zip(&hi) {
+        let same =
+            pv.len() == hv.len() && pv.iter().zip(hv).all(|(a, b)| (a.0 - b.0).abs() < 1e-6 && same_value(&a.1, &b.1));
+        if !same {
+            out.push(format!(
+                "{expr} {when} {key}:\n  prometheus: {:?}\n  hale:       {:?}",
+                &pv[..pv.len().min(6)],
+                &hv[..hv.len().min(6)]
+            ));
+        }
+    }
+    !pi.is_empty()
+}
