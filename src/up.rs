@@ -130,7 +130,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 listen: cluster.agent_listen(node),
                 data_dir: data_dir.join("agent").join(&node.name),
                 remote_write: vec![format!("http://{}/api/v1/write", cluster.collector.listen)],
-                logs_endpoint: None,
+                logs_endpoint: Some(format!("http://{}/v1/logs", cluster.collector.listen)),
                 token: None,
                 ingest_token: None,
                 // The demo cluster watches closely: scrapes every second, probes twice a second.

@@ -253,3 +253,66 @@ async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
         assert!(names.contains(&format!("ack_{i}")), "ack_{i} lost");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_stored_queried_and_tailed_live() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let addr = free_addr();
+    let _collector = start_collector(addr, &tmp.path().join("collector"), &tmp.path().join("collector.out")).await;
+    let client = reqwest::Client::new();
+    let mut tail =
+        client.get(format!("http://{addr}/api/v1/logs/tail?service=checkout&level=error")).send().await.expect("tail");
+    assert_eq!(tail.status(), 200);
+    let otlp_json = |message: &str, level: &str| {
+        serde_json::json!({"resourceLogs": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "checkout"}},
+                {"key": "service.instance.id", "value": {"stringValue": "checkout-1"}}
+            ]},
+            "scopeLogs": [{"logRecords": [{"timeUnixNano": "1700000000000000000", "severityText": level, "body": {"stringValue": message}}]}]
+        }]})
+    };
+    let post = |body: Value, batch: &str, token: &str| {
+        client
+            .post(format!("http://{addr}/v1/logs"))
+            .bearer_auth(token)
+            .header("x-hale-batch", batch.to_string())
+            .json(&body)
+            .send()
+    };
+    assert_eq!(post(otlp_json("nope", "error"), "t/1", "wrong").await.expect("post").status(), 401);
+    assert_eq!(post(otlp_json("all good", "info"), "t/1", "ingest-secret").await.expect("post").status(), 200);
+    assert_eq!(post(otlp_json("card declined", "error"), "t/2", "ingest-secret").await.expect("post").status(), 200);
+    assert_eq!(
+        post(otlp_json("card declined", "error"), "t/2", "ingest-secret").await.expect("post").status(),
+        200,
+        "a resent batch is acknowledged"
+    );
+    let bad = client
+        .post(format!("http://{addr}/v1/logs"))
+        .bearer_auth("ingest-secret")
+        .body("garbage")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), 400);
+    // The live tail saw the error line, and only it.
+    let chunk = tokio::time::timeout(Duration::from_secs(10), tail.chunk())
+        .await
+        .expect("in time")
+        .expect("read")
+        .expect("a chunk");
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.contains("card declined") && !text.contains("all good"), "{text}");
+    let body: Value = client
+        .get(format!("http://{addr}/api/v1/logs?service=checkout"))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    let messages: Vec<&str> =
+        body["data"].as_array().expect("lines").iter().filter_map(|l| l["message"].as_str()).collect();
+    assert_eq!(messages, ["all good", "card declined"], "stored once each");
+}

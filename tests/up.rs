@@ -207,6 +207,21 @@ async fn hale_up_walkthrough() {
         .expect("json");
     assert_eq!(order["card_number"], "**** **** **** 5556");
 
+    // The orders' own log lines reach the collector through the agents.
+    eventually("order logs in the collector", Duration::from_secs(30), async || {
+        let body: Value = client
+            .get(format!("{collector}/api/v1/logs"))
+            .query(&[("service", "orders"), ("contains", "order placed"), ("limit", "5")])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["data"].as_array().filter(|lines| !lines.is_empty()).map(|_| ())
+    })
+    .await;
+
     // No plain-text address or card number anywhere under the data dir.
     for file in walk(&data_dir) {
         let bytes = std::fs::read(&file).unwrap_or_default();

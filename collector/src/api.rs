@@ -27,6 +27,7 @@ const MAX_LABEL_BYTES: usize = 16 * 1024;
 
 pub struct Collector {
     pub store: Store,
+    pub logs: crate::logs::LogStore,
     pub ingest_token: Option<String>,
     pub started: Instant,
     pub rejected_batches: std::sync::atomic::AtomicU64,
@@ -52,6 +53,9 @@ fn success(data: Value) -> Response {
 pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .route("/api/v1/write", post(write).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
+        .route("/v1/logs", post(ingest_logs).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
+        .route("/api/v1/logs", get(query_logs))
+        .route("/api/v1/logs/tail", get(tail_logs))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
@@ -323,6 +327,104 @@ async fn query_range(
     Ok(success(result_json(value, end)))
 }
 
+async fn ingest_logs(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, PromError> {
+    use prost::Message;
+    if !authorized(&c, &headers) {
+        return Err(PromError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (--ingest-token)".into(),
+        ));
+    }
+    let body = body.map_err(|e| PromError(e.status(), "bad_data", e.body_text()))?;
+    let json =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let request: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest = if json {
+        serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON logs request: {e}")))?
+    } else {
+        Message::decode(body.as_ref()).map_err(|e| bad_data(format!("not an OTLP/protobuf logs request: {e}")))?
+    };
+    let lines = crate::logs::lines_of(&request);
+    let batch = headers
+        .get(BATCH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit_once('/'))
+        .and_then(|(source, seq)| Some((source.to_string(), seq.parse::<u64>().ok()?)));
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || c2.logs.append(lines, batch))
+        .await
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    // OTLP/HTTP: an empty ExportLogsServiceResponse.
+    Ok((StatusCode::OK, [("content-type", "application/x-protobuf")], Vec::<u8>::new()).into_response())
+}
+
+fn log_filter(q: &crate::logs::LogQuery) -> Result<crate::logs::Filter, PromError> {
+    let ns = |key: &str, v: &Option<String>, default: u64| -> Result<u64, PromError> {
+        match v {
+            None => Ok(default),
+            Some(text) => {
+                let pairs = format!("{key}={}", form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>());
+                Ok((time_param(Some(&pairs), key, 0)?.max(0) as u64).saturating_mul(1_000_000))
+            }
+        }
+    };
+    Ok(crate::logs::Filter {
+        service: q.service.clone(),
+        instance: q.instance.clone(),
+        level: q.level.clone(),
+        contains: q.contains.clone(),
+        since_ns: ns("since", &q.since, 0)?,
+        until_ns: ns("until", &q.until, u64::MAX)?,
+    })
+}
+
+async fn query_logs(
+    State(c): State<Arc<Collector>>,
+    axum::extract::Query(q): axum::extract::Query<crate::logs::LogQuery>,
+) -> Result<Response, PromError> {
+    let filter = log_filter(&q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 5000);
+    let c2 = c.clone();
+    let lines = tokio::task::spawn_blocking(move || c2.logs.query(&filter, limit))
+        .await
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(success(json!(lines)))
+}
+
+/// Server-sent events: every new line that matches, as JSON.
+async fn tail_logs(
+    State(c): State<Arc<Collector>>,
+    axum::extract::Query(q): axum::extract::Query<crate::logs::LogQuery>,
+) -> Result<Response, PromError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let mut filter = log_filter(&q)?;
+    filter.until_ns = u64::MAX;
+    let rx = c.logs.subscribe();
+    let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) if filter.matches(&line) => {
+                    let event = Event::default().json_data(&line).unwrap_or_default();
+                    return Some((Ok::<_, std::convert::Infallible>(event), (rx, filter)));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), (rx, filter)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
 async fn labels(State(c): State<Arc<Collector>>) -> Response {
     success(json!(c.store.label_names()))
 }
@@ -374,6 +476,12 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
             wal.fsync_micros.load(Relaxed) as f64 / 1e6,
         ),
         Family::single(
+            "hale_collector_log_lines_stored_total",
+            "Log lines stored since start.",
+            MetricKind::Counter,
+            c.logs.lines_stored.load(Relaxed) as f64,
+        ),
+        Family::single(
             "hale_collector_rejected_batches_total",
             "remote_write batches refused as malformed.",
             MetricKind::Counter,
@@ -400,8 +508,10 @@ mod tests {
 
     fn collector(dir: &std::path::Path, token: Option<&str>) -> Router {
         let (store, _) = Store::open(dir).expect("store");
+        let logs = crate::logs::LogStore::open(&dir.join("logs")).expect("logs");
         router(Arc::new(Collector {
             store,
+            logs,
             ingest_token: token.map(str::to_string),
             started: Instant::now(),
             rejected_batches: Default::default(),

@@ -68,8 +68,14 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CollectorError::Listen { addr: config.listen, source })?;
+    let logs_dir = config.data_dir.join("logs");
+    let logs = tokio::task::spawn_blocking(move || crate::logs::LogStore::open(&logs_dir))
+        .await
+        .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?
+        .map_err(|e| CollectorError::Serve(std::io::Error::other(e.to_string())))?;
     let collector = Arc::new(Collector {
         store,
+        logs,
         ingest_token: config.ingest_token.clone(),
         started,
         rejected_batches: Default::default(),
@@ -96,6 +102,9 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
                 let min_t = now - config.retention.as_millis() as i64;
                 let freed = collector.store.apply_retention(min_t, config.retention_bytes);
+                if let Err(e) = collector.logs.apply_retention(min_t.max(0) as u64 * 1_000_000) {
+                    tracing::error!(error = %e, "log retention failed");
+                }
                 if freed > 0 {
                     tracing::info!(bytes = freed, "retention dropped old chunks");
                 }

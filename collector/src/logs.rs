@@ -1,0 +1,412 @@
+//! Log storage: OTLP log records as JSON lines in segment files, fsynced before they are
+//! acknowledged, kept for a retention period; the newest lines of every instance stay in
+//! memory for fast reads, and a broadcast channel feeds live tails.
+//!
+//! A batch's id (`X-Hale-Batch`) is written in the same fsynced write as its records, so a
+//! batch resent after a lost acknowledgement, even across a restart, is stored once.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use serde::{Deserialize, Serialize};
+
+/// Lines of each instance kept in memory.
+const RECENT_PER_INSTANCE: usize = 1000;
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Event time (falls back to the observed time), nanoseconds since the epoch.
+    pub time_unix_nano: u64,
+    pub service: String,
+    pub instance: String,
+    #[serde(default)]
+    pub node: String,
+    pub level: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a log query asks for.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogQuery {
+    pub service: Option<String>,
+    pub instance: Option<String>,
+    pub level: Option<String>,
+    pub contains: Option<String>,
+    /// Unix seconds (or RFC 3339) bounds, inclusive.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// A parsed query.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub service: Option<String>,
+    pub instance: Option<String>,
+    pub level: Option<String>,
+    pub contains: Option<String>,
+    pub since_ns: u64,
+    pub until_ns: u64,
+}
+
+impl Filter {
+    pub fn matches(&self, l: &LogLine) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == l.service)
+            && self.instance.as_ref().is_none_or(|i| *i == l.instance)
+            && self.level.as_ref().is_none_or(|v| v.eq_ignore_ascii_case(&l.level))
+            && self.contains.as_ref().is_none_or(|c| l.message.contains(c.as_str()))
+            && l.time_unix_nano >= self.since_ns
+            && l.time_unix_nano <= self.until_ns
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("log store I/O in {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogsError + '_ {
+    move |source| LogsError::Io { path: path.to_path_buf(), source }
+}
+
+/// A line of a segment file: a record, or the id of the batch the preceding records came in.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Batch { batch: BatchId },
+    Line(LogLine),
+}
+
+#[derive(Serialize, Deserialize)]
+struct BatchId {
+    source: String,
+    seq: u64,
+}
+
+struct Writer {
+    file: File,
+    id: u64,
+    size: u64,
+}
+
+pub struct LogStore {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    recent: Mutex<HashMap<(String, String), VecDeque<LogLine>>>,
+    seen: Mutex<HashMap<String, u64>>,
+    live: tokio::sync::broadcast::Sender<LogLine>,
+    pub lines_stored: std::sync::atomic::AtomicU64,
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:08}.jsonl"))
+}
+
+fn segments(dir: &Path) -> Result<Vec<u64>, LogsError> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jsonl")?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+fn any_to_json(v: &AnyValue) -> serde_json::Value {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone().into(),
+        Some(any_value::Value::BoolValue(b)) => (*b).into(),
+        Some(any_value::Value::IntValue(i)) => (*i).into(),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(serde_json::Value::Null, Into::into)
+        }
+        Some(other) => format!("{other:?}").into(),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// Flattens an OTLP request into lines.
+pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
+    let mut out = Vec::new();
+    for rl in &request.resource_logs {
+        let attr = |key: &str| {
+            rl.resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == key))
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+        };
+        let service = attr("service.name").unwrap_or_else(|| "unknown".into());
+        let instance = attr("service.instance.id").unwrap_or_else(|| service.clone());
+        let node = attr("host.name").unwrap_or_default();
+        for sl in &rl.scope_logs {
+            for r in &sl.log_records {
+                let message = match r.body.as_ref().map(any_to_json) {
+                    Some(serde_json::Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                let level =
+                    if r.severity_text.is_empty() { "unknown".to_string() } else { r.severity_text.to_lowercase() };
+                out.push(LogLine {
+                    time_unix_nano: if r.time_unix_nano > 0 { r.time_unix_nano } else { r.observed_time_unix_nano },
+                    service: service.clone(),
+                    instance: instance.clone(),
+                    node: node.clone(),
+                    level,
+                    message,
+                    attributes: r
+                        .attributes
+                        .iter()
+                        .map(|a| (a.key.clone(), a.value.as_ref().map_or(serde_json::Value::Null, any_to_json)))
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+impl LogStore {
+    /// Opens the store in `dir`, rebuilding the recent lines and the batch ids from disk.
+    pub fn open(dir: &Path) -> Result<Self, LogsError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut recent: HashMap<(String, String), VecDeque<LogLine>> = HashMap::new();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let ids = segments(dir)?;
+        for id in &ids {
+            let path = segment_path(dir, *id);
+            let file = File::open(&path).map_err(io(&path))?;
+            for line in BufReader::new(file).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Entry>(&line) {
+                    Ok(Entry::Line(l)) => {
+                        let q = recent.entry((l.service.clone(), l.instance.clone())).or_default();
+                        q.push_back(l);
+                        if q.len() > RECENT_PER_INSTANCE {
+                            q.pop_front();
+                        }
+                    }
+                    Ok(Entry::Batch { batch }) => {
+                        let e = seen.entry(batch.source).or_default();
+                        *e = (*e).max(batch.seq);
+                    }
+                    // A torn last line (a crash mid-write) was never acknowledged.
+                    Err(_) => continue,
+                }
+            }
+        }
+        let id = ids.last().map_or(1, |i| i + 1);
+        let path = segment_path(dir, id);
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        Ok(LogStore {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(Writer { file, id, size: 0 }),
+            recent: Mutex::new(recent),
+            seen: Mutex::new(seen),
+            live: tokio::sync::broadcast::channel(4096).0,
+            lines_stored: Default::default(),
+        })
+    }
+
+    /// Stores lines durably (one write, one fsync); a batch id already stored is skipped.
+    /// Returns how many lines were stored.
+    pub fn append(&self, lines: Vec<LogLine>, batch: Option<(String, u64)>) -> Result<usize, LogsError> {
+        if let Some((source, seq)) = &batch
+            && self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(source).is_some_and(|s| s >= seq)
+        {
+            return Ok(0);
+        }
+        let mut text = String::new();
+        for l in &lines {
+            text.push_str(&serde_json::to_string(&Entry::Line(l.clone())).unwrap_or_default());
+            text.push('\n');
+        }
+        if let Some((source, seq)) = &batch {
+            text.push_str(
+                &serde_json::to_string(&Entry::Batch { batch: BatchId { source: source.clone(), seq: *seq } })
+                    .unwrap_or_default(),
+            );
+            text.push('\n');
+        }
+        {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if w.size >= SEGMENT_BYTES {
+                let id = w.id + 1;
+                let path = segment_path(&self.dir, id);
+                w.file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+                w.id = id;
+                w.size = 0;
+            }
+            let path = segment_path(&self.dir, w.id);
+            w.file.write_all(text.as_bytes()).map_err(io(&path))?;
+            w.file.sync_data().map_err(io(&path))?;
+            w.size += text.len() as u64;
+        }
+        if let Some((source, seq)) = batch {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let e = seen.entry(source).or_default();
+            *e = (*e).max(seq);
+        }
+        let n = lines.len();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for l in lines {
+            let _ = self.live.send(l.clone());
+            let q = recent.entry((l.service.clone(), l.instance.clone())).or_default();
+            q.push_back(l);
+            if q.len() > RECENT_PER_INSTANCE {
+                q.pop_front();
+            }
+        }
+        self.lines_stored.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Newest lines matching `filter`, newest last, at most `limit`. Served from memory
+    /// when it holds enough, else read from the segments, newest first.
+    pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<LogLine>, LogsError> {
+        let mut from_memory: Vec<LogLine> = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.values().flat_map(|q| q.iter().filter(|l| filter.matches(l)).cloned()).collect()
+        };
+        from_memory.sort_by_key(|l| l.time_unix_nano);
+        let oldest_in_memory = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent
+                .values()
+                .filter(|q| q.len() >= RECENT_PER_INSTANCE)
+                .filter_map(|q| q.front().map(|l| l.time_unix_nano))
+                .max()
+        };
+        // Memory is complete for the window unless some instance has rolled over lines newer than `since`.
+        if from_memory.len() >= limit || oldest_in_memory.is_none_or(|t| t <= filter.since_ns) {
+            let skip = from_memory.len().saturating_sub(limit);
+            return Ok(from_memory.split_off(skip));
+        }
+        let mut out: Vec<LogLine> = Vec::new();
+        for id in segments(&self.dir)?.into_iter().rev() {
+            let path = segment_path(&self.dir, id);
+            let file = File::open(&path).map_err(io(&path))?;
+            let mut in_segment: Vec<LogLine> = BufReader::new(file)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|line| match serde_json::from_str::<Entry>(&line) {
+                    Ok(Entry::Line(l)) if filter.matches(&l) => Some(l),
+                    _ => None,
+                })
+                .collect();
+            in_segment.append(&mut out);
+            out = in_segment;
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.sort_by_key(|l| l.time_unix_nano);
+        let skip = out.len().saturating_sub(limit);
+        Ok(out.split_off(skip))
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine> {
+        self.live.subscribe()
+    }
+
+    /// The newest error (or worse) line of an instance, if any in memory.
+    pub fn last_error(&self, service: &str, instance: &str) -> Option<LogLine> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .get(&(service.to_string(), instance.to_string()))?
+            .iter()
+            .rev()
+            .find(|l| l.level == "error" || l.level == "fatal")
+            .cloned()
+    }
+
+    /// Deletes closed segments whose newest line is older than `min_ns`.
+    pub fn apply_retention(&self, min_ns: u64) -> Result<usize, LogsError> {
+        let active = self.writer.lock().unwrap_or_else(|p| p.into_inner()).id;
+        let mut removed = 0;
+        for id in segments(&self.dir)?.into_iter().filter(|id| *id < active) {
+            let path = segment_path(&self.dir, id);
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            let newest_ns = modified
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(u64::MAX, |d| d.as_nanos() as u64);
+            if newest_ns < min_ns {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: u64, level: &str, instance: &str) -> LogLine {
+        LogLine {
+            time_unix_nano: 1_000 + i,
+            service: "orders".into(),
+            instance: instance.into(),
+            node: "node-1".into(),
+            level: level.into(),
+            message: format!("line {i}"),
+            attributes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn stores_queries_and_survives_reopen_with_batch_ids() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let s = LogStore::open(dir.path()).expect("open");
+            assert_eq!(
+                s.append(
+                    (0..10).map(|i| line(i, if i == 7 { "error" } else { "info" }, "orders-1")).collect(),
+                    Some(("a".into(), 1))
+                )
+                .expect("append"),
+                10
+            );
+            assert_eq!(
+                s.append(vec![line(99, "info", "orders-1")], Some(("a".into(), 1))).expect("append"),
+                0,
+                "same batch id: stored once"
+            );
+            let all = Filter { until_ns: u64::MAX, ..Default::default() };
+            assert_eq!(
+                s.query(&all, 3).expect("query").iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+                ["line 7", "line 8", "line 9"]
+            );
+            let errors = Filter { level: Some("error".into()), until_ns: u64::MAX, ..Default::default() };
+            assert_eq!(s.query(&errors, 10).expect("query").len(), 1);
+            assert_eq!(s.last_error("orders", "orders-1").map(|l| l.message), Some("line 7".into()));
+        }
+        let s = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            s.append(vec![line(99, "info", "orders-1")], Some(("a".into(), 1))).expect("append"),
+            0,
+            "ids survive a restart"
+        );
+        let contains = Filter { contains: Some("line 3".into()), until_ns: u64::MAX, ..Default::default() };
+        assert_eq!(s.query(&contains, 10).expect("query").len(), 1);
+        let window = Filter { since_ns: 1_005, until_ns: 1_006, ..Default::default() };
+        assert_eq!(s.query(&window, 10).expect("query").len(), 2);
+    }
+}
