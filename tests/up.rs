@@ -207,6 +207,31 @@ async fn hale_up_walkthrough() {
         .expect("json");
     assert_eq!(order["card_number"], "**** **** **** 5556");
 
+    // The cluster view: every node with its agent up, every service with ready replicas.
+    let view = eventually("cluster view complete", Duration::from_secs(30), async || {
+        let body: Value = client.get(format!("{collector}/api/v1/cluster")).send().await.ok()?.json().await.ok()?;
+        let data = body["data"].clone();
+        let nodes_up = data["nodes"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["agent_up"] == true && n["memory_used_ratio"].is_number())
+            .count();
+        let services = data["services"].as_array()?;
+        let all_ready = ["auth", "catalog", "gateway", "orders", "search"]
+            .iter()
+            .all(|s| services.iter().any(|v| v["service"] == *s && v["ready_replicas"].as_u64().unwrap_or(0) >= 1));
+        (nodes_up == effective.nodes.len() && all_ready).then_some(data)
+    })
+    .await;
+    let search = view["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["service"] == "search")
+        .expect("search")
+        .clone();
+    assert_eq!(search["replicas"].as_array().expect("replicas").len(), 2, "{search}");
+
     // The orders' own log lines reach the collector through the agents.
     eventually("order logs in the collector", Duration::from_secs(30), async || {
         let body: Value = client

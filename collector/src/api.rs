@@ -56,6 +56,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/v1/logs", post(ingest_logs).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
         .route("/api/v1/logs", get(query_logs))
         .route("/api/v1/logs/tail", get(tail_logs))
+        .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
@@ -423,6 +424,14 @@ async fn tail_logs(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+async fn cluster(State(c): State<Arc<Collector>>) -> Result<Response, PromError> {
+    let c2 = c.clone();
+    let view = tokio::task::spawn_blocking(move || crate::cluster::view(&c2.store, &c2.logs, now_ms()))
+        .await
+        .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(success(json!(view)))
 }
 
 async fn labels(State(c): State<Arc<Collector>>) -> Response {

@@ -4,6 +4,7 @@
 //! in-memory head of Gorilla-compressed chunks), and answers queries.
 
 pub mod api;
+pub mod cluster;
 pub mod logs;
 pub mod query;
 mod run;
