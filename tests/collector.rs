@@ -209,6 +209,20 @@ async fn the_agent_ships_host_metrics_into_the_collector() {
     }
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_collector_active_series"), "{metrics}");
+    let federated = reqwest::Client::new()
+        .get(format!("http://{addr}/federate"))
+        .query(&[("match[]", "node_load1{node=\"node-c\"}")])
+        .send()
+        .await
+        .expect("federate")
+        .text()
+        .await
+        .expect("text");
+    let line = federated.lines().find(|l| l.starts_with("node_load1{")).expect("a node_load1 line");
+    assert_eq!(line.split_whitespace().count(), 3, "value and timestamp: {line}");
+    let parsed =
+        hale_core::exposition::parse(&federated, hale_core::exposition::Format::Text).expect("valid text format");
+    assert_eq!(parsed.len(), 1);
 }
 
 async fn send(client: &reqwest::Client, addr: SocketAddr, i: u32) {

@@ -15,6 +15,7 @@ use hale_core::auth::{bearer_token, constant_time_eq};
 use hale_core::metrics::{Family, MetricKind};
 use hale_core::remote_write::{self, BATCH_HEADER};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 use crate::store::head::Matcher;
 use crate::store::{IncomingSeries, Store};
@@ -25,7 +26,54 @@ pub const MAX_WRITE_BYTES: usize = 32 << 20;
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_BYTES: usize = 16 * 1024;
 
+/// Query latency, as a histogram with fixed buckets.
+#[derive(Default)]
+pub struct QueryLatency {
+    buckets: [std::sync::atomic::AtomicU64; QUERY_BUCKETS.len()],
+    count: std::sync::atomic::AtomicU64,
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+const QUERY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+impl QueryLatency {
+    pub fn observe(&self, secs: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (i, bound) in QUERY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((secs * 1e6) as u64, Relaxed);
+    }
+
+    fn family(&self) -> Family {
+        use std::sync::atomic::Ordering::Relaxed;
+        let name = "hale_collector_query_duration_seconds";
+        let mut f = Family::new(name, "Time to evaluate PromQL queries.", MetricKind::Histogram);
+        for (i, bound) in QUERY_BUCKETS.iter().enumerate() {
+            let le = bound.to_string();
+            f.samples.push(hale_core::metrics::Sample::new(
+                format!("{name}_bucket"),
+                &[("le", &le)],
+                self.buckets[i].load(Relaxed) as f64,
+            ));
+        }
+        let count = self.count.load(Relaxed) as f64;
+        f.samples.push(hale_core::metrics::Sample::new(format!("{name}_bucket"), &[("le", "+Inf")], count));
+        f.samples.push(hale_core::metrics::Sample::new(
+            format!("{name}_sum"),
+            &[],
+            self.sum_micros.load(Relaxed) as f64 / 1e6,
+        ));
+        f.samples.push(hale_core::metrics::Sample::new(format!("{name}_count"), &[], count));
+        f
+    }
+}
+
 pub struct Collector {
+    pub query_latency: QueryLatency,
     pub store: Store,
     pub logs: crate::logs::LogStore,
     pub ingest_token: Option<String>,
@@ -57,6 +105,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/api/v1/logs", get(query_logs))
         .route("/api/v1/logs/tail", get(tail_logs))
         .route("/api/v1/cluster", get(cluster))
+        .route("/federate", get(federate))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
@@ -294,10 +343,12 @@ async fn query(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Byt
     let expr = param(&all, "query").ok_or_else(|| bad_data("missing the query parameter"))?;
     let t = time_param(Some(&all), "time", now_ms())?;
     let c2 = c.clone();
+    let started = Instant::now();
     let value = tokio::task::spawn_blocking(move || crate::query::instant_query(&c2.store, &expr, t))
         .await
         .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(query_error)?;
+    c.query_latency.observe(started.elapsed().as_secs_f64());
     Ok(success(result_json(value, t)))
 }
 
@@ -321,10 +372,12 @@ async fn query_range(
             .map_err(|_| bad_data(format!("invalid step {step_text:?}")))?,
     };
     let c2 = c.clone();
+    let started = Instant::now();
     let value = tokio::task::spawn_blocking(move || crate::query::range_query(&c2.store, &expr, start, end, step))
         .await
         .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(query_error)?;
+    c.query_latency.observe(started.elapsed().as_secs_f64());
     Ok(success(result_json(value, end)))
 }
 
@@ -434,6 +487,45 @@ async fn cluster(State(c): State<Arc<Collector>>) -> Result<Response, PromError>
     Ok(success(json!(view)))
 }
 
+/// Prometheus federation: the newest sample of every matching series, with its
+/// timestamp, in the text format.
+async fn federate(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Result<Response, PromError> {
+    let sets = selectors(q.as_deref())?;
+    if sets.is_empty() {
+        return Err(bad_data("no match[] parameter provided"));
+    }
+    let now = now_ms();
+    let mut by_name: BTreeMap<String, Family> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for matchers in sets {
+        for s in c.store.select(&matchers, now - crate::query::LOOKBACK_MS, now) {
+            let Some(&(t, v)) = s.samples.last() else { continue };
+            if crate::query::is_stale(v) {
+                continue;
+            }
+            let labels: Vec<(String, String)> = s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            if !seen.insert(labels.clone()) {
+                continue;
+            }
+            let name = labels.iter().find(|(n, _)| n == "__name__").map(|(_, v)| v.clone()).unwrap_or_default();
+            let family =
+                by_name.entry(name.clone()).or_insert_with(|| Family::new(name.clone(), "", MetricKind::Untyped));
+            family.samples.push(hale_core::metrics::Sample {
+                name,
+                labels: labels.into_iter().filter(|(n, _)| n != "__name__").collect(),
+                value: v,
+                timestamp_ms: Some(t),
+            });
+        }
+    }
+    let families: Vec<Family> = by_name.into_values().collect();
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        hale_core::exposition::encode_text(&families),
+    )
+        .into_response())
+}
+
 async fn labels(State(c): State<Arc<Collector>>) -> Response {
     success(json!(c.store.label_names()))
 }
@@ -453,6 +545,7 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     let (series, samples, chunk_bytes) = c.store.stats();
     let wal = c.store.wal().stats();
     let families = vec![
+        c.query_latency.family(),
         Family::single(
             "hale_collector_samples_ingested_total",
             "Samples stored since start (replay included).",
@@ -519,6 +612,7 @@ mod tests {
         let (store, _) = Store::open(dir).expect("store");
         let logs = crate::logs::LogStore::open(&dir.join("logs")).expect("logs");
         router(Arc::new(Collector {
+            query_latency: Default::default(),
             store,
             logs,
             ingest_token: token.map(str::to_string),

@@ -74,6 +74,7 @@ pub async fn run(
         .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?
         .map_err(|e| CollectorError::Serve(std::io::Error::other(e.to_string())))?;
     let collector = Arc::new(Collector {
+        query_latency: Default::default(),
         store,
         logs,
         ingest_token: config.ingest_token.clone(),
