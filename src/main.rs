@@ -37,24 +37,27 @@ enum Command {
 /// No `Debug`: it holds a token.
 #[derive(clap::Args)]
 struct CollectorArgs {
-    /// Address to serve on.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    listen: SocketAddr,
-    /// Where the WAL lives.
-    #[arg(long, default_value = ".hale/collector")]
-    data_dir: PathBuf,
+    /// collector.toml for the settings below; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to serve on (default 127.0.0.1:9464).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where the WAL, checkpoints and logs live (default .hale/collector).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Bearer token required to write (remote_write); without it, writes are open.
     #[arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true)]
     ingest_token: Option<String>,
-    /// Keep data this long (15d, 12h, ...).
-    #[arg(long, default_value = "15d")]
-    retention: String,
+    /// Keep data this long (15d, 12h, ...; default 15d).
+    #[arg(long)]
+    retention: Option<String>,
     /// Keep at most this many bytes of compressed samples in memory (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    retention_bytes: usize,
-    /// Fold the WAL into a checkpoint this often, bounding replay time.
-    #[arg(long, default_value = "5m")]
-    checkpoint_interval: String,
+    #[arg(long)]
+    retention_bytes: Option<usize>,
+    /// Fold the WAL into a checkpoint this often, bounding replay time (default 5m).
+    #[arg(long)]
+    checkpoint_interval: Option<String>,
 }
 
 /// No `Debug`: it holds tokens.
@@ -216,17 +219,33 @@ async fn dispatch(command: Command) -> Result<()> {
                 .with(filter)
                 .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
                 .try_init();
-            let duration = |flag: &str, text: &str| {
-                humantime::parse_duration(text)
-                    .with_context(|| format!("{flag} {text:?}: use a duration such as 15d, 12h or 5m"))
+            use hale_collector::config::CollectorFile;
+            let mut file = match &args.config {
+                Some(path) => {
+                    let source =
+                        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                    CollectorFile::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.0
+                }
+                None => CollectorFile::default(),
             };
+            if let Some(r) = args.retention {
+                file.retention = r;
+            }
+            if let Some(r) = args.retention_bytes {
+                file.retention_bytes = r;
+            }
+            if let Some(c) = args.checkpoint_interval {
+                file.checkpoint_interval = c;
+            }
+            let durations =
+                file.durations(|key| Some(0).filter(|_| key.is_empty())).map_err(|e| anyhow::anyhow!("{e}"))?;
             let config = hale_collector::CollectorConfig {
-                listen: args.listen,
-                data_dir: args.data_dir,
+                listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+                data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(".hale/collector")),
                 ingest_token: args.ingest_token,
-                retention: duration("--retention", &args.retention)?,
-                retention_bytes: args.retention_bytes,
-                checkpoint_interval: duration("--checkpoint-interval", &args.checkpoint_interval)?,
+                retention: durations.retention,
+                retention_bytes: file.retention_bytes,
+                checkpoint_interval: durations.checkpoint_interval,
             };
             Ok(hale_collector::run(config, up::shutdown_signal()).await?)
         }

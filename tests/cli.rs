@@ -85,3 +85,17 @@ fn load_rejects_a_bad_mix_before_sending_anything() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--mix"));
 }
+
+#[test]
+fn collector_reports_config_errors_with_their_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nretention = \"soon\"\n").expect("write");
+    let out = hale(&["collector", "--config", config.to_str().expect("utf8")], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2") && stderr.contains("retention"), "{stderr}");
+    let out = hale(&["collector", "--retention", "whenever", "--data-dir", dir.path().to_str().expect("utf8")], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("15d"));
+}

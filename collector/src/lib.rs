@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod config;
 pub mod logs;
 pub mod query;
 mod run;

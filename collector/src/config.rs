@@ -1,0 +1,119 @@
+//! `collector.toml`: everything `hale collector` takes beyond its flags. Unknown keys and
+//! bad values are refused with the line they are on.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+fn default_retention() -> String {
+    "15d".into()
+}
+fn default_checkpoint_interval() -> String {
+    "5m".into()
+}
+
+/// The file's contents; durations as text (`15d`, `5m`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorFile {
+    /// Address to serve on.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where the WAL, checkpoints and logs live.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Keep samples and logs this long.
+    #[serde(default = "default_retention")]
+    pub retention: String,
+    /// Keep at most this many bytes of compressed samples in memory (0: no limit).
+    #[serde(default)]
+    pub retention_bytes: usize,
+    /// Fold the WAL into a checkpoint this often.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: String,
+}
+
+impl Default for CollectorFile {
+    fn default() -> Self {
+        CollectorFile {
+            listen: None,
+            data_dir: None,
+            retention: default_retention(),
+            retention_bytes: 0,
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+/// Validated durations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durations {
+    pub retention: std::time::Duration,
+    pub checkpoint_interval: std::time::Duration,
+}
+
+fn line_of(source: &str, key: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')))
+        .map(|i| i + 1)
+}
+
+impl CollectorFile {
+    pub fn parse(source: &str) -> Result<(Self, Durations), ConfigError> {
+        let file: CollectorFile = toml::from_str(source).map_err(|e| ConfigError {
+            line: e.span().map(|s| source[..s.start.min(source.len())].matches('\n').count() + 1),
+            message: e.message().trim().to_string(),
+        })?;
+        let durations = file.durations(|key| line_of(source, key))?;
+        Ok((file, durations))
+    }
+
+    /// Checks and converts the durations; `line` finds a key's line for errors.
+    pub fn durations(&self, line: impl Fn(&str) -> Option<usize>) -> Result<Durations, ConfigError> {
+        let parse = |key: &str, text: &str, min: std::time::Duration| -> Result<std::time::Duration, ConfigError> {
+            let d = humantime::parse_duration(text).map_err(|_| ConfigError {
+                line: line(key),
+                message: format!("{key} = {text:?} is not a duration; write 15d, 12h or 5m"),
+            })?;
+            if d < min {
+                return Err(ConfigError {
+                    line: line(key),
+                    message: format!("{key} must be at least {}", humantime::format_duration(min)),
+                });
+            }
+            Ok(d)
+        };
+        Ok(Durations {
+            retention: parse("retention", &self.retention, std::time::Duration::from_secs(60))?,
+            checkpoint_interval: parse(
+                "checkpoint_interval",
+                &self.checkpoint_interval,
+                std::time::Duration::from_millis(100),
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_defaults_and_reports_lines() {
+        let (file, d) = CollectorFile::parse("listen = \"127.0.0.1:9464\"\nretention = \"2d\"\n").expect("parse");
+        assert_eq!(file.listen.map(|l| l.port()), Some(9464));
+        assert_eq!(d.retention, std::time::Duration::from_secs(2 * 86400));
+        assert_eq!(d.checkpoint_interval, std::time::Duration::from_secs(300));
+        let e = CollectorFile::parse("listen = \"127.0.0.1:9464\"\ncolour = 1\n").expect_err("unknown key");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = CollectorFile::parse("\nretention = \"forever\"\n").expect_err("bad duration");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("15d"));
+        let e = CollectorFile::parse("retention = \"1s\"\n").expect_err("too short");
+        assert_eq!(e.line, Some(1));
+    }
+}
