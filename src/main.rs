@@ -1,6 +1,7 @@
 //! `hale`: the command line. Parses flags and hands over to a component; no logic of its
 //! own beyond wiring.
 
+mod bench;
 mod seed;
 mod up;
 
@@ -32,6 +33,20 @@ enum Command {
     Agent(AgentArgs),
     /// Run the collector: remote_write ingest into a WAL-backed time-series store.
     Collector(CollectorArgs),
+    /// Measure: `hale bench ingest` sends a synthetic remote_write workload.
+    Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct BenchCommand {
+    #[command(subcommand)]
+    which: BenchWhich,
+}
+
+#[derive(Subcommand)]
+enum BenchWhich {
+    /// Send a fixed synthetic workload to a remote_write receiver and print samples/s.
+    Ingest(bench::IngestArgs),
 }
 
 /// No `Debug`: it holds a token.
@@ -212,6 +227,7 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Load(args) => load(args).await,
         Command::Agent(args) => agent(args).await,
+        Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
         Command::Collector(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -190,6 +190,11 @@ impl Chunk {
         }
     }
 
+    /// Gives back spare capacity (a full chunk takes no more appends).
+    pub fn shrink_to_fit(&mut self) {
+        self.bits.bytes.shrink_to_fit();
+    }
+
     pub fn iter(&self) -> ChunkIter<'_> {
         ChunkIter { reader: BitReader { bytes: &self.bits.bytes, pos: 0 }, remaining: self.count, state: None }
     }

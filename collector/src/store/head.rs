@@ -83,7 +83,9 @@ impl MemSeries {
         let max_t = self.max_t();
         if t > max_t {
             if self.head.is_full() {
-                self.closed.push(std::mem::take(&mut self.head));
+                let mut full = std::mem::take(&mut self.head);
+                full.shrink_to_fit();
+                self.closed.push(full);
             }
             self.head.append(t, v);
             return Ok(());

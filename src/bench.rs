@@ -1,0 +1,140 @@
+//! `hale bench ingest`: sends a synthetic, realistic remote_write workload to a receiver
+//! (the collector, or Prometheus with its remote-write receiver) and prints the rate.
+//! The same arguments always produce the same payload, so two receivers can be compared.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// remote_write URL.
+    #[arg(long)]
+    pub url: String,
+    /// Number of series.
+    #[arg(long, default_value_t = 20_000)]
+    pub series: usize,
+    /// Samples per series, 15 s apart, ending now.
+    #[arg(long, default_value_t = 241)]
+    pub samples: usize,
+    /// Series per request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_series: usize,
+    /// Samples per series per request.
+    #[arg(long, default_value_t = 10)]
+    pub batch_samples: usize,
+    /// Bearer token.
+    #[arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Write the workload as OpenMetrics to this file instead of sending it (for
+    /// `promtool tsdb create-blocks-from openmetrics`, to measure Prometheus's encoding).
+    #[arg(long)]
+    pub openmetrics: Option<std::path::PathBuf>,
+}
+
+fn labels(i: usize) -> Vec<Label> {
+    let mut l = vec![
+        Label { name: "__name__".into(), value: format!("bench_metric_{}", i % 50) },
+        Label { name: "code".into(), value: ["200", "404", "500"][i % 3].into() },
+        Label { name: "instance".into(), value: format!("10.0.{}.{}:9100", (i / 250) % 256, i % 250) },
+        Label { name: "job".into(), value: format!("job-{}", i % 20) },
+        Label { name: "method".into(), value: ["GET", "POST"][i % 2].into() },
+        Label { name: "series".into(), value: i.to_string() },
+    ];
+    l.sort_by(|a, b| a.name.cmp(&b.name));
+    l
+}
+
+/// A counter for even series, a jittery gauge for odd ones.
+fn value(i: usize, k: usize) -> f64 {
+    if i % 2 == 0 { (k * (i % 7 + 1)) as f64 } else { 50.0 + ((i * 31 + k * 17) % 100) as f64 / 10.0 }
+}
+
+pub async fn ingest(args: IngestArgs) -> Result<()> {
+    if args.series == 0 || args.samples == 0 || args.batch_series == 0 || args.batch_samples == 0 {
+        bail!("--series, --samples, --batch-series and --batch-samples must be positive");
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let start = now - (args.samples as i64) * 15_000;
+    if let Some(path) = &args.openmetrics {
+        return write_openmetrics(path, &args, start);
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let all_labels: Vec<Vec<Label>> = (0..args.series).map(labels).collect();
+    let mut sent = 0u64;
+    let mut requests = 0u64;
+    let begun = Instant::now();
+    let mut encode_time = Duration::ZERO;
+    for k0 in (0..args.samples).step_by(args.batch_samples) {
+        let k1 = (k0 + args.batch_samples).min(args.samples);
+        for s0 in (0..args.series).step_by(args.batch_series) {
+            let s1 = (s0 + args.batch_series).min(args.series);
+            let t = Instant::now();
+            let timeseries = (s0..s1)
+                .map(|i| TimeSeries {
+                    labels: all_labels[i].clone(),
+                    samples: (k0..k1)
+                        .map(|k| Sample { value: value(i, k), timestamp: start + k as i64 * 15_000 })
+                        .collect(),
+                })
+                .collect();
+            let body = remote_write::encode(&WriteRequest { timeseries });
+            encode_time += t.elapsed();
+            let mut req = client
+                .post(&args.url)
+                .header("content-encoding", "snappy")
+                .header("content-type", "application/x-protobuf")
+                .header("x-prometheus-remote-write-version", "0.1.0")
+                .body(body);
+            if let Some(token) = &args.token {
+                req = req.bearer_auth(token);
+            }
+            let r = req.send().await.with_context(|| format!("sending to {}", args.url))?;
+            if !r.status().is_success() {
+                bail!("{} answered {}: {}", args.url, r.status(), r.text().await.unwrap_or_default());
+            }
+            sent += ((s1 - s0) * (k1 - k0)) as u64;
+            requests += 1;
+        }
+        eprint!("\r{sent} samples sent");
+    }
+    let secs = (begun.elapsed() - encode_time).as_secs_f64();
+    eprintln!();
+    println!(
+        "series {}  samples {sent}  requests {requests}  receiver time {secs:.2}s  ingest {:.0} samples/s",
+        args.series,
+        sent as f64 / secs
+    );
+    Ok(())
+}
+
+/// The same workload as OpenMetrics text: one family per metric name, samples in time order.
+fn write_openmetrics(path: &std::path::Path, args: &IngestArgs, start: i64) -> Result<()> {
+    use std::io::Write;
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    for name in 0..50.min(args.series) {
+        writeln!(out, "# TYPE bench_metric_{name} gauge")?;
+        for i in (name..args.series).step_by(50) {
+            let l = labels(i);
+            let text: Vec<String> =
+                l.iter().filter(|l| l.name != "__name__").map(|l| format!("{}=\"{}\"", l.name, l.value)).collect();
+            for k in 0..args.samples {
+                let t = start + k as i64 * 15_000;
+                writeln!(
+                    out,
+                    "bench_metric_{name}{{{}}} {} {}.{:03}",
+                    text.join(","),
+                    value(i, k),
+                    t / 1000,
+                    t % 1000
+                )?;
+            }
+        }
+    }
+    writeln!(out, "# EOF")?;
+    out.flush()?;
+    println!("wrote {} samples to {}", args.series * args.samples, path.display());
+    Ok(())
+}
