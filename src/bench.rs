@@ -48,7 +48,7 @@ fn labels(i: usize) -> Vec<Label> {
 
 /// A counter for even series, a jittery gauge for odd ones.
 fn value(i: usize, k: usize) -> f64 {
-    if i % 2 == 0 { (k * (i % 7 + 1)) as f64 } else { 50.0 + ((i * 31 + k * 17) % 100) as f64 / 10.0 }
+    if i.is_multiple_of(2) { (k * (i % 7 + 1)) as f64 } else { 50.0 + ((i * 31 + k * 17) % 100) as f64 / 10.0 }
 }
 
 pub async fn ingest(args: IngestArgs) -> Result<()> {
