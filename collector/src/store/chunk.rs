@@ -65,14 +65,120 @@ fn sign_extend(v: u64, bits: u8) -> i64 {
     ((v << shift) as i64) >> shift
 }
 
+/// First byte of every chunk: the encoding below.
+const FORMAT: u8 = 1;
+/// Values are tried as integers scaled by 10^0 ..= 10^MAX_SCALE.
+const MAX_SCALE: u8 = 6;
+const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+/// Integers beyond this are not exact in an f64.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// `v` as an integer at decimal scale `s`, if dividing it back gives exactly `v`'s bits.
+fn scaled(v: f64, s: u8) -> Option<i64> {
+    if !v.is_finite() || (v == 0.0 && v.is_sign_negative()) {
+        return None;
+    }
+    let m = (v * POW10[usize::from(s)]).round();
+    if m.abs() >= MAX_EXACT {
+        return None;
+    }
+    let m = m as i64;
+    (unscale(m, s).to_bits() == v.to_bits()).then_some(m)
+}
+
+fn unscale(m: i64, s: u8) -> f64 {
+    m as f64 / POW10[usize::from(s)]
+}
+
+/// The smallest decimal scale that represents `v` exactly, and the integer.
+fn minimal_scale(v: f64) -> Option<(u8, i64)> {
+    (0..=MAX_SCALE).find_map(|s| scaled(v, s).map(|m| (s, m)))
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// What encoder and decoder both know about the previous value.
+///
+/// Values are coded one of four ways (after the first, which is stored raw):
+/// `0` the same bits again; `10` + an integer delta at the current decimal scale (a
+/// counter step or a gauge with few decimals costs about ten bits); `110` + a new scale +
+/// the integer; `111` + Gorilla's XOR of the bits (any other float, NaN included). The
+/// scale sticks while values fit it, so a gauge wandering between 51 and 51.7 stays cheap.
+#[derive(Debug, Clone, Copy)]
+struct ValueState {
+    bits: u64,
+    leading: u8,
+    trailing: u8,
+    scale: Option<u8>,
+    int: i64,
+}
+
+impl ValueState {
+    fn first(bits: u64) -> Self {
+        let (scale, int) = match minimal_scale(f64::from_bits(bits)) {
+            Some((s, m)) => (Some(s), m),
+            None => (None, 0),
+        };
+        ValueState { bits, leading: 0xff, trailing: 0, scale, int }
+    }
+}
+
+impl BitWriter {
+    /// An unsigned integer in one of five widths.
+    fn write_varbits(&mut self, z: u64) {
+        match z {
+            0..=0x7f => {
+                self.write_bit(false);
+                self.write_bits(z, 7);
+            }
+            0x80..=0x3fff => {
+                self.write_bits(0b10, 2);
+                self.write_bits(z, 14);
+            }
+            0x4000..=0xff_ffff => {
+                self.write_bits(0b110, 3);
+                self.write_bits(z, 24);
+            }
+            0x100_0000..=0xff_ffff_ffff => {
+                self.write_bits(0b1110, 4);
+                self.write_bits(z, 40);
+            }
+            _ => {
+                self.write_bits(0b1111, 4);
+                self.write_bits(z, 64);
+            }
+        }
+    }
+}
+
+impl BitReader<'_> {
+    fn read_varbits(&mut self) -> Option<u64> {
+        if !self.read_bit()? {
+            self.read_bits(7)
+        } else if !self.read_bit()? {
+            self.read_bits(14)
+        } else if !self.read_bit()? {
+            self.read_bits(24)
+        } else if !self.read_bit()? {
+            self.read_bits(40)
+        } else {
+            self.read_bits(64)
+        }
+    }
+}
+
 /// The state an appender carries between samples.
 #[derive(Debug, Clone, Copy)]
 struct Tail {
     t: i64,
     delta: i64,
-    v: u64,
-    leading: u8,
-    trailing: u8,
+    value: ValueState,
 }
 
 /// A chunk being written or already full.
@@ -126,11 +232,12 @@ impl Chunk {
     pub fn append(&mut self, t: i64, v: f64) -> bool {
         let bits = v.to_bits();
         let Some(tail) = self.tail else {
+            self.bits.write_bits(u64::from(FORMAT), 8);
             self.bits.write_bits(t as u64, 64);
             self.bits.write_bits(bits, 64);
             self.min_t = t;
             self.count = 1;
-            self.tail = Some(Tail { t, delta: 0, v: bits, leading: 0xff, trailing: 0 });
+            self.tail = Some(Tail { t, delta: 0, value: ValueState::first(bits) });
             return true;
         };
         if t <= tail.t || self.is_full() {
@@ -157,28 +264,42 @@ impl Chunk {
                 self.bits.write_bits(dod as u64, 64);
             }
         }
-        let (leading, trailing) = self.write_value(bits, tail);
-        self.tail = Some(Tail { t, delta, v: bits, leading, trailing });
+        let value = self.write_value(v, tail.value);
+        self.tail = Some(Tail { t, delta, value });
         self.count += 1;
         true
     }
 
-    fn write_value(&mut self, bits: u64, tail: Tail) -> (u8, u8) {
-        let xor = bits ^ tail.v;
-        if xor == 0 {
+    fn write_value(&mut self, v: f64, prev: ValueState) -> ValueState {
+        let bits = v.to_bits();
+        if bits == prev.bits {
             self.bits.write_bit(false);
-            return (tail.leading, tail.trailing);
+            return prev;
         }
-        self.bits.write_bit(true);
+        if let Some(s) = prev.scale
+            && let Some(m) = scaled(v, s)
+        {
+            self.bits.write_bits(0b10, 2);
+            self.bits.write_varbits(zigzag(m.wrapping_sub(prev.int)));
+            return ValueState { bits, int: m, ..prev };
+        }
+        if let Some((s, m)) = minimal_scale(v) {
+            self.bits.write_bits(0b110, 3);
+            self.bits.write_bits(u64::from(s), 3);
+            self.bits.write_varbits(zigzag(m));
+            return ValueState { bits, scale: Some(s), int: m, ..prev };
+        }
+        self.bits.write_bits(0b111, 3);
+        let xor = bits ^ prev.bits;
         // Five bits hold the leading count, so it is capped at 31.
         let leading = (xor.leading_zeros() as u8).min(31);
         let trailing = xor.trailing_zeros() as u8;
-        if tail.leading != 0xff && leading >= tail.leading && trailing >= tail.trailing {
+        let (leading, trailing) = if prev.leading != 0xff && leading >= prev.leading && trailing >= prev.trailing {
             // Fits in the previous window of meaningful bits.
             self.bits.write_bit(false);
-            let significant = 64 - tail.leading - tail.trailing;
-            self.bits.write_bits(xor >> tail.trailing, significant);
-            (tail.leading, tail.trailing)
+            let significant = 64 - prev.leading - prev.trailing;
+            self.bits.write_bits(xor >> prev.trailing, significant);
+            (prev.leading, prev.trailing)
         } else {
             self.bits.write_bit(true);
             let significant = 64 - leading - trailing;
@@ -187,7 +308,8 @@ impl Chunk {
             self.bits.write_bits(u64::from(significant) & 0x3f, 6);
             self.bits.write_bits(xor >> trailing, significant);
             (leading, trailing)
-        }
+        };
+        ValueState { bits, leading, trailing, scale: None, int: 0 }
     }
 
     /// Gives back spare capacity (a full chunk takes no more appends).
@@ -207,6 +329,9 @@ impl Chunk {
     /// Rebuilds a chunk from `encoded` output. Fails on bytes that do not decode to
     /// `count` samples; a rebuilt chunk can be appended to again.
     pub fn from_encoded(bytes: Vec<u8>, count: u16) -> Option<Self> {
+        if count > 0 && bytes.first() != Some(&FORMAT) {
+            return None;
+        }
         let mut chunk = Chunk { bits: BitWriter { bytes, free: 0 }, count, min_t: 0, tail: None };
         let (min_t, state, used_bits) = {
             let mut it = chunk.iter();
@@ -227,7 +352,7 @@ impl Chunk {
         }
         chunk.bits.free = free as u8;
         chunk.min_t = min_t.unwrap_or(0);
-        chunk.tail = state.map(|s| Tail { t: s.t, delta: s.delta, v: s.v, leading: s.leading, trailing: s.trailing });
+        chunk.tail = state.map(|s| Tail { t: s.t, delta: s.delta, value: s.value });
         Some(chunk)
     }
 }
@@ -236,9 +361,7 @@ impl Chunk {
 struct ReadState {
     t: i64,
     delta: i64,
-    v: u64,
-    leading: u8,
-    trailing: u8,
+    value: ValueState,
 }
 
 pub struct ChunkIter<'a> {
@@ -248,11 +371,48 @@ pub struct ChunkIter<'a> {
 }
 
 impl ChunkIter<'_> {
+    fn read_value(&mut self, prev: ValueState) -> Option<ValueState> {
+        let r = &mut self.reader;
+        if !r.read_bit()? {
+            return Some(prev);
+        }
+        if !r.read_bit()? {
+            let m = prev.int.wrapping_add(unzigzag(r.read_varbits()?));
+            let v = unscale(m, prev.scale?);
+            return Some(ValueState { bits: v.to_bits(), int: m, ..prev });
+        }
+        if !r.read_bit()? {
+            let s = r.read_bits(3)? as u8;
+            if s > MAX_SCALE {
+                return None;
+            }
+            let m = unzigzag(r.read_varbits()?);
+            return Some(ValueState { bits: unscale(m, s).to_bits(), scale: Some(s), int: m, ..prev });
+        }
+        let (mut leading, mut trailing) = (prev.leading, prev.trailing);
+        if r.read_bit()? {
+            leading = r.read_bits(5)? as u8;
+            let mut significant = r.read_bits(6)? as u8;
+            if significant == 0 {
+                significant = 64;
+            }
+            trailing = 64u8.checked_sub(leading + significant)?;
+        } else if leading == 0xff {
+            return None; // a reuse of a window that was never opened: corrupt
+        }
+        let significant = 64 - leading - trailing;
+        let xor = r.read_bits(significant)? << trailing;
+        Some(ValueState { bits: prev.bits ^ xor, leading, trailing, scale: None, int: 0 })
+    }
+
     fn next_sample(&mut self) -> Option<(i64, f64)> {
         let Some(mut s) = self.state else {
+            if self.reader.read_bits(8)? != u64::from(FORMAT) {
+                return None;
+            }
             let t = self.reader.read_bits(64)? as i64;
             let v = self.reader.read_bits(64)?;
-            self.state = Some(ReadState { t, delta: 0, v, leading: 0xff, trailing: 0 });
+            self.state = Some(ReadState { t, delta: 0, value: ValueState::first(v) });
             return Some((t, f64::from_bits(v)));
         };
         let dod = if !self.reader.read_bit()? {
@@ -268,23 +428,9 @@ impl ChunkIter<'_> {
         };
         s.delta = s.delta.wrapping_add(dod);
         s.t = s.t.wrapping_add(s.delta);
-        if self.reader.read_bit()? {
-            if self.reader.read_bit()? {
-                s.leading = self.reader.read_bits(5)? as u8;
-                let mut significant = self.reader.read_bits(6)? as u8;
-                if significant == 0 {
-                    significant = 64;
-                }
-                s.trailing = 64u8.checked_sub(s.leading + significant)?;
-            } else if s.leading == 0xff {
-                return None; // a reuse of a window that was never opened: corrupt
-            }
-            let significant = 64 - s.leading - s.trailing;
-            let bits = self.reader.read_bits(significant)?;
-            s.v ^= bits << s.trailing;
-        }
+        s.value = self.read_value(s.value)?;
         self.state = Some(s);
-        Some((s.t, f64::from_bits(s.v)))
+        Some((s.t, f64::from_bits(s.value.bits)))
     }
 }
 
@@ -342,6 +488,31 @@ mod tests {
     }
 
     #[test]
+    fn decimal_gauges_and_counters_cost_about_a_byte_and_a_half() {
+        let mut c = Chunk::new();
+        for k in 0..120i64 {
+            assert!(c.append(1_700_000_000_000 + k * 15_000, 50.0 + ((31 + k * 17) % 100) as f64 / 10.0));
+        }
+        assert!(c.bytes() < 120 * 2, "gauge: {} bytes", c.bytes());
+        let mut c = Chunk::new();
+        for k in 0..120i64 {
+            assert!(c.append(1_700_000_000_000 + k * 15_000, (k * 3) as f64));
+        }
+        assert!(c.bytes() < 120 * 2, "counter: {} bytes", c.bytes());
+        round_trip(&[
+            (1, 51.0),
+            (2, 51.7),
+            (3, 52.0),
+            (4, 52.35),
+            (5, 1e300),
+            (6, 0.1),
+            (7, -0.0),
+            (8, 0.0),
+            (9, 123456.789012),
+        ]);
+    }
+
+    #[test]
     fn special_values_survive_bit_for_bit() {
         round_trip(&[
             (1, 0.0),
@@ -390,6 +561,20 @@ mod tests {
                 }
                 samples.push((t, f64::from_bits(values[i + 1])));
             }
+            round_trip(&samples);
+        }
+
+        #[test]
+        fn decimal_values_round_trip(
+            start in 0i64..2_000_000_000_000,
+            ints in proptest::collection::vec(-10_000_000i64..10_000_000, 1..120),
+            scales in proptest::collection::vec(0u32..9, 120),
+        ) {
+            let samples: Vec<(i64, f64)> = ints
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (start + i as i64 * 15_000, *m as f64 / 10f64.powi(scales[i] as i32)))
+                .collect();
             round_trip(&samples);
         }
 
