@@ -201,6 +201,12 @@ impl Chunk {
         Chunk { bits: BitWriter::default(), count: 0, min_t: 0, tail: None }
     }
 
+    /// An empty chunk with room for `bytes` (a series' chunks are alike in size, so the
+    /// last one's size spares the next one its reallocations and their slack).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Chunk { bits: BitWriter { bytes: Vec::with_capacity(bytes), free: 0 }, count: 0, min_t: 0, tail: None }
+    }
+
     pub fn len(&self) -> usize {
         usize::from(self.count)
     }
@@ -312,9 +318,10 @@ impl Chunk {
         ValueState { bits, leading, trailing, scale: None, int: 0 }
     }
 
-    /// Gives back spare capacity (a full chunk takes no more appends).
-    pub fn shrink_to_fit(&mut self) {
-        self.bits.bytes.shrink_to_fit();
+    /// Freezes a chunk that takes no more appends into its bytes and bounds alone.
+    pub fn seal(self) -> Sealed {
+        let max_t = self.max_t();
+        Sealed { bytes: self.bits.bytes.into_boxed_slice(), count: self.count, min_t: self.min_t, max_t }
     }
 
     pub fn iter(&self) -> ChunkIter<'_> {
@@ -354,6 +361,34 @@ impl Chunk {
         chunk.min_t = min_t.unwrap_or(0);
         chunk.tail = state.map(|s| Tail { t: s.t, delta: s.delta, value: s.value });
         Some(chunk)
+    }
+}
+
+/// A full chunk, frozen: its exact bytes and its bounds, and none of the appender's
+/// state. The head keeps most of its samples in these.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    bytes: Box<[u8]>,
+    count: u16,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl Sealed {
+    pub fn iter(&self) -> ChunkIter<'_> {
+        ChunkIter { reader: BitReader { bytes: &self.bytes, pos: 0 }, remaining: self.count, state: None }
+    }
+    pub fn min_t(&self) -> i64 {
+        self.min_t
+    }
+    pub fn max_t(&self) -> i64 {
+        self.max_t
+    }
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+    pub fn encoded(&self) -> (&[u8], u16) {
+        (&self.bytes, self.count)
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::chunk::Chunk;
+use super::chunk::{Chunk, Sealed};
 
 pub type SeriesRef = u32;
 
@@ -64,7 +64,7 @@ impl Matcher {
 struct MemSeries {
     labels: Labels,
     /// Full chunks, oldest first.
-    closed: Vec<Chunk>,
+    closed: Vec<Sealed>,
     head: Chunk,
     /// Samples that arrived behind `head`'s newest, sorted by time.
     out_of_order: Vec<(i64, f64)>,
@@ -76,16 +76,16 @@ impl MemSeries {
         if head != i64::MIN {
             return head;
         }
-        self.closed.last().map_or(i64::MIN, Chunk::max_t)
+        self.closed.last().map_or(i64::MIN, Sealed::max_t)
     }
 
     fn append(&mut self, t: i64, v: f64) -> Result<(), Rejected> {
         let max_t = self.max_t();
         if t > max_t {
             if self.head.is_full() {
-                let mut full = std::mem::take(&mut self.head);
-                full.shrink_to_fit();
-                self.closed.push(full);
+                let size = self.head.bytes();
+                let full = std::mem::replace(&mut self.head, Chunk::with_capacity(size + size / 8));
+                self.closed.push(full.seal());
             }
             self.head.append(t, v);
             return Ok(());
@@ -115,12 +115,11 @@ impl MemSeries {
 
     /// In-order samples in `[mint, maxt]` (without the out-of-order buffer).
     fn samples_between(&self, mint: i64, maxt: i64) -> impl Iterator<Item = (i64, f64)> + '_ {
-        self.closed
-            .iter()
-            .chain(std::iter::once(&self.head))
+        let closed = self.closed.iter().filter(move |c| c.max_t() >= mint && c.min_t() <= maxt).flat_map(Sealed::iter);
+        let head = std::iter::once(&self.head)
             .filter(move |c| !c.is_empty() && c.max_t() >= mint && c.min_t() <= maxt)
-            .flat_map(|c| c.iter())
-            .filter(move |(t, _)| *t >= mint && *t <= maxt)
+            .flat_map(Chunk::iter);
+        closed.chain(head).filter(move |(t, _)| *t >= mint && *t <= maxt)
     }
 
     fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
@@ -135,7 +134,7 @@ impl MemSeries {
     }
 
     fn bytes(&self) -> usize {
-        self.closed.iter().map(Chunk::bytes).sum::<usize>() + self.head.bytes() + self.out_of_order.len() * 16
+        self.closed.iter().map(Sealed::bytes).sum::<usize>() + self.head.bytes() + self.out_of_order.len() * 16
     }
 }
 
@@ -149,9 +148,12 @@ pub struct SeriesData {
 #[derive(Default)]
 pub struct Head {
     series: Vec<MemSeries>,
-    by_hash: HashMap<u64, Vec<SeriesRef>>,
+    /// Label-set hash → series. Almost every hash has one series; the rare collisions
+    /// are kept aside so the common case costs no allocation.
+    by_hash: HashMap<u64, SeriesRef>,
+    collisions: HashMap<u64, Vec<SeriesRef>>,
     /// name → value → series, each list in increasing order.
-    postings: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesRef>>>,
+    postings: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Postings>>,
     symbols: HashSet<Arc<str>>,
     samples_appended: u64,
 }
@@ -183,9 +185,8 @@ impl Head {
     /// the reference and whether it was created.
     pub fn get_or_create(&mut self, labels: &[(&str, &str)]) -> (SeriesRef, bool) {
         let hash = hash_labels(labels);
-        if let Some(refs) = self.by_hash.get(&hash)
-            && let Some(r) = refs.iter().find(|r| same(&self.series[**r as usize].labels, labels))
-        {
+        let candidates = self.by_hash.get(&hash).into_iter().chain(self.collisions.get(&hash).into_iter().flatten());
+        if let Some(r) = candidates.into_iter().find(|r| same(&self.series[**r as usize].labels, labels)) {
             return (*r, false);
         }
         let r = self.series.len() as SeriesRef;
@@ -199,7 +200,11 @@ impl Head {
             head: Chunk::new(),
             out_of_order: Vec::new(),
         });
-        self.by_hash.entry(hash).or_default().push(r);
+        if self.by_hash.contains_key(&hash) {
+            self.collisions.entry(hash).or_default().push(r);
+        } else {
+            self.by_hash.insert(hash, r);
+        }
         (r, true)
     }
 
@@ -235,8 +240,12 @@ impl Head {
             if let Matcher::Eq(n, v) = m
                 && !v.is_empty()
             {
-                let list =
-                    self.postings.get(n.as_str()).and_then(|vals| vals.get(v.as_str())).cloned().unwrap_or_default();
+                let list = self
+                    .postings
+                    .get(n.as_str())
+                    .and_then(|vals| vals.get(v.as_str()))
+                    .map(Postings::to_vec)
+                    .unwrap_or_default();
                 candidates = Some(match candidates {
                     None => list,
                     Some(c) => intersect(&c, &list),
@@ -274,7 +283,7 @@ impl Head {
         if let Some(s) = self.series.get_mut(r as usize) {
             self.samples_appended += chunk.len() as u64;
             if chunk.is_full() {
-                s.closed.push(chunk);
+                s.closed.push(chunk.seal());
             } else {
                 s.head = chunk;
             }
@@ -292,8 +301,8 @@ impl Head {
                 r,
                 labels: s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             });
-            for chunk in s.closed.iter().chain(std::iter::once(&s.head)).filter(|c| !c.is_empty()) {
-                let (bytes, count) = chunk.encoded();
+            let encoded = s.closed.iter().map(Sealed::encoded).chain((!s.head.is_empty()).then(|| s.head.encoded()));
+            for (bytes, count) in encoded {
                 out.push(Record::Chunk { r, count, bytes: bytes.to_vec() });
             }
             if !s.out_of_order.is_empty() {
@@ -346,6 +355,37 @@ impl Head {
     }
 }
 
+/// The series with one label pair, in increasing order. Many pairs (a unique id, a pod
+/// name) belong to a single series, which is kept inline instead of in a vector.
+#[derive(Debug, Clone, Default)]
+enum Postings {
+    #[default]
+    Empty,
+    One(SeriesRef),
+    Many(Vec<SeriesRef>),
+}
+
+impl Postings {
+    fn push(&mut self, r: SeriesRef) {
+        *self = match std::mem::take(self) {
+            Postings::Empty => Postings::One(r),
+            Postings::One(first) => Postings::Many(vec![first, r]),
+            Postings::Many(mut v) => {
+                v.push(r);
+                Postings::Many(v)
+            }
+        };
+    }
+
+    fn to_vec(&self) -> Vec<SeriesRef> {
+        match self {
+            Postings::Empty => Vec::new(),
+            Postings::One(r) => vec![*r],
+            Postings::Many(v) => v.clone(),
+        }
+    }
+}
+
 fn intersect(a: &[SeriesRef], b: &[SeriesRef]) -> Vec<SeriesRef> {
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while i < a.len() && j < b.len() {
@@ -390,6 +430,20 @@ mod tests {
         let a = &h.series[0].labels[0].1;
         let b = &h.series[1].labels[0].1;
         assert!(Arc::ptr_eq(a, b), "the string \"up\" is stored once");
+    }
+
+    #[test]
+    fn hash_collisions_keep_series_apart() {
+        let mut h = Head::default();
+        let (a, _) = h.get_or_create(&[("__name__", "a")]);
+        // Pretend b's labels hash like a's.
+        let b_labels = [("__name__", "b")];
+        h.by_hash.insert(hash_labels(&b_labels), a);
+        let (b, created) = h.get_or_create(&b_labels);
+        assert!(created);
+        assert_ne!(a, b);
+        assert_eq!(h.get_or_create(&b_labels), (b, false), "found again through the collision list");
+        assert_eq!(h.get_or_create(&[("__name__", "a")]), (a, false));
     }
 
     #[test]
