@@ -4,7 +4,7 @@
 //! Label strings are interned, so a label value shared by ten thousand series is stored
 //! once; a series costs its label pointers, its chunks and a few words.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -62,7 +62,8 @@ impl Matcher {
 }
 
 struct MemSeries {
-    labels: Labels,
+    /// Label name and value ids in the symbol table, sorted by name.
+    labels: Box<[(u32, u32)]>,
     /// Full chunks, oldest first.
     closed: Vec<Sealed>,
     head: Chunk,
@@ -154,7 +155,9 @@ pub struct Head {
     collisions: HashMap<u64, Vec<SeriesRef>>,
     /// name → value → series, each list in increasing order.
     postings: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Postings>>,
-    symbols: HashSet<Arc<str>>,
+    /// Every label string once: ids index `names`.
+    symbol_ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
     samples_appended: u64,
 }
 
@@ -167,18 +170,26 @@ fn hash_labels(labels: &[(&str, &str)]) -> u64 {
     h.finish()
 }
 
-fn same(a: &Labels, b: &[(&str, &str)]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|((an, av), (bn, bv))| &**an == *bn && &**av == *bv)
+fn same(names: &[Arc<str>], a: &[(u32, u32)], b: &[(&str, &str)]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((an, av), (bn, bv))| &*names[*an as usize] == *bn && &*names[*av as usize] == *bv)
 }
 
 impl Head {
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(existing) = self.symbols.get(s) {
-            return existing.clone();
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.symbol_ids.get(s) {
+            return *id;
         }
+        let id = self.names.len() as u32;
         let arc: Arc<str> = Arc::from(s);
-        self.symbols.insert(arc.clone());
-        arc
+        self.names.push(arc.clone());
+        self.symbol_ids.insert(arc, id);
+        id
+    }
+
+    /// A series' labels as strings.
+    fn resolve(&self, ids: &[(u32, u32)]) -> Labels {
+        ids.iter().map(|(n, v)| (self.names[*n as usize].clone(), self.names[*v as usize].clone())).collect()
     }
 
     /// The series with exactly these labels (sorted by name), created if new. Returns
@@ -186,13 +197,14 @@ impl Head {
     pub fn get_or_create(&mut self, labels: &[(&str, &str)]) -> (SeriesRef, bool) {
         let hash = hash_labels(labels);
         let candidates = self.by_hash.get(&hash).into_iter().chain(self.collisions.get(&hash).into_iter().flatten());
-        if let Some(r) = candidates.into_iter().find(|r| same(&self.series[**r as usize].labels, labels)) {
+        if let Some(r) = candidates.into_iter().find(|r| same(&self.names, &self.series[**r as usize].labels, labels)) {
             return (*r, false);
         }
         let r = self.series.len() as SeriesRef;
-        let interned: Labels = labels.iter().map(|(n, v)| (self.intern(n), self.intern(v))).collect();
-        for (n, v) in &interned {
-            self.postings.entry(n.clone()).or_default().entry(v.clone()).or_default().push(r);
+        let interned: Box<[(u32, u32)]> = labels.iter().map(|(n, v)| (self.intern(n), self.intern(v))).collect();
+        for (n, v) in interned.iter() {
+            let (n, v) = (self.names[*n as usize].clone(), self.names[*v as usize].clone());
+            self.postings.entry(n).or_default().entry(v).or_default().push(r);
         }
         self.series.push(MemSeries {
             labels: interned,
@@ -215,8 +227,8 @@ impl Head {
         Ok(())
     }
 
-    pub fn labels(&self, r: SeriesRef) -> Option<&Labels> {
-        self.series.get(r as usize).map(|s| &s.labels)
+    pub fn labels(&self, r: SeriesRef) -> Option<Labels> {
+        self.series.get(r as usize).map(|s| self.resolve(&s.labels))
     }
 
     pub fn num_series(&self) -> usize {
@@ -258,7 +270,10 @@ impl Head {
             .filter(|r| {
                 let labels = &self.series[*r as usize].labels;
                 matchers.iter().all(|m| {
-                    let value = labels.iter().find(|(n, _)| &**n == m.name()).map_or("", |(_, v)| &**v);
+                    let value = labels
+                        .iter()
+                        .find(|(n, _)| &*self.names[*n as usize] == m.name())
+                        .map_or("", |(_, v)| &*self.names[*v as usize]);
                     m.matches(value)
                 })
             })
@@ -273,7 +288,7 @@ impl Head {
             .filter_map(|r| {
                 let s = &self.series[r as usize];
                 let samples = s.samples(mint, maxt);
-                (!samples.is_empty()).then(|| SeriesData { labels: s.labels.clone(), samples })
+                (!samples.is_empty()).then(|| SeriesData { labels: self.resolve(&s.labels), samples })
             })
             .collect()
     }
@@ -299,7 +314,11 @@ impl Head {
             let r = r as SeriesRef;
             out.push(Record::Series {
                 r,
-                labels: s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|(n, v)| (self.names[*n as usize].to_string(), self.names[*v as usize].to_string()))
+                    .collect(),
             });
             let encoded = s.closed.iter().map(Sealed::encoded).chain((!s.head.is_empty()).then(|| s.head.encoded()));
             for (bytes, count) in encoded {
@@ -427,9 +446,9 @@ mod tests {
         assert!(!created);
         assert_eq!(r, 0);
         assert_eq!(h.num_series(), 3);
-        let a = &h.series[0].labels[0].1;
-        let b = &h.series[1].labels[0].1;
-        assert!(Arc::ptr_eq(a, b), "the string \"up\" is stored once");
+        let a = h.series[0].labels[0].1;
+        let b = h.series[1].labels[0].1;
+        assert_eq!(a, b, "the string \"up\" is stored once");
     }
 
     #[test]
