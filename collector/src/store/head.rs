@@ -84,8 +84,12 @@ impl MemSeries {
         let max_t = self.max_t();
         if t > max_t {
             if self.head.is_full() {
+                // Half the last chunk's size: the doubling from there ends near the same
+                // size with little slack, without holding a whole chunk's room unused.
                 let size = self.head.bytes();
-                let full = std::mem::replace(&mut self.head, Chunk::with_capacity(size + size / 8));
+                let full = std::mem::replace(&mut self.head, Chunk::with_capacity(size / 2));
+                // Grow by one: a series' list of full chunks is long-lived, slack is not free.
+                self.closed.reserve_exact(1);
                 self.closed.push(full.seal());
             }
             self.head.append(t, v);
@@ -298,6 +302,7 @@ impl Head {
         if let Some(s) = self.series.get_mut(r as usize) {
             self.samples_appended += chunk.len() as u64;
             if chunk.is_full() {
+                s.closed.reserve_exact(1);
                 s.closed.push(chunk.seal());
             } else {
                 s.head = chunk;
