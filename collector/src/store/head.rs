@@ -216,10 +216,11 @@ impl Head {
             head: Chunk::new(),
             out_of_order: Vec::new(),
         });
-        if self.by_hash.contains_key(&hash) {
-            self.collisions.entry(hash).or_default().push(r);
-        } else {
-            self.by_hash.insert(hash, r);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collisions.entry(hash).or_default().push(r),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(r);
+            }
         }
         (r, true)
     }
