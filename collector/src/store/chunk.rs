@@ -59,10 +59,12 @@ impl BitReader<'_> {
     }
 }
 
-/// Sign-extends the low `bits` bits of `v`.
-fn sign_extend(v: u64, bits: u8) -> i64 {
-    let shift = 64 - u32::from(bits);
-    ((v << shift) as i64) >> shift
+/// Decodes an `n`-bit delta-of-delta bucket. The encoder's ranges are
+/// `-(2^(n-1) - 1) ..= 2^(n-1)`, so (as in Prometheus) exactly `2^(n-1)` is positive and
+/// only larger values wrap to negative.
+fn bucket_value(v: u64, n: u8) -> i64 {
+    let v = v as i64;
+    if v > 1 << (n - 1) { v - (1 << n) } else { v }
 }
 
 /// First byte of every chunk: the encoding below.
@@ -453,11 +455,11 @@ impl ChunkIter<'_> {
         let dod = if !self.reader.read_bit()? {
             0
         } else if !self.reader.read_bit()? {
-            sign_extend(self.reader.read_bits(14)?, 14)
+            bucket_value(self.reader.read_bits(14)?, 14)
         } else if !self.reader.read_bit()? {
-            sign_extend(self.reader.read_bits(17)?, 17)
+            bucket_value(self.reader.read_bits(17)?, 17)
         } else if !self.reader.read_bit()? {
-            sign_extend(self.reader.read_bits(20)?, 20)
+            bucket_value(self.reader.read_bits(20)?, 20)
         } else {
             self.reader.read_bits(64)? as i64
         };
@@ -545,6 +547,25 @@ mod tests {
             (8, 0.0),
             (9, 123456.789012),
         ]);
+    }
+
+    #[test]
+    fn bucket_edges_of_the_timestamp_encoding_round_trip() {
+        // Deltas of delta exactly at each bucket's positive and negative edges.
+        for edge in [8192i64, 8191, -8191, 65536, -65535, 524_288, -524_287, 524_289, 8193, -8192] {
+            // A 10-minute base interval keeps even the most negative edge moving forward.
+            let base = 600_000;
+            let mut t = 1_000_000_000;
+            let mut samples = vec![(t, 1.0)];
+            t += base;
+            samples.push((t, 2.0));
+            let d = base + edge;
+            t += d;
+            samples.push((t, 3.0));
+            t += d;
+            samples.push((t, 4.0));
+            round_trip(&samples);
+        }
     }
 
     #[test]
