@@ -119,7 +119,14 @@ pub fn router(collector: Arc<Collector>) -> Router {
 }
 
 /// Checks a remote_write request and turns it into series for the store.
+/// Samples one request may carry.
+const MAX_SAMPLES_PER_REQUEST: usize = 2_000_000;
+
 fn validate(request: remote_write::WriteRequest) -> Result<Vec<IncomingSeries>, PromError> {
+    let samples: usize = request.timeseries.iter().map(|t| t.samples.len()).sum();
+    if samples > MAX_SAMPLES_PER_REQUEST {
+        return Err(bad_data(format!("{samples} samples in one request; send at most {MAX_SAMPLES_PER_REQUEST}")));
+    }
     let mut out = Vec::with_capacity(request.timeseries.len());
     for (i, ts) in request.timeseries.into_iter().enumerate() {
         if ts.labels.len() > MAX_LABELS {
@@ -210,11 +217,13 @@ fn selectors(query: Option<&str>) -> Result<Vec<Vec<Matcher>>, PromError> {
         if key != "match[]" {
             continue;
         }
-        let expr =
-            promql_parser::parser::parse(&value).map_err(|e| bad_data(format!("invalid match[] {value:?}: {e}")))?;
+        let expr = crate::query::parse(&value).map_err(|e| bad_data(format!("invalid match[] {value:?}: {e}")))?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
             return Err(bad_data(format!("match[] {value:?} is not a series selector")));
         };
+        if !vs.matchers.or_matchers.is_empty() {
+            return Err(bad_data("`or` inside a selector is not supported"));
+        }
         let mut matchers: Vec<Matcher> = Vec::new();
         if let Some(name) = vs.name {
             matchers.push(Matcher::Eq("__name__".into(), name));
@@ -703,6 +712,41 @@ mod tests {
         );
         let too_big = vec![0u8; MAX_WRITE_BYTES + 1];
         assert_eq!(post(&app, too_big, Some("tok")).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn hostile_queries_are_refused_not_obeyed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = collector(dir.path(), None);
+        let ask = |q: &str| {
+            let app = app.clone();
+            let uri =
+                format!("/api/v1/query?query={}", form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>());
+            async move {
+                let r = app
+                    .oneshot(axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("req"))
+                    .await
+                    .expect("call");
+                let status = r.status();
+                let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            }
+        };
+        for q in ["foo[1e20]", "max_over_time(up[30d:1ms])", "up{job=\"a\" or job=\"b\"}", "rate(", ""] {
+            let (status, body) = ask(q).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
+            assert_eq!(body["errorType"], "bad_data", "{q}");
+        }
+        // A body that claims to decompress to gigabytes is refused before it is inflated.
+        let mut bomb = Vec::new();
+        let mut n: u64 = 4 << 30;
+        while n >= 0x80 {
+            bomb.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        bomb.push(n as u8);
+        bomb.extend_from_slice(&[0u8; 16]);
+        assert_eq!(post(&app, bomb, None).await.0, StatusCode::BAD_REQUEST);
     }
 
     fn snapish(raw: &[u8]) -> Vec<u8> {

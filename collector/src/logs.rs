@@ -214,6 +214,7 @@ impl LogStore {
         let id = ids.last().map_or(1, |i| i + 1);
         let path = segment_path(dir, id);
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         Ok(LogStore {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer { file, id, size: 0 }),
@@ -227,11 +228,6 @@ impl LogStore {
     /// Stores lines durably (one write, one fsync); a batch id already stored is skipped.
     /// Returns how many lines were stored.
     pub fn append(&self, lines: Vec<LogLine>, batch: Option<(String, u64)>) -> Result<usize, LogsError> {
-        if let Some((source, seq)) = &batch
-            && self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(source).is_some_and(|s| s >= seq)
-        {
-            return Ok(0);
-        }
         let mut text = String::new();
         for l in &lines {
             text.push_str(&serde_json::to_string(&Entry::Line(l.clone())).unwrap_or_default());
@@ -245,23 +241,35 @@ impl LogStore {
             text.push('\n');
         }
         {
+            // The writer lock orders the batch-id check with the write, so two racing
+            // sends of one batch store it once.
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((source, seq)) = &batch
+                && self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(source).is_some_and(|s| s >= seq)
+            {
+                return Ok(0);
+            }
             if w.size >= SEGMENT_BYTES {
                 let id = w.id + 1;
                 let path = segment_path(&self.dir, id);
                 w.file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
                 w.id = id;
                 w.size = 0;
             }
             let path = segment_path(&self.dir, w.id);
-            w.file.write_all(text.as_bytes()).map_err(io(&path))?;
-            w.file.sync_data().map_err(io(&path))?;
+            if let Err(e) = w.file.write_all(text.as_bytes()).and_then(|()| w.file.sync_data()) {
+                // No half line may stay for the next batch to be glued onto.
+                let size = w.size;
+                let _ = w.file.set_len(size);
+                return Err(io(&path)(e));
+            }
             w.size += text.len() as u64;
-        }
-        if let Some((source, seq)) = batch {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let e = seen.entry(source).or_default();
-            *e = (*e).max(seq);
+            if let Some((source, seq)) = batch {
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                let e = seen.entry(source).or_default();
+                *e = (*e).max(seq);
+            }
         }
         let n = lines.len();
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());

@@ -43,8 +43,14 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
+/// The most a request may decompress to: snappy expands up to about 21×, and a receiver
+/// must not let one request claim gigabytes.
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    #[error("body decompresses to {0} bytes, more than the {MAX_DECOMPRESSED_BYTES}-byte limit")]
+    TooLarge(usize),
     #[error("body is not snappy-compressed: {0}")]
     Snappy(#[from] snap::Error),
     #[error("body is not a remote_write WriteRequest: {0}")]
@@ -85,6 +91,10 @@ pub fn encode(request: &WriteRequest) -> Vec<u8> {
 }
 
 pub fn decode(body: &[u8]) -> Result<WriteRequest, DecodeError> {
+    let len = snap::raw::decompress_len(body)?;
+    if len > MAX_DECOMPRESSED_BYTES {
+        return Err(DecodeError::TooLarge(len));
+    }
     let raw = snap::raw::Decoder::new().decompress_vec(body)?;
     Ok(WriteRequest::decode(raw.as_slice())?)
 }

@@ -327,15 +327,16 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
             if lo > hi {
                 return Ok(Value::Vector(Vec::new()));
             }
-            simple(ev, &move |v: f64| v.max(lo).min(hi))
+            // NaN stays NaN, as in Prometheus (Rust's max/min would drop it).
+            simple(ev, &move |v: f64| if v.is_nan() { v } else { v.max(lo).min(hi) })
         }
         "clamp_min" => {
             let lo = scalar(ev.eval(arg(1)?, t)?, name)?;
-            simple(ev, &move |v: f64| v.max(lo))
+            simple(ev, &move |v: f64| if v.is_nan() { v } else { v.max(lo) })
         }
         "clamp_max" => {
             let hi = scalar(ev.eval(arg(1)?, t)?, name)?;
-            simple(ev, &move |v: f64| v.min(hi))
+            simple(ev, &move |v: f64| if v.is_nan() { v } else { v.min(hi) })
         }
         "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
         "timestamp" => {
@@ -354,7 +355,7 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
                 .filter_map(|(labels, samples)| {
                     let idx = samples.partition_point(|(ts, _)| *ts <= at);
                     let (ts, v) = *samples.get(idx.checked_sub(1)?)?;
-                    (ts > at - super::LOOKBACK_MS && !super::is_stale(v))
+                    (ts >= at - super::LOOKBACK_MS && !super::is_stale(v))
                         .then(|| Sample { labels: drop_name(labels.clone()), value: ts as f64 / 1000.0 })
                 })
                 .collect();
@@ -423,6 +424,9 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
             let v = vector(ev.eval(arg(0)?, t)?, name)?;
             let dst = string(ev.eval(arg(1)?, t)?, name)?;
             let sep = string(ev.eval(arg(2)?, t)?, name)?;
+            if !valid_label_name(&dst) {
+                return Err(bad(format!("invalid destination label name in label_join(): {dst}")));
+            }
             let mut srcs = Vec::new();
             for e in &args[3..] {
                 srcs.push(string(ev.eval(e, t)?, name)?);

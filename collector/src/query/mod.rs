@@ -68,10 +68,44 @@ fn exec(msg: impl Into<String>) -> QueryError {
     QueryError::Execution(msg.into())
 }
 
-/// Parses a PromQL expression.
+/// Parses a PromQL expression. The parser can panic on some inputs (a duration like
+/// `[1e20]`); that is caught and reported as bad input.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
-    parser::parse(query).map_err(QueryError::BadData)
+    if query.len() > 64 * 1024 {
+        return Err(QueryError::BadData("query longer than 64 KiB".into()));
+    }
+    let expr = std::panic::catch_unwind(|| parser::parse(query))
+        .map_err(|_| QueryError::BadData("the query could not be parsed (a number or duration out of range?)".into()))?
+        .map_err(QueryError::BadData)?;
+    check_selectors(&expr)?;
+    Ok(expr)
 }
+
+/// Refuses what the evaluator does not implement rather than answering wrongly.
+fn check_selectors(expr: &Expr) -> Result<(), QueryError> {
+    let unsupported = || QueryError::BadData("`or` inside a selector is not supported".into());
+    match expr {
+        Expr::VectorSelector(vs) if !vs.matchers.or_matchers.is_empty() => Err(unsupported()),
+        Expr::MatrixSelector(ms) if !ms.vs.matchers.or_matchers.is_empty() => Err(unsupported()),
+        Expr::Aggregate(a) => {
+            check_selectors(&a.expr)?;
+            a.param.as_deref().map_or(Ok(()), check_selectors)
+        }
+        Expr::Unary(u) => check_selectors(&u.expr),
+        Expr::Binary(b) => {
+            check_selectors(&b.lhs)?;
+            check_selectors(&b.rhs)
+        }
+        Expr::Paren(p) => check_selectors(&p.expr),
+        Expr::Subquery(s) => check_selectors(&s.expr),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| check_selectors(a)),
+        _ => Ok(()),
+    }
+}
+
+/// Most subquery steps one evaluation may take, and most samples a query may touch.
+pub const MAX_SUBQUERY_STEPS: i64 = 11_000;
+pub const MAX_SAMPLES: usize = 50_000_000;
 
 fn millis(d: std::time::Duration) -> i64 {
     d.as_millis() as i64
@@ -180,6 +214,11 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => {
                 let range = millis(sq.range);
                 let step = sq.step.map(millis).unwrap_or(60_000).max(1);
+                if range / step > MAX_SUBQUERY_STEPS {
+                    return Err(QueryError::BadData(format!(
+                        "subquery of {range} ms at a {step} ms resolution takes more than {MAX_SUBQUERY_STEPS} steps; use a larger step"
+                    )));
+                }
                 let at = self.selector_time(t, &sq.at, &sq.offset);
                 // Steps aligned to multiples of the step, as Prometheus does.
                 // The first step-aligned instant at or after `at - range`, as Prometheus does.
@@ -229,7 +268,8 @@ impl<'a> Evaluator<'a> {
             .filter_map(|(labels, samples)| {
                 let idx = samples.partition_point(|(ts, _)| *ts <= at);
                 let (ts, v) = *samples.get(idx.checked_sub(1)?)?;
-                (ts > at - LOOKBACK_MS && !is_stale(v)).then(|| Sample { labels: labels.clone(), value: v })
+                // Prometheus 2.42 still counts a sample exactly at the lookback's edge.
+                (ts >= at - LOOKBACK_MS && !is_stale(v)).then(|| Sample { labels: labels.clone(), value: v })
             })
             .collect()
     }
@@ -272,6 +312,11 @@ pub fn range_query(store: &Store, query: &str, start: i64, end: i64, step: i64) 
     }
     if end < start {
         return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+    }
+    // Prometheus's bounds on timestamps keep every step computation below from overflowing.
+    const MIN_T: i64 = -9_223_372_036_854_775 / 1000 * 1000;
+    if start < MIN_T / 2 || end > i64::MAX / 2 {
+        return Err(QueryError::BadData("start or end is out of range".into()));
     }
     if (end - start) / step > MAX_POINTS as i64 {
         return Err(QueryError::BadData(format!(

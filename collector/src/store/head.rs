@@ -82,7 +82,9 @@ impl MemSeries {
         self.closed.last().map_or(i64::MIN, Sealed::max_t)
     }
 
-    fn append(&mut self, t: i64, v: f64) -> Result<(), Rejected> {
+    /// `window`: refuse samples further behind than [`OUT_OF_ORDER_WINDOW_MS`] (live
+    /// ingest); replay passes false, since it only brings back what was accepted.
+    fn append(&mut self, t: i64, v: f64, window: bool) -> Result<(), Rejected> {
         let max_t = self.max_t();
         if t > max_t {
             if self.head.is_full() {
@@ -104,7 +106,7 @@ impl MemSeries {
                 _ => Err(Rejected::Duplicate),
             };
         }
-        if t < max_t - OUT_OF_ORDER_WINDOW_MS {
+        if window && t < max_t.saturating_sub(OUT_OF_ORDER_WINDOW_MS) {
             return Err(Rejected::TooOld);
         }
         let found = self.ooo().binary_search_by_key(&t, |s| s.0);
@@ -280,7 +282,15 @@ impl Head {
 
     pub fn append(&mut self, r: SeriesRef, t: i64, v: f64) -> Result<(), Rejected> {
         let series = self.series.get_mut(r as usize).ok_or(Rejected::TooOld)?;
-        series.append(t, v)?;
+        series.append(t, v, true)?;
+        self.samples_appended += 1;
+        Ok(())
+    }
+
+    /// Puts back a sample from the WAL or a checkpoint, without the out-of-order window.
+    pub fn restore_sample(&mut self, r: SeriesRef, t: i64, v: f64) -> Result<(), Rejected> {
+        let series = self.series.get_mut(r as usize).ok_or(Rejected::TooOld)?;
+        series.append(t, v, false)?;
         self.samples_appended += 1;
         Ok(())
     }

@@ -29,7 +29,23 @@ pub struct IngestOutcome {
 /// One series of an ingest: sorted labels and samples.
 pub type IncomingSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
 
+/// Samples per WAL record: keeps every record far below the replay limit.
+const SAMPLES_PER_RECORD: usize = 100_000;
+
+/// Runs `f`, which may wait on the head's lock, without stalling other tasks on this
+/// worker thread (on a multi-threaded runtime; tests on a current-thread one just run it).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 pub struct Store {
+    /// Held (shared) by every ingest from its WAL send until its samples are in the head,
+    /// and exclusively by a checkpoint around its cut and snapshot: a checkpoint never
+    /// folds away a WAL segment whose samples are not yet in the head it snapshots.
+    gate: tokio::sync::RwLock<()>,
     head: RwLock<Head>,
     wal: Wal,
     /// Highest batch sequence stored per source (agent id).
@@ -91,7 +107,8 @@ impl Store {
             Record::Samples(samples) => {
                 for (r, t, v) in samples {
                     if let Some(r) = refs.get(&r) {
-                        let _ = head.append(*r, t, v);
+                        // Whatever was acknowledged comes back, however far out of order.
+                        let _ = head.restore_sample(*r, t, v);
                     }
                 }
             }
@@ -119,15 +136,26 @@ impl Store {
         let open =
             OpenReport { series: head.num_series(), samples: head.samples_appended(), wal: report, checkpoint_records };
         let wal = Wal::open(&wal_dir)?;
-        Ok((Store { head: RwLock::new(head), wal, seen: Mutex::new(seen), dir: dir.to_path_buf() }, open))
+        Ok((
+            Store {
+                gate: tokio::sync::RwLock::new(()),
+                head: RwLock::new(head),
+                wal,
+                seen: Mutex::new(seen),
+                dir: dir.to_path_buf(),
+            },
+            open,
+        ))
     }
 
     /// Folds the WAL into a checkpoint of the head, so the next start replays only what
     /// came after it. Safe at any time: samples arriving meanwhile land in the WAL segment
     /// after the cut (and possibly also in the checkpoint; replaying them twice is harmless).
     pub async fn checkpoint(&self) -> Result<CheckpointReport, WalError> {
+        let gate = self.gate.write().await;
         let upto = self.wal.cut().await?;
-        let mut records = self.read().snapshot();
+        let mut records = blocking(|| self.read().snapshot());
+        drop(gate);
         records.extend(
             self.seen
                 .lock()
@@ -191,7 +219,8 @@ impl Store {
         }
         let mut outcome = IngestOutcome::default();
         let mut resolved: Vec<(u32, Vec<(i64, f64)>)> = Vec::with_capacity(series.len());
-        let done = {
+        let _gate = self.gate.read().await;
+        let done = blocking(|| {
             // Series creation and the WAL send happen under one lock, so the WAL holds a
             // series' creation before any sample that refers to it.
             let mut head = self.write();
@@ -207,16 +236,16 @@ impl Store {
                 samples.extend(points.iter().map(|(t, v)| (r, *t, *v)));
                 resolved.push((r, points));
             }
-            records.push(Record::Samples(samples));
+            records.extend(samples.chunks(SAMPLES_PER_RECORD).map(|c| Record::Samples(c.to_vec())));
             if let Some((source, seq)) = &batch {
                 records.push(Record::BatchSeen { source: source.clone(), seq: *seq });
             }
-            self.wal.send(&records)?
-        };
+            self.wal.send(&records)
+        })?;
         done.await
             .map_err(|_| WalError::Closed)?
             .map_err(|e| WalError::Io { path: self.wal.dir().to_path_buf(), source: std::io::Error::other(e) })?;
-        {
+        blocking(|| {
             let mut head = self.write();
             for (r, points) in resolved {
                 for (t, v) in points {
@@ -227,7 +256,7 @@ impl Store {
                     }
                 }
             }
-        }
+        });
         if let Some((source, seq)) = batch {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             let e = seen.entry(source).or_default();
@@ -314,6 +343,23 @@ mod tests {
         let (_, report) = Store::open(dir.path()).expect("reopen");
         assert_eq!(report.wal.records, 0);
         assert_eq!(checkpoints(dir.path()).expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn acknowledged_out_of_order_samples_come_back_from_a_checkpoint() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let (store, _) = Store::open(dir.path()).expect("open");
+            store.ingest(vec![series("m", 600_000, 1.0)], None).await.expect("ingest");
+            let late = store.ingest(vec![series("m", 400_000, 2.0)], None).await.expect("late but in the window");
+            assert_eq!(late.samples_stored, 1);
+            // The series moves on far beyond the window.
+            store.ingest(vec![series("m", 3_600_000, 3.0)], None).await.expect("ingest");
+            store.checkpoint().await.expect("checkpoint");
+        }
+        let (store, _) = Store::open(dir.path()).expect("reopen");
+        let m = store.select(&[Matcher::Eq("__name__".into(), "m".into())], 0, i64::MAX);
+        assert_eq!(m[0].samples, vec![(400_000, 2.0), (600_000, 1.0), (3_600_000, 3.0)]);
     }
 
     #[tokio::test]

@@ -256,7 +256,8 @@ pub fn replay(dir: &Path, from: u64, mut apply: impl FnMut(Record)) -> Result<Re
 
 struct Job {
     bytes: Vec<u8>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// The segment the job's bytes went to (for a cut: the segment it closed).
+    done: oneshot::Sender<Result<u64, String>>,
 }
 
 /// Handle to the WAL writer thread.
@@ -309,11 +310,12 @@ impl Wal {
         let done = self.send(records)?;
         done.await
             .map_err(|_| WalError::Closed)?
+            .map(|_| ())
             .map_err(|e| WalError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })
     }
 
     /// Queues `records` for the writer; the order of `send` calls is the order on disk.
-    pub fn send(&self, records: &[Record]) -> Result<oneshot::Receiver<Result<(), String>>, WalError> {
+    pub fn send(&self, records: &[Record]) -> Result<oneshot::Receiver<Result<u64, String>>, WalError> {
         let mut bytes = Vec::new();
         for r in records {
             bytes.extend_from_slice(&frame(&r.encode()));
@@ -327,12 +329,12 @@ impl Wal {
     /// it can be folded into a checkpoint.
     pub async fn cut(&self) -> Result<u64, WalError> {
         let (done, rx) = oneshot::channel();
-        // An empty job with the cut marker: the writer rolls over before acknowledging.
+        // The cut marker: the writer rolls over before acknowledging, and answers with the
+        // segment it closed.
         self.tx.send(Job { bytes: CUT.to_vec(), done }).map_err(|_| WalError::Closed)?;
         rx.await
             .map_err(|_| WalError::Closed)?
-            .map_err(|e| WalError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })?;
-        Ok(self.stats.segment.load(std::sync::atomic::Ordering::Relaxed) - 1)
+            .map_err(|e| WalError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })
     }
 }
 
@@ -342,10 +344,19 @@ const CUT: &[u8] = b"\0cut";
 fn writer(rx: mpsc::Receiver<Job>, dir: PathBuf, mut id: u64, mut file: File, stats: std::sync::Arc<WalStats>) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // After a failed write or fsync nothing more is written: bytes after a hole would be
+    // acknowledged and then lost at replay. Every later write is refused with the cause.
+    let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while let Ok(more) = rx.try_recv() {
             jobs.push(more);
+        }
+        if let Some(cause) = &failed {
+            for job in jobs {
+                let _ = job.done.send(Err(format!("the WAL stopped after an I/O error: {cause}")));
+            }
+            continue;
         }
         let mut result: Result<(), String> = Ok(());
         let mut cut = false;
@@ -356,16 +367,20 @@ fn writer(rx: mpsc::Receiver<Job>, dir: PathBuf, mut id: u64, mut file: File, st
             }
             if let Err(e) = file.write_all(&job.bytes) {
                 result = Err(e.to_string());
+                break;
             }
             size += job.bytes.len() as u64;
             stats.bytes_written.fetch_add(job.bytes.len() as u64, Relaxed);
         }
         let started = Instant::now();
-        if let Err(e) = file.sync_data() {
+        if result.is_ok()
+            && let Err(e) = file.sync_data()
+        {
             result = Err(e.to_string());
         }
         stats.fsyncs.fetch_add(1, Relaxed);
         stats.fsync_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        let written_to = id;
         if (cut || size >= SEGMENT_BYTES) && result.is_ok() {
             let path = segment_path(&dir, id + 1);
             match OpenOptions::new()
@@ -383,8 +398,12 @@ fn writer(rx: mpsc::Receiver<Job>, dir: PathBuf, mut id: u64, mut file: File, st
                 Err(e) => result = Err(e.to_string()),
             }
         }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "WAL write failed; refusing further writes");
+            failed = Some(e.clone());
+        }
         for job in jobs {
-            let _ = job.done.send(result.clone());
+            let _ = job.done.send(result.clone().map(|()| written_to));
         }
     }
 }
