@@ -273,6 +273,8 @@ async fn promql_answers_match_prometheus() {
         "http_requests_total or temperature".into(),
         "http_requests_total unless http_requests_total{instance=\"a\"}".into(),
         "temperature == bool temperature".into(),
+        "http_requests_total > on(instance) http_requests_total{code=\"200\"}".into(),
+        "clamp_min(temperature - temperature + (0 / 0), 1)".into(),
         "max_over_time(rate(http_requests_total[1m])[10m:1m])".into(),
         "avg_over_time(temperature[10m:30s])".into(),
         "sort(temperature)".into(),

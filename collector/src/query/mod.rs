@@ -103,9 +103,8 @@ fn check_selectors(expr: &Expr) -> Result<(), QueryError> {
     }
 }
 
-/// Most subquery steps one evaluation may take, and most samples a query may touch.
+/// Most subquery steps one evaluation may take.
 pub const MAX_SUBQUERY_STEPS: i64 = 11_000;
-pub const MAX_SAMPLES: usize = 50_000_000;
 
 fn millis(d: std::time::Duration) -> i64 {
     d.as_millis() as i64

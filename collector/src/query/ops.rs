@@ -271,11 +271,6 @@ pub fn binary(ev: &mut Evaluator<'_>, bin: &BinaryExpr, t: i64) -> Result<Value,
     for s in many {
         let sig = signature(&s.labels, &matching);
         let Some(other) = one_by_sig.get(&sig) else { continue };
-        if one_to_one && !seen_many.insert(sig.clone()) {
-            return Err(exec(
-                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-            ));
-        }
         let (a, b) = if swapped { (other.value, s.value) } else { (s.value, other.value) };
         let (keep, value) = match compare(&op, a, b) {
             Some(r) => {
@@ -289,6 +284,12 @@ pub fn binary(ev: &mut Evaluator<'_>, bin: &BinaryExpr, t: i64) -> Result<Value,
         };
         if !keep {
             continue;
+        }
+        // As in Prometheus, only matches that survive a comparison count as duplicates.
+        if one_to_one && !seen_many.insert(sig.clone()) {
+            return Err(exec(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+            ));
         }
         // Result labels: from the "many" side (or the left one for one-to-one).
         let mut labels = s.labels.clone();
