@@ -277,8 +277,8 @@ async fn series(
     let end = time_param(Some(&query), "end", i64::MAX)?;
     let mut seen = std::collections::BTreeSet::new();
     for matchers in sets {
-        for s in c.store.select(&matchers, start, end) {
-            seen.insert(s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>());
+        for labels in c.store.series_labels(&matchers, start, end) {
+            seen.insert(labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>());
         }
     }
     let data: Vec<Value> = seen

@@ -15,8 +15,32 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use serde::{Deserialize, Serialize};
 
-/// Lines of each instance kept in memory.
+/// Lines of each instance kept in memory, and the bytes of message they may take.
 const RECENT_PER_INSTANCE: usize = 1000;
+const RECENT_BYTES_PER_INSTANCE: usize = 1 << 20;
+
+/// The newest lines of one instance.
+#[derive(Default)]
+struct Recent {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+    /// Older lines were dropped from memory (they are on disk).
+    dropped: bool,
+}
+
+impl Recent {
+    fn push(&mut self, line: LogLine) {
+        self.bytes += line.message.len();
+        self.lines.push_back(line);
+        while self.lines.len() > RECENT_PER_INSTANCE || (self.bytes > RECENT_BYTES_PER_INSTANCE && self.lines.len() > 1)
+        {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.message.len();
+                self.dropped = true;
+            }
+        }
+    }
+}
 const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// One stored log line.
@@ -104,7 +128,7 @@ struct Writer {
 pub struct LogStore {
     dir: PathBuf,
     writer: Mutex<Writer>,
-    recent: Mutex<HashMap<(String, String), VecDeque<LogLine>>>,
+    recent: Mutex<HashMap<(String, String), Recent>>,
     seen: Mutex<HashMap<String, u64>>,
     live: tokio::sync::broadcast::Sender<LogLine>,
     pub lines_stored: std::sync::atomic::AtomicU64,
@@ -186,7 +210,7 @@ impl LogStore {
     /// Opens the store in `dir`, rebuilding the recent lines and the batch ids from disk.
     pub fn open(dir: &Path) -> Result<Self, LogsError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut recent: HashMap<(String, String), VecDeque<LogLine>> = HashMap::new();
+        let mut recent: HashMap<(String, String), Recent> = HashMap::new();
         let mut seen: HashMap<String, u64> = HashMap::new();
         let ids = segments(dir)?;
         for id in &ids {
@@ -196,11 +220,7 @@ impl LogStore {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Entry>(&line) {
                     Ok(Entry::Line(l)) => {
-                        let q = recent.entry((l.service.clone(), l.instance.clone())).or_default();
-                        q.push_back(l);
-                        if q.len() > RECENT_PER_INSTANCE {
-                            q.pop_front();
-                        }
+                        recent.entry((l.service.clone(), l.instance.clone())).or_default().push(l);
                     }
                     Ok(Entry::Batch { batch }) => {
                         let e = seen.entry(batch.source).or_default();
@@ -275,11 +295,7 @@ impl LogStore {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         for l in lines {
             let _ = self.live.send(l.clone());
-            let q = recent.entry((l.service.clone(), l.instance.clone())).or_default();
-            q.push_back(l);
-            if q.len() > RECENT_PER_INSTANCE {
-                q.pop_front();
-            }
+            recent.entry((l.service.clone(), l.instance.clone())).or_default().push(l);
         }
         self.lines_stored.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
@@ -288,23 +304,39 @@ impl LogStore {
     /// Newest lines matching `filter`, newest last, at most `limit`. Served from memory
     /// when it holds enough, else read from the segments, newest first.
     pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<LogLine>, LogsError> {
-        let mut from_memory: Vec<LogLine> = {
+        let (mut from_memory, dropped_after) = {
             let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.values().flat_map(|q| q.iter().filter(|l| filter.matches(l)).cloned()).collect()
+            let relevant = recent.iter().filter(|((service, instance), _)| {
+                filter.service.as_ref().is_none_or(|s| s == service)
+                    && filter.instance.as_ref().is_none_or(|i| i == instance)
+            });
+            let mut lines = Vec::new();
+            // The newest time before which some relevant instance has dropped lines.
+            let mut dropped_after: Option<u64> = None;
+            for (_, r) in relevant {
+                lines.extend(r.lines.iter().filter(|l| filter.matches(l)).cloned());
+                if r.dropped
+                    && let Some(front) = r.lines.front()
+                {
+                    dropped_after = Some(dropped_after.map_or(front.time_unix_nano, |d| d.max(front.time_unix_nano)));
+                }
+            }
+            (lines, dropped_after)
         };
         from_memory.sort_by_key(|l| l.time_unix_nano);
-        let oldest_in_memory = {
-            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent
-                .values()
-                .filter(|q| q.len() >= RECENT_PER_INSTANCE)
-                .filter_map(|q| q.front().map(|l| l.time_unix_nano))
-                .max()
+        let skip = from_memory.len().saturating_sub(limit);
+        let answer = from_memory.split_off(skip);
+        // Memory is the whole truth when no relevant instance has dropped lines inside the
+        // window, or when every line it would return is newer than anything dropped.
+        let complete = match dropped_after {
+            None => true,
+            Some(front) => {
+                front <= filter.since_ns
+                    || (answer.len() >= limit && answer.first().is_some_and(|l| l.time_unix_nano > front))
+            }
         };
-        // Memory is complete for the window unless some instance has rolled over lines newer than `since`.
-        if from_memory.len() >= limit || oldest_in_memory.is_none_or(|t| t <= filter.since_ns) {
-            let skip = from_memory.len().saturating_sub(limit);
-            return Ok(from_memory.split_off(skip));
+        if complete {
+            return Ok(answer);
         }
         let mut out: Vec<LogLine> = Vec::new();
         for id in segments(&self.dir)?.into_iter().rev() {
@@ -338,6 +370,7 @@ impl LogStore {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent
             .get(&(service.to_string(), instance.to_string()))?
+            .lines
             .iter()
             .rev()
             .find(|l| l.level == "error" || l.level == "fatal")
@@ -377,6 +410,26 @@ mod tests {
             message: format!("line {i}"),
             attributes: Default::default(),
         }
+    }
+
+    #[test]
+    fn lines_dropped_from_memory_are_read_from_disk() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = LogStore::open(dir.path()).expect("open");
+        s.append((0..1500).map(|i| line(i, "info", "orders-1")).collect(), None).expect("append");
+        s.append(vec![line(2000, "info", "orders-2")], None).expect("append");
+        let all = Filter { until_ns: u64::MAX, ..Default::default() };
+        assert_eq!(s.query(&all, 1200).expect("query").len(), 1200, "more than memory holds");
+        let early = Filter { contains: Some("line 3".into()), until_ns: u64::MAX, ..Default::default() };
+        // "line 3", "line 30".."line 39", "line 300".."line 399": all only on disk now.
+        let found = s.query(&early, 200).expect("query");
+        assert_eq!(found.len(), 111);
+        assert!(found.iter().any(|l| l.message == "line 3"));
+        let newest = s.query(&all, 3).expect("query");
+        assert_eq!(
+            newest.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+            ["line 1498", "line 1499", "line 2000"]
+        );
     }
 
     #[test]

@@ -381,14 +381,18 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
             let q = scalar(ev.eval(arg(0)?, t)?, name)?;
             let v = vector(ev.eval(arg(1)?, t)?, name)?;
             let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+            let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
             for s in v {
                 let Some(le) = s.labels.iter().find(|(n, _)| n == "le").and_then(|(_, v)| parse_float(v)) else {
                     continue;
                 };
                 let key: Labels = s.labels.into_iter().filter(|(n, _)| n != "le" && n != "__name__").collect();
-                match groups.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, b)) => b.push((le, s.value)),
-                    None => groups.push((key, vec![(le, s.value)])),
+                match index.get(&key) {
+                    Some(i) => groups[*i].1.push((le, s.value)),
+                    None => {
+                        index.insert(key.clone(), groups.len());
+                        groups.push((key, vec![(le, s.value)]));
+                    }
                 }
             }
             Ok(Value::Vector(
@@ -466,8 +470,20 @@ fn valid_label_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Sets (or, with an empty value, removes) a label, keeping the set sorted.
-fn set_label(labels: &mut Labels, name: &str, value: String) {
+/// Longest label value label_replace/label_join may build: nesting them must not be a
+/// way to grow a value without bound.
+const MAX_LABEL_VALUE_BYTES: usize = 64 * 1024;
+
+/// Sets (or, with an empty value, removes) a label, keeping the set sorted. A value
+/// longer than [`MAX_LABEL_VALUE_BYTES`] is cut there.
+fn set_label(labels: &mut Labels, name: &str, mut value: String) {
+    if value.len() > MAX_LABEL_VALUE_BYTES {
+        let mut end = MAX_LABEL_VALUE_BYTES;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
     labels.retain(|(n, _)| n != name);
     if !value.is_empty() {
         labels.push((name.to_string(), value));

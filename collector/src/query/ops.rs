@@ -109,11 +109,15 @@ pub fn aggregate(ev: &mut Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<
                     _ => return Err(bad("count_values: expected a string parameter")),
                 };
                 let mut counts: Vec<(String, f64)> = Vec::new();
+                let mut index: HashMap<String, usize> = HashMap::new();
                 for v in values {
                     let text = format_value(v);
-                    match counts.iter_mut().find(|(k, _)| *k == text) {
-                        Some((_, c)) => *c += 1.0,
-                        None => counts.push((text, 1.0)),
+                    match index.get(&text) {
+                        Some(i) => counts[*i].1 += 1.0,
+                        None => {
+                            index.insert(text.clone(), counts.len());
+                            counts.push((text, 1.0));
+                        }
                     }
                 }
                 for (text, c) in counts {

@@ -147,6 +147,13 @@ impl MemSeries {
         out
     }
 
+    /// Whether any sample may lie in `[mint, maxt]`, from chunk bounds alone.
+    fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.closed.iter().any(|c| c.max_t() >= mint && c.min_t() <= maxt)
+            || (!self.head.is_empty() && self.head.max_t() >= mint && self.head.min_t() <= maxt)
+            || self.ooo().iter().any(|(t, _)| *t >= mint && *t <= maxt)
+    }
+
     fn bytes(&self) -> usize {
         self.closed.iter().map(Sealed::bytes).sum::<usize>() + self.head.bytes() + self.ooo().len() * 16
     }
@@ -437,6 +444,15 @@ impl Head {
         Some(i64::MAX)
     }
 
+    /// Labels of matching series with samples in `[mint, maxt]`, without decoding any.
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        self.select_refs(matchers)
+            .into_iter()
+            .filter(|r| self.series[*r as usize].overlaps(mint, maxt))
+            .map(|r| self.resolve(&self.series[r as usize].labels))
+            .collect()
+    }
+
     /// Label names in use, sorted.
     pub fn label_names(&self) -> Vec<String> {
         self.postings.keys().map(|k| k.to_string()).collect()
@@ -540,6 +556,13 @@ mod tests {
             [(1, (BLOCK + 5) as f64)]
         );
         assert_eq!(h.num_series(), BLOCK + 10);
+    }
+
+    #[test]
+    fn series_labels_respect_the_time_range_without_decoding() {
+        let h = head_with_series();
+        assert_eq!(h.series_labels(&[eq("job", "api")], 0, 2000).len(), 2);
+        assert!(h.series_labels(&[eq("job", "api")], 5000, 6000).is_empty(), "no samples in range");
     }
 
     #[test]

@@ -265,6 +265,10 @@ impl Store {
         Ok(outcome)
     }
 
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<head::Labels> {
+        self.read().series_labels(matchers, mint, maxt)
+    }
+
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesData> {
         self.read().select(matchers, mint, maxt)
     }
