@@ -277,6 +277,8 @@ async fn promql_answers_match_prometheus() {
         "clamp_min(temperature - temperature + (0 / 0), 1)".into(),
         "max_over_time(rate(http_requests_total[1m])[10m:1m])".into(),
         "avg_over_time(temperature[10m:30s])".into(),
+        "max_over_time(avg_over_time(temperature[2m:30s])[10m:1m])".into(),
+        format!("avg_over_time(temperature[5m:1m] @ {})", at_secs(14)),
         "sort(temperature)".into(),
         "sort_desc(temperature)".into(),
         "vanishing".into(),

@@ -155,6 +155,14 @@ impl<'a> Evaluator<'a> {
         Evaluator { store, start, end, cache: HashMap::new(), reach_back: 0 }
     }
 
+    /// An evaluator for `expr`: selectors are fetched once, over everything any step of
+    /// any subquery in `expr` may read.
+    pub fn for_expr(store: &'a Store, start: i64, end: i64, expr: &Expr) -> Self {
+        let mut ev = Evaluator::new(store, start, end);
+        ev.reach_back = reach_of(expr);
+        ev
+    }
+
     /// The time a selector is evaluated at: `@` pins it, `offset` shifts it.
     fn selector_time(&self, t: i64, at: &Option<AtModifier>, offset: &Option<Offset>) -> i64 {
         let base = match at {
@@ -171,7 +179,7 @@ impl<'a> Evaluator<'a> {
 
     /// Fetches a selector's series over everything the query may read (cached).
     fn fetch(&mut self, vs: &VectorSelector, range_ms: i64) -> Arc<Selected> {
-        let key = format!("{vs}|{range_ms}|{}", self.reach_back);
+        let key = format!("{vs}|{range_ms}");
         if let Some(s) = self.cache.get(&key) {
             return s.clone();
         }
@@ -183,7 +191,9 @@ impl<'a> Evaluator<'a> {
             }
             None => (self.start - offset_ms(&vs.offset), self.end - offset_ms(&vs.offset)),
         };
-        let mint = lo - range_ms.max(LOOKBACK_MS) - self.reach_back;
+        let mint = lo.saturating_sub(range_ms.max(LOOKBACK_MS)).saturating_sub(self.reach_back);
+        // A subquery pinned with `@` may read after the query's end too.
+        let hi = if self.reach_back >= UNBOUNDED { i64::MAX } else { hi };
         let series = self
             .store
             .select(&matchers, mint, hi)
@@ -225,8 +235,6 @@ impl<'a> Evaluator<'a> {
                 if ts < at - range {
                     ts += step;
                 }
-                let saved = self.reach_back;
-                self.reach_back = saved + (t - ts).max(0);
                 let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
                 let mut order: Vec<Labels> = Vec::new();
                 while ts <= at {
@@ -242,7 +250,6 @@ impl<'a> Evaluator<'a> {
                     }
                     ts += step;
                 }
-                self.reach_back = saved;
                 Ok(Value::Matrix(
                     order
                         .into_iter()
@@ -290,6 +297,34 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// A reach meaning "anywhere in time".
+const UNBOUNDED: i64 = i64::MAX / 4;
+
+/// How far before the query start subqueries in `expr` may read: the sum of nested
+/// subquery ranges, steps and offsets. A subquery pinned with `@` may read anywhere.
+fn reach_of(expr: &Expr) -> i64 {
+    fn children(e: &Expr) -> Vec<&Expr> {
+        match e {
+            Expr::Aggregate(a) => std::iter::once(a.expr.as_ref()).chain(a.param.as_deref()).collect(),
+            Expr::Unary(u) => vec![&u.expr],
+            Expr::Binary(b) => vec![&b.lhs, &b.rhs],
+            Expr::Paren(p) => vec![&p.expr],
+            Expr::Call(c) => c.args.args.iter().map(|a| a.as_ref()).collect(),
+            _ => Vec::new(),
+        }
+    }
+    match expr {
+        Expr::Subquery(sq) => {
+            if sq.at.is_some() {
+                return UNBOUNDED;
+            }
+            let own = millis(sq.range) + sq.step.map(millis).unwrap_or(60_000) + offset_ms(&sq.offset).max(0);
+            own.saturating_add(reach_of(&sq.expr)).min(UNBOUNDED)
+        }
+        other => children(other).into_iter().map(reach_of).max().unwrap_or(0),
+    }
+}
+
 pub fn drop_name(mut labels: Labels) -> Labels {
     labels.retain(|(n, _)| n != "__name__");
     labels
@@ -298,7 +333,7 @@ pub fn drop_name(mut labels: Labels) -> Labels {
 /// Evaluates an instant query.
 pub fn instant_query(store: &Store, query: &str, t: i64) -> Result<Value, QueryError> {
     let expr = parse(query)?;
-    let mut ev = Evaluator::new(store, t, t);
+    let mut ev = Evaluator::for_expr(store, t, t, &expr);
     let value = ev.eval(&expr, t)?;
     check_unique(&value)?;
     Ok(value)
@@ -323,7 +358,7 @@ pub fn range_query(store: &Store, query: &str, start: i64, end: i64, step: i64) 
         )));
     }
     let expr = parse(query)?;
-    let mut ev = Evaluator::new(store, start, end);
+    let mut ev = Evaluator::for_expr(store, start, end, &expr);
     let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
     let mut t = start;
     while t <= end {
