@@ -136,15 +136,16 @@ impl MemSeries {
         self.out_of_order.as_deref().map_or(&[], Vec::as_slice)
     }
 
-    fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
-        let mut out: Vec<(i64, f64)> = self.samples_between(mint, maxt).collect();
-        let extra = self.ooo().iter().filter(|(t, _)| *t >= mint && *t <= maxt);
-        if self.ooo().is_empty() {
-            return out;
+    /// Copies of what may hold samples in `[mint, maxt]`: cheap (bytes, not decoding), so
+    /// the head's lock is held only for this; decoding happens after it is released.
+    fn raw(&self, mint: i64, maxt: i64) -> RawSeries {
+        RawSeries {
+            labels: Vec::new(),
+            sealed: self.closed.iter().filter(|c| c.max_t() >= mint && c.min_t() <= maxt).cloned().collect(),
+            head: (!self.head.is_empty() && self.head.max_t() >= mint && self.head.min_t() <= maxt)
+                .then(|| self.head.clone()),
+            out_of_order: self.ooo().iter().copied().filter(|(t, _)| *t >= mint && *t <= maxt).collect(),
         }
-        out.extend(extra);
-        out.sort_by_key(|s| s.0);
-        out
     }
 
     /// Whether any sample may lie in `[mint, maxt]`, from chunk bounds alone.
@@ -207,6 +208,30 @@ impl std::ops::Index<usize> for SeriesTable {
     type Output = MemSeries;
     fn index(&self, i: usize) -> &MemSeries {
         &self.blocks[i / BLOCK][i % BLOCK]
+    }
+}
+
+/// A selected series' chunks, copied out of the head, not yet decoded.
+pub struct RawSeries {
+    pub labels: Labels,
+    sealed: Vec<Sealed>,
+    head: Option<Chunk>,
+    out_of_order: Vec<(i64, f64)>,
+}
+
+impl RawSeries {
+    /// The samples in `[mint, maxt]`, in time order; `None` when there are none.
+    pub fn decode(self, mint: i64, maxt: i64) -> Option<SeriesData> {
+        let in_range = move |(t, _): &(i64, f64)| *t >= mint && *t <= maxt;
+        let mut samples: Vec<(i64, f64)> = self.sealed.iter().flat_map(Sealed::iter).filter(in_range).collect();
+        if let Some(head) = &self.head {
+            samples.extend(head.iter().filter(in_range));
+        }
+        if !self.out_of_order.is_empty() {
+            samples.extend(self.out_of_order);
+            samples.sort_by_key(|s| s.0);
+        }
+        (!samples.is_empty()).then_some(SeriesData { labels: self.labels, samples })
     }
 }
 
@@ -358,12 +383,17 @@ impl Head {
     /// Matching series with their samples in `[mint, maxt]`; series without samples in
     /// the range are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesData> {
+        self.select_raw(matchers, mint, maxt).into_iter().filter_map(|r| r.decode(mint, maxt)).collect()
+    }
+
+    /// Matching series' chunks overlapping `[mint, maxt]`, copied but not decoded.
+    pub fn select_raw(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<RawSeries> {
         self.select_refs(matchers)
             .into_iter()
-            .filter_map(|r| {
+            .filter(|r| self.series[*r as usize].overlaps(mint, maxt))
+            .map(|r| {
                 let s = &self.series[r as usize];
-                let samples = s.samples(mint, maxt);
-                (!samples.is_empty()).then(|| SeriesData { labels: self.resolve(&s.labels), samples })
+                RawSeries { labels: self.resolve(&s.labels), ..s.raw(mint, maxt) }
             })
             .collect()
     }

@@ -269,8 +269,11 @@ impl Store {
         self.read().series_labels(matchers, mint, maxt)
     }
 
+    /// Matching series with their samples in `[mint, maxt]`. The head's lock is held only
+    /// to copy chunk bytes; decoding happens after, so queries do not hold up ingest.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesData> {
-        self.read().select(matchers, mint, maxt)
+        let raw = self.read().select_raw(matchers, mint, maxt);
+        raw.into_iter().filter_map(|r| r.decode(mint, maxt)).collect()
     }
 
     pub fn label_names(&self) -> Vec<String> {
