@@ -255,6 +255,8 @@ pub struct Head {
     symbol_ids: HashMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
     samples_appended: u64,
+    /// Series removed by retention (their slots stay empty).
+    removed: usize,
 }
 
 fn hash_labels(labels: &[(&str, &str)]) -> u64 {
@@ -331,8 +333,9 @@ impl Head {
         self.series.get(r as usize).map(|s| self.resolve(&s.labels))
     }
 
+    /// Live series (removed ones not counted).
     pub fn num_series(&self) -> usize {
-        self.series.len()
+        self.series.len() - self.removed
     }
 
     pub fn samples_appended(&self) -> u64 {
@@ -369,13 +372,15 @@ impl Head {
             .into_iter()
             .filter(|r| {
                 let labels = &self.series[*r as usize].labels;
-                matchers.iter().all(|m| {
-                    let value = labels
-                        .iter()
-                        .find(|(n, _)| &*self.names[*n as usize] == m.name())
-                        .map_or("", |(_, v)| &*self.names[*v as usize]);
-                    m.matches(value)
-                })
+                // A removed series has no labels and matches nothing.
+                !labels.is_empty()
+                    && matchers.iter().all(|m| {
+                        let value = labels
+                            .iter()
+                            .find(|(n, _)| &*self.names[*n as usize] == m.name())
+                            .map_or("", |(_, v)| &*self.names[*v as usize]);
+                        m.matches(value)
+                    })
             })
             .collect()
     }
@@ -416,7 +421,7 @@ impl Head {
     pub fn snapshot(&self) -> Vec<super::wal::Record> {
         use super::wal::Record;
         let mut out = Vec::with_capacity(self.series.len() * 3);
-        for (r, s) in self.series.iter().enumerate() {
+        for (r, s) in self.series.iter().enumerate().filter(|(_, s)| !s.labels.is_empty()) {
             let r = r as SeriesRef;
             out.push(Record::Series {
                 r,
@@ -441,7 +446,11 @@ impl Head {
     /// samples older than it. Returns the bytes freed.
     pub fn drop_before(&mut self, min_t: i64) -> usize {
         let mut freed = 0;
-        for s in self.series.iter_mut() {
+        let mut emptied = Vec::new();
+        for (r, s) in self.series.iter_mut().enumerate() {
+            if s.labels.is_empty() {
+                continue; // already removed
+            }
             let keep_from = s.closed.iter().position(|c| c.max_t() >= min_t).unwrap_or(s.closed.len());
             freed += s.closed.drain(..keep_from).map(|c| c.bytes()).sum::<usize>();
             if let Some(ooo) = s.out_of_order.as_mut() {
@@ -450,8 +459,60 @@ impl Head {
                     s.out_of_order = None;
                 }
             }
+            // A series whose newest sample is older than the cutoff is gone entirely.
+            if s.closed.is_empty() && s.out_of_order.is_none() && (s.head.is_empty() || s.head.max_t() < min_t) {
+                freed += s.head.bytes();
+                emptied.push(r as SeriesRef);
+            }
+        }
+        for r in emptied {
+            self.remove_series(r);
         }
         freed
+    }
+
+    /// Forgets a series: its chunks, its labels and its index entries. Its slot stays
+    /// (references are positions) but holds nothing; a series with the same labels later
+    /// gets a new slot.
+    fn remove_series(&mut self, r: SeriesRef) {
+        let Some(s) = self.series.get_mut(r as usize) else { return };
+        let ids = std::mem::take(&mut s.labels);
+        s.closed = Vec::new();
+        s.head = Chunk::new();
+        s.out_of_order = None;
+        let pairs: Vec<(Arc<str>, Arc<str>)> = self.resolve(&ids);
+        let hash = hash_labels(&pairs.iter().map(|(n, v)| (&**n, &**v)).collect::<Vec<_>>());
+        if self.by_hash.get(&hash) == Some(&r) {
+            self.by_hash.remove(&hash);
+            // Promote a colliding series, if any, into the main table.
+            if let Some(list) = self.collisions.get_mut(&hash)
+                && let Some(next) = list.pop()
+            {
+                self.by_hash.insert(hash, next);
+                if list.is_empty() {
+                    self.collisions.remove(&hash);
+                }
+            }
+        } else if let Some(list) = self.collisions.get_mut(&hash) {
+            list.retain(|x| *x != r);
+            if list.is_empty() {
+                self.collisions.remove(&hash);
+            }
+        }
+        for (n, v) in pairs {
+            if let Some(values) = self.postings.get_mut(&n) {
+                if let Some(p) = values.get_mut(&v) {
+                    p.remove(r);
+                    if p.is_empty() {
+                        values.remove(&v);
+                    }
+                }
+                if values.is_empty() {
+                    self.postings.remove(&n);
+                }
+            }
+        }
+        self.removed += 1;
     }
 
     /// The time before which full chunks must go to bring the head under `max_bytes`
@@ -505,6 +566,25 @@ enum Postings {
 }
 
 impl Postings {
+    fn remove(&mut self, r: SeriesRef) {
+        *self = match std::mem::take(self) {
+            Postings::One(x) if x == r => Postings::Empty,
+            Postings::Many(mut v) => {
+                v.retain(|x| *x != r);
+                match v.len() {
+                    0 => Postings::Empty,
+                    1 => Postings::One(v[0]),
+                    _ => Postings::Many(v),
+                }
+            }
+            other => other,
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Postings::Empty)
+    }
+
     fn push(&mut self, r: SeriesRef) {
         *self = match std::mem::take(self) {
             Postings::Empty => Postings::One(r),
@@ -593,6 +673,26 @@ mod tests {
         let h = head_with_series();
         assert_eq!(h.series_labels(&[eq("job", "api")], 0, 2000).len(), 2);
         assert!(h.series_labels(&[eq("job", "api")], 5000, 6000).is_empty(), "no samples in range");
+    }
+
+    #[test]
+    fn retention_forgets_series_whose_samples_are_all_gone() {
+        let mut h = Head::default();
+        let (old, _) = h.get_or_create(&[("__name__", "m"), ("pod", "gone")]);
+        h.append(old, 1_000, 1.0).expect("append");
+        let (live, _) = h.get_or_create(&[("__name__", "m"), ("pod", "here")]);
+        h.append(live, 1_000, 1.0).expect("append");
+        h.append(live, 90_000, 2.0).expect("append");
+        h.drop_before(60_000);
+        assert_eq!(h.num_series(), 1);
+        assert_eq!(h.label_values("pod"), ["here"], "the index forgot it");
+        assert_eq!(h.select_refs(&[Matcher::Ne("pod".into(), "x".into())]), [live]);
+        assert_eq!(h.snapshot().iter().filter(|r| matches!(r, super::super::wal::Record::Series { .. })).count(), 1);
+        // The same labels again make a new, working series.
+        let (again, created) = h.get_or_create(&[("__name__", "m"), ("pod", "gone")]);
+        assert!(created && again != old);
+        h.append(again, 100_000, 3.0).expect("append");
+        assert_eq!(h.select(&[eq("pod", "gone")], 0, i64::MAX)[0].samples, [(100_000, 3.0)]);
     }
 
     #[test]
