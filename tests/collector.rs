@@ -83,6 +83,15 @@ async fn series_names(addr: SocketAddr, selector: &str) -> Vec<String> {
     body["data"].as_array().expect("data").iter().map(|s| s["__name__"].as_str().unwrap_or("").to_string()).collect()
 }
 
+/// An hour ago, fixed for the whole test run (so every writer shares one base).
+fn recent_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+            - 3_600_000
+    })
+}
+
 fn batch(i: u32) -> Vec<u8> {
     remote_write::encode(&WriteRequest {
         timeseries: vec![TimeSeries {
@@ -90,7 +99,8 @@ fn batch(i: u32) -> Vec<u8> {
                 Label { name: "__name__".into(), value: format!("ack_{i}") },
                 Label { name: "job".into(), value: "durability".into() },
             ],
-            samples: vec![Sample { value: f64::from(i), timestamp: 1_700_000_000_000 + i64::from(i) }],
+            // Recent enough that retention keeps it: the test is about durability.
+            samples: vec![Sample { value: f64::from(i), timestamp: recent_ms() + i64::from(i) }],
         }],
     })
 }
