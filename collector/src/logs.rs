@@ -125,7 +125,18 @@ struct Writer {
     size: u64,
 }
 
+/// Segment id → (oldest, newest) line time in it, so a time-bounded query skips the
+/// segments that cannot hold a match.
+type SegmentTimes = std::collections::BTreeMap<u64, (u64, u64)>;
+
+fn widen(times: &mut SegmentTimes, id: u64, t: u64) {
+    let e = times.entry(id).or_insert((t, t));
+    e.0 = e.0.min(t);
+    e.1 = e.1.max(t);
+}
+
 pub struct LogStore {
+    times: Mutex<SegmentTimes>,
     dir: PathBuf,
     writer: Mutex<Writer>,
     recent: Mutex<HashMap<(String, String), Recent>>,
@@ -213,6 +224,7 @@ impl LogStore {
         let mut recent: HashMap<(String, String), Recent> = HashMap::new();
         let mut seen: HashMap<String, u64> = HashMap::new();
         let ids = segments(dir)?;
+        let mut times = SegmentTimes::new();
         for id in &ids {
             let path = segment_path(dir, *id);
             let file = File::open(&path).map_err(io(&path))?;
@@ -220,6 +232,7 @@ impl LogStore {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Entry>(&line) {
                     Ok(Entry::Line(l)) => {
+                        widen(&mut times, *id, l.time_unix_nano);
                         recent.entry((l.service.clone(), l.instance.clone())).or_default().push(l);
                     }
                     Ok(Entry::Batch { batch }) => {
@@ -236,6 +249,7 @@ impl LogStore {
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         Ok(LogStore {
+            times: Mutex::new(times),
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer { file, id, size: 0 }),
             recent: Mutex::new(recent),
@@ -285,6 +299,10 @@ impl LogStore {
                 return Err(io(&path)(e));
             }
             w.size += text.len() as u64;
+            let mut times = self.times.lock().unwrap_or_else(|p| p.into_inner());
+            for l in &lines {
+                widen(&mut times, w.id, l.time_unix_nano);
+            }
             if let Some((source, seq)) = batch {
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
                 let e = seen.entry(source).or_default();
@@ -339,7 +357,14 @@ impl LogStore {
             return Ok(answer);
         }
         let mut out: Vec<LogLine> = Vec::new();
+        let times = self.times.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for id in segments(&self.dir)?.into_iter().rev() {
+            // Skip segments whose lines all lie outside the query's window.
+            if let Some((oldest, newest)) = times.get(&id)
+                && (*newest < filter.since_ns || *oldest > filter.until_ns)
+            {
+                continue;
+            }
             let path = segment_path(&self.dir, id);
             let file = File::open(&path).map_err(io(&path))?;
             let mut in_segment: Vec<LogLine> = BufReader::new(file)
@@ -389,6 +414,7 @@ impl LogStore {
                 .map_or(u64::MAX, |d| d.as_nanos() as u64);
             if newest_ns < min_ns {
                 std::fs::remove_file(&path).map_err(io(&path))?;
+                self.times.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 removed += 1;
             }
         }
@@ -469,5 +495,7 @@ mod tests {
         assert_eq!(s.query(&contains, 10).expect("query").len(), 1);
         let window = Filter { since_ns: 1_005, until_ns: 1_006, ..Default::default() };
         assert_eq!(s.query(&window, 10).expect("query").len(), 2);
+        let none = Filter { since_ns: 5_000, until_ns: u64::MAX, contains: Some("line".into()), ..Default::default() };
+        assert!(s.query(&none, 10).expect("query").is_empty(), "segments outside the window are skipped");
     }
 }
