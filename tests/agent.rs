@@ -2,61 +2,22 @@
 //! Prometheus and node_exporter — and an OTLP receiver that drops resent batches by
 //! `X-Hale-Batch`, as DESIGN.md asks every receiver to.
 
+mod common;
+
+use common::{Proc, eventually, free_addr, need};
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 
 const TOKEN: &str = "test-agent-token-0123456789";
-
-/// A child process killed (by PID) when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free address on a loopback IP of its own (127.64-127.x.y), so that no two tests,
-/// and nothing else on the machine, can ever race for the same address.
-fn free_addr() -> SocketAddr {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
-        ^ std::process::id().rotate_left(16)
-        ^ COUNTER.fetch_add(0x9e37_79b9, std::sync::atomic::Ordering::Relaxed);
-    let ip = std::net::Ipv4Addr::new(127, 64 + (n % 64) as u8, (n >> 8) as u8, 2 + ((n >> 16) % 250) as u8);
-    TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr")
-}
-
-static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-fn need(program: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(program);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{program} is not installed: `apt-get install prometheus prometheus-node-exporter` (.ci/run does this)");
-}
-
-async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Prints the agent's output if the test fails, so CI logs say why.
 struct Explain(PathBuf);

@@ -1,46 +1,19 @@
 //! End to end: the real `hale collector` fed by the real `hale agent` and by a test
 //! sender, killed with SIGKILL under ingest and restarted, and given a torn WAL.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use common::{Proc, eventually, free_addr};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// A free address on a loopback IP of its own.
-fn free_addr() -> SocketAddr {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
-        ^ std::process::id().rotate_left(16)
-        ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed);
-    let ip = std::net::Ipv4Addr::new(127, 128 + (n % 64) as u8, (n >> 8) as u8, 2 + ((n >> 16) % 250) as u8);
-    TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr")
-}
-
-async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn start_collector(addr: SocketAddr, data: &Path, out: &Path) -> Proc {
     start_collector_with(addr, data, out, &[]).await

@@ -3,44 +3,16 @@
 //! at the same instants and over the same ranges, and the answers must match: same result
 //! type, same label sets, values equal to 1e-9 relative.
 
+mod common;
+
+use common::{Proc, eventually, free_addr, need};
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-fn free_addr() -> SocketAddr {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
-        ^ std::process::id().rotate_left(16)
-        ^ COUNTER.fetch_add(0x9e37_79b9, std::sync::atomic::Ordering::Relaxed);
-    let ip = std::net::Ipv4Addr::new(127, 192 + (n % 60) as u8, (n >> 8) as u8, 2 + ((n >> 16) % 250) as u8);
-    TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr")
-}
-
-async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 121; // 30 minutes
@@ -90,16 +62,6 @@ fn dataset(base: i64) -> WriteRequest {
         .collect();
     out.push(series(&[("__name__", "stale_series"), ("job", "api")], stale));
     WriteRequest { timeseries: out }
-}
-
-fn need(program: &str) -> std::path::PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(program);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{program} is not installed: `apt-get install prometheus` (.ci/run does this)");
 }
 
 /// Normalises an API answer: result type, and label set → values (sorted unless the

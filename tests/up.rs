@@ -1,6 +1,10 @@
 //! End to end: the real `hale up --headless` on its own loopback range, ports and data dir,
 //! walked through as a user would.
 
+mod common;
+
+use common::eventually;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,17 +63,6 @@ fn private_addresses() -> (String, String, u16) {
     let c = ((seed >> 8) % 250) as u8;
     let offset = 2000 + ((seed >> 16) % 20000) as u16;
     (format!("127.{b}.{c}"), format!("127.{b}.{c}.254"), offset)
-}
-
-async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn token(client: &reqwest::Client, gateway: &str, user: &str, password: &str) -> String {
