@@ -210,7 +210,7 @@ fn main() -> std::process::ExitCode {
 async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Up(args) => {
-            init_stderr_logging();
+            init_stderr_logging("warn");
             up::run(args).await
         }
         Command::Shop(ShopCommand { which: ShopWhich::HashPassword }) => hash_password(),
@@ -229,12 +229,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Agent(args) => agent(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
         Command::Collector(args) => {
-            let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-                .try_init();
+            init_stderr_logging("info");
             use hale_collector::config::CollectorFile;
             let mut file = match &args.config {
                 Some(path) => {
@@ -268,9 +263,10 @@ async fn dispatch(command: Command) -> Result<()> {
     }
 }
 
-fn init_stderr_logging() {
+/// Human-readable logs on stderr at `default` level, or what `HALE_LOG` says.
+fn init_stderr_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -349,12 +345,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         config.data_dir = dir;
     }
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init();
+    init_stderr_logging("info");
     Ok(hale_agent::run(config, up::shutdown_signal()).await?)
 }
 

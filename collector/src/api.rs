@@ -164,6 +164,12 @@ fn validate(request: remote_write::WriteRequest) -> Result<Vec<IncomingSeries>, 
     Ok(out)
 }
 
+/// `X-Hale-Batch: <source>/<seq>`, if the sender numbered its batch.
+fn batch_id(headers: &HeaderMap) -> Option<(String, u64)> {
+    let (source, seq) = headers.get(BATCH_HEADER)?.to_str().ok()?.rsplit_once('/')?;
+    Some((source.to_string(), seq.parse().ok()?))
+}
+
 fn authorized(collector: &Collector, headers: &HeaderMap) -> bool {
     let Some(expected) = &collector.ingest_token else { return true };
     headers
@@ -192,11 +198,7 @@ async fn write(
     };
     let request = remote_write::decode(&body).map_err(|e| reject(bad_data(e.to_string())))?;
     let series = validate(request).map_err(reject)?;
-    let batch = headers
-        .get(BATCH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit_once('/'))
-        .and_then(|(source, seq)| Some((source.to_string(), seq.parse::<u64>().ok()?)));
+    let batch = batch_id(&headers);
     let outcome = c.store.ingest(series, batch).await.map_err(|e| {
         PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not store the samples durably: {e}"))
     })?;
@@ -412,11 +414,7 @@ async fn ingest_logs(
         Message::decode(body.as_ref()).map_err(|e| bad_data(format!("not an OTLP/protobuf logs request: {e}")))?
     };
     let lines = crate::logs::lines_of(&request);
-    let batch = headers
-        .get(BATCH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit_once('/'))
-        .and_then(|(source, seq)| Some((source.to_string(), seq.parse::<u64>().ok()?)));
+    let batch = batch_id(&headers);
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || c2.logs.append(lines, batch))
         .await
