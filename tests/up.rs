@@ -158,7 +158,7 @@ async fn hale_up_walkthrough() {
         .json()
         .await
         .expect("json");
-    let id = product["id"].as_i64().expect("product id");
+    let id = product["id"].as_i64().unwrap_or_else(|| panic!("publishing answered {product}"));
     let fetched: Value =
         client.get(format!("{gateway}/api/products/{id}")).send().await.expect("get").json().await.expect("json");
     assert_eq!(fetched["name"], "Zephyr teapot");

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::catalog::EPOCH_HEADER;
 use crate::http::{Admin, ApiJson, AppError, BODY_LIMIT_BYTES, Readiness};
-use pool::{Member, MemberSpec, Pool, Pools};
+use pool::{Check, Member, MemberSpec, Pool, Pools};
 
 /// Interval of the active `/readyz` checks.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -126,18 +126,21 @@ impl GatewayState {
 
     async fn check_one(&self, service: ServiceKind, member: &Arc<Member>) {
         let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
-        let (ready, body) = match response {
-            Ok(r) if r.status().is_success() => (true, r.json::<serde_json::Value>().await.ok()),
-            _ => (false, None),
+        let (check, body) = match response {
+            Ok(r) if r.status().is_success() => (Check::Ready, r.json::<serde_json::Value>().await.ok()),
+            Err(e) if e.is_timeout() => (Check::TimedOut, None),
+            _ => (Check::NotReady, None),
         };
-        if ready != member.is_ready() {
+        let was_ready = member.is_ready();
+        member.record_check(check);
+        let ready = member.is_ready();
+        if ready != was_ready {
             if ready {
                 tracing::info!(service = %service, instance = %member.instance, "replica is ready again");
             } else {
                 tracing::warn!(service = %service, instance = %member.instance, "replica failed its readiness check");
             }
         }
-        member.set_ready(ready);
         if service == ServiceKind::Catalog
             && let Some(body) = body
             && body["role"] == "primary"

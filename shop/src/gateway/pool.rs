@@ -14,6 +14,18 @@ use hale_core::ServiceKind;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+/// Readiness checks that must time out in a row before a replica counts as not ready.
+pub const TIMEOUTS_TO_UNREADY: u32 = 2;
+
+/// The outcome of one readiness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Ready,
+    /// It answered, or refused the connection: a definite no.
+    NotReady,
+    TimedOut,
+}
+
 /// How long a replica that failed a request is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
 
@@ -21,6 +33,8 @@ pub struct Member {
     pub instance: String,
     pub url: String,
     ready: AtomicBool,
+    /// Readiness checks that timed out in a row.
+    timeouts: std::sync::atomic::AtomicU32,
     outstanding: AtomicUsize,
     ejected_until: Mutex<Option<Instant>>,
     /// Catalog only: the role and epoch the replica last reported on `/readyz`.
@@ -34,6 +48,7 @@ impl Member {
             url: url.trim_end_matches('/').to_string(),
             // Optimistic until the first check: a fresh gateway can serve at once.
             ready: AtomicBool::new(true),
+            timeouts: std::sync::atomic::AtomicU32::new(0),
             outstanding: AtomicUsize::new(0),
             ejected_until: Mutex::new(None),
             reported_primary_epoch: AtomicU64::new(0),
@@ -42,6 +57,24 @@ impl Member {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Takes one readiness check's result. A definite answer (ready, not ready, nothing
+    /// listening) counts at once; a timeout only from the second in a row, so a briefly
+    /// overloaded replica is not dropped from its pool for one slow answer.
+    pub fn record_check(&self, check: Check) {
+        match check {
+            Check::Ready => {
+                self.timeouts.store(0, Ordering::Relaxed);
+                self.set_ready(true);
+            }
+            Check::NotReady => self.set_ready(false),
+            Check::TimedOut => {
+                if self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_TO_UNREADY {
+                    self.set_ready(false);
+                }
+            }
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -285,6 +318,23 @@ mod tests {
         assert_eq!(p.pick(Some("s-3")).expect("falls back to ejected").instance, "s-2");
         p.members[1].set_ready(false);
         assert!(p.pick(Some("s-3")).is_none());
+    }
+
+    #[test]
+    fn one_slow_check_does_not_unready_but_a_refusal_does() {
+        let m = Member::new("s-1", "http://127.0.0.1:1");
+        m.record_check(Check::TimedOut);
+        assert!(m.is_ready());
+        m.record_check(Check::TimedOut);
+        assert!(!m.is_ready());
+        m.record_check(Check::Ready);
+        assert!(m.is_ready());
+        m.record_check(Check::TimedOut);
+        m.record_check(Check::Ready);
+        m.record_check(Check::TimedOut);
+        assert!(m.is_ready(), "timeouts must be consecutive");
+        m.record_check(Check::NotReady);
+        assert!(!m.is_ready());
     }
 
     #[test]
