@@ -346,7 +346,14 @@ async fn wait_ready(gateway: &str, limit: Duration) -> Result<()> {
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         match client.get(format!("{gateway}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_success() => {
+                // Seeding writes, so the catalog primary must be ready too.
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                if body["catalog_primary"]["ready"] == true {
+                    return Ok(());
+                }
+                last = format!("the catalog primary is not ready yet: {body}");
+            }
             Ok(r) => last = r.text().await.unwrap_or_default(),
             Err(e) => last = e.to_string(),
         }

@@ -164,8 +164,15 @@ impl GatewayState {
                 missing.push(service.to_string());
             }
         }
+        // Reads need any catalog replica; writes need the primary. The gateway stays ready
+        // without it (reads still work) and says which, so callers that write can wait.
+        let primary = self.pools.get(ServiceKind::Catalog).and_then(|p| p.primary());
+        let primary = json!({
+            "instance": primary.as_ref().map(|m| m.instance.clone()),
+            "ready": primary.as_ref().is_some_and(|m| m.is_ready()),
+        });
         if missing.is_empty() {
-            self.readiness.set(Ok(json!({"ready_replicas": detail})));
+            self.readiness.set(Ok(json!({"ready_replicas": detail, "catalog_primary": primary})));
         } else {
             self.readiness.set(Err(format!("no ready replica of {}", missing.join(", "))));
         }
