@@ -41,6 +41,18 @@ impl AgentSetup {
         AgentSetup { dir: dir.to_path_buf(), listen: free_addr(), extra: extra.to_string() }
     }
 
+    /// An agent that tails `<dir>/app.log` and ships it to a receiver at the returned
+    /// address (not started).
+    fn tailing(dir: &Path) -> (Self, PathBuf, SocketAddr) {
+        let log = dir.join("app.log");
+        let port = free_addr();
+        let extra = format!(
+            "logs_endpoint = \"http://{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
+            log.display()
+        );
+        (AgentSetup::new(dir, &extra), log, port)
+    }
+
     fn config(&self) -> PathBuf {
         let path = self.dir.join("agent.toml");
         let text = format!(
@@ -152,15 +164,7 @@ fn assert_exactly_once(lines: &[String], n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let log = tmp.path().join("app.log");
-    let port = free_addr();
-    let setup = AgentSetup::new(
-        tmp.path(),
-        &format!(
-            "logs_endpoint = \"http://{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
-            log.display()
-        ),
-    );
+    let (setup, log, port) = AgentSetup::tailing(tmp.path());
     // The receiver is down at first: everything queues.
     append(&log, 0, 300);
     let mut agent = setup.start().await;
@@ -199,15 +203,7 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let log = tmp.path().join("app.log");
-    let port = free_addr();
-    let setup = AgentSetup::new(
-        tmp.path(),
-        &format!(
-            "logs_endpoint = \"http://{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
-            log.display()
-        ),
-    );
+    let (setup, log, port) = AgentSetup::tailing(tmp.path());
     append(&log, 0, 200);
     let mut agent = setup.start().await;
     let queue_dir = tmp.path().join("data").join("queue").join("logs");

@@ -164,6 +164,22 @@ fn validate(request: remote_write::WriteRequest) -> Result<Vec<IncomingSeries>, 
     Ok(out)
 }
 
+/// The body of a write, once the sender has shown the ingest token.
+fn ingest_body(
+    c: &Collector,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, PromError> {
+    if !authorized(c, headers) {
+        return Err(PromError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (--ingest-token)".into(),
+        ));
+    }
+    body.map_err(|e| PromError(e.status(), "bad_data", e.body_text()))
+}
+
 /// `X-Hale-Batch: <source>/<seq>`, if the sender numbered its batch.
 fn batch_id(headers: &HeaderMap) -> Option<(String, u64)> {
     let (source, seq) = headers.get(BATCH_HEADER)?.to_str().ok()?.rsplit_once('/')?;
@@ -184,14 +200,7 @@ async fn write(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, PromError> {
-    if !authorized(&c, &headers) {
-        return Err(PromError(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token (--ingest-token)".into(),
-        ));
-    }
-    let body = body.map_err(|e| PromError(e.status(), "bad_data", e.body_text()))?;
+    let body = ingest_body(&c, &headers, body)?;
     let reject = |e: PromError| {
         c.rejected_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         e
@@ -398,14 +407,7 @@ async fn ingest_logs(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, PromError> {
     use prost::Message;
-    if !authorized(&c, &headers) {
-        return Err(PromError(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token (--ingest-token)".into(),
-        ));
-    }
-    let body = body.map_err(|e| PromError(e.status(), "bad_data", e.body_text()))?;
+    let body = ingest_body(&c, &headers, body)?;
     let json =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     let request: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest = if json {
