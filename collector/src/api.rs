@@ -22,6 +22,9 @@ use crate::store::{IncomingSeries, Store};
 
 /// Largest remote_write body accepted (compressed).
 pub const MAX_WRITE_BYTES: usize = 32 << 20;
+/// Largest OTLP logs body accepted. The agent's batches stay near 1 MiB of text; JSON and
+/// protobuf bodies expand when decoded, so this is kept well under the metrics limit.
+pub const MAX_LOG_BYTES: usize = 8 << 20;
 /// Limits on one series, so one bad sender cannot blow up the index.
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_BYTES: usize = 16 * 1024;
@@ -101,7 +104,7 @@ fn success(data: Value) -> Response {
 pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .route("/api/v1/write", post(write).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
-        .route("/v1/logs", post(ingest_logs).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
+        .route("/v1/logs", post(ingest_logs).layer(DefaultBodyLimit::max(MAX_LOG_BYTES)))
         .route("/api/v1/logs", get(query_logs))
         .route("/api/v1/logs/tail", get(tail_logs))
         .route("/api/v1/cluster", get(cluster))
@@ -411,8 +414,10 @@ async fn ingest_logs(
     let json =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     let request: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest = if json {
+        crate::logs::check_json_size(&body).map_err(|e| bad_data(e.to_string()))?;
         serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON logs request: {e}")))?
     } else {
+        crate::logs::check_protobuf_size(&body).map_err(|e| bad_data(e.to_string()))?;
         Message::decode(body.as_ref()).map_err(|e| bad_data(format!("not an OTLP/protobuf logs request: {e}")))?
     };
     let lines = crate::logs::lines_of(&request);
@@ -712,6 +717,45 @@ mod tests {
         );
         let too_big = vec![0u8; MAX_WRITE_BYTES + 1];
         assert_eq!(post(&app, too_big, Some("tok")).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn oversized_or_expanding_log_bodies_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = collector(dir.path(), Some("tok"));
+        let send = |body: Vec<u8>, json: bool| {
+            let app = app.clone();
+            async move {
+                let req = axum::http::Request::post("/v1/logs")
+                    .header("authorization", "Bearer tok")
+                    .header("content-type", if json { "application/json" } else { "application/x-protobuf" })
+                    .body(axum::body::Body::from(body))
+                    .expect("req");
+                let response = app.oneshot(req).await.expect("call");
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        assert_eq!(send(vec![0u8; MAX_LOG_BYTES + 1], false).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        // 150,000 empty records in 300 KB: refused before decoding.
+        let records = vec![0x12u8, 0x00].repeat(150_000);
+        let mut scope = vec![0x12];
+        prost::encoding::encode_varint(records.len() as u64, &mut scope);
+        scope.extend_from_slice(&records);
+        let mut hostile = vec![0x0a];
+        prost::encoding::encode_varint(scope.len() as u64, &mut hostile);
+        hostile.extend_from_slice(&scope);
+        let (status, message) = send(hostile, false).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert!(message.contains("150000 log records"), "{message}");
+        let json =
+            format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, vec!["{}"; 2_200_001].join(","));
+        assert_eq!(send(json.into_bytes(), true).await.0, StatusCode::BAD_REQUEST);
+        // A sound request still goes through.
+        let ok = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},"scopeLogs":[{"logRecords":[{"timeUnixNano":"5","severityText":"INFO","body":{"stringValue":"hello"}}]}]}]}"#;
+        let (status, message) = send(ok.as_bytes().to_vec(), true).await;
+        assert_eq!(status, StatusCode::OK, "{message}");
     }
 
     #[tokio::test]

@@ -172,6 +172,103 @@ fn any_to_json(v: &AnyValue) -> serde_json::Value {
     }
 }
 
+/// Most log records, and most record attributes, one OTLP request may carry. A protobuf
+/// body expands when decoded: an empty record is 2 bytes on the wire and a few hundred in
+/// memory, so the body limit alone would let one request take gigabytes. The agent sends
+/// at most its `batch.max_records` (1000 by default) per request.
+pub const MAX_LOG_RECORDS: usize = 100_000;
+pub const MAX_LOG_ATTRIBUTES: usize = 1_000_000;
+
+/// Counts the records (`resource_logs.scope_logs.log_records`) and their attributes in an
+/// OTLP/protobuf body by walking the wire format, without decoding it, and refuses a body
+/// over [`MAX_LOG_RECORDS`] or [`MAX_LOG_ATTRIBUTES`] before it is decoded.
+pub fn check_protobuf_size(body: &[u8]) -> Result<(), LogsError> {
+    let records = count_at(body, &[1, 2, 2]).map_err(LogsError::BadRequest)?;
+    if records > MAX_LOG_RECORDS {
+        return Err(LogsError::BadRequest(format!(
+            "{records} log records in one request; at most {MAX_LOG_RECORDS} are accepted, send smaller batches"
+        )));
+    }
+    let attributes = count_at(body, &[1, 2, 2, 6]).map_err(LogsError::BadRequest)?;
+    if attributes > MAX_LOG_ATTRIBUTES {
+        return Err(LogsError::BadRequest(format!(
+            "{attributes} log record attributes in one request; at most {MAX_LOG_ATTRIBUTES} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// The JSON form of [`check_protobuf_size`]: every record, attribute and value is a JSON
+/// object, so counting the objects (the `{` outside strings) bounds what decoding builds.
+pub fn check_json_size(body: &[u8]) -> Result<(), LogsError> {
+    const MAX_OBJECTS: usize = MAX_LOG_RECORDS + 2 * MAX_LOG_ATTRIBUTES;
+    let objects = json_objects(body);
+    if objects > MAX_OBJECTS {
+        return Err(LogsError::BadRequest(format!(
+            "{objects} JSON objects in one request; at most {MAX_OBJECTS} are accepted, send smaller batches"
+        )));
+    }
+    Ok(())
+}
+
+/// The `{` of a JSON text that are not inside strings.
+fn json_objects(body: &[u8]) -> usize {
+    let (mut objects, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'{' {
+            objects += 1;
+        }
+    }
+    objects
+}
+
+/// How many length-delimited fields sit at `path` (field numbers, outermost first) in a
+/// protobuf message.
+fn count_at(mut buf: &[u8], path: &[u32]) -> Result<usize, String> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let Some((&field, rest)) = path.split_first() else { return Ok(1) };
+    let mut count = 0usize;
+    while !buf.is_empty() {
+        let (number, wire) = decode_key(&mut buf).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?;
+        let skip = match wire {
+            WireType::Varint => {
+                decode_varint(&mut buf).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut buf).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?;
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                if len > buf.len() {
+                    return Err("not an OTLP/protobuf logs request: a field runs past the end of the body".into());
+                }
+                if number == field {
+                    count += count_at(&buf[..len], rest)?;
+                }
+                len
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err("not an OTLP/protobuf logs request: protobuf groups are not used by OTLP".into());
+            }
+        };
+        if skip > buf.len() {
+            return Err("not an OTLP/protobuf logs request: a field runs past the end of the body".into());
+        }
+        buf = &buf[skip..];
+    }
+    Ok(count)
+}
+
 /// Flattens an OTLP request into lines.
 pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
     let mut out = Vec::new();
@@ -436,6 +533,58 @@ mod tests {
             message: format!("line {i}"),
             attributes: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_wire_prescan_counts_what_decoding_would_build() {
+        use opentelemetry_proto::tonic::common::v1::KeyValue;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use prost::Message;
+        let record = |attrs: usize| LogRecord {
+            time_unix_nano: 5,
+            severity_number: 9,
+            attributes: (0..attrs).map(|i| KeyValue { key: format!("k{i}"), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let scope = |records: Vec<LogRecord>| ScopeLogs { log_records: records, ..Default::default() };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![
+                ResourceLogs {
+                    scope_logs: vec![scope(vec![record(2), record(0)]), scope(vec![record(3)])],
+                    ..Default::default()
+                },
+                ResourceLogs { scope_logs: vec![scope(vec![record(1)])], ..Default::default() },
+            ],
+        };
+        let body = request.encode_to_vec();
+        assert_eq!(count_at(&body, &[1, 2, 2]), Ok(4));
+        assert_eq!(count_at(&body, &[1, 2, 2, 6]), Ok(6));
+        assert!(check_protobuf_size(&body).is_ok());
+        assert!(count_at(&body[..body.len() - 1], &[1, 2, 2]).is_err(), "a cut body is refused");
+
+        // Empty records are 2 bytes each on the wire: a 1 MiB body of them would decode to
+        // hundreds of MiB. The pre-scan refuses it without decoding.
+        let mut hostile = Vec::new();
+        let mut scope_body = Vec::new();
+        for _ in 0..(MAX_LOG_RECORDS + 1) {
+            scope_body.extend_from_slice(&[0x12, 0x00]); // log_records (2): empty
+        }
+        let mut resource_body = vec![0x12]; // scope_logs (2)
+        prost::encoding::encode_varint(scope_body.len() as u64, &mut resource_body);
+        resource_body.extend_from_slice(&scope_body);
+        hostile.push(0x0a); // resource_logs (1)
+        prost::encoding::encode_varint(resource_body.len() as u64, &mut hostile);
+        hostile.extend_from_slice(&resource_body);
+        let err = check_protobuf_size(&hostile).expect_err("too many records");
+        assert!(err.to_string().contains("send smaller batches"), "{err}");
+
+        let json = serde_json::to_vec(&request).expect("json");
+        assert!(check_json_size(&json).is_ok());
+        assert_eq!(json_objects(br#"{"a":"{{{{\"{{{{","b":{}}"#), 2, "braces in strings do not count");
+        let many =
+            format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, vec!["{}"; 2_200_001].join(","));
+        let err = check_json_size(many.as_bytes()).expect_err("too many objects");
+        assert!(err.to_string().contains("send smaller batches"), "{err}");
     }
 
     #[test]
