@@ -5,7 +5,7 @@
 //! once; a series costs its label pointers, its chunks and a few words.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use super::chunk::{Chunk, Sealed};
@@ -249,10 +249,16 @@ pub struct Head {
     /// are kept aside so the common case costs no allocation.
     by_hash: HashMap<u64, SeriesRef>,
     collisions: HashMap<u64, Vec<SeriesRef>>,
-    /// name → value → series, each list in increasing order.
-    postings: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Postings>>,
+    /// name → value id → series, each list in increasing order. Values are keyed by their
+    /// symbol id (4 bytes, not a 16-byte string handle): most label values are unique to
+    /// one series, so this map has about one entry per series per unique label.
+    postings: BTreeMap<Arc<str>, BTreeMap<u32, Postings>>,
     /// Every label string once: ids index `names`.
-    symbol_ids: HashMap<Arc<str>, u32>,
+    /// Ids by string, hashed through `names`: a table of bare 4-byte ids instead of a map
+    /// holding a second handle to every string. Most symbols are unique label values, one
+    /// or two per series, so this is paid per series.
+    symbol_ids: hashbrown::HashTable<u32>,
+    symbol_hasher: std::hash::RandomState,
     names: Vec<Arc<str>>,
     samples_appended: u64,
     /// Series removed by retention (their slots stay empty).
@@ -275,14 +281,19 @@ fn same(names: &[Arc<str>], a: &[(u32, u32)], b: &[(&str, &str)]) -> bool {
 
 impl Head {
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(id) = self.symbol_ids.get(s) {
-            return *id;
+        if let Some(id) = self.symbol(s) {
+            return id;
         }
         let id = self.names.len() as u32;
-        let arc: Arc<str> = Arc::from(s);
-        self.names.push(arc.clone());
-        self.symbol_ids.insert(arc, id);
+        self.names.push(Arc::from(s));
+        let (names, hasher) = (&self.names, &self.symbol_hasher);
+        self.symbol_ids.insert_unique(hasher.hash_one(s), id, |id| hasher.hash_one(&*names[*id as usize]));
         id
+    }
+
+    /// The id of a string, if it is a symbol.
+    fn symbol(&self, s: &str) -> Option<u32> {
+        self.symbol_ids.find(self.symbol_hasher.hash_one(s), |id| &*self.names[*id as usize] == s).copied()
     }
 
     /// A series' labels as strings.
@@ -301,8 +312,8 @@ impl Head {
         let r = self.series.len() as SeriesRef;
         let interned: Box<[(u32, u32)]> = labels.iter().map(|(n, v)| (self.intern(n), self.intern(v))).collect();
         for (n, v) in interned.iter() {
-            let (n, v) = (self.names[*n as usize].clone(), self.names[*v as usize].clone());
-            self.postings.entry(n).or_default().entry(v).or_default().push(r);
+            let n = self.names[*n as usize].clone();
+            self.postings.entry(n).or_default().entry(*v).or_default().push(r);
         }
         self.series.push(MemSeries { labels: interned, closed: Vec::new(), head: Chunk::new(), out_of_order: None });
         match self.by_hash.entry(hash) {
@@ -358,7 +369,8 @@ impl Head {
                 let list = self
                     .postings
                     .get(n.as_str())
-                    .and_then(|vals| vals.get(v.as_str()))
+                    .zip(self.symbol(v))
+                    .and_then(|(vals, id)| vals.get(&id))
                     .map(Postings::to_vec)
                     .unwrap_or_default();
                 candidates = Some(match candidates {
@@ -482,6 +494,7 @@ impl Head {
         s.out_of_order = None;
         let pairs: Vec<(Arc<str>, Arc<str>)> = self.resolve(&ids);
         let hash = hash_labels(&pairs.iter().map(|(n, v)| (&**n, &**v)).collect::<Vec<_>>());
+        let pairs = pairs.into_iter().zip(ids.iter()).map(|((n, _), (_, v))| (n, *v));
         if self.by_hash.get(&hash) == Some(&r) {
             self.by_hash.remove(&hash);
             // Promote a colliding series, if any, into the main table.
@@ -551,7 +564,13 @@ impl Head {
 
     /// Values of one label, sorted.
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.postings.get(name).map(|vals| vals.keys().map(|k| k.to_string()).collect()).unwrap_or_default()
+        let mut values: Vec<String> = self
+            .postings
+            .get(name)
+            .map(|vals| vals.keys().map(|id| self.names[*id as usize].to_string()).collect())
+            .unwrap_or_default();
+        values.sort_unstable();
+        values
     }
 }
 
@@ -562,7 +581,9 @@ enum Postings {
     #[default]
     Empty,
     One(SeriesRef),
-    Many(Vec<SeriesRef>),
+    /// Boxed: keeps the enum at 16 bytes instead of a vector's 24, for every entry.
+    #[allow(clippy::box_collection)] // the point is the smaller enum
+    Many(Box<Vec<SeriesRef>>),
 }
 
 impl Postings {
@@ -588,7 +609,7 @@ impl Postings {
     fn push(&mut self, r: SeriesRef) {
         *self = match std::mem::take(self) {
             Postings::Empty => Postings::One(r),
-            Postings::One(first) => Postings::Many(vec![first, r]),
+            Postings::One(first) => Postings::Many(Box::new(vec![first, r])),
             Postings::Many(mut v) => {
                 v.push(r);
                 Postings::Many(v)
@@ -600,7 +621,7 @@ impl Postings {
         match self {
             Postings::Empty => Vec::new(),
             Postings::One(r) => vec![*r],
-            Postings::Many(v) => v.clone(),
+            Postings::Many(v) => v.to_vec(),
         }
     }
 }
@@ -722,6 +743,18 @@ mod tests {
         assert_eq!(names(&[eq("missing", "")]), [0, 1, 2], "empty matches an absent label");
         assert_eq!(h.label_values("job"), ["api", "db"]);
         assert_eq!(h.label_names(), ["__name__", "instance", "job"]);
+    }
+
+    #[test]
+    fn label_values_sort_by_string_not_by_symbol_id() {
+        let mut h = Head::default();
+        h.get_or_create(&[("__name__", "up"), ("job", "zeta")]);
+        h.get_or_create(&[("__name__", "up"), ("job", "alpha")]);
+        h.get_or_create(&[("__name__", "up"), ("job", "mid")]);
+        assert_eq!(h.label_values("job"), ["alpha", "mid", "zeta"]);
+        assert_eq!(h.select_refs(&[eq("job", "alpha")]), [1]);
+        assert_eq!(h.select_refs(&[eq("job", "up")]), Vec::<u32>::new(), "a symbol, but not a value of job");
+        assert_eq!(h.select_refs(&[eq("job", "nowhere")]), Vec::<u32>::new());
     }
 
     #[test]
