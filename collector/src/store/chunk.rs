@@ -9,6 +9,8 @@
 /// A chunk is cut at this many samples; longer chunks compress a little better but make
 /// every read decode more.
 pub const MAX_SAMPLES: u16 = 120;
+/// The first buffer of a new chunk; it doubles from there as samples come.
+const NEW_CHUNK_BYTES: usize = 32;
 
 #[derive(Debug, Clone, Default)]
 struct BitWriter {
@@ -203,12 +205,6 @@ impl Chunk {
         Chunk { bits: BitWriter::default(), count: 0, min_t: 0, tail: None }
     }
 
-    /// An empty chunk with room for `bytes` (a series' chunks are alike in size, so the
-    /// last one's size spares the next one its reallocations and their slack).
-    pub fn with_capacity(bytes: usize) -> Self {
-        Chunk { bits: BitWriter { bytes: Vec::with_capacity(bytes), free: 0 }, count: 0, min_t: 0, tail: None }
-    }
-
     pub fn len(&self) -> usize {
         usize::from(self.count)
     }
@@ -324,6 +320,25 @@ impl Chunk {
     pub fn seal(self) -> Sealed {
         let max_t = self.max_t();
         Sealed { bytes: self.bits.bytes.into_boxed_slice(), count: self.count, min_t: self.min_t, max_t }
+    }
+
+    /// Freezes this chunk's samples into an exact-size copy and starts it again with a
+    /// small buffer. The full buffer goes back to the allocator whole, in a size class the
+    /// next growing chunk reuses; shrinking it in place instead (`into_boxed_slice`) leaves
+    /// odd-sized holes, and keeping it holds a whole chunk's room for one sample.
+    pub fn seal_and_clear(&mut self) -> Sealed {
+        let sealed = Sealed {
+            bytes: Box::from(&self.bits.bytes[..]),
+            count: self.count,
+            min_t: self.min_t,
+            max_t: self.max_t(),
+        };
+        self.bits.bytes = Vec::with_capacity(NEW_CHUNK_BYTES);
+        self.bits.free = 0;
+        self.count = 0;
+        self.min_t = 0;
+        self.tail = None;
+        sealed
     }
 
     pub fn iter(&self) -> ChunkIter<'_> {

@@ -88,13 +88,9 @@ impl MemSeries {
         let max_t = self.max_t();
         if t > max_t {
             if self.head.is_full() {
-                // Half the last chunk's size: the doubling from there ends near the same
-                // size with little slack, without holding a whole chunk's room unused.
-                let size = self.head.bytes();
-                let full = std::mem::replace(&mut self.head, Chunk::with_capacity(size / 2));
                 // Grow by one: a series' list of full chunks is long-lived, slack is not free.
                 self.closed.reserve_exact(1);
-                self.closed.push(full.seal());
+                self.closed.push(self.head.seal_and_clear());
             }
             self.head.append(t, v);
             return Ok(());
@@ -773,5 +769,9 @@ mod tests {
         let data = h.select(&[eq("__name__", "x")], 297_000, 299_000);
         assert_eq!(data[0].samples, vec![(297_000, 297.0), (298_000, 298.0), (298_500, 7.0), (299_000, 299.0)]);
         assert!(h.select(&[eq("__name__", "x")], 400_000, 500_000).is_empty());
+        // Every sample comes back across the two sealed chunks and the reused head.
+        let all = h.select(&[eq("__name__", "x")], 0, 300_000).remove(0).samples;
+        assert_eq!(all.len(), 301);
+        assert!(all.iter().filter(|(t, _)| t % 1000 == 0).all(|(t, v)| *v == (t / 1000) as f64));
     }
 }
