@@ -739,14 +739,7 @@ mod tests {
         };
         assert_eq!(send(vec![0u8; MAX_LOG_BYTES + 1], false).await.0, StatusCode::PAYLOAD_TOO_LARGE);
         // 150,000 empty records in 300 KB: refused before decoding.
-        let records = [0x12u8, 0x00].repeat(150_000);
-        let mut scope = vec![0x12];
-        prost::encoding::encode_varint(records.len() as u64, &mut scope);
-        scope.extend_from_slice(&records);
-        let mut hostile = vec![0x0a];
-        prost::encoding::encode_varint(scope.len() as u64, &mut hostile);
-        hostile.extend_from_slice(&scope);
-        let (status, message) = send(hostile, false).await;
+        let (status, message) = send(crate::logs::empty_records(150_000), false).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
         assert!(message.contains("150000 log records"), "{message}");
         let json =

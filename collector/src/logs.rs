@@ -183,13 +183,14 @@ pub const MAX_LOG_ATTRIBUTES: usize = 1_000_000;
 /// OTLP/protobuf body by walking the wire format, without decoding it, and refuses a body
 /// over [`MAX_LOG_RECORDS`] or [`MAX_LOG_ATTRIBUTES`] before it is decoded.
 pub fn check_protobuf_size(body: &[u8]) -> Result<(), LogsError> {
-    let records = count_at(body, &[1, 2, 2]).map_err(LogsError::BadRequest)?;
+    let malformed = |e: String| LogsError::BadRequest(format!("not an OTLP/protobuf logs request: {e}"));
+    let records = count_at(body, &[1, 2, 2]).map_err(malformed)?;
     if records > MAX_LOG_RECORDS {
         return Err(LogsError::BadRequest(format!(
             "{records} log records in one request; at most {MAX_LOG_RECORDS} are accepted, send smaller batches"
         )));
     }
-    let attributes = count_at(body, &[1, 2, 2, 6]).map_err(LogsError::BadRequest)?;
+    let attributes = count_at(body, &[1, 2, 2, 6]).map_err(malformed)?;
     if attributes > MAX_LOG_ATTRIBUTES {
         return Err(LogsError::BadRequest(format!(
             "{attributes} log record attributes in one request; at most {MAX_LOG_ATTRIBUTES} are accepted"
@@ -238,19 +239,19 @@ fn count_at(mut buf: &[u8], path: &[u32]) -> Result<usize, String> {
     let Some((&field, rest)) = path.split_first() else { return Ok(1) };
     let mut count = 0usize;
     while !buf.is_empty() {
-        let (number, wire) = decode_key(&mut buf).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?;
+        let (number, wire) = decode_key(&mut buf).map_err(|e| e.to_string())?;
         let skip = match wire {
             WireType::Varint => {
-                decode_varint(&mut buf).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?;
+                decode_varint(&mut buf).map_err(|e| e.to_string())?;
                 0
             }
             WireType::SixtyFourBit => 8,
             WireType::ThirtyTwoBit => 4,
             WireType::LengthDelimited => {
-                let len = decode_varint(&mut buf).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?;
+                let len = decode_varint(&mut buf).map_err(|e| e.to_string())?;
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
                 if len > buf.len() {
-                    return Err("not an OTLP/protobuf logs request: a field runs past the end of the body".into());
+                    return Err("a field runs past the end of the body".into());
                 }
                 if number == field {
                     count += count_at(&buf[..len], rest)?;
@@ -258,11 +259,11 @@ fn count_at(mut buf: &[u8], path: &[u32]) -> Result<usize, String> {
                 len
             }
             WireType::StartGroup | WireType::EndGroup => {
-                return Err("not an OTLP/protobuf logs request: protobuf groups are not used by OTLP".into());
+                return Err("protobuf groups are not used by OTLP".into());
             }
         };
         if skip > buf.len() {
-            return Err("not an OTLP/protobuf logs request: a field runs past the end of the body".into());
+            return Err("a field runs past the end of the body".into());
         }
         buf = &buf[skip..];
     }
@@ -519,6 +520,20 @@ impl LogStore {
     }
 }
 
+/// An OTLP/protobuf body of `n` empty log records in one scope of one resource: 2 bytes
+/// a record on the wire, the decode-expansion case.
+#[cfg(test)]
+pub(crate) fn empty_records(n: usize) -> Vec<u8> {
+    let records = [0x12u8, 0x00].repeat(n); // log_records (2), empty
+    let mut scope = vec![0x12]; // scope_logs (2)
+    prost::encoding::encode_varint(records.len() as u64, &mut scope);
+    scope.extend_from_slice(&records);
+    let mut body = vec![0x0a]; // resource_logs (1)
+    prost::encoding::encode_varint(scope.len() as u64, &mut body);
+    body.extend_from_slice(&scope);
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,17 +579,7 @@ mod tests {
 
         // Empty records are 2 bytes each on the wire: a 1 MiB body of them would decode to
         // hundreds of MiB. The pre-scan refuses it without decoding.
-        let mut hostile = Vec::new();
-        let mut scope_body = Vec::new();
-        for _ in 0..(MAX_LOG_RECORDS + 1) {
-            scope_body.extend_from_slice(&[0x12, 0x00]); // log_records (2): empty
-        }
-        let mut resource_body = vec![0x12]; // scope_logs (2)
-        prost::encoding::encode_varint(scope_body.len() as u64, &mut resource_body);
-        resource_body.extend_from_slice(&scope_body);
-        hostile.push(0x0a); // resource_logs (1)
-        prost::encoding::encode_varint(resource_body.len() as u64, &mut hostile);
-        hostile.extend_from_slice(&resource_body);
+        let hostile = empty_records(MAX_LOG_RECORDS + 1);
         let err = check_protobuf_size(&hostile).expect_err("too many records");
         assert!(err.to_string().contains("send smaller batches"), "{err}");
 

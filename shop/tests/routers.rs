@@ -289,12 +289,7 @@ async fn standby_follows_primary_over_http_and_search_indexes_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let (stop_tx, stop) = watch::channel(false);
     let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let primary_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut stop_server = stop.clone();
-    tokio::spawn(hale_shop::http::serve_on(listener, primary_app.clone(), async move {
-        let _ = stop_server.wait_for(|s| *s).await;
-    }));
+    let primary_url = serve(&stop, primary_app.clone()).await;
     let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
     standby_args.role = Role::Standby;
     standby_args.follow = Some(primary_url.clone());
@@ -364,12 +359,7 @@ async fn auth_and_catalog(dir: &std::path::Path, stop: &watch::Receiver<bool>) -
     .expect("catalog");
     let api = hale_shop::catalog::router(state).merge(hale_shop::auth::router(&c, &mut registry));
     let router = hale_shop::http::app(frame, Arc::new(registry), api);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut stop = stop.clone();
-    tokio::spawn(hale_shop::http::serve_on(listener, router.clone(), async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }));
+    let url = serve(stop, router.clone()).await;
     (url, router)
 }
 
@@ -452,6 +442,17 @@ async fn orders_validate_before_reserving() {
     assert!(r.json["error"]["message"].as_str().expect("message").contains("retry"), "says what to do next");
 }
 
+/// Serves `router` on a free loopback port until `stop` turns true; returns its URL.
+async fn serve(stop: &watch::Receiver<bool>, router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut stop = stop.clone();
+    tokio::spawn(hale_shop::http::serve_on(listener, router, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    url
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
@@ -513,12 +514,7 @@ async fn gateway_retries_a_get_on_another_replica_and_ejects_the_failing_one() {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        urls.push(format!("http://{}", listener.local_addr().expect("addr")));
-        let mut stop = stop.clone();
-        tokio::spawn(hale_shop::http::serve_on(listener, router, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
+        urls.push(serve(&stop, router).await);
     }
     let app = build(&args(ServiceKind::Gateway, dir.path()));
     let members = json!({"members": [{"instance": "bad", "url": urls[0]}, {"instance": "good", "url": urls[1]}]});
@@ -605,12 +601,7 @@ async fn promotion_fences_the_old_primary_and_drains_what_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tmp");
     let (stop_tx, stop) = watch::channel(false);
     let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let primary_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut stop_server = stop.clone();
-    tokio::spawn(hale_shop::http::serve_on(listener, primary_app.clone(), async move {
-        let _ = stop_server.wait_for(|s| *s).await;
-    }));
+    let primary_url = serve(&stop, primary_app.clone()).await;
     let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
     standby_args.role = Role::Standby;
     standby_args.follow = Some(primary_url);
@@ -681,12 +672,7 @@ async fn gateway_replaces_a_client_epoch_header_with_its_own() {
             axum::Json(json!({"epochs": epochs}))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut stop_server = stop.clone();
-    tokio::spawn(hale_shop::http::serve_on(listener, router, async move {
-        let _ = stop_server.wait_for(|s| *s).await;
-    }));
+    let url = serve(&stop, router).await;
     let app = build(&args(ServiceKind::Gateway, dir.path()));
     let pool = json!({"members": [{"instance": "catalog-1", "url": url}], "primary": "catalog-1", "epoch": 7});
     let put = Request::put("/admin/pool/catalog")
