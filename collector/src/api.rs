@@ -292,7 +292,7 @@ async fn series(
     let mut seen = std::collections::BTreeSet::new();
     for matchers in sets {
         for labels in c.store.series_labels(&matchers, start, end) {
-            seen.insert(labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>());
+            seen.insert(labels);
         }
     }
     let data: Vec<Value> = seen

@@ -194,12 +194,7 @@ impl<'a> Evaluator<'a> {
         let mint = lo.saturating_sub(range_ms.max(LOOKBACK_MS)).saturating_sub(self.reach_back);
         // A subquery pinned with `@` may read after the query's end too.
         let hi = if self.reach_back >= UNBOUNDED { i64::MAX } else { hi };
-        let series = self
-            .store
-            .select(&matchers, mint, hi)
-            .into_iter()
-            .map(|s| (s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), s.samples))
-            .collect();
+        let series = self.store.select(&matchers, mint, hi).into_iter().map(|s| (s.labels, s.samples)).collect();
         let selected = Arc::new(Selected { series });
         self.cache.insert(key, selected.clone());
         selected

@@ -190,7 +190,6 @@ struct Tail {
 pub struct Chunk {
     bits: BitWriter,
     count: u16,
-    min_t: i64,
     tail: Option<Tail>,
 }
 
@@ -202,7 +201,7 @@ impl Default for Chunk {
 
 impl Chunk {
     pub fn new() -> Self {
-        Chunk { bits: BitWriter::default(), count: 0, min_t: 0, tail: None }
+        Chunk { bits: BitWriter::default(), count: 0, tail: None }
     }
 
     pub fn len(&self) -> usize {
@@ -217,8 +216,9 @@ impl Chunk {
         self.count >= MAX_SAMPLES
     }
 
+    /// Timestamp of the oldest sample (0 when empty).
     pub fn min_t(&self) -> i64 {
-        self.min_t
+        first_timestamp(&self.bits.bytes)
     }
 
     /// Timestamp of the newest sample (`i64::MIN` when empty).
@@ -239,7 +239,6 @@ impl Chunk {
             self.bits.write_bits(u64::from(FORMAT), 8);
             self.bits.write_bits(t as u64, 64);
             self.bits.write_bits(bits, 64);
-            self.min_t = t;
             self.count = 1;
             self.tail = Some(Tail { t, delta: 0, value: ValueState::first(bits) });
             return true;
@@ -319,7 +318,7 @@ impl Chunk {
     /// Freezes a chunk that takes no more appends into its bytes and bounds alone.
     pub fn seal(self) -> Sealed {
         let max_t = self.max_t();
-        Sealed { bytes: self.bits.bytes.into_boxed_slice(), count: self.count, min_t: self.min_t, max_t }
+        Sealed { bytes: self.bits.bytes.into_boxed_slice(), count: self.count, max_t }
     }
 
     /// Freezes this chunk's samples into an exact-size copy and starts it again with a
@@ -327,16 +326,10 @@ impl Chunk {
     /// next growing chunk reuses; shrinking it in place instead (`into_boxed_slice`) leaves
     /// odd-sized holes, and keeping it holds a whole chunk's room for one sample.
     pub fn seal_and_clear(&mut self) -> Sealed {
-        let sealed = Sealed {
-            bytes: Box::from(&self.bits.bytes[..]),
-            count: self.count,
-            min_t: self.min_t,
-            max_t: self.max_t(),
-        };
+        let sealed = Sealed { bytes: Box::from(&self.bits.bytes[..]), count: self.count, max_t: self.max_t() };
         self.bits.bytes = Vec::with_capacity(NEW_CHUNK_BYTES);
         self.bits.free = 0;
         self.count = 0;
-        self.min_t = 0;
         self.tail = None;
         sealed
     }
@@ -356,29 +349,29 @@ impl Chunk {
         if count > 0 && bytes.first() != Some(&FORMAT) {
             return None;
         }
-        let mut chunk = Chunk { bits: BitWriter { bytes, free: 0 }, count, min_t: 0, tail: None };
-        let (min_t, state, used_bits) = {
+        let mut chunk = Chunk { bits: BitWriter { bytes, free: 0 }, count, tail: None };
+        let (state, used_bits) = {
             let mut it = chunk.iter();
-            let mut min_t = None;
-            let mut last = None;
-            for (t, _) in it.by_ref() {
-                min_t.get_or_insert(t);
-                last = Some(t);
-            }
+            let last = it.by_ref().last();
             if it.remaining != 0 || (count > 0 && last.is_none()) {
                 return None;
             }
-            (min_t, it.state, it.reader.pos)
+            (it.state, it.reader.pos)
         };
         let free = (chunk.bits.bytes.len() * 8).checked_sub(used_bits)?;
         if free >= 8 {
             return None;
         }
         chunk.bits.free = free as u8;
-        chunk.min_t = min_t.unwrap_or(0);
         chunk.tail = state.map(|s| Tail { t: s.t, delta: s.delta, value: s.value });
         Some(chunk)
     }
+}
+
+/// The first sample's timestamp, which every chunk stores whole right after its format
+/// byte: kept there rather than in a field, 8 bytes less for every chunk in the head.
+fn first_timestamp(bytes: &[u8]) -> i64 {
+    bytes.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes)
 }
 
 /// A full chunk, frozen: its exact bytes and its bounds, and none of the appender's
@@ -387,7 +380,6 @@ impl Chunk {
 pub struct Sealed {
     bytes: Box<[u8]>,
     count: u16,
-    min_t: i64,
     max_t: i64,
 }
 
@@ -396,7 +388,7 @@ impl Sealed {
         ChunkIter { reader: BitReader { bytes: &self.bytes, pos: 0 }, remaining: self.count, state: None }
     }
     pub fn min_t(&self) -> i64 {
-        self.min_t
+        first_timestamp(&self.bytes)
     }
     pub fn max_t(&self) -> i64 {
         self.max_t
@@ -515,8 +507,16 @@ mod tests {
         let back: Vec<(i64, u64)> = c.iter().map(|(t, v)| (t, v.to_bits())).collect();
         let want: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
         assert_eq!(back, want);
+        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+            assert_eq!((c.min_t(), c.max_t()), (first.0, last.0), "bounds of the open chunk");
+            if c.is_full() {
+                let sealed = c.clone().seal();
+                assert_eq!((sealed.min_t(), sealed.max_t()), (first.0, last.0), "bounds of the sealed chunk");
+            }
+        }
         let (bytes, count) = c.encoded();
         let mut rebuilt = Chunk::from_encoded(bytes.to_vec(), count).expect("rebuild");
+        assert_eq!(rebuilt.min_t(), c.min_t());
         assert_eq!(rebuilt.iter().map(|(t, v)| (t, v.to_bits())).collect::<Vec<_>>(), want);
         if let Some(next) = samples.last().and_then(|(t, _)| t.checked_add(1))
             && !rebuilt.is_full()

@@ -4,16 +4,17 @@
 //! Label strings are interned, so a label value shared by ten thousand series is stored
 //! once; a series costs its label pointers, its chunks and a few words.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Arc;
 
 use super::chunk::{Chunk, Sealed};
+use super::postings::ValuePostings;
+use super::symbols::Symbols;
 
 pub type SeriesRef = u32;
 
 /// A series' labels, sorted by name, `__name__` included.
-pub type Labels = Vec<(Arc<str>, Arc<str>)>;
+pub type Labels = Vec<(String, String)>;
 
 /// Samples may arrive this far behind a series' newest sample (for example, a retried
 /// batch racing a newer one); older ones are refused.
@@ -241,28 +242,23 @@ pub struct SeriesData {
 #[derive(Default)]
 pub struct Head {
     series: SeriesTable,
-    /// Label-set hash → series. Almost every hash has one series; the rare collisions
-    /// are kept aside so the common case costs no allocation.
-    by_hash: HashMap<u64, SeriesRef>,
-    collisions: HashMap<u64, Vec<SeriesRef>>,
+    /// Series by label set: bare references, hashed through the series' own labels, so
+    /// the table costs 4 bytes a series and holds no second copy of any label.
+    by_labels: hashbrown::HashTable<SeriesRef>,
+    label_hasher: std::hash::RandomState,
     /// name → value id → series, each list in increasing order. Values are keyed by their
     /// symbol id (4 bytes, not a 16-byte string handle): most label values are unique to
     /// one series, so this map has about one entry per series per unique label.
-    postings: BTreeMap<Arc<str>, BTreeMap<u32, Postings>>,
-    /// Every label string once: ids index `names`.
-    /// Ids by string, hashed through `names`: a table of bare 4-byte ids instead of a map
-    /// holding a second handle to every string. Most symbols are unique label values, one
-    /// or two per series, so this is paid per series.
-    symbol_ids: hashbrown::HashTable<u32>,
-    symbol_hasher: std::hash::RandomState,
-    names: Vec<Arc<str>>,
+    postings: BTreeMap<Box<str>, ValuePostings>,
+    /// Every label string once, by id.
+    symbols: Symbols,
     samples_appended: u64,
     /// Series removed by retention (their slots stay empty).
     removed: usize,
 }
 
-fn hash_labels(labels: &[(&str, &str)]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+fn hash_labels<'a>(hasher: &impl BuildHasher, labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h = hasher.build_hasher();
     for (n, v) in labels {
         n.hash(&mut h);
         v.hash(&mut h);
@@ -270,54 +266,50 @@ fn hash_labels(labels: &[(&str, &str)]) -> u64 {
     h.finish()
 }
 
-fn same(names: &[Arc<str>], a: &[(u32, u32)], b: &[(&str, &str)]) -> bool {
+fn same(symbols: &Symbols, a: &[(u32, u32)], b: &[(&str, &str)]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|((an, av), (bn, bv))| &*names[*an as usize] == *bn && &*names[*av as usize] == *bv)
+        && a.iter().zip(b).all(|((an, av), (bn, bv))| symbols.resolve(*an) == *bn && symbols.resolve(*av) == *bv)
 }
 
 impl Head {
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(id) = self.symbol(s) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(Arc::from(s));
-        let (names, hasher) = (&self.names, &self.symbol_hasher);
-        self.symbol_ids.insert_unique(hasher.hash_one(s), id, |id| hasher.hash_one(&*names[*id as usize]));
-        id
+        self.symbols.intern(s)
     }
 
     /// The id of a string, if it is a symbol.
     fn symbol(&self, s: &str) -> Option<u32> {
-        self.symbol_ids.find(self.symbol_hasher.hash_one(s), |id| &*self.names[*id as usize] == s).copied()
+        self.symbols.get(s)
     }
 
     /// A series' labels as strings.
     fn resolve(&self, ids: &[(u32, u32)]) -> Labels {
-        ids.iter().map(|(n, v)| (self.names[*n as usize].clone(), self.names[*v as usize].clone())).collect()
+        ids.iter().map(|(n, v)| (self.symbols.resolve(*n).to_string(), self.symbols.resolve(*v).to_string())).collect()
     }
 
     /// The series with exactly these labels (sorted by name), created if new. Returns
     /// the reference and whether it was created.
     pub fn get_or_create(&mut self, labels: &[(&str, &str)]) -> (SeriesRef, bool) {
-        let hash = hash_labels(labels);
-        let candidates = self.by_hash.get(&hash).into_iter().chain(self.collisions.get(&hash).into_iter().flatten());
-        if let Some(r) = candidates.into_iter().find(|r| same(&self.names, &self.series[**r as usize].labels, labels)) {
+        let hash = hash_labels(&self.label_hasher, labels.iter().copied());
+        if let Some(r) = self.by_labels.find(hash, |r| same(&self.symbols, &self.series[*r as usize].labels, labels)) {
             return (*r, false);
         }
         let r = self.series.len() as SeriesRef;
         let interned: Box<[(u32, u32)]> = labels.iter().map(|(n, v)| (self.intern(n), self.intern(v))).collect();
         for (n, v) in interned.iter() {
-            let n = self.names[*n as usize].clone();
-            self.postings.entry(n).or_default().entry(*v).or_default().push(r);
-        }
-        self.series.push(MemSeries { labels: interned, closed: Vec::new(), head: Chunk::new(), out_of_order: None });
-        match self.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => self.collisions.entry(hash).or_default().push(r),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(r);
+            let n = self.symbols.resolve(*n);
+            match self.postings.get_mut(n) {
+                Some(values) => values.add(*v, r),
+                None => self.postings.entry(n.into()).or_default().add(*v, r),
             }
         }
+        self.series.push(MemSeries { labels: interned, closed: Vec::new(), head: Chunk::new(), out_of_order: None });
+        let (series, symbols, hasher) = (&self.series, &self.symbols, &self.label_hasher);
+        self.by_labels.insert_unique(hash, r, |r| {
+            hash_labels(
+                hasher,
+                series[*r as usize].labels.iter().map(|(n, v)| (symbols.resolve(*n), symbols.resolve(*v))),
+            )
+        });
         (r, true)
     }
 
@@ -366,8 +358,7 @@ impl Head {
                     .postings
                     .get(n.as_str())
                     .zip(self.symbol(v))
-                    .and_then(|(vals, id)| vals.get(&id))
-                    .map(Postings::to_vec)
+                    .map(|(vals, id)| vals.get(id).to_vec())
                     .unwrap_or_default();
                 candidates = Some(match candidates {
                     None => list,
@@ -385,8 +376,8 @@ impl Head {
                     && matchers.iter().all(|m| {
                         let value = labels
                             .iter()
-                            .find(|(n, _)| &*self.names[*n as usize] == m.name())
-                            .map_or("", |(_, v)| &*self.names[*v as usize]);
+                            .find(|(n, _)| self.symbols.resolve(*n) == m.name())
+                            .map_or("", |(_, v)| self.symbols.resolve(*v));
                         m.matches(value)
                     })
             })
@@ -436,7 +427,7 @@ impl Head {
                 labels: s
                     .labels
                     .iter()
-                    .map(|(n, v)| (self.names[*n as usize].to_string(), self.names[*v as usize].to_string()))
+                    .map(|(n, v)| (self.symbols.resolve(*n).to_string(), self.symbols.resolve(*v).to_string()))
                     .collect(),
             });
             let encoded = s.closed.iter().map(Sealed::encoded).chain((!s.head.is_empty()).then(|| s.head.encoded()));
@@ -488,36 +479,17 @@ impl Head {
         s.closed = Vec::new();
         s.head = Chunk::new();
         s.out_of_order = None;
-        let pairs: Vec<(Arc<str>, Arc<str>)> = self.resolve(&ids);
-        let hash = hash_labels(&pairs.iter().map(|(n, v)| (&**n, &**v)).collect::<Vec<_>>());
-        let pairs = pairs.into_iter().zip(ids.iter()).map(|((n, _), (_, v))| (n, *v));
-        if self.by_hash.get(&hash) == Some(&r) {
-            self.by_hash.remove(&hash);
-            // Promote a colliding series, if any, into the main table.
-            if let Some(list) = self.collisions.get_mut(&hash)
-                && let Some(next) = list.pop()
-            {
-                self.by_hash.insert(hash, next);
-                if list.is_empty() {
-                    self.collisions.remove(&hash);
-                }
-            }
-        } else if let Some(list) = self.collisions.get_mut(&hash) {
-            list.retain(|x| *x != r);
-            if list.is_empty() {
-                self.collisions.remove(&hash);
-            }
+        let pairs: Labels = self.resolve(&ids);
+        let hash = hash_labels(&self.label_hasher, pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        if let Ok(entry) = self.by_labels.find_entry(hash, |x| *x == r) {
+            entry.remove();
         }
+        let pairs = pairs.into_iter().zip(ids.iter()).map(|((n, _), (_, v))| (n, *v));
         for (n, v) in pairs {
-            if let Some(values) = self.postings.get_mut(&n) {
-                if let Some(p) = values.get_mut(&v) {
-                    p.remove(r);
-                    if p.is_empty() {
-                        values.remove(&v);
-                    }
-                }
+            if let Some(values) = self.postings.get_mut(n.as_str()) {
+                values.remove(v, r);
                 if values.is_empty() {
-                    self.postings.remove(&n);
+                    self.postings.remove(n.as_str());
                 }
             }
         }
@@ -563,62 +535,10 @@ impl Head {
         let mut values: Vec<String> = self
             .postings
             .get(name)
-            .map(|vals| vals.keys().map(|id| self.names[*id as usize].to_string()).collect())
+            .map(|vals| vals.values().map(|id| self.symbols.resolve(id).to_string()).collect())
             .unwrap_or_default();
         values.sort_unstable();
         values
-    }
-}
-
-/// The series with one label pair, in increasing order. Many pairs (a unique id, a pod
-/// name) belong to a single series, which is kept inline instead of in a vector.
-#[derive(Debug, Clone, Default)]
-enum Postings {
-    #[default]
-    Empty,
-    One(SeriesRef),
-    /// Boxed: keeps the enum at 16 bytes instead of a vector's 24, for every entry.
-    #[allow(clippy::box_collection)] // the point is the smaller enum
-    Many(Box<Vec<SeriesRef>>),
-}
-
-impl Postings {
-    fn remove(&mut self, r: SeriesRef) {
-        *self = match std::mem::take(self) {
-            Postings::One(x) if x == r => Postings::Empty,
-            Postings::Many(mut v) => {
-                v.retain(|x| *x != r);
-                match v.len() {
-                    0 => Postings::Empty,
-                    1 => Postings::One(v[0]),
-                    _ => Postings::Many(v),
-                }
-            }
-            other => other,
-        };
-    }
-
-    fn is_empty(&self) -> bool {
-        matches!(self, Postings::Empty)
-    }
-
-    fn push(&mut self, r: SeriesRef) {
-        *self = match std::mem::take(self) {
-            Postings::Empty => Postings::One(r),
-            Postings::One(first) => Postings::Many(Box::new(vec![first, r])),
-            Postings::Many(mut v) => {
-                v.push(r);
-                Postings::Many(v)
-            }
-        };
-    }
-
-    fn to_vec(&self) -> Vec<SeriesRef> {
-        match self {
-            Postings::Empty => Vec::new(),
-            Postings::One(r) => vec![*r],
-            Postings::Many(v) => v.to_vec(),
-        }
     }
 }
 
@@ -713,17 +633,26 @@ mod tests {
     }
 
     #[test]
-    fn hash_collisions_keep_series_apart() {
+    fn many_series_found_again_and_removed() {
         let mut h = Head::default();
-        let (a, _) = h.get_or_create(&[("__name__", "a")]);
-        // Pretend b's labels hash like a's.
-        let b_labels = [("__name__", "b")];
-        h.by_hash.insert(hash_labels(&b_labels), a);
-        let (b, created) = h.get_or_create(&b_labels);
-        assert!(created);
-        assert_ne!(a, b);
-        assert_eq!(h.get_or_create(&b_labels), (b, false), "found again through the collision list");
-        assert_eq!(h.get_or_create(&[("__name__", "a")]), (a, false));
+        let labels = |i: usize| [("__name__".to_string(), format!("m{}", i % 7)), ("id".to_string(), i.to_string())];
+        let refs: Vec<SeriesRef> = (0..5_000)
+            .map(|i| {
+                let l = labels(i);
+                let (r, created) = h.get_or_create(&[(&l[0].0, &l[0].1), (&l[1].0, &l[1].1)]);
+                assert!(created);
+                r
+            })
+            .collect();
+        for (i, r) in refs.iter().enumerate() {
+            let l = labels(i);
+            assert_eq!(h.get_or_create(&[(&l[0].0, &l[0].1), (&l[1].0, &l[1].1)]), (*r, false));
+        }
+        h.remove_series(refs[42]);
+        let l = labels(42);
+        let (again, created) = h.get_or_create(&[(&l[0].0, &l[0].1), (&l[1].0, &l[1].1)]);
+        assert!(created && again != refs[42], "a removed series is no longer found");
+        assert_eq!(h.get_or_create(&[(&l[0].0, &l[0].1), (&l[1].0, &l[1].1)]), (again, false));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 pub mod chunk;
 pub mod head;
+mod postings;
+mod symbols;
 pub mod wal;
 
 use std::collections::HashMap;
