@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod logs;
 pub mod query;
+pub mod rules;
 mod run;
 pub mod store;
 

@@ -327,9 +327,13 @@ pub fn drop_name(mut labels: Labels) -> Labels {
 
 /// Evaluates an instant query.
 pub fn instant_query(store: &Store, query: &str, t: i64) -> Result<Value, QueryError> {
-    let expr = parse(query)?;
-    let mut ev = Evaluator::for_expr(store, t, t, &expr);
-    let value = ev.eval(&expr, t)?;
+    eval_instant(store, &parse(query)?, t)
+}
+
+/// Evaluates a parsed expression at one instant (rules parse once, evaluate often).
+pub fn eval_instant(store: &Store, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+    let mut ev = Evaluator::for_expr(store, t, t, expr);
+    let value = ev.eval(expr, t)?;
     check_unique(&value)?;
     Ok(value)
 }

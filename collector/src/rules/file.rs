@@ -1,0 +1,379 @@
+//! Prometheus rule files (`groups` → `rules` with `record` or `alert`): parsing and
+//! validation with the line of every error, as `hale rules check` prints them.
+//!
+//! Field-level checks (PromQL, durations, label names, templates) run while the YAML is
+//! read, so the parser reports the field's own line. Checks across fields (a rule with both
+//! `record` and `alert`, `for` on a recording rule) run after it, and find the rule's line
+//! by walking the file's block structure; a file in flow style gets the rule's path only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use promql_parser::parser::Expr;
+use serde::{Deserialize, Deserializer};
+
+use super::template::Template;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct RuleFileError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// A rule file: groups of rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    /// How often the group runs; the collector's default when absent.
+    #[serde(default)]
+    pub interval: Option<PromDuration>,
+    /// At most this many series or alerts per rule (0: no limit); above it the rule fails.
+    #[serde(default)]
+    pub limit: usize,
+    pub rules: Vec<RuleDef>,
+}
+
+/// One rule as written: a recording rule (`record`) or an alerting rule (`alert`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    #[serde(default)]
+    pub record: Option<MetricName>,
+    #[serde(default)]
+    pub alert: Option<MetricName>,
+    pub expr: PromqlExpr,
+    #[serde(default, rename = "for")]
+    pub for_: Option<PromDuration>,
+    #[serde(default)]
+    pub keep_firing_for: Option<PromDuration>,
+    #[serde(default)]
+    pub labels: BTreeMap<LabelName, TemplateText>,
+    #[serde(default)]
+    pub annotations: BTreeMap<LabelName, TemplateText>,
+}
+
+/// A PromQL expression, parsed when the file is read.
+#[derive(Debug, Clone)]
+pub struct PromqlExpr {
+    pub text: String,
+    pub expr: Expr,
+}
+
+impl<'de> Deserialize<'de> for PromqlExpr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = ScalarText::deserialize(d)?.0;
+        let expr = promql_parser::parser::parse(&text)
+            .map_err(|e| serde::de::Error::custom(format!("expr {text:?} is not valid PromQL: {e}")))?;
+        Ok(PromqlExpr { text, expr })
+    }
+}
+
+/// A Prometheus duration (`30s`, `5m`, `1h30m`, `1d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = ScalarText::deserialize(d)?.0;
+        promql_parser::util::parse_duration(&text)
+            .map(PromDuration)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a duration; write 30s, 5m, 1h30m or 1d")))
+    }
+}
+
+/// A string, a number or a boolean written where a string is meant (`for: 5m` and
+/// `severity: 1` both read as text).
+struct ScalarText(String);
+
+impl<'de> Deserialize<'de> for ScalarText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        Ok(ScalarText(match Scalar::deserialize(d)? {
+            Scalar::S(s) => s,
+            Scalar::I(i) => i.to_string(),
+            Scalar::F(f) => f.to_string(),
+            Scalar::B(b) => b.to_string(),
+        }))
+    }
+}
+
+/// A valid metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`), for record and alert names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MetricName(pub String);
+
+impl<'de> Deserialize<'de> for MetricName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut chars = s.chars();
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        if !ok {
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is not a valid name: use letters, digits, _ and :, not starting with a digit"
+            )));
+        }
+        Ok(MetricName(s))
+    }
+}
+
+/// A valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LabelName(pub String);
+
+impl<'de> Deserialize<'de> for LabelName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut chars = s.chars();
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok || s.starts_with("__") {
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is not a valid label name here: letters, digits and _, not starting with a digit or __"
+            )));
+        }
+        Ok(LabelName(s))
+    }
+}
+
+/// A label value or annotation, parsed as a template when the file is read.
+#[derive(Debug, Clone)]
+pub struct TemplateText {
+    pub text: String,
+    pub template: Template,
+}
+
+impl<'de> Deserialize<'de> for TemplateText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = ScalarText::deserialize(d)?.0;
+        let template = Template::parse(&text).map_err(serde::de::Error::custom)?;
+        Ok(TemplateText { text, template })
+    }
+}
+
+impl RuleFile {
+    /// Reads and checks a rule file. `default_interval` is what groups without an
+    /// `interval` run at.
+    pub fn parse(source: &str) -> Result<RuleFile, RuleFileError> {
+        let file: RuleFile = serde_norway::from_str(source).map_err(|e| {
+            let message = strip_location(&e.to_string());
+            RuleFileError { line: e.location().map(|l| refine_line(source, l.line(), &message)), message }
+        })?;
+        file.check(source)?;
+        Ok(file)
+    }
+
+    fn check(&self, source: &str) -> Result<(), RuleFileError> {
+        let mut names = std::collections::HashSet::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let at = |r: Option<usize>, message: String| RuleFileError { line: item_line(source, g, r), message };
+            if group.name.trim().is_empty() {
+                return Err(at(None, format!("groups[{g}]: a group needs a name")));
+            }
+            if !names.insert(group.name.as_str()) {
+                return Err(at(None, format!("group {:?} is defined twice; group names must be unique", group.name)));
+            }
+            if group.interval.is_some_and(|i| i.0.is_zero()) {
+                return Err(at(None, format!("group {:?}: interval must be more than 0", group.name)));
+            }
+            for (r, rule) in group.rules.iter().enumerate() {
+                let fail = |what: &str| Err(at(Some(r), format!("group {:?}, rule {}: {what}", group.name, r + 1)));
+                match (&rule.record, &rule.alert) {
+                    (Some(_), Some(_)) => return fail("a rule has `record` or `alert`, not both"),
+                    (None, None) => {
+                        return fail("a rule needs `record` (a recording rule) or `alert` (an alerting rule)");
+                    }
+                    (Some(_), None) => {
+                        if rule.for_.is_some() || rule.keep_firing_for.is_some() {
+                            return fail("`for` and `keep_firing_for` belong to alerting rules only");
+                        }
+                        if !rule.annotations.is_empty() {
+                            return fail("annotations belong to alerting rules only");
+                        }
+                        if rule.labels.values().any(|v| v.text.contains("{{")) {
+                            return fail("labels of a recording rule cannot be templates");
+                        }
+                    }
+                    (None, Some(_)) => {}
+                }
+                if matches!(
+                    rule.expr.expr.value_type(),
+                    promql_parser::parser::value::ValueType::Matrix | promql_parser::parser::value::ValueType::String
+                ) {
+                    return fail(&format!("expr {:?} must give an instant vector or a scalar", rule.expr.text));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// serde_norway ends its messages with " at line L column C"; the line is reported apart.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The parser places an error in a scalar at the start of the mapping that holds it (the
+/// rule's first line); the messages of this module quote the offending text, so the line
+/// that holds that text, from there on, is the field's own.
+fn refine_line(source: &str, line: usize, message: &str) -> usize {
+    let Some(start) = message.find('"') else { return line };
+    let mut de = serde_json::Deserializer::from_str(&message[start..]).into_iter::<String>();
+    let Some(Ok(text)) = de.next() else { return line };
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.is_empty() {
+        return line;
+    }
+    source
+        .lines()
+        .enumerate()
+        .skip(line.saturating_sub(1))
+        .find(|(_, l)| l.contains(first))
+        .map_or(line, |(i, _)| i + 1)
+}
+
+/// The line of `groups[g]` (`r` None) or of `groups[g].rules[r]`, found by walking the
+/// block structure: sequence items (`- `) under the `groups:` and `rules:` keys.
+fn item_line(source: &str, g: usize, r: Option<usize>) -> Option<usize> {
+    let lines: Vec<&str> = source.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_content = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+    // Items of the sequence under the key on line `key`, as (line index, item indent).
+    let items = |key: usize, end: usize| -> Vec<usize> {
+        let key_indent = indent(lines[key]);
+        let mut out = Vec::new();
+        let mut item_indent = None;
+        for (i, l) in lines.iter().enumerate().take(end).skip(key + 1) {
+            if !is_content(l) {
+                continue;
+            }
+            let ind = indent(l);
+            if ind < key_indent || (ind == key_indent && !l.trim_start().starts_with("- ")) {
+                break;
+            }
+            if l.trim_start().starts_with('-') && item_indent.is_none_or(|x| x == ind) {
+                item_indent = Some(ind);
+                out.push(i);
+            }
+        }
+        out
+    };
+    let groups_key = lines.iter().position(|l| indent(l) == 0 && l.trim_end() == "groups:")?;
+    let groups = items(groups_key, lines.len());
+    let start = *groups.get(g)?;
+    let Some(r) = r else { return Some(start + 1) };
+    let end = groups.get(g + 1).copied().unwrap_or(lines.len());
+    let rules_key = (start..end).find(|i| {
+        let t = lines[*i].trim_start().trim_start_matches("- ");
+        t.trim_end() == "rules:"
+    })?;
+    items(rules_key, end).get(r).map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"groups:
+  - name: shop
+    interval: 5s
+    rules:
+      - record: job:errors:rate1m
+        expr: sum by (job) (rate(errors_total[1m]))
+        labels:
+          team: shop
+      # a comment between rules
+      - alert: ReplicaDown
+        expr: probe_success == 0
+        for: 30s
+        keep_firing_for: 1m
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.instance }} is down"
+  - name: second
+    rules:
+      - alert: Always
+        expr: vector(1)
+"#;
+
+    #[test]
+    fn reads_a_good_file() {
+        let f = RuleFile::parse(GOOD).expect("parse");
+        assert_eq!(f.groups.len(), 2);
+        let g = &f.groups[0];
+        assert_eq!(g.interval, Some(PromDuration(Duration::from_secs(5))));
+        assert_eq!(g.rules[0].record.as_ref().map(|m| m.0.as_str()), Some("job:errors:rate1m"));
+        assert_eq!(g.rules[1].for_, Some(PromDuration(Duration::from_secs(30))));
+        assert_eq!(g.rules[1].keep_firing_for, Some(PromDuration(Duration::from_secs(60))));
+        assert_eq!(g.rules[1].annotations.len(), 1);
+        assert_eq!(item_line(GOOD, 0, Some(1)), Some(10));
+        assert_eq!(item_line(GOOD, 1, Some(0)), Some(20));
+        assert_eq!(item_line(GOOD, 1, None), Some(18));
+    }
+
+    #[test]
+    fn every_error_has_its_line() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("bad PromQL", "expr: sum(rate(x[1m])", 11, "not valid PromQL"),
+            ("bad duration", "for: soon", 12, "not a duration"),
+            ("unknown field", "severity: page", 13, "unknown field `severity`"),
+            ("bad label name", "labels:\n          9lives: x", 14, "not a valid label name"),
+            ("bad template", "annotations:\n          summary: \"{{ $labels.x \"", 14, "not closed"),
+        ];
+        for (what, replacement, line, message) in cases {
+            // Replace the alert's `for: 30s` line (line 12) or insert after its expr.
+            let source = if replacement.starts_with("expr") {
+                GOOD.replacen("expr: probe_success == 0", replacement, 1)
+            } else if replacement.starts_with("for") {
+                GOOD.replacen("for: 30s", replacement, 1)
+            } else {
+                GOOD.replacen("for: 30s", &format!("for: 30s\n        {replacement}"), 1)
+            };
+            let e = RuleFile::parse(&source).expect_err(what);
+            assert_eq!(e.line, Some(*line), "{what}: {e}");
+            assert!(e.message.contains(message), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn checks_across_fields_point_at_the_rule() {
+        let both = GOOD.replacen("- alert: ReplicaDown", "- alert: ReplicaDown\n        record: x", 1);
+        let e = RuleFile::parse(&both).expect_err("both");
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(e.message.contains("not both"));
+        let for_on_record = GOOD.replacen("labels:\n          team: shop", "for: 1m", 1);
+        let e = RuleFile::parse(&for_on_record).expect_err("for on record");
+        assert_eq!(e.line, Some(5), "{e}");
+        let neither = GOOD.replacen("- alert: Always", "- labels: {}", 1);
+        let e = RuleFile::parse(&neither).expect_err("neither");
+        assert_eq!(e.line, Some(20), "{e}");
+        let twice = GOOD.replacen("name: second", "name: shop", 1);
+        let e = RuleFile::parse(&twice).expect_err("twice");
+        assert_eq!(e.line, Some(18), "{e}");
+        let matrix = GOOD.replacen("expr: vector(1)", "expr: up[5m]", 1);
+        let e = RuleFile::parse(&matrix).expect_err("matrix");
+        assert_eq!(e.line, Some(20), "{e}");
+        let e = RuleFile::parse("groups:\n  - name: a\n    rules: 7\n").expect_err("type");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = RuleFile::parse("groups: [\n").expect_err("syntax");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
