@@ -35,6 +35,23 @@ enum Command {
     Collector(CollectorArgs),
     /// Measure: `hale bench ingest` sends a synthetic remote_write workload.
     Bench(BenchCommand),
+    /// Prometheus rule files: `hale rules check FILE...` validates them.
+    Rules(RulesCommand),
+}
+
+#[derive(clap::Args)]
+struct RulesCommand {
+    #[command(subcommand)]
+    which: RulesWhich,
+}
+
+#[derive(Subcommand)]
+enum RulesWhich {
+    /// Check rule files: syntax, PromQL, durations, templates; errors with their line.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -73,6 +90,49 @@ struct CollectorArgs {
     /// Fold the WAL into a checkpoint this often, bounding replay time (default 5m).
     #[arg(long)]
     checkpoint_interval: Option<String>,
+    /// A Prometheus rule file to evaluate (repeatable; added to the config's rule_files).
+    #[arg(long = "rules", value_name = "FILE")]
+    rules: Vec<PathBuf>,
+    /// How often rule groups without their own interval run (default 15s).
+    #[arg(long)]
+    evaluation_interval: Option<String>,
+}
+
+/// `hale rules check`: every file checked, each error as `FILE:LINE: message`.
+fn check_rule_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for path in files {
+        let result = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())).and_then(|source| {
+            hale_collector::rules::RuleFile::parse(&source).map_err(|e| match e.line {
+                Some(line) => format!("{}:{line}: {}", path.display(), e.message),
+                None => format!("{}: {}", path.display(), e.message),
+            })
+        });
+        match result {
+            Ok(file) => {
+                let rules: Vec<_> = file.groups.iter().flat_map(|g| &g.rules).collect();
+                let alerting = rules.iter().filter(|r| r.alert.is_some()).count();
+                println!(
+                    "{}: OK, {} groups, {} rules ({} recording, {alerting} alerting)",
+                    path.display(),
+                    file.groups.len(),
+                    rules.len(),
+                    rules.len() - alerting
+                );
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} rule files have errors; fix the lines above and run the check again",
+            files.len()
+        );
+    }
+    Ok(())
 }
 
 /// No `Debug`: it holds tokens.
@@ -228,6 +288,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Load(args) => load(args).await,
         Command::Agent(args) => agent(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
+        Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
         Command::Collector(args) => {
             init_stderr_logging("info");
             use hale_collector::config::CollectorFile;
@@ -248,6 +309,13 @@ async fn dispatch(command: Command) -> Result<()> {
             if let Some(c) = args.checkpoint_interval {
                 file.checkpoint_interval = c;
             }
+            if let Some(e) = args.evaluation_interval {
+                file.evaluation_interval = e;
+            }
+            // Rule files in the config are relative to it, as in Prometheus.
+            let base = args.config.as_deref().and_then(std::path::Path::parent).map(PathBuf::from).unwrap_or_default();
+            let mut rule_files: Vec<PathBuf> = file.rule_files.iter().map(|f| base.join(f)).collect();
+            rule_files.extend(args.rules);
             let durations =
                 file.durations(|key| Some(0).filter(|_| key.is_empty())).map_err(|e| anyhow::anyhow!("{e}"))?;
             let config = hale_collector::CollectorConfig {
@@ -257,6 +325,9 @@ async fn dispatch(command: Command) -> Result<()> {
                 retention: durations.retention,
                 retention_bytes: file.retention_bytes,
                 checkpoint_interval: durations.checkpoint_interval,
+                rule_files,
+                evaluation_interval: durations.evaluation_interval,
+                external_labels: file.external_labels,
             };
             Ok(hale_collector::run(config, up::shutdown_signal()).await?)
         }

@@ -66,6 +66,8 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
 /// Ports new replicas started through an agent's actuator may take: above every port
 /// the topology hands out.
 const SPARE_PORTS: u16 = 100;
+/// The shop's default alerting rules, written into the data dir for the collector.
+const DEFAULT_RULES: &str = include_str!("../config/rules.yml");
 
 /// One agent config per node: a template per shop service, and the node's replicas.
 pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_file: &Path) -> Vec<AgentConfig> {
@@ -194,6 +196,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let config_file = data_dir.join("cluster.toml");
     write_private(&config_file, &cluster.to_toml())?;
     let program = std::env::current_exe().context("finding the hale executable")?;
+    let rules_file = data_dir.join("rules.yml");
+    std::fs::write(&rules_file, DEFAULT_RULES).with_context(|| format!("writing {}", rules_file.display()))?;
 
     // Each node's agent supervises that node's replicas; hale up supervises the agents
     // and the collector they ship to.
@@ -211,6 +215,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 cluster.collector.listen.to_string(),
                 "--data-dir".into(),
                 data_dir.join("collector").display().to_string(),
+                "--rules".into(),
+                rules_file.display().to_string(),
+                // Demo pace: alerts show within seconds of a fault.
+                "--evaluation-interval".into(),
+                "2s".into(),
             ],
             env: vec![("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone())],
             output_file: data_dir.join("logs").join("collector.out"),
@@ -308,7 +317,7 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     println!("\nHale demo cluster is up.\n");
     println!("  shop gateway   {gateway}");
     println!(
-        "  collector      http://{}  (Prometheus API: /api/v1/series, /api/v1/labels; /metrics)",
+        "  collector      http://{}  (Prometheus API: /api/v1/query, /api/v1/rules, /api/v1/alerts; /metrics)",
         cluster.collector.listen
     );
     for instance in cluster.instances().iter().filter(|i| i.service != ServiceKind::Gateway) {

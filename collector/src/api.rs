@@ -82,6 +82,14 @@ pub struct Collector {
     pub ingest_token: Option<String>,
     pub started: Instant,
     pub rejected_batches: std::sync::atomic::AtomicU64,
+    /// What the rule groups found at their last evaluation.
+    pub rules: crate::rules::RulesView,
+}
+
+impl AsRef<Store> for Collector {
+    fn as_ref(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// An error in Prometheus's API shape.
@@ -115,6 +123,8 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(alerts))
         .route("/metrics", get(metrics))
         .route("/-/ready", get(|| async { "ready" }))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "alive"})) }))
@@ -554,6 +564,22 @@ async fn buildinfo() -> Response {
     )
 }
 
+/// `/api/v1/rules` in Prometheus's shape; `type=alert` or `type=record` keeps one kind.
+async fn rules(State(c): State<Arc<Collector>>, RawQuery(raw): RawQuery) -> Result<Response, PromError> {
+    let kind = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "type")
+        .map(|(_, v)| v.into_owned());
+    match kind.as_deref() {
+        None | Some("alert") | Some("record") => Ok(success(c.rules.rules_json(kind.as_deref()))),
+        Some(other) => Err(bad_data(format!("unsupported type {other:?}: use type=alert or type=record"))),
+    }
+}
+
+/// `/api/v1/alerts`: every pending and firing alert.
+async fn alerts(State(c): State<Arc<Collector>>) -> Response {
+    success(c.rules.alerts_json())
+}
+
 async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     use std::sync::atomic::Ordering::Relaxed;
     let (series, samples, chunk_bytes) = c.store.stats();
@@ -632,6 +658,7 @@ mod tests {
             ingest_token: token.map(str::to_string),
             started: Instant::now(),
             rejected_batches: Default::default(),
+            rules: Default::default(),
         }))
     }
 

@@ -16,6 +16,9 @@ fn default_retention() -> String {
 fn default_checkpoint_interval() -> String {
     "5m".into()
 }
+fn default_evaluation_interval() -> String {
+    "15s".into()
+}
 
 /// The file's contents; durations as text (`15d`, `5m`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -34,6 +37,15 @@ pub struct CollectorFile {
     /// Fold the WAL into a checkpoint this often.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: String,
+    /// Prometheus rule files to evaluate (relative to this file's folder).
+    #[serde(default)]
+    pub rule_files: Vec<std::path::PathBuf>,
+    /// How often rule groups without an interval of their own run.
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: String,
+    /// Labels alert templates see as `$externalLabels`.
+    #[serde(default)]
+    pub external_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for CollectorFile {
@@ -44,6 +56,9 @@ impl Default for CollectorFile {
             retention: default_retention(),
             retention_bytes: 0,
             checkpoint_interval: default_checkpoint_interval(),
+            rule_files: Vec::new(),
+            evaluation_interval: default_evaluation_interval(),
+            external_labels: Default::default(),
         }
     }
 }
@@ -53,6 +68,7 @@ impl Default for CollectorFile {
 pub struct Durations {
     pub retention: std::time::Duration,
     pub checkpoint_interval: std::time::Duration,
+    pub evaluation_interval: std::time::Duration,
 }
 
 fn line_of(source: &str, key: &str) -> Option<usize> {
@@ -92,6 +108,11 @@ impl CollectorFile {
             checkpoint_interval: parse(
                 "checkpoint_interval",
                 &self.checkpoint_interval,
+                std::time::Duration::from_millis(100),
+            )?,
+            evaluation_interval: parse(
+                "evaluation_interval",
+                &self.evaluation_interval,
                 std::time::Duration::from_millis(100),
             )?,
         })

@@ -21,6 +21,12 @@ pub struct CollectorConfig {
     pub retention_bytes: usize,
     /// How often the WAL is folded into a checkpoint.
     pub checkpoint_interval: std::time::Duration,
+    /// Prometheus rule files to evaluate.
+    pub rule_files: Vec<PathBuf>,
+    /// How often rule groups without an interval of their own run.
+    pub evaluation_interval: std::time::Duration,
+    /// Labels templates see as `$externalLabels`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -40,6 +46,8 @@ pub enum CollectorError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::LoadError),
 }
 
 pub async fn run(
@@ -47,6 +55,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let started = Instant::now();
+    // Rule files first: a broken one stops the start before anything else is opened.
+    let groups = crate::rules::manager::load(&config.rule_files, config.evaluation_interval, &config.external_labels)?;
     let dir = config.data_dir.clone();
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await
@@ -80,14 +90,18 @@ pub async fn run(
         ingest_token: config.ingest_token.clone(),
         started,
         rejected_batches: Default::default(),
+        rules: Default::default(),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
+    tracing::info!(groups = groups.len(), files = config.rule_files.len(), "rules loaded");
+    let rule_tasks = crate::rules::manager::spawn(groups, collector.clone(), collector.rules.clone(), None);
     tracing::info!(listen = %config.listen, "collector serving");
     let result = axum::serve(listener, api::router(collector))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(CollectorError::Serve);
     housekeeping.abort();
+    rule_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result
 }
 

@@ -17,10 +17,11 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("reading rule file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("rule file {path}: {source}; check it with `hale rules check {path}`")]
-    Invalid { path: PathBuf, source: RuleFileError },
+    // The causes are part of the message (not `source`), so they are printed once.
+    #[error("reading rule file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("rule file {path}: {error}; check it with `hale rules check {path}`")]
+    Invalid { path: PathBuf, error: RuleFileError },
 }
 
 /// Reads rule files into runnable groups.
@@ -32,7 +33,7 @@ pub fn load(
     let external = Arc::new(external_labels.clone());
     let mut groups = Vec::new();
     for path in paths {
-        let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+        let source = std::fs::read_to_string(path).map_err(|error| LoadError::Read { path: path.clone(), error })?;
         groups.extend(parse_groups(&source, path, default_interval, &external)?);
     }
     Ok(groups)
@@ -45,7 +46,7 @@ pub fn parse_groups(
     default_interval: Duration,
     external: &Arc<LabelSet>,
 ) -> Result<Vec<GroupRunner>, LoadError> {
-    let file = RuleFile::parse(source).map_err(|source| LoadError::Invalid { path: path.to_path_buf(), source })?;
+    let file = RuleFile::parse(source).map_err(|error| LoadError::Invalid { path: path.to_path_buf(), error })?;
     let name = path.display().to_string();
     Ok(file.groups.iter().map(|g| GroupRunner::new(g, &name, default_interval, external.clone())).collect())
 }
