@@ -3,6 +3,7 @@
 
 mod bench;
 mod seed;
+mod silence;
 mod up;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ enum Command {
     Bench(BenchCommand),
     /// Prometheus rule files: `hale rules check FILE...` validates them.
     Rules(RulesCommand),
+    /// Silence alerts on a running collector: add, list, expire.
+    Silence(silence::SilenceArgs),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +99,27 @@ struct CollectorArgs {
     /// How often rule groups without their own interval run (default 15s).
     #[arg(long)]
     evaluation_interval: Option<String>,
+    /// A webhook receiver for alerts (repeatable; Alertmanager's payload, signed).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    alert_webhooks: Vec<String>,
+    /// The HMAC key webhooks are signed with (X-Hale-Signature).
+    #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// An Alertmanager to forward alerts to (repeatable; base URL).
+    #[arg(long = "alertmanager", value_name = "URL")]
+    alertmanagers: Vec<String>,
+    /// Bearer token for writing silences; without it they are read-only.
+    #[arg(long, env = "HALE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// How long a new alert group waits before its first notification (default 30s).
+    #[arg(long)]
+    group_wait: Option<String>,
+    /// How often an alert group is looked at again (default 5m).
+    #[arg(long)]
+    group_interval: Option<String>,
+    /// How often an unchanged firing group is notified again (default 4h).
+    #[arg(long)]
+    repeat_interval: Option<String>,
 }
 
 /// `hale rules check`: every file checked, each error as `FILE:LINE: message`.
@@ -289,6 +313,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Agent(args) => agent(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
         Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
+        Command::Silence(args) => silence::run(args).await,
         Command::Collector(args) => {
             init_stderr_logging("info");
             use hale_collector::config::CollectorFile;
@@ -312,14 +337,28 @@ async fn dispatch(command: Command) -> Result<()> {
             if let Some(e) = args.evaluation_interval {
                 file.evaluation_interval = e;
             }
+            file.notify.webhooks.extend(args.alert_webhooks);
+            file.notify.alertmanagers.extend(args.alertmanagers);
+            for (flag, value) in [
+                (&mut file.notify.group_wait, args.group_wait),
+                (&mut file.notify.group_interval, args.group_interval),
+                (&mut file.notify.repeat_interval, args.repeat_interval),
+            ] {
+                if value.is_some() {
+                    *flag = value;
+                }
+            }
+            let route = file.notify.route(|_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
             // Rule files in the config are relative to it, as in Prometheus.
             let base = args.config.as_deref().and_then(std::path::Path::parent).map(PathBuf::from).unwrap_or_default();
             let mut rule_files: Vec<PathBuf> = file.rule_files.iter().map(|f| base.join(f)).collect();
             rule_files.extend(args.rules);
             let durations =
                 file.durations(|key| Some(0).filter(|_| key.is_empty())).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464)));
+            let external_url = file.notify.external_url.clone().unwrap_or_else(|| format!("http://{listen}"));
             let config = hale_collector::CollectorConfig {
-                listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+                listen,
                 data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(".hale/collector")),
                 ingest_token: args.ingest_token,
                 retention: durations.retention,
@@ -328,6 +367,16 @@ async fn dispatch(command: Command) -> Result<()> {
                 rule_files,
                 evaluation_interval: durations.evaluation_interval,
                 external_labels: file.external_labels,
+                notify: hale_collector::notify::NotifyConfig {
+                    webhooks: file.notify.webhooks,
+                    webhook_secret: args
+                        .webhook_secret
+                        .map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
+                    alertmanagers: file.notify.alertmanagers,
+                    route,
+                    external_url,
+                },
+                admin_token: args.admin_token,
             };
             Ok(hale_collector::run(config, up::shutdown_signal()).await?)
         }

@@ -20,25 +20,9 @@ async fn start_collector(addr: SocketAddr, data: &Path, out: &Path) -> Proc {
 }
 
 async fn start_collector_with(addr: SocketAddr, data: &Path, out: &Path, extra: &[&str]) -> Proc {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(data)
-        .args(extra)
-        .env("HALE_INGEST_TOKEN", "ingest-secret")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn collector");
-    let mut proc = Proc(child);
-    eventually("collector ready", Duration::from_secs(30), async || {
-        if let Ok(Some(status)) = proc.0.try_wait() {
-            panic!("collector exited ({status}): {}", std::fs::read_to_string(out).unwrap_or_default());
-        }
-        reqwest::get(format!("http://{addr}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-    })
-    .await;
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let mut proc = common::spawn_collector(addr, data, out, &extra, &[("HALE_INGEST_TOKEN", "ingest-secret")]);
+    common::collector_ready(&mut proc, addr, out).await;
     proc
 }
 

@@ -7,10 +7,9 @@ use common::{Proc, eventually, free_addr, need};
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
 
 const RULES: &str = r#"groups:
@@ -31,18 +30,7 @@ const RULES: &str = r#"groups:
 "#;
 
 fn spawn_collector(addr: SocketAddr, data: &Path, rules: &Path, out: &Path) -> Proc {
-    let log = std::fs::File::create(out).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(data)
-        .arg("--rules")
-        .arg(rules)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn collector");
-    Proc(child)
+    common::spawn_collector(addr, data, out, &["--rules".to_string(), rules.display().to_string()], &[])
 }
 
 async fn get(url: String) -> (u16, Value) {
@@ -52,25 +40,7 @@ async fn get(url: String) -> (u16, Value) {
 }
 
 async fn push(addr: SocketAddr, instance: &str, value: f64) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
-    let body = remote_write::encode(&WriteRequest {
-        timeseries: vec![TimeSeries {
-            labels: vec![
-                Label { name: "__name__".into(), value: "test_up".into() },
-                Label { name: "instance".into(), value: instance.into() },
-            ],
-            samples: vec![Sample { value, timestamp: now }],
-        }],
-    });
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/api/v1/write"))
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .expect("write");
-    assert!(r.status().is_success(), "write: {}", r.status());
+    common::push_gauge(addr, "test_up", &[("instance", instance)], value).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,13 +51,7 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     let addr = free_addr();
     let out = dir.path().join("collector.out");
     let mut proc = spawn_collector(addr, &dir.path().join("data"), &rules, &out);
-    eventually("collector ready", Duration::from_secs(30), async || {
-        if let Ok(Some(status)) = proc.0.try_wait() {
-            panic!("collector exited ({status}): {}", std::fs::read_to_string(&out).unwrap_or_default());
-        }
-        reqwest::get(format!("http://{addr}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-    })
-    .await;
+    common::collector_ready(&mut proc, addr, &out).await;
 
     push(addr, "a", 0.0).await;
     push(addr, "b", 1.0).await;

@@ -84,6 +84,11 @@ pub struct Collector {
     pub rejected_batches: std::sync::atomic::AtomicU64,
     /// What the rule groups found at their last evaluation.
     pub rules: crate::rules::RulesView,
+    /// Bearer token for silences; `None` makes them read-only.
+    pub admin_token: Option<String>,
+    pub silences: Arc<crate::notify::silence::Silences>,
+    /// The notification outbox, when notifications are configured.
+    pub outbox: Option<Arc<crate::notify::outbox::Outbox>>,
 }
 
 impl AsRef<Store> for Collector {
@@ -123,6 +128,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .merge(crate::notify::api::routes())
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
         .route("/metrics", get(metrics))
@@ -582,6 +588,9 @@ async fn alerts(State(c): State<Arc<Collector>>) -> Response {
 
 async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     use std::sync::atomic::Ordering::Relaxed;
+    let outbox_stat = |pick: fn(&crate::notify::outbox::OutboxStats) -> &std::sync::atomic::AtomicU64| {
+        c.outbox.as_ref().map_or(0.0, |o| pick(&o.stats).load(Relaxed) as f64)
+    };
     let (series, samples, chunk_bytes) = c.store.stats();
     let wal = c.store.wal().stats();
     let families = vec![
@@ -630,6 +639,36 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
             c.rejected_batches.load(Relaxed) as f64,
         ),
         Family::single(
+            "hale_collector_notifications_sent_total",
+            "Notifications delivered to a webhook receiver (2xx).",
+            MetricKind::Counter,
+            outbox_stat(|o| &o.sent),
+        ),
+        Family::single(
+            "hale_collector_notification_attempts_failed_total",
+            "Webhook deliveries that failed and will be retried (connection error, timeout, 5xx).",
+            MetricKind::Counter,
+            outbox_stat(|o| &o.failed_attempts),
+        ),
+        Family::single(
+            "hale_collector_notifications_dropped_total",
+            "Notifications given up (4xx, or undelivered for a day); kept in outbox/dead.",
+            MetricKind::Counter,
+            outbox_stat(|o| &o.dropped),
+        ),
+        Family::single(
+            "hale_collector_notifications_pending",
+            "Notifications stored in the outbox and not yet delivered.",
+            MetricKind::Gauge,
+            outbox_stat(|o| &o.pending),
+        ),
+        Family::single(
+            "hale_collector_notification_last_delivery_seconds",
+            "From storing the last delivered notification to its receiver's 2xx.",
+            MetricKind::Gauge,
+            outbox_stat(|o| &o.last_delivery_us) / 1e6,
+        ),
+        Family::single(
             "hale_collector_uptime_seconds",
             "Seconds since the collector started.",
             MetricKind::Gauge,
@@ -659,6 +698,9 @@ mod tests {
             started: Instant::now(),
             rejected_batches: Default::default(),
             rules: Default::default(),
+            admin_token: Some("admin-secret".into()),
+            silences: Arc::new(crate::notify::silence::Silences::open(&dir.join("silences.json"))),
+            outbox: None,
         }))
     }
 

@@ -46,6 +46,99 @@ pub struct CollectorFile {
     /// Labels alert templates see as `$externalLabels`.
     #[serde(default)]
     pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Where alerts are notified and how they are grouped.
+    #[serde(default)]
+    pub notify: NotifyFile,
+}
+
+/// The `[notify]` table. The webhook secret is not here: it comes from
+/// `--webhook-secret` or `HALE_WEBHOOK_SECRET`, never from a file that may be shared.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// Webhook receivers (Alertmanager's payload, signed).
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// Alertmanager base URLs to forward alerts to.
+    #[serde(default)]
+    pub alertmanagers: Vec<String>,
+    /// Labels that group alerts into one notification (default: alertname).
+    pub group_by: Option<Vec<String>>,
+    /// How long a new group waits for more alerts (default 30s).
+    pub group_wait: Option<String>,
+    /// How often a group is looked at again (default 5m).
+    pub group_interval: Option<String>,
+    /// How often an unchanged firing group is notified again (default 4h).
+    pub repeat_interval: Option<String>,
+    /// Whether resolved alerts are notified (default true).
+    pub send_resolved: Option<bool>,
+    /// This collector's URL, for links in notifications (default http://<listen>).
+    pub external_url: Option<String>,
+}
+
+impl NotifyFile {
+    /// The route, with durations checked; `line` finds a key's line for errors.
+    pub fn route(&self, line: impl Fn(&str) -> Option<usize>) -> Result<crate::notify::dispatch::Route, ConfigError> {
+        let default = crate::notify::dispatch::Route::default();
+        let parse = |key: &str, text: &Option<String>, fallback: std::time::Duration| match text {
+            None => Ok(fallback),
+            Some(t) => humantime::parse_duration(t).map_err(|_| ConfigError {
+                line: line(key),
+                message: format!("{key} = {t:?} is not a duration; write 0s, 30s, 5m or 4h"),
+            }),
+        };
+        let route = crate::notify::dispatch::Route {
+            group_by: self.group_by.clone().unwrap_or(default.group_by),
+            group_wait: parse("group_wait", &self.group_wait, default.group_wait)?,
+            group_interval: parse("group_interval", &self.group_interval, default.group_interval)?,
+            repeat_interval: parse("repeat_interval", &self.repeat_interval, default.repeat_interval)?,
+            send_resolved: self.send_resolved.unwrap_or(default.send_resolved),
+        };
+        if route.group_interval.is_zero() {
+            return Err(ConfigError {
+                line: line("group_interval"),
+                message: "group_interval must be more than 0".into(),
+            });
+        }
+        if route.repeat_interval < route.group_interval {
+            return Err(ConfigError {
+                line: line("repeat_interval"),
+                message: "repeat_interval must be at least group_interval".into(),
+            });
+        }
+        for (key, urls) in [("webhooks", &self.webhooks), ("alertmanagers", &self.alertmanagers)] {
+            if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+                return Err(ConfigError {
+                    line: line(key),
+                    message: format!("{key}: {bad:?} is not an http:// or https:// URL"),
+                });
+            }
+        }
+        Ok(route)
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+
+    #[test]
+    fn notify_table_is_checked_with_lines() {
+        let source = "listen = \"127.0.0.1:9464\"\n[notify]\nwebhooks = [\"http://127.0.0.1:9465/hooks/alertmanager\"]\ngroup_wait = \"1s\"\n";
+        let (file, _) = CollectorFile::parse(source).expect("parse");
+        let route = file.notify.route(|_| None).expect("route");
+        assert_eq!(route.group_wait, std::time::Duration::from_secs(1));
+        assert_eq!(route.group_by, ["alertname"]);
+        let e = CollectorFile::parse("[notify]\ngroup_wait = \"soon\"\n").expect_err("bad duration");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = CollectorFile::parse("[notify]\nwebhooks = [\"ftp://x\"]\n").expect_err("bad url");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = CollectorFile::parse("[notify]\nsecret = \"x\"\n").expect_err("unknown key");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e =
+            CollectorFile::parse("[notify]\ngroup_interval = \"1h\"\nrepeat_interval = \"5m\"\n").expect_err("order");
+        assert_eq!(e.line, Some(3), "{e}");
+    }
 }
 
 impl Default for CollectorFile {
@@ -59,6 +152,7 @@ impl Default for CollectorFile {
             rule_files: Vec::new(),
             evaluation_interval: default_evaluation_interval(),
             external_labels: Default::default(),
+            notify: NotifyFile::default(),
         }
     }
 }
@@ -85,6 +179,7 @@ impl CollectorFile {
             message: e.message().trim().to_string(),
         })?;
         let durations = file.durations(|key| line_of(source, key))?;
+        file.notify.route(|key| line_of(source, key))?;
         Ok((file, durations))
     }
 

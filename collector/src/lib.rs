@@ -7,6 +7,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod logs;
+pub mod notify;
 pub mod query;
 pub mod rules;
 mod run;

@@ -27,6 +27,10 @@ pub struct CollectorConfig {
     pub evaluation_interval: std::time::Duration,
     /// Labels templates see as `$externalLabels`.
     pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Where alerts are notified.
+    pub notify: crate::notify::NotifyConfig,
+    /// Bearer token for silences; without it they are read-only.
+    pub admin_token: Option<String>,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -48,6 +52,10 @@ pub enum CollectorError {
     Serve(std::io::Error),
     #[error(transparent)]
     Rules(#[from] crate::rules::LoadError),
+    #[error("webhooks are always signed: give --webhook-secret (or HALE_WEBHOOK_SECRET) with --alert-webhook")]
+    UnsignedWebhooks,
+    #[error("opening the notification outbox in {dir}: {error}")]
+    Outbox { dir: PathBuf, error: std::io::Error },
 }
 
 pub async fn run(
@@ -57,6 +65,9 @@ pub async fn run(
     let started = Instant::now();
     // Rule files first: a broken one stops the start before anything else is opened.
     let groups = crate::rules::manager::load(&config.rule_files, config.evaluation_interval, &config.external_labels)?;
+    if !config.notify.webhooks.is_empty() && config.notify.webhook_secret.is_none() {
+        return Err(CollectorError::UnsignedWebhooks);
+    }
     let dir = config.data_dir.clone();
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await
@@ -83,6 +94,16 @@ pub async fn run(
         .await
         .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?
         .map_err(|e| CollectorError::Serve(std::io::Error::other(e.to_string())))?;
+    let notifying = !config.notify.webhooks.is_empty() || !config.notify.alertmanagers.is_empty();
+    let outbox_dir = config.data_dir.join("outbox");
+    let outbox = if notifying {
+        let outbox = crate::notify::outbox::Outbox::open(&outbox_dir)
+            .map_err(|error| CollectorError::Outbox { dir: outbox_dir.clone(), error })?;
+        Some(Arc::new(outbox))
+    } else {
+        None
+    };
+    let silences = Arc::new(crate::notify::silence::Silences::open(&config.data_dir.join("silences.json")));
     let collector = Arc::new(Collector {
         query_latency: Default::default(),
         store,
@@ -91,17 +112,40 @@ pub async fn run(
         started,
         rejected_batches: Default::default(),
         rules: Default::default(),
+        admin_token: config.admin_token.clone(),
+        silences: silences.clone(),
+        outbox: outbox.clone(),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
     tracing::info!(groups = groups.len(), files = config.rule_files.len(), "rules loaded");
-    let rule_tasks = crate::rules::manager::spawn(groups, collector.clone(), collector.rules.clone(), None);
+    let mut tasks = Vec::new();
+    let updates = match outbox {
+        Some(outbox) => {
+            let client = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .build()
+                .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            tracing::info!(
+                pending = outbox.stats.pending.load(std::sync::atomic::Ordering::Relaxed),
+                webhooks = config.notify.webhooks.len(),
+                alertmanagers = config.notify.alertmanagers.len(),
+                "notifications on"
+            );
+            tasks.push(tokio::spawn(outbox.clone().run(client.clone(), config.notify.webhook_secret.clone())));
+            tasks.push(tokio::spawn(crate::notify::run(config.notify.clone(), rx, silences, outbox, client)));
+            Some(tx)
+        }
+        None => None,
+    };
+    tasks.extend(crate::rules::manager::spawn(groups, collector.clone(), collector.rules.clone(), updates));
     tracing::info!(listen = %config.listen, "collector serving");
     let result = axum::serve(listener, api::router(collector))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(CollectorError::Serve);
     housekeeping.abort();
-    rule_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result
 }
 

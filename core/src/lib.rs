@@ -17,6 +17,7 @@ pub mod metrics;
 mod process;
 pub mod remote_write;
 mod topology;
+pub mod webhook;
 
 pub use error::ConfigError;
 pub use process::ProcessSpec;

@@ -36,7 +36,9 @@ pub fn need(program: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{program} is not installed: `apt-get install prometheus prometheus-node-exporter` (.ci/run does this)");
+    panic!(
+        "{program} is not installed: `apt-get install prometheus prometheus-node-exporter prometheus-alertmanager` (.ci/run does this)"
+    );
 }
 
 /// Polls `f` every 50 ms until it gives a value, failing after `limit`.
@@ -49,4 +51,46 @@ pub async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut()
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Writes one sample, now, of `name{labels}` to a collector's remote_write endpoint.
+pub async fn push_gauge(addr: SocketAddr, name: &str, labels: &[(&str, &str)], value: f64) {
+    use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let mut all = vec![Label { name: "__name__".into(), value: name.into() }];
+    all.extend(labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }));
+    let body = remote_write::encode(&WriteRequest {
+        timeseries: vec![TimeSeries { labels: all, samples: vec![Sample { value, timestamp: now }] }],
+    });
+    let r = reqwest::Client::new().post(format!("http://{addr}/api/v1/write")).body(body).send().await.expect("write");
+    assert!(r.status().is_success(), "write: {}", r.status());
+}
+
+/// Starts `hale collector` on `addr` with `data` as its data dir and `args` after, output
+/// appended to `out`; does not wait.
+pub fn spawn_collector(addr: SocketAddr, data: &Path, out: &Path, args: &[String], env: &[(&str, &str)]) -> Proc {
+    use std::process::{Command, Stdio};
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn collector");
+    Proc(child)
+}
+
+/// Waits for a collector to answer `/-/ready`, failing with its output if it exits.
+pub async fn collector_ready(proc: &mut Proc, addr: SocketAddr, out: &Path) {
+    eventually("collector ready", Duration::from_secs(30), async || {
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            panic!("collector exited ({status}): {}", std::fs::read_to_string(out).unwrap_or_default());
+        }
+        reqwest::get(format!("http://{addr}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
 }

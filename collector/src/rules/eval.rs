@@ -47,7 +47,7 @@ pub struct Alert {
     pub fired_at: Option<i64>,
     pub resolved_at: Option<i64>,
     /// Since when a firing alert has no longer been returned (for `keep_firing_for`).
-    keep_firing_since: Option<i64>,
+    pub(crate) keep_firing_since: Option<i64>,
     /// Last evaluation that returned it.
     pub last_seen: i64,
 }

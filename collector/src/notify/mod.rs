@@ -1,0 +1,169 @@
+//! Notifications: alerts from the rule groups become signed webhooks (Alertmanager's
+//! payload) through grouping, silences and a durable outbox, and optionally go to a real
+//! Alertmanager as well.
+//!
+//! Data flows one way: rule groups → [`AlertsUpdate`] channel → [`run`], which keeps the
+//! [`dispatch::Dispatcher`], writes due notifications into the [`outbox::Outbox`] (one file
+//! per receiver and notification) and forwards alerts to Alertmanager; the outbox's own
+//! task delivers the files.
+
+pub mod api;
+pub mod dispatch;
+pub mod outbox;
+pub mod payload;
+pub mod silence;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::rules::AlertsUpdate;
+use crate::rules::manager::now_ms;
+use dispatch::{Dispatcher, Route};
+use outbox::{Entry, Outbox};
+use payload::NotifyAlert;
+use silence::Silences;
+
+/// Where notifications go and how they are grouped.
+#[derive(Clone, Default)]
+pub struct NotifyConfig {
+    /// Webhook receivers (Alertmanager's webhook payload, signed).
+    pub webhooks: Vec<String>,
+    /// The HMAC key for `X-Hale-Signature`. Required when there are webhooks.
+    pub webhook_secret: Option<Arc<[u8]>>,
+    /// Alertmanager base URLs to forward alerts to (`POST /api/v2/alerts`).
+    pub alertmanagers: Vec<String>,
+    pub route: Route,
+    /// This collector's URL, for links in notifications.
+    pub external_url: String,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("webhooks", &self.webhooks)
+            .field("alertmanagers", &self.alertmanagers)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes `bytes` to `path` so that after a crash the file is either whole or absent:
+/// a temporary file, fsynced, renamed over, and the folder fsynced.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Receiver names in payloads: `webhook-1`, `webhook-2`, … in configuration order.
+fn receiver_name(i: usize) -> String {
+    format!("webhook-{}", i + 1)
+}
+
+/// Turns alert updates into notifications until the channel closes.
+pub async fn run(
+    config: NotifyConfig,
+    mut updates: tokio::sync::mpsc::Receiver<AlertsUpdate>,
+    silences: Arc<Silences>,
+    outbox: Arc<Outbox>,
+    client: reqwest::Client,
+) {
+    let mut dispatcher = Dispatcher::new(config.route.clone());
+    let mut forwarder = Forwarder::default();
+    loop {
+        let now = now_ms();
+        let wait = dispatcher
+            .next_deadline()
+            .map_or(Duration::from_secs(3600), |d| Duration::from_millis((d - now).max(0) as u64));
+        tokio::select! {
+            update = updates.recv() => {
+                let Some(update) = update else { return };
+                let now = now_ms();
+                dispatcher.update(&update, now);
+                if !config.alertmanagers.is_empty() {
+                    forwarder.forward(&config, &client, &update, now).await;
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let now = now_ms();
+        for n in dispatcher.due(now, &|labels| silences.silenced(labels, now)) {
+            for (i, url) in config.webhooks.iter().enumerate() {
+                let body = payload::webhook_body(&receiver_name(i), &n.group_labels, &n.alerts, &config.external_url);
+                let entry = Entry { url: url.clone(), created_ms: now, body };
+                if let Err(e) = outbox.put(&entry) {
+                    // Not stored means not sent: say so loudly, the alert is still firing
+                    // and the next repeat will try again.
+                    tracing::error!(error = %e, url = %url, "could not store a notification in the outbox");
+                }
+            }
+        }
+    }
+}
+
+/// Forwarding to Alertmanager as Prometheus does: every firing alert again at least once
+/// a minute with an `endsAt` a few evaluations ahead (Alertmanager resolves it by itself
+/// if the collector goes away), and resolved alerts with their end time.
+#[derive(Default)]
+struct Forwarder {
+    /// fingerprint → (last sent ms, was firing)
+    sent: std::collections::HashMap<u64, (i64, bool)>,
+}
+
+const RESEND_MS: i64 = 60_000;
+
+impl Forwarder {
+    async fn forward(&mut self, config: &NotifyConfig, client: &reqwest::Client, update: &AlertsUpdate, now: i64) {
+        use crate::rules::AlertState;
+        let mut batch = Vec::new();
+        for a in &update.alerts {
+            let fp = payload::fingerprint(&a.labels);
+            let firing = match a.state {
+                AlertState::Pending => continue,
+                AlertState::Firing => true,
+                AlertState::Inactive => false,
+            };
+            let due = match self.sent.get(&fp) {
+                None => firing,
+                Some((at, was_firing)) => *was_firing != firing || (firing && now - at >= RESEND_MS),
+            };
+            if due {
+                batch.push(NotifyAlert {
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    starts_at: a.active_at,
+                    ends_at: (!firing).then(|| a.resolved_at.unwrap_or(now)),
+                    fingerprint: fp,
+                });
+                self.sent.insert(fp, (now, firing));
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let valid_until = now + 4 * (update.interval.as_millis() as i64).max(RESEND_MS);
+        let body = payload::alertmanager_body(&batch, valid_until, &config.external_url);
+        for am in &config.alertmanagers {
+            let url = format!("{}/api/v2/alerts", am.trim_end_matches('/'));
+            match client.post(&url).timeout(Duration::from_secs(5)).json(&body).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(url = %url, status = %r.status(), "Alertmanager refused alerts; they are sent again within a minute")
+                }
+                Err(e) => {
+                    tracing::warn!(url = %url, error = %e, "Alertmanager unreachable; alerts are sent again within a minute")
+                }
+            }
+        }
+        // Forget alerts that resolved and were sent: they are done.
+        self.sent.retain(|_, (at, firing)| *firing || now - *at < RESEND_MS * 15);
+    }
+}

@@ -1,0 +1,123 @@
+//! `hale silence add|list|expire`: silences on a running collector, over its API.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hale_collector::notify::silence::SilenceMatcher;
+use serde_json::{Value, json};
+
+/// No `Debug`: it holds a token.
+#[derive(clap::Args)]
+pub struct SilenceArgs {
+    #[command(subcommand)]
+    which: Which,
+    /// The collector's URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:9464")]
+    collector: String,
+    /// The collector's admin token (needed to add and expire).
+    #[arg(long, global = true, env = "HALE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum Which {
+    /// Silence alerts matching every matcher: name=value, name!=value, name=~regex, name!~regex.
+    Add {
+        #[arg(required = true, value_name = "MATCHER")]
+        matchers: Vec<String>,
+        /// How long the silence lasts (30m, 2h, 1d).
+        #[arg(long, default_value = "2h")]
+        duration: String,
+        /// Why: shown to whoever wonders where the alerts went.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Active, pending and recently expired silences.
+    List,
+    /// End a silence now.
+    Expire { id: String },
+}
+
+pub async fn run(args: SilenceArgs) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let url = format!("{}/api/v1/silences", args.collector.trim_end_matches('/'));
+    let authed = |r: reqwest::RequestBuilder| match &args.token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    match args.which {
+        Which::Add { matchers, duration, comment, author } => {
+            let matchers: Vec<SilenceMatcher> = matchers
+                .iter()
+                .map(|m| SilenceMatcher::parse(m))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let duration = humantime::parse_duration(&duration)
+                .map_err(|_| anyhow::anyhow!("--duration {duration:?} is not a duration; write 30m, 2h or 1d"))?;
+            let ends = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + duration).to_string();
+            let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "hale".into());
+            let body = json!({"matchers": matchers, "endsAt": ends, "createdBy": author, "comment": comment});
+            let reply = send(authed(client.post(&url).json(&body)), &url).await?;
+            println!("{}", reply["data"]["silenceID"].as_str().unwrap_or_default());
+        }
+        Which::List => {
+            let reply = send(client.get(&url), &url).await?;
+            let list = reply["data"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no silences");
+            }
+            println!("{:<36}  {:<8}  {:<20}  {:<40}  COMMENT", "ID", "STATE", "ENDS", "MATCHERS");
+            for s in list {
+                let matchers: Vec<String> = s["matchers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        let op = match (m["isEqual"].as_bool().unwrap_or(true), m["isRegex"].as_bool().unwrap_or(false))
+                        {
+                            (true, false) => "=",
+                            (false, false) => "!=",
+                            (true, true) => "=~",
+                            (false, true) => "!~",
+                        };
+                        format!(
+                            "{}{op}{}",
+                            m["name"].as_str().unwrap_or(""),
+                            Value::from(m["value"].as_str().unwrap_or(""))
+                        )
+                    })
+                    .collect();
+                let ends = s["endsAt"].as_str().unwrap_or("").get(..19).unwrap_or("");
+                println!(
+                    "{:<36}  {:<8}  {:<20}  {:<40}  {}",
+                    s["id"].as_str().unwrap_or(""),
+                    s["status"]["state"].as_str().unwrap_or(""),
+                    ends,
+                    matchers.join(","),
+                    s["comment"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Which::Expire { id } => {
+            let target = format!("{url}/{id}");
+            send(authed(client.delete(&target)), &target).await?;
+            println!("expired {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Sends and returns the JSON reply; an error reply becomes the collector's own message.
+async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
+    let reply = request.send().await.with_context(|| format!("reaching {url}; is the collector running?"))?;
+    let status = reply.status();
+    let body: Value = reply.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["error"].as_str().unwrap_or("no message");
+        bail!("the collector answered {status}: {message}");
+    }
+    Ok(body)
+}
