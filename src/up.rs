@@ -12,7 +12,8 @@ use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, ProcessSpec, Role, ServiceK
 use hale_agent::config::{AgentConfig, BatchConfig, ProcessConfig, QueueConfig, ServiceTemplate};
 use hale_agent::supervise::Supervisor;
 
-#[derive(Debug, clap::Args)]
+/// No `Debug`: it holds the webhook secret.
+#[derive(clap::Args)]
 pub struct UpArgs {
     /// Run without the terminal dashboard (the dashboard arrives with `hale tui`).
     #[arg(long)]
@@ -38,6 +39,12 @@ pub struct UpArgs {
     /// Requests per second of background shop traffic; 0 turns it off.
     #[arg(long, default_value_t = 20)]
     pub load_rps: u32,
+    /// Also send alert notifications to this webhook (repeatable; signed).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub alert_webhooks: Vec<String>,
+    /// The HMAC key webhooks are signed with; a random one is made when absent.
+    #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// The effective cluster: config file (or embedded default) with the flags applied.
@@ -166,6 +173,11 @@ fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
     Ok(())
 }
 
+/// `bytes` random bytes as hex.
+fn hex_token(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -198,6 +210,31 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let program = std::env::current_exe().context("finding the hale executable")?;
     let rules_file = data_dir.join("rules.yml");
     std::fs::write(&rules_file, DEFAULT_RULES).with_context(|| format!("writing {}", rules_file.display()))?;
+    // Receivers verify with the same secret; it stays in a 0600 file, never on a command line.
+    let webhook_secret = args.webhook_secret.clone().unwrap_or_else(|| hex_token(32));
+    write_private(&data_dir.join("webhook-secret"), &webhook_secret)?;
+    let mut collector_args = vec![
+        "collector".to_string(),
+        "--listen".into(),
+        cluster.collector.listen.to_string(),
+        "--data-dir".into(),
+        data_dir.join("collector").display().to_string(),
+        "--rules".into(),
+        rules_file.display().to_string(),
+        // Demo pace: alerts evaluate every second and notify at once, so a fault shows
+        // within seconds; production configs keep Prometheus's and Alertmanager's pace.
+        "--evaluation-interval".into(),
+        "1s".into(),
+        "--group-wait".into(),
+        "0s".into(),
+        "--group-interval".into(),
+        "1s".into(),
+        "--repeat-interval".into(),
+        "5m".into(),
+    ];
+    for hook in &args.alert_webhooks {
+        collector_args.extend(["--alert-webhook".to_string(), hook.clone()]);
+    }
 
     // Each node's agent supervises that node's replicas; hale up supervises the agents
     // and the collector they ship to.
@@ -209,19 +246,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
             node: cluster.gateway.node.get_ref().clone(),
             listen: cluster.collector.listen,
             program: program.clone(),
-            args: vec![
-                "collector".into(),
-                "--listen".into(),
-                cluster.collector.listen.to_string(),
-                "--data-dir".into(),
-                data_dir.join("collector").display().to_string(),
-                "--rules".into(),
-                rules_file.display().to_string(),
-                // Demo pace: alerts show within seconds of a fault.
-                "--evaluation-interval".into(),
-                "2s".into(),
+            args: collector_args,
+            env: vec![
+                ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
+                ("HALE_ADMIN_TOKEN".into(), cluster.secrets.admin_token.clone()),
+                ("HALE_WEBHOOK_SECRET".into(), webhook_secret.clone()),
             ],
-            env: vec![("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone())],
             output_file: data_dir.join("logs").join("collector.out"),
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
