@@ -33,13 +33,43 @@ enum Command {
     /// Run a node agent: host metrics, scrapes, probes, logs, shipping, supervision.
     Agent(AgentArgs),
     /// Run the collector: remote_write ingest into a WAL-backed time-series store.
-    Collector(CollectorArgs),
+    Collector(Box<CollectorArgs>),
     /// Measure: `hale bench ingest` sends a synthetic remote_write workload.
     Bench(BenchCommand),
     /// Prometheus rule files: `hale rules check FILE...` validates them.
     Rules(RulesCommand),
     /// Silence alerts on a running collector: add, list, expire.
     Silence(silence::SilenceArgs),
+    /// SLO specs (Sloth prometheus/v1): check them, or export them as Prometheus rules.
+    Slo(SloCommand),
+}
+
+#[derive(clap::Args)]
+struct SloCommand {
+    #[command(subcommand)]
+    which: SloWhich,
+}
+
+#[derive(Subcommand)]
+enum SloWhich {
+    /// Check SLO spec files, errors with their line.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print the Prometheus recording and alerting rules of a spec file.
+    Export {
+        /// Only `prometheus` (rule files for Prometheus, promtool-clean).
+        #[arg(long, default_value = "prometheus")]
+        format: String,
+        /// Multiply windows by this (1 in production).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// An alert window needs at least this many events (0: no guard).
+        #[arg(long, default_value_t = 0)]
+        min_events: u64,
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -120,6 +150,42 @@ struct CollectorArgs {
     /// How often an unchanged firing group is notified again (default 4h).
     #[arg(long)]
     repeat_interval: Option<String>,
+    /// A Sloth SLO spec file to evaluate (repeatable; added to the config's slo_files).
+    #[arg(long = "slo", value_name = "FILE")]
+    slos: Vec<PathBuf>,
+    /// SLO windows are multiplied by this (default 1; demos use less).
+    #[arg(long)]
+    slo_time_scale: Option<f64>,
+    /// An SLO alert window needs at least this many events (default 0: no guard).
+    #[arg(long)]
+    slo_min_events: Option<u64>,
+}
+
+/// `hale slo check`: every file checked, each error as `FILE:LINE: message`.
+fn check_slo_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for path in files {
+        let result = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())).and_then(|source| {
+            hale_collector::slo::spec::parse(&source).map_err(|e| match e.line {
+                Some(line) => format!("{}:{line}: {}", path.display(), e.message),
+                None => format!("{}: {}", path.display(), e.message),
+            })
+        });
+        match result {
+            Ok(specs) => {
+                let slos: usize = specs.iter().map(|s| s.slos.len()).sum();
+                println!("{}: OK, {} services, {slos} SLOs", path.display(), specs.len());
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} SLO files have errors; fix the lines above and run the check again", files.len());
+    }
+    Ok(())
 }
 
 /// `hale rules check`: every file checked, each error as `FILE:LINE: message`.
@@ -314,6 +380,19 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
         Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
         Command::Silence(args) => silence::run(args).await,
+        Command::Slo(SloCommand { which: SloWhich::Check { files } }) => check_slo_files(&files),
+        Command::Slo(SloCommand { which: SloWhich::Export { format, time_scale, min_events, file } }) => {
+            if format != "prometheus" {
+                bail!("--format {format:?}: only `prometheus` is supported");
+            }
+            if !(time_scale > 0.0 && time_scale <= 1.0) {
+                bail!("--time-scale must be more than 0 and at most 1");
+            }
+            let loaded = hale_collector::slo::load(&file, hale_collector::slo::Options { time_scale, min_events })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print!("{}", loaded.rules);
+            Ok(())
+        }
         Command::Collector(args) => {
             init_stderr_logging("info");
             use hale_collector::config::CollectorFile;
@@ -353,6 +432,15 @@ async fn dispatch(command: Command) -> Result<()> {
             let base = args.config.as_deref().and_then(std::path::Path::parent).map(PathBuf::from).unwrap_or_default();
             let mut rule_files: Vec<PathBuf> = file.rule_files.iter().map(|f| base.join(f)).collect();
             rule_files.extend(args.rules);
+            let mut slo_files: Vec<PathBuf> = file.slo_files.iter().map(|f| base.join(f)).collect();
+            slo_files.extend(args.slos);
+            if let Some(t) = args.slo_time_scale {
+                file.slo_time_scale = t;
+            }
+            if let Some(m) = args.slo_min_events {
+                file.slo_min_events = m;
+            }
+            let slo_options = file.slo_options(|_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
             let durations =
                 file.durations(|key| Some(0).filter(|_| key.is_empty())).map_err(|e| anyhow::anyhow!("{e}"))?;
             let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464)));
@@ -377,6 +465,8 @@ async fn dispatch(command: Command) -> Result<()> {
                     external_url,
                 },
                 admin_token: args.admin_token,
+                slo_files,
+                slo_options,
             };
             Ok(hale_collector::run(config, up::shutdown_signal()).await?)
         }

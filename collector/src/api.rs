@@ -89,6 +89,9 @@ pub struct Collector {
     pub silences: Arc<crate::notify::silence::Silences>,
     /// The notification outbox, when notifications are configured.
     pub outbox: Option<Arc<crate::notify::outbox::Outbox>>,
+    /// The SLOs of the loaded specs.
+    pub slos: Vec<crate::slo::SloDef>,
+    pub slo_min_events: u64,
 }
 
 impl AsRef<Store> for Collector {
@@ -130,6 +133,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .merge(crate::notify::api::routes())
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/slos", get(slos))
         .route("/api/v1/alerts", get(alerts))
         .route("/metrics", get(metrics))
         .route("/-/ready", get(|| async { "ready" }))
@@ -581,6 +585,17 @@ async fn rules(State(c): State<Arc<Collector>>, RawQuery(raw): RawQuery) -> Resu
     }
 }
 
+/// `/api/v1/slos`: every SLO's windows, budget and status, computed now.
+async fn slos(State(c): State<Arc<Collector>>) -> Response {
+    let now = crate::rules::manager::now_ms();
+    let c2 = c.clone();
+    let states =
+        tokio::task::spawn_blocking(move || crate::slo::state::compute(&c2.store, &c2.slos, c2.slo_min_events, now))
+            .await
+            .unwrap_or_default();
+    success(json!(states))
+}
+
 /// `/api/v1/alerts`: every pending and firing alert.
 async fn alerts(State(c): State<Arc<Collector>>) -> Response {
     success(c.rules.alerts_json())
@@ -675,6 +690,17 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
             c.started.elapsed().as_secs_f64(),
         ),
     ];
+    let mut families = families;
+    if !c.slos.is_empty() {
+        let now = crate::rules::manager::now_ms();
+        let c2 = c.clone();
+        let states = tokio::task::spawn_blocking(move || {
+            crate::slo::state::compute(&c2.store, &c2.slos, c2.slo_min_events, now)
+        })
+        .await
+        .unwrap_or_default();
+        families.extend(crate::slo::state::families(&states));
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         hale_core::exposition::encode_text(&families),
@@ -701,6 +727,8 @@ mod tests {
             admin_token: Some("admin-secret".into()),
             silences: Arc::new(crate::notify::silence::Silences::open(&dir.join("silences.json"))),
             outbox: None,
+            slos: Vec::new(),
+            slo_min_events: 0,
         }))
     }
 

@@ -21,7 +21,7 @@ fn default_evaluation_interval() -> String {
 }
 
 /// The file's contents; durations as text (`15d`, `5m`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorFile {
     /// Address to serve on.
@@ -49,6 +49,19 @@ pub struct CollectorFile {
     /// Where alerts are notified and how they are grouped.
     #[serde(default)]
     pub notify: NotifyFile,
+    /// Sloth SLO specs to evaluate (relative to this file's folder).
+    #[serde(default)]
+    pub slo_files: Vec<std::path::PathBuf>,
+    /// SLO windows are multiplied by this (1 in production).
+    #[serde(default = "one")]
+    pub slo_time_scale: f64,
+    /// An SLO alert window needs at least this many events (0: no guard).
+    #[serde(default)]
+    pub slo_min_events: u64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The `[notify]` table. The webhook secret is not here: it comes from
@@ -153,6 +166,9 @@ impl Default for CollectorFile {
             evaluation_interval: default_evaluation_interval(),
             external_labels: Default::default(),
             notify: NotifyFile::default(),
+            slo_files: Vec::new(),
+            slo_time_scale: 1.0,
+            slo_min_events: 0,
         }
     }
 }
@@ -173,6 +189,17 @@ fn line_of(source: &str, key: &str) -> Option<usize> {
 }
 
 impl CollectorFile {
+    /// The SLO options, checked.
+    pub fn slo_options(&self, line: impl Fn(&str) -> Option<usize>) -> Result<crate::slo::Options, ConfigError> {
+        if !(self.slo_time_scale > 0.0 && self.slo_time_scale <= 1.0) {
+            return Err(ConfigError {
+                line: line("slo_time_scale"),
+                message: "slo_time_scale must be more than 0 and at most 1 (1 in production)".into(),
+            });
+        }
+        Ok(crate::slo::Options { time_scale: self.slo_time_scale, min_events: self.slo_min_events })
+    }
+
     pub fn parse(source: &str) -> Result<(Self, Durations), ConfigError> {
         let file: CollectorFile = toml::from_str(source).map_err(|e| ConfigError {
             line: e.span().map(|s| source[..s.start.min(source.len())].matches('\n').count() + 1),
@@ -180,6 +207,7 @@ impl CollectorFile {
         })?;
         let durations = file.durations(|key| line_of(source, key))?;
         file.notify.route(|key| line_of(source, key))?;
+        file.slo_options(|key| line_of(source, key))?;
         Ok((file, durations))
     }
 

@@ -11,6 +11,7 @@ pub mod notify;
 pub mod query;
 pub mod rules;
 mod run;
+pub mod slo;
 pub mod store;
 
 pub use run::{CollectorConfig, CollectorError, run};

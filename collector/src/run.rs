@@ -31,6 +31,10 @@ pub struct CollectorConfig {
     pub notify: crate::notify::NotifyConfig,
     /// Bearer token for silences; without it they are read-only.
     pub admin_token: Option<String>,
+    /// Sloth SLO specs to evaluate.
+    pub slo_files: Vec<PathBuf>,
+    /// Window scale and minimum events of the SLO rules.
+    pub slo_options: crate::slo::Options,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -52,6 +56,8 @@ pub enum CollectorError {
     Serve(std::io::Error),
     #[error(transparent)]
     Rules(#[from] crate::rules::LoadError),
+    #[error(transparent)]
+    Slo(#[from] crate::slo::SloError),
     #[error("webhooks are always signed: give --webhook-secret (or HALE_WEBHOOK_SECRET) with --alert-webhook")]
     UnsignedWebhooks,
     #[error("opening the notification outbox in {dir}: {error}")]
@@ -64,7 +70,21 @@ pub async fn run(
 ) -> Result<(), CollectorError> {
     let started = Instant::now();
     // Rule files first: a broken one stops the start before anything else is opened.
-    let groups = crate::rules::manager::load(&config.rule_files, config.evaluation_interval, &config.external_labels)?;
+    let mut groups =
+        crate::rules::manager::load(&config.rule_files, config.evaluation_interval, &config.external_labels)?;
+    // SLOs become rule groups like any others, from the same text `hale slo export` prints.
+    let mut slos = Vec::new();
+    for path in &config.slo_files {
+        let file = crate::slo::load(path, config.slo_options)?;
+        let name = PathBuf::from(format!("{} (SLO rules)", path.display()));
+        let external = Arc::new(config.external_labels.clone());
+        groups.extend(
+            crate::rules::manager::parse_groups(&file.rules, &name, config.evaluation_interval, &external).map_err(
+                |e| crate::slo::SloError::Read { path: path.clone(), error: std::io::Error::other(e.to_string()) },
+            )?,
+        );
+        slos.extend(crate::slo::state::defs(&file.specs));
+    }
     if !config.notify.webhooks.is_empty() && config.notify.webhook_secret.is_none() {
         return Err(CollectorError::UnsignedWebhooks);
     }
@@ -115,6 +135,8 @@ pub async fn run(
         admin_token: config.admin_token.clone(),
         silences: silences.clone(),
         outbox: outbox.clone(),
+        slos,
+        slo_min_events: config.slo_options.min_events,
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
     tracing::info!(groups = groups.len(), files = config.rule_files.len(), "rules loaded");

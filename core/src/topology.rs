@@ -180,8 +180,12 @@ fn default_agent_port() -> u16 {
     9100
 }
 
+fn default_time_scale() -> f64 {
+    1.0
+}
+
 /// A whole cluster: `cluster.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Replicas get consecutive ports from here, in the order the services list them.
@@ -193,6 +197,10 @@ pub struct ClusterConfig {
     /// Port of every node agent, on its node's address.
     #[serde(default = "default_agent_port")]
     pub agent_port: u16,
+    /// SLO windows are multiplied by this (Sloth's 5m…30d); below 1 only for demos, so a
+    /// burn-rate page fires within seconds instead of minutes.
+    #[serde(default = "default_time_scale")]
+    pub time_scale: f64,
     pub gateway: GatewayConfig,
     pub collector: CollectorPlacement,
     pub nodes: Vec<NodeConfig>,
@@ -245,6 +253,12 @@ impl ClusterConfig {
         let key_error = |key: &str, message: String| ConfigError { line: find_key_line(source, key), message };
         if self.nodes.is_empty() {
             return Err(key_error("nodes", "at least one [[nodes]] entry is required".into()));
+        }
+        if !(self.time_scale > 0.0 && self.time_scale <= 1.0) {
+            return Err(key_error(
+                "time_scale",
+                "time_scale must be more than 0 and at most 1 (1 in production)".into(),
+            ));
         }
         let mut names = HashSet::new();
         let mut ips = HashSet::new();

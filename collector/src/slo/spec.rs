@@ -1,0 +1,291 @@
+//! Sloth's `prometheus/v1` SLO spec, read with the line of every error (`hale slo check`).
+//! A file may hold several specs as YAML documents separated by `---`, as Sloth allows.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::rules::file::{LabelName, MetricName, RuleFileError};
+
+/// One spec: a service and its SLOs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub version: String,
+    pub service: String,
+    #[serde(default)]
+    pub labels: BTreeMap<LabelName, String>,
+    pub slos: Vec<Slo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    pub name: String,
+    /// Percent, e.g. 99.9.
+    pub objective: f64,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub labels: BTreeMap<LabelName, String>,
+    pub sli: Sli,
+    pub alerting: Alerting,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sli {
+    #[serde(default)]
+    pub events: Option<Events>,
+    #[serde(default)]
+    pub raw: Option<Raw>,
+    /// Sloth's plugins are Go code; they cannot run here.
+    #[serde(default)]
+    pub plugin: Option<serde_norway::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub error_query: String,
+    pub total_query: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    pub error_ratio_query: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerting {
+    #[serde(default)]
+    pub name: Option<MetricName>,
+    #[serde(default)]
+    pub labels: BTreeMap<LabelName, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<LabelName, String>,
+    #[serde(default)]
+    pub page_alert: AlertTier,
+    #[serde(default)]
+    pub ticket_alert: AlertTier,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertTier {
+    #[serde(default)]
+    pub disable: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<LabelName, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<LabelName, String>,
+}
+
+/// The placeholder Sloth replaces with each window.
+pub const WINDOW: &str = "{{.window}}";
+
+/// Reads every spec of a file and checks it.
+pub fn parse(source: &str) -> Result<Vec<Spec>, RuleFileError> {
+    let mut specs = Vec::new();
+    // Line of the first line of each document, for errors found after parsing.
+    let starts: Vec<usize> = std::iter::once(1)
+        .chain(source.lines().enumerate().filter(|(_, l)| l.trim_end() == "---").map(|(i, _)| i + 2))
+        .collect();
+    for (n, doc) in serde_norway::Deserializer::from_str(source).enumerate() {
+        let spec = Spec::deserialize(doc).map_err(|e| {
+            let message = e.to_string();
+            let message = match message.rfind(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
+            RuleFileError { line: e.location().map(|l| l.line()), message }
+        })?;
+        let base = starts.get(n).copied().unwrap_or(1);
+        spec.check(source, base)?;
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Err(RuleFileError { line: None, message: "no SLO spec in the file".into() });
+    }
+    let mut ids = std::collections::HashSet::new();
+    for spec in &specs {
+        for slo in &spec.slos {
+            if !ids.insert(format!("{}-{}", spec.service, slo.name)) {
+                return Err(RuleFileError {
+                    line: None,
+                    message: format!("service {:?} defines SLO {:?} twice", spec.service, slo.name),
+                });
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// Sloth's names: letters, digits, `-` and `_`.
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl Spec {
+    fn check(&self, source: &str, base: usize) -> Result<(), RuleFileError> {
+        // The line of `key: value` (value may be empty) from the document's start on.
+        let line_of = |needle: &str| -> Option<usize> {
+            source.lines().enumerate().skip(base - 1).find(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1)
+        };
+        let fail = |needle: &str, message: String| Err(RuleFileError { line: line_of(needle), message });
+        if self.version != "prometheus/v1" {
+            return fail("version", format!("version {:?}: only Sloth's \"prometheus/v1\" is read", self.version));
+        }
+        if !valid_id(&self.service) {
+            return fail("service", format!("service {:?}: use letters, digits, - and _", self.service));
+        }
+        if self.slos.is_empty() {
+            return fail("slos", "a spec needs at least one SLO under `slos`".into());
+        }
+        for slo in &self.slos {
+            // The SLO's own line, then a key's line from there on.
+            let slo_line = source
+                .lines()
+                .enumerate()
+                .skip(base - 1)
+                .find(|(_, l)| l.contains("name:") && l.contains(slo.name.as_str()))
+                .map(|(i, _)| i + 1);
+            let key_line = |key: &str| -> Option<usize> {
+                let from = slo_line?;
+                source
+                    .lines()
+                    .enumerate()
+                    .skip(from - 1)
+                    .find(|(_, l)| l.contains(key))
+                    .map(|(i, _)| i + 1)
+                    .or(slo_line)
+            };
+            let fail_at = |key: &str, message: String| {
+                Err(RuleFileError { line: key_line(key), message: format!("SLO {:?}: {message}", slo.name) })
+            };
+            let fail = |message: String| fail_at("name:", message);
+            if !valid_id(&slo.name) {
+                return fail("the name may use letters, digits, - and _ only".into());
+            }
+            if !(slo.objective > 0.0 && slo.objective < 100.0) {
+                return fail_at(
+                    "objective:",
+                    format!("objective {} must be a percentage above 0 and below 100", slo.objective),
+                );
+            }
+            let queries: Vec<(&str, &str)> = match (&slo.sli.events, &slo.sli.raw, &slo.sli.plugin) {
+                (Some(e), None, None) => vec![("error_query", &e.error_query), ("total_query", &e.total_query)],
+                (None, Some(r), None) => vec![("error_ratio_query", &r.error_ratio_query)],
+                (None, None, Some(_)) => {
+                    return fail_at(
+                        "sli:",
+                        "sli.plugin: Sloth's plugins are Go code and cannot run here; write sli.events or sli.raw"
+                            .into(),
+                    );
+                }
+                _ => return fail_at(
+                    "sli:",
+                    "the sli needs exactly one of `events` (error_query and total_query) or `raw` (error_ratio_query)"
+                        .into(),
+                ),
+            };
+            for (key, query) in queries {
+                if !query.contains(WINDOW) {
+                    return fail_at(
+                        key,
+                        format!("sli {key} must use {WINDOW} where the window goes, as in rate(x[{WINDOW}])"),
+                    );
+                }
+                let sample = query.replace(WINDOW, "5m");
+                if let Err(e) = promql_parser::parser::parse(&sample) {
+                    return fail_at(key, format!("sli {key} is not valid PromQL: {e}"));
+                }
+            }
+            let tiers_on = !slo.alerting.page_alert.disable || !slo.alerting.ticket_alert.disable;
+            if tiers_on && slo.alerting.name.is_none() {
+                return fail_at(
+                    "alerting:",
+                    "alerting.name is required unless both page_alert and ticket_alert are disabled".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const SPEC: &str = r#"version: "prometheus/v1"
+service: "orders"
+labels:
+  owner: "shop"
+slos:
+  - name: "checkout-availability"
+    objective: 99.5
+    description: "Checkouts that do not fail."
+    sli:
+      events:
+        error_query: sum(rate(http_server_request_duration_seconds_count{service="orders",http_response_status_code=~"5.."}[{{.window}}]))
+        total_query: sum(rate(http_server_request_duration_seconds_count{service="orders"}[{{.window}}]))
+    alerting:
+      name: CheckoutAvailability
+      labels:
+        category: availability
+      annotations:
+        summary: "Checkout is burning its error budget"
+      page_alert:
+        labels:
+          severity: page
+      ticket_alert:
+        labels:
+          severity: ticket
+"#;
+
+    #[test]
+    fn reads_sloth_specs_one_or_many() {
+        let specs = parse(SPEC).expect("parse");
+        assert_eq!(specs[0].service, "orders");
+        assert_eq!(specs[0].slos[0].objective, 99.5);
+        let two = format!("{SPEC}---\n{}", SPEC.replace("service: \"orders\"", "service: \"gateway\""));
+        assert_eq!(parse(&two).expect("two").len(), 2);
+    }
+
+    #[test]
+    fn errors_carry_lines() {
+        let cases: &[(&str, &str, Option<usize>, &str)] = &[
+            ("objective: 99.5", "objective: 100", Some(7), "objective"),
+            ("description:", "colour: red\n    description:", Some(8), "unknown field `colour`"),
+            ("[{{.window}}]))\n        total", "[5m]))\n        total", Some(11), "{{.window}}"),
+            (
+                "sum(rate(http_server_request_duration_seconds_count{service=\"orders\"}",
+                "sum(rate(http_server_request_duration_seconds_count{service=\"orders\"",
+                Some(12),
+                "not valid PromQL",
+            ),
+            ("version: \"prometheus/v1\"", "version: \"sloth/v2\"", Some(1), "prometheus/v1"),
+            ("      name: CheckoutAvailability\n", "", Some(13), "alerting.name"),
+            (
+                "    sli:\n      events:",
+                "    sli:\n      plugin:\n        id: x\n      events:",
+                Some(9),
+                "exactly one",
+            ),
+        ];
+        for (from, to, line, message) in cases {
+            let e = parse(&SPEC.replacen(from, to, 1)).expect_err(message);
+            assert_eq!(e.line, *line, "{message}: {e}");
+            assert!(e.message.contains(message), "{message}: {e}");
+        }
+        let twice = format!("{SPEC}---\n{SPEC}");
+        assert!(parse(&twice).expect_err("twice").message.contains("twice"));
+        // An error in the second document points into the second document.
+        let second =
+            format!("{SPEC}---\n{}", SPEC.replace("objective: 99.5", "objective: -1").replace("orders", "gateway"));
+        let e = parse(&second).expect_err("second");
+        assert_eq!(e.line, Some(SPEC.lines().count() + 1 + 7), "{e}");
+    }
+}
