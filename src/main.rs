@@ -2,6 +2,7 @@
 //! own beyond wiring.
 
 mod bench;
+mod bench_alert;
 mod seed;
 mod silence;
 mod up;
@@ -97,6 +98,8 @@ struct BenchCommand {
 enum BenchWhich {
     /// Send a fixed synthetic workload to a remote_write receiver and print samples/s.
     Ingest(bench::IngestArgs),
+    /// Time fault -> signed webhook in a demo cluster of its own.
+    Alert(bench_alert::AlertArgs),
 }
 
 /// No `Debug`: it holds a token.
@@ -161,55 +164,24 @@ struct CollectorArgs {
     slo_min_events: Option<u64>,
 }
 
-/// `hale slo check`: every file checked, each error as `FILE:LINE: message`.
-fn check_slo_files(files: &[PathBuf]) -> anyhow::Result<()> {
+/// `hale rules check` and `hale slo check`: every file checked; each error printed as
+/// `FILE:LINE: message`, each good file with `summary` of it.
+fn check_files<T>(
+    files: &[PathBuf],
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, hale_collector::rules::RuleFileError>,
+    summary: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
     let mut failed = 0;
     for path in files {
         let result = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())).and_then(|source| {
-            hale_collector::slo::spec::parse(&source).map_err(|e| match e.line {
+            parse(&source).map_err(|e| match e.line {
                 Some(line) => format!("{}:{line}: {}", path.display(), e.message),
                 None => format!("{}: {}", path.display(), e.message),
             })
         });
         match result {
-            Ok(specs) => {
-                let slos: usize = specs.iter().map(|s| s.slos.len()).sum();
-                println!("{}: OK, {} services, {slos} SLOs", path.display(), specs.len());
-            }
-            Err(message) => {
-                eprintln!("{message}");
-                failed += 1;
-            }
-        }
-    }
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} SLO files have errors; fix the lines above and run the check again", files.len());
-    }
-    Ok(())
-}
-
-/// `hale rules check`: every file checked, each error as `FILE:LINE: message`.
-fn check_rule_files(files: &[PathBuf]) -> anyhow::Result<()> {
-    let mut failed = 0;
-    for path in files {
-        let result = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())).and_then(|source| {
-            hale_collector::rules::RuleFile::parse(&source).map_err(|e| match e.line {
-                Some(line) => format!("{}:{line}: {}", path.display(), e.message),
-                None => format!("{}: {}", path.display(), e.message),
-            })
-        });
-        match result {
-            Ok(file) => {
-                let rules: Vec<_> = file.groups.iter().flat_map(|g| &g.rules).collect();
-                let alerting = rules.iter().filter(|r| r.alert.is_some()).count();
-                println!(
-                    "{}: OK, {} groups, {} rules ({} recording, {alerting} alerting)",
-                    path.display(),
-                    file.groups.len(),
-                    rules.len(),
-                    rules.len() - alerting
-                );
-            }
+            Ok(parsed) => println!("{}: OK, {}", path.display(), summary(&parsed)),
             Err(message) => {
                 eprintln!("{message}");
                 failed += 1;
@@ -218,11 +190,31 @@ fn check_rule_files(files: &[PathBuf]) -> anyhow::Result<()> {
     }
     if failed > 0 {
         anyhow::bail!(
-            "{failed} of {} rule files have errors; fix the lines above and run the check again",
+            "{failed} of {} {what} files have errors; fix the lines above and run the check again",
             files.len()
         );
     }
     Ok(())
+}
+
+fn check_rule_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    check_files(files, "rule", hale_collector::rules::RuleFile::parse, |file| {
+        let rules: Vec<_> = file.groups.iter().flat_map(|g| &g.rules).collect();
+        let alerting = rules.iter().filter(|r| r.alert.is_some()).count();
+        format!(
+            "{} groups, {} rules ({} recording, {alerting} alerting)",
+            file.groups.len(),
+            rules.len(),
+            rules.len() - alerting
+        )
+    })
+}
+
+fn check_slo_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    check_files(files, "SLO", hale_collector::slo::spec::parse, |specs| {
+        let slos: usize = specs.iter().map(|s| s.slos.len()).sum();
+        format!("{} services, {slos} SLOs", specs.len())
+    })
 }
 
 /// No `Debug`: it holds tokens.
@@ -378,6 +370,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Load(args) => load(args).await,
         Command::Agent(args) => agent(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
+        Command::Bench(BenchCommand { which: BenchWhich::Alert(args) }) => bench_alert::alert(args).await,
         Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
         Command::Silence(args) => silence::run(args).await,
         Command::Slo(SloCommand { which: SloWhich::Check { files } }) => check_slo_files(&files),

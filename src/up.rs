@@ -75,6 +75,11 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
 const SPARE_PORTS: u16 = 100;
 /// The shop's default alerting rules, written into the data dir for the collector.
 const DEFAULT_RULES: &str = include_str!("../config/rules.yml");
+/// The shop's default SLOs (Sloth specs), likewise.
+const DEFAULT_SLOS: &str = include_str!("../config/slo.yaml");
+/// Events an SLO alert window needs in the demo: its 5m window, scaled, holds a few
+/// seconds of checkout traffic.
+const DEMO_SLO_MIN_EVENTS: u64 = 5;
 
 /// One agent config per node: a template per shop service, and the node's replicas.
 pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_file: &Path) -> Vec<AgentConfig> {
@@ -210,6 +215,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let program = std::env::current_exe().context("finding the hale executable")?;
     let rules_file = data_dir.join("rules.yml");
     std::fs::write(&rules_file, DEFAULT_RULES).with_context(|| format!("writing {}", rules_file.display()))?;
+    let slo_file = data_dir.join("slo.yaml");
+    std::fs::write(&slo_file, DEFAULT_SLOS).with_context(|| format!("writing {}", slo_file.display()))?;
     // Receivers verify with the same secret; it stays in a 0600 file, never on a command line.
     let webhook_secret = args.webhook_secret.clone().unwrap_or_else(|| hex_token(32));
     write_private(&data_dir.join("webhook-secret"), &webhook_secret)?;
@@ -231,6 +238,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "1s".into(),
         "--repeat-interval".into(),
         "5m".into(),
+        "--slo".into(),
+        slo_file.display().to_string(),
+        "--slo-time-scale".into(),
+        cluster.time_scale.to_string(),
+        "--slo-min-events".into(),
+        if cluster.time_scale < 1.0 { DEMO_SLO_MIN_EVENTS } else { 10 }.to_string(),
     ];
     for hook in &args.alert_webhooks {
         collector_args.extend(["--alert-webhook".to_string(), hook.clone()]);
@@ -347,7 +360,7 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     println!("\nHale demo cluster is up.\n");
     println!("  shop gateway   {gateway}");
     println!(
-        "  collector      http://{}  (Prometheus API: /api/v1/query, /api/v1/rules, /api/v1/alerts; /metrics)",
+        "  collector      http://{}  (Prometheus API: /api/v1/query, /api/v1/alerts; SLOs: /api/v1/slos; /metrics)",
         cluster.collector.listen
     );
     for instance in cluster.instances().iter().filter(|i| i.service != ServiceKind::Gateway) {

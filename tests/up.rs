@@ -93,6 +93,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Starts `hale up --headless` on a private address range and waits for its banner.
 async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
+    let (cluster, gateway, prefix, _) = start_with(tmp, load_rps, &[]).await;
+    (cluster, gateway, prefix)
+}
+
+/// `start` with more flags; also returns the collector's URL.
+async fn start_with(tmp: &Path, load_rps: u32, extra: &[String]) -> (Cluster, String, String, String) {
     let data_dir = tmp.join("data");
     let (prefix, control_ip, offset) = private_addresses();
     let out = std::fs::File::create(tmp.join("up.out")).expect("out file");
@@ -100,6 +106,7 @@ async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
         .args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])
         .arg(&data_dir)
         .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("clone"))
         .stderr(out)
@@ -115,7 +122,8 @@ async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
     })
     .await;
     let gateway = format!("http://{control_ip}:{}", 8080 + offset);
-    (cluster, gateway, prefix)
+    let collector = format!("http://{control_ip}:{}", 9464 + offset);
+    (cluster, gateway, prefix, collector)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,4 +374,80 @@ async fn hale_up_killed_with_sigkill_leaves_no_orphans() {
         pids_under(&data_dir).is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook() {
+    const SECRET: &str = "up-test-webhook-secret";
+    // A webhook receiver that keeps what it is sent, with the time it arrived.
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(Instant, axum::http::HeaderMap, axum::body::Bytes)>>> =
+        Default::default();
+    let hook = common::free_addr();
+    let listener = tokio::net::TcpListener::bind(hook).await.expect("bind receiver");
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                store.lock().expect("lock").push((Instant::now(), headers, body));
+                "ok"
+            }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let extra =
+        vec!["--alert-webhook".to_string(), format!("http://{hook}/hook"), "--webhook-secret".into(), SECRET.into()];
+    let (cluster, _gateway, _prefix, collector) = start_with(tmp.path(), 20, &extra).await;
+    let client = reqwest::Client::new();
+    // Checkout traffic must be flowing and measured before the fault.
+    eventually("checkout SLO measured", Duration::from_secs(60), async || {
+        let slos: Value = client.get(format!("{collector}/api/v1/slos")).send().await.ok()?.json().await.ok()?;
+        let orders = slos["data"].as_array()?.iter().find(|s| s["slo"] == "checkout-availability")?.clone();
+        (orders["status"] == "ok").then_some(())
+    })
+    .await;
+
+    let config =
+        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
+            .expect("parse");
+    let injected = Instant::now();
+    for replica in config.instances().into_iter().filter(|i| i.service == ServiceKind::Orders) {
+        let r = client
+            .post(format!("http://{}/admin/chaos", replica.listen))
+            .bearer_auth(&config.secrets.admin_token)
+            .json(&json!({"error_rate": 1.0, "duration_secs": 60}))
+            .send()
+            .await
+            .expect("chaos");
+        assert!(r.status().is_success(), "chaos on {}: {}", replica.name, r.status());
+    }
+    let page = eventually("checkout SLO page webhook", Duration::from_secs(60), async || {
+        let got = got.lock().expect("lock");
+        got.iter().find_map(|(at, headers, body)| {
+            let v: Value = serde_json::from_slice(body).ok()?;
+            let alert = v["alerts"].as_array()?.iter().find(|a| {
+                a["labels"]["alertname"] == "CheckoutAvailabilitySLO"
+                    && a["labels"]["sloth_severity"] == "page"
+                    && a["status"] == "firing"
+            })?;
+            let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+            hale_core::webhook::verify(SECRET.as_bytes(), signature, body, now).expect("signature verifies");
+            Some((*at, alert.clone()))
+        })
+    })
+    .await;
+    println!("errors injected into orders -> checkout SLO page webhook: {:?}", page.0.duration_since(injected));
+    assert_eq!(page.1["labels"]["sloth_service"], "orders");
+    assert_eq!(page.1["labels"]["severity"], "page");
+    let slos: Value =
+        client.get(format!("{collector}/api/v1/slos")).send().await.expect("slos").json().await.expect("json");
+    let orders = slos["data"].as_array().and_then(|a| a.iter().find(|s| s["slo"] == "checkout-availability")).cloned();
+    assert_eq!(orders.map(|o| o["status"].clone()), Some(Value::from("page")));
+    server.abort();
 }

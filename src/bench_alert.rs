@@ -1,0 +1,184 @@
+//! `hale bench alert`: how long from a fault to the signed webhook that reports it, in the
+//! demo cluster. Starts `hale up --headless` on a private loopback range with a webhook
+//! receiver of its own, then, trial after trial, hangs one replica through its chaos
+//! endpoint and times the `ReplicaDown` notification; between trials it waits for the
+//! resolved notification, so every trial starts from a healthy cluster.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hale_core::{ClusterConfig, ServiceKind};
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct AlertArgs {
+    /// Faults to time.
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    /// How long each fault lasts, in seconds.
+    #[arg(long, default_value_t = 4)]
+    pub fault_secs: u64,
+}
+
+/// Webhook bodies as they arrive, with their arrival time.
+type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
+
+const SECRET: &str = "bench-alert-webhook-secret";
+
+/// Kills `hale up` (and so its children) when the benchmark ends.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+async fn receiver(received: Received) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the webhook receiver")?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let received = received.clone();
+            async move {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
+                if let Err(e) = hale_core::webhook::verify(SECRET.as_bytes(), signature, &body, now) {
+                    return (axum::http::StatusCode::UNAUTHORIZED, e.to_string());
+                }
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    received.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), v));
+                }
+                (axum::http::StatusCode::OK, String::new())
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// The first notification after `since` about `instance`'s ReplicaDown in `status`.
+fn find(received: &Received, since: Instant, instance: &str, status: &str) -> Option<Instant> {
+    let got = received.lock().unwrap_or_else(|p| p.into_inner());
+    got.iter().filter(|(at, _)| *at >= since).find_map(|(at, v)| {
+        v["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| {
+                a["labels"]["alertname"] == "ReplicaDown"
+                    && a["labels"]["instance"] == instance
+                    && a["status"] == status
+            })
+            .then_some(*at)
+    })
+}
+
+async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> Option<Instant>) -> Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(at) = f() {
+            return Ok(at);
+        }
+        if Instant::now() > deadline {
+            bail!("no {what} within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn alert(args: AlertArgs) -> Result<()> {
+    let received: Received = Default::default();
+    let hook = receiver(received.clone()).await?;
+    let dir = std::env::temp_dir().join(format!("hale-bench-alert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    // A loopback range and ports of its own, beside any `hale up` already running.
+    let n = std::process::id() % 200;
+    let (prefix, control, offset) = (format!("127.201.{n}"), format!("127.201.{n}.254"), 20_000 + (n as u16) * 10);
+    let out = std::fs::File::create(dir.join("up.out"))?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["up", "--headless", "--load-rps", "20", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--ip-prefix", &prefix, "--control-ip", &control, "--port-offset", &offset.to_string()])
+        .args(["--alert-webhook", &format!("http://{hook}/hook"), "--webhook-secret", SECRET])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting hale up")?;
+    let up = Up(child);
+    eprintln!("starting the demo cluster in {} ...", dir.display());
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(dir.join("up.out")).unwrap_or_default();
+        if text.contains("Hale demo cluster is up") {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("hale up did not start within 2 minutes:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let config = ClusterConfig::parse(&std::fs::read_to_string(dir.join("data").join("cluster.toml"))?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Replicas whose loss pages and nothing else: search and auth (a catalog primary
+    // would fail over, the gateway is alone).
+    let targets: Vec<_> = config
+        .instances()
+        .into_iter()
+        .filter(|i| matches!(i.service, ServiceKind::Search | ServiceKind::Auth))
+        .collect();
+    // Let every replica be seen ready, so ReplicaDown (not ReplicaNeverReady) applies.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let mut latencies = Vec::new();
+    for trial in 0..args.trials {
+        let target = &targets[trial % targets.len()];
+        let injected = Instant::now();
+        let r = client
+            .post(format!("http://{}/admin/chaos", target.listen))
+            .bearer_auth(&config.secrets.admin_token)
+            .json(&json!({"hang": true, "duration_secs": args.fault_secs}))
+            .send()
+            .await
+            .with_context(|| format!("injecting a hang into {}", target.name))?;
+        if !r.status().is_success() {
+            bail!("chaos on {} answered {}", target.name, r.status());
+        }
+        let fired = wait_for("ReplicaDown webhook", Duration::from_secs(30), || {
+            find(&received, injected, &target.name, "firing")
+        })
+        .await?;
+        let latency = fired.duration_since(injected);
+        eprintln!(
+            "trial {:>2}: {} hung -> signed ReplicaDown webhook in {:.2} s",
+            trial + 1,
+            target.name,
+            latency.as_secs_f64()
+        );
+        latencies.push(latency.as_secs_f64());
+        wait_for("resolved webhook", Duration::from_secs(60), || find(&received, fired, &target.name, "resolved"))
+            .await?;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1];
+    println!(
+        "fault -> signed webhook over {} trials: p50 {:.2} s, p90 {:.2} s, p99 {:.2} s, max {:.2} s",
+        latencies.len(),
+        pick(0.5),
+        pick(0.9),
+        pick(0.99),
+        latencies.last().copied().unwrap_or(0.0)
+    );
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
