@@ -100,6 +100,9 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     assert_eq!(q["data"]["result"][0]["metric"]["team"], "shop");
     let (_, q) = get(format!("http://{addr}/api/v1/query?query=ALERTS%7Balertstate=%22firing%22%7D")).await;
     assert_eq!(q["data"]["result"][0]["metric"]["alertname"], "TestDown");
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("hale_collector_alerts{state=\"firing\"} 1"), "{metrics}");
+    assert!(metrics.contains("hale_collector_rule_group_rules_failing{group=\"test\""), "{metrics}");
 
     // Recovery resolves it: no longer listed.
     push(addr, "a", 1.0).await;

@@ -691,6 +691,7 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
         ),
     ];
     let mut families = families;
+    families.extend(c.rules.families());
     if !c.slos.is_empty() {
         let now = crate::rules::manager::now_ms();
         let c2 = c.clone();

@@ -106,6 +106,39 @@ impl RulesView {
         json!({ "alerts": alerts })
     }
 
+    /// Rule evaluation on `/metrics`: per group its last duration and failing rules, and
+    /// the alerts pending and firing.
+    pub fn families(&self) -> Vec<hale_core::metrics::Family> {
+        use hale_core::metrics::{Family, MetricKind};
+        let mut duration = Family::new(
+            "hale_collector_rule_group_last_duration_seconds",
+            "How long the group's last evaluation took.",
+            MetricKind::Gauge,
+        );
+        let mut failing = Family::new(
+            "hale_collector_rule_group_rules_failing",
+            "Rules of the group whose last evaluation failed (see /api/v1/rules for why).",
+            MetricKind::Gauge,
+        );
+        let mut alerts = Family::new("hale_collector_alerts", "Alerts by state.", MetricKind::Gauge);
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        let (mut pending, mut firing) = (0, 0);
+        for (name, group, active) in groups.iter() {
+            if group.is_null() {
+                continue;
+            }
+            let labels = [("group", name.as_str()), ("file", group["file"].as_str().unwrap_or(""))];
+            duration.push(&labels, group["evaluationTime"].as_f64().unwrap_or(0.0));
+            let bad = group["rules"].as_array().map_or(0, |r| r.iter().filter(|r| r["health"] == "err").count());
+            failing.push(&labels, bad as f64);
+            pending += active.iter().filter(|a| a["state"] == "pending").count();
+            firing += active.iter().filter(|a| a["state"] == "firing").count();
+        }
+        alerts.push(&[("state", "pending")], pending as f64);
+        alerts.push(&[("state", "firing")], firing as f64);
+        vec![duration, failing, alerts]
+    }
+
     /// Snapshots published by a group before it first evaluates, so the API lists it.
     pub fn register(&self, groups: &[GroupRunner]) {
         for (i, g) in groups.iter().enumerate() {
