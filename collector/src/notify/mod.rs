@@ -89,7 +89,7 @@ pub async fn run(
                 let now = now_ms();
                 dispatcher.update(&update, now);
                 if !config.alertmanagers.is_empty() {
-                    forwarder.forward(&config, &client, &update, now).await;
+                    forwarder.forward(&config, &client, &update, now);
                 }
             }
             _ = tokio::time::sleep(wait) => {}
@@ -121,7 +121,8 @@ struct Forwarder {
 const RESEND_MS: i64 = 60_000;
 
 impl Forwarder {
-    async fn forward(&mut self, config: &NotifyConfig, client: &reqwest::Client, update: &AlertsUpdate, now: i64) {
+    /// Sends in the background: a slow Alertmanager must not hold up the webhooks.
+    fn forward(&mut self, config: &NotifyConfig, client: &reqwest::Client, update: &AlertsUpdate, now: i64) {
         use crate::rules::AlertState;
         let mut batch = Vec::new();
         for a in &update.alerts {
@@ -153,15 +154,18 @@ impl Forwarder {
         let body = payload::alertmanager_body(&batch, valid_until, &config.external_url);
         for am in &config.alertmanagers {
             let url = format!("{}/api/v2/alerts", am.trim_end_matches('/'));
-            match client.post(&url).timeout(Duration::from_secs(5)).json(&body).send().await {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => {
-                    tracing::warn!(url = %url, status = %r.status(), "Alertmanager refused alerts; they are sent again within a minute")
+            let (client, body) = (client.clone(), body.clone());
+            tokio::spawn(async move {
+                match client.post(&url).timeout(Duration::from_secs(5)).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        tracing::warn!(url = %url, status = %r.status(), "Alertmanager refused alerts; they are sent again within a minute")
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %url, error = %e, "Alertmanager unreachable; alerts are sent again within a minute")
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(url = %url, error = %e, "Alertmanager unreachable; alerts are sent again within a minute")
-                }
-            }
+            });
         }
         // Forget alerts that resolved and were sent: they are done.
         self.sent.retain(|_, (at, firing)| *firing || now - *at < RESEND_MS * 15);
