@@ -421,6 +421,9 @@ async fn dispatch(command: Command) -> Result<()> {
                 }
             }
             let route = file.notify.route(|_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
+                bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it a long random value");
+            }
             // Rule files in the config are relative to it, as in Prometheus.
             let base = args.config.as_deref().and_then(std::path::Path::parent).map(PathBuf::from).unwrap_or_default();
             let mut rule_files: Vec<PathBuf> = file.rule_files.iter().map(|f| base.join(f)).collect();

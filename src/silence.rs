@@ -102,7 +102,12 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
             }
         }
         Which::Expire { id } => {
-            let target = format!("{url}/{id}");
+            let mut target = reqwest::Url::parse(&url).with_context(|| format!("--collector {url:?} is not a URL"))?;
+            target
+                .path_segments_mut()
+                .map_err(|_| anyhow::anyhow!("--collector {url:?} is not an http URL"))?
+                .push(&id);
+            let target = target.to_string();
             send(authed(client.delete(&target)), &target).await?;
             println!("expired {id}");
         }

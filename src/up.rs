@@ -218,6 +218,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let slo_file = data_dir.join("slo.yaml");
     std::fs::write(&slo_file, DEFAULT_SLOS).with_context(|| format!("writing {}", slo_file.display()))?;
     // Receivers verify with the same secret; it stays in a 0600 file, never on a command line.
+    if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
+        bail!(
+            "--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it a long random value, or leave it out for a random one"
+        );
+    }
     let webhook_secret = args.webhook_secret.clone().unwrap_or_else(|| hex_token(32));
     write_private(&data_dir.join("webhook-secret"), &webhook_secret)?;
     let mut collector_args = vec![

@@ -360,3 +360,21 @@ async fn a_real_alertmanager_receives_forwarded_alerts_and_delivers_them() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_notification_never_overtakes_its_firing_one() {
+    // Popped from the end: the firing notification fails twice, then all succeed.
+    let (_s, receiver, addr, _proc) = start(vec![200, 200, 503, 503]).await;
+    push(addr, "a", 0.0).await;
+    eventually("first failed attempt", Duration::from_secs(10), async || (!receiver.bodies().is_empty()).then_some(()))
+        .await;
+    // Resolve while the firing one waits for its retry: the resolved one is stored behind it.
+    push(addr, "a", 1.0).await;
+    metric_reaches(addr, "hale_collector_notifications_sent_total", 2.0).await;
+    let statuses: Vec<String> =
+        receiver.bodies().iter().map(|(_, b)| b["status"].as_str().unwrap_or("").to_string()).collect();
+    let last_firing = statuses.iter().rposition(|s| s == "firing").expect("firing sent");
+    let first_resolved = statuses.iter().position(|s| s == "resolved").expect("resolved sent");
+    assert!(first_resolved > last_firing, "in order: {statuses:?}");
+    assert_eq!(statuses.len(), 4, "{statuses:?}");
+}

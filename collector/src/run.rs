@@ -85,6 +85,14 @@ pub async fn run(
         );
         slos.extend(crate::slo::state::defs(&file.specs));
     }
+    let period = std::time::Duration::from_secs_f64(30.0 * 86400.0 * config.slo_options.time_scale);
+    if !slos.is_empty() && config.retention < period {
+        tracing::warn!(
+            retention_secs = config.retention.as_secs(),
+            period_secs = period.as_secs(),
+            "retention is shorter than the SLO period (30d × time_scale): budgets cover only the retained part; raise --retention"
+        );
+    }
     if !config.notify.webhooks.is_empty() && config.notify.webhook_secret.is_none() {
         return Err(CollectorError::UnsignedWebhooks);
     }

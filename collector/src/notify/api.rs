@@ -85,7 +85,10 @@ async fn add(
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", format!("not a silence: {e}")),
     };
-    match c.silences.add(new, now_ms()) {
+    let silences = c.silences.clone();
+    let added = tokio::task::spawn_blocking(move || silences.add(new, now_ms())).await;
+    let added = added.unwrap_or_else(|e| Err(SilenceError::Invalid(format!("adding the silence failed: {e}"))));
+    match added {
         Ok(id) => {
             tracing::info!(id = %id, "silence added");
             axum::Json(json!({"status": "success", "data": {"silenceID": id}})).into_response()
@@ -98,7 +101,9 @@ async fn expire(State(c): State<Arc<Collector>>, headers: HeaderMap, Path(id): P
     if let Some(refused) = refusal(&c, &headers) {
         return refused;
     }
-    match c.silences.expire(&id, now_ms()) {
+    let (silences, target) = (c.silences.clone(), id.clone());
+    let expired = tokio::task::spawn_blocking(move || silences.expire(&target, now_ms())).await;
+    match expired.unwrap_or_else(|e| Err(SilenceError::Invalid(format!("expiring the silence failed: {e}")))) {
         Ok(()) => {
             tracing::info!(id = %id, "silence expired");
             axum::Json(json!({"status": "success"})).into_response()

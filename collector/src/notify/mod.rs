@@ -78,11 +78,17 @@ pub async fn run(
 ) {
     let mut dispatcher = Dispatcher::new(config.route.clone());
     let mut forwarder = Forwarder::default();
+    // Notifications the outbox could not store yet (disk full, I/O error): the dispatcher
+    // already counts them as told, so they are kept here and stored as soon as possible.
+    let mut unstored: Vec<Entry> = Vec::new();
     loop {
         let now = now_ms();
-        let wait = dispatcher
+        let mut wait = dispatcher
             .next_deadline()
             .map_or(Duration::from_secs(3600), |d| Duration::from_millis((d - now).max(0) as u64));
+        if !unstored.is_empty() {
+            wait = wait.min(Duration::from_secs(1));
+        }
         tokio::select! {
             update = updates.recv() => {
                 let Some(update) = update else { return };
@@ -98,14 +104,44 @@ pub async fn run(
         for n in dispatcher.due(now, &|labels| silences.silenced(labels, now)) {
             for (i, url) in config.webhooks.iter().enumerate() {
                 let body = payload::webhook_body(&receiver_name(i), &n.group_labels, &n.alerts, &config.external_url);
-                let entry = Entry { url: url.clone(), created_ms: now, body };
-                if let Err(e) = outbox.put(&entry) {
-                    // Not stored means not sent: say so loudly, the alert is still firing
-                    // and the next repeat will try again.
-                    tracing::error!(error = %e, url = %url, "could not store a notification in the outbox");
-                }
+                unstored.push(Entry { url: url.clone(), created_ms: now, body });
             }
         }
+        if !unstored.is_empty() {
+            unstored = store(&outbox, std::mem::take(&mut unstored)).await;
+        }
+    }
+}
+
+/// Stores notifications in order, off the async workers (each is an fsync); returns the
+/// ones not stored, from the first failure on, so their order is kept.
+async fn store(outbox: &Arc<Outbox>, entries: Vec<Entry>) -> Vec<Entry> {
+    let outbox = outbox.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        for (i, entry) in entries.iter().enumerate() {
+            if let Err(e) = outbox.put(entry) {
+                tracing::error!(error = %e, receiver = %redact_url(&entry.url), "could not store a notification in the outbox; trying again in a second");
+                return entries[i..].to_vec();
+            }
+        }
+        Vec::new()
+    })
+    .await;
+    stored.unwrap_or_default()
+}
+
+/// A URL as logs may show it: scheme, host, port and path; no user, password or query,
+/// which is where tokens hide.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => "<unparsable url>".into(),
     }
 }
 
@@ -132,9 +168,11 @@ impl Forwarder {
                 AlertState::Firing => true,
                 AlertState::Inactive => false,
             };
+            // Resolved alerts are re-sent too, for as long as the rules keep them (15 min),
+            // so one lost request does not leave an alert firing in Alertmanager.
             let due = match self.sent.get(&fp) {
                 None => firing,
-                Some((at, was_firing)) => *was_firing != firing || (firing && now - at >= RESEND_MS),
+                Some((at, was_firing)) => *was_firing != firing || now - at >= RESEND_MS,
             };
             if due {
                 batch.push(NotifyAlert {
@@ -159,10 +197,10 @@ impl Forwarder {
                 match client.post(&url).timeout(Duration::from_secs(5)).json(&body).send().await {
                     Ok(r) if r.status().is_success() => {}
                     Ok(r) => {
-                        tracing::warn!(url = %url, status = %r.status(), "Alertmanager refused alerts; they are sent again within a minute")
+                        tracing::warn!(url = %redact_url(&url), status = %r.status(), "Alertmanager refused alerts; they are sent again within a minute")
                     }
                     Err(e) => {
-                        tracing::warn!(url = %url, error = %e, "Alertmanager unreachable; alerts are sent again within a minute")
+                        tracing::warn!(url = %redact_url(&url), error = %e.without_url(), "Alertmanager unreachable; alerts are sent again within a minute")
                     }
                 }
             });

@@ -52,7 +52,9 @@ impl Outbox {
         std::fs::create_dir_all(dir.join("dead"))?;
         // Leftover temporary files are half-written notifications that were never stored.
         let mut max = 0;
-        for e in std::fs::read_dir(dir)?.flatten() {
+        // Numbers in dead/ count too: a new notification must never reuse one.
+        let entries = std::fs::read_dir(dir)?.flatten().chain(std::fs::read_dir(dir.join("dead"))?.flatten());
+        for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(e.path());
@@ -100,43 +102,63 @@ impl Outbox {
         tracing::error!(path = %path.display(), reason = why, "notification given up; it is kept in the outbox's dead/ folder");
     }
 
-    /// Sends what is stored until the process ends.
+    /// Stored notifications by receiver URL, oldest first; unreadable files go to `dead/`.
+    fn pending_by_url(&self) -> std::collections::BTreeMap<String, Vec<(PathBuf, Entry)>> {
+        let mut by_url: std::collections::BTreeMap<String, Vec<(PathBuf, Entry)>> = Default::default();
+        for path in self.pending() {
+            let read = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).map_err(|e| e.to_string()));
+            match read {
+                Ok(entry) => by_url.entry(entry.url.clone()).or_default().push((path, entry)),
+                // Gone meanwhile: delivered by an earlier round.
+                Err(_) if !path.exists() => {}
+                Err(e) => self.to_dead(&path, &format!("unreadable: {e}")),
+            }
+        }
+        by_url
+    }
+
+    /// Sends what is stored until the process ends. Each receiver gets its notifications
+    /// strictly in the order they were stored: a retry holds back the ones after it, so a
+    /// "resolved" never overtakes the "firing" it follows. Receivers do not wait for each
+    /// other.
     pub async fn run(self: Arc<Self>, client: reqwest::Client, secret: Option<Arc<[u8]>>) {
-        // path → (attempts so far, not before)
-        let mut retry: HashMap<PathBuf, (u32, Instant)> = HashMap::new();
+        // url → (failed rounds in a row, not before)
+        let mut retry: HashMap<String, (u32, Instant)> = HashMap::new();
         loop {
             let now = Instant::now();
-            let due: Vec<PathBuf> =
-                self.pending().into_iter().filter(|p| retry.get(p).is_none_or(|(_, at)| *at <= now)).collect();
-            let attempts = due.iter().map(|path| {
+            let due: Vec<(String, Vec<(PathBuf, Entry)>)> = self
+                .pending_by_url()
+                .into_iter()
+                .filter(|(url, _)| retry.get(url).is_none_or(|(_, at)| *at <= now))
+                .collect();
+            let rounds = due.into_iter().map(|(url, entries)| {
                 let (client, secret, outbox) = (client.clone(), secret.clone(), self.clone());
-                let path = path.clone();
                 async move {
-                    let result = outbox.attempt(&client, secret.as_deref(), &path).await;
-                    (path, result)
+                    for (path, entry) in entries {
+                        match outbox.attempt(&client, secret.as_deref(), &path, &entry).await {
+                            Attempt::Delivered => {}
+                            Attempt::Dead(why) => outbox.to_dead(&path, &why),
+                            Attempt::Retry(why) => return (url, Some((path, why))),
+                        }
+                    }
+                    (url, None)
                 }
             });
-            for (path, result) in futures::future::join_all(attempts).await {
-                match result {
-                    Attempt::Delivered => {
-                        retry.remove(&path);
-                    }
-                    Attempt::Dead(why) => {
-                        retry.remove(&path);
-                        self.to_dead(&path, &why);
-                    }
-                    Attempt::Retry(why) => {
-                        self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                        let (n, at) = retry.entry(path.clone()).or_insert((0, now));
-                        *n += 1;
-                        let backoff = Duration::from_secs(1 << (*n - 1).min(6)).min(Duration::from_secs(60));
-                        let jitter = rand::random_range(0.8..1.2);
-                        *at = Instant::now() + backoff.mul_f64(jitter);
-                        tracing::warn!(path = %path.display(), attempt = *n, retry_in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, reason = %why, "notification not delivered; will retry");
-                    }
-                }
+            for (url, failed) in futures::future::join_all(rounds).await {
+                let Some((path, why)) = failed else {
+                    retry.remove(&url);
+                    continue;
+                };
+                self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                let (n, at) = retry.entry(url).or_insert((0, now));
+                *n += 1;
+                let backoff = Duration::from_secs(1 << (*n - 1).min(6)).min(Duration::from_secs(60));
+                let jitter = rand::random_range(0.8..1.2);
+                *at = Instant::now() + backoff.mul_f64(jitter);
+                tracing::warn!(path = %path.display(), attempt = *n, retry_in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, reason = %why, "notification not delivered; will retry");
             }
-            retry.retain(|p, _| p.exists());
             let next = retry.values().map(|(_, at)| *at).min();
             let sleep = next.map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
             tokio::select! {
@@ -146,15 +168,7 @@ impl Outbox {
         }
     }
 
-    async fn attempt(&self, client: &reqwest::Client, secret: Option<&[u8]>, path: &Path) -> Attempt {
-        let entry: Entry = match std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
-            Ok(e) => e,
-            Err(e) if !path.exists() => return Attempt::Retry(e),
-            Err(e) => return Attempt::Dead(format!("unreadable: {e}")),
-        };
+    async fn attempt(&self, client: &reqwest::Client, secret: Option<&[u8]>, path: &Path, entry: &Entry) -> Attempt {
         let now_ms = crate::rules::manager::now_ms();
         if now_ms - entry.created_ms > MAX_AGE_MS {
             return Attempt::Dead("undelivered for a day".into());
@@ -192,10 +206,10 @@ impl Outbox {
             {
                 let status = r.status();
                 let text: String = r.text().await.unwrap_or_default().chars().take(200).collect();
-                Attempt::Dead(format!("{} answered {status}: {text}", entry.url))
+                Attempt::Dead(format!("{} answered {status}: {text}", super::redact_url(&entry.url)))
             }
-            Ok(r) => Attempt::Retry(format!("{} answered {}", entry.url, r.status())),
-            Err(e) => Attempt::Retry(format!("{}: {e}", entry.url)),
+            Ok(r) => Attempt::Retry(format!("{} answered {}", super::redact_url(&entry.url), r.status())),
+            Err(e) => Attempt::Retry(format!("{}: {}", super::redact_url(&entry.url), e.without_url())),
         }
     }
 }

@@ -181,15 +181,20 @@ impl GroupRunner {
             let rule_started = std::time::Instant::now();
             let result = self.eval_rule(i, store, t);
             let rule = &mut self.rules[i];
-            let (series, error) = match result {
-                Ok(series) => (series, None),
+            let (out, error) = match result {
+                Ok(series) => {
+                    // Stale markers for what this rule wrote last time and not now.
+                    let now: HashSet<LabelSet> = series.iter().map(|(l, _)| l.iter().cloned().collect()).collect();
+                    let mut out = series;
+                    out.extend(rule.written.difference(&now).map(|l| incoming(l, t, stale())));
+                    rule.written = now;
+                    (out, None)
+                }
+                // A failed evaluation says nothing about the series: they are not marked
+                // stale (an alert's ALERTS would vanish while it still fires), as in
+                // Prometheus.
                 Err(e) => (Vec::new(), Some(e)),
             };
-            // Stale markers for what this rule wrote last time and not now.
-            let now: HashSet<LabelSet> = series.iter().map(|(l, _)| l.iter().cloned().collect()).collect();
-            let mut out = series;
-            out.extend(rule.written.difference(&now).map(|l| incoming(l, t, stale())));
-            rule.written = now;
             let write_error = if out.is_empty() {
                 None
             } else {
@@ -317,7 +322,7 @@ impl GroupRunner {
                             return true;
                         }
                     }
-                    if a.state == AlertState::Pending && t - a.active_at >= hold_ms {
+                    if a.state == AlertState::Pending && t.saturating_sub(a.active_at) >= hold_ms {
                         a.state = AlertState::Firing;
                         a.fired_at = Some(t);
                     }
@@ -341,7 +346,8 @@ impl GroupRunner {
 
 /// After a restart, when an alert was active before it: the time it became active, from
 /// the newest `ALERTS_FOR_STATE` of the last hour. Without this every alert with a `for`
-/// would go back to pending whenever the collector restarts.
+/// would go back to pending whenever the collector restarts. Only a time within that hour
+/// is believed: the series can be written by anyone who may write samples.
 fn restore_active_at(store: &Store, labels: &LabelSet, t: i64) -> Option<i64> {
     use crate::store::head::Matcher;
     let mut matchers = vec![Matcher::Eq("__name__".into(), "ALERTS_FOR_STATE".into())];
@@ -349,7 +355,8 @@ fn restore_active_at(store: &Store, labels: &LabelSet, t: i64) -> Option<i64> {
     let series = store.select(&matchers, t - 3_600_000, t - 1);
     let exact = series.into_iter().find(|s| s.labels.len() == labels.len() + 1)?;
     let (_, v) = exact.samples.last().filter(|(_, v)| !query::is_stale(*v))?;
-    Some((*v * 1000.0) as i64).filter(|at| *at <= t)
+    let at = *v * 1000.0;
+    (at.is_finite() && at >= (t - 3_600_000) as f64 && at <= t as f64).then_some(at as i64)
 }
 
 #[cfg(test)]
@@ -551,5 +558,42 @@ mod tests {
         g.eval_at(&store, 3 * MIN).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)]);
         assert_eq!(g.rules[0].alerts()[0].active_at, 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_evaluation_leaves_alerts_as_they_were() {
+        let (_dir, store) = store().await;
+        let mut g = group(
+            "groups:\n- name: g\n  rules:\n  - alert: Dup\n    expr: 'label_replace(up, \"instance\", \"x\", \"instance\", \".*\")'\n",
+        );
+        put(&store, "up", "a", 0, 1.0).await;
+        g.eval_at(&store, 0).await;
+        assert_eq!(g.rules[0].alerts()[0].state, AlertState::Firing);
+        // A second series makes the result ambiguous: the evaluation fails.
+        put(&store, "up", "b", MIN, 1.0).await;
+        g.eval_at(&store, MIN).await;
+        assert_eq!(g.rules[0].status.health, Health::Err);
+        assert_eq!(g.rules[0].alerts()[0].state, AlertState::Firing, "kept as it was");
+        assert_eq!(value_at(&store, "ALERTS", MIN).len(), 1, "no stale marker for a rule that failed");
+    }
+
+    #[tokio::test]
+    async fn a_forged_active_since_is_not_restored() {
+        let (_dir, store) = store().await;
+        let yaml = "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 3m\n";
+        put(&store, "up", "a", 100 * MIN, 0.0).await;
+        for (i, forged) in [-1e300, 0.0, f64::INFINITY].into_iter().enumerate() {
+            let labels = vec![
+                ("__name__".to_string(), "ALERTS_FOR_STATE".to_string()),
+                ("alertname".into(), "Down".into()),
+                ("instance".into(), "a".into()),
+            ];
+            let outcome = store.ingest(vec![(labels, vec![(100 * MIN - 10 + i as i64, forged)])], None).await;
+            assert_eq!(outcome.map(|o| o.samples_stored).ok(), Some(1));
+            let mut g = group(yaml);
+            g.eval_at(&store, 100 * MIN).await;
+            assert_eq!(states(&g), [("a".into(), AlertState::Pending)], "{forged}");
+            assert_eq!(g.rules[0].alerts()[0].active_at, 100 * MIN);
+        }
     }
 }

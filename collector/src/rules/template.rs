@@ -77,6 +77,14 @@ impl Template {
             }
             let close = after.find("}}").ok_or_else(|| err("an action is not closed with }}".into()))?;
             let mut inner = &after[..close];
+            if inner.trim_start_matches('-').trim().starts_with("/*") {
+                if !inner.trim_end_matches('-').trim().ends_with("*/") {
+                    return Err(err("a comment {{/* */}} is not closed".into()));
+                }
+                trim_next = inner.ends_with('-') && inner[..inner.len() - 1].ends_with(char::is_whitespace);
+                rest = &after[close + 2..];
+                continue;
+            }
             if trim_left {
                 inner = &inner[1..];
             }
@@ -102,9 +110,6 @@ impl Template {
         let mut literal = rest;
         if trim_next {
             literal = literal.trim_start();
-        }
-        if literal.contains("}}") {
-            return Err(err("}} without an opening {{".into()));
         }
         if !literal.is_empty() {
             parts.push(Part::Text(literal.to_string()));
@@ -330,7 +335,9 @@ fn go_float(v: f64) -> String {
         return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
     }
     let abs = v.abs();
-    if abs != 0.0 && !(1e-4..1e21).contains(&abs) {
+    // Go's %v of a float64 is %g at the shortest precision: an exponent below 1e-4 and
+    // from 1e6 up (checked against promtool's rendering of `{{ $value }}`).
+    if abs != 0.0 && !(1e-4..1e6).contains(&abs) {
         let s = format!("{v:e}");
         return match s.split_once('e') {
             Some((m, e)) => {
@@ -490,6 +497,12 @@ mod tests {
         assert_eq!(render("a  {{- $labels.job -}}  b", 0.0), "aapib");
         assert_eq!(render("no actions", 0.0), "no actions");
         assert_eq!(render("{{ $value }}", 1e22), "1e+22");
+        // As promtool renders them.
+        assert_eq!(render("{{ $value }}", 1234567.0), "1.234567e+06");
+        assert_eq!(render("{{ $value }}", 123456.0), "123456");
+        assert_eq!(render("{{ $value }}", 0.00001), "1e-05");
+        assert_eq!(render("{{ printf \"%g\" $value }}", 1234567.0), "1.234567e+06");
+        assert_eq!(render("a }} b {{/* a comment */}}c", 0.0), "a }} b c");
         assert_eq!(render("{{ \"a|b\" }}", 0.0), "a|b");
     }
 
@@ -501,7 +514,7 @@ mod tests {
             "{{ query \"up\" }}",
             "{{ }}",
             "{{ $labels.9x }}",
-            "x }}",
+            "{{/* open }}",
             "{{ $value | }}",
             "{{ \"open }}",
         ] {

@@ -90,8 +90,16 @@ pub const WINDOW: &str = "{{.window}}";
 pub fn parse(source: &str) -> Result<Vec<Spec>, RuleFileError> {
     let mut specs = Vec::new();
     // Line of the first line of each document, for errors found after parsing.
+    // A `---` before any content opens the first document rather than separating two.
+    let first_content = source.lines().position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
     let starts: Vec<usize> = std::iter::once(1)
-        .chain(source.lines().enumerate().filter(|(_, l)| l.trim_end() == "---").map(|(i, _)| i + 2))
+        .chain(
+            source
+                .lines()
+                .enumerate()
+                .filter(|(i, l)| l.trim_end() == "---" && Some(*i) != first_content)
+                .map(|(i, _)| i + 2),
+        )
         .collect();
     for (n, doc) in serde_norway::Deserializer::from_str(source).enumerate() {
         let spec = Spec::deserialize(doc).map_err(|e| {
@@ -104,6 +112,15 @@ pub fn parse(source: &str) -> Result<Vec<Spec>, RuleFileError> {
         })?;
         let base = starts.get(n).copied().unwrap_or(1);
         spec.check(source, base)?;
+        // What the spec becomes must load too (templates in labels and annotations):
+        // a spec `hale slo check` passes is one the collector runs.
+        let rules = super::generate::prometheus_rules(std::slice::from_ref(&spec), super::generate::Options::default());
+        if let Err(e) = crate::rules::RuleFile::parse(&rules) {
+            return Err(RuleFileError {
+                line: Some(base),
+                message: format!("service {:?}: its generated rules do not load: {}", spec.service, e.message),
+            });
+        }
         specs.push(spec);
     }
     if specs.is_empty() {
@@ -280,6 +297,16 @@ slos:
             assert_eq!(e.line, *line, "{message}: {e}");
             assert!(e.message.contains(message), "{message}: {e}");
         }
+        let templated = SPEC.replace("category: availability", "category: \"{{ $labels.x\"");
+        let e = parse(&templated).expect_err("bad template");
+        assert!(e.message.contains("not closed"), "{e}");
+        assert_eq!(parse(&format!("---\n{SPEC}")).expect("leading ---").len(), 1);
+        let e = parse(&format!(
+            "---\n{SPEC}---\n{}",
+            SPEC.replace("objective: 99.5", "objective: -1").replace("orders", "gateway")
+        ))
+        .expect_err("second after a leading ---");
+        assert_eq!(e.line, Some(1 + SPEC.lines().count() + 1 + 7), "{e}");
         let twice = format!("{SPEC}---\n{SPEC}");
         assert!(parse(&twice).expect_err("twice").message.contains("twice"));
         // An error in the second document points into the second document.

@@ -101,12 +101,17 @@ pub fn compute(store: &Store, defs: &[SloDef], min_events: u64, now: i64) -> Vec
                     }
                     _ => Vec::new(),
                 };
-            let short_of_events = d.events
-                && min_events > 0
-                && windows
-                    .iter()
-                    .filter(|w| w.window == "5m" || w.window == "1h")
-                    .any(|w| w.events.is_none_or(|e| e < min_events as f64));
+            // The page windows must have data to call the SLO good: older data alone is not
+            // "ok" now.
+            let page_windows_blind =
+                windows.iter().filter(|w| w.window == "5m" || w.window == "1h").any(|w| w.error_ratio.is_none());
+            let short_of_events = page_windows_blind
+                || d.events
+                    && min_events > 0
+                    && windows
+                        .iter()
+                        .filter(|w| w.window == "5m" || w.window == "1h")
+                        .any(|w| w.events.is_none_or(|e| e < min_events as f64));
             let status = if firing.iter().any(|t| t == "page") {
                 "page"
             } else if firing.iter().any(|t| t == "ticket") {
