@@ -43,6 +43,57 @@ enum Command {
     Silence(silence::SilenceArgs),
     /// SLO specs (Sloth prometheus/v1): check them, or export them as Prometheus rules.
     Slo(SloCommand),
+    /// Run the healer: alerts in, safe and verified repairs out.
+    Healer(Box<HealerArgs>),
+    /// Healing policies: `hale policies check FILE...` validates them.
+    Policies(PoliciesCommand),
+}
+
+/// No `Debug`: it holds tokens.
+#[derive(clap::Args)]
+struct HealerArgs {
+    /// Address to serve on (the collector's webhooks come here).
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    listen: SocketAddr,
+    /// Where the audit log and the durable state live.
+    #[arg(long, default_value = ".hale/healer")]
+    data_dir: PathBuf,
+    /// Healing policies.
+    #[arg(long)]
+    policies: PathBuf,
+    /// The cluster's cluster.toml: where the node agents are, and their token.
+    #[arg(long)]
+    cluster: PathBuf,
+    /// The collector's URL (queries, alerts, silences).
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    collector: String,
+    /// Bearer token for the healer's write endpoints (also accepted on the intake).
+    #[arg(long, env = "HALE_HEALER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Key of the X-Hale-Signature on incoming webhooks and on escalations.
+    #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Where failed repairs are escalated (repeatable; signed).
+    #[arg(long = "escalation-webhook", value_name = "URL")]
+    escalation_webhooks: Vec<String>,
+    /// Shadow mode: record what every policy would do, do nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::Args)]
+struct PoliciesCommand {
+    #[command(subcommand)]
+    which: PoliciesWhich,
+}
+
+#[derive(Subcommand)]
+enum PoliciesWhich {
+    /// Check policy files, errors with their line.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -162,6 +213,14 @@ struct CollectorArgs {
     /// An SLO alert window needs at least this many events (default 0: no guard).
     #[arg(long)]
     slo_min_events: Option<u64>,
+}
+
+fn check_policy_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    let parse = |source: &str| {
+        hale_healer::policy::PolicyFile::parse(source)
+            .map_err(|e| hale_collector::rules::RuleFileError { line: e.line, message: e.message })
+    };
+    check_files(files, "policy", parse, |f| format!("{} policies", f.policies.len()))
 }
 
 /// `hale rules check` and `hale slo check`: every file checked; each error printed as
@@ -373,6 +432,29 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Bench(BenchCommand { which: BenchWhich::Alert(args) }) => bench_alert::alert(args).await,
         Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
         Command::Silence(args) => silence::run(args).await,
+        Command::Healer(args) => {
+            init_stderr_logging("info");
+            let source = std::fs::read_to_string(&args.cluster)
+                .with_context(|| format!("reading {}", args.cluster.display()))?;
+            let cluster =
+                ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", args.cluster.display()))?;
+            if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
+                bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");
+            }
+            let config = hale_healer::HealerConfig {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                policies: args.policies,
+                cluster,
+                collector: args.collector,
+                token: args.token,
+                webhook_secret: args.webhook_secret.map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
+                escalation_webhooks: args.escalation_webhooks,
+                dry_run: args.dry_run,
+            };
+            Ok(hale_healer::run(config, up::shutdown_signal()).await?)
+        }
+        Command::Policies(PoliciesCommand { which: PoliciesWhich::Check { files } }) => check_policy_files(&files),
         Command::Slo(SloCommand { which: SloWhich::Check { files } }) => check_slo_files(&files),
         Command::Slo(SloCommand { which: SloWhich::Export { format, time_scale, min_events, file } }) => {
             if format != "prometheus" {

@@ -75,6 +75,8 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
 const SPARE_PORTS: u16 = 100;
 /// The shop's default alerting rules, written into the data dir for the collector.
 const DEFAULT_RULES: &str = include_str!("../config/rules.yml");
+/// The shop's default healing policies, likewise for the healer.
+const DEFAULT_POLICIES: &str = include_str!("../config/policies.yaml");
 /// The shop's default SLOs (Sloth specs), likewise.
 const DEFAULT_SLOS: &str = include_str!("../config/slo.yaml");
 /// Events an SLO alert window needs in the demo: its 5m window, scaled, holds a few
@@ -167,7 +169,8 @@ fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
     let agents = cluster.nodes.iter().map(|n| (format!("agent of {}", n.name), cluster.agent_listen(n)));
     let replicas = cluster.instances().into_iter().map(|i| (format!("{} ({})", i.name, i.service), i.listen));
     let collector = std::iter::once(("the collector".to_string(), cluster.collector.listen));
-    for (what, addr) in replicas.chain(agents).chain(collector) {
+    let healer = std::iter::once(("the healer".to_string(), cluster.healer.listen));
+    for (what, addr) in replicas.chain(agents).chain(collector).chain(healer) {
         if let Err(e) = TcpListener::bind(addr) {
             bail!(
                 "{what} cannot listen on {addr}: {e}.\n  Is another `hale up` running? Stop it, or move this cluster with \
@@ -250,9 +253,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "--slo-min-events".into(),
         if cluster.time_scale < 1.0 { DEMO_SLO_MIN_EVENTS } else { 10 }.to_string(),
     ];
+    // The healer hears every alert; the user's receivers too.
+    collector_args
+        .extend(["--alert-webhook".to_string(), format!("http://{}/hooks/alertmanager", cluster.healer.listen)]);
     for hook in &args.alert_webhooks {
         collector_args.extend(["--alert-webhook".to_string(), hook.clone()]);
     }
+    let policies_file = data_dir.join("policies.yaml");
+    std::fs::write(&policies_file, DEFAULT_POLICIES).with_context(|| format!("writing {}", policies_file.display()))?;
 
     // Each node's agent supervises that node's replicas; hale up supervises the agents
     // and the collector they ship to.
@@ -271,6 +279,33 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 ("HALE_WEBHOOK_SECRET".into(), webhook_secret.clone()),
             ],
             output_file: data_dir.join("logs").join("collector.out"),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    supervisor
+        .start(ProcessSpec {
+            name: "healer".into(),
+            service: "healer".into(),
+            node: cluster.gateway.node.get_ref().clone(),
+            listen: cluster.healer.listen,
+            program: program.clone(),
+            args: vec![
+                "healer".into(),
+                "--listen".into(),
+                cluster.healer.listen.to_string(),
+                "--data-dir".into(),
+                data_dir.join("healer").display().to_string(),
+                "--policies".into(),
+                policies_file.display().to_string(),
+                "--cluster".into(),
+                config_file.display().to_string(),
+                "--collector".into(),
+                format!("http://{}", cluster.collector.listen),
+            ],
+            env: vec![
+                ("HALE_WEBHOOK_SECRET".into(), webhook_secret.clone()),
+                ("HALE_HEALER_TOKEN".into(), cluster.secrets.admin_token.clone()),
+            ],
+            output_file: data_dir.join("logs").join("healer.out"),
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let agents = agent_configs(&cluster, &program, &data_dir, &config_file);
@@ -367,6 +402,11 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     println!(
         "  collector      http://{}  (Prometheus API: /api/v1/query, /api/v1/alerts; SLOs: /api/v1/slos; /metrics)",
         cluster.collector.listen
+    );
+    println!(
+        "  healer         http://{}  (actions: /api/v1/actions; audit: {})",
+        cluster.healer.listen,
+        data_dir.join("healer").join("audit.jsonl").display()
     );
     for instance in cluster.instances().iter().filter(|i| i.service != ServiceKind::Gateway) {
         let role =

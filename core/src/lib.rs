@@ -22,8 +22,8 @@ pub mod webhook;
 pub use error::ConfigError;
 pub use process::ProcessSpec;
 pub use topology::{
-    ClientConfig, ClusterConfig, CollectorPlacement, DemoLogin, Instance, NodeConfig, Role, Secrets, ServiceConfig,
-    ServiceKind, UserConfig,
+    ClientConfig, ClusterConfig, CollectorPlacement, DemoLogin, HealerPlacement, Instance, NodeConfig, Role, Secrets,
+    ServiceConfig, ServiceKind, UserConfig,
 };
 
 /// The cluster `hale up` runs when no `--config` is given (config/cluster.toml).

@@ -102,6 +102,18 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
 }
 
+/// Where the healer runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealerPlacement {
+    /// Address the healer serves on (`127.0.0.1:9465`); the collector's webhooks go there.
+    pub listen: SocketAddr,
+}
+
+fn default_healer() -> HealerPlacement {
+    HealerPlacement { listen: SocketAddr::from(([127, 0, 0, 1], 9465)) }
+}
+
 /// Where the collector runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +215,8 @@ pub struct ClusterConfig {
     pub time_scale: f64,
     pub gateway: GatewayConfig,
     pub collector: CollectorPlacement,
+    #[serde(default = "default_healer")]
+    pub healer: HealerPlacement,
     pub nodes: Vec<NodeConfig>,
     pub services: Vec<ServiceConfig>,
     pub secrets: Secrets,
@@ -468,13 +482,16 @@ impl ClusterConfig {
         self.gateway.listen.set_port(port);
         let port = self.collector.listen.port().checked_add(offset).ok_or_else(overflow)?;
         self.collector.listen.set_port(port);
+        let port = self.healer.listen.port().checked_add(offset).ok_or_else(overflow)?;
+        self.healer.listen.set_port(port);
         Ok(())
     }
 
-    /// Moves the control plane (the gateway and the collector) to another IP.
+    /// Moves the control plane (the gateway, the collector and the healer) to another IP.
     pub fn set_control_ip(&mut self, ip: IpAddr) {
         self.gateway.listen.set_ip(ip);
         self.collector.listen.set_ip(ip);
+        self.healer.listen.set_ip(ip);
     }
 }
 

@@ -4,5 +4,22 @@
 //! for which alert, safety checks say whether to do it now, every action is verified
 //! against the condition that triggered it, and every decision is one line of an
 //! append-only audit log.
+//!
+//! Data flows one way: the intake (`api`) stores alerts durably in the `state`, the
+//! `engine` decides them in order and runs actions through the `clients` (agents,
+//! collector), recording every step in the `audit` log.
 
+pub mod api;
+pub mod audit;
+pub mod clients;
+pub mod engine;
 pub mod policy;
+mod run;
+pub mod state;
+
+pub use run::{HealerConfig, HealerError, run};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -211,12 +211,16 @@ impl PolicyFile {
     fn check(&self, source: &str) -> Result<(), PolicyError> {
         let line_of = |needle: &str| source.lines().position(|l| l.contains(needle)).map(|i| i + 1);
         if !(self.defaults.max_service_share > 0.0 && self.defaults.max_service_share <= 1.0) {
-            return Err(PolicyError { line: line_of("max_service_share"), message: "max_service_share must be above 0 and at most 1".into() });
+            return Err(PolicyError {
+                line: line_of("max_service_share"),
+                message: "max_service_share must be above 0 and at most 1".into(),
+            });
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.policies {
             let at = line_of(&format!("name: {}", p.name)).or_else(|| line_of(&p.name));
-            let fail = |message: String| Err(PolicyError { line: at, message: format!("policy {:?}: {message}", p.name) });
+            let fail =
+                |message: String| Err(PolicyError { line: at, message: format!("policy {:?}: {message}", p.name) });
             if p.name.trim().is_empty() {
                 return fail("a policy needs a name".into());
             }
@@ -233,7 +237,9 @@ impl PolicyFile {
                 ActionKind::Exec if !p.params.contains_key("command") => {
                     return fail("an exec action needs params.command (run without a shell)".into());
                 }
-                ActionKind::Webhook if !p.params.get("url").is_some_and(|u| u.starts_with("http://") || u.starts_with("https://")) => {
+                ActionKind::Webhook
+                    if !p.params.get("url").is_some_and(|u| u.starts_with("http://") || u.starts_with("https://")) =>
+                {
                     return fail("a webhook action needs params.url (http:// or https://)".into());
                 }
                 _ => {}
@@ -274,7 +280,10 @@ fn unknown_placeholder(text: &str) -> Option<String> {
         let after = &rest[open + 2..];
         let close = after.find("}}")?;
         let inner = after[..close].trim();
-        if inner.strip_prefix("$labels.").is_none_or(|n| n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+        if inner
+            .strip_prefix("$labels.")
+            .is_none_or(|n| n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
             return Some(inner.to_string());
         }
         rest = &after[close + 2..];
@@ -375,7 +384,10 @@ policies:
     #[test]
     fn fills_label_placeholders() {
         let l = labels(&[("instance", "search-1")]);
-        assert_eq!(fill("probe_success{instance=\"{{ $labels.instance }}\"} == 0", &l), "probe_success{instance=\"search-1\"} == 0");
+        assert_eq!(
+            fill("probe_success{instance=\"{{ $labels.instance }}\"} == 0", &l),
+            "probe_success{instance=\"search-1\"} == 0"
+        );
         assert_eq!(fill("{{ $labels.none }}x", &l), "x");
         assert_eq!(unknown_placeholder("{{ $value }}"), Some("$value".into()));
         assert_eq!(unknown_placeholder("a {{ $labels.instance }}"), None);

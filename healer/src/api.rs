@@ -1,0 +1,249 @@
+//! The healer's HTTP API: the alert intake (`POST /hooks/alertmanager`), actions and their
+//! approval, pause and resume, the state, `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hale_core::auth::{bearer_token, constant_time_eq};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::engine::Healer;
+use crate::now_ms;
+use crate::state::{Alert, Labels};
+
+/// Alertmanager caps a notification's alerts; a few MiB is far above any real payload.
+const MAX_HOOK_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the intake and the write endpoints check.
+pub struct Auth {
+    /// Bearer token for writes (and accepted on the intake).
+    pub token: Option<String>,
+    /// HMAC key of `X-Hale-Signature` on the intake.
+    pub webhook_secret: Option<Arc<[u8]>>,
+}
+
+pub struct App {
+    pub healer: Arc<Healer>,
+    pub auth: Auth,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+}
+
+fn bearer_ok(app: &App, headers: &HeaderMap) -> bool {
+    let Some(expected) = &app.auth.token else { return false };
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+}
+
+/// Writes need the bearer token; without one configured they are refused.
+fn refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
+    if app.auth.token.is_none() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this healer has no token (--token or HALE_HEALER_TOKEN), so its API is read-only",
+        ));
+    }
+    (!bearer_ok(app, headers)).then(|| error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"))
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/hooks/alertmanager", post(hook).layer(DefaultBodyLimit::max(MAX_HOOK_BYTES)))
+        .route("/api/v1/actions", get(actions))
+        .route("/api/v1/actions/{id}/approve", post(approve))
+        .route("/api/v1/actions/{id}/reject", post(reject))
+        .route("/api/v1/pause", post(pause))
+        .route("/api/v1/resume", post(resume))
+        .route("/api/v1/targets/{kind}/{name}/reset", post(reset))
+        .route("/api/v1/state", get(state))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "alive"})) }))
+        .route("/-/ready", get(|| async { "ready" }))
+        .with_state(app)
+}
+
+/// One alert of Alertmanager's webhook payload; other fields are ignored.
+#[derive(Deserialize)]
+struct HookAlert {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
+    #[serde(default, rename = "startsAt")]
+    starts_at: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+#[derive(Deserialize)]
+struct HookPayload {
+    alerts: Vec<HookAlert>,
+}
+
+/// Alertmanager's fingerprint (FNV-1a over sorted names and values, 0xff separators),
+/// for payloads that carry none.
+fn fingerprint(labels: &Labels) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+async fn hook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), "bad_request", e.body_text()),
+    };
+    let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let authorized = if let (Some(secret), Some(_)) = (&app.auth.webhook_secret, signature) {
+        let now = (now_ms() / 1000).max(0) as u64;
+        match hale_core::webhook::verify(secret, signature, &body, now) {
+            Ok(()) => true,
+            Err(e) => return error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()),
+        }
+    } else {
+        bearer_ok(&app, &headers)
+    };
+    if !authorized {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign the body (X-Hale-Signature, with the webhook secret) or send the healer's bearer token",
+        );
+    }
+    let payload: HookPayload = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, "bad_payload", format!("not an Alertmanager webhook payload: {e}"));
+        }
+    };
+    let (mut queued, mut duplicates) = (0, 0);
+    for a in payload.alerts.into_iter().filter(|a| a.status == "firing") {
+        let fingerprint = if a.fingerprint.is_empty() { fingerprint(&a.labels) } else { a.fingerprint };
+        let alert = Alert {
+            labels: a.labels,
+            annotations: a.annotations,
+            starts_at: a.starts_at,
+            fingerprint,
+            received_ms: now_ms(),
+        };
+        let healer = app.healer.clone();
+        match tokio::task::spawn_blocking(move || healer.receive(alert)).await {
+            Ok(Ok(true)) => queued += 1,
+            Ok(Ok(false)) => duplicates += 1,
+            // Not stored: the sender must retry, so the answer is not 2xx.
+            Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e.to_string()),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e.to_string()),
+        }
+    }
+    axum::Json(json!({"queued": queued, "duplicates": duplicates})).into_response()
+}
+
+async fn actions(State(app): State<Arc<App>>) -> Response {
+    let list: Vec<Value> = app
+        .healer
+        .store
+        .read(|s| s.actions.iter().rev().map(|a| serde_json::to_value(a).unwrap_or(Value::Null)).collect());
+    axum::Json(json!({"actions": list})).into_response()
+}
+
+async fn answer(app: Arc<App>, headers: HeaderMap, id: String, approve: bool) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    match app.healer.answer(&id, approve) {
+        Ok(a) => axum::Json(json!({"action": a})).into_response(),
+        Err(e) if e.starts_with("no action") => error(StatusCode::NOT_FOUND, "not_found", e),
+        Err(e) => error(StatusCode::CONFLICT, "conflict", e),
+    }
+}
+
+async fn approve(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(app, headers, id, true).await
+}
+
+async fn reject(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(app, headers, id, false).await
+}
+
+async fn set_paused(app: Arc<App>, headers: HeaderMap, paused: bool) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    match app.healer.set_paused(paused) {
+        Ok(()) => axum::Json(json!({"paused": paused})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_saved", e),
+    }
+}
+
+async fn pause(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    set_paused(app, headers, true).await
+}
+
+async fn resume(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    set_paused(app, headers, false).await
+}
+
+async fn reset(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((kind, name)): Path<(String, String)>,
+) -> Response {
+    if let Some(r) = refusal(&app, &headers) {
+        return r;
+    }
+    if !["instance", "service", "node"].contains(&kind.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "targets are instance/<name>, service/<name> or node/<name>",
+        );
+    }
+    match app.healer.reset(&format!("{kind}/{name}")) {
+        Ok(was) => axum::Json(json!({"target": format!("{kind}/{name}"), "was_blocked": was})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_saved", e),
+    }
+}
+
+async fn state(State(app): State<Arc<App>>) -> Response {
+    let v = app.healer.store.read(|s| {
+        json!({
+            "paused": s.paused,
+            "queued": s.queue.len(),
+            "targets": s.targets,
+            "in_flight": s.actions.iter().filter(|a| a.status.in_flight()).map(|a| a.id.clone()).collect::<Vec<_>>(),
+            "dry_run": app.healer.dry_run,
+        })
+    });
+    axum::Json(v).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let paused = app.healer.store.read(|s| s.paused);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        hale_core::exposition::encode_text(&app.healer.metrics.families(paused)),
+    )
+}

@@ -1,0 +1,167 @@
+//! The healer's view of the rest of Hale: the collector (PromQL queries, active alerts,
+//! silences) and the node agents' actuators (restart, start, stop a replica).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::state::Labels;
+
+/// Every call is bounded: a slow peer must not hold a repair forever.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Collector {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// For silences.
+    pub admin_token: Option<String>,
+}
+
+impl Collector {
+    /// An instant query: the result's samples (label set, value).
+    pub async fn query(&self, q: &str) -> Result<Vec<(Labels, f64)>, String> {
+        let url = format!("{}/api/v1/query", self.base);
+        let body: Value = self
+            .client
+            .get(&url)
+            .query(&[("query", q)])
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("querying the collector: {}", e.without_url()))?
+            .json()
+            .await
+            .map_err(|e| format!("reading the collector's answer: {}", e.without_url()))?;
+        if body["status"] != "success" {
+            return Err(format!("the collector refused {q:?}: {}", body["error"].as_str().unwrap_or("no message")));
+        }
+        let data = &body["data"];
+        match data["resultType"].as_str() {
+            Some("vector") => Ok(data["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let labels: Labels = r["metric"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect();
+                    let value = r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+                    (labels, value)
+                })
+                .collect()),
+            Some("scalar") => {
+                Ok(vec![(Labels::new(), data["result"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))])
+            }
+            other => Err(format!("{q:?} gave a {other:?}, not a vector")),
+        }
+    }
+
+    /// Whether an alert with these labels is pending or firing at the collector.
+    pub async fn alert_active(&self, labels: &Labels) -> Result<bool, String> {
+        let url = format!("{}/api/v1/alerts", self.base);
+        let body: Value = self
+            .client
+            .get(&url)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("asking the collector for alerts: {}", e.without_url()))?
+            .json()
+            .await
+            .map_err(|e| format!("reading the collector's alerts: {}", e.without_url()))?;
+        let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
+        Ok(alerts.iter().any(|a| labels.iter().all(|(k, v)| a["labels"][k].as_str() == Some(v.as_str()))))
+    }
+
+    /// Silences alerts matching `matchers` until `until_ms`; returns the silence id.
+    pub async fn silence(
+        &self,
+        matchers: &BTreeMap<String, String>,
+        until_ms: i64,
+        comment: &str,
+    ) -> Result<String, String> {
+        let token = self.admin_token.as_deref().ok_or("no collector admin token to silence with")?;
+        let list: Vec<Value> =
+            matchers.iter().map(|(k, v)| json!({"name": k, "value": v, "isRegex": false, "isEqual": true})).collect();
+        let until = std::time::UNIX_EPOCH + Duration::from_millis(until_ms.max(0) as u64);
+        let body = json!({
+            "matchers": list,
+            "endsAt": humantime::format_rfc3339_seconds(until).to_string(),
+            "createdBy": "hale-healer",
+            "comment": comment,
+        });
+        let reply: Value = self
+            .client
+            .post(format!("{}/api/v1/silences", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("silencing at the collector: {}", e.without_url()))?
+            .json()
+            .await
+            .map_err(|e| format!("reading the collector's answer: {}", e.without_url()))?;
+        reply["data"]["silenceID"].as_str().map(str::to_string).ok_or_else(|| {
+            format!("the collector refused the silence: {}", reply["error"].as_str().unwrap_or("no message"))
+        })
+    }
+
+    pub async fn expire_silence(&self, id: &str) -> Result<(), String> {
+        let token = self.admin_token.as_deref().ok_or("no collector admin token")?;
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/silences", self.base)).map_err(|e| e.to_string())?;
+        url.path_segments_mut().map_err(|_| "bad collector URL".to_string())?.push(id);
+        let r = self
+            .client
+            .delete(url)
+            .bearer_auth(token)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("expiring a silence: {}", e.without_url()))?;
+        if r.status().is_success() { Ok(()) } else { Err(format!("the collector answered {}", r.status())) }
+    }
+}
+
+/// The node agents' actuators, by node name.
+pub struct Agents {
+    pub by_node: BTreeMap<String, SocketAddr>,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl Agents {
+    fn base(&self, node: &str) -> Result<String, String> {
+        self.by_node
+            .get(node)
+            .map(|a| format!("http://{a}"))
+            .ok_or_else(|| format!("no agent is known for node {node:?}"))
+    }
+
+    /// Restarts a replica through its node's agent.
+    pub async fn restart(&self, node: &str, instance: &str) -> Result<(), String> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?)).map_err(|e| e.to_string())?;
+        url.path_segments_mut().map_err(|_| "bad agent URL".to_string())?.push(instance).push("restart");
+        let r = self
+            .client
+            .post(url)
+            .bearer_auth(&self.token)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("asking the agent on {node} to restart {instance}: {}", e.without_url()))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            let status = r.status();
+            let text: String = r.text().await.unwrap_or_default().chars().take(200).collect();
+            Err(format!("the agent on {node} refused to restart {instance}: {status} {text}"))
+        }
+    }
+}

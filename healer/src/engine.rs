@@ -1,0 +1,618 @@
+//! The healing loop of DESIGN.md: alert → policy → safety checks → action (or the reason
+//! why not) → verification → resolved, or escalation to humans. Alerts are decided one at
+//! a time, in the order received; each action then runs (and is verified) in a task of its
+//! own, so a slow verification holds up nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::audit::Audit;
+use crate::clients::{Agents, Collector};
+use crate::now_ms;
+use crate::policy::{ActionKind, Policy, PolicyFile, fill};
+use crate::state::{Action, Alert, Labels, Status, Store, Target};
+
+/// How often a repair's condition is looked at while it is verified.
+const VERIFY_EVERY: Duration = Duration::from_millis(250);
+/// MTTR histogram bounds (seconds).
+const MTTR_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+/// Where failed repairs are reported.
+#[derive(Clone, Default)]
+pub struct Escalation {
+    pub urls: Vec<String>,
+    pub secret: Option<Arc<[u8]>>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub received: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub escalations: AtomicU64,
+    /// (decision) → count: acted, refused, dry_run, awaiting_approval, ignored.
+    pub decisions: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// (action, result) → count.
+    pub results: std::sync::Mutex<BTreeMap<(String, String), u64>>,
+    pub mttr_buckets: [AtomicU64; MTTR_BUCKETS.len()],
+    pub mttr_count: AtomicU64,
+    pub mttr_sum_ms: AtomicU64,
+}
+
+impl Metrics {
+    fn decided(&self, what: &str) {
+        *self.decisions.lock().unwrap_or_else(|p| p.into_inner()).entry(what.to_string()).or_default() += 1;
+    }
+
+    fn result(&self, kind: ActionKind, result: &str) {
+        let kind = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        *self.results.lock().unwrap_or_else(|p| p.into_inner()).entry((kind, result.to_string())).or_default() += 1;
+    }
+
+    fn mttr(&self, seconds: f64) {
+        for (i, bound) in MTTR_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.mttr_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.mttr_count.fetch_add(1, Ordering::Relaxed);
+        self.mttr_sum_ms.fetch_add((seconds * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// The `hale_healer_*` families.
+    pub fn families(&self, paused: bool) -> Vec<hale_core::metrics::Family> {
+        use hale_core::metrics::{Family, MetricKind, Sample};
+        let mut out = vec![
+            Family::single(
+                "hale_healer_alerts_received_total",
+                "Firing alerts received.",
+                MetricKind::Counter,
+                self.received.load(Ordering::Relaxed) as f64,
+            ),
+            Family::single(
+                "hale_healer_alerts_duplicate_total",
+                "Alerts received again (same fingerprint and start) and ignored.",
+                MetricKind::Counter,
+                self.duplicates.load(Ordering::Relaxed) as f64,
+            ),
+            Family::single(
+                "hale_healer_escalations_total",
+                "Failed repairs handed to humans.",
+                MetricKind::Counter,
+                self.escalations.load(Ordering::Relaxed) as f64,
+            ),
+            Family::single(
+                "hale_healer_paused",
+                "1 while the healer is paused.",
+                MetricKind::Gauge,
+                if paused { 1.0 } else { 0.0 },
+            ),
+        ];
+        let mut decisions = Family::new("hale_healer_decisions_total", "Decisions by outcome.", MetricKind::Counter);
+        for (what, n) in self.decisions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            decisions.push(&[("decision", what)], *n as f64);
+        }
+        let mut results =
+            Family::new("hale_healer_actions_total", "Actions taken, by action and result.", MetricKind::Counter);
+        for ((kind, result), n) in self.results.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            results.push(&[("action", kind), ("result", result)], *n as f64);
+        }
+        let name = "hale_healer_mttr_seconds";
+        let mut mttr = Family::new(name, "From the alert's start to its verified recovery.", MetricKind::Histogram);
+        for (i, bound) in MTTR_BUCKETS.iter().enumerate() {
+            mttr.samples.push(Sample::new(
+                format!("{name}_bucket"),
+                &[("le", &bound.to_string())],
+                self.mttr_buckets[i].load(Ordering::Relaxed) as f64,
+            ));
+        }
+        let count = self.mttr_count.load(Ordering::Relaxed) as f64;
+        mttr.samples.push(Sample::new(format!("{name}_bucket"), &[("le", "+Inf")], count));
+        mttr.samples.push(Sample::new(
+            format!("{name}_sum"),
+            &[],
+            self.mttr_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        ));
+        mttr.samples.push(Sample::new(format!("{name}_count"), &[], count));
+        out.extend([decisions, results, mttr]);
+        out
+    }
+}
+
+pub struct Healer {
+    pub policies: PolicyFile,
+    pub store: Store,
+    pub audit: Audit,
+    pub collector: Collector,
+    pub agents: Agents,
+    pub escalation: Escalation,
+    /// Shadow mode: every policy only records what it would do.
+    pub dry_run: bool,
+    pub metrics: Metrics,
+    pub wake: tokio::sync::Notify,
+    pub client: reqwest::Client,
+}
+
+fn target_json(t: &Target) -> Value {
+    json!({"service": t.service, "instance": t.instance, "node": t.node})
+}
+
+fn alert_json(a: &Alert) -> Value {
+    json!({"alertname": a.name(), "fingerprint": a.fingerprint, "starts_at": a.starts_at, "labels": a.labels})
+}
+
+fn new_id() -> String {
+    let b: [u8; 8] = rand::random();
+    format!("act-{}", hex::encode(b))
+}
+
+/// The labels that identify the target's instance of the alert (to watch it clear).
+fn watch_labels(alert: &Alert) -> Labels {
+    alert
+        .labels
+        .iter()
+        .filter(|(k, _)| {
+            ["alertname", "service", "instance", "node", "sloth_id", "sloth_severity"].contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+impl Healer {
+    fn audit(&self, event: &str, fields: Value) {
+        if let Err(e) = self.audit.record(event, fields) {
+            // The decision stands; losing its record is serious enough to shout about.
+            tracing::error!(error = %e, path = %self.audit.path().display(), event, "could not write the audit log");
+        }
+    }
+
+    /// Stores a received firing alert durably. `Ok(false)`: a duplicate, ignored.
+    pub fn receive(&self, alert: Alert) -> Result<bool, crate::state::SaveError> {
+        let key = alert.dedup_key();
+        let now = now_ms();
+        let fresh = self.store.update(|s| {
+            if s.seen.contains_key(&key) {
+                return false;
+            }
+            s.seen.insert(key.clone(), now);
+            s.queue.push_back(alert.clone());
+            true
+        })?;
+        if fresh {
+            self.metrics.received.fetch_add(1, Ordering::Relaxed);
+            self.audit("received", json!({"alert": alert_json(&alert)}));
+            self.wake.notify_one();
+        } else {
+            self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(fresh)
+    }
+
+    /// Decides queued alerts and expires approvals, until the process ends. Actions that
+    /// a crash interrupted are verified again (never repeated).
+    pub async fn run(self: Arc<Self>) {
+        let interrupted: Vec<String> = self.store.read(|s| {
+            s.actions
+                .iter()
+                .filter(|a| matches!(a.status, Status::Running | Status::Verifying))
+                .map(|a| a.id.clone())
+                .collect()
+        });
+        for id in interrupted {
+            self.audit("resumed", json!({"action_id": id, "reason": "the healer restarted while the action ran; verifying it, not repeating it"}));
+            tokio::spawn(self.clone().verify_and_finish(id, Vec::new()));
+        }
+        loop {
+            self.expire_approvals();
+            let next = self.store.read(|s| s.queue.front().cloned());
+            let Some(alert) = next else {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            };
+            self.decide(&alert).await;
+            let key = alert.dedup_key();
+            if let Err(e) = self.store.update(|s| {
+                if s.queue.front().is_some_and(|a| a.dedup_key() == key) {
+                    s.queue.pop_front();
+                }
+            }) {
+                tracing::error!(error = %e, "could not save the healer's state; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Policy, safety checks, then an action (or a recorded refusal).
+    async fn decide(self: &Arc<Self>, alert: &Alert) {
+        let key = alert.dedup_key();
+        if self.store.read(|s| s.actions.iter().any(|a| a.alert.dedup_key() == key)) {
+            return; // decided before a restart
+        }
+        let Some(policy) = self.policies.matching(&alert.labels).cloned() else {
+            self.metrics.decided("ignored");
+            self.audit("ignored", json!({"alert": alert_json(alert), "reason": "no policy matches"}));
+            return;
+        };
+        let target = Target::from_labels(&alert.labels);
+        if let Err(reason) = self.check(&policy, &target).await {
+            self.metrics.decided("refused");
+            self.audit(
+                "refused",
+                json!({"policy": policy.name, "action": policy.action, "target": target_json(&target), "alert": alert_json(alert), "reason": reason}),
+            );
+            return;
+        }
+        let now = now_ms();
+        let dry = self.dry_run || policy.dry_run;
+        let status = if dry {
+            Status::DryRun
+        } else if policy.approval {
+            Status::AwaitingApproval
+        } else {
+            Status::Running
+        };
+        let action = Action {
+            id: new_id(),
+            policy: policy.name.clone(),
+            kind: policy.action,
+            target: target.clone(),
+            alert: alert.clone(),
+            status,
+            created_ms: now,
+            updated_ms: now,
+            expires_ms: policy.approval.then(|| now + policy.approval_timeout.0.as_millis() as i64),
+            detail: String::new(),
+        };
+        let saved = self.store.update(|s| {
+            if status == Status::Running {
+                s.targets.entry(target.key()).or_default().actions.push(now);
+            }
+            s.actions.push(action.clone());
+        });
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "could not record an action; not taking it");
+            return;
+        }
+        let fields = json!({"action_id": action.id, "policy": policy.name, "action": policy.action, "target": target_json(&target), "alert": alert_json(alert)});
+        match status {
+            Status::DryRun => {
+                self.metrics.decided("dry_run");
+                self.audit("dry_run", fields);
+            }
+            Status::AwaitingApproval => {
+                self.metrics.decided("awaiting_approval");
+                self.audit("awaiting_approval", fields);
+            }
+            _ => {
+                self.metrics.decided("acted");
+                self.audit("planned", fields);
+                tokio::spawn(self.clone().execute(action.id.clone()));
+            }
+        }
+    }
+
+    /// The safety checks, in order; the first that fails is the reason.
+    async fn check(&self, policy: &Policy, target: &Target) -> Result<(), String> {
+        let limits = self.policies.effective(policy);
+        let key = target.key();
+        let now = now_ms();
+        let (paused, needs_human, busy, history, service_busy) = self.store.read(|s| {
+            let t = s.targets.get(&key).cloned().unwrap_or_default();
+            let busy = s.actions.iter().any(|a| a.status.in_flight() && a.target.key() == key);
+            let service_busy = s
+                .actions
+                .iter()
+                .filter(|a| a.status.in_flight() && a.target.service.is_some() && a.target.service == target.service)
+                .count();
+            (s.paused, t.needs_human, busy, t.actions, service_busy)
+        });
+        if paused {
+            return Err("the healer is paused".into());
+        }
+        if let Some(why) = needs_human {
+            return Err(format!("{key} needs a human since a repair failed ({why}); reset it through the API"));
+        }
+        if busy {
+            return Err(format!("an action on {key} is already in progress"));
+        }
+        let window = limits.window.as_millis() as i64;
+        let recent: Vec<i64> = history.iter().copied().filter(|t| now - t < window).collect();
+        if recent.len() as u32 >= limits.max_actions {
+            return Err(format!(
+                "{} actions on {key} within {}; the limit is {}",
+                recent.len(),
+                humantime::format_duration(limits.window),
+                limits.max_actions
+            ));
+        }
+        if let Some(last) = recent.iter().max() {
+            // Each action within the window doubles the wait before the next.
+            let wait = limits.cooldown.as_millis() as i64 * (1i64 << (recent.len() as u32 - 1).min(20));
+            if now - last < wait {
+                return Err(format!(
+                    "cooldown: {key} was acted on {} s ago; the next action may come after {} s",
+                    (now - last) / 1000,
+                    wait / 1000
+                ));
+            }
+        }
+        if matches!(policy.action, ActionKind::Restart | ActionKind::ScaleIn) {
+            let (Some(service), Some(instance)) = (&target.service, &target.instance) else {
+                return Err("the alert names no service and instance to act on".into());
+            };
+            // Stale-data guard: no action on a target whose telemetry is missing or old.
+            let q = format!("max(time() - timestamp(probe_success{{probe=\"readyz\",instance={}}}))", quote(instance));
+            let age = self.collector.query(&q).await?.first().map(|(_, v)| *v);
+            match age {
+                Some(age) if age <= limits.max_staleness.as_secs_f64() => {}
+                Some(age) => return Err(format!("telemetry of {instance} is {age:.0} s old; no action on old data")),
+                None => return Err(format!("no telemetry of {instance}; no data is no reason to act")),
+            }
+            // Blast radius: never more than a share of the service at once, and never its
+            // last ready replica.
+            let ready =
+                self.collector.query(&format!("probe_success{{probe=\"readyz\",service={}}}", quote(service))).await?;
+            let replicas = ready.len();
+            let allowed = ((replicas as f64 * limits.max_service_share).floor() as usize).max(1);
+            if service_busy + 1 > allowed {
+                return Err(format!(
+                    "{service_busy} of {replicas} {service} replicas are being acted on; at most {allowed} at once"
+                ));
+            }
+            let ready_now: Vec<&str> = ready
+                .iter()
+                .filter(|(_, v)| *v == 1.0)
+                .filter_map(|(l, _)| l.get("instance").map(String::as_str))
+                .collect();
+            if ready_now == [instance.as_str()] {
+                return Err(format!("{instance} is the last ready {service} replica"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs an action, then verifies it.
+    async fn execute(self: Arc<Self>, id: String) {
+        let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else { return };
+        let Some(policy) = self.policies.policies.iter().find(|p| p.name == action.policy).cloned() else { return };
+        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": target_json(&action.target)});
+        let silences = self.silence_side_effects(&action, &policy).await;
+        self.audit("acting", base.clone());
+        let result = match action.kind {
+            ActionKind::Restart => match (&action.target.node, &action.target.instance) {
+                (Some(node), Some(instance)) => self.agents.restart(node, instance).await,
+                _ => Err("the alert names no node and instance to restart".into()),
+            },
+            other => Err(format!("{other:?} is not available in this build")),
+        };
+        if let Err(e) = result {
+            self.finish(&id, Status::Failed, &e, &silences).await;
+            return;
+        }
+        self.audit("acted", base);
+        self.verify_and_finish(id, silences).await;
+    }
+
+    /// The alerts an action itself causes on its target, silenced for the verification
+    /// time and linked to the action.
+    async fn silence_side_effects(&self, action: &Action, policy: &Policy) -> Vec<String> {
+        let caused: &[&str] = match action.kind {
+            ActionKind::Restart => &["ReplicaNeverReady", "CrashLooping", "TelemetryStale"],
+            _ => &[],
+        };
+        let Some(instance) = &action.target.instance else { return Vec::new() };
+        let until = now_ms() + policy.verify.timeout.0.as_millis() as i64 + 60_000;
+        let mut ids = Vec::new();
+        for name in caused {
+            let matchers: BTreeMap<String, String> =
+                [("alertname".to_string(), name.to_string()), ("instance".to_string(), instance.clone())]
+                    .into_iter()
+                    .collect();
+            match self.collector.silence(&matchers, until, &format!("hale-healer action {}", action.id)).await {
+                Ok(id) => ids.push(id),
+                Err(e) => self.audit("silence_failed", json!({"action_id": action.id, "alertname": name, "reason": e})),
+            }
+        }
+        ids
+    }
+
+    /// Watches the condition until it clears or the policy's timeout passes.
+    async fn verify_and_finish(self: Arc<Self>, id: String, silences: Vec<String>) {
+        let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else { return };
+        let policy = self.policies.policies.iter().find(|p| p.name == action.policy).cloned();
+        let verify = policy.map(|p| p.verify).unwrap_or_default();
+        self.set_status(&id, Status::Verifying, "");
+        let deadline = tokio::time::Instant::now() + verify.timeout.0;
+        let watched = watch_labels(&action.alert);
+        loop {
+            let cleared = match &verify.query {
+                Some(q) => self.collector.query(&fill(q, &action.alert.labels)).await.map(|r| r.is_empty()),
+                None => self.collector.alert_active(&watched).await.map(|active| !active),
+            };
+            if cleared == Ok(true) {
+                let seconds = humantime::parse_rfc3339_weak(action.alert.starts_at.trim_end_matches('Z'))
+                    .ok()
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                    .map(|d| d.as_secs_f64());
+                if let Some(s) = seconds {
+                    self.metrics.mttr(s);
+                }
+                self.finish(&id, Status::Succeeded, "the condition cleared", &silences).await;
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let why = match cleared {
+                    Err(e) => format!("could not verify: {e}"),
+                    _ => format!("the condition did not clear within {}", humantime::format_duration(verify.timeout.0)),
+                };
+                self.finish(&id, Status::Failed, &why, &silences).await;
+                return;
+            }
+            tokio::time::sleep(VERIFY_EVERY).await;
+        }
+    }
+
+    fn set_status(&self, id: &str, status: Status, detail: &str) -> Option<Action> {
+        let now = now_ms();
+        self.store
+            .update(|s| {
+                let a = s.actions.iter_mut().find(|a| a.id == id)?;
+                a.status = status;
+                a.updated_ms = now;
+                if !detail.is_empty() {
+                    a.detail = detail.to_string();
+                }
+                Some(a.clone())
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "could not save an action's status");
+                None
+            })
+    }
+
+    async fn finish(&self, id: &str, status: Status, detail: &str, silences: &[String]) {
+        for s in silences {
+            let _ = self.collector.expire_silence(s).await;
+        }
+        let Some(action) = self.set_status(id, status, detail) else { return };
+        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": target_json(&action.target), "detail": detail});
+        if status == Status::Succeeded {
+            self.metrics.result(action.kind, "succeeded");
+            self.audit("verified", base);
+            return;
+        }
+        self.metrics.result(action.kind, "failed");
+        self.audit("failed", base);
+        self.escalate(&action, detail).await;
+    }
+
+    /// A failed repair: the target needs a human, and the escalation receivers hear what
+    /// was tried.
+    async fn escalate(&self, action: &Action, why: &str) {
+        let key = action.target.key();
+        let _ = self.store.update(|s| {
+            s.targets.entry(key.clone()).or_default().needs_human = Some(format!("{} failed: {why}", action.id));
+        });
+        self.metrics.escalations.fetch_add(1, Ordering::Relaxed);
+        let tried: Vec<Value> = self.store.read(|s| {
+            s.actions
+                .iter()
+                .filter(|a| a.target.key() == key)
+                .map(|a| json!({"action_id": a.id, "action": a.kind, "status": a.status, "detail": a.detail}))
+                .collect()
+        });
+        let burn = match action.alert.labels.get("sloth_id") {
+            Some(slo) => {
+                let q = format!("slo:current_burn_rate:ratio{{sloth_id={}}}", quote(slo));
+                self.collector.query(&q).await.ok().and_then(|r| r.first().map(|(_, v)| *v))
+            }
+            None => None,
+        };
+        let body = json!({
+            "version": "hale-escalation/1",
+            "action_id": action.id,
+            "policy": action.policy,
+            "action": action.kind,
+            "target": target_json(&action.target),
+            "alert": alert_json(&action.alert),
+            "why": why,
+            "tried": tried,
+            "burn_rate_now": burn,
+            "next": format!("no automatic action on {key} until a human resets it: POST /api/v1/targets/{key}/reset"),
+        });
+        self.audit("escalated", json!({"action_id": action.id, "target": target_json(&action.target), "why": why, "receivers": self.escalation.urls.len()}));
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        for url in &self.escalation.urls {
+            let mut delivered = false;
+            for attempt in 0..3u32 {
+                let mut req =
+                    self.client.post(url).timeout(Duration::from_secs(5)).header("content-type", "application/json");
+                if let Some(secret) = &self.escalation.secret {
+                    let t = (now_ms() / 1000).max(0) as u64;
+                    req = req.header(hale_core::webhook::SIGNATURE_HEADER, hale_core::webhook::sign(secret, t, &bytes));
+                }
+                match req.body(bytes.clone()).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        delivered = true;
+                        break;
+                    }
+                    Ok(r) if r.status().is_client_error() => break,
+                    _ => tokio::time::sleep(Duration::from_millis(500 << attempt)).await,
+                }
+            }
+            if !delivered {
+                tracing::error!(action_id = %action.id, "an escalation receiver did not take the escalation; it is in the audit log");
+            }
+        }
+    }
+
+    fn expire_approvals(&self) {
+        let now = now_ms();
+        let expired: Vec<String> = self.store.read(|s| {
+            s.actions
+                .iter()
+                .filter(|a| a.status == Status::AwaitingApproval && a.expires_ms.is_some_and(|e| e <= now))
+                .map(|a| a.id.clone())
+                .collect()
+        });
+        for id in expired {
+            self.set_status(&id, Status::Expired, "nobody approved it in time");
+            self.audit("expired", json!({"action_id": id}));
+        }
+    }
+
+    /// A human's answer to an action awaiting approval.
+    pub fn answer(self: &Arc<Self>, id: &str, approve: bool) -> Result<Action, String> {
+        let now = now_ms();
+        let action = self
+            .store
+            .update(|s| {
+                let a = s.actions.iter_mut().find(|a| a.id == id).ok_or(format!("no action {id}"))?;
+                if a.status != Status::AwaitingApproval {
+                    return Err(format!("action {id} is {:?}, not awaiting approval", a.status));
+                }
+                if a.expires_ms.is_some_and(|e| e <= now) {
+                    return Err(format!("action {id} expired"));
+                }
+                a.status = if approve { Status::Running } else { Status::Rejected };
+                a.updated_ms = now;
+                let a = a.clone();
+                if approve {
+                    s.targets.entry(a.target.key()).or_default().actions.push(now);
+                }
+                Ok(a)
+            })
+            .map_err(|e| e.to_string())??;
+        self.audit(if approve { "approved" } else { "rejected" }, json!({"action_id": id}));
+        if approve {
+            tokio::spawn(self.clone().execute(id.to_string()));
+        }
+        Ok(action)
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<(), String> {
+        self.store.update(|s| s.paused = paused).map_err(|e| e.to_string())?;
+        self.audit(if paused { "paused" } else { "resumed" }, json!({}));
+        Ok(())
+    }
+
+    /// A human says the target is fine again: automatic actions may resume.
+    pub fn reset(&self, key: &str) -> Result<bool, String> {
+        let had = self
+            .store
+            .update(|s| s.targets.get_mut(key).and_then(|t| t.needs_human.take()).is_some())
+            .map_err(|e| e.to_string())?;
+        self.audit("reset", json!({"target": key, "was_blocked": had}));
+        Ok(had)
+    }
+}

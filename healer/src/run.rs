@@ -1,0 +1,94 @@
+//! Starting the healer: policies, state and audit log, the decision loop, the API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::{App, Auth};
+use crate::audit::Audit;
+use crate::clients::{Agents, Collector};
+use crate::engine::{Escalation, Healer};
+use crate::policy::{PolicyError, PolicyFile};
+use crate::state::Store;
+
+/// What `hale healer` runs with. No `Debug`: it holds tokens.
+pub struct HealerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub policies: PathBuf,
+    /// Where agents are and their actuator token.
+    pub cluster: hale_core::ClusterConfig,
+    pub collector: String,
+    /// Bearer token for the healer's write endpoints (and accepted on the intake).
+    pub token: Option<String>,
+    /// Key of `X-Hale-Signature`, on the intake and on escalations.
+    pub webhook_secret: Option<Arc<[u8]>>,
+    pub escalation_webhooks: Vec<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HealerError {
+    #[error("reading policies {path}: {error}")]
+    ReadPolicies { path: PathBuf, error: std::io::Error },
+    #[error("policies {path}: {error}; check them with `hale policies check {path}`")]
+    Policies { path: PathBuf, error: PolicyError },
+    #[error("data dir {path}: {error}")]
+    DataDir { path: PathBuf, error: std::io::Error },
+    #[error("could not listen on {addr}: {error}; is another healer using it?")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+pub async fn run(
+    config: HealerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HealerError> {
+    let source = std::fs::read_to_string(&config.policies)
+        .map_err(|error| HealerError::ReadPolicies { path: config.policies.clone(), error })?;
+    let policies =
+        PolicyFile::parse(&source).map_err(|error| HealerError::Policies { path: config.policies.clone(), error })?;
+    let dir_err = |error| HealerError::DataDir { path: config.data_dir.clone(), error };
+    std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
+    let audit = Audit::open(&config.data_dir.join("audit.jsonl")).map_err(dir_err)?;
+    let store = Store::open(&config.data_dir.join("state.json"));
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| HealerError::Serve(std::io::Error::other(e)))?;
+    let agents = Agents {
+        by_node: config.cluster.nodes.iter().map(|n| (n.name.clone(), config.cluster.agent_listen(n))).collect(),
+        token: config.cluster.secrets.agent_token.clone(),
+        client: client.clone(),
+    };
+    let collector = Collector {
+        base: config.collector.trim_end_matches('/').to_string(),
+        client: client.clone(),
+        admin_token: Some(config.cluster.secrets.admin_token.clone()),
+    };
+    let healer = Arc::new(Healer {
+        policies,
+        store,
+        audit,
+        collector,
+        agents,
+        escalation: Escalation { urls: config.escalation_webhooks.clone(), secret: config.webhook_secret.clone() },
+        dry_run: config.dry_run,
+        metrics: Default::default(),
+        wake: Default::default(),
+        client,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| HealerError::Listen { addr: config.listen, error })?;
+    let worker = tokio::spawn(healer.clone().run());
+    tracing::info!(listen = %config.listen, policies = healer.policies.policies.len(), dry_run = config.dry_run, "healer serving");
+    let app = Arc::new(App { healer, auth: Auth { token: config.token, webhook_secret: config.webhook_secret } });
+    let result = axum::serve(listener, crate::api::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(HealerError::Serve);
+    worker.abort();
+    result
+}
