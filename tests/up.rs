@@ -451,3 +451,73 @@ async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook()
     assert_eq!(orders.map(|o| o["status"].clone()), Some(Value::from("page")));
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, _gateway, _prefix, collector) = start_with(tmp.path(), 5, &[]).await;
+    let config =
+        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
+            .expect("parse");
+    let healer = format!("http://{}", config.healer.listen);
+    let client = reqwest::Client::new();
+    let target = config.instances().into_iter().find(|i| i.name == "search-1").expect("search-1");
+    // Every replica seen ready first, so a failure is a ReplicaDown.
+    eventually("search-1 seen ready", Duration::from_secs(60), async || {
+        let v: Value = client
+            .get(format!("{collector}/api/v1/query"))
+            .query(&[("query", "max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h])")])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["data"]["result"][0]["value"][1] == "1").then_some(())
+    })
+    .await;
+    let pid_before = pid_of(&cluster.data_dir, "search-1");
+    let hung = Instant::now();
+    let r = client
+        .post(format!("http://{}/admin/chaos", target.listen))
+        .bearer_auth(&config.secrets.admin_token)
+        .json(&json!({"hang": true, "duration_secs": 120}))
+        .send()
+        .await
+        .expect("chaos");
+    assert!(r.status().is_success());
+    let action = eventually("a verified restart", Duration::from_secs(60), async || {
+        let v: Value = client.get(format!("{healer}/api/v1/actions")).send().await.ok()?.json().await.ok()?;
+        v["actions"]
+            .as_array()?
+            .iter()
+            .find(|a| a["target"]["instance"] == "search-1" && a["status"] == "succeeded")
+            .cloned()
+    })
+    .await;
+    println!("search-1 hung -> restarted by the healer and verified in {:?}", hung.elapsed());
+    assert_eq!(action["kind"], "restart");
+    assert_eq!(action["policy"], "restart-unready-replica");
+    assert_ne!(pid_of(&cluster.data_dir, "search-1"), pid_before, "a new process");
+    let ready: Value = client
+        .get(format!("http://{}/readyz", target.listen))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert_ne!(ready, Value::Null, "the new search-1 answers");
+    let audit = std::fs::read_to_string(cluster.data_dir.join("healer").join("audit.jsonl")).expect("audit");
+    let id = action["id"].as_str().expect("id");
+    let steps: Vec<String> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["action_id"] == id)
+        .filter_map(|r| r["event"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(steps, ["planned", "acting", "acted", "verified"]);
+    let metrics = client.get(format!("{healer}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("hale_healer_actions_total{action=\"restart\",result=\"succeeded\"} 1"), "{metrics}");
+    assert!(metrics.contains("hale_healer_mttr_seconds_count 1"), "{metrics}");
+}

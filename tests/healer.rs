@@ -1,0 +1,259 @@
+//! End to end: the real `hale healer` beside a real `hale collector` fed with probe
+//! results: unsigned, stale and forged webhooks are refused and change nothing; dry-run
+//! records what it would do and does nothing; pause, approval, rejection and the
+//! duplicate guard; `hale policies check`.
+
+mod common;
+
+use common::{Proc, eventually, free_addr};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const SECRET: &str = "healer-test-secret";
+const TOKEN: &str = "healer-test-token";
+
+const POLICIES: &str = r#"defaults:
+  cooldown: 1m
+policies:
+  - name: restart-unready
+    match: { alertname: ReplicaDown }
+    action: restart
+    verify: { timeout: 5s }
+  - name: restart-slow-with-approval
+    match: { alertname: SlowReplica }
+    action: restart
+    approval: true
+    approval_timeout: 1m
+"#;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    collector: SocketAddr,
+    healer: SocketAddr,
+    _procs: Vec<Proc>,
+}
+
+async fn start(dry_run: bool) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let collector = free_addr();
+    let out = dir.path().join("collector.out");
+    let mut c =
+        common::spawn_collector(collector, &dir.path().join("collector"), &out, &[], &[("HALE_ADMIN_TOKEN", "admin")]);
+    common::collector_ready(&mut c, collector, &out).await;
+    // The embedded cluster: its agents are not running, so no action can reach one.
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(&cluster, hale_core::DEFAULT_CLUSTER_TOML).expect("cluster");
+    let policies = dir.path().join("policies.yaml");
+    std::fs::write(&policies, POLICIES).expect("policies");
+    let healer = free_addr();
+    let log = std::fs::File::create(dir.path().join("healer.out")).expect("log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
+    cmd.args(["healer", "--listen", &healer.to_string(), "--data-dir"])
+        .arg(dir.path().join("healer"))
+        .arg("--policies")
+        .arg(&policies)
+        .arg("--cluster")
+        .arg(&cluster)
+        .args(["--collector", &format!("http://{collector}")])
+        .env("HALE_WEBHOOK_SECRET", SECRET)
+        .env("HALE_HEALER_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log);
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    let h = Proc(cmd.spawn().expect("spawn healer"));
+    eventually("healer ready", Duration::from_secs(30), async || {
+        reqwest::get(format!("http://{healer}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
+    Setup { dir, collector, healer, _procs: vec![c, h] }
+}
+
+/// Fresh probe results for search-1 (failing) and search-2 (ready).
+async fn probes(collector: SocketAddr) {
+    for (instance, node, ok) in [("search-1", "node-3", 0.0), ("search-2", "node-2", 1.0)] {
+        let labels = [("instance", instance), ("node", node), ("probe", "readyz"), ("service", "search")];
+        common::push_gauge(collector, "probe_success", &labels, ok).await;
+    }
+}
+
+fn payload(alertname: &str, instance: &str, starts_at: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "version": "4",
+        "status": "firing",
+        "receiver": "healer",
+        "groupLabels": {"alertname": alertname},
+        "extra": "unknown fields are ignored",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": alertname, "instance": instance, "node": "node-3", "service": "search"},
+            "annotations": {},
+            "startsAt": starts_at,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": format!("fp-{alertname}-{instance}"),
+        }],
+    }))
+    .expect("json")
+}
+
+async fn post(healer: SocketAddr, body: &[u8], signature: Option<String>, bearer: Option<&str>) -> (u16, Value) {
+    let mut r = reqwest::Client::new().post(format!("http://{healer}/hooks/alertmanager")).body(body.to_vec());
+    if let Some(s) = signature {
+        r = r.header(hale_core::webhook::SIGNATURE_HEADER, s);
+    }
+    if let Some(b) = bearer {
+        r = r.bearer_auth(b);
+    }
+    let r = r.send().await.expect("post");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn signed(body: &[u8]) -> Option<String> {
+    Some(hale_core::webhook::sign(SECRET.as_bytes(), now_s(), body))
+}
+
+async fn actions(healer: SocketAddr) -> Vec<Value> {
+    let v: Value =
+        reqwest::get(format!("http://{healer}/api/v1/actions")).await.expect("get").json().await.expect("json");
+    v["actions"].as_array().cloned().unwrap_or_default()
+}
+
+fn audit(dir: &Path) -> Vec<Value> {
+    let path: PathBuf = dir.join("healer").join("audit.jsonl");
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn events(dir: &Path) -> Vec<String> {
+    audit(dir).iter().filter_map(|r| r["event"].as_str().map(str::to_string)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_stale_and_forged_webhooks_are_refused_and_change_nothing() {
+    let s = start(false).await;
+    let body = payload("ReplicaDown", "search-1", "2026-01-01T00:00:00Z");
+    let (status, _) = post(s.healer, &body, None, None).await;
+    assert_eq!(status, 401, "unsigned");
+    let (status, reply) = post(s.healer, &body, Some(hale_core::webhook::sign(b"forged", now_s(), &body)), None).await;
+    assert_eq!(status, 401, "forged");
+    assert!(reply["error"]["message"].as_str().is_some_and(|m| m.contains("does not match")), "{reply}");
+    let (status, reply) =
+        post(s.healer, &body, Some(hale_core::webhook::sign(SECRET.as_bytes(), now_s() - 600, &body)), None).await;
+    assert_eq!(status, 401, "stale");
+    assert!(reply["error"]["message"].as_str().is_some_and(|m| m.contains("300 s")), "{reply}");
+    let other = payload("ReplicaDown", "search-2", "2026-01-01T00:00:00Z");
+    let (status, _) = post(s.healer, &other, signed(&body), None).await;
+    assert_eq!(status, 401, "a signature of another body");
+    let (status, _) = post(s.healer, &body, None, Some("wrong-token")).await;
+    assert_eq!(status, 401, "wrong bearer");
+    let (status, _) = post(s.healer, b"{not json", signed(b"{not json"), None).await;
+    assert_eq!(status, 400, "signed garbage is a bad request");
+    assert!(actions(s.healer).await.is_empty());
+    assert!(!events(s.dir.path()).iter().any(|e| e == "received"), "nothing was even received");
+    // The bearer token is accepted too (for a real Alertmanager's http_config).
+    let (status, reply) = post(s.healer, &body, None, Some(TOKEN)).await;
+    assert_eq!((status, reply["queued"].as_u64()), (200, Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_acts_on_nothing_and_records_everything() {
+    let s = start(true).await;
+    probes(s.collector).await;
+    let body = payload("ReplicaDown", "search-1", "2026-01-01T00:00:01Z");
+    let (status, _) = post(s.healer, &body, signed(&body), None).await;
+    assert_eq!(status, 200);
+    let list = eventually("a dry-run action", Duration::from_secs(10), async || {
+        Some(actions(s.healer).await).filter(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!(list[0]["status"], "dry_run");
+    assert_eq!(list[0]["kind"], "restart");
+    assert_eq!(list[0]["target"]["instance"], "search-1");
+    let ev = events(s.dir.path());
+    assert!(ev.contains(&"received".to_string()) && ev.contains(&"dry_run".to_string()), "{ev:?}");
+    assert!(!ev.iter().any(|e| e == "acting" || e == "acted"), "nothing done: {ev:?}");
+    let state: Value =
+        reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json");
+    assert_eq!(state["dry_run"], true);
+    assert!(state["targets"].as_object().is_none_or(|t| t.is_empty()), "a dry run counts for no cooldown: {state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_pause_approval_and_rejection() {
+    let s = start(false).await;
+    probes(s.collector).await;
+    let client = reqwest::Client::new();
+    // 100 copies of one alert in a burst: one is queued, 99 are duplicates.
+    let body = payload("SlowReplica", "search-1", "2026-01-01T00:00:02Z");
+    let mut queued = 0;
+    for _ in 0..100 {
+        let (status, reply) = post(s.healer, &body, signed(&body), None).await;
+        assert_eq!(status, 200);
+        queued += reply["queued"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(queued, 1);
+    let waiting = eventually("awaiting approval", Duration::from_secs(10), async || {
+        actions(s.healer).await.into_iter().find(|a| a["status"] == "awaiting_approval")
+    })
+    .await;
+    assert_eq!(actions(s.healer).await.len(), 1, "exactly one action");
+    let id = waiting["id"].as_str().expect("id").to_string();
+    // A second occurrence of the same alert while the first awaits: refused, in progress.
+    let again = payload("SlowReplica", "search-1", "2026-01-01T00:00:03Z");
+    post(s.healer, &again, signed(&again), None).await;
+    eventually("refused as in progress", Duration::from_secs(10), async || {
+        audit(s.dir.path())
+            .into_iter()
+            .find(|r| r["event"] == "refused" && r["reason"].as_str().is_some_and(|m| m.contains("in progress")))
+    })
+    .await;
+    // Approving needs the token; rejecting with it ends the action.
+    let url = format!("http://{}/api/v1/actions/{id}/reject", s.healer);
+    assert_eq!(client.post(&url).send().await.expect("post").status(), 401);
+    let r = client.post(&url).bearer_auth(TOKEN).send().await.expect("post");
+    assert_eq!(r.status(), 200);
+    let list = actions(s.healer).await;
+    assert_eq!(list[0]["status"], "rejected");
+    let r = client.post(&url).bearer_auth(TOKEN).send().await.expect("post");
+    assert_eq!(r.status(), 409, "answered once");
+
+    // Paused: everything is refused, and says why.
+    let r = client.post(format!("http://{}/api/v1/pause", s.healer)).bearer_auth(TOKEN).send().await.expect("pause");
+    assert_eq!(r.status(), 200);
+    let third = payload("ReplicaDown", "search-1", "2026-01-01T00:00:04Z");
+    post(s.healer, &third, signed(&third), None).await;
+    eventually("refused while paused", Duration::from_secs(10), async || {
+        audit(s.dir.path()).into_iter().find(|r| r["event"] == "refused" && r["reason"] == "the healer is paused")
+    })
+    .await;
+    assert_eq!(actions(s.healer).await.len(), 1);
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", s.healer)).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("hale_healer_paused 1"), "{metrics}");
+    assert!(metrics.contains("hale_healer_alerts_duplicate_total 99"), "{metrics}");
+    assert!(metrics.contains("hale_healer_decisions_total{decision=\"refused\"} 2"), "{metrics}");
+}
+
+#[test]
+fn policies_check_reports_lines() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/policies.yaml");
+    let ok = Command::new(env!("CARGO_BIN_EXE_hale")).args(["policies", "check", file]).output().expect("hale");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, POLICIES.replace("action: restart\n    verify", "action: reboot\n    verify")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_hale")).args(["policies", "check"]).arg(&bad).output().expect("hale");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:6: ", bad.display())) && err.contains("reboot"), "{err}");
+}
