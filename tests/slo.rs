@@ -136,15 +136,8 @@ async fn send(client: &reqwest::Client, addr: SocketAddr, body: Vec<u8>) {
 
 /// Firing SLO alerts as (service, tier).
 async fn firing(client: &reqwest::Client, addr: SocketAddr) -> Option<BTreeSet<(String, String)>> {
-    let body: Value = client
-        .get(format!("http://{addr}/api/v1/query"))
-        .query(&[("query", "ALERTS{alertstate=\"firing\"}")])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let url = format!("http://{addr}/api/v1/query");
+    let body = common::get_json(client, &url, &[("query", "ALERTS{alertstate=\"firing\"}")]).await?;
     let result = body["data"]["result"].as_array()?;
     Some(
         result

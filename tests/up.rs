@@ -235,15 +235,8 @@ async fn hale_up_walkthrough() {
 
     // The orders' own log lines reach the collector through the agents.
     eventually("order logs in the collector", Duration::from_secs(30), async || {
-        let body: Value = client
-            .get(format!("{collector}/api/v1/logs"))
-            .query(&[("service", "orders"), ("contains", "order placed"), ("limit", "5")])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let query = [("service", "orders"), ("contains", "order placed"), ("limit", "5")];
+        let body = common::get_json(&client, &format!("{collector}/api/v1/logs"), &query).await?;
         body["data"].as_array().filter(|lines| !lines.is_empty()).map(|_| ())
     })
     .await;
@@ -464,15 +457,8 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     let target = config.instances().into_iter().find(|i| i.name == "search-1").expect("search-1");
     // Every replica seen ready first, so a failure is a ReplicaDown.
     eventually("search-1 seen ready", Duration::from_secs(60), async || {
-        let v: Value = client
-            .get(format!("{collector}/api/v1/query"))
-            .query(&[("query", "max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h])")])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let q = "max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h])";
+        let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
         (v["data"]["result"][0]["value"][1] == "1").then_some(())
     })
     .await;

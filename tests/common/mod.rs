@@ -94,3 +94,8 @@ pub async fn collector_ready(proc: &mut Proc, addr: SocketAddr, out: &Path) {
     })
     .await;
 }
+
+/// GET `url` with `query` parameters as JSON; `None` on any failure (for polling).
+pub async fn get_json(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Option<serde_json::Value> {
+    client.get(url).query(query).send().await.ok()?.json().await.ok()
+}
