@@ -24,6 +24,17 @@ policies:
     match: { alertname: ReplicaDown }
     action: restart
     verify: { timeout: 5s }
+  - name: run-a-command
+    match: { alertname: DiskFilling }
+    action: exec
+    params:
+      command: "tee OUTFILE"
+      timeout: 5s
+  - name: tell-automation
+    match: { alertname: QueueBacklog }
+    action: webhook
+    params:
+      url: HOOKURL
   - name: restart-slow-with-approval
     match: { alertname: SlowReplica }
     action: restart
@@ -39,6 +50,10 @@ struct Setup {
 }
 
 async fn start(dry_run: bool) -> Setup {
+    start_with(dry_run, "http://127.0.0.1:9/unused").await
+}
+
+async fn start_with(dry_run: bool, hook_url: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let collector = free_addr();
     let out = dir.path().join("collector.out");
@@ -49,7 +64,9 @@ async fn start(dry_run: bool) -> Setup {
     let cluster = dir.path().join("cluster.toml");
     std::fs::write(&cluster, hale_core::DEFAULT_CLUSTER_TOML).expect("cluster");
     let policies = dir.path().join("policies.yaml");
-    std::fs::write(&policies, POLICIES).expect("policies");
+    let text =
+        POLICIES.replace("OUTFILE", &dir.path().join("exec.out").display().to_string()).replace("HOOKURL", hook_url);
+    std::fs::write(&policies, text).expect("policies");
     let healer = free_addr();
     let log = std::fs::File::create(dir.path().join("healer.out")).expect("log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
@@ -242,6 +259,51 @@ async fn duplicates_pause_approval_and_rejection() {
     assert!(metrics.contains("hale_healer_paused 1"), "{metrics}");
     assert!(metrics.contains("hale_healer_alerts_duplicate_total 99"), "{metrics}");
     assert!(metrics.contains("hale_healer_decisions_total{decision=\"refused\"} 2"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_webhook_actions_run_and_are_verified() {
+    // Outside automation: takes signed posts.
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>> = Default::default();
+    let hook = free_addr();
+    let listener = tokio::net::TcpListener::bind(hook).await.expect("bind");
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/automation",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                let sig =
+                    headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                store.lock().expect("lock").push((sig, body.to_vec()));
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let s = start_with(false, &format!("http://{hook}/automation")).await;
+    for (name, instance) in [("DiskFilling", "disk-a"), ("QueueBacklog", "queue-a")] {
+        let body = payload(name, instance, "2026-01-01T00:00:05Z");
+        assert_eq!(post(s.healer, &body, signed(&body), None).await.0, 200);
+    }
+    let done = eventually("both verified", Duration::from_secs(20), async || {
+        let list = actions(s.healer).await;
+        (list.len() == 2 && list.iter().all(|a| a["status"] == "succeeded")).then_some(list)
+    })
+    .await;
+    assert!(done.iter().any(|a| a["kind"] == "exec") && done.iter().any(|a| a["kind"] == "webhook"));
+    // The command got the alert on stdin.
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("exec.out")).expect("exec output"))
+            .expect("json");
+    assert_eq!(written["alert"]["labels"]["alertname"], "DiskFilling");
+    // Automation got a signed post.
+    let (sig, body) = got.lock().expect("lock").first().cloned().expect("a post");
+    hale_core::webhook::verify(SECRET.as_bytes(), sig.as_deref(), &body, now_s()).expect("signed");
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["alert"]["labels"]["alertname"], "QueueBacklog");
 }
 
 #[test]

@@ -393,6 +393,8 @@ impl Healer {
                 (Some(node), Some(instance)) => self.agents.restart(node, instance).await,
                 _ => Err("the alert names no node and instance to restart".into()),
             },
+            ActionKind::Exec => self.exec(&policy, &action).await,
+            ActionKind::Webhook => self.notify_automation(&policy, &action).await,
             other => Err(format!("{other:?} is not available in this build")),
         };
         if let Err(e) = result {
@@ -401,6 +403,67 @@ impl Healer {
         }
         self.audit("acted", base);
         self.verify_and_finish(id, silences).await;
+    }
+
+    /// Runs the policy's command (no shell: program and arguments split at whitespace)
+    /// with the alert as JSON on stdin; exit status 0 within the timeout is success.
+    async fn exec(&self, policy: &Policy, action: &Action) -> Result<(), String> {
+        let command = policy.params.get("command").cloned().unwrap_or_default();
+        let mut words = command.split_whitespace();
+        let program = words.next().ok_or("params.command is empty")?;
+        let timeout = policy
+            .params
+            .get("timeout")
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(30));
+        let input = serde_json::to_vec(
+            &json!({"action_id": action.id, "alert": action.alert, "target": target_json(&action.target)}),
+        )
+        .unwrap_or_default();
+        let mut child = tokio::process::Command::new(program)
+            .args(words)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting {program}: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&input).await;
+        }
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("{program} exited with {status}")),
+            Ok(Err(e)) => Err(format!("waiting for {program}: {e}")),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(format!("{program} did not finish within {}; killed", humantime::format_duration(timeout)))
+            }
+        }
+    }
+
+    /// Posts the alert to outside automation (signed like the collector's webhooks); a
+    /// 2xx is success.
+    async fn notify_automation(&self, policy: &Policy, action: &Action) -> Result<(), String> {
+        let url = policy.params.get("url").ok_or("params.url is missing")?;
+        let body = serde_json::to_vec(&json!({
+            "version": "hale-action/1",
+            "action_id": action.id,
+            "policy": action.policy,
+            "alert": action.alert,
+            "target": target_json(&action.target),
+        }))
+        .unwrap_or_default();
+        let mut req = self.client.post(url).timeout(Duration::from_secs(10)).header("content-type", "application/json");
+        if let Some(secret) = &self.escalation.secret {
+            req = req.header(
+                hale_core::webhook::SIGNATURE_HEADER,
+                hale_core::webhook::sign(secret, (now_ms() / 1000).max(0) as u64, &body),
+            );
+        }
+        let r = req.body(body).send().await.map_err(|e| format!("posting to automation: {}", e.without_url()))?;
+        if r.status().is_success() { Ok(()) } else { Err(format!("automation answered {}", r.status())) }
     }
 
     /// The alerts an action itself causes on its target, silenced for the verification
