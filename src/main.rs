@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_alert;
+mod chaos;
 mod seed;
 mod silence;
 mod up;
@@ -47,6 +48,8 @@ enum Command {
     Healer(Box<HealerArgs>),
     /// Healing policies: `hale policies check FILE...` validates them.
     Policies(PoliciesCommand),
+    /// Inject a fault into a running cluster: kill, hang, latency, errors, cpu, node-down.
+    Chaos(chaos::ChaosArgs),
 }
 
 /// No `Debug`: it holds tokens.
@@ -455,6 +458,7 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(hale_healer::run(config, up::shutdown_signal()).await?)
         }
         Command::Policies(PoliciesCommand { which: PoliciesWhich::Check { files } }) => check_policy_files(&files),
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Slo(SloCommand { which: SloWhich::Check { files } }) => check_slo_files(&files),
         Command::Slo(SloCommand { which: SloWhich::Export { format, time_scale, min_events, file } }) => {
             if format != "prometheus" {

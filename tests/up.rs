@@ -464,14 +464,12 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     .await;
     let pid_before = pid_of(&cluster.data_dir, "search-1");
     let hung = Instant::now();
-    let r = client
-        .post(format!("http://{}/admin/chaos", target.listen))
-        .bearer_auth(&config.secrets.admin_token)
-        .json(&json!({"hang": true, "duration_secs": 120}))
-        .send()
-        .await
-        .expect("chaos");
-    assert!(r.status().is_success());
+    let chaos = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["chaos", "hang", "search-1", "--duration", "120s", "--data-dir"])
+        .arg(&cluster.data_dir)
+        .output()
+        .expect("hale chaos");
+    assert!(chaos.status.success(), "{}", String::from_utf8_lossy(&chaos.stderr));
     let action = eventually("a verified restart", Duration::from_secs(60), async || {
         let v: Value = client.get(format!("{healer}/api/v1/actions")).send().await.ok()?.json().await.ok()?;
         v["actions"]
@@ -506,4 +504,49 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     let metrics = client.get(format!("{healer}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_healer_actions_total{action=\"restart\",result=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("hale_healer_mttr_seconds_count 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hale_chaos_kills_replicas_and_takes_nodes_down_and_up() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, _gateway, _prefix, _collector) = start_with(tmp.path(), 0, &[]).await;
+    let config =
+        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
+            .expect("parse");
+    let chaos = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .arg("chaos")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&cluster.data_dir)
+            .output()
+            .expect("hale chaos")
+    };
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+    let search2 = config.instances().into_iter().find(|i| i.name == "search-2").expect("search-2");
+    let before = pid_of(&cluster.data_dir, "search-2");
+    let out = chaos(&["kill", "search-2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let killed = Instant::now();
+    eventually("search-2 back", Duration::from_secs(30), async || {
+        let ready = client.get(format!("http://{}/readyz", search2.listen)).send().await.ok()?.status().is_success();
+        (ready && pid_of(&cluster.data_dir, "search-2") != before).then_some(())
+    })
+    .await;
+    println!("kill -9 search-2 -> ready again in {:?}", killed.elapsed());
+
+    let node3 = config.nodes.iter().find(|n| n.name == "node-3").expect("node-3");
+    let agent = format!("http://{}/healthz", config.agent_listen(node3));
+    let out = chaos(&["node-down", "node-3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(client.get(&agent).send().await.is_err(), "a frozen agent answers nothing");
+    let out = chaos(&["node-up", "node-3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("node-3's agent back", Duration::from_secs(10), async || {
+        client.get(&agent).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
+    let out = chaos(&["hang", "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no replica \"nobody\""));
 }

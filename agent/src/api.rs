@@ -70,7 +70,9 @@ pub fn router(agent: Arc<Agent>) -> Router {
 }
 
 async fn healthz(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
-    axum::Json(json!({"status": "alive", "node": agent.config.node, "data_dir": agent.config.data_dir}))
+    axum::Json(
+        json!({"status": "alive", "node": agent.config.node, "data_dir": agent.config.data_dir, "pid": std::process::id()}),
+    )
 }
 
 async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {

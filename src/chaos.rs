@@ -1,0 +1,197 @@
+//! `hale chaos`: faults for a running cluster, with its addresses and tokens read from
+//! the data dir (`cluster.toml`, as `hale up` wrote it).
+//!
+//! Replica faults go through the replica's `/admin/chaos` (hang, latency, errors, cpu) or
+//! are a real SIGKILL (kill). `node-down` freezes a node's agent and every replica it runs
+//! (SIGSTOP): a frozen process answers nothing and is not restarted by anyone, which is
+//! what a dead machine looks like from the network; `node-up` thaws them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hale_core::ClusterConfig;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    fault: Fault,
+    /// The cluster's data dir (where `hale up` wrote cluster.toml).
+    #[arg(long, global = true, default_value = ".hale")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Fault {
+    /// SIGKILL a replica (its agent restarts it).
+    Kill { instance: String },
+    /// Make a replica stop answering, alive but hung.
+    Hang {
+        instance: String,
+        #[arg(long, default_value = "60s")]
+        duration: String,
+    },
+    /// Add latency to every request of a replica.
+    Latency {
+        instance: String,
+        #[arg(long, default_value_t = 500)]
+        ms: u64,
+        #[arg(long, default_value = "60s")]
+        duration: String,
+    },
+    /// Answer a share of a replica's API requests with 500.
+    Errors {
+        instance: String,
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value = "60s")]
+        duration: String,
+    },
+    /// Burn one core in a replica.
+    Cpu {
+        instance: String,
+        #[arg(long, default_value = "60s")]
+        duration: String,
+    },
+    /// Freeze a node's agent and all its replicas, as if the machine died.
+    NodeDown { node: String },
+    /// Thaw a node frozen by node-down.
+    NodeUp { node: String },
+}
+
+fn seconds(text: &str) -> Result<u64> {
+    humantime::parse_duration(text)
+        .map(|d| d.as_secs().max(1))
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a duration; write 30s or 2m"))
+}
+
+fn cluster(data_dir: &std::path::Path) -> Result<ClusterConfig> {
+    let path = data_dir.join("cluster.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("reading {}; is a cluster running with --data-dir {}?", path.display(), data_dir.display())
+    })?;
+    ClusterConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+pub async fn run(args: ChaosArgs) -> Result<()> {
+    let cluster = cluster(&args.data_dir)?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let replica = |name: &str| -> Result<hale_core::Instance> {
+        cluster.instances().into_iter().find(|i| i.name == name).ok_or_else(|| {
+            let names: Vec<String> = cluster.instances().into_iter().map(|i| i.name).collect();
+            anyhow::anyhow!("no replica {name:?}; the cluster has {}", names.join(", "))
+        })
+    };
+    let inject = |instance: &str, body: Value| {
+        let target = replica(instance);
+        let (client, token) = (client.clone(), cluster.secrets.admin_token.clone());
+        async move {
+            let target = target?;
+            let r = client
+                .post(format!("http://{}/admin/chaos", target.listen))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("reaching {} at {}", target.name, target.listen))?;
+            if !r.status().is_success() {
+                bail!("{} answered {}: {}", target.name, r.status(), r.text().await.unwrap_or_default());
+            }
+            println!("{}: {}", target.name, r.text().await.unwrap_or_default());
+            Ok(())
+        }
+    };
+    match args.fault {
+        Fault::Hang { instance, duration } => {
+            inject(&instance, json!({"hang": true, "duration_secs": seconds(&duration)?})).await
+        }
+        Fault::Latency { instance, ms, duration } => {
+            inject(&instance, json!({"latency_ms": ms, "duration_secs": seconds(&duration)?})).await
+        }
+        Fault::Errors { instance, rate, duration } => {
+            if !(0.0..=1.0).contains(&rate) {
+                bail!("--rate must be between 0 and 1");
+            }
+            inject(&instance, json!({"error_rate": rate, "duration_secs": seconds(&duration)?})).await
+        }
+        Fault::Cpu { instance, duration } => inject(&instance, json!({"cpu_burn_secs": seconds(&duration)?})).await,
+        Fault::Kill { instance } => {
+            let target = replica(&instance)?;
+            let pid = processes(&client, &cluster, &target.node)
+                .await?
+                .into_iter()
+                .find(|(name, _)| *name == instance)
+                .and_then(|(_, pid)| pid)
+                .ok_or_else(|| anyhow::anyhow!("{instance} is not running"))?;
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).with_context(|| format!("SIGKILL {pid}"))?;
+            println!("{instance}: SIGKILL sent to {pid}");
+            Ok(())
+        }
+        Fault::NodeDown { node } => node_down(&client, &cluster, &args.data_dir, &node).await,
+        Fault::NodeUp { node } => node_up(&args.data_dir, &node),
+    }
+}
+
+/// (replica name, pid) of what a node's agent runs.
+async fn processes(
+    client: &reqwest::Client,
+    cluster: &ClusterConfig,
+    node: &str,
+) -> Result<Vec<(String, Option<u32>)>> {
+    let n = cluster.nodes.iter().find(|n| n.name == node).ok_or_else(|| anyhow::anyhow!("no node {node:?}"))?;
+    let url = format!("http://{}/api/v1/processes", cluster.agent_listen(n));
+    let v: Value =
+        client.get(&url).send().await.with_context(|| format!("reaching the agent of {node}"))?.json().await?;
+    Ok(v["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| (p["name"].as_str().unwrap_or("").to_string(), p["pid"].as_u64().map(|p| p as u32)))
+        .collect())
+}
+
+fn frozen_file(data_dir: &std::path::Path, node: &str) -> PathBuf {
+    data_dir.join(format!("chaos-{node}.frozen"))
+}
+
+async fn node_down(
+    client: &reqwest::Client,
+    cluster: &ClusterConfig,
+    data_dir: &std::path::Path,
+    node: &str,
+) -> Result<()> {
+    let n = cluster.nodes.iter().find(|n| n.name == node).ok_or_else(|| anyhow::anyhow!("no node {node:?}"))?;
+    let health: Value = client
+        .get(format!("http://{}/healthz", cluster.agent_listen(n)))
+        .send()
+        .await
+        .with_context(|| format!("reaching the agent of {node}; is it already down?"))?
+        .json()
+        .await?;
+    let agent =
+        health["pid"].as_u64().ok_or_else(|| anyhow::anyhow!("the agent of {node} does not say its pid"))? as u32;
+    let mut pids: Vec<u32> = processes(client, cluster, node).await?.into_iter().filter_map(|(_, p)| p).collect();
+    // The agent first, so it cannot react to its replicas stopping.
+    pids.insert(0, agent);
+    std::fs::write(frozen_file(data_dir, node), pids.iter().map(u32::to_string).collect::<Vec<_>>().join("\n"))?;
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP);
+    }
+    println!("{node}: down (agent and {} replicas frozen); `hale chaos node-up {node}` brings it back", pids.len() - 1);
+    Ok(())
+}
+
+fn node_up(data_dir: &std::path::Path, node: &str) -> Result<()> {
+    let path = frozen_file(data_dir, node);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{node} was not taken down by `hale chaos node-down`"))?;
+    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+    }
+    std::fs::remove_file(&path)?;
+    println!("{node}: up");
+    Ok(())
+}
