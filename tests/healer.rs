@@ -261,10 +261,13 @@ async fn duplicates_pause_approval_and_rejection() {
     assert!(metrics.contains("hale_healer_decisions_total{decision=\"refused\"} 2"), "{metrics}");
 }
 
+/// Posts a receiver got: (signature header, body).
+type Posts = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_webhook_actions_run_and_are_verified() {
     // Outside automation: takes signed posts.
-    let got: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>> = Default::default();
+    let got: Posts = Default::default();
     let hook = free_addr();
     let listener = tokio::net::TcpListener::bind(hook).await.expect("bind");
     let store = got.clone();
