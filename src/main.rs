@@ -54,19 +54,22 @@ enum Command {
 
 /// No `Debug`: it holds tokens.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct HealerArgs {
+    #[command(subcommand)]
+    sub: Option<HealerSub>,
     /// Address to serve on (the collector's webhooks come here).
     #[arg(long, default_value = "127.0.0.1:9465")]
     listen: SocketAddr,
     /// Where the audit log and the durable state live.
     #[arg(long, default_value = ".hale/healer")]
     data_dir: PathBuf,
-    /// Healing policies.
+    /// Healing policies (required).
     #[arg(long)]
-    policies: PathBuf,
-    /// The cluster's cluster.toml: where the node agents are, and their token.
+    policies: Option<PathBuf>,
+    /// The cluster's cluster.toml: where the node agents are, and their token (required).
     #[arg(long)]
-    cluster: PathBuf,
+    cluster: Option<PathBuf>,
     /// The collector's URL (queries, alerts, silences).
     #[arg(long, default_value = "http://127.0.0.1:9464")]
     collector: String,
@@ -82,6 +85,17 @@ struct HealerArgs {
     /// Shadow mode: record what every policy would do, do nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Subcommand)]
+enum HealerSub {
+    /// What a policy set would have done with recorded alerts (JSON lines: webhook
+    /// payloads, alerts, or the healer's audit log).
+    Replay {
+        #[arg(long)]
+        policies: PathBuf,
+        alerts: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -216,6 +230,35 @@ struct CollectorArgs {
     /// An SLO alert window needs at least this many events (default 0: no guard).
     #[arg(long)]
     slo_min_events: Option<u64>,
+}
+
+/// `hale healer replay`: one line per alert, then a summary.
+fn replay(policies: &std::path::Path, alerts: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(policies).with_context(|| format!("reading {}", policies.display()))?;
+    let file =
+        hale_healer::policy::PolicyFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", policies.display()))?;
+    let recorded = std::fs::read_to_string(alerts).with_context(|| format!("reading {}", alerts.display()))?;
+    let decisions =
+        hale_healer::replay::replay(&file, &recorded).map_err(|e| anyhow::anyhow!("{}: {e}", alerts.display()))?;
+    println!("{:<32}  {:<22}  {:<24}  {:<10}  {:<26}  WHY", "STARTS", "ALERT", "TARGET", "OUTCOME", "POLICY / ACTION");
+    let mut counts = std::collections::BTreeMap::new();
+    for d in &decisions {
+        *counts.entry(d.outcome).or_insert(0) += 1;
+        let policy = match (&d.policy, d.action) {
+            (Some(p), Some(a)) => format!(
+                "{p} / {}",
+                serde_json::to_value(a).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            ),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<32}  {:<22}  {:<24}  {:<10}  {:<26}  {}",
+            d.starts_at, d.alertname, d.target, d.outcome, policy, d.reason
+        );
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("{} alerts: {}", decisions.len(), summary.join(", "));
+    Ok(())
 }
 
 fn check_policy_files(files: &[PathBuf]) -> anyhow::Result<()> {
@@ -436,18 +479,24 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
         Command::Silence(args) => silence::run(args).await,
         Command::Healer(args) => {
+            if let Some(HealerSub::Replay { policies, alerts }) = args.sub {
+                return replay(&policies, &alerts);
+            }
             init_stderr_logging("info");
-            let source = std::fs::read_to_string(&args.cluster)
-                .with_context(|| format!("reading {}", args.cluster.display()))?;
+            let (Some(cluster_path), Some(policies)) = (args.cluster, args.policies) else {
+                bail!("hale healer needs --policies FILE and --cluster cluster.toml (hale up passes both)");
+            };
+            let source = std::fs::read_to_string(&cluster_path)
+                .with_context(|| format!("reading {}", cluster_path.display()))?;
             let cluster =
-                ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", args.cluster.display()))?;
+                ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", cluster_path.display()))?;
             if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
                 bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");
             }
             let config = hale_healer::HealerConfig {
                 listen: args.listen,
                 data_dir: args.data_dir,
-                policies: args.policies,
+                policies,
                 cluster,
                 collector: args.collector,
                 token: args.token,

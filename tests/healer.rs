@@ -322,3 +322,27 @@ fn policies_check_reports_lines() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:6: ", bad.display())) && err.contains("reboot"), "{err}");
 }
+
+#[test]
+fn replay_shows_what_policies_would_have_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies.yaml");
+    std::fs::write(&policies, POLICIES.replace("HOOKURL", "http://127.0.0.1:9/x")).expect("policies");
+    let alerts = dir.path().join("alerts.jsonl");
+    let lines = [
+        String::from_utf8(payload("ReplicaDown", "search-1", "2026-01-01T00:00:00Z")).expect("utf8"),
+        String::from_utf8(payload("ReplicaDown", "search-1", "2026-01-01T00:00:30Z")).expect("utf8"),
+        String::from_utf8(payload("Unknown", "search-1", "2026-01-01T00:00:40Z")).expect("utf8"),
+    ];
+    std::fs::write(&alerts, lines.join("\n")).expect("alerts");
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["healer", "replay", "--policies"])
+        .arg(&policies)
+        .arg(&alerts)
+        .output()
+        .expect("hale");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 alerts: 1 act, 1 no_policy, 1 refused"), "{text}");
+    assert!(text.contains("cooldown"), "{text}");
+}

@@ -1,0 +1,202 @@
+//! `hale healer replay`: what a policy set would have done with recorded alerts, decided
+//! in the order they started, with the same matching, duplicate guard, per-target limits
+//! and cooldowns the healer applies, in the alerts' own time. Checks that need the live
+//! cluster (stale telemetry, blast radius, last ready replica) cannot be replayed and are
+//! said to be skipped; every action is assumed to succeed.
+//!
+//! Input lines may be Alertmanager webhook payloads (`alerts[]`), single alerts
+//! (`labels`, `startsAt`), or the healer's own audit records of received alerts.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::Value;
+
+use crate::policy::{ActionKind, PolicyFile};
+use crate::state::{Labels, Target};
+
+/// One replayed alert and what would have happened to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub line: usize,
+    pub alertname: String,
+    pub target: String,
+    pub starts_at: String,
+    /// `act`, `dry_run`, `approval`, `refused`, `duplicate` or `no_policy`.
+    pub outcome: &'static str,
+    pub policy: Option<String>,
+    pub action: Option<ActionKind>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ReplayError {
+    pub line: usize,
+    pub message: String,
+}
+
+struct Recorded {
+    line: usize,
+    labels: Labels,
+    starts_at: String,
+    at_ms: i64,
+    fingerprint: String,
+}
+
+fn parse_time(text: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as i64)
+}
+
+fn alerts_of(line: usize, v: &Value) -> Result<Vec<Recorded>, ReplayError> {
+    let one = |a: &Value| -> Result<Option<Recorded>, ReplayError> {
+        if a.get("status").and_then(Value::as_str).is_some_and(|s| s != "firing") {
+            return Ok(None);
+        }
+        let labels: Labels = a["labels"]
+            .as_object()
+            .ok_or_else(|| ReplayError { line, message: "an alert without labels".into() })?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect();
+        let starts_at = a["startsAt"].as_str().or_else(|| a["starts_at"].as_str()).unwrap_or("").to_string();
+        let at_ms = parse_time(&starts_at)
+            .ok_or_else(|| ReplayError { line, message: format!("startsAt {starts_at:?} is not an RFC 3339 time") })?;
+        let fingerprint = a["fingerprint"].as_str().map_or_else(|| format!("{labels:?}"), str::to_string);
+        Ok(Some(Recorded { line, labels, starts_at, at_ms, fingerprint }))
+    };
+    if let Some(list) = v["alerts"].as_array() {
+        return Ok(list.iter().map(one).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect());
+    }
+    if v["event"] == "received" {
+        return Ok(one(&v["alert"])?.into_iter().collect());
+    }
+    if v["event"].is_string() {
+        return Ok(Vec::new()); // other audit records
+    }
+    Ok(one(v)?.into_iter().collect())
+}
+
+/// Replays `text` (JSON lines) against `policies`.
+pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, ReplayError> {
+    let mut alerts = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let v: Value =
+            serde_json::from_str(l).map_err(|e| ReplayError { line: i + 1, message: format!("not JSON: {e}") })?;
+        alerts.extend(alerts_of(i + 1, &v)?);
+    }
+    alerts.sort_by_key(|a| (a.at_ms, a.line));
+    let mut seen = HashSet::new();
+    let mut history: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for a in alerts {
+        let target = Target::from_labels(&a.labels);
+        let key = target.key();
+        let mut d = Decision {
+            line: a.line,
+            alertname: a.labels.get("alertname").cloned().unwrap_or_default(),
+            target: key.clone(),
+            starts_at: a.starts_at.clone(),
+            outcome: "no_policy",
+            policy: None,
+            action: None,
+            reason: String::new(),
+        };
+        if !seen.insert(format!("{}@{}", a.fingerprint, a.starts_at)) {
+            d.outcome = "duplicate";
+            out.push(d);
+            continue;
+        }
+        let Some(policy) = policies.matching(&a.labels) else {
+            out.push(d);
+            continue;
+        };
+        d.policy = Some(policy.name.clone());
+        d.action = Some(policy.action);
+        let limits = policies.effective(policy);
+        let recent: Vec<i64> = history
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|t| a.at_ms - t < limits.window.as_millis() as i64)
+            .collect();
+        let wait =
+            recent.len().checked_sub(1).map(|n| limits.cooldown.as_millis() as i64 * (1i64 << (n as u32).min(20)));
+        if recent.len() as u32 >= limits.max_actions {
+            d.outcome = "refused";
+            d.reason =
+                format!("{} actions on {key} within {}", recent.len(), humantime::format_duration(limits.window));
+        } else if let (Some(last), Some(wait)) = (recent.iter().max(), wait)
+            && a.at_ms - last < wait
+        {
+            d.outcome = "refused";
+            d.reason =
+                format!("cooldown: {} s since the last action, {} s needed", (a.at_ms - last) / 1000, wait / 1000);
+        } else if policy.dry_run {
+            d.outcome = "dry_run";
+        } else if policy.approval {
+            d.outcome = "approval";
+            d.reason = "waits for a human's approval".into();
+        } else {
+            d.outcome = "act";
+            history.entry(key).or_default().push(a.at_ms);
+        }
+        if matches!(policy.action, ActionKind::Restart | ActionKind::ScaleIn) && d.reason.is_empty() {
+            d.reason = "live checks (stale telemetry, blast radius, last ready replica) not replayed".into();
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICIES: &str = "defaults:\n  cooldown: 1m\n  max_actions: 2\n  window: 1h\npolicies:\n  - name: restart\n    match: { alertname: ReplicaDown }\n    action: restart\n";
+
+    fn alert(name: &str, instance: &str, at: &str) -> String {
+        serde_json::json!({"status": "firing", "labels": {"alertname": name, "instance": instance, "service": "search"}, "startsAt": at, "fingerprint": format!("{name}{instance}")}).to_string()
+    }
+
+    #[test]
+    fn replays_limits_in_the_alerts_time() {
+        let p = PolicyFile::parse(POLICIES).expect("policies");
+        let lines = [
+            alert("ReplicaDown", "s-1", "2026-01-01T00:00:00Z"),
+            alert("ReplicaDown", "s-1", "2026-01-01T00:00:00Z"),
+            alert("ReplicaDown", "s-1", "2026-01-01T00:00:30Z"),
+            alert("ReplicaDown", "s-1", "2026-01-01T00:01:10Z"),
+            alert("ReplicaDown", "s-1", "2026-01-01T00:05:00Z"),
+            alert("ReplicaDown", "s-2", "2026-01-01T00:00:10Z"),
+            alert("Other", "s-1", "2026-01-01T00:00:20Z"),
+            // An audit record and a webhook payload are read too.
+            serde_json::json!({"event": "received", "alert": {"labels": {"alertname": "ReplicaDown", "instance": "s-3"}, "starts_at": "2026-01-01T00:02:00Z", "fingerprint": "x"}}).to_string(),
+            serde_json::json!({"version": "4", "alerts": [{"status": "resolved", "labels": {"alertname": "ReplicaDown", "instance": "s-4"}, "startsAt": "2026-01-01T00:03:00Z"}]}).to_string(),
+        ];
+        let d = replay(&p, &lines.join("\n")).expect("replay");
+        let outcomes: Vec<(&str, &str)> = d.iter().map(|d| (d.target.as_str(), d.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("instance/s-1", "act"),
+                ("instance/s-1", "duplicate"),
+                ("instance/s-2", "act"),
+                ("instance/s-1", "no_policy"),
+                ("instance/s-1", "refused"),
+                ("instance/s-1", "act"),
+                ("instance/s-3", "act"),
+                ("instance/s-1", "refused"),
+            ]
+        );
+        assert!(d[4].reason.starts_with("cooldown"), "{:?}", d[4]);
+        assert!(d[7].reason.contains("2 actions"), "{:?}", d[7]);
+        let e = replay(&p, "{\"labels\": {}, \"startsAt\": \"yesterday\"}").expect_err("bad time");
+        assert_eq!(e.line, 1);
+        assert!(replay(&p, "\nnot json").expect_err("not json").line == 2);
+    }
+}
