@@ -550,3 +550,91 @@ async fn hale_chaos_kills_replicas_and_takes_nodes_down_and_up() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no replica \"nobody\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledged_write() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, gateway, _prefix, _collector) = start_with(tmp.path(), 2, &[]).await;
+    let config =
+        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
+            .expect("parse");
+    let healer = format!("http://{}", config.healer.listen);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let admin = token(&client, &gateway, "admin", "hale-admin").await;
+    let shopper = token(&client, &gateway, "shopper", "hale-shopper").await;
+    // Acknowledged writes before the fault: products, and orders that reserve stock.
+    let mut products = Vec::new();
+    for i in 0..5 {
+        let r = client
+            .post(format!("{gateway}/api/products"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": format!("Kept {i}"), "description": "must survive", "price_cents": 500, "stock": 10, "tags": []}))
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 201);
+        products.push(r.json::<Value>().await.expect("json")["id"].clone());
+    }
+    let mut orders = Vec::new();
+    for (i, p) in products.iter().take(2).enumerate() {
+        let r = client
+            .post(format!("{gateway}/api/orders"))
+            .bearer_auth(&shopper)
+            .header("idempotency-key", format!("failover-{i}"))
+            .json(&json!({"items": [{"product_id": p, "quantity": 1}], "shipping_address": "1 Main St", "card_number": "4242 4242 4242 4242"}))
+            .send()
+            .await
+            .expect("order");
+        assert_eq!(r.status(), 201);
+        orders.push(r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string());
+    }
+    let primary = config
+        .instances()
+        .into_iter()
+        .find(|i| i.service == ServiceKind::Catalog && i.role == hale_core::Role::Primary)
+        .expect("primary");
+    // The gateway must have seen the primary ready (so its loss is a CatalogPrimaryDown).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["chaos", "node-down", &primary.node, "--data-dir"])
+        .arg(&cluster.data_dir)
+        .output()
+        .expect("hale chaos");
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let lost = Instant::now();
+    let mut n = 0;
+    eventually("writes served again", Duration::from_secs(60), async || {
+        n += 1;
+        let r = client
+            .post(format!("{gateway}/api/products"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": format!("After {n}"), "description": "x", "price_cents": 1, "stock": 1, "tags": []}))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 201).then_some(())
+    })
+    .await;
+    println!("catalog primary's node lost -> writes served again in {:?}", lost.elapsed());
+    let action = eventually("a verified failover", Duration::from_secs(60), async || {
+        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+        v["actions"].as_array()?.iter().find(|a| a["kind"] == "failover" && a["status"] == "succeeded").cloned()
+    })
+    .await;
+    assert!(action["detail"].as_str().is_some_and(|d| d.contains("promoted") && d.contains(&primary.name)), "{action}");
+    // Every acknowledged write is still there.
+    for p in &products {
+        let r = client.get(format!("{gateway}/api/products/{p}")).send().await.expect("get product");
+        assert_eq!(r.status(), 200, "product {p}");
+    }
+    for o in &orders {
+        let r = client.get(format!("{gateway}/api/orders/{o}")).bearer_auth(&shopper).send().await.expect("get order");
+        assert_eq!(r.status(), 200, "order {o}");
+    }
+    let up = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["chaos", "node-up", &primary.node, "--data-dir"])
+        .arg(&cluster.data_dir)
+        .output()
+        .expect("hale chaos");
+    assert!(up.status.success());
+}

@@ -165,3 +165,85 @@ impl Agents {
         }
     }
 }
+
+/// The shop gateway's pool admin API.
+pub struct Gateway {
+    pub base: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+}
+
+/// A catalog replica as the gateway's pool knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolMember {
+    pub instance: String,
+    pub url: String,
+    pub ready: bool,
+}
+
+impl Gateway {
+    /// The catalog pool: members, and the primary writes go to.
+    pub async fn catalog(&self) -> Result<(Vec<PoolMember>, Option<String>), String> {
+        let v: Value = self
+            .client
+            .get(format!("{}/admin/pool", self.base))
+            .bearer_auth(&self.admin_token)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("asking the gateway for its pools: {}", e.without_url()))?
+            .json()
+            .await
+            .map_err(|e| format!("reading the gateway's pools: {}", e.without_url()))?;
+        let catalog = &v["catalog"];
+        let members = catalog["members"]
+            .as_array()
+            .ok_or("the gateway has no catalog pool")?
+            .iter()
+            .map(|m| PoolMember {
+                instance: m["instance"].as_str().unwrap_or("").to_string(),
+                url: m["url"].as_str().unwrap_or("").to_string(),
+                ready: m["ready"].as_bool().unwrap_or(false),
+            })
+            .collect();
+        Ok((members, catalog["primary"].as_str().map(str::to_string)))
+    }
+
+    /// Promotes `member` (it fences the old primary itself), then points the gateway's
+    /// writes at it at once instead of waiting for the next readiness round. Returns the
+    /// new epoch.
+    pub async fn promote(&self, member: &PoolMember) -> Result<u64, String> {
+        let reply = self
+            .client
+            .post(format!("{}/admin/promote", member.url.trim_end_matches('/')))
+            .bearer_auth(&self.admin_token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("promoting {}: {}", member.instance, e.without_url()))?;
+        let status = reply.status();
+        let body: Value = reply.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!(
+                "{} refused to be promoted: {status} {}",
+                member.instance,
+                body["error"]["message"].as_str().unwrap_or("")
+            ));
+        }
+        let epoch = body["epoch"].as_u64().ok_or_else(|| format!("{} did not say its new epoch", member.instance))?;
+        let r = self
+            .client
+            .put(format!("{}/admin/pool/catalog", self.base))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({"primary": member.instance, "epoch": epoch}))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("pointing the gateway at {}: {}", member.instance, e.without_url()))?;
+        if !r.status().is_success() {
+            // The gateway also adopts the highest epoch it sees on its own.
+            tracing::warn!(status = %r.status(), "the gateway refused the new primary; it will adopt it from readiness");
+        }
+        Ok(epoch)
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Audit;
-use crate::clients::{Agents, Collector};
+use crate::clients::{Agents, Collector, Gateway};
 use crate::now_ms;
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
 use crate::state::{Action, Alert, Labels, Status, Store, Target};
@@ -128,6 +128,7 @@ pub struct Healer {
     pub audit: Audit,
     pub collector: Collector,
     pub agents: Agents,
+    pub gateway: Gateway,
     pub escalation: Escalation,
     /// Shadow mode: every policy only records what it would do.
     pub dry_run: bool,
@@ -393,6 +394,7 @@ impl Healer {
                 (Some(node), Some(instance)) => self.agents.restart(node, instance).await,
                 _ => Err("the alert names no node and instance to restart".into()),
             },
+            ActionKind::Failover => self.failover(&action).await,
             ActionKind::Exec => self.exec(&policy, &action).await,
             ActionKind::Webhook => self.notify_automation(&policy, &action).await,
             other => Err(format!("{other:?} is not available in this build")),
@@ -401,8 +403,33 @@ impl Healer {
             self.finish(&id, Status::Failed, &e, &silences).await;
             return;
         }
-        self.audit("acted", base);
+        let detail =
+            self.store.read(|s| s.actions.iter().find(|a| a.id == id).map(|a| a.detail.clone())).unwrap_or_default();
+        let mut acted = base;
+        acted["detail"] = Value::from(detail);
+        self.audit("acted", acted);
         self.verify_and_finish(id, silences).await;
+    }
+
+    /// Promotes a ready catalog standby when the primary is not ready; the promotion fences
+    /// the old primary under the new epoch, so no write can land on it afterwards.
+    async fn failover(&self, action: &Action) -> Result<(), String> {
+        let (members, primary) = self.gateway.catalog().await?;
+        if let Some(p) = members.iter().find(|m| Some(&m.instance) == primary.as_ref() && m.ready) {
+            return Err(format!("{} is ready again; nothing to fail over", p.instance));
+        }
+        let candidate = members
+            .iter()
+            .find(|m| Some(&m.instance) != primary.as_ref() && m.ready)
+            .ok_or("no ready catalog standby to promote")?;
+        let epoch = self.gateway.promote(candidate).await?;
+        let detail = format!(
+            "promoted {} to primary under epoch {epoch}; {} is fenced",
+            candidate.instance,
+            primary.as_deref().unwrap_or("the old primary")
+        );
+        self.set_status(&action.id, Status::Running, &detail);
+        Ok(())
     }
 
     /// Runs the policy's command (no shell: program and arguments split at whitespace)
@@ -533,7 +560,7 @@ impl Healer {
                 a.status = status;
                 a.updated_ms = now;
                 if !detail.is_empty() {
-                    a.detail = detail.to_string();
+                    a.detail = if a.detail.is_empty() { detail.to_string() } else { format!("{}; {detail}", a.detail) };
                 }
                 Some(a.clone())
             })

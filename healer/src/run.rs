@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::api::{App, Auth};
 use crate::audit::Audit;
-use crate::clients::{Agents, Collector};
+use crate::clients::{Agents, Collector, Gateway};
 use crate::engine::{Escalation, Healer};
 use crate::policy::{PolicyError, PolicyFile};
 use crate::state::Store;
@@ -67,12 +67,18 @@ pub async fn run(
         client: client.clone(),
         admin_token: Some(config.cluster.secrets.admin_token.clone()),
     };
+    let gateway = Gateway {
+        base: format!("http://{}", config.cluster.gateway.listen),
+        admin_token: config.cluster.secrets.admin_token.clone(),
+        client: client.clone(),
+    };
     let healer = Arc::new(Healer {
         policies,
         store,
         audit,
         collector,
         agents,
+        gateway,
         escalation: Escalation { urls: config.escalation_webhooks.clone(), secret: config.webhook_secret.clone() },
         dry_run: config.dry_run,
         metrics: Default::default(),

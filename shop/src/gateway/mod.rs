@@ -55,6 +55,9 @@ pub struct GatewayState {
     upstream: Family<UpstreamLabels, Counter>,
     retries: Family<ServiceLabels, Counter>,
     ready_members: Family<ServiceLabels, Gauge>,
+    /// 1 while the catalog primary the gateway writes to is ready: the fastest signal of a
+    /// lost primary (the gateway checks it every 500 ms), which the healer fails over on.
+    primary_ready: Gauge,
 }
 
 impl GatewayState {
@@ -84,6 +87,12 @@ impl GatewayState {
         let upstream = Family::<UpstreamLabels, Counter>::default();
         let retries = Family::<ServiceLabels, Counter>::default();
         let ready_members = Family::<ServiceLabels, Gauge>::default();
+        let primary_ready = Gauge::default();
+        registry.register(
+            "shop_gateway_catalog_primary_ready",
+            "1 while the catalog primary writes go to is ready",
+            primary_ready.clone(),
+        );
         registry.register("shop_gateway_upstream_requests", "Requests sent to replicas, by outcome", upstream.clone());
         registry.register("shop_gateway_retries", "Requests retried on another replica", retries.clone());
         registry.register(
@@ -97,7 +106,7 @@ impl GatewayState {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(AppError::internal)?;
-        Ok(Arc::new(GatewayState { pools, client, readiness, upstream, retries, ready_members }))
+        Ok(Arc::new(GatewayState { pools, client, readiness, upstream, retries, ready_members, primary_ready }))
     }
 
     /// Checks every replica's `/readyz` each [`CHECK_INTERVAL`] until `shutdown`.
@@ -167,6 +176,7 @@ impl GatewayState {
         // Reads need any catalog replica; writes need the primary. The gateway stays ready
         // without it (reads still work) and says which, so callers that write can wait.
         let primary = self.pools.get(ServiceKind::Catalog).and_then(|p| p.primary());
+        self.primary_ready.set(i64::from(primary.as_ref().is_some_and(|m| m.is_ready())));
         let primary = json!({
             "instance": primary.as_ref().map(|m| m.instance.clone()),
             "ready": primary.as_ref().is_some_and(|m| m.is_ready()),
