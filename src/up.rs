@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// Also send alert notifications to this webhook (repeatable; signed).
     #[arg(long = "alert-webhook", value_name = "URL")]
     pub alert_webhooks: Vec<String>,
+    /// Where the healer escalates failed repairs (repeatable; signed).
+    #[arg(long = "escalation-webhook", value_name = "URL")]
+    pub escalation_webhooks: Vec<String>,
     /// The HMAC key webhooks are signed with; a random one is made when absent.
     #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
@@ -300,7 +303,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 config_file.display().to_string(),
                 "--collector".into(),
                 format!("http://{}", cluster.collector.listen),
-            ],
+            ]
+            .into_iter()
+            .chain(args.escalation_webhooks.iter().flat_map(|u| ["--escalation-webhook".to_string(), u.clone()]))
+            .collect(),
             env: vec![
                 ("HALE_WEBHOOK_SECRET".into(), webhook_secret.clone()),
                 ("HALE_HEALER_TOKEN".into(), cluster.secrets.admin_token.clone()),

@@ -261,31 +261,10 @@ async fn duplicates_pause_approval_and_rejection() {
     assert!(metrics.contains("hale_healer_decisions_total{decision=\"refused\"} 2"), "{metrics}");
 }
 
-/// Posts a receiver got: (signature header, body).
-type Posts = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>>;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_webhook_actions_run_and_are_verified() {
     // Outside automation: takes signed posts.
-    let got: Posts = Default::default();
-    let hook = free_addr();
-    let listener = tokio::net::TcpListener::bind(hook).await.expect("bind");
-    let store = got.clone();
-    let app = axum::Router::new().route(
-        "/automation",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let store = store.clone();
-            async move {
-                let sig =
-                    headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-                store.lock().expect("lock").push((sig, body.to_vec()));
-                "ok"
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (hook, got) = common::receiver("/automation").await;
     let s = start_with(false, &format!("http://{hook}/automation")).await;
     for (name, instance) in [("DiskFilling", "disk-a"), ("QueueBacklog", "queue-a")] {
         let body = payload(name, instance, "2026-01-01T00:00:05Z");
@@ -303,8 +282,9 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
             .expect("json");
     assert_eq!(written["alert"]["labels"]["alertname"], "DiskFilling");
     // Automation got a signed post.
-    let (sig, body) = got.lock().expect("lock").first().cloned().expect("a post");
-    hale_core::webhook::verify(SECRET.as_bytes(), sig.as_deref(), &body, now_s()).expect("signed");
+    let (_, headers, body) = got.lock().expect("lock").first().cloned().expect("a post");
+    let sig = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    hale_core::webhook::verify(SECRET.as_bytes(), sig, &body, now_s()).expect("signed");
     let body: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["alert"]["labels"]["alertname"], "QueueBacklog");
 }

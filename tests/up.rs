@@ -373,24 +373,7 @@ async fn hale_up_killed_with_sigkill_leaves_no_orphans() {
 async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook() {
     const SECRET: &str = "up-test-webhook-secret";
     // A webhook receiver that keeps what it is sent, with the time it arrived.
-    let got: std::sync::Arc<std::sync::Mutex<Vec<(Instant, axum::http::HeaderMap, axum::body::Bytes)>>> =
-        Default::default();
-    let hook = common::free_addr();
-    let listener = tokio::net::TcpListener::bind(hook).await.expect("bind receiver");
-    let store = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let store = store.clone();
-            async move {
-                store.lock().expect("lock").push((Instant::now(), headers, body));
-                "ok"
-            }
-        }),
-    );
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (hook, got) = common::receiver("/hook").await;
 
     let tmp = tempfile::tempdir().expect("tmp");
     let extra =
@@ -442,7 +425,6 @@ async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook()
         client.get(format!("{collector}/api/v1/slos")).send().await.expect("slos").json().await.expect("json");
     let orders = slos["data"].as_array().and_then(|a| a.iter().find(|s| s["slo"] == "checkout-availability")).cloned();
     assert_eq!(orders.map(|o| o["status"].clone()), Some(Value::from("page")));
-    server.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -637,4 +619,97 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         .output()
         .expect("hale chaos");
     assert!(up.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
+    const SECRET: &str = "crash-loop-test-secret";
+    let (hook, escalations) = common::receiver("/escalate").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let extra = vec![
+        "--escalation-webhook".to_string(),
+        format!("http://{hook}/escalate"),
+        "--webhook-secret".into(),
+        SECRET.into(),
+    ];
+    let (cluster, _gateway, _prefix, collector) = start_with(tmp.path(), 2, &extra).await;
+    let config =
+        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
+            .expect("parse");
+    let healer = format!("http://{}", config.healer.listen);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let target = config.instances().into_iter().find(|i| i.name == "search-2").expect("search-2");
+    eventually("search-2 seen ready", Duration::from_secs(60), async || {
+        let q = "max_over_time(probe_success{probe=\"readyz\",instance=\"search-2\"}[1h])";
+        let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
+        (v["data"]["result"][0]["value"][1] == "1").then_some(())
+    })
+    .await;
+    // Kill it and take its port: every restart now fails to bind and exits.
+    let squatter = loop {
+        if let Some(pid) = pid_of(&cluster.data_dir, "search-2") {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut bound = None;
+        while Instant::now() < deadline {
+            if let Ok(l) = std::net::TcpListener::bind(target.listen) {
+                bound = Some(l);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if let Some(l) = bound {
+            break l;
+        }
+    };
+    let failed = eventually("the repair fails and is escalated", Duration::from_secs(90), async || {
+        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+        v["actions"]
+            .as_array()?
+            .iter()
+            .find(|a| a["target"]["instance"] == "search-2" && a["status"] == "failed")
+            .cloned()
+    })
+    .await;
+    assert_eq!(failed["kind"], "restart");
+    let (_, headers, body) = eventually("the escalation arrives", Duration::from_secs(20), async || {
+        escalations.lock().expect("lock").first().cloned()
+    })
+    .await;
+    let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    hale_core::webhook::verify(SECRET.as_bytes(), signature, &body, now).expect("the escalation is signed");
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["version"], "hale-escalation/1");
+    assert_eq!(body["target"]["instance"], "search-2");
+    assert!(body["tried"].as_array().is_some_and(|t| !t.is_empty()), "{body}");
+    let state = common::get_json(&client, &format!("{healer}/api/v1/state"), &[]).await.expect("state");
+    assert!(state["targets"]["instance/search-2"]["needs_human"].is_string(), "{state}");
+    // A new occurrence is refused: a human has to reset the target first.
+    let payload = serde_json::to_vec(&json!({"alerts": [{
+        "status": "firing",
+        "labels": {"alertname": "ReplicaDown", "instance": "search-2", "node": target.node, "service": "search", "probe": "readyz"},
+        "startsAt": "2026-11-26T00:00:00Z",
+        "fingerprint": "crash-loop-again",
+    }]}))
+    .expect("json");
+    let r = client
+        .post(format!("{healer}/hooks/alertmanager"))
+        .header(hale_core::webhook::SIGNATURE_HEADER, hale_core::webhook::sign(SECRET.as_bytes(), now, &payload))
+        .body(payload)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    eventually("refused: needs a human", Duration::from_secs(10), async || {
+        let audit = std::fs::read_to_string(cluster.data_dir.join("healer").join("audit.jsonl")).ok()?;
+        audit.contains("needs a human").then_some(())
+    })
+    .await;
+    let actions = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await.expect("actions");
+    let on_target =
+        actions["actions"].as_array().map_or(0, |a| a.iter().filter(|a| a["target"]["instance"] == "search-2").count());
+    assert_eq!(on_target, 1, "no further actions");
+    drop(squatter);
 }

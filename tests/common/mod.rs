@@ -99,3 +99,29 @@ pub async fn collector_ready(proc: &mut Proc, addr: SocketAddr, out: &Path) {
 pub async fn get_json(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Option<serde_json::Value> {
     client.get(url).query(query).send().await.ok()?.json().await.ok()
 }
+
+/// Requests a [`receiver`] got: (arrival, headers, body).
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(Instant, axum::http::HeaderMap, axum::body::Bytes)>>>;
+
+/// An HTTP receiver on a free loopback address that records every POST to `path` and
+/// answers 200. The task ends with the test's runtime.
+pub async fn receiver(path: &str) -> (SocketAddr, Received) {
+    let addr = free_addr();
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
+    let got: Received = Default::default();
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        path,
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                store.lock().expect("lock").push((Instant::now(), headers, body));
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, got)
+}
