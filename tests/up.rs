@@ -713,3 +713,58 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     assert_eq!(on_target, 1, "no further actions");
     drop(squatter);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, gateway, _prefix, _collector) = start_with(tmp.path(), 2, &[]).await;
+    let config =
+        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
+            .expect("parse");
+    let healer = format!("http://{}", config.healer.listen);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    // node-3 runs search-1 and the catalog standby; the primary stays up.
+    let on_node3: Vec<String> = config.instances().into_iter().filter(|i| i.node == "node-3").map(|i| i.name).collect();
+    assert!(on_node3.contains(&"search-1".to_string()), "{on_node3:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["chaos", "node-down", "node-3", "--data-dir"])
+        .arg(&cluster.data_dir)
+        .output()
+        .expect("hale chaos");
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let lost = Instant::now();
+    let action = eventually("a verified reschedule", Duration::from_secs(90), async || {
+        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+        v["actions"].as_array()?.iter().find(|a| a["kind"] == "reschedule" && a["status"] == "succeeded").cloned()
+    })
+    .await;
+    println!("node-3 lost -> its replicas rescheduled and ready in {:?}: {}", lost.elapsed(), action["detail"]);
+    let started = action["started"].as_array().cloned().unwrap_or_default();
+    assert_eq!(started.len(), 1, "search-1 moves; the catalog standby does not: {action}");
+    assert_eq!(started[0][0], "search");
+    let name = started[0][1].as_str().expect("name").to_string();
+    assert!(!name.contains("node-3"), "{name}");
+    // The gateway sends searches to it.
+    let admin = &config.secrets.admin_token;
+    let pool: Value = client
+        .get(format!("{gateway}/admin/pool"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("pool")
+        .json()
+        .await
+        .expect("json");
+    let member =
+        pool["search"]["members"].as_array().and_then(|m| m.iter().find(|m| m["instance"] == name.as_str()).cloned());
+    assert_eq!(member.map(|m| m["ready"].clone()), Some(Value::from(true)), "{pool}");
+    let r = client.get(format!("{gateway}/api/search?q=kettle")).send().await.expect("search");
+    assert_eq!(r.status(), 200);
+    let up = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["chaos", "node-up", "node-3", "--data-dir"])
+        .arg(&cluster.data_dir)
+        .output()
+        .expect("up");
+    assert!(up.status.success());
+}

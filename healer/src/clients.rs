@@ -166,6 +166,35 @@ impl Agents {
     }
 }
 
+impl Agents {
+    /// Starts a new replica of `service` on `node` (from the agent's own template; the
+    /// agent picks the name and a free port). Returns (instance, listen address).
+    pub async fn start(&self, node: &str, service: &str) -> Result<(String, String), String> {
+        let r = self
+            .client
+            .post(format!("{}/api/v1/processes", self.base(node)?))
+            .bearer_auth(&self.token)
+            .json(&json!({"service": service}))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("asking the agent on {node} to start a {service} replica: {}", e.without_url()))?;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!(
+                "the agent on {node} refused: {status} {}",
+                body["error"]["message"].as_str().unwrap_or("")
+            ));
+        }
+        let p = &body["process"];
+        match (p["name"].as_str(), p["listen"].as_str()) {
+            (Some(name), Some(listen)) => Ok((name.to_string(), listen.to_string())),
+            _ => Err(format!("the agent on {node} did not say what it started")),
+        }
+    }
+}
+
 /// The shop gateway's pool admin API.
 pub struct Gateway {
     pub base: String,
@@ -207,6 +236,59 @@ impl Gateway {
             })
             .collect();
         Ok((members, catalog["primary"].as_str().map(str::to_string)))
+    }
+
+    /// Members of a service's pool: (instance, url, ready).
+    pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, String> {
+        let v: Value = self
+            .client
+            .get(format!("{}/admin/pool", self.base))
+            .bearer_auth(&self.admin_token)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("asking the gateway for its pools: {}", e.without_url()))?
+            .json()
+            .await
+            .map_err(|e| format!("reading the gateway's pools: {}", e.without_url()))?;
+        Ok(v[service]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| PoolMember {
+                instance: m["instance"].as_str().unwrap_or("").to_string(),
+                url: m["url"].as_str().unwrap_or("").to_string(),
+                ready: m["ready"].as_bool().unwrap_or(false),
+            })
+            .collect())
+    }
+
+    /// Adds a replica to a service's pool (the gateway checks its readiness before
+    /// sending it traffic).
+    pub async fn add_member(&self, service: &str, instance: &str, url: &str) -> Result<(), String> {
+        let mut members: Vec<Value> =
+            self.members(service).await?.into_iter().map(|m| json!({"instance": m.instance, "url": m.url})).collect();
+        if !members.iter().any(|m| m["instance"] == instance) {
+            members.push(json!({"instance": instance, "url": url}));
+        }
+        let r = self
+            .client
+            .put(format!("{}/admin/pool/{service}", self.base))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({"members": members}))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("adding {instance} to the gateway's {service} pool: {}", e.without_url()))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the gateway refused {instance} in its {service} pool: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ))
+        }
     }
 
     /// Promotes `member` (it fences the old primary itself), then points the gateway's

@@ -273,6 +273,7 @@ impl Healer {
             updated_ms: now,
             expires_ms: policy.approval.then(|| now + policy.approval_timeout.0.as_millis() as i64),
             detail: String::new(),
+            started: Vec::new(),
         };
         let saved = self.store.update(|s| {
             if status == Status::Running {
@@ -395,6 +396,7 @@ impl Healer {
                 _ => Err("the alert names no node and instance to restart".into()),
             },
             ActionKind::Failover => self.failover(&action).await,
+            ActionKind::Reschedule => self.reschedule(&action).await,
             ActionKind::Exec => self.exec(&policy, &action).await,
             ActionKind::Webhook => self.notify_automation(&policy, &action).await,
             other => Err(format!("{other:?} is not available in this build")),
@@ -430,6 +432,77 @@ impl Healer {
         );
         self.set_status(&action.id, Status::Running, &detail);
         Ok(())
+    }
+
+    /// Starts the replicas a lost node ran on the healthy nodes, least loaded first, and
+    /// adds them to the gateway's pools. The catalog is left to failover (a database
+    /// replica is not started blank elsewhere) and the gateway to humans.
+    async fn reschedule(&self, action: &Action) -> Result<(), String> {
+        let node = action.target.node.clone().ok_or("the alert names no node")?;
+        let lost = self
+            .collector
+            .query(&format!(
+                "max by (service, instance) (last_over_time(probe_success{{probe=\"readyz\",node={}}}[1h]))",
+                quote(&node)
+            ))
+            .await?;
+        let healthy = self
+            .collector
+            .query(&format!("node_load1{{node!={}}} and on (node) (time() - timestamp(node_load1) < 15)", quote(&node)))
+            .await?;
+        let mut nodes: Vec<(String, f64)> =
+            healthy.into_iter().filter_map(|(l, v)| l.get("node").map(|n| (n.clone(), v))).collect();
+        nodes.sort_by(|a, b| a.1.total_cmp(&b.1));
+        nodes.dedup_by(|a, b| a.0 == b.0);
+        if nodes.is_empty() {
+            return Err("no healthy node to move replicas to".into());
+        }
+        let mut started = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, (labels, _)) in lost.iter().enumerate() {
+            let (Some(service), Some(instance)) = (labels.get("service"), labels.get("instance")) else { continue };
+            if !["auth", "search", "orders"].contains(&service.as_str()) {
+                skipped.push(instance.clone());
+                continue;
+            }
+            let (target, _) = &nodes[i % nodes.len()];
+            let (name, listen) = self.agents.start(target, service).await?;
+            self.gateway.add_member(service, &name, &format!("http://{listen}")).await?;
+            started.push((service.clone(), name));
+        }
+        let detail = format!(
+            "started {} on {}{}",
+            if started.is_empty() {
+                "nothing".to_string()
+            } else {
+                started.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ")
+            },
+            nodes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; left {} to failover and humans", skipped.join(", "))
+            }
+        );
+        let id = action.id.clone();
+        let _ = self.store.update(|s| {
+            if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
+                a.started = started.clone();
+            }
+        });
+        self.set_status(&action.id, Status::Running, &detail);
+        Ok(())
+    }
+
+    /// Whether every replica an action started is ready in the gateway's pools.
+    async fn started_ready(&self, started: &[(String, String)]) -> Result<bool, String> {
+        for (service, name) in started {
+            let members = self.gateway.members(service).await?;
+            if !members.iter().any(|m| &m.instance == name && m.ready) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Runs the policy's command (no shell: program and arguments split at whitespace)
@@ -525,9 +598,15 @@ impl Healer {
         let deadline = tokio::time::Instant::now() + verify.timeout.0;
         let watched = watch_labels(&action.alert);
         loop {
-            let cleared = match &verify.query {
-                Some(q) => self.collector.query(&fill(q, &action.alert.labels)).await.map(|r| r.is_empty()),
-                None => self.collector.alert_active(&watched).await.map(|active| !active),
+            let current = self
+                .store
+                .read(|s| s.actions.iter().find(|a| a.id == id).map(|a| a.started.clone()))
+                .unwrap_or_default();
+            let cleared = match (&verify.query, action.kind) {
+                (Some(q), _) => self.collector.query(&fill(q, &action.alert.labels)).await.map(|r| r.is_empty()),
+                // A lost node stays lost: what is proven is that its replicas run elsewhere.
+                (None, ActionKind::Reschedule) => self.started_ready(&current).await,
+                (None, _) => self.collector.alert_active(&watched).await.map(|active| !active),
             };
             if cleared == Ok(true) {
                 let seconds = humantime::parse_rfc3339_weak(action.alert.starts_at.trim_end_matches('Z'))

@@ -106,6 +106,9 @@ pub struct Action {
     /// What happened, in words.
     #[serde(default)]
     pub detail: String,
+    /// Replicas the action started (reschedule, scale-out), verified by their readiness.
+    #[serde(default)]
+    pub started: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
