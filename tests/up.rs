@@ -91,6 +91,18 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs `hale chaos <args> --data-dir <data_dir>` and expects it to succeed.
+fn chaos(data_dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .arg("chaos")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("hale chaos");
+    assert!(out.status.success(), "hale chaos {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Starts `hale up --headless` on a private address range and waits for its banner.
 async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
     let (cluster, gateway, prefix, _) = start_with(tmp, load_rps, &[]).await;
@@ -446,12 +458,7 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     .await;
     let pid_before = pid_of(&cluster.data_dir, "search-1");
     let hung = Instant::now();
-    let chaos = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["chaos", "hang", "search-1", "--duration", "120s", "--data-dir"])
-        .arg(&cluster.data_dir)
-        .output()
-        .expect("hale chaos");
-    assert!(chaos.status.success(), "{}", String::from_utf8_lossy(&chaos.stderr));
+    chaos(&cluster.data_dir, &["hang", "search-1", "--duration", "120s"]);
     let action = eventually("a verified restart", Duration::from_secs(60), async || {
         let v: Value = client.get(format!("{healer}/api/v1/actions")).send().await.ok()?.json().await.ok()?;
         v["actions"]
@@ -577,12 +584,7 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         .expect("primary");
     // The gateway must have seen the primary ready (so its loss is a CatalogPrimaryDown).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let down = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["chaos", "node-down", &primary.node, "--data-dir"])
-        .arg(&cluster.data_dir)
-        .output()
-        .expect("hale chaos");
-    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    chaos(&cluster.data_dir, &["node-down", &primary.node]);
     let lost = Instant::now();
     let mut n = 0;
     eventually("writes served again", Duration::from_secs(60), async || {
@@ -613,12 +615,7 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         let r = client.get(format!("{gateway}/api/orders/{o}")).bearer_auth(&shopper).send().await.expect("get order");
         assert_eq!(r.status(), 200, "order {o}");
     }
-    let up = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["chaos", "node-up", &primary.node, "--data-dir"])
-        .arg(&cluster.data_dir)
-        .output()
-        .expect("hale chaos");
-    assert!(up.status.success());
+    chaos(&cluster.data_dir, &["node-up", &primary.node]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,12 +724,7 @@ async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
     let on_node3: Vec<String> = config.instances().into_iter().filter(|i| i.node == "node-3").map(|i| i.name).collect();
     assert!(on_node3.contains(&"search-1".to_string()), "{on_node3:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let down = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["chaos", "node-down", "node-3", "--data-dir"])
-        .arg(&cluster.data_dir)
-        .output()
-        .expect("hale chaos");
-    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    chaos(&cluster.data_dir, &["node-down", "node-3"]);
     let lost = Instant::now();
     let action = eventually("a verified reschedule", Duration::from_secs(90), async || {
         let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
@@ -761,10 +753,5 @@ async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
     assert_eq!(member.map(|m| m["ready"].clone()), Some(Value::from(true)), "{pool}");
     let r = client.get(format!("{gateway}/api/search?q=kettle")).send().await.expect("search");
     assert_eq!(r.status(), 200);
-    let up = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["chaos", "node-up", "node-3", "--data-dir"])
-        .arg(&cluster.data_dir)
-        .output()
-        .expect("up");
-    assert!(up.status.success());
+    chaos(&cluster.data_dir, &["node-up", "node-3"]);
 }

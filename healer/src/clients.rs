@@ -211,10 +211,8 @@ pub struct PoolMember {
 }
 
 impl Gateway {
-    /// The catalog pool: members, and the primary writes go to.
-    pub async fn catalog(&self) -> Result<(Vec<PoolMember>, Option<String>), String> {
-        let v: Value = self
-            .client
+    async fn pools(&self) -> Result<Value, String> {
+        self.client
             .get(format!("{}/admin/pool", self.base))
             .bearer_auth(&self.admin_token)
             .timeout(CALL_TIMEOUT)
@@ -223,35 +221,11 @@ impl Gateway {
             .map_err(|e| format!("asking the gateway for its pools: {}", e.without_url()))?
             .json()
             .await
-            .map_err(|e| format!("reading the gateway's pools: {}", e.without_url()))?;
-        let catalog = &v["catalog"];
-        let members = catalog["members"]
-            .as_array()
-            .ok_or("the gateway has no catalog pool")?
-            .iter()
-            .map(|m| PoolMember {
-                instance: m["instance"].as_str().unwrap_or("").to_string(),
-                url: m["url"].as_str().unwrap_or("").to_string(),
-                ready: m["ready"].as_bool().unwrap_or(false),
-            })
-            .collect();
-        Ok((members, catalog["primary"].as_str().map(str::to_string)))
+            .map_err(|e| format!("reading the gateway's pools: {}", e.without_url()))
     }
 
-    /// Members of a service's pool: (instance, url, ready).
-    pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, String> {
-        let v: Value = self
-            .client
-            .get(format!("{}/admin/pool", self.base))
-            .bearer_auth(&self.admin_token)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("asking the gateway for its pools: {}", e.without_url()))?
-            .json()
-            .await
-            .map_err(|e| format!("reading the gateway's pools: {}", e.without_url()))?;
-        Ok(v[service]["members"]
+    fn members_of(pools: &Value, service: &str) -> Vec<PoolMember> {
+        pools[service]["members"]
             .as_array()
             .into_iter()
             .flatten()
@@ -260,7 +234,21 @@ impl Gateway {
                 url: m["url"].as_str().unwrap_or("").to_string(),
                 ready: m["ready"].as_bool().unwrap_or(false),
             })
-            .collect())
+            .collect()
+    }
+
+    /// The catalog pool: members, and the primary writes go to.
+    pub async fn catalog(&self) -> Result<(Vec<PoolMember>, Option<String>), String> {
+        let pools = self.pools().await?;
+        if pools["catalog"].is_null() {
+            return Err("the gateway has no catalog pool".into());
+        }
+        Ok((Self::members_of(&pools, "catalog"), pools["catalog"]["primary"].as_str().map(str::to_string)))
+    }
+
+    /// Members of a service's pool.
+    pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, String> {
+        Ok(Self::members_of(&self.pools().await?, service))
     }
 
     /// Adds a replica to a service's pool (the gateway checks its readiness before
