@@ -755,3 +755,47 @@ async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
     assert_eq!(r.status(), 200);
     chaos(&cluster.data_dir, &["node-up", "node-3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_searches_scale_search_out_then_back_in() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 20, &[]).await;
+    let config =
+        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
+            .expect("parse");
+    let healer = format!("http://{}", config.healer.listen);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    eventually("search latency SLO measured", Duration::from_secs(60), async || {
+        let slos = common::get_json(&client, &format!("{collector}/api/v1/slos"), &[]).await?;
+        let search = slos["data"].as_array()?.iter().find(|s| s["slo"] == "latency")?.clone();
+        (search["status"] == "ok").then_some(())
+    })
+    .await;
+    // Both search replicas answer in 300 ms for 20 s: the latency SLO (99 % under 250 ms)
+    // pages, while their probes (400 ms timeout) still pass.
+    for name in ["search-1", "search-2"] {
+        chaos(&cluster.data_dir, &["latency", name, "--ms", "300", "--duration", "20s"]);
+    }
+    let out = eventually("a verified scale-out", Duration::from_secs(60), async || {
+        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+        v["actions"].as_array()?.iter().find(|a| a["kind"] == "scale_out" && a["status"] == "succeeded").cloned()
+    })
+    .await;
+    let name = out["started"][0][1].as_str().expect("started").to_string();
+    let admin = &config.secrets.admin_token;
+    let in_pool = async |name: &str| -> Option<bool> {
+        let pool: Value =
+            client.get(format!("{gateway}/admin/pool")).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
+        Some(pool["search"]["members"].as_array()?.iter().any(|m| m["instance"] == name && m["ready"] == true))
+    };
+    assert_eq!(in_pool(&name).await, Some(true), "the new replica serves searches");
+    // Once the page has been quiet for the stabilization window, it is taken back.
+    let back = eventually("a verified scale-in", Duration::from_secs(120), async || {
+        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+        v["actions"].as_array()?.iter().find(|a| a["kind"] == "scale_in" && a["status"] == "succeeded").cloned()
+    })
+    .await;
+    assert_eq!(back["started"][0][1], name.as_str());
+    assert_eq!(in_pool(&name).await, Some(false), "drained out of the pool");
+    assert!(pid_of(&cluster.data_dir, &name).is_none(), "and stopped");
+}

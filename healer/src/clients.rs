@@ -167,6 +167,26 @@ impl Agents {
 }
 
 impl Agents {
+    /// Stops (and forgets) a replica on `node`.
+    pub async fn stop(&self, node: &str, instance: &str) -> Result<(), String> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?)).map_err(|e| e.to_string())?;
+        url.path_segments_mut().map_err(|_| "bad agent URL".to_string())?.push(instance);
+        let r = self
+            .client
+            .delete(url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| format!("asking the agent on {node} to stop {instance}: {}", e.without_url()))?;
+        if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(format!("the agent on {node} refused to stop {instance}: {}", r.status()))
+        }
+    }
+
     /// Starts a new replica of `service` on `node` (from the agent's own template; the
     /// agent picks the name and a free port). Returns (instance, listen address).
     pub async fn start(&self, node: &str, service: &str) -> Result<(String, String), String> {
@@ -249,6 +269,39 @@ impl Gateway {
     /// Members of a service's pool.
     pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, String> {
         Ok(Self::members_of(&self.pools().await?, service))
+    }
+
+    /// Takes a replica out of a service's pool: no new requests go to it.
+    pub async fn remove_member(&self, service: &str, instance: &str) -> Result<(), String> {
+        let members: Vec<Value> = self
+            .members(service)
+            .await?
+            .into_iter()
+            .filter(|m| m.instance != instance)
+            .map(|m| json!({"instance": m.instance, "url": m.url}))
+            .collect();
+        self.put_members(service, members).await
+    }
+
+    async fn put_members(&self, service: &str, members: Vec<Value>) -> Result<(), String> {
+        let r = self
+            .client
+            .put(format!("{}/admin/pool/{service}", self.base))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({"members": members}))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("changing the gateway's {service} pool: {}", e.without_url()))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the gateway refused the {service} pool change: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ))
+        }
     }
 
     /// Adds a replica to a service's pool (the gateway checks its readiness before

@@ -212,6 +212,7 @@ impl Healer {
         }
         loop {
             self.expire_approvals();
+            self.scale_in_due().await;
             let next = self.store.read(|s| s.queue.front().cloned());
             let Some(alert) = next else {
                 tokio::select! {
@@ -274,6 +275,7 @@ impl Healer {
             expires_ms: policy.approval.then(|| now + policy.approval_timeout.0.as_millis() as i64),
             detail: String::new(),
             started: Vec::new(),
+            followed_by: None,
         };
         let saved = self.store.update(|s| {
             if status == Status::Running {
@@ -397,9 +399,10 @@ impl Healer {
             },
             ActionKind::Failover => self.failover(&action).await,
             ActionKind::Reschedule => self.reschedule(&action).await,
+            ActionKind::ScaleOut => self.scale_out(&action).await,
+            ActionKind::ScaleIn => self.scale_in(&action).await,
             ActionKind::Exec => self.exec(&policy, &action).await,
             ActionKind::Webhook => self.notify_automation(&policy, &action).await,
-            other => Err(format!("{other:?} is not available in this build")),
         };
         if let Err(e) = result {
             self.finish(&id, Status::Failed, &e, &silences).await;
@@ -446,17 +449,7 @@ impl Healer {
                 quote(&node)
             ))
             .await?;
-        let healthy = self
-            .collector
-            .query(&format!("node_load1{{node!={}}} and on (node) (time() - timestamp(node_load1) < 15)", quote(&node)))
-            .await?;
-        let mut nodes: Vec<(String, f64)> =
-            healthy.into_iter().filter_map(|(l, v)| l.get("node").map(|n| (n.clone(), v))).collect();
-        nodes.sort_by(|a, b| a.1.total_cmp(&b.1));
-        nodes.dedup_by(|a, b| a.0 == b.0);
-        if nodes.is_empty() {
-            return Err("no healthy node to move replicas to".into());
-        }
+        let nodes = self.healthy_nodes(&node).await?;
         let mut started = Vec::new();
         let mut skipped = Vec::new();
         for (i, (labels, _)) in lost.iter().enumerate() {
@@ -492,6 +485,143 @@ impl Healer {
         });
         self.set_status(&action.id, Status::Running, &detail);
         Ok(())
+    }
+
+    /// Nodes reporting fresh host metrics, least loaded first, but `exclude`.
+    async fn healthy_nodes(&self, exclude: &str) -> Result<Vec<(String, f64)>, String> {
+        let healthy = self
+            .collector
+            .query(&format!(
+                "node_load1{{node!={}}} and on (node) (time() - timestamp(node_load1) < 15)",
+                quote(exclude)
+            ))
+            .await?;
+        let mut nodes: Vec<(String, f64)> =
+            healthy.into_iter().filter_map(|(l, v)| l.get("node").map(|n| (n.clone(), v))).collect();
+        nodes.sort_by(|a, b| a.1.total_cmp(&b.1));
+        nodes.dedup_by(|a, b| a.0 == b.0);
+        if nodes.is_empty() {
+            return Err("no healthy node to start replicas on".into());
+        }
+        Ok(nodes)
+    }
+
+    /// One more replica of the alert's service, on the least loaded healthy node, in the
+    /// gateway's pool. Verified by its readiness; taken back by a scale-in once the
+    /// service has been quiet for the policy's `stabilization` (params, default 10m).
+    async fn scale_out(&self, action: &Action) -> Result<(), String> {
+        let service = action.target.service.clone().ok_or("the alert names no service")?;
+        if !["auth", "search", "orders"].contains(&service.as_str()) {
+            return Err(format!("{service} cannot be scaled out"));
+        }
+        let (node, _) = self.healthy_nodes("").await?.into_iter().next().ok_or("no healthy node")?;
+        let (name, listen) = self.agents.start(&node, &service).await?;
+        self.gateway.add_member(&service, &name, &format!("http://{listen}")).await?;
+        let id = action.id.clone();
+        let started = vec![(service.clone(), name.clone())];
+        let _ = self.store.update(|s| {
+            if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
+                a.started = started.clone();
+            }
+        });
+        self.set_status(&action.id, Status::Running, &format!("started {name} on {node}"));
+        Ok(())
+    }
+
+    /// Drains (out of the gateway's pool, then a pause for requests in flight) and stops
+    /// the replicas of the scale-out it follows.
+    async fn scale_in(&self, action: &Action) -> Result<(), String> {
+        let (service, name) = action.started.first().cloned().ok_or("nothing to scale in")?;
+        let node = self
+            .collector
+            .query(&format!("max by (node) (last_over_time(probe_success{{instance={}}}[1h]))", quote(&name)))
+            .await?
+            .first()
+            .and_then(|(l, _)| l.get("node").cloned())
+            .ok_or_else(|| format!("no node is known for {name}"))?;
+        self.gateway.remove_member(&service, &name).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.agents.stop(&node, &name).await?;
+        self.set_status(&action.id, Status::Running, &format!("drained and stopped {name} on {node}"));
+        Ok(())
+    }
+
+    /// Scale-outs whose service has been quiet for their stabilization window get a
+    /// scale-in (an action of its own, audited and verified like any other).
+    async fn scale_in_due(self: &Arc<Self>) {
+        let now = now_ms();
+        let due: Vec<Action> = self.store.read(|s| {
+            s.actions
+                .iter()
+                .filter(|a| a.kind == ActionKind::ScaleOut && a.status == Status::Succeeded && a.followed_by.is_none())
+                .cloned()
+                .collect()
+        });
+        for out in due {
+            let stabilization = self
+                .policies
+                .policies
+                .iter()
+                .find(|p| p.name == out.policy)
+                .and_then(|p| p.params.get("stabilization"))
+                .and_then(|t| humantime::parse_duration(t).ok())
+                .unwrap_or(Duration::from_secs(600));
+            if now - out.updated_ms < stabilization.as_millis() as i64 {
+                continue;
+            }
+            // Quiet: the alert that asked for more capacity is not active.
+            if self.collector.alert_active(&watch_labels(&out.alert)).await != Ok(false) {
+                continue;
+            }
+            if self.store.read(|s| s.paused) {
+                continue;
+            }
+            let id = new_id();
+            let action = Action {
+                id: id.clone(),
+                policy: out.policy.clone(),
+                kind: ActionKind::ScaleIn,
+                target: out.target.clone(),
+                alert: out.alert.clone(),
+                status: Status::Running,
+                created_ms: now,
+                updated_ms: now,
+                expires_ms: None,
+                detail: String::new(),
+                started: out.started.clone(),
+                followed_by: None,
+            };
+            let saved = self.store.update(|s| {
+                if let Some(o) = s.actions.iter_mut().find(|a| a.id == out.id) {
+                    o.followed_by = Some(id.clone());
+                }
+                s.actions.push(action.clone());
+            });
+            if saved.is_ok() {
+                self.audit("planned", json!({"action_id": id, "policy": out.policy, "action": ActionKind::ScaleIn, "target": target_json(&out.target), "after": out.id, "reason": format!("quiet for {}", humantime::format_duration(stabilization))}));
+                tokio::spawn(self.clone().execute(id));
+            }
+        }
+    }
+
+    /// Whether the replicas are out of the gateway's pools and stopped (no fresh probe).
+    async fn started_gone(&self, started: &[(String, String)]) -> Result<bool, String> {
+        for (service, name) in started {
+            if self.gateway.members(service).await?.iter().any(|m| &m.instance == name) {
+                return Ok(false);
+            }
+            let q = format!("time() - timestamp(probe_success{{probe=\"readyz\",instance={}}}) < 3", quote(name));
+            let fresh = self.collector.query(&q).await?;
+            // Probes of a stopped replica stop arriving... or say it is not ready.
+            let ready = self
+                .collector
+                .query(&format!("probe_success{{probe=\"readyz\",instance={}}} == 1", quote(name)))
+                .await?;
+            if !fresh.is_empty() && !ready.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Whether every replica an action started is ready in the gateway's pools.
@@ -605,7 +735,8 @@ impl Healer {
             let cleared = match (&verify.query, action.kind) {
                 (Some(q), _) => self.collector.query(&fill(q, &action.alert.labels)).await.map(|r| r.is_empty()),
                 // A lost node stays lost: what is proven is that its replicas run elsewhere.
-                (None, ActionKind::Reschedule) => self.started_ready(&current).await,
+                (None, ActionKind::Reschedule | ActionKind::ScaleOut) => self.started_ready(&current).await,
+                (None, ActionKind::ScaleIn) => self.started_gone(&current).await,
                 (None, _) => self.collector.alert_active(&watched).await.map(|active| !active),
             };
             if cleared == Ok(true) {

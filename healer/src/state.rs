@@ -109,6 +109,9 @@ pub struct Action {
     /// Replicas the action started (reschedule, scale-out), verified by their readiness.
     #[serde(default)]
     pub started: Vec<(String, String)>,
+    /// For a scale-out: the scale-in that later took its replicas back.
+    #[serde(default)]
+    pub followed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
