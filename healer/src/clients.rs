@@ -312,24 +312,7 @@ impl Gateway {
         if !members.iter().any(|m| m["instance"] == instance) {
             members.push(json!({"instance": instance, "url": url}));
         }
-        let r = self
-            .client
-            .put(format!("{}/admin/pool/{service}", self.base))
-            .bearer_auth(&self.admin_token)
-            .json(&json!({"members": members}))
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("adding {instance} to the gateway's {service} pool: {}", e.without_url()))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "the gateway refused {instance} in its {service} pool: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ))
-        }
+        self.put_members(service, members).await
     }
 
     /// Promotes `member` (it fences the old primary itself), then points the gateway's
