@@ -35,6 +35,13 @@ policies:
     action: webhook
     params:
       url: HOOKURL
+  - name: gated-by-budget
+    match: { alertname: CheckoutBurning }
+    action: webhook
+    params:
+      url: HOOKURL
+    approval: true
+    require_burn: { slo: checkout, window: 1h, above: 14.4 }
   - name: restart-slow-with-approval
     match: { alertname: SlowReplica }
     action: restart
@@ -287,6 +294,40 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
     hale_core::webhook::verify(SECRET.as_bytes(), sig, &body, now_s()).expect("signed");
     let body: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["alert"]["labels"]["alertname"], "QueueBacklog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_budget_gate_acts_only_on_a_fast_burn() {
+    let s = start(false).await;
+    let slo = [("sloth_id", "orders-checkout"), ("sloth_service", "orders"), ("sloth_slo", "checkout")];
+    let decide = async |starts: &str| {
+        let body = payload("CheckoutBurning", "orders-1", starts);
+        assert_eq!(post(s.healer, &body, signed(&body), None).await.0, 200);
+    };
+    // No SLO data at all: no action.
+    decide("2026-01-01T00:00:10Z").await;
+    eventually("refused for lack of data", Duration::from_secs(10), async || {
+        audit(s.dir.path()).into_iter().find(|r| r["reason"].as_str().is_some_and(|m| m.contains("no burn rate")))
+    })
+    .await;
+    // Burning 10× (a 1 % error ratio against a 0.1 % budget): below the gate.
+    common::push_gauge(s.collector, "slo:error_budget:ratio", &slo, 0.001).await;
+    common::push_gauge(s.collector, "slo:sli_error:ratio_rate1h", &slo, 0.01).await;
+    decide("2026-01-01T00:00:11Z").await;
+    eventually("refused below the gate", Duration::from_secs(10), async || {
+        audit(s.dir.path())
+            .into_iter()
+            .find(|r| r["reason"].as_str().is_some_and(|m| m.contains("acts only above 14.4")))
+    })
+    .await;
+    assert!(actions(s.healer).await.is_empty());
+    // Burning 20×: the action is taken (here it waits for approval).
+    common::push_gauge(s.collector, "slo:sli_error:ratio_rate1h", &slo, 0.02).await;
+    decide("2026-01-01T00:00:12Z").await;
+    eventually("acted on a fast burn", Duration::from_secs(10), async || {
+        actions(s.healer).await.into_iter().find(|a| a["status"] == "awaiting_approval")
+    })
+    .await;
 }
 
 #[test]

@@ -350,6 +350,29 @@ impl Healer {
                 ));
             }
         }
+        if let Some(gate) = &policy.require_burn {
+            let q = format!(
+                "slo:sli_error:ratio_rate{w}{{sloth_slo={s}}} / on (sloth_id) group_left slo:error_budget:ratio{{sloth_slo={s}}}",
+                w = gate.window,
+                s = quote(&gate.slo)
+            );
+            let burn = self.collector.query(&q).await?.first().map(|(_, v)| *v).filter(|v| v.is_finite());
+            match burn {
+                Some(b) if b > gate.above => {}
+                Some(b) => {
+                    return Err(format!(
+                        "{} burns {b:.1}× over {}; the policy acts only above {}×",
+                        gate.slo, gate.window, gate.above
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "no burn rate of {} over {}; no data is no reason to act",
+                        gate.slo, gate.window
+                    ));
+                }
+            }
+        }
         if matches!(policy.action, ActionKind::Restart | ActionKind::ScaleIn) {
             let (Some(service), Some(instance)) = (&target.service, &target.instance) else {
                 return Err("the alert names no service and instance to act on".into());

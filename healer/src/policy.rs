@@ -173,6 +173,21 @@ pub struct Policy {
     pub approval: bool,
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout: Dur,
+    /// Error-budget gate: act only while this SLO burns its budget at least this fast.
+    #[serde(default)]
+    pub require_burn: Option<BurnGate>,
+}
+
+/// "Act only while the SLO burns fast": a burn rate over one of Sloth's windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnGate {
+    /// The SLO's name (`sloth_slo`), e.g. `checkout-availability`.
+    pub slo: String,
+    /// One of 5m, 30m, 1h, 2h, 6h, 1d, 3d, 30d.
+    pub window: String,
+    /// The burn rate must be above this (14.4: the fast-burn page).
+    pub above: f64,
 }
 
 fn default_approval_timeout() -> Dur {
@@ -243,6 +258,14 @@ impl PolicyFile {
                     return fail("a webhook action needs params.url (http:// or https://)".into());
                 }
                 _ => {}
+            }
+            if let Some(g) = &p.require_burn
+                && !["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"].contains(&g.window.as_str())
+            {
+                return fail(format!(
+                    "require_burn.window {:?}: use one of 5m, 30m, 1h, 2h, 6h, 1d, 3d, 30d",
+                    g.window
+                ));
             }
             if let Some(q) = &p.verify.query
                 && let Some(bad) = unknown_placeholder(q)
