@@ -5,12 +5,12 @@
 //! resolved notification, so every trial starts from a healthy cluster.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hale_core::{ClusterConfig, ServiceKind};
+use hale_core::ServiceKind;
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -27,17 +27,6 @@ pub struct AlertArgs {
 type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
 
 const SECRET: &str = "bench-alert-webhook-secret";
-
-/// Kills `hale up` (and so its children) when the benchmark ends.
-struct Up(std::process::Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
 
 async fn receiver(received: Received) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the webhook receiver")?;
@@ -97,38 +86,13 @@ async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> Option<Ins
 pub async fn alert(args: AlertArgs) -> Result<()> {
     let received: Received = Default::default();
     let hook = receiver(received.clone()).await?;
-    let dir = std::env::temp_dir().join(format!("hale-bench-alert-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    // A loopback range and ports of its own, beside any `hale up` already running.
-    let n = std::process::id() % 200;
-    let (prefix, control, offset) = (format!("127.201.{n}"), format!("127.201.{n}.254"), 20_000 + (n as u16) * 10);
-    let out = std::fs::File::create(dir.join("up.out"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["up", "--headless", "--load-rps", "20", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--ip-prefix", &prefix, "--control-ip", &control, "--port-offset", &offset.to_string()])
-        .args(["--alert-webhook", &format!("http://{hook}/hook"), "--webhook-secret", SECRET])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("starting hale up")?;
-    let up = Up(child);
-    eprintln!("starting the demo cluster in {} ...", dir.display());
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(dir.join("up.out")).unwrap_or_default();
-        if text.contains("Hale demo cluster is up") {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("hale up did not start within 2 minutes:\n{text}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let config = ClusterConfig::parse(&std::fs::read_to_string(dir.join("data").join("cluster.toml"))?)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let extra: Vec<String> =
+        ["--load-rps", "20", "--alert-webhook", &format!("http://{hook}/hook"), "--webhook-secret", SECRET]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let cluster = crate::bench_cluster::DemoCluster::start("alert", &extra).await?;
+    let config = &cluster.config;
     // Replicas whose loss pages and nothing else: search and auth (a catalog primary
     // would fail over, the gateway is alone).
     let targets: Vec<_> = config
@@ -178,7 +142,5 @@ pub async fn alert(args: AlertArgs) -> Result<()> {
         pick(0.99),
         latencies.last().copied().unwrap_or(0.0)
     );
-    drop(up);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

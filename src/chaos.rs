@@ -62,6 +62,18 @@ enum Fault {
     NodeUp { node: String },
 }
 
+impl ChaosArgs {
+    /// `hale chaos node-down <node>` on a cluster's data dir (for benchmarks).
+    pub fn node_down(node: &str, data_dir: &std::path::Path) -> ChaosArgs {
+        ChaosArgs { fault: Fault::NodeDown { node: node.to_string() }, data_dir: data_dir.to_path_buf() }
+    }
+
+    /// `hale chaos node-up <node>`.
+    pub fn node_up(node: &str, data_dir: &std::path::Path) -> ChaosArgs {
+        ChaosArgs { fault: Fault::NodeUp { node: node.to_string() }, data_dir: data_dir.to_path_buf() }
+    }
+}
+
 fn seconds(text: &str) -> Result<u64> {
     humantime::parse_duration(text)
         .map(|d| d.as_secs().max(1))

@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_alert;
+mod bench_cluster;
+mod bench_heal;
 mod chaos;
 mod seed;
 mod silence;
@@ -168,6 +170,8 @@ enum BenchWhich {
     Ingest(bench::IngestArgs),
     /// Time fault -> signed webhook in a demo cluster of its own.
     Alert(bench_alert::AlertArgs),
+    /// Time the healer's repairs (kill -9, hang, failover) in demo clusters of its own.
+    Heal(bench_heal::HealArgs),
 }
 
 /// No `Debug`: it holds a token.
@@ -476,6 +480,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Agent(args) => agent(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Alert(args) }) => bench_alert::alert(args).await,
+        Command::Bench(BenchCommand { which: BenchWhich::Heal(args) }) => bench_heal::heal(args).await,
         Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
         Command::Silence(args) => silence::run(args).await,
         Command::Healer(args) => {

@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// Also send alert notifications to this webhook (repeatable; signed).
     #[arg(long = "alert-webhook", value_name = "URL")]
     pub alert_webhooks: Vec<String>,
+    /// Healing policies to run instead of the embedded config/policies.yaml.
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
     /// Where the healer escalates failed repairs (repeatable; signed).
     #[arg(long = "escalation-webhook", value_name = "URL")]
     pub escalation_webhooks: Vec<String>,
@@ -263,7 +266,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         collector_args.extend(["--alert-webhook".to_string(), hook.clone()]);
     }
     let policies_file = data_dir.join("policies.yaml");
-    std::fs::write(&policies_file, DEFAULT_POLICIES).with_context(|| format!("writing {}", policies_file.display()))?;
+    let policies = match &args.policies {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => DEFAULT_POLICIES.to_string(),
+    };
+    hale_healer::policy::PolicyFile::parse(&policies).map_err(|e| anyhow::anyhow!("policies: {e}"))?;
+    std::fs::write(&policies_file, policies).with_context(|| format!("writing {}", policies_file.display()))?;
 
     // Each node's agent supervises that node's replicas; hale up supervises the agents
     // and the collector they ship to.

@@ -1,0 +1,195 @@
+//! `hale bench heal`: the healer's figures in demo clusters of its own, over many trials:
+//! kill -9 → replica ready again (the agent's restart), hang → restarted by the healer and
+//! verified, and the catalog primary's node lost → writes served again (a fresh cluster
+//! per failover trial: the old primary stays fenced).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use crate::bench_cluster::DemoCluster;
+
+#[derive(Debug, clap::Args)]
+pub struct HealArgs {
+    /// Kill and hang trials, each.
+    #[arg(long, default_value_t = 10)]
+    pub trials: usize,
+    /// Failover trials (a cluster each).
+    #[arg(long, default_value_t = 3)]
+    pub failover_trials: usize,
+}
+
+/// Limits loose enough to act on every trial; everything else as the defaults.
+const POLICIES: &str = r#"defaults:
+  cooldown: 1s
+  max_actions: 1000
+  window: 1m
+policies:
+  - name: restart-unready-replica
+    match: { alertname: ReplicaDown }
+    match_re: { service: "auth|search|orders" }
+    action: restart
+    verify: { timeout: 20s }
+  - name: failover-catalog
+    match: { alertname: CatalogPrimaryDown }
+    action: failover
+    verify: { timeout: 20s }
+"#;
+
+async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f().await {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn summary(what: &str, mut v: Vec<f64>) {
+    if v.is_empty() {
+        return;
+    }
+    v.sort_by(f64::total_cmp);
+    let pick = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    println!(
+        "{what} over {} trials: p50 {:.2} s, p90 {:.2} s, p99 {:.2} s, max {:.2} s",
+        v.len(),
+        pick(0.5),
+        pick(0.9),
+        pick(0.99),
+        v.last().copied().unwrap_or(0.0)
+    );
+}
+
+async fn start(policies: &std::path::Path) -> Result<DemoCluster> {
+    let extra = ["--load-rps", "5", "--policies", &policies.display().to_string()].map(str::to_string);
+    let cluster = DemoCluster::start("heal", &extra).await?;
+    // Every replica seen ready first, so a failure is a ReplicaDown.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    Ok(cluster)
+}
+
+pub async fn heal(args: HealArgs) -> Result<()> {
+    let policies = std::env::temp_dir().join(format!("hale-bench-heal-policies-{}.yaml", std::process::id()));
+    std::fs::write(&policies, POLICIES)?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let (mut killed, mut hung, mut failed_over) = (Vec::new(), Vec::new(), Vec::new());
+    {
+        let cluster = start(&policies).await?;
+        let config = &cluster.config;
+        let targets: Vec<_> = config
+            .instances()
+            .into_iter()
+            .filter(|i| ["auth-1", "auth-2", "search-1", "search-2"].contains(&i.name.as_str()))
+            .collect();
+        let ready = |addr: std::net::SocketAddr| {
+            let client = client.clone();
+            async move { client.get(format!("http://{addr}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) }
+        };
+        for trial in 0..args.trials {
+            let target = &targets[trial % targets.len()];
+            let node = config.nodes.iter().find(|n| n.name == target.node).ok_or_else(|| anyhow::anyhow!("no node"))?;
+            let list: Value = client
+                .get(format!("http://{}/api/v1/processes", config.agent_listen(node)))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let pid = list["processes"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["name"] == target.name.as_str()))
+                .and_then(|p| p["pid"].as_u64());
+            let Some(pid) = pid else { bail!("{} has no pid", target.name) };
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)?;
+            let t0 = Instant::now();
+            let back =
+                until("ready after kill -9", Duration::from_secs(30), async || ready(target.listen).await).await?;
+            let s = back.duration_since(t0).as_secs_f64();
+            eprintln!("kill -9 {:<9} -> ready again in {s:.2} s", target.name);
+            killed.push(s);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let healer = format!("http://{}", config.healer.listen);
+        for trial in 0..args.trials {
+            let target = &targets[trial % targets.len()];
+            let since = hale_healer::now_ms();
+            let t0 = Instant::now();
+            let r = client
+                .post(format!("http://{}/admin/chaos", target.listen))
+                .bearer_auth(&config.secrets.admin_token)
+                .json(&json!({"hang": true, "duration_secs": 120}))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("chaos on {}: {}", target.name, r.status());
+            }
+            let done = until("restarted and verified", Duration::from_secs(60), async || {
+                let Ok(r) = client.get(format!("{healer}/api/v1/actions")).send().await else { return false };
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                v["actions"].as_array().is_some_and(|a| {
+                    a.iter().any(|a| {
+                        a["target"]["instance"] == target.name.as_str()
+                            && a["status"] == "succeeded"
+                            && a["created_ms"].as_i64().is_some_and(|c| c >= since)
+                    })
+                })
+            })
+            .await?;
+            let s = done.duration_since(t0).as_secs_f64();
+            eprintln!("hang {:<12} -> restarted and verified in {s:.2} s", target.name);
+            hung.push(s);
+            until("ready", Duration::from_secs(30), async || ready(target.listen).await).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    for _ in 0..args.failover_trials {
+        let cluster = start(&policies).await?;
+        let config = &cluster.config;
+        let gateway = format!("http://{}", config.gateway.listen);
+        let token: Value = client
+            .post(format!("{gateway}/oauth/token"))
+            .form(&[("grant_type", "password"), ("username", "admin"), ("password", "hale-admin")])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = token["access_token"].as_str().unwrap_or_default().to_string();
+        let primary = config
+            .instances()
+            .into_iter()
+            .find(|i| i.service == hale_core::ServiceKind::Catalog && i.role == hale_core::Role::Primary)
+            .ok_or_else(|| anyhow::anyhow!("no primary"))?;
+        let args = crate::chaos::ChaosArgs::node_down(&primary.node, &cluster.data_dir());
+        crate::chaos::run(args).await?;
+        let t0 = Instant::now();
+        let mut n = 0;
+        let back = until("writes served again", Duration::from_secs(60), async || {
+            n += 1;
+            let body =
+                json!({"name": format!("bench {n}"), "description": "x", "price_cents": 1, "stock": 1, "tags": []});
+            client
+                .post(format!("{gateway}/api/products"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 201)
+        })
+        .await?;
+        let s = back.duration_since(t0).as_secs_f64();
+        eprintln!("{}'s node {} lost -> writes served again in {s:.2} s", primary.name, primary.node);
+        failed_over.push(s);
+        let up = crate::chaos::ChaosArgs::node_up(&primary.node, &cluster.data_dir());
+        crate::chaos::run(up).await?;
+    }
+    let _ = std::fs::remove_file(&policies);
+    summary("kill -9 -> replica ready again", killed);
+    summary("hang -> restarted by the healer and verified", hung);
+    summary("catalog primary's node lost -> writes served again", failed_over);
+    Ok(())
+}
