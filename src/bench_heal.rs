@@ -30,6 +30,7 @@ policies:
     match: { alertname: ReplicaDown }
     match_re: { service: "auth|search|orders" }
     action: restart
+    params: { grace: 0s }
     verify: { timeout: 20s }
   - name: failover-catalog
     match: { alertname: CatalogPrimaryDown }

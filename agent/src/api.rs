@@ -87,13 +87,21 @@ async fn list(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
     axum::Json(json!({"node": agent.config.node, "processes": agent.supervisor.list()}))
 }
 
+/// `?grace_ms=N` replaces the grace before SIGKILL (0: kill at once, for a hung replica).
 async fn restart(
     State(agent): State<Arc<Agent>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&agent, &headers)?;
-    agent.supervisor.restart(&name).await?;
+    let grace = match form_urlencoded::parse(query.unwrap_or_default().as_bytes()).find(|(k, _)| k == "grace_ms") {
+        Some((_, v)) => Some(std::time::Duration::from_millis(v.parse::<u64>().map_err(|_| {
+            ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("grace_ms {v:?} is not a number of milliseconds"))
+        })?)),
+        None => None,
+    };
+    agent.supervisor.restart_with_grace(&name, grace).await?;
     tracing::warn!(process = %name, "restart requested through the actuator");
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"restarted": name}))))
 }

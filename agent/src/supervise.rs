@@ -81,7 +81,8 @@ struct Entry {
 }
 
 enum Command {
-    Restart(oneshot::Sender<()>),
+    /// Restart; the duration, when given, replaces the grace before SIGKILL.
+    Restart(oneshot::Sender<()>, Option<Duration>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -149,7 +150,13 @@ impl Supervisor {
     /// Restarts a process now (SIGTERM, then a fresh start with the backoff reset).
     /// Returns once the new process has been spawned.
     pub async fn restart(&self, name: &str) -> Result<(), SuperviseError> {
-        let done = self.send(name, Command::Restart)?;
+        self.restart_with_grace(name, None).await
+    }
+
+    /// `restart` with another grace before SIGKILL: a replica that is hung will not finish
+    /// its requests, so waiting for it only delays the repair.
+    pub async fn restart_with_grace(&self, name: &str, grace: Option<Duration>) -> Result<(), SuperviseError> {
+        let done = self.send(name, |done| Command::Restart(done, grace))?;
         let _ = done.await;
         Ok(())
     }
@@ -273,7 +280,7 @@ async fn keep_running(
                 });
                 match wait_or_command(&mut commands, backoff).await {
                     Some(Command::Stop(done)) => return finish(&table, &spec.name, done),
-                    Some(Command::Restart(done)) => {
+                    Some(Command::Restart(done, _)) => {
                         let _ = done.send(());
                     }
                     None => {}
@@ -318,7 +325,7 @@ async fn keep_running(
                 });
                 match wait_or_command(&mut commands, wait).await {
                     Some(Command::Stop(done)) => return finish(&table, &spec.name, done),
-                    Some(Command::Restart(done)) => {
+                    Some(Command::Restart(done, _)) => {
                         backoff = BACKOFF_START;
                         let _ = done.send(());
                     }
@@ -327,9 +334,13 @@ async fn keep_running(
             }
             command = commands.recv() => {
                 update(&table, &spec.name, |en| en.state = State::Stopping);
+                let grace = match &command {
+                    Some(Command::Restart(_, Some(g))) => *g,
+                    _ => grace,
+                };
                 terminate(&mut child, grace).await;
                 match command {
-                    Some(Command::Restart(done)) => {
+                    Some(Command::Restart(done, _)) => {
                         tracing::info!(process = %spec.name, "process restarted on request");
                         update(&table, &spec.name, |en| {
                             en.restarts += 1;
@@ -511,6 +522,27 @@ mod tests {
         sup.shutdown().await;
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(kill(Pid::from_raw(pid as i32), None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_restart_takes_the_grace_it_is_given() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let marker = dir.path().join("trapped");
+        // The child says when it ignores SIGTERM, so no signal races its `trap`.
+        let script = format!("trap '' TERM; touch {}; while true; do sleep 0.05; done", marker.display());
+        // A short default grace, so the final stop is quick; each restart names its own.
+        let sup = Supervisor::new(Duration::from_millis(100));
+        sup.start(spec("stubborn", &script, dir.path())).expect("start");
+        wait_until(|| marker.exists()).await;
+        let started = Instant::now();
+        sup.restart_with_grace("stubborn", Some(Duration::from_millis(1500))).await.expect("restart");
+        assert!(started.elapsed() >= Duration::from_millis(1400), "it ignored SIGTERM for the grace");
+        std::fs::remove_file(&marker).expect("rm");
+        wait_until(|| marker.exists()).await;
+        let started = Instant::now();
+        sup.restart_with_grace("stubborn", Some(Duration::ZERO)).await.expect("restart");
+        assert!(started.elapsed() < Duration::from_secs(1), "no grace: killed at once");
+        sup.stop("stubborn").await.expect("stop");
     }
 
     #[tokio::test]

@@ -143,11 +143,15 @@ impl Agents {
             .ok_or_else(|| format!("no agent is known for node {node:?}"))
     }
 
-    /// Restarts a replica through its node's agent.
-    pub async fn restart(&self, node: &str, instance: &str) -> Result<(), String> {
+    /// Restarts a replica through its node's agent; `grace` replaces the agent's wait
+    /// between SIGTERM and SIGKILL.
+    pub async fn restart(&self, node: &str, instance: &str, grace: Option<Duration>) -> Result<(), String> {
         let mut url =
             reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?)).map_err(|e| e.to_string())?;
         url.path_segments_mut().map_err(|_| "bad agent URL".to_string())?.push(instance).push("restart");
+        if let Some(g) = grace {
+            url.query_pairs_mut().append_pair("grace_ms", &g.as_millis().to_string());
+        }
         let r = self
             .client
             .post(url)

@@ -417,7 +417,10 @@ impl Healer {
         self.audit("acting", base.clone());
         let result = match action.kind {
             ActionKind::Restart => match (&action.target.node, &action.target.instance) {
-                (Some(node), Some(instance)) => self.agents.restart(node, instance).await,
+                (Some(node), Some(instance)) => {
+                    let grace = policy.params.get("grace").and_then(|g| humantime::parse_duration(g).ok());
+                    self.agents.restart(node, instance, grace).await
+                }
                 _ => Err("the alert names no node and instance to restart".into()),
             },
             ActionKind::Failover => self.failover(&action).await,
