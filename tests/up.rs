@@ -737,20 +737,16 @@ async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
     assert_eq!(started[0][0], "search");
     let name = started[0][1].as_str().expect("name").to_string();
     assert!(!name.contains("node-3"), "{name}");
-    // The gateway sends searches to it.
+    // The gateway sends searches to it (its readiness is checked every 500 ms; two clusters
+    // on two cores can make one check time out, so allow a few seconds).
     let admin = &config.secrets.admin_token;
-    let pool: Value = client
-        .get(format!("{gateway}/admin/pool"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .expect("pool")
-        .json()
-        .await
-        .expect("json");
-    let member =
-        pool["search"]["members"].as_array().and_then(|m| m.iter().find(|m| m["instance"] == name.as_str()).cloned());
-    assert_eq!(member.map(|m| m["ready"].clone()), Some(Value::from(true)), "{pool}");
+    eventually("the new replica ready in the gateway's pool", Duration::from_secs(15), async || {
+        let pool: Value =
+            client.get(format!("{gateway}/admin/pool")).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
+        let member = pool["search"]["members"].as_array()?.iter().find(|m| m["instance"] == name.as_str())?.clone();
+        (member["ready"] == true).then_some(())
+    })
+    .await;
     let r = client.get(format!("{gateway}/api/search?q=kettle")).send().await.expect("search");
     assert_eq!(r.status(), 200);
     chaos(&cluster.data_dir, &["node-up", "node-3"]);
@@ -788,7 +784,10 @@ async fn slow_searches_scale_search_out_then_back_in() {
             client.get(format!("{gateway}/admin/pool")).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
         Some(pool["search"]["members"].as_array()?.iter().any(|m| m["instance"] == name && m["ready"] == true))
     };
-    assert_eq!(in_pool(&name).await, Some(true), "the new replica serves searches");
+    eventually("the new replica serves searches", Duration::from_secs(15), async || {
+        (in_pool(&name).await == Some(true)).then_some(())
+    })
+    .await;
     // Once the page has been quiet for the stabilization window, it is taken back.
     let back = eventually("a verified scale-in", Duration::from_secs(120), async || {
         let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
