@@ -795,6 +795,18 @@ async fn slow_searches_scale_search_out_then_back_in() {
     })
     .await;
     assert_eq!(back["started"][0][1], name.as_str());
+    // The alerts a scale-in itself causes (its replica's telemetry stops) are silenced,
+    // linked to the action.
+    let silences = common::get_json(&client, &format!("{collector}/api/v1/silences"), &[]).await.expect("silences");
+    let linked = silences["data"].as_array().map_or(0, |l| {
+        l.iter()
+            .filter(|s| {
+                s["comment"].as_str().is_some_and(|c| c.contains(back["id"].as_str().unwrap_or("?")))
+                    && s["status"]["state"] == "active"
+            })
+            .count()
+    });
+    assert_eq!(linked, 3, "{silences}");
     assert_eq!(in_pool(&name).await, Some(false), "drained out of the pool");
     assert!(pid_of(&cluster.data_dir, &name).is_none(), "and stopped");
 }

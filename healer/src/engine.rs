@@ -725,21 +725,37 @@ impl Healer {
     /// The alerts an action itself causes on its target, silenced for the verification
     /// time and linked to the action.
     async fn silence_side_effects(&self, action: &Action, policy: &Policy) -> Vec<String> {
-        let caused: &[&str] = match action.kind {
-            ActionKind::Restart => &["ReplicaNeverReady", "CrashLooping", "TelemetryStale"],
-            _ => &[],
+        // A restart makes its replica briefly unready and counts a restart; a scale-in ends
+        // a replica for good, so its telemetry stops (TelemetryStale looks back an hour).
+        let (caused, lasting): (&[&str], bool) = match action.kind {
+            ActionKind::Restart => (&["ReplicaNeverReady", "CrashLooping", "TelemetryStale"], false),
+            ActionKind::ScaleIn => (&["TelemetryStale", "ReplicaDown", "ReplicaNeverReady"], true),
+            _ => (&[], false),
         };
-        let Some(instance) = &action.target.instance else { return Vec::new() };
-        let until = now_ms() + policy.verify.timeout.0.as_millis() as i64 + 60_000;
+        let instances: Vec<String> = match action.kind {
+            ActionKind::ScaleIn => action.started.iter().map(|(_, n)| n.clone()).collect(),
+            _ => action.target.instance.iter().cloned().collect(),
+        };
+        let until = if lasting {
+            now_ms() + 65 * 60_000
+        } else {
+            now_ms() + policy.verify.timeout.0.as_millis() as i64 + 60_000
+        };
         let mut ids = Vec::new();
-        for name in caused {
-            let matchers: BTreeMap<String, String> =
-                [("alertname".to_string(), name.to_string()), ("instance".to_string(), instance.clone())]
-                    .into_iter()
-                    .collect();
-            match self.collector.silence(&matchers, until, &format!("hale-healer action {}", action.id)).await {
-                Ok(id) => ids.push(id),
-                Err(e) => self.audit("silence_failed", json!({"action_id": action.id, "alertname": name, "reason": e})),
+        for instance in &instances {
+            for name in caused {
+                let matchers: BTreeMap<String, String> =
+                    [("alertname".to_string(), name.to_string()), ("instance".to_string(), instance.clone())]
+                        .into_iter()
+                        .collect();
+                match self.collector.silence(&matchers, until, &format!("hale-healer action {}", action.id)).await {
+                    // Silences of a replica that is gone for good outlive the action.
+                    Ok(id) if !lasting => ids.push(id),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.audit("silence_failed", json!({"action_id": action.id, "alertname": name, "reason": e}))
+                    }
+                }
             }
         }
         ids
