@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Proc, eventually, free_addr, need};
+use common::{Proc, eventually, free_addr};
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -114,17 +114,7 @@ async fn promql_answers_match_prometheus() {
     let tmp = tempfile::tempdir().expect("tmp");
     let prom_addr = free_addr();
     std::fs::write(tmp.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
-    let _prometheus = Proc(
-        Command::new(need("prometheus"))
-            .arg(format!("--config.file={}", tmp.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus"),
-    );
+    let _prometheus = common::spawn_prometheus(tmp.path(), prom_addr);
     let hale_addr = free_addr();
     let _collector = Proc(
         Command::new(env!("CARGO_BIN_EXE_hale"))

@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{Proc, eventually, free_addr, need};
+use common::{eventually, free_addr, need};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
@@ -168,17 +168,7 @@ async fn prometheus_with_the_export_fires_what_the_collector_fires() {
     .expect("config");
 
     let prom_addr = free_addr();
-    let _prometheus = Proc(
-        Command::new(need("prometheus"))
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus"),
-    );
+    let _prometheus = common::spawn_prometheus(dir.path(), prom_addr);
     let hale_addr = free_addr();
     let out = dir.path().join("collector.out");
     let args: Vec<String> = [

@@ -91,6 +91,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The cluster as `hale up` ran it (the data dir's cluster.toml).
+fn effective_config(data_dir: &Path) -> ClusterConfig {
+    ClusterConfig::parse(&std::fs::read_to_string(data_dir.join("cluster.toml")).expect("cluster.toml")).expect("parse")
+}
+
 /// Runs `hale chaos <args> --data-dir <data_dir>` and expects it to succeed.
 fn chaos(data_dir: &Path, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_hale"))
@@ -400,9 +405,7 @@ async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook()
     })
     .await;
 
-    let config =
-        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
-            .expect("parse");
+    let config = effective_config(&cluster.data_dir);
     let injected = Instant::now();
     for replica in config.instances().into_iter().filter(|i| i.service == ServiceKind::Orders) {
         let r = client
@@ -443,9 +446,7 @@ async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook()
 async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (cluster, _gateway, _prefix, collector) = start_with(tmp.path(), 5, &[]).await;
-    let config =
-        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
-            .expect("parse");
+    let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::new();
     let target = config.instances().into_iter().find(|i| i.name == "search-1").expect("search-1");
@@ -499,9 +500,7 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
 async fn hale_chaos_kills_replicas_and_takes_nodes_down_and_up() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (cluster, _gateway, _prefix, _collector) = start_with(tmp.path(), 0, &[]).await;
-    let config =
-        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
-            .expect("parse");
+    let config = effective_config(&cluster.data_dir);
     let chaos = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_hale"))
             .arg("chaos")
@@ -544,9 +543,7 @@ async fn hale_chaos_kills_replicas_and_takes_nodes_down_and_up() {
 async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledged_write() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (cluster, gateway, _prefix, _collector) = start_with(tmp.path(), 2, &[]).await;
-    let config =
-        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
-            .expect("parse");
+    let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
     let admin = token(&client, &gateway, "admin", "hale-admin").await;
@@ -630,9 +627,7 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
         SECRET.into(),
     ];
     let (cluster, _gateway, _prefix, collector) = start_with(tmp.path(), 2, &extra).await;
-    let config =
-        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
-            .expect("parse");
+    let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
     let target = config.instances().into_iter().find(|i| i.name == "search-2").expect("search-2");
@@ -715,9 +710,7 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
 async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (cluster, gateway, _prefix, _collector) = start_with(tmp.path(), 2, &[]).await;
-    let config =
-        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
-            .expect("parse");
+    let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
     // node-3 runs search-1 and the catalog standby; the primary stays up.
@@ -756,9 +749,7 @@ async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
 async fn slow_searches_scale_search_out_then_back_in() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 20, &[]).await;
-    let config =
-        ClusterConfig::parse(&std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"))
-            .expect("parse");
+    let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
     eventually("search latency SLO measured", Duration::from_secs(60), async || {

@@ -33,6 +33,20 @@ fn mac(secret: &[u8], t: u64, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
+/// Alertmanager's fingerprint of a label set: FNV-1a 64 over the names and values in name
+/// order, each followed by a 0xff byte. Stable across restarts and machines, so the
+/// collector (which sends it) and the healer (which deduplicates by it) agree.
+pub fn fingerprint<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// The header value for `body` sent at unix time `t`.
 pub fn sign(secret: &[u8], t: u64, body: &[u8]) -> String {
     format!("t={t},sha256={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))

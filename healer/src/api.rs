@@ -94,19 +94,6 @@ struct HookPayload {
     alerts: Vec<HookAlert>,
 }
 
-/// Alertmanager's fingerprint (FNV-1a over sorted names and values, 0xff separators),
-/// for payloads that carry none.
-fn fingerprint(labels: &Labels) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in labels {
-        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
-}
-
 async fn hook(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -141,7 +128,11 @@ async fn hook(
     };
     let (mut queued, mut duplicates) = (0, 0);
     for a in payload.alerts.into_iter().filter(|a| a.status == "firing") {
-        let fingerprint = if a.fingerprint.is_empty() { fingerprint(&a.labels) } else { a.fingerprint };
+        let fingerprint = if a.fingerprint.is_empty() {
+            format!("{:016x}", hale_core::webhook::fingerprint(&a.labels))
+        } else {
+            a.fingerprint
+        };
         let alert = Alert {
             labels: a.labels,
             annotations: a.annotations,

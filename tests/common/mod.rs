@@ -125,3 +125,20 @@ pub async fn receiver(path: &str) -> (SocketAddr, Received) {
     });
     (addr, got)
 }
+
+/// Starts Debian's Prometheus on `addr` with `dir/prometheus.yml`, its TSDB in `dir/tsdb`
+/// and the remote-write receiver on; does not wait.
+pub fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
+    use std::process::{Command, Stdio};
+    Proc(
+        Command::new(need("prometheus"))
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus"),
+    )
+}

@@ -25,20 +25,10 @@ impl NotifyAlert {
     }
 }
 
-/// Alertmanager's fingerprint of a label set: FNV-1a 64 over the sorted names and values,
-/// each followed by a 0xff byte. Stable across restarts and machines, unlike a hasher
-/// with random keys, so a receiver can deduplicate by it.
+/// Alertmanager's fingerprint of a label set (shared with the healer, which
+/// deduplicates by it).
 pub fn fingerprint(labels: &LabelSet) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for (k, v) in labels {
-        for b in k.bytes().chain(std::iter::once(0xff)).chain(v.bytes()).chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(PRIME);
-        }
-    }
-    h
+    hale_core::webhook::fingerprint(labels)
 }
 
 /// Alertmanager's group key: the route (`{}`, the root) and the group's labels.
