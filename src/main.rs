@@ -87,6 +87,16 @@ struct HealerArgs {
     /// Shadow mode: record what every policy would do, do nothing.
     #[arg(long)]
     dry_run: bool,
+    /// etcd endpoints (comma-separated URLs): healers sharing them elect one leader, the
+    /// only one that acts, and keep their safety state there.
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    etcd: Vec<String>,
+    /// Key prefix in etcd; healers with the same prefix form one group.
+    #[arg(long, default_value = "/hale/healer")]
+    etcd_prefix: String,
+    /// Leader lease TTL: a leader that dies is replaced within about this long.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    etcd_ttl: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -508,7 +518,13 @@ async fn dispatch(command: Command) -> Result<()> {
                 webhook_secret: args.webhook_secret.map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
                 escalation_webhooks: args.escalation_webhooks,
                 dry_run: args.dry_run,
+                etcd: args.etcd,
+                etcd_prefix: args.etcd_prefix,
+                etcd_ttl: args.etcd_ttl,
             };
+            if config.etcd_ttl < std::time::Duration::from_secs(2) {
+                bail!("--etcd-ttl must be at least 2s (etcd's shortest lease)");
+            }
             Ok(hale_healer::run(config, up::shutdown_signal()).await?)
         }
         Command::Policies(PoliciesCommand { which: PoliciesWhich::Check { files } }) => check_policy_files(&files),

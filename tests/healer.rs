@@ -42,6 +42,14 @@ policies:
       url: HOOKURL
     approval: true
     require_burn: { slo: checkout, window: 1h, above: 14.4 }
+  - name: verified-by-a-query
+    match: { alertname: QueueStuck }
+    action: webhook
+    params:
+      url: HOOKURL
+    verify:
+      query: 'probe_success{instance="{{ $labels.instance }}"} == 0'
+      timeout: 2m
   - name: restart-slow-with-approval
     match: { alertname: SlowReplica }
     action: restart
@@ -62,42 +70,59 @@ async fn start(dry_run: bool) -> Setup {
 
 async fn start_with(dry_run: bool, hook_url: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
+    let (c, collector, policies, cluster) = collector_and_files(dir.path(), hook_url).await;
+    let extra: &[&str] = if dry_run { &["--dry-run"] } else { &[] };
+    let (h, healer) = spawn_healer(dir.path(), "healer", collector, &policies, &cluster, extra).await;
+    Setup { dir, collector, healer, _procs: vec![c, h] }
+}
+
+/// A running collector, the test policies (`hook_url` for their webhooks) and the
+/// embedded cluster.toml (its agents are not running, so no action can reach one).
+async fn collector_and_files(dir: &Path, hook_url: &str) -> (Proc, SocketAddr, PathBuf, PathBuf) {
     let collector = free_addr();
-    let out = dir.path().join("collector.out");
-    let mut c =
-        common::spawn_collector(collector, &dir.path().join("collector"), &out, &[], &[("HALE_ADMIN_TOKEN", "admin")]);
+    let out = dir.join("collector.out");
+    let mut c = common::spawn_collector(collector, &dir.join("collector"), &out, &[], &[("HALE_ADMIN_TOKEN", "admin")]);
     common::collector_ready(&mut c, collector, &out).await;
-    // The embedded cluster: its agents are not running, so no action can reach one.
-    let cluster = dir.path().join("cluster.toml");
+    let cluster = dir.join("cluster.toml");
     std::fs::write(&cluster, hale_core::DEFAULT_CLUSTER_TOML).expect("cluster");
-    let policies = dir.path().join("policies.yaml");
-    let text =
-        POLICIES.replace("OUTFILE", &dir.path().join("exec.out").display().to_string()).replace("HOOKURL", hook_url);
+    let policies = dir.join("policies.yaml");
+    let text = POLICIES.replace("OUTFILE", &dir.join("exec.out").display().to_string()).replace("HOOKURL", hook_url);
     std::fs::write(&policies, text).expect("policies");
+    (c, collector, policies, cluster)
+}
+
+/// A `hale healer` with its data in `dir/name`, its output in `dir/name.out`; returns once
+/// it answers `/-/ready`.
+async fn spawn_healer(
+    dir: &Path,
+    name: &str,
+    collector: SocketAddr,
+    policies: &Path,
+    cluster: &Path,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
     let healer = free_addr();
-    let log = std::fs::File::create(dir.path().join("healer.out")).expect("log");
+    let log = std::fs::File::create(dir.join(format!("{name}.out"))).expect("log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
     cmd.args(["healer", "--listen", &healer.to_string(), "--data-dir"])
-        .arg(dir.path().join("healer"))
+        .arg(dir.join(name))
         .arg("--policies")
-        .arg(&policies)
+        .arg(policies)
         .arg("--cluster")
-        .arg(&cluster)
+        .arg(cluster)
         .args(["--collector", &format!("http://{collector}")])
+        .args(extra)
         .env("HALE_WEBHOOK_SECRET", SECRET)
         .env("HALE_HEALER_TOKEN", TOKEN)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone"))
         .stderr(log);
-    if dry_run {
-        cmd.arg("--dry-run");
-    }
     let h = Proc(cmd.spawn().expect("spawn healer"));
     eventually("healer ready", Duration::from_secs(30), async || {
         reqwest::get(format!("http://{healer}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
     })
     .await;
-    Setup { dir, collector, healer, _procs: vec![c, h] }
+    (h, healer)
 }
 
 /// Fresh probe results for search-1 (failing) and search-2 (ready).
@@ -154,12 +179,20 @@ async fn actions(healer: SocketAddr) -> Vec<Value> {
 }
 
 fn audit(dir: &Path) -> Vec<Value> {
-    let path: PathBuf = dir.join("healer").join("audit.jsonl");
+    audit_of(dir, "healer")
+}
+
+fn audit_of(dir: &Path, name: &str) -> Vec<Value> {
+    let path: PathBuf = dir.join(name).join("audit.jsonl");
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 fn events(dir: &Path) -> Vec<String> {
-    audit(dir).iter().filter_map(|r| r["event"].as_str().map(str::to_string)).collect()
+    events_of(dir, "healer")
+}
+
+fn events_of(dir: &Path, name: &str) -> Vec<String> {
+    audit_of(dir, name).iter().filter_map(|r| r["event"].as_str().map(str::to_string)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,4 +399,147 @@ fn replay_shows_what_policies_would_have_done() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("3 alerts: 1 act, 1 no_policy, 1 refused"), "{text}");
     assert!(text.contains("cooldown"), "{text}");
+}
+
+/// The state a healer reports about the election.
+async fn ha(healer: SocketAddr) -> Option<Value> {
+    let r = reqwest::get(format!("http://{healer}/api/v1/state")).await.ok()?;
+    r.json::<Value>().await.ok().map(|v| v["ha"].clone())
+}
+
+async fn post_to(healer: SocketAddr, body: &[u8]) -> u16 {
+    post(healer, body, signed(body), None).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_repeating() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, etcd_url) = common::spawn_etcd(dir.path()).await;
+    let (hook, got) = common::receiver("/automation").await;
+    let (_collector, collector, policies, cluster) =
+        collector_and_files(dir.path(), &format!("http://{hook}/automation")).await;
+    let args = ["--etcd", &etcd_url, "--etcd-prefix", "/hale-test/healer"];
+    let (a, a_addr) = spawn_healer(dir.path(), "a", collector, &policies, &cluster, &args).await;
+    let (b, b_addr) = spawn_healer(dir.path(), "b", collector, &policies, &cluster, &args).await;
+    let mut procs = [Some(a), Some(b)];
+    let addrs = [a_addr, b_addr];
+    let leader = eventually("one leader", Duration::from_secs(20), async || {
+        let (ra, rb) = (ha(a_addr).await?, ha(b_addr).await?);
+        let roles = [ra["role"].as_str()?.to_string(), rb["role"].as_str()?.to_string()];
+        match roles.iter().filter(|r| *r == "leader").count() {
+            1 => Some(roles.iter().position(|r| r == "leader").expect("leader")),
+            _ => None,
+        }
+    })
+    .await;
+    let follower = 1 - leader;
+    let hooks = |alertname: &str, instance: &str| {
+        got.lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, _, body)| {
+                let v: Value = serde_json::from_slice(body).unwrap_or_default();
+                v["alert"]["labels"]["alertname"] == alertname && v["alert"]["labels"]["instance"] == instance
+            })
+            .count()
+    };
+
+    // The same alert reaches both healers (as from two collectors, or one with both as
+    // receivers), several times: exactly one action, taken by the leader.
+    let first = payload("QueueBacklog", "queue-a", "2026-01-01T00:00:05Z");
+    for _ in 0..5 {
+        for addr in addrs {
+            assert_eq!(post_to(addr, &first).await, 200);
+        }
+    }
+    eventually("the leader acted and verified", Duration::from_secs(20), async || {
+        let list = actions(addrs[leader]).await;
+        (list.len() == 1 && list[0]["status"] == "succeeded").then_some(())
+    })
+    .await;
+    assert_eq!(hooks("QueueBacklog", "queue-a"), 1, "one action for ten copies across two healers");
+    // The follower sees the shared state, and refuses decisions with the leader's address.
+    eventually("the follower sees the action", Duration::from_secs(10), async || {
+        let list = actions(addrs[follower]).await;
+        (list.len() == 1 && list[0]["status"] == "succeeded").then_some(())
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/pause", addrs[follower]))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(r.status().as_u16(), 503);
+    let msg = r.text().await.expect("text");
+    assert!(msg.contains(&addrs[leader].to_string()), "names the leader: {msg}");
+    let leader_name = ["a", "b"][leader];
+    assert!(
+        !events_of(dir.path(), ["a", "b"][follower]).iter().any(|e| e == "planned"),
+        "the follower decided nothing"
+    );
+
+    // An action whose verification takes a while: the leader is killed while verifying.
+    common::push_gauge(
+        collector,
+        "probe_success",
+        &[("instance", "queue-c"), ("node", "node-3"), ("service", "search")],
+        0.0,
+    )
+    .await;
+    let stuck = payload("QueueStuck", "queue-c", "2026-01-01T00:00:06Z");
+    assert_eq!(post_to(addrs[follower], &stuck).await, 200, "taken by the follower, decided by the leader");
+    eventually("the leader acted on it and verifies", Duration::from_secs(20), async || {
+        let list = actions(addrs[leader]).await;
+        list.iter()
+            .any(|a| a["alert"]["labels"]["alertname"] == "QueueStuck" && a["status"] == "verifying")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(hooks("QueueStuck", "queue-c"), 1);
+    assert!(events_of(dir.path(), leader_name).iter().any(|e| e == "planned"));
+    // kill -9: the lease is not given back; the other healer waits for it to expire.
+    let mut dead = procs[leader].take().expect("leader process");
+    dead.0.kill().expect("kill -9");
+    let _ = dead.0.wait();
+    let killed = std::time::Instant::now();
+    eventually("the other healer leads", Duration::from_secs(15), async || {
+        let r = ha(addrs[follower]).await?;
+        (r["role"] == "leader").then_some(())
+    })
+    .await;
+    let takeover = killed.elapsed();
+    // The problem clears: the new leader verifies the action it did not start.
+    common::push_gauge(
+        collector,
+        "probe_success",
+        &[("instance", "queue-c"), ("node", "node-3"), ("service", "search")],
+        1.0,
+    )
+    .await;
+    eventually("the new leader verified the old leader's action", Duration::from_secs(20), async || {
+        let list = actions(addrs[follower]).await;
+        list.iter()
+            .any(|a| a["alert"]["labels"]["alertname"] == "QueueStuck" && a["status"] == "succeeded")
+            .then_some(())
+    })
+    .await;
+    // The first alert again, and a new one: the duplicate is recognised, the new one acted on.
+    assert_eq!(post_to(addrs[follower], &first).await, 200);
+    let second = payload("QueueBacklog", "queue-b", "2026-01-01T00:00:07Z");
+    assert_eq!(post_to(addrs[follower], &second).await, 200);
+    let list = eventually("the new leader acted on the new alert", Duration::from_secs(20), async || {
+        let list = actions(addrs[follower]).await;
+        (list.len() == 3 && list.iter().all(|a| a["status"] == "succeeded")).then_some(list)
+    })
+    .await;
+    assert_eq!(hooks("QueueBacklog", "queue-a"), 1, "not repeated after the takeover");
+    assert_eq!(hooks("QueueStuck", "queue-c"), 1, "the interrupted action was verified, not repeated");
+    assert_eq!(hooks("QueueBacklog", "queue-b"), 1);
+    assert_eq!(list.len(), 3);
+    let new_leader = events_of(dir.path(), ["a", "b"][follower]);
+    assert!(new_leader.iter().any(|e| e == "leading") && new_leader.iter().any(|e| e == "resumed"), "{new_leader:?}");
+    eprintln!("takeover after kill -9: {takeover:?}");
+    assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+    drop(procs);
 }

@@ -55,7 +55,19 @@ fn refusal(app: &App, headers: &HeaderMap) -> Option<Response> {
             "this healer has no token (--token or HALE_HEALER_TOKEN), so its API is read-only",
         ));
     }
-    (!bearer_ok(app, headers)).then(|| error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"))
+    if !bearer_ok(app, headers) {
+        return Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"));
+    }
+    // Decisions are the leader's: a follower names it instead of racing it.
+    let store = &app.healer.store;
+    (!store.is_leader()).then(|| {
+        let leader = store.leadership().and_then(|l| l.leader());
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            crate::state::SaveError::NotLeader(leader).to_string() + "; send this to the leader",
+        )
+    })
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -140,12 +152,10 @@ async fn hook(
             fingerprint,
             received_ms: now_ms(),
         };
-        let healer = app.healer.clone();
-        match tokio::task::spawn_blocking(move || healer.receive(alert)).await {
-            Ok(Ok(true)) => queued += 1,
-            Ok(Ok(false)) => duplicates += 1,
+        match app.healer.receive(alert).await {
+            Ok(true) => queued += 1,
+            Ok(false) => duplicates += 1,
             // Not stored: the sender must retry, so the answer is not 2xx.
-            Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e.to_string()),
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e.to_string()),
         }
     }
@@ -164,7 +174,7 @@ async fn answer(app: Arc<App>, headers: HeaderMap, id: String, approve: bool) ->
     if let Some(r) = refusal(&app, &headers) {
         return r;
     }
-    match app.healer.answer(&id, approve) {
+    match app.healer.answer(&id, approve).await {
         Ok(a) => axum::Json(json!({"action": a})).into_response(),
         Err(e) if e.starts_with("no action") => error(StatusCode::NOT_FOUND, "not_found", e),
         Err(e) => error(StatusCode::CONFLICT, "conflict", e),
@@ -183,7 +193,7 @@ async fn set_paused(app: Arc<App>, headers: HeaderMap, paused: bool) -> Response
     if let Some(r) = refusal(&app, &headers) {
         return r;
     }
-    match app.healer.set_paused(paused) {
+    match app.healer.set_paused(paused).await {
         Ok(()) => axum::Json(json!({"paused": paused})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_saved", e),
     }
@@ -212,7 +222,7 @@ async fn reset(
             "targets are instance/<name>, service/<name> or node/<name>",
         );
     }
-    match app.healer.reset(&format!("{kind}/{name}")) {
+    match app.healer.reset(&format!("{kind}/{name}")).await {
         Ok(was) => axum::Json(json!({"target": format!("{kind}/{name}"), "was_blocked": was})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_saved", e),
     }
@@ -228,6 +238,13 @@ async fn state(State(app): State<Arc<App>>) -> Response {
             "dry_run": app.healer.dry_run,
         })
     });
+    let mut v = v;
+    v["ha"] = match app.healer.store.leadership() {
+        Some(l) => {
+            json!({"mode": "etcd", "me": l.me, "role": if l.is_leader() { "leader" } else { "follower" }, "leader": l.leader()})
+        }
+        None => json!({"mode": "single", "role": "leader"}),
+    };
     axum::Json(v).into_response()
 }
 

@@ -135,6 +135,8 @@ pub struct Healer {
     pub metrics: Metrics,
     pub wake: tokio::sync::Notify,
     pub client: reqwest::Client,
+    /// Actions this process is executing or verifying right now.
+    pub handling: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn target_json(t: &Target) -> Value {
@@ -162,6 +164,25 @@ fn watch_labels(alert: &Alert) -> Labels {
         .collect()
 }
 
+/// Marks an action as this process's own while it executes or verifies it.
+struct Handling {
+    healer: Arc<Healer>,
+    id: String,
+}
+
+impl Handling {
+    fn new(healer: &Arc<Healer>, id: &str) -> Handling {
+        healer.handling.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        Handling { healer: healer.clone(), id: id.to_string() }
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.healer.handling.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
 fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
@@ -175,17 +196,20 @@ impl Healer {
     }
 
     /// Stores a received firing alert durably. `Ok(false)`: a duplicate, ignored.
-    pub fn receive(&self, alert: Alert) -> Result<bool, crate::state::SaveError> {
+    pub async fn receive(&self, alert: Alert) -> Result<bool, crate::state::SaveError> {
         let key = alert.dedup_key();
         let now = now_ms();
-        let fresh = self.store.update(|s| {
-            if s.seen.contains_key(&key) {
-                return false;
-            }
-            s.seen.insert(key.clone(), now);
-            s.queue.push_back(alert.clone());
-            true
-        })?;
+        let fresh = self
+            .store
+            .take(|s| {
+                if s.seen.contains_key(&key) {
+                    return false;
+                }
+                s.seen.insert(key.clone(), now);
+                s.queue.push_back(alert.clone());
+                true
+            })
+            .await?;
         if fresh {
             self.metrics.received.fetch_add(1, Ordering::Relaxed);
             self.audit("received", json!({"alert": alert_json(&alert)}));
@@ -196,40 +220,59 @@ impl Healer {
         Ok(fresh)
     }
 
-    /// Decides queued alerts and expires approvals, until the process ends. Actions that
-    /// a crash interrupted are verified again (never repeated).
+    /// Decides queued alerts and expires approvals, until the process ends, while this
+    /// healer leads (a lone healer always does). On taking the lead, actions that a crash
+    /// or the previous leader left running are verified again, never repeated.
     pub async fn run(self: Arc<Self>) {
-        let interrupted: Vec<String> = self.store.read(|s| {
-            s.actions
-                .iter()
-                .filter(|a| matches!(a.status, Status::Running | Status::Verifying))
-                .map(|a| a.id.clone())
-                .collect()
-        });
-        for id in interrupted {
-            self.audit("resumed", json!({"action_id": id, "reason": "the healer restarted while the action ran; verifying it, not repeating it"}));
-            tokio::spawn(self.clone().verify_and_finish(id, Vec::new()));
-        }
         loop {
-            self.expire_approvals();
-            self.scale_in_due().await;
-            let next = self.store.read(|s| s.queue.front().cloned());
-            let Some(alert) = next else {
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            self.store.lead().await;
+            let ha = self.store.leadership().is_some();
+            if ha {
+                self.audit("leading", json!({"reason": "won the election; deciding from the shared state"}));
+            }
+            let interrupted: Vec<String> = self.store.read(|s| {
+                s.actions
+                    .iter()
+                    .filter(|a| matches!(a.status, Status::Running | Status::Verifying))
+                    .map(|a| a.id.clone())
+                    .collect()
+            });
+            for id in interrupted {
+                if self.handling.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+                    continue; // still this process's own, from before it lost the lead
                 }
-                continue;
-            };
-            self.decide(&alert).await;
-            let key = alert.dedup_key();
-            if let Err(e) = self.store.update(|s| {
-                if s.queue.front().is_some_and(|a| a.dedup_key() == key) {
-                    s.queue.pop_front();
+                self.audit("resumed", json!({"action_id": id, "reason": "the healer that ran this action stopped or lost the lead; verifying it, not repeating it"}));
+                tokio::spawn(self.clone().verify_and_finish(id, Vec::new()));
+            }
+            while self.store.is_leader() {
+                self.expire_approvals().await;
+                self.scale_in_due().await;
+                let next = self.store.read(|s| s.queue.front().cloned());
+                let Some(alert) = next else {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = self.store.changed.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                };
+                self.decide(&alert).await;
+                let key = alert.dedup_key();
+                if let Err(e) = self
+                    .store
+                    .update(|s| {
+                        if s.queue.front().is_some_and(|a| a.dedup_key() == key) {
+                            s.queue.pop_front();
+                        }
+                    })
+                    .await
+                {
+                    tracing::error!(error = %e, "could not save the healer's state; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-            }) {
-                tracing::error!(error = %e, "could not save the healer's state; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if ha {
+                self.audit("following", json!({"reason": "lost the lead; another healer decides now"}));
             }
         }
     }
@@ -277,12 +320,15 @@ impl Healer {
             started: Vec::new(),
             followed_by: None,
         };
-        let saved = self.store.update(|s| {
-            if status == Status::Running {
-                s.targets.entry(target.key()).or_default().actions.push(now);
-            }
-            s.actions.push(action.clone());
-        });
+        let saved = self
+            .store
+            .update(|s| {
+                if status == Status::Running {
+                    s.targets.entry(target.key()).or_default().actions.push(now);
+                }
+                s.actions.push(action.clone());
+            })
+            .await;
         if let Err(e) = saved {
             tracing::error!(error = %e, "could not record an action; not taking it");
             return;
@@ -410,6 +456,7 @@ impl Healer {
 
     /// Runs an action, then verifies it.
     async fn execute(self: Arc<Self>, id: String) {
+        let _mine = Handling::new(&self, &id);
         let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else { return };
         let Some(policy) = self.policies.policies.iter().find(|p| p.name == action.policy).cloned() else { return };
         let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": target_json(&action.target)});
@@ -459,7 +506,7 @@ impl Healer {
             candidate.instance,
             primary.as_deref().unwrap_or("the old primary")
         );
-        self.set_status(&action.id, Status::Running, &detail);
+        self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())
     }
 
@@ -503,13 +550,7 @@ impl Healer {
                 format!("; left {} to failover and humans", skipped.join(", "))
             }
         );
-        let id = action.id.clone();
-        let _ = self.store.update(|s| {
-            if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
-                a.started = started.clone();
-            }
-        });
-        self.set_status(&action.id, Status::Running, &detail);
+        self.record_started(&action.id, started, &detail).await;
         Ok(())
     }
 
@@ -543,14 +584,8 @@ impl Healer {
         let (node, _) = self.healthy_nodes("").await?.into_iter().next().ok_or("no healthy node")?;
         let (name, listen) = self.agents.start(&node, &service).await?;
         self.gateway.add_member(&service, &name, &format!("http://{listen}")).await?;
-        let id = action.id.clone();
         let started = vec![(service.clone(), name.clone())];
-        let _ = self.store.update(|s| {
-            if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
-                a.started = started.clone();
-            }
-        });
-        self.set_status(&action.id, Status::Running, &format!("started {name} on {node}"));
+        self.record_started(&action.id, started, &format!("started {name} on {node}")).await;
         Ok(())
     }
 
@@ -568,7 +603,7 @@ impl Healer {
         self.gateway.remove_member(&service, &name).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         self.agents.stop(&node, &name).await?;
-        self.set_status(&action.id, Status::Running, &format!("drained and stopped {name} on {node}"));
+        self.set_status(&action.id, Status::Running, &format!("drained and stopped {name} on {node}")).await;
         Ok(())
     }
 
@@ -617,12 +652,15 @@ impl Healer {
                 started: out.started.clone(),
                 followed_by: None,
             };
-            let saved = self.store.update(|s| {
-                if let Some(o) = s.actions.iter_mut().find(|a| a.id == out.id) {
-                    o.followed_by = Some(id.clone());
-                }
-                s.actions.push(action.clone());
-            });
+            let saved = self
+                .store
+                .update(|s| {
+                    if let Some(o) = s.actions.iter_mut().find(|a| a.id == out.id) {
+                        o.followed_by = Some(id.clone());
+                    }
+                    s.actions.push(action.clone());
+                })
+                .await;
             if saved.is_ok() {
                 self.audit("planned", json!({"action_id": id, "policy": out.policy, "action": ActionKind::ScaleIn, "target": target_json(&out.target), "after": out.id, "reason": format!("quiet for {}", humantime::format_duration(stabilization))}));
                 tokio::spawn(self.clone().execute(id));
@@ -763,13 +801,17 @@ impl Healer {
 
     /// Watches the condition until it clears or the policy's timeout passes.
     async fn verify_and_finish(self: Arc<Self>, id: String, silences: Vec<String>) {
+        let _mine = Handling::new(&self, &id);
         let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else { return };
         let policy = self.policies.policies.iter().find(|p| p.name == action.policy).cloned();
         let verify = policy.map(|p| p.verify).unwrap_or_default();
-        self.set_status(&id, Status::Verifying, "");
+        self.set_status(&id, Status::Verifying, "").await;
         let deadline = tokio::time::Instant::now() + verify.timeout.0;
         let watched = watch_labels(&action.alert);
         loop {
+            if !self.store.is_leader() {
+                return; // the new leader verifies it
+            }
             let current = self
                 .store
                 .read(|s| s.actions.iter().find(|a| a.id == id).map(|a| a.started.clone()))
@@ -804,7 +846,20 @@ impl Healer {
         }
     }
 
-    fn set_status(&self, id: &str, status: Status, detail: &str) -> Option<Action> {
+    /// The replicas an action started (what its verification and a later scale-in look at).
+    async fn record_started(&self, id: &str, started: Vec<(String, String)>, detail: &str) {
+        let _ = self
+            .store
+            .update(|s| {
+                if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
+                    a.started = started.clone();
+                }
+            })
+            .await;
+        self.set_status(id, Status::Running, detail).await;
+    }
+
+    async fn set_status(&self, id: &str, status: Status, detail: &str) -> Option<Action> {
         let now = now_ms();
         self.store
             .update(|s| {
@@ -816,6 +871,7 @@ impl Healer {
                 }
                 Some(a.clone())
             })
+            .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "could not save an action's status");
                 None
@@ -826,7 +882,7 @@ impl Healer {
         for s in silences {
             let _ = self.collector.expire_silence(s).await;
         }
-        let Some(action) = self.set_status(id, status, detail) else { return };
+        let Some(action) = self.set_status(id, status, detail).await else { return };
         let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": target_json(&action.target), "detail": detail});
         if status == Status::Succeeded {
             self.metrics.result(action.kind, "succeeded");
@@ -842,9 +898,12 @@ impl Healer {
     /// was tried.
     async fn escalate(&self, action: &Action, why: &str) {
         let key = action.target.key();
-        let _ = self.store.update(|s| {
-            s.targets.entry(key.clone()).or_default().needs_human = Some(format!("{} failed: {why}", action.id));
-        });
+        let _ = self
+            .store
+            .update(|s| {
+                s.targets.entry(key.clone()).or_default().needs_human = Some(format!("{} failed: {why}", action.id));
+            })
+            .await;
         self.metrics.escalations.fetch_add(1, Ordering::Relaxed);
         let tried: Vec<Value> = self.store.read(|s| {
             s.actions
@@ -898,7 +957,7 @@ impl Healer {
         }
     }
 
-    fn expire_approvals(&self) {
+    async fn expire_approvals(&self) {
         let now = now_ms();
         let expired: Vec<String> = self.store.read(|s| {
             s.actions
@@ -908,13 +967,13 @@ impl Healer {
                 .collect()
         });
         for id in expired {
-            self.set_status(&id, Status::Expired, "nobody approved it in time");
+            self.set_status(&id, Status::Expired, "nobody approved it in time").await;
             self.audit("expired", json!({"action_id": id}));
         }
     }
 
     /// A human's answer to an action awaiting approval.
-    pub fn answer(self: &Arc<Self>, id: &str, approve: bool) -> Result<Action, String> {
+    pub async fn answer(self: &Arc<Self>, id: &str, approve: bool) -> Result<Action, String> {
         let now = now_ms();
         let action = self
             .store
@@ -934,6 +993,7 @@ impl Healer {
                 }
                 Ok(a)
             })
+            .await
             .map_err(|e| e.to_string())??;
         self.audit(if approve { "approved" } else { "rejected" }, json!({"action_id": id}));
         if approve {
@@ -942,17 +1002,18 @@ impl Healer {
         Ok(action)
     }
 
-    pub fn set_paused(&self, paused: bool) -> Result<(), String> {
-        self.store.update(|s| s.paused = paused).map_err(|e| e.to_string())?;
+    pub async fn set_paused(&self, paused: bool) -> Result<(), String> {
+        self.store.update(|s| s.paused = paused).await.map_err(|e| e.to_string())?;
         self.audit(if paused { "paused" } else { "resumed" }, json!({}));
         Ok(())
     }
 
     /// A human says the target is fine again: automatic actions may resume.
-    pub fn reset(&self, key: &str) -> Result<bool, String> {
+    pub async fn reset(&self, key: &str) -> Result<bool, String> {
         let had = self
             .store
             .update(|s| s.targets.get_mut(key).and_then(|t| t.needs_human.take()).is_some())
+            .await
             .map_err(|e| e.to_string())?;
         self.audit("reset", json!({"target": key, "was_blocked": had}));
         Ok(had)

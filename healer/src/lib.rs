@@ -13,6 +13,7 @@ pub mod api;
 pub mod audit;
 pub mod clients;
 pub mod engine;
+pub mod ha;
 pub mod policy;
 pub mod replay;
 mod run;

@@ -25,6 +25,13 @@ pub struct HealerConfig {
     pub webhook_secret: Option<Arc<[u8]>>,
     pub escalation_webhooks: Vec<String>,
     pub dry_run: bool,
+    /// etcd endpoints: several healers elect a leader and share their state there.
+    /// Empty: a lone healer with its state in the data dir.
+    pub etcd: Vec<String>,
+    /// Keys under this prefix (one healer group per prefix).
+    pub etcd_prefix: String,
+    /// Lease TTL: how long a dead leader holds the lead before another takes it.
+    pub etcd_ttl: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,8 @@ pub enum HealerError {
     DataDir { path: PathBuf, error: std::io::Error },
     #[error("could not listen on {addr}: {error}; is another healer using it?")]
     Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
+    Etcd { endpoints: String, error: String },
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -52,7 +61,43 @@ pub async fn run(
     let dir_err = |error| HealerError::DataDir { path: config.data_dir.clone(), error };
     std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
     let audit = Audit::open(&config.data_dir.join("audit.jsonl")).map_err(dir_err)?;
-    let store = Store::open(&config.data_dir.join("state.json"));
+    // Everything that ends with the process hears of the end through one channel.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut campaign = None;
+    let store = if config.etcd.is_empty() {
+        Store::open(&config.data_dir.join("state.json"))
+    } else {
+        let endpoints = config.etcd.join(",");
+        let etcd_err = |error: String| HealerError::Etcd { endpoints: endpoints.clone(), error };
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(2))
+            .with_timeout(std::time::Duration::from_secs(3));
+        let client = crate::ha::with_timeout(
+            std::time::Duration::from_secs(5),
+            etcd_client::Client::connect(&config.etcd, Some(options)),
+        )
+        .await
+        .map_err(etcd_err)?;
+        let leadership = Arc::new(crate::ha::Leadership::new(
+            &config.etcd_prefix,
+            format!("http://{}", config.listen),
+            config.etcd_ttl,
+        ));
+        let store = Store::open_etcd(client.clone(), &config.etcd_prefix, leadership.clone())
+            .await
+            .map_err(|e| etcd_err(e.to_string()))?;
+        tracing::info!(etcd = %endpoints, prefix = %config.etcd_prefix, id = %leadership.me.id, "healer state shared in etcd; campaigning for the lead");
+        let rx = stop_rx.clone();
+        campaign = Some(tokio::spawn(async move { leadership.campaign(client, stopped(rx)).await }));
+        store
+    };
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .build()
@@ -84,17 +129,27 @@ pub async fn run(
         metrics: Default::default(),
         wake: Default::default(),
         client,
+        handling: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| HealerError::Listen { addr: config.listen, error })?;
     let worker = tokio::spawn(healer.clone().run());
+    let follower = {
+        let healer = healer.clone();
+        tokio::spawn(async move { healer.store.follow().await })
+    };
     tracing::info!(listen = %config.listen, policies = healer.policies.policies.len(), dry_run = config.dry_run, "healer serving");
     let app = Arc::new(App { healer, auth: Auth { token: config.token, webhook_secret: config.webhook_secret } });
     let result = axum::serve(listener, crate::api::router(app))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopped(stop_rx))
         .await
         .map_err(HealerError::Serve);
     worker.abort();
+    follower.abort();
+    if let Some(c) = campaign {
+        // Gives the lead up (revokes the lease) so another healer takes over at once.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), c).await;
+    }
     result
 }

@@ -37,7 +37,7 @@ pub fn need(program: &str) -> PathBuf {
         }
     }
     panic!(
-        "{program} is not installed: `apt-get install prometheus prometheus-node-exporter prometheus-alertmanager` (.ci/run does this)"
+        "{program} is not installed: `apt-get install prometheus prometheus-node-exporter prometheus-alertmanager etcd-server` (.ci/run does this)"
     );
 }
 
@@ -141,4 +141,34 @@ pub fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
             .spawn()
             .expect("prometheus"),
     )
+}
+
+/// A real single-member etcd (Debian's etcd-server) on two free loopback ports, with its
+/// data in `dir`; returns once it answers `/health`. Its client URL is the second value.
+pub async fn spawn_etcd(dir: &Path) -> (Proc, String) {
+    use std::process::{Command, Stdio};
+    let etcd = need("etcd");
+    let (client, peer) = (free_addr(), free_addr());
+    let (client, peer) = (format!("http://{client}"), format!("http://{peer}"));
+    let log = std::fs::File::create(dir.join("etcd.out")).expect("etcd log");
+    let child = Command::new(etcd)
+        .args(["--name", "hale-test", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("hale-test={peer}")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn etcd");
+    let proc = Proc(child);
+    let health = format!("{client}/health");
+    eventually("etcd healthy", Duration::from_secs(30), async || {
+        let r = reqwest::get(&health).await.ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        (v["health"] == "true").then_some(())
+    })
+    .await;
+    (proc, client)
 }
