@@ -543,3 +543,39 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
     drop(procs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_late_write_is_refused_by_etcd() {
+    use hale_healer::ha::Leadership;
+    use hale_healer::state::{SaveError, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = common::spawn_etcd(dir.path()).await;
+    let client = etcd_client::Client::connect([url.as_str()], None).await.expect("connect");
+    let me = std::sync::Arc::new(Leadership::new("/t", "http://127.0.0.1:1".into(), Duration::from_secs(3)));
+    let store = Store::open_etcd(client.clone(), "/t", me.clone()).await.expect("open");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let campaign = tokio::spawn({
+        let (me, client) = (me.clone(), client.clone());
+        async move {
+            me.campaign(client, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), store.lead()).await.expect("leads within 10 s");
+    store.update(|s| s.paused = true).await.expect("the leader writes");
+    // Another healer holds the lead now, and this one has not noticed yet (a stalled
+    // process, a slow network): its next decision must not land.
+    let other = r#"{"id":"other","api":"http://127.0.0.2:1"}"#;
+    client.clone().put("/t/leader", other, None).await.expect("put");
+    let refused = store.update(|s| s.paused = false).await;
+    assert!(matches!(refused, Err(SaveError::NotLeader(_))), "{refused:?}");
+    // Taking alerts stays open to every healer.
+    store.take(|s| s.seen.insert("fp@t".into(), hale_healer::now_ms())).await.expect("any healer stores an alert");
+    let fresh = Store::open_etcd(client.clone(), "/t", me.clone()).await.expect("reopen");
+    assert!(fresh.read(|s| s.paused), "the refused write did not land");
+    assert!(fresh.read(|s| s.seen.contains_key("fp@t")));
+    let _ = stop.send(());
+    campaign.await.expect("campaign ends");
+}
