@@ -612,7 +612,43 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         let r = client.get(format!("{gateway}/api/orders/{o}")).bearer_auth(&shopper).send().await.expect("get order");
         assert_eq!(r.status(), 200, "order {o}");
     }
+    // The lost node's other replicas run elsewhere once its silence is a NodeDown.
+    eventually("the lost node's replicas rescheduled", Duration::from_secs(90), async || {
+        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+        v["actions"].as_array()?.iter().find(|a| a["kind"] == "reschedule" && a["status"] == "succeeded").map(|_| ())
+    })
+    .await;
+    // A write after the failover, which the old primary never saw.
+    let r = client
+        .post(format!("{gateway}/api/products"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"name": "Written while it was away", "description": "x", "price_cents": 1, "stock": 1, "tags": []}),
+        )
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 201);
+    let late = r.json::<Value>().await.expect("json")["id"].clone();
+    // The node comes back: the old primary is fenced (the gateway tells it the new epoch),
+    // rejoins as the new primary's standby through the healer, and catches up.
     chaos(&cluster.data_dir, &["node-up", &primary.node]);
+    let old = primary.url();
+    let rejoin = eventually("a verified rejoin", Duration::from_secs(60), async || {
+        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+        v["actions"].as_array()?.iter().find(|a| a["kind"] == "rejoin" && a["status"] == "succeeded").cloned()
+    })
+    .await;
+    assert_eq!(rejoin["target"]["instance"], primary.name.as_str(), "{rejoin}");
+    let status = common::get_json(&client, &format!("{old}/admin/replication"), &[]).await.expect("status");
+    assert_eq!((status["role"].as_str(), status["caught_up"].as_bool()), (Some("standby"), Some(true)), "{status}");
+    assert!(status["epoch"].as_u64() >= Some(2), "{status}");
+    let r = client.get(format!("{old}/api/products/{late}")).send().await.expect("get from the old primary");
+    assert_eq!(r.status(), 200, "the rejoined standby has the write it missed");
+    for p in &products {
+        let r = client.get(format!("{old}/api/products/{p}")).send().await.expect("get product");
+        assert_eq!(r.status(), 200, "product {p} on the rejoined standby");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,11 +263,45 @@ impl Gateway {
 
     /// The catalog pool: members, and the primary writes go to.
     pub async fn catalog(&self) -> Result<(Vec<PoolMember>, Option<String>), String> {
+        let (members, primary, _) = self.catalog_epoch().await?;
+        Ok((members, primary))
+    }
+
+    /// The catalog pool with the epoch of its primary.
+    pub async fn catalog_epoch(&self) -> Result<(Vec<PoolMember>, Option<String>, u64), String> {
         let pools = self.pools().await?;
         if pools["catalog"].is_null() {
             return Err("the gateway has no catalog pool".into());
         }
-        Ok((Self::members_of(&pools, "catalog"), pools["catalog"]["primary"].as_str().map(str::to_string)))
+        Ok((
+            Self::members_of(&pools, "catalog"),
+            pools["catalog"]["primary"].as_str().map(str::to_string),
+            pools["catalog"]["epoch"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    /// Makes `member` (a fenced old primary) a standby of `primary` under `epoch`; the
+    /// replica's answer says how much of its log it kept and set aside.
+    pub async fn rejoin(&self, member: &PoolMember, primary: &PoolMember, epoch: u64) -> Result<Value, String> {
+        let reply = self
+            .client
+            .post(format!("{}/admin/rejoin", member.url.trim_end_matches('/')))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({"primary": primary.url, "epoch": epoch}))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("asking {} to rejoin: {}", member.instance, e.without_url()))?;
+        let status = reply.status();
+        let body: Value = reply.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!(
+                "{} refused to rejoin: {status} {}",
+                member.instance,
+                body["error"]["message"].as_str().unwrap_or("")
+            ));
+        }
+        Ok(body)
     }
 
     /// Members of a service's pool.

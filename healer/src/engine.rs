@@ -471,6 +471,7 @@ impl Healer {
                 _ => Err("the alert names no node and instance to restart".into()),
             },
             ActionKind::Failover => self.failover(&action).await,
+            ActionKind::Rejoin => self.rejoin(&action).await,
             ActionKind::Reschedule => self.reschedule(&action).await,
             ActionKind::ScaleOut => self.scale_out(&action).await,
             ActionKind::ScaleIn => self.scale_in(&action).await,
@@ -505,6 +506,34 @@ impl Healer {
             "promoted {} to primary under epoch {epoch}; {} is fenced",
             candidate.instance,
             primary.as_deref().unwrap_or("the old primary")
+        );
+        self.set_status(&action.id, Status::Running, &detail).await;
+        Ok(())
+    }
+
+    /// Makes the fenced old catalog primary a standby of the current primary; it keeps the
+    /// log both share, sets aside what only it had, and catches up (verified by its
+    /// readiness, which waits for that).
+    async fn rejoin(&self, action: &Action) -> Result<(), String> {
+        let instance = action.target.instance.as_deref().ok_or("the alert names no catalog replica")?;
+        let (members, primary, epoch) = self.gateway.catalog_epoch().await?;
+        let primary = primary
+            .and_then(|p| members.iter().find(|m| m.instance == p))
+            .ok_or("the gateway knows no catalog primary to follow")?;
+        if primary.instance == instance {
+            return Err(format!("{instance} is the primary; nothing to rejoin"));
+        }
+        if !primary.ready {
+            return Err(format!("the primary {} is not ready; a standby would follow nothing", primary.instance));
+        }
+        let member = members
+            .iter()
+            .find(|m| m.instance == instance)
+            .ok_or_else(|| format!("{instance} is not in the gateway's catalog pool"))?;
+        let reply = self.gateway.rejoin(member, primary, epoch).await?;
+        let detail = format!(
+            "{instance} rejoined as the standby of {} under epoch {epoch}: kept its log through change {}, set aside {} change(s) the new primary never had",
+            primary.instance, reply["kept_through_seq"], reply["set_aside"]
         );
         self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())
@@ -768,6 +797,8 @@ impl Healer {
         let (caused, lasting): (&[&str], bool) = match action.kind {
             ActionKind::Restart => (&["ReplicaNeverReady", "CrashLooping", "TelemetryStale"], false),
             ActionKind::ScaleIn => (&["TelemetryStale", "ReplicaDown", "ReplicaNeverReady"], true),
+            // Not ready while it catches up.
+            ActionKind::Rejoin => (&["ReplicaDown", "ReplicaNeverReady"], false),
             _ => (&[], false),
         };
         let instances: Vec<String> = match action.kind {

@@ -35,6 +35,8 @@ pub enum ActionKind {
     Restart,
     /// Promote the catalog standby, fence the old primary.
     Failover,
+    /// Bring a fenced old catalog primary back as the standby of the new one.
+    Rejoin,
     /// Start one more replica of the service on the least-loaded node.
     ScaleOut,
     /// Drain and stop a replica the service can spare.

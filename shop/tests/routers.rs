@@ -284,6 +284,84 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
     publish(&standby, "After promotion", 1).await;
 }
 
+fn admin_post(uri: &str, body: &Value) -> Request<Body> {
+    post_json(uri, Some(&admin_token()), body)
+}
+
+#[tokio::test]
+async fn a_fenced_old_primary_rejoins_as_standby_sets_aside_what_diverged_and_catches_up() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    // The old primary, and a standby cut off from it (it follows nothing that answers).
+    let (old_app, tasks) = app(&args(ServiceKind::Catalog, &dir.path().join("old")), &stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    let mut new_args = args(ServiceKind::Catalog, &dir.path().join("new"));
+    new_args.role = Role::Standby;
+    new_args.follow = Some("http://127.0.0.1:9".into());
+    let (new_app, tasks) = app(&new_args, &stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    let new_url = serve(&stop, new_app.clone()).await;
+    // Written on the old primary only: the standby never receives it.
+    let lost = publish(&old_app, "Only on the old primary", 1).await["id"].clone();
+    // Failover: the standby is promoted (the old primary is unreachable, so not fenced).
+    let r = send(&new_app, admin_post("/admin/promote", &json!({}))).await;
+    assert_eq!((r.status, r.json["epoch"].as_u64()), (StatusCode::OK, Some(2)));
+    let kept = publish(&new_app, "Written on the new primary", 2).await["id"].clone();
+    assert_eq!(send(&old_app, get("/admin/replication")).await.json["role"], "primary", "still believes it leads");
+
+    // Bad requests are refused with a reason.
+    let r = send(&old_app, post_json("/admin/rejoin", None, &json!({"primary": new_url, "epoch": 2}))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(&old_app, admin_post("/admin/rejoin", &json!({"primary": "ftp://x", "epoch": 2}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = send(&new_app, admin_post("/admin/rejoin", &json!({"primary": new_url, "epoch": 2}))).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("is_primary")));
+
+    let r = send(&old_app, admin_post("/admin/rejoin", &json!({"primary": new_url, "epoch": 2}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        (
+            r.json["role"].as_str(),
+            r.json["epoch"].as_u64(),
+            r.json["kept_through_seq"].as_u64(),
+            r.json["set_aside"].as_u64()
+        ),
+        (Some("standby"), Some(2), Some(0), Some(1)),
+        "{}",
+        r.json
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = send(&old_app, get("/readyz")).await.status == StatusCode::OK;
+        if ready {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the rejoined standby did not catch up in 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(send(&old_app, get(&format!("/api/products/{kept}"))).await.status, StatusCode::OK, "caught up");
+    // Both wrote product id 1; the standby now has the new primary's, not its own.
+    assert_eq!(lost, kept);
+    let on_old = send(&old_app, get(&format!("/api/products/{lost}"))).await;
+    assert_eq!(on_old.json["name"], "Written on the new primary", "the standby mirrors the primary");
+    let status = send(&old_app, get("/admin/replication")).await.json;
+    assert_eq!((status["role"].as_str(), status["following"].as_str()), (Some("standby"), Some(new_url.as_str())));
+    // The standby refuses writes, and follows the new primary's next write.
+    let r = send(
+        &old_app,
+        post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "z", "price_cents": 1})),
+    )
+    .await;
+    assert_eq!(r.json["error"]["code"], "read_only_replica");
+    let next = publish(&new_app, "After the rejoin", 1).await["id"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while send(&old_app, get(&format!("/api/products/{next}"))).await.status != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "the standby stopped following");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+}
+
 #[tokio::test]
 async fn standby_follows_primary_over_http_and_search_indexes_it() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -9,7 +9,9 @@
 //! Fencing: every replica has an epoch. `POST /admin/promote` makes a standby primary under
 //! a higher epoch and tells the old primary; a replica that sees a higher epoch (from that
 //! call, `POST /admin/fence`, or the gateway's `X-Hale-Epoch` header on a write) stops
-//! accepting writes for good.
+//! accepting writes as primary. `POST /admin/rejoin` brings it back as a standby of the
+//! new primary: the change log both share is kept, anything only it had is set aside in
+//! `diverged_changes`, and it catches up (not ready until it has).
 
 mod replication;
 pub mod store;
@@ -49,6 +51,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/api/products/{id}", get(get_product))
         .route("/admin/promote", post(promote))
         .route("/admin/fence", post(fence))
+        .route("/admin/rejoin", post(rejoin))
         .route("/admin/replication", get(replication_status))
         .route("/admin/replication/changes", get(replication_changes))
         .with_state(state)
@@ -247,6 +250,28 @@ async fn fence(
     let epoch = body.epoch.ok_or_else(|| AppError::BadRequest("epoch is required".into()))?;
     let meta = state.learn_epoch(epoch).await?;
     Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejoinRequest {
+    /// The new primary's URL.
+    primary: String,
+    /// Its epoch.
+    epoch: u64,
+}
+
+/// Makes a fenced old primary (or a standby) a standby of the given primary; see
+/// [`CatalogState::rejoin`].
+async fn rejoin(
+    _: Admin,
+    State(state): State<Arc<CatalogState>>,
+    ApiJson(body): ApiJson<RejoinRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    if body.epoch > replication::MAX_EPOCH {
+        return Err(AppError::BadRequest(format!("epoch is out of range (at most {})", replication::MAX_EPOCH)));
+    }
+    Ok(axum::Json(state.rejoin(&body.primary, body.epoch).await?))
 }
 
 async fn replication_status(State(state): State<Arc<CatalogState>>) -> impl IntoResponse {

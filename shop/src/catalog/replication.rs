@@ -1,7 +1,7 @@
 //! Role, epoch and the replication stream of one catalog replica.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ struct OutcomeLabels {
 struct Metrics {
     epoch: Gauge,
     is_primary: Gauge,
+    fenced: Gauge,
     last_seq: Gauge,
     lag: Gauge,
     sync_timeouts: Counter,
@@ -55,7 +56,11 @@ pub struct CatalogState {
     seq: watch::Sender<u64>,
     standby_ack: watch::Sender<u64>,
     standby_seen: Mutex<Option<Instant>>,
-    follow: Option<String>,
+    /// The primary a standby follows: as configured, or as the last rejoin said (stored).
+    follow: Mutex<Option<String>>,
+    /// False from a rejoin until the standby has caught up with its new primary: until
+    /// then it is not ready, so the gateway sends it no reads.
+    caught_up: AtomicBool,
     primary_seq: AtomicU64,
     admin_token: String,
     readiness: Readiness,
@@ -83,9 +88,11 @@ impl CatalogState {
         let store = Arc::new(Store::open(db_path, initial_role)?);
         let meta = store.meta()?;
         let last = store.last_seq()?;
+        let follow = store.follow()?.or(follow);
         let metrics = Metrics {
             epoch: Gauge::default(),
             is_primary: Gauge::default(),
+            fenced: Gauge::default(),
             last_seq: Gauge::default(),
             lag: Gauge::default(),
             sync_timeouts: Counter::default(),
@@ -93,6 +100,11 @@ impl CatalogState {
         };
         registry.register("shop_catalog_epoch", "Replication epoch this replica knows", metrics.epoch.clone());
         registry.register("shop_catalog_primary", "1 if this replica accepts writes", metrics.is_primary.clone());
+        registry.register(
+            "shop_catalog_fenced",
+            "1 if a newer epoch fenced this replica: it must rejoin as a standby",
+            metrics.fenced.clone(),
+        );
         registry.register("shop_catalog_change_seq", "Last change sequence stored here", metrics.last_seq.clone());
         registry.register(
             "shop_catalog_replication_lag_changes",
@@ -117,7 +129,8 @@ impl CatalogState {
             seq: watch::Sender::new(last),
             standby_ack: watch::Sender::new(0),
             standby_seen: Mutex::new(None),
-            follow,
+            follow: Mutex::new(follow),
+            caught_up: AtomicBool::new(true),
             primary_seq: AtomicU64::new(last),
             admin_token: admin_token.to_string(),
             readiness,
@@ -140,6 +153,10 @@ impl CatalogState {
         *self.seq.borrow()
     }
 
+    fn following(&self) -> Option<String> {
+        self.follow.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Refreshes metrics and the `/readyz` details after any change of state.
     fn publish(&self) {
         let meta = self.meta();
@@ -147,12 +164,16 @@ impl CatalogState {
         let lag = self.primary_seq.load(Ordering::Relaxed).saturating_sub(last);
         self.metrics.epoch.set(meta.epoch as i64);
         self.metrics.is_primary.set(i64::from(meta.role == Role::Primary));
+        self.metrics.fenced.set(i64::from(meta.role == Role::Fenced));
         self.metrics.last_seq.set(last as i64);
         self.metrics.lag.set(if meta.role == Role::Standby { lag as i64 } else { 0 });
         // A fenced replica leaves every pool: its data stops at the failover.
         self.readiness.set(match meta.role {
             Role::Fenced => {
                 Err(format!("fenced: epoch {} has a newer primary; rejoin this replica as a standby", meta.epoch))
+            }
+            Role::Standby if !self.caught_up.load(Ordering::Relaxed) => {
+                Err(format!("rejoined as a standby; catching up, {lag} changes behind the primary"))
             }
             _ => Ok(json!({"role": meta.role, "epoch": meta.epoch, "seq": last})),
         });
@@ -165,7 +186,8 @@ impl CatalogState {
             "role": meta.role,
             "epoch": meta.epoch,
             "last_seq": self.last_seq(),
-            "following": if meta.role == Role::Standby { self.follow.clone() } else { None },
+            "following": if meta.role == Role::Standby { self.following() } else { None },
+            "caught_up": self.caught_up.load(Ordering::Relaxed),
             "lag_changes": self.primary_seq.load(Ordering::Relaxed).saturating_sub(self.last_seq()),
         })
     }
@@ -346,7 +368,7 @@ impl CatalogState {
             });
         }
         if current.role == Role::Standby
-            && let Some(old) = self.follow.clone()
+            && let Some(old) = self.following()
         {
             self.fence_and_drain(&old, epoch).await;
         }
@@ -402,16 +424,24 @@ impl CatalogState {
         }
     }
 
-    /// The standby's loop: follow the primary's change log for as long as this replica is
-    /// a standby. Returns when it is promoted or `shutdown` fires.
+    /// The standby's loop: follow the primary's change log while this replica is a
+    /// standby, and wait while it is not (a rejoin makes it one again). Returns when
+    /// `shutdown` fires.
     pub async fn follow(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let Some(primary) = self.follow.clone() else { return };
+        let mut roles = self.meta_view.subscribe();
         let mut backoff = Duration::from_millis(100);
         let mut failing_since: Option<Instant> = None;
         loop {
-            if *shutdown.borrow() || self.meta().role != Role::Standby {
+            if *shutdown.borrow() {
                 return;
             }
+            let (Role::Standby, Some(primary)) = (self.meta().role, self.following()) else {
+                tokio::select! {
+                    r = roles.changed() => if r.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            };
             let url = format!(
                 "{primary}/admin/replication/changes?after={}&limit=500&wait_ms={POLL_WAIT_MS}",
                 self.last_seq()
@@ -440,6 +470,95 @@ impl CatalogState {
                 }
             }
         }
+    }
+
+    /// Makes this replica (a fenced old primary, or a standby to re-point) a standby of
+    /// `primary` under `epoch`: the change log both share is kept, what only this replica
+    /// had (writes the new primary never received) is set aside in `diverged_changes`,
+    /// and it catches up from there, not ready until it has.
+    pub async fn rejoin(&self, primary: &str, epoch: u64) -> Result<Value, AppError> {
+        let primary = primary.trim_end_matches('/').to_string();
+        if !(primary.starts_with("http://") || primary.starts_with("https://")) {
+            return Err(AppError::BadRequest("primary must be the new primary's http(s):// URL".into()));
+        }
+        // A stale primary learns the new epoch first, which fences it.
+        let meta = self.learn_epoch(epoch).await?;
+        if meta.role == Role::Primary {
+            return Err(AppError::Conflict {
+                code: "is_primary",
+                message: format!("this replica is the primary of epoch {}; it cannot rejoin under it", meta.epoch),
+            });
+        }
+        let keep = self.shared_prefix(&primary).await.map_err(AppError::Unavailable)?;
+        let new_meta = ReplicaMeta { role: Role::Standby, epoch: meta.epoch.max(epoch) };
+        *self.follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(primary.clone());
+        self.caught_up.store(false, Ordering::Relaxed);
+        let (store, lock, view) = (self.store.clone(), self.meta.clone(), self.meta_view.clone());
+        let target = primary.clone();
+        let set_aside = tokio::task::spawn_blocking(move || {
+            let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.role == Role::Primary {
+                return Err(AppError::Conflict { code: "is_primary", message: "promoted while rejoining".into() });
+            }
+            let n = store.rejoin(keep, new_meta, &target)?;
+            *guard = new_meta;
+            view.send_replace(new_meta);
+            Ok::<_, AppError>(n)
+        })
+        .await
+        .map_err(AppError::internal)??;
+        self.seq.send_replace(self.store.last_seq().map_err(AppError::from)?);
+        self.publish();
+        if set_aside > 0 {
+            tracing::warn!(
+                set_aside,
+                kept_through = keep,
+                "rejoined: changes the new primary never received were set aside in diverged_changes"
+            );
+        }
+        tracing::info!(primary, epoch = new_meta.epoch, kept_through = keep, "rejoined as a standby; catching up");
+        Ok(
+            json!({"role": new_meta.role, "epoch": new_meta.epoch, "following": primary, "kept_through_seq": keep, "set_aside": set_aside}),
+        )
+    }
+
+    /// The last sequence number up to which this replica's log and `primary`'s are the
+    /// same: a change is identified by its sequence and the epoch it was written under
+    /// (one primary per epoch), and the logs agree up to a point, then differ — so a
+    /// binary search over the public change feed finds it in a few requests.
+    async fn shared_prefix(&self, primary: &str) -> Result<u64, String> {
+        let last = self.last_seq();
+        let same = async |seq: u64| -> Result<bool, String> {
+            if seq == 0 {
+                return Ok(true);
+            }
+            let url = format!("{primary}/api/products/changes?after={}&limit=1&wait_ms=0", seq - 1);
+            let response = self.client.get(&url).send().await.map_err(|e| format!("asking {primary}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("{primary} answered {} for its change log", response.status()));
+            }
+            let page: ChangesPage = response.json().await.map_err(|e| e.to_string())?;
+            let theirs = page.changes.first().filter(|c| c.seq == seq).map(|c| c.epoch);
+            let store = self.store.clone();
+            let ours = tokio::task::spawn_blocking(move || store.epoch_of(seq))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok(theirs.is_some() && theirs == ours)
+        };
+        if same(last).await? {
+            return Ok(last);
+        }
+        let (mut agree, mut differ) = (0, last);
+        while differ - agree > 1 {
+            let mid = agree + (differ - agree) / 2;
+            if same(mid).await? {
+                agree = mid;
+            } else {
+                differ = mid;
+            }
+        }
+        Ok(agree)
     }
 
     async fn poll(&self, url: &str) -> Result<(), String> {
@@ -474,6 +593,9 @@ impl CatalogState {
                     changed
                 });
             }
+        }
+        if self.last_seq() >= page.last_seq && !self.caught_up.swap(true, Ordering::Relaxed) {
+            tracing::info!(seq = page.last_seq, "caught up with the primary");
         }
         self.publish();
         Ok(())

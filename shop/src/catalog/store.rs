@@ -124,6 +124,13 @@ CREATE TABLE IF NOT EXISTS reservations(
     id TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS diverged_changes(
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    set_aside_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta(
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -197,6 +204,24 @@ fn append_change(
     }
 }
 
+/// Writes the rows a change carries (not its log entry).
+fn apply_rows(conn: &Connection, body: &ChangeBody) -> Result<(), StoreError> {
+    match body {
+        ChangeBody::Product { product } => upsert_product(conn, product)?,
+        ChangeBody::Reservation { reservation, products } => {
+            for p in products {
+                upsert_product(conn, p)?;
+            }
+            let text = serde_json::to_string(reservation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            conn.execute(
+                "INSERT OR REPLACE INTO reservations(id, body) VALUES (?1, ?2)",
+                params![reservation.reservation_id, text],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`. `initial_role` is used only
     /// the first time; afterwards the stored role and epoch win, so a restarted replica
@@ -255,6 +280,54 @@ impl Store {
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [meta.epoch.to_string()])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The primary this replica follows, as last set by a rejoin (`None`: as configured).
+    pub fn follow(&self) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT value FROM meta WHERE key = 'follow'", [], |r| r.get(0)).optional()?)
+    }
+
+    /// The epoch under which change `seq` was written, if this replica has it.
+    pub fn epoch_of(&self, seq: u64) -> Result<Option<u64>, StoreError> {
+        let conn = self.lock();
+        let epoch: Option<i64> =
+            conn.query_row("SELECT epoch FROM changes WHERE seq = ?1", [seq as i64], |r| r.get(0)).optional()?;
+        Ok(epoch.map(|e| e as u64))
+    }
+
+    /// Turns this replica into a standby of `follow` under `meta`, keeping its change log
+    /// through `keep_through` (what it shares with the new primary). Later changes — ones
+    /// the new primary never received — move to `diverged_changes` for a human to look
+    /// at, and products and reservations are rebuilt from the log that remains. One
+    /// transaction: after a crash the replica is either as before or fully rejoined.
+    /// Returns how many changes were set aside.
+    pub fn rejoin(&self, keep_through: u64, meta: ReplicaMeta, follow: &str) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let set_aside = tx.execute(
+            "INSERT INTO diverged_changes(seq, epoch, at_ms, body, set_aside_at_ms)
+             SELECT seq, epoch, at_ms, body, ?2 FROM changes WHERE seq > ?1",
+            params![keep_through as i64, now_ms()],
+        )? as u64;
+        if set_aside > 0 {
+            tx.execute("DELETE FROM changes WHERE seq > ?1", [keep_through as i64])?;
+            tx.execute("DELETE FROM products", [])?;
+            tx.execute("DELETE FROM reservations", [])?;
+            let bodies: Vec<String> = tx
+                .prepare("SELECT body FROM changes ORDER BY seq")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for body in bodies {
+                let body: ChangeBody = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                apply_rows(&tx, &body)?;
+            }
+        }
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'role'", [meta.role.to_string()])?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [meta.epoch.to_string()])?;
+        tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('follow', ?1)", [follow])?;
+        tx.commit()?;
+        Ok(set_aside)
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {
@@ -389,19 +462,7 @@ impl Store {
             if change.seq != last + 1 {
                 return Err(StoreError::Gap { expected_after: last, got: change.seq });
             }
-            match &change.body {
-                ChangeBody::Product { product } => upsert_product(&tx, product)?,
-                ChangeBody::Reservation { reservation, products } => {
-                    for p in products {
-                        upsert_product(&tx, p)?;
-                    }
-                    let text = serde_json::to_string(reservation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    tx.execute(
-                        "INSERT OR REPLACE INTO reservations(id, body) VALUES (?1, ?2)",
-                        params![reservation.reservation_id, text],
-                    )?;
-                }
-            }
+            apply_rows(&tx, &change.body)?;
             append_change(&tx, Some(change.seq), change.epoch, change.at_ms, &change.body)?;
             last = change.seq;
         }
@@ -444,6 +505,39 @@ mod tests {
         let (again, seq) = s.reserve(1, "r2", &items).expect("same id");
         assert_eq!((again, seq), (r, None));
         assert_eq!(s.product(a.id).expect("a").map(|p| p.stock), Some(0));
+    }
+
+    #[test]
+    fn a_rejoining_old_primary_sets_aside_what_the_new_primary_never_got() {
+        let old = Store::in_memory(Role::Primary).expect("open");
+        let new = Store::in_memory(Role::Standby).expect("open");
+        let (p, _) = old.create_product(1, &product("kept", 5)).expect("create");
+        old.reserve(1, "r1", &[ReservationItem { product_id: p.id, quantity: 1 }]).expect("reserve");
+        new.apply(&old.changes_after(0, 100).expect("changes")).expect("replicated");
+        // The old primary goes on alone (cut off), the standby is promoted and writes too.
+        old.reserve(1, "lost", &[ReservationItem { product_id: p.id, quantity: 3 }]).expect("diverges");
+        old.create_product(1, &product("only-on-old", 1)).expect("diverges");
+        new.set_meta(ReplicaMeta { role: Role::Primary, epoch: 2 }).expect("promote");
+        new.reserve(2, "r2", &[ReservationItem { product_id: p.id, quantity: 2 }]).expect("reserve");
+        assert_eq!(new.epoch_of(3).expect("epoch"), Some(2));
+        assert_eq!(old.epoch_of(3).expect("epoch"), Some(1), "seq 3 differs: the logs share 1..=2");
+
+        let standby = ReplicaMeta { role: Role::Standby, epoch: 2 };
+        assert_eq!(old.rejoin(2, standby, "http://new").expect("rejoin"), 2, "two changes set aside");
+        assert_eq!(old.meta().expect("meta"), standby);
+        assert_eq!(old.follow().expect("follow").as_deref(), Some("http://new"));
+        assert_eq!(old.last_seq().expect("seq"), 2);
+        assert_eq!(old.product(p.id).expect("get").map(|p| p.stock), Some(4), "rebuilt as of seq 2");
+        assert_eq!(old.list(10, 0).expect("list").1, 1, "the product only the old primary had is gone");
+        // It now follows the new primary without a gap, and ends up identical.
+        old.apply(&new.changes_after(2, 100).expect("changes")).expect("catch up");
+        assert_eq!(old.list(10, 0).expect("list"), new.list(10, 0).expect("list"));
+        assert_eq!(old.changes_after(0, 100).expect("log"), new.changes_after(0, 100).expect("log"));
+        let aside: i64 = old.lock().query_row("SELECT COUNT(*) FROM diverged_changes", [], |r| r.get(0)).expect("n");
+        assert_eq!(aside, 2, "kept for a human");
+        // Nothing diverged: nothing is set aside or rebuilt.
+        assert_eq!(new.rejoin(3, ReplicaMeta { role: Role::Standby, epoch: 3 }, "http://x").expect("rejoin"), 0);
+        assert_eq!(new.last_seq().expect("seq"), 3);
     }
 
     #[test]

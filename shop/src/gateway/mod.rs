@@ -58,6 +58,8 @@ pub struct GatewayState {
     /// 1 while the catalog primary the gateway writes to is ready: the fastest signal of a
     /// lost primary (the gateway checks it every 500 ms), which the healer fails over on.
     primary_ready: Gauge,
+    /// To fence an old catalog primary that comes back still believing it leads.
+    admin_token: Option<String>,
 }
 
 impl GatewayState {
@@ -80,7 +82,11 @@ impl GatewayState {
                 pool.epoch = 1;
             }
         }
-        Self::new(Pools::new(pools), readiness, registry)
+        let mut state = Self::new(Pools::new(pools), readiness, registry)?;
+        if let Some(s) = Arc::get_mut(&mut state) {
+            s.admin_token = Some(cluster.secrets.admin_token.clone());
+        }
+        Ok(state)
     }
 
     pub fn new(pools: Pools, readiness: Readiness, registry: &mut Registry) -> Result<Arc<Self>, AppError> {
@@ -106,7 +112,16 @@ impl GatewayState {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(AppError::internal)?;
-        Ok(Arc::new(GatewayState { pools, client, readiness, upstream, retries, ready_members, primary_ready }))
+        Ok(Arc::new(GatewayState {
+            pools,
+            client,
+            readiness,
+            upstream,
+            retries,
+            ready_members,
+            primary_ready,
+            admin_token: None,
+        }))
     }
 
     /// Checks every replica's `/readyz` each [`CHECK_INTERVAL`] until `shutdown`.
@@ -135,11 +150,24 @@ impl GatewayState {
 
     async fn check_one(&self, service: ServiceKind, member: &Arc<Member>) {
         let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
-        let (check, body) = match response {
+        let (mut check, body) = match response {
             Ok(r) if r.status().is_success() => (Check::Ready, r.json::<serde_json::Value>().await.ok()),
             Err(e) if e.is_timeout() => (Check::TimedOut, None),
             _ => (Check::NotReady, None),
         };
+        // An old catalog primary back from the dead (its node was cut off during a
+        // failover, so the promotion could not fence it) still says it leads under the old
+        // epoch: it serves no reads, and it is told the new epoch, which fences it.
+        if service == ServiceKind::Catalog
+            && let Some(body) = &body
+            && body["role"] == "primary"
+            && let Some(epoch) = body["epoch"].as_u64()
+            && let Some(current) = self.pools.get(service).map(|p| p.epoch)
+            && epoch < current
+        {
+            check = Check::NotReady;
+            self.fence(member, current).await;
+        }
         let was_ready = member.is_ready();
         member.record_check(check);
         let ready = member.is_ready();
@@ -159,6 +187,27 @@ impl GatewayState {
             if self.pools.adopt_primary(service, &member.instance, epoch) {
                 tracing::warn!(instance = %member.instance, epoch, "catalog primary changed");
             }
+        }
+    }
+
+    async fn fence(&self, member: &Member, epoch: u64) {
+        let Some(token) = &self.admin_token else { return };
+        let r = self
+            .client
+            .post(format!("{}/admin/fence", member.url))
+            .bearer_auth(token)
+            .json(&json!({"epoch": epoch}))
+            .timeout(CHECK_TIMEOUT)
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                tracing::warn!(instance = %member.instance, epoch, "fenced an old catalog primary that came back");
+            }
+            Ok(r) => {
+                tracing::warn!(instance = %member.instance, status = r.status().as_u16(), "fencing an old catalog primary failed")
+            }
+            Err(e) => tracing::warn!(instance = %member.instance, error = %e, "fencing an old catalog primary failed"),
         }
     }
 
