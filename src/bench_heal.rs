@@ -168,6 +168,7 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let args = crate::chaos::ChaosArgs::node_down(&primary.node, &cluster.data_dir());
         crate::chaos::run(args).await?;
         let t0 = Instant::now();
+        let t0_ms = hale_healer::now_ms();
         let mut n = 0;
         let back = until("writes served again", Duration::from_secs(60), async || {
             n += 1;
@@ -184,6 +185,23 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         .await?;
         let s = back.duration_since(t0).as_secs_f64();
         eprintln!("{}'s node {} lost -> writes served again in {s:.2} s", primary.name, primary.node);
+        // Where the time went, from the healer's record of the failover.
+        let actions: Value =
+            client.get(format!("http://{}/api/v1/actions", config.healer.listen)).send().await?.json().await?;
+        if let Some(a) = actions["actions"].as_array().into_iter().flatten().find(|a| a["kind"] == "failover") {
+            let at = |ms: Option<i64>| ms.map_or("?".to_string(), |ms| format!("{:.2}", (ms - t0_ms) as f64 / 1000.0));
+            let active = a["alert"]["starts_at"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64);
+            eprintln!(
+                "  alert active (pending) +{} s, received by the healer +{} s, failover decided +{} s, writes +{s:.2} s",
+                at(active),
+                at(a["alert"]["received_ms"].as_i64()),
+                at(a["created_ms"].as_i64())
+            );
+        }
         failed_over.push(s);
         let up = crate::chaos::ChaosArgs::node_up(&primary.node, &cluster.data_dir());
         crate::chaos::run(up).await?;

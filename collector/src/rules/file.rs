@@ -83,6 +83,12 @@ pub struct PromDuration(pub Duration);
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = ScalarText::deserialize(d)?.0;
+        // Prometheus takes `0` and `0s` (no `for`); the PromQL duration parser, made for
+        // range selectors, refuses zero.
+        let zero = !text.is_empty() && text.chars().all(|c| c == '0' || "smhdwy".contains(c)) && text.starts_with('0');
+        if zero {
+            return Ok(PromDuration(Duration::ZERO));
+        }
         promql_parser::util::parse_duration(&text)
             .map(PromDuration)
             .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a duration; write 30s, 5m, 1h30m or 1d")))
@@ -327,6 +333,11 @@ mod tests {
         assert_eq!(item_line(GOOD, 0, Some(1)), Some(10));
         assert_eq!(item_line(GOOD, 1, Some(0)), Some(20));
         assert_eq!(item_line(GOOD, 1, None), Some(18));
+        // As in Prometheus, `for: 0s` (or `0`) means no pending phase.
+        for zero in ["0s", "0", "0m"] {
+            let f = RuleFile::parse(&GOOD.replacen("for: 30s", &format!("for: {zero}"), 1)).expect(zero);
+            assert_eq!(f.groups[0].rules[1].for_, Some(PromDuration(Duration::ZERO)), "{zero}");
+        }
     }
 
     #[test]
