@@ -42,6 +42,12 @@ policies:
       url: HOOKURL
     approval: true
     require_burn: { slo: checkout, window: 1h, above: 14.4 }
+  - name: limited-per-service
+    match: { alertname: QueueFlood }
+    action: webhook
+    params:
+      url: HOOKURL
+    max_service_actions: 2
   - name: verified-by-a-query
     match: { alertname: QueueStuck }
     action: webhook
@@ -327,6 +333,26 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
     hale_core::webhook::verify(SECRET.as_bytes(), sig, &body, now_s()).expect("signed");
     let body: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["alert"]["labels"]["alertname"], "QueueBacklog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_gets_at_most_its_actions_per_window_whatever_the_replica() {
+    let (hook, got) = common::receiver("/automation").await;
+    let s = start_with(false, &format!("http://{hook}/automation")).await;
+    for instance in ["flood-1", "flood-2", "flood-3"] {
+        let body = payload("QueueFlood", instance, "2026-01-01T00:00:05Z");
+        assert_eq!(post(s.healer, &body, signed(&body), None).await.0, 200);
+    }
+    eventually("two acted, one refused", Duration::from_secs(20), async || {
+        let refused = audit(s.dir.path()).into_iter().find(|r| r["event"] == "refused")?;
+        (actions(s.healer).await.len() == 2).then_some(refused)
+    })
+    .await;
+    let refused = audit(s.dir.path()).into_iter().find(|r| r["event"] == "refused").expect("refusal");
+    assert_eq!(refused["target"]["instance"], "flood-3");
+    let why = refused["reason"].as_str().expect("reason");
+    assert!(why.contains("2 actions on the search service"), "{why}");
+    assert_eq!(got.lock().expect("lock").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

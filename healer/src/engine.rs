@@ -356,15 +356,15 @@ impl Healer {
         let limits = self.policies.effective(policy);
         let key = target.key();
         let now = now_ms();
-        let (paused, needs_human, busy, history, service_busy) = self.store.read(|s| {
+        let window = limits.window.as_millis() as i64;
+        let (paused, needs_human, busy, history, service_busy, service_recent) = self.store.read(|s| {
             let t = s.targets.get(&key).cloned().unwrap_or_default();
             let busy = s.actions.iter().any(|a| a.status.in_flight() && a.target.key() == key);
-            let service_busy = s
-                .actions
-                .iter()
-                .filter(|a| a.status.in_flight() && a.target.service.is_some() && a.target.service == target.service)
-                .count();
-            (s.paused, t.needs_human, busy, t.actions, service_busy)
+            let of_service = |a: &&Action| a.target.service.is_some() && a.target.service == target.service;
+            let service_busy = s.actions.iter().filter(of_service).filter(|a| a.status.in_flight()).count();
+            let service_recent =
+                s.actions.iter().filter(of_service).filter(|a| a.status.acted() && now - a.created_ms < window).count();
+            (s.paused, t.needs_human, busy, t.actions, service_busy, service_recent)
         });
         if paused {
             return Err("the healer is paused".into());
@@ -375,7 +375,6 @@ impl Healer {
         if busy {
             return Err(format!("an action on {key} is already in progress"));
         }
-        let window = limits.window.as_millis() as i64;
         let recent: Vec<i64> = history.iter().copied().filter(|t| now - t < window).collect();
         if recent.len() as u32 >= limits.max_actions {
             return Err(format!(
@@ -383,6 +382,15 @@ impl Healer {
                 recent.len(),
                 humantime::format_duration(limits.window),
                 limits.max_actions
+            ));
+        }
+        if service_recent as u32 >= limits.max_service_actions
+            && let Some(service) = &target.service
+        {
+            return Err(format!(
+                "{service_recent} actions on the {service} service within {}; the limit is {}",
+                humantime::format_duration(limits.window),
+                limits.max_service_actions
             ));
         }
         if let Some(last) = recent.iter().max() {

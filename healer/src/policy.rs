@@ -6,6 +6,7 @@
 //!   cooldown: 30s          # after an action on a target, wait this long before the next
 //!   max_actions: 3         # at most this many actions per target…
 //!   window: 10m            # …within this window; each one doubles the cooldown (backoff)
+//!   max_service_actions: 10 # at most this many actions on one service within the window
 //!   max_service_share: 0.5 # never act on more than this share of a service's replicas at once
 //! policies:
 //!   - name: restart-hung-replica
@@ -85,6 +86,10 @@ pub struct Limits {
     pub max_actions: u32,
     #[serde(default = "default_window")]
     pub window: Dur,
+    /// Across all targets of one service, within `window`: a fault that moves from replica
+    /// to replica is not chased forever.
+    #[serde(default = "default_max_service_actions")]
+    pub max_service_actions: u32,
     #[serde(default = "default_share")]
     pub max_service_share: f64,
     /// Telemetry of the target older than this means no action (no data is no reason).
@@ -101,6 +106,9 @@ fn default_max_actions() -> u32 {
 fn default_window() -> Dur {
     Dur(Duration::from_secs(600))
 }
+fn default_max_service_actions() -> u32 {
+    10
+}
 fn default_share() -> f64 {
     0.5
 }
@@ -114,6 +122,7 @@ impl Default for Limits {
             cooldown: default_cooldown(),
             max_actions: default_max_actions(),
             window: default_window(),
+            max_service_actions: default_max_service_actions(),
             max_service_share: default_share(),
             max_staleness: default_max_staleness(),
         }
@@ -164,6 +173,8 @@ pub struct Policy {
     #[serde(default)]
     pub window: Option<Dur>,
     #[serde(default)]
+    pub max_service_actions: Option<u32>,
+    #[serde(default)]
     pub max_service_share: Option<f64>,
     #[serde(default)]
     pub verify: Verify,
@@ -210,6 +221,7 @@ pub struct Effective {
     pub cooldown: Duration,
     pub max_actions: u32,
     pub window: Duration,
+    pub max_service_actions: u32,
     pub max_service_share: f64,
     pub max_staleness: Duration,
 }
@@ -292,6 +304,7 @@ impl PolicyFile {
             cooldown: p.cooldown.unwrap_or(d.cooldown).0,
             max_actions: p.max_actions.unwrap_or(d.max_actions),
             window: p.window.unwrap_or(d.window).0,
+            max_service_actions: p.max_service_actions.unwrap_or(d.max_service_actions),
             max_service_share: p.max_service_share.unwrap_or(d.max_service_share),
             max_staleness: d.max_staleness.0,
         }

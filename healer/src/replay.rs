@@ -91,6 +91,7 @@ pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, Replay
     alerts.sort_by_key(|a| (a.at_ms, a.line));
     let mut seen = HashSet::new();
     let mut history: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut by_service: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut out = Vec::new();
     for a in alerts {
         let target = Target::from_labels(&a.labels);
@@ -124,12 +125,22 @@ pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, Replay
             .copied()
             .filter(|t| a.at_ms - t < limits.window.as_millis() as i64)
             .collect();
+        let service_recent = target.service.as_ref().map_or(0, |s| {
+            by_service.get(s).into_iter().flatten().filter(|t| a.at_ms - *t < limits.window.as_millis() as i64).count()
+        });
         let wait =
             recent.len().checked_sub(1).map(|n| limits.cooldown.as_millis() as i64 * (1i64 << (n as u32).min(20)));
         if recent.len() as u32 >= limits.max_actions {
             d.outcome = "refused";
             d.reason =
                 format!("{} actions on {key} within {}", recent.len(), humantime::format_duration(limits.window));
+        } else if service_recent as u32 >= limits.max_service_actions {
+            d.outcome = "refused";
+            d.reason = format!(
+                "{service_recent} actions on the {} service within {}",
+                target.service.as_deref().unwrap_or(""),
+                humantime::format_duration(limits.window)
+            );
         } else if let (Some(last), Some(wait)) = (recent.iter().max(), wait)
             && a.at_ms - last < wait
         {
@@ -144,6 +155,9 @@ pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, Replay
         } else {
             d.outcome = "act";
             history.entry(key).or_default().push(a.at_ms);
+            if let Some(service) = &target.service {
+                by_service.entry(service.clone()).or_default().push(a.at_ms);
+            }
         }
         if matches!(policy.action, ActionKind::Restart | ActionKind::ScaleIn) && d.reason.is_empty() {
             d.reason = "live checks (stale telemetry, blast radius, last ready replica) not replayed".into();
@@ -198,5 +212,21 @@ mod tests {
         let e = replay(&p, "{\"labels\": {}, \"startsAt\": \"yesterday\"}").expect_err("bad time");
         assert_eq!(e.line, 1);
         assert!(replay(&p, "\nnot json").expect_err("not json").line == 2);
+    }
+
+    #[test]
+    fn a_fault_moving_across_a_service_is_not_chased_forever() {
+        let p = PolicyFile::parse(&POLICIES.replace("window: 1h", "window: 1h\n  max_service_actions: 2"))
+            .expect("policies");
+        let lines = [
+            alert("ReplicaDown", "s-1", "2026-01-01T00:00:00Z"),
+            alert("ReplicaDown", "s-2", "2026-01-01T00:01:00Z"),
+            alert("ReplicaDown", "s-3", "2026-01-01T00:02:00Z"),
+            alert("ReplicaDown", "s-3", "2026-01-01T01:01:00Z"),
+        ];
+        let d = replay(&p, &lines.join("\n")).expect("replay");
+        let outcomes: Vec<&str> = d.iter().map(|d| d.outcome).collect();
+        assert_eq!(outcomes, ["act", "act", "refused", "act"], "{d:?}");
+        assert!(d[2].reason.contains("2 actions on the search service"), "{:?}", d[2]);
     }
 }

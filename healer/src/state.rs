@@ -93,6 +93,11 @@ impl Status {
     pub fn in_flight(self) -> bool {
         matches!(self, Status::AwaitingApproval | Status::Running | Status::Verifying)
     }
+
+    /// Whether the action was taken (what the rate limits count).
+    pub fn acted(self) -> bool {
+        matches!(self, Status::Running | Status::Verifying | Status::Succeeded | Status::Failed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
