@@ -712,6 +712,11 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     assert_eq!(body["version"], "hale-escalation/1");
     assert_eq!(body["target"]["instance"], "search-2");
     assert!(body["tried"].as_array().is_some_and(|t| !t.is_empty()), "{body}");
+    // The search service's SLO burn when the restart was decided and now (null only
+    // while an SLO has no data yet).
+    for key in ["burn_rate_before", "burn_rate_after"] {
+        assert!(body.get(key).is_some_and(|v| v.is_number() || v.is_null()), "{key}: {body}");
+    }
     let state = common::get_json(&client, &format!("{healer}/api/v1/state"), &[]).await.expect("state");
     assert!(state["targets"]["instance/search-2"]["needs_human"].is_string(), "{state}");
     // A new occurrence is refused: a human has to reset the target first.

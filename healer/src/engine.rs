@@ -297,6 +297,7 @@ impl Healer {
             );
             return;
         }
+        let burn_before = self.burn_of(alert).await;
         let now = now_ms();
         let dry = self.dry_run || policy.dry_run;
         let status = if dry {
@@ -319,6 +320,7 @@ impl Healer {
             detail: String::new(),
             started: Vec::new(),
             followed_by: None,
+            burn_before,
         };
         let saved = self
             .store
@@ -688,6 +690,7 @@ impl Healer {
                 detail: String::new(),
                 started: out.started.clone(),
                 followed_by: None,
+                burn_before: None,
             };
             let saved = self
                 .store
@@ -933,6 +936,17 @@ impl Healer {
         self.escalate(&action, detail).await;
     }
 
+    /// The current burn rate of the alert's SLO, or the worst of its service's SLOs;
+    /// `None` without an SLO or without data.
+    async fn burn_of(&self, alert: &Alert) -> Option<f64> {
+        let q = match (alert.labels.get("sloth_id"), alert.labels.get("service")) {
+            (Some(slo), _) => format!("slo:current_burn_rate:ratio{{sloth_id={}}}", quote(slo)),
+            (None, Some(service)) => format!("max(slo:current_burn_rate:ratio{{sloth_service={}}})", quote(service)),
+            _ => return None,
+        };
+        self.collector.query(&q).await.ok().and_then(|r| r.first().map(|(_, v)| *v)).filter(|v| v.is_finite())
+    }
+
     /// A failed repair: the target needs a human, and the escalation receivers hear what
     /// was tried.
     async fn escalate(&self, action: &Action, why: &str) {
@@ -951,13 +965,7 @@ impl Healer {
                 .map(|a| json!({"action_id": a.id, "action": a.kind, "status": a.status, "detail": a.detail}))
                 .collect()
         });
-        let burn = match action.alert.labels.get("sloth_id") {
-            Some(slo) => {
-                let q = format!("slo:current_burn_rate:ratio{{sloth_id={}}}", quote(slo));
-                self.collector.query(&q).await.ok().and_then(|r| r.first().map(|(_, v)| *v))
-            }
-            None => None,
-        };
+        let burn = self.burn_of(&action.alert).await;
         let body = json!({
             "version": "hale-escalation/1",
             "action_id": action.id,
@@ -967,7 +975,8 @@ impl Healer {
             "alert": alert_json(&action.alert),
             "why": why,
             "tried": tried,
-            "burn_rate_now": burn,
+            "burn_rate_before": action.burn_before,
+            "burn_rate_after": burn,
             "next": format!("no automatic action on {key} until a human resets it: POST /api/v1/targets/{key}/reset"),
         });
         self.audit("escalated", json!({"action_id": action.id, "target": target_json(&action.target), "why": why, "receivers": self.escalation.urls.len()}));

@@ -122,6 +122,10 @@ pub struct Action {
     /// For a scale-out: the scale-in that later took its replicas back.
     #[serde(default)]
     pub followed_by: Option<String>,
+    /// The SLO burn rate of the alert's SLO (or the worst of its service's) when the
+    /// action was decided, for the escalation's before-and-after.
+    #[serde(default)]
+    pub burn_before: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
