@@ -90,6 +90,10 @@ pub struct ServiceConfig {
     /// One entry per replica: the node it runs on. Replica `n` is named `<service>-<n>`.
     /// For the catalog the first replica starts as primary, the rest as standbys.
     pub replicas: Vec<Spanned<String>>,
+    /// A replica's capacity: at most this many API requests at once; more wait for a
+    /// free slot (up to 2 s, then 503 `overloaded`). Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
 
 /// The single entry point of the shop.
@@ -248,6 +252,11 @@ impl Instance {
 }
 
 impl ClusterConfig {
+    /// The configured capacity of one replica of `service` (see [`ServiceConfig`]).
+    pub fn max_in_flight(&self, service: ServiceKind) -> Option<usize> {
+        self.services.iter().find(|s| *s.name.get_ref() == service).and_then(|s| s.max_in_flight)
+    }
+
     /// Parses and validates `cluster.toml`; errors carry the line they refer to.
     pub fn parse(source: &str) -> Result<Self, ConfigError> {
         let config: ClusterConfig =
@@ -326,6 +335,13 @@ impl ClusterConfig {
             }
             for replica in &service.replicas {
                 node_exists(replica)?;
+            }
+            if service.max_in_flight.is_some_and(|n| !(1..=100_000).contains(&n)) {
+                return Err(ConfigError::at(
+                    source,
+                    Some(service.name.span()),
+                    format!("service {kind}: max_in_flight must be between 1 and 100000"),
+                ));
             }
         }
         for kind in [ServiceKind::Auth, ServiceKind::Catalog, ServiceKind::Search, ServiceKind::Orders] {

@@ -116,7 +116,8 @@ pub fn app(args: &ShopArgs, stop: &watch::Receiver<bool>) -> Result<(Router, Vec
         &mut registry,
         &args.cluster.secrets.jwt_secret,
         &args.cluster.secrets.admin_token,
-    );
+    )
+    .with_capacity(args.cluster.max_in_flight(args.service));
     let built = build(args, &frame, &mut registry, stop)?;
     Ok((http::app(frame, Arc::new(registry), built.api), built.tasks))
 }

@@ -400,6 +400,43 @@ async fn standby_follows_primary_over_http_and_search_indexes_it() {
 
 // ---------------------------------------------------------------- search
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_at_capacity_queues_then_sheds_with_503() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = args(ServiceKind::Search, dir.path());
+    assert_eq!(a.cluster.max_in_flight(ServiceKind::Search), Some(4), "the demo's search capacity");
+    a.cluster.services.iter_mut().for_each(|s| s.max_in_flight = Some(1));
+    let app = build(&a);
+    // Every request now takes 5 s of "work", holding the one slot.
+    let r = send(&app, admin_post("/admin/chaos", &json!({"latency_ms": 5000, "duration_secs": 30}))).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get("/api/search")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let second = send(&app, get("/api/search")).await;
+    assert_eq!(
+        (second.status, second.json["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"))
+    );
+    assert_eq!(second.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+    assert!(started.elapsed() >= hale_shop::http::serve::MAX_QUEUE_WAIT, "it waited for a slot first");
+    // The first, holding the slot, finishes normally (400: no query given).
+    assert_eq!(first.await.expect("first").status, StatusCode::BAD_REQUEST);
+    let clear = Request::delete("/admin/chaos")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send(&app, clear).await.status, StatusCode::OK);
+    let response = app.clone().oneshot(get("/metrics")).await.expect("metrics");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    let metrics = String::from_utf8(bytes.to_vec()).expect("utf8");
+    assert!(metrics.contains("shop_requests_shed_total 1"), "{metrics}");
+    assert!(metrics.contains("http_server_active_requests 0"), "{metrics}");
+}
+
 #[tokio::test]
 async fn search_needs_a_query_and_is_not_ready_before_its_first_sync() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -28,6 +30,10 @@ fn duration_histogram() -> Histogram {
 #[derive(Clone)]
 pub struct HttpMetrics {
     pub duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    /// API requests being worked on (`http.server.active_requests`).
+    pub active: Gauge,
+    /// API requests refused because every slot stayed busy (see `ServiceConfig::max_in_flight`).
+    pub shed: Counter,
 }
 
 impl HttpMetrics {
@@ -39,7 +45,15 @@ impl HttpMetrics {
             Unit::Seconds,
             duration.clone(),
         );
-        HttpMetrics { duration }
+        let active = Gauge::default();
+        registry.register("http_server_active_requests", "API requests being worked on", active.clone());
+        let shed = Counter::default();
+        registry.register(
+            "shop_requests_shed",
+            "API requests refused with 503 because the replica stayed at capacity",
+            shed.clone(),
+        );
+        HttpMetrics { duration, active, shed }
     }
 }
 

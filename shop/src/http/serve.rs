@@ -29,6 +29,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// A request waits at most this long for a free slot of a replica at capacity.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether the replica is ready to serve, with the details `/readyz` shows.
 #[derive(Clone)]
@@ -58,6 +60,8 @@ pub struct Frame {
     pub chaos: Chaos,
     pub auth: AuthContext,
     pub readiness: Readiness,
+    /// Slots for API requests when the replica has a capacity (`max_in_flight`).
+    capacity: Option<Arc<tokio::sync::Semaphore>>,
     started: Instant,
 }
 
@@ -77,8 +81,16 @@ impl Frame {
             chaos: Chaos::default(),
             auth: AuthContext { keys: Arc::new(TokenKeys::new(jwt_secret)), admin_token: Arc::from(admin_token) },
             readiness: Readiness::ready(json!({})),
+            capacity: None,
             started: Instant::now(),
         }
+    }
+
+    /// Serves at most `slots` API requests at once; the rest wait for a slot, up to
+    /// [`MAX_QUEUE_WAIT`], then get 503. Probes and admin calls never wait.
+    pub fn with_capacity(mut self, slots: Option<usize>) -> Self {
+        self.capacity = slots.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+        self
     }
 }
 
@@ -95,6 +107,7 @@ pub fn app(frame: Frame, registry: SharedRegistry, api: Router) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(middleware::from_fn_with_state(frame.clone(), faults))
+        .layer(middleware::from_fn_with_state(frame.clone(), capacity))
         .layer(middleware::map_response(json_error_bodies))
         .layer(middleware::from_fn_with_state(frame.clone(), observe))
         .layer(axum::Extension(frame.auth.clone()))
@@ -164,6 +177,37 @@ async fn chaos_delete(_: Admin, State((frame, _)): State<CommonState>) -> impl I
 
 fn is_api(path: &str) -> bool {
     !(path == "/healthz" || path == "/readyz" || path == "/metrics" || path.starts_with("/admin/"))
+}
+
+/// The replica's capacity: an API request holds a slot for its whole life, injected
+/// latency included (a slow dependency or a heavy query keeps a worker busy), so traffic
+/// beyond what the slots can serve queues here and shows as latency, then as 503s.
+async fn capacity(State(frame): State<Arc<Frame>>, req: Request, next: Next) -> Response {
+    if !is_api(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let _slot = match &frame.capacity {
+        None => None,
+        Some(slots) => match tokio::time::timeout(MAX_QUEUE_WAIT, slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Some(slot),
+            _ => {
+                frame.http.shed.inc();
+                let message = format!(
+                    "{} is at capacity: no slot freed within {} s; retry shortly",
+                    frame.instance,
+                    MAX_QUEUE_WAIT.as_secs()
+                );
+                let body = json!({"error": {"code": "overloaded", "message": message}});
+                let mut r = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        },
+    };
+    frame.http.active.inc();
+    let response = next.run(req).await;
+    frame.http.active.dec();
+    response
 }
 
 /// Injected faults. Runs outside the timeout so a hang really hangs.
