@@ -634,10 +634,24 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     // rejoins as the new primary's standby through the healer, and catches up.
     chaos(&cluster.data_dir, &["node-up", &primary.node]);
     let old = primary.url();
-    let rejoin = eventually("a verified rejoin", Duration::from_secs(60), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"].as_array()?.iter().find(|a| a["kind"] == "rejoin" && a["status"] == "succeeded").cloned()
-    })
+    let rejoin = common::eventually_or_dump(
+        "a verified rejoin",
+        Duration::from_secs(60),
+        async || {
+            let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
+            v["actions"].as_array()?.iter().find(|a| a["kind"] == "rejoin" && a["status"] == "succeeded").cloned()
+        },
+        async || {
+            let logs = cluster.data_dir.join("logs");
+            [
+                common::tail(&cluster.data_dir.join("healer").join("audit.jsonl"), 20),
+                common::tail(&logs.join(format!("{}.log", primary.name)), 15),
+                common::tail(&logs.join("gateway-1.log"), 15),
+                common::tail(&logs.join("collector.out"), 10),
+            ]
+            .join("\n")
+        },
+    )
     .await;
     assert_eq!(rejoin["target"]["instance"], primary.name.as_str(), "{rejoin}");
     let status = common::get_json(&client, &format!("{old}/admin/replication"), &[]).await.expect("status");

@@ -53,6 +53,33 @@ pub async fn eventually<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut()
     }
 }
 
+/// Like [`eventually`], but on failure the panic message also carries `dump()` (the
+/// logs and state that say why), since the test's data dir goes with the panic.
+pub async fn eventually_or_dump<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+    dump: impl AsyncFnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {limit:?}\n{}", dump().await);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The last `n` lines of a file, for a failing test's message.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    format!("--- {} (last {n} lines)\n{}", path.display(), lines[lines.len().saturating_sub(n)..].join("\n"))
+}
+
 /// Writes one sample, now, of `name{labels}` to a collector's remote_write endpoint.
 pub async fn push_gauge(addr: SocketAddr, name: &str, labels: &[(&str, &str)], value: f64) {
     use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
