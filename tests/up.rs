@@ -643,11 +643,22 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         },
         async || {
             let logs = cluster.data_dir.join("logs");
+            let notable = |file: &str| {
+                let text = std::fs::read_to_string(logs.join(file)).unwrap_or_default();
+                let lines: Vec<&str> =
+                    text.lines().filter(|l| !l.contains("\"message\":\"request\"") || l.contains("/admin/")).collect();
+                format!(
+                    "--- {file}, not plain requests (last 40)\n{}",
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                )
+            };
+            let status = common::get_json(&client, &format!("{old}/admin/replication"), &[]).await;
+            let ready = client.get(format!("{old}/readyz")).send().await.map(|r| r.status());
             [
+                format!("--- {old}: replication {status:?}, readyz {ready:?}"),
                 common::tail(&cluster.data_dir.join("healer").join("audit.jsonl"), 20),
-                common::tail(&logs.join(format!("{}.log", primary.name)), 15),
-                common::tail(&logs.join("gateway-1.log"), 15),
-                common::tail(&logs.join("collector.out"), 10),
+                notable(&format!("{}.log", primary.name)),
+                notable("gateway-1.log"),
             ]
             .join("\n")
         },
