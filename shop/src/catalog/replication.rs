@@ -35,6 +35,7 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone)]
 struct Metrics {
     epoch: Gauge,
     is_primary: Gauge,
@@ -51,21 +52,73 @@ pub struct CatalogState {
     /// Role and epoch; the lock is held across every write so fencing and writes are
     /// ordered. Only blocking-pool threads take it.
     meta: Arc<Mutex<ReplicaMeta>>,
-    /// A copy of `meta` for async readers, updated after every transition.
-    meta_view: watch::Sender<ReplicaMeta>,
-    seq: watch::Sender<u64>,
+    out: Outputs,
     standby_ack: watch::Sender<u64>,
     standby_seen: Mutex<Option<Instant>>,
     /// The primary a standby follows: as configured, or as the last rejoin said (stored).
-    follow: Mutex<Option<String>>,
+    follow: Arc<Mutex<Option<String>>>,
+    admin_token: String,
+    client: reqwest::Client,
+}
+
+/// What the world sees of the replica's state — the async view of role and sequence,
+/// `/readyz`, metrics — updated together by [`Outputs::publish`]. Cloned into the
+/// blocking sections that change the state, so it is published there: a request whose
+/// client hangs up is dropped at its next `.await`, and a change already stored must not
+/// stay unseen (a fence whose caller gave up would leave the replica fenced but still
+/// ready and counted as primary).
+#[derive(Clone)]
+struct Outputs {
+    /// A copy of `meta` for async readers.
+    meta_view: watch::Sender<ReplicaMeta>,
+    seq: watch::Sender<u64>,
+    primary_seq: Arc<AtomicU64>,
     /// False from a rejoin until the standby has caught up with its new primary: until
     /// then it is not ready, so the gateway sends it no reads.
-    caught_up: AtomicBool,
-    primary_seq: AtomicU64,
-    admin_token: String,
+    caught_up: Arc<AtomicBool>,
     readiness: Readiness,
-    client: reqwest::Client,
     metrics: Metrics,
+}
+
+impl Outputs {
+    fn meta(&self) -> ReplicaMeta {
+        *self.meta_view.borrow()
+    }
+
+    fn last_seq(&self) -> u64 {
+        *self.seq.borrow()
+    }
+
+    /// Raises the known last sequence (never lowers it).
+    fn advance(&self, seq: u64) {
+        self.seq.send_if_modified(|cur| {
+            let changed = seq > *cur;
+            *cur = (*cur).max(seq);
+            changed
+        });
+    }
+
+    /// Refreshes metrics and the `/readyz` details after any change of state.
+    fn publish(&self) {
+        let meta = self.meta();
+        let last = self.last_seq();
+        let lag = self.primary_seq.load(Ordering::Relaxed).saturating_sub(last);
+        self.metrics.epoch.set(meta.epoch as i64);
+        self.metrics.is_primary.set(i64::from(meta.role == Role::Primary));
+        self.metrics.fenced.set(i64::from(meta.role == Role::Fenced));
+        self.metrics.last_seq.set(last as i64);
+        self.metrics.lag.set(if meta.role == Role::Standby { lag as i64 } else { 0 });
+        // A fenced replica leaves every pool: its data stops at the failover.
+        self.readiness.set(match meta.role {
+            Role::Fenced => {
+                Err(format!("fenced: epoch {} has a newer primary; rejoin this replica as a standby", meta.epoch))
+            }
+            Role::Standby if !self.caught_up.load(Ordering::Relaxed) => {
+                Err(format!("rejoined as a standby; catching up, {lag} changes behind the primary"))
+            }
+            _ => Ok(json!({"role": meta.role, "epoch": meta.epoch, "seq": last})),
+        });
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,58 +178,42 @@ impl CatalogState {
             store,
             instance: instance.to_string(),
             meta: Arc::new(Mutex::new(meta)),
-            meta_view: watch::Sender::new(meta),
-            seq: watch::Sender::new(last),
+            out: Outputs {
+                meta_view: watch::Sender::new(meta),
+                seq: watch::Sender::new(last),
+                primary_seq: Arc::new(AtomicU64::new(last)),
+                caught_up: Arc::new(AtomicBool::new(true)),
+                readiness,
+                metrics,
+            },
             standby_ack: watch::Sender::new(0),
             standby_seen: Mutex::new(None),
-            follow: Mutex::new(follow),
-            caught_up: AtomicBool::new(true),
-            primary_seq: AtomicU64::new(last),
+            follow: Arc::new(Mutex::new(follow)),
             admin_token: admin_token.to_string(),
-            readiness,
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_millis(500))
                 .timeout(Duration::from_millis(POLL_WAIT_MS + 3000))
                 .build()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            metrics,
         });
         state.publish();
         Ok(state)
     }
 
     pub fn meta(&self) -> ReplicaMeta {
-        *self.meta_view.borrow()
+        self.out.meta()
     }
 
     pub fn last_seq(&self) -> u64 {
-        *self.seq.borrow()
+        self.out.last_seq()
     }
 
     fn following(&self) -> Option<String> {
         self.follow.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Refreshes metrics and the `/readyz` details after any change of state.
     fn publish(&self) {
-        let meta = self.meta();
-        let last = self.last_seq();
-        let lag = self.primary_seq.load(Ordering::Relaxed).saturating_sub(last);
-        self.metrics.epoch.set(meta.epoch as i64);
-        self.metrics.is_primary.set(i64::from(meta.role == Role::Primary));
-        self.metrics.fenced.set(i64::from(meta.role == Role::Fenced));
-        self.metrics.last_seq.set(last as i64);
-        self.metrics.lag.set(if meta.role == Role::Standby { lag as i64 } else { 0 });
-        // A fenced replica leaves every pool: its data stops at the failover.
-        self.readiness.set(match meta.role {
-            Role::Fenced => {
-                Err(format!("fenced: epoch {} has a newer primary; rejoin this replica as a standby", meta.epoch))
-            }
-            Role::Standby if !self.caught_up.load(Ordering::Relaxed) => {
-                Err(format!("rejoined as a standby; catching up, {lag} changes behind the primary"))
-            }
-            _ => Ok(json!({"role": meta.role, "epoch": meta.epoch, "seq": last})),
-        });
+        self.out.publish();
     }
 
     pub fn status(&self) -> Value {
@@ -187,8 +224,8 @@ impl CatalogState {
             "epoch": meta.epoch,
             "last_seq": self.last_seq(),
             "following": if meta.role == Role::Standby { self.following() } else { None },
-            "caught_up": self.caught_up.load(Ordering::Relaxed),
-            "lag_changes": self.primary_seq.load(Ordering::Relaxed).saturating_sub(self.last_seq()),
+            "caught_up": self.out.caught_up.load(Ordering::Relaxed),
+            "lag_changes": self.out.primary_seq.load(Ordering::Relaxed).saturating_sub(self.last_seq()),
         })
     }
 
@@ -224,10 +261,18 @@ impl CatalogState {
         }
         let store = self.store.clone();
         let meta = self.meta.clone();
+        let out = self.out.clone();
         let result = tokio::task::spawn_blocking(move || {
             let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
             match guard.role {
-                Role::Primary => f(&store, guard.epoch).map_err(AppError::from),
+                Role::Primary => {
+                    let written = f(&store, guard.epoch).map_err(AppError::from)?;
+                    if let Some(seq) = written.written_seq() {
+                        out.advance(seq);
+                        out.publish();
+                    }
+                    Ok(written)
+                }
                 Role::Standby => Err(AppError::Conflict {
                     code: "read_only_replica",
                     message: "this catalog replica is a standby; writes go to the primary".into(),
@@ -240,14 +285,6 @@ impl CatalogState {
         })
         .await
         .map_err(AppError::internal)??;
-        if let Some(seq) = result.written_seq() {
-            self.seq.send_if_modified(|cur| {
-                let changed = seq > *cur;
-                *cur = (*cur).max(seq);
-                changed
-            });
-            self.publish();
-        }
         Ok(result)
     }
 
@@ -256,7 +293,7 @@ impl CatalogState {
         if wait.is_zero() || self.last_seq() > after {
             return;
         }
-        let mut rx = self.seq.subscribe();
+        let mut rx = self.out.seq.subscribe();
         let _ = tokio::time::timeout(wait, rx.wait_for(|seq| *seq > after)).await;
     }
 
@@ -284,7 +321,7 @@ impl CatalogState {
         }
         let mut rx = self.standby_ack.subscribe();
         if tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|acked| *acked >= seq)).await.is_err() {
-            self.metrics.sync_timeouts.inc();
+            self.out.metrics.sync_timeouts.inc();
             tracing::warn!(seq, "standby did not confirm the write in time; acknowledged without it");
         }
     }
@@ -296,7 +333,7 @@ impl CatalogState {
             Err(AppError::NotFound(_)) => "unknown_product",
             Err(_) => "error",
         };
-        self.metrics.reservations.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+        self.out.metrics.reservations.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
     /// Changes role and epoch atomically with respect to writes: `decide` sees the current
@@ -308,20 +345,19 @@ impl CatalogState {
     ) -> Result<ReplicaMeta, AppError> {
         let store = self.store.clone();
         let meta = self.meta.clone();
-        let view = self.meta_view.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let out = self.out.clone();
+        tokio::task::spawn_blocking(move || {
             let mut guard = meta.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(new) = decide(*guard)? {
                 store.set_meta(new)?;
                 *guard = new;
-                view.send_replace(new);
+                out.meta_view.send_replace(new);
+                out.publish();
             }
             Ok::<_, AppError>(*guard)
         })
         .await
-        .map_err(AppError::internal)?;
-        self.publish();
-        result
+        .map_err(AppError::internal)?
     }
 
     /// Learns that epoch `epoch` exists. A primary of an older epoch fences itself.
@@ -428,7 +464,7 @@ impl CatalogState {
     /// standby, and wait while it is not (a rejoin makes it one again). Returns when
     /// `shutdown` fires.
     pub async fn follow(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut roles = self.meta_view.subscribe();
+        let mut roles = self.out.meta_view.subscribe();
         let mut backoff = Duration::from_millis(100);
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -491,9 +527,7 @@ impl CatalogState {
         }
         let keep = self.shared_prefix(&primary).await.map_err(AppError::Unavailable)?;
         let new_meta = ReplicaMeta { role: Role::Standby, epoch: meta.epoch.max(epoch) };
-        *self.follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(primary.clone());
-        self.caught_up.store(false, Ordering::Relaxed);
-        let (store, lock, view) = (self.store.clone(), self.meta.clone(), self.meta_view.clone());
+        let (store, lock, out, follow) = (self.store.clone(), self.meta.clone(), self.out.clone(), self.follow.clone());
         let target = primary.clone();
         let set_aside = tokio::task::spawn_blocking(move || {
             let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -502,13 +536,15 @@ impl CatalogState {
             }
             let n = store.rejoin(keep, new_meta, &target)?;
             *guard = new_meta;
-            view.send_replace(new_meta);
+            *follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+            out.caught_up.store(false, Ordering::Relaxed);
+            out.seq.send_replace(store.last_seq()?);
+            out.meta_view.send_replace(new_meta);
+            out.publish();
             Ok::<_, AppError>(n)
         })
         .await
         .map_err(AppError::internal)??;
-        self.seq.send_replace(self.store.last_seq().map_err(AppError::from)?);
-        self.publish();
         if set_aside > 0 {
             tracing::warn!(
                 set_aside,
@@ -567,34 +603,27 @@ impl CatalogState {
             return Err(format!("primary answered {}", response.status()));
         }
         let page: ChangesPage = response.json().await.map_err(|e| e.to_string())?;
-        self.primary_seq.store(page.last_seq, Ordering::Relaxed);
+        self.out.primary_seq.store(page.last_seq, Ordering::Relaxed);
         if page.epoch > self.meta().epoch {
             self.learn_epoch(page.epoch).await.map_err(|e| e.to_string())?;
         }
         if !page.changes.is_empty() {
-            let store = self.store.clone();
-            let meta = self.meta.clone();
+            let (store, meta, out) = (self.store.clone(), self.meta.clone(), self.out.clone());
             let changes = page.changes;
-            let applied = tokio::task::spawn_blocking(move || {
+            tokio::task::spawn_blocking(move || {
                 // Hold the role lock: a promotion never interleaves with an apply.
                 let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
                 if guard.role != Role::Standby {
-                    return Ok(None);
+                    return Ok(());
                 }
-                store.apply(&changes).map(Some)
+                out.advance(store.apply(&changes)?);
+                Ok::<_, StoreError>(())
             })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-            if let Some(last) = applied {
-                self.seq.send_if_modified(|cur| {
-                    let changed = last > *cur;
-                    *cur = (*cur).max(last);
-                    changed
-                });
-            }
         }
-        if self.last_seq() >= page.last_seq && !self.caught_up.swap(true, Ordering::Relaxed) {
+        if self.last_seq() >= page.last_seq && !self.out.caught_up.swap(true, Ordering::Relaxed) {
             tracing::info!(seq = page.last_seq, "caught up with the primary");
         }
         self.publish();
@@ -617,5 +646,43 @@ impl Written for (super::store::Product, u64) {
 impl Written for (Reservation, Option<u64>) {
     fn written_seq(&self) -> Option<u64> {
         self.1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fence whose caller hangs up (the promoting standby's 1 s timeout, a frozen
+    /// primary answering late) must still show: not ready, counted as fenced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fence_whose_caller_gave_up_is_still_published() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let readiness = Readiness::ready(json!({}));
+        let mut registry = Registry::default();
+        let state = CatalogState::open(
+            &dir.path().join("db"),
+            "catalog-1",
+            Role::Primary,
+            None,
+            "t",
+            readiness.clone(),
+            &mut registry,
+        )
+        .expect("open");
+        assert!(readiness.get().is_ok());
+        // One poll, then the future is dropped: the blocking part runs on regardless.
+        use futures::FutureExt;
+        assert!(state.learn_epoch(2).now_or_never().is_none(), "the fence waits for the blocking pool");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.meta().role != Role::Fenced {
+            assert!(Instant::now() < deadline, "the fence never landed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let reason = readiness.get().expect_err("a fenced replica is not ready");
+        assert!(reason.contains("fenced"), "{reason}");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("shop_catalog_fenced 1"), "{text}");
     }
 }
