@@ -1,0 +1,445 @@
+//! The dashboard's state and what each key does to it. Pure: a key changes the state and
+//! may ask for effects (an API call, quitting), which the event loop carries out, so every
+//! transition is tested without a terminal.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::model::Snapshot;
+use crate::source::Link;
+
+/// The screens, by the names `:` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Overview,
+    /// One service, by name.
+    Service(String),
+    Alerts,
+    Healer,
+    Logs,
+    Nodes,
+}
+
+impl View {
+    pub const NAMES: [&'static str; 6] = ["overview", "service", "alerts", "healer", "logs", "nodes"];
+
+    pub fn title(&self) -> String {
+        match self {
+            View::Overview => "overview".into(),
+            View::Service(name) => format!("service {name}"),
+            View::Alerts => "alerts".into(),
+            View::Healer => "healer".into(),
+            View::Logs => "logs".into(),
+            View::Nodes => "nodes".into(),
+        }
+    }
+
+    /// `:name [arg]` → a view; prefixes work (`:al`).
+    fn parse(command: &str, first_service: Option<&str>) -> Option<View> {
+        let mut words = command.split_whitespace();
+        let word = words.next()?;
+        let arg = words.next();
+        let name = View::NAMES.iter().find(|n| n.starts_with(word))?;
+        Some(match *name {
+            "overview" => View::Overview,
+            "service" => View::Service(arg.or(first_service)?.to_string()),
+            "alerts" => View::Alerts,
+            "healer" => View::Healer,
+            "logs" => View::Logs,
+            _ => View::Nodes,
+        })
+    }
+}
+
+/// Faults the chaos menu injects (the demo cluster's `hale chaos`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChaosKind {
+    Kill,
+    Hang,
+    Latency,
+    Errors,
+    NodeDown,
+    NodeUp,
+}
+
+impl ChaosKind {
+    pub const REPLICA: [ChaosKind; 4] = [ChaosKind::Kill, ChaosKind::Hang, ChaosKind::Latency, ChaosKind::Errors];
+    pub const NODE: [ChaosKind; 2] = [ChaosKind::NodeDown, ChaosKind::NodeUp];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ChaosKind::Kill => "kill -9",
+            ChaosKind::Hang => "hang (60 s)",
+            ChaosKind::Latency => "latency 300 ms (60 s)",
+            ChaosKind::Errors => "errors 50 % (60 s)",
+            ChaosKind::NodeDown => "node down",
+            ChaosKind::NodeUp => "node up",
+        }
+    }
+}
+
+/// Something the event loop must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Quit,
+    Refresh,
+    Approve(String),
+    Reject(String),
+    SetPaused(bool),
+    Reset(String),
+    /// Silence alerts matching these labels for this long.
+    Silence {
+        matchers: Vec<(String, String)>,
+        duration: String,
+    },
+    Chaos {
+        kind: ChaosKind,
+        target: String,
+    },
+}
+
+impl Effect {
+    /// What the confirmation dialog asks.
+    pub fn question(&self) -> String {
+        match self {
+            Effect::Quit => "Quit? The cluster this dashboard started stops.".into(),
+            Effect::Refresh => "Refresh?".into(),
+            Effect::Approve(id) => format!("Approve action {id}? It runs at once."),
+            Effect::Reject(id) => format!("Reject action {id}?"),
+            Effect::SetPaused(true) => "Pause the healer? No automatic repair until resumed.".into(),
+            Effect::SetPaused(false) => "Resume the healer?".into(),
+            Effect::Reset(target) => format!("Reset {target}? Automatic repairs on it resume."),
+            Effect::Silence { matchers, duration } => {
+                let m: Vec<String> = matchers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("Silence {{{}}} for {duration}?", m.join(", "))
+            }
+            Effect::Chaos { kind, target } => format!("Inject `{}` into {target}?", kind.label()),
+        }
+    }
+}
+
+/// A popup over the view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Modal {
+    Help,
+    /// `:` typed so far.
+    Command(String),
+    /// `/` typed so far.
+    Filter(String),
+    /// Yes or no to an effect.
+    Confirm(Effect),
+    /// Duration for a silence, typed so far (default 1h).
+    SilenceFor {
+        matchers: Vec<(String, String)>,
+        typed: String,
+    },
+    /// The chaos menu for a replica or a node, with the highlighted entry.
+    Chaos {
+        target: String,
+        node: bool,
+        selected: usize,
+    },
+}
+
+pub struct App {
+    pub view: View,
+    /// Where Esc goes back to.
+    back: Vec<View>,
+    pub modal: Option<Modal>,
+    /// Per-view filter (`/`).
+    pub filter: String,
+    /// Selected row of the current view's main list.
+    pub selected: usize,
+    pub snapshot: Snapshot,
+    pub collector: Link,
+    pub healer: Link,
+    /// No actions at all (`--readonly`).
+    pub readonly: bool,
+    /// The chaos menu (only where the dashboard runs its own demo cluster).
+    pub chaos: bool,
+    /// Quitting stops the cluster (asks first).
+    pub owns_cluster: bool,
+    /// Logs: paused (no new lines) and how far scrolled back.
+    pub logs_paused: bool,
+    pub logs_scroll: usize,
+    /// The last effect's outcome, shown in the footer.
+    pub status: Option<String>,
+}
+
+impl App {
+    pub fn new(readonly: bool, chaos: bool, owns_cluster: bool) -> App {
+        App {
+            view: View::Overview,
+            back: Vec::new(),
+            modal: None,
+            filter: String::new(),
+            selected: 0,
+            snapshot: Snapshot::default(),
+            collector: Link::Connecting,
+            healer: Link::Connecting,
+            readonly,
+            chaos: chaos && !readonly,
+            owns_cluster,
+            logs_paused: false,
+            logs_scroll: 0,
+            status: None,
+        }
+    }
+
+    fn go(&mut self, view: View) {
+        if view != self.view {
+            self.back.push(std::mem::replace(&mut self.view, view));
+            self.selected = 0;
+            self.filter.clear();
+        }
+    }
+
+    /// Rows of the current view's main list, after the filter: what Enter and the action
+    /// keys apply to.
+    pub fn rows(&self) -> Vec<Row> {
+        let filter = self.filter.to_lowercase();
+        let keep = |text: &str| filter.is_empty() || text.to_lowercase().contains(&filter);
+        let s = &self.snapshot;
+        match &self.view {
+            View::Overview => s
+                .services
+                .iter()
+                .flatten()
+                .filter(|svc| keep(&svc.name))
+                .map(|svc| Row::Service(svc.name.clone()))
+                .collect(),
+            View::Service(name) => s
+                .services
+                .iter()
+                .flatten()
+                .filter(|svc| &svc.name == name)
+                .flat_map(|svc| svc.replicas.iter())
+                .filter(|r| keep(&r.instance))
+                .map(|r| Row::Replica(r.instance.clone()))
+                .collect(),
+            View::Alerts => s
+                .alerts
+                .iter()
+                .flatten()
+                .filter(|a| keep(&format!("{} {:?}", a.name, a.labels)))
+                .enumerate()
+                .map(|(i, _)| Row::Alert(i))
+                .collect(),
+            View::Healer => s
+                .healer
+                .iter()
+                .flat_map(|h| h.actions.iter())
+                .filter(|a| keep(&format!("{} {} {} {}", a.kind, a.target, a.status, a.alert)))
+                .map(|a| Row::Action(a.id.clone()))
+                .collect(),
+            View::Nodes => {
+                s.nodes.iter().flatten().filter(|n| keep(&n.name)).map(|n| Row::Node(n.name.clone())).collect()
+            }
+            View::Logs => Vec::new(),
+        }
+    }
+
+    fn selected_row(&self) -> Option<Row> {
+        self.rows().into_iter().nth(self.selected)
+    }
+
+    /// Applies a key; returns what the event loop must do.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Effect> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Effect::Quit);
+        }
+        if let Some(modal) = self.modal.take() {
+            return self.on_modal_key(modal, key);
+        }
+        let rows = self.rows().len();
+        match key.code {
+            KeyCode::Char('q') => {
+                if self.owns_cluster {
+                    self.modal = Some(Modal::Confirm(Effect::Quit));
+                    return None;
+                }
+                return Some(Effect::Quit);
+            }
+            KeyCode::Char('?') => self.modal = Some(Modal::Help),
+            KeyCode::Char(':') => self.modal = Some(Modal::Command(String::new())),
+            KeyCode::Char('/') => self.modal = Some(Modal::Filter(self.filter.clone())),
+            KeyCode::Esc => {
+                if !self.filter.is_empty() {
+                    self.filter.clear();
+                } else if let Some(prev) = self.back.pop() {
+                    self.view = prev;
+                    self.selected = 0;
+                }
+            }
+            KeyCode::Down | KeyCode::Char('j') => self.selected = (self.selected + 1).min(rows.saturating_sub(1)),
+            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
+            KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
+            KeyCode::End | KeyCode::Char('G') => self.selected = rows.saturating_sub(1),
+            KeyCode::Enter => match self.selected_row() {
+                Some(Row::Service(name)) => self.go(View::Service(name)),
+                Some(Row::Replica(_)) | Some(Row::Node(_)) => self.go(View::Logs),
+                Some(Row::Alert(_)) | Some(Row::Action(_)) | None => {}
+            },
+            KeyCode::Char('r') if self.view != View::Healer => return Some(Effect::Refresh),
+            KeyCode::Char(' ') if self.view == View::Logs => self.logs_paused = !self.logs_paused,
+            KeyCode::PageUp if self.view == View::Logs => self.logs_scroll += 10,
+            KeyCode::PageDown if self.view == View::Logs => self.logs_scroll = self.logs_scroll.saturating_sub(10),
+            _ if self.readonly => {}
+            KeyCode::Char(c) => self.action_key(c),
+            _ => {}
+        }
+        None
+    }
+
+    /// Action keys, each of which ends in a confirmation.
+    fn action_key(&mut self, c: char) {
+        let row = self.selected_row();
+        let awaiting = |id: &str| {
+            self.snapshot.healer.as_ref().is_some_and(|h| h.actions.iter().any(|a| a.id == id && a.awaiting_approval()))
+        };
+        let confirm = match (c, &self.view, row) {
+            ('a', View::Healer, Some(Row::Action(id))) if awaiting(&id) => Some(Effect::Approve(id)),
+            ('x', View::Healer, Some(Row::Action(id))) if awaiting(&id) => Some(Effect::Reject(id)),
+            ('p', View::Healer, _) => {
+                let paused = self.snapshot.healer.as_ref().is_some_and(|h| h.paused);
+                Some(Effect::SetPaused(!paused))
+            }
+            ('R', View::Healer, _) => {
+                let target = self.snapshot.healer.as_ref().and_then(|h| h.needs_human.first().map(|t| t.0.clone()));
+                target.map(Effect::Reset)
+            }
+            ('s', View::Alerts, Some(Row::Alert(i))) => {
+                let alerts: Vec<_> = self
+                    .snapshot
+                    .alerts
+                    .iter()
+                    .flatten()
+                    .filter(|a| {
+                        self.filter.is_empty()
+                            || format!("{} {:?}", a.name, a.labels).to_lowercase().contains(&self.filter.to_lowercase())
+                    })
+                    .collect();
+                if let Some(alert) = alerts.get(i) {
+                    let matchers = ["alertname", "instance", "service", "node", "sloth_id"]
+                        .iter()
+                        .filter_map(|k| alert.labels.get(*k).map(|v| (k.to_string(), v.clone())))
+                        .collect();
+                    self.modal = Some(Modal::SilenceFor { matchers, typed: "1h".into() });
+                }
+                None
+            }
+            ('c', View::Service(_), Some(Row::Replica(instance))) if self.chaos => {
+                self.modal = Some(Modal::Chaos { target: instance, node: false, selected: 0 });
+                None
+            }
+            ('c', View::Nodes, Some(Row::Node(node))) if self.chaos => {
+                self.modal = Some(Modal::Chaos { target: node, node: true, selected: 0 });
+                None
+            }
+            _ => None,
+        };
+        if let Some(effect) = confirm {
+            self.modal = Some(Modal::Confirm(effect));
+        }
+    }
+
+    fn on_modal_key(&mut self, modal: Modal, key: KeyEvent) -> Option<Effect> {
+        match modal {
+            Modal::Help => {
+                // Any key closes the help.
+            }
+            Modal::Command(mut typed) => match key.code {
+                KeyCode::Enter => {
+                    let first = self.snapshot.services.iter().flatten().next().map(|s| s.name.clone());
+                    match View::parse(&typed, first.as_deref()) {
+                        Some(view) => self.go(view),
+                        None if typed.trim() == "q" || typed.trim() == "quit" => {
+                            return self.on_key(KeyEvent::from(KeyCode::Char('q')));
+                        }
+                        None => self.status = Some(format!("no view {typed:?}; views: {}", View::NAMES.join(", "))),
+                    }
+                }
+                KeyCode::Esc => {}
+                KeyCode::Backspace => {
+                    typed.pop();
+                    self.modal = Some(Modal::Command(typed));
+                }
+                KeyCode::Char(c) => {
+                    typed.push(c);
+                    self.modal = Some(Modal::Command(typed));
+                }
+                _ => self.modal = Some(Modal::Command(typed)),
+            },
+            Modal::Filter(mut typed) => match key.code {
+                KeyCode::Enter => {
+                    self.filter = typed;
+                    self.selected = 0;
+                }
+                KeyCode::Esc => {}
+                KeyCode::Backspace => {
+                    typed.pop();
+                    self.filter = typed.clone();
+                    self.modal = Some(Modal::Filter(typed));
+                }
+                KeyCode::Char(c) => {
+                    typed.push(c);
+                    self.filter = typed.clone();
+                    self.selected = 0;
+                    self.modal = Some(Modal::Filter(typed));
+                }
+                _ => self.modal = Some(Modal::Filter(typed)),
+            },
+            Modal::Confirm(effect) => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => return Some(effect),
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {}
+                _ => self.modal = Some(Modal::Confirm(effect)),
+            },
+            Modal::SilenceFor { matchers, mut typed } => match key.code {
+                KeyCode::Enter => match humantime::parse_duration(&typed) {
+                    Ok(_) => self.modal = Some(Modal::Confirm(Effect::Silence { matchers, duration: typed })),
+                    Err(_) => {
+                        self.status = Some(format!("{typed:?} is not a duration; try 30m, 2h or 1d"));
+                        self.modal = Some(Modal::SilenceFor { matchers, typed });
+                    }
+                },
+                KeyCode::Esc => {}
+                KeyCode::Backspace => {
+                    typed.pop();
+                    self.modal = Some(Modal::SilenceFor { matchers, typed });
+                }
+                KeyCode::Char(c) => {
+                    typed.push(c);
+                    self.modal = Some(Modal::SilenceFor { matchers, typed });
+                }
+                _ => self.modal = Some(Modal::SilenceFor { matchers, typed }),
+            },
+            Modal::Chaos { target, node, selected } => {
+                let kinds: &[ChaosKind] = if node { &ChaosKind::NODE } else { &ChaosKind::REPLICA };
+                match key.code {
+                    KeyCode::Down | KeyCode::Char('j') => {
+                        let selected = (selected + 1).min(kinds.len() - 1);
+                        self.modal = Some(Modal::Chaos { target, node, selected });
+                    }
+                    KeyCode::Up | KeyCode::Char('k') => {
+                        self.modal = Some(Modal::Chaos { target, node, selected: selected.saturating_sub(1) });
+                    }
+                    KeyCode::Enter => {
+                        self.modal = Some(Modal::Confirm(Effect::Chaos { kind: kinds[selected], target }));
+                    }
+                    KeyCode::Esc => {}
+                    _ => self.modal = Some(Modal::Chaos { target, node, selected }),
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A row of a view's main list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    Service(String),
+    Replica(String),
+    Alert(usize),
+    Action(String),
+    Node(String),
+}

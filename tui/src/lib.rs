@@ -1,0 +1,11 @@
+//! # hale-tui
+//!
+//! The on-call dashboard (`hale tui`, and what `hale up` opens): the collector's and the
+//! healer's APIs read into a [`model::Snapshot`] by a [`source::Source`], keys turned into
+//! state changes and effects by [`app::App`], the state drawn by [`ui::draw`]. Data flows
+//! one way: source → snapshot → app → frame; effects go back out through the event loop.
+
+pub mod app;
+pub mod model;
+pub mod source;
+pub mod ui;

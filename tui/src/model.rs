@@ -1,0 +1,352 @@
+//! What the dashboard shows, read from the collector's and the healer's APIs. Every part
+//! is optional: a part that could not be read is `None` and is drawn as missing, never as
+//! healthy.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// One refresh of everything the views draw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// When it was read (ms since the epoch).
+    pub at_ms: i64,
+    pub nodes: Option<Vec<Node>>,
+    pub services: Option<Vec<Service>>,
+    pub slos: Option<Vec<Slo>>,
+    pub alerts: Option<Vec<Alert>>,
+    pub healer: Option<Healer>,
+    /// The fleet's latest log lines, oldest first.
+    pub logs: Option<Vec<LogLine>>,
+    /// Per node, CPU use over the last minutes (oldest first, 0..=1).
+    pub cpu_history: BTreeMap<String, Vec<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub agent_up: bool,
+    pub last_seen_secs_ago: Option<f64>,
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub disk: Option<f64>,
+}
+
+/// A replica's state as the agents' probes see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Ready,
+    /// Alive but failing its readiness probe (hung, catching up, fenced).
+    NotReady,
+    /// Neither probe answers: stopped, crashed, restarting.
+    Down,
+    /// No fresh probe result: its node or agent is silent.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replica {
+    pub instance: String,
+    pub node: Option<String>,
+    pub state: ReplicaState,
+    pub restarts: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub replicas: Vec<Replica>,
+}
+
+impl Service {
+    pub fn ready(&self) -> usize {
+        self.replicas.iter().filter(|r| r.state == ReplicaState::Ready).count()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SloStatus {
+    Ok,
+    Ticket,
+    Page,
+    InsufficientData,
+    NoData,
+}
+
+impl SloStatus {
+    fn parse(s: &str) -> SloStatus {
+        match s {
+            "ok" => SloStatus::Ok,
+            "ticket" => SloStatus::Ticket,
+            "page" => SloStatus::Page,
+            "insufficient_data" => SloStatus::InsufficientData,
+            _ => SloStatus::NoData,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SloStatus::Ok => "ok",
+            SloStatus::Ticket => "burning",
+            SloStatus::Page => "PAGE",
+            SloStatus::InsufficientData => "too few events",
+            SloStatus::NoData => "no data",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    pub service: String,
+    pub name: String,
+    /// Percent, e.g. 99.9.
+    pub objective: f64,
+    /// Share of good events over the period (0..=1); `None` without data.
+    pub sli: Option<f64>,
+    /// Share of the error budget left (may go below 0).
+    pub budget_left: Option<f64>,
+    pub burn_1h: Option<f64>,
+    pub burn_6h: Option<f64>,
+    pub status: SloStatus,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub firing: bool,
+    pub active_at: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub id: String,
+    pub kind: String,
+    pub policy: String,
+    pub target: String,
+    pub status: String,
+    pub alert: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub detail: String,
+}
+
+impl Action {
+    pub fn awaiting_approval(&self) -> bool {
+        self.status == "awaiting_approval"
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Healer {
+    pub paused: bool,
+    pub dry_run: bool,
+    /// Newest first.
+    pub actions: Vec<Action>,
+    /// Target key → why it waits for a human.
+    pub needs_human: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub time_ms: i64,
+    pub service: String,
+    pub instance: String,
+    pub level: String,
+    pub message: String,
+}
+
+/// `/api/v1/logs`, oldest first.
+pub fn parse_logs(v: &Value) -> Option<Vec<LogLine>> {
+    let mut lines: Vec<LogLine> = v["data"]
+        .as_array()?
+        .iter()
+        .map(|l| LogLine {
+            time_ms: (l["time_unix_nano"].as_u64().unwrap_or(0) / 1_000_000) as i64,
+            service: s(&l["service"]),
+            instance: s(&l["instance"]),
+            level: s(&l["level"]),
+            message: s(&l["message"]),
+        })
+        .collect();
+    lines.sort_by_key(|l| l.time_ms);
+    Some(lines)
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64().filter(|x| x.is_finite())
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// `/api/v1/cluster` → nodes and services.
+pub fn parse_cluster(v: &Value) -> Option<(Vec<Node>, Vec<Service>)> {
+    let data = &v["data"];
+    let nodes = data["nodes"]
+        .as_array()?
+        .iter()
+        .map(|n| Node {
+            name: s(&n["node"]),
+            agent_up: n["agent_up"].as_bool().unwrap_or(false),
+            last_seen_secs_ago: f(&n["last_seen_secs_ago"]),
+            cpu: f(&n["cpu_used_ratio"]),
+            memory: f(&n["memory_used_ratio"]),
+            disk: f(&n["disk_used_ratio"]),
+        })
+        .collect();
+    let services = data["services"]
+        .as_array()?
+        .iter()
+        .map(|svc| Service {
+            name: s(&svc["service"]),
+            replicas: svc["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let state = match (r["ready"].as_bool(), r["alive"].as_bool()) {
+                        (Some(true), _) => ReplicaState::Ready,
+                        (Some(false), Some(true)) => ReplicaState::NotReady,
+                        (Some(false), _) => ReplicaState::Down,
+                        (None, _) => ReplicaState::Stale,
+                    };
+                    Replica {
+                        instance: s(&r["instance"]),
+                        node: r["node"].as_str().map(str::to_string),
+                        state,
+                        restarts: f(&r["restarts"]),
+                        last_error: r["last_error"]["message"].as_str().map(str::to_string),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Some((nodes, services))
+}
+
+/// `/api/v1/slos`.
+pub fn parse_slos(v: &Value) -> Option<Vec<Slo>> {
+    Some(
+        v["data"]
+            .as_array()?
+            .iter()
+            .map(|o| {
+                let burn = |w: &str| {
+                    o["windows"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|x| x["window"] == w)
+                        .and_then(|x| f(&x["burn_rate"]))
+                };
+                Slo {
+                    service: s(&o["service"]),
+                    name: s(&o["slo"]),
+                    objective: f(&o["objective"]).unwrap_or(0.0),
+                    sli: f(&o["period_error_ratio"]).map(|r| 1.0 - r),
+                    budget_left: f(&o["error_budget_remaining"]),
+                    burn_1h: burn("1h"),
+                    burn_6h: burn("6h"),
+                    status: SloStatus::parse(o["status"].as_str().unwrap_or("")),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// `/api/v1/alerts`, firing first, then by name.
+pub fn parse_alerts(v: &Value) -> Option<Vec<Alert>> {
+    let mut alerts: Vec<Alert> = v["data"]["alerts"]
+        .as_array()?
+        .iter()
+        .map(|a| {
+            let labels: BTreeMap<String, String> = a["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            Alert {
+                name: labels.get("alertname").cloned().unwrap_or_default(),
+                labels,
+                firing: a["state"] == "firing",
+                active_at: s(&a["activeAt"]),
+                summary: s(&a["annotations"]["summary"]),
+            }
+        })
+        .collect();
+    alerts.sort_by(|a, b| b.firing.cmp(&a.firing).then(a.name.cmp(&b.name)).then(a.labels.cmp(&b.labels)));
+    Some(alerts)
+}
+
+/// The healer's `/api/v1/actions` and `/api/v1/state`.
+pub fn parse_healer(actions: &Value, state: &Value) -> Option<Healer> {
+    let target = |t: &Value| {
+        ["instance", "node", "service"]
+            .iter()
+            .find_map(|k| t[*k].as_str().map(|v| format!("{k}/{v}")))
+            .unwrap_or_else(|| "-".into())
+    };
+    let actions = actions["actions"]
+        .as_array()?
+        .iter()
+        .map(|a| Action {
+            id: s(&a["id"]),
+            kind: s(&a["kind"]),
+            policy: s(&a["policy"]),
+            target: target(&a["target"]),
+            status: s(&a["status"]),
+            alert: s(&a["alert"]["labels"]["alertname"]),
+            created_ms: a["created_ms"].as_i64().unwrap_or(0),
+            updated_ms: a["updated_ms"].as_i64().unwrap_or(0),
+            detail: s(&a["detail"]),
+        })
+        .collect();
+    let needs_human = state["targets"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, t)| t["needs_human"].as_str().map(|why| (k.clone(), why.to_string())))
+        .collect();
+    Some(Healer {
+        paused: state["paused"].as_bool().unwrap_or(false),
+        dry_run: state["dry_run"].as_bool().unwrap_or(false),
+        actions,
+        needs_human,
+    })
+}
+
+/// The one-line verdict `hale status` prints and exits on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Health {
+    /// Nothing pages and every service has a ready replica.
+    pub healthy: bool,
+    pub problems: Vec<String>,
+}
+
+impl Snapshot {
+    pub fn health(&self) -> Health {
+        let mut problems = Vec::new();
+        match &self.services {
+            None => problems.push("services: no data from the collector".to_string()),
+            Some(services) => {
+                for svc in services.iter().filter(|s| s.ready() == 0) {
+                    problems.push(format!("{}: no ready replica", svc.name));
+                }
+            }
+        }
+        match &self.slos {
+            None => problems.push("SLOs: no data from the collector".to_string()),
+            Some(slos) => {
+                for slo in slos.iter().filter(|s| s.status == SloStatus::Page) {
+                    problems.push(format!("SLO {} {} pages", slo.service, slo.name));
+                }
+            }
+        }
+        Health { healthy: problems.is_empty(), problems }
+    }
+}

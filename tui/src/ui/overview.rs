@@ -1,0 +1,214 @@
+//! The overview: nodes, services, SLOs, firing alerts and the healer's latest actions on
+//! one screen, readable at 80×24.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
+
+use super::widgets::{self, MISSING};
+use crate::app::App;
+use crate::source::Link;
+
+fn block(title: &str) -> Block<'static> {
+    Block::bordered().title(Span::styled(format!(" {title} "), Style::new().add_modifier(Modifier::BOLD)))
+}
+
+/// A part never read: say why, never draw it as empty (which would look healthy).
+fn missing(f: &mut Frame, area: Rect, title: &str, link: &Link) {
+    let why = match link {
+        Link::Connecting => "waiting for the first answer…",
+        Link::Reconnecting { .. } => "no data: unreachable",
+        Link::Connected => "no data",
+    };
+    let text = Span::styled(why, Style::new().fg(Color::DarkGray));
+    f.render_widget(Paragraph::new(text).block(block(title)), area);
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let s = &app.snapshot;
+    let nodes_h = s.nodes.as_ref().map_or(1, |n| n.len().max(1)) as u16 + 3;
+    let services_h = s.services.as_ref().map_or(1, |v| v.len().max(1)) as u16 + 3;
+    let slos_h = s.slos.as_ref().map_or(1, |v| v.len().max(1)) as u16 + 3;
+    let [top, middle, bottom] =
+        Layout::vertical([Constraint::Length(nodes_h.max(services_h)), Constraint::Length(slos_h), Constraint::Min(3)])
+            .areas(area);
+    let [nodes, services] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
+    draw_nodes(f, nodes, app);
+    draw_services(f, services, app);
+    draw_slos(f, middle, app);
+    let [alerts, actions] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
+    draw_alerts(f, alerts, app);
+    draw_actions(f, actions, app);
+}
+
+fn draw_nodes(f: &mut Frame, area: Rect, app: &App) {
+    let Some(nodes) = &app.snapshot.nodes else { return missing(f, area, "nodes", &app.collector) };
+    // Bars share what is left after the name and agent columns.
+    let wide = area.width >= 70;
+    let bar_w = if wide { 13 } else { ((area.width.saturating_sub(18)) / 3).max(6) as usize };
+    let rows: Vec<Row> = nodes
+        .iter()
+        .map(|n| {
+            let agent = if n.agent_up {
+                Span::styled("up", Style::new().fg(Color::Green))
+            } else {
+                Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+            };
+            let mut cells = vec![
+                Cell::from(n.name.clone()),
+                Cell::from(agent),
+                Cell::from(Line::from(widgets::bar(n.cpu, bar_w))),
+                Cell::from(Line::from(widgets::bar(n.memory, bar_w))),
+                Cell::from(Line::from(widgets::bar(n.disk, bar_w))),
+            ];
+            if wide {
+                let history =
+                    app.snapshot.cpu_history.get(&n.name).map_or(String::new(), |h| widgets::sparkline(h, 12));
+                cells.push(Cell::from(Span::styled(history, Style::new().fg(Color::Cyan))));
+            }
+            Row::new(cells)
+        })
+        .collect();
+    let mut widths = vec![
+        Constraint::Length(7),
+        Constraint::Length(5),
+        Constraint::Length(bar_w as u16),
+        Constraint::Length(bar_w as u16),
+        Constraint::Length(bar_w as u16),
+    ];
+    let mut header = vec!["node", "agent", "cpu", "mem", "disk"];
+    if wide {
+        widths.push(Constraint::Length(12));
+        header.push("cpu 5m");
+    }
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().fg(Color::DarkGray)))
+        .column_spacing(1)
+        .block(block("nodes"));
+    f.render_widget(table, area);
+}
+
+fn draw_services(f: &mut Frame, area: Rect, app: &App) {
+    let Some(services) = &app.snapshot.services else { return missing(f, area, "services", &app.collector) };
+    let visible: Vec<_> = app.rows();
+    let rows: Vec<Row> = services
+        .iter()
+        .filter(|svc| visible.iter().any(|r| *r == crate::app::Row::Service(svc.name.clone())))
+        .enumerate()
+        .map(|(i, svc)| {
+            let marks: Vec<Span> = svc.replicas.iter().map(|r| widgets::replica_mark(r.state)).collect();
+            let ready = svc.ready();
+            let count_style = if ready == 0 {
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else if ready < svc.replicas.len() {
+                Style::new().fg(Color::Yellow)
+            } else {
+                Style::new()
+            };
+            let restarts: f64 = svc.replicas.iter().filter_map(|r| r.restarts).sum();
+            let has_restarts = svc.replicas.iter().any(|r| r.restarts.is_some());
+            let row = Row::new(vec![
+                Cell::from(svc.name.clone()),
+                Cell::from(Line::from(marks)),
+                Cell::from(Span::styled(format!("{ready}/{}", svc.replicas.len()), count_style)),
+                Cell::from(if has_restarts { format!("{restarts:.0}") } else { MISSING.into() }),
+            ]);
+            if i == app.selected { row.style(Style::new().add_modifier(Modifier::REVERSED)) } else { row }
+        })
+        .collect();
+    let table =
+        Table::new(rows, [Constraint::Length(8), Constraint::Length(8), Constraint::Length(5), Constraint::Length(8)])
+            .header(Row::new(["service", "replicas", "ready", "restarts"]).style(Style::new().fg(Color::DarkGray)))
+            .column_spacing(1)
+            .block(block("services"));
+    f.render_widget(table, area);
+}
+
+fn draw_slos(f: &mut Frame, area: Rect, app: &App) {
+    let Some(slos) = &app.snapshot.slos else { return missing(f, area, "SLOs", &app.collector) };
+    let wide = area.width >= 100;
+    let budget_w = if wide { 22 } else { 12 };
+    let rows: Vec<Row> = slos
+        .iter()
+        .map(|o| {
+            Row::new(vec![
+                Cell::from(format!("{}/{}", o.service, o.name)),
+                Cell::from(format!("{}%", o.objective)),
+                Cell::from(o.sli.map_or(MISSING.to_string(), |v| format!("{:.3}%", v * 100.0))),
+                Cell::from(Line::from(widgets::budget(o.budget_left, budget_w))),
+                Cell::from(widgets::burn(o.burn_1h)),
+                Cell::from(widgets::burn(o.burn_6h)),
+                Cell::from(widgets::slo_status(o.status)),
+            ])
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(1),
+            Constraint::Length(6),
+            Constraint::Length(8),
+            Constraint::Length(budget_w as u16),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(if wide { 40 } else { 14 }),
+        ],
+    )
+    .header(
+        Row::new(["SLO", "goal", "SLI", "error budget", "1h", "6h", "state"]).style(Style::new().fg(Color::DarkGray)),
+    )
+    .column_spacing(1)
+    .block(block("SLOs"));
+    f.render_widget(table, area);
+}
+
+fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
+    let Some(alerts) = &app.snapshot.alerts else { return missing(f, area, "firing alerts", &app.collector) };
+    let firing: Vec<_> = alerts.iter().filter(|a| a.firing).collect();
+    let title = format!("firing alerts ({})", firing.len());
+    if firing.is_empty() {
+        let text = Span::styled("none", Style::new().fg(Color::Green));
+        return f.render_widget(Paragraph::new(text).block(block(&title)), area);
+    }
+    let now = app.snapshot.at_ms;
+    let lines: Vec<Line> = firing
+        .iter()
+        .map(|a| {
+            let severity = a.labels.get("severity").map_or("", String::as_str);
+            let style = if severity == "page" { Style::new().fg(Color::Red) } else { Style::new().fg(Color::Yellow) };
+            let on = ["instance", "node", "service", "sloth_service"].iter().find_map(|k| a.labels.get(*k)).cloned();
+            let since = widgets::rfc3339_ms(&a.active_at).map_or(MISSING.to_string(), |t| widgets::age(now, t));
+            Line::from(vec![
+                Span::styled(format!("{:<4}", since), Style::new().fg(Color::DarkGray)),
+                Span::styled(a.name.clone(), style.add_modifier(Modifier::BOLD)),
+                Span::raw(on.map(|o| format!(" {o}")).unwrap_or_default()),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines).block(block(&title)), area);
+}
+
+fn draw_actions(f: &mut Frame, area: Rect, app: &App) {
+    let Some(healer) = &app.snapshot.healer else { return missing(f, area, "healer", &app.healer) };
+    if healer.actions.is_empty() {
+        let text = Span::styled("no actions yet", Style::new().fg(Color::DarkGray));
+        return f.render_widget(Paragraph::new(text).block(block("healer")), area);
+    }
+    let now = app.snapshot.at_ms;
+    let lines: Vec<Line> = healer
+        .actions
+        .iter()
+        .take(area.height.saturating_sub(2) as usize)
+        .map(|a| {
+            Line::from(vec![
+                Span::styled(format!("{:<4}", widgets::age(now, a.created_ms)), Style::new().fg(Color::DarkGray)),
+                Span::styled(format!("{} ", a.kind), Style::new().add_modifier(Modifier::BOLD)),
+                Span::raw(format!("{} ", a.target.split_once('/').map_or(a.target.as_str(), |t| t.1))),
+                widgets::action_status(&a.status),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines).block(block("healer")), area);
+}

@@ -1,0 +1,303 @@
+//! The drill-down views: a service, alerts, the healer, logs, nodes.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
+
+use super::widgets::{self, MISSING};
+use crate::app::{App, Row as AppRow};
+
+fn block(title: &str) -> Block<'static> {
+    Block::bordered().title(Span::styled(format!(" {title} "), Style::new().add_modifier(Modifier::BOLD)))
+}
+
+fn missing(f: &mut Frame, area: Rect, title: &str) {
+    let text = Span::styled("no data (the header shows which API is away)", Style::new().fg(Color::DarkGray));
+    f.render_widget(Paragraph::new(text).block(block(title)), area);
+}
+
+fn selected(style_row: Row<'static>, is: bool) -> Row<'static> {
+    if is { style_row.style(Style::new().add_modifier(Modifier::REVERSED)) } else { style_row }
+}
+
+fn header(cells: &[&'static str]) -> Row<'static> {
+    Row::new(cells.to_vec()).style(Style::new().fg(Color::DarkGray))
+}
+
+fn level_style(level: &str) -> Style {
+    match level {
+        "error" => Style::new().fg(Color::Red),
+        "warn" => Style::new().fg(Color::Yellow),
+        "debug" | "trace" => Style::new().fg(Color::DarkGray),
+        _ => Style::new(),
+    }
+}
+
+fn clock(ms: i64) -> String {
+    let s = (ms / 1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
+    let Some(services) = &app.snapshot.services else { return missing(f, area, &format!("service {name}")) };
+    let Some(svc) = services.iter().find(|s| s.name == name) else {
+        let text = format!("no service {name:?} in the cluster");
+        return f.render_widget(Paragraph::new(text).block(block(name)), area);
+    };
+    let [replicas, logs] =
+        Layout::vertical([Constraint::Length(svc.replicas.len() as u16 + 3), Constraint::Min(3)]).areas(area);
+    let visible = app.rows();
+    let rows: Vec<Row> = svc
+        .replicas
+        .iter()
+        .filter(|r| visible.contains(&AppRow::Replica(r.instance.clone())))
+        .enumerate()
+        .map(|(i, r)| {
+            let row = Row::new(vec![
+                Cell::from(r.instance.clone()),
+                Cell::from(r.node.clone().unwrap_or_else(|| MISSING.into())),
+                Cell::from(Line::from(vec![
+                    widgets::replica_mark(r.state),
+                    Span::raw(" "),
+                    widgets::replica_word(r.state),
+                ])),
+                Cell::from(r.restarts.map_or(MISSING.to_string(), |n| format!("{n:.0}"))),
+                Cell::from(r.last_error.clone().unwrap_or_default()),
+            ]);
+            selected(row, i == app.selected)
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(16),
+            Constraint::Length(7),
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Min(10),
+        ],
+    )
+    .header(header(&["replica", "node", "probe", "restarts", "last error"]))
+    .column_spacing(1)
+    .block(block(&format!("{name}: replicas")));
+    f.render_widget(table, replicas);
+    log_lines(f, logs, app, |l| l.service == name, &format!("{name}: recent logs"));
+}
+
+fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::LogLine) -> bool, title: &str) {
+    let Some(lines) = &app.snapshot.logs else { return missing(f, area, title) };
+    let filter = app.filter.to_lowercase();
+    let matching: Vec<_> = lines
+        .iter()
+        .filter(|l| keep(l))
+        .filter(|l| {
+            filter.is_empty() || format!("{} {} {}", l.instance, l.level, l.message).to_lowercase().contains(&filter)
+        })
+        .collect();
+    let height = area.height.saturating_sub(2) as usize;
+    let end = matching.len().saturating_sub(app.logs_scroll.min(matching.len()));
+    let start = end.saturating_sub(height);
+    let out: Vec<Line> = matching[start..end]
+        .iter()
+        .map(|l| {
+            Line::from(vec![
+                Span::styled(format!("{} ", clock(l.time_ms)), Style::new().fg(Color::DarkGray)),
+                Span::styled(format!("{:<10} ", l.instance), Style::new().fg(Color::Cyan)),
+                Span::styled(format!("{:<5} ", l.level), level_style(&l.level)),
+                Span::raw(l.message.clone()),
+            ])
+        })
+        .collect();
+    let mut title = title.to_string();
+    if app.logs_paused {
+        title.push_str(" — PAUSED");
+    }
+    if app.logs_scroll > 0 {
+        title.push_str(&format!(" — {} lines back", app.logs_scroll));
+    }
+    f.render_widget(Paragraph::new(out).block(block(&title)), area);
+}
+
+pub fn logs(f: &mut Frame, area: Rect, app: &App) {
+    log_lines(f, area, app, |_| true, "logs: the whole fleet");
+}
+
+pub fn alerts(f: &mut Frame, area: Rect, app: &App) {
+    let Some(alerts) = &app.snapshot.alerts else { return missing(f, area, "alerts") };
+    let now = app.snapshot.at_ms;
+    let filter = app.filter.to_lowercase();
+    let rows: Vec<Row> = alerts
+        .iter()
+        .filter(|a| filter.is_empty() || format!("{} {:?}", a.name, a.labels).to_lowercase().contains(&filter))
+        .enumerate()
+        .map(|(i, a)| {
+            let state = if a.firing {
+                Span::styled("firing", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+            } else {
+                Span::styled("pending", Style::new().fg(Color::Yellow))
+            };
+            let labels: Vec<String> =
+                a.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
+            let since = widgets::rfc3339_ms(&a.active_at).map_or(MISSING.to_string(), |t| widgets::age(now, t));
+            selected(
+                Row::new(vec![
+                    Cell::from(state),
+                    Cell::from(a.name.clone()),
+                    Cell::from(since),
+                    Cell::from(labels.join(" ")),
+                    Cell::from(a.summary.clone()),
+                ]),
+                i == app.selected,
+            )
+        })
+        .collect();
+    let title = format!(
+        "alerts ({} firing, {} pending)",
+        alerts.iter().filter(|a| a.firing).count(),
+        alerts.iter().filter(|a| !a.firing).count()
+    );
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(7),
+            Constraint::Length(20),
+            Constraint::Length(5),
+            Constraint::Percentage(45),
+            Constraint::Min(10),
+        ],
+    )
+    .header(header(&["state", "alert", "age", "labels", "summary"]))
+    .column_spacing(1)
+    .block(block(&title));
+    f.render_widget(table, area);
+}
+
+pub fn healer(f: &mut Frame, area: Rect, app: &App) {
+    let Some(h) = &app.snapshot.healer else { return missing(f, area, "healer") };
+    let now = app.snapshot.at_ms;
+    let humans = h.needs_human.len() as u16;
+    let [state, timeline] = Layout::vertical([Constraint::Length(3 + humans), Constraint::Min(3)]).areas(area);
+    let mut lines = vec![Line::from(vec![
+        Span::raw("automatic repairs: "),
+        if h.paused {
+            Span::styled("PAUSED", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+        } else {
+            Span::styled("on", Style::new().fg(Color::Green))
+        },
+        Span::raw(if h.dry_run { "  (dry-run: nothing is done, everything recorded)" } else { "" }),
+        Span::raw(format!("   awaiting approval: {}", h.actions.iter().filter(|a| a.awaiting_approval()).count())),
+    ])];
+    for (target, why) in &h.needs_human {
+        lines.push(Line::from(vec![
+            Span::styled("needs a human: ", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+            Span::raw(format!("{target} — {why}")),
+        ]));
+    }
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(block("healer")), state);
+    let filter = app.filter.to_lowercase();
+    let wide = timeline.width >= 120;
+    let rows: Vec<Row> = h
+        .actions
+        .iter()
+        .filter(|a| {
+            filter.is_empty()
+                || format!("{} {} {} {}", a.kind, a.target, a.status, a.alert).to_lowercase().contains(&filter)
+        })
+        .enumerate()
+        .map(|(i, a)| {
+            let took = if matches!(a.status.as_str(), "succeeded" | "failed") {
+                format!("{:.1}s", (a.updated_ms - a.created_ms).max(0) as f64 / 1000.0)
+            } else {
+                MISSING.into()
+            };
+            let short = a.target.split_once('/').map_or(a.target.clone(), |t| t.1.to_string());
+            let mut cells = vec![
+                Cell::from(widgets::age(now, a.created_ms)),
+                Cell::from(Span::styled(a.kind.clone(), Style::new().add_modifier(Modifier::BOLD))),
+                Cell::from(if wide { a.target.clone() } else { short }),
+                Cell::from(widgets::action_status(&a.status)),
+            ];
+            if wide {
+                cells.extend([Cell::from(took), Cell::from(a.alert.clone())]);
+            }
+            cells.push(Cell::from(a.detail.clone()));
+            selected(Row::new(cells), i == app.selected)
+        })
+        .collect();
+    let (widths, names): (Vec<Constraint>, &[&'static str]) = if wide {
+        (
+            vec![
+                Constraint::Length(4),
+                Constraint::Length(10),
+                Constraint::Length(20),
+                Constraint::Length(17),
+                Constraint::Length(6),
+                Constraint::Length(18),
+                Constraint::Fill(1),
+            ],
+            &["age", "action", "target", "outcome", "took", "why (alert)", "detail"],
+        )
+    } else {
+        let w = [4, 9, 10, 17].map(Constraint::Length);
+        (vec![w[0], w[1], w[2], w[3], Constraint::Fill(1)], &["age", "action", "target", "outcome", "detail"])
+    };
+    let table = Table::new(rows, widths).header(header(names)).column_spacing(1).block(block("actions, newest first"));
+    f.render_widget(table, timeline);
+}
+
+pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
+    let Some(nodes) = &app.snapshot.nodes else { return missing(f, area, "nodes") };
+    let filter = app.filter.to_lowercase();
+    let shown: Vec<_> = nodes.iter().filter(|n| filter.is_empty() || n.name.to_lowercase().contains(&filter)).collect();
+    let rows: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let replicas: Vec<Span> = app
+                .snapshot
+                .services
+                .iter()
+                .flatten()
+                .flat_map(|s| s.replicas.iter())
+                .filter(|r| r.node.as_deref() == Some(n.name.as_str()))
+                .flat_map(|r| [widgets::replica_mark(r.state), Span::raw(format!("{} ", r.instance))])
+                .collect();
+            let agent = if n.agent_up {
+                Span::styled("up", Style::new().fg(Color::Green))
+            } else {
+                Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+            };
+            let seen = n.last_seen_secs_ago.map_or(MISSING.to_string(), |s| format!("{s:.0}s"));
+            selected(
+                Row::new(vec![
+                    Cell::from(n.name.clone()),
+                    Cell::from(agent),
+                    Cell::from(seen),
+                    Cell::from(Line::from(widgets::bar(n.cpu, 11))),
+                    Cell::from(Line::from(widgets::bar(n.memory, 11))),
+                    Cell::from(Line::from(widgets::bar(n.disk, 11))),
+                    Cell::from(Line::from(replicas)),
+                ]),
+                i == app.selected,
+            )
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(7),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(11),
+            Constraint::Length(11),
+            Constraint::Length(11),
+            Constraint::Min(10),
+        ],
+    )
+    .header(header(&["node", "agent", "seen", "cpu", "mem", "disk", "replicas it supervises"]))
+    .column_spacing(1)
+    .block(block("nodes"));
+    f.render_widget(table, area);
+}

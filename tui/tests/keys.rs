@@ -1,0 +1,237 @@
+//! Input → state: what each key does, with no terminal.
+
+use hale_tui::app::{App, ChaosKind, Effect, Modal, View};
+use hale_tui::model::*;
+use hale_tui::source::Link;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::from(KeyCode::Char(c))
+}
+
+fn code(c: KeyCode) -> KeyEvent {
+    KeyEvent::from(c)
+}
+
+fn typed(app: &mut App, text: &str) -> Option<Effect> {
+    let mut last = None;
+    for c in text.chars() {
+        last = app.on_key(key(c));
+    }
+    last
+}
+
+fn snapshot() -> Snapshot {
+    let replica = |name: &str, state| Replica {
+        instance: name.into(),
+        node: Some("node-1".into()),
+        state,
+        restarts: Some(0.0),
+        last_error: None,
+    };
+    let action = |id: &str, status: &str| Action {
+        id: id.into(),
+        kind: "restart".into(),
+        policy: "p".into(),
+        target: "instance/search-1".into(),
+        status: status.into(),
+        alert: "ReplicaDown".into(),
+        created_ms: 0,
+        updated_ms: 0,
+        detail: String::new(),
+    };
+    Snapshot {
+        services: Some(vec![
+            Service { name: "auth".into(), replicas: vec![replica("auth-1", ReplicaState::Ready)] },
+            Service {
+                name: "search".into(),
+                replicas: vec![replica("search-1", ReplicaState::NotReady), replica("search-2", ReplicaState::Ready)],
+            },
+        ]),
+        nodes: Some(vec![Node {
+            name: "node-1".into(),
+            agent_up: true,
+            last_seen_secs_ago: Some(1.0),
+            cpu: None,
+            memory: None,
+            disk: None,
+        }]),
+        alerts: Some(vec![Alert {
+            name: "ReplicaDown".into(),
+            labels: [("alertname", "ReplicaDown"), ("instance", "search-1"), ("severity", "page")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            firing: true,
+            active_at: String::new(),
+            summary: String::new(),
+        }]),
+        healer: Some(Healer {
+            paused: false,
+            dry_run: false,
+            actions: vec![action("act-2", "awaiting_approval"), action("act-1", "succeeded")],
+            needs_human: vec![("instance/orders-2".into(), "failed".into())],
+        }),
+        ..Snapshot::default()
+    }
+}
+
+fn app(readonly: bool) -> App {
+    let mut app = App::new(readonly, true, true);
+    app.snapshot = snapshot();
+    app.collector = Link::Connected;
+    app.healer = Link::Connected;
+    app
+}
+
+#[test]
+fn colon_jumps_to_a_view_by_name_or_prefix_and_esc_goes_back() {
+    let mut a = app(false);
+    a.on_key(key(':'));
+    assert_eq!(a.modal, Some(Modal::Command(String::new())));
+    typed(&mut a, "al");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!((a.view.clone(), a.modal.clone()), (View::Alerts, None));
+    typed(&mut a, ":service search");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.view, View::Service("search".into()));
+    a.on_key(code(KeyCode::Esc));
+    assert_eq!(a.view, View::Alerts);
+    a.on_key(code(KeyCode::Esc));
+    assert_eq!(a.view, View::Overview);
+    a.on_key(code(KeyCode::Esc));
+    assert_eq!(a.view, View::Overview, "nothing further back");
+    typed(&mut a, ":nonsense");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.view, View::Overview);
+    assert!(a.status.as_deref().is_some_and(|s| s.contains("no view")), "{:?}", a.status);
+}
+
+#[test]
+fn moving_and_drilling_down() {
+    let mut a = app(false);
+    a.on_key(code(KeyCode::Down));
+    a.on_key(key('j'));
+    assert_eq!(a.selected, 1, "stops at the last service");
+    a.on_key(key('k'));
+    a.on_key(code(KeyCode::Up));
+    assert_eq!(a.selected, 0);
+    a.on_key(key('G'));
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.view, View::Service("search".into()));
+    assert_eq!(a.selected, 0, "a new view starts at its top");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.view, View::Logs, "a replica drills down to the logs");
+}
+
+#[test]
+fn slash_filters_the_current_list_live_and_esc_clears_it() {
+    let mut a = app(false);
+    a.on_key(key('/'));
+    typed(&mut a, "sea");
+    assert_eq!(a.filter, "sea");
+    assert_eq!(a.rows().len(), 1, "only search");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.modal, None);
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.view, View::Service("search".into()), "enter opens the filtered row");
+    a.on_key(code(KeyCode::Esc));
+    a.on_key(key('/'));
+    typed(&mut a, "zzz");
+    a.on_key(code(KeyCode::Enter));
+    assert!(a.rows().is_empty());
+    a.on_key(code(KeyCode::Esc));
+    assert_eq!((a.filter.as_str(), a.rows().len()), ("", 2));
+}
+
+#[test]
+fn every_action_asks_first_and_n_cancels() {
+    let mut a = app(false);
+    typed(&mut a, ":healer");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.on_key(key('a')), None);
+    assert_eq!(a.modal, Some(Modal::Confirm(Effect::Approve("act-2".into()))));
+    assert_eq!(a.on_key(key('n')), None);
+    assert_eq!(a.modal, None);
+    a.on_key(key('x'));
+    assert_eq!(a.on_key(key('y')), Some(Effect::Reject("act-2".into())));
+    a.on_key(key('p'));
+    assert_eq!(a.on_key(key('y')), Some(Effect::SetPaused(true)));
+    a.on_key(key('R'));
+    assert_eq!(a.on_key(key('y')), Some(Effect::Reset("instance/orders-2".into())));
+    // An action that does not await approval cannot be approved.
+    a.on_key(key('j'));
+    assert_eq!(a.on_key(key('a')), None);
+    assert_eq!(a.modal, None);
+}
+
+#[test]
+fn silencing_an_alert_asks_for_a_duration_then_confirmation() {
+    let mut a = app(false);
+    typed(&mut a, ":alerts");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('s'));
+    assert!(matches!(&a.modal, Some(Modal::SilenceFor { typed, .. }) if typed == "1h"));
+    a.on_key(code(KeyCode::Backspace));
+    a.on_key(code(KeyCode::Backspace));
+    typed(&mut a, "soon");
+    a.on_key(code(KeyCode::Enter));
+    assert!(a.status.as_deref().is_some_and(|s| s.contains("not a duration")));
+    for _ in 0..4 {
+        a.on_key(code(KeyCode::Backspace));
+    }
+    typed(&mut a, "30m");
+    a.on_key(code(KeyCode::Enter));
+    let effect = a.on_key(key('y')).expect("effect");
+    let Effect::Silence { matchers, duration } = effect else { panic!("{effect:?}") };
+    assert_eq!(duration, "30m");
+    assert!(matchers.contains(&("alertname".into(), "ReplicaDown".into())));
+    assert!(matchers.contains(&("instance".into(), "search-1".into())));
+}
+
+#[test]
+fn the_chaos_menu_breaks_the_selected_replica_after_confirmation() {
+    let mut a = app(false);
+    typed(&mut a, ":service search");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('c'));
+    assert_eq!(a.modal, Some(Modal::Chaos { target: "search-1".into(), node: false, selected: 0 }));
+    a.on_key(key('j'));
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.on_key(key('y')), Some(Effect::Chaos { kind: ChaosKind::Hang, target: "search-1".into() }));
+    typed(&mut a, ":nodes");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('c'));
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.on_key(key('y')), Some(Effect::Chaos { kind: ChaosKind::NodeDown, target: "node-1".into() }));
+}
+
+#[test]
+fn read_only_ignores_every_action_key() {
+    let mut a = app(true);
+    for view in [":healer", ":alerts", ":service search", ":nodes"] {
+        typed(&mut a, view);
+        a.on_key(code(KeyCode::Enter));
+        for k in ['a', 'x', 'p', 'R', 's', 'c'] {
+            assert_eq!(a.on_key(key(k)), None);
+            assert_eq!(a.modal, None, "{view} {k}");
+        }
+    }
+}
+
+#[test]
+fn quitting_asks_when_it_stops_the_cluster_and_ctrl_c_always_quits() {
+    let mut a = app(false);
+    assert_eq!(a.on_key(key('q')), None);
+    assert_eq!(a.modal, Some(Modal::Confirm(Effect::Quit)));
+    assert_eq!(a.on_key(key('y')), Some(Effect::Quit));
+    let mut watching = App::new(false, false, false);
+    assert_eq!(watching.on_key(key('q')), Some(Effect::Quit), "a dashboard on someone else's cluster just quits");
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(a.on_key(ctrl_c), Some(Effect::Quit));
+    a.on_key(key('?'));
+    assert_eq!(a.modal, Some(Modal::Help));
+    a.on_key(key('z'));
+    assert_eq!(a.modal, None, "any key closes the help");
+}
