@@ -88,7 +88,31 @@ fn cluster(data_dir: &std::path::Path) -> Result<ClusterConfig> {
     ClusterConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// `hale chaos`: injects the fault and prints what happened.
 pub async fn run(args: ChaosArgs) -> Result<()> {
+    println!("{}", apply(args).await?);
+    Ok(())
+}
+
+impl ChaosArgs {
+    /// The faults the dashboard's chaos menu offers, with their menu's defaults.
+    pub fn from_menu(kind: hale_tui::app::ChaosKind, target: &str, data_dir: &std::path::Path) -> ChaosArgs {
+        use hale_tui::app::ChaosKind;
+        let (instance, duration) = (target.to_string(), "60s".to_string());
+        let fault = match kind {
+            ChaosKind::Kill => Fault::Kill { instance },
+            ChaosKind::Hang => Fault::Hang { instance, duration },
+            ChaosKind::Latency => Fault::Latency { instance, ms: 300, duration },
+            ChaosKind::Errors => Fault::Errors { instance, rate: 0.5, duration },
+            ChaosKind::NodeDown => Fault::NodeDown { node: instance },
+            ChaosKind::NodeUp => Fault::NodeUp { node: instance },
+        };
+        ChaosArgs { fault, data_dir: data_dir.to_path_buf() }
+    }
+}
+
+/// Injects the fault; says what was done.
+pub async fn apply(args: ChaosArgs) -> Result<String> {
     let cluster = cluster(&args.data_dir)?;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let replica = |name: &str| -> Result<hale_core::Instance> {
@@ -112,8 +136,8 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
             if !r.status().is_success() {
                 bail!("{} answered {}: {}", target.name, r.status(), r.text().await.unwrap_or_default());
             }
-            println!("{}: {}", target.name, r.text().await.unwrap_or_default());
-            Ok(())
+            let _ = r.bytes().await;
+            Ok(format!("{}: fault injected", target.name))
         }
     };
     match args.fault {
@@ -139,8 +163,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
                 .and_then(|(_, pid)| pid)
                 .ok_or_else(|| anyhow::anyhow!("{instance} is not running"))?;
             kill(Pid::from_raw(pid as i32), Signal::SIGKILL).with_context(|| format!("SIGKILL {pid}"))?;
-            println!("{instance}: SIGKILL sent to {pid}");
-            Ok(())
+            Ok(format!("{instance}: SIGKILL sent to {pid}"))
         }
         Fault::NodeDown { node } => node_down(&client, &cluster, &args.data_dir, &node).await,
         Fault::NodeUp { node } => node_up(&args.data_dir, &node),
@@ -174,7 +197,7 @@ async fn node_down(
     cluster: &ClusterConfig,
     data_dir: &std::path::Path,
     node: &str,
-) -> Result<()> {
+) -> Result<String> {
     let n = cluster.nodes.iter().find(|n| n.name == node).ok_or_else(|| anyhow::anyhow!("no node {node:?}"))?;
     let health: Value = client
         .get(format!("http://{}/healthz", cluster.agent_listen(n)))
@@ -192,11 +215,13 @@ async fn node_down(
     for pid in &pids {
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP);
     }
-    println!("{node}: down (agent and {} replicas frozen); `hale chaos node-up {node}` brings it back", pids.len() - 1);
-    Ok(())
+    Ok(format!(
+        "{node}: down (agent and {} replicas frozen); `hale chaos node-up {node}` brings it back",
+        pids.len() - 1
+    ))
 }
 
-fn node_up(data_dir: &std::path::Path, node: &str) -> Result<()> {
+fn node_up(data_dir: &std::path::Path, node: &str) -> Result<String> {
     let path = frozen_file(data_dir, node);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{node} was not taken down by `hale chaos node-down`"))?;
@@ -204,6 +229,5 @@ fn node_up(data_dir: &std::path::Path, node: &str) -> Result<()> {
         let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
     }
     std::fs::remove_file(&path)?;
-    println!("{node}: up");
-    Ok(())
+    Ok(format!("{node}: up"))
 }

@@ -6,6 +6,7 @@ mod bench_alert;
 mod bench_cluster;
 mod bench_heal;
 mod chaos;
+mod dashboard;
 mod seed;
 mod silence;
 mod up;
@@ -52,6 +53,11 @@ enum Command {
     Policies(PoliciesCommand),
     /// Inject a fault into a running cluster: kill, hang, latency, errors, cpu, node-down.
     Chaos(chaos::ChaosArgs),
+    /// The on-call terminal dashboard on a running cluster (`hale up` opens it itself).
+    Tui(dashboard::TuiArgs),
+    /// The cluster's health for scripts; exits 1 when an SLO pages or a service has no
+    /// ready replica.
+    Status(dashboard::StatusArgs),
 }
 
 /// No `Debug`: it holds tokens.
@@ -471,7 +477,12 @@ fn main() -> std::process::ExitCode {
 async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Up(args) => {
-            init_stderr_logging("warn");
+            if args.headless {
+                init_stderr_logging("warn");
+            } else {
+                // The dashboard owns the screen: warnings go to a file beside the others.
+                init_file_logging("warn", &args.data_dir.join("logs").join("hale-up.log"))?;
+            }
             up::run(args).await
         }
         Command::Shop(ShopCommand { which: ShopWhich::HashPassword }) => hash_password(),
@@ -529,6 +540,13 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Policies(PoliciesCommand { which: PoliciesWhich::Check { files } }) => check_policy_files(&files),
         Command::Chaos(args) => chaos::run(args).await,
+        Command::Tui(args) => dashboard::tui(args).await,
+        Command::Status(args) => {
+            if !dashboard::status(args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Slo(SloCommand { which: SloWhich::Check { files } }) => check_slo_files(&files),
         Command::Slo(SloCommand { which: SloWhich::Export { format, time_scale, min_events, file } }) => {
             if format != "prometheus" {
@@ -626,6 +644,24 @@ async fn dispatch(command: Command) -> Result<()> {
 }
 
 /// Human-readable logs on stderr at `default` level, or what `HALE_LOG` says.
+fn init_file_logging(default: &str, path: &std::path::Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file)))
+        .try_init();
+    Ok(())
+}
+
 fn init_stderr_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -15,9 +15,12 @@ use hale_agent::supervise::Supervisor;
 /// No `Debug`: it holds the webhook secret.
 #[derive(clap::Args)]
 pub struct UpArgs {
-    /// Run without the terminal dashboard (the dashboard arrives with `hale tui`).
+    /// Run without the terminal dashboard (then Ctrl-C stops everything).
     #[arg(long)]
     pub headless: bool,
+    /// Quitting the dashboard leaves the cluster running (Ctrl-C stops it).
+    #[arg(long)]
+    pub keep_running: bool,
     /// Number of nodes (loopback addresses) to spread replicas over.
     #[arg(long)]
     pub nodes: Option<usize>,
@@ -395,8 +398,37 @@ pub async fn run(args: UpArgs) -> Result<()> {
         };
         supervisor.start(load).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    print_banner(&cluster, &gateway, &data_dir, args.load_rps, args.headless);
-    (&mut shutdown).await;
+    if args.headless {
+        print_banner(&cluster, &gateway, &data_dir, args.load_rps);
+        (&mut shutdown).await;
+    } else {
+        let endpoints = hale_tui::source::Endpoints {
+            collector: format!("http://{}", cluster.collector.listen),
+            healer: format!("http://{}", cluster.healer.listen),
+        };
+        let actuator =
+            std::sync::Arc::new(crate::dashboard::ClusterActuator::new(endpoints.clone(), Some(&cluster), &data_dir));
+        let options = hale_tui::Options {
+            endpoints,
+            readonly: false,
+            chaos: true,
+            owns_cluster: !args.keep_running,
+            refresh: Duration::from_secs(1),
+        };
+        let shown = hale_tui::run(options, actuator, &mut shutdown).await;
+        if let Err(e) = shown {
+            eprintln!("hale: the dashboard failed ({e}); the cluster keeps running headless, Ctrl-C stops it");
+            print_banner(&cluster, &gateway, &data_dir, args.load_rps);
+            (&mut shutdown).await;
+        } else if args.keep_running {
+            print_banner(&cluster, &gateway, &data_dir, args.load_rps);
+            println!(
+                "  the dashboard closed; the cluster keeps running (`hale tui --data-dir {}` opens it again)",
+                data_dir.display()
+            );
+            (&mut shutdown).await;
+        }
+    }
     println!("\nhale: stopping the cluster…");
     let stopping = Instant::now();
     let status = supervisor.list();
@@ -410,7 +442,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rps: u32, headless: bool) {
+fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rps: u32) {
     println!("\nHale demo cluster is up.\n");
     println!("  shop gateway   {gateway}");
     println!(
@@ -444,9 +476,6 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     println!("\n  logs: {}", data_dir.join("logs").display());
     if load_rps > 0 {
         println!("  load: {load_rps} requests/s of browse, search and buy traffic");
-    }
-    if !headless {
-        println!("  (the terminal dashboard is not built yet; running headless)");
     }
     println!("\n  Ctrl-C stops everything.");
 }

@@ -7,5 +7,8 @@
 
 pub mod app;
 pub mod model;
+mod run;
 pub mod source;
 pub mod ui;
+
+pub use run::{Actuator, Options, run};

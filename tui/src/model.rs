@@ -156,7 +156,12 @@ pub struct LogLine {
     pub instance: String,
     pub level: String,
     pub message: String,
+    /// The line's attributes worth reading (`route=/api/search status=200`).
+    pub detail: String,
 }
+
+/// Attributes every line has, or that only tooling reads.
+const QUIET_ATTRIBUTES: [&str; 4] = ["request_id", "target", "service", "instance"];
 
 /// `/api/v1/logs`, oldest first.
 pub fn parse_logs(v: &Value) -> Option<Vec<LogLine>> {
@@ -169,6 +174,17 @@ pub fn parse_logs(v: &Value) -> Option<Vec<LogLine>> {
             instance: s(&l["instance"]),
             level: s(&l["level"]),
             message: s(&l["message"]),
+            detail: l["attributes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !QUIET_ATTRIBUTES.contains(&k.as_str()))
+                .map(|(k, v)| match v.as_str() {
+                    Some(text) => format!("{k}={text}"),
+                    None => format!("{k}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
         })
         .collect();
     lines.sort_by_key(|l| l.time_ms);
@@ -246,7 +262,8 @@ pub fn parse_slos(v: &Value) -> Option<Vec<Slo>> {
                 Slo {
                     service: s(&o["service"]),
                     name: s(&o["slo"]),
-                    objective: f(&o["objective"]).unwrap_or(0.0),
+                    // The API gives a ratio (0.999); people read percent.
+                    objective: f(&o["objective"]).map_or(0.0, |r| if r <= 1.0 { r * 100.0 } else { r }),
                     sli: f(&o["period_error_ratio"]).map(|r| 1.0 - r),
                     budget_left: f(&o["error_budget_remaining"]),
                     burn_1h: burn("1h"),

@@ -68,6 +68,11 @@ fn demo() -> Snapshot {
         instance: instance.into(),
         level: level.into(),
         message: message.into(),
+        detail: if message == "request" {
+            "method=GET route=/api/search status=200 latency_ms=1.9".into()
+        } else {
+            String::new()
+        },
     };
     Snapshot {
         at_ms: NOW,

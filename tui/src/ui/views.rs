@@ -93,7 +93,8 @@ fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::
         .iter()
         .filter(|l| keep(l))
         .filter(|l| {
-            filter.is_empty() || format!("{} {} {}", l.instance, l.level, l.message).to_lowercase().contains(&filter)
+            filter.is_empty()
+                || format!("{} {} {} {}", l.instance, l.level, l.message, l.detail).to_lowercase().contains(&filter)
         })
         .collect();
     let height = area.height.saturating_sub(2) as usize;
@@ -107,6 +108,7 @@ fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::
                 Span::styled(format!("{:<10} ", l.instance), Style::new().fg(Color::Cyan)),
                 Span::styled(format!("{:<5} ", l.level), level_style(&l.level)),
                 Span::raw(l.message.clone()),
+                Span::styled(format!(" {}", l.detail), Style::new().fg(Color::DarkGray)),
             ])
         })
         .collect();
