@@ -13,8 +13,9 @@ use hale_tui::app::Effect;
 use hale_tui::source::{Endpoints, Source};
 use serde_json::json;
 
+/// Which cluster: its data dir, or the APIs' addresses.
 #[derive(Debug, clap::Args)]
-pub struct TuiArgs {
+pub struct ClusterFlags {
     /// The cluster's data dir: its cluster.toml gives the addresses and tokens.
     #[arg(long, default_value = ".hale")]
     pub data_dir: PathBuf,
@@ -24,6 +25,12 @@ pub struct TuiArgs {
     /// The healer's URL (default: from the data dir, else 127.0.0.1:9465).
     #[arg(long)]
     pub healer: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TuiArgs {
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
     /// Show everything, change nothing: no action keys at all.
     #[arg(long)]
     pub readonly: bool,
@@ -34,12 +41,8 @@ pub struct TuiArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    #[arg(long, default_value = ".hale")]
-    pub data_dir: PathBuf,
-    #[arg(long)]
-    pub collector: Option<String>,
-    #[arg(long)]
-    pub healer: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -151,9 +154,10 @@ impl hale_tui::Actuator for ClusterActuator {
 
 /// `hale tui`.
 pub async fn tui(args: TuiArgs) -> Result<()> {
-    let cluster = cluster_of(&args.data_dir);
-    let endpoints = endpoints(cluster.as_ref(), args.collector, args.healer);
-    let actuator = Arc::new(ClusterActuator::new(endpoints.clone(), cluster.as_ref(), &args.data_dir));
+    let ClusterFlags { data_dir, collector, healer } = args.cluster;
+    let cluster = cluster_of(&data_dir);
+    let endpoints = endpoints(cluster.as_ref(), collector, healer);
+    let actuator = Arc::new(ClusterActuator::new(endpoints.clone(), cluster.as_ref(), &data_dir));
     let options = hale_tui::Options {
         endpoints,
         readonly: args.readonly,
@@ -168,8 +172,9 @@ pub async fn tui(args: TuiArgs) -> Result<()> {
 /// `hale status`: the health summary for scripts; fails when an SLO pages or a service
 /// has no ready replica (or the collector cannot be read).
 pub async fn status(args: StatusArgs) -> Result<bool> {
-    let cluster = cluster_of(&args.data_dir);
-    let mut source = Source::new(endpoints(cluster.as_ref(), args.collector, args.healer));
+    let ClusterFlags { data_dir, collector, healer } = args.cluster;
+    let cluster = cluster_of(&data_dir);
+    let mut source = Source::new(endpoints(cluster.as_ref(), collector, healer));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let snapshot = source.refresh(now).await;
     let health = snapshot.health();
