@@ -53,18 +53,6 @@ fn pid_of(dir: &Path, instance: &str) -> Option<u32> {
     })
 }
 
-/// A loopback /24 and port offset of our own, so this test runs beside a default
-/// `hale up` and beside itself.
-fn private_addresses() -> (String, String, u16) {
-    let seed = std::process::id() as u64
-        ^ Instant::now().elapsed().as_nanos() as u64
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let b = 100 + (seed % 100) as u8;
-    let c = ((seed >> 8) % 250) as u8;
-    let offset = 2000 + ((seed >> 16) % 20000) as u16;
-    (format!("127.{b}.{c}"), format!("127.{b}.{c}.254"), offset)
-}
-
 async fn token(client: &reqwest::Client, gateway: &str, user: &str, password: &str) -> String {
     let r: Value = client
         .post(format!("{gateway}/oauth/token"))
@@ -117,7 +105,7 @@ async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
 /// `start` with more flags; also returns the collector's URL.
 async fn start_with(tmp: &Path, load_rps: u32, extra: &[String]) -> (Cluster, String, String, String) {
     let data_dir = tmp.join("data");
-    let (prefix, control_ip, offset) = private_addresses();
+    let (prefix, control_ip, offset) = common::private_addresses();
     let out = std::fs::File::create(tmp.join("up.out")).expect("out file");
     let child = Command::new(env!("CARGO_BIN_EXE_hale"))
         .args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])

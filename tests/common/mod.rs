@@ -199,3 +199,15 @@ pub async fn spawn_etcd(dir: &Path) -> (Proc, String) {
     .await;
     (proc, client)
 }
+
+/// A loopback /24 and port offset of our own, so this test runs beside a default
+/// `hale up` and beside itself.
+pub fn private_addresses() -> (String, String, u16) {
+    let seed = std::process::id() as u64
+        ^ Instant::now().elapsed().as_nanos() as u64
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let b = 100 + (seed % 100) as u8;
+    let c = ((seed >> 8) % 250) as u8;
+    let offset = 2000 + ((seed >> 16) % 20000) as u16;
+    (format!("127.{b}.{c}"), format!("127.{b}.{c}.254"), offset)
+}
