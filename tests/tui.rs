@@ -111,6 +111,22 @@ async fn the_dashboard_shows_the_cluster_runs_a_chaos_action_sees_the_repair_and
         ],
     )
     .await;
+    // `hale status` says the same for scripts: healthy, exit 0.
+    let status = || {
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["status", "--json", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("hale status")
+    };
+    let out = common::eventually("hale status healthy", Duration::from_secs(30), async || {
+        let out = status();
+        out.status.success().then_some(out)
+    })
+    .await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((json["healthy"].as_bool(), json["collector"].as_bool()), (Some(true), Some(true)), "{json}");
+    assert_eq!(json["services"].as_array().map(Vec::len), Some(5), "{json}");
     // Views by name.
     t.keys(":alerts", true);
     t.shows("the alerts view", Duration::from_secs(10), &["Hale  alerts", "firing,"]).await;
@@ -149,4 +165,10 @@ async fn the_dashboard_shows_the_cluster_runs_a_chaos_action_sees_the_repair_and
         processes_of(&data_dir).is_empty().then_some(())
     })
     .await;
+    // With the cluster gone, `hale status` fails and says why.
+    let out = status();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["healthy"], false);
+    assert!(json["problems"].to_string().contains("no data from the collector"), "{json}");
 }
