@@ -188,6 +188,18 @@ enum BenchWhich {
     Alert(bench_alert::AlertArgs),
     /// Time the healer's repairs (kill -9, hang, failover) in demo clusters of its own.
     Heal(bench_heal::HealArgs),
+    /// Time the dashboard's frames: every view of a demo cluster's state.
+    Tui(TuiBenchArgs),
+}
+
+#[derive(clap::Args)]
+struct TuiBenchArgs {
+    #[arg(long, default_value_t = 2000)]
+    frames: usize,
+    #[arg(long, default_value_t = 160)]
+    width: u16,
+    #[arg(long, default_value_t = 48)]
+    height: u16,
 }
 
 /// No `Debug`: it holds a token.
@@ -501,6 +513,10 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Agent(args) => agent(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Ingest(args) }) => bench::ingest(args).await,
         Command::Bench(BenchCommand { which: BenchWhich::Alert(args) }) => bench_alert::alert(args).await,
+        Command::Bench(BenchCommand { which: BenchWhich::Tui(args) }) => {
+            bench_tui(&args);
+            Ok(())
+        }
         Command::Bench(BenchCommand { which: BenchWhich::Heal(args) }) => bench_heal::heal(args).await,
         Command::Rules(RulesCommand { which: RulesWhich::Check { files } }) => check_rule_files(&files),
         Command::Silence(args) => silence::run(args).await,
@@ -644,6 +660,21 @@ async fn dispatch(command: Command) -> Result<()> {
 }
 
 /// Human-readable logs on stderr at `default` level, or what `HALE_LOG` says.
+/// `hale bench tui`: per view, the time to draw one frame of the demo cluster.
+fn bench_tui(args: &TuiBenchArgs) {
+    println!("{} frames of each view at {}x{} (the demo fixture):", args.frames, args.width, args.height);
+    for (view, mut times) in hale_tui::bench::frame_times(args.width, args.height, args.frames.max(1)) {
+        times.sort();
+        let pick = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+        println!(
+            "  {view:<16} p50 {:>7.1} µs   p99 {:>7.1} µs   max {:>7.1} µs",
+            pick(0.5).as_secs_f64() * 1e6,
+            pick(0.99).as_secs_f64() * 1e6,
+            times.last().map_or(0.0, |t| t.as_secs_f64() * 1e6)
+        );
+    }
+}
+
 fn init_file_logging(default: &str, path: &std::path::Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -6,6 +6,10 @@
 //! one way: source → snapshot → app → frame; effects go back out through the event loop.
 
 pub mod app;
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod fixture;
 pub mod model;
 mod run;
 pub mod source;

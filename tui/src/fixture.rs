@@ -1,0 +1,186 @@
+//! A demo cluster a minute after search-1 hung: the state the dashboard's snapshot tests
+//! draw and `hale bench tui` times frames of.
+
+use std::collections::BTreeMap;
+
+use crate::model::*;
+
+pub const NOW: i64 = 1_790_000_000_000;
+
+fn replica(instance: &str, node: &str, state: ReplicaState, restarts: f64) -> Replica {
+    Replica { instance: instance.into(), node: Some(node.into()), state, restarts: Some(restarts), last_error: None }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn action(
+    id: &str,
+    kind: &str,
+    target: &str,
+    status: &str,
+    alert: &str,
+    (ago_s, took_s): (i64, i64),
+    detail: &str,
+) -> Action {
+    Action {
+        id: id.into(),
+        kind: kind.into(),
+        policy: format!("{kind}-policy"),
+        target: target.into(),
+        status: status.into(),
+        alert: alert.into(),
+        created_ms: NOW - ago_s * 1000,
+        updated_ms: NOW - (ago_s - took_s) * 1000,
+        detail: detail.into(),
+    }
+}
+
+/// The demo cluster a minute after search-1 hung: restarted, being verified.
+pub fn demo() -> Snapshot {
+    let node = |name: &str, cpu: f64, mem: f64, disk: f64| Node {
+        name: name.into(),
+        agent_up: true,
+        last_seen_secs_ago: Some(1.0),
+        cpu: Some(cpu),
+        memory: Some(mem),
+        disk: Some(disk),
+    };
+    let slo = |service: &str, name: &str, objective: f64, sli: f64, left: f64, b1: f64, b6: f64, status| Slo {
+        service: service.into(),
+        name: name.into(),
+        objective,
+        sli: Some(sli),
+        budget_left: Some(left),
+        burn_1h: Some(b1),
+        burn_6h: Some(b6),
+        status,
+    };
+    let log = |ago_s: i64, instance: &str, level: &str, message: &str| LogLine {
+        time_ms: NOW - ago_s * 1000,
+        service: instance.split('-').next().unwrap_or_default().into(),
+        instance: instance.into(),
+        level: level.into(),
+        message: message.into(),
+        detail: if message == "request" {
+            "method=GET route=/api/search status=200 latency_ms=1.9".into()
+        } else {
+            String::new()
+        },
+    };
+    Snapshot {
+        at_ms: NOW,
+        nodes: Some(vec![
+            node("node-1", 0.42, 0.61, 0.33),
+            node("node-2", 0.18, 0.55, 0.33),
+            node("node-3", 0.93, 0.58, 0.81),
+        ]),
+        services: Some(vec![
+            Service {
+                name: "auth".into(),
+                replicas: vec![
+                    replica("auth-1", "node-1", ReplicaState::Ready, 0.0),
+                    replica("auth-2", "node-2", ReplicaState::Ready, 0.0),
+                ],
+            },
+            Service {
+                name: "catalog".into(),
+                replicas: vec![
+                    replica("catalog-1", "node-2", ReplicaState::Ready, 0.0),
+                    replica("catalog-2", "node-3", ReplicaState::Ready, 0.0),
+                ],
+            },
+            Service {
+                name: "search".into(),
+                replicas: vec![
+                    Replica {
+                        last_error: Some("request timed out after 10 s".into()),
+                        ..replica("search-1", "node-3", ReplicaState::NotReady, 1.0)
+                    },
+                    replica("search-2", "node-1", ReplicaState::Ready, 0.0),
+                ],
+            },
+            Service {
+                name: "orders".into(),
+                replicas: vec![
+                    replica("orders-1", "node-1", ReplicaState::Ready, 0.0),
+                    replica("orders-2", "node-2", ReplicaState::Stale, 2.0),
+                ],
+            },
+        ]),
+        slos: Some(vec![
+            slo("gateway", "availability", 99.5, 0.9991, 0.82, 0.4, 0.2, SloStatus::Ok),
+            slo("checkout", "availability", 99.9, 0.9962, -0.3, 21.5, 4.2, SloStatus::Page),
+            slo("search", "latency", 99.0, 0.9874, 0.11, 3.1, 1.2, SloStatus::Ticket),
+            Slo {
+                sli: None,
+                budget_left: None,
+                burn_1h: None,
+                burn_6h: None,
+                ..slo("orders", "durability", 99.99, 0.0, 0.0, 0.0, 0.0, SloStatus::NoData)
+            },
+        ]),
+        alerts: Some(vec![
+            Alert {
+                name: "ReplicaDown".into(),
+                labels: labels(&[
+                    ("alertname", "ReplicaDown"),
+                    ("instance", "search-1"),
+                    ("node", "node-3"),
+                    ("service", "search"),
+                    ("severity", "page"),
+                ]),
+                firing: true,
+                active_at: "2026-09-21T14:12:50Z".into(),
+                summary: "search replica search-1 on node-3 fails its readiness probe".into(),
+            },
+            Alert {
+                name: "CpuSaturated".into(),
+                labels: labels(&[("alertname", "CpuSaturated"), ("node", "node-3"), ("severity", "ticket")]),
+                firing: false,
+                active_at: "2026-09-21T14:13:10Z".into(),
+                summary: "node-3 CPU above 90 %".into(),
+            },
+        ]),
+        healer: Some(Healer {
+            paused: false,
+            dry_run: false,
+            actions: vec![
+                action(
+                    "act-3",
+                    "restart",
+                    "instance/search-1",
+                    "verifying",
+                    "ReplicaDown",
+                    (8, 0),
+                    "restarted search-1 (pid 4242 → 4310)",
+                ),
+                action("act-2", "scale_out", "service/search", "awaiting_approval", "SearchLatencySLO", (30, 0), ""),
+                action(
+                    "act-1",
+                    "failover",
+                    "service/catalog",
+                    "succeeded",
+                    "CatalogPrimaryDown",
+                    (600, 2),
+                    "promoted catalog-2 to primary under epoch 2",
+                ),
+            ],
+            needs_human: vec![("instance/orders-2".into(), "act-0 failed: crashed on every start".into())],
+        }),
+        logs: Some(vec![
+            log(40, "search-1", "info", "request"),
+            log(20, "search-1", "warn", "request refused"),
+            log(9, "search-1", "error", "request failed"),
+            log(8, "orders-2", "error", "card vault unavailable"),
+            log(2, "auth-1", "info", "token issued"),
+        ]),
+        cpu_history: [
+            ("node-1".to_string(), vec![0.2, 0.3, 0.35, 0.4, 0.42]),
+            ("node-3".to_string(), vec![0.5, 0.7, 0.9, 0.95, 0.93]),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
