@@ -153,7 +153,7 @@ fn draw_slos(f: &mut Frame, area: Rect, app: &App) {
             Constraint::Length(budget_w as u16),
             Constraint::Length(6),
             Constraint::Length(6),
-            Constraint::Length(if wide { 40 } else { 14 }),
+            Constraint::Length(14),
         ],
     )
     .header(
