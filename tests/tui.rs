@@ -1,6 +1,6 @@
 //! End to end: the real `hale up` with its dashboard in a real terminal (tmux, on a
 //! server socket of the test's own), read with capture-pane: the three nodes, the
-//! services and the SLO table; views switched with keys; a chaos action from the menu
+//! services and the SLO table; views switched with keys; a service's traffic charted; a chaos action from the menu
 //! and the healer's repair appearing; `q` quits, the terminal is restored and no process
 //! is left behind.
 
@@ -140,7 +140,12 @@ async fn the_dashboard_shows_the_cluster_runs_a_chaos_action_sees_the_repair_and
 
     // Break something from the chaos menu: search-1 hangs.
     t.keys(":service search", true);
-    t.shows("the search service", Duration::from_secs(10), &["search: replicas", "search-1"]).await;
+    t.shows(
+        "the search service and its traffic",
+        Duration::from_secs(20),
+        &["search: replicas", "search-1", "requests/s: ", "p50 / p99: "],
+    )
+    .await;
     t.keys("c", false);
     t.shows("the chaos menu", Duration::from_secs(10), &["chaos: search-1", "hang (60 s)"]).await;
     t.keys("j", false);

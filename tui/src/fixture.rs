@@ -37,6 +37,11 @@ fn action(
     }
 }
 
+/// Sixty points, 5 s apart, ending at [`NOW`].
+fn wave(value: impl Fn(usize) -> f64) -> Vec<(f64, f64)> {
+    (0..60).map(|i| ((NOW / 1000 - 300) as f64 + i as f64 * 5.0, value(i))).collect()
+}
+
 /// The demo cluster a minute after search-1 hung: restarted, being verified.
 pub fn demo() -> Snapshot {
     let node = |name: &str, cpu: f64, mem: f64, disk: f64| Node {
@@ -182,5 +187,12 @@ pub fn demo() -> Snapshot {
         ]
         .into_iter()
         .collect(),
+        focus: Some(ServiceSeries {
+            service: "search".into(),
+            rate: wave(|i| 8.0 + (i % 7) as f64),
+            errors: wave(|i| if i > 50 { 2.0 } else { 0.0 }),
+            p50: wave(|_| 0.004),
+            p99: wave(|i| if i > 50 { 0.4 } else { 0.02 }),
+        }),
     }
 }

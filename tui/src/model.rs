@@ -20,6 +20,35 @@ pub struct Snapshot {
     pub logs: Option<Vec<LogLine>>,
     /// Per node, CPU use over the last minutes (oldest first, 0..=1).
     pub cpu_history: BTreeMap<String, Vec<f64>>,
+    /// The traffic of the service being looked at (the service view asks for it).
+    pub focus: Option<ServiceSeries>,
+}
+
+/// One service's traffic over the last five minutes: `(unix seconds, value)` points.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceSeries {
+    pub service: String,
+    /// Requests per second.
+    pub rate: Vec<(f64, f64)>,
+    /// 5xx responses per second.
+    pub errors: Vec<(f64, f64)>,
+    /// Latency quantiles, seconds.
+    pub p50: Vec<(f64, f64)>,
+    pub p99: Vec<(f64, f64)>,
+}
+
+/// The points of a one-series `query_range` answer (an empty result is no points).
+pub fn parse_points(v: &Value) -> Option<Vec<(f64, f64)>> {
+    let result = v["data"]["result"].as_array()?;
+    Some(
+        result
+            .first()
+            .and_then(|series| series["values"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse::<f64>().ok().filter(|x| x.is_finite())?)))
+            .collect(),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]

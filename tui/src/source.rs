@@ -62,6 +62,8 @@ impl Link {
 /// Reads both APIs into snapshots, keeping the last good parts while an API is away.
 pub struct Source {
     pub endpoints: Endpoints,
+    /// The service whose traffic to read as well (the service view's).
+    pub focus: Option<String>,
     client: reqwest::Client,
     pub collector: Link,
     pub healer: Link,
@@ -73,7 +75,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 impl Source {
     pub fn new(endpoints: Endpoints) -> Source {
         let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).build().unwrap_or_default();
-        Source { endpoints, client, collector: Link::Connecting, healer: Link::Connecting, last: Snapshot::default() }
+        Source {
+            endpoints,
+            focus: None,
+            client,
+            collector: Link::Connecting,
+            healer: Link::Connecting,
+            last: Snapshot::default(),
+        }
     }
 
     async fn get(&self, base: &str, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
@@ -118,6 +127,10 @@ impl Source {
                     self.last.alerts = model::parse_alerts(&alerts);
                     self.last.cpu_history = cpu.map(|v| parse_history(&v)).unwrap_or_default();
                     self.last.logs = logs.ok().and_then(|v| model::parse_logs(&v));
+                    self.last.focus = match self.focus.clone() {
+                        Some(service) => self.service_series(&c, service, now_ms).await,
+                        None => None,
+                    };
                 }
                 (a, b, c) => {
                     let error = [a.err(), b.err(), c.err()].into_iter().flatten().next().unwrap_or_default();
@@ -141,6 +154,47 @@ impl Source {
         }
         self.last.at_ms = now_ms;
         self.last.clone()
+    }
+}
+
+impl Source {
+    /// Requests, errors and latency of one service over the last five minutes.
+    async fn service_series(&self, c: &str, service: String, now_ms: i64) -> Option<model::ServiceSeries> {
+        let sel = format!("service={}", serde_json::to_string(&service).ok()?);
+        let count = format!("http_server_request_duration_seconds_count{{{sel}}}");
+        let quantile = |q: &str| {
+            format!(
+                "histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{sel}}}[30s])))"
+            )
+        };
+        let queries = [
+            format!("sum(rate({count}[30s]))"),
+            format!(
+                "sum(rate(http_server_request_duration_seconds_count{{{sel},http_response_status_code=~\"5..\"}}[30s])) or vector(0)"
+            ),
+            quantile("0.5"),
+            quantile("0.99"),
+        ];
+        let (start, end) = (((now_ms / 1000) - 300).to_string(), (now_ms / 1000).to_string());
+        let params: Vec<[(&str, String); 4]> = queries
+            .iter()
+            .map(|q| [("query", q.clone()), ("start", start.clone()), ("end", end.clone()), ("step", "5".into())])
+            .collect();
+        let (rate, errors, p50, p99) = futures::join!(
+            self.get(c, "/api/v1/query_range", &params[0]),
+            self.get(c, "/api/v1/query_range", &params[1]),
+            self.get(c, "/api/v1/query_range", &params[2]),
+            self.get(c, "/api/v1/query_range", &params[3]),
+        );
+        let points =
+            |r: Result<serde_json::Value, String>| r.ok().and_then(|v| model::parse_points(&v)).unwrap_or_default();
+        Some(model::ServiceSeries {
+            service,
+            rate: points(rate),
+            errors: points(errors),
+            p50: points(p50),
+            p99: points(p99),
+        })
     }
 }
 

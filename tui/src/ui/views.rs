@@ -46,8 +46,14 @@ pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
         let text = format!("no service {name:?} in the cluster");
         return f.render_widget(Paragraph::new(text).block(block(name)), area);
     };
-    let [replicas, logs] =
-        Layout::vertical([Constraint::Length(svc.replicas.len() as u16 + 3), Constraint::Min(3)]).areas(area);
+    let chart_h = if area.height >= 40 { 14 } else { 8 };
+    let [replicas, charts, logs] = Layout::vertical([
+        Constraint::Length(svc.replicas.len() as u16 + 3),
+        Constraint::Length(chart_h),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    traffic(f, charts, app, name);
     let visible = app.rows();
     let rows: Vec<Row> = svc
         .replicas
@@ -84,6 +90,62 @@ pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
     .block(block(&format!("{name}: replicas")));
     f.render_widget(table, replicas);
     log_lines(f, logs, app, |l| l.service == name, &format!("{name}: recent logs"));
+}
+
+/// Requests/s, errors/s and p50/p99 latency over the last five minutes, side by side.
+fn traffic(f: &mut Frame, area: Rect, app: &App, name: &str) {
+    let [rate, errors, latency] = Layout::horizontal([Constraint::Ratio(1, 3); 3]).areas(area);
+    let Some(series) = app.snapshot.focus.as_ref().filter(|s| s.service == name) else {
+        for (a, title) in [(rate, "requests/s"), (errors, "errors/s"), (latency, "p50 / p99 ms")] {
+            let text = Span::styled("waiting for data…", Style::new().fg(Color::DarkGray));
+            f.render_widget(Paragraph::new(text).block(block(title)), a);
+        }
+        return;
+    };
+    chart(f, rate, "requests/s", &[(&series.rate, Color::Cyan)], 1.0, "");
+    chart(f, errors, "errors/s", &[(&series.errors, Color::Red)], 1.0, "");
+    chart(f, latency, "p50 / p99", &[(&series.p50, Color::Green), (&series.p99, Color::Yellow)], 1000.0, " ms");
+}
+
+/// A line chart of the last five minutes; values shown times `scale` with `unit`. No
+/// points at all is said, not drawn as a flat zero line.
+fn chart(f: &mut Frame, area: Rect, title: &str, lines: &[(&[(f64, f64)], Color)], scale: f64, unit: &str) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let points: Vec<Vec<(f64, f64)>> =
+        lines.iter().map(|(pts, _)| pts.iter().map(|(t, v)| (*t, v * scale)).collect()).collect();
+    let all: Vec<&(f64, f64)> = points.iter().flatten().collect();
+    if all.is_empty() {
+        let text = Span::styled("no requests in 5 min", Style::new().fg(Color::DarkGray));
+        return f.render_widget(Paragraph::new(text).block(block(title)), area);
+    }
+    let (t0, t1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), (t, _)| (a.min(*t), b.max(*t)));
+    let top = all.iter().map(|(_, v)| *v).fold(0.0_f64, f64::max).max(f64::EPSILON) * 1.1;
+    let last: Vec<String> = points
+        .iter()
+        .filter_map(|pts| pts.last().map(|(_, v)| if *v < 10.0 { format!("{v:.1}") } else { format!("{v:.0}") }))
+        .collect();
+    let datasets: Vec<Dataset> = lines
+        .iter()
+        .zip(&points)
+        .map(|((_, color), pts)| {
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(*color))
+                .data(pts)
+        })
+        .collect();
+    let chart = Chart::new(datasets)
+        .block(block(&format!("{title}: {}{unit}", last.join(" / "))))
+        .x_axis(Axis::default().bounds([t0, t1.max(t0 + 1.0)]))
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, top])
+                .labels([Span::raw("0"), Span::raw(format!("{top:.0}"))])
+                .style(Style::new().fg(Color::DarkGray)),
+        );
+    f.render_widget(chart, area);
 }
 
 fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::LogLine) -> bool, title: &str) {
