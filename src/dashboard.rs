@@ -62,7 +62,15 @@ fn endpoints(cluster: Option<&ClusterConfig>, collector: Option<String>, healer:
         healer: healer
             .or_else(|| cluster.map(|c| format!("http://{}", c.healer.listen)))
             .unwrap_or_else(|| "http://127.0.0.1:9465".into()),
+        agents: cluster
+            .map(|c| c.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", c.agent_listen(n)))).collect())
+            .unwrap_or_default(),
     }
+}
+
+/// A running cluster's APIs, from its effective config.
+pub fn endpoints_of(cluster: &ClusterConfig) -> Endpoints {
+    endpoints(Some(cluster), None, None)
 }
 
 /// Approvals, pause, resets (the healer), silences (the collector) and chaos (the data

@@ -402,10 +402,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         print_banner(&cluster, &gateway, &data_dir, args.load_rps);
         (&mut shutdown).await;
     } else {
-        let endpoints = hale_tui::source::Endpoints {
-            collector: format!("http://{}", cluster.collector.listen),
-            healer: format!("http://{}", cluster.healer.listen),
-        };
+        let endpoints = crate::dashboard::endpoints_of(&cluster);
         let actuator =
             std::sync::Arc::new(crate::dashboard::ClusterActuator::new(endpoints.clone(), Some(&cluster), &data_dir));
         let options = hale_tui::Options {

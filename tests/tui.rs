@@ -131,7 +131,7 @@ async fn the_dashboard_shows_the_cluster_runs_a_chaos_action_sees_the_repair_and
     t.keys(":alerts", true);
     t.shows("the alerts view", Duration::from_secs(10), &["Hale  alerts", "firing,"]).await;
     t.keys(":nodes", true);
-    t.shows("the nodes view", Duration::from_secs(10), &["Hale  nodes", "replicas it supervises"]).await;
+    t.shows("the nodes view", Duration::from_secs(10), &["Hale  nodes", "processes it supervises", "gateway-1:"]).await;
     t.keys(":healer", true);
     t.shows("the healer view", Duration::from_secs(10), &["actions, newest first", "automatic repairs: on"]).await;
     t.keys("?", false);

@@ -37,6 +37,18 @@ fn action(
     }
 }
 
+fn process(name: &str, pid: u32, uptime: u64) -> Process {
+    Process {
+        name: name.into(),
+        service: name.split('-').next().unwrap_or_default().into(),
+        pid: Some(pid),
+        state: "running".into(),
+        restarts: 0,
+        uptime_secs: Some(uptime),
+        last_exit: None,
+    }
+}
+
 /// Sixty points, 5 s apart, ending at [`NOW`].
 fn wave(value: impl Fn(usize) -> f64) -> Vec<(f64, f64)> {
     (0..60).map(|i| ((NOW / 1000 - 300) as f64 + i as f64 * 5.0, value(i))).collect()
@@ -84,6 +96,7 @@ pub fn demo() -> Snapshot {
         services: Some(vec![
             Service {
                 name: "auth".into(),
+                restarts_1h: Some(0.0),
                 replicas: vec![
                     replica("auth-1", "node-1", ReplicaState::Ready, 0.0),
                     replica("auth-2", "node-2", ReplicaState::Ready, 0.0),
@@ -91,6 +104,7 @@ pub fn demo() -> Snapshot {
             },
             Service {
                 name: "catalog".into(),
+                restarts_1h: Some(0.0),
                 replicas: vec![
                     replica("catalog-1", "node-2", ReplicaState::Ready, 0.0),
                     replica("catalog-2", "node-3", ReplicaState::Ready, 0.0),
@@ -98,6 +112,7 @@ pub fn demo() -> Snapshot {
             },
             Service {
                 name: "search".into(),
+                restarts_1h: Some(1.0),
                 replicas: vec![
                     Replica {
                         last_error: Some("request timed out after 10 s".into()),
@@ -108,9 +123,10 @@ pub fn demo() -> Snapshot {
             },
             Service {
                 name: "orders".into(),
+                restarts_1h: Some(4.0),
                 replicas: vec![
                     replica("orders-1", "node-1", ReplicaState::Ready, 0.0),
-                    replica("orders-2", "node-2", ReplicaState::Stale, 2.0),
+                    replica("orders-2", "node-2", ReplicaState::Restarting, 4.0),
                 ],
             },
         ]),
@@ -186,6 +202,36 @@ pub fn demo() -> Snapshot {
             ("node-3".to_string(), vec![0.5, 0.7, 0.9, 0.95, 0.93]),
         ]
         .into_iter()
+        .collect(),
+        processes: [
+            (
+                "node-1",
+                vec![
+                    process("gateway-1", 4101, 3600),
+                    process("auth-1", 4102, 3600),
+                    process("search-2", 4103, 3600),
+                    process("orders-1", 4104, 3600),
+                ],
+            ),
+            (
+                "node-2",
+                vec![
+                    process("auth-2", 4201, 3600),
+                    process("catalog-1", 4202, 3600),
+                    Process {
+                        state: "crash_loop".into(),
+                        pid: None,
+                        uptime_secs: None,
+                        restarts: 4,
+                        last_exit: Some("exit status 1".into()),
+                        ..process("orders-2", 0, 0)
+                    },
+                ],
+            ),
+            ("node-3", vec![process("catalog-2", 4301, 3600), Process { restarts: 1, ..process("search-1", 4310, 8) }]),
+        ]
+        .into_iter()
+        .map(|(node, list)| (node.to_string(), Some(list)))
         .collect(),
         focus: Some(ServiceSeries {
             service: "search".into(),

@@ -22,6 +22,65 @@ pub struct Snapshot {
     pub cpu_history: BTreeMap<String, Vec<f64>>,
     /// The traffic of the service being looked at (the service view asks for it).
     pub focus: Option<ServiceSeries>,
+    /// Per node, what its agent supervises; `None` for an agent that did not answer.
+    pub processes: BTreeMap<String, Option<Vec<Process>>>,
+}
+
+/// A process a node agent supervises, as its `/api/v1/processes` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub name: String,
+    pub service: String,
+    pub pid: Option<u32>,
+    /// `running`, `starting`, `restarting`, `crash_loop`, `stopping`, `stopped`.
+    pub state: String,
+    pub restarts: u64,
+    pub uptime_secs: Option<u64>,
+    pub last_exit: Option<String>,
+}
+
+/// An agent's `/api/v1/processes`.
+pub fn parse_processes(v: &Value) -> Option<Vec<Process>> {
+    Some(
+        v["processes"]
+            .as_array()?
+            .iter()
+            .map(|p| Process {
+                name: s(&p["name"]),
+                service: s(&p["service"]),
+                pid: p["pid"].as_u64().map(|x| x as u32),
+                state: s(&p["state"]),
+                restarts: p["restarts"].as_u64().unwrap_or(0),
+                uptime_secs: p["uptime_secs"].as_u64(),
+                last_exit: p["last_exit"].as_str().map(str::to_string),
+            })
+            .collect(),
+    )
+}
+
+impl Snapshot {
+    /// The agent's record of a replica, if its agent answered.
+    pub fn process(&self, instance: &str) -> Option<&Process> {
+        self.processes.values().flatten().flatten().find(|p| p.name == instance)
+    }
+
+    /// A replica whose agent is restarting it shows as restarting, whatever the last
+    /// probe said.
+    pub fn mark_restarting(&mut self) {
+        let restarting: Vec<String> = self
+            .processes
+            .values()
+            .flatten()
+            .flatten()
+            .filter(|p| matches!(p.state.as_str(), "starting" | "restarting" | "crash_loop"))
+            .map(|p| p.name.clone())
+            .collect();
+        for r in self.services.iter_mut().flatten().flat_map(|s| s.replicas.iter_mut()) {
+            if restarting.contains(&r.instance) && r.state != ReplicaState::Ready {
+                r.state = ReplicaState::Restarting;
+            }
+        }
+    }
 }
 
 /// One service's traffic over the last five minutes: `(unix seconds, value)` points.
@@ -71,6 +130,8 @@ pub enum ReplicaState {
     Down,
     /// No fresh probe result: its node or agent is silent.
     Stale,
+    /// Its agent is starting it again (after a crash, or in a crash loop).
+    Restarting,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +147,8 @@ pub struct Replica {
 pub struct Service {
     pub name: String,
     pub replicas: Vec<Replica>,
+    /// Replica restarts in the last hour (all replicas).
+    pub restarts_1h: Option<f64>,
 }
 
 impl Service {
@@ -247,6 +310,7 @@ pub fn parse_cluster(v: &Value) -> Option<(Vec<Node>, Vec<Service>)> {
         .as_array()?
         .iter()
         .map(|svc| Service {
+            restarts_1h: None,
             name: s(&svc["service"]),
             replicas: svc["replicas"]
                 .as_array()

@@ -12,6 +12,8 @@ use crate::model::{self, Snapshot};
 pub struct Endpoints {
     pub collector: String,
     pub healer: String,
+    /// Each node's agent: (node, URL); empty when unknown.
+    pub agents: Vec<(String, String)>,
 }
 
 /// One API's connection, as a small state machine.
@@ -110,12 +112,14 @@ impl Source {
             let range =
                 [("query", cpu_q), ("start", since), ("end", (now_ms / 1000).to_string()), ("step", "10".into())];
             let limit = [("limit", "500".to_string())];
-            let (cluster, slos, alerts, cpu, logs) = futures::join!(
+            let restarts_q = [("query", "sum by (service) (increase(hale_process_restarts_total[1h]))".to_string())];
+            let (cluster, slos, alerts, cpu, logs, restarts) = futures::join!(
                 self.get(&c, "/api/v1/cluster", &[]),
                 self.get(&c, "/api/v1/slos", &[]),
                 self.get(&c, "/api/v1/alerts", &[]),
                 self.get(&c, "/api/v1/query_range", &range),
                 self.get(&c, "/api/v1/logs", &limit),
+                self.get(&c, "/api/v1/query", &restarts_q),
             );
             match (cluster, slos, alerts) {
                 (Ok(cluster), Ok(slos), Ok(alerts)) => {
@@ -123,6 +127,10 @@ impl Source {
                     let parsed = model::parse_cluster(&cluster);
                     self.last.nodes = parsed.as_ref().map(|p| p.0.clone());
                     self.last.services = parsed.map(|p| p.1);
+                    let by_service = restarts.map(|v| parse_by(&v, "service")).unwrap_or_default();
+                    for svc in self.last.services.iter_mut().flatten() {
+                        svc.restarts_1h = by_service.get(&svc.name).copied();
+                    }
                     self.last.slos = model::parse_slos(&slos);
                     self.last.alerts = model::parse_alerts(&alerts);
                     self.last.cpu_history = cpu.map(|v| parse_history(&v)).unwrap_or_default();
@@ -138,6 +146,17 @@ impl Source {
                 }
             }
         }
+        // The agents: what each supervises (pid, state, uptime); one that does not answer
+        // is shown as missing.
+        let agents = self.endpoints.agents.clone();
+        let answers =
+            futures::future::join_all(agents.iter().map(|(_, url)| self.get(url, "/api/v1/processes", &[]))).await;
+        self.last.processes = agents
+            .into_iter()
+            .zip(answers)
+            .map(|((node, _), answer)| (node, answer.ok().and_then(|v| model::parse_processes(&v))))
+            .collect();
+        self.last.mark_restarting();
         if self.healer.due(now_ms) {
             let (actions, state) =
                 futures::join!(self.get(&h, "/api/v1/actions", &[]), self.get(&h, "/api/v1/state", &[]));
@@ -196,6 +215,20 @@ impl Source {
             p99: points(p99),
         })
     }
+}
+
+/// An instant vector by one label: label value → sample value.
+fn parse_by(v: &Value, label: &str) -> std::collections::BTreeMap<String, f64> {
+    v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let key = s["metric"][label].as_str()?.to_string();
+            let value = s["value"][1].as_str()?.parse::<f64>().ok().filter(|x| x.is_finite())?;
+            Some((key, value))
+        })
+        .collect()
 }
 
 /// A `query_range` matrix by its `node` label: values oldest first.

@@ -43,9 +43,10 @@ fn snapshot() -> Snapshot {
     };
     Snapshot {
         services: Some(vec![
-            Service { name: "auth".into(), replicas: vec![replica("auth-1", ReplicaState::Ready)] },
+            Service { name: "auth".into(), restarts_1h: None, replicas: vec![replica("auth-1", ReplicaState::Ready)] },
             Service {
                 name: "search".into(),
+                restarts_1h: None,
                 replicas: vec![replica("search-1", ReplicaState::NotReady), replica("search-2", ReplicaState::Ready)],
             },
         ]),

@@ -107,20 +107,19 @@ fn draw_services(f: &mut Frame, area: Rect, app: &App) {
             } else {
                 Style::new()
             };
-            let restarts: f64 = svc.replicas.iter().filter_map(|r| r.restarts).sum();
-            let has_restarts = svc.replicas.iter().any(|r| r.restarts.is_some());
+            let restarts = svc.restarts_1h;
             let row = Row::new(vec![
                 Cell::from(svc.name.clone()),
                 Cell::from(Line::from(marks)),
                 Cell::from(Span::styled(format!("{ready}/{}", svc.replicas.len()), count_style)),
-                Cell::from(if has_restarts { format!("{restarts:.0}") } else { MISSING.into() }),
+                Cell::from(restarts.map_or(MISSING.to_string(), |n| format!("{n:.0}"))),
             ]);
             if i == app.selected { row.style(Style::new().add_modifier(Modifier::REVERSED)) } else { row }
         })
         .collect();
     let table =
-        Table::new(rows, [Constraint::Length(8), Constraint::Length(8), Constraint::Length(5), Constraint::Length(8)])
-            .header(Row::new(["service", "replicas", "ready", "restarts"]).style(Style::new().fg(Color::DarkGray)))
+        Table::new(rows, [Constraint::Length(8), Constraint::Length(8), Constraint::Length(5), Constraint::Length(11)])
+            .header(Row::new(["service", "replicas", "ready", "restarts 1h"]).style(Style::new().fg(Color::DarkGray)))
             .column_spacing(1)
             .block(block("services"));
     f.render_widget(table, area);

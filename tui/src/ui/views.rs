@@ -61,9 +61,12 @@ pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
         .filter(|r| visible.contains(&AppRow::Replica(r.instance.clone())))
         .enumerate()
         .map(|(i, r)| {
+            let process = app.snapshot.process(&r.instance);
             let row = Row::new(vec![
                 Cell::from(r.instance.clone()),
                 Cell::from(r.node.clone().unwrap_or_else(|| MISSING.into())),
+                Cell::from(process.and_then(|p| p.pid).map_or(MISSING.to_string(), |p| p.to_string())),
+                Cell::from(process.and_then(|p| p.uptime_secs).map_or(MISSING.to_string(), widgets::uptime)),
                 Cell::from(Line::from(vec![
                     widgets::replica_mark(r.state),
                     Span::raw(" "),
@@ -78,14 +81,16 @@ pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
     let table = Table::new(
         rows,
         [
-            Constraint::Length(16),
+            Constraint::Length(11),
             Constraint::Length(7),
-            Constraint::Length(12),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(13),
             Constraint::Length(8),
             Constraint::Min(10),
         ],
     )
-    .header(header(&["replica", "node", "probe", "restarts", "last error"]))
+    .header(header(&["replica", "node", "pid", "uptime", "probe", "restarts", "last error"]))
     .column_spacing(1)
     .block(block(&format!("{name}: replicas")));
     f.render_widget(table, replicas);
@@ -319,15 +324,24 @@ pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let replicas: Vec<Span> = app
-                .snapshot
-                .services
-                .iter()
-                .flatten()
-                .flat_map(|s| s.replicas.iter())
-                .filter(|r| r.node.as_deref() == Some(n.name.as_str()))
-                .flat_map(|r| [widgets::replica_mark(r.state), Span::raw(format!("{} ", r.instance))])
-                .collect();
+            // What the node's agent says it runs: pid and state, or why not.
+            let replicas: Vec<Span> = match app.snapshot.processes.get(&n.name) {
+                Some(Some(list)) => list
+                    .iter()
+                    .flat_map(|p| {
+                        let state = match p.state.as_str() {
+                            "running" => Span::styled("●", Style::new().fg(Color::Green)),
+                            "crash_loop" => Span::styled("✕", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+                            "stopped" | "stopping" => Span::styled("○", Style::new().fg(Color::DarkGray)),
+                            _ => Span::styled("↻", Style::new().fg(Color::Cyan)),
+                        };
+                        let pid = p.pid.map_or(String::new(), |pid| format!(":{pid}"));
+                        [state, Span::raw(format!("{}{pid} ", p.name))]
+                    })
+                    .collect(),
+                Some(None) => vec![Span::styled("agent not answering", Style::new().fg(Color::Red))],
+                None => vec![Span::styled(MISSING, Style::new().fg(Color::DarkGray))],
+            };
             let agent = if n.agent_up {
                 Span::styled("up", Style::new().fg(Color::Green))
             } else {
@@ -360,7 +374,7 @@ pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
             Constraint::Min(10),
         ],
     )
-    .header(header(&["node", "agent", "seen", "cpu", "mem", "disk", "replicas it supervises"]))
+    .header(header(&["node", "agent", "seen", "cpu", "mem", "disk", "processes it supervises (name:pid)"]))
     .column_spacing(1)
     .block(block("nodes"));
     f.render_widget(table, area);

@@ -53,6 +53,7 @@ pub fn replica_mark(state: ReplicaState) -> Span<'static> {
         ReplicaState::NotReady => Span::styled("◐", Style::new().fg(Color::Yellow)),
         ReplicaState::Down => Span::styled("✕", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
         ReplicaState::Stale => Span::styled("?", Style::new().fg(Color::DarkGray)),
+        ReplicaState::Restarting => Span::styled("↻", Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)),
     }
 }
 
@@ -62,6 +63,7 @@ pub fn replica_word(state: ReplicaState) -> Span<'static> {
         ReplicaState::NotReady => Span::styled("not ready", Style::new().fg(Color::Yellow)),
         ReplicaState::Down => Span::styled("down", Style::new().fg(Color::Red)),
         ReplicaState::Stale => Span::styled("stale", Style::new().fg(Color::DarkGray)),
+        ReplicaState::Restarting => Span::styled("restarting", Style::new().fg(Color::Cyan)),
     }
 }
 
@@ -127,4 +129,14 @@ pub fn sparkline(values: &[f64], width: usize) -> String {
     const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let tail = &values[values.len().saturating_sub(width)..];
     tail.iter().map(|v| LEVELS[((v.clamp(0.0, 1.0) * 7.0).round() as usize).min(7)]).collect()
+}
+
+/// `8s`, `4m`, `3h12m`, `2d` of uptime.
+pub fn uptime(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, (secs / 60) % 60),
+        _ => format!("{}d", secs / 86400),
+    }
 }
