@@ -3,13 +3,12 @@
 //! actuator that carries out what the dashboard's keys confirm.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hale_core::ClusterConfig;
-use hale_tui::app::Effect;
+use hale_tui::act::{ChaosHook, HttpActuator};
 use hale_tui::source::{Endpoints, Source};
 use serde_json::json;
 
@@ -73,91 +72,18 @@ pub fn endpoints_of(cluster: &ClusterConfig) -> Endpoints {
     endpoints(Some(cluster), None, None)
 }
 
-/// Approvals, pause, resets (the healer), silences (the collector) and chaos (the data
-/// dir's cluster), with the cluster's tokens.
-pub struct ClusterActuator {
-    endpoints: Endpoints,
-    /// The healer's write token and the collector's admin token (one secret in `hale up`).
-    healer_token: Option<String>,
-    admin_token: Option<String>,
-    data_dir: PathBuf,
-    client: reqwest::Client,
-}
-
-impl ClusterActuator {
-    pub fn new(endpoints: Endpoints, cluster: Option<&ClusterConfig>, data_dir: &Path) -> ClusterActuator {
-        let admin = cluster.map(|c| c.secrets.admin_token.clone());
-        ClusterActuator {
-            endpoints,
-            healer_token: std::env::var("HALE_HEALER_TOKEN").ok().or_else(|| admin.clone()),
-            admin_token: std::env::var("HALE_ADMIN_TOKEN").ok().or(admin),
-            data_dir: data_dir.to_path_buf(),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
-        }
-    }
-
-    async fn post(&self, url: String, token: &Option<String>, body: serde_json::Value) -> Result<String, String> {
-        let mut r = self.client.post(&url).json(&body);
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        let r = r.send().await.map_err(|e| e.without_url().to_string())?;
-        let status = r.status();
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(v.to_string());
-        }
-        let message = v["error"]["message"].as_str().or(v["error"].as_str()).unwrap_or("").to_string();
-        Err(format!("HTTP {}: {message}", status.as_u16()))
-    }
-
-    async fn carry_out(&self, effect: Effect) -> Result<String, String> {
-        let h = self.endpoints.healer.trim_end_matches('/');
-        match effect {
-            Effect::Approve(id) => {
-                self.post(format!("{h}/api/v1/actions/{id}/approve"), &self.healer_token, json!({})).await?;
-                Ok(format!("approved {id}; it runs now"))
-            }
-            Effect::Reject(id) => {
-                self.post(format!("{h}/api/v1/actions/{id}/reject"), &self.healer_token, json!({})).await?;
-                Ok(format!("rejected {id}"))
-            }
-            Effect::SetPaused(paused) => {
-                let what = if paused { "pause" } else { "resume" };
-                self.post(format!("{h}/api/v1/{what}"), &self.healer_token, json!({})).await?;
-                Ok(if paused { "healer paused".into() } else { "healer resumed".into() })
-            }
-            Effect::Reset(target) => {
-                self.post(format!("{h}/api/v1/targets/{target}/reset"), &self.healer_token, json!({})).await?;
-                Ok(format!("{target} reset: automatic repairs on it resume"))
-            }
-            Effect::Silence { matchers, duration } => {
-                let d = humantime::parse_duration(&duration).map_err(|e| e.to_string())?;
-                let ends = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + d).to_string();
-                let matchers: Vec<_> = matchers
-                    .iter()
-                    .map(|(k, v)| json!({"name": k, "value": v, "isRegex": false, "isEqual": true}))
-                    .collect();
-                let who = std::env::var("USER").unwrap_or_else(|_| "hale tui".into());
-                let body = json!({"matchers": matchers, "endsAt": ends, "createdBy": who, "comment": "from hale tui"});
-                let c = self.endpoints.collector.trim_end_matches('/');
-                let reply = self.post(format!("{c}/api/v1/silences"), &self.admin_token, body).await?;
-                let id: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
-                Ok(format!("silenced for {duration} ({})", id["data"]["silenceID"].as_str().unwrap_or("?")))
-            }
-            Effect::Chaos { kind, target } => {
-                let args = crate::chaos::ChaosArgs::from_menu(kind, &target, &self.data_dir);
-                crate::chaos::apply(args).await.map_err(|e| format!("{e:#}"))
-            }
-            Effect::Quit | Effect::Refresh => Ok(String::new()),
-        }
-    }
-}
-
-impl hale_tui::Actuator for ClusterActuator {
-    fn act(&self, effect: Effect) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
-        Box::pin(self.carry_out(effect))
-    }
+/// The dashboard's actuator for a cluster: its tokens (the environment's win), and chaos
+/// on the processes its data dir lists.
+pub fn actuator(endpoints: Endpoints, cluster: Option<&ClusterConfig>, data_dir: &Path) -> HttpActuator {
+    let admin = cluster.map(|c| c.secrets.admin_token.clone());
+    let healer_token = std::env::var("HALE_HEALER_TOKEN").ok().or_else(|| admin.clone());
+    let admin_token = std::env::var("HALE_ADMIN_TOKEN").ok().or(admin);
+    let data_dir = data_dir.to_path_buf();
+    let chaos: ChaosHook = Box::new(move |kind, target| {
+        let args = crate::chaos::ChaosArgs::from_menu(kind, &target, &data_dir);
+        Box::pin(async move { crate::chaos::apply(args).await.map_err(|e| format!("{e:#}")) })
+    });
+    HttpActuator::new(endpoints, healer_token, admin_token, cluster.map(|_| chaos))
 }
 
 /// `hale tui`.
@@ -165,7 +91,7 @@ pub async fn tui(args: TuiArgs) -> Result<()> {
     let ClusterFlags { data_dir, collector, healer } = args.cluster;
     let cluster = cluster_of(&data_dir);
     let endpoints = endpoints(cluster.as_ref(), collector, healer);
-    let actuator = Arc::new(ClusterActuator::new(endpoints.clone(), cluster.as_ref(), &data_dir));
+    let actuator = Arc::new(actuator(endpoints.clone(), cluster.as_ref(), &data_dir));
     let options = hale_tui::Options {
         endpoints,
         readonly: args.readonly,

@@ -71,32 +71,14 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
             }
             println!("{:<36}  {:<8}  {:<20}  {:<40}  COMMENT", "ID", "STATE", "ENDS", "MATCHERS");
             for s in list {
-                let matchers: Vec<String> = s["matchers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|m| {
-                        let op = match (m["isEqual"].as_bool().unwrap_or(true), m["isRegex"].as_bool().unwrap_or(false))
-                        {
-                            (true, false) => "=",
-                            (false, false) => "!=",
-                            (true, true) => "=~",
-                            (false, true) => "!~",
-                        };
-                        format!(
-                            "{}{op}{}",
-                            m["name"].as_str().unwrap_or(""),
-                            Value::from(m["value"].as_str().unwrap_or(""))
-                        )
-                    })
-                    .collect();
+                let matchers = hale_tui::model::matchers_text(&s["matchers"], ",");
                 let ends = s["endsAt"].as_str().unwrap_or("").get(..19).unwrap_or("");
                 println!(
                     "{:<36}  {:<8}  {:<20}  {:<40}  {}",
                     s["id"].as_str().unwrap_or(""),
                     s["status"]["state"].as_str().unwrap_or(""),
                     ends,
-                    matchers.join(","),
+                    matchers,
                     s["comment"].as_str().unwrap_or("")
                 );
             }

@@ -403,8 +403,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         (&mut shutdown).await;
     } else {
         let endpoints = crate::dashboard::endpoints_of(&cluster);
-        let actuator =
-            std::sync::Arc::new(crate::dashboard::ClusterActuator::new(endpoints.clone(), Some(&cluster), &data_dir));
+        let actuator = std::sync::Arc::new(crate::dashboard::actuator(endpoints.clone(), Some(&cluster), &data_dir));
         let options = hale_tui::Options {
             endpoints,
             readonly: false,

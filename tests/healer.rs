@@ -605,3 +605,77 @@ async fn a_deposed_leaders_late_write_is_refused_by_etcd() {
     let _ = stop.send(());
     campaign.await.expect("campaign ends");
 }
+
+/// The dashboard's actions, through its actuator, against the real healer and collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
+    use hale_tui::Actuator;
+    use hale_tui::act::HttpActuator;
+    use hale_tui::app::Effect;
+    let s = start(false).await;
+    probes(s.collector).await;
+    let endpoints = hale_tui::source::Endpoints {
+        collector: format!("http://{}", s.collector),
+        healer: format!("http://{}", s.healer),
+        agents: Vec::new(),
+    };
+    let act = HttpActuator::new(endpoints.clone(), Some(TOKEN.into()), Some("admin".into()), None);
+    let state = async || -> Value {
+        reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json")
+    };
+    act.act(Effect::SetPaused(true)).await.expect("pause");
+    assert_eq!(state().await["paused"], true);
+    act.act(Effect::SetPaused(false)).await.expect("resume");
+    assert_eq!(state().await["paused"], false);
+    // Two occurrences of an alert whose repair waits for approval (one at a time: the
+    // search service's share allows one action at once): the first rejected, the second
+    // approved.
+    let mut waiting = Vec::new();
+    for starts_at in ["2026-01-01T00:00:09Z", "2026-01-01T00:00:10Z"] {
+        let body = payload("SlowReplica", "search-1", starts_at);
+        assert_eq!(post(s.healer, &body, signed(&body), None).await.0, 200);
+        let id = eventually("an action awaiting approval", Duration::from_secs(10), async || {
+            actions(s.healer).await.into_iter().find(|a| a["status"] == "awaiting_approval")
+        })
+        .await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        if waiting.is_empty() {
+            act.act(Effect::Reject(id.clone())).await.expect("reject");
+        } else {
+            act.act(Effect::Approve(id.clone())).await.expect("approve");
+        }
+        waiting.push(id);
+    }
+    let list = actions(s.healer).await;
+    let status = |id: &str| list.iter().find(|a| a["id"] == id).map(|a| a["status"].clone()).expect("action");
+    assert_eq!(status(&waiting[0]), "rejected");
+    assert_ne!(status(&waiting[1]), "awaiting_approval", "approved: it runs");
+    let again = act.act(Effect::Reject(waiting[0].clone())).await.expect_err("answered once");
+    assert!(again.contains("409"), "{again}");
+    // A silence for an hour, then expired.
+    let matchers =
+        vec![("alertname".to_string(), "DiskFilling".to_string()), ("node".to_string(), "node-3".to_string())];
+    let said = act.act(Effect::Silence { matchers, duration: "1h".into() }).await.expect("silence");
+    let silences: Value =
+        reqwest::get(format!("http://{}/api/v1/silences", s.collector)).await.expect("get").json().await.expect("json");
+    let silence = silences["data"].as_array().and_then(|l| l.first().cloned()).expect("a silence");
+    let id = silence["id"].as_str().expect("id").to_string();
+    assert!(said.contains(&id), "{said}");
+    assert_eq!(silence["status"]["state"], "active");
+    act.act(Effect::ExpireSilence(id.clone())).await.expect("expire");
+    let silences: Value =
+        reqwest::get(format!("http://{}/api/v1/silences", s.collector)).await.expect("get").json().await.expect("json");
+    assert_eq!(silences["data"][0]["status"]["state"], "expired");
+    // Wrong tokens and no chaos hook: clear errors, nothing done.
+    let wrong = HttpActuator::new(endpoints, Some("wrong".into()), Some("wrong".into()), None);
+    let e = wrong.act(Effect::SetPaused(true)).await.expect_err("refused");
+    assert!(e.contains("401"), "{e}");
+    assert_eq!(state().await["paused"], false);
+    let e = act
+        .act(Effect::Chaos { kind: hale_tui::app::ChaosKind::Kill, target: "search-1".into() })
+        .await
+        .expect_err("no chaos");
+    assert!(e.contains("no chaos"), "{e}");
+}

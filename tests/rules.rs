@@ -72,6 +72,8 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     })
     .await;
     assert_eq!(firing["activeAt"], pending["activeAt"], "active since it was first returned");
+    let (_, body) = get(format!("http://{addr}/api/v1/alerts")).await;
+    assert_eq!(body["data"]["groupBy"], serde_json::json!(["alertname"]), "how notifications group them");
 
     let (status, body) = get(format!("http://{addr}/api/v1/rules")).await;
     assert_eq!(status, 200);

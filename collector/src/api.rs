@@ -92,6 +92,9 @@ pub struct Collector {
     /// The SLOs of the loaded specs.
     pub slos: Vec<crate::slo::SloDef>,
     pub slo_min_events: u64,
+    /// The labels notifications group alerts by (the route's `group_by`), so a reader of
+    /// `/api/v1/alerts` can group them the same way.
+    pub group_by: Vec<String>,
 }
 
 impl AsRef<Store> for Collector {
@@ -596,9 +599,12 @@ async fn slos(State(c): State<Arc<Collector>>) -> Response {
     success(json!(states))
 }
 
-/// `/api/v1/alerts`: every pending and firing alert.
+/// `/api/v1/alerts`: every pending and firing alert, and (beside Prometheus's shape)
+/// `groupBy`, the labels notifications group them by.
 async fn alerts(State(c): State<Arc<Collector>>) -> Response {
-    success(c.rules.alerts_json())
+    let mut data = c.rules.alerts_json();
+    data["groupBy"] = json!(c.group_by);
+    success(data)
 }
 
 async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
@@ -730,6 +736,7 @@ mod tests {
             outbox: None,
             slos: Vec::new(),
             slo_min_events: 0,
+            group_by: vec!["alertname".into()],
         }))
     }
 

@@ -145,6 +145,7 @@ pub async fn run(
         outbox: outbox.clone(),
         slos,
         slo_min_events: config.slo_options.min_events,
+        group_by: config.notify.route.group_by.clone(),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
     tracing::info!(groups = groups.len(), files = config.rule_files.len(), "rules loaded");

@@ -91,6 +91,7 @@ pub enum Effect {
         matchers: Vec<(String, String)>,
         duration: String,
     },
+    ExpireSilence(String),
     Chaos {
         kind: ChaosKind,
         target: String,
@@ -113,6 +114,7 @@ impl Effect {
                 format!("Silence {{{}}} for {duration}?", m.join(", "))
             }
             Effect::Chaos { kind, target } => format!("Inject `{}` into {target}?", kind.label()),
+            Effect::ExpireSilence(id) => format!("Expire silence {id}? Its alerts notify again."),
         }
     }
 }
@@ -216,14 +218,11 @@ impl App {
                 .filter(|r| keep(&r.instance))
                 .map(|r| Row::Replica(r.instance.clone()))
                 .collect(),
-            View::Alerts => s
-                .alerts
-                .iter()
-                .flatten()
-                .filter(|a| keep(&format!("{} {:?}", a.name, a.labels)))
-                .enumerate()
-                .map(|(i, _)| Row::Alert(i))
-                .collect(),
+            View::Alerts => {
+                let alerts = self.visible_alerts().len();
+                let silences = s.silences.iter().flatten().map(|x| Row::Silence(x.id.clone()));
+                (0..alerts).map(Row::Alert).chain(silences).collect()
+            }
             View::Healer => s
                 .healer
                 .iter()
@@ -236,6 +235,16 @@ impl App {
             }
             View::Logs => Vec::new(),
         }
+    }
+
+    /// The alerts view's alerts after the filter, in the collector's groups: the order
+    /// rows are numbered in.
+    pub fn visible_alerts(&self) -> Vec<&crate::model::Alert> {
+        let filter = self.filter.to_lowercase();
+        let keep = |a: &crate::model::Alert| {
+            filter.is_empty() || format!("{} {:?}", a.name, a.labels).to_lowercase().contains(&filter)
+        };
+        self.snapshot.alert_groups(keep).into_iter().flat_map(|(_, alerts)| alerts).collect()
     }
 
     fn selected_row(&self) -> Option<Row> {
@@ -277,7 +286,7 @@ impl App {
             KeyCode::Enter => match self.selected_row() {
                 Some(Row::Service(name)) => self.go(View::Service(name)),
                 Some(Row::Replica(_)) | Some(Row::Node(_)) => self.go(View::Logs),
-                Some(Row::Alert(_)) | Some(Row::Action(_)) | None => {}
+                Some(Row::Alert(_)) | Some(Row::Action(_)) | Some(Row::Silence(_)) | None => {}
             },
             KeyCode::Char('r') if self.view != View::Healer => return Some(Effect::Refresh),
             KeyCode::Char(' ') if self.view == View::Logs => self.logs_paused = !self.logs_paused,
@@ -307,17 +316,9 @@ impl App {
                 let target = self.snapshot.healer.as_ref().and_then(|h| h.needs_human.first().map(|t| t.0.clone()));
                 target.map(Effect::Reset)
             }
+            ('e', View::Alerts, Some(Row::Silence(id))) => Some(Effect::ExpireSilence(id)),
             ('s', View::Alerts, Some(Row::Alert(i))) => {
-                let alerts: Vec<_> = self
-                    .snapshot
-                    .alerts
-                    .iter()
-                    .flatten()
-                    .filter(|a| {
-                        self.filter.is_empty()
-                            || format!("{} {:?}", a.name, a.labels).to_lowercase().contains(&self.filter.to_lowercase())
-                    })
-                    .collect();
+                let alerts = self.visible_alerts();
                 if let Some(alert) = alerts.get(i) {
                     let matchers = ["alertname", "instance", "service", "node", "sloth_id"]
                         .iter()
@@ -439,7 +440,9 @@ impl App {
 pub enum Row {
     Service(String),
     Replica(String),
+    /// Position among [`App::visible_alerts`].
     Alert(usize),
+    Silence(String),
     Action(String),
     Node(String),
 }

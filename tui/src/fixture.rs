@@ -233,6 +233,14 @@ pub fn demo() -> Snapshot {
         .into_iter()
         .map(|(node, list)| (node.to_string(), Some(list)))
         .collect(),
+        alert_group_by: vec!["alertname".into()],
+        silences: Some(vec![Silence {
+            id: "5f1c9a2e-6b0d-4d1e-9c55-2f8a1d3e7b40".into(),
+            matchers: "alertname=\"DiskFilling\", node=\"node-3\"".into(),
+            state: "active".into(),
+            ends_at: "2026-09-21T16:00:00Z".into(),
+            comment: "log rotation fixed tomorrow".into(),
+        }]),
         focus: Some(ServiceSeries {
             service: "search".into(),
             rate: wave(|i| 8.0 + (i % 7) as f64),

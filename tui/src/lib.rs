@@ -5,6 +5,7 @@
 //! state changes and effects by [`app::App`], the state drawn by [`ui::draw`]. Data flows
 //! one way: source → snapshot → app → frame; effects go back out through the event loop.
 
+pub mod act;
 pub mod app;
 #[doc(hidden)]
 pub mod bench;

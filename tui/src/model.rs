@@ -24,6 +24,75 @@ pub struct Snapshot {
     pub focus: Option<ServiceSeries>,
     /// Per node, what its agent supervises; `None` for an agent that did not answer.
     pub processes: BTreeMap<String, Option<Vec<Process>>>,
+    /// The labels the collector groups alerts by in its notifications.
+    pub alert_group_by: Vec<String>,
+    /// The collector's silences that are active or still to come.
+    pub silences: Option<Vec<Silence>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    pub id: String,
+    /// `alertname="ReplicaDown", instance="search-1"`.
+    pub matchers: String,
+    /// `active` or `pending`.
+    pub state: String,
+    pub ends_at: String,
+    pub comment: String,
+}
+
+/// A silence's matchers as written in Alertmanager's syntax (`name="value"`, `=~`, `!=`).
+pub fn matchers_text(matchers: &Value, separator: &str) -> String {
+    matchers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let op = match (m["isEqual"].as_bool().unwrap_or(true), m["isRegex"].as_bool().unwrap_or(false)) {
+                (true, false) => "=",
+                (false, false) => "!=",
+                (true, true) => "=~",
+                (false, true) => "!~",
+            };
+            format!("{}{op}{}", s(&m["name"]), Value::from(s(&m["value"])))
+        })
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+/// `/api/v1/silences`, expired ones left out.
+pub fn parse_silences(v: &Value) -> Option<Vec<Silence>> {
+    Some(
+        v["data"]
+            .as_array()?
+            .iter()
+            .filter(|x| x["status"]["state"] != "expired")
+            .map(|x| Silence {
+                id: s(&x["id"]),
+                matchers: matchers_text(&x["matchers"], ", "),
+                state: s(&x["status"]["state"]),
+                ends_at: s(&x["endsAt"]),
+                comment: s(&x["comment"]),
+            })
+            .collect(),
+    )
+}
+
+impl Snapshot {
+    /// Alerts in the collector's notification groups (by `alert_group_by`), each group's
+    /// label text with its alerts, firing first; groups ordered by their labels.
+    pub fn alert_groups(&self, keep: impl Fn(&Alert) -> bool) -> Vec<(String, Vec<&Alert>)> {
+        let mut groups: BTreeMap<String, Vec<&Alert>> = BTreeMap::new();
+        for a in self.alerts.iter().flatten().filter(|a| keep(a)) {
+            let key: Vec<String> = if self.alert_group_by.iter().any(|g| g == "...") {
+                a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()
+            } else {
+                self.alert_group_by.iter().filter_map(|k| a.labels.get(k).map(|v| format!("{k}={v}"))).collect()
+            };
+            groups.entry(key.join(" ")).or_default().push(a);
+        }
+        groups.into_iter().collect()
+    }
 }
 
 /// A process a node agent supervises, as its `/api/v1/processes` says.
@@ -366,6 +435,11 @@ pub fn parse_slos(v: &Value) -> Option<Vec<Slo>> {
             })
             .collect(),
     )
+}
+
+/// The `groupBy` beside `/api/v1/alerts`'s alerts (Hale's collector says it).
+pub fn parse_group_by(v: &Value) -> Vec<String> {
+    v["data"]["groupBy"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect()
 }
 
 /// `/api/v1/alerts`, firing first, then by name.

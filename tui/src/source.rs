@@ -113,13 +113,14 @@ impl Source {
                 [("query", cpu_q), ("start", since), ("end", (now_ms / 1000).to_string()), ("step", "10".into())];
             let limit = [("limit", "500".to_string())];
             let restarts_q = [("query", "sum by (service) (increase(hale_process_restarts_total[1h]))".to_string())];
-            let (cluster, slos, alerts, cpu, logs, restarts) = futures::join!(
+            let (cluster, slos, alerts, cpu, logs, restarts, silences) = futures::join!(
                 self.get(&c, "/api/v1/cluster", &[]),
                 self.get(&c, "/api/v1/slos", &[]),
                 self.get(&c, "/api/v1/alerts", &[]),
                 self.get(&c, "/api/v1/query_range", &range),
                 self.get(&c, "/api/v1/logs", &limit),
                 self.get(&c, "/api/v1/query", &restarts_q),
+                self.get(&c, "/api/v1/silences", &[]),
             );
             match (cluster, slos, alerts) {
                 (Ok(cluster), Ok(slos), Ok(alerts)) => {
@@ -133,6 +134,8 @@ impl Source {
                     }
                     self.last.slos = model::parse_slos(&slos);
                     self.last.alerts = model::parse_alerts(&alerts);
+                    self.last.alert_group_by = model::parse_group_by(&alerts);
+                    self.last.silences = silences.ok().and_then(|v| model::parse_silences(&v));
                     self.last.cpu_history = cpu.map(|v| parse_history(&v)).unwrap_or_default();
                     self.last.logs = logs.ok().and_then(|v| model::parse_logs(&v));
                     self.last.focus = match self.focus.clone() {

@@ -68,6 +68,14 @@ fn snapshot() -> Snapshot {
             active_at: String::new(),
             summary: String::new(),
         }]),
+        alert_group_by: vec!["alertname".into()],
+        silences: Some(vec![Silence {
+            id: "sil-1".into(),
+            matchers: "alertname=\"DiskFilling\"".into(),
+            state: "active".into(),
+            ends_at: String::new(),
+            comment: String::new(),
+        }]),
         healer: Some(Healer {
             paused: false,
             dry_run: false,
@@ -189,6 +197,10 @@ fn silencing_an_alert_asks_for_a_duration_then_confirmation() {
     assert_eq!(duration, "30m");
     assert!(matchers.contains(&("alertname".into(), "ReplicaDown".into())));
     assert!(matchers.contains(&("instance".into(), "search-1".into())));
+    // Below the alerts, the silences: `e` expires the selected one, after confirmation.
+    a.on_key(key('j'));
+    assert_eq!(a.on_key(key('e')), None);
+    assert_eq!(a.on_key(key('y')), Some(Effect::ExpireSilence("sil-1".into())));
 }
 
 #[test]
@@ -214,7 +226,7 @@ fn read_only_ignores_every_action_key() {
     for view in [":healer", ":alerts", ":service search", ":nodes"] {
         typed(&mut a, view);
         a.on_key(code(KeyCode::Enter));
-        for k in ['a', 'x', 'p', 'R', 's', 'c'] {
+        for k in ['a', 'x', 'p', 'R', 's', 'e', 'c'] {
             assert_eq!(a.on_key(key(k)), None);
             assert_eq!(a.modal, None, "{view} {k}");
         }

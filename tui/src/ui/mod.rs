@@ -103,7 +103,7 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     if !app.readonly {
         match &app.view {
             View::Healer => keys.extend([("a", "approve"), ("x", "reject"), ("p", "pause"), ("R", "reset")]),
-            View::Alerts => keys.push(("s", "silence")),
+            View::Alerts => keys.extend([("s", "silence"), ("e", "expire silence")]),
             View::Service(_) | View::Nodes if app.chaos => keys.push(("c", "chaos")),
             _ => {}
         }
@@ -156,6 +156,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("p", "healer: pause or resume"),
     ("R", "healer: reset a target that needs a human"),
     ("s", "alerts: silence the selected alert"),
+    ("e", "alerts: expire the selected silence"),
     ("c", "service, nodes: chaos menu (demo cluster)"),
     ("space", "logs: pause; PgUp / PgDn scroll back"),
     ("q", "quit"),
@@ -167,7 +168,7 @@ fn draw_modal(f: &mut Frame, modal: &Modal, app: &App) {
         Modal::Help => {
             let mut lines: Vec<Line> = HELP
                 .iter()
-                .filter(|(k, _)| !app.readonly || ![&"a / x", &"p", &"R", &"s", &"c"].contains(&k))
+                .filter(|(k, _)| !app.readonly || ![&"a / x", &"p", &"R", &"s", &"e", &"c"].contains(&k))
                 .map(|(k, what)| Line::from(vec![key(k), Span::raw(*what)]))
                 .collect();
             lines.push(Line::from(Span::styled("any key closes this", Style::new().fg(Color::DarkGray))));

@@ -196,12 +196,26 @@ pub fn logs(f: &mut Frame, area: Rect, app: &App) {
 pub fn alerts(f: &mut Frame, area: Rect, app: &App) {
     let Some(alerts) = &app.snapshot.alerts else { return missing(f, area, "alerts") };
     let now = app.snapshot.at_ms;
+    let silences = app.snapshot.silences.as_deref().unwrap_or_default();
+    let [list, silenced] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(silences.len().max(1) as u16 + 3)]).areas(area);
     let filter = app.filter.to_lowercase();
-    let rows: Vec<Row> = alerts
-        .iter()
-        .filter(|a| filter.is_empty() || format!("{} {:?}", a.name, a.labels).to_lowercase().contains(&filter))
-        .enumerate()
-        .map(|(i, a)| {
+    let keep = |a: &crate::model::Alert| {
+        filter.is_empty() || format!("{} {:?}", a.name, a.labels).to_lowercase().contains(&filter)
+    };
+    // One header row per notification group, then its alerts; rows count alerts only.
+    let mut rows: Vec<Row> = Vec::new();
+    let mut index = 0;
+    for (group, members) in app.snapshot.alert_groups(keep) {
+        let firing = members.iter().filter(|a| a.firing).count();
+        let style = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
+        rows.push(Row::new(vec![
+            Cell::from(Span::styled(format!("{{{group}}}"), style)),
+            Cell::from(""),
+            Cell::from(""),
+            Cell::from(Span::styled(format!("{firing} firing, {} pending", members.len() - firing), style)),
+        ]));
+        for a in members {
             let state = if a.firing {
                 Span::styled("firing", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
             } else {
@@ -210,37 +224,66 @@ pub fn alerts(f: &mut Frame, area: Rect, app: &App) {
             let labels: Vec<String> =
                 a.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
             let since = widgets::rfc3339_ms(&a.active_at).map_or(MISSING.to_string(), |t| widgets::age(now, t));
-            selected(
+            rows.push(selected(
                 Row::new(vec![
+                    Cell::from(format!("  {}", a.name)),
                     Cell::from(state),
-                    Cell::from(a.name.clone()),
                     Cell::from(since),
                     Cell::from(labels.join(" ")),
                     Cell::from(a.summary.clone()),
                 ]),
-                i == app.selected,
-            )
-        })
-        .collect();
+                index == app.selected,
+            ));
+            index += 1;
+        }
+    }
     let title = format!(
-        "alerts ({} firing, {} pending)",
+        "alerts ({} firing, {} pending), grouped by {}",
         alerts.iter().filter(|a| a.firing).count(),
-        alerts.iter().filter(|a| !a.firing).count()
+        alerts.iter().filter(|a| !a.firing).count(),
+        if app.snapshot.alert_group_by.is_empty() { "nothing".into() } else { app.snapshot.alert_group_by.join(", ") }
     );
     let table = Table::new(
         rows,
         [
+            Constraint::Length(24),
             Constraint::Length(7),
-            Constraint::Length(20),
             Constraint::Length(5),
-            Constraint::Percentage(45),
-            Constraint::Min(10),
+            Constraint::Percentage(40),
+            Constraint::Fill(1),
         ],
     )
-    .header(header(&["state", "alert", "age", "labels", "summary"]))
+    .header(header(&["alert", "state", "age", "labels", "summary"]))
     .column_spacing(1)
     .block(block(&title));
-    f.render_widget(table, area);
+    f.render_widget(table, list);
+    let alert_rows = index;
+    let lines: Vec<Row> = silences
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            selected(
+                Row::new(vec![
+                    Cell::from(x.state.clone()),
+                    Cell::from(x.ends_at.get(..16).unwrap_or(&x.ends_at).replace('T', " ")),
+                    Cell::from(x.matchers.clone()),
+                    Cell::from(Span::styled(x.comment.clone(), Style::new().fg(Color::DarkGray))),
+                ]),
+                alert_rows + i == app.selected,
+            )
+        })
+        .collect();
+    let silences_table = Table::new(
+        lines,
+        [Constraint::Length(7), Constraint::Length(17), Constraint::Percentage(50), Constraint::Fill(1)],
+    )
+    .header(header(&["state", "ends (UTC)", "matchers", "comment"]))
+    .column_spacing(1)
+    .block(block(match app.snapshot.silences {
+        Some(_) => "silences (e expires the selected one)",
+        None => "silences: no data",
+    }));
+    f.render_widget(silences_table, silenced);
 }
 
 pub fn healer(f: &mut Frame, area: Rect, app: &App) {
