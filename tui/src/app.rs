@@ -312,9 +312,18 @@ impl App {
                 let paused = self.snapshot.healer.as_ref().is_some_and(|h| h.paused);
                 Some(Effect::SetPaused(!paused))
             }
-            ('R', View::Healer, _) => {
-                let target = self.snapshot.healer.as_ref().and_then(|h| h.needs_human.first().map(|t| t.0.clone()));
-                target.map(Effect::Reset)
+            ('R', View::Healer, row) => {
+                // The selected action's target if it waits for a human, else the first that does.
+                let healer = self.snapshot.healer.as_ref();
+                let selected = row.and_then(|r| match r {
+                    Row::Action(id) => healer?.actions.iter().find(|a| a.id == id).map(|a| a.target.clone()),
+                    _ => None,
+                });
+                let waiting = |t: &str| healer.is_some_and(|h| h.needs_human.iter().any(|n| n.0 == t));
+                selected
+                    .filter(|t| waiting(t))
+                    .or_else(|| healer.and_then(|h| h.needs_human.first().map(|t| t.0.clone())))
+                    .map(Effect::Reset)
             }
             ('e', View::Alerts, Some(Row::Silence(id))) => Some(Effect::ExpireSilence(id)),
             ('s', View::Alerts, Some(Row::Alert(i))) => {

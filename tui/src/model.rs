@@ -321,6 +321,41 @@ pub struct LogLine {
     pub detail: String,
 }
 
+/// A log filter as typed after `/`: `service:search level:error timeout` — `service:`,
+/// `instance:` and `level:` match those fields exactly, every other word must appear
+/// somewhere in the line (case does not matter).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogFilter {
+    pub service: Option<String>,
+    pub instance: Option<String>,
+    pub level: Option<String>,
+    pub words: Vec<String>,
+}
+
+impl LogFilter {
+    pub fn parse(text: &str) -> LogFilter {
+        let mut f = LogFilter::default();
+        for word in text.split_whitespace().map(str::to_lowercase) {
+            match word.split_once(':') {
+                Some(("service", v)) => f.service = Some(v.to_string()),
+                Some(("instance", v)) => f.instance = Some(v.to_string()),
+                Some(("level", v)) => f.level = Some(v.to_string()),
+                _ => f.words.push(word),
+            }
+        }
+        f
+    }
+
+    pub fn matches(&self, l: &LogLine) -> bool {
+        let same = |want: &Option<String>, have: &str| want.as_ref().is_none_or(|w| have.eq_ignore_ascii_case(w));
+        if !(same(&self.service, &l.service) && same(&self.instance, &l.instance) && same(&self.level, &l.level)) {
+            return false;
+        }
+        let text = format!("{} {} {} {}", l.instance, l.level, l.message, l.detail).to_lowercase();
+        self.words.iter().all(|w| text.contains(w.as_str()))
+    }
+}
+
 /// Attributes every line has, or that only tooling reads.
 const QUIET_ATTRIBUTES: [&str; 4] = ["request_id", "target", "service", "instance"];
 

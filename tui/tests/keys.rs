@@ -248,3 +248,39 @@ fn quitting_asks_when_it_stops_the_cluster_and_ctrl_c_always_quits() {
     a.on_key(key('z'));
     assert_eq!(a.modal, None, "any key closes the help");
 }
+
+#[test]
+fn the_log_filter_takes_fields_and_words() {
+    let line = LogLine {
+        time_ms: 0,
+        service: "search".into(),
+        instance: "search-1".into(),
+        level: "error".into(),
+        message: "request failed".into(),
+        detail: "route=/api/search status=503".into(),
+    };
+    for (filter, matches) in [
+        ("", true),
+        ("service:search", true),
+        ("service:orders", false),
+        ("level:ERROR instance:search-1", true),
+        ("level:warn", false),
+        ("503 failed", true),
+        ("503 timeout", false),
+        ("service:search status=503", true),
+    ] {
+        assert_eq!(LogFilter::parse(filter).matches(&line), matches, "{filter:?}");
+    }
+}
+
+#[test]
+fn reset_takes_the_selected_actions_target_when_it_waits_for_a_human() {
+    let mut a = app(false);
+    if let Some(h) = a.snapshot.healer.as_mut() {
+        h.needs_human.push(("instance/search-1".into(), "failed".into()));
+    }
+    typed(&mut a, ":healer");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('R'));
+    assert_eq!(a.on_key(key('y')), Some(Effect::Reset("instance/search-1".into())), "the selected action's target");
+}

@@ -49,7 +49,9 @@ fn every_view_while_the_collector_is_unreachable() {
         let mut app = app_with(demo());
         app.view = view.clone();
         app.collector = Link::Reconnecting { attempt: 3, next_ms: NOW + 2_000, error: "connection refused".into() };
-        insta::assert_snapshot!(format!("disconnected_{}_80x24", name(&view)), render(&app, 80, 24));
+        for (w, h) in [(80, 24), (160, 48)] {
+            insta::assert_snapshot!(format!("disconnected_{}_{w}x{h}", name(&view)), render(&app, w, h));
+        }
     }
 }
 

@@ -147,7 +147,7 @@ fn popup(f: &mut Frame, title: &str, lines: Vec<Line<'static>>, width: u16) {
 
 pub const HELP: &[(&str, &str)] = &[
     (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes"),
-    ("/text", "filter the current list (esc clears)"),
+    ("/text", "filter the current list (esc clears); logs: service:NAME level:error instance:NAME words"),
     ("↑ ↓ j k", "move; g / G first / last"),
     ("enter", "drill down (a service, a replica's logs)"),
     ("esc", "back"),

@@ -155,15 +155,8 @@ fn chart(f: &mut Frame, area: Rect, title: &str, lines: &[(&[(f64, f64)], Color)
 
 fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::LogLine) -> bool, title: &str) {
     let Some(lines) = &app.snapshot.logs else { return missing(f, area, title) };
-    let filter = app.filter.to_lowercase();
-    let matching: Vec<_> = lines
-        .iter()
-        .filter(|l| keep(l))
-        .filter(|l| {
-            filter.is_empty()
-                || format!("{} {} {} {}", l.instance, l.level, l.message, l.detail).to_lowercase().contains(&filter)
-        })
-        .collect();
+    let filter = crate::model::LogFilter::parse(&app.filter);
+    let matching: Vec<_> = lines.iter().filter(|l| keep(l) && filter.matches(l)).collect();
     let height = area.height.saturating_sub(2) as usize;
     let end = matching.len().saturating_sub(app.logs_scroll.min(matching.len()));
     let start = end.saturating_sub(height);
@@ -190,7 +183,7 @@ fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::
 }
 
 pub fn logs(f: &mut Frame, area: Rect, app: &App) {
-    log_lines(f, area, app, |_| true, "logs: the whole fleet");
+    log_lines(f, area, app, |_| true, "logs: the whole fleet (/ service:search level:error words)");
 }
 
 pub fn alerts(f: &mut Frame, area: Rect, app: &App) {
