@@ -505,7 +505,11 @@ impl Healer {
     async fn failover(&self, action: &Action) -> Result<(), String> {
         let (members, primary) = self.gateway.catalog().await?;
         if let Some(p) = members.iter().find(|m| Some(&m.instance) == primary.as_ref() && m.ready) {
-            return Err(format!("{} is ready again; nothing to fail over", p.instance));
+            // A blip that passed before the healer got to it: nothing to repair, nothing
+            // to escalate; verification still watches the alert clear.
+            let detail = format!("not needed: {} is ready again, nothing failed over", p.instance);
+            self.not_needed(action, &detail).await;
+            return Ok(());
         }
         let candidate = members
             .iter()
@@ -531,7 +535,9 @@ impl Healer {
             .and_then(|p| members.iter().find(|m| m.instance == p))
             .ok_or("the gateway knows no catalog primary to follow")?;
         if primary.instance == instance {
-            return Err(format!("{instance} is the primary; nothing to rejoin"));
+            let detail = format!("not needed: {instance} is the primary, nothing to rejoin");
+            self.not_needed(action, &detail).await;
+            return Ok(());
         }
         if !primary.ready {
             return Err(format!("the primary {} is not ready; a standby would follow nothing", primary.instance));
@@ -886,6 +892,23 @@ impl Healer {
             }
             tokio::time::sleep(VERIFY_EVERY).await;
         }
+    }
+
+    /// An action that found nothing to repair: said so, and not counted against the
+    /// target's cooldown and rate limits (nothing was done to it).
+    async fn not_needed(&self, action: &Action, detail: &str) {
+        let (key, at) = (action.target.key(), action.created_ms);
+        let _ = self
+            .store
+            .update(|s| {
+                if let Some(t) = s.targets.get_mut(&key)
+                    && let Some(i) = t.actions.iter().position(|x| *x == at)
+                {
+                    t.actions.remove(i);
+                }
+            })
+            .await;
+        self.set_status(&action.id, Status::Running, detail).await;
     }
 
     /// The replicas an action started (what its verification and a later scale-in look at).

@@ -94,3 +94,16 @@ fn read_only_shows_no_action_keys() {
     assert!(!screen.contains("approve") && !screen.contains("chaos"), "{screen}");
     assert!(screen.contains("read-only"));
 }
+
+#[test]
+fn any_size_draws_without_panicking() {
+    for view in views() {
+        let mut app = app_with(demo());
+        app.view = view;
+        for (w, h) in [(1, 1), (20, 5), (40, 10), (79, 23), (80, 24), (300, 100)] {
+            render(&app, w, h);
+        }
+        app.modal = Some(Modal::Help);
+        render(&app, 20, 5);
+    }
+}

@@ -138,7 +138,9 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn popup(f: &mut Frame, title: &str, lines: Vec<Line<'static>>, width: u16) {
-    let height = lines.len() as u16 + 2;
+    // As tall as the lines once wrapped to the popup's inner width.
+    let inner = (width.min(f.area().width).saturating_sub(2)).max(1) as usize;
+    let height = lines.iter().map(|l| l.width().max(1).div_ceil(inner) as u16).sum::<u16>() + 2;
     let area = centered(f.area(), width, height);
     f.render_widget(Clear, area);
     let block = Block::bordered().border_type(BorderType::Rounded).title(format!(" {title} "));
@@ -147,7 +149,7 @@ fn popup(f: &mut Frame, title: &str, lines: Vec<Line<'static>>, width: u16) {
 
 pub const HELP: &[(&str, &str)] = &[
     (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes"),
-    ("/text", "filter the current list (esc clears); logs: service:NAME level:error instance:NAME words"),
+    ("/text", "filter the list (esc clears); logs: service:NAME level:error words"),
     ("↑ ↓ j k", "move; g / G first / last"),
     ("enter", "drill down (a service, a replica's logs)"),
     ("esc", "back"),
