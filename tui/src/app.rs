@@ -283,11 +283,7 @@ impl App {
             KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
             KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
             KeyCode::End | KeyCode::Char('G') => self.selected = rows.saturating_sub(1),
-            KeyCode::Enter => match self.selected_row() {
-                Some(Row::Service(name)) => self.go(View::Service(name)),
-                Some(Row::Replica(_)) | Some(Row::Node(_)) => self.go(View::Logs),
-                Some(Row::Alert(_)) | Some(Row::Action(_)) | Some(Row::Silence(_)) | None => {}
-            },
+            KeyCode::Enter => self.drill_down(),
             KeyCode::Char('r') if self.view != View::Healer => return Some(Effect::Refresh),
             KeyCode::Char(' ') if self.view == View::Logs => self.logs_paused = !self.logs_paused,
             KeyCode::PageUp if self.view == View::Logs => self.logs_scroll += 10,
@@ -297,6 +293,50 @@ impl App {
             _ => {}
         }
         None
+    }
+
+    /// Enter: from a service to its replicas, from a replica to its logs, from an alert or
+    /// a repair to the service (or node) it is about.
+    fn drill_down(&mut self) {
+        let service_of = |app: &App, instance: &str| {
+            app.snapshot
+                .services
+                .iter()
+                .flatten()
+                .find(|s| s.replicas.iter().any(|r| r.instance == instance))
+                .map(|s| s.name.clone())
+        };
+        let target = match self.selected_row() {
+            Some(Row::Service(name)) => Some(View::Service(name)),
+            Some(Row::Replica(instance)) => {
+                self.go(View::Logs);
+                self.filter = format!("instance:{instance}");
+                return;
+            }
+            Some(Row::Node(_)) => Some(View::Logs),
+            Some(Row::Alert(i)) => self.visible_alerts().get(i).and_then(|a| {
+                let labels = &a.labels;
+                labels
+                    .get("service")
+                    .or(labels.get("sloth_service"))
+                    .map(|s| View::Service(s.clone()))
+                    .or_else(|| labels.get("instance").and_then(|i| service_of(self, i)).map(View::Service))
+                    .or_else(|| labels.get("node").map(|_| View::Nodes))
+            }),
+            Some(Row::Action(id)) => {
+                let target = self.snapshot.healer.as_ref().and_then(|h| h.actions.iter().find(|a| a.id == id));
+                target.and_then(|a| match a.target.split_once('/') {
+                    Some(("instance", i)) => service_of(self, i).map(View::Service),
+                    Some(("service", s)) => Some(View::Service(s.to_string())),
+                    Some(("node", _)) => Some(View::Nodes),
+                    _ => None,
+                })
+            }
+            Some(Row::Silence(_)) | None => None,
+        };
+        if let Some(view) = target {
+            self.go(view);
+        }
     }
 
     /// Action keys, each of which ends in a confirmation.

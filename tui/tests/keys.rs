@@ -131,7 +131,17 @@ fn moving_and_drilling_down() {
     assert_eq!(a.view, View::Service("search".into()));
     assert_eq!(a.selected, 0, "a new view starts at its top");
     a.on_key(code(KeyCode::Enter));
-    assert_eq!(a.view, View::Logs, "a replica drills down to the logs");
+    assert_eq!(a.view, View::Logs, "a replica drills down to its logs");
+    assert_eq!(a.filter, "instance:search-1");
+    // From an alert, and from a repair, to the service they are about.
+    typed(&mut a, ":alerts");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.view, View::Service("search".into()), "ReplicaDown on search-1");
+    typed(&mut a, ":healer");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.view, View::Service("search".into()), "the restart of instance/search-1");
 }
 
 #[test]

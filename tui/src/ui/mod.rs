@@ -151,7 +151,7 @@ pub const HELP: &[(&str, &str)] = &[
     (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes"),
     ("/text", "filter the list (esc clears); logs: service:NAME level:error words"),
     ("↑ ↓ j k", "move; g / G first / last"),
-    ("enter", "drill down (a service, a replica's logs)"),
+    ("enter", "drill down: service → replicas → logs; alert or repair → its service"),
     ("esc", "back"),
     ("r", "refresh now"),
     ("a / x", "healer: approve / reject the selected action"),
