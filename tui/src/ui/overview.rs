@@ -45,44 +45,46 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 
 fn draw_nodes(f: &mut Frame, area: Rect, app: &App) {
     let Some(nodes) = &app.snapshot.nodes else { return missing(f, area, "nodes", &app.collector) };
-    // Bars share what is left after the name and agent columns.
+    // Narrow (an 80-column screen): the agent as a mark, shorter bars, a shorter
+    // sparkline; the CPU history is always there.
     let wide = area.width >= 70;
-    let bar_w = if wide { 13 } else { ((area.width.saturating_sub(18)) / 3).max(6) as usize };
+    let (agent_w, spark_w) = if wide { (5, 12) } else { (1, 6) };
+    let fixed = 7 + agent_w + spark_w + 5;
+    let bar_w = if wide { 13 } else { (area.width.saturating_sub(2 + fixed) / 3).max(6) as usize };
     let rows: Vec<Row> = nodes
         .iter()
         .map(|n| {
-            let agent = if n.agent_up {
-                Span::styled("up", Style::new().fg(Color::Green))
-            } else {
-                Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+            let agent = match (n.agent_up, wide) {
+                (true, true) => Span::styled("up", Style::new().fg(Color::Green)),
+                (true, false) => Span::styled("●", Style::new().fg(Color::Green)),
+                (false, true) => Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+                (false, false) => Span::styled("✕", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
             };
-            let mut cells = vec![
+            let history = app
+                .snapshot
+                .cpu_history
+                .get(&n.name)
+                .map_or(MISSING.to_string(), |h| widgets::sparkline(h, spark_w as usize));
+            Row::new(vec![
                 Cell::from(n.name.clone()),
                 Cell::from(agent),
                 Cell::from(Line::from(widgets::bar(n.cpu, bar_w))),
                 Cell::from(Line::from(widgets::bar(n.memory, bar_w))),
                 Cell::from(Line::from(widgets::bar(n.disk, bar_w))),
-            ];
-            if wide {
-                let history =
-                    app.snapshot.cpu_history.get(&n.name).map_or(String::new(), |h| widgets::sparkline(h, 12));
-                cells.push(Cell::from(Span::styled(history, Style::new().fg(Color::Cyan))));
-            }
-            Row::new(cells)
+                Cell::from(Span::styled(history, Style::new().fg(Color::Cyan))),
+            ])
         })
         .collect();
-    let mut widths = vec![
+    let widths = [
         Constraint::Length(7),
-        Constraint::Length(5),
+        Constraint::Length(agent_w),
         Constraint::Length(bar_w as u16),
         Constraint::Length(bar_w as u16),
         Constraint::Length(bar_w as u16),
+        Constraint::Length(spark_w),
     ];
-    let mut header = vec!["node", "agent", "cpu", "mem", "disk"];
-    if wide {
-        widths.push(Constraint::Length(12));
-        header.push("cpu 5m");
-    }
+    let header =
+        if wide { ["node", "agent", "cpu", "mem", "disk", "cpu 5m"] } else { ["node", "", "cpu", "mem", "disk", "5m"] };
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::new().fg(Color::DarkGray)))
         .column_spacing(1)
@@ -118,8 +120,8 @@ fn draw_services(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let table =
-        Table::new(rows, [Constraint::Length(8), Constraint::Length(8), Constraint::Length(5), Constraint::Length(11)])
-            .header(Row::new(["service", "replicas", "ready", "restarts 1h"]).style(Style::new().fg(Color::DarkGray)))
+        Table::new(rows, [Constraint::Length(8), Constraint::Length(8), Constraint::Length(5), Constraint::Length(10)])
+            .header(Row::new(["service", "replicas", "ready", "restarts/h"]).style(Style::new().fg(Color::DarkGray)))
             .column_spacing(1)
             .block(block("services"));
     f.render_widget(table, area);
