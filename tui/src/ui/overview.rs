@@ -48,8 +48,8 @@ fn draw_nodes(f: &mut Frame, area: Rect, app: &App) {
     // Narrow (an 80-column screen): the agent as a mark, shorter bars, a shorter
     // sparkline; the CPU history is always there.
     let wide = area.width >= 70;
-    let (agent_w, spark_w) = if wide { (5, 12) } else { (1, 6) };
-    let fixed = 7 + agent_w + spark_w + 5;
+    let (name_w, agent_w, spark_w) = if wide { (7, 5, 12) } else { (6, 1, 5) };
+    let fixed = name_w + agent_w + spark_w + 5;
     let bar_w = if wide { 13 } else { (area.width.saturating_sub(2 + fixed) / 3).max(6) as usize };
     let rows: Vec<Row> = nodes
         .iter()
@@ -76,7 +76,7 @@ fn draw_nodes(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let widths = [
-        Constraint::Length(7),
+        Constraint::Length(name_w),
         Constraint::Length(agent_w),
         Constraint::Length(bar_w as u16),
         Constraint::Length(bar_w as u16),

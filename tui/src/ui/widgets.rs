@@ -7,23 +7,23 @@ use crate::model::{ReplicaState, SloStatus};
 
 pub const MISSING: &str = "—";
 
-/// `███░░░ 42%` in `width` cells (bar and percent), or a dash without data.
-fn meter(value: Option<f64>, width: usize, color: impl Fn(f64) -> Color) -> Vec<Span<'static>> {
+/// `███░░░  42%` in `width` cells (bar and percent), or a dash without data.
+fn meter(value: Option<f64>, width: usize, pct: usize, color: impl Fn(f64) -> Color) -> Vec<Span<'static>> {
     let Some(v) = value else {
         return vec![Span::styled(format!("{MISSING:<width$}"), Style::new().fg(Color::DarkGray))];
     };
-    let cells = width.saturating_sub(5);
+    let cells = width.saturating_sub(pct + 1);
     let filled = ((v.clamp(0.0, 1.0) * cells as f64).round() as usize).min(cells);
     vec![
         Span::styled("█".repeat(filled), Style::new().fg(color(v))),
         Span::styled("░".repeat(cells - filled), Style::new().fg(Color::DarkGray)),
-        Span::raw(format!("{:>4.0}%", v * 100.0)),
+        Span::raw(format!("{:>pct$.0}%", (v * 100.0).max(-9999.0))),
     ]
 }
 
 /// A resource in use: red from 90 %, yellow from 75 %.
 pub fn bar(ratio: Option<f64>, width: usize) -> Vec<Span<'static>> {
-    meter(ratio, width, |r| {
+    meter(ratio, width, 4, |r| {
         if r >= 0.9 {
             Color::Red
         } else if r >= 0.75 {
@@ -35,8 +35,9 @@ pub fn bar(ratio: Option<f64>, width: usize) -> Vec<Span<'static>> {
 }
 
 /// Error budget left: full is good; under a quarter yellow, spent red.
+/// Room for `-255%`: an overspent budget goes well below zero.
 pub fn budget(left: Option<f64>, width: usize) -> Vec<Span<'static>> {
-    meter(left, width, |l| {
+    meter(left, width, 5, |l| {
         if l <= 0.0 {
             Color::Red
         } else if l < 0.25 {
