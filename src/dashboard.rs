@@ -54,6 +54,7 @@ fn cluster_of(data_dir: &Path) -> Option<ClusterConfig> {
 }
 
 fn endpoints(cluster: Option<&ClusterConfig>, collector: Option<String>, healer: Option<String>) -> Endpoints {
+    let explicit = collector.clone().or(healer.clone());
     Endpoints {
         collector: collector
             .or_else(|| cluster.map(|c| format!("http://{}", c.collector.listen)))
@@ -61,7 +62,9 @@ fn endpoints(cluster: Option<&ClusterConfig>, collector: Option<String>, healer:
         healer: healer
             .or_else(|| cluster.map(|c| format!("http://{}", c.healer.listen)))
             .unwrap_or_else(|| "http://127.0.0.1:9465".into()),
+        // The data dir's agents only when the screen shows the data dir's cluster.
         agents: cluster
+            .filter(|_| explicit.is_none())
             .map(|c| c.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", c.agent_listen(n)))).collect())
             .unwrap_or_default(),
     }
@@ -89,14 +92,16 @@ pub fn actuator(endpoints: Endpoints, cluster: Option<&ClusterConfig>, data_dir:
 /// `hale tui`.
 pub async fn tui(args: TuiArgs) -> Result<()> {
     let ClusterFlags { data_dir, collector, healer } = args.cluster;
+    let explicit = collector.clone().or(healer.clone());
     let cluster = cluster_of(&data_dir);
     let endpoints = endpoints(cluster.as_ref(), collector, healer);
     let actuator = Arc::new(actuator(endpoints.clone(), cluster.as_ref(), &data_dir));
     let options = hale_tui::Options {
         endpoints,
         readonly: args.readonly,
-        // Chaos only on a cluster whose data dir says where its processes are.
-        chaos: cluster.is_some(),
+        // Chaos only on the cluster whose data dir says where its processes are, and only
+        // when the screen shows that cluster (no other collector or healer given).
+        chaos: cluster.is_some() && explicit.is_none(),
         owns_cluster: false,
         refresh: args.refresh,
     };

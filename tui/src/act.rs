@@ -74,7 +74,11 @@ impl HttpActuator {
             }
             Effect::Silence { matchers, duration } => {
                 let d = humantime::parse_duration(&duration).map_err(|e| e.to_string())?;
-                let ends = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + d).to_string();
+                let ends = std::time::SystemTime::now()
+                    .checked_add(d)
+                    .filter(|_| d <= Duration::from_secs(366 * 86_400))
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                    .ok_or_else(|| format!("{duration} is too long a silence"))?;
                 let matchers: Vec<_> = matchers
                     .iter()
                     .map(|(k, v)| json!({"name": k, "value": v, "isRegex": false, "isEqual": true}))

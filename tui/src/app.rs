@@ -7,6 +7,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::model::Snapshot;
 use crate::source::Link;
 
+/// The longest silence the dashboard sets.
+const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 /// The screens, by the names `:` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
@@ -192,7 +195,26 @@ impl App {
             self.back.push(std::mem::replace(&mut self.view, view));
             self.selected = 0;
             self.filter.clear();
+            self.logs_scroll = 0;
+            self.logs_paused = false;
         }
+    }
+
+    /// Takes a fresh snapshot, keeping the selection on the same row (new actions arrive
+    /// on top: the highlight must not slide onto another one), and the old log lines while
+    /// the logs are paused.
+    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
+        let selected = self.selected_row();
+        let logs = if self.logs_paused { self.snapshot.logs.take() } else { None };
+        self.snapshot = snapshot;
+        if logs.is_some() {
+            self.snapshot.logs = logs;
+        }
+        let rows = self.rows();
+        self.selected = match selected.and_then(|r| rows.iter().position(|x| *x == r)) {
+            Some(i) => i,
+            None => self.selected.min(rows.len().saturating_sub(1)),
+        };
     }
 
     /// Rows of the current view's main list, after the filter: what Enter and the action
@@ -215,9 +237,15 @@ impl App {
                 .flatten()
                 .filter(|svc| &svc.name == name)
                 .flat_map(|svc| svc.replicas.iter())
-                .filter(|r| keep(&r.instance))
+                // The replicas take the filter's plain words; `level:`-style fields are
+                // for the log panel below them.
+                .filter(|r| {
+                    let words = crate::model::LogFilter::parse(&self.filter).words;
+                    words.iter().all(|w| r.instance.to_lowercase().contains(w.as_str()))
+                })
                 .map(|r| Row::Replica(r.instance.clone()))
                 .collect(),
+            View::Alerts if s.alerts.is_none() => Vec::new(),
             View::Alerts => {
                 let alerts = self.visible_alerts().len();
                 let silences = s.silences.iter().flatten().map(|x| Row::Silence(x.id.clone()));
@@ -254,6 +282,12 @@ impl App {
     /// Applies a key; returns what the event loop must do.
     pub fn on_key(&mut self, key: KeyEvent) -> Option<Effect> {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            // Stopping a cluster asks first; a second Ctrl-C (or y) confirms.
+            if self.owns_cluster && self.modal != Some(Modal::Confirm(Effect::Quit)) {
+                self.modal = Some(Modal::Confirm(Effect::Quit));
+                return None;
+            }
+            self.modal = None;
             return Some(Effect::Quit);
         }
         if let Some(modal) = self.modal.take() {
@@ -284,7 +318,7 @@ impl App {
             KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
             KeyCode::End | KeyCode::Char('G') => self.selected = rows.saturating_sub(1),
             KeyCode::Enter => self.drill_down(),
-            KeyCode::Char('r') if self.view != View::Healer => return Some(Effect::Refresh),
+            KeyCode::Char('r') => return Some(Effect::Refresh),
             KeyCode::Char(' ') if self.view == View::Logs => self.logs_paused = !self.logs_paused,
             KeyCode::PageUp if self.view == View::Logs => self.logs_scroll += 10,
             KeyCode::PageDown if self.view == View::Logs => self.logs_scroll = self.logs_scroll.saturating_sub(10),
@@ -445,6 +479,10 @@ impl App {
             },
             Modal::SilenceFor { matchers, mut typed } => match key.code {
                 KeyCode::Enter => match humantime::parse_duration(&typed) {
+                    Ok(d) if d > MAX_SILENCE => {
+                        self.status = Some(format!("{typed} is longer than a year; silence for less"));
+                        self.modal = Some(Modal::SilenceFor { matchers, typed });
+                    }
                     Ok(_) => self.modal = Some(Modal::Confirm(Effect::Silence { matchers, duration: typed })),
                     Err(_) => {
                         self.status = Some(format!("{typed:?} is not a duration; try 30m, 2h or 1d"));

@@ -44,8 +44,9 @@ impl Drop for Restore {
 
 /// Runs the dashboard until the user quits or `stop` resolves (the cluster went away).
 pub async fn run(options: Options, actuator: Arc<dyn Actuator>, stop: impl Future<Output = ()>) -> std::io::Result<()> {
-    let mut terminal = ratatui::try_init()?;
+    // The guard first: a failed init that got as far as raw mode is undone too.
     let _restore = Restore;
+    let mut terminal = ratatui::try_init()?;
     let mut app = App::new(options.readonly, options.chaos, options.owns_cluster);
 
     // Refreshes run apart from the keys, so a slow API never freezes the screen.
@@ -110,14 +111,11 @@ pub async fn run(options: Options, actuator: Arc<dyn Actuator>, stop: impl Futur
             },
             changed = snap_rx.changed() => {
                 if changed.is_err() {
-                    break Ok(());
+                    // The refresher is gone (it panicked): say so rather than show old data.
+                    break Err(std::io::Error::other("the dashboard stopped reading the APIs"));
                 }
                 let (snapshot, collector, healer) = snap_rx.borrow_and_update().clone();
-                let logs = app.logs_paused.then(|| app.snapshot.logs.take()).flatten();
-                app.snapshot = snapshot;
-                if let Some(logs) = logs {
-                    app.snapshot.logs = Some(logs);
-                }
+                app.set_snapshot(snapshot);
                 app.collector = collector;
                 app.healer = healer;
             }

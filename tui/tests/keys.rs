@@ -244,7 +244,7 @@ fn read_only_ignores_every_action_key() {
 }
 
 #[test]
-fn quitting_asks_when_it_stops_the_cluster_and_ctrl_c_always_quits() {
+fn quitting_asks_when_it_stops_the_cluster_and_ctrl_c_twice_quits() {
     let mut a = app(false);
     assert_eq!(a.on_key(key('q')), None);
     assert_eq!(a.modal, Some(Modal::Confirm(Effect::Quit)));
@@ -252,7 +252,10 @@ fn quitting_asks_when_it_stops_the_cluster_and_ctrl_c_always_quits() {
     let mut watching = App::new(false, false, false);
     assert_eq!(watching.on_key(key('q')), Some(Effect::Quit), "a dashboard on someone else's cluster just quits");
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-    assert_eq!(a.on_key(ctrl_c), Some(Effect::Quit));
+    assert_eq!(a.on_key(ctrl_c), None, "Ctrl-C on a cluster this dashboard runs asks too");
+    assert_eq!(a.modal, Some(Modal::Confirm(Effect::Quit)));
+    assert_eq!(a.on_key(ctrl_c), Some(Effect::Quit), "a second Ctrl-C confirms");
+    assert_eq!(watching.on_key(ctrl_c), Some(Effect::Quit));
     a.on_key(key('?'));
     assert_eq!(a.modal, Some(Modal::Help));
     a.on_key(key('z'));
@@ -293,4 +296,39 @@ fn reset_takes_the_selected_actions_target_when_it_waits_for_a_human() {
     a.on_key(code(KeyCode::Enter));
     a.on_key(key('R'));
     assert_eq!(a.on_key(key('y')), Some(Effect::Reset("instance/search-1".into())), "the selected action's target");
+}
+
+#[test]
+fn the_selection_stays_on_its_row_when_new_actions_arrive() {
+    let mut a = app(false);
+    typed(&mut a, ":healer");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('j'));
+    assert_eq!(a.rows().get(a.selected), Some(&hale_tui::app::Row::Action("act-1".into())));
+    let mut next = snapshot();
+    if let Some(h) = next.healer.as_mut() {
+        let mut newer = h.actions[0].clone();
+        newer.id = "act-3".into();
+        h.actions.insert(0, newer);
+    }
+    a.set_snapshot(next);
+    assert_eq!(a.rows().get(a.selected), Some(&hale_tui::app::Row::Action("act-1".into())), "still act-1");
+    // A filter with fields leaves a service's replicas alone.
+    typed(&mut a, ":service search");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('/'));
+    typed(&mut a, "level:error");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.rows().len(), 2);
+    // A silence longer than a year is refused.
+    typed(&mut a, ":alerts");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('s'));
+    for _ in 0..2 {
+        a.on_key(code(KeyCode::Backspace));
+    }
+    typed(&mut a, "8000y");
+    a.on_key(code(KeyCode::Enter));
+    assert!(matches!(a.modal, Some(Modal::SilenceFor { .. })), "{:?}", a.modal);
+    assert!(a.status.as_deref().is_some_and(|s| s.contains("longer than a year")));
 }

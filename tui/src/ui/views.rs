@@ -158,7 +158,8 @@ fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::
     let filter = crate::model::LogFilter::parse(&app.filter);
     let matching: Vec<_> = lines.iter().filter(|l| keep(l) && filter.matches(l)).collect();
     let height = area.height.saturating_sub(2) as usize;
-    let end = matching.len().saturating_sub(app.logs_scroll.min(matching.len()));
+    let back = app.logs_scroll.min(matching.len().saturating_sub(height.min(matching.len())));
+    let end = matching.len() - back;
     let start = end.saturating_sub(height);
     let out: Vec<Line> = matching[start..end]
         .iter()
@@ -176,8 +177,8 @@ fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::
     if app.logs_paused {
         title.push_str(" — PAUSED");
     }
-    if app.logs_scroll > 0 {
-        title.push_str(&format!(" — {} lines back", app.logs_scroll));
+    if back > 0 {
+        title.push_str(&format!(" — {back} lines back"));
     }
     f.render_widget(Paragraph::new(out).block(block(&title)), area);
 }
