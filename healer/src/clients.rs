@@ -283,20 +283,34 @@ impl Gateway {
     /// Makes `member` (a fenced old primary) a standby of `primary` under `epoch`; the
     /// replica's answer says how much of its log it kept and set aside.
     pub async fn rejoin(&self, member: &PoolMember, primary: &PoolMember, epoch: u64) -> Result<Value, String> {
-        let reply = self
+        let body = json!({"primary": primary.url, "epoch": epoch});
+        self.replica_admin(member, "rejoin", Some(body), "asking to rejoin", "rejoin").await
+    }
+
+    /// `POST <replica>/admin/<path>` with the admin token; the reply's JSON, or the
+    /// replica's own reason for refusing.
+    async fn replica_admin(
+        &self,
+        member: &PoolMember,
+        path: &str,
+        body: Option<Value>,
+        doing: &str,
+        refused: &str,
+    ) -> Result<Value, String> {
+        let mut request = self
             .client
-            .post(format!("{}/admin/rejoin", member.url.trim_end_matches('/')))
+            .post(format!("{}/admin/{path}", member.url.trim_end_matches('/')))
             .bearer_auth(&self.admin_token)
-            .json(&json!({"primary": primary.url, "epoch": epoch}))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| format!("asking {} to rejoin: {}", member.instance, e.without_url()))?;
+            .timeout(Duration::from_secs(10));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let reply = request.send().await.map_err(|e| format!("{doing} {}: {}", member.instance, e.without_url()))?;
         let status = reply.status();
         let body: Value = reply.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             return Err(format!(
-                "{} refused to rejoin: {status} {}",
+                "{} refused to {refused}: {status} {}",
                 member.instance,
                 body["error"]["message"].as_str().unwrap_or("")
             ));
@@ -357,23 +371,7 @@ impl Gateway {
     /// writes at it at once instead of waiting for the next readiness round. Returns the
     /// new epoch.
     pub async fn promote(&self, member: &PoolMember) -> Result<u64, String> {
-        let reply = self
-            .client
-            .post(format!("{}/admin/promote", member.url.trim_end_matches('/')))
-            .bearer_auth(&self.admin_token)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| format!("promoting {}: {}", member.instance, e.without_url()))?;
-        let status = reply.status();
-        let body: Value = reply.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!(
-                "{} refused to be promoted: {status} {}",
-                member.instance,
-                body["error"]["message"].as_str().unwrap_or("")
-            ));
-        }
+        let body = self.replica_admin(member, "promote", None, "promoting", "be promoted").await?;
         let epoch = body["epoch"].as_u64().ok_or_else(|| format!("{} did not say its new epoch", member.instance))?;
         let r = self
             .client
