@@ -63,6 +63,19 @@ impl Collector {
 
     /// Whether an alert with these labels is pending or firing at the collector.
     pub async fn alert_active(&self, labels: &Labels) -> Result<bool, String> {
+        Ok(self.alerts().await?.iter().any(|a| labels.iter().all(|(k, v)| a["labels"][k].as_str() == Some(v.as_str()))))
+    }
+
+    /// Whether an alert with these labels fires (not merely pending) at the collector.
+    pub async fn alert_firing(&self, labels: &Labels) -> Result<bool, String> {
+        Ok(self
+            .alerts()
+            .await?
+            .iter()
+            .any(|a| a["state"] == "firing" && labels.iter().all(|(k, v)| a["labels"][k].as_str() == Some(v.as_str()))))
+    }
+
+    async fn alerts(&self) -> Result<Vec<Value>, String> {
         let url = format!("{}/api/v1/alerts", self.base);
         let body: Value = self
             .client
@@ -74,8 +87,13 @@ impl Collector {
             .json()
             .await
             .map_err(|e| format!("reading the collector's alerts: {}", e.without_url()))?;
-        let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
-        Ok(alerts.iter().any(|a| labels.iter().all(|(k, v)| a["labels"][k].as_str() == Some(v.as_str()))))
+        if body["status"] != "success" {
+            return Err(format!(
+                "the collector refused to list alerts: {}",
+                body["error"].as_str().unwrap_or("no message")
+            ));
+        }
+        Ok(body["data"]["alerts"].as_array().cloned().unwrap_or_default())
     }
 
     /// Silences alerts matching `matchers` until `until_ms`; returns the silence id.

@@ -14,7 +14,8 @@ use crate::audit::Audit;
 use crate::clients::{Agents, Collector, Gateway};
 use crate::now_ms;
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
-use crate::state::{Action, Alert, Labels, Status, Store, Target};
+use crate::safety::{self, Facts, Live, Refusal, RetryWhen};
+use crate::state::{Action, Alert, Deferred, Labels, Status, Store, Target};
 
 /// How often a repair's condition is looked at while it is verified.
 const VERIFY_EVERY: Duration = Duration::from_millis(250);
@@ -247,6 +248,7 @@ impl Healer {
             while self.store.is_leader() {
                 self.expire_approvals().await;
                 self.scale_in_due().await;
+                self.retry_deferred().await;
                 let next = self.store.read(|s| s.queue.front().cloned());
                 let Some(alert) = next else {
                     tokio::select! {
@@ -281,20 +283,32 @@ impl Healer {
     async fn decide(self: &Arc<Self>, alert: &Alert) {
         let key = alert.dedup_key();
         if self.store.read(|s| s.actions.iter().any(|a| a.alert.dedup_key() == key)) {
-            return; // decided before a restart
+            // Decided before a restart.
+            let _ = self.store.update(|s| s.deferred.retain(|d| d.alert.dedup_key() != key)).await;
+            return;
+        }
+        // The same alert firing anew supersedes what was kept of its earlier occurrence.
+        let superseded: Vec<Deferred> = self.store.read(|s| {
+            s.deferred
+                .iter()
+                .filter(|d| d.alert.fingerprint == alert.fingerprint && d.alert.dedup_key() != key)
+                .cloned()
+                .collect()
+        });
+        for d in superseded {
+            let fields = json!({"policy": d.policy, "action": d.action, "target": target_json(&d.target), "alert": alert_json(&d.alert), "was_refused": d.reason});
+            self.drop_deferred(&d.alert.dedup_key(), fields, "it fired again; the new occurrence is decided instead")
+                .await;
         }
         let Some(policy) = self.policies.matching(&alert.labels).cloned() else {
+            let _ = self.store.update(|s| s.deferred.retain(|d| d.alert.dedup_key() != key)).await;
             self.metrics.decided("ignored");
             self.audit("ignored", json!({"alert": alert_json(alert), "reason": "no policy matches"}));
             return;
         };
         let target = Target::from_labels(&alert.labels);
-        if let Err(reason) = self.check(&policy, &target).await {
-            self.metrics.decided("refused");
-            self.audit(
-                "refused",
-                json!({"policy": policy.name, "action": policy.action, "target": target_json(&target), "alert": alert_json(alert), "reason": reason}),
-            );
+        if let Err(refusal) = self.check(&policy, &target).await {
+            self.refuse(alert, &policy, &target, &refusal).await;
             return;
         }
         let burn_before = self.burn_of(alert).await;
@@ -329,6 +343,7 @@ impl Healer {
                     s.targets.entry(target.key()).or_default().actions.push(now);
                 }
                 s.actions.push(action.clone());
+                s.deferred.retain(|d| d.alert.dedup_key() != key);
             })
             .await;
         if let Err(e) = saved {
@@ -353,115 +368,154 @@ impl Healer {
         }
     }
 
-    /// The safety checks, in order; the first that fails is the reason.
-    async fn check(&self, policy: &Policy, target: &Target) -> Result<(), String> {
+    /// The safety checks, in order; the first that fails is the reason. The rules are
+    /// `safety`'s pure functions (shared with `replay`); this gathers their facts, from
+    /// the state first and from the collector only when the state allows the action.
+    async fn check(&self, policy: &Policy, target: &Target) -> Result<(), Refusal> {
         let limits = self.policies.effective(policy);
-        let key = target.key();
-        let now = now_ms();
-        let window = limits.window.as_millis() as i64;
-        let (paused, needs_human, busy, history, service_busy, service_recent) = self.store.read(|s| {
-            let t = s.targets.get(&key).cloned().unwrap_or_default();
-            let busy = s.actions.iter().any(|a| a.status.in_flight() && a.target.key() == key);
-            let of_service = |a: &&Action| a.target.service.is_some() && a.target.service == target.service;
-            let service_busy = s.actions.iter().filter(of_service).filter(|a| a.status.in_flight()).count();
-            let service_recent =
-                s.actions.iter().filter(of_service).filter(|a| a.status.acted() && now - a.created_ms < window).count();
-            (s.paused, t.needs_human, busy, t.actions, service_busy, service_recent)
-        });
-        if paused {
-            return Err("the healer is paused".into());
-        }
-        if let Some(why) = needs_human {
-            return Err(format!("{key} needs a human since a repair failed ({why}); reset it through the API"));
-        }
-        if busy {
-            return Err(format!("an action on {key} is already in progress"));
-        }
-        let recent: Vec<i64> = history.iter().copied().filter(|t| now - t < window).collect();
-        if recent.len() as u32 >= limits.max_actions {
-            return Err(format!(
-                "{} actions on {key} within {}; the limit is {}",
-                recent.len(),
-                humantime::format_duration(limits.window),
-                limits.max_actions
-            ));
-        }
-        if service_recent as u32 >= limits.max_service_actions
-            && let Some(service) = &target.service
-        {
-            return Err(format!(
-                "{service_recent} actions on the {service} service within {}; the limit is {}",
-                humantime::format_duration(limits.window),
-                limits.max_service_actions
-            ));
-        }
-        if let Some(last) = recent.iter().max() {
-            // Each action within the window doubles the wait before the next.
-            let wait = limits.cooldown.as_millis() as i64 * (1i64 << (recent.len() as u32 - 1).min(20));
-            if now - last < wait {
-                return Err(format!(
-                    "cooldown: {key} was acted on {} s ago; the next action may come after {} s",
-                    (now - last) / 1000,
-                    wait / 1000
-                ));
-            }
-        }
+        let facts = self.store.read(|s| Facts::of(s, target));
+        safety::check(&facts, target, &limits, now_ms())?;
         if let Some(gate) = &policy.require_burn {
             let q = format!(
                 "slo:sli_error:ratio_rate{w}{{sloth_slo={s}}} / on (sloth_id) group_left slo:error_budget:ratio{{sloth_slo={s}}}",
                 w = gate.window,
                 s = quote(&gate.slo)
             );
-            let burn = self.collector.query(&q).await?.first().map(|(_, v)| *v).filter(|v| v.is_finite());
-            match burn {
-                Some(b) if b > gate.above => {}
-                Some(b) => {
-                    return Err(format!(
-                        "{} burns {b:.1}× over {}; the policy acts only above {}×",
-                        gate.slo, gate.window, gate.above
-                    ));
-                }
-                None => {
-                    return Err(format!(
-                        "no burn rate of {} over {}; no data is no reason to act",
-                        gate.slo, gate.window
-                    ));
-                }
-            }
+            let burn = self.collector.query(&q).await.map_err(Refusal::Unknown)?.first().map(|(_, v)| *v);
+            safety::check_burn(gate, burn)?;
         }
-        if matches!(policy.action, ActionKind::Restart | ActionKind::ScaleIn) {
-            let (Some(service), Some(instance)) = (&target.service, &target.instance) else {
-                return Err("the alert names no service and instance to act on".into());
-            };
+        if safety::touches_a_replica(policy.action) {
+            let (service, instance) = safety::replica_of(target)?;
             // Stale-data guard: no action on a target whose telemetry is missing or old.
             let q = format!("max(time() - timestamp(probe_success{{probe=\"readyz\",instance={}}}))", quote(instance));
-            let age = self.collector.query(&q).await?.first().map(|(_, v)| *v);
-            match age {
-                Some(age) if age <= limits.max_staleness.as_secs_f64() => {}
-                Some(age) => return Err(format!("telemetry of {instance} is {age:.0} s old; no action on old data")),
-                None => return Err(format!("no telemetry of {instance}; no data is no reason to act")),
-            }
-            // Blast radius: never more than a share of the service at once, and never its
-            // last ready replica.
-            let ready =
-                self.collector.query(&format!("probe_success{{probe=\"readyz\",service={}}}", quote(service))).await?;
-            let replicas = ready.len();
-            let allowed = ((replicas as f64 * limits.max_service_share).floor() as usize).max(1);
-            if service_busy + 1 > allowed {
-                return Err(format!(
-                    "{service_busy} of {replicas} {service} replicas are being acted on; at most {allowed} at once"
-                ));
-            }
-            let ready_now: Vec<&str> = ready
-                .iter()
-                .filter(|(_, v)| *v == 1.0)
-                .filter_map(|(l, _)| l.get("instance").map(String::as_str))
+            let age = self
+                .collector
+                .query(&q)
+                .await
+                .map_err(Refusal::Unknown)?
+                .first()
+                .map(|(_, v)| *v)
+                .filter(|v| v.is_finite());
+            // Blast radius: the service's replicas and which are ready.
+            let q = format!("probe_success{{probe=\"readyz\",service={}}}", quote(service));
+            let replicas = self
+                .collector
+                .query(&q)
+                .await
+                .map_err(Refusal::Unknown)?
+                .into_iter()
+                .map(|(l, v)| (l.get("instance").cloned().unwrap_or_default(), v == 1.0))
                 .collect();
-            if ready_now == [instance.as_str()] {
-                return Err(format!("{instance} is the last ready {service} replica"));
-            }
+            let live = Live { telemetry_age_secs: age, replicas };
+            safety::check_live(&live, target, facts.service_busy, &limits)?;
         }
         Ok(())
+    }
+
+    /// Records a refusal: one audit line, and in the state either a deferral (the reason
+    /// lifts by itself, so the alert is decided again then, if it still fires) or nothing
+    /// (a refusal for good).
+    async fn refuse(&self, alert: &Alert, policy: &Policy, target: &Target, refusal: &Refusal) {
+        let now = now_ms();
+        let key = alert.dedup_key();
+        let attempts =
+            self.store.read(|s| s.deferred.iter().find(|d| d.alert.dedup_key() == key).map_or(0, |d| d.attempts));
+        let retry = refusal.retry(now, attempts);
+        let saved = self
+            .store
+            .update(|s| {
+                let old = s.deferred.iter().position(|d| d.alert.dedup_key() == key);
+                match (&retry, old) {
+                    (Some(r), Some(i)) => {
+                        let d = &mut s.deferred[i];
+                        d.code = refusal.code().into();
+                        d.reason = refusal.to_string();
+                        d.refused_ms = now;
+                        d.attempts += 1;
+                        d.retry = r.clone();
+                    }
+                    (Some(r), None) => s.deferred.push(Deferred {
+                        alert: alert.clone(),
+                        policy: policy.name.clone(),
+                        action: policy.action,
+                        target: target.clone(),
+                        code: refusal.code().into(),
+                        reason: refusal.to_string(),
+                        first_refused_ms: now,
+                        refused_ms: now,
+                        attempts: 1,
+                        retry: r.clone(),
+                    }),
+                    (None, Some(i)) => {
+                        s.deferred.remove(i);
+                    }
+                    (None, None) => {}
+                }
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "could not record a refusal for another look");
+        }
+        self.metrics.decided("refused");
+        self.audit(
+            "refused",
+            json!({
+                "policy": policy.name,
+                "action": policy.action,
+                "target": target_json(target),
+                "alert": alert_json(alert),
+                "reason": refusal.to_string(),
+                "code": refusal.code(),
+                "attempt": attempts + 1,
+                "retry": retry.as_ref().map_or_else(|| "never: it needs a human or names nothing to act on".to_string(), RetryWhen::describe),
+            }),
+        );
+    }
+
+    /// Refused alerts whose reason has lifted (a freed limit, a cooldown over, a resume,
+    /// the time for another look at a live check) are decided again, with every check,
+    /// if they still fire at the collector; those that stopped firing are dropped.
+    async fn retry_deferred(self: &Arc<Self>) {
+        let now = now_ms();
+        let due: Vec<Deferred> =
+            self.store.read(|s| s.deferred.iter().filter(|d| d.retry.lifted(s, &d.target, now)).cloned().collect());
+        for d in due {
+            if !self.store.is_leader() {
+                return;
+            }
+            let key = d.alert.dedup_key();
+            let fields = json!({"policy": d.policy, "action": d.action, "target": target_json(&d.target), "alert": alert_json(&d.alert), "was_refused": d.reason});
+            let Some(policy) = self.policies.policies.iter().find(|p| p.name == d.policy).cloned() else {
+                self.drop_deferred(&key, fields, "its policy is no longer configured").await;
+                continue;
+            };
+            match self.collector.alert_firing(&watch_labels(&d.alert)).await {
+                Ok(true) => {
+                    let mut f = fields;
+                    f["reason"] =
+                        Value::from(format!("no longer refused ({}); the alert still fires", d.retry.describe()));
+                    self.audit("retrying", f);
+                    self.decide(&d.alert).await;
+                }
+                Ok(false) => self.drop_deferred(&key, fields, "the alert no longer fires at the collector").await,
+                Err(e) => {
+                    let why = Refusal::Unknown(format!("cannot tell whether the alert still fires: {e}"));
+                    self.refuse(&d.alert, &policy, &d.target, &why).await;
+                }
+            }
+        }
+    }
+
+    /// Forgets a deferred alert, with an audit record saying why.
+    async fn drop_deferred(&self, key: &str, mut fields: Value, reason: &str) {
+        let saved = self.store.update(|s| s.deferred.retain(|d| d.alert.dedup_key() != key)).await;
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "could not forget a deferred alert; it will be looked at again");
+            return;
+        }
+        self.metrics.decided("dropped");
+        fields["reason"] = Value::from(reason);
+        self.audit("dropped", fields);
     }
 
     /// Runs an action, then verifies it.
@@ -948,6 +1002,8 @@ impl Healer {
             let _ = self.collector.expire_silence(s).await;
         }
         let Some(action) = self.set_status(id, status, detail).await else { return };
+        // Alerts refused while this action was in flight may go ahead now.
+        self.wake.notify_one();
         let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": target_json(&action.target), "detail": detail});
         if status == Status::Succeeded {
             self.metrics.result(action.kind, "succeeded");
@@ -1076,6 +1132,8 @@ impl Healer {
     pub async fn set_paused(&self, paused: bool) -> Result<(), String> {
         self.store.update(|s| s.paused = paused).await.map_err(|e| e.to_string())?;
         self.audit(if paused { "paused" } else { "resumed" }, json!({}));
+        // Alerts refused while paused are looked at again at once.
+        self.wake.notify_one();
         Ok(())
     }
 

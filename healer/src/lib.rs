@@ -17,6 +17,7 @@ pub mod ha;
 pub mod policy;
 pub mod replay;
 mod run;
+pub mod safety;
 pub mod state;
 
 pub use run::{HealerConfig, HealerError, run};

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::Value;
 
 use crate::policy::{ActionKind, PolicyFile};
+use crate::safety::{self, Facts};
 use crate::state::{Labels, Target};
 
 /// One replayed alert and what would have happened to it.
@@ -118,35 +119,16 @@ pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, Replay
         d.policy = Some(policy.name.clone());
         d.action = Some(policy.action);
         let limits = policies.effective(policy);
-        let recent: Vec<i64> = history
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|t| a.at_ms - t < limits.window.as_millis() as i64)
-            .collect();
-        let service_recent = target.service.as_ref().map_or(0, |s| {
-            by_service.get(s).into_iter().flatten().filter(|t| a.at_ms - *t < limits.window.as_millis() as i64).count()
-        });
-        let wait =
-            recent.len().checked_sub(1).map(|n| limits.cooldown.as_millis() as i64 * (1i64 << (n as u32).min(20)));
-        if recent.len() as u32 >= limits.max_actions {
+        // The state-held checks are the engine's own (`safety::check`); nothing is ever
+        // in flight or paused here, since every action is assumed to end at once.
+        let facts = Facts {
+            target_actions: history.get(&key).cloned().unwrap_or_default(),
+            service_actions: target.service.as_ref().and_then(|s| by_service.get(s).cloned()).unwrap_or_default(),
+            ..Facts::default()
+        };
+        if let Err(refusal) = safety::check(&facts, &target, &limits, a.at_ms) {
             d.outcome = "refused";
-            d.reason =
-                format!("{} actions on {key} within {}", recent.len(), humantime::format_duration(limits.window));
-        } else if service_recent as u32 >= limits.max_service_actions {
-            d.outcome = "refused";
-            d.reason = format!(
-                "{service_recent} actions on the {} service within {}",
-                target.service.as_deref().unwrap_or(""),
-                humantime::format_duration(limits.window)
-            );
-        } else if let (Some(last), Some(wait)) = (recent.iter().max(), wait)
-            && a.at_ms - last < wait
-        {
-            d.outcome = "refused";
-            d.reason =
-                format!("cooldown: {} s since the last action, {} s needed", (a.at_ms - last) / 1000, wait / 1000);
+            d.reason = refusal.to_string();
         } else if policy.dry_run {
             d.outcome = "dry_run";
         } else if policy.approval {
@@ -159,7 +141,7 @@ pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, Replay
                 by_service.entry(service.clone()).or_default().push(a.at_ms);
             }
         }
-        if matches!(policy.action, ActionKind::Restart | ActionKind::ScaleIn) && d.reason.is_empty() {
+        if safety::touches_a_replica(policy.action) && d.reason.is_empty() {
             d.reason = "live checks (stale telemetry, blast radius, last ready replica) not replayed".into();
         }
         out.push(d);

@@ -16,11 +16,15 @@ use serde::{Deserialize, Serialize};
 use crate::ha::{Leadership, Member, with_timeout};
 
 use crate::policy::ActionKind;
+use crate::safety::RetryWhen;
 
 /// Alerts seen are remembered this long (a duplicate arriving later is a new alert).
 const SEEN_FOR_MS: i64 = 24 * 3600 * 1000;
 /// Actions kept in the state (the audit log keeps everything).
 const KEEP_ACTIONS: usize = 1000;
+/// Refused alerts kept for another look; beyond this the oldest go (audited when they
+/// were refused, so nothing is lost but the retry).
+const KEEP_DEFERRED: usize = 500;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -145,6 +149,31 @@ pub struct State {
     pub seen: BTreeMap<String, i64>,
     pub targets: BTreeMap<String, TargetState>,
     pub actions: Vec<Action>,
+    /// Alerts refused for a reason that lifts by itself (the pause, an action in
+    /// progress, a rate limit, a cooldown, a live check), decided again when it does if
+    /// they still fire. Kept here, not in memory, so a restarted healer or the next
+    /// leader still remembers them.
+    #[serde(default)]
+    pub deferred: Vec<Deferred>,
+}
+
+/// A firing alert the safety checks refused for now, and when to decide it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deferred {
+    pub alert: Alert,
+    pub policy: String,
+    pub action: ActionKind,
+    pub target: Target,
+    /// The refusal's short name (`cooldown`, `in_progress`, `paused`, …).
+    pub code: String,
+    /// The refusal in words.
+    pub reason: String,
+    pub first_refused_ms: i64,
+    /// When it was last refused.
+    pub refused_ms: i64,
+    /// How many times it has been refused.
+    pub attempts: u32,
+    pub retry: RetryWhen,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -404,6 +433,10 @@ fn trim(next: &mut State) {
     if next.actions.len() > KEEP_ACTIONS {
         let drop = next.actions.len() - KEEP_ACTIONS;
         next.actions.drain(..drop);
+    }
+    if next.deferred.len() > KEEP_DEFERRED {
+        let drop = next.deferred.len() - KEEP_DEFERRED;
+        next.deferred.drain(..drop);
     }
 }
 
