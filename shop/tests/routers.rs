@@ -10,6 +10,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, Role, ServiceKind};
 use hale_shop::http::TokenKeys;
+use hale_shop::http::internal;
+use hale_shop::http::token::unix_now;
 use hale_shop::{ShopArgs, app};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -243,10 +245,10 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
     let dir = tempfile::tempdir().expect("tmp");
     let primary = build(&args(ServiceKind::Catalog, &dir.path().join("p")));
     publish(&primary, "Before", 1).await;
-    // A write carrying a newer epoch tells the old primary it was replaced.
-    let mut req = post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
-    req.headers_mut().insert("x-hale-epoch", "2".parse().expect("header"));
-    let r = send(&primary, req).await;
+    // A write carrying a newer epoch, signed by the gateway, tells the old primary it was
+    // replaced.
+    let req = post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
+    let r = send(&primary, with_epoch(req, "2", Some(&admin_token()))).await;
     assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("fenced")));
     let r = send(
         &primary,
@@ -286,6 +288,143 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
 
 fn admin_post(uri: &str, body: &Value) -> Request<Body> {
     post_json(uri, Some(&admin_token()), body)
+}
+
+/// `req` with `X-Hale-Epoch: epoch`, signed with `secret` as the gateway signs it.
+fn with_epoch(mut req: Request<Body>, epoch: &str, secret: Option<&str>) -> Request<Body> {
+    req.headers_mut().insert(internal::EPOCH_HEADER, epoch.parse().expect("header"));
+    if let Some(secret) = secret {
+        internal::sign(req.headers_mut(), secret, unix_now());
+    }
+    req
+}
+
+async fn replication(app: &Router) -> (String, u64) {
+    let s = send(app, get("/admin/replication")).await.json;
+    (s["role"].as_str().unwrap_or("?").to_string(), s["epoch"].as_u64().unwrap_or(0))
+}
+
+/// Issue #12, finding 3: an `orders` token sent straight to a catalog replica with
+/// `X-Hale-Epoch: 2^48` fenced the primary for good. Only the gateway's signed epoch counts.
+#[tokio::test]
+async fn issue_12_an_api_token_cannot_move_the_catalog_epoch() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Catalog, dir.path()));
+    let id = publish(&app, "Lamp", 5).await["id"].as_i64().expect("id");
+    let reserve = json!({"reservation_id": "r1", "items": [{"product_id": id, "quantity": 1}]});
+    let create = json!({"name": "x", "price_cents": 1});
+    for (scope, uri, body) in
+        [("catalog:reserve", "/api/products/reservations", &reserve), ("catalog:write", "/api/products", &create)]
+    {
+        for epoch in ["281474976710656", "2"] {
+            for secret in [None, Some("not-the-admin-token")] {
+                let req = with_epoch(post_json(uri, Some(&token(scope)), body), epoch, secret);
+                let r = send(&app, req).await;
+                assert_eq!(
+                    (r.status, r.json["error"]["code"].as_str()),
+                    (StatusCode::FORBIDDEN, Some("epoch_not_authorized")),
+                    "{uri} epoch {epoch} signed with {secret:?}: {}",
+                    r.json
+                );
+            }
+        }
+    }
+    assert_eq!(replication(&app).await, ("primary".to_string(), 1), "neither fenced nor moved");
+    publish(&app, "still writable", 1).await;
+}
+
+/// Issue #12, finding 3: even a party entitled to move the epoch moves it in small steps,
+/// so no single message can use up the epoch space and leave failover nowhere to go.
+#[tokio::test]
+async fn issue_12_epochs_move_in_small_steps_only() {
+    let step = hale_shop::catalog::MAX_EPOCH_STEP;
+    let far = (1 + step + 1).to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Catalog, &dir.path().join("p")));
+    let r = send(&app, admin_post("/admin/fence", &json!({"epoch": 1u64 << 48}))).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("epoch_jump")), "{}", r.json);
+    let r = send(&app, admin_post("/admin/fence", &json!({"epoch": 1 + step + 1}))).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("epoch_jump")), "{}", r.json);
+    let write = || post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
+    let r = send(&app, with_epoch(write(), &far, Some(&admin_token()))).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("epoch_jump")), "{}", r.json);
+    assert_eq!(replication(&app).await, ("primary".to_string(), 1));
+    let r = send(&app, admin_post("/admin/promote", &json!({"epoch": 1u64 << 48}))).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("epoch_jump")), "{}", r.json);
+    let r = send(&app, admin_post("/admin/promote", &json!({"epoch": 1 + step}))).await;
+    assert_eq!((r.status, r.json["epoch"].as_u64()), (StatusCode::OK, Some(1 + step)), "a step is fine: {}", r.json);
+    let r = send(&app, admin_post("/admin/fence", &json!({"epoch": 1 + 2 * step}))).await;
+    assert_eq!((r.status, r.json["role"].as_str()), (StatusCode::OK, Some("fenced")), "{}", r.json);
+}
+
+/// Issue #12, finding 3: a poisoned primary's epoch must not spread to its standby through
+/// the change log, or the healer's failover has no epoch left to promote under.
+#[tokio::test]
+async fn issue_12_a_standby_does_not_adopt_a_runaway_epoch_from_its_primary() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = polls.clone();
+    let poisoned = Router::new().route(
+        "/admin/replication/changes",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { axum::Json(json!({"role": "primary", "epoch": 1u64 << 48, "last_seq": 0, "changes": []})) }
+        }),
+    );
+    let primary_url = serve(&stop, poisoned).await;
+    let mut standby_args = args(ServiceKind::Catalog, dir.path());
+    standby_args.role = Role::Standby;
+    standby_args.follow = Some(primary_url);
+    let (standby, tasks) = app(&standby_args, &stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    wait_for("the standby to poll its primary twice", || async {
+        polls.load(std::sync::atomic::Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert_eq!(replication(&standby).await, ("standby".to_string(), 1));
+    let r = send(&standby, admin_post("/admin/promote", &json!({}))).await;
+    assert_eq!((r.status, r.json["epoch"].as_u64()), (StatusCode::OK, Some(2)), "failover still works: {}", r.json);
+    let _ = stop_tx.send(true);
+}
+
+/// Issue #12, finding 3: a replica more than a step behind (away through many failovers)
+/// still rejoins, because the new primary it is pointed at vouches for the epoch.
+#[tokio::test]
+async fn issue_12_a_replica_far_behind_rejoins_when_the_primary_confirms_the_epoch() {
+    let step = hale_shop::catalog::MAX_EPOCH_STEP;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let (old_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("old")), &stop).expect("app");
+    let mut new_args = args(ServiceKind::Catalog, &dir.path().join("new"));
+    new_args.role = Role::Standby;
+    new_args.follow = Some("http://127.0.0.1:9".into());
+    let (new_app, tasks) = app(&new_args, &stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    let new_url = serve(&stop, new_app.clone()).await;
+    for epoch in [1 + step, 1 + 2 * step] {
+        let r = send(&new_app, admin_post("/admin/promote", &json!({"epoch": epoch}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    }
+    let r = send(&old_app, admin_post("/admin/rejoin", &json!({"primary": new_url, "epoch": 2 + 2 * step}))).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("epoch_jump")), "{}", r.json);
+    let r = send(&old_app, admin_post("/admin/rejoin", &json!({"primary": new_url, "epoch": 1 + 2 * step}))).await;
+    assert_eq!((r.status, r.json["epoch"].as_u64()), (StatusCode::OK, Some(1 + 2 * step)), "{}", r.json);
+    let _ = stop_tx.send(true);
+}
+
+/// Polls `condition` until it holds; fails after 10 s. Tests wait for what they need,
+/// never for a fixed time.
+async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -768,9 +907,11 @@ async fn the_replication_feed_needs_the_admin_token_and_epochs_are_bounded() {
         send(&app, get("/api/products/changes?after=18446744073709551615")).await.status,
         StatusCode::BAD_REQUEST
     );
-    let mut req = post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
-    req.headers_mut().insert("x-hale-epoch", "18446744073709551615".parse().expect("header"));
-    assert_eq!(send(&app, req).await.status, StatusCode::BAD_REQUEST);
+    let write = || post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
+    let r = send(&app, with_epoch(write(), "18446744073709551615", Some(&admin_token()))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    let r = send(&app, with_epoch(write(), "18446744073709551615", None)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "unsigned: {}", r.json);
     publish(&app, "still the primary", 1).await;
 }
 
@@ -779,12 +920,15 @@ async fn gateway_replaces_a_client_epoch_header_with_its_own() {
     let dir = tempfile::tempdir().expect("tmp");
     let (stop_tx, stop) = watch::channel(false);
     // A stand-in catalog primary that echoes the epoch headers it received.
+    // A stand-in catalog primary that echoes the epoch headers it received, and whether the
+    // gateway's signature over them holds.
     let router = Router::new().route(
         "/api/products",
         axum::routing::post(|headers: axum::http::HeaderMap| async move {
             let epochs: Vec<String> =
                 headers.get_all("x-hale-epoch").iter().map(|v| v.to_str().unwrap_or("?").to_string()).collect();
-            axum::Json(json!({"epochs": epochs}))
+            let proof = internal::verify(&headers, &admin_token(), unix_now());
+            axum::Json(json!({"epochs": epochs, "signed_epoch": proof.ok().and_then(|f| f.epoch)}))
         }),
     );
     let url = serve(&stop, router).await;
@@ -796,9 +940,10 @@ async fn gateway_replaces_a_client_epoch_header_with_its_own() {
         .body(Body::from(pool.to_string()))
         .expect("req");
     assert_eq!(send(&app, put).await.status, StatusCode::OK);
-    let mut req = post_json("/api/products", Some(&token("catalog:write")), &json!({}));
-    req.headers_mut().insert("x-hale-epoch", "999999".parse().expect("header"));
-    let r = send(&app, req).await;
+    let req = post_json("/api/products", Some(&token("catalog:write")), &json!({}));
+    // The client's epoch and its forged signature are both dropped.
+    let r = send(&app, with_epoch(req, "999999", Some("a-guessed-secret"))).await;
     assert_eq!(r.json["epochs"], json!(["7"]), "{}", r.json);
+    assert_eq!(r.json["signed_epoch"], 7, "the gateway proves it set the epoch: {}", r.json);
     let _ = stop_tx.send(true);
 }

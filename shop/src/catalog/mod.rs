@@ -9,7 +9,10 @@
 //! Fencing: every replica has an epoch. `POST /admin/promote` makes a standby primary under
 //! a higher epoch and tells the old primary; a replica that sees a higher epoch (from that
 //! call, `POST /admin/fence`, or the gateway's `X-Hale-Epoch` header on a write) stops
-//! accepting writes as primary. `POST /admin/rejoin` brings it back as a standby of the
+//! accepting writes as primary. Only parties holding the admin credential move epochs: the
+//! header counts only with the gateway's signature (a client's API token is not enough,
+//! 403 `epoch_not_authorized`), and every epoch moves at most [`MAX_EPOCH_STEP`] at a time
+//! (409 `epoch_jump`), except a rejoin whose new primary confirms the epoch. `POST /admin/rejoin` brings it back as a standby of the
 //! new primary: the change log both share is kept, anything only it had is set aside in
 //! `diverged_changes`, and it catches up (not ready until it has).
 
@@ -27,7 +30,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-pub use replication::{CatalogState, EPOCH_HEADER, SYNC_TIMEOUT};
+pub use replication::{CatalogState, EPOCH_HEADER, MAX_EPOCH, MAX_EPOCH_STEP, SYNC_TIMEOUT};
 use store::{NewProduct, ReservationItem, StoreError};
 
 use crate::http::{Admin, ApiJson, ApiQuery, AppError, Authenticated};

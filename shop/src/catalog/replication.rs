@@ -17,10 +17,13 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::store::{Change, ReplicaMeta, Reservation, Store, StoreError};
+use crate::http::internal::{self, ProofError};
+use crate::http::token::unix_now;
 use crate::http::{AppError, Readiness};
 
-/// Header the gateway puts on every write: the epoch of the primary it believes in.
-pub const EPOCH_HEADER: &str = "x-hale-epoch";
+/// Header the gateway puts on every write: the epoch of the primary it believes in. It
+/// counts only with the gateway's signature (see [`crate::http::internal`]).
+pub use crate::http::internal::EPOCH_HEADER;
 /// How long a primary waits for a live standby to confirm a write before acknowledging it
 /// anyway (and counting a sync timeout).
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
@@ -29,6 +32,10 @@ const STANDBY_LIVENESS: Duration = Duration::from_secs(5);
 const POLL_WAIT_MS: u64 = 2000;
 /// Epochs beyond this are refused, so no arithmetic on them can overflow.
 pub const MAX_EPOCH: u64 = 1 << 48;
+/// The most an epoch may move in one message: a failover moves it by one, so this leaves
+/// room for a replica that missed a few, while no message can use up the epoch space (a
+/// jump to [`MAX_EPOCH`] would leave no epoch for the next failover to promote under).
+pub const MAX_EPOCH_STEP: u64 = 16;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -247,16 +254,13 @@ impl CatalogState {
         headers: &HeaderMap,
         f: impl FnOnce(&Store, u64) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, AppError> {
-        let seen_epoch = match headers.get(EPOCH_HEADER) {
-            None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| AppError::BadRequest(format!("{EPOCH_HEADER} must be a number")))?,
-            ),
-        };
-        if let Some(epoch) = seen_epoch {
+        // An epoch on a write is the gateway's news of a failover; anyone else who sends
+        // one (a client holding a mere API token) could fence the primary with it.
+        let forwarded = internal::verify(headers, &self.admin_token, unix_now()).map_err(|e| match e {
+            ProofError::Unsigned => AppError::Denied { code: "epoch_not_authorized", message: e.to_string() },
+            other => AppError::BadRequest(other.to_string()),
+        })?;
+        if let Some(epoch) = forwarded.epoch {
             self.learn_epoch(epoch).await?;
         }
         let store = self.store.clone();
@@ -360,11 +364,18 @@ impl CatalogState {
         .map_err(AppError::internal)?
     }
 
-    /// Learns that epoch `epoch` exists. A primary of an older epoch fences itself.
+    /// Learns that epoch `epoch` exists. A primary of an older epoch fences itself. An
+    /// epoch more than [`MAX_EPOCH_STEP`] past this replica's is refused (409
+    /// `epoch_jump`): only a rejoin whose new primary vouches for it moves further.
     pub async fn learn_epoch(&self, epoch: u64) -> Result<ReplicaMeta, AppError> {
-        if epoch > MAX_EPOCH {
-            return Err(AppError::BadRequest(format!("epoch {epoch} is out of range (at most {MAX_EPOCH})")));
-        }
+        check_range(epoch)?;
+        check_step(self.meta().epoch, epoch)?;
+        self.raise_epoch(epoch).await
+    }
+
+    /// [`Self::learn_epoch`] without the step bound, for an epoch a primary confirmed.
+    async fn raise_epoch(&self, epoch: u64) -> Result<ReplicaMeta, AppError> {
+        check_range(epoch)?;
         if epoch <= self.meta().epoch {
             return Ok(self.meta());
         }
@@ -395,6 +406,9 @@ impl CatalogState {
         }
         if requested.is_some_and(|r| r > MAX_EPOCH) {
             return Err(AppError::BadRequest(format!("epoch is out of range (at most {MAX_EPOCH})")));
+        }
+        if let Some(requested) = requested {
+            check_step(current.epoch, requested)?;
         }
         let epoch = (current.epoch + 1).max(requested.unwrap_or(0));
         if epoch > MAX_EPOCH {
@@ -517,8 +531,15 @@ impl CatalogState {
         if !(primary.starts_with("http://") || primary.starts_with("https://")) {
             return Err(AppError::BadRequest("primary must be the new primary's http(s):// URL".into()));
         }
-        // A stale primary learns the new epoch first, which fences it.
-        let meta = self.learn_epoch(epoch).await?;
+        // A stale primary learns the new epoch first, which fences it. Further than a step
+        // ahead, the primary named must itself be the primary of at least that epoch: a
+        // replica away through many failovers can rejoin, a made-up epoch cannot land.
+        let meta = if check_step(self.meta().epoch, epoch).is_ok() {
+            self.learn_epoch(epoch).await?
+        } else {
+            self.confirm_epoch(&primary, epoch).await?;
+            self.raise_epoch(epoch).await?
+        };
         if meta.role == Role::Primary {
             return Err(AppError::Conflict {
                 code: "is_primary",
@@ -556,6 +577,35 @@ impl CatalogState {
         Ok(
             json!({"role": new_meta.role, "epoch": new_meta.epoch, "following": primary, "kept_through_seq": keep, "set_aside": set_aside}),
         )
+    }
+
+    /// Checks that `primary` is the primary of at least `epoch` (its `/admin/replication`).
+    async fn confirm_epoch(&self, primary: &str, epoch: u64) -> Result<(), AppError> {
+        #[derive(Deserialize)]
+        struct Status {
+            role: Role,
+            epoch: u64,
+        }
+        let status: Status = async {
+            let r = self.client.get(format!("{primary}/admin/replication")).send().await?;
+            r.error_for_status()?.json().await
+        }
+        .await
+        .map_err(|e| {
+            tracing::warn!(primary, error = %e, "could not confirm the epoch of a rejoin");
+            AppError::Unavailable("could not ask the primary to confirm the epoch; retry shortly".into())
+        })?;
+        if status.role != Role::Primary || status.epoch < epoch {
+            return Err(AppError::Conflict {
+                code: "epoch_jump",
+                message: format!(
+                    "epoch {epoch} is more than {MAX_EPOCH_STEP} past this replica's, and the primary named is not \
+                     the primary of that epoch (it reports {} under epoch {})",
+                    status.role, status.epoch
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The last sequence number up to which this replica's log and `primary`'s are the
@@ -604,6 +654,8 @@ impl CatalogState {
         }
         let page: ChangesPage = response.json().await.map_err(|e| e.to_string())?;
         self.out.primary_seq.store(page.last_seq, Ordering::Relaxed);
+        // Bounded like every epoch: a primary poisoned with a runaway epoch must not pass
+        // it on, or the standby is left with no epoch to be promoted under.
         if page.epoch > self.meta().epoch {
             self.learn_epoch(page.epoch).await.map_err(|e| e.to_string())?;
         }
@@ -629,6 +681,27 @@ impl CatalogState {
         self.publish();
         Ok(())
     }
+}
+
+fn check_range(epoch: u64) -> Result<(), AppError> {
+    if epoch > MAX_EPOCH {
+        return Err(AppError::BadRequest(format!("epoch {epoch} is out of range (at most {MAX_EPOCH})")));
+    }
+    Ok(())
+}
+
+/// `Ok` when moving from epoch `current` to `next` is at most [`MAX_EPOCH_STEP`].
+fn check_step(current: u64, next: u64) -> Result<(), AppError> {
+    if next > current.saturating_add(MAX_EPOCH_STEP) {
+        return Err(AppError::Conflict {
+            code: "epoch_jump",
+            message: format!(
+                "epoch {next} is more than {MAX_EPOCH_STEP} past this replica's epoch {current}; a failover moves \
+                 it by one"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A write's result that knows the change sequence it appended, if any (an idempotent

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 use hale_core::{ClusterConfig, Role, ServiceKind};
@@ -25,7 +25,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::catalog::EPOCH_HEADER;
+use crate::http::internal::{self, EPOCH_HEADER};
+use crate::http::token::unix_now;
 use crate::http::{Admin, ApiJson, AppError, BODY_LIMIT_BYTES, Readiness};
 use pool::{Check, Member, MemberSpec, Pool, Pools};
 
@@ -289,10 +290,28 @@ fn is_hop_header(name: &HeaderName) -> bool {
     )
 }
 
-/// Headers only the gateway may set: a client's copy is dropped, so nobody can fence the
-/// catalog by sending a made-up epoch through the front door.
-fn is_internal_header(name: &HeaderName) -> bool {
-    name.as_str() == EPOCH_HEADER
+/// The headers sent upstream: the client's, minus hop-by-hop ones and minus any copy of
+/// the headers only the gateway may set (so nobody can fence the catalog by sending a
+/// made-up epoch through the front door), plus the gateway's own, signed with the admin
+/// token so a replica can tell them from a client's (see [`crate::http::internal`]).
+fn upstream_headers(state: &GatewayState, headers: &HeaderMap, epoch: Option<u64>) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len() + 2);
+    for (name, value) in headers {
+        if !is_hop_header(name) && !internal::is_internal(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    let Some(secret) = &state.admin_token else {
+        // Without the admin token the gateway cannot prove anything; it claims nothing.
+        return out;
+    };
+    if let Some(epoch) = epoch {
+        out.insert(EPOCH_HEADER, HeaderValue::from(epoch));
+    }
+    if out.contains_key(EPOCH_HEADER) {
+        internal::sign(&mut out, secret, unix_now());
+    }
+    out
 }
 
 enum Attempt {
@@ -389,16 +408,8 @@ async fn attempt(
     epoch: Option<u64>,
 ) -> Attempt {
     let _in_flight = member.start();
-    let mut upstream = state.client.request(method.clone(), format!("{}{path}", member.url)).timeout(UPSTREAM_TIMEOUT);
-    for (name, value) in headers {
-        if !is_hop_header(name) && !is_internal_header(name) {
-            upstream = upstream.header(name, value);
-        }
-    }
-    if let Some(epoch) = epoch {
-        upstream = upstream.header(EPOCH_HEADER, epoch.to_string());
-    }
-    let result = upstream.body(body.clone()).send().await;
+    let upstream = state.client.request(method.clone(), format!("{}{path}", member.url)).timeout(UPSTREAM_TIMEOUT);
+    let result = upstream.headers(upstream_headers(state, headers, epoch)).body(body.clone()).send().await;
     let response = match result {
         Ok(r) => r,
         Err(e) => {
@@ -472,6 +483,9 @@ async fn pool_put(
     }
     if update.primary.is_some() && service != ServiceKind::Catalog {
         return Err(AppError::BadRequest("only the catalog pool has a primary".into()));
+    }
+    if update.epoch.is_some_and(|e| e > crate::catalog::MAX_EPOCH) {
+        return Err(AppError::BadRequest(format!("epoch is out of range (at most {})", crate::catalog::MAX_EPOCH)));
     }
     state.pools.update(service, update.members, update.primary, update.epoch).map_err(AppError::Unprocessable)?;
     tracing::warn!(service = %service, "pool changed through the admin API");

@@ -15,6 +15,10 @@ pub enum AppError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Refused for a reason other than a missing scope, with a machine-readable code
+    /// (`epoch_not_authorized`, `admin_only`, ...).
+    #[error("{message}")]
+    Denied { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(String),
     /// A conflict with a machine-readable code (`out_of_stock`, `fenced`, ...).
@@ -44,7 +48,7 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::Denied { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -61,6 +65,7 @@ impl AppError {
             AppError::BadRequest(_) => "bad_request",
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "insufficient_scope",
+            AppError::Denied { code, .. } => code,
             AppError::NotFound(_) => "not_found",
             AppError::Conflict { code, .. } => code,
             AppError::Unprocessable(_) => "unprocessable",

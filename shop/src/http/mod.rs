@@ -2,6 +2,7 @@
 
 pub mod chaos;
 pub mod error;
+pub mod internal;
 pub mod metrics;
 pub mod serve;
 pub mod token;
