@@ -862,13 +862,13 @@ mod tests {
         let app = collector(dir.path(), None);
         let ask = |q: &str| {
             let app = app.clone();
-            let uri =
-                format!("/api/v1/query?query={}", form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>());
+            let form = format!("query={}", form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>());
             async move {
-                let r = app
-                    .oneshot(axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("req"))
-                    .await
-                    .expect("call");
+                let req = axum::http::Request::post("/api/v1/query")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(axum::body::Body::from(form))
+                    .expect("req");
+                let r = app.oneshot(req).await.expect("call");
                 let status = r.status();
                 let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
                 (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
@@ -878,6 +878,29 @@ mod tests {
             let (status, body) = ask(q).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
             assert_eq!(body["errorType"], "bad_data", "{q}");
+        }
+        // Nesting is bounded before parsing, whatever its shape; a deep but accepted
+        // expression evaluates without exhausting the stack (the runtime's 2 MiB threads).
+        let deep = crate::query::MAX_DEPTH;
+        for q in [
+            format!("{}up{}", "abs(".repeat(1000), ")".repeat(1000)),
+            format!("up{}", "+up".repeat(20_000)),
+            format!("{}1", "-".repeat(60_000)),
+            format!("{}1{}", "(".repeat(20_000), ")".repeat(20_000)),
+            format!("sum({}up{})", "rate(".repeat(deep), "[5m])".repeat(deep)),
+        ] {
+            let (status, body) = ask(&q).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {body}", &q[..40]);
+            assert!(body["error"].as_str().is_some_and(|e| e.contains("nested")), "{body}");
+        }
+        for q in [
+            format!("{}up{}", "abs(".repeat(deep - 1), ")".repeat(deep - 1)),
+            format!("{}1", "- ".repeat(deep - 1)),
+            format!("vector(1){}", " + vector(1)".repeat(deep - 2)),
+            format!("{}vector(1){}", "sum(1 + ".repeat(deep / 3), ")".repeat(deep / 3)),
+        ] {
+            let (status, body) = ask(&q).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", &q[..40]);
         }
         // A body that claims to decompress to gigabytes is refused before it is inflated.
         let mut bomb = Vec::new();

@@ -68,17 +68,103 @@ fn exec(msg: impl Into<String>) -> QueryError {
     QueryError::Execution(msg.into())
 }
 
+/// Deepest expression tree a query may build. Prometheus has no such limit, but every
+/// stage here (the parser, the evaluator, dropping the tree) recurses once per level, and
+/// a 64 KiB query of `-` or `abs(` would otherwise nest tens of thousands of levels deep
+/// and overflow a thread's stack — one unauthenticated GET aborting the collector.
+pub const MAX_DEPTH: usize = 256;
+
 /// Parses a PromQL expression. The parser can panic on some inputs (a duration like
-/// `[1e20]`); that is caught and reported as bad input.
+/// `[1e20]`); that is caught and reported as bad input. Nesting is bounded from the text
+/// ([`depth_bound`]) before the parser sees it, since the parser itself recurses.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
     if query.len() > 64 * 1024 {
         return Err(QueryError::BadData("query longer than 64 KiB".into()));
+    }
+    let depth = depth_bound(query);
+    if depth > MAX_DEPTH {
+        return Err(QueryError::BadData(format!(
+            "the query is nested too deeply (up to {depth} levels of parentheses and operators, at most {MAX_DEPTH}); split it with recording rules"
+        )));
     }
     let expr = std::panic::catch_unwind(|| parser::parse(query))
         .map_err(|_| QueryError::BadData("the query could not be parsed (a number or duration out of range?)".into()))?
         .map_err(QueryError::BadData)?;
     check_selectors(&expr)?;
     Ok(expr)
+}
+
+/// An upper bound of the depth of the expression tree `query` parses into, read from its
+/// text alone: every bracket opens a level, and within a level every operator (each of
+/// `+ - * / % ^`, each run of `= ! < >`, `and`, `or`, `unless`, `atan2`) may add one,
+/// since an operator chain nests as deep as it is long. Strings, comments and label
+/// matchers (`{…}`) add nothing. Over-counting (a `-` in `1e-3`) only makes the bound
+/// looser; it never under-counts a real level.
+pub fn depth_bound(query: &str) -> usize {
+    let b = query.as_bytes();
+    // Per open bracket: (operators at this level, deepest bracket closed inside it).
+    let mut levels: Vec<(usize, usize)> = vec![(0, 0)];
+    let close = |levels: &mut Vec<(usize, usize)>| {
+        if levels.len() > 1 {
+            let (ops, child) = levels.pop().unwrap_or_default();
+            if let Some(parent) = levels.last_mut() {
+                parent.1 = parent.1.max(ops + child + 1);
+            }
+        }
+    };
+    let (mut i, mut braces) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
+                }
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'{' => braces += 1,
+            b'}' => braces = braces.saturating_sub(1),
+            _ if braces > 0 => {}
+            b'(' | b'[' => levels.push((0, 0)),
+            b')' | b']' => close(&mut levels),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' => {
+                if let Some(level) = levels.last_mut() {
+                    level.0 += 1;
+                }
+            }
+            b'=' | b'!' | b'<' | b'>' => {
+                while i + 1 < b.len() && matches!(b[i + 1], b'=' | b'!' | b'<' | b'>') {
+                    i += 1;
+                }
+                if let Some(level) = levels.last_mut() {
+                    level.0 += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || matches!(b[i + 1], b'_' | b':')) {
+                    i += 1;
+                }
+                let word = &query[start..=i];
+                if ["and", "or", "unless", "atan2"].iter().any(|op| word.eq_ignore_ascii_case(op)) {
+                    if let Some(level) = levels.last_mut() {
+                        level.0 += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    while levels.len() > 1 {
+        close(&mut levels);
+    }
+    let (ops, child) = levels[0];
+    ops + child + 1
 }
 
 /// Refuses what the evaluator does not implement rather than answering wrongly.
@@ -102,6 +188,11 @@ fn check_selectors(expr: &Expr) -> Result<(), QueryError> {
         _ => Ok(()),
     }
 }
+
+/// When less than this much stack is left, evaluation continues on a new segment of
+/// [`STACK_GROWTH`] bytes.
+const STACK_RED_ZONE: usize = 128 * 1024;
+const STACK_GROWTH: usize = 2 * 1024 * 1024;
 
 /// Most subquery steps one evaluation may take.
 pub const MAX_SUBQUERY_STEPS: i64 = 11_000;
@@ -200,8 +291,14 @@ impl<'a> Evaluator<'a> {
         selected
     }
 
-    /// Evaluates `expr` at instant `t` (ms).
+    /// Evaluates `expr` at instant `t` (ms). The evaluator recurses once per level of the
+    /// tree, through frames that are large in debug builds; the stack grows on the heap
+    /// when it runs low, so any depth [`parse`] accepts evaluates on any thread.
     pub fn eval(&mut self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_GROWTH, || self.eval_node(expr, t))
+    }
+
+    fn eval_node(&mut self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
