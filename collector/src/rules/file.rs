@@ -70,7 +70,7 @@ pub struct PromqlExpr {
 impl<'de> Deserialize<'de> for PromqlExpr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = ScalarText::deserialize(d)?.0;
-        let expr = promql_parser::parser::parse(&text)
+        let expr = crate::query::parse(&text)
             .map_err(|e| serde::de::Error::custom(format!("expr {text:?} is not valid PromQL: {e}")))?;
         Ok(PromqlExpr { text, expr })
     }

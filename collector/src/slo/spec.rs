@@ -216,7 +216,7 @@ impl Spec {
                     );
                 }
                 let sample = query.replace(WINDOW, "5m");
-                if let Err(e) = promql_parser::parser::parse(&sample) {
+                if let Err(e) = crate::query::parse(&sample) {
                     return fail_at(key, format!("sli {key} is not valid PromQL: {e}"));
                 }
             }
