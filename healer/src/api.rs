@@ -235,6 +235,8 @@ async fn state(State(app): State<Arc<App>>) -> Response {
             "queued": s.queue.len(),
             "targets": s.targets,
             "in_flight": s.actions.iter().filter(|a| a.status.in_flight()).map(|a| a.id.clone()).collect::<Vec<_>>(),
+            // Refused alerts kept for another look: what, why, and when (`state::Deferred`).
+            "deferred": s.deferred,
             "dry_run": app.healer.dry_run,
         })
     });

@@ -1,0 +1,448 @@
+//! The healer's loop and API over real HTTP: a fake collector and node agent (axum on
+//! 127.0.0.1:0) whose alerts clear only when the right replica is restarted, real
+//! escalation receivers, and the healer's own router. Covers what the end-to-end tests
+//! cannot make happen on demand: refusals kept and retried when their reason lifts,
+//! approval expiry, target reset, escalation delivery, and the API's authorisation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{Request, StatusCode};
+use axum::routing::{delete, get, post};
+use hale_healer::api::{App, Auth};
+use hale_healer::audit::Audit;
+use hale_healer::clients::{Agents, Collector, Gateway};
+use hale_healer::engine::{Escalation, Healer};
+use hale_healer::policy::PolicyFile;
+use hale_healer::state::{Alert, Labels, Store};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "healer-token";
+const SECRET: &[u8] = b"escalation-secret";
+
+/// What the fake collector and agent know: the firing alerts, the search replicas'
+/// readiness, and the restarts asked for.
+#[derive(Default)]
+struct World {
+    firing: Vec<Labels>,
+    ready: BTreeMap<String, bool>,
+    restarts: Vec<String>,
+    /// Restarts of these fail (the agent answers 500).
+    broken: HashSet<String>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn lock(w: &Shared) -> std::sync::MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn labels(name: &str, instance: &str) -> Labels {
+    [("alertname", name), ("service", "search"), ("instance", instance), ("node", "node-1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn vector(samples: Vec<(Value, f64)>) -> Value {
+    let result: Vec<Value> =
+        samples.into_iter().map(|(metric, v)| json!({"metric": metric, "value": [1.0, v.to_string()]})).collect();
+    json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+}
+
+async fn query(State(w): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> axum::Json<Value> {
+    let q = q.get("query").cloned().unwrap_or_default();
+    let w = lock(&w);
+    axum::Json(if q.starts_with("max(time() - timestamp(probe_success") {
+        vector(vec![(json!({}), 1.0)]) // fresh telemetry
+    } else if q.starts_with("probe_success{probe=\"readyz\",service=") {
+        vector(
+            w.ready
+                .iter()
+                .map(|(i, r)| (json!({"instance": i, "service": "search"}), if *r { 1.0 } else { 0.0 }))
+                .collect(),
+        )
+    } else {
+        vector(Vec::new())
+    })
+}
+
+async fn alerts(State(w): State<Shared>) -> axum::Json<Value> {
+    let list: Vec<Value> = lock(&w).firing.iter().map(|l| json!({"labels": l, "state": "firing"})).collect();
+    axum::Json(json!({"status": "success", "data": {"alerts": list}}))
+}
+
+/// A restart repairs the replica: its alerts clear and it is ready.
+async fn restart(State(w): State<Shared>, Path(name): Path<String>) -> StatusCode {
+    let mut w = lock(&w);
+    if w.broken.contains(&name) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    w.restarts.push(name.clone());
+    w.firing.retain(|l| l.get("instance") != Some(&name));
+    w.ready.insert(name, true);
+    StatusCode::OK
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// The fake collector and node agent, on one address.
+async fn cluster(world: Shared) -> SocketAddr {
+    let router = Router::new()
+        .route("/api/v1/query", get(query))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/silences", post(|| async { axum::Json(json!({"data": {"silenceID": "sil-1"}})) }))
+        .route("/api/v1/silences/{id}", delete(|| async { StatusCode::OK }))
+        .route("/api/v1/processes/{name}/restart", post(restart))
+        .with_state(world);
+    serve(router).await
+}
+
+struct Rig {
+    healer: Arc<Healer>,
+    world: Shared,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start(policies: &str, escalate: Vec<String>) -> Rig {
+        let world: Shared = Arc::default();
+        let addr = cluster(world.clone()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = reqwest::Client::new();
+        let healer = Arc::new(Healer {
+            policies: PolicyFile::parse(policies).expect("policies"),
+            store: Store::open(&dir.path().join("state.json")),
+            audit: Audit::open(&dir.path().join("audit.jsonl")).expect("audit"),
+            collector: Collector {
+                base: format!("http://{addr}"),
+                client: client.clone(),
+                admin_token: Some("admin".into()),
+            },
+            agents: Agents {
+                by_node: [("node-1".to_string(), addr)].into_iter().collect(),
+                token: "agent".into(),
+                client: client.clone(),
+            },
+            gateway: Gateway { base: "http://127.0.0.1:9".into(), admin_token: "admin".into(), client: client.clone() },
+            escalation: Escalation { urls: escalate, secret: Some(Arc::from(SECRET)) },
+            dry_run: false,
+            metrics: Default::default(),
+            wake: Default::default(),
+            client,
+            handling: Default::default(),
+        });
+        tokio::spawn(healer.clone().run());
+        Rig { healer, world, dir }
+    }
+
+    /// A search replica that is down and alerting.
+    fn hang(&self, instance: &str) {
+        let mut w = lock(&self.world);
+        w.firing.push(labels("ReplicaDown", instance));
+        w.ready.insert(instance.into(), false);
+    }
+
+    async fn fire(&self, instance: &str, starts_at: &str) {
+        let alert = Alert {
+            labels: labels("ReplicaDown", instance),
+            annotations: Labels::new(),
+            starts_at: starts_at.into(),
+            fingerprint: format!("fp-{instance}"),
+            received_ms: hale_healer::now_ms(),
+        };
+        assert!(self.healer.receive(alert).await.expect("stored"), "a new alert");
+    }
+
+    fn restarts(&self) -> Vec<String> {
+        lock(&self.world).restarts.clone()
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        Audit::read_all(&self.dir.path().join("audit.jsonl")).expect("audit")
+    }
+
+    /// The audit records of `event` about `instance`.
+    fn events(&self, event: &str, instance: &str) -> Vec<Value> {
+        self.audit().into_iter().filter(|r| r["event"] == event && r["target"]["instance"] == instance).collect()
+    }
+
+    async fn call(&self, auth: Auth, method: &str, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let app = Arc::new(App { healer: self.healer.clone(), auth });
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp =
+            hale_healer::api::router(app).oneshot(req.body(Body::empty()).expect("request")).await.expect("call");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn api(&self, method: &str, uri: &str) -> (StatusCode, Value) {
+        self.call(Auth { token: Some(TOKEN.into()), webhook_secret: None }, method, uri, Some(TOKEN)).await
+    }
+}
+
+async fn eventually(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !ok() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const RESTART: &str = "defaults:\n  cooldown: 2s\npolicies:\n  - name: restart-hung\n    match: { alertname: ReplicaDown }\n    action: restart\n    max_service_share: 0.34\n    verify: { timeout: 5s }\n";
+
+/// Issue #12 (15): two hung replicas; the share limit refused the second while the first
+/// was restarted, and it was left down for good.
+#[tokio::test]
+async fn a_replica_refused_for_the_share_in_flight_is_restarted_once_the_first_is_done() {
+    let rig = Rig::start(RESTART, Vec::new()).await;
+    rig.hang("s-1");
+    rig.hang("s-2");
+    lock(&rig.world).ready.insert("s-3".into(), true);
+    rig.fire("s-1", "2026-01-01T00:00:00Z").await;
+    rig.fire("s-2", "2026-01-01T00:00:01Z").await;
+    eventually("both replicas restarted", Duration::from_secs(20), || rig.restarts().len() == 2).await;
+    assert_eq!(rig.restarts(), ["s-1", "s-2"]);
+    let refused = rig.events("refused", "s-2");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["code"], "service_share");
+    assert_eq!(refused[0]["retry"], "when an action on the search service ends");
+    assert_eq!(rig.events("retrying", "s-2").len(), 1);
+    eventually("both verified", Duration::from_secs(10), || {
+        rig.audit().iter().filter(|r| r["event"] == "verified").count() == 2
+    })
+    .await;
+    assert!(rig.healer.store.read(|s| s.deferred.is_empty()), "nothing left to retry");
+}
+
+/// Issue #12 (15): while paused, alerts are refused; on resume the ones still firing are
+/// repaired and the ones that stopped are dropped with a record, both exactly once.
+#[tokio::test]
+async fn alerts_refused_while_paused_are_decided_on_resume_if_they_still_fire() {
+    let rig = Rig::start(RESTART.replace("0.34", "1.0").as_str(), Vec::new()).await;
+    assert_eq!(rig.api("POST", "/api/v1/pause").await.0, StatusCode::OK);
+    for i in ["s-1", "s-2", "s-3"] {
+        rig.hang(i);
+    }
+    rig.fire("s-1", "2026-01-01T00:00:00Z").await;
+    rig.fire("s-2", "2026-01-01T00:00:00Z").await;
+    eventually("both refused", Duration::from_secs(10), || {
+        rig.audit().iter().filter(|r| r["event"] == "refused").count() == 2
+    })
+    .await;
+    // The API shows what was refused, why, and when it will be looked at again.
+    let (_, state) = rig.api("GET", "/api/v1/state").await;
+    let deferred = state["deferred"].as_array().expect("deferred list");
+    assert_eq!(deferred.len(), 2, "{state}");
+    assert_eq!(deferred[0]["code"], "paused");
+    assert_eq!(deferred[0]["reason"], "the healer is paused");
+    assert_eq!(deferred[0]["retry"], json!({"when": "resumed"}));
+    assert_eq!(deferred[0]["policy"], "restart-hung");
+    assert_eq!(deferred[0]["action"], "restart");
+    assert_eq!(deferred[0]["target"]["instance"], "s-1");
+    assert_eq!(deferred[0]["alert"]["labels"]["alertname"], "ReplicaDown");
+    assert_eq!(deferred[0]["attempts"], 1);
+    assert!(deferred[0]["refused_ms"].as_i64().is_some_and(|t| t > 0));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(rig.restarts().is_empty(), "paused: nothing done");
+    assert_eq!(rig.audit().iter().filter(|r| r["event"] == "refused").count(), 2, "no retry while still paused");
+    // s-2 recovers by itself meanwhile.
+    lock(&rig.world).firing.retain(|l| l.get("instance").map(String::as_str) != Some("s-2"));
+    assert_eq!(rig.api("POST", "/api/v1/resume").await.0, StatusCode::OK);
+    eventually("s-1 restarted", Duration::from_secs(10), || rig.restarts() == ["s-1"]).await;
+    eventually("s-2 dropped", Duration::from_secs(10), || rig.events("dropped", "s-2").len() == 1).await;
+    assert_eq!(rig.events("dropped", "s-2")[0]["reason"], "the alert no longer fires at the collector");
+    assert_eq!(rig.events("dropped", "s-2")[0]["was_refused"], "the healer is paused");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(rig.restarts(), ["s-1"], "s-2 is never restarted");
+    assert!(rig.healer.store.read(|s| s.deferred.is_empty()));
+    let (_, state) = rig.api("GET", "/api/v1/state").await;
+    assert_eq!(state["deferred"], json!([]));
+}
+
+/// Issue #12 (15): a new occurrence on a target in its cooldown is repaired when the
+/// cooldown ends, not never.
+#[tokio::test]
+async fn an_alert_refused_for_a_cooldown_is_repaired_when_it_ends() {
+    let rig = Rig::start(&RESTART.replace("0.34", "1.0"), Vec::new()).await;
+    rig.hang("s-1");
+    rig.hang("s-2");
+    rig.fire("s-1", "2026-01-01T00:00:00Z").await;
+    eventually("first restart", Duration::from_secs(10), || rig.restarts().len() == 1).await;
+    eventually("verified", Duration::from_secs(10), || rig.events("verified", "s-1").len() == 1).await;
+    let first = std::time::Instant::now();
+    rig.hang("s-1");
+    rig.fire("s-1", "2026-01-01T00:01:00Z").await;
+    eventually("refused for the cooldown", Duration::from_secs(5), || !rig.events("refused", "s-1").is_empty()).await;
+    assert_eq!(rig.events("refused", "s-1")[0]["code"], "cooldown");
+    assert!(rig.events("refused", "s-1")[0]["retry"].as_str().is_some_and(|r| r.starts_with("at ")));
+    eventually("second restart", Duration::from_secs(10), || rig.restarts().len() == 2).await;
+    assert!(first.elapsed() >= Duration::from_millis(1500), "not before the cooldown ends");
+    assert_eq!(rig.restarts(), ["s-1", "s-1"]);
+}
+
+/// What a receiver got: each request's signature header and body.
+type Received = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+/// Receivers that answer with the statuses given, in turn (the last one repeats); each
+/// request's signature and body are kept.
+async fn receiver(statuses: Vec<u16>) -> (String, Received) {
+    let seen: Received = Arc::default();
+    let s = seen.clone();
+    let router = Router::new().route(
+        "/",
+        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let s = s.clone();
+            let statuses = statuses.clone();
+            async move {
+                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+                let sig =
+                    headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                s.push((sig, body.to_vec()));
+                let code = statuses.get(s.len() - 1).or(statuses.last()).copied().unwrap_or(200);
+                StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
+            }
+        }),
+    );
+    (format!("http://{}/", serve(router).await), seen)
+}
+
+/// Issue #12 (23): a failed repair escalates: retried on 5xx, given up at once on 4xx,
+/// a receiver that is down does not keep the others from hearing; the target then needs
+/// a human (refused for good, not kept for a retry) until it is reset.
+#[tokio::test]
+async fn a_failed_repair_escalates_to_every_receiver_and_waits_for_a_human() {
+    let (flaky, flaky_seen) = receiver(vec![503, 502, 200]).await;
+    let (picky, picky_seen) = receiver(vec![400]).await;
+    let down = format!("http://{}/", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    });
+    let rig = Rig::start(&RESTART.replace("0.34", "1.0"), vec![down, flaky, picky]).await;
+    rig.hang("s-1");
+    rig.hang("s-2");
+    lock(&rig.world).broken.insert("s-1".into());
+    rig.fire("s-1", "2026-01-01T00:00:00Z").await;
+    eventually("escalated to the flaky receiver", Duration::from_secs(20), || {
+        flaky_seen.lock().unwrap_or_else(|p| p.into_inner()).len() == 3
+    })
+    .await;
+    eventually("the picky receiver asked once", Duration::from_secs(10), || {
+        picky_seen.lock().unwrap_or_else(|p| p.into_inner()).len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(flaky_seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 3, "no more after the 2xx");
+    assert_eq!(picky_seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 1, "a 4xx is not retried");
+    let (sig, body) = flaky_seen.lock().unwrap_or_else(|p| p.into_inner())[2].clone();
+    let now = (hale_healer::now_ms() / 1000) as u64;
+    assert_eq!(hale_core::webhook::verify(SECRET, sig.as_deref(), &body, now), Ok(()), "signed");
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["version"], "hale-escalation/1");
+    assert_eq!(body["target"]["instance"], "s-1");
+    assert!(body["why"].as_str().is_some_and(|w| w.contains("refused to restart s-1")), "{body}");
+    assert_eq!(rig.events("escalated", "s-1").len(), 1);
+    let needs = rig.healer.store.read(|s| s.targets["instance/s-1"].needs_human.clone());
+    assert!(needs.is_some_and(|n| n.contains("failed")));
+    // A new alert on it: refused for good, not kept.
+    rig.fire("s-1", "2026-01-01T00:05:00Z").await;
+    eventually("refused", Duration::from_secs(5), || !rig.events("refused", "s-1").is_empty()).await;
+    let refused = &rig.events("refused", "s-1")[0];
+    assert_eq!(refused["code"], "needs_human");
+    assert!(refused["retry"].as_str().is_some_and(|r| r.starts_with("never")));
+    assert!(rig.healer.store.read(|s| s.deferred.is_empty()));
+    // A human resets it: automatic repairs may act on it again.
+    let (status, body) = rig.api("POST", "/api/v1/targets/instance/s-1/reset").await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"target": "instance/s-1", "was_blocked": true})));
+    assert!(rig.healer.store.read(|s| s.targets["instance/s-1"].needs_human.is_none()));
+    let (status, body) = rig.api("POST", "/api/v1/targets/instance/s-1/reset").await;
+    assert_eq!((status, body["was_blocked"].clone()), (StatusCode::OK, json!(false)));
+    let (status, body) = rig.api("POST", "/api/v1/targets/pod/s-1/reset").await;
+    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("bad_target")));
+    let resets: Vec<Value> = rig.audit().into_iter().filter(|r| r["event"] == "reset").collect();
+    assert_eq!(resets.len(), 2);
+    assert_eq!(resets[0]["was_blocked"], true);
+}
+
+/// Issue #12 (23): an approval nobody gives in time expires, is audited, and can no
+/// longer be approved.
+#[tokio::test]
+async fn an_approval_expires_and_cannot_be_given_afterwards() {
+    let policies = "policies:\n  - name: restart-with-approval\n    match: { alertname: ReplicaDown }\n    action: restart\n    approval: true\n    approval_timeout: 1s\n";
+    let rig = Rig::start(policies, Vec::new()).await;
+    rig.hang("s-1");
+    rig.hang("s-2");
+    lock(&rig.world).ready.insert("s-3".into(), true);
+    rig.fire("s-1", "2026-01-01T00:00:00Z").await;
+    eventually("awaiting approval", Duration::from_secs(5), || {
+        rig.healer.store.read(|s| s.actions.iter().any(|a| a.status == hale_healer::state::Status::AwaitingApproval))
+    })
+    .await;
+    let id = rig.healer.store.read(|s| s.actions[0].id.clone());
+    eventually("expired", Duration::from_secs(5), || {
+        rig.healer.store.read(|s| s.actions[0].status == hale_healer::state::Status::Expired)
+    })
+    .await;
+    let expired: Vec<Value> = rig.audit().into_iter().filter(|r| r["event"] == "expired").collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["action_id"], id.as_str());
+    let (status, body) = rig.api("POST", &format!("/api/v1/actions/{id}/approve")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("Expired")), "{body}");
+    assert!(rig.restarts().is_empty());
+    let (status, _) = rig.api("POST", "/api/v1/actions/act-none/approve").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Issue #12 (23): every write endpoint refuses a missing or wrong token with 401 and
+/// changes nothing; a healer without a token is read-only (403 on writes, reads work).
+#[tokio::test]
+async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
+    let rig = Rig::start(RESTART, Vec::new()).await;
+    let writes = [
+        "/api/v1/actions/act-1/approve",
+        "/api/v1/actions/act-1/reject",
+        "/api/v1/pause",
+        "/api/v1/resume",
+        "/api/v1/targets/instance/s-1/reset",
+    ];
+    let with_token = || Auth { token: Some(TOKEN.into()), webhook_secret: None };
+    for uri in writes {
+        for given in [None, Some("wrong-token"), Some("")] {
+            let (status, body) = rig.call(with_token(), "POST", uri, given).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with {given:?}");
+            assert_eq!(body["error"]["code"], "unauthorized", "{uri}");
+        }
+        let (status, body) = rig.call(Auth { token: None, webhook_secret: None }, "POST", uri, Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri} on a read-only healer");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    assert!(!rig.healer.store.read(|s| s.paused), "nothing changed");
+    assert!(!rig.audit().iter().any(|r| r["event"] == "paused" || r["event"] == "reset"));
+    for uri in ["/api/v1/state", "/api/v1/actions"] {
+        let (status, body) = rig.call(Auth { token: None, webhook_secret: None }, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri} is open");
+        assert!(body.is_object(), "{uri}: {body}");
+    }
+    let (_, state) = rig.call(Auth { token: None, webhook_secret: None }, "GET", "/api/v1/state", None).await;
+    assert_eq!(state["paused"], false);
+    assert_eq!(state["ha"]["mode"], "single");
+    // The intake without a signature or token is refused too.
+    let (status, _) = rig.call(with_token(), "POST", "/hooks/alertmanager", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
