@@ -3,7 +3,9 @@
 //! on its own with the shared key.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use axum::extract::State;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::http::TokenKeys;
+use crate::http::internal::ClientAddr;
 
 /// A password hash of the same cost as the real ones, verified when the user is unknown
 /// so that response time does not tell which user names exist.
@@ -38,10 +41,98 @@ struct Account {
     scope: String,
 }
 
+/// A token bucket's size and refill rate.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Attempts allowed at once, after a quiet while.
+    pub burst: f64,
+    /// Attempts allowed per second, sustained.
+    pub per_sec: f64,
+}
+
+/// Logins one client address may make: a person or a service logs in now and then, a
+/// flood is slowed to this pace and cannot take every Argon2 slot from everyone else.
+pub const PER_ADDRESS: RateLimit = RateLimit { burst: 10.0, per_sec: 2.0 };
+/// Logins one account (user or client id) may be tried with, from anywhere: bounds
+/// password guessing spread over many addresses. Unknown names have no bucket (they cost
+/// the address's budget only), so the map stays as small as the account list.
+pub const PER_ACCOUNT: RateLimit = RateLimit { burst: 5.0, per_sec: 1.0 };
+/// Addresses remembered at most; full buckets are forgotten first.
+const MAX_TRACKED_ADDRESSES: usize = 100_000;
+/// How long a login waits for an Argon2 slot before 503 `temporarily_unavailable`.
+const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refilled(self, limit: RateLimit, now: Instant) -> Bucket {
+        let gained = now.saturating_duration_since(self.at).as_secs_f64() * limit.per_sec;
+        Bucket { tokens: (self.tokens + gained).min(limit.burst), at: now }
+    }
+
+    /// Seconds until one token is there (whole seconds, at least 1, for `Retry-After`).
+    fn wait_secs(self, limit: RateLimit) -> u64 {
+        (((1.0 - self.tokens) / limit.per_sec).ceil() as u64).max(1)
+    }
+}
+
+/// Per-address and per-account token buckets of the token endpoint.
+struct Limiter {
+    buckets: Mutex<(HashMap<IpAddr, Bucket>, HashMap<String, Bucket>)>,
+    per_address: RateLimit,
+    per_account: RateLimit,
+}
+
+/// Which limit refused a login, and when to retry.
+struct Limited {
+    what: &'static str,
+    retry_after_secs: u64,
+}
+
+impl Limiter {
+    fn new(per_address: RateLimit, per_account: RateLimit) -> Self {
+        Limiter { buckets: Mutex::new((HashMap::new(), HashMap::new())), per_address, per_account }
+    }
+
+    /// Takes one attempt from the address's bucket and the account's (if known), or from
+    /// neither when either is empty.
+    fn take(&self, addr: Option<IpAddr>, account: Option<&str>, now: Instant) -> Result<(), Limited> {
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (addresses, accounts) = &mut *guard;
+        if addresses.len() >= MAX_TRACKED_ADDRESSES {
+            let limit = self.per_address;
+            addresses.retain(|_, b| b.refilled(limit, now).tokens < limit.burst);
+        }
+        let full = |limit: RateLimit| Bucket { tokens: limit.burst, at: now };
+        // A request without a known address (no socket, in tests) shares one bucket.
+        let addr = addr.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let a = addresses.get(&addr).map_or(full(self.per_address), |b| b.refilled(self.per_address, now));
+        let n = account
+            .map(|name| accounts.get(name).map_or(full(self.per_account), |b| b.refilled(self.per_account, now)));
+        if a.tokens < 1.0 {
+            return Err(Limited { what: "this client", retry_after_secs: a.wait_secs(self.per_address) });
+        }
+        if let Some(n) = n.filter(|n| n.tokens < 1.0) {
+            return Err(Limited { what: "this account", retry_after_secs: n.wait_secs(self.per_account) });
+        }
+        addresses.insert(addr, Bucket { tokens: a.tokens - 1.0, at: now });
+        if let (Some(name), Some(n)) = (account, n) {
+            accounts.insert(name.to_string(), Bucket { tokens: n.tokens - 1.0, at: now });
+        }
+        Ok(())
+    }
+}
+
 struct AuthState {
-    /// Argon2 runs at most this many at once; beyond, callers get 503 instead of queueing
+    /// Argon2 runs at most this many at once; beyond, callers wait in line (first come,
+    /// first served) up to [`HASH_QUEUE_WAIT`], then get 503, instead of queueing
     /// unbounded memory (19 MiB a verification) on the blocking pool.
     hashing: tokio::sync::Semaphore,
+    limiter: Limiter,
     users: HashMap<String, Account>,
     clients: HashMap<String, Account>,
     keys: Arc<TokenKeys>,
@@ -73,12 +164,14 @@ struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: String,
+    /// For 429 and 503: when to come back.
+    retry_after_secs: Option<u64>,
 }
 
 impl OAuthError {
     fn new(error: &'static str, description: impl Into<String>) -> Self {
         let status = if error == "invalid_client" { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
-        OAuthError { status, error, description: description.into() }
+        OAuthError { status, error, description: description.into(), retry_after_secs: None }
     }
 }
 
@@ -90,6 +183,9 @@ impl IntoResponse for OAuthError {
             axum::Json(json!({"error": self.error, "error_description": self.description})),
         )
             .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -106,6 +202,7 @@ pub fn router(cluster: &ClusterConfig, registry: &mut Registry) -> Router {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = AuthState {
         hashing: tokio::sync::Semaphore::new(cpus * 2),
+        limiter: Limiter::new(PER_ADDRESS, PER_ACCOUNT),
         users: cluster
             .users
             .iter()
@@ -125,6 +222,7 @@ pub fn router(cluster: &ClusterConfig, registry: &mut Registry) -> Router {
 
 async fn token(
     State(state): State<Arc<AuthState>>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -144,8 +242,8 @@ async fn token(
     };
     let grant_type = req.grant_type.clone().unwrap_or_default();
     let result = match grant_type.as_str() {
-        "password" => password_grant(&state, req).await,
-        "client_credentials" => client_grant(&state, &headers, req).await,
+        "password" => password_grant(&state, addr, req).await,
+        "client_credentials" => client_grant(&state, addr, &headers, req).await,
         "" => Err(OAuthError::new("invalid_request", "grant_type is required")),
         other => Err(OAuthError::new(
             "unsupported_grant_type",
@@ -168,17 +266,26 @@ async fn token(
     }
 }
 
-async fn password_grant(state: &AuthState, req: TokenRequest) -> Result<TokenResponse, OAuthError> {
+async fn password_grant(
+    state: &AuthState,
+    addr: Option<IpAddr>,
+    req: TokenRequest,
+) -> Result<TokenResponse, OAuthError> {
     let (Some(username), Some(password)) = (req.username, req.password) else {
         return Err(OAuthError::new("invalid_request", "the password grant needs username and password"));
     };
-    let Some(account) = authenticate(state, &state.users, &username, password).await? else {
+    let Some(account) = authenticate(state, addr, &state.users, &username, password).await? else {
         return Err(OAuthError::new("invalid_grant", "wrong username or password"));
     };
     issue(state, &username, &account.scope, req.scope.as_deref())
 }
 
-async fn client_grant(state: &AuthState, headers: &HeaderMap, req: TokenRequest) -> Result<TokenResponse, OAuthError> {
+async fn client_grant(
+    state: &AuthState,
+    addr: Option<IpAddr>,
+    headers: &HeaderMap,
+    req: TokenRequest,
+) -> Result<TokenResponse, OAuthError> {
     let (client_id, client_secret) = match basic_credentials(headers) {
         Some(pair) => pair,
         None => match (req.client_id, req.client_secret) {
@@ -191,7 +298,7 @@ async fn client_grant(state: &AuthState, headers: &HeaderMap, req: TokenRequest)
             }
         },
     };
-    let Some(account) = authenticate(state, &state.clients, &client_id, client_secret).await? else {
+    let Some(account) = authenticate(state, addr, &state.clients, &client_id, client_secret).await? else {
         return Err(OAuthError::new("invalid_client", "unknown client or wrong client secret"));
     };
     issue(state, &client_id, &account.scope, req.scope.as_deref())
@@ -225,18 +332,37 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// The account `name` if `secret` is its secret. An unknown name costs the same time as
-/// a wrong secret, so timing does not reveal which names exist.
+/// a wrong secret, so timing does not reveal which names exist. The client's and the
+/// account's rate limits come first (429), so a flood is turned away before it costs a
+/// hash and before it can take the hashing slots from everyone else.
 async fn authenticate<'a>(
     state: &AuthState,
+    addr: Option<IpAddr>,
     accounts: &'a HashMap<String, Account>,
     name: &str,
     secret: String,
 ) -> Result<Option<&'a Account>, OAuthError> {
-    let _permit = state.hashing.try_acquire().map_err(|_| OAuthError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        error: "temporarily_unavailable",
-        description: "too many logins at once; retry in a moment".into(),
+    let known = accounts.contains_key(name).then_some(name);
+    state.limiter.take(addr, known, Instant::now()).map_err(|limited| {
+        tracing::warn!(client = ?addr, limit = limited.what, "login rate limit reached");
+        OAuthError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: "slow_down",
+            description: format!("too many logins from {}; retry in {} s", limited.what, limited.retry_after_secs),
+            retry_after_secs: Some(limited.retry_after_secs),
+        }
     })?;
+    let _permit = match tokio::time::timeout(HASH_QUEUE_WAIT, state.hashing.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(OAuthError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: "temporarily_unavailable",
+                description: "too many logins at once; retry in a moment".into(),
+                retry_after_secs: Some(1),
+            });
+        }
+    };
     let account = accounts.get(name);
     let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
     let ok = verify_secret(hash, secret).await;

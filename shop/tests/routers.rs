@@ -947,3 +947,150 @@ async fn gateway_replaces_a_client_epoch_header_with_its_own() {
     assert_eq!(r.json["signed_epoch"], 7, "the gateway proves it set the epoch: {}", r.json);
     let _ = stop_tx.send(true);
 }
+
+// ---------------------------------------------------------------- issue #12, finding 9
+
+fn login_from(addr: &str, body: &str) -> Request<Body> {
+    let mut req = post_form("/oauth/token", body);
+    req.headers_mut().insert(internal::CLIENT_ADDR_HEADER, addr.parse().expect("header"));
+    internal::sign(req.headers_mut(), &admin_token(), unix_now());
+    req
+}
+
+fn retry_after_secs(r: &Reply) -> Option<u64> {
+    r.headers.get(header::RETRY_AFTER)?.to_str().ok()?.parse().ok()
+}
+
+/// Issue #12, finding 9: one address flooding the token endpoint is slowed down with 429
+/// and `Retry-After`; another address (the gateway forwards it, signed) still logs in.
+#[tokio::test]
+async fn issue_12_one_address_flooding_logins_does_not_starve_the_others() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Auth, dir.path()));
+    let mut limited = 0;
+    for i in 0..60 {
+        let r =
+            send(&app, login_from("10.0.0.66", &format!("grant_type=password&username=nobody-{i}&password=x"))).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+            assert!(retry_after_secs(&r).is_some_and(|s| s >= 1), "429 says when to retry: {:?}", r.headers);
+            assert!(r.json["error"].is_string(), "{}", r.json);
+        } else {
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+        }
+    }
+    assert!(limited > 0, "the flooding address was never limited");
+    let r = send(&app, login_from("10.0.0.77", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    assert_eq!(r.status, StatusCode::OK, "another client still gets tokens: {}", r.json);
+    let r = send(&app, login_from("10.0.0.66", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "the flooder is still slowed down");
+}
+
+/// Issue #12, finding 9: guessing one account's password from many addresses is limited
+/// per account, and other accounts are not affected.
+#[tokio::test]
+async fn issue_12_one_account_under_attack_does_not_lock_out_the_others() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Auth, dir.path()));
+    let mut limited = 0;
+    for i in 0..30 {
+        let r =
+            send(&app, login_from(&format!("10.1.0.{i}"), "grant_type=password&username=admin&password=guess")).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+            assert!(retry_after_secs(&r).is_some_and(|s| s >= 1), "{:?}", r.headers);
+        }
+    }
+    assert!(limited > 0, "the attacked account was never limited");
+    let r = send(&app, login_from("10.2.0.1", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    assert_eq!(r.status, StatusCode::OK, "another account still logs in: {}", r.json);
+    // The same goes for client_credentials, keyed by client id.
+    let secret = cluster().secrets.orders_client_secret;
+    let r = send(
+        &app,
+        login_from("10.2.0.2", &format!("grant_type=client_credentials&client_id=orders&client_secret={secret}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
+/// Issue #12, finding 9, end to end over sockets: a client on 127.0.0.2 floods the
+/// gateway with concurrent logins; a client on 127.0.0.3 logs in meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_through_the_gateway_a_flooding_client_does_not_starve_another() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let (auth_app, _) = app(&args(ServiceKind::Auth, &dir.path().join("a")), &stop).expect("app");
+    let auth_url = serve(&stop, auth_app).await;
+    let (gateway_app, _) = app(&args(ServiceKind::Gateway, &dir.path().join("g")), &stop).expect("app");
+    let put = Request::put("/admin/pool/auth")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"members": [{"instance": "auth-1", "url": auth_url}]}).to_string()))
+        .expect("req");
+    assert_eq!(send(&gateway_app, put).await.status, StatusCode::OK);
+    let gateway = serve(&stop, gateway_app).await;
+    let client_on = |ip: &str| {
+        reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().expect("ip")).build().expect("client")
+    };
+    let flooder = client_on("127.0.0.2");
+    let flood: Vec<_> = (0..80)
+        .map(|i| {
+            let (c, url) = (flooder.clone(), format!("{gateway}/oauth/token"));
+            tokio::spawn(async move {
+                let r = c
+                    .post(url)
+                    .form(&[("grant_type", "password"), ("username", &format!("bot-{i}")), ("password", "x")])
+                    .send()
+                    .await
+                    .expect("send");
+                (r.status(), r.headers().get(header::RETRY_AFTER).is_some())
+            })
+        })
+        .collect();
+    let user = client_on("127.0.0.3");
+    let r = user
+        .post(format!("{gateway}/oauth/token"))
+        .form(&[("grant_type", "password"), ("username", "shopper"), ("password", "hale-shopper")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "the other client is served during the flood");
+    let mut limited = 0;
+    for f in flood {
+        let (status, retry_after) = f.await.expect("join");
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            assert!(retry_after, "{status} without Retry-After");
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "the flood was never limited");
+    let _ = stop_tx.send(true);
+}
+
+/// Issue #12, finding 9: every 503 (and 429) the shop answers says when to come back.
+#[tokio::test]
+async fn issue_12_every_503_carries_retry_after() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Not ready yet (a probe), and a handler's own 503 (orders without a catalog).
+    let search = build(&args(ServiceKind::Search, &dir.path().join("s")));
+    let r = send(&search, get("/readyz")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(retry_after_secs(&r).is_some(), "readyz: {:?}", r.headers);
+    let orders = build(&args(ServiceKind::Orders, &dir.path().join("o")));
+    let ok = json!({"items": [{"product_id": 1, "quantity": 1}], "shipping_address": "a", "card_number": "4242424242424242"});
+    let r = send(&orders, order(&token("orders:write"), Some("k"), &ok)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    assert!(retry_after_secs(&r).is_some(), "orders: {:?}", r.headers);
+    // The gateway with nobody to send a request to.
+    let gateway = build(&args(ServiceKind::Gateway, &dir.path().join("g")));
+    let put = Request::put("/admin/pool/search")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"members": []}).to_string()))
+        .expect("req");
+    assert_eq!(send(&gateway, put).await.status, StatusCode::OK);
+    let r = send(&gateway, get("/api/search?q=x")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    assert!(retry_after_secs(&r).is_some(), "gateway: {:?}", r.headers);
+}

@@ -6,12 +6,13 @@
 pub mod pool;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
@@ -25,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::http::internal::{self, EPOCH_HEADER};
+use crate::http::internal::{self, CLIENT_ADDR_HEADER, EPOCH_HEADER};
 use crate::http::token::unix_now;
 use crate::http::{Admin, ApiJson, AppError, BODY_LIMIT_BYTES, Readiness};
 use pool::{Check, Member, MemberSpec, Pool, Pools};
@@ -294,7 +295,12 @@ fn is_hop_header(name: &HeaderName) -> bool {
 /// the headers only the gateway may set (so nobody can fence the catalog by sending a
 /// made-up epoch through the front door), plus the gateway's own, signed with the admin
 /// token so a replica can tell them from a client's (see [`crate::http::internal`]).
-fn upstream_headers(state: &GatewayState, headers: &HeaderMap, epoch: Option<u64>) -> HeaderMap {
+fn upstream_headers(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    epoch: Option<u64>,
+    client: Option<IpAddr>,
+) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.len() + 2);
     for (name, value) in headers {
         if !is_hop_header(name) && !internal::is_internal(name) {
@@ -308,7 +314,13 @@ fn upstream_headers(state: &GatewayState, headers: &HeaderMap, epoch: Option<u64
     if let Some(epoch) = epoch {
         out.insert(EPOCH_HEADER, HeaderValue::from(epoch));
     }
-    if out.contains_key(EPOCH_HEADER) {
+    // The client's address, so auth's per-client limits see clients, not the gateway.
+    if let Some(client) = client
+        && let Ok(value) = HeaderValue::from_str(&client.to_string())
+    {
+        out.insert(CLIENT_ADDR_HEADER, value);
+    }
+    if out.contains_key(EPOCH_HEADER) || out.contains_key(CLIENT_ADDR_HEADER) {
         internal::sign(&mut out, secret, unix_now());
     }
     out
@@ -322,6 +334,7 @@ enum Attempt {
 
 async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let body = match axum::body::to_bytes(body, BODY_LIMIT_BYTES).await {
         Ok(b) => b,
         Err(_) => return AppError::PayloadTooLarge { limit_bytes: BODY_LIMIT_BYTES }.into_response(),
@@ -332,14 +345,14 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if service == ServiceKind::Catalog && is_write {
-        return catalog_write(&state, pool, &parts.method, &parts.headers, &path, &body).await;
+        return catalog_write(&state, pool, &parts.method, &parts.headers, &path, &body, client).await;
     }
     let idempotent = !is_write;
     let mut tried: Option<String> = None;
     let mut last: Option<Response> = None;
     for try_no in 0..2 {
         let Some(member) = pool.pick(tried.as_deref()) else { break };
-        match attempt(&state, service, &member, &parts.method, &parts.headers, &path, &body, None).await {
+        match attempt(&state, service, &member, &parts.method, &parts.headers, &path, &body, None, client).await {
             Attempt::Done(response) => return response,
             Attempt::Retryable(response, why) => {
                 // A connect error means the request never left; anything else is retried
@@ -365,6 +378,7 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
 /// the primary was fenced by a failover the gateway has not seen yet: the catalog pool is
 /// checked at once and, if another replica now leads, the write (which the fenced replica
 /// did not apply) is sent there once.
+#[allow(clippy::too_many_arguments)]
 async fn catalog_write(
     state: &Arc<GatewayState>,
     pool: Pool,
@@ -372,12 +386,14 @@ async fn catalog_write(
     headers: &HeaderMap,
     path: &str,
     body: &Bytes,
+    client: Option<IpAddr>,
 ) -> Response {
     let Some(primary) = pool.primary().filter(|m| m.is_ready()) else {
         return AppError::Unavailable("the catalog primary is not ready; retry shortly".into()).into_response();
     };
     let service = ServiceKind::Catalog;
-    let response = match attempt(state, service, &primary, method, headers, path, body, Some(pool.epoch)).await {
+    let response = match attempt(state, service, &primary, method, headers, path, body, Some(pool.epoch), client).await
+    {
         Attempt::Done(r) | Attempt::Retryable(r, _) => r,
     };
     if response.status() != StatusCode::CONFLICT {
@@ -388,7 +404,7 @@ async fn catalog_write(
     match pool.primary().filter(|m| m.instance != primary.instance && m.is_ready()) {
         Some(leader) => {
             tracing::warn!(from = %primary.instance, to = %leader.instance, "write refused by a replaced primary; sending it to the new one");
-            match attempt(state, service, &leader, method, headers, path, body, Some(pool.epoch)).await {
+            match attempt(state, service, &leader, method, headers, path, body, Some(pool.epoch), client).await {
                 Attempt::Done(r) | Attempt::Retryable(r, _) => r,
             }
         }
@@ -406,10 +422,11 @@ async fn attempt(
     path: &str,
     body: &Bytes,
     epoch: Option<u64>,
+    client: Option<IpAddr>,
 ) -> Attempt {
     let _in_flight = member.start();
     let upstream = state.client.request(method.clone(), format!("{}{path}", member.url)).timeout(UPSTREAM_TIMEOUT);
-    let result = upstream.headers(upstream_headers(state, headers, epoch)).body(body.clone()).send().await;
+    let result = upstream.headers(upstream_headers(state, headers, epoch, client)).body(body.clone()).send().await;
     let response = match result {
         Ok(r) => r,
         Err(e) => {

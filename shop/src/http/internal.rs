@@ -10,9 +10,13 @@
 //! The HMAC means the admin token itself never travels on API requests, and the
 //! timestamp bounds a replay to [`hale_core::webhook::MAX_AGE_SECS`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::token::{AuthContext, unix_now};
 
 /// The epoch of the catalog primary the gateway believes in, on catalog writes.
 pub const EPOCH_HEADER: &str = "x-hale-epoch";
@@ -97,6 +101,25 @@ pub fn verify(headers: &HeaderMap, secret: &str, now: u64) -> Result<Forwarded, 
         Some(v) => Some(v.ok().and_then(|s| s.parse::<IpAddr>().ok()).ok_or(ProofError::BadAddr)?),
     };
     Ok(Forwarded { epoch, client_addr })
+}
+
+/// Extractor: the address of the client a request is for — the one the gateway forwards
+/// for when it proves it, else the peer's (`None` when served without a socket, in tests).
+/// An unproven `X-Hale-Client-Addr` is ignored, never believed: per-client limits must not
+/// be dodged by writing a new address into each request.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let forwarded = parts
+            .extensions
+            .get::<AuthContext>()
+            .and_then(|auth| verify(&parts.headers, &auth.admin_token, unix_now()).ok())
+            .and_then(|f| f.client_addr);
+        Ok(ClientAddr(forwarded.or(peer)))
+    }
 }
 
 #[cfg(test)]

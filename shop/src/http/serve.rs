@@ -109,6 +109,7 @@ pub fn app(frame: Frame, registry: SharedRegistry, api: Router) -> Router {
         .layer(middleware::from_fn_with_state(frame.clone(), faults))
         .layer(middleware::from_fn_with_state(frame.clone(), capacity))
         .layer(middleware::map_response(json_error_bodies))
+        .layer(middleware::map_response(retry_after))
         .layer(middleware::from_fn_with_state(frame.clone(), observe))
         .layer(axum::Extension(frame.auth.clone()))
 }
@@ -262,6 +263,19 @@ async fn json_error_bodies(response: Response) -> Response {
     response
 }
 
+/// Every 503 and 429 says when to come back, whoever made it (a shed request, the
+/// timeout, a handler, a proxied replica): without `Retry-After` clients retry at once and
+/// make an overload worse. A response that already says keeps its value.
+async fn retry_after(mut response: Response) -> Response {
+    let status = response.status();
+    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+        && !response.headers().contains_key(axum::http::header::RETRY_AFTER)
+    {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
 /// Request id, the duration histogram and one access-log line per request.
 async fn observe(State(frame): State<Arc<Frame>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -328,7 +342,8 @@ pub async fn serve_on(
         let _ = stop_tx.send(true);
     });
     let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, app.into_make_service())
+    // With the peer's address, for per-client limits (`internal::ClientAddr`).
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = graceful_rx.wait_for(|stop| *stop).await;
         })
