@@ -846,10 +846,14 @@ mod tests {
         // 150,000 empty records in 300 KB: refused before decoding.
         let (status, message) = send(crate::logs::empty_records(150_000), false).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
-        assert!(message.contains("150000 log records"), "{message}");
+        assert!(message.contains("log records in one request"), "{message}");
         let json =
             format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, vec!["{}"; 2_200_001].join(","));
         assert_eq!(send(json.into_bytes(), true).await.0, StatusCode::BAD_REQUEST);
+        // One attribute whose kvlist holds 4,000,000 empty key-values (8 MB): refused, not
+        // expanded into gigabytes.
+        let (status, message) = send(crate::logs::nested_attribute(4_000_000), false).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
         // A sound request still goes through.
         let ok = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},"scopeLogs":[{"logRecords":[{"timeUnixNano":"5","severityText":"INFO","body":{"stringValue":"hello"}}]}]}]}"#;
         let (status, message) = send(ok.as_bytes().to_vec(), true).await;

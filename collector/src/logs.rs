@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde::{Deserialize, Serialize};
 
 /// Lines of each instance kept in memory, and the bytes of message they may take.
@@ -159,7 +159,11 @@ fn segments(dir: &Path) -> Result<Vec<u64>, LogsError> {
     Ok(ids)
 }
 
+/// An OTLP value as the JSON it is: arrays as arrays, key-value lists as objects, bytes
+/// in base64 (as OTLP/JSON writes them). Recursion is bounded by the pre-scan's
+/// [`MAX_VALUE_DEPTH`] (protobuf) or serde_json's nesting limit (JSON).
 fn any_to_json(v: &AnyValue) -> serde_json::Value {
+    use base64::Engine;
     match &v.value {
         Some(any_value::Value::StringValue(s)) => s.clone().into(),
         Some(any_value::Value::BoolValue(b)) => (*b).into(),
@@ -167,54 +171,135 @@ fn any_to_json(v: &AnyValue) -> serde_json::Value {
         Some(any_value::Value::DoubleValue(d)) => {
             serde_json::Number::from_f64(*d).map_or(serde_json::Value::Null, Into::into)
         }
-        Some(other) => format!("{other:?}").into(),
+        Some(any_value::Value::ArrayValue(a)) => a.values.iter().map(any_to_json).collect(),
+        Some(any_value::Value::KvlistValue(kv)) => serde_json::Value::Object(attributes_json(&kv.values)),
+        Some(any_value::Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b).into(),
+        // An index into a dictionary that only profiles carry: kept as the number it is.
+        Some(any_value::Value::StringValueStrindex(i)) => (*i).into(),
         None => serde_json::Value::Null,
     }
 }
 
-/// Most log records, and most record attributes, one OTLP request may carry. A protobuf
-/// body expands when decoded: an empty record is 2 bytes on the wire and a few hundred in
-/// memory, so the body limit alone would let one request take gigabytes. The agent sends
-/// at most its `batch.max_records` (1000 by default) per request.
+fn attributes_json(kvs: &[KeyValue]) -> serde_json::Map<String, serde_json::Value> {
+    kvs.iter().map(|a| (a.key.clone(), a.value.as_ref().map_or(serde_json::Value::Null, any_to_json))).collect()
+}
+
+/// Most bytes one stored line may take (its JSON form). A longer record is stored cut to
+/// this size, with `hale.truncated: true`: the message is shortened, attributes past the
+/// budget are left out, and the service, instance, node and level names are cut to
+/// [`MAX_NAME_BYTES`].
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+const MAX_NAME_BYTES: usize = 256;
+/// Records whose protobuf form is at most this large cannot reach [`MAX_LINE_BYTES`] as
+/// JSON (escaping at most sextuples a byte), so only larger ones are measured.
+const SMALL_RECORD_BYTES: usize = MAX_LINE_BYTES / 8;
+
+fn json_len<T: Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map_or(0, |b| b.len())
+}
+
+/// The longest prefix of `s` that ends on a character boundary and is at most `max` bytes.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl LogLine {
+    /// Cuts the line to [`MAX_LINE_BYTES`] of JSON, keeping attributes in order while
+    /// they fit in half the budget and the message in what is left.
+    fn capped(mut self) -> Self {
+        if json_len(&self) <= MAX_LINE_BYTES {
+            return self;
+        }
+        for name in [&mut self.service, &mut self.instance, &mut self.node, &mut self.level] {
+            if name.len() > MAX_NAME_BYTES {
+                *name = prefix(name, MAX_NAME_BYTES).to_string();
+            }
+        }
+        let mut kept = serde_json::Map::new();
+        let mut used = 0;
+        for (key, value) in std::mem::take(&mut self.attributes) {
+            let size = json_len(&key) + json_len(&value) + 2;
+            if used + size > MAX_LINE_BYTES / 2 {
+                break;
+            }
+            used += size;
+            kept.insert(key, value);
+        }
+        kept.insert("hale.truncated".into(), true.into());
+        self.attributes = kept;
+        let message = std::mem::take(&mut self.message);
+        let budget = MAX_LINE_BYTES.saturating_sub(json_len(&self));
+        let mut cut = prefix(&message, budget);
+        // Escapes make the JSON longer than the text: shrink until it fits.
+        while json_len(&cut) > budget {
+            cut = prefix(cut, cut.len() * budget / json_len(&cut).max(1));
+        }
+        self.message = cut.to_string();
+        self
+    }
+}
+
+/// Most log records, and most attributes and values (nested ones included, at every
+/// depth), one OTLP request may carry. A protobuf body expands when decoded: an empty
+/// record or key-value is 2 bytes on the wire and a few hundred in memory, so the body
+/// limit alone would let one request take gigabytes. The agent sends at most its
+/// `batch.max_records` (1000 by default) per request.
 pub const MAX_LOG_RECORDS: usize = 100_000;
 pub const MAX_LOG_ATTRIBUTES: usize = 1_000_000;
+/// Deepest nesting of array and key-value-list values accepted.
+pub const MAX_VALUE_DEPTH: usize = 32;
 
-/// Counts the records (`resource_logs.scope_logs.log_records`) and their attributes in an
-/// OTLP/protobuf body by walking the wire format, without decoding it, and refuses a body
-/// over [`MAX_LOG_RECORDS`] or [`MAX_LOG_ATTRIBUTES`] before it is decoded.
+/// Counts the records, and the attributes and values at every depth (resource, scope and
+/// record attributes, bodies, arrays and key-value lists inside them), in an
+/// OTLP/protobuf body by walking the wire format without decoding it, and refuses a body
+/// over [`MAX_LOG_RECORDS`], [`MAX_LOG_ATTRIBUTES`] or [`MAX_VALUE_DEPTH`] before it is
+/// decoded.
 pub fn check_protobuf_size(body: &[u8]) -> Result<(), LogsError> {
-    let malformed = |e: String| LogsError::BadRequest(format!("not an OTLP/protobuf logs request: {e}"));
-    let records = count_at(body, &[1, 2, 2]).map_err(malformed)?;
-    if records > MAX_LOG_RECORDS {
-        return Err(LogsError::BadRequest(format!(
-            "{records} log records in one request; at most {MAX_LOG_RECORDS} are accepted, send smaller batches"
-        )));
+    let mut counts = Counts::default();
+    match walk(body, Otlp::Request, 0, &mut counts) {
+        Ok(()) => Ok(()),
+        Err(Walk::Malformed(e)) => Err(LogsError::BadRequest(format!("not an OTLP/protobuf logs request: {e}"))),
+        Err(Walk::TooMany) if counts.records > MAX_LOG_RECORDS => Err(LogsError::BadRequest(format!(
+            "over {MAX_LOG_RECORDS} log records in one request; at most {MAX_LOG_RECORDS} are accepted, send smaller batches"
+        ))),
+        Err(Walk::TooMany) => Err(LogsError::BadRequest(format!(
+            "over {MAX_LOG_ATTRIBUTES} attributes and values in one request (nested ones count); at most {MAX_LOG_ATTRIBUTES} are accepted, send smaller batches"
+        ))),
+        Err(Walk::TooDeep) => Err(LogsError::BadRequest(format!(
+            "a value nested over {MAX_VALUE_DEPTH} levels deep; at most {MAX_VALUE_DEPTH} are accepted"
+        ))),
     }
-    let attributes = count_at(body, &[1, 2, 2, 6]).map_err(malformed)?;
-    if attributes > MAX_LOG_ATTRIBUTES {
-        return Err(LogsError::BadRequest(format!(
-            "{attributes} log record attributes in one request; at most {MAX_LOG_ATTRIBUTES} are accepted"
-        )));
-    }
-    Ok(())
 }
 
 /// The JSON form of [`check_protobuf_size`]: every record, attribute and value is a JSON
-/// object, so counting the objects (the `{` outside strings) bounds what decoding builds.
+/// object, so counting the objects (the `{` outside strings) bounds what decoding builds,
+/// and their nesting bounds its depth.
 pub fn check_json_size(body: &[u8]) -> Result<(), LogsError> {
     const MAX_OBJECTS: usize = MAX_LOG_RECORDS + 2 * MAX_LOG_ATTRIBUTES;
-    let objects = json_objects(body);
+    // Request, resource logs, scope logs, record, attribute: then two levels per value.
+    const MAX_NESTING: usize = 8 + 3 * MAX_VALUE_DEPTH;
+    let (objects, nesting) = json_objects(body);
     if objects > MAX_OBJECTS {
         return Err(LogsError::BadRequest(format!(
             "{objects} JSON objects in one request; at most {MAX_OBJECTS} are accepted, send smaller batches"
         )));
     }
+    if nesting > MAX_NESTING {
+        return Err(LogsError::BadRequest(format!(
+            "JSON nested {nesting} levels deep; at most {MAX_NESTING} are accepted"
+        )));
+    }
     Ok(())
 }
 
-/// The `{` of a JSON text that are not inside strings.
-fn json_objects(body: &[u8]) -> usize {
+/// The `{` of a JSON text that are not inside strings, and the deepest nesting of `{`/`[`.
+fn json_objects(body: &[u8]) -> (usize, usize) {
     let (mut objects, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut depth, mut deepest) = (0usize, 0usize);
     for &b in body {
         if in_string {
             match (escaped, b) {
@@ -223,51 +308,117 @@ fn json_objects(body: &[u8]) -> usize {
                 (false, b'"') => in_string = false,
                 _ => {}
             }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b'{' {
-            objects += 1;
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    objects += usize::from(b == b'{');
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
         }
     }
-    objects
+    (objects, deepest)
 }
 
-/// How many length-delimited fields sit at `path` (field numbers, outermost first) in a
-/// protobuf message.
-fn count_at(mut buf: &[u8], path: &[u32]) -> Result<usize, String> {
+/// The OTLP logs messages that nest, for [`walk`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Otlp {
+    Request,
+    ResourceLogs,
+    Resource,
+    ScopeLogs,
+    Scope,
+    Record,
+    KeyValue,
+    Any,
+    Array,
+    KvList,
+}
+
+impl Otlp {
+    /// The message a length-delimited field of `self` holds, for the fields that nest
+    /// (field numbers from opentelemetry-proto's logs, resource and common messages).
+    fn child(self, field: u32) -> Option<Otlp> {
+        use Otlp::*;
+        match (self, field) {
+            (Request, 1) => Some(ResourceLogs),
+            (ResourceLogs, 1) => Some(Resource),
+            (ResourceLogs, 2) => Some(ScopeLogs),
+            (ScopeLogs, 1) => Some(Scope),
+            (ScopeLogs, 2) => Some(Record),
+            (Resource, 1) | (Scope, 3) | (Record, 6) | (KvList, 1) => Some(KeyValue),
+            (Record, 5) | (KeyValue, 2) | (Array, 1) => Some(Any),
+            (Any, 5) => Some(Array),
+            (Any, 6) => Some(KvList),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    records: usize,
+    values: usize,
+}
+
+#[derive(Debug, PartialEq)]
+enum Walk {
+    Malformed(String),
+    TooMany,
+    TooDeep,
+}
+
+/// Walks one `msg` in `buf`, counting records and attributes/values; `depth` counts the
+/// array and key-value-list values around it. Stops at the first limit passed.
+fn walk(mut buf: &[u8], msg: Otlp, depth: usize, counts: &mut Counts) -> Result<(), Walk> {
     use prost::encoding::{WireType, decode_key, decode_varint};
-    let Some((&field, rest)) = path.split_first() else { return Ok(1) };
-    let mut count = 0usize;
+    match msg {
+        Otlp::Record => counts.records += 1,
+        Otlp::KeyValue | Otlp::Any => counts.values += 1,
+        _ => {}
+    }
+    if counts.records > MAX_LOG_RECORDS || counts.values > MAX_LOG_ATTRIBUTES {
+        return Err(Walk::TooMany);
+    }
+    let depth = depth + usize::from(matches!(msg, Otlp::Array | Otlp::KvList));
+    if depth > MAX_VALUE_DEPTH {
+        return Err(Walk::TooDeep);
+    }
+    let malformed = |e: prost::DecodeError| Walk::Malformed(e.to_string());
+    let past_end = || Walk::Malformed("a field runs past the end of the body".into());
     while !buf.is_empty() {
-        let (number, wire) = decode_key(&mut buf).map_err(|e| e.to_string())?;
+        let (number, wire) = decode_key(&mut buf).map_err(malformed)?;
         let skip = match wire {
             WireType::Varint => {
-                decode_varint(&mut buf).map_err(|e| e.to_string())?;
+                decode_varint(&mut buf).map_err(malformed)?;
                 0
             }
             WireType::SixtyFourBit => 8,
             WireType::ThirtyTwoBit => 4,
             WireType::LengthDelimited => {
-                let len = decode_varint(&mut buf).map_err(|e| e.to_string())?;
-                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                let len = usize::try_from(decode_varint(&mut buf).map_err(malformed)?).unwrap_or(usize::MAX);
                 if len > buf.len() {
-                    return Err("a field runs past the end of the body".into());
+                    return Err(past_end());
                 }
-                if number == field {
-                    count += count_at(&buf[..len], rest)?;
+                if let Some(child) = msg.child(number) {
+                    walk(&buf[..len], child, depth, counts)?;
                 }
                 len
             }
             WireType::StartGroup | WireType::EndGroup => {
-                return Err("protobuf groups are not used by OTLP".into());
+                return Err(Walk::Malformed("protobuf groups are not used by OTLP".into()));
             }
         };
         if skip > buf.len() {
-            return Err("a field runs past the end of the body".into());
+            return Err(past_end());
         }
         buf = &buf[skip..];
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Flattens an OTLP request into lines.
@@ -296,19 +447,16 @@ pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
                 };
                 let level =
                     if r.severity_text.is_empty() { "unknown".to_string() } else { r.severity_text.to_lowercase() };
-                out.push(LogLine {
+                let line = LogLine {
                     time_unix_nano: if r.time_unix_nano > 0 { r.time_unix_nano } else { r.observed_time_unix_nano },
                     service: service.clone(),
                     instance: instance.clone(),
                     node: node.clone(),
                     level,
                     message,
-                    attributes: r
-                        .attributes
-                        .iter()
-                        .map(|a| (a.key.clone(), a.value.as_ref().map_or(serde_json::Value::Null, any_to_json)))
-                        .collect(),
-                });
+                    attributes: attributes_json(&r.attributes),
+                };
+                out.push(if prost::Message::encoded_len(r) <= SMALL_RECORD_BYTES { line } else { line.capped() });
             }
         }
     }
@@ -534,9 +682,110 @@ pub(crate) fn empty_records(n: usize) -> Vec<u8> {
     body
 }
 
+/// One record whose single attribute is a `kvlist` of `n` empty key-values: 2 bytes a
+/// value on the wire, the nested-expansion case.
+#[cfg(test)]
+pub(crate) fn nested_attribute(n: usize) -> Vec<u8> {
+    fn field(number: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2];
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+    let kvlist = [0x0au8, 0x00].repeat(n); // KeyValueList.values (1), empty
+    let any = field(6, &kvlist); // AnyValue.kvlist_value (6)
+    let key_value = [field(1, b"a"), field(2, &any)].concat(); // KeyValue.key, .value
+    let record = field(6, &key_value); // LogRecord.attributes (6)
+    let scope = field(2, &record); // ScopeLogs.log_records (2)
+    let resource = field(2, &scope); // ResourceLogs.scope_logs (2)
+    field(1, &resource) // ExportLogsServiceRequest.resource_logs (1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_values_are_counted_at_every_depth() {
+        let hostile = nested_attribute(MAX_LOG_ATTRIBUTES + 1);
+        let err = check_protobuf_size(&hostile).expect_err("too many nested values");
+        assert!(err.to_string().contains("attributes and values"), "{err}");
+        assert!(check_protobuf_size(&nested_attribute(1000)).is_ok());
+
+        // Deeper than any honest record: refused before decoding.
+        let mut any = vec![0x0a, 0x01, b'x']; // AnyValue.string_value
+        for _ in 0..=MAX_VALUE_DEPTH {
+            let mut array = vec![0x0a]; // ArrayValue.values (1)
+            prost::encoding::encode_varint(any.len() as u64, &mut array);
+            array.extend_from_slice(&any);
+            any = vec![0x2a]; // AnyValue.array_value (5)
+            prost::encoding::encode_varint(array.len() as u64, &mut any);
+            any.extend_from_slice(&array);
+        }
+        let mut record = vec![0x2a]; // LogRecord.body (5)
+        prost::encoding::encode_varint(any.len() as u64, &mut record);
+        record.extend_from_slice(&any);
+        let mut scope = vec![0x12];
+        prost::encoding::encode_varint(record.len() as u64, &mut scope);
+        scope.extend_from_slice(&record);
+        let mut resource = vec![0x12];
+        prost::encoding::encode_varint(scope.len() as u64, &mut resource);
+        resource.extend_from_slice(&scope);
+        let mut body = vec![0x0a];
+        prost::encoding::encode_varint(resource.len() as u64, &mut body);
+        body.extend_from_slice(&resource);
+        let err = check_protobuf_size(&body).expect_err("too deep");
+        assert!(err.to_string().contains("nested"), "{err}");
+    }
+
+    #[test]
+    fn structured_values_are_stored_as_json_and_lines_are_capped() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let s = |v: &str| AnyValue { value: Some(any_value::Value::StringValue(v.into())) };
+        let kv = |k: &str, v: AnyValue| KeyValue { key: k.into(), value: Some(v), ..Default::default() };
+        let nested = AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![
+                    kv(
+                        "list",
+                        AnyValue {
+                            value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![s("a"), s("b")] })),
+                        },
+                    ),
+                    kv("raw", AnyValue { value: Some(any_value::Value::BytesValue(vec![1, 2, 255])) }),
+                ],
+            })),
+        };
+        let request = |attributes: Vec<KeyValue>, body: AnyValue| ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        time_unix_nano: 5,
+                        body: Some(body),
+                        attributes,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let lines = lines_of(&request(vec![kv("ctx", nested)], s("hello")));
+        assert_eq!(
+            serde_json::Value::Object(lines[0].attributes.clone()),
+            serde_json::json!({"ctx": {"list": ["a", "b"], "raw": "AQL/"}})
+        );
+
+        // A record far over the cap is stored cut to it, and says so.
+        let big = "x".repeat(4 * MAX_LINE_BYTES);
+        let many = (0..2000).map(|i| kv(&format!("k{i}"), s(&"y".repeat(100)))).collect();
+        let lines = lines_of(&request(many, s(&big)));
+        let stored = serde_json::to_vec(&lines[0]).expect("json").len();
+        assert!(stored <= MAX_LINE_BYTES, "{stored} bytes stored");
+        assert!(lines[0].message.starts_with("xxx"));
+        assert_eq!(lines[0].attributes.get("hale.truncated"), Some(&serde_json::json!(true)));
+    }
 
     fn line(i: u64, level: &str, instance: &str) -> LogLine {
         LogLine {
@@ -572,10 +821,12 @@ mod tests {
             ],
         };
         let body = request.encode_to_vec();
-        assert_eq!(count_at(&body, &[1, 2, 2]), Ok(4));
-        assert_eq!(count_at(&body, &[1, 2, 2, 6]), Ok(6));
+        let mut counts = Counts::default();
+        assert_eq!(walk(&body, Otlp::Request, 0, &mut counts), Ok(()));
+        assert_eq!((counts.records, counts.values), (4, 6));
         assert!(check_protobuf_size(&body).is_ok());
-        assert!(count_at(&body[..body.len() - 1], &[1, 2, 2]).is_err(), "a cut body is refused");
+        let cut = walk(&body[..body.len() - 1], Otlp::Request, 0, &mut Counts::default());
+        assert!(matches!(cut, Err(Walk::Malformed(_))), "a cut body is refused");
 
         // Empty records are 2 bytes each on the wire: a 1 MiB body of them would decode to
         // hundreds of MiB. The pre-scan refuses it without decoding.
@@ -585,7 +836,7 @@ mod tests {
 
         let json = serde_json::to_vec(&request).expect("json");
         assert!(check_json_size(&json).is_ok());
-        assert_eq!(json_objects(br#"{"a":"{{{{\"{{{{","b":{}}"#), 2, "braces in strings do not count");
+        assert_eq!(json_objects(br#"{"a":"{{{{\"{{{{","b":{}}"#), (2, 2), "braces in strings do not count");
         let many =
             format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, vec!["{}"; 2_200_001].join(","));
         let err = check_json_size(many.as_bytes()).expect_err("too many objects");

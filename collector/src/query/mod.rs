@@ -150,10 +150,10 @@ pub fn depth_bound(query: &str) -> usize {
                     i += 1;
                 }
                 let word = &query[start..=i];
-                if ["and", "or", "unless", "atan2"].iter().any(|op| word.eq_ignore_ascii_case(op)) {
-                    if let Some(level) = levels.last_mut() {
-                        level.0 += 1;
-                    }
+                if ["and", "or", "unless", "atan2"].iter().any(|op| word.eq_ignore_ascii_case(op))
+                    && let Some(level) = levels.last_mut()
+                {
+                    level.0 += 1;
                 }
             }
             _ => {}
