@@ -189,6 +189,29 @@ pub fn demo() -> Snapshot {
                 ),
             ],
             needs_human: vec![("instance/orders-2".into(), "act-0 failed: crashed on every start".into())],
+            refused: vec![
+                Refused {
+                    alert: "CrashLooping".into(),
+                    action: "restart".into(),
+                    target: "instance/auth-1".into(),
+                    code: "cooldown".into(),
+                    reason: "cooldown: instance/auth-1 was acted on 40 s ago; the next action may come after 60 s"
+                        .into(),
+                    first_refused_ms: NOW - 75_000,
+                    attempts: 2,
+                    retry: Retry::At(NOW + 20_000),
+                },
+                Refused {
+                    alert: "ReplicaDown".into(),
+                    action: "restart".into(),
+                    target: "instance/search-2".into(),
+                    code: "service_share".into(),
+                    reason: "1 of 3 search replicas are being acted on; at most 1 at once".into(),
+                    first_refused_ms: NOW - 6_000,
+                    attempts: 1,
+                    retry: Retry::WhenFreed("search".into()),
+                },
+            ],
         }),
         logs: Some(vec![
             log(40, "search-1", "info", "request"),

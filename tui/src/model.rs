@@ -308,6 +308,48 @@ pub struct Healer {
     pub actions: Vec<Action>,
     /// Target key → why it waits for a human.
     pub needs_human: Vec<(String, String)>,
+    /// Alerts the safety checks refused for now, kept to be decided again when the
+    /// reason lifts (the healer's `deferred`), oldest first.
+    pub refused: Vec<Refused>,
+}
+
+/// A firing alert the healer refused for now, why, and when it looks again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub alert: String,
+    pub action: String,
+    pub target: String,
+    /// The refusal's short name (`cooldown`, `paused`, `in_progress`, …).
+    pub code: String,
+    pub reason: String,
+    pub first_refused_ms: i64,
+    pub attempts: u32,
+    pub retry: Retry,
+}
+
+/// When the healer decides a refused alert again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Retry {
+    At(i64),
+    WhenTargetFree,
+    /// When an action on this service ends.
+    WhenFreed(String),
+    OnResume,
+    /// A condition this dashboard does not know (a newer healer): shown by its name.
+    Unknown(String),
+}
+
+impl Retry {
+    /// The healer's `retry` object (`{"when": "at", "at_ms": …}`, …).
+    pub fn parse(v: &Value) -> Retry {
+        match v["when"].as_str().unwrap_or("") {
+            "at" => v["at_ms"].as_i64().map_or(Retry::Unknown("at".into()), Retry::At),
+            "target_free" => Retry::WhenTargetFree,
+            "service_freer" => Retry::WhenFreed(s(&v["service"])),
+            "resumed" => Retry::OnResume,
+            other => Retry::Unknown(other.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -502,7 +544,8 @@ pub fn parse_alerts(v: &Value) -> Option<Vec<Alert>> {
     Some(alerts)
 }
 
-/// The healer's `/api/v1/actions` and `/api/v1/state`.
+/// The healer's `/api/v1/actions` and `/api/v1/state` (its `deferred`: the refusals kept
+/// for a retry).
 pub fn parse_healer(actions: &Value, state: &Value) -> Option<Healer> {
     let target = |t: &Value| {
         ["instance", "node", "service"]
@@ -531,11 +574,27 @@ pub fn parse_healer(actions: &Value, state: &Value) -> Option<Healer> {
         .flatten()
         .filter_map(|(k, t)| t["needs_human"].as_str().map(|why| (k.clone(), why.to_string())))
         .collect();
+    let refused = state["deferred"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| Refused {
+            alert: s(&d["alert"]["labels"]["alertname"]),
+            action: s(&d["action"]),
+            target: target(&d["target"]),
+            code: s(&d["code"]),
+            reason: s(&d["reason"]),
+            first_refused_ms: d["first_refused_ms"].as_i64().unwrap_or(0),
+            attempts: d["attempts"].as_u64().unwrap_or(0) as u32,
+            retry: Retry::parse(&d["retry"]),
+        })
+        .collect();
     Some(Healer {
         paused: state["paused"].as_bool().unwrap_or(false),
         dry_run: state["dry_run"].as_bool().unwrap_or(false),
         actions,
         needs_human,
+        refused,
     })
 }
 
@@ -567,5 +626,84 @@ impl Snapshot {
             }
         }
         Health { healthy: problems.is_empty(), problems }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The shape `hale healer` serves on `/api/v1/state` (`state::Deferred`).
+    fn state() -> Value {
+        json!({
+            "paused": true,
+            "dry_run": false,
+            "targets": {"instance/orders-2": {"actions": [1], "needs_human": "act-0 failed"}},
+            "deferred": [
+                {
+                    "alert": {"labels": {"alertname": "ReplicaDown", "instance": "search-2"}, "annotations": {}, "starts_at": "2026-01-01T00:00:00Z", "fingerprint": "f", "received_ms": 1},
+                    "policy": "restart-hung", "action": "restart",
+                    "target": {"service": "search", "instance": "search-2", "node": "node-2"},
+                    "code": "service_share", "reason": "1 of 3 search replicas are being acted on; at most 1 at once",
+                    "first_refused_ms": 1000, "refused_ms": 2000, "attempts": 2,
+                    "retry": {"when": "service_freer", "service": "search", "busy": 1}
+                },
+                {
+                    "alert": {"labels": {"alertname": "ReplicaDown", "instance": "auth-1"}, "annotations": {}, "starts_at": "x", "fingerprint": "g", "received_ms": 1},
+                    "policy": "restart-hung", "action": "restart",
+                    "target": {"service": "auth", "instance": "auth-1", "node": null},
+                    "code": "cooldown", "reason": "cooldown: instance/auth-1 was acted on 10 s ago",
+                    "first_refused_ms": 3000, "refused_ms": 3000, "attempts": 1,
+                    "retry": {"when": "at", "at_ms": 23000}
+                }
+            ]
+        })
+    }
+
+    #[test]
+    fn the_healers_refusals_are_read_with_why_and_when() {
+        let h = parse_healer(&json!({"actions": []}), &state()).expect("healer");
+        assert!(h.paused);
+        assert_eq!(h.needs_human, [("instance/orders-2".to_string(), "act-0 failed".to_string())]);
+        assert_eq!(
+            h.refused,
+            [
+                Refused {
+                    alert: "ReplicaDown".into(),
+                    action: "restart".into(),
+                    target: "instance/search-2".into(),
+                    code: "service_share".into(),
+                    reason: "1 of 3 search replicas are being acted on; at most 1 at once".into(),
+                    first_refused_ms: 1000,
+                    attempts: 2,
+                    retry: Retry::WhenFreed("search".into()),
+                },
+                Refused {
+                    alert: "ReplicaDown".into(),
+                    action: "restart".into(),
+                    target: "instance/auth-1".into(),
+                    code: "cooldown".into(),
+                    reason: "cooldown: instance/auth-1 was acted on 10 s ago".into(),
+                    first_refused_ms: 3000,
+                    attempts: 1,
+                    retry: Retry::At(23000),
+                },
+            ]
+        );
+        // An older healer without the list: none shown, nothing invented.
+        let old = parse_healer(&json!({"actions": []}), &json!({"paused": false})).expect("healer");
+        assert!(old.refused.is_empty());
+    }
+
+    #[test]
+    fn retries_read_every_condition_and_keep_unknown_ones() {
+        let r = |v: Value| Retry::parse(&v);
+        assert_eq!(r(json!({"when": "resumed"})), Retry::OnResume);
+        assert_eq!(r(json!({"when": "target_free"})), Retry::WhenTargetFree);
+        assert_eq!(r(json!({"when": "at", "at_ms": 5})), Retry::At(5));
+        assert_eq!(r(json!({"when": "next_full_moon"})), Retry::Unknown("next_full_moon".into()));
+        assert_eq!(r(Value::Null), Retry::Unknown(String::new()));
     }
 }

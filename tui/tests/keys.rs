@@ -81,6 +81,7 @@ fn snapshot() -> Snapshot {
             dry_run: false,
             actions: vec![action("act-2", "awaiting_approval"), action("act-1", "succeeded")],
             needs_human: vec![("instance/orders-2".into(), "failed".into())],
+            refused: Vec::new(),
         }),
         ..Snapshot::default()
     }

@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
 
 use super::widgets::{self, MISSING};
 use crate::app::{App, Row as AppRow};
+use crate::model::{Refused, Retry};
 
 fn block(title: &str) -> Block<'static> {
     Block::bordered().title(Span::styled(format!(" {title} "), Style::new().add_modifier(Modifier::BOLD)))
@@ -284,7 +285,20 @@ pub fn healer(f: &mut Frame, area: Rect, app: &App) {
     let Some(h) = &app.snapshot.healer else { return missing(f, area, "healer") };
     let now = app.snapshot.at_ms;
     let humans = h.needs_human.len() as u16;
-    let [state, timeline] = Layout::vertical([Constraint::Length(3 + humans), Constraint::Min(3)]).areas(area);
+    let filter = app.filter.to_lowercase();
+    let refused: Vec<&Refused> = h
+        .refused
+        .iter()
+        .filter(|r| {
+            filter.is_empty()
+                || format!("{} {} {} {}", r.action, r.target, r.alert, r.reason).to_lowercase().contains(&filter)
+        })
+        .collect();
+    // Refusals get a few lines of their own, so the repairs below always keep most of it.
+    let refused_rows = if refused.is_empty() { 0 } else { 3 + refused.len().min(4) as u16 };
+    let [state, held, timeline] =
+        Layout::vertical([Constraint::Length(3 + humans), Constraint::Length(refused_rows), Constraint::Min(3)])
+            .areas(area);
     let mut lines = vec![Line::from(vec![
         Span::raw("automatic repairs: "),
         if h.paused {
@@ -294,6 +308,7 @@ pub fn healer(f: &mut Frame, area: Rect, app: &App) {
         },
         Span::raw(if h.dry_run { "  (dry-run: nothing is done, everything recorded)" } else { "" }),
         Span::raw(format!("   awaiting approval: {}", h.actions.iter().filter(|a| a.awaiting_approval()).count())),
+        Span::raw(format!("   refused for now: {}", h.refused.len())),
     ])];
     for (target, why) in &h.needs_human {
         lines.push(Line::from(vec![
@@ -302,8 +317,10 @@ pub fn healer(f: &mut Frame, area: Rect, app: &App) {
         ]));
     }
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(block("healer")), state);
-    let filter = app.filter.to_lowercase();
     let wide = timeline.width >= 120;
+    if !refused.is_empty() {
+        refusals(f, held, &refused, now, wide);
+    }
     let rows: Vec<Row> = h
         .actions
         .iter()
@@ -351,6 +368,59 @@ pub fn healer(f: &mut Frame, area: Rect, app: &App) {
     };
     let table = Table::new(rows, widths).header(header(names)).column_spacing(1).block(block("actions, newest first"));
     f.render_widget(table, timeline);
+}
+
+/// The alerts the healer refused for now: what, why, and when it decides them again.
+fn refusals(f: &mut Frame, area: Rect, refused: &[&Refused], now: i64, wide: bool) {
+    let rows: Vec<Row> = refused
+        .iter()
+        .map(|r| {
+            let short = r.target.split_once('/').map_or(r.target.clone(), |t| t.1.to_string());
+            let mut cells = vec![
+                Cell::from(widgets::age(now, r.first_refused_ms)),
+                Cell::from(Span::styled(r.action.clone(), Style::new().add_modifier(Modifier::BOLD))),
+                Cell::from(if wide { r.target.clone() } else { short }),
+                Cell::from(Span::styled(retry_text(&r.retry, now), Style::new().fg(Color::Yellow))),
+            ];
+            if wide {
+                cells.extend([Cell::from(r.attempts.to_string()), Cell::from(r.alert.clone())]);
+            }
+            cells.push(Cell::from(r.reason.clone()));
+            Row::new(cells)
+        })
+        .collect();
+    let (widths, names): (Vec<Constraint>, &[&'static str]) = if wide {
+        (
+            vec![
+                Constraint::Length(4),
+                Constraint::Length(10),
+                Constraint::Length(20),
+                Constraint::Length(17),
+                Constraint::Length(5),
+                Constraint::Length(18),
+                Constraint::Fill(1),
+            ],
+            &["age", "action", "target", "retry", "tries", "alert", "why refused"],
+        )
+    } else {
+        let w = [4, 9, 10, 15].map(Constraint::Length);
+        (vec![w[0], w[1], w[2], w[3], Constraint::Fill(1)], &["age", "action", "target", "retry", "why refused"])
+    };
+    let title = "refused for now, decided again when the reason lifts (if still firing)";
+    f.render_widget(Table::new(rows, widths).header(header(names)).column_spacing(1).block(block(title)), area);
+}
+
+/// When a refused alert is looked at again, in a few words.
+fn retry_text(retry: &Retry, now: i64) -> String {
+    match retry {
+        Retry::At(t) if *t > now => format!("in {}", widgets::age(*t, now)),
+        Retry::At(_) => "now".into(),
+        Retry::WhenTargetFree => "its action ends".into(),
+        Retry::WhenFreed(service) => format!("{service} frees up"),
+        Retry::OnResume => "on resume".into(),
+        Retry::Unknown(when) if when.is_empty() => MISSING.into(),
+        Retry::Unknown(when) => when.clone(),
+    }
 }
 
 pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
