@@ -494,6 +494,37 @@ mod tests {
         assert!(path.with_extension("damaged").exists(), "the damaged file is kept aside");
     }
 
+    #[tokio::test]
+    async fn refusals_kept_for_a_retry_survive_a_reopen_and_older_states_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        // A state written before refusals were kept has no `deferred`.
+        std::fs::write(&path, br#"{"paused":false,"queue":[],"seen":{},"targets":{},"actions":[]}"#).expect("old");
+        let store = Store::open(&path);
+        assert!(store.read(|s| s.deferred.is_empty()));
+        assert!(!path.with_extension("damaged").exists(), "read, not set aside");
+        let deferred = Deferred {
+            alert: Alert {
+                labels: [("alertname".to_string(), "ReplicaDown".to_string())].into_iter().collect(),
+                annotations: Labels::new(),
+                starts_at: "2026-01-01T00:00:00Z".into(),
+                fingerprint: "f".into(),
+                received_ms: 1,
+            },
+            policy: "restart".into(),
+            action: ActionKind::Restart,
+            target: Target { service: Some("search".into()), instance: Some("search-2".into()), node: None },
+            code: "paused".into(),
+            reason: "the healer is paused".into(),
+            first_refused_ms: 5,
+            refused_ms: 6,
+            attempts: 2,
+            retry: RetryWhen::Resumed,
+        };
+        store.update(|s| s.deferred.push(deferred.clone())).await.expect("save");
+        assert_eq!(Store::open(&path).read(|s| s.deferred.clone()), [deferred]);
+    }
+
     #[test]
     fn targets_key_by_the_narrowest_label() {
         let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Labels>();
