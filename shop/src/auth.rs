@@ -233,11 +233,9 @@ async fn token(
                 .into_response();
         }
         Err(rejection) => {
-            return OAuthError::new(
-                "invalid_request",
-                format!("expected an application/x-www-form-urlencoded body: {}", rejection.body_text()),
-            )
-            .into_response();
+            tracing::debug!(detail = %rejection.body_text(), "token request body refused");
+            return OAuthError::new("invalid_request", "expected an application/x-www-form-urlencoded body")
+                .into_response();
         }
     };
     let grant_type = req.grant_type.clone().unwrap_or_default();

@@ -1094,3 +1094,156 @@ async fn issue_12_every_503_carries_retry_after() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
     assert!(retry_after_secs(&r).is_some(), "gateway: {:?}", r.headers);
 }
+
+// ---------------------------------------------------------------- issue #12, finding 10
+
+/// A request with a malformed JSON body and, optionally, a bearer token.
+fn malformed(method: &str, uri: &str, bearer: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri).header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = bearer {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(Body::from("{\"name\": ")).expect("request")
+}
+
+/// Who may call a route: an API token with a scope, or the admin token.
+#[derive(Clone, Copy, Debug)]
+enum Needs {
+    Scope(&'static str),
+    Admin,
+}
+
+/// Every route of the shop that needs a token, by the service that serves it.
+fn authenticated_routes() -> Vec<(ServiceKind, &'static str, &'static str, Needs)> {
+    let mut routes = vec![
+        (ServiceKind::Catalog, "POST", "/api/products", Needs::Scope("catalog:write")),
+        (ServiceKind::Catalog, "POST", "/api/products/reservations", Needs::Scope("catalog:reserve")),
+        (ServiceKind::Catalog, "POST", "/admin/promote", Needs::Admin),
+        (ServiceKind::Catalog, "POST", "/admin/fence", Needs::Admin),
+        (ServiceKind::Catalog, "POST", "/admin/rejoin", Needs::Admin),
+        (ServiceKind::Catalog, "GET", "/admin/replication/changes", Needs::Admin),
+        (ServiceKind::Orders, "POST", "/api/orders", Needs::Scope("orders:write")),
+        (ServiceKind::Orders, "GET", "/api/orders/0190a1b2", Needs::Scope("orders:read")),
+        (ServiceKind::Gateway, "GET", "/admin/pool", Needs::Admin),
+        (ServiceKind::Gateway, "PUT", "/admin/pool/catalog", Needs::Admin),
+        (ServiceKind::Gateway, "PUT", "/admin/pool/search", Needs::Admin),
+    ];
+    for service in ServiceKind::ALL {
+        for method in ["GET", "POST", "DELETE"] {
+            routes.push((service, method, "/admin/chaos", Needs::Admin));
+        }
+    }
+    routes
+}
+
+/// Issue #12, finding 10: a token without the right to call a route is refused before the
+/// body is even read (a wrong-scope token with a bad body got 400, telling it about the
+/// body of a call it may not make); no token or a wrong one is 401, an API token on an
+/// admin route 403.
+#[tokio::test]
+async fn issue_12_every_authenticated_route_checks_authorization_before_the_body() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut apps = std::collections::HashMap::new();
+    for service in ServiceKind::ALL {
+        apps.insert(service, build(&args(service, &dir.path().join(service.to_string()))));
+    }
+    for (service, method, uri, needs) in authenticated_routes() {
+        let app = &apps[&service];
+        let wrong_scope = match needs {
+            Needs::Scope(scope) => token(
+                &["catalog:write", "catalog:reserve", "orders:write", "orders:read"]
+                    .into_iter()
+                    .filter(|s| *s != scope)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            Needs::Admin => token("catalog:write catalog:reserve orders:write orders:read"),
+        };
+        let cases = [
+            ("no token", None, StatusCode::UNAUTHORIZED),
+            ("a made-up token", Some("not-a-token".to_string()), StatusCode::UNAUTHORIZED),
+            ("a token from another key", Some(other_key_token()), StatusCode::UNAUTHORIZED),
+            ("a token without the right", Some(wrong_scope), StatusCode::FORBIDDEN),
+        ];
+        for (what, bearer, status) in cases {
+            let r = send(app, malformed(method, uri, bearer.as_deref())).await;
+            assert_eq!(r.status, status, "{service} {method} {uri} with {what} ({needs:?}): {}", r.json);
+            assert!(r.json["error"]["message"].is_string(), "{service} {method} {uri}: {}", r.json);
+        }
+    }
+}
+
+fn other_key_token() -> String {
+    TokenKeys::new("another-secret-that-is-long-enough-456").issue("mallory", "catalog:write", 300).expect("token")
+}
+
+/// Issue #12, finding 10: error bodies say what is wrong in a few words; where in the
+/// text, and which parser said so, goes to the log only.
+#[tokio::test]
+async fn issue_12_error_bodies_do_not_leak_parser_internals() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let catalog = build(&args(ServiceKind::Catalog, &dir.path().join("c")));
+    let orders = build(&args(ServiceKind::Orders, &dir.path().join("o")));
+    let gateway = build(&args(ServiceKind::Gateway, &dir.path().join("g")));
+    let auth = build(&args(ServiceKind::Auth, &dir.path().join("a")));
+    // A token whose claims lack `exp`, signed with the right key: its parse error named the
+    // field, the line and the column.
+    let no_exp = {
+        let claims = json!({"sub": "x", "scope": "catalog:write", "iat": unix_now(), "iss": "hale-shop-auth"});
+        let key = jsonwebtoken::EncodingKey::from_secret(cluster().secrets.jwt_secret.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("encode")
+    };
+    let bodies = [
+        "{\"name\": ",
+        "{\"name\": \"x\"}",
+        "{\"name\": 5, \"price_cents\": 1}",
+        "{\"name\": \"x\", \"price_cents\": 1, \"colour\": \"red\"}",
+        "[1, 2",
+        "{\"reservation_id\": \"r\", \"items\": [{\"product_id\": 1}]}",
+        "{\"items\": [{\"product_id\": 1, \"quantity\": \"many\"}], \"shipping_address\": \"a\", \"card_number\": \"1\"}",
+        "{\"epoch\": \"two\"}",
+        "{\"members\": [{\"instance\": 1}]}",
+        "{\"error_rate\": [] }",
+    ];
+    let admin = admin_token();
+    let mut replies = Vec::new();
+    for body in bodies {
+        for (app, method, uri, bearer) in [
+            (&catalog, "POST", "/api/products", token("catalog:write")),
+            (&catalog, "POST", "/api/products/reservations", token("catalog:reserve")),
+            (&catalog, "POST", "/admin/promote", admin.clone()),
+            (&catalog, "POST", "/admin/fence", admin.clone()),
+            (&catalog, "POST", "/admin/rejoin", admin.clone()),
+            (&orders, "POST", "/api/orders", token("orders:write")),
+            (&gateway, "PUT", "/admin/pool/search", admin.clone()),
+            (&catalog, "POST", "/admin/chaos", admin.clone()),
+        ] {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+                .header("idempotency-key", "k")
+                .body(Body::from(body))
+                .expect("request");
+            replies.push((format!("{method} {uri} {body}"), send(app, req).await));
+        }
+    }
+    replies
+        .push(("a token without exp".into(), send(&catalog, malformed("POST", "/api/products", Some(&no_exp))).await));
+    replies.push(("a bad query".into(), send(&catalog, get("/api/products?limit=x&offset=-1")).await));
+    replies.push(("a bad query".into(), send(&catalog, get("/api/products/changes?after=x")).await));
+    replies
+        .push(("a JSON login".into(), send(&auth, post_json("/oauth/token", None, &json!({"grant_type": 1}))).await));
+    for (what, r) in replies {
+        assert!(r.status.is_client_error(), "{what}: {} {}", r.status, r.json);
+        let text = r.json.to_string();
+        for leak in ["line", "column", "serde", "Failed to deserialize", "JSON error", "target type"] {
+            assert!(!text.contains(leak), "{what}: the error body says {leak:?}: {text}");
+        }
+        assert!(text.len() < 400, "{what}: a short message: {text}");
+    }
+    // Still useful: the field that is missing is named.
+    let r = send(&catalog, post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x"}))).await;
+    assert!(r.json["error"]["message"].as_str().expect("message").contains("price_cents"), "{}", r.json);
+}

@@ -33,7 +33,9 @@ use serde_json::json;
 pub use replication::{CatalogState, EPOCH_HEADER, MAX_EPOCH, MAX_EPOCH_STEP, SYNC_TIMEOUT};
 use store::{NewProduct, ReservationItem, StoreError};
 
-use crate::http::{Admin, ApiJson, ApiQuery, AppError, Authenticated};
+use crate::http::error::client_message;
+use crate::http::token::{CatalogReserve, CatalogWrite};
+use crate::http::{Admin, ApiJson, ApiQuery, AppError, Scoped};
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
@@ -94,12 +96,11 @@ struct CreateProduct {
 }
 
 async fn create_product(
+    _: Scoped<CatalogWrite>,
     State(state): State<Arc<CatalogState>>,
-    Authenticated(claims): Authenticated,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<impl IntoResponse, AppError> {
-    claims.require("catalog:write")?;
     let new = NewProduct {
         name: body.name,
         description: body.description,
@@ -196,12 +197,11 @@ struct ReserveRequest {
 }
 
 async fn reserve(
+    _: Scoped<CatalogReserve>,
     State(state): State<Arc<CatalogState>>,
-    Authenticated(claims): Authenticated,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<impl IntoResponse, AppError> {
-    claims.require("catalog:reserve")?;
     if req.reservation_id.is_empty() || req.reservation_id.len() > 128 {
         return Err(AppError::Unprocessable("reservation_id must be 1 to 128 characters".into()));
     }
@@ -238,7 +238,7 @@ async fn promote(
         None
     } else {
         serde_json::from_slice::<EpochRequest>(&body)
-            .map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))?
+            .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {}", client_message(&e.to_string()))))?
             .epoch
     };
     let meta = state.promote(requested).await?;

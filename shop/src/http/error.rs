@@ -97,14 +97,49 @@ impl IntoResponse for AppError {
     }
 }
 
+/// The useful part of a deserializer's message: the field path and what is wrong with it
+/// (`items[0]: missing field `quantity``), without the extractor's preamble or the
+/// position in the text, which tell a client about our parser and nothing about its
+/// request. The whole text goes to the log.
+pub fn client_message(detail: &str) -> String {
+    tracing::debug!(detail, "request refused by a parser");
+    let mut text = detail;
+    for preamble in [
+        "Failed to deserialize the JSON body into the target type: ",
+        "Failed to parse the request body as JSON: ",
+        "Failed to deserialize query string: ",
+        "Failed to deserialize form body: ",
+        "Failed to deserialize form: ",
+    ] {
+        text = text.strip_prefix(preamble).unwrap_or(text);
+    }
+    if let Some(at) = text.rfind(" at line ") {
+        text = &text[..at];
+    }
+    let mut short: String = text.chars().take(160).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
 impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
-        match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit_bytes: super::BODY_LIMIT_BYTES },
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+        match &rejection {
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                AppError::PayloadTooLarge { limit_bytes: super::BODY_LIMIT_BYTES }
+            }
+            JsonRejection::MissingJsonContentType(_) => {
                 AppError::BadRequest("expected a JSON body with `Content-Type: application/json`".into())
             }
-            _ => AppError::BadRequest(format!("malformed JSON body: {}", rejection.body_text())),
+            // Valid JSON of the wrong shape: which field, and what is wrong with it.
+            JsonRejection::JsonDataError(_) => {
+                AppError::BadRequest(format!("invalid JSON body: {}", client_message(&rejection.body_text())))
+            }
+            _ => {
+                tracing::debug!(detail = %rejection.body_text(), "request body is not JSON");
+                AppError::BadRequest("invalid JSON body: it does not parse as JSON".into())
+            }
         }
     }
 }
@@ -113,14 +148,14 @@ impl From<FormRejection> for AppError {
     fn from(rejection: FormRejection) -> Self {
         match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit_bytes: super::BODY_LIMIT_BYTES },
-            _ => AppError::BadRequest(format!("malformed form body: {}", rejection.body_text())),
+            _ => AppError::BadRequest(format!("malformed form body: {}", client_message(&rejection.body_text()))),
         }
     }
 }
 
 impl From<QueryRejection> for AppError {
     fn from(rejection: QueryRejection) -> Self {
-        AppError::BadRequest(format!("bad query string: {}", rejection.body_text()))
+        AppError::BadRequest(format!("bad query string: {}", client_message(&rejection.body_text())))
     }
 }
 

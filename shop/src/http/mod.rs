@@ -9,4 +9,4 @@ pub mod token;
 
 pub use error::{ApiJson, ApiQuery, AppError};
 pub use serve::{BODY_LIMIT_BYTES, Frame, Readiness, app, serve, serve_on};
-pub use token::{Admin, Authenticated, Claims, TokenKeys};
+pub use token::{Admin, Authenticated, Claims, Scoped, TokenKeys};

@@ -24,7 +24,8 @@ use serde_json::json;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::catalog::store::{Reservation, ReservationItem, ReservedLine};
-use crate::http::{ApiJson, AppError, Authenticated};
+use crate::http::token::{OrdersRead, OrdersWrite};
+use crate::http::{ApiJson, AppError, Scoped};
 use crypto::{Vault, mask_card};
 use store::{OrdersStore, OrdersStoreError, StoredOrder};
 
@@ -125,7 +126,8 @@ impl OrdersState {
             .send()
             .await
             .map_err(|e| {
-                AppError::Unavailable(format!("auth is unreachable ({e}); retry with the same Idempotency-Key"))
+                tracing::warn!(error = %e, "auth is unreachable");
+                AppError::Unavailable("auth is unreachable; retry with the same Idempotency-Key".into())
             })?;
         if !response.status().is_success() {
             return Err(AppError::Unavailable(format!(
@@ -133,8 +135,10 @@ impl OrdersState {
                 response.status()
             )));
         }
-        let token: TokenResponse =
-            response.json().await.map_err(|e| AppError::BadGateway(format!("auth answered garbage: {e}")))?;
+        let token: TokenResponse = response.json().await.map_err(|e| {
+            tracing::warn!(error = %e, "auth's token answer did not parse");
+            AppError::BadGateway("auth answered something that is not a token".into())
+        })?;
         let until = Instant::now() + Duration::from_secs(token.expires_in.saturating_sub(60).max(1));
         *cached = Some((token.access_token.clone(), until));
         Ok(token.access_token)
@@ -152,7 +156,8 @@ impl OrdersState {
                 .send()
                 .await
                 .map_err(|e| {
-                    AppError::Unavailable(format!("catalog is unreachable ({e}); retry with the same Idempotency-Key"))
+                    tracing::warn!(error = %e, "catalog is unreachable");
+                    AppError::Unavailable("catalog is unreachable; retry with the same Idempotency-Key".into())
                 })?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !force {
@@ -160,10 +165,10 @@ impl OrdersState {
                 continue;
             }
             if status.is_success() {
-                return response
-                    .json()
-                    .await
-                    .map_err(|e| AppError::BadGateway(format!("catalog answered garbage: {e}")));
+                return response.json().await.map_err(|e| {
+                    tracing::warn!(error = %e, "catalog's reservation answer did not parse");
+                    AppError::BadGateway("catalog answered something that is not a reservation".into())
+                });
             }
             #[derive(Deserialize, Default)]
             struct ErrorBody {
@@ -254,12 +259,11 @@ fn luhn(digits: &str) -> bool {
 }
 
 async fn place_order(
+    Scoped(claims, _): Scoped<OrdersWrite>,
     State(state): State<Arc<OrdersState>>,
-    Authenticated(claims): Authenticated,
     headers: HeaderMap,
     ApiJson(req): ApiJson<PlaceOrder>,
 ) -> Result<impl IntoResponse, AppError> {
-    claims.require("orders:write")?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -348,11 +352,10 @@ fn replay(state: &OrdersState, existing: &StoredOrder, digest: &str) -> Result<a
 }
 
 async fn get_order(
+    Scoped(claims, _): Scoped<OrdersRead>,
     State(state): State<Arc<OrdersState>>,
-    Authenticated(claims): Authenticated,
     UrlPath(id): UrlPath<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    claims.require("orders:read")?;
     if id.len() > 64 {
         return Err(AppError::BadRequest("order id is too long".into()));
     }
