@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hale_core::auth::{bearer_token, constant_time_eq};
+use hale_core::exposition::{valid_label_name, valid_metric_name};
 use hale_core::metrics::{Family, MetricKind};
 use hale_core::remote_write::{self, BATCH_HEADER};
 use serde_json::{Value, json};
@@ -82,6 +83,7 @@ pub struct Collector {
     pub ingest_token: Option<String>,
     pub started: Instant,
     pub rejected_batches: std::sync::atomic::AtomicU64,
+    pub dropped_samples: DroppedSamples,
     /// What the rule groups found at their last evaluation.
     pub rules: crate::rules::RulesView,
     /// Bearer token for silences; `None` makes them read-only.
@@ -148,12 +150,51 @@ pub fn router(collector: Arc<Collector>) -> Router {
 /// Samples one request may carry.
 const MAX_SAMPLES_PER_REQUEST: usize = 2_000_000;
 
-fn validate(request: remote_write::WriteRequest) -> Result<Vec<IncomingSeries>, PromError> {
+/// How far ahead of the collector's clock a sample may be. A sample far in the future
+/// would become its series' newest and turn every later, honest sample into an
+/// out-of-order one, silently dropped: refused instead (Prometheus allows the same 10
+/// minutes ahead of its head).
+pub const MAX_AHEAD_MS: i64 = 10 * 60 * 1000;
+
+/// Samples dropped at ingest, by reason, for `hale_collector_samples_dropped_total`.
+#[derive(Debug, Default)]
+pub struct DroppedSamples {
+    /// More than [`MAX_AHEAD_MS`] ahead of the clock (refused with a 400).
+    pub too_far_ahead: std::sync::atomic::AtomicU64,
+    /// Older than the series' newest sample by more than the out-of-order window.
+    pub too_old: std::sync::atomic::AtomicU64,
+    /// A second sample at a timestamp the series already has.
+    pub duplicate: std::sync::atomic::AtomicU64,
+}
+
+impl DroppedSamples {
+    fn family(&self) -> Family {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut f = Family::new(
+            "hale_collector_samples_dropped_total",
+            "Samples not stored at ingest, by reason (too_far_ahead is refused with a 400; too_old and duplicate are acknowledged and dropped, as Prometheus does).",
+            MetricKind::Counter,
+        );
+        f.push(&[("reason", "too_far_ahead")], self.too_far_ahead.load(Relaxed) as f64);
+        f.push(&[("reason", "too_old")], self.too_old.load(Relaxed) as f64);
+        f.push(&[("reason", "duplicate")], self.duplicate.load(Relaxed) as f64);
+        f
+    }
+}
+
+/// What a valid request holds: its series, less the samples too far ahead (counted).
+struct Validated {
+    series: Vec<IncomingSeries>,
+    too_far_ahead: usize,
+}
+
+fn validate(request: remote_write::WriteRequest, now_ms: i64) -> Result<Validated, PromError> {
     let samples: usize = request.timeseries.iter().map(|t| t.samples.len()).sum();
     if samples > MAX_SAMPLES_PER_REQUEST {
         return Err(bad_data(format!("{samples} samples in one request; send at most {MAX_SAMPLES_PER_REQUEST}")));
     }
     let mut out = Vec::with_capacity(request.timeseries.len());
+    let mut too_far_ahead = 0;
     for (i, ts) in request.timeseries.into_iter().enumerate() {
         if ts.labels.len() > MAX_LABELS {
             return Err(bad_data(format!("series {i}: {} labels, at most {MAX_LABELS}", ts.labels.len())));
@@ -164,9 +205,7 @@ fn validate(request: remote_write::WriteRequest) -> Result<Vec<IncomingSeries>, 
         }
         let mut name_seen = false;
         for (j, l) in ts.labels.iter().enumerate() {
-            let valid = l.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && l.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !valid_label_name(&l.name) {
                 return Err(bad_data(format!("series {i}: invalid label name {:?}", l.name)));
             }
             if j > 0 && ts.labels[j - 1].name >= l.name {
@@ -179,15 +218,33 @@ fn validate(request: remote_write::WriteRequest) -> Result<Vec<IncomingSeries>, 
             if l.value.is_empty() {
                 return Err(bad_data(format!("series {i}: label {:?} has an empty value", l.name)));
             }
-            name_seen |= l.name == "__name__";
+            if l.name == "__name__" {
+                if !valid_metric_name(&l.value) {
+                    return Err(bad_data(format!(
+                        "series {i}: invalid metric name {:?} (a metric name matches [a-zA-Z_:][a-zA-Z0-9_:]*)",
+                        l.value
+                    )));
+                }
+                name_seen = true;
+            }
         }
         if !name_seen {
             return Err(bad_data(format!("series {i}: no __name__ label")));
         }
         let labels = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-        out.push((labels, ts.samples.into_iter().map(|s| (s.timestamp, s.value)).collect()));
+        let before = ts.samples.len();
+        let samples: Vec<_> = ts
+            .samples
+            .into_iter()
+            .filter(|s| s.timestamp <= now_ms.saturating_add(MAX_AHEAD_MS))
+            .map(|s| (s.timestamp, s.value))
+            .collect();
+        too_far_ahead += before - samples.len();
+        if !samples.is_empty() {
+            out.push((labels, samples));
+        }
     }
-    Ok(out)
+    Ok(Validated { series: out, too_far_ahead })
 }
 
 /// The body of a write, once the sender has shown the ingest token.
@@ -232,17 +289,29 @@ async fn write(
         e
     };
     let request = remote_write::decode(&body).map_err(|e| reject(bad_data(e.to_string())))?;
-    let series = validate(request).map_err(reject)?;
+    let Validated { series, too_far_ahead } = validate(request, now_ms()).map_err(reject)?;
     let batch = batch_id(&headers);
     let outcome = c.store.ingest(series, batch).await.map_err(|e| {
         PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not store the samples durably: {e}"))
     })?;
+    let dropped = &c.dropped_samples;
+    dropped.too_old.fetch_add(outcome.samples_too_old as u64, std::sync::atomic::Ordering::Relaxed);
+    dropped.duplicate.fetch_add(outcome.samples_duplicate as u64, std::sync::atomic::Ordering::Relaxed);
+    dropped.too_far_ahead.fetch_add(too_far_ahead as u64, std::sync::atomic::Ordering::Relaxed);
     if outcome.samples_too_old > 0 || outcome.samples_duplicate > 0 {
         tracing::debug!(
             too_old = outcome.samples_too_old,
             duplicate = outcome.samples_duplicate,
             "some samples were not stored"
         );
+    }
+    if too_far_ahead > 0 {
+        // The rest of the request is stored (and acknowledged by this answer): a 4xx is
+        // not retried, so nothing accepted is sent twice and nothing refused comes back.
+        return Err(bad_data(format!(
+            "{too_far_ahead} samples more than {} minutes ahead of the collector's clock were refused; the others were stored. Check the sender's clock",
+            MAX_AHEAD_MS / 60_000
+        )));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -616,6 +685,7 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     let wal = c.store.wal().stats();
     let families = vec![
         c.query_latency.family(),
+        c.dropped_samples.family(),
         Family::single(
             "hale_collector_samples_ingested_total",
             "Samples stored since start (replay included).",
@@ -730,6 +800,7 @@ mod tests {
             ingest_token: token.map(str::to_string),
             started: Instant::now(),
             rejected_batches: Default::default(),
+            dropped_samples: Default::default(),
             rules: Default::default(),
             admin_token: Some("admin-secret".into()),
             silences: Arc::new(crate::notify::silence::Silences::open(&dir.join("silences.json"))),
@@ -820,8 +891,64 @@ mod tests {
             StatusCode::BAD_REQUEST,
             "no __name__"
         );
+        for bad_name in ["0bad metric{}", "up-total", "a b", "up{}"] {
+            let (status, err) = post(&app, body(vec![label("__name__", bad_name)]), Some("tok")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad_name}");
+            assert!(err["error"].as_str().expect("msg").contains("metric name"), "{err}");
+        }
+        let (status, _) = post(&app, body(vec![label("__name__", "ns:good_name_total")]), Some("tok")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
         let too_big = vec![0u8; MAX_WRITE_BYTES + 1];
         assert_eq!(post(&app, too_big, Some("tok")).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn samples_far_ahead_of_the_clock_are_refused_and_counted() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = collector(dir.path(), None);
+        let now = now_ms();
+        let write = |samples: Vec<(i64, f64)>| {
+            remote_write::encode(&WriteRequest {
+                timeseries: vec![TimeSeries {
+                    labels: vec![label("__name__", "temp"), label("room", "a")],
+                    samples: samples.into_iter().map(|(timestamp, value)| Sample { value, timestamp }).collect(),
+                }],
+            })
+        };
+        // A sample at 2^62 would freeze the series: every later sample would be "too old".
+        let (status, err) = post(&app, write(vec![(now - 1000, 1.0), (1 << 62, 9.0)]), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert!(err["error"].as_str().expect("msg").contains("ahead of the collector's clock"), "{err}");
+        assert_eq!(post(&app, write(vec![(now, 2.0)]), None).await.0, StatusCode::NO_CONTENT);
+        // Older than the out-of-order window: dropped, counted, and the request still acknowledged.
+        assert_eq!(post(&app, write(vec![(now - 600_000, 0.5)]), None).await.0, StatusCode::NO_CONTENT);
+        // What was accepted is there, the far-future sample is not, and the series goes on.
+        let get = |uri: String| {
+            let app = app.clone();
+            async move {
+                let r = app
+                    .oneshot(axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("req"))
+                    .await
+                    .expect("call");
+                String::from_utf8(axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body").to_vec())
+                    .expect("utf8")
+            }
+        };
+        let (start, end) = ((now - 1000 + 999) / 1000, (now + 999) / 1000);
+        let q = get(format!("/api/v1/query_range?query=temp&start={start}&end={end}&step=1")).await;
+        let parsed: Value = serde_json::from_str(&q).expect("json");
+        let values: Vec<&str> = parsed["data"]["result"][0]["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .filter_map(|p| p[1].as_str())
+            .collect();
+        assert!(values.contains(&"1") && values.contains(&"2") && !values.contains(&"9"), "{q}");
+        let metrics = get("/metrics".into()).await;
+        for (reason, n) in [("too_far_ahead", 1), ("too_old", 1)] {
+            let line = format!("hale_collector_samples_dropped_total{{reason=\"{reason}\"}} {n}");
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
     }
 
     #[tokio::test]

@@ -139,6 +139,7 @@ pub async fn run(
         ingest_token: config.ingest_token.clone(),
         started,
         rejected_batches: Default::default(),
+        dropped_samples: Default::default(),
         rules: Default::default(),
         admin_token: config.admin_token.clone(),
         silences: silences.clone(),

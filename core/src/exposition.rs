@@ -110,13 +110,16 @@ pub fn parse(body: &str, format: Format) -> Result<Vec<Family>, ParseError> {
     Ok(families)
 }
 
-fn valid_metric_name(name: &str) -> bool {
+/// A metric name as Prometheus defines it: `[a-zA-Z_:][a-zA-Z0-9_:]*`. Every reader of
+/// names from outside (exposition, remote_write, rule files) checks with this one.
+pub fn valid_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-fn valid_label_name(name: &str) -> bool {
+/// A label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

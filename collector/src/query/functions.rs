@@ -465,10 +465,7 @@ fn parse_float(s: &str) -> Option<f64> {
     }
 }
 
-fn valid_label_name(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use hale_core::exposition::valid_label_name;
 
 /// Longest label value label_replace/label_join may build: nesting them must not be a
 /// way to grow a value without bound.

@@ -125,10 +125,7 @@ pub struct MetricName(pub String);
 impl<'de> Deserialize<'de> for MetricName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let mut chars = s.chars();
-        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-        if !ok {
+        if !hale_core::exposition::valid_metric_name(&s) {
             return Err(serde::de::Error::custom(format!(
                 "{s:?} is not a valid name: use letters, digits, _ and :, not starting with a digit"
             )));
@@ -144,10 +141,7 @@ pub struct LabelName(pub String);
 impl<'de> Deserialize<'de> for LabelName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let mut chars = s.chars();
-        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok || s.starts_with("__") {
+        if !hale_core::exposition::valid_label_name(&s) || s.starts_with("__") {
             return Err(serde::de::Error::custom(format!(
                 "{s:?} is not a valid label name here: letters, digits and _, not starting with a digit or __"
             )));
