@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod gateway;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod orders;
 mod run;

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::http::{self, AppError, Frame};
+use crate::limits::OrderLimits;
 use crate::{auth, catalog, gateway, orders, search};
 
 /// Everything one replica needs to know; `hale shop <service>` builds it from flags.
@@ -74,7 +75,8 @@ fn build(
             )
             .map_err(|e| err(e.to_string()))?;
             let follower = state.clone().follow(stop.clone());
-            Built { api: catalog::router(state), tasks: vec![Box::pin(follower)] }
+            let limits = OrderLimits::from_env().map_err(&err)?;
+            Built { api: catalog::router_with_limits(state, limits), tasks: vec![Box::pin(follower)] }
         }
         ServiceKind::Search => {
             let state = search::SearchState::new(&args.gateway_url, frame.readiness.clone(), registry)
@@ -93,6 +95,7 @@ fn build(
                 &args.data_dir.join("orders").join("orders.db"),
                 &args.cluster.secrets.encryption_key,
                 client,
+                OrderLimits::from_env().map_err(&err)?,
                 registry,
             )
             .map_err(|e| err(e.to_string()))?;

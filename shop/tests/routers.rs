@@ -17,8 +17,20 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+/// The embedded config with the secrets `hale up` would settle: generated once for the
+/// whole test binary (the file has none), and the orders client's hash to match.
 fn cluster() -> ClusterConfig {
-    ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("embedded config")
+    static CLUSTER: std::sync::OnceLock<ClusterConfig> = std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let mut c = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("embedded config");
+            let hash = hale_shop::auth::hash_secret(&c.secrets.orders_client_secret).expect("hash");
+            for client in c.clients.iter_mut().filter(|c| c.client_id == "orders") {
+                client.secret_hash = Some(hash.clone());
+            }
+            c
+        })
+        .clone()
 }
 
 fn args(service: ServiceKind, dir: &std::path::Path) -> ShopArgs {
@@ -469,15 +481,10 @@ async fn a_fenced_old_primary_rejoins_as_standby_sets_aside_what_diverged_and_ca
         "{}",
         r.json
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready = send(&old_app, get("/readyz")).await.status == StatusCode::OK;
-        if ready {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the rejoined standby did not catch up in 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the rejoined standby to catch up", || async {
+        send(&old_app, get("/readyz")).await.status == StatusCode::OK
+    })
+    .await;
     assert_eq!(send(&old_app, get(&format!("/api/products/{kept}"))).await.status, StatusCode::OK, "caught up");
     // Both wrote product id 1; the standby now has the new primary's, not its own.
     assert_eq!(lost, kept);
@@ -493,11 +500,10 @@ async fn a_fenced_old_primary_rejoins_as_standby_sets_aside_what_diverged_and_ca
     .await;
     assert_eq!(r.json["error"]["code"], "read_only_replica");
     let next = publish(&new_app, "After the rejoin", 1).await["id"].clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while send(&old_app, get(&format!("/api/products/{next}"))).await.status != StatusCode::OK {
-        assert!(tokio::time::Instant::now() < deadline, "the standby stopped following");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the standby to follow the next write", || async {
+        send(&old_app, get(&format!("/api/products/{next}"))).await.status == StatusCode::OK
+    })
+    .await;
     let _ = stop_tx.send(true);
 }
 
@@ -518,16 +524,11 @@ async fn standby_follows_primary_over_http_and_search_indexes_it() {
     tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
 
     let id = publish(&primary_app, "Walnut bookshelf", 4).await["id"].as_i64().expect("id");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_for("standby and search to catch up", || async {
         let on_standby = send(&standby_app, get(&format!("/api/products/{id}"))).await.status == StatusCode::OK;
-        let found = send(&search_app, get("/api/search?q=bookshelf")).await.json["total"] == 1;
-        if on_standby && found {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "standby and search did not catch up in 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        on_standby && send(&search_app, get("/api/search?q=bookshelf")).await.json["total"] == 1
+    })
+    .await;
     let r = send(&search_app, get("/api/search?q=bookshelf&limit=5")).await;
     assert_eq!(r.json["hits"][0]["id"], id);
     assert!(r.json["hits"][0]["score"].as_f64().expect("score") > 0.0);
@@ -549,31 +550,43 @@ async fn a_replica_at_capacity_queues_then_sheds_with_503() {
     // Every request now takes 5 s of "work", holding the one slot.
     let r = send(&app, admin_post("/admin/chaos", &json!({"latency_ms": 5000, "duration_secs": 30}))).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
-    let first = tokio::spawn({
+    // Two at once, no guessing which starts first: one takes the slot, the other queues,
+    // then is shed.
+    let timed = || {
         let app = app.clone();
-        async move { send(&app, get("/api/search")).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = std::time::Instant::now();
-    let second = send(&app, get("/api/search")).await;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = send(&app, get("/api/search")).await;
+            (r, started.elapsed())
+        })
+    };
+    let (a, b) = (timed(), timed());
+    let (a, b) = (a.await.expect("a"), b.await.expect("b"));
+    let (shed, served) = if a.0.status == StatusCode::SERVICE_UNAVAILABLE { (a, b) } else { (b, a) };
     assert_eq!(
-        (second.status, second.json["error"]["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"))
+        (shed.0.status, shed.0.json["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")),
+        "{}",
+        shed.0.json
     );
-    assert_eq!(second.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
-    assert!(started.elapsed() >= hale_shop::http::serve::MAX_QUEUE_WAIT, "it waited for a slot first");
-    // The first, holding the slot, finishes normally (400: no query given).
-    assert_eq!(first.await.expect("first").status, StatusCode::BAD_REQUEST);
+    assert_eq!(shed.0.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+    assert!(shed.1 >= hale_shop::http::serve::MAX_QUEUE_WAIT, "it waited for a slot first");
+    // The one holding the slot finishes normally (400: no query given).
+    assert_eq!(served.0.status, StatusCode::BAD_REQUEST, "{}", served.0.json);
     let clear = Request::delete("/admin/chaos")
         .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
         .body(Body::empty())
         .expect("request");
     assert_eq!(send(&app, clear).await.status, StatusCode::OK);
-    let response = app.clone().oneshot(get("/metrics")).await.expect("metrics");
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
-    let metrics = String::from_utf8(bytes.to_vec()).expect("utf8");
+    let metrics = metrics_text(&app).await;
     assert!(metrics.contains("shop_requests_shed_total 1"), "{metrics}");
     assert!(metrics.contains("http_server_active_requests 0"), "{metrics}");
+}
+
+async fn metrics_text(app: &Router) -> String {
+    let response = app.clone().oneshot(get("/metrics")).await.expect("metrics");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    String::from_utf8(bytes.to_vec()).expect("utf8")
 }
 
 #[tokio::test]
@@ -782,6 +795,21 @@ async fn gateway_retries_a_get_on_another_replica_and_ejects_the_failing_one() {
         let r = send(&app, get("/api/search?q=x")).await;
         assert_eq!(r.status, StatusCode::OK, "every search succeeds: {}", r.json);
     }
+    // The failing replica is out of rotation, the good one in it.
+    let pool = Request::get("/admin/pool")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .body(Body::empty())
+        .expect("req");
+    let pool = send(&app, pool).await.json;
+    let member = |name: &str| {
+        pool["search"]["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["instance"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is not in the pool: {pool}"))
+    };
+    assert_eq!(member("bad")["ejected"], true, "the failing replica was ejected: {pool}");
+    assert_eq!(member("good")["ejected"], false, "{pool}");
     let metrics = send(&app, get("/metrics")).await.json;
     let text = metrics.as_str().expect("text");
     assert!(text.contains("shop_gateway_retries_total{service=\"search\"}"), "{text}");
@@ -1246,4 +1274,85 @@ async fn issue_12_error_bodies_do_not_leak_parser_internals() {
     // Still useful: the field that is missing is named.
     let r = send(&catalog, post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x"}))).await;
     assert!(r.json["error"]["message"].as_str().expect("message").contains("price_cents"), "{}", r.json);
+}
+
+// ---------------------------------------------------------------- issue #12, finding 11
+
+/// Issue #12, finding 11: one shopper reserved 50,000 units in one order (50 items of
+/// 1,000). Units are capped per item and per order, before anything is reserved.
+#[tokio::test]
+async fn issue_12_one_order_cannot_reserve_the_whole_stock() {
+    let limits = hale_shop::limits::OrderLimits::default();
+    let (per_item, per_order) = (i64::from(limits.max_units_per_item), i64::from(limits.max_units_per_order));
+    assert!(per_item <= per_order && per_order <= 1000, "sane defaults: {limits:?}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let orders = build(&args(ServiceKind::Orders, &dir.path().join("o")));
+    let catalog = build(&args(ServiceKind::Catalog, &dir.path().join("c")));
+    let id = publish(&catalog, "Everything", 100_000).await["id"].as_i64().expect("id");
+    let items =
+        |n: i64, qty: i64| -> Vec<Value> { (0..n).map(|_| json!({"product_id": id, "quantity": qty})).collect() };
+    let t = token("orders:write");
+    let too_much = [
+        ("the review's order", items(50, 1000)),
+        ("one item over the per-item cap", items(1, per_item + 1)),
+        ("items within the per-item cap, over the per-order cap", items(per_order / per_item + 1, per_item)),
+    ];
+    for (what, items) in too_much {
+        let body = json!({"items": items, "shipping_address": "a", "card_number": "4242424242424242"});
+        let r = send(&orders, order(&t, Some(what), &body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.json);
+        let message = r.json["error"]["message"].as_str().expect("message");
+        assert!(message.contains("at most"), "{what}: says the limit: {message}");
+        // The catalog refuses the same reservation from the orders service's token.
+        let body = json!({"reservation_id": what, "items": body["items"]});
+        let r = send(&catalog, post_json("/api/products/reservations", Some(&token("catalog:reserve")), &body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "catalog, {what}: {}", r.json);
+    }
+    assert_eq!(send(&catalog, get(&format!("/api/products/{id}"))).await.json["stock"], 100_000, "nothing reserved");
+    let within = json!({"items": items(1, per_item), "shipping_address": "a", "card_number": "4242424242424242"});
+    let r = send(&orders, order(&t, Some("fine"), &within)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "passes the caps, then finds no catalog: {}", r.json);
+}
+
+/// The admin endpoints refuse, with well-formed bodies too, no token and a wrong one (401)
+/// and an API access token (403), and nothing they would do happens.
+#[tokio::test]
+async fn admin_endpoints_refuse_missing_wrong_and_api_tokens() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let catalog = build(&args(ServiceKind::Catalog, &dir.path().join("c")));
+    let gateway = build(&args(ServiceKind::Gateway, &dir.path().join("g")));
+    let api = token("catalog:write catalog:reserve orders:write orders:read");
+    let calls: Vec<(&Router, &str, &str, Option<Value>)> = vec![
+        (&catalog, "POST", "/admin/fence", Some(json!({"epoch": 2}))),
+        (&gateway, "PUT", "/admin/pool/catalog", Some(json!({"primary": "catalog-2", "epoch": 2}))),
+        (&gateway, "PUT", "/admin/pool/search", Some(json!({"members": []}))),
+        (&catalog, "GET", "/admin/chaos", None),
+        (&catalog, "POST", "/admin/chaos", Some(json!({"error_rate": 1.0, "duration_secs": 30}))),
+        (&catalog, "DELETE", "/admin/chaos", None),
+        (&gateway, "POST", "/admin/chaos", Some(json!({"error_rate": 1.0, "duration_secs": 30}))),
+    ];
+    for (app, method, uri, body) in calls {
+        for (what, bearer, status) in [
+            ("no token", None, StatusCode::UNAUTHORIZED),
+            ("a wrong token", Some("wrong-admin-token".to_string()), StatusCode::UNAUTHORIZED),
+            ("an API token", Some(api.clone()), StatusCode::FORBIDDEN),
+        ] {
+            let mut b = Request::builder().method(method).uri(uri).header(header::CONTENT_TYPE, "application/json");
+            if let Some(t) = &bearer {
+                b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let req = b.body(body.as_ref().map_or(Body::empty(), |v| Body::from(v.to_string()))).expect("req");
+            let r = send(app, req).await;
+            assert_eq!(r.status, status, "{method} {uri} with {what}: {}", r.json);
+        }
+    }
+    assert_eq!(replication(&catalog).await, ("primary".to_string(), 1), "not fenced");
+    assert_eq!(send(&catalog, get("/api/products")).await.status, StatusCode::OK, "no chaos injected");
+    let pool = Request::get("/admin/pool")
+        .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+        .body(Body::empty())
+        .expect("req");
+    let pool = send(&gateway, pool).await.json;
+    assert_eq!((pool["catalog"]["primary"].as_str(), pool["catalog"]["epoch"].as_u64()), (Some("catalog-1"), Some(1)));
+    assert_eq!(pool["search"]["members"].as_array().map(Vec::len), Some(2), "{pool}");
 }

@@ -36,6 +36,7 @@ use store::{NewProduct, ReservationItem, StoreError};
 use crate::http::error::client_message;
 use crate::http::token::{CatalogReserve, CatalogWrite};
 use crate::http::{Admin, ApiJson, ApiQuery, AppError, Scoped};
+use crate::limits::OrderLimits;
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
@@ -47,8 +48,14 @@ impl From<StoreError> for AppError {
     }
 }
 
-/// The catalog's routes; `state` also drives the follower task (see [`CatalogState::open`]).
+/// The catalog's routes with the default [`OrderLimits`]; `state` also drives the
+/// follower task (see [`CatalogState::open`]).
 pub fn router(state: Arc<CatalogState>) -> Router {
+    router_with_limits(state, OrderLimits::default())
+}
+
+/// The catalog's routes; a reservation takes at most what `limits` lets one order take.
+pub fn router_with_limits(state: Arc<CatalogState>, limits: OrderLimits) -> Router {
     Router::new()
         .route("/api/products", get(list_products).post(create_product))
         .route("/api/products/changes", get(changes))
@@ -59,6 +66,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/admin/rejoin", post(rejoin))
         .route("/admin/replication", get(replication_status))
         .route("/admin/replication/changes", get(replication_changes))
+        .layer(axum::Extension(limits))
         .with_state(state)
 }
 
@@ -199,6 +207,7 @@ struct ReserveRequest {
 async fn reserve(
     _: Scoped<CatalogReserve>,
     State(state): State<Arc<CatalogState>>,
+    axum::Extension(limits): axum::Extension<OrderLimits>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<impl IntoResponse, AppError> {
@@ -208,9 +217,10 @@ async fn reserve(
     if req.items.is_empty() || req.items.len() > 50 {
         return Err(AppError::Unprocessable("items must hold 1 to 50 entries".into()));
     }
-    if req.items.iter().any(|i| !(1..=1000).contains(&i.quantity)) {
-        return Err(AppError::Unprocessable("each quantity must be between 1 and 1000".into()));
+    if req.items.iter().any(|i| i.quantity < 1) {
+        return Err(AppError::Unprocessable("each quantity must be at least 1".into()));
     }
+    limits.check(&req.items)?;
     let items = req.items;
     let id = req.reservation_id;
     let result = state.write(&headers, move |store, epoch| store.reserve(epoch, &id, &items)).await;

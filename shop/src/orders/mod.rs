@@ -26,6 +26,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::catalog::store::{Reservation, ReservationItem, ReservedLine};
 use crate::http::token::{OrdersRead, OrdersWrite};
 use crate::http::{ApiJson, AppError, Scoped};
+use crate::limits::OrderLimits;
 use crypto::{Vault, mask_card};
 use store::{OrdersStore, OrdersStoreError, StoredOrder};
 
@@ -57,6 +58,7 @@ pub struct OrdersState {
     token: AsyncMutex<Option<(String, Instant)>>,
     outcomes: Family<OutcomeLabels, Counter>,
     revenue_cents: Counter,
+    limits: OrderLimits,
 }
 
 impl OrdersState {
@@ -64,6 +66,7 @@ impl OrdersState {
         db_path: &Path,
         encryption_key_hex: &str,
         catalog: CatalogClient,
+        limits: OrderLimits,
         registry: &mut Registry,
     ) -> Result<Arc<Self>, AppError> {
         let vault = Vault::from_hex(encryption_key_hex).map_err(AppError::internal)?;
@@ -88,6 +91,7 @@ impl OrdersState {
             token: AsyncMutex::new(None),
             outcomes,
             revenue_cents,
+            limits,
         }))
     }
 
@@ -279,9 +283,10 @@ async fn place_order(
     if req.items.is_empty() || req.items.len() > 50 {
         return Err(AppError::Unprocessable("items must hold 1 to 50 entries".into()));
     }
-    if req.items.iter().any(|i| !(1..=1000).contains(&i.quantity)) {
-        return Err(AppError::Unprocessable("each quantity must be between 1 and 1000".into()));
+    if req.items.iter().any(|i| i.quantity < 1) {
+        return Err(AppError::Unprocessable("each quantity must be at least 1".into()));
     }
+    state.limits.check(&req.items)?;
     let address = req.shipping_address.trim().to_string();
     if address.is_empty() || address.chars().count() > 500 {
         return Err(AppError::Unprocessable("shipping_address must be 1 to 500 characters".into()));

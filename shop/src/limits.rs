@@ -1,0 +1,69 @@
+//! How much one order may take. Without a cap one shopper could reserve the whole stock
+//! in one order (50 items of 1,000 units was accepted), locking everyone else out of it.
+
+use crate::catalog::store::ReservationItem;
+use crate::http::AppError;
+
+/// Caps on the units of one order, enforced by the orders service (for shoppers) and by
+/// the catalog's reservation endpoint (for anyone holding `catalog:reserve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderLimits {
+    /// Units of one product in one order.
+    pub max_units_per_item: u32,
+    /// Units of all products in one order.
+    pub max_units_per_order: u32,
+}
+
+/// Environment variables that override the defaults (until `cluster.toml` has a place
+/// for them).
+pub const MAX_UNITS_PER_ITEM_ENV: &str = "HALE_SHOP_MAX_UNITS_PER_ITEM";
+pub const MAX_UNITS_PER_ORDER_ENV: &str = "HALE_SHOP_MAX_UNITS_PER_ORDER";
+
+impl Default for OrderLimits {
+    /// Generous for a household, far from a warehouse.
+    fn default() -> Self {
+        OrderLimits { max_units_per_item: 100, max_units_per_order: 500 }
+    }
+}
+
+impl OrderLimits {
+    /// The defaults, overridden by [`MAX_UNITS_PER_ITEM_ENV`] and [`MAX_UNITS_PER_ORDER_ENV`].
+    pub fn from_env() -> Result<Self, String> {
+        let mut limits = OrderLimits::default();
+        for (name, field) in [
+            (MAX_UNITS_PER_ITEM_ENV, &mut limits.max_units_per_item),
+            (MAX_UNITS_PER_ORDER_ENV, &mut limits.max_units_per_order),
+        ] {
+            if let Ok(value) = std::env::var(name) {
+                *field = value
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(|| format!("{name} must be a whole number from 1 to 1000000, not {value:?}"))?;
+            }
+        }
+        if limits.max_units_per_item > limits.max_units_per_order {
+            return Err(format!("{MAX_UNITS_PER_ITEM_ENV} must not be more than {MAX_UNITS_PER_ORDER_ENV}"));
+        }
+        Ok(limits)
+    }
+
+    /// 400 naming the cap when `items` asks for more units than one order may take.
+    pub fn check(&self, items: &[ReservationItem]) -> Result<(), AppError> {
+        if let Some(item) = items.iter().find(|i| i.quantity > i64::from(self.max_units_per_item)) {
+            return Err(AppError::BadRequest(format!(
+                "product {} asks for {} units; one order takes at most {} of a product",
+                item.product_id, item.quantity, self.max_units_per_item
+            )));
+        }
+        let total = items.iter().fold(0i64, |sum, i| sum.saturating_add(i.quantity.max(0)));
+        if total > i64::from(self.max_units_per_order) {
+            return Err(AppError::BadRequest(format!(
+                "the order asks for {total} units; one order takes at most {} in all",
+                self.max_units_per_order
+            )));
+        }
+        Ok(())
+    }
+}
