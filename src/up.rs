@@ -215,11 +215,61 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where a data dir keeps the secrets `hale up` generated for it.
+const SECRETS_FILE: &str = "secrets.toml";
+
+/// Settles the cluster's secrets: the config file's own `[secrets]` when it has them;
+/// else the ones this data dir was given at its first start (`secrets.toml`, 0600);
+/// else fresh random ones, stored there. The repository's files carry no secret, so no
+/// two data dirs share one. The `orders` client gets the hash of its secret unless the
+/// config file gave both.
+pub fn settle_secrets(cluster: &mut ClusterConfig, data_dir: &Path) -> Result<()> {
+    let path = data_dir.join(SECRETS_FILE);
+    let from_file = !cluster.secrets.generated;
+    if !from_file {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let kept: hale_core::Secrets = toml::from_str(&text).with_context(|| {
+                    format!("reading {}: fix it, or remove it to give this data dir new secrets", path.display())
+                })?;
+                cluster.secrets = hale_core::Secrets { generated: true, ..kept };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let text = toml::to_string(&cluster.secrets).context("encoding the secrets")?;
+                write_private(&path, &text)?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    for client in cluster.clients.iter_mut().filter(|c| c.client_id == "orders") {
+        if !from_file || client.secret_hash.is_none() {
+            let hash = hale_shop::auth::hash_secret(&cluster.secrets.orders_client_secret)
+                .map_err(|e| anyhow::anyhow!("hashing the orders client secret: {e}"))?;
+            client.secret_hash = Some(hash);
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) readable by its owner only: a data dir holds
+/// databases, logs and secrets.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    // A dir made by an earlier version (or by hand) is tightened too.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private (0700)", dir.display()))
+}
+
 pub async fn run(args: UpArgs) -> Result<()> {
-    let cluster = cluster_from(&args)?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let mut cluster = cluster_from(&args)?;
+    create_private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
+    settle_secrets(&mut cluster, &data_dir)?;
     check_addresses_free(&cluster)?;
     // Children read secrets from this file, never from their command line.
     let config_file = data_dir.join("cluster.toml");
@@ -516,6 +566,51 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_data_dir_gets_its_own_secrets_and_keeps_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tmp");
+        let settle = |dir: &str| {
+            let dir = root.path().join(dir);
+            create_private_dir(&dir).expect("dir");
+            let mut cluster = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("config");
+            settle_secrets(&mut cluster, &dir).expect("secrets");
+            cluster
+        };
+        let first = settle("a");
+        let again = settle("a");
+        let other = settle("b");
+        assert!(first.secrets == again.secrets, "a restart of the same data dir keeps its secrets");
+        for (x, y) in [
+            (&first.secrets.jwt_secret, &other.secrets.jwt_secret),
+            (&first.secrets.encryption_key, &other.secrets.encryption_key),
+            (&first.secrets.admin_token, &other.secrets.admin_token),
+            (&first.secrets.agent_token, &other.secrets.agent_token),
+            (&first.secrets.ingest_token, &other.secrets.ingest_token),
+            (&first.secrets.orders_client_secret, &other.secrets.orders_client_secret),
+        ] {
+            assert_ne!(x, y, "two data dirs never share a secret");
+        }
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&root.path().join("a").join(SECRETS_FILE)), 0o600);
+        assert_eq!(mode(&root.path().join("a")), 0o700);
+        let hash = first.clients.iter().find(|c| c.client_id == "orders").and_then(|c| c.secret_hash.clone());
+        assert!(hash.is_some_and(|h| h.starts_with("$argon2")), "the orders client can log in with its new secret");
+    }
+
+    #[test]
+    fn the_repository_carries_no_usable_secret() {
+        let committed = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("config");
+        assert!(committed.secrets.generated, "config/cluster.toml must not have a [secrets] table");
+        assert!(committed.clients.iter().all(|c| c.secret_hash.is_none()), "nor a client secret's hash");
+        for word in ["jwt_secret", "encryption_key", "admin_token", "agent_token", "ingest_token", "client_secret"] {
+            assert!(
+                !DEFAULT_CLUSTER_TOML.lines().any(|l| l.trim_start().starts_with(word)),
+                "config/cluster.toml sets {word}"
+            );
+        }
+    }
 
     #[test]
     fn each_node_agent_runs_its_replicas_and_secrets_stay_off_the_command_line() {

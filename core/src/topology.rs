@@ -127,7 +127,9 @@ pub struct CollectorPlacement {
 }
 
 /// Shared secrets of the shop. `hale up` hands them to children through the environment
-/// and a 0600 config file, never on a command line.
+/// and a 0600 config file, never on a command line. A cluster.toml without `[secrets]`
+/// (the embedded demo) gets fresh random ones when it is read ([`Secrets::generate`]);
+/// `hale up` keeps those in its data dir so a restart finds them again.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Secrets {
@@ -143,6 +145,28 @@ pub struct Secrets {
     pub agent_token: String,
     /// Bearer token agents present to the collector when shipping.
     pub ingest_token: String,
+    /// True when these were generated because the file had no `[secrets]`.
+    #[serde(skip)]
+    pub generated: bool,
+}
+
+impl Secrets {
+    /// Fresh random secrets from the operating system's generator: 256 bits each.
+    pub fn generate() -> Secrets {
+        let random = || {
+            let bytes: [u8; 32] = rand::random();
+            hex::encode(bytes)
+        };
+        Secrets {
+            jwt_secret: random(),
+            encryption_key: random(),
+            admin_token: random(),
+            orders_client_secret: random(),
+            agent_token: random(),
+            ingest_token: random(),
+            generated: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Secrets {
@@ -167,8 +191,11 @@ pub struct UserConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub client_id: String,
-    /// PHC string of the client secret.
-    pub secret_hash: String,
+    /// PHC string of the client secret. A client without one cannot authenticate until
+    /// it is given one; `hale up` gives the `orders` client the hash of
+    /// `secrets.orders_client_secret` when it has none or the secrets were generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
     pub scope: String,
 }
 
@@ -223,6 +250,7 @@ pub struct ClusterConfig {
     pub healer: HealerPlacement,
     pub nodes: Vec<NodeConfig>,
     pub services: Vec<ServiceConfig>,
+    #[serde(default = "Secrets::generate")]
     pub secrets: Secrets,
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -386,7 +414,7 @@ impl ClusterConfig {
             }
         }
         for client in &self.clients {
-            if !client.secret_hash.starts_with("$argon2") {
+            if client.secret_hash.as_ref().is_some_and(|h| !h.starts_with("$argon2")) {
                 return Err(key_error(
                     "secret_hash",
                     format!("client {:?}: secret_hash must be an Argon2 PHC string", client.client_id),
@@ -604,7 +632,8 @@ mod tests {
     #[test]
     fn bad_encryption_key_names_the_fix() {
         let c = default();
-        let src = DEFAULT_CLUSTER_TOML.replace(&c.secrets.encryption_key, "abc");
+        let secrets = toml::to_string(&c.secrets).expect("toml").replace(&c.secrets.encryption_key, "abc");
+        let src = format!("{DEFAULT_CLUSTER_TOML}\n[secrets]\n{secrets}");
         let err = ClusterConfig::parse(&src).expect_err("must fail");
         assert!(err.message.contains("openssl rand -hex 32"), "{err}");
         assert!(err.line.is_some());

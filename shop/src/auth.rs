@@ -211,7 +211,12 @@ pub fn router(cluster: &ClusterConfig, registry: &mut Registry) -> Router {
         clients: cluster
             .clients
             .iter()
-            .map(|c| (c.client_id.clone(), Account { hash: c.secret_hash.clone(), scope: c.scope.clone() }))
+            .map(|c| {
+                (
+                    c.client_id.clone(),
+                    Account { hash: c.secret_hash.clone().unwrap_or_default(), scope: c.scope.clone() },
+                )
+            })
             .collect(),
         keys: Arc::new(TokenKeys::new(&cluster.secrets.jwt_secret)),
         ttl_secs: cluster.token_ttl_secs,
