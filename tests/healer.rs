@@ -30,11 +30,17 @@ policies:
     params:
       command: "tee OUTFILE"
       timeout: 5s
+    verify:
+      query: 'probe_success{instance="{{ $labels.instance }}"} == 0'
+      timeout: 2m
   - name: tell-automation
     match: { alertname: QueueBacklog }
     action: webhook
     params:
       url: HOOKURL
+    verify:
+      query: 'probe_success{instance="{{ $labels.instance }}"} == 0'
+      timeout: 2m
   - name: gated-by-budget
     match: { alertname: CheckoutBurning }
     action: webhook
@@ -137,6 +143,12 @@ async fn probes(collector: SocketAddr) {
         let labels = [("instance", instance), ("node", node), ("probe", "readyz"), ("service", "search")];
         common::push_gauge(collector, "probe_success", &labels, ok).await;
     }
+}
+
+/// The readiness of `instance` as the collector sees it (what the verify queries watch).
+async fn set_probe(collector: SocketAddr, instance: &str, value: f64) {
+    let labels = [("instance", instance), ("node", "node-3"), ("probe", "readyz"), ("service", "search")];
+    common::push_gauge(collector, "probe_success", &labels, value).await;
 }
 
 fn payload(alertname: &str, instance: &str, starts_at: &str) -> Vec<u8> {
@@ -248,7 +260,7 @@ async fn dry_run_acts_on_nothing_and_records_everything() {
     let state: Value =
         reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json");
     assert_eq!(state["dry_run"], true);
-    assert!(state["targets"].as_object().is_none_or(|t| t.is_empty()), "a dry run counts for no cooldown: {state}");
+    assert_eq!(state["targets"], json!({}), "a dry run counts for no cooldown: {state}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +285,8 @@ async fn duplicates_pause_approval_and_rejection() {
     let id = waiting["id"].as_str().expect("id").to_string();
     // A second occurrence of the same alert while the first awaits: refused, in progress.
     let again = payload("SlowReplica", "search-1", "2026-01-01T00:00:03Z");
-    post(s.healer, &again, signed(&again), None).await;
+    let (status, reply) = post(s.healer, &again, signed(&again), None).await;
+    assert_eq!((status, reply["queued"].as_u64()), (200, Some(1)), "a new occurrence: {reply}");
     eventually("refused as in progress", Duration::from_secs(10), async || {
         audit(s.dir.path())
             .into_iter()
@@ -289,17 +302,35 @@ async fn duplicates_pause_approval_and_rejection() {
     assert_eq!(list[0]["status"], "rejected");
     let r = client.post(&url).bearer_auth(TOKEN).send().await.expect("post");
     assert_eq!(r.status(), 409, "answered once");
+    // The occurrence refused while the first was in progress is looked at again now that
+    // it is not; this collector has no rule that fires it, so it is dropped, with a record.
+    let dropped = eventually("the refused occurrence dropped", Duration::from_secs(10), async || {
+        audit(s.dir.path()).into_iter().find(|r| r["event"] == "dropped")
+    })
+    .await;
+    assert_eq!(dropped["alert"]["starts_at"], "2026-01-01T00:00:03Z");
+    assert_eq!(dropped["reason"], "the alert no longer fires at the collector");
+    assert_eq!(actions(s.healer).await.len(), 1, "nothing done for it");
 
     // Paused: everything is refused, and says why.
     let r = client.post(format!("http://{}/api/v1/pause", s.healer)).bearer_auth(TOKEN).send().await.expect("pause");
     assert_eq!(r.status(), 200);
     let third = payload("ReplicaDown", "search-1", "2026-01-01T00:00:04Z");
-    post(s.healer, &third, signed(&third), None).await;
+    let (status, reply) = post(s.healer, &third, signed(&third), None).await;
+    assert_eq!((status, reply["queued"].as_u64()), (200, Some(1)), "{reply}");
     eventually("refused while paused", Duration::from_secs(10), async || {
         audit(s.dir.path()).into_iter().find(|r| r["event"] == "refused" && r["reason"] == "the healer is paused")
     })
     .await;
     assert_eq!(actions(s.healer).await.len(), 1);
+    // Kept, to be decided on resume if it still fires.
+    let state: Value =
+        reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json");
+    let kept = state["deferred"].as_array().cloned().unwrap_or_default();
+    assert_eq!(kept.len(), 1, "{state}");
+    assert_eq!(kept[0]["alert"]["labels"]["alertname"], "ReplicaDown");
+    assert_eq!(kept[0]["code"], "paused");
+    assert_eq!(kept[0]["retry"], json!({"when": "resumed"}));
     let metrics =
         reqwest::get(format!("http://{}/metrics", s.healer)).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_healer_paused 1"), "{metrics}");
@@ -312,9 +343,23 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
     // Outside automation: takes signed posts.
     let (hook, got) = common::receiver("/automation").await;
     let s = start_with(false, &format!("http://{hook}/automation")).await;
+    // Each problem lasts until its repair has worked (here: until the test says so).
+    for instance in ["disk-a", "queue-a"] {
+        set_probe(s.collector, instance, 0.0).await;
+    }
     for (name, instance) in [("DiskFilling", "disk-a"), ("QueueBacklog", "queue-a")] {
         let body = payload(name, instance, "2026-01-01T00:00:05Z");
         assert_eq!(post(s.healer, &body, signed(&body), None).await.0, 200);
+    }
+    eventually("both acted, verifying", Duration::from_secs(20), async || {
+        let list = actions(s.healer).await;
+        (list.len() == 2 && list.iter().all(|a| a["status"] == "verifying")).then_some(list)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(actions(s.healer).await.iter().all(|a| a["status"] == "verifying"), "not verified before it worked");
+    for instance in ["disk-a", "queue-a"] {
+        set_probe(s.collector, instance, 1.0).await;
     }
     let done = eventually("both verified", Duration::from_secs(20), async || {
         let list = actions(s.healer).await;
@@ -322,6 +367,7 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
     })
     .await;
     assert!(done.iter().any(|a| a["kind"] == "exec") && done.iter().any(|a| a["kind"] == "webhook"));
+    assert!(done.iter().all(|a| a["detail"] == "the condition cleared"), "{done:?}");
     // The command got the alert on stdin.
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("exec.out")).expect("exec output"))
@@ -473,12 +519,21 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     // The same alert reaches both healers (as from two collectors, or one with both as
     // receivers), several times: exactly one action, taken by the leader.
     let first = payload("QueueBacklog", "queue-a", "2026-01-01T00:00:05Z");
+    set_probe(collector, "queue-a", 0.0).await;
+    set_probe(collector, "queue-b", 0.0).await;
     for _ in 0..5 {
         for addr in addrs {
             assert_eq!(post_to(addr, &first).await, 200);
         }
     }
-    eventually("the leader acted and verified", Duration::from_secs(20), async || {
+    eventually("the leader acted", Duration::from_secs(20), async || {
+        let list = actions(addrs[leader]).await;
+        (list.len() == 1 && list[0]["status"] == "verifying" && hooks("QueueBacklog", "queue-a") == 1).then_some(())
+    })
+    .await;
+    // Verified only once the automation's repair has worked.
+    set_probe(collector, "queue-a", 1.0).await;
+    eventually("the leader verified", Duration::from_secs(20), async || {
         let list = actions(addrs[leader]).await;
         (list.len() == 1 && list[0]["status"] == "succeeded").then_some(())
     })
@@ -554,6 +609,11 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     assert_eq!(post_to(addrs[follower], &first).await, 200);
     let second = payload("QueueBacklog", "queue-b", "2026-01-01T00:00:07Z");
     assert_eq!(post_to(addrs[follower], &second).await, 200);
+    eventually("the new leader acted on the new alert", Duration::from_secs(20), async || {
+        (hooks("QueueBacklog", "queue-b") == 1).then_some(())
+    })
+    .await;
+    set_probe(collector, "queue-b", 1.0).await;
     let list = eventually("the new leader acted on the new alert", Duration::from_secs(20), async || {
         let list = actions(addrs[follower]).await;
         (list.len() == 3 && list.iter().all(|a| a["status"] == "succeeded")).then_some(list)
@@ -651,7 +711,15 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
     let list = actions(s.healer).await;
     let status = |id: &str| list.iter().find(|a| a["id"] == id).map(|a| a["status"].clone()).expect("action");
     assert_eq!(status(&waiting[0]), "rejected");
-    assert_ne!(status(&waiting[1]), "awaiting_approval", "approved: it runs");
+    // Approved, it runs: this cluster's agents are not running, so the restart itself
+    // fails, and says so, and the replica waits for a human.
+    let approved = eventually("the approved restart ends", Duration::from_secs(20), async || {
+        actions(s.healer).await.into_iter().find(|a| a["id"] == waiting[1].as_str() && a["status"] == "failed")
+    })
+    .await;
+    let detail = approved["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("on node-3") && detail.contains("restart search-1"), "{approved}");
+    assert!(state().await["targets"]["instance/search-1"]["needs_human"].as_str().is_some(), "{}", state().await);
     let again = act.act(Effect::Reject(waiting[0].clone())).await.expect_err("answered once");
     assert!(again.contains("409"), "{again}");
     // A silence for an hour, then expired.
