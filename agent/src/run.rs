@@ -402,11 +402,12 @@ pub async fn run(
         tasks.push(tokio::spawn(tail_logs(agent.clone(), queue.clone(), stop.clone())));
     }
     tracing::info!(node = %agent.config.node, listen = %agent.config.listen, agent_id, "agent running");
-    let server = axum::serve(listener, crate::api::router(agent.clone())).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let result = server.await;
+    let result =
+        hale_serve::serve(listener, crate::api::router(agent.clone()), hale_serve::Limits::default(), async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
     for task in tasks {
         task.abort();
     }

@@ -172,8 +172,7 @@ pub async fn run(
     };
     tasks.extend(crate::rules::manager::spawn(groups, collector.clone(), collector.rules.clone(), updates));
     tracing::info!(listen = %config.listen, "collector serving");
-    let result = axum::serve(listener, api::router(collector))
-        .with_graceful_shutdown(shutdown)
+    let result = hale_serve::serve(listener, api::router(collector), hale_serve::Limits::default(), shutdown)
         .await
         .map_err(CollectorError::Serve);
     housekeeping.abort();

@@ -141,8 +141,7 @@ pub async fn run(
     };
     tracing::info!(listen = %config.listen, policies = healer.policies.policies.len(), dry_run = config.dry_run, "healer serving");
     let app = Arc::new(App { healer, auth: Auth { token: config.token, webhook_secret: config.webhook_secret } });
-    let result = axum::serve(listener, crate::api::router(app))
-        .with_graceful_shutdown(stopped(stop_rx))
+    let result = hale_serve::serve(listener, crate::api::router(app), hale_serve::Limits::default(), stopped(stop_rx))
         .await
         .map_err(HealerError::Serve);
     worker.abort();

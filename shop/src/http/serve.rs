@@ -336,27 +336,7 @@ pub async fn serve_on(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let mut graceful_rx = stop_rx.clone();
-    // With the peer's address, for per-client limits (`internal::ClientAddr`).
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = graceful_rx.wait_for(|stop| *stop).await;
-        })
-        .into_future();
-    let mut deadline_rx = stop_rx;
-    tokio::select! {
-        result = server => result,
-        _ = async move {
-            let _ = deadline_rx.wait_for(|stop| *stop).await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => {
-            tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing anyway");
-            Ok(())
-        }
-    }
+    // With the peer's address (`ConnectInfo`), for per-client limits (`internal::ClientAddr`).
+    let limits = hale_serve::Limits { drain_timeout: DRAIN_TIMEOUT, ..hale_serve::Limits::default() };
+    hale_serve::serve(listener, app, limits, shutdown).await
 }
