@@ -469,6 +469,10 @@ struct LoadArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // Everything Hale writes — databases, WALs, queues, logs, audit trails, secrets — is
+    // for its owner only: files 0600, directories 0700, in every component and every
+    // child (the umask is inherited), instead of a mode to remember at each create.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

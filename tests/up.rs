@@ -246,6 +246,20 @@ async fn hale_up_walkthrough() {
     })
     .await;
 
+    // Databases, WALs, queues, logs, the audit log and secrets: the owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::symlink_metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&data_dir), 0o700, "the data dir");
+        let files = walk(&data_dir);
+        assert!(files.iter().any(|f| f.ends_with("orders.db")), "the walk reaches the orders database");
+        for file in &files {
+            assert_eq!(mode(file) & 0o077, 0, "{} is open to others: {:o}", file.display(), mode(file));
+            let parent = file.parent().expect("parent");
+            assert_eq!(mode(parent) & 0o077, 0, "{} is open to others", parent.display());
+        }
+    }
+
     // No plain-text address or card number anywhere under the data dir.
     for file in walk(&data_dir) {
         let bytes = std::fs::read(&file).unwrap_or_default();
