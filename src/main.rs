@@ -81,9 +81,14 @@ struct HealerArgs {
     /// The collector's URL (queries, alerts, silences).
     #[arg(long, default_value = "http://127.0.0.1:9464")]
     collector: String,
-    /// Bearer token for the healer's write endpoints (also accepted on the intake).
+    /// Bearer token for the healer's write endpoints (approve, pause, reset…).
     #[arg(long, env = "HALE_HEALER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A bearer token the alert intake accepts in place of a signature, for senders that
+    /// cannot sign (Alertmanager's http_config.authorization). Without it the intake takes
+    /// signed webhooks only; the write token is never accepted there.
+    #[arg(long, env = "HALE_HEALER_INTAKE_TOKEN", hide_env_values = true)]
+    intake_token: Option<String>,
     /// Key of the X-Hale-Signature on incoming webhooks and on escalations.
     #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -547,6 +552,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 collector: args.collector,
                 token: args.token,
                 webhook_secret: args.webhook_secret.map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
+                intake_token: args.intake_token.filter(|t| !t.is_empty()),
                 escalation_webhooks: args.escalation_webhooks,
                 dry_run: args.dry_run,
                 etcd: args.etcd,

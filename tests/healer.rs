@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "healer-test-secret";
 const TOKEN: &str = "healer-test-token";
+const INTAKE_TOKEN: &str = "healer-test-intake-token";
 
 const POLICIES: &str = r#"defaults:
   cooldown: 1m
@@ -126,6 +127,7 @@ async fn spawn_healer(
         .args(extra)
         .env("HALE_WEBHOOK_SECRET", SECRET)
         .env("HALE_HEALER_TOKEN", TOKEN)
+        .env("HALE_HEALER_INTAKE_TOKEN", INTAKE_TOKEN)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone"))
         .stderr(log);
@@ -235,8 +237,12 @@ async fn unsigned_stale_and_forged_webhooks_are_refused_and_change_nothing() {
     assert_eq!(status, 400, "signed garbage is a bad request");
     assert!(actions(s.healer).await.is_empty());
     assert!(!events(s.dir.path()).iter().any(|e| e == "received"), "nothing was even received");
-    // The bearer token is accepted too (for a real Alertmanager's http_config).
-    let (status, reply) = post(s.healer, &body, None, Some(TOKEN)).await;
+    // The healer's write token is no way in: it moves the healer, it does not feed it.
+    let (status, _) = post(s.healer, &body, None, Some(TOKEN)).await;
+    assert_eq!(status, 401, "the write token on the intake");
+    assert!(!events(s.dir.path()).iter().any(|e| e == "received"), "nothing was even received");
+    // The intake token, configured for senders that cannot sign, is accepted.
+    let (status, reply) = post(s.healer, &body, None, Some(INTAKE_TOKEN)).await;
     assert_eq!((status, reply["queued"].as_u64()), (200, Some(1)));
 }
 

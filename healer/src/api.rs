@@ -21,11 +21,17 @@ use crate::state::{Alert, Labels};
 const MAX_HOOK_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the intake and the write endpoints check.
+#[derive(Default)]
 pub struct Auth {
-    /// Bearer token for writes (and accepted on the intake).
+    /// Bearer token for writes (approve, pause, reset…). Never accepted on the intake: the
+    /// one credential that moves the healer must not also be a way to feed it alerts.
     pub token: Option<String>,
     /// HMAC key of `X-Hale-Signature` on the intake.
     pub webhook_secret: Option<Arc<[u8]>>,
+    /// A bearer token the intake accepts in place of a signature, only when configured
+    /// (`--intake-token`): for senders that cannot sign, such as Alertmanager's
+    /// `http_config.authorization`.
+    pub intake_token: Option<String>,
 }
 
 pub struct App {
@@ -38,7 +44,11 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 fn bearer_ok(app: &App, headers: &HeaderMap) -> bool {
-    let Some(expected) = &app.auth.token else { return false };
+    bearer_is(app.auth.token.as_deref(), headers)
+}
+
+fn bearer_is(expected: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(expected) = expected else { return false };
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -123,13 +133,13 @@ async fn hook(
             Err(e) => return error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()),
         }
     } else {
-        bearer_ok(&app, &headers)
+        bearer_is(app.auth.intake_token.as_deref(), &headers)
     };
     if !authorized {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "sign the body (X-Hale-Signature, with the webhook secret) or send the healer's bearer token",
+            "sign the body (X-Hale-Signature, with the webhook secret), or send the intake token (--intake-token) as a bearer token",
         );
     }
     let payload: HookPayload = match serde_json::from_slice(&body) {

@@ -23,6 +23,8 @@ pub struct HealerConfig {
     pub token: Option<String>,
     /// Key of `X-Hale-Signature`, on the intake and on escalations.
     pub webhook_secret: Option<Arc<[u8]>>,
+    /// Bearer token the alert intake accepts in place of a signature (none: signatures only).
+    pub intake_token: Option<String>,
     pub escalation_webhooks: Vec<String>,
     pub dry_run: bool,
     /// etcd endpoints: several healers elect a leader and share their state there.
@@ -140,7 +142,10 @@ pub async fn run(
         tokio::spawn(async move { healer.store.follow().await })
     };
     tracing::info!(listen = %config.listen, policies = healer.policies.policies.len(), dry_run = config.dry_run, "healer serving");
-    let app = Arc::new(App { healer, auth: Auth { token: config.token, webhook_secret: config.webhook_secret } });
+    let app = Arc::new(App {
+        healer,
+        auth: Auth { token: config.token, webhook_secret: config.webhook_secret, intake_token: config.intake_token },
+    });
     let result = hale_serve::serve(listener, crate::api::router(app), hale_serve::Limits::default(), stopped(stop_rx))
         .await
         .map_err(HealerError::Serve);

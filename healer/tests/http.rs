@@ -192,7 +192,13 @@ impl Rig {
     }
 
     async fn api(&self, method: &str, uri: &str) -> (StatusCode, Value) {
-        self.call(Auth { token: Some(TOKEN.into()), webhook_secret: None }, method, uri, Some(TOKEN)).await
+        self.call(
+            Auth { token: Some(TOKEN.into()), webhook_secret: None, intake_token: None },
+            method,
+            uri,
+            Some(TOKEN),
+        )
+        .await
     }
 }
 
@@ -421,28 +427,36 @@ async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
         "/api/v1/resume",
         "/api/v1/targets/instance/s-1/reset",
     ];
-    let with_token = || Auth { token: Some(TOKEN.into()), webhook_secret: None };
+    let with_token = || Auth { token: Some(TOKEN.into()), webhook_secret: None, intake_token: None };
     for uri in writes {
         for given in [None, Some("wrong-token"), Some("")] {
             let (status, body) = rig.call(with_token(), "POST", uri, given).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with {given:?}");
             assert_eq!(body["error"]["code"], "unauthorized", "{uri}");
         }
-        let (status, body) = rig.call(Auth { token: None, webhook_secret: None }, "POST", uri, Some(TOKEN)).await;
+        let (status, body) =
+            rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "POST", uri, Some(TOKEN)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri} on a read-only healer");
         assert_eq!(body["error"]["code"], "forbidden");
     }
     assert!(!rig.healer.store.read(|s| s.paused), "nothing changed");
     assert!(!rig.audit().iter().any(|r| r["event"] == "paused" || r["event"] == "reset"));
     for uri in ["/api/v1/state", "/api/v1/actions"] {
-        let (status, body) = rig.call(Auth { token: None, webhook_secret: None }, "GET", uri, None).await;
+        let (status, body) =
+            rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "GET", uri, None).await;
         assert_eq!(status, StatusCode::OK, "{uri} is open");
         assert!(body.is_object(), "{uri}: {body}");
     }
-    let (_, state) = rig.call(Auth { token: None, webhook_secret: None }, "GET", "/api/v1/state", None).await;
+    let (_, state) =
+        rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "GET", "/api/v1/state", None).await;
     assert_eq!(state["paused"], false);
     assert_eq!(state["ha"]["mode"], "single");
     // The intake without a signature or token is refused too.
     let (status, _) = rig.call(with_token(), "POST", "/hooks/alertmanager", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Nor does the write token open it: only a signature, or an intake token configured
+    // for that purpose.
+    let (status, body) = rig.call(with_token(), "POST", "/hooks/alertmanager", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("--intake-token")), "{body}");
 }
