@@ -1033,6 +1033,16 @@ mod tests {
             let (status, body) = ask(&q).await;
             assert_eq!(status, StatusCode::OK, "{}: {body}", &q[..40]);
         }
+        // JSON bodies nest no deeper than serde_json's limit: refused, not recursed into.
+        for body in ["[".repeat(100_000), format!("{}1{}", "{\"a\":".repeat(50_000), "}".repeat(50_000))] {
+            let req = axum::http::Request::post("/api/v1/silences")
+                .header("authorization", "Bearer admin-secret")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .expect("req");
+            let status = app.clone().oneshot(req).await.expect("call").status();
+            assert!(status.is_client_error(), "{status}");
+        }
         // A body that claims to decompress to gigabytes is refused before it is inflated.
         let mut bomb = Vec::new();
         let mut n: u64 = 4 << 30;
