@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use hale_core::ClusterConfig;
 use hale_tui::act::{ChaosHook, HttpActuator};
 use hale_tui::source::{Endpoints, Source};
@@ -18,10 +18,10 @@ pub struct ClusterFlags {
     /// The cluster's data dir: its cluster.toml gives the addresses and tokens.
     #[arg(long, default_value = ".hale")]
     pub data_dir: PathBuf,
-    /// The collector's URL (default: from the data dir, else 127.0.0.1:9464).
+    /// The collector's URL (default: from the data dir's cluster.toml).
     #[arg(long)]
     pub collector: Option<String>,
-    /// The healer's URL (default: from the data dir, else 127.0.0.1:9465).
+    /// The healer's URL (default: from the data dir's cluster.toml).
     #[arg(long)]
     pub healer: Option<String>,
 }
@@ -47,24 +47,70 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// The cluster a data dir describes, if `hale up` wrote one there.
-fn cluster_of(data_dir: &Path) -> Option<ClusterConfig> {
-    let text = std::fs::read_to_string(data_dir.join("cluster.toml")).ok()?;
-    ClusterConfig::parse(&text).ok()
+/// The cluster a data dir describes: `None` when it has no cluster.toml, an error that
+/// names the file and the line when it has a broken one (a broken file is never taken
+/// for an absent one: that would report on whatever else listens on the default ports).
+pub fn cluster_of(data_dir: &Path) -> Result<Option<ClusterConfig>> {
+    let path = data_dir.join("cluster.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    ClusterConfig::parse(&text).map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}\n(fix it, or start the cluster again with `hale up --data-dir {}`, which rewrites it)",
+            path.display(),
+            data_dir.display()
+        )
+    })
+}
+
+/// What a command says when a data dir has no cluster: where it looked and the ways on.
+pub fn no_cluster(data_dir: &Path, flags: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no cluster.toml in {}: start one with `hale up` (or `hale up --data-dir {0}`), or pass the data dir of a \
+         running cluster with --data-dir, or its addresses with {flags}",
+        data_dir.display()
+    )
+}
+
+/// The cluster a command reports on: the data dir's, with the addresses given on the
+/// command line in front. Without a cluster.toml both addresses must be given: a guessed
+/// 127.0.0.1 could be another cluster's.
+fn resolve(flags: ClusterFlags) -> Result<(Option<ClusterConfig>, Endpoints)> {
+    let ClusterFlags { data_dir, collector, healer } = flags;
+    let cluster = cluster_of(&data_dir)?;
+    if cluster.is_none() {
+        match (&collector, &healer) {
+            (Some(_), Some(_)) => {}
+            (None, None) => return Err(no_cluster(&data_dir, "--collector URL --healer URL")),
+            (Some(_), None) => bail!(
+                "no cluster.toml in {} to say where the healer is: pass --healer URL as well (or --data-dir)",
+                data_dir.display()
+            ),
+            (None, Some(_)) => bail!(
+                "no cluster.toml in {} to say where the collector is: pass --collector URL as well (or --data-dir)",
+                data_dir.display()
+            ),
+        }
+    }
+    let endpoints = endpoints(cluster.as_ref(), collector, healer);
+    Ok((cluster, endpoints))
 }
 
 fn endpoints(cluster: Option<&ClusterConfig>, collector: Option<String>, healer: Option<String>) -> Endpoints {
-    let explicit = collector.clone().or(healer.clone());
+    let explicit = collector.is_some() || healer.is_some();
+    // `resolve` makes sure each address is either given or in the cluster.toml.
+    let from_cluster = |which: fn(&ClusterConfig) -> std::net::SocketAddr| {
+        cluster.map(|c| format!("http://{}", which(c))).unwrap_or_default()
+    };
     Endpoints {
-        collector: collector
-            .or_else(|| cluster.map(|c| format!("http://{}", c.collector.listen)))
-            .unwrap_or_else(|| "http://127.0.0.1:9464".into()),
-        healer: healer
-            .or_else(|| cluster.map(|c| format!("http://{}", c.healer.listen)))
-            .unwrap_or_else(|| "http://127.0.0.1:9465".into()),
+        collector: collector.unwrap_or_else(|| from_cluster(|c| c.collector.listen)),
+        healer: healer.unwrap_or_else(|| from_cluster(|c| c.healer.listen)),
         // The data dir's agents only when the screen shows the data dir's cluster.
         agents: cluster
-            .filter(|_| explicit.is_none())
+            .filter(|_| !explicit)
             .map(|c| c.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", c.agent_listen(n)))).collect())
             .unwrap_or_default(),
     }
@@ -91,17 +137,16 @@ pub fn actuator(endpoints: Endpoints, cluster: Option<&ClusterConfig>, data_dir:
 
 /// `hale tui`.
 pub async fn tui(args: TuiArgs) -> Result<()> {
-    let ClusterFlags { data_dir, collector, healer } = args.cluster;
-    let explicit = collector.clone().or(healer.clone());
-    let cluster = cluster_of(&data_dir);
-    let endpoints = endpoints(cluster.as_ref(), collector, healer);
+    let explicit = args.cluster.collector.is_some() || args.cluster.healer.is_some();
+    let data_dir = args.cluster.data_dir.clone();
+    let (cluster, endpoints) = resolve(args.cluster)?;
     let actuator = Arc::new(actuator(endpoints.clone(), cluster.as_ref(), &data_dir));
     let options = hale_tui::Options {
         endpoints,
         readonly: args.readonly,
         // Chaos only on the cluster whose data dir says where its processes are, and only
         // when the screen shows that cluster (no other collector or healer given).
-        chaos: cluster.is_some() && explicit.is_none(),
+        chaos: cluster.is_some() && !explicit,
         owns_cluster: false,
         refresh: args.refresh,
     };
@@ -111,9 +156,8 @@ pub async fn tui(args: TuiArgs) -> Result<()> {
 /// `hale status`: the health summary for scripts; fails when an SLO pages or a service
 /// has no ready replica (or the collector cannot be read).
 pub async fn status(args: StatusArgs) -> Result<bool> {
-    let ClusterFlags { data_dir, collector, healer } = args.cluster;
-    let cluster = cluster_of(&data_dir);
-    let mut source = Source::new(endpoints(cluster.as_ref(), collector, healer));
+    let (_, endpoints) = resolve(args.cluster)?;
+    let mut source = Source::new(endpoints);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let snapshot = source.refresh(now).await;
     let health = snapshot.health();

@@ -1,5 +1,8 @@
-//! `hale silence add|list|expire`: silences on a running collector, over its API.
+//! `hale silence add|list|expire`: silences on a running collector, over its API. The
+//! collector and the admin token come from the data dir's cluster.toml, as for `hale
+//! status` and `hale tui`; flags and `HALE_ADMIN_TOKEN` override them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -11,10 +14,13 @@ use serde_json::{Value, json};
 pub struct SilenceArgs {
     #[command(subcommand)]
     which: Which,
-    /// The collector's URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:9464")]
-    collector: String,
-    /// The collector's admin token (needed to add and expire).
+    /// The cluster's data dir: its cluster.toml gives the collector and the admin token.
+    #[arg(long, global = true, default_value = ".hale")]
+    data_dir: PathBuf,
+    /// The collector's URL (default: from the data dir's cluster.toml).
+    #[arg(long, global = true)]
+    collector: Option<String>,
+    /// The collector's admin token, needed to add and expire (default: the data dir's).
     #[arg(long, global = true, env = "HALE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
@@ -42,9 +48,17 @@ enum Which {
 }
 
 pub async fn run(args: SilenceArgs) -> Result<()> {
+    let cluster = crate::dashboard::cluster_of(&args.data_dir)?;
+    let collector = match (args.collector, &cluster) {
+        (Some(url), _) => url,
+        (None, Some(c)) => format!("http://{}", c.collector.listen),
+        (None, None) => return Err(crate::dashboard::no_cluster(&args.data_dir, "--collector URL (and --token)")),
+    };
+    // The flag or the environment first: they may name another cluster's token on purpose.
+    let token = args.token.or_else(|| cluster.map(|c| c.secrets.admin_token));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let url = format!("{}/api/v1/silences", args.collector.trim_end_matches('/'));
-    let authed = |r: reqwest::RequestBuilder| match &args.token {
+    let url = format!("{}/api/v1/silences", collector.trim_end_matches('/'));
+    let authed = |r: reqwest::RequestBuilder| match &token {
         Some(t) => r.bearer_auth(t),
         None => r,
     };
@@ -97,11 +111,19 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sends and returns the JSON reply; an error reply becomes the collector's own message.
+/// Sends and returns the JSON reply; an error reply becomes the collector's own message,
+/// except a refused token: the collector's words name its own flag (`--admin-token`),
+/// while here the token comes from `--token`, `HALE_ADMIN_TOKEN` or the data dir.
 async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
     let reply = request.send().await.with_context(|| format!("reaching {url}; is the collector running?"))?;
     let status = reply.status();
     let body: Value = reply.json().await.unwrap_or(Value::Null);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        bail!(
+            "the collector refused the admin token (401): pass the cluster's admin token with --token or \
+             HALE_ADMIN_TOKEN, or --data-dir DIR to read it from that cluster's cluster.toml (secrets.admin_token)"
+        );
+    }
     if !status.is_success() {
         let message = body["error"].as_str().unwrap_or("no message");
         bail!("the collector answered {status}: {message}");

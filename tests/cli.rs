@@ -99,3 +99,100 @@ fn collector_reports_config_errors_with_their_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("15d"));
 }
+
+/// Issue #12, finding 14: without its data dir, `hale status` and `hale tui` used to fall
+/// back to 127.0.0.1 and could report on another cluster. They say what is missing and
+/// what to do, and fail.
+#[test]
+fn status_and_tui_refuse_a_data_dir_without_a_cluster() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().to_str().expect("utf8");
+    for command in ["status", "tui"] {
+        let out = hale(&[command, "--data-dir", data_dir], None);
+        assert!(!out.status.success(), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no cluster.toml in") && stderr.contains("hale up") && stderr.contains("--collector"),
+            "{command}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{command} reported on some cluster: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    // A broken cluster.toml is named with its line, never ignored.
+    std::fs::write(dir.path().join("cluster.toml"), "[[nodes]]\nname = 7\n").expect("write");
+    for command in ["status", "tui", "silence"] {
+        let args: &[&str] = if command == "silence" { &["silence", "list"] } else { &[command] };
+        let out = hale(&[args, &["--data-dir", data_dir]].concat(), None);
+        assert!(!out.status.success(), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cluster.toml") && stderr.contains("line 2"), "{command}: {stderr}");
+    }
+}
+
+/// Explicit addresses still work without a data dir: the report is about them.
+#[test]
+fn status_takes_explicit_addresses_without_a_data_dir() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let nobody = "http://127.0.0.1:9"; // the discard port: nothing answers
+    let out = hale(
+        &["status", "--data-dir", dir.path().to_str().expect("utf8"), "--collector", nobody, "--healer", nobody],
+        None,
+    );
+    assert!(!out.status.success(), "an unreachable collector is not healthy");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("collector BAD"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Only one of the two: the other would be a guess.
+    let out = hale(&["status", "--data-dir", dir.path().to_str().expect("utf8"), "--collector", nobody], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--healer"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `hale silence` reads the collector and the admin token from the data dir like the
+/// other commands, and a refusal names the flag and variable that carry the token.
+#[test]
+fn silence_takes_the_data_dir_and_names_the_token_flag_on_401() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().to_str().expect("utf8");
+    let out = hale(&["silence", "list", "--data-dir", data_dir], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no cluster.toml in") && stderr.contains("hale up"), "{stderr}");
+    // A collector that refuses every token, as a wrong one is refused.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("\r\n\r\n") {
+            let n = stream.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        let body =
+            r#"{"status":"error","errorType":"unauthorized","error":"missing or wrong bearer token (--admin-token)"}"#;
+        let reply = format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(reply.as_bytes()).expect("write");
+        String::from_utf8_lossy(&request).to_string()
+    });
+    let mut cluster = hale_core::ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).expect("default config");
+    cluster.collector.listen = addr;
+    cluster.secrets.admin_token = "the-data-dirs-own-admin-token".into();
+    std::fs::write(dir.path().join("cluster.toml"), cluster.to_toml()).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["silence", "expire", "some-id", "--data-dir", data_dir])
+        .env_remove("HALE_ADMIN_TOKEN")
+        .output()
+        .expect("run hale");
+    let request = server.join().expect("server");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(request.to_lowercase().contains("authorization: bearer the-data-dirs-own-admin-token"), "{request}");
+    assert!(stderr.contains("--token") && stderr.contains("HALE_ADMIN_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("--admin-token"), "hale silence has no --admin-token: {stderr}");
+}
