@@ -97,6 +97,8 @@ pub struct Collector {
     /// The labels notifications group alerts by (the route's `group_by`), so a reader of
     /// `/api/v1/alerts` can group them the same way.
     pub group_by: Vec<String>,
+    /// The numbered senders and what they wrote, to end a silent one's series.
+    pub sources: crate::sources::Sources,
 }
 
 impl AsRef<Store> for Collector {
@@ -291,6 +293,9 @@ async fn write(
     let request = remote_write::decode(&body).map_err(|e| reject(bad_data(e.to_string())))?;
     let Validated { series, too_far_ahead } = validate(request, now_ms()).map_err(reject)?;
     let batch = batch_id(&headers);
+    if let Some((source, _)) = &batch {
+        c.sources.observe(source, &series, now_ms());
+    }
     let outcome = c.store.ingest(series, batch).await.map_err(|e| {
         PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not store the samples durably: {e}"))
     })?;
@@ -808,6 +813,7 @@ mod tests {
             slos: Vec::new(),
             slo_min_events: 0,
             group_by: vec!["alertname".into()],
+            sources: Default::default(),
         }))
     }
 

@@ -1,60 +1,84 @@
-//! `GET /api/v1/cluster`: the fleet at a glance, computed from the stored series with the
-//! same PromQL engine: nodes with their agent's state and resources, services with their
-//! replicas' probes, scrapes, restarts and last logged error. Missing data is reported as
-//! `null`, never as healthy.
+//! `GET /api/v1/cluster`: the fleet at a glance, read from the stored series: nodes with
+//! their agent's state and resources, services with their replicas' probes, scrapes,
+//! restarts and last logged error. Missing data is reported as `null`, never as healthy.
+//!
+//! Every judgement goes by the age of the sample it rests on (`hale_core::cluster`'s
+//! freshness rule): a value older than a few of its series' own intervals, inferred from
+//! the spacing of its latest samples, is stale. A frozen node's last `probe_success` of 1
+//! makes its replicas `stale`, not ready, and its agent `stale` then `down`, within a few
+//! of the agent's intervals, whatever PromQL's five-minute lookback would still return.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+pub use hale_core::cluster::{AgentState, ClusterView, LastError, NodeView, ReplicaState, ReplicaView, ServiceView};
+use hale_core::cluster::{DEFAULT_INTERVAL_MS, is_fresh};
 
 use crate::logs::LogStore;
-use crate::query::{self, Value};
+use crate::query::{self, Value, is_stale};
 use crate::store::Store;
+use crate::store::head::Matcher;
 
-/// An agent whose host metrics are older than this is reported down.
-const AGENT_STALE_MS: i64 = 30_000;
+/// How far back the view looks for nodes and replicas: as far as the `NodeDown` and
+/// `TelemetryStale` alerts do, so a node that went silent stays listed (as down) instead
+/// of quietly leaving the view, and the fleet never looks healthier by forgetting.
+const VIEW_WINDOW_MS: i64 = 60 * 60 * 1000;
 
-#[derive(Debug, Serialize, PartialEq)]
-pub struct NodeView {
-    pub node: String,
-    pub agent_up: bool,
-    pub last_seen_secs_ago: Option<f64>,
-    pub cpu_used_ratio: Option<f64>,
-    pub memory_used_ratio: Option<f64>,
-    pub disk_used_ratio: Option<f64>,
+/// Spacings looked at to infer a series' interval: their median, so one gap (a node that
+/// was frozen and is back) does not stretch the bound.
+const SPACINGS: usize = 5;
+
+/// The newest real sample of one series and how it ends.
+#[derive(Debug, Clone, PartialEq)]
+struct Latest {
+    labels: Vec<(String, String)>,
+    t: i64,
+    value: f64,
+    /// The median spacing of its latest samples; `None` with a single sample.
+    interval_ms: Option<i64>,
+    /// A staleness marker follows the newest real sample: its source said it is gone (the
+    /// agent dropped the target, or the collector saw the agent go silent).
+    ended: bool,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
-pub struct LastError {
-    pub time_unix_nano: u64,
-    pub message: String,
+impl Latest {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn age_ms(&self, now_ms: i64) -> i64 {
+        (now_ms - self.t).max(0)
+    }
+
+    fn interval(&self) -> i64 {
+        self.interval_ms.unwrap_or(DEFAULT_INTERVAL_MS)
+    }
+
+    /// Fresh: not ended by a marker and no older than its interval allows.
+    fn fresh(&self, now_ms: i64) -> bool {
+        !self.ended && is_fresh(self.age_ms(now_ms), self.interval())
+    }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ReplicaView {
-    pub instance: String,
-    pub node: Option<String>,
-    /// `/readyz` probe; `None` without data.
-    pub ready: Option<bool>,
-    /// `/healthz` probe.
-    pub alive: Option<bool>,
-    /// Last scrape succeeded.
-    pub up: Option<bool>,
-    pub restarts: Option<f64>,
-    pub last_error: Option<LastError>,
+/// The newest real sample of every series matching `matchers` in the view's window.
+fn latest(store: &Store, matchers: &[Matcher], now_ms: i64) -> Vec<Latest> {
+    store
+        .select(matchers, now_ms - VIEW_WINDOW_MS, now_ms)
+        .into_iter()
+        .filter_map(|s| {
+            let ended = s.samples.last().is_some_and(|(_, v)| is_stale(*v));
+            let real: Vec<(i64, f64)> =
+                s.samples.iter().rev().filter(|(_, v)| !is_stale(*v)).take(SPACINGS + 1).copied().collect();
+            let (t, value) = *real.first()?;
+            let mut spacings: Vec<i64> = real.windows(2).map(|w| w[0].0 - w[1].0).filter(|d| *d > 0).collect();
+            spacings.sort_unstable();
+            let interval_ms = spacings.get(spacings.len() / 2).copied();
+            Some(Latest { labels: s.labels, t, value, interval_ms, ended })
+        })
+        .collect()
 }
 
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ServiceView {
-    pub service: String,
-    pub replicas: Vec<ReplicaView>,
-    pub ready_replicas: usize,
-}
-
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ClusterView {
-    pub nodes: Vec<NodeView>,
-    pub services: Vec<ServiceView>,
+fn name(metric: &str) -> Matcher {
+    Matcher::Eq("__name__".into(), metric.into())
 }
 
 /// `label → value` of a vector query at `t`.
@@ -68,60 +92,115 @@ fn by_label(store: &Store, expr: &str, t: i64, label: &str) -> BTreeMap<String, 
     }
 }
 
-/// `(service, instance) → (value, node)` of a vector query at `t`.
-fn by_instance(store: &Store, expr: &str, t: i64) -> BTreeMap<(String, String), (f64, Option<String>)> {
-    match query::instant_query(store, expr, t) {
-        Ok(Value::Vector(samples)) => samples
-            .into_iter()
-            .filter_map(|s| {
-                let get = |k: &str| s.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                Some(((get("service")?, get("instance")?), (s.value, get("node"))))
-            })
-            .collect(),
-        _ => BTreeMap::new(),
+/// `(service, instance) → newest sample`, the freshest series winning.
+fn by_instance(series: Vec<Latest>) -> BTreeMap<(String, String), Latest> {
+    let mut out: BTreeMap<(String, String), Latest> = BTreeMap::new();
+    for l in series {
+        let (Some(service), Some(instance)) = (l.label("service"), l.label("instance")) else { continue };
+        let key = (service.to_string(), instance.to_string());
+        if out.get(&key).is_none_or(|o| o.t < l.t) {
+            out.insert(key, l);
+        }
     }
+    out
+}
+
+fn secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
-    let seen = by_label(store, "timestamp(node_load1)", now_ms, "node");
+    // An agent's host report: `node_load1`, one series per node.
+    let mut agents: BTreeMap<String, Latest> = BTreeMap::new();
+    for l in latest(store, &[name("node_load1")], now_ms) {
+        let Some(node) = l.label("node").map(str::to_string) else { continue };
+        if agents.get(&node).is_none_or(|o| o.t < l.t) {
+            agents.insert(node, l);
+        }
+    }
     let cpu = by_label(store, "1 - avg by (node) (rate(node_cpu_seconds_total{mode=\"idle\"}[1m]))", now_ms, "node");
     let mem = by_label(store, "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes", now_ms, "node");
     let disk =
         by_label(store, "max by (node) (1 - node_filesystem_avail_bytes / node_filesystem_size_bytes)", now_ms, "node");
-    let nodes = seen
+    let agent_state: BTreeMap<&str, AgentState> = agents
         .iter()
-        .map(|(node, ts)| {
-            let ago = (now_ms as f64 / 1000.0 - ts).max(0.0);
+        .map(|(node, l)| {
+            let state = match AgentState::of(l.age_ms(now_ms), l.interval()) {
+                // The agent said its host report ended: it stopped (or was found silent).
+                AgentState::Up if l.ended => AgentState::Stale,
+                s => s,
+            };
+            (node.as_str(), state)
+        })
+        .collect();
+    let nodes = agents
+        .iter()
+        .map(|(node, l)| {
+            let state = agent_state.get(node.as_str()).copied().unwrap_or(AgentState::Down);
+            let up = state == AgentState::Up;
+            // Resource numbers of a silent agent are yesterday's news: not shown.
+            let resource = |m: &BTreeMap<String, f64>| m.get(node).copied().filter(|v| up && v.is_finite());
             NodeView {
                 node: node.clone(),
-                agent_up: ago * 1000.0 < AGENT_STALE_MS as f64,
-                last_seen_secs_ago: Some(ago),
-                cpu_used_ratio: cpu.get(node).copied().filter(|v| v.is_finite()),
-                memory_used_ratio: mem.get(node).copied().filter(|v| v.is_finite()),
-                disk_used_ratio: disk.get(node).copied().filter(|v| v.is_finite()),
+                agent: state,
+                agent_up: up,
+                last_seen_secs_ago: Some(secs(l.age_ms(now_ms))),
+                interval_secs: l.interval_ms.map(secs),
+                cpu_used_ratio: resource(&cpu),
+                memory_used_ratio: resource(&mem),
+                disk_used_ratio: resource(&disk),
             }
         })
         .collect();
-    let ready = by_instance(store, "probe_success{probe=\"readyz\"}", now_ms);
-    let alive = by_instance(store, "probe_success{probe=\"healthz\"}", now_ms);
-    let up = by_instance(store, "up", now_ms);
-    let restarts = by_instance(store, "hale_process_restarts_total", now_ms);
-    let mut services: BTreeMap<String, Vec<ReplicaView>> = BTreeMap::new();
-    let mut keys: Vec<&(String, String)> =
-        ready.keys().chain(alive.keys()).chain(up.keys()).chain(restarts.keys()).collect();
+
+    let probe = |p: &str| [name("probe_success"), Matcher::Eq("probe".into(), p.into())];
+    let ready = by_instance(latest(store, &probe("readyz"), now_ms));
+    let alive = by_instance(latest(store, &probe("healthz"), now_ms));
+    let up = by_instance(latest(store, &[name("up")], now_ms));
+    let restarts: BTreeMap<(String, String), f64> =
+        match query::instant_query(store, "hale_process_restarts_total", now_ms) {
+            Ok(Value::Vector(samples)) => samples
+                .into_iter()
+                .filter_map(|s| {
+                    let get = |k: &str| s.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                    Some(((get("service")?, get("instance")?), s.value))
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+    let mut keys: Vec<&(String, String)> = ready.keys().chain(alive.keys()).chain(up.keys()).collect();
     keys.sort();
     keys.dedup();
+    let mut services: BTreeMap<String, Vec<ReplicaView>> = BTreeMap::new();
     for key in keys {
         let (service, instance) = key;
-        let node = [&ready, &alive, &up, &restarts].iter().find_map(|m| m.get(key).and_then(|(_, n)| n.clone()));
-        let flag = |m: &BTreeMap<(String, String), (f64, Option<String>)>| m.get(key).map(|(v, _)| *v == 1.0);
+        let series = [ready.get(key), alive.get(key), up.get(key)];
+        let node = series.iter().flatten().find_map(|l| l.label("node")).map(str::to_string);
+        let node_up = node.as_deref().and_then(|n| agent_state.get(n)) == Some(&AgentState::Up);
+        // Every series ended by a marker while its node's agent reports: the agent
+        // dropped the replica on purpose (stopped, scaled in). It left; it is not stale.
+        if node_up && series.iter().flatten().all(|l| l.ended) {
+            continue;
+        }
+        let fresh = |l: Option<&Latest>| l.filter(|l| l.fresh(now_ms)).map(|l| l.value == 1.0);
+        let (is_ready, is_alive, is_up) = (fresh(ready.get(key)), fresh(alive.get(key)), fresh(up.get(key)));
+        let state = match (is_ready, is_alive) {
+            (Some(true), _) => ReplicaState::Ready,
+            (Some(false), Some(true)) => ReplicaState::NotReady,
+            (Some(false), _) => ReplicaState::Down,
+            (None, _) => ReplicaState::Stale,
+        };
+        let probed = ready.get(key);
         services.entry(service.clone()).or_default().push(ReplicaView {
             instance: instance.clone(),
             node,
-            ready: flag(&ready),
-            alive: flag(&alive),
-            up: flag(&up),
-            restarts: restarts.get(key).map(|(v, _)| *v),
+            state,
+            ready: is_ready,
+            alive: is_alive,
+            up: is_up,
+            age_secs: probed.map(|l| secs(l.age_ms(now_ms))),
+            interval_secs: probed.and_then(|l| l.interval_ms).map(secs),
+            restarts: restarts.get(key).copied(),
             last_error: logs
                 .last_error(service, instance)
                 .map(|l| LastError { time_unix_nano: l.time_unix_nano, message: l.message }),
@@ -130,10 +209,120 @@ pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
     let services = services
         .into_iter()
         .map(|(service, replicas)| ServiceView {
-            ready_replicas: replicas.iter().filter(|r| r.ready == Some(true)).count(),
+            ready_replicas: replicas.iter().filter(|r| r.state == ReplicaState::Ready).count(),
             service,
             replicas,
         })
         .collect();
     ClusterView { nodes, services }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALE: u64 = crate::query::STALE_NAN;
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut l: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        l.sort();
+        l
+    }
+
+    /// Samples every `every_ms` from `from` to `to` (inclusive), of `value`.
+    fn points(from: i64, to: i64, every_ms: i64, value: f64) -> Vec<(i64, f64)> {
+        (0..).map(|i| from + i * every_ms).take_while(|t| *t <= to).map(|t| (t, value)).collect()
+    }
+
+    async fn store_with(series: Vec<crate::store::IncomingSeries>) -> (tempfile::TempDir, Store, LogStore) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(&dir.path().join("wal")).expect("store");
+        store.ingest(series, None).await.expect("ingest");
+        let logs = LogStore::open(&dir.path().join("logs")).expect("logs");
+        (dir, store, logs)
+    }
+
+    fn replica(node: &str, instance: &str, last_ms: i64, value: f64) -> Vec<crate::store::IncomingSeries> {
+        let base = [("service", "search"), ("instance", instance), ("node", node)];
+        let with = |name: &str, extra: &[(&str, &str)]| {
+            let mut l = vec![("__name__", name)];
+            l.extend(base);
+            l.extend(extra);
+            labels(&l)
+        };
+        vec![
+            (with("probe_success", &[("probe", "readyz")]), points(last_ms - 10_000, last_ms, 500, value)),
+            (with("probe_success", &[("probe", "healthz")]), points(last_ms - 10_000, last_ms, 500, 1.0)),
+            (with("up", &[]), points(last_ms - 10_000, last_ms, 1000, 1.0)),
+        ]
+    }
+
+    fn host(node: &str, last_ms: i64) -> crate::store::IncomingSeries {
+        (labels(&[("__name__", "node_load1"), ("node", node)]), points(last_ms - 10_000, last_ms, 1000, 0.5))
+    }
+
+    /// Issue #12, finding 12: a frozen node's last probes said "ready"; seconds later they
+    /// are stale, its agent is not up, and no service counts them.
+    #[tokio::test]
+    async fn issue_12_old_samples_are_stale_never_ready() {
+        let now = 1_000_000_000;
+        let mut series = vec![host("node-1", now - 200), host("node-3", now - 5_000)];
+        series.extend(replica("node-1", "search-2", now - 300, 1.0));
+        series.extend(replica("node-3", "search-1", now - 5_000, 1.0));
+        let (_dir, store, logs) = store_with(series).await;
+        let v = view(&store, &logs, now);
+        let node = |n: &str| v.nodes.iter().find(|x| x.node == n).expect("node");
+        assert_eq!(node("node-1").agent, AgentState::Up);
+        assert!(node("node-1").agent_up);
+        assert_eq!(node("node-3").agent, AgentState::Stale);
+        assert!(!node("node-3").agent_up);
+        assert_eq!(node("node-3").interval_secs, Some(1.0));
+        assert_eq!(node("node-3").last_seen_secs_ago, Some(5.0));
+        let search = &v.services[0];
+        let r = |i: &str| search.replicas.iter().find(|r| r.instance == i).expect("replica");
+        assert_eq!(r("search-2").state, ReplicaState::Ready);
+        assert_eq!(r("search-1").state, ReplicaState::Stale);
+        assert_eq!((r("search-1").ready, r("search-1").alive, r("search-1").up), (None, None, None));
+        assert_eq!(r("search-1").age_secs, Some(5.0));
+        assert_eq!(r("search-1").interval_secs, Some(0.5));
+        assert_eq!(search.ready_replicas, 1, "the stale replica is not counted");
+
+        // Twenty seconds on, the silent agent is down; a minute on, still listed.
+        assert_eq!(view(&store, &logs, now + 15_000).nodes[1].agent, AgentState::Down);
+        let later = view(&store, &logs, now + 60_000);
+        assert_eq!(later.nodes.len(), 2, "a silent node stays in the view");
+        assert!(later.services[0].replicas.iter().all(|r| r.state == ReplicaState::Stale));
+        assert_eq!(later.services[0].ready_replicas, 0);
+    }
+
+    #[tokio::test]
+    async fn a_replica_its_live_agent_dropped_leaves_the_view_and_one_on_a_silent_node_stays_stale() {
+        let now = 1_000_000_000;
+        let mut series = vec![host("node-1", now - 200), host("node-3", now - 5_000)];
+        let ended = |mut s: Vec<crate::store::IncomingSeries>, at: i64| {
+            for (_, p) in &mut s {
+                p.push((at, f64::from_bits(STALE)));
+            }
+            s
+        };
+        series.extend(ended(replica("node-1", "search-2", now - 3_000, 1.0), now - 2_500));
+        series.extend(ended(replica("node-3", "search-1", now - 5_000, 1.0), now - 1_000));
+        let (_dir, store, logs) = store_with(series).await;
+        let v = view(&store, &logs, now);
+        let names: Vec<&str> = v.services[0].replicas.iter().map(|r| r.instance.as_str()).collect();
+        assert_eq!(names, ["search-1"]);
+        assert_eq!(v.services[0].replicas[0].state, ReplicaState::Stale);
+    }
+
+    #[tokio::test]
+    async fn fresh_probes_judge_ready_not_ready_and_down() {
+        let now = 1_000_000_000;
+        let mut series = vec![host("node-1", now - 100)];
+        series.extend(replica("node-1", "search-1", now - 100, 0.0));
+        let (_dir, store, logs) = store_with(series).await;
+        let v = view(&store, &logs, now);
+        assert_eq!(v.services[0].replicas[0].state, ReplicaState::NotReady);
+        assert_eq!(v.services[0].replicas[0].ready, Some(false));
+        assert_eq!(v.services[0].ready_replicas, 0);
+    }
 }

@@ -12,6 +12,7 @@ pub mod query;
 pub mod rules;
 mod run;
 pub mod slo;
+pub mod sources;
 pub mod store;
 
 pub use run::{CollectorConfig, CollectorError, run};

@@ -147,6 +147,7 @@ pub async fn run(
         slos,
         slo_min_events: config.slo_options.min_events,
         group_by: config.notify.route.group_by.clone(),
+        sources: Default::default(),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
     tracing::info!(groups = groups.len(), files = config.rule_files.len(), "rules loaded");
@@ -186,11 +187,18 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
     let mut retention = tokio::time::interval(std::time::Duration::from_secs(60));
     let mut checkpoint = tokio::time::interval(config.checkpoint_interval);
     let mut trim = tokio::time::interval(std::time::Duration::from_secs(2));
+    // Often enough that a silent agent's series end within a fraction of the demo's
+    // 500 ms probe interval after they become due.
+    let mut silent = tokio::time::interval(std::time::Duration::from_millis(250));
+    silent.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checkpoint.tick().await;
     let mut written_at_last = 0;
     let mut written_at_trim = 0;
     loop {
         tokio::select! {
+            _ = silent.tick() => {
+                collector.sources.mark_silent(&collector.store, now_ms()).await;
+            }
             _ = trim.tick() => {
                 let written = collector.store.wal().stats().bytes_written.load(std::sync::atomic::Ordering::Relaxed);
                 if written != written_at_trim {
@@ -245,3 +253,7 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod auth;
+pub mod cluster;
 mod error;
 pub mod exposition;
 pub mod metrics;

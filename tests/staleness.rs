@@ -1,0 +1,160 @@
+//! End to end, issue #12 finding 12 ("missing is never healthy"): a frozen node's agent
+//! and replicas are judged by the age of what they last sent. The real `hale up
+//! --headless` on its own loopback range, ports and data dir; `hale chaos node-down`
+//! freezes node-3 (SIGSTOP of its agent and replicas) and `node-up` thaws it.
+
+mod common;
+
+use common::eventually;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Kills the cluster (and thaws nothing: SIGKILL works on stopped processes) if the test
+/// fails half way.
+struct Cluster {
+    child: Option<Child>,
+    data_dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let needle = self.data_dir.display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&needle) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// `hale up --headless` without load on a private range; returns the collector's URL.
+async fn start(tmp: &Path) -> (Cluster, String) {
+    let data_dir = tmp.join("data");
+    let (prefix, control_ip, offset) = common::private_addresses();
+    let out = std::fs::File::create(tmp.join("up.out")).expect("out file");
+    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["up", "--headless", "--load-rps", "0", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn hale up");
+    let mut cluster = Cluster { child: Some(child), data_dir };
+    eventually("cluster up and seeded", Duration::from_secs(90), async || {
+        let text = std::fs::read_to_string(tmp.join("up.out")).unwrap_or_default();
+        if let Some(status) = cluster.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!("hale up exited early ({status}):\n{text}");
+        }
+        text.contains("Hale demo cluster is up").then_some(())
+    })
+    .await;
+    (cluster, format!("http://{control_ip}:{}", 9464 + offset))
+}
+
+fn chaos(data_dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .arg("chaos")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("hale chaos");
+    assert!(out.status.success(), "hale chaos {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `hale status --json`: its exit code and its answer.
+fn status(data_dir: &Path) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["status", "--json", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("hale status");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), json)
+}
+
+/// The node's entry and the replicas on it in `/api/v1/cluster`.
+fn node_of<'a>(view: &'a Value, node: &str) -> (Option<&'a Value>, Vec<&'a Value>) {
+    let entry = view["nodes"].as_array().into_iter().flatten().find(|n| n["node"] == node);
+    let replicas = view["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
+        .filter(|r| r["node"] == node)
+        .collect();
+    (entry, replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_is_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, collector) = start(tmp.path()).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+    let url = format!("{collector}/api/v1/cluster");
+    let view = async || common::get_json(&client, &url, &[]).await.map(|v| v["data"].clone());
+
+    // Healthy first: every node's agent up, node-3's replicas ready, status exits 0.
+    eventually("a healthy cluster, status 0", Duration::from_secs(60), async || {
+        let v = view().await?;
+        let (node, replicas) = node_of(&v, "node-3");
+        let fresh = node?["agent"] == "up" && replicas.len() >= 2 && replicas.iter().all(|r| r["state"] == "ready");
+        let (code, s) = status(&cluster.data_dir);
+        (fresh && code == Some(0) && s["healthy"] == true).then_some(())
+    })
+    .await;
+
+    chaos(&cluster.data_dir, &["node-down", "node-3"]);
+    let frozen = eventually("node-3 judged stale by its age", Duration::from_secs(20), async || {
+        let v = view().await?;
+        let (node, replicas) = node_of(&v, "node-3");
+        let node = node?;
+        let stale = node["agent"] != "up"
+            && node["agent_up"] == false
+            && node["last_seen_secs_ago"].as_f64().is_some()
+            && !replicas.is_empty()
+            && replicas.iter().all(|r| r["state"] == "stale" && r["ready"] != true && r["age_secs"].is_number());
+        stale.then_some(v)
+    })
+    .await;
+    // A stale replica is never counted: each service's ready count is its fresh ones.
+    for s in frozen["services"].as_array().into_iter().flatten() {
+        let fresh_ready = s["replicas"].as_array().into_iter().flatten().filter(|r| r["state"] == "ready").count();
+        assert_eq!(s["ready_replicas"].as_u64(), Some(fresh_ready as u64), "{s}");
+    }
+    eventually("status unhealthy, exit 1", Duration::from_secs(20), async || {
+        let (code, s) = status(&cluster.data_dir);
+        (code == Some(1) && s["healthy"] == false).then_some(())
+    })
+    .await;
+    // The frozen node's last probes vanish from PromQL (stale markers), instead of
+    // answering 1 for five minutes.
+    let q = format!("{collector}/api/v1/query");
+    eventually("node-3's probe_success gone from instant queries", Duration::from_secs(20), async || {
+        let v = common::get_json(&client, &q, &[("query", "probe_success{node=\"node-3\"}")]).await?;
+        v["data"]["result"].as_array().is_some_and(|r| r.is_empty()).then_some(())
+    })
+    .await;
+
+    chaos(&cluster.data_dir, &["node-up", "node-3"]);
+    eventually("node-3 back: agent up, replicas ready, status 0", Duration::from_secs(30), async || {
+        let v = view().await?;
+        let (node, replicas) = node_of(&v, "node-3");
+        let back = node?["agent"] == "up" && !replicas.is_empty() && replicas.iter().all(|r| r["state"] == "ready");
+        let (code, s) = status(&cluster.data_dir);
+        (back && code == Some(0) && s["healthy"] == true).then_some(())
+    })
+    .await;
+}
