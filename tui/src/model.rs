@@ -437,45 +437,44 @@ fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
-/// `/api/v1/cluster` → nodes and services.
+/// `/api/v1/cluster` → nodes and services, read as the collector's wire type
+/// (`hale_core::cluster::ClusterView`). The collector has already judged freshness: a
+/// replica without a fresh probe is `stale` and an agent that is not `up` is drawn down.
 pub fn parse_cluster(v: &Value) -> Option<(Vec<Node>, Vec<Service>)> {
-    let data = &v["data"];
-    let nodes = data["nodes"]
-        .as_array()?
-        .iter()
+    use hale_core::cluster::{AgentState, ClusterView, ReplicaState as Wire};
+    let view: ClusterView = serde_json::from_value(v.get("data")?.clone()).ok()?;
+    let nodes = view
+        .nodes
+        .into_iter()
         .map(|n| Node {
-            name: s(&n["node"]),
-            agent_up: n["agent_up"].as_bool().unwrap_or(false),
-            last_seen_secs_ago: f(&n["last_seen_secs_ago"]),
-            cpu: f(&n["cpu_used_ratio"]),
-            memory: f(&n["memory_used_ratio"]),
-            disk: f(&n["disk_used_ratio"]),
+            agent_up: n.agent == AgentState::Up,
+            name: n.node,
+            last_seen_secs_ago: n.last_seen_secs_ago.filter(|x| x.is_finite()),
+            cpu: n.cpu_used_ratio.filter(|x| x.is_finite()),
+            memory: n.memory_used_ratio.filter(|x| x.is_finite()),
+            disk: n.disk_used_ratio.filter(|x| x.is_finite()),
         })
         .collect();
-    let services = data["services"]
-        .as_array()?
-        .iter()
+    let services = view
+        .services
+        .into_iter()
         .map(|svc| Service {
             restarts_1h: None,
-            name: s(&svc["service"]),
-            replicas: svc["replicas"]
-                .as_array()
+            name: svc.service,
+            replicas: svc
+                .replicas
                 .into_iter()
-                .flatten()
-                .map(|r| {
-                    let state = match (r["ready"].as_bool(), r["alive"].as_bool()) {
-                        (Some(true), _) => ReplicaState::Ready,
-                        (Some(false), Some(true)) => ReplicaState::NotReady,
-                        (Some(false), _) => ReplicaState::Down,
-                        (None, _) => ReplicaState::Stale,
-                    };
-                    Replica {
-                        instance: s(&r["instance"]),
-                        node: r["node"].as_str().map(str::to_string),
-                        state,
-                        restarts: f(&r["restarts"]),
-                        last_error: r["last_error"]["message"].as_str().map(str::to_string),
-                    }
+                .map(|r| Replica {
+                    state: match r.state {
+                        Wire::Ready => ReplicaState::Ready,
+                        Wire::NotReady => ReplicaState::NotReady,
+                        Wire::Down => ReplicaState::Down,
+                        Wire::Stale => ReplicaState::Stale,
+                    },
+                    instance: r.instance,
+                    node: r.node,
+                    restarts: r.restarts.filter(|x| x.is_finite()),
+                    last_error: r.last_error.map(|e| e.message),
                 })
                 .collect(),
         })
@@ -601,7 +600,8 @@ pub fn parse_healer(actions: &Value, state: &Value) -> Option<Healer> {
 /// The one-line verdict `hale status` prints and exits on.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Health {
-    /// Nothing pages and every service has a ready replica.
+    /// Nothing pages, every node's agent is up and every service has a fresh ready
+    /// replica.
     pub healthy: bool,
     pub problems: Vec<String>,
 }
@@ -609,6 +609,17 @@ pub struct Health {
 impl Snapshot {
     pub fn health(&self) -> Health {
         let mut problems = Vec::new();
+        // A node whose agent is not up is a problem even while its services have ready
+        // replicas elsewhere: nobody watches or repairs what runs there.
+        match &self.nodes {
+            None => problems.push("nodes: no data from the collector".to_string()),
+            Some(nodes) => {
+                for n in nodes.iter().filter(|n| !n.agent_up) {
+                    let seen = n.last_seen_secs_ago.map_or(String::new(), |s| format!(", last report {s:.0}s ago"));
+                    problems.push(format!("{}: agent not up (stale or down{seen})", n.name));
+                }
+            }
+        }
         match &self.services {
             None => problems.push("services: no data from the collector".to_string()),
             Some(services) => {
@@ -695,6 +706,42 @@ mod tests {
         // An older healer without the list: none shown, nothing invented.
         let old = parse_healer(&json!({"actions": []}), &json!({"paused": false})).expect("healer");
         assert!(old.refused.is_empty());
+    }
+
+    /// Issue #12, finding 12: a frozen node's replicas are stale, never ready, and
+    /// `hale status` is unhealthy while its agent is not up.
+    #[test]
+    fn issue_12_a_stale_replica_is_never_ready_and_a_silent_node_is_unhealthy() {
+        let node = |name: &str, agent: &str| {
+            json!({"node": name, "agent": agent, "agent_up": agent == "up", "last_seen_secs_ago": 4.0,
+                   "interval_secs": 1.0, "cpu_used_ratio": null, "memory_used_ratio": null, "disk_used_ratio": null})
+        };
+        let replica = |instance: &str, node: &str, state: &str| {
+            json!({"instance": instance, "node": node, "state": state, "ready": null, "alive": null, "up": null,
+                   "age_secs": 4.0, "interval_secs": 0.5, "restarts": 0.0, "last_error": null})
+        };
+        let cluster = json!({"status": "success", "data": {
+        "nodes": [node("node-1", "up"), node("node-3", "stale")],
+        "services": [
+            {"service": "search", "ready_replicas": 1,
+             "replicas": [replica("search-1", "node-3", "stale"), replica("search-2", "node-1", "ready")]},
+            {"service": "catalog", "ready_replicas": 0, "replicas": [replica("catalog-2", "node-3", "stale")]}
+        ]}});
+        let (nodes, services) = parse_cluster(&cluster).expect("cluster");
+        assert!(nodes[0].agent_up && !nodes[1].agent_up);
+        assert_eq!(services[0].replicas[0].state, ReplicaState::Stale);
+        assert_eq!(services[0].ready(), 1);
+        assert_eq!(services[1].ready(), 0);
+        let snapshot =
+            Snapshot { nodes: Some(nodes), services: Some(services), slos: Some(Vec::new()), ..Default::default() };
+        let health = snapshot.health();
+        assert!(!health.healthy);
+        assert_eq!(
+            health.problems,
+            ["node-3: agent not up (stale or down, last report 4s ago)", "catalog: no ready replica"]
+        );
+        // Without the judgement (an older collector), nothing is assumed healthy.
+        assert_eq!(parse_cluster(&json!({"data": {"nodes": [{"node": "n", "agent_up": true}], "services": []}})), None);
     }
 
     #[test]
