@@ -518,31 +518,51 @@ mod tests {
         sup.start(spec("stubborn", "trap '' TERM; while true; do sleep 0.1; done", dir.path())).expect("start");
         wait_until(|| pid(&sup, "stubborn").is_some()).await;
         let pid = pid(&sup, "stubborn").expect("pid");
-        let started = Instant::now();
-        sup.shutdown().await;
-        assert!(started.elapsed() < Duration::from_secs(5));
+        // Without the SIGKILL after the grace, the shutdown would wait for ever.
+        tokio::time::timeout(Duration::from_secs(60), sup.shutdown()).await.expect("killed after the grace");
         assert!(kill(Pid::from_raw(pid as i32), None).is_err());
     }
 
     #[tokio::test]
     async fn a_restart_takes_the_grace_it_is_given() {
         let dir = tempfile::tempdir().expect("tmp");
-        let marker = dir.path().join("trapped");
-        // The child says when it ignores SIGTERM, so no signal races its `trap`.
-        let script = format!("trap '' TERM; touch {}; while true; do sleep 0.05; done", marker.display());
-        // A short default grace, so the final stop is quick; each restart names its own.
-        let sup = Supervisor::new(Duration::from_millis(100));
+        let (marker, stubborn) = (dir.path().join("trapped"), dir.path().join("stubborn"));
+        // The child says when it ignores SIGTERM, so no signal races its `trap`; it ignores
+        // SIGTERM while `stubborn` exists and exits on it once that is gone.
+        let script = format!(
+            "trap '[ -e {} ] || exit 0' TERM; touch {}; while true; do sleep 0.05; done",
+            stubborn.display(),
+            marker.display()
+        );
+        std::fs::write(&stubborn, "").expect("stubborn");
+        // A default grace of an hour: a restart that finishes in time took the grace it
+        // was given, not the default. The deadline only tells "the grace given" from "an hour".
+        let deadline = Duration::from_secs(60);
+        let sup = Supervisor::new(Duration::from_secs(3600));
         sup.start(spec("stubborn", &script, dir.path())).expect("start");
         wait_until(|| marker.exists()).await;
+        let first = pid(&sup, "stubborn").expect("pid");
         let started = Instant::now();
-        sup.restart_with_grace("stubborn", Some(Duration::from_millis(1500))).await.expect("restart");
+        let restart = sup.restart_with_grace("stubborn", Some(Duration::from_millis(1500)));
+        tokio::time::timeout(deadline, restart).await.expect("the grace given, not the default").expect("restart");
         assert!(started.elapsed() >= Duration::from_millis(1400), "it ignored SIGTERM for the grace");
+        assert!(kill(Pid::from_raw(first as i32), None).is_err(), "the first child is gone");
         std::fs::remove_file(&marker).expect("rm");
         wait_until(|| marker.exists()).await;
-        let started = Instant::now();
-        sup.restart_with_grace("stubborn", Some(Duration::ZERO)).await.expect("restart");
-        assert!(started.elapsed() < Duration::from_secs(1), "no grace: killed at once");
-        sup.stop("stubborn").await.expect("stop");
+        let second = pid(&sup, "stubborn").expect("pid");
+        assert_ne!(second, first);
+        // No grace: SIGKILL at once, where the default would wait an hour.
+        let restart = sup.restart_with_grace("stubborn", Some(Duration::ZERO));
+        tokio::time::timeout(deadline, restart).await.expect("no grace: killed at once").expect("restart");
+        assert!(kill(Pid::from_raw(second as i32), None).is_err(), "the second child is gone");
+        let info = sup.list().into_iter().find(|p| p.name == "stubborn").expect("listed");
+        assert_eq!(info.last_exit.as_deref(), Some("restarted on request"));
+        // Willing to go now: stopped on SIGTERM, well within the default grace.
+        std::fs::remove_file(&marker).expect("rm");
+        wait_until(|| marker.exists()).await;
+        std::fs::remove_file(&stubborn).expect("rm");
+        tokio::time::timeout(deadline, sup.stop("stubborn")).await.expect("stopped on SIGTERM").expect("stop");
+        assert!(sup.list().is_empty());
     }
 
     #[tokio::test]
