@@ -450,7 +450,7 @@ struct LoadArgs {
     /// The shop gateway.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     gateway: String,
-    /// Requests per second.
+    /// Requests per second at the gateway (journeys start at the pace that gives it).
     #[arg(long, default_value_t = 20)]
     rps: u32,
     /// How long to run (30s, 5m, 1h); 0 runs until interrupted.

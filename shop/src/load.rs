@@ -1,7 +1,7 @@
-//! `hale load`: realistic shop traffic through the gateway. An open-loop generator (a
-//! request is due every 1/rps seconds whether or not earlier ones have answered, as real
-//! users behave) mixing browsing, searching and buying, with a progress bar and a closing
-//! summary per route.
+//! `hale load`: realistic shop traffic through the gateway. An open-loop generator (user
+//! journeys start on a clock whether or not earlier ones have answered, as real users
+//! behave, paced so the gateway sees `--rps` requests per second) mixing browsing,
+//! searching and buying, with a progress bar and a closing summary per route.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,15 @@ pub struct Mix {
 impl Default for Mix {
     fn default() -> Self {
         Mix { browse: 50, search: 35, buy: 15 }
+    }
+}
+
+impl Mix {
+    /// Requests one journey sends on average: a browse lists products and opens one, a
+    /// search and a buy are one request each.
+    pub fn requests_per_journey(&self) -> f64 {
+        let total = f64::from(self.browse + self.search + self.buy).max(1.0);
+        f64::from(2 * self.browse + self.search + self.buy) / total
     }
 }
 
@@ -324,7 +333,10 @@ pub async fn run(config: LoadConfig, shutdown: impl std::future::Future<Output =
     let started = Instant::now();
     let bar = progress_bar(&config);
     let limit = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(config.rps)));
+    // `--rps` is requests at the gateway, as the name says; a journey is one or two of
+    // them, so journeys start at the rate that makes the requests come out right.
+    let journeys_per_sec = f64::from(config.rps) / config.mix.requests_per_journey();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / journeys_per_sec));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut report = tokio::time::interval(Duration::from_millis(250));
     let mut last_log = Instant::now();
@@ -412,6 +424,41 @@ mod tests {
         assert!("browse=0".parse::<Mix>().is_err());
         assert!("fly=3".parse::<Mix>().is_err());
         assert!("browse=x".parse::<Mix>().is_err());
+    }
+
+    /// Issue #12, finding 18: `--rps` is requests per second at the gateway, not user
+    /// journeys (a browse is two requests). A fake gateway counts what arrives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rps_counts_requests_at_the_gateway() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = count.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let counted = counted.clone();
+            async move {
+                if uri.path() != "/oauth/token" {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                axum::Json(json!({"access_token": "t", "products": [{"id": 1}, {"id": 2}], "results": []}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = LoadConfig {
+            gateway: format!("http://{addr}"),
+            rps: 40,
+            duration: Some(Duration::from_secs(3)),
+            mix: Mix::default(),
+            username: "u".into(),
+            password: "p".into(),
+            progress: false,
+            max_in_flight: 64,
+        };
+        let summary = run(config, std::future::pending()).await.expect("load");
+        // The warm-up browse (two requests) comes before the clock starts.
+        let per_sec = (count.load(Ordering::Relaxed) - 2) as f64 / summary.elapsed.as_secs_f64();
+        assert!((32.0..=48.0).contains(&per_sec), "{per_sec:.1} requests/s for --rps 40");
     }
 
     #[test]
