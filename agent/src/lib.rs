@@ -11,6 +11,7 @@ pub mod queue;
 mod run;
 pub mod scrape;
 pub mod ship;
+pub mod staleness;
 pub mod supervise;
 pub mod tail;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use crate::host::HostCollector;
 use crate::queue::DiskQueue;
 use crate::scrape::{self, Target};
 use crate::ship::{self, Destination, Protocol};
+use crate::staleness::Staleness;
 use crate::supervise::Supervisor;
 use crate::tail::{self, LogSource, Tailer};
 use crate::telemetry::Telemetry;
@@ -47,6 +48,8 @@ pub struct Agent {
     metrics_queue: Option<Arc<DiskQueue>>,
     logs_queue: Option<Arc<DiskQueue>>,
     http: reqwest::Client,
+    /// What each collection cycle sent, to end the series that disappear.
+    staleness: Staleness,
 }
 
 fn now_ms() -> i64 {
@@ -180,18 +183,23 @@ impl Agent {
         let node = self.config.node.clone();
         let labels =
             |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
-        let host = self.host_families().await;
+        let mut host = self.host_families().await;
+        self.staleness.mark_vanished("host", &mut host);
         self.queue_metrics(host, labels(&[("node", &node), ("instance", &listen), ("job", "node")])).await;
         let mut own = self.supervisor.families();
         own.extend(self.queue_families());
         own.extend(self.telemetry.families());
+        self.staleness.mark_vanished("own", &mut own);
         self.queue_metrics(own, labels(&[("node", &node), ("agent", &listen)])).await;
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let scrapes = self.targets().into_iter().map(|t| {
             let client = self.http.clone();
             async move { scrape::scrape(&client, &t, timeout).await }
         });
-        let scraped: Vec<Family> = futures::future::join_all(scrapes).await.into_iter().flatten().collect();
+        let mut scraped: Vec<Family> = futures::future::join_all(scrapes).await.into_iter().flatten().collect();
+        // A replica stopped or removed since the last cycle, a failed scrape, or a series
+        // a target no longer exposes: ended with a marker, as Prometheus does.
+        self.staleness.mark_vanished("scrape", &mut scraped);
         self.queue_metrics(scraped, Vec::new()).await;
     }
 
@@ -201,7 +209,8 @@ impl Agent {
             let client = self.http.clone();
             async move { scrape::probe(&client, &t, timeout).await }
         });
-        let families: Vec<Family> = futures::future::join_all(probes).await.into_iter().flatten().collect();
+        let mut families: Vec<Family> = futures::future::join_all(probes).await.into_iter().flatten().collect();
+        self.staleness.mark_vanished("probe", &mut families);
         self.queue_metrics(families, Vec::new()).await;
     }
 }
@@ -350,6 +359,7 @@ pub async fn run(
         http: reqwest::Client::builder().build().map_err(|e| AgentError::Config(e.to_string()))?,
         metrics_queue,
         logs_queue,
+        staleness: Staleness::default(),
         config,
     });
     for p in &agent.config.processes {
