@@ -63,8 +63,34 @@ impl Facts {
 pub struct Live {
     /// Seconds since the target's last readiness probe; `None`: no probe at all.
     pub telemetry_age_secs: Option<f64>,
-    /// The service's replicas the collector knows, and whether each is ready.
-    pub replicas: Vec<(String, bool)>,
+    /// The service's replicas the collector knows, with their last readiness probe.
+    pub replicas: Vec<ReplicaFact>,
+}
+
+/// One replica's last readiness probe, as the collector has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaFact {
+    pub instance: String,
+    /// Its last `/readyz` probe succeeded.
+    pub ready: bool,
+    /// Seconds since that probe; `None` when unknown.
+    pub age_secs: Option<f64>,
+    /// How often it is probed (seconds), inferred from its samples; `None` when unknown.
+    pub interval_secs: Option<f64>,
+}
+
+impl ReplicaFact {
+    /// Ready, and fresh by `hale_core::cluster`'s rule (the collector's cluster view and
+    /// the dashboard judge the same way): a frozen node's last "ready" is not a ready
+    /// replica, so it never spares another replica the last-ready guard.
+    pub fn counts_ready(&self) -> bool {
+        let interval_ms =
+            self.interval_secs.map_or(hale_core::cluster::DEFAULT_INTERVAL_MS, |s| (s * 1000.0).round() as i64);
+        self.ready
+            && self
+                .age_secs
+                .is_some_and(|a| a.is_finite() && hale_core::cluster::is_fresh((a * 1000.0) as i64, interval_ms))
+    }
 }
 
 /// When a refused alert is worth deciding again.
@@ -291,7 +317,7 @@ pub fn check_live(live: &Live, target: &Target, service_busy: usize, limits: &Ef
     if service_busy + 1 > allowed {
         return Err(Refusal::ServiceShare { service: service.into(), busy: service_busy, replicas, allowed });
     }
-    let ready: Vec<&str> = live.replicas.iter().filter(|(_, r)| *r).map(|(i, _)| i.as_str()).collect();
+    let ready: Vec<&str> = live.replicas.iter().filter(|r| r.counts_ready()).map(|r| r.instance.as_str()).collect();
     if ready == [instance] {
         return Err(Refusal::LastReady { instance: instance.into(), service: service.into() });
     }
@@ -467,7 +493,31 @@ mod tests {
     }
 
     fn live(age: Option<f64>, replicas: &[(&str, bool)]) -> Live {
-        Live { telemetry_age_secs: age, replicas: replicas.iter().map(|(i, r)| (i.to_string(), *r)).collect() }
+        let fact = |(i, r): &(&str, bool)| ReplicaFact {
+            instance: i.to_string(),
+            ready: *r,
+            age_secs: Some(0.2),
+            interval_secs: Some(0.5),
+        };
+        Live { telemetry_age_secs: age, replicas: replicas.iter().map(fact).collect() }
+    }
+
+    /// Issue #12, finding 12: a replica whose last probe said "ready" long ago (its node
+    /// froze) is not a ready peer: restarting the only fresh ready one is refused.
+    #[test]
+    fn issue_12_a_stale_ready_replica_does_not_count_as_ready() {
+        let mut l = live(Some(1.0), &[("s-1", true), ("s-2", true)]);
+        l.replicas[1].age_secs = Some(20.0);
+        let r = check_live(&l, &replica("s-1"), 0, &limits()).expect_err("s-2 is stale");
+        assert_eq!(r, Refusal::LastReady { instance: "s-1".into(), service: "search".into() });
+        // Within a few of its intervals it counts; an unknown age never does.
+        l.replicas[1].age_secs = Some(1.5);
+        assert!(check_live(&l, &replica("s-1"), 0, &limits()).is_ok());
+        l.replicas[1].age_secs = None;
+        assert!(check_live(&l, &replica("s-1"), 0, &limits()).is_err());
+        // Probed every 15 s: 20 s is one late probe, still fresh.
+        l.replicas[1] = ReplicaFact { age_secs: Some(20.0), interval_secs: Some(15.0), ..l.replicas[1].clone() };
+        assert!(check_live(&l, &replica("s-1"), 0, &limits()).is_ok());
     }
 
     const FOUR: [(&str, bool); 4] = [("s-1", false), ("s-2", true), ("s-3", true), ("s-4", false)];
