@@ -40,6 +40,54 @@ async fn series_names(addr: SocketAddr, selector: &str) -> Vec<String> {
     body["data"].as_array().expect("data").iter().map(|s| s["__name__"].as_str().unwrap_or("").to_string()).collect()
 }
 
+/// Every sample of the series matching `selector` over the last two hours, by metric name:
+/// (timestamp in ms, value), raw as stored (a range selector, evaluated now).
+async fn stored_samples(addr: SocketAddr, selector: &str) -> std::collections::HashMap<String, Vec<(i64, f64)>> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/query"))
+        .query(&[("query", format!("{selector}[2h]"))])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["data"]["resultType"], "matrix", "{body}");
+    body["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|s| {
+            let name = s["metric"]["__name__"].as_str().expect("name").to_string();
+            let points = s["values"].as_array().expect("values").iter().map(|p| {
+                let t = (p[0].as_f64().expect("time") * 1000.0).round() as i64;
+                (t, p[1].as_str().expect("value").parse::<f64>().expect("number"))
+            });
+            (name, points.collect())
+        })
+        .collect()
+}
+
+/// Asserts that batch `i` (see [`batch`]) is stored exactly: its one sample's value and
+/// timestamp, for every `i` in `acked`.
+fn assert_every_batch_stored(stored: &std::collections::HashMap<String, Vec<(i64, f64)>>, acked: &[u32]) {
+    let wrong: Vec<String> = acked
+        .iter()
+        .filter_map(|i| {
+            let expected = vec![(recent_ms() + i64::from(*i), f64::from(*i))];
+            let got = stored.get(&format!("ack_{i}"));
+            (got != Some(&expected)).then(|| format!("ack_{i}: {got:?}, not {expected:?}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} acknowledged writes lost or changed: {:?}",
+        wrong.len(),
+        acked.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
 /// An hour ago, fixed for the whole test run (so every writer shares one base).
 fn recent_ms() -> i64 {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
@@ -126,16 +174,8 @@ async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
     let _collector = start_collector(addr, &data, &out).await;
     let log = std::fs::read_to_string(&out).expect("log");
     assert!(log.contains("torn or damaged tail"), "the truncation is reported:\n{log}");
-    let names: std::collections::HashSet<String> =
-        series_names(addr, "{job=\"durability\"}").await.into_iter().collect();
-    let missing: Vec<&u32> = acked.iter().filter(|i| !names.contains(&format!("ack_{i}"))).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged writes lost: {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(10)]
-    );
+    // Every acknowledged sample, with its value and timestamp.
+    assert_every_batch_stored(&stored_samples(addr, "{job=\"durability\"}").await, &acked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,11 +268,52 @@ async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
     collector.0.kill().expect("kill -9");
     collector.0.wait().expect("reap");
     let _collector = start_collector(addr, &data, &out).await;
-    let names: std::collections::HashSet<String> =
-        series_names(addr, "{job=\"durability\"}").await.into_iter().collect();
-    for i in 0..60 {
-        assert!(names.contains(&format!("ack_{i}")), "ack_{i} lost");
+    let stored = stored_samples(addr, "{job=\"durability\"}").await;
+    assert_every_batch_stored(&stored, &(0..60).collect::<Vec<u32>>());
+    assert_eq!(stored.len(), 60, "nothing else: {:?}", stored.keys());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_without_the_ingest_token_are_refused_and_store_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let addr = free_addr();
+    let _collector = start_collector(addr, &tmp.path().join("collector"), &tmp.path().join("collector.out")).await;
+    let client = reqwest::Client::new();
+    let logs = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "intruder"}}]},
+        "scopeLogs": [{"logRecords": [{"timeUnixNano": "1700000000000000000", "severityText": "info", "body": {"stringValue": "let me in"}}]}]
+    }]});
+    for token in [None, Some("wrong"), Some("ingest-secret-but-longer"), Some("")] {
+        let mut write = client.post(format!("http://{addr}/api/v1/write")).body(batch(7));
+        let mut log = client.post(format!("http://{addr}/v1/logs")).json(&logs);
+        if let Some(token) = token {
+            (write, log) = (write.bearer_auth(token), log.bearer_auth(token));
+        }
+        for (what, request) in [("remote_write", write), ("OTLP logs", log)] {
+            let r = request.send().await.expect("post");
+            assert_eq!(r.status(), 401, "{what} with {token:?}");
+            let body: Value = r.json().await.expect("json");
+            assert_eq!((body["status"].as_str(), body["errorType"].as_str()), (Some("error"), Some("unauthorized")));
+        }
     }
+    assert_eq!(series_names(addr, "{job=\"durability\"}").await, Vec::<String>::new(), "no series stored");
+    let stored = |service: &str| {
+        let client = client.clone();
+        let url = format!("http://{addr}/api/v1/logs");
+        let service = service.to_string();
+        async move {
+            let body: Value =
+                client.get(url).query(&[("service", service)]).send().await.expect("logs").json().await.expect("json");
+            body["data"].as_array().expect("lines").len()
+        }
+    };
+    assert_eq!(stored("intruder").await, 0, "no log line stored");
+    // The same requests with the token are stored, so the checks above can see a leak.
+    send(&client, addr, 7).await;
+    assert_every_batch_stored(&stored_samples(addr, "{job=\"durability\"}").await, &[7]);
+    let r = client.post(format!("http://{addr}/v1/logs")).bearer_auth("ingest-secret").json(&logs).send().await;
+    assert_eq!(r.expect("post").status(), 200);
+    assert_eq!(stored("intruder").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
