@@ -257,6 +257,26 @@ async fn silences_over_the_api_and_the_cli() {
     let r = client.post(&url).bearer_auth(ADMIN).json(&silence).send().await.expect("post");
     assert_eq!(r.status(), 200);
     let id = r.json::<Value>().await.expect("json")["data"]["silenceID"].as_str().expect("id").to_string();
+    // Expiring it needs the admin token too: refused without it, and the silence stays.
+    let longer = format!("{ADMIN}x");
+    for token in [None, Some("wrong"), Some(longer.as_str())] {
+        let mut request = client.delete(format!("{url}/{id}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.expect("delete");
+        assert_eq!(r.status(), 401, "expire with {token:?}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["errorType"], "unauthorized", "{body}");
+    }
+    let listed: Value = client.get(&url).send().await.expect("get").json().await.expect("json");
+    let kept: Vec<(&str, &str)> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|s| Some((s["id"].as_str()?, s["status"]["state"].as_str()?)))
+        .collect();
+    assert_eq!(kept, [(id.as_str(), "active")], "{listed}");
 
     // a is silenced, b is not: only b is notified.
     push(addr, "a", 0.0).await;
