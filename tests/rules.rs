@@ -27,6 +27,13 @@ const RULES: &str = r#"groups:
           severity: page
         annotations:
           summary: "{{ $labels.instance }} is down ({{ $value }})"
+      - alert: TestStillDown
+        expr: test_up == 0
+        for: 1h
+        labels:
+          severity: ticket
+        annotations:
+          summary: "{{ $labels.instance }} has been down an hour"
 "#;
 
 fn spawn_collector(addr: SocketAddr, data: &Path, rules: &Path, out: &Path) -> Proc {
@@ -55,23 +62,62 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
 
     push(addr, "a", 0.0).await;
     push(addr, "b", 1.0).await;
-    // Pending first, firing after `for: 1s`.
-    let pending = eventually("pending alert", Duration::from_secs(10), async || {
+    // The alert with an hour's `for` stays pending: that state as the API shows it,
+    // observed without racing a short window.
+    let alert = async |name: &str, state: &str| -> Option<Value> {
         let (_, body) = get(format!("http://{addr}/api/v1/alerts")).await;
-        body["data"]["alerts"].as_array().and_then(|a| a.first().cloned()).filter(|a| a["state"] == "pending")
-    })
-    .await;
-    assert_eq!(pending["labels"]["alertname"], "TestDown");
+        body["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name && a["state"] == state)
+            .cloned()
+    };
+    let pending =
+        eventually("pending alert", Duration::from_secs(10), async || alert("TestStillDown", "pending").await).await;
     assert_eq!(pending["labels"]["instance"], "a");
-    assert_eq!(pending["labels"]["severity"], "page");
-    assert_eq!(pending["annotations"]["summary"], "a is down (0)");
+    assert_eq!(pending["labels"]["severity"], "ticket");
+    assert_eq!(pending["annotations"]["summary"], "a has been down an hour");
     assert_eq!(pending["value"], "0e+00");
-    let firing = eventually("firing alert", Duration::from_secs(10), async || {
-        let (_, body) = get(format!("http://{addr}/api/v1/alerts")).await;
-        body["data"]["alerts"].as_array().and_then(|a| a.first().cloned()).filter(|a| a["state"] == "firing")
-    })
-    .await;
-    assert_eq!(firing["activeAt"], pending["activeAt"], "active since it was first returned");
+    let firing = eventually("firing alert", Duration::from_secs(10), async || alert("TestDown", "firing").await).await;
+    assert_eq!(firing["labels"]["instance"], "a");
+    assert_eq!(firing["labels"]["severity"], "page");
+    assert_eq!(firing["annotations"]["summary"], "a is down (0)");
+    assert_eq!(firing["value"], "0e+00");
+    // TestDown was pending first and fired once `for: 1s` had passed, active all along
+    // since its first pending evaluation: what the evaluations recorded says so.
+    let history = async |selector: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+        let url = reqwest::Url::parse_with_params(&format!("http://{addr}/api/v1/query"), &[("query", selector)])
+            .expect("url");
+        let (status, body) = get(url.to_string()).await;
+        assert_eq!((status, body["data"]["resultType"].as_str()), (200, Some("matrix")), "{body}");
+        body["data"]["result"]
+            .as_array()
+            .expect("result")
+            .iter()
+            .map(|s| {
+                let points = s["values"].as_array().expect("values").iter();
+                let points = points
+                    .map(|p| (p[0].as_f64().expect("time"), p[1].as_str().expect("value").parse().expect("number")));
+                (s["metric"]["alertstate"].as_str().unwrap_or_default().to_string(), points.collect())
+            })
+            .collect()
+    };
+    let states = history("ALERTS{alertname=\"TestDown\"}[5m]").await;
+    let times = |state: &str| -> Vec<f64> {
+        states.iter().filter(|(s, _)| s == state).flat_map(|(_, points)| points.iter().map(|p| p.0)).collect()
+    };
+    let (was_pending, has_fired) = (times("pending"), times("firing"));
+    assert!(!was_pending.is_empty() && !has_fired.is_empty(), "{states:?}");
+    let first_pending = was_pending.iter().copied().fold(f64::INFINITY, f64::min);
+    let first_firing = has_fired.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(was_pending.iter().all(|t| *t < first_firing), "pending only before firing: {states:?}");
+    assert!(first_firing - first_pending >= 0.999, "fired after `for: 1s`: {states:?}");
+    let active_since = history("ALERTS_FOR_STATE{alertname=\"TestDown\"}[5m]").await;
+    assert_eq!(active_since.len(), 1, "{active_since:?}");
+    assert!(
+        active_since[0].1.iter().all(|(_, v)| (v - first_pending).abs() < 1e-6),
+        "active since it was first pending: {active_since:?}"
+    );
     let (_, body) = get(format!("http://{addr}/api/v1/alerts")).await;
     assert_eq!(body["data"]["groupBy"], serde_json::json!(["alertname"]), "how notifications group them");
 
@@ -91,8 +137,11 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     assert_eq!(alert["duration"], 1.0);
     assert_eq!(alert["alerts"].as_array().map(Vec::len), Some(1));
     assert_eq!(alert["annotations"]["summary"], "{{ $labels.instance }} is down ({{ $value }})");
+    let slow = &group["rules"][2];
+    assert_eq!((slow["name"].as_str(), slow["state"].as_str()), (Some("TestStillDown"), Some("pending")));
+    assert_eq!(slow["duration"], 3600.0);
     let (_, only_alerts) = get(format!("http://{addr}/api/v1/rules?type=alert")).await;
-    assert_eq!(only_alerts["data"]["groups"][0]["rules"].as_array().map(Vec::len), Some(1));
+    assert_eq!(only_alerts["data"]["groups"][0]["rules"].as_array().map(Vec::len), Some(2));
     let (status, bad) = get(format!("http://{addr}/api/v1/rules?type=bogus")).await;
     assert_eq!((status, bad["errorType"].as_str()), (400, Some("bad_data")));
 
@@ -104,6 +153,7 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     assert_eq!(q["data"]["result"][0]["metric"]["alertname"], "TestDown");
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_collector_alerts{state=\"firing\"} 1"), "{metrics}");
+    assert!(metrics.contains("hale_collector_alerts{state=\"pending\"} 1"), "{metrics}");
     assert!(metrics.contains("hale_collector_rule_group_rules_failing{group=\"test\""), "{metrics}");
 
     // Recovery resolves it: no longer listed.
