@@ -196,7 +196,12 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
         (receiver.lines().len() >= 700).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing left to send: every queued batch acknowledged, so no late resend can follow.
+    eventually("the logs queue drained", Duration::from_secs(30), async || {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        text.lines().any(|l| l == "hale_agent_queue_batches{queue=\"logs\",reader=\"logs\"} 0").then_some(())
+    })
+    .await;
     assert_exactly_once(&receiver.lines(), 700);
 }
 
