@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hale_core::ClusterConfig;
+use hale_core::{ClusterConfig, ServiceKind};
 use hale_tui::act::{ChaosHook, HttpActuator};
+use hale_tui::info::ClusterInfo;
 use hale_tui::source::{Endpoints, Source};
 use serde_json::json;
 
@@ -116,6 +117,30 @@ fn endpoints(cluster: Option<&ClusterConfig>, collector: Option<String>, healer:
     }
 }
 
+/// What the dashboard's info view shows about a cluster: `hale up`'s banner (the URLs,
+/// the demo logins, where the admin token is, the data dir), kept on screen.
+pub fn info_of(cluster: &ClusterConfig, data_dir: &Path, load_rps: Option<u32>) -> ClusterInfo {
+    let replicas = cluster
+        .instances()
+        .into_iter()
+        .filter(|i| i.service != ServiceKind::Gateway)
+        .map(|i| {
+            let on = if i.service == ServiceKind::Catalog { format!("{}, {}", i.node, i.role) } else { i.node.clone() };
+            (i.name.clone(), i.url(), on)
+        })
+        .collect();
+    ClusterInfo {
+        gateway: Some(format!("http://{}", cluster.gateway.listen)),
+        collector: format!("http://{}", cluster.collector.listen),
+        healer: format!("http://{}", cluster.healer.listen),
+        agents: cluster.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", cluster.agent_listen(n)))).collect(),
+        replicas,
+        logins: cluster.demo_logins.iter().map(|l| (l.username.clone(), l.password.clone())).collect(),
+        data_dir: Some(data_dir.display().to_string()),
+        load: load_rps.filter(|r| *r > 0).map(|r| format!("{r} requests/s of browse, search and buy traffic")),
+    }
+}
+
 /// A running cluster's APIs, from its effective config.
 pub fn endpoints_of(cluster: &ClusterConfig) -> Endpoints {
     endpoints(Some(cluster), None, None)
@@ -142,13 +167,22 @@ pub async fn tui(args: TuiArgs) -> Result<()> {
     let (cluster, endpoints) = resolve(args.cluster)?;
     let actuator = Arc::new(actuator(endpoints.clone(), cluster.as_ref(), &data_dir));
     let options = hale_tui::Options {
-        endpoints,
+        endpoints: endpoints.clone(),
         readonly: args.readonly,
         // Chaos only on the cluster whose data dir says where its processes are, and only
         // when the screen shows that cluster (no other collector or healer given).
         chaos: cluster.is_some() && !explicit,
         owns_cluster: false,
         refresh: args.refresh,
+        // The data dir's cluster when the screen shows it, else only the addresses given.
+        info: Some(match cluster.as_ref().filter(|_| !explicit) {
+            Some(c) => info_of(c, &data_dir, None),
+            None => ClusterInfo {
+                collector: endpoints.collector.clone(),
+                healer: endpoints.healer.clone(),
+                ..ClusterInfo::default()
+            },
+        }),
     };
     hale_tui::run(options, actuator, std::future::pending()).await.context("the terminal dashboard")
 }
@@ -213,4 +247,23 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
         }
     }
     Ok(health.healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The info view's snapshot (tui's fixture) shows what `hale up` with the defaults
+    /// really gives it, so the README's screen is true.
+    #[test]
+    fn the_info_views_fixture_is_the_default_cluster() {
+        let cluster = ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).expect("config");
+        let real = info_of(&cluster, Path::new("/home/sre/.hale"), Some(20));
+        let shown = hale_tui::fixture::info();
+        assert_eq!(real.replicas, shown.replicas);
+        assert_eq!(real.agents, shown.agents);
+        assert_eq!((real.gateway, real.collector, real.healer), (shown.gateway, shown.collector, shown.healer));
+        assert_eq!((real.data_dir, real.load), (shown.data_dir, shown.load));
+        assert_eq!(real.logins.len(), cluster.demo_logins.len());
+    }
 }

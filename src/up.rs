@@ -460,6 +460,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             chaos: true,
             owns_cluster: !args.keep_running,
             refresh: Duration::from_secs(1),
+            info: Some(crate::dashboard::info_of(&cluster, &data_dir, Some(args.load_rps))),
         };
         let shown = hale_tui::run(options, actuator, &mut shutdown).await;
         if let Err(e) = shown {
@@ -477,15 +478,79 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     println!("\nhale: stopping the cluster…");
     let stopping = Instant::now();
+    // The replicas' restarts are their agents' to count (this supervisor only sees the
+    // agents, the collector, the healer and the load): asked before they stop.
+    let replicas = replica_restarts(&cluster).await;
     let status = supervisor.list();
-    let restarts: u64 = status.iter().map(|s| s.restarts).sum();
+    let own_restarts: u64 = status.iter().map(|s| s.restarts).sum();
     supervisor.shutdown().await;
+    println!("{}", stopped_line(status.len(), &replicas, own_restarts, stopping.elapsed()));
     println!(
-        "hale: stopped {} agents and processes in {:.1}s ({restarts} restarts of them during the run)",
-        status.len(),
-        stopping.elapsed().as_secs_f64()
+        "hale: the data stays in {} (logs: {}, repairs: {}); `hale up --data-dir {0}` starts the cluster again with \
+         the same secrets",
+        data_dir.display(),
+        data_dir.join("logs").display(),
+        data_dir.join("healer").join("audit.jsonl").display()
     );
     Ok(())
+}
+
+/// What the node agents said about their replicas just before the stop.
+#[derive(Debug, Default, PartialEq)]
+struct ReplicaCount {
+    replicas: usize,
+    restarts: u64,
+    /// Nodes whose agent did not answer (frozen by `chaos node-down`, or dead).
+    silent: Vec<String>,
+}
+
+/// Asks every node agent for its replicas and their restarts (crashes restarted and
+/// restarts on request, the healer's included), briefly: a frozen node must not hold up
+/// the stop.
+async fn replica_restarts(cluster: &ClusterConfig) -> ReplicaCount {
+    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build() else {
+        return ReplicaCount { silent: cluster.nodes.iter().map(|n| n.name.clone()).collect(), ..Default::default() };
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for node in &cluster.nodes {
+        let url = format!("http://{}/api/v1/processes", cluster.agent_listen(node));
+        let (client, name) = (client.clone(), node.name.clone());
+        asks.spawn(async move {
+            let answer: Option<serde_json::Value> = match client.get(url).send().await {
+                Ok(r) if r.status().is_success() => r.json().await.ok(),
+                _ => None,
+            };
+            (name, answer.as_ref().and_then(hale_tui::model::parse_processes))
+        });
+    }
+    let mut count = ReplicaCount::default();
+    while let Some(Ok((node, processes))) = asks.join_next().await {
+        match processes {
+            Some(list) => {
+                count.replicas += list.len();
+                count.restarts += list.iter().map(|p| p.restarts).sum::<u64>();
+            }
+            None => count.silent.push(node),
+        }
+    }
+    count.silent.sort();
+    count
+}
+
+/// The last line of a run: what stopped, and how often things were restarted on the way.
+fn stopped_line(own: usize, replicas: &ReplicaCount, own_restarts: u64, took: Duration) -> String {
+    let silent = if replicas.silent.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} did not answer: not counted)", replicas.silent.join(", "))
+    };
+    format!(
+        "hale: stopped {own} of Hale's processes and {} replicas in {:.1}s; during the run replicas were restarted {} \
+         times{silent}, Hale's own processes {own_restarts} times",
+        replicas.replicas,
+        took.as_secs_f64(),
+        replicas.restarts,
+    )
 }
 
 fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rps: u32) {
@@ -610,6 +675,43 @@ mod tests {
                 "config/cluster.toml sets {word}"
             );
         }
+    }
+
+    /// Issue #12, finding 17: the README's fixed addresses (`hale up` with no flags) are
+    /// the ones `hale up` prints: each `http://IP:PORT` with the instance named on its
+    /// line, and the node agents on `<node-ip>:9100`.
+    #[test]
+    fn the_readmes_addresses_are_the_ones_hale_up_prints() {
+        let cluster = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("config");
+        let readme = include_str!("../README.md");
+        let instances = cluster.instances();
+        let mut checked = 0;
+        // The examples name their replica in a comment at most three lines above.
+        let lines: Vec<&str> = readme.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            for url in line.split_whitespace().filter(|w| w.starts_with("http://127.0.1.")) {
+                let addr = url.trim_start_matches("http://").split('/').next().unwrap_or_default();
+                let context = lines[i.saturating_sub(3)..=i].join(" ");
+                if addr.ends_with(":9100") {
+                    let known = cluster.nodes.iter().any(|n| cluster.agent_listen(n).to_string() == addr);
+                    assert!(known, "README line {}: {addr} is no node agent", i + 1);
+                    checked += 1;
+                    continue;
+                }
+                let instance = instances.iter().find(|x| x.url().trim_start_matches("http://") == addr);
+                let instance = instance.unwrap_or_else(|| panic!("README line {}: no replica on {addr}", i + 1));
+                let named = context.contains(&instance.name)
+                    || (instance.service == ServiceKind::Catalog
+                        && context.contains(&format!("{}", instance.role))
+                        && context.contains("catalog"));
+                assert!(named, "README line {}: {addr} is {}, not what the text says: {context}", i + 1, instance.name);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "the README's examples were found ({checked})");
+        assert!(readme.contains(&format!("`{}`", cluster.gateway.listen)), "the gateway's address");
+        assert!(readme.contains(&format!("127.0.0.1:{}", cluster.collector.listen.port())));
+        assert!(readme.contains(&format!("127.0.0.1:{}", cluster.healer.listen.port())));
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The `hale` command line refuses bad input with messages that say what to do next.
+//! The `hale` command line refuses bad input with messages that say what to do next,
+//! and says what it did.
+
+mod common;
 
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
@@ -195,4 +198,92 @@ fn silence_takes_the_data_dir_and_names_the_token_flag_on_401() {
     assert!(request.to_lowercase().contains("authorization: bearer the-data-dirs-own-admin-token"), "{request}");
     assert!(stderr.contains("--token") && stderr.contains("HALE_ADMIN_TOKEN"), "{stderr}");
     assert!(!stderr.contains("--admin-token"), "hale silence has no --admin-token: {stderr}");
+}
+
+/// Kills `hale up` and every process under its data dir if the test fails half way.
+struct Up {
+    child: std::process::Child,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let needle = self.data_dir.display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if pid as u32 != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&needle) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// Issue #12, findings 17 and 18: the line `hale up` ends with counts the replicas'
+/// restarts (their agents restart them, not `hale up`: it used to say "0 restarts" after
+/// several), and says where the data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_counts_replica_restarts_when_it_stops_and_says_where_the_data_stays() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data_dir = tmp.path().join("data");
+    let (prefix, control_ip, offset) = common::private_addresses();
+    let out_path = tmp.path().join("up.out");
+    let out = std::fs::File::create(&out_path).expect("out file");
+    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["up", "--headless", "--load-rps", "0", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn hale up");
+    let mut up = Up { child, data_dir: data_dir.clone() };
+    let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    common::eventually("hale up's banner", std::time::Duration::from_secs(90), async || {
+        if let Ok(Some(status)) = up.child.try_wait() {
+            panic!("hale up exited early ({status}):\n{}", read());
+        }
+        read().contains("Hale demo cluster is up").then_some(())
+    })
+    .await;
+    let agent = format!("http://{prefix}.3:{}/api/v1/processes", 9100 + offset);
+    let restarts = async || -> Option<u64> {
+        let v: serde_json::Value = reqwest::get(&agent).await.ok()?.json().await.ok()?;
+        v["processes"].as_array()?.iter().find(|p| p["name"] == "search-1").and_then(|p| p["restarts"].as_u64())
+    };
+    let running = async || -> Option<()> {
+        let v: serde_json::Value = reqwest::get(&agent).await.ok()?.json().await.ok()?;
+        let p = v["processes"].as_array()?.iter().find(|p| p["name"] == "search-1")?.clone();
+        (p["state"] == "running" && p["pid"].is_u64()).then_some(())
+    };
+    for round in 1..=2u64 {
+        common::eventually("search-1 running", std::time::Duration::from_secs(30), running).await;
+        let kill = hale(&["chaos", "kill", "search-1", "--data-dir", data_dir.to_str().expect("utf8")], None);
+        assert!(kill.status.success(), "{}", String::from_utf8_lossy(&kill.stderr));
+        common::eventually("search-1 restarted by its agent", std::time::Duration::from_secs(20), async || {
+            restarts().await.filter(|n| *n >= round)
+        })
+        .await;
+    }
+    let counted = restarts().await.expect("search-1's restarts");
+    let pid = nix::unistd::Pid::from_raw(up.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    common::eventually("hale up stopped", std::time::Duration::from_secs(30), async || {
+        up.child.try_wait().ok().flatten().map(|_| ())
+    })
+    .await;
+    let text = read();
+    let line = text.lines().find(|l| l.starts_with("hale: stopped")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("and 9 replicas"), "{line}");
+    let said: u64 = line
+        .split("replicas were restarted ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no replica restarts in: {line}"));
+    assert!(said >= counted && counted >= 2, "{said} restarts said, search-1 alone had {counted}: {line}");
+    assert!(text.contains(&format!("the data stays in {}", data_dir.canonicalize().expect("dir").display())), "{text}");
 }

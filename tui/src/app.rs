@@ -20,10 +20,12 @@ pub enum View {
     Healer,
     Logs,
     Nodes,
+    /// Where the cluster listens, the demo logins, where the admin token is.
+    Info,
 }
 
 impl View {
-    pub const NAMES: [&'static str; 6] = ["overview", "service", "alerts", "healer", "logs", "nodes"];
+    pub const NAMES: [&'static str; 7] = ["overview", "service", "alerts", "healer", "logs", "nodes", "info"];
 
     pub fn title(&self) -> String {
         match self {
@@ -33,6 +35,7 @@ impl View {
             View::Healer => "healer".into(),
             View::Logs => "logs".into(),
             View::Nodes => "nodes".into(),
+            View::Info => "info".into(),
         }
     }
 
@@ -48,6 +51,7 @@ impl View {
             "alerts" => View::Alerts,
             "healer" => View::Healer,
             "logs" => View::Logs,
+            "info" => View::Info,
             _ => View::Nodes,
         })
     }
@@ -168,6 +172,9 @@ pub struct App {
     pub logs_scroll: usize,
     /// The last effect's outcome, shown in the footer.
     pub status: Option<String>,
+    /// What the binary knows about the cluster (the info view); `None` when it knows
+    /// nothing beyond the APIs.
+    pub info: Option<crate::info::ClusterInfo>,
 }
 
 impl App {
@@ -187,6 +194,7 @@ impl App {
             logs_paused: false,
             logs_scroll: 0,
             status: None,
+            info: None,
         }
     }
 
@@ -261,7 +269,7 @@ impl App {
             View::Nodes => {
                 s.nodes.iter().flatten().filter(|n| keep(&n.name)).map(|n| Row::Node(n.name.clone())).collect()
             }
-            View::Logs => Vec::new(),
+            View::Logs | View::Info => Vec::new(),
         }
     }
 
@@ -319,6 +327,7 @@ impl App {
             KeyCode::End | KeyCode::Char('G') => self.selected = rows.saturating_sub(1),
             KeyCode::Enter => self.drill_down(),
             KeyCode::Char('r') => return Some(Effect::Refresh),
+            KeyCode::Char('i') => self.go(View::Info),
             KeyCode::Char(' ') if self.view == View::Logs => self.logs_paused = !self.logs_paused,
             KeyCode::PageUp if self.view == View::Logs => self.logs_scroll += 10,
             KeyCode::PageDown if self.view == View::Logs => self.logs_scroll = self.logs_scroll.saturating_sub(10),

@@ -273,3 +273,27 @@ pub fn demo() -> Snapshot {
         }),
     }
 }
+
+/// What `hale up` with the defaults tells the dashboard about its cluster.
+pub fn info() -> crate::info::ClusterInfo {
+    let replicas = [
+        ("auth-1", "127.0.1.1:8081", "node-1"),
+        ("auth-2", "127.0.1.2:8082", "node-2"),
+        ("catalog-1", "127.0.1.2:8083", "node-2, primary"),
+        ("catalog-2", "127.0.1.3:8084", "node-3, standby"),
+        ("search-1", "127.0.1.3:8085", "node-3"),
+        ("search-2", "127.0.1.1:8086", "node-1"),
+        ("orders-1", "127.0.1.1:8087", "node-1"),
+        ("orders-2", "127.0.1.2:8088", "node-2"),
+    ];
+    crate::info::ClusterInfo {
+        gateway: Some("http://127.0.0.1:8080".into()),
+        collector: "http://127.0.0.1:9464".into(),
+        healer: "http://127.0.0.1:9465".into(),
+        agents: (1..=3).map(|n| (format!("node-{n}"), format!("http://127.0.1.{n}:9100"))).collect(),
+        replicas: replicas.iter().map(|(i, a, n)| (i.to_string(), format!("http://{a}"), n.to_string())).collect(),
+        logins: vec![("admin".into(), "hale-admin".into()), ("shopper".into(), "hale-shopper".into())],
+        data_dir: Some("/home/sre/.hale".into()),
+        load: Some("20 requests/s of browse, search and buy traffic".into()),
+    }
+}

@@ -11,6 +11,7 @@ pub mod app;
 pub mod bench;
 #[doc(hidden)]
 pub mod fixture;
+pub mod info;
 pub mod model;
 mod run;
 pub mod source;

@@ -27,6 +27,8 @@ pub struct Options {
     /// Quitting stops the cluster: ask first.
     pub owns_cluster: bool,
     pub refresh: Duration,
+    /// What the info view shows (URLs, logins, where the admin token is).
+    pub info: Option<crate::info::ClusterInfo>,
 }
 
 fn now_ms() -> i64 {
@@ -48,6 +50,7 @@ pub async fn run(options: Options, actuator: Arc<dyn Actuator>, stop: impl Futur
     let _restore = Restore;
     let mut terminal = ratatui::try_init()?;
     let mut app = App::new(options.readonly, options.chaos, options.owns_cluster);
+    app.info = options.info;
 
     // Refreshes run apart from the keys, so a slow API never freezes the screen.
     let (snap_tx, mut snap_rx) = watch::channel((Snapshot::default(), Link::Connecting, Link::Connecting));

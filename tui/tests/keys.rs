@@ -333,3 +333,19 @@ fn the_selection_stays_on_its_row_when_new_actions_arrive() {
     assert!(matches!(a.modal, Some(Modal::SilenceFor { .. })), "{:?}", a.modal);
     assert!(a.status.as_deref().is_some_and(|s| s.contains("longer than a year")));
 }
+
+/// Issue #12, finding 17: `i` (or `:info`) opens the cluster's URLs and logins, also
+/// read-only; Esc goes back.
+#[test]
+fn i_opens_the_info_view_and_esc_goes_back() {
+    for readonly in [false, true] {
+        let mut a = app(readonly);
+        a.on_key(key('i'));
+        assert_eq!(a.view, View::Info);
+        a.on_key(code(KeyCode::Esc));
+        assert_eq!(a.view, View::Overview);
+        typed(&mut a, ":info");
+        a.on_key(code(KeyCode::Enter));
+        assert_eq!(a.view, View::Info);
+    }
+}

@@ -107,3 +107,23 @@ fn any_size_draws_without_panicking() {
         render(&app, 20, 5);
     }
 }
+
+/// Issue #12, finding 17: what `hale up` printed before the dashboard took the screen —
+/// the URLs, the demo logins, where the admin token is, the data dir — is one key away.
+#[test]
+fn the_info_view_shows_urls_logins_and_where_the_token_is() {
+    let mut app = app_with(demo());
+    app.info = Some(hale_tui::fixture::info());
+    app.view = View::Info;
+    for (w, h) in [(80, 24), (160, 48)] {
+        let screen = render(&app, w, h);
+        for want in ["http://127.0.0.1:8080", "127.0.0.1:9464", "127.0.0.1:9465", "shopper", "hale-shopper"] {
+            assert!(screen.contains(want), "{want} at {w}x{h}:\n{screen}");
+        }
+        assert!(screen.contains("/home/sre/.hale/cluster.toml"), "where the admin token is:\n{screen}");
+        insta::assert_snapshot!(format!("info_{w}x{h}"), screen);
+    }
+    // The footer offers it on every view once the dashboard knows its cluster.
+    app.view = View::Overview;
+    assert!(render(&app, 80, 24).contains("i info"));
+}

@@ -34,6 +34,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Healer => views::healer(f, body, app),
         View::Logs => views::logs(f, body, app),
         View::Nodes => views::nodes(f, body, app),
+        View::Info => views::info(f, body, app),
     }
     draw_footer(f, footer, app);
     if let Some(modal) = &app.modal {
@@ -111,8 +112,14 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     if app.view == View::Logs {
         keys.push(("space", "pause"));
     }
-    // `? help` and `q quit` always show; the rest as far as the width allows.
-    let tail = [("?", "help"), ("q", "quit")];
+    // `? help` and `q quit` always show, and `i info` (the URLs and logins `hale up`
+    // printed before the dashboard took the screen) once there is any; the rest as far
+    // as the width allows.
+    let tail: &[(&str, &str)] = if app.info.is_some() {
+        &[("?", "help"), ("i", "info"), ("q", "quit")]
+    } else {
+        &[("?", "help"), ("q", "quit")]
+    };
     let cost = |(k, what): &(&str, &str)| k.chars().count() + what.chars().count() + 2;
     let mut room = (area.width as usize).saturating_sub(tail.iter().map(cost).sum());
     let fitting: Vec<_> = keys
@@ -124,7 +131,7 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let mut spans = Vec::new();
-    for (k, what) in fitting.into_iter().chain(tail) {
+    for &(k, what) in fitting.iter().chain(tail) {
         spans.push(Span::styled(format!(" {k}"), Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)));
         spans.push(Span::styled(format!(" {what}"), Style::new().fg(Color::Gray)));
     }
@@ -148,12 +155,13 @@ fn popup(f: &mut Frame, title: &str, lines: Vec<Line<'static>>, width: u16) {
 }
 
 pub const HELP: &[(&str, &str)] = &[
-    (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes"),
+    (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes, info"),
     ("/text", "filter the list (esc clears); logs: service:NAME level:error words"),
     ("↑ ↓ j k", "move; g / G first / last"),
     ("enter", "drill down: service → replicas → logs; alert or repair → its service"),
     ("esc", "back"),
     ("r", "refresh now"),
+    ("i", "info: URLs, demo logins, where the admin token is, data dir"),
     ("a / x", "healer: approve / reject the selected action"),
     ("p", "healer: pause or resume"),
     ("R", "healer: reset a target that needs a human"),

@@ -486,3 +486,59 @@ pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
     .block(block("nodes"));
     f.render_widget(table, area);
 }
+
+/// The info view: what `hale up` printed before the dashboard took the screen. The most
+/// asked-for first (the shop's URL, the logins, where the admin token is), the replicas
+/// last, since a short screen cuts from the bottom.
+pub fn info(f: &mut Frame, area: Rect, app: &App) {
+    let Some(info) = &app.info else {
+        let text = Span::styled(
+            "nothing known beyond the APIs: open the dashboard with --data-dir to see the cluster's addresses",
+            Style::new().fg(Color::DarkGray),
+        );
+        return f.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).block(block("info")), area);
+    };
+    let key = |k: &str| Span::styled(format!("{k:<12}"), Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD));
+    let dim = |t: String| Span::styled(t, Style::new().fg(Color::DarkGray));
+    let wide = area.width >= 100;
+    let mut lines = Vec::new();
+    if let Some(gateway) = &info.gateway {
+        lines.push(Line::from(vec![key("shop"), Span::raw(gateway.clone()), dim("  (the gateway)".into())]));
+    }
+    let collector_note = if wide { "  (Prometheus API /api/v1/query, /api/v1/alerts, /api/v1/slos)" } else { "" };
+    lines.push(Line::from(vec![key("collector"), Span::raw(info.collector.clone()), dim(collector_note.into())]));
+    let healer_note = if wide { "  (/api/v1/actions, /api/v1/state)" } else { "" };
+    lines.push(Line::from(vec![key("healer"), Span::raw(info.healer.clone()), dim(healer_note.into())]));
+    if !info.logins.is_empty() {
+        let logins: Vec<String> = info.logins.iter().map(|(u, p)| format!("{u} / {p}")).collect();
+        lines.push(Line::from(vec![key("logins"), Span::raw(logins.join(", "))]));
+    }
+    if let Some(dir) = &info.data_dir {
+        let config = format!("{}/cluster.toml", dir.trim_end_matches('/'));
+        lines.push(Line::from(vec![key("admin token"), Span::raw(format!("secrets.admin_token in {config}"))]));
+        lines.push(Line::from(vec![key(""), dim(format!("grep admin_token {config}"))]));
+        lines.push(Line::from(vec![
+            key("data dir"),
+            Span::raw(dir.clone()),
+            dim("  (logs/, healer/audit.jsonl)".into()),
+        ]));
+    }
+    if let Some(load) = &info.load {
+        lines.push(Line::from(vec![key("load"), Span::raw(load.clone())]));
+    }
+    // Agents three and replicas two to a line when wide.
+    let per_line = if wide { 3 } else { 1 };
+    let pairs: Vec<String> = info.agents.iter().map(|(node, url)| format!("{node:<8} {url:<24}")).collect();
+    for (i, chunk) in pairs.chunks(per_line).enumerate() {
+        let label = if i == 0 { "agents" } else { "" };
+        lines.push(Line::from(vec![key(label), Span::raw(chunk.join("  ").trim_end().to_string())]));
+    }
+    let per_line = if wide { 2 } else { 1 };
+    let replicas: Vec<String> =
+        info.replicas.iter().map(|(name, url, on)| format!("{name:<10} {url:<22} {on:<16}")).collect();
+    for (i, chunk) in replicas.chunks(per_line).enumerate() {
+        let label = if i == 0 { "replicas" } else { "" };
+        lines.push(Line::from(vec![key(label), Span::raw(chunk.join("  ").trim_end().to_string())]));
+    }
+    f.render_widget(Paragraph::new(lines).block(block("info: where everything is")), area);
+}
