@@ -158,3 +158,96 @@ async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_i
     })
     .await;
 }
+
+/// `hale up` stopped as Ctrl-C stops it, and waited for.
+fn stop(cluster: &mut Cluster) {
+    if let Some(mut child) = cluster.child.take() {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_replicas_of_a_previous_run_are_not_ready_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut cluster, collector) = start(tmp.path()).await;
+    let config = hale_core::ClusterConfig::parse(
+        &std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"),
+    )
+    .expect("parse");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let url = format!("{collector}/api/v1/cluster");
+    let replica = async |name: &str| -> Option<Value> {
+        let v = common::get_json(&client, &url, &[]).await?;
+        v["data"]["services"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
+            .find(|r| r["instance"] == name)
+            .cloned()
+    };
+
+    // A replica started through node-1's agent, as the healer's scale-out does.
+    let node = config.nodes.iter().find(|n| n.name == "node-1").expect("node-1");
+    let agent = format!("http://{}:{}", node.ip, config.agent_port);
+    let r = client
+        .post(format!("{agent}/api/v1/processes"))
+        .bearer_auth(&config.secrets.agent_token)
+        .json(&serde_json::json!({"service": "search", "name": "search-extra"}))
+        .send()
+        .await
+        .expect("start");
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+    eventually("the extra replica ready in the cluster view", Duration::from_secs(30), async || {
+        (replica("search-extra").await?["state"] == "ready").then_some(())
+    })
+    .await;
+
+    // Restart on the same data dir: the extra replica is not started again.
+    stop(&mut cluster);
+    let out = std::fs::File::create(tmp.path().join("up2.out")).expect("out file");
+    // The same addresses as the first run, read back from its effective config.
+    let octets = config.nodes[0].ip.octets();
+    let prefix = format!("{}.{}.{}", octets[0], octets[1], octets[2]);
+    let control_ip = config.collector.listen.ip().to_string();
+    let offset = config.collector.listen.port() - 9464;
+    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["up", "--headless", "--load-rps", "0", "--data-dir"])
+        .arg(&cluster.data_dir)
+        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn hale up again");
+    cluster.child = Some(child);
+    let second = || std::fs::read_to_string(tmp.path().join("up2.out")).unwrap_or_default();
+    eventually("the second run up", Duration::from_secs(90), async || {
+        second().contains("Hale demo cluster is up").then_some(())
+    })
+    .await;
+    eventually("the restarted cluster's own replicas ready", Duration::from_secs(90), async || {
+        let v = common::get_json(&client, &url, &[]).await?;
+        let services = v["data"]["services"].as_array()?;
+        let own = services
+            .iter()
+            .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
+            .filter(|r| r["instance"] != "search-extra")
+            .collect::<Vec<_>>();
+        (own.len() >= 9 && own.iter().all(|r| r["state"] == "ready")).then_some(())
+    })
+    .await;
+    // No process stands behind the extra replica: whatever is left of it is not ready,
+    // and the dashboard's and status's health does not count it.
+    if let Some(r) = replica("search-extra").await {
+        assert_ne!(r["state"], "ready", "{r}\n{}", second());
+        assert_ne!(r["ready"], true, "{r}");
+    }
+    let (_, s) = status(&cluster.data_dir);
+    let search = s["services"].as_array().into_iter().flatten().find(|x| x["service"] == "search").cloned();
+    assert_eq!(
+        search.map(|x| x["ready"].clone()),
+        Some(serde_json::json!(2)),
+        "status counts only running replicas: {s}"
+    );
+}

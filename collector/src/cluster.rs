@@ -59,8 +59,31 @@ impl Latest {
     }
 }
 
-/// The newest real sample of every series matching `matchers` in the view's window.
+/// The newest real sample of every series matching `matchers` in the view's window. A
+/// series too young to show its own interval (one sample: a replica started a moment
+/// ago) takes the one its siblings on the same node show — one agent probes and scrapes
+/// them all on one clock — rather than a generous default that would keep a vanished
+/// replica "fresh" for many of the agent's intervals.
 fn latest(store: &Store, matchers: &[Matcher], now_ms: i64) -> Vec<Latest> {
+    let mut all = latest_own(store, matchers, now_ms);
+    let mut by_node: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for l in &all {
+        if let Some(interval) = l.interval_ms {
+            by_node.entry(l.label("node").unwrap_or_default().to_string()).or_default().push(interval);
+        }
+    }
+    let median = |mut v: Vec<i64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    let by_node: BTreeMap<String, i64> = by_node.into_iter().filter_map(|(n, v)| Some((n, median(v)?))).collect();
+    for l in all.iter_mut().filter(|l| l.interval_ms.is_none()) {
+        l.interval_ms = by_node.get(l.label("node").unwrap_or_default()).copied();
+    }
+    all
+}
+
+fn latest_own(store: &Store, matchers: &[Matcher], now_ms: i64) -> Vec<Latest> {
     store
         .select(matchers, now_ms - VIEW_WINDOW_MS, now_ms)
         .into_iter()
@@ -293,6 +316,27 @@ mod tests {
         assert_eq!(later.nodes.len(), 2, "a silent node stays in the view");
         assert!(later.services[0].replicas.iter().all(|r| r.state == ReplicaState::Stale));
         assert_eq!(later.services[0].ready_replicas, 0);
+    }
+
+    /// Issue #12, finding 13: a replica that lived for one probe (started by the healer in
+    /// a run that has since ended) is judged by its node's probe interval, not a generous
+    /// default: seconds after its last sample it is stale, never ready.
+    #[tokio::test]
+    async fn issue_12_a_replica_seen_once_is_judged_by_its_siblings_interval() {
+        let now = 1_000_000_000;
+        let mut series = vec![host("node-1", now - 200)];
+        series.extend(replica("node-1", "search-2", now - 200, 1.0));
+        let once = |s: Vec<crate::store::IncomingSeries>| {
+            s.into_iter().map(|(l, p)| (l, p.last().copied().into_iter().collect())).collect::<Vec<_>>()
+        };
+        series.extend(once(replica("node-1", "search-extra", now - 4_000, 1.0)));
+        let (_dir, store, logs) = store_with(series).await;
+        let v = view(&store, &logs, now);
+        let r = |i: &str| v.services[0].replicas.iter().find(|r| r.instance == i).expect("replica").clone();
+        assert_eq!(r("search-2").state, ReplicaState::Ready);
+        assert_eq!(r("search-extra").state, ReplicaState::Stale, "{:?}", r("search-extra"));
+        assert_eq!(r("search-extra").interval_secs, Some(0.5), "the node's probe interval");
+        assert_eq!(v.services[0].ready_replicas, 1);
     }
 
     #[tokio::test]
