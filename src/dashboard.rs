@@ -187,6 +187,13 @@ pub async fn tui(args: TuiArgs) -> Result<()> {
     hale_tui::run(options, actuator, std::future::pending()).await.context("the terminal dashboard")
 }
 
+/// One SLO's line of `hale status`: its status word leads, alone (an `ok` mark before
+/// `burning` read as two verdicts).
+fn slo_line(o: &hale_tui::model::Slo) -> String {
+    let sli = o.sli.map_or("—".to_string(), |v| format!("{:.3}%", v * 100.0));
+    format!("  {:<7} SLO {}/{} (objective {}%, SLI {sli})", o.status.label(), o.service, o.name, o.objective)
+}
+
 /// `hale status`: the health summary for scripts; fails when an SLO pages or a service
 /// has no ready replica (or the collector cannot be read).
 pub async fn status(args: StatusArgs) -> Result<bool> {
@@ -227,15 +234,7 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
         println!("  {} {:<8} {}/{} replicas ready", mark(s.ready() > 0), s.name, s.ready(), s.replicas.len());
     }
     for o in snapshot.slos.iter().flatten() {
-        let sli = o.sli.map_or("—".to_string(), |v| format!("{:.3}%", v * 100.0));
-        println!(
-            "  {} SLO {}/{} {} (objective {}%, SLI {sli})",
-            mark(o.status != hale_tui::model::SloStatus::Page),
-            o.service,
-            o.name,
-            o.status.label(),
-            o.objective
-        );
+        println!("{}", slo_line(o));
     }
     let firing = snapshot.alerts.iter().flatten().filter(|a| a.firing).count();
     println!("  firing alerts: {firing}");
@@ -255,6 +254,28 @@ mod tests {
 
     /// The info view's snapshot (tui's fixture) shows what `hale up` with the defaults
     /// really gives it, so the README's screen is true.
+    /// Issue #12, finding 18: `ok … burning` on one line; the status word is the mark.
+    #[test]
+    fn an_slo_line_says_its_status_once() {
+        use hale_tui::model::{Slo, SloStatus};
+        let slo = |status| Slo {
+            service: "orders".into(),
+            name: "checkout-availability".into(),
+            objective: 99.5,
+            sli: Some(0.98),
+            budget_left: None,
+            burn_1h: None,
+            burn_6h: None,
+            status,
+        };
+        let burning = slo_line(&slo(SloStatus::Ticket));
+        assert!(burning.trim_start().starts_with("burning"), "{burning}");
+        assert!(!burning.split_whitespace().any(|w| w == "ok"), "{burning}");
+        let paging = slo_line(&slo(SloStatus::Page));
+        assert!(paging.trim_start().starts_with("PAGE") && !paging.contains("ok"), "{paging}");
+        assert!(slo_line(&slo(SloStatus::Ok)).trim_start().starts_with("ok "));
+    }
+
     #[test]
     fn the_info_views_fixture_is_the_default_cluster() {
         let cluster = ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).expect("config");

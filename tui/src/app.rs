@@ -7,6 +7,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::model::Snapshot;
 use crate::source::Link;
 
+/// The silence duration Enter takes when nothing is typed.
+pub const SILENCE_SUGGESTION: &str = "1h";
+
 /// The longest silence the dashboard sets.
 const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
 
@@ -136,7 +139,8 @@ pub enum Modal {
     Filter(String),
     /// Yes or no to an effect.
     Confirm(Effect),
-    /// Duration for a silence, typed so far (default 1h).
+    /// Duration for a silence, typed so far; empty takes [`SILENCE_SUGGESTION`] (the
+    /// suggestion is shown, not pre-typed, so what is typed is the duration).
     SilenceFor {
         matchers: Vec<(String, String)>,
         typed: String,
@@ -298,6 +302,24 @@ impl App {
             self.modal = None;
             return Some(Effect::Quit);
         }
+        // Ctrl-U empties the line being typed, as in a shell; outside a prompt, the filter.
+        let ctrl_u = key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('u');
+        if ctrl_u {
+            match &mut self.modal {
+                Some(Modal::Filter(typed)) => {
+                    typed.clear();
+                    self.filter.clear();
+                    self.selected = 0;
+                }
+                Some(Modal::Command(typed)) | Some(Modal::SilenceFor { typed, .. }) => typed.clear(),
+                Some(_) => {}
+                None => {
+                    self.filter.clear();
+                    self.selected = 0;
+                }
+            }
+            return None;
+        }
         if let Some(modal) = self.modal.take() {
             return self.on_modal_key(modal, key);
         }
@@ -416,7 +438,7 @@ impl App {
                         .iter()
                         .filter_map(|k| alert.labels.get(*k).map(|v| (k.to_string(), v.clone())))
                         .collect();
-                    self.modal = Some(Modal::SilenceFor { matchers, typed: "1h".into() });
+                    self.modal = Some(Modal::SilenceFor { matchers, typed: String::new() });
                 }
                 None
             }
@@ -487,6 +509,10 @@ impl App {
                 _ => self.modal = Some(Modal::Confirm(effect)),
             },
             Modal::SilenceFor { matchers, mut typed } => match key.code {
+                KeyCode::Enter if typed.trim().is_empty() => {
+                    let duration = SILENCE_SUGGESTION.to_string();
+                    self.modal = Some(Modal::Confirm(Effect::Silence { matchers, duration }));
+                }
                 KeyCode::Enter => match humantime::parse_duration(&typed) {
                     Ok(d) if d > MAX_SILENCE => {
                         self.status = Some(format!("{typed} is longer than a year; silence for less"));

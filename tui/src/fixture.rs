@@ -263,6 +263,10 @@ pub fn demo() -> Snapshot {
             state: "active".into(),
             ends_at: "2026-09-21T16:00:00Z".into(),
             comment: "log rotation fixed tomorrow".into(),
+            matcher_list: vec![
+                Matcher { name: "alertname".into(), value: "DiskFilling".into(), equal: true, regex: false },
+                Matcher { name: "node".into(), value: "node-3".into(), equal: true, regex: false },
+            ],
         }]),
         focus: Some(ServiceSeries {
             service: "search".into(),

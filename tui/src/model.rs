@@ -39,6 +39,49 @@ pub struct Silence {
     pub state: String,
     pub ends_at: String,
     pub comment: String,
+    /// The matchers themselves, to tell which alerts the silence covers.
+    pub matcher_list: Vec<Matcher>,
+}
+
+/// One of a silence's matchers (Alertmanager's v2 `matchers[]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    pub name: String,
+    pub value: String,
+    /// `=` / `=~` rather than `!=` / `!~`.
+    pub equal: bool,
+    pub regex: bool,
+}
+
+impl Matcher {
+    /// As the collector matches: a missing label is the empty string, a regex is
+    /// anchored; a regex that does not compile matches nothing (the collector refuses it).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let have = labels.get(&self.name).map_or("", String::as_str);
+        let hit = if self.regex {
+            regex::Regex::new(&format!("^(?:{})$", self.value)).is_ok_and(|r| r.is_match(have))
+        } else {
+            have == self.value
+        };
+        hit == self.equal
+    }
+}
+
+impl Silence {
+    /// Whether this silence keeps `alert` from being notified now: it is active and every
+    /// matcher matches.
+    pub fn covers(&self, alert: &Alert) -> bool {
+        self.state == "active"
+            && !self.matcher_list.is_empty()
+            && self.matcher_list.iter().all(|m| m.matches(&alert.labels))
+    }
+}
+
+impl Snapshot {
+    /// Whether an active silence covers `alert` (its notifications are held back).
+    pub fn silenced(&self, alert: &Alert) -> bool {
+        self.silences.iter().flatten().any(|s| s.covers(alert))
+    }
 }
 
 /// A silence's matchers as written in Alertmanager's syntax (`name="value"`, `=~`, `!=`).
@@ -73,6 +116,17 @@ pub fn parse_silences(v: &Value) -> Option<Vec<Silence>> {
                 state: s(&x["status"]["state"]),
                 ends_at: s(&x["endsAt"]),
                 comment: s(&x["comment"]),
+                matcher_list: x["matchers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| Matcher {
+                        name: s(&m["name"]),
+                        value: s(&m["value"]),
+                        equal: m["isEqual"].as_bool().unwrap_or(true),
+                        regex: m["isRegex"].as_bool().unwrap_or(false),
+                    })
+                    .collect(),
             })
             .collect(),
     )
@@ -131,6 +185,32 @@ impl Snapshot {
     /// The agent's record of a replica, if its agent answered.
     pub fn process(&self, instance: &str) -> Option<&Process> {
         self.processes.values().flatten().flatten().find(|p| p.name == instance)
+    }
+
+    /// What the agents say about their processes, over what the probes said: see
+    /// [`Snapshot::mark_restarting`] and [`Snapshot::mark_hung`].
+    pub fn mark_processes(&mut self) {
+        self.mark_restarting();
+        self.mark_hung();
+    }
+
+    /// A replica that answers neither probe while its agent reports its process running
+    /// (a pid, not restarting) is hung, not dead: alive but not ready (`◐`). A timed-out
+    /// `/healthz` cannot tell the two apart; the process table can.
+    pub fn mark_hung(&mut self) {
+        let running: Vec<String> = self
+            .processes
+            .values()
+            .flatten()
+            .flatten()
+            .filter(|p| p.state == "running" && p.pid.is_some())
+            .map(|p| p.name.clone())
+            .collect();
+        for r in self.services.iter_mut().flatten().flat_map(|s| s.replicas.iter_mut()) {
+            if r.state == ReplicaState::Down && running.contains(&r.instance) {
+                r.state = ReplicaState::NotReady;
+            }
+        }
     }
 
     /// A replica whose agent is restarting it shows as restarting, whatever the last

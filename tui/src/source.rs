@@ -159,7 +159,7 @@ impl Source {
             .zip(answers)
             .map(|((node, _), answer)| (node, answer.ok().and_then(|v| model::parse_processes(&v))))
             .collect();
-        self.last.mark_restarting();
+        self.last.mark_processes();
         if self.healer.due(now_ms) {
             let (actions, state) =
                 futures::join!(self.get(&h, "/api/v1/actions", &[]), self.get(&h, "/api/v1/state", &[]));

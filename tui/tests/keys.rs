@@ -75,6 +75,12 @@ fn snapshot() -> Snapshot {
             state: "active".into(),
             ends_at: String::new(),
             comment: String::new(),
+            matcher_list: vec![Matcher {
+                name: "alertname".into(),
+                value: "DiskFilling".into(),
+                equal: true,
+                regex: false,
+            }],
         }]),
         healer: Some(Healer {
             paused: false,
@@ -192,9 +198,7 @@ fn silencing_an_alert_asks_for_a_duration_then_confirmation() {
     typed(&mut a, ":alerts");
     a.on_key(code(KeyCode::Enter));
     a.on_key(key('s'));
-    assert!(matches!(&a.modal, Some(Modal::SilenceFor { typed, .. }) if typed == "1h"));
-    a.on_key(code(KeyCode::Backspace));
-    a.on_key(code(KeyCode::Backspace));
+    assert!(matches!(&a.modal, Some(Modal::SilenceFor { typed, .. }) if typed.is_empty()), "1h is suggested");
     typed(&mut a, "soon");
     a.on_key(code(KeyCode::Enter));
     assert!(a.status.as_deref().is_some_and(|s| s.contains("not a duration")));
@@ -348,4 +352,81 @@ fn i_opens_the_info_view_and_esc_goes_back() {
         a.on_key(code(KeyCode::Enter));
         assert_eq!(a.view, View::Info);
     }
+}
+
+/// Issue #12, finding 18: what is typed in the silence dialog is the duration; it used
+/// to be appended to the suggested `1h` (typing `30m` silenced for 1h30m). Enter alone
+/// takes the suggestion.
+#[test]
+fn the_silence_duration_typed_replaces_the_suggestion() {
+    let mut a = app(false);
+    typed(&mut a, ":alerts");
+    a.on_key(code(KeyCode::Enter));
+    a.on_key(key('s'));
+    typed(&mut a, "30m");
+    a.on_key(code(KeyCode::Enter));
+    let Some(Effect::Silence { duration, .. }) = a.on_key(key('y')) else { panic!("{:?}", a.modal) };
+    assert_eq!(duration, "30m");
+    a.on_key(key('s'));
+    a.on_key(code(KeyCode::Enter));
+    let Some(Effect::Silence { duration, .. }) = a.on_key(key('y')) else { panic!("{:?}", a.modal) };
+    assert_eq!(duration, "1h", "enter alone takes the suggestion");
+}
+
+/// Issue #12, finding 18: Ctrl-U clears the filter (and the `:` and duration prompts),
+/// as in a shell, instead of typing a `u`.
+#[test]
+fn ctrl_u_clears_the_filter() {
+    let ctrl_u = KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    let mut a = app(false);
+    a.on_key(key('/'));
+    typed(&mut a, "sea");
+    a.on_key(ctrl_u);
+    assert_eq!((a.filter.as_str(), a.modal.clone()), ("", Some(Modal::Filter(String::new()))));
+    typed(&mut a, "auth");
+    a.on_key(code(KeyCode::Enter));
+    assert_eq!(a.filter, "auth");
+    a.on_key(ctrl_u);
+    assert_eq!(a.filter, "", "outside the prompt too");
+    a.on_key(key(':'));
+    typed(&mut a, "nod");
+    a.on_key(ctrl_u);
+    assert_eq!(a.modal, Some(Modal::Command(String::new())));
+}
+
+/// Issue #12, finding 18: a hung replica answers neither probe, but its process runs:
+/// it is alive and not ready (`◐`), as the README says, not down (`✕`). One its agent
+/// does not run (or is restarting) stays as it was.
+#[test]
+fn a_replica_whose_process_runs_is_alive_even_when_its_probes_time_out() {
+    let mut s = snapshot();
+    if let Some(services) = s.services.as_mut() {
+        for r in services.iter_mut().flat_map(|svc| svc.replicas.iter_mut()) {
+            r.state = ReplicaState::Down;
+        }
+    }
+    let process = |name: &str, state: &str, pid: Option<u32>| Process {
+        name: name.into(),
+        service: name.split('-').next().unwrap_or_default().into(),
+        pid,
+        state: state.into(),
+        restarts: 0,
+        uptime_secs: Some(60),
+        last_exit: None,
+    };
+    s.processes.insert(
+        "node-1".into(),
+        Some(vec![
+            process("search-1", "running", Some(4242)),
+            process("search-2", "stopped", None),
+            process("auth-1", "restarting", None),
+        ]),
+    );
+    s.mark_processes();
+    let state = |name: &str| {
+        s.services.iter().flatten().flat_map(|svc| svc.replicas.iter()).find(|r| r.instance == name).map(|r| r.state)
+    };
+    assert_eq!(state("search-1"), Some(ReplicaState::NotReady), "hung: alive, not ready");
+    assert_eq!(state("search-2"), Some(ReplicaState::Down));
+    assert_eq!(state("auth-1"), Some(ReplicaState::Restarting));
 }

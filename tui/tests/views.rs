@@ -127,3 +127,47 @@ fn the_info_view_shows_urls_logins_and_where_the_token_is() {
     app.view = View::Overview;
     assert!(render(&app, 80, 24).contains("i info"));
 }
+
+/// Issue #12, finding 18: a notification group's labels are shown whole, however long
+/// (they were cut at 24 columns).
+#[test]
+fn alert_group_names_are_not_cut_off() {
+    let mut snapshot = demo();
+    snapshot.alert_group_by = vec!["alertname".into(), "service".into()];
+    if let Some(alerts) = snapshot.alerts.as_mut() {
+        let mut slo = alerts[0].clone();
+        slo.name = "CheckoutAvailabilitySLO".into();
+        slo.labels = [("alertname", "CheckoutAvailabilitySLO"), ("service", "orders"), ("severity", "page")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        alerts.push(slo);
+    }
+    let mut app = app_with(snapshot);
+    app.view = View::Alerts;
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("{alertname=CheckoutAvailabilitySLO service=orders}"), "{screen}");
+    insta::assert_snapshot!("alerts_long_groups_80x24", screen);
+}
+
+/// Issue #12, finding 18: a firing alert an active silence covers says so in the
+/// overview (it was drawn like any other, though nobody is notified).
+#[test]
+fn silenced_alerts_are_marked_in_the_overview() {
+    let mut snapshot = demo();
+    if let Some(silences) = snapshot.silences.as_mut() {
+        let mut s = silences[0].clone();
+        s.id = "sil-2".into();
+        s.matchers = "alertname=\"ReplicaDown\", instance=~\"search-.*\"".into();
+        s.matcher_list = vec![
+            Matcher { name: "alertname".into(), value: "ReplicaDown".into(), equal: true, regex: false },
+            Matcher { name: "instance".into(), value: "search-.*".into(), equal: true, regex: true },
+        ];
+        silences.push(s);
+    }
+    let app = app_with(snapshot);
+    let screen = render(&app, 80, 24);
+    let line = screen.lines().find(|l| l.contains("ReplicaDown")).unwrap_or_default();
+    assert!(line.contains("silenced"), "{screen}");
+    insta::assert_snapshot!("overview_silenced_80x24", screen);
+}

@@ -156,7 +156,7 @@ fn popup(f: &mut Frame, title: &str, lines: Vec<Line<'static>>, width: u16) {
 
 pub const HELP: &[(&str, &str)] = &[
     (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes, info"),
-    ("/text", "filter the list (esc clears); logs: service:NAME level:error words"),
+    ("/text", "filter the list (esc or ctrl-u clears); logs: service:NAME level:error words"),
     ("↑ ↓ j k", "move; g / G first / last"),
     ("enter", "drill down: service → replicas → logs; alert or repair → its service"),
     ("esc", "back"),
@@ -212,7 +212,20 @@ fn draw_modal(f: &mut Frame, modal: &Modal, app: &App) {
             popup(
                 f,
                 "silence",
-                vec![Line::from(format!("{{{}}}", m.join(", "))), Line::from(format!("for: {typed}▏  (enter)"))],
+                vec![
+                    Line::from(format!("{{{}}}", m.join(", "))),
+                    if typed.is_empty() {
+                        Line::from(vec![
+                            Span::raw("for: ▏"),
+                            Span::styled(
+                                format!("{} (enter), or type 30m, 2h, 1d", crate::app::SILENCE_SUGGESTION),
+                                Style::new().fg(Color::DarkGray),
+                            ),
+                        ])
+                    } else {
+                        Line::from(format!("for: {typed}▏  (enter)"))
+                    },
+                ],
                 60,
             );
         }

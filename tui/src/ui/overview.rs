@@ -181,11 +181,18 @@ fn draw_alerts(f: &mut Frame, area: Rect, app: &App) {
             let style = if severity == "page" { Style::new().fg(Color::Red) } else { Style::new().fg(Color::Yellow) };
             let on = ["instance", "node", "service", "sloth_service"].iter().find_map(|k| a.labels.get(*k)).cloned();
             let since = widgets::rfc3339_ms(&a.active_at).map_or(MISSING.to_string(), |t| widgets::age(now, t));
-            Line::from(vec![
+            // A silenced alert still fires, but nobody is told: dimmed and said so.
+            let silenced = app.snapshot.silenced(a);
+            let style = if silenced { Style::new().fg(Color::DarkGray) } else { style.add_modifier(Modifier::BOLD) };
+            let mut spans = vec![
                 Span::styled(format!("{:<4}", since), Style::new().fg(Color::DarkGray)),
-                Span::styled(a.name.clone(), style.add_modifier(Modifier::BOLD)),
+                Span::styled(a.name.clone(), style),
                 Span::raw(on.map(|o| format!(" {o}")).unwrap_or_default()),
-            ])
+            ];
+            if silenced {
+                spans.push(Span::styled(" (silenced)", Style::new().fg(Color::DarkGray)));
+            }
+            Line::from(spans)
         })
         .collect();
     f.render_widget(Paragraph::new(lines).block(block(&title)), area);

@@ -198,37 +198,55 @@ pub fn alerts(f: &mut Frame, area: Rect, app: &App) {
     let keep = |a: &crate::model::Alert| {
         filter.is_empty() || format!("{} {:?}", a.name, a.labels).to_lowercase().contains(&filter)
     };
-    // One header row per notification group, then its alerts; rows count alerts only.
-    let mut rows: Vec<Row> = Vec::new();
+    // One line per notification group, as wide as the panel (a table cell would cut the
+    // group's labels at the alert column's width), then its alerts in columns; rows count
+    // alerts only.
+    let inner = list.width.saturating_sub(2) as usize;
+    // The name column as wide as the longest name (within reason), so names are whole too.
+    let longest = alerts.iter().map(|a| a.name.chars().count() + 2).max().unwrap_or(0);
+    let (name_w, state_w, age_w) = (longest.clamp(24, 34), 8, 5);
+    let labels_w = (inner * 2 / 5).max(10);
+    let column = |text: &str, width: usize| {
+        let cut: String = text.chars().take(width).collect();
+        format!("{cut:<width$} ")
+    };
+    let mut lines: Vec<Line> = vec![Line::from(Span::styled(
+        format!(
+            "{}{}{}{}summary",
+            column("alert", name_w),
+            column("state", state_w),
+            column("age", age_w),
+            column("labels", labels_w)
+        ),
+        Style::new().fg(Color::DarkGray),
+    ))];
     let mut index = 0;
     for (group, members) in app.snapshot.alert_groups(keep) {
         let firing = members.iter().filter(|a| a.firing).count();
         let style = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
-        rows.push(Row::new(vec![
-            Cell::from(Span::styled(format!("{{{group}}}"), style)),
-            Cell::from(""),
-            Cell::from(""),
-            Cell::from(Span::styled(format!("{firing} firing, {} pending", members.len() - firing), style)),
+        lines.push(Line::from(vec![
+            Span::styled(format!("{{{group}}}"), style),
+            Span::styled(format!("  {firing} firing, {} pending", members.len() - firing), style),
         ]));
         for a in members {
-            let state = if a.firing {
-                Span::styled("firing", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
-            } else {
-                Span::styled("pending", Style::new().fg(Color::Yellow))
+            let (state, state_style) = match (a.firing, app.snapshot.silenced(a)) {
+                (true, true) => ("silenced", Style::new().fg(Color::DarkGray)),
+                (true, false) => ("firing", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+                (false, _) => ("pending", Style::new().fg(Color::Yellow)),
             };
             let labels: Vec<String> =
                 a.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
             let since = widgets::rfc3339_ms(&a.active_at).map_or(MISSING.to_string(), |t| widgets::age(now, t));
-            rows.push(selected(
-                Row::new(vec![
-                    Cell::from(format!("  {}", a.name)),
-                    Cell::from(state),
-                    Cell::from(since),
-                    Cell::from(labels.join(" ")),
-                    Cell::from(a.summary.clone()),
-                ]),
-                index == app.selected,
-            ));
+            let line = Line::from(vec![
+                Span::raw(column(&format!("  {}", a.name), name_w)),
+                Span::styled(column(state, state_w), state_style),
+                Span::raw(column(&since, age_w)),
+                Span::raw(column(&labels.join(" "), labels_w)),
+                Span::raw(a.summary.clone()),
+            ]);
+            let line =
+                if index == app.selected { line.style(Style::new().add_modifier(Modifier::REVERSED)) } else { line };
+            lines.push(line);
             index += 1;
         }
     }
@@ -238,19 +256,7 @@ pub fn alerts(f: &mut Frame, area: Rect, app: &App) {
         alerts.iter().filter(|a| !a.firing).count(),
         if app.snapshot.alert_group_by.is_empty() { "nothing".into() } else { app.snapshot.alert_group_by.join(", ") }
     );
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(24),
-            Constraint::Length(7),
-            Constraint::Length(5),
-            Constraint::Percentage(40),
-            Constraint::Fill(1),
-        ],
-    )
-    .header(header(&["alert", "state", "age", "labels", "summary"]))
-    .column_spacing(1)
-    .block(block(&title));
+    let table = Paragraph::new(lines).block(block(&title));
     f.render_widget(table, list);
     let alert_rows = index;
     let lines: Vec<Row> = silences
