@@ -154,3 +154,49 @@ async fn without_the_guard_the_quiet_service_pages() {
     let (firing, _) = evaluate(&store, 0, &["quiet"]).await;
     assert_eq!(firing, pairs(&[("quiet", "page")]), "so the guard is what kept it quiet");
 }
+
+/// Issue #12, finding 18: a service whose traffic pauses (0 requests in a short window:
+/// 0/0) still has a period SLI. Before, one NaN window made the period's average NaN for
+/// the whole period, and the dashboard showed the SLI as `—` while errors were injected.
+#[tokio::test]
+async fn a_pause_in_traffic_does_not_blank_the_period_sli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = Store::open(dir.path()).expect("store");
+    // 10 requests/s with 5 % errors, except 20 s with no traffic at all in the middle.
+    let (mut ok, mut bad) = (0.0, 0.0);
+    let (mut ok_points, mut bad_points) = (Vec::new(), Vec::new());
+    for s in 0..=200i64 {
+        let age = 200 - s;
+        if !(60..80).contains(&age) {
+            ok += 9.5;
+            bad += 0.5;
+        }
+        ok_points.push((END - age * 1000, ok));
+        bad_points.push((END - age * 1000, bad));
+    }
+    let labels = |code: &str| {
+        vec![
+            ("__name__".to_string(), "requests_total".to_string()),
+            ("code".into(), code.into()),
+            ("service".into(), "paused".into()),
+        ]
+    };
+    store.ingest(vec![(labels("200"), ok_points), (labels("500"), bad_points)], None).await.expect("ingest");
+    let specs = spec::parse(&spec_text("paused")).expect("spec");
+    let rules = prometheus_rules(&specs, Options { time_scale: 0.01, min_events: 0 });
+    let file = RuleFile::parse(&rules).expect("rules");
+    let mut runners: Vec<GroupRunner> = file
+        .groups
+        .iter()
+        .map(|g| GroupRunner::new(g, "slo", Duration::from_secs(1), Arc::new(LabelSet::new())))
+        .collect();
+    for t in (END - 150_000..=END).step_by(1000) {
+        for runner in &mut runners {
+            runner.eval_at(&store, t).await;
+        }
+    }
+    let states = state::compute(&store, &state::defs(&specs), 0, END);
+    let period = states[0].period_error_ratio.expect("a period SLI despite the pause");
+    assert!((period - 0.05).abs() < 1e-9, "{period}");
+    assert!(states[0].error_budget_remaining.is_some());
+}

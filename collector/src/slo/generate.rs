@@ -127,8 +127,11 @@ fn slo_groups(out: &mut String, spec: &Spec, slo: &Slo, options: Options) {
         let window = scaled(secs, options.time_scale);
         let range = prom_duration(window);
         let expr = match (&slo.sli.events, &slo.sli.raw) {
+            // A window without events has no ratio (the division finds no total > 0), not
+            // 0/0: a NaN recorded in a short window would make the period's average NaN for
+            // the whole period.
             (Some(e), _) => format!(
-                "({})\n/\n({})",
+                "({})\n/\n(({}) > 0)",
                 e.error_query.replace(WINDOW, &range).trim(),
                 e.total_query.replace(WINDOW, &range).trim()
             ),
