@@ -356,14 +356,8 @@ async fn hale_up_walkthrough() {
     let mut child = cluster.child.take().expect("child");
     let pid = child.id();
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill").success());
-    let stopped_at = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(stopped_at.elapsed() < Duration::from_secs(15), "hale up did not stop within 15 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status =
+        eventually("hale up stops on SIGTERM", Duration::from_secs(60), async || child.try_wait().expect("wait")).await;
     assert!(status.success(), "hale up exited with {status}");
     let leftovers = eventually("no process left behind", Duration::from_secs(5), async || {
         let left = pids_under(&data_dir);
@@ -459,7 +453,7 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
         (v["data"]["result"][0]["value"][1] == "1").then_some(())
     })
     .await;
-    let pid_before = pid_of(&cluster.data_dir, "search-1");
+    let pid_before = pid_of(&cluster.data_dir, "search-1").expect("search-1 runs");
     let hung = Instant::now();
     chaos(&cluster.data_dir, &["hang", "search-1", "--duration", "120s"]);
     let action = eventually("a verified restart", Duration::from_secs(60), async || {
@@ -474,16 +468,12 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     println!("search-1 hung -> restarted by the healer and verified in {:?}", hung.elapsed());
     assert_eq!(action["kind"], "restart");
     assert_eq!(action["policy"], "restart-unready-replica");
-    assert_ne!(pid_of(&cluster.data_dir, "search-1"), pid_before, "a new process");
-    let ready: Value = client
-        .get(format!("http://{}/readyz", target.listen))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .unwrap_or(Value::Null);
-    assert_ne!(ready, Value::Null, "the new search-1 answers");
+    let pid_after = pid_of(&cluster.data_dir, "search-1").expect("search-1 runs again");
+    assert_ne!(pid_after, pid_before, "a new process");
+    let r = client.get(format!("http://{}/readyz", target.listen)).send().await.expect("readyz");
+    assert_eq!(r.status(), 200, "the new search-1 is ready");
+    let ready: Value = r.json().await.expect("readyz json");
+    assert_eq!((ready["status"].as_str(), ready["instance"].as_str()), (Some("ready"), Some("search-1")), "{ready}");
     let audit = std::fs::read_to_string(cluster.data_dir.join("healer").join("audit.jsonl")).expect("audit");
     let id = action["id"].as_str().expect("id");
     let steps: Vec<String> = audit
@@ -541,48 +531,82 @@ async fn hale_chaos_kills_replicas_and_takes_nodes_down_and_up() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no replica \"nobody\""));
 }
 
+/// Reads each product of `expected` (id, what was written) from `base` and compares its
+/// id, name, description, price, stock and tags with what was written.
+async fn assert_products(client: &reqwest::Client, base: &str, expected: &[(i64, Value)], when: &str) {
+    for (id, want) in expected {
+        let r = client.get(format!("{base}/api/products/{id}")).send().await;
+        let r = r.unwrap_or_else(|e| panic!("{when}: product {id}: {e}"));
+        assert_eq!(r.status(), 200, "{when}: product {id}");
+        let got: Value = r.json().await.expect("product json");
+        let fields = want.as_object().expect("expected fields").keys();
+        let got: serde_json::Map<String, Value> = fields.map(|f| (f.clone(), got[f].clone())).collect();
+        assert_eq!(Value::Object(got), *want, "{when}: product {id} as written");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledged_write() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (cluster, gateway, _prefix, _collector) = start_with(tmp.path(), 2, &[]).await;
+    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 2, &[]).await;
     let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
     let admin = token(&client, &gateway, "admin", "hale-admin").await;
     let shopper = token(&client, &gateway, "shopper", "hale-shopper").await;
+    // Publishes a product; on a 201, its id and what it must read as from then on. The
+    // demo's load buys from the products it lists, so every product here ends with a stock
+    // of 0 (written so, or taken by this test's own order) that no one else can change.
+    let publish = async |name: String, price_cents: i64, stock: i64| -> Option<(i64, Value)> {
+        let written = json!({"name": name, "description": format!("{name}: must survive"), "price_cents": price_cents, "stock": stock, "tags": ["kept"]});
+        let r = client.post(format!("{gateway}/api/products")).bearer_auth(&admin).json(&written).send().await.ok()?;
+        if r.status() != 201 {
+            return None;
+        }
+        let id = r.json::<Value>().await.ok()?["id"].as_i64()?;
+        let mut want = written;
+        want["id"] = id.into();
+        Some((id, want))
+    };
     // Acknowledged writes before the fault: products, and orders that reserve stock.
     let mut products = Vec::new();
-    for i in 0..5 {
-        let r = client
-            .post(format!("{gateway}/api/products"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": format!("Kept {i}"), "description": "must survive", "price_cents": 500, "stock": 10, "tags": []}))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(r.status(), 201);
-        products.push(r.json::<Value>().await.expect("json")["id"].clone());
-    }
     let mut orders = Vec::new();
-    for (i, p) in products.iter().take(2).enumerate() {
-        let r = client
-            .post(format!("{gateway}/api/orders"))
-            .bearer_auth(&shopper)
-            .header("idempotency-key", format!("failover-{i}"))
-            .json(&json!({"items": [{"product_id": p, "quantity": 1}], "shipping_address": "1 Main St", "card_number": "4242 4242 4242 4242"}))
-            .send()
-            .await
-            .expect("order");
-        assert_eq!(r.status(), 201);
-        orders.push(r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string());
+    for i in 0..5 {
+        let ordered = i < 2;
+        let (id, mut want) = publish(format!("Kept {i}"), 500 + i, i64::from(ordered)).await.expect("published");
+        if ordered {
+            let r = client
+                .post(format!("{gateway}/api/orders"))
+                .bearer_auth(&shopper)
+                .header("idempotency-key", format!("failover-{i}"))
+                .json(&json!({"items": [{"product_id": id, "quantity": 1}], "shipping_address": "1 Main St", "card_number": "4242 4242 4242 4242"}))
+                .send()
+                .await
+                .expect("order");
+            assert_eq!(r.status(), 201);
+            let placed: Value = r.json().await.expect("json");
+            assert_eq!((placed["status"].as_str(), placed["total_cents"].as_i64()), (Some("confirmed"), Some(500 + i)));
+            orders.push(placed);
+            want["stock"] = 0.into();
+        }
+        products.push((id, want));
     }
     let primary = config
         .instances()
         .into_iter()
         .find(|i| i.service == ServiceKind::Catalog && i.role == hale_core::Role::Primary)
         .expect("primary");
-    // The gateway must have seen the primary ready (so its loss is a CatalogPrimaryDown).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The collector must have seen the gateway report the primary ready (so its loss is a
+    // CatalogPrimaryDown) and the node's host metrics (so its silence is a NodeDown).
+    eventually("the primary and its node seen at the collector", Duration::from_secs(60), async || {
+        let seen = async |q: String| {
+            let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", &q)]).await?;
+            v["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
+        };
+        seen("max_over_time(shop_gateway_catalog_primary_ready[1h]) == 1".into()).await?;
+        seen(format!("last_over_time(node_load1{{node=\"{}\"}}[1h])", primary.node)).await
+    })
+    .await;
     // A CatalogPrimaryDown while the primary is fine (a blip that passed before the healer
     // got to it): nothing is failed over, nothing escalated, and the real loss below is
     // still repaired at once (the blip does not count against the cooldown).
@@ -610,22 +634,23 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     .await;
     assert!(skipped["detail"].as_str().is_some_and(|d| d.contains("not needed")), "{skipped}");
     let state = common::get_json(&client, &format!("{healer}/api/v1/state"), &[]).await.expect("state");
-    assert!(state["targets"]["service/catalog"]["needs_human"].is_null(), "{state}");
+    assert_eq!(
+        state["targets"]["service/catalog"],
+        json!({"actions": [], "needs_human": null}),
+        "the blip neither counts nor needs a human: {state}"
+    );
     chaos(&cluster.data_dir, &["node-down", &primary.node]);
     let lost = Instant::now();
+    // Writes acknowledged while the node is away, each checked after the failover and
+    // again after the rejoin.
+    let mut during_outage = Vec::new();
     let mut n = 0;
-    eventually("writes served again", Duration::from_secs(60), async || {
+    let first = eventually("writes served again", Duration::from_secs(60), async || {
         n += 1;
-        let r = client
-            .post(format!("{gateway}/api/products"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": format!("After {n}"), "description": "x", "price_cents": 1, "stock": 1, "tags": []}))
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 201).then_some(())
+        publish(format!("After {n}"), 1000 + n, 0).await
     })
     .await;
+    during_outage.push(first);
     println!("catalog primary's node lost -> writes served again in {:?}", lost.elapsed());
     let action = eventually("a verified failover", Duration::from_secs(60), async || {
         let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
@@ -637,14 +662,16 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     })
     .await;
     assert!(action["detail"].as_str().is_some_and(|d| d.contains("promoted") && d.contains(&primary.name)), "{action}");
-    // Every acknowledged write is still there.
-    for p in &products {
-        let r = client.get(format!("{gateway}/api/products/{p}")).send().await.expect("get product");
-        assert_eq!(r.status(), 200, "product {p}");
-    }
-    for o in &orders {
-        let r = client.get(format!("{gateway}/api/orders/{o}")).bearer_auth(&shopper).send().await.expect("get order");
-        assert_eq!(r.status(), 200, "order {o}");
+    // Every acknowledged write is still there, as it was written.
+    let after = publish("Written after the failover".into(), 2000, 0).await.expect("a write after the failover");
+    during_outage.push(after);
+    assert_products(&client, &gateway, &products, "after the failover").await;
+    assert_products(&client, &gateway, &during_outage, "after the failover").await;
+    for placed in &orders {
+        let id = placed["id"].as_str().expect("order id");
+        let r = client.get(format!("{gateway}/api/orders/{id}")).bearer_auth(&shopper).send().await.expect("get order");
+        assert_eq!(r.status(), 200, "order {id}");
+        assert_eq!(r.json::<Value>().await.expect("order json"), *placed, "order {id} as placed");
     }
     // The lost node's other replicas run elsewhere once its silence is a NodeDown.
     eventually("the lost node's replicas rescheduled", Duration::from_secs(90), async || {
@@ -652,18 +679,9 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         v["actions"].as_array()?.iter().find(|a| a["kind"] == "reschedule" && a["status"] == "succeeded").map(|_| ())
     })
     .await;
-    // A write after the failover, which the old primary never saw.
-    let r = client
-        .post(format!("{gateway}/api/products"))
-        .bearer_auth(&admin)
-        .json(
-            &json!({"name": "Written while it was away", "description": "x", "price_cents": 1, "stock": 1, "tags": []}),
-        )
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(r.status(), 201);
-    let late = r.json::<Value>().await.expect("json")["id"].clone();
+    // Another write the old primary never saw, once its node's replicas run elsewhere.
+    let late = publish("Written while it was away".into(), 3000, 0).await.expect("a write while it was away");
+    during_outage.push(late);
     // The node comes back: the old primary is fenced (the gateway tells it the new epoch),
     // rejoins as the new primary's standby through the healer, and catches up.
     chaos(&cluster.data_dir, &["node-up", &primary.node]);
@@ -702,12 +720,12 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     let status = common::get_json(&client, &format!("{old}/admin/replication"), &[]).await.expect("status");
     assert_eq!((status["role"].as_str(), status["caught_up"].as_bool()), (Some("standby"), Some(true)), "{status}");
     assert!(status["epoch"].as_u64() >= Some(2), "{status}");
-    let r = client.get(format!("{old}/api/products/{late}")).send().await.expect("get from the old primary");
-    assert_eq!(r.status(), 200, "the rejoined standby has the write it missed");
-    for p in &products {
-        let r = client.get(format!("{old}/api/products/{p}")).send().await.expect("get product");
-        assert_eq!(r.status(), 200, "product {p} on the rejoined standby");
-    }
+    // The rejoined standby has every write, those it missed included; the gateway still
+    // serves them all.
+    assert_products(&client, &old, &products, "on the rejoined standby").await;
+    assert_products(&client, &old, &during_outage, "on the rejoined standby").await;
+    assert_products(&client, &gateway, &products, "after the rejoin").await;
+    assert_products(&client, &gateway, &during_outage, "after the rejoin").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,7 +739,7 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
         "--webhook-secret".into(),
         SECRET.into(),
     ];
-    let (cluster, _gateway, _prefix, collector) = start_with(tmp.path(), 2, &extra).await;
+    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 2, &extra).await;
     let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
@@ -730,6 +748,25 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
         let q = "max_over_time(probe_success{probe=\"readyz\",instance=\"search-2\"}[1h])";
         let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
         (v["data"]["result"][0]["value"][1] == "1").then_some(())
+    })
+    .await;
+    // Searches all along (the demo's load alone can leave the SLO's short window without
+    // any), so the search SLO's burn rate has data whenever the healer reads it.
+    let searching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let searcher = tokio::spawn({
+        let (client, url, searching) = (client.clone(), format!("{gateway}/api/search?q=lamp"), searching.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while searching.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                drop(client.get(&url).send().await);
+            }
+        }
+    });
+    eventually("the search SLO's burn rate measured", Duration::from_secs(60), async || {
+        let q = "max(slo:current_burn_rate:ratio{sloth_service=\"search\"})";
+        let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok().filter(|b| b.is_finite()).map(|_| ())
     })
     .await;
     // Kill it and take its port: every restart now fails to bind and exits.
@@ -771,13 +808,17 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     assert_eq!(body["version"], "hale-escalation/1");
     assert_eq!(body["target"]["instance"], "search-2");
     assert!(body["tried"].as_array().is_some_and(|t| !t.is_empty()), "{body}");
-    // The search service's SLO burn when the restart was decided and now (null only
-    // while an SLO has no data yet).
+    // The search service's SLO burn when the restart was decided and now: numbers, since
+    // searches were measured all along.
     for key in ["burn_rate_before", "burn_rate_after"] {
-        assert!(body.get(key).is_some_and(|v| v.is_number() || v.is_null()), "{key}: {body}");
+        assert!(body[key].as_f64().is_some_and(|b| b.is_finite() && b >= 0.0), "{key}: {body}");
     }
+    searching.store(false, std::sync::atomic::Ordering::Relaxed);
+    searcher.await.expect("searcher");
     let state = common::get_json(&client, &format!("{healer}/api/v1/state"), &[]).await.expect("state");
-    assert!(state["targets"]["instance/search-2"]["needs_human"].is_string(), "{state}");
+    let needs_human = state["targets"]["instance/search-2"]["needs_human"].as_str();
+    let failed_id = failed["id"].as_str().expect("action id");
+    assert!(needs_human.is_some_and(|h| h.starts_with(&format!("{failed_id} failed: "))), "{state}");
     // A new occurrence is refused: a human has to reset the target first.
     let payload = serde_json::to_vec(&json!({"alerts": [{
         "status": "firing",
@@ -809,14 +850,24 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (cluster, gateway, _prefix, _collector) = start_with(tmp.path(), 2, &[]).await;
+    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 2, &[]).await;
     let config = effective_config(&cluster.data_dir);
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
     // node-3 runs search-1 and the catalog standby; the primary stays up.
     let on_node3: Vec<String> = config.instances().into_iter().filter(|i| i.node == "node-3").map(|i| i.name).collect();
     assert!(on_node3.contains(&"search-1".to_string()), "{on_node3:?}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The collector has seen node-3's host metrics (so their silence is a NodeDown) and
+    // search-1 ready.
+    eventually("node-3 and search-1 seen at the collector", Duration::from_secs(60), async || {
+        let seen = async |q: &str| {
+            let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
+            v["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
+        };
+        seen("last_over_time(node_load1{node=\"node-3\"}[1h])").await?;
+        seen("max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h]) == 1").await
+    })
+    .await;
     chaos(&cluster.data_dir, &["node-down", "node-3"]);
     let lost = Instant::now();
     let action = eventually("a verified reschedule", Duration::from_secs(90), async || {
