@@ -764,6 +764,17 @@ async fn gateway_admin_needs_the_token_and_validates() {
     assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 }
 
+/// Issue #12, finding 18: `ReplicaDown gateway-1` fired at start. A gateway answered
+/// ready before it had checked any pool, then not ready while the search replicas built
+/// their indexes: "was ready, now fails" to the alert. It is not ready until it knows.
+#[tokio::test]
+async fn a_gateway_is_not_ready_before_it_has_checked_its_pools() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = build(&args(ServiceKind::Gateway, dir.path()));
+    let r = send(&app, get("/readyz")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+}
+
 #[tokio::test]
 async fn gateway_retries_a_get_on_another_replica_and_ejects_the_failing_one() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -108,6 +108,10 @@ impl GatewayState {
             "Replicas passing their readiness check",
             ready_members.clone(),
         );
+        // Not ready until the first round of checks says so: a gateway that answered
+        // ready before it knew its pools would then turn not ready while they start, which
+        // is "was ready, now fails" to `ReplicaDown`.
+        readiness.set(Err("checking the pools' readiness".into()));
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(300))
             .pool_idle_timeout(Duration::from_secs(30))
