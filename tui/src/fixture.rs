@@ -59,6 +59,7 @@ pub fn demo() -> Snapshot {
     let node = |name: &str, cpu: f64, mem: f64, disk: f64| Node {
         name: name.into(),
         agent_up: true,
+        agent_stale: false,
         last_seen_secs_ago: Some(1.0),
         cpu: Some(cpu),
         memory: Some(mem),

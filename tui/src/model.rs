@@ -263,6 +263,9 @@ pub fn parse_points(v: &Value) -> Option<Vec<(f64, f64)>> {
 pub struct Node {
     pub name: String,
     pub agent_up: bool,
+    /// Not up, but not yet down either: silent for a few of its intervals (frozen, or
+    /// the network). Drawn as stale, never as up.
+    pub agent_stale: bool,
     pub last_seen_secs_ago: Option<f64>,
     pub cpu: Option<f64>,
     pub memory: Option<f64>,
@@ -528,6 +531,7 @@ pub fn parse_cluster(v: &Value) -> Option<(Vec<Node>, Vec<Service>)> {
         .into_iter()
         .map(|n| Node {
             agent_up: n.agent == AgentState::Up,
+            agent_stale: n.agent == AgentState::Stale,
             name: n.node,
             last_seen_secs_ago: n.last_seen_secs_ago.filter(|x| x.is_finite()),
             cpu: n.cpu_used_ratio.filter(|x| x.is_finite()),

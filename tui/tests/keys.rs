@@ -53,6 +53,7 @@ fn snapshot() -> Snapshot {
         nodes: Some(vec![Node {
             name: "node-1".into(),
             agent_up: true,
+            agent_stale: false,
             last_seen_secs_ago: Some(1.0),
             cpu: None,
             memory: None,

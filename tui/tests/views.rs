@@ -171,3 +171,23 @@ fn silenced_alerts_are_marked_in_the_overview() {
     assert!(line.contains("silenced"), "{screen}");
     insta::assert_snapshot!("overview_silenced_80x24", screen);
 }
+
+/// Issue #12, finding 12: an agent that went silent a few intervals ago is drawn stale,
+/// one gone longer down, neither as up — in the overview and the nodes view.
+#[test]
+fn a_silent_agent_is_drawn_stale_then_down() {
+    let mut snapshot = demo();
+    let nodes = snapshot.nodes.as_mut().expect("nodes");
+    nodes[1].agent_up = false;
+    nodes[1].agent_stale = true;
+    nodes[2].agent_up = false;
+    let mut app = app_with(snapshot);
+    for view in [View::Overview, View::Nodes] {
+        app.view = view;
+        let screen = render(&app, 160, 48);
+        let line = |node: &str| screen.lines().find(|l| l.contains(node)).unwrap_or_default().to_string();
+        assert!(line("node-2").contains("stale") && !line("node-2").contains(" up "), "{screen}");
+        assert!(line("node-3").contains("DOWN"), "{screen}");
+        assert!(line("node-1").contains("up"), "{screen}");
+    }
+}

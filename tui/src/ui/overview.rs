@@ -54,11 +54,15 @@ fn draw_nodes(f: &mut Frame, area: Rect, app: &App) {
     let rows: Vec<Row> = nodes
         .iter()
         .map(|n| {
-            let agent = match (n.agent_up, wide) {
-                (true, true) => Span::styled("up", Style::new().fg(Color::Green)),
-                (true, false) => Span::styled("●", Style::new().fg(Color::Green)),
-                (false, true) => Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
-                (false, false) => Span::styled("✕", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+            let agent = match (n.agent_up, n.agent_stale, wide) {
+                (true, _, true) => Span::styled("up", Style::new().fg(Color::Green)),
+                (true, _, false) => Span::styled("●", Style::new().fg(Color::Green)),
+                (false, true, true) => {
+                    Span::styled("stale", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+                }
+                (false, true, false) => Span::styled("?", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)),
+                (false, false, true) => Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+                (false, false, false) => Span::styled("✕", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
             };
             let history = app
                 .snapshot

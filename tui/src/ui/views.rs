@@ -457,6 +457,8 @@ pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
             };
             let agent = if n.agent_up {
                 Span::styled("up", Style::new().fg(Color::Green))
+            } else if n.agent_stale {
+                Span::styled("stale", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
             } else {
                 Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
             };
