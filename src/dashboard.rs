@@ -215,12 +215,19 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
             .flatten()
             .map(|o| json!({"service": o.service, "slo": o.name, "status": o.status.label(), "sli": o.sli, "error_budget_remaining": o.budget_left}))
             .collect();
+        let nodes: Vec<_> = snapshot
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| json!({"node": n.name, "agent": agent_word(n), "last_seen_secs_ago": n.last_seen_secs_ago}))
+            .collect();
         let firing = snapshot.alerts.iter().flatten().filter(|a| a.firing).count();
         let out = json!({
             "healthy": health.healthy,
             "problems": health.problems,
             "collector": source.collector.is_up(),
             "healer": source.healer.is_up(),
+            "nodes": nodes,
             "services": services,
             "slos": slos,
             "firing_alerts": firing,
@@ -230,6 +237,10 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
     }
     let mark = |ok: bool| if ok { "ok " } else { "BAD" };
     println!("collector {}   healer {}", mark(source.collector.is_up()), mark(source.healer.is_up()));
+    for n in snapshot.nodes.iter().flatten() {
+        let seen = n.last_seen_secs_ago.map_or(String::new(), |s| format!(", last report {s:.0}s ago"));
+        println!("  {} {:<8} agent {}{seen}", mark(n.agent_up), n.name, agent_word(n));
+    }
     for s in snapshot.services.iter().flatten() {
         println!("  {} {:<8} {}/{} replicas ready", mark(s.ready() > 0), s.name, s.ready(), s.replicas.len());
     }
@@ -246,6 +257,15 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
         }
     }
     Ok(health.healthy)
+}
+
+/// A node's agent as the collector judges it: up, stale (silent a few intervals) or down.
+fn agent_word(n: &hale_tui::model::Node) -> &'static str {
+    match (n.agent_up, n.agent_stale) {
+        (true, _) => "up",
+        (false, true) => "stale",
+        (false, false) => "down",
+    }
 }
 
 #[cfg(test)]

@@ -134,9 +134,11 @@ async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_i
         let fresh_ready = s["replicas"].as_array().into_iter().flatten().filter(|r| r["state"] == "ready").count();
         assert_eq!(s["ready_replicas"].as_u64(), Some(fresh_ready as u64), "{s}");
     }
-    eventually("status unhealthy, exit 1", Duration::from_secs(20), async || {
+    eventually("status unhealthy, exit 1, node-3's agent not up", Duration::from_secs(20), async || {
         let (code, s) = status(&cluster.data_dir);
-        (code == Some(1) && s["healthy"] == false).then_some(())
+        let node3 = s["nodes"].as_array()?.iter().find(|n| n["node"] == "node-3")?.clone();
+        (code == Some(1) && s["healthy"] == false && (node3["agent"] == "stale" || node3["agent"] == "down"))
+            .then_some(())
     })
     .await;
     // The frozen node's last probes vanish from PromQL (stale markers), instead of
