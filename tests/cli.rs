@@ -200,55 +200,16 @@ fn silence_takes_the_data_dir_and_names_the_token_flag_on_401() {
     assert!(!stderr.contains("--admin-token"), "hale silence has no --admin-token: {stderr}");
 }
 
-/// Kills `hale up` and every process under its data dir if the test fails half way.
-struct Up {
-    child: std::process::Child,
-    data_dir: std::path::PathBuf,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let needle = self.data_dir.display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if pid as u32 != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&needle) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
 /// Issue #12, findings 17 and 18: the line `hale up` ends with counts the replicas'
 /// restarts (their agents restart them, not `hale up`: it used to say "0 restarts" after
 /// several), and says where the data stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_counts_replica_restarts_when_it_stops_and_says_where_the_data_stays() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data_dir = tmp.path().join("data");
-    let (prefix, control_ip, offset) = common::private_addresses();
-    let out_path = tmp.path().join("up.out");
-    let out = std::fs::File::create(&out_path).expect("out file");
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["up", "--headless", "--load-rps", "0", "--data-dir"])
-        .arg(&data_dir)
-        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn hale up");
-    let mut up = Up { child, data_dir: data_dir.clone() };
-    let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
-    common::eventually("hale up's banner", std::time::Duration::from_secs(90), async || {
-        if let Ok(Some(status)) = up.child.try_wait() {
-            panic!("hale up exited early ({status}):\n{}", read());
-        }
-        read().contains("Hale demo cluster is up").then_some(())
-    })
-    .await;
+    let mut up = common::up::Cluster::start(tmp.path(), 0, &[]).await;
+    let data_dir = up.data_dir.clone();
+    let read = || std::fs::read_to_string(tmp.path().join("up.out")).unwrap_or_default();
+    let (prefix, offset) = (up.prefix.clone(), up.offset);
     let agent = format!("http://{prefix}.3:{}/api/v1/processes", 9100 + offset);
     let restarts = async || -> Option<u64> {
         let v: serde_json::Value = reqwest::get(&agent).await.ok()?.json().await.ok()?;
@@ -269,12 +230,7 @@ async fn up_counts_replica_restarts_when_it_stops_and_says_where_the_data_stays(
         .await;
     }
     let counted = restarts().await.expect("search-1's restarts");
-    let pid = nix::unistd::Pid::from_raw(up.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    common::eventually("hale up stopped", std::time::Duration::from_secs(30), async || {
-        up.child.try_wait().ok().flatten().map(|_| ())
-    })
-    .await;
+    up.stop().expect("hale up was running");
     let text = read();
     let line = text.lines().find(|l| l.starts_with("hale: stopped")).unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("and 9 replicas"), "{line}");

@@ -7,71 +7,19 @@ mod common;
 
 use common::eventually;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// Kills the cluster (and thaws nothing: SIGKILL works on stopped processes) if the test
-/// fails half way.
-struct Cluster {
-    child: Option<Child>,
-    data_dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let needle = self.data_dir.display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&needle) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
+use common::up::{Cluster, chaos};
 
 /// `hale up --headless` without load on a private range; returns the collector's URL.
 async fn start(tmp: &Path) -> (Cluster, String) {
-    let data_dir = tmp.join("data");
-    let (prefix, control_ip, offset) = common::private_addresses();
-    let out = std::fs::File::create(tmp.join("up.out")).expect("out file");
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["up", "--headless", "--load-rps", "0", "--data-dir"])
-        .arg(&data_dir)
-        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn hale up");
-    let mut cluster = Cluster { child: Some(child), data_dir };
-    eventually("cluster up and seeded", Duration::from_secs(90), async || {
-        let text = std::fs::read_to_string(tmp.join("up.out")).unwrap_or_default();
-        if let Some(status) = cluster.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!("hale up exited early ({status}):\n{text}");
-        }
-        text.contains("Hale demo cluster is up").then_some(())
-    })
-    .await;
-    (cluster, format!("http://{control_ip}:{}", 9464 + offset))
-}
-
-fn chaos(data_dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .arg("chaos")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("hale chaos");
-    assert!(out.status.success(), "hale chaos {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let cluster = Cluster::start(tmp, 0, &[]).await;
+    let collector = cluster.collector();
+    (cluster, collector)
 }
 
 /// `hale status --json`: its exit code and its answer.
@@ -161,22 +109,11 @@ async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_i
     .await;
 }
 
-/// `hale up` stopped as Ctrl-C stops it, and waited for.
-fn stop(cluster: &mut Cluster) {
-    if let Some(mut child) = cluster.child.take() {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let _ = child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_12_replicas_of_a_previous_run_are_not_ready_after_a_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (mut cluster, collector) = start(tmp.path()).await;
-    let config = hale_core::ClusterConfig::parse(
-        &std::fs::read_to_string(cluster.data_dir.join("cluster.toml")).expect("cluster.toml"),
-    )
-    .expect("parse");
+    let config = cluster.config();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
     let url = format!("{collector}/api/v1/cluster");
     let replica = async |name: &str| -> Option<Value> {
@@ -205,29 +142,8 @@ async fn issue_12_replicas_of_a_previous_run_are_not_ready_after_a_restart() {
     })
     .await;
 
-    // Restart on the same data dir: the extra replica is not started again.
-    stop(&mut cluster);
-    let out = std::fs::File::create(tmp.path().join("up2.out")).expect("out file");
-    // The same addresses as the first run, read back from its effective config.
-    let octets = config.nodes[0].ip.octets();
-    let prefix = format!("{}.{}.{}", octets[0], octets[1], octets[2]);
-    let control_ip = config.collector.listen.ip().to_string();
-    let offset = config.collector.listen.port() - 9464;
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["up", "--headless", "--load-rps", "0", "--data-dir"])
-        .arg(&cluster.data_dir)
-        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn hale up again");
-    cluster.child = Some(child);
-    let second = || std::fs::read_to_string(tmp.path().join("up2.out")).unwrap_or_default();
-    eventually("the second run up", Duration::from_secs(90), async || {
-        second().contains("Hale demo cluster is up").then_some(())
-    })
-    .await;
+    // Restart on the same data dir and addresses: the extra replica is not started again.
+    cluster.restart(&tmp.path().join("up2.out"), 0).await;
     eventually("the restarted cluster's own replicas ready", Duration::from_secs(90), async || {
         let v = common::get_json(&client, &url, &[]).await?;
         let services = v["data"]["services"].as_array()?;
@@ -242,7 +158,7 @@ async fn issue_12_replicas_of_a_previous_run_are_not_ready_after_a_restart() {
     // No process stands behind the extra replica: whatever is left of it is not ready,
     // and the dashboard's and status's health does not count it.
     if let Some(r) = replica("search-extra").await {
-        assert_ne!(r["state"], "ready", "{r}\n{}", second());
+        assert_ne!(r["state"], "ready", "{r}");
         assert_ne!(r["ready"], true, "{r}");
     }
     let (_, s) = status(&cluster.data_dir);

@@ -6,44 +6,13 @@ mod common;
 use common::eventually;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hale_core::{ClusterConfig, ServiceKind};
 use serde_json::{Value, json};
 
-/// Kills the cluster if the test fails half way.
-struct Cluster {
-    child: Option<Child>,
-    data_dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for pid in pids_under(&self.data_dir) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
-
-/// PIDs whose command line mentions `dir` (the cluster's children all do).
-fn pids_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.iter().any(|a| a.contains(&needle)) && pid != std::process::id() {
-            out.push(pid);
-        }
-    }
-    out
-}
+use common::up::{Cluster, chaos, effective_config, pids_under};
 
 fn pid_of(dir: &Path, instance: &str) -> Option<u32> {
     pids_under(dir).into_iter().find(|pid| {
@@ -79,23 +48,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The cluster as `hale up` ran it (the data dir's cluster.toml).
-fn effective_config(data_dir: &Path) -> ClusterConfig {
-    ClusterConfig::parse(&std::fs::read_to_string(data_dir.join("cluster.toml")).expect("cluster.toml")).expect("parse")
-}
-
-/// Runs `hale chaos <args> --data-dir <data_dir>` and expects it to succeed.
-fn chaos(data_dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .arg("chaos")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("hale chaos");
-    assert!(out.status.success(), "hale chaos {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// Starts `hale up --headless` on a private address range and waits for its banner.
 async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
     let (cluster, gateway, prefix, _) = start_with(tmp, load_rps, &[]).await;
@@ -104,30 +56,8 @@ async fn start(tmp: &Path, load_rps: u32) -> (Cluster, String, String) {
 
 /// `start` with more flags; also returns the collector's URL.
 async fn start_with(tmp: &Path, load_rps: u32, extra: &[String]) -> (Cluster, String, String, String) {
-    let data_dir = tmp.join("data");
-    let (prefix, control_ip, offset) = common::private_addresses();
-    let out = std::fs::File::create(tmp.join("up.out")).expect("out file");
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])
-        .arg(&data_dir)
-        .args(["--ip-prefix", &prefix, "--control-ip", &control_ip, "--port-offset", &offset.to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn hale up");
-    let mut cluster = Cluster { child: Some(child), data_dir };
-    eventually("cluster up and seeded", Duration::from_secs(90), async || {
-        let text = std::fs::read_to_string(tmp.join("up.out")).unwrap_or_default();
-        if let Some(status) = cluster.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!("hale up exited early ({status}):\n{text}");
-        }
-        text.contains("Hale demo cluster is up").then_some(())
-    })
-    .await;
-    let gateway = format!("http://{control_ip}:{}", 8080 + offset);
-    let collector = format!("http://{control_ip}:{}", 9464 + offset);
+    let cluster = Cluster::start(tmp, load_rps, extra).await;
+    let (gateway, prefix, collector) = (cluster.gateway(), cluster.prefix.clone(), cluster.collector());
     (cluster, gateway, prefix, collector)
 }
 

@@ -1,6 +1,8 @@
 //! Helpers every end-to-end test binary shares. Each binary uses some of them.
 #![allow(dead_code)]
 
+pub mod up;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Child;

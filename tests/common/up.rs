@@ -1,0 +1,144 @@
+//! The real `hale up --headless` for end-to-end tests: on a loopback /24, port offset and
+//! data dir of its own, so it runs beside other tests and beside a `hale up` someone left
+//! running; killed with every process it started (found by PID) however the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hale_core::ClusterConfig;
+
+use super::eventually;
+
+/// A running `hale up --headless`.
+pub struct Cluster {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    /// Its stdout and stderr.
+    pub out: PathBuf,
+    /// The node IP prefix (`127.b.c`), the control IP and the port offset it runs on.
+    pub prefix: String,
+    pub control_ip: String,
+    pub offset: u16,
+}
+
+impl Cluster {
+    /// Starts `hale up --headless` in `tmp` (data in `tmp/data`, output in `tmp/up.out`)
+    /// and waits for its banner.
+    pub async fn start(tmp: &Path, load_rps: u32, extra: &[String]) -> Cluster {
+        let (prefix, control_ip, offset) = super::private_addresses();
+        let mut cluster =
+            Cluster { child: None, data_dir: tmp.join("data"), out: tmp.join("up.out"), prefix, control_ip, offset };
+        cluster.run(load_rps, extra).await;
+        cluster
+    }
+
+    /// Stops it as Ctrl-C would and waits (a minute at most) for it to exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hale up did not stop within a minute of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it, then starts it again on the same data dir and addresses, its output in
+    /// `out`; waits for the new banner.
+    pub async fn restart(&mut self, out: &Path, load_rps: u32) {
+        self.stop();
+        self.out = out.to_path_buf();
+        self.run(load_rps, &[]).await;
+    }
+
+    async fn run(&mut self, load_rps: u32, extra: &[String]) {
+        let out = std::fs::File::create(&self.out).expect("out file");
+        let child = Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--ip-prefix", &self.prefix, "--control-ip", &self.control_ip])
+            .args(["--port-offset", &self.offset.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn hale up");
+        self.child = Some(child);
+        let path = self.out.clone();
+        eventually("cluster up and seeded", Duration::from_secs(90), async || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("hale up exited early ({status}):\n{text}");
+            }
+            text.contains("Hale demo cluster is up").then_some(())
+        })
+        .await;
+    }
+
+    pub fn gateway(&self) -> String {
+        format!("http://{}:{}", self.control_ip, 8080 + self.offset)
+    }
+
+    pub fn collector(&self) -> String {
+        format!("http://{}:{}", self.control_ip, 9464 + self.offset)
+    }
+
+    /// The cluster as `hale up` ran it (the data dir's cluster.toml).
+    pub fn config(&self) -> ClusterConfig {
+        effective_config(&self.data_dir)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // SIGKILL works on stopped (node-down) processes too.
+        for pid in pids_under(&self.data_dir) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// PIDs whose command line mentions `dir` (a cluster's children all do).
+pub fn pids_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.iter().any(|a| a.contains(&needle)) && pid != std::process::id() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The cluster as `hale up` ran it (the data dir's cluster.toml).
+pub fn effective_config(data_dir: &Path) -> ClusterConfig {
+    ClusterConfig::parse(&std::fs::read_to_string(data_dir.join("cluster.toml")).expect("cluster.toml")).expect("parse")
+}
+
+/// Runs `hale chaos <args> --data-dir <data_dir>` and expects it to succeed.
+pub fn chaos(data_dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .arg("chaos")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("hale chaos");
+    assert!(out.status.success(), "hale chaos {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
