@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -126,8 +126,9 @@ fn success(data: Value) -> Response {
 
 pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
-        .route("/api/v1/write", post(write).layer(DefaultBodyLimit::max(MAX_WRITE_BYTES)))
-        .route("/v1/logs", post(ingest_logs).layer(DefaultBodyLimit::max(MAX_LOG_BYTES)))
+        // Both read their bodies themselves, after the token, within these limits.
+        .route("/api/v1/write", post(write))
+        .route("/v1/logs", post(ingest_logs))
         .route("/api/v1/logs", get(query_logs))
         .route("/api/v1/logs/tail", get(tail_logs))
         .route("/api/v1/cluster", get(cluster))
@@ -249,11 +250,13 @@ fn validate(request: remote_write::WriteRequest, now_ms: i64) -> Result<Validate
     Ok(Validated { series: out, too_far_ahead })
 }
 
-/// The body of a write, once the sender has shown the ingest token.
-fn ingest_body(
+/// The body of a write, read only once the sender has shown the ingest token: a stranger
+/// must not make the collector buffer `limit` bytes per connection.
+async fn ingest_body(
     c: &Collector,
     headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
+    limit: usize,
 ) -> Result<Bytes, PromError> {
     if !authorized(c, headers) {
         return Err(PromError(
@@ -262,7 +265,13 @@ fn ingest_body(
             "missing or wrong bearer token (--ingest-token)".into(),
         ));
     }
-    body.map_err(|e| PromError(e.status(), "bad_data", e.body_text()))
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+            PromError(StatusCode::PAYLOAD_TOO_LARGE, "bad_data", format!("body over {limit} bytes"))
+        } else {
+            PromError(StatusCode::BAD_REQUEST, "bad_data", "the request body could not be read".into())
+        }
+    })
 }
 
 /// `X-Hale-Batch: <source>/<seq>`, if the sender numbered its batch.
@@ -283,9 +292,9 @@ fn authorized(collector: &Collector, headers: &HeaderMap) -> bool {
 async fn write(
     State(c): State<Arc<Collector>>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, PromError> {
-    let body = ingest_body(&c, &headers, body)?;
+    let body = ingest_body(&c, &headers, body, MAX_WRITE_BYTES).await?;
     let reject = |e: PromError| {
         c.rejected_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         e
@@ -504,10 +513,10 @@ async fn query_range(
 async fn ingest_logs(
     State(c): State<Arc<Collector>>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, PromError> {
     use prost::Message;
-    let body = ingest_body(&c, &headers, body)?;
+    let body = ingest_body(&c, &headers, body, MAX_LOG_BYTES).await?;
     let json =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     let request: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest = if json {
@@ -906,6 +915,26 @@ mod tests {
         assert_eq!(status, StatusCode::NO_CONTENT);
         let too_big = vec![0u8; MAX_WRITE_BYTES + 1];
         assert_eq!(post(&app, too_big, Some("tok")).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A stranger cannot make the collector wait for (and buffer) a body: the token is
+    /// checked on the headers, before a byte of the body is read.
+    #[tokio::test]
+    async fn the_ingest_token_is_checked_before_the_body_is_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = collector(dir.path(), Some("tok"));
+        for uri in ["/api/v1/write", "/v1/logs"] {
+            let never_ends = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+            let req = axum::http::Request::post(uri)
+                .header("content-length", "30000000")
+                .body(axum::body::Body::from_stream(never_ends))
+                .expect("req");
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(10), app.clone().oneshot(req))
+                .await
+                .expect("answered without waiting for the body")
+                .expect("call");
+            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{uri}");
+        }
     }
 
     #[tokio::test]

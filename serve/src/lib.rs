@@ -8,12 +8,19 @@
 //!   must arrive within [`Limits::header_read_timeout`]. Hyper starts that clock again for
 //!   each request of a keep-alive connection, so it is also the idle timeout between
 //!   requests.
-//! - **connection cap**: at most [`Limits::max_connections`] connections are served at
-//!   once; past that the server stops accepting (new clients wait in the kernel's backlog)
-//!   until one closes.
+//! - **body deadline**: a request's body must arrive whole within
+//!   [`Limits::body_timeout`] of its headers; a client trickling a byte at a time is cut
+//!   off (a per-read timeout would not stop that).
+//! - **connection caps**: at most [`Limits::max_connections`] connections are served at
+//!   once, and [`Limits::max_connections_per_ip`] from one address; past the first the
+//!   server stops accepting (new clients wait in the kernel's backlog) until one closes,
+//!   past the second the new connection is closed at once.
 //! - **graceful drain**: on shutdown the listener closes, open connections finish their
 //!   requests in flight, and whatever is still open after [`Limits::drain_timeout`] is
 //!   dropped.
+//!
+//! HTTP/1.1 only: every client Hale has (agents, Prometheus' remote_write, Grafana,
+//! curl) speaks it, and an idle HTTP/2 connection has no clock hyper enforces.
 //!
 //! Each request carries the peer's address as `axum::extract::ConnectInfo<SocketAddr>`.
 //!
@@ -46,8 +53,12 @@ pub struct Limits {
     /// Time a client has to send a request's headers, and the longest a keep-alive
     /// connection may sit idle between requests.
     pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body, from its headers.
+    pub body_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_connections_per_ip: usize,
     /// How long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
 }
@@ -56,8 +67,73 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_ip: 256,
             drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A request body that fails once its deadline passes, however the bytes trickle in.
+struct DeadlineBody {
+    body: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            let message = format!("the request body did not arrive within {} s", this.timeout.as_secs_f64());
+            return std::task::Poll::Ready(Some(Err(message.into())));
+        }
+        std::pin::Pin::new(&mut this.body).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Open connections per peer address; an entry leaves with its last connection.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection counted against its address until dropped.
+struct IpSlot(Arc<PerIp>, std::net::IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
         }
     }
 }
@@ -71,15 +147,11 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -103,16 +175,23 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(ip_slot) = per_ip.take(peer.ip(), limits.max_connections_per_ip.max(1)) else {
+            tracing::warn!(peer = %peer.ip(), "too many connections from one address; closing the new one");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let app = app.clone().map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
+        let body_timeout = limits.body_timeout;
+        let app = app.clone().map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            let deadline = Box::pin(tokio::time::sleep(body_timeout));
+            hyper::Request::from_parts(parts, DeadlineBody { body, deadline, timeout: body_timeout })
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            // Telling HTTP/1 from HTTP/2 waits for the first bytes with no clock of its own:
-            // a socket that never sends one would be held for good.
+            // The auto builder waits for a connection's first bytes with no clock of its
+            // own: a socket that never sends one would be held for good.
             let mut first = [0u8; 1];
             match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => {}
@@ -123,7 +202,7 @@ pub async fn serve(
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, ip_slot));
         });
     }
     drop(listener);
