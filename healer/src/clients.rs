@@ -61,6 +61,28 @@ impl Collector {
         }
     }
 
+    /// The collector's judgement of the fleet (`/api/v1/cluster`): every replica's state
+    /// by the age of its probes against their own spacing, the one freshness rule the
+    /// dashboard and `hale status` use too.
+    pub async fn cluster(&self) -> Result<hale_core::cluster::ClusterView, String> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            data: hale_core::cluster::ClusterView,
+        }
+        let url = format!("{}/api/v1/cluster", self.base);
+        let answer: Answer = self
+            .client
+            .get(&url)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("reading the collector's cluster view: {}", e.without_url()))?
+            .json()
+            .await
+            .map_err(|e| format!("reading the collector's cluster view: {}", e.without_url()))?;
+        Ok(answer.data)
+    }
+
     /// Whether an alert with these labels is pending or firing at the collector.
     pub async fn alert_active(&self, labels: &Labels) -> Result<bool, String> {
         Ok(self.alerts().await?.iter().any(|a| labels.iter().all(|(k, v)| a["labels"][k].as_str() == Some(v.as_str()))))

@@ -396,27 +396,20 @@ impl Healer {
                 .first()
                 .map(|(_, v)| *v)
                 .filter(|v| v.is_finite());
-            // Blast radius: the service's replicas, which are ready, and how fresh that is
-            // (age of the last probe, and its interval from the probes of the last
-            // minute), so a frozen node's last "ready" does not count.
-            let selector = format!("probe_success{{probe=\"readyz\",service={}}}", quote(service));
-            let by_instance = async |q: String| {
-                self.collector.query(&q).await.map_err(Refusal::Unknown).map(|r| {
-                    r.into_iter()
-                        .map(|(l, v)| (l.get("instance").cloned().unwrap_or_default(), v))
-                        .collect::<std::collections::HashMap<String, f64>>()
-                })
-            };
-            let ages = by_instance(format!("time() - timestamp({selector})")).await?;
-            let intervals = by_instance(format!("60 / count_over_time({selector}[1m])")).await?;
-            let replicas = by_instance(selector.clone())
-                .await?
+            // Blast radius: the service's replicas, which are ready, and how fresh that is,
+            // as the collector's cluster view judges them (each replica's probe age against
+            // the spacing of its own samples), so a frozen node's last "ready" never counts.
+            let view = self.collector.cluster().await.map_err(Refusal::Unknown)?;
+            let replicas = view
+                .services
                 .into_iter()
-                .map(|(instance, v)| safety::ReplicaFact {
-                    ready: v == 1.0,
-                    age_secs: ages.get(&instance).copied().filter(|a| a.is_finite()),
-                    interval_secs: intervals.get(&instance).copied().filter(|i| i.is_finite() && *i > 0.0),
-                    instance,
+                .filter(|s| s.service == service)
+                .flat_map(|s| s.replicas)
+                .map(|r| safety::ReplicaFact {
+                    ready: r.state == hale_core::cluster::ReplicaState::Ready,
+                    age_secs: r.age_secs.filter(|a| a.is_finite()),
+                    interval_secs: r.interval_secs.filter(|i| i.is_finite() && *i > 0.0),
+                    instance: r.instance,
                 })
                 .collect();
             let live = Live { telemetry_age_secs: age, replicas };

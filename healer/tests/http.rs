@@ -56,21 +56,41 @@ fn vector(samples: Vec<(Value, f64)>) -> Value {
     json!({"status": "success", "data": {"resultType": "vector", "result": result}})
 }
 
-async fn query(State(w): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> axum::Json<Value> {
+async fn query(Query(q): Query<BTreeMap<String, String>>) -> axum::Json<Value> {
     let q = q.get("query").cloned().unwrap_or_default();
-    let w = lock(&w);
     axum::Json(if q.starts_with("max(time() - timestamp(probe_success") {
         vector(vec![(json!({}), 1.0)]) // fresh telemetry
-    } else if q.starts_with("probe_success{probe=\"readyz\",service=") {
-        vector(
-            w.ready
-                .iter()
-                .map(|(i, r)| (json!({"instance": i, "service": "search"}), if *r { 1.0 } else { 0.0 }))
-                .collect(),
-        )
     } else {
         vector(Vec::new())
     })
+}
+
+/// The fake collector's cluster view: the search replicas as the world says, each with a
+/// fresh probe (0.1 s old, every 0.5 s).
+async fn cluster_view(State(w): State<Shared>) -> axum::Json<Value> {
+    use hale_core::cluster::{ClusterView, ReplicaState, ReplicaView, ServiceView};
+    let replicas: Vec<ReplicaView> = lock(&w)
+        .ready
+        .iter()
+        .map(|(instance, ready)| ReplicaView {
+            instance: instance.clone(),
+            node: Some("node-1".into()),
+            state: if *ready { ReplicaState::Ready } else { ReplicaState::NotReady },
+            ready: Some(*ready),
+            alive: Some(true),
+            up: Some(true),
+            age_secs: Some(0.1),
+            interval_secs: Some(0.5),
+            restarts: None,
+            last_error: None,
+        })
+        .collect();
+    let ready_replicas = replicas.iter().filter(|r| r.state == ReplicaState::Ready).count();
+    let view = ClusterView {
+        nodes: Vec::new(),
+        services: vec![ServiceView { service: "search".into(), replicas, ready_replicas }],
+    };
+    axum::Json(json!({"status": "success", "data": view}))
 }
 
 async fn alerts(State(w): State<Shared>) -> axum::Json<Value> {
@@ -102,6 +122,7 @@ async fn cluster(world: Shared) -> SocketAddr {
     let router = Router::new()
         .route("/api/v1/query", get(query))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/cluster", get(cluster_view))
         .route("/api/v1/silences", post(|| async { axum::Json(json!({"data": {"silenceID": "sil-1"}})) }))
         .route("/api/v1/silences/{id}", delete(|| async { StatusCode::OK }))
         .route("/api/v1/processes/{name}/restart", post(restart))
