@@ -53,9 +53,13 @@ pub struct RateLimit {
 /// Logins one client address may make: a person or a service logs in now and then, a
 /// flood is slowed to this pace and cannot take every Argon2 slot from everyone else.
 pub const PER_ADDRESS: RateLimit = RateLimit { burst: 10.0, per_sec: 2.0 };
-/// Logins one account (user or client id) may be tried with, from anywhere: bounds
-/// password guessing spread over many addresses. Unknown names have no bucket (they cost
-/// the address's budget only), so the map stays as small as the account list.
+/// Failed logins one user account may take, from anywhere: bounds password guessing
+/// spread over many addresses. A login that succeeds gives its token back, so a user who
+/// knows the password is never slowed by their own logins, and a flood of correct ones
+/// cannot empty the bucket. Unknown names have no bucket (they cost the address's budget
+/// only), so the map stays as small as the account list. Client ids of the
+/// client_credentials grant have none: their secrets are 256-bit, guessing is hopeless,
+/// and a bucket there would let anyone lock the orders service out of checkout.
 pub const PER_ACCOUNT: RateLimit = RateLimit { burst: 5.0, per_sec: 1.0 };
 /// Addresses remembered at most; full buckets are forgotten first.
 const MAX_TRACKED_ADDRESSES: usize = 100_000;
@@ -99,7 +103,7 @@ impl Limiter {
     }
 
     /// Takes one attempt from the address's bucket and the account's (if known), or from
-    /// neither when either is empty.
+    /// neither when either is empty. [`Limiter::succeeded`] gives the account's back.
     fn take(&self, addr: Option<IpAddr>, account: Option<&str>, now: Instant) -> Result<(), Limited> {
         let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (addresses, accounts) = &mut *guard;
@@ -125,6 +129,24 @@ impl Limiter {
         }
         Ok(())
     }
+
+    /// A login of `account` succeeded: its attempt is given back to the account's bucket.
+    fn succeeded(&self, account: &str, now: Instant) {
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = guard.1.get_mut(account) {
+            let refilled = b.refilled(self.per_account, now);
+            *b = Bucket { tokens: (refilled.tokens + 1.0).min(self.per_account.burst), at: now };
+        }
+    }
+}
+
+/// Which accounts' logins count against [`PER_ACCOUNT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AccountLimit {
+    /// People: failed passwords are limited per account.
+    Users,
+    /// Machine clients with long random secrets: only their address is limited.
+    Clients,
 }
 
 struct AuthState {
@@ -277,7 +299,7 @@ async fn password_grant(
     let (Some(username), Some(password)) = (req.username, req.password) else {
         return Err(OAuthError::new("invalid_request", "the password grant needs username and password"));
     };
-    let Some(account) = authenticate(state, addr, &state.users, &username, password).await? else {
+    let Some(account) = authenticate(state, addr, &state.users, AccountLimit::Users, &username, password).await? else {
         return Err(OAuthError::new("invalid_grant", "wrong username or password"));
     };
     issue(state, &username, &account.scope, req.scope.as_deref())
@@ -301,7 +323,9 @@ async fn client_grant(
             }
         },
     };
-    let Some(account) = authenticate(state, addr, &state.clients, &client_id, client_secret).await? else {
+    let Some(account) =
+        authenticate(state, addr, &state.clients, AccountLimit::Clients, &client_id, client_secret).await?
+    else {
         return Err(OAuthError::new("invalid_client", "unknown client or wrong client secret"));
     };
     issue(state, &client_id, &account.scope, req.scope.as_deref())
@@ -342,10 +366,11 @@ async fn authenticate<'a>(
     state: &AuthState,
     addr: Option<IpAddr>,
     accounts: &'a HashMap<String, Account>,
+    limit: AccountLimit,
     name: &str,
     secret: String,
 ) -> Result<Option<&'a Account>, OAuthError> {
-    let known = accounts.contains_key(name).then_some(name);
+    let known = accounts.contains_key(name).then_some(name).filter(|_| limit == AccountLimit::Users);
     state.limiter.take(addr, known, Instant::now()).map_err(|limited| {
         tracing::warn!(client = ?addr, limit = limited.what, "login rate limit reached");
         OAuthError {
@@ -367,8 +392,13 @@ async fn authenticate<'a>(
         }
     };
     let account = accounts.get(name);
-    let hash = account.map_or(DUMMY_HASH, |a| a.hash.as_str()).to_string();
-    let ok = verify_secret(hash, secret).await;
+    // A client without a hash is checked against the dummy too: no fast answer that
+    // would tell it apart from a wrong secret.
+    let hash = account.map(|a| a.hash.as_str()).filter(|h| !h.is_empty()).unwrap_or(DUMMY_HASH).to_string();
+    let ok = verify_secret(hash, secret).await && account.is_some_and(|a| !a.hash.is_empty());
+    if ok && let Some(name) = known {
+        state.limiter.succeeded(name, Instant::now());
+    }
     Ok(account.filter(|_| ok))
 }
 

@@ -51,10 +51,16 @@ impl OrderLimits {
 
     /// 400 naming the cap when `items` asks for more units than one order may take.
     pub fn check(&self, items: &[ReservationItem]) -> Result<(), AppError> {
-        if let Some(item) = items.iter().find(|i| i.quantity > i64::from(self.max_units_per_item)) {
+        // Per product, however many lines name it: five lines of 100 are 500 of one.
+        let mut per_product: std::collections::BTreeMap<_, i64> = std::collections::BTreeMap::new();
+        for item in items {
+            let units = per_product.entry(item.product_id).or_default();
+            *units = units.saturating_add(item.quantity.max(0));
+        }
+        if let Some((product, units)) = per_product.iter().find(|(_, u)| **u > i64::from(self.max_units_per_item)) {
             return Err(AppError::BadRequest(format!(
-                "product {} asks for {} units; one order takes at most {} of a product",
-                item.product_id, item.quantity, self.max_units_per_item
+                "product {product} asks for {units} units; one order takes at most {} of a product",
+                self.max_units_per_item
             )));
         }
         let total = items.iter().fold(0i64, |sum, i| sum.saturating_add(i.quantity.max(0)));

@@ -1043,7 +1043,25 @@ async fn issue_12_one_account_under_attack_does_not_lock_out_the_others() {
     assert!(limited > 0, "the attacked account was never limited");
     let r = send(&app, login_from("10.2.0.1", "grant_type=password&username=shopper&password=hale-shopper")).await;
     assert_eq!(r.status, StatusCode::OK, "another account still logs in: {}", r.json);
-    // The same goes for client_credentials, keyed by client id.
+    // A flood of correct logins does not empty the account's bucket: only failures cost.
+    for i in 0..12 {
+        let r = send(
+            &app,
+            login_from(&format!("10.3.0.{i}"), "grant_type=password&username=shopper&password=hale-shopper"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "login {i} of a user who knows the password: {}", r.json);
+    }
+    // Wrong secrets for the orders client, from many addresses, never lock the orders
+    // service itself out (checkout would stop): machine clients have no account bucket.
+    for i in 0..30 {
+        let r = send(
+            &app,
+            login_from(&format!("10.4.0.{i}"), "grant_type=client_credentials&client_id=orders&client_secret=x"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.json);
+    }
     let secret = cluster().secrets.orders_client_secret;
     let r = send(
         &app,
@@ -1306,6 +1324,7 @@ async fn issue_12_one_order_cannot_reserve_the_whole_stock() {
     let too_much = [
         ("the review's order", items(50, 1000)),
         ("one item over the per-item cap", items(1, per_item + 1)),
+        ("one product over the per-item cap across lines", items(2, per_item)),
         ("items within the per-item cap, over the per-order cap", items(per_order / per_item + 1, per_item)),
     ];
     for (what, items) in too_much {
