@@ -85,7 +85,7 @@ fn cluster(data_dir: &std::path::Path) -> Result<ClusterConfig> {
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("reading {}; is a cluster running with --data-dir {}?", path.display(), data_dir.display())
     })?;
-    ClusterConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    crate::cluster_file::parse(&text, &path)
 }
 
 /// `hale chaos`: injects the fault and prints what happened.

@@ -6,6 +6,7 @@ mod bench_alert;
 mod bench_cluster;
 mod bench_heal;
 mod chaos;
+mod cluster_file;
 mod dashboard;
 mod seed;
 mod silence;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hale_core::{ClusterConfig, Role, ServiceKind};
+use hale_core::{Role, ServiceKind};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -537,10 +538,7 @@ async fn dispatch(command: Command) -> Result<()> {
             let (Some(cluster_path), Some(policies)) = (args.cluster, args.policies) else {
                 bail!("hale healer needs --policies FILE and --cluster cluster.toml (hale up passes both)");
             };
-            let source = std::fs::read_to_string(&cluster_path)
-                .with_context(|| format!("reading {}", cluster_path.display()))?;
-            let cluster =
-                ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", cluster_path.display()))?;
+            let cluster = cluster_file::read(&cluster_path)?;
             if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
                 bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");
             }
@@ -713,9 +711,7 @@ fn init_stderr_logging(default: &str) {
 }
 
 async fn run_shop(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
-    let source =
-        std::fs::read_to_string(&flags.config).with_context(|| format!("reading {}", flags.config.display()))?;
-    let cluster = ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{}: {e}", flags.config.display()))?;
+    let cluster = cluster_file::read(&flags.config)?;
     let log_dir = flags.log_dir.clone().unwrap_or_else(|| flags.data_dir.join("logs"));
     let log_file = log_dir.join(format!("{}.log", flags.instance));
     let layer = hale_shop::logging::JsonLines::open(&log_file, service.as_str(), &flags.instance)

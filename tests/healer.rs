@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 const SECRET: &str = "healer-test-secret";
 const TOKEN: &str = "healer-test-token";
 const INTAKE_TOKEN: &str = "healer-test-intake-token";
+/// The collector's admin token (silences), also in the healer's cluster.toml.
+const ADMIN_TOKEN: &str = "healer-test-admin-token";
 
 const POLICIES: &str = r#"defaults:
   cooldown: 1m
@@ -94,10 +96,14 @@ async fn start_with(dry_run: bool, hook_url: &str) -> Setup {
 async fn collector_and_files(dir: &Path, hook_url: &str) -> (Proc, SocketAddr, PathBuf, PathBuf) {
     let collector = free_addr();
     let out = dir.join("collector.out");
-    let mut c = common::spawn_collector(collector, &dir.join("collector"), &out, &[], &[("HALE_ADMIN_TOKEN", "admin")]);
+    let mut c =
+        common::spawn_collector(collector, &dir.join("collector"), &out, &[], &[("HALE_ADMIN_TOKEN", ADMIN_TOKEN)]);
     common::collector_ready(&mut c, collector, &out).await;
     let cluster = dir.join("cluster.toml");
-    std::fs::write(&cluster, hale_core::DEFAULT_CLUSTER_TOML).expect("cluster");
+    // The demo topology with secrets of its own, the collector's admin token among them.
+    let mut config = hale_core::ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).expect("config");
+    config.secrets.admin_token = ADMIN_TOKEN.into();
+    std::fs::write(&cluster, config.to_toml()).expect("cluster");
     let policies = dir.join("policies.yaml");
     let text = POLICIES.replace("OUTFILE", &dir.join("exec.out").display().to_string()).replace("HOOKURL", hook_url);
     std::fs::write(&policies, text).expect("policies");
@@ -685,7 +691,7 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
         healer: format!("http://{}", s.healer),
         agents: Vec::new(),
     };
-    let act = HttpActuator::new(endpoints.clone(), Some(TOKEN.into()), Some("admin".into()), None);
+    let act = HttpActuator::new(endpoints.clone(), Some(TOKEN.into()), Some(ADMIN_TOKEN.into()), None);
     let state = async || -> Value {
         reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json")
     };
