@@ -339,6 +339,26 @@ mod tests {
         assert_eq!(v.services[0].ready_replicas, 1);
     }
 
+    /// A node whose clock runs minutes ahead (ingest takes samples up to 10 minutes ahead)
+    /// is never taken as fresh on the strength of its future samples: the view reads up to
+    /// now only, so it shows the node as not up (or not at all), its replicas not ready.
+    #[tokio::test]
+    async fn samples_from_the_future_are_not_fresh() {
+        let now = 1_000_000_000;
+        let mut series = vec![host("node-1", now - 200), host("node-2", now + 540_000)];
+        series.extend(replica("node-1", "search-1", now - 200, 1.0));
+        series.extend(replica("node-2", "search-2", now + 540_000, 1.0));
+        let (_dir, store, logs) = store_with(series).await;
+        let v = view(&store, &logs, now);
+        let node = |n: &str| v.nodes.iter().find(|x| x.node == n).map(|x| x.agent);
+        assert_eq!(node("node-1"), Some(AgentState::Up));
+        assert_ne!(node("node-2"), Some(AgentState::Up));
+        let r = |i: &str| v.services[0].replicas.iter().find(|r| r.instance == i).map(|r| r.state);
+        assert_eq!(r("search-1"), Some(ReplicaState::Ready));
+        assert_ne!(r("search-2"), Some(ReplicaState::Ready));
+        assert_eq!(v.services[0].ready_replicas, 1);
+    }
+
     #[tokio::test]
     async fn a_replica_its_live_agent_dropped_leaves_the_view_and_one_on_a_silent_node_stays_stale() {
         let now = 1_000_000_000;
