@@ -538,6 +538,12 @@ async fn dispatch(command: Command) -> Result<()> {
             let (Some(cluster_path), Some(policies)) = (args.cluster, args.policies) else {
                 bail!("hale healer needs --policies FILE and --cluster cluster.toml (hale up passes both)");
             };
+            if args.intake_token.is_some() && args.intake_token == args.token {
+                bail!(
+                    "--intake-token is the same as --token: the token that feeds the healer alerts must not also \
+                     approve, pause and reset it; give the intake a token of its own"
+                );
+            }
             let cluster = cluster_file::read(&cluster_path)?;
             if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
                 bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");

@@ -190,11 +190,6 @@ fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
     Ok(())
 }
 
-/// `bytes` random bytes as hex.
-fn hex_token(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
-}
-
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -285,7 +280,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             "--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it a long random value, or leave it out for a random one"
         );
     }
-    let webhook_secret = args.webhook_secret.clone().unwrap_or_else(|| hex_token(32));
+    let webhook_secret = args.webhook_secret.clone().unwrap_or_else(hale_core::auth::random_token);
     write_private(&data_dir.join("webhook-secret"), &webhook_secret)?;
     let mut collector_args = vec![
         "collector".to_string(),

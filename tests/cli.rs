@@ -243,3 +243,18 @@ async fn up_counts_replica_restarts_when_it_stops_and_says_where_the_data_stays(
     assert!(said >= counted && counted >= 2, "{said} restarts said, search-1 alone had {counted}: {line}");
     assert!(text.contains(&format!("the data stays in {}", data_dir.canonicalize().expect("dir").display())), "{text}");
 }
+
+/// The healer's intake token must not be its write token: one credential would then both
+/// feed it alerts and approve, pause and reset it.
+#[test]
+fn the_healer_refuses_an_intake_token_equal_to_its_write_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["healer", "--cluster", "/nonexistent/cluster.toml", "--policies", "/nonexistent/policies.yaml"])
+        .env("HALE_HEALER_TOKEN", "one-token-for-everything")
+        .env("HALE_HEALER_INTAKE_TOKEN", "one-token-for-everything")
+        .output()
+        .expect("hale healer");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--intake-token is the same as --token"), "{stderr}");
+}

@@ -17,6 +17,13 @@ pub fn bearer_token(header_value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// A fresh random secret: 256 bits from the operating system's generator, as 64 hex
+/// digits (a token, an HMAC key, or an AES-256 key).
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,10 +153,7 @@ pub struct Secrets {
 impl Secrets {
     /// Fresh random secrets from the operating system's generator: 256 bits each.
     pub fn generate() -> Secrets {
-        let random = || {
-            let bytes: [u8; 32] = rand::random();
-            hex::encode(bytes)
-        };
+        let random = crate::auth::random_token;
         Secrets {
             jwt_secret: random(),
             encryption_key: random(),

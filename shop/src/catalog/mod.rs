@@ -19,6 +19,7 @@
 mod replication;
 pub mod store;
 
+use crate::http::internal::RequestLine;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +107,8 @@ struct CreateProduct {
 async fn create_product(
     _: Scoped<CatalogWrite>,
     State(state): State<Arc<CatalogState>>,
+    method: axum::http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<impl IntoResponse, AppError> {
@@ -117,7 +120,8 @@ async fn create_product(
         tags: body.tags,
     };
     validate(&new)?;
-    let (product, seq) = state.write(&headers, move |store, epoch| store.create_product(epoch, &new)).await?;
+    let request = RequestLine::of(&method, &uri);
+    let (product, seq) = state.write(request, &headers, move |store, epoch| store.create_product(epoch, &new)).await?;
     state.wait_for_standby(seq).await;
     tracing::info!(product_id = product.id, seq, "product published");
     Ok((StatusCode::CREATED, [("location", format!("/api/products/{}", product.id))], axum::Json(product)))
@@ -208,6 +212,8 @@ async fn reserve(
     _: Scoped<CatalogReserve>,
     State(state): State<Arc<CatalogState>>,
     axum::Extension(limits): axum::Extension<OrderLimits>,
+    method: axum::http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<impl IntoResponse, AppError> {
@@ -223,7 +229,9 @@ async fn reserve(
     limits.check(&req.items)?;
     let items = req.items;
     let id = req.reservation_id;
-    let result = state.write(&headers, move |store, epoch| store.reserve(epoch, &id, &items)).await;
+    let result = state
+        .write(RequestLine::of(&method, &uri), &headers, move |store, epoch| store.reserve(epoch, &id, &items))
+        .await;
     state.count_reservation(&result);
     let (reservation, seq) = result?;
     if let Some(seq) = seq {
@@ -261,7 +269,7 @@ async fn fence(
     ApiJson(body): ApiJson<EpochRequest>,
 ) -> Result<impl IntoResponse, AppError> {
     let epoch = body.epoch.ok_or_else(|| AppError::BadRequest("epoch is required".into()))?;
-    let meta = state.learn_epoch(epoch).await?;
+    let meta = state.fence(epoch).await?;
     Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch})))
 }
 

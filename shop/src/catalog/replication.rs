@@ -251,12 +251,13 @@ impl CatalogState {
     /// under the old epoch, before anyone was told of the new one).
     pub async fn write<R: Written + Send + 'static>(
         &self,
+        request: internal::RequestLine<'_>,
         headers: &HeaderMap,
         f: impl FnOnce(&Store, u64) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, AppError> {
         // An epoch on a write is the gateway's news of a failover; anyone else who sends
         // one (a client holding a mere API token) could fence the primary with it.
-        let forwarded = internal::verify(headers, &self.admin_token, unix_now()).map_err(|e| match e {
+        let forwarded = internal::verify(request, headers, &self.admin_token, unix_now()).map_err(|e| match e {
             ProofError::Unsigned => AppError::Denied { code: "epoch_not_authorized", message: e.to_string() },
             other => AppError::BadRequest(other.to_string()),
         })?;
@@ -371,6 +372,17 @@ impl CatalogState {
         check_range(epoch)?;
         check_step(self.meta().epoch, epoch)?;
         self.raise_epoch(epoch).await
+    }
+
+    /// An admin's fence (`/admin/fence`): a replica behind `epoch` stops taking writes
+    /// however far behind it is — fencing only takes authority away, and an old primary
+    /// left writable because its epoch lagged would be a split brain — but its epoch moves
+    /// by at most [`MAX_EPOCH_STEP`], so not even an admin's typo can use up the epochs
+    /// a later failover needs. A rejoin brings it the rest of the way.
+    pub async fn fence(&self, epoch: u64) -> Result<ReplicaMeta, AppError> {
+        check_range(epoch)?;
+        let current = self.meta().epoch;
+        self.raise_epoch(epoch.min(current.saturating_add(MAX_EPOCH_STEP))).await
     }
 
     /// [`Self::learn_epoch`] without the step bound, for an epoch a primary confirmed.

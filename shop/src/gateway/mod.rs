@@ -301,6 +301,7 @@ fn is_hop_header(name: &HeaderName) -> bool {
 /// token so a replica can tell them from a client's (see [`crate::http::internal`]).
 fn upstream_headers(
     state: &GatewayState,
+    request: internal::RequestLine<'_>,
     headers: &HeaderMap,
     epoch: Option<u64>,
     client: Option<IpAddr>,
@@ -325,7 +326,7 @@ fn upstream_headers(
         out.insert(CLIENT_ADDR_HEADER, value);
     }
     if out.contains_key(EPOCH_HEADER) || out.contains_key(CLIENT_ADDR_HEADER) {
-        internal::sign(&mut out, secret, unix_now());
+        internal::sign(request, &mut out, secret, unix_now());
     }
     out
 }
@@ -430,7 +431,9 @@ async fn attempt(
 ) -> Attempt {
     let _in_flight = member.start();
     let upstream = state.client.request(method.clone(), format!("{}{path}", member.url)).timeout(UPSTREAM_TIMEOUT);
-    let result = upstream.headers(upstream_headers(state, headers, epoch, client)).body(body.clone()).send().await;
+    let request = internal::RequestLine { method, path_and_query: path };
+    let headers = upstream_headers(state, request, headers, epoch, client);
+    let result = upstream.headers(headers).body(body.clone()).send().await;
     let response = match result {
         Ok(r) => r,
         Err(e) => {
