@@ -478,6 +478,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let replicas = replica_restarts(&cluster).await;
     let status = supervisor.list();
     let own_restarts: u64 = status.iter().map(|s| s.restarts).sum();
+    // The agents first, while the collector still takes their last batch: the staleness
+    // markers that end their replicas' series, so a restarted cluster never counts a
+    // replica of this run as alive.
+    let agents = status.iter().filter(|p| p.service == "agent").map(|p| supervisor.stop(&p.name));
+    for result in futures::future::join_all(agents).await {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "stopping an agent");
+        }
+    }
     supervisor.shutdown().await;
     println!("{}", stopped_line(status.len(), &replicas, own_restarts, stopping.elapsed()));
     println!(

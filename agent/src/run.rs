@@ -203,6 +203,30 @@ impl Agent {
         self.queue_metrics(scraped, Vec::new()).await;
     }
 
+    /// On a clean stop, once the replicas are stopped: every series this agent sent ends
+    /// with a staleness marker, queued durably like any sample (and shipped by the final
+    /// flush, or at the next start). Without them a stopped node's replicas would look
+    /// alive for a few intervals after it left — long enough for a restarted cluster to
+    /// count a replica no process stands behind.
+    async fn end_series(&self) {
+        let listen = self.config.listen.to_string();
+        let node = self.config.node.clone();
+        let labels =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        for (cycle, extra) in [
+            ("host", labels(&[("node", &node), ("instance", &listen), ("job", "node")])),
+            ("own", labels(&[("node", &node), ("agent", &listen)])),
+            ("scrape", Vec::new()),
+            ("probe", Vec::new()),
+        ] {
+            let mut families = Vec::new();
+            self.staleness.mark_vanished(cycle, &mut families);
+            if !families.is_empty() {
+                self.queue_metrics(families, extra).await;
+            }
+        }
+    }
+
     async fn collect_probes(&self) {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let probes = self.targets().into_iter().map(|t| {
@@ -212,6 +236,41 @@ impl Agent {
         let mut families: Vec<Family> = futures::future::join_all(probes).await.into_iter().flatten().collect();
         self.staleness.mark_vanished("probe", &mut families);
         self.queue_metrics(families, Vec::new()).await;
+    }
+}
+
+/// How long a stopping agent spends shipping what is left in its metrics queue (its
+/// series' staleness markers above all).
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// Ships what the metrics queue holds to every destination until it is empty or
+/// `deadline` passes; what is left stays queued, durably, for the next start.
+async fn flush(agent: &Arc<Agent>, destinations: Vec<Destination>, deadline: Duration) {
+    let Some(queue) = agent.metrics_queue.clone() else { return };
+    let (stop_tx, stop) = watch::channel(false);
+    let readers: Vec<String> = destinations.iter().map(|d| d.reader.clone()).collect();
+    let shippers: Vec<_> = destinations
+        .into_iter()
+        .map(|d| tokio::spawn(ship::deliver(queue.clone(), d, agent.telemetry.clone(), stop.clone())))
+        .collect();
+    let drained = async {
+        loop {
+            let (q, readers) = (queue.clone(), readers.clone());
+            let empty = tokio::task::spawn_blocking(move || readers.iter().all(|r| matches!(q.peek(r), Ok(None))))
+                .await
+                .unwrap_or(true);
+            if empty {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(deadline, drained).await.is_err() {
+        tracing::warn!("metrics still queued at stop; they are shipped at the next start");
+    }
+    let _ = stop_tx.send(true);
+    for s in shippers {
+        s.abort();
     }
 }
 
@@ -373,6 +432,7 @@ pub async fn run(
 
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut metric_destinations = Vec::new();
     if let Some(queue) = &agent.metrics_queue {
         for (i, url) in agent.config.remote_write.iter().enumerate() {
             let destination = Destination {
@@ -384,6 +444,7 @@ pub async fn run(
                 agent_id: format!("{agent_id}.metrics"),
                 unwrap: |b| b,
             };
+            metric_destinations.push(destination.clone());
             tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
         }
         let a = agent.clone();
@@ -422,6 +483,8 @@ pub async fn run(
         task.abort();
     }
     agent.supervisor.shutdown().await;
+    agent.end_series().await;
+    flush(&agent, metric_destinations, FINAL_FLUSH).await;
     tracing::info!("agent stopped");
     result.map_err(|source| AgentError::Io { path: "listener".into(), source })
 }

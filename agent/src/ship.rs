@@ -27,6 +27,7 @@ pub enum Protocol {
     OtlpLogs,
 }
 
+#[derive(Clone)]
 pub struct Destination {
     pub url: String,
     /// Name of this destination's cursor in the queue.
