@@ -55,7 +55,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     if args.series == 0 || args.samples == 0 || args.batch_series == 0 || args.batch_samples == 0 {
         bail!("--series, --samples, --batch-series and --batch-samples must be positive");
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let now = hale_core::time::now_ms();
     let start = now - (args.samples as i64) * 15_000;
     if let Some(path) = &args.openmetrics {
         return write_openmetrics(path, &args, start);

@@ -118,7 +118,7 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let healer = format!("http://{}", config.healer.listen);
         for trial in 0..args.trials {
             let target = &targets[trial % targets.len()];
-            let since = hale_healer::now_ms();
+            let since = hale_core::time::now_ms();
             let t0 = Instant::now();
             let r = client
                 .post(format!("http://{}/admin/chaos", target.listen))
@@ -168,7 +168,7 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let args = crate::chaos::ChaosArgs::node_down(&primary.node, &cluster.data_dir());
         crate::chaos::run(args).await?;
         let t0 = Instant::now();
-        let t0_ms = hale_healer::now_ms();
+        let t0_ms = hale_core::time::now_ms();
         let mut n = 0;
         let back = until("writes served again", Duration::from_secs(60), async || {
             n += 1;

@@ -198,7 +198,7 @@ fn slo_line(o: &hale_tui::model::Slo) -> String {
 pub async fn status(args: StatusArgs) -> Result<bool> {
     let (_, endpoints) = resolve(args.cluster)?;
     let mut source = Source::new(endpoints);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = hale_core::time::now_ms();
     let snapshot = source.refresh(now).await;
     let health = snapshot.health();
     if args.json {

@@ -670,7 +670,7 @@ async fn a_deposed_leaders_late_write_is_refused_by_etcd() {
     let refused = store.update(|s| s.paused = false).await;
     assert!(matches!(refused, Err(SaveError::NotLeader(_))), "{refused:?}");
     // Taking alerts stays open to every healer.
-    store.take(|s| s.seen.insert("fp@t".into(), hale_healer::now_ms())).await.expect("any healer stores an alert");
+    store.take(|s| s.seen.insert("fp@t".into(), hale_core::time::now_ms())).await.expect("any healer stores an alert");
     let fresh = Store::open_etcd(client.clone(), "/t", me.clone()).await.expect("reopen");
     assert!(fresh.read(|s| s.paused), "the refused write did not land");
     assert!(fresh.read(|s| s.seen.contains_key("fp@t")));

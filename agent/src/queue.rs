@@ -12,6 +12,7 @@
 //! is truncated at open; a record whose checksum or framing is wrong is skipped by
 //! scanning forward to the next `MAGIC`, counted and logged.
 
+use hale_core::time::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -95,10 +96,6 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 fn cursor_path(dir: &Path, reader: &str) -> PathBuf {
     dir.join(format!("cursor-{reader}"))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Outcome of reading at one offset of a segment.

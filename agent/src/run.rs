@@ -1,6 +1,7 @@
 //! Wiring: from an `AgentConfig` to running collectors, queues, shippers, supervisor and
 //! API. Data flows one way: collect → queue (disk) → ship.
 
+use hale_core::time::now_ms;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +51,6 @@ pub struct Agent {
     http: reqwest::Client,
     /// What each collection cycle sent, to end the series that disappear.
     staleness: Staleness,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Agent {

@@ -2,6 +2,7 @@
 //! need no PromQL evaluation (series, labels, label values, build info), plus its own
 //! `/metrics`. Errors use Prometheus's JSON shape.
 
+use hale_core::time::now_ms;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -463,10 +464,6 @@ fn param(all: &str, key: &str) -> Option<String> {
     form_pairs(all).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 async fn query(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
     let all = params(q, &body);
     let expr = param(&all, "query").ok_or_else(|| bad_data("missing the query parameter"))?;
@@ -673,7 +670,7 @@ async fn rules(State(c): State<Arc<Collector>>, RawQuery(raw): RawQuery) -> Resu
 
 /// `/api/v1/slos`: every SLO's windows, budget and status, computed now.
 async fn slos(State(c): State<Arc<Collector>>) -> Response {
-    let now = crate::rules::manager::now_ms();
+    let now = hale_core::time::now_ms();
     let c2 = c.clone();
     let states =
         tokio::task::spawn_blocking(move || crate::slo::state::compute(&c2.store, &c2.slos, c2.slo_min_events, now))
@@ -783,7 +780,7 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     let mut families = families;
     families.extend(c.rules.families());
     if !c.slos.is_empty() {
-        let now = crate::rules::manager::now_ms();
+        let now = hale_core::time::now_ms();
         let c2 = c.clone();
         let states = tokio::task::spawn_blocking(move || {
             crate::slo::state::compute(&c2.store, &c2.slos, c2.slo_min_events, now)

@@ -1,5 +1,6 @@
 //! Starting the collector: replay the WAL, serve the API, stop cleanly.
 
+use hale_core::time::now_ms;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -207,7 +208,7 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
                 }
             }
             _ = retention.tick() => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                let now = now_ms();
                 let min_t = now - config.retention.as_millis() as i64;
                 let freed = collector.store.apply_retention(min_t, config.retention_bytes);
                 if let Err(e) = collector.logs.apply_retention(min_t.max(0) as u64 * 1_000_000) {
@@ -253,7 +254,3 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}

@@ -10,6 +10,7 @@
 //! assert_eq!(gateway.listen.to_string(), "127.0.0.1:8080");
 //! ```
 
+pub mod api;
 pub mod auth;
 pub mod cluster;
 mod error;
@@ -17,6 +18,7 @@ pub mod exposition;
 pub mod metrics;
 mod process;
 pub mod remote_write;
+pub mod time;
 mod topology;
 pub mod webhook;
 

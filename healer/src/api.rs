@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::engine::Healer;
-use crate::now_ms;
 use crate::state::{Alert, Labels};
+use hale_core::time::now_ms;
 
 /// Alertmanager caps a notification's alerts; a few MiB is far above any real payload.
 const MAX_HOOK_BYTES: usize = 4 * 1024 * 1024;

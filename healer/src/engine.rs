@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 
 use crate::audit::Audit;
 use crate::clients::{Agents, Collector, Gateway};
-use crate::now_ms;
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
 use crate::safety::{self, Facts, Live, Refusal, RetryWhen};
 use crate::state::{Action, Alert, Deferred, Labels, Status, Store, Target};
+use hale_core::time::now_ms;
 
 /// How often a repair's condition is looked at while it is verified.
 const VERIFY_EVERY: Duration = Duration::from_millis(250);

@@ -21,8 +21,3 @@ pub mod safety;
 pub mod state;
 
 pub use run::{HealerConfig, HealerError, run};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}

@@ -428,7 +428,7 @@ const ETCD_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 
 /// Old dedup keys and old actions go (the audit log keeps everything).
 fn trim(next: &mut State) {
-    let now = crate::now_ms();
+    let now = hale_core::time::now_ms();
     next.seen.retain(|_, at| now - *at < SEEN_FOR_MS);
     if next.actions.len() > KEEP_ACTIONS {
         let drop = next.actions.len() - KEEP_ACTIONS;
@@ -480,7 +480,7 @@ mod tests {
             .update(|s| {
                 s.paused = true;
                 s.targets.entry("instance/search-1".into()).or_default().actions.push(5);
-                s.seen.insert("x@t".into(), crate::now_ms());
+                s.seen.insert("x@t".into(), hale_core::time::now_ms());
             })
             .await
             .expect("save");

@@ -181,7 +181,7 @@ impl Rig {
             annotations: Labels::new(),
             starts_at: starts_at.into(),
             fingerprint: format!("fp-{instance}"),
-            received_ms: hale_healer::now_ms(),
+            received_ms: hale_core::time::now_ms(),
         };
         assert!(self.healer.receive(alert).await.expect("stored"), "a new alert");
     }
@@ -377,7 +377,7 @@ async fn a_failed_repair_escalates_to_every_receiver_and_waits_for_a_human() {
     assert_eq!(flaky_seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 3, "no more after the 2xx");
     assert_eq!(picky_seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 1, "a 4xx is not retried");
     let (sig, body) = flaky_seen.lock().unwrap_or_else(|p| p.into_inner())[2].clone();
-    let now = (hale_healer::now_ms() / 1000) as u64;
+    let now = (hale_core::time::now_ms() / 1000) as u64;
     assert_eq!(hale_core::webhook::verify(SECRET, sig.as_deref(), &body, now), Ok(()), "signed");
     let body: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["version"], "hale-escalation/1");

@@ -1,6 +1,7 @@
 //! The event loop: keys, refreshes and effect outcomes in, frames out. The terminal is
 //! restored however the loop ends: quit, error, or panic (ratatui's hook).
 
+use hale_core::time::now_ms;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,10 +30,6 @@ pub struct Options {
     pub refresh: Duration,
     /// What the info view shows (URLs, logins, where the admin token is).
     pub info: Option<crate::info::ClusterInfo>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Restores the terminal when dropped, however the loop ends.

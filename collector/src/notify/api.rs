@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::silence::{NewSilence, SilenceError};
 use crate::api::Collector;
-use crate::rules::manager::now_ms;
+use hale_core::time::now_ms;
 
 /// A silence is a few matchers and a comment.
 const MAX_SILENCE_BYTES: usize = 64 * 1024;

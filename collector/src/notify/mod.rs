@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::rules::AlertsUpdate;
-use crate::rules::manager::now_ms;
 use dispatch::{Dispatcher, Route};
+use hale_core::time::now_ms;
 use outbox::{Entry, Outbox};
 use payload::NotifyAlert;
 use silence::Silences;

@@ -169,7 +169,7 @@ impl Outbox {
     }
 
     async fn attempt(&self, client: &reqwest::Client, secret: Option<&[u8]>, path: &Path, entry: &Entry) -> Attempt {
-        let now_ms = crate::rules::manager::now_ms();
+        let now_ms = hale_core::time::now_ms();
         if now_ms - entry.created_ms > MAX_AGE_MS {
             return Attempt::Dead("undelivered for a day".into());
         }
@@ -191,7 +191,7 @@ impl Outbox {
                 if std::fs::remove_file(path).is_ok() {
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     self.stats.pending.fetch_sub(1, Ordering::Relaxed);
-                    let waited = (crate::rules::manager::now_ms() - entry.created_ms).max(0) as u64;
+                    let waited = (hale_core::time::now_ms() - entry.created_ms).max(0) as u64;
                     self.stats.last_delivery_us.store(waited * 1000, Ordering::Relaxed);
                     if let Ok(dir) = std::fs::File::open(&self.dir) {
                         let _ = dir.sync_all();

@@ -5,6 +5,7 @@
 //! its snapshot in a shared [`RulesView`] and sends its alerts on a channel. Nothing reads
 //! a group's state while it evaluates.
 
+use hale_core::time::now_ms;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -185,10 +186,6 @@ pub fn spawn<S: AsRef<Store> + Send + Sync + 'static>(
             })
         })
         .collect()
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// RFC 3339 with nanoseconds, as Prometheus writes times in its API.

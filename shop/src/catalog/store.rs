@@ -5,6 +5,7 @@
 //! the history of the data. A standby applies the primary's changes under the primary's
 //! sequence numbers, which keeps sequence numbers the same on every replica.
 
+use hale_core::time::now_ms;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -97,10 +98,6 @@ pub struct ReplicaMeta {
 
 pub struct Store {
     conn: Mutex<Connection>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 const SCHEMA: &str = "
