@@ -11,6 +11,7 @@
 //! ```
 
 pub mod api;
+pub mod api;
 pub mod auth;
 pub mod cluster;
 mod error;

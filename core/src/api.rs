@@ -1,0 +1,398 @@
+//! The JSON contracts between Hale's components, as serde types and nothing else (no I/O).
+//!
+//! The server of each API serializes these types and every client deserializes them, so
+//! a field renamed on one side fails to compile (or a test) instead of reading as absent
+//! on the other. Field names follow what the endpoints have always said (Prometheus's and
+//! Alertmanager's camelCase where the collector mimics them, snake_case elsewhere); a
+//! field a reader has always tolerated missing is `#[serde(default)]` here.
+//!
+//! The cluster view lives beside its freshness rule in [`crate::cluster`].
+//!
+//! ```
+//! use hale_core::api::{AlertsData, Envelope};
+//! let answer: Envelope<AlertsData> =
+//!     serde_json::from_str(r#"{"status":"success","data":{"alerts":[],"groupBy":["alertname"]}}"#).unwrap();
+//! assert_eq!(answer.into_data().unwrap().group_by, ["alertname"]);
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Label names to values.
+pub type Labels = BTreeMap<String, String>;
+
+/// Whether a collector answer succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Error,
+}
+
+/// The collector's (Prometheus's) envelope: `{"status": "success", "data": …}` or
+/// `{"status": "error", "errorType": …, "error": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub status: Status,
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+    #[serde(default, rename = "errorType", skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+impl<T> Envelope<T> {
+    /// A successful answer carrying `data`.
+    pub fn success(data: T) -> Envelope<T> {
+        Envelope { status: Status::Success, data: Some(data), error_type: None, error: None }
+    }
+
+    /// The data of a successful answer, else the server's message.
+    pub fn into_data(self) -> Result<T, String> {
+        match (self.status, self.data) {
+            (Status::Success, Some(data)) => Ok(data),
+            _ => Err(self.error.unwrap_or_else(|| "no message".into())),
+        }
+    }
+}
+
+/// An alert's state, as Prometheus names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+/// One pending or firing alert (`/api/v1/alerts`, and each alerting rule's `alerts` in
+/// `/api/v1/rules`): Prometheus's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveAlert {
+    pub labels: Labels,
+    #[serde(default)]
+    pub annotations: Labels,
+    pub state: AlertState,
+    /// RFC 3339.
+    #[serde(default)]
+    pub active_at: String,
+    /// The value that made it fire, as Go formats it (`1e+00`).
+    #[serde(default)]
+    pub value: String,
+}
+
+impl ActiveAlert {
+    /// Whether every one of `labels` has the same value on this alert.
+    pub fn has_labels<'a>(&self, labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> bool {
+        labels.into_iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// `GET /api/v1/alerts`'s `data`: every pending and firing alert and, beside Prometheus's
+/// shape, `groupBy`, the labels notifications group them by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsData {
+    pub alerts: Vec<ActiveAlert>,
+    #[serde(default)]
+    pub group_by: Vec<String>,
+}
+
+/// One matcher of a silence: Alertmanager's v2 `matchers[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SilenceMatcher {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub is_regex: bool,
+    #[serde(default = "yes")]
+    pub is_equal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SilenceMatcher {
+    /// `name="value"`: equality, not a regex.
+    pub fn equal(name: impl Into<String>, value: impl Into<String>) -> SilenceMatcher {
+        SilenceMatcher { name: name.into(), value: value.into(), is_regex: false, is_equal: true }
+    }
+
+    /// `=`, `!=`, `=~` or `!~`.
+    pub fn op(&self) -> &'static str {
+        match (self.is_equal, self.is_regex) {
+            (true, false) => "=",
+            (false, false) => "!=",
+            (true, true) => "=~",
+            (false, true) => "!~",
+        }
+    }
+
+    /// Parses `name=value`, `name!=value`, `name=~regex`, `name!~regex` (the CLI's form).
+    pub fn parse(text: &str) -> Result<SilenceMatcher, String> {
+        for (op, is_regex, is_equal) in
+            [("=~", true, true), ("!~", true, false), ("!=", false, false), ("=", false, true)]
+        {
+            if let Some((name, value)) = text.split_once(op) {
+                let value = value.trim().trim_matches('"').to_string();
+                return Ok(SilenceMatcher { name: name.trim().to_string(), value, is_regex, is_equal });
+            }
+        }
+        Err(format!("{text:?} is not a matcher: write name=value, name!=value, name=~regex or name!~regex"))
+    }
+}
+
+/// Where a silence stands in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SilenceState {
+    Active,
+    Pending,
+    Expired,
+}
+
+impl SilenceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SilenceState::Active => "active",
+            SilenceState::Pending => "pending",
+            SilenceState::Expired => "expired",
+        }
+    }
+}
+
+/// A silence's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilenceStatus {
+    pub state: SilenceState,
+}
+
+/// One silence as `GET /api/v1/silences` lists it: Alertmanager's `GettableSilence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<SilenceMatcher>,
+    /// RFC 3339, as are the other times.
+    #[serde(default)]
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: String,
+    #[serde(default)]
+    pub updated_at: String,
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub comment: String,
+    pub status: SilenceStatus,
+}
+
+/// What `POST /api/v1/silences` takes: Alertmanager's `PostableSilence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSilence {
+    /// Set to replace an existing silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub matchers: Vec<SilenceMatcher>,
+    /// RFC 3339; now when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    pub ends_at: String,
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// `POST /api/v1/silences`'s `data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilenceCreated {
+    #[serde(rename = "silenceID")]
+    pub silence_id: String,
+}
+
+/// What a supervised process is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    Starting,
+    Running,
+    /// Waiting out the backoff after an exit.
+    Restarting,
+    /// Exited too often: waiting out the crash-loop backoff.
+    CrashLoop,
+    Stopping,
+    Stopped,
+}
+
+impl ProcessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Starting => "starting",
+            ProcessState::Running => "running",
+            ProcessState::Restarting => "restarting",
+            ProcessState::CrashLoop => "crash_loop",
+            ProcessState::Stopping => "stopping",
+            ProcessState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A process as a node agent's `GET /api/v1/processes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub name: String,
+    pub service: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub listen: String,
+    pub pid: Option<u32>,
+    pub state: ProcessState,
+    #[serde(default)]
+    pub restarts: u64,
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// How the last run ended, if it did.
+    #[serde(default)]
+    pub last_exit: Option<String>,
+}
+
+/// A node agent's `GET /api/v1/processes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessList {
+    pub node: String,
+    pub processes: Vec<ProcessInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// Serializes, reads back, and checks nothing changed.
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) {
+        let text = serde_json::to_string(value).unwrap();
+        let back: T = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, value, "{text}");
+    }
+
+    fn alert() -> ActiveAlert {
+        ActiveAlert {
+            labels: [("alertname", "ReplicaDown"), ("instance", "search-1")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            annotations: [("summary".to_string(), "search-1 is down".to_string())].into(),
+            state: AlertState::Firing,
+            active_at: "2026-12-01T10:00:00.5Z".into(),
+            value: "0e+00".into(),
+        }
+    }
+
+    #[test]
+    fn alerts_round_trip_and_parse_as_the_collector_writes_them() {
+        let data = AlertsData { alerts: vec![alert()], group_by: vec!["alertname".into(), "service".into()] };
+        round_trip(&Envelope::success(data.clone()));
+        let served = r#"{"data":{"alerts":[{"activeAt":"2026-12-01T10:00:00.5Z","annotations":{"summary":"search-1 is down"},
+            "labels":{"alertname":"ReplicaDown","instance":"search-1"},"state":"firing","value":"0e+00"}],
+            "groupBy":["alertname","service"]},"status":"success"}"#;
+        let parsed: Envelope<AlertsData> = serde_json::from_str(served).unwrap();
+        assert_eq!(parsed.into_data().unwrap(), data);
+        // A Prometheus without `groupBy` still reads.
+        let plain: Envelope<AlertsData> = serde_json::from_str(r#"{"status":"success","data":{"alerts":[]}}"#).unwrap();
+        assert!(plain.into_data().unwrap().group_by.is_empty());
+    }
+
+    #[test]
+    fn an_error_answer_gives_its_message() {
+        let served = r#"{"status":"error","errorType":"bad_data","error":"no such thing"}"#;
+        let parsed: Envelope<AlertsData> = serde_json::from_str(served).unwrap();
+        assert_eq!(parsed.error_type.as_deref(), Some("bad_data"));
+        round_trip(&parsed);
+        assert_eq!(parsed.into_data().unwrap_err(), "no such thing");
+    }
+
+    #[test]
+    fn silences_round_trip_and_parse_as_the_collector_writes_them() {
+        let silence = Silence {
+            id: "4f1c".into(),
+            matchers: vec![
+                SilenceMatcher::equal("alertname", "ReplicaDown"),
+                SilenceMatcher::parse("instance!~search-.*").unwrap(),
+            ],
+            starts_at: "2026-12-01T10:00:00Z".into(),
+            ends_at: "2026-12-01T12:00:00Z".into(),
+            updated_at: "2026-12-01T10:00:00Z".into(),
+            created_by: "ops".into(),
+            comment: "deploy".into(),
+            status: SilenceStatus { state: SilenceState::Active },
+        };
+        round_trip(&Envelope::success(vec![silence.clone()]));
+        let served = r#"{"status":"success","data":[{"comment":"deploy","createdBy":"ops","endsAt":"2026-12-01T12:00:00Z",
+            "id":"4f1c","matchers":[{"isEqual":true,"isRegex":false,"name":"alertname","value":"ReplicaDown"},
+            {"isEqual":false,"isRegex":true,"name":"instance","value":"search-.*"}],"startsAt":"2026-12-01T10:00:00Z",
+            "status":{"state":"active"},"updatedAt":"2026-12-01T10:00:00Z"}]}"#;
+        let parsed: Envelope<Vec<Silence>> = serde_json::from_str(served).unwrap();
+        assert_eq!(parsed.into_data().unwrap(), vec![silence]);
+    }
+
+    #[test]
+    fn a_new_silence_round_trips_and_refuses_unknown_fields() {
+        let new = NewSilence {
+            id: None,
+            matchers: vec![SilenceMatcher::equal("alertname", "X")],
+            starts_at: None,
+            ends_at: "2026-12-01T12:00:00Z".into(),
+            created_by: "hale-healer".into(),
+            comment: "c".into(),
+        };
+        round_trip(&new);
+        let posted = r#"{"matchers":[{"name":"alertname","value":"X"}],"endsAt":"2026-12-01T12:00:00Z","createdBy":"hale-healer","comment":"c"}"#;
+        assert_eq!(serde_json::from_str::<NewSilence>(posted).unwrap(), new);
+        assert!(serde_json::from_str::<NewSilence>(r#"{"matchers":[],"endsAt":"x","bogus":1}"#).is_err());
+        let created = Envelope::success(SilenceCreated { silence_id: "4f1c".into() });
+        round_trip(&created);
+        assert_eq!(serde_json::to_string(&created).unwrap(), r#"{"status":"success","data":{"silenceID":"4f1c"}}"#);
+    }
+
+    #[test]
+    fn matchers_parse_every_operator() {
+        for (text, op) in [("a=b", "="), ("a!=b", "!="), ("a=~b.*", "=~"), ("a!~b", "!~")] {
+            assert_eq!(SilenceMatcher::parse(text).unwrap().op(), op, "{text}");
+        }
+        assert!(SilenceMatcher::parse("nothing").is_err());
+    }
+
+    #[test]
+    fn processes_round_trip_and_parse_as_the_agent_writes_them() {
+        let list = ProcessList {
+            node: "node-1".into(),
+            processes: vec![ProcessInfo {
+                name: "search-1".into(),
+                service: "search".into(),
+                node: "node-1".into(),
+                listen: "127.0.0.1:8091".into(),
+                pid: Some(4242),
+                state: ProcessState::CrashLoop,
+                restarts: 3,
+                uptime_secs: None,
+                last_exit: Some("exit status: 1".into()),
+            }],
+        };
+        round_trip(&list);
+        let served = r#"{"node":"node-1","processes":[{"name":"search-1","service":"search","node":"node-1",
+            "listen":"127.0.0.1:8091","pid":4242,"state":"crash_loop","restarts":3,"uptime_secs":null,
+            "last_exit":"exit status: 1"}]}"#;
+        assert_eq!(serde_json::from_str::<ProcessList>(served).unwrap(), list);
+    }
+}
