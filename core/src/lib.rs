@@ -11,7 +11,6 @@
 //! ```
 
 pub mod api;
-pub mod api;
 pub mod auth;
 pub mod cluster;
 mod error;
