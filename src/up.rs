@@ -190,24 +190,9 @@ fn check_addresses_free(cluster: &ClusterConfig) -> Result<()> {
     Ok(())
 }
 
+/// Writes a file only its owner may read (0600): secrets and the config holding them.
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Remove first, then create afresh: an existing file keeps its old permissions, and a
-    // symlink planted there would redirect the secrets.
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
+    hale_fs::write_private(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Where a data dir keeps the secrets `hale up` generated for it.
@@ -249,15 +234,7 @@ pub fn settle_secrets(cluster: &mut ClusterConfig, data_dir: &Path) -> Result<()
 /// Creates `dir` (and its parents) readable by its owner only: a data dir holds
 /// databases, logs and secrets.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating data dir {}", dir.display()))?;
-    // A dir made by an earlier version (or by hand) is tightened too.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private (0700)", dir.display()))
+    hale_fs::create_private_dir(dir).with_context(|| format!("creating data dir {} (0700)", dir.display()))
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {

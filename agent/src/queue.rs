@@ -161,16 +161,6 @@ fn resync(file: &mut File, from: u64, file_len: u64) -> std::io::Result<u64> {
     Ok(file_len)
 }
 
-fn write_atomic(dir: &Path, path: &Path, text: &str) -> Result<(), QueueError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(())
-}
-
 impl DiskQueue {
     /// Opens (or creates) the queue in `dir` for the named readers. A reader without a
     /// cursor starts at the oldest record.
@@ -355,7 +345,7 @@ impl DiskQueue {
         }
         inner.readers.insert(reader.to_string(), next);
         let path = cursor_path(&self.dir, reader);
-        write_atomic(&self.dir, &path, &format!("{} {}\n", next.segment, next.offset))?;
+        hale_fs::write_durable(&path, format!("{} {}\n", next.segment, next.offset).as_bytes()).map_err(io(&path))?;
         let min_segment = inner.readers.values().map(|c| c.segment).min().unwrap_or(0);
         let finished: Vec<u64> =
             inner.segments.keys().copied().filter(|id| *id < min_segment && *id != inner.active_id).collect();

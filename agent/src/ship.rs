@@ -178,15 +178,7 @@ pub fn agent_id(data_dir: &std::path::Path, node: &str) -> std::io::Result<Strin
     let id = format!("{node}-{:016x}", rand::rng().random::<u64>());
     // Written atomically and durably: an id that changed after a crash would make resent
     // batches look new to the receiver.
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(id.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
+    hale_fs::write_durable(&path, id.as_bytes())?;
     Ok(id)
 }
 

@@ -432,16 +432,7 @@ pub fn load_checkpoint(path: &Path) -> Positions {
 
 /// Replaces the checkpoint file durably.
 pub fn save_checkpoint(path: &Path, positions: &Positions) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(positions).unwrap_or_default())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    hale_fs::write_durable(path, &serde_json::to_vec(positions).unwrap_or_default())
 }
 
 /// Per file, the further of two positions on the same inode (the newer inode wins).

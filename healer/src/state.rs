@@ -366,7 +366,7 @@ impl Store {
                 trim(&mut next);
                 let bytes = serde_json::to_vec(&next)
                     .map_err(|e| SaveError::File { path: path.clone(), error: std::io::Error::other(e) })?;
-                write_durably(path, &bytes).map_err(|error| SaveError::File { path: path.clone(), error })?;
+                hale_fs::write_durable(path, &bytes).map_err(|error| SaveError::File { path: path.clone(), error })?;
                 self.replace(next, 0);
                 Ok(r)
             }
@@ -450,21 +450,6 @@ async fn read_etcd(client: &etcd_client::Client, key: &str) -> Result<(State, i6
         }
         None => Ok((State::default(), 0)),
     }
-}
-
-/// Temporary file, fsync, rename, fsync of the folder: after a crash the file is whole,
-/// old or new.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ pub mod outbox;
 pub mod payload;
 pub mod silence;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,21 +45,6 @@ impl std::fmt::Debug for NotifyConfig {
             .field("route", &self.route)
             .finish_non_exhaustive()
     }
-}
-
-/// Writes `bytes` to `path` so that after a crash the file is either whole or absent:
-/// a temporary file, fsynced, renamed over, and the folder fsynced.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Receiver names in payloads: `webhook-1`, `webhook-2`, … in configuration order.

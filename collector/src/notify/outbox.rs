@@ -76,7 +76,7 @@ impl Outbox {
     pub fn put(&self, entry: &Entry) -> std::io::Result<()> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        super::write_durably(&self.dir.join(format!("{seq:020}.json")), &bytes)?;
+        hale_fs::write_durable(&self.dir.join(format!("{seq:020}.json")), &bytes)?;
         self.stats.pending.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
         Ok(())

@@ -163,7 +163,7 @@ impl Silences {
     fn save(&self, list: &[Silence]) -> Result<(), SilenceError> {
         let err = |error| SilenceError::Save { path: self.path.clone(), error };
         let bytes = serde_json::to_vec_pretty(list).map_err(|e| err(std::io::Error::other(e)))?;
-        crate::notify::write_durably(&self.path, &bytes).map_err(err)
+        hale_fs::write_durable(&self.path, &bytes).map_err(err)
     }
 
     /// Adds (or, with an id, replaces) a silence; returns its id.

@@ -207,20 +207,13 @@ pub fn read_file(path: &Path, mut apply: impl FnMut(Record)) -> Result<(usize, u
 
 /// Writes `records` to `path` durably and atomically (temp file, fsync, rename, fsync dir).
 pub fn write_file(path: &Path, records: impl Iterator<Item = Record>) -> Result<(), WalError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+    hale_fs::write_durable_with(path, |f| {
         for r in records {
-            f.write_all(&frame(&r.encode())).map_err(io(&tmp))?;
+            f.write_all(&frame(&r.encode()))?;
         }
-        let f = f.into_inner().map_err(|e| WalError::Io { path: tmp.clone(), source: e.into_error() })?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    }
-    Ok(())
+        Ok(())
+    })
+    .map_err(io(path))
 }
 
 /// Reads every record of the segments with id ≥ `from`, in order, calling `apply`. A bad
