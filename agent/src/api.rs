@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hale_core::auth::{bearer_token, constant_time_eq};
+use hale_core::auth::{bearer_matches, bearer_token};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -44,14 +44,15 @@ fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
             "this agent has no token configured (HALE_AGENT_TOKEN), so its actuator is off".into(),
         ));
     };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or_else(|| {
-            ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <token>`".into())
-        })?;
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if header.and_then(bearer_token).is_none() {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>`".into(),
+        ));
+    }
+    if bearer_matches(header, expected) {
         Ok(())
     } else {
         Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token".into()))

@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hale_core::auth::{bearer_token, constant_time_eq};
+use hale_core::auth::bearer_matches;
 use hale_core::exposition::{valid_label_name, valid_metric_name};
 use hale_core::metrics::{Family, MetricKind};
 use hale_core::remote_write::{self, BATCH_HEADER};
@@ -283,11 +283,7 @@ fn batch_id(headers: &HeaderMap) -> Option<(String, u64)> {
 
 fn authorized(collector: &Collector, headers: &HeaderMap) -> bool {
     let Some(expected) = &collector.ingest_token else { return true };
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+    bearer_matches(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()), expected)
 }
 
 async fn write(

@@ -17,6 +17,14 @@ pub fn bearer_token(header_value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether an `Authorization` header's text (`None`: no header, or not text) is
+/// `Bearer <expected>`. The one check every token-guarded endpoint makes (agent actuator,
+/// collector ingest and silences, healer writes), compared in constant time so a caller
+/// cannot find the token a byte at a time.
+pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
+    header.and_then(bearer_token).is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+}
+
 /// A fresh random secret: 256 bits from the operating system's generator, as 64 hex
 /// digits (a token, an HMAC key, or an AES-256 key).
 pub fn random_token() -> String {
@@ -36,5 +44,9 @@ mod tests {
         assert_eq!(bearer_token("Bearer xyz"), Some("xyz"));
         assert_eq!(bearer_token("Basic xyz"), None);
         assert_eq!(bearer_token("Bearer "), None);
+        assert!(bearer_matches(Some("Bearer xyz"), "xyz"));
+        assert!(!bearer_matches(Some("Bearer xy"), "xyz"));
+        assert!(!bearer_matches(Some("Basic xyz"), "xyz"));
+        assert!(!bearer_matches(None, "xyz"));
     }
 }

@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hale_core::auth::{bearer_token, constant_time_eq};
+use hale_core::auth::bearer_matches;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -49,11 +49,7 @@ fn bearer_ok(app: &App, headers: &HeaderMap) -> bool {
 
 fn bearer_is(expected: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(expected) = expected else { return false };
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+    bearer_matches(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()), expected)
 }
 
 /// Writes need the bearer token; without one configured they are refused.

@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use hale_core::auth::{bearer_token, constant_time_eq};
+use hale_core::auth::bearer_matches;
 use serde_json::json;
 
 use super::silence::{NewSilence, SilenceError};
@@ -39,8 +39,7 @@ fn refusal(c: &Collector, headers: &HeaderMap) -> Option<Response> {
             "silences are read-only here: start the collector with --admin-token (or HALE_ADMIN_TOKEN)",
         ));
     };
-    let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+    if bearer_matches(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()), expected) {
         None
     } else {
         Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (--admin-token)"))

@@ -173,7 +173,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         let context = context(parts)?;
-        if constant_time_eq(token.as_bytes(), context.admin_token.as_bytes()) {
+        if hale_core::auth::constant_time_eq(token.as_bytes(), context.admin_token.as_bytes()) {
             Ok(Admin)
         } else if context.keys.verify(token).is_ok() {
             Err(AppError::Denied {
@@ -185,8 +185,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
         }
     }
 }
-
-pub use hale_core::auth::constant_time_eq;
 
 #[cfg(test)]
 mod tests {
