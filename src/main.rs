@@ -300,10 +300,7 @@ fn replay(policies: &std::path::Path, alerts: &std::path::Path) -> anyhow::Resul
 }
 
 fn check_policy_files(files: &[PathBuf]) -> anyhow::Result<()> {
-    let parse = |source: &str| {
-        hale_healer::policy::PolicyFile::parse(source)
-            .map_err(|e| hale_collector::rules::RuleFileError { line: e.line, message: e.message })
-    };
+    let parse = |source: &str| hale_healer::policy::PolicyFile::parse(source);
     check_files(files, "policy", parse, |f| format!("{} policies", f.policies.len()))
 }
 
@@ -312,7 +309,7 @@ fn check_policy_files(files: &[PathBuf]) -> anyhow::Result<()> {
 fn check_files<T>(
     files: &[PathBuf],
     what: &str,
-    parse: impl Fn(&str) -> Result<T, hale_collector::rules::RuleFileError>,
+    parse: impl Fn(&str) -> Result<T, hale_core::ConfigError>,
     summary: impl Fn(&T) -> String,
 ) -> anyhow::Result<()> {
     let mut failed = 0;

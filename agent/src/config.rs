@@ -9,15 +9,10 @@ use std::path::PathBuf;
 use hale_core::ProcessSpec;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
-pub struct ConfigError {
-    pub line: Option<usize>,
-    pub message: String,
-}
+pub use hale_core::ConfigError;
 
 fn err(message: impl Into<String>) -> ConfigError {
-    ConfigError { line: None, message: message.into() }
+    ConfigError::new(message)
 }
 
 fn default_scrape_interval_ms() -> u64 {
@@ -208,12 +203,10 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Parses and validates; errors carry the line.
     pub fn parse(source: &str) -> Result<Self, ConfigError> {
-        let config: AgentConfig = toml::from_str(source).map_err(|e| ConfigError {
-            line: e.span().map(|s| source[..s.start.min(source.len())].matches('\n').count() + 1),
-            message: e.message().trim().to_string(),
-        })?;
+        let config: AgentConfig = toml::from_str(source).map_err(|e| ConfigError::from_toml(source, &e))?;
         config.validate().map_err(|mut e| {
-            e.line = e.line.or_else(|| e.message.split('`').nth(1).and_then(|key| find_line(source, key)));
+            e.line =
+                e.line.or_else(|| e.message.split('`').nth(1).and_then(|key| hale_core::find_key_line(source, key)));
             e
         })?;
         Ok(config)
@@ -310,18 +303,6 @@ impl AgentConfig {
 
 pub fn valid_instance_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn find_line(source: &str, key: &str) -> Option<usize> {
-    source
-        .lines()
-        .position(|l| {
-            let t = l.trim_start();
-            t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
-                || t.starts_with(&format!("[{key}]"))
-                || t.starts_with(&format!("[[{key}]]"))
-        })
-        .map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -3,12 +3,7 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
-pub struct ConfigError {
-    pub line: Option<usize>,
-    pub message: String,
-}
+pub use hale_core::ConfigError;
 
 fn default_retention() -> String {
     "15d".into()
@@ -181,13 +176,6 @@ pub struct Durations {
     pub evaluation_interval: std::time::Duration,
 }
 
-fn line_of(source: &str, key: &str) -> Option<usize> {
-    source
-        .lines()
-        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')))
-        .map(|i| i + 1)
-}
-
 impl CollectorFile {
     /// The SLO options, checked.
     pub fn slo_options(&self, line: impl Fn(&str) -> Option<usize>) -> Result<crate::slo::Options, ConfigError> {
@@ -201,13 +189,10 @@ impl CollectorFile {
     }
 
     pub fn parse(source: &str) -> Result<(Self, Durations), ConfigError> {
-        let file: CollectorFile = toml::from_str(source).map_err(|e| ConfigError {
-            line: e.span().map(|s| source[..s.start.min(source.len())].matches('\n').count() + 1),
-            message: e.message().trim().to_string(),
-        })?;
-        let durations = file.durations(|key| line_of(source, key))?;
-        file.notify.route(|key| line_of(source, key))?;
-        file.slo_options(|key| line_of(source, key))?;
+        let file: CollectorFile = toml::from_str(source).map_err(|e| ConfigError::from_toml(source, &e))?;
+        let durations = file.durations(|key| hale_core::find_key_line(source, key))?;
+        file.notify.route(|key| hale_core::find_key_line(source, key))?;
+        file.slo_options(|key| hale_core::find_key_line(source, key))?;
         Ok((file, durations))
     }
 

@@ -22,7 +22,7 @@ pub mod time;
 mod topology;
 pub mod webhook;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, find_key_line, line_of};
 pub use process::ProcessSpec;
 pub use topology::{
     ClientConfig, ClusterConfig, CollectorPlacement, DemoLogin, HealerPlacement, Instance, NodeConfig, Role, Secrets,

@@ -19,14 +19,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hale_core::ConfigError;
 use serde::{Deserialize, Deserializer};
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
-pub struct PolicyError {
-    pub line: Option<usize>,
-    pub message: String,
-}
 
 /// What a policy does to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -227,20 +221,20 @@ pub struct Effective {
 }
 
 impl PolicyFile {
-    pub fn parse(source: &str) -> Result<PolicyFile, PolicyError> {
+    pub fn parse(source: &str) -> Result<PolicyFile, ConfigError> {
         let file: PolicyFile = serde_norway::from_str(source).map_err(|e| {
             let message = e.to_string();
             let message = message.rfind(" at line ").map_or(message.clone(), |i| message[..i].to_string());
-            PolicyError { line: e.location().map(|l| refine_line(source, l.line(), &message)), message }
+            ConfigError { line: e.location().map(|l| refine_line(source, l.line(), &message)), message }
         })?;
         file.check(source)?;
         Ok(file)
     }
 
-    fn check(&self, source: &str) -> Result<(), PolicyError> {
+    fn check(&self, source: &str) -> Result<(), ConfigError> {
         let line_of = |needle: &str| source.lines().position(|l| l.contains(needle)).map(|i| i + 1);
         if !(self.defaults.max_service_share > 0.0 && self.defaults.max_service_share <= 1.0) {
-            return Err(PolicyError {
+            return Err(ConfigError {
                 line: line_of("max_service_share"),
                 message: "max_service_share must be above 0 and at most 1".into(),
             });
@@ -249,7 +243,7 @@ impl PolicyFile {
         for p in &self.policies {
             let at = line_of(&format!("name: {}", p.name)).or_else(|| line_of(&p.name));
             let fail =
-                |message: String| Err(PolicyError { line: at, message: format!("policy {:?}: {message}", p.name) });
+                |message: String| Err(ConfigError { line: at, message: format!("policy {:?}: {message}", p.name) });
             if p.name.trim().is_empty() {
                 return fail("a policy needs a name".into());
             }

@@ -8,8 +8,9 @@ use crate::api::{App, Auth};
 use crate::audit::Audit;
 use crate::clients::{Agents, Collector, Gateway};
 use crate::engine::{Escalation, Healer};
-use crate::policy::{PolicyError, PolicyFile};
+use crate::policy::PolicyFile;
 use crate::state::Store;
+use hale_core::ConfigError;
 
 /// What `hale healer` runs with. No `Debug`: it holds tokens.
 pub struct HealerConfig {
@@ -41,7 +42,7 @@ pub enum HealerError {
     #[error("reading policies {path}: {error}")]
     ReadPolicies { path: PathBuf, error: std::io::Error },
     #[error("policies {path}: {error}; check them with `hale policies check {path}`")]
-    Policies { path: PathBuf, error: PolicyError },
+    Policies { path: PathBuf, error: ConfigError },
     #[error("data dir {path}: {error}")]
     DataDir { path: PathBuf, error: std::io::Error },
     #[error("could not listen on {addr}: {error}; is another healer using it?")]

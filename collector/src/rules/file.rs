@@ -9,17 +9,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hale_core::ConfigError;
 use promql_parser::parser::Expr;
 use serde::{Deserialize, Deserializer};
 
 use super::template::Template;
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
-pub struct RuleFileError {
-    pub line: Option<usize>,
-    pub message: String,
-}
 
 /// A rule file: groups of rules.
 #[derive(Debug, Clone, Deserialize)]
@@ -168,19 +162,19 @@ impl<'de> Deserialize<'de> for TemplateText {
 impl RuleFile {
     /// Reads and checks a rule file. `default_interval` is what groups without an
     /// `interval` run at.
-    pub fn parse(source: &str) -> Result<RuleFile, RuleFileError> {
+    pub fn parse(source: &str) -> Result<RuleFile, ConfigError> {
         let file: RuleFile = serde_norway::from_str(source).map_err(|e| {
             let message = strip_location(&e.to_string());
-            RuleFileError { line: e.location().map(|l| refine_line(source, l.line(), &message)), message }
+            ConfigError { line: e.location().map(|l| refine_line(source, l.line(), &message)), message }
         })?;
         file.check(source)?;
         Ok(file)
     }
 
-    fn check(&self, source: &str) -> Result<(), RuleFileError> {
+    fn check(&self, source: &str) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
         for (g, group) in self.groups.iter().enumerate() {
-            let at = |r: Option<usize>, message: String| RuleFileError { line: item_line(source, g, r), message };
+            let at = |r: Option<usize>, message: String| ConfigError { line: item_line(source, g, r), message };
             if group.name.trim().is_empty() {
                 return Err(at(None, format!("groups[{g}]: a group needs a name")));
             }

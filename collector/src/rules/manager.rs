@@ -13,16 +13,17 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::eval::{Alert, AlertState, GroupRunner, Health, LabelSet, Rule, RuleKind, RuleStatus};
-use super::file::{RuleFile, RuleFileError};
+use super::file::RuleFile;
 use crate::store::Store;
 
+use hale_core::ConfigError;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     // The causes are part of the message (not `source`), so they are printed once.
     #[error("reading rule file {path}: {error}")]
     Read { path: PathBuf, error: std::io::Error },
     #[error("rule file {path}: {error}; check it with `hale rules check {path}`")]
-    Invalid { path: PathBuf, error: RuleFileError },
+    Invalid { path: PathBuf, error: ConfigError },
 }
 
 /// Reads rule files into runnable groups.

@@ -11,5 +11,5 @@ pub mod manager;
 pub mod template;
 
 pub use eval::{Alert, AlertState, GroupRunner, LabelSet};
-pub use file::{RuleFile, RuleFileError};
+pub use file::RuleFile;
 pub use manager::{AlertsUpdate, LoadError, RulesView};

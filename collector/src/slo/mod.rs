@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub use generate::Options;
 pub use state::{SloDef, SloState};
 
-use crate::rules::RuleFileError;
+use hale_core::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SloError {
@@ -21,7 +21,7 @@ pub enum SloError {
     #[error("reading SLO file {path}: {error}")]
     Read { path: PathBuf, error: std::io::Error },
     #[error("SLO file {path}: {error}; check it with `hale slo check {path}`")]
-    Invalid { path: PathBuf, error: RuleFileError },
+    Invalid { path: PathBuf, error: ConfigError },
 }
 
 /// A loaded SLO file: its specs and the rules they become.

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::rules::file::{LabelName, MetricName, RuleFileError};
+use crate::rules::file::{LabelName, MetricName};
+use hale_core::ConfigError;
 
 /// One spec: a service and its SLOs.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +88,7 @@ pub struct AlertTier {
 pub const WINDOW: &str = "{{.window}}";
 
 /// Reads every spec of a file and checks it.
-pub fn parse(source: &str) -> Result<Vec<Spec>, RuleFileError> {
+pub fn parse(source: &str) -> Result<Vec<Spec>, ConfigError> {
     let mut specs = Vec::new();
     // Line of the first line of each document, for errors found after parsing.
     // A `---` before any content opens the first document rather than separating two.
@@ -108,7 +109,7 @@ pub fn parse(source: &str) -> Result<Vec<Spec>, RuleFileError> {
                 Some(i) => message[..i].to_string(),
                 None => message,
             };
-            RuleFileError { line: e.location().map(|l| l.line()), message }
+            ConfigError { line: e.location().map(|l| l.line()), message }
         })?;
         let base = starts.get(n).copied().unwrap_or(1);
         spec.check(source, base)?;
@@ -116,7 +117,7 @@ pub fn parse(source: &str) -> Result<Vec<Spec>, RuleFileError> {
         // a spec `hale slo check` passes is one the collector runs.
         let rules = super::generate::prometheus_rules(std::slice::from_ref(&spec), super::generate::Options::default());
         if let Err(e) = crate::rules::RuleFile::parse(&rules) {
-            return Err(RuleFileError {
+            return Err(ConfigError {
                 line: Some(base),
                 message: format!("service {:?}: its generated rules do not load: {}", spec.service, e.message),
             });
@@ -124,13 +125,13 @@ pub fn parse(source: &str) -> Result<Vec<Spec>, RuleFileError> {
         specs.push(spec);
     }
     if specs.is_empty() {
-        return Err(RuleFileError { line: None, message: "no SLO spec in the file".into() });
+        return Err(ConfigError { line: None, message: "no SLO spec in the file".into() });
     }
     let mut ids = std::collections::HashSet::new();
     for spec in &specs {
         for slo in &spec.slos {
             if !ids.insert(format!("{}-{}", spec.service, slo.name)) {
-                return Err(RuleFileError {
+                return Err(ConfigError {
                     line: None,
                     message: format!("service {:?} defines SLO {:?} twice", spec.service, slo.name),
                 });
@@ -146,12 +147,12 @@ fn valid_id(s: &str) -> bool {
 }
 
 impl Spec {
-    fn check(&self, source: &str, base: usize) -> Result<(), RuleFileError> {
+    fn check(&self, source: &str, base: usize) -> Result<(), ConfigError> {
         // The line of `key: value` (value may be empty) from the document's start on.
         let line_of = |needle: &str| -> Option<usize> {
             source.lines().enumerate().skip(base - 1).find(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1)
         };
-        let fail = |needle: &str, message: String| Err(RuleFileError { line: line_of(needle), message });
+        let fail = |needle: &str, message: String| Err(ConfigError { line: line_of(needle), message });
         if self.version != "prometheus/v1" {
             return fail("version", format!("version {:?}: only Sloth's \"prometheus/v1\" is read", self.version));
         }
@@ -180,7 +181,7 @@ impl Spec {
                     .or(slo_line)
             };
             let fail_at = |key: &str, message: String| {
-                Err(RuleFileError { line: key_line(key), message: format!("SLO {:?}: {message}", slo.name) })
+                Err(ConfigError { line: key_line(key), message: format!("SLO {:?}: {message}", slo.name) })
             };
             let fail = |message: String| fail_at("name:", message);
             if !valid_id(&slo.name) {
