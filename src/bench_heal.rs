@@ -95,16 +95,13 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         for trial in 0..args.trials {
             let target = &targets[trial % targets.len()];
             let node = config.nodes.iter().find(|n| n.name == target.node).ok_or_else(|| anyhow::anyhow!("no node"))?;
-            let list: Value = client
+            let list: hale_core::api::ProcessList = client
                 .get(format!("http://{}/api/v1/processes", config.agent_listen(node)))
                 .send()
                 .await?
                 .json()
                 .await?;
-            let pid = list["processes"]
-                .as_array()
-                .and_then(|p| p.iter().find(|p| p["name"] == target.name.as_str()))
-                .and_then(|p| p["pid"].as_u64());
+            let pid = list.processes.iter().find(|p| p.name == target.name).and_then(|p| p.pid);
             let Some(pid) = pid else { bail!("{} has no pid", target.name) };
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)?;
             let t0 = Instant::now();

@@ -178,14 +178,9 @@ async fn processes(
 ) -> Result<Vec<(String, Option<u32>)>> {
     let n = cluster.nodes.iter().find(|n| n.name == node).ok_or_else(|| anyhow::anyhow!("no node {node:?}"))?;
     let url = format!("http://{}/api/v1/processes", cluster.agent_listen(n));
-    let v: Value =
+    let list: hale_core::api::ProcessList =
         client.get(&url).send().await.with_context(|| format!("reaching the agent of {node}"))?.json().await?;
-    Ok(v["processes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| (p["name"].as_str().unwrap_or("").to_string(), p["pid"].as_u64().map(|p| p as u32)))
-        .collect())
+    Ok(list.processes.into_iter().map(|p| (p.name, p.pid)).collect())
 }
 
 fn frozen_file(data_dir: &std::path::Path, node: &str) -> PathBuf {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hale_collector::notify::silence::SilenceMatcher;
-use serde_json::{Value, json};
+use hale_core::api::{Envelope, NewSilence, Silence, SilenceCreated, SilenceMatcher};
+use serde::de::DeserializeOwned;
 
 /// No `Debug`: it holds a token.
 #[derive(clap::Args)]
@@ -73,28 +73,21 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
                 .map_err(|_| anyhow::anyhow!("--duration {duration:?} is not a duration; write 30m, 2h or 1d"))?;
             let ends = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + duration).to_string();
             let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "hale".into());
-            let body = json!({"matchers": matchers, "endsAt": ends, "createdBy": author, "comment": comment});
-            let reply = send(authed(client.post(&url).json(&body)), &url).await?;
-            println!("{}", reply["data"]["silenceID"].as_str().unwrap_or_default());
+            let body = NewSilence { id: None, matchers, starts_at: None, ends_at: ends, created_by: author, comment };
+            let reply: Envelope<SilenceCreated> = send(authed(client.post(&url).json(&body)), &url).await?;
+            println!("{}", reply.data.map(|d| d.silence_id).unwrap_or_default());
         }
         Which::List => {
-            let reply = send(client.get(&url), &url).await?;
-            let list = reply["data"].as_array().cloned().unwrap_or_default();
+            let reply: Envelope<Vec<Silence>> = send(client.get(&url), &url).await?;
+            let list = reply.data.unwrap_or_default();
             if list.is_empty() {
                 println!("no silences");
             }
             println!("{:<36}  {:<8}  {:<20}  {:<40}  COMMENT", "ID", "STATE", "ENDS", "MATCHERS");
             for s in list {
-                let matchers = hale_tui::model::matchers_text(&s["matchers"], ",");
-                let ends = s["endsAt"].as_str().unwrap_or("").get(..19).unwrap_or("");
-                println!(
-                    "{:<36}  {:<8}  {:<20}  {:<40}  {}",
-                    s["id"].as_str().unwrap_or(""),
-                    s["status"]["state"].as_str().unwrap_or(""),
-                    ends,
-                    matchers,
-                    s["comment"].as_str().unwrap_or("")
-                );
+                let matchers = hale_tui::model::matchers_text(&s.matchers, ",");
+                let ends = s.ends_at.get(..19).unwrap_or("");
+                println!("{:<36}  {:<8}  {:<20}  {:<40}  {}", s.id, s.status.state.as_str(), ends, matchers, s.comment);
             }
         }
         Which::Expire { id } => {
@@ -104,20 +97,20 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
                 .map_err(|_| anyhow::anyhow!("--collector {url:?} is not an http URL"))?
                 .push(&id);
             let target = target.to_string();
-            send(authed(client.delete(&target)), &target).await?;
+            send::<Envelope<serde::de::IgnoredAny>>(authed(client.delete(&target)), &target).await?;
             println!("expired {id}");
         }
     }
     Ok(())
 }
 
-/// Sends and returns the JSON reply; an error reply becomes the collector's own message,
+/// Sends and returns the reply; an error reply becomes the collector's own message,
 /// except a refused token: the collector's words name its own flag (`--admin-token`),
 /// while here the token comes from `--token`, `HALE_ADMIN_TOKEN` or the data dir.
-async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
+async fn send<T: DeserializeOwned>(request: reqwest::RequestBuilder, url: &str) -> Result<T> {
     let reply = request.send().await.with_context(|| format!("reaching {url}; is the collector running?"))?;
     let status = reply.status();
-    let body: Value = reply.json().await.unwrap_or(Value::Null);
+    let body = reply.bytes().await.unwrap_or_default();
     if status == reqwest::StatusCode::UNAUTHORIZED {
         bail!(
             "the collector refused the admin token (401): pass the cluster's admin token with --token or \
@@ -125,8 +118,8 @@ async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
         );
     }
     if !status.is_success() {
-        let message = body["error"].as_str().unwrap_or("no message");
-        bail!("the collector answered {status}: {message}");
+        let message = serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(&body).ok().and_then(|e| e.error);
+        bail!("the collector answered {status}: {}", message.as_deref().unwrap_or("no message"));
     }
-    Ok(body)
+    serde_json::from_slice(&body).with_context(|| format!("reading the collector's answer from {url}"))
 }

@@ -85,7 +85,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
 }
 
 async fn list(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
-    axum::Json(json!({"node": agent.config.node, "processes": agent.supervisor.list()}))
+    axum::Json(hale_core::api::ProcessList { node: agent.config.node.clone(), processes: agent.supervisor.list() })
 }
 
 /// `?grace_ms=N` replaces the grace before SIGKILL (0: kill at once, for a hung replica).

@@ -15,7 +15,6 @@ use hale_core::ProcessSpec;
 use hale_core::metrics::{Family, MetricKind};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -37,34 +36,9 @@ pub enum SuperviseError {
     Exists(String),
 }
 
-/// What a supervised process is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Starting,
-    Running,
-    /// Waiting out the backoff after an exit.
-    Restarting,
-    /// Exited too often: waiting out the crash-loop backoff.
-    CrashLoop,
-    Stopping,
-    Stopped,
-}
-
-/// A process as `GET /api/v1/processes` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProcessInfo {
-    pub name: String,
-    pub service: String,
-    pub node: String,
-    pub listen: String,
-    pub pid: Option<u32>,
-    pub state: State,
-    pub restarts: u64,
-    pub uptime_secs: Option<u64>,
-    /// How the last run ended, if it did.
-    pub last_exit: Option<String>,
-}
+/// What a supervised process is doing, and a process as `GET /api/v1/processes` shows
+/// it: wire types, so they live in core.
+pub use hale_core::api::{ProcessInfo, ProcessState as State};
 
 struct Entry {
     spec: ProcessSpec,

@@ -678,9 +678,8 @@ async fn slos(State(c): State<Arc<Collector>>) -> Response {
 /// `/api/v1/alerts`: every pending and firing alert, and (beside Prometheus's shape)
 /// `groupBy`, the labels notifications group them by.
 async fn alerts(State(c): State<Arc<Collector>>) -> Response {
-    let mut data = c.rules.alerts_json();
-    data["groupBy"] = json!(c.group_by);
-    success(data)
+    let data = hale_core::api::AlertsData { alerts: c.rules.alerts(), group_by: c.group_by.clone() };
+    axum::Json(hale_core::api::Envelope::success(data)).into_response()
 }
 
 async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {

@@ -282,8 +282,8 @@ mod tests {
 
     /// Serializes, reads back, and checks nothing changed.
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) {
-        let text = serde_json::to_string(value).unwrap();
-        let back: T = serde_json::from_str(&text).unwrap();
+        let text = serde_json::to_string(value).expect("valid");
+        let back: T = serde_json::from_str(&text).expect("valid");
         assert_eq!(&back, value, "{text}");
     }
 
@@ -306,20 +306,21 @@ mod tests {
         let served = r#"{"data":{"alerts":[{"activeAt":"2026-12-01T10:00:00.5Z","annotations":{"summary":"search-1 is down"},
             "labels":{"alertname":"ReplicaDown","instance":"search-1"},"state":"firing","value":"0e+00"}],
             "groupBy":["alertname","service"]},"status":"success"}"#;
-        let parsed: Envelope<AlertsData> = serde_json::from_str(served).unwrap();
-        assert_eq!(parsed.into_data().unwrap(), data);
+        let parsed: Envelope<AlertsData> = serde_json::from_str(served).expect("valid");
+        assert_eq!(parsed.into_data().expect("valid"), data);
         // A Prometheus without `groupBy` still reads.
-        let plain: Envelope<AlertsData> = serde_json::from_str(r#"{"status":"success","data":{"alerts":[]}}"#).unwrap();
-        assert!(plain.into_data().unwrap().group_by.is_empty());
+        let plain: Envelope<AlertsData> =
+            serde_json::from_str(r#"{"status":"success","data":{"alerts":[]}}"#).expect("valid");
+        assert!(plain.into_data().expect("valid").group_by.is_empty());
     }
 
     #[test]
     fn an_error_answer_gives_its_message() {
         let served = r#"{"status":"error","errorType":"bad_data","error":"no such thing"}"#;
-        let parsed: Envelope<AlertsData> = serde_json::from_str(served).unwrap();
+        let parsed: Envelope<AlertsData> = serde_json::from_str(served).expect("valid");
         assert_eq!(parsed.error_type.as_deref(), Some("bad_data"));
         round_trip(&parsed);
-        assert_eq!(parsed.into_data().unwrap_err(), "no such thing");
+        assert_eq!(parsed.into_data().expect_err("an error"), "no such thing");
     }
 
     #[test]
@@ -328,7 +329,7 @@ mod tests {
             id: "4f1c".into(),
             matchers: vec![
                 SilenceMatcher::equal("alertname", "ReplicaDown"),
-                SilenceMatcher::parse("instance!~search-.*").unwrap(),
+                SilenceMatcher::parse("instance!~search-.*").expect("valid"),
             ],
             starts_at: "2026-12-01T10:00:00Z".into(),
             ends_at: "2026-12-01T12:00:00Z".into(),
@@ -342,8 +343,8 @@ mod tests {
             "id":"4f1c","matchers":[{"isEqual":true,"isRegex":false,"name":"alertname","value":"ReplicaDown"},
             {"isEqual":false,"isRegex":true,"name":"instance","value":"search-.*"}],"startsAt":"2026-12-01T10:00:00Z",
             "status":{"state":"active"},"updatedAt":"2026-12-01T10:00:00Z"}]}"#;
-        let parsed: Envelope<Vec<Silence>> = serde_json::from_str(served).unwrap();
-        assert_eq!(parsed.into_data().unwrap(), vec![silence]);
+        let parsed: Envelope<Vec<Silence>> = serde_json::from_str(served).expect("valid");
+        assert_eq!(parsed.into_data().expect("valid"), vec![silence]);
     }
 
     #[test]
@@ -358,17 +359,20 @@ mod tests {
         };
         round_trip(&new);
         let posted = r#"{"matchers":[{"name":"alertname","value":"X"}],"endsAt":"2026-12-01T12:00:00Z","createdBy":"hale-healer","comment":"c"}"#;
-        assert_eq!(serde_json::from_str::<NewSilence>(posted).unwrap(), new);
+        assert_eq!(serde_json::from_str::<NewSilence>(posted).expect("valid"), new);
         assert!(serde_json::from_str::<NewSilence>(r#"{"matchers":[],"endsAt":"x","bogus":1}"#).is_err());
         let created = Envelope::success(SilenceCreated { silence_id: "4f1c".into() });
         round_trip(&created);
-        assert_eq!(serde_json::to_string(&created).unwrap(), r#"{"status":"success","data":{"silenceID":"4f1c"}}"#);
+        assert_eq!(
+            serde_json::to_string(&created).expect("valid"),
+            r#"{"status":"success","data":{"silenceID":"4f1c"}}"#
+        );
     }
 
     #[test]
     fn matchers_parse_every_operator() {
         for (text, op) in [("a=b", "="), ("a!=b", "!="), ("a=~b.*", "=~"), ("a!~b", "!~")] {
-            assert_eq!(SilenceMatcher::parse(text).unwrap().op(), op, "{text}");
+            assert_eq!(SilenceMatcher::parse(text).expect("valid").op(), op, "{text}");
         }
         assert!(SilenceMatcher::parse("nothing").is_err());
     }
@@ -393,6 +397,6 @@ mod tests {
         let served = r#"{"node":"node-1","processes":[{"name":"search-1","service":"search","node":"node-1",
             "listen":"127.0.0.1:8091","pid":4242,"state":"crash_loop","restarts":3,"uptime_secs":null,
             "last_exit":"exit status: 1"}]}"#;
-        assert_eq!(serde_json::from_str::<ProcessList>(served).unwrap(), list);
+        assert_eq!(serde_json::from_str::<ProcessList>(served).expect("valid"), list);
     }
 }

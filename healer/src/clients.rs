@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hale_core::api::{ActiveAlert, AlertState, AlertsData, Envelope, NewSilence, SilenceCreated, SilenceMatcher};
 use serde_json::{Value, json};
 
 use crate::state::Labels;
@@ -85,21 +86,17 @@ impl Collector {
 
     /// Whether an alert with these labels is pending or firing at the collector.
     pub async fn alert_active(&self, labels: &Labels) -> Result<bool, String> {
-        Ok(self.alerts().await?.iter().any(|a| labels.iter().all(|(k, v)| a["labels"][k].as_str() == Some(v.as_str()))))
+        Ok(self.alerts().await?.iter().any(|a| a.has_labels(labels)))
     }
 
     /// Whether an alert with these labels fires (not merely pending) at the collector.
     pub async fn alert_firing(&self, labels: &Labels) -> Result<bool, String> {
-        Ok(self
-            .alerts()
-            .await?
-            .iter()
-            .any(|a| a["state"] == "firing" && labels.iter().all(|(k, v)| a["labels"][k].as_str() == Some(v.as_str()))))
+        Ok(self.alerts().await?.iter().any(|a| a.state == AlertState::Firing && a.has_labels(labels)))
     }
 
-    async fn alerts(&self) -> Result<Vec<Value>, String> {
+    async fn alerts(&self) -> Result<Vec<ActiveAlert>, String> {
         let url = format!("{}/api/v1/alerts", self.base);
-        let body: Value = self
+        let body: Envelope<AlertsData> = self
             .client
             .get(&url)
             .timeout(CALL_TIMEOUT)
@@ -109,13 +106,8 @@ impl Collector {
             .json()
             .await
             .map_err(|e| format!("reading the collector's alerts: {}", e.without_url()))?;
-        if body["status"] != "success" {
-            return Err(format!(
-                "the collector refused to list alerts: {}",
-                body["error"].as_str().unwrap_or("no message")
-            ));
-        }
-        Ok(body["data"]["alerts"].as_array().cloned().unwrap_or_default())
+        let data = body.into_data().map_err(|e| format!("the collector refused to list alerts: {e}"))?;
+        Ok(data.alerts)
     }
 
     /// Silences alerts matching `matchers` until `until_ms`; returns the silence id.
@@ -126,16 +118,16 @@ impl Collector {
         comment: &str,
     ) -> Result<String, String> {
         let token = self.admin_token.as_deref().ok_or("no collector admin token to silence with")?;
-        let list: Vec<Value> =
-            matchers.iter().map(|(k, v)| json!({"name": k, "value": v, "isRegex": false, "isEqual": true})).collect();
         let until = std::time::UNIX_EPOCH + Duration::from_millis(until_ms.max(0) as u64);
-        let body = json!({
-            "matchers": list,
-            "endsAt": humantime::format_rfc3339_seconds(until).to_string(),
-            "createdBy": "hale-healer",
-            "comment": comment,
-        });
-        let reply: Value = self
+        let body = NewSilence {
+            id: None,
+            matchers: matchers.iter().map(|(k, v)| SilenceMatcher::equal(k, v)).collect(),
+            starts_at: None,
+            ends_at: humantime::format_rfc3339_seconds(until).to_string(),
+            created_by: "hale-healer".into(),
+            comment: comment.into(),
+        };
+        let reply: Envelope<SilenceCreated> = self
             .client
             .post(format!("{}/api/v1/silences", self.base))
             .bearer_auth(token)
@@ -147,9 +139,7 @@ impl Collector {
             .json()
             .await
             .map_err(|e| format!("reading the collector's answer: {}", e.without_url()))?;
-        reply["data"]["silenceID"].as_str().map(str::to_string).ok_or_else(|| {
-            format!("the collector refused the silence: {}", reply["error"].as_str().unwrap_or("no message"))
-        })
+        reply.into_data().map(|d| d.silence_id).map_err(|e| format!("the collector refused the silence: {e}"))
     }
 
     pub async fn expire_silence(&self, id: &str) -> Result<(), String> {

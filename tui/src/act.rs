@@ -79,16 +79,21 @@ impl HttpActuator {
                     .filter(|_| d <= Duration::from_secs(366 * 86_400))
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string())
                     .ok_or_else(|| format!("{duration} is too long a silence"))?;
-                let matchers: Vec<_> = matchers
-                    .iter()
-                    .map(|(k, v)| json!({"name": k, "value": v, "isRegex": false, "isEqual": true}))
-                    .collect();
-                let who = std::env::var("USER").unwrap_or_else(|_| "hale tui".into());
-                let body = json!({"matchers": matchers, "endsAt": ends, "createdBy": who, "comment": "from hale tui"});
+                let body = hale_core::api::NewSilence {
+                    id: None,
+                    matchers: matchers.iter().map(|(k, v)| hale_core::api::SilenceMatcher::equal(k, v)).collect(),
+                    starts_at: None,
+                    ends_at: ends,
+                    created_by: std::env::var("USER").unwrap_or_else(|_| "hale tui".into()),
+                    comment: "from hale tui".into(),
+                };
                 let c = self.endpoints.collector.trim_end_matches('/');
-                let reply = self.post(format!("{c}/api/v1/silences"), &self.admin_token, body).await?;
-                let id: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
-                Ok(format!("silenced for {duration} ({})", id["data"]["silenceID"].as_str().unwrap_or("?")))
+                let reply = self.post(format!("{c}/api/v1/silences"), &self.admin_token, json!(body)).await?;
+                let id = serde_json::from_str::<hale_core::api::Envelope<hale_core::api::SilenceCreated>>(&reply)
+                    .ok()
+                    .and_then(|r| r.into_data().ok())
+                    .map_or_else(|| "?".to_string(), |d| d.silence_id);
+                Ok(format!("silenced for {duration} ({id})"))
             }
             Effect::Chaos { kind, target } => match &self.chaos {
                 Some(inject) => inject(kind, target).await,

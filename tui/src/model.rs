@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use hale_core::api::{self, AlertState, AlertsData, Envelope, SilenceMatcher, SilenceState};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// One refresh of everything the views draw.
@@ -85,48 +87,31 @@ impl Snapshot {
 }
 
 /// A silence's matchers as written in Alertmanager's syntax (`name="value"`, `=~`, `!=`).
-pub fn matchers_text(matchers: &Value, separator: &str) -> String {
+pub fn matchers_text(matchers: &[SilenceMatcher], separator: &str) -> String {
     matchers
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            let op = match (m["isEqual"].as_bool().unwrap_or(true), m["isRegex"].as_bool().unwrap_or(false)) {
-                (true, false) => "=",
-                (false, false) => "!=",
-                (true, true) => "=~",
-                (false, true) => "!~",
-            };
-            format!("{}{op}{}", s(&m["name"]), Value::from(s(&m["value"])))
-        })
+        .iter()
+        .map(|m| format!("{}{}{}", m.name, m.op(), Value::from(m.value.as_str())))
         .collect::<Vec<_>>()
         .join(separator)
 }
 
 /// `/api/v1/silences`, expired ones left out.
 pub fn parse_silences(v: &Value) -> Option<Vec<Silence>> {
+    let list = Envelope::<Vec<api::Silence>>::deserialize(v).ok()?.into_data().ok()?;
     Some(
-        v["data"]
-            .as_array()?
-            .iter()
-            .filter(|x| x["status"]["state"] != "expired")
+        list.into_iter()
+            .filter(|x| x.status.state != SilenceState::Expired)
             .map(|x| Silence {
-                id: s(&x["id"]),
-                matchers: matchers_text(&x["matchers"], ", "),
-                state: s(&x["status"]["state"]),
-                ends_at: s(&x["endsAt"]),
-                comment: s(&x["comment"]),
-                matcher_list: x["matchers"]
-                    .as_array()
+                matchers: matchers_text(&x.matchers, ", "),
+                state: x.status.state.as_str().to_string(),
+                matcher_list: x
+                    .matchers
                     .into_iter()
-                    .flatten()
-                    .map(|m| Matcher {
-                        name: s(&m["name"]),
-                        value: s(&m["value"]),
-                        equal: m["isEqual"].as_bool().unwrap_or(true),
-                        regex: m["isRegex"].as_bool().unwrap_or(false),
-                    })
+                    .map(|m| Matcher { name: m.name, value: m.value, equal: m.is_equal, regex: m.is_regex })
                     .collect(),
+                id: x.id,
+                ends_at: x.ends_at,
+                comment: x.comment,
             })
             .collect(),
     )
@@ -164,18 +149,18 @@ pub struct Process {
 
 /// An agent's `/api/v1/processes`.
 pub fn parse_processes(v: &Value) -> Option<Vec<Process>> {
+    let list = api::ProcessList::deserialize(v).ok()?;
     Some(
-        v["processes"]
-            .as_array()?
-            .iter()
+        list.processes
+            .into_iter()
             .map(|p| Process {
-                name: s(&p["name"]),
-                service: s(&p["service"]),
-                pid: p["pid"].as_u64().map(|x| x as u32),
-                state: s(&p["state"]),
-                restarts: p["restarts"].as_u64().unwrap_or(0),
-                uptime_secs: p["uptime_secs"].as_u64(),
-                last_exit: p["last_exit"].as_str().map(str::to_string),
+                name: p.name,
+                service: p.service,
+                pid: p.pid,
+                state: p.state.as_str().to_string(),
+                restarts: p.restarts,
+                uptime_secs: p.uptime_secs,
+                last_exit: p.last_exit,
             })
             .collect(),
     )
@@ -597,30 +582,26 @@ pub fn parse_slos(v: &Value) -> Option<Vec<Slo>> {
     )
 }
 
+fn alerts_data(v: &Value) -> Option<AlertsData> {
+    Envelope::<AlertsData>::deserialize(v).ok()?.into_data().ok()
+}
+
 /// The `groupBy` beside `/api/v1/alerts`'s alerts (Hale's collector says it).
 pub fn parse_group_by(v: &Value) -> Vec<String> {
-    v["data"]["groupBy"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect()
+    alerts_data(v).map(|d| d.group_by).unwrap_or_default()
 }
 
 /// `/api/v1/alerts`, firing first, then by name.
 pub fn parse_alerts(v: &Value) -> Option<Vec<Alert>> {
-    let mut alerts: Vec<Alert> = v["data"]["alerts"]
-        .as_array()?
-        .iter()
-        .map(|a| {
-            let labels: BTreeMap<String, String> = a["labels"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect();
-            Alert {
-                name: labels.get("alertname").cloned().unwrap_or_default(),
-                labels,
-                firing: a["state"] == "firing",
-                active_at: s(&a["activeAt"]),
-                summary: s(&a["annotations"]["summary"]),
-            }
+    let mut alerts: Vec<Alert> = alerts_data(v)?
+        .alerts
+        .into_iter()
+        .map(|a| Alert {
+            name: a.labels.get("alertname").cloned().unwrap_or_default(),
+            firing: a.state == AlertState::Firing,
+            summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+            active_at: a.active_at,
+            labels: a.labels,
         })
         .collect();
     alerts.sort_by(|a, b| b.firing.cmp(&a.firing).then(a.name.cmp(&b.name)).then(a.labels.cmp(&b.labels)));

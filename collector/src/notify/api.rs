@@ -9,6 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
+use hale_core::api::{Envelope, SilenceCreated, SilenceState};
 use hale_core::auth::bearer_matches;
 use serde_json::json;
 
@@ -59,13 +60,13 @@ async fn list(State(c): State<Arc<Collector>>) -> Response {
     let mut silences = c.silences.list();
     // Active first, then pending, then expired; newest end first within each.
     let rank = |s: &super::silence::Silence| match s.state(now) {
-        "active" => 0,
-        "pending" => 1,
-        _ => 2,
+        SilenceState::Active => 0,
+        SilenceState::Pending => 1,
+        SilenceState::Expired => 2,
     };
     silences.sort_by(|a, b| rank(a).cmp(&rank(b)).then(b.ends_at_ms.cmp(&a.ends_at_ms)));
-    let data: Vec<_> = silences.iter().map(|s| s.to_json(now)).collect();
-    axum::Json(json!({"status": "success", "data": data})).into_response()
+    let data: Vec<_> = silences.iter().map(|s| s.to_api(now)).collect();
+    axum::Json(Envelope::success(data)).into_response()
 }
 
 async fn add(
@@ -90,7 +91,7 @@ async fn add(
     match added {
         Ok(id) => {
             tracing::info!(id = %id, "silence added");
-            axum::Json(json!({"status": "success", "data": {"silenceID": id}})).into_response()
+            axum::Json(Envelope::success(SilenceCreated { silence_id: id })).into_response()
         }
         Err(e) => silence_error(e),
     }

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use hale_core::api::{NewSilence, SilenceMatcher};
+use hale_core::api::{SilenceState, SilenceStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::LabelSet;
@@ -14,44 +16,15 @@ use crate::rules::manager::rfc3339;
 /// Expired silences stay listed this long, then go.
 const KEEP_EXPIRED_MS: i64 = 24 * 3600 * 1000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SilenceMatcher {
-    pub name: String,
-    pub value: String,
-    #[serde(default)]
-    pub is_regex: bool,
-    #[serde(default = "yes")]
-    pub is_equal: bool,
+fn regex(m: &SilenceMatcher) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{})$", m.value))
 }
 
-fn yes() -> bool {
-    true
-}
-
-impl SilenceMatcher {
-    fn regex(&self) -> Result<regex::Regex, regex::Error> {
-        regex::Regex::new(&format!("^(?:{})$", self.value))
-    }
-
-    fn matches(&self, labels: &LabelSet) -> bool {
-        let value = labels.get(&self.name).map_or("", String::as_str);
-        let hit = if self.is_regex { self.regex().is_ok_and(|re| re.is_match(value)) } else { value == self.value };
-        hit == self.is_equal
-    }
-
-    /// Parses `name=value`, `name!=value`, `name=~regex`, `name!~regex` (the CLI's form).
-    pub fn parse(text: &str) -> Result<SilenceMatcher, String> {
-        for (op, is_regex, is_equal) in
-            [("=~", true, true), ("!~", true, false), ("!=", false, false), ("=", false, true)]
-        {
-            if let Some((name, value)) = text.split_once(op) {
-                let value = value.trim().trim_matches('"').to_string();
-                return Ok(SilenceMatcher { name: name.trim().to_string(), value, is_regex, is_equal });
-            }
-        }
-        Err(format!("{text:?} is not a matcher: write name=value, name!=value, name=~regex or name!~regex"))
-    }
+/// As Alertmanager matches: a missing label is the empty string, a regex is anchored.
+fn matcher_hits(m: &SilenceMatcher, labels: &LabelSet) -> bool {
+    let value = labels.get(&m.name).map_or("", String::as_str);
+    let hit = if m.is_regex { regex(m).is_ok_and(|re| re.is_match(value)) } else { value == m.value };
+    hit == m.is_equal
 }
 
 /// A silence as stored and as the API shows it.
@@ -69,51 +42,33 @@ pub struct Silence {
 }
 
 impl Silence {
-    pub fn state(&self, now: i64) -> &'static str {
+    pub fn state(&self, now: i64) -> SilenceState {
         if now >= self.ends_at_ms {
-            "expired"
+            SilenceState::Expired
         } else if now < self.starts_at_ms {
-            "pending"
+            SilenceState::Pending
         } else {
-            "active"
+            SilenceState::Active
         }
     }
 
     pub fn matches(&self, labels: &LabelSet, now: i64) -> bool {
-        self.state(now) == "active" && self.matchers.iter().all(|m| m.matches(labels))
+        self.state(now) == SilenceState::Active && self.matchers.iter().all(|m| matcher_hits(m, labels))
     }
 
-    /// The API's JSON: Alertmanager's `GettableSilence`.
-    pub fn to_json(&self, now: i64) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "matchers": self.matchers,
-            "startsAt": rfc3339(self.starts_at_ms),
-            "endsAt": rfc3339(self.ends_at_ms),
-            "updatedAt": rfc3339(self.updated_at_ms),
-            "createdBy": self.created_by,
-            "comment": self.comment,
-            "status": {"state": self.state(now)},
-        })
+    /// As the API shows it: Alertmanager's `GettableSilence`.
+    pub fn to_api(&self, now: i64) -> hale_core::api::Silence {
+        hale_core::api::Silence {
+            id: self.id.clone(),
+            matchers: self.matchers.clone(),
+            starts_at: rfc3339(self.starts_at_ms),
+            ends_at: rfc3339(self.ends_at_ms),
+            updated_at: rfc3339(self.updated_at_ms),
+            created_by: self.created_by.clone(),
+            comment: self.comment.clone(),
+            status: SilenceStatus { state: self.state(now) },
+        }
     }
-}
-
-/// What `POST /api/v1/silences` takes: Alertmanager's `PostableSilence`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NewSilence {
-    /// Set to replace an existing silence.
-    #[serde(default)]
-    pub id: Option<String>,
-    pub matchers: Vec<SilenceMatcher>,
-    /// RFC 3339; now when absent.
-    #[serde(default)]
-    pub starts_at: Option<String>,
-    pub ends_at: String,
-    #[serde(default)]
-    pub created_by: String,
-    #[serde(default)]
-    pub comment: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,11 +130,11 @@ impl Silences {
             if m.name.is_empty() {
                 return Err(SilenceError::Invalid("a matcher needs a label name".into()));
             }
-            if m.is_regex && m.regex().is_err() {
+            if m.is_regex && regex(m).is_err() {
                 return Err(SilenceError::Invalid(format!("matcher {}: {:?} is not a valid regex", m.name, m.value)));
             }
         }
-        if new.matchers.iter().all(|m| m.matches(&LabelSet::new())) {
+        if new.matchers.iter().all(|m| matcher_hits(m, &LabelSet::new())) {
             return Err(SilenceError::Invalid(
                 "at least one matcher must not match an empty label (or the silence would match every alert)".into(),
             ));
@@ -220,7 +175,7 @@ impl Silences {
         let mut list = self.lock();
         let mut next = list.clone();
         let s = next.iter_mut().find(|s| s.id == id).ok_or_else(|| SilenceError::NotFound(id.to_string()))?;
-        if s.state(now) == "expired" {
+        if s.state(now) == SilenceState::Expired {
             return Ok(());
         }
         s.ends_at_ms = now;
@@ -284,8 +239,8 @@ mod tests {
         assert!(reopened.silenced(&labels(&[("alertname", "Down"), ("instance", "a")]), now));
         reopened.expire(&id, now + 1).expect("expire");
         assert!(!reopened.silenced(&labels(&[("alertname", "Down"), ("instance", "a")]), now + 2));
-        assert_eq!(Silences::open(&path).list()[0].state(now + 2), "expired");
-        assert_eq!(reopened.list()[0].to_json(now + 2)["status"]["state"], "expired");
+        assert_eq!(Silences::open(&path).list()[0].state(now + 2), SilenceState::Expired);
+        assert_eq!(reopened.list()[0].to_api(now + 2).status.state, SilenceState::Expired);
         assert!(matches!(reopened.expire("nope", now), Err(SilenceError::NotFound(_))));
     }
 

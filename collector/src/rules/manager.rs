@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use hale_core::api::{ActiveAlert, AlertState as ApiAlertState};
 use serde_json::{Value, json};
 
 use super::eval::{Alert, AlertState, GroupRunner, Health, LabelSet, Rule, RuleKind, RuleStatus};
 use super::file::RuleFile;
 use crate::store::Store;
-
 use hale_core::ConfigError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     // The causes are part of the message (not `source`), so they are printed once.
@@ -66,7 +67,7 @@ pub struct AlertsUpdate {
 }
 
 /// One group as the API shows it: (name, its `/api/v1/rules` entry, its active alerts).
-type GroupSnapshot = (String, Value, Vec<Value>);
+type GroupSnapshot = (String, Value, Vec<ActiveAlert>);
 
 /// The latest snapshot of every group, in file order, as the API shows it.
 #[derive(Clone, Default)]
@@ -75,7 +76,7 @@ pub struct RulesView {
 }
 
 impl RulesView {
-    fn publish(&self, index: usize, key: String, group: Value, alerts: Vec<Value>) {
+    fn publish(&self, index: usize, key: String, group: Value, alerts: Vec<ActiveAlert>) {
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
         if groups.len() <= index {
             groups.resize_with(index + 1, || (String::new(), Value::Null, Vec::new()));
@@ -101,11 +102,10 @@ impl RulesView {
         json!({ "groups": list })
     }
 
-    /// `/api/v1/alerts` data: every pending and firing alert.
-    pub fn alerts_json(&self) -> Value {
+    /// Every pending and firing alert, for `/api/v1/alerts`.
+    pub fn alerts(&self) -> Vec<ActiveAlert> {
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
-        let alerts: Vec<Value> = groups.iter().flat_map(|g| g.2.iter().cloned()).collect();
-        json!({ "alerts": alerts })
+        groups.iter().flat_map(|g| g.2.iter().cloned()).collect()
     }
 
     /// Rule evaluation on `/metrics`: per group its last duration and failing rules, and
@@ -133,8 +133,8 @@ impl RulesView {
             duration.push(&labels, group["evaluationTime"].as_f64().unwrap_or(0.0));
             let bad = group["rules"].as_array().map_or(0, |r| r.iter().filter(|r| r["health"] == "err").count());
             failing.push(&labels, bad as f64);
-            pending += active.iter().filter(|a| a["state"] == "pending").count();
-            firing += active.iter().filter(|a| a["state"] == "firing").count();
+            pending += active.iter().filter(|a| a.state == ApiAlertState::Pending).count();
+            firing += active.iter().filter(|a| a.state == ApiAlertState::Firing).count();
         }
         alerts.push(&[("state", "pending")], pending as f64);
         alerts.push(&[("state", "firing")], firing as f64);
@@ -169,7 +169,7 @@ pub fn spawn<S: AsRef<Store> + Send + Sync + 'static>(
                     tick.tick().await;
                     let now = now_ms();
                     group.eval_at((*store).as_ref(), now).await;
-                    let alerts = active_alerts_json(&group);
+                    let alerts = active_alerts(&group);
                     view.publish(index, group.name.clone(), group_json(&group), alerts);
                     if let Some(tx) = &updates {
                         let update = AlertsUpdate {
@@ -213,18 +213,27 @@ pub fn format_e(v: f64) -> String {
     }
 }
 
-fn alert_json(a: &Alert) -> Value {
-    json!({
-        "labels": a.labels,
-        "annotations": a.annotations,
-        "state": a.state,
-        "activeAt": rfc3339(a.active_at),
-        "value": format_e(a.value),
-    })
+fn active_alert(a: &Alert) -> ActiveAlert {
+    ActiveAlert {
+        labels: a.labels.clone(),
+        annotations: a.annotations.clone(),
+        state: match a.state {
+            AlertState::Inactive => ApiAlertState::Inactive,
+            AlertState::Pending => ApiAlertState::Pending,
+            AlertState::Firing => ApiAlertState::Firing,
+        },
+        active_at: rfc3339(a.active_at),
+        value: format_e(a.value),
+    }
 }
 
-fn active_alerts_json(g: &GroupRunner) -> Vec<Value> {
-    g.rules.iter().flat_map(Rule::alerts).filter(|a| a.state != AlertState::Inactive).map(|a| alert_json(&a)).collect()
+fn active_alerts(g: &GroupRunner) -> Vec<ActiveAlert> {
+    g.rules
+        .iter()
+        .flat_map(Rule::alerts)
+        .filter(|a| a.state != AlertState::Inactive)
+        .map(|a| active_alert(&a))
+        .collect()
 }
 
 fn status_json(s: &RuleStatus) -> Value {
@@ -258,7 +267,7 @@ fn rule_json(r: &Rule) -> Value {
                 "keepFiringFor": keep_firing_for.as_secs_f64(),
                 "labels": labels,
                 "annotations": notes,
-                "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>(),
+                "alerts": alerts.iter().map(active_alert).collect::<Vec<_>>(),
                 "type": "alerting",
             })
         }
