@@ -10,6 +10,46 @@ use serde_json::{Value, json};
 
 use crate::state::Labels;
 
+/// Why a call to the collector, an agent or the gateway failed. The messages never hold
+/// a URL (`reqwest::Error::without_url`): they go to the audit log and the dashboard, and
+/// a URL may carry an instance's address or a token. The cause's own text is part of the
+/// message (not a `source`), so a chain printed whole shows it once.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The request got no answer (connect, timeout, reset): `doing` says what was asked.
+    #[error("{doing}: {error}")]
+    Transport { doing: String, error: reqwest::Error },
+    /// An answer came but its body could not be read or decoded.
+    #[error("{doing}: {error}")]
+    Decode { doing: String, error: reqwest::Error },
+    /// The peer answered with an error status; `detail` is its own reason, if it gave one.
+    #[error("{what}: {status}{}", if detail.is_empty() { String::new() } else { format!(" {detail}") })]
+    Status { what: String, status: reqwest::StatusCode, detail: String },
+    /// The peer answered, in its API's terms, that it would not do it.
+    #[error("{what}: {message}")]
+    Refused { what: String, message: String },
+    /// A well-formed answer without what the healer needs from it.
+    #[error("{0}")]
+    Answer(String),
+    /// The healer is not set up for this call (no token, no agent for the node, a bad URL).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    fn transport(doing: impl Into<String>, error: reqwest::Error) -> Self {
+        ClientError::Transport { doing: doing.into(), error: error.without_url() }
+    }
+
+    fn decode(doing: impl Into<String>, error: reqwest::Error) -> Self {
+        ClientError::Decode { doing: doing.into(), error: error.without_url() }
+    }
+
+    fn status(what: impl Into<String>, status: reqwest::StatusCode, detail: impl Into<String>) -> Self {
+        ClientError::Status { what: what.into(), status, detail: detail.into() }
+    }
+}
+
 /// Every call is bounded: a slow peer must not hold a repair forever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -22,7 +62,7 @@ pub struct Collector {
 
 impl Collector {
     /// An instant query: the result's samples (label set, value).
-    pub async fn query(&self, q: &str) -> Result<Vec<(Labels, f64)>, String> {
+    pub async fn query(&self, q: &str) -> Result<Vec<(Labels, f64)>, ClientError> {
         let url = format!("{}/api/v1/query", self.base);
         let body: Value = self
             .client
@@ -31,12 +71,15 @@ impl Collector {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("querying the collector: {}", e.without_url()))?
+            .map_err(|e| ClientError::transport("querying the collector", e))?
             .json()
             .await
-            .map_err(|e| format!("reading the collector's answer: {}", e.without_url()))?;
+            .map_err(|e| ClientError::decode("reading the collector's answer", e))?;
         if body["status"] != "success" {
-            return Err(format!("the collector refused {q:?}: {}", body["error"].as_str().unwrap_or("no message")));
+            return Err(ClientError::Refused {
+                what: format!("the collector refused {q:?}"),
+                message: body["error"].as_str().unwrap_or("no message").to_string(),
+            });
         }
         let data = &body["data"];
         match data["resultType"].as_str() {
@@ -58,14 +101,14 @@ impl Collector {
             Some("scalar") => {
                 Ok(vec![(Labels::new(), data["result"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))])
             }
-            other => Err(format!("{q:?} gave a {other:?}, not a vector")),
+            other => Err(ClientError::Answer(format!("{q:?} gave a {other:?}, not a vector"))),
         }
     }
 
     /// The collector's judgement of the fleet (`/api/v1/cluster`): every replica's state
     /// by the age of its probes against their own spacing, the one freshness rule the
     /// dashboard and `hale status` use too.
-    pub async fn cluster(&self) -> Result<hale_core::cluster::ClusterView, String> {
+    pub async fn cluster(&self) -> Result<hale_core::cluster::ClusterView, ClientError> {
         #[derive(serde::Deserialize)]
         struct Answer {
             data: hale_core::cluster::ClusterView,
@@ -77,24 +120,24 @@ impl Collector {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("reading the collector's cluster view: {}", e.without_url()))?
+            .map_err(|e| ClientError::transport("reading the collector's cluster view", e))?
             .json()
             .await
-            .map_err(|e| format!("reading the collector's cluster view: {}", e.without_url()))?;
+            .map_err(|e| ClientError::decode("reading the collector's cluster view", e))?;
         Ok(answer.data)
     }
 
     /// Whether an alert with these labels is pending or firing at the collector.
-    pub async fn alert_active(&self, labels: &Labels) -> Result<bool, String> {
+    pub async fn alert_active(&self, labels: &Labels) -> Result<bool, ClientError> {
         Ok(self.alerts().await?.iter().any(|a| a.has_labels(labels)))
     }
 
     /// Whether an alert with these labels fires (not merely pending) at the collector.
-    pub async fn alert_firing(&self, labels: &Labels) -> Result<bool, String> {
+    pub async fn alert_firing(&self, labels: &Labels) -> Result<bool, ClientError> {
         Ok(self.alerts().await?.iter().any(|a| a.state == AlertState::Firing && a.has_labels(labels)))
     }
 
-    async fn alerts(&self) -> Result<Vec<ActiveAlert>, String> {
+    async fn alerts(&self) -> Result<Vec<ActiveAlert>, ClientError> {
         let url = format!("{}/api/v1/alerts", self.base);
         let body: Envelope<AlertsData> = self
             .client
@@ -102,11 +145,14 @@ impl Collector {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("asking the collector for alerts: {}", e.without_url()))?
+            .map_err(|e| ClientError::transport("asking the collector for alerts", e))?
             .json()
             .await
-            .map_err(|e| format!("reading the collector's alerts: {}", e.without_url()))?;
-        let data = body.into_data().map_err(|e| format!("the collector refused to list alerts: {e}"))?;
+            .map_err(|e| ClientError::decode("reading the collector's alerts", e))?;
+        let data = body.into_data().map_err(|e| ClientError::Refused {
+            what: "the collector refused to list alerts".into(),
+            message: e.to_string(),
+        })?;
         Ok(data.alerts)
     }
 
@@ -116,8 +162,11 @@ impl Collector {
         matchers: &BTreeMap<String, String>,
         until_ms: i64,
         comment: &str,
-    ) -> Result<String, String> {
-        let token = self.admin_token.as_deref().ok_or("no collector admin token to silence with")?;
+    ) -> Result<String, ClientError> {
+        let token = self
+            .admin_token
+            .as_deref()
+            .ok_or(ClientError::Config("no collector admin token to silence with".into()))?;
         let until = std::time::UNIX_EPOCH + Duration::from_millis(until_ms.max(0) as u64);
         let body = NewSilence {
             id: None,
@@ -135,17 +184,21 @@ impl Collector {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("silencing at the collector: {}", e.without_url()))?
+            .map_err(|e| ClientError::transport("silencing at the collector", e))?
             .json()
             .await
-            .map_err(|e| format!("reading the collector's answer: {}", e.without_url()))?;
-        reply.into_data().map(|d| d.silence_id).map_err(|e| format!("the collector refused the silence: {e}"))
+            .map_err(|e| ClientError::decode("reading the collector's answer", e))?;
+        reply.into_data().map(|d| d.silence_id).map_err(|e| ClientError::Refused {
+            what: "the collector refused the silence".into(),
+            message: e.to_string(),
+        })
     }
 
-    pub async fn expire_silence(&self, id: &str) -> Result<(), String> {
-        let token = self.admin_token.as_deref().ok_or("no collector admin token")?;
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/silences", self.base)).map_err(|e| e.to_string())?;
-        url.path_segments_mut().map_err(|_| "bad collector URL".to_string())?.push(id);
+    pub async fn expire_silence(&self, id: &str) -> Result<(), ClientError> {
+        let token = self.admin_token.as_deref().ok_or(ClientError::Config("no collector admin token".into()))?;
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/silences", self.base))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        url.path_segments_mut().map_err(|()| ClientError::Config("bad collector URL".into()))?.push(id);
         let r = self
             .client
             .delete(url)
@@ -153,8 +206,12 @@ impl Collector {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("expiring a silence: {}", e.without_url()))?;
-        if r.status().is_success() { Ok(()) } else { Err(format!("the collector answered {}", r.status())) }
+            .map_err(|e| ClientError::transport("expiring a silence", e))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::status("the collector answered", r.status(), ""))
+        }
     }
 }
 
@@ -166,19 +223,22 @@ pub struct Agents {
 }
 
 impl Agents {
-    fn base(&self, node: &str) -> Result<String, String> {
+    fn base(&self, node: &str) -> Result<String, ClientError> {
         self.by_node
             .get(node)
             .map(|a| format!("http://{a}"))
-            .ok_or_else(|| format!("no agent is known for node {node:?}"))
+            .ok_or_else(|| ClientError::Config(format!("no agent is known for node {node:?}")))
     }
 
     /// Restarts a replica through its node's agent; `grace` replaces the agent's wait
     /// between SIGTERM and SIGKILL.
-    pub async fn restart(&self, node: &str, instance: &str, grace: Option<Duration>) -> Result<(), String> {
-        let mut url =
-            reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?)).map_err(|e| e.to_string())?;
-        url.path_segments_mut().map_err(|_| "bad agent URL".to_string())?.push(instance).push("restart");
+    pub async fn restart(&self, node: &str, instance: &str, grace: Option<Duration>) -> Result<(), ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| ClientError::Config("bad agent URL".into()))?
+            .push(instance)
+            .push("restart");
         if let Some(g) = grace {
             url.query_pairs_mut().append_pair("grace_ms", &g.as_millis().to_string());
         }
@@ -189,23 +249,23 @@ impl Agents {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("asking the agent on {node} to restart {instance}: {}", e.without_url()))?;
+            .map_err(|e| ClientError::transport(format!("asking the agent on {node} to restart {instance}"), e))?;
         if r.status().is_success() {
             Ok(())
         } else {
             let status = r.status();
             let text: String = r.text().await.unwrap_or_default().chars().take(200).collect();
-            Err(format!("the agent on {node} refused to restart {instance}: {status} {text}"))
+            Err(ClientError::status(format!("the agent on {node} refused to restart {instance}"), status, text))
         }
     }
 }
 
 impl Agents {
     /// Stops (and forgets) a replica on `node`.
-    pub async fn stop(&self, node: &str, instance: &str) -> Result<(), String> {
-        let mut url =
-            reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?)).map_err(|e| e.to_string())?;
-        url.path_segments_mut().map_err(|_| "bad agent URL".to_string())?.push(instance);
+    pub async fn stop(&self, node: &str, instance: &str) -> Result<(), ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        url.path_segments_mut().map_err(|()| ClientError::Config("bad agent URL".into()))?.push(instance);
         let r = self
             .client
             .delete(url)
@@ -213,17 +273,17 @@ impl Agents {
             .timeout(Duration::from_secs(15))
             .send()
             .await
-            .map_err(|e| format!("asking the agent on {node} to stop {instance}: {}", e.without_url()))?;
+            .map_err(|e| ClientError::transport(format!("asking the agent on {node} to stop {instance}"), e))?;
         if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND {
             Ok(())
         } else {
-            Err(format!("the agent on {node} refused to stop {instance}: {}", r.status()))
+            Err(ClientError::status(format!("the agent on {node} refused to stop {instance}"), r.status(), ""))
         }
     }
 
     /// Starts a new replica of `service` on `node` (from the agent's own template; the
     /// agent picks the name and a free port). Returns (instance, listen address).
-    pub async fn start(&self, node: &str, service: &str) -> Result<(String, String), String> {
+    pub async fn start(&self, node: &str, service: &str) -> Result<(String, String), ClientError> {
         let r = self
             .client
             .post(format!("{}/api/v1/processes", self.base(node)?))
@@ -232,19 +292,22 @@ impl Agents {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("asking the agent on {node} to start a {service} replica: {}", e.without_url()))?;
+            .map_err(|e| {
+                ClientError::transport(format!("asking the agent on {node} to start a {service} replica"), e)
+            })?;
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(format!(
-                "the agent on {node} refused: {status} {}",
-                body["error"]["message"].as_str().unwrap_or("")
+            return Err(ClientError::status(
+                format!("the agent on {node} refused"),
+                status,
+                body["error"]["message"].as_str().unwrap_or(""),
             ));
         }
         let p = &body["process"];
         match (p["name"].as_str(), p["listen"].as_str()) {
             (Some(name), Some(listen)) => Ok((name.to_string(), listen.to_string())),
-            _ => Err(format!("the agent on {node} did not say what it started")),
+            _ => Err(ClientError::Answer(format!("the agent on {node} did not say what it started"))),
         }
     }
 }
@@ -265,17 +328,17 @@ pub struct PoolMember {
 }
 
 impl Gateway {
-    async fn pools(&self) -> Result<Value, String> {
+    async fn pools(&self) -> Result<Value, ClientError> {
         self.client
             .get(format!("{}/admin/pool", self.base))
             .bearer_auth(&self.admin_token)
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("asking the gateway for its pools: {}", e.without_url()))?
+            .map_err(|e| ClientError::transport("asking the gateway for its pools", e))?
             .json()
             .await
-            .map_err(|e| format!("reading the gateway's pools: {}", e.without_url()))
+            .map_err(|e| ClientError::decode("reading the gateway's pools", e))
     }
 
     fn members_of(pools: &Value, service: &str) -> Vec<PoolMember> {
@@ -292,16 +355,16 @@ impl Gateway {
     }
 
     /// The catalog pool: members, and the primary writes go to.
-    pub async fn catalog(&self) -> Result<(Vec<PoolMember>, Option<String>), String> {
+    pub async fn catalog(&self) -> Result<(Vec<PoolMember>, Option<String>), ClientError> {
         let (members, primary, _) = self.catalog_epoch().await?;
         Ok((members, primary))
     }
 
     /// The catalog pool with the epoch of its primary.
-    pub async fn catalog_epoch(&self) -> Result<(Vec<PoolMember>, Option<String>, u64), String> {
+    pub async fn catalog_epoch(&self) -> Result<(Vec<PoolMember>, Option<String>, u64), ClientError> {
         let pools = self.pools().await?;
         if pools["catalog"].is_null() {
-            return Err("the gateway has no catalog pool".into());
+            return Err(ClientError::Answer("the gateway has no catalog pool".into()));
         }
         Ok((
             Self::members_of(&pools, "catalog"),
@@ -312,7 +375,7 @@ impl Gateway {
 
     /// Makes `member` (a fenced old primary) a standby of `primary` under `epoch`; the
     /// replica's answer says how much of its log it kept and set aside.
-    pub async fn rejoin(&self, member: &PoolMember, primary: &PoolMember, epoch: u64) -> Result<Value, String> {
+    pub async fn rejoin(&self, member: &PoolMember, primary: &PoolMember, epoch: u64) -> Result<Value, ClientError> {
         let body = json!({"primary": primary.url, "epoch": epoch});
         self.replica_admin(member, "rejoin", Some(body), "asking to rejoin", "rejoin").await
     }
@@ -326,7 +389,7 @@ impl Gateway {
         body: Option<Value>,
         doing: &str,
         refused: &str,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ClientError> {
         let mut request = self
             .client
             .post(format!("{}/admin/{path}", member.url.trim_end_matches('/')))
@@ -335,26 +398,27 @@ impl Gateway {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let reply = request.send().await.map_err(|e| format!("{doing} {}: {}", member.instance, e.without_url()))?;
+        let reply =
+            request.send().await.map_err(|e| ClientError::transport(format!("{doing} {}", member.instance), e))?;
         let status = reply.status();
         let body: Value = reply.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(format!(
-                "{} refused to {refused}: {status} {}",
-                member.instance,
-                body["error"]["message"].as_str().unwrap_or("")
+            return Err(ClientError::status(
+                format!("{} refused to {refused}", member.instance),
+                status,
+                body["error"]["message"].as_str().unwrap_or(""),
             ));
         }
         Ok(body)
     }
 
     /// Members of a service's pool.
-    pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, String> {
+    pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, ClientError> {
         Ok(Self::members_of(&self.pools().await?, service))
     }
 
     /// Takes a replica out of a service's pool: no new requests go to it.
-    pub async fn remove_member(&self, service: &str, instance: &str) -> Result<(), String> {
+    pub async fn remove_member(&self, service: &str, instance: &str) -> Result<(), ClientError> {
         let members: Vec<Value> = self
             .members(service)
             .await?
@@ -365,7 +429,7 @@ impl Gateway {
         self.put_members(service, members).await
     }
 
-    async fn put_members(&self, service: &str, members: Vec<Value>) -> Result<(), String> {
+    async fn put_members(&self, service: &str, members: Vec<Value>) -> Result<(), ClientError> {
         let r = self
             .client
             .put(format!("{}/admin/pool/{service}", self.base))
@@ -374,21 +438,22 @@ impl Gateway {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("changing the gateway's {service} pool: {}", e.without_url()))?;
+            .map_err(|e| ClientError::transport(format!("changing the gateway's {service} pool"), e))?;
         if r.status().is_success() {
             Ok(())
         } else {
-            Err(format!(
-                "the gateway refused the {service} pool change: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
+            let status = r.status();
+            Err(ClientError::status(
+                format!("the gateway refused the {service} pool change"),
+                status,
+                r.text().await.unwrap_or_default(),
             ))
         }
     }
 
     /// Adds a replica to a service's pool (the gateway checks its readiness before
     /// sending it traffic).
-    pub async fn add_member(&self, service: &str, instance: &str, url: &str) -> Result<(), String> {
+    pub async fn add_member(&self, service: &str, instance: &str, url: &str) -> Result<(), ClientError> {
         let mut members: Vec<Value> =
             self.members(service).await?.into_iter().map(|m| json!({"instance": m.instance, "url": m.url})).collect();
         if !members.iter().any(|m| m["instance"] == instance) {
@@ -400,9 +465,11 @@ impl Gateway {
     /// Promotes `member` (it fences the old primary itself), then points the gateway's
     /// writes at it at once instead of waiting for the next readiness round. Returns the
     /// new epoch.
-    pub async fn promote(&self, member: &PoolMember) -> Result<u64, String> {
+    pub async fn promote(&self, member: &PoolMember) -> Result<u64, ClientError> {
         let body = self.replica_admin(member, "promote", None, "promoting", "be promoted").await?;
-        let epoch = body["epoch"].as_u64().ok_or_else(|| format!("{} did not say its new epoch", member.instance))?;
+        let epoch = body["epoch"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Answer(format!("{} did not say its new epoch", member.instance)))?;
         let r = self
             .client
             .put(format!("{}/admin/pool/catalog", self.base))
@@ -411,7 +478,7 @@ impl Gateway {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("pointing the gateway at {}: {}", member.instance, e.without_url()))?;
+            .map_err(|e| ClientError::transport(format!("pointing the gateway at {}", member.instance), e))?;
         if !r.status().is_success() {
             // The gateway also adopts the highest epoch it sees on its own.
             tracing::warn!(status = %r.status(), "the gateway refused the new primary; it will adopt it from readiness");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Audit;
-use crate::clients::{Agents, Collector, Gateway};
+use crate::clients::{Agents, ClientError, Collector, Gateway};
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
 use crate::safety::{self, Facts, Live, Refusal, RetryWhen};
 use crate::state::{Action, Alert, Deferred, Labels, Status, Store, Target};
@@ -21,6 +21,28 @@ use hale_core::time::now_ms;
 const VERIFY_EVERY: Duration = Duration::from_millis(250);
 /// MTTR histogram bounds (seconds).
 const MTTR_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+/// Why an action could not be carried out: a peer failed, or the healer's own reason
+/// (no target, no healthy node, a command that failed). Its text is the action's `detail`.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for ActionError {
+    fn from(reason: String) -> Self {
+        ActionError::Refused(reason)
+    }
+}
+
+impl From<&str> for ActionError {
+    fn from(reason: &str) -> Self {
+        ActionError::Refused(reason.to_string())
+    }
+}
 
 /// Where failed repairs are reported.
 #[derive(Clone, Default)]
@@ -381,7 +403,7 @@ impl Healer {
                 w = gate.window,
                 s = quote(&gate.slo)
             );
-            let burn = self.collector.query(&q).await.map_err(Refusal::Unknown)?.first().map(|(_, v)| *v);
+            let burn = self.collector.query(&q).await.map_err(|e| Refusal::Unknown(e.to_string()))?.first().map(|(_, v)| *v);
             safety::check_burn(gate, burn)?;
         }
         if safety::touches_a_replica(policy.action) {
@@ -392,14 +414,14 @@ impl Healer {
                 .collector
                 .query(&q)
                 .await
-                .map_err(Refusal::Unknown)?
+                .map_err(|e| Refusal::Unknown(e.to_string()))?
                 .first()
                 .map(|(_, v)| *v)
                 .filter(|v| v.is_finite());
             // Blast radius: the service's replicas, which are ready, and how fresh that is,
             // as the collector's cluster view judges them (each replica's probe age against
             // the spacing of its own samples), so a frozen node's last "ready" never counts.
-            let view = self.collector.cluster().await.map_err(Refusal::Unknown)?;
+            let view = self.collector.cluster().await.map_err(|e| Refusal::Unknown(e.to_string()))?;
             let replicas = view
                 .services
                 .into_iter()
@@ -536,7 +558,7 @@ impl Healer {
             ActionKind::Restart => match (&action.target.node, &action.target.instance) {
                 (Some(node), Some(instance)) => {
                     let grace = policy.params.get("grace").and_then(|g| humantime::parse_duration(g).ok());
-                    self.agents.restart(node, instance, grace).await
+                    self.agents.restart(node, instance, grace).await.map_err(ActionError::from)
                 }
                 _ => Err("the alert names no node and instance to restart".into()),
             },
@@ -549,7 +571,7 @@ impl Healer {
             ActionKind::Webhook => self.notify_automation(&policy, &action).await,
         };
         if let Err(e) = result {
-            self.finish(&id, Status::Failed, &e, &silences).await;
+            self.finish(&id, Status::Failed, &e.to_string(), &silences).await;
             return;
         }
         let detail =
@@ -562,7 +584,7 @@ impl Healer {
 
     /// Promotes a ready catalog standby when the primary is not ready; the promotion fences
     /// the old primary under the new epoch, so no write can land on it afterwards.
-    async fn failover(&self, action: &Action) -> Result<(), String> {
+    async fn failover(&self, action: &Action) -> Result<(), ActionError> {
         let (members, primary) = self.gateway.catalog().await?;
         if let Some(p) = members.iter().find(|m| Some(&m.instance) == primary.as_ref() && m.ready) {
             // A blip that passed before the healer got to it: nothing to repair, nothing
@@ -588,7 +610,7 @@ impl Healer {
     /// Makes the fenced old catalog primary a standby of the current primary; it keeps the
     /// log both share, sets aside what only it had, and catches up (verified by its
     /// readiness, which waits for that).
-    async fn rejoin(&self, action: &Action) -> Result<(), String> {
+    async fn rejoin(&self, action: &Action) -> Result<(), ActionError> {
         let instance = action.target.instance.as_deref().ok_or("the alert names no catalog replica")?;
         let (members, primary, epoch) = self.gateway.catalog_epoch().await?;
         let primary = primary
@@ -600,7 +622,7 @@ impl Healer {
             return Ok(());
         }
         if !primary.ready {
-            return Err(format!("the primary {} is not ready; a standby would follow nothing", primary.instance));
+            return Err(format!("the primary {} is not ready; a standby would follow nothing", primary.instance).into());
         }
         let member = members
             .iter()
@@ -618,7 +640,7 @@ impl Healer {
     /// Starts the replicas a lost node ran on the healthy nodes, least loaded first, and
     /// adds them to the gateway's pools. The catalog is left to failover (a database
     /// replica is not started blank elsewhere) and the gateway to humans.
-    async fn reschedule(&self, action: &Action) -> Result<(), String> {
+    async fn reschedule(&self, action: &Action) -> Result<(), ActionError> {
         let node = action.target.node.clone().ok_or("the alert names no node")?;
         let lost = self
             .collector
@@ -660,7 +682,7 @@ impl Healer {
     }
 
     /// Nodes reporting fresh host metrics, least loaded first, but `exclude`.
-    async fn healthy_nodes(&self, exclude: &str) -> Result<Vec<(String, f64)>, String> {
+    async fn healthy_nodes(&self, exclude: &str) -> Result<Vec<(String, f64)>, ActionError> {
         let healthy = self
             .collector
             .query(&format!(
@@ -681,10 +703,10 @@ impl Healer {
     /// One more replica of the alert's service, on the least loaded healthy node, in the
     /// gateway's pool. Verified by its readiness; taken back by a scale-in once the
     /// service has been quiet for the policy's `stabilization` (params, default 10m).
-    async fn scale_out(&self, action: &Action) -> Result<(), String> {
+    async fn scale_out(&self, action: &Action) -> Result<(), ActionError> {
         let service = action.target.service.clone().ok_or("the alert names no service")?;
         if !["auth", "search", "orders"].contains(&service.as_str()) {
-            return Err(format!("{service} cannot be scaled out"));
+            return Err(format!("{service} cannot be scaled out").into());
         }
         let (node, _) = self.healthy_nodes("").await?.into_iter().next().ok_or("no healthy node")?;
         let (name, listen) = self.agents.start(&node, &service).await?;
@@ -696,7 +718,7 @@ impl Healer {
 
     /// Drains (out of the gateway's pool, then a pause for requests in flight) and stops
     /// the replicas of the scale-out it follows.
-    async fn scale_in(&self, action: &Action) -> Result<(), String> {
+    async fn scale_in(&self, action: &Action) -> Result<(), ActionError> {
         let (service, name) = action.started.first().cloned().ok_or("nothing to scale in")?;
         let node = self
             .collector
@@ -736,7 +758,7 @@ impl Healer {
                 continue;
             }
             // Quiet: the alert that asked for more capacity is not active.
-            if self.collector.alert_active(&watch_labels(&out.alert)).await != Ok(false) {
+            if !matches!(self.collector.alert_active(&watch_labels(&out.alert)).await, Ok(false)) {
                 continue;
             }
             if self.store.read(|s| s.paused) {
@@ -775,7 +797,7 @@ impl Healer {
     }
 
     /// Whether the replicas are out of the gateway's pools and stopped (no fresh probe).
-    async fn started_gone(&self, started: &[(String, String)]) -> Result<bool, String> {
+    async fn started_gone(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
         for (service, name) in started {
             if self.gateway.members(service).await?.iter().any(|m| &m.instance == name) {
                 return Ok(false);
@@ -795,7 +817,7 @@ impl Healer {
     }
 
     /// Whether every replica an action started is ready in the gateway's pools.
-    async fn started_ready(&self, started: &[(String, String)]) -> Result<bool, String> {
+    async fn started_ready(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
         for (service, name) in started {
             let members = self.gateway.members(service).await?;
             if !members.iter().any(|m| &m.instance == name && m.ready) {
@@ -807,7 +829,7 @@ impl Healer {
 
     /// Runs the policy's command (no shell: program and arguments split at whitespace)
     /// with the alert as JSON on stdin; exit status 0 within the timeout is success.
-    async fn exec(&self, policy: &Policy, action: &Action) -> Result<(), String> {
+    async fn exec(&self, policy: &Policy, action: &Action) -> Result<(), ActionError> {
         let command = policy.params.get("command").cloned().unwrap_or_default();
         let mut words = command.split_whitespace();
         let program = words.next().ok_or("params.command is empty")?;
@@ -834,18 +856,18 @@ impl Healer {
         }
         match tokio::time::timeout(timeout, child.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),
-            Ok(Ok(status)) => Err(format!("{program} exited with {status}")),
-            Ok(Err(e)) => Err(format!("waiting for {program}: {e}")),
+            Ok(Ok(status)) => Err(format!("{program} exited with {status}").into()),
+            Ok(Err(e)) => Err(format!("waiting for {program}: {e}").into()),
             Err(_) => {
                 let _ = child.kill().await;
-                Err(format!("{program} did not finish within {}; killed", humantime::format_duration(timeout)))
+                Err(format!("{program} did not finish within {}; killed", humantime::format_duration(timeout)).into())
             }
         }
     }
 
     /// Posts the alert to outside automation (signed like the collector's webhooks); a
     /// 2xx is success.
-    async fn notify_automation(&self, policy: &Policy, action: &Action) -> Result<(), String> {
+    async fn notify_automation(&self, policy: &Policy, action: &Action) -> Result<(), ActionError> {
         let url = policy.params.get("url").ok_or("params.url is missing")?;
         let body = serde_json::to_vec(&json!({
             "version": "hale-action/1",
@@ -863,7 +885,7 @@ impl Healer {
             );
         }
         let r = req.body(body).send().await.map_err(|e| format!("posting to automation: {}", e.without_url()))?;
-        if r.status().is_success() { Ok(()) } else { Err(format!("automation answered {}", r.status())) }
+        if r.status().is_success() { Ok(()) } else { Err(format!("automation answered {}", r.status()).into()) }
     }
 
     /// The alerts an action itself causes on its target, silenced for the verification
@@ -899,7 +921,7 @@ impl Healer {
                     Ok(id) if !lasting => ids.push(id),
                     Ok(_) => {}
                     Err(e) => {
-                        self.audit("silence_failed", json!({"action_id": action.id, "alertname": name, "reason": e}))
+                        self.audit("silence_failed", json!({"action_id": action.id, "alertname": name, "reason": e.to_string()}))
                     }
                 }
             }
@@ -925,13 +947,15 @@ impl Healer {
                 .read(|s| s.actions.iter().find(|a| a.id == id).map(|a| a.started.clone()))
                 .unwrap_or_default();
             let cleared = match (&verify.query, action.kind) {
-                (Some(q), _) => self.collector.query(&fill(q, &action.alert.labels)).await.map(|r| r.is_empty()),
+                (Some(q), _) => {
+                    self.collector.query(&fill(q, &action.alert.labels)).await.map(|r| r.is_empty()).map_err(ActionError::from)
+                }
                 // A lost node stays lost: what is proven is that its replicas run elsewhere.
                 (None, ActionKind::Reschedule | ActionKind::ScaleOut) => self.started_ready(&current).await,
                 (None, ActionKind::ScaleIn) => self.started_gone(&current).await,
-                (None, _) => self.collector.alert_active(&watched).await.map(|active| !active),
+                (None, _) => self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from),
             };
-            if cleared == Ok(true) {
+            if matches!(cleared, Ok(true)) {
                 let seconds = humantime::parse_rfc3339_weak(action.alert.starts_at.trim_end_matches('Z'))
                     .ok()
                     .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
