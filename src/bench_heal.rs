@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use hale_core::api::{ActionKind, ActionList, ActionStatus};
 use serde_json::{Value, json};
 
 use crate::bench_cluster::DemoCluster;
@@ -128,12 +129,11 @@ pub async fn heal(args: HealArgs) -> Result<()> {
             }
             let done = until("restarted and verified", Duration::from_secs(60), async || {
                 let Ok(r) = client.get(format!("{healer}/api/v1/actions")).send().await else { return false };
-                let v: Value = r.json().await.unwrap_or(Value::Null);
-                v["actions"].as_array().is_some_and(|a| {
-                    a.iter().any(|a| {
-                        a["target"]["instance"] == target.name.as_str()
-                            && a["status"] == "succeeded"
-                            && a["created_ms"].as_i64().is_some_and(|c| c >= since)
+                r.json::<ActionList>().await.is_ok_and(|list| {
+                    list.actions.iter().any(|a| {
+                        a.target.instance.as_deref() == Some(target.name.as_str())
+                            && a.status == ActionStatus::Succeeded
+                            && a.created_ms >= since
                     })
                 })
             })
@@ -183,20 +183,19 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let s = back.duration_since(t0).as_secs_f64();
         eprintln!("{}'s node {} lost -> writes served again in {s:.2} s", primary.name, primary.node);
         // Where the time went, from the healer's record of the failover.
-        let actions: Value =
+        let actions: ActionList =
             client.get(format!("http://{}/api/v1/actions", config.healer.listen)).send().await?.json().await?;
-        if let Some(a) = actions["actions"].as_array().into_iter().flatten().find(|a| a["kind"] == "failover") {
+        if let Some(a) = actions.actions.iter().find(|a| a.kind == ActionKind::Failover) {
             let at = |ms: Option<i64>| ms.map_or("?".to_string(), |ms| format!("{:.2}", (ms - t0_ms) as f64 / 1000.0));
-            let active = a["alert"]["starts_at"]
-                .as_str()
-                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+            let active = humantime::parse_rfc3339_weak(a.alert.starts_at.trim_end_matches('Z'))
+                .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_millis() as i64);
             eprintln!(
                 "  alert active (pending) +{} s, received by the healer +{} s, failover decided +{} s, writes +{s:.2} s",
                 at(active),
-                at(a["alert"]["received_ms"].as_i64()),
-                at(a["created_ms"].as_i64())
+                at(Some(a.alert.received_ms)),
+                at(Some(a.created_ms))
             );
         }
         failed_over.push(s);

@@ -9,9 +9,10 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hale_core::api;
 use hale_core::auth::bearer_matches;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::engine::Healer;
 use crate::state::{Alert, Labels};
@@ -169,11 +170,8 @@ async fn hook(
 }
 
 async fn actions(State(app): State<Arc<App>>) -> Response {
-    let list: Vec<Value> = app
-        .healer
-        .store
-        .read(|s| s.actions.iter().rev().map(|a| serde_json::to_value(a).unwrap_or(Value::Null)).collect());
-    axum::Json(json!({"actions": list})).into_response()
+    let actions = app.healer.store.read(|s| s.actions.iter().rev().cloned().collect());
+    axum::Json(api::ActionList { actions }).into_response()
 }
 
 async fn answer(app: Arc<App>, headers: HeaderMap, id: String, approve: bool) -> Response {
@@ -181,7 +179,7 @@ async fn answer(app: Arc<App>, headers: HeaderMap, id: String, approve: bool) ->
         return r;
     }
     match app.healer.answer(&id, approve).await {
-        Ok(a) => axum::Json(json!({"action": a})).into_response(),
+        Ok(action) => axum::Json(api::ActionAnswer { action }).into_response(),
         Err(e) if e.starts_with("no action") => error(StatusCode::NOT_FOUND, "not_found", e),
         Err(e) => error(StatusCode::CONFLICT, "conflict", e),
     }
@@ -235,25 +233,25 @@ async fn reset(
 }
 
 async fn state(State(app): State<Arc<App>>) -> Response {
-    let v = app.healer.store.read(|s| {
-        json!({
-            "paused": s.paused,
-            "queued": s.queue.len(),
-            "targets": s.targets,
-            "in_flight": s.actions.iter().filter(|a| a.status.in_flight()).map(|a| a.id.clone()).collect::<Vec<_>>(),
-            // Refused alerts kept for another look: what, why, and when (`state::Deferred`).
-            "deferred": s.deferred,
-            "dry_run": app.healer.dry_run,
-        })
-    });
-    let mut v = v;
-    v["ha"] = match app.healer.store.leadership() {
-        Some(l) => {
-            json!({"mode": "etcd", "me": l.me, "role": if l.is_leader() { "leader" } else { "follower" }, "leader": l.leader()})
-        }
-        None => json!({"mode": "single", "role": "leader"}),
+    let ha = match app.healer.store.leadership() {
+        Some(l) => api::Ha::Etcd {
+            me: l.me.clone(),
+            role: if l.is_leader() { api::HaRole::Leader } else { api::HaRole::Follower },
+            leader: l.leader(),
+        },
+        None => api::Ha::Single { role: api::HaRole::Leader },
     };
-    axum::Json(v).into_response()
+    let state = app.healer.store.read(|s| api::HealerState {
+        paused: s.paused,
+        queued: s.queue.len(),
+        targets: s.targets.clone(),
+        in_flight: s.actions.iter().filter(|a| a.status.in_flight()).map(|a| a.id.clone()).collect(),
+        // Refused alerts kept for another look: what, why, and when (`state::Deferred`).
+        deferred: s.deferred.clone(),
+        dry_run: app.healer.dry_run,
+        ha: Some(ha),
+    });
+    axum::Json(state).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

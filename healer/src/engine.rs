@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::audit::Audit;
 use crate::clients::{Agents, ClientError, Collector, Gateway};
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
-use crate::safety::{self, Facts, Live, Refusal, RetryWhen};
+use crate::safety::{self, Facts, Live, Refusal, Retry, RetryWhen};
 use crate::state::{Action, Alert, Deferred, Labels, Status, Store, Target};
 use hale_core::time::now_ms;
 

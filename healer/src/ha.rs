@@ -15,17 +15,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-/// Who a healer is, as written in the leader key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// Unique per process (host, pid, random), so a restarted healer is a new member.
-    pub id: String,
-    /// Where its API answers (`http://addr`).
-    pub api: String,
-}
+/// Who a healer is, as written in the leader key and shown in `/api/v1/state`.
+pub use hale_core::api::HealerMember as Member;
 
 /// This healer's view of the election.
 pub struct Leadership {

@@ -22,27 +22,8 @@ use std::time::Duration;
 use hale_core::ConfigError;
 use serde::{Deserialize, Deserializer};
 
-/// What a policy does to its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionKind {
-    /// Restart the replica through its node agent.
-    Restart,
-    /// Promote the catalog standby, fence the old primary.
-    Failover,
-    /// Bring a fenced old catalog primary back as the standby of the new one.
-    Rejoin,
-    /// Start one more replica of the service on the least-loaded node.
-    ScaleOut,
-    /// Drain and stop a replica the service can spare.
-    ScaleIn,
-    /// Start the replicas of a lost node on the other nodes.
-    Reschedule,
-    /// Run a configured local command with the alert on stdin.
-    Exec,
-    /// Post the alert to outside automation.
-    Webhook,
-}
+/// What a policy does to its target: a wire type (actions carry it), so it lives in core.
+pub use hale_core::api::ActionKind;
 
 /// A duration written as `30s`, `5m`, `1h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 //! is kept and decided again when they do (`Refusal::retry`); a target that waits for a
 //! human, or an alert that names nothing to act on, are refused for good.
 
-use serde::{Deserialize, Serialize};
 
 use crate::policy::{ActionKind, BurnGate, Effective};
 use crate::state::{State, Target};
@@ -93,24 +92,19 @@ impl ReplicaFact {
     }
 }
 
-/// When a refused alert is worth deciding again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "when", rename_all = "snake_case")]
-pub enum RetryWhen {
-    /// At a known time: a cooldown ends, an action leaves the rate window, or the next
-    /// look at a live check.
-    At { at_ms: i64 },
-    /// When no action on the target is in flight any more.
-    TargetFree,
-    /// When fewer than `busy` actions on `service` are in flight.
-    ServiceFreer { service: String, busy: usize },
-    /// When the healer is resumed.
-    Resumed,
+/// When a refused alert is worth deciding again: a wire type (`/api/v1/state` lists it).
+pub use hale_core::api::RetryWhen;
+
+/// What the healer does with a [`RetryWhen`].
+pub trait Retry {
+    /// Whether the condition that refused the alert has lifted (pure: state and clock in).
+    fn lifted(&self, state: &State, target: &Target, now: i64) -> bool;
+    /// In words, for the audit log and the dashboard.
+    fn describe(&self) -> String;
 }
 
-impl RetryWhen {
-    /// Whether the condition that refused the alert has lifted (pure: state and clock in).
-    pub fn lifted(&self, state: &State, target: &Target, now: i64) -> bool {
+impl Retry for RetryWhen {
+    fn lifted(&self, state: &State, target: &Target, now: i64) -> bool {
         match self {
             RetryWhen::At { at_ms } => now >= *at_ms,
             RetryWhen::TargetFree => !Facts::of(state, target).target_busy,
@@ -123,16 +117,18 @@ impl RetryWhen {
                     < *busy
             }
             RetryWhen::Resumed => !state.paused,
+            // Not a condition this healer wrote: look again now.
+            RetryWhen::Other { .. } => true,
         }
     }
 
-    /// In words, for the audit log and the dashboard.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self {
             RetryWhen::At { at_ms } => format!("at {}", rfc3339(*at_ms)),
             RetryWhen::TargetFree => "when the action in progress on the target ends".into(),
             RetryWhen::ServiceFreer { service, .. } => format!("when an action on the {service} service ends"),
             RetryWhen::Resumed => "when the healer is resumed".into(),
+            RetryWhen::Other { when } => format!("when {when:?}"),
         }
     }
 }

@@ -15,9 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::ha::{Leadership, Member, with_timeout};
 
-use crate::policy::ActionKind;
-use crate::safety::RetryWhen;
-
 /// Alerts seen are remembered this long (a duplicate arriving later is a new alert).
 const SEEN_FOR_MS: i64 = 24 * 3600 * 1000;
 /// Actions kept in the state (the audit log keeps everything).
@@ -28,117 +25,9 @@ const KEEP_DEFERRED: usize = 500;
 
 pub type Labels = BTreeMap<String, String>;
 
-/// A firing alert as received.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub labels: Labels,
-    #[serde(default)]
-    pub annotations: Labels,
-    pub starts_at: String,
-    pub fingerprint: String,
-    pub received_ms: i64,
-}
-
-impl Alert {
-    /// What identifies one occurrence of an alert: the same fingerprint and start time is
-    /// the same alert, however often it is sent.
-    pub fn dedup_key(&self) -> String {
-        format!("{}@{}", self.fingerprint, self.starts_at)
-    }
-
-    pub fn name(&self) -> &str {
-        self.labels.get("alertname").map_or("", String::as_str)
-    }
-}
-
-/// What an action acts on, from the alert's labels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
-    pub service: Option<String>,
-    pub instance: Option<String>,
-    pub node: Option<String>,
-}
-
-impl Target {
-    pub fn from_labels(labels: &Labels) -> Target {
-        Target {
-            service: labels.get("service").cloned().or_else(|| labels.get("sloth_service").cloned()),
-            instance: labels.get("instance").cloned(),
-            node: labels.get("node").cloned(),
-        }
-    }
-
-    /// The key cooldowns and limits are kept under: the instance, else the service, else
-    /// the node.
-    pub fn key(&self) -> String {
-        match (&self.instance, &self.service, &self.node) {
-            (Some(i), _, _) => format!("instance/{i}"),
-            (None, Some(s), _) => format!("service/{s}"),
-            (None, None, Some(n)) => format!("node/{n}"),
-            _ => "cluster".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    AwaitingApproval,
-    Running,
-    Verifying,
-    Succeeded,
-    Failed,
-    Rejected,
-    Expired,
-    DryRun,
-}
-
-impl Status {
-    pub fn in_flight(self) -> bool {
-        matches!(self, Status::AwaitingApproval | Status::Running | Status::Verifying)
-    }
-
-    /// Whether the action was taken (what the rate limits count).
-    pub fn acted(self) -> bool {
-        matches!(self, Status::Running | Status::Verifying | Status::Succeeded | Status::Failed)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Action {
-    pub id: String,
-    pub policy: String,
-    pub kind: ActionKind,
-    pub target: Target,
-    pub alert: Alert,
-    pub status: Status,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    /// Approval deadline.
-    #[serde(default)]
-    pub expires_ms: Option<i64>,
-    /// What happened, in words.
-    #[serde(default)]
-    pub detail: String,
-    /// Replicas the action started (reschedule, scale-out), verified by their readiness.
-    #[serde(default)]
-    pub started: Vec<(String, String)>,
-    /// For a scale-out: the scale-in that later took its replicas back.
-    #[serde(default)]
-    pub followed_by: Option<String>,
-    /// The SLO burn rate of the alert's SLO (or the worst of its service's) when the
-    /// action was decided, for the escalation's before-and-after.
-    #[serde(default)]
-    pub burn_before: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TargetState {
-    /// When actions on this target were taken (ms).
-    pub actions: Vec<i64>,
-    /// Set when a repair failed: no automatic action until a human resets it.
-    pub needs_human: Option<String>,
-}
+/// The wire types of the healer's API, also what its durable state is made of (so the
+/// state file and the API say the same thing).
+pub use hale_core::api::{Action, ActionStatus as Status, Deferred, ReceivedAlert as Alert, Target, TargetState};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -155,25 +44,6 @@ pub struct State {
     /// leader still remembers them.
     #[serde(default)]
     pub deferred: Vec<Deferred>,
-}
-
-/// A firing alert the safety checks refused for now, and when to decide it again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Deferred {
-    pub alert: Alert,
-    pub policy: String,
-    pub action: ActionKind,
-    pub target: Target,
-    /// The refusal's short name (`cooldown`, `in_progress`, `paused`, …).
-    pub code: String,
-    /// The refusal in words.
-    pub reason: String,
-    pub first_refused_ms: i64,
-    /// When it was last refused.
-    pub refused_ms: i64,
-    /// How many times it has been refused.
-    pub attempts: u32,
-    pub retry: RetryWhen,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -455,6 +325,7 @@ async fn read_etcd(client: &etcd_client::Client, key: &str) -> Result<(State, i6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hale_core::api::{ActionKind, RetryWhen};
 
     #[tokio::test]
     async fn changes_survive_a_reopen() {

@@ -410,12 +410,18 @@ pub enum Retry {
 impl Retry {
     /// The healer's `retry` object (`{"when": "at", "at_ms": …}`, …).
     pub fn parse(v: &Value) -> Retry {
-        match v["when"].as_str().unwrap_or("") {
-            "at" => v["at_ms"].as_i64().map_or(Retry::Unknown("at".into()), Retry::At),
-            "target_free" => Retry::WhenTargetFree,
-            "service_freer" => Retry::WhenFreed(s(&v["service"])),
-            "resumed" => Retry::OnResume,
-            other => Retry::Unknown(other.to_string()),
+        api::RetryWhen::deserialize(v).map_or(Retry::Unknown(String::new()), |r| Retry::from(&r))
+    }
+}
+
+impl From<&api::RetryWhen> for Retry {
+    fn from(r: &api::RetryWhen) -> Retry {
+        match r {
+            api::RetryWhen::At { at_ms } => Retry::At(*at_ms),
+            api::RetryWhen::TargetFree => Retry::WhenTargetFree,
+            api::RetryWhen::ServiceFreer { service, .. } => Retry::WhenFreed(service.clone()),
+            api::RetryWhen::Resumed => Retry::OnResume,
+            api::RetryWhen::Other { when } => Retry::Unknown(when.clone()),
         }
     }
 }
@@ -611,55 +617,47 @@ pub fn parse_alerts(v: &Value) -> Option<Vec<Alert>> {
 /// The healer's `/api/v1/actions` and `/api/v1/state` (its `deferred`: the refusals kept
 /// for a retry).
 pub fn parse_healer(actions: &Value, state: &Value) -> Option<Healer> {
-    let target = |t: &Value| {
-        ["instance", "node", "service"]
-            .iter()
-            .find_map(|k| t[*k].as_str().map(|v| format!("{k}/{v}")))
+    let target = |t: &api::Target| {
+        [("instance", &t.instance), ("node", &t.node), ("service", &t.service)]
+            .into_iter()
+            .find_map(|(k, v)| v.as_ref().map(|v| format!("{k}/{v}")))
             .unwrap_or_else(|| "-".into())
     };
-    let actions = actions["actions"]
-        .as_array()?
-        .iter()
+    let alertname = |a: &api::ReceivedAlert| a.name().to_string();
+    let actions = api::ActionList::deserialize(actions)
+        .ok()?
+        .actions
+        .into_iter()
         .map(|a| Action {
-            id: s(&a["id"]),
-            kind: s(&a["kind"]),
-            policy: s(&a["policy"]),
-            target: target(&a["target"]),
-            status: s(&a["status"]),
-            alert: s(&a["alert"]["labels"]["alertname"]),
-            created_ms: a["created_ms"].as_i64().unwrap_or(0),
-            updated_ms: a["updated_ms"].as_i64().unwrap_or(0),
-            detail: s(&a["detail"]),
+            kind: a.kind.as_str().to_string(),
+            target: target(&a.target),
+            status: a.status.as_str().to_string(),
+            alert: alertname(&a.alert),
+            id: a.id,
+            policy: a.policy,
+            created_ms: a.created_ms,
+            updated_ms: a.updated_ms,
+            detail: a.detail,
         })
         .collect();
-    let needs_human = state["targets"]
-        .as_object()
+    // A state that does not read is shown as empty, as an older healer's would be.
+    let state = api::HealerState::deserialize(state).unwrap_or_default();
+    let needs_human = state.targets.into_iter().filter_map(|(k, t)| t.needs_human.map(|why| (k, why))).collect();
+    let refused = state
+        .deferred
         .into_iter()
-        .flatten()
-        .filter_map(|(k, t)| t["needs_human"].as_str().map(|why| (k.clone(), why.to_string())))
-        .collect();
-    let refused = state["deferred"]
-        .as_array()
-        .into_iter()
-        .flatten()
         .map(|d| Refused {
-            alert: s(&d["alert"]["labels"]["alertname"]),
-            action: s(&d["action"]),
-            target: target(&d["target"]),
-            code: s(&d["code"]),
-            reason: s(&d["reason"]),
-            first_refused_ms: d["first_refused_ms"].as_i64().unwrap_or(0),
-            attempts: d["attempts"].as_u64().unwrap_or(0) as u32,
-            retry: Retry::parse(&d["retry"]),
+            alert: alertname(&d.alert),
+            action: d.action.as_str().to_string(),
+            target: target(&d.target),
+            code: d.code,
+            reason: d.reason,
+            first_refused_ms: d.first_refused_ms,
+            attempts: d.attempts,
+            retry: Retry::from(&d.retry),
         })
         .collect();
-    Some(Healer {
-        paused: state["paused"].as_bool().unwrap_or(false),
-        dry_run: state["dry_run"].as_bool().unwrap_or(false),
-        actions,
-        needs_human,
-        refused,
-    })
+    Some(Healer { paused: state.paused, dry_run: state.dry_run, actions, needs_human, refused })
 }
 
 /// The one-line verdict `hale status` prints and exits on.
