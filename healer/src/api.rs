@@ -11,11 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hale_core::api;
 use hale_core::auth::bearer_matches;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::engine::Healer;
-use crate::state::{Alert, Labels};
+use crate::state::Alert;
 use hale_core::time::now_ms;
 
 /// Alertmanager caps a notification's alerts; a few MiB is far above any real payload.
@@ -93,26 +92,6 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// One alert of Alertmanager's webhook payload; other fields are ignored.
-#[derive(Deserialize)]
-struct HookAlert {
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    labels: Labels,
-    #[serde(default)]
-    annotations: Labels,
-    #[serde(default, rename = "startsAt")]
-    starts_at: String,
-    #[serde(default)]
-    fingerprint: String,
-}
-
-#[derive(Deserialize)]
-struct HookPayload {
-    alerts: Vec<HookAlert>,
-}
-
 async fn hook(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -139,14 +118,14 @@ async fn hook(
             "sign the body (X-Hale-Signature, with the webhook secret), or send the intake token (--intake-token) as a bearer token",
         );
     }
-    let payload: HookPayload = match serde_json::from_slice(&body) {
+    let payload: api::WebhookPayload = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {
             return error(StatusCode::BAD_REQUEST, "bad_payload", format!("not an Alertmanager webhook payload: {e}"));
         }
     };
     let (mut queued, mut duplicates) = (0, 0);
-    for a in payload.alerts.into_iter().filter(|a| a.status == "firing") {
+    for a in payload.alerts.into_iter().filter(|a| a.status == api::NotifyStatus::Firing) {
         let fingerprint = if a.fingerprint.is_empty() {
             format!("{:016x}", hale_core::webhook::fingerprint(&a.labels))
         } else {

@@ -166,8 +166,18 @@ fn target_json(t: &Target) -> Value {
     json!({"service": t.service, "instance": t.instance, "node": t.node})
 }
 
+fn escalated_alert(a: &Alert) -> hale_core::api::EscalatedAlert {
+    hale_core::api::EscalatedAlert {
+        alertname: a.name().to_string(),
+        fingerprint: a.fingerprint.clone(),
+        starts_at: a.starts_at.clone(),
+        labels: a.labels.clone(),
+    }
+}
+
+/// An alert in the audit log: as escalations name it.
 fn alert_json(a: &Alert) -> Value {
-    json!({"alertname": a.name(), "fingerprint": a.fingerprint, "starts_at": a.starts_at, "labels": a.labels})
+    json!(escalated_alert(a))
 }
 
 fn new_id() -> String {
@@ -403,7 +413,8 @@ impl Healer {
                 w = gate.window,
                 s = quote(&gate.slo)
             );
-            let burn = self.collector.query(&q).await.map_err(|e| Refusal::Unknown(e.to_string()))?.first().map(|(_, v)| *v);
+            let burn =
+                self.collector.query(&q).await.map_err(|e| Refusal::Unknown(e.to_string()))?.first().map(|(_, v)| *v);
             safety::check_burn(gate, burn)?;
         }
         if safety::touches_a_replica(policy.action) {
@@ -920,9 +931,10 @@ impl Healer {
                     // Silences of a replica that is gone for good outlive the action.
                     Ok(id) if !lasting => ids.push(id),
                     Ok(_) => {}
-                    Err(e) => {
-                        self.audit("silence_failed", json!({"action_id": action.id, "alertname": name, "reason": e.to_string()}))
-                    }
+                    Err(e) => self.audit(
+                        "silence_failed",
+                        json!({"action_id": action.id, "alertname": name, "reason": e.to_string()}),
+                    ),
                 }
             }
         }
@@ -947,13 +959,18 @@ impl Healer {
                 .read(|s| s.actions.iter().find(|a| a.id == id).map(|a| a.started.clone()))
                 .unwrap_or_default();
             let cleared = match (&verify.query, action.kind) {
-                (Some(q), _) => {
-                    self.collector.query(&fill(q, &action.alert.labels)).await.map(|r| r.is_empty()).map_err(ActionError::from)
-                }
+                (Some(q), _) => self
+                    .collector
+                    .query(&fill(q, &action.alert.labels))
+                    .await
+                    .map(|r| r.is_empty())
+                    .map_err(ActionError::from),
                 // A lost node stays lost: what is proven is that its replicas run elsewhere.
                 (None, ActionKind::Reschedule | ActionKind::ScaleOut) => self.started_ready(&current).await,
                 (None, ActionKind::ScaleIn) => self.started_gone(&current).await,
-                (None, _) => self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from),
+                (None, _) => {
+                    self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from)
+                }
             };
             if matches!(cleared, Ok(true)) {
                 let seconds = humantime::parse_rfc3339_weak(action.alert.starts_at.trim_end_matches('Z'))
@@ -1067,27 +1084,32 @@ impl Healer {
             })
             .await;
         self.metrics.escalations.fetch_add(1, Ordering::Relaxed);
-        let tried: Vec<Value> = self.store.read(|s| {
+        let tried: Vec<hale_core::api::TriedAction> = self.store.read(|s| {
             s.actions
                 .iter()
                 .filter(|a| a.target.key() == key)
-                .map(|a| json!({"action_id": a.id, "action": a.kind, "status": a.status, "detail": a.detail}))
+                .map(|a| hale_core::api::TriedAction {
+                    action_id: a.id.clone(),
+                    action: a.kind,
+                    status: a.status,
+                    detail: a.detail.clone(),
+                })
                 .collect()
         });
         let burn = self.burn_of(&action.alert).await;
-        let body = json!({
-            "version": "hale-escalation/1",
-            "action_id": action.id,
-            "policy": action.policy,
-            "action": action.kind,
-            "target": target_json(&action.target),
-            "alert": alert_json(&action.alert),
-            "why": why,
-            "tried": tried,
-            "burn_rate_before": action.burn_before,
-            "burn_rate_after": burn,
-            "next": format!("no automatic action on {key} until a human resets it: POST /api/v1/targets/{key}/reset"),
-        });
+        let body = hale_core::api::Escalation {
+            version: hale_core::api::ESCALATION_VERSION.into(),
+            action_id: action.id.clone(),
+            policy: action.policy.clone(),
+            action: action.kind,
+            target: action.target.clone(),
+            alert: escalated_alert(&action.alert),
+            why: why.to_string(),
+            tried,
+            burn_rate_before: action.burn_before,
+            burn_rate_after: burn,
+            next: format!("no automatic action on {key} until a human resets it: POST /api/v1/targets/{key}/reset"),
+        };
         self.audit("escalated", json!({"action_id": action.id, "target": target_json(&action.target), "why": why, "receivers": self.escalation.urls.len()}));
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         for url in &self.escalation.urls {

@@ -88,6 +88,8 @@ pub async fn run(
         for n in dispatcher.due(now, &|labels| silences.silenced(labels, now)) {
             for (i, url) in config.webhooks.iter().enumerate() {
                 let body = payload::webhook_body(&receiver_name(i), &n.group_labels, &n.alerts, &config.external_url);
+                // The outbox keeps any JSON body; this one is always representable.
+                let body = serde_json::to_value(body).unwrap_or_default();
                 unstored.push(Entry { url: url.clone(), created_ms: now, body });
             }
         }

@@ -2,7 +2,7 @@
 //! receiver written for Alertmanager (the healer, PagerDuty bridges, chat bots) reads
 //! Hale's notifications unchanged.
 
-use serde_json::{Value, json};
+use hale_core::api::{NotifyStatus, PostableAlert, WebhookAlert, WebhookPayload};
 
 use crate::rules::LabelSet;
 use crate::rules::manager::rfc3339;
@@ -41,8 +41,13 @@ pub fn group_key(group_labels: &LabelSet) -> String {
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// The webhook body for one group's notification to `receiver`.
-pub fn webhook_body(receiver: &str, group_labels: &LabelSet, alerts: &[NotifyAlert], external_url: &str) -> Value {
-    let status = if alerts.iter().any(NotifyAlert::firing) { "firing" } else { "resolved" };
+pub fn webhook_body(
+    receiver: &str,
+    group_labels: &LabelSet,
+    alerts: &[NotifyAlert],
+    external_url: &str,
+) -> WebhookPayload {
+    let status = |firing: bool| if firing { NotifyStatus::Firing } else { NotifyStatus::Resolved };
     let common = |pick: fn(&NotifyAlert) -> &LabelSet| -> LabelSet {
         let Some(first) = alerts.first() else { return LabelSet::new() };
         pick(first)
@@ -51,32 +56,29 @@ pub fn webhook_body(receiver: &str, group_labels: &LabelSet, alerts: &[NotifyAle
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    let list: Vec<Value> = alerts
-        .iter()
-        .map(|a| {
-            json!({
-                "status": if a.firing() { "firing" } else { "resolved" },
-                "labels": a.labels,
-                "annotations": a.annotations,
-                "startsAt": rfc3339(a.starts_at),
-                "endsAt": a.ends_at.map_or_else(|| ZERO_TIME.to_string(), rfc3339),
-                "generatorURL": generator_url(external_url, a),
-                "fingerprint": format!("{:016x}", a.fingerprint),
+    WebhookPayload {
+        version: "4".into(),
+        group_key: group_key(group_labels),
+        truncated_alerts: 0,
+        status: status(alerts.iter().any(NotifyAlert::firing)),
+        receiver: receiver.into(),
+        group_labels: group_labels.clone(),
+        common_labels: common(|a| &a.labels),
+        common_annotations: common(|a| &a.annotations),
+        external_url: external_url.into(),
+        alerts: alerts
+            .iter()
+            .map(|a| WebhookAlert {
+                status: status(a.firing()),
+                labels: a.labels.clone(),
+                annotations: a.annotations.clone(),
+                starts_at: rfc3339(a.starts_at),
+                ends_at: a.ends_at.map_or_else(|| ZERO_TIME.to_string(), rfc3339),
+                generator_url: generator_url(external_url, a),
+                fingerprint: format!("{:016x}", a.fingerprint),
             })
-        })
-        .collect();
-    json!({
-        "version": "4",
-        "groupKey": group_key(group_labels),
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": receiver,
-        "groupLabels": group_labels,
-        "commonLabels": common(|a| &a.labels),
-        "commonAnnotations": common(|a| &a.annotations),
-        "externalURL": external_url,
-        "alerts": list,
-    })
+            .collect(),
+    }
 }
 
 /// A link to the alert's rule in the collector's API.
@@ -88,25 +90,23 @@ fn generator_url(external_url: &str, a: &NotifyAlert) -> String {
 
 /// Alertmanager's `POST /api/v2/alerts` body for these alerts. `valid_until` is the
 /// `endsAt` of firing ones: Alertmanager resolves them itself if no update comes by then.
-pub fn alertmanager_body(alerts: &[NotifyAlert], valid_until: i64, external_url: &str) -> Value {
-    Value::Array(
-        alerts
-            .iter()
-            .map(|a| {
-                json!({
-                    "labels": a.labels,
-                    "annotations": a.annotations,
-                    "startsAt": rfc3339(a.starts_at),
-                    "endsAt": rfc3339(a.ends_at.unwrap_or(valid_until)),
-                    "generatorURL": generator_url(external_url, a),
-                })
-            })
-            .collect(),
-    )
+pub fn alertmanager_body(alerts: &[NotifyAlert], valid_until: i64, external_url: &str) -> Vec<PostableAlert> {
+    alerts
+        .iter()
+        .map(|a| PostableAlert {
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            starts_at: rfc3339(a.starts_at),
+            ends_at: rfc3339(a.ends_at.unwrap_or(valid_until)),
+            generator_url: generator_url(external_url, a),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> LabelSet {
@@ -143,6 +143,7 @@ mod tests {
             fingerprint: 43,
         };
         let body = webhook_body("healer", &labels(&[("alertname", "Down")]), &[firing, resolved], "http://c:9464");
+        let body = serde_json::to_value(body).expect("json");
         assert_eq!(body["version"], "4");
         assert_eq!(body["status"], "firing");
         assert_eq!(body["receiver"], "healer");
