@@ -672,7 +672,7 @@ async fn slos(State(c): State<Arc<Collector>>) -> Response {
         tokio::task::spawn_blocking(move || crate::slo::state::compute(&c2.store, &c2.slos, c2.slo_min_events, now))
             .await
             .unwrap_or_default();
-    success(json!(states))
+    axum::Json(hale_core::api::Envelope::success(states)).into_response()
 }
 
 /// `/api/v1/alerts`: every pending and firing alert, and (beside Prometheus's shape)

@@ -303,17 +303,19 @@ pub enum SloStatus {
     NoData,
 }
 
-impl SloStatus {
-    fn parse(s: &str) -> SloStatus {
+impl From<api::SloStatus> for SloStatus {
+    fn from(s: api::SloStatus) -> SloStatus {
         match s {
-            "ok" => SloStatus::Ok,
-            "ticket" => SloStatus::Ticket,
-            "page" => SloStatus::Page,
-            "insufficient_data" => SloStatus::InsufficientData,
-            _ => SloStatus::NoData,
+            api::SloStatus::Ok => SloStatus::Ok,
+            api::SloStatus::Ticket => SloStatus::Ticket,
+            api::SloStatus::Page => SloStatus::Page,
+            api::SloStatus::InsufficientData => SloStatus::InsufficientData,
+            api::SloStatus::NoData => SloStatus::NoData,
         }
     }
+}
 
+impl SloStatus {
     pub fn label(self) -> &'static str {
         match self {
             SloStatus::Ok => "ok",
@@ -503,10 +505,6 @@ pub fn parse_logs(v: &Value) -> Option<Vec<LogLine>> {
     Some(lines)
 }
 
-fn f(v: &Value) -> Option<f64> {
-    v.as_f64().filter(|x| x.is_finite())
-}
-
 fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
@@ -559,29 +557,22 @@ pub fn parse_cluster(v: &Value) -> Option<(Vec<Node>, Vec<Service>)> {
 
 /// `/api/v1/slos`.
 pub fn parse_slos(v: &Value) -> Option<Vec<Slo>> {
+    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+    let list = Envelope::<Vec<api::SloState>>::deserialize(v).ok()?.into_data().ok()?;
     Some(
-        v["data"]
-            .as_array()?
-            .iter()
+        list.into_iter()
             .map(|o| {
-                let burn = |w: &str| {
-                    o["windows"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|x| x["window"] == w)
-                        .and_then(|x| f(&x["burn_rate"]))
-                };
+                let burn = |w: &str| finite(o.windows.iter().find(|x| x.window == w).and_then(|x| x.burn_rate));
                 Slo {
-                    service: s(&o["service"]),
-                    name: s(&o["slo"]),
-                    // The API gives a ratio (0.999); people read percent.
-                    objective: f(&o["objective"]).map_or(0.0, |r| if r <= 1.0 { r * 100.0 } else { r }),
-                    sli: f(&o["period_error_ratio"]).map(|r| 1.0 - r),
-                    budget_left: f(&o["error_budget_remaining"]),
                     burn_1h: burn("1h"),
                     burn_6h: burn("6h"),
-                    status: SloStatus::parse(o["status"].as_str().unwrap_or("")),
+                    // The API gives a ratio (0.999); people read percent.
+                    objective: finite(Some(o.objective)).map_or(0.0, |r| if r <= 1.0 { r * 100.0 } else { r }),
+                    sli: finite(o.period_error_ratio).map(|r| 1.0 - r),
+                    budget_left: finite(o.error_budget_remaining),
+                    status: SloStatus::from(o.status),
+                    service: o.service,
+                    name: o.slo,
                 }
             })
             .collect(),

@@ -124,7 +124,7 @@ async fn every_window_pair_fires_its_tier_and_only_it() {
         ])
     );
     let states = state::compute(&store, &state::defs(&specs), 5, END);
-    let status = |s: &str| states.iter().find(|x| x.service == s).map(|x| x.status).unwrap_or("?");
+    let status = |s: &str| states.iter().find(|x| x.service == s).map_or("?", |x| x.status.as_str());
     assert_eq!(status("page-fast"), "page");
     assert_eq!(status("ticket-slow"), "ticket");
     assert_eq!(status("quiet"), "insufficient_data", "too few events to page on");

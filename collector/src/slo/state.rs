@@ -4,7 +4,6 @@
 //! period has data.
 
 use hale_core::metrics::{Family, MetricKind};
-use serde::Serialize;
 
 use super::generate::{self, PERIOD, WINDOWS};
 use super::spec::Spec;
@@ -38,31 +37,8 @@ pub fn defs(specs: &[Spec]) -> Vec<SloDef> {
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct WindowState {
-    pub window: &'static str,
-    /// `None`: no data (no series, or no traffic: 0/0).
-    pub error_ratio: Option<f64>,
-    pub burn_rate: Option<f64>,
-    /// Events in the window (event-based SLIs only).
-    pub events: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SloState {
-    pub id: String,
-    pub service: String,
-    pub slo: String,
-    pub objective: f64,
-    pub windows: Vec<WindowState>,
-    /// Error ratio over the 30-day period.
-    pub period_error_ratio: Option<f64>,
-    pub error_budget_remaining: Option<f64>,
-    /// `page`, `ticket`, `ok`, `insufficient_data` or `no_data`.
-    pub status: &'static str,
-    /// Firing alert tiers.
-    pub firing: Vec<String>,
-}
+/// `/api/v1/slos`'s shapes are wire types: core defines them.
+pub use hale_core::api::{SloState, SloStatus, SloWindow as WindowState};
 
 fn value(store: &Store, expr: &str, now: i64) -> Option<f64> {
     match query::instant_query(store, expr, now) {
@@ -82,7 +58,12 @@ pub fn compute(store: &Store, defs: &[SloDef], min_events: u64, now: i64) -> Vec
                     let error_ratio = value(store, &format!("slo:sli_error:ratio_rate{w}{{{sel}}}"), now);
                     let events =
                         if d.events { value(store, &format!("slo:sli_events:count{w}{{{sel}}}"), now) } else { None };
-                    WindowState { window: w, error_ratio, burn_rate: error_ratio.map(|r| r / d.budget), events }
+                    WindowState {
+                        window: w.to_string(),
+                        error_ratio,
+                        burn_rate: error_ratio.map(|r| r / d.budget),
+                        events,
+                    }
                 })
                 .collect();
             let period = value(store, &format!("slo:sli_error:ratio_rate{}{{{sel}}}", PERIOD.0), now);
@@ -113,15 +94,15 @@ pub fn compute(store: &Store, defs: &[SloDef], min_events: u64, now: i64) -> Vec
                         .filter(|w| w.window == "5m" || w.window == "1h")
                         .any(|w| w.events.is_none_or(|e| e < min_events as f64));
             let status = if firing.iter().any(|t| t == "page") {
-                "page"
+                SloStatus::Page
             } else if firing.iter().any(|t| t == "ticket") {
-                "ticket"
+                SloStatus::Ticket
             } else if windows.iter().all(|w| w.error_ratio.is_none()) && period.is_none() {
-                "no_data"
+                SloStatus::NoData
             } else if short_of_events {
-                "insufficient_data"
+                SloStatus::InsufficientData
             } else {
-                "ok"
+                SloStatus::Ok
             };
             SloState {
                 id: d.id.clone(),
@@ -163,7 +144,7 @@ pub fn families(states: &[SloState]) -> Vec<Family> {
         let base = [("slo", s.slo.as_str()), ("service", s.service.as_str())];
         objective.push(&base, s.objective);
         for w in &s.windows {
-            let labels = [base[0], base[1], ("window", w.window)];
+            let labels = [base[0], base[1], ("window", w.window.as_str())];
             if let Some(r) = w.error_ratio {
                 ratio.push(&labels, r);
             }
@@ -180,8 +161,8 @@ pub fn families(states: &[SloState]) -> Vec<Family> {
         if let Some(r) = s.error_budget_remaining {
             remaining.push(&base, r);
         }
-        for st in ["page", "ticket", "ok", "insufficient_data", "no_data"] {
-            status.push(&[base[0], base[1], ("status", st)], if s.status == st { 1.0 } else { 0.0 });
+        for st in SloStatus::ALL {
+            status.push(&[base[0], base[1], ("status", st.as_str())], if s.status == st { 1.0 } else { 0.0 });
         }
     }
     vec![objective, ratio, burn, remaining, events, status]
