@@ -194,15 +194,14 @@ async fn node_down(
     node: &str,
 ) -> Result<String> {
     let n = cluster.nodes.iter().find(|n| n.name == node).ok_or_else(|| anyhow::anyhow!("no node {node:?}"))?;
-    let health: Value = client
+    let health: hale_core::api::AgentHealth = client
         .get(format!("http://{}/healthz", cluster.agent_listen(n)))
         .send()
         .await
         .with_context(|| format!("reaching the agent of {node}; is it already down?"))?
         .json()
         .await?;
-    let agent =
-        health["pid"].as_u64().ok_or_else(|| anyhow::anyhow!("the agent of {node} does not say its pid"))? as u32;
+    let agent = health.pid.ok_or_else(|| anyhow::anyhow!("the agent of {node} does not say its pid"))?;
     let mut pids: Vec<u32> = processes(client, cluster, node).await?.into_iter().filter_map(|(_, p)| p).collect();
     // The agent first, so it cannot react to its replicas stopping.
     pids.insert(0, agent);

@@ -71,9 +71,12 @@ pub fn router(agent: Arc<Agent>) -> Router {
 }
 
 async fn healthz(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
-    axum::Json(
-        json!({"status": "alive", "node": agent.config.node, "data_dir": agent.config.data_dir, "pid": std::process::id()}),
-    )
+    axum::Json(hale_core::api::AgentHealth {
+        status: "alive".into(),
+        node: agent.config.node.clone(),
+        data_dir: agent.config.data_dir.to_string_lossy().into_owned(),
+        pid: Some(std::process::id()),
+    })
 }
 
 async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {

@@ -759,6 +759,20 @@ pub struct Escalation {
     pub next: String,
 }
 
+/// A node agent's `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    /// `alive`.
+    pub status: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub data_dir: String,
+    /// The agent's own process, so `hale chaos node-down` can freeze it first.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1070,5 +1084,13 @@ mod tests {
             assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
         }
         assert_eq!(serde_json::from_str::<SloStatus>(r#""eclipse""#).expect("status"), SloStatus::NoData);
+    }
+    #[test]
+    fn agent_health_round_trips_and_parses_as_the_agent_writes_it() {
+        let served = r#"{"status":"alive","node":"node-1","data_dir":".hale/node-1","pid":4242}"#;
+        let health: AgentHealth = serde_json::from_str(served).expect("health");
+        assert_eq!(health.pid, Some(4242));
+        round_trip(&health);
+        assert_eq!(serde_json::to_string(&health).expect("json"), served);
     }
 }
