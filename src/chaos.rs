@@ -156,7 +156,7 @@ pub async fn apply(args: ChaosArgs) -> Result<String> {
         Fault::Cpu { instance, duration } => inject(&instance, json!({"cpu_burn_secs": seconds(&duration)?})).await,
         Fault::Kill { instance } => {
             let target = replica(&instance)?;
-            let pid = processes(&client, &cluster, &target.node)
+            let pid = processes(&cluster, &target.node)
                 .await?
                 .into_iter()
                 .find(|(name, _)| *name == instance)
@@ -165,44 +165,35 @@ pub async fn apply(args: ChaosArgs) -> Result<String> {
             kill(Pid::from_raw(pid as i32), Signal::SIGKILL).with_context(|| format!("SIGKILL {pid}"))?;
             Ok(format!("{instance}: SIGKILL sent to {pid}"))
         }
-        Fault::NodeDown { node } => node_down(&client, &cluster, &args.data_dir, &node).await,
+        Fault::NodeDown { node } => node_down(&cluster, &args.data_dir, &node).await,
         Fault::NodeUp { node } => node_up(&args.data_dir, &node),
     }
 }
 
 /// (replica name, pid) of what a node's agent runs.
-async fn processes(
-    client: &reqwest::Client,
-    cluster: &ClusterConfig,
-    node: &str,
-) -> Result<Vec<(String, Option<u32>)>> {
+async fn processes(cluster: &ClusterConfig, node: &str) -> Result<Vec<(String, Option<u32>)>> {
     let n = cluster.nodes.iter().find(|n| n.name == node).ok_or_else(|| anyhow::anyhow!("no node {node:?}"))?;
-    let url = format!("http://{}/api/v1/processes", cluster.agent_listen(n));
-    let list: hale_core::api::ProcessList =
-        client.get(&url).send().await.with_context(|| format!("reaching the agent of {node}"))?.json().await?;
+    let list = agent(cluster, n)?.processes().await.with_context(|| format!("reaching the agent of {node}"))?;
     Ok(list.processes.into_iter().map(|p| (p.name, p.pid)).collect())
+}
+
+/// The typed client of a node's agent, with chaos's short timeout.
+fn agent(cluster: &ClusterConfig, node: &hale_core::NodeConfig) -> Result<hale_client::Agent> {
+    Ok(hale_client::Agent::with_timeout(&format!("http://{}", cluster.agent_listen(node)), Duration::from_secs(5))?)
 }
 
 fn frozen_file(data_dir: &std::path::Path, node: &str) -> PathBuf {
     data_dir.join(format!("chaos-{node}.frozen"))
 }
 
-async fn node_down(
-    client: &reqwest::Client,
-    cluster: &ClusterConfig,
-    data_dir: &std::path::Path,
-    node: &str,
-) -> Result<String> {
+async fn node_down(cluster: &ClusterConfig, data_dir: &std::path::Path, node: &str) -> Result<String> {
     let n = cluster.nodes.iter().find(|n| n.name == node).ok_or_else(|| anyhow::anyhow!("no node {node:?}"))?;
-    let health: hale_core::api::AgentHealth = client
-        .get(format!("http://{}/healthz", cluster.agent_listen(n)))
-        .send()
+    let health = agent(cluster, n)?
+        .health()
         .await
-        .with_context(|| format!("reaching the agent of {node}; is it already down?"))?
-        .json()
-        .await?;
+        .with_context(|| format!("reaching the agent of {node}; is it already down?"))?;
     let agent = health.pid.ok_or_else(|| anyhow::anyhow!("the agent of {node} does not say its pid"))?;
-    let mut pids: Vec<u32> = processes(client, cluster, node).await?.into_iter().filter_map(|(_, p)| p).collect();
+    let mut pids: Vec<u32> = processes(cluster, node).await?.into_iter().filter_map(|(_, p)| p).collect();
     // The agent first, so it cannot react to its replicas stopping.
     pids.insert(0, agent);
     std::fs::write(frozen_file(data_dir, node), pids.iter().map(u32::to_string).collect::<Vec<_>>().join("\n"))?;

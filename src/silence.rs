@@ -3,11 +3,9 @@
 //! status` and `hale tui`; flags and `HALE_ADMIN_TOKEN` override them.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use hale_core::api::{Envelope, NewSilence, Silence, SilenceCreated, SilenceMatcher};
-use serde::de::DeserializeOwned;
+use anyhow::Result;
+use hale_core::api::{NewSilence, SilenceMatcher};
 
 /// No `Debug`: it holds a token.
 #[derive(clap::Args)]
@@ -56,12 +54,8 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
     };
     // The flag or the environment first: they may name another cluster's token on purpose.
     let token = args.token.or_else(|| cluster.map(|c| c.secrets.admin_token));
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let url = format!("{}/api/v1/silences", collector.trim_end_matches('/'));
-    let authed = |r: reqwest::RequestBuilder| match &token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
-    };
+    let client = hale_client::Collector::new(&collector, token)
+        .map_err(|_| anyhow::anyhow!("--collector {collector:?} is not an http URL"))?;
     match args.which {
         Which::Add { matchers, duration, comment, author } => {
             let matchers: Vec<SilenceMatcher> = matchers
@@ -74,12 +68,10 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
             let ends = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + duration).to_string();
             let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "hale".into());
             let body = NewSilence { id: None, matchers, starts_at: None, ends_at: ends, created_by: author, comment };
-            let reply: Envelope<SilenceCreated> = send(authed(client.post(&url).json(&body)), &url).await?;
-            println!("{}", reply.data.map(|d| d.silence_id).unwrap_or_default());
+            println!("{}", client.add_silence(&body).await.map_err(explain)?);
         }
         Which::List => {
-            let reply: Envelope<Vec<Silence>> = send(client.get(&url), &url).await?;
-            let list = reply.data.unwrap_or_default();
+            let list = client.silences().await.map_err(explain)?;
             if list.is_empty() {
                 println!("no silences");
             }
@@ -91,35 +83,28 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
             }
         }
         Which::Expire { id } => {
-            let mut target = reqwest::Url::parse(&url).with_context(|| format!("--collector {url:?} is not a URL"))?;
-            target
-                .path_segments_mut()
-                .map_err(|_| anyhow::anyhow!("--collector {url:?} is not an http URL"))?
-                .push(&id);
-            let target = target.to_string();
-            send::<Envelope<serde::de::IgnoredAny>>(authed(client.delete(&target)), &target).await?;
+            client.expire_silence(&id).await.map_err(explain)?;
             println!("expired {id}");
         }
     }
     Ok(())
 }
 
-/// Sends and returns the reply; an error reply becomes the collector's own message,
-/// except a refused token: the collector's words name its own flag (`--admin-token`),
-/// while here the token comes from `--token`, `HALE_ADMIN_TOKEN` or the data dir.
-async fn send<T: DeserializeOwned>(request: reqwest::RequestBuilder, url: &str) -> Result<T> {
-    let reply = request.send().await.with_context(|| format!("reaching {url}; is the collector running?"))?;
-    let status = reply.status();
-    let body = reply.bytes().await.unwrap_or_default();
-    if status == reqwest::StatusCode::UNAUTHORIZED {
-        bail!(
+/// An error in the CLI's words: the collector's own message, except a refused token: the
+/// collector's words name its own flag (`--admin-token`), while here the token comes from
+/// `--token`, `HALE_ADMIN_TOKEN` or the data dir.
+fn explain(e: hale_client::ClientError) -> anyhow::Error {
+    use hale_client::ClientError as E;
+    match e {
+        E::Unauthorized { .. } => anyhow::anyhow!(
             "the collector refused the admin token (401): pass the cluster's admin token with --token or \
              HALE_ADMIN_TOKEN, or --data-dir DIR to read it from that cluster's cluster.toml (secrets.admin_token)"
-        );
+        ),
+        E::Status { status, message, .. } => anyhow::anyhow!("the collector answered {status}: {message}"),
+        E::Unreachable { ref url, .. } => {
+            let context = format!("reaching {url}; is the collector running?");
+            anyhow::Error::new(e).context(context)
+        }
+        other => other.into(),
     }
-    if !status.is_success() {
-        let message = serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(&body).ok().and_then(|e| e.error);
-        bail!("the collector answered {status}: {}", message.as_deref().unwrap_or("no message"));
-    }
-    serde_json::from_slice(&body).with_context(|| format!("reading the collector's answer from {url}"))
 }

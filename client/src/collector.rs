@@ -1,0 +1,75 @@
+//! The collector's own API: alerts, silences, SLOs.
+
+use hale_core::api::{AlertsData, Envelope, NewSilence, Silence, SilenceCreated, SloState};
+use serde::de::DeserializeOwned;
+
+use crate::request::{self, CALL_TIMEOUT, ClientError};
+
+pub struct Collector {
+    base: String,
+    admin_token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Collector {
+    /// A client of the collector at `base` (`http://host:port`); `admin_token` for the
+    /// calls that change something (silences).
+    pub fn new(base: &str, admin_token: Option<String>) -> Result<Collector, ClientError> {
+        Collector::with_timeout(base, admin_token, CALL_TIMEOUT)
+    }
+
+    pub fn with_timeout(
+        base: &str,
+        admin_token: Option<String>,
+        timeout: std::time::Duration,
+    ) -> Result<Collector, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        request::url(&base, &[])?;
+        Ok(Collector { base, admin_token, http: request::http(timeout)? })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// The `data` of an enveloped answer.
+    async fn data<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let answer: Envelope<T> = request::call(r).await?;
+        answer.into_data().map_err(|message| ClientError::Decode { url: self.base.clone(), message })
+    }
+
+    /// `GET /api/v1/alerts`: every pending and firing alert, and `groupBy`.
+    pub async fn alerts(&self) -> Result<AlertsData, ClientError> {
+        self.data(self.http.get(request::url(&self.base, &["api", "v1", "alerts"])?)).await
+    }
+
+    /// `GET /api/v1/silences`: active, pending and recently expired.
+    pub async fn silences(&self) -> Result<Vec<Silence>, ClientError> {
+        self.data(self.http.get(request::url(&self.base, &["api", "v1", "silences"])?)).await
+    }
+
+    /// `POST /api/v1/silences` (admin token): the new silence's id.
+    pub async fn add_silence(&self, silence: &NewSilence) -> Result<String, ClientError> {
+        let url = request::url(&self.base, &["api", "v1", "silences"])?;
+        let created: SilenceCreated = self.data(self.authed(self.http.post(url).json(silence))).await?;
+        Ok(created.silence_id)
+    }
+
+    /// `DELETE /api/v1/silences/{id}` (admin token).
+    pub async fn expire_silence(&self, id: &str) -> Result<(), ClientError> {
+        let url = request::url(&self.base, &["api", "v1", "silences", id])?;
+        request::send(self.authed(self.http.delete(url))).await.map(|_| ())
+    }
+
+    /// `GET /api/v1/slos`.
+    pub async fn slos(&self) -> Result<Vec<SloState>, ClientError> {
+        self.data(self.http.get(request::url(&self.base, &["api", "v1", "slos"])?)).await
+    }
+}

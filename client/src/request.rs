@@ -1,0 +1,108 @@
+//! The one request helper: a timeout on every call, errors mapped once.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+/// How long any call may take unless the client is built with another timeout: a slow
+/// peer must not hold a caller forever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL does not parse or cannot carry a path.
+    #[error("{url:?} is not an http URL")]
+    BadUrl { url: String },
+    /// No answer: refused, reset, timed out.
+    #[error("reaching {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    /// The server answered 401: no or a wrong token.
+    #[error("{url} refused the token (401): {message}")]
+    Unauthorized { url: String, message: String },
+    /// Any other non-2xx answer, with the server's own message when it gave one.
+    #[error("{url} answered {status}: {message}")]
+    Status { url: String, status: u16, message: String },
+    /// A 2xx answer that is not the contract's shape.
+    #[error("reading {url}'s answer: {message}")]
+    Decode { url: String, message: String },
+}
+
+/// The client every typed client shares: a connection pool and a timeout.
+pub(crate) fn http(timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|source| ClientError::Unreachable { url: String::new(), source })
+}
+
+/// `base` + path segments, each escaped.
+pub(crate) fn url(base: &str, segments: &[&str]) -> Result<reqwest::Url, ClientError> {
+    let bad = || ClientError::BadUrl { url: base.to_string() };
+    let mut url = reqwest::Url::parse(base.trim_end_matches('/')).map_err(|_| bad())?;
+    url.path_segments_mut().map_err(|_| bad())?.pop_if_empty().extend(segments);
+    Ok(url)
+}
+
+/// Sends the request and reads a 2xx answer as `T`.
+pub(crate) async fn call<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    let (url, bytes) = send(request).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, message: e.to_string() })
+}
+
+/// Sends the request; a 2xx answer's URL and body, else the error it is.
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<(String, Vec<u8>), ClientError> {
+    let reply = request.send().await.map_err(|e| {
+        let url = e.url().map(|u| u.to_string()).unwrap_or_default();
+        ClientError::Unreachable { url, source: e.without_url() }
+    })?;
+    let (url, status) = (reply.url().to_string(), reply.status());
+    let bytes =
+        reply.bytes().await.map_err(|e| ClientError::Unreachable { url: url.clone(), source: e.without_url() })?;
+    if status.is_success() {
+        return Ok((url, bytes.to_vec()));
+    }
+    let message = error_message(&bytes);
+    Err(if status == reqwest::StatusCode::UNAUTHORIZED {
+        ClientError::Unauthorized { url, message }
+    } else {
+        ClientError::Status { url, status: status.as_u16(), message }
+    })
+}
+
+/// What went wrong in the server's own words: the collector's `{"error": "…"}`, or the
+/// agent's and the healer's `{"error": {"code", "message"}}`.
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Error {
+        Text(String),
+        Coded { message: String },
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Error,
+    }
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(Answer { error: Error::Text(m) | Error::Coded { message: m } }) => m,
+        Err(_) => "no message".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_read_in_every_servers_shape() {
+        assert_eq!(error_message(br#"{"status":"error","errorType":"bad_data","error":"no"}"#), "no");
+        assert_eq!(error_message(br#"{"error":{"code":"not_found","message":"gone"}}"#), "gone");
+        assert_eq!(error_message(b"<html>"), "no message");
+    }
+
+    #[test]
+    fn urls_escape_their_segments() {
+        let u = url("http://127.0.0.1:9464/", &["api", "v1", "silences", "a/b"]).expect("url");
+        assert_eq!(u.as_str(), "http://127.0.0.1:9464/api/v1/silences/a%2Fb");
+        assert!(matches!(url("not a url", &[]), Err(ClientError::BadUrl { .. })));
+    }
+}
