@@ -338,6 +338,12 @@ async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
         .expect("delete");
     assert_eq!(r.status(), 200);
     assert_eq!(list().await["processes"].as_array().expect("list").len(), 1);
+    // Issue #13: what the agent serves is what the typed client reads.
+    let typed = hale_client::Agent::new(&base).expect("client");
+    let processes = typed.processes().await.expect("ProcessList");
+    assert_eq!(processes.processes.len(), 1);
+    assert_eq!(processes.node, list().await["node"].as_str().expect("node"));
+    assert!(typed.health().await.expect("AgentHealth").pid.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1082,6 +1082,48 @@ mod tests {
         assert_eq!(post(&app, bomb, None).await.0, StatusCode::BAD_REQUEST);
     }
 
+    /// Issue #13: what the collector serves parses into core's wire types, the ones every
+    /// client reads (alerts, silences and their POST answer, SLOs).
+    #[tokio::test]
+    async fn answers_parse_into_the_clients_types() {
+        use hale_core::api::{AlertsData, Envelope, NewSilence, Silence, SilenceCreated, SilenceMatcher, SloState};
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = collector(dir.path(), None);
+        let call = |req: axum::http::Request<axum::body::Body>| {
+            let app = app.clone();
+            async move {
+                let r = app.oneshot(req).await.expect("call");
+                assert!(r.status().is_success(), "{}", r.status());
+                axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body")
+            }
+        };
+        let get = |uri: &str| axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("req");
+        let new = NewSilence {
+            id: None,
+            matchers: vec![SilenceMatcher::equal("alertname", "ReplicaDown")],
+            starts_at: None,
+            ends_at: "2099-01-01T00:00:00Z".into(),
+            created_by: "test".into(),
+            comment: "deploy".into(),
+        };
+        let post = axum::http::Request::post("/api/v1/silences")
+            .header("authorization", "Bearer admin-secret")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(serde_json::to_vec(&new).expect("json")))
+            .expect("req");
+        let created: Envelope<SilenceCreated> = serde_json::from_slice(&call(post).await).expect("created");
+        let id = created.into_data().expect("data").silence_id;
+        let listed: Envelope<Vec<Silence>> =
+            serde_json::from_slice(&call(get("/api/v1/silences")).await).expect("silences");
+        let listed = listed.into_data().expect("data");
+        assert_eq!((listed[0].id.as_str(), listed[0].comment.as_str()), (id.as_str(), "deploy"));
+        assert_eq!(listed[0].matchers, new.matchers);
+        let alerts: Envelope<AlertsData> = serde_json::from_slice(&call(get("/api/v1/alerts")).await).expect("alerts");
+        assert_eq!(alerts.into_data().expect("data").group_by, ["alertname"]);
+        let slos: Envelope<Vec<SloState>> = serde_json::from_slice(&call(get("/api/v1/slos")).await).expect("slos");
+        assert!(slos.into_data().expect("data").is_empty());
+    }
+
     fn snapish(raw: &[u8]) -> Vec<u8> {
         snap::raw::Encoder::new().compress_vec(raw).expect("compress")
     }

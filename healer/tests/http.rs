@@ -285,6 +285,10 @@ async fn alerts_refused_while_paused_are_decided_on_resume_if_they_still_fire() 
     assert_eq!(deferred[0]["alert"]["labels"]["alertname"], "ReplicaDown");
     assert_eq!(deferred[0]["attempts"], 1);
     assert!(deferred[0]["refused_ms"].as_i64().is_some_and(|t| t > 0));
+    // Issue #13: and it is the wire type every client reads.
+    let typed: hale_core::api::HealerState = serde_json::from_value(state.clone()).expect("HealerState");
+    assert_eq!(typed.deferred[0].retry, hale_core::api::RetryWhen::Resumed);
+    assert!(typed.paused);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(rig.restarts().is_empty(), "paused: nothing done");
     assert_eq!(rig.audit().iter().filter(|r| r["event"] == "refused").count(), 2, "no retry while still paused");
@@ -379,6 +383,8 @@ async fn a_failed_repair_escalates_to_every_receiver_and_waits_for_a_human() {
     let (sig, body) = flaky_seen.lock().unwrap_or_else(|p| p.into_inner())[2].clone();
     let now = (hale_core::time::now_ms() / 1000) as u64;
     assert_eq!(hale_core::webhook::verify(SECRET, sig.as_deref(), &body, now), Ok(()), "signed");
+    let typed: hale_core::api::Escalation = serde_json::from_slice(&body).expect("an Escalation");
+    assert_eq!(typed.version, hale_core::api::ESCALATION_VERSION);
     let body: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["version"], "hale-escalation/1");
     assert_eq!(body["target"]["instance"], "s-1");
@@ -468,6 +474,9 @@ async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
         assert_eq!(status, StatusCode::OK, "{uri} is open");
         assert!(body.is_object(), "{uri}: {body}");
     }
+    let (_, actions) =
+        rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "GET", "/api/v1/actions", None).await;
+    serde_json::from_value::<hale_core::api::ActionList>(actions).expect("ActionList");
     let (_, state) =
         rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "GET", "/api/v1/state", None).await;
     assert_eq!(state["paused"], false);
