@@ -9,6 +9,7 @@ pub struct Collector {
     base: String,
     admin_token: Option<String>,
     http: reqwest::Client,
+    timeout: std::time::Duration,
 }
 
 impl Collector {
@@ -23,9 +24,19 @@ impl Collector {
         admin_token: Option<String>,
         timeout: std::time::Duration,
     ) -> Result<Collector, ClientError> {
+        Collector::with_client(base, admin_token, request::http(timeout)?, timeout)
+    }
+
+    /// A client that shares the caller's connection pool; every call still has `timeout`.
+    pub fn with_client(
+        base: &str,
+        admin_token: Option<String>,
+        http: reqwest::Client,
+        timeout: std::time::Duration,
+    ) -> Result<Collector, ClientError> {
         let base = base.trim_end_matches('/').to_string();
         request::url(&base, &[])?;
-        Ok(Collector { base, admin_token, http: request::http(timeout)? })
+        Ok(Collector { base, admin_token, http, timeout })
     }
 
     pub fn base(&self) -> &str {
@@ -33,6 +44,7 @@ impl Collector {
     }
 
     fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let r = r.timeout(self.timeout);
         match &self.admin_token {
             Some(t) => r.bearer_auth(t),
             None => r,
@@ -41,7 +53,7 @@ impl Collector {
 
     /// The `data` of an enveloped answer.
     async fn data<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let answer: Envelope<T> = request::call(r).await?;
+        let answer: Envelope<T> = request::call(r.timeout(self.timeout)).await?;
         answer.into_data().map_err(|message| ClientError::Decode { url: self.base.clone(), message })
     }
 

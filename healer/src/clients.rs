@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hale_core::api::{ActiveAlert, AlertState, AlertsData, Envelope, NewSilence, SilenceCreated, SilenceMatcher};
+use hale_core::api::{ActiveAlert, AlertState, NewSilence, SilenceMatcher};
 use serde_json::{Value, json};
 
 use crate::state::Labels;
@@ -47,6 +47,20 @@ impl ClientError {
 
     fn status(what: impl Into<String>, status: reqwest::StatusCode, detail: impl Into<String>) -> Self {
         ClientError::Status { what: what.into(), status, detail: detail.into() }
+    }
+
+    /// A typed client's error in the healer's terms: `doing` what when unreachable,
+    /// `refused` what when the peer said no in its own words.
+    fn from_typed(e: hale_client::ClientError, doing: &str, refused: &str) -> Self {
+        use hale_client::ClientError as E;
+        match e {
+            E::Unreachable { source, .. } => ClientError::Transport { doing: doing.into(), error: source },
+            E::Unauthorized { message, .. } | E::Status { message, .. } => {
+                ClientError::Refused { what: refused.into(), message }
+            }
+            E::Decode { message, .. } => ClientError::Answer(format!("{doing}: {message}")),
+            E::BadUrl { .. } => ClientError::Config(e.to_string()),
+        }
     }
 }
 
@@ -138,22 +152,16 @@ impl Collector {
     }
 
     async fn alerts(&self) -> Result<Vec<ActiveAlert>, ClientError> {
-        let url = format!("{}/api/v1/alerts", self.base);
-        let body: Envelope<AlertsData> = self
-            .client
-            .get(&url)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ClientError::transport("asking the collector for alerts", e))?
-            .json()
-            .await
-            .map_err(|e| ClientError::decode("reading the collector's alerts", e))?;
-        let data = body.into_data().map_err(|e| ClientError::Refused {
-            what: "the collector refused to list alerts".into(),
-            message: e.to_string(),
+        let data = self.typed()?.alerts().await.map_err(|e| {
+            ClientError::from_typed(e, "asking the collector for alerts", "the collector refused to list alerts")
         })?;
         Ok(data.alerts)
+    }
+
+    /// The typed client of the collector's own API, sharing this client's connections.
+    fn typed(&self) -> Result<hale_client::Collector, ClientError> {
+        hale_client::Collector::with_client(&self.base, self.admin_token.clone(), self.client.clone(), CALL_TIMEOUT)
+            .map_err(|e| ClientError::Config(e.to_string()))
     }
 
     /// Silences alerts matching `matchers` until `until_ms`; returns the silence id.
@@ -163,10 +171,8 @@ impl Collector {
         until_ms: i64,
         comment: &str,
     ) -> Result<String, ClientError> {
-        let token = self
-            .admin_token
-            .as_deref()
-            .ok_or(ClientError::Config("no collector admin token to silence with".into()))?;
+        // The typed client sends the token; without one the collector would refuse.
+        self.admin_token.as_deref().ok_or(ClientError::Config("no collector admin token to silence with".into()))?;
         let until = std::time::UNIX_EPOCH + Duration::from_millis(until_ms.max(0) as u64);
         let body = NewSilence {
             id: None,
@@ -176,22 +182,10 @@ impl Collector {
             created_by: "hale-healer".into(),
             comment: comment.into(),
         };
-        let reply: Envelope<SilenceCreated> = self
-            .client
-            .post(format!("{}/api/v1/silences", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .timeout(CALL_TIMEOUT)
-            .send()
+        self.typed()?
+            .add_silence(&body)
             .await
-            .map_err(|e| ClientError::transport("silencing at the collector", e))?
-            .json()
-            .await
-            .map_err(|e| ClientError::decode("reading the collector's answer", e))?;
-        reply.into_data().map(|d| d.silence_id).map_err(|e| ClientError::Refused {
-            what: "the collector refused the silence".into(),
-            message: e.to_string(),
-        })
+            .map_err(|e| ClientError::from_typed(e, "silencing at the collector", "the collector refused the silence"))
     }
 
     pub async fn expire_silence(&self, id: &str) -> Result<(), ClientError> {
