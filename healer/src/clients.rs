@@ -189,23 +189,17 @@ impl Collector {
     }
 
     pub async fn expire_silence(&self, id: &str) -> Result<(), ClientError> {
-        let token = self.admin_token.as_deref().ok_or(ClientError::Config("no collector admin token".into()))?;
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/silences", self.base))
-            .map_err(|e| ClientError::Config(e.to_string()))?;
-        url.path_segments_mut().map_err(|()| ClientError::Config("bad collector URL".into()))?.push(id);
-        let r = self
-            .client
-            .delete(url)
-            .bearer_auth(token)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ClientError::transport("expiring a silence", e))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            Err(ClientError::status("the collector answered", r.status(), ""))
-        }
+        self.admin_token.as_deref().ok_or(ClientError::Config("no collector admin token".into()))?;
+        self.typed()?.expire_silence(id).await.map_err(|e| match e {
+            hale_client::ClientError::Status { status, .. } => {
+                let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
+                ClientError::status("the collector answered", status, "")
+            }
+            hale_client::ClientError::Unauthorized { .. } => {
+                ClientError::status("the collector answered", reqwest::StatusCode::UNAUTHORIZED, "")
+            }
+            e => ClientError::from_typed(e, "expiring a silence", "the collector refused to expire the silence"),
+        })
     }
 }
 
