@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hale_core::ServiceKind;
-use serde_json::{Value, json};
+use hale_core::api::{NotifyStatus, WebhookPayload};
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct AlertArgs {
@@ -24,7 +25,7 @@ pub struct AlertArgs {
 }
 
 /// Webhook bodies as they arrive, with their arrival time.
-type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
+type Received = Arc<Mutex<Vec<(Instant, WebhookPayload)>>>;
 
 const SECRET: &str = "bench-alert-webhook-secret";
 
@@ -41,7 +42,7 @@ async fn receiver(received: Received) -> Result<SocketAddr> {
                 if let Err(e) = hale_core::webhook::verify(SECRET.as_bytes(), signature, &body, now) {
                     return (axum::http::StatusCode::UNAUTHORIZED, e.to_string());
                 }
-                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                if let Ok(v) = serde_json::from_slice::<WebhookPayload>(&body) {
                     received.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), v));
                 }
                 (axum::http::StatusCode::OK, String::new())
@@ -55,16 +56,16 @@ async fn receiver(received: Received) -> Result<SocketAddr> {
 }
 
 /// The first notification after `since` about `instance`'s ReplicaDown in `status`.
-fn find(received: &Received, since: Instant, instance: &str, status: &str) -> Option<Instant> {
+fn find(received: &Received, since: Instant, instance: &str, status: NotifyStatus) -> Option<Instant> {
     let got = received.lock().unwrap_or_else(|p| p.into_inner());
-    got.iter().filter(|(at, _)| *at >= since).find_map(|(at, v)| {
-        v["alerts"]
-            .as_array()?
+    got.iter().filter(|(at, _)| *at >= since).find_map(|(at, payload)| {
+        payload
+            .alerts
             .iter()
             .any(|a| {
-                a["labels"]["alertname"] == "ReplicaDown"
-                    && a["labels"]["instance"] == instance
-                    && a["status"] == status
+                a.labels.get("alertname").map(String::as_str) == Some("ReplicaDown")
+                    && a.labels.get("instance").map(String::as_str) == Some(instance)
+                    && a.status == status
             })
             .then_some(*at)
     })
@@ -118,7 +119,7 @@ pub async fn alert(args: AlertArgs) -> Result<()> {
             bail!("chaos on {} answered {}", target.name, r.status());
         }
         let fired = wait_for("ReplicaDown webhook", Duration::from_secs(30), || {
-            find(&received, injected, &target.name, "firing")
+            find(&received, injected, &target.name, NotifyStatus::Firing)
         })
         .await?;
         let latency = fired.duration_since(injected);
@@ -129,8 +130,10 @@ pub async fn alert(args: AlertArgs) -> Result<()> {
             latency.as_secs_f64()
         );
         latencies.push(latency.as_secs_f64());
-        wait_for("resolved webhook", Duration::from_secs(60), || find(&received, fired, &target.name, "resolved"))
-            .await?;
+        wait_for("resolved webhook", Duration::from_secs(60), || {
+            find(&received, fired, &target.name, NotifyStatus::Resolved)
+        })
+        .await?;
     }
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1];
