@@ -418,30 +418,32 @@ fn format_value(v: f64) -> String {
     }
 }
 
-fn metric_json(labels: &crate::query::Labels) -> Value {
-    Value::Object(labels.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect())
+fn metric(labels: &crate::query::Labels) -> hale_core::api::Labels {
+    labels.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
 }
 
-fn point_json(t: i64, v: f64) -> Value {
-    json!([t as f64 / 1000.0, format_value(v)])
+fn point(t: i64, v: f64) -> hale_core::api::Point {
+    hale_core::api::Point(t as f64 / 1000.0, format_value(v))
 }
 
-fn result_json(value: crate::query::Value, t: i64) -> Value {
+fn query_result(value: crate::query::Value, t: i64) -> hale_core::api::QueryResult {
     use crate::query::Value as V;
+    use hale_core::api::{MatrixSeries, Point, QueryResult, VectorSample};
     match value {
-        V::Scalar(v) => json!({"resultType": "scalar", "result": point_json(t, v)}),
-        V::String(s) => json!({"resultType": "string", "result": [t as f64 / 1000.0, s]}),
-        V::Vector(samples) => json!({
-            "resultType": "vector",
-            "result": samples.iter().map(|s| json!({"metric": metric_json(&s.labels), "value": point_json(t, s.value)})).collect::<Vec<_>>(),
-        }),
-        V::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.iter().map(|s| json!({
-                "metric": metric_json(&s.labels),
-                "values": s.points.iter().map(|(t, v)| point_json(*t, *v)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
+        V::Scalar(v) => QueryResult::Scalar(point(t, v)),
+        V::String(s) => QueryResult::String(Point(t as f64 / 1000.0, s)),
+        V::Vector(samples) => QueryResult::Vector(
+            samples.iter().map(|s| VectorSample { metric: metric(&s.labels), value: point(t, s.value) }).collect(),
+        ),
+        V::Matrix(series) => QueryResult::Matrix(
+            series
+                .iter()
+                .map(|s| MatrixSeries {
+                    metric: metric(&s.labels),
+                    values: s.points.iter().map(|(t, v)| point(*t, *v)).collect(),
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -471,7 +473,7 @@ async fn query(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Byt
         .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(query_error)?;
     c.query_latency.observe(started.elapsed().as_secs_f64());
-    Ok(success(result_json(value, t)))
+    Ok(axum::Json(hale_core::api::Envelope::success(query_result(value, t))).into_response())
 }
 
 async fn query_range(
@@ -500,7 +502,7 @@ async fn query_range(
         .map_err(|e| PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(query_error)?;
     c.query_latency.observe(started.elapsed().as_secs_f64());
-    Ok(success(result_json(value, end)))
+    Ok(axum::Json(hale_core::api::Envelope::success(query_result(value, end))).into_response())
 }
 
 async fn ingest_logs(

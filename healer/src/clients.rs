@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hale_core::api::{ActiveAlert, AlertState, NewSilence, SilenceMatcher};
+use hale_core::api::{ActiveAlert, AlertState, Envelope, NewSilence, Point, QueryResult, SilenceMatcher};
 use serde_json::{Value, json};
 
 use crate::state::Labels;
@@ -78,7 +78,7 @@ impl Collector {
     /// An instant query: the result's samples (label set, value).
     pub async fn query(&self, q: &str) -> Result<Vec<(Labels, f64)>, ClientError> {
         let url = format!("{}/api/v1/query", self.base);
-        let body: Value = self
+        let body: Envelope<QueryResult> = self
             .client
             .get(&url)
             .query(&[("query", q)])
@@ -89,33 +89,13 @@ impl Collector {
             .json()
             .await
             .map_err(|e| ClientError::decode("reading the collector's answer", e))?;
-        if body["status"] != "success" {
-            return Err(ClientError::Refused {
-                what: format!("the collector refused {q:?}"),
-                message: body["error"].as_str().unwrap_or("no message").to_string(),
-            });
-        }
-        let data = &body["data"];
-        match data["resultType"].as_str() {
-            Some("vector") => Ok(data["result"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    let labels: Labels = r["metric"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                        .collect();
-                    let value = r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-                    (labels, value)
-                })
-                .collect()),
-            Some("scalar") => {
-                Ok(vec![(Labels::new(), data["result"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))])
-            }
-            other => Err(ClientError::Answer(format!("{q:?} gave a {other:?}, not a vector"))),
+        let value = |p: &Point| p.value().unwrap_or(f64::NAN);
+        match body.into_data() {
+            Err(message) => Err(ClientError::Refused { what: format!("the collector refused {q:?}"), message }),
+            Ok(QueryResult::Vector(samples)) => Ok(samples.into_iter().map(|s| (s.metric, value(&s.value))).collect()),
+            Ok(QueryResult::Scalar(p)) => Ok(vec![(Labels::new(), value(&p))]),
+            Ok(QueryResult::Matrix(_)) => Err(ClientError::Answer(format!("{q:?} gave a matrix, not a vector"))),
+            Ok(QueryResult::String(_)) => Err(ClientError::Answer(format!("{q:?} gave a string, not a vector"))),
         }
     }
 

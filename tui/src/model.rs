@@ -232,16 +232,24 @@ pub struct ServiceSeries {
 
 /// The points of a one-series `query_range` answer (an empty result is no points).
 pub fn parse_points(v: &Value) -> Option<Vec<(f64, f64)>> {
-    let result = v["data"]["result"].as_array()?;
+    let api::QueryResult::Matrix(series) = Envelope::<api::QueryResult>::deserialize(v).ok()?.into_data().ok()? else {
+        return None;
+    };
     Some(
-        result
-            .first()
-            .and_then(|series| series["values"].as_array())
+        series
             .into_iter()
-            .flatten()
-            .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse::<f64>().ok().filter(|x| x.is_finite())?)))
+            .next()
+            .map(|s| s.values)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| Some((p.0, p.value().filter(|x| x.is_finite())?)))
             .collect(),
     )
+}
+
+/// The `data` of a PromQL answer, if it is one.
+pub fn query_result(v: &Value) -> Option<api::QueryResult> {
+    Envelope::<api::QueryResult>::deserialize(v).ok()?.into_data().ok()
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -222,33 +222,24 @@ impl Source {
 
 /// An instant vector by one label: label value → sample value.
 fn parse_by(v: &Value, label: &str) -> std::collections::BTreeMap<String, f64> {
-    v["data"]["result"]
-        .as_array()
+    let Some(hale_core::api::QueryResult::Vector(samples)) = model::query_result(v) else { return Default::default() };
+    samples
         .into_iter()
-        .flatten()
         .filter_map(|s| {
-            let key = s["metric"][label].as_str()?.to_string();
-            let value = s["value"][1].as_str()?.parse::<f64>().ok().filter(|x| x.is_finite())?;
-            Some((key, value))
+            let value = s.value.value().filter(|x| x.is_finite())?;
+            Some((s.metric.get(label)?.clone(), value))
         })
         .collect()
 }
 
 /// A `query_range` matrix by its `node` label: values oldest first.
 fn parse_history(v: &Value) -> std::collections::BTreeMap<String, Vec<f64>> {
-    v["data"]["result"]
-        .as_array()
+    let Some(hale_core::api::QueryResult::Matrix(series)) = model::query_result(v) else { return Default::default() };
+    series
         .into_iter()
-        .flatten()
-        .filter_map(|series| {
-            let node = series["metric"]["node"].as_str()?.to_string();
-            let values = series["values"]
-                .as_array()?
-                .iter()
-                .filter_map(|p| p[1].as_str().and_then(|x| x.parse::<f64>().ok()))
-                .filter(|x| x.is_finite())
-                .collect();
-            Some((node, values))
+        .filter_map(|s| {
+            let values = s.values.iter().filter_map(|p| p.value()).filter(|x| x.is_finite()).collect();
+            Some((s.metric.get("node")?.clone(), values))
         })
         .collect()
 }
