@@ -8,7 +8,6 @@
 //! is kept and decided again when they do (`Refusal::retry`); a target that waits for a
 //! human, or an alert that names nothing to act on, are refused for good.
 
-
 use crate::policy::{ActionKind, BurnGate, Effective};
 use crate::state::{State, Target};
 
