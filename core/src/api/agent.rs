@@ -1,0 +1,108 @@
+//! A node agent's answers: its supervised processes and its health.
+
+use serde::{Deserialize, Serialize};
+
+/// What a supervised process is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    Starting,
+    Running,
+    /// Waiting out the backoff after an exit.
+    Restarting,
+    /// Exited too often: waiting out the crash-loop backoff.
+    CrashLoop,
+    Stopping,
+    Stopped,
+}
+
+impl ProcessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Starting => "starting",
+            ProcessState::Running => "running",
+            ProcessState::Restarting => "restarting",
+            ProcessState::CrashLoop => "crash_loop",
+            ProcessState::Stopping => "stopping",
+            ProcessState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A process as a node agent's `GET /api/v1/processes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub name: String,
+    pub service: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub listen: String,
+    pub pid: Option<u32>,
+    pub state: ProcessState,
+    #[serde(default)]
+    pub restarts: u64,
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// How the last run ended, if it did.
+    #[serde(default)]
+    pub last_exit: Option<String>,
+}
+
+/// A node agent's `GET /api/v1/processes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessList {
+    pub node: String,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// A node agent's `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    /// `alive`.
+    pub status: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub data_dir: String,
+    /// The agent's own process, so `hale chaos node-down` can freeze it first.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_support::round_trip;
+
+    #[test]
+    fn processes_round_trip_and_parse_as_the_agent_writes_them() {
+        let list = ProcessList {
+            node: "node-1".into(),
+            processes: vec![ProcessInfo {
+                name: "search-1".into(),
+                service: "search".into(),
+                node: "node-1".into(),
+                listen: "127.0.0.1:8091".into(),
+                pid: Some(4242),
+                state: ProcessState::CrashLoop,
+                restarts: 3,
+                uptime_secs: None,
+                last_exit: Some("exit status: 1".into()),
+            }],
+        };
+        round_trip(&list);
+        let served = r#"{"node":"node-1","processes":[{"name":"search-1","service":"search","node":"node-1",
+            "listen":"127.0.0.1:8091","pid":4242,"state":"crash_loop","restarts":3,"uptime_secs":null,
+            "last_exit":"exit status: 1"}]}"#;
+        assert_eq!(serde_json::from_str::<ProcessList>(served).expect("valid"), list);
+    }
+    #[test]
+    fn agent_health_round_trips_and_parses_as_the_agent_writes_it() {
+        let served = r#"{"status":"alive","node":"node-1","data_dir":".hale/node-1","pid":4242}"#;
+        let health: AgentHealth = serde_json::from_str(served).expect("health");
+        assert_eq!(health.pid, Some(4242));
+        round_trip(&health);
+        assert_eq!(serde_json::to_string(&health).expect("json"), served);
+    }
+}

@@ -1,0 +1,1 @@
+//! Rule groups as the collector's `/api/v1/rules` reports them.

@@ -1,0 +1,1 @@
+//! `hale status --json`: a cluster at a glance, for scripts.
