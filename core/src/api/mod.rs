@@ -28,14 +28,10 @@ mod status;
 
 pub use agent::*;
 pub use alerts::*;
-pub use gateway::*;
 pub use healer::*;
-pub use logs::*;
 pub use notify::*;
 pub use query::*;
-pub use rules::*;
 pub use slo::*;
-pub use status::*;
 
 use std::collections::BTreeMap;
 
