@@ -16,6 +16,8 @@
 
 mod agent;
 mod collector;
+mod gateway;
+mod healer;
 mod request;
 
 pub use agent::Agent;

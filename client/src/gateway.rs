@@ -1,0 +1,1 @@
+//! The shop gateway's admin API: its pools, failover and rejoin.

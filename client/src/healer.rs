@@ -1,0 +1,1 @@
+//! The healer's API: state, actions, approvals, pause and resets.
