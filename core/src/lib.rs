@@ -1,8 +1,19 @@
 //! # hale-core
 //!
-//! The vocabulary every Hale component shares, and nothing else: the cluster topology
-//! (`cluster.toml`) and the process specs derived from it. This crate does no network and
-//! no disk I/O, so every other crate can depend on it without dragging a runtime along.
+//! The vocabulary every Hale component shares, and nothing else:
+//! - the cluster topology (`cluster.toml`, [`ClusterConfig`]) and the process specs
+//!   derived from it ([`ProcessSpec`]);
+//! - every JSON contract between components ([`api`], and the cluster view with its
+//!   freshness rule in [`cluster`]), so a server and its clients share one definition;
+//! - the metric model ([`metrics`]), its text formats ([`exposition`]) and remote_write
+//!   ([`remote_write`]);
+//! - the small rules every component applies the same way: the bearer check ([`auth`]),
+//!   webhook signatures ([`webhook`]), the clock ([`time`]), line-numbered config errors
+//!   ([`ConfigError`]).
+//!
+//! It does no network and no disk I/O, so every other crate can depend on it without
+//! dragging a runtime along; the disk helpers live in `hale-fs`, the HTTP clients in
+//! `hale-client`.
 //!
 //! ```
 //! let cluster = hale_core::ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).unwrap();
