@@ -4,6 +4,7 @@
 //! services on its node, tails their logs, ships everything through disk queues to the
 //! collector, and supervises the node's replicas behind a token-protected actuator API.
 
+mod agent;
 pub mod api;
 pub mod config;
 pub mod host;
@@ -16,4 +17,5 @@ pub mod supervise;
 pub mod tail;
 pub mod telemetry;
 
-pub use run::{Agent, AgentError, run};
+pub use agent::{Agent, AgentError};
+pub use run::run;

@@ -1,0 +1,265 @@
+//! The running agent's shared state — config, supervisor, telemetry, queues, host
+//! collector — and what one collection cycle does with it. `run.rs` builds it and drives
+//! its loops; the HTTP API reads it. Nothing here depends on either.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hale_core::metrics::Family;
+use hale_core::remote_write::{self, WriteRequest};
+use hale_core::time::now_ms;
+
+use crate::config::AgentConfig;
+use crate::host::HostCollector;
+use crate::queue::DiskQueue;
+use crate::scrape::{self, Target};
+use crate::staleness::Staleness;
+use crate::supervise::Supervisor;
+use crate::tail::LogSource;
+use crate::telemetry::{Telemetry, WatchedQueue};
+
+/// Series per remote_write request: small enough for any receiver's limits.
+const SERIES_PER_REQUEST: usize = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error("queue: {0}")]
+    Queue(#[from] crate::queue::QueueError),
+    #[error("host statistics: {0}")]
+    Host(#[from] crate::host::HostError),
+    #[error("could not listen on {addr}: {source}; is another agent using it?")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The metrics queue's reader for the `i`-th remote_write destination.
+pub fn metrics_reader(i: usize) -> String {
+    format!("rw-{i}")
+}
+
+/// The collection cycles whose series are tracked for staleness, each with the labels
+/// the agent adds to what it ships.
+#[derive(Clone, Copy)]
+enum Cycle {
+    /// Host metrics: `node`, `instance` (the agent's address), `job="node"`.
+    Host,
+    /// The supervisor's and the agent's own metrics: `node`, `agent`.
+    Own,
+    /// The targets' series, labelled by the scrape itself.
+    Scrape,
+    Probe,
+}
+
+impl Cycle {
+    const ALL: [Cycle; 4] = [Cycle::Host, Cycle::Own, Cycle::Scrape, Cycle::Probe];
+
+    fn name(self) -> &'static str {
+        match self {
+            Cycle::Host => "host",
+            Cycle::Own => "own",
+            Cycle::Scrape => "scrape",
+            Cycle::Probe => "probe",
+        }
+    }
+}
+
+/// The running agent's shared state.
+pub struct Agent {
+    pub config: AgentConfig,
+    pub supervisor: Supervisor,
+    pub telemetry: Arc<Telemetry>,
+    host: Arc<std::sync::Mutex<HostCollector>>,
+    pub(crate) metrics_queue: Option<Arc<DiskQueue>>,
+    pub(crate) logs_queue: Option<Arc<DiskQueue>>,
+    http: reqwest::Client,
+    /// What each collection cycle sent, to end the series that disappear.
+    staleness: Staleness,
+}
+
+impl Agent {
+    /// Opens the queues under the data directory (the metrics queue only with a
+    /// remote_write destination, the logs queue only with a logs endpoint).
+    pub fn open(config: AgentConfig) -> Result<Agent, AgentError> {
+        let queue_dir = config.data_dir.join("queue");
+        let metrics_queue = if config.remote_write.is_empty() {
+            None
+        } else {
+            let readers: Vec<String> = (0..config.remote_write.len()).map(metrics_reader).collect();
+            let refs: Vec<&str> = readers.iter().map(String::as_str).collect();
+            let (q, report) = DiskQueue::open(&queue_dir.join("metrics"), config.metrics_queue.clone(), &refs)?;
+            tracing::info!(segments = report.segments, truncated_bytes = report.truncated_bytes, "metrics queue open");
+            Some((Arc::new(q), readers))
+        };
+        let logs_queue = match &config.logs_endpoint {
+            None => None,
+            Some(_) => {
+                let (q, report) = DiskQueue::open(&queue_dir.join("logs"), config.logs_queue.clone(), &["logs"])?;
+                tracing::info!(segments = report.segments, truncated_bytes = report.truncated_bytes, "logs queue open");
+                Some((Arc::new(q), vec!["logs".to_string()]))
+            }
+        };
+        let watched = [("metrics", &metrics_queue), ("logs", &logs_queue)]
+            .into_iter()
+            .filter_map(|(name, q)| {
+                let (queue, readers) = q.clone()?;
+                Some(WatchedQueue { name, queue, readers })
+            })
+            .collect();
+        Ok(Agent {
+            supervisor: Supervisor::new(Duration::from_secs(8)),
+            telemetry: Arc::new(Telemetry::new(watched)),
+            host: Arc::new(std::sync::Mutex::new(HostCollector::new()?)),
+            http: reqwest::Client::builder().build().map_err(|e| AgentError::Config(e.to_string()))?,
+            metrics_queue: metrics_queue.map(|(q, _)| q),
+            logs_queue: logs_queue.map(|(q, _)| q),
+            staleness: Staleness::default(),
+            config,
+        })
+    }
+
+    /// Starts the `[[processes]]` of the config.
+    pub fn start_configured(&self) {
+        for p in &self.config.processes {
+            if let Some(template) = self.config.template(&p.service) {
+                let spec = self.config.render(template, &p.name, p.listen, &p.extra_args);
+                if let Err(e) = self.supervisor.start(spec) {
+                    tracing::error!(error = %e, "cannot start a configured process");
+                }
+            }
+        }
+    }
+
+    /// Scrape and probe targets: every supervised replica with a template.
+    fn targets(&self) -> Vec<Target> {
+        self.supervisor
+            .list()
+            .into_iter()
+            .filter_map(|p| {
+                let t = self.config.template(&p.service)?;
+                Some(Target {
+                    service: p.service,
+                    instance: p.name,
+                    node: self.config.node.clone(),
+                    base_url: format!("http://{}", p.listen),
+                    metrics_path: t.metrics_path.clone(),
+                    health_path: t.health_path.clone(),
+                    ready_path: t.ready_path.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The files to tail: every supervised replica's log file, and the `[[logs]]`.
+    pub fn log_sources(&self) -> Vec<LogSource> {
+        let mut sources: Vec<LogSource> = self
+            .supervisor
+            .list()
+            .into_iter()
+            .filter_map(|p| {
+                let t = self.config.template(&p.service)?;
+                let path = t.log_file.as_ref()?.replace("{name}", &p.name).replace("{listen}", &p.listen);
+                Some(LogSource { path: path.into(), service: p.service, instance: p.name })
+            })
+            .collect();
+        sources.extend(self.config.logs.iter().map(|l| LogSource {
+            path: l.path.clone(),
+            service: l.service.clone(),
+            instance: l.instance.clone(),
+        }));
+        sources
+    }
+
+    /// What `/metrics` serves: host, supervised processes, the agent itself.
+    pub async fn local_families(&self) -> Vec<Family> {
+        let mut families = self.host_families().await;
+        families.extend(self.own_families());
+        families
+    }
+
+    fn own_families(&self) -> Vec<Family> {
+        let mut families = self.supervisor.families();
+        families.extend(self.telemetry.families());
+        families
+    }
+
+    /// The labels the agent adds to what a cycle ships.
+    fn cycle_labels(&self, cycle: Cycle) -> Vec<(String, String)> {
+        let (node, listen) = (self.config.node.clone(), self.config.listen.to_string());
+        let pairs = match cycle {
+            Cycle::Host => vec![("node", node), ("instance", listen), ("job", "node".to_string())],
+            Cycle::Own => vec![("node", node), ("agent", listen)],
+            Cycle::Scrape | Cycle::Probe => Vec::new(),
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// Ends the series of `cycle` that vanished since its last run, then queues it.
+    async fn ship_cycle(&self, cycle: Cycle, mut families: Vec<Family>) {
+        self.staleness.mark_vanished(cycle.name(), &mut families);
+        if !families.is_empty() {
+            self.queue_metrics(families, self.cycle_labels(cycle)).await;
+        }
+    }
+
+    /// Encodes and queues families as remote_write requests (fsyncs: off the runtime).
+    async fn queue_metrics(&self, families: Vec<Family>, extra: Vec<(String, String)>) {
+        let Some(queue) = self.metrics_queue.clone() else { return };
+        let _ = tokio::task::spawn_blocking(move || {
+            let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let series = remote_write::to_timeseries(&families, &extra, now_ms());
+            for chunk in series.chunks(SERIES_PER_REQUEST) {
+                let body = remote_write::encode(&WriteRequest { timeseries: chunk.to_vec() });
+                if let Err(e) = queue.push(&body) {
+                    tracing::error!(error = %e, "cannot queue metrics; this batch is lost");
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Host metrics, read on the blocking pool (statvfs of a hung mount must not stall
+    /// the runtime).
+    async fn host_families(&self) -> Vec<Family> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.lock().unwrap_or_else(|p| p.into_inner()).collect())
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Calls `check` on every target at once.
+    async fn each_target(&self, check: impl AsyncFn(reqwest::Client, Target, Duration) -> Vec<Family>) -> Vec<Family> {
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let checks = self.targets().into_iter().map(|t| check(self.http.clone(), t, timeout));
+        futures::future::join_all(checks).await.into_iter().flatten().collect()
+    }
+
+    /// One metrics cycle: host, own, scrapes. A replica stopped or removed since the
+    /// last cycle, a failed scrape, or a series a target no longer exposes: ended with a
+    /// marker, as Prometheus does.
+    pub async fn collect_metrics(&self) {
+        self.ship_cycle(Cycle::Host, self.host_families().await).await;
+        self.ship_cycle(Cycle::Own, self.own_families()).await;
+        let scraped = self.each_target(async |client, t, timeout| scrape::scrape(&client, &t, timeout).await).await;
+        self.ship_cycle(Cycle::Scrape, scraped).await;
+    }
+
+    pub async fn collect_probes(&self) {
+        let probed = self.each_target(async |client, t, timeout| scrape::probe(&client, &t, timeout).await).await;
+        self.ship_cycle(Cycle::Probe, probed).await;
+    }
+
+    /// On a clean stop, once the replicas are stopped: every series this agent sent ends
+    /// with a staleness marker, queued durably like any sample (and shipped by the final
+    /// flush, or at the next start). Without them a stopped node's replicas would look
+    /// alive for a few intervals after it left — long enough for a restarted cluster to
+    /// count a replica no process stands behind.
+    pub async fn end_series(&self) {
+        for cycle in Cycle::ALL {
+            self.ship_cycle(cycle, Vec::new()).await;
+        }
+    }
+}
