@@ -18,6 +18,13 @@ pub struct HostCollector {
 #[error("cannot read host statistics: {0}")]
 pub struct HostError(String);
 
+/// Families of one unlabelled sample each, for the values that could be read.
+fn singles<const N: usize>(out: &mut Vec<Family>, values: [(&str, &str, MetricKind, Option<f64>); N]) {
+    out.extend(
+        values.into_iter().filter_map(|(name, help, kind, value)| Some(Family::single(name, help, kind, value?))),
+    );
+}
+
 impl HostCollector {
     pub fn new() -> Result<Self, HostError> {
         let system = sysinfo::System::new().map_err(|e| HostError(e.to_string()))?;
@@ -33,19 +40,18 @@ impl HostCollector {
         self.memory(&mut out);
         self.filesystems(&mut out);
         self.network(&mut out);
-        if let Ok(load) = sysinfo::System::load_average() {
-            out.push(Family::single("node_load1", "1m load average.", MetricKind::Gauge, load.one));
-            out.push(Family::single("node_load5", "5m load average.", MetricKind::Gauge, load.five));
-            out.push(Family::single("node_load15", "15m load average.", MetricKind::Gauge, load.fifteen));
-        }
+        let load = sysinfo::System::load_average().ok();
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        out.push(Family::single(
-            "node_time_seconds",
-            "System time in seconds since epoch (1970).",
-            MetricKind::Gauge,
-            now,
-        ));
+        singles(
+            &mut out,
+            [
+                ("node_load1", "1m load average.", MetricKind::Gauge, load.as_ref().map(|l| l.one)),
+                ("node_load5", "5m load average.", MetricKind::Gauge, load.as_ref().map(|l| l.five)),
+                ("node_load15", "15m load average.", MetricKind::Gauge, load.as_ref().map(|l| l.fifteen)),
+                ("node_time_seconds", "System time in seconds since epoch (1970).", MetricKind::Gauge, Some(now)),
+            ],
+        );
         out
     }
 
@@ -60,22 +66,18 @@ impl HostCollector {
             seconds.push(&[("cpu", cpu), ("mode", mode)], *value);
         }
         out.push(seconds);
-        if let Some(ctxt) = parsed.context_switches {
-            out.push(Family::single(
-                "node_context_switches_total",
-                "Total number of context switches.",
-                MetricKind::Counter,
-                ctxt,
-            ));
-        }
-        if let Some(btime) = parsed.boot_time {
-            out.push(Family::single(
-                "node_boot_time_seconds",
-                "Node boot time, in unixtime.",
-                MetricKind::Gauge,
-                btime,
-            ));
-        }
+        singles(
+            out,
+            [
+                (
+                    "node_context_switches_total",
+                    "Total number of context switches.",
+                    MetricKind::Counter,
+                    parsed.context_switches,
+                ),
+                ("node_boot_time_seconds", "Node boot time, in unixtime.", MetricKind::Gauge, parsed.boot_time),
+            ],
+        );
     }
 
     fn memory(&mut self, out: &mut Vec<Family>) {
@@ -94,13 +96,12 @@ impl HostCollector {
 
     fn filesystems(&mut self, out: &mut Vec<Family>) {
         self.disks.refresh(true);
-        let mut size = Family::new("node_filesystem_size_bytes", "Filesystem size in bytes.", MetricKind::Gauge);
-        let mut avail = Family::new(
-            "node_filesystem_avail_bytes",
-            "Filesystem space available to non-root users in bytes.",
-            MetricKind::Gauge,
-        );
-        let mut readonly = Family::new("node_filesystem_readonly", "Filesystem read-only status.", MetricKind::Gauge);
+        let [mut size, mut avail, mut readonly] = [
+            ("node_filesystem_size_bytes", "Filesystem size in bytes."),
+            ("node_filesystem_avail_bytes", "Filesystem space available to non-root users in bytes."),
+            ("node_filesystem_readonly", "Filesystem read-only status."),
+        ]
+        .map(|(name, help)| Family::new(name, help, MetricKind::Gauge));
         // Several mounts can share one block device; its I/O is counted once.
         let mut io: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for disk in self.disks.iter() {
@@ -116,16 +117,11 @@ impl HostCollector {
             let short = device.trim_start_matches("/dev/").to_string();
             io.entry(short).or_insert((usage.total_read_bytes, usage.total_written_bytes));
         }
-        let mut read = Family::new(
-            "node_disk_read_bytes_total",
-            "The total number of bytes read successfully.",
-            MetricKind::Counter,
-        );
-        let mut written = Family::new(
-            "node_disk_written_bytes_total",
-            "The total number of bytes written successfully.",
-            MetricKind::Counter,
-        );
+        let [mut read, mut written] = [
+            ("node_disk_read_bytes_total", "The total number of bytes read successfully."),
+            ("node_disk_written_bytes_total", "The total number of bytes written successfully."),
+        ]
+        .map(|(name, help)| Family::new(name, help, MetricKind::Counter));
         for (device, (r, w)) in &io {
             read.push(&[("device", device)], *r as f64);
             written.push(&[("device", device)], *w as f64);

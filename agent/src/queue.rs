@@ -446,6 +446,23 @@ mod tests {
         QueueConfig { max_bytes: max, segment_bytes: segment, when_full }
     }
 
+    /// Pushes `records` records of 100 bytes, lets `damage` change the first segment's
+    /// bytes (given the size of one record on disk), and opens the queue again.
+    fn reopen_damaged(dir: &Path, records: u8, damage: impl FnOnce(&mut Vec<u8>, usize)) -> (DiskQueue, OpenReport) {
+        let cfg = config(1 << 20, 4 << 20, WhenFull::Block);
+        {
+            let (q, _) = DiskQueue::open(dir, cfg.clone(), &["r"]).expect("open");
+            for i in 0..records {
+                q.push(&[i; 100]).expect("push");
+            }
+        }
+        let seg = segment_path(dir, 1);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        damage(&mut bytes, (HEADER as usize) + PAYLOAD_PREFIX + 100);
+        std::fs::write(&seg, &bytes).expect("write");
+        DiskQueue::open(dir, cfg, &["r"]).expect("opens despite damage")
+    }
+
     fn drain(q: &DiskQueue, reader: &str) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(r) = q.peek(reader).expect("peek") {
@@ -482,20 +499,10 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_corrupt_records_are_skipped() {
         let dir = tempfile::tempdir().expect("tmp");
-        let cfg = config(1 << 20, 4 << 20, WhenFull::Block);
-        {
-            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
-            for i in 0..10u8 {
-                q.push(&[i; 100]).expect("push");
-            }
-        }
-        let seg = segment_path(dir.path(), 1);
-        let mut bytes = std::fs::read(&seg).expect("read");
-        let record = (HEADER as usize) + PAYLOAD_PREFIX + 100;
-        bytes[3 * record + 40] ^= 0xff; // damage the payload of record 4
-        bytes.extend_from_slice(&MAGIC.to_le_bytes()); // and leave a torn fifth of a header
-        std::fs::write(&seg, &bytes).expect("write");
-        let (q, report) = DiskQueue::open(dir.path(), cfg, &["r"]).expect("opens despite damage");
+        let (q, report) = reopen_damaged(dir.path(), 10, |bytes, record| {
+            bytes[3 * record + 40] ^= 0xff; // damage the payload of record 4
+            bytes.extend_from_slice(&MAGIC.to_le_bytes()); // and leave a torn fifth of a header
+        });
         assert_eq!(report.truncated_bytes, 4);
         let got = drain(&q, "r");
         assert_eq!(got.len(), 9);
@@ -560,19 +567,10 @@ mod tests {
     #[test]
     fn a_damaged_length_field_skips_one_record_not_the_rest() {
         let dir = tempfile::tempdir().expect("tmp");
-        let cfg = config(1 << 20, 4 << 20, WhenFull::Block);
-        {
-            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
-            for i in 0..5u8 {
-                q.push(&[i; 100]).expect("push");
-            }
-        }
-        let seg = segment_path(dir.path(), 1);
-        let mut bytes = std::fs::read(&seg).expect("read");
-        let record = (HEADER as usize) + PAYLOAD_PREFIX + 100;
-        bytes[record + 4..record + 8].copy_from_slice(&1_000_000u32.to_le_bytes()); // record 2 claims to run past the end
-        std::fs::write(&seg, &bytes).expect("write");
-        let (q, report) = DiskQueue::open(dir.path(), cfg, &["r"]).expect("open");
+        let (q, report) = reopen_damaged(dir.path(), 5, |bytes, record| {
+            // record 2 claims to run past the end
+            bytes[record + 4..record + 8].copy_from_slice(&1_000_000u32.to_le_bytes());
+        });
         assert_eq!(report.truncated_bytes, 0, "good records follow: nothing is cut");
         let got = drain(&q, "r");
         assert_eq!(got.len(), 4);

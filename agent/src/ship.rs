@@ -238,62 +238,64 @@ mod tests {
         }
     }
 
+    /// A delivery loop from a queue holding `batches` to a receiver that fails the first
+    /// `fail` requests with `status`.
+    struct Delivery {
+        _dir: tempfile::TempDir,
+        queue: Arc<DiskQueue>,
+        seen: Arc<Mutex<Vec<String>>>,
+        telemetry: Arc<Telemetry>,
+        _stop: watch::Sender<bool>,
+    }
+
+    impl Delivery {
+        async fn start(batches: &[&[u8]], fail: usize, status: StatusCode) -> Self {
+            let dir = tempfile::tempdir().expect("tmp");
+            let (queue, _) = DiskQueue::open(dir.path(), QueueConfig::metrics(), &["r"]).expect("queue");
+            let queue = Arc::new(queue);
+            for batch in batches {
+                queue.push(batch).expect("push");
+            }
+            let (url, seen) = receiver(fail, status).await;
+            let telemetry = Arc::new(Telemetry::default());
+            let (stop_tx, stop) = watch::channel(false);
+            tokio::spawn(deliver(queue.clone(), destination(url), telemetry.clone(), stop));
+            Delivery { _dir: dir, queue, seen, telemetry, _stop: stop_tx }
+        }
+
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().expect("lock").clone()
+        }
+
+        /// The value of the first series of the self-metric `name`, if it has one.
+        fn counted(&self, name: &str) -> Option<f64> {
+            let families = self.telemetry.families();
+            families.into_iter().find(|f| f.name == name)?.samples.first().map(|s| s.value)
+        }
+    }
+
     #[tokio::test]
     async fn retries_5xx_then_delivers_in_order_with_batch_ids() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (queue, _) = DiskQueue::open(dir.path(), QueueConfig::metrics(), &["r"]).expect("queue");
-        let queue = Arc::new(queue);
-        for i in 0..3u8 {
-            queue.push(&[i]).expect("push");
-        }
-        let (url, seen) = receiver(2, StatusCode::SERVICE_UNAVAILABLE).await;
-        let telemetry = Arc::new(Telemetry::default());
-        let (stop_tx, stop) = watch::channel(false);
-        tokio::spawn(deliver(queue.clone(), destination(url), telemetry.clone(), stop));
-        until(|| seen.lock().expect("lock").len() == 3).await;
-        assert_eq!(*seen.lock().expect("lock"), ["node-1-abc/1", "node-1-abc/2", "node-1-abc/3"]);
-        let families = telemetry.families();
-        let failed = families.iter().find(|f| f.name == "hale_agent_batches_failed_total").expect("failed");
-        assert_eq!(failed.samples[0].value, 2.0);
-        let _ = stop_tx.send(true);
+        let d = Delivery::start(&[&[0], &[1], &[2]], 2, StatusCode::SERVICE_UNAVAILABLE).await;
+        until(|| d.seen().len() == 3).await;
+        assert_eq!(d.seen(), ["node-1-abc/1", "node-1-abc/2", "node-1-abc/3"]);
+        assert_eq!(d.counted("hale_agent_batches_failed_total"), Some(2.0));
     }
 
     #[tokio::test]
     async fn a_4xx_is_dropped_not_retried() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (queue, _) = DiskQueue::open(dir.path(), QueueConfig::metrics(), &["r"]).expect("queue");
-        let queue = Arc::new(queue);
-        queue.push(b"bad").expect("push");
-        queue.push(b"good").expect("push");
-        let (url, seen) = receiver(1, StatusCode::BAD_REQUEST).await;
-        let telemetry = Arc::new(Telemetry::default());
-        let (stop_tx, stop) = watch::channel(false);
-        tokio::spawn(deliver(queue.clone(), destination(url), telemetry.clone(), stop));
-        until(|| seen.lock().expect("lock").len() == 1).await;
-        assert_eq!(*seen.lock().expect("lock"), ["node-1-abc/2"]);
-        let dropped =
-            telemetry.families().into_iter().find(|f| f.name == "hale_agent_batches_dropped_total").expect("dropped");
-        assert_eq!(dropped.samples[0].value, 1.0);
-        let _ = stop_tx.send(true);
+        let d = Delivery::start(&[b"bad", b"good"], 1, StatusCode::BAD_REQUEST).await;
+        until(|| d.seen().len() == 1).await;
+        assert_eq!(d.seen(), ["node-1-abc/2"]);
+        assert_eq!(d.counted("hale_agent_batches_dropped_total"), Some(1.0));
     }
 
     #[tokio::test]
     async fn a_redirect_is_retried_not_followed() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (queue, _) = DiskQueue::open(dir.path(), QueueConfig::metrics(), &["r"]).expect("queue");
-        let queue = Arc::new(queue);
-        queue.push(b"x").expect("push");
-        let (url, seen) = receiver(usize::MAX, StatusCode::TEMPORARY_REDIRECT).await;
-        let telemetry = Arc::new(Telemetry::default());
-        let (stop_tx, stop) = watch::channel(false);
-        tokio::spawn(deliver(queue.clone(), destination(url), telemetry.clone(), stop));
-        until(|| {
-            telemetry.families().iter().any(|f| f.name == "hale_agent_batches_failed_total" && !f.samples.is_empty())
-        })
-        .await;
-        assert!(seen.lock().expect("lock").is_empty());
-        assert!(queue.peek("r").expect("peek").is_some(), "the batch is kept");
-        let _ = stop_tx.send(true);
+        let d = Delivery::start(&[b"x"], usize::MAX, StatusCode::TEMPORARY_REDIRECT).await;
+        until(|| d.counted("hale_agent_batches_failed_total").is_some()).await;
+        assert!(d.seen().is_empty());
+        assert!(d.queue.peek("r").expect("peek").is_some(), "the batch is kept");
     }
 
     #[test]

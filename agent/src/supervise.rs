@@ -175,29 +175,17 @@ impl Supervisor {
 
     /// `hale_process_*` families for every supervised process, read from /proc.
     pub fn families(&self) -> Vec<Family> {
-        let mut up = Family::new("hale_process_up", "1 if the supervised process is running.", MetricKind::Gauge);
-        let mut cpu = Family::new(
-            "hale_process_cpu_seconds_total",
-            "CPU time of the process, user and system.",
-            MetricKind::Counter,
-        );
-        let mut rss =
-            Family::new("hale_process_resident_memory_bytes", "Resident memory of the process.", MetricKind::Gauge);
-        let mut fds = Family::new("hale_process_open_fds", "Open file descriptors of the process.", MetricKind::Gauge);
-        let mut start = Family::new(
-            "hale_process_start_time_seconds",
-            "Start time of the process, in unixtime.",
-            MetricKind::Gauge,
-        );
-        let mut restarts = Family::new(
-            "hale_process_restarts_total",
-            "Times the supervisor restarted the process.",
-            MetricKind::Counter,
-        );
-        let mut starts =
-            Family::new("hale_process_starts_total", "Times the process was started.", MetricKind::Counter);
-        let mut exits =
-            Family::new("hale_process_exits_total", "Times the process exited on its own.", MetricKind::Counter);
+        let [mut up, mut cpu, mut rss, mut fds, mut start, mut restarts, mut starts, mut exits] = [
+            ("hale_process_up", "1 if the supervised process is running.", MetricKind::Gauge),
+            ("hale_process_cpu_seconds_total", "CPU time of the process, user and system.", MetricKind::Counter),
+            ("hale_process_resident_memory_bytes", "Resident memory of the process.", MetricKind::Gauge),
+            ("hale_process_open_fds", "Open file descriptors of the process.", MetricKind::Gauge),
+            ("hale_process_start_time_seconds", "Start time of the process, in unixtime.", MetricKind::Gauge),
+            ("hale_process_restarts_total", "Times the supervisor restarted the process.", MetricKind::Counter),
+            ("hale_process_starts_total", "Times the process was started.", MetricKind::Counter),
+            ("hale_process_exits_total", "Times the process exited on its own.", MetricKind::Counter),
+        ]
+        .map(|(name, help, kind)| Family::new(name, help, kind));
         let ticks = procfs::ticks_per_second() as f64;
         let page = procfs::page_size() as f64;
         for e in lock(&self.table).values() {
@@ -441,14 +429,20 @@ mod tests {
         sup.list().into_iter().find(|p| p.name == name).and_then(|p| p.pid.filter(|_| p.state == State::Running))
     }
 
+    /// A supervisor with `grace` running `script` as `name`, and its pid once it runs.
+    async fn running(grace: Duration, name: &str, script: &str, dir: &std::path::Path) -> (Supervisor, u32) {
+        let sup = Supervisor::new(grace);
+        sup.start(spec(name, script, dir)).expect("start");
+        wait_until(|| pid(&sup, name).is_some()).await;
+        let pid = pid(&sup, name).expect("running");
+        (sup, pid)
+    }
+
     #[tokio::test]
     async fn restarts_a_killed_child_and_reports_it() {
         let dir = tempfile::tempdir().expect("tmp");
-        let sup = Supervisor::new(Duration::from_secs(2));
-        sup.start(spec("sleeper", "exec sleep 30", dir.path())).expect("start");
+        let (sup, first) = running(Duration::from_secs(2), "sleeper", "exec sleep 30", dir.path()).await;
         assert_eq!(sup.start(spec("sleeper", "true", dir.path())), Err(SuperviseError::Exists("sleeper".into())));
-        wait_until(|| pid(&sup, "sleeper").is_some()).await;
-        let first = pid(&sup, "sleeper").expect("running");
         kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill");
         wait_until(|| pid(&sup, "sleeper").is_some_and(|p| p != first)).await;
         let info = &sup.list()[0];
@@ -471,10 +465,7 @@ mod tests {
     #[tokio::test]
     async fn restart_and_stop_on_request() {
         let dir = tempfile::tempdir().expect("tmp");
-        let sup = Supervisor::new(Duration::from_secs(2));
-        sup.start(spec("svc", "exec sleep 30", dir.path())).expect("start");
-        wait_until(|| pid(&sup, "svc").is_some()).await;
-        let first = pid(&sup, "svc").expect("pid");
+        let (sup, first) = running(Duration::from_secs(2), "svc", "exec sleep 30", dir.path()).await;
         sup.restart("svc").await.expect("restart");
         wait_until(|| pid(&sup, "svc").is_some_and(|p| p != first)).await;
         assert!(kill(Pid::from_raw(first as i32), None).is_err());
@@ -488,10 +479,8 @@ mod tests {
     #[tokio::test]
     async fn a_child_that_ignores_sigterm_is_killed_after_grace() {
         let dir = tempfile::tempdir().expect("tmp");
-        let sup = Supervisor::new(Duration::from_millis(300));
-        sup.start(spec("stubborn", "trap '' TERM; while true; do sleep 0.1; done", dir.path())).expect("start");
-        wait_until(|| pid(&sup, "stubborn").is_some()).await;
-        let pid = pid(&sup, "stubborn").expect("pid");
+        let script = "trap '' TERM; while true; do sleep 0.1; done";
+        let (sup, pid) = running(Duration::from_millis(300), "stubborn", script, dir.path()).await;
         // Without the SIGKILL after the grace, the shutdown would wait for ever.
         tokio::time::timeout(Duration::from_secs(60), sup.shutdown()).await.expect("killed after the grace");
         assert!(kill(Pid::from_raw(pid as i32), None).is_err());

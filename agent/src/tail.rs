@@ -464,16 +464,32 @@ mod tests {
         f.write_all(text.as_bytes()).expect("write");
     }
 
+    /// A temporary directory with `a.log` holding `text`.
+    fn log_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        append(&path, text);
+        (dir, path)
+    }
+
+    /// A tailer of `path` from its start.
+    fn tail(path: &Path) -> Tailer {
+        Tailer::new(vec![source(path)], &Positions::new())
+    }
+
+    /// Rotates `path` by renaming it to `<path>.1`, as logrotate does by default.
+    fn rotate(path: &Path) {
+        std::fs::rename(path, path.with_extension("log.1")).expect("rename");
+    }
+
     fn texts(lines: &[Line]) -> Vec<String> {
         lines.iter().map(|l| l.text.clone()).collect()
     }
 
     #[test]
     fn partial_lines_wait_for_their_newline() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a.log");
-        append(&path, "one\ntw");
-        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        let (_dir, path) = log_file("one\ntw");
+        let mut t = tail(&path);
         assert_eq!(texts(&t.poll(100)), ["one"]);
         append(&path, "o\nthree\n");
         assert_eq!(texts(&t.poll(100)), ["two", "three"]);
@@ -482,10 +498,8 @@ mod tests {
 
     #[test]
     fn a_poll_cut_short_by_max_lines_resumes_where_it_stopped() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a.log");
-        append(&path, &(0..10).map(|i| format!("{i}\n")).collect::<String>());
-        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        let (_dir, path) = log_file(&(0..10).map(|i| format!("{i}\n")).collect::<String>());
+        let mut t = tail(&path);
         let mut got = Vec::new();
         for _ in 0..5 {
             got.extend(texts(&t.poll(3)));
@@ -495,13 +509,11 @@ mod tests {
 
     #[test]
     fn rename_and_create_rotation_loses_nothing() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a.log");
-        append(&path, "1\n2\n");
-        let mut t = Tailer::new(vec![source(&path)], &Positions::new()).with_rotation_grace(std::time::Duration::ZERO);
+        let (_dir, path) = log_file("1\n2\n");
+        let mut t = tail(&path).with_rotation_grace(std::time::Duration::ZERO);
         assert_eq!(texts(&t.poll(100)), ["1", "2"]);
         append(&path, "3\n");
-        std::fs::rename(&path, dir.path().join("a.log.1")).expect("rename");
+        rotate(&path);
         append(&path, "4\n");
         assert_eq!(texts(&t.poll(100)), ["3", "4"]);
         append(&path, "5\n");
@@ -510,12 +522,9 @@ mod tests {
 
     #[test]
     fn a_rotated_file_is_still_read_during_the_grace_period_and_its_last_line_kept() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a.log");
+        let (dir, path) = log_file("1\n");
         let old = dir.path().join("a.log.1");
-        append(&path, "1\n");
-        let mut t = Tailer::new(vec![source(&path)], &Positions::new())
-            .with_rotation_grace(std::time::Duration::from_millis(200));
+        let mut t = tail(&path).with_rotation_grace(std::time::Duration::from_millis(200));
         assert_eq!(texts(&t.poll(100)), ["1"]);
         std::fs::rename(&path, &old).expect("rename");
         append(&path, "new\n");
@@ -530,10 +539,8 @@ mod tests {
 
     #[test]
     fn copytruncate_rotation_starts_over() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a.log");
-        append(&path, "aaaaaaaaaa\nbbbbbbbbbb\n");
-        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        let (dir, path) = log_file("aaaaaaaaaa\nbbbbbbbbbb\n");
+        let mut t = tail(&path);
         assert_eq!(t.poll(100).len(), 2);
         std::fs::copy(&path, dir.path().join("a.log.1")).expect("copy");
         std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(0).expect("truncate");
@@ -543,16 +550,14 @@ mod tests {
 
     #[test]
     fn restart_from_positions_neither_loses_nor_repeats_even_after_rotation() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a.log");
-        append(&path, "1\n2\n");
-        let mut t = Tailer::new(vec![source(&path)], &Positions::new());
+        let (_dir, path) = log_file("1\n2\n");
+        let mut t = tail(&path);
         assert_eq!(t.poll(100).len(), 2);
         let saved = t.positions();
         drop(t);
         // While "down": more lines, then a rotation, then more lines.
         append(&path, "3\n");
-        std::fs::rename(&path, dir.path().join("a.log.1")).expect("rename");
+        rotate(&path);
         append(&path, "4\n");
         let mut t = Tailer::new(vec![source(&path)], &saved);
         let mut got = texts(&t.poll(100));

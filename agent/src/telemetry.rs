@@ -57,16 +57,16 @@ impl Telemetry {
     pub fn new(queues: Vec<WatchedQueue>) -> Self {
         let mut registry = Registry::with_prefix("hale");
         let agent = registry.sub_registry_with_prefix("agent");
-        let sent = Family::default();
-        agent.register("batches_sent", "Batches the receiver accepted", sent.clone());
-        let failed = Family::default();
-        agent.register("batches_failed", "Delivery attempts that failed and will be retried", failed.clone());
-        let dropped = Family::default();
-        agent.register(
-            "batches_dropped",
-            "Batches the receiver refused for good (4xx other than 429)",
-            dropped.clone(),
-        );
+        let [sent, failed, dropped] = [
+            ("batches_sent", "Batches the receiver accepted"),
+            ("batches_failed", "Delivery attempts that failed and will be retried"),
+            ("batches_dropped", "Batches the receiver refused for good (4xx other than 429)"),
+        ]
+        .map(|(name, help)| {
+            let family = Family::default();
+            agent.register(name, help, family.clone());
+            family
+        });
         let log_lines = Family::default();
         agent.register("log_lines", "Log lines read, by service and level", log_lines.clone());
         agent.register_collector(Box::new(QueueMetrics { queues }));
