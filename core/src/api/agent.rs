@@ -70,6 +70,38 @@ pub struct AgentHealth {
     pub pid: Option<u32>,
 }
 
+/// The body of a node agent's `POST /api/v1/processes`: a new replica from a template in
+/// the agent's own config (never a command: the agent runs only what it was configured with).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartProcess {
+    /// A service whose template is in the agent's config.
+    pub service: String,
+    /// Instance name; default `<service>-<node>-<n>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A node agent's answer to `POST /api/v1/processes` (201): the replica it started, with
+/// the name and listen address it chose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStarted {
+    /// `null` only if the replica ended before the agent could list it.
+    pub process: Option<ProcessInfo>,
+}
+
+/// A node agent's answer to `POST /api/v1/processes/{name}/restart` (202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRestarted {
+    pub restarted: String,
+}
+
+/// A node agent's answer to `DELETE /api/v1/processes/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStopped {
+    pub stopped: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +136,24 @@ mod tests {
         assert_eq!(health.pid, Some(4242));
         round_trip(&health);
         assert_eq!(serde_json::to_string(&health).expect("json"), served);
+    }
+
+    #[test]
+    fn actuator_bodies_round_trip_and_parse_as_the_agent_writes_them() {
+        let start: StartProcess = serde_json::from_str(r#"{"service":"search"}"#).expect("start");
+        assert_eq!(start, StartProcess { service: "search".into(), name: None });
+        assert_eq!(serde_json::to_string(&start).expect("json"), r#"{"service":"search"}"#);
+        round_trip(&StartProcess { service: "search".into(), name: Some("search-9".into()) });
+        assert!(serde_json::from_str::<StartProcess>(r#"{"service":"sh","program":"/bin/rm"}"#).is_err());
+        let served = r#"{"process":{"name":"search-node-1-1","service":"search","node":"node-1",
+            "listen":"127.0.0.1:8095","pid":77,"state":"starting","restarts":0,"uptime_secs":0,"last_exit":null}}"#;
+        let started: ProcessStarted = serde_json::from_str(served).expect("started");
+        assert_eq!(started.process.as_ref().map(|p| p.listen.as_str()), Some("127.0.0.1:8095"));
+        round_trip(&started);
+        round_trip(&ProcessStarted { process: None });
+        let restarted: ProcessRestarted = serde_json::from_str(r#"{"restarted":"search-1"}"#).expect("restarted");
+        round_trip(&restarted);
+        let stopped: ProcessStopped = serde_json::from_str(r#"{"stopped":"search-1"}"#).expect("stopped");
+        assert_eq!(serde_json::to_string(&stopped).expect("json"), r#"{"stopped":"search-1"}"#);
     }
 }

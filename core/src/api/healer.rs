@@ -310,6 +310,57 @@ pub struct ActionAnswer {
     pub action: Action,
 }
 
+/// The error answer of the healer, the node agents' actuator and the shop:
+/// `{"error": {"code", "message"}}`, a short machine-readable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The `error` of [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// `not_found`, `unauthorized`, `bad_payload`, …
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } }
+    }
+}
+
+/// The healer's answer to `POST /hooks/alertmanager`: firing alerts stored for a decision,
+/// and those it already had (same fingerprint and start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookAccepted {
+    pub queued: usize,
+    pub duplicates: usize,
+}
+
+/// The healer's answer to `POST /api/v1/pause` and `/resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub paused: bool,
+}
+
+/// The healer's answer to `POST /api/v1/targets/{kind}/{name}/reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetReset {
+    /// `kind/name`.
+    pub target: String,
+    /// Whether it was waiting for a human (a failed repair) before the reset.
+    pub was_blocked: bool,
+}
+
+/// The healer's `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealerHealth {
+    /// `alive`.
+    pub status: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +470,29 @@ mod tests {
         for status in [ActionStatus::AwaitingApproval, ActionStatus::DryRun, ActionStatus::Succeeded] {
             assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
         }
+    }
+
+    #[test]
+    fn small_replies_round_trip_and_parse_as_the_healer_writes_them() {
+        let error: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"not_found","message":"no action act-1"}}"#).expect("error");
+        assert_eq!(error, ErrorBody::new("not_found", "no action act-1"));
+        round_trip(&error);
+        let cases: [(&str, &dyn Fn(&str) -> String); 4] = [
+            (r#"{"queued":2,"duplicates":1}"#, &|t| reserialize::<HookAccepted>(t)),
+            (r#"{"paused":true}"#, &|t| reserialize::<Paused>(t)),
+            (r#"{"target":"instance/search-1","was_blocked":false}"#, &|t| reserialize::<TargetReset>(t)),
+            (r#"{"status":"alive"}"#, &|t| reserialize::<HealerHealth>(t)),
+        ];
+        for (served, again) in cases {
+            assert_eq!(again(served), served);
+        }
+    }
+
+    /// Parses what the healer served and writes it again.
+    fn reserialize<T: serde::de::DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(served: &str) -> String {
+        let value: T = serde_json::from_str(served).expect("parses");
+        round_trip(&value);
+        serde_json::to_string(&value).expect("json")
     }
 }

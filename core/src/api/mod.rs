@@ -28,6 +28,7 @@ mod status;
 
 pub use agent::*;
 pub use alerts::*;
+pub use gateway::*;
 pub use healer::*;
 pub use notify::*;
 pub use query::*;
