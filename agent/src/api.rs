@@ -10,8 +10,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hale_core::api::{ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
 use hale_core::auth::{bearer_matches, bearer_token};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::valid_instance_name;
@@ -107,7 +107,7 @@ async fn restart(
     };
     agent.supervisor.restart_with_grace(&name, grace).await?;
     tracing::warn!(process = %name, "restart requested through the actuator");
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"restarted": name}))))
+    Ok((StatusCode::ACCEPTED, axum::Json(ProcessRestarted { restarted: name })))
 }
 
 async fn stop(
@@ -118,16 +118,7 @@ async fn stop(
     authorize(&agent, &headers)?;
     agent.supervisor.stop(&name).await?;
     tracing::warn!(process = %name, "stopped through the actuator");
-    Ok(axum::Json(json!({"stopped": name})))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartRequest {
-    /// A service whose template is in this agent's config.
-    service: String,
-    /// Instance name; default `<service>-<node>-<n>`.
-    name: Option<String>,
+    Ok(axum::Json(ProcessStopped { stopped: name }))
 }
 
 async fn start(
@@ -136,7 +127,7 @@ async fn start(
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&agent, &headers)?;
-    let req: StartRequest = serde_json::from_slice(&body).map_err(|e| {
+    let req: StartProcess = serde_json::from_slice(&body).map_err(|e| {
         ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"service\", \"name\"?}}: {e}"))
     })?;
     let template = agent.config.template(&req.service).ok_or_else(|| {
@@ -180,5 +171,5 @@ async fn start(
     agent.supervisor.start(spec)?;
     tracing::warn!(process = %name, service = %req.service, %listen, "replica started through the actuator");
     let info = agent.supervisor.list().into_iter().find(|p| p.name == name);
-    Ok((StatusCode::CREATED, axum::Json(json!({"process": info}))))
+    Ok((StatusCode::CREATED, axum::Json(ProcessStarted { process: info })))
 }

@@ -22,4 +22,5 @@ mod request;
 
 pub use agent::Agent;
 pub use collector::Collector;
+pub use gateway::Gateway;
 pub use request::{CALL_TIMEOUT, ClientError};

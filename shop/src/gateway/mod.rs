@@ -16,20 +16,19 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
+use hale_core::api::{CatalogReadiness, EpochRequest, GatewayReadiness, PoolUpdate, PrimaryReadiness};
 use hale_core::{ClusterConfig, Role, ServiceKind};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::watch;
 
 use crate::http::internal::{self, CLIENT_ADDR_HEADER, EPOCH_HEADER};
 use crate::http::token::unix_now;
 use crate::http::{Admin, ApiJson, AppError, BODY_LIMIT_BYTES, Readiness};
-use pool::{Check, Member, MemberSpec, Pool, Pools};
+use pool::{Check, Member, Pool, Pools};
 
 /// Interval of the active `/readyz` checks.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -156,18 +155,20 @@ impl GatewayState {
 
     async fn check_one(&self, service: ServiceKind, member: &Arc<Member>) {
         let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
-        let (mut check, body) = match response {
-            Ok(r) if r.status().is_success() => (Check::Ready, r.json::<serde_json::Value>().await.ok()),
+        let (mut check, claim) = match response {
+            // Only a catalog replica says a role worth reading: the primary it claims to be.
+            Ok(r) if r.status().is_success() && service == ServiceKind::Catalog => {
+                let claim = r.json::<CatalogReadiness>().await.ok().filter(|c| c.role == Role::Primary);
+                (Check::Ready, claim.map(|c| c.epoch))
+            }
+            Ok(r) if r.status().is_success() => (Check::Ready, None),
             Err(e) if e.is_timeout() => (Check::TimedOut, None),
             _ => (Check::NotReady, None),
         };
         // An old catalog primary back from the dead (its node was cut off during a
         // failover, so the promotion could not fence it) still says it leads under the old
         // epoch: it serves no reads, and it is told the new epoch, which fences it.
-        if service == ServiceKind::Catalog
-            && let Some(body) = &body
-            && body["role"] == "primary"
-            && let Some(epoch) = body["epoch"].as_u64()
+        if let Some(epoch) = claim
             && let Some(current) = self.pools.get(service).map(|p| p.epoch)
             && epoch < current
         {
@@ -184,11 +185,7 @@ impl GatewayState {
                 tracing::warn!(service = %service, instance = %member.instance, "replica failed its readiness check");
             }
         }
-        if service == ServiceKind::Catalog
-            && let Some(body) = body
-            && body["role"] == "primary"
-            && let Some(epoch) = body["epoch"].as_u64()
-        {
+        if let Some(epoch) = claim {
             member.set_reported_primary_epoch(epoch);
             if self.pools.adopt_primary(service, &member.instance, epoch) {
                 tracing::warn!(instance = %member.instance, epoch, "catalog primary changed");
@@ -202,7 +199,7 @@ impl GatewayState {
             .client
             .post(format!("{}/admin/fence", member.url))
             .bearer_auth(token)
-            .json(&json!({"epoch": epoch}))
+            .json(&EpochRequest { epoch: Some(epoch) })
             .timeout(CHECK_TIMEOUT)
             .send()
             .await;
@@ -219,11 +216,11 @@ impl GatewayState {
 
     fn publish_readiness(&self) {
         let mut missing = Vec::new();
-        let mut detail = serde_json::Map::new();
+        let mut detail = GatewayReadiness::default();
         for service in [ServiceKind::Auth, ServiceKind::Catalog, ServiceKind::Search, ServiceKind::Orders] {
             let ready = self.pools.get(service).map_or(0, |p| p.ready_count());
             self.ready_members.get_or_create(&ServiceLabels { service: service.to_string() }).set(ready as i64);
-            detail.insert(service.to_string(), ready.into());
+            detail.ready_replicas.insert(service.to_string(), ready);
             if ready == 0 {
                 missing.push(service.to_string());
             }
@@ -232,12 +229,13 @@ impl GatewayState {
         // without it (reads still work) and says which, so callers that write can wait.
         let primary = self.pools.get(ServiceKind::Catalog).and_then(|p| p.primary());
         self.primary_ready.set(i64::from(primary.as_ref().is_some_and(|m| m.is_ready())));
-        let primary = json!({
-            "instance": primary.as_ref().map(|m| m.instance.clone()),
-            "ready": primary.as_ref().is_some_and(|m| m.is_ready()),
-        });
+        detail.catalog_primary = PrimaryReadiness {
+            instance: primary.as_ref().map(|m| m.instance.clone()),
+            ready: primary.as_ref().is_some_and(|m| m.is_ready()),
+        };
         if missing.is_empty() {
-            self.readiness.set(Ok(json!({"ready_replicas": detail, "catalog_primary": primary})));
+            // A struct of strings, numbers and maps with string keys always serializes.
+            self.readiness.set(Ok(serde_json::to_value(detail).unwrap_or_default()));
         } else {
             self.readiness.set(Err(format!("no ready replica of {}", missing.join(", "))));
         }
@@ -485,14 +483,6 @@ async fn attempt(
 
 async fn pool_get(_: Admin, State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
     axum::Json(state.pools.snapshot())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PoolUpdate {
-    members: Option<Vec<MemberSpec>>,
-    primary: Option<String>,
-    epoch: Option<u64>,
 }
 
 async fn pool_put(

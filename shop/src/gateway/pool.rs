@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hale_core::ServiceKind;
+use hale_core::api::{MemberSpec, PoolMember, PoolView, Pools as PoolsView};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 /// Readiness checks that must time out in a row before a replica counts as not ready.
 pub const TIMEOUTS_TO_UNREADY: u32 = 2;
@@ -125,32 +125,6 @@ pub struct Pool {
     pub epoch: u64,
 }
 
-/// A member as `GET /admin/pool` shows it and `PUT /admin/pool/{service}` takes it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MemberSpec {
-    pub instance: String,
-    pub url: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct MemberSnapshot {
-    pub instance: String,
-    pub url: String,
-    pub ready: bool,
-    pub ejected: bool,
-    pub outstanding: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PoolSnapshot {
-    pub members: Vec<MemberSnapshot>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub primary: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<u64>,
-}
-
 #[derive(Default)]
 pub struct Pools {
     inner: RwLock<BTreeMap<ServiceKind, Pool>>,
@@ -230,7 +204,8 @@ impl Pools {
         false
     }
 
-    pub fn snapshot(&self) -> BTreeMap<ServiceKind, PoolSnapshot> {
+    /// The pools as `GET /admin/pool` shows them.
+    pub fn snapshot(&self) -> PoolsView {
         let now = Instant::now();
         let pools = self.inner.read().unwrap_or_else(|p| p.into_inner());
         pools
@@ -239,7 +214,7 @@ impl Pools {
                 let members = pool
                     .members
                     .iter()
-                    .map(|m| MemberSnapshot {
+                    .map(|m| PoolMember {
                         instance: m.instance.clone(),
                         url: m.url.clone(),
                         ready: m.is_ready(),
@@ -248,10 +223,7 @@ impl Pools {
                     })
                     .collect();
                 let is_catalog = *service == ServiceKind::Catalog;
-                (
-                    *service,
-                    PoolSnapshot { members, primary: pool.primary.clone(), epoch: is_catalog.then_some(pool.epoch) },
-                )
+                (*service, PoolView { members, primary: pool.primary.clone(), epoch: is_catalog.then_some(pool.epoch) })
             })
             .collect()
     }
@@ -372,5 +344,31 @@ mod tests {
         assert!(!pools.adopt_primary(ServiceKind::Catalog, "s-2", 1));
         assert!(pools.adopt_primary(ServiceKind::Catalog, "s-2", 2));
         assert_eq!(pools.get(ServiceKind::Catalog).expect("pool").primary.as_deref(), Some("s-2"));
+    }
+
+    #[test]
+    fn the_admin_view_is_the_json_it_always_was_and_what_clients_read() {
+        let mut catalog = pool(2);
+        catalog.primary = Some("s-2".into());
+        catalog.epoch = 3;
+        catalog.members[0].set_ready(false);
+        let pools = Pools::new(BTreeMap::from([(ServiceKind::Catalog, catalog), (ServiceKind::Search, pool(1))]));
+        let served = serde_json::to_string(&pools.snapshot()).expect("json");
+        let member = |i: usize, ready: bool| {
+            format!(
+                r#"{{"instance":"s-{i}","url":"http://127.0.0.1:{i}","ready":{ready},"ejected":false,"outstanding":0}}"#
+            )
+        };
+        let expected = format!(
+            r#"{{"catalog":{{"members":[{},{}],"primary":"s-2","epoch":3}},"search":{{"members":[{}]}}}}"#,
+            member(1, false),
+            member(2, true),
+            member(1, true)
+        );
+        assert_eq!(served, expected);
+        let read: hale_core::api::Pools = serde_json::from_str(&served).expect("the client's type");
+        let catalog = &read[&ServiceKind::Catalog];
+        assert_eq!((catalog.primary_member().map(|m| m.ready), catalog.epoch), (Some(true), Some(3)));
+        assert_eq!(read[&ServiceKind::Search].epoch, None, "only the catalog has an epoch");
     }
 }
