@@ -1,6 +1,7 @@
-//! The collector's own API: alerts, silences, SLOs.
+//! The collector's own API: alerts, silences, SLOs, the cluster view, PromQL queries.
 
-use hale_core::api::{AlertsData, Envelope, NewSilence, Silence, SilenceCreated, SloState};
+use hale_core::api::{AlertsData, Envelope, NewSilence, QueryResult, Silence, SilenceCreated, SloState};
+use hale_core::cluster::ClusterView;
 use serde::de::DeserializeOwned;
 
 use crate::request::{self, CALL_TIMEOUT, ClientError};
@@ -83,5 +84,35 @@ impl Collector {
     /// `GET /api/v1/slos`.
     pub async fn slos(&self) -> Result<Vec<SloState>, ClientError> {
         self.data(self.http.get(request::url(&self.base, &["api", "v1", "slos"])?)).await
+    }
+
+    /// `GET /api/v1/cluster`: nodes and services, freshness already judged.
+    pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
+        self.data(self.http.get(request::url(&self.base, &["api", "v1", "cluster"])?)).await
+    }
+
+    /// `GET /api/v1/query`: `query` evaluated now.
+    pub async fn query(&self, query: &str) -> Result<QueryResult, ClientError> {
+        let url = request::url(&self.base, &["api", "v1", "query"])?;
+        self.data(self.http.get(url).query(&[("query", query)])).await
+    }
+
+    /// `GET /api/v1/query_range`: `query` from `start` to `end` (Unix seconds) every
+    /// `step_secs`.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step_secs: f64,
+    ) -> Result<QueryResult, ClientError> {
+        let url = request::url(&self.base, &["api", "v1", "query_range"])?;
+        let params = [
+            ("query", query.to_string()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("step", step_secs.to_string()),
+        ];
+        self.data(self.http.get(url).query(&params)).await
     }
 }

@@ -1,1 +1,87 @@
-//! The healer's API: state, actions, approvals, pause and resets.
+//! The healer's API: state, actions, approvals, pause and resets. Reads are open; every
+//! write needs the healer's token (`--token`, `HALE_HEALER_TOKEN`) and goes to the leader.
+
+use hale_core::api::{ActionAnswer, ActionList, HealerHealth, HealerState, Paused, TargetReset};
+
+use crate::request::{self, CALL_TIMEOUT, ClientError};
+
+pub struct Healer {
+    base: String,
+    /// For the writes.
+    token: Option<String>,
+    http: reqwest::Client,
+    timeout: std::time::Duration,
+}
+
+impl Healer {
+    /// A client of the healer at `base` (`http://host:port`); `token` for the calls that
+    /// change something (approvals, pause, resets).
+    pub fn new(base: &str, token: Option<String>) -> Result<Healer, ClientError> {
+        Healer::with_client(base, token, request::http(CALL_TIMEOUT)?, CALL_TIMEOUT)
+    }
+
+    /// A client that shares the caller's connection pool; every call still has `timeout`.
+    pub fn with_client(
+        base: &str,
+        token: Option<String>,
+        http: reqwest::Client,
+        timeout: std::time::Duration,
+    ) -> Result<Healer, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        request::url(&base, &[])?;
+        Ok(Healer { base, token, http, timeout })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        request::call(self.http.get(request::url(&self.base, segments)?).timeout(self.timeout)).await
+    }
+
+    /// A write: a POST without a body, with the token.
+    async fn post<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        let r = self.http.post(request::url(&self.base, segments)?).timeout(self.timeout);
+        let r = match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        };
+        request::call(r).await
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<HealerHealth, ClientError> {
+        self.get(&["healthz"]).await
+    }
+
+    /// `GET /api/v1/state`: paused, the queue, targets waiting for a human, refusals kept
+    /// for another look, and who leads.
+    pub async fn state(&self) -> Result<HealerState, ClientError> {
+        self.get(&["api", "v1", "state"]).await
+    }
+
+    /// `GET /api/v1/actions`: newest first.
+    pub async fn actions(&self) -> Result<ActionList, ClientError> {
+        self.get(&["api", "v1", "actions"]).await
+    }
+
+    /// `POST /api/v1/actions/{id}/approve` (token): the action, now running.
+    pub async fn approve(&self, id: &str) -> Result<ActionAnswer, ClientError> {
+        self.post(&["api", "v1", "actions", id, "approve"]).await
+    }
+
+    /// `POST /api/v1/actions/{id}/reject` (token).
+    pub async fn reject(&self, id: &str) -> Result<ActionAnswer, ClientError> {
+        self.post(&["api", "v1", "actions", id, "reject"]).await
+    }
+
+    /// `POST /api/v1/pause` or `/resume` (token): whether the healer is now paused.
+    pub async fn set_paused(&self, paused: bool) -> Result<Paused, ClientError> {
+        self.post(&["api", "v1", if paused { "pause" } else { "resume" }]).await
+    }
+
+    /// `POST /api/v1/targets/{kind}/{name}/reset` (token): automatic repairs of a target
+    /// that waits for a human resume. `target` is its key as the state names it
+    /// (`instance/search-1`, `service/search`, `node/node-3`).
+    pub async fn reset(&self, target: &str) -> Result<TargetReset, ClientError> {
+        let (kind, name) = target.split_once('/').unwrap_or((target, ""));
+        self.post(&["api", "v1", "targets", kind, name, "reset"]).await
+    }
+}

@@ -23,4 +23,5 @@ mod request;
 pub use agent::Agent;
 pub use collector::Collector;
 pub use gateway::Gateway;
+pub use healer::Healer;
 pub use request::{CALL_TIMEOUT, ClientError};
