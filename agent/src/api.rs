@@ -14,8 +14,8 @@ use hale_core::api::{ProcessRestarted, ProcessStarted, ProcessStopped, StartProc
 use hale_core::auth::{bearer_matches, bearer_token};
 use serde_json::json;
 
+use crate::agent::Agent;
 use crate::config::valid_instance_name;
-use crate::run::Agent;
 use crate::supervise::SuperviseError;
 
 /// An actuator error as `{"error": {"code", "message"}}`.

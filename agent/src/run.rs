@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub(crate) use crate::agent::Agent;
-use crate::agent::{AgentError, metrics_reader};
+use crate::agent::{Agent, AgentError, metrics_reader};
 use crate::config::AgentConfig;
 use crate::queue::DiskQueue;
 use crate::ship::{self, Destination, Protocol};
