@@ -13,6 +13,8 @@ pub mod rules;
 mod run;
 pub mod slo;
 pub mod sources;
+pub mod state;
 pub mod store;
+pub mod telemetry;
 
 pub use run::{CollectorConfig, CollectorError, run};

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::api::{self, Collector};
+use crate::api;
+use crate::state::Collector;
 use crate::store::Store;
 
 /// What `hale collector` runs with.
@@ -134,13 +135,11 @@ pub async fn run(
     };
     let silences = Arc::new(crate::notify::silence::Silences::open(&config.data_dir.join("silences.json")));
     let collector = Arc::new(Collector {
-        query_latency: Default::default(),
         store,
         logs,
         ingest_token: config.ingest_token.clone(),
         started,
-        rejected_batches: Default::default(),
-        dropped_samples: Default::default(),
+        telemetry: Default::default(),
         rules: Default::default(),
         admin_token: config.admin_token.clone(),
         silences: silences.clone(),

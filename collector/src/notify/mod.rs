@@ -7,7 +7,6 @@
 //! per receiver and notification) and forwards alerts to Alertmanager; the outbox's own
 //! task delivers the files.
 
-pub mod api;
 pub mod dispatch;
 pub mod outbox;
 pub mod payload;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::parser::Expr;
-use serde::Serialize;
 
 use super::file::{Group, RuleDef, TemplateText};
 use super::template::Data;
@@ -26,13 +25,8 @@ pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 
 pub type LabelSet = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    Inactive,
-    Pending,
-    Firing,
-}
+/// An alert's state; core's, as the API reports it.
+pub use hale_core::api::AlertState;
 
 /// One alert of an alerting rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,13 +46,8 @@ pub struct Alert {
     pub last_seen: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    Unknown,
-    Ok,
-    Err,
-}
+/// Whether a rule's last evaluation succeeded, as `/api/v1/rules` reports it.
+pub use hale_core::api::RuleHealth as Health;
 
 /// What is common to both kinds of rule: its outcome last time.
 #[derive(Debug, Clone)]

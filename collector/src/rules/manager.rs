@@ -10,11 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hale_core::api::{ActiveAlert, AlertState as ApiAlertState};
-use serde_json::{Value, json};
+use std::sync::atomic::AtomicU64;
 
-use super::eval::{Alert, AlertState, GroupRunner, Health, LabelSet, Rule, RuleKind, RuleStatus};
-use super::file::RuleFile;
+use hale_core::api::{
+    ActiveAlert, AlertingRule, NEVER_EVALUATED, Rule as ApiRule, RuleGroup, RuleKind as ApiRuleKind, RulesData,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::eval::{Alert, AlertState, GroupRunner, Health, LabelSet, Rule, RuleKind};
+use super::file::{RuleFile, TemplateText};
 use crate::store::Store;
 use hale_core::ConfigError;
 
@@ -66,87 +73,103 @@ pub struct AlertsUpdate {
     pub interval: Duration,
 }
 
-/// One group as the API shows it: (name, its `/api/v1/rules` entry, its active alerts).
-type GroupSnapshot = (String, Value, Vec<ActiveAlert>);
-
 /// The latest snapshot of every group, in file order, as the API shows it.
 #[derive(Clone, Default)]
 pub struct RulesView {
-    groups: Arc<RwLock<Vec<GroupSnapshot>>>,
+    /// `None` for a group that has published nothing yet.
+    groups: Arc<RwLock<Vec<Option<RuleGroup>>>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+    file: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
 }
 
 impl RulesView {
-    fn publish(&self, index: usize, key: String, group: Value, alerts: Vec<ActiveAlert>) {
+    fn publish(&self, index: usize, group: RuleGroup) {
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
         if groups.len() <= index {
-            groups.resize_with(index + 1, || (String::new(), Value::Null, Vec::new()));
+            groups.resize_with(index + 1, || None);
         }
-        groups[index] = (key, group, alerts);
+        groups[index] = Some(group);
     }
 
-    /// `/api/v1/rules` data; `kind` "alert" or "record" keeps that type only.
-    pub fn rules_json(&self, kind: Option<&str>) -> Value {
-        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
-        let list: Vec<Value> = groups
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<RuleGroup>>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `/api/v1/rules` data, with the rules `keep` keeps.
+    pub fn rules(&self, keep: impl Fn(&ApiRule) -> bool) -> RulesData {
+        let groups = self.read();
+        let groups = groups
             .iter()
-            .filter(|g| !g.1.is_null())
-            .map(|(_, g, _)| {
-                let mut g = g.clone();
-                if let (Some(kind), Some(rules)) = (kind, g.get_mut("rules").and_then(Value::as_array_mut)) {
-                    let want = if kind == "alert" { "alerting" } else { "recording" };
-                    rules.retain(|r| r["type"] == want);
-                }
-                g
-            })
+            .flatten()
+            .map(|g| RuleGroup { rules: g.rules.iter().filter(|r| keep(r)).cloned().collect(), ..g.clone() })
             .collect();
-        json!({ "groups": list })
+        RulesData { groups }
     }
 
     /// Every pending and firing alert, for `/api/v1/alerts`.
     pub fn alerts(&self) -> Vec<ActiveAlert> {
-        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
-        groups.iter().flat_map(|g| g.2.iter().cloned()).collect()
+        self.read().iter().flatten().flat_map(group_alerts).cloned().collect()
     }
 
-    /// Rule evaluation on `/metrics`: per group its last duration and failing rules, and
-    /// the alerts pending and firing.
-    pub fn families(&self) -> Vec<hale_core::metrics::Family> {
-        use hale_core::metrics::{Family, MetricKind};
-        let mut duration = Family::new(
-            "hale_collector_rule_group_last_duration_seconds",
-            "How long the group's last evaluation took.",
-            MetricKind::Gauge,
-        );
-        let mut failing = Family::new(
-            "hale_collector_rule_group_rules_failing",
-            "Rules of the group whose last evaluation failed (see /api/v1/rules for why).",
-            MetricKind::Gauge,
-        );
-        let mut alerts = Family::new("hale_collector_alerts", "Alerts by state.", MetricKind::Gauge);
-        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+    /// Rule evaluation on `/metrics` (`registry` is the collector's): per group its last
+    /// duration and failing rules, and the alerts pending and firing.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let duration = Family::<GroupLabels, Gauge<f64, AtomicU64>>::default();
+        let failing = Family::<GroupLabels, Gauge>::default();
+        let alerts = Family::<StateLabels, Gauge>::default();
         let (mut pending, mut firing) = (0, 0);
-        for (name, group, active) in groups.iter() {
-            if group.is_null() {
-                continue;
+        for group in self.read().iter().flatten() {
+            let labels = GroupLabels { group: group.name.clone(), file: group.file.clone() };
+            duration.get_or_create(&labels).set(group.evaluation_time);
+            let bad = group.rules.iter().filter(|r| r.health == Health::Err).count();
+            failing.get_or_create(&labels).set(bad as i64);
+            for alert in group_alerts(group) {
+                match alert.state {
+                    AlertState::Pending => pending += 1,
+                    AlertState::Firing => firing += 1,
+                    AlertState::Inactive => {}
+                }
             }
-            let labels = [("group", name.as_str()), ("file", group["file"].as_str().unwrap_or(""))];
-            duration.push(&labels, group["evaluationTime"].as_f64().unwrap_or(0.0));
-            let bad = group["rules"].as_array().map_or(0, |r| r.iter().filter(|r| r["health"] == "err").count());
-            failing.push(&labels, bad as f64);
-            pending += active.iter().filter(|a| a.state == ApiAlertState::Pending).count();
-            firing += active.iter().filter(|a| a.state == ApiAlertState::Firing).count();
         }
-        alerts.push(&[("state", "pending")], pending as f64);
-        alerts.push(&[("state", "firing")], firing as f64);
-        vec![duration, failing, alerts]
+        alerts.get_or_create(&StateLabels { state: "pending" }).set(pending);
+        alerts.get_or_create(&StateLabels { state: "firing" }).set(firing);
+        registry.register_with_unit(
+            "rule_group_last_duration",
+            "How long the group's last evaluation took",
+            Unit::Seconds,
+            duration,
+        );
+        registry.register(
+            "rule_group_rules_failing",
+            "Rules of the group whose last evaluation failed (see /api/v1/rules for why)",
+            failing,
+        );
+        registry.register("alerts", "Alerts by state", alerts);
     }
 
     /// Snapshots published by a group before it first evaluates, so the API lists it.
     pub fn register(&self, groups: &[GroupRunner]) {
         for (i, g) in groups.iter().enumerate() {
-            self.publish(i, g.name.clone(), group_json(g), Vec::new());
+            self.publish(i, api_group(g));
         }
     }
+}
+
+/// The pending and firing alerts of a group's alerting rules.
+fn group_alerts(group: &RuleGroup) -> impl Iterator<Item = &ActiveAlert> {
+    group.rules.iter().flat_map(|r| match &r.kind {
+        ApiRuleKind::Alerting(a) => a.alerts.as_slice(),
+        ApiRuleKind::Recording => &[],
+    })
 }
 
 /// Runs every group until the process stops: one task each, first evaluation at once.
@@ -169,8 +192,7 @@ pub fn spawn<S: AsRef<Store> + Send + Sync + 'static>(
                     tick.tick().await;
                     let now = now_ms();
                     group.eval_at((*store).as_ref(), now).await;
-                    let alerts = active_alerts(&group);
-                    view.publish(index, group.name.clone(), group_json(&group), alerts);
+                    view.publish(index, api_group(&group));
                     if let Some(tx) = &updates {
                         let update = AlertsUpdate {
                             group: group.name.clone(),
@@ -217,77 +239,61 @@ fn active_alert(a: &Alert) -> ActiveAlert {
     ActiveAlert {
         labels: a.labels.clone(),
         annotations: a.annotations.clone(),
-        state: match a.state {
-            AlertState::Inactive => ApiAlertState::Inactive,
-            AlertState::Pending => ApiAlertState::Pending,
-            AlertState::Firing => ApiAlertState::Firing,
-        },
+        state: a.state,
         active_at: rfc3339(a.active_at),
         value: format_e(a.value),
     }
 }
 
-fn active_alerts(g: &GroupRunner) -> Vec<ActiveAlert> {
-    g.rules
-        .iter()
-        .flat_map(Rule::alerts)
-        .filter(|a| a.state != AlertState::Inactive)
-        .map(|a| active_alert(&a))
-        .collect()
+/// When it last ran, as the API says it.
+fn last_evaluation(at: Option<i64>) -> String {
+    at.map_or_else(|| NEVER_EVALUATED.to_string(), rfc3339)
 }
 
-fn status_json(s: &RuleStatus) -> Value {
-    json!({
-        "health": s.health,
-        "lastError": s.last_error.clone().unwrap_or_default(),
-        "evaluationTime": s.evaluation_seconds,
-        "lastEvaluation": s.last_evaluation.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339),
-    })
-}
-
-fn rule_json(r: &Rule) -> Value {
-    let labels: LabelSet = r.labels.iter().map(|(k, v)| (k.clone(), v.text.clone())).collect();
-    let mut out = match &r.kind {
-        RuleKind::Recording => json!({ "name": r.name, "query": r.query, "labels": labels, "type": "recording" }),
+fn api_rule(r: &Rule) -> ApiRule {
+    let texts = |m: &[(String, TemplateText)]| m.iter().map(|(k, v)| (k.clone(), v.text.clone())).collect();
+    let kind = match &r.kind {
+        RuleKind::Recording => ApiRuleKind::Recording,
         RuleKind::Alerting { hold, keep_firing_for, annotations, .. } => {
             let alerts: Vec<Alert> = r.alerts().into_iter().filter(|a| a.state != AlertState::Inactive).collect();
             let state = if alerts.iter().any(|a| a.state == AlertState::Firing) {
-                "firing"
+                AlertState::Firing
             } else if alerts.is_empty() {
-                "inactive"
+                AlertState::Inactive
             } else {
-                "pending"
+                AlertState::Pending
             };
-            let notes: LabelSet = annotations.iter().map(|(k, v)| (k.clone(), v.text.clone())).collect();
-            json!({
-                "state": state,
-                "name": r.name,
-                "query": r.query,
-                "duration": hold.as_secs_f64(),
-                "keepFiringFor": keep_firing_for.as_secs_f64(),
-                "labels": labels,
-                "annotations": notes,
-                "alerts": alerts.iter().map(active_alert).collect::<Vec<_>>(),
-                "type": "alerting",
+            ApiRuleKind::Alerting(AlertingRule {
+                state,
+                duration: hold.as_secs_f64(),
+                keep_firing_for: keep_firing_for.as_secs_f64(),
+                annotations: texts(annotations),
+                alerts: alerts.iter().map(active_alert).collect(),
             })
         }
     };
-    if let (Some(o), Value::Object(s)) = (out.as_object_mut(), status_json(&r.status)) {
-        o.extend(s);
+    ApiRule {
+        name: r.name.clone(),
+        query: r.query.clone(),
+        labels: texts(&r.labels),
+        kind,
+        health: r.status.health,
+        last_error: r.status.last_error.clone().unwrap_or_default(),
+        evaluation_time: r.status.evaluation_seconds,
+        last_evaluation: last_evaluation(r.status.last_evaluation),
     }
-    out
 }
 
-fn group_json(g: &GroupRunner) -> Value {
-    json!({
-        "name": g.name,
-        "file": g.file,
-        "rules": g.rules.iter().map(rule_json).collect::<Vec<_>>(),
-        "interval": g.interval.as_secs_f64(),
-        "limit": g.limit,
-        "evaluationTime": g.evaluation_seconds,
-        "lastEvaluation": g.last_evaluation.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339),
-    })
+fn api_group(g: &GroupRunner) -> RuleGroup {
+    RuleGroup {
+        name: g.name.clone(),
+        file: g.file.clone(),
+        rules: g.rules.iter().map(api_rule).collect(),
+        interval: g.interval.as_secs_f64(),
+        limit: g.limit as u64,
+        evaluation_time: g.evaluation_seconds,
+        last_evaluation: last_evaluation(g.last_evaluation),
+    }
 }
 
 /// Whether every rule of every group is healthy (for `/-/ready`-style checks and tests).

@@ -3,7 +3,12 @@
 //! data is reported as missing, never as 100 % good, and a budget is only reported when the
 //! period has data.
 
-use hale_core::metrics::{Family, MetricKind};
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::generate::{self, PERIOD, WINDOWS};
 use super::spec::Spec;
@@ -119,51 +124,76 @@ pub fn compute(store: &Store, defs: &[SloDef], min_events: u64, now: i64) -> Vec
         .collect()
 }
 
-/// The `hale_slo_*` series of DESIGN.md, plus events per window and a status state set.
-pub fn families(states: &[SloState]) -> Vec<Family> {
-    let mut objective = Family::new("hale_slo_objective_ratio", "The SLO's objective, as a ratio.", MetricKind::Gauge);
-    let mut ratio = Family::new(
-        "hale_slo_sli_error_ratio",
-        "Share of bad events over each window (absent when the window has no data).",
-        MetricKind::Gauge,
-    );
-    let mut burn =
-        Family::new("hale_slo_burn_rate", "Error ratio over the error budget, per window.", MetricKind::Gauge);
-    let mut remaining = Family::new(
-        "hale_slo_error_budget_remaining_ratio",
-        "Share of the 30-day error budget left (absent without data for the period).",
-        MetricKind::Gauge,
-    );
-    let mut events = Family::new("hale_slo_events", "Events counted in each window (event SLIs).", MetricKind::Gauge);
-    let mut status = Family::new(
-        "hale_slo_status",
-        "1 for the SLO's current status: page, ticket, ok, insufficient_data or no_data.",
-        MetricKind::Gauge,
-    );
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SloLabels {
+    slo: String,
+    service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabels {
+    slo: String,
+    service: String,
+    window: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    slo: String,
+    service: String,
+    status: &'static str,
+}
+
+type Gauges<L> = Family<L, Gauge<f64, AtomicU64>>;
+
+/// The `hale_slo_*` series of DESIGN.md, plus events per window and a status state set,
+/// into `registry` (prefixed `hale_slo`).
+pub fn register_metrics(states: &[SloState], registry: &mut Registry) {
+    let (objective, remaining, status) = (Gauges::<SloLabels>::default(), Gauges::default(), Gauges::default());
+    let (ratio, burn, events) = (Gauges::<WindowLabels>::default(), Gauges::default(), Gauges::default());
     for s in states {
-        let base = [("slo", s.slo.as_str()), ("service", s.service.as_str())];
-        objective.push(&base, s.objective);
+        let base = SloLabels { slo: s.slo.clone(), service: s.service.clone() };
+        let window =
+            |window: &str| WindowLabels { slo: s.slo.clone(), service: s.service.clone(), window: window.into() };
+        objective.get_or_create(&base).set(s.objective);
         for w in &s.windows {
-            let labels = [base[0], base[1], ("window", w.window.as_str())];
-            if let Some(r) = w.error_ratio {
-                ratio.push(&labels, r);
-            }
-            if let Some(b) = w.burn_rate {
-                burn.push(&labels, b);
-            }
-            if let Some(e) = w.events {
-                events.push(&labels, e);
+            let labels = window(&w.window);
+            for (family, value) in [(&ratio, w.error_ratio), (&burn, w.burn_rate), (&events, w.events)] {
+                if let Some(v) = value {
+                    family.get_or_create(&labels).set(v);
+                }
             }
         }
         if let Some(r) = s.period_error_ratio {
-            ratio.push(&[base[0], base[1], ("window", PERIOD.0)], r);
+            ratio.get_or_create(&window(PERIOD.0)).set(r);
         }
         if let Some(r) = s.error_budget_remaining {
-            remaining.push(&base, r);
+            remaining.get_or_create(&base).set(r);
         }
         for st in SloStatus::ALL {
-            status.push(&[base[0], base[1], ("status", st.as_str())], if s.status == st { 1.0 } else { 0.0 });
+            let labels = StatusLabels { slo: s.slo.clone(), service: s.service.clone(), status: st.as_str() };
+            status.get_or_create(&labels).set(if s.status == st { 1.0 } else { 0.0 });
         }
     }
-    vec![objective, ratio, burn, remaining, events, status]
+    let ratio_unit = || Unit::Other("ratio".into());
+    registry.register_with_unit("objective", "The SLO's objective, as a ratio", ratio_unit(), objective);
+    registry.register_with_unit(
+        "sli_error",
+        "Share of bad events over each window (absent when the window has no data)",
+        ratio_unit(),
+        ratio,
+    );
+    registry.register("burn_rate", "Error ratio over the error budget, per window", burn);
+    registry.register_with_unit(
+        "error_budget_remaining",
+        "Share of the 30-day error budget left (absent without data for the period)",
+        ratio_unit(),
+        remaining,
+    );
+    registry.register("events", "Events counted in each window (event SLIs)", events);
+    registry.register(
+        "status",
+        "1 for the SLO's current status: page, ticket, ok, insufficient_data or no_data",
+        status,
+    );
 }

@@ -32,6 +32,7 @@ pub use gateway::*;
 pub use healer::*;
 pub use notify::*;
 pub use query::*;
+pub use rules::*;
 pub use slo::*;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,141 @@
+//! Logs: OTLP/HTTP ingest (`POST /v1/logs`, protobuf or JSON), the query
+//! (`/api/v1/logs`) and the live tail (`/api/v1/logs/tail`, server-sent events).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+
+use super::{PromError, bad_data, batch_id, blocking, ingest_body, parse_time, success};
+use crate::logs::{Filter, LogQuery};
+use crate::state::Collector;
+
+/// Largest OTLP logs body accepted. The agent's batches stay near 1 MiB of text; JSON and
+/// protobuf bodies expand when decoded, so this is kept well under the metrics limit.
+pub const MAX_LOG_BYTES: usize = 8 << 20;
+
+pub(super) fn routes() -> Router<Arc<Collector>> {
+    Router::new()
+        // It reads its body itself, after the token, within MAX_LOG_BYTES.
+        .route("/v1/logs", post(ingest))
+        .route("/api/v1/logs", get(query))
+        .route("/api/v1/logs/tail", get(tail))
+}
+
+async fn ingest(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, PromError> {
+    use prost::Message;
+    let body = ingest_body(&c, &headers, body, MAX_LOG_BYTES).await?;
+    let json =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    // Both forms expand when decoded: their size is checked on the raw bytes first.
+    let request: ExportLogsServiceRequest = if json {
+        crate::logs::check_json_size(&body).map_err(|e| bad_data(e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON logs request: {e}")))?
+    } else {
+        crate::logs::check_protobuf_size(&body).map_err(|e| bad_data(e.to_string()))?;
+        Message::decode(body.as_ref()).map_err(|e| bad_data(format!("not an OTLP/protobuf logs request: {e}")))?
+    };
+    let lines = crate::logs::lines_of(&request);
+    let batch = batch_id(&headers);
+    blocking(&c, move |c| c.logs.append(lines, batch)).await?.map_err(PromError::internal)?;
+    // OTLP/HTTP: an empty ExportLogsServiceResponse.
+    Ok((StatusCode::OK, [("content-type", "application/x-protobuf")], Vec::<u8>::new()).into_response())
+}
+
+fn filter(q: &LogQuery) -> Result<Filter, PromError> {
+    // In ns, as log lines are stamped.
+    let ns = |key: &str, v: &Option<String>, default: u64| -> Result<u64, PromError> {
+        match v {
+            None => Ok(default),
+            Some(text) => Ok((parse_time(key, text)?.max(0) as u64).saturating_mul(1_000_000)),
+        }
+    };
+    Ok(Filter {
+        service: q.service.clone(),
+        instance: q.instance.clone(),
+        level: q.level.clone(),
+        contains: q.contains.clone(),
+        since_ns: ns("since", &q.since, 0)?,
+        until_ns: ns("until", &q.until, u64::MAX)?,
+    })
+}
+
+/// The newest lines that match, at most `limit` (100 unless asked, 5,000 at most).
+async fn query(State(c): State<Arc<Collector>>, Query(q): Query<LogQuery>) -> Result<Response, PromError> {
+    let filter = filter(&q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 5000);
+    let lines = blocking(&c, move |c| c.logs.query(&filter, limit)).await?.map_err(PromError::internal)?;
+    Ok(success(lines))
+}
+
+/// Server-sent events: every new line that matches, as JSON.
+async fn tail(State(c): State<Arc<Collector>>, Query(q): Query<LogQuery>) -> Result<Response, PromError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let mut filter = filter(&q)?;
+    filter.until_ns = u64::MAX;
+    let rx = c.logs.subscribe();
+    let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) if filter.matches(&line) => {
+                    let event = Event::default().json_data(&line).unwrap_or_default();
+                    return Some((Ok::<_, std::convert::Infallible>(event), (rx, filter)));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), (rx, filter)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_support::{app, call};
+
+    #[tokio::test]
+    async fn oversized_or_expanding_log_bodies_are_refused() {
+        let (_dir, app) = app(Some("tok"));
+        let send = |body: Vec<u8>, json: bool| {
+            let req = axum::http::Request::post("/v1/logs")
+                .header("authorization", "Bearer tok")
+                .header("content-type", if json { "application/json" } else { "application/x-protobuf" })
+                .body(axum::body::Body::from(body))
+                .expect("req");
+            let app = app.clone();
+            async move {
+                let (status, bytes) = call(&app, req).await;
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        assert_eq!(send(vec![0u8; MAX_LOG_BYTES + 1], false).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        // 150,000 empty records in 300 KB: refused before decoding.
+        let (status, message) = send(crate::logs::empty_records(150_000), false).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert!(message.contains("log records in one request"), "{message}");
+        let json =
+            format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, vec!["{}"; 2_200_001].join(","));
+        assert_eq!(send(json.into_bytes(), true).await.0, StatusCode::BAD_REQUEST);
+        // One attribute whose kvlist holds 4,000,000 empty key-values (8 MB): refused, not
+        // expanded into gigabytes.
+        let (status, message) = send(crate::logs::nested_attribute(4_000_000), false).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        // A sound request still goes through.
+        let ok = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},"scopeLogs":[{"logRecords":[{"timeUnixNano":"5","severityText":"INFO","body":{"stringValue":"hello"}}]}]}]}"#;
+        let (status, message) = send(ok.as_bytes().to_vec(), true).await;
+        assert_eq!(status, StatusCode::OK, "{message}");
+    }
+}

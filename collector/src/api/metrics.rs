@@ -1,0 +1,143 @@
+//! `/metrics`: the collector's own metrics in the OpenMetrics text format, through
+//! `prometheus-client`. Most are readings of state kept elsewhere (the store, the WAL, the
+//! log store, the outbox, the rule groups, the SLOs), so each scrape builds a registry of
+//! them beside the ones counted as requests are served ([`crate::telemetry`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use hale_core::time::now_ms;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::blocking;
+use crate::notify::outbox::OutboxStats;
+use crate::state::Collector;
+
+pub(super) fn routes() -> Router<Arc<Collector>> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
+    let slos = if c.slos.is_empty() {
+        Vec::new()
+    } else {
+        let now = now_ms();
+        blocking(&c, move |c| c.slo_states(now)).await.unwrap_or_default()
+    };
+    let mut registry = Registry::with_prefix("hale");
+    collector_metrics(&c, registry.sub_registry_with_prefix("collector"));
+    crate::slo::state::register_metrics(&slos, registry.sub_registry_with_prefix("slo"));
+    let mut text = String::new();
+    // Writing into a String fails only if a metric's own encoder does; the built-in
+    // metric types never do.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
+
+/// Everything named `hale_collector_*`.
+fn collector_metrics(c: &Collector, registry: &mut Registry) {
+    let counter = |v: &AtomicU64| ConstCounter::new(v.load(Relaxed));
+    c.telemetry.register(registry);
+    let (series, samples, chunk_bytes) = c.store.stats();
+    registry.register("samples_ingested", "Samples stored since start (replay included)", ConstCounter::new(samples));
+    registry.register("active_series", "Series in the head", ConstGauge::new(series as i64));
+    registry.register_with_unit(
+        "chunk",
+        "Bytes of compressed samples in the head",
+        Unit::Bytes,
+        ConstGauge::new(chunk_bytes as i64),
+    );
+    let wal = c.store.wal().stats();
+    registry.register_with_unit("wal_written", "Bytes written to the WAL", Unit::Bytes, counter(&wal.bytes_written));
+    registry.register("wal_fsyncs", "WAL fsyncs (each commits a group of writes)", counter(&wal.fsyncs));
+    registry.register_with_unit(
+        "wal_fsync",
+        "Time spent in WAL fsyncs",
+        Unit::Seconds,
+        ConstCounter::new(wal.fsync_micros.load(Relaxed) as f64 / 1e6),
+    );
+    registry.register("log_lines_stored", "Log lines stored since start", counter(&c.logs.lines_stored));
+    outbox_metrics(c.outbox.as_ref().map(|o| &o.stats), registry);
+    registry.register_with_unit(
+        "uptime",
+        "Seconds since the collector started",
+        Unit::Seconds,
+        ConstGauge::new(c.started.elapsed().as_secs_f64()),
+    );
+    c.rules.register_metrics(registry);
+}
+
+/// Notification delivery; all 0 when notifications are off.
+fn outbox_metrics(stats: Option<&OutboxStats>, registry: &mut Registry) {
+    let read = |pick: fn(&OutboxStats) -> &AtomicU64| stats.map_or(0, |s| pick(s).load(Relaxed));
+    registry.register(
+        "notifications_sent",
+        "Notifications delivered to a webhook receiver (2xx)",
+        ConstCounter::new(read(|o| &o.sent)),
+    );
+    registry.register(
+        "notification_attempts_failed",
+        "Webhook deliveries that failed and will be retried (connection error, timeout, 5xx)",
+        ConstCounter::new(read(|o| &o.failed_attempts)),
+    );
+    registry.register(
+        "notifications_dropped",
+        "Notifications given up (4xx, or undelivered for a day); kept in outbox/dead",
+        ConstCounter::new(read(|o| &o.dropped)),
+    );
+    registry.register(
+        "notifications_pending",
+        "Notifications stored in the outbox and not yet delivered",
+        ConstGauge::new(read(|o| &o.pending) as i64),
+    );
+    registry.register_with_unit(
+        "notification_last_delivery",
+        "From storing the last delivered notification to its receiver's 2xx",
+        Unit::Seconds,
+        ConstGauge::new(read(|o| &o.last_delivery_us) as f64 / 1e6),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::test_support::{app, get};
+
+    /// Names, types, units and help as before prometheus-client (counters end in `_total`).
+    #[tokio::test]
+    async fn self_metrics_keep_their_names() {
+        let (_dir, app) = app(None);
+        let (status, text) = get(&app, "/metrics").await;
+        assert!(status.is_success(), "{status}");
+        for line in [
+            "# TYPE hale_collector_query_duration_seconds histogram",
+            "hale_collector_query_duration_seconds_bucket{le=\"+Inf\"} 0",
+            "hale_collector_samples_dropped_total{reason=\"duplicate\"} 0",
+            "hale_collector_rejected_batches_total 0",
+            "hale_collector_samples_ingested_total 0",
+            "hale_collector_active_series 0",
+            "hale_collector_chunk_bytes 0",
+            "hale_collector_wal_written_bytes_total 0",
+            "hale_collector_wal_fsyncs_total 0",
+            "# TYPE hale_collector_wal_fsync_seconds counter",
+            "hale_collector_log_lines_stored_total 0",
+            "hale_collector_notifications_sent_total 0",
+            "hale_collector_notification_attempts_failed_total 0",
+            "hale_collector_notifications_dropped_total 0",
+            "hale_collector_notifications_pending 0",
+            "# HELP hale_collector_notification_last_delivery_seconds From storing the last delivered notification to its receiver's 2xx.",
+            "# TYPE hale_collector_uptime_seconds gauge",
+            "hale_collector_alerts{state=\"firing\"} 0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The Prometheus HTTP API on the collector's own PromQL engine: `/api/v1/query`,
+//! `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels`,
+//! `/api/v1/label/<name>/values` (selectors parsed by promql-parser) and `/federate`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hale_core::api::{Labels, MatrixSeries, Point, QueryResult, VectorSample};
+use hale_core::metrics::{Family, MetricKind};
+use hale_core::time::now_ms;
+
+use super::{PromError, bad_data, blocking, form_pairs, param, params, success, time_param};
+use crate::query::{self, QueryError};
+use crate::state::Collector;
+use crate::store::Store;
+use crate::store::head::Matcher;
+
+pub(super) fn routes() -> Router<Arc<Collector>> {
+    Router::new()
+        .route("/api/v1/query", get(instant).post(instant))
+        .route("/api/v1/query_range", get(range).post(range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/federate", get(federate))
+}
+
+/// `match[]` selectors of a query string.
+fn selectors(all: &str) -> Result<Vec<Vec<Matcher>>, PromError> {
+    let sets: Vec<Vec<Matcher>> = form_pairs(all)
+        .into_iter()
+        .filter(|(key, _)| key == "match[]")
+        .map(|(_, value)| selector(&value))
+        .collect::<Result<_, _>>()?;
+    if sets.is_empty() {
+        return Err(bad_data("no match[] parameter provided"));
+    }
+    Ok(sets)
+}
+
+/// One series selector as matchers.
+fn selector(text: &str) -> Result<Vec<Matcher>, PromError> {
+    use promql_parser::label::MatchOp;
+    let expr = query::parse(text).map_err(|e| bad_data(format!("invalid match[] {text:?}: {e}")))?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(bad_data(format!("match[] {text:?} is not a series selector")));
+    };
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(bad_data("`or` inside a selector is not supported"));
+    }
+    let name = vs.name.map(|name| Matcher::Eq("__name__".into(), name));
+    Ok(name
+        .into_iter()
+        .chain(vs.matchers.matchers.into_iter().map(|m| match m.op {
+            MatchOp::Equal => Matcher::Eq(m.name, m.value),
+            MatchOp::NotEqual => Matcher::Ne(m.name, m.value),
+            MatchOp::Re(re) => Matcher::Re(m.name, re),
+            MatchOp::NotRe(re) => Matcher::Nre(m.name, re),
+        }))
+        .collect())
+}
+
+/// `/api/v1/series`: the label sets of every series matching a `match[]`, in order.
+async fn series(
+    State(c): State<Arc<Collector>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    let all = params(query, &body);
+    let sets = selectors(&all)?;
+    let start = time_param(&all, "start", i64::MIN)?;
+    let end = time_param(&all, "end", i64::MAX)?;
+    let seen: BTreeSet<Vec<(String, String)>> =
+        sets.iter().flat_map(|matchers| c.store.series_labels(matchers, start, end)).collect();
+    let data: Vec<Labels> = seen.into_iter().map(|labels| labels.into_iter().collect()).collect();
+    Ok(success(data))
+}
+
+/// Go's `FormatFloat(v, 'f', -1, 64)`, as Prometheus writes sample values.
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn metric(labels: &query::Labels) -> Labels {
+    labels.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+}
+
+fn point(t: i64, v: f64) -> Point {
+    Point(t as f64 / 1000.0, format_value(v))
+}
+
+/// An evaluated value as the API answers it; `t` is the instant of scalars and strings.
+fn query_result(value: query::Value, t: i64) -> QueryResult {
+    use query::Value as V;
+    match value {
+        V::Scalar(v) => QueryResult::Scalar(point(t, v)),
+        V::String(s) => QueryResult::String(Point(t as f64 / 1000.0, s)),
+        V::Vector(samples) => QueryResult::Vector(
+            samples.iter().map(|s| VectorSample { metric: metric(&s.labels), value: point(t, s.value) }).collect(),
+        ),
+        V::Matrix(series) => QueryResult::Matrix(
+            series
+                .iter()
+                .map(|s| MatrixSeries {
+                    metric: metric(&s.labels),
+                    values: s.points.iter().map(|(t, v)| point(*t, *v)).collect(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn query_error(e: QueryError) -> PromError {
+    match e {
+        QueryError::BadData(m) => PromError(StatusCode::BAD_REQUEST, "bad_data", m),
+        QueryError::Execution(m) => PromError(StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+    }
+}
+
+/// The `query` parameter.
+fn expression(all: &str) -> Result<String, PromError> {
+    param(all, "query").ok_or_else(|| bad_data("missing the query parameter"))
+}
+
+/// Evaluates on the blocking pool, timed for `hale_collector_query_duration_seconds`;
+/// `t` is the instant scalars and strings are reported at.
+async fn evaluate(
+    c: &Arc<Collector>,
+    t: i64,
+    eval: impl FnOnce(&Store) -> Result<query::Value, QueryError> + Send + 'static,
+) -> Result<Response, PromError> {
+    let started = Instant::now();
+    let value = blocking(c, move |c| eval(&c.store)).await?.map_err(query_error)?;
+    c.telemetry.query_took(started.elapsed().as_secs_f64());
+    Ok(success(query_result(value, t)))
+}
+
+/// `/api/v1/query`: one instant, `time` or now.
+async fn instant(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
+    let all = params(q, &body);
+    let expr = expression(&all)?;
+    let t = time_param(&all, "time", now_ms())?;
+    evaluate(&c, t, move |store| query::instant_query(store, &expr, t)).await
+}
+
+/// `/api/v1/query_range`: `start` to `end` every `step` (seconds or a duration).
+async fn range(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
+    let all = params(q, &body);
+    let expr = expression(&all)?;
+    let start = time_param(&all, "start", i64::MIN)?;
+    let end = time_param(&all, "end", i64::MIN)?;
+    if start == i64::MIN || end == i64::MIN {
+        return Err(bad_data("start and end are required"));
+    }
+    let step_text = param(&all, "step").ok_or_else(|| bad_data("missing the step parameter"))?;
+    let step = match step_text.parse::<f64>() {
+        Ok(secs) => (secs * 1000.0).round() as i64,
+        Err(_) => humantime::parse_duration(&step_text)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|_| bad_data(format!("invalid step {step_text:?}")))?,
+    };
+    evaluate(&c, end, move |store| query::range_query(store, &expr, start, end, step)).await
+}
+
+/// Prometheus federation: the newest sample of every matching series, with its
+/// timestamp, in the text format.
+async fn federate(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Result<Response, PromError> {
+    let sets = selectors(&q.unwrap_or_default())?;
+    let now = now_ms();
+    let mut by_name: BTreeMap<String, Family> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for matchers in sets {
+        for s in c.store.select(&matchers, now - query::LOOKBACK_MS, now) {
+            let Some(&(t, v)) = s.samples.last() else { continue };
+            if query::is_stale(v) {
+                continue;
+            }
+            let labels: Vec<(String, String)> = s.labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            if !seen.insert(labels.clone()) {
+                continue;
+            }
+            let name = labels.iter().find(|(n, _)| n == "__name__").map(|(_, v)| v.clone()).unwrap_or_default();
+            let family =
+                by_name.entry(name.clone()).or_insert_with(|| Family::new(name.clone(), "", MetricKind::Untyped));
+            family.samples.push(hale_core::metrics::Sample {
+                name,
+                labels: labels.into_iter().filter(|(n, _)| n != "__name__").collect(),
+                value: v,
+                timestamp_ms: Some(t),
+            });
+        }
+    }
+    let families: Vec<Family> = by_name.into_values().collect();
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        hale_core::exposition::encode_text(&families),
+    )
+        .into_response())
+}
+
+async fn labels(State(c): State<Arc<Collector>>) -> Response {
+    success(c.store.label_names())
+}
+
+async fn label_values(State(c): State<Arc<Collector>>, Path(name): Path<String>) -> Response {
+    success(c.store.label_values(&name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_support::{app, body, call, get_json, label, post};
+    use serde_json::{Value, json};
+
+    #[tokio::test]
+    async fn write_then_list_series_labels_and_values() {
+        let (_dir, app) = app(Some("tok"));
+        let (status, _) = post(&app, body(vec![label("__name__", "up"), label("job", "api")]), Some("tok")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let series = get_json(&app, "/api/v1/series?match[]=up%7Bjob%3D~%22a.*%22%7D").await;
+        assert_eq!(series["data"], json!([{"__name__": "up", "job": "api"}]));
+        assert_eq!(get_json(&app, "/api/v1/labels").await["data"], json!(["__name__", "job"]));
+        assert_eq!(get_json(&app, "/api/v1/label/job/values").await["data"], json!(["api"]));
+        let bad = get_json(&app, "/api/v1/series?match[]=up%7B").await;
+        assert_eq!((bad["status"].as_str(), bad["errorType"].as_str()), (Some("error"), Some("bad_data")));
+    }
+
+    #[tokio::test]
+    async fn hostile_queries_are_refused_not_obeyed() {
+        let (_dir, app) = app(None);
+        let ask = |q: &str| {
+            let form = format!("query={}", form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>());
+            let req = axum::http::Request::post("/api/v1/query")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from(form))
+                .expect("req");
+            let app = app.clone();
+            async move {
+                let (status, bytes) = call(&app, req).await;
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            }
+        };
+        for q in ["foo[1e20]", "max_over_time(up[30d:1ms])", "up{job=\"a\" or job=\"b\"}", "rate(", ""] {
+            let (status, body) = ask(q).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
+            assert_eq!(body["errorType"], "bad_data", "{q}");
+        }
+        // Nesting is bounded before parsing, whatever its shape; a deep but accepted
+        // expression evaluates without exhausting the stack (the runtime's 2 MiB threads).
+        let deep = query::MAX_DEPTH;
+        for q in [
+            format!("{}up{}", "abs(".repeat(1000), ")".repeat(1000)),
+            format!("up{}", "+up".repeat(20_000)),
+            format!("{}1", "-".repeat(60_000)),
+            format!("{}1{}", "(".repeat(20_000), ")".repeat(20_000)),
+            format!("sum({}up{})", "rate(".repeat(deep), "[5m])".repeat(deep)),
+        ] {
+            let (status, body) = ask(&q).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {body}", &q[..40]);
+            assert!(body["error"].as_str().is_some_and(|e| e.contains("nested")), "{body}");
+        }
+        for q in [
+            format!("{}up{}", "abs(".repeat(deep - 1), ")".repeat(deep - 1)),
+            format!("{}1", "- ".repeat(deep - 1)),
+            format!("vector(1){}", " + vector(1)".repeat(deep - 2)),
+            format!("{}vector(1){}", "sum(1 + ".repeat(deep / 3), ")".repeat(deep / 3)),
+        ] {
+            let (status, body) = ask(&q).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", &q[..40]);
+        }
+    }
+}
