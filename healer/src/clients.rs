@@ -1,12 +1,17 @@
-//! The healer's view of the rest of Hale: the collector (PromQL queries, active alerts,
-//! silences) and the node agents' actuators (restart, start, stop a replica).
+//! The healer's view of the rest of Hale: the collector (PromQL queries, the cluster view,
+//! active alerts, silences), the node agents' actuators (restart, start, stop a replica)
+//! and the shop gateway's pools (members, the catalog's primary, failover, rejoin). The
+//! typed clients of `hale-client` make the calls; this says them in the healer's terms.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hale_core::api::{ActiveAlert, AlertState, Envelope, NewSilence, Point, QueryResult, SilenceMatcher};
-use serde_json::{Value, json};
+use hale_core::ServiceKind;
+use hale_core::api::{
+    ActiveAlert, AlertState, Envelope, MemberSpec, NewSilence, Point, PoolMember, PoolUpdate, PoolView, QueryResult,
+    RejoinRequest, Rejoined, SilenceMatcher, StartProcess,
+};
 
 use crate::state::Labels;
 
@@ -22,8 +27,8 @@ pub enum ClientError {
     /// An answer came but its body could not be read or decoded.
     #[error("{doing}: {error}")]
     Decode { doing: String, error: reqwest::Error },
-    /// The peer answered with an error status; `detail` is its own reason, if it gave one.
-    #[error("{what}: {status}{}", if detail.is_empty() { String::new() } else { format!(" {detail}") })]
+    /// The peer answered with an error status and, if it gave one, its own reason.
+    #[error("{what}: {status} {detail}")]
     Status { what: String, status: reqwest::StatusCode, detail: String },
     /// The peer answered, in its API's terms, that it would not do it.
     #[error("{what}: {message}")]
@@ -45,27 +50,34 @@ impl ClientError {
         ClientError::Decode { doing: doing.into(), error: error.without_url() }
     }
 
-    fn status(what: impl Into<String>, status: reqwest::StatusCode, detail: impl Into<String>) -> Self {
-        ClientError::Status { what: what.into(), status, detail: detail.into() }
-    }
-
-    /// A typed client's error in the healer's terms: `doing` what when unreachable,
-    /// `refused` what when the peer said no in its own words.
-    fn from_typed(e: hale_client::ClientError, doing: &str, refused: &str) -> Self {
-        use hale_client::ClientError as E;
-        match e {
-            E::Unreachable { source, .. } => ClientError::Transport { doing: doing.into(), error: source },
-            E::Unauthorized { message, .. } | E::Status { message, .. } => {
-                ClientError::Refused { what: refused.into(), message }
+    /// A typed client's error in the healer's terms, without its URL: `doing` what when
+    /// unreachable, `refused` what when the peer said no.
+    fn typed(doing: impl Into<String>, refused: impl Into<String>) -> impl FnOnce(hale_client::ClientError) -> Self {
+        let (doing, refused) = (doing.into(), refused.into());
+        move |e| {
+            use hale_client::ClientError as E;
+            let status = |code: u16| reqwest::StatusCode::from_u16(code).unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
+            match e {
+                E::Unreachable { source, .. } => ClientError::Transport { doing, error: source },
+                E::Unauthorized { message, .. } => {
+                    ClientError::Status { what: refused, status: reqwest::StatusCode::UNAUTHORIZED, detail: message }
+                }
+                E::Status { status: code, message, .. } => {
+                    ClientError::Status { what: refused, status: status(code), detail: message }
+                }
+                E::Decode { message, .. } => ClientError::Answer(format!("{doing}: {message}")),
+                E::BadUrl { .. } => ClientError::Config(e.to_string()),
             }
-            E::Decode { message, .. } => ClientError::Answer(format!("{doing}: {message}")),
-            E::BadUrl { .. } => ClientError::Config(e.to_string()),
         }
     }
 }
 
 /// Every call is bounded: a slow peer must not hold a repair forever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stopping a replica waits out its grace before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// A promotion drains the old primary first; a rejoin compares logs with the new one.
+const REPLICA_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Collector {
     pub base: String,
@@ -132,9 +144,11 @@ impl Collector {
     }
 
     async fn alerts(&self) -> Result<Vec<ActiveAlert>, ClientError> {
-        let data = self.typed()?.alerts().await.map_err(|e| {
-            ClientError::from_typed(e, "asking the collector for alerts", "the collector refused to list alerts")
-        })?;
+        let data = self
+            .typed()?
+            .alerts()
+            .await
+            .map_err(ClientError::typed("asking the collector for alerts", "the collector refused to list alerts"))?;
         Ok(data.alerts)
     }
 
@@ -165,21 +179,15 @@ impl Collector {
         self.typed()?
             .add_silence(&body)
             .await
-            .map_err(|e| ClientError::from_typed(e, "silencing at the collector", "the collector refused the silence"))
+            .map_err(ClientError::typed("silencing at the collector", "the collector refused the silence"))
     }
 
     pub async fn expire_silence(&self, id: &str) -> Result<(), ClientError> {
         self.admin_token.as_deref().ok_or(ClientError::Config("no collector admin token".into()))?;
-        self.typed()?.expire_silence(id).await.map_err(|e| match e {
-            hale_client::ClientError::Status { status, .. } => {
-                let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
-                ClientError::status("the collector answered", status, "")
-            }
-            hale_client::ClientError::Unauthorized { .. } => {
-                ClientError::status("the collector answered", reqwest::StatusCode::UNAUTHORIZED, "")
-            }
-            e => ClientError::from_typed(e, "expiring a silence", "the collector refused to expire the silence"),
-        })
+        self.typed()?
+            .expire_silence(id)
+            .await
+            .map_err(ClientError::typed("expiring a silence", "the collector refused to expire the silence"))
     }
 }
 
@@ -191,266 +199,152 @@ pub struct Agents {
 }
 
 impl Agents {
-    fn base(&self, node: &str) -> Result<String, ClientError> {
-        self.by_node
+    /// The typed client of `node`'s agent, with the actuator's token and `timeout`.
+    fn agent(&self, node: &str, timeout: Duration) -> Result<hale_client::Agent, ClientError> {
+        let addr = self
+            .by_node
             .get(node)
-            .map(|a| format!("http://{a}"))
-            .ok_or_else(|| ClientError::Config(format!("no agent is known for node {node:?}")))
+            .ok_or_else(|| ClientError::Config(format!("no agent is known for node {node:?}")))?;
+        let agent = hale_client::Agent::with_client(&format!("http://{addr}"), self.client.clone(), timeout)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(agent.with_token(&self.token))
     }
 
     /// Restarts a replica through its node's agent; `grace` replaces the agent's wait
     /// between SIGTERM and SIGKILL.
     pub async fn restart(&self, node: &str, instance: &str, grace: Option<Duration>) -> Result<(), ClientError> {
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?))
-            .map_err(|e| ClientError::Config(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| ClientError::Config("bad agent URL".into()))?
-            .push(instance)
-            .push("restart");
-        if let Some(g) = grace {
-            url.query_pairs_mut().append_pair("grace_ms", &g.as_millis().to_string());
-        }
-        let r = self
-            .client
-            .post(url)
-            .bearer_auth(&self.token)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ClientError::transport(format!("asking the agent on {node} to restart {instance}"), e))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            let status = r.status();
-            let text: String = r.text().await.unwrap_or_default().chars().take(200).collect();
-            Err(ClientError::status(format!("the agent on {node} refused to restart {instance}"), status, text))
-        }
+        self.agent(node, CALL_TIMEOUT)?.restart(instance, grace).await.map_err(ClientError::typed(
+            format!("asking the agent on {node} to restart {instance}"),
+            format!("the agent on {node} refused to restart {instance}"),
+        ))?;
+        Ok(())
     }
-}
 
-impl Agents {
-    /// Stops (and forgets) a replica on `node`.
+    /// Stops (and forgets) a replica on `node`; one the agent does not know is stopped.
     pub async fn stop(&self, node: &str, instance: &str) -> Result<(), ClientError> {
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/processes", self.base(node)?))
-            .map_err(|e| ClientError::Config(e.to_string()))?;
-        url.path_segments_mut().map_err(|()| ClientError::Config("bad agent URL".into()))?.push(instance);
-        let r = self
-            .client
-            .delete(url)
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| ClientError::transport(format!("asking the agent on {node} to stop {instance}"), e))?;
-        if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(ClientError::status(format!("the agent on {node} refused to stop {instance}"), r.status(), ""))
+        match self.agent(node, STOP_TIMEOUT)?.stop(instance).await {
+            Ok(_) | Err(hale_client::ClientError::Status { status: 404, .. }) => Ok(()),
+            Err(e) => Err(ClientError::typed(
+                format!("asking the agent on {node} to stop {instance}"),
+                format!("the agent on {node} refused to stop {instance}"),
+            )(e)),
         }
     }
 
     /// Starts a new replica of `service` on `node` (from the agent's own template; the
     /// agent picks the name and a free port). Returns (instance, listen address).
     pub async fn start(&self, node: &str, service: &str) -> Result<(String, String), ClientError> {
-        let r = self
-            .client
-            .post(format!("{}/api/v1/processes", self.base(node)?))
-            .bearer_auth(&self.token)
-            .json(&json!({"service": service}))
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| {
-                ClientError::transport(format!("asking the agent on {node} to start a {service} replica"), e)
-            })?;
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(ClientError::status(
-                format!("the agent on {node} refused"),
-                status,
-                body["error"]["message"].as_str().unwrap_or(""),
-            ));
-        }
-        let p = &body["process"];
-        match (p["name"].as_str(), p["listen"].as_str()) {
-            (Some(name), Some(listen)) => Ok((name.to_string(), listen.to_string())),
-            _ => Err(ClientError::Answer(format!("the agent on {node} did not say what it started"))),
-        }
+        let start = StartProcess { service: service.to_string(), name: None };
+        let started = self.agent(node, CALL_TIMEOUT)?.start(&start).await.map_err(ClientError::typed(
+            format!("asking the agent on {node} to start a {service} replica"),
+            format!("the agent on {node} refused"),
+        ))?;
+        let process = started
+            .process
+            .ok_or_else(|| ClientError::Answer(format!("the agent on {node} did not say what it started")))?;
+        Ok((process.name, process.listen))
     }
 }
 
-/// The shop gateway's pool admin API.
+/// The shop gateway's pool admin API, and the catalog replicas' promotion and rejoin.
 pub struct Gateway {
     pub base: String,
     pub admin_token: String,
     pub client: reqwest::Client,
 }
 
-/// A catalog replica as the gateway's pool knows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolMember {
-    pub instance: String,
-    pub url: String,
-    pub ready: bool,
+fn service_kind(service: &str) -> Result<ServiceKind, ClientError> {
+    service.parse().map_err(ClientError::Config)
 }
 
 impl Gateway {
-    async fn pools(&self) -> Result<Value, ClientError> {
-        self.client
-            .get(format!("{}/admin/pool", self.base))
-            .bearer_auth(&self.admin_token)
-            .timeout(CALL_TIMEOUT)
-            .send()
+    /// The typed client of the gateway, sharing this client's connections.
+    fn typed(&self, timeout: Duration) -> Result<hale_client::Gateway, ClientError> {
+        hale_client::Gateway::with_client(&self.base, &self.admin_token, self.client.clone(), timeout)
+            .map_err(|e| ClientError::Config(e.to_string()))
+    }
+
+    /// The catalog pool: its members, the primary writes go to and its epoch.
+    pub async fn catalog(&self) -> Result<PoolView, ClientError> {
+        let mut pools = self
+            .typed(CALL_TIMEOUT)?
+            .pools()
             .await
-            .map_err(|e| ClientError::transport("asking the gateway for its pools", e))?
-            .json()
-            .await
-            .map_err(|e| ClientError::decode("reading the gateway's pools", e))
-    }
-
-    fn members_of(pools: &Value, service: &str) -> Vec<PoolMember> {
-        pools[service]["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| PoolMember {
-                instance: m["instance"].as_str().unwrap_or("").to_string(),
-                url: m["url"].as_str().unwrap_or("").to_string(),
-                ready: m["ready"].as_bool().unwrap_or(false),
-            })
-            .collect()
-    }
-
-    /// The catalog pool: members, and the primary writes go to.
-    pub async fn catalog(&self) -> Result<(Vec<PoolMember>, Option<String>), ClientError> {
-        let (members, primary, _) = self.catalog_epoch().await?;
-        Ok((members, primary))
-    }
-
-    /// The catalog pool with the epoch of its primary.
-    pub async fn catalog_epoch(&self) -> Result<(Vec<PoolMember>, Option<String>, u64), ClientError> {
-        let pools = self.pools().await?;
-        if pools["catalog"].is_null() {
-            return Err(ClientError::Answer("the gateway has no catalog pool".into()));
-        }
-        Ok((
-            Self::members_of(&pools, "catalog"),
-            pools["catalog"]["primary"].as_str().map(str::to_string),
-            pools["catalog"]["epoch"].as_u64().unwrap_or(0),
-        ))
-    }
-
-    /// Makes `member` (a fenced old primary) a standby of `primary` under `epoch`; the
-    /// replica's answer says how much of its log it kept and set aside.
-    pub async fn rejoin(&self, member: &PoolMember, primary: &PoolMember, epoch: u64) -> Result<Value, ClientError> {
-        let body = json!({"primary": primary.url, "epoch": epoch});
-        self.replica_admin(member, "rejoin", Some(body), "asking to rejoin", "rejoin").await
-    }
-
-    /// `POST <replica>/admin/<path>` with the admin token; the reply's JSON, or the
-    /// replica's own reason for refusing.
-    async fn replica_admin(
-        &self,
-        member: &PoolMember,
-        path: &str,
-        body: Option<Value>,
-        doing: &str,
-        refused: &str,
-    ) -> Result<Value, ClientError> {
-        let mut request = self
-            .client
-            .post(format!("{}/admin/{path}", member.url.trim_end_matches('/')))
-            .bearer_auth(&self.admin_token)
-            .timeout(Duration::from_secs(10));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let reply =
-            request.send().await.map_err(|e| ClientError::transport(format!("{doing} {}", member.instance), e))?;
-        let status = reply.status();
-        let body: Value = reply.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(ClientError::status(
-                format!("{} refused to {refused}", member.instance),
-                status,
-                body["error"]["message"].as_str().unwrap_or(""),
-            ));
-        }
-        Ok(body)
+            .map_err(ClientError::typed("asking the gateway for its pools", "the gateway refused to show its pools"))?;
+        pools.remove(&ServiceKind::Catalog).ok_or_else(|| ClientError::Answer("the gateway has no catalog pool".into()))
     }
 
     /// Members of a service's pool.
     pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, ClientError> {
-        Ok(Self::members_of(&self.pools().await?, service))
+        let pool = self
+            .typed(CALL_TIMEOUT)?
+            .pool(service_kind(service)?)
+            .await
+            .map_err(ClientError::typed("asking the gateway for its pools", "the gateway refused to show its pools"))?;
+        Ok(pool.members)
+    }
+
+    /// Replaces a service's members.
+    async fn set_members(&self, service: &str, members: Vec<MemberSpec>) -> Result<(), ClientError> {
+        let update = PoolUpdate { members: Some(members), ..PoolUpdate::default() };
+        self.typed(CALL_TIMEOUT)?.set_pool(service_kind(service)?, &update).await.map_err(ClientError::typed(
+            format!("changing the gateway's {service} pool"),
+            format!("the gateway refused the {service} pool change"),
+        ))?;
+        Ok(())
     }
 
     /// Takes a replica out of a service's pool: no new requests go to it.
     pub async fn remove_member(&self, service: &str, instance: &str) -> Result<(), ClientError> {
-        let members: Vec<Value> = self
-            .members(service)
-            .await?
-            .into_iter()
-            .filter(|m| m.instance != instance)
-            .map(|m| json!({"instance": m.instance, "url": m.url}))
-            .collect();
-        self.put_members(service, members).await
-    }
-
-    async fn put_members(&self, service: &str, members: Vec<Value>) -> Result<(), ClientError> {
-        let r = self
-            .client
-            .put(format!("{}/admin/pool/{service}", self.base))
-            .bearer_auth(&self.admin_token)
-            .json(&json!({"members": members}))
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ClientError::transport(format!("changing the gateway's {service} pool"), e))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            let status = r.status();
-            Err(ClientError::status(
-                format!("the gateway refused the {service} pool change"),
-                status,
-                r.text().await.unwrap_or_default(),
-            ))
-        }
+        let members =
+            self.members(service).await?.iter().filter(|m| m.instance != instance).map(PoolMember::spec).collect();
+        self.set_members(service, members).await
     }
 
     /// Adds a replica to a service's pool (the gateway checks its readiness before
     /// sending it traffic).
     pub async fn add_member(&self, service: &str, instance: &str, url: &str) -> Result<(), ClientError> {
-        let mut members: Vec<Value> =
-            self.members(service).await?.into_iter().map(|m| json!({"instance": m.instance, "url": m.url})).collect();
-        if !members.iter().any(|m| m["instance"] == instance) {
-            members.push(json!({"instance": instance, "url": url}));
+        let mut members: Vec<MemberSpec> = self.members(service).await?.iter().map(PoolMember::spec).collect();
+        if !members.iter().any(|m| m.instance == instance) {
+            members.push(MemberSpec { instance: instance.to_string(), url: url.to_string() });
         }
-        self.put_members(service, members).await
+        self.set_members(service, members).await
     }
 
     /// Promotes `member` (it fences the old primary itself), then points the gateway's
     /// writes at it at once instead of waiting for the next readiness round. Returns the
     /// new epoch.
     pub async fn promote(&self, member: &PoolMember) -> Result<u64, ClientError> {
-        let body = self.replica_admin(member, "promote", None, "promoting", "be promoted").await?;
-        let epoch = body["epoch"]
-            .as_u64()
-            .ok_or_else(|| ClientError::Answer(format!("{} did not say its new epoch", member.instance)))?;
-        let r = self
-            .client
-            .put(format!("{}/admin/pool/catalog", self.base))
-            .bearer_auth(&self.admin_token)
-            .json(&json!({"primary": member.instance, "epoch": epoch}))
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ClientError::transport(format!("pointing the gateway at {}", member.instance), e))?;
-        if !r.status().is_success() {
+        let promoted =
+            self.typed(REPLICA_ADMIN_TIMEOUT)?.promote(&member.url, None).await.map_err(ClientError::typed(
+                format!("promoting {}", member.instance),
+                format!("{} refused to be promoted", member.instance),
+            ))?;
+        let epoch = promoted.epoch;
+        let update = PoolUpdate { primary: Some(member.instance.clone()), epoch: Some(epoch), members: None };
+        match self.typed(CALL_TIMEOUT)?.set_pool(ServiceKind::Catalog, &update).await {
+            Ok(_) => {}
+            Err(hale_client::ClientError::Unreachable { source, .. }) => {
+                return Err(ClientError::Transport {
+                    doing: format!("pointing the gateway at {}", member.instance),
+                    error: source,
+                });
+            }
             // The gateway also adopts the highest epoch it sees on its own.
-            tracing::warn!(status = %r.status(), "the gateway refused the new primary; it will adopt it from readiness");
+            Err(e) => {
+                tracing::warn!(error = %e, "the gateway refused the new primary; it will adopt it from readiness")
+            }
         }
         Ok(epoch)
+    }
+
+    /// Makes `member` (a fenced old primary) a standby of `primary` under `epoch`; the
+    /// replica's answer says how much of its log it kept and set aside.
+    pub async fn rejoin(&self, member: &PoolMember, primary: &PoolMember, epoch: u64) -> Result<Rejoined, ClientError> {
+        let to = RejoinRequest { primary: primary.url.clone(), epoch };
+        self.typed(REPLICA_ADMIN_TIMEOUT)?.rejoin(&member.url, &to).await.map_err(ClientError::typed(
+            format!("asking to rejoin {}", member.instance),
+            format!("{} refused to rejoin", member.instance),
+        ))
     }
 }

@@ -596,23 +596,25 @@ impl Healer {
     /// Promotes a ready catalog standby when the primary is not ready; the promotion fences
     /// the old primary under the new epoch, so no write can land on it afterwards.
     async fn failover(&self, action: &Action) -> Result<(), ActionError> {
-        let (members, primary) = self.gateway.catalog().await?;
-        if let Some(p) = members.iter().find(|m| Some(&m.instance) == primary.as_ref() && m.ready) {
+        let pool = self.gateway.catalog().await?;
+        let primary = pool.primary.as_ref();
+        if let Some(p) = pool.primary_member().filter(|m| m.ready) {
             // A blip that passed before the healer got to it: nothing to repair, nothing
             // to escalate; verification still watches the alert clear.
             let detail = format!("not needed: {} is ready again, nothing failed over", p.instance);
             self.not_needed(action, &detail).await;
             return Ok(());
         }
-        let candidate = members
+        let candidate = pool
+            .members
             .iter()
-            .find(|m| Some(&m.instance) != primary.as_ref() && m.ready)
+            .find(|m| Some(&m.instance) != primary && m.ready)
             .ok_or("no ready catalog standby to promote")?;
         let epoch = self.gateway.promote(candidate).await?;
         let detail = format!(
             "promoted {} to primary under epoch {epoch}; {} is fenced",
             candidate.instance,
-            primary.as_deref().unwrap_or("the old primary")
+            primary.map_or("the old primary", String::as_str)
         );
         self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())
@@ -623,10 +625,9 @@ impl Healer {
     /// readiness, which waits for that).
     async fn rejoin(&self, action: &Action) -> Result<(), ActionError> {
         let instance = action.target.instance.as_deref().ok_or("the alert names no catalog replica")?;
-        let (members, primary, epoch) = self.gateway.catalog_epoch().await?;
-        let primary = primary
-            .and_then(|p| members.iter().find(|m| m.instance == p))
-            .ok_or("the gateway knows no catalog primary to follow")?;
+        let pool = self.gateway.catalog().await?;
+        let epoch = pool.epoch.unwrap_or(0);
+        let primary = pool.primary_member().ok_or("the gateway knows no catalog primary to follow")?;
         if primary.instance == instance {
             let detail = format!("not needed: {instance} is the primary, nothing to rejoin");
             self.not_needed(action, &detail).await;
@@ -635,14 +636,15 @@ impl Healer {
         if !primary.ready {
             return Err(format!("the primary {} is not ready; a standby would follow nothing", primary.instance).into());
         }
-        let member = members
+        let member = pool
+            .members
             .iter()
             .find(|m| m.instance == instance)
             .ok_or_else(|| format!("{instance} is not in the gateway's catalog pool"))?;
         let reply = self.gateway.rejoin(member, primary, epoch).await?;
         let detail = format!(
             "{instance} rejoined as the standby of {} under epoch {epoch}: kept its log through change {}, set aside {} change(s) the new primary never had",
-            primary.instance, reply["kept_through_seq"], reply["set_aside"]
+            primary.instance, reply.kept_through_seq, reply.set_aside
         );
         self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())

@@ -98,16 +98,18 @@ async fn alerts(State(w): State<Shared>) -> axum::Json<Value> {
     axum::Json(json!({"status": "success", "data": {"alerts": list}}))
 }
 
-/// A restart repairs the replica: its alerts clear and it is ready.
-async fn restart(State(w): State<Shared>, Path(name): Path<String>) -> StatusCode {
+/// A restart repairs the replica: its alerts clear and it is ready. The answer is the
+/// agent's own.
+async fn restart(State(w): State<Shared>, Path(name): Path<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let mut w = lock(&w);
     if w.broken.contains(&name) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     w.restarts.push(name.clone());
     w.firing.retain(|l| l.get("instance") != Some(&name));
-    w.ready.insert(name, true);
-    StatusCode::OK
+    w.ready.insert(name.clone(), true);
+    (StatusCode::ACCEPTED, axum::Json(hale_core::api::ProcessRestarted { restarted: name })).into_response()
 }
 
 async fn serve(router: Router) -> SocketAddr {
@@ -123,7 +125,10 @@ async fn cluster(world: Shared) -> SocketAddr {
         .route("/api/v1/query", get(query))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/cluster", get(cluster_view))
-        .route("/api/v1/silences", post(|| async { axum::Json(json!({"data": {"silenceID": "sil-1"}})) }))
+        .route(
+            "/api/v1/silences",
+            post(|| async { axum::Json(json!({"status": "success", "data": {"silenceID": "sil-1"}})) }),
+        )
         .route("/api/v1/silences/{id}", delete(|| async { StatusCode::OK }))
         .route("/api/v1/processes/{name}/restart", post(restart))
         .with_state(world);
@@ -489,4 +494,110 @@ async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
     let (status, body) = rig.call(with_token(), "POST", "/hooks/alertmanager", Some(TOKEN)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("--intake-token")), "{body}");
+}
+
+/// What a fake gateway, catalog replica and agent were asked, in order.
+type Calls = Arc<Mutex<Vec<String>>>;
+
+/// Issue #13: the gateway's pools, a catalog replica's promotion and rejoin, and an
+/// agent's start and stop, as those servers write them (fixtures), read through the
+/// healer's typed clients; and what the healer sends them is what they take.
+#[tokio::test]
+async fn the_gateway_catalog_and_agent_answers_read_as_their_servers_write_them() {
+    let calls: Calls = Arc::default();
+    let record = |calls: &Calls, what: String| lock_calls(calls).push(what);
+    let pools = r#"{"catalog":{"members":[{"instance":"catalog-1","url":"http://127.0.0.1:9","ready":false,
+        "ejected":false,"outstanding":0},{"instance":"catalog-2","url":"REPLICA","ready":true,"ejected":true,
+        "outstanding":2}],"primary":"catalog-1","epoch":2},"search":{"members":[{"instance":"search-1",
+        "url":"http://127.0.0.1:8091","ready":true,"ejected":false,"outstanding":0}]}}"#;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let pools = pools.replace("REPLICA", &format!("http://{addr}"));
+    let answer = |body: String| ([("content-type", "application/json")], body);
+    // `GET /admin/pool` (no body) and `PUT /admin/pool/{service}` both answer the pools.
+    let (c, p) = (calls.clone(), pools.clone());
+    let put = move |Path(service): Path<String>, body: String| async move {
+        record(&c, format!("PUT {service} {body}"));
+        answer(p)
+    };
+    let c = calls.clone();
+    let get_pools = move || async move {
+        record(&c, "GET pools".into());
+        answer(pools)
+    };
+    let (c1, c2, c3, c4) = (calls.clone(), calls.clone(), calls.clone(), calls.clone());
+    let router = Router::new()
+        .route("/admin/pool", get(get_pools))
+        .route("/admin/pool/{service}", axum::routing::put(put))
+        .route(
+            "/admin/promote",
+            post(move |body: String| async move {
+                record(&c1, format!("promote {body}"));
+                answer(r#"{"role":"primary","epoch":3,"last_seq":41}"#.into())
+            }),
+        )
+        .route(
+            "/admin/rejoin",
+            post(move |body: String| async move {
+                record(&c2, format!("rejoin {body}"));
+                answer(
+                    r#"{"role":"standby","epoch":3,"following":"http://x","kept_through_seq":40,"set_aside":1}"#.into(),
+                )
+            }),
+        )
+        .route(
+            "/api/v1/processes",
+            post(move |body: String| async move {
+                record(&c3, format!("start {body}"));
+                let started = r#"{"process":{"name":"search-node-1-1","service":"search","node":"node-1",
+                    "listen":"127.0.0.1:8095","pid":77,"state":"starting","restarts":0,"uptime_secs":0,"last_exit":null}}"#;
+                (StatusCode::CREATED, answer(started.into()))
+            }),
+        )
+        .route(
+            "/api/v1/processes/{name}",
+            delete(move |Path(name): Path<String>| async move {
+                record(&c4, format!("stop {name}"));
+                let body = json!({"error": {"code": "not_found", "message": format!("no process {name}")}});
+                (StatusCode::NOT_FOUND, axum::Json(body))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+    let gateway = Gateway { base: format!("http://{addr}"), admin_token: "admin".into(), client: client.clone() };
+    let catalog = gateway.catalog().await.expect("the catalog pool");
+    assert_eq!((catalog.primary.as_deref(), catalog.epoch), (Some("catalog-1"), Some(2)));
+    assert!(catalog.members[1].ready && catalog.members[1].ejected);
+    let standby = catalog.members[1].clone();
+    assert_eq!(gateway.promote(&standby).await.expect("promoted"), 3);
+    let rejoined = gateway.rejoin(&catalog.members[0], &standby, 3).await;
+    // catalog-1's URL answers nothing: the rejoin is asked of the replica itself.
+    assert!(rejoined.is_err());
+    let rejoined = gateway.rejoin(&standby, &catalog.members[0], 3).await.expect("rejoined");
+    assert_eq!((rejoined.kept_through_seq, rejoined.set_aside), (40, 1));
+    gateway.add_member("search", "search-2", "http://127.0.0.1:8092").await.expect("added");
+    gateway.remove_member("search", "search-1").await.expect("removed");
+    let agents = Agents { by_node: [("node-1".to_string(), addr)].into(), token: "agent".into(), client };
+    let started = agents.start("node-1", "search").await.expect("started");
+    assert_eq!(started, ("search-node-1-1".to_string(), "127.0.0.1:8095".to_string()));
+    agents.stop("node-1", "search-9").await.expect("a replica the agent does not know is stopped");
+    assert_eq!(
+        *lock_calls(&calls),
+        [
+            "GET pools".to_string(),
+            "promote ".into(),
+            r#"PUT catalog {"primary":"catalog-2","epoch":3}"#.into(),
+            r#"rejoin {"primary":"http://127.0.0.1:9","epoch":3}"#.into(),
+            "GET pools".into(),
+            r#"PUT search {"members":[{"instance":"search-1","url":"http://127.0.0.1:8091"},{"instance":"search-2","url":"http://127.0.0.1:8092"}]}"#.into(),
+            "GET pools".into(),
+            r#"PUT search {"members":[]}"#.into(),
+            r#"start {"service":"search"}"#.into(),
+            "stop search-9".into(),
+        ]
+    );
+}
+
+fn lock_calls(calls: &Calls) -> std::sync::MutexGuard<'_, Vec<String>> {
+    calls.lock().unwrap_or_else(|p| p.into_inner())
 }
