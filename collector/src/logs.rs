@@ -43,33 +43,9 @@ impl Recent {
 }
 const SEGMENT_BYTES: u64 = 64 << 20;
 
-/// One stored log line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// Event time (falls back to the observed time), nanoseconds since the epoch.
-    pub time_unix_nano: u64,
-    pub service: String,
-    pub instance: String,
-    #[serde(default)]
-    pub node: String,
-    pub level: String,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub attributes: serde_json::Map<String, serde_json::Value>,
-}
-
-/// What a log query asks for.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct LogQuery {
-    pub service: Option<String>,
-    pub instance: Option<String>,
-    pub level: Option<String>,
-    pub contains: Option<String>,
-    /// Unix seconds (or RFC 3339) bounds, inclusive.
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub limit: Option<usize>,
-}
+/// One stored log line is the wire's: segment files hold the JSON `/api/v1/logs` serves.
+/// A log query's parameters are the wire's too.
+pub use hale_core::api::{AttributeValue, Attributes, LogLine, LogQuery};
 
 /// A parsed query.
 #[derive(Debug, Clone, Default)]
@@ -162,26 +138,27 @@ fn segments(dir: &Path) -> Result<Vec<u64>, LogsError> {
 /// An OTLP value as the JSON it is: arrays as arrays, key-value lists as objects, bytes
 /// in base64 (as OTLP/JSON writes them). Recursion is bounded by the pre-scan's
 /// [`MAX_VALUE_DEPTH`] (protobuf) or serde_json's nesting limit (JSON).
-fn any_to_json(v: &AnyValue) -> serde_json::Value {
+fn any_to_json(v: &AnyValue) -> AttributeValue {
     use base64::Engine;
     match &v.value {
-        Some(any_value::Value::StringValue(s)) => s.clone().into(),
-        Some(any_value::Value::BoolValue(b)) => (*b).into(),
-        Some(any_value::Value::IntValue(i)) => (*i).into(),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(serde_json::Value::Null, Into::into)
+        Some(any_value::Value::StringValue(s)) => AttributeValue::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => AttributeValue::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => AttributeValue::Int(*i),
+        Some(any_value::Value::DoubleValue(d)) if d.is_finite() => AttributeValue::Double(*d),
+        Some(any_value::Value::DoubleValue(_)) => AttributeValue::Null,
+        Some(any_value::Value::ArrayValue(a)) => AttributeValue::Array(a.values.iter().map(any_to_json).collect()),
+        Some(any_value::Value::KvlistValue(kv)) => AttributeValue::Object(attributes_json(&kv.values)),
+        Some(any_value::Value::BytesValue(b)) => {
+            AttributeValue::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
-        Some(any_value::Value::ArrayValue(a)) => a.values.iter().map(any_to_json).collect(),
-        Some(any_value::Value::KvlistValue(kv)) => serde_json::Value::Object(attributes_json(&kv.values)),
-        Some(any_value::Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b).into(),
         // An index into a dictionary that only profiles carry: kept as the number it is.
-        Some(any_value::Value::StringValueStrindex(i)) => (*i).into(),
-        None => serde_json::Value::Null,
+        Some(any_value::Value::StringValueStrindex(i)) => AttributeValue::Int((*i).into()),
+        None => AttributeValue::Null,
     }
 }
 
-fn attributes_json(kvs: &[KeyValue]) -> serde_json::Map<String, serde_json::Value> {
-    kvs.iter().map(|a| (a.key.clone(), a.value.as_ref().map_or(serde_json::Value::Null, any_to_json))).collect()
+fn attributes_json(kvs: &[KeyValue]) -> Attributes {
+    kvs.iter().map(|a| (a.key.clone(), a.value.as_ref().map_or(AttributeValue::Null, any_to_json))).collect()
 }
 
 /// Most bytes one stored line may take (its JSON form). A longer record is stored cut to
@@ -207,40 +184,38 @@ fn prefix(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-impl LogLine {
-    /// Cuts the line to [`MAX_LINE_BYTES`] of JSON, keeping attributes in order while
-    /// they fit in half the budget and the message in what is left.
-    fn capped(mut self) -> Self {
-        if json_len(&self) <= MAX_LINE_BYTES {
-            return self;
-        }
-        for name in [&mut self.service, &mut self.instance, &mut self.node, &mut self.level] {
-            if name.len() > MAX_NAME_BYTES {
-                *name = prefix(name, MAX_NAME_BYTES).to_string();
-            }
-        }
-        let mut kept = serde_json::Map::new();
-        let mut used = 0;
-        for (key, value) in std::mem::take(&mut self.attributes) {
-            let size = json_len(&key) + json_len(&value) + 2;
-            if used + size > MAX_LINE_BYTES / 2 {
-                break;
-            }
-            used += size;
-            kept.insert(key, value);
-        }
-        kept.insert("hale.truncated".into(), true.into());
-        self.attributes = kept;
-        let message = std::mem::take(&mut self.message);
-        let budget = MAX_LINE_BYTES.saturating_sub(json_len(&self));
-        let mut cut = prefix(&message, budget);
-        // Escapes make the JSON longer than the text: shrink until it fits.
-        while json_len(&cut) > budget {
-            cut = prefix(cut, cut.len() * budget / json_len(&cut).max(1));
-        }
-        self.message = cut.to_string();
-        self
+/// Cuts the line to [`MAX_LINE_BYTES`] of JSON, keeping attributes in order while they
+/// fit in half the budget and the message in what is left.
+fn capped(mut line: LogLine) -> LogLine {
+    if json_len(&line) <= MAX_LINE_BYTES {
+        return line;
     }
+    for name in [&mut line.service, &mut line.instance, &mut line.node, &mut line.level] {
+        if name.len() > MAX_NAME_BYTES {
+            *name = prefix(name, MAX_NAME_BYTES).to_string();
+        }
+    }
+    let mut kept = Attributes::new();
+    let mut used = 0;
+    for (key, value) in std::mem::take(&mut line.attributes) {
+        let size = json_len(&key) + json_len(&value) + 2;
+        if used + size > MAX_LINE_BYTES / 2 {
+            break;
+        }
+        used += size;
+        kept.insert(key, value);
+    }
+    kept.insert("hale.truncated".into(), true.into());
+    line.attributes = kept;
+    let message = std::mem::take(&mut line.message);
+    let budget = MAX_LINE_BYTES.saturating_sub(json_len(&line));
+    let mut cut = prefix(&message, budget);
+    // Escapes make the JSON longer than the text: shrink until it fits.
+    while json_len(&cut) > budget {
+        cut = prefix(cut, cut.len() * budget / json_len(&cut).max(1));
+    }
+    line.message = cut.to_string();
+    line
 }
 
 /// Most log records, and most attributes and values (nested ones included, at every
@@ -441,8 +416,8 @@ pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
         for sl in &rl.scope_logs {
             for r in &sl.log_records {
                 let message = match r.body.as_ref().map(any_to_json) {
-                    Some(serde_json::Value::String(s)) => s,
-                    Some(other) => other.to_string(),
+                    Some(AttributeValue::String(s)) => s,
+                    Some(other) => serde_json::to_string(&other).unwrap_or_default(),
                     None => String::new(),
                 };
                 let level =
@@ -456,7 +431,7 @@ pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
                     message,
                     attributes: attributes_json(&r.attributes),
                 };
-                out.push(if prost::Message::encoded_len(r) <= SMALL_RECORD_BYTES { line } else { line.capped() });
+                out.push(if prost::Message::encoded_len(r) <= SMALL_RECORD_BYTES { line } else { capped(line) });
             }
         }
     }
@@ -773,7 +748,7 @@ mod tests {
         };
         let lines = lines_of(&request(vec![kv("ctx", nested)], s("hello")));
         assert_eq!(
-            serde_json::Value::Object(lines[0].attributes.clone()),
+            serde_json::to_value(&lines[0].attributes).expect("json"),
             serde_json::json!({"ctx": {"list": ["a", "b"], "raw": "AQL/"}})
         );
 
@@ -784,7 +759,7 @@ mod tests {
         let stored = serde_json::to_vec(&lines[0]).expect("json").len();
         assert!(stored <= MAX_LINE_BYTES, "{stored} bytes stored");
         assert!(lines[0].message.starts_with("xxx"));
-        assert_eq!(lines[0].attributes.get("hale.truncated"), Some(&serde_json::json!(true)));
+        assert_eq!(lines[0].attributes.get("hale.truncated"), Some(&true.into()));
     }
 
     fn line(i: u64, level: &str, instance: &str) -> LogLine {

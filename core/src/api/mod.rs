@@ -30,6 +30,7 @@ pub use agent::*;
 pub use alerts::*;
 pub use gateway::*;
 pub use healer::*;
+pub use logs::*;
 pub use notify::*;
 pub use query::*;
 pub use rules::*;
