@@ -164,8 +164,8 @@ impl RuleFile {
     /// `interval` run at.
     pub fn parse(source: &str) -> Result<RuleFile, ConfigError> {
         let file: RuleFile = serde_norway::from_str(source).map_err(|e| {
-            let message = strip_location(&e.to_string());
-            ConfigError { line: e.location().map(|l| refine_line(source, l.line(), &message)), message }
+            let error = yaml_error(&e);
+            ConfigError { line: error.line.map(|l| refine_line(source, l, &error.message)), ..error }
         })?;
         file.check(source)?;
         Ok(file)
@@ -216,12 +216,12 @@ impl RuleFile {
     }
 }
 
-/// serde_norway ends its messages with " at line L column C"; the line is reported apart.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
+/// A YAML error (of a rule file or an SLO spec) at its line, the message without the
+/// " at line L column C" serde_norway ends it with: the line is reported apart.
+pub fn yaml_error(e: &serde_norway::Error) -> ConfigError {
+    let message = e.to_string();
+    let message = message.rfind(" at line ").map_or(message.as_str(), |i| &message[..i]).to_string();
+    ConfigError { line: e.location().map(|l| l.line()), message }
 }
 
 /// The parser places an error in a scalar at the start of the mapping that holds it (the

@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 
+use super::SeriesRef;
 use super::chunk::{Chunk, Sealed};
 use super::postings::ValuePostings;
 use super::symbols::Symbols;
-
-pub type SeriesRef = u32;
 
 /// A series' labels, sorted by name, `__name__` included.
 pub type Labels = Vec<(String, String)>;

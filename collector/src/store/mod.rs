@@ -28,6 +28,11 @@ pub struct IngestOutcome {
     pub duplicate_batch: bool,
 }
 
+/// A series' number in the head, dense from 0: what the index lists (`postings`) and the
+/// head's vectors are indexed by. Here, not in `head`, so the index does not depend on the
+/// head that uses it.
+pub type SeriesRef = u32;
+
 /// One series of an ingest: sorted labels and samples.
 pub type IncomingSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::head::SeriesRef;
+use super::SeriesRef;
 
 /// Series by value id for one label name. Series lists are in increasing order.
 #[derive(Debug, Default)]
