@@ -1,6 +1,8 @@
-//! The collector's own API: alerts, silences, SLOs, the cluster view, PromQL queries.
+//! The collector's own API: alerts, silences, SLOs, the cluster view, PromQL queries, logs.
 
-use hale_core::api::{AlertsData, Envelope, NewSilence, QueryResult, Silence, SilenceCreated, SloState};
+use hale_core::api::{
+    AlertsData, Envelope, LogLine, LogQuery, NewSilence, QueryResult, Silence, SilenceCreated, SloState,
+};
 use hale_core::cluster::ClusterView;
 use serde::de::DeserializeOwned;
 
@@ -114,5 +116,10 @@ impl Collector {
             ("step", step_secs.to_string()),
         ];
         self.data(self.http.get(url).query(&params)).await
+    }
+
+    /// `GET /api/v1/logs`: the newest lines that match, oldest first.
+    pub async fn logs(&self, query: &LogQuery) -> Result<Vec<LogLine>, ClientError> {
+        self.data(self.http.get(request::url(&self.base, &["api", "v1", "logs"])?).query(query)).await
     }
 }
