@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hale_core::api::{AgentHealth, ProcessList, ProcessStarted};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
@@ -87,8 +88,8 @@ impl AgentSetup {
                     std::fs::read_to_string(dir.join("agent.out")).unwrap_or_default()
                 );
             }
-            let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
-            (body["node"] == "node-t" && body["data_dir"] == dir.join("data").display().to_string()).then_some(())
+            let body: AgentHealth = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            (body.node == "node-t" && body.data_dir == dir.join("data").display().to_string()).then_some(())
         })
         .await;
         proc
@@ -266,17 +267,16 @@ async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
     let _agent = setup.start().await;
     let base = format!("http://{}", setup.listen);
     let client = reqwest::Client::new();
-    let list = async || -> serde_json::Value {
+    let list = async || -> ProcessList {
         client.get(format!("{base}/api/v1/processes")).send().await.expect("list").json().await.expect("json")
     };
     let pid =
-        eventually("sleeper running", Duration::from_secs(10), async || list().await["processes"][0]["pid"].as_u64())
-            .await;
+        eventually("sleeper running", Duration::from_secs(10), async || list().await.processes.first()?.pid).await;
     // kill -9 of a replica: the agent restarts it.
     assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
     let new_pid = eventually("sleeper restarted", Duration::from_secs(10), async || {
-        let p = &list().await["processes"][0];
-        p["pid"].as_u64().filter(|n| *n != pid && p["restarts"] == 1)
+        let p = list().await.processes.into_iter().next()?;
+        p.pid.filter(|n| *n != pid && p.restarts == 1)
     })
     .await;
     assert_ne!(new_pid, pid);
@@ -297,32 +297,17 @@ async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
             assert_eq!(req.send().await.expect("call").status(), 401, "{method} {path} with {auth:?}");
         }
     }
-    let r = client
-        .post(format!("{base}/api/v1/processes"))
-        .bearer_auth(TOKEN)
-        .body("{\"service\":\"sh\",\"program\":\"/bin/rm\"}")
-        .send()
-        .await
-        .expect("start");
+    // Raw bodies: the refused ones are not a `StartProcess`.
+    let start = async |body: &'static str| {
+        client.post(format!("{base}/api/v1/processes")).bearer_auth(TOKEN).body(body).send().await.expect("start")
+    };
+    let r = start("{\"service\":\"sh\",\"program\":\"/bin/rm\"}").await;
     assert_eq!(r.status(), 400, "unknown fields (a command) are refused");
-    let r = client
-        .post(format!("{base}/api/v1/processes"))
-        .bearer_auth(TOKEN)
-        .body("{\"service\":\"nope\"}")
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(r.status(), 404);
-    let r = client
-        .post(format!("{base}/api/v1/processes"))
-        .bearer_auth(TOKEN)
-        .body("{\"service\":\"sleeper\"}")
-        .send()
-        .await
-        .expect("start");
+    assert_eq!(start("{\"service\":\"nope\"}").await.status(), 404);
+    let r = start("{\"service\":\"sleeper\"}").await;
     assert_eq!(r.status(), 201);
-    let started: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(started["process"]["name"], "sleeper-node-t-1");
+    let started: ProcessStarted = r.json().await.expect("json");
+    assert_eq!(started.process.expect("process").name, "sleeper-node-t-1");
     let r = client
         .post(format!("{base}/api/v1/processes/sleeper-1/restart"))
         .bearer_auth(TOKEN)
@@ -337,12 +322,12 @@ async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
         .await
         .expect("delete");
     assert_eq!(r.status(), 200);
-    assert_eq!(list().await["processes"].as_array().expect("list").len(), 1);
+    assert_eq!(list().await.processes.len(), 1);
     // Issue #13: what the agent serves is what the typed client reads.
     let typed = hale_client::Agent::new(&base).expect("client");
     let processes = typed.processes().await.expect("ProcessList");
     assert_eq!(processes.processes.len(), 1);
-    assert_eq!(processes.node, list().await["node"].as_str().expect("node"));
+    assert_eq!(processes.node, list().await.node);
     assert!(typed.health().await.expect("AgentHealth").pid.is_some());
 }
 
@@ -423,17 +408,7 @@ async fn prometheus_receives_remote_write_and_answers_queries() {
     let tmp = tempfile::tempdir().expect("tmp");
     let port = free_addr();
     std::fs::write(tmp.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
-    let _prometheus = Proc(
-        Command::new(need("prometheus"))
-            .arg(format!("--config.file={}", tmp.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address={port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus"),
-    );
+    let _prometheus = common::spawn_prometheus(tmp.path(), port);
     let base = format!("http://{port}");
     eventually("prometheus ready", Duration::from_secs(30), async || {
         reqwest::get(format!("{base}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
@@ -443,27 +418,16 @@ async fn prometheus_receives_remote_write_and_answers_queries() {
     std::fs::create_dir_all(&agent_dir).expect("dir");
     let setup = AgentSetup::new(&agent_dir, &format!("remote_write = [\"{base}/api/v1/write\"]\n"));
     let _agent = setup.start().await;
+    let client = reqwest::Client::new();
     let result = eventually("prometheus answers for the agent's series", Duration::from_secs(30), async || {
-        let body: serde_json::Value =
-            reqwest::get(format!("{base}/api/v1/query?query=node_memory_MemAvailable_bytes{{node=\"node-t\"}}"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-        body["data"]["result"].as_array().filter(|r| !r.is_empty()).cloned()
+        common::query(&client, &base, "node_memory_MemAvailable_bytes{node=\"node-t\"}").await.filter(|r| !r.is_empty())
     })
     .await;
-    assert_eq!(result[0]["metric"]["job"], "node");
-    let value: f64 = result[0]["value"][1].as_str().expect("value").parse().expect("number");
+    assert_eq!(result[0].metric.get("job").map(String::as_str), Some("node"));
+    let value: f64 = result[0].value.value().expect("number");
     assert!(value > 0.0);
-    let cpu: serde_json::Value = reqwest::get(format!(
-        "{base}/api/v1/query?query=count(node_cpu_seconds_total{{node=\"node-t\",mode=\"idle\"}})"
-    ))
-    .await
-    .expect("query")
-    .json()
-    .await
-    .expect("json");
-    assert!(cpu["data"]["result"][0]["value"][1].as_str().expect("count").parse::<f64>().expect("n") >= 1.0);
+    let cpu = common::query_value(&client, &base, "count(node_cpu_seconds_total{node=\"node-t\",mode=\"idle\"})")
+        .await
+        .expect("count");
+    assert!(cpu >= 1.0);
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hale_core::api::{Envelope, Labels, Status};
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
 
@@ -28,41 +29,22 @@ async fn start_collector_with(addr: SocketAddr, data: &Path, out: &Path, extra: 
 
 async fn series_names(addr: SocketAddr, selector: &str) -> Vec<String> {
     let url = format!("http://{addr}/api/v1/series");
-    let body: Value = reqwest::Client::new()
-        .get(url)
-        .query(&[("match[]", selector)])
-        .send()
-        .await
-        .expect("series")
-        .json()
-        .await
-        .expect("json");
-    body["data"].as_array().expect("data").iter().map(|s| s["__name__"].as_str().unwrap_or("").to_string()).collect()
+    let series: Vec<Labels> =
+        common::get_data(&reqwest::Client::new(), &url, &[("match[]", selector)]).await.expect("series");
+    series.into_iter().map(|mut s| s.remove("__name__").unwrap_or_default()).collect()
 }
 
 /// Every sample of the series matching `selector` over the last two hours, by metric name:
 /// (timestamp in ms, value), raw as stored (a range selector, evaluated now).
 async fn stored_samples(addr: SocketAddr, selector: &str) -> std::collections::HashMap<String, Vec<(i64, f64)>> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("http://{addr}/api/v1/query"))
-        .query(&[("query", format!("{selector}[2h]"))])
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(body["data"]["resultType"], "matrix", "{body}");
-    body["data"]["result"]
-        .as_array()
-        .expect("result")
-        .iter()
+    let query = format!("{selector}[2h]");
+    let series = common::query_matrix(&reqwest::Client::new(), &format!("http://{addr}"), &query).await;
+    series
+        .expect("a matrix")
+        .into_iter()
         .map(|s| {
-            let name = s["metric"]["__name__"].as_str().expect("name").to_string();
-            let points = s["values"].as_array().expect("values").iter().map(|p| {
-                let t = (p[0].as_f64().expect("time") * 1000.0).round() as i64;
-                (t, p[1].as_str().expect("value").parse::<f64>().expect("number"))
-            });
+            let name = s.metric.get("__name__").expect("name").clone();
+            let points = s.values.iter().map(|p| ((p.0 * 1000.0).round() as i64, p.value().expect("number")));
             (name, points.collect())
         })
         .collect()
@@ -292,8 +274,8 @@ async fn writes_without_the_ingest_token_are_refused_and_store_nothing() {
         for (what, request) in [("remote_write", write), ("OTLP logs", log)] {
             let r = request.send().await.expect("post");
             assert_eq!(r.status(), 401, "{what} with {token:?}");
-            let body: Value = r.json().await.expect("json");
-            assert_eq!((body["status"].as_str(), body["errorType"].as_str()), (Some("error"), Some("unauthorized")));
+            let body: Envelope<()> = r.json().await.expect("json");
+            assert_eq!((body.status, body.error_type.as_deref()), (Status::Error, Some("unauthorized")));
         }
     }
     assert_eq!(series_names(addr, "{job=\"durability\"}").await, Vec::<String>::new(), "no series stored");

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use hale_core::api::{
+    Action, ActionKind, ActionList, ActionStatus, ErrorBody, Ha, HaRole, HealerState, HookAccepted, RetryWhen,
+    SilenceState,
+};
 use serde_json::{Value, json};
 
 const SECRET: &str = "healer-test-secret";
@@ -178,7 +182,9 @@ fn payload(alertname: &str, instance: &str, starts_at: &str) -> Vec<u8> {
     .expect("json")
 }
 
-async fn post(healer: SocketAddr, body: &[u8], signature: Option<String>, bearer: Option<&str>) -> (u16, Value) {
+/// Posts to the healer's intake: the status and the answer's body (a `HookAccepted` or an
+/// `ErrorBody`, read with [`queued`] and [`error_message`]).
+async fn post(healer: SocketAddr, body: &[u8], signature: Option<String>, bearer: Option<&str>) -> (u16, String) {
     let mut r = reqwest::Client::new().post(format!("http://{healer}/hooks/alertmanager")).body(body.to_vec());
     if let Some(s) = signature {
         r = r.header(hale_core::webhook::SIGNATURE_HEADER, s);
@@ -187,7 +193,17 @@ async fn post(healer: SocketAddr, body: &[u8], signature: Option<String>, bearer
         r = r.bearer_auth(b);
     }
     let r = r.send().await.expect("post");
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// How many alerts an accepted post queued.
+fn queued(reply: &str) -> Option<usize> {
+    serde_json::from_str::<HookAccepted>(reply).ok().map(|a| a.queued)
+}
+
+/// The message of an error answer.
+fn error_message(reply: &str) -> Option<String> {
+    serde_json::from_str::<ErrorBody>(reply).ok().map(|e| e.error.message)
 }
 
 fn now_s() -> u64 {
@@ -198,12 +214,33 @@ fn signed(body: &[u8]) -> Option<String> {
     Some(hale_core::webhook::sign(SECRET.as_bytes(), now_s(), body))
 }
 
-async fn actions(healer: SocketAddr) -> Vec<Value> {
-    let v: Value =
+async fn actions(healer: SocketAddr) -> Vec<Action> {
+    let list: ActionList =
         reqwest::get(format!("http://{healer}/api/v1/actions")).await.expect("get").json().await.expect("json");
-    v["actions"].as_array().cloned().unwrap_or_default()
+    list.actions
 }
 
+/// Whether the healer has an action for `alertname` in `status`.
+async fn has_action(healer: SocketAddr, alertname: &str, status: ActionStatus) -> Option<()> {
+    actions(healer).await.iter().any(|a| a.alert.name() == alertname && a.status == status).then_some(())
+}
+
+/// Whether the healer has exactly one action, in `status`.
+async fn only_action_is(healer: SocketAddr, status: ActionStatus) -> bool {
+    matches!(actions(healer).await.as_slice(), [a] if a.status == status)
+}
+
+/// The first action awaiting approval.
+async fn awaiting_approval(healer: SocketAddr) -> Option<Action> {
+    actions(healer).await.into_iter().find(|a| a.status == ActionStatus::AwaitingApproval)
+}
+
+async fn state(healer: SocketAddr) -> HealerState {
+    reqwest::get(format!("http://{healer}/api/v1/state")).await.expect("get").json().await.expect("json")
+}
+
+// The audit log is the healer's free-form record (JSON lines, fields by event, written
+// as `Value`): no wire type, so read as JSON.
 fn audit(dir: &Path) -> Vec<Value> {
     audit_of(dir, "healer")
 }
@@ -229,11 +266,11 @@ async fn unsigned_stale_and_forged_webhooks_are_refused_and_change_nothing() {
     assert_eq!(status, 401, "unsigned");
     let (status, reply) = post(s.healer, &body, Some(hale_core::webhook::sign(b"forged", now_s(), &body)), None).await;
     assert_eq!(status, 401, "forged");
-    assert!(reply["error"]["message"].as_str().is_some_and(|m| m.contains("does not match")), "{reply}");
+    assert!(error_message(&reply).is_some_and(|m| m.contains("does not match")), "{reply}");
     let (status, reply) =
         post(s.healer, &body, Some(hale_core::webhook::sign(SECRET.as_bytes(), now_s() - 600, &body)), None).await;
     assert_eq!(status, 401, "stale");
-    assert!(reply["error"]["message"].as_str().is_some_and(|m| m.contains("300 s")), "{reply}");
+    assert!(error_message(&reply).is_some_and(|m| m.contains("300 s")), "{reply}");
     let other = payload("ReplicaDown", "search-2", "2026-01-01T00:00:00Z");
     let (status, _) = post(s.healer, &other, signed(&body), None).await;
     assert_eq!(status, 401, "a signature of another body");
@@ -249,7 +286,7 @@ async fn unsigned_stale_and_forged_webhooks_are_refused_and_change_nothing() {
     assert!(!events(s.dir.path()).iter().any(|e| e == "received"), "nothing was even received");
     // The intake token, configured for senders that cannot sign, is accepted.
     let (status, reply) = post(s.healer, &body, None, Some(INTAKE_TOKEN)).await;
-    assert_eq!((status, reply["queued"].as_u64()), (200, Some(1)));
+    assert_eq!((status, queued(&reply)), (200, Some(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,16 +300,15 @@ async fn dry_run_acts_on_nothing_and_records_everything() {
         Some(actions(s.healer).await).filter(|a| !a.is_empty())
     })
     .await;
-    assert_eq!(list[0]["status"], "dry_run");
-    assert_eq!(list[0]["kind"], "restart");
-    assert_eq!(list[0]["target"]["instance"], "search-1");
+    assert_eq!(list[0].status, ActionStatus::DryRun);
+    assert_eq!(list[0].kind, ActionKind::Restart);
+    assert_eq!(list[0].target.instance.as_deref(), Some("search-1"));
     let ev = events(s.dir.path());
     assert!(ev.contains(&"received".to_string()) && ev.contains(&"dry_run".to_string()), "{ev:?}");
     assert!(!ev.iter().any(|e| e == "acting" || e == "acted"), "nothing done: {ev:?}");
-    let state: Value =
-        reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json");
-    assert_eq!(state["dry_run"], true);
-    assert_eq!(state["targets"], json!({}), "a dry run counts for no cooldown: {state}");
+    let state = state(s.healer).await;
+    assert!(state.dry_run);
+    assert!(state.targets.is_empty(), "a dry run counts for no cooldown: {state:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,23 +318,21 @@ async fn duplicates_pause_approval_and_rejection() {
     let client = reqwest::Client::new();
     // 100 copies of one alert in a burst: one is queued, 99 are duplicates.
     let body = payload("SlowReplica", "search-1", "2026-01-01T00:00:02Z");
-    let mut queued = 0;
+    let mut total = 0;
     for _ in 0..100 {
         let (status, reply) = post(s.healer, &body, signed(&body), None).await;
         assert_eq!(status, 200);
-        queued += reply["queued"].as_u64().unwrap_or(0);
+        total += queued(&reply).unwrap_or(0);
     }
-    assert_eq!(queued, 1);
-    let waiting = eventually("awaiting approval", Duration::from_secs(10), async || {
-        actions(s.healer).await.into_iter().find(|a| a["status"] == "awaiting_approval")
-    })
-    .await;
+    assert_eq!(total, 1);
+    let waiting =
+        eventually("awaiting approval", Duration::from_secs(10), async || awaiting_approval(s.healer).await).await;
     assert_eq!(actions(s.healer).await.len(), 1, "exactly one action");
-    let id = waiting["id"].as_str().expect("id").to_string();
+    let id = waiting.id;
     // A second occurrence of the same alert while the first awaits: refused, in progress.
     let again = payload("SlowReplica", "search-1", "2026-01-01T00:00:03Z");
     let (status, reply) = post(s.healer, &again, signed(&again), None).await;
-    assert_eq!((status, reply["queued"].as_u64()), (200, Some(1)), "a new occurrence: {reply}");
+    assert_eq!((status, queued(&reply)), (200, Some(1)), "a new occurrence: {reply}");
     eventually("refused as in progress", Duration::from_secs(10), async || {
         audit(s.dir.path())
             .into_iter()
@@ -311,7 +345,7 @@ async fn duplicates_pause_approval_and_rejection() {
     let r = client.post(&url).bearer_auth(TOKEN).send().await.expect("post");
     assert_eq!(r.status(), 200);
     let list = actions(s.healer).await;
-    assert_eq!(list[0]["status"], "rejected");
+    assert_eq!(list[0].status, ActionStatus::Rejected);
     let r = client.post(&url).bearer_auth(TOKEN).send().await.expect("post");
     assert_eq!(r.status(), 409, "answered once");
     // The occurrence refused while the first was in progress is looked at again now that
@@ -329,20 +363,19 @@ async fn duplicates_pause_approval_and_rejection() {
     assert_eq!(r.status(), 200);
     let third = payload("ReplicaDown", "search-1", "2026-01-01T00:00:04Z");
     let (status, reply) = post(s.healer, &third, signed(&third), None).await;
-    assert_eq!((status, reply["queued"].as_u64()), (200, Some(1)), "{reply}");
+    assert_eq!((status, queued(&reply)), (200, Some(1)), "{reply}");
     eventually("refused while paused", Duration::from_secs(10), async || {
         audit(s.dir.path()).into_iter().find(|r| r["event"] == "refused" && r["reason"] == "the healer is paused")
     })
     .await;
     assert_eq!(actions(s.healer).await.len(), 1);
     // Kept, to be decided on resume if it still fires.
-    let state: Value =
-        reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json");
-    let kept = state["deferred"].as_array().cloned().unwrap_or_default();
-    assert_eq!(kept.len(), 1, "{state}");
-    assert_eq!(kept[0]["alert"]["labels"]["alertname"], "ReplicaDown");
-    assert_eq!(kept[0]["code"], "paused");
-    assert_eq!(kept[0]["retry"], json!({"when": "resumed"}));
+    let state = state(s.healer).await;
+    let kept = &state.deferred;
+    assert_eq!(kept.len(), 1, "{state:?}");
+    assert_eq!(kept[0].alert.name(), "ReplicaDown");
+    assert_eq!(kept[0].code, "paused");
+    assert_eq!(kept[0].retry, RetryWhen::Resumed);
     let metrics =
         reqwest::get(format!("http://{}/metrics", s.healer)).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_healer_paused 1"), "{metrics}");
@@ -365,22 +398,26 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
     }
     eventually("both acted, verifying", Duration::from_secs(20), async || {
         let list = actions(s.healer).await;
-        (list.len() == 2 && list.iter().all(|a| a["status"] == "verifying")).then_some(list)
+        (list.len() == 2 && list.iter().all(|a| a.status == ActionStatus::Verifying)).then_some(list)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(actions(s.healer).await.iter().all(|a| a["status"] == "verifying"), "not verified before it worked");
+    assert!(
+        actions(s.healer).await.iter().all(|a| a.status == ActionStatus::Verifying),
+        "not verified before it worked"
+    );
     for instance in ["disk-a", "queue-a"] {
         set_probe(s.collector, instance, 1.0).await;
     }
     let done = eventually("both verified", Duration::from_secs(20), async || {
         let list = actions(s.healer).await;
-        (list.len() == 2 && list.iter().all(|a| a["status"] == "succeeded")).then_some(list)
+        (list.len() == 2 && list.iter().all(|a| a.status == ActionStatus::Succeeded)).then_some(list)
     })
     .await;
-    assert!(done.iter().any(|a| a["kind"] == "exec") && done.iter().any(|a| a["kind"] == "webhook"));
-    assert!(done.iter().all(|a| a["detail"] == "the condition cleared"), "{done:?}");
-    // The command got the alert on stdin.
+    assert!(done.iter().any(|a| a.kind == ActionKind::Exec) && done.iter().any(|a| a.kind == ActionKind::Webhook));
+    assert!(done.iter().all(|a| a.detail == "the condition cleared"), "{done:?}");
+    // The command got the alert on stdin. (The exec input and the automation post have no
+    // core type yet: the healer builds them with `json!`, so they are read as JSON.)
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("exec.out")).expect("exec output"))
             .expect("json");
@@ -441,10 +478,7 @@ async fn the_error_budget_gate_acts_only_on_a_fast_burn() {
     // Burning 20×: the action is taken (here it waits for approval).
     common::push_gauge(s.collector, "slo:sli_error:ratio_rate1h", &slo, 0.02).await;
     decide("2026-01-01T00:00:12Z").await;
-    eventually("acted on a fast burn", Duration::from_secs(10), async || {
-        actions(s.healer).await.into_iter().find(|a| a["status"] == "awaiting_approval")
-    })
-    .await;
+    eventually("acted on a fast burn", Duration::from_secs(10), async || awaiting_approval(s.healer).await).await;
 }
 
 #[test]
@@ -485,10 +519,12 @@ fn replay_shows_what_policies_would_have_done() {
     assert!(text.contains("cooldown"), "{text}");
 }
 
-/// The state a healer reports about the election.
-async fn ha(healer: SocketAddr) -> Option<Value> {
+/// The role a healer reports in the election.
+async fn ha_role(healer: SocketAddr) -> Option<HaRole> {
     let r = reqwest::get(format!("http://{healer}/api/v1/state")).await.ok()?;
-    r.json::<Value>().await.ok().map(|v| v["ha"].clone())
+    match r.json::<HealerState>().await.ok()?.ha? {
+        Ha::Single { role } | Ha::Etcd { role, .. } => Some(role),
+    }
 }
 
 async fn post_to(healer: SocketAddr, body: &[u8]) -> u16 {
@@ -508,10 +544,9 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     let mut procs = [Some(a), Some(b)];
     let addrs = [a_addr, b_addr];
     let leader = eventually("one leader", Duration::from_secs(20), async || {
-        let (ra, rb) = (ha(a_addr).await?, ha(b_addr).await?);
-        let roles = [ra["role"].as_str()?.to_string(), rb["role"].as_str()?.to_string()];
-        match roles.iter().filter(|r| *r == "leader").count() {
-            1 => Some(roles.iter().position(|r| r == "leader").expect("leader")),
+        let roles = [ha_role(a_addr).await?, ha_role(b_addr).await?];
+        match roles.iter().filter(|r| **r == HaRole::Leader).count() {
+            1 => roles.iter().position(|r| *r == HaRole::Leader),
             _ => None,
         }
     })
@@ -539,22 +574,20 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
         }
     }
     eventually("the leader acted", Duration::from_secs(20), async || {
-        let list = actions(addrs[leader]).await;
-        (list.len() == 1 && list[0]["status"] == "verifying" && hooks("QueueBacklog", "queue-a") == 1).then_some(())
+        (only_action_is(addrs[leader], ActionStatus::Verifying).await && hooks("QueueBacklog", "queue-a") == 1)
+            .then_some(())
     })
     .await;
     // Verified only once the automation's repair has worked.
     set_probe(collector, "queue-a", 1.0).await;
     eventually("the leader verified", Duration::from_secs(20), async || {
-        let list = actions(addrs[leader]).await;
-        (list.len() == 1 && list[0]["status"] == "succeeded").then_some(())
+        only_action_is(addrs[leader], ActionStatus::Succeeded).await.then_some(())
     })
     .await;
     assert_eq!(hooks("QueueBacklog", "queue-a"), 1, "one action for ten copies across two healers");
     // The follower sees the shared state, and refuses decisions with the leader's address.
     eventually("the follower sees the action", Duration::from_secs(10), async || {
-        let list = actions(addrs[follower]).await;
-        (list.len() == 1 && list[0]["status"] == "succeeded").then_some(())
+        only_action_is(addrs[follower], ActionStatus::Succeeded).await.then_some(())
     })
     .await;
     let r = reqwest::Client::new()
@@ -583,10 +616,7 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     let stuck = payload("QueueStuck", "queue-c", "2026-01-01T00:00:06Z");
     assert_eq!(post_to(addrs[follower], &stuck).await, 200, "taken by the follower, decided by the leader");
     eventually("the leader acted on it and verifies", Duration::from_secs(20), async || {
-        let list = actions(addrs[leader]).await;
-        list.iter()
-            .any(|a| a["alert"]["labels"]["alertname"] == "QueueStuck" && a["status"] == "verifying")
-            .then_some(())
+        has_action(addrs[leader], "QueueStuck", ActionStatus::Verifying).await
     })
     .await;
     assert_eq!(hooks("QueueStuck", "queue-c"), 1);
@@ -597,8 +627,7 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     let _ = dead.0.wait();
     let killed = std::time::Instant::now();
     eventually("the other healer leads", Duration::from_secs(15), async || {
-        let r = ha(addrs[follower]).await?;
-        (r["role"] == "leader").then_some(())
+        (ha_role(addrs[follower]).await? == HaRole::Leader).then_some(())
     })
     .await;
     let takeover = killed.elapsed();
@@ -611,10 +640,7 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     )
     .await;
     eventually("the new leader verified the old leader's action", Duration::from_secs(20), async || {
-        let list = actions(addrs[follower]).await;
-        list.iter()
-            .any(|a| a["alert"]["labels"]["alertname"] == "QueueStuck" && a["status"] == "succeeded")
-            .then_some(())
+        has_action(addrs[follower], "QueueStuck", ActionStatus::Succeeded).await
     })
     .await;
     // The first alert again, and a new one: the duplicate is recognised, the new one acted on.
@@ -628,7 +654,7 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     set_probe(collector, "queue-b", 1.0).await;
     let list = eventually("the new leader acted on the new alert", Duration::from_secs(20), async || {
         let list = actions(addrs[follower]).await;
-        (list.len() == 3 && list.iter().all(|a| a["status"] == "succeeded")).then_some(list)
+        (list.len() == 3 && list.iter().all(|a| a.status == ActionStatus::Succeeded)).then_some(list)
     })
     .await;
     assert_eq!(hooks("QueueBacklog", "queue-a"), 1, "not repeated after the takeover");
@@ -692,13 +718,10 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
         agents: Vec::new(),
     };
     let act = HttpActuator::new(endpoints.clone(), Some(TOKEN.into()), Some(ADMIN_TOKEN.into()), None);
-    let state = async || -> Value {
-        reqwest::get(format!("http://{}/api/v1/state", s.healer)).await.expect("get").json().await.expect("json")
-    };
     act.act(Effect::SetPaused(true)).await.expect("pause");
-    assert_eq!(state().await["paused"], true);
+    assert_eq!(state(s.healer).await.paused, true);
     act.act(Effect::SetPaused(false)).await.expect("resume");
-    assert_eq!(state().await["paused"], false);
+    assert_eq!(state(s.healer).await.paused, false);
     // Two occurrences of an alert whose repair waits for approval (one at a time: the
     // search service's share allows one action at once): the first rejected, the second
     // approved.
@@ -707,12 +730,10 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
         let body = payload("SlowReplica", "search-1", starts_at);
         assert_eq!(post(s.healer, &body, signed(&body), None).await.0, 200);
         let id = eventually("an action awaiting approval", Duration::from_secs(10), async || {
-            actions(s.healer).await.into_iter().find(|a| a["status"] == "awaiting_approval")
+            awaiting_approval(s.healer).await
         })
-        .await["id"]
-            .as_str()
-            .expect("id")
-            .to_string();
+        .await
+        .id;
         if waiting.is_empty() {
             act.act(Effect::Reject(id.clone())).await.expect("reject");
         } else {
@@ -721,38 +742,38 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
         waiting.push(id);
     }
     let list = actions(s.healer).await;
-    let status = |id: &str| list.iter().find(|a| a["id"] == id).map(|a| a["status"].clone()).expect("action");
-    assert_eq!(status(&waiting[0]), "rejected");
+    let status = |id: &str| list.iter().find(|a| a.id == id).map(|a| a.status).expect("action");
+    assert_eq!(status(&waiting[0]), ActionStatus::Rejected);
     // Approved, it runs: this cluster's agents are not running, so the restart itself
     // fails, and says so, and the replica waits for a human.
     let approved = eventually("the approved restart ends", Duration::from_secs(20), async || {
-        actions(s.healer).await.into_iter().find(|a| a["id"] == waiting[1].as_str() && a["status"] == "failed")
+        actions(s.healer).await.into_iter().find(|a| a.id == waiting[1] && a.status == ActionStatus::Failed)
     })
     .await;
-    let detail = approved["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("on node-3") && detail.contains("restart search-1"), "{approved}");
-    assert!(state().await["targets"]["instance/search-1"]["needs_human"].as_str().is_some(), "{}", state().await);
+    let detail = &approved.detail;
+    assert!(detail.contains("on node-3") && detail.contains("restart search-1"), "{approved:?}");
+    let state_now = state(s.healer).await;
+    let blocked = state_now.targets.get("instance/search-1").and_then(|t| t.needs_human.as_ref());
+    assert!(blocked.is_some(), "{state_now:?}");
     let again = act.act(Effect::Reject(waiting[0].clone())).await.expect_err("answered once");
     assert!(again.contains("409"), "{again}");
     // A silence for an hour, then expired.
     let matchers =
         vec![("alertname".to_string(), "DiskFilling".to_string()), ("node".to_string(), "node-3".to_string())];
     let said = act.act(Effect::Silence { matchers, duration: "1h".into() }).await.expect("silence");
-    let silences: Value =
-        reqwest::get(format!("http://{}/api/v1/silences", s.collector)).await.expect("get").json().await.expect("json");
-    let silence = silences["data"].as_array().and_then(|l| l.first().cloned()).expect("a silence");
-    let id = silence["id"].as_str().expect("id").to_string();
+    let collector = hale_client::Collector::new(&format!("http://{}", s.collector), None).expect("client");
+    let silence = collector.silences().await.expect("silences").into_iter().next().expect("a silence");
+    let id = silence.id.clone();
     assert!(said.contains(&id), "{said}");
-    assert_eq!(silence["status"]["state"], "active");
+    assert_eq!(silence.status.state, SilenceState::Active);
     act.act(Effect::ExpireSilence(id.clone())).await.expect("expire");
-    let silences: Value =
-        reqwest::get(format!("http://{}/api/v1/silences", s.collector)).await.expect("get").json().await.expect("json");
-    assert_eq!(silences["data"][0]["status"]["state"], "expired");
+    let silences = collector.silences().await.expect("silences");
+    assert_eq!(silences[0].status.state, SilenceState::Expired);
     // Wrong tokens and no chaos hook: clear errors, nothing done.
     let wrong = HttpActuator::new(endpoints, Some("wrong".into()), Some("wrong".into()), None);
     let e = wrong.act(Effect::SetPaused(true)).await.expect_err("refused");
     assert!(e.contains("401"), "{e}");
-    assert_eq!(state().await["paused"], false);
+    assert_eq!(state(s.healer).await.paused, false);
     let e = act
         .act(Effect::Chaos { kind: hale_tui::app::ChaosKind::Kill, target: "search-1".into() })
         .await

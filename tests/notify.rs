@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use hale_core::api::{Envelope, NotifyStatus, SilenceCreated, SilenceState, WebhookPayload};
 use serde_json::Value;
 
 const SECRET: &str = "test-webhook-secret";
@@ -60,13 +61,13 @@ impl Receiver {
         })
     }
 
-    fn bodies(&self) -> Vec<(HeaderMap, Value)> {
+    fn bodies(&self) -> Vec<(HeaderMap, WebhookPayload)> {
         let got = self.got.lock().expect("lock");
         got.iter().map(|(h, b)| (h.clone(), serde_json::from_slice(b).expect("json body"))).collect()
     }
 
     /// The first request's body, once it verifies against the secret.
-    fn verified(&self, i: usize) -> Option<Value> {
+    fn verified(&self, i: usize) -> Option<WebhookPayload> {
         let got = self.got.lock().expect("lock");
         let (headers, body) = got.get(i)?;
         let header = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
@@ -96,9 +97,13 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn instances(body: &Value) -> Vec<String> {
-    let alerts = body["alerts"].as_array().cloned().unwrap_or_default();
-    alerts.iter().filter_map(|a| a["labels"]["instance"].as_str().map(str::to_string)).collect()
+fn instances(body: &WebhookPayload) -> Vec<String> {
+    body.alerts.iter().filter_map(|a| a.labels.get("instance").cloned()).collect()
+}
+
+/// A label of the `i`-th alert of a payload (empty if missing).
+fn label(body: &WebhookPayload, i: usize, name: &str) -> String {
+    body.alerts.get(i).and_then(|a| a.labels.get(name)).cloned().unwrap_or_default()
 }
 
 struct Setup {
@@ -157,22 +162,22 @@ async fn a_signed_webhook_arrives_firing_then_resolved() {
     push(addr, "a", 0.0).await;
     let firing = eventually("firing webhook", Duration::from_secs(10), async || receiver.verified(0)).await;
     println!("fault to signed webhook: {:?}", started.elapsed());
-    assert_eq!(firing["version"], "4");
-    assert_eq!(firing["status"], "firing");
-    assert_eq!(firing["receiver"], "webhook-1");
-    assert_eq!(firing["groupLabels"]["alertname"], "TestDown");
-    assert_eq!(firing["alerts"][0]["labels"]["instance"], "a");
-    assert_eq!(firing["alerts"][0]["labels"]["severity"], "page");
-    assert_eq!(firing["alerts"][0]["annotations"]["summary"], "a is down");
-    assert_eq!(firing["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(firing.version, "4");
+    assert_eq!(firing.status, NotifyStatus::Firing);
+    assert_eq!(firing.receiver, "webhook-1");
+    assert_eq!(firing.group_labels.get("alertname").map(String::as_str), Some("TestDown"));
+    assert_eq!(label(&firing, 0, "instance"), "a");
+    assert_eq!(label(&firing, 0, "severity"), "page");
+    assert_eq!(firing.alerts[0].annotations.get("summary").map(String::as_str), Some("a is down"));
+    assert_eq!(firing.alerts[0].ends_at, "0001-01-01T00:00:00Z");
     let (headers, _) = &receiver.bodies()[0];
     assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
 
     push(addr, "a", 1.0).await;
     let resolved = eventually("resolved webhook", Duration::from_secs(10), async || receiver.verified(1)).await;
-    assert_eq!(resolved["status"], "resolved");
-    assert_eq!(resolved["alerts"][0]["status"], "resolved");
-    assert_eq!(resolved["alerts"][0]["fingerprint"], firing["alerts"][0]["fingerprint"]);
+    assert_eq!(resolved.status, NotifyStatus::Resolved);
+    assert_eq!(resolved.alerts[0].status, NotifyStatus::Resolved);
+    assert_eq!(resolved.alerts[0].fingerprint, firing.alerts[0].fingerprint);
     assert_eq!(metric(addr, "hale_collector_notifications_sent_total").await, 2.0);
     assert_eq!(metric(addr, "hale_collector_notifications_pending").await, 0.0);
 }
@@ -200,8 +205,8 @@ async fn receiver_down_and_kill_9_the_notification_still_arrives() {
     let mut proc = spawn_collector(addr, &s.data, &s.out, &flags(&s, hook, false));
     ready(&mut proc, addr, &s.out).await;
     let body = eventually("delivered after restart", Duration::from_secs(15), async || receiver.verified(0)).await;
-    assert_eq!(body["status"], "firing");
-    assert_eq!(body["alerts"][0]["labels"]["alertname"], "TestDown");
+    assert_eq!(body.status, NotifyStatus::Firing);
+    assert_eq!(label(&body, 0, "alertname"), "TestDown");
     metric_reaches(addr, "hale_collector_notifications_pending", 0.0).await;
     assert_eq!(
         std::fs::read_dir(s.data.join("outbox"))
@@ -256,7 +261,8 @@ async fn silences_over_the_api_and_the_cli() {
     assert_eq!(r.status(), 400);
     let r = client.post(&url).bearer_auth(ADMIN).json(&silence).send().await.expect("post");
     assert_eq!(r.status(), 200);
-    let id = r.json::<Value>().await.expect("json")["data"]["silenceID"].as_str().expect("id").to_string();
+    let created: Envelope<SilenceCreated> = r.json().await.expect("json");
+    let id = created.into_data().expect("created").silence_id;
     // Expiring it needs the admin token too: refused without it, and the silence stays.
     let longer = format!("{ADMIN}x");
     for token in [None, Some("wrong"), Some(longer.as_str())] {
@@ -266,17 +272,13 @@ async fn silences_over_the_api_and_the_cli() {
         }
         let r = request.send().await.expect("delete");
         assert_eq!(r.status(), 401, "expire with {token:?}");
-        let body: Value = r.json().await.expect("json");
-        assert_eq!(body["errorType"], "unauthorized", "{body}");
+        let body: Envelope<()> = r.json().await.expect("json");
+        assert_eq!(body.error_type.as_deref(), Some("unauthorized"), "{body:?}");
     }
-    let listed: Value = client.get(&url).send().await.expect("get").json().await.expect("json");
-    let kept: Vec<(&str, &str)> = listed["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .filter_map(|s| Some((s["id"].as_str()?, s["status"]["state"].as_str()?)))
-        .collect();
-    assert_eq!(kept, [(id.as_str(), "active")], "{listed}");
+    let typed = hale_client::Collector::new(&format!("http://{addr}"), None).expect("client");
+    let listed = typed.silences().await.expect("silences");
+    let kept: Vec<(&str, SilenceState)> = listed.iter().map(|s| (s.id.as_str(), s.status.state)).collect();
+    assert_eq!(kept, [(id.as_str(), SilenceState::Active)], "{listed:?}");
 
     // a is silenced, b is not: only b is notified.
     push(addr, "a", 0.0).await;
@@ -304,10 +306,9 @@ async fn silences_over_the_api_and_the_cli() {
     assert_eq!(instances(&body), ["a", "b"]);
     let added = cli(&["add", "alertname=TestDown", "instance=~\"c|d\"", "--duration", "1h", "--comment", "deploy"]);
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
-    let (_, listed) = (0, client.get(&url).send().await.expect("get").json::<Value>().await.expect("json"));
-    let states: Vec<&str> =
-        listed["data"].as_array().expect("data").iter().filter_map(|s| s["status"]["state"].as_str()).collect();
-    assert_eq!(states, ["active", "expired"]);
+    let listed = typed.silences().await.expect("silences");
+    let states: Vec<SilenceState> = listed.iter().map(|s| s.status.state).collect();
+    assert_eq!(states, [SilenceState::Active, SilenceState::Expired]);
     let bad = cli(&["add", "instance=~.*", "--duration", "1h"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("empty label"), "{}", String::from_utf8_lossy(&bad.stderr));
@@ -358,6 +359,7 @@ async fn a_real_alertmanager_receives_forwarded_alerts_and_delivers_them() {
     let mut proc = spawn_collector(addr, &s.data, &s.out, &extra);
     ready(&mut proc, addr, &s.out).await;
     push(addr, "a", 0.0).await;
+    // Alertmanager's own `GettableAlert` (no Hale type: Hale only posts to it) read as JSON.
     let alerts = eventually("alert in Alertmanager", Duration::from_secs(15), async || {
         let v: Value = reqwest::get(format!("http://{am_addr}/api/v2/alerts")).await.ok()?.json().await.ok()?;
         v.as_array().filter(|a| !a.is_empty()).cloned()
@@ -370,13 +372,13 @@ async fn a_real_alertmanager_receives_forwarded_alerts_and_delivers_them() {
     let delivered =
         eventually("Alertmanager's webhook", Duration::from_secs(15), async || receiver.bodies().into_iter().next())
             .await;
-    assert_eq!(delivered.1["status"], "firing");
-    assert_eq!(delivered.1["alerts"][0]["labels"]["alertname"], "TestDown");
-    assert_eq!(delivered.1["alerts"][0]["annotations"]["summary"], "a is down");
+    assert_eq!(delivered.1.status, NotifyStatus::Firing);
+    assert_eq!(label(&delivered.1, 0, "alertname"), "TestDown");
+    assert_eq!(delivered.1.alerts[0].annotations.get("summary").map(String::as_str), Some("a is down"));
     // Resolving reaches Alertmanager as an end time.
     push(addr, "a", 1.0).await;
     eventually("resolved in Alertmanager", Duration::from_secs(15), async || {
-        receiver.bodies().into_iter().find(|(_, b)| b["status"] == "resolved").map(|_| ())
+        receiver.bodies().into_iter().find(|(_, b)| b.status == NotifyStatus::Resolved).map(|_| ())
     })
     .await;
 }
@@ -391,10 +393,9 @@ async fn a_resolved_notification_never_overtakes_its_firing_one() {
     // Resolve while the firing one waits for its retry: the resolved one is stored behind it.
     push(addr, "a", 1.0).await;
     metric_reaches(addr, "hale_collector_notifications_sent_total", 2.0).await;
-    let statuses: Vec<String> =
-        receiver.bodies().iter().map(|(_, b)| b["status"].as_str().unwrap_or("").to_string()).collect();
-    let last_firing = statuses.iter().rposition(|s| s == "firing").expect("firing sent");
-    let first_resolved = statuses.iter().position(|s| s == "resolved").expect("resolved sent");
+    let statuses: Vec<NotifyStatus> = receiver.bodies().iter().map(|(_, b)| b.status).collect();
+    let last_firing = statuses.iter().rposition(|s| *s == NotifyStatus::Firing).expect("firing sent");
+    let first_resolved = statuses.iter().position(|s| *s == NotifyStatus::Resolved).expect("resolved sent");
     assert!(first_resolved > last_firing, "in order: {statuses:?}");
     assert_eq!(statuses.len(), 4, "{statuses:?}");
 }

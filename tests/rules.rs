@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use hale_core::api::{ActiveAlert, AlertState, AlertsData};
 use serde_json::Value;
 
 const RULES: &str = r#"groups:
@@ -40,6 +41,9 @@ fn spawn_collector(addr: SocketAddr, data: &Path, rules: &Path, out: &Path) -> P
     common::spawn_collector(addr, data, out, &["--rules".to_string(), rules.display().to_string()], &[])
 }
 
+/// The status and body of a GET, as JSON: for `/api/v1/rules`, whose Prometheus field
+/// names (`type`, `health`, `duration`, …) are the contract Grafana and other Prometheus
+/// clients read, so this test checks them as written.
 async fn get(url: String) -> (u16, Value) {
     let r = reqwest::get(url).await.expect("get");
     let status = r.status().as_u16();
@@ -64,41 +68,37 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     push(addr, "b", 1.0).await;
     // The alert with an hour's `for` stays pending: that state as the API shows it,
     // observed without racing a short window.
-    let alert = async |name: &str, state: &str| -> Option<Value> {
-        let (_, body) = get(format!("http://{addr}/api/v1/alerts")).await;
-        body["data"]["alerts"]
-            .as_array()?
-            .iter()
-            .find(|a| a["labels"]["alertname"] == name && a["state"] == state)
-            .cloned()
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let alert = async |name: &str, state: AlertState| -> Option<ActiveAlert> {
+        let alerts = common::alerts(&client, &base).await?;
+        alerts.into_iter().find(|a| a.labels.get("alertname").is_some_and(|n| n == name) && a.state == state)
     };
-    let pending =
-        eventually("pending alert", Duration::from_secs(10), async || alert("TestStillDown", "pending").await).await;
-    assert_eq!(pending["labels"]["instance"], "a");
-    assert_eq!(pending["labels"]["severity"], "ticket");
-    assert_eq!(pending["annotations"]["summary"], "a has been down an hour");
-    assert_eq!(pending["value"], "0e+00");
-    let firing = eventually("firing alert", Duration::from_secs(10), async || alert("TestDown", "firing").await).await;
-    assert_eq!(firing["labels"]["instance"], "a");
-    assert_eq!(firing["labels"]["severity"], "page");
-    assert_eq!(firing["annotations"]["summary"], "a is down (0)");
-    assert_eq!(firing["value"], "0e+00");
+    let label = |a: &ActiveAlert, name: &str| a.labels.get(name).cloned().unwrap_or_default();
+    let summary = |a: &ActiveAlert| a.annotations.get("summary").cloned().unwrap_or_default();
+    let pending = eventually("pending alert", Duration::from_secs(10), async || {
+        alert("TestStillDown", AlertState::Pending).await
+    })
+    .await;
+    assert_eq!(label(&pending, "instance"), "a");
+    assert_eq!(label(&pending, "severity"), "ticket");
+    assert_eq!(summary(&pending), "a has been down an hour");
+    assert_eq!(pending.value, "0e+00");
+    let firing =
+        eventually("firing alert", Duration::from_secs(10), async || alert("TestDown", AlertState::Firing).await).await;
+    assert_eq!(label(&firing, "instance"), "a");
+    assert_eq!(label(&firing, "severity"), "page");
+    assert_eq!(summary(&firing), "a is down (0)");
+    assert_eq!(firing.value, "0e+00");
     // TestDown was pending first and fired once `for: 1s` had passed, active all along
     // since its first pending evaluation: what the evaluations recorded says so.
     let history = async |selector: &str| -> Vec<(String, Vec<(f64, f64)>)> {
-        let url = reqwest::Url::parse_with_params(&format!("http://{addr}/api/v1/query"), &[("query", selector)])
-            .expect("url");
-        let (status, body) = get(url.to_string()).await;
-        assert_eq!((status, body["data"]["resultType"].as_str()), (200, Some("matrix")), "{body}");
-        body["data"]["result"]
-            .as_array()
-            .expect("result")
-            .iter()
+        let series = common::query_matrix(&client, &base, selector).await.expect("a matrix");
+        series
+            .into_iter()
             .map(|s| {
-                let points = s["values"].as_array().expect("values").iter();
-                let points = points
-                    .map(|p| (p[0].as_f64().expect("time"), p[1].as_str().expect("value").parse().expect("number")));
-                (s["metric"]["alertstate"].as_str().unwrap_or_default().to_string(), points.collect())
+                let points = s.values.iter().map(|p| (p.0, p.value().expect("number")));
+                (s.metric.get("alertstate").cloned().unwrap_or_default(), points.collect())
             })
             .collect()
     };
@@ -118,8 +118,8 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
         active_since[0].1.iter().all(|(_, v)| (v - first_pending).abs() < 1e-6),
         "active since it was first pending: {active_since:?}"
     );
-    let (_, body) = get(format!("http://{addr}/api/v1/alerts")).await;
-    assert_eq!(body["data"]["groupBy"], serde_json::json!(["alertname"]), "how notifications group them");
+    let data: AlertsData = common::get_data(&client, &format!("{base}/api/v1/alerts"), &[]).await.expect("alerts");
+    assert_eq!(data.group_by, ["alertname"], "how notifications group them");
 
     let (status, body) = get(format!("http://{addr}/api/v1/rules")).await;
     assert_eq!(status, 200);
@@ -146,11 +146,11 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     assert_eq!((status, bad["errorType"].as_str()), (400, Some("bad_data")));
 
     // What the rules wrote is queryable like any series.
-    let (_, q) = get(format!("http://{addr}/api/v1/query?query=instance:test_up:doubled%7Binstance=%22b%22%7D")).await;
-    assert_eq!(q["data"]["result"][0]["value"][1], "2");
-    assert_eq!(q["data"]["result"][0]["metric"]["team"], "shop");
-    let (_, q) = get(format!("http://{addr}/api/v1/query?query=ALERTS%7Balertstate=%22firing%22%7D")).await;
-    assert_eq!(q["data"]["result"][0]["metric"]["alertname"], "TestDown");
+    let q = common::query(&client, &base, "instance:test_up:doubled{instance=\"b\"}").await.expect("query");
+    assert_eq!(q[0].value.1, "2");
+    assert_eq!(q[0].metric.get("team").map(String::as_str), Some("shop"));
+    let q = common::query(&client, &base, "ALERTS{alertstate=\"firing\"}").await.expect("query");
+    assert_eq!(q[0].metric.get("alertname").map(String::as_str), Some("TestDown"));
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_collector_alerts{state=\"firing\"} 1"), "{metrics}");
     assert!(metrics.contains("hale_collector_alerts{state=\"pending\"} 1"), "{metrics}");
@@ -159,8 +159,7 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     // Recovery resolves it: no longer listed.
     push(addr, "a", 1.0).await;
     eventually("alert resolved", Duration::from_secs(10), async || {
-        let (_, body) = get(format!("http://{addr}/api/v1/alerts")).await;
-        body["data"]["alerts"].as_array().filter(|a| a.is_empty()).map(|_| ())
+        common::alerts(&client, &base).await?.is_empty().then_some(())
     })
     .await;
 }

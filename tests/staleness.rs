@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use hale_core::api::StartProcess;
+use hale_core::cluster::{AgentState, ClusterView, NodeView, ReplicaState, ReplicaView};
 use serde_json::Value;
 
 use common::up::{Cluster, chaos};
@@ -22,7 +24,8 @@ async fn start(tmp: &Path) -> (Cluster, String) {
     (cluster, collector)
 }
 
-/// `hale status --json`: its exit code and its answer.
+/// `hale status --json`: its exit code and its answer. (Read as JSON: `hale status` writes
+/// it with `json!`, there is no core type for it yet.)
 fn status(data_dir: &Path) -> (Option<i32>, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_hale"))
         .args(["status", "--json", "--data-dir"])
@@ -34,16 +37,15 @@ fn status(data_dir: &Path) -> (Option<i32>, Value) {
 }
 
 /// The node's entry and the replicas on it in `/api/v1/cluster`.
-fn node_of<'a>(view: &'a Value, node: &str) -> (Option<&'a Value>, Vec<&'a Value>) {
-    let entry = view["nodes"].as_array().into_iter().flatten().find(|n| n["node"] == node);
-    let replicas = view["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
-        .filter(|r| r["node"] == node)
-        .collect();
+fn node_of<'a>(view: &'a ClusterView, node: &str) -> (Option<&'a NodeView>, Vec<&'a ReplicaView>) {
+    let entry = view.nodes.iter().find(|n| n.node == node);
+    let replicas = common::replicas(view).filter(|r| r.node.as_deref() == Some(node)).collect();
     (entry, replicas)
+}
+
+/// Whether every one of `replicas` is ready.
+fn all_ready(replicas: &[&ReplicaView]) -> bool {
+    replicas.iter().all(|r| r.state == ReplicaState::Ready)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,14 +53,13 @@ async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_i
     let tmp = tempfile::tempdir().expect("tmp");
     let (cluster, collector) = start(tmp.path()).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
-    let url = format!("{collector}/api/v1/cluster");
-    let view = async || common::get_json(&client, &url, &[]).await.map(|v| v["data"].clone());
+    let view = async || common::cluster_view(&client, &collector).await;
 
     // Healthy first: every node's agent up, node-3's replicas ready, status exits 0.
     eventually("a healthy cluster, status 0", Duration::from_secs(60), async || {
         let v = view().await?;
         let (node, replicas) = node_of(&v, "node-3");
-        let fresh = node?["agent"] == "up" && replicas.len() >= 2 && replicas.iter().all(|r| r["state"] == "ready");
+        let fresh = node?.agent == AgentState::Up && replicas.len() >= 2 && all_ready(&replicas);
         let (code, s) = status(&cluster.data_dir);
         (fresh && code == Some(0) && s["healthy"] == true).then_some(())
     })
@@ -69,18 +70,18 @@ async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_i
         let v = view().await?;
         let (node, replicas) = node_of(&v, "node-3");
         let node = node?;
-        let stale = node["agent"] != "up"
-            && node["agent_up"] == false
-            && node["last_seen_secs_ago"].as_f64().is_some()
+        let stale = node.agent != AgentState::Up
+            && !node.agent_up
+            && node.last_seen_secs_ago.is_some()
             && !replicas.is_empty()
-            && replicas.iter().all(|r| r["state"] == "stale" && r["ready"] != true && r["age_secs"].is_number());
+            && replicas.iter().all(|r| r.state == ReplicaState::Stale && r.ready != Some(true) && r.age_secs.is_some());
         stale.then_some(v)
     })
     .await;
     // A stale replica is never counted: each service's ready count is its fresh ones.
-    for s in frozen["services"].as_array().into_iter().flatten() {
-        let fresh_ready = s["replicas"].as_array().into_iter().flatten().filter(|r| r["state"] == "ready").count();
-        assert_eq!(s["ready_replicas"].as_u64(), Some(fresh_ready as u64), "{s}");
+    for s in &frozen.services {
+        let fresh_ready = s.replicas.iter().filter(|r| r.state == ReplicaState::Ready).count();
+        assert_eq!(s.ready_replicas, fresh_ready, "{s:?}");
     }
     eventually("status unhealthy, exit 1, node-3's agent not up", Duration::from_secs(20), async || {
         let (code, s) = status(&cluster.data_dir);
@@ -91,10 +92,8 @@ async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_i
     .await;
     // The frozen node's last probes vanish from PromQL (stale markers), instead of
     // answering 1 for five minutes.
-    let q = format!("{collector}/api/v1/query");
     eventually("node-3's probe_success gone from instant queries", Duration::from_secs(20), async || {
-        let v = common::get_json(&client, &q, &[("query", "probe_success{node=\"node-3\"}")]).await?;
-        v["data"]["result"].as_array().is_some_and(|r| r.is_empty()).then_some(())
+        common::query(&client, &collector, "probe_success{node=\"node-3\"}").await?.is_empty().then_some(())
     })
     .await;
 
@@ -102,7 +101,7 @@ async fn issue_12_a_frozen_node_is_stale_never_ready_and_status_fails_until_it_i
     eventually("node-3 back: agent up, replicas ready, status 0", Duration::from_secs(30), async || {
         let v = view().await?;
         let (node, replicas) = node_of(&v, "node-3");
-        let back = node?["agent"] == "up" && !replicas.is_empty() && replicas.iter().all(|r| r["state"] == "ready");
+        let back = node?.agent == AgentState::Up && !replicas.is_empty() && all_ready(&replicas);
         let (code, s) = status(&cluster.data_dir);
         (back && code == Some(0) && s["healthy"] == true).then_some(())
     })
@@ -115,15 +114,9 @@ async fn issue_12_replicas_of_a_previous_run_are_not_ready_after_a_restart() {
     let (mut cluster, collector) = start(tmp.path()).await;
     let config = cluster.config();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
-    let url = format!("{collector}/api/v1/cluster");
-    let replica = async |name: &str| -> Option<Value> {
-        let v = common::get_json(&client, &url, &[]).await?;
-        v["data"]["services"]
-            .as_array()?
-            .iter()
-            .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
-            .find(|r| r["instance"] == name)
-            .cloned()
+    let replica = async |name: &str| -> Option<ReplicaView> {
+        let view = common::cluster_view(&client, &collector).await?;
+        common::replicas(&view).find(|r| r.instance == name).cloned()
     };
 
     // A replica started through node-1's agent, as the healer's scale-out does.
@@ -132,34 +125,29 @@ async fn issue_12_replicas_of_a_previous_run_are_not_ready_after_a_restart() {
     let r = client
         .post(format!("{agent}/api/v1/processes"))
         .bearer_auth(&config.secrets.agent_token)
-        .json(&serde_json::json!({"service": "search", "name": "search-extra"}))
+        .json(&StartProcess { service: "search".into(), name: Some("search-extra".into()) })
         .send()
         .await
         .expect("start");
     assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
     eventually("the extra replica ready in the cluster view", Duration::from_secs(30), async || {
-        (replica("search-extra").await?["state"] == "ready").then_some(())
+        (replica("search-extra").await?.state == ReplicaState::Ready).then_some(())
     })
     .await;
 
     // Restart on the same data dir and addresses: the extra replica is not started again.
     cluster.restart(&tmp.path().join("up2.out"), 0).await;
     eventually("the restarted cluster's own replicas ready", Duration::from_secs(90), async || {
-        let v = common::get_json(&client, &url, &[]).await?;
-        let services = v["data"]["services"].as_array()?;
-        let own = services
-            .iter()
-            .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
-            .filter(|r| r["instance"] != "search-extra")
-            .collect::<Vec<_>>();
-        (own.len() >= 9 && own.iter().all(|r| r["state"] == "ready")).then_some(())
+        let view = common::cluster_view(&client, &collector).await?;
+        let own = common::replicas(&view).filter(|r| r.instance != "search-extra").collect::<Vec<_>>();
+        (own.len() >= 9 && all_ready(&own)).then_some(())
     })
     .await;
     // No process stands behind the extra replica: whatever is left of it is not ready,
     // and the dashboard's and status's health does not count it.
     if let Some(r) = replica("search-extra").await {
-        assert_ne!(r["state"], "ready", "{r}");
-        assert_ne!(r["ready"], true, "{r}");
+        assert_ne!(r.state, ReplicaState::Ready, "{r:?}");
+        assert_ne!(r.ready, Some(true), "{r:?}");
     }
     let (_, s) = status(&cluster.data_dir);
     let search = s["services"].as_array().into_iter().flatten().find(|x| x["service"] == "search").cloned();

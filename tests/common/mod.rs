@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use hale_core::api::{ActiveAlert, AlertsData, Envelope, MatrixSeries, QueryResult, SloState, VectorSample};
+use hale_core::cluster::{ClusterView, ReplicaView};
+
 /// A child process killed (by PID) when the test ends, however it ends.
 pub struct Proc(pub Child);
 
@@ -124,9 +127,91 @@ pub async fn collector_ready(proc: &mut Proc, addr: SocketAddr, out: &Path) {
     .await;
 }
 
-/// GET `url` with `query` parameters as JSON; `None` on any failure (for polling).
+/// GET `url` with `query` parameters as raw JSON; `None` on any failure (for polling).
+/// Only for tests of the JSON's shape itself; the others read typed answers ([`get_as`]).
 pub async fn get_json(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Option<serde_json::Value> {
+    get_as(client, url, query).await
+}
+
+/// GET `url` with `query` parameters, read as `T`; `None` on any failure (for polling).
+pub async fn get_as<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    query: &[(&str, &str)],
+) -> Option<T> {
     client.get(url).query(query).send().await.ok()?.json().await.ok()
+}
+
+/// The `data` of a successful collector (or Prometheus) answer at `url`.
+pub async fn get_data<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    query: &[(&str, &str)],
+) -> Option<T> {
+    get_as::<Envelope<T>>(client, url, query).await?.into_data().ok()
+}
+
+/// An instant PromQL query of the collector or Prometheus at `base` (`http://host:port`):
+/// its samples, `None` on any failure or an answer that is not a vector.
+pub async fn query(client: &reqwest::Client, base: &str, promql: &str) -> Option<Vec<VectorSample>> {
+    match query_result(client, base, promql).await? {
+        QueryResult::Vector(samples) => Some(samples),
+        _ => None,
+    }
+}
+
+/// An instant query of a range selector (`x[5m]`): every series with its raw points;
+/// `None` on any failure or an answer that is not a matrix.
+pub async fn query_matrix(client: &reqwest::Client, base: &str, promql: &str) -> Option<Vec<MatrixSeries>> {
+    match query_result(client, base, promql).await? {
+        QueryResult::Matrix(series) => Some(series),
+        _ => None,
+    }
+}
+
+/// An instant PromQL query's answer, whatever its type.
+pub async fn query_result(client: &reqwest::Client, base: &str, promql: &str) -> Option<QueryResult> {
+    get_data(client, &format!("{base}/api/v1/query"), &[("query", promql)]).await
+}
+
+/// The value of the first sample of an instant query, if it has one.
+pub async fn query_value(client: &reqwest::Client, base: &str, promql: &str) -> Option<f64> {
+    query(client, base, promql).await?.first()?.value.value()
+}
+
+/// A range PromQL query (`start`, `end`, `step` as the API takes them): its series.
+pub async fn query_range(
+    client: &reqwest::Client,
+    base: &str,
+    promql: &str,
+    range: [(&str, &str); 3],
+) -> Option<Vec<MatrixSeries>> {
+    let mut params = vec![("query", promql)];
+    params.extend(range);
+    match get_data(client, &format!("{base}/api/v1/query_range"), &params).await? {
+        QueryResult::Matrix(series) => Some(series),
+        _ => None,
+    }
+}
+
+/// The collector's pending and firing alerts.
+pub async fn alerts(client: &reqwest::Client, base: &str) -> Option<Vec<ActiveAlert>> {
+    get_data::<AlertsData>(client, &format!("{base}/api/v1/alerts"), &[]).await.map(|d| d.alerts)
+}
+
+/// The collector's view of the cluster (`/api/v1/cluster`).
+pub async fn cluster_view(client: &reqwest::Client, base: &str) -> Option<ClusterView> {
+    get_data(client, &format!("{base}/api/v1/cluster"), &[]).await
+}
+
+/// Every replica of every service in a cluster view.
+pub fn replicas(view: &ClusterView) -> impl Iterator<Item = &ReplicaView> {
+    view.services.iter().flat_map(|s| &s.replicas)
+}
+
+/// The collector's SLO states.
+pub async fn slos(client: &reqwest::Client, base: &str) -> Option<Vec<SloState>> {
+    get_data(client, &format!("{base}/api/v1/slos"), &[]).await
 }
 
 /// Requests a [`receiver`] got: (arrival, headers, body).
