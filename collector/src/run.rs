@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::api;
+use crate::rules::{FileKind, LoadError};
 use crate::state::Collector;
 use crate::store::Store;
 
@@ -56,10 +57,9 @@ pub enum CollectorError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    /// A rule file or an SLO spec.
     #[error(transparent)]
-    Rules(#[from] crate::rules::LoadError),
-    #[error(transparent)]
-    Slo(#[from] crate::slo::SloError),
+    Rules(#[from] LoadError),
     #[error("webhooks are always signed: give --webhook-secret (or HALE_WEBHOOK_SECRET) with --alert-webhook")]
     UnsignedWebhooks,
     #[error("opening the notification outbox in {dir}: {error}")]
@@ -80,11 +80,15 @@ pub async fn run(
         let file = crate::slo::load(path, config.slo_options)?;
         let name = PathBuf::from(format!("{} (SLO rules)", path.display()));
         let external = Arc::new(config.external_labels.clone());
-        groups.extend(
-            crate::rules::manager::parse_groups(&file.rules, &name, config.evaluation_interval, &external).map_err(
-                |e| crate::slo::SloError::Read { path: path.clone(), error: std::io::Error::other(e.to_string()) },
-            )?,
-        );
+        // `slo::load` has checked that these rules load; if they did not, the SLO file says why.
+        let generated = crate::rules::manager::parse_groups(&file.rules, &name, config.evaluation_interval, &external)
+            .map_err(|e| match e {
+                LoadError::Invalid { error, .. } => {
+                    LoadError::Invalid { kind: FileKind::Slo, path: path.clone(), error }
+                }
+                other => other,
+            })?;
+        groups.extend(generated);
         slos.extend(crate::slo::state::defs(&file.specs));
     }
     let period = std::time::Duration::from_secs_f64(30.0 * 86400.0 * config.slo_options.time_scale);

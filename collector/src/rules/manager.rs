@@ -25,13 +25,47 @@ use super::file::{RuleFile, TemplateText};
 use crate::store::Store;
 use hale_core::ConfigError;
 
+/// The files the collector reads rules from: rule files, and SLO specs (which become rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Rule,
+    Slo,
+}
+
+impl FileKind {
+    /// The `hale … check` command that checks such a file.
+    fn command(self) -> &'static str {
+        match self {
+            FileKind::Rule => "rules",
+            FileKind::Slo => "slo",
+        }
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Rule => "rule",
+            FileKind::Slo => "SLO",
+        })
+    }
+}
+
+/// A rule file or SLO spec that could not be read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     // The causes are part of the message (not `source`), so they are printed once.
-    #[error("reading rule file {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
-    #[error("rule file {path}: {error}; check it with `hale rules check {path}`")]
-    Invalid { path: PathBuf, error: ConfigError },
+    #[error("reading {kind} file {path}: {error}")]
+    Read { kind: FileKind, path: PathBuf, error: std::io::Error },
+    #[error("{kind} file {path}: {error}; check it with `hale {command} check {path}`", command = kind.command())]
+    Invalid { kind: FileKind, path: PathBuf, error: ConfigError },
+}
+
+impl LoadError {
+    /// The file's text, or the error that says which file could not be read.
+    pub fn read(kind: FileKind, path: &Path) -> Result<String, LoadError> {
+        std::fs::read_to_string(path).map_err(|error| LoadError::Read { kind, path: path.to_path_buf(), error })
+    }
 }
 
 /// Reads rule files into runnable groups.
@@ -43,7 +77,7 @@ pub fn load(
     let external = Arc::new(external_labels.clone());
     let mut groups = Vec::new();
     for path in paths {
-        let source = std::fs::read_to_string(path).map_err(|error| LoadError::Read { path: path.clone(), error })?;
+        let source = LoadError::read(FileKind::Rule, path)?;
         groups.extend(parse_groups(&source, path, default_interval, &external)?);
     }
     Ok(groups)
@@ -56,7 +90,11 @@ pub fn parse_groups(
     default_interval: Duration,
     external: &Arc<LabelSet>,
 ) -> Result<Vec<GroupRunner>, LoadError> {
-    let file = RuleFile::parse(source).map_err(|error| LoadError::Invalid { path: path.to_path_buf(), error })?;
+    let file = RuleFile::parse(source).map_err(|error| LoadError::Invalid {
+        kind: FileKind::Rule,
+        path: path.to_path_buf(),
+        error,
+    })?;
     let name = path.display().to_string();
     Ok(file.groups.iter().map(|g| GroupRunner::new(g, &name, default_interval, external.clone())).collect())
 }

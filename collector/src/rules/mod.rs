@@ -12,4 +12,4 @@ pub mod template;
 
 pub use eval::{Alert, AlertState, GroupRunner, LabelSet};
 pub use file::RuleFile;
-pub use manager::{AlertsUpdate, LoadError, RulesView};
+pub use manager::{AlertsUpdate, FileKind, LoadError, RulesView};

@@ -33,15 +33,13 @@ pub struct Slo {
     pub alerting: Alerting,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Exactly one of its fields, checked after parsing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Sli {
-    #[serde(default)]
     pub events: Option<Events>,
-    #[serde(default)]
     pub raw: Option<Raw>,
     /// Sloth's plugins are Go code; they cannot run here.
-    #[serde(default)]
     pub plugin: Option<serde_norway::Value>,
 }
 
@@ -58,29 +56,23 @@ pub struct Raw {
     pub error_ratio_query: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every field may be left out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Alerting {
-    #[serde(default)]
     pub name: Option<MetricName>,
-    #[serde(default)]
     pub labels: BTreeMap<LabelName, String>,
-    #[serde(default)]
     pub annotations: BTreeMap<LabelName, String>,
-    #[serde(default)]
     pub page_alert: AlertTier,
-    #[serde(default)]
     pub ticket_alert: AlertTier,
 }
 
+/// Every field may be left out.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlertTier {
-    #[serde(default)]
     pub disable: bool,
-    #[serde(default)]
     pub labels: BTreeMap<LabelName, String>,
-    #[serde(default)]
     pub annotations: BTreeMap<LabelName, String>,
 }
 

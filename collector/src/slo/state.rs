@@ -197,3 +197,50 @@ pub fn register_metrics(states: &[SloState], registry: &mut Registry) {
         status,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `hale_slo_*` names, labels and units of DESIGN.md; a window without data is
+    /// absent, never 0.
+    #[test]
+    fn slo_metrics_keep_their_names_and_labels() {
+        let window = |window: &str, error_ratio: Option<f64>| WindowState {
+            window: window.into(),
+            error_ratio,
+            burn_rate: error_ratio.map(|r| r / 0.005),
+            events: error_ratio.map(|_| 120.0),
+        };
+        let state = SloState {
+            id: "orders-availability".into(),
+            service: "orders".into(),
+            slo: "availability".into(),
+            objective: 0.995,
+            windows: vec![window("5m", Some(0.01)), window("1h", None)],
+            period_error_ratio: Some(0.001),
+            error_budget_remaining: Some(0.8),
+            status: SloStatus::Page,
+            firing: vec!["page".into()],
+        };
+        let mut registry = Registry::with_prefix("hale");
+        register_metrics(&[state], registry.sub_registry_with_prefix("slo"));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let base = r#"slo="availability",service="orders""#;
+        for line in [
+            format!("hale_slo_objective_ratio{{{base}}} 0.995"),
+            format!("hale_slo_sli_error_ratio{{{base},window=\"5m\"}} 0.01"),
+            format!("hale_slo_sli_error_ratio{{{base},window=\"30d\"}} 0.001"),
+            format!("hale_slo_burn_rate{{{base},window=\"5m\"}} 2.0"),
+            format!("hale_slo_events{{{base},window=\"5m\"}} 120.0"),
+            format!("hale_slo_error_budget_remaining_ratio{{{base}}} 0.8"),
+            format!("hale_slo_status{{{base},status=\"page\"}} 1.0"),
+            format!("hale_slo_status{{{base},status=\"ok\"}} 0.0"),
+            "# TYPE hale_slo_burn_rate gauge".into(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("window=\"1h\""), "no data, no sample:\n{text}");
+    }
+}
