@@ -1,12 +1,11 @@
-//! What the dashboard shows, read from the collector's and the healer's APIs. Every part
-//! is optional: a part that could not be read is `None` and is drawn as missing, never as
-//! healthy.
+//! What the dashboard shows, made from the collector's, the agents' and the healer's
+//! answers (`hale_core::api`'s types, converted once here). Every part is optional: a part
+//! that could not be read is `None` and is drawn as missing, never as healthy.
 
 use std::collections::BTreeMap;
 
-use hale_core::api::{self, AlertState, AlertsData, Envelope, SilenceMatcher, SilenceState};
-use serde::Deserialize;
-use serde_json::Value;
+use hale_core::api::{self, AlertState, AlertsData, SilenceMatcher, SilenceState};
+use hale_core::cluster::{AgentState, ClusterView};
 
 /// One refresh of everything the views draw.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -90,31 +89,31 @@ impl Snapshot {
 pub fn matchers_text(matchers: &[SilenceMatcher], separator: &str) -> String {
     matchers
         .iter()
-        .map(|m| format!("{}{}{}", m.name, m.op(), Value::from(m.value.as_str())))
+        .map(|m| format!("{}{}{}", m.name, m.op(), serde_json::to_string(&m.value).unwrap_or_default()))
         .collect::<Vec<_>>()
         .join(separator)
 }
 
 /// `/api/v1/silences`, expired ones left out.
-pub fn parse_silences(v: &Value) -> Option<Vec<Silence>> {
-    let list = Envelope::<Vec<api::Silence>>::deserialize(v).ok()?.into_data().ok()?;
-    Some(
-        list.into_iter()
-            .filter(|x| x.status.state != SilenceState::Expired)
-            .map(|x| Silence {
-                matchers: matchers_text(&x.matchers, ", "),
-                state: x.status.state.as_str().to_string(),
-                matcher_list: x
-                    .matchers
-                    .into_iter()
-                    .map(|m| Matcher { name: m.name, value: m.value, equal: m.is_equal, regex: m.is_regex })
-                    .collect(),
-                id: x.id,
-                ends_at: x.ends_at,
-                comment: x.comment,
-            })
-            .collect(),
-    )
+pub fn silences(list: Vec<api::Silence>) -> Vec<Silence> {
+    list.into_iter().filter(|x| x.status.state != SilenceState::Expired).map(Silence::from).collect()
+}
+
+impl From<api::Silence> for Silence {
+    fn from(x: api::Silence) -> Silence {
+        Silence {
+            matchers: matchers_text(&x.matchers, ", "),
+            state: x.status.state.as_str().to_string(),
+            matcher_list: x
+                .matchers
+                .into_iter()
+                .map(|m| Matcher { name: m.name, value: m.value, equal: m.is_equal, regex: m.is_regex })
+                .collect(),
+            id: x.id,
+            ends_at: x.ends_at,
+            comment: x.comment,
+        }
+    }
 }
 
 impl Snapshot {
@@ -148,22 +147,28 @@ pub struct Process {
 }
 
 /// An agent's `/api/v1/processes`.
-pub fn parse_processes(v: &Value) -> Option<Vec<Process>> {
-    let list = api::ProcessList::deserialize(v).ok()?;
-    Some(
-        list.processes
-            .into_iter()
-            .map(|p| Process {
-                name: p.name,
-                service: p.service,
-                pid: p.pid,
-                state: p.state.as_str().to_string(),
-                restarts: p.restarts,
-                uptime_secs: p.uptime_secs,
-                last_exit: p.last_exit,
-            })
-            .collect(),
-    )
+pub fn processes(list: api::ProcessList) -> Vec<Process> {
+    list.processes.into_iter().map(Process::from).collect()
+}
+
+/// An agent's `/api/v1/processes` as the JSON it answered; for `hale up`'s replica count,
+/// which reads the agents itself.
+pub fn parse_processes(v: &serde_json::Value) -> Option<Vec<Process>> {
+    serde_json::from_value(v.clone()).ok().map(processes)
+}
+
+impl From<api::ProcessInfo> for Process {
+    fn from(p: api::ProcessInfo) -> Process {
+        Process {
+            name: p.name,
+            service: p.service,
+            pid: p.pid,
+            state: p.state.as_str().to_string(),
+            restarts: p.restarts,
+            uptime_secs: p.uptime_secs,
+            last_exit: p.last_exit,
+        }
+    }
 }
 
 impl Snapshot {
@@ -230,26 +235,36 @@ pub struct ServiceSeries {
     pub p99: Vec<(f64, f64)>,
 }
 
-/// The points of a one-series `query_range` answer (an empty result is no points).
-pub fn parse_points(v: &Value) -> Option<Vec<(f64, f64)>> {
-    let api::QueryResult::Matrix(series) = Envelope::<api::QueryResult>::deserialize(v).ok()?.into_data().ok()? else {
-        return None;
-    };
-    Some(
-        series
-            .into_iter()
-            .next()
-            .map(|s| s.values)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| Some((p.0, p.value().filter(|x| x.is_finite())?)))
-            .collect(),
-    )
+/// The points of a one-series `query_range` answer (an empty result, or one that is not
+/// a matrix, is no points).
+pub fn points(r: api::QueryResult) -> Vec<(f64, f64)> {
+    let api::QueryResult::Matrix(series) = r else { return Vec::new() };
+    let values = series.into_iter().next().map(|s| s.values).unwrap_or_default();
+    values.iter().filter_map(|p| Some((p.0, p.value().filter(|x| x.is_finite())?))).collect()
 }
 
-/// The `data` of a PromQL answer, if it is one.
-pub fn query_result(v: &Value) -> Option<api::QueryResult> {
-    Envelope::<api::QueryResult>::deserialize(v).ok()?.into_data().ok()
+/// An instant vector by one label: label value → sample value.
+pub fn by_label(r: api::QueryResult, label: &str) -> BTreeMap<String, f64> {
+    let api::QueryResult::Vector(samples) = r else { return BTreeMap::new() };
+    samples
+        .into_iter()
+        .filter_map(|s| {
+            let value = s.value.value().filter(|x| x.is_finite())?;
+            Some((s.metric.get(label)?.clone(), value))
+        })
+        .collect()
+}
+
+/// A `query_range` matrix by one label: values oldest first.
+pub fn history(r: api::QueryResult, label: &str) -> BTreeMap<String, Vec<f64>> {
+    let api::QueryResult::Matrix(series) = r else { return BTreeMap::new() };
+    series
+        .into_iter()
+        .filter_map(|s| {
+            let values = s.values.iter().filter_map(|p| p.value()).filter(|x| x.is_finite()).collect();
+            Some((s.metric.get(label)?.clone(), values))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -417,13 +432,6 @@ pub enum Retry {
     Unknown(String),
 }
 
-impl Retry {
-    /// The healer's `retry` object (`{"when": "at", "at_ms": …}`, …).
-    pub fn parse(v: &Value) -> Retry {
-        api::RetryWhen::deserialize(v).map_or(Retry::Unknown(String::new()), |r| Retry::from(&r))
-    }
-}
-
 impl From<&api::RetryWhen> for Retry {
     fn from(r: &api::RetryWhen) -> Retry {
         match r {
@@ -486,43 +494,39 @@ impl LogFilter {
 const QUIET_ATTRIBUTES: [&str; 4] = ["request_id", "target", "service", "instance"];
 
 /// `/api/v1/logs`, oldest first.
-pub fn parse_logs(v: &Value) -> Option<Vec<LogLine>> {
-    let mut lines: Vec<LogLine> = v["data"]
-        .as_array()?
-        .iter()
-        .map(|l| LogLine {
-            time_ms: (l["time_unix_nano"].as_u64().unwrap_or(0) / 1_000_000) as i64,
-            service: s(&l["service"]),
-            instance: s(&l["instance"]),
-            level: s(&l["level"]),
-            message: s(&l["message"]),
-            detail: l["attributes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| !QUIET_ATTRIBUTES.contains(&k.as_str()))
-                .map(|(k, v)| match v.as_str() {
-                    Some(text) => format!("{k}={text}"),
-                    None => format!("{k}={v}"),
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
-        })
-        .collect();
+pub fn logs(lines: Vec<api::LogLine>) -> Vec<LogLine> {
+    let mut lines: Vec<LogLine> = lines.into_iter().map(LogLine::from).collect();
     lines.sort_by_key(|l| l.time_ms);
-    Some(lines)
+    lines
 }
 
-fn s(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
+impl From<api::LogLine> for LogLine {
+    fn from(l: api::LogLine) -> LogLine {
+        let detail = l
+            .attributes
+            .iter()
+            .filter(|(k, _)| !QUIET_ATTRIBUTES.contains(&k.as_str()))
+            .map(|(k, v)| match v {
+                api::AttributeValue::String(text) => format!("{k}={text}"),
+                v => format!("{k}={}", serde_json::to_string(v).unwrap_or_default()),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        LogLine {
+            time_ms: (l.time_unix_nano / 1_000_000) as i64,
+            service: l.service,
+            instance: l.instance,
+            level: l.level,
+            message: l.message,
+            detail,
+        }
+    }
 }
 
-/// `/api/v1/cluster` → nodes and services, read as the collector's wire type
-/// (`hale_core::cluster::ClusterView`). The collector has already judged freshness: a
+/// `/api/v1/cluster` → nodes and services. The collector has already judged freshness: a
 /// replica without a fresh probe is `stale` and an agent that is not `up` is drawn down.
-pub fn parse_cluster(v: &Value) -> Option<(Vec<Node>, Vec<Service>)> {
-    use hale_core::cluster::{AgentState, ClusterView, ReplicaState as Wire};
-    let view: ClusterView = serde_json::from_value(v.get("data")?.clone()).ok()?;
+pub fn cluster(view: ClusterView) -> (Vec<Node>, Vec<Service>) {
+    use hale_core::cluster::ReplicaState as Wire;
     let nodes = view
         .nodes
         .into_iter()
@@ -560,45 +564,30 @@ pub fn parse_cluster(v: &Value) -> Option<(Vec<Node>, Vec<Service>)> {
                 .collect(),
         })
         .collect();
-    Some((nodes, services))
+    (nodes, services)
 }
 
-/// `/api/v1/slos`.
-pub fn parse_slos(v: &Value) -> Option<Vec<Slo>> {
-    let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
-    let list = Envelope::<Vec<api::SloState>>::deserialize(v).ok()?.into_data().ok()?;
-    Some(
-        list.into_iter()
-            .map(|o| {
-                let burn = |w: &str| finite(o.windows.iter().find(|x| x.window == w).and_then(|x| x.burn_rate));
-                Slo {
-                    burn_1h: burn("1h"),
-                    burn_6h: burn("6h"),
-                    // The API gives a ratio (0.999); people read percent.
-                    objective: finite(Some(o.objective)).map_or(0.0, |r| if r <= 1.0 { r * 100.0 } else { r }),
-                    sli: finite(o.period_error_ratio).map(|r| 1.0 - r),
-                    budget_left: finite(o.error_budget_remaining),
-                    status: SloStatus::from(o.status),
-                    service: o.service,
-                    name: o.slo,
-                }
-            })
-            .collect(),
-    )
+impl From<api::SloState> for Slo {
+    fn from(o: api::SloState) -> Slo {
+        let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+        let burn = |w: &str| finite(o.windows.iter().find(|x| x.window == w).and_then(|x| x.burn_rate));
+        Slo {
+            burn_1h: burn("1h"),
+            burn_6h: burn("6h"),
+            // The API gives a ratio (0.999); people read percent.
+            objective: finite(Some(o.objective)).map_or(0.0, |r| if r <= 1.0 { r * 100.0 } else { r }),
+            sli: finite(o.period_error_ratio).map(|r| 1.0 - r),
+            budget_left: finite(o.error_budget_remaining),
+            status: SloStatus::from(o.status),
+            service: o.service,
+            name: o.slo,
+        }
+    }
 }
 
-fn alerts_data(v: &Value) -> Option<AlertsData> {
-    Envelope::<AlertsData>::deserialize(v).ok()?.into_data().ok()
-}
-
-/// The `groupBy` beside `/api/v1/alerts`'s alerts (Hale's collector says it).
-pub fn parse_group_by(v: &Value) -> Vec<String> {
-    alerts_data(v).map(|d| d.group_by).unwrap_or_default()
-}
-
-/// `/api/v1/alerts`, firing first, then by name.
-pub fn parse_alerts(v: &Value) -> Option<Vec<Alert>> {
-    let mut alerts: Vec<Alert> = alerts_data(v)?
+/// `/api/v1/alerts`'s alerts (its `groupBy` aside), firing first, then by name.
+pub fn alerts(data: AlertsData) -> Vec<Alert> {
+    let mut alerts: Vec<Alert> = data
         .alerts
         .into_iter()
         .map(|a| Alert {
@@ -610,53 +599,59 @@ pub fn parse_alerts(v: &Value) -> Option<Vec<Alert>> {
         })
         .collect();
     alerts.sort_by(|a, b| b.firing.cmp(&a.firing).then(a.name.cmp(&b.name)).then(a.labels.cmp(&b.labels)));
-    Some(alerts)
+    alerts
 }
 
-/// The healer's `/api/v1/actions` and `/api/v1/state` (its `deferred`: the refusals kept
-/// for a retry).
-pub fn parse_healer(actions: &Value, state: &Value) -> Option<Healer> {
-    let target = |t: &api::Target| {
-        [("instance", &t.instance), ("node", &t.node), ("service", &t.service)]
-            .into_iter()
-            .find_map(|(k, v)| v.as_ref().map(|v| format!("{k}/{v}")))
-            .unwrap_or_else(|| "-".into())
-    };
-    let alertname = |a: &api::ReceivedAlert| a.name().to_string();
-    let actions = api::ActionList::deserialize(actions)
-        .ok()?
-        .actions
+/// A healer target in words: its instance, else its node, else its service.
+fn target_text(t: &api::Target) -> String {
+    [("instance", &t.instance), ("node", &t.node), ("service", &t.service)]
         .into_iter()
-        .map(|a| Action {
+        .find_map(|(k, v)| v.as_ref().map(|v| format!("{k}/{v}")))
+        .unwrap_or_else(|| "-".into())
+}
+
+impl From<api::Action> for Action {
+    fn from(a: api::Action) -> Action {
+        Action {
             kind: a.kind.as_str().to_string(),
-            target: target(&a.target),
+            target: target_text(&a.target),
             status: a.status.as_str().to_string(),
-            alert: alertname(&a.alert),
+            alert: a.alert.name().to_string(),
             id: a.id,
             policy: a.policy,
             created_ms: a.created_ms,
             updated_ms: a.updated_ms,
             detail: a.detail,
-        })
-        .collect();
-    // A state that does not read is shown as empty, as an older healer's would be.
-    let state = api::HealerState::deserialize(state).unwrap_or_default();
-    let needs_human = state.targets.into_iter().filter_map(|(k, t)| t.needs_human.map(|why| (k, why))).collect();
-    let refused = state
-        .deferred
-        .into_iter()
-        .map(|d| Refused {
-            alert: alertname(&d.alert),
+        }
+    }
+}
+
+impl From<api::Deferred> for Refused {
+    fn from(d: api::Deferred) -> Refused {
+        Refused {
+            alert: d.alert.name().to_string(),
             action: d.action.as_str().to_string(),
-            target: target(&d.target),
+            target: target_text(&d.target),
             code: d.code,
             reason: d.reason,
             first_refused_ms: d.first_refused_ms,
             attempts: d.attempts,
             retry: Retry::from(&d.retry),
-        })
-        .collect();
-    Some(Healer { paused: state.paused, dry_run: state.dry_run, actions, needs_human, refused })
+        }
+    }
+}
+
+/// The healer's `/api/v1/actions` and `/api/v1/state` (its `deferred`: the refusals kept
+/// for a retry).
+pub fn healer(actions: api::ActionList, state: api::HealerState) -> Healer {
+    let needs_human = state.targets.into_iter().filter_map(|(k, t)| t.needs_human.map(|why| (k, why))).collect();
+    Healer {
+        paused: state.paused,
+        dry_run: state.dry_run,
+        actions: actions.actions.into_iter().map(Action::from).collect(),
+        needs_human,
+        refused: state.deferred.into_iter().map(Refused::from).collect(),
+    }
 }
 
 /// The one-line verdict `hale status` prints and exits on.
@@ -704,9 +699,15 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use hale_core::api::Envelope;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    /// What the dashboard makes of the healer's answers, as the healer served them.
+    fn read_healer(actions: Value, state: Value) -> Healer {
+        healer(serde_json::from_value(actions).expect("actions"), serde_json::from_value(state).expect("state"))
+    }
 
     /// The shape `hale healer` serves on `/api/v1/state` (`state::Deferred`).
     fn state() -> Value {
@@ -737,7 +738,7 @@ mod tests {
 
     #[test]
     fn the_healers_refusals_are_read_with_why_and_when() {
-        let h = parse_healer(&json!({"actions": []}), &state()).expect("healer");
+        let h = read_healer(json!({"actions": []}), state());
         assert!(h.paused);
         assert_eq!(h.needs_human, [("instance/orders-2".to_string(), "act-0 failed".to_string())]);
         assert_eq!(
@@ -766,7 +767,7 @@ mod tests {
             ]
         );
         // An older healer without the list: none shown, nothing invented.
-        let old = parse_healer(&json!({"actions": []}), &json!({"paused": false})).expect("healer");
+        let old = read_healer(json!({"actions": []}), json!({"paused": false}));
         assert!(old.refused.is_empty());
     }
 
@@ -782,14 +783,15 @@ mod tests {
             json!({"instance": instance, "node": node, "state": state, "ready": null, "alive": null, "up": null,
                    "age_secs": 4.0, "interval_secs": 0.5, "restarts": 0.0, "last_error": null})
         };
-        let cluster = json!({"status": "success", "data": {
+        let served = json!({"status": "success", "data": {
         "nodes": [node("node-1", "up"), node("node-3", "stale")],
         "services": [
             {"service": "search", "ready_replicas": 1,
              "replicas": [replica("search-1", "node-3", "stale"), replica("search-2", "node-1", "ready")]},
             {"service": "catalog", "ready_replicas": 0, "replicas": [replica("catalog-2", "node-3", "stale")]}
         ]}});
-        let (nodes, services) = parse_cluster(&cluster).expect("cluster");
+        let view = serde_json::from_value::<Envelope<ClusterView>>(served).expect("cluster").into_data();
+        let (nodes, services) = cluster(view.expect("data"));
         assert!(nodes[0].agent_up && !nodes[1].agent_up);
         assert_eq!(services[0].replicas[0].state, ReplicaState::Stale);
         assert_eq!(services[0].ready(), 1);
@@ -803,12 +805,16 @@ mod tests {
             ["node-3: agent not up (stale or down, last report 4s ago)", "catalog: no ready replica"]
         );
         // Without the judgement (an older collector), nothing is assumed healthy.
-        assert_eq!(parse_cluster(&json!({"data": {"nodes": [{"node": "n", "agent_up": true}], "services": []}})), None);
+        let older = json!({"nodes": [{"node": "n", "agent_up": true}], "services": []});
+        assert!(serde_json::from_value::<ClusterView>(older).is_err());
     }
 
     #[test]
     fn retries_read_every_condition_and_keep_unknown_ones() {
-        let r = |v: Value| Retry::parse(&v);
+        // A retry that does not read is an unknown one.
+        let r = |v: Value| {
+            serde_json::from_value::<api::RetryWhen>(v).map_or(Retry::Unknown(String::new()), |r| Retry::from(&r))
+        };
         assert_eq!(r(json!({"when": "resumed"})), Retry::OnResume);
         assert_eq!(r(json!({"when": "target_free"})), Retry::WhenTargetFree);
         assert_eq!(r(json!({"when": "at", "at_ms": 5})), Retry::At(5));

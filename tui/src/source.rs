@@ -1,9 +1,11 @@
-//! Reading the collector and the healer, and the state of each connection: the dashboard
-//! never fails on a lost API, it says so in a banner and tries again with backoff.
+//! Reading the collector, the agents and the healer through their clients, and the state
+//! of each connection: the dashboard never fails on a lost API, it says so in a banner and
+//! tries again with backoff.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use hale_client::{Agent, ClientError, Collector, Healer};
+use hale_core::api::LogQuery;
 
 use crate::model::{self, Snapshot};
 
@@ -61,117 +63,94 @@ impl Link {
     }
 }
 
-/// Reads both APIs into snapshots, keeping the last good parts while an API is away.
+/// Reads the APIs into snapshots, keeping the last good parts while an API is away.
 pub struct Source {
     pub endpoints: Endpoints,
     /// The service whose traffic to read as well (the service view's).
     pub focus: Option<String>,
-    client: reqwest::Client,
+    /// The clients, or why an address cannot be one.
+    collector_api: Result<Collector, String>,
+    healer_api: Result<Healer, String>,
+    /// Per node, its agent's client (`None`: its address is not a URL).
+    agents: Vec<(String, Option<Agent>)>,
     pub collector: Link,
     pub healer: Link,
     last: Snapshot,
 }
 
+/// How long one read may take: the screen refreshes every second or so.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Each node's CPU use.
+const CPU_QUERY: &str = "1 - avg by (node) (rate(node_cpu_seconds_total{mode=\"idle\"}[30s]))";
+/// Each service's replica restarts in the last hour.
+const RESTARTS_QUERY: &str = "sum by (service) (increase(hale_process_restarts_total[1h]))";
+/// The fleet's latest log lines.
+const LOG_LINES: usize = 500;
 
 impl Source {
     pub fn new(endpoints: Endpoints) -> Source {
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        let collector_api =
+            Collector::with_client(&endpoints.collector, None, http.clone(), CALL_TIMEOUT).map_err(|e| e.to_string());
+        let healer_api =
+            Healer::with_client(&endpoints.healer, None, http.clone(), CALL_TIMEOUT).map_err(|e| e.to_string());
+        let agents = endpoints
+            .agents
+            .iter()
+            .map(|(node, url)| (node.clone(), Agent::with_client(url, http.clone(), CALL_TIMEOUT).ok()))
+            .collect();
         Source {
             endpoints,
             focus: None,
-            client,
+            collector_api,
+            healer_api,
+            agents,
             collector: Link::Connecting,
             healer: Link::Connecting,
             last: Snapshot::default(),
         }
     }
 
-    async fn get(&self, base: &str, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
-        let r = self
-            .client
-            .get(format!("{}{path}", base.trim_end_matches('/')))
-            .query(query)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| if e.is_connect() { "connection refused".to_string() } else { e.without_url().to_string() })?;
-        if !r.status().is_success() {
-            return Err(format!("{path}: HTTP {}", r.status().as_u16()));
-        }
-        r.json().await.map_err(|e| format!("{path}: {}", e.without_url()))
-    }
-
     /// Reads what is due; parts of an API that is away stay as last read (the links say
     /// they are old), parts never read stay missing.
     pub async fn refresh(&mut self, now_ms: i64) -> Snapshot {
-        let (c, h) = (self.endpoints.collector.clone(), self.endpoints.healer.clone());
         if self.collector.due(now_ms) {
-            let since = ((now_ms / 1000) - 300).to_string();
-            let cpu_q = "1 - avg by (node) (rate(node_cpu_seconds_total{mode=\"idle\"}[30s]))".to_string();
-            let range =
-                [("query", cpu_q), ("start", since), ("end", (now_ms / 1000).to_string()), ("step", "10".into())];
-            let limit = [("limit", "500".to_string())];
-            let restarts_q = [("query", "sum by (service) (increase(hale_process_restarts_total[1h]))".to_string())];
-            let (cluster, slos, alerts, cpu, logs, restarts, silences) = futures::join!(
-                self.get(&c, "/api/v1/cluster", &[]),
-                self.get(&c, "/api/v1/slos", &[]),
-                self.get(&c, "/api/v1/alerts", &[]),
-                self.get(&c, "/api/v1/query_range", &range),
-                self.get(&c, "/api/v1/logs", &limit),
-                self.get(&c, "/api/v1/query", &restarts_q),
-                self.get(&c, "/api/v1/silences", &[]),
-            );
-            match (cluster, slos, alerts) {
-                (Ok(cluster), Ok(slos), Ok(alerts)) => {
-                    self.collector.succeeded();
-                    let parsed = model::parse_cluster(&cluster);
-                    self.last.nodes = parsed.as_ref().map(|p| p.0.clone());
-                    self.last.services = parsed.map(|p| p.1);
-                    let by_service = restarts.map(|v| parse_by(&v, "service")).unwrap_or_default();
-                    for svc in self.last.services.iter_mut().flatten() {
-                        svc.restarts_1h = by_service.get(&svc.name).copied();
-                    }
-                    self.last.slos = model::parse_slos(&slos);
-                    self.last.alerts = model::parse_alerts(&alerts);
-                    self.last.alert_group_by = model::parse_group_by(&alerts);
-                    self.last.silences = silences.ok().and_then(|v| model::parse_silences(&v));
-                    self.last.cpu_history = cpu.map(|v| parse_history(&v)).unwrap_or_default();
-                    self.last.logs = logs.ok().and_then(|v| model::parse_logs(&v));
-                    self.last.focus = match self.focus.clone() {
-                        Some(service) => self.service_series(&c, service, now_ms).await,
-                        None => None,
-                    };
-                }
-                (a, b, c) => {
-                    let error = [a.err(), b.err(), c.err()].into_iter().flatten().next().unwrap_or_default();
-                    self.collector.failed(now_ms, error);
-                }
+            match &self.collector_api {
+                Ok(api) => read_collector(api, &mut self.collector, &mut self.last, self.focus.clone(), now_ms).await,
+                Err(e) => self.collector.failed(now_ms, e.clone()),
             }
         }
         // The agents: what each supervises (pid, state, uptime); one that does not answer
         // is shown as missing.
-        let agents = self.endpoints.agents.clone();
-        let answers =
-            futures::future::join_all(agents.iter().map(|(_, url)| self.get(url, "/api/v1/processes", &[]))).await;
-        self.last.processes = agents
-            .into_iter()
-            .zip(answers)
-            .map(|((node, _), answer)| (node, answer.ok().and_then(|v| model::parse_processes(&v))))
-            .collect();
+        let answers = futures::future::join_all(self.agents.iter().map(|(_, agent)| async move {
+            match agent {
+                Some(agent) => agent.processes().await.ok().map(model::processes),
+                None => None,
+            }
+        }))
+        .await;
+        self.last.processes = self.agents.iter().map(|(node, _)| node.clone()).zip(answers).collect();
         self.last.mark_processes();
         if self.healer.due(now_ms) {
-            let (actions, state) =
-                futures::join!(self.get(&h, "/api/v1/actions", &[]), self.get(&h, "/api/v1/state", &[]));
-            match (actions, state) {
-                (Ok(actions), Ok(state)) => {
-                    self.healer.succeeded();
-                    self.last.healer = model::parse_healer(&actions, &state);
+            match &self.healer_api {
+                Ok(api) => {
+                    let (actions, state) = futures::join!(api.actions(), api.state());
+                    match (part(actions), part(state)) {
+                        (Ok(actions), Ok(state)) => {
+                            self.healer.succeeded();
+                            // A state that does not read is shown as empty, as an older
+                            // healer's would be.
+                            self.last.healer = actions.map(|a| model::healer(a, state.unwrap_or_default()));
+                        }
+                        (a, b) => self.healer.failed(now_ms, a.err().or(b.err()).unwrap_or_default()),
+                    }
                 }
-                (a, b) => {
-                    let error = [a.err(), b.err()].into_iter().flatten().next().unwrap_or_default();
-                    self.healer.failed(now_ms, error);
-                }
+                Err(e) => self.healer.failed(now_ms, e.clone()),
             }
         }
         self.last.at_ms = now_ms;
@@ -179,69 +158,90 @@ impl Source {
     }
 }
 
-impl Source {
-    /// Requests, errors and latency of one service over the last five minutes.
-    async fn service_series(&self, c: &str, service: String, now_ms: i64) -> Option<model::ServiceSeries> {
-        let sel = format!("service={}", serde_json::to_string(&service).ok()?);
-        let count = format!("http_server_request_duration_seconds_count{{{sel}}}");
-        let quantile = |q: &str| {
-            format!(
-                "histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{sel}}}[30s])))"
-            )
-        };
-        let queries = [
-            format!("sum(rate({count}[30s]))"),
-            format!(
-                "sum(rate(http_server_request_duration_seconds_count{{{sel},http_response_status_code=~\"5..\"}}[30s])) or vector(0)"
-            ),
-            quantile("0.5"),
-            quantile("0.99"),
-        ];
-        let (start, end) = (((now_ms / 1000) - 300).to_string(), (now_ms / 1000).to_string());
-        let params: Vec<[(&str, String); 4]> = queries
-            .iter()
-            .map(|q| [("query", q.clone()), ("start", start.clone()), ("end", end.clone()), ("step", "5".into())])
-            .collect();
-        let (rate, errors, p50, p99) = futures::join!(
-            self.get(c, "/api/v1/query_range", &params[0]),
-            self.get(c, "/api/v1/query_range", &params[1]),
-            self.get(c, "/api/v1/query_range", &params[2]),
-            self.get(c, "/api/v1/query_range", &params[3]),
-        );
-        let points =
-            |r: Result<serde_json::Value, String>| r.ok().and_then(|v| model::parse_points(&v)).unwrap_or_default();
-        Some(model::ServiceSeries {
-            service,
-            rate: points(rate),
-            errors: points(errors),
-            p50: points(p50),
-            p99: points(p99),
-        })
+/// Reads the collector into `last`: the cluster, SLOs and alerts decide whether it is up;
+/// the rest (CPU history, restarts, logs, silences, the focused service's traffic) is
+/// missing when it cannot be read.
+async fn read_collector(api: &Collector, link: &mut Link, last: &mut Snapshot, focus: Option<String>, now_ms: i64) {
+    let (start, end) = (now_ms / 1000 - 300, now_ms / 1000);
+    let logs = LogQuery { limit: Some(LOG_LINES), ..LogQuery::default() };
+    let (cluster, slos, alerts, cpu, logs, restarts, silences) = futures::join!(
+        api.cluster(),
+        api.slos(),
+        api.alerts(),
+        api.query_range(CPU_QUERY, start, end, 10.0),
+        api.logs(&logs),
+        api.query(RESTARTS_QUERY),
+        api.silences(),
+    );
+    let (cluster, slos, mut alerts) = match (part(cluster), part(slos), part(alerts)) {
+        (Ok(cluster), Ok(slos), Ok(alerts)) => (cluster, slos, alerts),
+        (a, b, c) => {
+            link.failed(now_ms, a.err().or(b.err()).or(c.err()).unwrap_or_default());
+            return;
+        }
+    };
+    link.succeeded();
+    let (nodes, services) = cluster.map(model::cluster).unzip();
+    last.nodes = nodes;
+    last.services = services;
+    let by_service = restarts.map(|r| model::by_label(r, "service")).unwrap_or_default();
+    for svc in last.services.iter_mut().flatten() {
+        svc.restarts_1h = by_service.get(&svc.name).copied();
+    }
+    last.slos = slos.map(|list| list.into_iter().map(model::Slo::from).collect());
+    last.alert_group_by = alerts.as_mut().map(|a| std::mem::take(&mut a.group_by)).unwrap_or_default();
+    last.alerts = alerts.map(model::alerts);
+    last.silences = silences.ok().map(model::silences);
+    last.cpu_history = cpu.map(|r| model::history(r, "node")).unwrap_or_default();
+    last.logs = logs.ok().map(model::logs);
+    last.focus = match focus {
+        Some(service) => Some(service_series(api, service, now_ms).await),
+        None => None,
+    };
+}
+
+/// Requests, errors and latency of one service over the last five minutes.
+async fn service_series(api: &Collector, service: String, now_ms: i64) -> model::ServiceSeries {
+    let sel = format!("service={}", serde_json::to_string(&service).unwrap_or_default());
+    let count = format!("http_server_request_duration_seconds_count{{{sel}}}");
+    let quantile = |q: &str| {
+        format!(
+            "histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{sel}}}[30s])))"
+        )
+    };
+    let rate = format!("sum(rate({count}[30s]))");
+    let errors = format!(
+        "sum(rate(http_server_request_duration_seconds_count{{{sel},http_response_status_code=~\"5..\"}}[30s])) or vector(0)"
+    );
+    let (p50, p99) = (quantile("0.5"), quantile("0.99"));
+    let (start, end) = (now_ms / 1000 - 300, now_ms / 1000);
+    let series =
+        |q: String| async move { api.query_range(&q, start, end, 5.0).await.map(model::points).unwrap_or_default() };
+    let (rate, errors, p50, p99) = futures::join!(series(rate), series(errors), series(p50), series(p99));
+    model::ServiceSeries { service, rate, errors, p50, p99 }
+}
+
+/// An answer as a part of the snapshot: what was read; `None` for an answer that is not
+/// the contract (the part is drawn as missing, the API is still up); or, when the API
+/// could not be read, why, in a few words.
+fn part<T>(answer: Result<T, ClientError>) -> Result<Option<T>, String> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(ClientError::Decode { .. }) => Ok(None),
+        Err(e) => Err(said(&e)),
     }
 }
 
-/// An instant vector by one label: label value → sample value.
-fn parse_by(v: &Value, label: &str) -> std::collections::BTreeMap<String, f64> {
-    let Some(hale_core::api::QueryResult::Vector(samples)) = model::query_result(v) else { return Default::default() };
-    samples
-        .into_iter()
-        .filter_map(|s| {
-            let value = s.value.value().filter(|x| x.is_finite())?;
-            Some((s.metric.get(label)?.clone(), value))
-        })
-        .collect()
-}
-
-/// A `query_range` matrix by its `node` label: values oldest first.
-fn parse_history(v: &Value) -> std::collections::BTreeMap<String, Vec<f64>> {
-    let Some(hale_core::api::QueryResult::Matrix(series)) = model::query_result(v) else { return Default::default() };
-    series
-        .into_iter()
-        .filter_map(|s| {
-            let values = s.values.iter().filter_map(|p| p.value()).filter(|x| x.is_finite()).collect();
-            Some((s.metric.get("node")?.clone(), values))
-        })
-        .collect()
+/// What went wrong with a call, in a few words for the banner and the status line: the
+/// server's own message when it gave one.
+pub(crate) fn said(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { source, .. } if source.is_connect() => "connection refused".into(),
+        ClientError::Unreachable { source, .. } => source.to_string(),
+        ClientError::Unauthorized { message, .. } => format!("HTTP 401: {message}"),
+        ClientError::Status { status, message, .. } => format!("HTTP {status}: {message}"),
+        ClientError::Decode { .. } | ClientError::BadUrl { .. } => e.to_string(),
+    }
 }
 
 #[cfg(test)]
