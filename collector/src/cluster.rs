@@ -1,4 +1,4 @@
-//! `GET /api/v1/cluster`: the fleet at a glance, read from the stored series: nodes with
+//! The cluster view (`GET /api/v1/cluster`): the fleet at a glance, read from the stored series: nodes with
 //! their agent's state and resources, services with their replicas' probes, scrapes,
 //! restarts and last logged error. Missing data is reported as `null`, never as healthy.
 //!

@@ -2,6 +2,14 @@
 //!
 //! The collector: receives what agents ship, keeps it safely (a write-ahead log, then an
 //! in-memory head of Gorilla-compressed chunks), and answers queries.
+//!
+//! Modules, in the direction data flows (each uses only those before it):
+//! `store` (WAL, head, chunks, index) → `query` (PromQL) → `logs`, `sources`
+//! (staleness of silent senders), `cluster` (the cluster view) → `rules` (rule files,
+//! evaluation, the published view) → `slo` (Sloth specs → generated rules, SLO state) →
+//! `notify` (dispatch, silences, outbox) → `telemetry` (self-metrics counted while
+//! serving) → `state` (the shared state) → `api` (HTTP, one module per endpoint family)
+//! → `run` (start, housekeeping, stop). `config` reads `collector.toml`.
 
 pub mod api;
 pub mod cluster;

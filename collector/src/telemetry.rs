@@ -16,7 +16,7 @@ const QUERY_BUCKETS_SECS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
 /// Why a sample offered at ingest was not stored.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum DropReason {
-    /// More than [`crate::api::write::MAX_AHEAD_MS`] ahead of the clock (refused with a 400).
+    /// More than [`crate::api::MAX_AHEAD_MS`] ahead of the clock (refused with a 400).
     TooFarAhead,
     /// Older than the series' newest sample by more than the out-of-order window.
     TooOld,

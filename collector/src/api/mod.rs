@@ -14,7 +14,7 @@ mod metrics;
 mod prom;
 mod silences;
 mod status;
-pub mod write;
+mod write;
 
 use std::sync::Arc;
 
