@@ -45,11 +45,26 @@ async fn slos(State(c): State<Arc<Collector>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::test_support::{app, get};
-    use hale_core::api::{AlertsData, Envelope, RulesData, SloState};
+    use std::time::Duration;
+
+    use crate::api::test_support::{app, app_with, get};
+    use crate::rules::{GroupRunner, RuleFile, RulesView};
+    use hale_core::api::{AlertsData, Envelope, NEVER_EVALUATED, RuleHealth, RuleKind, RulesData, SloState};
+
+    const RULES: &str = "groups:
+  - name: shop
+    rules:
+      - record: job:up:sum
+        expr: sum by (job) (up)
+      - alert: Down
+        expr: up == 0
+        for: 1m
+        annotations:
+          summary: '{{ $labels.instance }} is down'
+";
 
     /// Issue #13: what the collector serves parses into core's wire types, the ones every
-    /// client reads (alerts, rules, SLOs).
+    /// client reads (alerts, SLOs).
     #[tokio::test]
     async fn answers_parse_into_the_clients_types() {
         let (_dir, app) = app(None);
@@ -57,8 +72,44 @@ mod tests {
         assert_eq!(alerts.into_data().expect("data").group_by, ["alertname"]);
         let slos: Envelope<Vec<SloState>> = serde_json::from_str(&get(&app, "/api/v1/slos").await.1).expect("slos");
         assert!(slos.into_data().expect("data").is_empty());
-        let rules: Envelope<RulesData> = serde_json::from_str(&get(&app, "/api/v1/rules").await.1).expect("rules");
-        assert!(rules.into_data().expect("data").groups.is_empty());
+    }
+
+    /// `/api/v1/rules` as core's `RulesData`, every group listed from the start; `type`
+    /// keeps one kind of rule.
+    #[tokio::test]
+    async fn rule_groups_are_served_as_core_types() {
+        let file = RuleFile::parse(RULES).expect("rules");
+        let groups: Vec<GroupRunner> = file
+            .groups
+            .iter()
+            .map(|g| GroupRunner::new(g, "rules.yml", Duration::from_secs(5), Default::default()))
+            .collect();
+        let view = RulesView::default();
+        view.register(&groups);
+        let (_dir, app) = app_with(None, view);
+        let rules = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let answer: Envelope<RulesData> = serde_json::from_str(&get(&app, uri).await.1).expect("rules");
+                answer.into_data().expect("data").groups
+            }
+        };
+        let groups = rules("/api/v1/rules").await;
+        let group = &groups[0];
+        assert_eq!((group.name.as_str(), group.file.as_str(), group.interval), ("shop", "rules.yml", 5.0));
+        assert_eq!(group.last_evaluation, NEVER_EVALUATED);
+        let [record, alert] = &group.rules[..] else { panic!("two rules: {group:?}") };
+        assert_eq!((record.name.as_str(), &record.kind), ("job:up:sum", &RuleKind::Recording));
+        assert_eq!(record.health, RuleHealth::Unknown);
+        let RuleKind::Alerting(alerting) = &alert.kind else { panic!("alerting: {alert:?}") };
+        assert_eq!(
+            (alerting.duration, alerting.annotations["summary"].as_str()),
+            (60.0, "{{ $labels.instance }} is down")
+        );
+        let alerts_only = rules("/api/v1/rules?type=alert").await;
+        assert_eq!(alerts_only[0].rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["Down"]);
+        let records_only = rules("/api/v1/rules?type=record").await;
+        assert_eq!(records_only[0].rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["job:up:sum"]);
         let (status, bad) = get(&app, "/api/v1/rules?type=bogus").await;
         assert_eq!(status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
     }

@@ -163,12 +163,18 @@ pub(crate) mod test_support {
     use serde_json::Value;
     use tower::ServiceExt;
 
+    use crate::rules::RulesView;
     use crate::state::Collector;
     use crate::store::Store;
 
     /// The router of a fresh collector in a temporary directory (gone when dropped);
     /// silences take the token `admin-secret`.
     pub fn app(ingest_token: Option<&str>) -> (tempfile::TempDir, Router) {
+        app_with(ingest_token, RulesView::default())
+    }
+
+    /// The same, showing the rule groups of `rules`.
+    pub fn app_with(ingest_token: Option<&str>, rules: RulesView) -> (tempfile::TempDir, Router) {
         let dir = tempfile::tempdir().expect("tmp");
         let dir_path = dir.path();
         let (store, _) = Store::open(dir_path).expect("store");
@@ -180,7 +186,7 @@ pub(crate) mod test_support {
             ingest_token: ingest_token.map(str::to_string),
             started: Instant::now(),
             telemetry: Default::default(),
-            rules: Default::default(),
+            rules,
             admin_token: Some("admin-secret".into()),
             silences,
             outbox: None,
