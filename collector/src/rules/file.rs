@@ -235,12 +235,13 @@ fn refine_line(source: &str, line: usize, message: &str) -> usize {
     if first.is_empty() {
         return line;
     }
-    source
-        .lines()
-        .enumerate()
-        .skip(line.saturating_sub(1))
-        .find(|(_, l)| l.contains(first))
-        .map_or(line, |(i, _)| i + 1)
+    line_from(source, line, |l| l.contains(first)).unwrap_or(line)
+}
+
+/// The first line from line `from` (1-based) on that `matches`: how the YAML readers find
+/// a field's line once serde has forgotten it.
+pub fn line_from(source: &str, from: usize, matches: impl Fn(&str) -> bool) -> Option<usize> {
+    source.lines().enumerate().skip(from.saturating_sub(1)).find(|(_, l)| matches(l)).map(|(i, _)| i + 1)
 }
 
 /// The line of `groups[g]` (`r` None) or of `groups[g].rules[r]`, found by walking the

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::rules::file::{LabelName, MetricName};
+use crate::rules::file::{LabelName, MetricName, line_from};
 use hale_core::ConfigError;
 
 /// One spec: a service and its SLOs.
@@ -128,10 +128,9 @@ fn valid_id(s: &str) -> bool {
 impl Spec {
     fn check(&self, source: &str, base: usize) -> Result<(), ConfigError> {
         // The line of `key: value` (value may be empty) from the document's start on.
-        let line_of = |needle: &str| -> Option<usize> {
-            source.lines().enumerate().skip(base - 1).find(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1)
+        let fail = |needle: &str, message: String| {
+            Err(ConfigError { line: line_from(source, base, |l| l.contains(needle)), message })
         };
-        let fail = |needle: &str, message: String| Err(ConfigError { line: line_of(needle), message });
         if self.version != "prometheus/v1" {
             return fail("version", format!("version {:?}: only Sloth's \"prometheus/v1\" is read", self.version));
         }
@@ -143,22 +142,8 @@ impl Spec {
         }
         for slo in &self.slos {
             // The SLO's own line, then a key's line from there on.
-            let slo_line = source
-                .lines()
-                .enumerate()
-                .skip(base - 1)
-                .find(|(_, l)| l.contains("name:") && l.contains(slo.name.as_str()))
-                .map(|(i, _)| i + 1);
-            let key_line = |key: &str| -> Option<usize> {
-                let from = slo_line?;
-                source
-                    .lines()
-                    .enumerate()
-                    .skip(from - 1)
-                    .find(|(_, l)| l.contains(key))
-                    .map(|(i, _)| i + 1)
-                    .or(slo_line)
-            };
+            let slo_line = line_from(source, base, |l| l.contains("name:") && l.contains(slo.name.as_str()));
+            let key_line = |key: &str| line_from(source, slo_line?, |l| l.contains(key)).or(slo_line);
             let fail_at = |key: &str, message: String| {
                 Err(ConfigError { line: key_line(key), message: format!("SLO {:?}: {message}", slo.name) })
             };
