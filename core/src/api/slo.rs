@@ -33,7 +33,7 @@ impl SloStatus {
     }
 }
 
-/// One SLO window in `/api/v1/slos`.
+/// One SLO window in `/api/v1/slos`. (An absent `Option` field reads as `None`.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloWindow {
     /// `5m`, `30m`, `1h`, … (the burn-rate windows).
@@ -42,7 +42,6 @@ pub struct SloWindow {
     pub error_ratio: Option<f64>,
     pub burn_rate: Option<f64>,
     /// Events in the window (event-based SLIs only).
-    #[serde(default)]
     pub events: Option<f64>,
 }
 
@@ -57,9 +56,7 @@ pub struct SloState {
     #[serde(default)]
     pub windows: Vec<SloWindow>,
     /// Error ratio over the 30-day period.
-    #[serde(default)]
     pub period_error_ratio: Option<f64>,
-    #[serde(default)]
     pub error_budget_remaining: Option<f64>,
     pub status: SloStatus,
     /// Firing alert tiers.
@@ -95,5 +92,11 @@ mod tests {
             assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
         }
         assert_eq!(serde_json::from_str::<SloStatus>(r#""eclipse""#).expect("status"), SloStatus::NoData);
+        // What readers have always tolerated missing reads as no data.
+        let sparse = r#"{"id":"x","service":"s","slo":"a","objective":0.9,"status":"no_data"}"#;
+        let sparse: SloState = serde_json::from_str(sparse).expect("sparse");
+        assert_eq!((sparse.period_error_ratio, sparse.error_budget_remaining), (None, None));
+        let window: SloWindow = serde_json::from_str(r#"{"window":"5m"}"#).expect("window");
+        assert_eq!((window.error_ratio, window.events), (None, None));
     }
 }
