@@ -67,6 +67,17 @@ impl AgentSetup {
         path
     }
 
+    /// The agent's `/metrics` text, if it answers.
+    async fn metrics(&self) -> Option<String> {
+        reqwest::get(format!("http://{}/metrics", self.listen)).await.ok()?.text().await.ok()
+    }
+
+    /// The first segment file of the logs queue.
+    fn logs_segment(&self) -> Option<std::fs::DirEntry> {
+        let queue = self.dir.join("data").join("queue").join("logs");
+        std::fs::read_dir(queue).ok()?.flatten().find(|e| e.path().extension().is_some_and(|x| x == "seg"))
+    }
+
     async fn start(&self) -> Proc {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.out")).expect("out");
         let child = Command::new(env!("CARGO_BIN_EXE_hale"))
@@ -169,9 +180,8 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
     // The receiver is down at first: everything queues.
     append(&log, 0, 300);
     let mut agent = setup.start().await;
-    let metrics_url = format!("http://{}/metrics", setup.listen);
     eventually("lines read into the queue", Duration::from_secs(20), async || {
-        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        let text = setup.metrics().await?;
         text.contains("hale_agent_log_lines_total{service=\"app\",level=\"info\"} 300").then_some(())
     })
     .await;
@@ -199,7 +209,7 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
     .await;
     // Nothing left to send: every queued batch acknowledged, so no late resend can follow.
     eventually("the logs queue drained", Duration::from_secs(30), async || {
-        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        let text = setup.metrics().await?;
         text.lines().any(|l| l == "hale_agent_queue_batches{queue=\"logs\",reader=\"logs\"} 0").then_some(())
     })
     .await;
@@ -212,23 +222,15 @@ async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
     let (setup, log, port) = AgentSetup::tailing(tmp.path());
     append(&log, 0, 200);
     let mut agent = setup.start().await;
-    let queue_dir = tmp.path().join("data").join("queue").join("logs");
     let agent_log = tmp.path().join("agent.out");
     let _explain = Explain(agent_log);
     eventually("batches queued", Duration::from_secs(20), async || {
-        let seg =
-            std::fs::read_dir(&queue_dir).ok()?.flatten().find(|e| e.path().extension().is_some_and(|x| x == "seg"))?;
-        (seg.metadata().ok()?.len() > 2000).then_some(())
+        (setup.logs_segment()?.metadata().ok()?.len() > 2000).then_some(())
     })
     .await;
     agent.0.kill().expect("kill");
     agent.0.wait().expect("reap");
-    let seg = std::fs::read_dir(&queue_dir)
-        .expect("dir")
-        .flatten()
-        .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
-        .expect("segment")
-        .path();
+    let seg = setup.logs_segment().expect("segment").path();
     let mut bytes = std::fs::read(&seg).expect("read");
     for b in &mut bytes[100..140] {
         *b ^= 0x5a;
@@ -237,9 +239,8 @@ async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
     let receiver = Receiver::default();
     let _server = receiver.serve_on(port).await;
     let _agent = setup.start().await;
-    let metrics_url = format!("http://{}/metrics", setup.listen);
     eventually("the damage is counted and later batches still arrive", Duration::from_secs(30), async || {
-        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        let text = setup.metrics().await?;
         let counted = text.contains("hale_agent_queue_corrupt_records_total{queue=\"logs\"} 1");
         (counted && !receiver.lines().is_empty()).then_some(())
     })
@@ -336,8 +337,7 @@ async fn metrics_pass_promtool_and_match_node_exporter_types() {
     let tmp = tempfile::tempdir().expect("tmp");
     let setup = AgentSetup::new(tmp.path(), "");
     let _agent = setup.start().await;
-    let text =
-        reqwest::get(format!("http://{}/metrics", setup.listen)).await.expect("metrics").text().await.expect("text");
+    let text = setup.metrics().await.expect("metrics");
     let mut promtool = Command::new(need("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -406,14 +406,8 @@ async fn metrics_pass_promtool_and_match_node_exporter_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_receives_remote_write_and_answers_queries() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let port = free_addr();
-    std::fs::write(tmp.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
-    let _prometheus = common::spawn_prometheus(tmp.path(), port);
+    let (_prometheus, port) = common::prometheus_receiver(tmp.path()).await;
     let base = format!("http://{port}");
-    eventually("prometheus ready", Duration::from_secs(30), async || {
-        reqwest::get(format!("{base}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-    })
-    .await;
     let agent_dir = tmp.path().join("agent");
     std::fs::create_dir_all(&agent_dir).expect("dir");
     let setup = AgentSetup::new(&agent_dir, &format!("remote_write = [\"{base}/api/v1/write\"]\n"));

@@ -6,6 +6,8 @@ mod common;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
+use hale_core::api::{ProcessInfo, ProcessState};
+
 fn hale(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hale"))
         .args(args)
@@ -210,15 +212,14 @@ async fn up_counts_replica_restarts_when_it_stops_and_says_where_the_data_stays(
     let data_dir = up.data_dir.clone();
     let read = || std::fs::read_to_string(tmp.path().join("up.out")).unwrap_or_default();
     let (prefix, offset) = (up.prefix.clone(), up.offset);
-    let agent = format!("http://{prefix}.3:{}/api/v1/processes", 9100 + offset);
-    let restarts = async || -> Option<u64> {
-        let v: serde_json::Value = reqwest::get(&agent).await.ok()?.json().await.ok()?;
-        v["processes"].as_array()?.iter().find(|p| p["name"] == "search-1").and_then(|p| p["restarts"].as_u64())
+    let agent = hale_client::Agent::new(&format!("http://{prefix}.3:{}", 9100 + offset)).expect("agent client");
+    let search_1 = async || -> Option<ProcessInfo> {
+        agent.processes().await.ok()?.processes.into_iter().find(|p| p.name == "search-1")
     };
+    let restarts = async || -> Option<u64> { Some(search_1().await?.restarts) };
     let running = async || -> Option<()> {
-        let v: serde_json::Value = reqwest::get(&agent).await.ok()?.json().await.ok()?;
-        let p = v["processes"].as_array()?.iter().find(|p| p["name"] == "search-1")?.clone();
-        (p["state"] == "running" && p["pid"].is_u64()).then_some(())
+        let p = search_1().await?;
+        (p.state == ProcessState::Running && p.pid.is_some()).then_some(())
     };
     for round in 1..=2u64 {
         common::eventually("search-1 running", std::time::Duration::from_secs(30), running).await;

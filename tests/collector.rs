@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hale_core::api::{Envelope, Labels, Status};
+use hale_core::api::{Envelope, Labels, LogLine, Status};
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
 
@@ -284,9 +284,8 @@ async fn writes_without_the_ingest_token_are_refused_and_store_nothing() {
         let url = format!("http://{addr}/api/v1/logs");
         let service = service.to_string();
         async move {
-            let body: Value =
-                client.get(url).query(&[("service", service)]).send().await.expect("logs").json().await.expect("json");
-            body["data"].as_array().expect("lines").len()
+            let lines: Vec<LogLine> = common::get_data(&client, &url, &[("service", &service)]).await.expect("lines");
+            lines.len()
         }
     };
     assert_eq!(stored("intruder").await, 0, "no log line stored");
@@ -348,15 +347,8 @@ async fn logs_are_stored_queried_and_tailed_live() {
         .expect("a chunk");
     let text = String::from_utf8_lossy(&chunk);
     assert!(text.contains("card declined") && !text.contains("all good"), "{text}");
-    let body: Value = client
-        .get(format!("http://{addr}/api/v1/logs?service=checkout"))
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json");
-    let messages: Vec<&str> =
-        body["data"].as_array().expect("lines").iter().filter_map(|l| l["message"].as_str()).collect();
+    let url = format!("http://{addr}/api/v1/logs");
+    let lines: Vec<LogLine> = common::get_data(&client, &url, &[("service", "checkout")]).await.expect("lines");
+    let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(messages, ["all good", "card declined"], "stored once each");
 }

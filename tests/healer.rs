@@ -142,10 +142,7 @@ async fn spawn_healer(
         .stdout(log.try_clone().expect("clone"))
         .stderr(log);
     let h = Proc(cmd.spawn().expect("spawn healer"));
-    eventually("healer ready", Duration::from_secs(30), async || {
-        reqwest::get(format!("http://{healer}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-    })
-    .await;
+    common::wait_ready("healer", healer).await;
     (h, healer)
 }
 
@@ -606,13 +603,11 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     );
 
     // An action whose verification takes a while: the leader is killed while verifying.
-    common::push_gauge(
-        collector,
-        "probe_success",
-        &[("instance", "queue-c"), ("node", "node-3"), ("service", "search")],
-        0.0,
-    )
-    .await;
+    let probe_queue_c = async |value: f64| {
+        let labels = [("instance", "queue-c"), ("node", "node-3"), ("service", "search")];
+        common::push_gauge(collector, "probe_success", &labels, value).await;
+    };
+    probe_queue_c(0.0).await;
     let stuck = payload("QueueStuck", "queue-c", "2026-01-01T00:00:06Z");
     assert_eq!(post_to(addrs[follower], &stuck).await, 200, "taken by the follower, decided by the leader");
     eventually("the leader acted on it and verifies", Duration::from_secs(20), async || {
@@ -632,13 +627,7 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     .await;
     let takeover = killed.elapsed();
     // The problem clears: the new leader verifies the action it did not start.
-    common::push_gauge(
-        collector,
-        "probe_success",
-        &[("instance", "queue-c"), ("node", "node-3"), ("service", "search")],
-        1.0,
-    )
-    .await;
+    probe_queue_c(1.0).await;
     eventually("the new leader verified the old leader's action", Duration::from_secs(20), async || {
         has_action(addrs[follower], "QueueStuck", ActionStatus::Succeeded).await
     })

@@ -344,10 +344,7 @@ async fn a_real_alertmanager_receives_forwarded_alerts_and_delivers_them() {
         .spawn()
         .expect("spawn alertmanager");
     let _am = Proc(child);
-    eventually("alertmanager ready", Duration::from_secs(30), async || {
-        reqwest::get(format!("http://{am_addr}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-    })
-    .await;
+    common::wait_ready("alertmanager", am_addr).await;
 
     let addr = free_addr();
     let extra = vec![

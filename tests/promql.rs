@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{Proc, eventually, free_addr};
+use common::{Proc, free_addr};
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
@@ -112,9 +112,7 @@ fn same_value(a: &str, b: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_answers_match_prometheus() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let prom_addr = free_addr();
-    std::fs::write(tmp.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
-    let _prometheus = common::spawn_prometheus(tmp.path(), prom_addr);
+    let (_prometheus, prom_addr) = common::prometheus_receiver(tmp.path()).await;
     let hale_addr = free_addr();
     let _collector = Proc(
         Command::new(env!("CARGO_BIN_EXE_hale"))
@@ -126,32 +124,12 @@ async fn promql_answers_match_prometheus() {
             .expect("collector"),
     );
     let client = reqwest::Client::new();
-    for addr in [prom_addr, hale_addr] {
-        eventually("ready", Duration::from_secs(30), async || {
-            client
-                .get(format!("http://{addr}/-/ready"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        })
-        .await;
-    }
+    common::wait_ready("the collector", hale_addr).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     let base = (now - POINTS * STEP_MS - 60_000) / 60_000 * 60_000;
     let body = remote_write::encode(&dataset(base));
     for addr in [prom_addr, hale_addr] {
-        let r = client
-            .post(format!("http://{addr}/api/v1/write"))
-            .header("content-encoding", "snappy")
-            .header("content-type", "application/x-protobuf")
-            .header("x-prometheus-remote-write-version", "0.1.0")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("write");
-        assert!(r.status().is_success(), "{addr}: {}", r.status());
+        common::send_remote_write(&client, addr, body.clone()).await;
     }
     let at = |min: i64| base + min * 60_000;
     let at_secs = |min: i64| at(min) as f64 / 1000.0;
@@ -241,47 +219,31 @@ async fn promql_answers_match_prometheus() {
         "2 ^ 3 - 1".into(),
     ];
     assert!(corpus.len() >= 60);
+    // Raw JSON on purpose: this test compares Hale's answers with real Prometheus's as
+    // Prometheus writes them (result types, label sets, value strings), so a field Hale's
+    // own types would accept but Prometheus's clients would not still shows.
+    let both = async |endpoint: &str, params: &[(&str, &str)]| -> [Value; 2] {
+        let answer = async |addr: SocketAddr| {
+            let url = format!("http://{addr}/api/v1/{endpoint}");
+            common::get_json(&client, &url, params).await.expect("a JSON answer")
+        };
+        [answer(prom_addr).await, answer(hale_addr).await]
+    };
     let mut mismatches = Vec::new();
     let mut answered = 0usize;
     let instants = [at(7), at(15) + 7_000, at(21), at(29)];
     for expr in &corpus {
         let keep_order = expr.starts_with("sort");
         for t in instants {
-            let mut answers = Vec::new();
-            for addr in [prom_addr, hale_addr] {
-                let body: Value = client
-                    .get(format!("http://{addr}/api/v1/query"))
-                    .query(&[("query", expr.as_str()), ("time", &format!("{}", t as f64 / 1000.0))])
-                    .send()
-                    .await
-                    .expect("query")
-                    .json()
-                    .await
-                    .expect("json");
-                answers.push(body);
-            }
+            let time = format!("{}", t as f64 / 1000.0);
+            let answers = both("query", &[("query", expr.as_str()), ("time", &time)]).await;
             answered +=
                 usize::from(compare(expr, &format!("at {t}"), &answers[0], &answers[1], keep_order, &mut mismatches));
         }
         if !expr.contains('@') && !expr.starts_with("sort") {
-            let mut answers = Vec::new();
-            for addr in [prom_addr, hale_addr] {
-                let body: Value = client
-                    .get(format!("http://{addr}/api/v1/query_range"))
-                    .query(&[
-                        ("query", expr.as_str()),
-                        ("start", &format!("{}", at(6) as f64 / 1000.0)),
-                        ("end", &format!("{}", at(29) as f64 / 1000.0)),
-                        ("step", "60"),
-                    ])
-                    .send()
-                    .await
-                    .expect("query_range")
-                    .json()
-                    .await
-                    .expect("json");
-                answers.push(body);
-            }
+            let (start, end) = (format!("{}", at(6) as f64 / 1000.0), format!("{}", at(29) as f64 / 1000.0));
+            let range = [("query", expr.as_str()), ("start", &start), ("end", &end), ("step", "60")];
+            let answers = both("query_range", &range).await;
             answered += usize::from(compare(expr, "range", &answers[0], &answers[1], false, &mut mismatches));
         }
     }

@@ -10,8 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hale_core::api::{ActiveAlert, AlertState, AlertsData};
-use serde_json::Value;
+use hale_core::api::{ActiveAlert, AlertState, AlertsData, Envelope, RuleHealth, RuleKind, RulesData, Status};
 
 const RULES: &str = r#"groups:
   - name: test
@@ -41,10 +40,9 @@ fn spawn_collector(addr: SocketAddr, data: &Path, rules: &Path, out: &Path) -> P
     common::spawn_collector(addr, data, out, &["--rules".to_string(), rules.display().to_string()], &[])
 }
 
-/// The status and body of a GET, as JSON: for `/api/v1/rules`, whose Prometheus field
-/// names (`type`, `health`, `duration`, …) are the contract Grafana and other Prometheus
-/// clients read, so this test checks them as written.
-async fn get(url: String) -> (u16, Value) {
+/// The status and body of a GET of `/api/v1/rules`, read as core's `RulesData` (whose
+/// serde names are Prometheus's: `type`, `health`, `duration`, …).
+async fn get(url: String) -> (u16, Envelope<RulesData>) {
     let r = reqwest::get(url).await.expect("get");
     let status = r.status().as_u16();
     (status, r.json().await.expect("json"))
@@ -123,27 +121,32 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
 
     let (status, body) = get(format!("http://{addr}/api/v1/rules")).await;
     assert_eq!(status, 200);
-    assert_eq!(body["status"], "success");
-    let group = &body["data"]["groups"][0];
-    assert_eq!(group["name"], "test");
-    assert_eq!(group["interval"], 0.2);
-    assert_eq!(group["file"], rules.display().to_string());
-    let (record, alert) = (&group["rules"][0], &group["rules"][1]);
-    assert_eq!(record["type"], "recording");
-    assert_eq!(record["name"], "instance:test_up:doubled");
-    assert_eq!(record["health"], "ok");
-    assert_eq!(alert["type"], "alerting");
-    assert_eq!(alert["state"], "firing");
-    assert_eq!(alert["duration"], 1.0);
-    assert_eq!(alert["alerts"].as_array().map(Vec::len), Some(1));
-    assert_eq!(alert["annotations"]["summary"], "{{ $labels.instance }} is down ({{ $value }})");
-    let slow = &group["rules"][2];
-    assert_eq!((slow["name"].as_str(), slow["state"].as_str()), (Some("TestStillDown"), Some("pending")));
-    assert_eq!(slow["duration"], 3600.0);
+    assert_eq!(body.status, Status::Success);
+    let groups = body.into_data().expect("rules").groups;
+    let group = &groups[0];
+    assert_eq!(group.name, "test");
+    assert_eq!(group.interval, 0.2);
+    assert_eq!(group.file, rules.display().to_string());
+    let (record, alert) = (&group.rules[0], &group.rules[1]);
+    assert_eq!(record.kind, RuleKind::Recording);
+    assert_eq!(record.name, "instance:test_up:doubled");
+    assert_eq!(record.health, RuleHealth::Ok);
+    let RuleKind::Alerting(alerting) = &alert.kind else { panic!("not an alerting rule: {alert:?}") };
+    assert_eq!(alerting.state, AlertState::Firing);
+    assert_eq!(alerting.duration, 1.0);
+    assert_eq!(alerting.alerts.len(), 1);
+    assert_eq!(
+        alerting.annotations.get("summary").map(String::as_str),
+        Some("{{ $labels.instance }} is down ({{ $value }})")
+    );
+    let slow = &group.rules[2];
+    let RuleKind::Alerting(slow_alerting) = &slow.kind else { panic!("not an alerting rule: {slow:?}") };
+    assert_eq!((slow.name.as_str(), slow_alerting.state), ("TestStillDown", AlertState::Pending));
+    assert_eq!(slow_alerting.duration, 3600.0);
     let (_, only_alerts) = get(format!("http://{addr}/api/v1/rules?type=alert")).await;
-    assert_eq!(only_alerts["data"]["groups"][0]["rules"].as_array().map(Vec::len), Some(2));
+    assert_eq!(only_alerts.into_data().expect("rules").groups[0].rules.len(), 2);
     let (status, bad) = get(format!("http://{addr}/api/v1/rules?type=bogus")).await;
-    assert_eq!((status, bad["errorType"].as_str()), (400, Some("bad_data")));
+    assert_eq!((status, bad.error_type.as_deref()), (400, Some("bad_data")));
 
     // What the rules wrote is queryable like any series.
     let q = common::query(&client, &base, "instance:test_up:doubled{instance=\"b\"}").await.expect("query");

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use hale_core::api::SloStatus;
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
-use serde_json::Value;
 
 fn hale(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hale")).args(args).output().expect("hale")
@@ -121,36 +121,11 @@ fn write_request(totals: &mut [(f64, f64)], base_ms: i64, from: i64, to: i64) ->
     remote_write::encode(&WriteRequest { timeseries })
 }
 
-async fn send(client: &reqwest::Client, addr: SocketAddr, body: Vec<u8>) {
-    let r = client
-        .post(format!("http://{addr}/api/v1/write"))
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(body)
-        .send()
-        .await
-        .expect("write");
-    assert!(r.status().is_success(), "{addr}: {} {}", r.status(), r.text().await.unwrap_or_default());
-}
-
 /// Firing SLO alerts as (service, tier).
 async fn firing(client: &reqwest::Client, addr: SocketAddr) -> Option<BTreeSet<(String, String)>> {
-    let url = format!("http://{addr}/api/v1/query");
-    let body = common::get_json(client, &url, &[("query", "ALERTS{alertstate=\"firing\"}")]).await?;
-    let result = body["data"]["result"].as_array()?;
-    Some(
-        result
-            .iter()
-            .map(|r| {
-                let m = &r["metric"];
-                (
-                    m["sloth_service"].as_str().unwrap_or("").to_string(),
-                    m["sloth_severity"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect(),
-    )
+    let result = common::query(client, &format!("http://{addr}"), "ALERTS{alertstate=\"firing\"}").await?;
+    let label = |m: &hale_core::api::Labels, name: &str| m.get(name).cloned().unwrap_or_default();
+    Some(result.iter().map(|r| (label(&r.metric, "sloth_service"), label(&r.metric, "sloth_severity"))).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,23 +162,14 @@ async fn prometheus_with_the_export_fires_what_the_collector_fires() {
     let mut collector = common::spawn_collector(hale_addr, &dir.path().join("collector"), &out, &args, &[]);
     common::collector_ready(&mut collector, hale_addr, &out).await;
     let client = reqwest::Client::new();
-    eventually("prometheus ready", Duration::from_secs(30), async || {
-        client
-            .get(format!("http://{prom_addr}/-/ready"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-            .map(|_| ())
-    })
-    .await;
+    common::wait_ready("prometheus", prom_addr).await;
 
     // 45 minutes of history, ending now, to both; then a sample a second, live.
     let base_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     let mut totals = vec![(0.0, 0.0); STREAMS.len()];
     let history = write_request(&mut totals, base_ms, -HISTORY_S, 0);
-    send(&client, prom_addr, history.clone()).await;
-    send(&client, hale_addr, history).await;
+    common::send_remote_write(&client, prom_addr, history.clone()).await;
+    common::send_remote_write(&client, hale_addr, history).await;
     let feeder = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -214,8 +180,8 @@ async fn prometheus_with_the_export_fires_what_the_collector_fires() {
                 let upto = (now - base_ms) / 1000;
                 if upto >= next {
                     let body = write_request(&mut totals, base_ms, next, upto);
-                    send(&client, prom_addr, body.clone()).await;
-                    send(&client, hale_addr, body).await;
+                    common::send_remote_write(&client, prom_addr, body.clone()).await;
+                    common::send_remote_write(&client, hale_addr, body).await;
                     next = upto + 1;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -247,15 +213,12 @@ async fn prometheus_with_the_export_fires_what_the_collector_fires() {
     feeder.abort();
 
     // The collector's own view of the same SLOs.
-    let slos: Value =
-        client.get(format!("http://{hale_addr}/api/v1/slos")).send().await.expect("slos").json().await.expect("json");
-    let status = |service: &str| {
-        slos["data"].as_array().and_then(|a| a.iter().find(|s| s["service"] == service)).map(|s| s["status"].clone())
-    };
-    assert_eq!(status("dedup"), Some(Value::from("page")));
-    assert_eq!(status("ticket-slow"), Some(Value::from("ticket")));
-    assert_eq!(status("quiet"), Some(Value::from("insufficient_data")));
-    assert_eq!(status("healthy"), Some(Value::from("ok")));
+    let slos = common::slos(&client, &format!("http://{hale_addr}")).await.expect("slos");
+    let status = |service: &str| slos.iter().find(|s| s.service == service).map(|s| s.status);
+    assert_eq!(status("dedup"), Some(SloStatus::Page));
+    assert_eq!(status("ticket-slow"), Some(SloStatus::Ticket));
+    assert_eq!(status("quiet"), Some(SloStatus::InsufficientData));
+    assert_eq!(status("healthy"), Some(SloStatus::Ok));
     let metrics =
         client.get(format!("http://{hale_addr}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("hale_slo_objective_ratio{slo=\"availability\",service=\"healthy\"} 0.995"), "{metrics}");

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hale_core::{ClusterConfig, ServiceKind};
+use hale_core::api::{
+    Action, ActionKind, ActionList, ActionStatus, ESCALATION_VERSION, ErrorBody, Escalation, HealerState, LogLine,
+    NotifyStatus, SilenceState, SloStatus, TargetState, WebhookPayload,
+};
+use hale_core::{ClusterConfig, Role, ServiceKind};
 use serde_json::{Value, json};
 
 use common::up::{Cluster, chaos, effective_config, pids_under};
@@ -22,6 +26,11 @@ fn pid_of(dir: &Path, instance: &str) -> Option<u32> {
     })
 }
 
+// The shop's public API (tokens, products, orders, search, a replica's `/readyz`) is read
+// as JSON, as any HTTP client of the demo shop would: it is the workload Hale watches, not
+// a contract between Hale's components, so core has no types for it. Hale's own answers
+// (cluster view, SLOs, alerts, actions, state, pools, silences, escalations, errors) are
+// read as core::api types.
 async fn token(client: &reqwest::Client, gateway: &str, user: &str, password: &str) -> String {
     let r: Value = client
         .post(format!("{gateway}/oauth/token"))
@@ -33,6 +42,68 @@ async fn token(client: &reqwest::Client, gateway: &str, user: &str, password: &s
         .await
         .expect("token json");
     r["access_token"].as_str().expect("access_token").to_string()
+}
+
+/// A cluster for a healing scenario and what its tests use: the gateway's, collector's
+/// and healer's URLs, the effective config, and a client with a 3 s timeout.
+struct Scenario {
+    _tmp: tempfile::TempDir,
+    cluster: Cluster,
+    gateway: String,
+    collector: String,
+    config: ClusterConfig,
+    healer: String,
+    client: reqwest::Client,
+}
+
+async fn scenario(load_rps: u32, extra: &[String]) -> Scenario {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), load_rps, extra).await;
+    let config = effective_config(&cluster.data_dir);
+    let healer = format!("http://{}", config.healer.listen);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    Scenario { _tmp: tmp, cluster, gateway, collector, config, healer, client }
+}
+
+/// An SLO's status at the collector.
+async fn slo_status(client: &reqwest::Client, collector: &str, slo: &str) -> Option<SloStatus> {
+    common::slos(client, collector).await?.into_iter().find(|s| s.slo == slo).map(|s| s.status)
+}
+
+/// Waits until the collector has seen `instance` ready (so a failure of it is a ReplicaDown).
+async fn seen_ready(client: &reqwest::Client, collector: &str, instance: &str) {
+    let q = format!("max_over_time(probe_success{{probe=\"readyz\",instance=\"{instance}\"}}[1h])");
+    eventually(&format!("{instance} seen ready"), Duration::from_secs(60), async || {
+        (common::query(client, collector, &q).await?.first()?.value.1 == "1").then_some(())
+    })
+    .await;
+}
+
+async fn healer_actions(client: &reqwest::Client, healer: &str) -> Option<Vec<Action>> {
+    let list: ActionList = common::get_as(client, &format!("{healer}/api/v1/actions"), &[]).await?;
+    Some(list.actions)
+}
+
+async fn healer_state(client: &reqwest::Client, healer: &str) -> Option<HealerState> {
+    common::get_as(client, &format!("{healer}/api/v1/state"), &[]).await
+}
+
+/// The first succeeded action of `kind` (other than the one with id `except`).
+async fn succeeded(client: &reqwest::Client, healer: &str, kind: ActionKind, except: Option<&str>) -> Option<Action> {
+    let actions = healer_actions(client, healer).await?;
+    actions.into_iter().find(|a| a.kind == kind && a.status == ActionStatus::Succeeded && Some(a.id.as_str()) != except)
+}
+
+/// Whether an action's target is `instance`.
+fn on(action: &Action, instance: &str) -> bool {
+    action.target.instance.as_deref() == Some(instance)
+}
+
+/// Whether `instance` is ready in the gateway's search pool (`None` inside if it is not a
+/// member, `None` outside if the gateway does not answer).
+async fn ready_in_pool(gateway: &hale_client::Gateway, instance: &str) -> Option<Option<bool>> {
+    let pool = gateway.pool(ServiceKind::Search).await.ok()?;
+    Some(pool.members.iter().find(|m| m.instance == instance).map(|m| m.ready))
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -82,9 +153,9 @@ async fn hale_up_walkthrough() {
     // The agents ship to the collector: host metrics of every node arrive.
     let collector = format!("http://{}", effective.collector.listen);
     eventually("every node's metrics reach the collector", Duration::from_secs(30), async || {
-        let body: Value =
-            client.get(format!("{collector}/api/v1/label/node/values")).send().await.ok()?.json().await.ok()?;
-        (body["data"].as_array()?.len() == effective.nodes.len()).then_some(())
+        let url = format!("{collector}/api/v1/label/node/values");
+        let nodes: Vec<String> = common::get_data(&client, &url, &[]).await?;
+        (nodes.len() == effective.nodes.len()).then_some(())
     })
     .await;
 
@@ -145,34 +216,22 @@ async fn hale_up_walkthrough() {
 
     // The cluster view: every node with its agent up, every service with ready replicas.
     let view = eventually("cluster view complete", Duration::from_secs(30), async || {
-        let body: Value = client.get(format!("{collector}/api/v1/cluster")).send().await.ok()?.json().await.ok()?;
-        let data = body["data"].clone();
-        let nodes_up = data["nodes"]
-            .as_array()?
-            .iter()
-            .filter(|n| n["agent_up"] == true && n["memory_used_ratio"].is_number())
-            .count();
-        let services = data["services"].as_array()?;
+        let view = common::cluster_view(&client, &collector).await?;
+        let nodes_up = view.nodes.iter().filter(|n| n.agent_up && n.memory_used_ratio.is_some()).count();
         let all_ready = ["auth", "catalog", "gateway", "orders", "search"]
             .iter()
-            .all(|s| services.iter().any(|v| v["service"] == *s && v["ready_replicas"].as_u64().unwrap_or(0) >= 1));
-        (nodes_up == effective.nodes.len() && all_ready).then_some(data)
+            .all(|s| view.services.iter().any(|v| v.service == *s && v.ready_replicas >= 1));
+        (nodes_up == effective.nodes.len() && all_ready).then_some(view)
     })
     .await;
-    let search = view["services"]
-        .as_array()
-        .expect("services")
-        .iter()
-        .find(|s| s["service"] == "search")
-        .expect("search")
-        .clone();
-    assert_eq!(search["replicas"].as_array().expect("replicas").len(), 2, "{search}");
+    let search = view.services.iter().find(|s| s.service == "search").expect("search");
+    assert_eq!(search.replicas.len(), 2, "{search:?}");
 
     // The orders' own log lines reach the collector through the agents.
     eventually("order logs in the collector", Duration::from_secs(30), async || {
         let query = [("service", "orders"), ("contains", "order placed"), ("limit", "5")];
-        let body = common::get_json(&client, &format!("{collector}/api/v1/logs"), &query).await?;
-        body["data"].as_array().filter(|lines| !lines.is_empty()).map(|_| ())
+        let lines: Vec<LogLine> = common::get_data(&client, &format!("{collector}/api/v1/logs"), &query).await?;
+        (!lines.is_empty()).then_some(())
     })
     .await;
 
@@ -218,7 +277,7 @@ async fn hale_up_walkthrough() {
         .await
         .expect("400");
     assert_eq!(r.status(), 400);
-    assert!(r.json::<Value>().await.expect("json error body")["error"]["message"].is_string());
+    let _: ErrorBody = r.json().await.expect("an error body with a message");
     let r = client
         .post(format!("{gateway}/api/products"))
         .bearer_auth(&admin)
@@ -238,16 +297,9 @@ async fn hale_up_walkthrough() {
     }
 
     // Promote the standby: writes go to it, the old primary refuses them.
-    let promoted: Value = client
-        .post(format!("{}/admin/promote", url_of("catalog-2")))
-        .bearer_auth(&effective.secrets.admin_token)
-        .send()
-        .await
-        .expect("promote")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!((promoted["role"].as_str(), promoted["epoch"].as_u64()), (Some("primary"), Some(2)));
+    let admin_api = hale_client::Gateway::new(&gateway, &effective.secrets.admin_token).expect("gateway client");
+    let promoted = admin_api.promote(&url_of("catalog-2"), None).await.expect("promote");
+    assert_eq!((promoted.role, promoted.epoch), (Role::Primary, 2));
     let new_id =
         eventually("a write through the gateway lands on the new primary", Duration::from_secs(10), async || {
             let r = client
@@ -280,7 +332,7 @@ async fn hale_up_walkthrough() {
         .await
         .expect("write to old primary");
     assert_eq!(r.status(), 409);
-    assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "fenced");
+    assert_eq!(r.json::<ErrorBody>().await.expect("json").error.code, "fenced");
 
     // SIGTERM: everything stops, nothing is left behind.
     let mut child = cluster.child.take().expect("child");
@@ -325,9 +377,7 @@ async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook()
     let client = reqwest::Client::new();
     // Checkout traffic must be flowing and measured before the fault.
     eventually("checkout SLO measured", Duration::from_secs(60), async || {
-        let slos: Value = client.get(format!("{collector}/api/v1/slos")).send().await.ok()?.json().await.ok()?;
-        let orders = slos["data"].as_array()?.iter().find(|s| s["slo"] == "checkout-availability")?.clone();
-        (orders["status"] == "ok").then_some(())
+        (slo_status(&client, &collector, "checkout-availability").await? == SloStatus::Ok).then_some(())
     })
     .await;
 
@@ -346,26 +396,24 @@ async fn chaos_errors_in_orders_page_the_checkout_slo_through_a_signed_webhook()
     let page = eventually("checkout SLO page webhook", Duration::from_secs(60), async || {
         let got = got.lock().expect("lock");
         got.iter().find_map(|(at, headers, body)| {
-            let v: Value = serde_json::from_slice(body).ok()?;
-            let alert = v["alerts"].as_array()?.iter().find(|a| {
-                a["labels"]["alertname"] == "CheckoutAvailabilitySLO"
-                    && a["labels"]["sloth_severity"] == "page"
-                    && a["status"] == "firing"
+            let payload: WebhookPayload = serde_json::from_slice(body).ok()?;
+            let alert = payload.alerts.into_iter().find(|a| {
+                let label = |name: &str| a.labels.get(name).map(String::as_str);
+                label("alertname") == Some("CheckoutAvailabilitySLO")
+                    && label("sloth_severity") == Some("page")
+                    && a.status == NotifyStatus::Firing
             })?;
             let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
             hale_core::webhook::verify(SECRET.as_bytes(), signature, body, now).expect("signature verifies");
-            Some((*at, alert.clone()))
+            Some((*at, alert))
         })
     })
     .await;
     println!("errors injected into orders -> checkout SLO page webhook: {:?}", page.0.duration_since(injected));
-    assert_eq!(page.1["labels"]["sloth_service"], "orders");
-    assert_eq!(page.1["labels"]["severity"], "page");
-    let slos: Value =
-        client.get(format!("{collector}/api/v1/slos")).send().await.expect("slos").json().await.expect("json");
-    let orders = slos["data"].as_array().and_then(|a| a.iter().find(|s| s["slo"] == "checkout-availability")).cloned();
-    assert_eq!(orders.map(|o| o["status"].clone()), Some(Value::from("page")));
+    assert_eq!(page.1.labels.get("sloth_service").map(String::as_str), Some("orders"));
+    assert_eq!(page.1.labels.get("severity").map(String::as_str), Some("page"));
+    assert_eq!(slo_status(&client, &collector, "checkout-availability").await, Some(SloStatus::Page));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,27 +425,18 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     let client = reqwest::Client::new();
     let target = config.instances().into_iter().find(|i| i.name == "search-1").expect("search-1");
     // Every replica seen ready first, so a failure is a ReplicaDown.
-    eventually("search-1 seen ready", Duration::from_secs(60), async || {
-        let q = "max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h])";
-        let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
-        (v["data"]["result"][0]["value"][1] == "1").then_some(())
-    })
-    .await;
+    seen_ready(&client, &collector, "search-1").await;
     let pid_before = pid_of(&cluster.data_dir, "search-1").expect("search-1 runs");
     let hung = Instant::now();
     chaos(&cluster.data_dir, &["hang", "search-1", "--duration", "120s"]);
     let action = eventually("a verified restart", Duration::from_secs(60), async || {
-        let v: Value = client.get(format!("{healer}/api/v1/actions")).send().await.ok()?.json().await.ok()?;
-        v["actions"]
-            .as_array()?
-            .iter()
-            .find(|a| a["target"]["instance"] == "search-1" && a["status"] == "succeeded")
-            .cloned()
+        let actions = healer_actions(&client, &healer).await?;
+        actions.into_iter().find(|a| on(a, "search-1") && a.status == ActionStatus::Succeeded)
     })
     .await;
     println!("search-1 hung -> restarted by the healer and verified in {:?}", hung.elapsed());
-    assert_eq!(action["kind"], "restart");
-    assert_eq!(action["policy"], "restart-unready-replica");
+    assert_eq!(action.kind, ActionKind::Restart);
+    assert_eq!(action.policy, "restart-unready-replica");
     let pid_after = pid_of(&cluster.data_dir, "search-1").expect("search-1 runs again");
     assert_ne!(pid_after, pid_before, "a new process");
     let r = client.get(format!("http://{}/readyz", target.listen)).send().await.expect("readyz");
@@ -405,7 +444,8 @@ async fn a_hung_search_replica_is_restarted_by_the_healer_and_verified() {
     let ready: Value = r.json().await.expect("readyz json");
     assert_eq!((ready["status"].as_str(), ready["instance"].as_str()), (Some("ready"), Some("search-1")), "{ready}");
     let audit = std::fs::read_to_string(cluster.data_dir.join("healer").join("audit.jsonl")).expect("audit");
-    let id = action["id"].as_str().expect("id");
+    // The audit log is the healer's free-form record: read as JSON.
+    let id = action.id.as_str();
     let steps: Vec<String> = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -477,11 +517,7 @@ async fn assert_products(client: &reqwest::Client, base: &str, expected: &[(i64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledged_write() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 2, &[]).await;
-    let config = effective_config(&cluster.data_dir);
-    let healer = format!("http://{}", config.healer.listen);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let Scenario { _tmp, cluster, gateway, collector, config, healer, client } = scenario(2, &[]).await;
     let admin = token(&client, &gateway, "admin", "hale-admin").await;
     let shopper = token(&client, &gateway, "shopper", "hale-shopper").await;
     // Publishes a product; on a 201, its id and what it must read as from then on. The
@@ -529,10 +565,7 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     // The collector must have seen the gateway report the primary ready (so its loss is a
     // CatalogPrimaryDown) and the node's host metrics (so its silence is a NodeDown).
     eventually("the primary and its node seen at the collector", Duration::from_secs(60), async || {
-        let seen = async |q: String| {
-            let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", &q)]).await?;
-            v["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
-        };
+        let seen = async |q: String| common::query(&client, &collector, &q).await.filter(|r| !r.is_empty()).map(|_| ());
         seen("max_over_time(shop_gateway_catalog_primary_ready[1h]) == 1".into()).await?;
         seen(format!("last_over_time(node_load1{{node=\"{}\"}}[1h])", primary.node)).await
     })
@@ -558,16 +591,15 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         .expect("post");
     assert_eq!(r.status(), 200);
     let skipped = eventually("the blip judged not needed", Duration::from_secs(20), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"].as_array()?.iter().find(|a| a["kind"] == "failover" && a["status"] == "succeeded").cloned()
+        succeeded(&client, &healer, ActionKind::Failover, None).await
     })
     .await;
-    assert!(skipped["detail"].as_str().is_some_and(|d| d.contains("not needed")), "{skipped}");
-    let state = common::get_json(&client, &format!("{healer}/api/v1/state"), &[]).await.expect("state");
+    assert!(skipped.detail.contains("not needed"), "{skipped:?}");
+    let state = healer_state(&client, &healer).await.expect("state");
     assert_eq!(
-        state["targets"]["service/catalog"],
-        json!({"actions": [], "needs_human": null}),
-        "the blip neither counts nor needs a human: {state}"
+        state.targets.get("service/catalog"),
+        Some(&TargetState { actions: Vec::new(), needs_human: None }),
+        "the blip neither counts nor needs a human: {state:?}"
     );
     chaos(&cluster.data_dir, &["node-down", &primary.node]);
     let lost = Instant::now();
@@ -583,15 +615,10 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     during_outage.push(first);
     println!("catalog primary's node lost -> writes served again in {:?}", lost.elapsed());
     let action = eventually("a verified failover", Duration::from_secs(60), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"]
-            .as_array()?
-            .iter()
-            .find(|a| a["kind"] == "failover" && a["status"] == "succeeded" && a["id"] != skipped["id"])
-            .cloned()
+        succeeded(&client, &healer, ActionKind::Failover, Some(&skipped.id)).await
     })
     .await;
-    assert!(action["detail"].as_str().is_some_and(|d| d.contains("promoted") && d.contains(&primary.name)), "{action}");
+    assert!(action.detail.contains("promoted") && action.detail.contains(&primary.name), "{action:?}");
     // Every acknowledged write is still there, as it was written.
     let after = publish("Written after the failover".into(), 2000, 0).await.expect("a write after the failover");
     during_outage.push(after);
@@ -605,8 +632,7 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     }
     // The lost node's other replicas run elsewhere once its silence is a NodeDown.
     eventually("the lost node's replicas rescheduled", Duration::from_secs(90), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"].as_array()?.iter().find(|a| a["kind"] == "reschedule" && a["status"] == "succeeded").map(|_| ())
+        succeeded(&client, &healer, ActionKind::Reschedule, None).await
     })
     .await;
     // Another write the old primary never saw, once its node's replicas run elsewhere.
@@ -619,10 +645,7 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     let rejoin = common::eventually_or_dump(
         "a verified rejoin",
         Duration::from_secs(60),
-        async || {
-            let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-            v["actions"].as_array()?.iter().find(|a| a["kind"] == "rejoin" && a["status"] == "succeeded").cloned()
-        },
+        async || succeeded(&client, &healer, ActionKind::Rejoin, None).await,
         async || {
             let logs = cluster.data_dir.join("logs");
             let notable = |file: &str| {
@@ -646,7 +669,9 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         },
     )
     .await;
-    assert_eq!(rejoin["target"]["instance"], primary.name.as_str(), "{rejoin}");
+    assert!(on(&rejoin, &primary.name), "{rejoin:?}");
+    // The catalog's replication status is the shop's own diagnostic (written with `json!`,
+    // no core type): read as JSON.
     let status = common::get_json(&client, &format!("{old}/admin/replication"), &[]).await.expect("status");
     assert_eq!((status["role"].as_str(), status["caught_up"].as_bool()), (Some("standby"), Some(true)), "{status}");
     assert!(status["epoch"].as_u64() >= Some(2), "{status}");
@@ -662,24 +687,15 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
 async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     const SECRET: &str = "crash-loop-test-secret";
     let (hook, escalations) = common::receiver("/escalate").await;
-    let tmp = tempfile::tempdir().expect("tmp");
     let extra = vec![
         "--escalation-webhook".to_string(),
         format!("http://{hook}/escalate"),
         "--webhook-secret".into(),
         SECRET.into(),
     ];
-    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 2, &extra).await;
-    let config = effective_config(&cluster.data_dir);
-    let healer = format!("http://{}", config.healer.listen);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let Scenario { _tmp, cluster, gateway, collector, config, healer, client } = scenario(2, &extra).await;
     let target = config.instances().into_iter().find(|i| i.name == "search-2").expect("search-2");
-    eventually("search-2 seen ready", Duration::from_secs(60), async || {
-        let q = "max_over_time(probe_success{probe=\"readyz\",instance=\"search-2\"}[1h])";
-        let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
-        (v["data"]["result"][0]["value"][1] == "1").then_some(())
-    })
-    .await;
+    seen_ready(&client, &collector, "search-2").await;
     // Searches all along (the demo's load alone can leave the SLO's short window without
     // any), so the search SLO's burn rate has data whenever the healer reads it.
     let searching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -695,8 +711,7 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     });
     eventually("the search SLO's burn rate measured", Duration::from_secs(60), async || {
         let q = "max(slo:current_burn_rate:ratio{sloth_service=\"search\"})";
-        let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok().filter(|b| b.is_finite()).map(|_| ())
+        common::query_value(&client, &collector, q).await.filter(|b| b.is_finite()).map(|_| ())
     })
     .await;
     // Kill it and take its port: every restart now fails to bind and exits.
@@ -718,15 +733,11 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
         }
     };
     let failed = eventually("the repair fails and is escalated", Duration::from_secs(90), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"]
-            .as_array()?
-            .iter()
-            .find(|a| a["target"]["instance"] == "search-2" && a["status"] == "failed")
-            .cloned()
+        let actions = healer_actions(&client, &healer).await?;
+        actions.into_iter().find(|a| on(a, "search-2") && a.status == ActionStatus::Failed)
     })
     .await;
-    assert_eq!(failed["kind"], "restart");
+    assert_eq!(failed.kind, ActionKind::Restart);
     let (_, headers, body) = eventually("the escalation arrives", Duration::from_secs(20), async || {
         escalations.lock().expect("lock").first().cloned()
     })
@@ -734,21 +745,21 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     hale_core::webhook::verify(SECRET.as_bytes(), signature, &body, now).expect("the escalation is signed");
-    let body: Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(body["version"], "hale-escalation/1");
-    assert_eq!(body["target"]["instance"], "search-2");
-    assert!(body["tried"].as_array().is_some_and(|t| !t.is_empty()), "{body}");
+    let body: Escalation = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body.version, ESCALATION_VERSION);
+    assert_eq!(body.target.instance.as_deref(), Some("search-2"));
+    assert!(!body.tried.is_empty(), "{body:?}");
     // The search service's SLO burn when the restart was decided and now: numbers, since
     // searches were measured all along.
-    for key in ["burn_rate_before", "burn_rate_after"] {
-        assert!(body[key].as_f64().is_some_and(|b| b.is_finite() && b >= 0.0), "{key}: {body}");
+    for (key, burn) in [("burn_rate_before", body.burn_rate_before), ("burn_rate_after", body.burn_rate_after)] {
+        assert!(burn.is_some_and(|b| b.is_finite() && b >= 0.0), "{key}: {body:?}");
     }
     searching.store(false, std::sync::atomic::Ordering::Relaxed);
     searcher.await.expect("searcher");
-    let state = common::get_json(&client, &format!("{healer}/api/v1/state"), &[]).await.expect("state");
-    let needs_human = state["targets"]["instance/search-2"]["needs_human"].as_str();
-    let failed_id = failed["id"].as_str().expect("action id");
-    assert!(needs_human.is_some_and(|h| h.starts_with(&format!("{failed_id} failed: "))), "{state}");
+    let state = healer_state(&client, &healer).await.expect("state");
+    let needs_human = state.targets.get("instance/search-2").and_then(|t| t.needs_human.as_deref());
+    let failed_id = &failed.id;
+    assert!(needs_human.is_some_and(|h| h.starts_with(&format!("{failed_id} failed: "))), "{state:?}");
     // A new occurrence is refused: a human has to reset the target first.
     let payload = serde_json::to_vec(&json!({"alerts": [{
         "status": "firing",
@@ -770,30 +781,22 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
         audit.contains("needs a human").then_some(())
     })
     .await;
-    let actions = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await.expect("actions");
-    let on_target =
-        actions["actions"].as_array().map_or(0, |a| a.iter().filter(|a| a["target"]["instance"] == "search-2").count());
+    let actions = healer_actions(&client, &healer).await.expect("actions");
+    let on_target = actions.iter().filter(|a| on(a, "search-2")).count();
     assert_eq!(on_target, 1, "no further actions");
     drop(squatter);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 2, &[]).await;
-    let config = effective_config(&cluster.data_dir);
-    let healer = format!("http://{}", config.healer.listen);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let Scenario { _tmp, cluster, gateway, collector, config, healer, client } = scenario(2, &[]).await;
     // node-3 runs search-1 and the catalog standby; the primary stays up.
     let on_node3: Vec<String> = config.instances().into_iter().filter(|i| i.node == "node-3").map(|i| i.name).collect();
     assert!(on_node3.contains(&"search-1".to_string()), "{on_node3:?}");
     // The collector has seen node-3's host metrics (so their silence is a NodeDown) and
     // search-1 ready.
     eventually("node-3 and search-1 seen at the collector", Duration::from_secs(60), async || {
-        let seen = async |q: &str| {
-            let v = common::get_json(&client, &format!("{collector}/api/v1/query"), &[("query", q)]).await?;
-            v["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
-        };
+        let seen = async |q: &str| common::query(&client, &collector, q).await.filter(|r| !r.is_empty()).map(|_| ());
         seen("last_over_time(node_load1{node=\"node-3\"}[1h])").await?;
         seen("max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h]) == 1").await
     })
@@ -801,24 +804,20 @@ async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
     chaos(&cluster.data_dir, &["node-down", "node-3"]);
     let lost = Instant::now();
     let action = eventually("a verified reschedule", Duration::from_secs(90), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"].as_array()?.iter().find(|a| a["kind"] == "reschedule" && a["status"] == "succeeded").cloned()
+        succeeded(&client, &healer, ActionKind::Reschedule, None).await
     })
     .await;
-    println!("node-3 lost -> its replicas rescheduled and ready in {:?}: {}", lost.elapsed(), action["detail"]);
-    let started = action["started"].as_array().cloned().unwrap_or_default();
-    assert_eq!(started.len(), 1, "search-1 moves; the catalog standby does not: {action}");
-    assert_eq!(started[0][0], "search");
-    let name = started[0][1].as_str().expect("name").to_string();
+    println!("node-3 lost -> its replicas rescheduled and ready in {:?}: {:?}", lost.elapsed(), action.detail);
+    let started = &action.started;
+    assert_eq!(started.len(), 1, "search-1 moves; the catalog standby does not: {action:?}");
+    assert_eq!(started[0].0, "search");
+    let name = started[0].1.clone();
     assert!(!name.contains("node-3"), "{name}");
     // The gateway sends searches to it (its readiness is checked every 500 ms; two clusters
     // on two cores can make one check time out, so allow a few seconds).
-    let admin = &config.secrets.admin_token;
+    let admin_api = hale_client::Gateway::new(&gateway, &config.secrets.admin_token).expect("gateway client");
     eventually("the new replica ready in the gateway's pool", Duration::from_secs(15), async || {
-        let pool: Value =
-            client.get(format!("{gateway}/admin/pool")).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
-        let member = pool["search"]["members"].as_array()?.iter().find(|m| m["instance"] == name.as_str())?.clone();
-        (member["ready"] == true).then_some(())
+        (ready_in_pool(&admin_api, &name).await? == Some(true)).then_some(())
     })
     .await;
     let r = client.get(format!("{gateway}/api/search?q=kettle")).send().await.expect("search");
@@ -828,15 +827,9 @@ async fn a_lost_nodes_replicas_are_rescheduled_on_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_beyond_search_capacity_scales_search_out_then_back_in() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let (cluster, gateway, _prefix, collector) = start_with(tmp.path(), 20, &[]).await;
-    let config = effective_config(&cluster.data_dir);
-    let healer = format!("http://{}", config.healer.listen);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let Scenario { _tmp, cluster, gateway, collector, config, healer, client } = scenario(20, &[]).await;
     eventually("search latency SLO measured", Duration::from_secs(60), async || {
-        let slos = common::get_json(&client, &format!("{collector}/api/v1/slos"), &[]).await?;
-        let search = slos["data"].as_array()?.iter().find(|s| s["slo"] == "latency")?.clone();
-        (search["status"] == "ok").then_some(())
+        (slo_status(&client, &collector, "latency").await? == SloStatus::Ok).then_some(())
     })
     .await;
     // Searches get heavier (100 ms of work each) and traffic surges past what the two
@@ -859,43 +852,31 @@ async fn load_beyond_search_capacity_scales_search_out_then_back_in() {
         }
     });
     let out = eventually("a verified scale-out", Duration::from_secs(60), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"].as_array()?.iter().find(|a| a["kind"] == "scale_out" && a["status"] == "succeeded").cloned()
+        succeeded(&client, &healer, ActionKind::ScaleOut, None).await
     })
     .await;
     // The surge ends; the heavier searches stay until their fault expires.
     surge.store(false, std::sync::atomic::Ordering::Relaxed);
     driver.await.expect("driver");
-    let name = out["started"][0][1].as_str().expect("started").to_string();
-    let admin = &config.secrets.admin_token;
-    let in_pool = async |name: &str| -> Option<bool> {
-        let pool: Value =
-            client.get(format!("{gateway}/admin/pool")).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
-        Some(pool["search"]["members"].as_array()?.iter().any(|m| m["instance"] == name && m["ready"] == true))
-    };
+    let name = out.started.first().expect("started").1.clone();
+    let admin_api = hale_client::Gateway::new(&gateway, &config.secrets.admin_token).expect("gateway client");
+    let in_pool = async |name: &str| -> Option<bool> { Some(ready_in_pool(&admin_api, name).await? == Some(true)) };
     eventually("the new replica serves searches", Duration::from_secs(15), async || {
         (in_pool(&name).await == Some(true)).then_some(())
     })
     .await;
     // Once the page has been quiet for the stabilization window, it is taken back.
     let back = eventually("a verified scale-in", Duration::from_secs(120), async || {
-        let v = common::get_json(&client, &format!("{healer}/api/v1/actions"), &[]).await?;
-        v["actions"].as_array()?.iter().find(|a| a["kind"] == "scale_in" && a["status"] == "succeeded").cloned()
+        succeeded(&client, &healer, ActionKind::ScaleIn, None).await
     })
     .await;
-    assert_eq!(back["started"][0][1], name.as_str());
+    assert_eq!(back.started.first().map(|s| s.1.as_str()), Some(name.as_str()));
     // The alerts a scale-in itself causes (its replica's telemetry stops) are silenced,
     // linked to the action.
-    let silences = common::get_json(&client, &format!("{collector}/api/v1/silences"), &[]).await.expect("silences");
-    let linked = silences["data"].as_array().map_or(0, |l| {
-        l.iter()
-            .filter(|s| {
-                s["comment"].as_str().is_some_and(|c| c.contains(back["id"].as_str().unwrap_or("?")))
-                    && s["status"]["state"] == "active"
-            })
-            .count()
-    });
-    assert_eq!(linked, 3, "{silences}");
+    let silences = hale_client::Collector::new(&collector, None).expect("client").silences().await.expect("silences");
+    let linked =
+        silences.iter().filter(|s| s.comment.contains(&back.id) && s.status.state == SilenceState::Active).count();
+    assert_eq!(linked, 3, "{silences:?}");
     assert_eq!(in_pool(&name).await, Some(false), "drained out of the pool");
     assert!(pid_of(&cluster.data_dir, &name).is_none(), "and stopped");
 }

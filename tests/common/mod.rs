@@ -116,13 +116,39 @@ pub fn spawn_collector(addr: SocketAddr, data: &Path, out: &Path, args: &[String
     Proc(child)
 }
 
+/// Whether the server at `addr` answers `/-/ready` with a success (Prometheus's,
+/// Alertmanager's and Hale's readiness path).
+pub async fn is_ready(addr: impl std::fmt::Display) -> Option<()> {
+    reqwest::get(format!("http://{addr}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+}
+
+/// Waits up to 30 s for `what` at `addr` to answer `/-/ready`.
+pub async fn wait_ready(what: &str, addr: impl std::fmt::Display) {
+    eventually(&format!("{what} ready"), Duration::from_secs(30), async || is_ready(&addr).await).await;
+}
+
+/// Posts a snappy-compressed remote_write body as Prometheus's senders do (the headers
+/// real Prometheus requires) and asserts it is accepted.
+pub async fn send_remote_write(client: &reqwest::Client, addr: SocketAddr, body: Vec<u8>) {
+    let r = client
+        .post(format!("http://{addr}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .expect("write");
+    assert!(r.status().is_success(), "{addr}: {} {}", r.status(), r.text().await.unwrap_or_default());
+}
+
 /// Waits for a collector to answer `/-/ready`, failing with its output if it exits.
 pub async fn collector_ready(proc: &mut Proc, addr: SocketAddr, out: &Path) {
     eventually("collector ready", Duration::from_secs(30), async || {
         if let Ok(Some(status)) = proc.0.try_wait() {
             panic!("collector exited ({status}): {}", std::fs::read_to_string(out).unwrap_or_default());
         }
-        reqwest::get(format!("http://{addr}/-/ready")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        is_ready(addr).await
     })
     .await;
 }
@@ -255,6 +281,16 @@ pub fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
             .spawn()
             .expect("prometheus"),
     )
+}
+
+/// Debian's Prometheus with a minimal config (no scrapes, the remote-write receiver on)
+/// in `dir`, on a free address, once it answers `/-/ready`.
+pub async fn prometheus_receiver(dir: &Path) -> (Proc, SocketAddr) {
+    let addr = free_addr();
+    std::fs::write(dir.join("prometheus.yml"), "global:\n  scrape_interval: 1m\n").expect("config");
+    let proc = spawn_prometheus(dir, addr);
+    wait_ready("prometheus", addr).await;
+    (proc, addr)
 }
 
 /// A real single-member etcd (Debian's etcd-server) on two free loopback ports, with its
