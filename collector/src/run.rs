@@ -57,6 +57,8 @@ pub enum CollectorError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error("opening the log store: {0}")]
+    Logs(crate::logs::LogsError),
     /// A rule file or an SLO spec.
     #[error(transparent)]
     Rules(#[from] LoadError),
@@ -127,7 +129,7 @@ pub async fn run(
     let logs = tokio::task::spawn_blocking(move || crate::logs::LogStore::open(&logs_dir))
         .await
         .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?
-        .map_err(|e| CollectorError::Serve(std::io::Error::other(e.to_string())))?;
+        .map_err(CollectorError::Logs)?;
     let notifying = !config.notify.webhooks.is_empty() || !config.notify.alertmanagers.is_empty();
     let outbox_dir = config.data_dir.join("outbox");
     let outbox = if notifying {
