@@ -341,39 +341,23 @@ pub fn healer(f: &mut Frame, area: Rect, app: &App) {
             } else {
                 MISSING.into()
             };
-            let short = a.target.split_once('/').map_or(a.target.clone(), |t| t.1.to_string());
-            let mut cells = vec![
-                Cell::from(widgets::age(now, a.created_ms)),
-                Cell::from(Span::styled(a.kind.clone(), Style::new().add_modifier(Modifier::BOLD))),
-                Cell::from(if wide { a.target.clone() } else { short }),
-                Cell::from(widgets::action_status(&a.status)),
-            ];
-            if wide {
-                cells.extend([Cell::from(took), Cell::from(a.alert.clone())]);
-            }
-            cells.push(Cell::from(a.detail.clone()));
-            selected(Row::new(cells), i == app.selected)
+            let row = RepairRow {
+                at_ms: a.created_ms,
+                action: &a.kind,
+                target: &a.target,
+                state: widgets::action_status(&a.status),
+                more: [took, a.alert.clone()],
+                words: &a.detail,
+            };
+            selected(row.cells(now, wide), i == app.selected)
         })
         .collect();
-    let (widths, names): (Vec<Constraint>, &[&'static str]) = if wide {
-        (
-            vec![
-                Constraint::Length(4),
-                Constraint::Length(10),
-                Constraint::Length(20),
-                Constraint::Length(17),
-                Constraint::Length(6),
-                Constraint::Length(18),
-                Constraint::Fill(1),
-            ],
-            &["age", "action", "target", "outcome", "took", "why (alert)", "detail"],
-        )
-    } else {
-        let w = [4, 9, 10, 17].map(Constraint::Length);
-        (vec![w[0], w[1], w[2], w[3], Constraint::Fill(1)], &["age", "action", "target", "outcome", "detail"])
+    let columns = RepairColumns {
+        wide: ["age", "action", "target", "outcome", "took", "why (alert)", "detail"],
+        state_widths: [17, 17],
+        more_width: 6,
     };
-    let table = Table::new(rows, widths).header(header(names)).column_spacing(1).block(block("actions, newest first"));
-    f.render_widget(table, timeline);
+    f.render_widget(columns.table(rows, wide, "actions, newest first"), timeline);
 }
 
 /// The alerts the healer refused for now: what, why, and when it decides them again.
@@ -381,39 +365,75 @@ fn refusals(f: &mut Frame, area: Rect, refused: &[&Refused], now: i64, wide: boo
     let rows: Vec<Row> = refused
         .iter()
         .map(|r| {
-            let short = r.target.split_once('/').map_or(r.target.clone(), |t| t.1.to_string());
-            let mut cells = vec![
-                Cell::from(widgets::age(now, r.first_refused_ms)),
-                Cell::from(Span::styled(r.action.clone(), Style::new().add_modifier(Modifier::BOLD))),
-                Cell::from(if wide { r.target.clone() } else { short }),
-                Cell::from(Span::styled(retry_text(&r.retry, now), Style::new().fg(Color::Yellow))),
-            ];
-            if wide {
-                cells.extend([Cell::from(r.attempts.to_string()), Cell::from(r.alert.clone())]);
-            }
-            cells.push(Cell::from(r.reason.clone()));
-            Row::new(cells)
+            let row = RepairRow {
+                at_ms: r.first_refused_ms,
+                action: &r.action,
+                target: &r.target,
+                state: Span::styled(retry_text(&r.retry, now), Style::new().fg(Color::Yellow)),
+                more: [r.attempts.to_string(), r.alert.clone()],
+                words: &r.reason,
+            };
+            row.cells(now, wide)
         })
         .collect();
-    let (widths, names): (Vec<Constraint>, &[&'static str]) = if wide {
-        (
-            vec![
-                Constraint::Length(4),
-                Constraint::Length(10),
-                Constraint::Length(20),
-                Constraint::Length(17),
-                Constraint::Length(5),
-                Constraint::Length(18),
-                Constraint::Fill(1),
-            ],
-            &["age", "action", "target", "retry", "tries", "alert", "why refused"],
-        )
-    } else {
-        let w = [4, 9, 10, 15].map(Constraint::Length);
-        (vec![w[0], w[1], w[2], w[3], Constraint::Fill(1)], &["age", "action", "target", "retry", "why refused"])
+    let columns = RepairColumns {
+        wide: ["age", "action", "target", "retry", "tries", "alert", "why refused"],
+        state_widths: [17, 15],
+        more_width: 5,
     };
     let title = "refused for now, decided again when the reason lifts (if still firing)";
-    f.render_widget(Table::new(rows, widths).header(header(names)).column_spacing(1).block(block(title)), area);
+    f.render_widget(columns.table(rows, wide, title), area);
+}
+
+/// A row of the healer's tables (its actions, its refusals): when, what, on what (the
+/// target's name alone when narrow), where it stands; two more cells when wide; then
+/// the words, in what width is left.
+struct RepairRow<'a> {
+    at_ms: i64,
+    action: &'a str,
+    target: &'a str,
+    state: Span<'static>,
+    more: [String; 2],
+    words: &'a str,
+}
+
+impl RepairRow<'_> {
+    fn cells(self, now: i64, wide: bool) -> Row<'static> {
+        let target = if wide { self.target } else { self.target.split_once('/').map_or(self.target, |t| t.1) };
+        let mut cells = vec![
+            Cell::from(widgets::age(now, self.at_ms)),
+            Cell::from(Span::styled(self.action.to_string(), Style::new().add_modifier(Modifier::BOLD))),
+            Cell::from(target.to_string()),
+            Cell::from(self.state),
+        ];
+        if wide {
+            cells.extend(self.more.map(Cell::from));
+        }
+        cells.push(Cell::from(self.words.to_string()));
+        Row::new(cells)
+    }
+}
+
+/// The columns of a healer table: their names when wide (narrow drops the fifth and
+/// sixth), the state column's width wide and narrow, and the fifth's.
+struct RepairColumns {
+    wide: [&'static str; 7],
+    state_widths: [u16; 2],
+    more_width: u16,
+}
+
+impl RepairColumns {
+    fn table(&self, rows: Vec<Row<'static>>, wide: bool, title: &str) -> Table<'static> {
+        let [state_wide, state_narrow] = self.state_widths;
+        let (lengths, names): (Vec<u16>, Vec<&'static str>) = if wide {
+            (vec![4, 10, 20, state_wide, self.more_width, 18], self.wide.to_vec())
+        } else {
+            let [age, action, target, state, _, _, words] = self.wide;
+            (vec![4, 9, 10, state_narrow], vec![age, action, target, state, words])
+        };
+        let widths = lengths.into_iter().map(Constraint::Length).chain([Constraint::Fill(1)]);
+        Table::new(rows, widths).header(header(&names)).column_spacing(1).block(block(title))
+    }
 }
 
 /// When a refused alert is looked at again, in a few words.
