@@ -149,23 +149,14 @@ fn draw_slos(f: &mut Frame, area: Rect, app: &App) {
             ])
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Fill(1),
-            Constraint::Length(6),
-            Constraint::Length(8),
-            Constraint::Length(budget_w as u16),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(14),
-        ],
-    )
-    .header(
-        Row::new(["SLO", "goal", "SLI", "error budget", "1h", "6h", "state"]).style(Style::new().fg(Color::DarkGray)),
-    )
-    .column_spacing(1)
-    .block(block("SLOs"));
+    let widths = [Constraint::Fill(1)].into_iter().chain([6, 8, budget_w as u16, 6, 6, 14].map(Constraint::Length));
+    let table = Table::new(rows, widths)
+        .header(
+            Row::new(["SLO", "goal", "SLI", "error budget", "1h", "6h", "state"])
+                .style(Style::new().fg(Color::DarkGray)),
+        )
+        .column_spacing(1)
+        .block(block("SLOs"));
     f.render_widget(table, area);
 }
 

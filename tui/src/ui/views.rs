@@ -79,21 +79,11 @@ pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
             selected(row, i == app.selected)
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(11),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(13),
-            Constraint::Length(8),
-            Constraint::Min(10),
-        ],
-    )
-    .header(header(&["replica", "node", "pid", "uptime", "probe", "restarts", "last error"]))
-    .column_spacing(1)
-    .block(block(&format!("{name}: replicas")));
+    let widths = [11, 7, 7, 7, 13, 8].map(Constraint::Length).into_iter().chain([Constraint::Min(10)]);
+    let table = Table::new(rows, widths)
+        .header(header(&["replica", "node", "pid", "uptime", "probe", "restarts", "last error"]))
+        .column_spacing(1)
+        .block(block(&format!("{name}: replicas")));
     f.render_widget(table, replicas);
     log_lines(f, logs, app, |l| l.service == name, &format!("{name}: recent logs"));
 }
@@ -497,21 +487,11 @@ pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
             )
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(7),
-            Constraint::Length(5),
-            Constraint::Length(5),
-            Constraint::Length(11),
-            Constraint::Length(11),
-            Constraint::Length(11),
-            Constraint::Min(10),
-        ],
-    )
-    .header(header(&["node", "agent", "seen", "cpu", "mem", "disk", "processes it supervises (name:pid)"]))
-    .column_spacing(1)
-    .block(block("nodes"));
+    let widths = [7, 5, 5, 11, 11, 11].map(Constraint::Length).into_iter().chain([Constraint::Min(10)]);
+    let table = Table::new(rows, widths)
+        .header(header(&["node", "agent", "seen", "cpu", "mem", "disk", "processes it supervises (name:pid)"]))
+        .column_spacing(1)
+        .block(block("nodes"));
     f.render_widget(table, area);
 }
 
