@@ -11,6 +11,11 @@ fn replica(instance: &str, node: &str, state: ReplicaState, restarts: f64) -> Re
     Replica { instance: instance.into(), node: Some(node.into()), state, restarts: Some(restarts), last_error: None }
 }
 
+/// A ready replica that never restarted.
+fn ready(instance: &str, node: &str) -> Replica {
+    replica(instance, node, ReplicaState::Ready, 0.0)
+}
+
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -46,6 +51,32 @@ fn process(name: &str, pid: u32, uptime: u64) -> Process {
         restarts: 0,
         uptime_secs: Some(uptime),
         last_exit: None,
+    }
+}
+
+fn service(name: &str, restarts_1h: f64, replicas: Vec<Replica>) -> Service {
+    Service { name: name.into(), restarts_1h: Some(restarts_1h), replicas }
+}
+
+/// A restart the healer refused for now: why (its code and words), since when, how
+/// often, and when it looks again.
+pub fn refused_restart(
+    alert: &str,
+    target: &str,
+    (code, reason): (&str, &str),
+    first_refused_ms: i64,
+    attempts: u32,
+    retry: Retry,
+) -> Refused {
+    Refused {
+        alert: alert.into(),
+        action: "restart".into(),
+        target: target.into(),
+        code: code.into(),
+        reason: reason.into(),
+        first_refused_ms,
+        attempts,
+        retry,
     }
 }
 
@@ -95,41 +126,24 @@ pub fn demo() -> Snapshot {
             node("node-3", 0.93, 0.58, 0.81),
         ]),
         services: Some(vec![
-            Service {
-                name: "auth".into(),
-                restarts_1h: Some(0.0),
-                replicas: vec![
-                    replica("auth-1", "node-1", ReplicaState::Ready, 0.0),
-                    replica("auth-2", "node-2", ReplicaState::Ready, 0.0),
-                ],
-            },
-            Service {
-                name: "catalog".into(),
-                restarts_1h: Some(0.0),
-                replicas: vec![
-                    replica("catalog-1", "node-2", ReplicaState::Ready, 0.0),
-                    replica("catalog-2", "node-3", ReplicaState::Ready, 0.0),
-                ],
-            },
-            Service {
-                name: "search".into(),
-                restarts_1h: Some(1.0),
-                replicas: vec![
+            service("auth", 0.0, vec![ready("auth-1", "node-1"), ready("auth-2", "node-2")]),
+            service("catalog", 0.0, vec![ready("catalog-1", "node-2"), ready("catalog-2", "node-3")]),
+            service(
+                "search",
+                1.0,
+                vec![
                     Replica {
                         last_error: Some("request timed out after 10 s".into()),
                         ..replica("search-1", "node-3", ReplicaState::NotReady, 1.0)
                     },
-                    replica("search-2", "node-1", ReplicaState::Ready, 0.0),
+                    ready("search-2", "node-1"),
                 ],
-            },
-            Service {
-                name: "orders".into(),
-                restarts_1h: Some(4.0),
-                replicas: vec![
-                    replica("orders-1", "node-1", ReplicaState::Ready, 0.0),
-                    replica("orders-2", "node-2", ReplicaState::Restarting, 4.0),
-                ],
-            },
+            ),
+            service(
+                "orders",
+                4.0,
+                vec![ready("orders-1", "node-1"), replica("orders-2", "node-2", ReplicaState::Restarting, 4.0)],
+            ),
         ]),
         slos: Some(vec![
             slo("gateway", "availability", 99.5, 0.9991, 0.82, 0.4, 0.2, SloStatus::Ok),
@@ -191,27 +205,25 @@ pub fn demo() -> Snapshot {
             ],
             needs_human: vec![("instance/orders-2".into(), "act-0 failed: crashed on every start".into())],
             refused: vec![
-                Refused {
-                    alert: "CrashLooping".into(),
-                    action: "restart".into(),
-                    target: "instance/auth-1".into(),
-                    code: "cooldown".into(),
-                    reason: "cooldown: instance/auth-1 was acted on 40 s ago; the next action may come after 60 s"
-                        .into(),
-                    first_refused_ms: NOW - 75_000,
-                    attempts: 2,
-                    retry: Retry::At(NOW + 20_000),
-                },
-                Refused {
-                    alert: "ReplicaDown".into(),
-                    action: "restart".into(),
-                    target: "instance/search-2".into(),
-                    code: "service_share".into(),
-                    reason: "1 of 3 search replicas are being acted on; at most 1 at once".into(),
-                    first_refused_ms: NOW - 6_000,
-                    attempts: 1,
-                    retry: Retry::WhenFreed("search".into()),
-                },
+                refused_restart(
+                    "CrashLooping",
+                    "instance/auth-1",
+                    (
+                        "cooldown",
+                        "cooldown: instance/auth-1 was acted on 40 s ago; the next action may come after 60 s",
+                    ),
+                    NOW - 75_000,
+                    2,
+                    Retry::At(NOW + 20_000),
+                ),
+                refused_restart(
+                    "ReplicaDown",
+                    "instance/search-2",
+                    ("service_share", "1 of 3 search replicas are being acted on; at most 1 at once"),
+                    NOW - 6_000,
+                    1,
+                    Retry::WhenFreed("search".into()),
+                ),
             ],
         }),
         logs: Some(vec![

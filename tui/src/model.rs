@@ -703,6 +703,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::fixture::refused_restart;
 
     /// What the dashboard makes of the healer's answers, as the healer served them.
     fn read_healer(actions: Value, state: Value) -> Healer {
@@ -744,26 +745,22 @@ mod tests {
         assert_eq!(
             h.refused,
             [
-                Refused {
-                    alert: "ReplicaDown".into(),
-                    action: "restart".into(),
-                    target: "instance/search-2".into(),
-                    code: "service_share".into(),
-                    reason: "1 of 3 search replicas are being acted on; at most 1 at once".into(),
-                    first_refused_ms: 1000,
-                    attempts: 2,
-                    retry: Retry::WhenFreed("search".into()),
-                },
-                Refused {
-                    alert: "ReplicaDown".into(),
-                    action: "restart".into(),
-                    target: "instance/auth-1".into(),
-                    code: "cooldown".into(),
-                    reason: "cooldown: instance/auth-1 was acted on 10 s ago".into(),
-                    first_refused_ms: 3000,
-                    attempts: 1,
-                    retry: Retry::At(23000),
-                },
+                refused_restart(
+                    "ReplicaDown",
+                    "instance/search-2",
+                    ("service_share", "1 of 3 search replicas are being acted on; at most 1 at once"),
+                    1000,
+                    2,
+                    Retry::WhenFreed("search".into()),
+                ),
+                refused_restart(
+                    "ReplicaDown",
+                    "instance/auth-1",
+                    ("cooldown", "cooldown: instance/auth-1 was acted on 10 s ago"),
+                    3000,
+                    1,
+                    Retry::At(23000),
+                ),
             ]
         );
         // An older healer without the list: none shown, nothing invented.
