@@ -22,6 +22,12 @@ fn typed(app: &mut App, text: &str) -> Option<Effect> {
     last
 }
 
+/// `:command` and enter: to a view by its name.
+fn go(app: &mut App, command: &str) {
+    typed(app, &format!(":{command}"));
+    app.on_key(code(KeyCode::Enter));
+}
+
 fn snapshot() -> Snapshot {
     let replica = |name: &str, state| Replica {
         instance: name.into(),
@@ -110,8 +116,7 @@ fn colon_jumps_to_a_view_by_name_or_prefix_and_esc_goes_back() {
     typed(&mut a, "al");
     a.on_key(code(KeyCode::Enter));
     assert_eq!((a.view.clone(), a.modal.clone()), (View::Alerts, None));
-    typed(&mut a, ":service search");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "service search");
     assert_eq!(a.view, View::Service("search".into()));
     a.on_key(code(KeyCode::Esc));
     assert_eq!(a.view, View::Alerts);
@@ -119,8 +124,7 @@ fn colon_jumps_to_a_view_by_name_or_prefix_and_esc_goes_back() {
     assert_eq!(a.view, View::Overview);
     a.on_key(code(KeyCode::Esc));
     assert_eq!(a.view, View::Overview, "nothing further back");
-    typed(&mut a, ":nonsense");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "nonsense");
     assert_eq!(a.view, View::Overview);
     assert!(a.status.as_deref().is_some_and(|s| s.contains("no view")), "{:?}", a.status);
 }
@@ -142,12 +146,10 @@ fn moving_and_drilling_down() {
     assert_eq!(a.view, View::Logs, "a replica drills down to its logs");
     assert_eq!(a.filter, "instance:search-1");
     // From an alert, and from a repair, to the service they are about.
-    typed(&mut a, ":alerts");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "alerts");
     a.on_key(code(KeyCode::Enter));
     assert_eq!(a.view, View::Service("search".into()), "ReplicaDown on search-1");
-    typed(&mut a, ":healer");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "healer");
     a.on_key(code(KeyCode::Enter));
     assert_eq!(a.view, View::Service("search".into()), "the restart of instance/search-1");
 }
@@ -175,8 +177,7 @@ fn slash_filters_the_current_list_live_and_esc_clears_it() {
 #[test]
 fn every_action_asks_first_and_n_cancels() {
     let mut a = app(false);
-    typed(&mut a, ":healer");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "healer");
     assert_eq!(a.on_key(key('a')), None);
     assert_eq!(a.modal, Some(Modal::Confirm(Effect::Approve("act-2".into()))));
     assert_eq!(a.on_key(key('n')), None);
@@ -196,8 +197,7 @@ fn every_action_asks_first_and_n_cancels() {
 #[test]
 fn silencing_an_alert_asks_for_a_duration_then_confirmation() {
     let mut a = app(false);
-    typed(&mut a, ":alerts");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "alerts");
     a.on_key(key('s'));
     assert!(matches!(&a.modal, Some(Modal::SilenceFor { typed, .. }) if typed.is_empty()), "1h is suggested");
     typed(&mut a, "soon");
@@ -222,15 +222,13 @@ fn silencing_an_alert_asks_for_a_duration_then_confirmation() {
 #[test]
 fn the_chaos_menu_breaks_the_selected_replica_after_confirmation() {
     let mut a = app(false);
-    typed(&mut a, ":service search");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "service search");
     a.on_key(key('c'));
     assert_eq!(a.modal, Some(Modal::Chaos { target: "search-1".into(), node: false, selected: 0 }));
     a.on_key(key('j'));
     a.on_key(code(KeyCode::Enter));
     assert_eq!(a.on_key(key('y')), Some(Effect::Chaos { kind: ChaosKind::Hang, target: "search-1".into() }));
-    typed(&mut a, ":nodes");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "nodes");
     a.on_key(key('c'));
     a.on_key(code(KeyCode::Enter));
     assert_eq!(a.on_key(key('y')), Some(Effect::Chaos { kind: ChaosKind::NodeDown, target: "node-1".into() }));
@@ -298,8 +296,7 @@ fn reset_takes_the_selected_actions_target_when_it_waits_for_a_human() {
     if let Some(h) = a.snapshot.healer.as_mut() {
         h.needs_human.push(("instance/search-1".into(), "failed".into()));
     }
-    typed(&mut a, ":healer");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "healer");
     a.on_key(key('R'));
     assert_eq!(a.on_key(key('y')), Some(Effect::Reset("instance/search-1".into())), "the selected action's target");
 }
@@ -307,8 +304,7 @@ fn reset_takes_the_selected_actions_target_when_it_waits_for_a_human() {
 #[test]
 fn the_selection_stays_on_its_row_when_new_actions_arrive() {
     let mut a = app(false);
-    typed(&mut a, ":healer");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "healer");
     a.on_key(key('j'));
     assert_eq!(a.rows().get(a.selected), Some(&hale_tui::app::Row::Action("act-1".into())));
     let mut next = snapshot();
@@ -320,15 +316,13 @@ fn the_selection_stays_on_its_row_when_new_actions_arrive() {
     a.set_snapshot(next);
     assert_eq!(a.rows().get(a.selected), Some(&hale_tui::app::Row::Action("act-1".into())), "still act-1");
     // A filter with fields leaves a service's replicas alone.
-    typed(&mut a, ":service search");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "service search");
     a.on_key(key('/'));
     typed(&mut a, "level:error");
     a.on_key(code(KeyCode::Enter));
     assert_eq!(a.rows().len(), 2);
     // A silence longer than a year is refused.
-    typed(&mut a, ":alerts");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "alerts");
     a.on_key(key('s'));
     for _ in 0..2 {
         a.on_key(code(KeyCode::Backspace));
@@ -349,8 +343,7 @@ fn i_opens_the_info_view_and_esc_goes_back() {
         assert_eq!(a.view, View::Info);
         a.on_key(code(KeyCode::Esc));
         assert_eq!(a.view, View::Overview);
-        typed(&mut a, ":info");
-        a.on_key(code(KeyCode::Enter));
+        go(&mut a, "info");
         assert_eq!(a.view, View::Info);
     }
 }
@@ -361,8 +354,7 @@ fn i_opens_the_info_view_and_esc_goes_back() {
 #[test]
 fn the_silence_duration_typed_replaces_the_suggestion() {
     let mut a = app(false);
-    typed(&mut a, ":alerts");
-    a.on_key(code(KeyCode::Enter));
+    go(&mut a, "alerts");
     a.on_key(key('s'));
     typed(&mut a, "30m");
     a.on_key(code(KeyCode::Enter));
