@@ -13,8 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hale_core::api::{
-    Action, ActionKind, ActionList, ActionStatus, ErrorBody, Ha, HaRole, HealerState, HookAccepted, RetryWhen,
-    SilenceState,
+    Action, ActionKind, ActionStatus, ErrorBody, Ha, HaRole, HealerState, HookAccepted, RetryWhen, SilenceState,
 };
 use serde_json::{Value, json};
 
@@ -211,10 +210,13 @@ fn signed(body: &[u8]) -> Option<String> {
     Some(hale_core::webhook::sign(SECRET.as_bytes(), now_s(), body))
 }
 
+/// The healer's typed client (reads only).
+fn client_of(healer: SocketAddr) -> hale_client::Healer {
+    hale_client::Healer::new(&format!("http://{healer}"), None).expect("healer client")
+}
+
 async fn actions(healer: SocketAddr) -> Vec<Action> {
-    let list: ActionList =
-        reqwest::get(format!("http://{healer}/api/v1/actions")).await.expect("get").json().await.expect("json");
-    list.actions
+    client_of(healer).actions().await.expect("actions").actions
 }
 
 /// Whether the healer has an action for `alertname` in `status`.
@@ -233,7 +235,7 @@ async fn awaiting_approval(healer: SocketAddr) -> Option<Action> {
 }
 
 async fn state(healer: SocketAddr) -> HealerState {
-    reqwest::get(format!("http://{healer}/api/v1/state")).await.expect("get").json().await.expect("json")
+    client_of(healer).state().await.expect("state")
 }
 
 // The audit log is the healer's free-form record (JSON lines, fields by event, written
@@ -518,8 +520,7 @@ fn replay_shows_what_policies_would_have_done() {
 
 /// The role a healer reports in the election.
 async fn ha_role(healer: SocketAddr) -> Option<HaRole> {
-    let r = reqwest::get(format!("http://{healer}/api/v1/state")).await.ok()?;
-    match r.json::<HealerState>().await.ok()?.ha? {
+    match client_of(healer).state().await.ok()?.ha? {
         Ha::Single { role } | Ha::Etcd { role, .. } => Some(role),
     }
 }

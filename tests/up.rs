@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hale_core::api::{
-    Action, ActionKind, ActionList, ActionStatus, ESCALATION_VERSION, ErrorBody, Escalation, HealerState, LogLine,
-    NotifyStatus, SilenceState, SloStatus, TargetState, WebhookPayload,
+    Action, ActionKind, ActionStatus, ESCALATION_VERSION, ErrorBody, Escalation, HealerState, LogLine, NotifyStatus,
+    SilenceState, SloStatus, TargetState, WebhookPayload,
 };
 use hale_core::{ClusterConfig, Role, ServiceKind};
 use serde_json::{Value, json};
@@ -79,13 +79,17 @@ async fn seen_ready(client: &reqwest::Client, collector: &str, instance: &str) {
     .await;
 }
 
+/// The healer's typed client (reads only), sharing the test's connections.
+fn healer_client(client: &reqwest::Client, healer: &str) -> hale_client::Healer {
+    hale_client::Healer::with_client(healer, None, client.clone(), Duration::from_secs(3)).expect("healer client")
+}
+
 async fn healer_actions(client: &reqwest::Client, healer: &str) -> Option<Vec<Action>> {
-    let list: ActionList = common::get_as(client, &format!("{healer}/api/v1/actions"), &[]).await?;
-    Some(list.actions)
+    Some(healer_client(client, healer).actions().await.ok()?.actions)
 }
 
 async fn healer_state(client: &reqwest::Client, healer: &str) -> Option<HealerState> {
-    common::get_as(client, &format!("{healer}/api/v1/state"), &[]).await
+    healer_client(client, healer).state().await.ok()
 }
 
 /// The first succeeded action of `kind` (other than the one with id `except`).
@@ -873,7 +877,7 @@ async fn load_beyond_search_capacity_scales_search_out_then_back_in() {
     assert_eq!(back.started.first().map(|s| s.1.as_str()), Some(name.as_str()));
     // The alerts a scale-in itself causes (its replica's telemetry stops) are silenced,
     // linked to the action.
-    let silences = hale_client::Collector::new(&collector, None).expect("client").silences().await.expect("silences");
+    let silences = common::collector(&client, &collector).silences().await.expect("silences");
     let linked =
         silences.iter().filter(|s| s.comment.contains(&back.id) && s.status.state == SilenceState::Active).count();
     assert_eq!(linked, 3, "{silences:?}");

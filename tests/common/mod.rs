@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use hale_core::api::{ActiveAlert, AlertsData, Envelope, MatrixSeries, QueryResult, SloState, VectorSample};
+use hale_core::api::{ActiveAlert, Envelope, MatrixSeries, QueryResult, SloState, VectorSample};
 use hale_core::cluster::{ClusterView, ReplicaView};
 
 /// A child process killed (by PID) when the test ends, however it ends.
@@ -222,12 +222,17 @@ pub async fn query_range(
 
 /// The collector's pending and firing alerts.
 pub async fn alerts(client: &reqwest::Client, base: &str) -> Option<Vec<ActiveAlert>> {
-    get_data::<AlertsData>(client, &format!("{base}/api/v1/alerts"), &[]).await.map(|d| d.alerts)
+    Some(collector(client, base).alerts().await.ok()?.alerts)
 }
 
 /// The collector's view of the cluster (`/api/v1/cluster`).
 pub async fn cluster_view(client: &reqwest::Client, base: &str) -> Option<ClusterView> {
-    get_data(client, &format!("{base}/api/v1/cluster"), &[]).await
+    collector(client, base).cluster().await.ok()
+}
+
+/// The collector's typed client at `base`, sharing `client`'s connections (no admin token).
+pub fn collector(client: &reqwest::Client, base: &str) -> hale_client::Collector {
+    hale_client::Collector::with_client(base, None, client.clone(), Duration::from_secs(5)).expect("collector client")
 }
 
 /// Every replica of every service in a cluster view.
@@ -237,7 +242,7 @@ pub fn replicas(view: &ClusterView) -> impl Iterator<Item = &ReplicaView> {
 
 /// The collector's SLO states.
 pub async fn slos(client: &reqwest::Client, base: &str) -> Option<Vec<SloState>> {
-    get_data(client, &format!("{base}/api/v1/slos"), &[]).await
+    collector(client, base).slos().await.ok()
 }
 
 /// Requests a [`receiver`] got: (arrival, headers, body).
