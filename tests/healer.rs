@@ -709,9 +709,9 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
     };
     let act = HttpActuator::new(endpoints.clone(), Some(TOKEN.into()), Some(ADMIN_TOKEN.into()), None);
     act.act(Effect::SetPaused(true)).await.expect("pause");
-    assert_eq!(state(s.healer).await.paused, true);
+    assert!(state(s.healer).await.paused);
     act.act(Effect::SetPaused(false)).await.expect("resume");
-    assert_eq!(state(s.healer).await.paused, false);
+    assert!(!state(s.healer).await.paused);
     // Two occurrences of an alert whose repair waits for approval (one at a time: the
     // search service's share allows one action at once): the first rejected, the second
     // approved.
@@ -763,7 +763,7 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
     let wrong = HttpActuator::new(endpoints, Some("wrong".into()), Some("wrong".into()), None);
     let e = wrong.act(Effect::SetPaused(true)).await.expect_err("refused");
     assert!(e.contains("401"), "{e}");
-    assert_eq!(state(s.healer).await.paused, false);
+    assert!(!state(s.healer).await.paused);
     let e = act
         .act(Effect::Chaos { kind: hale_tui::app::ChaosKind::Kill, target: "search-1".into() })
         .await
