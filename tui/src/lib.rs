@@ -1,9 +1,11 @@
 //! # hale-tui
 //!
-//! The on-call dashboard (`hale tui`, and what `hale up` opens): the collector's and the
-//! healer's APIs read into a [`model::Snapshot`] by a [`source::Source`], keys turned into
-//! state changes and effects by [`app::App`], the state drawn by [`ui::draw`]. Data flows
-//! one way: source → snapshot → app → frame; effects go back out through the event loop.
+//! The on-call dashboard (`hale tui`, and what `hale up` opens): the collector's, the
+//! agents' and the healer's APIs read through `hale-client` into a [`model::Snapshot`] by
+//! a [`source::Source`] (their `hale_core::api` answers converted once, in [`model`]), keys
+//! turned into state changes and effects by [`app::App`], the state drawn by [`ui::draw`].
+//! Data flows one way: source → snapshot → app → frame; effects go back out through the
+//! event loop ([`act`] carries them out through the same clients).
 
 pub mod act;
 pub mod app;
