@@ -65,6 +65,38 @@ async fn scenario(load_rps: u32, extra: &[String]) -> Scenario {
     Scenario { _tmp: tmp, cluster, gateway, collector, config, healer, client }
 }
 
+/// Searches through the gateway every `every` until stopped; with `overlap` a search does
+/// not wait for the one before (a surge), else each waits for its answer.
+struct Searches {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Searches {
+    fn start(client: &reqwest::Client, gateway: &str, every: Duration, overlap: bool) -> Searches {
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (client, url, on) = (client.clone(), format!("{gateway}/api/search?q=lamp"), running.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            while on.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let search = client.get(&url).send();
+                if overlap {
+                    tokio::spawn(async move { drop(search.await) });
+                } else {
+                    drop(search.await);
+                }
+            }
+        });
+        Searches { running, task }
+    }
+
+    async fn stop(self) {
+        self.running.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("searches");
+    }
+}
+
 /// An SLO's status at the collector.
 async fn slo_status(client: &reqwest::Client, collector: &str, slo: &str) -> Option<SloStatus> {
     common::slos(client, collector).await?.into_iter().find(|s| s.slo == slo).map(|s| s.status)
@@ -702,17 +734,7 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     seen_ready(&client, &collector, "search-2").await;
     // Searches all along (the demo's load alone can leave the SLO's short window without
     // any), so the search SLO's burn rate has data whenever the healer reads it.
-    let searching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let searcher = tokio::spawn({
-        let (client, url, searching) = (client.clone(), format!("{gateway}/api/search?q=lamp"), searching.clone());
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            while searching.load(std::sync::atomic::Ordering::Relaxed) {
-                tick.tick().await;
-                drop(client.get(&url).send().await);
-            }
-        }
-    });
+    let searcher = Searches::start(&client, &gateway, Duration::from_millis(100), false);
     eventually("the search SLO's burn rate measured", Duration::from_secs(60), async || {
         let q = "max(slo:current_burn_rate:ratio{sloth_service=\"search\"})";
         common::query_value(&client, &collector, q).await.filter(|b| b.is_finite()).map(|_| ())
@@ -758,8 +780,7 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     for (key, burn) in [("burn_rate_before", body.burn_rate_before), ("burn_rate_after", body.burn_rate_after)] {
         assert!(burn.is_some_and(|b| b.is_finite() && b >= 0.0), "{key}: {body:?}");
     }
-    searching.store(false, std::sync::atomic::Ordering::Relaxed);
-    searcher.await.expect("searcher");
+    searcher.stop().await;
     let state = healer_state(&client, &healer).await.expect("state");
     let needs_human = state.targets.get("instance/search-2").and_then(|t| t.needs_human.as_deref());
     let failed_id = &failed.id;
@@ -843,25 +864,13 @@ async fn load_beyond_search_capacity_scales_search_out_then_back_in() {
     for name in ["search-1", "search-2"] {
         chaos(&cluster.data_dir, &["latency", name, "--ms", "100", "--duration", "60s"]);
     }
-    let surge = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let driver = tokio::spawn({
-        let (client, url, surge) = (client.clone(), format!("{gateway}/api/search?q=lamp"), surge.clone());
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            while surge.load(std::sync::atomic::Ordering::Relaxed) {
-                tick.tick().await;
-                let (client, url) = (client.clone(), url.clone());
-                tokio::spawn(async move { drop(client.get(url).send().await) });
-            }
-        }
-    });
+    let surge = Searches::start(&client, &gateway, Duration::from_millis(10), true);
     let out = eventually("a verified scale-out", Duration::from_secs(60), async || {
         succeeded(&client, &healer, ActionKind::ScaleOut, None).await
     })
     .await;
     // The surge ends; the heavier searches stay until their fault expires.
-    surge.store(false, std::sync::atomic::Ordering::Relaxed);
-    driver.await.expect("driver");
+    surge.stop().await;
     let name = out.started.first().expect("started").1.clone();
     let admin_api = hale_client::Gateway::new(&gateway, &config.secrets.admin_token).expect("gateway client");
     let in_pool = async |name: &str| -> Option<bool> { Some(ready_in_pool(&admin_api, name).await? == Some(true)) };
