@@ -9,7 +9,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde_json::Value;
+use hale_core::api::NotifyStatus;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::policy::{ActionKind, PolicyFile};
 use crate::safety::{self, Facts};
@@ -36,6 +38,43 @@ pub struct ReplayError {
     pub message: String,
 }
 
+/// An alert as every accepted line carries it: an Alertmanager alert
+/// ([`hale_core::api::WebhookAlert`], `startsAt`) or the healer's own record of one
+/// ([`hale_core::api::ReceivedAlert`], `starts_at`). Labels are required: an alert without
+/// them names nothing to act on.
+#[derive(Deserialize)]
+struct RecordedAlert {
+    /// Absent counts as firing; anything else but `firing` is not replayed.
+    #[serde(default)]
+    status: Option<NotifyStatus>,
+    labels: Labels,
+    #[serde(default, alias = "startsAt")]
+    starts_at: String,
+    #[serde(default)]
+    fingerprint: Option<String>,
+}
+
+/// Which kind of line it is: a webhook payload has `alerts`, an audit record an `event`.
+#[derive(Deserialize)]
+struct Shape {
+    #[serde(default)]
+    alerts: Option<IgnoredAny>,
+    #[serde(default)]
+    event: Option<String>,
+}
+
+/// A webhook payload ([`hale_core::api::WebhookPayload`]), as far as replay reads it.
+#[derive(Deserialize)]
+struct Payload {
+    alerts: Vec<RecordedAlert>,
+}
+
+/// The healer's audit record of a received alert.
+#[derive(Deserialize)]
+struct Received {
+    alert: RecordedAlert,
+}
+
 struct Recorded {
     line: usize,
     labels: Labels,
@@ -49,33 +88,33 @@ fn parse_time(text: &str) -> Option<i64> {
     t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as i64)
 }
 
-fn alerts_of(line: usize, v: &Value) -> Result<Vec<Recorded>, ReplayError> {
-    let one = |a: &Value| -> Result<Option<Recorded>, ReplayError> {
-        if a.get("status").and_then(Value::as_str).is_some_and(|s| s != "firing") {
-            return Ok(None);
-        }
-        let labels: Labels = a["labels"]
-            .as_object()
-            .ok_or_else(|| ReplayError { line, message: "an alert without labels".into() })?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-            .collect();
-        let starts_at = a["startsAt"].as_str().or_else(|| a["starts_at"].as_str()).unwrap_or("").to_string();
-        let at_ms = parse_time(&starts_at)
-            .ok_or_else(|| ReplayError { line, message: format!("startsAt {starts_at:?} is not an RFC 3339 time") })?;
-        let fingerprint = a["fingerprint"].as_str().map_or_else(|| format!("{labels:?}"), str::to_string);
-        Ok(Some(Recorded { line, labels, starts_at, at_ms, fingerprint }))
+/// The firing alerts of one line.
+fn alerts_of(line: usize, text: &str) -> Result<Vec<Recorded>, ReplayError> {
+    let error = |message: String| ReplayError { line, message };
+    let parse = |what: &str| {
+        let what = what.to_string();
+        move |e: serde_json::Error| error(format!("not {what}: {e}"))
     };
-    if let Some(list) = v["alerts"].as_array() {
-        return Ok(list.iter().map(one).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect());
+    let shape: Shape = serde_json::from_str(text).map_err(parse("a JSON object"))?;
+    let alerts = match (shape.alerts, shape.event.as_deref()) {
+        (Some(_), _) => serde_json::from_str::<Payload>(text).map_err(parse("an Alertmanager webhook payload"))?.alerts,
+        (None, Some("received")) => {
+            vec![serde_json::from_str::<Received>(text).map_err(parse("an audit record of a received alert"))?.alert]
+        }
+        (None, Some(_)) => Vec::new(), // other audit records
+        (None, None) => vec![serde_json::from_str::<RecordedAlert>(text).map_err(parse("an alert"))?],
+    };
+    let mut out = Vec::new();
+    for a in alerts {
+        if a.status.is_some_and(|s| s != NotifyStatus::Firing) {
+            continue;
+        }
+        let at_ms = parse_time(&a.starts_at)
+            .ok_or_else(|| error(format!("startsAt {:?} is not an RFC 3339 time", a.starts_at)))?;
+        let fingerprint = a.fingerprint.unwrap_or_else(|| format!("{:?}", a.labels));
+        out.push(Recorded { line, labels: a.labels, starts_at: a.starts_at, at_ms, fingerprint });
     }
-    if v["event"] == "received" {
-        return Ok(one(&v["alert"])?.into_iter().collect());
-    }
-    if v["event"].is_string() {
-        return Ok(Vec::new()); // other audit records
-    }
-    Ok(one(v)?.into_iter().collect())
+    Ok(out)
 }
 
 /// Replays `text` (JSON lines) against `policies`.
@@ -85,9 +124,7 @@ pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, Replay
         if l.trim().is_empty() {
             continue;
         }
-        let v: Value =
-            serde_json::from_str(l).map_err(|e| ReplayError { line: i + 1, message: format!("not JSON: {e}") })?;
-        alerts.extend(alerts_of(i + 1, &v)?);
+        alerts.extend(alerts_of(i + 1, l)?);
     }
     alerts.sort_by_key(|a| (a.at_ms, a.line));
     let mut seen = HashSet::new();
@@ -194,6 +231,25 @@ mod tests {
         let e = replay(&p, "{\"labels\": {}, \"startsAt\": \"yesterday\"}").expect_err("bad time");
         assert_eq!(e.line, 1);
         assert!(replay(&p, "\nnot json").expect_err("not json").line == 2);
+    }
+
+    #[test]
+    fn a_malformed_line_says_which_and_what_it_is_not() {
+        let p = PolicyFile::parse(POLICIES).expect("policies");
+        let cases = [
+            (r#"{"startsAt": "2026-01-01T00:00:00Z"}"#, "not an alert: missing field `labels`"),
+            (r#"{"alerts": [{"labels": {"instance": 3}}]}"#, "not an Alertmanager webhook payload: invalid type"),
+            (r#"{"event": "received", "alert": {}}"#, "not an audit record of a received alert: missing field"),
+            ("[1, 2]", "not a JSON object"),
+        ];
+        for (line, message) in cases {
+            let e = replay(&p, &format!("{}\n{line}", alert("Other", "s-1", "2026-01-01T00:00:00Z"))).expect_err(line);
+            assert_eq!(e.line, 2, "{e}");
+            assert!(e.message.starts_with(message), "{line}: {e}");
+        }
+        // Other audit records and resolved alerts are no error: nothing to replay.
+        let quiet = [r#"{"event": "verified", "action_id": "act-1"}"#, r#"{"status": "resolved", "labels": {}}"#];
+        assert_eq!(replay(&p, &quiet.join("\n")).expect("replay"), []);
     }
 
     #[test]
