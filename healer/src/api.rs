@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::engine::{AnswerError, Healer};
+use crate::state::Alert;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -11,10 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hale_core::api;
 use hale_core::auth::bearer_matches;
-use serde_json::json;
-
-use crate::engine::Healer;
-use crate::state::Alert;
 use hale_core::time::now_ms;
 
 /// Alertmanager caps a notification's alerts; a few MiB is far above any real payload.
@@ -39,8 +37,8 @@ pub struct App {
     pub auth: Auth,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+fn error(status: StatusCode, code: &str, message: impl ToString) -> Response {
+    (status, axum::Json(api::ErrorBody::new(code, message.to_string()))).into_response()
 }
 
 fn bearer_ok(app: &App, headers: &HeaderMap) -> bool {
@@ -87,7 +85,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/targets/{kind}/{name}/reset", post(reset))
         .route("/api/v1/state", get(state))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { axum::Json(json!({"status": "alive"})) }))
+        .route("/healthz", get(|| async { axum::Json(api::HealerHealth { status: "alive".into() }) }))
         .route("/-/ready", get(|| async { "ready" }))
         .with_state(app)
 }
@@ -124,7 +122,7 @@ async fn hook(
             return error(StatusCode::BAD_REQUEST, "bad_payload", format!("not an Alertmanager webhook payload: {e}"));
         }
     };
-    let (mut queued, mut duplicates) = (0, 0);
+    let mut accepted = api::HookAccepted::default();
     for a in payload.alerts.into_iter().filter(|a| a.status == api::NotifyStatus::Firing) {
         let fingerprint = if a.fingerprint.is_empty() {
             format!("{:016x}", hale_core::webhook::fingerprint(&a.labels))
@@ -139,13 +137,13 @@ async fn hook(
             received_ms: now_ms(),
         };
         match app.healer.receive(alert).await {
-            Ok(true) => queued += 1,
-            Ok(false) => duplicates += 1,
+            Ok(true) => accepted.queued += 1,
+            Ok(false) => accepted.duplicates += 1,
             // Not stored: the sender must retry, so the answer is not 2xx.
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e.to_string()),
         }
     }
-    axum::Json(json!({"queued": queued, "duplicates": duplicates})).into_response()
+    axum::Json(accepted).into_response()
 }
 
 async fn actions(State(app): State<Arc<App>>) -> Response {
@@ -159,7 +157,8 @@ async fn answer(app: Arc<App>, headers: HeaderMap, id: String, approve: bool) ->
     }
     match app.healer.answer(&id, approve).await {
         Ok(action) => axum::Json(api::ActionAnswer { action }).into_response(),
-        Err(e) if e.starts_with("no action") => error(StatusCode::NOT_FOUND, "not_found", e),
+        Err(e @ AnswerError::NotFound(_)) => error(StatusCode::NOT_FOUND, "not_found", e),
+        Err(AnswerError::Save(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_saved", e),
         Err(e) => error(StatusCode::CONFLICT, "conflict", e),
     }
 }
@@ -177,7 +176,7 @@ async fn set_paused(app: Arc<App>, headers: HeaderMap, paused: bool) -> Response
         return r;
     }
     match app.healer.set_paused(paused).await {
-        Ok(()) => axum::Json(json!({"paused": paused})).into_response(),
+        Ok(()) => axum::Json(api::Paused { paused }).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_saved", e),
     }
 }
@@ -206,7 +205,9 @@ async fn reset(
         );
     }
     match app.healer.reset(&format!("{kind}/{name}")).await {
-        Ok(was) => axum::Json(json!({"target": format!("{kind}/{name}"), "was_blocked": was})).into_response(),
+        Ok(was_blocked) => {
+            axum::Json(api::TargetReset { target: format!("{kind}/{name}"), was_blocked }).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_saved", e),
     }
 }

@@ -14,7 +14,7 @@ use crate::audit::Audit;
 use crate::clients::{Agents, ClientError, Collector, Gateway};
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
 use crate::safety::{self, Facts, Live, Refusal, Retry, RetryWhen};
-use crate::state::{Action, Alert, Deferred, Labels, Status, Store, Target};
+use crate::state::{Action, Alert, Deferred, Labels, SaveError, Status, Store, Target};
 use hale_core::time::now_ms;
 
 /// How often a repair's condition is looked at while it is verified.
@@ -42,6 +42,20 @@ impl From<&str> for ActionError {
     fn from(reason: &str) -> Self {
         ActionError::Refused(reason.to_string())
     }
+}
+
+/// Why a human's answer to an action awaiting approval was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("no action {0}")]
+    NotFound(String),
+    /// Already answered, expired, or never needed an approval.
+    #[error("action {id} is {status:?}, not awaiting approval")]
+    NotAwaiting { id: String, status: Status },
+    #[error("action {0} expired")]
+    Expired(String),
+    #[error(transparent)]
+    Save(#[from] SaveError),
 }
 
 /// Where failed repairs are reported.
@@ -229,7 +243,7 @@ impl Healer {
     }
 
     /// Stores a received firing alert durably. `Ok(false)`: a duplicate, ignored.
-    pub async fn receive(&self, alert: Alert) -> Result<bool, crate::state::SaveError> {
+    pub async fn receive(&self, alert: Alert) -> Result<bool, SaveError> {
         let key = alert.dedup_key();
         let now = now_ms();
         let fresh = self
@@ -1154,17 +1168,17 @@ impl Healer {
     }
 
     /// A human's answer to an action awaiting approval.
-    pub async fn answer(self: &Arc<Self>, id: &str, approve: bool) -> Result<Action, String> {
+    pub async fn answer(self: &Arc<Self>, id: &str, approve: bool) -> Result<Action, AnswerError> {
         let now = now_ms();
         let action = self
             .store
             .update(|s| {
-                let a = s.actions.iter_mut().find(|a| a.id == id).ok_or(format!("no action {id}"))?;
+                let a = s.actions.iter_mut().find(|a| a.id == id).ok_or(AnswerError::NotFound(id.to_string()))?;
                 if a.status != Status::AwaitingApproval {
-                    return Err(format!("action {id} is {:?}, not awaiting approval", a.status));
+                    return Err(AnswerError::NotAwaiting { id: id.to_string(), status: a.status });
                 }
                 if a.expires_ms.is_some_and(|e| e <= now) {
-                    return Err(format!("action {id} expired"));
+                    return Err(AnswerError::Expired(id.to_string()));
                 }
                 a.status = if approve { Status::Running } else { Status::Rejected };
                 a.updated_ms = now;
@@ -1174,8 +1188,7 @@ impl Healer {
                 }
                 Ok(a)
             })
-            .await
-            .map_err(|e| e.to_string())??;
+            .await??;
         self.audit(if approve { "approved" } else { "rejected" }, json!({"action_id": id}));
         if approve {
             tokio::spawn(self.clone().execute(id.to_string()));
@@ -1183,8 +1196,8 @@ impl Healer {
         Ok(action)
     }
 
-    pub async fn set_paused(&self, paused: bool) -> Result<(), String> {
-        self.store.update(|s| s.paused = paused).await.map_err(|e| e.to_string())?;
+    pub async fn set_paused(&self, paused: bool) -> Result<(), SaveError> {
+        self.store.update(|s| s.paused = paused).await?;
         self.audit(if paused { "paused" } else { "resumed" }, json!({}));
         // Alerts refused while paused are looked at again at once.
         self.wake.notify_one();
@@ -1192,12 +1205,8 @@ impl Healer {
     }
 
     /// A human says the target is fine again: automatic actions may resume.
-    pub async fn reset(&self, key: &str) -> Result<bool, String> {
-        let had = self
-            .store
-            .update(|s| s.targets.get_mut(key).and_then(|t| t.needs_human.take()).is_some())
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn reset(&self, key: &str) -> Result<bool, SaveError> {
+        let had = self.store.update(|s| s.targets.get_mut(key).and_then(|t| t.needs_human.take()).is_some()).await?;
         self.audit("reset", json!({"target": key, "was_blocked": had}));
         Ok(had)
     }

@@ -154,7 +154,7 @@ impl Leadership {
     }
 
     /// One round: create the leader key if nobody holds it; either way, who leads now.
-    async fn try_lead(&self, client: &Client, lease: i64, wait: Duration) -> Result<Option<Member>, String> {
+    async fn try_lead(&self, client: &Client, lease: i64, wait: Duration) -> Result<Option<Member>, EtcdError> {
         let txn = Txn::new()
             .when([Compare::create_revision(self.key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(self.key.clone(), self.me_json.clone(), Some(PutOptions::new().with_lease(lease)))])
@@ -172,14 +172,23 @@ impl Leadership {
     }
 }
 
-/// An etcd call bounded in time, its error as text.
+/// Why a call to etcd failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error(transparent)]
+    Call(#[from] etcd_client::Error),
+    /// A partitioned etcd may never answer: every call is bounded.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// An etcd call bounded in time.
 pub async fn with_timeout<T>(
     limit: Duration,
     call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, String> {
+) -> Result<T, EtcdError> {
     match tokio::time::timeout(limit, call).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("etcd did not answer within {limit:?}")),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(EtcdError::Timeout(limit)),
     }
 }

@@ -48,7 +48,9 @@ pub enum HealerError {
     #[error("could not listen on {addr}: {error}; is another healer using it?")]
     Listen { addr: SocketAddr, error: std::io::Error },
     #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
-    Etcd { endpoints: String, error: String },
+    Etcd { endpoints: String, error: crate::ha::EtcdError },
+    #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
+    SharedState { endpoints: String, error: crate::state::SaveError },
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -78,7 +80,7 @@ pub async fn run(
         Store::open(&config.data_dir.join("state.json"))
     } else {
         let endpoints = config.etcd.join(",");
-        let etcd_err = |error: String| HealerError::Etcd { endpoints: endpoints.clone(), error };
+
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(2))
             .with_timeout(std::time::Duration::from_secs(3));
@@ -87,7 +89,7 @@ pub async fn run(
             etcd_client::Client::connect(&config.etcd, Some(options)),
         )
         .await
-        .map_err(etcd_err)?;
+        .map_err(|error| HealerError::Etcd { endpoints: endpoints.clone(), error })?;
         let leadership = Arc::new(crate::ha::Leadership::new(
             &config.etcd_prefix,
             format!("http://{}", config.listen),
@@ -95,7 +97,7 @@ pub async fn run(
         ));
         let store = Store::open_etcd(client.clone(), &config.etcd_prefix, leadership.clone())
             .await
-            .map_err(|e| etcd_err(e.to_string()))?;
+            .map_err(|error| HealerError::SharedState { endpoints: endpoints.clone(), error })?;
         tracing::info!(etcd = %endpoints, prefix = %config.etcd_prefix, id = %leadership.me.id, "healer state shared in etcd; campaigning for the lead");
         let rx = stop_rx.clone();
         campaign = Some(tokio::spawn(async move { leadership.campaign(client, stopped(rx)).await }));

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::ha::{Leadership, Member, with_timeout};
+use crate::ha::{EtcdError, Leadership, Member, with_timeout};
 
 /// Alerts seen are remembered this long (a duplicate arriving later is a new alert).
 const SEEN_FOR_MS: i64 = 24 * 3600 * 1000;
@@ -51,7 +51,16 @@ pub enum SaveError {
     #[error("saving the healer's state to {path}: {error}")]
     File { path: PathBuf, error: std::io::Error },
     #[error("saving the healer's state in etcd: {0}")]
-    Etcd(String),
+    Etcd(EtcdError),
+    /// Another healer's copy of the state does not read (a newer healer's format, or
+    /// damage): nothing is written over it.
+    #[error("the healer's state at {key} in etcd is not readable: {error}")]
+    Unreadable { key: String, error: serde_json::Error },
+    /// Other healers kept changing the state under this one's compare-and-swap.
+    #[error("saving the healer's state in etcd: too many conflicting writers; try again")]
+    Conflict,
+    #[error("encoding the healer's state: {0}")]
+    Encode(serde_json::Error),
     /// Only the leader decides and acts; this healer is not (or no longer) it.
     #[error("this healer does not lead{}", leader_hint(.0))]
     NotLeader(Option<Member>),
@@ -234,8 +243,7 @@ impl Store {
                 let mut next = self.read(State::clone);
                 let r = f(&mut next);
                 trim(&mut next);
-                let bytes = serde_json::to_vec(&next)
-                    .map_err(|e| SaveError::File { path: path.clone(), error: std::io::Error::other(e) })?;
+                let bytes = serde_json::to_vec(&next).map_err(SaveError::Encode)?;
                 hale_fs::write_durable(path, &bytes).map_err(|error| SaveError::File { path: path.clone(), error })?;
                 self.replace(next, 0);
                 Ok(r)
@@ -253,7 +261,7 @@ impl Store {
                     };
                     let r = f(&mut next);
                     trim(&mut next);
-                    let bytes = serde_json::to_vec(&next).map_err(|e| SaveError::Etcd(e.to_string()))?;
+                    let bytes = serde_json::to_vec(&next).map_err(SaveError::Encode)?;
                     let mut when = vec![Compare::mod_revision(etcd.key.clone(), CompareOp::Equal, revision)];
                     if writer == Writer::Leader {
                         let l = &etcd.leadership;
@@ -277,8 +285,8 @@ impl Store {
                             && let Some(kv) = get.kvs().first()
                             && kv.mod_revision() != revision
                         {
-                            let state =
-                                serde_json::from_slice(kv.value()).map_err(|e| SaveError::Etcd(e.to_string()))?;
+                            let state = serde_json::from_slice(kv.value())
+                                .map_err(|error| SaveError::Unreadable { key: etcd.key.clone(), error })?;
                             self.replace(state, kv.mod_revision());
                             newer = true;
                         }
@@ -288,7 +296,7 @@ impl Store {
                         return Err(SaveError::NotLeader(etcd.leadership.leader()));
                     }
                 }
-                Err(SaveError::Etcd("too many conflicting writers; try again".into()))
+                Err(SaveError::Conflict)
             }
         }
     }
@@ -315,7 +323,7 @@ async fn read_etcd(client: &etcd_client::Client, key: &str) -> Result<(State, i6
     match resp.kvs().first() {
         Some(kv) => {
             let state = serde_json::from_slice(kv.value())
-                .map_err(|e| SaveError::Etcd(format!("the state at {key} is not readable: {e}")))?;
+                .map_err(|error| SaveError::Unreadable { key: key.to_string(), error })?;
             Ok((state, kv.mod_revision()))
         }
         None => Ok((State::default(), 0)),

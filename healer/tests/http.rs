@@ -267,7 +267,12 @@ async fn a_replica_refused_for_the_share_in_flight_is_restarted_once_the_first_i
 #[tokio::test]
 async fn alerts_refused_while_paused_are_decided_on_resume_if_they_still_fire() {
     let rig = Rig::start(RESTART.replace("0.34", "1.0").as_str(), Vec::new()).await;
-    assert_eq!(rig.api("POST", "/api/v1/pause").await.0, StatusCode::OK);
+    let (status, paused) = rig.api("POST", "/api/v1/pause").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_value::<hale_core::api::Paused>(paused).expect("Paused"),
+        hale_core::api::Paused { paused: true }
+    );
     for i in ["s-1", "s-2", "s-3"] {
         rig.hang(i);
     }
@@ -406,7 +411,10 @@ async fn a_failed_repair_escalates_to_every_receiver_and_waits_for_a_human() {
     assert!(rig.healer.store.read(|s| s.deferred.is_empty()));
     // A human resets it: automatic repairs may act on it again.
     let (status, body) = rig.api("POST", "/api/v1/targets/instance/s-1/reset").await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"target": "instance/s-1", "was_blocked": true})));
+    assert_eq!((status, body.clone()), (StatusCode::OK, json!({"target": "instance/s-1", "was_blocked": true})));
+    // Issue #13: the answers are core::api's types.
+    let reset: hale_core::api::TargetReset = serde_json::from_value(body).expect("TargetReset");
+    assert!(reset.was_blocked);
     assert!(rig.healer.store.read(|s| s.targets["instance/s-1"].needs_human.is_none()));
     let (status, body) = rig.api("POST", "/api/v1/targets/instance/s-1/reset").await;
     assert_eq!((status, body["was_blocked"].clone()), (StatusCode::OK, json!(false)));
@@ -493,6 +501,7 @@ async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
     // for that purpose.
     let (status, body) = rig.call(with_token(), "POST", "/hooks/alertmanager", Some(TOKEN)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    serde_json::from_value::<hale_core::api::ErrorBody>(body.clone()).expect("ErrorBody");
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("--intake-token")), "{body}");
 }
 
