@@ -236,8 +236,5 @@ async fn state(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let paused = app.healer.store.read(|s| s.paused);
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        hale_core::exposition::encode_text(&app.healer.metrics.families(paused)),
-    )
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], app.healer.metrics.encode(paused))
 }

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::audit::Audit;
 use crate::clients::{Agents, ClientError, Collector, Gateway};
+use crate::metrics::Metrics;
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
 use crate::safety::{self, Facts, Live, Refusal, Retry, RetryWhen};
 use crate::state::{Action, Alert, Deferred, Labels, SaveError, Status, Store, Target};
@@ -19,8 +19,6 @@ use hale_core::time::now_ms;
 
 /// How often a repair's condition is looked at while it is verified.
 const VERIFY_EVERY: Duration = Duration::from_millis(250);
-/// MTTR histogram bounds (seconds).
-const MTTR_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 /// Why an action could not be carried out: a peer failed, or the healer's own reason
 /// (no target, no healthy node, a command that failed). Its text is the action's `detail`.
@@ -63,100 +61,6 @@ pub enum AnswerError {
 pub struct Escalation {
     pub urls: Vec<String>,
     pub secret: Option<Arc<[u8]>>,
-}
-
-#[derive(Default)]
-pub struct Metrics {
-    pub received: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub escalations: AtomicU64,
-    /// (decision) → count: acted, refused, dry_run, awaiting_approval, ignored.
-    pub decisions: std::sync::Mutex<BTreeMap<String, u64>>,
-    /// (action, result) → count.
-    pub results: std::sync::Mutex<BTreeMap<(String, String), u64>>,
-    pub mttr_buckets: [AtomicU64; MTTR_BUCKETS.len()],
-    pub mttr_count: AtomicU64,
-    pub mttr_sum_ms: AtomicU64,
-}
-
-impl Metrics {
-    fn decided(&self, what: &str) {
-        *self.decisions.lock().unwrap_or_else(|p| p.into_inner()).entry(what.to_string()).or_default() += 1;
-    }
-
-    fn result(&self, kind: ActionKind, result: &str) {
-        let kind = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        *self.results.lock().unwrap_or_else(|p| p.into_inner()).entry((kind, result.to_string())).or_default() += 1;
-    }
-
-    fn mttr(&self, seconds: f64) {
-        for (i, bound) in MTTR_BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                self.mttr_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.mttr_count.fetch_add(1, Ordering::Relaxed);
-        self.mttr_sum_ms.fetch_add((seconds * 1000.0) as u64, Ordering::Relaxed);
-    }
-
-    /// The `hale_healer_*` families.
-    pub fn families(&self, paused: bool) -> Vec<hale_core::metrics::Family> {
-        use hale_core::metrics::{Family, MetricKind, Sample};
-        let mut out = vec![
-            Family::single(
-                "hale_healer_alerts_received_total",
-                "Firing alerts received.",
-                MetricKind::Counter,
-                self.received.load(Ordering::Relaxed) as f64,
-            ),
-            Family::single(
-                "hale_healer_alerts_duplicate_total",
-                "Alerts received again (same fingerprint and start) and ignored.",
-                MetricKind::Counter,
-                self.duplicates.load(Ordering::Relaxed) as f64,
-            ),
-            Family::single(
-                "hale_healer_escalations_total",
-                "Failed repairs handed to humans.",
-                MetricKind::Counter,
-                self.escalations.load(Ordering::Relaxed) as f64,
-            ),
-            Family::single(
-                "hale_healer_paused",
-                "1 while the healer is paused.",
-                MetricKind::Gauge,
-                if paused { 1.0 } else { 0.0 },
-            ),
-        ];
-        let mut decisions = Family::new("hale_healer_decisions_total", "Decisions by outcome.", MetricKind::Counter);
-        for (what, n) in self.decisions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            decisions.push(&[("decision", what)], *n as f64);
-        }
-        let mut results =
-            Family::new("hale_healer_actions_total", "Actions taken, by action and result.", MetricKind::Counter);
-        for ((kind, result), n) in self.results.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            results.push(&[("action", kind), ("result", result)], *n as f64);
-        }
-        let name = "hale_healer_mttr_seconds";
-        let mut mttr = Family::new(name, "From the alert's start to its verified recovery.", MetricKind::Histogram);
-        for (i, bound) in MTTR_BUCKETS.iter().enumerate() {
-            mttr.samples.push(Sample::new(
-                format!("{name}_bucket"),
-                &[("le", &bound.to_string())],
-                self.mttr_buckets[i].load(Ordering::Relaxed) as f64,
-            ));
-        }
-        let count = self.mttr_count.load(Ordering::Relaxed) as f64;
-        mttr.samples.push(Sample::new(format!("{name}_bucket"), &[("le", "+Inf")], count));
-        mttr.samples.push(Sample::new(
-            format!("{name}_sum"),
-            &[],
-            self.mttr_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-        ));
-        mttr.samples.push(Sample::new(format!("{name}_count"), &[], count));
-        out.extend([decisions, results, mttr]);
-        out
-    }
 }
 
 pub struct Healer {
@@ -258,11 +162,11 @@ impl Healer {
             })
             .await?;
         if fresh {
-            self.metrics.received.fetch_add(1, Ordering::Relaxed);
+            self.metrics.received();
             self.audit("received", json!({"alert": alert_json(&alert)}));
             self.wake.notify_one();
         } else {
-            self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.metrics.duplicate();
         }
         Ok(fresh)
     }
@@ -1099,7 +1003,7 @@ impl Healer {
                 s.targets.entry(key.clone()).or_default().needs_human = Some(format!("{} failed: {why}", action.id));
             })
             .await;
-        self.metrics.escalations.fetch_add(1, Ordering::Relaxed);
+        self.metrics.escalated();
         let tried: Vec<hale_core::api::TriedAction> = self.store.read(|s| {
             s.actions
                 .iter()

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod clients;
 pub mod engine;
 pub mod ha;
+pub mod metrics;
 pub mod policy;
 pub mod replay;
 mod run;
