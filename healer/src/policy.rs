@@ -51,79 +51,48 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// Limits that apply unless a policy sets its own.
+/// Limits that apply unless a policy sets its own; what is not written is the default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    #[serde(default = "default_cooldown")]
     pub cooldown: Dur,
-    #[serde(default = "default_max_actions")]
     pub max_actions: u32,
-    #[serde(default = "default_window")]
     pub window: Dur,
     /// Across all targets of one service, within `window`: a fault that moves from replica
     /// to replica is not chased forever.
-    #[serde(default = "default_max_service_actions")]
     pub max_service_actions: u32,
-    #[serde(default = "default_share")]
     pub max_service_share: f64,
     /// Telemetry of the target older than this means no action (no data is no reason).
-    #[serde(default = "default_max_staleness")]
     pub max_staleness: Dur,
-}
-
-fn default_cooldown() -> Dur {
-    Dur(Duration::from_secs(30))
-}
-fn default_max_actions() -> u32 {
-    3
-}
-fn default_window() -> Dur {
-    Dur(Duration::from_secs(600))
-}
-fn default_max_service_actions() -> u32 {
-    10
-}
-fn default_share() -> f64 {
-    0.5
-}
-fn default_max_staleness() -> Dur {
-    Dur(Duration::from_secs(15))
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            cooldown: default_cooldown(),
-            max_actions: default_max_actions(),
-            window: default_window(),
-            max_service_actions: default_max_service_actions(),
-            max_service_share: default_share(),
-            max_staleness: default_max_staleness(),
+            cooldown: Dur(Duration::from_secs(30)),
+            max_actions: 3,
+            window: Dur(Duration::from_secs(600)),
+            max_service_actions: 10,
+            max_service_share: 0.5,
+            max_staleness: Dur(Duration::from_secs(15)),
         }
     }
 }
 
 /// How a repair is proven.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Verify {
     /// Give up (and escalate) when the condition has not cleared by then.
-    #[serde(default = "default_verify_timeout")]
     pub timeout: Dur,
     /// A PromQL query that returns something while the problem lasts; `{{ $labels.x }}`
     /// is the alert's label. Without it the triggering alert itself is watched.
-    #[serde(default)]
     pub query: Option<String>,
-}
-
-fn default_verify_timeout() -> Dur {
-    Dur(Duration::from_secs(60))
 }
 
 impl Default for Verify {
     fn default() -> Self {
-        Verify { timeout: default_verify_timeout(), query: None }
+        Verify { timeout: Dur(Duration::from_secs(60)), query: None }
     }
 }
 
@@ -375,6 +344,25 @@ policies:
         assert_eq!((e.cooldown, e.max_actions, e.max_service_share), (Duration::from_secs(20), 3, 0.5));
         assert_eq!(f.policies[0].verify.timeout, Dur(Duration::from_secs(30)));
         assert!(f.policies[1].dry_run);
+    }
+
+    #[test]
+    fn what_is_not_written_is_the_default() {
+        let f = PolicyFile::parse(&GOOD.replace("  max_actions: 3\n", "")).expect("parse");
+        let d = &f.defaults;
+        assert_eq!(
+            (d.cooldown, d.max_actions, d.window),
+            (Dur(Duration::from_secs(20)), 3, Dur(Duration::from_secs(600)))
+        );
+        assert_eq!((d.max_service_actions, d.max_service_share), (10, 0.5));
+        assert_eq!(d.max_staleness, Dur(Duration::from_secs(15)));
+        let page = &f.policies[1];
+        assert_eq!((page.verify.timeout, page.verify.query.as_deref()), (Dur(Duration::from_secs(60)), None));
+        assert_eq!(page.approval_timeout, Dur(Duration::from_secs(900)));
+        let bare = PolicyFile::parse("policies: []").expect("no defaults block");
+        assert_eq!(bare.defaults.cooldown, Dur(Duration::from_secs(30)));
+        let e = PolicyFile::parse("defaults:\n  colldown: 1s\npolicies: []").expect_err("a typo in defaults");
+        assert!(e.message.contains("unknown field `colldown`"), "{e}");
     }
 
     #[test]
