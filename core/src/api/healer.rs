@@ -478,11 +478,11 @@ mod tests {
             serde_json::from_str(r#"{"error":{"code":"not_found","message":"no action act-1"}}"#).expect("error");
         assert_eq!(error, ErrorBody::new("not_found", "no action act-1"));
         round_trip(&error);
-        let cases: [(&str, &dyn Fn(&str) -> String); 4] = [
-            (r#"{"queued":2,"duplicates":1}"#, &|t| reserialize::<HookAccepted>(t)),
-            (r#"{"paused":true}"#, &|t| reserialize::<Paused>(t)),
-            (r#"{"target":"instance/search-1","was_blocked":false}"#, &|t| reserialize::<TargetReset>(t)),
-            (r#"{"status":"alive"}"#, &|t| reserialize::<HealerHealth>(t)),
+        let cases = [
+            (r#"{"queued":2,"duplicates":1}"#, reserialize::<HookAccepted> as fn(&str) -> String),
+            (r#"{"paused":true}"#, reserialize::<Paused>),
+            (r#"{"target":"instance/search-1","was_blocked":false}"#, reserialize::<TargetReset>),
+            (r#"{"status":"alive"}"#, reserialize::<HealerHealth>),
         ];
         for (served, again) in cases {
             assert_eq!(again(served), served);
