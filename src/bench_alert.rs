@@ -135,15 +135,6 @@ pub async fn alert(args: AlertArgs) -> Result<()> {
         })
         .await?;
     }
-    latencies.sort_by(f64::total_cmp);
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1];
-    println!(
-        "fault -> signed webhook over {} trials: p50 {:.2} s, p90 {:.2} s, p99 {:.2} s, max {:.2} s",
-        latencies.len(),
-        pick(0.5),
-        pick(0.9),
-        pick(0.99),
-        latencies.last().copied().unwrap_or(0.0)
-    );
+    crate::bench_stats::print_summary("fault -> signed webhook", latencies);
     Ok(())
 }

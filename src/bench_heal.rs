@@ -52,22 +52,6 @@ async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) ->
     }
 }
 
-fn summary(what: &str, mut v: Vec<f64>) {
-    if v.is_empty() {
-        return;
-    }
-    v.sort_by(f64::total_cmp);
-    let pick = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
-    println!(
-        "{what} over {} trials: p50 {:.2} s, p90 {:.2} s, p99 {:.2} s, max {:.2} s",
-        v.len(),
-        pick(0.5),
-        pick(0.9),
-        pick(0.99),
-        v.last().copied().unwrap_or(0.0)
-    );
-}
-
 async fn start(policies: &std::path::Path) -> Result<DemoCluster> {
     let extra = ["--load-rps", "5", "--policies", &policies.display().to_string()].map(str::to_string);
     let cluster = DemoCluster::start("heal", &extra).await?;
@@ -203,8 +187,8 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         crate::chaos::run(up).await?;
     }
     let _ = std::fs::remove_file(&policies);
-    summary("kill -9 -> replica ready again", killed);
-    summary("hang -> restarted by the healer and verified", hung);
-    summary("catalog primary's node lost -> writes served again", failed_over);
+    crate::bench_stats::print_summary("kill -9 -> replica ready again", killed);
+    crate::bench_stats::print_summary("hang -> restarted by the healer and verified", hung);
+    crate::bench_stats::print_summary("catalog primary's node lost -> writes served again", failed_over);
     Ok(())
 }

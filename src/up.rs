@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use hale_core::api::GatewayReadiness;
 use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, ProcessSpec, Role, ServiceKind};
 
 use hale_agent::config::{AgentConfig, BatchConfig, ProcessConfig, QueueConfig, ServiceTemplate};
@@ -65,7 +66,7 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
         ),
         None => (DEFAULT_CLUSTER_TOML.to_string(), "embedded cluster.toml".to_string()),
     };
-    let mut cluster = ClusterConfig::parse(&source).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let mut cluster = ClusterConfig::parse(&source).context(origin)?;
     if let Some(n) = args.nodes {
         cluster.set_node_count(n)?;
     }
@@ -224,7 +225,8 @@ pub fn settle_secrets(cluster: &mut ClusterConfig, data_dir: &Path) -> Result<()
     for client in cluster.clients.iter_mut().filter(|c| c.client_id == "orders") {
         if !from_file || client.secret_hash.is_none() {
             let hash = hale_shop::auth::hash_secret(&cluster.secrets.orders_client_secret)
-                .map_err(|e| anyhow::anyhow!("hashing the orders client secret: {e}"))?;
+                .map_err(anyhow::Error::msg)
+                .context("hashing the orders client secret")?;
             client.secret_hash = Some(hash);
         }
     }
@@ -237,222 +239,323 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     hale_fs::create_private_dir(dir).with_context(|| format!("creating data dir {} (0700)", dir.display()))
 }
 
+/// Where `hale up` keeps what its children read and write: all in the data dir.
+struct Layout {
+    /// The `hale` executable every child runs.
+    program: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Layout {
+    fn file(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+    /// The effective cluster.toml: children read their secrets from it, never from their
+    /// command line.
+    fn config_file(&self) -> PathBuf {
+        self.file("cluster.toml")
+    }
+    fn rules_file(&self) -> PathBuf {
+        self.file("rules.yml")
+    }
+    fn slo_file(&self) -> PathBuf {
+        self.file("slo.yaml")
+    }
+    fn policies_file(&self) -> PathBuf {
+        self.file("policies.yaml")
+    }
+    fn agent_file(&self, node: &str) -> PathBuf {
+        self.file(&format!("agent-{node}.toml"))
+    }
+    /// Where a child's stdout and stderr go.
+    fn output(&self, name: &str) -> PathBuf {
+        self.data_dir.join("logs").join(format!("{name}.out"))
+    }
+}
+
+/// A process `hale up` supervises itself (the agents supervise the replicas): `hale
+/// <args>` on the control node, its output in `logs/<name>.out`.
+fn own_process(
+    cluster: &ClusterConfig,
+    layout: &Layout,
+    (name, service): (&str, &str),
+    listen: std::net::SocketAddr,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> ProcessSpec {
+    ProcessSpec {
+        name: name.into(),
+        service: service.into(),
+        node: cluster.gateway.node.get_ref().clone(),
+        listen,
+        program: layout.program.clone(),
+        args,
+        env,
+        output_file: layout.output(name),
+    }
+}
+
+/// `hale <sub> --flag value …`.
+fn command<const N: usize>(sub: &str, flags: [(&str, String); N]) -> impl Iterator<Item = String> {
+    std::iter::once(sub.to_string()).chain(flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]))
+}
+
+/// `--flag value` for each value.
+fn repeated(flag: &str, values: &[String]) -> impl Iterator<Item = String> {
+    values.iter().flat_map(move |v| [flag.to_string(), v.clone()])
+}
+
+/// The collector: the demo's rules and SLOs, the healer and `alert_webhooks` notified.
+fn collector_spec(
+    cluster: &ClusterConfig,
+    layout: &Layout,
+    alert_webhooks: &[String],
+    webhook_secret: &str,
+) -> ProcessSpec {
+    let min_events = if cluster.time_scale < 1.0 { DEMO_SLO_MIN_EVENTS } else { 10 };
+    let healer_hook = format!("http://{}/hooks/alertmanager", cluster.healer.listen);
+    // Demo pace: alerts evaluate every second and notify at once, so a fault shows within
+    // seconds; production configs keep Prometheus's and Alertmanager's pace.
+    let args = command(
+        "collector",
+        [
+            ("--listen", cluster.collector.listen.to_string()),
+            ("--data-dir", layout.file("collector").display().to_string()),
+            ("--rules", layout.rules_file().display().to_string()),
+            ("--evaluation-interval", "1s".into()),
+            ("--group-wait", "0s".into()),
+            ("--group-interval", "1s".into()),
+            ("--repeat-interval", "5m".into()),
+            ("--slo", layout.slo_file().display().to_string()),
+            ("--slo-time-scale", cluster.time_scale.to_string()),
+            ("--slo-min-events", min_events.to_string()),
+        ],
+    )
+    // The healer hears every alert; the user's receivers too.
+    .chain(repeated("--alert-webhook", &[healer_hook]))
+    .chain(repeated("--alert-webhook", alert_webhooks))
+    .collect();
+    let env = vec![
+        ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
+        ("HALE_ADMIN_TOKEN".into(), cluster.secrets.admin_token.clone()),
+        ("HALE_WEBHOOK_SECRET".into(), webhook_secret.to_string()),
+    ];
+    own_process(cluster, layout, ("collector", "collector"), cluster.collector.listen, args, env)
+}
+
+/// The healer: the demo's policies over the cluster's agents, escalating to
+/// `escalation_webhooks`.
+fn healer_spec(
+    cluster: &ClusterConfig,
+    layout: &Layout,
+    escalation_webhooks: &[String],
+    webhook_secret: &str,
+) -> ProcessSpec {
+    let args = command(
+        "healer",
+        [
+            ("--listen", cluster.healer.listen.to_string()),
+            ("--data-dir", layout.file("healer").display().to_string()),
+            ("--policies", layout.policies_file().display().to_string()),
+            ("--cluster", layout.config_file().display().to_string()),
+            ("--collector", format!("http://{}", cluster.collector.listen)),
+        ],
+    )
+    .chain(repeated("--escalation-webhook", escalation_webhooks))
+    .collect();
+    let env = vec![
+        ("HALE_WEBHOOK_SECRET".into(), webhook_secret.to_string()),
+        ("HALE_HEALER_TOKEN".into(), cluster.secrets.admin_token.clone()),
+    ];
+    own_process(cluster, layout, ("healer", "healer"), cluster.healer.listen, args, env)
+}
+
+/// A node's agent, reading its config from the data dir, on its node.
+fn agent_spec(cluster: &ClusterConfig, layout: &Layout, agent: &AgentConfig) -> ProcessSpec {
+    let name = format!("agent-{}", agent.node);
+    let args = command("agent", [("--config", layout.agent_file(&agent.node).display().to_string())]).collect();
+    let env = vec![
+        ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
+        ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
+    ];
+    ProcessSpec { node: agent.node.clone(), ..own_process(cluster, layout, (&name, "agent"), agent.listen, args, env) }
+}
+
+/// The background shop traffic: `rps` requests a second through the gateway as the
+/// `shopper` demo login (else the first), until stopped.
+fn load_spec(cluster: &ClusterConfig, layout: &Layout, rps: u32) -> ProcessSpec {
+    let (user, password) = cluster
+        .demo_logins
+        .iter()
+        .find(|l| l.username == "shopper")
+        .or(cluster.demo_logins.first())
+        .map(|l| (l.username.clone(), l.password.clone()))
+        .unwrap_or_default();
+    let gateway = format!("http://{}", cluster.gateway.listen);
+    let args = command("load", [("--gateway", gateway), ("--rps", rps.to_string()), ("--duration", "0".into())])
+        .chain(["--no-progress".to_string(), "--username".into(), user])
+        .collect();
+    let env = vec![("HALE_LOAD_PASSWORD".into(), password)];
+    own_process(cluster, layout, ("load", "load"), cluster.gateway.listen, args, env)
+}
+
+/// `hale up`.
 pub async fn run(args: UpArgs) -> Result<()> {
-    let mut cluster = cluster_from(&args)?;
-    create_private_dir(&args.data_dir)?;
-    let data_dir = args.data_dir.canonicalize()?;
-    settle_secrets(&mut cluster, &data_dir)?;
-    check_addresses_free(&cluster)?;
-    // Children read secrets from this file, never from their command line.
-    let config_file = data_dir.join("cluster.toml");
-    write_private(&config_file, &cluster.to_toml())?;
-    let program = std::env::current_exe().context("finding the hale executable")?;
-    let rules_file = data_dir.join("rules.yml");
-    std::fs::write(&rules_file, DEFAULT_RULES).with_context(|| format!("writing {}", rules_file.display()))?;
-    let slo_file = data_dir.join("slo.yaml");
-    std::fs::write(&slo_file, DEFAULT_SLOS).with_context(|| format!("writing {}", slo_file.display()))?;
+    if args.headless {
+        crate::logging::to_stderr("warn");
+    } else {
+        // The dashboard owns the screen: warnings go to a file beside the others.
+        crate::logging::to_file("warn", &args.data_dir.join("logs").join("hale-up.log"))?;
+    }
+    let (cluster, layout, webhook_secret) = prepare(&args)?;
+    let supervisor = Supervisor::new(Duration::from_secs(10));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let attended = match start(&supervisor, &cluster, &layout, &args, &webhook_secret) {
+        Ok(()) => attend(&supervisor, &cluster, &layout, &args, shutdown.as_mut()).await,
+        Err(e) => Err(e),
+    };
+    match attended {
+        Ok(true) => {
+            stop(&supervisor, &cluster, &layout.data_dir).await;
+            Ok(())
+        }
+        // Stopped before the shop was up: nothing to report.
+        Ok(false) => {
+            supervisor.shutdown().await;
+            Ok(())
+        }
+        Err(e) => {
+            supervisor.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+/// The cluster with its secrets settled, and the files its children read written into
+/// the data dir; the webhook secret (given, or a random one).
+fn prepare(args: &UpArgs) -> Result<(ClusterConfig, Layout, String)> {
     // Receivers verify with the same secret; it stays in a 0600 file, never on a command line.
     if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
         bail!(
             "--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it a long random value, or leave it out for a random one"
         );
     }
-    let webhook_secret = args.webhook_secret.clone().unwrap_or_else(hale_core::auth::random_token);
-    write_private(&data_dir.join("webhook-secret"), &webhook_secret)?;
-    let mut collector_args = vec![
-        "collector".to_string(),
-        "--listen".into(),
-        cluster.collector.listen.to_string(),
-        "--data-dir".into(),
-        data_dir.join("collector").display().to_string(),
-        "--rules".into(),
-        rules_file.display().to_string(),
-        // Demo pace: alerts evaluate every second and notify at once, so a fault shows
-        // within seconds; production configs keep Prometheus's and Alertmanager's pace.
-        "--evaluation-interval".into(),
-        "1s".into(),
-        "--group-wait".into(),
-        "0s".into(),
-        "--group-interval".into(),
-        "1s".into(),
-        "--repeat-interval".into(),
-        "5m".into(),
-        "--slo".into(),
-        slo_file.display().to_string(),
-        "--slo-time-scale".into(),
-        cluster.time_scale.to_string(),
-        "--slo-min-events".into(),
-        if cluster.time_scale < 1.0 { DEMO_SLO_MIN_EVENTS } else { 10 }.to_string(),
-    ];
-    // The healer hears every alert; the user's receivers too.
-    collector_args
-        .extend(["--alert-webhook".to_string(), format!("http://{}/hooks/alertmanager", cluster.healer.listen)]);
-    for hook in &args.alert_webhooks {
-        collector_args.extend(["--alert-webhook".to_string(), hook.clone()]);
-    }
-    let policies_file = data_dir.join("policies.yaml");
+    let mut cluster = cluster_from(args)?;
+    create_private_dir(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize().with_context(|| format!("finding {}", args.data_dir.display()))?;
+    settle_secrets(&mut cluster, &data_dir)?;
+    check_addresses_free(&cluster)?;
+    let program = std::env::current_exe().context("finding the hale executable")?;
+    let layout = Layout { program, data_dir };
+    write_private(&layout.config_file(), &cluster.to_toml())?;
     let policies = match &args.policies {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => DEFAULT_POLICIES.to_string(),
     };
-    hale_healer::policy::PolicyFile::parse(&policies).map_err(|e| anyhow::anyhow!("policies: {e}"))?;
-    std::fs::write(&policies_file, policies).with_context(|| format!("writing {}", policies_file.display()))?;
+    hale_healer::policy::PolicyFile::parse(&policies).context("policies")?;
+    for (path, text) in
+        [(layout.rules_file(), DEFAULT_RULES), (layout.slo_file(), DEFAULT_SLOS), (layout.policies_file(), &policies)]
+    {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let webhook_secret = args.webhook_secret.clone().unwrap_or_else(hale_core::auth::random_token);
+    write_private(&layout.file("webhook-secret"), &webhook_secret)?;
+    Ok((cluster, layout, webhook_secret))
+}
 
-    // Each node's agent supervises that node's replicas; hale up supervises the agents
-    // and the collector they ship to.
-    let supervisor = Supervisor::new(Duration::from_secs(10));
-    supervisor
-        .start(ProcessSpec {
-            name: "collector".into(),
-            service: "collector".into(),
-            node: cluster.gateway.node.get_ref().clone(),
-            listen: cluster.collector.listen,
-            program: program.clone(),
-            args: collector_args,
-            env: vec![
-                ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
-                ("HALE_ADMIN_TOKEN".into(), cluster.secrets.admin_token.clone()),
-                ("HALE_WEBHOOK_SECRET".into(), webhook_secret.clone()),
-            ],
-            output_file: data_dir.join("logs").join("collector.out"),
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    supervisor
-        .start(ProcessSpec {
-            name: "healer".into(),
-            service: "healer".into(),
-            node: cluster.gateway.node.get_ref().clone(),
-            listen: cluster.healer.listen,
-            program: program.clone(),
-            args: vec![
-                "healer".into(),
-                "--listen".into(),
-                cluster.healer.listen.to_string(),
-                "--data-dir".into(),
-                data_dir.join("healer").display().to_string(),
-                "--policies".into(),
-                policies_file.display().to_string(),
-                "--cluster".into(),
-                config_file.display().to_string(),
-                "--collector".into(),
-                format!("http://{}", cluster.collector.listen),
-            ]
-            .into_iter()
-            .chain(args.escalation_webhooks.iter().flat_map(|u| ["--escalation-webhook".to_string(), u.clone()]))
-            .collect(),
-            env: vec![
-                ("HALE_WEBHOOK_SECRET".into(), webhook_secret.clone()),
-                ("HALE_HEALER_TOKEN".into(), cluster.secrets.admin_token.clone()),
-            ],
-            output_file: data_dir.join("logs").join("healer.out"),
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let agents = agent_configs(&cluster, &program, &data_dir, &config_file);
+/// Starts the collector, the healer and each node's agent (which start that node's
+/// replicas), with each agent's config written beside the others.
+fn start(
+    supervisor: &Supervisor,
+    cluster: &ClusterConfig,
+    layout: &Layout,
+    args: &UpArgs,
+    webhook_secret: &str,
+) -> Result<()> {
+    let agents = agent_configs(cluster, &layout.program, &layout.data_dir, &layout.config_file());
+    for agent in &agents {
+        write_private(&layout.agent_file(&agent.node), &agent.to_toml())?;
+    }
     println!(
         "hale: starting {} agents and {} shop replicas (data in {})",
         agents.len(),
         agents.iter().map(|a| a.processes.len()).sum::<usize>(),
-        data_dir.display()
+        layout.data_dir.display()
     );
-    for agent in &agents {
-        let path = data_dir.join(format!("agent-{}.toml", agent.node));
-        write_private(&path, &agent.to_toml())?;
-        supervisor
-            .start(ProcessSpec {
-                name: format!("agent-{}", agent.node),
-                service: "agent".into(),
-                node: agent.node.clone(),
-                listen: agent.listen,
-                program: program.clone(),
-                args: vec!["agent".into(), "--config".into(), path.display().to_string()],
-                env: vec![
-                    ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
-                    ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
-                ],
-                output_file: data_dir.join("logs").join(format!("agent-{}.out", agent.node)),
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let own = [
+        collector_spec(cluster, layout, &args.alert_webhooks, webhook_secret),
+        healer_spec(cluster, layout, &args.escalation_webhooks, webhook_secret),
+    ];
+    for spec in own.into_iter().chain(agents.iter().map(|agent| agent_spec(cluster, layout, agent))) {
+        let name = spec.name.clone();
+        supervisor.start(spec).with_context(|| format!("starting {name}"))?;
     }
+    Ok(())
+}
+
+/// Waits for the shop, seeds it and starts the load; then shows the dashboard (or the
+/// banner, headless) until it is time to stop. `false`: interrupted before the shop was
+/// ready.
+async fn attend(
+    supervisor: &Supervisor,
+    cluster: &ClusterConfig,
+    layout: &Layout,
+    args: &UpArgs,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<bool> {
     let gateway = format!("http://{}", cluster.gateway.listen);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let started = tokio::select! {
-        r = wait_ready(&gateway, Duration::from_secs(60)) => r,
-        _ = &mut shutdown => { supervisor.shutdown().await; return Ok(()); }
-    };
-    if let Err(e) = started {
-        supervisor.shutdown().await;
-        return Err(
-            e.context(format!("the shop did not become ready; see the logs in {}", data_dir.join("logs").display()))
-        );
+    let data_dir = &layout.data_dir;
+    tokio::select! {
+        ready = wait_ready(&gateway, Duration::from_secs(60)) => ready.with_context(|| {
+            format!("the shop did not become ready; see the logs in {}", data_dir.join("logs").display())
+        })?,
+        _ = &mut shutdown => return Ok(false),
     }
-    if let Err(e) = crate::seed::seed_if_empty(&gateway, &cluster).await {
+    if let Err(e) = crate::seed::seed_if_empty(&gateway, cluster).await {
         eprintln!("hale: seeding the catalog failed: {e:#}");
     }
     if args.load_rps > 0 {
-        let (user, password) = cluster
-            .demo_logins
-            .iter()
-            .find(|l| l.username == "shopper")
-            .or(cluster.demo_logins.first())
-            .map(|l| (l.username.clone(), l.password.clone()))
-            .unwrap_or_default();
-        let load = ProcessSpec {
-            name: "load".into(),
-            service: "load".into(),
-            node: cluster.gateway.node.get_ref().clone(),
-            listen: cluster.gateway.listen,
-            program: program.clone(),
-            args: vec![
-                "load".into(),
-                "--gateway".into(),
-                gateway.clone(),
-                "--rps".into(),
-                args.load_rps.to_string(),
-                "--duration".into(),
-                "0".into(),
-                "--no-progress".into(),
-                "--username".into(),
-                user,
-            ],
-            env: vec![("HALE_LOAD_PASSWORD".into(), password)],
-            output_file: data_dir.join("logs").join("load.out"),
-        };
-        supervisor.start(load).map_err(|e| anyhow::anyhow!("{e}"))?;
+        supervisor.start(load_spec(cluster, layout, args.load_rps)).context("starting the load")?;
     }
+    let banner = || print_banner(cluster, &gateway, data_dir, args.load_rps);
     if args.headless {
-        print_banner(&cluster, &gateway, &data_dir, args.load_rps);
+        banner();
         (&mut shutdown).await;
-    } else {
-        let endpoints = crate::dashboard::endpoints_of(&cluster);
-        let actuator = std::sync::Arc::new(crate::dashboard::actuator(endpoints.clone(), Some(&cluster), &data_dir));
-        let options = hale_tui::Options {
-            endpoints,
-            readonly: false,
-            chaos: true,
-            owns_cluster: !args.keep_running,
-            refresh: Duration::from_secs(1),
-            info: Some(crate::dashboard::info_of(&cluster, &data_dir, Some(args.load_rps))),
-        };
-        let shown = hale_tui::run(options, actuator, &mut shutdown).await;
-        if let Err(e) = shown {
-            eprintln!("hale: the dashboard failed ({e}); the cluster keeps running headless, Ctrl-C stops it");
-            print_banner(&cluster, &gateway, &data_dir, args.load_rps);
-            (&mut shutdown).await;
-        } else if args.keep_running {
-            print_banner(&cluster, &gateway, &data_dir, args.load_rps);
-            println!(
-                "  the dashboard closed; the cluster keeps running (`hale tui --data-dir {}` opens it again)",
-                data_dir.display()
-            );
-            (&mut shutdown).await;
-        }
+        return Ok(true);
     }
+    let endpoints = crate::dashboard::endpoints_of(cluster);
+    let actuator = std::sync::Arc::new(crate::dashboard::actuator(endpoints.clone(), Some(cluster), data_dir));
+    let options = hale_tui::Options {
+        endpoints,
+        readonly: false,
+        chaos: true,
+        owns_cluster: !args.keep_running,
+        refresh: Duration::from_secs(1),
+        info: Some(crate::dashboard::info_of(cluster, data_dir, Some(args.load_rps))),
+    };
+    if let Err(e) = hale_tui::run(options, actuator, &mut shutdown).await {
+        eprintln!("hale: the dashboard failed ({e}); the cluster keeps running headless, Ctrl-C stops it");
+        banner();
+        (&mut shutdown).await;
+    } else if args.keep_running {
+        banner();
+        println!(
+            "  the dashboard closed; the cluster keeps running (`hale tui --data-dir {}` opens it again)",
+            data_dir.display()
+        );
+        (&mut shutdown).await;
+    }
+    Ok(true)
+}
+
+/// Stops everything, the agents first, and says what ran and where the data stays.
+async fn stop(supervisor: &Supervisor, cluster: &ClusterConfig, data_dir: &Path) {
     println!("\nhale: stopping the cluster…");
     let stopping = Instant::now();
     // The replicas' restarts are their agents' to count (this supervisor only sees the
     // agents, the collector, the healer and the load): asked before they stop.
-    let replicas = replica_restarts(&cluster).await;
+    let replicas = replica_restarts(cluster).await;
     let status = supervisor.list();
     let own_restarts: u64 = status.iter().map(|s| s.restarts).sum();
     // The agents first, while the collector still takes their last batch: the staleness
@@ -473,7 +576,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
         data_dir.join("logs").display(),
         data_dir.join("healer").join("audit.jsonl").display()
     );
-    Ok(())
 }
 
 /// What the node agents said about their replicas just before the stop.
@@ -489,27 +591,27 @@ struct ReplicaCount {
 /// restarts on request, the healer's included), briefly: a frozen node must not hold up
 /// the stop.
 async fn replica_restarts(cluster: &ClusterConfig) -> ReplicaCount {
-    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build() else {
-        return ReplicaCount { silent: cluster.nodes.iter().map(|n| n.name.clone()).collect(), ..Default::default() };
-    };
     let mut asks = tokio::task::JoinSet::new();
     for node in &cluster.nodes {
-        let url = format!("http://{}/api/v1/processes", cluster.agent_listen(node));
-        let (client, name) = (client.clone(), node.name.clone());
+        let agent = hale_client::Agent::with_timeout(
+            &format!("http://{}", cluster.agent_listen(node)),
+            Duration::from_millis(1500),
+        );
+        let name = node.name.clone();
         asks.spawn(async move {
-            let answer: Option<serde_json::Value> = match client.get(url).send().await {
-                Ok(r) if r.status().is_success() => r.json().await.ok(),
-                _ => None,
+            let list = match agent {
+                Ok(agent) => agent.processes().await.ok(),
+                Err(_) => None,
             };
-            (name, answer.as_ref().and_then(hale_tui::model::parse_processes))
+            (name, list)
         });
     }
     let mut count = ReplicaCount::default();
-    while let Some(Ok((node, processes))) = asks.join_next().await {
-        match processes {
+    while let Some(Ok((node, list))) = asks.join_next().await {
+        match list {
             Some(list) => {
-                count.replicas += list.len();
-                count.restarts += list.iter().map(|p| p.restarts).sum::<u64>();
+                count.replicas += list.processes.len();
+                count.restarts += list.processes.iter().map(|p| p.restarts).sum::<u64>();
             }
             None => count.silent.push(node),
         }
@@ -572,20 +674,25 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     println!("\n  Ctrl-C stops everything.");
 }
 
+/// Waits until the gateway is ready and so is the catalog primary behind it: seeding
+/// writes.
 async fn wait_ready(gateway: &str, limit: Duration) -> Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
     let deadline = Instant::now() + limit;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         match client.get(format!("{gateway}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => {
-                // Seeding writes, so the catalog primary must be ready too.
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                if body["catalog_primary"]["ready"] == true {
-                    return Ok(());
+            Ok(r) if r.status().is_success() => match r.json::<GatewayReadiness>().await {
+                Ok(ready) if ready.catalog_primary.ready => return Ok(()),
+                Ok(ready) => {
+                    let primary = ready.catalog_primary.instance.unwrap_or_else(|| "none".into());
+                    last = format!(
+                        "the catalog primary ({primary}) is not ready yet; ready replicas: {:?}",
+                        ready.ready_replicas
+                    );
                 }
-                last = format!("the catalog primary is not ready yet: {body}");
-            }
+                Err(e) => last = format!("its readiness is not the gateway's: {e}"),
+            },
             Ok(r) => last = r.text().await.unwrap_or_default(),
             Err(e) => last = e.to_string(),
         }
@@ -693,6 +800,99 @@ mod tests {
         assert!(readme.contains(&format!("`{}`", cluster.gateway.listen)), "the gateway's address");
         assert!(readme.contains(&format!("127.0.0.1:{}", cluster.collector.listen.port())));
         assert!(readme.contains(&format!("127.0.0.1:{}", cluster.healer.listen.port())));
+    }
+
+    /// The default cluster with its secrets settled, laid out in `/d`.
+    fn demo() -> (ClusterConfig, Layout) {
+        let cluster = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("config");
+        (cluster, Layout { program: PathBuf::from("/bin/hale"), data_dir: PathBuf::from("/d") })
+    }
+
+    /// A child's secrets are in its environment, never on its command line (where `ps`
+    /// shows them to every user).
+    fn secrets_only_in_env(spec: &ProcessSpec, cluster: &ClusterConfig, webhook_secret: &str) {
+        let s = &cluster.secrets;
+        for secret in [&s.jwt_secret, &s.admin_token, &s.agent_token, &s.ingest_token, &s.orders_client_secret] {
+            assert!(!spec.args.contains(secret), "{}: a secret on the command line", spec.name);
+        }
+        assert!(
+            !spec.args.iter().any(|a| a == webhook_secret),
+            "{}: the webhook secret on the command line",
+            spec.name
+        );
+        assert_eq!(spec.program, PathBuf::from("/bin/hale"));
+        assert_eq!(spec.output_file, PathBuf::from(format!("/d/logs/{}.out", spec.name)));
+    }
+
+    fn env<'a>(spec: &'a ProcessSpec, key: &str) -> Option<&'a str> {
+        spec.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn flag_values<'a>(spec: &'a ProcessSpec, flag: &str) -> Vec<&'a str> {
+        spec.args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+    }
+
+    #[test]
+    fn the_collector_notifies_the_healer_and_the_users_hooks_at_demo_pace() {
+        let (cluster, layout) = demo();
+        let spec = collector_spec(&cluster, &layout, &["http://me/hook".into()], "whsec");
+        assert_eq!((spec.name.as_str(), spec.listen), ("collector", cluster.collector.listen));
+        assert_eq!(spec.args[0], "collector");
+        let healer_hook = format!("http://{}/hooks/alertmanager", cluster.healer.listen);
+        assert_eq!(flag_values(&spec, "--alert-webhook"), [healer_hook.as_str(), "http://me/hook"]);
+        assert_eq!(flag_values(&spec, "--rules"), ["/d/rules.yml"]);
+        assert_eq!(flag_values(&spec, "--slo"), ["/d/slo.yaml"]);
+        assert_eq!(flag_values(&spec, "--slo-time-scale"), [cluster.time_scale.to_string()]);
+        assert_eq!(flag_values(&spec, "--slo-min-events"), [DEMO_SLO_MIN_EVENTS.to_string()], "the demo's time scale");
+        assert_eq!(flag_values(&spec, "--evaluation-interval"), ["1s"]);
+        assert_eq!(env(&spec, "HALE_WEBHOOK_SECRET"), Some("whsec"));
+        assert_eq!(env(&spec, "HALE_INGEST_TOKEN"), Some(cluster.secrets.ingest_token.as_str()));
+        assert_eq!(env(&spec, "HALE_ADMIN_TOKEN"), Some(cluster.secrets.admin_token.as_str()));
+        secrets_only_in_env(&spec, &cluster, "whsec");
+    }
+
+    #[test]
+    fn the_healer_reads_the_cluster_file_and_escalates_where_asked() {
+        let (cluster, layout) = demo();
+        let spec = healer_spec(&cluster, &layout, &["http://pager/a".into(), "http://pager/b".into()], "whsec");
+        assert_eq!((spec.name.as_str(), spec.listen), ("healer", cluster.healer.listen));
+        assert_eq!(flag_values(&spec, "--cluster"), ["/d/cluster.toml"]);
+        assert_eq!(flag_values(&spec, "--policies"), ["/d/policies.yaml"]);
+        assert_eq!(flag_values(&spec, "--collector"), [format!("http://{}", cluster.collector.listen)]);
+        assert_eq!(flag_values(&spec, "--escalation-webhook"), ["http://pager/a", "http://pager/b"]);
+        assert_eq!(env(&spec, "HALE_HEALER_TOKEN"), Some(cluster.secrets.admin_token.as_str()));
+        assert_eq!(env(&spec, "HALE_WEBHOOK_SECRET"), Some("whsec"));
+        secrets_only_in_env(&spec, &cluster, "whsec");
+    }
+
+    #[test]
+    fn each_agent_runs_on_its_node_with_its_config_file() {
+        let (cluster, layout) = demo();
+        let agents = agent_configs(&cluster, &layout.program, &layout.data_dir, &layout.config_file());
+        for agent in &agents {
+            let spec = agent_spec(&cluster, &layout, agent);
+            assert_eq!(
+                (spec.node.as_str(), spec.service.as_str(), spec.listen),
+                (agent.node.as_str(), "agent", agent.listen)
+            );
+            assert_eq!(spec.name, format!("agent-{}", agent.node));
+            assert_eq!(spec.args, ["agent", "--config", &format!("/d/agent-{}.toml", agent.node)]);
+            assert_eq!(env(&spec, "HALE_AGENT_TOKEN"), Some(cluster.secrets.agent_token.as_str()));
+            secrets_only_in_env(&spec, &cluster, "-");
+        }
+    }
+
+    #[test]
+    fn the_load_logs_in_as_the_shopper_with_its_password_in_the_environment() {
+        let (cluster, layout) = demo();
+        let spec = load_spec(&cluster, &layout, 7);
+        let shopper = cluster.demo_logins.iter().find(|l| l.username == "shopper").expect("shopper");
+        assert_eq!(flag_values(&spec, "--username"), ["shopper"]);
+        assert_eq!(flag_values(&spec, "--rps"), ["7"]);
+        assert_eq!(flag_values(&spec, "--gateway"), [format!("http://{}", cluster.gateway.listen)]);
+        assert_eq!(env(&spec, "HALE_LOAD_PASSWORD"), Some(shopper.password.as_str()));
+        assert!(!spec.args.contains(&shopper.password));
+        secrets_only_in_env(&spec, &cluster, "-");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `agent.toml`: what one node agent watches, where it ships, and which replicas it runs.
-//! Flags override the common settings; everything is validated before the agent starts,
-//! and errors name the line.
+//! Flags override the common settings ([`AgentConfig::with_flags`]); everything is
+//! validated before the agent starts, and errors name the line.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 
 pub use hale_core::ConfigError;
 
-fn err(message: impl Into<String>) -> ConfigError {
-    ConfigError::new(message)
-}
+/// Where the agent listens when neither a flag nor a file says.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
+/// Where its queues live when neither a flag nor a file says.
+pub const DEFAULT_DATA_DIR: &str = ".hale/agent";
 
 fn default_scrape_interval_ms() -> u64 {
     15_000
@@ -216,60 +217,97 @@ impl AgentConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The agent's config: `flags` over `file` (a parsed agent.toml) over the defaults,
+    /// validated. Without a file, `--node` is required and everything else is the default.
+    pub fn with_flags(file: Option<AgentConfig>, flags: AgentFlags) -> Result<AgentConfig, ConfigError> {
+        let mut config = match file {
+            Some(config) => config,
+            None => {
+                let node = flags.node.clone().ok_or_else(|| ConfigError::new("--node is required without --config"))?;
+                AgentConfig::with_defaults(node)?
+            }
+        };
+        let AgentFlags { node, listen, remote_write, logs_endpoint, token, ingest_token, data_dir } = flags;
+        config.node = node.unwrap_or(config.node);
+        config.listen = listen.unwrap_or(config.listen);
+        if !remote_write.is_empty() {
+            config.remote_write = remote_write;
+        }
+        config.logs_endpoint = logs_endpoint.or(config.logs_endpoint);
+        config.token = token.or(config.token);
+        config.ingest_token = ingest_token.or(config.ingest_token);
+        config.data_dir = data_dir.unwrap_or(config.data_dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config of `node` with every other setting its default: what a file with only
+    /// the required keys gives, so a flag-only agent and a file agent agree.
+    fn with_defaults(node: String) -> Result<AgentConfig, ConfigError> {
+        let required = toml::Table::from_iter([
+            ("node".to_string(), toml::Value::String(node)),
+            ("listen".to_string(), toml::Value::String(DEFAULT_LISTEN.into())),
+            ("data_dir".to_string(), toml::Value::String(DEFAULT_DATA_DIR.into())),
+        ]);
+        toml::Value::Table(required).try_into().map_err(|e: toml::de::Error| ConfigError::new(e.message().trim()))
+    }
+
     /// Checks what serde cannot. Messages quote the offending key in backticks so the
     /// line can be found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node.trim().is_empty() {
-            return Err(err("`node` must not be empty"));
+            return Err(ConfigError::new("`node` must not be empty"));
         }
         for url in self.remote_write.iter().chain(self.logs_endpoint.iter()) {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(err(format!("`remote_write`/`logs_endpoint` {url:?} must be an http:// or https:// URL")));
+                return Err(ConfigError::new(format!(
+                    "`remote_write`/`logs_endpoint` {url:?} must be an http:// or https:// URL"
+                )));
             }
         }
         if !(100..=3_600_000).contains(&self.scrape_interval_ms) {
-            return Err(err("`scrape_interval_ms` must be between 100 and 3600000"));
+            return Err(ConfigError::new("`scrape_interval_ms` must be between 100 and 3600000"));
         }
         if !(100..=3_600_000).contains(&self.probe_interval_ms) {
-            return Err(err("`probe_interval_ms` must be between 100 and 3600000"));
+            return Err(ConfigError::new("`probe_interval_ms` must be between 100 and 3600000"));
         }
         if !(10..=60_000).contains(&self.timeout_ms) {
-            return Err(err("`timeout_ms` must be between 10 and 60000"));
+            return Err(ConfigError::new("`timeout_ms` must be between 10 and 60000"));
         }
         for (key, q) in [("metrics_queue", &self.metrics_queue), ("logs_queue", &self.logs_queue)] {
             if q.segment_bytes < 4096 || q.max_bytes < 2 * q.segment_bytes {
-                return Err(err(format!(
+                return Err(ConfigError::new(format!(
                     "`{key}`: segment_bytes must be at least 4096 and max_bytes at least two segments"
                 )));
             }
         }
         if self.batch.max_records == 0 || self.batch.max_wait_ms == 0 {
-            return Err(err("`batch`: max_records and max_wait_ms must be positive"));
+            return Err(ConfigError::new("`batch`: max_records and max_wait_ms must be positive"));
         }
         let mut services = HashSet::new();
         for s in &self.services {
             if !services.insert(s.name.as_str()) {
-                return Err(err(format!("`services`: {:?} is defined twice", s.name)));
+                return Err(ConfigError::new(format!("`services`: {:?} is defined twice", s.name)));
             }
             if let Some((lo, hi)) = s.port_range
                 && lo > hi
             {
-                return Err(err(format!("`port_range` of {:?} is empty", s.name)));
+                return Err(ConfigError::new(format!("`port_range` of {:?} is empty", s.name)));
             }
         }
         let mut names = HashSet::new();
         for p in &self.processes {
             if !names.insert(p.name.as_str()) {
-                return Err(err(format!("`processes`: {:?} is defined twice", p.name)));
+                return Err(ConfigError::new(format!("`processes`: {:?} is defined twice", p.name)));
             }
             if !services.contains(p.service.as_str()) {
-                return Err(err(format!(
+                return Err(ConfigError::new(format!(
                     "`service` {:?} of process {:?} has no [[services]] template",
                     p.service, p.name
                 )));
             }
             if !valid_instance_name(&p.name) {
-                return Err(err(format!("`name` {:?}: use letters, digits, '-' and '_'", p.name)));
+                return Err(ConfigError::new(format!("`name` {:?}: use letters, digits, '-' and '_'", p.name)));
             }
         }
         Ok(())
@@ -299,6 +337,19 @@ impl AgentConfig {
             output_file: PathBuf::from(fill(&template.output_file)),
         }
     }
+}
+
+/// What `hale agent`'s flags say, each `None` or empty when not given: a value here beats
+/// the file's (`remote_write` replaces the file's list). No `Debug`: it holds tokens.
+#[derive(Default)]
+pub struct AgentFlags {
+    pub node: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub remote_write: Vec<String>,
+    pub logs_endpoint: Option<String>,
+    pub token: Option<String>,
+    pub ingest_token: Option<String>,
+    pub data_dir: Option<PathBuf>,
 }
 
 pub fn valid_instance_name(name: &str) -> bool {
@@ -355,5 +406,42 @@ listen = "127.0.1.1:8085"
         assert!(AgentConfig::parse(&no_template).expect_err("template").message.contains("no [[services]] template"));
         let bad_url = SAMPLE.replace("http://127.0.0.1:9464/api/v1/write", "ftp://x");
         assert!(AgentConfig::parse(&bad_url).is_err());
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let file = || Some(AgentConfig::parse(SAMPLE).expect("parse"));
+        let node = || AgentFlags { node: Some("node-9".into()), ..AgentFlags::default() };
+        let defaults = AgentConfig::with_flags(None, node()).expect("flags only");
+        let from_file = AgentConfig::with_flags(file(), AgentFlags::default()).expect("file");
+        let flags = AgentFlags {
+            listen: Some("127.0.0.9:9101".parse().expect("addr")),
+            remote_write: vec!["http://flag/api/v1/write".into()],
+            token: Some("t".into()),
+            ..node()
+        };
+        let both = AgentConfig::with_flags(file(), flags).expect("both");
+        assert_eq!([&defaults.node, &from_file.node, &both.node], ["node-9", "node-1", "node-9"]);
+        assert_eq!(
+            [defaults.listen, from_file.listen, both.listen].map(|a| a.to_string()),
+            [DEFAULT_LISTEN, "127.0.1.1:9100", "127.0.0.9:9101"]
+        );
+        assert_eq!(
+            [defaults.scrape_interval_ms, from_file.scrape_interval_ms, both.scrape_interval_ms],
+            [15_000, 1000, 1000]
+        );
+        assert_eq!(both.remote_write, ["http://flag/api/v1/write"], "the flags' receivers replace the file's");
+        assert_eq!(from_file.remote_write, ["http://127.0.0.1:9464/api/v1/write"]);
+        assert_eq!((defaults.data_dir, both.data_dir), (PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from("/tmp/agent")));
+        assert_eq!((from_file.token, both.token), (None, Some("t".into())));
+        assert_eq!(both.processes, from_file.processes, "what only the file says stays");
+    }
+
+    #[test]
+    fn flags_alone_need_a_node_and_are_validated() {
+        let e = AgentConfig::with_flags(None, AgentFlags::default()).expect_err("no node");
+        assert!(e.message.contains("--node"), "{e}");
+        let bad = AgentFlags { node: Some("n".into()), logs_endpoint: Some("ftp://x".into()), ..AgentFlags::default() };
+        assert!(AgentConfig::with_flags(None, bad).expect_err("bad url").message.contains("http://"));
     }
 }

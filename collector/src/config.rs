@@ -1,74 +1,82 @@
 //! `collector.toml`: everything `hale collector` takes beyond its flags. Unknown keys and
-//! bad values are refused with the line they are on.
+//! bad values are refused with the line they are on. [`CollectorFile::into_config`] lays
+//! the flags over the file: a flag beats the file, the file beats the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use hale_core::ConfigError;
 
-fn default_retention() -> String {
-    "15d".into()
-}
-fn default_checkpoint_interval() -> String {
-    "5m".into()
-}
-fn default_evaluation_interval() -> String {
-    "15s".into()
-}
+use crate::CollectorConfig;
+use crate::notify::NotifyConfig;
 
-/// The file's contents; durations as text (`15d`, `5m`).
+/// Where the collector listens when neither a flag nor the file says.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+/// Where its data lives when neither a flag nor the file says.
+pub const DEFAULT_DATA_DIR: &str = ".hale/collector";
+
+/// The file's contents; durations as text (`15d`, `5m`). What the file leaves out is the
+/// [`Default`].
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CollectorFile {
     /// Address to serve on.
-    pub listen: Option<std::net::SocketAddr>,
+    pub listen: Option<SocketAddr>,
     /// Where the WAL, checkpoints and logs live.
-    pub data_dir: Option<std::path::PathBuf>,
+    pub data_dir: Option<PathBuf>,
     /// Keep samples and logs this long.
-    #[serde(default = "default_retention")]
     pub retention: String,
     /// Keep at most this many bytes of compressed samples in memory (0: no limit).
-    #[serde(default)]
     pub retention_bytes: usize,
     /// Fold the WAL into a checkpoint this often.
-    #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: String,
     /// Prometheus rule files to evaluate (relative to this file's folder).
-    #[serde(default)]
-    pub rule_files: Vec<std::path::PathBuf>,
+    pub rule_files: Vec<PathBuf>,
     /// How often rule groups without an interval of their own run.
-    #[serde(default = "default_evaluation_interval")]
     pub evaluation_interval: String,
     /// Labels alert templates see as `$externalLabels`.
-    #[serde(default)]
     pub external_labels: std::collections::BTreeMap<String, String>,
     /// Where alerts are notified and how they are grouped.
-    #[serde(default)]
     pub notify: NotifyFile,
     /// Sloth SLO specs to evaluate (relative to this file's folder).
-    #[serde(default)]
-    pub slo_files: Vec<std::path::PathBuf>,
+    pub slo_files: Vec<PathBuf>,
     /// SLO windows are multiplied by this (1 in production).
-    #[serde(default = "one")]
     pub slo_time_scale: f64,
     /// An SLO alert window needs at least this many events (0: no guard).
-    #[serde(default)]
     pub slo_min_events: u64,
 }
 
-fn one() -> f64 {
-    1.0
+impl Default for CollectorFile {
+    fn default() -> Self {
+        CollectorFile {
+            listen: None,
+            data_dir: None,
+            retention: "15d".into(),
+            retention_bytes: 0,
+            checkpoint_interval: "5m".into(),
+            rule_files: Vec::new(),
+            evaluation_interval: "15s".into(),
+            external_labels: Default::default(),
+            notify: NotifyFile::default(),
+            slo_files: Vec::new(),
+            slo_time_scale: 1.0,
+            slo_min_events: 0,
+        }
+    }
 }
 
 /// The `[notify]` table. The webhook secret is not here: it comes from
 /// `--webhook-secret` or `HALE_WEBHOOK_SECRET`, never from a file that may be shared.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NotifyFile {
     /// Webhook receivers (Alertmanager's payload, signed).
-    #[serde(default)]
     pub webhooks: Vec<String>,
     /// Alertmanager base URLs to forward alerts to.
-    #[serde(default)]
     pub alertmanagers: Vec<String>,
     /// Labels that group alerts into one notification (default: alertname).
     pub group_by: Option<Vec<String>>,
@@ -88,12 +96,11 @@ impl NotifyFile {
     /// The route, with durations checked; `line` finds a key's line for errors.
     pub fn route(&self, line: impl Fn(&str) -> Option<usize>) -> Result<crate::notify::dispatch::Route, ConfigError> {
         let default = crate::notify::dispatch::Route::default();
-        let parse = |key: &str, text: &Option<String>, fallback: std::time::Duration| match text {
+        let at = |key: &str, message: String| ConfigError { line: line(key), message };
+        let parse = |key: &str, text: &Option<String>, fallback: Duration| match text {
             None => Ok(fallback),
-            Some(t) => humantime::parse_duration(t).map_err(|_| ConfigError {
-                line: line(key),
-                message: format!("{key} = {t:?} is not a duration; write 0s, 30s, 5m or 4h"),
-            }),
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|_| at(key, format!("{key} = {t:?} is not a duration; write 0s, 30s, 5m or 4h"))),
         };
         let route = crate::notify::dispatch::Route {
             group_by: self.group_by.clone().unwrap_or(default.group_by),
@@ -103,80 +110,38 @@ impl NotifyFile {
             send_resolved: self.send_resolved.unwrap_or(default.send_resolved),
         };
         if route.group_interval.is_zero() {
-            return Err(ConfigError {
-                line: line("group_interval"),
-                message: "group_interval must be more than 0".into(),
-            });
+            return Err(at("group_interval", "group_interval must be more than 0".into()));
         }
         if route.repeat_interval < route.group_interval {
-            return Err(ConfigError {
-                line: line("repeat_interval"),
-                message: "repeat_interval must be at least group_interval".into(),
-            });
+            return Err(at("repeat_interval", "repeat_interval must be at least group_interval".into()));
         }
         for (key, urls) in [("webhooks", &self.webhooks), ("alertmanagers", &self.alertmanagers)] {
             if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
-                return Err(ConfigError {
-                    line: line(key),
-                    message: format!("{key}: {bad:?} is not an http:// or https:// URL"),
-                });
+                return Err(at(key, format!("{key}: {bad:?} is not an http:// or https:// URL")));
             }
         }
         Ok(route)
     }
 }
 
-#[cfg(test)]
-mod notify_tests {
-    use super::*;
-
-    #[test]
-    fn notify_table_is_checked_with_lines() {
-        let source = "listen = \"127.0.0.1:9464\"\n[notify]\nwebhooks = [\"http://127.0.0.1:9465/hooks/alertmanager\"]\ngroup_wait = \"1s\"\n";
-        let (file, _) = CollectorFile::parse(source).expect("parse");
-        let route = file.notify.route(|_| None).expect("route");
-        assert_eq!(route.group_wait, std::time::Duration::from_secs(1));
-        assert_eq!(route.group_by, ["alertname"]);
-        let e = CollectorFile::parse("[notify]\ngroup_wait = \"soon\"\n").expect_err("bad duration");
-        assert_eq!(e.line, Some(2), "{e}");
-        let e = CollectorFile::parse("[notify]\nwebhooks = [\"ftp://x\"]\n").expect_err("bad url");
-        assert_eq!(e.line, Some(2), "{e}");
-        let e = CollectorFile::parse("[notify]\nsecret = \"x\"\n").expect_err("unknown key");
-        assert_eq!(e.line, Some(2), "{e}");
-        let e =
-            CollectorFile::parse("[notify]\ngroup_interval = \"1h\"\nrepeat_interval = \"5m\"\n").expect_err("order");
-        assert_eq!(e.line, Some(3), "{e}");
-    }
-}
-
-impl Default for CollectorFile {
-    fn default() -> Self {
-        CollectorFile {
-            listen: None,
-            data_dir: None,
-            retention: default_retention(),
-            retention_bytes: 0,
-            checkpoint_interval: default_checkpoint_interval(),
-            rule_files: Vec::new(),
-            evaluation_interval: default_evaluation_interval(),
-            external_labels: Default::default(),
-            notify: NotifyFile::default(),
-            slo_files: Vec::new(),
-            slo_time_scale: 1.0,
-            slo_min_events: 0,
-        }
-    }
-}
-
 /// Validated durations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Durations {
-    pub retention: std::time::Duration,
-    pub checkpoint_interval: std::time::Duration,
-    pub evaluation_interval: std::time::Duration,
+    pub retention: Duration,
+    pub checkpoint_interval: Duration,
+    pub evaluation_interval: Duration,
 }
 
 impl CollectorFile {
+    /// Parses and checks a file; errors carry the line.
+    pub fn parse(source: &str) -> Result<(Self, Durations), ConfigError> {
+        let file: CollectorFile = toml::from_str(source).map_err(|e| ConfigError::from_toml(source, &e))?;
+        let durations = file.durations(|key| hale_core::find_key_line(source, key))?;
+        file.notify.route(|key| hale_core::find_key_line(source, key))?;
+        file.slo_options(|key| hale_core::find_key_line(source, key))?;
+        Ok((file, durations))
+    }
+
     /// The SLO options, checked.
     pub fn slo_options(&self, line: impl Fn(&str) -> Option<usize>) -> Result<crate::slo::Options, ConfigError> {
         if !(self.slo_time_scale > 0.0 && self.slo_time_scale <= 1.0) {
@@ -188,43 +153,111 @@ impl CollectorFile {
         Ok(crate::slo::Options { time_scale: self.slo_time_scale, min_events: self.slo_min_events })
     }
 
-    pub fn parse(source: &str) -> Result<(Self, Durations), ConfigError> {
-        let file: CollectorFile = toml::from_str(source).map_err(|e| ConfigError::from_toml(source, &e))?;
-        let durations = file.durations(|key| hale_core::find_key_line(source, key))?;
-        file.notify.route(|key| hale_core::find_key_line(source, key))?;
-        file.slo_options(|key| hale_core::find_key_line(source, key))?;
-        Ok((file, durations))
-    }
-
     /// Checks and converts the durations; `line` finds a key's line for errors.
     pub fn durations(&self, line: impl Fn(&str) -> Option<usize>) -> Result<Durations, ConfigError> {
-        let parse = |key: &str, text: &str, min: std::time::Duration| -> Result<std::time::Duration, ConfigError> {
-            let d = humantime::parse_duration(text).map_err(|_| ConfigError {
-                line: line(key),
-                message: format!("{key} = {text:?} is not a duration; write 15d, 12h or 5m"),
-            })?;
+        let parse = |key: &str, text: &str, min: Duration| -> Result<Duration, ConfigError> {
+            let at = |message: String| ConfigError { line: line(key), message };
+            let d = humantime::parse_duration(text)
+                .map_err(|_| at(format!("{key} = {text:?} is not a duration; write 15d, 12h or 5m")))?;
             if d < min {
-                return Err(ConfigError {
-                    line: line(key),
-                    message: format!("{key} must be at least {}", humantime::format_duration(min)),
-                });
+                return Err(at(format!("{key} must be at least {}", humantime::format_duration(min))));
             }
             Ok(d)
         };
         Ok(Durations {
-            retention: parse("retention", &self.retention, std::time::Duration::from_secs(60))?,
-            checkpoint_interval: parse(
-                "checkpoint_interval",
-                &self.checkpoint_interval,
-                std::time::Duration::from_millis(100),
-            )?,
-            evaluation_interval: parse(
-                "evaluation_interval",
-                &self.evaluation_interval,
-                std::time::Duration::from_millis(100),
-            )?,
+            retention: parse("retention", &self.retention, Duration::from_secs(60))?,
+            checkpoint_interval: parse("checkpoint_interval", &self.checkpoint_interval, Duration::from_millis(100))?,
+            evaluation_interval: parse("evaluation_interval", &self.evaluation_interval, Duration::from_millis(100))?,
         })
     }
+
+    /// The collector's config: `flags` over this file over the defaults. `dir` is the
+    /// file's folder: its rule and SLO files are relative to it, as in Prometheus. Errors
+    /// name no line: a value that fails here may have come from a flag.
+    pub fn into_config(mut self, dir: &Path, flags: CollectorFlags) -> Result<CollectorConfig, ConfigError> {
+        let set = |slot: &mut String, flag: Option<String>| {
+            if let Some(value) = flag {
+                *slot = value;
+            }
+        };
+        set(&mut self.retention, flags.retention);
+        set(&mut self.checkpoint_interval, flags.checkpoint_interval);
+        set(&mut self.evaluation_interval, flags.evaluation_interval);
+        self.retention_bytes = flags.retention_bytes.unwrap_or(self.retention_bytes);
+        self.slo_time_scale = flags.slo_time_scale.unwrap_or(self.slo_time_scale);
+        self.slo_min_events = flags.slo_min_events.unwrap_or(self.slo_min_events);
+        let notify = &mut self.notify;
+        notify.webhooks.extend(flags.alert_webhooks);
+        notify.alertmanagers.extend(flags.alertmanagers);
+        for (slot, flag) in [
+            (&mut notify.group_wait, flags.group_wait),
+            (&mut notify.group_interval, flags.group_interval),
+            (&mut notify.repeat_interval, flags.repeat_interval),
+        ] {
+            if flag.is_some() {
+                *slot = flag;
+            }
+        }
+        let route = self.notify.route(|_| None)?;
+        if flags.webhook_secret.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::new(
+                "--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it a long random value",
+            ));
+        }
+        let slo_options = self.slo_options(|_| None)?;
+        let durations = self.durations(|_| None)?;
+        let relative = |files: Vec<PathBuf>, added: Vec<PathBuf>| -> Vec<PathBuf> {
+            files.iter().map(|f| dir.join(f)).chain(added).collect()
+        };
+        let listen = flags.listen.or(self.listen).unwrap_or(DEFAULT_LISTEN);
+        Ok(CollectorConfig {
+            listen,
+            data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            ingest_token: flags.ingest_token,
+            retention: durations.retention,
+            retention_bytes: self.retention_bytes,
+            checkpoint_interval: durations.checkpoint_interval,
+            rule_files: relative(self.rule_files, flags.rules),
+            evaluation_interval: durations.evaluation_interval,
+            external_labels: self.external_labels,
+            notify: NotifyConfig {
+                webhooks: self.notify.webhooks,
+                webhook_secret: flags.webhook_secret.map(|s| Arc::from(s.into_bytes().into_boxed_slice())),
+                alertmanagers: self.notify.alertmanagers,
+                route,
+                external_url: self.notify.external_url.unwrap_or_else(|| format!("http://{listen}")),
+            },
+            admin_token: flags.admin_token,
+            slo_files: relative(self.slo_files, flags.slos),
+            slo_options,
+        })
+    }
+}
+
+/// What `hale collector`'s flags say, each `None` or empty when not given. A value here
+/// beats the file's; the lists (`rules`, `slos`, `alert_webhooks`, `alertmanagers`) add
+/// to the file's. The tokens and the webhook secret come only from here (flags or the
+/// environment), never from a file that may be shared. No `Debug`: it holds them.
+#[derive(Default)]
+pub struct CollectorFlags {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub ingest_token: Option<String>,
+    pub retention: Option<String>,
+    pub retention_bytes: Option<usize>,
+    pub checkpoint_interval: Option<String>,
+    pub rules: Vec<PathBuf>,
+    pub evaluation_interval: Option<String>,
+    pub alert_webhooks: Vec<String>,
+    pub webhook_secret: Option<String>,
+    pub alertmanagers: Vec<String>,
+    pub admin_token: Option<String>,
+    pub group_wait: Option<String>,
+    pub group_interval: Option<String>,
+    pub repeat_interval: Option<String>,
+    pub slos: Vec<PathBuf>,
+    pub slo_time_scale: Option<f64>,
+    pub slo_min_events: Option<u64>,
 }
 
 #[cfg(test)]
@@ -235,8 +268,8 @@ mod tests {
     fn parses_defaults_and_reports_lines() {
         let (file, d) = CollectorFile::parse("listen = \"127.0.0.1:9464\"\nretention = \"2d\"\n").expect("parse");
         assert_eq!(file.listen.map(|l| l.port()), Some(9464));
-        assert_eq!(d.retention, std::time::Duration::from_secs(2 * 86400));
-        assert_eq!(d.checkpoint_interval, std::time::Duration::from_secs(300));
+        assert_eq!(d.retention, Duration::from_secs(2 * 86400));
+        assert_eq!(d.checkpoint_interval, Duration::from_secs(300));
         let e = CollectorFile::parse("listen = \"127.0.0.1:9464\"\ncolour = 1\n").expect_err("unknown key");
         assert_eq!(e.line, Some(2), "{e}");
         let e = CollectorFile::parse("\nretention = \"forever\"\n").expect_err("bad duration");
@@ -244,5 +277,86 @@ mod tests {
         assert!(e.message.contains("15d"));
         let e = CollectorFile::parse("retention = \"1s\"\n").expect_err("too short");
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn notify_table_is_checked_with_lines() {
+        let source = "listen = \"127.0.0.1:9464\"\n[notify]\nwebhooks = [\"http://127.0.0.1:9465/hooks/alertmanager\"]\ngroup_wait = \"1s\"\n";
+        let (file, _) = CollectorFile::parse(source).expect("parse");
+        let route = file.notify.route(|_| None).expect("route");
+        assert_eq!(route.group_wait, Duration::from_secs(1));
+        assert_eq!(route.group_by, ["alertname"]);
+        let e = CollectorFile::parse("[notify]\ngroup_wait = \"soon\"\n").expect_err("bad duration");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = CollectorFile::parse("[notify]\nwebhooks = [\"ftp://x\"]\n").expect_err("bad url");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = CollectorFile::parse("[notify]\nsecret = \"x\"\n").expect_err("unknown key");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e =
+            CollectorFile::parse("[notify]\ngroup_interval = \"1h\"\nrepeat_interval = \"5m\"\n").expect_err("order");
+        assert_eq!(e.line, Some(3), "{e}");
+    }
+
+    const FILE: &str = "listen = \"127.0.0.2:9000\"\nretention = \"2d\"\nrule_files = [\"rules.yml\"]\n\
+                        slo_time_scale = 0.5\n[notify]\nwebhooks = [\"http://file/hook\"]\ngroup_wait = \"3s\"\n";
+
+    fn merged(source: &str, flags: CollectorFlags) -> Result<CollectorConfig, ConfigError> {
+        CollectorFile::parse(source).expect("parse").0.into_config(Path::new("/etc/hale"), flags)
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let defaults = merged("", CollectorFlags::default()).expect("defaults");
+        let file = merged(FILE, CollectorFlags::default()).expect("file");
+        let flags = || CollectorFlags {
+            listen: Some("127.0.0.3:9999".parse().expect("addr")),
+            retention: Some("3d".into()),
+            group_wait: Some("7s".into()),
+            slo_time_scale: Some(0.25),
+            ..CollectorFlags::default()
+        };
+        let both = merged(FILE, flags()).expect("flags");
+        let day = Duration::from_secs(86400);
+        assert_eq!([defaults.retention, file.retention, both.retention], [15 * day, 2 * day, 3 * day]);
+        assert_eq!(
+            [defaults.listen, file.listen, both.listen].map(|a| a.to_string()),
+            ["127.0.0.1:9464", "127.0.0.2:9000", "127.0.0.3:9999"]
+        );
+        assert_eq!(
+            [&defaults, &file, &both].map(|c| c.notify.route.group_wait),
+            [crate::notify::dispatch::Route::default().group_wait, Duration::from_secs(3), Duration::from_secs(7)]
+        );
+        assert_eq!([&defaults, &file, &both].map(|c| c.slo_options.time_scale), [1.0, 0.5, 0.25]);
+        assert_eq!(both.notify.external_url, "http://127.0.0.3:9999", "links point where it listens");
+        assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        // Settings the flags only ever give: never from the file.
+        assert!(both.ingest_token.is_none() && both.admin_token.is_none() && both.notify.webhook_secret.is_none());
+    }
+
+    #[test]
+    fn listed_flags_add_to_the_files_lists_which_are_relative_to_it() {
+        let flags = CollectorFlags {
+            rules: vec![PathBuf::from("extra.yml")],
+            slos: vec![PathBuf::from("/abs/slo.yaml")],
+            alert_webhooks: vec!["http://flag/hook".into()],
+            ..CollectorFlags::default()
+        };
+        let config = merged(FILE, flags).expect("config");
+        assert_eq!(config.rule_files, [PathBuf::from("/etc/hale/rules.yml"), PathBuf::from("extra.yml")]);
+        assert_eq!(config.slo_files, [PathBuf::from("/abs/slo.yaml")]);
+        assert_eq!(config.notify.webhooks, ["http://file/hook", "http://flag/hook"]);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_in_the_flags_words() {
+        let bad = |flags: CollectorFlags| merged("", flags).map(|_| ()).expect_err("refused").to_string();
+        let secret = bad(CollectorFlags { webhook_secret: Some(String::new()), ..CollectorFlags::default() });
+        assert!(secret.contains("--webhook-secret"), "{secret}");
+        let retention = bad(CollectorFlags { retention: Some("1s".into()), ..CollectorFlags::default() });
+        assert!(retention.contains("retention must be at least"), "{retention}");
+        let scale = bad(CollectorFlags { slo_time_scale: Some(2.0), ..CollectorFlags::default() });
+        assert!(scale.contains("slo_time_scale"), "{scale}");
+        let hook = bad(CollectorFlags { alert_webhooks: vec!["ftp://x".into()], ..CollectorFlags::default() });
+        assert!(hook.contains("not an http://"), "{hook}");
     }
 }

@@ -1,0 +1,199 @@
+//! `hale healer`: its flags checked into the healer's config ([`HealerConfig`] from
+//! [`HealerArgs`]), the healer run until Ctrl-C or SIGTERM; and `hale healer replay`,
+//! what a policy set would have done with recorded alerts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hale_healer::HealerConfig;
+
+/// No `Debug`: it holds tokens.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HealerArgs {
+    #[command(subcommand)]
+    sub: Option<HealerSub>,
+    /// Address to serve on (the collector's webhooks come here).
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    listen: SocketAddr,
+    /// Where the audit log and the durable state live.
+    #[arg(long, default_value = ".hale/healer")]
+    data_dir: PathBuf,
+    /// Healing policies (required).
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// The cluster's cluster.toml: where the node agents are, and their token (required).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// The collector's URL (queries, alerts, silences).
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    collector: String,
+    /// Bearer token for the healer's write endpoints (approve, pause, reset…).
+    #[arg(long, env = "HALE_HEALER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A bearer token the alert intake accepts in place of a signature, for senders that
+    /// cannot sign (Alertmanager's http_config.authorization). Without it the intake takes
+    /// signed webhooks only; the write token is never accepted there.
+    #[arg(long, env = "HALE_HEALER_INTAKE_TOKEN", hide_env_values = true)]
+    intake_token: Option<String>,
+    /// Key of the X-Hale-Signature on incoming webhooks and on escalations.
+    #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Where failed repairs are escalated (repeatable; signed).
+    #[arg(long = "escalation-webhook", value_name = "URL")]
+    escalation_webhooks: Vec<String>,
+    /// Shadow mode: record what every policy would do, do nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// etcd endpoints (comma-separated URLs): healers sharing them elect one leader, the
+    /// only one that acts, and keep their safety state there.
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    etcd: Vec<String>,
+    /// Key prefix in etcd; healers with the same prefix form one group.
+    #[arg(long, default_value = "/hale/healer")]
+    etcd_prefix: String,
+    /// Leader lease TTL: a leader that dies is replaced within about this long.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    etcd_ttl: Duration,
+}
+
+#[derive(clap::Subcommand)]
+enum HealerSub {
+    /// What a policy set would have done with recorded alerts (JSON lines: webhook
+    /// payloads, alerts, or the healer's audit log).
+    Replay {
+        #[arg(long)]
+        policies: PathBuf,
+        alerts: PathBuf,
+    },
+}
+
+/// etcd's shortest lease.
+const MIN_ETCD_TTL: Duration = Duration::from_secs(2);
+
+/// The flags checked, and the cluster file read: what the healer runs with.
+impl TryFrom<HealerArgs> for HealerConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: HealerArgs) -> Result<HealerConfig> {
+        let (Some(cluster), Some(policies)) = (args.cluster, args.policies) else {
+            bail!("hale healer needs --policies FILE and --cluster cluster.toml (hale up passes both)");
+        };
+        if args.intake_token.is_some() && args.intake_token == args.token {
+            bail!(
+                "--intake-token is the same as --token: the token that feeds the healer alerts must not also \
+                 approve, pause and reset it; give the intake a token of its own"
+            );
+        }
+        let cluster = crate::cluster_file::read(&cluster)?;
+        if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
+            bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");
+        }
+        if args.etcd_ttl < MIN_ETCD_TTL {
+            bail!("--etcd-ttl must be at least 2s (etcd's shortest lease)");
+        }
+        Ok(HealerConfig {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            policies,
+            cluster,
+            collector: args.collector,
+            token: args.token,
+            webhook_secret: args.webhook_secret.map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
+            intake_token: args.intake_token.filter(|t| !t.is_empty()),
+            escalation_webhooks: args.escalation_webhooks,
+            dry_run: args.dry_run,
+            etcd: args.etcd,
+            etcd_prefix: args.etcd_prefix,
+            etcd_ttl: args.etcd_ttl,
+        })
+    }
+}
+
+/// `hale healer` and `hale healer replay`.
+pub async fn run(args: HealerArgs) -> Result<()> {
+    if let Some(HealerSub::Replay { policies, alerts }) = &args.sub {
+        return replay(policies, alerts);
+    }
+    crate::logging::to_stderr("info");
+    let config = HealerConfig::try_from(args)?;
+    Ok(hale_healer::run(config, crate::up::shutdown_signal()).await?)
+}
+
+/// `hale healer replay`: one line per alert, then a summary.
+fn replay(policies: &Path, alerts: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(policies).with_context(|| format!("reading {}", policies.display()))?;
+    let file = hale_healer::policy::PolicyFile::parse(&text).with_context(|| policies.display().to_string())?;
+    let recorded = std::fs::read_to_string(alerts).with_context(|| format!("reading {}", alerts.display()))?;
+    let decisions = hale_healer::replay::replay(&file, &recorded).with_context(|| alerts.display().to_string())?;
+    println!("{:<32}  {:<22}  {:<24}  {:<10}  {:<26}  WHY", "STARTS", "ALERT", "TARGET", "OUTCOME", "POLICY / ACTION");
+    let mut counts = std::collections::BTreeMap::new();
+    for d in &decisions {
+        *counts.entry(d.outcome).or_insert(0) += 1;
+        let policy = match (&d.policy, d.action) {
+            (Some(p), Some(a)) => format!("{p} / {}", a.as_str()),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<32}  {:<22}  {:<24}  {:<10}  {:<26}  {}",
+            d.starts_at, d.alertname, d.target, d.outcome, policy, d.reason
+        );
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("{} alerts: {}", decisions.len(), summary.join(", "));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        healer: HealerArgs,
+    }
+
+    /// A cluster.toml with its secrets, as `hale up` writes it.
+    fn cluster_file(dir: &Path) -> PathBuf {
+        let mut cluster = hale_core::ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).expect("config");
+        cluster.secrets.generated = false;
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, cluster.to_toml()).expect("write");
+        path
+    }
+
+    fn config(dir: &Path, flags: &[&str]) -> Result<HealerConfig> {
+        let cluster = cluster_file(dir).display().to_string();
+        let base = ["hale", "--policies", "policies.yaml", "--cluster", &cluster];
+        let cli = Cli::try_parse_from(base.iter().chain(flags)).expect("flags parse");
+        HealerConfig::try_from(cli.healer)
+    }
+
+    #[test]
+    fn flags_become_the_healers_config() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = config(dir.path(), &["--token", "w", "--intake-token", "", "--etcd", "http://a:2379,http://b:2379"])
+            .expect("config");
+        assert_eq!((c.listen.port(), c.collector.as_str()), (9465, "http://127.0.0.1:9464"));
+        assert_eq!((c.token.as_deref(), c.intake_token), (Some("w"), None), "an empty intake token is none");
+        assert_eq!(c.etcd, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(c.etcd_ttl, Duration::from_secs(3));
+        assert!(!c.cluster.secrets.generated, "the cluster's own secrets");
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_way_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let refused = |flags: &[&str]| config(dir.path(), flags).map(|_| ()).expect_err("refused").to_string();
+        assert!(refused(&["--token", "t", "--intake-token", "t"]).contains("a token of its own"));
+        assert!(refused(&["--webhook-secret", ""]).contains("is empty"));
+        assert!(refused(&["--etcd-ttl", "1s"]).contains("at least 2s"));
+        let missing = Cli::try_parse_from(["hale"]).map(|cli| HealerConfig::try_from(cli.healer));
+        let message = missing.expect("flags parse").map(|_| ()).expect_err("refused").to_string();
+        assert!(message.contains("--policies FILE and --cluster"), "{message}");
+    }
+}

@@ -1,0 +1,48 @@
+//! Where each command's own log lines go: stderr for the components, a file beside the
+//! others while `hale up`'s dashboard owns the screen, JSON lines for a shop replica (its
+//! agent tails and ships them). `HALE_LOG` overrides the level everywhere.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// `HALE_LOG`, else `default`.
+fn filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_env("HALE_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+/// Human-readable logs on stderr at `default` level.
+pub fn to_stderr(default: &str) {
+    let _ = tracing_subscriber::registry()
+        .with(filter(default))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+}
+
+/// Human-readable logs appended to `path` (its folder made if need be).
+pub fn to_file(default: &str, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let _ = tracing_subscriber::registry()
+        .with(filter(default))
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file)))
+        .try_init();
+    Ok(())
+}
+
+/// A shop replica's JSON-lines log, at info level.
+pub fn to_json_lines(path: &Path, service: &str, instance: &str) -> Result<()> {
+    let layer = hale_shop::logging::JsonLines::open(path, service, instance)
+        .with_context(|| format!("opening log {}", path.display()))?;
+    let _ = tracing_subscriber::registry().with(filter("info")).with(layer).try_init();
+    Ok(())
+}
