@@ -80,10 +80,6 @@ pub struct Healer {
     pub handling: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-fn target_json(t: &Target) -> Value {
-    json!({"service": t.service, "instance": t.instance, "node": t.node})
-}
-
 fn escalated_alert(a: &Alert) -> hale_core::api::EscalatedAlert {
     hale_core::api::EscalatedAlert {
         alertname: a.name().to_string(),
@@ -91,11 +87,6 @@ fn escalated_alert(a: &Alert) -> hale_core::api::EscalatedAlert {
         starts_at: a.starts_at.clone(),
         labels: a.labels.clone(),
     }
-}
-
-/// An alert in the audit log: as escalations name it.
-fn alert_json(a: &Alert) -> Value {
-    json!(escalated_alert(a))
 }
 
 fn new_id() -> String {
@@ -163,7 +154,7 @@ impl Healer {
             .await?;
         if fresh {
             self.metrics.received();
-            self.audit("received", json!({"alert": alert_json(&alert)}));
+            self.audit("received", json!({"alert": escalated_alert(&alert)}));
             self.wake.notify_one();
         } else {
             self.metrics.duplicate();
@@ -246,14 +237,14 @@ impl Healer {
                 .collect()
         });
         for d in superseded {
-            let fields = json!({"policy": d.policy, "action": d.action, "target": target_json(&d.target), "alert": alert_json(&d.alert), "was_refused": d.reason});
+            let fields = json!({"policy": d.policy, "action": d.action, "target": d.target, "alert": escalated_alert(&d.alert), "was_refused": d.reason});
             self.drop_deferred(&d.alert.dedup_key(), fields, "it fired again; the new occurrence is decided instead")
                 .await;
         }
         let Some(policy) = self.policies.matching(&alert.labels).cloned() else {
             let _ = self.store.update(|s| s.deferred.retain(|d| d.alert.dedup_key() != key)).await;
             self.metrics.decided("ignored");
-            self.audit("ignored", json!({"alert": alert_json(alert), "reason": "no policy matches"}));
+            self.audit("ignored", json!({"alert": escalated_alert(alert), "reason": "no policy matches"}));
             return;
         };
         let target = Target::from_labels(&alert.labels);
@@ -300,7 +291,7 @@ impl Healer {
             tracing::error!(error = %e, "could not record an action; not taking it");
             return;
         }
-        let fields = json!({"action_id": action.id, "policy": policy.name, "action": policy.action, "target": target_json(&target), "alert": alert_json(alert)});
+        let fields = json!({"action_id": action.id, "policy": policy.name, "action": policy.action, "target": target, "alert": escalated_alert(alert)});
         match status {
             Status::DryRun => {
                 self.metrics.decided("dry_run");
@@ -419,8 +410,8 @@ impl Healer {
             json!({
                 "policy": policy.name,
                 "action": policy.action,
-                "target": target_json(target),
-                "alert": alert_json(alert),
+                "target": target,
+                "alert": escalated_alert(alert),
                 "reason": refusal.to_string(),
                 "code": refusal.code(),
                 "attempt": attempts + 1,
@@ -441,7 +432,7 @@ impl Healer {
                 return;
             }
             let key = d.alert.dedup_key();
-            let fields = json!({"policy": d.policy, "action": d.action, "target": target_json(&d.target), "alert": alert_json(&d.alert), "was_refused": d.reason});
+            let fields = json!({"policy": d.policy, "action": d.action, "target": d.target, "alert": escalated_alert(&d.alert), "was_refused": d.reason});
             let Some(policy) = self.policies.policies.iter().find(|p| p.name == d.policy).cloned() else {
                 self.drop_deferred(&key, fields, "its policy is no longer configured").await;
                 continue;
@@ -480,7 +471,7 @@ impl Healer {
         let _mine = Handling::new(&self, &id);
         let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else { return };
         let Some(policy) = self.policies.policies.iter().find(|p| p.name == action.policy).cloned() else { return };
-        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": target_json(&action.target)});
+        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": action.target});
         let silences = self.silence_side_effects(&action, &policy).await;
         self.audit("acting", base.clone());
         let result = match action.kind {
@@ -721,7 +712,7 @@ impl Healer {
                 })
                 .await;
             if saved.is_ok() {
-                self.audit("planned", json!({"action_id": id, "policy": out.policy, "action": ActionKind::ScaleIn, "target": target_json(&out.target), "after": out.id, "reason": format!("quiet for {}", humantime::format_duration(stabilization))}));
+                self.audit("planned", json!({"action_id": id, "policy": out.policy, "action": ActionKind::ScaleIn, "target": out.target, "after": out.id, "reason": format!("quiet for {}", humantime::format_duration(stabilization))}));
                 tokio::spawn(self.clone().execute(id));
             }
         }
@@ -769,10 +760,12 @@ impl Healer {
             .get("timeout")
             .and_then(|t| humantime::parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(30));
-        let input = serde_json::to_vec(
-            &json!({"action_id": action.id, "alert": action.alert, "target": target_json(&action.target)}),
-        )
-        .unwrap_or_default();
+        let input = hale_core::api::ExecInput {
+            action_id: action.id.clone(),
+            alert: action.alert.clone(),
+            target: action.target.clone(),
+        };
+        let input = serde_json::to_vec(&input).unwrap_or_default();
         let mut child = tokio::process::Command::new(program)
             .args(words)
             .stdin(std::process::Stdio::piped())
@@ -800,14 +793,14 @@ impl Healer {
     /// 2xx is success.
     async fn notify_automation(&self, policy: &Policy, action: &Action) -> Result<(), ActionError> {
         let url = policy.params.get("url").ok_or("params.url is missing")?;
-        let body = serde_json::to_vec(&json!({
-            "version": "hale-action/1",
-            "action_id": action.id,
-            "policy": action.policy,
-            "alert": action.alert,
-            "target": target_json(&action.target),
-        }))
-        .unwrap_or_default();
+        let body = hale_core::api::ActionWebhook {
+            action_id: action.id.clone(),
+            alert: action.alert.clone(),
+            policy: action.policy.clone(),
+            target: action.target.clone(),
+            version: hale_core::api::ACTION_WEBHOOK_VERSION.into(),
+        };
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut req = self.client.post(url).timeout(Duration::from_secs(10)).header("content-type", "application/json");
         if let Some(secret) = &self.escalation.secret {
             req = req.header(
@@ -971,7 +964,7 @@ impl Healer {
         let Some(action) = self.set_status(id, status, detail).await else { return };
         // Alerts refused while this action was in flight may go ahead now.
         self.wake.notify_one();
-        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": target_json(&action.target), "detail": detail});
+        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": action.target, "detail": detail});
         if status == Status::Succeeded {
             self.metrics.result(action.kind, "succeeded");
             self.audit("verified", base);
@@ -1030,7 +1023,7 @@ impl Healer {
             burn_rate_after: burn,
             next: format!("no automatic action on {key} until a human resets it: POST /api/v1/targets/{key}/reset"),
         };
-        self.audit("escalated", json!({"action_id": action.id, "target": target_json(&action.target), "why": why, "receivers": self.escalation.urls.len()}));
+        self.audit("escalated", json!({"action_id": action.id, "target": action.target, "why": why, "receivers": self.escalation.urls.len()}));
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         for url in &self.escalation.urls {
             let mut delivered = false;

@@ -361,6 +361,29 @@ pub struct HealerHealth {
     pub status: String,
 }
 
+/// The `version` of [`ActionWebhook`].
+pub const ACTION_WEBHOOK_VERSION: &str = "hale-action/1";
+
+/// What a `webhook` action posts to outside automation (signed like the collector's
+/// webhooks). Fields in the order the healer has always written them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionWebhook {
+    pub action_id: String,
+    pub alert: ReceivedAlert,
+    pub policy: String,
+    pub target: Target,
+    /// [`ACTION_WEBHOOK_VERSION`].
+    pub version: String,
+}
+
+/// What an `exec` action's command reads on its stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecInput {
+    pub action_id: String,
+    pub alert: ReceivedAlert,
+    pub target: Target,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,5 +517,28 @@ mod tests {
         let value: T = serde_json::from_str(served).expect("parses");
         round_trip(&value);
         serde_json::to_string(&value).expect("json")
+    }
+
+    #[test]
+    fn what_actions_send_round_trips_and_parses_as_the_healer_writes_it() {
+        let alert = deferred(RetryWhen::Resumed).alert;
+        let target = Target { service: Some("search".into()), instance: None, node: None };
+        let webhook = ActionWebhook {
+            action_id: "act-1".into(),
+            alert: alert.clone(),
+            policy: "notify".into(),
+            target: target.clone(),
+            version: ACTION_WEBHOOK_VERSION.into(),
+        };
+        round_trip(&webhook);
+        let served = r#"{"action_id":"act-1","alert":{"labels":{"alertname":"ReplicaDown"},"annotations":{},
+            "starts_at":"2026-01-01T00:00:00Z","fingerprint":"f","received_ms":1},"policy":"notify",
+            "target":{"service":"search","instance":null,"node":null},"version":"hale-action/1"}"#;
+        let compact: String = served.split_whitespace().collect();
+        assert_eq!(serde_json::to_string(&webhook).expect("json"), compact);
+        let input = ExecInput { action_id: "act-1".into(), alert, target };
+        round_trip(&input);
+        let v = serde_json::to_value(&input).expect("json");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(3));
     }
 }
