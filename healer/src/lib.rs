@@ -6,8 +6,10 @@
 //! append-only audit log.
 //!
 //! Data flows one way: the intake (`api`) stores alerts durably in the `state`, the
-//! `engine` decides them in order and runs actions through the `clients` (agents,
-//! collector), recording every step in the `audit` log.
+//! `engine` decides them in order (the `policy` says what, `safety` whether now) and runs
+//! actions through the `clients` (the collector, the agents and the gateway, over
+//! `hale-client`'s typed clients), recording every step in the `audit` log and its
+//! `metrics`. Every JSON it serves or sends is a type of `hale_core::api`.
 
 pub mod api;
 pub mod audit;
