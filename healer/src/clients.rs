@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hale_core::ServiceKind;
 use hale_core::api::{
-    ActiveAlert, AlertState, Envelope, MemberSpec, NewSilence, Point, PoolMember, PoolUpdate, PoolView, QueryResult,
+    ActiveAlert, AlertState, MemberSpec, NewSilence, Point, PoolMember, PoolUpdate, PoolView, QueryResult,
     RejoinRequest, Rejoined, SilenceMatcher, StartProcess,
 };
 
@@ -24,15 +24,9 @@ pub enum ClientError {
     /// The request got no answer (connect, timeout, reset): `doing` says what was asked.
     #[error("{doing}: {error}")]
     Transport { doing: String, error: reqwest::Error },
-    /// An answer came but its body could not be read or decoded.
-    #[error("{doing}: {error}")]
-    Decode { doing: String, error: reqwest::Error },
     /// The peer answered with an error status and, if it gave one, its own reason.
     #[error("{what}: {status} {detail}")]
     Status { what: String, status: reqwest::StatusCode, detail: String },
-    /// The peer answered, in its API's terms, that it would not do it.
-    #[error("{what}: {message}")]
-    Refused { what: String, message: String },
     /// A well-formed answer without what the healer needs from it.
     #[error("{0}")]
     Answer(String),
@@ -42,14 +36,6 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    fn transport(doing: impl Into<String>, error: reqwest::Error) -> Self {
-        ClientError::Transport { doing: doing.into(), error: error.without_url() }
-    }
-
-    fn decode(doing: impl Into<String>, error: reqwest::Error) -> Self {
-        ClientError::Decode { doing: doing.into(), error: error.without_url() }
-    }
-
     /// A typed client's error in the healer's terms, without its URL: `doing` what when
     /// unreachable, `refused` what when the peer said no.
     fn typed(doing: impl Into<String>, refused: impl Into<String>) -> impl FnOnce(hale_client::ClientError) -> Self {
@@ -89,25 +75,17 @@ pub struct Collector {
 impl Collector {
     /// An instant query: the result's samples (label set, value).
     pub async fn query(&self, q: &str) -> Result<Vec<(Labels, f64)>, ClientError> {
-        let url = format!("{}/api/v1/query", self.base);
-        let body: Envelope<QueryResult> = self
-            .client
-            .get(&url)
-            .query(&[("query", q)])
-            .timeout(CALL_TIMEOUT)
-            .send()
+        let result = self
+            .typed()?
+            .query(q)
             .await
-            .map_err(|e| ClientError::transport("querying the collector", e))?
-            .json()
-            .await
-            .map_err(|e| ClientError::decode("reading the collector's answer", e))?;
+            .map_err(ClientError::typed("querying the collector", format!("the collector refused {q:?}")))?;
         let value = |p: &Point| p.value().unwrap_or(f64::NAN);
-        match body.into_data() {
-            Err(message) => Err(ClientError::Refused { what: format!("the collector refused {q:?}"), message }),
-            Ok(QueryResult::Vector(samples)) => Ok(samples.into_iter().map(|s| (s.metric, value(&s.value))).collect()),
-            Ok(QueryResult::Scalar(p)) => Ok(vec![(Labels::new(), value(&p))]),
-            Ok(QueryResult::Matrix(_)) => Err(ClientError::Answer(format!("{q:?} gave a matrix, not a vector"))),
-            Ok(QueryResult::String(_)) => Err(ClientError::Answer(format!("{q:?} gave a string, not a vector"))),
+        match result {
+            QueryResult::Vector(samples) => Ok(samples.into_iter().map(|s| (s.metric, value(&s.value))).collect()),
+            QueryResult::Scalar(p) => Ok(vec![(Labels::new(), value(&p))]),
+            QueryResult::Matrix(_) => Err(ClientError::Answer(format!("{q:?} gave a matrix, not a vector"))),
+            QueryResult::String(_) => Err(ClientError::Answer(format!("{q:?} gave a string, not a vector"))),
         }
     }
 
@@ -115,22 +93,10 @@ impl Collector {
     /// by the age of its probes against their own spacing, the one freshness rule the
     /// dashboard and `hale status` use too.
     pub async fn cluster(&self) -> Result<hale_core::cluster::ClusterView, ClientError> {
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            data: hale_core::cluster::ClusterView,
-        }
-        let url = format!("{}/api/v1/cluster", self.base);
-        let answer: Answer = self
-            .client
-            .get(&url)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ClientError::transport("reading the collector's cluster view", e))?
-            .json()
-            .await
-            .map_err(|e| ClientError::decode("reading the collector's cluster view", e))?;
-        Ok(answer.data)
+        self.typed()?.cluster().await.map_err(ClientError::typed(
+            "reading the collector's cluster view",
+            "the collector refused its cluster view",
+        ))
     }
 
     /// Whether an alert with these labels is pending or firing at the collector.
