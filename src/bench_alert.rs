@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hale_core::ServiceKind;
 use hale_core::api::{NotifyStatus, WebhookPayload};
-use serde_json::json;
+use hale_shop::http::chaos::ChaosRequest;
 
 #[derive(Debug, clap::Args)]
 pub struct AlertArgs {
@@ -111,7 +111,7 @@ pub async fn alert(args: AlertArgs) -> Result<()> {
         let r = client
             .post(format!("http://{}/admin/chaos", target.listen))
             .bearer_auth(&config.secrets.admin_token)
-            .json(&json!({"hang": true, "duration_secs": args.fault_secs}))
+            .json(&ChaosRequest { hang: true, duration_secs: Some(args.fault_secs), ..Default::default() })
             .send()
             .await
             .with_context(|| format!("injecting a hang into {}", target.name))?;

@@ -5,9 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use hale_core::api::{ActionKind, ActionList, ActionStatus};
-use serde_json::{Value, json};
+use anyhow::{Context, Result, bail};
+use hale_core::api::{ActionKind, ActionStatus};
+use hale_shop::auth::TokenResponse;
+use hale_shop::catalog::CreateProduct;
+use hale_shop::http::chaos::ChaosRequest;
 
 use crate::bench_cluster::DemoCluster;
 
@@ -80,12 +82,8 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         for trial in 0..args.trials {
             let target = &targets[trial % targets.len()];
             let node = config.nodes.iter().find(|n| n.name == target.node).ok_or_else(|| anyhow::anyhow!("no node"))?;
-            let list: hale_core::api::ProcessList = client
-                .get(format!("http://{}/api/v1/processes", config.agent_listen(node)))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let agent = hale_client::Agent::new(&format!("http://{}", config.agent_listen(node)))?;
+            let list = agent.processes().await.with_context(|| format!("the processes of {}", node.name))?;
             let pid = list.processes.iter().find(|p| p.name == target.name).and_then(|p| p.pid);
             let Some(pid) = pid else { bail!("{} has no pid", target.name) };
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)?;
@@ -97,7 +95,7 @@ pub async fn heal(args: HealArgs) -> Result<()> {
             killed.push(s);
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        let healer = format!("http://{}", config.healer.listen);
+        let healer = hale_client::Healer::new(&format!("http://{}", config.healer.listen), None)?;
         for trial in 0..args.trials {
             let target = &targets[trial % targets.len()];
             let since = hale_core::time::now_ms();
@@ -105,15 +103,14 @@ pub async fn heal(args: HealArgs) -> Result<()> {
             let r = client
                 .post(format!("http://{}/admin/chaos", target.listen))
                 .bearer_auth(&config.secrets.admin_token)
-                .json(&json!({"hang": true, "duration_secs": 120}))
+                .json(&ChaosRequest { hang: true, duration_secs: Some(120), ..Default::default() })
                 .send()
                 .await?;
             if !r.status().is_success() {
                 bail!("chaos on {}: {}", target.name, r.status());
             }
             let done = until("restarted and verified", Duration::from_secs(60), async || {
-                let Ok(r) = client.get(format!("{healer}/api/v1/actions")).send().await else { return false };
-                r.json::<ActionList>().await.is_ok_and(|list| {
+                healer.actions().await.is_ok_and(|list| {
                     list.actions.iter().any(|a| {
                         a.target.instance.as_deref() == Some(target.name.as_str())
                             && a.status == ActionStatus::Succeeded
@@ -133,14 +130,16 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let cluster = start(&policies).await?;
         let config = &cluster.config;
         let gateway = format!("http://{}", config.gateway.listen);
-        let token: Value = client
+        let token: TokenResponse = client
             .post(format!("{gateway}/oauth/token"))
             .form(&[("grant_type", "password"), ("username", "admin"), ("password", "hale-admin")])
             .send()
             .await?
+            .error_for_status()
+            .context("logging in as admin")?
             .json()
-            .await?;
-        let token = token["access_token"].as_str().unwrap_or_default().to_string();
+            .await
+            .context("reading the admin's token")?;
         let primary = config
             .instances()
             .into_iter()
@@ -153,11 +152,16 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let mut n = 0;
         let back = until("writes served again", Duration::from_secs(60), async || {
             n += 1;
-            let body =
-                json!({"name": format!("bench {n}"), "description": "x", "price_cents": 1, "stock": 1, "tags": []});
+            let body = CreateProduct {
+                name: format!("bench {n}"),
+                description: "x".into(),
+                price_cents: 1,
+                stock: 1,
+                tags: Vec::new(),
+            };
             client
                 .post(format!("{gateway}/api/products"))
-                .bearer_auth(&token)
+                .bearer_auth(&token.access_token)
                 .json(&body)
                 .send()
                 .await
@@ -167,8 +171,8 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let s = back.duration_since(t0).as_secs_f64();
         eprintln!("{}'s node {} lost -> writes served again in {s:.2} s", primary.name, primary.node);
         // Where the time went, from the healer's record of the failover.
-        let actions: ActionList =
-            client.get(format!("http://{}/api/v1/actions", config.healer.listen)).send().await?.json().await?;
+        let healer = hale_client::Healer::new(&format!("http://{}", config.healer.listen), None)?;
+        let actions = healer.actions().await.context("the healer's actions")?;
         if let Some(a) = actions.actions.iter().find(|a| a.kind == ActionKind::Failover) {
             let at = |ms: Option<i64>| ms.map_or("?".to_string(), |ms| format!("{:.2}", (ms - t0_ms) as f64 / 1000.0));
             let active = humantime::parse_rfc3339_weak(a.alert.starts_at.trim_end_matches('Z'))

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hale_core::ClusterConfig;
+use hale_shop::http::chaos::ChaosRequest;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -77,7 +77,7 @@ impl ChaosArgs {
 fn seconds(text: &str) -> Result<u64> {
     humantime::parse_duration(text)
         .map(|d| d.as_secs().max(1))
-        .map_err(|_| anyhow::anyhow!("{text:?} is not a duration; write 30s or 2m"))
+        .with_context(|| format!("{text:?} is not a duration; write 30s or 2m"))
 }
 
 fn cluster(data_dir: &std::path::Path) -> Result<ClusterConfig> {
@@ -121,7 +121,7 @@ pub async fn apply(args: ChaosArgs) -> Result<String> {
             anyhow::anyhow!("no replica {name:?}; the cluster has {}", names.join(", "))
         })
     };
-    let inject = |instance: &str, body: Value| {
+    let inject = |instance: &str, body: ChaosRequest| {
         let target = replica(instance);
         let (client, token) = (client.clone(), cluster.secrets.admin_token.clone());
         async move {
@@ -142,18 +142,23 @@ pub async fn apply(args: ChaosArgs) -> Result<String> {
     };
     match args.fault {
         Fault::Hang { instance, duration } => {
-            inject(&instance, json!({"hang": true, "duration_secs": seconds(&duration)?})).await
+            let duration_secs = Some(seconds(&duration)?);
+            inject(&instance, ChaosRequest { hang: true, duration_secs, ..Default::default() }).await
         }
         Fault::Latency { instance, ms, duration } => {
-            inject(&instance, json!({"latency_ms": ms, "duration_secs": seconds(&duration)?})).await
+            let duration_secs = Some(seconds(&duration)?);
+            inject(&instance, ChaosRequest { latency_ms: Some(ms), duration_secs, ..Default::default() }).await
         }
         Fault::Errors { instance, rate, duration } => {
             if !(0.0..=1.0).contains(&rate) {
                 bail!("--rate must be between 0 and 1");
             }
-            inject(&instance, json!({"error_rate": rate, "duration_secs": seconds(&duration)?})).await
+            let duration_secs = Some(seconds(&duration)?);
+            inject(&instance, ChaosRequest { error_rate: Some(rate), duration_secs, ..Default::default() }).await
         }
-        Fault::Cpu { instance, duration } => inject(&instance, json!({"cpu_burn_secs": seconds(&duration)?})).await,
+        Fault::Cpu { instance, duration } => {
+            inject(&instance, ChaosRequest { cpu_burn_secs: Some(seconds(&duration)?), ..Default::default() }).await
+        }
         Fault::Kill { instance } => {
             let target = replica(&instance)?;
             let pid = processes(&cluster, &target.node)

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use hale_core::api::{NodeStatus, ServiceStatus, SloSummary, StatusReport};
+use hale_core::cluster::AgentState;
 use hale_core::{ClusterConfig, ServiceKind};
 use hale_tui::act::{ChaosHook, HttpActuator};
 use hale_tui::info::ClusterInfo;
 use hale_tui::source::{Endpoints, Source};
-use serde_json::json;
 
 /// Which cluster: its data dir, or the APIs' addresses.
 #[derive(Debug, clap::Args)]
@@ -202,43 +203,49 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
     let snapshot = source.refresh(now).await;
     let health = snapshot.health();
     if args.json {
-        let services: Vec<_> = snapshot
-            .services
-            .iter()
-            .flatten()
-            .map(|s| json!({"service": s.name, "ready": s.ready(), "replicas": s.replicas.len()}))
-            .collect();
-        let slos: Vec<_> = snapshot
-            .slos
-            .iter()
-            .flatten()
-            .map(|o| json!({"service": o.service, "slo": o.name, "status": o.status.label(), "sli": o.sli, "error_budget_remaining": o.budget_left}))
-            .collect();
-        let nodes: Vec<_> = snapshot
-            .nodes
-            .iter()
-            .flatten()
-            .map(|n| json!({"node": n.name, "agent": agent_word(n), "last_seen_secs_ago": n.last_seen_secs_ago}))
-            .collect();
-        let firing = snapshot.alerts.iter().flatten().filter(|a| a.firing).count();
-        let out = json!({
-            "healthy": health.healthy,
-            "problems": health.problems,
-            "collector": source.collector.is_up(),
-            "healer": source.healer.is_up(),
-            "nodes": nodes,
-            "services": services,
-            "slos": slos,
-            "firing_alerts": firing,
-        });
-        println!("{out}");
-        return Ok(health.healthy);
+        let report = StatusReport {
+            collector: source.collector.is_up(),
+            firing_alerts: snapshot.alerts.iter().flatten().filter(|a| a.firing).count(),
+            healer: source.healer.is_up(),
+            healthy: health.healthy,
+            nodes: snapshot
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| NodeStatus {
+                    agent: agent_state(n),
+                    last_seen_secs_ago: n.last_seen_secs_ago,
+                    node: n.name.clone(),
+                })
+                .collect(),
+            problems: health.problems,
+            services: snapshot
+                .services
+                .iter()
+                .flatten()
+                .map(|s| ServiceStatus { ready: s.ready(), replicas: s.replicas.len(), service: s.name.clone() })
+                .collect(),
+            slos: snapshot
+                .slos
+                .iter()
+                .flatten()
+                .map(|o| SloSummary {
+                    error_budget_remaining: o.budget_left,
+                    service: o.service.clone(),
+                    sli: o.sli,
+                    slo: o.name.clone(),
+                    status: o.status.label().to_string(),
+                })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string(&report).context("encoding the status")?);
+        return Ok(report.healthy);
     }
     let mark = |ok: bool| if ok { "ok " } else { "BAD" };
     println!("collector {}   healer {}", mark(source.collector.is_up()), mark(source.healer.is_up()));
     for n in snapshot.nodes.iter().flatten() {
         let seen = n.last_seen_secs_ago.map_or(String::new(), |s| format!(", last report {s:.0}s ago"));
-        println!("  {} {:<8} agent {}{seen}", mark(n.agent_up), n.name, agent_word(n));
+        println!("  {} {:<8} agent {}{seen}", mark(n.agent_up), n.name, agent_word(agent_state(n)));
     }
     for s in snapshot.services.iter().flatten() {
         println!("  {} {:<8} {}/{} replicas ready", mark(s.ready() > 0), s.name, s.ready(), s.replicas.len());
@@ -259,11 +266,20 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
 }
 
 /// A node's agent as the collector judges it: up, stale (silent a few intervals) or down.
-fn agent_word(n: &hale_tui::model::Node) -> &'static str {
+fn agent_state(n: &hale_tui::model::Node) -> AgentState {
     match (n.agent_up, n.agent_stale) {
-        (true, _) => "up",
-        (false, true) => "stale",
-        (false, false) => "down",
+        (true, _) => AgentState::Up,
+        (false, true) => AgentState::Stale,
+        (false, false) => AgentState::Down,
+    }
+}
+
+/// The state as `hale status` prints it (the JSON's word too).
+fn agent_word(state: AgentState) -> &'static str {
+    match state {
+        AgentState::Up => "up",
+        AgentState::Stale => "stale",
+        AgentState::Down => "down",
     }
 }
 

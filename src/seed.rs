@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use hale_core::ClusterConfig;
-use serde_json::json;
+use hale_shop::auth::TokenResponse;
+use hale_shop::catalog::{CreateProduct, ProductPage};
 
 const PRODUCTS: &[(&str, &str, i64, &[&str])] = &[
     ("Brass desk lamp", "Adjustable arm, warm 2700K bulb, solid brass base", 8900, &["lighting", "office"]),
@@ -24,15 +25,21 @@ const SEED_STOCK: i64 = 1_000_000;
 
 pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
-    let page: serde_json::Value =
-        client.get(format!("{gateway}/api/products?limit=1")).send().await?.error_for_status()?.json().await?;
-    if page["total"].as_u64().unwrap_or(0) > 0 {
+    let page: ProductPage = client
+        .get(format!("{gateway}/api/products?limit=1"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
+        .context("reading the catalog's first page")?;
+    if page.total > 0 {
         return Ok(());
     }
     let Some(admin) = cluster.demo_logins.iter().find(|l| l.username == "admin") else {
         bail!("no `admin` demo login in the cluster config to publish products with");
     };
-    let token: serde_json::Value = client
+    let token: TokenResponse = client
         .post(format!("{gateway}/oauth/token"))
         .form(&[
             ("grant_type", "password"),
@@ -44,13 +51,20 @@ pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()>
         .error_for_status()
         .context("logging in as admin")?
         .json()
-        .await?;
-    let token = token["access_token"].as_str().context("token response without access_token")?;
-    for (name, description, price_cents, tags) in PRODUCTS {
+        .await
+        .context("reading the admin's token")?;
+    for &(name, description, price_cents, tags) in PRODUCTS {
+        let product = CreateProduct {
+            name: name.into(),
+            description: description.into(),
+            price_cents,
+            stock: SEED_STOCK,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        };
         client
             .post(format!("{gateway}/api/products"))
-            .bearer_auth(token)
-            .json(&json!({"name": name, "description": description, "price_cents": price_cents, "stock": SEED_STOCK, "tags": tags}))
+            .bearer_auth(&token.access_token)
+            .json(&product)
             .send()
             .await?
             .error_for_status()

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::auth::TokenResponse;
+use crate::catalog::ProductPage;
 use tokio::sync::Semaphore;
 
 const SEARCH_WORDS: &[&str] = &[
@@ -217,19 +220,18 @@ impl Shared {
         if !response.status().is_success() {
             return Err(err(format!("status {}", response.status())));
         }
-        let body: Value = response.json().await.map_err(|e| err(e.to_string()))?;
-        let token = body["access_token"].as_str().ok_or_else(|| err("no access_token in the answer".into()))?;
-        *self.token.write().await = token.to_string();
+        let answer: TokenResponse = response.json().await.map_err(|e| err(format!("not a token answer: {e}")))?;
+        *self.token.write().await = answer.access_token;
         Ok(())
     }
 
-    /// One timed request; returns the status and JSON body when there is one.
-    async fn call(&self, route: &'static str, request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+    /// One timed request, its body read to the end; returns the status and the body.
+    async fn call(&self, route: &'static str, request: reqwest::RequestBuilder) -> Option<(u16, Vec<u8>)> {
         let start = Instant::now();
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let body = response.json::<Value>().await.unwrap_or(Value::Null);
+                let body = response.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                 self.record(route, status.to_string(), start.elapsed());
                 Some((status, body))
             }
@@ -244,8 +246,8 @@ impl Shared {
         let offset = rand::rng().random_range(0..3) * 10;
         let url = format!("{}/api/products?limit=10&offset={offset}", self.config.gateway);
         if let Some((200, body)) = self.call("GET /api/products", self.client.get(url)).await {
-            let ids: Vec<i64> =
-                body["products"].as_array().into_iter().flatten().filter_map(|p| p["id"].as_i64()).collect();
+            let page = serde_json::from_slice::<ProductPage>(&body).ok();
+            let ids: Vec<i64> = page.into_iter().flat_map(|p| p.products).map(|p| p.id).collect();
             if !ids.is_empty() {
                 let mut known = self.product_ids.lock().unwrap_or_else(|p| p.into_inner());
                 for id in ids {
@@ -433,13 +435,35 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         let count = Arc::new(AtomicU64::new(0));
         let counted = count.clone();
+        // The gateway's answers as the shop's types: a token, and a page of two products
+        // for every other route (what the load reads of a search or an order is its status).
+        let token = TokenResponse {
+            access_token: "t".into(),
+            token_type: "Bearer".into(),
+            expires_in: 60,
+            scope: "orders:write".into(),
+        };
+        let product = |id| crate::catalog::store::Product {
+            id,
+            name: format!("p{id}"),
+            description: String::new(),
+            price_cents: 1,
+            stock: 1,
+            tags: Vec::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let page = ProductPage { products: vec![product(1), product(2)], total: 2, limit: 10, offset: 0 };
+        let (token, page) = (serde_json::to_value(token).expect("json"), serde_json::to_value(page).expect("json"));
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
             let counted = counted.clone();
+            let (token, page) = (token.clone(), page.clone());
             async move {
-                if uri.path() != "/oauth/token" {
-                    counted.fetch_add(1, Ordering::Relaxed);
+                if uri.path() == "/oauth/token" {
+                    return axum::Json(token);
                 }
-                axum::Json(json!({"access_token": "t", "products": [{"id": 1}, {"id": 2}], "results": []}))
+                counted.fetch_add(1, Ordering::Relaxed);
+                axum::Json(page)
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

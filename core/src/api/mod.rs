@@ -35,6 +35,7 @@ pub use notify::*;
 pub use query::*;
 pub use rules::*;
 pub use slo::*;
+pub use status::*;
 
 use std::collections::BTreeMap;
 

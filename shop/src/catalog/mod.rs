@@ -28,11 +28,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub use replication::{CatalogState, EPOCH_HEADER, MAX_EPOCH, MAX_EPOCH_STEP, SYNC_TIMEOUT};
-use store::{NewProduct, ReservationItem, StoreError};
+use store::{NewProduct, Product, ReservationItem, StoreError};
 
 use crate::http::error::client_message;
 use crate::http::token::{CatalogReserve, CatalogWrite};
@@ -91,17 +91,28 @@ fn validate(p: &NewProduct) -> Result<(), AppError> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/products`, as the shop's clients (and `hale up`'s seeding) send
+/// it: what is left out is empty (no description, no stock, no tags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateProduct {
-    name: String,
+pub struct CreateProduct {
+    pub name: String,
     #[serde(default)]
-    description: String,
-    price_cents: i64,
+    pub description: String,
+    pub price_cents: i64,
     #[serde(default)]
-    stock: i64,
+    pub stock: i64,
     #[serde(default)]
-    tags: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// `GET /api/products`: a page of products in id order, and how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductPage {
+    pub products: Vec<Product>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u32,
 }
 
 async fn create_product(
@@ -140,7 +151,7 @@ async fn list_products(
     let limit = page.limit.unwrap_or(20).clamp(1, 100);
     let offset = page.offset.unwrap_or(0);
     let (products, total) = state.read(move |s| s.list(limit, offset)).await?;
-    Ok(axum::Json(json!({"products": products, "total": total, "limit": limit, "offset": offset})))
+    Ok(axum::Json(ProductPage { products, total, limit, offset }))
 }
 
 async fn get_product(
@@ -297,4 +308,31 @@ async fn rejoin(
 
 async fn replication_status(State(state): State<Arc<CatalogState>>) -> impl IntoResponse {
     axum::Json(state.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `GET /api/products` served before it had a type parses into it, and is
+    /// written back the same.
+    #[test]
+    fn a_served_page_reads_as_a_product_page() {
+        let served = concat!(
+            r#"{"products":[{"id":7,"name":"Brass desk lamp","description":"Adjustable arm","price_cents":8900,"#,
+            r#""stock":3,"tags":["lighting"],"created_at_ms":1,"updated_at_ms":2}],"total":12,"limit":1,"offset":0}"#
+        );
+        let page: ProductPage = serde_json::from_str(served).expect("page");
+        assert_eq!((page.products[0].id, page.total), (7, 12));
+        assert_eq!(serde_json::to_string(&page).expect("json"), served);
+    }
+
+    #[test]
+    fn a_new_product_leaves_out_what_it_does_not_have() {
+        let new: CreateProduct = serde_json::from_str(r#"{"name":"x","price_cents":1}"#).expect("minimal");
+        assert_eq!((new.stock, new.description.as_str(), new.tags.len()), (0, "", 0));
+        let back: CreateProduct = serde_json::from_str(&serde_json::to_string(&new).expect("json")).expect("again");
+        assert_eq!(back, new);
+        assert!(serde_json::from_str::<CreateProduct>(r#"{"name":"x","price_cents":1,"colour":"red"}"#).is_err());
+    }
 }
