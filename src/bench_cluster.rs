@@ -38,7 +38,7 @@ impl DemoCluster {
             .context("starting hale up")?;
         let mut cluster = DemoCluster {
             dir: dir.clone(),
-            config: ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).map_err(|e| anyhow::anyhow!("{e}"))?,
+            config: ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).context("the embedded cluster.toml")?,
             child,
         };
         eprintln!("starting a demo cluster in {} ...", dir.display());
@@ -53,8 +53,9 @@ impl DemoCluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let text = std::fs::read_to_string(dir.join("data").join("cluster.toml"))?;
-        cluster.config = ClusterConfig::parse(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let path = dir.join("data").join("cluster.toml");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        cluster.config = ClusterConfig::parse(&text).with_context(|| path.display().to_string())?;
         Ok(cluster)
     }
 

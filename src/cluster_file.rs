@@ -10,7 +10,7 @@ use hale_core::ClusterConfig;
 /// random secrets of its own, which match no other component's (every token and signature
 /// refused), so that is refused here with what to do instead.
 pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig> {
-    let cluster = ClusterConfig::parse(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let cluster = ClusterConfig::parse(text).with_context(|| path.display().to_string())?;
     if cluster.secrets.generated {
         bail!(
             "{} has no [secrets]: every component of a cluster must share them. Point this at the \

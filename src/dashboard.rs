@@ -59,9 +59,10 @@ pub fn cluster_of(data_dir: &Path) -> Result<Option<ClusterConfig>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    crate::cluster_file::parse(&text, &path).map(Some).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\n(fix it, or start the cluster again with `hale up --data-dir {}`, which rewrites it)",
+    crate::cluster_file::parse(&text, &path).map(Some).with_context(|| {
+        format!(
+            "the data dir's cluster.toml cannot be used: fix it, or start the cluster again with `hale up --data-dir \
+             {}`, which rewrites it",
             data_dir.display()
         )
     })

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hale_core::api::{NewSilence, SilenceMatcher};
 
 /// No `Debug`: it holds a token.
@@ -55,7 +55,7 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
     // The flag or the environment first: they may name another cluster's token on purpose.
     let token = args.token.or_else(|| cluster.map(|c| c.secrets.admin_token));
     let client = hale_client::Collector::new(&collector, token)
-        .map_err(|_| anyhow::anyhow!("--collector {collector:?} is not an http URL"))?;
+        .with_context(|| format!("--collector {collector:?} is not an http URL"))?;
     match args.which {
         Which::Add { matchers, duration, comment, author } => {
             let matchers: Vec<SilenceMatcher> = matchers
@@ -64,7 +64,7 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?;
             let duration = humantime::parse_duration(&duration)
-                .map_err(|_| anyhow::anyhow!("--duration {duration:?} is not a duration; write 30m, 2h or 1d"))?;
+                .with_context(|| format!("--duration {duration:?} is not a duration; write 30m, 2h or 1d"))?;
             let ends = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + duration).to_string();
             let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "hale".into());
             let body = NewSilence { id: None, matchers, starts_at: None, ends_at: ends, created_by: author, comment };
