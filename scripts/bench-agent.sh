@@ -6,13 +6,7 @@
 # prometheus-node-exporter)
 set -euo pipefail
 secs=${1:-60}
-hale=${HALE_BIN:-${CARGO_TARGET_DIR:-target}/release/hale}
-[ -x "$hale" ] || { echo "build first: cargo build --release (or set HALE_BIN)" >&2; exit 1; }
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/bench-lib.sh"
 ne_port=$(port); prom_port=$(port); agent_port=$(port)
 
 cat > "$dir/prometheus.yml" <<YML
@@ -36,8 +30,6 @@ TOML
 "$hale" agent --config "$dir/agent.toml" >"$dir/agent.log" 2>&1 &
 agent_pid=$!; pids+=($agent_pid)
 
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 sleep 10 # warm up: first scrapes, first remote writes
 tick=$(getconf CLK_TCK)
 a0=$(cpu $agent_pid); n0=$(cpu $ne_pid)

@@ -5,15 +5,7 @@
 set -euo pipefail
 series=${1:-20000}
 samples=${2:-241}
-hale=${HALE_BIN:-${CARGO_TARGET_DIR:-target}/release/hale}
-[ -x "$hale" ] || { echo "build first: cargo build --release (or set HALE_BIN)" >&2; exit 1; }
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_ready() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
+. "$(dirname "$0")/bench-lib.sh"
 prom_port=$(port); hale_port=$(port)
 
 echo "global: { scrape_interval: 1h }" > "$dir/prometheus.yml"
