@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hale_core::api::{ActionKind, ActionStatus};
-use hale_shop::auth::TokenResponse;
 use hale_shop::catalog::CreateProduct;
 use hale_shop::http::chaos::ChaosRequest;
 
@@ -130,16 +129,7 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let cluster = start(&policies).await?;
         let config = &cluster.config;
         let gateway = format!("http://{}", config.gateway.listen);
-        let token: TokenResponse = client
-            .post(format!("{gateway}/oauth/token"))
-            .form(&[("grant_type", "password"), ("username", "admin"), ("password", "hale-admin")])
-            .send()
-            .await?
-            .error_for_status()
-            .context("logging in as admin")?
-            .json()
-            .await
-            .context("reading the admin's token")?;
+        let token = crate::seed::admin_token(&client, &gateway, config).await?;
         let primary = config
             .instances()
             .into_iter()
@@ -161,7 +151,7 @@ pub async fn heal(args: HealArgs) -> Result<()> {
             };
             client
                 .post(format!("{gateway}/api/products"))
-                .bearer_auth(&token.access_token)
+                .bearer_auth(&token)
                 .json(&body)
                 .send()
                 .await

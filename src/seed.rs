@@ -36,23 +36,7 @@ pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()>
     if page.total > 0 {
         return Ok(());
     }
-    let Some(admin) = cluster.demo_logins.iter().find(|l| l.username == "admin") else {
-        bail!("no `admin` demo login in the cluster config to publish products with");
-    };
-    let token: TokenResponse = client
-        .post(format!("{gateway}/oauth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", admin.username.as_str()),
-            ("password", admin.password.as_str()),
-        ])
-        .send()
-        .await?
-        .error_for_status()
-        .context("logging in as admin")?
-        .json()
-        .await
-        .context("reading the admin's token")?;
+    let token = admin_token(&client, gateway, cluster).await?;
     for &(name, description, price_cents, tags) in PRODUCTS {
         let product = CreateProduct {
             name: name.into(),
@@ -63,7 +47,7 @@ pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()>
         };
         client
             .post(format!("{gateway}/api/products"))
-            .bearer_auth(&token.access_token)
+            .bearer_auth(&token)
             .json(&product)
             .send()
             .await?
@@ -72,4 +56,23 @@ pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()>
     }
     println!("hale: seeded the catalog with {} products", PRODUCTS.len());
     Ok(())
+}
+
+/// A token of the cluster's `admin` demo login, which may publish products.
+pub async fn admin_token(client: &reqwest::Client, gateway: &str, cluster: &ClusterConfig) -> Result<String> {
+    let Some(admin) = cluster.demo_logins.iter().find(|l| l.username == "admin") else {
+        bail!("no `admin` demo login in the cluster config to publish products with");
+    };
+    let form = [("grant_type", "password"), ("username", &admin.username), ("password", &admin.password)];
+    let answer: TokenResponse = client
+        .post(format!("{gateway}/oauth/token"))
+        .form(&form)
+        .send()
+        .await?
+        .error_for_status()
+        .context("logging in as admin")?
+        .json()
+        .await
+        .context("reading the admin's token")?;
+    Ok(answer.access_token)
 }
