@@ -82,30 +82,19 @@ impl QueueConfig {
     }
 }
 
-/// How batches are cut before they are queued.
+/// How batches are cut before they are queued. What a file leaves out is the [`Default`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
     /// A log batch is cut at this many records...
-    #[serde(default = "BatchConfig::default_max_records")]
     pub max_records: usize,
     /// ...or when its oldest record has waited this long.
-    #[serde(default = "BatchConfig::default_max_wait_ms")]
     pub max_wait_ms: u64,
-}
-
-impl BatchConfig {
-    fn default_max_records() -> usize {
-        1000
-    }
-    fn default_max_wait_ms() -> u64 {
-        1000
-    }
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_records: Self::default_max_records(), max_wait_ms: Self::default_max_wait_ms() }
+        BatchConfig { max_records: 1000, max_wait_ms: 1000 }
     }
 }
 
@@ -435,6 +424,13 @@ listen = "127.0.1.1:8085"
         assert_eq!((defaults.data_dir, both.data_dir), (PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from("/tmp/agent")));
         assert_eq!((from_file.token, both.token), (None, Some("t".into())));
         assert_eq!(both.processes, from_file.processes, "what only the file says stays");
+    }
+
+    #[test]
+    fn a_partial_batch_table_keeps_the_other_default() {
+        let c = AgentConfig::parse(&format!("{SAMPLE}\n[batch]\nmax_records = 5\n")).expect("parse");
+        assert_eq!(c.batch, BatchConfig { max_records: 5, ..BatchConfig::default() });
+        assert_eq!(c.batch.max_wait_ms, 1000);
     }
 
     #[test]
