@@ -49,5 +49,5 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let flags = AgentFlags { node, listen, remote_write, logs_endpoint, token, ingest_token, data_dir };
     let config = AgentConfig::with_flags(file, flags)?;
     crate::logging::to_stderr("info");
-    Ok(hale_agent::run(config, crate::up::shutdown_signal()).await?)
+    Ok(hale_agent::run(config, crate::shutdown::requested()).await?)
 }

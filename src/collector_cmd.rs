@@ -102,5 +102,5 @@ pub async fn run(args: CollectorArgs) -> Result<()> {
     // Rule and SLO files named in the config are relative to it, as in Prometheus.
     let dir = path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
     let config = file.into_config(dir, flags)?;
-    Ok(hale_collector::run(config, crate::up::shutdown_signal()).await?)
+    Ok(hale_collector::run(config, crate::shutdown::requested()).await?)
 }

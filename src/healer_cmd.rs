@@ -119,7 +119,7 @@ pub async fn run(args: HealerArgs) -> Result<()> {
     }
     crate::logging::to_stderr("info");
     let config = HealerConfig::try_from(args)?;
-    Ok(hale_healer::run(config, crate::up::shutdown_signal()).await?)
+    Ok(hale_healer::run(config, crate::shutdown::requested()).await?)
 }
 
 /// `hale healer replay`: one line per alert, then a summary.

@@ -52,7 +52,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         progress: !args.no_progress,
         max_in_flight: args.max_in_flight,
     };
-    let summary = hale_shop::load::run(config, crate::up::shutdown_signal()).await?;
+    let summary = hale_shop::load::run(config, crate::shutdown::requested()).await?;
     print!("{}", summary.render());
     Ok(())
 }

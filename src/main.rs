@@ -19,6 +19,7 @@ mod load_cmd;
 mod logging;
 mod seed;
 mod shop_cmd;
+mod shutdown;
 mod silence;
 mod up;
 

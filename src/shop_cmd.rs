@@ -97,7 +97,7 @@ async fn serve(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
         follow: flags.follow,
         cluster,
     };
-    let result = hale_shop::run(args, crate::up::shutdown_signal()).await;
+    let result = hale_shop::run(args, crate::shutdown::requested()).await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "service failed");
     }

@@ -409,7 +409,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     let (cluster, layout, webhook_secret) = prepare(&args)?;
     let supervisor = Supervisor::new(Duration::from_secs(10));
-    let shutdown = shutdown_signal();
+    let shutdown = crate::shutdown::requested();
     tokio::pin!(shutdown);
     let attended = match start(&supervisor, &cluster, &layout, &args, &webhook_secret) {
         Ok(()) => attend(&supervisor, &cluster, &layout, &args, shutdown.as_mut()).await,
@@ -699,21 +699,6 @@ async fn wait_ready(gateway: &str, limit: Duration) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("gateway not ready after {}s: {last}", limit.as_secs())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]
