@@ -411,10 +411,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let supervisor = Supervisor::new(Duration::from_secs(10));
     let shutdown = crate::shutdown::requested();
     tokio::pin!(shutdown);
-    let attended = match start(&supervisor, &cluster, &layout, &args, &webhook_secret) {
-        Ok(()) => attend(&supervisor, &cluster, &layout, &args, shutdown.as_mut()).await,
-        Err(e) => Err(e),
-    };
+    let attended = async {
+        start(&supervisor, &cluster, &layout, &args, &webhook_secret)?;
+        attend(&supervisor, &cluster, &layout, &args, shutdown.as_mut()).await
+    }
+    .await;
     match attended {
         Ok(true) => {
             stop(&supervisor, &cluster, &layout.data_dir).await;
