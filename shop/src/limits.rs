@@ -1,7 +1,6 @@
 //! How much one order may take. Without a cap one shopper could reserve the whole stock
 //! in one order (50 items of 1,000 units was accepted), locking everyone else out of it.
 
-use crate::catalog::store::ReservationItem;
 use crate::http::AppError;
 
 /// Caps on the units of one order, enforced by the orders service (for shoppers) and by
@@ -49,13 +48,17 @@ impl OrderLimits {
         Ok(limits)
     }
 
-    /// 400 naming the cap when `items` asks for more units than one order may take.
-    pub fn check(&self, items: &[ReservationItem]) -> Result<(), AppError> {
+    /// 400 naming the cap when an order's lines, `(product id, quantity)`, ask for more
+    /// units than one order may take. Lines, not a reservation type, so that the catalog
+    /// and orders depend on the limits and not the other way round.
+    pub fn check(&self, lines: impl IntoIterator<Item = (i64, i64)>) -> Result<(), AppError> {
         // Per product, however many lines name it: five lines of 100 are 500 of one.
-        let mut per_product: std::collections::BTreeMap<_, i64> = std::collections::BTreeMap::new();
-        for item in items {
-            let units = per_product.entry(item.product_id).or_default();
-            *units = units.saturating_add(item.quantity.max(0));
+        let mut per_product: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        let mut total = 0i64;
+        for (product, quantity) in lines {
+            let units = per_product.entry(product).or_default();
+            *units = units.saturating_add(quantity.max(0));
+            total = total.saturating_add(quantity.max(0));
         }
         if let Some((product, units)) = per_product.iter().find(|(_, u)| **u > i64::from(self.max_units_per_item)) {
             return Err(AppError::BadRequest(format!(
@@ -63,7 +66,6 @@ impl OrderLimits {
                 self.max_units_per_item
             )));
         }
-        let total = items.iter().fold(0i64, |sum, i| sum.saturating_add(i.quantity.max(0)));
         if total > i64::from(self.max_units_per_order) {
             return Err(AppError::BadRequest(format!(
                 "the order asks for {total} units; one order takes at most {} in all",

@@ -237,7 +237,7 @@ async fn reserve(
     if req.items.iter().any(|i| i.quantity < 1) {
         return Err(AppError::Unprocessable("each quantity must be at least 1".into()));
     }
-    limits.check(&req.items)?;
+    limits.check(req.items.iter().map(|i| (i.product_id, i.quantity)))?;
     let items = req.items;
     let id = req.reservation_id;
     let result = state

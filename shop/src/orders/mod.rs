@@ -286,7 +286,7 @@ async fn place_order(
     if req.items.iter().any(|i| i.quantity < 1) {
         return Err(AppError::Unprocessable("each quantity must be at least 1".into()));
     }
-    state.limits.check(&req.items)?;
+    state.limits.check(req.items.iter().map(|i| (i.product_id, i.quantity)))?;
     let address = req.shipping_address.trim().to_string();
     if address.is_empty() || address.chars().count() > 500 {
         return Err(AppError::Unprocessable("shipping_address must be 1 to 500 characters".into()));
