@@ -82,7 +82,7 @@ pub fn rules(command: RulesCommand) -> Result<()> {
 /// `hale slo check` and `hale slo export`.
 pub fn slo(command: SloCommand) -> Result<()> {
     match command.which {
-        SloWhich::Check { files } => check_files(&files, "SLO", hale_collector::slo::spec::parse, |specs| {
+        SloWhich::Check { files } => check_files(&files, "SLO", hale_collector::slo::parse, |specs| {
             let slos: usize = specs.iter().map(|s| s.slos.len()).sum();
             format!("{} services, {slos} SLOs", specs.len())
         }),

@@ -61,6 +61,24 @@ fn check_and_export_pass_promtool() {
     assert!(!out.status.success());
 }
 
+/// A spec can be valid Sloth and still become rules the collector refuses (a broken
+/// template in an alert label): `hale slo check` says so at the spec's document.
+#[test]
+fn check_refuses_a_spec_whose_generated_rules_do_not_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad-template.yaml");
+    let text = std::fs::read_to_string(DEFAULT_SLOS).expect("read").replacen(
+        "category: availability",
+        "category: \"{{ $labels.x\"",
+        1,
+    );
+    std::fs::write(&bad, text).expect("write");
+    let out = hale(&["slo", "check", bad.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:1: ", bad.display())) && err.contains("generated rules do not load"), "{err}");
+}
+
 /// A service's request stream: requests per second and the error fraction at time `t`
 /// (seconds relative to the moment the history ends).
 struct Stream {

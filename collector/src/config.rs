@@ -88,7 +88,7 @@ pub struct NotifyFile {
     pub repeat_interval: Option<String>,
     /// Whether resolved alerts are notified (default true).
     pub send_resolved: Option<bool>,
-    /// This collector's URL, for links in notifications (default http://<listen>).
+    /// This collector's URL, for links in notifications (default `http://<listen>`).
     pub external_url: Option<String>,
 }
 
