@@ -1,4 +1,8 @@
-//! Small pieces of request authentication every component needs.
+//! Small pieces of request authentication every component needs: constant-time
+//! comparison, bearer-token parsing, and [`bearer_matches`], the one check of an
+//! `Authorization` header every token-guarded endpoint makes (agent actuator, collector
+//! ingest and silences, healer writes). One check in one place, so no endpoint compares a
+//! token with `==` and leaks it a byte at a time through timing.
 
 /// Compares secrets without leaking, through timing, how long a matching prefix is.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

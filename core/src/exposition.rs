@@ -1,6 +1,11 @@
 //! The Prometheus text exposition format (0.0.4) and OpenMetrics 1.0: parsing what
 //! services expose, and writing what the agent serves.
 //!
+//! The parser reads types (`# TYPE`) and help text, resolves escapes, skips exemplars,
+//! drops OpenMetrics' `_created` series of typed families (as Prometheus does by default;
+//! a gauge that happens to end in `_created` is kept), and names the line of every error.
+//! The encoder writes the text format 0.0.4.
+//!
 //! Written here rather than taken from a crate because the available parsers fold
 //! histograms into their own structures or lose OpenMetrics counter types, while a
 //! scraper has to keep every series exactly as exposed.

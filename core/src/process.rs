@@ -1,3 +1,7 @@
+//! What it takes to start one replica ([`ProcessSpec`]): the program, its arguments, its
+//! environment and where its output goes. Plain data with no runtime handles, so `hale up`
+//! can build specs from the topology and an agent's supervisor can run them.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -1,5 +1,9 @@
 //! Prometheus remote_write 1.0: the protobuf messages (prometheus/prompb, the subset 1.0
-//! uses) and the snappy block framing around them.
+//! uses) and the snappy block framing around them, the conversion of families into time
+//! series (one per sample, labels sorted by name as receivers expect), and the
+//! `X-Hale-Batch` header that numbers a batch so a receiver can drop a resend.
+//! Decoding refuses a body that would decompress to more than [`MAX_DECOMPRESSED_BYTES`],
+//! so one small request cannot claim gigabytes.
 
 use prost::Message;
 

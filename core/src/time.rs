@@ -1,4 +1,5 @@
-//! The wall clock, read one way everywhere.
+//! The wall clock, read one way everywhere: [`now_ms`], milliseconds since the Unix epoch,
+//! the unit every file and API in Hale uses.
 
 /// Milliseconds since the Unix epoch, the unit every timestamp in Hale's files and APIs
 /// uses. A clock set before 1970 reads as 0 rather than failing: callers compare and

@@ -1,7 +1,10 @@
 //! Webhook signatures: `X-Hale-Signature: t=<unix seconds>,sha256=<hex HMAC-SHA256 of
 //! "<t>.<body>">`, as DESIGN.md fixes them. The timestamp is inside the MAC, so a captured
 //! request cannot be replayed with a fresh time, and receivers refuse signatures older
-//! than [`MAX_AGE_SECS`].
+//! than [`MAX_AGE_SECS`] (five minutes, either way). The collector signs with it and the
+//! healer verifies with it, so both sides share one definition. Alertmanager's label-set
+//! [`fingerprint`] lives here for the same reason: the collector sends it and the healer
+//! deduplicates by it.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -5,19 +5,19 @@
 //! and file descriptors for good. [`serve`] bounds all three:
 //!
 //! - **header-read timeout**: a new connection's first byte, and each request's headers,
-//!   must arrive within [`Limits::header_read_timeout`]. Hyper starts that clock again for
-//!   each request of a keep-alive connection, so it is also the idle timeout between
-//!   requests.
+//!   must arrive within [`Limits::header_read_timeout`] (10 s by default). Hyper starts
+//!   that clock again for each request of a keep-alive connection, so it is also the idle
+//!   timeout between requests.
 //! - **body deadline**: a request's body must arrive whole within
-//!   [`Limits::body_timeout`] of its headers; a client trickling a byte at a time is cut
-//!   off (a per-read timeout would not stop that).
-//! - **connection caps**: at most [`Limits::max_connections`] connections are served at
-//!   once, and [`Limits::max_connections_per_ip`] from one address; past the first the
-//!   server stops accepting (new clients wait in the kernel's backlog) until one closes,
-//!   past the second the new connection is closed at once.
+//!   [`Limits::body_timeout`] (30 s) of its headers; a client trickling a byte at a time
+//!   is cut off (a per-read timeout would not stop that).
+//! - **connection caps**: at most [`Limits::max_connections`] (1,024) connections are
+//!   served at once, and [`Limits::max_connections_per_ip`] (256) from one address; past
+//!   the first the server stops accepting (new clients wait in the kernel's backlog) until
+//!   one closes, past the second the new connection is closed at once.
 //! - **graceful drain**: on shutdown the listener closes, open connections finish their
-//!   requests in flight, and whatever is still open after [`Limits::drain_timeout`] is
-//!   dropped.
+//!   requests in flight, and whatever is still open after [`Limits::drain_timeout`]
+//!   (10 s) is dropped.
 //!
 //! HTTP/1.1 only: every client Hale has (agents, Prometheus' remote_write, Grafana,
 //! curl) speaks it, and an idle HTTP/2 connection has no clock hyper enforces.
