@@ -329,15 +329,31 @@ impl AgentConfig {
 }
 
 /// What `hale agent`'s flags say, each `None` or empty when not given: a value here beats
-/// the file's (`remote_write` replaces the file's list). No `Debug`: it holds tokens.
+/// the file's (`remote_write` replaces the file's list). No `Debug`: it holds tokens. With
+/// the `cli` feature it is the clap arguments of `hale agent`, doc comments as help.
 #[derive(Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct AgentFlags {
+    /// Node name (required without --config).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub node: Option<String>,
+    /// Address of the agent's API (default <node-ip>:9100 from the config).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub listen: Option<SocketAddr>,
+    /// A Prometheus remote_write receiver; repeat for several (each gets everything).
+    #[cfg_attr(feature = "cli", arg(long = "remote-write"))]
     pub remote_write: Vec<String>,
+    /// OTLP/HTTP logs endpoint.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub logs_endpoint: Option<String>,
+    /// Bearer token of the actuator API.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_AGENT_TOKEN", hide_env_values = true))]
     pub token: Option<String>,
+    /// Bearer token sent to receivers.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true))]
     pub ingest_token: Option<String>,
+    /// Queues, checkpoints and the agent id live here.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub data_dir: Option<PathBuf>,
 }
 

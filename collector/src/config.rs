@@ -237,26 +237,64 @@ impl CollectorFile {
 /// What `hale collector`'s flags say, each `None` or empty when not given. A value here
 /// beats the file's; the lists (`rules`, `slos`, `alert_webhooks`, `alertmanagers`) add
 /// to the file's. The tokens and the webhook secret come only from here (flags or the
-/// environment), never from a file that may be shared. No `Debug`: it holds them.
+/// environment), never from a file that may be shared. No `Debug`: it holds them. With
+/// the `cli` feature it is the clap arguments of `hale collector`, doc comments as help.
 #[derive(Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct CollectorFlags {
+    /// Address to serve on (default 127.0.0.1:9464).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub listen: Option<SocketAddr>,
+    /// Where the WAL, checkpoints and logs live (default .hale/collector).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub data_dir: Option<PathBuf>,
+    /// Bearer token required to write (remote_write); without it, writes are open.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true))]
     pub ingest_token: Option<String>,
+    /// Keep data this long (15d, 12h, ...; default 15d).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub retention: Option<String>,
+    /// Keep at most this many bytes of compressed samples in memory (0: no limit).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub retention_bytes: Option<usize>,
+    /// Fold the WAL into a checkpoint this often, bounding replay time (default 5m).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub checkpoint_interval: Option<String>,
+    /// A Prometheus rule file to evaluate (repeatable; added to the config's rule_files).
+    #[cfg_attr(feature = "cli", arg(long = "rules", value_name = "FILE"))]
     pub rules: Vec<PathBuf>,
+    /// How often rule groups without their own interval run (default 15s).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub evaluation_interval: Option<String>,
+    /// A webhook receiver for alerts (repeatable; Alertmanager's payload, signed).
+    #[cfg_attr(feature = "cli", arg(long = "alert-webhook", value_name = "URL"))]
     pub alert_webhooks: Vec<String>,
+    /// The HMAC key webhooks are signed with (X-Hale-Signature).
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true))]
     pub webhook_secret: Option<String>,
+    /// An Alertmanager to forward alerts to (repeatable; base URL).
+    #[cfg_attr(feature = "cli", arg(long = "alertmanager", value_name = "URL"))]
     pub alertmanagers: Vec<String>,
+    /// Bearer token for writing silences; without it they are read-only.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_ADMIN_TOKEN", hide_env_values = true))]
     pub admin_token: Option<String>,
+    /// How long a new alert group waits before its first notification (default 30s).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub group_wait: Option<String>,
+    /// How often an alert group is looked at again (default 5m).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub group_interval: Option<String>,
+    /// How often an unchanged firing group is notified again (default 4h).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub repeat_interval: Option<String>,
+    /// A Sloth SLO spec file to evaluate (repeatable; added to the config's slo_files).
+    #[cfg_attr(feature = "cli", arg(long = "slo", value_name = "FILE"))]
     pub slos: Vec<PathBuf>,
+    /// SLO windows are multiplied by this (default 1; demos use less).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub slo_time_scale: Option<f64>,
+    /// An SLO alert window needs at least this many events (default 0: no guard).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub slo_min_events: Option<u64>,
 }
 
