@@ -10,9 +10,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hale_core::api::{ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
+use hale_core::api::{ErrorBody, ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
 use hale_core::auth::{bearer_matches, bearer_token};
-use serde_json::json;
 
 use crate::agent::Agent;
 use crate::config::valid_instance_name;
@@ -23,7 +22,7 @@ pub struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
+        (self.0, axum::Json(ErrorBody::new(self.1, self.2))).into_response()
     }
 }
 

@@ -310,27 +310,6 @@ pub struct ActionAnswer {
     pub action: Action,
 }
 
-/// The error answer of the healer, the node agents' actuator and the shop:
-/// `{"error": {"code", "message"}}`, a short machine-readable code and a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-/// The `error` of [`ErrorBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    /// `not_found`, `unauthorized`, `bad_payload`, …
-    pub code: String,
-    pub message: String,
-}
-
-impl ErrorBody {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } }
-    }
-}
-
 /// The healer's answer to `POST /hooks/alertmanager`: firing alerts stored for a decision,
 /// and those it already had (same fingerprint and start).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -497,10 +476,6 @@ mod tests {
 
     #[test]
     fn small_replies_round_trip_and_parse_as_the_healer_writes_them() {
-        let error: ErrorBody =
-            serde_json::from_str(r#"{"error":{"code":"not_found","message":"no action act-1"}}"#).expect("error");
-        assert_eq!(error, ErrorBody::new("not_found", "no action act-1"));
-        round_trip(&error);
         let cases = [
             (r#"{"queued":2,"duplicates":1}"#, reserialize::<HookAccepted> as fn(&str) -> String),
             (r#"{"paused":true}"#, reserialize::<Paused>),

@@ -17,6 +17,7 @@
 
 mod agent;
 mod alerts;
+mod error;
 mod gateway;
 mod healer;
 mod logs;
@@ -28,6 +29,7 @@ mod status;
 
 pub use agent::*;
 pub use alerts::*;
+pub use error::*;
 pub use gateway::*;
 pub use healer::*;
 pub use logs::*;

@@ -5,7 +5,7 @@
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use hale_core::api::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -88,8 +88,7 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let mut response =
-            (status, axum::Json(json!({"error": {"code": self.code(), "message": message}}))).into_response();
+        let mut response = (status, axum::Json(ErrorBody::new(self.code(), message))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
