@@ -25,8 +25,7 @@ impl Agent {
 
     /// A client that shares the caller's connection pool; every call still has `timeout`.
     pub fn with_client(base: &str, http: reqwest::Client, timeout: std::time::Duration) -> Result<Agent, ClientError> {
-        let base = base.trim_end_matches('/').to_string();
-        request::url(&base, &[])?;
+        let base = request::base(base)?;
         Ok(Agent { base, http, timeout, token: None })
     }
 
@@ -36,11 +35,7 @@ impl Agent {
     }
 
     fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let r = r.timeout(self.timeout);
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
+        request::authed(r, self.timeout, self.token.as_deref())
     }
 
     /// `GET /healthz`.

@@ -37,8 +37,7 @@ impl Collector {
         http: reqwest::Client,
         timeout: std::time::Duration,
     ) -> Result<Collector, ClientError> {
-        let base = base.trim_end_matches('/').to_string();
-        request::url(&base, &[])?;
+        let base = request::base(base)?;
         Ok(Collector { base, admin_token, http, timeout })
     }
 
@@ -47,11 +46,7 @@ impl Collector {
     }
 
     fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let r = r.timeout(self.timeout);
-        match &self.admin_token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
+        request::authed(r, self.timeout, self.admin_token.as_deref())
     }
 
     /// The `data` of an enveloped answer.

@@ -27,8 +27,7 @@ impl Gateway {
         http: reqwest::Client,
         timeout: std::time::Duration,
     ) -> Result<Gateway, ClientError> {
-        let base = base.trim_end_matches('/').to_string();
-        request::url(&base, &[])?;
+        let base = request::base(base)?;
         Ok(Gateway { base, admin_token: admin_token.to_string(), http, timeout })
     }
 

@@ -27,8 +27,7 @@ impl Healer {
         http: reqwest::Client,
         timeout: std::time::Duration,
     ) -> Result<Healer, ClientError> {
-        let base = base.trim_end_matches('/').to_string();
-        request::url(&base, &[])?;
+        let base = request::base(base)?;
         Ok(Healer { base, token, http, timeout })
     }
 
@@ -38,12 +37,8 @@ impl Healer {
 
     /// A write: a POST without a body, with the token.
     async fn post<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
-        let r = self.http.post(request::url(&self.base, segments)?).timeout(self.timeout);
-        let r = match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        };
-        request::call(r).await
+        let r = self.http.post(request::url(&self.base, segments)?);
+        request::call(request::authed(r, self.timeout, self.token.as_deref())).await
     }
 
     /// `GET /healthz`.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hale_core::api::ErrorBody;
 use serde::de::DeserializeOwned;
 
 /// How long any call may take unless the client is built with another timeout: a slow
@@ -35,12 +36,29 @@ pub(crate) fn http(timeout: Duration) -> Result<reqwest::Client, ClientError> {
         .map_err(|source| ClientError::Unreachable { url: String::new(), source })
 }
 
+/// A client's base URL (`http://host:port`) without its trailing slash, checked once
+/// when the client is built so that no call fails later on a URL that could never work.
+pub(crate) fn base(base: &str) -> Result<String, ClientError> {
+    let base = base.trim_end_matches('/').to_string();
+    url(&base, &[])?;
+    Ok(base)
+}
+
 /// `base` + path segments, each escaped.
 pub(crate) fn url(base: &str, segments: &[&str]) -> Result<reqwest::Url, ClientError> {
     let bad = || ClientError::BadUrl { url: base.to_string() };
     let mut url = reqwest::Url::parse(base.trim_end_matches('/')).map_err(|_| bad())?;
     url.path_segments_mut().map_err(|_| bad())?.pop_if_empty().extend(segments);
     Ok(url)
+}
+
+/// `r` with the client's timeout, and its bearer token if it has one.
+pub(crate) fn authed(r: reqwest::RequestBuilder, timeout: Duration, token: Option<&str>) -> reqwest::RequestBuilder {
+    let r = r.timeout(timeout);
+    match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    }
 }
 
 /// Sends the request and reads a 2xx answer as `T`.
@@ -69,21 +87,18 @@ pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<(String, Ve
     })
 }
 
-/// What went wrong in the server's own words: the collector's `{"error": "…"}`, or the
-/// agent's and the healer's `{"error": {"code", "message"}}`.
+/// What went wrong in the server's own words: the agent's, the healer's and the shop's
+/// [`ErrorBody`], or the collector's `{"error": "…"}`.
 fn error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
-    enum Error {
-        Text(String),
-        Coded { message: String },
-    }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        error: Error,
+    enum Answer {
+        Coded(ErrorBody),
+        Text { error: String },
     }
     match serde_json::from_slice::<Answer>(body) {
-        Ok(Answer { error: Error::Text(m) | Error::Coded { message: m } }) => m,
+        Ok(Answer::Coded(ErrorBody { error })) => error.message,
+        Ok(Answer::Text { error }) => error,
         Err(_) => "no message".into(),
     }
 }
@@ -104,5 +119,7 @@ mod tests {
         let u = url("http://127.0.0.1:9464/", &["api", "v1", "silences", "a/b"]).expect("url");
         assert_eq!(u.as_str(), "http://127.0.0.1:9464/api/v1/silences/a%2Fb");
         assert!(matches!(url("not a url", &[]), Err(ClientError::BadUrl { .. })));
+        assert_eq!(base("http://127.0.0.1:9464/").expect("base"), "http://127.0.0.1:9464");
+        assert!(matches!(base("mailto:someone"), Err(ClientError::BadUrl { .. })));
     }
 }
