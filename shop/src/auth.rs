@@ -412,11 +412,17 @@ async fn verify_secret(hash: String, secret: String) -> bool {
     .unwrap_or(false)
 }
 
+/// Argon2 refused to hash a secret. It carries argon2's error as its message only: that
+/// error is a `std` error only with argon2's `std` feature, which the shop does not need.
+#[derive(Debug, thiserror::Error)]
+#[error("hashing a secret with argon2: {0}")]
+pub struct HashError(argon2::password_hash::Error);
+
 /// Hashes a password or client secret for `cluster.toml` (`hale shop hash-password`).
-pub fn hash_secret(secret: &str) -> Result<String, String> {
+pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(HashError)
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use serde_json::json;
 
 use crate::auth::TokenResponse;
 use crate::catalog::ProductPage;
+use crate::catalog::store::ReservationItem;
+use crate::orders::PlaceOrder;
 use tokio::sync::Semaphore;
 
 const SEARCH_WORDS: &[&str] = &[
@@ -273,11 +274,11 @@ impl Shared {
         let Some(product_id) = self.random_product() else {
             return self.browse().await;
         };
-        let body = json!({
-            "items": [{"product_id": product_id, "quantity": 1}],
-            "shipping_address": format!("{} Load Test Street, Testville", rand::rng().random_range(1..999)),
-            "card_number": TEST_CARD,
-        });
+        let body = PlaceOrder {
+            items: vec![ReservationItem { product_id, quantity: 1 }],
+            shipping_address: format!("{} Load Test Street, Testville", rand::rng().random_range(1..999)),
+            card_number: TEST_CARD.into(),
+        };
         for attempt in 0..2 {
             let token = self.token.read().await.clone();
             let request = self

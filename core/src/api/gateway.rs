@@ -111,14 +111,24 @@ pub struct EpochRequest {
     pub epoch: Option<u64>,
 }
 
-/// A catalog replica's answer to `POST /admin/promote`.
+/// A catalog replica's answer to `POST /admin/promote`. Fields in the order the catalog
+/// has always written them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Promoted {
-    pub role: Role,
     /// The epoch it now leads under; the gateway sends it with every write.
     pub epoch: u64,
+    /// The last change it holds.
     #[serde(default)]
     pub last_seq: u64,
+    pub role: Role,
+}
+
+/// A catalog replica's answer to `POST /admin/fence`: its role and epoch after learning
+/// the epoch sent (a primary of an older one is now fenced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fenced {
+    pub epoch: u64,
+    pub role: Role,
 }
 
 /// The body of a catalog replica's `POST /admin/rejoin`.
@@ -131,15 +141,16 @@ pub struct RejoinRequest {
     pub epoch: u64,
 }
 
-/// A catalog replica's answer to `POST /admin/rejoin`.
+/// A catalog replica's answer to `POST /admin/rejoin`. Fields in the order the catalog
+/// has always written them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejoined {
-    pub role: Role,
     pub epoch: u64,
     /// The primary it follows now.
     pub following: String,
     /// The last change of the log it shares with that primary, which it kept.
     pub kept_through_seq: u64,
+    pub role: Role,
     /// Changes only it had, set aside in `diverged_changes`.
     pub set_aside: u64,
 }
@@ -202,11 +213,18 @@ mod tests {
 
     #[test]
     fn replica_admin_bodies_round_trip_and_parse_as_the_catalog_writes_them() {
-        let promoted: Promoted = serde_json::from_str(r#"{"role":"primary","epoch":3,"last_seq":41}"#).expect("x");
+        let served = r#"{"epoch":3,"last_seq":41,"role":"primary"}"#;
+        let promoted: Promoted = serde_json::from_str(served).expect("promoted");
         assert_eq!(promoted, Promoted { role: Role::Primary, epoch: 3, last_seq: 41 });
         round_trip(&promoted);
+        assert_eq!(serde_json::to_string(&promoted).expect("json"), served);
+        let served = r#"{"epoch":4,"role":"fenced"}"#;
+        let fenced: Fenced = serde_json::from_str(served).expect("fenced");
+        assert_eq!(fenced, Fenced { epoch: 4, role: Role::Fenced });
+        round_trip(&fenced);
+        assert_eq!(serde_json::to_string(&fenced).expect("json"), served);
         let served =
-            r#"{"role":"standby","epoch":3,"following":"http://127.0.0.1:8082","kept_through_seq":40,"set_aside":1}"#;
+            r#"{"epoch":3,"following":"http://127.0.0.1:8082","kept_through_seq":40,"role":"standby","set_aside":1}"#;
         let rejoined: Rejoined = serde_json::from_str(served).expect("rejoined");
         assert_eq!((rejoined.kept_through_seq, rejoined.set_aside), (40, 1));
         assert_eq!(serde_json::to_string(&rejoined).expect("json"), served);

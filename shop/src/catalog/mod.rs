@@ -28,11 +28,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use hale_core::Role;
+use hale_core::api::{EpochRequest, Fenced, Promoted, RejoinRequest};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 pub use replication::{CatalogState, EPOCH_HEADER, MAX_EPOCH, MAX_EPOCH_STEP, SYNC_TIMEOUT};
-use store::{NewProduct, Product, ReservationItem, StoreError};
+use store::{Change, NewProduct, Product, ReservationItem, StoreError};
 
 use crate::http::error::client_message;
 use crate::http::token::{CatalogReserve, CatalogWrite};
@@ -194,7 +195,36 @@ async fn replication_changes(
     changes_page(&state, q).await
 }
 
-async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Json<serde_json::Value>, AppError> {
+/// A page of the change log (`/api/products/changes`, `/admin/replication/changes`), as
+/// the standby and search read it. Fields in the order the catalog has always written them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesPage {
+    /// Oldest first, each after the last.
+    pub changes: Vec<Change>,
+    /// The epoch of the replica that answered: a standby learns of a failover from it.
+    pub epoch: u64,
+    /// The last change the answering replica holds, in this page or not.
+    pub last_seq: u64,
+    pub role: Role,
+}
+
+/// `GET /admin/replication`: where this replica stands in its replication group. Fields
+/// in the order the catalog has always written them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// False from a rejoin until the standby has caught up with its new primary.
+    pub caught_up: bool,
+    pub epoch: u64,
+    /// The primary a standby follows (`null` unless a standby).
+    pub following: Option<String>,
+    pub instance: String,
+    /// Changes the primary has that this standby has not applied.
+    pub lag_changes: u64,
+    pub last_seq: u64,
+    pub role: Role,
+}
+
+async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Json<ChangesPage>, AppError> {
     if q.after > i64::MAX as u64 {
         return Err(AppError::BadRequest("after is out of range".into()));
     }
@@ -204,19 +234,29 @@ async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Jso
     let after = q.after;
     let changes = state.read(move |s| s.changes_after(after, limit)).await?;
     let meta = state.meta();
-    Ok(axum::Json(json!({
-        "role": meta.role,
-        "epoch": meta.epoch,
-        "last_seq": state.last_seq(),
-        "changes": changes,
-    })))
+    Ok(axum::Json(ChangesPage { changes, epoch: meta.epoch, last_seq: state.last_seq(), role: meta.role }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/products/reservations`, as the orders service sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReserveRequest {
-    reservation_id: String,
-    items: Vec<ReservationItem>,
+pub struct ReserveRequest {
+    /// The same id always gets the same reservation (a retry never reserves twice).
+    pub reservation_id: String,
+    pub items: Vec<ReservationItem>,
+}
+
+/// 422 unless an order's lines are 1 to 50, each of at least one unit, and 400 if they
+/// take more than `limits` let one order take: what the orders service checks of a
+/// shopper's order and the catalog of any reservation.
+pub fn check_items(items: &[ReservationItem], limits: &OrderLimits) -> Result<(), AppError> {
+    if items.is_empty() || items.len() > 50 {
+        return Err(AppError::Unprocessable("items must hold 1 to 50 entries".into()));
+    }
+    if items.iter().any(|i| i.quantity < 1) {
+        return Err(AppError::Unprocessable("each quantity must be at least 1".into()));
+    }
+    limits.check(items.iter().map(|i| (i.product_id, i.quantity)))
 }
 
 async fn reserve(
@@ -231,13 +271,7 @@ async fn reserve(
     if req.reservation_id.is_empty() || req.reservation_id.len() > 128 {
         return Err(AppError::Unprocessable("reservation_id must be 1 to 128 characters".into()));
     }
-    if req.items.is_empty() || req.items.len() > 50 {
-        return Err(AppError::Unprocessable("items must hold 1 to 50 entries".into()));
-    }
-    if req.items.iter().any(|i| i.quantity < 1) {
-        return Err(AppError::Unprocessable("each quantity must be at least 1".into()));
-    }
-    limits.check(req.items.iter().map(|i| (i.product_id, i.quantity)))?;
+    check_items(&req.items, &limits)?;
     let items = req.items;
     let id = req.reservation_id;
     let result = state
@@ -249,12 +283,6 @@ async fn reserve(
         state.wait_for_standby(seq).await;
     }
     Ok((StatusCode::CREATED, axum::Json(reservation)))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EpochRequest {
-    epoch: Option<u64>,
 }
 
 async fn promote(
@@ -271,7 +299,7 @@ async fn promote(
             .epoch
     };
     let meta = state.promote(requested).await?;
-    Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch, "last_seq": state.last_seq()})))
+    Ok(axum::Json(Promoted { epoch: meta.epoch, last_seq: state.last_seq(), role: meta.role }))
 }
 
 async fn fence(
@@ -281,16 +309,7 @@ async fn fence(
 ) -> Result<impl IntoResponse, AppError> {
     let epoch = body.epoch.ok_or_else(|| AppError::BadRequest("epoch is required".into()))?;
     let meta = state.fence(epoch).await?;
-    Ok(axum::Json(json!({"role": meta.role, "epoch": meta.epoch})))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RejoinRequest {
-    /// The new primary's URL.
-    primary: String,
-    /// Its epoch.
-    epoch: u64,
+    Ok(axum::Json(Fenced { epoch: meta.epoch, role: meta.role }))
 }
 
 /// Makes a fenced old primary (or a standby) a standby of the given primary; see
@@ -325,6 +344,58 @@ mod tests {
         let page: ProductPage = serde_json::from_str(served).expect("page");
         assert_eq!((page.products[0].id, page.total), (7, 12));
         assert_eq!(serde_json::to_string(&page).expect("json"), served);
+    }
+
+    /// What the change log served when it was built as a JSON map (keys in alphabetical
+    /// order, at every level) reads as a page, the same again.
+    #[test]
+    fn a_served_change_log_page_reads_as_a_changes_page() {
+        let served = concat!(
+            r#"{"changes":[{"at_ms":5,"epoch":2,"kind":"product","product":{"created_at_ms":1,"description":"","#,
+            r#""id":7,"name":"Lamp","price_cents":8900,"stock":3,"tags":[],"updated_at_ms":2},"seq":41}],"#,
+            r#""epoch":2,"last_seq":41,"role":"primary"}"#
+        );
+        let page: ChangesPage = serde_json::from_str(served).expect("page");
+        assert_eq!((page.changes[0].seq, page.epoch, page.last_seq, page.role), (41, 2, 41, Role::Primary));
+        let again: serde_json::Value = serde_json::to_value(&page).expect("json");
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(served).expect("value"));
+        let text = serde_json::to_string(&page).expect("json");
+        assert!(text.starts_with(r#"{"changes":[{"#) && text.ends_with(r#""epoch":2,"last_seq":41,"role":"primary"}"#));
+    }
+
+    #[test]
+    fn the_replication_status_is_written_as_it_always_was() {
+        let served = concat!(
+            r#"{"caught_up":false,"epoch":3,"following":"http://127.0.0.1:8082","instance":"catalog-1","#,
+            r#""lag_changes":4,"last_seq":40,"role":"standby"}"#
+        );
+        let status: ReplicationStatus = serde_json::from_str(served).expect("status");
+        assert_eq!((status.following.as_deref(), status.lag_changes), (Some("http://127.0.0.1:8082"), 4));
+        assert_eq!(serde_json::to_string(&status).expect("json"), served);
+    }
+
+    #[test]
+    fn a_reservation_request_round_trips_and_refuses_what_it_does_not_know() {
+        let request = ReserveRequest {
+            reservation_id: "r-1".into(),
+            items: vec![ReservationItem { product_id: 7, quantity: 2 }],
+        };
+        let text = serde_json::to_string(&request).expect("json");
+        assert_eq!(text, r#"{"reservation_id":"r-1","items":[{"product_id":7,"quantity":2}]}"#);
+        assert_eq!(serde_json::from_str::<ReserveRequest>(&text).expect("again"), request);
+        assert!(serde_json::from_str::<ReserveRequest>(r#"{"reservation_id":"r","items":[],"x":1}"#).is_err());
+    }
+
+    #[test]
+    fn order_lines_are_checked_once_for_orders_and_reservations() {
+        let limits = OrderLimits::default();
+        let item = |quantity| ReservationItem { product_id: 1, quantity };
+        assert!(check_items(&[item(1)], &limits).is_ok());
+        assert!(matches!(check_items(&[], &limits), Err(AppError::Unprocessable(_))));
+        assert!(matches!(check_items(&vec![item(1); 51], &limits), Err(AppError::Unprocessable(_))));
+        assert!(matches!(check_items(&[item(0)], &limits), Err(AppError::Unprocessable(_))));
+        let over = i64::from(limits.max_units_per_item) + 1;
+        assert!(matches!(check_items(&[item(over)], &limits), Err(AppError::BadRequest(_))));
     }
 
     #[test]

@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use hale_core::Role;
+use hale_core::api::{CatalogReadiness, EpochRequest, Rejoined};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::store::{Change, ReplicaMeta, Reservation, Store, StoreError};
+use super::store::{ReplicaMeta, Reservation, Store, StoreError};
+use super::{ChangesPage, ReplicationStatus};
 use crate::http::internal::{self, ProofError};
 use crate::http::token::unix_now;
 use crate::http::{AppError, Readiness};
@@ -123,16 +123,10 @@ impl Outputs {
             Role::Standby if !self.caught_up.load(Ordering::Relaxed) => {
                 Err(format!("rejoined as a standby; catching up, {lag} changes behind the primary"))
             }
-            _ => Ok(json!({"role": meta.role, "epoch": meta.epoch, "seq": last})),
+            _ => serde_json::to_value(CatalogReadiness { role: meta.role, epoch: meta.epoch, seq: last })
+                .map_err(|e| format!("writing the readiness detail: {e}")),
         });
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct ChangesPage {
-    epoch: u64,
-    last_seq: u64,
-    changes: Vec<Change>,
 }
 
 impl CatalogState {
@@ -223,17 +217,17 @@ impl CatalogState {
         self.out.publish();
     }
 
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> ReplicationStatus {
         let meta = self.meta();
-        json!({
-            "instance": self.instance,
-            "role": meta.role,
-            "epoch": meta.epoch,
-            "last_seq": self.last_seq(),
-            "following": if meta.role == Role::Standby { self.following() } else { None },
-            "caught_up": self.out.caught_up.load(Ordering::Relaxed),
-            "lag_changes": self.out.primary_seq.load(Ordering::Relaxed).saturating_sub(self.last_seq()),
-        })
+        ReplicationStatus {
+            caught_up: self.out.caught_up.load(Ordering::Relaxed),
+            epoch: meta.epoch,
+            following: if meta.role == Role::Standby { self.following() } else { None },
+            instance: self.instance.clone(),
+            lag_changes: self.out.primary_seq.load(Ordering::Relaxed).saturating_sub(self.last_seq()),
+            last_seq: self.last_seq(),
+            role: meta.role,
+        }
     }
 
     /// Runs a read on the blocking pool.
@@ -455,7 +449,7 @@ impl CatalogState {
             .client
             .post(format!("{old}/admin/fence"))
             .bearer_auth(&self.admin_token)
-            .json(&json!({"epoch": epoch}))
+            .json(&EpochRequest { epoch: Some(epoch) })
             .timeout(Duration::from_secs(1))
             .send()
             .await;
@@ -538,7 +532,7 @@ impl CatalogState {
     /// `primary` under `epoch`: the change log both share is kept, what only this replica
     /// had (writes the new primary never received) is set aside in `diverged_changes`,
     /// and it catches up from there, not ready until it has.
-    pub async fn rejoin(&self, primary: &str, epoch: u64) -> Result<Value, AppError> {
+    pub async fn rejoin(&self, primary: &str, epoch: u64) -> Result<Rejoined, AppError> {
         let primary = primary.trim_end_matches('/').to_string();
         if !(primary.starts_with("http://") || primary.starts_with("https://")) {
             return Err(AppError::BadRequest("primary must be the new primary's http(s):// URL".into()));
@@ -586,19 +580,18 @@ impl CatalogState {
             );
         }
         tracing::info!(primary, epoch = new_meta.epoch, kept_through = keep, "rejoined as a standby; catching up");
-        Ok(
-            json!({"role": new_meta.role, "epoch": new_meta.epoch, "following": primary, "kept_through_seq": keep, "set_aside": set_aside}),
-        )
+        Ok(Rejoined {
+            epoch: new_meta.epoch,
+            following: primary,
+            kept_through_seq: keep,
+            role: new_meta.role,
+            set_aside,
+        })
     }
 
     /// Checks that `primary` is the primary of at least `epoch` (its `/admin/replication`).
     async fn confirm_epoch(&self, primary: &str, epoch: u64) -> Result<(), AppError> {
-        #[derive(Deserialize)]
-        struct Status {
-            role: Role,
-            epoch: u64,
-        }
-        let status: Status = async {
+        let status: ReplicationStatus = async {
             let r = self.client.get(format!("{primary}/admin/replication")).send().await?;
             r.error_for_status()?.json().await
         }
@@ -743,7 +736,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fence_whose_caller_gave_up_is_still_published() {
         let dir = tempfile::tempdir().expect("tmp");
-        let readiness = Readiness::ready(json!({}));
+        let readiness = Readiness::ready(serde_json::json!({}));
         let mut registry = Registry::default();
         let state = CatalogState::open(
             &dir.path().join("db"),

@@ -15,15 +15,17 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use hale_core::api::ErrorBody;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::auth::TokenResponse;
 use crate::catalog::store::{Reservation, ReservationItem, ReservedLine};
+use crate::catalog::{ReserveRequest, check_items};
 use crate::http::token::{OrdersRead, OrdersWrite};
 use crate::http::{ApiJson, AppError, Scoped};
 use crate::limits::OrderLimits;
@@ -113,11 +115,6 @@ impl OrdersState {
         if !force && let Some((token, _)) = cached.as_ref().filter(|(_, until)| *until > Instant::now()) {
             return Ok(token.clone());
         }
-        #[derive(Deserialize)]
-        struct TokenResponse {
-            access_token: String,
-            expires_in: u64,
-        }
         let response = self
             .http
             .post(format!("{}/oauth/token", self.catalog.base_url))
@@ -129,10 +126,7 @@ impl OrdersState {
             ])
             .send()
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "auth is unreachable");
-                AppError::Unavailable("auth is unreachable; retry with the same Idempotency-Key".into())
-            })?;
+            .map_err(unreachable("auth"))?;
         if !response.status().is_success() {
             return Err(AppError::Unavailable(format!(
                 "auth refused the orders service's credentials ({}); check clients in cluster.toml",
@@ -156,13 +150,10 @@ impl OrdersState {
                 .http
                 .post(format!("{}/api/products/reservations", self.catalog.base_url))
                 .bearer_auth(token)
-                .json(&json!({"reservation_id": reservation_id, "items": items}))
+                .json(&ReserveRequest { reservation_id: reservation_id.to_string(), items: items.to_vec() })
                 .send()
                 .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "catalog is unreachable");
-                    AppError::Unavailable("catalog is unreachable; retry with the same Idempotency-Key".into())
-                })?;
+                .map_err(unreachable("catalog"))?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !force {
                 force = true;
@@ -174,38 +165,38 @@ impl OrdersState {
                     AppError::BadGateway("catalog answered something that is not a reservation".into())
                 });
             }
-            #[derive(Deserialize, Default)]
-            struct ErrorBody {
-                error: ErrorDetail,
-            }
-            #[derive(Deserialize, Default)]
-            struct ErrorDetail {
-                code: String,
-                message: String,
-            }
-            let body: ErrorBody = response.json().await.unwrap_or_default();
+            let ErrorBody { error } = response.json().await.unwrap_or_else(|_| ErrorBody::new("", ""));
             return Err(match status {
-                StatusCode::CONFLICT if body.error.code == "out_of_stock" => {
-                    AppError::Conflict { code: "out_of_stock", message: body.error.message }
+                StatusCode::CONFLICT if error.code == "out_of_stock" => {
+                    AppError::Conflict { code: "out_of_stock", message: error.message }
                 }
-                StatusCode::NOT_FOUND => AppError::Unprocessable(body.error.message),
-                StatusCode::UNPROCESSABLE_ENTITY => AppError::Unprocessable(body.error.message),
+                StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => AppError::Unprocessable(error.message),
                 s => AppError::Unavailable(format!(
                     "catalog answered {s} ({}); retry with the same Idempotency-Key",
-                    body.error.message
+                    error.message
                 )),
             });
         }
     }
 }
 
-/// No `Debug`: it holds the card number and the address.
-#[derive(Deserialize)]
+/// What a failed call to `service` (auth, the catalog) tells the shopper: to retry, since
+/// the Idempotency-Key makes a retry safe; the cause goes to the log.
+fn unreachable(service: &'static str) -> impl FnOnce(reqwest::Error) -> AppError {
+    move |e| {
+        tracing::warn!(error = %e, "{service} is unreachable");
+        AppError::Unavailable(format!("{service} is unreachable; retry with the same Idempotency-Key"))
+    }
+}
+
+/// The body of `POST /api/orders`, as shoppers (and `hale load`) send it. No `Debug`: it
+/// holds the card number and the address.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlaceOrder {
-    items: Vec<ReservationItem>,
-    shipping_address: String,
-    card_number: String,
+pub struct PlaceOrder {
+    pub items: Vec<ReservationItem>,
+    pub shipping_address: String,
+    pub card_number: String,
 }
 
 /// What clients see of an order.
@@ -280,13 +271,7 @@ async fn place_order(
     if key.len() > 255 {
         return Err(AppError::BadRequest("Idempotency-Key must be at most 255 characters".into()));
     }
-    if req.items.is_empty() || req.items.len() > 50 {
-        return Err(AppError::Unprocessable("items must hold 1 to 50 entries".into()));
-    }
-    if req.items.iter().any(|i| i.quantity < 1) {
-        return Err(AppError::Unprocessable("each quantity must be at least 1".into()));
-    }
-    state.limits.check(req.items.iter().map(|i| (i.product_id, i.quantity)))?;
+    check_items(&req.items, &state.limits)?;
     let address = req.shipping_address.trim().to_string();
     if address.is_empty() || address.chars().count() > 500 {
         return Err(AppError::Unprocessable("shipping_address must be 1 to 500 characters".into()));
@@ -379,6 +364,25 @@ pub fn router(state: Arc<OrdersState>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_order_body_reads_back_and_refuses_what_it_does_not_know() {
+        let body = PlaceOrder {
+            items: vec![ReservationItem { product_id: 7, quantity: 1 }],
+            shipping_address: "1 Test Street".into(),
+            card_number: "4242 4242 4242 4242".into(),
+        };
+        let text = serde_json::to_string(&body).expect("json");
+        let back: PlaceOrder = serde_json::from_str(&text).expect("again");
+        assert_eq!(
+            (back.items, back.shipping_address, back.card_number),
+            (body.items, body.shipping_address, body.card_number)
+        );
+        assert!(
+            serde_json::from_str::<PlaceOrder>(r#"{"items":[],"shipping_address":"a","card_number":"1","cvv":"1"}"#)
+                .is_err()
+        );
+    }
 
     #[test]
     fn card_validation() {

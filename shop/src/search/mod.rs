@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::catalog::ChangesPage;
 use crate::catalog::store::{Change, ChangeBody, Product};
 use crate::http::{ApiQuery, AppError, Readiness};
 use index::{Document, Index};
@@ -122,16 +123,11 @@ impl SearchState {
 
     /// One poll; `Ok(true)` when the index has caught up with the catalog.
     async fn poll(&self, url: &str) -> Result<bool, String> {
-        #[derive(Deserialize)]
-        struct Page {
-            last_seq: u64,
-            changes: Vec<Change>,
-        }
         let response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("catalog answered {}", response.status()));
         }
-        let page: Page = response.json().await.map_err(|e| e.to_string())?;
+        let page: ChangesPage = response.json().await.map_err(|e| e.to_string())?;
         let after = self.seq.load(std::sync::atomic::Ordering::Relaxed);
         if page.changes.first().is_some_and(|c| c.seq != after + 1) {
             return Err(format!("change feed skipped from {after} to {}", page.changes[0].seq));
