@@ -162,10 +162,8 @@ pub struct AgentConfig {
     /// OTLP/HTTP logs endpoint (`.../v1/logs`).
     pub logs_endpoint: Option<String>,
     /// Bearer token for the actuator API. Prefer `HALE_AGENT_TOKEN` to writing it here.
-    #[serde(default)]
     pub token: Option<String>,
     /// Bearer token sent to receivers. Prefer `HALE_INGEST_TOKEN`.
-    #[serde(default)]
     pub ingest_token: Option<String>,
     /// Host metrics and scrapes of local services.
     #[serde(default = "default_scrape_interval_ms")]

@@ -110,15 +110,10 @@ pub struct Policy {
     /// Action parameters (`command` and `timeout` for exec, `url` for webhook).
     #[serde(default)]
     pub params: BTreeMap<String, String>,
-    #[serde(default)]
     pub cooldown: Option<Dur>,
-    #[serde(default)]
     pub max_actions: Option<u32>,
-    #[serde(default)]
     pub window: Option<Dur>,
-    #[serde(default)]
     pub max_service_actions: Option<u32>,
-    #[serde(default)]
     pub max_service_share: Option<f64>,
     #[serde(default)]
     pub verify: Verify,
@@ -131,7 +126,6 @@ pub struct Policy {
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout: Dur,
     /// Error-budget gate: act only while this SLO burns its budget at least this fast.
-    #[serde(default)]
     pub require_burn: Option<BurnGate>,
 }
 

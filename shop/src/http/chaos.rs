@@ -11,24 +11,18 @@ use serde::{Deserialize, Serialize};
 /// A fault request. Every fault lasts `duration_secs` (default 60 s) unless cleared with
 /// `DELETE /admin/chaos`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ChaosRequest {
     /// Extra latency added to every request.
-    #[serde(default)]
     pub latency_ms: Option<u64>,
     /// Share of API requests (0..=1) answered with 500.
-    #[serde(default)]
     pub error_rate: Option<f64>,
     /// Stop answering any request (the process stays alive): what a deadlock looks like.
-    #[serde(default)]
     pub hang: bool,
     /// Exit the process with status 1 right after answering.
-    #[serde(default)]
     pub crash: bool,
     /// Burn one core for this long.
-    #[serde(default)]
     pub cpu_burn_secs: Option<u64>,
-    #[serde(default)]
     pub duration_secs: Option<u64>,
 }
 
