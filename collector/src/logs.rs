@@ -125,14 +125,9 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:08}.jsonl"))
 }
 
+/// Segment ids in `dir`, ascending.
 fn segments(dir: &Path) -> Result<Vec<u64>, LogsError> {
-    let mut ids: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jsonl")?.parse().ok())
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
+    crate::store::wal::numbered_files(dir, "jsonl").map_err(io(dir))
 }
 
 /// An OTLP value as the JSON it is: arrays as arrays, key-value lists as objects, bytes
@@ -166,7 +161,9 @@ fn attributes_json(kvs: &[KeyValue]) -> Attributes {
 /// budget are left out, and the service, instance, node and level names are cut to
 /// [`MAX_NAME_BYTES`].
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-const MAX_NAME_BYTES: usize = 256;
+/// Most bytes of a stored line's service, instance, node or level name (longer ones are
+/// cut, and the line marked `hale.truncated`).
+pub const MAX_NAME_BYTES: usize = 256;
 /// Records whose protobuf form is at most this large cannot reach [`MAX_LINE_BYTES`] as
 /// JSON (escaping at most sextuples a byte), so only larger ones are measured.
 const SMALL_RECORD_BYTES: usize = MAX_LINE_BYTES / 8;

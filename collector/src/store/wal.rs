@@ -160,10 +160,15 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 /// Segment ids in `dir`, ascending.
 pub fn segments(dir: &Path) -> Result<Vec<u64>, WalError> {
-    let mut ids: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
+    numbered_files(dir, "wal").map_err(io(dir))
+}
+
+/// The ids of the numbered files (`00000042.<extension>`) in `dir`, ascending: the WAL's
+/// segments, and the log store's (`jsonl`), which rotate the same way.
+pub(crate) fn numbered_files(dir: &Path, extension: &str) -> std::io::Result<Vec<u64>> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)?
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(extension)?.strip_suffix('.')?.parse().ok())
         .collect();
     ids.sort_unstable();
     Ok(ids)
@@ -438,6 +443,17 @@ mod tests {
         }
         assert!(Record::decode(&[9, 1, 2]).is_none());
         assert!(Record::decode(&[1, 0]).is_none());
+    }
+
+    #[test]
+    fn numbered_files_are_those_of_one_extension_in_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for name in ["00000010.wal", "00000002.wal", "00000003.jsonl", "notes.wal", "00000004.wal.tmp", "00000005wal"] {
+            std::fs::write(dir.path().join(name), b"").expect("write");
+        }
+        assert_eq!(numbered_files(dir.path(), "wal").expect("wal"), [2, 10]);
+        assert_eq!(numbered_files(dir.path(), "jsonl").expect("jsonl"), [3]);
+        assert!(matches!(segments(&dir.path().join("gone")), Err(WalError::Io { .. })));
     }
 
     #[tokio::test]
