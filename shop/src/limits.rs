@@ -1,5 +1,12 @@
 //! How much one order may take. Without a cap one shopper could reserve the whole stock
 //! in one order (50 items of 1,000 units was accepted), locking everyone else out of it.
+//!
+//! [`OrderLimits`]: by default 100 units of a product (summed over every line naming it)
+//! and 500 in all. `HALE_SHOP_MAX_UNITS_PER_ITEM` and `HALE_SHOP_MAX_UNITS_PER_ORDER`
+//! override them until cluster.toml has a place for them. Both the orders service (before
+//! it reserves) and the catalog's reservation endpoint check them, and answer 400 naming
+//! the cap. The check takes plain `(product, quantity)` lines, so catalog and orders
+//! depend on this module and not the other way round.
 
 use crate::http::AppError;
 

@@ -2,6 +2,18 @@
 //! replicas, checks their readiness actively and ejects failing ones passively, retries an
 //! idempotent request once on another replica, and sends catalog writes to the primary
 //! with its epoch. `/admin/pool` lets the healer change members and the primary.
+//!
+//! Readiness is checked every 500 ms ([`CHECK_INTERVAL`]). The gateway's own `/readyz` is
+//! ready while every service has a ready replica, and also says whether the catalog
+//! primary is ready: reads need any replica, writes the primary, and `hale up` waits for it
+//! before seeding. `shop_gateway_catalog_primary_ready` exports the same for the
+//! `CatalogPrimaryDown` alert. A catalog replica that reports itself primary under an
+//! older epoch than the pool's (an old primary back from a node cut off during a failover)
+//! counts as not ready and is fenced with the pool's epoch.
+//!
+//! A failed attempt (connect error, timeout, 5xx) is retried once on another replica when
+//! the method is idempotent, or for any method when the connection was never made. One
+//! attempt takes at most 4 s, so a retry fits in the 10 s request timeout.
 
 pub mod pool;
 

@@ -3,7 +3,11 @@
 //!
 //! Balancing is power-of-two-choices on outstanding requests. Readiness comes from active
 //! `/readyz` checks; a replica that fails a request (connect error, 5xx) is also ejected
-//! passively for [`EJECTION`], unless that would leave the service with nobody.
+//! passively for [`EJECTION`] (5 s), unless that would leave the service with nobody.
+//!
+//! A definite "not ready" (an answer, or a refused connection) counts at once; a check
+//! that times out counts only from the second in a row, so one slow answer from a busy
+//! replica does not take it out of the pool.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

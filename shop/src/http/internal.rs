@@ -13,6 +13,11 @@
 //! replayed on another. The HMAC means the admin token itself never travels on API
 //! requests, and the timestamp bounds a replay of the same request to
 //! [`hale_core::webhook::MAX_AGE_SECS`].
+//!
+//! Unproven headers are never half-believed: a catalog write with an unsigned epoch is
+//! refused (403 `epoch_not_authorized`), and an unsigned client address is ignored in
+//! favour of the peer's. The gateway drops a client's own copies of all three headers
+//! before it forwards, and signs only when it has the admin token.
 
 use std::net::{IpAddr, SocketAddr};
 

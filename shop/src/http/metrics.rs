@@ -1,7 +1,9 @@
-//! The HTTP server metric every shop service exposes, named after OpenTelemetry's semantic
+//! The HTTP server metrics every shop service exposes, named after OpenTelemetry's semantic
 //! conventions: `http_server_request_duration_seconds{http_request_method, http_route,
 //! http_response_status_code}`. The route is the matched route template, never the raw
-//! path, so label cardinality stays bounded.
+//! path, so label cardinality stays bounded. Beside it, `http_server_active_requests` (API
+//! requests being worked on) and `shop_requests_shed_total` (API requests refused with 503
+//! because the replica's capacity stayed full).
 
 use std::sync::Arc;
 

@@ -1,4 +1,7 @@
-//! HTTP plumbing shared by every shop service.
+//! HTTP plumbing shared by every shop service: the common routes and layers around a
+//! service's router (`serve`), the one error shape and the extractors that produce it
+//! (`error`), access tokens and their scopes (`token`), the headers only the gateway may
+//! set (`internal`), the HTTP metrics (`metrics`) and fault injection (`chaos`).
 
 pub mod chaos;
 pub mod error;

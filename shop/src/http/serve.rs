@@ -1,5 +1,18 @@
 //! What every shop service has in common: probes, metrics, fault injection, request ids,
 //! access logs, a timeout and a body limit around its own routes, and a graceful server.
+//!
+//! [`app`] adds `/healthz`, `/readyz`, `/metrics` and `/admin/chaos` to a service's router
+//! and wraps it, outermost first: request id, duration histogram and access log
+//! (`observe`); `Retry-After` on every 503 and 429, whoever made it (shed, timeout,
+//! handler, proxied replica); error bodies in the one JSON shape; the capacity; injected
+//! faults, outside the timeout so a hang really hangs; the 10 s timeout ([`REQUEST_TIMEOUT`],
+//! 503); the 64 KiB body limit ([`BODY_LIMIT_BYTES`], 413).
+//!
+//! Capacity: a service with `max_in_flight` in cluster.toml (search has 4) serves that many
+//! API requests at once. A request holds its slot for its whole life, injected latency
+//! included, waits up to [`MAX_QUEUE_WAIT`] (2 s) for one, else gets 503 `overloaded`.
+//! Probes, `/metrics` and `/admin/*` never wait. Servers keep the peer's address
+//! (`ConnectInfo`) for per-client limits, and drain for at most 5 s on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,5 +1,10 @@
 //! Access tokens: HS256 JWTs issued by the auth service and verified by every service
 //! with the shared key, so no request needs a round trip to auth.
+//!
+//! Every authenticated handler takes a [`Scoped<S>`] (a token carrying scope `S`) or
+//! [`Admin`] (the cluster's admin token, for `/admin/*`) before its body, so authorization
+//! is decided first: 401 for no token or a bad one, 403 for a missing scope or an API
+//! token on `/admin/*` (`admin_only`), and only then 400 for a bad body.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -91,7 +96,7 @@ pub fn unix_now() -> u64 {
 }
 
 /// What the auth layers need at request time; put into request extensions by
-/// [`super::serve::common_layers`].
+/// [`super::serve::app`].
 #[derive(Clone)]
 pub struct AuthContext {
     pub keys: Arc<TokenKeys>,
