@@ -5,8 +5,8 @@
 //! and wraps it, outermost first: request id, duration histogram and access log
 //! (`observe`); `Retry-After` on every 503 and 429, whoever made it (shed, timeout,
 //! handler, proxied replica); error bodies in the one JSON shape; the capacity; injected
-//! faults, outside the timeout so a hang really hangs; the 10 s timeout ([`REQUEST_TIMEOUT`],
-//! 503); the 64 KiB body limit ([`BODY_LIMIT_BYTES`], 413).
+//! faults, outside the timeout so a hang really hangs; the 10 s timeout
+//! ([`REQUEST_TIMEOUT`], 503); the 64 KiB body limit ([`BODY_LIMIT_BYTES`], 413).
 //!
 //! Capacity: a service with `max_in_flight` in cluster.toml (search has 4) serves that many
 //! API requests at once. A request holds its slot for its whole life, injected latency
