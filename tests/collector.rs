@@ -16,15 +16,30 @@ use hale_core::api::{Envelope, Labels, LogLine, Status};
 use hale_core::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
 
-async fn start_collector(addr: SocketAddr, data: &Path, out: &Path) -> Proc {
-    start_collector_with(addr, data, out, &[]).await
+/// A collector's place in a test's temp dir: address, data dir and output file, the same
+/// across its restarts.
+struct Site {
+    addr: SocketAddr,
+    data: PathBuf,
+    out: PathBuf,
 }
 
-async fn start_collector_with(addr: SocketAddr, data: &Path, out: &Path, extra: &[&str]) -> Proc {
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let mut proc = common::spawn_collector(addr, data, out, &extra, &[("HALE_INGEST_TOKEN", "ingest-secret")]);
-    common::collector_ready(&mut proc, addr, out).await;
-    proc
+impl Site {
+    fn in_dir(dir: &Path) -> Site {
+        Site { addr: free_addr(), data: dir.join("collector"), out: dir.join("collector.out") }
+    }
+
+    async fn start(&self) -> Proc {
+        self.start_with(&[]).await
+    }
+
+    async fn start_with(&self, extra: &[&str]) -> Proc {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let env = [("HALE_INGEST_TOKEN", "ingest-secret")];
+        let mut proc = common::spawn_collector(self.addr, &self.data, &self.out, &extra, &env);
+        common::collector_ready(&mut proc, self.addr, &self.out).await;
+        proc
+    }
 }
 
 async fn series_names(addr: SocketAddr, selector: &str) -> Vec<String> {
@@ -95,10 +110,9 @@ fn batch(i: u32) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("collector");
-    let out = tmp.path().join("collector.out");
-    let addr = free_addr();
-    let mut collector = start_collector(addr, &data, &out).await;
+    let site = Site::in_dir(tmp.path());
+    let addr = site.addr;
+    let mut collector = site.start().await;
 
     // Writers keep sending while the collector is killed; each remembers what was acknowledged.
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -139,7 +153,7 @@ async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
     let acked: Vec<u32> = acked.lock().expect("lock").clone();
 
     // A torn tail on top: half a record at the end of the newest WAL segment.
-    let wal_dir = data.join("wal");
+    let wal_dir = site.data.join("wal");
     let newest: PathBuf = std::fs::read_dir(&wal_dir)
         .expect("wal")
         .flatten()
@@ -153,8 +167,8 @@ async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
         f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9]).expect("tear");
     }
 
-    let _collector = start_collector(addr, &data, &out).await;
-    let log = std::fs::read_to_string(&out).expect("log");
+    let _collector = site.start().await;
+    let log = std::fs::read_to_string(&site.out).expect("log");
     assert!(log.contains("torn or damaged tail"), "the truncation is reported:\n{log}");
     // Every acknowledged sample, with its value and timestamp.
     assert_every_batch_stored(&stored_samples(addr, "{job=\"durability\"}").await, &acked);
@@ -163,8 +177,9 @@ async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_ships_host_metrics_into_the_collector() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let addr = free_addr();
-    let _collector = start_collector(addr, &tmp.path().join("collector"), &tmp.path().join("collector.out")).await;
+    let site = Site::in_dir(tmp.path());
+    let addr = site.addr;
+    let _collector = site.start().await;
     let agent_addr = free_addr();
     let config = tmp.path().join("agent.toml");
     std::fs::write(
@@ -228,16 +243,15 @@ async fn send(client: &reqwest::Client, addr: SocketAddr, i: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("collector");
-    let out = tmp.path().join("collector.out");
-    let addr = free_addr();
-    let mut collector = start_collector_with(addr, &data, &out, &["--checkpoint-interval", "200ms"]).await;
+    let site = Site::in_dir(tmp.path());
+    let addr = site.addr;
+    let mut collector = site.start_with(&["--checkpoint-interval", "200ms"]).await;
     let client = reqwest::Client::new();
     for i in 0..50 {
         send(&client, addr, i).await;
     }
     eventually("a checkpoint written", Duration::from_secs(20), async || {
-        std::fs::read_dir(&data)
+        std::fs::read_dir(&site.data)
             .ok()?
             .flatten()
             .any(|e| e.file_name().to_string_lossy().starts_with("checkpoint.0"))
@@ -249,7 +263,7 @@ async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
     }
     collector.0.kill().expect("kill -9");
     collector.0.wait().expect("reap");
-    let _collector = start_collector(addr, &data, &out).await;
+    let _collector = site.start().await;
     let stored = stored_samples(addr, "{job=\"durability\"}").await;
     assert_every_batch_stored(&stored, &(0..60).collect::<Vec<u32>>());
     assert_eq!(stored.len(), 60, "nothing else: {:?}", stored.keys());
@@ -258,8 +272,9 @@ async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_without_the_ingest_token_are_refused_and_store_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let addr = free_addr();
-    let _collector = start_collector(addr, &tmp.path().join("collector"), &tmp.path().join("collector.out")).await;
+    let site = Site::in_dir(tmp.path());
+    let addr = site.addr;
+    let _collector = site.start().await;
     let client = reqwest::Client::new();
     let logs = serde_json::json!({"resourceLogs": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "intruder"}}]},
@@ -300,8 +315,9 @@ async fn writes_without_the_ingest_token_are_refused_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_stored_queried_and_tailed_live() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let addr = free_addr();
-    let _collector = start_collector(addr, &tmp.path().join("collector"), &tmp.path().join("collector.out")).await;
+    let site = Site::in_dir(tmp.path());
+    let addr = site.addr;
+    let _collector = site.start().await;
     let client = reqwest::Client::new();
     let mut tail =
         client.get(format!("http://{addr}/api/v1/logs/tail?service=checkout&level=error")).send().await.expect("tail");

@@ -151,12 +151,6 @@ pub fn processes(list: api::ProcessList) -> Vec<Process> {
     list.processes.into_iter().map(Process::from).collect()
 }
 
-/// An agent's `/api/v1/processes` as the JSON it answered; for `hale up`'s replica count,
-/// which reads the agents itself.
-pub fn parse_processes(v: &serde_json::Value) -> Option<Vec<Process>> {
-    serde_json::from_value(v.clone()).ok().map(processes)
-}
-
 impl From<api::ProcessInfo> for Process {
     fn from(p: api::ProcessInfo) -> Process {
         Process {
