@@ -213,11 +213,7 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
                 .nodes
                 .iter()
                 .flatten()
-                .map(|n| NodeStatus {
-                    agent: agent_state(n),
-                    last_seen_secs_ago: n.last_seen_secs_ago,
-                    node: n.name.clone(),
-                })
+                .map(|n| NodeStatus { agent: n.agent, last_seen_secs_ago: n.last_seen_secs_ago, node: n.node.clone() })
                 .collect(),
             problems: health.problems,
             services: snapshot
@@ -246,7 +242,7 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
     println!("collector {}   healer {}", mark(source.collector.is_up()), mark(source.healer.is_up()));
     for n in snapshot.nodes.iter().flatten() {
         let seen = n.last_seen_secs_ago.map_or(String::new(), |s| format!(", last report {s:.0}s ago"));
-        println!("  {} {:<8} agent {}{seen}", mark(n.agent_up), n.name, agent_word(agent_state(n)));
+        println!("  {} {:<8} agent {}{seen}", mark(n.agent_up), n.node, agent_word(n.agent));
     }
     for s in snapshot.services.iter().flatten() {
         println!("  {} {:<8} {}/{} replicas ready", mark(s.ready() > 0), s.name, s.ready(), s.replicas.len());
@@ -264,15 +260,6 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
         }
     }
     Ok(health.healthy)
-}
-
-/// A node's agent as the collector judges it: up, stale (silent a few intervals) or down.
-fn agent_state(n: &hale_tui::model::Node) -> AgentState {
-    match (n.agent_up, n.agent_stale) {
-        (true, _) => AgentState::Up,
-        (false, true) => AgentState::Stale,
-        (false, false) => AgentState::Down,
-    }
 }
 
 /// The state as `hale status` prints it (the JSON's word too).

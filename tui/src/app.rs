@@ -271,7 +271,7 @@ impl App {
                 .map(|a| Row::Action(a.id.clone()))
                 .collect(),
             View::Nodes => {
-                s.nodes.iter().flatten().filter(|n| keep(&n.name)).map(|n| Row::Node(n.name.clone())).collect()
+                s.nodes.iter().flatten().filter(|n| keep(&n.node)).map(|n| Row::Node(n.node.clone())).collect()
             }
             View::Logs | View::Info => Vec::new(),
         }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use hale_core::cluster::{AgentState, NodeView};
+
 use crate::model::*;
 
 pub const NOW: i64 = 1_790_000_000_000;
@@ -85,17 +87,22 @@ fn wave(value: impl Fn(usize) -> f64) -> Vec<(f64, f64)> {
     (0..60).map(|i| ((NOW / 1000 - 300) as f64 + i as f64 * 5.0, value(i))).collect()
 }
 
+/// A node whose agent reported a second ago, with its resource use (0..=1).
+pub fn node(name: &str, cpu: f64, memory: f64, disk: f64) -> NodeView {
+    NodeView {
+        node: name.into(),
+        agent: AgentState::Up,
+        agent_up: true,
+        last_seen_secs_ago: Some(1.0),
+        interval_secs: Some(1.0),
+        cpu_used_ratio: Some(cpu),
+        memory_used_ratio: Some(memory),
+        disk_used_ratio: Some(disk),
+    }
+}
+
 /// The demo cluster a minute after search-1 hung: restarted, being verified.
 pub fn demo() -> Snapshot {
-    let node = |name: &str, cpu: f64, mem: f64, disk: f64| Node {
-        name: name.into(),
-        agent_up: true,
-        agent_stale: false,
-        last_seen_secs_ago: Some(1.0),
-        cpu: Some(cpu),
-        memory: Some(mem),
-        disk: Some(disk),
-    };
     let slo = |service: &str, name: &str, objective: f64, sli: f64, left: f64, b1: f64, b6: f64, status| Slo {
         service: service.into(),
         name: name.into(),

@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 
 use hale_core::api::{self, AlertState, AlertsData, SilenceMatcher, SilenceState};
-use hale_core::cluster::{AgentState, ClusterView};
+use hale_core::cluster::{ClusterView, NodeView};
 
 /// One refresh of everything the views draw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// When it was read (ms since the epoch).
     pub at_ms: i64,
-    pub nodes: Option<Vec<Node>>,
+    /// As the collector judged them (`hale_core::cluster`).
+    pub nodes: Option<Vec<NodeView>>,
     pub services: Option<Vec<Service>>,
     pub slos: Option<Vec<Slo>>,
     pub alerts: Option<Vec<Alert>>,
@@ -261,19 +262,6 @@ pub fn history(r: api::QueryResult, label: &str) -> BTreeMap<String, Vec<f64>> {
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub name: String,
-    pub agent_up: bool,
-    /// Not up, but not yet down either: silent for a few of its intervals (frozen, or
-    /// the network). Drawn as stale, never as up.
-    pub agent_stale: bool,
-    pub last_seen_secs_ago: Option<f64>,
-    pub cpu: Option<f64>,
-    pub memory: Option<f64>,
-    pub disk: Option<f64>,
-}
-
 /// A replica's state as the agents' probes see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaState {
@@ -519,21 +507,9 @@ impl From<api::LogLine> for LogLine {
 
 /// `/api/v1/cluster` → nodes and services. The collector has already judged freshness: a
 /// replica without a fresh probe is `stale` and an agent that is not `up` is drawn down.
-pub fn cluster(view: ClusterView) -> (Vec<Node>, Vec<Service>) {
+pub fn cluster(view: ClusterView) -> (Vec<NodeView>, Vec<Service>) {
     use hale_core::cluster::ReplicaState as Wire;
-    let nodes = view
-        .nodes
-        .into_iter()
-        .map(|n| Node {
-            agent_up: n.agent == AgentState::Up,
-            agent_stale: n.agent == AgentState::Stale,
-            name: n.node,
-            last_seen_secs_ago: n.last_seen_secs_ago.filter(|x| x.is_finite()),
-            cpu: n.cpu_used_ratio.filter(|x| x.is_finite()),
-            memory: n.memory_used_ratio.filter(|x| x.is_finite()),
-            disk: n.disk_used_ratio.filter(|x| x.is_finite()),
-        })
-        .collect();
+    let nodes = view.nodes;
     let services = view
         .services
         .into_iter()
@@ -667,7 +643,7 @@ impl Snapshot {
             Some(nodes) => {
                 for n in nodes.iter().filter(|n| !n.agent_up) {
                     let seen = n.last_seen_secs_ago.map_or(String::new(), |s| format!(", last report {s:.0}s ago"));
-                    problems.push(format!("{}: agent not up (stale or down{seen})", n.name));
+                    problems.push(format!("{}: agent not up (stale or down{seen})", n.node));
                 }
             }
         }

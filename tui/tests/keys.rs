@@ -1,5 +1,6 @@
 //! Input → state: what each key does, with no terminal.
 
+use hale_core::cluster::NodeView;
 use hale_tui::app::{App, ChaosKind, Effect, Modal, View};
 use hale_tui::model::*;
 use hale_tui::source::Link;
@@ -56,14 +57,11 @@ fn snapshot() -> Snapshot {
                 replicas: vec![replica("search-1", ReplicaState::NotReady), replica("search-2", ReplicaState::Ready)],
             },
         ]),
-        nodes: Some(vec![Node {
-            name: "node-1".into(),
-            agent_up: true,
-            agent_stale: false,
-            last_seen_secs_ago: Some(1.0),
-            cpu: None,
-            memory: None,
-            disk: None,
+        nodes: Some(vec![NodeView {
+            cpu_used_ratio: None,
+            memory_used_ratio: None,
+            disk_used_ratio: None,
+            ..hale_tui::fixture::node("node-1", 0.0, 0.0, 0.0)
         }]),
         alerts: Some(vec![Alert {
             name: "ReplicaDown".into(),

@@ -160,7 +160,7 @@ async fn a_refresh_reads_every_api_into_the_snapshot() {
     assert_eq!(s.at_ms, NOW_MS);
     let nodes = s.nodes.as_ref().expect("nodes");
     assert_eq!(
-        (nodes[0].name.as_str(), nodes[0].agent_up, nodes[0].cpu, nodes[0].disk),
+        (nodes[0].node.as_str(), nodes[0].agent_up, nodes[0].cpu_used_ratio, nodes[0].disk_used_ratio),
         ("node-1", true, Some(0.42), None)
     );
     let search = &s.services.as_ref().expect("services")[0];

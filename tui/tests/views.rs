@@ -2,6 +2,7 @@
 //! cluster with a fault in progress, a disconnected collector, no data at all), compared
 //! with the snapshots in `tests/snapshots` (review changes with `cargo insta review`).
 
+use hale_core::cluster::AgentState;
 use hale_tui::app::{App, Modal, View};
 use hale_tui::model::*;
 use hale_tui::source::Link;
@@ -178,9 +179,8 @@ fn silenced_alerts_are_marked_in_the_overview() {
 fn a_silent_agent_is_drawn_stale_then_down() {
     let mut snapshot = demo();
     let nodes = snapshot.nodes.as_mut().expect("nodes");
-    nodes[1].agent_up = false;
-    nodes[1].agent_stale = true;
-    nodes[2].agent_up = false;
+    (nodes[1].agent, nodes[1].agent_up) = (AgentState::Stale, false);
+    (nodes[2].agent, nodes[2].agent_up) = (AgentState::Down, false);
     let mut app = app_with(snapshot);
     for view in [View::Overview, View::Nodes] {
         app.view = view;

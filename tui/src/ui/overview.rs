@@ -10,6 +10,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
 use super::widgets::{self, MISSING};
 use crate::app::App;
 use crate::source::Link;
+use hale_core::cluster::AgentState;
 
 fn block(title: &str) -> Block<'static> {
     Block::bordered().title(Span::styled(format!(" {title} "), Style::new().add_modifier(Modifier::BOLD)))
@@ -54,27 +55,33 @@ fn draw_nodes(f: &mut Frame, area: Rect, app: &App) {
     let rows: Vec<Row> = nodes
         .iter()
         .map(|n| {
-            let agent = match (n.agent_up, n.agent_stale, wide) {
-                (true, _, true) => Span::styled("up", Style::new().fg(Color::Green)),
-                (true, _, false) => Span::styled("●", Style::new().fg(Color::Green)),
-                (false, true, true) => {
+            let agent = match (n.agent, wide) {
+                (AgentState::Up, true) => Span::styled("up", Style::new().fg(Color::Green)),
+                (AgentState::Up, false) => Span::styled("●", Style::new().fg(Color::Green)),
+                (AgentState::Stale, true) => {
                     Span::styled("stale", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
                 }
-                (false, true, false) => Span::styled("?", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)),
-                (false, false, true) => Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
-                (false, false, false) => Span::styled("✕", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+                (AgentState::Stale, false) => {
+                    Span::styled("?", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+                }
+                (AgentState::Down, true) => {
+                    Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+                }
+                (AgentState::Down, false) => {
+                    Span::styled("✕", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+                }
             };
             let history = app
                 .snapshot
                 .cpu_history
-                .get(&n.name)
+                .get(&n.node)
                 .map_or(MISSING.to_string(), |h| widgets::sparkline(h, spark_w as usize));
             Row::new(vec![
-                Cell::from(n.name.clone()),
+                Cell::from(n.node.clone()),
                 Cell::from(agent),
-                Cell::from(Line::from(widgets::bar(n.cpu, bar_w))),
-                Cell::from(Line::from(widgets::bar(n.memory, bar_w))),
-                Cell::from(Line::from(widgets::bar(n.disk, bar_w))),
+                Cell::from(Line::from(widgets::bar(n.cpu_used_ratio, bar_w))),
+                Cell::from(Line::from(widgets::bar(n.memory_used_ratio, bar_w))),
+                Cell::from(Line::from(widgets::bar(n.disk_used_ratio, bar_w))),
                 Cell::from(Span::styled(history, Style::new().fg(Color::Cyan))),
             ])
         })

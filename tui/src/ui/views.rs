@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
 use super::widgets::{self, MISSING};
 use crate::app::{App, Row as AppRow};
 use crate::model::{Refused, Retry};
+use hale_core::cluster::AgentState;
 
 fn block(title: &str) -> Block<'static> {
     Block::bordered().title(Span::styled(format!(" {title} "), Style::new().add_modifier(Modifier::BOLD)))
@@ -442,13 +443,13 @@ fn retry_text(retry: &Retry, now: i64) -> String {
 pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
     let Some(nodes) = &app.snapshot.nodes else { return missing(f, area, "nodes") };
     let filter = app.filter.to_lowercase();
-    let shown: Vec<_> = nodes.iter().filter(|n| filter.is_empty() || n.name.to_lowercase().contains(&filter)).collect();
+    let shown: Vec<_> = nodes.iter().filter(|n| filter.is_empty() || n.node.to_lowercase().contains(&filter)).collect();
     let rows: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(i, n)| {
             // What the node's agent says it runs: pid and state, or why not.
-            let replicas: Vec<Span> = match app.snapshot.processes.get(&n.name) {
+            let replicas: Vec<Span> = match app.snapshot.processes.get(&n.node) {
                 Some(Some(list)) => list
                     .iter()
                     .flat_map(|p| {
@@ -465,22 +466,20 @@ pub fn nodes(f: &mut Frame, area: Rect, app: &App) {
                 Some(None) => vec![Span::styled("agent not answering", Style::new().fg(Color::Red))],
                 None => vec![Span::styled(MISSING, Style::new().fg(Color::DarkGray))],
             };
-            let agent = if n.agent_up {
-                Span::styled("up", Style::new().fg(Color::Green))
-            } else if n.agent_stale {
-                Span::styled("stale", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
-            } else {
-                Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+            let agent = match n.agent {
+                AgentState::Up => Span::styled("up", Style::new().fg(Color::Green)),
+                AgentState::Stale => Span::styled("stale", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)),
+                AgentState::Down => Span::styled("DOWN", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
             };
             let seen = n.last_seen_secs_ago.map_or(MISSING.to_string(), |s| format!("{s:.0}s"));
             selected(
                 Row::new(vec![
-                    Cell::from(n.name.clone()),
+                    Cell::from(n.node.clone()),
                     Cell::from(agent),
                     Cell::from(seen),
-                    Cell::from(Line::from(widgets::bar(n.cpu, 11))),
-                    Cell::from(Line::from(widgets::bar(n.memory, 11))),
-                    Cell::from(Line::from(widgets::bar(n.disk, 11))),
+                    Cell::from(Line::from(widgets::bar(n.cpu_used_ratio, 11))),
+                    Cell::from(Line::from(widgets::bar(n.memory_used_ratio, 11))),
+                    Cell::from(Line::from(widgets::bar(n.disk_used_ratio, 11))),
                     Cell::from(Line::from(replicas)),
                 ]),
                 i == app.selected,
