@@ -12,6 +12,7 @@ use hale_core::cluster::AgentState;
 use hale_core::{ClusterConfig, ServiceKind};
 use hale_tui::act::{ChaosHook, HttpActuator};
 use hale_tui::info::ClusterInfo;
+use hale_tui::model::slo_label;
 use hale_tui::source::{Endpoints, Source};
 
 /// Which cluster: its data dir, or the APIs' addresses.
@@ -192,7 +193,7 @@ pub async fn tui(args: TuiArgs) -> Result<()> {
 /// `burning` read as two verdicts).
 fn slo_line(o: &hale_tui::model::Slo) -> String {
     let sli = o.sli.map_or("—".to_string(), |v| format!("{:.3}%", v * 100.0));
-    format!("  {:<7} SLO {}/{} (objective {}%, SLI {sli})", o.status.label(), o.service, o.name, o.objective)
+    format!("  {:<7} SLO {}/{} (objective {}%, SLI {sli})", slo_label(o.status), o.service, o.name, o.objective)
 }
 
 /// `hale status`: the health summary for scripts; fails when an SLO pages or a service
@@ -231,7 +232,7 @@ pub async fn status(args: StatusArgs) -> Result<bool> {
                     service: o.service.clone(),
                     sli: o.sli,
                     slo: o.name.clone(),
-                    status: o.status.label().to_string(),
+                    status: slo_label(o.status).to_string(),
                 })
                 .collect(),
         };

@@ -299,36 +299,17 @@ impl Service {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SloStatus {
-    Ok,
-    Ticket,
-    Page,
-    InsufficientData,
-    NoData,
-}
+/// An SLO's status as the collector reports it, with the word the views show for it.
+pub use hale_core::api::SloStatus;
 
-impl From<api::SloStatus> for SloStatus {
-    fn from(s: api::SloStatus) -> SloStatus {
-        match s {
-            api::SloStatus::Ok => SloStatus::Ok,
-            api::SloStatus::Ticket => SloStatus::Ticket,
-            api::SloStatus::Page => SloStatus::Page,
-            api::SloStatus::InsufficientData => SloStatus::InsufficientData,
-            api::SloStatus::NoData => SloStatus::NoData,
-        }
-    }
-}
-
-impl SloStatus {
-    pub fn label(self) -> &'static str {
-        match self {
-            SloStatus::Ok => "ok",
-            SloStatus::Ticket => "burning",
-            SloStatus::Page => "PAGE",
-            SloStatus::InsufficientData => "too few events",
-            SloStatus::NoData => "no data",
-        }
+/// The word for `status` on screen and in `hale status`.
+pub fn slo_label(status: SloStatus) -> &'static str {
+    match status {
+        SloStatus::Ok => "ok",
+        SloStatus::Ticket => "burning",
+        SloStatus::Page => "PAGE",
+        SloStatus::InsufficientData => "too few events",
+        SloStatus::NoData => "no data",
     }
 }
 
@@ -548,7 +529,7 @@ impl From<api::SloState> for Slo {
             objective: finite(Some(o.objective)).map_or(0.0, |r| if r <= 1.0 { r * 100.0 } else { r }),
             sli: finite(o.period_error_ratio).map(|r| 1.0 - r),
             budget_left: finite(o.error_budget_remaining),
-            status: SloStatus::from(o.status),
+            status: o.status,
             service: o.service,
             name: o.slo,
         }

@@ -3,7 +3,7 @@
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
 
-use crate::model::{ReplicaState, SloStatus};
+use crate::model::{ReplicaState, SloStatus, slo_label};
 
 pub const MISSING: &str = "—";
 
@@ -75,7 +75,7 @@ pub fn slo_status(status: SloStatus) -> Span<'static> {
         SloStatus::Page => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         SloStatus::InsufficientData | SloStatus::NoData => Style::new().fg(Color::DarkGray),
     };
-    Span::styled(status.label(), style)
+    Span::styled(slo_label(status), style)
 }
 
 /// A burn rate: `0.4×`, red from 14.4× (the fast page), yellow from 1×.
