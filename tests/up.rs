@@ -31,16 +31,15 @@ fn pid_of(dir: &Path, instance: &str) -> Option<u32> {
 // a contract between Hale's components, so core has no types for it. Hale's own answers
 // (cluster view, SLOs, alerts, actions, state, pools, silences, escalations, errors) are
 // read as core::api types.
+/// Sends `request` and reads the answer's JSON; `what` names it when either fails.
+async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder, what: &str) -> T {
+    let response = request.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    response.json().await.unwrap_or_else(|e| panic!("{what} json: {e}"))
+}
+
 async fn token(client: &reqwest::Client, gateway: &str, user: &str, password: &str) -> String {
-    let r: Value = client
-        .post(format!("{gateway}/oauth/token"))
-        .form(&[("grant_type", "password"), ("username", user), ("password", password)])
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("token json");
+    let form = [("grant_type", "password"), ("username", user), ("password", password)];
+    let r: Value = json_of(client.post(format!("{gateway}/oauth/token")).form(&form), "token request").await;
     r["access_token"].as_str().expect("access_token").to_string()
 }
 
@@ -198,19 +197,11 @@ async fn hale_up_walkthrough() {
     // token → publish → get → search finds it.
     let admin = token(&client, &gateway, "admin", "hale-admin").await;
     let shopper = token(&client, &gateway, "shopper", "hale-shopper").await;
-    let product: Value = client
-        .post(format!("{gateway}/api/products"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "Zephyr teapot", "description": "Glass teapot with infuser", "price_cents": 3100, "stock": 2, "tags": ["kitchen", "tea"]}))
-        .send()
-        .await
-        .expect("publish")
-        .json()
-        .await
-        .expect("json");
+    let teapot = json!({"name": "Zephyr teapot", "description": "Glass teapot with infuser", "price_cents": 3100, "stock": 2, "tags": ["kitchen", "tea"]});
+    let product: Value =
+        json_of(client.post(format!("{gateway}/api/products")).bearer_auth(&admin).json(&teapot), "publish").await;
     let id = product["id"].as_i64().unwrap_or_else(|| panic!("publishing answered {product}"));
-    let fetched: Value =
-        client.get(format!("{gateway}/api/products/{id}")).send().await.expect("get").json().await.expect("json");
+    let fetched: Value = json_of(client.get(format!("{gateway}/api/products/{id}")), "get").await;
     assert_eq!(fetched["name"], "Zephyr teapot");
     let published = Instant::now();
     eventually("search finds the new product", Duration::from_secs(10), async || {
@@ -239,15 +230,8 @@ async fn hale_up_walkthrough() {
     assert_eq!(again.json::<Value>().await.expect("json")["id"], first["id"]);
     let too_many = buy("e2e-2", 2).await.expect("buy more");
     assert_eq!(too_many.status(), 409);
-    let order: Value = client
-        .get(format!("{gateway}/api/orders/{}", first["id"].as_str().expect("id")))
-        .bearer_auth(&shopper)
-        .send()
-        .await
-        .expect("get order")
-        .json()
-        .await
-        .expect("json");
+    let order_url = format!("{gateway}/api/orders/{}", first["id"].as_str().expect("id"));
+    let order: Value = json_of(client.get(order_url).bearer_auth(&shopper), "get order").await;
     assert_eq!(order["card_number"], "**** **** **** 5556");
 
     // The cluster view: every node with its agent up, every service with ready replicas.
@@ -351,14 +335,7 @@ async fn hale_up_walkthrough() {
             r.json::<Value>().await.ok()?["id"].as_i64()
         })
         .await;
-    let on_new: Value = client
-        .get(format!("{}/api/products/{new_id}", url_of("catalog-2")))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let on_new: Value = json_of(client.get(format!("{}/api/products/{new_id}", url_of("catalog-2"))), "get").await;
     assert_eq!(on_new["name"], "After failover");
     let r = client
         .post(format!("{}/api/products", url_of("catalog-1")))
