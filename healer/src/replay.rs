@@ -45,21 +45,17 @@ pub struct ReplayError {
 #[derive(Deserialize)]
 struct RecordedAlert {
     /// Absent counts as firing; anything else but `firing` is not replayed.
-    #[serde(default)]
     status: Option<NotifyStatus>,
     labels: Labels,
     #[serde(default, alias = "startsAt")]
     starts_at: String,
-    #[serde(default)]
     fingerprint: Option<String>,
 }
 
 /// Which kind of line it is: a webhook payload has `alerts`, an audit record an `event`.
 #[derive(Deserialize)]
 struct Shape {
-    #[serde(default)]
     alerts: Option<IgnoredAny>,
-    #[serde(default)]
     event: Option<String>,
 }
 

@@ -27,7 +27,6 @@ pub struct RuleFile {
 pub struct Group {
     pub name: String,
     /// How often the group runs; the collector's default when absent.
-    #[serde(default)]
     pub interval: Option<PromDuration>,
     /// At most this many series or alerts per rule (0: no limit); above it the rule fails.
     #[serde(default)]
@@ -39,14 +38,11 @@ pub struct Group {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDef {
-    #[serde(default)]
     pub record: Option<MetricName>,
-    #[serde(default)]
     pub alert: Option<MetricName>,
     pub expr: PromqlExpr,
-    #[serde(default, rename = "for")]
+    #[serde(rename = "for")]
     pub for_: Option<PromDuration>,
-    #[serde(default)]
     pub keep_firing_for: Option<PromDuration>,
     #[serde(default)]
     pub labels: BTreeMap<LabelName, TemplateText>,
