@@ -64,15 +64,15 @@ pub struct MemberSpec {
 
 /// The body of `PUT /admin/pool/{service}`: what is absent stays as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PoolUpdate {
     /// The whole new member list; members that stay keep their state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<MemberSpec>>,
     /// The catalog's new primary (a member).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
 }
 
@@ -209,6 +209,7 @@ mod tests {
         let primary = PoolUpdate { primary: Some("catalog-2".into()), epoch: Some(3), members: None };
         assert_eq!(serde_json::to_string(&primary).expect("json"), r#"{"primary":"catalog-2","epoch":3}"#);
         assert!(serde_json::from_str::<PoolUpdate>(r#"{"primary":"x","weight":2}"#).is_err(), "unknown fields");
+        assert_eq!(serde_json::from_str::<PoolUpdate>("{}").expect("nothing changes"), PoolUpdate::default());
     }
 
     #[test]

@@ -276,25 +276,20 @@ pub enum Ha {
     Etcd { me: HealerMember, role: HaRole, leader: Option<HealerMember> },
 }
 
-/// The healer's `GET /api/v1/state`.
+/// The healer's `GET /api/v1/state`; what an older healer leaves out is empty.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HealerState {
-    #[serde(default)]
     pub paused: bool,
     /// Alerts received and not yet decided.
-    #[serde(default)]
     pub queued: usize,
-    #[serde(default)]
     pub targets: BTreeMap<String, TargetState>,
     /// Ids of the actions awaiting approval, running or verifying.
-    #[serde(default)]
     pub in_flight: Vec<String>,
     /// Refused alerts kept for another look: what, why, and when.
-    #[serde(default)]
     pub deferred: Vec<Deferred>,
-    #[serde(default)]
     pub dry_run: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<Ha>,
 }
 

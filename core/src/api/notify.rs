@@ -16,25 +16,20 @@ pub enum NotifyStatus {
     Unknown,
 }
 
-/// One alert of Alertmanager's webhook payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One alert of Alertmanager's webhook payload; whatever another sender leaves out is
+/// empty (and its status unknown).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct WebhookAlert {
-    #[serde(default)]
     pub status: NotifyStatus,
-    #[serde(default)]
     pub labels: Labels,
-    #[serde(default)]
     pub annotations: Labels,
     /// RFC 3339, as is `ends_at` (`0001-01-01T00:00:00Z` while firing).
-    #[serde(default)]
     pub starts_at: String,
-    #[serde(default)]
     pub ends_at: String,
-    #[serde(default, rename = "generatorURL")]
+    #[serde(rename = "generatorURL")]
     pub generator_url: String,
     /// 16 hex digits ([`crate::webhook::fingerprint`]); may be empty from other senders.
-    #[serde(default)]
     pub fingerprint: String,
 }
 
@@ -143,6 +138,7 @@ mod tests {
         let bare: WebhookPayload =
             serde_json::from_str(r#"{"alerts":[{"status":"weird","labels":{"a":"b"}}]}"#).expect("bare");
         assert_eq!(bare.alerts[0].status, NotifyStatus::Unknown);
+        assert_eq!(serde_json::from_str::<WebhookAlert>("{}").expect("empty"), WebhookAlert::default());
         round_trip(&vec![PostableAlert {
             labels: [("alertname".to_string(), "Down".to_string())].into(),
             annotations: Labels::new(),
