@@ -42,7 +42,7 @@ struct OutcomeLabels {
     outcome: String,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Metrics {
     epoch: Gauge,
     is_primary: Gauge,
@@ -143,28 +143,24 @@ impl CatalogState {
         let meta = store.meta()?;
         let last = store.last_seq()?;
         let follow = store.follow()?.or(follow);
-        let metrics = Metrics {
-            epoch: Gauge::default(),
-            is_primary: Gauge::default(),
-            fenced: Gauge::default(),
-            last_seq: Gauge::default(),
-            lag: Gauge::default(),
-            sync_timeouts: Counter::default(),
-            reservations: Family::default(),
-        };
-        registry.register("shop_catalog_epoch", "Replication epoch this replica knows", metrics.epoch.clone());
-        registry.register("shop_catalog_primary", "1 if this replica accepts writes", metrics.is_primary.clone());
-        registry.register(
-            "shop_catalog_fenced",
-            "1 if a newer epoch fenced this replica: it must rejoin as a standby",
-            metrics.fenced.clone(),
-        );
-        registry.register("shop_catalog_change_seq", "Last change sequence stored here", metrics.last_seq.clone());
-        registry.register(
-            "shop_catalog_replication_lag_changes",
-            "Changes the primary has that this standby has not applied",
-            metrics.lag.clone(),
-        );
+        let metrics = Metrics::default();
+        for (name, help, gauge) in [
+            ("shop_catalog_epoch", "Replication epoch this replica knows", &metrics.epoch),
+            ("shop_catalog_primary", "1 if this replica accepts writes", &metrics.is_primary),
+            (
+                "shop_catalog_fenced",
+                "1 if a newer epoch fenced this replica: it must rejoin as a standby",
+                &metrics.fenced,
+            ),
+            ("shop_catalog_change_seq", "Last change sequence stored here", &metrics.last_seq),
+            (
+                "shop_catalog_replication_lag_changes",
+                "Changes the primary has that this standby has not applied",
+                &metrics.lag,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         registry.register(
             "shop_catalog_replication_sync_timeouts",
             "Writes acknowledged without the standby's confirmation",

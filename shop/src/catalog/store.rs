@@ -476,6 +476,16 @@ mod tests {
         NewProduct { name: name.into(), description: "d".into(), price_cents: 250, stock, tags: vec!["t".into()] }
     }
 
+    /// A primary holding one product of 5 units, `quantity` of them reserved (as `r1`),
+    /// and an empty standby.
+    fn primary_and_standby(quantity: i64) -> (Store, Store, Product) {
+        let primary = Store::in_memory(Role::Primary).expect("open");
+        let standby = Store::in_memory(Role::Standby).expect("open");
+        let (p, _) = primary.create_product(1, &product("kept", 5)).expect("create");
+        primary.reserve(1, "r1", &[ReservationItem { product_id: p.id, quantity }]).expect("reserve");
+        (primary, standby, p)
+    }
+
     #[test]
     fn create_list_get() {
         let s = Store::in_memory(Role::Primary).expect("open");
@@ -506,10 +516,7 @@ mod tests {
 
     #[test]
     fn a_rejoining_old_primary_sets_aside_what_the_new_primary_never_got() {
-        let old = Store::in_memory(Role::Primary).expect("open");
-        let new = Store::in_memory(Role::Standby).expect("open");
-        let (p, _) = old.create_product(1, &product("kept", 5)).expect("create");
-        old.reserve(1, "r1", &[ReservationItem { product_id: p.id, quantity: 1 }]).expect("reserve");
+        let (old, new, p) = primary_and_standby(1);
         new.apply(&old.changes_after(0, 100).expect("changes")).expect("replicated");
         // The old primary goes on alone (cut off), the standby is promoted and writes too.
         old.reserve(1, "lost", &[ReservationItem { product_id: p.id, quantity: 3 }]).expect("diverges");
@@ -539,10 +546,7 @@ mod tests {
 
     #[test]
     fn standby_applies_changes_and_refuses_gaps() {
-        let primary = Store::in_memory(Role::Primary).expect("open");
-        let standby = Store::in_memory(Role::Standby).expect("open");
-        let (p, _) = primary.create_product(1, &product("x", 5)).expect("create");
-        primary.reserve(1, "r", &[ReservationItem { product_id: p.id, quantity: 2 }]).expect("reserve");
+        let (primary, standby, p) = primary_and_standby(2);
         let changes = primary.changes_after(0, 100).expect("changes");
         assert_eq!(standby.apply(&changes).expect("apply"), 2);
         assert_eq!(standby.apply(&changes).expect("again"), 2, "re-applying is a no-op");
@@ -553,7 +557,7 @@ mod tests {
         assert!(matches!(standby.apply(&tail), Err(StoreError::Gap { expected_after: 2, got: 4 })));
         // The same reservation id on the standby (after promotion) is recognised.
         let (r, seq) =
-            standby.reserve(2, "r", &[ReservationItem { product_id: p.id, quantity: 2 }]).expect("idempotent");
+            standby.reserve(2, "r1", &[ReservationItem { product_id: p.id, quantity: 2 }]).expect("idempotent");
         assert_eq!((r.total_cents, seq), (500, None));
     }
 
