@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const K1: f64 = 1.2;
 const B: f64 = 0.75;
@@ -22,7 +22,8 @@ pub struct Document {
     pub price_cents: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One product found, best first. Fields in the order search has always written them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
     pub id: i64,
     pub name: String,

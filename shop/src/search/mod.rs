@@ -13,14 +13,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::catalog::ChangesPage;
 use crate::catalog::store::{Change, ChangeBody, Product};
 use crate::http::{ApiQuery, AppError, Readiness};
-use index::{Document, Index};
+use index::{Document, Hit, Index};
 
 pub struct SearchState {
     index: RwLock<Index>,
@@ -137,6 +137,13 @@ impl SearchState {
     }
 }
 
+/// `GET /api/search`: the best hits, and how many products matched in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub hits: Vec<Hit>,
+    pub total: usize,
+}
+
 #[derive(Debug, Deserialize)]
 struct SearchQuery {
     q: Option<String>,
@@ -156,7 +163,7 @@ async fn search(
     }
     let limit = query.limit.unwrap_or(10).clamp(1, 100);
     let (hits, total) = state.index.read().unwrap_or_else(|p| p.into_inner()).search(&q, limit);
-    Ok(axum::Json(json!({"hits": hits, "total": total})))
+    Ok(axum::Json(SearchResults { hits, total }))
 }
 
 pub fn router(state: Arc<SearchState>) -> Router {
@@ -185,6 +192,16 @@ mod tests {
                 },
             },
         }
+    }
+
+    /// What search served when it built its answer as a JSON map reads as its type, and
+    /// is written back the same.
+    #[test]
+    fn served_results_read_as_search_results() {
+        let served = r#"{"hits":[{"id":7,"name":"Oak desk","price_cents":5,"score":1.5}],"total":1}"#;
+        let results: SearchResults = serde_json::from_str(served).expect("results");
+        assert_eq!((results.hits[0].id, results.total), (7, 1));
+        assert_eq!(serde_json::to_string(&results).expect("json"), served);
     }
 
     #[test]
