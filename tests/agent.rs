@@ -80,16 +80,9 @@ impl AgentSetup {
 
     async fn start(&self) -> Proc {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.out")).expect("out");
-        let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-            .args(["agent", "--config"])
-            .arg(self.config())
-            .env("HALE_AGENT_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn agent");
-        let mut proc = Proc(child);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
+        cmd.args(["agent", "--config"]).arg(self.config()).env("HALE_AGENT_TOKEN", TOKEN);
+        let mut proc = Proc(common::spawn_logged(&mut cmd, out, "agent"));
         let url = format!("http://{}/healthz", self.listen);
         let dir = self.dir.clone();
         eventually("agent healthy", Duration::from_secs(30), async || {

@@ -9,7 +9,7 @@ use common::{Proc, eventually, free_addr};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hale_core::api::{
@@ -136,11 +136,8 @@ async fn spawn_healer(
         .args(extra)
         .env("HALE_WEBHOOK_SECRET", SECRET)
         .env("HALE_HEALER_TOKEN", TOKEN)
-        .env("HALE_HEALER_INTAKE_TOKEN", INTAKE_TOKEN)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone"))
-        .stderr(log);
-    let h = Proc(cmd.spawn().expect("spawn healer"));
+        .env("HALE_HEALER_INTAKE_TOKEN", INTAKE_TOKEN);
+    let h = Proc(common::spawn_logged(&mut cmd, log, "healer"));
     common::wait_ready("healer", healer).await;
     (h, healer)
 }

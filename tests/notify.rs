@@ -9,7 +9,7 @@ use common::{Proc, eventually, free_addr, need};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -333,17 +333,12 @@ async fn a_real_alertmanager_receives_forwarded_alerts_and_delivers_them() {
     )
     .expect("am config");
     let am_log = std::fs::File::create(am_dir.join("am.out")).expect("log");
-    let child = Command::new(am_bin)
-        .arg(format!("--config.file={}", am_config.display()))
+    let mut am = Command::new(am_bin);
+    am.arg(format!("--config.file={}", am_config.display()))
         .arg(format!("--storage.path={}", am_dir.join("data").display()))
         .arg(format!("--web.listen-address={am_addr}"))
-        .arg("--cluster.listen-address=")
-        .stdin(Stdio::null())
-        .stdout(am_log.try_clone().expect("clone"))
-        .stderr(am_log)
-        .spawn()
-        .expect("spawn alertmanager");
-    let _am = Proc(child);
+        .arg("--cluster.listen-address=");
+    let _am = Proc(common::spawn_logged(&mut am, am_log, "alertmanager"));
     common::wait_ready("alertmanager", am_addr).await;
 
     let addr = free_addr();

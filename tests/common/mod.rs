@@ -21,6 +21,13 @@ impl Drop for Proc {
     }
 }
 
+/// Spawns `cmd` as every test child runs: no input, both outputs into `log`.
+pub fn spawn_logged(cmd: &mut std::process::Command, log: std::fs::File, what: &str) -> Child {
+    use std::process::Stdio;
+    let stdout = log.try_clone().expect("clone the log");
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log).spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"))
+}
+
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// A free address on a loopback IP of its own (127.64–127.127.x.y), so that no two tests,
@@ -101,19 +108,10 @@ pub async fn push_gauge(addr: SocketAddr, name: &str, labels: &[(&str, &str)], v
 /// Starts `hale collector` on `addr` with `data` as its data dir and `args` after, output
 /// appended to `out`; does not wait.
 pub fn spawn_collector(addr: SocketAddr, data: &Path, out: &Path, args: &[String], env: &[(&str, &str)]) -> Proc {
-    use std::process::{Command, Stdio};
     let log = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-        .args(["collector", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(data)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn collector");
-    Proc(child)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hale"));
+    cmd.args(["collector", "--listen", &addr.to_string(), "--data-dir"]).arg(data).args(args).envs(env.iter().copied());
+    Proc(spawn_logged(&mut cmd, log, "collector"))
 }
 
 /// Whether the server at `addr` answers `/-/ready` with a success (Prometheus's,
@@ -301,23 +299,17 @@ pub async fn prometheus_receiver(dir: &Path) -> (Proc, SocketAddr) {
 /// A real single-member etcd (Debian's etcd-server) on two free loopback ports, with its
 /// data in `dir`; returns once it answers `/health`. Its client URL is the second value.
 pub async fn spawn_etcd(dir: &Path) -> (Proc, String) {
-    use std::process::{Command, Stdio};
     let etcd = need("etcd");
     let (client, peer) = (free_addr(), free_addr());
     let (client, peer) = (format!("http://{client}"), format!("http://{peer}"));
     let log = std::fs::File::create(dir.join("etcd.out")).expect("etcd log");
-    let child = Command::new(etcd)
-        .args(["--name", "hale-test", "--data-dir"])
+    let mut cmd = std::process::Command::new(etcd);
+    cmd.args(["--name", "hale-test", "--data-dir"])
         .arg(dir.join("etcd"))
         .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
         .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("hale-test={peer}")])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn etcd");
-    let proc = Proc(child);
+        .args(["--initial-cluster", &format!("hale-test={peer}")]);
+    let proc = Proc(spawn_logged(&mut cmd, log, "etcd"));
     let health = format!("{client}/health");
     eventually("etcd healthy", Duration::from_secs(30), async || {
         let r = reqwest::get(&health).await.ok()?;

@@ -3,7 +3,7 @@
 //! running; killed with every process it started (found by PID) however the test ends.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use hale_core::ClusterConfig;
@@ -61,18 +61,13 @@ impl Cluster {
 
     async fn run(&mut self, load_rps: u32, extra: &[String]) {
         let out = std::fs::File::create(&self.out).expect("out file");
-        let child = Command::new(env!("CARGO_BIN_EXE_hale"))
-            .args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
+        cmd.args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])
             .arg(&self.data_dir)
             .args(["--ip-prefix", &self.prefix, "--control-ip", &self.control_ip])
             .args(["--port-offset", &self.offset.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn hale up");
-        self.child = Some(child);
+            .args(extra);
+        self.child = Some(super::spawn_logged(&mut cmd, out, "hale up"));
         let path = self.out.clone();
         eventually("cluster up and seeded", Duration::from_secs(90), async || {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
