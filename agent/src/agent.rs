@@ -1,6 +1,13 @@
 //! The running agent's shared state — config, supervisor, telemetry, queues, host
 //! collector — and what one collection cycle does with it. `run.rs` builds it and drives
 //! its loops; the HTTP API reads it. Nothing here depends on either.
+//!
+//! A collection cycle (host, the agent's own series, scrapes, probes) passes through
+//! [`crate::staleness`] before it is queued, so a series missing from this cycle is ended
+//! with a marker. Host series carry `node`, `instance` (the agent's address) and
+//! `job="node"`; the agent's own carry `node` and `agent`. Queuing encodes remote_write
+//! requests and pushes them, fsynced, on the blocking pool; host metrics are read there
+//! too, because `statvfs` of a hung mount must not stall the runtime.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -11,6 +11,11 @@
 //! Damage is survived, not refused: a torn tail of the newest segment (a crash mid-write)
 //! is truncated at open; a record whose checksum or framing is wrong is skipped by
 //! scanning forward to the next `MAGIC`, counted and logged.
+//!
+//! Bounded by `max_bytes` (256 MiB by default, in 8 MiB segments). What a full queue does
+//! is the queue's choice: the metrics queue drops its oldest segment (recent data is worth
+//! more; counted as dropped bytes), the logs queue refuses the push, so the tailer waits
+//! and the lines wait in their files, which loses nothing while the files are kept.
 
 use hale_core::time::now_ms;
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,14 @@
 //! Wiring: from an `AgentConfig` to the shared [`Agent`] state, its collect loops,
 //! shippers, log tailer and API. Data flows one way: collect → queue (disk) → ship.
+//!
+//! Metrics are collected every `scrape_interval_ms` (host, own, scrapes) and probes every
+//! `probe_interval_ms`; log files are polled every 250 ms at most, a batch cut at 1 MiB of
+//! lines whatever `max_records` says.
+//!
+//! On a clean stop, once its replicas are stopped, the agent ends every series it sent
+//! with a staleness marker and ships what its metrics queue holds for up to 2 s; what is
+//! left stays queued and ships at the next start. `hale up` stops the agents before the
+//! collector, so those markers land.
 
 use std::sync::Arc;
 use std::time::Duration;

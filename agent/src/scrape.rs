@@ -3,7 +3,9 @@
 //! A scrape fetches `/metrics` (text 0.0.4 or OpenMetrics, by `Content-Type`), labels every
 //! series with `service`, `instance` and `node`, and adds Prometheus's synthetic `up`,
 //! `scrape_duration_seconds` and `scrape_samples_scraped`. A probe calls `/healthz` and
-//! `/readyz` and reports blackbox_exporter's `probe_success` and `probe_duration_seconds`.
+//! `/readyz` and reports blackbox_exporter's `probe_success`, `probe_duration_seconds` and
+//! `probe_http_status_code` (0 without an answer), each with a `probe` label of `healthz`
+//! or `readyz`.
 
 use std::time::{Duration, Instant};
 

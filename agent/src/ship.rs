@@ -4,6 +4,12 @@
 //! any other 4xx is dropped with a log line (resending cannot fix it). Every request
 //! carries `X-Hale-Batch: <agent-id>/<seq>`, stable across retries and restarts, so the
 //! receiver can drop a batch it already stored.
+//!
+//! Backoff starts at 0.1 s and doubles to 30 s; each wait is drawn at random below it
+//! (full jitter), so agents that lost the collector together do not return together. The
+//! agent id ([`agent_id`]) is `<node>-<random>`, made once and kept in the data dir, so a
+//! new queue's sequence numbers never collide with an old one's; each queue sends under
+//! its own id (`<id>.metrics`, `<id>.logs`), since each numbers its own batches.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,12 @@
 //!
 //! Every child gets a parent-death signal, so even a supervisor killed with SIGKILL leaves
 //! no orphans. Specs only ever come from the agent's own configuration.
+//!
+//! Restart backoff runs from 0.5 s doubling to 30 s, and a run longer than a minute resets
+//! it. Five exits within a minute is a crash loop (in the spirit of systemd's
+//! `StartLimitBurst`): the next start waits five minutes. Each process is also reported as
+//! `hale_process_*` series (up, CPU, memory, open files, starts, restarts, exits) read
+//! from `/proc`. `hale up` supervises the agents themselves with the same code.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;

@@ -6,6 +6,12 @@
 //! reaches into the disk queue, and a checkpoint file is replaced (fsynced) after each
 //! push. On start the agent takes, per file, the further of the checkpoint and the newest
 //! queued batch. A file rotated while the agent was down is found again by its inode.
+//!
+//! Lines become OTLP log records: a JSON line's `timestamp`, `level` and `message` become
+//! the record's own fields and its other fields attributes; a plain line is the message,
+//! its level the first level word in it. One OTLP resource per instance.
+//! A queued batch is an envelope, the positions it reaches (length-prefixed JSON) then the
+//! OTLP body, so the shipper sends only the body and a restart reads the positions back.
 
 use std::collections::BTreeMap;
 use std::fs::File;

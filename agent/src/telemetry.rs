@@ -2,7 +2,7 @@
 //!
 //! Each event is one method that logs and counts together (vector's "internal events"),
 //! so the log line and the metric cannot drift apart. The queues' state is read when the
-//! registry is encoded ([`QueueMetrics`]), not copied into gauges ahead of time.
+//! registry is encoded (`QueueMetrics`), not copied into gauges ahead of time.
 //!
 //! The agent both serves these series on `/metrics` and ships them with its host metrics,
 //! so [`Telemetry::families`] is their one way out: the registry encoded as text 0.0.4
