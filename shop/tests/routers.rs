@@ -102,7 +102,7 @@ fn build(args: &ShopArgs) -> Router {
 async fn auth_password_grant_issues_a_scoped_bearer_token() {
     let dir = tempfile::tempdir().expect("tmp");
     let app = build(&args(ServiceKind::Auth, dir.path()));
-    let r = send(&app, post_form("/oauth/token", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    let r = send(&app, post_form("/oauth/token", SHOPPER_LOGIN)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["token_type"], "Bearer");
     assert_eq!(r.json["scope"], "orders:write orders:read");
@@ -1007,13 +1007,17 @@ async fn gateway_replaces_a_client_epoch_header_with_its_own() {
 
 // ---------------------------------------------------------------- issue #12, finding 9
 
-fn login_from(addr: &str, body: &str) -> Request<Body> {
+/// A token request with `body` from client address `addr`, as the gateway forwards it.
+async fn login_from(app: &Router, addr: &str, body: &str) -> Reply {
     let mut req = post_form("/oauth/token", body);
     req.headers_mut().insert(internal::CLIENT_ADDR_HEADER, addr.parse().expect("header"));
     let (method, uri) = (req.method().clone(), req.uri().clone());
     internal::sign(internal::RequestLine::of(&method, &uri), req.headers_mut(), &admin_token(), unix_now());
-    req
+    send(app, req).await
 }
+
+/// The demo shopper's correct password login.
+const SHOPPER_LOGIN: &str = "grant_type=password&username=shopper&password=hale-shopper";
 
 fn retry_after_secs(r: &Reply) -> Option<u64> {
     r.headers.get(header::RETRY_AFTER)?.to_str().ok()?.parse().ok()
@@ -1027,8 +1031,7 @@ async fn issue_12_one_address_flooding_logins_does_not_starve_the_others() {
     let app = build(&args(ServiceKind::Auth, dir.path()));
     let mut limited = 0;
     for i in 0..60 {
-        let r =
-            send(&app, login_from("10.0.0.66", &format!("grant_type=password&username=nobody-{i}&password=x"))).await;
+        let r = login_from(&app, "10.0.0.66", &format!("grant_type=password&username=nobody-{i}&password=x")).await;
         if r.status == StatusCode::TOO_MANY_REQUESTS {
             limited += 1;
             assert!(retry_after_secs(&r).is_some_and(|s| s >= 1), "429 says when to retry: {:?}", r.headers);
@@ -1038,9 +1041,9 @@ async fn issue_12_one_address_flooding_logins_does_not_starve_the_others() {
         }
     }
     assert!(limited > 0, "the flooding address was never limited");
-    let r = send(&app, login_from("10.0.0.77", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    let r = login_from(&app, "10.0.0.77", SHOPPER_LOGIN).await;
     assert_eq!(r.status, StatusCode::OK, "another client still gets tokens: {}", r.json);
-    let r = send(&app, login_from("10.0.0.66", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    let r = login_from(&app, "10.0.0.66", SHOPPER_LOGIN).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "the flooder is still slowed down");
 }
 
@@ -1052,41 +1055,32 @@ async fn issue_12_one_account_under_attack_does_not_lock_out_the_others() {
     let app = build(&args(ServiceKind::Auth, dir.path()));
     let mut limited = 0;
     for i in 0..30 {
-        let r =
-            send(&app, login_from(&format!("10.1.0.{i}"), "grant_type=password&username=admin&password=guess")).await;
+        let r = login_from(&app, &format!("10.1.0.{i}"), "grant_type=password&username=admin&password=guess").await;
         if r.status == StatusCode::TOO_MANY_REQUESTS {
             limited += 1;
             assert!(retry_after_secs(&r).is_some_and(|s| s >= 1), "{:?}", r.headers);
         }
     }
     assert!(limited > 0, "the attacked account was never limited");
-    let r = send(&app, login_from("10.2.0.1", "grant_type=password&username=shopper&password=hale-shopper")).await;
+    let r = login_from(&app, "10.2.0.1", SHOPPER_LOGIN).await;
     assert_eq!(r.status, StatusCode::OK, "another account still logs in: {}", r.json);
     // A flood of correct logins does not empty the account's bucket: only failures cost.
     for i in 0..12 {
-        let r = send(
-            &app,
-            login_from(&format!("10.3.0.{i}"), "grant_type=password&username=shopper&password=hale-shopper"),
-        )
-        .await;
+        let r = login_from(&app, &format!("10.3.0.{i}"), SHOPPER_LOGIN).await;
         assert_eq!(r.status, StatusCode::OK, "login {i} of a user who knows the password: {}", r.json);
     }
     // Wrong secrets for the orders client, from many addresses, never lock the orders
     // service itself out (checkout would stop): machine clients have no account bucket.
     for i in 0..30 {
-        let r = send(
-            &app,
-            login_from(&format!("10.4.0.{i}"), "grant_type=client_credentials&client_id=orders&client_secret=x"),
-        )
-        .await;
+        let r =
+            login_from(&app, &format!("10.4.0.{i}"), "grant_type=client_credentials&client_id=orders&client_secret=x")
+                .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.json);
     }
     let secret = cluster().secrets.orders_client_secret;
-    let r = send(
-        &app,
-        login_from("10.2.0.2", &format!("grant_type=client_credentials&client_id=orders&client_secret={secret}")),
-    )
-    .await;
+    let r =
+        login_from(&app, "10.2.0.2", &format!("grant_type=client_credentials&client_id=orders&client_secret={secret}"))
+            .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
 }
 
