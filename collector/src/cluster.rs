@@ -1,12 +1,22 @@
-//! The cluster view (`GET /api/v1/cluster`): the fleet at a glance, read from the stored series: nodes with
-//! their agent's state and resources, services with their replicas' probes, scrapes,
-//! restarts and last logged error. Missing data is reported as `null`, never as healthy.
+//! The cluster view (`GET /api/v1/cluster`): the fleet at a glance, read from the stored
+//! series: nodes with their agent's state and resources, services with their replicas'
+//! probes, scrapes, restarts and last logged error. Missing data is reported as `null`,
+//! never as healthy.
 //!
 //! Every judgement goes by the age of the sample it rests on (`hale_core::cluster`'s
 //! freshness rule): a value older than a few of its series' own intervals, inferred from
 //! the spacing of its latest samples, is stale. A frozen node's last `probe_success` of 1
 //! makes its replicas `stale`, not ready, and its agent `stale` then `down`, within a few
 //! of the agent's intervals, whatever PromQL's five-minute lookback would still return.
+//!
+//! A node's agent state goes by the age of its host report (`node_load1`) against that
+//! series' own interval (the median of its latest five spacings, so one gap does not
+//! stretch it); CPU, memory and disk use are shown only while the agent is up. A replica
+//! is judged by its readiness and liveness probes and its scrape: without a fresh
+//! readiness probe it is `stale`, never ready, and not counted in `ready_replicas`.
+//! The view looks back an hour, as `NodeDown` does, so a silent node stays listed as
+//! down instead of leaving the view. A replica whose series its live agent ended with
+//! markers (stopped, scaled in) has left and is not listed.
 
 use std::collections::BTreeMap;
 

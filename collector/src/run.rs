@@ -1,4 +1,15 @@
 //! Starting the collector: replay the WAL, serve the API, stop cleanly.
+//!
+//! Order of start: rule files and SLO specs first (a broken one stops the start with its
+//! line, before anything is opened; SLOs become rule groups from the same text
+//! `hale slo export` prints), then the checkpoint and WAL replay, the log store, the
+//! outbox and silences, the rule groups and the notifier, then serving. Webhooks without
+//! a signing secret are refused at start.
+//!
+//! Housekeeping: every 250 ms staleness markers for silent sources ([`crate::sources`]);
+//! retention of samples and logs every minute; a checkpoint every `checkpoint_interval`
+//! once the WAL has grown; and, every 2 s while data arrives, `malloc_trim` (glibc), so
+//! freed request buffers go back to the kernel instead of staying resident.
 
 use hale_core::time::now_ms;
 use std::net::SocketAddr;

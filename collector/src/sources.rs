@@ -11,6 +11,7 @@
 //! series) is silent, and each of its series gets a staleness marker, through the store's
 //! normal ingest (WAL, fsync) like any sample. A series that gets a fresh sample after
 //! that simply resumes. Writers that do not number their batches are not followed.
+//! Sources are checked every 250 ms, a fraction of the demo's 500 ms probe interval.
 //!
 //! Known gap: what is followed lives in memory, so a source already silent when the
 //! collector restarts gets no markers (its values then age out of the lookback as in any

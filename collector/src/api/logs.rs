@@ -1,5 +1,13 @@
 //! Logs: OTLP/HTTP ingest (`POST /v1/logs`, protobuf or JSON), the query
 //! (`/api/v1/logs`) and the live tail (`/api/v1/logs/tail`, server-sent events).
+//!
+//! Ingest takes the same bearer token as remote_write and at most [`MAX_LOG_BYTES`]
+//! (8 MiB). Both forms expand when decoded, so before anything is decoded a pre-scan of
+//! the raw bytes ([`crate::logs`]: the protobuf wire format walked by message type, or the
+//! JSON's objects and nesting counted) refuses a body with over 100,000 records, over
+//! 1,000,000 attributes and values (nested ones at every depth count), or values nested
+//! over 32 levels deep. A batch with an `X-Hale-Batch` id is stored once, also after a
+//! restart.
 
 use std::sync::Arc;
 

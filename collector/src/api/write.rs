@@ -2,6 +2,17 @@
 //! checked before anything is stored (labels sorted, unique, named, within limits, a valid
 //! metric name); samples too far ahead of the clock are refused and counted, the rest of
 //! the request stored.
+//!
+//! Ingest needs the bearer `--ingest-token` when one is set. Limits: a body of
+//! [`MAX_WRITE_BYTES`] (32 MiB compressed, 256 MiB decompressed), 2 M samples a request,
+//! 64 labels and 16 KiB of label text a series, no empty label values. Names are checked
+//! with core's `valid_label_name`/`valid_metric_name`, the one check every reader uses.
+//! A sample more than [`MAX_AHEAD_MS`] (10 minutes) ahead of the clock would become its
+//! series' newest and freeze it, every later honest sample dropped as out of order: it is
+//! refused with 400 while the rest of the request is stored, and since a 4xx is not
+//! retried nothing accepted is sent twice. Every dropped sample is counted by reason (too
+//! old, duplicate, too far ahead). A request is acknowledged (204) only after the WAL
+//! fsync, and its `X-Hale-Batch` tells [`crate::sources`] who is writing.
 
 use std::sync::Arc;
 

@@ -5,6 +5,10 @@
 //! notified again every `repeat_interval` while anything fires.
 //!
 //! Pure state and explicit times: the caller feeds rule-group updates and asks what is due.
+//! Silences are applied when a group is flushed, not when alerts arrive, so a silence
+//! added during `group_wait` still holds. The state lives in memory only: after a restart
+//! firing alerts are notified again (as Alertmanager does without its notification log),
+//! and an alert that resolved while the collector was down is not notified as resolved.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

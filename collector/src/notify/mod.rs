@@ -2,10 +2,20 @@
 //! payload) through grouping, silences and a durable outbox, and optionally go to a real
 //! Alertmanager as well.
 //!
-//! Data flows one way: rule groups → [`AlertsUpdate`] channel → [`run`], which keeps the
-//! [`dispatch::Dispatcher`], writes due notifications into the [`outbox::Outbox`] (one file
-//! per receiver and notification) and forwards alerts to Alertmanager; the outbox's own
-//! task delivers the files.
+//! Data flows one way: rule groups → [`AlertsUpdate`] channel → [`run`], which keeps
+//! the [`dispatch::Dispatcher`], writes due notifications into the [`outbox::Outbox`]
+//! (one file per receiver and notification) and forwards alerts to Alertmanager; the
+//! outbox's own task delivers the files.
+//!
+//! A notification the outbox cannot store (disk full, an I/O error) is kept in memory, in
+//! order, and stored again every second: the dispatcher already counts it as told.
+//!
+//! Alertmanager forwarding does not go through the outbox. As Prometheus does, every
+//! firing alert is sent again at least once a minute with an `endsAt` four evaluation
+//! intervals (at least four minutes) ahead, so a lost request is repaired by the next and
+//! Alertmanager resolves the alert itself if the collector goes away. Logged receiver URLs
+//! keep scheme, host, port and path only: users, passwords and queries are where tokens
+//! hide.
 
 pub mod dispatch;
 pub mod outbox;

@@ -8,6 +8,11 @@
 //!
 //! Each delivery is signed when it is sent (`X-Hale-Signature`), so a notification retried
 //! after an hour still carries a fresh signature.
+//!
+//! One file per notification and receiver. Each receiver gets its notifications strictly
+//! in the order they were stored: a retry holds back the ones behind it, so a "resolved"
+//! never overtakes the "firing" it follows. Receivers do not wait for each other, and
+//! each attempt may take at most 5 s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! What notifications carry: Alertmanager's webhook payload (`"version": "4"`), so any
 //! receiver written for Alertmanager (the healer, PagerDuty bridges, chat bots) reads
-//! Hale's notifications unchanged.
+//! Hale's notifications unchanged. Fingerprints (FNV-1a of the labels, stable across
+//! restarts, so receivers can deduplicate) and group keys are computed as Alertmanager
+//! computes them. Also the `POST /api/v2/alerts` body for forwarding to an Alertmanager.
 
 use hale_core::api::{NotifyStatus, PostableAlert, WebhookAlert, WebhookPayload};
 

@@ -1,7 +1,9 @@
 //! Silences: matchers and a time window during which matching alerts are not notified.
 //! Alertmanager's v2 shapes (`matchers[]` of `name`, `value`, `isRegex`, `isEqual`;
 //! `startsAt`, `endsAt`, `createdBy`, `comment`), kept in one JSON file replaced
-//! atomically on every change, so a silence outlives a restart.
+//! atomically on every change, so a silence outlives a restart. Matching is
+//! Alertmanager's: a missing label is the empty string, a regex is anchored. Expired
+//! silences stay listed for a day, then go.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -1,4 +1,10 @@
-//! PromQL functions.
+//! PromQL functions: `rate`/`increase`/`delta` with Prometheus's extrapolation,
+//! `irate`/`idelta`, `deriv`/`predict_linear` (least squares), every `*_over_time`,
+//! `changes`/`resets`, `absent`, `histogram_quantile` (equal bounds coalesced, counts
+//! forced monotonic, as Prometheus does), `clamp*`, math, `round`, `time`/`timestamp`,
+//! `vector`/`scalar`, `label_replace`/`label_join` and `sort`. Which functions drop the
+//! metric name follows Prometheus. A label value built by a label function is cut at
+//! 64 KiB.
 
 use promql_parser::parser::{Call, Expr};
 

@@ -4,7 +4,22 @@
 //! evaluator is ours.
 //!
 //! A range query is evaluated step by step over series selected once for the whole
-//! range, which keeps it simple and exactly like an instant query at every step.
+//! range, which keeps it simple and exactly like an instant query at every step. Each
+//! selector's series are fetched once per query, over the whole reach of any nested
+//! subquery, and cached. Subquery steps are aligned to multiples of the step, as
+//! Prometheus does.
+//!
+//! Limits, each refused as bad input rather than risking memory or the stack:
+//! [`MAX_POINTS`] (11,000) points per series of a range query, [`MAX_SUBQUERY_STEPS`]
+//! (11,000) steps per subquery, 64 KiB of query text, and [`MAX_DEPTH`] (256) levels of
+//! nesting, bounded from the text ([`depth_bound`]) before the parser, which recurses,
+//! sees it. The evaluator grows its stack on the heap (`stacker`), so any accepted depth
+//! runs on a 2 MiB thread; a parser panic is caught as bad input. A label value built by
+//! a label function is cut at 64 KiB. Rule files and SLO specs parse through the same
+//! [`parse`].
+//!
+//! `tests/promql.rs` checks the answers against a real Prometheus over a corpus of
+//! expressions, at several instants and over a range.
 
 mod functions;
 mod ops;

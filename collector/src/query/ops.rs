@@ -1,4 +1,10 @@
 //! Aggregations and binary operators.
+//!
+//! Aggregations: `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev`, `stdvar`,
+//! `quantile`, `topk`, `bottomk` and `count_values`, with `by`/`without`. Binary
+//! operators: arithmetic, comparisons (filtering, or 0/1 with `bool`), and `and`/`or`/
+//! `unless`, matched with `on`/`ignoring` and `group_left`/`group_right`. Label dropping
+//! and the errors for ambiguous matches follow Prometheus.
 
 use std::collections::HashMap;
 

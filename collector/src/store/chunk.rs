@@ -1,10 +1,15 @@
 //! Compressed chunks of samples, as in Facebook's Gorilla paper (and Prometheus's XOR
-//! chunks): timestamps as delta-of-deltas in variable-width buckets, values as the XOR
-//! with the previous value, storing only its meaningful bits. A regular scrape costs about
-//! one bit per timestamp and a slowly changing value a handful of bits.
+//! chunks), cut at [`MAX_SAMPLES`] (120). Timestamps are delta-of-deltas in 1, 14, 17, 20
+//! or 64-bit buckets, so a regular scrape costs about one bit per timestamp. Values are
+//! coded the cheapest of four ways: the same bits again (1 bit); an integer delta at a
+//! sticky decimal scale (a counter step or a one-decimal gauge costs about ten bits); a
+//! new scale and the integer; else Gorilla's XOR with the previous value's bits (NaN,
+//! staleness markers, any other float). A format byte leads each chunk, so a checkpoint
+//! chunk in another encoding is refused, never misread.
 //!
 //! Values round-trip bit for bit, so NaN payloads (Prometheus's staleness marker is one)
-//! survive.
+//! survive; property tests check this over random bits and decimal values. A full chunk
+//! is sealed ([`Sealed`]) to its bytes and bounds only, none of the appender's state.
 
 /// A chunk is cut at this many samples; longer chunks compress a little better but make
 /// every read decode more.

@@ -1,8 +1,18 @@
 //! The in-memory head: every series with its chunks, an inverted index from label pairs to
 //! series, and a small out-of-order buffer per series.
 //!
-//! Label strings are interned, so a label value shared by ten thousand series is stored
-//! once; a series costs its label pointers, its chunks and a few words.
+//! Label strings are interned in the symbol table (`symbols`) and a series holds their
+//! ids, so a label value shared by ten thousand series is stored once; a series costs its
+//! label ids, its chunks and a few words. Series by label set live in a hashbrown
+//! `HashTable` of bare references hashed through the series' own labels: 4 bytes a
+//! series, and no second copy of any label.
+//!
+//! Each series has sealed chunks, one open chunk, and an out-of-order buffer for samples
+//! up to [`OUT_OF_ORDER_WINDOW_MS`] (5 minutes) behind its newest (a retried batch racing
+//! a newer one); older samples are refused. Selection starts from the postings of the
+//! equality matchers (intersected), then filters by `!=`, `=~` and `!~`. Retention drops
+//! whole chunks and forgets a series left empty; its slot stays, since references are
+//! positions.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};

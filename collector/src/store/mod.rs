@@ -3,6 +3,19 @@
 //! "Durable" here means: a sample is acknowledged only after the WAL record holding it has
 //! been written and `fdatasync`ed (group commit), so a power cut or `kill -9` after the
 //! acknowledgement cannot lose it; on start the WAL is replayed into the head.
+//!
+//! An ingest resolves its series under the head's lock and queues the WAL records in that
+//! same critical section, so a series' creation precedes its samples on disk; it then
+//! awaits the fsync, and only then appends to the head. Samples are split into records of
+//! at most 100,000. `X-Hale-Batch` ids are WAL records too (the highest sequence per
+//! source), so a resend is recognised even after a restart.
+//!
+//! A checkpoint cuts the WAL and writes the head as records to `checkpoint.<segment>`;
+//! start loads the newest checkpoint and replays the segments after it. Ingests hold a
+//! shared gate from their WAL send until their samples are in the head, and a checkpoint
+//! takes it exclusively around its cut and snapshot, so it never folds away a segment
+//! whose samples the snapshot lacks. Queries copy chunk bytes under the head's read lock
+//! and decode after releasing it, so they do not hold up ingest.
 
 pub mod chunk;
 pub mod head;
