@@ -179,8 +179,7 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
     })
     .await;
     // kill -9 mid-file, write more and rotate (rename-and-create) while it is down.
-    agent.0.kill().expect("kill -9");
-    agent.0.wait().expect("reap");
+    agent.kill_9();
     append(&log, 300, 400);
     std::fs::rename(&log, tmp.path().join("app.log.1")).expect("rotate");
     append(&log, 400, 500);
@@ -221,8 +220,7 @@ async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
         (setup.logs_segment()?.metadata().ok()?.len() > 2000).then_some(())
     })
     .await;
-    agent.0.kill().expect("kill");
-    agent.0.wait().expect("reap");
+    agent.kill_9();
     let seg = setup.logs_segment().expect("segment").path();
     let mut bytes = std::fs::read(&seg).expect("read");
     for b in &mut bytes[100..140] {

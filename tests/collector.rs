@@ -144,8 +144,7 @@ async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
         (acked.lock().expect("lock").len() >= 200).then_some(())
     })
     .await;
-    collector.0.kill().expect("kill -9");
-    collector.0.wait().expect("reap");
+    collector.kill_9();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
@@ -261,8 +260,7 @@ async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
     for i in 50..60 {
         send(&client, addr, i).await;
     }
-    collector.0.kill().expect("kill -9");
-    collector.0.wait().expect("reap");
+    collector.kill_9();
     let _collector = site.start().await;
     let stored = stored_samples(addr, "{job=\"durability\"}").await;
     assert_every_batch_stored(&stored, &(0..60).collect::<Vec<u32>>());

@@ -616,8 +616,7 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
     assert!(events_of(dir.path(), leader_name).iter().any(|e| e == "planned"));
     // kill -9: the lease is not given back; the other healer waits for it to expire.
     let mut dead = procs[leader].take().expect("leader process");
-    dead.0.kill().expect("kill -9");
-    let _ = dead.0.wait();
+    dead.kill_9();
     let killed = std::time::Instant::now();
     eventually("the other healer leads", Duration::from_secs(15), async || {
         (ha_role(addrs[follower]).await? == HaRole::Leader).then_some(())

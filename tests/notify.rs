@@ -196,8 +196,7 @@ async fn receiver_down_and_kill_9_the_notification_still_arrives() {
     .await;
     assert_eq!(metric(addr, "hale_collector_notifications_pending").await, 1.0);
     // SIGKILL: no chance to flush anything.
-    proc.0.kill().expect("kill -9");
-    proc.0.wait().expect("wait");
+    proc.kill_9();
 
     let receiver = Receiver::default();
     receiver.serve(hook).await;

@@ -14,6 +14,14 @@ use hale_core::cluster::{ClusterView, ReplicaView};
 /// A child process killed (by PID) when the test ends, however it ends.
 pub struct Proc(pub Child);
 
+impl Proc {
+    /// SIGKILL and reap: the crash a durability test wants, with nothing left to clean up.
+    pub fn kill_9(&mut self) {
+        self.0.kill().expect("kill -9");
+        self.0.wait().expect("reap");
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
