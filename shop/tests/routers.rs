@@ -33,6 +33,11 @@ fn cluster() -> ClusterConfig {
         .clone()
 }
 
+/// A catalog standby in `dir` following the primary at `primary`.
+fn follower_args(dir: &std::path::Path, primary: impl Into<String>) -> ShopArgs {
+    ShopArgs { role: Role::Standby, follow: Some(primary.into()), ..args(ServiceKind::Catalog, dir) }
+}
+
 fn args(service: ServiceKind, dir: &std::path::Path) -> ShopArgs {
     ShopArgs {
         service,
@@ -274,9 +279,7 @@ async fn catalog_standby_refuses_writes_and_promotion_fences_by_epoch() {
     let status = send(&primary, get("/admin/replication")).await;
     assert_eq!((status.json["role"].as_str(), status.json["epoch"].as_u64()), (Some("fenced"), Some(2)));
 
-    let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
-    standby_args.role = Role::Standby;
-    standby_args.follow = Some("http://127.0.0.1:9".into());
+    let standby_args = follower_args(&dir.path().join("s"), "http://127.0.0.1:9");
     let standby = build(&standby_args);
     let r = send(
         &standby,
@@ -400,9 +403,7 @@ async fn issue_12_a_standby_does_not_adopt_a_runaway_epoch_from_its_primary() {
         }),
     );
     let primary_url = serve(&stop, poisoned).await;
-    let mut standby_args = args(ServiceKind::Catalog, dir.path());
-    standby_args.role = Role::Standby;
-    standby_args.follow = Some(primary_url);
+    let standby_args = follower_args(dir.path(), primary_url);
     let (standby, tasks) = app(&standby_args, &stop).expect("app");
     tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
     wait_for("the standby to poll its primary twice", || async {
@@ -423,9 +424,7 @@ async fn issue_12_a_replica_far_behind_rejoins_when_the_primary_confirms_the_epo
     let dir = tempfile::tempdir().expect("tmp");
     let (stop_tx, stop) = watch::channel(false);
     let (old_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("old")), &stop).expect("app");
-    let mut new_args = args(ServiceKind::Catalog, &dir.path().join("new"));
-    new_args.role = Role::Standby;
-    new_args.follow = Some("http://127.0.0.1:9".into());
+    let new_args = follower_args(&dir.path().join("new"), "http://127.0.0.1:9");
     let (new_app, tasks) = app(&new_args, &stop).expect("app");
     tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
     let new_url = serve(&stop, new_app.clone()).await;
@@ -461,9 +460,7 @@ async fn a_fenced_old_primary_rejoins_as_standby_sets_aside_what_diverged_and_ca
     // The old primary, and a standby cut off from it (it follows nothing that answers).
     let (old_app, tasks) = app(&args(ServiceKind::Catalog, &dir.path().join("old")), &stop).expect("app");
     tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
-    let mut new_args = args(ServiceKind::Catalog, &dir.path().join("new"));
-    new_args.role = Role::Standby;
-    new_args.follow = Some("http://127.0.0.1:9".into());
+    let new_args = follower_args(&dir.path().join("new"), "http://127.0.0.1:9");
     let (new_app, tasks) = app(&new_args, &stop).expect("app");
     tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
     let new_url = serve(&stop, new_app.clone()).await;
@@ -528,9 +525,7 @@ async fn standby_follows_primary_over_http_and_search_indexes_it() {
     let (stop_tx, stop) = watch::channel(false);
     let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
     let primary_url = serve(&stop, primary_app.clone()).await;
-    let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
-    standby_args.role = Role::Standby;
-    standby_args.follow = Some(primary_url.clone());
+    let standby_args = follower_args(&dir.path().join("s"), primary_url.clone());
     let (standby_app, tasks) = app(&standby_args, &stop).expect("app");
     tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
     let mut search_args = args(ServiceKind::Search, &dir.path().join("q"));
@@ -910,9 +905,7 @@ async fn promotion_fences_the_old_primary_and_drains_what_it_acknowledged() {
     let (stop_tx, stop) = watch::channel(false);
     let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
     let primary_url = serve(&stop, primary_app.clone()).await;
-    let mut standby_args = args(ServiceKind::Catalog, &dir.path().join("s"));
-    standby_args.role = Role::Standby;
-    standby_args.follow = Some(primary_url);
+    let standby_args = follower_args(&dir.path().join("s"), primary_url);
     // The follower task is deliberately not started: everything the standby has after the
     // promotion came from the drain.
     let (standby_app, _tasks) = app(&standby_args, &stop).expect("app");
