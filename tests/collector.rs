@@ -6,7 +6,7 @@ mod common;
 use common::{Proc, eventually, free_addr};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,15 +18,26 @@ use serde_json::Value;
 
 /// A collector's place in a test's temp dir: address, data dir and output file, the same
 /// across its restarts.
+/// A collector's address and files in a temporary dir of its own (removed on drop).
 struct Site {
+    dir: tempfile::TempDir,
     addr: SocketAddr,
     data: PathBuf,
     out: PathBuf,
 }
 
 impl Site {
-    fn in_dir(dir: &Path) -> Site {
-        Site { addr: free_addr(), data: dir.join("collector"), out: dir.join("collector.out") }
+    fn new() -> Site {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (data, out) = (dir.path().join("collector"), dir.path().join("collector.out"));
+        Site { dir, addr: free_addr(), data, out }
+    }
+
+    /// A new site with its collector started and ready.
+    async fn running() -> (Site, Proc) {
+        let site = Site::new();
+        let proc = site.start().await;
+        (site, proc)
     }
 
     async fn start(&self) -> Proc {
@@ -109,8 +120,7 @@ fn batch(i: u32) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let site = Site::in_dir(tmp.path());
+    let site = Site::new();
     let addr = site.addr;
     let mut collector = site.start().await;
 
@@ -175,17 +185,15 @@ async fn every_acknowledged_sample_survives_kill_9_and_a_torn_wal_tail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_ships_host_metrics_into_the_collector() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let site = Site::in_dir(tmp.path());
+    let (site, _collector) = Site::running().await;
     let addr = site.addr;
-    let _collector = site.start().await;
     let agent_addr = free_addr();
-    let config = tmp.path().join("agent.toml");
+    let config = site.dir.path().join("agent.toml");
     std::fs::write(
         &config,
         format!(
             "node = \"node-c\"\nlisten = \"{agent_addr}\"\ndata_dir = \"{}\"\nremote_write = [\"http://{addr}/api/v1/write\"]\nscrape_interval_ms = 200\n",
-            tmp.path().join("agent").display()
+            site.dir.path().join("agent").display()
         ),
     )
     .expect("config");
@@ -241,8 +249,7 @@ async fn send(client: &reqwest::Client, addr: SocketAddr, i: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let site = Site::in_dir(tmp.path());
+    let site = Site::new();
     let addr = site.addr;
     let mut collector = site.start_with(&["--checkpoint-interval", "200ms"]).await;
     let client = reqwest::Client::new();
@@ -269,10 +276,8 @@ async fn checkpoints_fold_the_wal_and_lose_nothing_across_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_without_the_ingest_token_are_refused_and_store_nothing() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let site = Site::in_dir(tmp.path());
+    let (site, _collector) = Site::running().await;
     let addr = site.addr;
-    let _collector = site.start().await;
     let client = reqwest::Client::new();
     let logs = serde_json::json!({"resourceLogs": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "intruder"}}]},
@@ -312,10 +317,8 @@ async fn writes_without_the_ingest_token_are_refused_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_stored_queried_and_tailed_live() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let site = Site::in_dir(tmp.path());
+    let (site, _collector) = Site::running().await;
     let addr = site.addr;
-    let _collector = site.start().await;
     let client = reqwest::Client::new();
     let mut tail =
         client.get(format!("http://{addr}/api/v1/logs/tail?service=checkout&level=error")).send().await.expect("tail");

@@ -36,7 +36,8 @@ policies:
     params:
       command: "tee OUTFILE"
       timeout: 5s
-    verify:
+    # The other policies verify the same way (an alias, as operators write them).
+    verify: &probe_failing
       query: 'probe_success{instance="{{ $labels.instance }}"} == 0'
       timeout: 2m
   - name: tell-automation
@@ -44,9 +45,7 @@ policies:
     action: webhook
     params:
       url: HOOKURL
-    verify:
-      query: 'probe_success{instance="{{ $labels.instance }}"} == 0'
-      timeout: 2m
+    verify: *probe_failing
   - name: gated-by-budget
     match: { alertname: CheckoutBurning }
     action: webhook
@@ -65,9 +64,7 @@ policies:
     action: webhook
     params:
       url: HOOKURL
-    verify:
-      query: 'probe_success{instance="{{ $labels.instance }}"} == 0'
-      timeout: 2m
+    verify: *probe_failing
   - name: restart-slow-with-approval
     match: { alertname: SlowReplica }
     action: restart

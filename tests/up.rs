@@ -141,17 +141,10 @@ async fn ready_in_pool(gateway: &hale_client::Gateway, instance: &str) -> Option
     Some(pool.members.iter().find(|m| m.instance == instance).map(|m| m.ready))
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
+/// Every file under `dir`; entries that vanish while it looks (a running cluster) are skipped.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let entries = walkdir::WalkDir::new(dir).into_iter().flatten();
+    entries.filter(|e| !e.file_type().is_dir()).map(walkdir::DirEntry::into_path).collect()
 }
 
 /// Starts `hale up --headless` on a private address range and waits for its banner.
@@ -260,7 +253,7 @@ async fn hale_up_walkthrough() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::symlink_metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&data_dir), 0o700, "the data dir");
-        let files = walk(&data_dir);
+        let files = files_under(&data_dir);
         assert!(files.iter().any(|f| f.ends_with("orders.db")), "the walk reaches the orders database");
         for file in &files {
             assert_eq!(mode(file) & 0o077, 0, "{} is open to others: {:o}", file.display(), mode(file));
@@ -270,7 +263,7 @@ async fn hale_up_walkthrough() {
     }
 
     // No plain-text address or card number anywhere under the data dir.
-    for file in walk(&data_dir) {
+    for file in files_under(&data_dir) {
         let bytes = std::fs::read(&file).unwrap_or_default();
         for secret in [address.as_bytes(), b"4000056655665556", b"4000 0566 5566 5556"] {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret), "plain text in {}", file.display());

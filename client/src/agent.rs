@@ -1,17 +1,14 @@
 //! A node agent's API: its health, the processes it supervises, and the actuator (start,
 //! restart, stop a replica; the actuator needs the agents' token).
 
+use std::time::Duration;
+
 use hale_core::api::{AgentHealth, ProcessList, ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
+use reqwest::Method;
 
-use crate::request::{self, CALL_TIMEOUT, ClientError};
+use crate::request::{self, CALL_TIMEOUT, ClientError, Peer};
 
-pub struct Agent {
-    base: String,
-    http: reqwest::Client,
-    timeout: std::time::Duration,
-    /// For the actuator.
-    token: Option<String>,
-}
+pub struct Agent(Peer);
 
 impl Agent {
     /// A client of the agent at `base` (`http://host:port`).
@@ -19,41 +16,35 @@ impl Agent {
         Agent::with_timeout(base, CALL_TIMEOUT)
     }
 
-    pub fn with_timeout(base: &str, timeout: std::time::Duration) -> Result<Agent, ClientError> {
+    pub fn with_timeout(base: &str, timeout: Duration) -> Result<Agent, ClientError> {
         Agent::with_client(base, request::http(timeout)?, timeout)
     }
 
     /// A client that shares the caller's connection pool; every call still has `timeout`.
-    pub fn with_client(base: &str, http: reqwest::Client, timeout: std::time::Duration) -> Result<Agent, ClientError> {
-        let base = request::base(base)?;
-        Ok(Agent { base, http, timeout, token: None })
+    pub fn with_client(base: &str, http: reqwest::Client, timeout: Duration) -> Result<Agent, ClientError> {
+        Ok(Agent(Peer::new(base, None, http, timeout)?))
     }
 
     /// The same client with the actuator's bearer token.
-    pub fn with_token(self, token: &str) -> Agent {
-        Agent { token: Some(token.to_string()), ..self }
-    }
-
-    fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request::authed(r, self.timeout, self.token.as_deref())
+    pub fn with_token(mut self, token: &str) -> Agent {
+        self.0.token = Some(token.to_string());
+        self
     }
 
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<AgentHealth, ClientError> {
-        request::call(self.http.get(request::url(&self.base, &["healthz"])?).timeout(self.timeout)).await
+        request::call(self.0.open(Method::GET, &["healthz"])?).await
     }
 
     /// `GET /api/v1/processes`.
     pub async fn processes(&self) -> Result<ProcessList, ClientError> {
-        let url = request::url(&self.base, &["api", "v1", "processes"])?;
-        request::call(self.http.get(url).timeout(self.timeout)).await
+        request::call(self.0.open(Method::GET, &["api", "v1", "processes"])?).await
     }
 
     /// `POST /api/v1/processes` (token): a new replica from the agent's template for the
     /// service; the agent picks the name (unless given) and a free port.
     pub async fn start(&self, start: &StartProcess) -> Result<ProcessStarted, ClientError> {
-        let url = request::url(&self.base, &["api", "v1", "processes"])?;
-        request::call(self.authed(self.http.post(url).json(start))).await
+        request::call(self.0.authed(Method::POST, &["api", "v1", "processes"])?.json(start)).await
     }
 
     /// `POST /api/v1/processes/{name}/restart` (token); `grace` replaces the agent's wait
@@ -63,16 +54,15 @@ impl Agent {
         name: &str,
         grace: Option<std::time::Duration>,
     ) -> Result<ProcessRestarted, ClientError> {
-        let mut url = request::url(&self.base, &["api", "v1", "processes", name, "restart"])?;
+        let mut url = request::url(&self.0.base, &["api", "v1", "processes", name, "restart"])?;
         if let Some(grace) = grace {
             url.query_pairs_mut().append_pair("grace_ms", &grace.as_millis().to_string());
         }
-        request::call(self.authed(self.http.post(url))).await
+        request::call(self.0.authed_url(Method::POST, url)?).await
     }
 
     /// `DELETE /api/v1/processes/{name}` (token): stops the replica and forgets it.
     pub async fn stop(&self, name: &str) -> Result<ProcessStopped, ClientError> {
-        let url = request::url(&self.base, &["api", "v1", "processes", name])?;
-        request::call(self.authed(self.http.delete(url))).await
+        request::call(self.0.authed(Method::DELETE, &["api", "v1", "processes", name])?).await
     }
 }

@@ -1,19 +1,17 @@
 //! The collector's own API: alerts, silences, SLOs, the cluster view, PromQL queries, logs.
 
+use std::time::Duration;
+
 use hale_core::api::{
     AlertsData, Envelope, LogLine, LogQuery, NewSilence, QueryResult, Silence, SilenceCreated, SloState,
 };
 use hale_core::cluster::ClusterView;
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 
-use crate::request::{self, CALL_TIMEOUT, ClientError};
+use crate::request::{self, CALL_TIMEOUT, ClientError, Peer};
 
-pub struct Collector {
-    base: String,
-    admin_token: Option<String>,
-    http: reqwest::Client,
-    timeout: std::time::Duration,
-}
+pub struct Collector(Peer);
 
 impl Collector {
     /// A client of the collector at `base` (`http://host:port`); `admin_token` for the
@@ -22,11 +20,7 @@ impl Collector {
         Collector::with_timeout(base, admin_token, CALL_TIMEOUT)
     }
 
-    pub fn with_timeout(
-        base: &str,
-        admin_token: Option<String>,
-        timeout: std::time::Duration,
-    ) -> Result<Collector, ClientError> {
+    pub fn with_timeout(base: &str, admin_token: Option<String>, timeout: Duration) -> Result<Collector, ClientError> {
         Collector::with_client(base, admin_token, request::http(timeout)?, timeout)
     }
 
@@ -35,63 +29,61 @@ impl Collector {
         base: &str,
         admin_token: Option<String>,
         http: reqwest::Client,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<Collector, ClientError> {
-        let base = request::base(base)?;
-        Ok(Collector { base, admin_token, http, timeout })
+        Ok(Collector(Peer::new(base, admin_token, http, timeout)?))
     }
 
     pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request::authed(r, self.timeout, self.admin_token.as_deref())
+        &self.0.base
     }
 
     /// The `data` of an enveloped answer.
     async fn data<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let answer: Envelope<T> = request::call(r.timeout(self.timeout)).await?;
-        answer.into_data().map_err(|message| ClientError::Decode { url: self.base.clone(), message })
+        let answer: Envelope<T> = request::call(r).await?;
+        answer.into_data().map_err(|message| ClientError::Decode { url: self.0.base.clone(), message })
+    }
+
+    /// A read of `/api/v1/{what}`.
+    fn get(&self, what: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.0.open(Method::GET, &["api", "v1", what])
     }
 
     /// `GET /api/v1/alerts`: every pending and firing alert, and `groupBy`.
     pub async fn alerts(&self) -> Result<AlertsData, ClientError> {
-        self.data(self.http.get(request::url(&self.base, &["api", "v1", "alerts"])?)).await
+        self.data(self.get("alerts")?).await
     }
 
     /// `GET /api/v1/silences`: active, pending and recently expired.
     pub async fn silences(&self) -> Result<Vec<Silence>, ClientError> {
-        self.data(self.http.get(request::url(&self.base, &["api", "v1", "silences"])?)).await
+        self.data(self.get("silences")?).await
     }
 
     /// `POST /api/v1/silences` (admin token): the new silence's id.
     pub async fn add_silence(&self, silence: &NewSilence) -> Result<String, ClientError> {
-        let url = request::url(&self.base, &["api", "v1", "silences"])?;
-        let created: SilenceCreated = self.data(self.authed(self.http.post(url).json(silence))).await?;
+        let request = self.0.authed(Method::POST, &["api", "v1", "silences"])?;
+        let created: SilenceCreated = self.data(request.json(silence)).await?;
         Ok(created.silence_id)
     }
 
     /// `DELETE /api/v1/silences/{id}` (admin token).
     pub async fn expire_silence(&self, id: &str) -> Result<(), ClientError> {
-        let url = request::url(&self.base, &["api", "v1", "silences", id])?;
-        request::send(self.authed(self.http.delete(url))).await.map(|_| ())
+        request::send(self.0.authed(Method::DELETE, &["api", "v1", "silences", id])?).await.map(|_| ())
     }
 
     /// `GET /api/v1/slos`.
     pub async fn slos(&self) -> Result<Vec<SloState>, ClientError> {
-        self.data(self.http.get(request::url(&self.base, &["api", "v1", "slos"])?)).await
+        self.data(self.get("slos")?).await
     }
 
     /// `GET /api/v1/cluster`: nodes and services, freshness already judged.
     pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
-        self.data(self.http.get(request::url(&self.base, &["api", "v1", "cluster"])?)).await
+        self.data(self.get("cluster")?).await
     }
 
     /// `GET /api/v1/query`: `query` evaluated now.
     pub async fn query(&self, query: &str) -> Result<QueryResult, ClientError> {
-        let url = request::url(&self.base, &["api", "v1", "query"])?;
-        self.data(self.http.get(url).query(&[("query", query)])).await
+        self.data(self.get("query")?.query(&[("query", query)])).await
     }
 
     /// `GET /api/v1/query_range`: `query` from `start` to `end` (Unix seconds) every
@@ -103,18 +95,17 @@ impl Collector {
         end: i64,
         step_secs: f64,
     ) -> Result<QueryResult, ClientError> {
-        let url = request::url(&self.base, &["api", "v1", "query_range"])?;
         let params = [
             ("query", query.to_string()),
             ("start", start.to_string()),
             ("end", end.to_string()),
             ("step", step_secs.to_string()),
         ];
-        self.data(self.http.get(url).query(&params)).await
+        self.data(self.get("query_range")?.query(&params)).await
     }
 
     /// `GET /api/v1/logs`: the newest lines that match, oldest first.
     pub async fn logs(&self, query: &LogQuery) -> Result<Vec<LogLine>, ClientError> {
-        self.data(self.http.get(request::url(&self.base, &["api", "v1", "logs"])?).query(query)).await
+        self.data(self.get("logs")?.query(query)).await
     }
 }

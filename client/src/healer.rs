@@ -1,17 +1,14 @@
 //! The healer's API: state, actions, approvals, pause and resets. Reads are open; every
 //! write needs the healer's token (`--token`, `HALE_HEALER_TOKEN`) and goes to the leader.
 
+use std::time::Duration;
+
 use hale_core::api::{ActionAnswer, ActionList, HealerHealth, HealerState, Paused, TargetReset};
+use reqwest::Method;
 
-use crate::request::{self, CALL_TIMEOUT, ClientError};
+use crate::request::{self, CALL_TIMEOUT, ClientError, Peer};
 
-pub struct Healer {
-    base: String,
-    /// For the writes.
-    token: Option<String>,
-    http: reqwest::Client,
-    timeout: std::time::Duration,
-}
+pub struct Healer(Peer);
 
 impl Healer {
     /// A client of the healer at `base` (`http://host:port`); `token` for the calls that
@@ -25,36 +22,30 @@ impl Healer {
         base: &str,
         token: Option<String>,
         http: reqwest::Client,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<Healer, ClientError> {
-        let base = request::base(base)?;
-        Ok(Healer { base, token, http, timeout })
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
-        request::call(self.http.get(request::url(&self.base, segments)?).timeout(self.timeout)).await
-    }
-
-    /// A write: a POST without a body, with the token.
-    async fn post<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
-        let r = self.http.post(request::url(&self.base, segments)?);
-        request::call(request::authed(r, self.timeout, self.token.as_deref())).await
+        Ok(Healer(Peer::new(base, token, http, timeout)?))
     }
 
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<HealerHealth, ClientError> {
-        self.get(&["healthz"]).await
+        request::call(self.0.open(Method::GET, &["healthz"])?).await
     }
 
     /// `GET /api/v1/state`: paused, the queue, targets waiting for a human, refusals kept
     /// for another look, and who leads.
     pub async fn state(&self) -> Result<HealerState, ClientError> {
-        self.get(&["api", "v1", "state"]).await
+        request::call(self.0.open(Method::GET, &["api", "v1", "state"])?).await
     }
 
     /// `GET /api/v1/actions`: newest first.
     pub async fn actions(&self) -> Result<ActionList, ClientError> {
-        self.get(&["api", "v1", "actions"]).await
+        request::call(self.0.open(Method::GET, &["api", "v1", "actions"])?).await
+    }
+
+    /// A write: a POST without a body, with the token.
+    async fn post<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        request::call(self.0.authed(Method::POST, segments)?).await
     }
 
     /// `POST /api/v1/actions/{id}/approve` (token): the action, now running.

@@ -38,7 +38,7 @@ pub(crate) fn http(timeout: Duration) -> Result<reqwest::Client, ClientError> {
 
 /// A client's base URL (`http://host:port`) without its trailing slash, checked once
 /// when the client is built so that no call fails later on a URL that could never work.
-pub(crate) fn base(base: &str) -> Result<String, ClientError> {
+fn base_url(base: &str) -> Result<String, ClientError> {
     let base = base.trim_end_matches('/').to_string();
     url(&base, &[])?;
     Ok(base)
@@ -52,12 +52,56 @@ pub(crate) fn url(base: &str, segments: &[&str]) -> Result<reqwest::Url, ClientE
     Ok(url)
 }
 
-/// `r` with the client's timeout, and its bearer token if it has one.
-pub(crate) fn authed(r: reqwest::RequestBuilder, timeout: Duration, token: Option<&str>) -> reqwest::RequestBuilder {
-    let r = r.timeout(timeout);
-    match token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
+/// What every typed client holds: its peer's checked base URL, a connection pool (its own
+/// or the caller's), the timeout of each call, and the bearer token for the calls that
+/// need one.
+pub(crate) struct Peer {
+    pub(crate) base: String,
+    http: reqwest::Client,
+    timeout: Duration,
+    pub(crate) token: Option<String>,
+}
+
+impl Peer {
+    pub(crate) fn new(
+        base: &str,
+        token: Option<String>,
+        http: reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Peer, ClientError> {
+        Ok(Peer { base: base_url(base)?, http, timeout, token })
+    }
+
+    /// A request to `base` + `segments` with the timeout and without the token (reads).
+    pub(crate) fn open(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        Ok(self.http.request(method, url(&self.base, segments)?).timeout(self.timeout))
+    }
+
+    /// A request to `base` + `segments` with the timeout and the token (writes).
+    pub(crate) fn authed(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.authed_url(method, url(&self.base, segments)?)
+    }
+
+    /// A request to any URL (another replica's, or one with a query) with the timeout and
+    /// the token.
+    pub(crate) fn authed_url(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let r = self.http.request(method, url).timeout(self.timeout);
+        Ok(match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        })
     }
 }
 
@@ -119,7 +163,7 @@ mod tests {
         let u = url("http://127.0.0.1:9464/", &["api", "v1", "silences", "a/b"]).expect("url");
         assert_eq!(u.as_str(), "http://127.0.0.1:9464/api/v1/silences/a%2Fb");
         assert!(matches!(url("not a url", &[]), Err(ClientError::BadUrl { .. })));
-        assert_eq!(base("http://127.0.0.1:9464/").expect("base"), "http://127.0.0.1:9464");
-        assert!(matches!(base("mailto:someone"), Err(ClientError::BadUrl { .. })));
+        assert_eq!(base_url("http://127.0.0.1:9464/").expect("base"), "http://127.0.0.1:9464");
+        assert!(matches!(base_url("mailto:someone"), Err(ClientError::BadUrl { .. })));
     }
 }

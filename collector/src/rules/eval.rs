@@ -106,7 +106,7 @@ impl Rule {
         Rule {
             name,
             query: def.expr.text.clone(),
-            expr: def.expr.expr.clone(),
+            expr: def.expr.parsed.clone(),
             labels,
             kind,
             status: RuleStatus::default(),
@@ -242,11 +242,11 @@ impl GroupRunner {
                     let mut labels = source.clone();
                     labels.remove("__name__");
                     for (k, tmpl) in &rule.labels {
-                        labels.insert(k.clone(), tmpl.template.render(&data));
+                        labels.insert(k.clone(), tmpl.parsed.render(&data));
                     }
                     labels.insert("alertname".into(), rule.name.clone());
                     let notes: LabelSet =
-                        annotations.iter().map(|(k, tmpl)| (k.clone(), tmpl.template.render(&data))).collect();
+                        annotations.iter().map(|(k, tmpl)| (k.clone(), tmpl.parsed.render(&data))).collect();
                     if returned.insert(labels, (v, notes)).is_some() {
                         return Err(
                             "the result has two series with the same labels once the rule's labels are applied".into(),

@@ -50,19 +50,42 @@ pub struct RuleDef {
     pub annotations: BTreeMap<LabelName, TemplateText>,
 }
 
-/// A PromQL expression, parsed when the file is read.
+/// Text from the file kept beside what it parses into: the text for messages and the
+/// rules API, the parsed form to run. Parsing happens when the file is read, so a file
+/// that loads has nothing left to fail on.
 #[derive(Debug, Clone)]
-pub struct PromqlExpr {
+pub struct Parsed<T> {
     pub text: String,
-    pub expr: Expr,
+    pub parsed: T,
 }
 
-impl<'de> Deserialize<'de> for PromqlExpr {
+/// A PromQL expression.
+pub type PromqlExpr = Parsed<Expr>;
+/// A label value or annotation: a template.
+pub type TemplateText = Parsed<Template>;
+
+/// What a [`Parsed`] field parses its text into, and how it says what is wrong.
+pub trait FromText: Sized {
+    fn from_text(text: &str) -> Result<Self, String>;
+}
+
+impl FromText for Expr {
+    fn from_text(text: &str) -> Result<Expr, String> {
+        crate::query::parse(text).map_err(|e| format!("expr {text:?} is not valid PromQL: {e}"))
+    }
+}
+
+impl FromText for Template {
+    fn from_text(text: &str) -> Result<Template, String> {
+        Template::parse(text).map_err(|e| e.to_string())
+    }
+}
+
+impl<'de, T: FromText> Deserialize<'de> for Parsed<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = ScalarText::deserialize(d)?.0;
-        let expr = crate::query::parse(&text)
-            .map_err(|e| serde::de::Error::custom(format!("expr {text:?} is not valid PromQL: {e}")))?;
-        Ok(PromqlExpr { text, expr })
+        let parsed = T::from_text(&text).map_err(serde::de::Error::custom)?;
+        Ok(Parsed { text, parsed })
     }
 }
 
@@ -140,21 +163,6 @@ impl<'de> Deserialize<'de> for LabelName {
     }
 }
 
-/// A label value or annotation, parsed as a template when the file is read.
-#[derive(Debug, Clone)]
-pub struct TemplateText {
-    pub text: String,
-    pub template: Template,
-}
-
-impl<'de> Deserialize<'de> for TemplateText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = ScalarText::deserialize(d)?.0;
-        let template = Template::parse(&text).map_err(serde::de::Error::custom)?;
-        Ok(TemplateText { text, template })
-    }
-}
-
 impl RuleFile {
     /// Reads and checks a rule file. `default_interval` is what groups without an
     /// `interval` run at.
@@ -201,7 +209,7 @@ impl RuleFile {
                     (None, Some(_)) => {}
                 }
                 if matches!(
-                    rule.expr.expr.value_type(),
+                    rule.expr.parsed.value_type(),
                     promql_parser::parser::value::ValueType::Matrix | promql_parser::parser::value::ValueType::String
                 ) {
                     return fail(&format!("expr {:?} must give an instant vector or a scalar", rule.expr.text));

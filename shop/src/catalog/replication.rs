@@ -187,11 +187,7 @@ impl CatalogState {
             standby_seen: Mutex::new(None),
             follow: Arc::new(Mutex::new(follow)),
             admin_token: admin_token.to_string(),
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(Duration::from_millis(POLL_WAIT_MS + 3000))
-                .build()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            client: crate::http::peer_client(Duration::from_millis(500), Duration::from_millis(POLL_WAIT_MS + 3000))?,
         });
         state.publish();
         Ok(state)

@@ -25,6 +25,10 @@ pub enum StoreError {
     OutOfStock { product_id: i64, available: i64, requested: i64 },
     #[error("change {got} does not follow {expected_after}")]
     Gap { expected_after: u64, got: u64 },
+    /// The client a standby follows its primary with could not be built (no TLS roots,
+    /// no sockets): nothing is wrong with the data.
+    #[error("cannot build the replication client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

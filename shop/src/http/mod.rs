@@ -1,7 +1,8 @@
 //! HTTP plumbing shared by every shop service: the common routes and layers around a
 //! service's router (`serve`), the one error shape and the extractors that produce it
 //! (`error`), access tokens and their scopes (`token`), the headers only the gateway may
-//! set (`internal`), the HTTP metrics (`metrics`) and fault injection (`chaos`).
+//! set (`internal`), the HTTP metrics (`metrics`) and fault injection (`chaos`), and the
+//! client one replica calls another with (`peer_client`).
 
 pub mod chaos;
 pub mod error;
@@ -13,3 +14,10 @@ pub mod token;
 pub use error::{ApiJson, ApiQuery, AppError};
 pub use serve::{BODY_LIMIT_BYTES, Frame, Readiness, app, serve, serve_on};
 pub use token::{Admin, Authenticated, Claims, Scoped, TokenKeys};
+
+/// The client a replica calls another replica with (orders → catalog and auth, search and
+/// a standby → the catalog's change feed): a peer on the same network answers a connect
+/// at once or is down, so the connect timeout is short, and `total` bounds the whole call.
+pub fn peer_client(connect: std::time::Duration, total: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder().connect_timeout(connect).timeout(total).build()
+}

@@ -85,10 +85,7 @@ impl OrdersState {
             store: Arc::new(store),
             vault,
             catalog,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(Duration::from_secs(5))
-                .build()
+            http: crate::http::peer_client(Duration::from_millis(500), Duration::from_secs(5))
                 .map_err(AppError::internal)?,
             token: AsyncMutex::new(None),
             outcomes,

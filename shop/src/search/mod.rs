@@ -51,10 +51,7 @@ impl SearchState {
             readiness,
             documents,
             applied_seq,
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(Duration::from_secs(6))
-                .build()
+            client: crate::http::peer_client(Duration::from_millis(500), Duration::from_secs(6))
                 .map_err(AppError::internal)?,
         }))
     }
