@@ -38,6 +38,15 @@ fn follower_args(dir: &std::path::Path, primary: impl Into<String>) -> ShopArgs 
     ShopArgs { role: Role::Standby, follow: Some(primary.into()), ..args(ServiceKind::Catalog, dir) }
 }
 
+/// A catalog primary served under `dir/p` (its router and URL) and the args of a standby
+/// under `dir/s` that follows it.
+async fn serving_primary(dir: &std::path::Path, stop: &watch::Receiver<bool>) -> (Router, String, ShopArgs) {
+    let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.join("p")), stop).expect("app");
+    let primary_url = serve(stop, primary_app.clone()).await;
+    let standby_args = follower_args(&dir.join("s"), primary_url.clone());
+    (primary_app, primary_url, standby_args)
+}
+
 fn args(service: ServiceKind, dir: &std::path::Path) -> ShopArgs {
     ShopArgs {
         service,
@@ -523,9 +532,7 @@ async fn a_fenced_old_primary_rejoins_as_standby_sets_aside_what_diverged_and_ca
 async fn standby_follows_primary_over_http_and_search_indexes_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let (stop_tx, stop) = watch::channel(false);
-    let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
-    let primary_url = serve(&stop, primary_app.clone()).await;
-    let standby_args = follower_args(&dir.path().join("s"), primary_url.clone());
+    let (primary_app, primary_url, standby_args) = serving_primary(dir.path(), &stop).await;
     let (standby_app, tasks) = app(&standby_args, &stop).expect("app");
     tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
     let mut search_args = args(ServiceKind::Search, &dir.path().join("q"));
@@ -894,9 +901,7 @@ async fn requests_carry_a_request_id() {
 async fn promotion_fences_the_old_primary_and_drains_what_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tmp");
     let (stop_tx, stop) = watch::channel(false);
-    let (primary_app, _) = app(&args(ServiceKind::Catalog, &dir.path().join("p")), &stop).expect("app");
-    let primary_url = serve(&stop, primary_app.clone()).await;
-    let standby_args = follower_args(&dir.path().join("s"), primary_url);
+    let (primary_app, _, standby_args) = serving_primary(dir.path(), &stop).await;
     // The follower task is deliberately not started: everything the standby has after the
     // promotion came from the drain.
     let (standby_app, _tasks) = app(&standby_args, &stop).expect("app");

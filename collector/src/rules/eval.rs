@@ -366,6 +366,13 @@ mod tests {
         store.ingest(vec![(labels, vec![(t, v)])], None).await.expect("ingest");
     }
 
+    /// `up{instance=…}` with one value a minute from minute 0.
+    async fn up_every_minute(store: &Store, instance: &str, values: &[f64]) {
+        for (m, v) in (0..).zip(values) {
+            put(store, "up", instance, m * MIN, *v).await;
+        }
+    }
+
     fn group(yaml: &str) -> GroupRunner {
         let file = RuleFile::parse(yaml).expect("rules");
         GroupRunner::new(&file.groups[0], "test.yml", Duration::from_secs(60), Arc::new(LabelSet::new()))
@@ -389,10 +396,8 @@ mod tests {
             "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 2m\n    labels:\n      severity: page\n    annotations:\n      summary: '{{ $labels.instance }} down, value {{ $value }}'\n",
         );
         // up is 0 for a at minutes 0..=3, then 1; b is always 1.
-        for m in 0..=6 {
-            put(&store, "up", "a", m * MIN, if m <= 3 { 0.0 } else { 1.0 }).await;
-            put(&store, "up", "b", m * MIN, 1.0).await;
-        }
+        up_every_minute(&store, "a", &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]).await;
+        up_every_minute(&store, "b", &[1.0; 7]).await;
         g.eval_at(&store, 0).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Pending)]);
         let a = &g.rules[0].alerts()[0];
@@ -429,9 +434,7 @@ mod tests {
     async fn pending_alert_that_goes_away_is_dropped_and_starts_over() {
         let (_dir, store) = store().await;
         let mut g = group("groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 2m\n");
-        for (m, v) in [(0, 0.0), (1, 1.0), (2, 0.0), (3, 0.0), (4, 0.0)] {
-            put(&store, "up", "a", m * MIN, v).await;
-        }
+        up_every_minute(&store, "a", &[0.0, 1.0, 0.0, 0.0, 0.0]).await;
         g.eval_at(&store, 0).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Pending)]);
         g.eval_at(&store, MIN).await;
@@ -448,9 +451,7 @@ mod tests {
         let (_dir, store) = store().await;
         let mut g =
             group("groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    keep_firing_for: 2m\n");
-        for (m, v) in [(0, 0.0), (1, 1.0), (2, 1.0), (3, 0.0), (4, 1.0), (5, 1.0), (6, 1.0)] {
-            put(&store, "up", "a", m * MIN, v).await;
-        }
+        up_every_minute(&store, "a", &[0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]).await;
         g.eval_at(&store, 0).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)], "no `for`: fires at once");
         g.eval_at(&store, MIN).await;
@@ -473,9 +474,7 @@ mod tests {
         let mut g = group(
             "groups:\n- name: g\n  rules:\n  - record: instance:up:double\n    expr: up * 2\n    labels:\n      team: shop\n  - record: total:up:double\n    expr: sum(instance:up:double)\n",
         );
-        for m in 0..=6 {
-            put(&store, "up", "a", m * MIN, 1.0).await;
-        }
+        up_every_minute(&store, "a", &[1.0; 7]).await;
         put(&store, "up", "b", 0, 1.0).await;
         g.eval_at(&store, 0).await;
         let mut rows = value_at(&store, "instance:up:double", 0);
@@ -535,9 +534,7 @@ mod tests {
     async fn firing_state_survives_a_restart() {
         let (_dir, store) = store().await;
         let yaml = "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 3m\n";
-        for m in 0..=5 {
-            put(&store, "up", "a", m * MIN, 0.0).await;
-        }
+        up_every_minute(&store, "a", &[0.0; 6]).await;
         let mut g = group(yaml);
         g.eval_at(&store, 0).await;
         g.eval_at(&store, MIN).await;

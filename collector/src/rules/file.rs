@@ -359,22 +359,19 @@ mod tests {
 
     #[test]
     fn checks_across_fields_point_at_the_rule() {
+        let cases: &[(&str, &str, &str, usize)] = &[
+            ("both", "- alert: ReplicaDown", "- alert: ReplicaDown\n        record: x", 10),
+            ("for on record", "labels:\n          team: shop", "for: 1m", 5),
+            ("neither", "- alert: Always", "- labels: {}", 20),
+            ("twice", "name: second", "name: shop", 18),
+            ("matrix", "expr: vector(1)", "expr: up[5m]", 20),
+        ];
+        for (what, from, to, line) in cases {
+            let e = RuleFile::parse(&GOOD.replacen(from, to, 1)).expect_err(what);
+            assert_eq!(e.line, Some(*line), "{what}: {e}");
+        }
         let both = GOOD.replacen("- alert: ReplicaDown", "- alert: ReplicaDown\n        record: x", 1);
-        let e = RuleFile::parse(&both).expect_err("both");
-        assert_eq!(e.line, Some(10), "{e}");
-        assert!(e.message.contains("not both"));
-        let for_on_record = GOOD.replacen("labels:\n          team: shop", "for: 1m", 1);
-        let e = RuleFile::parse(&for_on_record).expect_err("for on record");
-        assert_eq!(e.line, Some(5), "{e}");
-        let neither = GOOD.replacen("- alert: Always", "- labels: {}", 1);
-        let e = RuleFile::parse(&neither).expect_err("neither");
-        assert_eq!(e.line, Some(20), "{e}");
-        let twice = GOOD.replacen("name: second", "name: shop", 1);
-        let e = RuleFile::parse(&twice).expect_err("twice");
-        assert_eq!(e.line, Some(18), "{e}");
-        let matrix = GOOD.replacen("expr: vector(1)", "expr: up[5m]", 1);
-        let e = RuleFile::parse(&matrix).expect_err("matrix");
-        assert_eq!(e.line, Some(20), "{e}");
+        assert!(RuleFile::parse(&both).expect_err("both").message.contains("not both"));
         let e = RuleFile::parse("groups:\n  - name: a\n    rules: 7\n").expect_err("type");
         assert_eq!(e.line, Some(3), "{e}");
         let e = RuleFile::parse("groups: [\n").expect_err("syntax");
