@@ -335,7 +335,7 @@ pub struct AgentFlags {
     /// Node name (required without --config).
     #[cfg_attr(feature = "cli", arg(long))]
     pub node: Option<String>,
-    /// Address of the agent's API (default <node-ip>:9100 from the config).
+    /// Address of the agent's API (default `<node-ip>:9100` from the config).
     #[cfg_attr(feature = "cli", arg(long))]
     pub listen: Option<SocketAddr>,
     /// A Prometheus remote_write receiver; repeat for several (each gets everything).

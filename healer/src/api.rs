@@ -1,5 +1,11 @@
 //! The healer's HTTP API: the alert intake (`POST /hooks/alertmanager`), actions and their
 //! approval, pause and resume, the state, `/metrics`.
+//!
+//! The intake takes Alertmanager's v4 payload (unknown fields ignored) signed with
+//! `X-Hale-Signature` or carrying the intake token, and answers 2xx only once the alerts
+//! are stored. Every other write needs `--token`/`HALE_HEALER_TOKEN`; a follower answers
+//! writes 503 `not_leader` naming the leader, while every healer takes alerts. The state
+//! says who leads (`ha`) and which refused alerts are kept for another look (`deferred`).
 
 use std::sync::Arc;
 

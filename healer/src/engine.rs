@@ -2,6 +2,31 @@
 //! why not) → verification → resolved, or escalation to humans. Alerts are decided one at
 //! a time, in the order received; each action then runs (and is verified) in a task of its
 //! own, so a slow verification holds up nothing else.
+//!
+//! - `receive` stores an alert durably (with the duplicate guard) before the intake
+//!   answers 2xx; `run` waits to lead (at once when alone), reads the shared state afresh,
+//!   verifies again — never repeats — the actions a crash or the previous leader left
+//!   running, then decides queued alerts while it leads.
+//! - `check` gathers [`crate::safety`]'s facts: the state first, then the collector only
+//!   when the state allows the action (live checks: fresh telemetry, the share of the
+//!   service in flight, the last ready replica, the error-budget gate).
+//! - `refuse` writes one audit line with the reason, its code and when it will be looked
+//!   at again; a retryable refusal is kept in the state's `deferred`, a permanent one is
+//!   not. `retry_deferred` (every loop, and at once when an action ends or the healer
+//!   resumes) decides a kept alert again with every check while it still fires, and drops
+//!   it with a record once it does not; a new occurrence supersedes a kept one.
+//! - `execute` silences the alerts the action itself causes (linked to its id), then acts:
+//!   restart through the node's agent; failover (a ready standby promoted under a new
+//!   epoch, which fences the old primary, and the gateway's writes pointed at it); rejoin
+//!   (a fenced old primary made the new primary's standby); reschedule (a lost node's
+//!   replicas started on the least loaded healthy nodes and added to the pools);
+//!   scale-out, and the scale-in that follows once the alert has been quiet for the
+//!   policy's `stabilization`; exec (no shell, the alert on stdin, a timeout); a signed
+//!   webhook.
+//! - `verify_and_finish` watches the triggering alert (or the policy's query) at the
+//!   collector until it clears or times out; `escalate` marks the target as needing a human
+//!   and sends a signed `hale-escalation/1` webhook with what was tried and the SLO burn
+//!   before and after.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
