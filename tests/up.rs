@@ -662,11 +662,11 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     )
     .await;
     assert!(on(&rejoin, &primary.name), "{rejoin:?}");
-    // The catalog's replication status is the shop's own diagnostic (written with `json!`,
-    // no core type): read as JSON.
-    let status = common::get_json(&client, &format!("{old}/admin/replication"), &[]).await.expect("status");
-    assert_eq!((status["role"].as_str(), status["caught_up"].as_bool()), (Some("standby"), Some(true)), "{status}");
-    assert!(status["epoch"].as_u64() >= Some(2), "{status}");
+    // The catalog's replication status, as the shop's own type.
+    let status: hale_shop::catalog::ReplicationStatus =
+        json_of(client.get(format!("{old}/admin/replication")), "replication status").await;
+    assert_eq!((status.role, status.caught_up), (hale_core::Role::Standby, true), "{status:?}");
+    assert!(status.epoch >= 2, "{status:?}");
     // The rejoined standby has every write, those it missed included; the gateway still
     // serves them all.
     assert_products(&client, &old, &products, "on the rejoined standby").await;
