@@ -137,7 +137,7 @@ pub fn info_of(cluster: &ClusterConfig, data_dir: &Path, load_rps: Option<u32>) 
         healer: format!("http://{}", cluster.healer.listen),
         agents: cluster.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", cluster.agent_listen(n)))).collect(),
         replicas,
-        logins: cluster.demo_logins.iter().map(|l| (l.username.clone(), l.password.clone())).collect(),
+        logins: cluster.demo_logins.iter().map(|l| (l.username.clone(), l.password.expose().clone())).collect(),
         data_dir: Some(data_dir.display().to_string()),
         load: load_rps.filter(|r| *r > 0).map(|r| format!("{r} requests/s of browse, search and buy traffic")),
     }

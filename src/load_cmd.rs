@@ -48,7 +48,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         duration: duration(&args.duration)?,
         mix: args.mix.parse()?,
         username: args.username,
-        password: args.password,
+        password: args.password.into(),
         progress: !args.no_progress,
         max_in_flight: args.max_in_flight,
     };

@@ -63,7 +63,7 @@ pub async fn admin_token(client: &reqwest::Client, gateway: &str, cluster: &Clus
     let Some(admin) = cluster.demo_logins.iter().find(|l| l.username == "admin") else {
         bail!("no `admin` demo login in the cluster config to publish products with");
     };
-    let form = [("grant_type", "password"), ("username", &admin.username), ("password", &admin.password)];
+    let form = [("grant_type", "password"), ("username", &admin.username), ("password", admin.password.expose())];
     let answer: TokenResponse = client
         .post(format!("{gateway}/oauth/token"))
         .form(&form)

@@ -389,7 +389,7 @@ fn load_spec(cluster: &ClusterConfig, layout: &Layout, rps: u32) -> ProcessSpec 
         .iter()
         .find(|l| l.username == "shopper")
         .or(cluster.demo_logins.first())
-        .map(|l| (l.username.clone(), l.password.clone()))
+        .map(|l| (l.username.clone(), l.password.expose().clone()))
         .unwrap_or_default();
     let gateway = format!("http://{}", cluster.gateway.listen);
     let args = command("load", [("--gateway", gateway), ("--rps", rps.to_string()), ("--duration", "0".into())])
@@ -663,7 +663,7 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     }
     println!("\n  demo logins:");
     for login in &cluster.demo_logins {
-        println!("    {} / {}", login.username, login.password);
+        println!("    {} / {}", login.username, login.password.expose());
     }
     println!("\n  try:");
     println!("    curl -s -d grant_type=password -d username=shopper -d password=hale-shopper {gateway}/oauth/token");
@@ -876,8 +876,8 @@ mod tests {
         assert_eq!(flag_values(&spec, "--username"), ["shopper"]);
         assert_eq!(flag_values(&spec, "--rps"), ["7"]);
         assert_eq!(flag_values(&spec, "--gateway"), [format!("http://{}", cluster.gateway.listen)]);
-        assert_eq!(env(&spec, "HALE_LOAD_PASSWORD"), Some(shopper.password.as_str()));
-        assert!(!spec.args.contains(&shopper.password));
+        assert_eq!(env(&spec, "HALE_LOAD_PASSWORD"), Some(shopper.password.expose().as_str()));
+        assert!(!spec.args.contains(shopper.password.expose()));
         secrets_only_in_env(&spec, &cluster, "-");
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hale_core::secret::Secret;
 use serde::Deserialize;
 
 pub use hale_core::ConfigError;
@@ -222,7 +223,7 @@ impl CollectorFile {
             external_labels: self.external_labels,
             notify: NotifyConfig {
                 webhooks: self.notify.webhooks,
-                webhook_secret: flags.webhook_secret.map(|s| Arc::from(s.into_bytes().into_boxed_slice())),
+                webhook_secret: flags.webhook_secret.map(|s| Secret::new(Arc::from(s.into_bytes().into_boxed_slice()))),
                 alertmanagers: self.notify.alertmanagers,
                 route,
                 external_url: self.notify.external_url.unwrap_or_else(|| format!("http://{listen}")),

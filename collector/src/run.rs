@@ -11,6 +11,7 @@
 //! once the WAL has grown; and, every 2 s while data arrives, `malloc_trim` (glibc), so
 //! freed request buffers go back to the kernel instead of staying resident.
 
+use hale_core::secret::Secret;
 use hale_core::time::now_ms;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,7 +183,9 @@ pub async fn run(
                 alertmanagers = config.notify.alertmanagers.len(),
                 "notifications on"
             );
-            tasks.push(tokio::spawn(outbox.clone().run(client.clone(), config.notify.webhook_secret.clone())));
+            tasks.push(tokio::spawn(
+                outbox.clone().run(client.clone(), config.notify.webhook_secret.clone().map(Secret::into_inner)),
+            ));
             tasks.push(tokio::spawn(crate::notify::run(config.notify.clone(), rx, silences, outbox, client)));
             Some(tx)
         }

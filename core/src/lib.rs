@@ -29,6 +29,7 @@ pub mod exposition;
 pub mod metrics;
 mod process;
 pub mod remote_write;
+pub mod secret;
 pub mod time;
 mod topology;
 pub mod webhook;

@@ -197,17 +197,11 @@ pub struct ClientConfig {
 }
 
 /// A demo account `hale up` prints and its load generator uses. Demo clusters only.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoLogin {
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for DemoLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DemoLogin {{ username: {:?}, .. }}", self.username)
-    }
+    pub password: crate::secret::Secret<String>,
 }
 
 fn default_first_port() -> u16 {

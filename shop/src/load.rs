@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hale_core::secret::Secret;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -78,7 +79,7 @@ impl std::str::FromStr for Mix {
     }
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub gateway: String,
     pub rps: u32,
@@ -86,22 +87,10 @@ pub struct LoadConfig {
     pub duration: Option<Duration>,
     pub mix: Mix,
     pub username: String,
-    pub password: String,
+    pub password: Secret<String>,
     pub progress: bool,
     /// Requests allowed in flight; beyond it a due request is skipped and counted.
     pub max_in_flight: usize,
-}
-
-impl std::fmt::Debug for LoadConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadConfig")
-            .field("gateway", &self.gateway)
-            .field("rps", &self.rps)
-            .field("duration", &self.duration)
-            .field("mix", &self.mix)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Outcome counts and latency of one route.
@@ -201,7 +190,7 @@ impl Shared {
             .form(&[
                 ("grant_type", "password"),
                 ("username", &self.config.username),
-                ("password", &self.config.password),
+                ("password", self.config.password.expose()),
             ])
             .send()
             .await;
@@ -476,7 +465,7 @@ mod tests {
             duration: Some(Duration::from_secs(3)),
             mix: Mix::default(),
             username: "u".into(),
-            password: "p".into(),
+            password: Secret::new("p".into()),
             progress: false,
             max_in_flight: 64,
         };

@@ -27,33 +27,24 @@ use std::time::Duration;
 
 use crate::rules::AlertsUpdate;
 use dispatch::{Dispatcher, Route};
+use hale_core::secret::Secret;
 use hale_core::time::now_ms;
 use outbox::{Entry, Outbox};
 use payload::NotifyAlert;
 use silence::Silences;
 
 /// Where notifications go and how they are grouped.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct NotifyConfig {
     /// Webhook receivers (Alertmanager's webhook payload, signed).
     pub webhooks: Vec<String>,
     /// The HMAC key for `X-Hale-Signature`. Required when there are webhooks.
-    pub webhook_secret: Option<Arc<[u8]>>,
+    pub webhook_secret: Option<Secret<Arc<[u8]>>>,
     /// Alertmanager base URLs to forward alerts to (`POST /api/v2/alerts`).
     pub alertmanagers: Vec<String>,
     pub route: Route,
     /// This collector's URL, for links in notifications.
     pub external_url: String,
-}
-
-impl std::fmt::Debug for NotifyConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NotifyConfig")
-            .field("webhooks", &self.webhooks)
-            .field("alertmanagers", &self.alertmanagers)
-            .field("route", &self.route)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Receiver names in payloads: `webhook-1`, `webhook-2`, … in configuration order.
