@@ -214,7 +214,7 @@ impl CollectorFile {
         Ok(CollectorConfig {
             listen,
             data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            ingest_token: flags.ingest_token,
+            ingest_token: flags.ingest_token.map(Secret::new),
             retention: durations.retention,
             retention_bytes: self.retention_bytes,
             checkpoint_interval: durations.checkpoint_interval,
@@ -228,7 +228,7 @@ impl CollectorFile {
                 route,
                 external_url: self.notify.external_url.unwrap_or_else(|| format!("http://{listen}")),
             },
-            admin_token: flags.admin_token,
+            admin_token: flags.admin_token.map(Secret::new),
             slo_files: relative(self.slo_files, flags.slos),
             slo_options,
         })
@@ -384,6 +384,23 @@ mod tests {
         assert_eq!(config.rule_files, [PathBuf::from("/etc/hale/rules.yml"), PathBuf::from("extra.yml")]);
         assert_eq!(config.slo_files, [PathBuf::from("/abs/slo.yaml")]);
         assert_eq!(config.notify.webhooks, ["http://file/hook", "http://flag/hook"]);
+    }
+
+    #[test]
+    fn the_config_prints_without_its_secrets() {
+        let flags = CollectorFlags {
+            ingest_token: Some("ingest-0f3a".into()),
+            admin_token: Some("admin-9c1d".into()),
+            webhook_secret: Some("hmac-77be".into()),
+            alert_webhooks: vec!["http://file/hook".into()],
+            ..CollectorFlags::default()
+        };
+        let config = merged(FILE, flags).expect("config");
+        let printed = format!("{config:?}");
+        assert!(printed.contains("http://file/hook") && printed.contains("Secret(..)"), "{printed}");
+        for secret in ["ingest-0f3a", "admin-9c1d", "hmac-77be"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
     }
 
     #[test]

@@ -24,12 +24,12 @@ use crate::state::Collector;
 use crate::store::Store;
 
 /// What `hale collector` runs with.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CollectorConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// Bearer token required on `/api/v1/write`; `None` leaves ingest open (loopback demos).
-    pub ingest_token: Option<String>,
+    pub ingest_token: Option<Secret<String>>,
     /// Data older than this is dropped.
     pub retention: std::time::Duration,
     /// The head is kept under this many bytes of samples (0: no limit).
@@ -45,20 +45,11 @@ pub struct CollectorConfig {
     /// Where alerts are notified.
     pub notify: crate::notify::NotifyConfig,
     /// Bearer token for silences; without it they are read-only.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret<String>>,
     /// Sloth SLO specs to evaluate.
     pub slo_files: Vec<PathBuf>,
     /// Window scale and minimum events of the SLO rules.
     pub slo_options: crate::slo::Options,
-}
-
-impl std::fmt::Debug for CollectorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CollectorConfig")
-            .field("listen", &self.listen)
-            .field("data_dir", &self.data_dir)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,11 +146,11 @@ pub async fn run(
     let collector = Arc::new(Collector {
         store,
         logs,
-        ingest_token: config.ingest_token.clone(),
+        ingest_token: config.ingest_token.clone().map(Secret::into_inner),
         started,
         telemetry: Default::default(),
         rules: Default::default(),
-        admin_token: config.admin_token.clone(),
+        admin_token: config.admin_token.clone().map(Secret::into_inner),
         silences: silences.clone(),
         outbox: outbox.clone(),
         slos,
