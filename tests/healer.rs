@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use hale_core::api::{
-    Action, ActionKind, ActionStatus, ErrorBody, Ha, HaRole, HealerState, HookAccepted, RetryWhen, SilenceState,
+    ACTION_WEBHOOK_VERSION, Action, ActionKind, ActionStatus, ActionWebhook, ErrorBody, ExecInput, Ha, HaRole,
+    HealerState, HookAccepted, RetryWhen, SilenceState,
 };
 use serde_json::{Value, json};
 
@@ -409,18 +410,20 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
     .await;
     assert!(done.iter().any(|a| a.kind == ActionKind::Exec) && done.iter().any(|a| a.kind == ActionKind::Webhook));
     assert!(done.iter().all(|a| a.detail == "the condition cleared"), "{done:?}");
-    // The command got the alert on stdin. (The exec input and the automation post have no
-    // core type yet: the healer builds them with `json!`, so they are read as JSON.)
-    let written: Value =
+    // The command got the alert on stdin, as core's `ExecInput`.
+    let written: ExecInput =
         serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("exec.out")).expect("exec output"))
-            .expect("json");
-    assert_eq!(written["alert"]["labels"]["alertname"], "DiskFilling");
+            .expect("an ExecInput");
+    assert_eq!(written.alert.labels["alertname"], "DiskFilling");
     // Automation got a signed post.
     let (_, headers, body) = got.lock().expect("lock").first().cloned().expect("a post");
     let sig = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     hale_core::webhook::verify(SECRET.as_bytes(), sig, &body, now_s()).expect("signed");
-    let body: Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(body["alert"]["labels"]["alertname"], "QueueBacklog");
+    let body: ActionWebhook = serde_json::from_slice(&body).expect("an ActionWebhook");
+    assert_eq!(
+        (body.version.as_str(), body.alert.labels["alertname"].as_str()),
+        (ACTION_WEBHOOK_VERSION, "QueueBacklog")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -549,8 +552,9 @@ async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_r
             .expect("lock")
             .iter()
             .filter(|(_, _, body)| {
-                let v: Value = serde_json::from_slice(body).unwrap_or_default();
-                v["alert"]["labels"]["alertname"] == alertname && v["alert"]["labels"]["instance"] == instance
+                let Ok(hook) = serde_json::from_slice::<ActionWebhook>(body) else { return false };
+                let label = |name: &str| hook.alert.labels.get(name).map(String::as_str);
+                label("alertname") == Some(alertname) && label("instance") == Some(instance)
             })
             .count()
     };

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use hale_core::api::StatusReport;
+
 /// A tmux server of the test's own, killed (with whatever it runs) when the test ends.
 struct Tmux {
     socket: String,
@@ -124,9 +126,8 @@ async fn the_dashboard_shows_the_cluster_runs_a_chaos_action_sees_the_repair_and
         out.status.success().then_some(out)
     })
     .await;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!((json["healthy"].as_bool(), json["collector"].as_bool()), (Some(true), Some(true)), "{json}");
-    assert_eq!(json["services"].as_array().map(Vec::len), Some(5), "{json}");
+    let report: StatusReport = serde_json::from_slice(&out.stdout).expect("a StatusReport");
+    assert_eq!((report.healthy, report.collector, report.services.len()), (true, true, 5), "{report:?}");
     // Views by name.
     t.keys(":alerts", true);
     t.shows("the alerts view", Duration::from_secs(10), &["Hale  alerts", "firing,"]).await;
@@ -173,7 +174,7 @@ async fn the_dashboard_shows_the_cluster_runs_a_chaos_action_sees_the_repair_and
     // With the cluster gone, `hale status` fails and says why.
     let out = status();
     assert_eq!(out.status.code(), Some(1));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(json["healthy"], false);
-    assert!(json["problems"].to_string().contains("no data from the collector"), "{json}");
+    let report: StatusReport = serde_json::from_slice(&out.stdout).expect("a StatusReport");
+    assert!(!report.healthy);
+    assert!(report.problems.iter().any(|p| p.contains("no data from the collector")), "{report:?}");
 }
