@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{Request, StatusCode};
 use axum::routing::{delete, get, post};
+use hale_core::api::{ActionKind, ActionList, ErrorBody, Ha, HealerState, Paused, RetryWhen, TargetReset};
 use hale_healer::api::{App, Auth};
 use hale_healer::audit::Audit;
 use hale_healer::clients::{Agents, Collector, Gateway};
@@ -38,6 +39,11 @@ struct World {
 }
 
 type Shared = Arc<Mutex<World>>;
+
+/// An answer of the healer's API as the wire type every client reads it as.
+fn typed<T: serde::de::DeserializeOwned>(answer: Value) -> T {
+    serde_json::from_value(answer.clone()).unwrap_or_else(|e| panic!("{answer} is not the type expected: {e}"))
+}
 
 fn lock(w: &Shared) -> std::sync::MutexGuard<'_, World> {
     w.lock().unwrap_or_else(|p| p.into_inner())
@@ -269,10 +275,7 @@ async fn alerts_refused_while_paused_are_decided_on_resume_if_they_still_fire() 
     let rig = Rig::start(RESTART.replace("0.34", "1.0").as_str(), Vec::new()).await;
     let (status, paused) = rig.api("POST", "/api/v1/pause").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        serde_json::from_value::<hale_core::api::Paused>(paused).expect("Paused"),
-        hale_core::api::Paused { paused: true }
-    );
+    assert_eq!(typed::<Paused>(paused), Paused { paused: true });
     for i in ["s-1", "s-2", "s-3"] {
         rig.hang(i);
     }
@@ -283,22 +286,17 @@ async fn alerts_refused_while_paused_are_decided_on_resume_if_they_still_fire() 
     })
     .await;
     // The API shows what was refused, why, and when it will be looked at again.
-    let (_, state) = rig.api("GET", "/api/v1/state").await;
-    let deferred = state["deferred"].as_array().expect("deferred list");
-    assert_eq!(deferred.len(), 2, "{state}");
-    assert_eq!(deferred[0]["code"], "paused");
-    assert_eq!(deferred[0]["reason"], "the healer is paused");
-    assert_eq!(deferred[0]["retry"], json!({"when": "resumed"}));
-    assert_eq!(deferred[0]["policy"], "restart-hung");
-    assert_eq!(deferred[0]["action"], "restart");
-    assert_eq!(deferred[0]["target"]["instance"], "s-1");
-    assert_eq!(deferred[0]["alert"]["labels"]["alertname"], "ReplicaDown");
-    assert_eq!(deferred[0]["attempts"], 1);
-    assert!(deferred[0]["refused_ms"].as_i64().is_some_and(|t| t > 0));
-    // Issue #13: and it is the wire type every client reads.
-    let typed: hale_core::api::HealerState = serde_json::from_value(state.clone()).expect("HealerState");
-    assert_eq!(typed.deferred[0].retry, hale_core::api::RetryWhen::Resumed);
-    assert!(typed.paused);
+    let state: HealerState = typed(rig.api("GET", "/api/v1/state").await.1);
+    assert_eq!(state.deferred.len(), 2, "{state:?}");
+    let first = &state.deferred[0];
+    assert_eq!((first.code.as_str(), first.reason.as_str()), ("paused", "the healer is paused"));
+    assert_eq!(first.retry, RetryWhen::Resumed);
+    assert_eq!((first.policy.as_str(), first.action), ("restart-hung", ActionKind::Restart));
+    assert_eq!(first.target.instance.as_deref(), Some("s-1"));
+    assert_eq!(first.alert.labels["alertname"], "ReplicaDown");
+    assert_eq!(first.attempts, 1);
+    assert!(first.refused_ms > 0);
+    assert!(state.paused);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(rig.restarts().is_empty(), "paused: nothing done");
     assert_eq!(rig.audit().iter().filter(|r| r["event"] == "refused").count(), 2, "no retry while still paused");
@@ -312,8 +310,8 @@ async fn alerts_refused_while_paused_are_decided_on_resume_if_they_still_fire() 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(rig.restarts(), ["s-1"], "s-2 is never restarted");
     assert!(rig.healer.store.read(|s| s.deferred.is_empty()));
-    let (_, state) = rig.api("GET", "/api/v1/state").await;
-    assert_eq!(state["deferred"], json!([]));
+    let state: HealerState = typed(rig.api("GET", "/api/v1/state").await.1);
+    assert!(state.deferred.is_empty(), "{state:?}");
 }
 
 /// Issue #12 (15): a new occurrence on a target in its cooldown is repaired when the
@@ -393,12 +391,10 @@ async fn a_failed_repair_escalates_to_every_receiver_and_waits_for_a_human() {
     let (sig, body) = flaky_seen.lock().unwrap_or_else(|p| p.into_inner())[2].clone();
     let now = (hale_core::time::now_ms() / 1000) as u64;
     assert_eq!(hale_core::webhook::verify(SECRET, sig.as_deref(), &body, now), Ok(()), "signed");
-    let typed: hale_core::api::Escalation = serde_json::from_slice(&body).expect("an Escalation");
-    assert_eq!(typed.version, hale_core::api::ESCALATION_VERSION);
-    let body: Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(body["version"], "hale-escalation/1");
-    assert_eq!(body["target"]["instance"], "s-1");
-    assert!(body["why"].as_str().is_some_and(|w| w.contains("refused to restart s-1")), "{body}");
+    let escalation: hale_core::api::Escalation = serde_json::from_slice(&body).expect("an Escalation");
+    assert_eq!(escalation.version, hale_core::api::ESCALATION_VERSION);
+    assert_eq!(escalation.target.instance.as_deref(), Some("s-1"));
+    assert!(escalation.why.contains("refused to restart s-1"), "{escalation:?}");
     assert_eq!(rig.events("escalated", "s-1").len(), 1);
     let needs = rig.healer.store.read(|s| s.targets["instance/s-1"].needs_human.clone());
     assert!(needs.is_some_and(|n| n.contains("failed")));
@@ -411,15 +407,13 @@ async fn a_failed_repair_escalates_to_every_receiver_and_waits_for_a_human() {
     assert!(rig.healer.store.read(|s| s.deferred.is_empty()));
     // A human resets it: automatic repairs may act on it again.
     let (status, body) = rig.api("POST", "/api/v1/targets/instance/s-1/reset").await;
-    assert_eq!((status, body.clone()), (StatusCode::OK, json!({"target": "instance/s-1", "was_blocked": true})));
-    // Issue #13: the answers are core::api's types.
-    let reset: hale_core::api::TargetReset = serde_json::from_value(body).expect("TargetReset");
-    assert!(reset.was_blocked);
+    let blocked = TargetReset { target: "instance/s-1".into(), was_blocked: true };
+    assert_eq!((status, typed::<TargetReset>(body)), (StatusCode::OK, blocked));
     assert!(rig.healer.store.read(|s| s.targets["instance/s-1"].needs_human.is_none()));
     let (status, body) = rig.api("POST", "/api/v1/targets/instance/s-1/reset").await;
-    assert_eq!((status, body["was_blocked"].clone()), (StatusCode::OK, json!(false)));
+    assert_eq!((status, typed::<TargetReset>(body).was_blocked), (StatusCode::OK, false));
     let (status, body) = rig.api("POST", "/api/v1/targets/pod/s-1/reset").await;
-    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("bad_target")));
+    assert_eq!((status, typed::<ErrorBody>(body).error.code), (StatusCode::BAD_REQUEST, "bad_target".into()));
     let resets: Vec<Value> = rig.audit().into_iter().filter(|r| r["event"] == "reset").collect();
     assert_eq!(resets.len(), 2);
     assert_eq!(resets[0]["was_blocked"], true);
@@ -448,8 +442,9 @@ async fn an_approval_expires_and_cannot_be_given_afterwards() {
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0]["action_id"], id.as_str());
     let (status, body) = rig.api("POST", &format!("/api/v1/actions/{id}/approve")).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("Expired")), "{body}");
+    let error = typed::<ErrorBody>(body).error;
+    assert_eq!(status, StatusCode::CONFLICT, "{error:?}");
+    assert!(error.message.contains("Expired"), "{error:?}");
     assert!(rig.restarts().is_empty());
     let (status, _) = rig.api("POST", "/api/v1/actions/act-none/approve").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -472,12 +467,12 @@ async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
         for given in [None, Some("wrong-token"), Some("")] {
             let (status, body) = rig.call(with_token(), "POST", uri, given).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with {given:?}");
-            assert_eq!(body["error"]["code"], "unauthorized", "{uri}");
+            assert_eq!(typed::<ErrorBody>(body).error.code, "unauthorized", "{uri}");
         }
         let (status, body) =
             rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "POST", uri, Some(TOKEN)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri} on a read-only healer");
-        assert_eq!(body["error"]["code"], "forbidden");
+        assert_eq!(typed::<ErrorBody>(body).error.code, "forbidden");
     }
     assert!(!rig.healer.store.read(|s| s.paused), "nothing changed");
     assert!(!rig.audit().iter().any(|r| r["event"] == "paused" || r["event"] == "reset"));
@@ -489,20 +484,21 @@ async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
     }
     let (_, actions) =
         rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "GET", "/api/v1/actions", None).await;
-    serde_json::from_value::<hale_core::api::ActionList>(actions).expect("ActionList");
+    typed::<ActionList>(actions);
     let (_, state) =
         rig.call(Auth { token: None, webhook_secret: None, intake_token: None }, "GET", "/api/v1/state", None).await;
-    assert_eq!(state["paused"], false);
-    assert_eq!(state["ha"]["mode"], "single");
+    let state: HealerState = typed(state);
+    assert!(!state.paused);
+    assert!(matches!(state.ha, Some(Ha::Single { .. })), "{:?}", state.ha);
     // The intake without a signature or token is refused too.
     let (status, _) = rig.call(with_token(), "POST", "/hooks/alertmanager", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Nor does the write token open it: only a signature, or an intake token configured
     // for that purpose.
     let (status, body) = rig.call(with_token(), "POST", "/hooks/alertmanager", Some(TOKEN)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    serde_json::from_value::<hale_core::api::ErrorBody>(body.clone()).expect("ErrorBody");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("--intake-token")), "{body}");
+    let error = typed::<ErrorBody>(body).error;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{error:?}");
+    assert!(error.message.contains("--intake-token"), "{error:?}");
 }
 
 /// What a fake gateway, catalog replica and agent were asked, in order.
