@@ -14,6 +14,11 @@ use hale_core::api::{
     SilenceState, SloStatus, TargetState, WebhookPayload,
 };
 use hale_core::{ClusterConfig, Role, ServiceKind};
+use hale_shop::auth::TokenResponse;
+use hale_shop::catalog::CreateProduct;
+use hale_shop::catalog::store::Product;
+use hale_shop::orders::OrderView;
+use hale_shop::search::SearchResults;
 use serde_json::{Value, json};
 
 use common::up::{Cluster, chaos, effective_config, pids_under};
@@ -26,11 +31,10 @@ fn pid_of(dir: &Path, instance: &str) -> Option<u32> {
     })
 }
 
-// The shop's public API (tokens, products, orders, search, a replica's `/readyz`) is read
-// as JSON, as any HTTP client of the demo shop would: it is the workload Hale watches, not
-// a contract between Hale's components, so core has no types for it. Hale's own answers
-// (cluster view, SLOs, alerts, actions, state, pools, silences, escalations, errors) are
-// read as core::api types.
+// The shop's public API (tokens, products, orders, search) is read as the shop's own types
+// (`hale_shop`), Hale's answers (cluster view, SLOs, alerts, actions, state, pools,
+// silences, escalations, errors) as core::api's. A replica's `/readyz` detail and the
+// audit log's lines have no fixed shape and stay JSON.
 /// Sends `request` and reads the answer's JSON; `what` names it when either fails.
 async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder, what: &str) -> T {
     let response = request.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -39,8 +43,8 @@ async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilde
 
 async fn token(client: &reqwest::Client, gateway: &str, user: &str, password: &str) -> String {
     let form = [("grant_type", "password"), ("username", user), ("password", password)];
-    let r: Value = json_of(client.post(format!("{gateway}/oauth/token")).form(&form), "token request").await;
-    r["access_token"].as_str().expect("access_token").to_string()
+    let r: TokenResponse = json_of(client.post(format!("{gateway}/oauth/token")).form(&form), "token request").await;
+    r.access_token
 }
 
 /// A cluster for a healing scenario and what its tests use: the gateway's, collector's
@@ -191,15 +195,16 @@ async fn hale_up_walkthrough() {
     let admin = token(&client, &gateway, "admin", "hale-admin").await;
     let shopper = token(&client, &gateway, "shopper", "hale-shopper").await;
     let teapot = json!({"name": "Zephyr teapot", "description": "Glass teapot with infuser", "price_cents": 3100, "stock": 2, "tags": ["kitchen", "tea"]});
-    let product: Value =
+    let product: Product =
         json_of(client.post(format!("{gateway}/api/products")).bearer_auth(&admin).json(&teapot), "publish").await;
-    let id = product["id"].as_i64().unwrap_or_else(|| panic!("publishing answered {product}"));
-    let fetched: Value = json_of(client.get(format!("{gateway}/api/products/{id}")), "get").await;
-    assert_eq!(fetched["name"], "Zephyr teapot");
+    let id = product.id;
+    let fetched: Product = json_of(client.get(format!("{gateway}/api/products/{id}")), "get").await;
+    assert_eq!(fetched.name, "Zephyr teapot");
     let published = Instant::now();
     eventually("search finds the new product", Duration::from_secs(10), async || {
-        let r: Value = client.get(format!("{gateway}/api/search?q=zephyr")).send().await.ok()?.json().await.ok()?;
-        (r["hits"][0]["id"] == id).then_some(())
+        let r: SearchResults =
+            client.get(format!("{gateway}/api/search?q=zephyr")).send().await.ok()?.json().await.ok()?;
+        (r.hits.first().map(|h| h.id) == Some(id)).then_some(())
     })
     .await;
     eprintln!("published → findable in {:?}", published.elapsed());
@@ -216,16 +221,16 @@ async fn hale_up_walkthrough() {
     };
     let first = buy("e2e-1", 1).await.expect("buy");
     assert_eq!(first.status(), 201);
-    let first: Value = first.json().await.expect("json");
-    assert_eq!((first["status"].as_str(), first["total_cents"].as_i64()), (Some("confirmed"), Some(3100)));
+    let first: OrderView = first.json().await.expect("an order");
+    assert_eq!((first.status.as_str(), first.total_cents), ("confirmed", 3100));
     let again = buy("e2e-1", 1).await.expect("buy again");
     assert_eq!(again.status(), 201);
-    assert_eq!(again.json::<Value>().await.expect("json")["id"], first["id"]);
+    assert_eq!(again.json::<OrderView>().await.expect("an order").id, first.id);
     let too_many = buy("e2e-2", 2).await.expect("buy more");
     assert_eq!(too_many.status(), 409);
-    let order_url = format!("{gateway}/api/orders/{}", first["id"].as_str().expect("id"));
-    let order: Value = json_of(client.get(order_url).bearer_auth(&shopper), "get order").await;
-    assert_eq!(order["card_number"], "**** **** **** 5556");
+    let order_url = format!("{gateway}/api/orders/{}", first.id);
+    let order: OrderView = json_of(client.get(order_url).bearer_auth(&shopper), "get order").await;
+    assert_eq!(order.card_number, "**** **** **** 5556");
 
     // The cluster view: every node with its agent up, every service with ready replicas.
     let view = eventually("cluster view complete", Duration::from_secs(30), async || {
@@ -311,11 +316,11 @@ async fn hale_up_walkthrough() {
             if r.status() != 201 {
                 return None;
             }
-            r.json::<Value>().await.ok()?["id"].as_i64()
+            r.json::<Product>().await.ok().map(|p| p.id)
         })
         .await;
-    let on_new: Value = json_of(client.get(format!("{}/api/products/{new_id}", url_of("catalog-2"))), "get").await;
-    assert_eq!(on_new["name"], "After failover");
+    let on_new: Product = json_of(client.get(format!("{}/api/products/{new_id}", url_of("catalog-2"))), "get").await;
+    assert_eq!(on_new.name, "After failover");
     let r = client
         .post(format!("{}/api/products", url_of("catalog-1")))
         .bearer_auth(&admin)
@@ -495,15 +500,21 @@ async fn hale_chaos_kills_replicas_and_takes_nodes_down_and_up() {
 
 /// Reads each product of `expected` (id, what was written) from `base` and compares its
 /// id, name, description, price, stock and tags with what was written.
-async fn assert_products(client: &reqwest::Client, base: &str, expected: &[(i64, Value)], when: &str) {
+async fn assert_products(client: &reqwest::Client, base: &str, expected: &[(i64, CreateProduct)], when: &str) {
     for (id, want) in expected {
         let r = client.get(format!("{base}/api/products/{id}")).send().await;
         let r = r.unwrap_or_else(|e| panic!("{when}: product {id}: {e}"));
         assert_eq!(r.status(), 200, "{when}: product {id}");
-        let got: Value = r.json().await.expect("product json");
-        let fields = want.as_object().expect("expected fields").keys();
-        let got: serde_json::Map<String, Value> = fields.map(|f| (f.clone(), got[f].clone())).collect();
-        assert_eq!(Value::Object(got), *want, "{when}: product {id} as written");
+        let got: Product = r.json().await.expect("a product");
+        assert_eq!(got.id, *id, "{when}");
+        let got = CreateProduct {
+            name: got.name,
+            description: got.description,
+            price_cents: got.price_cents,
+            stock: got.stock,
+            tags: got.tags,
+        };
+        assert_eq!(got, *want, "{when}: product {id} as written");
     }
 }
 
@@ -515,16 +526,15 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     // Publishes a product; on a 201, its id and what it must read as from then on. The
     // demo's load buys from the products it lists, so every product here ends with a stock
     // of 0 (written so, or taken by this test's own order) that no one else can change.
-    let publish = async |name: String, price_cents: i64, stock: i64| -> Option<(i64, Value)> {
-        let written = json!({"name": name, "description": format!("{name}: must survive"), "price_cents": price_cents, "stock": stock, "tags": ["kept"]});
+    let publish = async |name: String, price_cents: i64, stock: i64| -> Option<(i64, CreateProduct)> {
+        let description = format!("{name}: must survive");
+        let written = CreateProduct { name, description, price_cents, stock, tags: vec!["kept".into()] };
         let r = client.post(format!("{gateway}/api/products")).bearer_auth(&admin).json(&written).send().await.ok()?;
         if r.status() != 201 {
             return None;
         }
-        let id = r.json::<Value>().await.ok()?["id"].as_i64()?;
-        let mut want = written;
-        want["id"] = id.into();
-        Some((id, want))
+        let id = r.json::<Product>().await.ok()?.id;
+        Some((id, written))
     };
     // Acknowledged writes before the fault: products, and orders that reserve stock.
     let mut products = Vec::new();
@@ -542,10 +552,10 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
                 .await
                 .expect("order");
             assert_eq!(r.status(), 201);
-            let placed: Value = r.json().await.expect("json");
-            assert_eq!((placed["status"].as_str(), placed["total_cents"].as_i64()), (Some("confirmed"), Some(500 + i)));
+            let placed: OrderView = r.json().await.expect("an order");
+            assert_eq!((placed.status.as_str(), placed.total_cents), ("confirmed", 500 + i));
             orders.push(placed);
-            want["stock"] = 0.into();
+            want.stock = 0;
         }
         products.push((id, want));
     }
@@ -617,10 +627,10 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     assert_products(&client, &gateway, &products, "after the failover").await;
     assert_products(&client, &gateway, &during_outage, "after the failover").await;
     for placed in &orders {
-        let id = placed["id"].as_str().expect("order id");
+        let id = &placed.id;
         let r = client.get(format!("{gateway}/api/orders/{id}")).bearer_auth(&shopper).send().await.expect("get order");
         assert_eq!(r.status(), 200, "order {id}");
-        assert_eq!(r.json::<Value>().await.expect("order json"), *placed, "order {id} as placed");
+        assert_eq!(r.json::<OrderView>().await.expect("an order"), *placed, "order {id} as placed");
     }
     // The lost node's other replicas run elsewhere once its silence is a NodeDown.
     eventually("the lost node's replicas rescheduled", Duration::from_secs(90), async || {

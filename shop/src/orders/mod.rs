@@ -197,7 +197,7 @@ pub struct PlaceOrder {
 }
 
 /// What clients see of an order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub id: String,
     pub status: String,
