@@ -22,23 +22,22 @@ pub struct HealArgs {
     pub failover_trials: usize,
 }
 
-/// Limits loose enough to act on every trial; everything else as the defaults.
-const POLICIES: &str = r#"defaults:
-  cooldown: 1s
-  max_actions: 1000
-  window: 1m
-policies:
-  - name: restart-unready-replica
-    match: { alertname: ReplicaDown }
-    match_re: { service: "auth|search|orders" }
-    action: restart
-    params: { grace: 0s }
-    verify: { timeout: 20s }
-  - name: failover-catalog
-    match: { alertname: CatalogPrimaryDown }
-    action: failover
-    verify: { timeout: 20s }
-"#;
+/// The shipped policies (what `hale up` runs), with their rate limits opened so every
+/// trial is acted on: the bench measures the repair, not the cooldown between repairs.
+fn bench_policies() -> Result<String> {
+    let mut file: serde_norway::Value = serde_norway::from_str(crate::up::DEFAULT_POLICIES)?;
+    let defaults = file
+        .get_mut("defaults")
+        .and_then(serde_norway::Value::as_mapping_mut)
+        .context("config/policies.yaml has no defaults block")?;
+    defaults.insert("cooldown".into(), "1s".into());
+    defaults.insert("window".into(), "1m".into());
+    defaults.insert("max_actions".into(), 1000.into());
+    defaults.insert("max_service_actions".into(), 1000.into());
+    let text = serde_norway::to_string(&file)?;
+    hale_healer::policy::PolicyFile::parse(&text).context("the bench's policies")?;
+    Ok(text)
+}
 
 async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Result<Instant> {
     let deadline = Instant::now() + limit;
@@ -63,7 +62,7 @@ async fn start(policies: &std::path::Path) -> Result<DemoCluster> {
 
 pub async fn heal(args: HealArgs) -> Result<()> {
     let policies = std::env::temp_dir().join(format!("hale-bench-heal-policies-{}.yaml", std::process::id()));
-    std::fs::write(&policies, POLICIES)?;
+    std::fs::write(&policies, bench_policies()?)?;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let (mut killed, mut hung, mut failed_over) = (Vec::new(), Vec::new(), Vec::new());
     {
@@ -185,4 +184,21 @@ pub async fn heal(args: HealArgs) -> Result<()> {
     crate::bench_stats::print_summary("hang -> restarted by the healer and verified", hung);
     crate::bench_stats::print_summary("catalog primary's node lost -> writes served again", failed_over);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hale_healer::policy::PolicyFile;
+
+    #[test]
+    fn the_bench_runs_the_shipped_policies_with_their_limits_opened() {
+        let shipped = PolicyFile::parse(crate::up::DEFAULT_POLICIES).expect("shipped policies");
+        let bench = PolicyFile::parse(&bench_policies().expect("bench policies")).expect("parse");
+        let names = |f: &PolicyFile| f.policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&bench), names(&shipped));
+        assert!(bench.defaults.max_actions >= 1000 && bench.defaults.max_service_actions >= 1000);
+        assert_eq!(bench.defaults.cooldown.0, Duration::from_secs(1));
+        assert_eq!(bench.defaults.max_staleness, shipped.defaults.max_staleness, "freshness stays as shipped");
+    }
 }

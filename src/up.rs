@@ -86,7 +86,7 @@ const SPARE_PORTS: u16 = 100;
 /// The shop's default alerting rules, written into the data dir for the collector.
 const DEFAULT_RULES: &str = include_str!("../config/rules.yml");
 /// The shop's default healing policies, likewise for the healer.
-const DEFAULT_POLICIES: &str = include_str!("../config/policies.yaml");
+pub(crate) const DEFAULT_POLICIES: &str = include_str!("../config/policies.yaml");
 /// The shop's default SLOs (Sloth specs), likewise.
 const DEFAULT_SLOS: &str = include_str!("../config/slo.yaml");
 /// Events an SLO alert window needs in the demo: its 5m window, scaled, holds a few
