@@ -10,13 +10,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use hale_serve::metrics::registered;
+
 use crate::policy::ActionKind;
 
 /// MTTR histogram bounds (seconds): a restart heals in seconds, a lost node in minutes.
 const MTTR_BUCKETS_SECS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
-
-/// The content type of [`Metrics::encode`].
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -47,33 +46,21 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut root = Registry::with_prefix("hale");
         let registry = root.sub_registry_with_prefix("healer");
-        let metrics = Metrics {
-            registry: Registry::default(),
-            received: Counter::default(),
-            duplicates: Counter::default(),
-            escalations: Counter::default(),
-            paused: Gauge::default(),
-            decisions: Family::default(),
-            results: Family::default(),
-            mttr: Histogram::new(MTTR_BUCKETS_SECS),
-        };
-        registry.register("alerts_received", "Firing alerts received", metrics.received.clone());
-        registry.register(
-            "alerts_duplicate",
-            "Alerts received again (same fingerprint and start) and ignored",
-            metrics.duplicates.clone(),
-        );
-        registry.register("escalations", "Failed repairs handed to humans", metrics.escalations.clone());
-        registry.register("paused", "1 while the healer is paused", metrics.paused.clone());
-        registry.register("decisions", "Decisions by outcome", metrics.decisions.clone());
-        registry.register("actions", "Actions taken, by action and result", metrics.results.clone());
+        let received = registered(registry, "alerts_received", "Firing alerts received");
+        let duplicates =
+            registered(registry, "alerts_duplicate", "Alerts received again (same fingerprint and start) and ignored");
+        let escalations = registered(registry, "escalations", "Failed repairs handed to humans");
+        let paused = registered(registry, "paused", "1 while the healer is paused");
+        let decisions = registered(registry, "decisions", "Decisions by outcome");
+        let results = registered(registry, "actions", "Actions taken, by action and result");
+        let mttr = Histogram::new(MTTR_BUCKETS_SECS);
         registry.register_with_unit(
             "mttr",
             "From the alert's start to its verified recovery",
             Unit::Seconds,
-            metrics.mttr.clone(),
+            mttr.clone(),
         );
-        Metrics { registry: root, ..metrics }
+        Metrics { registry: root, received, duplicates, escalations, paused, decisions, results, mttr }
     }
 }
 
@@ -105,17 +92,11 @@ impl Metrics {
         self.mttr.observe(seconds);
     }
 
-    /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]); `paused` as the
-    /// state says now (another healer may have changed it).
+    /// The metrics in the OpenMetrics text format; `paused` as the state says now
+    /// (another healer may have changed it).
     pub fn encode(&self, paused: bool) -> String {
         self.paused.set(i64::from(paused));
-        let mut out = String::new();
-        // Writing to a String fails only if a metric's own encoder does, which the
-        // built-in metric types never do.
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(error = %e, "encoding the healer's metrics failed");
-        }
-        out
+        hale_serve::metrics::encode(&self.registry)
     }
 }
 

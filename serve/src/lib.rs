@@ -1,4 +1,5 @@
-//! How every Hale server serves HTTP (agent, collector, healer, shop).
+//! How every Hale server serves HTTP (agent, collector, healer, shop), and its own
+//! metrics on `/metrics` ([`metrics`]).
 //!
 //! `axum::serve` waits forever for a client's headers and accepts connections without
 //! bound, so a few thousand sockets that never finish a request hold a server's memory
@@ -31,6 +32,8 @@
 //! hale_serve::serve(listener, app, hale_serve::Limits::default(), std::future::pending()).await
 //! # }
 //! ```
+
+pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;

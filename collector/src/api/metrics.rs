@@ -33,13 +33,7 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     let mut registry = Registry::with_prefix("hale");
     collector_metrics(&c, registry.sub_registry_with_prefix("collector"));
     crate::slo::state::register_metrics(&slos, registry.sub_registry_with_prefix("slo"));
-    let mut text = String::new();
-    // Writing into a String fails only if a metric's own encoder does; the built-in
-    // metric types never do.
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-        tracing::error!(error = %e, "encoding metrics failed");
-    }
-    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+    hale_serve::metrics::exposition(&registry)
 }
 
 /// Everything named `hale_collector_*`.

@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 use hale_core::api::{CatalogReadiness, EpochRequest, GatewayReadiness, PoolUpdate, PrimaryReadiness};
 use hale_core::{ClusterConfig, Role, ServiceKind};
+use hale_serve::metrics::registered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -103,22 +104,17 @@ impl GatewayState {
     }
 
     pub fn new(pools: Pools, readiness: Readiness, registry: &mut Registry) -> Result<Arc<Self>, AppError> {
-        let upstream = Family::<UpstreamLabels, Counter>::default();
-        let retries = Family::<ServiceLabels, Counter>::default();
-        let ready_members = Family::<ServiceLabels, Gauge>::default();
-        let primary_ready = Gauge::default();
-        registry.register(
+        let primary_ready: Gauge = registered(
+            registry,
             "shop_gateway_catalog_primary_ready",
             "1 while the catalog primary writes go to is ready",
-            primary_ready.clone(),
         );
-        registry.register("shop_gateway_upstream_requests", "Requests sent to replicas, by outcome", upstream.clone());
-        registry.register("shop_gateway_retries", "Requests retried on another replica", retries.clone());
-        registry.register(
-            "shop_gateway_pool_ready_members",
-            "Replicas passing their readiness check",
-            ready_members.clone(),
-        );
+        let upstream: Family<UpstreamLabels, Counter> =
+            registered(registry, "shop_gateway_upstream_requests", "Requests sent to replicas, by outcome");
+        let retries: Family<ServiceLabels, Counter> =
+            registered(registry, "shop_gateway_retries", "Requests retried on another replica");
+        let ready_members: Family<ServiceLabels, Gauge> =
+            registered(registry, "shop_gateway_pool_ready_members", "Replicas passing their readiness check");
         // Not ready until the first round of checks says so: a gateway that answered
         // ready before it knew its pools would then turn not ready while they start, which
         // is "was ready, now fails" to `ReplicaDown`.

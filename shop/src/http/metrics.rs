@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use hale_serve::metrics::registered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,13 +48,11 @@ impl HttpMetrics {
             Unit::Seconds,
             duration.clone(),
         );
-        let active = Gauge::default();
-        registry.register("http_server_active_requests", "API requests being worked on", active.clone());
-        let shed = Counter::default();
-        registry.register(
+        let active = registered(registry, "http_server_active_requests", "API requests being worked on");
+        let shed = registered(
+            registry,
             "shop_requests_shed",
             "API requests refused with 503 because the replica stayed at capacity",
-            shed.clone(),
         );
         HttpMetrics { duration, active, shed }
     }
@@ -61,13 +60,3 @@ impl HttpMetrics {
 
 /// The registry, frozen once every metric is registered, encoded on `/metrics`.
 pub type SharedRegistry = Arc<Registry>;
-
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Encoding into a String only fails if a metric's own encoder fails, which the
-    // built-in metric types never do.
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
-        tracing::error!(error = %e, "encoding metrics failed");
-    }
-    out
-}

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use super::chaos::{Chaos, ChaosRequest, Effect};
 use super::error::{ApiJson, AppError};
-use super::metrics::{HttpLabels, HttpMetrics, SharedRegistry, encode};
+use super::metrics::{HttpLabels, HttpMetrics, SharedRegistry};
 use super::token::{Admin, AuthContext, TokenKeys};
 
 /// Largest request body any shop endpoint accepts; larger ones get 413.
@@ -156,10 +156,7 @@ async fn readyz(State((frame, _)): State<CommonState>) -> Response {
 }
 
 async fn metrics(State((_, registry)): State<CommonState>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        encode(&registry),
-    )
+    hale_serve::metrics::exposition(&registry)
 }
 
 async fn chaos_get(_: Admin, State((frame, _)): State<CommonState>) -> impl IntoResponse {

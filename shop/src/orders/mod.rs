@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use hale_core::api::ErrorBody;
+use hale_serve::metrics::registered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -73,14 +74,9 @@ impl OrdersState {
     ) -> Result<Arc<Self>, AppError> {
         let vault = Vault::from_hex(encryption_key_hex).map_err(AppError::internal)?;
         let store = OrdersStore::open(db_path)?;
-        let outcomes = Family::<OutcomeLabels, Counter>::default();
-        let revenue_cents = Counter::default();
-        registry.register(
-            "shop_orders",
-            "Order requests by outcome (placed, replayed, out_of_stock, ...)",
-            outcomes.clone(),
-        );
-        registry.register("shop_orders_revenue_cents", "Total of newly placed orders", revenue_cents.clone());
+        let outcomes: Family<OutcomeLabels, Counter> =
+            registered(registry, "shop_orders", "Order requests by outcome (placed, replayed, out_of_stock, ...)");
+        let revenue_cents: Counter = registered(registry, "shop_orders_revenue_cents", "Total of newly placed orders");
         Ok(Arc::new(OrdersState {
             store: Arc::new(store),
             vault,

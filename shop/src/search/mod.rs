@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hale_serve::metrics::registered;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -35,14 +36,9 @@ pub struct SearchState {
 impl SearchState {
     /// `catalog_url` serves `/api/products/changes` (the gateway, or a catalog replica).
     pub fn new(catalog_url: &str, readiness: Readiness, registry: &mut Registry) -> Result<Arc<Self>, AppError> {
-        let documents = Gauge::default();
-        let applied_seq = Gauge::default();
-        registry.register("shop_search_index_documents", "Products in the search index", documents.clone());
-        registry.register(
-            "shop_search_index_change_seq",
-            "Last catalog change applied to the index",
-            applied_seq.clone(),
-        );
+        let documents = registered(registry, "shop_search_index_documents", "Products in the search index");
+        let applied_seq =
+            registered(registry, "shop_search_index_change_seq", "Last catalog change applied to the index");
         readiness.set(Err("building the index from the catalog".into()));
         Ok(Arc::new(SearchState {
             index: RwLock::new(Index::default()),
