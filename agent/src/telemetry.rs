@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use hale_core::exposition::{self, Format};
 use hale_core::metrics::Family as Samples;
 use hale_core::time::now_ms;
+use hale_serve::metrics::registered;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -62,13 +63,8 @@ impl Telemetry {
             ("batches_failed", "Delivery attempts that failed and will be retried"),
             ("batches_dropped", "Batches the receiver refused for good (4xx other than 429)"),
         ]
-        .map(|(name, help)| {
-            let family = Family::default();
-            agent.register(name, help, family.clone());
-            family
-        });
-        let log_lines = Family::default();
-        agent.register("log_lines", "Log lines read, by service and level", log_lines.clone());
+        .map(|(name, help)| registered(agent, name, help));
+        let log_lines = registered(agent, "log_lines", "Log lines read, by service and level");
         agent.register_collector(Box::new(QueueMetrics { queues }));
         Telemetry { registry, sent, failed, dropped, log_lines }
     }

@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
-use super::{PromError, bad_data, batch_id, blocking, ingest_body, parse_time, success};
+use super::{Ingest, PromError, bad_data, batch_id, blocking, parse_time, success};
 use crate::logs::{Filter, LogQuery};
 use crate::state::Collector;
 
@@ -28,7 +28,7 @@ pub const MAX_LOG_BYTES: usize = 8 << 20;
 
 pub(super) fn routes() -> Router<Arc<Collector>> {
     Router::new()
-        // It reads its body itself, after the token, within MAX_LOG_BYTES.
+        // Ingest<MAX_LOG_BYTES> reads the body after the token, within the limit.
         .route("/v1/logs", post(ingest))
         .route("/api/v1/logs", get(query))
         .route("/api/v1/logs/tail", get(tail))
@@ -36,11 +36,9 @@ pub(super) fn routes() -> Router<Arc<Collector>> {
 
 async fn ingest(
     State(c): State<Arc<Collector>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    Ingest { headers, body }: Ingest<MAX_LOG_BYTES>,
 ) -> Result<Response, PromError> {
     use prost::Message;
-    let body = ingest_body(&c, &headers, body, MAX_LOG_BYTES).await?;
     let json =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     // Both forms expand when decoded: their size is checked on the raw bytes first.

@@ -5,8 +5,8 @@
 //!
 //! This module holds what they share: the router, the error in Prometheus's JSON shape
 //! (`{"status":"error","errorType","error"}`), the parameter helpers and the ingest
-//! endpoints' token check. Handlers read the shared [`Collector`] state; none of it knows
-//! about routes.
+//! endpoints' extractor (the token first, then the body within its limit). Handlers read
+//! the shared [`Collector`] state; none of it knows about routes.
 
 mod alerting;
 mod logs;
@@ -114,28 +114,35 @@ fn parse_time(key: &str, v: &str) -> Result<i64, PromError> {
         .map_err(|_| bad_data(format!("invalid {key} {v:?}: use unix seconds or RFC 3339")))
 }
 
-/// The body of an ingest request, read only once the sender has shown the ingest token:
-/// a stranger must not make the collector buffer `limit` bytes per connection.
-async fn ingest_body(
-    c: &Collector,
-    headers: &HeaderMap,
-    body: axum::body::Body,
-    limit: usize,
-) -> Result<Bytes, PromError> {
-    if !authorized(c, headers) {
-        return Err(PromError(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token (--ingest-token)".into(),
-        ));
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if e.into_inner().is::<http_body_util::LengthLimitError>() {
-            PromError(StatusCode::PAYLOAD_TOO_LARGE, "bad_data", format!("body over {limit} bytes"))
-        } else {
-            bad_data("the request body could not be read")
+/// An ingest request (remote_write, OTLP logs): its headers and its body of at most
+/// `LIMIT` bytes, read only once the sender has shown the ingest token, so a stranger
+/// cannot make the collector buffer `LIMIT` bytes per connection.
+struct Ingest<const LIMIT: usize> {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl<const LIMIT: usize> axum::extract::FromRequest<Arc<Collector>> for Ingest<LIMIT> {
+    type Rejection = PromError;
+
+    async fn from_request(request: axum::extract::Request, c: &Arc<Collector>) -> Result<Self, PromError> {
+        let (parts, body) = request.into_parts();
+        if !authorized(c, &parts.headers) {
+            return Err(PromError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token (--ingest-token)".into(),
+            ));
         }
-    })
+        let body = axum::body::to_bytes(body, LIMIT).await.map_err(|e| {
+            if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                PromError(StatusCode::PAYLOAD_TOO_LARGE, "bad_data", format!("body over {LIMIT} bytes"))
+            } else {
+                bad_data("the request body could not be read")
+            }
+        })?;
+        Ok(Ingest { headers: parts.headers, body })
+    }
 }
 
 fn authorized(collector: &Collector, headers: &HeaderMap) -> bool {

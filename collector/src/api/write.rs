@@ -18,14 +18,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hale_core::exposition::{valid_label_name, valid_metric_name};
 use hale_core::remote_write;
 use hale_core::time::now_ms;
 
-use super::{PromError, bad_data, batch_id, ingest_body};
+use super::{Ingest, PromError, bad_data, batch_id};
 use crate::state::Collector;
 use crate::store::IncomingSeries;
 use crate::telemetry::DropReason;
@@ -45,7 +45,7 @@ const MAX_SAMPLES_PER_REQUEST: usize = 2_000_000;
 pub const MAX_AHEAD_MS: i64 = 10 * 60 * 1000;
 
 pub(super) fn routes() -> Router<Arc<Collector>> {
-    // It reads its body itself, after the token, within MAX_WRITE_BYTES.
+    // Ingest<MAX_WRITE_BYTES> reads the body after the token, within the limit.
     Router::new().route("/api/v1/write", post(write))
 }
 
@@ -120,10 +120,8 @@ fn check_labels(labels: &[remote_write::Label]) -> Result<(), String> {
 
 async fn write(
     State(c): State<Arc<Collector>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    Ingest { headers, body }: Ingest<MAX_WRITE_BYTES>,
 ) -> Result<Response, PromError> {
-    let body = ingest_body(&c, &headers, body, MAX_WRITE_BYTES).await?;
     let reject = |e: PromError| {
         c.telemetry.batch_rejected();
         e

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use hale_core::Role;
 use hale_core::api::{CatalogReadiness, EpochRequest, Rejoined};
+use hale_serve::metrics::registered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,7 +43,7 @@ struct OutcomeLabels {
     outcome: String,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Metrics {
     epoch: Gauge,
     is_primary: Gauge,
@@ -51,6 +52,31 @@ struct Metrics {
     lag: Gauge,
     sync_timeouts: Counter,
     reservations: Family<OutcomeLabels, Counter>,
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Metrics {
+        let mut metric = |name: &str, help: &str| registered(registry, name, help);
+        Metrics {
+            epoch: metric("shop_catalog_epoch", "Replication epoch this replica knows"),
+            is_primary: metric("shop_catalog_primary", "1 if this replica accepts writes"),
+            fenced: metric(
+                "shop_catalog_fenced",
+                "1 if a newer epoch fenced this replica: it must rejoin as a standby",
+            ),
+            last_seq: metric("shop_catalog_change_seq", "Last change sequence stored here"),
+            lag: metric(
+                "shop_catalog_replication_lag_changes",
+                "Changes the primary has that this standby has not applied",
+            ),
+            sync_timeouts: registered(
+                registry,
+                "shop_catalog_replication_sync_timeouts",
+                "Writes acknowledged without the standby's confirmation",
+            ),
+            reservations: registered(registry, "shop_catalog_stock_reservations", "Stock reservations by outcome"),
+        }
+    }
 }
 
 pub struct CatalogState {
@@ -143,34 +169,7 @@ impl CatalogState {
         let meta = store.meta()?;
         let last = store.last_seq()?;
         let follow = store.follow()?.or(follow);
-        let metrics = Metrics::default();
-        for (name, help, gauge) in [
-            ("shop_catalog_epoch", "Replication epoch this replica knows", &metrics.epoch),
-            ("shop_catalog_primary", "1 if this replica accepts writes", &metrics.is_primary),
-            (
-                "shop_catalog_fenced",
-                "1 if a newer epoch fenced this replica: it must rejoin as a standby",
-                &metrics.fenced,
-            ),
-            ("shop_catalog_change_seq", "Last change sequence stored here", &metrics.last_seq),
-            (
-                "shop_catalog_replication_lag_changes",
-                "Changes the primary has that this standby has not applied",
-                &metrics.lag,
-            ),
-        ] {
-            registry.register(name, help, gauge.clone());
-        }
-        registry.register(
-            "shop_catalog_replication_sync_timeouts",
-            "Writes acknowledged without the standby's confirmation",
-            metrics.sync_timeouts.clone(),
-        );
-        registry.register(
-            "shop_catalog_stock_reservations",
-            "Stock reservations by outcome",
-            metrics.reservations.clone(),
-        );
+        let metrics = Metrics::register(registry);
         let state = Arc::new(CatalogState {
             store,
             instance: instance.to_string(),
