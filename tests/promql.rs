@@ -217,6 +217,28 @@ async fn promql_answers_match_prometheus() {
         "1 + 2".into(),
         "-temperature".into(),
         "2 ^ 3 - 1".into(),
+        // Dates (UTC) of the evaluation time and of samples' timestamps.
+        "hour()".into(),
+        "minute(timestamp(temperature))".into(),
+        "day_of_week(timestamp(http_requests_total))".into(),
+        "day_of_month()".into(),
+        "day_of_year(timestamp(temperature))".into(),
+        "days_in_month()".into(),
+        "month()".into(),
+        "year(timestamp(temperature))".into(),
+        // Trigonometry.
+        "sin(temperature)".into(),
+        "cos(temperature) + tan(temperature)".into(),
+        "asin(temperature / 100) + acos(temperature / 100)".into(),
+        "atan(temperature) * atanh(temperature / 100)".into(),
+        "sinh(temperature / 10) - cosh(temperature / 10) + tanh(temperature)".into(),
+        "asinh(temperature) + acosh(temperature)".into(),
+        "deg(temperature) / rad(temperature)".into(),
+        "pi() * 2".into(),
+        // Smoothing; the native-histogram functions answer nothing on classic buckets.
+        "holt_winters(temperature[10m], 0.3, 0.6)".into(),
+        "holt_winters(http_requests_total[5m], 0.5, 0.1)".into(),
+        "histogram_count(req_duration_seconds_bucket)".into(),
     ];
     assert!(corpus.len() >= 60);
     // Raw JSON on purpose: this test compares Hale's answers with real Prometheus's as

@@ -2,13 +2,110 @@
 //! `irate`/`idelta`, `deriv`/`predict_linear` (least squares), every `*_over_time`,
 //! `changes`/`resets`, `absent`, `histogram_quantile` (equal bounds coalesced, counts
 //! forced monotonic, as Prometheus does), `clamp*`, math, `round`, `time`/`timestamp`,
-//! `vector`/`scalar`, `label_replace`/`label_join` and `sort`. Which functions drop the
+//! `vector`/`scalar`, `label_replace`/`label_join`, `sort`, `holt_winters`, the date
+//! functions (`minute` … `year`, in UTC), trigonometry and `pi`; the native-histogram
+//! functions answer nothing, since the store holds classic buckets only. Which functions drop the
 //! metric name follows Prometheus. A label value built by a label function is cut at
 //! 64 KiB.
 
 use promql_parser::parser::{Call, Expr};
 
 use super::{Evaluator, Labels, QueryError, Sample, Series, Value, drop_name, exec, millis};
+
+/// Every function of Prometheus 2.42, each evaluated by [`call`].
+pub const FUNCTIONS: &[&str] = &[
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_count",
+    "histogram_fraction",
+    "histogram_quantile",
+    "histogram_sum",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "max_over_time",
+    "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
+];
+
+/// Teaches the parser what 2.42 has and it does not (`holt_winters`, renamed
+/// `double_exponential_smoothing` later); once per process.
+pub fn register_extras() {
+    use promql_parser::parser::function::{Function, register_extra_functions};
+    use promql_parser::parser::value::ValueType;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let holt_winters = Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        );
+        // Fails only on a clash with a built-in, which holt_winters is not in 0.11.
+        if let Err(e) = register_extra_functions(vec![holt_winters]) {
+            tracing::warn!(error = %e, "holt_winters is not available");
+        }
+    });
+}
 
 fn bad(msg: impl Into<String>) -> QueryError {
     QueryError::BadData(msg.into())
@@ -301,6 +398,57 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
             }
             Ok(Value::Vector(out))
         }
+        "holt_winters" => {
+            let series = matrix(ev.eval(arg(0)?, t)?, name)?;
+            let sf = scalar(ev.eval(arg(1)?, t)?, name)?;
+            let tf = scalar(ev.eval(arg(2)?, t)?, name)?;
+            if !(sf > 0.0 && sf < 1.0) {
+                return Err(exec(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}")));
+            }
+            if !(tf > 0.0 && tf < 1.0) {
+                return Err(exec(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf}")));
+            }
+            let out = series
+                .into_iter()
+                .filter_map(|s| Some(Sample { value: holt_winters(&s.points, sf, tf)?, labels: drop_name(s.labels) }))
+                .collect();
+            Ok(Value::Vector(out))
+        }
+        "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year" | "days_in_month" | "month" | "year" => {
+            // Without an argument: of `vector(time())`, the evaluation time in whole seconds.
+            let samples = match args.first() {
+                Some(e) => vector(ev.eval(e, t)?, name)?,
+                None => vec![Sample { labels: Vec::new(), value: t.div_euclid(1000) as f64 }],
+            };
+            let out = samples
+                .into_iter()
+                .map(|s| Sample { labels: drop_name(s.labels), value: date_part(name, s.value) })
+                .collect();
+            Ok(Value::Vector(out))
+        }
+        "histogram_count" | "histogram_sum" | "histogram_fraction" => {
+            // Native histograms only; the store holds floats (classic buckets), which these
+            // skip, as Prometheus does.
+            for e in args {
+                ev.eval(e, t)?;
+            }
+            Ok(Value::Vector(Vec::new()))
+        }
+        "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
+        "deg" => simple(ev, &f64::to_degrees),
+        "rad" => simple(ev, &f64::to_radians),
+        "sin" => simple(ev, &f64::sin),
+        "cos" => simple(ev, &f64::cos),
+        "tan" => simple(ev, &f64::tan),
+        "asin" => simple(ev, &f64::asin),
+        "acos" => simple(ev, &f64::acos),
+        "atan" => simple(ev, &f64::atan),
+        "sinh" => simple(ev, &f64::sinh),
+        "cosh" => simple(ev, &f64::cosh),
+        "tanh" => simple(ev, &f64::tanh),
+        "asinh" => simple(ev, &f64::asinh),
+        "acosh" => simple(ev, &f64::acosh),
+        "atanh" => simple(ev, &f64::atanh),
         "abs" => simple(ev, &f64::abs),
         "ceil" => simple(ev, &f64::ceil),
         "floor" => simple(ev, &f64::floor),
@@ -463,6 +611,50 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
     }
 }
 
+/// Double exponential smoothing of `points` as Prometheus 2.42's `holt_winters`: the
+/// last smoothed value, `None` under two points.
+fn holt_winters(points: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, points[0].1);
+    let mut trend = points[1].1 - points[0].1;
+    for (i, &(_, v)) in points.iter().enumerate().skip(1) {
+        if i > 1 {
+            trend = tf * (s1 - s0) + (1.0 - tf) * trend;
+        }
+        let next = sf * v + (1.0 - sf) * (s1 + trend);
+        (s0, s1) = (s1, next);
+    }
+    Some(s1)
+}
+
+/// One part of the UTC date of `secs` (Unix seconds, the fraction dropped toward zero as
+/// Go's `int64()` does): what `minute()`, `hour()`, `month()`, ... answer.
+fn date_part(part: &str, secs: f64) -> f64 {
+    use chrono::{Datelike, Timelike};
+    if !secs.is_finite() {
+        return f64::NAN;
+    }
+    let Some(time) = chrono::DateTime::from_timestamp(secs as i64, 0) else { return f64::NAN };
+    let date = time.date_naive();
+    f64::from(match part {
+        "minute" => time.minute(),
+        "hour" => time.hour(),
+        "day_of_week" => date.weekday().num_days_from_sunday(),
+        "day_of_month" => date.day(),
+        "day_of_year" => date.ordinal(),
+        "days_in_month" => match date.month() {
+            2 if date.leap_year() => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        },
+        "month" => date.month(),
+        _ => return f64::from(date.year()),
+    })
+}
+
 fn parse_float(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
@@ -523,6 +715,61 @@ fn absent_labels(expr: &Expr) -> Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `query` at `t_ms` on an empty store: the functions of constants.
+    fn scalar_of(query: &str, t_ms: i64) -> Result<f64, QueryError> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = crate::store::Store::open(dir.path()).expect("store");
+        match super::super::instant_query(&store, query, t_ms)? {
+            Value::Scalar(v) => Ok(v),
+            Value::Vector(v) if v.len() == 1 => Ok(v[0].value),
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn date_functions_read_the_utc_date() {
+        // 2000-02-29T23:59:59Z, a Tuesday of a leap year.
+        let leap = "vector(951868799)";
+        for (f, want) in [
+            ("year", 2000.0),
+            ("month", 2.0),
+            ("day_of_month", 29.0),
+            ("day_of_week", 2.0),
+            ("day_of_year", 60.0),
+            ("days_in_month", 29.0),
+            ("hour", 23.0),
+            ("minute", 59.0),
+        ] {
+            assert_eq!(scalar_of(&format!("{f}({leap})"), 0).expect(f), want, "{f}");
+        }
+        assert_eq!(scalar_of("days_in_month(vector(1706745600))", 0).expect("2024-02"), 29.0);
+        assert_eq!(scalar_of("days_in_month(vector(1675209600))", 0).expect("2023-02"), 28.0);
+        // Without an argument: the evaluation time (1970-01-01 was a Thursday).
+        assert_eq!(scalar_of("day_of_week()", 3_600_999).expect("now"), 4.0);
+        assert_eq!(scalar_of("hour()", 3_600_999).expect("now"), 1.0);
+    }
+
+    #[test]
+    fn trigonometry_and_holt_winters() {
+        assert_eq!(scalar_of("pi()", 0).expect("pi"), std::f64::consts::PI);
+        assert!((scalar_of("deg(vector(pi()))", 0).expect("deg") - 180.0).abs() < 1e-12);
+        assert!((scalar_of("sin(rad(vector(90)))", 0).expect("sin") - 1.0).abs() < 1e-12);
+        assert!(scalar_of("acos(vector(2))", 0).expect("acos").is_nan());
+        // 1, 2, 3, 4: a straight line is smoothed onto itself.
+        let points: Vec<(i64, f64)> = (1..=4).map(|i| (i * 1000, i as f64)).collect();
+        assert!((holt_winters(&points, 0.5, 0.5).expect("hw") - 4.0).abs() < 1e-12);
+        assert_eq!(holt_winters(&points[..1], 0.5, 0.5), None);
+    }
+
+    #[test]
+    fn what_prometheus_2_42_lacks_is_a_parse_error() {
+        for q in ["first_over_time(up[1m])", "sort_by_label(up, \"job\")", "limitk(1, up)", "mad_over_time(up[1m])"] {
+            assert!(matches!(scalar_of(q, 0), Err(QueryError::BadData(_))), "{q}");
+        }
+        assert!(super::super::parse("holt_winters(up[5m], 0.5, 0.5)").is_ok());
+        assert!(matches!(scalar_of("holt_winters(vector(1)[5m:1m], 2, 0.5)", 0), Err(QueryError::Execution(_))));
+    }
 
     #[test]
     fn quantiles_match_prometheus_definitions() {

@@ -102,10 +102,11 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
             "the query is nested too deeply (up to {depth} levels of parentheses and operators, at most {MAX_DEPTH}); split it with recording rules"
         )));
     }
+    functions::register_extras();
     let expr = std::panic::catch_unwind(|| parser::parse(query))
         .map_err(|_| QueryError::BadData("the query could not be parsed (a number or duration out of range?)".into()))?
         .map_err(QueryError::BadData)?;
-    check_selectors(&expr)?;
+    check(&expr)?;
     Ok(expr)
 }
 
@@ -183,26 +184,39 @@ pub fn depth_bound(query: &str) -> usize {
 }
 
 /// Refuses what the evaluator does not implement rather than answering wrongly.
-fn check_selectors(expr: &Expr) -> Result<(), QueryError> {
+/// What the parser takes but Prometheus 2.42 (whose answers Hale gives) does not: `or`
+/// inside a selector, and functions and aggregations added after it. Refused as a
+/// parse error (400), as 2.42 refuses them.
+fn check(expr: &Expr) -> Result<(), QueryError> {
     let unsupported = || QueryError::BadData("`or` inside a selector is not supported".into());
     match expr {
+        Expr::Call(c) if !functions::FUNCTIONS.contains(&c.func.name) => {
+            Err(QueryError::BadData(format!("unknown function with name {:?}", c.func.name)))
+        }
+        Expr::Aggregate(a) if !AGGREGATIONS.contains(&a.op.to_string().as_str()) => {
+            Err(QueryError::BadData(format!("unknown aggregation {:?}", a.op.to_string())))
+        }
         Expr::VectorSelector(vs) if !vs.matchers.or_matchers.is_empty() => Err(unsupported()),
         Expr::MatrixSelector(ms) if !ms.vs.matchers.or_matchers.is_empty() => Err(unsupported()),
         Expr::Aggregate(a) => {
-            check_selectors(&a.expr)?;
-            a.param.as_deref().map_or(Ok(()), check_selectors)
+            check(&a.expr)?;
+            a.param.as_deref().map_or(Ok(()), check)
         }
-        Expr::Unary(u) => check_selectors(&u.expr),
+        Expr::Unary(u) => check(&u.expr),
         Expr::Binary(b) => {
-            check_selectors(&b.lhs)?;
-            check_selectors(&b.rhs)
+            check(&b.lhs)?;
+            check(&b.rhs)
         }
-        Expr::Paren(p) => check_selectors(&p.expr),
-        Expr::Subquery(s) => check_selectors(&s.expr),
-        Expr::Call(c) => c.args.args.iter().try_for_each(|a| check_selectors(a)),
+        Expr::Paren(p) => check(&p.expr),
+        Expr::Subquery(s) => check(&s.expr),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| check(a)),
         _ => Ok(()),
     }
 }
+
+/// Prometheus 2.42's aggregation operators.
+const AGGREGATIONS: &[&str] =
+    &["sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile"];
 
 /// When less than this much stack is left, evaluation continues on a new segment of
 /// [`STACK_GROWTH`] bytes.
