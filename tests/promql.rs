@@ -269,6 +269,52 @@ async fn promql_answers_match_prometheus() {
             answered += usize::from(compare(expr, "range", &answers[0], &answers[1], false, &mut mismatches));
         }
     }
+    // The metadata API Grafana's variables and query builder call: label names, label
+    // values and series, narrowed by match[] and start/end, compared as sets.
+    let late = format!("{}", at(20) as f64 / 1000.0);
+    let (early, end) = (format!("{}", at(2) as f64 / 1000.0), format!("{}", at(29) as f64 / 1000.0));
+    let lookups: Vec<(String, Vec<(&str, &str)>)> = vec![
+        ("labels".into(), vec![]),
+        ("labels".into(), vec![("match[]", "temperature")]),
+        ("labels".into(), vec![("match[]", "http_requests_total{code=\"500\"}"), ("match[]", "vanishing")]),
+        ("labels".into(), vec![("match[]", "{job=\"api\"}"), ("start", &early), ("end", &end)]),
+        ("label/job/values".into(), vec![]),
+        ("label/instance/values".into(), vec![("match[]", "http_requests_total")]),
+        ("label/__name__/values".into(), vec![("match[]", "{job=~\".+\"}"), ("start", &early), ("end", &end)]),
+        ("label/room/values".into(), vec![("match[]", "temperature{room!=\"y\"}")]),
+        ("series".into(), vec![("match[]", "{job=\"api\"}"), ("start", &late)]),
+        ("series".into(), vec![("match[]", "vanishing"), ("match[]", "temperature{room=\"z\"}")]),
+    ];
+    let mut non_empty = 0;
+    for (endpoint, params) in &lookups {
+        let [prom, hale] = both(endpoint, params).await;
+        let as_set = |v: &Value| {
+            let mut items: Vec<String> =
+                v["data"].as_array().map(|a| a.iter().map(Value::to_string).collect()).unwrap_or_default();
+            items.sort();
+            (v["status"].clone(), items)
+        };
+        let (p, h) = (as_set(&prom), as_set(&hale));
+        non_empty += usize::from(!p.1.is_empty());
+        if p != h {
+            mismatches.push(format!("{endpoint} {params:?}:\n  prometheus: {p:?}\n  hale:       {h:?}"));
+        }
+    }
+    assert!(non_empty >= lookups.len() - 1, "the lookups answered too little: did the data reach Prometheus?");
+    // Within Prometheus's head block every series counts, whatever the range; Hale
+    // looks at each series' samples, as its series endpoint (and Prometheus's) does.
+    let [_, hale] = both("label/__name__/values", &[("match[]", "{job=\"api\"}"), ("start", &late)]).await;
+    let names: Vec<&str> = hale["data"].as_array().expect("data").iter().filter_map(Value::as_str).collect();
+    assert_eq!(
+        names,
+        ["http_requests_total", "req_duration_seconds_bucket", "stale_series"],
+        "vanishing ended before start"
+    );
+    let bad_name = both("label/0bad/values", &[]).await;
+    assert_eq!(
+        (bad_name[0]["errorType"].as_str(), bad_name[1]["errorType"].as_str()),
+        (Some("bad_data"), Some("bad_data"))
+    );
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
     assert!(answered >= corpus.len() * 4, "only {answered} non-empty answers: did the data reach Prometheus?");
 }

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hale_core::api::{Labels, MatrixSeries, Point, QueryResult, VectorSample};
+use hale_core::exposition::valid_label_name;
 use hale_core::metrics::{Family, MetricKind};
 use hale_core::time::now_ms;
 
@@ -32,17 +33,26 @@ pub(super) fn routes() -> Router<Arc<Collector>> {
         .route("/federate", get(federate))
 }
 
-/// `match[]` selectors of a query string.
+/// `match[]` selectors of a query string (none when it has none).
+fn optional_selectors(all: &str) -> Result<Vec<Vec<Matcher>>, PromError> {
+    form_pairs(all).into_iter().filter(|(key, _)| key == "match[]").map(|(_, value)| selector(&value)).collect()
+}
+
+/// `match[]` selectors of a query string, at least one.
 fn selectors(all: &str) -> Result<Vec<Vec<Matcher>>, PromError> {
-    let sets: Vec<Vec<Matcher>> = form_pairs(all)
-        .into_iter()
-        .filter(|(key, _)| key == "match[]")
-        .map(|(_, value)| selector(&value))
-        .collect::<Result<_, _>>()?;
+    let sets = optional_selectors(all)?;
     if sets.is_empty() {
         return Err(bad_data("no match[] parameter provided"));
     }
     Ok(sets)
+}
+
+/// The label sets of the series matching any of `sets` with samples in the request's
+/// `[start, end]` (default: all time), each once.
+fn matching(c: &Collector, sets: &[Vec<Matcher>], all: &str) -> Result<BTreeSet<Vec<(String, String)>>, PromError> {
+    let start = time_param(all, "start", i64::MIN)?;
+    let end = time_param(all, "end", i64::MAX)?;
+    Ok(sets.iter().flat_map(|matchers| c.store.series_labels(matchers, start, end)).collect())
 }
 
 /// One series selector as matchers.
@@ -74,11 +84,7 @@ async fn series(
     body: Bytes,
 ) -> Result<Response, PromError> {
     let all = params(query, &body);
-    let sets = selectors(&all)?;
-    let start = time_param(&all, "start", i64::MIN)?;
-    let end = time_param(&all, "end", i64::MAX)?;
-    let seen: BTreeSet<Vec<(String, String)>> =
-        sets.iter().flat_map(|matchers| c.store.series_labels(matchers, start, end)).collect();
+    let seen = matching(&c, &selectors(&all)?, &all)?;
     let data: Vec<Labels> = seen.into_iter().map(|labels| labels.into_iter().collect()).collect();
     Ok(success(data))
 }
@@ -213,12 +219,46 @@ async fn federate(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Res
         .into_response())
 }
 
-async fn labels(State(c): State<Arc<Collector>>) -> Response {
-    success(c.store.label_names())
+/// `/api/v1/labels`: label names, of the series matching `match[]` within `start`/`end`
+/// when given (Grafana's chained variables ask so); without `match[]`, every name the
+/// store holds (as Prometheus answers from its head block, whatever the range).
+async fn labels(
+    State(c): State<Arc<Collector>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    let all = params(query, &body);
+    let sets = optional_selectors(&all)?;
+    if sets.is_empty() {
+        time_param(&all, "start", 0)?;
+        time_param(&all, "end", 0)?;
+        return Ok(success(c.store.label_names()));
+    }
+    let names: BTreeSet<String> = matching(&c, &sets, &all)?.into_iter().flatten().map(|(name, _)| name).collect();
+    Ok(success(names))
 }
 
-async fn label_values(State(c): State<Arc<Collector>>, Path(name): Path<String>) -> Response {
-    success(c.store.label_values(&name))
+/// `/api/v1/label/<name>/values`: as [`labels`], the values of one label.
+async fn label_values(
+    State(c): State<Arc<Collector>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PromError> {
+    if !valid_label_name(&name) {
+        return Err(bad_data(format!("invalid label name: {name:?}")));
+    }
+    let all = params(query, &Bytes::new());
+    let sets = optional_selectors(&all)?;
+    if sets.is_empty() {
+        time_param(&all, "start", 0)?;
+        time_param(&all, "end", 0)?;
+        return Ok(success(c.store.label_values(&name)));
+    }
+    let values: BTreeSet<String> = matching(&c, &sets, &all)?
+        .into_iter()
+        .filter_map(|labels| labels.into_iter().find(|(n, _)| *n == name).map(|(_, v)| v))
+        .collect();
+    Ok(success(values))
 }
 
 #[cfg(test)]
