@@ -142,6 +142,56 @@ fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// Prometheus's `/api/v1/targets`, from what the agents report of their scrapes: every
+/// `up` series seen within the view's window is a target; its health is its last `up`
+/// while that is fresh, and `unknown` once it is not (missing is never healthy). The
+/// agents do not report the URL they scrape, so `scrapeUrl` stays empty.
+pub fn targets(store: &Store, now_ms: i64) -> hale_core::api::Targets {
+    use hale_core::api::{Labels, ScrapeTarget, Targets};
+    let rfc3339 = |t: i64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.max(0) as u64);
+        humantime::format_rfc3339_millis(at).to_string()
+    };
+    let durations: BTreeMap<Vec<(String, String)>, f64> = latest(store, &[name("scrape_duration_seconds")], now_ms)
+        .into_iter()
+        .map(|l| (without_name(l.labels), l.value))
+        .collect();
+    let mut active: Vec<ScrapeTarget> = latest(store, &[name("up")], now_ms)
+        .into_iter()
+        .map(|l| {
+            let fresh = l.fresh(now_ms);
+            let labels = without_name(l.labels.clone());
+            let (health, last_error) = match (fresh, l.value) {
+                (true, 1.0) => ("up", String::new()),
+                (true, _) => ("down", "the last scrape failed".to_string()),
+                (false, _) => ("unknown", format!("no scrape reported for {} s", l.age_ms(now_ms) / 1000)),
+            };
+            let as_map: Labels = labels.iter().cloned().collect();
+            let pool = as_map.get("job").or_else(|| as_map.get("service")).cloned().unwrap_or_default();
+            ScrapeTarget {
+                discovered_labels: Labels::new(),
+                scrape_pool: pool,
+                scrape_url: String::new(),
+                global_url: String::new(),
+                last_error,
+                last_scrape: rfc3339(l.t),
+                last_scrape_duration: durations.get(&labels).copied().unwrap_or(0.0),
+                health: health.into(),
+                scrape_interval: format!("{}s", l.interval() as f64 / 1000.0),
+                scrape_timeout: String::new(),
+                labels: as_map,
+            }
+        })
+        .collect();
+    active.sort_by(|a, b| (&a.scrape_pool, &a.labels).cmp(&(&b.scrape_pool, &b.labels)));
+    Targets { active_targets: active, dropped_targets: Vec::new() }
+}
+
+fn without_name(mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
+    labels.retain(|(n, _)| n != "__name__");
+    labels
+}
+
 pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
     // An agent's host report: `node_load1`, one series per node.
     let mut agents: BTreeMap<String, Latest> = BTreeMap::new();

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod query;
 pub mod rules;
 mod run;
+pub mod server_info;
 pub mod slo;
 pub mod sources;
 pub mod state;

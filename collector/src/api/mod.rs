@@ -201,6 +201,7 @@ pub(crate) mod test_support {
             slo_min_events: 0,
             group_by: vec!["alertname".into()],
             sources: Default::default(),
+            server: Default::default(),
         }));
         (dir, router)
     }

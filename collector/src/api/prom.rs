@@ -30,6 +30,8 @@ pub(super) fn routes() -> Router<Arc<Collector>> {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/federate", get(federate))
 }
 
@@ -217,6 +219,24 @@ async fn federate(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Res
         hale_core::exposition::encode_text(&families),
     )
         .into_response())
+}
+
+/// `/api/v1/query_exemplars`: the store keeps no exemplars, so a valid request finds
+/// none (Grafana asks whenever a panel has exemplars on).
+async fn exemplars(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
+    let all = params(q, &body);
+    let expr = param(&all, "query").ok_or_else(|| bad_data("query parameter is required"))?;
+    query::parse(&expr).map_err(|e| bad_data(e.to_string()))?;
+    time_param(&all, "start", 0)?;
+    time_param(&all, "end", 0)?;
+    Ok(success(Vec::<hale_core::api::Labels>::new()))
+}
+
+/// `/api/v1/format_query`: the expression laid out as Prometheus's formatter does.
+async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
+    let all = params(q, &body);
+    let expr = param(&all, "query").ok_or_else(|| bad_data("query parameter is required"))?;
+    Ok(success(query::parse(&expr).map_err(|e| bad_data(e.to_string()))?.prettify()))
 }
 
 /// `/api/v1/labels`: label names, of the series matching `match[]` within `start`/`end`

@@ -24,6 +24,7 @@ mod logs;
 mod notify;
 mod query;
 mod rules;
+mod server;
 mod slo;
 mod status;
 
@@ -36,6 +37,7 @@ pub use logs::*;
 pub use notify::*;
 pub use query::*;
 pub use rules::*;
+pub use server::*;
 pub use slo::*;
 pub use status::*;
 
