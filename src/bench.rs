@@ -79,7 +79,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
                         .collect(),
                 })
                 .collect();
-            let body = remote_write::encode(&WriteRequest { timeseries });
+            let body = remote_write::encode(&WriteRequest::of(timeseries));
             encode_time += t.elapsed();
             let mut req = client
                 .post(&args.url)

@@ -115,6 +115,7 @@ fn batch(i: u32) -> Vec<u8> {
             // Recent enough that retention keeps it: the test is about durability.
             samples: vec![Sample { value: f64::from(i), timestamp: recent_ms() + i64::from(i) }],
         }],
+        metadata: Vec::new(),
     })
 }
 

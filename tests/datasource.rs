@@ -83,7 +83,7 @@ async fn server_calls_answer_in_prometheus_shapes() {
                     timeseries.push(series(&all, t, v));
                 }
             }
-            common::send_remote_write(&client, hale_addr, remote_write::encode(&WriteRequest { timeseries })).await;
+            common::send_remote_write(&client, hale_addr, remote_write::encode(&WriteRequest::of(timeseries))).await;
         }
     };
     let health = async || -> Vec<(String, String)> {
@@ -151,6 +151,23 @@ async fn server_calls_answer_in_prometheus_shapes() {
     assert_eq!(flags["listen"], hale_addr.to_string());
     assert_eq!(flags["ingest-token"], "unset", "a token is said to be set or not, never shown");
     assert!(get(prom_addr, "status/flags", &[]).await["data"].is_object());
+
+    // Metadata: what a sender said of its families, in Prometheus's shape.
+    let mut described = WriteRequest::of(Vec::new());
+    described.metadata.push(remote_write::MetricMetadata {
+        r#type: 1,
+        metric_family_name: "shop_orders_total".into(),
+        help: "Order requests by outcome.".into(),
+        unit: String::new(),
+    });
+    common::send_remote_write(&client, hale_addr, remote_write::encode(&described)).await;
+    let prom_meta = get(prom_addr, "metadata", &[("metric", "prometheus_build_info")]).await;
+    let hale_meta = get(hale_addr, "metadata", &[("metric", "shop_orders_total")]).await;
+    assert_eq!(
+        key_set(&hale_meta["data"]["shop_orders_total"][0]),
+        key_set(&prom_meta["data"]["prometheus_build_info"][0])
+    );
+    assert_eq!(hale_meta["data"]["shop_orders_total"][0]["type"], "counter");
 
     // Exemplars: none stored, an empty list; a broken query is refused as Prometheus does.
     let range = [("query", "up"), ("start", "0"), ("end", "100")];

@@ -61,7 +61,7 @@ fn dataset(base: i64) -> WriteRequest {
         .filter(|(t, _)| !(*t > ts(80) && *t < ts(100)))
         .collect();
     out.push(series(&[("__name__", "stale_series"), ("job", "api")], stale));
-    WriteRequest { timeseries: out }
+    WriteRequest::of(out)
 }
 
 /// Normalises an API answer: result type, and label set → values (sorted unless the

@@ -136,7 +136,7 @@ fn write_request(totals: &mut [(f64, f64)], base_ms: i64, from: i64, to: i64) ->
         timeseries.push(TimeSeries { labels: labels("200"), samples: ok_points });
         timeseries.push(TimeSeries { labels: labels("500"), samples: bad_points });
     }
-    remote_write::encode(&WriteRequest { timeseries })
+    remote_write::encode(&WriteRequest::of(timeseries))
 }
 
 /// Firing SLO alerts as (service, tier).

@@ -85,6 +85,8 @@ pub struct Agent {
     http: reqwest::Client,
     /// What each collection cycle sent, to end the series that disappear.
     staleness: Staleness,
+    /// Which families' metadata is due to ship again.
+    metadata: Arc<crate::metadata::MetadataSchedule>,
 }
 
 impl Agent {
@@ -124,6 +126,7 @@ impl Agent {
             metrics_queue: metrics_queue.map(|(q, _)| q),
             logs_queue: logs_queue.map(|(q, _)| q),
             staleness: Staleness::default(),
+            metadata: Default::default(),
             config,
         })
     }
@@ -215,11 +218,14 @@ impl Agent {
     /// Encodes and queues families as remote_write requests (fsyncs: off the runtime).
     async fn queue_metrics(&self, families: Vec<Family>, extra: Vec<(String, String)>) {
         let Some(queue) = self.metrics_queue.clone() else { return };
+        let schedule = self.metadata.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let series = remote_write::to_timeseries(&families, &extra, now_ms());
+            let mut metadata = schedule.due(&families, std::time::Instant::now());
             for chunk in series.chunks(SERIES_PER_REQUEST) {
-                let body = remote_write::encode(&WriteRequest { timeseries: chunk.to_vec() });
+                let request = WriteRequest { timeseries: chunk.to_vec(), metadata: std::mem::take(&mut metadata) };
+                let body = remote_write::encode(&request);
                 if let Err(e) = queue.push(&body) {
                     tracing::error!(error = %e, "cannot queue metrics; this batch is lost");
                 }

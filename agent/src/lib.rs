@@ -8,6 +8,7 @@ mod agent;
 pub mod api;
 pub mod config;
 pub mod host;
+pub mod metadata;
 pub mod queue;
 mod run;
 pub mod scrape;

@@ -15,6 +15,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod logs;
+pub mod metadata;
 pub mod notify;
 pub mod query;
 pub mod rules;

@@ -157,6 +157,7 @@ pub async fn run(
         slo_min_events: config.slo_options.min_events,
         group_by: config.notify.route.group_by.clone(),
         sources: Default::default(),
+        metadata: Default::default(),
         server: crate::server_info::ServerInfo::of(&config),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));

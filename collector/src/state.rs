@@ -37,6 +37,8 @@ pub struct Collector {
     pub group_by: Vec<String>,
     /// The numbered senders and what they wrote, to end a silent one's series.
     pub sources: Sources,
+    /// What senders said of their metric families (type, help), for `/api/v1/metadata`.
+    pub metadata: crate::metadata::MetadataStore,
     /// What the Prometheus status endpoints say of this collector.
     pub server: crate::server_info::ServerInfo,
 }

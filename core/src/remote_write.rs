@@ -7,7 +7,7 @@
 
 use prost::Message;
 
-use crate::metrics::Family;
+use crate::metrics::{Family, MetricKind};
 
 /// Header naming the protocol version, required by receivers.
 pub const VERSION_HEADER: (&str, &str) = ("X-Prometheus-Remote-Write-Version", "0.1.0");
@@ -19,6 +19,59 @@ pub const BATCH_HEADER: &str = "X-Hale-Batch";
 pub struct WriteRequest {
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
+    /// What the exposition said of each metric family (type, help, unit): sent now and
+    /// then, not with every batch, as Prometheus does.
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+impl WriteRequest {
+    /// A request of `timeseries` only.
+    pub fn of(timeseries: Vec<TimeSeries>) -> WriteRequest {
+        WriteRequest { timeseries, metadata: Vec::new() }
+    }
+}
+
+/// prompb's `MetricMetadata`.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct MetricMetadata {
+    /// prompb's `MetricType`: see [`MetricMetadata::type_name`].
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    #[prost(string, tag = "4")]
+    pub help: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+impl MetricMetadata {
+    /// prompb's numbering of metric types.
+    const TYPES: [&'static str; 8] =
+        ["unknown", "counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset"];
+
+    /// The metadata of `family`, under the name queries use: a counter's series name
+    /// (`…_total`), any other family's own name.
+    pub fn of(family: &Family) -> MetricMetadata {
+        let kind = match family.kind {
+            MetricKind::Counter => 1,
+            MetricKind::Gauge => 2,
+            MetricKind::Histogram => 3,
+            MetricKind::Summary => 5,
+            MetricKind::Untyped => 0,
+        };
+        let name = match (family.kind, family.samples.first()) {
+            (MetricKind::Counter, Some(sample)) => sample.name.clone(),
+            _ => family.name.clone(),
+        };
+        MetricMetadata { r#type: kind, metric_family_name: name, help: family.help.clone(), unit: String::new() }
+    }
+
+    /// `counter`, `gauge`, …; `unknown` for a number prompb does not define.
+    pub fn type_name(&self) -> &'static str {
+        usize::try_from(self.r#type).ok().and_then(|i| Self::TYPES.get(i)).copied().unwrap_or("unknown")
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -106,19 +159,36 @@ pub fn decode(body: &[u8]) -> Result<WriteRequest, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Family, MetricKind};
 
     #[test]
     fn timeseries_are_labelled_sorted_and_round_trip() {
         let mut f = Family::new("up", "", MetricKind::Gauge);
         f.push(&[("instance", "scraped"), ("job", "x")], 1.0);
-        let series = to_timeseries(&[f], &[("node", "node-1"), ("instance", "search-1")], 42);
+        let series = to_timeseries(std::slice::from_ref(&f), &[("node", "node-1"), ("instance", "search-1")], 42);
         let names: Vec<&str> = series[0].labels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["__name__", "instance", "job", "node"]);
         assert_eq!(series[0].labels[1].value, "search-1", "extra labels win");
         assert_eq!(series[0].samples[0].timestamp, 42);
-        let req = WriteRequest { timeseries: series };
+        let req = WriteRequest { timeseries: series, metadata: vec![MetricMetadata::of(&f)] };
         assert_eq!(decode(&encode(&req)).expect("decode"), req);
         assert!(decode(b"not snappy").is_err());
+    }
+
+    #[test]
+    fn metadata_is_named_as_queries_name_it() {
+        let mut counter = Family::new("http_requests", "Requests.", MetricKind::Counter);
+        counter.push(&[("code", "200")], 1.0);
+        counter.samples[0].name = "http_requests_total".into();
+        let m = MetricMetadata::of(&counter);
+        assert_eq!(
+            (m.metric_family_name.as_str(), m.type_name(), m.help.as_str()),
+            ("http_requests_total", "counter", "Requests.")
+        );
+        let hist = Family::new("latency_seconds", "", MetricKind::Histogram);
+        assert_eq!(
+            (MetricMetadata::of(&hist).metric_family_name.as_str(), MetricMetadata::of(&hist).type_name()),
+            ("latency_seconds", "histogram")
+        );
+        assert_eq!(MetricMetadata { r#type: 99, ..m }.type_name(), "unknown");
     }
 }

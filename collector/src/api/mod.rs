@@ -201,6 +201,7 @@ pub(crate) mod test_support {
             slo_min_events: 0,
             group_by: vec!["alertname".into()],
             sources: Default::default(),
+            metadata: Default::default(),
             server: Default::default(),
         }));
         (dir, router)
@@ -232,6 +233,7 @@ pub(crate) mod test_support {
     pub fn body(labels: Vec<Label>) -> Vec<u8> {
         remote_write::encode(&WriteRequest {
             timeseries: vec![TimeSeries { labels, samples: vec![Sample { value: 1.0, timestamp: 1000 }] }],
+            metadata: Vec::new(),
         })
     }
 

@@ -30,6 +30,7 @@ pub(super) fn routes() -> Router<Arc<Collector>> {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/federate", get(federate))
@@ -219,6 +220,24 @@ async fn federate(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Res
         hale_core::exposition::encode_text(&families),
     )
         .into_response())
+}
+
+/// `/api/v1/metadata`: what senders said of their metric families (`metric`, `limit`,
+/// `limit_per_metric` as Prometheus takes them).
+async fn metadata(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Result<Response, PromError> {
+    let all = params(q, &Bytes::new());
+    let count = |key: &str| -> Result<Option<usize>, PromError> {
+        match param(&all, key) {
+            None => Ok(None),
+            // Prometheus: a negative or zero limit is no limit.
+            Some(v) => v
+                .parse::<i64>()
+                .map(|n| usize::try_from(n).ok().filter(|n| *n > 0))
+                .map_err(|_| bad_data(format!("{key} must be a number"))),
+        }
+    };
+    let metric = param(&all, "metric").filter(|m| !m.is_empty());
+    Ok(success(c.metadata.query(metric.as_deref(), count("limit")?, count("limit_per_metric")?)))
 }
 
 /// `/api/v1/query_exemplars`: the store keeps no exemplars, so a valid request finds

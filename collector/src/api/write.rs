@@ -126,7 +126,8 @@ async fn write(
         c.telemetry.batch_rejected();
         e
     };
-    let request = remote_write::decode(&body).map_err(|e| reject(bad_data(e.to_string())))?;
+    let mut request = remote_write::decode(&body).map_err(|e| reject(bad_data(e.to_string())))?;
+    let metadata = std::mem::take(&mut request.metadata);
     let Validated { series, too_far_ahead } = validate(request, now_ms()).map_err(reject)?;
     let batch = batch_id(&headers);
     if let Some((source, _)) = &batch {
@@ -135,6 +136,7 @@ async fn write(
     let outcome = c.store.ingest(series, batch).await.map_err(|e| {
         PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not store the samples durably: {e}"))
     })?;
+    c.metadata.observe(metadata);
     c.telemetry.samples_dropped(DropReason::TooOld, outcome.samples_too_old);
     c.telemetry.samples_dropped(DropReason::Duplicate, outcome.samples_duplicate);
     c.telemetry.samples_dropped(DropReason::TooFarAhead, too_far_ahead);
@@ -226,6 +228,7 @@ mod tests {
                     labels: vec![label("__name__", "temp"), label("room", "a")],
                     samples: samples.into_iter().map(|(timestamp, value)| Sample { value, timestamp }).collect(),
                 }],
+                metadata: Vec::new(),
             })
         };
         // A sample at 2^62 would freeze the series: every later sample would be "too old".
