@@ -767,3 +767,72 @@ async fn the_dashboards_actions_reach_the_healer_and_the_collector() {
         .expect_err("no chaos");
     assert!(e.contains("no chaos"), "{e}");
 }
+
+/// The shipped `dashboards/alertmanager/alertmanager.yml`, run by the real Alertmanager:
+/// an alert the healer has a policy for is routed to the healer's intake with the bearer
+/// token from the credentials file (Alertmanager cannot sign), the healer acts and proves
+/// the repair; the same alert also reaches the humans' receiver (`continue: true`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_alertmanager_with_the_shipped_config_delivers_to_the_healer_which_acts() {
+    let am_bin = common::need("prometheus-alertmanager");
+    let (hook, automation) = common::receiver("/automation").await;
+    let (pager, humans) = common::receiver("/alerts").await;
+    let s = start_with(false, &format!("http://{hook}/automation")).await;
+    set_probe(s.collector, "queue-a", 0.0).await;
+    let am_dir = s.dir.path().join("alertmanager");
+    std::fs::create_dir_all(&am_dir).expect("am dir");
+    let token_file = am_dir.join("hale-intake-token");
+    std::fs::write(&token_file, INTAKE_TOKEN).expect("token file");
+    // The example as shipped, pointed at this test's healer, pager and token file (so
+    // nothing leaves loopback), with the test's alert among the healer's and no wait.
+    let shipped = include_str!("../dashboards/alertmanager/alertmanager.yml");
+    let config = shipped
+        .replace("http://hale-healer.internal:9465", &format!("http://{}", s.healer))
+        .replace("http://pager.internal:8080", &format!("http://{pager}"))
+        .replace("/etc/alertmanager/secrets/hale-intake-token", &token_file.display().to_string())
+        .replace("alertname =~ \"", "alertname =~ \"QueueBacklog|")
+        .replace("group_wait: 30s", "group_wait: 0s")
+        .replace("group_wait: 10s", "group_wait: 0s");
+    assert!(!config.contains(".internal"), "every receiver points at this test");
+    let am_config = am_dir.join("alertmanager.yml");
+    std::fs::write(&am_config, config).expect("am config");
+    let am_addr = free_addr();
+    let mut am = Command::new(am_bin);
+    am.arg(format!("--config.file={}", am_config.display()))
+        .arg(format!("--storage.path={}", am_dir.join("data").display()))
+        .arg(format!("--web.listen-address={am_addr}"))
+        .arg("--cluster.listen-address=");
+    let log = std::fs::File::create(am_dir.join("am.out")).expect("log");
+    let _am = Proc(common::spawn_logged(&mut am, log, "alertmanager"));
+    common::wait_ready("alertmanager", am_addr).await;
+
+    let alert = json!([{
+        "labels": {"alertname": "QueueBacklog", "instance": "queue-a", "service": "search", "node": "node-3"},
+        "annotations": {"summary": "the queue is backing up"},
+    }]);
+    let posted = reqwest::Client::new()
+        .post(format!("http://{am_addr}/api/v2/alerts"))
+        .json(&alert)
+        .send()
+        .await
+        .expect("post to Alertmanager");
+    assert!(posted.status().is_success(), "{}", posted.status());
+    let acted = eventually("the healer acts on Alertmanager's delivery", Duration::from_secs(30), async || {
+        actions(s.healer).await.into_iter().find(|a| a.alert.name() == "QueueBacklog" && a.kind == ActionKind::Webhook)
+    })
+    .await;
+    assert_eq!(acted.alert.labels.get("instance").map(String::as_str), Some("queue-a"));
+    eventually("automation called", Duration::from_secs(10), async || {
+        (!automation.lock().expect("lock").is_empty()).then_some(())
+    })
+    .await;
+    set_probe(s.collector, "queue-a", 1.0).await;
+    eventually("the repair verified", Duration::from_secs(20), async || {
+        has_action(s.healer, "QueueBacklog", ActionStatus::Succeeded).await
+    })
+    .await;
+    eventually("the humans were told too", Duration::from_secs(10), async || {
+        (!humans.lock().expect("lock").is_empty()).then_some(())
+    })
+    .await;
+}

@@ -48,7 +48,11 @@ fn check_and_export_pass_promtool() {
             String::from_utf8_lossy(&promtool.stdout),
             String::from_utf8_lossy(&promtool.stderr)
         );
-        assert!(String::from_utf8_lossy(&promtool.stdout).contains("SUCCESS: 96 rules found"));
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&promtool.stdout), String::from_utf8_lossy(&promtool.stderr));
+        assert!(said.contains("SUCCESS: 96 rules found"), "{said}");
+        // One file for the three services' documents, and no rule twice (promtool's lint).
+        assert!(!said.to_lowercase().contains("duplicate"), "{said}");
     }
     let bad = dir.path().join("bad.yaml");
     let text = std::fs::read_to_string(DEFAULT_SLOS).expect("read").replacen("objective: 99.9", "objective: 199.9", 1);

@@ -16,6 +16,9 @@ pub struct Spec {
     pub service: String,
     #[serde(default)]
     pub labels: BTreeMap<LabelName, String>,
+    /// Sloth's SLO plugin chain (Go code): read only to be refused with a clear message.
+    #[serde(default)]
+    pub slo_plugins: Option<serde_norway::Value>,
     pub slos: Vec<Slo>,
 }
 
@@ -31,6 +34,9 @@ pub struct Slo {
     pub labels: BTreeMap<LabelName, String>,
     pub sli: Sli,
     pub alerting: Alerting,
+    /// One SLO's plugin chain (Go code): refused, as `slo_plugins`.
+    #[serde(default)]
+    pub plugins: Option<serde_norway::Value>,
 }
 
 /// Exactly one of its fields, checked after parsing.
@@ -120,6 +126,9 @@ pub fn documents(source: &str) -> Result<Vec<(usize, Spec)>, ConfigError> {
     Ok(specs)
 }
 
+/// Why a spec with Sloth's SLO plugins is refused (`KEY` names the field).
+const PLUGINS_REFUSED: &str = "KEY: Sloth's SLO plugins are Go code and cannot run here; remove the field (the rules are generated in Sloth's default layout, which is what the default plugin chain makes)";
+
 /// Sloth's names: letters, digits, `-` and `_`.
 fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -140,6 +149,9 @@ impl Spec {
         if self.slos.is_empty() {
             return fail("slos", "a spec needs at least one SLO under `slos`".into());
         }
+        if self.slo_plugins.is_some() {
+            return fail("slo_plugins", PLUGINS_REFUSED.replace("KEY", "slo_plugins"));
+        }
         for slo in &self.slos {
             // The SLO's own line, then a key's line from there on.
             let slo_line = line_from(source, base, |l| l.contains("name:") && l.contains(slo.name.as_str()));
@@ -148,6 +160,9 @@ impl Spec {
                 Err(ConfigError { line: key_line(key), message: format!("SLO {:?}: {message}", slo.name) })
             };
             let fail = |message: String| fail_at("name:", message);
+            if slo.plugins.is_some() {
+                return fail_at("plugins:", PLUGINS_REFUSED.replace("KEY", "plugins"));
+            }
             if !valid_id(&slo.name) {
                 return fail("the name may use letters, digits, - and _ only".into());
             }
@@ -255,6 +270,18 @@ slos:
                 "    sli:\n      plugin:\n        id: x\n      events:",
                 Some(9),
                 "exactly one",
+            ),
+            (
+                "slos:\n",
+                "slo_plugins:\n  chain:\n    - id: sloth.dev/contrib/validator\nslos:\n",
+                Some(5),
+                "slo_plugins: Sloth's SLO plugins are Go code",
+            ),
+            (
+                "    alerting:\n",
+                "    plugins:\n      chain: []\n    alerting:\n",
+                Some(13),
+                "plugins: Sloth's SLO plugins are Go code",
             ),
         ];
         for (from, to, line, message) in cases {
