@@ -17,6 +17,7 @@ mod file_checks;
 mod healer_cmd;
 mod load_cmd;
 mod logging;
+mod prometheus_files;
 mod seed;
 mod shop_cmd;
 mod shutdown;

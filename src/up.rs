@@ -306,13 +306,19 @@ fn repeated(flag: &str, values: &[String]) -> impl Iterator<Item = String> {
 }
 
 /// The collector: the demo's rules and SLOs, the healer and `alert_webhooks` notified.
+/// The fewest events an SLO window needs before it may alert: a handful at the demo's
+/// compressed pace, more in real time.
+fn slo_min_events(cluster: &ClusterConfig) -> u64 {
+    if cluster.time_scale < 1.0 { DEMO_SLO_MIN_EVENTS } else { 10 }
+}
+
 fn collector_spec(
     cluster: &ClusterConfig,
     layout: &Layout,
     alert_webhooks: &[String],
     webhook_secret: &str,
 ) -> ProcessSpec {
-    let min_events = if cluster.time_scale < 1.0 { DEMO_SLO_MIN_EVENTS } else { 10 };
+    let min_events = slo_min_events(cluster);
     let healer_hook = format!("http://{}/hooks/alertmanager", cluster.healer.listen);
     // Demo pace: alerts evaluate every second and notify at once, so a fault shows within
     // seconds; production configs keep Prometheus's and Alertmanager's pace.
@@ -413,7 +419,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
     tokio::pin!(shutdown);
     let attended = async {
         start(&supervisor, &cluster, &layout, &args, &webhook_secret)?;
-        attend(&supervisor, &cluster, &layout, &args, shutdown.as_mut()).await
+        // Prometheus's view of the shop follows what the agents run; it stops with us.
+        let files = crate::prometheus_files::PrometheusFiles { dir: crate::prometheus_files::dir_of(&layout.data_dir) };
+        let following = tokio::spawn(files.follow(cluster.clone()));
+        let attended = attend(&supervisor, &cluster, &layout, &args, shutdown.as_mut()).await;
+        following.abort();
+        attended
     }
     .await;
     match attended {
@@ -460,6 +471,13 @@ fn prepare(args: &UpArgs) -> Result<(ClusterConfig, Layout, String)> {
     {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
+    let options = hale_collector::slo::Options { time_scale: cluster.time_scale, min_events: slo_min_events(&cluster) };
+    let slo_rules = hale_collector::slo::load(&layout.slo_file(), options).context("the SLOs")?.rules;
+    crate::prometheus_files::PrometheusFiles { dir: crate::prometheus_files::dir_of(&layout.data_dir) }.write_all(
+        &cluster,
+        DEFAULT_RULES,
+        &slo_rules,
+    )?;
     let webhook_secret = args.webhook_secret.clone().unwrap_or_else(hale_core::auth::random_token);
     write_private(&layout.file("webhook-secret"), &webhook_secret)?;
     Ok((cluster, layout, webhook_secret))

@@ -87,6 +87,9 @@ pub struct Agent {
     staleness: Staleness,
     /// Which families' metadata is due to ship again.
     metadata: Arc<crate::metadata::MetadataSchedule>,
+    /// The last probe cycle's results, also served on `/metrics` so a Prometheus that
+    /// scrapes the agent judges readiness as the collector does.
+    last_probes: std::sync::Mutex<Vec<Family>>,
 }
 
 impl Agent {
@@ -127,6 +130,7 @@ impl Agent {
             logs_queue: logs_queue.map(|(q, _)| q),
             staleness: Staleness::default(),
             metadata: Default::default(),
+            last_probes: Default::default(),
             config,
         })
     }
@@ -183,10 +187,13 @@ impl Agent {
         sources
     }
 
-    /// What `/metrics` serves: host, supervised processes, the agent itself.
+    /// What `/metrics` serves: host, supervised processes, the agent itself, and the last
+    /// probes of its replicas (blackbox_exporter's names, with their service, instance and
+    /// node: a Prometheus scraping the agent keeps them with `honor_labels`).
     pub async fn local_families(&self) -> Vec<Family> {
         let mut families = self.host_families().await;
         families.extend(self.own_families());
+        families.extend(self.last_probes.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         families
     }
 
@@ -262,6 +269,7 @@ impl Agent {
 
     pub async fn collect_probes(&self) {
         let probed = self.each_target(async |client, t, timeout| scrape::probe(&client, &t, timeout).await).await;
+        *self.last_probes.lock().unwrap_or_else(|p| p.into_inner()) = probed.clone();
         self.ship_cycle(Cycle::Probe, probed).await;
     }
 
