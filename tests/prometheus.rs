@@ -98,3 +98,32 @@ async fn a_real_prometheus_watches_hale_up_with_the_files_it_writes() {
     .await;
     eventually("and in the collector", Duration::from_secs(30), async || replica_down(cluster.collector()).await).await;
 }
+
+/// The production example in `dashboards/prometheus/` is a valid Prometheus config, with
+/// Hale's rules and exported SLO rules in its `rules/` directory.
+#[test]
+fn the_shipped_prometheus_example_passes_promtool_with_hales_rules() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("rules")).expect("rules dir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/prometheus/prometheus.yml"),
+        tmp.path().join("prometheus.yml"),
+    )
+    .expect("copy the example");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules.yml"), tmp.path().join("rules/hale.yml"))
+        .expect("rules");
+    let slo = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["slo", "export", "--format", "prometheus", concat!(env!("CARGO_MANIFEST_DIR"), "/config/slo.yaml")])
+        .output()
+        .expect("hale slo export");
+    assert!(slo.status.success());
+    std::fs::write(tmp.path().join("rules/slo.yml"), slo.stdout).expect("slo rules");
+    let check = Command::new(need("promtool"))
+        .args(["check", "config", "prometheus.yml"])
+        .current_dir(tmp.path())
+        .output()
+        .expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{said}");
+    assert!(said.contains("rules/hale.yml") && said.contains("rules/slo.yml"), "{said}");
+}
