@@ -1,11 +1,22 @@
-//! Host metrics with node_exporter's names, labels and types, so existing Node Exporter
-//! dashboards work unchanged. One long-lived `sysinfo` state (memory, filesystems, disk
-//! I/O, network) refreshed per collection; CPU seconds per mode come from `/proc/stat`
-//! (through procfs), which sysinfo does not expose.
+//! Host metrics with node_exporter's names, labels, types and units, so the community
+//! Node Exporter dashboards work unchanged. Each module reads its kernel files the way
+//! node_exporter's collector of the same name does, under a root directory (`/` on a
+//! host; a fixture tree in tests):
+//!
+//! - `mod.rs`: `/proc/stat` (CPU seconds per mode, context switches, boot time,
+//!   interrupts, forks, processes running and blocked) and the load average;
+//! - [`net`]: `/proc/net/dev`, `/sys/class/net` (netclass), `/proc/net/{netstat,snmp,snmp6}`,
+//!   `/proc/net/sockstat{,6}`, conntrack;
+//! - [`textfile`]: node_exporter's textfile collector (`*.prom` files merged in).
+//!
+//! A file that cannot be read leaves its families out (as node_exporter does when a
+//! collector fails); nothing is reported as zero for being unknown.
 
 use std::collections::BTreeMap;
-
 use hale_core::metrics::{Family, MetricKind};
+
+pub mod net;
+pub mod textfile;
 
 pub struct HostCollector {
     system: sysinfo::System,
