@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use hale_core::api::GatewayReadiness;
 use hale_core::{ClusterConfig, DEFAULT_CLUSTER_TOML, ProcessSpec, Role, ServiceKind};
 
-use hale_agent::config::{AgentConfig, BatchConfig, ProcessConfig, QueueConfig, ServiceTemplate};
+use hale_agent::config::{AgentConfig, BatchConfig, ProcessConfig, QueueConfig, ScrapeConfig, ServiceTemplate};
 use hale_agent::supervise::Supervisor;
 
 /// No `Debug`: it holds the webhook secret.
@@ -151,6 +151,20 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                     ProcessConfig { name: i.name.clone(), service: i.service.to_string(), listen: i.listen, extra_args }
                 })
                 .collect();
+            // The control node's agent also scrapes the collector and the healer, so their
+            // own metrics (ingest, WAL, rules, notifications; repairs) are in the collector
+            // for the dashboards, as a Prometheus scraping them would have them.
+            let scrape = if node.name == *cluster.gateway.node.get_ref() {
+                [("collector", cluster.collector.listen), ("healer", cluster.healer.listen)]
+                    .map(|(name, listen)| ScrapeConfig {
+                        service: name.into(),
+                        instance: name.into(),
+                        url: format!("http://{listen}/metrics"),
+                    })
+                    .to_vec()
+            } else {
+                Vec::new()
+            };
             AgentConfig {
                 node: node.name.clone(),
                 listen: cluster.agent_listen(node),
@@ -169,6 +183,8 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 services: templates.clone(),
                 processes,
                 logs: Vec::new(),
+                scrape,
+                textfile_dir: None,
             }
         })
         .collect()

@@ -124,7 +124,7 @@ impl Agent {
         Ok(Agent {
             supervisor: Supervisor::new(Duration::from_secs(8)),
             telemetry: Arc::new(Telemetry::new(watched)),
-            host: Arc::new(std::sync::Mutex::new(HostCollector::new()?)),
+            host: Arc::new(std::sync::Mutex::new(HostCollector::new()?.with_textfile_dir(config.textfile_dir.clone()))),
             http: reqwest::Client::builder().build().map_err(|e| AgentError::Config(e.to_string()))?,
             metrics_queue: metrics_queue.map(|(q, _)| q),
             logs_queue: logs_queue.map(|(q, _)| q),
@@ -162,6 +162,26 @@ impl Agent {
                     metrics_path: t.metrics_path.clone(),
                     health_path: t.health_path.clone(),
                     ready_path: t.ready_path.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The `[[scrape]]` services: scraped, never probed (the agent does not run them).
+    fn static_targets(&self) -> Vec<Target> {
+        self.config
+            .scrape
+            .iter()
+            .filter_map(|s| {
+                let (base_url, metrics_path) = s.split()?;
+                Some(Target {
+                    service: s.service.clone(),
+                    instance: s.instance.clone(),
+                    node: self.config.node.clone(),
+                    base_url,
+                    metrics_path,
+                    health_path: String::new(),
+                    ready_path: String::new(),
                 })
             })
             .collect()
@@ -263,7 +283,13 @@ impl Agent {
     pub async fn collect_metrics(&self) {
         self.ship_cycle(Cycle::Host, self.host_families().await).await;
         self.ship_cycle(Cycle::Own, self.own_families()).await;
-        let scraped = self.each_target(async |client, t, timeout| scrape::scrape(&client, &t, timeout).await).await;
+        let mut scraped = self.each_target(async |client, t, timeout| scrape::scrape(&client, &t, timeout).await).await;
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let statics = self.static_targets().into_iter().map(|t| {
+            let client = self.http.clone();
+            async move { scrape::scrape(&client, &t, timeout).await }
+        });
+        scraped.extend(futures::future::join_all(statics).await.into_iter().flatten());
         self.ship_cycle(Cycle::Scrape, scraped).await;
     }
 

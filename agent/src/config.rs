@@ -138,6 +138,31 @@ pub struct ProcessConfig {
     pub extra_args: Vec<String>,
 }
 
+/// A service the agent scrapes but does not run (`[[scrape]]`): the collector, the healer,
+/// anything that serves Prometheus metrics. Its series get `service`, `instance` and
+/// `node` as the agent's own replicas' do, and an `up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    pub service: String,
+    pub instance: String,
+    /// The metrics URL, `http://host:port/metrics`.
+    pub url: String,
+}
+
+impl ScrapeConfig {
+    /// (`http://host:port`, `/path`): the URL split as targets keep it.
+    pub fn split(&self) -> Option<(String, String)> {
+        let (scheme, rest) =
+            ["http://", "https://"].into_iter().find_map(|scheme| Some((scheme, self.url.strip_prefix(scheme)?)))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/metrics"),
+        };
+        (!authority.is_empty()).then(|| (format!("{scheme}{authority}"), path.to_string()))
+    }
+}
+
 /// A file to tail that no supervised replica owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +211,12 @@ pub struct AgentConfig {
     pub processes: Vec<ProcessConfig>,
     #[serde(default)]
     pub logs: Vec<LogFileConfig>,
+    #[serde(default)]
+    pub scrape: Vec<ScrapeConfig>,
+    /// node_exporter's textfile collector: the `*.prom` files here are merged into the
+    /// host metrics (cron jobs, backups, anything that writes a metrics file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub textfile_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -214,7 +245,8 @@ impl AgentConfig {
                 AgentConfig::with_defaults(node)?
             }
         };
-        let AgentFlags { node, listen, remote_write, logs_endpoint, token, ingest_token, data_dir } = flags;
+        let AgentFlags { node, listen, remote_write, logs_endpoint, token, ingest_token, data_dir, textfile_dir } =
+            flags;
         config.node = node.unwrap_or(config.node);
         config.listen = listen.unwrap_or(config.listen);
         if !remote_write.is_empty() {
@@ -224,6 +256,7 @@ impl AgentConfig {
         config.token = token.or(config.token);
         config.ingest_token = ingest_token.or(config.ingest_token);
         config.data_dir = data_dir.unwrap_or(config.data_dir);
+        config.textfile_dir = textfile_dir.or(config.textfile_dir);
         config.validate()?;
         Ok(config)
     }
@@ -265,6 +298,14 @@ impl AgentConfig {
             if q.segment_bytes < 4096 || q.max_bytes < 2 * q.segment_bytes {
                 return Err(ConfigError::new(format!(
                     "`{key}`: segment_bytes must be at least 4096 and max_bytes at least two segments"
+                )));
+            }
+        }
+        for s in &self.scrape {
+            if s.split().is_none() || s.service.trim().is_empty() || s.instance.trim().is_empty() {
+                return Err(ConfigError::new(format!(
+                    "`scrape` {:?}: needs a service, an instance and an http:// or https:// url",
+                    s.url
                 )));
             }
         }
@@ -353,6 +394,9 @@ pub struct AgentFlags {
     /// Queues, checkpoints and the agent id live here.
     #[cfg_attr(feature = "cli", arg(long))]
     pub data_dir: Option<PathBuf>,
+    /// node_exporter's textfile collector: merge the `*.prom` files of this directory.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub textfile_dir: Option<PathBuf>,
 }
 
 pub fn valid_instance_name(name: &str) -> bool {

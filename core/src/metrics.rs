@@ -68,7 +68,7 @@ impl Family {
     }
 
     /// One sample, no labels.
-    pub fn single(name: &str, help: &str, kind: MetricKind, value: f64) -> Self {
+    pub fn single(name: impl Into<String>, help: impl Into<String>, kind: MetricKind, value: f64) -> Self {
         let mut f = Family::new(name, help, kind);
         f.push(&[], value);
         f
