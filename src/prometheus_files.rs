@@ -22,8 +22,12 @@ use hale_core::ClusterConfig;
 use hale_core::api::ProcessList;
 use serde::Serialize;
 
-/// How often Prometheus scrapes and evaluates, and how often the shop's targets are
-/// looked at again: the demo's pace.
+/// How often Prometheus scrapes and evaluates: the demo's pace, as its agents scrape.
+/// Its SLO rules run at the cluster's time scale (a 5-minute window is seconds long), and
+/// a rate needs two samples inside its window.
+pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the shop's targets are looked at again.
 pub const INTERVAL: Duration = Duration::from_secs(5);
 
 /// One file_sd target group.
@@ -42,10 +46,11 @@ fn group(target: impl ToString, labels: &[(&str, &str)]) -> TargetGroup {
 
 /// `prometheus.yml`: paths are relative to it, as Prometheus resolves them.
 pub fn config_yaml() -> String {
-    let secs = INTERVAL.as_secs();
+    let secs = SCRAPE_INTERVAL.as_secs();
+    let refresh = INTERVAL.as_secs();
     let job = |name: &str, file: &str, extra: &str| {
         format!(
-            "  - job_name: {name}\n{extra}    file_sd_configs:\n      - files: [targets/{file}.json]\n        refresh_interval: {secs}s\n"
+            "  - job_name: {name}\n{extra}    file_sd_configs:\n      - files: [targets/{file}.json]\n        refresh_interval: {refresh}s\n"
         )
     };
     format!(

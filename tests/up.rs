@@ -191,14 +191,14 @@ async fn hale_up_walkthrough() {
     })
     .await;
     // With their families' types and help, for Grafana's query builder.
-    let kinds = ["node_cpu_seconds_total", "http_server_request_duration_seconds", "probe_success"];
+    let kinds = ["node_cpu_seconds_total", "node_os_info", "http_server_request_duration_seconds", "probe_success"];
     let described = eventually("the families' metadata arrives", Duration::from_secs(30), async || {
         let url = format!("{collector}/api/v1/metadata");
         let metadata: hale_core::api::Metadata = common::get_data(&client, &url, &[]).await?;
         kinds.iter().map(|name| Some(metadata.get(*name)?.first()?.kind.clone())).collect::<Option<Vec<_>>>()
     })
     .await;
-    assert_eq!(described, ["counter", "histogram", "gauge"], "host, the shop's scraped histogram, a probe");
+    assert_eq!(described, ["counter", "gauge", "histogram", "gauge"], "host, the shop's scraped histogram, a probe");
 
     // token → publish → get → search finds it.
     let admin = token(&client, &gateway, "admin", "hale-admin").await;

@@ -115,7 +115,9 @@ pub enum DecodeError {
 }
 
 /// Builds one series per sample of `families`, with `extra` labels added (they override
-/// labels of the same name) and `default_ts_ms` for samples without a timestamp.
+/// labels of the same name) and `default_ts_ms` for samples without a timestamp. A label
+/// with an empty value is the label's absence (Prometheus's rule, and receivers refuse
+/// empty values): it is left out, so `node_os_info{variant=""}` travels without `variant`.
 pub fn to_timeseries(families: &[Family], extra: &[(&str, &str)], default_ts_ms: i64) -> Vec<TimeSeries> {
     let mut out = Vec::new();
     for family in families {
@@ -123,11 +125,11 @@ pub fn to_timeseries(families: &[Family], extra: &[(&str, &str)], default_ts_ms:
             let mut labels: Vec<Label> = Vec::with_capacity(sample.labels.len() + extra.len() + 1);
             labels.push(Label { name: "__name__".into(), value: sample.name.clone() });
             for (name, value) in &sample.labels {
-                if !extra.iter().any(|(n, _)| n == name) {
+                if !value.is_empty() && !extra.iter().any(|(n, _)| n == name) {
                     labels.push(Label { name: name.clone(), value: value.clone() });
                 }
             }
-            for (name, value) in extra {
+            for (name, value) in extra.iter().filter(|(_, v)| !v.is_empty()) {
                 labels.push(Label { name: name.to_string(), value: value.to_string() });
             }
             labels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -163,7 +165,7 @@ mod tests {
     #[test]
     fn timeseries_are_labelled_sorted_and_round_trip() {
         let mut f = Family::new("up", "", MetricKind::Gauge);
-        f.push(&[("instance", "scraped"), ("job", "x")], 1.0);
+        f.push(&[("instance", "scraped"), ("job", "x"), ("variant", "")], 1.0);
         let series = to_timeseries(std::slice::from_ref(&f), &[("node", "node-1"), ("instance", "search-1")], 42);
         let names: Vec<&str> = series[0].labels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["__name__", "instance", "job", "node"]);
