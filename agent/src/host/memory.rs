@@ -1,5 +1,5 @@
-//! Memory and scheduling, as node_exporter's meminfo, vmstat, pressure, schedstat and
-//! entropy collectors report them.
+//! Memory and scheduling, as node_exporter's meminfo, vmstat, pressure, schedstat,
+//! filefd and entropy collectors report them.
 
 use std::path::Path;
 
@@ -18,6 +18,24 @@ pub fn collect(root: &Path, out: &mut Vec<Family>) {
     out.extend(pressure(root));
     if let Some(text) = read(root, "proc/schedstat") {
         out.extend(schedstat(&text));
+    }
+    // filefd: allocated handles and the system's maximum (`/proc/sys/fs/file-nr`).
+    if let Some(text) = read(root, "proc/sys/fs/file-nr") {
+        let fields: Vec<f64> = text.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        if let [allocated, _, maximum] = fields.as_slice() {
+            out.push(Family::single(
+                "node_filefd_allocated",
+                "File descriptor statistics: allocated.",
+                MetricKind::Gauge,
+                *allocated,
+            ));
+            out.push(Family::single(
+                "node_filefd_maximum",
+                "File descriptor statistics: maximum.",
+                MetricKind::Gauge,
+                *maximum,
+            ));
+        }
     }
     let entropy = |file: &str| read(root, &format!("proc/sys/kernel/random/{file}"))?.trim().parse::<f64>().ok();
     for (name, help, value) in [
