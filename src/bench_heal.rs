@@ -164,10 +164,7 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         let actions = healer.actions().await.context("the healer's actions")?;
         if let Some(a) = actions.actions.iter().find(|a| a.kind == ActionKind::Failover) {
             let at = |ms: Option<i64>| ms.map_or("?".to_string(), |ms| format!("{:.2}", (ms - t0_ms) as f64 / 1000.0));
-            let active = humantime::parse_rfc3339_weak(a.alert.starts_at.trim_end_matches('Z'))
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as i64);
+            let active = hale_core::time::parse_rfc3339(&a.alert.starts_at);
             eprintln!(
                 "  alert active (pending) +{} s, received by the healer +{} s, failover decided +{} s, writes +{s:.2} s",
                 at(active),

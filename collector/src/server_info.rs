@@ -19,6 +19,8 @@ pub struct ServerInfo {
     pub config_yaml: String,
     /// `15d`, or `15d or 512MiB` with a byte bound.
     pub retention: String,
+    /// The notification route as Alertmanager YAML (its `/api/v2/status`).
+    pub alertmanager_yaml: String,
 }
 
 /// The Prometheus configuration subset that describes what the collector does.
@@ -117,7 +119,14 @@ impl ServerInfo {
             }),
         };
         let config_yaml = serde_norway::to_string(&prom).unwrap_or_default();
-        ServerInfo { started_at: SystemTime::now(), flags, config_yaml, retention }
+        let alertmanager_yaml = format!(
+            "route:\n  receiver: hale\n  group_by: [{}]\n  group_wait: {}\n  group_interval: {}\n  repeat_interval: {}\nreceivers:\n  - name: hale\n",
+            route.group_by.join(", "),
+            human(route.group_wait),
+            human(route.group_interval),
+            human(route.repeat_interval),
+        );
+        ServerInfo { started_at: SystemTime::now(), flags, config_yaml, retention, alertmanager_yaml }
     }
 }
 
@@ -128,6 +137,7 @@ impl Default for ServerInfo {
             flags: Flags::new(),
             config_yaml: String::new(),
             retention: String::new(),
+            alertmanager_yaml: String::new(),
         }
     }
 }

@@ -242,5 +242,6 @@ async fn state(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let paused = app.healer.store.read(|s| s.paused);
-    ([(axum::http::header::CONTENT_TYPE, hale_serve::metrics::OPENMETRICS)], app.healer.metrics.encode(paused))
+    let leader = app.healer.store.is_leader();
+    ([(axum::http::header::CONTENT_TYPE, hale_serve::metrics::OPENMETRICS)], app.healer.metrics.encode(paused, leader))
 }

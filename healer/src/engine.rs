@@ -911,10 +911,9 @@ impl Healer {
                 }
             };
             if matches!(cleared, Ok(true)) {
-                let seconds = humantime::parse_rfc3339_weak(action.alert.starts_at.trim_end_matches('Z'))
-                    .ok()
-                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-                    .map(|d| d.as_secs_f64());
+                let seconds = hale_core::time::parse_rfc3339(&action.alert.starts_at)
+                    .map(|t| (now_ms() - t) as f64 / 1000.0)
+                    .filter(|s| *s >= 0.0);
                 if let Some(s) = seconds {
                     self.metrics.mttr(s);
                 }

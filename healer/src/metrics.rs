@@ -37,6 +37,7 @@ pub struct Metrics {
     duplicates: Counter,
     escalations: Counter,
     paused: Gauge,
+    leader: Gauge,
     decisions: Family<DecisionLabels, Counter>,
     results: Family<ActionLabels, Counter>,
     mttr: Histogram,
@@ -51,6 +52,8 @@ impl Default for Metrics {
             registered(registry, "alerts_duplicate", "Alerts received again (same fingerprint and start) and ignored");
         let escalations = registered(registry, "escalations", "Failed repairs handed to humans");
         let paused = registered(registry, "paused", "1 while the healer is paused");
+        let leader =
+            registered(registry, "leader", "1 while this healer leads (decides and acts); a lone healer always leads");
         let decisions = registered(registry, "decisions", "Decisions by outcome");
         let results = registered(registry, "actions", "Actions taken, by action and result");
         let mttr = Histogram::new(MTTR_BUCKETS_SECS);
@@ -60,7 +63,7 @@ impl Default for Metrics {
             Unit::Seconds,
             mttr.clone(),
         );
-        Metrics { registry: root, received, duplicates, escalations, paused, decisions, results, mttr }
+        Metrics { registry: root, received, duplicates, escalations, paused, leader, decisions, results, mttr }
     }
 }
 
@@ -92,10 +95,11 @@ impl Metrics {
         self.mttr.observe(seconds);
     }
 
-    /// The metrics in the OpenMetrics text format; `paused` as the state says now
-    /// (another healer may have changed it).
-    pub fn encode(&self, paused: bool) -> String {
+    /// The metrics in the OpenMetrics text format; `paused` and `leader` as they are now
+    /// (another healer may have changed them).
+    pub fn encode(&self, paused: bool, leader: bool) -> String {
         self.paused.set(i64::from(paused));
+        self.leader.set(i64::from(leader));
         hale_serve::metrics::encode(&self.registry)
     }
 }
@@ -114,7 +118,7 @@ mod tests {
         m.result(ActionKind::ScaleOut, "succeeded");
         m.mttr(3.0);
         m.mttr(4000.0);
-        let text = m.encode(true);
+        let text = m.encode(true, true);
         for line in [
             "# HELP hale_healer_alerts_received Firing alerts received.",
             "# TYPE hale_healer_alerts_received counter",
@@ -122,6 +126,7 @@ mod tests {
             "hale_healer_alerts_duplicate_total 2",
             "hale_healer_escalations_total 0",
             "hale_healer_paused 1",
+            "hale_healer_leader 1",
             "hale_healer_decisions_total{decision=\"refused\"} 1",
             "hale_healer_actions_total{action=\"scale_out\",result=\"succeeded\"} 1",
             "# UNIT hale_healer_mttr_seconds seconds",
@@ -135,6 +140,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
         }
-        assert!(m.encode(false).contains("hale_healer_paused 0"));
+        let follower = m.encode(false, false);
+        assert!(follower.contains("hale_healer_paused 0") && follower.contains("hale_healer_leader 0"));
     }
 }

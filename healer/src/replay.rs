@@ -80,8 +80,7 @@ struct Recorded {
 }
 
 fn parse_time(text: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as i64)
+    hale_core::time::parse_rfc3339(text)
 }
 
 /// The firing alerts of one line.

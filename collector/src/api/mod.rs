@@ -9,6 +9,7 @@
 //! the shared [`Collector`] state; none of it knows about routes.
 
 mod alerting;
+mod alertmanager;
 mod logs;
 mod metrics;
 mod prom;
@@ -40,6 +41,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .merge(prom::routes())
         .merge(alerting::routes())
         .merge(silences::routes())
+        .merge(alertmanager::routes())
         .merge(status::routes())
         .merge(metrics::routes())
         .with_state(collector)
@@ -109,9 +111,8 @@ fn parse_time(key: &str, v: &str) -> Result<i64, PromError> {
     if let Ok(secs) = v.parse::<f64>() {
         return Ok((secs * 1000.0).round() as i64);
     }
-    humantime::parse_rfc3339_weak(v)
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
-        .map_err(|_| bad_data(format!("invalid {key} {v:?}: use unix seconds or RFC 3339")))
+    hale_core::time::parse_rfc3339(v)
+        .ok_or_else(|| bad_data(format!("invalid {key} {v:?}: use unix seconds or RFC 3339")))
 }
 
 /// An ingest request (remote_write, OTLP logs): its headers and its body of at most

@@ -21,7 +21,7 @@ use crate::notify::silence::{NewSilence, Silence, SilenceError, Silences};
 use crate::state::Collector;
 
 /// A silence is a few matchers and a comment.
-const MAX_SILENCE_BYTES: usize = 64 * 1024;
+pub(super) const MAX_SILENCE_BYTES: usize = 64 * 1024;
 
 /// What the silence routes work with.
 #[derive(Clone)]
@@ -52,7 +52,7 @@ fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> 
 }
 
 /// Writes need the admin token; without one configured they are refused outright.
-fn authorize(api: &SilencesApi, headers: &HeaderMap) -> Result<(), PromError> {
+pub(super) fn authorize(api: &SilencesApi, headers: &HeaderMap) -> Result<(), PromError> {
     let Some(expected) = &api.admin_token else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -78,7 +78,7 @@ impl From<SilenceError> for PromError {
 }
 
 /// Runs a change to the silences file on the blocking pool; `what` names it if that fails.
-async fn change<T: Send + 'static>(
+pub(super) async fn change<T: Send + 'static>(
     api: &SilencesApi,
     what: &str,
     f: impl FnOnce(&Silences) -> Result<T, SilenceError> + Send + 'static,

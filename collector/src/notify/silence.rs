@@ -89,13 +89,9 @@ pub struct Silences {
 }
 
 fn parse_time(text: &str, what: &str) -> Result<i64, SilenceError> {
-    humantime::parse_rfc3339_weak(text.trim_end_matches('Z').trim_end_matches("+00:00"))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            SilenceError::Invalid(format!("{what} {text:?} is not an RFC 3339 UTC time like 2026-11-26T10:00:00Z"))
-        })
+    hale_core::time::parse_rfc3339(text).ok_or_else(|| {
+        SilenceError::Invalid(format!("{what} {text:?} is not an RFC 3339 time like 2026-11-26T10:00:00Z"))
+    })
 }
 
 impl Silences {

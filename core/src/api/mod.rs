@@ -16,6 +16,7 @@
 //! ```
 
 mod agent;
+mod alertmanager;
 mod alerts;
 mod error;
 mod gateway;
@@ -29,6 +30,7 @@ mod slo;
 mod status;
 
 pub use agent::*;
+pub use alertmanager::*;
 pub use alerts::*;
 pub use error::*;
 pub use gateway::*;

@@ -119,10 +119,7 @@ pub fn age(now_ms: i64, then_ms: i64) -> String {
 
 /// Epoch ms of an RFC 3339 time (as the collector writes them), if it reads.
 pub fn rfc3339_ms(t: &str) -> Option<i64> {
-    humantime::parse_rfc3339_weak(t.trim_end_matches('Z'))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
+    hale_core::time::parse_rfc3339(t)
 }
 
 /// Unicode block sparkline of values in 0..=1, the last `width` of them.
