@@ -251,7 +251,9 @@ pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
                 .collect(),
             _ => BTreeMap::new(),
         };
-    let mut keys: Vec<&(String, String)> = ready.keys().chain(alive.keys()).chain(up.keys()).collect();
+    // The replicas are what the agents probe: a target they only scrape (the collector
+    // and healer through `[[scrape]]`) has an `up` but is no replica of a service.
+    let mut keys: Vec<&(String, String)> = ready.keys().chain(alive.keys()).collect();
     keys.sort();
     keys.dedup();
     let mut services: BTreeMap<String, Vec<ReplicaView>> = BTreeMap::new();
@@ -342,6 +344,26 @@ mod tests {
 
     fn host(node: &str, last_ms: i64) -> crate::store::IncomingSeries {
         (labels(&[("__name__", "node_load1"), ("node", node)]), points(last_ms - 10_000, last_ms, 1000, 0.5))
+    }
+
+    /// A target an agent only scrapes (the collector and healer, as `[[scrape]]`) has an
+    /// `up` but no probes: it is no replica, so it cannot make a service look down.
+    #[tokio::test]
+    async fn a_scraped_only_target_is_no_replica() {
+        let now = 1_000_000_000;
+        let mut series = vec![host("node-1", now - 200)];
+        series.extend(replica("node-1", "search-1", now - 300, 1.0));
+        let up = [("__name__", "up"), ("service", "collector"), ("instance", "collector"), ("node", "node-1")];
+        series.push((labels(&up), points(now - 10_000, now - 300, 1000, 1.0)));
+        let (_dir, store, logs) = store_with(series).await;
+        let v = view(&store, &logs, now);
+        let services: Vec<&str> = v.services.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(services, ["search"]);
+        let targets = targets(&store, now);
+        assert!(
+            targets.active_targets.iter().any(|t| t.labels["instance"] == "collector" && t.health == "up"),
+            "still a target"
+        );
     }
 
     /// Issue #12, finding 12: a frozen node's last probes said "ready"; seconds later they
