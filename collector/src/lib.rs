@@ -14,6 +14,7 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod logql;
 pub mod logs;
 pub mod metadata;
 pub mod notify;

@@ -11,6 +11,7 @@
 mod alerting;
 mod alertmanager;
 mod logs;
+mod loki;
 mod metrics;
 mod prom;
 mod silences;
@@ -38,6 +39,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .merge(write::routes())
         .merge(logs::routes())
+        .merge(loki::routes())
         .merge(prom::routes())
         .merge(alerting::routes())
         .merge(silences::routes())
