@@ -7,6 +7,7 @@ mod bench;
 mod bench_alert;
 mod bench_cluster;
 mod bench_heal;
+mod bench_query;
 mod bench_stats;
 mod bench_tui;
 mod chaos;
@@ -81,6 +82,9 @@ enum BenchWhich {
     Alert(bench_alert::AlertArgs),
     /// Time the healer's repairs (kill -9, hang, failover) in demo clusters of its own.
     Heal(bench_heal::HealArgs),
+    /// PromQL latency, side by side: the collector, Prometheus and VictoriaMetrics on the
+    /// same data.
+    Query(bench_query::QueryArgs),
     /// Time the dashboard's frames: every view of a demo cluster's state.
     Tui(bench_tui::TuiBenchArgs),
 }
@@ -118,6 +122,7 @@ async fn dispatch(command: Command) -> Result<()> {
             BenchWhich::Ingest(args) => bench::ingest(args).await,
             BenchWhich::Alert(args) => bench_alert::alert(args).await,
             BenchWhich::Heal(args) => bench_heal::heal(args).await,
+            BenchWhich::Query(args) => bench_query::query(args).await,
             BenchWhich::Tui(args) => {
                 bench_tui::run(&args);
                 Ok(())
