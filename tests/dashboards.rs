@@ -11,11 +11,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::up::{Cluster, chaos};
-use common::{Proc, free_addr, need};
+
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
@@ -250,18 +249,7 @@ async fn every_panel_shows_data_from_prometheus_and_from_the_collector() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(tmp.path(), 20, &[]).await;
     let config = cluster.data_dir.join("prometheus/prometheus.yml");
-    let prom = free_addr();
-    let _prometheus = Proc(
-        Command::new(need("prometheus"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address={prom}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus"),
-    );
-    common::wait_ready("prometheus", prom).await;
+    let (_prometheus, prom) = common::prometheus_with(&config, &tmp.path().join("tsdb")).await;
     // A replica hangs: the healer restarts it and proves the repair.
     chaos(&cluster.data_dir, &["hang", "search-1", "--duration", "60s"]);
     let client = reqwest::Client::new();

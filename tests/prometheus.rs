@@ -7,11 +7,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::up::{Cluster, chaos};
-use common::{Proc, eventually, free_addr, need};
+use common::{eventually, need};
 use hale_core::api::{AlertState, AlertsData, StartProcess, Targets};
 
 /// No policy matches a replica's alerts: the hung replica stays hung for Prometheus to see.
@@ -31,18 +31,7 @@ async fn a_real_prometheus_watches_hale_up_with_the_files_it_writes() {
     assert!(check.status.success(), "{said}");
     assert!(said.contains("rules.yml") && said.contains("slo-rules.yml"), "the rule files are checked too: {said}");
 
-    let prom = free_addr();
-    let _prometheus = Proc(
-        Command::new(need("prometheus"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address={prom}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus"),
-    );
-    common::wait_ready("prometheus", prom).await;
+    let (_prometheus, prom) = common::prometheus_with(&config, &tmp.path().join("tsdb")).await;
     let client = reqwest::Client::new();
     let targets =
         async || -> Option<Targets> { common::get_data(&client, &format!("http://{prom}/api/v1/targets"), &[]).await };

@@ -295,6 +295,25 @@ pub fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
     )
 }
 
+/// Debian's Prometheus with `config` (a `hale up` data dir's, say) and its TSDB in `tsdb`,
+/// on a free address, once it answers `/-/ready`.
+pub async fn prometheus_with(config: &Path, tsdb: &Path) -> (Proc, SocketAddr) {
+    use std::process::{Command, Stdio};
+    let addr = free_addr();
+    let proc = Proc(
+        Command::new(need("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus"),
+    );
+    wait_ready("prometheus", addr).await;
+    (proc, addr)
+}
+
 /// Debian's Prometheus with a minimal config (no scrapes, the remote-write receiver on)
 /// in `dir`, on a free address, once it answers `/-/ready`.
 pub async fn prometheus_receiver(dir: &Path) -> (Proc, SocketAddr) {

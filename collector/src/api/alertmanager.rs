@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hale_core::api::{
     ALERTMANAGER_API_VERSION, ActiveAlert, AlertState, AmAlert, AmAlertGroup, AmAlertStatus, AmCluster, AmConfig,
-    AmReceiver, AmSilenceCreated, AmStatus, AmVersionInfo, NewSilence, SilenceMatcher,
+    AmReceiver, AmSilenceCreated, AmStatus, BuildInfo, NewSilence, SilenceMatcher,
 };
 use hale_core::time::now_ms;
 
@@ -167,7 +167,7 @@ async fn status(State(c): State<Arc<Collector>>) -> Response {
         cluster: AmCluster { status: "disabled".into(), peers: Vec::new() },
         config: AmConfig { original: c.server.alertmanager_yaml.clone() },
         uptime: humantime::format_rfc3339_millis(c.server.started_at).to_string(),
-        version_info: AmVersionInfo {
+        version_info: BuildInfo {
             version: ALERTMANAGER_API_VERSION.into(),
             revision: concat!("hale ", env!("CARGO_PKG_VERSION")).into(),
             branch: String::new(),

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Labels;
+use super::{BuildInfo, Labels};
 
 /// The Alertmanager API version the collector answers as.
 pub const ALERTMANAGER_API_VERSION: &str = "0.25.0";
@@ -66,7 +66,8 @@ pub struct AmStatus {
     pub config: AmConfig,
     /// RFC 3339: when the collector started.
     pub uptime: String,
-    pub version_info: AmVersionInfo,
+    /// Prometheus's build info fields, which Alertmanager's are too.
+    pub version_info: BuildInfo,
 }
 
 /// One collector, no gossip cluster: `disabled`, as a lone Alertmanager says.
@@ -87,17 +88,6 @@ pub struct AmPeer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmConfig {
     pub original: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AmVersionInfo {
-    pub version: String,
-    pub revision: String,
-    pub branch: String,
-    pub build_user: String,
-    pub build_date: String,
-    pub go_version: String,
 }
 
 #[cfg(test)]
@@ -121,7 +111,7 @@ mod tests {
             cluster: AmCluster { status: "disabled".into(), peers: Vec::new() },
             config: AmConfig { original: String::new() },
             uptime: "2026-12-06T10:00:00Z".into(),
-            version_info: AmVersionInfo {
+            version_info: BuildInfo {
                 version: ALERTMANAGER_API_VERSION.into(),
                 revision: String::new(),
                 branch: String::new(),
