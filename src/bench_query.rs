@@ -75,7 +75,8 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
 /// The number of bench series a backend can query (VictoriaMetrics makes new series
 /// searchable after a moment).
 async fn loaded(client: &reqwest::Client, base: &str, at: f64) -> Option<usize> {
-    let answer: serde_json::Value = client
+    use hale_core::api::{Envelope, QueryResult};
+    let answer: Envelope<QueryResult> = client
         .get(format!("{base}/api/v1/query"))
         .query(&[("query", "count({__name__=~\"bench_metric_.*\"})"), ("time", &at.to_string())])
         .send()
@@ -84,7 +85,10 @@ async fn loaded(client: &reqwest::Client, base: &str, at: f64) -> Option<usize> 
         .json()
         .await
         .ok()?;
-    answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    match answer.into_data().ok()? {
+        QueryResult::Vector(samples) => Some(samples.first()?.value.value()? as usize),
+        _ => None,
+    }
 }
 
 /// One timed query: its wall time, failing on an error answer.
