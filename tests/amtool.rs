@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, free_addr, need};
+use common::{eventually, need};
 use serde_json::Value;
 
 const ADMIN: &str = "amtool-test-admin-token";
@@ -59,14 +59,7 @@ fn http_config(dir: &Path, token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amtool_queries_alerts_and_manages_silences_on_the_collector() {
     let dir = tempfile::tempdir().expect("tmp");
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).expect("rules");
-    let addr = free_addr();
-    let out = dir.path().join("collector.out");
-    let args = ["--rules".to_string(), rules.display().to_string()];
-    let mut collector =
-        common::spawn_collector(addr, &dir.path().join("data"), &out, &args, &[("HALE_ADMIN_TOKEN", ADMIN)]);
-    common::collector_ready(&mut collector, addr, &out).await;
+    let (_collector, addr) = common::collector_with_rules(dir.path(), RULES, &[("HALE_ADMIN_TOKEN", ADMIN)]).await;
     let url = format!("http://{addr}");
     let with_token = http_config(dir.path(), ADMIN);
     let wrong_token = http_config(dir.path(), "not-the-admin-token");

@@ -55,12 +55,7 @@ async fn push(addr: SocketAddr, instance: &str, value: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).expect("write rules");
-    let addr = free_addr();
-    let out = dir.path().join("collector.out");
-    let mut proc = spawn_collector(addr, &dir.path().join("data"), &rules, &out);
-    common::collector_ready(&mut proc, addr, &out).await;
+    let (_proc, addr) = common::collector_with_rules(dir.path(), RULES, &[]).await;
 
     push(addr, "a", 0.0).await;
     push(addr, "b", 1.0).await;
@@ -126,7 +121,7 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
     let group = &groups[0];
     assert_eq!(group.name, "test");
     assert_eq!(group.interval, 0.2);
-    assert_eq!(group.file, rules.display().to_string());
+    assert_eq!(group.file, dir.path().join("rules.yml").display().to_string());
     let (record, alert) = (&group.rules[0], &group.rules[1]);
     assert_eq!(record.kind, RuleKind::Recording);
     assert_eq!(record.name, "instance:test_up:doubled");

@@ -123,6 +123,18 @@ pub fn spawn_collector(addr: SocketAddr, data: &Path, out: &Path, args: &[String
     Proc(spawn_logged(&mut cmd, log, "collector"))
 }
 
+/// A collector evaluating `rules` (written to `dir/rules.yml`), its data in `dir/data`
+/// and its output in `dir/collector.out`, with `env`; returns once it is ready.
+pub async fn collector_with_rules(dir: &Path, rules: &str, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
+    let path = dir.join("rules.yml");
+    std::fs::write(&path, rules).expect("rules");
+    let (addr, out) = (free_addr(), dir.join("collector.out"));
+    let args = ["--rules".to_string(), path.display().to_string()];
+    let mut proc = spawn_collector(addr, &dir.join("data"), &out, &args, env);
+    collector_ready(&mut proc, addr, &out).await;
+    (proc, addr)
+}
+
 /// Whether the server at `addr` answers `/-/ready` with a success (Prometheus's,
 /// Alertmanager's and Hale's readiness path).
 pub async fn is_ready(addr: impl std::fmt::Display) -> Option<()> {

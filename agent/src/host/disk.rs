@@ -48,76 +48,35 @@ fn excluded_device(name: &str) -> bool {
 }
 
 /// The statistics of `/proc/diskstats`, in its column order after major, minor and name:
-/// (family, help, type, scale). Older kernels have 11 columns, 4.18 adds discards, 5.5
-/// flushes; a family is reported for the columns the line has.
-const STATS: [(&str, &str, MetricKind, f64); 17] = [
-    ("node_disk_reads_completed_total", "The total number of reads completed successfully.", MetricKind::Counter, 1.0),
-    ("node_disk_reads_merged_total", "The total number of reads merged.", MetricKind::Counter, 1.0),
-    ("node_disk_read_bytes_total", "The total number of bytes read successfully.", MetricKind::Counter, 512.0),
-    (
-        "node_disk_read_time_seconds_total",
-        "The total number of seconds spent by all reads.",
-        MetricKind::Counter,
-        0.001,
-    ),
-    (
-        "node_disk_writes_completed_total",
-        "The total number of writes completed successfully.",
-        MetricKind::Counter,
-        1.0,
-    ),
-    ("node_disk_writes_merged_total", "The number of writes merged.", MetricKind::Counter, 1.0),
-    ("node_disk_written_bytes_total", "The total number of bytes written successfully.", MetricKind::Counter, 512.0),
-    (
-        "node_disk_write_time_seconds_total",
-        "This is the total number of seconds spent by all writes.",
-        MetricKind::Counter,
-        0.001,
-    ),
-    ("node_disk_io_now", "The number of I/Os currently in progress.", MetricKind::Gauge, 1.0),
-    ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", MetricKind::Counter, 0.001),
-    (
-        "node_disk_io_time_weighted_seconds_total",
-        "The weighted # of seconds spent doing I/Os.",
-        MetricKind::Counter,
-        0.001,
-    ),
-    (
-        "node_disk_discards_completed_total",
-        "The total number of discards completed successfully.",
-        MetricKind::Counter,
-        1.0,
-    ),
-    ("node_disk_discards_merged_total", "The total number of discards merged.", MetricKind::Counter, 1.0),
-    (
-        "node_disk_discarded_sectors_total",
-        "The total number of sectors discarded successfully.",
-        MetricKind::Counter,
-        1.0,
-    ),
-    (
-        "node_disk_discard_time_seconds_total",
-        "This is the total number of seconds spent by all discards.",
-        MetricKind::Counter,
-        0.001,
-    ),
-    (
-        "node_disk_flush_requests_total",
-        "The total number of flush requests completed successfully",
-        MetricKind::Counter,
-        1.0,
-    ),
+/// (family, help, scale). Older kernels have 11 columns, 4.18 adds discards, 5.5 flushes;
+/// a family is reported for the columns the line has. All are counters but `io_now`.
+const STATS: [(&str, &str, f64); 17] = [
+    ("node_disk_reads_completed_total", "The total number of reads completed successfully.", 1.0),
+    ("node_disk_reads_merged_total", "The total number of reads merged.", 1.0),
+    ("node_disk_read_bytes_total", "The total number of bytes read successfully.", 512.0),
+    ("node_disk_read_time_seconds_total", "The total number of seconds spent by all reads.", 0.001),
+    ("node_disk_writes_completed_total", "The total number of writes completed successfully.", 1.0),
+    ("node_disk_writes_merged_total", "The number of writes merged.", 1.0),
+    ("node_disk_written_bytes_total", "The total number of bytes written successfully.", 512.0),
+    ("node_disk_write_time_seconds_total", "This is the total number of seconds spent by all writes.", 0.001),
+    ("node_disk_io_now", "The number of I/Os currently in progress.", 1.0),
+    ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", 0.001),
+    ("node_disk_io_time_weighted_seconds_total", "The weighted # of seconds spent doing I/Os.", 0.001),
+    ("node_disk_discards_completed_total", "The total number of discards completed successfully.", 1.0),
+    ("node_disk_discards_merged_total", "The total number of discards merged.", 1.0),
+    ("node_disk_discarded_sectors_total", "The total number of sectors discarded successfully.", 1.0),
+    ("node_disk_discard_time_seconds_total", "This is the total number of seconds spent by all discards.", 0.001),
+    ("node_disk_flush_requests_total", "The total number of flush requests completed successfully", 1.0),
     (
         "node_disk_flush_requests_time_seconds_total",
         "This is the total number of seconds spent by all flush requests.",
-        MetricKind::Counter,
         0.001,
     ),
 ];
 
 fn diskstats(root: &Path, text: &str) -> Vec<Family> {
-    let mut families: Vec<Family> =
-        STATS.iter().map(|(name, help, kind, _)| Family::new(*name, *help, *kind)).collect();
+    let kind = |name: &str| if name.ends_with("_total") { MetricKind::Counter } else { MetricKind::Gauge };
+    let mut families: Vec<Family> = STATS.iter().map(|(name, help, _)| Family::new(*name, *help, kind(name))).collect();
     let mut info = Family::new("node_disk_info", "Info of /sys/block/<block_device>.", MetricKind::Gauge);
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -126,7 +85,7 @@ fn diskstats(root: &Path, text: &str) -> Vec<Family> {
             continue;
         }
         let values: Vec<f64> = stats.iter().map_while(|v| v.parse().ok()).collect();
-        for (family, (value, (_, _, _, scale))) in families.iter_mut().zip(values.iter().zip(STATS.iter())) {
+        for (family, (value, (_, _, scale))) in families.iter_mut().zip(values.iter().zip(STATS.iter())) {
             family.push(&[("device", device)], value * scale);
         }
         let udev = udev_properties(root, major, minor);

@@ -216,6 +216,15 @@ mod tests {
         fs::write(dir.join(name), body).expect("write");
     }
 
+    /// A directory holding these (name, contents) files.
+    fn textfiles(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, body) in files {
+            write(dir.path(), name, body);
+        }
+        dir
+    }
+
     fn run(dir: &Path, built_in: Vec<Family>) -> Vec<Family> {
         let mut out = built_in;
         collect(dir, &mut out);
@@ -269,9 +278,10 @@ mod tests {
 
     #[test]
     fn a_file_with_timestamps_is_skipped_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "stamped.prom", "fresh_metric 1\nstamped_metric 2 1700000000000\n");
-        write(dir.path(), "good.prom", "good_metric 1\n");
+        let dir = textfiles(&[
+            ("stamped.prom", "fresh_metric 1\nstamped_metric 2 1700000000000\n"),
+            ("good.prom", "good_metric 1\n"),
+        ]);
         let out = run(dir.path(), Vec::new());
         assert!(family(&out, "fresh_metric").is_none(), "the whole file is left out");
         assert!(family(&out, "stamped_metric").is_none());
@@ -282,10 +292,11 @@ mod tests {
 
     #[test]
     fn a_broken_file_does_not_stop_the_good_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "a_broken.prom", "ok_before_the_error 1\nbroken{ 1\n");
-        write(dir.path(), "b_good.prom", "# TYPE jobs_done_total counter\njobs_done_total 7\n");
-        write(dir.path(), "c_binary.prom", "\u{0}\u{1}");
+        let dir = textfiles(&[
+            ("a_broken.prom", "ok_before_the_error 1\nbroken{ 1\n"),
+            ("b_good.prom", "# TYPE jobs_done_total counter\njobs_done_total 7\n"),
+            ("c_binary.prom", "\u{0}\u{1}"),
+        ]);
         fs::write(dir.path().join("d_not_utf8.prom"), [0xff, 0xfe, b'\n']).expect("write");
         fs::create_dir(dir.path().join("e_dir.prom")).expect("mkdir");
         let out = run(dir.path(), Vec::new());
@@ -299,8 +310,7 @@ mod tests {
 
     #[test]
     fn mtime_is_whole_seconds_labelled_with_the_path() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "x.prom", "x 1\n");
+        let dir = textfiles(&[("x.prom", "x 1\n")]);
         let path = dir.path().join("x.prom");
         let expected = fs::metadata(&path)
             .and_then(|m| m.modified())
@@ -337,10 +347,11 @@ mod tests {
 
     #[test]
     fn conflicting_types_keep_the_first_and_duplicates_are_dropped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "1.prom", "# TYPE queue_depth gauge\nqueue_depth{q=\"a\"} 1\n");
-        write(dir.path(), "2.prom", "# TYPE queue_depth counter\nqueue_depth{q=\"b\"} 2\n");
-        write(dir.path(), "3.prom", "# TYPE queue_depth gauge\nqueue_depth{q=\"a\"} 3\nqueue_depth{q=\"c\"} 4\n");
+        let dir = textfiles(&[
+            ("1.prom", "# TYPE queue_depth gauge\nqueue_depth{q=\"a\"} 1\n"),
+            ("2.prom", "# TYPE queue_depth counter\nqueue_depth{q=\"b\"} 2\n"),
+            ("3.prom", "# TYPE queue_depth gauge\nqueue_depth{q=\"a\"} 3\nqueue_depth{q=\"c\"} 4\n"),
+        ]);
         let out = run(dir.path(), Vec::new());
         let depth = family(&out, "queue_depth").expect("kept");
         assert_eq!(depth.kind, MetricKind::Gauge);

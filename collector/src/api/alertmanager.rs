@@ -18,13 +18,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hale_core::api::{
-    ALERTMANAGER_API_VERSION, ActiveAlert, AlertState, AmAlert, AmAlertGroup, AmAlertStatus, AmCluster, AmConfig,
-    AmReceiver, AmSilenceCreated, AmStatus, BuildInfo, NewSilence, SilenceMatcher,
+    ALERTMANAGER_API_VERSION, ActiveAlert, AlertState, AmAlert, AmAlertGroup, AmAlertState, AmAlertStatus, AmCluster,
+    AmConfig, AmReceiver, AmSilenceCreated, AmStatus, BuildInfo, NewSilence, SilenceMatcher,
 };
 use hale_core::time::now_ms;
 
 use super::silences::{MAX_SILENCE_BYTES, SilencesApi, authorize, change};
 use super::{PromError, form_pairs};
+use crate::notify::silence::matcher_hits;
 use crate::rules::manager::rfc3339;
 use crate::state::Collector;
 
@@ -68,6 +69,15 @@ struct AlertFilter {
     silenced: bool,
 }
 
+/// The `filter` parameters (`name="value"`, `name=~"re"`, …, braces allowed) as matchers.
+fn filters(pairs: &[(String, String)]) -> Result<Vec<SilenceMatcher>, AmError> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "filter")
+        .map(|(_, v)| SilenceMatcher::parse(v.trim().trim_start_matches('{').trim_end_matches('}')).map_err(bad))
+        .collect()
+}
+
 impl AlertFilter {
     fn of(query: Option<String>) -> Result<AlertFilter, AmError> {
         let pairs = form_pairs(query.as_deref().unwrap_or(""));
@@ -79,30 +89,14 @@ impl AlertFilter {
                 Some(other) => Err(bad(format!("{key} must be true or false, not {other:?}"))),
             }
         };
-        let matchers = pairs
-            .iter()
-            .filter(|(k, _)| k == "filter")
-            .map(|(_, v)| SilenceMatcher::parse(v.trim().trim_start_matches('{').trim_end_matches('}')).map_err(bad))
-            .collect::<Result<_, _>>()?;
-        Ok(AlertFilter { matchers, active: flag("active")?, silenced: flag("silenced")? })
+        Ok(AlertFilter { matchers: filters(&pairs)?, active: flag("active")?, silenced: flag("silenced")? })
     }
 
     fn keeps(&self, alert: &AmAlert) -> bool {
-        let suppressed = alert.status.state == "suppressed";
+        let suppressed = alert.status.state == AmAlertState::Suppressed;
         let wanted = if suppressed { self.silenced } else { self.active };
-        wanted && self.matchers.iter().all(|m| matches(m, &alert.labels))
+        wanted && self.matchers.iter().all(|m| matcher_hits(m, &alert.labels))
     }
-}
-
-/// Whether `labels` satisfy one matcher (an absent label reads as empty, as in Alertmanager).
-fn matches(m: &SilenceMatcher, labels: &BTreeMap<String, String>) -> bool {
-    let value = labels.get(&m.name).map_or("", String::as_str);
-    let hit = if m.is_regex {
-        regex::Regex::new(&format!("^(?:{})$", m.value)).is_ok_and(|re| re.is_match(value))
-    } else {
-        value == m.value
-    };
-    hit == m.is_equal
 }
 
 /// The firing alerts as Alertmanager shows them: silenced ones `suppressed`, with the
@@ -125,7 +119,7 @@ fn am_alerts(c: &Collector, now: i64) -> Vec<AmAlert> {
                 updated_at: rfc3339(now),
                 receivers: vec![AmReceiver { name: RECEIVER.into() }],
                 status: AmAlertStatus {
-                    state: if silenced_by.is_empty() { "active" } else { "suppressed" }.into(),
+                    state: if silenced_by.is_empty() { AmAlertState::Active } else { AmAlertState::Suppressed },
                     silenced_by,
                     inhibited_by: Vec::new(),
                 },
@@ -182,11 +176,7 @@ async fn status(State(c): State<Arc<Collector>>) -> Response {
 /// Every silence (Alertmanager lists expired ones too), or those whose matchers `filter`
 /// names (each `name=value` of the filter is one of the silence's matchers).
 async fn silences(State(c): State<Arc<Collector>>, RawQuery(query): RawQuery) -> Result<Response, AmError> {
-    let wanted: Vec<SilenceMatcher> = form_pairs(query.as_deref().unwrap_or(""))
-        .into_iter()
-        .filter(|(k, _)| k == "filter")
-        .map(|(_, v)| SilenceMatcher::parse(v.trim().trim_start_matches('{').trim_end_matches('}')).map_err(bad))
-        .collect::<Result<_, _>>()?;
+    let wanted = filters(&form_pairs(query.as_deref().unwrap_or("")))?;
     let now = now_ms();
     let list: Vec<_> = c
         .silences
@@ -242,8 +232,8 @@ mod tests {
         assert!(f.active && !f.silenced);
         assert!(AlertFilter::of(Some("active=maybe".into())).is_err());
         let labels = BTreeMap::from([("alertname".to_string(), "Down".to_string())]);
-        assert!(matches(&SilenceMatcher::parse("alertname=~Do.*").expect("m"), &labels));
-        assert!(matches(&SilenceMatcher::parse("severity!=page").expect("m"), &labels));
-        assert!(!matches(&SilenceMatcher::parse("alertname!~D.*").expect("m"), &labels));
+        assert!(matcher_hits(&SilenceMatcher::parse("alertname=~Do.*").expect("m"), &labels));
+        assert!(matcher_hits(&SilenceMatcher::parse("severity!=page").expect("m"), &labels));
+        assert!(!matcher_hits(&SilenceMatcher::parse("alertname!~D.*").expect("m"), &labels));
     }
 }

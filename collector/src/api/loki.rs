@@ -23,7 +23,7 @@ use hale_core::api::{
 };
 use hale_core::time::now_ms;
 
-use super::{blocking, param, params};
+use super::{Params, blocking, param, params};
 use crate::logql::{self, LogQuery, Query};
 use crate::logs::Filter;
 use crate::state::Collector;
@@ -154,12 +154,7 @@ fn too_many() -> LokiError {
     ))
 }
 
-async fn query_range(
-    State(c): State<Arc<Collector>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Result<Response, LokiError> {
-    let all = params(q, &body);
+async fn query_range(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, LokiError> {
     let text = param(&all, "query").ok_or_else(|| bad("query parameter is required"))?;
     let parsed = logql::parse(&text)?;
     let end = time_or(&all, "end", now_ns())?;
@@ -221,8 +216,7 @@ fn format_value(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { v.to_string() }
 }
 
-async fn query(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, LokiError> {
-    let all = params(q, &body);
+async fn query(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, LokiError> {
     let text = param(&all, "query").ok_or_else(|| bad("query parameter is required"))?;
     let parsed = logql::parse(&text)?;
     let at = time_or(&all, "time", now_ns())?;
@@ -277,8 +271,7 @@ async fn stream_sets(c: &Arc<Collector>, all: &str) -> Result<Vec<logql::Labels>
     Ok(sets.into_iter().collect())
 }
 
-async fn labels(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Result<Response, LokiError> {
-    let all = params(q, &Bytes::new());
+async fn labels(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, LokiError> {
     let names: std::collections::BTreeSet<String> =
         stream_sets(&c, &all).await?.into_iter().flat_map(|l| l.into_keys()).collect();
     Ok(axum::Json(Envelope::success(names)).into_response())
@@ -287,16 +280,14 @@ async fn labels(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Resul
 async fn label_values(
     State(c): State<Arc<Collector>>,
     Path(name): Path<String>,
-    RawQuery(q): RawQuery,
+    Params(all): Params,
 ) -> Result<Response, LokiError> {
-    let all = params(q, &Bytes::new());
     let values: std::collections::BTreeSet<String> =
         stream_sets(&c, &all).await?.into_iter().filter_map(|mut l| l.remove(&name)).collect();
     Ok(axum::Json(Envelope::success(values)).into_response())
 }
 
-async fn series(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, LokiError> {
-    let all = params(q, &body);
+async fn series(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, LokiError> {
     Ok(axum::Json(Envelope::success(stream_sets(&c, &all).await?)).into_response())
 }
 

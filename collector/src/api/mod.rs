@@ -98,6 +98,25 @@ fn params(query: Option<String>, body: &Bytes) -> String {
     [query.unwrap_or_default(), String::from_utf8_lossy(body).into_owned()].join("&")
 }
 
+/// The most a form body of query parameters may be.
+const MAX_PARAMS_BYTES: usize = 1 << 20;
+
+/// A request's parameters as one form string (see [`params`]): Prometheus's and Loki's
+/// query APIs take them in the query string or a form POST alike.
+struct Params(String);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = PromError;
+
+    async fn from_request(request: axum::extract::Request, _: &S) -> Result<Self, PromError> {
+        let query = request.uri().query().map(str::to_string);
+        let body = axum::body::to_bytes(request.into_body(), MAX_PARAMS_BYTES)
+            .await
+            .map_err(|_| bad_data(format!("the form body could not be read or is over {MAX_PARAMS_BYTES} bytes")))?;
+        Ok(Params(params(query, &body)))
+    }
+}
+
 /// The first value of `key`.
 fn param(all: &str, key: &str) -> Option<String> {
     form_pairs(all).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,7 +16,7 @@ use hale_core::exposition::valid_label_name;
 use hale_core::metrics::{Family, MetricKind};
 use hale_core::time::now_ms;
 
-use super::{PromError, bad_data, blocking, form_pairs, param, params, success, time_param};
+use super::{Params, PromError, bad_data, blocking, form_pairs, param, success, time_param};
 use crate::query::{self, QueryError};
 use crate::state::Collector;
 use crate::store::Store;
@@ -81,12 +80,7 @@ fn selector(text: &str) -> Result<Vec<Matcher>, PromError> {
 }
 
 /// `/api/v1/series`: the label sets of every series matching a `match[]`, in order.
-async fn series(
-    State(c): State<Arc<Collector>>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Result<Response, PromError> {
-    let all = params(query, &body);
+async fn series(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let seen = matching(&c, &selectors(&all)?, &all)?;
     let data: Vec<Labels> = seen.into_iter().map(|labels| labels.into_iter().collect()).collect();
     Ok(success(data))
@@ -160,16 +154,14 @@ async fn evaluate(
 }
 
 /// `/api/v1/query`: one instant, `time` or now.
-async fn instant(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
-    let all = params(q, &body);
+async fn instant(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let expr = expression(&all)?;
     let t = time_param(&all, "time", now_ms())?;
     evaluate(&c, t, move |store| query::instant_query(store, &expr, t)).await
 }
 
 /// `/api/v1/query_range`: `start` to `end` every `step` (seconds or a duration).
-async fn range(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
-    let all = params(q, &body);
+async fn range(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let expr = expression(&all)?;
     let start = time_param(&all, "start", i64::MIN)?;
     let end = time_param(&all, "end", i64::MIN)?;
@@ -224,8 +216,7 @@ async fn federate(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Res
 
 /// `/api/v1/metadata`: what senders said of their metric families (`metric`, `limit`,
 /// `limit_per_metric` as Prometheus takes them).
-async fn metadata(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Result<Response, PromError> {
-    let all = params(q, &Bytes::new());
+async fn metadata(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let count = |key: &str| -> Result<Option<usize>, PromError> {
         match param(&all, key) {
             None => Ok(None),
@@ -242,8 +233,7 @@ async fn metadata(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Res
 
 /// `/api/v1/query_exemplars`: the store keeps no exemplars, so a valid request finds
 /// none (Grafana asks whenever a panel has exemplars on).
-async fn exemplars(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
-    let all = params(q, &body);
+async fn exemplars(Params(all): Params) -> Result<Response, PromError> {
     let expr = param(&all, "query").ok_or_else(|| bad_data("query parameter is required"))?;
     query::parse(&expr).map_err(|e| bad_data(e.to_string()))?;
     time_param(&all, "start", 0)?;
@@ -252,8 +242,7 @@ async fn exemplars(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromE
 }
 
 /// `/api/v1/format_query`: the expression laid out as Prometheus's formatter does.
-async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, PromError> {
-    let all = params(q, &body);
+async fn format_query(Params(all): Params) -> Result<Response, PromError> {
     let expr = param(&all, "query").ok_or_else(|| bad_data("query parameter is required"))?;
     Ok(success(query::parse(&expr).map_err(|e| bad_data(e.to_string()))?.prettify()))
 }
@@ -261,12 +250,7 @@ async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, Pr
 /// `/api/v1/labels`: label names, of the series matching `match[]` within `start`/`end`
 /// when given (Grafana's chained variables ask so); without `match[]`, every name the
 /// store holds (as Prometheus answers from its head block, whatever the range).
-async fn labels(
-    State(c): State<Arc<Collector>>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Result<Response, PromError> {
-    let all = params(query, &body);
+async fn labels(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let sets = optional_selectors(&all)?;
     if sets.is_empty() {
         time_param(&all, "start", 0)?;
@@ -281,12 +265,11 @@ async fn labels(
 async fn label_values(
     State(c): State<Arc<Collector>>,
     Path(name): Path<String>,
-    RawQuery(query): RawQuery,
+    Params(all): Params,
 ) -> Result<Response, PromError> {
     if !valid_label_name(&name) {
         return Err(bad_data(format!("invalid label name: {name:?}")));
     }
-    let all = params(query, &Bytes::new());
     let sets = optional_selectors(&all)?;
     if sets.is_empty() {
         time_param(&all, "start", 0)?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use hale_core::api::{BuildInfo, ConfigYaml, PROMETHEUS_API_VERSION, RuntimeInfo};
@@ -18,19 +18,31 @@ use crate::state::Collector;
 
 pub(super) fn routes() -> Router<Arc<Collector>> {
     Router::new()
-        .route("/api/v1/status/buildinfo", get(buildinfo))
-        .route("/api/v1/status/config", get(config))
-        .route("/api/v1/status/flags", get(flags))
-        .route("/api/v1/status/runtimeinfo", get(runtimeinfo))
+        .route("/api/v1/status/{page}", get(status_page))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/cluster", get(cluster))
         .route("/-/ready", get(|| async { "ready" }))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "alive"})) }))
 }
 
+/// Prometheus's status pages.
+async fn status_page(State(c): State<Arc<Collector>>, Path(page): Path<String>) -> Result<Response, PromError> {
+    match page.as_str() {
+        "buildinfo" => Ok(buildinfo()),
+        "config" => Ok(success(ConfigYaml { yaml: c.server.config_yaml.clone() })),
+        "flags" => Ok(success(&c.server.flags)),
+        "runtimeinfo" => Ok(runtimeinfo(&c)),
+        other => Err(PromError(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no status page {other:?}: buildinfo, config, flags or runtimeinfo"),
+        )),
+    }
+}
+
 /// Which server this is: the Prometheus API level it answers as (Grafana decides what
 /// it may call by it), and Hale's own release as the revision.
-async fn buildinfo() -> Response {
+fn buildinfo() -> Response {
     success(BuildInfo {
         version: PROMETHEUS_API_VERSION.into(),
         revision: concat!("hale ", env!("CARGO_PKG_VERSION")).into(),
@@ -41,15 +53,7 @@ async fn buildinfo() -> Response {
     })
 }
 
-async fn config(State(c): State<Arc<Collector>>) -> Response {
-    success(ConfigYaml { yaml: c.server.config_yaml.clone() })
-}
-
-async fn flags(State(c): State<Arc<Collector>>) -> Response {
-    success(&c.server.flags)
-}
-
-async fn runtimeinfo(State(c): State<Arc<Collector>>) -> Response {
+fn runtimeinfo(c: &Collector) -> Response {
     let started = humantime::format_rfc3339_seconds(c.server.started_at).to_string();
     let runtime = tokio::runtime::Handle::current().metrics();
     success(RuntimeInfo {

@@ -23,7 +23,9 @@ fn regex(m: &SilenceMatcher) -> Result<regex::Regex, regex::Error> {
 }
 
 /// As Alertmanager matches: a missing label is the empty string, a regex is anchored.
-fn matcher_hits(m: &SilenceMatcher, labels: &LabelSet) -> bool {
+/// Whether `labels` satisfy one matcher: an absent label reads as empty, a regex is
+/// anchored (Alertmanager's rules, for silences and for its API's filters alike).
+pub fn matcher_hits(m: &SilenceMatcher, labels: &LabelSet) -> bool {
     let value = labels.get(&m.name).map_or("", String::as_str);
     let hit = if m.is_regex { regex(m).is_ok_and(|re| re.is_match(value)) } else { value == m.value };
     hit == m.is_equal

@@ -17,11 +17,23 @@ pub struct AmReceiver {
     pub name: String,
 }
 
-/// `active` (notified), `suppressed` (silenced) or `unprocessed`.
+/// Where an alert stands in Alertmanager's eyes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmAlertState {
+    /// Not yet looked at.
+    Unprocessed,
+    /// Notified.
+    Active,
+    /// Silenced (or inhibited).
+    Suppressed,
+}
+
+/// An alert's state and what suppresses it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AmAlertStatus {
-    pub state: String,
+    pub state: AmAlertState,
     pub silenced_by: Vec<String>,
     pub inhibited_by: Vec<String>,
 }
