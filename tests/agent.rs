@@ -43,15 +43,16 @@ impl AgentSetup {
         AgentSetup { dir: dir.to_path_buf(), listen: free_addr(), extra: extra.to_string() }
     }
 
-    /// An agent that tails `<dir>/app.log` and ships it to a receiver at the returned
-    /// address (not started).
-    fn tailing(dir: &Path) -> (Self, PathBuf, SocketAddr) {
+    /// An agent that tails `<dir>/app.log`, already holding lines `0..lines`, and ships it
+    /// to a receiver at the returned address (not started).
+    fn tailing(dir: &Path, lines: usize) -> (Self, PathBuf, SocketAddr) {
         let log = dir.join("app.log");
         let port = free_addr();
         let extra = format!(
             "logs_endpoint = \"http://{port}/v1/logs\"\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
             log.display()
         );
+        append(&log, 0, lines);
         (AgentSetup::new(dir, &extra), log, port)
     }
 
@@ -170,9 +171,8 @@ fn assert_exactly_once(lines: &[String], n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (setup, log, port) = AgentSetup::tailing(tmp.path());
     // The receiver is down at first: everything queues.
-    append(&log, 0, 300);
+    let (setup, log, port) = AgentSetup::tailing(tmp.path(), 300);
     let mut agent = setup.start().await;
     eventually("lines read into the queue", Duration::from_secs(20), async || {
         let text = setup.metrics().await?;
@@ -212,8 +212,7 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (setup, log, port) = AgentSetup::tailing(tmp.path());
-    append(&log, 0, 200);
+    let (setup, log, port) = AgentSetup::tailing(tmp.path(), 200);
     let mut agent = setup.start().await;
     let agent_log = tmp.path().join("agent.out");
     let _explain = Explain(agent_log);
@@ -301,20 +300,12 @@ async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
     assert_eq!(r.status(), 201);
     let started: ProcessStarted = r.json().await.expect("json");
     assert_eq!(started.process.expect("process").name, "sleeper-node-t-1");
-    let r = client
-        .post(format!("{base}/api/v1/processes/sleeper-1/restart"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("restart");
-    assert_eq!(r.status(), 202);
-    let r = client
-        .delete(format!("{base}/api/v1/processes/sleeper-node-t-1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 200);
+    let act = async |method: &str, path: &str| {
+        let req = client.request(method.parse().expect("method"), format!("{base}{path}")).bearer_auth(TOKEN);
+        req.send().await.expect(path).status()
+    };
+    assert_eq!(act("POST", "/api/v1/processes/sleeper-1/restart").await, 202);
+    assert_eq!(act("DELETE", "/api/v1/processes/sleeper-node-t-1").await, 200);
     assert_eq!(list().await.processes.len(), 1);
     // Issue #13: what the agent serves is what the typed client reads.
     let typed = hale_client::Agent::new(&base).expect("client");

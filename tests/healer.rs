@@ -483,8 +483,11 @@ fn policies_check_reports_lines() {
     let ok = Command::new(env!("CARGO_BIN_EXE_hale")).args(["policies", "check", file]).output().expect("hale");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let dir = tempfile::tempdir().expect("tempdir");
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, POLICIES.replace("action: restart\n    verify", "action: reboot\n    verify")).expect("write");
+    let bad = common::file(
+        dir.path(),
+        "bad.yaml",
+        &POLICIES.replace("action: restart\n    verify", "action: reboot\n    verify"),
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_hale")).args(["policies", "check"]).arg(&bad).output().expect("hale");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -165,8 +165,7 @@ async fn rules_evaluate_on_live_data_and_the_api_shows_them() {
 #[test]
 fn a_broken_rule_file_stops_the_collector_with_its_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES.replace("for: 1s", "for: soon")).expect("write");
+    let rules = common::file(dir.path(), "rules.yml", &RULES.replace("for: 1s", "for: soon"));
     let out = dir.path().join("collector.out");
     let mut proc = spawn_collector(free_addr(), &dir.path().join("data"), &rules, &out);
     let status = proc.0.wait().expect("wait");

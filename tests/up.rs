@@ -116,7 +116,8 @@ async fn seen_ready(client: &reqwest::Client, collector: &str, instance: &str) {
 
 /// The healer's typed client (reads only), sharing the test's connections.
 fn healer_client(client: &reqwest::Client, healer: &str) -> hale_client::Healer {
-    hale_client::Healer::with_client(healer, None, client.clone(), Duration::from_secs(3)).expect("healer client")
+    hale_client::Healer::with_client(healer, None, &hale_client::Pool::of(client, Duration::from_secs(3)))
+        .expect("healer client")
 }
 
 async fn healer_actions(client: &reqwest::Client, healer: &str) -> Option<Vec<Action>> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hale_core::api::{AgentHealth, ProcessList, ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
 use reqwest::Method;
 
-use crate::request::{self, CALL_TIMEOUT, ClientError, Peer};
+use crate::request::{self, CALL_TIMEOUT, ClientError, Peer, Pool};
 
 pub struct Agent(Peer);
 
@@ -17,12 +17,12 @@ impl Agent {
     }
 
     pub fn with_timeout(base: &str, timeout: Duration) -> Result<Agent, ClientError> {
-        Agent::with_client(base, request::http(timeout)?, timeout)
+        Agent::with_client(base, &Pool::new(timeout)?)
     }
 
     /// A client that shares the caller's connection pool; every call still has `timeout`.
-    pub fn with_client(base: &str, http: reqwest::Client, timeout: Duration) -> Result<Agent, ClientError> {
-        Ok(Agent(Peer::new(base, None, http, timeout)?))
+    pub fn with_client(base: &str, pool: &Pool) -> Result<Agent, ClientError> {
+        Ok(Agent(Peer::new(base, None, pool)?))
     }
 
     /// The same client with the actuator's bearer token.

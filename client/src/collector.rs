@@ -9,7 +9,7 @@ use hale_core::cluster::ClusterView;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 
-use crate::request::{self, CALL_TIMEOUT, ClientError, Peer};
+use crate::request::{self, CALL_TIMEOUT, ClientError, Peer, Pool};
 
 pub struct Collector(Peer);
 
@@ -21,17 +21,12 @@ impl Collector {
     }
 
     pub fn with_timeout(base: &str, admin_token: Option<String>, timeout: Duration) -> Result<Collector, ClientError> {
-        Collector::with_client(base, admin_token, request::http(timeout)?, timeout)
+        Collector::with_client(base, admin_token, &Pool::new(timeout)?)
     }
 
     /// A client that shares the caller's connection pool; every call still has `timeout`.
-    pub fn with_client(
-        base: &str,
-        admin_token: Option<String>,
-        http: reqwest::Client,
-        timeout: Duration,
-    ) -> Result<Collector, ClientError> {
-        Ok(Collector(Peer::new(base, admin_token, http, timeout)?))
+    pub fn with_client(base: &str, admin_token: Option<String>, pool: &Pool) -> Result<Collector, ClientError> {
+        Ok(Collector(Peer::new(base, admin_token, pool)?))
     }
 
     pub fn base(&self) -> &str {

@@ -2,13 +2,11 @@
 //! asked of a catalog replica itself (at its own URL, as the pool lists it), with the same
 //! admin token; the gateway then follows the new primary.
 
-use std::time::Duration;
-
 use hale_core::ServiceKind;
 use hale_core::api::{EpochRequest, PoolUpdate, PoolView, Pools, Promoted, RejoinRequest, Rejoined};
 use reqwest::Method;
 
-use crate::request::{self, CALL_TIMEOUT, ClientError, Peer};
+use crate::request::{self, CALL_TIMEOUT, ClientError, Peer, Pool};
 
 /// Every call carries the admin token.
 pub struct Gateway(Peer);
@@ -16,17 +14,12 @@ pub struct Gateway(Peer);
 impl Gateway {
     /// A client of the gateway at `base` (`http://host:port`) with the cluster's admin token.
     pub fn new(base: &str, admin_token: &str) -> Result<Gateway, ClientError> {
-        Gateway::with_client(base, admin_token, request::http(CALL_TIMEOUT)?, CALL_TIMEOUT)
+        Gateway::with_client(base, admin_token, &Pool::new(CALL_TIMEOUT)?)
     }
 
     /// A client that shares the caller's connection pool; every call still has `timeout`.
-    pub fn with_client(
-        base: &str,
-        admin_token: &str,
-        http: reqwest::Client,
-        timeout: Duration,
-    ) -> Result<Gateway, ClientError> {
-        Ok(Gateway(Peer::new(base, Some(admin_token.to_string()), http, timeout)?))
+    pub fn with_client(base: &str, admin_token: &str, pool: &Pool) -> Result<Gateway, ClientError> {
+        Ok(Gateway(Peer::new(base, Some(admin_token.to_string()), pool)?))
     }
 
     pub fn base(&self) -> &str {

@@ -1,12 +1,10 @@
 //! The healer's API: state, actions, approvals, pause and resets. Reads are open; every
 //! write needs the healer's token (`--token`, `HALE_HEALER_TOKEN`) and goes to the leader.
 
-use std::time::Duration;
-
 use hale_core::api::{ActionAnswer, ActionList, HealerHealth, HealerState, Paused, TargetReset};
 use reqwest::Method;
 
-use crate::request::{self, CALL_TIMEOUT, ClientError, Peer};
+use crate::request::{self, CALL_TIMEOUT, ClientError, Peer, Pool};
 
 pub struct Healer(Peer);
 
@@ -14,17 +12,12 @@ impl Healer {
     /// A client of the healer at `base` (`http://host:port`); `token` for the calls that
     /// change something (approvals, pause, resets).
     pub fn new(base: &str, token: Option<String>) -> Result<Healer, ClientError> {
-        Healer::with_client(base, token, request::http(CALL_TIMEOUT)?, CALL_TIMEOUT)
+        Healer::with_client(base, token, &Pool::new(CALL_TIMEOUT)?)
     }
 
     /// A client that shares the caller's connection pool; every call still has `timeout`.
-    pub fn with_client(
-        base: &str,
-        token: Option<String>,
-        http: reqwest::Client,
-        timeout: Duration,
-    ) -> Result<Healer, ClientError> {
-        Ok(Healer(Peer::new(base, token, http, timeout)?))
+    pub fn with_client(base: &str, token: Option<String>, pool: &Pool) -> Result<Healer, ClientError> {
+        Ok(Healer(Peer::new(base, token, pool)?))
     }
 
     /// `GET /healthz`.

@@ -24,4 +24,4 @@ pub use agent::Agent;
 pub use collector::Collector;
 pub use gateway::Gateway;
 pub use healer::Healer;
-pub use request::{CALL_TIMEOUT, ClientError};
+pub use request::{CALL_TIMEOUT, ClientError, Pool};

@@ -28,12 +28,29 @@ pub enum ClientError {
     Decode { url: String, message: String },
 }
 
-/// The client every typed client shares: a connection pool and a timeout.
-pub(crate) fn http(timeout: Duration) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|source| ClientError::Unreachable { url: String::new(), source })
+/// A connection pool and the timeout of each call made through it. Typed clients built
+/// on one `Pool` share its connections (a dashboard's, a healer's); each call still has
+/// the timeout.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub http: reqwest::Client,
+    pub timeout: Duration,
+}
+
+impl Pool {
+    /// A pool of its own whose calls take at most `timeout`.
+    pub fn new(timeout: Duration) -> Result<Pool, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|source| ClientError::Unreachable { url: String::new(), source })?;
+        Ok(Pool { http, timeout })
+    }
+
+    /// `http`'s connections, each call within `timeout`.
+    pub fn of(http: &reqwest::Client, timeout: Duration) -> Pool {
+        Pool { http: http.clone(), timeout }
+    }
 }
 
 /// A client's base URL (`http://host:port`) without its trailing slash, checked once
@@ -63,13 +80,8 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(
-        base: &str,
-        token: Option<String>,
-        http: reqwest::Client,
-        timeout: Duration,
-    ) -> Result<Peer, ClientError> {
-        Ok(Peer { base: base_url(base)?, http, timeout, token })
+    pub(crate) fn new(base: &str, token: Option<String>, pool: &Pool) -> Result<Peer, ClientError> {
+        Ok(Peer { base: base_url(base)?, http: pool.http.clone(), timeout: pool.timeout, token })
     }
 
     /// A request to `base` + `segments` with the timeout and without the token (reads).

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hale_client::Pool;
 use hale_core::ServiceKind;
 use hale_core::api::{
     ActiveAlert, AlertState, MemberSpec, NewSilence, Point, PoolMember, PoolUpdate, PoolView, QueryResult,
@@ -120,7 +121,7 @@ impl Collector {
 
     /// The typed client of the collector's own API, sharing this client's connections.
     fn typed(&self) -> Result<hale_client::Collector, ClientError> {
-        hale_client::Collector::with_client(&self.base, self.admin_token.clone(), self.client.clone(), CALL_TIMEOUT)
+        hale_client::Collector::with_client(&self.base, self.admin_token.clone(), &Pool::of(&self.client, CALL_TIMEOUT))
             .map_err(|e| ClientError::Config(e.to_string()))
     }
 
@@ -171,7 +172,7 @@ impl Agents {
             .by_node
             .get(node)
             .ok_or_else(|| ClientError::Config(format!("no agent is known for node {node:?}")))?;
-        let agent = hale_client::Agent::with_client(&format!("http://{addr}"), self.client.clone(), timeout)
+        let agent = hale_client::Agent::with_client(&format!("http://{addr}"), &Pool::of(&self.client, timeout))
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(agent.with_token(&self.token))
     }
@@ -226,7 +227,7 @@ fn service_kind(service: &str) -> Result<ServiceKind, ClientError> {
 impl Gateway {
     /// The typed client of the gateway, sharing this client's connections.
     fn typed(&self, timeout: Duration) -> Result<hale_client::Gateway, ClientError> {
-        hale_client::Gateway::with_client(&self.base, &self.admin_token, self.client.clone(), timeout)
+        hale_client::Gateway::with_client(&self.base, &self.admin_token, &Pool::of(&self.client, timeout))
             .map_err(|e| ClientError::Config(e.to_string()))
     }
 

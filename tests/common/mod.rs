@@ -123,11 +123,17 @@ pub fn spawn_collector(addr: SocketAddr, data: &Path, out: &Path, args: &[String
     Proc(spawn_logged(&mut cmd, log, "collector"))
 }
 
+/// `text` written to `dir/name`: its path.
+pub fn file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
 /// A collector evaluating `rules` (written to `dir/rules.yml`), its data in `dir/data`
 /// and its output in `dir/collector.out`, with `env`; returns once it is ready.
 pub async fn collector_with_rules(dir: &Path, rules: &str, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
-    let path = dir.join("rules.yml");
-    std::fs::write(&path, rules).expect("rules");
+    let path = file(dir, "rules.yml", rules);
     let (addr, out) = (free_addr(), dir.join("collector.out"));
     let args = ["--rules".to_string(), path.display().to_string()];
     let mut proc = spawn_collector(addr, &dir.join("data"), &out, &args, env);
@@ -251,7 +257,8 @@ pub async fn cluster_view(client: &reqwest::Client, base: &str) -> Option<Cluste
 
 /// The collector's typed client at `base`, sharing `client`'s connections (no admin token).
 pub fn collector(client: &reqwest::Client, base: &str) -> hale_client::Collector {
-    hale_client::Collector::with_client(base, None, client.clone(), Duration::from_secs(5)).expect("collector client")
+    hale_client::Collector::with_client(base, None, &hale_client::Pool::of(client, Duration::from_secs(5)))
+        .expect("collector client")
 }
 
 /// Every replica of every service in a cluster view.

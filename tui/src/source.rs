@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hale_client::{Agent, ClientError, Collector, Healer};
+use hale_client::{Agent, ClientError, Collector, Healer, Pool};
 use hale_core::api::LogQuery;
 
 use crate::model::{self, Snapshot};
@@ -95,14 +95,14 @@ impl Source {
             .timeout(CALL_TIMEOUT)
             .build()
             .unwrap_or_default();
-        let collector_api =
-            Collector::with_client(&endpoints.collector, None, http.clone(), CALL_TIMEOUT).map_err(|e| e.to_string());
+        let collector_api = Collector::with_client(&endpoints.collector, None, &Pool::of(&http, CALL_TIMEOUT))
+            .map_err(|e| e.to_string());
         let healer_api =
-            Healer::with_client(&endpoints.healer, None, http.clone(), CALL_TIMEOUT).map_err(|e| e.to_string());
+            Healer::with_client(&endpoints.healer, None, &Pool::of(&http, CALL_TIMEOUT)).map_err(|e| e.to_string());
         let agents = endpoints
             .agents
             .iter()
-            .map(|(node, url)| (node.clone(), Agent::with_client(url, http.clone(), CALL_TIMEOUT).ok()))
+            .map(|(node, url)| (node.clone(), Agent::with_client(url, &Pool::of(&http, CALL_TIMEOUT)).ok()))
             .collect();
         Source {
             endpoints,
