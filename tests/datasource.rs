@@ -176,6 +176,21 @@ async fn server_calls_answer_in_prometheus_shapes() {
     assert_eq!(get(hale_addr, "query_exemplars", &broken).await["errorType"], "bad_data");
     assert_eq!(get(prom_addr, "query_exemplars", &broken).await["errorType"], "bad_data");
 
+    // A query past its timeout: Prometheus's 503 `timeout`, on both.
+    let slow = [
+        ("query", "max_over_time(vector(1)[1h:1s])"),
+        ("start", "0"),
+        ("end", "3600"),
+        ("step", "1"),
+        ("timeout", "1ms"),
+    ];
+    for addr in [prom_addr, hale_addr] {
+        let r = client.get(format!("http://{addr}/api/v1/query_range")).query(&slow).send().await.expect("query");
+        let status = r.status();
+        let body = r.json::<Value>().await.expect("json");
+        assert_eq!((status.as_u16(), &body["errorType"]), (503, &Value::from("timeout")), "{addr}: {body}");
+    }
+
     // Format query: the same layout as Prometheus's formatter.
     for q in [
         "sum by (job) (rate(http_requests_total{code=~\"5..\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",

@@ -132,6 +132,7 @@ fn query_error(e: QueryError) -> PromError {
     match e {
         QueryError::BadData(m) => PromError(StatusCode::BAD_REQUEST, "bad_data", m),
         QueryError::Execution(m) => PromError(StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+        QueryError::Timeout(m) => PromError(StatusCode::SERVICE_UNAVAILABLE, "timeout", m),
     }
 }
 
@@ -153,11 +154,31 @@ async fn evaluate(
     Ok(success(query_result(value, t)))
 }
 
+/// How long a query may run unless its `timeout` asks for less (Prometheus's default).
+pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// When the query must be done: its `timeout` (seconds or a duration) from now, at most
+/// [`QUERY_TIMEOUT`].
+fn deadline(all: &str) -> Result<Instant, PromError> {
+    let limit = match param(all, "timeout") {
+        None => QUERY_TIMEOUT,
+        Some(text) => match text.parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => std::time::Duration::from_secs_f64(secs),
+            Ok(_) => return Err(bad_data(format!("invalid timeout {text:?}: a positive duration"))),
+            Err(_) => humantime::parse_duration(&text)
+                .map_err(|_| bad_data(format!("invalid timeout {text:?}: seconds or a duration such as 30s")))?,
+        }
+        .min(QUERY_TIMEOUT),
+    };
+    Ok(Instant::now() + limit)
+}
+
 /// `/api/v1/query`: one instant, `time` or now.
 async fn instant(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let expr = expression(&all)?;
     let t = time_param(&all, "time", now_ms())?;
-    evaluate(&c, t, move |store| query::instant_query(store, &expr, t)).await
+    let until = deadline(&all)?;
+    evaluate(&c, t, move |store| query::instant_query_until(store, &expr, t, until)).await
 }
 
 /// `/api/v1/query_range`: `start` to `end` every `step` (seconds or a duration).
@@ -175,7 +196,8 @@ async fn range(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<R
             .map(|d| d.as_millis() as i64)
             .map_err(|_| bad_data(format!("invalid step {step_text:?}")))?,
     };
-    evaluate(&c, end, move |store| query::range_query(store, &expr, start, end, step)).await
+    let until = deadline(&all)?;
+    evaluate(&c, end, move |store| query::range_query_until(store, &expr, start, end, step, Some(until))).await
 }
 
 /// Prometheus federation: the newest sample of every matching series, with its
@@ -300,6 +322,25 @@ mod tests {
         assert_eq!(get_json(&app, "/api/v1/label/job/values").await["data"], json!(["api"]));
         let bad = get_json(&app, "/api/v1/series?match[]=up%7B").await;
         assert_eq!((bad["status"].as_str(), bad["errorType"].as_str()), (Some("error"), Some("bad_data")));
+    }
+
+    #[tokio::test]
+    async fn a_query_past_its_timeout_is_a_503_timeout() {
+        let (_dir, app) = app(None);
+        let ask = async |timeout: &str| {
+            let uri = format!(
+                "/api/v1/query_range?query=max_over_time(vector(1)%5B1h%3A1s%5D)&start=0&end=3600&step=1&timeout={timeout}"
+            );
+            let (status, bytes) =
+                call(&app, axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("req")).await;
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        };
+        let (status, body) = ask("1ms").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["errorType"], "timeout");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("timed out")), "{body}");
+        assert_eq!(ask("soon").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(ask("-1").await.0, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

@@ -77,6 +77,9 @@ pub enum QueryError {
     /// Evaluation failed (Prometheus's `execution`).
     #[error("{0}")]
     Execution(String),
+    /// The query ran past its timeout (Prometheus's `timeout`, a 503).
+    #[error("{0}")]
+    Timeout(String),
 }
 
 fn exec(msg: impl Into<String>) -> QueryError {
@@ -252,6 +255,9 @@ pub struct Evaluator<'a> {
     cache: HashMap<String, Arc<Selected>>,
     /// How much further back than the query start enclosing subqueries read.
     reach_back: i64,
+    /// When the query gives up (its `timeout`); checked at every step of a range query
+    /// and of a subquery.
+    deadline: Option<std::time::Instant>,
 }
 
 pub fn matchers_of(vs: &VectorSelector) -> Vec<Matcher> {
@@ -272,7 +278,7 @@ pub fn matchers_of(vs: &VectorSelector) -> Vec<Matcher> {
 
 impl<'a> Evaluator<'a> {
     pub fn new(store: &'a Store, start: i64, end: i64) -> Self {
-        Evaluator { store, start, end, cache: HashMap::new(), reach_back: 0 }
+        Evaluator { store, start, end, cache: HashMap::new(), reach_back: 0, deadline: None }
     }
 
     /// An evaluator for `expr`: selectors are fetched once, over everything any step of
@@ -281,6 +287,21 @@ impl<'a> Evaluator<'a> {
         let mut ev = Evaluator::new(store, start, end);
         ev.reach_back = reach_of(expr);
         ev
+    }
+
+    /// Gives up at `deadline`.
+    pub fn until(mut self, deadline: Option<std::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    fn check_deadline(&self) -> Result<(), QueryError> {
+        match self.deadline {
+            Some(d) if std::time::Instant::now() > d => Err(QueryError::Timeout(
+                "query timed out in expression evaluation: narrow the range, use a larger step, or pre-compute it with a recording rule".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The time a selector is evaluated at: `@` pins it, `offset` shifts it.
@@ -359,6 +380,7 @@ impl<'a> Evaluator<'a> {
                 let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
                 let mut order: Vec<Labels> = Vec::new();
                 while ts <= at {
+                    self.check_deadline()?;
                     if let Value::Vector(samples) = self.eval(&sq.expr, ts)? {
                         for s in samples {
                             if !by_labels.contains_key(&s.labels) {
@@ -456,6 +478,20 @@ pub fn instant_query(store: &Store, query: &str, t: i64) -> Result<Value, QueryE
     eval_instant(store, &parse(query)?, t)
 }
 
+/// [`instant_query`] that gives up at `deadline`.
+pub fn instant_query_until(
+    store: &Store,
+    query: &str,
+    t: i64,
+    deadline: std::time::Instant,
+) -> Result<Value, QueryError> {
+    let expr = parse(query)?;
+    let mut ev = Evaluator::for_expr(store, t, t, &expr).until(Some(deadline));
+    let value = ev.eval(&expr, t)?;
+    check_unique(&value)?;
+    Ok(value)
+}
+
 /// Evaluates a parsed expression at one instant (rules parse once, evaluate often).
 pub fn eval_instant(store: &Store, expr: &Expr, t: i64) -> Result<Value, QueryError> {
     let mut ev = Evaluator::for_expr(store, t, t, expr);
@@ -466,6 +502,18 @@ pub fn eval_instant(store: &Store, expr: &Expr, t: i64) -> Result<Value, QueryEr
 
 /// Evaluates a range query: a matrix of the expression at every step.
 pub fn range_query(store: &Store, query: &str, start: i64, end: i64, step: i64) -> Result<Value, QueryError> {
+    range_query_until(store, query, start, end, step, None)
+}
+
+/// [`range_query`] that gives up at `deadline`.
+pub fn range_query_until(
+    store: &Store,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    deadline: Option<std::time::Instant>,
+) -> Result<Value, QueryError> {
     if step <= 0 {
         return Err(QueryError::BadData("zero or negative query resolution step widths are not accepted".into()));
     }
@@ -483,10 +531,11 @@ pub fn range_query(store: &Store, query: &str, start: i64, end: i64, step: i64) 
         )));
     }
     let expr = parse(query)?;
-    let mut ev = Evaluator::for_expr(store, start, end, &expr);
+    let mut ev = Evaluator::for_expr(store, start, end, &expr).until(deadline);
     let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
     let mut t = start;
     while t <= end {
+        ev.check_deadline()?;
         match ev.eval(&expr, t)? {
             Value::Scalar(v) => by_labels.entry(Vec::new()).or_default().push((t, v)),
             Value::Vector(samples) => {
