@@ -49,6 +49,8 @@ pub struct CollectorFile {
     pub slo_time_scale: f64,
     /// An SLO alert window needs at least this many events (0: no guard).
     pub slo_min_events: u64,
+    /// Samples one query may load and produce (Prometheus's `--query.max-samples`).
+    pub query_max_samples: usize,
 }
 
 impl Default for CollectorFile {
@@ -66,6 +68,7 @@ impl Default for CollectorFile {
             slo_files: Vec::new(),
             slo_time_scale: 1.0,
             slo_min_events: 0,
+            query_max_samples: crate::query::MAX_SAMPLES,
         }
     }
 }
@@ -187,6 +190,12 @@ impl CollectorFile {
         self.retention_bytes = flags.retention_bytes.unwrap_or(self.retention_bytes);
         self.slo_time_scale = flags.slo_time_scale.unwrap_or(self.slo_time_scale);
         self.slo_min_events = flags.slo_min_events.unwrap_or(self.slo_min_events);
+        self.query_max_samples = flags.query_max_samples.unwrap_or(self.query_max_samples);
+        if self.query_max_samples == 0 {
+            return Err(ConfigError::new(
+                "query_max_samples (--query-max-samples) is 0: no query could run; the default is 50000000",
+            ));
+        }
         let notify = &mut self.notify;
         notify.webhooks.extend(flags.alert_webhooks);
         notify.alertmanagers.extend(flags.alertmanagers);
@@ -231,6 +240,7 @@ impl CollectorFile {
             admin_token: flags.admin_token.map(Secret::new),
             slo_files: relative(self.slo_files, flags.slos),
             slo_options,
+            query_max_samples: self.query_max_samples,
         })
     }
 }
@@ -297,6 +307,10 @@ pub struct CollectorFlags {
     /// An SLO alert window needs at least this many events (default 0: no guard).
     #[cfg_attr(feature = "cli", arg(long))]
     pub slo_min_events: Option<u64>,
+    /// Samples one query may load and produce before it is refused (default 50000000,
+    /// as Prometheus's --query.max-samples).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub query_max_samples: Option<usize>,
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod logql;
 pub mod logs;
 pub mod metadata;
 pub mod notify;
+pub mod parallel;
 pub mod query;
 pub mod rules;
 mod run;

@@ -50,6 +50,8 @@ pub struct CollectorConfig {
     pub slo_files: Vec<PathBuf>,
     /// Window scale and minimum events of the SLO rules.
     pub slo_options: crate::slo::Options,
+    /// Samples one query may load and produce.
+    pub query_max_samples: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,7 @@ pub async fn run(
         outbox: outbox.clone(),
         slos,
         slo_min_events: config.slo_options.min_events,
+        query_max_samples: config.query_max_samples,
         group_by: config.notify.route.group_by.clone(),
         sources: Default::default(),
         metadata: Default::default(),

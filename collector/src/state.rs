@@ -32,6 +32,8 @@ pub struct Collector {
     /// The SLOs of the loaded specs.
     pub slos: Vec<SloDef>,
     pub slo_min_events: u64,
+    /// Samples one API query may load and produce.
+    pub query_max_samples: usize,
     /// The labels notifications group alerts by (the route's `group_by`), so a reader of
     /// `/api/v1/alerts` can group them the same way.
     pub group_by: Vec<String>,

@@ -191,7 +191,7 @@ async fn query_range(State(c): State<Arc<Collector>>, Params(all): Params) -> Re
                     values: steps
                         .iter()
                         .zip(values)
-                        .filter_map(|(t, v)| Some(Point(*t as f64 / 1e9, format_value(v?))))
+                        .filter_map(|(t, v)| Some(Point(*t as f64 / 1e9, hale_core::api::value_text(v?))))
                         .collect(),
                 })
                 .collect();
@@ -210,10 +210,6 @@ fn step(text: &str) -> Result<u64, LokiError> {
         return Err(bad(format!("invalid step {text:?}: a positive duration such as 15s")));
     }
     Ok(ns)
-}
-
-fn format_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { v.to_string() }
 }
 
 async fn query(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, LokiError> {
@@ -239,7 +235,7 @@ async fn query(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<R
                 .filter_map(|(labels, values)| {
                     Some(VectorSample {
                         metric: labels,
-                        value: Point(at as f64 / 1e9, format_value(values.first().copied()??)),
+                        value: Point(at as f64 / 1e9, hale_core::api::value_text(values.first().copied()??)),
                     })
                 })
                 .collect();

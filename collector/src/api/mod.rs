@@ -221,6 +221,7 @@ pub(crate) mod test_support {
             outbox: None,
             slos: Vec::new(),
             slo_min_events: 0,
+            query_max_samples: crate::query::MAX_SAMPLES,
             group_by: vec!["alertname".into()],
             sources: Default::default(),
             metadata: Default::default(),

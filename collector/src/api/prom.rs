@@ -11,10 +11,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hale_core::api::{Labels, MatrixSeries, Point, QueryResult, VectorSample};
+use hale_core::api::{Labels, Point, with_value_text};
 use hale_core::exposition::valid_label_name;
 use hale_core::metrics::{Family, MetricKind};
 use hale_core::time::now_ms;
+use serde::ser::{Serialize, SerializeStruct, SerializeTuple, Serializer};
 
 use super::{Params, PromError, bad_data, blocking, form_pairs, param, success, time_param};
 use crate::query::{self, QueryError};
@@ -86,45 +87,85 @@ async fn series(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<
     Ok(success(data))
 }
 
-/// Go's `FormatFloat(v, 'f', -1, 64)`, as Prometheus writes sample values.
-fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+/// An evaluated value as the API answers it (the JSON of [`QueryResult`]), serialized
+/// straight from the evaluator's series: a range query's answer holds a point per series
+/// per step, and building a `String` for each first cost more than evaluating it. `t` is
+/// the instant of scalars, strings and vector samples.
+struct Answer {
+    value: query::Value,
+    t: i64,
+}
+
+/// A label set as a JSON object, in name order.
+struct Metric<'a>(&'a query::Labels);
+
+impl Serialize for Metric<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_sorted_by(|a, b| a.0 < b.0) {
+            s.collect_map(self.0.iter().map(|(n, v)| (n, v)))
+        } else {
+            let sorted: Labels = self.0.iter().cloned().collect();
+            sorted.serialize(s)
+        }
     }
 }
 
-fn metric(labels: &query::Labels) -> Labels {
-    labels.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+/// `[unix seconds, "value"]`.
+struct At(i64, f64);
+
+impl Serialize for At {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = s.serialize_tuple(2)?;
+        tuple.serialize_element(&(self.0 as f64 / 1000.0))?;
+        with_value_text(self.1, |text| tuple.serialize_element(text))?;
+        tuple.end()
+    }
 }
 
-fn point(t: i64, v: f64) -> Point {
-    Point(t as f64 / 1000.0, format_value(v))
-}
-
-/// An evaluated value as the API answers it; `t` is the instant of scalars and strings.
-fn query_result(value: query::Value, t: i64) -> QueryResult {
-    use query::Value as V;
-    match value {
-        V::Scalar(v) => QueryResult::Scalar(point(t, v)),
-        V::String(s) => QueryResult::String(Point(t as f64 / 1000.0, s)),
-        V::Vector(samples) => QueryResult::Vector(
-            samples.iter().map(|s| VectorSample { metric: metric(&s.labels), value: point(t, s.value) }).collect(),
-        ),
-        V::Matrix(series) => QueryResult::Matrix(
-            series
-                .iter()
-                .map(|s| MatrixSeries {
-                    metric: metric(&s.labels),
-                    values: s.points.iter().map(|(t, v)| point(*t, *v)).collect(),
-                })
-                .collect(),
-        ),
+impl Serialize for Answer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use query::Value as V;
+        #[derive(serde::Serialize)]
+        struct Sample<'a> {
+            metric: Metric<'a>,
+            value: At,
+        }
+        #[derive(serde::Serialize)]
+        struct Series<'a> {
+            metric: Metric<'a>,
+            values: Points<'a>,
+        }
+        struct Points<'a>(&'a [(i64, f64)]);
+        impl Serialize for Points<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|&(t, v)| At(t, v)))
+            }
+        }
+        let t = self.t;
+        let mut out = s.serialize_struct("QueryResult", 2)?;
+        match &self.value {
+            V::Scalar(v) => {
+                out.serialize_field("resultType", "scalar")?;
+                out.serialize_field("result", &At(t, *v))?;
+            }
+            V::String(text) => {
+                out.serialize_field("resultType", "string")?;
+                out.serialize_field("result", &Point(t as f64 / 1000.0, text.clone()))?;
+            }
+            V::Vector(samples) => {
+                out.serialize_field("resultType", "vector")?;
+                let samples: Vec<Sample> =
+                    samples.iter().map(|x| Sample { metric: Metric(&x.labels), value: At(t, x.value) }).collect();
+                out.serialize_field("result", &samples)?;
+            }
+            V::Matrix(series) => {
+                out.serialize_field("resultType", "matrix")?;
+                let series: Vec<Series> =
+                    series.iter().map(|x| Series { metric: Metric(&x.labels), values: Points(&x.points) }).collect();
+                out.serialize_field("result", &series)?;
+            }
+        }
+        out.end()
     }
 }
 
@@ -151,14 +192,19 @@ async fn evaluate(
     let started = Instant::now();
     let value = blocking(c, move |c| eval(&c.store)).await?.map_err(query_error)?;
     c.telemetry.query_took(started.elapsed().as_secs_f64());
-    Ok(success(query_result(value, t)))
+    Ok(success(Answer { value, t }))
 }
 
 /// How long a query may run unless its `timeout` asks for less (Prometheus's default).
 pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// When the query must be done: its `timeout` (seconds or a duration) from now, at most
-/// [`QUERY_TIMEOUT`].
+/// What a query may spend: its `timeout` (seconds or a duration) from now, at most
+/// [`QUERY_TIMEOUT`], and the collector's samples limit.
+fn limits(c: &Collector, all: &str) -> Result<query::Limits, PromError> {
+    Ok(query::Limits { deadline: Some(deadline(all)?), max_samples: c.query_max_samples })
+}
+
+/// When the query must be done: its `timeout` from now, at most [`QUERY_TIMEOUT`].
 fn deadline(all: &str) -> Result<Instant, PromError> {
     let limit = match param(all, "timeout") {
         None => QUERY_TIMEOUT,
@@ -177,8 +223,8 @@ fn deadline(all: &str) -> Result<Instant, PromError> {
 async fn instant(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let expr = expression(&all)?;
     let t = time_param(&all, "time", now_ms())?;
-    let until = deadline(&all)?;
-    evaluate(&c, t, move |store| query::instant_query_until(store, &expr, t, until)).await
+    let limits = limits(&c, &all)?;
+    evaluate(&c, t, move |store| query::instant_query_within(store, &expr, t, limits)).await
 }
 
 /// `/api/v1/query_range`: `start` to `end` every `step` (seconds or a duration).
@@ -196,8 +242,8 @@ async fn range(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<R
             .map(|d| d.as_millis() as i64)
             .map_err(|_| bad_data(format!("invalid step {step_text:?}")))?,
     };
-    let until = deadline(&all)?;
-    evaluate(&c, end, move |store| query::range_query_until(store, &expr, start, end, step, Some(until))).await
+    let limits = limits(&c, &all)?;
+    evaluate(&c, end, move |store| query::range_query_within(store, &expr, start, end, step, limits)).await
 }
 
 /// Prometheus federation: the newest sample of every matching series, with its

@@ -112,7 +112,7 @@ fn bad(msg: impl Into<String>) -> QueryError {
 }
 
 /// The `[start, end]` window and range a range-vector argument covers at time `t`.
-fn window(ev: &Evaluator<'_>, arg: &Expr, t: i64) -> Option<(i64, i64)> {
+pub(super) fn window(ev: &Evaluator<'_>, arg: &Expr, t: i64) -> Option<(i64, i64)> {
     match arg {
         Expr::MatrixSelector(ms) => {
             let end = ev.selector_time(t, &ms.vs.at, &ms.vs.offset);
@@ -171,10 +171,57 @@ fn extrapolated(points: &[(i64, f64)], start: i64, end: i64, counter: bool, rate
             prev = *v;
         }
     }
+    Some(extrapolate((first, last, points.len()), result, (start, end), counter, rate))
+}
+
+/// The indexes `k` of `samples` where a counter resets (`samples[k] < samples[k - 1]`):
+/// with them a window's increase needs no walk over the window ([`sliding_rate`]).
+pub fn counter_resets(samples: &[(i64, f64)]) -> Vec<usize> {
+    (1..samples.len()).filter(|&k| samples[k].1 < samples[k - 1].1).collect()
+}
+
+/// `rate`, `increase` or `delta` of the window `samples[lo..hi]` over `[start, end]`,
+/// reading only the resets inside it: the same additions, in the same order, as
+/// [`extrapolated`] walking the window. `resets` is [`counter_resets`] of `samples`.
+pub fn sliding_rate(
+    name: &str,
+    samples: &[(i64, f64)],
+    (lo, hi): (usize, usize),
+    resets: &[usize],
+    (start, end): (i64, i64),
+) -> Option<f64> {
+    if hi < lo + 2 {
+        return None;
+    }
+    let counter = name != "delta";
+    let (first, last) = (samples[lo], samples[hi - 1]);
+    let mut result = last.1 - first.1;
+    if counter {
+        // The walk compares the first sample with zero.
+        if first.1 < 0.0 {
+            result += 0.0;
+        }
+        let from = resets.partition_point(|&k| k <= lo);
+        for &k in resets[from..].iter().take_while(|&&k| k < hi) {
+            result += samples[k - 1].1;
+        }
+    }
+    Some(extrapolate((first, last, hi - lo), result, (start, end), counter, name == "rate"))
+}
+
+/// Extrapolates a window's raw increase `result` (its `first` and `last` samples, `n` in
+/// all) to the whole window `[start, end]`, as Prometheus does; per second for a rate.
+fn extrapolate(
+    (first, last, n): ((i64, f64), (i64, f64), usize),
+    mut result: f64,
+    (start, end): (i64, i64),
+    counter: bool,
+    rate: bool,
+) -> f64 {
     let mut to_start = (first.0 - start) as f64 / 1000.0;
     let to_end = (end - last.0) as f64 / 1000.0;
     let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let average = sampled / (points.len() - 1) as f64;
+    let average = sampled / (n - 1) as f64;
     if counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
@@ -189,7 +236,7 @@ fn extrapolated(points: &[(i64, f64)], start: i64, end: i64, counter: bool, rate
     if rate {
         result /= (end - start) as f64 / 1000.0;
     }
-    Some(result)
+    result
 }
 
 fn linear_regression(points: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
@@ -220,7 +267,7 @@ fn linear_regression(points: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
 }
 
 /// Prometheus's `quantile` over plain values.
-pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if values.is_empty() || q.is_nan() {
         return f64::NAN;
     }
@@ -239,7 +286,7 @@ pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
     values[lower] * (1.0 - weight) + values[upper] * weight
 }
 
-fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
+pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -333,7 +380,7 @@ fn over_time(name: &str, points: &[(i64, f64)], param: Option<f64>) -> Option<f6
             let var = aux / count;
             if name == "stddev_over_time" { var.sqrt() } else { var }
         }
-        "quantile_over_time" => quantile(param?, values().collect()),
+        "quantile_over_time" => quantile(param?, &mut values().collect::<Vec<_>>()),
         "changes" => {
             points.windows(2).filter(|w| w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan())).count() as f64
         }
@@ -341,6 +388,97 @@ fn over_time(name: &str, points: &[(i64, f64)], param: Option<f64>) -> Option<f6
         _ => return None,
     })
 }
+
+/// The functions of a range vector that reduce each series' window to one value; the
+/// whole-range evaluator walks a series' windows over every step with [`over_window`].
+pub const WINDOW_FUNCTIONS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "resets",
+    "changes",
+    "avg_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "min_over_time",
+    "max_over_time",
+    "last_over_time",
+    "present_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "quantile_over_time",
+];
+
+/// One window function of the samples `p` (staleness markers left out) of the window
+/// `[start, end]` evaluated at `t`; `param` is `quantile_over_time`'s quantile or
+/// `predict_linear`'s horizon. `None` where Prometheus gives no sample.
+pub fn over_window(name: &str, p: &[(i64, f64)], start: i64, end: i64, t: i64, param: Option<f64>) -> Option<f64> {
+    match name {
+        "rate" => extrapolated(p, start, end, true, true),
+        "increase" => extrapolated(p, start, end, true, false),
+        "delta" => extrapolated(p, start, end, false, false),
+        "irate" | "idelta" => {
+            if p.len() < 2 {
+                None
+            } else {
+                let (a, b) = (p[p.len() - 2], p[p.len() - 1]);
+                let diff = if name == "irate" && b.1 < a.1 { b.1 } else { b.1 - a.1 };
+                let dt = (b.0 - a.0) as f64 / 1000.0;
+                Some(if name == "irate" { if dt == 0.0 { f64::NAN } else { diff / dt } } else { diff })
+            }
+        }
+        "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+        "predict_linear" => (p.len() >= 2).then(|| {
+            let (slope, intercept) = linear_regression(p, t);
+            intercept + slope * param.unwrap_or(0.0)
+        }),
+        _ if p.is_empty() => None,
+        other => over_time(other, p, param),
+    }
+}
+
+/// A function of one sample's value.
+pub type Math = fn(f64) -> f64;
+
+/// The functions that map each sample's value through one function of it (dropping the
+/// metric name): `abs`, `ceil`, `exp`, `sqrt`, `ln`, trigonometry and the like.
+pub const MATH: &[(&str, Math)] = &[
+    ("deg", f64::to_degrees),
+    ("rad", f64::to_radians),
+    ("sin", f64::sin),
+    ("cos", f64::cos),
+    ("tan", f64::tan),
+    ("asin", f64::asin),
+    ("acos", f64::acos),
+    ("atan", f64::atan),
+    ("sinh", f64::sinh),
+    ("cosh", f64::cosh),
+    ("tanh", f64::tanh),
+    ("asinh", f64::asinh),
+    ("acosh", f64::acosh),
+    ("atanh", f64::atanh),
+    ("abs", f64::abs),
+    ("ceil", f64::ceil),
+    ("floor", f64::floor),
+    ("exp", f64::exp),
+    ("sqrt", f64::sqrt),
+    ("ln", f64::ln),
+    ("log2", f64::log2),
+    ("log10", f64::log10),
+    ("sgn", |v| {
+        if v > 0.0 {
+            1.0
+        } else if v < 0.0 {
+            -1.0
+        } else {
+            v
+        }
+    }),
+];
 
 /// Evaluates a function call at `t`.
 pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryError> {
@@ -353,10 +491,11 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
         let v = vector(ev.eval(arg(0)?, t)?, name)?;
         Ok(Value::Vector(v.into_iter().map(|s| Sample { labels: drop_name(s.labels), value: f(s.value) }).collect()))
     };
+    if let Some((_, f)) = MATH.iter().find(|(n, _)| *n == name) {
+        return simple(ev, f);
+    }
     match name {
-        "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "predict_linear" | "resets" | "changes"
-        | "avg_over_time" | "sum_over_time" | "count_over_time" | "min_over_time" | "max_over_time"
-        | "last_over_time" | "present_over_time" | "stddev_over_time" | "stdvar_over_time" | "quantile_over_time" => {
+        _ if WINDOW_FUNCTIONS.contains(&name) => {
             let (series_arg, param) = if name == "quantile_over_time" {
                 (arg(1)?, Some(scalar(ev.eval(arg(0)?, t)?, name)?))
             } else if name == "predict_linear" {
@@ -369,29 +508,7 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
             let series = matrix(ev.eval(series_arg, t)?, name)?;
             let mut out = Vec::with_capacity(series.len());
             for s in series {
-                let p = &s.points;
-                let value = match name {
-                    "rate" => extrapolated(p, start, end, true, true),
-                    "increase" => extrapolated(p, start, end, true, false),
-                    "delta" => extrapolated(p, start, end, false, false),
-                    "irate" | "idelta" => {
-                        if p.len() < 2 {
-                            None
-                        } else {
-                            let (a, b) = (p[p.len() - 2], p[p.len() - 1]);
-                            let diff = if name == "irate" && b.1 < a.1 { b.1 } else { b.1 - a.1 };
-                            let dt = (b.0 - a.0) as f64 / 1000.0;
-                            Some(if name == "irate" { if dt == 0.0 { f64::NAN } else { diff / dt } } else { diff })
-                        }
-                    }
-                    "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
-                    "predict_linear" => (p.len() >= 2).then(|| {
-                        let (slope, intercept) = linear_regression(p, t);
-                        intercept + slope * param.unwrap_or(0.0)
-                    }),
-                    other => over_time(other, p, param),
-                };
-                if let Some(value) = value {
+                if let Some(value) = over_window(name, &s.points, start, end, t, param) {
                     let labels = if name == "last_over_time" { s.labels } else { drop_name(s.labels) };
                     out.push(Sample { labels, value });
                 }
@@ -435,37 +552,6 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
             Ok(Value::Vector(Vec::new()))
         }
         "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
-        "deg" => simple(ev, &f64::to_degrees),
-        "rad" => simple(ev, &f64::to_radians),
-        "sin" => simple(ev, &f64::sin),
-        "cos" => simple(ev, &f64::cos),
-        "tan" => simple(ev, &f64::tan),
-        "asin" => simple(ev, &f64::asin),
-        "acos" => simple(ev, &f64::acos),
-        "atan" => simple(ev, &f64::atan),
-        "sinh" => simple(ev, &f64::sinh),
-        "cosh" => simple(ev, &f64::cosh),
-        "tanh" => simple(ev, &f64::tanh),
-        "asinh" => simple(ev, &f64::asinh),
-        "acosh" => simple(ev, &f64::acosh),
-        "atanh" => simple(ev, &f64::atanh),
-        "abs" => simple(ev, &f64::abs),
-        "ceil" => simple(ev, &f64::ceil),
-        "floor" => simple(ev, &f64::floor),
-        "exp" => simple(ev, &f64::exp),
-        "sqrt" => simple(ev, &f64::sqrt),
-        "ln" => simple(ev, &f64::ln),
-        "log2" => simple(ev, &f64::log2),
-        "log10" => simple(ev, &f64::log10),
-        "sgn" => simple(ev, &|v: f64| {
-            if v > 0.0 {
-                1.0
-            } else if v < 0.0 {
-                -1.0
-            } else {
-                v
-            }
-        }),
         "round" => {
             let to = match args.get(1) {
                 Some(e) => scalar(ev.eval(e, t)?, name)?,
@@ -502,7 +588,7 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
                 ));
             };
             let at = ev.selector_time(t, &vs.at, &vs.offset);
-            let selected = ev.fetch(vs, 0);
+            let selected = ev.fetch(vs, 0)?;
             let out = selected
                 .series
                 .iter()
@@ -655,7 +741,7 @@ fn date_part(part: &str, secs: f64) -> f64 {
     })
 }
 
-fn parse_float(s: &str) -> Option<f64> {
+pub(super) fn parse_float(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
@@ -773,8 +859,8 @@ mod tests {
 
     #[test]
     fn quantiles_match_prometheus_definitions() {
-        assert_eq!(quantile(0.5, vec![1.0, 2.0, 3.0, 4.0]), 2.5);
-        assert_eq!(quantile(1.5, vec![1.0]), f64::INFINITY);
+        assert_eq!(quantile(0.5, &mut [1.0, 2.0, 3.0, 4.0]), 2.5);
+        assert_eq!(quantile(1.5, &mut [1.0]), f64::INFINITY);
         let buckets = vec![(0.1, 10.0), (0.5, 30.0), (f64::INFINITY, 40.0)];
         assert!((bucket_quantile(0.5, buckets.clone()) - 0.3).abs() < 1e-12);
         assert_eq!(bucket_quantile(0.99, buckets), 0.5, "in the +Inf bucket: the largest finite bound");

@@ -23,11 +23,13 @@
 
 mod functions;
 mod ops;
+mod range;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::label::MatchOp;
+use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use crate::store::Store;
@@ -39,6 +41,25 @@ pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 /// Points per series a query may produce; more is refused rather than risking memory.
 pub const MAX_POINTS: usize = 11_000;
+/// Samples one query may load and produce unless configured otherwise (Prometheus's
+/// `--query.max-samples` default).
+pub const MAX_SAMPLES: usize = 50_000_000;
+
+/// What one query may spend.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// When it gives up (its `timeout`); `None`: never.
+    pub deadline: Option<std::time::Instant>,
+    /// Samples it may load from the store plus points it may produce (Prometheus's
+    /// `--query.max-samples`).
+    pub max_samples: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { deadline: None, max_samples: MAX_SAMPLES }
+    }
+}
 
 pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN
@@ -258,6 +279,12 @@ pub struct Evaluator<'a> {
     /// When the query gives up (its `timeout`); checked at every step of a range query
     /// and of a subquery.
     deadline: Option<std::time::Instant>,
+    /// Samples loaded and points produced so far, against `max_samples`.
+    samples: usize,
+    max_samples: usize,
+    /// The widest range each selector (by its text) is read over in the query, so one
+    /// fetch serves every use and each chunk is decoded once.
+    widest: HashMap<String, i64>,
 }
 
 pub fn matchers_of(vs: &VectorSelector) -> Vec<Matcher> {
@@ -278,7 +305,17 @@ pub fn matchers_of(vs: &VectorSelector) -> Vec<Matcher> {
 
 impl<'a> Evaluator<'a> {
     pub fn new(store: &'a Store, start: i64, end: i64) -> Self {
-        Evaluator { store, start, end, cache: HashMap::new(), reach_back: 0, deadline: None }
+        Evaluator {
+            store,
+            start,
+            end,
+            cache: HashMap::new(),
+            reach_back: 0,
+            deadline: None,
+            samples: 0,
+            max_samples: MAX_SAMPLES,
+            widest: HashMap::new(),
+        }
     }
 
     /// An evaluator for `expr`: selectors are fetched once, over everything any step of
@@ -286,6 +323,7 @@ impl<'a> Evaluator<'a> {
     pub fn for_expr(store: &'a Store, start: i64, end: i64, expr: &Expr) -> Self {
         let mut ev = Evaluator::new(store, start, end);
         ev.reach_back = reach_of(expr);
+        widest_ranges(expr, &mut ev.widest);
         ev
     }
 
@@ -293,6 +331,26 @@ impl<'a> Evaluator<'a> {
     pub fn until(mut self, deadline: Option<std::time::Instant>) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// Spends at most `limits`.
+    pub fn within(mut self, limits: Limits) -> Self {
+        self.deadline = limits.deadline;
+        self.max_samples = limits.max_samples;
+        self
+    }
+
+    /// Counts `n` more samples held by the query; past the limit, Prometheus's error and
+    /// what to change.
+    fn account(&mut self, n: usize) -> Result<(), QueryError> {
+        self.samples = self.samples.saturating_add(n);
+        if self.samples > self.max_samples {
+            return Err(exec(format!(
+                "query processing would load too many samples into memory in query execution (more than {}): narrow the selectors or the range, use a larger step, or raise --query-max-samples",
+                self.max_samples
+            )));
+        }
+        Ok(())
     }
 
     fn check_deadline(&self) -> Result<(), QueryError> {
@@ -318,12 +376,14 @@ impl<'a> Evaluator<'a> {
         base - offset_ms(offset)
     }
 
-    /// Fetches a selector's series over everything the query may read (cached).
-    fn fetch(&mut self, vs: &VectorSelector, range_ms: i64) -> Arc<Selected> {
-        let key = format!("{vs}|{range_ms}");
+    /// Fetches a selector's series over everything the query may read (cached): the
+    /// widest range any use of the same selector asks for, so it is fetched once.
+    fn fetch(&mut self, vs: &VectorSelector, range_ms: i64) -> Result<Arc<Selected>, QueryError> {
+        let key = vs.to_string();
         if let Some(s) = self.cache.get(&key) {
-            return s.clone();
+            return Ok(s.clone());
         }
+        let range_ms = range_ms.max(self.widest.get(&key).copied().unwrap_or(0));
         let matchers = matchers_of(vs);
         let (lo, hi) = match &vs.at {
             Some(_) => {
@@ -335,10 +395,12 @@ impl<'a> Evaluator<'a> {
         let mint = lo.saturating_sub(range_ms.max(LOOKBACK_MS)).saturating_sub(self.reach_back);
         // A subquery pinned with `@` may read after the query's end too.
         let hi = if self.reach_back >= UNBOUNDED { i64::MAX } else { hi };
-        let series = self.store.select(&matchers, mint, hi).into_iter().map(|s| (s.labels, s.samples)).collect();
+        let series: Vec<_> =
+            self.store.select(&matchers, mint, hi).into_iter().map(|s| (s.labels, s.samples)).collect();
+        self.account(series.iter().map(|s| s.1.len()).sum())?;
         let selected = Arc::new(Selected { series });
         self.cache.insert(key, selected.clone());
-        selected
+        Ok(selected)
     }
 
     /// Evaluates `expr` at instant `t` (ms). The evaluator recurses once per level of the
@@ -353,8 +415,8 @@ impl<'a> Evaluator<'a> {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
             Expr::Paren(p) => self.eval(&p.expr, t),
-            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_vector(vs, t))),
-            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_vector(&ms.vs, millis(ms.range), t))),
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_vector(vs, t)?)),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_vector(&ms.vs, millis(ms.range), t)?)),
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
                 Value::Vector(samples) => Ok(Value::Vector(
@@ -408,10 +470,10 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Latest sample of each series within the lookback, unless it is a staleness marker.
-    fn instant_vector(&mut self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+    fn instant_vector(&mut self, vs: &VectorSelector, t: i64) -> Result<Vec<Sample>, QueryError> {
         let at = self.selector_time(t, &vs.at, &vs.offset);
-        let selected = self.fetch(vs, 0);
-        selected
+        let selected = self.fetch(vs, 0)?;
+        Ok(selected
             .series
             .iter()
             .filter_map(|(labels, samples)| {
@@ -420,14 +482,14 @@ impl<'a> Evaluator<'a> {
                 // Prometheus 2.42 still counts a sample exactly at the lookback's edge.
                 (ts >= at - LOOKBACK_MS && !is_stale(v)).then(|| Sample { labels: labels.clone(), value: v })
             })
-            .collect()
+            .collect())
     }
 
     /// Samples of each series in `[t - range, t]`, staleness markers left out.
-    fn range_vector(&mut self, vs: &VectorSelector, range: i64, t: i64) -> Vec<Series> {
+    fn range_vector(&mut self, vs: &VectorSelector, range: i64, t: i64) -> Result<Vec<Series>, QueryError> {
         let at = self.selector_time(t, &vs.at, &vs.offset);
-        let selected = self.fetch(vs, range);
-        selected
+        let selected = self.fetch(vs, range)?;
+        Ok(selected
             .series
             .iter()
             .filter_map(|(labels, samples)| {
@@ -436,7 +498,34 @@ impl<'a> Evaluator<'a> {
                 let points: Vec<(i64, f64)> = samples[lo..hi].iter().copied().filter(|(_, v)| !is_stale(*v)).collect();
                 (!points.is_empty()).then(|| Series { labels: labels.clone(), points })
             })
-            .collect()
+            .collect())
+    }
+}
+
+/// Records in `out` the widest range each selector of `expr` (by its text) is read over.
+fn widest_ranges(expr: &Expr, out: &mut HashMap<String, i64>) {
+    let mut note = |vs: &VectorSelector, range: i64| {
+        let e = out.entry(vs.to_string()).or_insert(0);
+        *e = (*e).max(range);
+    };
+    match expr {
+        Expr::VectorSelector(vs) => note(vs, 0),
+        Expr::MatrixSelector(ms) => note(&ms.vs, millis(ms.range)),
+        Expr::Aggregate(a) => {
+            widest_ranges(&a.expr, out);
+            if let Some(p) = &a.param {
+                widest_ranges(p, out);
+            }
+        }
+        Expr::Unary(u) => widest_ranges(&u.expr, out),
+        Expr::Binary(b) => {
+            widest_ranges(&b.lhs, out);
+            widest_ranges(&b.rhs, out);
+        }
+        Expr::Paren(p) => widest_ranges(&p.expr, out),
+        Expr::Subquery(s) => widest_ranges(&s.expr, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| widest_ranges(a, out)),
+        _ => {}
     }
 }
 
@@ -478,15 +567,10 @@ pub fn instant_query(store: &Store, query: &str, t: i64) -> Result<Value, QueryE
     eval_instant(store, &parse(query)?, t)
 }
 
-/// [`instant_query`] that gives up at `deadline`.
-pub fn instant_query_until(
-    store: &Store,
-    query: &str,
-    t: i64,
-    deadline: std::time::Instant,
-) -> Result<Value, QueryError> {
+/// [`instant_query`] within `limits`.
+pub fn instant_query_within(store: &Store, query: &str, t: i64, limits: Limits) -> Result<Value, QueryError> {
     let expr = parse(query)?;
-    let mut ev = Evaluator::for_expr(store, t, t, &expr).until(Some(deadline));
+    let mut ev = Evaluator::for_expr(store, t, t, &expr).within(limits);
     let value = ev.eval(&expr, t)?;
     check_unique(&value)?;
     Ok(value)
@@ -502,18 +586,11 @@ pub fn eval_instant(store: &Store, expr: &Expr, t: i64) -> Result<Value, QueryEr
 
 /// Evaluates a range query: a matrix of the expression at every step.
 pub fn range_query(store: &Store, query: &str, start: i64, end: i64, step: i64) -> Result<Value, QueryError> {
-    range_query_until(store, query, start, end, step, None)
+    range_query_within(store, query, start, end, step, Limits::default())
 }
 
-/// [`range_query`] that gives up at `deadline`.
-pub fn range_query_until(
-    store: &Store,
-    query: &str,
-    start: i64,
-    end: i64,
-    step: i64,
-    deadline: Option<std::time::Instant>,
-) -> Result<Value, QueryError> {
+/// Checks a range query's parameters; the number of steps it takes.
+fn range_steps(start: i64, end: i64, step: i64) -> Result<usize, QueryError> {
     if step <= 0 {
         return Err(QueryError::BadData("zero or negative query resolution step widths are not accepted".into()));
     }
@@ -530,12 +607,40 @@ pub fn range_query_until(
             "exceeded maximum resolution of {MAX_POINTS} points per timeseries; try a bigger step"
         )));
     }
+    Ok(((end - start) / step) as usize + 1)
+}
+
+/// [`range_query`] within `limits`: the whole range at once ([`range`]), each series'
+/// samples walked once over every step.
+pub fn range_query_within(
+    store: &Store,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    limits: Limits,
+) -> Result<Value, QueryError> {
+    let n = range_steps(start, end, step)?;
     let expr = parse(query)?;
-    let mut ev = Evaluator::for_expr(store, start, end, &expr).until(deadline);
+    if !matches!(expr.value_type(), ValueType::Vector | ValueType::Scalar) {
+        return Err(QueryError::BadData("range queries need an instant vector or a scalar".into()));
+    }
+    let mut ev = Evaluator::for_expr(store, start, end, &expr).within(limits);
+    let grid = range::Grid { start, step, n };
+    let steps = ev.eval_range(&expr, grid)?;
+    range::into_matrix(steps, grid)
+}
+
+/// A range query evaluated as one instant query per step: what [`range_query_within`]
+/// must always agree with (the tests compare them).
+#[cfg(test)]
+fn range_query_stepwise(store: &Store, query: &str, start: i64, end: i64, step: i64) -> Result<Value, QueryError> {
+    range_steps(start, end, step)?;
+    let expr = parse(query)?;
+    let mut ev = Evaluator::for_expr(store, start, end, &expr);
     let mut by_labels: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
     let mut t = start;
     while t <= end {
-        ev.check_deadline()?;
         match ev.eval(&expr, t)? {
             Value::Scalar(v) => by_labels.entry(Vec::new()).or_default().push((t, v)),
             Value::Vector(samples) => {

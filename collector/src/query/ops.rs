@@ -18,7 +18,7 @@ fn bad(msg: impl Into<String>) -> QueryError {
 }
 
 /// The labels a sample is grouped by under `by (...)` / `without (...)`.
-fn grouping(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+pub fn grouping(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
         None => Vec::new(),
         Some(LabelModifier::Include(keep)) => labels.iter().filter(|(n, _)| keep.labels.contains(n)).cloned().collect(),
@@ -29,12 +29,60 @@ fn grouping(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
 }
 
 pub fn aggregate(ev: &mut Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
-    let op = agg.op.to_string();
     let param = match &agg.param {
         Some(p) => Some(ev.eval(p, t)?),
         None => None,
     };
-    let Value::Vector(input) = ev.eval(&agg.expr, t)? else {
+    let input = ev.eval(&agg.expr, t)?;
+    apply_aggregate(agg, param, input)
+}
+
+/// The aggregations that reduce a group's values to one number: [`reduce`].
+pub const REDUCERS: &[&str] = &["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "quantile"];
+
+/// One group's value under a [`REDUCERS`] aggregation; `q` is `quantile`'s parameter.
+pub fn reduce(op: &str, values: &mut [f64], q: f64) -> f64 {
+    let n = values.len() as f64;
+    match op {
+        "sum" => values.iter().sum(),
+        "avg" => {
+            let mut mean: f64 = 0.0;
+            for (i, v) in values.iter().enumerate() {
+                let count = (i + 1) as f64;
+                if mean.is_infinite() {
+                    if v.is_infinite() && (mean > 0.0) == (*v > 0.0) {
+                        continue;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        continue;
+                    }
+                }
+                mean += v / count - mean / count;
+            }
+            mean
+        }
+        "min" => values.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
+        "max" => values.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+        "count" => n,
+        "group" => 1.0,
+        "stddev" | "stdvar" => {
+            let (mut count, mut mean, mut aux) = (0.0, 0.0, 0.0);
+            for v in values.iter() {
+                count += 1.0;
+                let delta = v - mean;
+                mean += delta / count;
+                aux += delta * (v - mean);
+            }
+            if op == "stddev" { (aux / count).sqrt() } else { aux / count }
+        }
+        _ => quantile(q, values),
+    }
+}
+
+/// An aggregation of `input` (an instant vector), its parameter already evaluated.
+pub fn apply_aggregate(agg: &AggregateExpr, param: Option<Value>, input: Value) -> Result<Value, QueryError> {
+    let op = agg.op.to_string();
+    let Value::Vector(input) = input else {
         return Err(bad(format!("{op}: expected an instant vector")));
     };
     // Groups in first-seen order.
@@ -54,41 +102,10 @@ pub fn aggregate(ev: &mut Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<
     let mut out = Vec::new();
     for key in order {
         let members = groups.remove(&key).unwrap_or_default();
-        let values: Vec<f64> = members.iter().map(|s| s.value).collect();
-        let n = values.len() as f64;
+        let mut values: Vec<f64> = members.iter().map(|s| s.value).collect();
         let value = match op.as_str() {
-            "sum" => values.iter().sum(),
-            "avg" => {
-                let mut mean: f64 = 0.0;
-                for (i, v) in values.iter().enumerate() {
-                    let count = (i + 1) as f64;
-                    if mean.is_infinite() {
-                        if v.is_infinite() && (mean > 0.0) == (*v > 0.0) {
-                            continue;
-                        }
-                        if !v.is_infinite() && !v.is_nan() {
-                            continue;
-                        }
-                    }
-                    mean += v / count - mean / count;
-                }
-                mean
-            }
-            "min" => values.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
-            "max" => values.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
-            "count" => n,
-            "group" => 1.0,
-            "stddev" | "stdvar" => {
-                let (mut count, mut mean, mut aux) = (0.0, 0.0, 0.0);
-                for v in &values {
-                    count += 1.0;
-                    let delta = v - mean;
-                    mean += delta / count;
-                    aux += delta * (v - mean);
-                }
-                if op == "stddev" { (aux / count).sqrt() } else { aux / count }
-            }
-            "quantile" => quantile(scalar_param("quantile")?, values),
+            "quantile" => reduce("quantile", &mut values, scalar_param("quantile")?),
+            _ if REDUCERS.contains(&op.as_str()) => reduce(&op, &mut values, f64::NAN),
             "topk" | "bottomk" => {
                 let k = scalar_param(&op)?;
                 if k.is_nan() || k < 1.0 {
@@ -117,7 +134,7 @@ pub fn aggregate(ev: &mut Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<
                 let mut counts: Vec<(String, f64)> = Vec::new();
                 let mut index: HashMap<String, usize> = HashMap::new();
                 for v in values {
-                    let text = format_value(v);
+                    let text = hale_core::api::value_text(v);
                     match index.get(&text) {
                         Some(i) => counts[*i].1 += 1.0,
                         None => {
@@ -142,18 +159,7 @@ pub fn aggregate(ev: &mut Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<
     Ok(Value::Vector(out))
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, which count_values uses.
-fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else {
-        format!("{v}")
-    }
-}
-
-fn arith(op: &str, a: f64, b: f64) -> Option<f64> {
+pub fn arith(op: &str, a: f64, b: f64) -> Option<f64> {
     Some(match op {
         "+" => a + b,
         "-" => a - b,
@@ -166,7 +172,7 @@ fn arith(op: &str, a: f64, b: f64) -> Option<f64> {
     })
 }
 
-fn compare(op: &str, a: f64, b: f64) -> Option<bool> {
+pub fn compare(op: &str, a: f64, b: f64) -> Option<bool> {
     Some(match op {
         "==" => a == b,
         "!=" => a != b,
@@ -175,6 +181,18 @@ fn compare(op: &str, a: f64, b: f64) -> Option<bool> {
         ">=" => a >= b,
         "<=" => a <= b,
         _ => return None,
+    })
+}
+
+/// A vector sample's value `v` under `op` with the scalar `s` (on the left when
+/// `scalar_left`): `None` when a comparison filters it out. A filtering comparison keeps
+/// the vector's own value (and its metric name); everything else drops the name.
+pub fn with_scalar(op: &str, v: f64, s: f64, scalar_left: bool, return_bool: bool) -> Result<Option<f64>, QueryError> {
+    let (a, b) = if scalar_left { (s, v) } else { (v, s) };
+    Ok(match compare(op, a, b) {
+        Some(keep) if return_bool => Some(if keep { 1.0 } else { 0.0 }),
+        Some(keep) => keep.then_some(v),
+        None => Some(arith(op, a, b).ok_or_else(|| bad(format!("operator {op}")))?),
     })
 }
 
@@ -190,9 +208,14 @@ fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
 }
 
 pub fn binary(ev: &mut Evaluator<'_>, bin: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
-    let op = bin.op.to_string();
     let lhs = ev.eval(&bin.lhs, t)?;
     let rhs = ev.eval(&bin.rhs, t)?;
+    apply_binary(bin, lhs, rhs)
+}
+
+/// A binary operation on its evaluated operands.
+pub fn apply_binary(bin: &BinaryExpr, lhs: Value, rhs: Value) -> Result<Value, QueryError> {
+    let op = bin.op.to_string();
     let return_bool = bin.modifier.as_ref().is_some_and(|m| m.return_bool);
     let is_cmp = bin.op.is_comparison_operator();
     // Scalar op scalar.
@@ -218,22 +241,12 @@ pub fn binary(ev: &mut Evaluator<'_>, bin: &BinaryExpr, t: i64) -> Result<Value,
         if bin.op.is_set_operator() {
             return Err(bad(format!("set operator {op} not allowed in binary scalar expression")));
         }
+        let keeps_name = is_cmp && !return_bool;
         let mut out = Vec::new();
         for sample in vector {
-            let (a, b) = if scalar_left { (s, sample.value) } else { (sample.value, s) };
-            match compare(&op, a, b) {
-                Some(keep) => {
-                    if return_bool {
-                        out.push(Sample { labels: drop_name(sample.labels), value: if keep { 1.0 } else { 0.0 } });
-                    } else if keep {
-                        // The filter keeps the vector's own value.
-                        out.push(sample);
-                    }
-                }
-                None => {
-                    let v = arith(&op, a, b).ok_or_else(|| bad(format!("operator {op}")))?;
-                    out.push(Sample { labels: drop_name(sample.labels), value: v });
-                }
+            if let Some(value) = with_scalar(&op, sample.value, s, scalar_left, return_bool)? {
+                let labels = if keeps_name { sample.labels } else { drop_name(sample.labels) };
+                out.push(Sample { labels, value });
             }
         }
         return Ok(Value::Vector(out));

@@ -50,19 +50,64 @@ struct BitReader<'a> {
 }
 
 impl BitReader<'_> {
-    fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
-        self.pos += 1;
-        Some(bit)
+    /// The 64 bits from the read position, left-aligned, zeros past the end. Only the
+    /// first 57 are sure to be whole (a read starts anywhere in a byte).
+    #[inline]
+    fn peek(&self) -> u64 {
+        let byte = self.pos / 8;
+        let word = match self.bytes.get(byte..byte + 8) {
+            Some(b) => u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            None => {
+                let mut buf = [0u8; 8];
+                let rest = self.bytes.get(byte..).unwrap_or_default();
+                buf[..rest.len()].copy_from_slice(rest);
+                u64::from_be_bytes(buf)
+            }
+        };
+        word << (self.pos % 8)
     }
 
-    fn read_bits(&mut self, n: u8) -> Option<u64> {
-        let mut v = 0u64;
-        for _ in 0..n {
-            v = (v << 1) | u64::from(self.read_bit()?);
+    /// Moves on `n` bits, if there are that many.
+    #[inline]
+    fn skip(&mut self, n: usize) -> Option<()> {
+        if self.pos + n > self.bytes.len() * 8 {
+            return None;
         }
-        Some(v)
+        self.pos += n;
+        Some(())
+    }
+
+    #[inline]
+    fn read_bit(&mut self) -> Option<bool> {
+        Some(self.read_bits(1)? == 1)
+    }
+
+    /// The next `n` (at most 64) bits, most significant first.
+    #[inline]
+    fn read_bits(&mut self, n: u8) -> Option<u64> {
+        match n {
+            0 => Some(0),
+            1..=57 => {
+                let v = self.peek() >> (64 - n);
+                self.skip(usize::from(n))?;
+                Some(v)
+            }
+            58..=64 => {
+                let high = self.read_bits(32)?;
+                Some(high << (n - 32) | self.read_bits(n - 32)?)
+            }
+            _ => None,
+        }
+    }
+
+    /// A prefix code of up to `max` one bits ended by a zero (`0`, `10`, `110`, ...,
+    /// or `max` ones with no zero): the number of ones, read in one step.
+    #[inline]
+    fn read_prefix(&mut self, max: u32) -> Option<u32> {
+        let ones = self.peek().leading_ones().min(max);
+        let len = if ones < max { ones + 1 } else { ones };
+        self.skip(len as usize)?;
+        Some(ones)
     }
 }
 
@@ -95,8 +140,10 @@ fn scaled(v: f64, s: u8) -> Option<i64> {
     (unscale(m, s).to_bits() == v.to_bits()).then_some(m)
 }
 
+#[inline]
 fn unscale(m: i64, s: u8) -> f64 {
-    m as f64 / POW10[usize::from(s)]
+    // Dividing by 1 changes nothing: integers (counters) skip the division.
+    if s == 0 { m as f64 } else { m as f64 / POW10[usize::from(s)] }
 }
 
 /// The smallest decimal scale that represents `v` exactly, and the integer.
@@ -168,17 +215,9 @@ impl BitWriter {
 
 impl BitReader<'_> {
     fn read_varbits(&mut self) -> Option<u64> {
-        if !self.read_bit()? {
-            self.read_bits(7)
-        } else if !self.read_bit()? {
-            self.read_bits(14)
-        } else if !self.read_bit()? {
-            self.read_bits(24)
-        } else if !self.read_bit()? {
-            self.read_bits(40)
-        } else {
-            self.read_bits(64)
-        }
+        const WIDTHS: [u8; 5] = [7, 14, 24, 40, 64];
+        let width = WIDTHS[self.read_prefix(4)? as usize];
+        self.read_bits(width)
     }
 }
 
@@ -389,6 +428,10 @@ pub struct Sealed {
 }
 
 impl Sealed {
+    pub fn samples(&self) -> usize {
+        usize::from(self.count)
+    }
+
     pub fn iter(&self) -> ChunkIter<'_> {
         ChunkIter { reader: BitReader { bytes: &self.bytes, pos: 0 }, remaining: self.count, state: None }
     }
@@ -422,15 +465,17 @@ pub struct ChunkIter<'a> {
 impl ChunkIter<'_> {
     fn read_value(&mut self, prev: ValueState) -> Option<ValueState> {
         let r = &mut self.reader;
-        if !r.read_bit()? {
+        // 0: the same value; 10: an integer delta; 110: a new scale; 111: XOR.
+        let kind = r.read_prefix(3)?;
+        if kind == 0 {
             return Some(prev);
         }
-        if !r.read_bit()? {
+        if kind == 1 {
             let m = prev.int.wrapping_add(unzigzag(r.read_varbits()?));
             let v = unscale(m, prev.scale?);
             return Some(ValueState { bits: v.to_bits(), int: m, ..prev });
         }
-        if !r.read_bit()? {
+        if kind == 2 {
             let s = r.read_bits(3)? as u8;
             if s > MAX_SCALE {
                 return None;
@@ -454,6 +499,38 @@ impl ChunkIter<'_> {
         Some(ValueState { bits: prev.bits ^ xor, leading, trailing, scale: None, int: 0 })
     }
 
+    /// The common sample read from one 64-bit word: on time (delta-of-delta 0) with the
+    /// same value, or with an integer delta of up to 14 bits at the current scale. `None`
+    /// (nothing read) for anything else, which [`ChunkIter::next_sample`] reads field by
+    /// field. Bitstreams are a chain of dependent reads; taking the usual case in one
+    /// load halves the cost of a sample.
+    #[inline]
+    fn regular_sample(&mut self, s: &mut ReadState) -> Option<(i64, f64)> {
+        let w = self.reader.peek();
+        if w >> 63 != 0 {
+            return None; // the timestamp is off the regular step
+        }
+        let (bits, value) = match (w << 1) >> 62 {
+            0b00 | 0b01 => (2, s.value),
+            0b10 => {
+                let scale = s.value.scale?;
+                let x = w << 3;
+                let (len, z) = match x >> 62 {
+                    0b00 | 0b01 => (1 + 7, (x << 1) >> 57),
+                    0b10 => (2 + 14, (x << 2) >> 50),
+                    _ => return None,
+                };
+                let m = s.value.int.wrapping_add(unzigzag(z));
+                (3 + len, ValueState { bits: unscale(m, scale).to_bits(), int: m, ..s.value })
+            }
+            _ => return None,
+        };
+        self.reader.skip(bits)?;
+        s.t = s.t.wrapping_add(s.delta);
+        s.value = value;
+        Some((s.t, f64::from_bits(value.bits)))
+    }
+
     fn next_sample(&mut self) -> Option<(i64, f64)> {
         let Some(mut s) = self.state else {
             if self.reader.read_bits(8)? != u64::from(FORMAT) {
@@ -464,16 +541,16 @@ impl ChunkIter<'_> {
             self.state = Some(ReadState { t, delta: 0, value: ValueState::first(v) });
             return Some((t, f64::from_bits(v)));
         };
-        let dod = if !self.reader.read_bit()? {
-            0
-        } else if !self.reader.read_bit()? {
-            bucket_value(self.reader.read_bits(14)?, 14)
-        } else if !self.reader.read_bit()? {
-            bucket_value(self.reader.read_bits(17)?, 17)
-        } else if !self.reader.read_bit()? {
-            bucket_value(self.reader.read_bits(20)?, 20)
-        } else {
-            self.reader.read_bits(64)? as i64
+        if let Some(sample) = self.regular_sample(&mut s) {
+            self.state = Some(s);
+            return Some(sample);
+        }
+        let dod = match self.reader.read_prefix(4)? {
+            0 => 0,
+            1 => bucket_value(self.reader.read_bits(14)?, 14),
+            2 => bucket_value(self.reader.read_bits(17)?, 17),
+            3 => bucket_value(self.reader.read_bits(20)?, 20),
+            _ => self.reader.read_bits(64)? as i64,
         };
         s.delta = s.delta.wrapping_add(dod);
         s.t = s.t.wrapping_add(s.delta);

@@ -226,18 +226,26 @@ pub struct RawSeries {
 }
 
 impl RawSeries {
+    /// How many samples the copied chunks hold.
+    pub fn samples(&self) -> usize {
+        self.sealed.iter().map(Sealed::samples).sum::<usize>()
+            + self.head.as_ref().map_or(0, Chunk::len)
+            + self.out_of_order.len()
+    }
+
     /// The samples in `[mint, maxt]`, in time order; `None` when there are none.
-    pub fn decode(self, mint: i64, maxt: i64) -> Option<SeriesData> {
+    pub fn decode(&self, mint: i64, maxt: i64) -> Option<SeriesData> {
         let in_range = move |(t, _): &(i64, f64)| *t >= mint && *t <= maxt;
-        let mut samples: Vec<(i64, f64)> = self.sealed.iter().flat_map(Sealed::iter).filter(in_range).collect();
+        let mut samples: Vec<(i64, f64)> = Vec::with_capacity(self.samples());
+        samples.extend(self.sealed.iter().flat_map(Sealed::iter).filter(in_range));
         if let Some(head) = &self.head {
             samples.extend(head.iter().filter(in_range));
         }
         if !self.out_of_order.is_empty() {
-            samples.extend(self.out_of_order);
+            samples.extend(self.out_of_order.iter().copied());
             samples.sort_by_key(|s| s.0);
         }
-        (!samples.is_empty()).then_some(SeriesData { labels: self.labels, samples })
+        (!samples.is_empty()).then(|| SeriesData { labels: self.labels.clone(), samples })
     }
 }
 

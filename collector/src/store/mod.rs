@@ -290,10 +290,12 @@ impl Store {
     }
 
     /// Matching series with their samples in `[mint, maxt]`. The head's lock is held only
-    /// to copy chunk bytes; decoding happens after, so queries do not hold up ingest.
+    /// to copy chunk bytes; decoding happens after (over the spare cores for a large
+    /// selection), so queries do not hold up ingest.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesData> {
         let raw = self.read().select_raw(matchers, mint, maxt);
-        raw.into_iter().filter_map(|r| r.decode(mint, maxt)).collect()
+        let work = raw.iter().map(head::RawSeries::samples).sum();
+        crate::parallel::par_map(&raw, work, |r| r.decode(mint, maxt)).into_iter().flatten().collect()
     }
 
     pub fn label_names(&self) -> Vec<String> {
