@@ -31,6 +31,41 @@ pub struct IngestArgs {
     /// `promtool tsdb create-blocks-from openmetrics`, to measure Prometheus's encoding).
     #[arg(long)]
     pub openmetrics: Option<std::path::PathBuf>,
+    /// What the series look like: `synthetic` (50 metric names, six labels) or `fleet`
+    /// (the HTTP histograms and node_exporter families Hale's dashboards read).
+    #[arg(long, value_enum, default_value_t = Workload::Synthetic)]
+    pub workload: Workload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Synthetic,
+    Fleet,
+}
+
+/// How a series' value moves from sample to sample (`k`, 15 s apart).
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// The synthetic workload's series `i` ([`value`]).
+    Synthetic(usize),
+    /// A counter growing at this rate per second.
+    Counter(f64),
+    /// A gauge wandering over `base ..= base + swing`.
+    Gauge { base: f64, swing: f64, seed: usize },
+    /// A cumulative histogram bucket: `share` of a counter growing at `rate` per second.
+    Bucket { rate: f64, share: f64 },
+}
+
+impl Shape {
+    pub fn at(&self, k: usize) -> f64 {
+        let secs = k as f64 * 15.0;
+        match *self {
+            Shape::Synthetic(i) => value(i, k),
+            Shape::Counter(rate) => (rate * secs * 1000.0).round() / 1000.0,
+            Shape::Gauge { base, swing, seed } => base + swing * ((seed * 31 + k * 17) % 100) as f64 / 100.0,
+            Shape::Bucket { rate, share } => (rate * secs * share).floor(),
+        }
+    }
 }
 
 fn labels(i: usize) -> Vec<Label> {
@@ -58,24 +93,31 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     let now = hale_core::time::now_ms();
     let start = now - (args.samples as i64) * 15_000;
     if let Some(path) = &args.openmetrics {
+        if args.workload != Workload::Synthetic {
+            bail!("--openmetrics writes the synthetic workload only");
+        }
         return write_openmetrics(path, &args, start);
     }
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-    let all_labels: Vec<Vec<Label>> = (0..args.series).map(labels).collect();
+    let (all_labels, shapes): (Vec<Vec<Label>>, Vec<Shape>) = match args.workload {
+        Workload::Synthetic => (0..args.series).map(|i| (labels(i), Shape::Synthetic(i))).unzip(),
+        Workload::Fleet => crate::bench_fleet::series(args.series).into_iter().unzip(),
+    };
+    let series = all_labels.len();
     let mut sent = 0u64;
     let mut requests = 0u64;
     let begun = Instant::now();
     let mut encode_time = Duration::ZERO;
     for k0 in (0..args.samples).step_by(args.batch_samples) {
         let k1 = (k0 + args.batch_samples).min(args.samples);
-        for s0 in (0..args.series).step_by(args.batch_series) {
-            let s1 = (s0 + args.batch_series).min(args.series);
+        for s0 in (0..series).step_by(args.batch_series) {
+            let s1 = (s0 + args.batch_series).min(series);
             let t = Instant::now();
             let timeseries = (s0..s1)
                 .map(|i| TimeSeries {
                     labels: all_labels[i].clone(),
                     samples: (k0..k1)
-                        .map(|k| Sample { value: value(i, k), timestamp: start + k as i64 * 15_000 })
+                        .map(|k| Sample { value: shapes[i].at(k), timestamp: start + k as i64 * 15_000 })
                         .collect(),
                 })
                 .collect();
@@ -102,8 +144,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     let secs = (begun.elapsed() - encode_time).as_secs_f64();
     eprintln!();
     println!(
-        "series {}  samples {sent}  requests {requests}  receiver time {secs:.2}s  ingest {:.0} samples/s",
-        args.series,
+        "series {series}  samples {sent}  requests {requests}  receiver time {secs:.2}s  ingest {:.0} samples/s",
         sent as f64 / secs
     );
     Ok(())

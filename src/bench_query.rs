@@ -1,8 +1,10 @@
 //! `hale bench query`: PromQL latency side by side. The same `hale bench ingest` workload
 //! goes into a collector, Debian's Prometheus 2.42 (remote-write receiver) and Debian's
-//! VictoriaMetrics 1.79, each started here on loopback with a data dir of its own; then
-//! every query runs as a range query (the last hour at a 15 s step, as Grafana asks) and
-//! as an instant query, `--runs` times on each, and the medians and ratios are printed.
+//! VictoriaMetrics 1.79, each started here on loopback with a data dir of its own, and
+//! so does the fleet workload ([`crate::bench_fleet`]) the queries of Hale's dashboards
+//! read; then every query runs as a range query (the last hour at a 15 s step, as Grafana
+//! asks) and as an instant query, `--runs` times on each, and the medians and ratios are
+//! printed.
 //! VictoriaMetrics runs with its response cache off, so each run computes.
 
 use std::net::SocketAddr;
@@ -13,7 +15,9 @@ use anyhow::{Context, Result, bail};
 
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
-    /// Series to load (each of the 50 metric names gets an equal share).
+    /// Series of each workload to load: this many synthetic ones (each of the 50 metric
+    /// names gets an equal share) and about as many fleet ones (HTTP histograms and
+    /// node_exporter families, which the dashboards' queries read).
     #[arg(long, default_value_t = 10_000)]
     pub series: usize,
     /// Samples per series, 15 s apart, ending now (241: one hour).
@@ -76,9 +80,10 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
 /// searchable after a moment).
 async fn loaded(client: &reqwest::Client, base: &str, at: f64) -> Option<usize> {
     use hale_core::api::{Envelope, QueryResult};
+    let every = "count({__name__=~\"bench_metric_.*|http_server_.*|node_.*\"})";
     let answer: Envelope<QueryResult> = client
         .get(format!("{base}/api/v1/query"))
-        .query(&[("query", "count({__name__=~\"bench_metric_.*\"})"), ("time", &at.to_string())])
+        .query(&[("query", every), ("time", &at.to_string())])
         .send()
         .await
         .ok()?
@@ -157,40 +162,53 @@ pub async fn query(args: QueryArgs) -> Result<()> {
     }
     // The same workload into each, from the same clock reading.
     let end_ms = hale_core::time::now_ms();
+    use crate::bench::Workload;
+    let total = args.series + crate::bench_fleet::series(args.series).len();
     for (name, base) in &backends {
-        eprintln!("loading {} series × {} samples into {name}", args.series, args.samples);
-        crate::bench::ingest(crate::bench::IngestArgs {
-            url: format!("{base}/api/v1/write"),
-            series: args.series,
-            samples: args.samples,
-            batch_series: 1000,
-            batch_samples: 10,
-            token: None,
-            openmetrics: None,
-        })
-        .await?;
+        for workload in [Workload::Synthetic, Workload::Fleet] {
+            eprintln!("loading {workload:?} series × {} samples into {name}", args.samples);
+            crate::bench::ingest(crate::bench::IngestArgs {
+                url: format!("{base}/api/v1/write"),
+                series: args.series,
+                samples: args.samples,
+                batch_series: 1000,
+                batch_samples: 10,
+                token: None,
+                openmetrics: None,
+                workload,
+            })
+            .await?;
+        }
     }
     // The last sample is a little before now; the window ends on it.
     let end = (end_ms - 15_000) as f64 / 1000.0;
     let start = end - 3600.0;
     for (name, base) in &backends {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while loaded(&client, base, end).await != Some(args.series) {
+        while loaded(&client, base, end).await != Some(total) {
             if Instant::now() > deadline {
-                bail!("{name} does not show all {} series a minute after loading", args.series);
+                bail!("{name} does not show all {total} series a minute after loading");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
-    println!("{} series × {} samples; median of {} runs; range: 1 h at 15 s; ms", args.series, args.samples, args.runs);
+    println!(
+        "{} synthetic + {} fleet series × {} samples; median of {} runs; range: 1 h at 15 s; ms",
+        args.series,
+        total - args.series,
+        args.samples,
+        args.runs
+    );
     println!(
         "{:<8} {:>10} {:>10} {:>10} {:>7} {:>7}  query",
         "kind", "collector", "prometheus", "victoria", "c/p", "c/v"
     );
-    let mut log_ratios = [0.0f64; 2];
-    let mut count = 0;
-    for q in QUERIES {
+    // Sums of ln(collector/other) and counts, for all queries and for range ones.
+    let mut log_ratios = [[0.0f64; 2]; 2];
+    let mut counts = [0usize; 2];
+    let mut slowest_vs_prometheus = (0.0f64, String::new());
+    for q in QUERIES.iter().chain(&crate::bench_fleet::DASHBOARD_QUERIES) {
         for kind in ["range", "instant"] {
             let mut medians = Vec::new();
             for (_, base) in &backends {
@@ -217,16 +235,27 @@ pub async fn query(args: QueryArgs) -> Result<()> {
             }
             let ms: Vec<f64> = medians.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
             let (cp, cv) = (ms[0] / ms[1], ms[0] / ms[2]);
-            log_ratios[0] += cp.ln();
-            log_ratios[1] += cv.ln();
-            count += 1;
+            for (which, counted) in [(0, true), (1, kind == "range")] {
+                if counted {
+                    log_ratios[which][0] += cp.ln();
+                    log_ratios[which][1] += cv.ln();
+                    counts[which] += 1;
+                }
+            }
+            if cp > slowest_vs_prometheus.0 {
+                slowest_vs_prometheus = (cp, format!("{kind} {q}"));
+            }
             println!("{kind:<8} {:>10.1} {:>10.1} {:>10.1} {cp:>7.2} {cv:>7.2}  {q}", ms[0], ms[1], ms[2]);
         }
     }
-    println!(
-        "geometric mean of collector/other: {:.2}× Prometheus, {:.2}× VictoriaMetrics (below 1: the collector is faster)",
-        (log_ratios[0] / count as f64).exp(),
-        (log_ratios[1] / count as f64).exp()
-    );
+    for (which, what) in [(0, "all queries"), (1, "range queries")] {
+        let n = counts[which].max(1) as f64;
+        println!(
+            "geometric mean of collector/other, {what}: {:.2}× Prometheus, {:.2}× VictoriaMetrics (below 1: the collector is faster)",
+            (log_ratios[which][0] / n).exp(),
+            (log_ratios[which][1] / n).exp()
+        );
+    }
+    println!("slowest against Prometheus: {:.2}× ({})", slowest_vs_prometheus.0, slowest_vs_prometheus.1);
     Ok(())
 }

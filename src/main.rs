@@ -6,6 +6,7 @@ mod agent_cmd;
 mod bench;
 mod bench_alert;
 mod bench_cluster;
+mod bench_fleet;
 mod bench_heal;
 mod bench_query;
 mod bench_stats;

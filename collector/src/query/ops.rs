@@ -40,42 +40,131 @@ pub fn aggregate(ev: &mut Evaluator<'_>, agg: &AggregateExpr, t: i64) -> Result<
 /// The aggregations that reduce a group's values to one number: [`reduce`].
 pub const REDUCERS: &[&str] = &["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "quantile"];
 
-/// One group's value under a [`REDUCERS`] aggregation; `q` is `quantile`'s parameter.
-pub fn reduce(op: &str, values: &mut [f64], q: f64) -> f64 {
-    let n = values.len() as f64;
-    match op {
-        "sum" => values.iter().sum(),
-        "avg" => {
-            let mut mean: f64 = 0.0;
-            for (i, v) in values.iter().enumerate() {
-                let count = (i + 1) as f64;
-                if mean.is_infinite() {
-                    if v.is_infinite() && (mean > 0.0) == (*v > 0.0) {
-                        continue;
+/// The order `topk` (or `bottomk`) keeps values in: largest (smallest) first, NaN last
+/// either way, as in Prometheus. Sorting is stable, so ties keep the input's order.
+pub fn rank(op: &str, x: f64, y: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if op == "topk" => y.total_cmp(&x),
+        _ => x.total_cmp(&y),
+    }
+}
+
+/// A [`REDUCERS`] aggregation, named once rather than compared as text per value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reducer {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Group,
+    Stddev,
+    Stdvar,
+    Quantile,
+}
+
+impl Reducer {
+    pub fn of(op: &str) -> Option<Self> {
+        Some(match op {
+            "sum" => Reducer::Sum,
+            "avg" => Reducer::Avg,
+            "min" => Reducer::Min,
+            "max" => Reducer::Max,
+            "count" => Reducer::Count,
+            "group" => Reducer::Group,
+            "stddev" => Reducer::Stddev,
+            "stdvar" => Reducer::Stdvar,
+            "quantile" => Reducer::Quantile,
+            _ => return None,
+        })
+    }
+}
+
+/// One group's aggregation at one instant, fed its values in order. [`reduce`] feeds it a
+/// whole group at once; the whole-range evaluator feeds it series by series (each
+/// series' steps in a row, which keeps memory access sequential), so both do the same
+/// arithmetic in the same order. `quantile` needs every value and is not fed here.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    pub count: f64,
+    /// The sum, mean, minimum or maximum so far.
+    a: f64,
+    /// The running sum of squared deviations (`stddev`, `stdvar`).
+    b: f64,
+}
+
+impl Running {
+    pub fn new(r: Reducer) -> Self {
+        let a = match r {
+            // Whatever an empty sum is, as `Iterator::sum` starts from it.
+            Reducer::Sum => std::iter::empty::<f64>().sum(),
+            Reducer::Min | Reducer::Max => f64::NAN,
+            _ => 0.0,
+        };
+        Running { count: 0.0, a, b: 0.0 }
+    }
+
+    #[inline]
+    pub fn push(&mut self, r: Reducer, v: f64) {
+        self.count += 1.0;
+        match r {
+            Reducer::Sum => self.a += v,
+            Reducer::Avg => {
+                if self.a.is_infinite() {
+                    if v.is_infinite() && (self.a > 0.0) == (v > 0.0) {
+                        return;
                     }
                     if !v.is_infinite() && !v.is_nan() {
-                        continue;
+                        return;
                     }
                 }
-                mean += v / count - mean / count;
+                self.a += v / self.count - self.a / self.count;
             }
-            mean
+            Reducer::Min => {
+                if self.a.is_nan() || v < self.a {
+                    self.a = v;
+                }
+            }
+            Reducer::Max => {
+                if self.a.is_nan() || v > self.a {
+                    self.a = v;
+                }
+            }
+            Reducer::Stddev | Reducer::Stdvar => {
+                let delta = v - self.a;
+                self.a += delta / self.count;
+                self.b += delta * (v - self.a);
+            }
+            Reducer::Count | Reducer::Group | Reducer::Quantile => {}
         }
-        "min" => values.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
-        "max" => values.iter().copied().fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
-        "count" => n,
-        "group" => 1.0,
-        "stddev" | "stdvar" => {
-            let (mut count, mut mean, mut aux) = (0.0, 0.0, 0.0);
+    }
+
+    pub fn value(&self, r: Reducer) -> f64 {
+        match r {
+            Reducer::Count => self.count,
+            Reducer::Group => 1.0,
+            Reducer::Stddev => (self.b / self.count).sqrt(),
+            Reducer::Stdvar => self.b / self.count,
+            _ => self.a,
+        }
+    }
+}
+
+/// One group's value under a [`REDUCERS`] aggregation; `q` is `quantile`'s parameter.
+pub fn reduce(op: &str, values: &mut [f64], q: f64) -> f64 {
+    match Reducer::of(op) {
+        None | Some(Reducer::Quantile) => quantile(q, values),
+        Some(r) => {
+            let mut running = Running::new(r);
             for v in values.iter() {
-                count += 1.0;
-                let delta = v - mean;
-                mean += delta / count;
-                aux += delta * (v - mean);
+                running.push(r, *v);
             }
-            if op == "stddev" { (aux / count).sqrt() } else { aux / count }
+            running.value(r)
         }
-        _ => quantile(q, values),
     }
 }
 
@@ -112,17 +201,7 @@ pub fn apply_aggregate(agg: &AggregateExpr, param: Option<Value>, input: Value) 
                     continue;
                 }
                 let mut members = members;
-                // NaN sorts last for both directions, as in Prometheus.
-                members.sort_by(|a, b| {
-                    let (x, y) = (a.value, b.value);
-                    match (x.is_nan(), y.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ if op == "topk" => y.total_cmp(&x),
-                        _ => x.total_cmp(&y),
-                    }
-                });
+                members.sort_by(|a, b| rank(&op, a.value, b.value));
                 out.extend(members.into_iter().take(k as usize));
                 continue;
             }
@@ -196,8 +275,103 @@ pub fn with_scalar(op: &str, v: f64, s: f64, scalar_left: bool, return_bool: boo
     })
 }
 
+/// How a vector-to-vector arithmetic or comparison pairs samples and labels its results
+/// (`on`/`ignoring`, `group_left`/`group_right`, `bool`): one definition for the instant
+/// evaluator and the whole-range one.
+pub struct Pairing {
+    op: String,
+    matching: Option<LabelModifier>,
+    /// Labels copied from the "one" side (`group_left(...)`).
+    include: Vec<String>,
+    /// The "many" side is the right one (`group_right`).
+    pub swapped: bool,
+    pub one_to_one: bool,
+    return_bool: bool,
+    is_cmp: bool,
+}
+
+impl Pairing {
+    pub fn new(bin: &BinaryExpr) -> Self {
+        let card = bin.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+        let (swapped, include) = match &card {
+            VectorMatchCardinality::OneToMany(inc) => (true, inc.labels.clone()),
+            VectorMatchCardinality::ManyToOne(inc) => (false, inc.labels.clone()),
+            _ => (false, Vec::new()),
+        };
+        Pairing {
+            op: bin.op.to_string(),
+            matching: bin.modifier.as_ref().and_then(|m| m.matching.clone()),
+            include,
+            swapped,
+            one_to_one: matches!(card, VectorMatchCardinality::OneToOne),
+            return_bool: bin.modifier.as_ref().is_some_and(|m| m.return_bool),
+            is_cmp: bin.op.is_comparison_operator(),
+        }
+    }
+
+    /// What a sample is matched on.
+    pub fn signature(&self, labels: &Labels) -> Labels {
+        signature(labels, &self.matching)
+    }
+
+    /// The result of a "many" sample's value with its match's; `None` when a comparison
+    /// filters it out.
+    pub fn value(&self, many: f64, one: f64) -> Result<Option<f64>, QueryError> {
+        let (a, b) = if self.swapped { (one, many) } else { (many, one) };
+        Ok(match compare(&self.op, a, b) {
+            Some(r) if self.return_bool => Some(if r { 1.0 } else { 0.0 }),
+            Some(r) => r.then_some(a),
+            None => Some(arith(&self.op, a, b).ok_or_else(|| bad(format!("operator {}", self.op)))?),
+        })
+    }
+
+    /// A result's labels: the "many" sample's (the left one's for one-to-one), without the
+    /// name unless a comparison filters, narrowed to what identified a one-to-one match,
+    /// or given the `group_left(...)` labels of its match.
+    pub fn result_labels(&self, many: &Labels, one: &Labels) -> Labels {
+        let mut labels = many.clone();
+        if !self.is_cmp || self.return_bool {
+            labels = drop_name(labels);
+        }
+        if self.one_to_one {
+            match &self.matching {
+                Some(LabelModifier::Include(on)) => labels.retain(|(n, _)| on.labels.contains(n)),
+                Some(LabelModifier::Exclude(ign)) => labels.retain(|(n, _)| !ign.labels.contains(n)),
+                None => {}
+            }
+        } else {
+            for name in &self.include {
+                labels.retain(|(n, _)| n != name);
+                if let Some((_, v)) = one.iter().find(|(n, _)| n == name) {
+                    labels.push((name.clone(), v.clone()));
+                }
+            }
+            labels.sort();
+        }
+        labels
+    }
+
+    /// Two samples of the "one" side with one signature.
+    pub fn duplicate_one(&self) -> QueryError {
+        let side = if self.swapped { "left" } else { "right" };
+        exec(format!(
+            "found duplicate series for the match group on the {side} hand-side of the operation; many-to-many matching not allowed: matching labels must be unique on one side"
+        ))
+    }
+
+    /// Two one-to-one matches with one signature.
+    pub fn duplicate_many() -> QueryError {
+        exec("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
+    }
+
+    /// Two results with one label set.
+    pub fn duplicate_result() -> QueryError {
+        exec("multiple matches for labels: grouping labels must ensure unique matches")
+    }
+}
+
 /// The labels two samples are matched on.
-fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
+pub fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
     match matching {
         Some(LabelModifier::Include(on)) => labels.iter().filter(|(n, _)| on.labels.contains(n)).cloned().collect(),
         Some(LabelModifier::Exclude(ign)) => {
@@ -255,7 +429,6 @@ pub fn apply_binary(bin: &BinaryExpr, lhs: Value, rhs: Value) -> Result<Value, Q
         return Err(bad(format!("operator {op} needs instant vectors or scalars")));
     };
     let matching = bin.modifier.as_ref().and_then(|m| m.matching.clone());
-    let card = bin.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
     if bin.op.is_set_operator() {
         let right_sigs: std::collections::HashSet<Labels> =
             right.iter().map(|s| signature(&s.labels, &matching)).collect();
@@ -272,71 +445,28 @@ pub fn apply_binary(bin: &BinaryExpr, lhs: Value, rhs: Value) -> Result<Value, Q
         }));
     }
     // One-to-one or many-to-one / one-to-many: the "one" side must be unique per signature.
-    let (many, one, swapped, include) = match &card {
-        VectorMatchCardinality::OneToMany(inc) => (right, left, true, inc.labels.clone()),
-        VectorMatchCardinality::ManyToOne(inc) => (left, right, false, inc.labels.clone()),
-        _ => (left, right, false, Vec::new()),
-    };
+    let pairing = Pairing::new(bin);
+    let (many, one) = if pairing.swapped { (right, left) } else { (left, right) };
     let mut one_by_sig: HashMap<Labels, Sample> = HashMap::new();
     for s in one {
-        let sig = signature(&s.labels, &matching);
-        if one_by_sig.insert(sig, s).is_some() {
-            let side = if swapped { "left" } else { "right" };
-            return Err(exec(format!(
-                "found duplicate series for the match group on the {side} hand-side of the operation; many-to-many matching not allowed: matching labels must be unique on one side"
-            )));
+        if one_by_sig.insert(pairing.signature(&s.labels), s).is_some() {
+            return Err(pairing.duplicate_one());
         }
     }
-    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let mut seen_many: std::collections::HashSet<Labels> = std::collections::HashSet::new();
     let mut out = Vec::new();
     let mut result_sigs = std::collections::HashSet::new();
     for s in many {
-        let sig = signature(&s.labels, &matching);
+        let sig = pairing.signature(&s.labels);
         let Some(other) = one_by_sig.get(&sig) else { continue };
-        let (a, b) = if swapped { (other.value, s.value) } else { (s.value, other.value) };
-        let (keep, value) = match compare(&op, a, b) {
-            Some(r) => {
-                if return_bool {
-                    (true, if r { 1.0 } else { 0.0 })
-                } else {
-                    (r, a)
-                }
-            }
-            None => (true, arith(&op, a, b).ok_or_else(|| bad(format!("operator {op}")))?),
-        };
-        if !keep {
-            continue;
-        }
+        let Some(value) = pairing.value(s.value, other.value)? else { continue };
         // As in Prometheus, only matches that survive a comparison count as duplicates.
-        if one_to_one && !seen_many.insert(sig.clone()) {
-            return Err(exec(
-                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-            ));
+        if pairing.one_to_one && !seen_many.insert(sig) {
+            return Err(Pairing::duplicate_many());
         }
-        // Result labels: from the "many" side (or the left one for one-to-one).
-        let mut labels = s.labels.clone();
-        if !is_cmp || return_bool {
-            labels = drop_name(labels);
-        }
-        if one_to_one {
-            // One-to-one results keep only what identified the match.
-            match &matching {
-                Some(LabelModifier::Include(on)) => labels.retain(|(n, _)| on.labels.contains(n)),
-                Some(LabelModifier::Exclude(ign)) => labels.retain(|(n, _)| !ign.labels.contains(n)),
-                None => {}
-            }
-        } else {
-            for name in &include {
-                labels.retain(|(n, _)| n != name);
-                if let Some((_, v)) = other.labels.iter().find(|(n, _)| n == name) {
-                    labels.push((name.clone(), v.clone()));
-                }
-            }
-            labels.sort();
-        }
-        if !one_to_one && !result_sigs.insert(labels.clone()) {
-            return Err(exec("multiple matches for labels: grouping labels must ensure unique matches"));
+        let labels = pairing.result_labels(&s.labels, &other.labels);
+        if !pairing.one_to_one && !result_sigs.insert(labels.clone()) {
+            return Err(Pairing::duplicate_result());
         }
         out.push(Sample { labels, value });
     }

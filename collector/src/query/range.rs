@@ -475,8 +475,9 @@ impl Evaluator<'_> {
             None => None,
         };
         let input = self.eval_range(&agg.expr, grid)?;
-        let (Steps::Vector(tracks), true) = (&input, ops::REDUCERS.contains(&op.as_str())) else {
-            // topk, bottomk, count_values: the instant aggregation at every step.
+        let ranked = matches!(op.as_str(), "topk" | "bottomk") && matches!(param, Some(Steps::Scalar(_)));
+        let (Steps::Vector(tracks), true) = (&input, ranked || ops::REDUCERS.contains(&op.as_str())) else {
+            // count_values, and whatever the instant aggregation refuses: at every step.
             return self.per_step(grid, |i| ops::apply_aggregate(agg, param.as_ref().map(|p| p.at(i)), input.at(i)));
         };
         let q = match (&param, op.as_str()) {
@@ -497,20 +498,40 @@ impl Evaluator<'_> {
                 }
             }
         }
+        if let (true, Some(Steps::Scalar(k))) = (ranked, &param) {
+            return Ok(Steps::Vector(ranked_range(&op, k, tracks, &groups, grid)));
+        }
         let work = tracks.len() * grid.n;
         let deadline = self.deadline;
+        let reducer = ops::Reducer::of(&op).unwrap_or(ops::Reducer::Quantile);
+        // Series by series (each one's steps in a row), into one accumulator per step.
         let out = par_map(&groups, work, |(key, members)| {
             if timed_out(deadline) {
                 return None;
             }
-            let mut buf = Vec::with_capacity(members.len());
-            let values = (0..grid.n)
-                .map(|i| {
-                    buf.clear();
-                    buf.extend(members.iter().filter_map(|&m| tracks[m].values[i]));
-                    (!buf.is_empty()).then(|| ops::reduce(&op, &mut buf, q.map_or(f64::NAN, |q| q[i])))
-                })
-                .collect();
+            let values = if let Some(q) = q {
+                let mut by_step: Vec<Vec<f64>> = vec![Vec::new(); grid.n];
+                for &m in members {
+                    for (step, v) in by_step.iter_mut().zip(&tracks[m].values) {
+                        step.extend(*v);
+                    }
+                }
+                by_step
+                    .into_iter()
+                    .zip(q)
+                    .map(|(mut values, q)| (!values.is_empty()).then(|| functions::quantile(*q, &mut values)))
+                    .collect()
+            } else {
+                let mut acc = vec![ops::Running::new(reducer); grid.n];
+                for &m in members {
+                    for (running, v) in acc.iter_mut().zip(&tracks[m].values) {
+                        if let Some(v) = v {
+                            running.push(reducer, *v);
+                        }
+                    }
+                }
+                acc.iter().map(|r| (r.count > 0.0).then(|| r.value(reducer))).collect()
+            };
             Some(Track { labels: key.clone(), values })
         });
         self.check_deadline()?;
@@ -523,6 +544,7 @@ impl Evaluator<'_> {
         let (tracks, scalar, scalar_left) = match (lhs, rhs) {
             (Steps::Vector(v), Steps::Scalar(s)) => (v, s, false),
             (Steps::Scalar(s), Steps::Vector(v)) => (v, s, true),
+            (Steps::Vector(left), Steps::Vector(right)) => return vectors_range(bin, left, right, grid),
             (lhs, rhs) => return self.per_step(grid, |i| ops::apply_binary(bin, lhs.at(i), rhs.at(i))),
         };
         let op = bin.op.to_string();
@@ -545,6 +567,132 @@ impl Evaluator<'_> {
         }
         Ok(Steps::Vector(out))
     }
+}
+
+/// A vector-to-vector operator at every step, as [`ops::apply_binary`] answers each: each
+/// series' signature is computed once (as a number), each step's matches are found by
+/// number, each result's labels once per pair of series.
+fn vectors_range(bin: &BinaryExpr, left: Vec<Track>, right: Vec<Track>, grid: Grid) -> Result<Steps, QueryError> {
+    let matching = bin.modifier.as_ref().and_then(|m| m.matching.clone());
+    let mut ids: HashMap<Labels, usize> = HashMap::new();
+    let mut sig_of = |t: &Track| {
+        let next = ids.len();
+        *ids.entry(ops::signature(&t.labels, &matching)).or_insert(next)
+    };
+    let left_sig: Vec<usize> = left.iter().map(&mut sig_of).collect();
+    let right_sig: Vec<usize> = right.iter().map(&mut sig_of).collect();
+    // The last step each signature was seen at, on the side that decides.
+    let mut seen = vec![usize::MAX; ids.len()];
+    if bin.op.is_set_operator() {
+        let op = bin.op.to_string();
+        // `and` keeps a left sample with a match, `unless` one without; `or` adds a right
+        // sample whose signature no left sample has.
+        let mut filter =
+            |mut kept: Vec<Track>, kept_sig: &[usize], decider: &[Track], decider_sig: &[usize], with: bool| {
+                for i in 0..grid.n {
+                    for (t, &sig) in decider.iter().zip(decider_sig) {
+                        if t.values[i].is_some() {
+                            seen[sig] = i;
+                        }
+                    }
+                    for (t, &sig) in kept.iter_mut().zip(kept_sig) {
+                        if t.values[i].is_some() && (seen[sig] == i) != with {
+                            t.values[i] = None;
+                        }
+                    }
+                }
+                kept
+            };
+        return Ok(Steps::Vector(match op.as_str() {
+            "or" => {
+                let added = filter(right, &right_sig, &left, &left_sig, false);
+                let mut out = left;
+                out.extend(added);
+                out
+            }
+            _ => filter(left, &left_sig, &right, &right_sig, op == "and"),
+        }));
+    }
+    let pairing = ops::Pairing::new(bin);
+    let (many, many_sig, one, one_sig) =
+        if pairing.swapped { (right, right_sig, left, left_sig) } else { (left, left_sig, right, right_sig) };
+    let mut one_at: Vec<(usize, usize)> = vec![(usize::MAX, 0); ids.len()];
+    let mut results: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut out: Vec<((usize, usize), Track)> = Vec::new();
+    let mut label_ids: HashMap<Labels, usize> = HashMap::new();
+    let mut out_label: Vec<usize> = Vec::new();
+    let mut label_seen: Vec<usize> = Vec::new();
+    for i in 0..grid.n {
+        for (o, (t, &sig)) in one.iter().zip(&one_sig).enumerate() {
+            if t.values[i].is_some() {
+                if one_at[sig].0 == i {
+                    return Err(pairing.duplicate_one());
+                }
+                one_at[sig] = (i, o);
+            }
+        }
+        for (m, (t, &sig)) in many.iter().zip(&many_sig).enumerate() {
+            let (Some(v), (step, o)) = (t.values[i], one_at[sig]) else { continue };
+            let Some(other) = one[o].values[i].filter(|_| step == i) else { continue };
+            let Some(value) = pairing.value(v, other)? else { continue };
+            if pairing.one_to_one {
+                if seen[sig] == i {
+                    return Err(ops::Pairing::duplicate_many());
+                }
+                seen[sig] = i;
+            }
+            let k = match results.get(&(m, o)) {
+                Some(&k) => k,
+                None => {
+                    let labels = pairing.result_labels(&t.labels, &one[o].labels);
+                    let next = label_ids.len();
+                    let id = *label_ids.entry(labels.clone()).or_insert(next);
+                    if id == label_seen.len() {
+                        label_seen.push(usize::MAX);
+                    }
+                    out_label.push(id);
+                    out.push(((m, o), Track { labels, values: vec![None; grid.n] }));
+                    results.insert((m, o), out.len() - 1);
+                    out.len() - 1
+                }
+            };
+            if !pairing.one_to_one {
+                if label_seen[out_label[k]] == i {
+                    return Err(ops::Pairing::duplicate_result());
+                }
+                label_seen[out_label[k]] = i;
+            }
+            out[k].1.values[i] = Some(value);
+        }
+    }
+    // The order each step's instant answer has: by the "many" sample.
+    out.sort_by_key(|(pair, _)| *pair);
+    Ok(Steps::Vector(out.into_iter().map(|(_, t)| t).collect()))
+}
+
+/// `topk` / `bottomk` at every step: each step's present members of a group ranked as
+/// the instant path ranks them ([`ops::rank`], stable), the first `k` kept with their own
+/// labels. A member's track holds the steps it made the cut.
+fn ranked_range(op: &str, k: &[f64], tracks: &[Track], groups: &[(Labels, Vec<usize>)], grid: Grid) -> Vec<Track> {
+    let mut kept: Vec<Option<Vec<Option<f64>>>> = vec![None; tracks.len()];
+    let mut present: Vec<(usize, f64)> = Vec::new();
+    for (_, members) in groups {
+        for (i, &k) in k.iter().enumerate().take(grid.n) {
+            if k.is_nan() || k < 1.0 {
+                continue;
+            }
+            present.clear();
+            present.extend(members.iter().filter_map(|&m| Some((m, tracks[m].values[i]?))));
+            present.sort_by(|a, b| ops::rank(op, a.1, b.1));
+            for &(m, v) in present.iter().take(k as usize) {
+                kept[m].get_or_insert_with(|| vec![None; grid.n])[i] = Some(v);
+            }
+        }
+    }
+    kept.into_iter()
+        .zip(tracks)
+        .filter_map(|(values, t)| Some(Track { labels: t.labels.clone(), values: values? }))
+        .collect()
 }
 
 /// `histogram_quantile` at every step: buckets grouped by their labels without `le` (once
