@@ -64,6 +64,35 @@ fn dataset(base: i64) -> WriteRequest {
     WriteRequest::of(out)
 }
 
+/// A real Prometheus (remote-write receiver) and a collector, both sent `data(base)`,
+/// where `base` is a whole minute a little over [`POINTS`] steps ago. The processes stop
+/// when the first value is dropped.
+async fn prometheus_and_collector(
+    dir: &std::path::Path,
+    client: &reqwest::Client,
+    data: fn(i64) -> WriteRequest,
+) -> ([Proc; 2], [SocketAddr; 2], i64) {
+    let (prometheus, prom_addr) = common::prometheus_receiver(dir).await;
+    let hale_addr = free_addr();
+    let collector = Proc(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["collector", "--listen", &hale_addr.to_string(), "--data-dir"])
+            .arg(dir.join("collector"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("collector"),
+    );
+    common::wait_ready("the collector", hale_addr).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let base = (now - POINTS * STEP_MS - 60_000) / 60_000 * 60_000;
+    let body = remote_write::encode(&data(base));
+    for addr in [prom_addr, hale_addr] {
+        common::send_remote_write(client, addr, body.clone()).await;
+    }
+    ([prometheus, collector], [prom_addr, hale_addr], base)
+}
+
 /// Normalises an API answer: result type, and label set → values (sorted unless the
 /// order is the point of the expression).
 /// A result type and, per series (labels as text), its (time, value) points.
@@ -112,25 +141,8 @@ fn same_value(a: &str, b: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_answers_match_prometheus() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (_prometheus, prom_addr) = common::prometheus_receiver(tmp.path()).await;
-    let hale_addr = free_addr();
-    let _collector = Proc(
-        Command::new(env!("CARGO_BIN_EXE_hale"))
-            .args(["collector", "--listen", &hale_addr.to_string(), "--data-dir"])
-            .arg(tmp.path().join("collector"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("collector"),
-    );
     let client = reqwest::Client::new();
-    common::wait_ready("the collector", hale_addr).await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
-    let base = (now - POINTS * STEP_MS - 60_000) / 60_000 * 60_000;
-    let body = remote_write::encode(&dataset(base));
-    for addr in [prom_addr, hale_addr] {
-        common::send_remote_write(&client, addr, body.clone()).await;
-    }
+    let (_running, [prom_addr, hale_addr], base) = prometheus_and_collector(tmp.path(), &client, dataset).await;
     let at = |min: i64| base + min * 60_000;
     let at_secs = |min: i64| at(min) as f64 / 1000.0;
     let corpus: Vec<String> = vec![
@@ -317,6 +329,111 @@ async fn promql_answers_match_prometheus() {
     );
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
     assert!(answered >= corpus.len() * 4, "only {answered} non-empty answers: did the data reach Prometheus?");
+}
+
+/// Counters that reset often (to non-zero values, and twice in a row), gauges with gaps
+/// shorter and longer than the lookback, a series that goes stale and comes back, a
+/// jittery scrape and a sparse one: the shapes where a range query's windows, taken
+/// step by step, are easiest to get wrong.
+fn edge_dataset(base: i64) -> WriteRequest {
+    let ts = |i: i64| base + i * STEP_MS;
+    let every = |f: &dyn Fn(i64) -> Option<(i64, f64)>| (0..POINTS).filter_map(f).collect::<Vec<_>>();
+    let stale = f64::from_bits(STALE_NAN);
+    let back_to_back = [10.0, 20.0, 5.0, 2.0, 30.0, 40.0, 0.0, 0.0, 1.0];
+    WriteRequest::of(vec![
+        series(
+            &[("__name__", "resets_total"), ("pattern", "often")],
+            every(&|i| Some((ts(i), ((i % 17) * 3 + 1) as f64))),
+        ),
+        series(
+            &[("__name__", "resets_total"), ("pattern", "back_to_back")],
+            every(&|i| Some((ts(i), back_to_back[(i % 9) as usize] + (i / 9) as f64))),
+        ),
+        series(
+            &[("__name__", "gaps"), ("len", "2m")],
+            every(&|i| (!(40..48).contains(&i)).then(|| (ts(i), (i as f64 * 0.7).cos() * 10.0))),
+        ),
+        series(
+            &[("__name__", "gaps"), ("len", "10m")],
+            every(&|i| (!(60..100).contains(&i)).then(|| (ts(i), i as f64 / 3.0))),
+        ),
+        series(
+            &[("__name__", "flapping"), ("job", "edge")],
+            every(&|i| Some((ts(i), if [30, 31, 70].contains(&i) { stale } else { i as f64 }))),
+        ),
+        series(
+            &[("__name__", "jitter_total"), ("job", "edge")],
+            every(&|i| Some((ts(i) + ((i * 7) % 11 - 5) * 1000, (i * i) as f64 / 4.0))),
+        ),
+        series(&[("__name__", "sparse"), ("job", "edge")], every(&|i| (i % 8 == 0).then(|| (ts(i), (i / 8) as f64)))),
+    ])
+}
+
+/// Range queries over [`edge_dataset`], compared with Prometheus point by point, on
+/// grids aligned with the scrape, off it, finer than it and coarser than the windows.
+#[tokio::test]
+async fn range_queries_match_prometheus_step_by_step() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let client = reqwest::Client::new();
+    let (_running, [prom_addr, hale_addr], base) = prometheus_and_collector(tmp.path(), &client, edge_dataset).await;
+    let at = |min: i64, ms: i64| format!("{}", (base + min * 60_000 + ms) as f64 / 1000.0);
+    let grids = [
+        (at(3, 7_000), at(28, 0), "15"),
+        (at(10, 0), at(14, 0), "5"),
+        (at(0, 0), at(29, 0), "120"),
+        (at(5, 1_000), at(25, 1_000), "37"),
+    ];
+    let corpus = [
+        "resets_total",
+        "rate(resets_total[1m])",
+        "rate(resets_total[5m])",
+        "increase(resets_total[2m])",
+        "resets(resets_total[5m])",
+        "irate(resets_total[1m])",
+        "sum by (pattern) (increase(resets_total[5m]))",
+        "rate(resets_total[5m] offset 1m)",
+        "gaps",
+        "rate(gaps[1m])",
+        "avg_over_time(gaps[3m])",
+        "count_over_time(gaps[1m])",
+        "last_over_time(gaps[10m])",
+        "predict_linear(gaps[5m], 60)",
+        "flapping",
+        "rate(flapping[2m])",
+        "changes(flapping[5m])",
+        "max_over_time(flapping[1m])",
+        "timestamp(flapping)",
+        "rate(jitter_total[1m])",
+        "deriv(jitter_total[2m])",
+        "idelta(jitter_total[1m])",
+        "delta(jitter_total[90s])",
+        "quantile_over_time(0.5, jitter_total[2m])",
+        "sparse",
+        "rate(sparse[5m])",
+        "sum_over_time(sparse[1m])",
+        "present_over_time(sparse[1m])",
+        "sum(rate(resets_total[2m]))",
+        "gaps / on() group_left sum(sparse)",
+    ];
+    let mut mismatches = Vec::new();
+    let mut answered = 0;
+    for expr in corpus {
+        for (start, end, step) in &grids {
+            let params = [("query", expr), ("start", start.as_str()), ("end", end.as_str()), ("step", step)];
+            let mut answers = Vec::new();
+            for addr in [prom_addr, hale_addr] {
+                let url = format!("http://{addr}/api/v1/query_range");
+                answers.push(common::get_json(&client, &url, &params).await.expect("a JSON answer"));
+            }
+            let when = format!("range {start}..{end} step {step}");
+            answered += usize::from(compare(expr, &when, &answers[0], &answers[1], false, &mut mismatches));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        answered >= corpus.len() * grids.len() - 4,
+        "only {answered} non-empty answers: did the data reach Prometheus?"
+    );
 }
 
 /// Compares one answer pair; returns whether Prometheus gave a non-empty answer (so the

@@ -1,8 +1,10 @@
 //! Work split over the spare cores, for the few jobs big enough to gain from it: decoding
 //! a large selection and evaluating a large range query. Threads are scoped (borrowing
-//! the caller's data, joined before returning) and counted across all callers, so
-//! together they never take every core: the caller's own thread, other queries and ingest
-//! always keep one.
+//! the caller's data, joined before returning) and counted across all callers: together
+//! queries borrow at most one thread fewer than the machine has cores, however many run.
+//! Borrowed threads run at a lower priority (nice 10), so when ingest and a large query
+//! want the same core, the scheduler gives it to ingest: a query goes faster when the
+//! machine is idle and no slower than on one thread when it is not.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -46,8 +48,16 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) -> R +
     let chunk = items.len().div_ceil(extra.0 + 1);
     std::thread::scope(|scope| {
         let f = &f;
-        let others: Vec<_> =
-            items.chunks(chunk).skip(1).map(|c| scope.spawn(move || c.iter().map(f).collect::<Vec<R>>())).collect();
+        let others: Vec<_> = items
+            .chunks(chunk)
+            .skip(1)
+            .map(|c| {
+                scope.spawn(move || {
+                    yield_to_others();
+                    c.iter().map(f).collect::<Vec<R>>()
+                })
+            })
+            .collect();
         let mut out: Vec<R> = items[..chunk].iter().map(f).collect();
         for other in others {
             out.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
@@ -55,6 +65,21 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) -> R +
         out
     })
 }
+
+/// Lowers the calling thread's priority to nice 10 (Linux's `setpriority` takes a thread
+/// id): a borrowed thread yields to ingest and to queries' own threads.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn yield_to_others() {
+    // SAFETY: gettid and setpriority take no pointers and change only this thread's
+    // scheduling priority; a failure (no permission is needed to lower it) is harmless.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn yield_to_others() {}
 
 #[cfg(test)]
 mod tests {
