@@ -5,22 +5,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// `HALE_LOG`, else `default`.
-fn filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("HALE_LOG").unwrap_or_else(|_| EnvFilter::new(default))
-}
-
-/// Human-readable logs on stderr at `default` level.
-pub fn to_stderr(default: &str) {
-    let _ = tracing_subscriber::registry()
-        .with(filter(default))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init();
-}
+use hale_serve::process::log_filter as filter;
+pub use hale_serve::process::log_to_stderr as to_stderr;
 
 /// Human-readable logs appended to `path` (its folder made if need be).
 pub fn to_file(default: &str, path: &Path) -> Result<()> {

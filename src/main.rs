@@ -96,7 +96,13 @@ fn main() -> std::process::ExitCode {
     // child (the umask is inherited), instead of a mode to remember at each create.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // An agent runs on the agent's own small runtime (one thread, one malloc arena), as
+    // `hale-agent` does; every other command on a thread per core.
+    let runtime = match &cli.command {
+        Command::Agent(_) => hale_agent::runtime(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hale: cannot start the async runtime: {e}");

@@ -9,6 +9,9 @@
 //! requests and pushes them, fsynced, on the blocking pool; host metrics are read there
 //! too, because `statvfs` of a hung mount must not stall the runtime.
 
+/// Labels added to a cycle's series, as (name, value).
+type Labels = Vec<(String, String)>;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,7 +227,7 @@ impl Agent {
     }
 
     /// The labels the agent adds to what a cycle ships.
-    fn cycle_labels(&self, cycle: Cycle) -> Vec<(String, String)> {
+    fn cycle_labels(&self, cycle: Cycle) -> Labels {
         let (node, listen) = (self.config.node.clone(), self.config.listen.to_string());
         let pairs = match cycle {
             Cycle::Host => vec![("node", node), ("instance", listen), ("job", "node".to_string())],
@@ -235,21 +238,39 @@ impl Agent {
     }
 
     /// Ends the series of `cycle` that vanished since its last run, then queues it.
-    async fn ship_cycle(&self, cycle: Cycle, mut families: Vec<Family>) {
-        self.staleness.mark_vanished(cycle.name(), &mut families);
-        if !families.is_empty() {
-            self.queue_metrics(families, self.cycle_labels(cycle)).await;
+    async fn ship_cycle(&self, cycle: Cycle, families: Vec<Family>) {
+        self.ship_cycles(vec![(cycle, families)]).await;
+    }
+
+    /// [`Agent::ship_cycle`] for several cycles at once, queued as one batch: one queue
+    /// append (one fsync) and one request a cycle instead of one per kind of metric.
+    async fn ship_cycles(&self, cycles: Vec<(Cycle, Vec<Family>)>) {
+        let mut batches = Vec::with_capacity(cycles.len());
+        for (cycle, mut families) in cycles {
+            self.staleness.mark_vanished(cycle.name(), &mut families);
+            if !families.is_empty() {
+                batches.push((families, self.cycle_labels(cycle)));
+            }
+        }
+        if !batches.is_empty() {
+            self.queue_metrics(batches).await;
         }
     }
 
-    /// Encodes and queues families as remote_write requests (fsyncs: off the runtime).
-    async fn queue_metrics(&self, families: Vec<Family>, extra: Vec<(String, String)>) {
+    /// Encodes and queues families, each group with its own added labels, as
+    /// remote_write requests (fsyncs: off the runtime).
+    async fn queue_metrics(&self, batches: Vec<(Vec<Family>, Labels)>) {
         let Some(queue) = self.metrics_queue.clone() else { return };
         let schedule = self.metadata.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let series = remote_write::to_timeseries(&families, &extra, now_ms());
-            let mut metadata = schedule.due(&families, std::time::Instant::now());
+            let (now, at) = (now_ms(), std::time::Instant::now());
+            let mut series = Vec::new();
+            let mut metadata = Vec::new();
+            for (families, extra) in &batches {
+                let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                series.extend(remote_write::to_timeseries(families, &extra, now));
+                metadata.extend(schedule.due(families, at));
+            }
             for chunk in series.chunks(SERIES_PER_REQUEST) {
                 let request = WriteRequest { timeseries: chunk.to_vec(), metadata: std::mem::take(&mut metadata) };
                 let body = remote_write::encode(&request);
@@ -281,8 +302,8 @@ impl Agent {
     /// last cycle, a failed scrape, or a series a target no longer exposes: ended with a
     /// marker, as Prometheus does.
     pub async fn collect_metrics(&self) {
-        self.ship_cycle(Cycle::Host, self.host_families().await).await;
-        self.ship_cycle(Cycle::Own, self.own_families()).await;
+        let host = self.host_families().await;
+        let own = self.own_families();
         let mut scraped = self.each_target(async |client, t, timeout| scrape::scrape(&client, &t, timeout).await).await;
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let statics = self.static_targets().into_iter().map(|t| {
@@ -290,7 +311,7 @@ impl Agent {
             async move { scrape::scrape(&client, &t, timeout).await }
         });
         scraped.extend(futures::future::join_all(statics).await.into_iter().flatten());
-        self.ship_cycle(Cycle::Scrape, scraped).await;
+        self.ship_cycles(vec![(Cycle::Host, host), (Cycle::Own, own), (Cycle::Scrape, scraped)]).await;
     }
 
     pub async fn collect_probes(&self) {
@@ -305,8 +326,6 @@ impl Agent {
     /// alive for a few intervals after it left — long enough for a restarted cluster to
     /// count a replica no process stands behind.
     pub async fn end_series(&self) {
-        for cycle in Cycle::ALL {
-            self.ship_cycle(cycle, Vec::new()).await;
-        }
+        self.ship_cycles(Cycle::ALL.into_iter().map(|cycle| (cycle, Vec::new())).collect()).await;
     }
 }

@@ -19,4 +19,4 @@ pub mod tail;
 pub mod telemetry;
 
 pub use agent::{Agent, AgentError};
-pub use run::run;
+pub use run::{run, runtime};

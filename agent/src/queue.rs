@@ -5,7 +5,11 @@
 //! `MAGIC | len | crc32 | payload`,
 //! payload = `seq (u64) | created_ms (i64) | body`. Every push is fsynced before it
 //! returns. Each reader (one per destination) has a cursor file, replaced atomically on
-//! every acknowledgement; a segment is deleted once every reader has passed it. Nothing is
+//! every acknowledgement and fsynced at least every [`CURSOR_SYNC`] and always before a
+//! segment it passed is deleted; a segment is deleted once every reader has passed it. A
+//! power loss can so set a cursor back by a few seconds, never past data still on disk:
+//! those batches are sent again, under their old batch numbers, and the collector
+//! recognises them as stored. Nothing is
 //! ever read whole into memory: readers seek to their cursor and read one record.
 //!
 //! Damage is survived, not refused: a torn tail of the newest segment (a crash mid-write)
@@ -84,7 +88,13 @@ struct Inner {
     readers: HashMap<String, Cursor>,
     /// Newest record's seq and created_ms per segment start, for the oldest-unsent age.
     last_pushed_ms: i64,
+    /// When each reader's cursor was last fsynced.
+    cursor_synced: HashMap<String, std::time::Instant>,
 }
+
+/// A reader's cursor is fsynced at least this often (and before any segment it passed
+/// is deleted); in between it is replaced without waiting for the disk.
+pub const CURSOR_SYNC: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct DiskQueue {
     dir: PathBuf,
@@ -244,7 +254,15 @@ impl DiskQueue {
         let queue = DiskQueue {
             dir: dir.to_path_buf(),
             config,
-            inner: Mutex::new(Inner { segments, active, active_id, next_seq, readers: cursors, last_pushed_ms }),
+            inner: Mutex::new(Inner {
+                segments,
+                active,
+                active_id,
+                next_seq,
+                readers: cursors,
+                last_pushed_ms,
+                cursor_synced: HashMap::new(),
+            }),
             corrupt_records: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             notify: tokio::sync::Notify::new(),
@@ -349,11 +367,18 @@ impl DiskQueue {
             return Err(QueueError::UnknownReader(reader.into()));
         }
         inner.readers.insert(reader.to_string(), next);
-        let path = cursor_path(&self.dir, reader);
-        hale_fs::write_durable(&path, format!("{} {}\n", next.segment, next.offset).as_bytes()).map_err(io(&path))?;
         let min_segment = inner.readers.values().map(|c| c.segment).min().unwrap_or(0);
         let finished: Vec<u64> =
             inner.segments.keys().copied().filter(|id| *id < min_segment && *id != inner.active_id).collect();
+        let path = cursor_path(&self.dir, reader);
+        let text = format!("{} {}\n", next.segment, next.offset);
+        let due = inner.cursor_synced.get(reader).is_none_or(|at| at.elapsed() >= CURSOR_SYNC);
+        if due || !finished.is_empty() {
+            hale_fs::write_durable(&path, text.as_bytes()).map_err(io(&path))?;
+            inner.cursor_synced.insert(reader.to_string(), std::time::Instant::now());
+        } else {
+            hale_fs::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
+        }
         for id in finished {
             let path = segment_path(&self.dir, id);
             match std::fs::remove_file(&path) {

@@ -252,20 +252,8 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
     }
 }
 
-/// Hands freed heap pages back to the kernel. Ingest decodes every request into buffers
-/// far larger than what the head keeps of them, and glibc holds freed memory in its
-/// per-thread arenas until asked, so without this the resident size of a collector
-/// carries the high-water mark of its request buffers (about 70 B per series in
-/// `scripts/bench-collector.sh`). Go's scavenger does the same for Prometheus.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn release_free_memory() {
-    // SAFETY: malloc_trim takes no pointers and touches only the allocator's own state,
-    // under the allocator's locks; it is documented as safe to call at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}
+/// Hands freed heap pages back to the kernel: ingest decodes every request into buffers
+/// far larger than what the head keeps of them (about 70 B per series in
+/// `scripts/bench-collector.sh` without this). Go's scavenger does the same for
+/// Prometheus.
+use hale_serve::process::release_free_memory;

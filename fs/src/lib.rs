@@ -26,6 +26,20 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_durable_with(path, |w| w.write_all(bytes))
 }
 
+/// Replaces `path` with `bytes` atomically but without waiting for the disk: after a
+/// process crash the file holds its old or its new content (the rename is atomic), after
+/// a power loss possibly the old one or none. For state that may fall back a little
+/// (a queue reader's cursor, where falling back means sending again what the receiver
+/// recognises as already stored), written too often to fsync each time.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)
+}
+
 /// [`write_durable`] for content produced piece by piece (a WAL checkpoint of many
 /// records), streamed through a buffer instead of built in memory first. If `write`
 /// fails, `path` keeps its old content and the temporary file is removed.

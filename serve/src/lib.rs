@@ -34,6 +34,7 @@
 //! ```
 
 pub mod metrics;
+pub mod process;
 
 use std::future::Future;
 use std::net::SocketAddr;

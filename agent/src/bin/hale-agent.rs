@@ -1,0 +1,61 @@
+//! `hale-agent`: the node agent alone, for hosts. The same agent as `hale agent` (the
+//! same flags, agent.toml and behaviour) in a binary of its own: a host maps and pages
+//! in only the agent's code, which is most of what the agent's resident memory is.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hale_agent::config::{AgentConfig, AgentFlags};
+
+/// Hale's node agent: host metrics, scraping, probes, log tailing, durable shipping and
+/// supervision. No `Debug`: it holds tokens.
+#[derive(Parser)]
+#[command(name = "hale-agent", version)]
+struct Args {
+    /// agent.toml; the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+/// The agent's config: `flags` over the file over the defaults.
+fn config(args: Args) -> Result<AgentConfig, String> {
+    let Args { config, flags } = args;
+    let file = match &config {
+        Some(path) => {
+            let source = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            Some(AgentConfig::parse(&source).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    AgentConfig::with_flags(file, flags).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    // Queues, checkpoints and logs are for the agent's owner only, as with `hale`.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let config = match config(Args::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hale-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match hale_agent::runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hale-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    hale_serve::process::log_to_stderr("info");
+    match runtime.block_on(hale_agent::run(config, hale_serve::process::stop_requested())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hale-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
