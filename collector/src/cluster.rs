@@ -40,7 +40,7 @@ const SPACINGS: usize = 5;
 /// The newest real sample of one series and how it ends.
 #[derive(Debug, Clone, PartialEq)]
 struct Latest {
-    labels: Vec<(String, String)>,
+    labels: crate::query::Labels,
     t: i64,
     value: f64,
     /// The median spacing of its latest samples; `None` with a single sample.
@@ -119,7 +119,7 @@ fn by_label(store: &Store, expr: &str, t: i64, label: &str) -> BTreeMap<String, 
     match query::instant_query(store, expr, t) {
         Ok(Value::Vector(samples)) => samples
             .into_iter()
-            .filter_map(|s| Some((s.labels.iter().find(|(n, _)| n == label)?.1.clone(), s.value)))
+            .filter_map(|s| Some((s.labels.iter().find(|(n, _)| n == label)?.1.to_string(), s.value)))
             .collect(),
         _ => BTreeMap::new(),
     }
@@ -152,7 +152,7 @@ pub fn targets(store: &Store, now_ms: i64) -> hale_core::api::Targets {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.max(0) as u64);
         humantime::format_rfc3339_millis(at).to_string()
     };
-    let durations: BTreeMap<Vec<(String, String)>, f64> = latest(store, &[name("scrape_duration_seconds")], now_ms)
+    let durations: BTreeMap<crate::query::Labels, f64> = latest(store, &[name("scrape_duration_seconds")], now_ms)
         .into_iter()
         .map(|l| (without_name(l.labels), l.value))
         .collect();
@@ -166,7 +166,7 @@ pub fn targets(store: &Store, now_ms: i64) -> hale_core::api::Targets {
                 (true, _) => ("down", "the last scrape failed".to_string()),
                 (false, _) => ("unknown", format!("no scrape reported for {} s", l.age_ms(now_ms) / 1000)),
             };
-            let as_map: Labels = labels.iter().cloned().collect();
+            let as_map: Labels = labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
             let pool = as_map.get("job").or_else(|| as_map.get("service")).cloned().unwrap_or_default();
             ScrapeTarget {
                 discovered_labels: Labels::new(),
@@ -187,7 +187,7 @@ pub fn targets(store: &Store, now_ms: i64) -> hale_core::api::Targets {
     Targets { active_targets: active, dropped_targets: Vec::new() }
 }
 
-fn without_name(mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
+fn without_name(mut labels: crate::query::Labels) -> crate::query::Labels {
     labels.retain(|(n, _)| n != "__name__");
     labels
 }
@@ -245,7 +245,7 @@ pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
             Ok(Value::Vector(samples)) => samples
                 .into_iter()
                 .filter_map(|s| {
-                    let get = |k: &str| s.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                    let get = |k: &str| s.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string());
                     Some(((get("service")?, get("instance")?), s.value))
                 })
                 .collect(),

@@ -23,6 +23,7 @@ pub mod query;
 pub mod rules;
 mod run;
 pub mod server_info;
+pub mod shared_str;
 pub mod slo;
 pub mod sources;
 pub mod state;

@@ -52,7 +52,7 @@ fn selectors(all: &str) -> Result<Vec<Vec<Matcher>>, PromError> {
 
 /// The label sets of the series matching any of `sets` with samples in the request's
 /// `[start, end]` (default: all time), each once.
-fn matching(c: &Collector, sets: &[Vec<Matcher>], all: &str) -> Result<BTreeSet<Vec<(String, String)>>, PromError> {
+fn matching(c: &Collector, sets: &[Vec<Matcher>], all: &str) -> Result<BTreeSet<query::Labels>, PromError> {
     let start = time_param(all, "start", i64::MIN)?;
     let end = time_param(all, "end", i64::MAX)?;
     Ok(sets.iter().flat_map(|matchers| c.store.series_labels(matchers, start, end)).collect())
@@ -83,7 +83,8 @@ fn selector(text: &str) -> Result<Vec<Matcher>, PromError> {
 /// `/api/v1/series`: the label sets of every series matching a `match[]`, in order.
 async fn series(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let seen = matching(&c, &selectors(&all)?, &all)?;
-    let data: Vec<Labels> = seen.into_iter().map(|labels| labels.into_iter().collect()).collect();
+    let data: Vec<Labels> =
+        seen.into_iter().map(|labels| labels.into_iter().map(|(n, v)| (n.into(), v.into())).collect()).collect();
     Ok(success(data))
 }
 
@@ -104,7 +105,7 @@ impl Serialize for Metric<'_> {
         if self.0.is_sorted_by(|a, b| a.0 < b.0) {
             s.collect_map(self.0.iter().map(|(n, v)| (n, v)))
         } else {
-            let sorted: Labels = self.0.iter().cloned().collect();
+            let sorted: BTreeMap<&str, &str> = self.0.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             sorted.serialize(s)
         }
     }
@@ -325,7 +326,8 @@ async fn labels(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<
         time_param(&all, "end", 0)?;
         return Ok(success(c.store.label_names()));
     }
-    let names: BTreeSet<String> = matching(&c, &sets, &all)?.into_iter().flatten().map(|(name, _)| name).collect();
+    let names: BTreeSet<String> =
+        matching(&c, &sets, &all)?.into_iter().flatten().map(|(name, _)| name.into()).collect();
     Ok(success(names))
 }
 
@@ -346,7 +348,7 @@ async fn label_values(
     }
     let values: BTreeSet<String> = matching(&c, &sets, &all)?
         .into_iter()
-        .filter_map(|labels| labels.into_iter().find(|(n, _)| *n == name).map(|(_, v)| v))
+        .filter_map(|labels| labels.into_iter().find(|(n, _)| *n == name).map(|(_, v)| v.into()))
         .collect();
     Ok(success(values))
 }

@@ -680,7 +680,9 @@ pub fn call(ev: &mut Evaluator<'_>, call: &Call, t: i64) -> Result<Value, QueryE
                 .map(|mut s| {
                     let joined: Vec<String> = srcs
                         .iter()
-                        .map(|src| s.labels.iter().find(|(n, _)| n == src).map_or(String::new(), |(_, v)| v.clone()))
+                        .map(|src| {
+                            s.labels.iter().find(|(n, _)| n == src).map_or(String::new(), |(_, v)| v.to_string())
+                        })
                         .collect();
                     set_label(&mut s.labels, &dst, joined.join(&sep));
                     s
@@ -767,7 +769,7 @@ fn set_label(labels: &mut Labels, name: &str, mut value: String) {
     }
     labels.retain(|(n, _)| n != name);
     if !value.is_empty() {
-        labels.push((name.to_string(), value));
+        labels.push((name.into(), value.into()));
         labels.sort();
     }
 }
@@ -789,10 +791,10 @@ fn absent_labels(expr: &Expr) -> Labels {
             if out.iter().any(|(n, _)| *n == m.name) {
                 seen_twice.insert(m.name.clone());
             }
-            out.push((m.name.clone(), m.value.clone()));
+            out.push((m.name.as_str().into(), m.value.as_str().into()));
         }
     }
-    out.retain(|(n, _)| !seen_twice.contains(n));
+    out.retain(|(n, _)| !seen_twice.contains(n.as_str()));
     out.sort();
     out.dedup();
     out

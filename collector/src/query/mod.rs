@@ -65,8 +65,11 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN
 }
 
-/// Labels of a result series, sorted by name.
-pub type Labels = Vec<(String, String)>;
+/// Labels of a result series, sorted by name; names and values shared, so copying a
+/// series' labels into a result costs no allocation per label.
+pub type Labels = Vec<(SharedStr, SharedStr)>;
+
+pub use crate::shared_str::SharedStr;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

@@ -17,13 +17,18 @@ fn bad(msg: impl Into<String>) -> QueryError {
     QueryError::BadData(msg.into())
 }
 
+/// Whether `name` is one of `names` (a `by`, `on` or `ignoring` list).
+fn listed(names: &[String], name: &str) -> bool {
+    names.iter().any(|n| n == name)
+}
+
 /// The labels a sample is grouped by under `by (...)` / `without (...)`.
 pub fn grouping(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
         None => Vec::new(),
-        Some(LabelModifier::Include(keep)) => labels.iter().filter(|(n, _)| keep.labels.contains(n)).cloned().collect(),
+        Some(LabelModifier::Include(keep)) => labels.iter().filter(|(n, _)| listed(&keep.labels, n)).cloned().collect(),
         Some(LabelModifier::Exclude(drop)) => {
-            labels.iter().filter(|(n, _)| n != "__name__" && !drop.labels.contains(n)).cloned().collect()
+            labels.iter().filter(|(n, _)| n != "__name__" && !listed(&drop.labels, n)).cloned().collect()
         }
     }
 }
@@ -225,7 +230,7 @@ pub fn apply_aggregate(agg: &AggregateExpr, param: Option<Value>, input: Value) 
                 for (text, c) in counts {
                     let mut labels = key.clone();
                     labels.retain(|(n, _)| *n != label);
-                    labels.push((label.clone(), text));
+                    labels.push((label.as_str().into(), text.into()));
                     labels.sort();
                     out.push(Sample { labels, value: c });
                 }
@@ -335,15 +340,15 @@ impl Pairing {
         }
         if self.one_to_one {
             match &self.matching {
-                Some(LabelModifier::Include(on)) => labels.retain(|(n, _)| on.labels.contains(n)),
-                Some(LabelModifier::Exclude(ign)) => labels.retain(|(n, _)| !ign.labels.contains(n)),
+                Some(LabelModifier::Include(on)) => labels.retain(|(n, _)| listed(&on.labels, n)),
+                Some(LabelModifier::Exclude(ign)) => labels.retain(|(n, _)| !listed(&ign.labels, n)),
                 None => {}
             }
         } else {
             for name in &self.include {
                 labels.retain(|(n, _)| n != name);
                 if let Some((_, v)) = one.iter().find(|(n, _)| n == name) {
-                    labels.push((name.clone(), v.clone()));
+                    labels.push((name.into(), v.clone()));
                 }
             }
             labels.sort();
@@ -373,9 +378,9 @@ impl Pairing {
 /// The labels two samples are matched on.
 pub fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
     match matching {
-        Some(LabelModifier::Include(on)) => labels.iter().filter(|(n, _)| on.labels.contains(n)).cloned().collect(),
+        Some(LabelModifier::Include(on)) => labels.iter().filter(|(n, _)| listed(&on.labels, n)).cloned().collect(),
         Some(LabelModifier::Exclude(ign)) => {
-            labels.iter().filter(|(n, _)| n != "__name__" && !ign.labels.contains(n)).cloned().collect()
+            labels.iter().filter(|(n, _)| n != "__name__" && !listed(&ign.labels, n)).cloned().collect()
         }
         None => labels.iter().filter(|(n, _)| n != "__name__").cloned().collect(),
     }

@@ -141,8 +141,8 @@ fn stale() -> f64 {
     f64::from_bits(STALE_NAN)
 }
 
-fn to_set(labels: Vec<(String, String)>) -> LabelSet {
-    labels.into_iter().collect()
+fn to_set(labels: query::Labels) -> LabelSet {
+    labels.into_iter().map(|(n, v)| (n.into(), v.into())).collect()
 }
 
 fn incoming(labels: &LabelSet, t: i64, v: f64) -> IncomingSeries {
@@ -380,7 +380,10 @@ mod tests {
 
     fn value_at(store: &Store, q: &str, t: i64) -> Vec<(Vec<(String, String)>, f64)> {
         match query::instant_query(store, q, t).expect("query") {
-            Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.value)).collect(),
+            Value::Vector(v) => v
+                .into_iter()
+                .map(|s| (s.labels.into_iter().map(|(n, v)| (n.into(), v.into())).collect(), s.value))
+                .collect(),
             other => panic!("not a vector: {other:?}"),
         }
     }

@@ -78,7 +78,7 @@ pub fn compute(store: &Store, defs: &[SloDef], min_events: u64, now: i64) -> Vec
                         let mut tiers: Vec<String> = v
                             .iter()
                             .filter_map(|s| {
-                                s.labels.iter().find(|(n, _)| n == "sloth_severity").map(|(_, t)| t.clone())
+                                s.labels.iter().find(|(n, _)| n == "sloth_severity").map(|(_, t)| t.to_string())
                             })
                             .collect();
                         tiers.sort();

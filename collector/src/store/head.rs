@@ -14,7 +14,8 @@
 //! whole chunks and forgets a series left empty; its slot stays, since references are
 //! positions.
 
-use std::collections::BTreeMap;
+use crate::shared_str::SharedStr;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::SeriesRef;
@@ -23,7 +24,8 @@ use super::postings::ValuePostings;
 use super::symbols::Symbols;
 
 /// A series' labels, sorted by name, `__name__` included.
-pub type Labels = Vec<(String, String)>;
+/// A selected series' labels, sorted by name; names and values shared (cheap to clone).
+pub type Labels = Vec<(SharedStr, SharedStr)>;
 
 /// Samples may arrive this far behind a series' newest sample (for example, a retried
 /// batch racing a newer one); older ones are refused.
@@ -300,7 +302,14 @@ impl Head {
 
     /// A series' labels as strings.
     fn resolve(&self, ids: &[(u32, u32)]) -> Labels {
-        ids.iter().map(|(n, v)| (self.symbols.resolve(*n).to_string(), self.symbols.resolve(*v).to_string())).collect()
+        self.resolve_with(ids, &mut HashMap::new())
+    }
+
+    /// [`Head::resolve`] with one `SharedStr` per symbol across many series (`cache`): a
+    /// selection's label names and most of its values are the same few symbols.
+    fn resolve_with(&self, ids: &[(u32, u32)], cache: &mut HashMap<u32, SharedStr>) -> Labels {
+        let mut text = |id: u32| cache.entry(id).or_insert_with(|| SharedStr::from(self.symbols.resolve(id))).clone();
+        ids.iter().map(|&(n, v)| (text(n), text(v))).collect()
     }
 
     /// The series with exactly these labels (sorted by name), created if new. Returns
@@ -409,12 +418,13 @@ impl Head {
 
     /// Matching series' chunks overlapping `[mint, maxt]`, copied but not decoded.
     pub fn select_raw(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<RawSeries> {
+        let mut symbols = HashMap::new();
         self.select_refs(matchers)
             .into_iter()
             .filter(|r| self.series[*r as usize].overlaps(mint, maxt))
             .map(|r| {
                 let s = &self.series[r as usize];
-                RawSeries { labels: self.resolve(&s.labels), ..s.raw(mint, maxt) }
+                RawSeries { labels: self.resolve_with(&s.labels, &mut symbols), ..s.raw(mint, maxt) }
             })
             .collect()
     }
