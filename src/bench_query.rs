@@ -44,7 +44,7 @@ const QUERIES: [&str; 10] = [
 ];
 
 /// A process started for the bench, killed when dropped.
-struct Started(Child);
+pub(crate) struct Started(pub(crate) Child);
 
 impl Drop for Started {
     fn drop(&mut self) {
@@ -53,11 +53,11 @@ impl Drop for Started {
     }
 }
 
-fn free_addr() -> Result<SocketAddr> {
+pub(crate) fn free_addr() -> Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn spawn(program: &str, args: &[String]) -> Result<Started> {
+pub(crate) fn spawn(program: &str, args: &[String]) -> Result<Started> {
     let child =
         Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| {
             format!("starting {program}: is it installed? (apt-get install prometheus victoria-metrics)")
@@ -65,7 +65,15 @@ fn spawn(program: &str, args: &[String]) -> Result<Started> {
     Ok(Started(child))
 }
 
-async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
+/// A collector of this binary on `addr`, keeping its data in `dir`.
+pub(crate) fn spawn_collector(addr: SocketAddr, dir: &std::path::Path) -> Result<Started> {
+    let program = std::env::current_exe()?.display().to_string();
+    let args =
+        ["collector".into(), "--listen".into(), addr.to_string(), "--data-dir".into(), dir.display().to_string()];
+    spawn(&program, &args)
+}
+
+pub(crate) async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -121,17 +129,7 @@ pub async fn query(args: QueryArgs) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
     let (hale, prom, vm) = (free_addr()?, free_addr()?, free_addr()?);
-    let program = std::env::current_exe()?.display().to_string();
-    let _collector = spawn(
-        &program,
-        &[
-            "collector".into(),
-            "--listen".into(),
-            hale.to_string(),
-            "--data-dir".into(),
-            dir.path().join("hale").display().to_string(),
-        ],
-    )?;
+    let _collector = spawn_collector(hale, &dir.path().join("hale"))?;
     std::fs::write(dir.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n")?;
     let _prometheus = spawn(
         "prometheus",

@@ -8,6 +8,7 @@ mod bench_alert;
 mod bench_cluster;
 mod bench_fleet;
 mod bench_heal;
+mod bench_logs;
 mod bench_query;
 mod bench_stats;
 mod bench_tui;
@@ -86,6 +87,9 @@ enum BenchWhich {
     /// PromQL latency, side by side: the collector, Prometheus and VictoriaMetrics on the
     /// same data.
     Query(bench_query::QueryArgs),
+    /// The log path end to end: a file of JSON lines tailed by an agent into a collector,
+    /// beside the machine's own read and fsync'd write speed.
+    Logs(bench_logs::LogsArgs),
     /// Time the dashboard's frames: every view of a demo cluster's state.
     Tui(bench_tui::TuiBenchArgs),
 }
@@ -130,6 +134,7 @@ async fn dispatch(command: Command) -> Result<()> {
             BenchWhich::Alert(args) => bench_alert::alert(args).await,
             BenchWhich::Heal(args) => bench_heal::heal(args).await,
             BenchWhich::Query(args) => bench_query::query(args).await,
+            BenchWhich::Logs(args) => bench_logs::logs(args).await,
             BenchWhich::Tui(args) => {
                 bench_tui::run(&args);
                 Ok(())

@@ -91,6 +91,9 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
     let mut buffered_bytes = 0usize;
     let mut pending: Option<(Vec<u8>, tail::Positions)> = None;
     loop {
+        // Whether this round read lines: if it did, more may be waiting right now (a
+        // backlog is read a block at a time), so the loop goes on without sleeping.
+        let mut read_some = false;
         let fresh: Vec<LogSource> = agent.log_sources().into_iter().filter(|s| !known.contains(s)).collect();
         if !fresh.is_empty() && buffer.is_empty() && pending.is_none() {
             // New replicas bring new files. Files of stopped replicas stay followed: their
@@ -115,7 +118,8 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
                 }
             };
             tailer = t;
-            if !lines.is_empty() && first_at.is_none() {
+            read_some = !lines.is_empty();
+            if read_some && first_at.is_none() {
                 first_at = Some(std::time::Instant::now());
             }
             buffered_bytes += lines.iter().map(|l| l.text.len()).sum::<usize>();
@@ -158,6 +162,13 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
                     pending = Some((body, reached));
                 }
             }
+        }
+        if read_some && pending.is_none() {
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::task::yield_now().await;
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(LOG_POLL.min(max_wait)) => {}
