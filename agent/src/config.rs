@@ -93,8 +93,11 @@ pub struct BatchConfig {
 }
 
 impl Default for BatchConfig {
+    /// 5,000 records (and at most 1 MiB of lines, `run::MAX_LOG_BATCH_BYTES`): a backlog of
+    /// 200-byte lines ships at 50 MB/s in 5,000-line batches, 36 MB/s in 1,000-line ones
+    /// (`hale bench logs`); a live source still ships within `max_wait_ms`.
     fn default() -> Self {
-        BatchConfig { max_records: 1000, max_wait_ms: 1000 }
+        BatchConfig { max_records: 5000, max_wait_ms: 1000 }
     }
 }
 

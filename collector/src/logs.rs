@@ -219,7 +219,7 @@ fn capped(mut line: LogLine) -> LogLine {
 /// depth), one OTLP request may carry. A protobuf body expands when decoded: an empty
 /// record or key-value is 2 bytes on the wire and a few hundred in memory, so the body
 /// limit alone would let one request take gigabytes. The agent sends at most its
-/// `batch.max_records` (1000 by default) per request.
+/// `batch.max_records` (5,000 by default, within 1 MiB of lines) per request.
 pub const MAX_LOG_RECORDS: usize = 100_000;
 pub const MAX_LOG_ATTRIBUTES: usize = 1_000_000;
 /// Deepest nesting of array and key-value-list values accepted.
