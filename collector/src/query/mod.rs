@@ -3,11 +3,12 @@
 //! `rate`, label dropping by functions and operators. Parsing is promql-parser's; the
 //! evaluator is ours.
 //!
-//! A range query is evaluated step by step over series selected once for the whole
-//! range, which keeps it simple and exactly like an instant query at every step. Each
-//! selector's series are fetched once per query, over the whole reach of any nested
-//! subquery, and cached. Subquery steps are aligned to multiples of the step, as
-//! Prometheus does.
+//! A range query is evaluated over the whole range at once ([`range`]), giving at every
+//! step exactly what an instant query gives there. Each selector's series are fetched
+//! once per query, over the widest range any use of it reads and the whole reach of any
+//! nested subquery, and cached. Subquery steps are aligned to multiples of the step, as
+//! Prometheus does. A query's samples (loaded and produced) are bounded by
+//! [`Limits::max_samples`], its time by [`Limits::deadline`].
 //!
 //! Limits, each refused as bad input rather than risking memory or the stack:
 //! [`MAX_POINTS`] (11,000) points per series of a range query, [`MAX_SUBQUERY_STEPS`]
@@ -328,12 +329,6 @@ impl<'a> Evaluator<'a> {
         ev.reach_back = reach_of(expr);
         widest_ranges(expr, &mut ev.widest);
         ev
-    }
-
-    /// Gives up at `deadline`.
-    pub fn until(mut self, deadline: Option<std::time::Instant>) -> Self {
-        self.deadline = deadline;
-        self
     }
 
     /// Spends at most `limits`.
