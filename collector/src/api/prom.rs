@@ -372,6 +372,42 @@ mod tests {
         assert_eq!((bad["status"].as_str(), bad["errorType"].as_str()), (Some("error"), Some("bad_data")));
     }
 
+    /// The answer is written straight from the evaluator's value; it must still be the
+    /// JSON of core's `QueryResult`, as every typed client reads it.
+    #[test]
+    fn answers_are_core_query_results() {
+        use hale_core::api::{MatrixSeries, Point, QueryResult, VectorSample};
+        let labels: query::Labels = vec![("__name__".into(), "up".into()), ("job".into(), "a\"pi".into())];
+        let unsorted: query::Labels = vec![("z".into(), "1".into()), ("a".into(), "2".into())];
+        let metric = |l: &query::Labels| l.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let cases = [
+            (query::Value::Scalar(f64::NAN), QueryResult::Scalar(Point(1.5, "NaN".into()))),
+            (query::Value::String("x".into()), QueryResult::String(Point(1.5, "x".into()))),
+            (
+                query::Value::Vector(vec![query::Sample { labels: unsorted.clone(), value: 1e21 }]),
+                QueryResult::Vector(vec![VectorSample {
+                    metric: metric(&unsorted),
+                    value: Point(1.5, "1000000000000000000000".into()),
+                }]),
+            ),
+            (
+                query::Value::Matrix(vec![query::Series {
+                    labels: labels.clone(),
+                    points: vec![(1000, 0.25), (2500, f64::NEG_INFINITY)],
+                }]),
+                QueryResult::Matrix(vec![MatrixSeries {
+                    metric: metric(&labels),
+                    values: vec![Point(1.0, "0.25".into()), Point(2.5, "-Inf".into())],
+                }]),
+            ),
+        ];
+        for (value, want) in cases {
+            let json = serde_json::to_string(&Answer { value, t: 1500 }).expect("json");
+            let got: QueryResult = serde_json::from_str(&json).expect("a QueryResult");
+            assert_eq!(serde_json::to_value(&got).ok(), serde_json::to_value(&want).ok(), "{json}");
+        }
+    }
+
     #[tokio::test]
     async fn a_query_past_its_timeout_is_a_503_timeout() {
         let (_dir, app) = app(None);
