@@ -189,6 +189,17 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
         batches / took.as_secs_f64(),
         metric_sum(&collector_metrics, "hale_collector_log_lines_stored_total"),
     );
+    let stage = |name: &str| {
+        let needle = format!("hale_agent_log_stage_seconds_total{{stage=\"{name}\"}}");
+        agent_metrics.lines().find_map(|l| l.strip_prefix(&needle)?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    println!(
+        "agent stages      tail {:.2} s, encode {:.2} s, queue (append + fsync + checkpoint) {:.2} s, ship (round trips) {:.2} s",
+        stage("tail"),
+        stage("encode"),
+        stage("queue"),
+        stage("ship")
+    );
     println!(
         "baseline          read from the page cache {:.0} MB/s; sequential write + fsync {:.0} MB/s",
         mb_per_s(bytes, read_took),

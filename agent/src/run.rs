@@ -20,6 +20,7 @@ use crate::config::AgentConfig;
 use crate::queue::DiskQueue;
 use crate::ship::{self, Destination, Protocol};
 use crate::tail::{self, LogSource, Tailer};
+use crate::telemetry::LogStage;
 
 const LOG_POLL: Duration = Duration::from_millis(250);
 /// A log batch is cut at this many bytes of lines, whatever `max_records` says.
@@ -106,8 +107,9 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
         if pending.is_none() {
             let want = max - buffer.len();
             let (t, lines) = match tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
                 let lines = tailer.poll(want);
-                (tailer, lines)
+                (tailer, (lines, started.elapsed()))
             })
             .await
             {
@@ -118,6 +120,8 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
                 }
             };
             tailer = t;
+            let (lines, took) = lines;
+            agent.telemetry.log_stage(LogStage::Tail, took);
             read_some = !lines.is_empty();
             if read_some && first_at.is_none() {
                 first_at = Some(std::time::Instant::now());
@@ -128,11 +132,13 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
                 || buffered_bytes >= MAX_LOG_BATCH_BYTES
                 || first_at.is_some_and(|t| t.elapsed() >= max_wait);
             if due && !buffer.is_empty() {
+                let started = std::time::Instant::now();
                 let otlp = tail::to_otlp(&buffer, &agent.config.node, |service, level| {
                     agent.telemetry.log_line(service, level)
                 });
                 let reached = tailer.positions();
                 pending = Some((tail::envelope(&reached, &otlp), reached));
+                agent.telemetry.log_stage(LogStage::Encode, started.elapsed());
                 buffer.clear();
                 buffered_bytes = 0;
                 first_at = None;
@@ -141,16 +147,18 @@ async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch
         if let Some((body, reached)) = pending.take() {
             let (q, cp, r) = (queue.clone(), checkpoint.clone(), reached.clone());
             let pushed = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
                 let result = q.push(&body).map(|_| ());
                 if result.is_ok()
                     && let Err(e) = tail::save_checkpoint(&cp, &r)
                 {
                     tracing::error!(error = %e, "cannot save the tail checkpoint");
                 }
-                (result, body)
+                (result, body, started.elapsed())
             })
             .await;
-            let Ok((result, body)) = pushed else { return };
+            let Ok((result, body, took)) = pushed else { return };
+            agent.telemetry.log_stage(LogStage::Queue, took);
             match result {
                 Ok(()) => {
                     positions = tail::merge(&positions, &reached);

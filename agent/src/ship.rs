@@ -136,10 +136,14 @@ pub async fn deliver(
             }
         };
         let body = (destination.unwrap)(&record.body);
+        let started = std::time::Instant::now();
         let outcome = tokio::select! {
             o = send(&client, &destination, record.seq, body) => o,
             _ = shutdown.changed() => return,
         };
+        if destination.protocol == Protocol::OtlpLogs {
+            telemetry.log_stage(crate::telemetry::LogStage::Ship, started.elapsed());
+        }
         match outcome {
             Outcome::Delivered => {
                 telemetry.batch_sent(&destination.url);

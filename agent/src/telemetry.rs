@@ -31,6 +31,35 @@ struct DestinationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+/// A stage of the log path, timed by [`Telemetry::log_stage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStage {
+    /// Reading and splitting lines from the files.
+    Tail,
+    /// Building the OTLP batch and its envelope.
+    Encode,
+    /// Appending the batch to the disk queue (fsynced) and saving the tail checkpoint.
+    Queue,
+    /// The round trip to the receiver, its own work included.
+    Ship,
+}
+
+impl LogStage {
+    fn label(self) -> &'static str {
+        match self {
+            LogStage::Tail => "tail",
+            LogStage::Encode => "encode",
+            LogStage::Queue => "queue",
+            LogStage::Ship => "ship",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LogLabels {
     service: String,
     level: String,
@@ -45,6 +74,8 @@ pub struct Telemetry {
     /// Batches refused for good.
     dropped: Family<DestinationLabels, Counter>,
     log_lines: Family<LogLabels, Counter>,
+    /// Seconds spent in each stage of the log path.
+    log_stages: Family<StageLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Telemetry {
@@ -65,8 +96,15 @@ impl Telemetry {
         ]
         .map(|(name, help)| registered(agent, name, help));
         let log_lines = registered(agent, "log_lines", "Log lines read, by service and level");
+        let log_stages = Family::default();
+        agent.register_with_unit(
+            "log_stage",
+            "Time spent in each stage of the log path (tail, encode, queue, ship)",
+            Unit::Seconds,
+            log_stages.clone(),
+        );
         agent.register_collector(Box::new(QueueMetrics { queues }));
-        Telemetry { registry, sent, failed, dropped, log_lines }
+        Telemetry { registry, sent, failed, dropped, log_lines, log_stages }
     }
 
     fn destination(family: &Family<DestinationLabels, Counter>, destination: &str) {
@@ -85,6 +123,11 @@ impl Telemetry {
     pub fn batch_dropped(&self, destination: &str, seq: u64, reason: &str) {
         Self::destination(&self.dropped, destination);
         tracing::error!(destination, seq, reason, "batch refused by the receiver; dropped");
+    }
+
+    /// Counts `took` against a stage of the log path.
+    pub fn log_stage(&self, stage: LogStage, took: std::time::Duration) {
+        self.log_stages.get_or_create(&StageLabels { stage: stage.label() }).inc_by(took.as_secs_f64());
     }
 
     pub fn log_line(&self, service: &str, level: &str) {
