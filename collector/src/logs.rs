@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde::{Deserialize, Serialize};
 
+pub mod wire;
+
 /// Lines of each instance kept in memory, and the bytes of message they may take.
 const RECENT_PER_INSTANCE: usize = 1000;
 const RECENT_BYTES_PER_INSTANCE: usize = 1 << 20;
@@ -82,11 +84,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogsError + '_ {
 }
 
 /// A line of a segment file: a record, or the id of the batch the preceding records came in.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum Entry {
     Batch { batch: BatchId },
     Line(LogLine),
+}
+
+impl Entry {
+    /// Reads a segment's line: a batch id starts `{"batch"`, any other is a log line.
+    /// (Deciding by the start spares serde's untagged form, which buffers the whole
+    /// line to try each variant in turn.)
+    fn parse(line: &str) -> Option<Entry> {
+        #[derive(Deserialize)]
+        struct BatchLine {
+            batch: BatchId,
+        }
+        if line.starts_with(r#"{"batch""#) {
+            serde_json::from_str::<BatchLine>(line).ok().map(|b| Entry::Batch { batch: b.batch })
+        } else {
+            serde_json::from_str(line).ok().map(Entry::Line)
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -393,10 +412,29 @@ fn walk(mut buf: &[u8], msg: Otlp, depth: usize, counts: &mut Counts) -> Result<
     Ok(())
 }
 
-/// Flattens an OTLP request into lines.
-pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
-    let mut out = Vec::new();
-    for rl in &request.resource_logs {
+/// An OTLP value as the JSON it is, taking its strings instead of copying them.
+fn any_into_json(v: AnyValue) -> AttributeValue {
+    match v.value {
+        Some(any_value::Value::StringValue(s)) => AttributeValue::String(s),
+        Some(any_value::Value::ArrayValue(a)) => {
+            AttributeValue::Array(a.values.into_iter().map(any_into_json).collect())
+        }
+        Some(any_value::Value::KvlistValue(kv)) => AttributeValue::Object(attributes_into_json(kv.values)),
+        other => any_to_json(&AnyValue { value: other }),
+    }
+}
+
+fn attributes_into_json(kvs: Vec<KeyValue>) -> Attributes {
+    kvs.into_iter().map(|a| (a.key, a.value.map_or(AttributeValue::Null, any_into_json))).collect()
+}
+
+/// Flattens an OTLP request into lines. The request is consumed: its strings become the
+/// lines' own (a 5,000-record batch would otherwise copy each of them once more).
+pub fn lines_of(request: ExportLogsServiceRequest) -> Vec<LogLine> {
+    let mut out = Vec::with_capacity(
+        request.resource_logs.iter().flat_map(|rl| &rl.scope_logs).map(|sl| sl.log_records.len()).sum(),
+    );
+    for rl in request.resource_logs {
         let attr = |key: &str| {
             rl.resource
                 .as_ref()
@@ -410,15 +448,19 @@ pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
         let service = attr("service.name").unwrap_or_else(|| "unknown".into());
         let instance = attr("service.instance.id").unwrap_or_else(|| service.clone());
         let node = attr("host.name").unwrap_or_default();
-        for sl in &rl.scope_logs {
-            for r in &sl.log_records {
-                let message = match r.body.as_ref().map(any_to_json) {
+        for sl in rl.scope_logs {
+            for r in sl.log_records {
+                let small = prost::Message::encoded_len(&r) <= SMALL_RECORD_BYTES;
+                let message = match r.body.map(any_into_json) {
                     Some(AttributeValue::String(s)) => s,
                     Some(other) => serde_json::to_string(&other).unwrap_or_default(),
                     None => String::new(),
                 };
-                let level =
-                    if r.severity_text.is_empty() { "unknown".to_string() } else { r.severity_text.to_lowercase() };
+                let level = match r.severity_text.as_str() {
+                    "" => "unknown".to_string(),
+                    text if text.bytes().any(|b| b.is_ascii_uppercase()) || !text.is_ascii() => text.to_lowercase(),
+                    _ => r.severity_text,
+                };
                 let line = LogLine {
                     time_unix_nano: if r.time_unix_nano > 0 { r.time_unix_nano } else { r.observed_time_unix_nano },
                     service: service.clone(),
@@ -426,13 +468,43 @@ pub fn lines_of(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
                     node: node.clone(),
                     level,
                     message,
-                    attributes: attributes_json(&r.attributes),
+                    attributes: attributes_into_json(r.attributes),
                 };
-                out.push(if prost::Message::encoded_len(r) <= SMALL_RECORD_BYTES { line } else { capped(line) });
+                out.push(if small { line } else { capped(line) });
             }
         }
     }
     out
+}
+
+/// Lines written out for the store, not yet stored.
+#[derive(Default)]
+struct Encoded {
+    /// The lines' JSON, one per line.
+    text: Vec<u8>,
+    /// Per line: where its JSON ends in `text` (the newline), and its instance.
+    lines: Vec<(usize, usize)>,
+    /// The (service, instance) pairs of the lines, in order of first appearance.
+    instances: Vec<(String, String)>,
+    /// The oldest and newest line time.
+    times: Option<(u64, u64)>,
+}
+
+impl Encoded {
+    fn push(&mut self, service: &str, instance: &str, time: u64, line: &impl Serialize) -> Result<(), LogsError> {
+        let of = match self.instances.iter().rposition(|(s, i)| s == service && i == instance) {
+            Some(of) => of,
+            None => {
+                self.instances.push((service.to_string(), instance.to_string()));
+                self.instances.len() - 1
+            }
+        };
+        serde_json::to_writer(&mut self.text, line).map_err(|e| LogsError::BadRequest(e.to_string()))?;
+        self.lines.push((self.text.len(), of));
+        self.text.push(b'\n');
+        self.times = Some(self.times.map_or((time, time), |(a, b)| (a.min(time), b.max(time))));
+        Ok(())
+    }
 }
 
 impl LogStore {
@@ -448,17 +520,17 @@ impl LogStore {
             let file = File::open(&path).map_err(io(&path))?;
             for line in BufReader::new(file).lines() {
                 let Ok(line) = line else { break };
-                match serde_json::from_str::<Entry>(&line) {
-                    Ok(Entry::Line(l)) => {
+                match Entry::parse(&line) {
+                    Some(Entry::Line(l)) => {
                         widen(&mut times, *id, l.time_unix_nano);
                         recent.entry((l.service.clone(), l.instance.clone())).or_default().push(l);
                     }
-                    Ok(Entry::Batch { batch }) => {
+                    Some(Entry::Batch { batch }) => {
                         let e = seen.entry(batch.source).or_default();
                         *e = (*e).max(batch.seq);
                     }
                     // A torn last line (a crash mid-write) was never acknowledged.
-                    Err(_) => continue,
+                    None => continue,
                 }
             }
         }
@@ -480,18 +552,48 @@ impl LogStore {
     /// Stores lines durably (one write, one fsync); a batch id already stored is skipped.
     /// Returns how many lines were stored.
     pub fn append(&self, lines: Vec<LogLine>, batch: Option<(String, u64)>) -> Result<usize, LogsError> {
-        let mut text = String::new();
+        let mut encoded = Encoded::default();
         for l in &lines {
-            text.push_str(&serde_json::to_string(&Entry::Line(l.clone())).unwrap_or_default());
-            text.push('\n');
+            encoded.push(&l.service, &l.instance, l.time_unix_nano, l)?;
         }
+        self.commit(encoded, batch)
+    }
+
+    /// Stores the records of an OTLP/protobuf logs request (pre-scanned by
+    /// [`check_protobuf_size`]) as [`append`](Self::append) stores lines, reading the
+    /// request in place ([`wire`]). A malformed request is refused whole.
+    pub fn append_otlp(&self, body: &[u8], batch: Option<(String, u64)>) -> Result<usize, LogsError> {
+        let mut encoded = Encoded::default();
+        wire::for_each_record(body, |resource, record| {
+            let line = wire::StoredLine::new(resource, record);
+            if record.wire_len <= SMALL_RECORD_BYTES {
+                encoded.push(resource.service, resource.instance, line.time_unix_nano, &line)
+            } else {
+                // A large record may need cutting: the owned path measures and cuts it.
+                serde_json::to_vec(&line)
+                    .and_then(|json| serde_json::from_slice::<LogLine>(&json))
+                    .map_err(|e| LogsError::BadRequest(e.to_string()))
+                    .map(capped)
+                    .and_then(|l| encoded.push(&l.service, &l.instance, l.time_unix_nano, &l))
+            }
+            .map_err(|e| wire::Malformed(e.to_string()))
+        })
+        .map_err(|e| LogsError::BadRequest(format!("not an OTLP/protobuf logs request: {e}")))?;
+        self.commit(encoded, batch)
+    }
+
+    /// Writes encoded lines and the batch id in one write and one fsync, then updates the
+    /// segment times, the recent lines and the live tails.
+    fn commit(&self, mut encoded: Encoded, batch: Option<(String, u64)>) -> Result<usize, LogsError> {
         if let Some((source, seq)) = &batch {
-            text.push_str(
-                &serde_json::to_string(&Entry::Batch { batch: BatchId { source: source.clone(), seq: *seq } })
-                    .unwrap_or_default(),
-            );
-            text.push('\n');
+            serde_json::to_writer(
+                &mut encoded.text,
+                &Entry::Batch { batch: BatchId { source: source.clone(), seq: *seq } },
+            )
+            .map_err(|e| LogsError::BadRequest(e.to_string()))?;
+            encoded.text.push(b'\n');
         }
+        let text = &encoded.text;
         {
             // The writer lock orders the batch-id check with the write, so two racing
             // sends of one batch store it once.
@@ -510,16 +612,17 @@ impl LogStore {
                 w.size = 0;
             }
             let path = segment_path(&self.dir, w.id);
-            if let Err(e) = w.file.write_all(text.as_bytes()).and_then(|()| w.file.sync_data()) {
+            if let Err(e) = w.file.write_all(text).and_then(|()| w.file.sync_data()) {
                 // No half line may stay for the next batch to be glued onto.
                 let size = w.size;
                 let _ = w.file.set_len(size);
                 return Err(io(&path)(e));
             }
             w.size += text.len() as u64;
-            let mut times = self.times.lock().unwrap_or_else(|p| p.into_inner());
-            for l in &lines {
-                widen(&mut times, w.id, l.time_unix_nano);
+            if let Some((oldest, newest)) = encoded.times {
+                let mut times = self.times.lock().unwrap_or_else(|p| p.into_inner());
+                widen(&mut times, w.id, oldest);
+                widen(&mut times, w.id, newest);
             }
             if let Some((source, seq)) = batch {
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -527,12 +630,41 @@ impl LogStore {
                 *e = (*e).max(seq);
             }
         }
-        let n = lines.len();
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for l in lines {
-            let _ = self.live.send(l.clone());
-            recent.entry((l.service.clone(), l.instance.clone())).or_default().push(l);
+        let n = encoded.lines.len();
+        let parse = |i: usize| -> Option<LogLine> {
+            let start = if i == 0 { 0 } else { encoded.lines[i - 1].0 + 1 };
+            serde_json::from_slice(&encoded.text[start..encoded.lines[i].0]).ok()
+        };
+        if self.live.receiver_count() > 0 {
+            for line in (0..n).filter_map(parse) {
+                let _ = self.live.send(line);
+            }
         }
+        // Only the newest lines of each instance stay in memory: of a large batch, only
+        // its last RECENT_PER_INSTANCE per instance are read back.
+        let mut kept = vec![0usize; encoded.instances.len()];
+        let mut keep = vec![false; n];
+        for (i, (_, instance)) in encoded.lines.iter().enumerate().rev() {
+            if kept[*instance] < RECENT_PER_INSTANCE {
+                kept[*instance] += 1;
+                keep[i] = true;
+            }
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_instance = vec![Vec::new(); encoded.instances.len()];
+        for (i, (_, instance)) in encoded.lines.iter().enumerate() {
+            by_instance[*instance].push(i);
+        }
+        for (key, lines) in encoded.instances.iter().zip(by_instance) {
+            let r = recent.entry(key.clone()).or_default();
+            for i in lines {
+                match keep[i].then(|| parse(i)).flatten() {
+                    Some(line) => r.push(line),
+                    None => r.dropped = true,
+                }
+            }
+        }
+        drop(recent);
         self.lines_stored.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
@@ -588,8 +720,8 @@ impl LogStore {
             let mut in_segment: Vec<LogLine> = BufReader::new(file)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|line| match serde_json::from_str::<Entry>(&line) {
-                    Ok(Entry::Line(l)) if filter.matches(&l) => Some(l),
+                .filter_map(|line| match Entry::parse(&line) {
+                    Some(Entry::Line(l)) if filter.matches(&l) => Some(l),
                     _ => None,
                 })
                 .collect();
@@ -743,7 +875,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let lines = lines_of(&request(vec![kv("ctx", nested)], s("hello")));
+        let lines = lines_of(request(vec![kv("ctx", nested)], s("hello")));
         assert_eq!(
             serde_json::to_value(&lines[0].attributes).expect("json"),
             serde_json::json!({"ctx": {"list": ["a", "b"], "raw": "AQL/"}})
@@ -752,11 +884,64 @@ mod tests {
         // A record far over the cap is stored cut to it, and says so.
         let big = "x".repeat(4 * MAX_LINE_BYTES);
         let many = (0..2000).map(|i| kv(&format!("k{i}"), s(&"y".repeat(100)))).collect();
-        let lines = lines_of(&request(many, s(&big)));
+        let lines = lines_of(request(many, s(&big)));
         let stored = serde_json::to_vec(&lines[0]).expect("json").len();
         assert!(stored <= MAX_LINE_BYTES, "{stored} bytes stored");
         assert!(lines[0].message.starts_with("xxx"));
         assert_eq!(lines[0].attributes.get("hale.truncated"), Some(&true.into()));
+    }
+
+    #[test]
+    fn protobuf_requests_are_stored_as_their_decoded_lines_are() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use prost::Message;
+        let s = |v: &str| AnyValue { value: Some(any_value::Value::StringValue(v.into())) };
+        let kv = |k: &str, v: AnyValue| KeyValue { key: k.into(), value: Some(v), ..Default::default() };
+        let record = |i: u64, message: &str, attrs: usize| LogRecord {
+            time_unix_nano: 1_000 + i,
+            severity_text: ["INFO", "error"][i as usize % 2].into(),
+            body: Some(s(message)),
+            attributes: (0..attrs).map(|a| kv(&format!("k{a}"), s(&"v".repeat(100)))).collect(),
+            ..Default::default()
+        };
+        let resource = |instance: &str, records: Vec<LogRecord>| ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s("orders")), kv("service.instance.id", s(instance))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            ..Default::default()
+        };
+        // Two instances, one past what memory keeps; and a record far over the line cap.
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![
+                resource("orders-1", (0..1200).map(|i| record(i, &format!("line {i}"), 2)).collect()),
+                resource(
+                    "orders-2",
+                    vec![record(5000, &"x".repeat(3 * MAX_LINE_BYTES), 1000), record(5001, "after", 0)],
+                ),
+            ],
+        };
+        let body = request.encode_to_vec();
+        let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        let (in_place, decoded) = (LogStore::open(a.path()).expect("open"), LogStore::open(b.path()).expect("open"));
+        assert_eq!(in_place.append_otlp(&body, Some(("agent".into(), 1))).expect("stored"), 1202);
+        decoded.append(lines_of(request), Some(("agent".into(), 1))).expect("stored");
+        let segment = |dir: &Path| std::fs::read(segment_path(dir, 1)).expect("segment");
+        assert_eq!(segment(a.path()), segment(b.path()), "the same bytes on disk");
+        let all = Filter { until_ns: u64::MAX, ..Default::default() };
+        assert_eq!(in_place.query(&all, 5000).expect("query"), decoded.query(&all, 5000).expect("query"));
+        assert_eq!(in_place.query(&all, 5000).expect("query").len(), 1202, "memory or disk, every line");
+        let capped = &in_place.query(&Filter { instance: Some("orders-2".into()), ..all.clone() }, 1).expect("q");
+        assert_eq!(capped[0].message, "after");
+        assert_eq!(in_place.last_error("orders", "orders-1").map(|l| l.message), Some("line 1199".into()));
+        // Resent: stored once. Damaged: refused whole, nothing stored.
+        assert_eq!(in_place.append_otlp(&body, Some(("agent".into(), 1))).expect("resent"), 0);
+        let err = in_place.append_otlp(&body[..body.len() - 3], None).expect_err("cut");
+        assert!(matches!(err, LogsError::BadRequest(_)), "{err}");
+        assert_eq!(in_place.lines_stored.load(std::sync::atomic::Ordering::Relaxed), 1202);
     }
 
     fn line(i: u64, level: &str, instance: &str) -> LogLine {

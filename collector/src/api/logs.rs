@@ -38,20 +38,26 @@ async fn ingest(
     State(c): State<Arc<Collector>>,
     Ingest { headers, body }: Ingest<MAX_LOG_BYTES>,
 ) -> Result<Response, PromError> {
-    use prost::Message;
     let json =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     // Both forms expand when decoded: their size is checked on the raw bytes first.
-    let request: ExportLogsServiceRequest = if json {
+    let batch = batch_id(&headers);
+    let stored = if json {
         crate::logs::check_json_size(&body).map_err(|e| bad_data(e.to_string()))?;
-        serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON logs request: {e}")))?
+        let request: ExportLogsServiceRequest =
+            serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON logs request: {e}")))?;
+        let lines = crate::logs::lines_of(request);
+        blocking(&c, move |c| c.logs.append(lines, batch)).await?
     } else {
         crate::logs::check_protobuf_size(&body).map_err(|e| bad_data(e.to_string()))?;
-        Message::decode(body.as_ref()).map_err(|e| bad_data(format!("not an OTLP/protobuf logs request: {e}")))?
+        // Read in place, not decoded into prost's types (`logs::wire`).
+        blocking(&c, move |c| c.logs.append_otlp(&body, batch)).await?
     };
-    let lines = crate::logs::lines_of(&request);
-    let batch = batch_id(&headers);
-    blocking(&c, move |c| c.logs.append(lines, batch)).await?.map_err(PromError::internal)?;
+    match stored {
+        Ok(_) => {}
+        Err(crate::logs::LogsError::BadRequest(e)) => return Err(bad_data(e)),
+        Err(e) => return Err(PromError::internal(e)),
+    }
     // OTLP/HTTP: an empty ExportLogsServiceResponse.
     Ok((StatusCode::OK, [("content-type", "application/x-protobuf")], Vec::<u8>::new()).into_response())
 }

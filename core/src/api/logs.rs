@@ -27,7 +27,10 @@ pub type Attributes = BTreeMap<String, AttributeValue>;
 /// An OTLP attribute value as the JSON it is: arrays as arrays, key-value lists as
 /// objects, bytes as their base64 text; a missing value, or a double JSON cannot carry
 /// (NaN, ±∞), as `null`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Read by a visitor of its own rather than `#[serde(untagged)]`, which buffers every
+/// value and tries the variants in turn (reading a stored line took 6 µs that way).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum AttributeValue {
     Null,
@@ -37,6 +40,72 @@ pub enum AttributeValue {
     String(String),
     Array(Vec<AttributeValue>),
     Object(Attributes),
+}
+
+impl<'de> Deserialize<'de> for AttributeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = AttributeValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<AttributeValue, E> {
+        Ok(AttributeValue::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<AttributeValue, E> {
+        Ok(AttributeValue::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<AttributeValue, E> {
+        Ok(AttributeValue::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<AttributeValue, E> {
+        Ok(AttributeValue::Int(v))
+    }
+
+    /// An integer past `i64` is kept as the double it is nearest (as the untagged form read it).
+    fn visit_u64<E>(self, v: u64) -> Result<AttributeValue, E> {
+        Ok(i64::try_from(v).map_or(AttributeValue::Double(v as f64), AttributeValue::Int))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<AttributeValue, E> {
+        Ok(AttributeValue::Double(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<AttributeValue, E> {
+        Ok(AttributeValue::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<AttributeValue, E> {
+        Ok(AttributeValue::String(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AttributeValue, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(AttributeValue::Array(items))
+    }
+
+    /// Of equal keys the last is kept, as a map collected from them keeps it.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AttributeValue, A::Error> {
+        let mut object = Attributes::new();
+        while let Some((key, value)) = map.next_entry::<String, AttributeValue>()? {
+            object.insert(key, value);
+        }
+        Ok(AttributeValue::Object(object))
+    }
 }
 
 impl From<&str> for AttributeValue {
