@@ -81,8 +81,9 @@ pub struct OpenReport {
 
 struct Inner {
     /// Segment id → size in bytes.
+    /// Segment id → bytes of complete, fsynced records (what readers may read).
     segments: BTreeMap<u64, u64>,
-    active: File,
+    active: std::sync::Arc<File>,
     active_id: u64,
     next_seq: u64,
     readers: HashMap<String, Cursor>,
@@ -96,10 +97,21 @@ struct Inner {
 /// is deleted); in between it is replaced without waiting for the disk.
 pub const CURSOR_SYNC: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Records written to the active segment but not yet fsynced: invisible to readers.
+#[derive(Default)]
+struct Unsynced {
+    bytes: u64,
+    records: u64,
+    last_created_ms: i64,
+}
+
 pub struct DiskQueue {
     dir: PathBuf,
     config: QueueConfig,
     inner: Mutex<Inner>,
+    /// Held by a push from its write to its fsync: pushes are one at a time, readers and
+    /// acknowledgements (which take only `inner`) are not held up by the disk.
+    writer: Mutex<Unsynced>,
     pub corrupt_records: AtomicU64,
     pub dropped_bytes: AtomicU64,
     notify: tokio::sync::Notify,
@@ -230,7 +242,9 @@ impl DiskQueue {
             }
         };
         let active_path = segment_path(dir, active_id);
-        let active = OpenOptions::new().create(true).append(true).open(&active_path).map_err(io(&active_path))?;
+        let active = std::sync::Arc::new(
+            OpenOptions::new().create(true).append(true).open(&active_path).map_err(io(&active_path))?,
+        );
         segments.entry(active_id).or_insert(0);
         let oldest = *segments.keys().next().unwrap_or(&active_id);
         let mut cursors = HashMap::new();
@@ -263,6 +277,7 @@ impl DiskQueue {
                 last_pushed_ms,
                 cursor_synced: HashMap::new(),
             }),
+            writer: Mutex::new(Unsynced::default()),
             corrupt_records: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             notify: tokio::sync::Notify::new(),
@@ -281,13 +296,24 @@ impl DiskQueue {
 
     /// Appends a batch durably (fsynced) and returns its sequence number.
     pub fn push(&self, body: &[u8]) -> Result<u64, QueueError> {
+        let seq = self.append(body)?;
+        self.sync()?;
+        Ok(seq)
+    }
+
+    /// Writes a batch without waiting for the disk and returns its sequence number. It is
+    /// not delivered, nor counted as queued, until a [`sync`](Self::sync) makes it durable;
+    /// one sync makes every batch appended before it durable (group commit). If the sync
+    /// fails, those batches are gone and must be appended again.
+    pub fn append(&self, body: &[u8]) -> Result<u64, QueueError> {
         if body.len() as u64 + PAYLOAD_PREFIX as u64 > self.max_record() {
             return Err(QueueError::TooLarge { bytes: body.len(), max_bytes: self.max_record() });
         }
-        let mut inner = self.lock();
+        let mut unsynced = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let record_len = HEADER + (PAYLOAD_PREFIX + body.len()) as u64;
+        let mut inner = self.lock();
         let total = |i: &Inner| i.segments.values().sum::<u64>();
-        while total(&inner) + record_len > self.config.max_bytes {
+        while total(&inner) + unsynced.bytes + record_len > self.config.max_bytes {
             match self.config.when_full {
                 WhenFull::Block => return Err(QueueError::Full { max_bytes: self.config.max_bytes }),
                 WhenFull::DropOldest => {
@@ -309,18 +335,26 @@ impl DiskQueue {
                 }
             }
         }
-        if inner.segments.get(&inner.active_id).copied().unwrap_or(0) >= self.config.segment_bytes {
+        if inner.segments.get(&inner.active_id).copied().unwrap_or(0) + unsynced.bytes >= self.config.segment_bytes {
+            // What the full segment still waits for is made durable first.
+            drop(inner);
+            self.sync_locked(&mut unsynced)?;
+            inner = self.lock();
             // Named after the first sequence it will hold; the directory entry is made
             // durable before any record relies on it.
             let id = inner.next_seq.max(inner.active_id + 1);
             let path = segment_path(&self.dir, id);
-            inner.active = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
             File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+            inner.active = std::sync::Arc::new(file);
             inner.active_id = id;
             inner.segments.insert(id, 0);
         }
-        let seq = inner.next_seq;
+        let seq = inner.next_seq + unsynced.records;
         let created_ms = now_ms();
+        let (file, id) = (inner.active.clone(), inner.active_id);
+        let durable = inner.segments.get(&id).copied().unwrap_or(0);
+        drop(inner);
         let mut payload = Vec::with_capacity(PAYLOAD_PREFIX + body.len());
         payload.extend_from_slice(&seq.to_le_bytes());
         payload.extend_from_slice(&created_ms.to_le_bytes());
@@ -330,20 +364,46 @@ impl DiskQueue {
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        let path = segment_path(&self.dir, inner.active_id);
-        let id = inner.active_id;
-        let before = inner.segments.get(&id).copied().unwrap_or(0);
-        if let Err(e) = inner.active.write_all(&frame).and_then(|()| inner.active.sync_data()) {
+        if let Err(e) = (&*file).write_all(&frame) {
             // Leave no partial frame behind (a full disk, say): cut back to the last record.
-            let _ = inner.active.set_len(before);
-            return Err(io(&path)(e));
+            let _ = file.set_len(durable + unsynced.bytes);
+            return Err(io(&segment_path(&self.dir, id))(e));
         }
-        *inner.segments.entry(id).or_insert(0) += frame.len() as u64;
-        inner.next_seq += 1;
-        inner.last_pushed_ms = created_ms;
-        drop(inner);
-        self.notify.notify_waiters();
+        unsynced.bytes += frame.len() as u64;
+        unsynced.records += 1;
+        unsynced.last_created_ms = created_ms;
         Ok(seq)
+    }
+
+    /// Makes every appended batch durable (one fsync) and hands them to the readers.
+    pub fn sync(&self) -> Result<(), QueueError> {
+        let mut unsynced = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_locked(&mut unsynced)
+    }
+
+    fn sync_locked(&self, unsynced: &mut Unsynced) -> Result<(), QueueError> {
+        if unsynced.records == 0 {
+            return Ok(());
+        }
+        let (file, id) = {
+            let inner = self.lock();
+            (inner.active.clone(), inner.active_id)
+        };
+        if let Err(e) = file.sync_data() {
+            // What was not made durable is taken back, so no reader ever sees it.
+            let durable = self.lock().segments.get(&id).copied().unwrap_or(0);
+            let _ = file.set_len(durable);
+            *unsynced = Unsynced::default();
+            return Err(io(&segment_path(&self.dir, id))(e));
+        }
+        let mut inner = self.lock();
+        *inner.segments.entry(id).or_insert(0) += unsynced.bytes;
+        inner.next_seq += unsynced.records;
+        inner.last_pushed_ms = unsynced.last_created_ms;
+        drop(inner);
+        *unsynced = Unsynced::default();
+        self.notify.notify_waiters();
+        Ok(())
     }
 
     /// The next record for `reader`, skipping damaged ones; `None` when it has read all.
@@ -368,8 +428,15 @@ impl DiskQueue {
         }
         inner.readers.insert(reader.to_string(), next);
         let min_segment = inner.readers.values().map(|c| c.segment).min().unwrap_or(0);
-        let finished: Vec<u64> =
-            inner.segments.keys().copied().filter(|id| *id < min_segment && *id != inner.active_id).collect();
+        // The segment with the newest record stays too (the active one may be new and
+        // empty): the log tailer recovers its positions from that record.
+        let newest = inner.segments.iter().rev().find(|(_, len)| **len > 0).map(|(id, _)| *id);
+        let finished: Vec<u64> = inner
+            .segments
+            .keys()
+            .copied()
+            .filter(|id| *id < min_segment && *id != inner.active_id && Some(*id) != newest)
+            .collect();
         let path = cursor_path(&self.dir, reader);
         let text = format!("{} {}\n", next.segment, next.offset);
         let due = inner.cursor_synced.get(reader).is_none_or(|at| at.elapsed() >= CURSOR_SYNC);
@@ -446,16 +513,24 @@ impl DiskQueue {
     }
 
     /// The newest record in the queue, delivered or not (the log tailer recovers its
-    /// positions from it after a crash).
+    /// positions from it after a crash). Acknowledging never deletes the segment that
+    /// holds it, so it is there whenever anything was ever pushed.
     pub fn last_record(&self) -> Result<Option<Record>, QueueError> {
-        let active = self.lock().active_id;
-        let mut cursor = Cursor { segment: active, offset: 0 };
-        let mut last = None;
-        while let Some(record) = self.read_from(cursor, None)? {
-            cursor = record.next;
-            last = Some(record);
+        let ids: Vec<u64> = self.lock().segments.iter().rev().filter(|(_, len)| **len > 0).map(|(id, _)| *id).collect();
+        for id in ids {
+            let mut cursor = Cursor { segment: id, offset: 0 };
+            let mut last = None;
+            while let Some(record) = self.read_from(cursor, None)?
+                && record.next.segment == id
+            {
+                cursor = record.next;
+                last = Some(record);
+            }
+            if last.is_some() {
+                return Ok(last);
+            }
         }
-        Ok(last)
+        Ok(None)
     }
 
     /// Sequence number the next push will get.
@@ -644,5 +719,46 @@ mod tests {
         let r = q.peek("r").expect("peek").expect("one");
         q.ack("r", r.next).expect("ack");
         assert_eq!(q.next_for("r").expect("next").map(|n| n.0), Some(2));
+    }
+
+    #[test]
+    fn appended_batches_are_read_only_once_a_sync_made_them_durable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, _) = DiskQueue::open(dir.path(), config(4096, 1 << 20, WhenFull::Block), &["r"]).expect("open");
+        assert_eq!((q.append(b"a").expect("append"), q.append(b"b").expect("append")), (1, 2));
+        assert_eq!(q.peek("r").expect("peek"), None, "not durable yet");
+        assert_eq!(q.bytes(), 0);
+        q.sync().expect("sync");
+        // Filling a segment syncs what it holds before the next one starts.
+        for i in 0..100u8 {
+            q.append(&[i; 100]).expect("append");
+        }
+        q.sync().expect("sync");
+        let bodies = drain(&q, "r");
+        assert_eq!(bodies.len(), 102);
+        assert_eq!(&bodies[..2], [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(bodies[101], vec![99; 100]);
+        drop(q);
+        let (q, _) = DiskQueue::open(dir.path(), config(4096, 1 << 20, WhenFull::Block), &["r"]).expect("reopen");
+        assert_eq!(q.push(b"c").expect("push"), 103, "sequence numbers go on");
+    }
+
+    #[test]
+    fn the_newest_record_outlives_its_acknowledgement_and_a_torn_newer_segment() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(64, 1 << 20, WhenFull::Block);
+        {
+            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
+            for i in 0..4u8 {
+                q.push(&[i; 60]).expect("push"); // one record fills a segment
+            }
+            assert_eq!(drain(&q, "r").len(), 4);
+            assert_eq!(q.last_record().expect("last").map(|r| r.body), Some(vec![3; 60]), "kept once delivered");
+            assert!(!segment_path(dir.path(), 1).exists(), "older delivered segments go");
+        }
+        // A fifth push's segment was created, then its only write torn by a crash.
+        std::fs::write(segment_path(dir.path(), 5), [1, 2, 3]).expect("torn");
+        let (q, _) = DiskQueue::open(dir.path(), cfg, &["r"]).expect("reopen");
+        assert_eq!(q.last_record().expect("last").map(|r| r.seq), Some(4));
     }
 }

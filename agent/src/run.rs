@@ -2,8 +2,7 @@
 //! shippers, log tailer and API. Data flows one way: collect → queue (disk) → ship.
 //!
 //! Metrics are collected every `scrape_interval_ms` (host, own, scrapes) and probes every
-//! `probe_interval_ms`; log files are polled every 250 ms at most, a batch cut at 1 MiB of
-//! lines whatever `max_records` says.
+//! `probe_interval_ms`; log files are followed by [`crate::logs`].
 //!
 //! On a clean stop, once its replicas are stopped, the agent ends every series it sent
 //! with a staleness marker and ships what its metrics queue holds for up to 2 s; what is
@@ -17,14 +16,8 @@ use tokio::sync::watch;
 
 use crate::agent::{Agent, AgentError, metrics_reader};
 use crate::config::AgentConfig;
-use crate::queue::DiskQueue;
 use crate::ship::{self, Destination, Protocol};
-use crate::tail::{self, LogSource, Tailer};
-use crate::telemetry::LogStage;
-
-const LOG_POLL: Duration = Duration::from_millis(250);
-/// A log batch is cut at this many bytes of lines, whatever `max_records` says.
-const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
+use crate::tail;
 
 /// How long a stopping agent spends shipping what is left in its metrics queue (its
 /// series' staleness markers above all).
@@ -72,124 +65,14 @@ async fn every(interval: Duration, mut shutdown: watch::Receiver<bool>, mut f: i
     }
 }
 
-/// Follows the log files and queues their lines, checkpointing after every push.
-async fn tail_logs(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch::Receiver<bool>) {
-    let checkpoint = agent.config.data_dir.join("tail-positions.json");
-    let mut positions = tail::load_checkpoint(&checkpoint);
-    // A crash between a push and its checkpoint: the queue knows better.
-    if let Ok(Some(last)) = queue.last_record()
-        && let Some(queued) = tail::envelope_positions(&last.body)
-    {
-        positions = tail::merge(&positions, &queued);
-    }
-    let mut tailer = Tailer::new(Vec::new(), &positions);
-    let mut known: Vec<LogSource> = Vec::new();
-    let max = agent.config.batch.max_records;
-    let max_wait = Duration::from_millis(agent.config.batch.max_wait_ms);
-    // Lines wait here until the batch is full or its oldest line has waited `max_wait`.
-    let mut buffer: Vec<tail::Line> = Vec::new();
-    let mut first_at: Option<std::time::Instant> = None;
-    let mut buffered_bytes = 0usize;
-    let mut pending: Option<(Vec<u8>, tail::Positions)> = None;
-    loop {
-        // Whether this round read lines: if it did, more may be waiting right now (a
-        // backlog is read a block at a time), so the loop goes on without sleeping.
-        let mut read_some = false;
-        let fresh: Vec<LogSource> = agent.log_sources().into_iter().filter(|s| !known.contains(s)).collect();
-        if !fresh.is_empty() && buffer.is_empty() && pending.is_none() {
-            // New replicas bring new files. Files of stopped replicas stay followed: their
-            // last lines still count, and a replica started again under the same name
-            // continues where its file left off instead of being read twice.
-            let current = tail::merge(&positions, &tailer.positions());
-            known.extend(fresh);
-            tailer = Tailer::new(known.clone(), &current);
-        }
-        if pending.is_none() {
-            let want = max - buffer.len();
-            let (t, lines) = match tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let lines = tailer.poll(want);
-                (tailer, (lines, started.elapsed()))
-            })
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "the tailer panicked; log shipping stops");
-                    return;
-                }
-            };
-            tailer = t;
-            let (lines, took) = lines;
-            agent.telemetry.log_stage(LogStage::Tail, took);
-            read_some = !lines.is_empty();
-            if read_some && first_at.is_none() {
-                first_at = Some(std::time::Instant::now());
-            }
-            buffered_bytes += lines.iter().map(|l| l.text.len()).sum::<usize>();
-            buffer.extend(lines);
-            let due = buffer.len() >= max
-                || buffered_bytes >= MAX_LOG_BATCH_BYTES
-                || first_at.is_some_and(|t| t.elapsed() >= max_wait);
-            if due && !buffer.is_empty() {
-                let started = std::time::Instant::now();
-                let otlp = tail::to_otlp(&buffer, &agent.config.node, |service, level| {
-                    agent.telemetry.log_line(service, level)
-                });
-                let reached = tailer.positions();
-                pending = Some((tail::envelope(&reached, &otlp), reached));
-                agent.telemetry.log_stage(LogStage::Encode, started.elapsed());
-                buffer.clear();
-                buffered_bytes = 0;
-                first_at = None;
-            }
-        }
-        if let Some((body, reached)) = pending.take() {
-            let (q, cp, r) = (queue.clone(), checkpoint.clone(), reached.clone());
-            let pushed = tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let result = q.push(&body).map(|_| ());
-                if result.is_ok()
-                    && let Err(e) = tail::save_checkpoint(&cp, &r)
-                {
-                    tracing::error!(error = %e, "cannot save the tail checkpoint");
-                }
-                (result, body, started.elapsed())
-            })
-            .await;
-            let Ok((result, body, took)) = pushed else { return };
-            agent.telemetry.log_stage(LogStage::Queue, took);
-            match result {
-                Ok(()) => {
-                    positions = tail::merge(&positions, &reached);
-                    continue; // there may be more right away
-                }
-                Err(crate::queue::QueueError::Full { .. }) => pending = Some((body, reached)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot queue log lines; retrying");
-                    pending = Some((body, reached));
-                }
-            }
-        }
-        if read_some && pending.is_none() {
-            if *shutdown.borrow() {
-                return;
-            }
-            tokio::task::yield_now().await;
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(LOG_POLL.min(max_wait)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 /// Threads the agent's runtime may add for blocking calls (queue fsyncs, `/proc` and
-/// `statvfs` reads): one. The calls are short and a cycle makes them one after another;
-/// a hung network mount holds it up once, for 5 s, and is skipped after that
-/// (`host::disk`). A second thread cost 0.5 MiB of resident memory.
-const BLOCKING_THREADS: usize = 1;
+/// `statvfs` reads, log batches): three. Metric cycles make short calls one after
+/// another; a hung network mount holds one up once, for 5 s, and is skipped after that
+/// (`host::disk`). The others are for a log backlog: one batch is encoded while the one
+/// before it is fsynced ([`crate::logs`]), and neither holds up the shipper's queue
+/// reads. Tokio starts a thread only when a call waits for one and ends it after 10 s
+/// idle, so an agent without a log backlog runs with one (each costs 0.5 MiB resident).
+const BLOCKING_THREADS: usize = 3;
 
 /// The runtime an agent process runs on. An agent's work is a few small jobs a second,
 /// so one thread does its async work and at most [`BLOCKING_THREADS`] its blocking calls;
@@ -273,7 +156,7 @@ pub async fn run(
             unwrap: tail::unwrap_envelope,
         };
         tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
-        tasks.push(tokio::spawn(tail_logs(agent.clone(), queue.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::logs::run(agent.clone(), queue.clone(), stop.clone())));
     }
     tracing::info!(node = %agent.config.node, listen = %agent.config.listen, agent_id, "agent running");
     let result =

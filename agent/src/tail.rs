@@ -7,9 +7,9 @@
 //! push. On start the agent takes, per file, the further of the checkpoint and the newest
 //! queued batch. A file rotated while the agent was down is found again by its inode.
 //!
-//! Lines become OTLP log records: a JSON line's `timestamp`, `level` and `message` become
-//! the record's own fields and its other fields attributes; a plain line is the message,
-//! its level the first level word in it. One OTLP resource per instance.
+//! Lines become OTLP log records ([`records`]): a JSON line's `timestamp`, `level` and
+//! `message` become the record's own fields and its other fields attributes; a plain line
+//! is the message, its level the first level word in it. One OTLP resource per instance.
 //! A queued batch is an envelope, the positions it reaches (length-prefixed JSON) then the
 //! OTLP body, so the shipper sends only the body and a restart reads the positions back.
 
@@ -19,12 +19,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message;
 use serde::{Deserialize, Serialize};
+
+mod records;
+pub use records::to_otlp;
 
 /// Longest line kept; a longer one is cut (and still shipped).
 const MAX_LINE_BYTES: usize = 256 * 1024;
@@ -300,115 +298,6 @@ fn flush_partial(offset: &mut u64, partial: &mut Vec<u8>, source: &LogSource, ou
     partial.clear();
 }
 
-/// Severity of a level name, as OpenTelemetry numbers it.
-fn severity(level: &str) -> (i32, &'static str) {
-    match level.to_ascii_lowercase().as_str() {
-        "trace" => (1, "trace"),
-        "debug" => (5, "debug"),
-        "info" | "notice" => (9, "info"),
-        "warn" | "warning" => (13, "warn"),
-        "error" | "err" => (17, "error"),
-        "fatal" | "critical" | "crit" | "panic" => (21, "fatal"),
-        _ => (0, "unknown"),
-    }
-}
-
-/// A plain-text line's level, by the first level word in it.
-fn plain_level(text: &str) -> &'static str {
-    for word in text.split(|c: char| !c.is_ascii_alphabetic()).take(8) {
-        let (n, name) = severity(word);
-        if n > 0 && word.chars().all(|c| c.is_ascii_uppercase()) {
-            return name;
-        }
-    }
-    "unknown"
-}
-
-fn any(value: &serde_json::Value) -> AnyValue {
-    use serde_json::Value as J;
-    let v = match value {
-        J::String(s) => any_value::Value::StringValue(s.clone()),
-        J::Bool(b) => any_value::Value::BoolValue(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => any_value::Value::IntValue(i),
-            None => any_value::Value::DoubleValue(n.as_f64().unwrap_or(0.0)),
-        },
-        other => any_value::Value::StringValue(other.to_string()),
-    };
-    AnyValue { value: Some(v) }
-}
-
-fn kv(key: &str, value: AnyValue) -> KeyValue {
-    KeyValue { key: key.to_string(), value: Some(value), ..Default::default() }
-}
-
-fn string(s: &str) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::StringValue(s.to_string())) }
-}
-
-/// One line as an OTLP record, and its level name. JSON fields are lifted into
-/// attributes; `timestamp`, `level` and `message` become the record's own fields.
-pub fn to_record(line: &Line) -> (LogRecord, &'static str) {
-    let mut record = LogRecord { observed_time_unix_nano: line.observed_unix_nano, ..Default::default() };
-    let parsed = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line.text).ok();
-    let level = match parsed {
-        Some(mut fields) => {
-            let level = fields.remove("level").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            if let Some(ts) = fields.remove("timestamp").and_then(|v| v.as_str().map(str::to_string))
-                && let Ok(t) = humantime::parse_rfc3339_weak(&ts)
-            {
-                record.time_unix_nano =
-                    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-            }
-            let message = fields
-                .remove("message")
-                .map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string()))
-                .unwrap_or_default();
-            record.body = Some(string(&message));
-            record.attributes = fields.iter().map(|(k, v)| kv(k, any(v))).collect();
-            severity(&level).1
-        }
-        None => {
-            record.body = Some(string(&line.text));
-            plain_level(&line.text)
-        }
-    };
-    let (number, name) = severity(level);
-    record.severity_number = number;
-    record.severity_text = name.to_string();
-    (record, name)
-}
-
-/// An OTLP export request for `lines`, one resource per instance.
-pub fn to_otlp(lines: &[Line], node: &str, mut count: impl FnMut(&str, &str)) -> Vec<u8> {
-    let mut by_instance: BTreeMap<(&str, &str), Vec<LogRecord>> = BTreeMap::new();
-    for line in lines {
-        let (record, level) = to_record(line);
-        count(&line.service, level);
-        by_instance.entry((&line.service, &line.instance)).or_default().push(record);
-    }
-    let resource_logs = by_instance
-        .into_iter()
-        .map(|((service, instance), records)| ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", string(service)),
-                    kv("service.instance.id", string(instance)),
-                    kv("host.name", string(node)),
-                ],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope { name: "hale-agent".into(), ..Default::default() }),
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    ExportLogsServiceRequest { resource_logs }.encode_to_vec()
-}
-
 /// A queued log batch: the positions it reaches, then the OTLP body.
 pub fn envelope(positions: &Positions, otlp: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(positions).unwrap_or_default();
@@ -569,26 +458,6 @@ mod tests {
         let mut got = texts(&t.poll(100));
         got.extend(texts(&t.poll(100)));
         assert_eq!(got, ["3", "4"]);
-    }
-
-    #[test]
-    fn records_lift_json_fields_and_levels() {
-        let line = Line {
-            service: "orders".into(),
-            instance: "orders-1".into(),
-            text: r#"{"timestamp":"2026-11-26T06:38:54.606Z","level":"warn","message":"slow","route":"/api/orders","status":201,"latency_ms":12.5}"#.into(),
-            observed_unix_nano: 1,
-        };
-        let (record, level) = to_record(&line);
-        assert_eq!(level, "warn");
-        assert_eq!(record.severity_number, 13);
-        assert!(record.time_unix_nano > 1_700_000_000_000_000_000);
-        assert_eq!(record.body, Some(string("slow")));
-        let keys: Vec<&str> = record.attributes.iter().map(|a| a.key.as_str()).collect();
-        assert_eq!(keys, ["latency_ms", "route", "status"]);
-        let plain = Line { text: "2026 ERROR disk full".into(), ..line };
-        assert_eq!(to_record(&plain).1, "error");
-        assert_eq!(to_record(&Line { text: "an error occurred".into(), ..plain }).1, "unknown");
     }
 
     #[test]

@@ -130,8 +130,9 @@ impl Telemetry {
         self.log_stages.get_or_create(&StageLabels { stage: stage.label() }).inc_by(took.as_secs_f64());
     }
 
-    pub fn log_line(&self, service: &str, level: &str) {
-        self.log_lines.get_or_create(&LogLabels { service: service.to_string(), level: level.to_string() }).inc();
+    /// Counts `n` lines of `service` at `level` tailed.
+    pub fn log_lines(&self, service: &str, level: &str, n: u64) {
+        self.log_lines.get_or_create(&LogLabels { service: service.to_string(), level: level.to_string() }).inc_by(n);
     }
 
     /// The registry in the text format 0.0.4.
@@ -266,8 +267,8 @@ mod tests {
         let telemetry =
             Telemetry::new(vec![WatchedQueue { name: "logs", queue: Arc::new(queue), readers: vec!["logs".into()] }]);
         telemetry.batch_sent("http://collector/api/v1/write");
-        telemetry.log_line("app", "info");
-        telemetry.log_line("app", "info");
+        telemetry.log_lines("app", "info", 1);
+        telemetry.log_lines("app", "info", 1);
         let text = exposition::encode_text(&telemetry.families());
         for line in [
             "# HELP hale_agent_batches_sent_total Batches the receiver accepted.",

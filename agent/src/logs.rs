@@ -1,0 +1,288 @@
+//! The log path inside the agent: files → lines → batches → OTLP → the disk queue, with
+//! the positions each batch reaches carried in it. The shipper ([`crate::ship`]) takes it
+//! from the queue.
+//!
+//! Two stages, each on a blocking thread, so that one batch is encoded while the one
+//! before it is written to disk:
+//! - a [`Batcher`] step reads (a block at a time), cuts a batch (at `max_records` lines,
+//!   1 MiB of text, or when its oldest line has waited `max_wait`) and encodes it;
+//! - the [`commit`] stage appends the batches waiting for it and makes them durable with
+//!   one fsync (group commit), then replaces the checkpoint.
+//!
+//! Between them at most [`IN_COMMIT`] batches wait; when the queue is full (the collector
+//! is slower than the files grow), the commit stage waits, the batcher waits on it and
+//! the lines wait in their files: backpressure, nothing dropped. The queue's bytes and
+//! oldest-unsent age say so in the agent's metrics.
+//!
+//! Positions: the queue's newest record carries the positions it reaches and the queue
+//! keeps that record ([`DiskQueue::last_record`]), so a restart recovers them from the
+//! queue. The checkpoint file (`tail-positions.json`) is a second copy, replaced after
+//! each commit but fsynced at most every [`CHECKPOINT_SYNC`]; on start the agent takes,
+//! per file, the further of the two.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::Agent;
+use crate::queue::{DiskQueue, QueueError};
+use crate::tail::{self, LogSource, Tailer};
+use crate::telemetry::LogStage;
+
+/// How often files at their end are looked at again.
+const LOG_POLL: Duration = Duration::from_millis(250);
+/// A log batch is cut at this many bytes of lines, whatever `max_records` says.
+const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
+/// How often the checkpoint file is fsynced (it is replaced after every commit).
+const CHECKPOINT_SYNC: Duration = Duration::from_secs(5);
+/// Encoded batches that may wait for the commit stage.
+const IN_COMMIT: usize = 2;
+
+/// An encoded batch (its queue envelope) and the positions it reaches.
+type Batch = (Vec<u8>, tail::Positions);
+
+/// The tailer and the batch being filled.
+struct Batcher {
+    agent: Arc<Agent>,
+    tailer: Tailer,
+    /// Positions the tailer started from.
+    positions: tail::Positions,
+    buffer: Vec<tail::Line>,
+    buffered_bytes: usize,
+    /// When the oldest buffered line was read.
+    first_at: Option<Instant>,
+}
+
+impl Batcher {
+    fn new(agent: Arc<Agent>, positions: tail::Positions) -> Self {
+        Batcher {
+            tailer: Tailer::new(Vec::new(), &positions),
+            agent,
+            positions,
+            buffer: Vec::new(),
+            buffered_bytes: 0,
+            first_at: None,
+        }
+    }
+
+    /// Follows `sources` too. Only between batches: a batch's positions are one tailer's.
+    fn follow(&mut self, sources: Vec<LogSource>) -> bool {
+        if !self.buffer.is_empty() {
+            return false;
+        }
+        // Files of stopped replicas stay followed: their last lines still count, and a
+        // replica started again under the same name continues where its file left off.
+        self.positions = tail::merge(&self.positions, &self.tailer.positions());
+        self.tailer = Tailer::new(sources, &self.positions);
+        true
+    }
+
+    /// Reads what is new; returns whether it read lines, and the batch if one is due.
+    fn step(&mut self) -> (bool, Option<Batch>) {
+        let config = &self.agent.config;
+        let started = Instant::now();
+        let lines = self.tailer.poll(config.batch.max_records.saturating_sub(self.buffer.len()));
+        self.agent.telemetry.log_stage(LogStage::Tail, started.elapsed());
+        let read = !lines.is_empty();
+        if read && self.first_at.is_none() {
+            self.first_at = Some(Instant::now());
+        }
+        self.buffered_bytes += lines.iter().map(|l| l.text.len()).sum::<usize>();
+        self.buffer.extend(lines);
+        let due = self.buffer.len() >= config.batch.max_records
+            || self.buffered_bytes >= MAX_LOG_BATCH_BYTES
+            || self.first_at.is_some_and(|t| t.elapsed() >= Duration::from_millis(config.batch.max_wait_ms));
+        if !due || self.buffer.is_empty() {
+            return (read, None);
+        }
+        let started = Instant::now();
+        let telemetry = &self.agent.telemetry;
+        let otlp =
+            tail::to_otlp(&self.buffer, &config.node, |service, level, n| telemetry.log_lines(service, level, n));
+        let reached = self.tailer.positions();
+        let batch = (tail::envelope(&reached, &otlp), reached);
+        telemetry.log_stage(LogStage::Encode, started.elapsed());
+        self.buffer.clear();
+        self.buffered_bytes = 0;
+        self.first_at = None;
+        (read, Some(batch))
+    }
+}
+
+/// The checkpoint file and the positions of everything committed.
+struct Checkpoint {
+    path: std::path::PathBuf,
+    positions: tail::Positions,
+    synced: Option<Instant>,
+}
+
+impl Checkpoint {
+    /// Where the files were left: the further of the checkpoint and the queue's newest
+    /// batch (a checkpoint not synced when the machine stopped is behind it).
+    fn load(agent: &Agent, queue: &DiskQueue) -> Self {
+        let path = agent.config.data_dir.join("tail-positions.json");
+        let mut positions = tail::load_checkpoint(&path);
+        if let Ok(Some(last)) = queue.last_record()
+            && let Some(queued) = tail::envelope_positions(&last.body)
+        {
+            positions = tail::merge(&positions, &queued);
+        }
+        Checkpoint { path, positions, synced: None }
+    }
+
+    /// Takes in committed positions and replaces the file; fsyncs it when the last sync
+    /// is [`CHECKPOINT_SYNC`] old (the queue's newest batch holds them durably meanwhile).
+    fn save(&mut self, reached: &tail::Positions) {
+        self.positions = tail::merge(&self.positions, reached);
+        let text = serde_json::to_vec(&self.positions).unwrap_or_default();
+        let due = self.synced.is_none_or(|at| at.elapsed() >= CHECKPOINT_SYNC);
+        let saved =
+            if due { hale_fs::write_durable(&self.path, &text) } else { hale_fs::write_atomic(&self.path, &text) };
+        match saved {
+            Ok(()) if due => self.synced = Some(Instant::now()),
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "cannot save the tail checkpoint"),
+        }
+    }
+}
+
+/// Appends `group` to the queue and makes it durable with one fsync; returns the batches
+/// not committed (the queue was full or failed), in order.
+fn commit_group(
+    queue: &DiskQueue,
+    checkpoint: &mut Checkpoint,
+    mut group: Vec<Batch>,
+) -> (Vec<Batch>, Option<QueueError>) {
+    let mut appended = 0;
+    let mut error = None;
+    for (body, _) in &group {
+        match queue.append(body) {
+            Ok(_) => appended += 1,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    if appended > 0 {
+        if let Err(e) = queue.sync() {
+            // The queue took back what it could not make durable: all of the group waits.
+            return (group, Some(e));
+        }
+        let rest = group.split_off(appended);
+        if let Some((_, reached)) = group.last() {
+            checkpoint.save(reached);
+        }
+        group = rest;
+    }
+    (group, error)
+}
+
+/// The commit stage: takes encoded batches as they come, several at a time when the disk
+/// is slower than the encoder, until the channel closes.
+async fn commit(
+    agent: Arc<Agent>,
+    queue: Arc<DiskQueue>,
+    mut checkpoint: Checkpoint,
+    mut batches: mpsc::Receiver<Batch>,
+) {
+    let mut waiting: Vec<Batch> = Vec::new();
+    loop {
+        if waiting.is_empty() {
+            match batches.recv().await {
+                Some(batch) => waiting.push(batch),
+                None => return,
+            }
+        }
+        while waiting.len() < IN_COMMIT
+            && let Ok(batch) = batches.try_recv()
+        {
+            waiting.push(batch);
+        }
+        let (q, group) = (queue.clone(), std::mem::take(&mut waiting));
+        let started = Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            let (rest, error) = commit_group(&q, &mut checkpoint, group);
+            (checkpoint, rest, error)
+        })
+        .await;
+        let Ok((c, rest, error)) = done else { return };
+        agent.telemetry.log_stage(LogStage::Queue, started.elapsed());
+        checkpoint = c;
+        waiting = rest;
+        match error {
+            None => {}
+            // Backpressure: the lines wait (here, then in their files) until the
+            // collector catches up.
+            Some(QueueError::Full { .. }) => tokio::time::sleep(LOG_POLL).await,
+            Some(e) => {
+                tracing::error!(error = %e, "cannot queue log lines; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Follows the agent's log files and queues their lines until `shutdown`.
+pub(crate) async fn run(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch::Receiver<bool>) {
+    let max_wait = Duration::from_millis(agent.config.batch.max_wait_ms);
+    let checkpoint = Checkpoint::load(&agent, &queue);
+    let mut batcher = Batcher::new(agent.clone(), checkpoint.positions.clone());
+    let (to_commit, batches) = mpsc::channel(IN_COMMIT);
+    let committer = tokio::spawn(commit(agent.clone(), queue, checkpoint, batches));
+    let _stop_committer = AbortOnDrop(committer);
+    let mut known: Vec<LogSource> = Vec::new();
+    loop {
+        let fresh: Vec<LogSource> = agent.log_sources().into_iter().filter(|s| !known.contains(s)).collect();
+        if !fresh.is_empty() {
+            let mut all = known.clone();
+            all.extend(fresh);
+            if batcher.follow(all.clone()) {
+                known = all;
+            }
+        }
+        let stepped = tokio::task::spawn_blocking(move || {
+            let step = batcher.step();
+            (batcher, step)
+        })
+        .await;
+        let (read, batch) = match stepped {
+            Ok((b, step)) => {
+                batcher = b;
+                step
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the log tailer panicked; log shipping stops");
+                return;
+            }
+        };
+        if let Some(batch) = batch {
+            // Waits while IN_COMMIT batches are ahead of this one.
+            tokio::select! {
+                sent = to_commit.send(batch) => if sent.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if read {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(LOG_POLL.min(max_wait)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Stops a task when its owner stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
