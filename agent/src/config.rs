@@ -90,6 +90,10 @@ pub struct BatchConfig {
     pub max_records: usize,
     /// ...or when its oldest record has waited this long.
     pub max_wait_ms: u64,
+    /// Log batches in flight to the receiver at once (each acknowledged in order, so a
+    /// restart resends nothing it stored, and the collector stores each batch id once in
+    /// whatever order they land). Metrics go one at a time: remote_write is in order.
+    pub max_in_flight: usize,
 }
 
 impl Default for BatchConfig {
@@ -97,7 +101,7 @@ impl Default for BatchConfig {
     /// 200-byte lines ships at 50 MB/s in 5,000-line batches, 36 MB/s in 1,000-line ones
     /// (`hale bench logs`); a live source still ships within `max_wait_ms`.
     fn default() -> Self {
-        BatchConfig { max_records: 5000, max_wait_ms: 1000 }
+        BatchConfig { max_records: 5000, max_wait_ms: 1000, max_in_flight: 4 }
     }
 }
 
@@ -314,6 +318,9 @@ impl AgentConfig {
         }
         if self.batch.max_records == 0 || self.batch.max_wait_ms == 0 {
             return Err(ConfigError::new("`batch`: max_records and max_wait_ms must be positive"));
+        }
+        if !(1..=64).contains(&self.batch.max_in_flight) {
+            return Err(ConfigError::new("`batch`: max_in_flight must be between 1 and 64"));
         }
         let mut services = HashSet::new();
         for s in &self.services {

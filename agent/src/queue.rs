@@ -412,6 +412,12 @@ impl DiskQueue {
         self.read_from(cursor, Some(reader))
     }
 
+    /// The first good record at or after `after`, without moving or counting anything
+    /// (a shipper reading ahead of its acknowledged cursor).
+    pub fn peek_after(&self, after: Cursor) -> Result<Option<Record>, QueueError> {
+        self.read_from(after, None)
+    }
+
     /// Sequence number and age of `reader`'s next record, without counting damage or
     /// moving anything (for telemetry, which must not race the delivery loop).
     pub fn next_for(&self, reader: &str) -> Result<Option<(u64, i64)>, QueueError> {

@@ -125,6 +125,7 @@ pub async fn run(
                 // Each queue numbers its own batches: the id names the queue.
                 agent_id: format!("{agent_id}.metrics"),
                 unwrap: |b| b,
+                in_flight: 1,
             };
             metric_destinations.push(destination.clone());
             tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
@@ -154,6 +155,7 @@ pub async fn run(
             token: agent.config.ingest_token.clone(),
             agent_id: format!("{agent_id}.logs"),
             unwrap: tail::unwrap_envelope,
+            in_flight: agent.config.batch.max_in_flight,
         };
         tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
         tasks.push(tokio::spawn(crate::logs::run(agent.clone(), queue.clone(), stop.clone())));

@@ -18,8 +18,9 @@ use hale_core::remote_write::{BATCH_HEADER, VERSION_HEADER};
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::queue::DiskQueue;
+use crate::queue::{Cursor, DiskQueue, Record};
 use crate::telemetry::Telemetry;
+use std::time::Instant;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -43,6 +44,8 @@ pub struct Destination {
     pub agent_id: String,
     /// Turns a queued body into the request body (logs strip their envelope).
     pub unwrap: fn(&[u8]) -> &[u8],
+    /// Requests in flight at once (1: each waits for the one before).
+    pub in_flight: usize,
 }
 
 enum Outcome {
@@ -51,8 +54,8 @@ enum Outcome {
     Refused(String),
 }
 
-async fn send(client: &reqwest::Client, d: &Destination, seq: u64, body: &[u8]) -> Outcome {
-    let mut request = client.post(&d.url).header(BATCH_HEADER, format!("{}/{seq}", d.agent_id)).body(body.to_vec());
+async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::Bytes) -> Outcome {
+    let mut request = client.post(&d.url).header(BATCH_HEADER, format!("{}/{seq}", d.agent_id)).body(body);
     request = match d.protocol {
         Protocol::RemoteWrite => request
             .header("content-type", "application/x-protobuf")
@@ -89,7 +92,23 @@ async fn send(client: &reqwest::Client, d: &Destination, seq: u64, body: &[u8]) 
     }
 }
 
+/// A request sent: its batch's sequence number, the cursor past it, when it was sent.
+type InFlight = (u64, Cursor, Instant, tokio::task::JoinHandle<Outcome>);
+
+/// The request body of a queued record's body, sharing its bytes.
+fn request_body(d: &Destination, body: Vec<u8>) -> bytes::Bytes {
+    let whole = bytes::Bytes::from(body);
+    let part = (d.unwrap)(&whole);
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    whole.slice(start..start + part.len())
+}
+
 /// Delivers `queue` to `destination` until `shutdown` fires.
+///
+/// Up to `in_flight` requests run at once, sent in queue order; they are acknowledged in
+/// that order, each once it and all before it were answered, so the durable cursor never
+/// passes a batch that was not delivered. When the oldest must be retried, the ones after
+/// it are sent again too once the wait is over (a receiver stores each batch id once).
 pub async fn deliver(
     queue: Arc<DiskQueue>,
     destination: Destination,
@@ -109,37 +128,58 @@ pub async fn deliver(
             return;
         }
     };
+    let window = destination.in_flight.max(1);
     let mut backoff = BACKOFF_START;
+    // Sent and not yet acknowledged, oldest first; and where reading ahead goes on.
+    let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
+    let mut read_ahead: Option<Cursor> = None;
+    let stop_all = |in_flight: &mut std::collections::VecDeque<InFlight>| {
+        for (.., send) in in_flight.drain(..) {
+            send.abort();
+        }
+    };
     loop {
         if *shutdown.borrow() {
+            stop_all(&mut in_flight);
             return;
         }
-        let (q, reader) = (queue.clone(), destination.reader.clone());
-        let peeked = tokio::task::spawn_blocking(move || q.peek(&reader)).await;
-        let Ok(peeked) = peeked else { return };
-        let record = match peeked {
-            Ok(Some(record)) => record,
-            Ok(None) => {
-                tokio::select! {
-                    _ = queue.wait_for_push(Duration::from_millis(500)) => {}
-                    _ = shutdown.changed() => return,
+        // Fill the window.
+        while in_flight.len() < window {
+            let (q, reader) = (queue.clone(), destination.reader.clone());
+            let peeked = tokio::task::spawn_blocking(move || match read_ahead {
+                None => q.peek(&reader),
+                Some(after) => q.peek_after(after),
+            })
+            .await;
+            let Ok(peeked) = peeked else { return };
+            match peeked {
+                Ok(Some(Record { seq, next, body, .. })) => {
+                    read_ahead = Some(next);
+                    let body = request_body(&destination, body);
+                    let send = tokio::spawn(send(client.clone(), destination.clone(), seq, body));
+                    in_flight.push_back((seq, next, Instant::now(), send));
                 }
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the queue; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => return,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the queue; retrying");
+                    break;
                 }
-                continue;
             }
+        }
+        let Some((seq, next, started, mut sending)) = in_flight.pop_front() else {
+            tokio::select! {
+                _ = queue.wait_for_push(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
         };
-        let body = (destination.unwrap)(&record.body);
-        let started = std::time::Instant::now();
         let outcome = tokio::select! {
-            o = send(&client, &destination, record.seq, body) => o,
-            _ = shutdown.changed() => return,
+            o = &mut sending => o.unwrap_or_else(|e| Outcome::Retry(format!("the request task failed: {e}"))),
+            _ = shutdown.changed() => {
+                sending.abort();
+                stop_all(&mut in_flight);
+                return;
+            }
         };
         if destination.protocol == Protocol::OtlpLogs {
             telemetry.log_stage(crate::telemetry::LogStage::Ship, started.elapsed());
@@ -148,22 +188,25 @@ pub async fn deliver(
             Outcome::Delivered => {
                 telemetry.batch_sent(&destination.url);
                 backoff = BACKOFF_START;
-                let (q, reader, next) = (queue.clone(), destination.reader.clone(), record.next);
+                let (q, reader) = (queue.clone(), destination.reader.clone());
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || q.ack(&reader, next)).await {
                     tracing::error!(error = %e, "cannot record a delivery; the batch may be sent again");
                 }
             }
             Outcome::Refused(reason) => {
-                telemetry.batch_dropped(&destination.url, record.seq, &reason);
-                let (q, reader, next) = (queue.clone(), destination.reader.clone(), record.next);
+                telemetry.batch_dropped(&destination.url, seq, &reason);
+                let (q, reader) = (queue.clone(), destination.reader.clone());
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || q.ack(&reader, next)).await {
                     tracing::error!(error = %e, "cannot record a dropped batch");
                 }
             }
             Outcome::Retry(reason) => {
+                // The later requests are given up and sent again after the wait, in order.
+                stop_all(&mut in_flight);
+                read_ahead = None;
                 // Full jitter: a fleet of agents does not come back in lockstep.
                 let wait = Duration::from_millis(rand::rng().random_range(0..=backoff.as_millis() as u64));
-                telemetry.batch_failed(&destination.url, record.seq, &reason, wait.as_millis() as u64);
+                telemetry.batch_failed(&destination.url, seq, &reason, wait.as_millis() as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
@@ -237,6 +280,7 @@ mod tests {
             token: None,
             agent_id: "node-1-abc".into(),
             unwrap: |b| b,
+            in_flight: 1,
         }
     }
 
@@ -306,6 +350,52 @@ mod tests {
         until(|| d.counted("hale_agent_batches_failed_total").is_some()).await;
         assert!(d.seen().is_empty());
         assert!(d.queue.peek("r").expect("peek").is_some(), "the batch is kept");
+    }
+
+    #[tokio::test]
+    async fn a_window_is_acknowledged_in_order_and_a_failed_batch_resent_with_those_after_it() {
+        // Batch 2 is refused with a 503 once; the others are stored when they come.
+        let stored = Arc::new(Mutex::new(Vec::<String>::new()));
+        let failed_once = Arc::new(Mutex::new(false));
+        let s = stored.clone();
+        let router = Router::new().route(
+            "/write",
+            post(move |headers: HeaderMap| {
+                let (s, failed_once) = (s.clone(), failed_once.clone());
+                async move {
+                    let id = headers.get(BATCH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    if id.ends_with("/2") && !std::mem::replace(&mut *failed_once.lock().expect("lock"), true) {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    s.lock().expect("lock").push(id);
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/write", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let dir = tempfile::tempdir().expect("tmp");
+        let (queue, _) = DiskQueue::open(dir.path(), QueueConfig::metrics(), &["r"]).expect("queue");
+        let queue = Arc::new(queue);
+        for i in 1..=6u8 {
+            queue.push(&[i]).expect("push");
+        }
+        let (_stop_tx, stop) = watch::channel(false);
+        let telemetry = Arc::new(Telemetry::default());
+        let destination = Destination { in_flight: 4, ..destination(url) };
+        tokio::spawn(deliver(queue.clone(), destination, telemetry.clone(), stop));
+        let all: std::collections::BTreeSet<String> = (1..=6).map(|i| format!("node-1-abc/{i}")).collect();
+        until(|| {
+            let got: std::collections::BTreeSet<String> = stored.lock().expect("lock").iter().cloned().collect();
+            got == all && matches!(queue.peek("r"), Ok(None))
+        })
+        .await;
+        // Whatever came after the refused batch in its window may have been sent twice;
+        // nothing before it was, and every batch was acknowledged.
+        let got = stored.lock().expect("lock").clone();
+        assert_eq!(got.iter().filter(|id| id.ends_with("/1")).count(), 1, "{got:?}");
+        assert_eq!(got.iter().filter(|id| id.ends_with("/2")).count(), 1, "{got:?}");
     }
 
     #[test]

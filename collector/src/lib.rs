@@ -12,6 +12,7 @@
 //! → `run` (start, housekeeping, stop). `config` reads `collector.toml`.
 
 pub mod api;
+pub mod batch_ids;
 pub mod cluster;
 pub mod config;
 pub mod logql;

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod wire;
 
+use crate::batch_ids::SeenBatches;
+
 /// Lines of each instance kept in memory, and the bytes of message they may take.
 const RECENT_PER_INSTANCE: usize = 1000;
 const RECENT_BYTES_PER_INSTANCE: usize = 1 << 20;
@@ -77,6 +79,11 @@ pub enum LogsError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     BadRequest(String),
+    /// The same batch is being stored by another request: send it again shortly.
+    #[error("this batch is being stored by another request; send it again")]
+    Busy,
+    #[error("{0}")]
+    Failed(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogsError + '_ {
@@ -115,9 +122,18 @@ struct BatchId {
 }
 
 struct Writer {
-    file: File,
+    file: std::sync::Arc<File>,
     id: u64,
     size: u64,
+    /// Writes made so far; a write is durable once `LogStore::synced` reaches its number.
+    written: u64,
+}
+
+/// Batch ids stored, and those being stored right now.
+#[derive(Default)]
+struct Batches {
+    stored: SeenBatches,
+    storing: std::collections::HashSet<(String, u64)>,
 }
 
 /// Segment id → (oldest, newest) line time in it, so a time-bounded query skips the
@@ -134,8 +150,15 @@ pub struct LogStore {
     times: Mutex<SegmentTimes>,
     dir: PathBuf,
     writer: Mutex<Writer>,
+    /// Held while an fsync runs: requests that wrote meanwhile share the next one.
+    syncer: Mutex<()>,
+    /// The number of the newest write known durable.
+    synced: std::sync::atomic::AtomicU64,
+    /// An fsync failed: what the page cache holds is unknown, so nothing more is stored
+    /// until a restart reads back what the disk has.
+    failed: std::sync::atomic::AtomicBool,
     recent: Mutex<HashMap<(String, String), Recent>>,
-    seen: Mutex<HashMap<String, u64>>,
+    batches: Mutex<Batches>,
     live: tokio::sync::broadcast::Sender<LogLine>,
     pub lines_stored: std::sync::atomic::AtomicU64,
 }
@@ -512,7 +535,7 @@ impl LogStore {
     pub fn open(dir: &Path) -> Result<Self, LogsError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut recent: HashMap<(String, String), Recent> = HashMap::new();
-        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut seen = SeenBatches::default();
         let ids = segments(dir)?;
         let mut times = SegmentTimes::new();
         for id in &ids {
@@ -525,10 +548,7 @@ impl LogStore {
                         widen(&mut times, *id, l.time_unix_nano);
                         recent.entry((l.service.clone(), l.instance.clone())).or_default().push(l);
                     }
-                    Some(Entry::Batch { batch }) => {
-                        let e = seen.entry(batch.source).or_default();
-                        *e = (*e).max(batch.seq);
-                    }
+                    Some(Entry::Batch { batch }) => seen.insert(&batch.source, batch.seq),
                     // A torn last line (a crash mid-write) was never acknowledged.
                     None => continue,
                 }
@@ -541,9 +561,12 @@ impl LogStore {
         Ok(LogStore {
             times: Mutex::new(times),
             dir: dir.to_path_buf(),
-            writer: Mutex::new(Writer { file, id, size: 0 }),
+            writer: Mutex::new(Writer { file: std::sync::Arc::new(file), id, size: 0, written: 0 }),
+            syncer: Mutex::new(()),
+            synced: Default::default(),
+            failed: Default::default(),
             recent: Mutex::new(recent),
-            seen: Mutex::new(seen),
+            batches: Mutex::new(Batches { stored: seen, storing: Default::default() }),
             live: tokio::sync::broadcast::channel(4096).0,
             lines_stored: Default::default(),
         })
@@ -582,8 +605,9 @@ impl LogStore {
         self.commit(encoded, batch)
     }
 
-    /// Writes encoded lines and the batch id in one write and one fsync, then updates the
-    /// segment times, the recent lines and the live tails.
+    /// Writes encoded lines and the batch id in one write, waits for an fsync that covers
+    /// it (group commit: requests that write while one fsync runs share the next), then
+    /// updates the segment times, the batch ids, the recent lines and the live tails.
     fn commit(&self, mut encoded: Encoded, batch: Option<(String, u64)>) -> Result<usize, LogsError> {
         if let Some((source, seq)) = &batch {
             serde_json::to_writer(
@@ -592,43 +616,30 @@ impl LogStore {
             )
             .map_err(|e| LogsError::BadRequest(e.to_string()))?;
             encoded.text.push(b'\n');
-        }
-        let text = &encoded.text;
-        {
-            // The writer lock orders the batch-id check with the write, so two racing
-            // sends of one batch store it once.
-            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((source, seq)) = &batch
-                && self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(source).is_some_and(|s| s >= seq)
-            {
+            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            if batches.stored.contains(source, *seq) {
                 return Ok(0);
             }
-            if w.size >= SEGMENT_BYTES {
-                let id = w.id + 1;
-                let path = segment_path(&self.dir, id);
-                w.file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
-                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
-                w.id = id;
-                w.size = 0;
+            // The same batch sent twice at once (a retry racing its original): one is
+            // stored, the other told to come back, when it is found stored.
+            if !batches.storing.insert((source.clone(), *seq)) {
+                return Err(LogsError::Busy);
             }
-            let path = segment_path(&self.dir, w.id);
-            if let Err(e) = w.file.write_all(text).and_then(|()| w.file.sync_data()) {
-                // No half line may stay for the next batch to be glued onto.
-                let size = w.size;
-                let _ = w.file.set_len(size);
-                return Err(io(&path)(e));
+        }
+        let stored = self.write_and_sync(&encoded);
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((source, seq)) = batch {
+            if stored.is_ok() {
+                batches.stored.insert(&source, seq);
             }
-            w.size += text.len() as u64;
-            if let Some((oldest, newest)) = encoded.times {
-                let mut times = self.times.lock().unwrap_or_else(|p| p.into_inner());
-                widen(&mut times, w.id, oldest);
-                widen(&mut times, w.id, newest);
-            }
-            if let Some((source, seq)) = batch {
-                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                let e = seen.entry(source).or_default();
-                *e = (*e).max(seq);
-            }
+            batches.storing.remove(&(source, seq));
+        }
+        drop(batches);
+        let segment = stored?;
+        if let Some((oldest, newest)) = encoded.times {
+            let mut times = self.times.lock().unwrap_or_else(|p| p.into_inner());
+            widen(&mut times, segment, oldest);
+            widen(&mut times, segment, newest);
         }
         let n = encoded.lines.len();
         let parse = |i: usize| -> Option<LogLine> {
@@ -667,6 +678,62 @@ impl LogStore {
         drop(recent);
         self.lines_stored.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// Appends `encoded` to the active segment and returns once an fsync covered it;
+    /// returns the segment it went to.
+    fn write_and_sync(&self, encoded: &Encoded) -> Result<u64, LogsError> {
+        use std::sync::atomic::Ordering;
+        let failed = || LogsError::Failed("an earlier fsync of the log store failed; restart the collector".into());
+        if self.failed.load(Ordering::Acquire) {
+            return Err(failed());
+        }
+        let (segment, ticket) = {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if w.size >= SEGMENT_BYTES {
+                // The full segment's writes are made durable before the next one starts.
+                let path = segment_path(&self.dir, w.id);
+                if let Err(e) = w.file.sync_data() {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(io(&path)(e));
+                }
+                self.synced.fetch_max(w.written, Ordering::AcqRel);
+                let id = w.id + 1;
+                let path = segment_path(&self.dir, id);
+                w.file =
+                    std::sync::Arc::new(OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?);
+                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+                w.id = id;
+                w.size = 0;
+            }
+            let path = segment_path(&self.dir, w.id);
+            if let Err(e) = (&*w.file).write_all(&encoded.text) {
+                // No half line may stay for the next batch to be glued onto.
+                let size = w.size;
+                let _ = w.file.set_len(size);
+                return Err(io(&path)(e));
+            }
+            w.size += encoded.text.len() as u64;
+            w.written += 1;
+            (w.id, w.written)
+        };
+        let _syncing = self.syncer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.load(Ordering::Acquire) >= ticket {
+            return Ok(segment); // an fsync that started after this write covered it
+        }
+        // The active file's fsync covers every write made so far: those to it, and those
+        // to older segments, which were synced when they were closed.
+        let (file, upto) = {
+            let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            (w.file.clone(), w.written)
+        };
+        if let Err(e) = file.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "fsync of the log store failed; storing no more logs until a restart");
+            return Err(io(&segment_path(&self.dir, segment))(e));
+        }
+        self.synced.fetch_max(upto, Ordering::AcqRel);
+        Ok(segment)
     }
 
     /// Newest lines matching `filter`, newest last, at most `limit`. Served from memory
@@ -942,6 +1009,44 @@ mod tests {
         let err = in_place.append_otlp(&body[..body.len() - 3], None).expect_err("cut");
         assert!(matches!(err, LogsError::BadRequest(_)), "{err}");
         assert_eq!(in_place.lines_stored.load(std::sync::atomic::Ordering::Relaxed), 1202);
+    }
+
+    #[test]
+    fn concurrent_batches_share_fsyncs_and_each_is_stored_once_in_any_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = std::sync::Arc::new(LogStore::open(dir.path()).expect("open"));
+        // Two sources, each sending batches 1..=100 from two threads at once in two
+        // different orders: every batch twice, a retry racing its original.
+        let senders: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let source = format!("agent-{}", t / 2);
+                    let mut order: Vec<u64> = (1..=100).collect();
+                    order.sort_by_key(|b| (b * 7919 + t * 31) % 101);
+                    let mut stored = 0;
+                    for b in order {
+                        let lines: Vec<LogLine> =
+                            (0..10).map(|i| line(b * 100 + i, "info", &format!("i-{}", t / 2))).collect();
+                        loop {
+                            match store.append(lines.clone(), Some((source.clone(), b))) {
+                                Ok(n) => break stored += n,
+                                Err(LogsError::Busy) => std::thread::yield_now(),
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    stored
+                })
+            })
+            .collect();
+        let stored: usize = senders.into_iter().map(|s| s.join().expect("sender")).sum();
+        assert_eq!(stored, 2 * 100 * 10, "every batch once");
+        drop(store);
+        let reopened = LogStore::open(dir.path()).expect("reopen");
+        let all = Filter { until_ns: u64::MAX, ..Default::default() };
+        assert_eq!(reopened.query(&all, 5000).expect("query").len(), 2000);
+        assert_eq!(reopened.append(vec![line(1, "info", "i-0")], Some(("agent-0".into(), 17))).expect("again"), 0);
     }
 
     fn line(i: u64, level: &str, instance: &str) -> LogLine {

@@ -56,6 +56,10 @@ async fn ingest(
     match stored {
         Ok(_) => {}
         Err(crate::logs::LogsError::BadRequest(e)) => return Err(bad_data(e)),
+        // A retry racing its original: 503, which the agent retries, and then finds stored.
+        Err(e @ crate::logs::LogsError::Busy) => {
+            return Err(PromError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()));
+        }
         Err(e) => return Err(PromError::internal(e)),
     }
     // OTLP/HTTP: an empty ExportLogsServiceResponse.
