@@ -50,8 +50,9 @@ pub type Positions = BTreeMap<PathBuf, Position>;
 /// A complete line read from a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
-    pub service: String,
-    pub instance: String,
+    /// Shared by every line of the file (a batch holds thousands).
+    pub service: std::sync::Arc<str>,
+    pub instance: std::sync::Arc<str>,
     pub text: String,
     pub observed_unix_nano: u64,
 }
@@ -67,8 +68,22 @@ struct Draining {
 /// How long a rotated file is still read after its rotation was noticed.
 const ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Whose lines a file's are, shared by all of them.
+#[derive(Clone)]
+struct Names {
+    service: std::sync::Arc<str>,
+    instance: std::sync::Arc<str>,
+}
+
+impl Names {
+    fn line(&self, text: String, observed_unix_nano: u64) -> Line {
+        Line { service: self.service.clone(), instance: self.instance.clone(), text, observed_unix_nano }
+    }
+}
+
 struct Tailed {
     source: LogSource,
+    names: Names,
     grace: std::time::Duration,
     file: Option<File>,
     inode: u64,
@@ -102,7 +117,10 @@ impl Tailer {
         let files = sources
             .into_iter()
             .map(|source| {
+                let names =
+                    Names { service: source.service.as_str().into(), instance: source.instance.as_str().into() };
                 let mut t = Tailed {
+                    names,
                     source,
                     grace: ROTATION_GRACE,
                     file: None,
@@ -164,19 +182,19 @@ impl Tailed {
     fn poll(&mut self, out: &mut Vec<Line>, max_lines: usize) -> std::io::Result<()> {
         // First finish a file that was rotated away.
         if let Some(mut d) = self.draining.take() {
-            let at_end = read_lines(&mut d.file, &mut d.offset, &mut self.partial, &self.source, out, max_lines)?;
+            let at_end = read_lines(&mut d.file, &mut d.offset, &mut self.partial, &self.names, out, max_lines)?;
             if !at_end || d.since.elapsed() < self.grace {
                 self.draining = Some(d);
                 return Ok(());
             }
-            flush_partial(&mut d.offset, &mut self.partial, &self.source, out);
+            flush_partial(&mut d.offset, &mut self.partial, &self.names, out);
         }
         let meta = match std::fs::metadata(&self.source.path) {
             Ok(m) => m,
             // Removed and not yet recreated: keep reading what is open.
             Err(_) => {
                 if let Some(file) = self.file.as_mut() {
-                    read_lines(file, &mut self.offset, &mut self.partial, &self.source, out, max_lines)?;
+                    read_lines(file, &mut self.offset, &mut self.partial, &self.names, out, max_lines)?;
                 }
                 return Ok(());
             }
@@ -217,7 +235,7 @@ impl Tailed {
             self.partial.clear();
         }
         if let Some(file) = self.file.as_mut() {
-            read_lines(file, &mut self.offset, &mut self.partial, &self.source, out, max_lines)?;
+            read_lines(file, &mut self.offset, &mut self.partial, &self.names, out, max_lines)?;
         }
         Ok(())
     }
@@ -229,26 +247,25 @@ fn read_lines(
     file: &mut File,
     offset: &mut u64,
     partial: &mut Vec<u8>,
-    source: &LogSource,
+    names: &Names,
     out: &mut Vec<Line>,
     max_lines: usize,
 ) -> std::io::Result<bool> {
     // Read more only when no complete line waits: a read cut short by `max_lines` leaves
     // lines in `partial`, and reading on regardless would pile up the backlog in memory.
     let mut n = 0;
-    if !partial.contains(&b'\n') {
+    if memchr::memchr(b'\n', partial).is_none() {
         file.seek(SeekFrom::Start(*offset + partial.len() as u64))?;
-        let mut buf = vec![0u8; READ_CHUNK];
-        n = file.read(&mut buf)?;
+        // Straight into `partial`'s spare room: no zeroed buffer, no copy.
+        n = file.take(READ_CHUNK as u64).read_to_end(partial)?;
         if n == 0 {
             return Ok(true);
         }
-        partial.extend_from_slice(&buf[..n]);
     }
     let mut start = 0;
     let observed = now_nano();
     while out.len() < max_lines
-        && let Some(nl) = partial[start..].iter().position(|b| *b == b'\n')
+        && let Some(nl) = memchr::memchr(b'\n', &partial[start..])
     {
         let end = start + nl;
         let mut bytes = &partial[start..end];
@@ -256,44 +273,29 @@ fn read_lines(
             bytes = &bytes[..bytes.len() - 1];
         }
         let bytes = &bytes[..bytes.len().min(MAX_LINE_BYTES)];
-        out.push(Line {
-            service: source.service.clone(),
-            instance: source.instance.clone(),
-            text: String::from_utf8_lossy(bytes).into_owned(),
-            observed_unix_nano: observed,
-        });
+        out.push(names.line(String::from_utf8_lossy(bytes).into_owned(), observed));
         start = end + 1;
     }
     *offset += start as u64;
     partial.drain(..start);
-    if partial.len() > MAX_LINE_BYTES && !partial.contains(&b'\n') {
+    if partial.len() > MAX_LINE_BYTES && memchr::memchr(b'\n', partial).is_none() {
         // A "line" this long has no end in sight; ship its start as one line and skip on.
-        out.push(Line {
-            service: source.service.clone(),
-            instance: source.instance.clone(),
-            text: String::from_utf8_lossy(&partial[..MAX_LINE_BYTES]).into_owned(),
-            observed_unix_nano: observed,
-        });
+        out.push(names.line(String::from_utf8_lossy(&partial[..MAX_LINE_BYTES]).into_owned(), observed));
         *offset += partial.len() as u64;
         partial.clear();
     }
-    Ok(n < READ_CHUNK && !partial.contains(&b'\n'))
+    Ok(n < READ_CHUNK && memchr::memchr(b'\n', partial).is_none())
 }
 
 /// Emits what is left in `partial` as a last line (a rotated file that ended without a
 /// newline).
-fn flush_partial(offset: &mut u64, partial: &mut Vec<u8>, source: &LogSource, out: &mut Vec<Line>) {
+fn flush_partial(offset: &mut u64, partial: &mut Vec<u8>, names: &Names, out: &mut Vec<Line>) {
     if partial.is_empty() {
         return;
     }
     let text =
         String::from_utf8_lossy(&partial[..partial.len().min(MAX_LINE_BYTES)]).trim_end_matches('\r').to_string();
-    out.push(Line {
-        service: source.service.clone(),
-        instance: source.instance.clone(),
-        text,
-        observed_unix_nano: now_nano(),
-    });
+    out.push(names.line(text, now_nano()));
     *offset += partial.len() as u64;
     partial.clear();
 }

@@ -315,7 +315,7 @@ pub fn to_otlp(lines: &[Line], node: &str, mut count: impl FnMut(&str, &'static 
     let mut last: Option<(&str, &str)> = None;
     let mut records: Vec<u8> = Vec::new();
     for line in lines {
-        let key = (line.service.as_str(), line.instance.as_str());
+        let key = (&*line.service, &*line.instance);
         if last != Some(key) {
             if let Some(last) = last {
                 by_instance.entry(last).or_default().append(&mut records);
@@ -451,7 +451,7 @@ mod tests {
 
     fn line(instance: &str, text: &str) -> Line {
         let service = instance.split('-').next().unwrap_or(instance).to_string();
-        Line { service, instance: instance.into(), text: text.into(), observed_unix_nano: 7 }
+        Line { service: service.into(), instance: instance.into(), text: text.into(), observed_unix_nano: 7 }
     }
 
     /// JSON lines with the fields services write, values of every kind, escapes,
