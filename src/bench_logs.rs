@@ -45,8 +45,8 @@ fn line(i: usize, size: usize) -> String {
     text
 }
 
-/// User plus system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+/// User plus system CPU seconds of a process so far, and its minor page faults.
+fn cpu_seconds(pid: u32) -> Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces), from field 3 on.
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
@@ -54,7 +54,8 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
     let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-    Ok(ticks / per_second)
+    let faults = fields.get(7).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Ok((ticks / per_second, faults))
 }
 
 /// The sum of every sample of `name` in a `/metrics` text.
@@ -160,7 +161,8 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
     };
     let took = started.elapsed();
     eprintln!();
-    let (agent_cpu, collector_cpu) = (cpu_seconds(agent.0.id())?, cpu_seconds(collector.0.id())?);
+    let ((agent_cpu, agent_faults), (collector_cpu, collector_faults)) =
+        (cpu_seconds(agent.0.id())?, cpu_seconds(collector.0.id())?);
     let (agent_metrics, collector_metrics) =
         (metrics(&client, &agent_base).await, metrics(&client, &collector_base).await);
 
@@ -177,7 +179,7 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
         mb_per_s(bytes, took)
     );
     println!(
-        "CPU               agent {agent_cpu:.1} s ({:.0} % of a core), collector {collector_cpu:.1} s ({:.0} %)",
+        "CPU               agent {agent_cpu:.1} s ({:.0} % of a core), collector {collector_cpu:.1} s ({:.0} %); page faults {agent_faults} and {collector_faults}",
         agent_cpu * 100.0 / took.as_secs_f64(),
         collector_cpu * 100.0 / took.as_secs_f64()
     );

@@ -78,6 +78,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let started = Instant::now();
+    // Freed buffers stay for reuse until the periodic trim below hands them back.
+    hale_serve::process::keep_freed_memory_until_trimmed();
     // Rule files first: a broken one stops the start before anything else is opened.
     let mut groups =
         crate::rules::manager::load(&config.rule_files, config.evaluation_interval, &config.external_labels)?;
@@ -216,7 +218,8 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
                 collector.sources.mark_silent(&collector.store, now_ms()).await;
             }
             _ = trim.tick() => {
-                let written = collector.store.wal().stats().bytes_written.load(std::sync::atomic::Ordering::Relaxed);
+                let written = collector.store.wal().stats().bytes_written.load(std::sync::atomic::Ordering::Relaxed)
+                    + collector.logs.lines_stored.load(std::sync::atomic::Ordering::Relaxed);
                 if written != written_at_trim {
                     written_at_trim = written;
                     tokio::task::spawn_blocking(release_free_memory);

@@ -36,6 +36,26 @@ pub async fn stop_requested() {
     }
 }
 
+/// Tells glibc's allocator to keep freed memory until [`release_free_memory`] hands it
+/// back, instead of returning the top of the heap to the kernel at every large free and
+/// serving large blocks (over 128 KiB, then whatever size was last freed) with their own
+/// `mmap`. Both made each batch of a busy log path fault its buffers in afresh: 140,000
+/// page faults per million log lines in the agent, a fifth of its time in a VM. Blocks up
+/// to 64 MiB now come from the heap and are reused; the periodic trim still returns what
+/// is free. Call it at the start of the process, before other threads start.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn keep_freed_memory_until_trimmed() {
+    // SAFETY: mallopt takes no pointers and only sets the allocator's own parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn keep_freed_memory_until_trimmed() {}
+
 /// Hands freed heap pages back to the kernel. glibc keeps freed memory in its arenas
 /// until asked, so without this a process's resident size carries the high-water mark of
 /// its buffers (the collector's request decoding, an agent's batch encoding).

@@ -168,17 +168,7 @@ impl<'de> Deserialize<'de> for Object<'de> {
                 while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     fields.push((key, map.next_value()?));
                 }
-                // Stable: of equal keys, the last stays last; `dedup_by` drops the later of
-                // two equal neighbours, so the later value moves into the earlier's place.
-                fields.sort_by(|a, b| a.0.cmp(&b.0));
-                fields.dedup_by(|later, earlier| {
-                    let same = later.0 == earlier.0;
-                    if same {
-                        std::mem::swap(later, earlier);
-                    }
-                    same
-                });
-                Ok(Object(fields))
+                Ok(Object::new(fields))
             }
         }
         d.deserialize_map(V)
@@ -186,9 +176,141 @@ impl<'de> Deserialize<'de> for Object<'de> {
 }
 
 impl<'a> Object<'a> {
+    /// Fields in key order, the last of equal keys kept.
+    fn new(mut fields: Vec<(Cow<'a, str>, Field<'a>)>) -> Self {
+        // Stable: of equal keys, the last stays last; `dedup_by` drops the later of two
+        // equal neighbours, so the later value moves into the earlier's place.
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        fields.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        Object(fields)
+    }
+
+    /// A line's fields: the common shape (a flat object of plain strings, numbers and
+    /// booleans) read by [`flat_object`], any other through serde_json.
+    /// `scratch` lends its room (a batch reuses one list for all its lines).
+    fn parse(text: &'a str, scratch: Vec<(Cow<'a, str>, Field<'a>)>) -> Option<Self> {
+        match flat_object(text, scratch) {
+            Some(fields) => Some(Object::new(fields)),
+            None => serde_json::from_str(text).ok(),
+        }
+    }
+
     fn take(&mut self, key: &str) -> Option<Field<'a>> {
         let at = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
         Some(self.0.remove(at).1)
+    }
+}
+
+/// The fields of `text` if it is one flat JSON object whose strings have no escapes and
+/// whose values are strings, numbers or booleans — what services write, read four times
+/// faster than through serde_json. Anything else (escapes, nesting, `null`, a number
+/// serde_json would read otherwise, any doubt about validity) is `None`, and serde_json
+/// decides: so this never answers differently, which a property test holds it to.
+fn flat_object<'a>(
+    text: &'a str,
+    mut fields: Vec<(Cow<'a, str>, Field<'a>)>,
+) -> Option<Vec<(Cow<'a, str>, Field<'a>)>> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    let skip_ws = |at: &mut usize| {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(*at) {
+            *at += 1;
+        }
+    };
+    // A string without escapes or control characters; `at` is on its opening quote.
+    // (One pass over short strings beats memchr's setup.)
+    let string = |at: &mut usize| -> Option<&'a str> {
+        let start = *at + 1;
+        let len = bytes.get(start..)?.iter().position(|b| matches!(b, b'"' | b'\\' | 0..0x20))?;
+        if bytes[start + len] != b'"' {
+            return None;
+        }
+        *at = start + len + 1;
+        // Cut at ASCII quotes of valid UTF-8: still valid UTF-8.
+        Some(&text[start..start + len])
+    };
+    skip_ws(&mut at);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    fields.clear();
+    skip_ws(&mut at);
+    if bytes.get(at) == Some(&b'}') {
+        at += 1;
+    } else {
+        loop {
+            skip_ws(&mut at);
+            if bytes.get(at) != Some(&b'"') {
+                return None;
+            }
+            let key = string(&mut at)?;
+            skip_ws(&mut at);
+            if bytes.get(at) != Some(&b':') {
+                return None;
+            }
+            at += 1;
+            skip_ws(&mut at);
+            let value = match bytes.get(at)? {
+                b'"' => Field::Str(Cow::Borrowed(string(&mut at)?)),
+                b't' if bytes[at..].starts_with(b"true") => {
+                    at += 4;
+                    Field::Bool(true)
+                }
+                b'f' if bytes[at..].starts_with(b"false") => {
+                    at += 5;
+                    Field::Bool(false)
+                }
+                b'-' | b'0'..=b'9' => {
+                    let start = at;
+                    at += 1;
+                    while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = bytes.get(at) {
+                        at += 1;
+                    }
+                    number(&text[start..at])?
+                }
+                _ => return None,
+            };
+            fields.push((Cow::Borrowed(key), value));
+            skip_ws(&mut at);
+            match bytes.get(at)? {
+                b',' => at += 1,
+                b'}' => {
+                    at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    skip_ws(&mut at);
+    (at == bytes.len()).then_some(fields)
+}
+
+/// A JSON number as serde_json reads it: an integer that fits `i64` (or `u64`) as one,
+/// any other through serde_json itself. `None` when it is not a JSON number.
+fn number(text: &str) -> Option<Field<'_>> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    if integer && (digits == "0" || !digits.starts_with('0')) && text != "-0" {
+        if let Ok(i) = text.parse::<i64>() {
+            return Some(Field::Int(i));
+        }
+        if let Ok(u) = text.parse::<u64>() {
+            return Some(Field::Big(u));
+        }
+    }
+    // Fractions, exponents, -0, integers past u64 and anything malformed: serde_json
+    // decides (and refuses what is not a number).
+    match serde_json::from_str::<Field>(text).ok()? {
+        f @ (Field::Int(_) | Field::Big(_) | Field::Double(_)) => Some(f),
+        _ => None,
     }
 }
 
@@ -200,9 +322,9 @@ struct Parsed<'a> {
     attributes: Vec<(Cow<'a, str>, Field<'a>)>,
 }
 
-fn parse(text: &str) -> Parsed<'_> {
-    match serde_json::from_str::<Object>(text) {
-        Ok(mut fields) => {
+fn parse<'a>(text: &'a str, scratch: Vec<(Cow<'a, str>, Field<'a>)>) -> Parsed<'a> {
+    match Object::parse(text, scratch) {
+        Some(mut fields) => {
             let level = fields.take("level");
             let time_unix_nano = fields
                 .take("timestamp")
@@ -217,7 +339,7 @@ fn parse(text: &str) -> Parsed<'_> {
                 attributes: fields.0,
             }
         }
-        Err(_) => {
+        None => {
             Parsed { time_unix_nano: 0, level: plain_level(text), message: Cow::Borrowed(text), attributes: vec![] }
         }
     }
@@ -278,9 +400,10 @@ fn put_key_value(tag: u32, key: &str, value: &Field, out: &mut Vec<u8>) {
     put_any(value, out);
 }
 
-/// Writes one line's `LogRecord` (its fields in tag order, as prost writes them) and returns its level.
-fn put_record(line: &Line, out: &mut Vec<u8>) -> &'static str {
-    let parsed = parse(&line.text);
+/// Writes one line's `LogRecord` (its fields in tag order, as prost writes them) and
+/// returns its level; `scratch` is the batch's list of fields, handed back emptied.
+fn put_record<'a>(line: &'a Line, out: &mut Vec<u8>, scratch: &mut Vec<(Cow<'a, str>, Field<'a>)>) -> &'static str {
+    let parsed = parse(&line.text, std::mem::take(scratch));
     if parsed.time_unix_nano != 0 {
         encode_key(1, WireType::SixtyFourBit, out);
         out.extend_from_slice(&parsed.time_unix_nano.to_le_bytes());
@@ -302,6 +425,8 @@ fn put_record(line: &Line, out: &mut Vec<u8>) -> &'static str {
         encode_key(11, WireType::SixtyFourBit, out);
         out.extend_from_slice(&line.observed_unix_nano.to_le_bytes());
     }
+    *scratch = parsed.attributes;
+    scratch.clear();
     name
 }
 
@@ -312,6 +437,7 @@ pub fn to_otlp(lines: &[Line], node: &str, mut count: impl FnMut(&str, &'static 
     // A batch holds a few services and levels: a list beats a map.
     let mut levels: Vec<((&str, &'static str), u64)> = Vec::new();
     let mut record = Vec::with_capacity(1024);
+    let mut scratch = Vec::with_capacity(16);
     let mut last: Option<(&str, &str)> = None;
     let mut records: Vec<u8> = Vec::new();
     for line in lines {
@@ -324,7 +450,7 @@ pub fn to_otlp(lines: &[Line], node: &str, mut count: impl FnMut(&str, &'static 
             last = Some(key);
         }
         record.clear();
-        let level = put_record(line, &mut record);
+        let level = put_record(line, &mut record, &mut scratch);
         match levels.iter_mut().find(|(k, _)| *k == (key.0, level)) {
             Some((_, n)) => *n += 1,
             None => levels.push(((key.0, level), 1)),
@@ -491,8 +617,69 @@ mod tests {
         ]
     }
 
+    /// Near-JSON: tokens that are valid, and ones a fast reader might wrongly accept.
+    fn near_json() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("{"),
+            Just("}"),
+            Just("["),
+            Just("]"),
+            Just(":"),
+            Just(","),
+            Just(" "),
+            Just("\t"),
+            Just("\n"),
+            Just("\u{a0}"),
+            Just("\"a\""),
+            Just("\"level\""),
+            Just("\"b c\""),
+            Just("\"é😀\""),
+            Just("\"q\\\"x\""),
+            Just("\"\u{1}\""),
+            Just("\"\""),
+            Just("0"),
+            Just("01"),
+            Just("-0"),
+            Just("-"),
+            Just("1."),
+            Just(".5"),
+            Just("12.5"),
+            Just("1e5"),
+            Just("1E-3"),
+            Just("2e+2"),
+            Just("1e400"),
+            Just("-12"),
+            Just("9223372036854775807"),
+            Just("9223372036854775808"),
+            Just("18446744073709551616"),
+            Just("-9223372036854775809"),
+            Just("true"),
+            Just("tru"),
+            Just("false"),
+            Just("null"),
+            Just("x"),
+        ];
+        let object = proptest::collection::vec(
+            (prop_oneof![Just("\"a\""), Just("\"level\""), Just("\"k\"")], token.clone()),
+            0..6,
+        )
+        .prop_map(|pairs| {
+            format!("{{{}}}", pairs.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(","))
+        });
+        prop_oneof![object, proptest::collection::vec(token, 0..14).prop_map(|t| t.concat())]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whenever the fast reader answers, serde_json answers the same.
+        #[test]
+        fn the_flat_reader_agrees_with_serde_json(text in near_json()) {
+            if let Some(fields) = flat_object(&text, Vec::new()) {
+                let serde = serde_json::from_str::<Object>(&text).map(|o| o.0).map_err(|e| e.to_string());
+                prop_assert_eq!(Ok(Object::new(fields).0), serde, "{}", text);
+            }
+        }
 
         #[test]
         fn encodes_what_prosts_types_encode(texts in proptest::collection::vec((0..3usize, text()), 0..12)) {
@@ -501,6 +688,29 @@ mod tests {
             let body = to_otlp(&lines, "node-1", |_, _, _| {});
             prop_assert_eq!(&ExportLogsServiceRequest::decode(body.as_slice()).expect("decodes"), &reference(&lines, "node-1"));
             prop_assert_eq!(body, reference(&lines, "node-1").encode_to_vec(), "byte for byte");
+        }
+    }
+
+    #[test]
+    fn the_flat_reader_takes_the_common_line_and_leaves_the_rest_to_serde_json() {
+        let common = r#" {"ts":"2026-12-06T12:00:00Z", "level":"info","status":200,"ms":12.5,"ok":true ,"big":18446744073709551615} "#;
+        let fields = flat_object(common, Vec::new()).expect("read fast");
+        assert_eq!(fields.len(), 6);
+        assert_eq!(fields[3], (Cow::Borrowed("ms"), Field::Double(12.5)));
+        assert_eq!(fields[5].1, Field::Big(u64::MAX));
+        for text in [
+            r#"{"a":"x\"y"}"#,
+            r#"{"a":null}"#,
+            r#"{"a":{"b":1}}"#,
+            r#"{"a":[1]}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1} x"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            "plain text",
+        ] {
+            assert!(flat_object(text, Vec::new()).is_none(), "{text}");
         }
     }
 
