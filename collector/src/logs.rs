@@ -161,6 +161,19 @@ pub struct LogStore {
     batches: Mutex<Batches>,
     live: tokio::sync::broadcast::Sender<LogLine>,
     pub lines_stored: std::sync::atomic::AtomicU64,
+    pub stats: LogStoreStats,
+}
+
+/// What the log path costs, for `/metrics` and `hale bench logs`.
+#[derive(Debug, Default)]
+pub struct LogStoreStats {
+    /// Time turning requests into stored lines (reading OTLP, writing JSON), µs.
+    pub decode_micros: std::sync::atomic::AtomicU64,
+    /// Time storing them (the write, waiting for its fsync, the recent lines), µs.
+    pub store_micros: std::sync::atomic::AtomicU64,
+    /// fsyncs made: fewer than requests when concurrent ones share them.
+    pub fsyncs: std::sync::atomic::AtomicU64,
+    pub bytes_written: std::sync::atomic::AtomicU64,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -500,6 +513,10 @@ pub fn lines_of(request: ExportLogsServiceRequest) -> Vec<LogLine> {
     out
 }
 
+fn add_micros(counter: &std::sync::atomic::AtomicU64, since: std::time::Instant) {
+    counter.fetch_add(since.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Lines written out for the store, not yet stored.
 #[derive(Default)]
 struct Encoded {
@@ -569,16 +586,19 @@ impl LogStore {
             batches: Mutex::new(Batches { stored: seen, storing: Default::default() }),
             live: tokio::sync::broadcast::channel(4096).0,
             lines_stored: Default::default(),
+            stats: Default::default(),
         })
     }
 
     /// Stores lines durably (one write, one fsync); a batch id already stored is skipped.
     /// Returns how many lines were stored.
     pub fn append(&self, lines: Vec<LogLine>, batch: Option<(String, u64)>) -> Result<usize, LogsError> {
+        let started = std::time::Instant::now();
         let mut encoded = Encoded::default();
         for l in &lines {
             encoded.push(&l.service, &l.instance, l.time_unix_nano, l)?;
         }
+        add_micros(&self.stats.decode_micros, started);
         self.commit(encoded, batch)
     }
 
@@ -586,6 +606,7 @@ impl LogStore {
     /// [`check_protobuf_size`]) as [`append`](Self::append) stores lines, reading the
     /// request in place ([`wire`]). A malformed request is refused whole.
     pub fn append_otlp(&self, body: &[u8], batch: Option<(String, u64)>) -> Result<usize, LogsError> {
+        let started = std::time::Instant::now();
         let mut encoded = Encoded::default();
         wire::for_each_record(body, |resource, record| {
             let line = wire::StoredLine::new(resource, record);
@@ -602,6 +623,7 @@ impl LogStore {
             .map_err(|e| wire::Malformed(e.to_string()))
         })
         .map_err(|e| LogsError::BadRequest(format!("not an OTLP/protobuf logs request: {e}")))?;
+        add_micros(&self.stats.decode_micros, started);
         self.commit(encoded, batch)
     }
 
@@ -609,6 +631,7 @@ impl LogStore {
     /// it (group commit: requests that write while one fsync runs share the next), then
     /// updates the segment times, the batch ids, the recent lines and the live tails.
     fn commit(&self, mut encoded: Encoded, batch: Option<(String, u64)>) -> Result<usize, LogsError> {
+        let started = std::time::Instant::now();
         if let Some((source, seq)) = &batch {
             serde_json::to_writer(
                 &mut encoded.text,
@@ -677,6 +700,7 @@ impl LogStore {
         }
         drop(recent);
         self.lines_stored.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        add_micros(&self.stats.store_micros, started);
         Ok(n)
     }
 
@@ -715,6 +739,7 @@ impl LogStore {
             }
             w.size += encoded.text.len() as u64;
             w.written += 1;
+            self.stats.bytes_written.fetch_add(encoded.text.len() as u64, Ordering::Relaxed);
             (w.id, w.written)
         };
         let _syncing = self.syncer.lock().unwrap_or_else(|p| p.into_inner());
@@ -733,6 +758,7 @@ impl LogStore {
             return Err(io(&segment_path(&self.dir, segment))(e));
         }
         self.synced.fetch_max(upto, Ordering::AcqRel);
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(segment)
     }
 

@@ -59,6 +59,27 @@ fn collector_metrics(c: &Collector, registry: &mut Registry) {
         ConstCounter::new(wal.fsync_micros.load(Relaxed) as f64 / 1e6),
     );
     registry.register("log_lines_stored", "Log lines stored since start", counter(&c.logs.lines_stored));
+    let logs = &c.logs.stats;
+    let seconds = |micros: &AtomicU64| ConstCounter::new(micros.load(Relaxed) as f64 / 1e6);
+    registry.register_with_unit(
+        "log_decode",
+        "Time reading log requests into stored lines",
+        Unit::Seconds,
+        seconds(&logs.decode_micros),
+    );
+    registry.register_with_unit(
+        "log_store",
+        "Time storing log lines (write, fsync, recent lines)",
+        Unit::Seconds,
+        seconds(&logs.store_micros),
+    );
+    registry.register("log_fsyncs", "Log store fsyncs (each commits a group of requests)", counter(&logs.fsyncs));
+    registry.register_with_unit(
+        "log_written",
+        "Bytes written to the log store",
+        Unit::Bytes,
+        counter(&logs.bytes_written),
+    );
     outbox_metrics(c.outbox.as_ref().map(|o| &o.stats), registry);
     registry.register_with_unit(
         "uptime",
