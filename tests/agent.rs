@@ -210,6 +210,42 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_queue_holds_lines_in_their_files_and_says_so() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A queue of two 4 KiB segments, the receiver down: the queue fills, then the lines
+    // wait in the file, and the metrics say so.
+    let (mut setup, log, port) = AgentSetup::tailing(tmp.path(), 2000);
+    setup.extra.push_str("[logs_queue]\nmax_bytes = 8192\nsegment_bytes = 4096\nwhen_full = \"block\"\n");
+    let _agent = setup.start().await;
+    let _explain = Explain(tmp.path().join("agent.out"));
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
+    };
+    eventually("the agent says it waits on a full queue", Duration::from_secs(20), async || {
+        let text = setup.metrics().await?;
+        let blocked = metric(&text, "hale_agent_log_blocked_seconds_total");
+        let unread = metric(&text, "hale_agent_log_unread_bytes{");
+        (blocked > 0.0 && unread > 10_000.0).then_some(())
+    })
+    .await;
+    let text = setup.metrics().await.expect("metrics");
+    assert!(metric(&text, "hale_agent_queue_bytes{queue=\"logs\"}") <= 8192.0, "the queue keeps its bound");
+    let receiver = Receiver::default();
+    let _server = receiver.serve_on(port).await;
+    append(&log, 2000, 2100);
+    eventually("every line delivered once the receiver is back", Duration::from_secs(60), async || {
+        (receiver.lines().len() >= 2100).then_some(())
+    })
+    .await;
+    eventually("nothing left unread", Duration::from_secs(20), async || {
+        let text = setup.metrics().await?;
+        (metric(&text, "hale_agent_log_unread_bytes{") == 0.0).then_some(())
+    })
+    .await;
+    assert_exactly_once(&receiver.lines(), 2100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (setup, log, port) = AgentSetup::tailing(tmp.path(), 200);

@@ -32,7 +32,8 @@ use crate::telemetry::LogStage;
 
 /// How often files at their end are looked at again.
 const LOG_POLL: Duration = Duration::from_millis(250);
-/// A log batch is cut at this many bytes of lines, whatever `max_records` says.
+/// A log batch is cut at this many bytes of lines, whatever `max_records` says (and at a
+/// quarter of the logs queue, so that a small queue still takes whole batches).
 const MAX_LOG_BATCH_BYTES: usize = 1 << 20;
 /// How often the checkpoint file is fsynced (it is replaced after every commit).
 const CHECKPOINT_SYNC: Duration = Duration::from_secs(5);
@@ -78,12 +79,20 @@ impl Batcher {
         true
     }
 
+    /// Sets `hale_agent_log_unread_bytes` for every followed file.
+    fn report_unread(&self) {
+        for (path, bytes) in self.tailer.unread() {
+            self.agent.telemetry.log_unread(path, bytes);
+        }
+    }
+
     /// Reads what is new; returns whether it read lines, and the batch if one is due.
     fn step(&mut self) -> (bool, Option<Batch>) {
         let config = &self.agent.config;
         let started = Instant::now();
         let lines = self.tailer.poll(config.batch.max_records.saturating_sub(self.buffer.len()));
         self.agent.telemetry.log_stage(LogStage::Tail, started.elapsed());
+        self.report_unread();
         let read = !lines.is_empty();
         if read && self.first_at.is_none() {
             self.first_at = Some(Instant::now());
@@ -91,7 +100,7 @@ impl Batcher {
         self.buffered_bytes += lines.iter().map(|l| l.text.len()).sum::<usize>();
         self.buffer.extend(lines);
         let due = self.buffer.len() >= config.batch.max_records
-            || self.buffered_bytes >= MAX_LOG_BATCH_BYTES
+            || self.buffered_bytes >= MAX_LOG_BATCH_BYTES.min(config.logs_queue.max_bytes as usize / 4)
             || self.first_at.is_some_and(|t| t.elapsed() >= Duration::from_millis(config.batch.max_wait_ms));
         if !due || self.buffer.is_empty() {
             return (read, None);
@@ -188,6 +197,7 @@ async fn commit(
     mut batches: mpsc::Receiver<Batch>,
 ) {
     let mut waiting: Vec<Batch> = Vec::new();
+    let mut full_since: Option<Instant> = None;
     loop {
         if waiting.is_empty() {
             match batches.recv().await {
@@ -211,11 +221,26 @@ async fn commit(
         agent.telemetry.log_stage(LogStage::Queue, started.elapsed());
         checkpoint = c;
         waiting = rest;
+        if !matches!(error, Some(QueueError::Full { .. }))
+            && let Some(since) = full_since.take()
+        {
+            tracing::info!(waited_s = since.elapsed().as_secs_f64(), "the log queue has room again");
+        }
         match error {
             None => {}
             // Backpressure: the lines wait (here, then in their files) until the
-            // collector catches up.
-            Some(QueueError::Full { .. }) => tokio::time::sleep(LOG_POLL).await,
+            // collector catches up; nothing is dropped.
+            Some(QueueError::Full { max_bytes }) => {
+                if full_since.is_none() {
+                    full_since = Some(Instant::now());
+                    tracing::warn!(
+                        max_bytes,
+                        "the log queue is full: the receiver is slower than the logs grow; lines wait in their files (hale_agent_log_unread_bytes)"
+                    );
+                }
+                tokio::time::sleep(LOG_POLL).await;
+                agent.telemetry.log_blocked(LOG_POLL);
+            }
             Some(e) => {
                 tracing::error!(error = %e, "cannot queue log lines; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -258,10 +283,16 @@ pub(crate) async fn run(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: 
             }
         };
         if let Some(batch) = batch {
-            // Waits while IN_COMMIT batches are ahead of this one.
-            tokio::select! {
-                sent = to_commit.send(batch) => if sent.is_err() { return },
-                _ = shutdown.changed() => return,
+            // Waits while IN_COMMIT batches are ahead of this one (a full queue holds them
+            // up), saying meanwhile how far behind the files the agent falls.
+            let send = to_commit.send(batch);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    sent = &mut send => if sent.is_err() { return } else { break },
+                    _ = tokio::time::sleep(LOG_POLL) => batcher.report_unread(),
+                    _ = shutdown.changed() => return,
+                }
             }
         }
         if *shutdown.borrow() {

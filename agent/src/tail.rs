@@ -163,6 +163,26 @@ impl Tailer {
             .collect()
     }
 
+    /// Per file, the bytes written to it that are not yet read as lines (a rotated file
+    /// still being finished counts too): how far behind the agent is.
+    pub fn unread(&self) -> Vec<(&Path, u64)> {
+        self.files
+            .iter()
+            .map(|t| {
+                let behind = |file: &Option<&File>, offset: u64| {
+                    file.and_then(|f| f.metadata().ok()).map_or(0, |m| m.len().saturating_sub(offset))
+                };
+                let draining = t.draining.as_ref().map_or(0, |d| behind(&Some(&d.file), d.offset));
+                let current = match &t.file {
+                    Some(_) => behind(&t.file.as_ref(), t.offset),
+                    // Not opened yet: the file at the path, from where reading will start.
+                    None => std::fs::metadata(&t.source.path).map_or(0, |m| m.len().saturating_sub(t.offset)),
+                };
+                (t.source.path.as_path(), draining + current)
+            })
+            .collect()
+    }
+
     /// Reads what is new in every file, up to about `max_lines` lines.
     pub fn poll(&mut self, max_lines: usize) -> Vec<Line> {
         let mut out = Vec::new();
@@ -432,6 +452,17 @@ mod tests {
         got.extend(texts(&t.poll(100)));
         got.extend(texts(&t.poll(100)));
         assert_eq!(got, ["2", "last-without-newline", "new"]);
+    }
+
+    #[test]
+    fn unread_bytes_say_how_far_behind_the_tailer_is() {
+        let (_dir, path) = log_file("one\ntwo\nthr");
+        let mut t = tail(&path);
+        assert_eq!(t.unread(), [(path.as_path(), 11)], "not opened yet");
+        assert_eq!(texts(&t.poll(1)), ["one"]);
+        assert_eq!(t.unread(), [(path.as_path(), 7)], "two lines and a partial one");
+        t.poll(100);
+        assert_eq!(t.unread(), [(path.as_path(), 3)], "the partial line waits");
     }
 
     #[test]

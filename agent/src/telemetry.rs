@@ -60,6 +60,11 @@ impl LogStage {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LogLabels {
     service: String,
     level: String,
@@ -76,6 +81,10 @@ pub struct Telemetry {
     log_lines: Family<LogLabels, Counter>,
     /// Seconds spent in each stage of the log path.
     log_stages: Family<StageLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Bytes of each followed file not yet read: how far behind the agent is.
+    log_unread: Family<PathLabels, prometheus_client::metrics::gauge::Gauge>,
+    /// Seconds the log path waited on a full queue (backpressure from the receiver).
+    log_blocked: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Telemetry {
@@ -103,8 +112,22 @@ impl Telemetry {
             Unit::Seconds,
             log_stages.clone(),
         );
+        let log_unread = Family::default();
+        agent.register_with_unit(
+            "log_unread",
+            "Bytes of each followed log file not yet read",
+            Unit::Bytes,
+            log_unread.clone(),
+        );
+        let log_blocked = Counter::default();
+        agent.register_with_unit(
+            "log_blocked",
+            "Time the log path waited because its queue was full (the receiver is slower than the files grow; the lines wait in their files)",
+            Unit::Seconds,
+            log_blocked.clone(),
+        );
         agent.register_collector(Box::new(QueueMetrics { queues }));
-        Telemetry { registry, sent, failed, dropped, log_lines, log_stages }
+        Telemetry { registry, sent, failed, dropped, log_lines, log_stages, log_unread, log_blocked }
     }
 
     fn destination(family: &Family<DestinationLabels, Counter>, destination: &str) {
@@ -123,6 +146,16 @@ impl Telemetry {
     pub fn batch_dropped(&self, destination: &str, seq: u64, reason: &str) {
         Self::destination(&self.dropped, destination);
         tracing::error!(destination, seq, reason, "batch refused by the receiver; dropped");
+    }
+
+    /// How many bytes of `path` are not yet read.
+    pub fn log_unread(&self, path: &std::path::Path, bytes: u64) {
+        self.log_unread.get_or_create(&PathLabels { path: path.display().to_string() }).set(bytes as i64);
+    }
+
+    /// Counts time the log path waited on a full queue.
+    pub fn log_blocked(&self, took: std::time::Duration) {
+        self.log_blocked.inc_by(took.as_secs_f64());
     }
 
     /// Counts `took` against a stage of the log path.
