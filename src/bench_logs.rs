@@ -31,6 +31,9 @@ pub struct LogsArgs {
     /// Live mode: how long lines are written.
     #[arg(long, default_value = "30s")]
     pub duration: humantime::Duration,
+    /// The agent's `logs_compression` (auto: none here, as the collector is on loopback).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "none", "gzip", "zstd"])]
+    pub compression: String,
     /// Give up when the lines are not all stored after this long.
     #[arg(long, default_value = "10m")]
     pub timeout: humantime::Duration,
@@ -98,7 +101,7 @@ struct Pair {
 }
 
 impl Pair {
-    async fn start(dir: &std::path::Path, file: &std::path::Path) -> Result<Pair> {
+    async fn start(dir: &std::path::Path, file: &std::path::Path, compression: &str) -> Result<Pair> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let (collector_addr, agent_addr) = (free_addr()?, free_addr()?);
         let collector = spawn_collector(collector_addr, &dir.join("collector"))?;
@@ -108,7 +111,7 @@ impl Pair {
         std::fs::write(
             &config,
             format!(
-                "node = \"bench\"\nlisten = \"{agent_addr}\"\ndata_dir = {:?}\nlogs_endpoint = \"{collector_base}/v1/logs\"\n\n[[logs]]\npath = {:?}\nservice = \"bench\"\ninstance = \"bench-1\"\n",
+                "node = \"bench\"\nlisten = \"{agent_addr}\"\ndata_dir = {:?}\nlogs_endpoint = \"{collector_base}/v1/logs\"\nlogs_compression = \"{compression}\"\n\n[[logs]]\npath = {:?}\nservice = \"bench\"\ninstance = \"bench-1\"\n",
                 dir.join("agent").display().to_string(),
                 file.display().to_string()
             ),
@@ -210,7 +213,7 @@ async fn backlog(args: &LogsArgs) -> Result<()> {
 
     // A collector, and an agent tailing the file into it.
     let started = Instant::now();
-    let pair = Pair::start(dir.path(), &file).await?;
+    let pair = Pair::start(dir.path(), &file, &args.compression).await?;
     let deadline = started + *args.timeout;
     let mut last_print = Instant::now();
     let stored = loop {
@@ -263,7 +266,7 @@ async fn live(args: &LogsArgs, rate: u32) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("app.log");
     std::fs::File::create(&file)?;
-    let pair = Pair::start(dir.path(), &file).await?;
+    let pair = Pair::start(dir.path(), &file, &args.compression).await?;
     wait_ready(&pair.client, &format!("{}/metrics", pair.agent_base)).await?;
     let duration = *args.duration;
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;

@@ -171,6 +171,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 data_dir: data_dir.join("agent").join(&node.name),
                 remote_write: vec![format!("http://{}/api/v1/write", cluster.collector.listen)],
                 logs_endpoint: Some(format!("http://{}/v1/logs", cluster.collector.listen)),
+                logs_compression: Default::default(),
                 token: None,
                 ingest_token: None,
                 // The demo cluster watches closely: scrapes every second, probes twice a second.

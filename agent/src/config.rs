@@ -35,6 +35,37 @@ fn default_ready_path() -> String {
     "/readyz".into()
 }
 
+/// Compression of log batches. `auto`: zstd, unless the endpoint is on this machine
+/// (loopback), where compressing costs CPU and saves no network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Auto,
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// What `auto` means for `endpoint`.
+    pub fn for_endpoint(self, endpoint: &str) -> Compression {
+        if self != Compression::Auto {
+            return self;
+        }
+        let host =
+            endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest).split(['/', '?']).next().unwrap_or_default();
+        // `host:port`, `[v6]:port` or a bare host.
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        let local =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if local { Compression::None } else { Compression::Zstd }
+    }
+}
+
 /// What to do when a disk queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,6 +226,9 @@ pub struct AgentConfig {
     pub remote_write: Vec<String>,
     /// OTLP/HTTP logs endpoint (`.../v1/logs`).
     pub logs_endpoint: Option<String>,
+    /// How log batches are compressed on the wire (and in the queue).
+    #[serde(default)]
+    pub logs_compression: Compression,
     /// Bearer token for the actuator API. Prefer `HALE_AGENT_TOKEN` to writing it here.
     pub token: Option<String>,
     /// Bearer token sent to receivers. Prefer `HALE_INGEST_TOKEN`.
@@ -509,5 +543,22 @@ listen = "127.0.1.1:8085"
         assert!(e.message.contains("--node"), "{e}");
         let bad = AgentFlags { node: Some("n".into()), logs_endpoint: Some("ftp://x".into()), ..AgentFlags::default() };
         assert!(AgentConfig::with_flags(None, bad).expect_err("bad url").message.contains("http://"));
+    }
+
+    #[test]
+    fn auto_compression_is_off_on_this_machine_and_zstd_elsewhere() {
+        for (endpoint, expected) in [
+            ("http://127.0.0.1:9090/v1/logs", Compression::None),
+            ("http://localhost:9090/v1/logs", Compression::None),
+            ("http://[::1]:9090/v1/logs", Compression::None),
+            ("https://collector.example:443/v1/logs", Compression::Zstd),
+            ("http://10.0.0.5/v1/logs", Compression::Zstd),
+            ("http://[fd00::5]:9090/v1/logs", Compression::Zstd),
+        ] {
+            assert_eq!(Compression::Auto.for_endpoint(endpoint), expected, "{endpoint}");
+        }
+        assert_eq!(Compression::Gzip.for_endpoint("http://127.0.0.1/v1/logs"), Compression::Gzip);
+        let c = AgentConfig::parse(&format!("logs_compression = \"gzip\"\n{SAMPLE}")).expect("parse");
+        assert_eq!(c.logs_compression, Compression::Gzip);
     }
 }

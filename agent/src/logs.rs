@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
+use crate::config::Compression;
 use crate::queue::{DiskQueue, QueueError};
 use crate::tail::{self, LogSource, Tailer};
 use crate::telemetry::LogStage;
@@ -46,6 +47,8 @@ type Batch = (Vec<u8>, tail::Positions);
 /// The tailer and the batch being filled.
 struct Batcher {
     agent: Arc<Agent>,
+    /// How batches are compressed (`auto` already decided).
+    compression: Compression,
     tailer: Tailer,
     /// Positions the tailer started from.
     positions: tail::Positions,
@@ -57,7 +60,9 @@ struct Batcher {
 
 impl Batcher {
     fn new(agent: Arc<Agent>, positions: tail::Positions) -> Self {
+        let endpoint = agent.config.logs_endpoint.as_deref().unwrap_or_default();
         Batcher {
+            compression: agent.config.logs_compression.for_endpoint(endpoint),
             tailer: Tailer::new(Vec::new(), &positions),
             agent,
             positions,
@@ -109,6 +114,7 @@ impl Batcher {
         let telemetry = &self.agent.telemetry;
         let otlp =
             tail::to_otlp(&self.buffer, &config.node, |service, level, n| telemetry.log_lines(service, level, n));
+        let otlp = compress(self.compression, otlp);
         let reached = self.tailer.positions();
         let batch = (tail::envelope(&reached, &otlp), reached);
         telemetry.log_stage(LogStage::Encode, started.elapsed());
@@ -117,6 +123,26 @@ impl Batcher {
         self.first_at = None;
         (read, Some(batch))
     }
+}
+
+/// A batch compressed as configured. It is queued so (a smaller queue holds more), and the
+/// shipper names its encoding from the frame's magic number (`ship::content_encoding`).
+/// Should compressing fail, the batch goes uncompressed.
+fn compress(compression: Compression, otlp: Vec<u8>) -> Vec<u8> {
+    use std::io::Write;
+    let compressed = match compression {
+        Compression::Auto | Compression::None => return otlp,
+        // Level 1: a log batch shrinks about tenfold at a few hundred MB/s.
+        Compression::Zstd => zstd::bulk::compress(&otlp, 1),
+        Compression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(otlp.len() / 4), flate2::Compression::fast());
+            gz.write_all(&otlp).and_then(|()| gz.finish())
+        }
+    };
+    compressed.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot compress a log batch; it goes uncompressed");
+        otlp
+    })
 }
 
 /// The checkpoint file and the positions of everything committed.
@@ -315,5 +341,26 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_batches_name_their_encoding_and_round_trip() {
+        let otlp: Vec<u8> = [0x0a, 0x03, 1, 2, 3].iter().copied().cycle().take(10_000).collect();
+        assert_eq!(crate::ship::content_encoding(&otlp), None);
+        assert_eq!(compress(Compression::None, otlp.clone()), otlp);
+        let zstd = compress(Compression::Zstd, otlp.clone());
+        assert_eq!(crate::ship::content_encoding(&zstd), Some("zstd"));
+        assert!(zstd.len() < otlp.len() / 10);
+        assert_eq!(zstd::bulk::decompress(&zstd, otlp.len()).expect("zstd"), otlp);
+        let gzip = compress(Compression::Gzip, otlp.clone());
+        assert_eq!(crate::ship::content_encoding(&gzip), Some("gzip"));
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gzip.as_slice()), &mut back).expect("gzip");
+        assert_eq!(back, otlp);
     }
 }

@@ -55,13 +55,20 @@ enum Outcome {
 }
 
 async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::Bytes) -> Outcome {
+    let encoding = content_encoding(&body);
     let mut request = client.post(&d.url).header(BATCH_HEADER, format!("{}/{seq}", d.agent_id)).body(body);
     request = match d.protocol {
         Protocol::RemoteWrite => request
             .header("content-type", "application/x-protobuf")
             .header("content-encoding", "snappy")
             .header(VERSION_HEADER.0, VERSION_HEADER.1),
-        Protocol::OtlpLogs => request.header("content-type", "application/x-protobuf"),
+        Protocol::OtlpLogs => {
+            let request = request.header("content-type", "application/x-protobuf");
+            match encoding {
+                Some(encoding) => request.header("content-encoding", encoding),
+                None => request,
+            }
+        }
     };
     if let Some(token) = &d.token {
         request = request.bearer_auth(token);
@@ -89,6 +96,16 @@ async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::By
             let text = String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned();
             Outcome::Refused(format!("status {status}: {text}"))
         }
+    }
+}
+
+/// The `Content-Encoding` of a log batch, from its first bytes: a zstd frame or a gzip
+/// member (an OTLP request starts with a field tag, never with either).
+pub fn content_encoding(body: &[u8]) -> Option<&'static str> {
+    match body {
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),
+        [0x1f, 0x8b, ..] => Some("gzip"),
+        _ => None,
     }
 }
 

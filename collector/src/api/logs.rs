@@ -2,7 +2,8 @@
 //! (`/api/v1/logs`) and the live tail (`/api/v1/logs/tail`, server-sent events).
 //!
 //! Ingest takes the same bearer token as remote_write and at most [`MAX_LOG_BYTES`]
-//! (8 MiB). Both forms expand when decoded, so before anything is decoded a pre-scan of
+//! (8 MiB), compressed (`Content-Encoding: gzip` or `zstd`) or not; decompressed, too, it
+//! may not pass 8 MiB. Both forms expand when decoded, so before anything is decoded a pre-scan of
 //! the raw bytes ([`crate::logs`]: the protobuf wire format walked by message type, or the
 //! JSON's objects and nesting counted) refuses a body with over 100,000 records, over
 //! 1,000,000 attributes and values (nested ones at every depth count), or values nested
@@ -40,19 +41,24 @@ async fn ingest(
 ) -> Result<Response, PromError> {
     let json =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-    // Both forms expand when decoded: their size is checked on the raw bytes first.
+    let encoding = headers.get("content-encoding").map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     let batch = batch_id(&headers);
-    let stored = if json {
-        crate::logs::check_json_size(&body).map_err(|e| bad_data(e.to_string()))?;
-        let request: ExportLogsServiceRequest =
-            serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON logs request: {e}")))?;
-        let lines = crate::logs::lines_of(request);
-        blocking(&c, move |c| c.logs.append(lines, batch)).await?
-    } else {
-        crate::logs::check_protobuf_size(&body).map_err(|e| bad_data(e.to_string()))?;
-        // Read in place, not decoded into prost's types (`logs::wire`).
-        blocking(&c, move |c| c.logs.append_otlp(&body, batch)).await?
-    };
+    // Decompressing, checking and reading the body is CPU work: off the async threads.
+    let stored = blocking(&c, move |c| {
+        let body = decompressed(encoding.as_deref(), &body)?;
+        // Both forms expand when decoded: their size is checked on the raw bytes first.
+        if json {
+            crate::logs::check_json_size(&body).map_err(|e| bad_data(e.to_string()))?;
+            let request: ExportLogsServiceRequest =
+                serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON logs request: {e}")))?;
+            Ok::<_, PromError>(c.logs.append(crate::logs::lines_of(request), batch))
+        } else {
+            crate::logs::check_protobuf_size(&body).map_err(|e| bad_data(e.to_string()))?;
+            // Read in place, not decoded into prost's types (`logs::wire`).
+            Ok(c.logs.append_otlp(&body, batch))
+        }
+    })
+    .await??;
     match stored {
         Ok(_) => {}
         Err(crate::logs::LogsError::BadRequest(e)) => return Err(bad_data(e)),
@@ -64,6 +70,42 @@ async fn ingest(
     }
     // OTLP/HTTP: an empty ExportLogsServiceResponse.
     Ok((StatusCode::OK, [("content-type", "application/x-protobuf")], Vec::<u8>::new()).into_response())
+}
+
+/// The body as its `Content-Encoding` says (none, `identity`, `gzip` or `zstd`), refused
+/// with 413 once it would pass [`MAX_LOG_BYTES`] decompressed: it is never expanded past
+/// that, however small it came.
+fn decompressed<'a>(encoding: Option<&str>, body: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, PromError> {
+    use std::io::Read;
+    let read = |reader: &mut dyn Read| -> Result<std::borrow::Cow<'a, [u8]>, PromError> {
+        let mut out = Vec::with_capacity(body.len().saturating_mul(8).min(MAX_LOG_BYTES));
+        reader
+            .take(MAX_LOG_BYTES as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| bad_data(format!("the body is not valid {}: {e}", encoding.unwrap_or_default())))?;
+        if out.len() > MAX_LOG_BYTES {
+            return Err(PromError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_data",
+                format!("the body decompresses to over {MAX_LOG_BYTES} bytes; send smaller batches"),
+            ));
+        }
+        Ok(std::borrow::Cow::Owned(out))
+    };
+    match encoding {
+        None | Some("identity") => Ok(std::borrow::Cow::Borrowed(body)),
+        Some("gzip") => read(&mut flate2::read::MultiGzDecoder::new(body)),
+        Some("zstd") => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(body)
+                .map_err(|e| bad_data(format!("the body is not valid zstd: {e}")))?;
+            read(&mut decoder)
+        }
+        Some(other) => Err(PromError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_data",
+            format!("content-encoding {other:?} is not supported; send gzip, zstd or none"),
+        )),
+    }
 }
 
 fn filter(q: &LogQuery) -> Result<Filter, PromError> {
@@ -122,21 +164,46 @@ mod tests {
     use super::*;
     use crate::api::test_support::{app, call};
 
+    /// POSTs `body` to `/v1/logs` with the token "tok"; the status and the answer's text.
+    async fn post(app: &Router, body: Vec<u8>, json: bool, encoding: Option<&str>) -> (StatusCode, String) {
+        let mut req = axum::http::Request::post("/v1/logs")
+            .header("authorization", "Bearer tok")
+            .header("content-type", if json { "application/json" } else { "application/x-protobuf" });
+        if let Some(encoding) = encoding {
+            req = req.header("content-encoding", encoding);
+        }
+        let (status, bytes) = call(app, req.body(axum::body::Body::from(body)).expect("req")).await;
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn compressed_bodies_are_read_and_bombs_refused_before_they_expand() {
+        use std::io::Write;
+        let (_dir, app) = app(Some("tok"));
+        let send = |body: Vec<u8>, encoding: &'static str| post(&app, body, true, Some(encoding));
+        let ok = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"5","body":{"stringValue":"hello"}}]}]}]}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(ok).expect("gzip");
+        let (status, message) = send(gz.finish().expect("gzip"), "gzip").await;
+        assert_eq!(status, StatusCode::OK, "{message}");
+        let (status, message) = send(zstd::bulk::compress(ok, 1).expect("zstd"), "zstd").await;
+        assert_eq!(status, StatusCode::OK, "{message}");
+        // 64 MiB of spaces in a few KiB: refused at 8 MiB, not expanded to 64.
+        let bomb = zstd::bulk::compress(&vec![b' '; 64 << 20], 19).expect("zstd");
+        assert!(bomb.len() < 64 << 10);
+        let (status, message) = send(bomb, "zstd").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{message}");
+        assert!(message.contains("send smaller batches"), "{message}");
+        let (status, message) = send(ok.to_vec(), "br").await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{message}");
+        let (status, message) = send(b"not gzip at all".to_vec(), "gzip").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+    }
+
     #[tokio::test]
     async fn oversized_or_expanding_log_bodies_are_refused() {
         let (_dir, app) = app(Some("tok"));
-        let send = |body: Vec<u8>, json: bool| {
-            let req = axum::http::Request::post("/v1/logs")
-                .header("authorization", "Bearer tok")
-                .header("content-type", if json { "application/json" } else { "application/x-protobuf" })
-                .body(axum::body::Body::from(body))
-                .expect("req");
-            let app = app.clone();
-            async move {
-                let (status, bytes) = call(&app, req).await;
-                (status, String::from_utf8_lossy(&bytes).into_owned())
-            }
-        };
+        let send = |body: Vec<u8>, json: bool| post(&app, body, json, None);
         assert_eq!(send(vec![0u8; MAX_LOG_BYTES + 1], false).await.0, StatusCode::PAYLOAD_TOO_LARGE);
         // 150,000 empty records in 300 KB: refused before decoding.
         let (status, message) = send(crate::logs::empty_records(150_000), false).await;
