@@ -53,6 +53,20 @@ impl Site {
     }
 }
 
+/// `hale agent` with `config`, sending the ingest token.
+fn agent(config: &std::path::Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_hale"))
+            .args(["agent", "--config"])
+            .arg(config)
+            .env("HALE_INGEST_TOKEN", "ingest-secret")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent"),
+    )
+}
+
 async fn series_names(addr: SocketAddr, selector: &str) -> Vec<String> {
     let url = format!("http://{addr}/api/v1/series");
     let series: Vec<Labels> =
@@ -198,16 +212,7 @@ async fn the_agent_ships_host_metrics_into_the_collector() {
         ),
     )
     .expect("config");
-    let _agent = Proc(
-        Command::new(env!("CARGO_BIN_EXE_hale"))
-            .args(["agent", "--config"])
-            .arg(&config)
-            .env("HALE_INGEST_TOKEN", "ingest-secret")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent"),
-    );
+    let _agent = agent(&config);
     let names = eventually("host series in the collector", Duration::from_secs(30), async || {
         let names = series_names(addr, "{node=\"node-c\"}").await;
         // The agent's own delivery counter shows up from the cycle after its first delivery.
@@ -369,4 +374,81 @@ async fn logs_are_stored_queried_and_tailed_live() {
     let lines: Vec<LogLine> = common::get_data(&client, &url, &[("service", "checkout")]).await.expect("lines");
     let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(messages, ["all good", "card declined"], "stored once each");
+}
+
+/// The messages of every log line in the collector's segment files, as stored.
+fn stored_messages(data: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(data.join("logs")) else { return out };
+    let mut paths: Vec<PathBuf> =
+        dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+    paths.sort();
+    for path in paths {
+        for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
+            // Batch ids and a torn last line are not log lines.
+            if let Ok(line) = serde_json::from_str::<LogLine>(line) {
+                out.push(line.message);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_reach_the_collector_exactly_once_across_its_kill_9_mid_stream() {
+    let (site, mut collector) = Site::running().await;
+    let log = site.dir.path().join("app.log");
+    let append = |from: usize, to: usize| {
+        use std::io::Write;
+        let text: String = (from..to).map(|i| format!("{{\"level\":\"info\",\"message\":\"line {i}\"}}\n")).collect();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        f.write_all(text.as_bytes()).expect("append");
+    };
+    append(0, 5_000);
+    let (agent_addr, config) = (free_addr(), site.dir.path().join("agent.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "node = \"node-l\"\nlisten = \"{agent_addr}\"\ndata_dir = \"{}\"\nlogs_endpoint = \"http://{}/v1/logs\"\n\
+             batch = {{ max_records = 200, max_wait_ms = 50 }}\n[[logs]]\npath = \"{}\"\nservice = \"app\"\ninstance = \"app-1\"\n",
+            site.dir.path().join("agent").display(),
+            site.addr,
+            log.display()
+        ),
+    )
+    .expect("config");
+    let _agent = agent(&config);
+    // Three times: lines keep coming, and the collector is killed while batches are in
+    // flight (200-line batches, four at a time), then started again.
+    let mut written = 5_000;
+    let mut killed_mid_stream = 0;
+    for round in 1..=3 {
+        eventually("lines arriving", Duration::from_secs(30), async || {
+            (stored_messages(&site.data).len() >= written - 2_000).then_some(())
+        })
+        .await;
+        append(written, written + 5_000);
+        written += 5_000;
+        tokio::time::sleep(Duration::from_millis(20 * round)).await;
+        collector.kill_9();
+        let stored = stored_messages(&site.data).len();
+        eprintln!("round {round}: killed with {stored} of {written} lines stored");
+        killed_mid_stream += usize::from(stored > 0 && stored < written);
+        collector = site.start().await;
+    }
+    append(written, written + 1_000);
+    written += 1_000;
+    let messages = eventually("every line stored", Duration::from_secs(60), async || {
+        let messages = stored_messages(&site.data);
+        (messages.len() >= written).then_some(messages)
+    })
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for m in &messages {
+        assert!(seen.insert(m.clone()), "{m:?} stored twice");
+    }
+    let missing: Vec<usize> = (0..written).filter(|i| !seen.contains(&format!("line {i}"))).collect();
+    assert!(missing.is_empty(), "{} lines never stored, from line {:?}", missing.len(), missing.first());
+    assert_eq!(messages.len(), written);
+    assert!(killed_mid_stream > 0, "the collector was never killed mid-stream");
 }
