@@ -647,16 +647,20 @@ mod tests {
         assert_eq!(got.last().map(|b| b[..4].to_vec()), Some(49u32.to_le_bytes().to_vec()), "newest kept");
     }
 
+    /// A queue of 64-byte segments holding `n` records, one filling each segment.
+    fn one_record_per_segment(dir: &Path, n: u8) -> (DiskQueue, QueueConfig) {
+        let cfg = config(64, 1 << 20, WhenFull::Block);
+        let (q, _) = DiskQueue::open(dir, cfg.clone(), &["r"]).expect("open");
+        for i in 0..n {
+            q.push(&[i; 60]).expect("push");
+        }
+        (q, cfg)
+    }
+
     #[test]
     fn sequence_numbers_survive_an_emptied_newest_segment() {
         let dir = tempfile::tempdir().expect("tmp");
-        let cfg = config(64, 1 << 20, WhenFull::Block);
-        {
-            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
-            for i in 0..3u8 {
-                q.push(&[i; 60]).expect("push");
-            }
-        }
+        let cfg = one_record_per_segment(dir.path(), 3).1;
         // The newest segment holds seq 3; a crash tore its only write.
         std::fs::OpenOptions::new()
             .write(true)
@@ -752,16 +756,13 @@ mod tests {
     #[test]
     fn the_newest_record_outlives_its_acknowledgement_and_a_torn_newer_segment() {
         let dir = tempfile::tempdir().expect("tmp");
-        let cfg = config(64, 1 << 20, WhenFull::Block);
-        {
-            let (q, _) = DiskQueue::open(dir.path(), cfg.clone(), &["r"]).expect("open");
-            for i in 0..4u8 {
-                q.push(&[i; 60]).expect("push"); // one record fills a segment
-            }
+        let cfg = {
+            let (q, cfg) = one_record_per_segment(dir.path(), 4);
             assert_eq!(drain(&q, "r").len(), 4);
             assert_eq!(q.last_record().expect("last").map(|r| r.body), Some(vec![3; 60]), "kept once delivered");
             assert!(!segment_path(dir.path(), 1).exists(), "older delivered segments go");
-        }
+            cfg
+        };
         // A fifth push's segment was created, then its only write torn by a crash.
         std::fs::write(segment_path(dir.path(), 5), [1, 2, 3]).expect("torn");
         let (q, _) = DiskQueue::open(dir.path(), cfg, &["r"]).expect("reopen");

@@ -54,28 +54,6 @@ pub(super) fn plain_level(text: &str) -> &'static str {
     "unknown"
 }
 
-/// Text read from JSON: borrowed from the line unless it had escapes.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// A field's value, as the record carries it.
 #[derive(Debug, Clone, PartialEq)]
 enum Field<'a> {
@@ -165,7 +143,9 @@ impl<'de> Deserialize<'de> for Object<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
                 let mut fields: Vec<(Cow<'de, str>, Field<'de>)> = Vec::with_capacity(16);
-                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                // A JSON key is a string: read as a value, it is a `Field::Str`.
+                while let Some(key) = map.next_key::<Field<'de>>()? {
+                    let Field::Str(key) = key else { return Err(de::Error::custom("a key that is not a string")) };
                     fields.push((key, map.next_value()?));
                 }
                 Ok(Object::new(fields))
