@@ -19,27 +19,47 @@ pub mod wire;
 
 use crate::batch_ids::SeenBatches;
 
-/// Lines of each instance kept in memory, and the bytes of message they may take.
+/// Lines of each instance kept in memory, and the bytes of JSON they may take.
 const RECENT_PER_INSTANCE: usize = 1000;
 const RECENT_BYTES_PER_INSTANCE: usize = 1 << 20;
+
+/// A line kept in memory: its stored JSON, read when a query wants it (most are pushed
+/// out by newer ones unread: under a backlog, reading each back cost the collector a
+/// seventh of its time), with what a query or the cluster view looks at first.
+struct RecentLine {
+    time_unix_nano: u64,
+    /// Its level is `error` or `fatal`.
+    error: bool,
+    json: Box<str>,
+}
+
+impl RecentLine {
+    fn line(&self) -> Option<LogLine> {
+        serde_json::from_str(&self.json).ok()
+    }
+}
+
+fn is_error(level: &str) -> bool {
+    level == "error" || level == "fatal"
+}
 
 /// The newest lines of one instance.
 #[derive(Default)]
 struct Recent {
-    lines: VecDeque<LogLine>,
+    lines: VecDeque<RecentLine>,
     bytes: usize,
     /// Older lines were dropped from memory (they are on disk).
     dropped: bool,
 }
 
 impl Recent {
-    fn push(&mut self, line: LogLine) {
-        self.bytes += line.message.len();
+    fn push(&mut self, line: RecentLine) {
+        self.bytes += line.json.len();
         self.lines.push_back(line);
         while self.lines.len() > RECENT_PER_INSTANCE || (self.bytes > RECENT_BYTES_PER_INSTANCE && self.lines.len() > 1)
         {
             if let Some(old) = self.lines.pop_front() {
-                self.bytes -= old.message.len();
+                self.bytes -= old.json.len();
                 self.dropped = true;
             }
         }
@@ -522,16 +542,31 @@ fn add_micros(counter: &std::sync::atomic::AtomicU64, since: std::time::Instant)
 struct Encoded {
     /// The lines' JSON, one per line.
     text: Vec<u8>,
-    /// Per line: where its JSON ends in `text` (the newline), and its instance.
-    lines: Vec<(usize, usize)>,
+    lines: Vec<EncodedLine>,
     /// The (service, instance) pairs of the lines, in order of first appearance.
     instances: Vec<(String, String)>,
     /// The oldest and newest line time.
     times: Option<(u64, u64)>,
 }
 
+struct EncodedLine {
+    /// Where its JSON ends in `text` (at the newline).
+    end: usize,
+    /// Its (service, instance) in `Encoded::instances`.
+    instance: usize,
+    time_unix_nano: u64,
+    error: bool,
+}
+
 impl Encoded {
-    fn push(&mut self, service: &str, instance: &str, time: u64, line: &impl Serialize) -> Result<(), LogsError> {
+    /// Appends `line`'s JSON; `service`, `instance`, `time` and `level` are its own.
+    fn push(
+        &mut self,
+        (service, instance): (&str, &str),
+        time: u64,
+        level: &str,
+        line: &impl Serialize,
+    ) -> Result<(), LogsError> {
         let of = match self.instances.iter().rposition(|(s, i)| s == service && i == instance) {
             Some(of) => of,
             None => {
@@ -540,10 +575,17 @@ impl Encoded {
             }
         };
         serde_json::to_writer(&mut self.text, line).map_err(|e| LogsError::BadRequest(e.to_string()))?;
-        self.lines.push((self.text.len(), of));
+        let end = self.text.len();
+        self.lines.push(EncodedLine { end, instance: of, time_unix_nano: time, error: is_error(level) });
         self.text.push(b'\n');
         self.times = Some(self.times.map_or((time, time), |(a, b)| (a.min(time), b.max(time))));
         Ok(())
+    }
+
+    /// Line `i`'s JSON.
+    fn json(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.lines[i - 1].end + 1 };
+        &self.text[start..self.lines[i].end]
     }
 }
 
@@ -563,7 +605,12 @@ impl LogStore {
                 match Entry::parse(&line) {
                     Some(Entry::Line(l)) => {
                         widen(&mut times, *id, l.time_unix_nano);
-                        recent.entry((l.service.clone(), l.instance.clone())).or_default().push(l);
+                        let kept = RecentLine {
+                            time_unix_nano: l.time_unix_nano,
+                            error: is_error(&l.level),
+                            json: line.into(),
+                        };
+                        recent.entry((l.service, l.instance)).or_default().push(kept);
                     }
                     Some(Entry::Batch { batch }) => seen.insert(&batch.source, batch.seq),
                     // A torn last line (a crash mid-write) was never acknowledged.
@@ -596,7 +643,7 @@ impl LogStore {
         let started = std::time::Instant::now();
         let mut encoded = Encoded::default();
         for l in &lines {
-            encoded.push(&l.service, &l.instance, l.time_unix_nano, l)?;
+            encoded.push((&l.service, &l.instance), l.time_unix_nano, &l.level, l)?;
         }
         add_micros(&self.stats.decode_micros, started);
         self.commit(encoded, batch)
@@ -611,14 +658,14 @@ impl LogStore {
         wire::for_each_record(body, |resource, record| {
             let line = wire::StoredLine::new(resource, record);
             if record.wire_len <= SMALL_RECORD_BYTES {
-                encoded.push(resource.service, resource.instance, line.time_unix_nano, &line)
+                encoded.push((resource.service, resource.instance), line.time_unix_nano, &line.level, &line)
             } else {
                 // A large record may need cutting: the owned path measures and cuts it.
                 serde_json::to_vec(&line)
                     .and_then(|json| serde_json::from_slice::<LogLine>(&json))
                     .map_err(|e| LogsError::BadRequest(e.to_string()))
                     .map(capped)
-                    .and_then(|l| encoded.push(&l.service, &l.instance, l.time_unix_nano, &l))
+                    .and_then(|l| encoded.push((&l.service, &l.instance), l.time_unix_nano, &l.level, &l))
             }
             .map_err(|e| wire::Malformed(e.to_string()))
         })
@@ -665,35 +712,34 @@ impl LogStore {
             widen(&mut times, segment, newest);
         }
         let n = encoded.lines.len();
-        let parse = |i: usize| -> Option<LogLine> {
-            let start = if i == 0 { 0 } else { encoded.lines[i - 1].0 + 1 };
-            serde_json::from_slice(&encoded.text[start..encoded.lines[i].0]).ok()
-        };
         if self.live.receiver_count() > 0 {
-            for line in (0..n).filter_map(parse) {
+            for line in (0..n).filter_map(|i| serde_json::from_slice::<LogLine>(encoded.json(i)).ok()) {
                 let _ = self.live.send(line);
             }
         }
         // Only the newest lines of each instance stay in memory: of a large batch, only
-        // its last RECENT_PER_INSTANCE per instance are read back.
+        // its last RECENT_PER_INSTANCE per instance are kept.
         let mut kept = vec![0usize; encoded.instances.len()];
         let mut keep = vec![false; n];
-        for (i, (_, instance)) in encoded.lines.iter().enumerate().rev() {
-            if kept[*instance] < RECENT_PER_INSTANCE {
-                kept[*instance] += 1;
+        for (i, line) in encoded.lines.iter().enumerate().rev() {
+            if kept[line.instance] < RECENT_PER_INSTANCE {
+                kept[line.instance] += 1;
                 keep[i] = true;
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let mut by_instance = vec![Vec::new(); encoded.instances.len()];
-        for (i, (_, instance)) in encoded.lines.iter().enumerate() {
-            by_instance[*instance].push(i);
+        for (i, line) in encoded.lines.iter().enumerate() {
+            by_instance[line.instance].push(i);
         }
         for (key, lines) in encoded.instances.iter().zip(by_instance) {
             let r = recent.entry(key.clone()).or_default();
             for i in lines {
-                match keep[i].then(|| parse(i)).flatten() {
-                    Some(line) => r.push(line),
+                let line = &encoded.lines[i];
+                match keep[i].then(|| std::str::from_utf8(encoded.json(i)).ok()).flatten() {
+                    Some(json) => {
+                        r.push(RecentLine { time_unix_nano: line.time_unix_nano, error: line.error, json: json.into() })
+                    }
                     None => r.dropped = true,
                 }
             }
@@ -765,7 +811,7 @@ impl LogStore {
     /// Newest lines matching `filter`, newest last, at most `limit`. Served from memory
     /// when it holds enough, else read from the segments, newest first.
     pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<LogLine>, LogsError> {
-        let (mut from_memory, dropped_after) = {
+        let (from_memory, dropped_after) = {
             let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             let relevant = recent.iter().filter(|((service, instance), _)| {
                 filter.service.as_ref().is_none_or(|s| s == service)
@@ -775,7 +821,10 @@ impl LogStore {
             // The newest time before which some relevant instance has dropped lines.
             let mut dropped_after: Option<u64> = None;
             for (_, r) in relevant {
-                lines.extend(r.lines.iter().filter(|l| filter.matches(l)).cloned());
+                // Copied out under the lock, read after it: ingest does not wait on a query.
+                let in_window =
+                    r.lines.iter().filter(|l| (filter.since_ns..=filter.until_ns).contains(&l.time_unix_nano));
+                lines.extend(in_window.map(|l| l.json.clone()));
                 if r.dropped
                     && let Some(front) = r.lines.front()
                 {
@@ -784,6 +833,11 @@ impl LogStore {
             }
             (lines, dropped_after)
         };
+        let mut from_memory: Vec<LogLine> = from_memory
+            .iter()
+            .filter_map(|json| serde_json::from_str::<LogLine>(json).ok())
+            .filter(|l| filter.matches(l))
+            .collect();
         from_memory.sort_by_key(|l| l.time_unix_nano);
         let skip = from_memory.len().saturating_sub(limit);
         let answer = from_memory.split_off(skip);
@@ -841,8 +895,8 @@ impl LogStore {
             .lines
             .iter()
             .rev()
-            .find(|l| l.level == "error" || l.level == "fatal")
-            .cloned()
+            .filter(|l| l.error)
+            .find_map(RecentLine::line)
     }
 
     /// Deletes closed segments whose newest line is older than `min_ns`.
