@@ -11,12 +11,14 @@ pub mod host;
 mod logs;
 pub mod metadata;
 pub mod queue;
+pub mod relabel;
 mod run;
 pub mod scrape;
 pub mod ship;
 pub mod staleness;
 pub mod supervise;
 pub mod tail;
+pub mod targets;
 pub mod telemetry;
 
 pub use agent::{Agent, AgentError};
