@@ -185,6 +185,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 processes,
                 logs: Vec::new(),
                 scrape,
+                scrape_configs: Vec::new(),
                 textfile_dir: None,
             }
         })

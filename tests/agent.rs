@@ -479,6 +479,89 @@ async fn metrics_pass_promtool_and_match_node_exporter() {
     assert!(ours.iter().any(|f| f.name == "backup_last_success_seconds"), "the textfile's family");
 }
 
+/// A service Hale did not start: `/metrics` answering `text`, on a free loopback port.
+async fn foreign_service(text: &'static str) -> SocketAddr {
+    let router = axum::Router::new().route("/metrics", axum::routing::get(move || async move { text }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_foreign_targets_from_static_and_file_sd_config_with_relabelling_and_limits() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_prometheus, port) = common::prometheus_receiver(tmp.path()).await;
+    let base = format!("http://{port}");
+    let a = foreign_service("app_requests_total{instance=\"inner\",code=\"200\"} 5\napp_debug_info 1\n").await;
+    let b = foreign_service("app_requests_total{code=\"500\"} 7\n").await;
+    let many = foreign_service("m{i=\"1\"} 1\nm{i=\"2\"} 1\nm{i=\"3\"} 1\nm{i=\"4\"} 1\n").await;
+    let sd = tmp.path().join("sd");
+    std::fs::create_dir_all(&sd).expect("dir");
+    std::fs::write(sd.join("b.json"), format!(r#"[{{"targets": ["{b}"], "labels": {{"team": "y"}}}}]"#)).expect("sd");
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("dir");
+    let setup = AgentSetup::new(
+        &agent_dir,
+        &format!(
+            r#"remote_write = ["{base}/api/v1/write"]
+[[scrape_configs]]
+job_name = "foreign"
+scrape_interval = "1s"
+scrape_timeout = "500ms"
+static_configs = [{{ targets = ["{a}"], labels = {{ team = "x" }} }}]
+file_sd_configs = [{{ files = ["{}/*.json"] }}]
+relabel_configs = [{{ source_labels = ["__address__"], regex = "([^:]+):.*", target_label = "host" }}]
+metric_relabel_configs = [{{ source_labels = ["__name__"], regex = "app_debug_.*", action = "drop" }}]
+[[scrape_configs]]
+job_name = "limited"
+scrape_interval = "1s"
+sample_limit = 3
+static_configs = [{{ targets = ["{many}"] }}]
+"#,
+            sd.display()
+        ),
+    );
+    let _agent = setup.start().await;
+    let client = reqwest::Client::new();
+    let up = |job: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move { common::query(&client, &base, &format!("up{{job=\"{job}\"}}")).await.unwrap_or_default() }
+    };
+    eventually("both foreign targets up, the limited one down", Duration::from_secs(30), async || {
+        let (foreign, limited) = (up("foreign").await, up("limited").await);
+        let ups: Vec<f64> = foreign.iter().filter_map(|s| s.value.value()).collect();
+        let limited: Vec<f64> = limited.iter().filter_map(|s| s.value.value()).collect();
+        (ups == [1.0, 1.0] && limited == [0.0]).then_some(())
+    })
+    .await;
+    let series = common::query(&client, &base, "app_requests_total").await.expect("query");
+    assert_eq!(series.len(), 2, "{series:?}");
+    let from_a = series.iter().find(|s| s.metric.get("team").map(String::as_str) == Some("x")).expect("a's series");
+    for (label, value) in [
+        ("exported_instance", "inner"),
+        ("instance", a.to_string().as_str()),
+        ("host", "127.0.0.1"),
+        ("job", "foreign"),
+        ("service", "foreign"),
+        ("node", "node-t"),
+    ] {
+        assert_eq!(from_a.metric.get(label).map(String::as_str), Some(value), "{label} of {:?}", from_a.metric);
+    }
+    let dropped = common::query(&client, &base, "app_debug_info").await.expect("query");
+    assert!(dropped.is_empty(), "metric relabelling drops it: {dropped:?}");
+    // The file loses its target: the target stops and its series end.
+    std::fs::write(sd.join("b.json"), "[]").expect("sd");
+    eventually("the removed target's series ended", Duration::from_secs(30), async || {
+        let foreign = up("foreign").await;
+        let left = common::query(&client, &base, "app_requests_total{team=\"y\"}").await?;
+        (foreign.len() == 1 && left.is_empty()).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_receives_remote_write_and_answers_queries() {
     let tmp = tempfile::tempdir().expect("tmp");

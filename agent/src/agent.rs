@@ -85,9 +85,9 @@ pub struct Agent {
     host: Arc<std::sync::Mutex<HostCollector>>,
     pub(crate) metrics_queue: Option<Arc<DiskQueue>>,
     pub(crate) logs_queue: Option<Arc<DiskQueue>>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// What each collection cycle sent, to end the series that disappear.
-    staleness: Staleness,
+    pub(crate) staleness: Staleness,
     /// Which families' metadata is due to ship again.
     metadata: Arc<crate::metadata::MetadataSchedule>,
     /// The last probe cycle's results, also served on `/metrics` so a Prometheus that
@@ -259,7 +259,7 @@ impl Agent {
 
     /// Encodes and queues families, each group with its own added labels, as
     /// remote_write requests (fsyncs: off the runtime).
-    async fn queue_metrics(&self, batches: Vec<(Vec<Family>, Labels)>) {
+    pub(crate) async fn queue_metrics(&self, batches: Vec<(Vec<Family>, Labels)>) {
         let Some(queue) = self.metrics_queue.clone() else { return };
         let schedule = self.metadata.clone();
         let _ = tokio::task::spawn_blocking(move || {

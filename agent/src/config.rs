@@ -256,6 +256,10 @@ pub struct AgentConfig {
     pub logs: Vec<LogFileConfig>,
     #[serde(default)]
     pub scrape: Vec<ScrapeConfig>,
+    /// Prometheus-style scrape jobs: static and `file_sd` targets, relabelling, limits
+    /// (`crate::targets`).
+    #[serde(default)]
+    pub scrape_configs: Vec<crate::targets::ScrapeJob>,
     /// node_exporter's textfile collector: the `*.prom` files here are merged into the
     /// host metrics (cron jobs, backups, anything that writes a metrics file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,6 +358,17 @@ impl AgentConfig {
         }
         if self.batch.max_records == 0 || self.batch.max_wait_ms == 0 {
             return Err(ConfigError::new("`batch`: max_records and max_wait_ms must be positive"));
+        }
+        let mut jobs = std::collections::BTreeSet::new();
+        for job in &self.scrape_configs {
+            job.compile(
+                std::time::Duration::from_millis(self.scrape_interval_ms),
+                std::time::Duration::from_millis(self.timeout_ms),
+            )
+            .map_err(|e| ConfigError::new(format!("`scrape_configs`: {e}")))?;
+            if !jobs.insert(job.job_name.as_str()) {
+                return Err(ConfigError::new(format!("`scrape_configs`: job_name {:?} is used twice", job.job_name)));
+            }
         }
         if !(1..=64).contains(&self.batch.max_in_flight) {
             return Err(ConfigError::new("`batch`: max_in_flight must be between 1 and 64"));

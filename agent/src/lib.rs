@@ -8,6 +8,7 @@ mod agent;
 pub mod api;
 pub mod config;
 pub mod host;
+mod jobs;
 mod logs;
 pub mod metadata;
 pub mod queue;

@@ -72,7 +72,7 @@ fn default_replacement() -> String {
 }
 
 /// One rule as a config file writes it (Prometheus's field names and defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelabelConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

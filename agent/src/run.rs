@@ -143,6 +143,7 @@ pub async fn run(
                 let _ = tokio::task::spawn_blocking(hale_serve::process::release_free_memory).await;
             },
         )));
+        tasks.push(tokio::spawn(crate::jobs::run(agent.clone(), stop.clone())));
         let a = agent.clone();
         tasks.push(tokio::spawn(every(
             Duration::from_millis(a.config.probe_interval_ms),

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use hale_core::exposition::{self, Format};
 use hale_core::metrics::{Family, MetricKind};
 
+use crate::relabel::LabelSet;
+use crate::targets::{Job, ScrapeTarget};
+
 /// The most a scrape body may be; a larger one fails the scrape.
 const MAX_BODY_BYTES: usize = 16 << 20;
 
@@ -46,6 +49,15 @@ pub fn relabel(families: &mut [Family], labels: &[(&str, &str)]) {
 }
 
 async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<(String, String), String> {
+    fetch_within(client, url, timeout, MAX_BODY_BYTES).await
+}
+
+async fn fetch_within(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(String, String), String> {
     let response = client
         .get(url)
         .timeout(timeout)
@@ -61,8 +73,8 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result
     let mut response = response;
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(format!("body larger than {MAX_BODY_BYTES} bytes"));
+        if bytes.len() + chunk.len() > max_body {
+            return Err(format!("body larger than {max_body} bytes"));
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -93,6 +105,91 @@ pub async fn scrape(client: &reqwest::Client, target: &Target, timeout: Duration
     let mut scraped = Family::new("scrape_samples_scraped", "Samples the target exposed.", MetricKind::Gauge);
     scraped.push(&labels, samples as f64);
     families.extend([up_family, duration, scraped]);
+    families
+}
+
+/// Merges a target's labels into a scraped sample's: with `honor_labels` the sample's own
+/// win; otherwise the target's do, and a clashing sample label is kept as
+/// `exported_<name>` (as Prometheus does).
+fn merge_target_labels(sample: &mut LabelSet, target: &LabelSet, honor_labels: bool) {
+    for (name, value) in target {
+        if honor_labels {
+            sample.entry(name.clone()).or_insert_with(|| value.clone());
+            continue;
+        }
+        if let Some(theirs) = sample.remove(name) {
+            let mut exported = format!("exported_{name}");
+            while sample.contains_key(&exported) {
+                exported = format!("exported_{exported}");
+            }
+            sample.insert(exported, theirs);
+        }
+        sample.insert(name.clone(), value.clone());
+    }
+}
+
+/// Scrapes a `[[scrape_configs]]` target: its body within the job's limit, its samples
+/// stamped with the scrape's start (unless they carry their own time) and labelled with
+/// the target's labels, `metric_relabel_configs` applied; more samples than
+/// `sample_limit` fail the scrape, as a failed fetch does (`up` 0, nothing else). With
+/// Prometheus's `up`, `scrape_duration_seconds`, `scrape_samples_scraped` and
+/// `scrape_samples_post_metric_relabeling`.
+pub async fn scrape_job_target(client: &reqwest::Client, job: &Job, target: &ScrapeTarget) -> Vec<Family> {
+    let started = Instant::now();
+    let start_ms = hale_core::time::now_ms();
+    let max_body = if job.config.body_size_limit == 0 { MAX_BODY_BYTES } else { job.config.body_size_limit };
+    let parsed = fetch_within(client, &target.url, target.timeout, max_body).await.and_then(|(content_type, body)| {
+        exposition::parse(&body, Format::from_content_type(&content_type)).map_err(|e| e.to_string())
+    });
+    let (mut families, scraped, mut failure) = match parsed {
+        Ok(families) => {
+            let n = families.iter().map(|f| f.samples.len()).sum();
+            (families, n, None)
+        }
+        Err(e) => (Vec::new(), 0, Some(e)),
+    };
+    for family in &mut families {
+        family.samples.retain_mut(|sample| {
+            let mut labels: LabelSet = std::mem::take(&mut sample.labels).into_iter().collect();
+            labels.retain(|name, _| !name.starts_with("__"));
+            merge_target_labels(&mut labels, &target.labels, job.config.honor_labels);
+            labels.insert("__name__".into(), std::mem::take(&mut sample.name));
+            let Some(mut labels) = crate::relabel::apply(&job.metric_relabel, labels) else { return false };
+            let Some(name) = labels.remove("__name__") else { return false };
+            sample.name = name;
+            sample.labels = labels.into_iter().filter(|(n, _)| !n.starts_with("__")).collect();
+            sample.timestamp_ms.get_or_insert(start_ms);
+            true
+        });
+    }
+    families.retain(|f| !f.samples.is_empty());
+    let kept: usize = families.iter().map(|f| f.samples.len()).sum();
+    if job.config.sample_limit > 0 && kept > job.config.sample_limit {
+        failure = Some(format!("{kept} samples, over the sample_limit of {}", job.config.sample_limit));
+        families.clear();
+    }
+    if let Some(e) = &failure {
+        tracing::debug!(url = %target.url, error = %e, "scrape failed");
+    }
+    let labels: Vec<(&str, &str)> = target.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let synthetic = [
+        ("up", "1 if the last scrape of the target succeeded.", if failure.is_none() { 1.0 } else { 0.0 }),
+        ("scrape_duration_seconds", "Duration of the scrape.", started.elapsed().as_secs_f64()),
+        ("scrape_samples_scraped", "Samples the target exposed.", scraped as f64),
+        (
+            "scrape_samples_post_metric_relabeling",
+            "Samples left after metric relabelling.",
+            if failure.is_none() { kept as f64 } else { 0.0 },
+        ),
+    ];
+    for (name, help, value) in synthetic {
+        let mut family = Family::new(name, help, MetricKind::Gauge);
+        family.push(&labels, value);
+        for sample in &mut family.samples {
+            sample.timestamp_ms = Some(start_ms);
+        }
+        families.push(family);
+    }
     families
 }
 

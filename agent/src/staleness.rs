@@ -23,13 +23,13 @@ type SeriesKey = (String, Vec<(String, String)>);
 /// What each collection cycle sent last time.
 #[derive(Debug, Default)]
 pub struct Staleness {
-    last: Mutex<HashMap<&'static str, HashSet<SeriesKey>>>,
+    last: Mutex<HashMap<String, HashSet<SeriesKey>>>,
 }
 
 impl Staleness {
     /// Adds to `families` a staleness marker for every series `cycle` sent last time and
     /// does not send now, and remembers what it sends now.
-    pub fn mark_vanished(&self, cycle: &'static str, families: &mut Vec<Family>) {
+    pub fn mark_vanished(&self, cycle: &str, families: &mut Vec<Family>) {
         let now: HashSet<SeriesKey> = families
             .iter()
             .flat_map(|f| &f.samples)
@@ -40,7 +40,7 @@ impl Staleness {
             })
             .collect();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let before = last.insert(cycle, now.clone()).unwrap_or_default();
+        let before = last.insert(cycle.to_string(), now.clone()).unwrap_or_default();
         let mut vanished: Vec<&SeriesKey> = before.difference(&now).collect();
         if vanished.is_empty() {
             return;
@@ -58,6 +58,15 @@ impl Staleness {
             .collect();
         tracing::debug!(cycle, series = markers.samples.len(), "series ended: staleness markers sent");
         families.push(markers);
+    }
+
+    /// Staleness markers for every series `cycle` sent last, which is then forgotten (a
+    /// scrape target that went away).
+    pub fn end(&self, cycle: &str) -> Vec<Family> {
+        let mut families = Vec::new();
+        self.mark_vanished(cycle, &mut families);
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(cycle);
+        families
     }
 }
 

@@ -45,7 +45,7 @@ fn default_metrics_path() -> String {
 }
 
 /// One scrape job, with Prometheus's field names (durations as `"15s"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeJob {
     pub job_name: String,

@@ -85,6 +85,8 @@ pub struct Telemetry {
     log_unread: Family<PathLabels, prometheus_client::metrics::gauge::Gauge>,
     /// Seconds the log path waited on a full queue (backpressure from the receiver).
     log_blocked: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// `file_sd` files that could not be read or parsed.
+    sd_read_errors: Counter,
 }
 
 impl Default for Telemetry {
@@ -126,8 +128,13 @@ impl Telemetry {
             Unit::Seconds,
             log_blocked.clone(),
         );
+        let sd_read_errors = registered(
+            agent,
+            "sd_file_read_errors",
+            "file_sd files that could not be read or parsed (their targets kept)",
+        );
         agent.register_collector(Box::new(QueueMetrics { queues }));
-        Telemetry { registry, sent, failed, dropped, log_lines, log_stages, log_unread, log_blocked }
+        Telemetry { registry, sent, failed, dropped, log_lines, log_stages, log_unread, log_blocked, sd_read_errors }
     }
 
     fn destination(family: &Family<DestinationLabels, Counter>, destination: &str) {
@@ -151,6 +158,14 @@ impl Telemetry {
     /// How many bytes of `path` are not yet read.
     pub fn log_unread(&self, path: &std::path::Path, bytes: u64) {
         self.log_unread.get_or_create(&PathLabels { path: path.display().to_string() }).set(bytes as i64);
+    }
+
+    /// Brings the `file_sd` read-error count up to `total`.
+    pub fn sd_read_errors(&self, total: u64) {
+        let counted = self.sd_read_errors.get();
+        if total > counted {
+            self.sd_read_errors.inc_by(total - counted);
+        }
     }
 
     /// Counts time the log path waited on a full queue.
