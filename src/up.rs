@@ -186,6 +186,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 logs: Vec::new(),
                 scrape,
                 scrape_configs: Vec::new(),
+                probes: Vec::new(),
                 textfile_dir: None,
             }
         })

@@ -491,7 +491,7 @@ async fn foreign_service(text: &'static str) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adopts_foreign_targets_from_static_and_file_sd_config_with_relabelling_and_limits() {
+async fn adopts_foreign_targets_and_probes_from_static_and_file_sd_config_with_relabelling_and_limits() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (_prometheus, port) = common::prometheus_receiver(tmp.path()).await;
     let base = format!("http://{port}");
@@ -520,6 +520,17 @@ job_name = "limited"
 scrape_interval = "1s"
 sample_limit = 3
 static_configs = [{{ targets = ["{many}"] }}]
+[[probes]]
+name = "a-metrics"
+module = "http"
+target = "http://{a}/metrics"
+interval = "1s"
+fail_if_body_not_matches_regexp = ["app_requests_total"]
+[[probes]]
+name = "b-port"
+module = "tcp"
+target = "{b}"
+interval = "1s"
 "#,
             sd.display()
         ),
@@ -550,6 +561,11 @@ static_configs = [{{ targets = ["{many}"] }}]
     ] {
         assert_eq!(from_a.metric.get(label).map(String::as_str), Some(value), "{label} of {:?}", from_a.metric);
     }
+    eventually("the blackbox probes succeed", Duration::from_secs(30), async || {
+        let probes = common::query(&client, &base, "probe_success{probe=~\"a-metrics|b-port\"}").await?;
+        (probes.len() == 2 && probes.iter().all(|p| p.value.value() == Some(1.0))).then_some(())
+    })
+    .await;
     let dropped = common::query(&client, &base, "app_debug_info").await.expect("query");
     assert!(dropped.is_empty(), "metric relabelling drops it: {dropped:?}");
     // The file loses its target: the target stops and its series end.

@@ -260,6 +260,9 @@ pub struct AgentConfig {
     /// (`crate::targets`).
     #[serde(default)]
     pub scrape_configs: Vec<crate::targets::ScrapeJob>,
+    /// blackbox_exporter-style probes of anything reachable (`crate::blackbox`).
+    #[serde(default)]
+    pub probes: Vec<crate::blackbox::ProbeConfig>,
     /// node_exporter's textfile collector: the `*.prom` files here are merged into the
     /// host metrics (cron jobs, backups, anything that writes a metrics file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,6 +371,18 @@ impl AgentConfig {
             .map_err(|e| ConfigError::new(format!("`scrape_configs`: {e}")))?;
             if !jobs.insert(job.job_name.as_str()) {
                 return Err(ConfigError::new(format!("`scrape_configs`: job_name {:?} is used twice", job.job_name)));
+            }
+        }
+        let mut probes = std::collections::BTreeSet::new();
+        for probe in &self.probes {
+            probe
+                .compile(
+                    std::time::Duration::from_millis(self.probe_interval_ms),
+                    std::time::Duration::from_millis(self.timeout_ms),
+                )
+                .map_err(|e| ConfigError::new(format!("`probes`: {e}")))?;
+            if !probes.insert(probe.name.as_str()) {
+                return Err(ConfigError::new(format!("`probes`: name {:?} is used twice", probe.name)));
             }
         }
         if !(1..=64).contains(&self.batch.max_in_flight) {

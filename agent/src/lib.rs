@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod api;
+pub mod blackbox;
 pub mod config;
 pub mod host;
 mod jobs;

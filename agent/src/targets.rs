@@ -80,7 +80,7 @@ pub struct ScrapeJob {
 }
 
 /// `Option<Duration>` as Prometheus writes durations (`15s`, `1m30s`).
-mod opt_duration {
+pub(crate) mod opt_duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
