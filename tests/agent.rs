@@ -102,11 +102,19 @@ impl AgentSetup {
     }
 }
 
+/// A log record as received: its instance, body and attributes (string values).
+#[derive(Debug, Clone, PartialEq)]
+struct Record {
+    instance: String,
+    body: String,
+    attributes: BTreeMap<String, String>,
+}
+
 /// An OTLP/HTTP logs receiver that keeps each batch once (by `X-Hale-Batch`).
 #[derive(Clone, Default)]
 struct Receiver {
-    /// Batch id → log bodies.
-    batches: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    /// Batch id → records.
+    batches: Arc<Mutex<BTreeMap<String, Vec<Record>>>>,
     deliveries: Arc<Mutex<usize>>,
 }
 
@@ -122,16 +130,31 @@ impl Receiver {
                     let Ok(req) = ExportLogsServiceRequest::decode(body.as_ref()) else {
                         return axum::http::StatusCode::BAD_REQUEST;
                     };
-                    let lines: Vec<String> = req
-                        .resource_logs
-                        .iter()
-                        .flat_map(|r| &r.scope_logs)
-                        .flat_map(|s| &s.log_records)
-                        .filter_map(|r| match r.body.as_ref().and_then(|b| b.value.as_ref()) {
-                            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-                            _ => None,
-                        })
-                        .collect();
+                    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+                        .as_ref()
+                        .and_then(|b| b.value.as_ref())
+                    {
+                        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    };
+                    let mut lines = Vec::new();
+                    for resource in &req.resource_logs {
+                        let attrs = resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+                        let instance = attrs
+                            .iter()
+                            .find(|kv| kv.key == "service.instance.id")
+                            .and_then(|kv| text(&kv.value))
+                            .unwrap_or_default();
+                        for record in resource.scope_logs.iter().flat_map(|s| &s.log_records) {
+                            let Some(body) = text(&record.body) else { continue };
+                            let attributes = record
+                                .attributes
+                                .iter()
+                                .filter_map(|kv| Some((kv.key.clone(), text(&kv.value)?)))
+                                .collect();
+                            lines.push(Record { instance: instance.clone(), body, attributes });
+                        }
+                    }
                     *me.deliveries.lock().expect("lock") += 1;
                     me.batches.lock().expect("lock").entry(id).or_insert(lines);
                     axum::http::StatusCode::OK
@@ -145,7 +168,16 @@ impl Receiver {
     }
 
     fn lines(&self) -> Vec<String> {
+        self.records().into_iter().map(|r| r.body).collect()
+    }
+
+    fn records(&self) -> Vec<Record> {
         self.batches.lock().expect("lock").values().flatten().cloned().collect()
+    }
+
+    /// The record whose body is `body`, once it has arrived.
+    fn record(&self, body: &str) -> Option<Record> {
+        self.records().into_iter().find(|r| r.body == body)
     }
 }
 
@@ -207,6 +239,128 @@ async fn logs_survive_kill_9_rotation_and_a_receiver_outage_exactly_once() {
     })
     .await;
     assert_exactly_once(&receiver.lines(), 700);
+}
+
+/// Appends `text` to `path` as it is.
+fn write_log(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log");
+    f.write_all(text.as_bytes()).expect("write");
+}
+
+/// `[[logs]]` for files the agent did not start: a glob (files created later are followed,
+/// each its own instance), labels, stack traces joined into one record, a plain-text
+/// source; a record held back across a kill -9 is joined again whole; a reload (SIGHUP)
+/// changes the labels; a bad file or a change that needs a restart is refused over
+/// `POST /-/reload` with the reason, the old config kept. Nothing is shipped twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_globs_labels_multiline_and_reload_ship_every_record_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (logs, plain) = (tmp.path().join("logs"), tmp.path().join("plain"));
+    std::fs::create_dir_all(&logs).expect("dir");
+    std::fs::create_dir_all(&plain).expect("dir");
+    let a = logs.join("a.log");
+    write_log(&a, "2026-12-07 INFO start\n2026-12-07 ERROR boom\n  at one\n  at two\n");
+    write_log(&plain.join("x.txt"), "{\"level\":\"error\",\"message\":\"not parsed\"}\n");
+    let port = free_addr();
+    let sources = |labels: &str, multiline: &str| {
+        format!(
+            "logs_endpoint = \"http://{port}/v1/logs\"\n\
+             [[logs]]\npath = \"{}/*.log\"\nservice = \"app\"\nlabels = {{ {labels} }}\n\
+             multiline = {{ start = '{multiline}', timeout_ms = 60000 }}\n\
+             [[logs]]\npath = \"{}/*.txt\"\nservice = \"raw\"\ninstance = \"raw-1\"\nformat = \"plain\"\n",
+            logs.display(),
+            plain.display()
+        )
+    };
+    let receiver = Receiver::default();
+    let _server = receiver.serve_on(port).await;
+    let mut setup = AgentSetup::new(tmp.path(), &sources("env = \"test\"", r"^\d{4}-"));
+    let mut agent = setup.start().await;
+    let _explain = Explain(tmp.path().join("agent.out"));
+    let first = eventually("the first record and the plain line", Duration::from_secs(30), async || {
+        Some((
+            receiver.record("2026-12-07 INFO start")?,
+            receiver.record(r#"{"level":"error","message":"not parsed"}"#)?,
+        ))
+    })
+    .await;
+    assert_eq!(first.0.instance, "a", "a glob's file is its own instance");
+    assert_eq!(first.0.attributes.get("env").map(String::as_str), Some("test"));
+    assert_eq!(first.1.instance, "raw-1");
+    // A file the glob matches from now on is followed too.
+    write_log(&logs.join("b.log"), "2026-12-07 INFO from b\n2026-12-07 INFO b2\n");
+    let b = eventually("the new file's record", Duration::from_secs(30), async || {
+        receiver.record("2026-12-07 INFO from b")
+    })
+    .await;
+    assert_eq!(b.instance, "b");
+    // The stack trace may still go on: it is held, and a kill -9 does not lose or cut it.
+    assert!(receiver.records().iter().all(|r| !r.body.contains("boom")), "held until the next record starts");
+    agent.kill_9();
+    write_log(&a, "  at three\n2026-12-07 INFO after\n");
+    agent = setup.start().await;
+    eventually("the stack trace as one record", Duration::from_secs(30), async || {
+        receiver.record("2026-12-07 ERROR boom\n  at one\n  at two\n  at three")
+    })
+    .await;
+    // SIGHUP reads the file again: new lines carry the new label.
+    setup.extra = sources("env = \"test\", team = \"core\"", r"^\d{4}-");
+    setup.config();
+    let hup = Command::new("kill").args(["-HUP", &agent.0.id().to_string()]).status().expect("kill -HUP");
+    assert!(hup.success());
+    eventually("the reload applied", Duration::from_secs(10), async || {
+        let text = setup.metrics().await?;
+        text.contains("hale_agent_config_reloads_total{outcome=\"applied\"} 1").then_some(())
+    })
+    .await;
+    // Lines read from now on carry the label (one may still be read under the old one).
+    let mut n = 0;
+    eventually("a record with the reloaded labels", Duration::from_secs(30), async || {
+        n += 1;
+        write_log(&a, &format!("2026-12-07 INFO labelled {n}\n"));
+        receiver.records().into_iter().find(|r| r.attributes.get("team").is_some_and(|t| t == "core"))
+    })
+    .await;
+    // A bad file is refused with its reason; so is a change only a restart can make.
+    let client = reqwest::Client::new();
+    let reload_url = format!("http://{}/-/reload", setup.listen);
+    let reload = async |token: Option<&str>| {
+        let mut request = client.post(&reload_url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("reload");
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    };
+    assert_eq!(reload(None).await.0, 401, "reloading needs the token");
+    setup.extra = sources("env = \"test\"", "(unclosed");
+    setup.config();
+    let (status, body) = reload(Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("multiline.start") && body.contains("agent.toml"), "{body}");
+    let text = setup.metrics().await.expect("metrics");
+    assert!(text.contains("hale_agent_config_last_reload_successful 0"), "{text}");
+    assert!(text.contains("hale_agent_config_reloads_total{outcome=\"refused\"} 1"), "{text}");
+    let kept = setup.listen;
+    setup.listen = free_addr();
+    setup.extra = sources("env = \"test\"", r"^\d{4}-");
+    setup.config();
+    setup.listen = kept;
+    let (status, body) = reload(Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`listen`") && body.contains("restart"), "{body}");
+    // The config in force is still the reloaded one.
+    write_log(&a, "2026-12-07 INFO still\n2026-12-07 INFO last\n");
+    let still = eventually("lines after a refused reload", Duration::from_secs(30), async || {
+        receiver.record("2026-12-07 INFO still")
+    })
+    .await;
+    assert_eq!(still.attributes.get("team").map(String::as_str), Some("core"));
+    let mut seen = HashSet::new();
+    for record in receiver.records() {
+        assert!(seen.insert((record.instance.clone(), record.body.clone())), "{record:?} shipped twice");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,7 +657,7 @@ async fn adopts_foreign_targets_and_probes_from_static_and_file_sd_config_with_r
     std::fs::write(sd.join("b.json"), format!(r#"[{{"targets": ["{b}"], "labels": {{"team": "y"}}}}]"#)).expect("sd");
     let agent_dir = tmp.path().join("agent");
     std::fs::create_dir_all(&agent_dir).expect("dir");
-    let setup = AgentSetup::new(
+    let mut setup = AgentSetup::new(
         &agent_dir,
         &format!(
             r#"remote_write = ["{base}/api/v1/write"]
@@ -535,7 +689,8 @@ interval = "1s"
             sd.display()
         ),
     );
-    let _agent = setup.start().await;
+    let agent = setup.start().await;
+    let _explain = Explain(agent_dir.join("agent.out"));
     let client = reqwest::Client::new();
     let up = |job: &'static str| {
         let (client, base) = (client.clone(), base.clone());
@@ -574,6 +729,18 @@ interval = "1s"
         let foreign = up("foreign").await;
         let left = common::query(&client, &base, "app_requests_total{team=\"y\"}").await?;
         (foreign.len() == 1 && left.is_empty()).then_some(())
+    })
+    .await;
+    // A reload (SIGHUP) swaps a probe: the new one starts, the removed one's series end.
+    setup.extra = setup.extra.replace("name = \"b-port\"", "name = \"a-port\"").replace(&b.to_string(), &a.to_string());
+    setup.config();
+    let hup = Command::new("kill").args(["-HUP", &agent.0.id().to_string()]).status().expect("kill -HUP");
+    assert!(hup.success());
+    eventually("the reloaded probes", Duration::from_secs(30), async || {
+        let probes = common::query(&client, &base, "probe_success").await?;
+        let mut names: Vec<&str> = probes.iter().filter_map(|p| p.metric.get("probe").map(String::as_str)).collect();
+        names.sort_unstable();
+        (names == ["a-metrics", "a-port"]).then_some(())
     })
     .await;
 }

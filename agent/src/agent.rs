@@ -20,7 +20,7 @@ use hale_core::metrics::Family;
 use hale_core::remote_write::{self, WriteRequest};
 use hale_core::time::now_ms;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ConfigSource};
 use crate::host::HostCollector;
 use crate::queue::DiskQueue;
 use crate::scrape::{self, Target};
@@ -77,9 +77,26 @@ impl Cycle {
     }
 }
 
+/// The files `pattern` names now: itself when it has no glob characters (followed even
+/// before it exists), else the regular files matching it, in order.
+fn matching_files(pattern: &std::path::Path) -> Vec<PathBuf> {
+    let text = pattern.to_string_lossy();
+    if !text.contains(['*', '?', '[']) {
+        return vec![pattern.to_path_buf()];
+    }
+    match glob::glob(&text) {
+        Ok(paths) => paths.flatten().filter(|p| p.is_file()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// The running agent's shared state.
 pub struct Agent {
-    pub config: AgentConfig,
+    /// The config in force: replaced whole by a reload ([`Agent::reload`]); loops that
+    /// compile parts of it watch for the change.
+    config: tokio::sync::watch::Sender<Arc<AgentConfig>>,
+    /// Where a reload reads the config from.
+    source: ConfigSource,
     pub supervisor: Supervisor,
     pub telemetry: Arc<Telemetry>,
     host: Arc<std::sync::Mutex<HostCollector>>,
@@ -98,7 +115,7 @@ pub struct Agent {
 impl Agent {
     /// Opens the queues under the data directory (the metrics queue only with a
     /// remote_write destination, the logs queue only with a logs endpoint).
-    pub fn open(config: AgentConfig) -> Result<Agent, AgentError> {
+    pub fn open(config: AgentConfig, source: ConfigSource) -> Result<Agent, AgentError> {
         let queue_dir = config.data_dir.join("queue");
         let metrics_queue = if config.remote_write.is_empty() {
             None
@@ -134,15 +151,64 @@ impl Agent {
             staleness: Staleness::default(),
             metadata: Default::default(),
             last_probes: Default::default(),
-            config,
+            config: tokio::sync::watch::Sender::new(Arc::new(config)),
+            source,
         })
     }
 
-    /// Starts the `[[processes]]` of the config.
+    /// The config in force now (a reload replaces it; hold the `Arc` for one pass).
+    pub fn config(&self) -> Arc<AgentConfig> {
+        self.config.borrow().clone()
+    }
+
+    /// Tells of every config reload.
+    pub fn watch_config(&self) -> tokio::sync::watch::Receiver<Arc<AgentConfig>> {
+        self.config.subscribe()
+    }
+
+    /// Puts `new` (parsed and validated already) in force and returns the sections that
+    /// changed. Refused, the old config staying, when it changes what only a restart can
+    /// (the node, the listener, the data directory, the destinations, the queues, the
+    /// intervals of the agent's own cycles). Processes newly listed are started; ones no
+    /// longer listed keep running (stop them through the actuator).
+    pub fn reload(&self, new: AgentConfig) -> Result<Vec<&'static str>, String> {
+        let outcome = self.put_in_force(new);
+        self.telemetry.config_reloaded(&outcome);
+        outcome
+    }
+
+    /// Reads the config again from where it came from ([`ConfigSource`]) and reloads it.
+    pub fn reload_from_source(&self) -> Result<Vec<&'static str>, String> {
+        let outcome = self.source.load().and_then(|new| self.put_in_force(new));
+        self.telemetry.config_reloaded(&outcome);
+        outcome
+    }
+
+    fn put_in_force(&self, new: AgentConfig) -> Result<Vec<&'static str>, String> {
+        let old = self.config();
+        let fixed = crate::config::restart_only_changes(&old, &new);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} cannot change without a restart (the config in force is kept; restart the agent to change them)",
+                fixed.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let changed = crate::config::reloadable_changes(&old, &new);
+        if new.textfile_dir != old.textfile_dir {
+            self.host.lock().unwrap_or_else(|p| p.into_inner()).set_textfile_dir(new.textfile_dir.clone());
+        }
+        self.config.send_replace(Arc::new(new));
+        self.start_configured();
+        Ok(changed)
+    }
+
+    /// Starts the `[[processes]]` of the config that are not running.
     pub fn start_configured(&self) {
-        for p in &self.config.processes {
-            if let Some(template) = self.config.template(&p.service) {
-                let spec = self.config.render(template, &p.name, p.listen, &p.extra_args);
+        let config = self.config();
+        let running: Vec<String> = self.supervisor.list().into_iter().map(|p| p.name).collect();
+        for p in config.processes.iter().filter(|p| !running.contains(&p.name)) {
+            if let Some(template) = config.template(&p.service) {
+                let spec = config.render(template, &p.name, p.listen, &p.extra_args);
                 if let Err(e) = self.supervisor.start(spec) {
                     tracing::error!(error = %e, "cannot start a configured process");
                 }
@@ -152,15 +218,16 @@ impl Agent {
 
     /// Scrape and probe targets: every supervised replica with a template.
     fn targets(&self) -> Vec<Target> {
+        let config = self.config();
         self.supervisor
             .list()
             .into_iter()
             .filter_map(|p| {
-                let t = self.config.template(&p.service)?;
+                let t = config.template(&p.service)?;
                 Some(Target {
                     service: p.service,
                     instance: p.name,
-                    node: self.config.node.clone(),
+                    node: config.node.clone(),
                     base_url: format!("http://{}", p.listen),
                     metrics_path: t.metrics_path.clone(),
                     health_path: t.health_path.clone(),
@@ -172,7 +239,8 @@ impl Agent {
 
     /// The `[[scrape]]` services: scraped, never probed (the agent does not run them).
     fn static_targets(&self) -> Vec<Target> {
-        self.config
+        let config = self.config();
+        config
             .scrape
             .iter()
             .filter_map(|s| {
@@ -180,7 +248,7 @@ impl Agent {
                 Some(Target {
                     service: s.service.clone(),
                     instance: s.instance.clone(),
-                    node: self.config.node.clone(),
+                    node: config.node.clone(),
                     base_url,
                     metrics_path,
                     health_path: String::new(),
@@ -192,21 +260,38 @@ impl Agent {
 
     /// The files to tail: every supervised replica's log file, and the `[[logs]]`.
     pub fn log_sources(&self) -> Vec<LogSource> {
+        let config = self.config();
         let mut sources: Vec<LogSource> = self
             .supervisor
             .list()
             .into_iter()
             .filter_map(|p| {
-                let t = self.config.template(&p.service)?;
+                let t = config.template(&p.service)?;
                 let path = t.log_file.as_ref()?.replace("{name}", &p.name).replace("{listen}", &p.listen);
-                Some(LogSource { path: path.into(), service: p.service, instance: p.name })
+                Some(LogSource::new(path, p.service, p.name))
             })
             .collect();
-        sources.extend(self.config.logs.iter().map(|l| LogSource {
-            path: l.path.clone(),
-            service: l.service.clone(),
-            instance: l.instance.clone(),
-        }));
+        for logs in &config.logs {
+            for path in matching_files(&logs.path) {
+                let stem = || path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                sources.push(LogSource {
+                    instance: logs.instance.clone().unwrap_or_else(stem),
+                    service: logs.service.clone(),
+                    labels: logs.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    format: logs.format,
+                    multiline: logs.multiline.clone(),
+                    path,
+                });
+            }
+        }
+        // One file, one source: the first that names it (by inode, so a glob cannot take
+        // a rotated copy of a file already followed under another name).
+        let mut seen = std::collections::HashSet::new();
+        sources.retain(|s| {
+            use std::os::unix::fs::MetadataExt;
+            let id = std::fs::metadata(&s.path).map(|m| (m.dev(), m.ino())).ok();
+            id.is_none_or(|id| seen.insert(id))
+        });
         sources
     }
 
@@ -228,7 +313,7 @@ impl Agent {
 
     /// The labels the agent adds to what a cycle ships.
     fn cycle_labels(&self, cycle: Cycle) -> Labels {
-        let (node, listen) = (self.config.node.clone(), self.config.listen.to_string());
+        let (node, listen) = (self.config().node.clone(), self.config().listen.to_string());
         let pairs = match cycle {
             Cycle::Host => vec![("node", node), ("instance", listen), ("job", "node".to_string())],
             Cycle::Own => vec![("node", node), ("agent", listen)],
@@ -293,7 +378,7 @@ impl Agent {
 
     /// Calls `check` on every target at once.
     async fn each_target(&self, check: impl AsyncFn(reqwest::Client, Target, Duration) -> Vec<Family>) -> Vec<Family> {
-        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let timeout = Duration::from_millis(self.config().timeout_ms);
         let checks = self.targets().into_iter().map(|t| check(self.http.clone(), t, timeout));
         futures::future::join_all(checks).await.into_iter().flatten().collect()
     }
@@ -305,7 +390,7 @@ impl Agent {
         let host = self.host_families().await;
         let own = self.own_families();
         let mut scraped = self.each_target(async |client, t, timeout| scrape::scrape(&client, &t, timeout).await).await;
-        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let timeout = Duration::from_millis(self.config().timeout_ms);
         let statics = self.static_targets().into_iter().map(|t| {
             let client = self.http.clone();
             async move { scrape::scrape(&client, &t, timeout).await }

@@ -36,7 +36,8 @@ impl From<SuperviseError> for ApiError {
 }
 
 fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = agent.config.token.as_deref() else {
+    let config = agent.config();
+    let Some(expected) = config.token.as_deref() else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "actuator_disabled",
@@ -58,6 +59,20 @@ fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// `POST /-/reload` (token): reads agent.toml again, as SIGHUP does. 200 with the
+/// sections that changed, or 400 with why the file was refused (the config in force is
+/// kept).
+async fn reload(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&agent, &headers)?;
+    let outcome = tokio::task::spawn_blocking(move || agent.reload_from_source())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    match outcome {
+        Ok(changed) => Ok(axum::Json(serde_json::json!({"status": "reloaded", "changed": changed})).into_response()),
+        Err(why) => Err(ApiError(StatusCode::BAD_REQUEST, "bad_config", why)),
+    }
+}
+
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -65,6 +80,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/api/v1/processes", get(list).post(start))
         .route("/api/v1/processes/{name}", axum::routing::delete(stop))
         .route("/api/v1/processes/{name}/restart", post(restart))
+        .route("/-/reload", post(reload))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(agent)
 }
@@ -72,8 +88,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
 async fn healthz(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
     axum::Json(hale_core::api::AgentHealth {
         status: "alive".into(),
-        node: agent.config.node.clone(),
-        data_dir: agent.config.data_dir.to_string_lossy().into_owned(),
+        node: agent.config().node.clone(),
+        data_dir: agent.config().data_dir.to_string_lossy().into_owned(),
         pid: Some(std::process::id()),
     })
 }
@@ -87,7 +103,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
 }
 
 async fn list(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
-    axum::Json(hale_core::api::ProcessList { node: agent.config.node.clone(), processes: agent.supervisor.list() })
+    axum::Json(hale_core::api::ProcessList { node: agent.config().node.clone(), processes: agent.supervisor.list() })
 }
 
 /// `?grace_ms=N` replaces the grace before SIGKILL (0: kill at once, for a hung replica).
@@ -129,7 +145,8 @@ async fn start(
     let req: StartProcess = serde_json::from_slice(&body).map_err(|e| {
         ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"service\", \"name\"?}}: {e}"))
     })?;
-    let template = agent.config.template(&req.service).ok_or_else(|| {
+    let config = agent.config();
+    let template = config.template(&req.service).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             "unknown_service",
@@ -147,7 +164,7 @@ async fn start(
         }
         Some(name) => name,
         None => (1..)
-            .map(|n| format!("{}-{}-{n}", req.service, agent.config.node))
+            .map(|n| format!("{}-{}-{n}", req.service, config.node))
             .find(|n| !taken.contains(n))
             .unwrap_or_default(),
     };
@@ -158,7 +175,7 @@ async fn start(
             format!("service {:?} has no port_range for new replicas", req.service),
         )
     })?;
-    let ip = agent.config.listen.ip();
+    let ip = config.listen.ip();
     let listen = (lo..=hi)
         .map(|port| SocketAddr::new(ip, port))
         .find(|addr| {
@@ -166,7 +183,7 @@ async fn start(
                 && std::net::TcpListener::bind(addr).is_ok()
         })
         .ok_or_else(|| ApiError(StatusCode::CONFLICT, "no_free_port", format!("no free port in {lo}..={hi}")))?;
-    let spec = agent.config.render(template, &name, listen, &[]);
+    let spec = config.render(template, &name, listen, &[]);
     agent.supervisor.start(spec)?;
     tracing::warn!(process = %name, service = %req.service, %listen, "replica started through the actuator");
     let info = agent.supervisor.list().into_iter().find(|p| p.name == name);

@@ -203,13 +203,58 @@ impl ScrapeConfig {
     }
 }
 
-/// A file to tail that no supervised replica owns.
+/// Files to tail that no supervised replica owns (`[[logs]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogFileConfig {
+    /// A file, or a glob (`/var/log/nginx/*.log`); files that match later are followed
+    /// from their start, files gone are let go once read to their end. Match live files
+    /// only (`*.log`, not `*.log*`): a rotated-away copy is already read under its old
+    /// name (files already followed are never taken twice, by inode).
     pub path: PathBuf,
     pub service: String,
-    pub instance: String,
+    /// The `instance` of the lines; by default each file's stem (`access` for
+    /// `access.log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Added to every record as attributes (`env = "prod"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "crate::config::is_default")]
+    pub format: crate::tail::LogFormat,
+    /// Joins the lines of one record (stack traces): `{ start = "^\\d{4}-", timeout_ms = 1000 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<crate::tail::Multiline>,
+}
+
+impl LogFileConfig {
+    /// Checks the pattern, the labels and the multiline rule; the message names them.
+    fn check(&self) -> Result<(), String> {
+        let path = self.path.to_string_lossy();
+        glob::Pattern::new(&path).map_err(|e| format!("path {path:?} is not a valid glob: {e}"))?;
+        if self.service.trim().is_empty() {
+            return Err(format!("path {path:?} needs a `service`"));
+        }
+        if self.instance.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            return Err(format!("path {path:?}: `instance` must not be empty (leave it out for the file stem)"));
+        }
+        for key in self.labels.keys() {
+            let mut chars = key.chars();
+            let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if !ok {
+                return Err(format!("label {key:?} of {path:?}: use letters, digits, '_' and '.'"));
+            }
+        }
+        if let Some(m) = &self.multiline {
+            m.compile()?;
+        }
+        Ok(())
+    }
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A whole `agent.toml`.
@@ -359,6 +404,9 @@ impl AgentConfig {
                 )));
             }
         }
+        for logs in &self.logs {
+            logs.check().map_err(|e| ConfigError::new(format!("`logs`: {e}")))?;
+        }
         if self.batch.max_records == 0 || self.batch.max_wait_ms == 0 {
             return Err(ConfigError::new("`batch`: max_records and max_wait_ms must be positive"));
         }
@@ -446,7 +494,7 @@ impl AgentConfig {
 /// What `hale agent`'s flags say, each `None` or empty when not given: a value here beats
 /// the file's (`remote_write` replaces the file's list). No `Debug`: it holds tokens. With
 /// the `cli` feature it is the clap arguments of `hale agent`, doc comments as help.
-#[derive(Default)]
+#[derive(Default, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct AgentFlags {
     /// Node name (required without --config).
@@ -473,6 +521,101 @@ pub struct AgentFlags {
     /// node_exporter's textfile collector: merge the `*.prom` files of this directory.
     #[cfg_attr(feature = "cli", arg(long))]
     pub textfile_dir: Option<PathBuf>,
+}
+
+/// The keys whose change a reload cannot apply: the agent's identity, listener, data
+/// directory, destinations, queues and its own cycles' intervals are set up once at the
+/// start. Every key is named here or in [`reloadable_changes`] (the destructuring makes a
+/// new key a compile error until it is sorted into one of the two).
+pub fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
+    let AgentConfig {
+        node,
+        listen,
+        data_dir,
+        remote_write,
+        logs_endpoint,
+        logs_compression,
+        token: _,
+        ingest_token,
+        scrape_interval_ms,
+        probe_interval_ms,
+        timeout_ms: _,
+        metrics_queue,
+        logs_queue,
+        batch,
+        services: _,
+        processes: _,
+        logs: _,
+        scrape: _,
+        scrape_configs: _,
+        probes: _,
+        textfile_dir: _,
+    } = old;
+    let mut changed = Vec::new();
+    let mut check = |key: &'static str, same: bool| {
+        if !same {
+            changed.push(key);
+        }
+    };
+    check("node", *node == new.node);
+    check("listen", *listen == new.listen);
+    check("data_dir", *data_dir == new.data_dir);
+    check("remote_write", *remote_write == new.remote_write);
+    check("logs_endpoint", *logs_endpoint == new.logs_endpoint);
+    check("logs_compression", *logs_compression == new.logs_compression);
+    check("ingest_token", *ingest_token == new.ingest_token);
+    check("scrape_interval_ms", *scrape_interval_ms == new.scrape_interval_ms);
+    check("probe_interval_ms", *probe_interval_ms == new.probe_interval_ms);
+    check("metrics_queue", *metrics_queue == new.metrics_queue);
+    check("logs_queue", *logs_queue == new.logs_queue);
+    check("batch", *batch == new.batch);
+    changed
+}
+
+/// The keys a reload changes (and applies): the actuator token, the timeout, service
+/// templates and processes, log sources, scrape targets and jobs, probes, the textfile
+/// directory. Secrets are named, never shown.
+pub fn reloadable_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |key: &'static str, same: bool| {
+        if !same {
+            changed.push(key);
+        }
+    };
+    check("token", old.token == new.token);
+    check("timeout_ms", old.timeout_ms == new.timeout_ms);
+    check("services", old.services == new.services);
+    check("processes", old.processes == new.processes);
+    check("logs", old.logs == new.logs);
+    check("scrape", old.scrape == new.scrape);
+    check("scrape_configs", old.scrape_configs == new.scrape_configs);
+    check("probes", old.probes == new.probes);
+    check("textfile_dir", old.textfile_dir == new.textfile_dir);
+    changed
+}
+
+/// Where the agent's config comes from (agent.toml, then the flags over it), kept so a
+/// reload (SIGHUP, `POST /-/reload`) reads the file again and lays the same flags over
+/// it. No `Debug`: the flags hold tokens.
+#[derive(Default, Clone)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub flags: AgentFlags,
+}
+
+impl ConfigSource {
+    /// The config as the file says now, with the flags over it, validated; errors name
+    /// the file and the line.
+    pub fn load(&self) -> Result<AgentConfig, String> {
+        let file = match &self.file {
+            Some(path) => {
+                let source = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                Some(AgentConfig::parse(&source).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        AgentConfig::with_flags(file, self.flags.clone()).map_err(|e| e.to_string())
+    }
 }
 
 pub fn valid_instance_name(name: &str) -> bool {

@@ -31,6 +31,8 @@ use crate::queue::{DiskQueue, QueueError};
 use crate::tail::{self, LogSource, Tailer};
 use crate::telemetry::LogStage;
 
+/// How often the sources are listed again (globs expanded, replicas' files looked up).
+const LIST_SOURCES: Duration = Duration::from_secs(1);
 /// How often files at their end are looked at again.
 const LOG_POLL: Duration = Duration::from_millis(250);
 /// A log batch is cut at this many bytes of lines, whatever `max_records` says (and at a
@@ -60,9 +62,10 @@ struct Batcher {
 
 impl Batcher {
     fn new(agent: Arc<Agent>, positions: tail::Positions) -> Self {
-        let endpoint = agent.config.logs_endpoint.as_deref().unwrap_or_default();
+        let config = agent.config();
+        let endpoint = config.logs_endpoint.as_deref().unwrap_or_default();
         Batcher {
-            compression: agent.config.logs_compression.for_endpoint(endpoint),
+            compression: config.logs_compression.for_endpoint(endpoint),
             tailer: Tailer::new(Vec::new(), &positions),
             agent,
             positions,
@@ -72,14 +75,29 @@ impl Batcher {
         }
     }
 
-    /// Follows `sources` too. Only between batches: a batch's positions are one tailer's.
+    /// What to follow next: every source `wanted` now, and those followed before that are
+    /// not finished yet (a stopped replica's last lines, a file a glob let go of, still
+    /// count). A path is followed once: a wanted source replaces an old one of the same
+    /// path (a reload changed its labels) and continues from its position.
+    fn next_sources(&self, known: &[LogSource], wanted: Vec<LogSource>) -> Vec<LogSource> {
+        let mut next = wanted;
+        for old in known {
+            if !next.iter().any(|s| s.path == old.path) && !self.tailer.finished(&old.path) {
+                next.push(old.clone());
+            }
+        }
+        next
+    }
+
+    /// Follows `sources` from now on. Only between batches: a batch's positions are one
+    /// tailer's. A replica started again under the same name continues where its file
+    /// left off (its position is kept while the file exists).
     fn follow(&mut self, sources: Vec<LogSource>) -> bool {
         if !self.buffer.is_empty() {
             return false;
         }
-        // Files of stopped replicas stay followed: their last lines still count, and a
-        // replica started again under the same name continues where its file left off.
         self.positions = tail::merge(&self.positions, &self.tailer.positions());
+        self.positions.retain(|path, _| sources.iter().any(|s| &s.path == path) || path.exists());
         self.tailer = Tailer::new(sources, &self.positions);
         true
     }
@@ -93,7 +111,7 @@ impl Batcher {
 
     /// Reads what is new; returns whether it read lines, and the batch if one is due.
     fn step(&mut self) -> (bool, Option<Batch>) {
-        let config = &self.agent.config;
+        let config = &self.agent.config();
         let started = Instant::now();
         let lines = self.tailer.poll(config.batch.max_records.saturating_sub(self.buffer.len()));
         self.agent.telemetry.log_stage(LogStage::Tail, started.elapsed());
@@ -156,7 +174,7 @@ impl Checkpoint {
     /// Where the files were left: the further of the checkpoint and the queue's newest
     /// batch (a checkpoint not synced when the machine stopped is behind it).
     fn load(agent: &Agent, queue: &DiskQueue) -> Self {
-        let path = agent.config.data_dir.join("tail-positions.json");
+        let path = agent.config().data_dir.join("tail-positions.json");
         let mut positions = tail::load_checkpoint(&path);
         if let Ok(Some(last)) = queue.last_record()
             && let Some(queued) = tail::envelope_positions(&last.body)
@@ -170,6 +188,8 @@ impl Checkpoint {
     /// is [`CHECKPOINT_SYNC`] old (the queue's newest batch holds them durably meanwhile).
     fn save(&mut self, reached: &tail::Positions) {
         self.positions = tail::merge(&self.positions, reached);
+        // Files gone and no longer followed: a file made again at the path is new.
+        self.positions.retain(|path, _| reached.contains_key(path) || path.exists());
         let text = serde_json::to_vec(&self.positions).unwrap_or_default();
         let due = self.synced.is_none_or(|at| at.elapsed() >= CHECKPOINT_SYNC);
         let saved =
@@ -277,20 +297,26 @@ async fn commit(
 
 /// Follows the agent's log files and queues their lines until `shutdown`.
 pub(crate) async fn run(agent: Arc<Agent>, queue: Arc<DiskQueue>, mut shutdown: watch::Receiver<bool>) {
-    let max_wait = Duration::from_millis(agent.config.batch.max_wait_ms);
+    let max_wait = Duration::from_millis(agent.config().batch.max_wait_ms);
     let checkpoint = Checkpoint::load(&agent, &queue);
     let mut batcher = Batcher::new(agent.clone(), checkpoint.positions.clone());
     let (to_commit, batches) = mpsc::channel(IN_COMMIT);
     let committer = tokio::spawn(commit(agent.clone(), queue, checkpoint, batches));
     let _stop_committer = AbortOnDrop(committer);
     let mut known: Vec<LogSource> = Vec::new();
+    let mut listed: Option<Instant> = None;
+    let mut configs = agent.watch_config();
     loop {
-        let fresh: Vec<LogSource> = agent.log_sources().into_iter().filter(|s| !known.contains(s)).collect();
-        if !fresh.is_empty() {
-            let mut all = known.clone();
-            all.extend(fresh);
-            if batcher.follow(all.clone()) {
-                known = all;
+        // A reload may change the sources: list them again now.
+        if configs.has_changed().unwrap_or(false) {
+            configs.mark_unchanged();
+            listed = None;
+        }
+        if listed.is_none_or(|at| at.elapsed() >= LIST_SOURCES) {
+            let next = batcher.next_sources(&known, agent.log_sources());
+            if next == known || batcher.follow(next.clone()) {
+                known = next;
+                listed = Some(Instant::now());
             }
         }
         let stepped = tokio::task::spawn_blocking(move || {

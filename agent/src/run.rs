@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::agent::{Agent, AgentError, metrics_reader};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ConfigSource};
 use crate::ship::{self, Destination, Protocol};
 use crate::tail;
 
@@ -100,17 +100,30 @@ fn one_malloc_arena() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
 
-/// Runs the agent until `shutdown` resolves; then stops its replicas.
+/// Reloads the config at every SIGHUP (as Prometheus and most daemons do).
+async fn reload_on_hangup(agent: Arc<Agent>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let _ = agent.reload_from_source();
+    }
+}
+
+/// Runs the agent until `shutdown` resolves; then stops its replicas. `source` is where
+/// `config` came from, read again at a reload (SIGHUP, `POST /-/reload`).
 pub async fn run(
     config: AgentConfig,
+    source: ConfigSource,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io { path: data_dir.clone(), source })?;
     let agent_id =
         ship::agent_id(&data_dir, &config.node).map_err(|source| AgentError::Io { path: data_dir.clone(), source })?;
-    let agent = Arc::new(Agent::open(config)?);
-    let listen = agent.config.listen;
+    let agent = Arc::new(Agent::open(config, source)?);
+    let listen = agent.config().listen;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AgentError::Listen { addr: listen, source })?;
     agent.start_configured();
@@ -119,12 +132,12 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut metric_destinations = Vec::new();
     if let Some(queue) = &agent.metrics_queue {
-        for (i, url) in agent.config.remote_write.iter().enumerate() {
+        for (i, url) in agent.config().remote_write.iter().enumerate() {
             let destination = Destination {
                 url: url.clone(),
                 reader: metrics_reader(i),
                 protocol: Protocol::RemoteWrite,
-                token: agent.config.ingest_token.clone(),
+                token: agent.config().ingest_token.clone(),
                 // Each queue numbers its own batches: the id names the queue.
                 agent_id: format!("{agent_id}.metrics"),
                 unwrap: |b| b,
@@ -135,7 +148,7 @@ pub async fn run(
         }
         let a = agent.clone();
         tasks.push(tokio::spawn(every(
-            Duration::from_millis(a.config.scrape_interval_ms),
+            Duration::from_millis(a.config().scrape_interval_ms),
             stop.clone(),
             async move || {
                 a.collect_metrics().await;
@@ -146,25 +159,26 @@ pub async fn run(
         tasks.push(tokio::spawn(crate::jobs::run(agent.clone(), stop.clone())));
         let a = agent.clone();
         tasks.push(tokio::spawn(every(
-            Duration::from_millis(a.config.probe_interval_ms),
+            Duration::from_millis(a.config().probe_interval_ms),
             stop.clone(),
             async move || a.collect_probes().await,
         )));
     }
-    if let (Some(queue), Some(url)) = (&agent.logs_queue, &agent.config.logs_endpoint) {
+    if let (Some(queue), Some(url)) = (&agent.logs_queue, &agent.config().logs_endpoint) {
         let destination = Destination {
             url: url.clone(),
             reader: "logs".into(),
             protocol: Protocol::OtlpLogs,
-            token: agent.config.ingest_token.clone(),
+            token: agent.config().ingest_token.clone(),
             agent_id: format!("{agent_id}.logs"),
             unwrap: tail::unwrap_envelope,
-            in_flight: agent.config.batch.max_in_flight,
+            in_flight: agent.config().batch.max_in_flight,
         };
         tasks.push(tokio::spawn(ship::deliver(queue.clone(), destination, agent.telemetry.clone(), stop.clone())));
         tasks.push(tokio::spawn(crate::logs::run(agent.clone(), queue.clone(), stop.clone())));
     }
-    tracing::info!(node = %agent.config.node, listen = %agent.config.listen, agent_id, "agent running");
+    tasks.push(tokio::spawn(reload_on_hangup(agent.clone())));
+    tracing::info!(node = %agent.config().node, listen = %agent.config().listen, agent_id, "agent running");
     let result =
         hale_serve::serve(listener, crate::api::router(agent.clone()), hale_serve::Limits::default(), async move {
             shutdown.await;

@@ -35,6 +35,73 @@ pub struct LogSource {
     pub path: PathBuf,
     pub service: String,
     pub instance: String,
+    /// Added to every record of the file as attributes (`[[logs]] labels`).
+    pub labels: Vec<(String, String)>,
+    pub format: LogFormat,
+    pub multiline: Option<Multiline>,
+}
+
+impl LogSource {
+    /// A JSON-lines file of `service`'s `instance`, nothing added.
+    pub fn new(path: impl Into<PathBuf>, service: impl Into<String>, instance: impl Into<String>) -> Self {
+        LogSource {
+            path: path.into(),
+            service: service.into(),
+            instance: instance.into(),
+            labels: Vec::new(),
+            format: LogFormat::Json,
+            multiline: None,
+        }
+    }
+}
+
+/// How a file's lines are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// JSON objects, one a line (`timestamp`, `level`, `message`, the rest attributes); a
+    /// line that is not one is kept as plain text.
+    #[default]
+    Json,
+    /// Text: the line is the message, its level the first upper-case level word in it.
+    Plain,
+}
+
+/// Joining the lines of one record (a stack trace under the line that raised it): a line
+/// matching `start` begins a record, every other line continues the one before. A record
+/// is complete when the next one starts, when `timeout_ms` pass without a line, or at
+/// `max_lines`. Until then its lines are held back, and the checkpoint stays at its
+/// first line, so a restart joins it again rather than losing or splitting it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Multiline {
+    /// A regular expression (Rust `regex` syntax) that the first line of a record matches.
+    pub start: String,
+    #[serde(default = "Multiline::default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "Multiline::default_max_lines")]
+    pub max_lines: usize,
+}
+
+impl Multiline {
+    fn default_timeout_ms() -> u64 {
+        1000
+    }
+
+    fn default_max_lines() -> usize {
+        500
+    }
+
+    /// The start pattern, compiled; the error says what is wrong with it.
+    pub fn compile(&self) -> Result<regex::bytes::Regex, String> {
+        if self.timeout_ms == 0 || self.max_lines < 2 {
+            return Err("multiline: timeout_ms must be positive and max_lines at least 2".into());
+        }
+        regex::bytes::RegexBuilder::new(&self.start)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("multiline.start {:?}: {e}", self.start))
+    }
 }
 
 /// Where reading a file stands.
@@ -47,14 +114,33 @@ pub struct Position {
 /// Path → position.
 pub type Positions = BTreeMap<PathBuf, Position>;
 
-/// A complete line read from a file.
+/// A complete line (or joined record) read from a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     /// Shared by every line of the file (a batch holds thousands).
-    pub service: std::sync::Arc<str>,
-    pub instance: std::sync::Arc<str>,
+    pub origin: std::sync::Arc<Origin>,
     pub text: String,
     pub observed_unix_nano: u64,
+}
+
+/// Whose a file's lines are and how they are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub service: String,
+    pub instance: String,
+    pub labels: Vec<(String, String)>,
+    pub format: LogFormat,
+}
+
+impl Origin {
+    pub fn new(service: &str, instance: &str) -> std::sync::Arc<Origin> {
+        std::sync::Arc::new(Origin {
+            service: service.into(),
+            instance: instance.into(),
+            labels: Vec::new(),
+            format: LogFormat::Json,
+        })
+    }
 }
 
 /// A rotated-away file still being read: writers may not have reopened the log yet.
@@ -68,16 +154,85 @@ struct Draining {
 /// How long a rotated file is still read after its rotation was noticed.
 const ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Whose lines a file's are, shared by all of them.
-#[derive(Clone)]
+/// Where a file's lines go: straight out, or through the record being joined.
 struct Names {
-    service: std::sync::Arc<str>,
-    instance: std::sync::Arc<str>,
+    origin: std::sync::Arc<Origin>,
+    joiner: Option<Joiner>,
+}
+
+/// The record being joined, and how records start.
+struct Joiner {
+    start: regex::bytes::Regex,
+    timeout: std::time::Duration,
+    max_lines: usize,
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    text: Vec<u8>,
+    /// Offset of its first line: where reading starts again after a restart.
+    from: u64,
+    lines: usize,
+    observed_unix_nano: u64,
+    last_line_at: std::time::Instant,
 }
 
 impl Names {
     fn line(&self, text: String, observed_unix_nano: u64) -> Line {
-        Line { service: self.service.clone(), instance: self.instance.clone(), text, observed_unix_nano }
+        Line { origin: self.origin.clone(), text, observed_unix_nano }
+    }
+
+    /// Takes the line `bytes` that starts at offset `at`.
+    fn push(&mut self, bytes: &[u8], at: u64, observed: u64, out: &mut Vec<Line>) {
+        let Some(joiner) = self.joiner.as_mut() else {
+            out.push(self.line(String::from_utf8_lossy(bytes).into_owned(), observed));
+            return;
+        };
+        let continues = joiner.pending.is_some() && !joiner.start.is_match(bytes);
+        match joiner.pending.as_mut() {
+            Some(p) if continues && p.text.len() + 1 + bytes.len() <= MAX_LINE_BYTES => {
+                p.text.push(b'\n');
+                p.text.extend_from_slice(bytes);
+                p.lines += 1;
+                p.last_line_at = std::time::Instant::now();
+                if p.lines >= joiner.max_lines {
+                    self.flush(out);
+                }
+                return;
+            }
+            _ => self.flush(out),
+        }
+        if let Some(joiner) = self.joiner.as_mut() {
+            joiner.pending = Some(Pending {
+                text: bytes.to_vec(),
+                from: at,
+                lines: 1,
+                observed_unix_nano: observed,
+                last_line_at: std::time::Instant::now(),
+            });
+        }
+    }
+
+    /// Emits the record being joined, if any.
+    fn flush(&mut self, out: &mut Vec<Line>) {
+        if let Some(p) = self.joiner.as_mut().and_then(|j| j.pending.take()) {
+            let text = String::from_utf8_lossy(&p.text).into_owned();
+            out.push(self.line(text, p.observed_unix_nano));
+        }
+    }
+
+    /// Emits the record being joined if no line came for its timeout.
+    fn flush_if_quiet(&mut self, out: &mut Vec<Line>) {
+        if let Some(j) = &self.joiner
+            && j.pending.as_ref().is_some_and(|p| p.last_line_at.elapsed() >= j.timeout)
+        {
+            self.flush(out);
+        }
+    }
+
+    /// Where the record being joined starts: the position to keep while it is held.
+    fn held_from(&self) -> Option<u64> {
+        Some(self.joiner.as_ref()?.pending.as_ref()?.from)
     }
 }
 
@@ -117,8 +272,22 @@ impl Tailer {
         let files = sources
             .into_iter()
             .map(|source| {
-                let names =
-                    Names { service: source.service.as_str().into(), instance: source.instance.as_str().into() };
+                let origin = std::sync::Arc::new(Origin {
+                    service: source.service.clone(),
+                    instance: source.instance.clone(),
+                    labels: source.labels.clone(),
+                    format: source.format,
+                });
+                // Checked when the config was loaded.
+                let joiner = source.multiline.as_ref().and_then(|m| {
+                    Some(Joiner {
+                        start: m.compile().ok()?,
+                        timeout: std::time::Duration::from_millis(m.timeout_ms),
+                        max_lines: m.max_lines,
+                        pending: None,
+                    })
+                });
+                let names = Names { origin, joiner };
                 let mut t = Tailed {
                     names,
                     source,
@@ -153,10 +322,11 @@ impl Tailer {
             .iter()
             .filter(|t| t.inode != 0)
             .map(|t| {
-                // While draining a rotated file, the position to keep is in that file.
+                // While draining a rotated file, the position to keep is in that file; a
+                // record being joined is kept from its first line.
                 let pos = match &t.draining {
-                    Some(d) => Position { inode: d.inode, offset: d.offset },
-                    None => Position { inode: t.inode, offset: t.offset },
+                    Some(d) => Position { inode: d.inode, offset: t.names.held_from().unwrap_or(d.offset) },
+                    None => Position { inode: t.inode, offset: t.names.held_from().unwrap_or(t.offset) },
                 };
                 (t.source.path.clone(), pos)
             })
@@ -183,6 +353,17 @@ impl Tailer {
             .collect()
     }
 
+    /// Whether everything written to `path` has been returned as lines: nothing unread,
+    /// no partial line, no record being joined, no rotated file to finish. A file no
+    /// longer wanted (a glob no longer matches it) is let go only then.
+    pub fn finished(&self, path: &Path) -> bool {
+        let Some(t) = self.files.iter().find(|t| t.source.path == path) else { return true };
+        t.draining.is_none()
+            && t.partial.is_empty()
+            && t.names.held_from().is_none()
+            && self.unread().iter().all(|(p, unread)| *p != path || *unread == 0)
+    }
+
     /// Reads what is new in every file, up to about `max_lines` lines.
     pub fn poll(&mut self, max_lines: usize) -> Vec<Line> {
         let mut out = Vec::new();
@@ -200,21 +381,23 @@ impl Tailer {
 
 impl Tailed {
     fn poll(&mut self, out: &mut Vec<Line>, max_lines: usize) -> std::io::Result<()> {
+        self.names.flush_if_quiet(out);
         // First finish a file that was rotated away.
         if let Some(mut d) = self.draining.take() {
-            let at_end = read_lines(&mut d.file, &mut d.offset, &mut self.partial, &self.names, out, max_lines)?;
+            let at_end = read_lines(&mut d.file, &mut d.offset, &mut self.partial, &mut self.names, out, max_lines)?;
             if !at_end || d.since.elapsed() < self.grace {
                 self.draining = Some(d);
                 return Ok(());
             }
-            flush_partial(&mut d.offset, &mut self.partial, &self.names, out);
+            flush_partial(&mut d.offset, &mut self.partial, &mut self.names, out);
+            self.names.flush(out);
         }
         let meta = match std::fs::metadata(&self.source.path) {
             Ok(m) => m,
             // Removed and not yet recreated: keep reading what is open.
             Err(_) => {
                 if let Some(file) = self.file.as_mut() {
-                    read_lines(file, &mut self.offset, &mut self.partial, &self.names, out, max_lines)?;
+                    read_lines(file, &mut self.offset, &mut self.partial, &mut self.names, out, max_lines)?;
                 }
                 return Ok(());
             }
@@ -251,11 +434,12 @@ impl Tailed {
         if meta.len() < self.offset + self.partial.len() as u64 {
             // Copytruncate: the file was cut below where we were.
             tracing::info!(path = %self.source.path.display(), "tail: file truncated; reading from its start");
+            self.names.flush(out);
             self.offset = 0;
             self.partial.clear();
         }
         if let Some(file) = self.file.as_mut() {
-            read_lines(file, &mut self.offset, &mut self.partial, &self.names, out, max_lines)?;
+            read_lines(file, &mut self.offset, &mut self.partial, &mut self.names, out, max_lines)?;
         }
         Ok(())
     }
@@ -267,7 +451,7 @@ fn read_lines(
     file: &mut File,
     offset: &mut u64,
     partial: &mut Vec<u8>,
-    names: &Names,
+    names: &mut Names,
     out: &mut Vec<Line>,
     max_lines: usize,
 ) -> std::io::Result<bool> {
@@ -293,14 +477,14 @@ fn read_lines(
             bytes = &bytes[..bytes.len() - 1];
         }
         let bytes = &bytes[..bytes.len().min(MAX_LINE_BYTES)];
-        out.push(names.line(String::from_utf8_lossy(bytes).into_owned(), observed));
+        names.push(bytes, *offset + start as u64, observed, out);
         start = end + 1;
     }
     *offset += start as u64;
     partial.drain(..start);
     if partial.len() > MAX_LINE_BYTES && memchr::memchr(b'\n', partial).is_none() {
         // A "line" this long has no end in sight; ship its start as one line and skip on.
-        out.push(names.line(String::from_utf8_lossy(&partial[..MAX_LINE_BYTES]).into_owned(), observed));
+        names.push(&partial[..MAX_LINE_BYTES], *offset, observed, out);
         *offset += partial.len() as u64;
         partial.clear();
     }
@@ -309,13 +493,15 @@ fn read_lines(
 
 /// Emits what is left in `partial` as a last line (a rotated file that ended without a
 /// newline).
-fn flush_partial(offset: &mut u64, partial: &mut Vec<u8>, names: &Names, out: &mut Vec<Line>) {
+fn flush_partial(offset: &mut u64, partial: &mut Vec<u8>, names: &mut Names, out: &mut Vec<Line>) {
     if partial.is_empty() {
         return;
     }
-    let text =
-        String::from_utf8_lossy(&partial[..partial.len().min(MAX_LINE_BYTES)]).trim_end_matches('\r').to_string();
-    out.push(names.line(text, now_nano()));
+    let mut text = &partial[..partial.len().min(MAX_LINE_BYTES)];
+    if text.last() == Some(&b'\r') {
+        text = &text[..text.len() - 1];
+    }
+    names.push(text, *offset, now_nano(), out);
     *offset += partial.len() as u64;
     partial.clear();
 }
@@ -373,7 +559,65 @@ mod tests {
     use std::io::Write;
 
     fn source(path: &Path) -> LogSource {
-        LogSource { path: path.to_path_buf(), service: "search".into(), instance: "search-1".into() }
+        LogSource::new(path, "search", "search-1")
+    }
+
+    /// A tailer of `path` joining records that start with a date, quiet after `timeout_ms`.
+    fn joining(path: &Path, timeout_ms: u64, positions: &Positions) -> Tailer {
+        let multiline = Multiline { start: r"^\d{4}-\d\d-\d\d ".into(), timeout_ms, max_lines: 4 };
+        Tailer::new(vec![LogSource { multiline: Some(multiline), ..source(path) }], positions)
+    }
+
+    const TRACE: &str = "2026-12-07 ERROR boom\n  at a.b(c.rs:1)\n  at d.e(f.rs:2)\n";
+
+    #[test]
+    fn multiline_records_are_joined_and_held_until_the_next_record_starts() {
+        let (_dir, path) = log_file(&format!("{TRACE}2026-12-07 INFO next\n"));
+        let mut t = joining(&path, 60_000, &Positions::new());
+        assert_eq!(texts(&t.poll(100)), ["2026-12-07 ERROR boom\n  at a.b(c.rs:1)\n  at d.e(f.rs:2)"]);
+        // The last record may go on: held, and the position stays at its first line.
+        assert_eq!(t.positions()[&path].offset, TRACE.len() as u64);
+        assert!(!t.finished(&path));
+        append(&path, "  more\n2026-12-07 INFO third\n");
+        assert_eq!(texts(&t.poll(100)), ["2026-12-07 INFO next\n  more"]);
+    }
+
+    #[test]
+    fn a_held_record_goes_out_after_its_quiet_timeout_and_max_lines_cuts_long_ones() {
+        let (_dir, path) = log_file(TRACE);
+        let mut t = joining(&path, 1, &Positions::new());
+        assert!(t.poll(100).is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(t.poll(100).len(), 1);
+        assert_eq!(t.positions()[&path].offset, TRACE.len() as u64);
+        assert!(t.finished(&path));
+        append(&path, "2026-12-07 ERROR long\n1\n2\n3\n4\n5\n");
+        let mut t = joining(&path, 60_000, &t.positions());
+        assert_eq!(texts(&t.poll(100)), ["2026-12-07 ERROR long\n1\n2\n3"]);
+    }
+
+    #[test]
+    fn a_restart_with_a_held_record_joins_it_again_whole() {
+        let (_dir, path) = log_file("2026-12-07 INFO a\n2026-12-07 ERROR b\n  at x\n");
+        let mut t = joining(&path, 60_000, &Positions::new());
+        assert_eq!(texts(&t.poll(100)), ["2026-12-07 INFO a"]);
+        let saved = t.positions();
+        drop(t);
+        append(&path, "  at y\n2026-12-07 INFO c\n");
+        let mut t = joining(&path, 60_000, &saved);
+        assert_eq!(texts(&t.poll(100)), ["2026-12-07 ERROR b\n  at x\n  at y"]);
+    }
+
+    #[test]
+    fn a_rotated_files_last_record_is_emitted_when_the_file_is_done() {
+        let (_dir, path) = log_file(TRACE);
+        let mut t = joining(&path, 60_000, &Positions::new()).with_rotation_grace(std::time::Duration::ZERO);
+        assert!(t.poll(100).is_empty());
+        rotate(&path);
+        append(&path, "2026-12-07 INFO new\n");
+        let got = texts(&t.poll(100));
+        assert_eq!(got, ["2026-12-07 ERROR boom\n  at a.b(c.rs:1)\n  at d.e(f.rs:2)"]);
+        assert_eq!(t.positions()[&path].offset, 0, "the new file's record is held");
     }
 
     fn append(path: &Path, text: &str) {

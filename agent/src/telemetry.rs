@@ -87,6 +87,16 @@ pub struct Telemetry {
     log_blocked: Counter<f64, std::sync::atomic::AtomicU64>,
     /// `file_sd` files that could not be read or parsed.
     sd_read_errors: Counter,
+    /// 1 when the last reload put its config in force (or none was tried), as
+    /// Prometheus's `prometheus_config_last_reload_successful`.
+    reload_ok: prometheus_client::metrics::gauge::Gauge,
+    reload_at: prometheus_client::metrics::gauge::Gauge,
+    reloads: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 impl Default for Telemetry {
@@ -133,8 +143,36 @@ impl Telemetry {
             "sd_file_read_errors",
             "file_sd files that could not be read or parsed (their targets kept)",
         );
+        let reload_ok = prometheus_client::metrics::gauge::Gauge::default();
+        reload_ok.set(1);
+        agent.register(
+            "config_last_reload_successful",
+            "Whether the last config reload was put in force (1) or refused (0)",
+            reload_ok.clone(),
+        );
+        let reload_at = prometheus_client::metrics::gauge::Gauge::default();
+        reload_at.set((now_ms() / 1000) as i64);
+        agent.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the config in force was loaded",
+            reload_at.clone(),
+        );
+        let reloads = registered(agent, "config_reloads", "Config reloads, applied or refused");
         agent.register_collector(Box::new(QueueMetrics { queues }));
-        Telemetry { registry, sent, failed, dropped, log_lines, log_stages, log_unread, log_blocked, sd_read_errors }
+        Telemetry {
+            reloads,
+            registry,
+            sent,
+            failed,
+            dropped,
+            log_lines,
+            log_stages,
+            log_unread,
+            log_blocked,
+            sd_read_errors,
+            reload_ok,
+            reload_at,
+        }
     }
 
     fn destination(family: &Family<DestinationLabels, Counter>, destination: &str) {
@@ -165,6 +203,23 @@ impl Telemetry {
         let counted = self.sd_read_errors.get();
         if total > counted {
             self.sd_read_errors.inc_by(total - counted);
+        }
+    }
+
+    /// A config reload put in force (`changed` names its sections) or refused.
+    pub fn config_reloaded(&self, outcome: &Result<Vec<&'static str>, String>) {
+        match outcome {
+            Ok(changed) => {
+                self.reloads.get_or_create(&OutcomeLabels { outcome: "applied" }).inc();
+                self.reload_ok.set(1);
+                self.reload_at.set((now_ms() / 1000) as i64);
+                tracing::info!(changed = ?changed, "config reloaded");
+            }
+            Err(why) => {
+                self.reloads.get_or_create(&OutcomeLabels { outcome: "refused" }).inc();
+                self.reload_ok.set(0);
+                tracing::error!(error = %why, "config reload refused; the config in force is kept");
+            }
         }
     }
 

@@ -6,37 +6,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hale_agent::config::{AgentConfig, AgentFlags};
+use hale_agent::config::{AgentFlags, ConfigSource};
 
 /// Hale's node agent: host metrics, scraping, probes, log tailing, durable shipping and
 /// supervision. No `Debug`: it holds tokens.
 #[derive(Parser)]
 #[command(name = "hale-agent", version)]
 struct Args {
-    /// agent.toml; the flags below override it.
+    /// agent.toml; the flags below override it. Read again at SIGHUP or `POST /-/reload`.
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
     flags: AgentFlags,
 }
 
-/// The agent's config: `flags` over the file over the defaults.
-fn config(args: Args) -> Result<AgentConfig, String> {
-    let Args { config, flags } = args;
-    let file = match &config {
-        Some(path) => {
-            let source = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-            Some(AgentConfig::parse(&source).map_err(|e| format!("{}: {e}", path.display()))?)
-        }
-        None => None,
-    };
-    AgentConfig::with_flags(file, flags).map_err(|e| e.to_string())
-}
-
 fn main() -> ExitCode {
     // Queues, checkpoints and logs are for the agent's owner only, as with `hale`.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let config = match config(Args::parse()) {
+    let Args { config, flags } = Args::parse();
+    let source = ConfigSource { file: config, flags };
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("hale-agent: {e}");
@@ -51,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     hale_serve::process::log_to_stderr("info");
-    match runtime.block_on(hale_agent::run(config, hale_serve::process::stop_requested())) {
+    match runtime.block_on(hale_agent::run(config, source, hale_serve::process::stop_requested())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hale-agent: {e}");

@@ -72,8 +72,13 @@ impl HostCollector {
     /// Merges the `*.prom` files of `dir` into every collection, as node_exporter's
     /// `--collector.textfile.directory` does.
     pub fn with_textfile_dir(mut self, dir: Option<PathBuf>) -> Self {
-        self.textfile_dir = dir;
+        self.set_textfile_dir(dir);
         self
+    }
+
+    /// A reloaded config's textfile directory.
+    pub fn set_textfile_dir(&mut self, dir: Option<PathBuf>) {
+        self.textfile_dir = dir;
     }
 
     /// One collection: every host family, freshly read.

@@ -18,7 +18,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
-use super::Line;
+use super::{Line, LogFormat};
 
 /// Severity of a level name, as OpenTelemetry numbers it.
 pub(super) fn severity(level: &str) -> (i32, &'static str) {
@@ -319,10 +319,13 @@ fn parse<'a>(text: &'a str, scratch: Vec<(Cow<'a, str>, Field<'a>)>) -> Parsed<'
                 attributes: fields.0,
             }
         }
-        None => {
-            Parsed { time_unix_nano: 0, level: plain_level(text), message: Cow::Borrowed(text), attributes: vec![] }
-        }
+        None => plain(text, Vec::new()),
     }
+}
+
+/// A plain-text line: all message, its level from its words.
+fn plain<'a>(text: &'a str, attributes: Vec<(Cow<'a, str>, Field<'a>)>) -> Parsed<'a> {
+    Parsed { time_unix_nano: 0, level: plain_level(text), message: Cow::Borrowed(text), attributes }
 }
 
 fn bytes_len(len: usize) -> usize {
@@ -383,7 +386,10 @@ fn put_key_value(tag: u32, key: &str, value: &Field, out: &mut Vec<u8>) {
 /// Writes one line's `LogRecord` (its fields in tag order, as prost writes them) and
 /// returns its level; `scratch` is the batch's list of fields, handed back emptied.
 fn put_record<'a>(line: &'a Line, out: &mut Vec<u8>, scratch: &mut Vec<(Cow<'a, str>, Field<'a>)>) -> &'static str {
-    let parsed = parse(&line.text, std::mem::take(scratch));
+    let parsed = match line.origin.format {
+        LogFormat::Json => parse(&line.text, std::mem::take(scratch)),
+        LogFormat::Plain => plain(&line.text, std::mem::take(scratch)),
+    };
     if parsed.time_unix_nano != 0 {
         encode_key(1, WireType::SixtyFourBit, out);
         out.extend_from_slice(&parsed.time_unix_nano.to_le_bytes());
@@ -398,8 +404,16 @@ fn put_record<'a>(line: &'a Line, out: &mut Vec<u8>, scratch: &mut Vec<(Cow<'a, 
     encode_key(5, WireType::LengthDelimited, out);
     encode_varint(any_len(&body) as u64, out);
     put_any(&body, out);
+    // The source's labels, then the line's own fields (a field named as a label gives
+    // way: the config says what the source is).
+    let labels = &line.origin.labels;
+    for (key, value) in labels {
+        put_key_value(6, key, &Field::Str(Cow::Borrowed(value)), out);
+    }
     for (key, value) in &parsed.attributes {
-        put_key_value(6, key, value, out);
+        if labels.is_empty() || !labels.iter().any(|(k, _)| k == key) {
+            put_key_value(6, key, value, out);
+        }
     }
     if line.observed_unix_nano != 0 {
         encode_key(11, WireType::SixtyFourBit, out);
@@ -421,7 +435,7 @@ pub fn to_otlp(lines: &[Line], node: &str, mut count: impl FnMut(&str, &'static 
     let mut last: Option<(&str, &str)> = None;
     let mut records: Vec<u8> = Vec::new();
     for line in lines {
-        let key = (&*line.service, &*line.instance);
+        let key = (line.origin.service.as_str(), line.origin.instance.as_str());
         if last != Some(key) {
             if let Some(last) = last {
                 by_instance.entry(last).or_default().append(&mut records);
@@ -531,7 +545,7 @@ mod tests {
     fn reference(lines: &[Line], node: &str) -> ExportLogsServiceRequest {
         let mut by_instance: BTreeMap<(&str, &str), Vec<LogRecord>> = BTreeMap::new();
         for line in lines {
-            by_instance.entry((&line.service, &line.instance)).or_default().push(to_record(line).0);
+            by_instance.entry((&line.origin.service, &line.origin.instance)).or_default().push(to_record(line).0);
         }
         let resource_logs = by_instance
             .into_iter()
@@ -557,7 +571,7 @@ mod tests {
 
     fn line(instance: &str, text: &str) -> Line {
         let service = instance.split('-').next().unwrap_or(instance).to_string();
-        Line { service: service.into(), instance: instance.into(), text: text.into(), observed_unix_nano: 7 }
+        Line { origin: super::super::Origin::new(&service, instance), text: text.into(), observed_unix_nano: 7 }
     }
 
     /// JSON lines with the fields services write, values of every kind, escapes,
@@ -692,6 +706,36 @@ mod tests {
         ] {
             assert!(flat_object(text, Vec::new()).is_none(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_sources_labels_go_on_every_record_and_plain_sources_are_never_parsed() {
+        let origin = std::sync::Arc::new(super::super::Origin {
+            service: "web".into(),
+            instance: "access".into(),
+            labels: vec![("env".into(), "prod".into()), ("route".into(), "from-config".into())],
+            format: LogFormat::Plain,
+        });
+        let json = r#"{"level":"error","message":"m","route":"/x"}"#;
+        let plain = Line { origin: origin.clone(), text: json.into(), observed_unix_nano: 1 };
+        let parsed = Line {
+            origin: std::sync::Arc::new(super::super::Origin { format: LogFormat::Json, ..(*origin).clone() }),
+            ..plain.clone()
+        };
+        let body = to_otlp(&[plain, parsed], "n", |_, _, _| {});
+        let request = ExportLogsServiceRequest::decode(body.as_slice()).expect("decodes");
+        let records = &request.resource_logs[0].scope_logs[0].log_records;
+        let attrs =
+            |r: &LogRecord| r.attributes.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect::<Vec<_>>();
+        assert_eq!(records[0].body, Some(string(json)), "plain: the whole line is the message");
+        assert_eq!(records[0].severity_text, "unknown");
+        assert_eq!(
+            attrs(&records[0]),
+            [("env".into(), Some(string("prod"))), ("route".into(), Some(string("from-config")))]
+        );
+        assert_eq!(records[1].body, Some(string("m")));
+        assert_eq!(records[1].severity_text, "error");
+        assert_eq!(attrs(&records[1]), attrs(&records[0]), "the config's label wins over the line's field");
     }
 
     #[test]
