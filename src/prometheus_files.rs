@@ -195,6 +195,7 @@ mod tests {
         let list = ProcessList {
             node: node.clone(),
             processes: vec![ProcessInfo {
+                managed_by: None,
                 name: "search-9".into(),
                 service: "search".into(),
                 node: node.clone(),

@@ -104,6 +104,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
     let templates: Vec<ServiceTemplate> = ServiceKind::ALL
         .iter()
         .map(|kind| ServiceTemplate {
+            managed: None,
             name: kind.to_string(),
             program: program.to_path_buf(),
             args: vec![

@@ -433,6 +433,85 @@ async fn a_corrupted_queue_segment_does_not_stop_the_agent() {
     .await;
 }
 
+/// A service run by something else (here a pidfile and the commands of the agent's own
+/// config): listed with its manager and process, reported as `hale_process_*`, restarted
+/// and stopped through the actuator by those commands, never started as a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_a_service_run_elsewhere_and_restarts_it_by_its_configured_command() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pidfile = tmp.path().join("legacy.pid");
+    // The daemon's own control script, as a team would have it: not Hale's to run.
+    let ctl = tmp.path().join("legacy-ctl");
+    std::fs::write(
+        &ctl,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  start) sleep 300 >/dev/null 2>&1 & echo $! > {p} ;;\n  \
+             restart) kill $(cat {p}) 2>/dev/null; sleep 300 >/dev/null 2>&1 & echo $! > {p} ;;\n  \
+             broken) echo 'legacy: config error on line 3' >&2; exit 2 ;;\nesac\n",
+            p = pidfile.display()
+        ),
+    )
+    .expect("ctl");
+    std::fs::set_permissions(&ctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    assert!(Command::new(&ctl).arg("start").status().expect("start").success());
+    let first_pid: u32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("pid");
+    let ctl = ctl.display();
+    let setup = AgentSetup::new(
+        tmp.path(),
+        &format!(
+            "[[services]]\nname = \"legacy\"\nmanaged = {{ pidfile = \"{}\", restart = [\"{ctl}\", \"restart\"], \
+             instance = \"legacy-1\", listen = \"127.0.0.1:8080\" }}\n\
+             [[services]]\nname = \"brittle\"\nmanaged = {{ pidfile = \"{}\", restart = [\"{ctl}\", \"broken\"] }}\n",
+            pidfile.display(),
+            tmp.path().join("none.pid").display(),
+        ),
+    );
+    let _agent = setup.start().await;
+    let base = format!("http://{}", setup.listen);
+    let client = reqwest::Client::new();
+    let list = async || -> ProcessList {
+        client.get(format!("{base}/api/v1/processes")).send().await.expect("list").json().await.expect("json")
+    };
+    let legacy = list().await.processes.into_iter().find(|p| p.name == "legacy-1").expect("listed");
+    assert_eq!(legacy.pid, Some(first_pid));
+    assert_eq!(legacy.service, "legacy");
+    assert_eq!(legacy.listen, "127.0.0.1:8080");
+    assert_eq!(legacy.managed_by.as_deref(), Some(format!("pidfile:{}", pidfile.display()).as_str()));
+    let brittle = list().await.processes.into_iter().find(|p| p.name == "brittle").expect("listed");
+    assert_eq!((brittle.pid, brittle.state.as_str()), (None, "stopped"), "no process: not running");
+    let metrics = setup.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains("hale_process_up{service=\"legacy\",instance=\"legacy-1\",node=\"node-t\"} 1"),
+        "{metrics}"
+    );
+    let act = async |method: &str, path: &str| {
+        let req = client.request(method.parse().expect("method"), format!("{base}{path}")).bearer_auth(TOKEN);
+        let response = req.send().await.expect(path);
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    };
+    assert_eq!(act("POST", "/api/v1/processes/legacy-1/restart").await.0, 202);
+    let after = list().await.processes.into_iter().find(|p| p.name == "legacy-1").expect("listed");
+    assert!(after.pid.is_some_and(|pid| pid != first_pid), "{after:?}");
+    assert_eq!(after.restarts, 1);
+    // A failing manager command is the manager's failure, with its words.
+    let (status, body) = act("POST", "/api/v1/processes/brittle/restart").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("config error on line 3"), "{body}");
+    // No replica of a service run elsewhere is started through the agent.
+    let r = client
+        .post(format!("{base}/api/v1/processes"))
+        .bearer_auth(TOKEN)
+        .body("{\"service\":\"legacy\"}")
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 409);
+    // Stop without a `stop` command: SIGTERM to the pidfile's process.
+    assert_eq!(act("DELETE", "/api/v1/processes/legacy-1").await.0, 200);
+    let stopped = list().await.processes.into_iter().find(|p| p.name == "legacy-1").expect("still listed");
+    assert_eq!(stopped.pid, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervises_replicas_and_guards_the_actuator_with_its_token() {
     let tmp = tempfile::tempdir().expect("tmp");

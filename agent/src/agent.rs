@@ -92,6 +92,8 @@ fn matching_files(pattern: &std::path::Path) -> Vec<PathBuf> {
 
 /// The running agent's shared state.
 pub struct Agent {
+    /// Services run elsewhere that the actuator restarts through their manager.
+    pub adopted: crate::adopted::Adopted,
     /// The config in force: replaced whole by a reload ([`Agent::reload`]); loops that
     /// compile parts of it watch for the change.
     config: tokio::sync::watch::Sender<Arc<AgentConfig>>,
@@ -153,6 +155,7 @@ impl Agent {
             last_probes: Default::default(),
             config: tokio::sync::watch::Sender::new(Arc::new(config)),
             source,
+            adopted: Default::default(),
         })
     }
 
@@ -300,13 +303,26 @@ impl Agent {
     /// node: a Prometheus scraping the agent keeps them with `honor_labels`).
     pub async fn local_families(&self) -> Vec<Family> {
         let mut families = self.host_families().await;
-        families.extend(self.own_families());
+        families.extend(self.own_families().await);
         families.extend(self.last_probes.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
         families
     }
 
-    fn own_families(&self) -> Vec<Family> {
-        let mut families = self.supervisor.families();
+    /// The processes (supervised and adopted) and the agent's own telemetry.
+    async fn own_families(&self) -> Vec<Family> {
+        let mut rows = self.supervisor.rows();
+        for p in self.adopted.list(&self.config()).await {
+            rows.push(crate::supervise::ProcessRow {
+                started_unix: p.pid.and_then(crate::adopted::start_time_unix),
+                service: p.service,
+                instance: p.name,
+                node: p.node,
+                pid: p.pid,
+                restarts: p.restarts,
+                counts: None,
+            });
+        }
+        let mut families = crate::supervise::process_families(&rows);
         families.extend(self.telemetry.families());
         families
     }
@@ -388,7 +404,7 @@ impl Agent {
     /// marker, as Prometheus does.
     pub async fn collect_metrics(&self) {
         let host = self.host_families().await;
-        let own = self.own_families();
+        let own = self.own_families().await;
         let mut scraped = self.each_target(async |client, t, timeout| scrape::scrape(&client, &t, timeout).await).await;
         let timeout = Duration::from_millis(self.config().timeout_ms);
         let statics = self.static_targets().into_iter().map(|t| {

@@ -102,8 +102,18 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
     )
 }
 
+/// Supervised replicas, then the services adopted from other managers.
 async fn list(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
-    axum::Json(hale_core::api::ProcessList { node: agent.config().node.clone(), processes: agent.supervisor.list() })
+    let config = agent.config();
+    let mut processes = agent.supervisor.list();
+    processes.extend(agent.adopted.list(&config).await);
+    axum::Json(hale_core::api::ProcessList { node: config.node.clone(), processes })
+}
+
+/// A failed manager command (systemctl, a configured command) as a 502: the agent is
+/// fine, what it called is not.
+fn manager_failed(e: crate::adopted::AdoptError) -> ApiError {
+    ApiError(StatusCode::BAD_GATEWAY, "manager_failed", e.to_string())
 }
 
 /// `?grace_ms=N` replaces the grace before SIGKILL (0: kill at once, for a hung replica).
@@ -120,6 +130,13 @@ async fn restart(
         })?)),
         None => None,
     };
+    if agent.supervisor.spec(&name).is_none()
+        && let Some(outcome) = agent.adopted.restart(&agent.config(), &name).await
+    {
+        outcome.map_err(manager_failed)?;
+        tracing::warn!(process = %name, "adopted service restarted through its manager");
+        return Ok((StatusCode::ACCEPTED, axum::Json(ProcessRestarted { restarted: name })));
+    }
     agent.supervisor.restart_with_grace(&name, grace).await?;
     tracing::warn!(process = %name, "restart requested through the actuator");
     Ok((StatusCode::ACCEPTED, axum::Json(ProcessRestarted { restarted: name })))
@@ -131,6 +148,13 @@ async fn stop(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&agent, &headers)?;
+    if agent.supervisor.spec(&name).is_none()
+        && let Some(outcome) = agent.adopted.stop(&agent.config(), &name).await
+    {
+        outcome.map_err(manager_failed)?;
+        tracing::warn!(process = %name, "adopted service stopped through its manager");
+        return Ok(axum::Json(ProcessStopped { stopped: name }));
+    }
     agent.supervisor.stop(&name).await?;
     tracing::warn!(process = %name, "stopped through the actuator");
     Ok(axum::Json(ProcessStopped { stopped: name }))
@@ -153,6 +177,13 @@ async fn start(
             format!("no template for service {:?} on this node", req.service),
         )
     })?;
+    if template.managed.is_some() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "managed_elsewhere",
+            format!("service {:?} is run by another manager; the agent cannot start replicas of it", req.service),
+        ));
+    }
     let taken: Vec<String> = agent.supervisor.list().into_iter().map(|p| p.name).collect();
     let name = match req.name {
         Some(name) if !valid_instance_name(&name) => {

@@ -67,6 +67,13 @@ pub struct ProbeConfig {
     pub fail_if_body_not_matches_regexp: Vec<String>,
     #[serde(default = "default_true")]
     pub follow_redirects: bool,
+    /// TLS: a PEM file of CA certificates to trust besides the system's (blackbox's
+    /// `tls_config.ca_file`), for services with an internal CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// TLS: accept any certificate (its expiry is still reported).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
 /// A probe checked and compiled.
@@ -78,6 +85,8 @@ pub struct Probe {
     must_not_match: Vec<Regex>,
     must_match: Vec<Regex>,
     method: reqwest::Method,
+    /// Clients of its own when its TLS settings differ from the shared ones.
+    clients: Option<Clients>,
 }
 
 impl ProbeConfig {
@@ -108,7 +117,26 @@ impl ProbeConfig {
         if interval.is_zero() || timeout.is_zero() {
             return Err(what("interval and timeout must be positive".into()));
         }
+        let clients = if self.tls_ca_file.is_some() || self.insecure_skip_verify {
+            let ca = match &self.tls_ca_file {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| what(format!("tls_ca_file {}: {e}", path.display())))?;
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                        .map_err(|e| what(format!("tls_ca_file {}: {e}", path.display())))?;
+                    if certs.is_empty() {
+                        return Err(what(format!("tls_ca_file {} holds no certificate", path.display())));
+                    }
+                    certs
+                }
+                None => Vec::new(),
+            };
+            let tls = TlsSettings { ca, insecure: self.insecure_skip_verify };
+            Some(Clients::with_tls(&tls).map_err(|e| what(format!("TLS client: {e}")))?)
+        } else {
+            None
+        };
         Ok(Probe {
+            clients,
             config: self.clone(),
             interval,
             timeout,
@@ -120,19 +148,44 @@ impl ProbeConfig {
 }
 
 /// The HTTP clients probes use: one that follows redirects (at most 10), one that does not.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Clients {
     follow: reqwest::Client,
     stay: reqwest::Client,
 }
 
+/// CA certificates to trust besides the system's, and whether to verify at all.
+#[derive(Default)]
+struct TlsSettings {
+    ca: Vec<reqwest::Certificate>,
+    insecure: bool,
+}
+
 impl Clients {
     pub fn new() -> Result<Clients, reqwest::Error> {
+        Clients::with_tls(&TlsSettings::default())
+    }
+
+    /// Clients that keep the peer's certificate (for its expiry) and trust `tls`.
+    fn with_tls(tls: &TlsSettings) -> Result<Clients, reqwest::Error> {
+        let build = |policy| {
+            let mut builder = reqwest::Client::builder().redirect(policy).tls_info(true);
+            for ca in &tls.ca {
+                builder = builder.add_root_certificate(ca.clone());
+            }
+            builder.danger_accept_invalid_certs(tls.insecure).build()
+        };
         Ok(Clients {
-            follow: reqwest::Client::builder().redirect(reqwest::redirect::Policy::limited(10)).build()?,
-            stay: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?,
+            follow: build(reqwest::redirect::Policy::limited(10))?,
+            stay: build(reqwest::redirect::Policy::none())?,
         })
     }
+}
+
+/// When the certificate in `der` expires (unix seconds), if it parses.
+fn not_after(der: &[u8]) -> Option<f64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp() as f64)
 }
 
 /// What one probe found: gauges by name, and whether it succeeded.
@@ -143,6 +196,7 @@ struct Found {
 
 async fn http(clients: &Clients, probe: &Probe) -> Found {
     let c = &probe.config;
+    let clients = probe.clients.as_ref().unwrap_or(clients);
     let client = if c.follow_redirects { &clients.follow } else { &clients.stay };
     let mut request = client.request(probe.method.clone(), &c.target).timeout(probe.timeout);
     for (name, value) in &c.headers {
@@ -152,7 +206,12 @@ async fn http(clients: &Clients, probe: &Probe) -> Found {
         request = request.body(c.body.clone());
     }
     let mut gauges = vec![("probe_http_ssl", "1 if the final answer came over TLS.", 0.0)];
-    let Ok(response) = request.send().await else {
+    let response = request.send().await.inspect_err(|e| {
+        let chain: Vec<String> =
+            std::iter::successors(std::error::Error::source(e), |e| e.source()).map(|e| e.to_string()).collect();
+        tracing::debug!(probe = %c.name, error = %e, cause = ?chain, "http probe failed");
+    });
+    let Ok(response) = response else {
         gauges.push(("probe_http_status_code", "HTTP status of the answer (0 without one).", 0.0));
         return Found { success: false, gauges };
     };
@@ -162,6 +221,16 @@ async fn http(clients: &Clients, probe: &Probe) -> Found {
     gauges[0].2 = if final_url.scheme() == "https" { 1.0 } else { 0.0 };
     gauges.push(("probe_http_status_code", "HTTP status of the answer (0 without one).", f64::from(status)));
     gauges.push(("probe_http_redirects", "Redirects followed.", if redirected { 1.0 } else { 0.0 }));
+    // The leaf the server presented (rustls hands over only the end entity; it is the
+    // one that expires first in all but odd chains).
+    if let Some(expiry) = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .and_then(not_after)
+    {
+        gauges.push(("probe_ssl_earliest_cert_expiry", "When the server's certificate expires, in unixtime.", expiry));
+    }
     let body = response.bytes().await.unwrap_or_default();
     gauges.push(("probe_http_content_length", "Length of the answer's body.", body.len() as f64));
     let status_ok = if c.valid_status_codes.is_empty() {
@@ -349,5 +418,93 @@ mod tests {
                 .expect_err(toml);
             assert!(err.contains(says), "{toml}: {err}");
         }
+    }
+
+    /// A real TLS server (OpenSSL's `s_server`) whose certificate for 127.0.0.1, valid
+    /// `days`, is signed by a CA of the test's own, on a free loopback port; killed when
+    /// dropped. `cert` is the CA's certificate.
+    struct TlsServer {
+        child: std::process::Child,
+        addr: std::net::SocketAddr,
+        cert: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for TlsServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    async fn tls_server(days: u32) -> Option<TlsServer> {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().expect("tmp");
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        let (ca, ca_key, cert, key, csr, ext) =
+            (at("ca.pem"), at("ca.key"), at("cert.pem"), at("key.pem"), at("leaf.csr"), at("leaf.ext"));
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").expect("ext");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let steps: [Vec<&str>; 3] = [
+            [&["req", "-x509"][..], &ec, &["-subj", "/CN=test-ca", "-days", "3650", "-keyout", &ca_key, "-out", &ca]]
+                .concat(),
+            [&["req"][..], &ec, &["-subj", "/CN=probe-test", "-keyout", &key, "-out", &csr]].concat(),
+            vec!["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert],
+        ];
+        let days = days.to_string();
+        for (i, step) in steps.iter().enumerate() {
+            let mut command = Command::new("openssl");
+            command.args(step).stderr(Stdio::null()).stdout(Stdio::null());
+            if i == 2 {
+                command.args(["-days", &days, "-extfile", &ext]);
+            }
+            let status = command.status().ok()?;
+            assert!(status.success(), "openssl {step:?}");
+        }
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?;
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &addr.to_string(), "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = TlsServer { child, addr, cert: ca.into(), _dir: dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "s_server did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(server)
+    }
+
+    #[tokio::test]
+    async fn https_probes_report_the_certificates_expiry_and_trust_only_what_they_are_told() {
+        let server = tls_server(30).await.expect("openssl runs (apt-get install openssl; .ci/run installs it)");
+        let clients = Clients::new().expect("clients");
+        let target = format!("https://{}/", server.addr);
+        let trusted = probe(&format!(
+            "name = \"t\"\nmodule = \"http\"\ntarget = \"{target}\"\ntls_ca_file = \"{}\"",
+            server.cert.display()
+        ));
+        let found = run(&clients, &trusted, "n").await;
+        assert_eq!(value(&found, "probe_success"), Some(1.0), "{found:?}");
+        assert_eq!(value(&found, "probe_http_ssl"), Some(1.0));
+        let expiry = value(&found, "probe_ssl_earliest_cert_expiry").expect("expiry reported");
+        let in_30_days = (hale_core::time::now_ms() / 1000) as f64 + 30.0 * 86_400.0;
+        assert!((expiry - in_30_days).abs() < 3600.0, "{expiry} vs {in_30_days}");
+        // Not trusted: the probe fails (a self-signed certificate is nobody's word).
+        let untrusted =
+            run(&clients, &probe(&format!("name = \"t\"\nmodule = \"http\"\ntarget = \"{target}\"")), "n").await;
+        assert_eq!(value(&untrusted, "probe_success"), Some(0.0));
+        // Told to skip verification: succeeds, and the expiry is still watched.
+        let skip =
+            probe(&format!("name = \"t\"\nmodule = \"http\"\ntarget = \"{target}\"\ninsecure_skip_verify = true"));
+        let found = run(&clients, &skip, "n").await;
+        assert_eq!(value(&found, "probe_success"), Some(1.0));
+        assert_eq!(value(&found, "probe_ssl_earliest_cert_expiry"), Some(expiry));
     }
 }

@@ -145,6 +145,12 @@ impl Default for BatchConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServiceTemplate {
     pub name: String,
+    /// A service run elsewhere (systemd, a pidfile, commands) that the agent adopts:
+    /// then `program` and `output_file` are not used ([`crate::adopted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<crate::adopted::Managed>,
+    /// What the agent runs for each replica (services it runs itself).
+    #[serde(default)]
     pub program: PathBuf,
     #[serde(default)]
     pub args: Vec<String>,
@@ -153,6 +159,7 @@ pub struct ServiceTemplate {
     /// JSON-lines log the replica writes; tailed and shipped.
     pub log_file: Option<String>,
     /// Where the replica's stdout and stderr go.
+    #[serde(default)]
     pub output_file: String,
     #[serde(default = "default_metrics_path")]
     pub metrics_path: String,
@@ -446,11 +453,29 @@ impl AgentConfig {
             {
                 return Err(ConfigError::new(format!("`port_range` of {:?} is empty", s.name)));
             }
+            match &s.managed {
+                Some(managed) => {
+                    managed.check().map_err(|e| ConfigError::new(format!("`managed` of service {:?}: {e}", s.name)))?
+                }
+                None if s.program.as_os_str().is_empty() || s.output_file.is_empty() => {
+                    return Err(ConfigError::new(format!(
+                        "`services` {:?}: needs `program` and `output_file` (a service the agent runs), or `managed` (one run elsewhere)",
+                        s.name
+                    )));
+                }
+                None => {}
+            }
         }
         let mut names = HashSet::new();
         for p in &self.processes {
             if !names.insert(p.name.as_str()) {
                 return Err(ConfigError::new(format!("`processes`: {:?} is defined twice", p.name)));
+            }
+            if self.template(&p.service).is_some_and(|t| t.managed.is_some()) {
+                return Err(ConfigError::new(format!(
+                    "`service` {:?} of process {:?} is managed elsewhere; the agent cannot start it",
+                    p.service, p.name
+                )));
             }
             if !services.contains(p.service.as_str()) {
                 return Err(ConfigError::new(format!(
@@ -460,6 +485,15 @@ impl AgentConfig {
             }
             if !valid_instance_name(&p.name) {
                 return Err(ConfigError::new(format!("`name` {:?}: use letters, digits, '-' and '_'", p.name)));
+            }
+        }
+        let mut names: HashSet<String> = names.into_iter().map(str::to_string).collect();
+        for adopted in crate::adopted::services(self) {
+            if !valid_instance_name(&adopted.instance) || !names.insert(adopted.instance.clone()) {
+                return Err(ConfigError::new(format!(
+                    "`managed` of service {:?}: instance {:?} must be unique and use letters, digits, '-' and '_'",
+                    adopted.service, adopted.instance
+                )));
             }
         }
         Ok(())

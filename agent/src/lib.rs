@@ -4,6 +4,7 @@
 //! services on its node, tails their logs, ships everything through disk queues to the
 //! collector, and supervises the node's replicas behind a token-protected actuator API.
 
+pub mod adopted;
 mod agent;
 pub mod api;
 pub mod blackbox;

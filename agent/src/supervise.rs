@@ -175,51 +175,85 @@ impl Supervisor {
                 restarts: e.restarts,
                 uptime_secs: e.since.filter(|_| e.state == State::Running).map(|s| s.elapsed().as_secs()),
                 last_exit: e.last_exit.clone(),
+                managed_by: None,
             })
             .collect()
     }
 
     /// `hale_process_*` families for every supervised process, read from /proc.
     pub fn families(&self) -> Vec<Family> {
-        let [mut up, mut cpu, mut rss, mut fds, mut start, mut restarts, mut starts, mut exits] = [
-            ("hale_process_up", "1 if the supervised process is running.", MetricKind::Gauge),
-            ("hale_process_cpu_seconds_total", "CPU time of the process, user and system.", MetricKind::Counter),
-            ("hale_process_resident_memory_bytes", "Resident memory of the process.", MetricKind::Gauge),
-            ("hale_process_open_fds", "Open file descriptors of the process.", MetricKind::Gauge),
-            ("hale_process_start_time_seconds", "Start time of the process, in unixtime.", MetricKind::Gauge),
-            ("hale_process_restarts_total", "Times the supervisor restarted the process.", MetricKind::Counter),
-            ("hale_process_starts_total", "Times the process was started.", MetricKind::Counter),
-            ("hale_process_exits_total", "Times the process exited on its own.", MetricKind::Counter),
-        ]
-        .map(|(name, help, kind)| Family::new(name, help, kind));
-        let ticks = procfs::ticks_per_second() as f64;
-        let page = procfs::page_size() as f64;
-        for e in lock(&self.table).values() {
-            let labels = [
-                ("service", e.spec.service.as_str()),
-                ("instance", e.spec.name.as_str()),
-                ("node", e.spec.node.as_str()),
-            ];
-            let running = e.state == State::Running && e.pid.is_some();
-            up.push(&labels, if running { 1.0 } else { 0.0 });
-            restarts.push(&labels, e.restarts as f64);
-            starts.push(&labels, e.starts as f64);
-            exits.push(&labels, e.exits as f64);
-            if let Some(unix) = e.started_unix {
-                start.push(&labels, unix);
-            }
-            let Some(pid) = e.pid.filter(|_| running) else { continue };
-            let Ok(process) = procfs::process::Process::new(pid as i32) else { continue };
-            if let Ok(stat) = process.stat() {
-                cpu.push(&labels, (stat.utime + stat.stime) as f64 / ticks);
-                rss.push(&labels, stat.rss as f64 * page);
-            }
-            if let Ok(n) = process.fd_count() {
-                fds.push(&labels, n as f64);
-            }
-        }
-        vec![up, cpu, rss, fds, start, restarts, starts, exits]
+        process_families(&self.rows())
     }
+
+    /// What `hale_process_*` says of each supervised process.
+    pub fn rows(&self) -> Vec<ProcessRow> {
+        lock(&self.table)
+            .values()
+            .map(|e| ProcessRow {
+                service: e.spec.service.clone(),
+                instance: e.spec.name.clone(),
+                node: e.spec.node.clone(),
+                pid: e.pid.filter(|_| e.state == State::Running),
+                restarts: e.restarts,
+                counts: Some((e.starts, e.exits)),
+                started_unix: e.started_unix,
+            })
+            .collect()
+    }
+}
+
+/// A process as the `hale_process_*` series report it: a supervised one, or one a
+/// manager runs for the agent ([`crate::adopted`]).
+pub struct ProcessRow {
+    pub service: String,
+    pub instance: String,
+    pub node: String,
+    /// The running process, if one runs.
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    /// Starts and exits, where the agent sees them (its own children).
+    pub counts: Option<(u64, u64)>,
+    pub started_unix: Option<f64>,
+}
+
+/// The `hale_process_*` families of `rows`, resources read from /proc.
+pub fn process_families(rows: &[ProcessRow]) -> Vec<Family> {
+    let [mut up, mut cpu, mut rss, mut fds, mut start, mut restarts, mut starts, mut exits] = [
+        ("hale_process_up", "1 if the process is running.", MetricKind::Gauge),
+        ("hale_process_cpu_seconds_total", "CPU time of the process, user and system.", MetricKind::Counter),
+        ("hale_process_resident_memory_bytes", "Resident memory of the process.", MetricKind::Gauge),
+        ("hale_process_open_fds", "Open file descriptors of the process.", MetricKind::Gauge),
+        ("hale_process_start_time_seconds", "Start time of the process, in unixtime.", MetricKind::Gauge),
+        ("hale_process_restarts_total", "Times the agent restarted the process.", MetricKind::Counter),
+        ("hale_process_starts_total", "Times the process was started.", MetricKind::Counter),
+        ("hale_process_exits_total", "Times the process exited on its own.", MetricKind::Counter),
+    ]
+    .map(|(name, help, kind)| Family::new(name, help, kind));
+    let ticks = procfs::ticks_per_second() as f64;
+    let page = procfs::page_size() as f64;
+    for row in rows {
+        let labels =
+            [("service", row.service.as_str()), ("instance", row.instance.as_str()), ("node", row.node.as_str())];
+        up.push(&labels, if row.pid.is_some() { 1.0 } else { 0.0 });
+        restarts.push(&labels, row.restarts as f64);
+        if let Some((started, exited)) = row.counts {
+            starts.push(&labels, started as f64);
+            exits.push(&labels, exited as f64);
+        }
+        if let Some(unix) = row.started_unix {
+            start.push(&labels, unix);
+        }
+        let Some(pid) = row.pid else { continue };
+        let Ok(process) = procfs::process::Process::new(pid as i32) else { continue };
+        if let Ok(stat) = process.stat() {
+            cpu.push(&labels, (stat.utime + stat.stime) as f64 / ticks);
+            rss.push(&labels, stat.rss as f64 * page);
+        }
+        if let Ok(n) = process.fd_count() {
+            fds.push(&labels, n as f64);
+        }
+    }
+    vec![up, cpu, rss, fds, start, restarts, starts, exits]
 }
 
 fn update(table: &Table, name: &str, f: impl FnOnce(&mut Entry)) {

@@ -47,6 +47,10 @@ pub struct ProcessInfo {
     /// How the last run ended, if it did.
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// Who runs it when the agent does not (`systemd:nginx.service`,
+    /// `pidfile:/run/app.pid`): an adopted service, restarted through its manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 /// A node agent's `GET /api/v1/processes`.
@@ -112,6 +116,7 @@ mod tests {
         let list = ProcessList {
             node: "node-1".into(),
             processes: vec![ProcessInfo {
+                managed_by: None,
                 name: "search-1".into(),
                 service: "search".into(),
                 node: "node-1".into(),
