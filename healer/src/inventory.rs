@@ -1,0 +1,297 @@
+//! `healer.toml`: the healer's own inventory — the services it may act on, where each
+//! runs, the executor that acts on it, and the load balancer its instances are
+//! registered with. The healer needs nothing else about the fleet (no `cluster.toml`);
+//! `hale up` writes this file for the demo.
+//!
+//! ```toml
+//! [agents]                       # node agents (their actuator token: HALE_AGENT_TOKEN)
+//! node-1 = "http://10.0.0.1:9100"
+//!
+//! [load_balancers.edge]          # the shop gateway's pool admin API (token: HALE_ADMIN_TOKEN)
+//! kind = "gateway"
+//! url = "http://10.0.0.9:8080"
+//!
+//! [load_balancers.haproxy]       # or commands: HALE_SERVICE, HALE_INSTANCE, HALE_URL set
+//! kind = "exec"
+//! register = ["/usr/local/bin/lb", "add"]
+//! deregister = ["/usr/local/bin/lb", "remove"]
+//!
+//! [[services]]
+//! name = "search"
+//! executor = "agent"             # restart, stop, start another through the node's agent
+//! nodes = ["node-1", "node-2"]   # where new instances may start
+//! load_balancer = "edge"
+//!
+//! [[services]]
+//! name = "legacy"
+//! executor = "exec"              # the commands below; the alert's labels as HALE_LABEL_*
+//! restart = ["/usr/local/bin/legacy-ctl", "restart"]
+//! start_another = ["/usr/local/bin/legacy-ctl", "spawn"]
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hale_core::ConfigError;
+use serde::Deserialize;
+
+use crate::executor::Capability;
+
+/// Which executor acts on a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// The node agents' actuators: restart, stop, start another.
+    Agent,
+    /// Commands from this file, run without a shell.
+    Exec,
+    /// Signed calls to the service's own admin endpoints.
+    Http,
+    /// Kubernetes (kube-rs): not available yet.
+    Kubernetes,
+}
+
+impl ExecutorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Agent => "agent",
+            ExecutorKind::Exec => "exec",
+            ExecutorKind::Http => "http",
+            ExecutorKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// A service the healer may act on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    pub executor: ExecutorKind,
+    /// Nodes (keys of `[agents]`) where it runs and where new instances may start.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// The `[load_balancers]` entry its instances are registered with.
+    pub load_balancer: Option<String>,
+    /// `exec`: a command (argument vector) per capability.
+    #[serde(default)]
+    pub restart: Vec<String>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub start_another: Vec<String>,
+    #[serde(default)]
+    pub drain: Vec<String>,
+    #[serde(default)]
+    pub promote: Vec<String>,
+    #[serde(default)]
+    pub fence: Vec<String>,
+    #[serde(default)]
+    pub rejoin: Vec<String>,
+    /// `http`: a URL per capability (`{instance}` and `{url}` of the target filled in),
+    /// each called with a signed `POST`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<Capability, String>,
+    /// How long a command or call may take (default 30s).
+    pub timeout: Option<crate::policy::Dur>,
+}
+
+/// Where instances are registered for traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LoadBalancer {
+    /// The shop gateway's pool admin API; its pools also hold a primary/standby service's
+    /// roles, which makes it able to fail over (see ARCHITECTURE.md, "Failover protocol").
+    Gateway { url: String },
+    /// Commands; the instance in HALE_SERVICE, HALE_INSTANCE, HALE_URL.
+    Exec {
+        register: Vec<String>,
+        deregister: Vec<String>,
+        timeout: Option<crate::policy::Dur>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// Node name → its agent's base URL.
+    #[serde(default)]
+    pub agents: BTreeMap<String, String>,
+    #[serde(default)]
+    pub load_balancers: BTreeMap<String, LoadBalancer>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+impl Service {
+    /// What this service's executor can do (what a policy may ask of it).
+    pub fn capabilities(&self) -> BTreeSet<Capability> {
+        match self.executor {
+            ExecutorKind::Agent => [Capability::Restart, Capability::Stop, Capability::StartAnother].into(),
+            ExecutorKind::Exec => Capability::ALL.into_iter().filter(|c| !self.command(*c).is_empty()).collect(),
+            ExecutorKind::Http => self.endpoints.keys().copied().collect(),
+            ExecutorKind::Kubernetes => BTreeSet::new(),
+        }
+    }
+
+    /// The `exec` command for `capability` (empty: none).
+    pub fn command(&self, capability: Capability) -> &[String] {
+        match capability {
+            Capability::Restart => &self.restart,
+            Capability::Stop => &self.stop,
+            Capability::StartAnother => &self.start_another,
+            Capability::Drain => &self.drain,
+            Capability::Promote => &self.promote,
+            Capability::Fence => &self.fence,
+            Capability::Rejoin => &self.rejoin,
+        }
+    }
+}
+
+/// The line (1-based) of the first line at or after the one holding `anchor` that holds
+/// `needle` (the anchor's own line when none does).
+fn line_of(source: &str, anchor: &str, needle: &str) -> Option<usize> {
+    let lines: Vec<&str> = source.lines().collect();
+    let start = lines.iter().position(|l| !anchor.is_empty() && l.contains(anchor))?;
+    let found = (!needle.is_empty()).then(|| lines[start..].iter().position(|l| l.contains(needle))).flatten();
+    Some(start + found.unwrap_or(0) + 1)
+}
+
+impl Inventory {
+    /// Parses and checks `healer.toml`; errors carry the line.
+    pub fn parse(source: &str) -> Result<Inventory, ConfigError> {
+        let inventory: Inventory = toml::from_str(source).map_err(|e| ConfigError::from_toml(source, &e))?;
+        inventory.check().map_err(|(message, anchor, needle)| ConfigError { line: line_of(source, &anchor, &needle), message })?;
+        Ok(inventory)
+    }
+
+    /// Checks what serde cannot; an error comes with the text that starts its entry and
+    /// the text of the offending value, to find its line.
+    fn check(&self) -> Result<(), (String, String, String)> {
+        self.check_entries().map_err(|message| {
+            let quoted: Vec<&str> = message.split('"').collect();
+            let (entry, value) = (quoted.get(1).copied().unwrap_or(""), quoted.get(3).copied().unwrap_or(""));
+            let anchor = if message.starts_with("service") {
+                format!("name = \"{entry}\"")
+            } else if message.starts_with("load balancer") {
+                format!("[load_balancers.{entry}]")
+            } else {
+                entry.to_string()
+            };
+            (message.clone(), anchor, value.to_string())
+        })
+    }
+
+    fn check_entries(&self) -> Result<(), String> {
+        for (node, url) in &self.agents {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("agent of node \"{node}\": {url:?} is not an http:// or https:// URL"));
+            }
+        }
+        for (name, lb) in &self.load_balancers {
+            match lb {
+                LoadBalancer::Gateway { url } if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    return Err(format!("load balancer \"{name}\": {url:?} is not an http:// or https:// URL"));
+                }
+                LoadBalancer::Exec { register, deregister, .. } if register.is_empty() || deregister.is_empty() => {
+                    return Err(format!("load balancer \"{name}\": needs `register` and `deregister` commands"));
+                }
+                _ => {}
+            }
+        }
+        let mut names = BTreeSet::new();
+        for s in &self.services {
+            let fail = |why: String| Err(format!("service \"{}\": {why}", s.name));
+            if !names.insert(s.name.as_str()) {
+                return fail("listed twice".into());
+            }
+            if s.executor == ExecutorKind::Kubernetes {
+                return fail("the \"kubernetes\" executor is not available yet; use agent, exec or http".into());
+            }
+            let commands = Capability::ALL.iter().any(|c| !s.command(*c).is_empty());
+            if s.executor != ExecutorKind::Exec && commands {
+                return fail(format!("commands are for the exec executor, not \"{}\"", s.executor.as_str()));
+            }
+            if s.executor != ExecutorKind::Http && !s.endpoints.is_empty() {
+                return fail(format!("endpoints are for the http executor, not \"{}\"", s.executor.as_str()));
+            }
+            if s.executor == ExecutorKind::Agent && s.nodes.is_empty() {
+                return fail("the agent executor needs `nodes` (where the service runs)".into());
+            }
+            if let Some(node) = s.nodes.iter().find(|n| !self.agents.contains_key(*n)) {
+                return fail(format!("node {node:?} has no entry in [agents]"));
+            }
+            if let Some(lb) = &s.load_balancer
+                && !self.load_balancers.contains_key(lb)
+            {
+                return fail(format!("load_balancer {lb:?} is not in [load_balancers]"));
+            }
+            if s.capabilities().is_empty() {
+                return fail(format!("its {} executor can do nothing: give it commands or endpoints", s.executor.as_str()));
+            }
+            if let Some((c, url)) =
+                s.endpoints.iter().find(|(_, u)| !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("{url}")))
+            {
+                return fail(format!("endpoint {} {url:?} is not an http(s) URL", c.as_str()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+[agents]
+node-1 = "http://127.0.0.1:9101"
+
+[load_balancers.edge]
+kind = "gateway"
+url = "http://127.0.0.1:8080"
+
+[[services]]
+name = "search"
+executor = "agent"
+nodes = ["node-1"]
+load_balancer = "edge"
+
+[[services]]
+name = "legacy"
+executor = "exec"
+restart = ["/usr/local/bin/legacy-ctl", "restart"]
+
+[[services]]
+name = "db"
+executor = "http"
+endpoints = { promote = "{url}/admin/promote", rejoin = "{url}/admin/rejoin" }
+"#;
+
+    #[test]
+    fn executors_declare_what_they_can_do() {
+        let inv = Inventory::parse(SAMPLE).expect("parses");
+        let caps = |name: &str| inv.service(name).expect(name).capabilities().into_iter().collect::<Vec<_>>();
+        assert_eq!(caps("search"), [Capability::Restart, Capability::Stop, Capability::StartAnother]);
+        assert_eq!(caps("legacy"), [Capability::Restart]);
+        assert_eq!(caps("db"), [Capability::Promote, Capability::Rejoin]);
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_the_line() {
+        for (edit, says, line) in [
+            (SAMPLE.replace("nodes = [\"node-1\"]", "nodes = [\"node-9\"]"), "node \"node-9\" has no entry", 12),
+            (SAMPLE.replace("load_balancer = \"edge\"", "load_balancer = \"nope\""), "not in [load_balancers]", 13),
+            (SAMPLE.replace("executor = \"exec\"", "executor = \"agent\""), "commands are for the exec executor", 17),
+            (SAMPLE.replace("executor = \"http\"", "executor = \"kubernetes\""), "not available yet", 22),
+            (SAMPLE.replace("restart = [", "rstart = ["), "unknown field `rstart`", 18),
+        ] {
+            let e = Inventory::parse(&edit).expect_err(says);
+            assert!(e.message.contains(says), "{}", e.message);
+            assert_eq!(e.line, Some(line), "{says}: {}", e.message);
+        }
+    }
+}
