@@ -24,9 +24,19 @@ pub struct HealerArgs {
     /// Healing policies (required).
     #[arg(long)]
     policies: Option<PathBuf>,
-    /// The cluster's cluster.toml: where the node agents are, and their token (required).
+    /// The healer's inventory (healer.toml): the services it acts on, where, and through
+    /// which executor. `hale up` writes one for the demo.
     #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// Instead of --inventory: a demo cluster.toml, whose inventory and tokens are used.
+    #[arg(long, conflicts_with = "inventory")]
     cluster: Option<PathBuf>,
+    /// The node agents' actuator token (the agent executor).
+    #[arg(long, env = "HALE_AGENT_TOKEN", hide_env_values = true)]
+    agent_token: Option<String>,
+    /// The gateway's admin token (a gateway load balancer) and the collector's (silences).
+    #[arg(long, env = "HALE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// The collector's URL (queries, alerts, silences).
     #[arg(long, default_value = "http://127.0.0.1:9464")]
     collector: String,
@@ -78,8 +88,27 @@ impl TryFrom<HealerArgs> for HealerConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: HealerArgs) -> Result<HealerConfig> {
-        let (Some(cluster), Some(policies)) = (args.cluster, args.policies) else {
-            bail!("hale healer needs --policies FILE and --cluster cluster.toml (hale up passes both)");
+        let Some(policies) = args.policies else {
+            bail!("hale healer needs --policies FILE and --inventory healer.toml (hale up passes both)");
+        };
+        let (inventory, agent_token, admin_token) = match (&args.inventory, &args.cluster) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let inventory = hale_healer::inventory::Inventory::parse(&text)
+                    .with_context(|| format!("{} (the healer's inventory)", path.display()))?;
+                (inventory, args.agent_token, args.admin_token)
+            }
+            (None, Some(path)) => {
+                let cluster = crate::cluster_file::read(path)?;
+                let secrets = &cluster.secrets;
+                let (agent, admin) = (secrets.agent_token.clone(), secrets.admin_token.clone());
+                let inventory = hale_healer::inventory::Inventory::of_cluster(&cluster);
+                (inventory, args.agent_token.or(Some(agent)), args.admin_token.or(Some(admin)))
+            }
+            (None, None) => bail!(
+                "hale healer needs --inventory healer.toml (the services it acts on; see ARCHITECTURE.md) \
+                 or a demo --cluster cluster.toml"
+            ),
         };
         if args.intake_token.is_some() && args.intake_token == args.token {
             bail!(
@@ -87,7 +116,6 @@ impl TryFrom<HealerArgs> for HealerConfig {
                  approve, pause and reset it; give the intake a token of its own"
             );
         }
-        let cluster = crate::cluster_file::read(&cluster)?;
         if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
             bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");
         }
@@ -98,7 +126,9 @@ impl TryFrom<HealerArgs> for HealerConfig {
             listen: args.listen,
             data_dir: args.data_dir,
             policies,
-            cluster,
+            inventory,
+            agent_token,
+            admin_token,
             collector: args.collector,
             token: args.token,
             webhook_secret: args.webhook_secret.map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
@@ -182,7 +212,24 @@ mod tests {
         assert_eq!((c.token.as_deref(), c.intake_token), (Some("w"), None), "an empty intake token is none");
         assert_eq!(c.etcd, ["http://a:2379", "http://b:2379"]);
         assert_eq!(c.etcd_ttl, Duration::from_secs(3));
-        assert!(!c.cluster.secrets.generated, "the cluster's own secrets");
+        let written = std::fs::read_to_string(dir.path().join("cluster.toml")).expect("cluster.toml");
+        let cluster = hale_core::ClusterConfig::parse(&written).expect("config");
+        assert_eq!(c.agent_token.as_deref(), Some(cluster.secrets.agent_token.as_str()), "the cluster's own secrets");
+        assert_eq!(c.inventory.agents.len(), cluster.nodes.len(), "its inventory");
+    }
+
+    #[test]
+    fn an_inventory_file_replaces_the_cluster_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("healer.toml");
+        std::fs::write(&path, "[[services]]\nname = \"legacy\"\nexecutor = \"exec\"\nrestart = [\"ctl\", \"restart\"]\n")
+            .expect("write");
+        let flags = ["hale", "--policies", "p.yaml", "--inventory", path.to_str().expect("utf-8")];
+        let c = HealerConfig::try_from(Cli::try_parse_from(flags).expect("flags").healer).expect("config");
+        assert_eq!(c.inventory.services[0].name, "legacy");
+        std::fs::write(&path, "[[services]]\nname = \"legacy\"\nexecutor = \"ssh\"\n").expect("write");
+        let e = HealerConfig::try_from(Cli::try_parse_from(flags).expect("flags").healer).map(|_| ()).expect_err("bad");
+        assert!(format!("{e:#}").contains("line 3"), "{e:#}");
     }
 
     #[test]
@@ -194,6 +241,6 @@ mod tests {
         assert!(refused(&["--etcd-ttl", "1s"]).contains("at least 2s"));
         let missing = Cli::try_parse_from(["hale"]).map(|cli| HealerConfig::try_from(cli.healer));
         let message = missing.expect("flags parse").map(|_| ()).expect_err("refused").to_string();
-        assert!(message.contains("--policies FILE and --cluster"), "{message}");
+        assert!(message.contains("--policies FILE and --inventory"), "{message}");
     }
 }

@@ -383,7 +383,7 @@ fn healer_spec(
             ("--listen", cluster.healer.listen.to_string()),
             ("--data-dir", layout.file("healer").display().to_string()),
             ("--policies", layout.policies_file().display().to_string()),
-            ("--cluster", layout.config_file().display().to_string()),
+            ("--inventory", layout.file("healer.toml").display().to_string()),
             ("--collector", format!("http://{}", cluster.collector.listen)),
         ],
     )
@@ -392,6 +392,8 @@ fn healer_spec(
     let env = vec![
         ("HALE_WEBHOOK_SECRET".into(), webhook_secret.to_string()),
         ("HALE_HEALER_TOKEN".into(), cluster.secrets.admin_token.clone()),
+        ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
+        ("HALE_ADMIN_TOKEN".into(), cluster.secrets.admin_token.clone()),
     ];
     own_process(cluster, layout, ("healer", "healer"), cluster.healer.listen, args, env)
 }
@@ -485,7 +487,11 @@ fn prepare(args: &UpArgs) -> Result<(ClusterConfig, Layout, String)> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => DEFAULT_POLICIES.to_string(),
     };
-    hale_healer::policy::PolicyFile::parse(&policies).context("policies")?;
+    let parsed = hale_healer::policy::PolicyFile::parse(&policies).context("policies")?;
+    // The healer's inventory: the demo's services, where they run, through what.
+    let inventory = hale_healer::inventory::Inventory::of_cluster(&cluster);
+    hale_healer::executor::check_policies(&parsed, &inventory).map_err(|e| anyhow::anyhow!("policies: {e}"))?;
+    write_private(&layout.file("healer.toml"), &inventory.to_toml())?;
     for (path, text) in
         [(layout.rules_file(), DEFAULT_RULES), (layout.slo_file(), DEFAULT_SLOS), (layout.policies_file(), &policies)]
     {
@@ -876,11 +882,13 @@ mod tests {
     }
 
     #[test]
-    fn the_healer_reads_the_cluster_file_and_escalates_where_asked() {
+    fn the_healer_reads_its_inventory_and_escalates_where_asked() {
         let (cluster, layout) = demo();
         let spec = healer_spec(&cluster, &layout, &["http://pager/a".into(), "http://pager/b".into()], "whsec");
         assert_eq!((spec.name.as_str(), spec.listen), ("healer", cluster.healer.listen));
-        assert_eq!(flag_values(&spec, "--cluster"), ["/d/cluster.toml"]);
+        assert_eq!(flag_values(&spec, "--inventory"), ["/d/healer.toml"]);
+        assert!(flag_values(&spec, "--cluster").is_empty(), "no cluster.toml: its own inventory");
+        assert_eq!(env(&spec, "HALE_AGENT_TOKEN"), Some(cluster.secrets.agent_token.as_str()));
         assert_eq!(flag_values(&spec, "--policies"), ["/d/policies.yaml"]);
         assert_eq!(flag_values(&spec, "--collector"), [format!("http://{}", cluster.collector.listen)]);
         assert_eq!(flag_values(&spec, "--escalation-webhook"), ["http://pager/a", "http://pager/b"]);

@@ -4,7 +4,6 @@
 //! typed clients of `hale-client` make the calls; this says them in the healer's terms.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hale_client::Pool;
@@ -160,7 +159,8 @@ impl Collector {
 
 /// The node agents' actuators, by node name.
 pub struct Agents {
-    pub by_node: BTreeMap<String, SocketAddr>,
+    /// Node name → its agent's base URL (`http://10.0.0.1:9100`).
+    pub by_node: BTreeMap<String, String>,
     pub token: String,
     pub client: reqwest::Client,
 }
@@ -168,11 +168,11 @@ pub struct Agents {
 impl Agents {
     /// The typed client of `node`'s agent, with the actuator's token and `timeout`.
     fn agent(&self, node: &str, timeout: Duration) -> Result<hale_client::Agent, ClientError> {
-        let addr = self
+        let url = self
             .by_node
             .get(node)
-            .ok_or_else(|| ClientError::Config(format!("no agent is known for node {node:?}")))?;
-        let agent = hale_client::Agent::with_client(&format!("http://{addr}"), &Pool::of(&self.client, timeout))
+            .ok_or_else(|| ClientError::Config(format!("no agent is known for node {node:?} (healer.toml [agents])")))?;
+        let agent = hale_client::Agent::with_client(url, &Pool::of(&self.client, timeout))
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(agent.with_token(&self.token))
     }

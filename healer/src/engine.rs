@@ -35,7 +35,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Audit;
-use crate::clients::{Agents, ClientError, Collector, Gateway};
+use crate::clients::{ClientError, Collector, Gateway};
+use crate::executor::{Acted, Capability, Executor, LoadBalancerClient, Request};
 use crate::metrics::Metrics;
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
 use crate::safety::{self, Facts, Live, Refusal, Retry, RetryWhen};
@@ -93,8 +94,12 @@ pub struct Healer {
     pub store: Store,
     pub audit: Audit,
     pub collector: Collector,
-    pub agents: Agents,
-    pub gateway: Gateway,
+    /// The services the healer may act on, where, and through what (`healer.toml`).
+    pub inventory: crate::inventory::Inventory,
+    /// Each inventory service's executor, by service name.
+    pub executors: BTreeMap<String, Box<dyn Executor>>,
+    /// The inventory's load balancers, by name.
+    pub load_balancers: BTreeMap<String, LoadBalancerClient>,
     pub escalation: Escalation,
     /// Shadow mode: every policy only records what it would do.
     pub dry_run: bool,
@@ -500,13 +505,10 @@ impl Healer {
         let silences = self.silence_side_effects(&action, &policy).await;
         self.audit("acting", base.clone());
         let result = match action.kind {
-            ActionKind::Restart => match (&action.target.node, &action.target.instance) {
-                (Some(node), Some(instance)) => {
-                    let grace = policy.params.get("grace").and_then(|g| humantime::parse_duration(g).ok());
-                    self.agents.restart(node, instance, grace).await.map_err(ActionError::from)
-                }
-                _ => Err("the alert names no node and instance to restart".into()),
-            },
+            ActionKind::Restart => {
+                let grace = policy.params.get("grace").and_then(|g| humantime::parse_duration(g).ok());
+                self.act(&action, Capability::Restart, grace).await
+            }
             ActionKind::Failover => self.failover(&action).await,
             ActionKind::Rejoin => self.rejoin(&action).await,
             ActionKind::Reschedule => self.reschedule(&action).await,
@@ -530,7 +532,8 @@ impl Healer {
     /// Promotes a ready catalog standby when the primary is not ready; the promotion fences
     /// the old primary under the new epoch, so no write can land on it afterwards.
     async fn failover(&self, action: &Action) -> Result<(), ActionError> {
-        let pool = self.gateway.catalog().await?;
+        let gateway = self.gateway_of(action)?;
+        let pool = gateway.catalog().await?;
         let primary = pool.primary.as_ref();
         if let Some(p) = pool.primary_member().filter(|m| m.ready) {
             // A blip that passed before the healer got to it: nothing to repair, nothing
@@ -544,7 +547,7 @@ impl Healer {
             .iter()
             .find(|m| Some(&m.instance) != primary && m.ready)
             .ok_or("no ready catalog standby to promote")?;
-        let epoch = self.gateway.promote(candidate).await?;
+        let epoch = gateway.promote(candidate).await?;
         let detail = format!(
             "promoted {} to primary under epoch {epoch}; {} is fenced",
             candidate.instance,
@@ -559,7 +562,8 @@ impl Healer {
     /// readiness, which waits for that).
     async fn rejoin(&self, action: &Action) -> Result<(), ActionError> {
         let instance = action.target.instance.as_deref().ok_or("the alert names no catalog replica")?;
-        let pool = self.gateway.catalog().await?;
+        let gateway = self.gateway_of(action)?;
+        let pool = gateway.catalog().await?;
         let epoch = pool.epoch.unwrap_or(0);
         let primary = pool.primary_member().ok_or("the gateway knows no catalog primary to follow")?;
         if primary.instance == instance {
@@ -575,7 +579,7 @@ impl Healer {
             .iter()
             .find(|m| m.instance == instance)
             .ok_or_else(|| format!("{instance} is not in the gateway's catalog pool"))?;
-        let reply = self.gateway.rejoin(member, primary, epoch).await?;
+        let reply = gateway.rejoin(member, primary, epoch).await?;
         let detail = format!(
             "{instance} rejoined as the standby of {} under epoch {epoch}: kept its log through change {}, set aside {} change(s) the new primary never had",
             primary.instance, reply.kept_through_seq, reply.set_aside
@@ -584,9 +588,11 @@ impl Healer {
         Ok(())
     }
 
-    /// Starts the replicas a lost node ran on the healthy nodes, least loaded first, and
-    /// adds them to the gateway's pools. The catalog is left to failover (a database
-    /// replica is not started blank elsewhere) and the gateway to humans.
+    /// Starts the instances a lost node ran on the healthy nodes, least loaded first, and
+    /// registers them with their load balancer: every service of the inventory that can
+    /// start another instance. The rest (primary/standby services, which are not started
+    /// blank elsewhere, and services the inventory does not list) are left to failover and
+    /// humans, and the detail says so.
     async fn reschedule(&self, action: &Action) -> Result<(), ActionError> {
         let node = action.target.node.clone().ok_or("the alert names no node")?;
         let lost = self
@@ -596,28 +602,31 @@ impl Healer {
                 quote(&node)
             ))
             .await?;
-        let nodes = self.healthy_nodes(&node).await?;
         let mut started = Vec::new();
         let mut skipped = Vec::new();
+        let mut placed_on = std::collections::BTreeSet::new();
         for (i, (labels, _)) in lost.iter().enumerate() {
             let (Some(service), Some(instance)) = (labels.get("service"), labels.get("instance")) else { continue };
-            if !["auth", "search", "orders"].contains(&service.as_str()) {
+            if self.executor(service, Capability::StartAnother).is_err() {
                 skipped.push(instance.clone());
                 continue;
             }
-            let (target, _) = &nodes[i % nodes.len()];
-            let (name, listen) = self.agents.start(target, service).await?;
-            self.gateway.add_member(service, &name, &format!("http://{listen}")).await?;
+            let (name, on) = self.start_another(action, service, &node, i).await?;
+            placed_on.extend(on);
             started.push((service.clone(), name));
         }
         let detail = format!(
-            "started {} on {}{}",
+            "started {}{}{}",
             if started.is_empty() {
                 "nothing".to_string()
             } else {
                 started.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ")
             },
-            nodes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+            if placed_on.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", placed_on.into_iter().collect::<Vec<_>>().join(", "))
+            },
             if skipped.is_empty() {
                 String::new()
             } else {
@@ -647,38 +656,140 @@ impl Healer {
         Ok(nodes)
     }
 
-    /// One more replica of the alert's service, on the least loaded healthy node, in the
-    /// gateway's pool. Verified by its readiness; taken back by a scale-in once the
-    /// service has been quiet for the policy's `stabilization` (params, default 10m).
+    /// One more instance of the alert's service, started by its executor (through an
+    /// agent: on the least loaded healthy node the service may run on) and registered
+    /// with its load balancer. Verified by its readiness; taken back by a scale-in once
+    /// the service has been quiet for the policy's `stabilization` (params, default 10m).
     async fn scale_out(&self, action: &Action) -> Result<(), ActionError> {
         let service = action.target.service.clone().ok_or("the alert names no service")?;
-        if !["auth", "search", "orders"].contains(&service.as_str()) {
-            return Err(format!("{service} cannot be scaled out").into());
-        }
-        let (node, _) = self.healthy_nodes("").await?.into_iter().next().ok_or("no healthy node")?;
-        let (name, listen) = self.agents.start(&node, &service).await?;
-        self.gateway.add_member(&service, &name, &format!("http://{listen}")).await?;
+        let (name, node) = self.start_another(action, &service, "", 0).await?;
         let started = vec![(service.clone(), name.clone())];
-        self.record_started(&action.id, started, &format!("started {name} on {node}")).await;
+        let on = node.map(|n| format!(" on {n}")).unwrap_or_default();
+        self.record_started(&action.id, started, &format!("started {name}{on}")).await;
         Ok(())
     }
 
-    /// Drains (out of the gateway's pool, then a pause for requests in flight) and stops
-    /// the replicas of the scale-out it follows.
+    /// Starts one more instance of `service` through its executor — placed by the
+    /// healer (the `nth` least loaded healthy node of those it may run on, never
+    /// `exclude`) when the executor is the agents' — and registers it with the service's
+    /// load balancer. Returns its name and node.
+    async fn start_another(
+        &self,
+        action: &Action,
+        service: &str,
+        exclude: &str,
+        nth: usize,
+    ) -> Result<(String, Option<String>), ActionError> {
+        let executor = self.executor(service, Capability::StartAnother)?;
+        let node = if executor.kind() == crate::inventory::ExecutorKind::Agent {
+            let allowed = self.inventory.service(service).map(|s| s.nodes.clone()).unwrap_or_default();
+            let nodes: Vec<String> =
+                self.healthy_nodes(exclude).await?.into_iter().map(|(n, _)| n).filter(|n| allowed.contains(n)).collect();
+            if nodes.is_empty() {
+                return Err(format!("no healthy node of {} to start {service} on", allowed.join(", ")).into());
+            }
+            Some(nodes[nth % nodes.len()].clone())
+        } else {
+            None
+        };
+        let request = Request { node, ..self.request(action, service) };
+        let (instance, node, url) = match executor.act(Capability::StartAnother, &request).await? {
+            Acted::Started { instance, node, url } => (instance, node, url),
+            Acted::Done(detail) => return Err(format!("{service}'s executor started nothing it named: {detail}").into()),
+        };
+        if let Some(lb) = self.load_balancer_of(service) {
+            let url = url.ok_or_else(|| format!("{instance} was started, but its URL is unknown: not registered"))?;
+            lb.register(service, &instance, &url).await?;
+        }
+        Ok((instance, node))
+    }
+
+    /// Deregisters (then a pause for requests in flight) and stops the instances of the
+    /// scale-out it follows, through the service's executor.
     async fn scale_in(&self, action: &Action) -> Result<(), ActionError> {
         let (service, name) = action.started.first().cloned().ok_or("nothing to scale in")?;
-        let node = self
-            .collector
-            .query(&format!("max by (node) (last_over_time(probe_success{{instance={}}}[1h]))", quote(&name)))
-            .await?
-            .first()
-            .and_then(|(l, _)| l.get("node").cloned())
-            .ok_or_else(|| format!("no node is known for {name}"))?;
-        self.gateway.remove_member(&service, &name).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        self.agents.stop(&node, &name).await?;
-        self.set_status(&action.id, Status::Running, &format!("drained and stopped {name} on {node}")).await;
+        let executor = self.executor(&service, Capability::Stop)?;
+        let node = if executor.kind() == crate::inventory::ExecutorKind::Agent {
+            let found = self
+                .collector
+                .query(&format!("max by (node) (last_over_time(probe_success{{instance={}}}[1h]))", quote(&name)))
+                .await?;
+            Some(found.first().and_then(|(l, _)| l.get("node").cloned()).ok_or_else(|| format!("no node is known for {name}"))?)
+        } else {
+            None
+        };
+        if let Some(lb) = self.load_balancer_of(&service) {
+            lb.deregister(&service, &name).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let request = Request { instance: Some(name.clone()), node: node.clone(), ..self.request(action, &service) };
+        executor.act(Capability::Stop, &request).await?;
+        let on = node.map(|n| format!(" on {n}")).unwrap_or_default();
+        self.set_status(&action.id, Status::Running, &format!("drained and stopped {name}{on}")).await;
         Ok(())
+    }
+
+    /// What an action asks of an executor about `service`: its target and alert.
+    fn request(&self, action: &Action, service: &str) -> Request {
+        Request {
+            action_id: action.id.clone(),
+            service: service.to_string(),
+            instance: action.target.instance.clone(),
+            node: action.target.node.clone(),
+            url: None,
+            labels: action.alert.labels.clone(),
+            grace: None,
+        }
+    }
+
+    /// `capability` on the action's target through its service's executor; the
+    /// executor's account of it becomes the action's detail.
+    async fn act(&self, action: &Action, capability: Capability, grace: Option<Duration>) -> Result<(), ActionError> {
+        let service = action.target.service.clone().ok_or("the alert names no service")?;
+        let executor = self.executor(&service, capability)?;
+        let request = Request { grace, ..self.request(action, &service) };
+        let detail = match executor.act(capability, &request).await? {
+            Acted::Done(detail) => detail,
+            Acted::Started { instance, .. } => format!("started {instance}"),
+        };
+        self.set_status(&action.id, Status::Running, &detail).await;
+        Ok(())
+    }
+
+    /// The executor of `service`, if it can do `capability`; else why not.
+    pub fn executor(&self, service: &str, capability: Capability) -> Result<&dyn Executor, ActionError> {
+        let entry = self
+            .inventory
+            .service(service)
+            .ok_or_else(|| format!("service {service:?} is not in the healer's inventory (healer.toml)"))?;
+        let executor = self.executors.get(service).ok_or_else(|| format!("service {service:?} has no executor"))?;
+        if !executor.can(capability) || !entry.capabilities().contains(&capability) {
+            return Err(format!(
+                "the {} executor of {service:?} cannot {}",
+                executor.kind().as_str(),
+                capability.as_str()
+            )
+            .into());
+        }
+        Ok(executor.as_ref())
+    }
+
+    /// The load balancer `service`'s instances are registered with, if any.
+    fn load_balancer_of(&self, service: &str) -> Option<&LoadBalancerClient> {
+        self.load_balancers.get(self.inventory.service(service)?.load_balancer.as_ref()?)
+    }
+
+    /// The gateway whose pools carry the target service's primary and standbys (the
+    /// failover protocol), else why there is none.
+    fn gateway_of(&self, action: &Action) -> Result<&Gateway, ActionError> {
+        let service = action.target.service.as_deref().unwrap_or("catalog");
+        match self.load_balancer_of(service) {
+            Some(LoadBalancerClient::Gateway(gateway)) => Ok(gateway),
+            _ => Err(format!(
+                "failing {service} over needs a gateway load balancer (the failover protocol) in the inventory"
+            )
+            .into()),
+        }
     }
 
     /// Scale-outs whose service has been quiet for their stabilization window get a
@@ -743,10 +854,13 @@ impl Healer {
         }
     }
 
-    /// Whether the replicas are out of the gateway's pools and stopped (no fresh probe).
+    /// Whether the instances are out of their load balancer and stopped (no fresh
+    /// readiness saying otherwise).
     async fn started_gone(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
         for (service, name) in started {
-            if self.gateway.members(service).await?.iter().any(|m| &m.instance == name) {
+            if let Some(LoadBalancerClient::Gateway(gateway)) = self.load_balancer_of(service)
+                && gateway.members(service).await?.iter().any(|m| &m.instance == name)
+            {
                 return Ok(false);
             }
             let q = format!("time() - timestamp(probe_success{{probe=\"readyz\",instance={}}}) < 3", quote(name));
@@ -763,11 +877,23 @@ impl Healer {
         Ok(true)
     }
 
-    /// Whether every replica an action started is ready in the gateway's pools.
+    /// Whether every instance an action started is ready: in the gateway's pool, or (any
+    /// other load balancer, or none) by a fresh `probe_success` or `up` of 1 under its name.
     async fn started_ready(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
         for (service, name) in started {
-            let members = self.gateway.members(service).await?;
-            if !members.iter().any(|m| &m.instance == name && m.ready) {
+            let ready = match self.load_balancer_of(service) {
+                Some(LoadBalancerClient::Gateway(gateway)) => {
+                    gateway.members(service).await?.iter().any(|m| &m.instance == name && m.ready)
+                }
+                _ => {
+                    let q = format!(
+                        "(probe_success{{instance={n}}} or up{{instance={n}}}) == 1 and (time() - timestamp(probe_success{{instance={n}}} or up{{instance={n}}}) < 15)",
+                        n = quote(name)
+                    );
+                    !self.collector.query(&q).await?.is_empty()
+                }
+            };
+            if !ready {
                 return Ok(false);
             }
         }

@@ -27,7 +27,7 @@ use crate::policy::{ActionKind, PolicyFile};
 use crate::state::Labels;
 
 /// Something an executor can do to a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     Restart,
@@ -409,6 +409,80 @@ impl Executor for HttpExecutor {
             }
         })
     }
+}
+
+/// The secrets executors and load balancers act with.
+pub struct Tokens {
+    /// The node agents' actuator token.
+    pub agent: Option<String>,
+    /// The shop gateway's admin token.
+    pub admin: Option<String>,
+    /// Signs `http` executor calls.
+    pub webhook_secret: Option<std::sync::Arc<[u8]>>,
+}
+
+/// Every inventory service's executor and every load balancer's client.
+#[allow(clippy::type_complexity)]
+pub fn build(
+    inventory: &Inventory,
+    client: &reqwest::Client,
+    tokens: Tokens,
+) -> Result<(BTreeMap<String, Box<dyn Executor>>, BTreeMap<String, LoadBalancerClient>), String> {
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    let uses_agents = inventory.services.iter().any(|s| s.executor == ExecutorKind::Agent);
+    let agent_token = match (&tokens.agent, uses_agents) {
+        (Some(token), _) => token.clone(),
+        (None, false) => String::new(),
+        (None, true) => {
+            return Err("the agent executor needs the agents' actuator token: set HALE_AGENT_TOKEN (or --agent-token)".into());
+        }
+    };
+    let agents = std::sync::Arc::new(Agents { by_node: inventory.agents.clone(), token: agent_token, client: client.clone() });
+    let mut executors: BTreeMap<String, Box<dyn Executor>> = BTreeMap::new();
+    for s in &inventory.services {
+        let timeout = s.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
+        let executor: Box<dyn Executor> = match s.executor {
+            ExecutorKind::Agent => Box::new(AgentExecutor { agents: agents.clone() }),
+            ExecutorKind::Exec => Box::new(ExecExecutor {
+                commands: Capability::ALL
+                    .into_iter()
+                    .filter(|c| !s.command(*c).is_empty())
+                    .map(|c| (c, s.command(c).to_vec()))
+                    .collect(),
+                timeout,
+            }),
+            ExecutorKind::Http => Box::new(HttpExecutor {
+                endpoints: s.endpoints.clone(),
+                client: client.clone(),
+                secret: tokens.webhook_secret.clone(),
+                timeout,
+            }),
+            ExecutorKind::Kubernetes => return Err(format!("service {:?}: the kubernetes executor is not available yet", s.name)),
+        };
+        executors.insert(s.name.clone(), executor);
+    }
+    let mut load_balancers = BTreeMap::new();
+    for (name, lb) in &inventory.load_balancers {
+        let client = match lb {
+            LoadBalancer::Gateway { url } => {
+                let admin_token = tokens.admin.clone().ok_or_else(|| {
+                    format!("load balancer {name:?} (the gateway) needs its admin token: set HALE_ADMIN_TOKEN (or --admin-token)")
+                })?;
+                LoadBalancerClient::Gateway(std::sync::Arc::new(Gateway {
+                    base: url.trim_end_matches('/').to_string(),
+                    admin_token,
+                    client: client.clone(),
+                }))
+            }
+            LoadBalancer::Exec { register, deregister, timeout } => LoadBalancerClient::Exec {
+                register: register.clone(),
+                deregister: deregister.clone(),
+                timeout: timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
+            },
+        };
+        load_balancers.insert(name.clone(), client);
+    }
+    Ok((executors, load_balancers))
 }
 
 /// Registering instances for traffic, and taking them out.

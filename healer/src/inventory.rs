@@ -32,12 +32,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hale_core::ConfigError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::executor::Capability;
 
 /// Which executor acts on a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutorKind {
     /// The node agents' actuators: restart, stop, start another.
@@ -62,7 +62,7 @@ impl ExecutorKind {
 }
 
 /// A service the healer may act on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -71,32 +71,38 @@ pub struct Service {
     #[serde(default)]
     pub nodes: Vec<String>,
     /// The `[load_balancers]` entry its instances are registered with.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<String>,
     /// `exec`: a command (argument vector) per capability.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub start_another: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drain: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promote: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fence: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejoin: Vec<String>,
     /// `http`: a URL per capability (`{instance}` and `{url}` of the target filled in),
     /// each called with a signed `POST`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoints: BTreeMap<Capability, String>,
     /// How long a command or call may take (default 30s).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<crate::policy::Dur>,
+    /// A primary/standby service (a database): never started blank elsewhere — no
+    /// scale-out, no reschedule; failover, rejoin and restart are its repairs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stateful: bool,
 }
 
 /// Where instances are registered for traffic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LoadBalancer {
     /// The shop gateway's pool admin API; its pools also hold a primary/standby service's
@@ -106,11 +112,12 @@ pub enum LoadBalancer {
     Exec {
         register: Vec<String>,
         deregister: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         timeout: Option<crate::policy::Dur>,
     },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inventory {
     /// Node name → its agent's base URL.
@@ -125,12 +132,16 @@ pub struct Inventory {
 impl Service {
     /// What this service's executor can do (what a policy may ask of it).
     pub fn capabilities(&self) -> BTreeSet<Capability> {
-        match self.executor {
+        let mut caps: BTreeSet<Capability> = match self.executor {
             ExecutorKind::Agent => [Capability::Restart, Capability::Stop, Capability::StartAnother].into(),
             ExecutorKind::Exec => Capability::ALL.into_iter().filter(|c| !self.command(*c).is_empty()).collect(),
             ExecutorKind::Http => self.endpoints.keys().copied().collect(),
             ExecutorKind::Kubernetes => BTreeSet::new(),
+        };
+        if self.stateful {
+            caps.remove(&Capability::StartAnother);
         }
+        caps
     }
 
     /// The `exec` command for `capability` (empty: none).
@@ -237,6 +248,42 @@ impl Inventory {
         Ok(())
     }
 
+    /// The demo shop's inventory, from its `cluster.toml` (what `hale up` writes as
+    /// `healer.toml`): every node's agent; the gateway as the load balancer of the
+    /// services behind it; each service acted on through the agents on every node, the
+    /// catalog as a primary/standby service (failed over through the gateway's pools,
+    /// never started blank), the gateway itself restarted only.
+    pub fn of_cluster(cluster: &hale_core::ClusterConfig) -> Inventory {
+        let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        let agents = cluster.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", cluster.agent_listen(n)))).collect();
+        let gateway = LoadBalancer::Gateway { url: format!("http://{}", cluster.gateway.listen) };
+        let services = hale_core::ServiceKind::ALL
+            .into_iter()
+            .map(|kind| Service {
+                name: kind.as_str().to_string(),
+                executor: ExecutorKind::Agent,
+                nodes: nodes.clone(),
+                load_balancer: (kind != hale_core::ServiceKind::Gateway).then(|| "gateway".to_string()),
+                restart: Vec::new(),
+                stop: Vec::new(),
+                start_another: Vec::new(),
+                drain: Vec::new(),
+                promote: Vec::new(),
+                fence: Vec::new(),
+                rejoin: Vec::new(),
+                endpoints: BTreeMap::new(),
+                timeout: None,
+                stateful: matches!(kind, hale_core::ServiceKind::Catalog | hale_core::ServiceKind::Gateway),
+            })
+            .collect();
+        Inventory { agents, load_balancers: [("gateway".to_string(), gateway)].into(), services }
+    }
+
+    /// As `healer.toml` writes it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
@@ -278,6 +325,20 @@ endpoints = { promote = "{url}/admin/promote", rejoin = "{url}/admin/rejoin" }
         assert_eq!(caps("search"), [Capability::Restart, Capability::Stop, Capability::StartAnother]);
         assert_eq!(caps("legacy"), [Capability::Restart]);
         assert_eq!(caps("db"), [Capability::Promote, Capability::Rejoin]);
+    }
+
+    #[test]
+    fn the_demos_inventory_comes_from_its_cluster_file_and_reads_back() {
+        let cluster = hale_core::ClusterConfig::parse(hale_core::DEFAULT_CLUSTER_TOML).expect("cluster");
+        let inv = Inventory::of_cluster(&cluster);
+        let text = inv.to_toml();
+        let back = Inventory::parse(&text).expect(&text);
+        assert_eq!(back.agents.len(), cluster.nodes.len());
+        let caps = |name: &str| back.service(name).expect(name).capabilities();
+        assert!(caps("search").contains(&Capability::StartAnother));
+        assert!(!caps("catalog").contains(&Capability::StartAnother), "a database is not started blank");
+        let policies = crate::policy::PolicyFile::parse(include_str!("../../config/policies.yaml")).expect("policies");
+        crate::executor::check_policies(&policies, &back).expect("the demo's policies fit the demo's inventory");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::api::{App, Auth};
 use crate::audit::Audit;
-use crate::clients::{Agents, Collector, Gateway};
+use crate::clients::Collector;
+use crate::executor::Tokens;
 use crate::engine::{Escalation, Healer};
 use crate::policy::PolicyFile;
 use crate::state::Store;
@@ -17,8 +18,12 @@ pub struct HealerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub policies: PathBuf,
-    /// Where agents are and their actuator token.
-    pub cluster: hale_core::ClusterConfig,
+    /// The services it may act on, where and through what (`healer.toml`).
+    pub inventory: crate::inventory::Inventory,
+    /// The node agents' actuator token (the `agent` executor).
+    pub agent_token: Option<String>,
+    /// The gateway's admin token (gateway load balancers) and the collector's (silences).
+    pub admin_token: Option<String>,
     pub collector: String,
     /// Bearer token for the healer's write endpoints (and accepted on the intake).
     pub token: Option<String>,
@@ -51,6 +56,8 @@ pub enum HealerError {
     Etcd { endpoints: String, error: crate::ha::EtcdError },
     #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
     SharedState { endpoints: String, error: crate::state::SaveError },
+    #[error("inventory: {0}")]
+    Inventory(String),
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -63,6 +70,10 @@ pub async fn run(
         .map_err(|error| HealerError::ReadPolicies { path: config.policies.clone(), error })?;
     let policies =
         PolicyFile::parse(&source).map_err(|error| HealerError::Policies { path: config.policies.clone(), error })?;
+    crate::executor::check_policies(&policies, &config.inventory).map_err(|message| HealerError::Policies {
+        path: config.policies.clone(),
+        error: ConfigError { line: None, message },
+    })?;
     let dir_err = |error| HealerError::DataDir { path: config.data_dir.clone(), error };
     std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
     let audit = Audit::open(&config.data_dir.join("audit.jsonl")).map_err(dir_err)?;
@@ -107,28 +118,25 @@ pub async fn run(
         .connect_timeout(std::time::Duration::from_secs(2))
         .build()
         .map_err(|e| HealerError::Serve(std::io::Error::other(e)))?;
-    let agents = Agents {
-        by_node: config.cluster.nodes.iter().map(|n| (n.name.clone(), config.cluster.agent_listen(n))).collect(),
-        token: config.cluster.secrets.agent_token.clone(),
-        client: client.clone(),
-    };
     let collector = Collector {
         base: config.collector.trim_end_matches('/').to_string(),
         client: client.clone(),
-        admin_token: Some(config.cluster.secrets.admin_token.clone()),
+        admin_token: config.admin_token.clone(),
     };
-    let gateway = Gateway {
-        base: format!("http://{}", config.cluster.gateway.listen),
-        admin_token: config.cluster.secrets.admin_token.clone(),
-        client: client.clone(),
-    };
+    let (executors, load_balancers) = crate::executor::build(&config.inventory, &client, Tokens {
+        agent: config.agent_token.clone(),
+        admin: config.admin_token.clone(),
+        webhook_secret: config.webhook_secret.clone(),
+    })
+    .map_err(HealerError::Inventory)?;
     let healer = Arc::new(Healer {
         policies,
         store,
         audit,
         collector,
-        agents,
-        gateway,
+        inventory: config.inventory,
+        executors,
+        load_balancers,
         escalation: Escalation { urls: config.escalation_webhooks.clone(), secret: config.webhook_secret.clone() },
         dry_run: config.dry_run,
         metrics: Default::default(),
