@@ -6,74 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::tmux::{Tmux, processes_of};
+
 use std::process::Command;
 use std::time::Duration;
 
 use hale_core::api::StatusReport;
-
-/// A tmux server of the test's own, killed (with whatever it runs) when the test ends.
-struct Tmux {
-    socket: String,
-    data_dir: PathBuf,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(common::need("tmux")).arg("-L").arg(&self.socket).args(args).output().expect("tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "hale"])
-    }
-
-    /// Types `text` (literally), then presses Enter if asked.
-    fn keys(&self, text: &str, enter: bool) {
-        self.run(&["send-keys", "-t", "hale", "-l", text]);
-        if enter {
-            self.run(&["send-keys", "-t", "hale", "Enter"]);
-        }
-    }
-
-    async fn shows(&self, what: &str, limit: Duration, wanted: &[&str]) -> String {
-        common::eventually_or_dump(
-            what,
-            limit,
-            async || {
-                let screen = self.screen();
-                wanted.iter().all(|w| screen.contains(w)).then_some(screen)
-            },
-            async || format!("--- screen\n{}", self.screen()),
-        )
-        .await
-    }
-}
-
-/// Processes whose command line mentions `dir` (the cluster's, and nothing else).
-fn processes_of(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.run(&["kill-server"]);
-        for pid in processes_of(&self.data_dir) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_cluster_runs_a_chaos_action_sees_the_repair_and_quits_cleanly() {

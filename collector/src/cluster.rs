@@ -251,9 +251,12 @@ pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
                 .collect(),
             _ => BTreeMap::new(),
         };
-    // The replicas are what the agents probe: a target they only scrape (the collector
-    // and healer through `[[scrape]]`) has an `up` but is no replica of a service.
-    let mut keys: Vec<&(String, String)> = ready.keys().chain(alive.keys()).collect();
+    // The replicas are what the agents probe, and the targets of scrape jobs (`up` with
+    // a `job`: a fleet Hale did not start, judged by its scrapes when nothing probes its
+    // readiness). A target an agent only scrapes for itself (the collector and healer
+    // through `[[scrape]]`, no `job`) is no replica of a service.
+    let jobs = up.iter().filter(|(_, l)| l.label("job").is_some()).map(|(k, _)| k);
+    let mut keys: Vec<&(String, String)> = ready.keys().chain(alive.keys()).chain(jobs).collect();
     keys.sort();
     keys.dedup();
     let mut services: BTreeMap<String, Vec<ReplicaView>> = BTreeMap::new();
@@ -269,13 +272,20 @@ pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
         }
         let fresh = |l: Option<&Latest>| l.filter(|l| l.fresh(now_ms)).map(|l| l.value == 1.0);
         let (is_ready, is_alive, is_up) = (fresh(ready.get(key)), fresh(alive.get(key)), fresh(up.get(key)));
+        // Without readiness or liveness probes, the scrape is the health signal there is.
+        let scraped_only = !ready.contains_key(key) && !alive.contains_key(key);
         let state = match (is_ready, is_alive) {
             (Some(true), _) => ReplicaState::Ready,
             (Some(false), Some(true)) => ReplicaState::NotReady,
             (Some(false), _) => ReplicaState::Down,
+            (None, _) if scraped_only => match is_up {
+                Some(true) => ReplicaState::Ready,
+                Some(false) => ReplicaState::Down,
+                None => ReplicaState::Stale,
+            },
             (None, _) => ReplicaState::Stale,
         };
-        let probed = ready.get(key);
+        let probed = if scraped_only { up.get(key) } else { ready.get(key) };
         services.entry(service.clone()).or_default().push(ReplicaView {
             instance: instance.clone(),
             node,
@@ -364,6 +374,28 @@ mod tests {
             targets.active_targets.iter().any(|t| t.labels["instance"] == "collector" && t.health == "up"),
             "still a target"
         );
+    }
+
+    /// A scrape job's target (a service Hale did not start, no probes) is a replica judged
+    /// by its scrape: up is ready, a failed scrape is down, silence is stale.
+    #[tokio::test]
+    async fn a_scrape_jobs_target_is_a_replica_judged_by_its_scrape() {
+        let now = 1_000_000_000;
+        let mut series = vec![host("node-1", now - 200)];
+        for (instance, last, value) in [("web-1", now - 300, 1.0), ("web-2", now - 300, 0.0), ("web-3", now - 60_000, 1.0)] {
+            let up = [("__name__", "up"), ("service", "web"), ("instance", instance), ("node", "node-1"), ("job", "web")];
+            series.push((labels(&up), points(last - 10_000, last, 1000, value)));
+        }
+        let (_dir, store, logs) = store_with(series).await;
+        let v = view(&store, &logs, now);
+        let web = v.services.iter().find(|s| s.service == "web").expect("the foreign service is listed");
+        let states: Vec<(&str, ReplicaState)> = web.replicas.iter().map(|r| (r.instance.as_str(), r.state)).collect();
+        assert_eq!(
+            states,
+            [("web-1", ReplicaState::Ready), ("web-2", ReplicaState::Down), ("web-3", ReplicaState::Stale)]
+        );
+        assert_eq!(web.ready_replicas, 1);
+        assert!(web.replicas[0].age_secs.is_some_and(|a| a < 1.0), "its age is its scrape's");
     }
 
     /// Issue #12, finding 12: a frozen node's last probes said "ready"; seconds later they

@@ -358,8 +358,12 @@ impl Healer {
         }
         if safety::touches_a_replica(policy.action) {
             let (service, instance) = safety::replica_of(target)?;
-            // Stale-data guard: no action on a target whose telemetry is missing or old.
-            let q = format!("max(time() - timestamp(probe_success{{probe=\"readyz\",instance={}}}))", quote(instance));
+            // Stale-data guard: no action on a target whose telemetry is missing or old: its
+            // readiness probe, else (a service nothing probes) its scrape.
+            let q = format!(
+                "max(time() - timestamp(probe_success{{probe=\"readyz\",instance={i}}})) or max(time() - timestamp(up{{instance={i},job!=\"\"}}))",
+                i = quote(instance)
+            );
             let age = self
                 .collector
                 .query(&q)

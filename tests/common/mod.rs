@@ -1,6 +1,7 @@
 //! Helpers every end-to-end test binary shares. Each binary uses some of them.
 #![allow(dead_code)]
 
+pub mod tmux;
 pub mod up;
 
 use std::net::{SocketAddr, TcpListener};
