@@ -222,8 +222,11 @@ mod tests {
     fn an_inventory_file_replaces_the_cluster_file() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("healer.toml");
-        std::fs::write(&path, "[[services]]\nname = \"legacy\"\nexecutor = \"exec\"\nrestart = [\"ctl\", \"restart\"]\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "[[services]]\nname = \"legacy\"\nexecutor = \"exec\"\nrestart = [\"ctl\", \"restart\"]\n",
+        )
+        .expect("write");
         let flags = ["hale", "--policies", "p.yaml", "--inventory", path.to_str().expect("utf-8")];
         let c = HealerConfig::try_from(Cli::try_parse_from(flags).expect("flags").healer).expect("config");
         assert_eq!(c.inventory.services[0].name, "legacy");

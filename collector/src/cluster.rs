@@ -382,8 +382,11 @@ mod tests {
     async fn a_scrape_jobs_target_is_a_replica_judged_by_its_scrape() {
         let now = 1_000_000_000;
         let mut series = vec![host("node-1", now - 200)];
-        for (instance, last, value) in [("web-1", now - 300, 1.0), ("web-2", now - 300, 0.0), ("web-3", now - 60_000, 1.0)] {
-            let up = [("__name__", "up"), ("service", "web"), ("instance", instance), ("node", "node-1"), ("job", "web")];
+        for (instance, last, value) in
+            [("web-1", now - 300, 1.0), ("web-2", now - 300, 0.0), ("web-3", now - 60_000, 1.0)]
+        {
+            let up =
+                [("__name__", "up"), ("service", "web"), ("instance", instance), ("node", "node-1"), ("job", "web")];
             series.push((labels(&up), points(last - 10_000, last, 1000, value)));
         }
         let (_dir, store, logs) = store_with(series).await;

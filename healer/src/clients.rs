@@ -168,10 +168,9 @@ pub struct Agents {
 impl Agents {
     /// The typed client of `node`'s agent, with the actuator's token and `timeout`.
     fn agent(&self, node: &str, timeout: Duration) -> Result<hale_client::Agent, ClientError> {
-        let url = self
-            .by_node
-            .get(node)
-            .ok_or_else(|| ClientError::Config(format!("no agent is known for node {node:?} (healer.toml [agents])")))?;
+        let url = self.by_node.get(node).ok_or_else(|| {
+            ClientError::Config(format!("no agent is known for node {node:?} (healer.toml [agents])"))
+        })?;
         let agent = hale_client::Agent::with_client(url, &Pool::of(&self.client, timeout))
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(agent.with_token(&self.token))

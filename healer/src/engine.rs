@@ -687,8 +687,13 @@ impl Healer {
         let executor = self.executor(service, Capability::StartAnother)?;
         let node = if executor.kind() == crate::inventory::ExecutorKind::Agent {
             let allowed = self.inventory.service(service).map(|s| s.nodes.clone()).unwrap_or_default();
-            let nodes: Vec<String> =
-                self.healthy_nodes(exclude).await?.into_iter().map(|(n, _)| n).filter(|n| allowed.contains(n)).collect();
+            let nodes: Vec<String> = self
+                .healthy_nodes(exclude)
+                .await?
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| allowed.contains(n))
+                .collect();
             if nodes.is_empty() {
                 return Err(format!("no healthy node of {} to start {service} on", allowed.join(", ")).into());
             }
@@ -699,7 +704,9 @@ impl Healer {
         let request = Request { node, ..self.request(action, service) };
         let (instance, node, url) = match executor.act(Capability::StartAnother, &request).await? {
             Acted::Started { instance, node, url } => (instance, node, url),
-            Acted::Done(detail) => return Err(format!("{service}'s executor started nothing it named: {detail}").into()),
+            Acted::Done(detail) => {
+                return Err(format!("{service}'s executor started nothing it named: {detail}").into());
+            }
         };
         if let Some(lb) = self.load_balancer_of(service) {
             let url = url.ok_or_else(|| format!("{instance} was started, but its URL is unknown: not registered"))?;
@@ -718,7 +725,12 @@ impl Healer {
                 .collector
                 .query(&format!("max by (node) (last_over_time(probe_success{{instance={}}}[1h]))", quote(&name)))
                 .await?;
-            Some(found.first().and_then(|(l, _)| l.get("node").cloned()).ok_or_else(|| format!("no node is known for {name}"))?)
+            Some(
+                found
+                    .first()
+                    .and_then(|(l, _)| l.get("node").cloned())
+                    .ok_or_else(|| format!("no node is known for {name}"))?,
+            )
         } else {
             None
         };

@@ -174,7 +174,11 @@ pub struct Request {
 pub enum Acted {
     Done(String),
     /// A new instance: its name, node (if the executor placed it) and URL (if known).
-    Started { instance: String, node: Option<String>, url: Option<String> },
+    Started {
+        instance: String,
+        node: Option<String>,
+        url: Option<String>,
+    },
 }
 
 pub type Acting<'a> = Pin<Box<dyn Future<Output = Result<Acted, ActionError>> + Send + 'a>>;
@@ -251,11 +255,7 @@ pub fn environment(r: &Request, capability: Capability) -> Vec<(String, String)>
 
 /// Runs `argv` without a shell, with `env`, within `timeout`; its stdout (64 KiB at most)
 /// or why it failed, with the end of its stderr.
-pub async fn run_command(
-    argv: &[String],
-    env: &[(String, String)],
-    timeout: Duration,
-) -> Result<String, ActionError> {
+pub async fn run_command(argv: &[String], env: &[(String, String)], timeout: Duration) -> Result<String, ActionError> {
     use tokio::io::AsyncReadExt;
     let (program, args) = argv.split_first().ok_or("no command")?;
     let mut child = tokio::process::Command::new(program)
@@ -282,7 +282,9 @@ pub async fn run_command(
     let (status, out, err) = match tokio::time::timeout(timeout, read).await {
         Ok(done) => done,
         Err(_) => {
-            return Err(format!("{program} did not finish within {}; killed", humantime::format_duration(timeout)).into());
+            return Err(
+                format!("{program} did not finish within {}; killed", humantime::format_duration(timeout)).into()
+            );
         }
     };
     let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
@@ -325,9 +327,7 @@ impl Executor for ExecExecutor {
                 // The command says what it started: `{"instance": "...", "url": "..."}`.
                 Capability::StartAnother => {
                     let started: StartedInstance = serde_json::from_str(out.trim()).map_err(|e| {
-                        format!(
-                            "the start_another command must print {{\"instance\": ..., \"url\": ...}} (JSON): {e}"
-                        )
+                        format!("the start_another command must print {{\"instance\": ..., \"url\": ...}} (JSON): {e}")
                     })?;
                     Ok(Acted::Started { instance: started.instance, node: started.node, url: started.url })
                 }
@@ -377,13 +377,14 @@ impl Executor for HttpExecutor {
                 "labels": r.labels,
             }))
             .unwrap_or_default();
-            let mut request =
-                self.client.post(&url).timeout(self.timeout).header("content-type", "application/json");
+            let mut request = self.client.post(&url).timeout(self.timeout).header("content-type", "application/json");
             if let Some(secret) = &self.secret {
                 let now = (hale_core::time::now_ms() / 1000).max(0) as u64;
-                request = request.header(hale_core::webhook::SIGNATURE_HEADER, hale_core::webhook::sign(secret, now, &body));
+                request =
+                    request.header(hale_core::webhook::SIGNATURE_HEADER, hale_core::webhook::sign(secret, now, &body));
             }
-            let what = format!("{} of {}", capability.as_str(), if instance.is_empty() { &r.service } else { &instance });
+            let what =
+                format!("{} of {}", capability.as_str(), if instance.is_empty() { &r.service } else { &instance });
             let response = request
                 .body(body)
                 .send()
@@ -434,10 +435,13 @@ pub fn build(
         (Some(token), _) => token.clone(),
         (None, false) => String::new(),
         (None, true) => {
-            return Err("the agent executor needs the agents' actuator token: set HALE_AGENT_TOKEN (or --agent-token)".into());
+            return Err(
+                "the agent executor needs the agents' actuator token: set HALE_AGENT_TOKEN (or --agent-token)".into()
+            );
         }
     };
-    let agents = std::sync::Arc::new(Agents { by_node: inventory.agents.clone(), token: agent_token, client: client.clone() });
+    let agents =
+        std::sync::Arc::new(Agents { by_node: inventory.agents.clone(), token: agent_token, client: client.clone() });
     let mut executors: BTreeMap<String, Box<dyn Executor>> = BTreeMap::new();
     for s in &inventory.services {
         let timeout = s.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
@@ -457,7 +461,9 @@ pub fn build(
                 secret: tokens.webhook_secret.clone(),
                 timeout,
             }),
-            ExecutorKind::Kubernetes => return Err(format!("service {:?}: the kubernetes executor is not available yet", s.name)),
+            ExecutorKind::Kubernetes => {
+                return Err(format!("service {:?}: the kubernetes executor is not available yet", s.name));
+            }
         };
         executors.insert(s.name.clone(), executor);
     }
@@ -512,7 +518,8 @@ impl LoadBalancerClient {
 }
 
 fn lb_env(service: &str, instance: &str, url: Option<&str>) -> Vec<(String, String)> {
-    let mut env = vec![("HALE_SERVICE".to_string(), service.to_string()), ("HALE_INSTANCE".to_string(), instance.to_string())];
+    let mut env =
+        vec![("HALE_SERVICE".to_string(), service.to_string()), ("HALE_INSTANCE".to_string(), instance.to_string())];
     if let Some(url) = url {
         env.push(("HALE_URL".to_string(), url.to_string()));
     }
@@ -539,7 +546,10 @@ mod tests {
     async fn exec_passes_labels_as_environment_never_as_words() {
         let dir = tempfile::tempdir().expect("tmp");
         let out = dir.path().join("out");
-        let script = format!("printf '%s|%s|%s' \"$HALE_INSTANCE\" \"$HALE_LABEL_ALERTNAME\" \"$HALE_LABEL_X_Y\" > {}", out.display());
+        let script = format!(
+            "printf '%s|%s|%s' \"$HALE_INSTANCE\" \"$HALE_LABEL_ALERTNAME\" \"$HALE_LABEL_X_Y\" > {}",
+            out.display()
+        );
         let exec = ExecExecutor {
             commands: [(Capability::Restart, vec!["sh".into(), "-c".into(), script])].into(),
             timeout: Duration::from_secs(5),

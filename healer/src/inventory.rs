@@ -171,7 +171,9 @@ impl Inventory {
     /// Parses and checks `healer.toml`; errors carry the line.
     pub fn parse(source: &str) -> Result<Inventory, ConfigError> {
         let inventory: Inventory = toml::from_str(source).map_err(|e| ConfigError::from_toml(source, &e))?;
-        inventory.check().map_err(|(message, anchor, needle)| ConfigError { line: line_of(source, &anchor, &needle), message })?;
+        inventory
+            .check()
+            .map_err(|(message, anchor, needle)| ConfigError { line: line_of(source, &anchor, &needle), message })?;
         Ok(inventory)
     }
 
@@ -237,10 +239,15 @@ impl Inventory {
                 return fail(format!("load_balancer {lb:?} is not in [load_balancers]"));
             }
             if s.capabilities().is_empty() {
-                return fail(format!("its {} executor can do nothing: give it commands or endpoints", s.executor.as_str()));
+                return fail(format!(
+                    "its {} executor can do nothing: give it commands or endpoints",
+                    s.executor.as_str()
+                ));
             }
-            if let Some((c, url)) =
-                s.endpoints.iter().find(|(_, u)| !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("{url}")))
+            if let Some((c, url)) = s
+                .endpoints
+                .iter()
+                .find(|(_, u)| !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("{url}")))
             {
                 return fail(format!("endpoint {} {url:?} is not an http(s) URL", c.as_str()));
             }
@@ -255,7 +262,8 @@ impl Inventory {
     /// never started blank), the gateway itself restarted only.
     pub fn of_cluster(cluster: &hale_core::ClusterConfig) -> Inventory {
         let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
-        let agents = cluster.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", cluster.agent_listen(n)))).collect();
+        let agents =
+            cluster.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", cluster.agent_listen(n)))).collect();
         let gateway = LoadBalancer::Gateway { url: format!("http://{}", cluster.gateway.listen) };
         let services = hale_core::ServiceKind::ALL
             .into_iter()

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::api::{App, Auth};
 use crate::audit::Audit;
 use crate::clients::Collector;
-use crate::executor::Tokens;
 use crate::engine::{Escalation, Healer};
+use crate::executor::Tokens;
 use crate::policy::PolicyFile;
 use crate::state::Store;
 use hale_core::ConfigError;
@@ -123,11 +123,15 @@ pub async fn run(
         client: client.clone(),
         admin_token: config.admin_token.clone(),
     };
-    let (executors, load_balancers) = crate::executor::build(&config.inventory, &client, Tokens {
-        agent: config.agent_token.clone(),
-        admin: config.admin_token.clone(),
-        webhook_secret: config.webhook_secret.clone(),
-    })
+    let (executors, load_balancers) = crate::executor::build(
+        &config.inventory,
+        &client,
+        Tokens {
+            agent: config.agent_token.clone(),
+            admin: config.admin_token.clone(),
+            webhook_secret: config.webhook_secret.clone(),
+        },
+    )
     .map_err(HealerError::Inventory)?;
     let healer = Arc::new(Healer {
         policies,

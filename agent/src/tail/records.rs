@@ -45,7 +45,8 @@ pub(super) fn severity(level: &str) -> (i32, &'static str) {
 
 /// A plain-text line's level, by the first level word in it.
 pub(super) fn plain_level(text: &str) -> &'static str {
-    for word in text.split(|c: char| !c.is_ascii_alphabetic()).take(8) {
+    // The first eight words, not pieces: a leading timestamp splits into many empty ones.
+    for word in text.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| !w.is_empty()).take(8) {
         let (n, name) = severity(word);
         if n > 0 && word.chars().all(|c| c.is_ascii_uppercase()) {
             return name;
@@ -706,6 +707,13 @@ mod tests {
         ] {
             assert!(flat_object(text, Vec::new()).is_none(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_plain_lines_level_is_found_after_its_timestamp() {
+        assert_eq!(plain_level("2026-12-07T02:00:00.123Z ERROR warm-up failed"), "error");
+        assert_eq!(plain_level("[2026-12-07 02:00:00,123] [pool-1] WARN slow"), "warn");
+        assert_eq!(plain_level("2026-12-07 an error occurred"), "unknown", "only upper-case level words");
     }
 
     #[test]
