@@ -354,6 +354,10 @@ impl Healer {
             );
             let burn =
                 self.collector.query(&q).await.map_err(|e| Refusal::Unknown(e.to_string()))?.first().map(|(_, v)| *v);
+            // Recorded so `hale healer replay` can apply the same gate to this audit log.
+            if let Some(value) = burn.filter(|b| b.is_finite()) {
+                self.audit("burn", json!({"slo": gate.slo, "window": gate.window, "value": value}));
+            }
             safety::check_burn(gate, burn)?;
         }
         if safety::touches_a_replica(policy.action) {
@@ -989,11 +993,21 @@ impl Healer {
             ActionKind::ScaleIn => (&["TelemetryStale", "ReplicaDown", "ReplicaNeverReady"], true),
             // Not ready while it catches up.
             ActionKind::Rejoin => (&["ReplicaDown", "ReplicaNeverReady"], false),
-            _ => (&[], false),
+            ActionKind::Failover
+            | ActionKind::Reschedule
+            | ActionKind::ScaleOut
+            | ActionKind::Exec
+            | ActionKind::Webhook => (&[], false),
         };
         let instances: Vec<String> = match action.kind {
             ActionKind::ScaleIn => action.started.iter().map(|(_, n)| n.clone()).collect(),
-            _ => action.target.instance.iter().cloned().collect(),
+            ActionKind::Restart
+            | ActionKind::Failover
+            | ActionKind::Rejoin
+            | ActionKind::Reschedule
+            | ActionKind::ScaleOut
+            | ActionKind::Exec
+            | ActionKind::Webhook => action.target.instance.iter().cloned().collect(),
         };
         let until = if lasting {
             now_ms() + 65 * 60_000

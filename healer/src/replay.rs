@@ -6,6 +6,13 @@
 //!
 //! Input lines may be Alertmanager webhook payloads (`alerts[]`), single alerts
 //! (`labels`, `startsAt`), or the healer's own audit records of received alerts.
+//!
+//! The error-budget gate (`require_burn`) is replayed with the engine's own check
+//! against recorded burn rates: the healer's audit `burn` records (it writes one each
+//! time it reads a gate's burn), or lines `{"burn": {"slo", "window", "value"}, "time"}`.
+//! The newest value of the gate's SLO and window at most [`BURN_FRESH_MS`] before the
+//! alert counts; without one the decision is `unknown`, and says the recording cannot
+//! tell.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -17,6 +24,9 @@ use crate::policy::{ActionKind, PolicyFile};
 use crate::safety::{self, Facts};
 use crate::state::{Labels, Target};
 
+/// How old a recorded burn rate may be at an alert's time and still count.
+pub const BURN_FRESH_MS: i64 = 5 * 60 * 1000;
+
 /// One replayed alert and what would have happened to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -24,7 +34,8 @@ pub struct Decision {
     pub alertname: String,
     pub target: String,
     pub starts_at: String,
-    /// `act`, `dry_run`, `approval`, `refused`, `duplicate` or `no_policy`.
+    /// `act`, `dry_run`, `approval`, `refused`, `duplicate`, `no_policy`, or `unknown`
+    /// (the recording cannot tell: a budget gate without recorded burn rates).
     pub outcome: &'static str,
     pub policy: Option<String>,
     pub action: Option<ActionKind>,
@@ -52,12 +63,41 @@ struct RecordedAlert {
     fingerprint: Option<String>,
 }
 
-/// Which kind of line it is: a webhook payload has `alerts`, an audit record an `event`.
+/// Which kind of line it is: a webhook payload has `alerts`, an audit record an `event`,
+/// a recorded burn rate `burn`.
 #[derive(Deserialize)]
 struct Shape {
     alerts: Option<IgnoredAny>,
     event: Option<String>,
+    burn: Option<IgnoredAny>,
 }
+
+/// A recorded burn rate of one SLO over one window.
+#[derive(Deserialize)]
+struct Burn {
+    slo: String,
+    window: String,
+    value: f64,
+}
+
+/// An audit `burn` record, or a `{"burn": {...}, "time": ...}` line.
+#[derive(Deserialize)]
+struct BurnLine {
+    #[serde(flatten)]
+    inline: Option<BurnFields>,
+    burn: Option<Burn>,
+    time: String,
+}
+
+#[derive(Deserialize)]
+struct BurnFields {
+    slo: String,
+    window: String,
+    value: f64,
+}
+
+/// Recorded burn rates by (SLO, window): (time, value), in time order.
+type Burns = BTreeMap<(String, String), Vec<(i64, f64)>>;
 
 /// A webhook payload ([`hale_core::api::WebhookPayload`]), as far as replay reads it.
 #[derive(Deserialize)]
@@ -83,14 +123,25 @@ fn parse_time(text: &str) -> Option<i64> {
     hale_core::time::parse_rfc3339(text)
 }
 
-/// The firing alerts of one line.
-fn alerts_of(line: usize, text: &str) -> Result<Vec<Recorded>, ReplayError> {
+/// The firing alerts of one line; a recorded burn rate goes into `burns`.
+fn alerts_of(line: usize, text: &str, burns: &mut Burns) -> Result<Vec<Recorded>, ReplayError> {
     let error = |message: String| ReplayError { line, message };
     let parse = |what: &str| {
         let what = what.to_string();
         move |e: serde_json::Error| error(format!("not {what}: {e}"))
     };
     let shape: Shape = serde_json::from_str(text).map_err(parse("a JSON object"))?;
+    if shape.burn.is_some() || shape.event.as_deref() == Some("burn") {
+        let b: BurnLine = serde_json::from_str(text).map_err(parse("a recorded burn rate"))?;
+        let (slo, window, value) = match (b.burn, b.inline) {
+            (Some(b), _) => (b.slo, b.window, b.value),
+            (None, Some(f)) => (f.slo, f.window, f.value),
+            (None, None) => return Err(error("a recorded burn rate needs slo, window and value".into())),
+        };
+        let at = parse_time(&b.time).ok_or_else(|| error(format!("time {:?} is not an RFC 3339 time", b.time)))?;
+        burns.entry((slo, window)).or_default().push((at, value));
+        return Ok(Vec::new());
+    }
     let alerts = match (shape.alerts, shape.event.as_deref()) {
         (Some(_), _) => serde_json::from_str::<Payload>(text).map_err(parse("an Alertmanager webhook payload"))?.alerts,
         (None, Some("received")) => {
@@ -115,11 +166,15 @@ fn alerts_of(line: usize, text: &str) -> Result<Vec<Recorded>, ReplayError> {
 /// Replays `text` (JSON lines) against `policies`.
 pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, ReplayError> {
     let mut alerts = Vec::new();
+    let mut burns = Burns::new();
     for (i, l) in text.lines().enumerate() {
         if l.trim().is_empty() {
             continue;
         }
-        alerts.extend(alerts_of(i + 1, l)?);
+        alerts.extend(alerts_of(i + 1, l, &mut burns)?);
+    }
+    for values in burns.values_mut() {
+        values.sort_by_key(|(t, _)| *t);
     }
     alerts.sort_by_key(|a| (a.at_ms, a.line));
     let mut seen = HashSet::new();
@@ -158,7 +213,23 @@ pub fn replay(policies: &PolicyFile, text: &str) -> Result<Vec<Decision>, Replay
             service_actions: target.service.as_ref().and_then(|s| by_service.get(s).cloned()).unwrap_or_default(),
             ..Facts::default()
         };
+        // The budget gate with the engine's own check, on the burn recorded then.
+        let gate = policy.require_burn.as_ref().map(|g| {
+            let recorded = burns.get(&(g.slo.clone(), g.window.clone())).and_then(|values| {
+                values.iter().rev().find(|(t, _)| *t <= a.at_ms && a.at_ms - *t <= BURN_FRESH_MS).map(|(_, v)| *v)
+            });
+            (g, recorded)
+        });
         if let Err(refusal) = safety::check(&facts, &target, &limits, a.at_ms) {
+            d.outcome = "refused";
+            d.reason = refusal.to_string();
+        } else if let Some((g, None)) = gate {
+            d.outcome = "unknown";
+            d.reason = format!(
+                "the budget gate ({} over {} above {}) cannot be replayed: the recording has no burn rate of it within 5m before the alert",
+                g.slo, g.window, g.above
+            );
+        } else if let Some(Err(refusal)) = gate.map(|(g, burn)| safety::check_burn(g, burn)) {
             d.outcome = "refused";
             d.reason = refusal.to_string();
         } else if policy.dry_run {
@@ -245,6 +316,31 @@ mod tests {
         // Other audit records and resolved alerts are no error: nothing to replay.
         let quiet = [r#"{"event": "verified", "action_id": "act-1"}"#, r#"{"status": "resolved", "labels": {}}"#];
         assert_eq!(replay(&p, &quiet.join("\n")).expect("replay"), []);
+    }
+
+    #[test]
+    fn the_budget_gate_is_replayed_on_recorded_burn_and_says_when_it_cannot_be() {
+        let p = PolicyFile::parse(&format!(
+            "{POLICIES}    require_burn: {{ slo: checkout-availability, window: 5m, above: 14.4 }}\n"
+        ))
+        .expect("policies");
+        let burn = |value: f64, time: &str| {
+            serde_json::json!({"event": "burn", "slo": "checkout-availability", "window": "5m", "value": value, "time": time})
+                .to_string()
+        };
+        let lines = [
+            burn(20.0, "2026-01-01T00:00:00Z"),
+            alert("ReplicaDown", "s-1", "2026-01-01T00:01:00Z"),
+            serde_json::json!({"burn": {"slo": "checkout-availability", "window": "5m", "value": 2.0}, "time": "2026-01-01T00:02:00Z"}).to_string(),
+            alert("ReplicaDown", "s-2", "2026-01-01T00:03:00Z"),
+            // Ten minutes after the last recorded value: nothing says how fast it burned.
+            alert("ReplicaDown", "s-3", "2026-01-01T00:12:00Z"),
+        ];
+        let d = replay(&p, &lines.join("\n")).expect("replay");
+        let outcomes: Vec<&str> = d.iter().map(|d| d.outcome).collect();
+        assert_eq!(outcomes, ["act", "refused", "unknown"], "{d:?}");
+        assert!(d[1].reason.contains("burn"), "{:?}", d[1]);
+        assert!(d[2].reason.contains("cannot be replayed"), "{:?}", d[2]);
     }
 
     #[test]
