@@ -54,6 +54,9 @@ pub struct HealerArgs {
     /// Where failed repairs are escalated (repeatable; signed).
     #[arg(long = "escalation-webhook", value_name = "URL")]
     escalation_webhooks: Vec<String>,
+    /// An Alertmanager the escalations are posted to as alerts (repeatable).
+    #[arg(long = "escalation-alertmanager", value_name = "URL")]
+    escalation_alertmanagers: Vec<String>,
     /// Shadow mode: record what every policy would do, do nothing.
     #[arg(long)]
     dry_run: bool,
@@ -134,6 +137,7 @@ impl TryFrom<HealerArgs> for HealerConfig {
             webhook_secret: args.webhook_secret.map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
             intake_token: args.intake_token.filter(|t| !t.is_empty()),
             escalation_webhooks: args.escalation_webhooks,
+            escalation_alertmanagers: args.escalation_alertmanagers,
             dry_run: args.dry_run,
             etcd: args.etcd,
             etcd_prefix: args.etcd_prefix,

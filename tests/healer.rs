@@ -377,6 +377,54 @@ async fn duplicates_pause_approval_and_rejection() {
     assert!(metrics.contains("hale_healer_decisions_total{decision=\"refused\"} 2"), "{metrics}");
 }
 
+/// A failed repair's escalation is stored (fsynced) before it is sent: with its receiver
+/// down and the healer killed -9, the healer started again delivers it — Alertmanager's
+/// v4 payload, signed, Hale's record in its annotations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_survives_its_receiver_being_down_and_a_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_c, collector, _, cluster) = collector_and_files(dir.path(), "http://127.0.0.1:9/unused").await;
+    let policies = common::file(
+        dir.path(),
+        "doomed.yaml",
+        "policies:\n  - name: doomed\n    match: { alertname: Doomed }\n    action: exec\n    params: { command: \"false\", timeout: 5s }\n",
+    );
+    let pager = free_addr(); // nothing listens there yet
+    let hook = format!("http://{pager}/escalate");
+    let extra = ["--escalation-webhook", hook.as_str()];
+    let (mut h, healer) = spawn_healer(dir.path(), "healer", collector, &policies, &cluster, &extra).await;
+    let body = payload("Doomed", "disk-a", "2026-01-01T00:00:05Z");
+    assert_eq!(post(healer, &body, signed(&body), None).await.0, 200);
+    eventually("the failed repair escalated", Duration::from_secs(20), async || {
+        events_of(dir.path(), "healer").iter().any(|e| e == "escalated").then_some(())
+    })
+    .await;
+    let stored = || {
+        std::fs::read_dir(dir.path().join("healer/escalations"))
+            .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(stored(), 1, "waiting in the outbox while the receiver is down");
+    h.kill_9();
+    let got = common::receiver_on(pager, "/escalate").await;
+    let (_h, _) = spawn_healer(dir.path(), "healer", collector, &policies, &cluster, &extra).await;
+    let (_, headers, body) = eventually("delivered after the restart", Duration::from_secs(30), async || {
+        got.lock().expect("lock").first().cloned()
+    })
+    .await;
+    let sig = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    hale_core::webhook::verify(SECRET.as_bytes(), sig, &body, now_s()).expect("signed");
+    let payload: hale_core::api::WebhookPayload = serde_json::from_slice(&body).expect("a v4 payload");
+    assert_eq!(payload.version, "4");
+    let alert = &payload.alerts[0];
+    assert_eq!((alert.labels["alertname"].as_str(), alert.labels["instance"].as_str()), ("HaleRepairFailed", "disk-a"));
+    assert_eq!(alert.labels["escalated_alertname"], "Doomed");
+    let escalation = hale_core::api::Escalation::from_webhook(&payload).expect("Hale's record");
+    assert!(escalation.why.contains("false"), "{escalation:?}");
+    eventually("the outbox emptied", Duration::from_secs(10), async || (stored() == 0).then_some(())).await;
+    assert_eq!(got.lock().expect("lock").len(), 1, "delivered once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_webhook_actions_run_and_are_verified() {
     // Outside automation: takes signed posts.

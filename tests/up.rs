@@ -747,7 +747,8 @@ async fn a_replica_that_crashes_on_every_start_is_escalated_then_left_alone() {
     let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     hale_core::webhook::verify(SECRET.as_bytes(), signature, &body, now).expect("the escalation is signed");
-    let body: Escalation = serde_json::from_slice(&body).expect("json");
+    let payload: hale_core::api::WebhookPayload = serde_json::from_slice(&body).expect("a v4 payload");
+    let body = Escalation::from_webhook(&payload).expect("Hale's escalation");
     assert_eq!(body.version, ESCALATION_VERSION);
     assert_eq!(body.target.instance.as_deref(), Some("search-2"));
     assert!(!body.tried.is_empty(), "{body:?}");

@@ -140,8 +140,9 @@ pub async fn run(
     let notifying = !config.notify.webhooks.is_empty() || !config.notify.alertmanagers.is_empty();
     let outbox_dir = config.data_dir.join("outbox");
     let outbox = if notifying {
-        let outbox = crate::notify::outbox::Outbox::open(&outbox_dir)
-            .map_err(|error| CollectorError::Outbox { dir: outbox_dir.clone(), error })?;
+        let outbox =
+            crate::notify::outbox::Outbox::open(&outbox_dir, concat!("hale-collector/", env!("CARGO_PKG_VERSION")))
+                .map_err(|error| CollectorError::Outbox { dir: outbox_dir.clone(), error })?;
         Some(Arc::new(outbox))
     } else {
         None

@@ -82,11 +82,19 @@ pub enum AnswerError {
     Save(#[from] SaveError),
 }
 
-/// Where failed repairs are reported.
-#[derive(Clone, Default)]
+/// Where failed repairs are reported: webhook receivers (Alertmanager's v4 payload)
+/// and Alertmanagers (`POST /api/v2/alerts`), through a durable outbox.
+#[derive(Clone)]
 pub struct Escalation {
     pub urls: Vec<String>,
+    /// Alertmanager base URLs; the escalation is posted as an alert to each.
+    pub alertmanagers: Vec<String>,
     pub secret: Option<Arc<[u8]>>,
+    /// Where an escalation waits, fsynced, until each receiver has taken it (sent again
+    /// after a crash; retried with backoff, as the collector's notifications are).
+    pub outbox: Arc<hale_outbox::Outbox>,
+    /// This healer's URL, for the alerts' `generatorURL`.
+    pub external_url: String,
 }
 
 pub struct Healer {
@@ -1203,30 +1211,37 @@ impl Healer {
             burn_rate_after: burn,
             next: format!("no automatic action on {key} until a human resets it: POST /api/v1/targets/{key}/reset"),
         };
-        self.audit("escalated", json!({"action_id": action.id, "target": action.target, "why": why, "receivers": self.escalation.urls.len()}));
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        for url in &self.escalation.urls {
-            let mut delivered = false;
-            for attempt in 0..3u32 {
-                let mut req =
-                    self.client.post(url).timeout(Duration::from_secs(5)).header("content-type", "application/json");
-                if let Some(secret) = &self.escalation.secret {
-                    let t = (now_ms() / 1000).max(0) as u64;
-                    req = req.header(hale_core::webhook::SIGNATURE_HEADER, hale_core::webhook::sign(secret, t, &bytes));
+        // Stored durably before anything is sent: a healer killed now sends it on restart.
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let generator = format!("{}/api/v1/actions/{}", self.escalation.external_url, action.id);
+        let payload = serde_json::to_value(body.to_webhook(&now, &generator)).unwrap_or_default();
+        let until = humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(86_400));
+        let postable =
+            serde_json::to_value([body.to_postable(&now, &until.to_string(), &generator)]).unwrap_or_default();
+        let created_ms = now_ms();
+        let entries = self
+            .escalation
+            .urls
+            .iter()
+            .map(|url| hale_outbox::Entry { url: url.clone(), created_ms, body: payload.clone() })
+            .chain(self.escalation.alertmanagers.iter().map(|am| hale_outbox::Entry {
+                url: format!("{}/api/v2/alerts", am.trim_end_matches('/')),
+                created_ms,
+                body: postable.clone(),
+            }));
+        let mut stored = 0;
+        for entry in entries {
+            match self.escalation.outbox.put(&entry) {
+                Ok(()) => stored += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, receiver = %hale_outbox::redact_url(&entry.url), action_id = %action.id, "could not store an escalation; it is in the audit log")
                 }
-                match req.body(bytes.clone()).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        delivered = true;
-                        break;
-                    }
-                    Ok(r) if r.status().is_client_error() => break,
-                    _ => tokio::time::sleep(Duration::from_millis(500 << attempt)).await,
-                }
-            }
-            if !delivered {
-                tracing::error!(action_id = %action.id, "an escalation receiver did not take the escalation; it is in the audit log");
             }
         }
+        self.audit(
+            "escalated",
+            json!({"action_id": action.id, "target": action.target, "why": why, "receivers": stored}),
+        );
     }
 
     async fn expire_approvals(&self) {

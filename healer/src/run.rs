@@ -32,6 +32,8 @@ pub struct HealerConfig {
     /// Bearer token the alert intake accepts in place of a signature (none: signatures only).
     pub intake_token: Option<String>,
     pub escalation_webhooks: Vec<String>,
+    /// Alertmanagers the escalations are posted to as alerts.
+    pub escalation_alertmanagers: Vec<String>,
     pub dry_run: bool,
     /// etcd endpoints: several healers elect a leader and share their state there.
     /// Empty: a lone healer with its state in the data dir.
@@ -123,6 +125,14 @@ pub async fn run(
         client: client.clone(),
         admin_token: config.admin_token.clone(),
     };
+    let outbox = Arc::new(
+        hale_outbox::Outbox::open(
+            &config.data_dir.join("escalations"),
+            concat!("hale-healer/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(dir_err)?,
+    );
+    let sender = tokio::spawn(outbox.clone().run(client.clone(), config.webhook_secret.clone()));
     let (executors, load_balancers) = crate::executor::build(
         &config.inventory,
         &client,
@@ -141,7 +151,13 @@ pub async fn run(
         inventory: config.inventory,
         executors,
         load_balancers,
-        escalation: Escalation { urls: config.escalation_webhooks.clone(), secret: config.webhook_secret.clone() },
+        escalation: Escalation {
+            urls: config.escalation_webhooks.clone(),
+            alertmanagers: config.escalation_alertmanagers.clone(),
+            secret: config.webhook_secret.clone(),
+            outbox: outbox.clone(),
+            external_url: format!("http://{}", config.listen),
+        },
         dry_run: config.dry_run,
         metrics: Default::default(),
         wake: Default::default(),
@@ -166,6 +182,7 @@ pub async fn run(
         .map_err(HealerError::Serve);
     worker.abort();
     follower.abort();
+    sender.abort();
     if let Some(c) = campaign {
         // Gives the lead up (revokes the lease) so another healer takes over at once.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), c).await;

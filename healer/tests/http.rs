@@ -17,7 +17,7 @@ use axum::routing::{delete, get, post};
 use hale_core::api::{ActionKind, ActionList, ErrorBody, Ha, HealerState, Paused, RetryWhen, TargetReset};
 use hale_healer::api::{App, Auth};
 use hale_healer::audit::Audit;
-use hale_healer::clients::{Agents, Collector, Gateway};
+use hale_healer::clients::Collector;
 use hale_healer::engine::{Escalation, Healer};
 use hale_healer::policy::PolicyFile;
 use hale_healer::state::{Alert, Labels, Store};
@@ -153,6 +153,19 @@ impl Rig {
         let addr = cluster(world.clone()).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let client = reqwest::Client::new();
+        // The world's one node runs the search replicas, acted on through its agent.
+        let inventory = hale_healer::inventory::Inventory::parse(&format!(
+            "[agents]\nnode-1 = \"http://{addr}\"\n[[services]]\nname = \"search\"\nexecutor = \"agent\"\nnodes = [\"node-1\"]\n"
+        ))
+        .expect("inventory");
+        let tokens = hale_healer::executor::Tokens {
+            agent: Some("agent".into()),
+            admin: Some("admin".into()),
+            webhook_secret: None,
+        };
+        let (executors, load_balancers) = hale_healer::executor::build(&inventory, &client, tokens).expect("executors");
+        let outbox = Arc::new(hale_outbox::Outbox::open(&dir.path().join("escalations"), "test").expect("outbox"));
+        tokio::spawn(outbox.clone().run(client.clone(), Some(Arc::from(SECRET))));
         let healer = Arc::new(Healer {
             policies: PolicyFile::parse(policies).expect("policies"),
             store: Store::open(&dir.path().join("state.json")),
@@ -162,13 +175,16 @@ impl Rig {
                 client: client.clone(),
                 admin_token: Some("admin".into()),
             },
-            agents: Agents {
-                by_node: [("node-1".to_string(), addr)].into_iter().collect(),
-                token: "agent".into(),
-                client: client.clone(),
+            inventory: inventory.clone(),
+            executors,
+            load_balancers,
+            escalation: Escalation {
+                urls: escalate,
+                alertmanagers: Vec::new(),
+                secret: Some(Arc::from(SECRET)),
+                outbox: outbox.clone(),
+                external_url: "http://healer.test".into(),
             },
-            gateway: Gateway { base: "http://127.0.0.1:9".into(), admin_token: "admin".into(), client: client.clone() },
-            escalation: Escalation { urls: escalate, secret: Some(Arc::from(SECRET)) },
             dry_run: false,
             metrics: Default::default(),
             wake: Default::default(),
@@ -391,7 +407,10 @@ async fn a_failed_repair_escalates_to_every_receiver_and_waits_for_a_human() {
     let (sig, body) = flaky_seen.lock().unwrap_or_else(|p| p.into_inner())[2].clone();
     let now = (hale_core::time::now_ms() / 1000) as u64;
     assert_eq!(hale_core::webhook::verify(SECRET, sig.as_deref(), &body, now), Ok(()), "signed");
-    let escalation: hale_core::api::Escalation = serde_json::from_slice(&body).expect("an Escalation");
+    // Alertmanager's webhook payload, Hale's record in an annotation.
+    let payload: hale_core::api::WebhookPayload = serde_json::from_slice(&body).expect("a v4 payload");
+    assert_eq!((payload.version.as_str(), payload.alerts[0].labels["alertname"].as_str()), ("4", "HaleRepairFailed"));
+    let escalation = hale_core::api::Escalation::from_webhook(&payload).expect("an Escalation");
     assert_eq!(escalation.version, hale_core::api::ESCALATION_VERSION);
     assert_eq!(escalation.target.instance.as_deref(), Some("s-1"));
     assert!(escalation.why.contains("refused to restart s-1"), "{escalation:?}");
@@ -569,7 +588,11 @@ async fn the_gateway_catalog_and_agent_answers_read_as_their_servers_write_them(
         );
     tokio::spawn(async move { axum::serve(listener, router).await });
     let client = reqwest::Client::new();
-    let gateway = Gateway { base: format!("http://{addr}"), admin_token: "admin".into(), client: client.clone() };
+    let gateway = hale_healer::clients::Gateway {
+        base: format!("http://{addr}"),
+        admin_token: "admin".into(),
+        client: client.clone(),
+    };
     let catalog = gateway.catalog().await.expect("the catalog pool");
     assert_eq!((catalog.primary.as_deref(), catalog.epoch), (Some("catalog-1"), Some(2)));
     assert!(catalog.members[1].ready && catalog.members[1].ejected);
@@ -582,7 +605,11 @@ async fn the_gateway_catalog_and_agent_answers_read_as_their_servers_write_them(
     assert_eq!((rejoined.kept_through_seq, rejoined.set_aside), (40, 1));
     gateway.add_member("search", "search-2", "http://127.0.0.1:8092").await.expect("added");
     gateway.remove_member("search", "search-1").await.expect("removed");
-    let agents = Agents { by_node: [("node-1".to_string(), addr)].into(), token: "agent".into(), client };
+    let agents = hale_healer::clients::Agents {
+        by_node: [("node-1".to_string(), format!("http://{addr}"))].into(),
+        token: "agent".into(),
+        client,
+    };
     let started = agents.start("node-1", "search").await.expect("started");
     assert_eq!(started, ("search-node-1-1".to_string(), "127.0.0.1:8095".to_string()));
     agents.stop("node-1", "search-9").await.expect("a replica the agent does not know is stopped");

@@ -279,6 +279,11 @@ pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(Instant, axum::http::He
 /// answers 200. The task ends with the test's runtime.
 pub async fn receiver(path: &str) -> (SocketAddr, Received) {
     let addr = free_addr();
+    (addr, receiver_on(addr, path).await)
+}
+
+/// [`receiver`] on `addr` (one a test chose earlier, while nothing listened there).
+pub async fn receiver_on(addr: SocketAddr, path: &str) -> Received {
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
     let got: Received = Default::default();
     let store = got.clone();
@@ -295,7 +300,7 @@ pub async fn receiver(path: &str) -> (SocketAddr, Received) {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (addr, got)
+    got
 }
 
 /// Starts Debian's Prometheus on `addr` with `dir/prometheus.yml`, its TSDB in `dir/tsdb`

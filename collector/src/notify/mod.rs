@@ -116,20 +116,7 @@ async fn store(outbox: &Arc<Outbox>, entries: Vec<Entry>) -> Vec<Entry> {
     stored.unwrap_or_default()
 }
 
-/// A URL as logs may show it: scheme, host, port and path; no user, password or query,
-/// which is where tokens hide.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or(""),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
-            u.path()
-        ),
-        Err(_) => "<unparsable url>".into(),
-    }
-}
+pub use hale_outbox::redact_url;
 
 /// Forwarding to Alertmanager as Prometheus does: every firing alert again at least once
 /// a minute with an `endsAt` a few evaluations ahead (Alertmanager resolves it by itself

@@ -73,8 +73,15 @@ pub struct PostableAlert {
     pub generator_url: String,
 }
 
-/// The `version` of [`Escalation`].
-pub const ESCALATION_VERSION: &str = "hale-escalation/1";
+/// The `version` of [`Escalation`]: `/2` travels as an Alertmanager alert.
+pub const ESCALATION_VERSION: &str = "hale-escalation/2";
+
+/// The `alertname` of the alert an escalation travels as.
+pub const ESCALATION_ALERTNAME: &str = "HaleRepairFailed";
+
+/// The annotation holding the whole [`Escalation`] as JSON, so a Hale-aware receiver
+/// reads it back ([`Escalation::from_webhook`]) while any other shows the summary.
+pub const ESCALATION_ANNOTATION: &str = "hale_escalation";
 
 /// The alert an escalation is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +119,89 @@ pub struct Escalation {
     pub burn_rate_after: Option<f64>,
     /// What a human should do.
     pub next: String,
+}
+
+impl Escalation {
+    /// The escalation as an Alertmanager alert that fires: labels say what needs a human
+    /// (`alertname="HaleRepairFailed"`, `severity="page"`, the target's service, instance
+    /// and node, the alert that started it), annotations why (`summary`, `description`)
+    /// and Hale's own fields (`hale_action_id`, `hale_policy`, the burn rates, the whole
+    /// record in [`ESCALATION_ANNOTATION`]). `now` is RFC 3339.
+    pub fn to_alert(&self, now: &str, generator_url: &str) -> WebhookAlert {
+        let mut labels = Labels::new();
+        labels.insert("alertname".into(), ESCALATION_ALERTNAME.into());
+        labels.insert("severity".into(), "page".into());
+        labels.insert("escalated_alertname".into(), self.alert.alertname.clone());
+        labels.insert("hale_target".into(), self.target.key());
+        for (name, value) in
+            [("service", &self.target.service), ("instance", &self.target.instance), ("node", &self.target.node)]
+        {
+            if let Some(value) = value {
+                labels.insert(name.into(), value.clone());
+            }
+        }
+        let target = self.target.key();
+        let mut annotations = Labels::new();
+        annotations.insert("summary".into(), format!("Hale could not repair {target}: a human is needed"));
+        annotations.insert("description".into(), format!("{}. {}", self.why, self.next));
+        annotations.insert("hale_action_id".into(), self.action_id.clone());
+        annotations.insert("hale_policy".into(), self.policy.clone());
+        for (name, burn) in
+            [("hale_burn_rate_before", self.burn_rate_before), ("hale_burn_rate_after", self.burn_rate_after)]
+        {
+            if let Some(burn) = burn {
+                annotations.insert(name.into(), burn.to_string());
+            }
+        }
+        annotations.insert(ESCALATION_ANNOTATION.into(), serde_json::to_string(self).unwrap_or_default());
+        let fingerprint = format!("{:016x}", crate::webhook::fingerprint(&labels));
+        WebhookAlert {
+            status: NotifyStatus::Firing,
+            labels,
+            annotations,
+            starts_at: now.to_string(),
+            ends_at: "0001-01-01T00:00:00Z".into(),
+            generator_url: generator_url.to_string(),
+            fingerprint,
+        }
+    }
+
+    /// The escalation as Alertmanager's webhook payload (`"version": "4"`): what Slack
+    /// and PagerDuty bridges and any receiver written for Alertmanager take unchanged.
+    pub fn to_webhook(&self, now: &str, generator_url: &str) -> WebhookPayload {
+        let alert = self.to_alert(now, generator_url);
+        let group = [("alertname".to_string(), ESCALATION_ALERTNAME.to_string())].into_iter().collect::<Labels>();
+        WebhookPayload {
+            version: "4".into(),
+            group_key: format!("{{}}:{{alertname=\"{ESCALATION_ALERTNAME}\"}}"),
+            truncated_alerts: 0,
+            status: NotifyStatus::Firing,
+            receiver: "hale-escalation".into(),
+            group_labels: group,
+            common_labels: alert.labels.clone(),
+            common_annotations: alert.annotations.clone(),
+            external_url: generator_url.to_string(),
+            alerts: vec![alert],
+        }
+    }
+
+    /// The escalation as an alert for Alertmanager's `POST /api/v2/alerts`, firing until
+    /// `ends_at` (RFC 3339) unless sent again.
+    pub fn to_postable(&self, now: &str, ends_at: &str, generator_url: &str) -> PostableAlert {
+        let alert = self.to_alert(now, generator_url);
+        PostableAlert {
+            labels: alert.labels,
+            annotations: alert.annotations,
+            starts_at: alert.starts_at,
+            ends_at: ends_at.to_string(),
+            generator_url: alert.generator_url,
+        }
+    }
+
+    /// The escalation a webhook payload carries, if it is one of Hale's.
+    pub fn from_webhook(payload: &WebhookPayload) -> Option<Escalation> {
+        payload.alerts.iter().find_map(|a| serde_json::from_str(a.annotations.get(ESCALATION_ANNOTATION)?).ok())
+    }
 }
 
 #[cfg(test)]
@@ -175,7 +265,19 @@ mod tests {
         };
         round_trip(&escalation);
         let v = serde_json::to_value(&escalation).expect("json");
-        assert_eq!(v["version"], "hale-escalation/1");
+        assert_eq!(v["version"], "hale-escalation/2");
+        // As an Alertmanager alert: labels for routing, the record whole in an annotation.
+        let payload = escalation.to_webhook("2026-01-01T00:01:00Z", "http://healer:9465/api/v1/actions/act-1");
+        round_trip(&payload);
+        let alert = &payload.alerts[0];
+        assert_eq!(alert.labels["alertname"], ESCALATION_ALERTNAME);
+        assert_eq!(alert.labels["instance"], "orders-2");
+        assert_eq!(alert.labels["escalated_alertname"], "ReplicaDown");
+        assert_eq!(alert.annotations["hale_burn_rate_before"], "14.4");
+        assert!(alert.annotations["summary"].contains("instance/orders-2"));
+        assert_eq!(Escalation::from_webhook(&payload), Some(escalation.clone()));
+        let postable = escalation.to_postable("2026-01-01T00:01:00Z", "2026-01-02T00:01:00Z", "");
+        assert_eq!(postable.labels, alert.labels);
         assert_eq!(v["target"], serde_json::json!({"service": "orders", "instance": "orders-2", "node": null}));
         assert_eq!(v["burn_rate_after"], serde_json::Value::Null);
     }
