@@ -43,6 +43,11 @@ use crate::safety::{self, Facts, Live, Refusal, Retry, RetryWhen};
 use crate::state::{Action, Alert, Deferred, Labels, SaveError, Status, Store, Target};
 use hale_core::time::now_ms;
 
+/// The page threshold of the shortest multi-window burn alert (5m and 1h over 14.4, as
+/// Sloth and the SRE workbook page): a repair is verified only once its service's SLO
+/// burns slower than this again.
+const PAGE_BURN: f64 = 14.4;
+
 /// How often a repair's condition is looked at while it is verified.
 const VERIFY_EVERY: Duration = Duration::from_millis(250);
 
@@ -314,6 +319,7 @@ impl Healer {
             started: Vec::new(),
             followed_by: None,
             burn_before,
+            burn_after: None,
         };
         let saved = self
             .store
@@ -865,6 +871,7 @@ impl Healer {
                 started: out.started.clone(),
                 followed_by: None,
                 burn_before: None,
+                burn_after: None,
             };
             let saved = self
                 .store
@@ -1074,21 +1081,39 @@ impl Healer {
                     self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from)
                 }
             };
-            if matches!(cleared, Ok(true)) {
+            // The condition cleared; where the service has an SLO, its burn over the
+            // shortest page window must be back under the page threshold too.
+            let burn = if matches!(cleared, Ok(true)) { self.burn_of(&action.alert).await } else { None };
+            let burning = burn.filter(|b| *b >= PAGE_BURN);
+            if matches!(cleared, Ok(true)) && burning.is_none() {
                 let seconds = hale_core::time::parse_rfc3339(&action.alert.starts_at)
                     .map(|t| (now_ms() - t) as f64 / 1000.0)
                     .filter(|s| *s >= 0.0);
                 if let Some(s) = seconds {
                     self.metrics.mttr(s);
                 }
-                self.finish(&id, Status::Succeeded, "the condition cleared", &silences).await;
+                let detail = match burn {
+                    Some(b) => format!("the condition cleared and the SLO burns at {b:.2} (page above {PAGE_BURN})"),
+                    None => "the condition cleared".to_string(),
+                };
+                self.record_burn_after(&id, burn).await;
+                self.finish(&id, Status::Succeeded, &detail, &silences).await;
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
-                let why = match cleared {
-                    Err(e) => format!("could not verify: {e}"),
-                    _ => format!("the condition did not clear within {}", humantime::format_duration(verify.timeout.0)),
+                let within = humantime::format_duration(verify.timeout.0);
+                let why = match (cleared, burning) {
+                    (Err(e), _) => format!("could not verify: {e}"),
+                    (Ok(true), Some(b)) => format!(
+                        "the condition cleared, but the SLO still burns at {b:.2} (page above {PAGE_BURN}) after {within}"
+                    ),
+                    (Ok(_), _) => format!("the condition did not clear within {within}"),
                 };
+                let after = match burning {
+                    Some(b) => Some(b),
+                    None => self.burn_of(&action.alert).await,
+                };
+                self.record_burn_after(&id, after).await;
                 self.finish(&id, Status::Failed, &why, &silences).await;
                 return;
             }
@@ -1152,7 +1177,7 @@ impl Healer {
         let Some(action) = self.set_status(id, status, detail).await else { return };
         // Alerts refused while this action was in flight may go ahead now.
         self.wake.notify_one();
-        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": action.target, "detail": detail});
+        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": action.target, "detail": detail, "burn_before": action.burn_before, "burn_after": action.burn_after});
         if status == Status::Succeeded {
             self.metrics.result(action.kind, "succeeded");
             self.audit("verified", base);
@@ -1161,6 +1186,21 @@ impl Healer {
         self.metrics.result(action.kind, "failed");
         self.audit("failed", base);
         self.escalate(&action, detail).await;
+    }
+
+    /// Keeps the SLO burn rate a verification ended with on the action.
+    async fn record_burn_after(&self, id: &str, burn: Option<f64>) {
+        let saved = self
+            .store
+            .update(|s| {
+                if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
+                    a.burn_after = burn;
+                }
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "could not save an action's burn rate after");
+        }
     }
 
     /// The current burn rate of the alert's SLO, or the worst of its service's SLOs;
@@ -1197,7 +1237,10 @@ impl Healer {
                 })
                 .collect()
         });
-        let burn = self.burn_of(&action.alert).await;
+        let burn = match action.burn_after {
+            Some(b) => Some(b),
+            None => self.burn_of(&action.alert).await,
+        };
         let body = hale_core::api::Escalation {
             version: hale_core::api::ESCALATION_VERSION.into(),
             action_id: action.id.clone(),

@@ -601,6 +601,7 @@ mod tests {
             started: Vec::new(),
             followed_by: None,
             burn_before: None,
+            burn_after: None,
         }
     }
 

@@ -36,6 +36,8 @@ struct World {
     restarts: Vec<String>,
     /// Restarts of these fail (the agent answers 500).
     broken: HashSet<String>,
+    /// The search SLO's burn rate over its shortest window, if it has one.
+    burn: Option<f64>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -62,10 +64,13 @@ fn vector(samples: Vec<(Value, f64)>) -> Value {
     json!({"status": "success", "data": {"resultType": "vector", "result": result}})
 }
 
-async fn query(Query(q): Query<BTreeMap<String, String>>) -> axum::Json<Value> {
+async fn query(State(w): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> axum::Json<Value> {
     let q = q.get("query").cloned().unwrap_or_default();
+    let burn = lock(&w).burn;
     axum::Json(if q.starts_with("max(time() - timestamp(probe_success") {
         vector(vec![(json!({}), 1.0)]) // fresh telemetry
+    } else if q.contains("slo:current_burn_rate:ratio") {
+        vector(burn.map(|b| (json!({}), b)).into_iter().collect())
     } else {
         vector(Vec::new())
     })
@@ -259,6 +264,30 @@ async fn eventually(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool)
 }
 
 const RESTART: &str = "defaults:\n  cooldown: 2s\npolicies:\n  - name: restart-hung\n    match: { alertname: ReplicaDown }\n    action: restart\n    max_service_share: 0.34\n    verify: { timeout: 5s }\n";
+
+/// A repair is verified on its service's SLO too: the alert clears at once, but the
+/// action stays verifying while the SLO burns above the page threshold, and succeeds
+/// once it falls, with the burn before and after on it and in the audit.
+#[tokio::test]
+async fn a_repair_is_verified_only_once_its_slo_stops_burning() {
+    let rig = Rig::start(&RESTART.replace("5s", "20s"), Vec::new()).await;
+    lock(&rig.world).burn = Some(20.0);
+    rig.hang("s-1");
+    lock(&rig.world).ready.insert("s-2".into(), true);
+    rig.fire("s-1", "2026-01-01T00:00:00Z").await;
+    eventually("restarted", Duration::from_secs(10), || rig.restarts().len() == 1).await;
+    let status = || rig.healer.store.read(|s| s.actions[0].status);
+    eventually("verifying", Duration::from_secs(5), || status() == hale_core::api::ActionStatus::Verifying).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(), hale_core::api::ActionStatus::Verifying, "the alert cleared, the SLO still burns");
+    lock(&rig.world).burn = Some(2.0);
+    eventually("verified", Duration::from_secs(10), || status() == hale_core::api::ActionStatus::Succeeded).await;
+    let action = rig.healer.store.read(|s| s.actions[0].clone());
+    assert_eq!((action.burn_before, action.burn_after), (Some(20.0), Some(2.0)));
+    assert!(action.detail.contains("burns at 2.00"), "{}", action.detail);
+    let verified = rig.events("verified", "s-1");
+    assert_eq!((verified[0]["burn_before"].as_f64(), verified[0]["burn_after"].as_f64()), (Some(20.0), Some(2.0)));
+}
 
 /// Issue #12 (15): two hung replicas; the share limit refused the second while the first
 /// was restarted, and it was left down for good.

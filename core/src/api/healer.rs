@@ -160,6 +160,9 @@ pub struct Action {
     /// action was decided, for the escalation's before-and-after.
     #[serde(default)]
     pub burn_before: Option<f64>,
+    /// The same burn rate when the verification ended: the repair's effect on the SLO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_after: Option<f64>,
 }
 
 /// A target's history at the healer.
@@ -400,6 +403,7 @@ mod tests {
             started: vec![("search-3".into(), "node-2".into())],
             followed_by: None,
             burn_before: Some(14.4),
+            burn_after: Some(0.5),
         };
         round_trip(&ActionList { actions: vec![action.clone()] });
         round_trip(&ActionAnswer { action });
