@@ -286,22 +286,24 @@ impl Gateway {
                 format!("promoting {}", member.instance),
                 format!("{} refused to be promoted", member.instance),
             ))?;
-        let epoch = promoted.epoch;
-        let update = PoolUpdate { primary: Some(member.instance.clone()), epoch: Some(epoch), members: None };
-        match self.typed(CALL_TIMEOUT)?.set_pool(ServiceKind::Catalog, &update).await {
-            Ok(_) => {}
+        self.set_primary("catalog", &member.instance, promoted.epoch).await?;
+        Ok(promoted.epoch)
+    }
+
+    /// Points a primary/standby pool's writes at `instance` under `epoch` at once (the
+    /// gateway would adopt the highest epoch it sees on its own within a readiness round).
+    pub async fn set_primary(&self, service: &str, instance: &str, epoch: u64) -> Result<(), ClientError> {
+        let update = PoolUpdate { primary: Some(instance.to_string()), epoch: Some(epoch), members: None };
+        match self.typed(CALL_TIMEOUT)?.set_pool(service_kind(service)?, &update).await {
+            Ok(_) => Ok(()),
             Err(hale_client::ClientError::Unreachable { source, .. }) => {
-                return Err(ClientError::Transport {
-                    doing: format!("pointing the gateway at {}", member.instance),
-                    error: source,
-                });
+                Err(ClientError::Transport { doing: format!("pointing the gateway at {instance}"), error: source })
             }
-            // The gateway also adopts the highest epoch it sees on its own.
             Err(e) => {
-                tracing::warn!(error = %e, "the gateway refused the new primary; it will adopt it from readiness")
+                tracing::warn!(error = %e, "the gateway refused the new primary; it will adopt it from readiness");
+                Ok(())
             }
         }
-        Ok(epoch)
     }
 
     /// Makes `member` (a fenced old primary) a standby of `primary` under `epoch`; the

@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Audit;
-use crate::clients::{ClientError, Collector, Gateway};
+use crate::clients::{ClientError, Collector};
 use crate::executor::{Acted, Capability, Executor, LoadBalancerClient, Request};
 use crate::metrics::Metrics;
 use crate::policy::{ActionKind, Policy, PolicyFile, fill};
@@ -113,6 +113,8 @@ pub struct Healer {
     pub executors: BTreeMap<String, Box<dyn Executor>>,
     /// The inventory's load balancers, by name.
     pub load_balancers: BTreeMap<String, LoadBalancerClient>,
+    /// The failover protocol's calls to primary/standby replicas.
+    pub protocol: crate::failover::Protocol,
     pub escalation: Escalation,
     /// Shadow mode: every policy only records what it would do.
     pub dry_run: bool,
@@ -551,61 +553,122 @@ impl Healer {
         self.verify_and_finish(id, silences).await;
     }
 
-    /// Promotes a ready catalog standby when the primary is not ready; the promotion fences
-    /// the old primary under the new epoch, so no write can land on it afterwards.
+    /// Fails a primary/standby service over. By its executor's own `promote` (and
+    /// `fence`) hooks when it has them; else by the failover protocol (`crate::failover`):
+    /// every replica's status, the ready standby with the most of the log promoted under
+    /// the next epoch, the old primary fenced (when it can still be reached: a primary
+    /// that cannot learn the epoch now learns it from the others, whose writes carry it),
+    /// and the load balancer pointed at the new primary.
     async fn failover(&self, action: &Action) -> Result<(), ActionError> {
-        let gateway = self.gateway_of(action)?;
-        let pool = gateway.catalog().await?;
-        let primary = pool.primary.as_ref();
-        if let Some(p) = pool.primary_member().filter(|m| m.ready) {
-            // A blip that passed before the healer got to it: nothing to repair, nothing
-            // to escalate; verification still watches the alert clear.
-            let detail = format!("not needed: {} is ready again, nothing failed over", p.instance);
-            self.not_needed(action, &detail).await;
+        let service = action.target.service.clone().ok_or("the alert names no service to fail over")?;
+        if let Some(executor) = self.executors.get(&service).filter(|e| e.can(Capability::Promote)) {
+            let request = self.request(action, &service);
+            let mut detail = match executor.act(Capability::Promote, &request).await? {
+                Acted::Done(detail) | Acted::Started { instance: detail, .. } => detail,
+            };
+            if executor.can(Capability::Fence) {
+                match executor.act(Capability::Fence, &request).await {
+                    Ok(_) => detail.push_str("; the old primary fenced"),
+                    Err(e) => detail.push_str(&format!("; fencing the old primary failed: {e}")),
+                }
+            }
+            self.set_status(&action.id, Status::Running, &detail).await;
             return Ok(());
         }
-        let candidate = pool
-            .members
-            .iter()
-            .find(|m| Some(&m.instance) != primary && m.ready)
-            .ok_or("no ready catalog standby to promote")?;
-        let epoch = gateway.promote(candidate).await?;
-        let detail = format!(
-            "promoted {} to primary under epoch {epoch}; {} is fenced",
-            candidate.instance,
-            primary.map_or("the old primary", String::as_str)
-        );
+        let mut members = self.members_of(&service).await?;
+        // The replica the alert names is the one failing, whatever it says of itself.
+        for m in members.iter_mut().filter(|m| action.target.instance.as_deref() == Some(m.instance.as_str())) {
+            m.ready = Some(false);
+        }
+        let statuses = self.protocol.statuses(members).await;
+        let (candidate, old_primary, epoch) = match crate::failover::plan(&statuses) {
+            crate::failover::Plan::NotNeeded { primary } => {
+                // A blip that passed before the healer got to it: nothing to repair,
+                // nothing to escalate; verification still watches the alert clear.
+                let detail =
+                    format!("not needed: {} is the ready primary, nothing failed over", statuses[primary].0.instance);
+                self.not_needed(action, &detail).await;
+                return Ok(());
+            }
+            crate::failover::Plan::NoCandidate(why) => return Err(why.into()),
+            crate::failover::Plan::Promote { candidate, old_primary, epoch } => (candidate, old_primary, epoch),
+        };
+        let new = &statuses[candidate].0;
+        let epoch = self.protocol.promote(new, epoch).await?;
+        if let Some(lb) = self.load_balancer_of(&service) {
+            lb.set_primary(&service, &new.instance, &new.url, epoch).await?;
+        }
+        let fenced = match old_primary.map(|i| &statuses[i].0) {
+            Some(old) => match self.protocol.fence(old, epoch).await {
+                Ok(()) => format!("{} is fenced", old.instance),
+                Err(e) => format!("{} could not be told ({e}); the new epoch fences it", old.instance),
+            },
+            None => "the old primary does not answer; the new epoch fences it".to_string(),
+        };
+        let detail = format!("promoted {} to primary under epoch {epoch}; {fenced}", new.instance);
         self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())
     }
 
-    /// Makes the fenced old catalog primary a standby of the current primary; it keeps the
-    /// log both share, sets aside what only it had, and catches up (verified by its
-    /// readiness, which waits for that).
+    /// The replicas of a primary/standby service: its gateway pool's members (with their
+    /// readiness), else the inventory's `members`.
+    async fn members_of(&self, service: &str) -> Result<Vec<crate::failover::Member>, ActionError> {
+        if let Some(LoadBalancerClient::Gateway(gateway)) = self.load_balancer_of(service) {
+            let members = gateway.members(service).await?;
+            return Ok(members
+                .into_iter()
+                .map(|m| crate::failover::Member { instance: m.instance, url: m.url, ready: Some(m.ready) })
+                .collect());
+        }
+        let listed = self.inventory.service(service).map(|s| s.members.clone()).unwrap_or_default();
+        if listed.is_empty() {
+            return Err(format!("{service} lists no members (healer.toml) and its load balancer none").into());
+        }
+        Ok(listed
+            .into_iter()
+            .map(|m| crate::failover::Member { instance: m.instance, url: m.url, ready: None })
+            .collect())
+    }
+
+    /// Makes a fenced old primary a standby of the current primary (the failover
+    /// protocol's rejoin): it keeps the log both share, sets aside what only it had, and
+    /// catches up (verified by its readiness, which waits for that).
     async fn rejoin(&self, action: &Action) -> Result<(), ActionError> {
-        let instance = action.target.instance.as_deref().ok_or("the alert names no catalog replica")?;
-        let gateway = self.gateway_of(action)?;
-        let pool = gateway.catalog().await?;
-        let epoch = pool.epoch.unwrap_or(0);
-        let primary = pool.primary_member().ok_or("the gateway knows no catalog primary to follow")?;
+        let service = action.target.service.clone().ok_or("the alert names no service")?;
+        let instance = action.target.instance.as_deref().ok_or("the alert names no replica to rejoin")?;
+        if self.executors.get(&service).is_some_and(|e| e.can(Capability::Rejoin)) {
+            return self.act(action, Capability::Rejoin, None).await;
+        }
+        let statuses = self.protocol.statuses(self.members_of(&service).await?).await;
+        let primary = match crate::failover::plan(&statuses) {
+            crate::failover::Plan::NotNeeded { primary } => &statuses[primary],
+            _ => {
+                return Err(format!(
+                    "{service} has no ready primary of the newest epoch; a standby would follow nothing"
+                )
+                .into());
+            }
+        };
+        let (primary, epoch) = (&primary.0, primary.1.map_or(0, |s| s.epoch));
         if primary.instance == instance {
             let detail = format!("not needed: {instance} is the primary, nothing to rejoin");
             self.not_needed(action, &detail).await;
             return Ok(());
         }
-        if !primary.ready {
-            return Err(format!("the primary {} is not ready; a standby would follow nothing", primary.instance).into());
-        }
-        let member = pool
-            .members
+        let member = statuses
             .iter()
+            .map(|(m, _)| m)
             .find(|m| m.instance == instance)
-            .ok_or_else(|| format!("{instance} is not in the gateway's catalog pool"))?;
-        let reply = gateway.rejoin(member, primary, epoch).await?;
-        let detail = format!(
-            "{instance} rejoined as the standby of {} under epoch {epoch}: kept its log through change {}, set aside {} change(s) the new primary never had",
-            primary.instance, reply.kept_through_seq, reply.set_aside
-        );
+            .ok_or_else(|| format!("{instance} is not a member of {service}"))?;
+        let reply = self.protocol.rejoin(member, primary, epoch).await?;
+        let (kept, aside) = (reply["kept_through_seq"].as_u64(), reply["set_aside"].as_u64());
+        let detail = match (kept, aside) {
+            (Some(kept), Some(aside)) => format!(
+                "{instance} rejoined as the standby of {} under epoch {epoch}: kept its log through change {kept}, set aside {aside} change(s) the new primary never had",
+                primary.instance
+            ),
+            _ => format!("{instance} rejoined as the standby of {} under epoch {epoch}", primary.instance),
+        };
         self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())
     }
@@ -811,19 +874,6 @@ impl Healer {
     /// The load balancer `service`'s instances are registered with, if any.
     fn load_balancer_of(&self, service: &str) -> Option<&LoadBalancerClient> {
         self.load_balancers.get(self.inventory.service(service)?.load_balancer.as_ref()?)
-    }
-
-    /// The gateway whose pools carry the target service's primary and standbys (the
-    /// failover protocol), else why there is none.
-    fn gateway_of(&self, action: &Action) -> Result<&Gateway, ActionError> {
-        let service = action.target.service.as_deref().unwrap_or("catalog");
-        match self.load_balancer_of(service) {
-            Some(LoadBalancerClient::Gateway(gateway)) => Ok(gateway),
-            _ => Err(format!(
-                "failing {service} over needs a gateway load balancer (the failover protocol) in the inventory"
-            )
-            .into()),
-        }
     }
 
     /// Scale-outs whose service has been quiet for their stabilization window get a

@@ -507,6 +507,22 @@ impl LoadBalancerClient {
         }
     }
 
+    /// Points a primary/standby service's writes at its new primary: the gateway's pool,
+    /// or the `register` hook again with `HALE_ROLE=primary` and `HALE_EPOCH`.
+    pub async fn set_primary(&self, service: &str, instance: &str, url: &str, epoch: u64) -> Result<(), ActionError> {
+        match self {
+            LoadBalancerClient::Gateway(gateway) => Ok(gateway.set_primary(service, instance, epoch).await?),
+            LoadBalancerClient::Exec { register, timeout, .. } => {
+                let mut env = lb_env(service, instance, Some(url));
+                env.extend([
+                    ("HALE_ROLE".to_string(), "primary".to_string()),
+                    ("HALE_EPOCH".to_string(), epoch.to_string()),
+                ]);
+                run_command(register, &env, *timeout).await.map(drop)
+            }
+        }
+    }
+
     pub async fn deregister(&self, service: &str, instance: &str) -> Result<(), ActionError> {
         match self {
             LoadBalancerClient::Gateway(gateway) => Ok(gateway.remove_member(service, instance).await?),

@@ -99,6 +99,18 @@ pub struct Service {
     /// scale-out, no reschedule; failover, rejoin and restart are its repairs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stateful: bool,
+    /// A primary/standby service's replicas, when its load balancer does not list them:
+    /// the healer fails it over by the failover protocol (`crate::failover`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberConfig>,
+}
+
+/// A replica of a primary/standby service: its instance name and base URL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub instance: String,
+    pub url: String,
 }
 
 /// Where instances are registered for traffic.
@@ -140,6 +152,9 @@ impl Service {
         };
         if self.stateful {
             caps.remove(&Capability::StartAnother);
+            if !self.members.is_empty() {
+                caps.extend([Capability::Promote, Capability::Fence, Capability::Rejoin]);
+            }
         }
         caps
     }
@@ -238,6 +253,13 @@ impl Inventory {
             {
                 return fail(format!("load_balancer {lb:?} is not in [load_balancers]"));
             }
+            if !s.members.is_empty() && !s.stateful {
+                return fail("`members` are for a primary/standby service: set `stateful = true`".into());
+            }
+            if let Some(m) = s.members.iter().find(|m| !(m.url.starts_with("http://") || m.url.starts_with("https://")))
+            {
+                return fail(format!("member {:?}: {:?} is not an http(s) URL", m.instance, m.url));
+            }
             if s.capabilities().is_empty() {
                 return fail(format!(
                     "its {} executor can do nothing: give it commands or endpoints",
@@ -282,6 +304,7 @@ impl Inventory {
                 endpoints: BTreeMap::new(),
                 timeout: None,
                 stateful: matches!(kind, hale_core::ServiceKind::Catalog | hale_core::ServiceKind::Gateway),
+                members: Vec::new(),
             })
             .collect();
         Inventory { agents, load_balancers: [("gateway".to_string(), gateway)].into(), services }

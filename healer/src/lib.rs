@@ -16,6 +16,7 @@ pub mod audit;
 pub mod clients;
 pub mod engine;
 pub mod executor;
+pub mod failover;
 pub mod ha;
 pub mod inventory;
 pub mod metrics;

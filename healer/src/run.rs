@@ -151,6 +151,11 @@ pub async fn run(
         inventory: config.inventory,
         executors,
         load_balancers,
+        protocol: crate::failover::Protocol {
+            client: client.clone(),
+            token: config.admin_token.clone(),
+            secret: config.webhook_secret.clone(),
+        },
         escalation: Escalation {
             urls: config.escalation_webhooks.clone(),
             alertmanagers: config.escalation_alertmanagers.clone(),

@@ -154,15 +154,26 @@ struct Rig {
 
 impl Rig {
     async fn start(policies: &str, escalate: Vec<String>) -> Rig {
+        Rig::start_with(policies, escalate, hale_healer::inventory::Inventory::default()).await
+    }
+
+    /// A healer over `inventory` (with the world's search service added to it).
+    async fn start_with(
+        policies: &str,
+        escalate: Vec<String>,
+        mut inventory: hale_healer::inventory::Inventory,
+    ) -> Rig {
         let world: Shared = Arc::default();
         let addr = cluster(world.clone()).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let client = reqwest::Client::new();
         // The world's one node runs the search replicas, acted on through its agent.
-        let inventory = hale_healer::inventory::Inventory::parse(&format!(
+        let search = hale_healer::inventory::Inventory::parse(&format!(
             "[agents]\nnode-1 = \"http://{addr}\"\n[[services]]\nname = \"search\"\nexecutor = \"agent\"\nnodes = [\"node-1\"]\n"
         ))
         .expect("inventory");
+        inventory.agents.extend(search.agents);
+        inventory.services.extend(search.services);
         let tokens = hale_healer::executor::Tokens {
             agent: Some("agent".into()),
             admin: Some("admin".into()),
@@ -183,6 +194,7 @@ impl Rig {
             inventory: inventory.clone(),
             executors,
             load_balancers,
+            protocol: hale_healer::failover::Protocol { client: client.clone(), token: None, secret: None },
             escalation: Escalation {
                 urls: escalate,
                 alertmanagers: Vec::new(),
@@ -661,4 +673,131 @@ async fn the_gateway_catalog_and_agent_answers_read_as_their_servers_write_them(
 
 fn lock_calls(calls: &Calls) -> std::sync::MutexGuard<'_, Vec<String>> {
     calls.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A primary/standby service written for this test (not the shop's catalog) that speaks
+/// the failover protocol: its role and epoch, promote, fence, rejoin.
+#[derive(Default)]
+struct Replica {
+    role: String,
+    epoch: u64,
+    last_seq: u64,
+    calls: Vec<String>,
+}
+
+async fn protocol_replica(role: &str, epoch: u64, last_seq: u64) -> (String, Arc<Mutex<Replica>>) {
+    let me = Arc::new(Mutex::new(Replica { role: role.into(), epoch, last_seq, calls: Vec::new() }));
+    let (m1, m2, m3, m4) = (me.clone(), me.clone(), me.clone(), me.clone());
+    let router = Router::new()
+        .route(
+            "/admin/replication",
+            get(move || async move {
+                let r = m1.lock().unwrap_or_else(|p| p.into_inner());
+                axum::Json(json!({"role": r.role, "epoch": r.epoch, "last_seq": r.last_seq}))
+            }),
+        )
+        .route(
+            "/admin/promote",
+            post(move |axum::Json(body): axum::Json<Value>| async move {
+                let mut r = m2.lock().unwrap_or_else(|p| p.into_inner());
+                r.epoch = body["epoch"].as_u64().unwrap_or(0).max(r.epoch + 1);
+                r.role = "primary".into();
+                let epoch = r.epoch;
+                r.calls.push(format!("promote {epoch}"));
+                axum::Json(json!({"epoch": r.epoch, "role": "primary", "last_seq": r.last_seq}))
+            }),
+        )
+        .route(
+            "/admin/fence",
+            post(move |axum::Json(body): axum::Json<Value>| async move {
+                let mut r = m3.lock().unwrap_or_else(|p| p.into_inner());
+                let epoch = body["epoch"].as_u64().unwrap_or(0);
+                if epoch > r.epoch && r.role == "primary" {
+                    r.role = "fenced".into();
+                }
+                r.epoch = r.epoch.max(epoch);
+                r.calls.push(format!("fence {epoch}"));
+                axum::Json(json!({"epoch": r.epoch, "role": r.role}))
+            }),
+        )
+        .route(
+            "/admin/rejoin",
+            post(move |axum::Json(body): axum::Json<Value>| async move {
+                let mut r = m4.lock().unwrap_or_else(|p| p.into_inner());
+                r.role = "standby".into();
+                r.epoch = body["epoch"].as_u64().unwrap_or(0);
+                r.calls.push(format!("rejoin {}", body["primary"].as_str().unwrap_or("")));
+                axum::Json(json!({"kept_through_seq": 7, "set_aside": 1}))
+            }),
+        );
+    (format!("http://{}", serve(router).await), me)
+}
+
+/// The failover protocol on a service the healer knows only from its inventory: the
+/// primary is unready (its status still says primary), so the standby with the most of
+/// the log is promoted under the next epoch and the old primary fenced; then the fenced
+/// one rejoins as the new primary's standby. The load balancer is an exec hook, told the
+/// new primary.
+#[tokio::test]
+async fn any_service_speaking_the_failover_protocol_is_failed_over_and_rejoined() {
+    let (a_url, a) = protocol_replica("primary", 4, 10).await;
+    let (b_url, b) = protocol_replica("standby", 4, 9).await;
+    let (c_url, c) = protocol_replica("standby", 4, 8).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let told = dir.path().join("lb.out");
+    let inventory = hale_healer::inventory::Inventory::parse(&format!(
+        r#"[load_balancers.lb]
+kind = "exec"
+register = ["sh", "-c", "echo $HALE_INSTANCE $HALE_ROLE $HALE_EPOCH >> {told}"]
+deregister = ["true"]
+[[services]]
+name = "ledger"
+executor = "exec"
+restart = ["true"]
+stateful = true
+load_balancer = "lb"
+members = [{{ instance = "ledger-a", url = "{a_url}" }}, {{ instance = "ledger-b", url = "{b_url}" }}, {{ instance = "ledger-c", url = "{c_url}" }}]
+"#,
+        told = told.display()
+    ))
+    .expect("inventory");
+    // Both act on ledger-a (a short cooldown between the failover and the rejoin).
+    let policies = "defaults:\n  cooldown: 1s\npolicies:\n  - name: failover\n    match: { alertname: LedgerPrimaryDown }\n    action: failover\n    verify: { timeout: 5s }\n  - name: rejoin\n    match: { alertname: LedgerFenced }\n    action: rejoin\n    verify: { timeout: 5s }\n";
+    let policy_file = PolicyFile::parse(policies).expect("policies");
+    hale_healer::executor::check_policies(&policy_file, &inventory).expect("the protocol gives failover and rejoin");
+    let rig = Rig::start_with(policies, Vec::new(), inventory).await;
+    let fire = |name: &str, instance: &str| Alert {
+        labels: [("alertname", name), ("service", "ledger"), ("instance", instance)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: Labels::new(),
+        starts_at: "2026-01-01T00:00:00Z".into(),
+        fingerprint: format!("fp-{name}"),
+        received_ms: hale_core::time::now_ms(),
+    };
+    // ledger-a still says it is the primary, but the alert names it: it is not fine.
+    assert!(rig.healer.receive(fire("LedgerPrimaryDown", "ledger-a")).await.expect("stored"));
+    eventually("a promotion", Duration::from_secs(10), || {
+        !b.lock().unwrap_or_else(|p| p.into_inner()).calls.is_empty()
+    })
+    .await;
+    assert_eq!(b.lock().unwrap_or_else(|p| p.into_inner()).calls, ["promote 5"], "the standby with the most log");
+    assert!(c.lock().unwrap_or_else(|p| p.into_inner()).calls.is_empty());
+    eventually("the old primary fenced", Duration::from_secs(10), || {
+        a.lock().unwrap_or_else(|p| p.into_inner()).role == "fenced"
+    })
+    .await;
+    let lb = std::fs::read_to_string(&told).expect("the load balancer was told");
+    assert_eq!(lb.trim(), "ledger-b primary 5");
+    let detail = rig.healer.store.read(|s| s.actions[0].detail.clone());
+    assert!(detail.contains("promoted ledger-b to primary under epoch 5; ledger-a is fenced"), "{detail}");
+    // The fenced one rejoins as the new primary's standby (after the cooldown; the alert
+    // fires meanwhile).
+    let fenced = fire("LedgerFenced", "ledger-a");
+    lock(&rig.world).firing.push(fenced.labels.clone());
+    assert!(rig.healer.receive(fenced).await.expect("stored"));
+    eventually("rejoined", Duration::from_secs(10), || a.lock().unwrap_or_else(|p| p.into_inner()).role == "standby")
+        .await;
+    assert_eq!(a.lock().unwrap_or_else(|p| p.into_inner()).calls.last().cloned(), Some(format!("rejoin {b_url}")));
 }

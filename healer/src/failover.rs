@@ -1,0 +1,211 @@
+//! The failover protocol: how the healer fails over any primary/standby service that
+//! speaks it — the shop's catalog does, and so can any other (ARCHITECTURE.md, "Failover
+//! protocol"). Each replica serves, under its base URL:
+//!
+//! - `GET /admin/replication` → `{"role": "primary"|"standby"|"fenced", "epoch": N,
+//!   "last_seq": S, ...}`: what it is and under which epoch it leads or follows;
+//! - `POST /admin/promote` `{"epoch": N}` → `{"epoch": M, "role": "primary"}`: become the
+//!   primary under an epoch of at least N (M ≥ N);
+//! - `POST /admin/fence` `{"epoch": M}`: a primary of an older epoch stops taking writes;
+//! - `POST /admin/rejoin` `{"primary": url, "epoch": M}`: a fenced old primary becomes
+//!   the new primary's standby (keeping the log both share).
+//!
+//! Calls carry the service's admin token (`Authorization: Bearer`) and Hale's signature.
+//! [`plan`] is the decision, pure: the primary of the newest epoch still fine means
+//! nothing to do; else the reachable standby with the most of the log is promoted under
+//! the next epoch, and the old primary fenced. The load balancer is then told the new
+//! primary (the gateway's pool, or an exec hook).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hale_core::Role;
+use serde::Deserialize;
+
+use crate::clients::ClientError;
+use crate::engine::ActionError;
+
+/// Each protocol call may take this long (a promotion drains the old primary first).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A replica of a primary/standby service: where it is and, if known, whether it is
+/// ready (its load balancer's or its probe's word).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub instance: String,
+    pub url: String,
+    pub ready: Option<bool>,
+}
+
+/// A replica's `GET /admin/replication`, as far as the protocol reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ReplicaStatus {
+    pub role: Role,
+    pub epoch: u64,
+    #[serde(default)]
+    pub last_seq: u64,
+}
+
+/// What a failover should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The primary of the newest epoch answers and is not known to be unready.
+    NotNeeded { primary: usize },
+    /// Promote `candidate` under `epoch`; fence `old_primary` (if one is known).
+    Promote { candidate: usize, old_primary: Option<usize>, epoch: u64 },
+    /// No standby can take over.
+    NoCandidate(String),
+}
+
+/// Decides a failover from each member's status (`None`: it did not answer).
+pub fn plan(members: &[(Member, Option<ReplicaStatus>)]) -> Plan {
+    let newest = members.iter().filter_map(|(_, s)| s.map(|s| s.epoch)).max().unwrap_or(0);
+    let primary = members
+        .iter()
+        .position(|(m, s)| s.is_some_and(|s| s.role == Role::Primary && s.epoch == newest) && m.ready != Some(false));
+    if let Some(primary) = primary {
+        return Plan::NotNeeded { primary };
+    }
+    // The old primary: the one whose status says so, else the last one the load
+    // balancer knew (not answering now, so its status is unknown).
+    let old_primary = members.iter().position(|(_, s)| s.is_some_and(|s| s.role == Role::Primary));
+    let candidate = members
+        .iter()
+        .enumerate()
+        .filter(|(_, (m, s))| s.is_some_and(|s| s.role == Role::Standby) && m.ready != Some(false))
+        .max_by_key(|(_, (_, s))| s.map(|s| (s.epoch, s.last_seq)))
+        .map(|(i, _)| i);
+    match candidate {
+        Some(candidate) => Plan::Promote { candidate, old_primary, epoch: newest + 1 },
+        None => Plan::NoCandidate(format!(
+            "no standby answers and is ready among {}",
+            members.iter().map(|(m, _)| m.instance.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// The protocol's calls.
+pub struct Protocol {
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+    pub secret: Option<Arc<[u8]>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PromotedAnswer {
+    epoch: u64,
+}
+
+impl Protocol {
+    fn call(&self, method: reqwest::Method, url: &str, body: Option<serde_json::Value>) -> reqwest::RequestBuilder {
+        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default()).unwrap_or_default();
+        let mut request = self.client.request(method, url).timeout(CALL_TIMEOUT);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(secret) = &self.secret {
+            let now = (hale_core::time::now_ms() / 1000).max(0) as u64;
+            request =
+                request.header(hale_core::webhook::SIGNATURE_HEADER, hale_core::webhook::sign(secret, now, &bytes));
+        }
+        if bytes.is_empty() { request } else { request.header("content-type", "application/json").body(bytes) }
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        member: &Member,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, ClientError> {
+        let what = format!("{path} of {}", member.instance);
+        let url = format!("{}/admin/{path}", member.url.trim_end_matches('/'));
+        let response = self
+            .call(reqwest::Method::POST, &url, Some(body))
+            .send()
+            .await
+            .map_err(|error| ClientError::Transport { doing: what.clone(), error: error.without_url() })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(ClientError::Status { what, status, detail: text.chars().take(300).collect() });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Answer(format!("{what}: {e}")))
+    }
+
+    /// Each member's status, asked of all at once (`None`: no answer).
+    pub async fn statuses(&self, members: Vec<Member>) -> Vec<(Member, Option<ReplicaStatus>)> {
+        let asks = members.into_iter().map(|m| async move {
+            let url = format!("{}/admin/replication", m.url.trim_end_matches('/'));
+            let status = async {
+                let r =
+                    self.call(reqwest::Method::GET, &url, None).timeout(Duration::from_secs(2)).send().await.ok()?;
+                r.status().is_success().then_some(())?;
+                r.json::<ReplicaStatus>().await.ok()
+            }
+            .await;
+            (m, status)
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Promotes `member` under at least `epoch`; returns the epoch it leads under.
+    pub async fn promote(&self, member: &Member, epoch: u64) -> Result<u64, ActionError> {
+        let answer: PromotedAnswer = self.post(member, "promote", serde_json::json!({"epoch": epoch})).await?;
+        Ok(answer.epoch)
+    }
+
+    /// Tells `member` of `epoch`: an older primary stops taking writes.
+    pub async fn fence(&self, member: &Member, epoch: u64) -> Result<(), ActionError> {
+        self.post::<serde_json::Value>(member, "fence", serde_json::json!({"epoch": epoch})).await?;
+        Ok(())
+    }
+
+    /// Makes `member` a standby of `primary` under `epoch`; the replica's account of it.
+    pub async fn rejoin(
+        &self,
+        member: &Member,
+        primary: &Member,
+        epoch: u64,
+    ) -> Result<serde_json::Value, ActionError> {
+        let body = serde_json::json!({"primary": primary.url, "epoch": epoch});
+        Ok(self.post(member, "rejoin", body).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, ready: Option<bool>, status: Option<(Role, u64, u64)>) -> (Member, Option<ReplicaStatus>) {
+        let m = Member { instance: name.into(), url: format!("http://{name}"), ready };
+        (m, status.map(|(role, epoch, last_seq)| ReplicaStatus { role, epoch, last_seq }))
+    }
+
+    #[test]
+    fn a_primary_of_the_newest_epoch_that_is_fine_needs_nothing() {
+        let members =
+            [member("a", Some(true), Some((Role::Primary, 3, 10))), member("b", None, Some((Role::Standby, 3, 9)))];
+        assert_eq!(plan(&members), Plan::NotNeeded { primary: 0 });
+    }
+
+    #[test]
+    fn the_standby_with_the_most_log_is_promoted_under_the_next_epoch() {
+        let members = [
+            member("a", Some(false), None), // the primary, gone
+            member("b", Some(true), Some((Role::Standby, 3, 9))),
+            member("c", None, Some((Role::Standby, 3, 12))),
+            member("d", Some(false), Some((Role::Standby, 3, 20))), // not ready: not a candidate
+        ];
+        assert_eq!(plan(&members), Plan::Promote { candidate: 2, old_primary: None, epoch: 4 });
+    }
+
+    #[test]
+    fn an_unready_primary_is_fenced_and_an_old_epochs_primary_does_not_count() {
+        let members =
+            [member("a", Some(false), Some((Role::Primary, 3, 10))), member("b", None, Some((Role::Standby, 3, 10)))];
+        assert_eq!(plan(&members), Plan::Promote { candidate: 1, old_primary: Some(0), epoch: 4 });
+        // A primary of epoch 2 beside a fenced replica of epoch 3: split brain, not fine.
+        let members = [member("a", None, Some((Role::Primary, 2, 10))), member("b", None, Some((Role::Fenced, 3, 10)))];
+        assert!(matches!(plan(&members), Plan::NoCandidate(_)));
+    }
+}
