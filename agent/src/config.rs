@@ -683,6 +683,13 @@ listen = "127.0.1.1:8085"
 "#;
 
     #[test]
+    fn the_shipped_example_reads() {
+        let c = AgentConfig::parse(include_str!("../../config/examples/agent.toml")).expect("the example");
+        assert_eq!((c.scrape_configs.len(), c.probes.len(), c.logs.len()), (2, 2, 2));
+        assert_eq!(crate::adopted::services(&c).len(), 2);
+    }
+
+    #[test]
     fn parses_and_renders_specs() {
         let c = AgentConfig::parse(SAMPLE).expect("parse");
         assert_eq!(c.metrics_queue.when_full, WhenFull::DropOldest);

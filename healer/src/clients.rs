@@ -242,12 +242,15 @@ impl Gateway {
 
     /// Members of a service's pool.
     pub async fn members(&self, service: &str) -> Result<Vec<PoolMember>, ClientError> {
-        let pool = self
-            .typed(CALL_TIMEOUT)?
+        Ok(self.pool(service).await?.members)
+    }
+
+    /// A service's pool: its members and, for a primary/standby service, its primary.
+    pub async fn pool(&self, service: &str) -> Result<PoolView, ClientError> {
+        self.typed(CALL_TIMEOUT)?
             .pool(service_kind(service)?)
             .await
-            .map_err(ClientError::typed("asking the gateway for its pools", "the gateway refused to show its pools"))?;
-        Ok(pool.members)
+            .map_err(ClientError::typed("asking the gateway for its pools", "the gateway refused to show its pools"))
     }
 
     /// Replaces a service's members.

@@ -579,6 +579,7 @@ impl Healer {
         // The replica the alert names is the one failing, whatever it says of itself.
         for m in members.iter_mut().filter(|m| action.target.instance.as_deref() == Some(m.instance.as_str())) {
             m.ready = Some(false);
+            m.listed_primary = true;
         }
         let statuses = self.protocol.statuses(members).await;
         let (candidate, old_primary, epoch) = match crate::failover::plan(&statuses) {
@@ -614,10 +615,16 @@ impl Healer {
     /// readiness), else the inventory's `members`.
     async fn members_of(&self, service: &str) -> Result<Vec<crate::failover::Member>, ActionError> {
         if let Some(LoadBalancerClient::Gateway(gateway)) = self.load_balancer_of(service) {
-            let members = gateway.members(service).await?;
-            return Ok(members
+            let pool = gateway.pool(service).await?;
+            return Ok(pool
+                .members
                 .into_iter()
-                .map(|m| crate::failover::Member { instance: m.instance, url: m.url, ready: Some(m.ready) })
+                .map(|m| crate::failover::Member {
+                    listed_primary: pool.primary.as_deref() == Some(m.instance.as_str()),
+                    instance: m.instance,
+                    url: m.url,
+                    ready: Some(m.ready),
+                })
                 .collect());
         }
         let listed = self.inventory.service(service).map(|s| s.members.clone()).unwrap_or_default();
@@ -626,7 +633,7 @@ impl Healer {
         }
         Ok(listed
             .into_iter()
-            .map(|m| crate::failover::Member { instance: m.instance, url: m.url, ready: None })
+            .map(|m| crate::failover::Member { instance: m.instance, url: m.url, ready: None, listed_primary: false })
             .collect())
     }
 

@@ -35,6 +35,9 @@ pub struct Member {
     pub instance: String,
     pub url: String,
     pub ready: Option<bool>,
+    /// The load balancer's (or the alert's) word that it is the primary: the old primary
+    /// to fence when its own status cannot be asked.
+    pub listed_primary: bool,
 }
 
 /// A replica's `GET /admin/replication`, as far as the protocol reads it.
@@ -66,9 +69,12 @@ pub fn plan(members: &[(Member, Option<ReplicaStatus>)]) -> Plan {
     if let Some(primary) = primary {
         return Plan::NotNeeded { primary };
     }
-    // The old primary: the one whose status says so, else the last one the load
-    // balancer knew (not answering now, so its status is unknown).
-    let old_primary = members.iter().position(|(_, s)| s.is_some_and(|s| s.role == Role::Primary));
+    // The old primary: the one whose status says so, else the one the load balancer (or
+    // the alert) names, not answering now.
+    let old_primary = members
+        .iter()
+        .position(|(_, s)| s.is_some_and(|s| s.role == Role::Primary))
+        .or_else(|| members.iter().position(|(m, _)| m.listed_primary));
     let candidate = members
         .iter()
         .enumerate()
@@ -177,7 +183,7 @@ mod tests {
     use super::*;
 
     fn member(name: &str, ready: Option<bool>, status: Option<(Role, u64, u64)>) -> (Member, Option<ReplicaStatus>) {
-        let m = Member { instance: name.into(), url: format!("http://{name}"), ready };
+        let m = Member { instance: name.into(), url: format!("http://{name}"), ready, listed_primary: name == "a" };
         (m, status.map(|(role, epoch, last_seq)| ReplicaStatus { role, epoch, last_seq }))
     }
 
@@ -196,7 +202,11 @@ mod tests {
             member("c", None, Some((Role::Standby, 3, 12))),
             member("d", Some(false), Some((Role::Standby, 3, 20))), // not ready: not a candidate
         ];
-        assert_eq!(plan(&members), Plan::Promote { candidate: 2, old_primary: None, epoch: 4 });
+        assert_eq!(
+            plan(&members),
+            Plan::Promote { candidate: 2, old_primary: Some(0), epoch: 4 },
+            "the listed primary"
+        );
     }
 
     #[test]

@@ -373,6 +373,13 @@ endpoints = { promote = "{url}/admin/promote", rejoin = "{url}/admin/rejoin" }
     }
 
     #[test]
+    fn the_shipped_example_reads() {
+        let inv = Inventory::parse(include_str!("../../config/examples/healer.toml")).expect("the example");
+        let ledger = inv.service("ledger").expect("ledger");
+        assert!(ledger.capabilities().contains(&Capability::Promote), "the protocol");
+    }
+
+    #[test]
     fn mistakes_are_refused_with_the_line() {
         for (edit, says, line) in [
             (SAMPLE.replace("nodes = [\"node-1\"]", "nodes = [\"node-9\"]"), "node \"node-9\" has no entry", 12),
