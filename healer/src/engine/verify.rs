@@ -1,0 +1,198 @@
+//! Proving a repair: the triggering condition (or the policy's query, or the started
+//! instances' readiness) cleared, and the service's SLO burning slower than the page
+//! threshold again; the outcome with the burn before and after.
+
+use super::*;
+
+impl Healer {
+    /// Whether the instances are out of their load balancer and stopped (no fresh
+    /// readiness saying otherwise).
+    pub(super) async fn started_gone(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
+        for (service, name) in started {
+            if let Some(LoadBalancerClient::Gateway(gateway)) = self.load_balancer_of(service)
+                && gateway.members(service).await?.iter().any(|m| &m.instance == name)
+            {
+                return Ok(false);
+            }
+            let q = format!("time() - timestamp(probe_success{{probe=\"readyz\",instance={}}}) < 3", quote(name));
+            let fresh = self.collector.query(&q).await?;
+            // Probes of a stopped replica stop arriving... or say it is not ready.
+            let ready = self
+                .collector
+                .query(&format!("probe_success{{probe=\"readyz\",instance={}}} == 1", quote(name)))
+                .await?;
+            if !fresh.is_empty() && !ready.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether every instance an action started is ready: in the gateway's pool, or (any
+    /// other load balancer, or none) by a fresh `probe_success` or `up` of 1 under its name.
+    pub(super) async fn started_ready(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
+        for (service, name) in started {
+            let ready = match self.load_balancer_of(service) {
+                Some(LoadBalancerClient::Gateway(gateway)) => {
+                    gateway.members(service).await?.iter().any(|m| &m.instance == name && m.ready)
+                }
+                _ => {
+                    let q = format!(
+                        "(probe_success{{instance={n}}} or up{{instance={n}}}) == 1 and (time() - timestamp(probe_success{{instance={n}}} or up{{instance={n}}}) < 15)",
+                        n = quote(name)
+                    );
+                    !self.collector.query(&q).await?.is_empty()
+                }
+            };
+            if !ready {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Watches the condition until it clears or the policy's timeout passes.
+    pub(super) async fn verify_and_finish(self: Arc<Self>, id: String, silences: Vec<String>) {
+        let _mine = Handling::new(&self, &id);
+        let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else { return };
+        let policy = self.policies.policies.iter().find(|p| p.name == action.policy).cloned();
+        let verify = policy.map(|p| p.verify).unwrap_or_default();
+        self.set_status(&id, Status::Verifying, "").await;
+        let deadline = tokio::time::Instant::now() + verify.timeout.0;
+        let watched = watch_labels(&action.alert);
+        loop {
+            if !self.store.is_leader() {
+                return; // the new leader verifies it
+            }
+            let current = self
+                .store
+                .read(|s| s.actions.iter().find(|a| a.id == id).map(|a| a.started.clone()))
+                .unwrap_or_default();
+            let cleared = match (&verify.query, action.kind) {
+                (Some(q), _) => self
+                    .collector
+                    .query(&fill(q, &action.alert.labels))
+                    .await
+                    .map(|r| r.is_empty())
+                    .map_err(ActionError::from),
+                // A lost node stays lost: what is proven is that its replicas run elsewhere.
+                (None, ActionKind::Reschedule | ActionKind::ScaleOut) => self.started_ready(&current).await,
+                (None, ActionKind::ScaleIn) => self.started_gone(&current).await,
+                (None, _) => {
+                    self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from)
+                }
+            };
+            // The condition cleared; where the service has an SLO, its burn over the
+            // shortest page window must be back under the page threshold too.
+            let burn = if matches!(cleared, Ok(true)) { self.burn_of(&action.alert).await } else { None };
+            let burning = burn.filter(|b| *b >= PAGE_BURN);
+            if matches!(cleared, Ok(true)) && burning.is_none() {
+                let seconds = hale_core::time::parse_rfc3339(&action.alert.starts_at)
+                    .map(|t| (now_ms() - t) as f64 / 1000.0)
+                    .filter(|s| *s >= 0.0);
+                if let Some(s) = seconds {
+                    self.metrics.mttr(s);
+                }
+                let detail = match burn {
+                    Some(b) => format!("the condition cleared and the SLO burns at {b:.2} (page above {PAGE_BURN})"),
+                    None => "the condition cleared".to_string(),
+                };
+                self.record_burn_after(&id, burn).await;
+                self.finish(&id, Status::Succeeded, &detail, &silences).await;
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let within = humantime::format_duration(verify.timeout.0);
+                let why = match (cleared, burning) {
+                    (Err(e), _) => format!("could not verify: {e}"),
+                    (Ok(true), Some(b)) => format!(
+                        "the condition cleared, but the SLO still burns at {b:.2} (page above {PAGE_BURN}) after {within}"
+                    ),
+                    (Ok(_), _) => format!("the condition did not clear within {within}"),
+                };
+                let after = match burning {
+                    Some(b) => Some(b),
+                    None => self.burn_of(&action.alert).await,
+                };
+                self.record_burn_after(&id, after).await;
+                self.finish(&id, Status::Failed, &why, &silences).await;
+                return;
+            }
+            tokio::time::sleep(VERIFY_EVERY).await;
+        }
+    }
+
+    /// An action that found nothing to repair: said so, and not counted against the
+    /// target's cooldown and rate limits (nothing was done to it).
+    pub(super) async fn not_needed(&self, action: &Action, detail: &str) {
+        let (key, at) = (action.target.key(), action.created_ms);
+        let _ = self
+            .store
+            .update(|s| {
+                if let Some(t) = s.targets.get_mut(&key)
+                    && let Some(i) = t.actions.iter().position(|x| *x == at)
+                {
+                    t.actions.remove(i);
+                }
+            })
+            .await;
+        self.set_status(&action.id, Status::Running, detail).await;
+    }
+
+    /// The replicas an action started (what its verification and a later scale-in look at).
+    pub(super) async fn record_started(&self, id: &str, started: Vec<(String, String)>, detail: &str) {
+        let _ = self
+            .store
+            .update(|s| {
+                if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
+                    a.started = started.clone();
+                }
+            })
+            .await;
+        self.set_status(id, Status::Running, detail).await;
+    }
+
+    pub(super) async fn finish(&self, id: &str, status: Status, detail: &str, silences: &[String]) {
+        for s in silences {
+            let _ = self.collector.expire_silence(s).await;
+        }
+        let Some(action) = self.set_status(id, status, detail).await else { return };
+        // Alerts refused while this action was in flight may go ahead now.
+        self.wake.notify_one();
+        let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": action.target, "detail": detail, "burn_before": action.burn_before, "burn_after": action.burn_after});
+        if status == Status::Succeeded {
+            self.metrics.result(action.kind, "succeeded");
+            self.audit("verified", base);
+            return;
+        }
+        self.metrics.result(action.kind, "failed");
+        self.audit("failed", base);
+        self.escalate(&action, detail).await;
+    }
+
+    /// Keeps the SLO burn rate a verification ended with on the action.
+    pub(super) async fn record_burn_after(&self, id: &str, burn: Option<f64>) {
+        let saved = self
+            .store
+            .update(|s| {
+                if let Some(a) = s.actions.iter_mut().find(|a| a.id == id) {
+                    a.burn_after = burn;
+                }
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "could not save an action's burn rate after");
+        }
+    }
+
+    /// The current burn rate of the alert's SLO, or the worst of its service's SLOs;
+    /// `None` without an SLO or without data.
+    pub(super) async fn burn_of(&self, alert: &Alert) -> Option<f64> {
+        let q = match (alert.labels.get("sloth_id"), alert.labels.get("service")) {
+            (Some(slo), _) => format!("slo:current_burn_rate:ratio{{sloth_id={}}}", quote(slo)),
+            (None, Some(service)) => format!("max(slo:current_burn_rate:ratio{{sloth_service={}}})", quote(service)),
+            _ => return None,
+        };
+        self.collector.query(&q).await.ok().and_then(|r| r.first().map(|(_, v)| *v)).filter(|v| v.is_finite())
+    }
+}
