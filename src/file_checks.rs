@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args)]
 pub struct RulesCommand {
@@ -57,10 +57,14 @@ pub struct PoliciesCommand {
 
 #[derive(clap::Subcommand)]
 enum PoliciesWhich {
-    /// Check policy files, errors with their line.
+    /// Check policy files, errors with their line; with `--inventory`, also that every
+    /// action is one the inventory's executors can do.
     Check {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// The healer's inventory (healer.toml) the policies will run with.
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
     },
 }
 
@@ -102,8 +106,26 @@ pub fn slo(command: SloCommand) -> Result<()> {
 
 /// `hale policies check`.
 pub fn policies(command: PoliciesCommand) -> Result<()> {
-    let PoliciesWhich::Check { files } = command.which;
-    let parse = |source: &str| hale_healer::policy::PolicyFile::parse(source);
+    let PoliciesWhich::Check { files, inventory } = command.which;
+    let inventory = match &inventory {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let parsed = hale_healer::inventory::Inventory::parse(&text).map_err(|e| match e.line {
+                Some(line) => anyhow::anyhow!("{}:{line}: {}", path.display(), e.message),
+                None => anyhow::anyhow!("{}: {}", path.display(), e.message),
+            })?;
+            Some(parsed)
+        }
+        None => None,
+    };
+    let parse = |source: &str| {
+        let file = hale_healer::policy::PolicyFile::parse(source)?;
+        if let Some(inventory) = &inventory {
+            hale_healer::executor::check_policies(&file, inventory)
+                .map_err(|message| hale_core::ConfigError { line: None, message })?;
+        }
+        Ok(file)
+    };
     check_files(&files, "policy", parse, |f| format!("{} policies", f.policies.len()))
 }
 

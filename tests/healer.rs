@@ -540,6 +540,26 @@ fn policies_check_reports_lines() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:6: ", bad.display())) && err.contains("reboot"), "{err}");
+    // Against an inventory: an action no executor of the service can do is refused.
+    let inventory = common::file(
+        dir.path(),
+        "healer.toml",
+        "[[services]]\nname = \"legacy\"\nexecutor = \"exec\"\nrestart = [\"legacy-ctl\", \"restart\"]\n",
+    );
+    let grow = common::file(
+        dir.path(),
+        "grow.yaml",
+        "policies:\n  - name: grow\n    match: { alertname: Busy, service: legacy }\n    action: scale_out\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["policies", "check", "--inventory"])
+        .arg(&inventory)
+        .arg(&grow)
+        .output()
+        .expect("hale");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs start_another") && err.contains("\"legacy\" (executor exec: restart)"), "{err}");
 }
 
 #[test]

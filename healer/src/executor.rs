@@ -603,6 +603,62 @@ mod tests {
         assert!(e.to_string().contains("did not finish"), "{e}");
     }
 
+    #[tokio::test]
+    async fn http_calls_the_services_own_endpoint_signed_with_the_target_filled_in() {
+        type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, serde_json::Value)>>>;
+        let seen: Seen = Default::default();
+        let store = seen.clone();
+        let router = axum::Router::new().route(
+            "/{*path}",
+            axum::routing::post(
+                move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    let signature = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+                    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let ok =
+                        hale_core::webhook::verify(b"k", signature, &body, (hale_core::time::now_ms() / 1000) as u64);
+                    store.lock().expect("lock").push((uri.path().to_string(), ok.err().map(|e| e.to_string()), json));
+                    if uri.path().ends_with("/spawn") {
+                        axum::Json(serde_json::json!({"instance": "db-3", "url": "http://127.0.0.1:1"})).into_response()
+                    } else if uri.path().ends_with("/refuse") {
+                        (axum::http::StatusCode::CONFLICT, "not a standby").into_response()
+                    } else {
+                        "ok".into_response()
+                    }
+                },
+            ),
+        );
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let http = HttpExecutor {
+            endpoints: [
+                (Capability::Promote, "{url}/admin/promote/{instance}".to_string()),
+                (Capability::StartAnother, format!("http://{addr}/spawn")),
+                (Capability::Rejoin, format!("http://{addr}/refuse")),
+            ]
+            .into(),
+            client: reqwest::Client::new(),
+            secret: Some(std::sync::Arc::from(&b"k"[..])),
+            timeout: Duration::from_secs(5),
+        };
+        let r = Request { url: Some(format!("http://{addr}/")), ..request(&[("alertname", "DbDown")]) };
+        assert!(matches!(http.act(Capability::Promote, &r).await.expect("promoted"), Acted::Done(_)));
+        let started = http.act(Capability::StartAnother, &r).await.expect("started");
+        assert_eq!(
+            started,
+            Acted::Started { instance: "db-3".into(), node: None, url: Some("http://127.0.0.1:1".into()) }
+        );
+        let e = http.act(Capability::Rejoin, &r).await.expect_err("refused");
+        assert!(e.to_string().contains("409") && e.to_string().contains("not a standby"), "{e}");
+        assert!(!http.can(Capability::Restart));
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen[0].0, "/admin/promote/legacy-1", "the target's URL and instance filled in");
+        assert!(seen.iter().all(|(_, bad_signature, _)| bad_signature.is_none()), "every call signed: {seen:?}");
+        assert_eq!(seen[0].2["labels"]["alertname"], "DbDown");
+        assert_eq!(seen[0].2["action"], "promote");
+    }
+
     #[test]
     fn policies_asking_what_no_executor_can_do_are_refused_at_load() {
         let inventory = Inventory::parse(
