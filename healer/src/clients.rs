@@ -58,6 +58,20 @@ impl ClientError {
     }
 }
 
+/// A response's status and body text when its status is a success; else why not, with
+/// the peer's own words (at most 300 characters).
+pub async fn success_text(
+    response: reqwest::Response,
+    what: &str,
+) -> Result<(reqwest::StatusCode, String), ClientError> {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(ClientError::Status { what: what.to_string(), status, detail: text.chars().take(300).collect() });
+    }
+    Ok((status, text))
+}
+
 /// Every call is bounded: a slow peer must not hold a repair forever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stopping a replica waits out its grace before SIGKILL.

@@ -304,6 +304,26 @@ struct StartedInstance {
     url: Option<String>,
 }
 
+/// What an executor's answer (a command's output, an endpoint's body) says it did: for
+/// `start_another`, the instance it started (`{"instance": ..., "url": ...}`); else
+/// `done`.
+fn acted(capability: Capability, answer: &str, done: &str) -> Result<Acted, ActionError> {
+    match capability {
+        Capability::StartAnother => {
+            let started: StartedInstance = serde_json::from_str(answer.trim()).map_err(|e| {
+                format!("{done}: start_another must answer {{\"instance\": ..., \"url\": ...}} (JSON): {e}")
+            })?;
+            Ok(Acted::Started { instance: started.instance, node: started.node, url: started.url })
+        }
+        Capability::Restart
+        | Capability::Stop
+        | Capability::Drain
+        | Capability::Promote
+        | Capability::Fence
+        | Capability::Rejoin => Ok(Acted::Done(done.to_string())),
+    }
+}
+
 /// Commands from `healer.toml`.
 pub struct ExecExecutor {
     pub commands: BTreeMap<Capability, Vec<String>>,
@@ -323,24 +343,8 @@ impl Executor for ExecExecutor {
         Box::pin(async move {
             let argv = self.commands.get(&capability).ok_or_else(|| format!("no {} command", capability.as_str()))?;
             let out = run_command(argv, &environment(r, capability), self.timeout).await?;
-            match capability {
-                // The command says what it started: `{"instance": "...", "url": "..."}`.
-                Capability::StartAnother => {
-                    let started: StartedInstance = serde_json::from_str(out.trim()).map_err(|e| {
-                        format!("the start_another command must print {{\"instance\": ..., \"url\": ...}} (JSON): {e}")
-                    })?;
-                    Ok(Acted::Started { instance: started.instance, node: started.node, url: started.url })
-                }
-                Capability::Restart
-                | Capability::Stop
-                | Capability::Drain
-                | Capability::Promote
-                | Capability::Fence
-                | Capability::Rejoin => {
-                    let what = r.instance.as_deref().unwrap_or(&r.service);
-                    Ok(Acted::Done(format!("{} of {what} by {}", capability.as_str(), argv[0])))
-                }
-            }
+            let what = r.instance.as_deref().unwrap_or(&r.service);
+            acted(capability, &out, &format!("{} of {what} by {}", capability.as_str(), argv[0]))
         })
     }
 }
@@ -390,24 +394,8 @@ impl Executor for HttpExecutor {
                 .send()
                 .await
                 .map_err(|error| ClientError::Transport { doing: what.clone(), error: error.without_url() })?;
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            if !status.is_success() {
-                return Err(ClientError::Status { what, status, detail: text.chars().take(300).collect() }.into());
-            }
-            match capability {
-                Capability::StartAnother => {
-                    let started: StartedInstance = serde_json::from_str(&text)
-                        .map_err(|e| format!("{what}: the answer must be {{\"instance\": ..., \"url\": ...}}: {e}"))?;
-                    Ok(Acted::Started { instance: started.instance, node: started.node, url: started.url })
-                }
-                Capability::Restart
-                | Capability::Stop
-                | Capability::Drain
-                | Capability::Promote
-                | Capability::Fence
-                | Capability::Rejoin => Ok(Acted::Done(format!("{what}: {status}"))),
-            }
+            let (status, text) = crate::clients::success_text(response, &what).await?;
+            acted(capability, &text, &format!("{what}: {status}"))
         })
     }
 }
@@ -594,7 +582,7 @@ mod tests {
             Acted::Started { instance: "legacy-2".into(), node: None, url: Some("http://127.0.0.1:9".into()) }
         );
         let e = start("ok").act(Capability::StartAnother, &request(&[])).await.expect_err("no JSON");
-        assert!(e.to_string().contains("must print"), "{e}");
+        assert!(e.to_string().contains("must answer"), "{e}");
         let slow = ExecExecutor {
             commands: [(Capability::Restart, vec!["sleep".into(), "5".into()])].into(),
             timeout: Duration::from_millis(100),

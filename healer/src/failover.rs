@@ -130,11 +130,7 @@ impl Protocol {
             .send()
             .await
             .map_err(|error| ClientError::Transport { doing: what.clone(), error: error.without_url() })?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(ClientError::Status { what, status, detail: text.chars().take(300).collect() });
-        }
+        let (_, text) = crate::clients::success_text(response, &what).await?;
         serde_json::from_str(&text).map_err(|e| ClientError::Answer(format!("{what}: {e}")))
     }
 
