@@ -5,8 +5,9 @@
 //! a pidfile and restarted by a command of its config), a collector with rules for them,
 //! and a healer with its own inventory and no cluster.toml. A hang is detected and
 //! repaired, a kill is restarted, a backlog scales the workers out through an `exec`
-//! executor that registers the new one with the file_sd "load balancer"; the audit, the
-//! dashboard (in a real terminal) and `hale status` show all of it.
+//! executor that registers the new one with the file_sd "load balancer", and back in
+//! once it is quiet; the audit, the dashboard (in a real terminal) and `hale status` show
+//! all of it.
 
 mod common;
 
@@ -22,6 +23,8 @@ use hale_core::api::{ActionList, StatusReport};
 const AGENT_TOKEN: &str = "fleet-agent-token-0123456789";
 const HEALER_TOKEN: &str = "fleet-healer-token-0123456789";
 const SECRET: &str = "fleet-webhook-secret-0123456789";
+/// The collector's admin token: the healer silences the side effects of its own actions.
+const ADMIN_TOKEN: &str = "fleet-admin-token-0123456789";
 
 /// The foreign service itself: this test binary run again with `FLEET_SERVICE` set (by
 /// the control script), so the service is a process of its own that Hale did not start.
@@ -123,6 +126,12 @@ impl Drop for Fleet {
     }
 }
 
+/// A process's state letter from /proc (`Z` for a zombie nobody reaped yet).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim().chars().next()
+}
+
 fn pid_of(dir: &Path, name: &str) -> u32 {
     std::fs::read_to_string(dir.join(format!("{name}.pid"))).expect("pid").trim().parse().expect("pid")
 }
@@ -156,7 +165,7 @@ const POLICIES: &str = r#"policies:
   - name: scale-out-workers
     match: { alertname: WorkerBacklog }
     action: scale_out
-    params: { stabilization: 1h }
+    params: { stabilization: 3s }
     verify: { timeout: 30s }
 "#;
 
@@ -258,7 +267,7 @@ async fn a_fleet_hale_did_not_start_is_watched_repaired_scaled_and_shown() {
             "--alert-webhook".into(),
             format!("http://{healer}/hooks/alertmanager"),
         ],
-        &[("HALE_WEBHOOK_SECRET", SECRET)],
+        &[("HALE_WEBHOOK_SECRET", SECRET), ("HALE_ADMIN_TOKEN", ADMIN_TOKEN)],
     );
     common::wait_ready("collector", collector).await;
 
@@ -366,7 +375,12 @@ load_balancer = "worker-sd"
             "--collector".into(),
             format!("http://{collector}"),
         ],
-        &[("HALE_WEBHOOK_SECRET", SECRET), ("HALE_AGENT_TOKEN", AGENT_TOKEN), ("HALE_HEALER_TOKEN", HEALER_TOKEN)],
+        &[
+            ("HALE_WEBHOOK_SECRET", SECRET),
+            ("HALE_AGENT_TOKEN", AGENT_TOKEN),
+            ("HALE_HEALER_TOKEN", HEALER_TOKEN),
+            ("HALE_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
     );
     common::wait_ready("healer", healer).await;
     assert!(!dir.join("cluster.toml").exists());
@@ -404,7 +418,7 @@ load_balancer = "worker-sd"
     let out = s.succeeded("scale_out", None, &before).await;
     assert_eq!(out.started, [("worker".to_string(), "worker-2".to_string())], "{out:?}");
     assert!(dir.join("sd/worker-2.json").exists(), "registered with the load balancer");
-    std::fs::write(dir.join("queue-depth"), "0").expect("depth");
+    let worker_2 = pid_of(&dir, "worker-2");
     eventually_or_dump(
         "worker-2 scraped up",
         Duration::from_secs(30),
@@ -412,17 +426,26 @@ load_balancer = "worker-sd"
         async || s.dump(),
     )
     .await;
+    // The backlog gone and quiet for the stabilization window: the worker is taken out
+    // of the load balancer and stopped, by the same executor.
+    let before = s.action_ids().await;
+    std::fs::write(dir.join("queue-depth"), "0").expect("depth");
+    let scale_in = s.succeeded("scale_in", None, &before).await;
+    assert!(scale_in.detail.contains("drained and stopped worker-2"), "{scale_in:?}");
+    assert!(!dir.join("sd/worker-2.json").exists(), "deregistered");
+    assert!(matches!(proc_state(worker_2), None | Some('Z')), "worker-2 stopped");
 
     // The audit says what was done and by what.
     let audit = std::fs::read_to_string(dir.join("healer-data/audit.jsonl")).expect("audit");
     let acted: Vec<&str> = audit.lines().filter(|l| l.contains("\"event\":\"acted\"")).collect();
-    assert_eq!(acted.len(), 3, "{audit}");
+    assert_eq!(acted.len(), 4, "{audit}");
     assert_eq!(
         acted.iter().filter(|l| l.contains("restarted web-1 through the agent on node-f")).count(),
         2,
         "{audit}"
     );
     assert!(acted.iter().any(|l| l.contains("started worker-2")), "{audit}");
+    assert!(!audit.contains("silence_failed"), "{audit}");
 
     // Logs of the fleet: their stack traces joined, their labels on, levels read.
     let client = reqwest::Client::new();
@@ -468,7 +491,7 @@ load_balancer = "worker-sd"
     let services: Vec<(&str, usize, usize)> =
         report.services.iter().map(|s| (s.service.as_str(), s.ready, s.replicas)).collect();
     assert!(services.contains(&("web", 1, 1)), "{services:?}");
-    assert!(services.contains(&("worker", 2, 2)), "{services:?}");
+    assert!(services.contains(&("worker", 1, 1)), "worker-2 left with the scale-in: {services:?}");
     assert!(report.healer && report.collector, "{report:?}");
 
     // The dashboard, in a real terminal, shows the fleet and the repairs.
@@ -479,6 +502,6 @@ load_balancer = "worker-sd"
         dir.join("no-cluster").display()
     );
     t.run(&["new-session", "-d", "-s", "hale", "-x", "160", "-y", "48", &command]);
-    let wanted = ["node-f", "web ", "worker ", "2/2", "restart web-1 succeeded", "scale_out worker succeeded"];
+    let wanted = ["node-f", "web ", "worker ", "restart web-1 succeeded", "scale_out worker succeeded", "scale_in"];
     t.shows("the fleet and its repairs on the dashboard", Duration::from_secs(30), &wanted).await;
 }

@@ -14,14 +14,12 @@ impl Healer {
             {
                 return Ok(false);
             }
-            let q = format!("time() - timestamp(probe_success{{probe=\"readyz\",instance={}}}) < 3", quote(name));
-            let fresh = self.collector.query(&q).await?;
-            // Probes of a stopped replica stop arriving... or say it is not ready.
-            let ready = self
-                .collector
-                .query(&format!("probe_success{{probe=\"readyz\",instance={}}} == 1", quote(name)))
-                .await?;
-            if !fresh.is_empty() && !ready.is_empty() {
+            // Its readiness (a probe, or for a service nothing probes, its scrape) still
+            // arriving and saying ready: not gone. A stopped one's stops, or says not ready.
+            let n = quote(name);
+            let signal = format!("(probe_success{{probe=\"readyz\",instance={n}}} or up{{instance={n},job!=\"\"}})");
+            let q = format!("{signal} == 1 and (time() - timestamp({signal}) < 3)");
+            if !self.collector.query(&q).await?.is_empty() {
                 return Ok(false);
             }
         }
