@@ -94,6 +94,12 @@ impl TryFrom<HealerArgs> for HealerConfig {
         let Some(policies) = args.policies else {
             bail!("hale healer needs --policies FILE and --inventory healer.toml (hale up passes both)");
         };
+        if args.intake_token.is_some() && args.intake_token == args.token {
+            bail!(
+                "--intake-token is the same as --token: the token that feeds the healer alerts must not also \
+                 approve, pause and reset it; give the intake a token of its own"
+            );
+        }
         let (inventory, agent_token, admin_token) = match (&args.inventory, &args.cluster) {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -113,12 +119,6 @@ impl TryFrom<HealerArgs> for HealerConfig {
                  or a demo --cluster cluster.toml"
             ),
         };
-        if args.intake_token.is_some() && args.intake_token == args.token {
-            bail!(
-                "--intake-token is the same as --token: the token that feeds the healer alerts must not also \
-                 approve, pause and reset it; give the intake a token of its own"
-            );
-        }
         if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
             bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");
         }

@@ -350,6 +350,15 @@ async fn log_globs_labels_multiline_and_reload_ship_every_record_once() {
     let (status, body) = reload(Some(TOKEN)).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("`listen`") && body.contains("restart"), "{body}");
+    // A good file again: put in force, with what it changed (labels: the logs section).
+    setup.extra = sources("env = \"test\"", r"^\d{4}-");
+    setup.config();
+    let (status, body) = reload(Some(TOKEN)).await;
+    let reloaded: hale_core::api::ConfigReloaded = serde_json::from_str(&body).expect("the reload's answer");
+    assert_eq!((status, reloaded.changed), (200, vec!["logs".to_string()]), "{body}");
+    setup.extra = sources("env = \"test\", team = \"core\"", r"^\d{4}-");
+    setup.config();
+    assert_eq!(reload(Some(TOKEN)).await.0, 200);
     // The config in force is still the reloaded one.
     write_log(&a, "2026-12-07 INFO still\n2026-12-07 INFO last\n");
     let still = eventually("lines after a refused reload", Duration::from_secs(30), async || {

@@ -68,7 +68,10 @@ async fn reload(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Result<R
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     match outcome {
-        Ok(changed) => Ok(axum::Json(serde_json::json!({"status": "reloaded", "changed": changed})).into_response()),
+        Ok(changed) => {
+            let changed = changed.into_iter().map(str::to_string).collect();
+            Ok(axum::Json(hale_core::api::ConfigReloaded { status: "reloaded".into(), changed }).into_response())
+        }
         Err(why) => Err(ApiError(StatusCode::BAD_REQUEST, "bad_config", why)),
     }
 }

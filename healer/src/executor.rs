@@ -18,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use hale_core::api::{ExecutorCall, StartedInstance};
 use serde::Deserialize;
 
 use crate::clients::{Agents, ClientError, Gateway};
@@ -296,14 +297,6 @@ pub async fn run_command(argv: &[String], env: &[(String, String)], timeout: Dur
     Err(format!("{program} exited with {status}: {tail}").into())
 }
 
-/// What a `start_another` command prints: the instance it started.
-#[derive(Deserialize)]
-struct StartedInstance {
-    instance: String,
-    node: Option<String>,
-    url: Option<String>,
-}
-
 /// What an executor's answer (a command's output, an endpoint's body) says it did: for
 /// `start_another`, the instance it started (`{"instance": ..., "url": ...}`); else
 /// `done`.
@@ -373,13 +366,13 @@ impl Executor for HttpExecutor {
             let instance = r.instance.clone().unwrap_or_default();
             let base = r.url.clone().unwrap_or_else(|| format!("http://{instance}"));
             let url = template.replace("{url}", base.trim_end_matches('/')).replace("{instance}", &instance);
-            let body = serde_json::to_vec(&serde_json::json!({
-                "action": capability.as_str(),
-                "action_id": r.action_id,
-                "service": r.service,
-                "instance": r.instance,
-                "labels": r.labels,
-            }))
+            let body = serde_json::to_vec(&ExecutorCall {
+                action: capability.as_str().to_string(),
+                action_id: r.action_id.clone(),
+                service: r.service.clone(),
+                instance: r.instance.clone(),
+                labels: r.labels.clone(),
+            })
             .unwrap_or_default();
             let mut request = self.client.post(&url).timeout(self.timeout).header("content-type", "application/json");
             if let Some(secret) = &self.secret {

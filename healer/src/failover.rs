@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hale_core::Role;
-use serde::Deserialize;
+use hale_core::api::{EpochRequest, Promoted, RejoinRequest, Rejoined, ReplicationStatus};
 
 use crate::clients::ClientError;
 use crate::engine::ActionError;
@@ -41,12 +41,17 @@ pub struct Member {
 }
 
 /// A replica's `GET /admin/replication`, as far as the protocol reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaStatus {
     pub role: Role,
     pub epoch: u64,
-    #[serde(default)]
     pub last_seq: u64,
+}
+
+impl From<ReplicationStatus> for ReplicaStatus {
+    fn from(s: ReplicationStatus) -> Self {
+        ReplicaStatus { role: s.role, epoch: s.epoch, last_seq: s.last_seq }
+    }
 }
 
 /// What a failover should do.
@@ -97,14 +102,9 @@ pub struct Protocol {
     pub secret: Option<Arc<[u8]>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct PromotedAnswer {
-    epoch: u64,
-}
-
 impl Protocol {
-    fn call(&self, method: reqwest::Method, url: &str, body: Option<serde_json::Value>) -> reqwest::RequestBuilder {
-        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default()).unwrap_or_default();
+    fn call(&self, method: reqwest::Method, url: &str, body: Option<Vec<u8>>) -> reqwest::RequestBuilder {
+        let bytes = body.unwrap_or_default();
         let mut request = self.client.request(method, url).timeout(CALL_TIMEOUT);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -121,8 +121,9 @@ impl Protocol {
         &self,
         member: &Member,
         path: &str,
-        body: serde_json::Value,
+        body: &impl serde::Serialize,
     ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).unwrap_or_default();
         let what = format!("{path} of {}", member.instance);
         let url = format!("{}/admin/{path}", member.url.trim_end_matches('/'));
         let response = self
@@ -142,7 +143,7 @@ impl Protocol {
                 let r =
                     self.call(reqwest::Method::GET, &url, None).timeout(Duration::from_secs(2)).send().await.ok()?;
                 r.status().is_success().then_some(())?;
-                r.json::<ReplicaStatus>().await.ok()
+                r.json::<ReplicationStatus>().await.ok().map(ReplicaStatus::from)
             }
             .await;
             (m, status)
@@ -152,25 +153,20 @@ impl Protocol {
 
     /// Promotes `member` under at least `epoch`; returns the epoch it leads under.
     pub async fn promote(&self, member: &Member, epoch: u64) -> Result<u64, ActionError> {
-        let answer: PromotedAnswer = self.post(member, "promote", serde_json::json!({"epoch": epoch})).await?;
+        let answer: Promoted = self.post(member, "promote", &EpochRequest { epoch: Some(epoch) }).await?;
         Ok(answer.epoch)
     }
 
     /// Tells `member` of `epoch`: an older primary stops taking writes.
     pub async fn fence(&self, member: &Member, epoch: u64) -> Result<(), ActionError> {
-        self.post::<serde_json::Value>(member, "fence", serde_json::json!({"epoch": epoch})).await?;
+        self.post::<serde::de::IgnoredAny>(member, "fence", &EpochRequest { epoch: Some(epoch) }).await?;
         Ok(())
     }
 
     /// Makes `member` a standby of `primary` under `epoch`; the replica's account of it.
-    pub async fn rejoin(
-        &self,
-        member: &Member,
-        primary: &Member,
-        epoch: u64,
-    ) -> Result<serde_json::Value, ActionError> {
-        let body = serde_json::json!({"primary": primary.url, "epoch": epoch});
-        Ok(self.post(member, "rejoin", body).await?)
+    pub async fn rejoin(&self, member: &Member, primary: &Member, epoch: u64) -> Result<Rejoined, ActionError> {
+        let body = RejoinRequest { primary: primary.url.clone(), epoch };
+        Ok(self.post(member, "rejoin", &body).await?)
     }
 }
 

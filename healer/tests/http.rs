@@ -727,7 +727,8 @@ async fn protocol_replica(role: &str, epoch: u64, last_seq: u64) -> (String, Arc
                 r.role = "standby".into();
                 r.epoch = body["epoch"].as_u64().unwrap_or(0);
                 r.calls.push(format!("rejoin {}", body["primary"].as_str().unwrap_or("")));
-                axum::Json(json!({"kept_through_seq": 7, "set_aside": 1}))
+                let following = body["primary"].clone();
+                axum::Json(json!({"epoch": r.epoch, "following": following, "kept_through_seq": 7, "role": "standby", "set_aside": 1}))
             }),
         );
     (format!("http://{}", serve(router).await), me)

@@ -60,6 +60,15 @@ pub struct ProcessList {
     pub processes: Vec<ProcessInfo>,
 }
 
+/// A node agent's answer to `POST /-/reload` when the file was put in force: the
+/// sections it changed (a refused file is a 400 with the reason).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReloaded {
+    /// `reloaded`.
+    pub status: String,
+    pub changed: Vec<String>,
+}
+
 /// A node agent's `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentHealth {

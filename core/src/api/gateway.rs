@@ -111,6 +111,29 @@ pub struct EpochRequest {
     pub epoch: Option<u64>,
 }
 
+/// `GET /admin/replication`: where a replica stands in its replication group — the
+/// failover protocol's status call (ARCHITECTURE.md). `role`, `epoch` and `last_seq` are
+/// what the healer needs of any service that speaks the protocol; the rest is the
+/// catalog's. Fields in the order the catalog has always written them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// False from a rejoin until the standby has caught up with its new primary.
+    #[serde(default)]
+    pub caught_up: bool,
+    pub epoch: u64,
+    /// The primary a standby follows (`null` unless a standby).
+    #[serde(default)]
+    pub following: Option<String>,
+    #[serde(default)]
+    pub instance: String,
+    /// Changes the primary has that this standby has not applied.
+    #[serde(default)]
+    pub lag_changes: u64,
+    #[serde(default)]
+    pub last_seq: u64,
+    pub role: Role,
+}
+
 /// A catalog replica's answer to `POST /admin/promote`. Fields in the order the catalog
 /// has always written them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

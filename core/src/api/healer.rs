@@ -361,6 +361,31 @@ pub struct ExecInput {
     pub target: Target,
 }
 
+/// What the healer's `http` executor posts (signed) to a service's own admin endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorCall {
+    /// The capability asked for: `restart`, `stop`, `start_another`, `drain`, `promote`,
+    /// `fence`, `rejoin`.
+    pub action: String,
+    pub action_id: String,
+    pub service: String,
+    pub instance: Option<String>,
+    /// The alert's labels.
+    pub labels: Labels,
+}
+
+/// What an executor's `start_another` answers (an `exec` command prints it, an `http`
+/// endpoint returns it): the instance it started, for the load balancer and the
+/// verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedInstance {
+    pub instance: String,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

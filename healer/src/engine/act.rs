@@ -153,14 +153,10 @@ impl Healer {
             .find(|m| m.instance == instance)
             .ok_or_else(|| format!("{instance} is not a member of {service}"))?;
         let reply = self.protocol.rejoin(member, primary, epoch).await?;
-        let (kept, aside) = (reply["kept_through_seq"].as_u64(), reply["set_aside"].as_u64());
-        let detail = match (kept, aside) {
-            (Some(kept), Some(aside)) => format!(
-                "{instance} rejoined as the standby of {} under epoch {epoch}: kept its log through change {kept}, set aside {aside} change(s) the new primary never had",
-                primary.instance
-            ),
-            _ => format!("{instance} rejoined as the standby of {} under epoch {epoch}", primary.instance),
-        };
+        let detail = format!(
+            "{instance} rejoined as the standby of {} under epoch {epoch}: kept its log through change {}, set aside {} change(s) the new primary never had",
+            primary.instance, reply.kept_through_seq, reply.set_aside
+        );
         self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())
     }

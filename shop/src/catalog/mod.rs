@@ -208,21 +208,8 @@ pub struct ChangesPage {
     pub role: Role,
 }
 
-/// `GET /admin/replication`: where this replica stands in its replication group. Fields
-/// in the order the catalog has always written them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicationStatus {
-    /// False from a rejoin until the standby has caught up with its new primary.
-    pub caught_up: bool,
-    pub epoch: u64,
-    /// The primary a standby follows (`null` unless a standby).
-    pub following: Option<String>,
-    pub instance: String,
-    /// Changes the primary has that this standby has not applied.
-    pub lag_changes: u64,
-    pub last_seq: u64,
-    pub role: Role,
-}
+/// `GET /admin/replication`: a wire type of the failover protocol, so it lives in core.
+pub use hale_core::api::ReplicationStatus;
 
 async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Json<ChangesPage>, AppError> {
     if q.after > i64::MAX as u64 {
