@@ -215,7 +215,16 @@ impl PolicyFile {
                 {
                     return fail("a webhook action needs params.url (http:// or https://)".into());
                 }
-                _ => {}
+                // What the others need of their service's executor is checked against the
+                // inventory (`executor::check_policies`).
+                ActionKind::Exec
+                | ActionKind::Webhook
+                | ActionKind::Restart
+                | ActionKind::Failover
+                | ActionKind::Rejoin
+                | ActionKind::Reschedule
+                | ActionKind::ScaleOut
+                | ActionKind::ScaleIn => {}
             }
             if let Some(g) = &p.require_burn
                 && !["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"].contains(&g.window.as_str())

@@ -286,7 +286,15 @@ pub fn check_burn(gate: &BurnGate, burn: Option<f64>) -> Result<(), Refusal> {
 
 /// Whether the action touches one replica, so the replica-level checks apply.
 pub fn touches_a_replica(kind: ActionKind) -> bool {
-    matches!(kind, ActionKind::Restart | ActionKind::ScaleIn)
+    match kind {
+        ActionKind::Restart | ActionKind::ScaleIn => true,
+        ActionKind::Failover
+        | ActionKind::Rejoin
+        | ActionKind::Reschedule
+        | ActionKind::ScaleOut
+        | ActionKind::Exec
+        | ActionKind::Webhook => false,
+    }
 }
 
 /// The service and instance a replica-level action needs.

@@ -76,9 +76,14 @@ impl Healer {
                 // A lost node stays lost: what is proven is that its replicas run elsewhere.
                 (None, ActionKind::Reschedule | ActionKind::ScaleOut) => self.started_ready(&current).await,
                 (None, ActionKind::ScaleIn) => self.started_gone(&current).await,
-                (None, _) => {
-                    self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from)
-                }
+                (
+                    None,
+                    ActionKind::Restart
+                    | ActionKind::Failover
+                    | ActionKind::Rejoin
+                    | ActionKind::Exec
+                    | ActionKind::Webhook,
+                ) => self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from),
             };
             // The condition cleared; where the service has an SLO, its burn over the
             // shortest page window must be back under the page threshold too.
