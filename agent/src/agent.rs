@@ -40,8 +40,8 @@ pub enum AgentError {
     Queue(#[from] crate::queue::QueueError),
     #[error("host statistics: {0}")]
     Host(#[from] crate::host::HostError),
-    #[error("could not listen on {addr}: {source}; is another agent using it?")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("could not listen on {addr}: {error}; {}", hale_serve::listen_hint(error, "another agent"))]
+    Listen { addr: std::net::SocketAddr, error: std::io::Error },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }

@@ -125,7 +125,7 @@ pub async fn run(
     let agent = Arc::new(Agent::open(config, source)?);
     let listen = agent.config().listen;
     let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|source| AgentError::Listen { addr: listen, source })?;
+        tokio::net::TcpListener::bind(listen).await.map_err(|error| AgentError::Listen { addr: listen, error })?;
     agent.start_configured();
 
     let (stop_tx, stop) = watch::channel(false);

@@ -58,8 +58,8 @@ pub struct CollectorConfig {
 pub enum CollectorError {
     #[error("opening the store in {dir}: {source}")]
     Store { dir: PathBuf, source: crate::store::wal::WalError },
-    #[error("could not listen on {addr}: {source}; is another collector using it?")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("could not listen on {addr}: {error}; {}", hale_serve::listen_hint(error, "another collector"))]
+    Listen { addr: SocketAddr, error: std::io::Error },
     #[error("serving: {0}")]
     Serve(std::io::Error),
     #[error("opening the log store: {0}")]
@@ -131,7 +131,7 @@ pub async fn run(
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| CollectorError::Listen { addr: config.listen, source })?;
+        .map_err(|error| CollectorError::Listen { addr: config.listen, error })?;
     let logs_dir = config.data_dir.join("logs");
     let logs = tokio::task::spawn_blocking(move || crate::logs::LogStore::open(&logs_dir))
         .await

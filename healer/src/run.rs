@@ -52,7 +52,7 @@ pub enum HealerError {
     Policies { path: PathBuf, error: ConfigError },
     #[error("data dir {path}: {error}")]
     DataDir { path: PathBuf, error: std::io::Error },
-    #[error("could not listen on {addr}: {error}; is another healer using it?")]
+    #[error("could not listen on {addr}: {error}; {}", hale_serve::listen_hint(error, "another healer"))]
     Listen { addr: SocketAddr, error: std::io::Error },
     #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
     Etcd { endpoints: String, error: crate::ha::EtcdError },

@@ -36,6 +36,21 @@
 pub mod metrics;
 pub mod process;
 
+/// What to do about a listener that could not bind, by why: `who` is what else might
+/// hold the port (`another agent`).
+pub fn listen_hint(error: &std::io::Error, who: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!("is {who} using it? Stop it or listen on another port"),
+        std::io::ErrorKind::AddrNotAvailable => {
+            "that address is not one of this host's: listen on one of its own (`ip -brief addr`)".into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: pick a higher port".into()
+        }
+        _ => "check the address".into(),
+    }
+}
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -221,3 +236,16 @@ pub async fn serve(
 
 /// The peer address type every request carries.
 pub type Peer = ConnectInfo<SocketAddr>;
+
+#[cfg(test)]
+mod listen_tests {
+    #[test]
+    fn a_failed_bind_says_what_to_do() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let e = std::net::TcpListener::bind(taken.local_addr().expect("addr")).expect_err("taken");
+        assert!(super::listen_hint(&e, "another agent").contains("is another agent using it"), "{e}");
+        // TEST-NET-1: an address no host of this test owns.
+        let e = std::net::TcpListener::bind("192.0.2.1:0").expect_err("not ours");
+        assert!(super::listen_hint(&e, "another agent").contains("not one of this host's"), "{e}");
+    }
+}

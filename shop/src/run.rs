@@ -36,8 +36,11 @@ pub struct ShopArgs {
 pub enum RunError {
     #[error("could not start {service}: {message}")]
     Start { service: ServiceKind, message: String },
-    #[error("could not listen on {addr}: {source}; is another instance (or `hale up`) using it?")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "could not listen on {addr}: {error}; {}",
+        hale_serve::listen_hint(error, "another instance (or `hale up`)")
+    )]
+    Listen { addr: SocketAddr, error: std::io::Error },
 }
 
 /// A background task of a replica (replication follower, readiness checker, ...).
@@ -131,7 +134,7 @@ pub async fn run(args: ShopArgs, shutdown: impl Future<Output = ()> + Send + 'st
     let (router, tasks) = app(&args, &stop_rx)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|source| RunError::Listen { addr: args.listen, source })?;
+        .map_err(|error| RunError::Listen { addr: args.listen, error })?;
     let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     tracing::info!(service = %args.service, instance = %args.instance, listen = %args.listen, "serving");
     let result = http::serve_on(listener, router, async move {
@@ -143,5 +146,5 @@ pub async fn run(args: ShopArgs, shutdown: impl Future<Output = ()> + Send + 'st
         handle.abort();
     }
     tracing::info!("stopped");
-    result.map_err(|source| RunError::Listen { addr: args.listen, source })
+    result.map_err(|error| RunError::Listen { addr: args.listen, error })
 }
