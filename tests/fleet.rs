@@ -454,16 +454,9 @@ load_balancer = "worker-sd"
         "web-1's joined stack trace stored",
         Duration::from_secs(30),
         async || {
-            let body: hale_core::api::Envelope<Vec<hale_core::api::LogLine>> = client
-                .get(&logs_url)
-                .query(&[("service", "web"), ("instance", "web-1"), ("contains", "at cache::warm")])
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            body.data?.into_iter().next()
+            let query = [("service", "web"), ("instance", "web-1"), ("contains", "at cache::warm")];
+            let lines: Vec<hale_core::api::LogLine> = common::get_data(&client, &logs_url, &query).await?;
+            lines.into_iter().next()
         },
         async || s.dump(),
     )
