@@ -193,7 +193,12 @@ impl Setup {
 
     /// The output of every process, for a failure's message.
     fn dump(&self) -> String {
-        ["collector", "agent", "healer"].iter().map(|w| common::tail(&self.dir.join(format!("{w}.out")), 40)).collect()
+        let mut out: String = ["collector", "agent", "healer"]
+            .iter()
+            .map(|w| common::tail(&self.dir.join(format!("{w}.out")), 40))
+            .collect();
+        out.push_str(&common::tail(&self.dir.join("healer-data/audit.jsonl"), 30));
+        out
     }
 
     /// The ids of the healer's actions so far.
