@@ -221,9 +221,36 @@ impl Setup {
                 })?;
                 (found.status == hale_core::api::ActionStatus::Succeeded).then_some(found)
             },
-            async || format!("actions: {:#?}\n{}", self.actions().await, self.dump()),
+            async || format!("actions: {:#?}\n{}\n{}", self.actions().await, self.signals().await, self.dump()),
         )
         .await
+    }
+
+    /// What the collector saw and said, for a failure's message: web-1's `up` over the
+    /// last minute, the alerts it holds, and what the healer counted of its webhooks.
+    async fn signals(&self) -> String {
+        let client = reqwest::Client::new();
+        let base = format!("http://{}", self.collector);
+        let up = common::query_matrix(&client, &base, "up{instance=\"web-1\"}[1m]").await;
+        let alerts = common::alerts(&client, &base).await;
+        let healer_metrics = match reqwest::get(format!("http://{}/metrics", self.healer)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        let intake: String =
+            healer_metrics.lines().filter(|l| l.starts_with("hale_healer_alerts")).map(|l| format!("{l}\n")).collect();
+        let collector_metrics = match reqwest::get(format!("http://{}/metrics", self.collector)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        let notify: String = collector_metrics
+            .lines()
+            .filter(|l| l.starts_with("hale_collector_notif") || l.starts_with("hale_collector_alert"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!(
+            "up of web-1 over 1m: {up:?}\ncollector alerts: {alerts:#?}\nhealer intake:\n{intake}collector notifications:\n{notify}"
+        )
     }
 }
 
