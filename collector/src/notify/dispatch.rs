@@ -1,8 +1,9 @@
 //! Grouping alerts into notifications, with Alertmanager's timing: a new group waits
 //! `group_wait` so alerts that start together go out together; after that a group is
 //! looked at every `group_interval` and notified when it has a firing alert not yet
-//! notified, or (with `send_resolved`) a notified alert that resolved; unchanged, it is
-//! notified again every `repeat_interval` while anything fires.
+//! notified — an occurrence, labels and start: one that resolved and fired again between
+//! two looks is new — or (with `send_resolved`) a notified alert that resolved; unchanged,
+//! it is notified again every `repeat_interval` while anything fires.
 //!
 //! Pure state and explicit times: the caller feeds rule-group updates and asks what is due.
 //! Silences are applied when a group is flushed, not when alerts arrive, so a silence
@@ -52,8 +53,9 @@ struct Group {
     members: HashSet<u64>,
     next_flush: i64,
     last_sent: Option<i64>,
-    /// Firing alerts the last notification told about.
-    notified_firing: HashSet<u64>,
+    /// Firing alerts the last notification told about, with the start of the occurrence
+    /// it told: an alert that resolved and fired again since is a new occurrence.
+    notified_firing: HashMap<u64, i64>,
 }
 
 pub struct Dispatcher {
@@ -116,7 +118,7 @@ impl Dispatcher {
                 members: HashSet::new(),
                 next_flush: now + wait,
                 last_sent: None,
-                notified_firing: HashSet::new(),
+                notified_firing: HashMap::new(),
             });
             group.members.insert(fp);
         }
@@ -140,19 +142,22 @@ impl Dispatcher {
                 continue;
             }
             let members: Vec<&NotifyAlert> = group.members.iter().filter_map(|fp| self.alerts.get(fp)).collect();
-            let firing: HashSet<u64> =
-                members.iter().filter(|a| a.firing() && !silenced(&a.labels)).map(|a| a.fingerprint).collect();
+            let firing: HashMap<u64, i64> = members
+                .iter()
+                .filter(|a| a.firing() && !silenced(&a.labels))
+                .map(|a| (a.fingerprint, a.starts_at))
+                .collect();
             let resolved: Vec<u64> = members
                 .iter()
-                .filter(|a| !a.firing() && group.notified_firing.contains(&a.fingerprint))
+                .filter(|a| !a.firing() && group.notified_firing.contains_key(&a.fingerprint))
                 .map(|a| a.fingerprint)
                 .collect();
-            let new_firing = firing.iter().any(|fp| !group.notified_firing.contains(fp));
+            let new_firing = firing.iter().any(|(fp, start)| group.notified_firing.get(fp) != Some(start));
             let newly_resolved = send_resolved && !resolved.is_empty();
             let repeat_due = !firing.is_empty() && group.last_sent.is_some_and(|t| now - t >= repeat);
             if new_firing || newly_resolved || repeat_due {
                 let mut alerts: Vec<NotifyAlert> =
-                    firing.iter().filter_map(|fp| self.alerts.get(fp).cloned()).collect();
+                    firing.keys().filter_map(|fp| self.alerts.get(fp).cloned()).collect();
                 if send_resolved {
                     alerts.extend(resolved.iter().filter_map(|fp| self.alerts.get(fp).cloned()));
                 }
@@ -285,6 +290,34 @@ mod tests {
         d.update(&update(vec![alert("Down", "a", AlertState::Firing, None)]), 300 * S);
         assert!(d.due(305 * S, &none).is_empty());
         assert_eq!(d.due(310 * S, &none).len(), 1);
+    }
+
+    /// Found by tests/fleet.rs: a replica restarted, its alert resolved and fired again
+    /// (killed again) between two flushes of its group. Same labels, same fingerprint,
+    /// but a new occurrence: the healer dedups on fingerprint and start, and must hear of
+    /// it — as it would had the flushes fallen between the two.
+    #[test]
+    fn an_alert_that_resolves_and_fires_again_between_flushes_is_a_new_occurrence() {
+        let mut d = Dispatcher::new(route());
+        let mut first = alert("Down", "a", AlertState::Firing, None);
+        first.active_at = 0;
+        d.update(&update(vec![first.clone()]), 0);
+        assert_eq!(d.due(10 * S, &none).len(), 1);
+        d.update(&update(vec![alert("Down", "a", AlertState::Inactive, Some(20 * S))]), 20 * S);
+        let mut again = alert("Down", "a", AlertState::Firing, None);
+        again.active_at = 30 * S;
+        d.update(&update(vec![again]), 30 * S);
+        let sent = d.due(70 * S, &none);
+        assert_eq!(sent.len(), 1, "the new occurrence is told");
+        assert_eq!(sent[0].alerts.len(), 1);
+        assert_eq!(sent[0].alerts[0].starts_at, 30 * S);
+        assert!(sent[0].alerts[0].firing());
+        assert!(d.due(130 * S, &none).is_empty(), "and only once");
+        // The same occurrence seen again (no new start) stays quiet.
+        let mut same = alert("Down", "a", AlertState::Firing, None);
+        same.active_at = 30 * S;
+        d.update(&update(vec![same]), 140 * S);
+        assert!(d.due(190 * S, &none).is_empty());
     }
 
     #[test]
