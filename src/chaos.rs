@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hale_core::ClusterConfig;
+use hale_netlab::LinkCommand;
 use hale_shop::http::chaos::ChaosRequest;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -60,9 +61,36 @@ enum Fault {
     NodeDown { node: String },
     /// Thaw a node frozen by node-down.
     NodeUp { node: String },
+    /// Cut a node off the network (`hale up --netns`): its processes keep running and
+    /// answer whoever can still reach them.
+    Partition {
+        node: String,
+        /// Cut it off from these hosts only (comma-separated; `control` is the host of
+        /// the collector, healer and gateway); default every other host.
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+    },
+    /// Give a node a whole link again: no cut, no delay, no loss.
+    Heal { node: String },
+    /// Delay every frame a node sends (`hale up --netns`); 0 removes the delay.
+    Delay {
+        node: String,
+        #[arg(long, default_value_t = 200)]
+        ms: u64,
+    },
+    /// Drop a share of the frames a node sends (`hale up --netns`); 0 removes the loss.
+    Loss {
+        node: String,
+        #[arg(long, default_value_t = 10.0)]
+        percent: f64,
+    },
 }
 
 impl ChaosArgs {
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// `hale chaos node-down <node>` on a cluster's data dir (for benchmarks).
     pub fn node_down(node: &str, data_dir: &std::path::Path) -> ChaosArgs {
         ChaosArgs { fault: Fault::NodeDown { node: node.to_string() }, data_dir: data_dir.to_path_buf() }
@@ -106,6 +134,10 @@ impl ChaosArgs {
             ChaosKind::Errors => Fault::Errors { instance, rate: 0.5, duration },
             ChaosKind::NodeDown => Fault::NodeDown { node: instance },
             ChaosKind::NodeUp => Fault::NodeUp { node: instance },
+            ChaosKind::Partition => Fault::Partition { node: instance, from: Vec::new() },
+            ChaosKind::Heal => Fault::Heal { node: instance },
+            ChaosKind::Delay => Fault::Delay { node: instance, ms: 200 },
+            ChaosKind::Loss => Fault::Loss { node: instance, percent: 10.0 },
         };
         ChaosArgs { fault, data_dir: data_dir.to_path_buf() }
     }
@@ -172,7 +204,17 @@ pub async fn apply(args: ChaosArgs) -> Result<String> {
         }
         Fault::NodeDown { node } => node_down(&cluster, &args.data_dir, &node).await,
         Fault::NodeUp { node } => node_up(&args.data_dir, &node),
+        Fault::Partition { node, from } => link(&args.data_dir, LinkCommand::Partition { host: node, from }).await,
+        Fault::Heal { node } => link(&args.data_dir, LinkCommand::Heal { host: node }).await,
+        Fault::Delay { node, ms } => link(&args.data_dir, LinkCommand::Delay { host: node, ms }).await,
+        Fault::Loss { node, percent } => link(&args.data_dir, LinkCommand::Loss { host: node, percent }).await,
     }
+}
+
+/// A change to a node's link in the cluster's network lab, applied by its switch.
+async fn link(data_dir: &std::path::Path, command: LinkCommand) -> Result<String> {
+    let lab = crate::netns::lab_of(data_dir)?;
+    Ok(tokio::task::spawn_blocking(move || lab.command(&command)).await??)
 }
 
 /// (replica name, pid) of what a node's agent runs.

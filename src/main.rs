@@ -20,6 +20,7 @@ mod file_checks;
 mod healer_cmd;
 mod load_cmd;
 mod logging;
+mod netns;
 mod prometheus_files;
 mod seed;
 mod shop_cmd;
@@ -100,6 +101,23 @@ fn main() -> std::process::ExitCode {
     // child (the umask is inherited), instead of a mode to remember at each create.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
+    // Network namespaces are joined before any thread starts (threads are born in their
+    // parent's): `hale up --netns` builds its lab and joins the control host; a command
+    // aimed at a cluster in a lab joins it too.
+    let joined = match &cli.command {
+        Command::Up(args) if args.netns => netns::start_for_up(args).map(Some),
+        Command::Chaos(args) => netns::join_if_lab(args.data_dir()).map(|()| None),
+        Command::Tui(args) => netns::join_if_lab(&args.cluster.data_dir).map(|()| None),
+        Command::Status(args) => netns::join_if_lab(&args.cluster.data_dir).map(|()| None),
+        _ => Ok(None),
+    };
+    let lab = match joined {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("hale: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // An agent runs on the agent's own small runtime (one thread, one malloc arena), as
     // `hale-agent` does; every other command on a thread per core.
     let runtime = match &cli.command {
@@ -113,7 +131,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let result = runtime.block_on(dispatch(cli.command));
+    drop(runtime);
+    if let Some(lab) = lab
+        && let Err(e) = lab.remove()
+    {
+        eprintln!("hale: removing the network lab: {e} (the next `hale up --netns` removes what is left)");
+    }
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hale: {e:#}");

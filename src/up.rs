@@ -55,6 +55,12 @@ pub struct UpArgs {
     /// The HMAC key webhooks are signed with; a random one is made when absent.
     #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Run each node on a host of its own — a network namespace with its own address — and
+    /// the collector, healer and gateway on a control host, all wired to one switch that
+    /// `hale chaos partition|heal|delay|loss` can break (root; Linux). Addresses default
+    /// to 10.77.0.0/24, which exists only inside the namespaces.
+    #[arg(long)]
+    pub netns: bool,
 }
 
 /// The effective cluster: config file (or embedded default) with the flags applied.
@@ -70,11 +76,22 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
     if let Some(n) = args.nodes {
         cluster.set_node_count(n)?;
     }
-    if let Some(prefix) = &args.ip_prefix {
+    if args.netns {
+        let prefix = args.ip_prefix.as_deref().unwrap_or(crate::netns::DEFAULT_PREFIX);
         cluster.set_ip_prefix(prefix)?;
-    }
-    if let Some(ip) = args.control_ip {
-        cluster.set_control_ip(ip);
+        let control = match args.control_ip {
+            Some(IpAddr::V4(ip)) => ip,
+            Some(IpAddr::V6(ip)) => bail!("--control-ip {ip}: the lab is IPv4; give an address in the nodes' /24"),
+            None => crate::netns::control_ip(prefix)?,
+        };
+        cluster.add_control_host(crate::netns::CONTROL, control)?;
+    } else {
+        if let Some(prefix) = &args.ip_prefix {
+            cluster.set_ip_prefix(prefix)?;
+        }
+        if let Some(ip) = args.control_ip {
+            cluster.set_control_ip(ip);
+        }
     }
     cluster.add_port_offset(args.port_offset)?;
     Ok(cluster)
@@ -264,6 +281,8 @@ struct Layout {
     /// The `hale` executable every child runs.
     program: PathBuf,
     data_dir: PathBuf,
+    /// The network lab the nodes run in (`--netns`).
+    lab: Option<hale_netlab::LabFile>,
 }
 
 impl Layout {
@@ -406,7 +425,22 @@ fn agent_spec(cluster: &ClusterConfig, layout: &Layout, agent: &AgentConfig) -> 
         ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
         ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
     ];
-    ProcessSpec { node: agent.node.clone(), ..own_process(cluster, layout, (&name, "agent"), agent.listen, args, env) }
+    let spec = own_process(cluster, layout, (&name, "agent"), agent.listen, args, env);
+    // In a lab, the agent (and every replica it starts) lives on its node's host:
+    // `ip netns exec` joins the namespace and execs, so the PID stays the agent's.
+    let host = layout.lab.as_ref().and_then(|lab| lab.host(&agent.node));
+    let (program, args) = match host {
+        Some(host) => (
+            PathBuf::from("ip"),
+            ["netns", "exec", &host.namespace, &spec.program.display().to_string()]
+                .map(String::from)
+                .into_iter()
+                .chain(spec.args)
+                .collect(),
+        ),
+        None => (spec.program, spec.args),
+    };
+    ProcessSpec { node: agent.node.clone(), program, args, ..spec }
 }
 
 /// The background shop traffic: `rps` requests a second through the gateway as the
@@ -479,9 +513,15 @@ fn prepare(args: &UpArgs) -> Result<(ClusterConfig, Layout, String)> {
     create_private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize().with_context(|| format!("finding {}", args.data_dir.display()))?;
     settle_secrets(&mut cluster, &data_dir)?;
-    check_addresses_free(&cluster)?;
+    let lab = if args.netns {
+        // Fresh namespaces: nothing else listens there.
+        Some(hale_netlab::LabFile::read(&crate::netns::lab_dir(&data_dir))?.context("the network lab is gone")?)
+    } else {
+        check_addresses_free(&cluster)?;
+        None
+    };
     let program = std::env::current_exe().context("finding the hale executable")?;
-    let layout = Layout { program, data_dir };
+    let layout = Layout { program, data_dir, lab };
     write_private(&layout.config_file(), &cluster.to_toml())?;
     let policies = match &args.policies {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,

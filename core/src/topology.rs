@@ -522,6 +522,22 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// Gives the control plane a host of its own: node `name` at `ip`, whose agent runs
+    /// the gateway, beside the collector and the healer (`hale up --netns`, where every
+    /// host is a network namespace of its own).
+    pub fn add_control_host(&mut self, name: &str, ip: Ipv4Addr) -> Result<(), ConfigError> {
+        if let Some(n) = self.nodes.iter().find(|n| n.name == name || n.ip == ip) {
+            return Err(ConfigError {
+                line: None,
+                message: format!("the control host {name} ({ip}) clashes with node {} ({})", n.name, n.ip),
+            });
+        }
+        self.nodes.push(NodeConfig { name: name.to_string(), ip });
+        self.gateway.node = Spanned::new(self.gateway.node.span(), name.to_string());
+        self.set_control_ip(IpAddr::V4(ip));
+        Ok(())
+    }
+
     /// Moves the control plane (the gateway, the collector and the healer) to another IP.
     pub fn set_control_ip(&mut self, ip: IpAddr) {
         self.gateway.listen.set_ip(ip);

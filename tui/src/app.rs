@@ -69,11 +69,24 @@ pub enum ChaosKind {
     Errors,
     NodeDown,
     NodeUp,
+    /// Cut the node off the network (`hale up --netns` only): its processes keep running.
+    Partition,
+    /// Give the node a whole link again: no cut, no delay, no loss.
+    Heal,
+    Delay,
+    Loss,
 }
 
 impl ChaosKind {
     pub const REPLICA: [ChaosKind; 4] = [ChaosKind::Kill, ChaosKind::Hang, ChaosKind::Latency, ChaosKind::Errors];
-    pub const NODE: [ChaosKind; 2] = [ChaosKind::NodeDown, ChaosKind::NodeUp];
+    pub const NODE: [ChaosKind; 6] = [
+        ChaosKind::NodeDown,
+        ChaosKind::NodeUp,
+        ChaosKind::Partition,
+        ChaosKind::Heal,
+        ChaosKind::Delay,
+        ChaosKind::Loss,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -83,6 +96,10 @@ impl ChaosKind {
             ChaosKind::Errors => "errors 50 % (60 s)",
             ChaosKind::NodeDown => "node down",
             ChaosKind::NodeUp => "node up",
+            ChaosKind::Partition => "partition (netns)",
+            ChaosKind::Heal => "heal the link (netns)",
+            ChaosKind::Delay => "delay 200 ms (netns)",
+            ChaosKind::Loss => "lose 10 % of frames (netns)",
         }
     }
 }
