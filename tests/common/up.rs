@@ -20,6 +20,8 @@ pub struct Cluster {
     pub prefix: String,
     pub control_ip: String,
     pub offset: u16,
+    /// Runs in a network lab of its own (`hale up --netns`).
+    pub netns: bool,
 }
 
 impl Cluster {
@@ -27,10 +29,38 @@ impl Cluster {
     /// and waits for its banner.
     pub async fn start(tmp: &Path, load_rps: u32, extra: &[String]) -> Cluster {
         let (prefix, control_ip, offset) = super::private_addresses();
-        let mut cluster =
-            Cluster { child: None, data_dir: tmp.join("data"), out: tmp.join("up.out"), prefix, control_ip, offset };
+        let mut cluster = Cluster {
+            child: None,
+            data_dir: tmp.join("data"),
+            out: tmp.join("up.out"),
+            prefix,
+            control_ip,
+            offset,
+            netns: false,
+        };
         cluster.run(load_rps, extra).await;
         cluster
+    }
+
+    /// Starts `hale up --headless --netns` in `tmp`: its hosts are network namespaces of
+    /// its own, so the lab's addresses (10.77.0.0/24) are private to it and need no offset.
+    pub async fn start_netns(tmp: &Path, load_rps: u32, extra: &[String]) -> Cluster {
+        let mut cluster = Cluster {
+            child: None,
+            data_dir: tmp.join("data"),
+            out: tmp.join("up.out"),
+            prefix: "10.77.0".into(),
+            control_ip: "10.77.0.254".into(),
+            offset: 0,
+            netns: true,
+        };
+        cluster.run(load_rps, extra).await;
+        cluster
+    }
+
+    /// The running lab of a `--netns` cluster.
+    pub fn lab(&self) -> hale_netlab::LabFile {
+        hale_netlab::LabFile::read(&self.data_dir.join("netns")).expect("lab file").expect("a running lab")
     }
 
     /// Stops it as Ctrl-C would and waits (a minute at most) for it to exit.
@@ -62,11 +92,14 @@ impl Cluster {
     async fn run(&mut self, load_rps: u32, extra: &[String]) {
         let out = std::fs::File::create(&self.out).expect("out file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
-        cmd.args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--ip-prefix", &self.prefix, "--control-ip", &self.control_ip])
-            .args(["--port-offset", &self.offset.to_string()])
-            .args(extra);
+        cmd.args(["up", "--headless", "--load-rps", &load_rps.to_string(), "--data-dir"]).arg(&self.data_dir);
+        if self.netns {
+            cmd.arg("--netns");
+        } else {
+            cmd.args(["--ip-prefix", &self.prefix, "--control-ip", &self.control_ip])
+                .args(["--port-offset", &self.offset.to_string()]);
+        }
+        cmd.args(extra);
         self.child = Some(super::spawn_logged(&mut cmd, out, "hale up"));
         let path = self.out.clone();
         eventually("cluster up and seeded", Duration::from_secs(90), async || {
@@ -103,6 +136,30 @@ impl Drop for Cluster {
         for pid in pids_under(&self.data_dir) {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
+        // A lab whose owner was killed: its namespaces (and what still runs there) go.
+        if self.netns {
+            hale_netlab::ns::remove_stale();
+        }
+    }
+}
+
+/// Runs `body` on a thread of its own inside `host` of `lab`, on a runtime of its own
+/// (threads are born in their parent's network namespace); a panic in it is the caller's.
+pub fn on_host<F, Fut>(lab: &hale_netlab::LabFile, host: &str, body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (lab, host) = (lab.clone(), host.to_string());
+    let joined = std::thread::spawn(move || {
+        lab.enter(&host).expect("entering the host's namespace");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        runtime.block_on(body());
+    })
+    .join();
+    if let Err(panic) = joined {
+        std::panic::resume_unwind(panic);
     }
 }
 

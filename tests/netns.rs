@@ -1,0 +1,318 @@
+//! On real (virtual) hosts: `hale up --netns` runs every node in a network namespace of
+//! its own, wired to the lab's switch, and `hale chaos partition|heal|delay` breaks the
+//! network itself — the process keeps running, which a SIGSTOP cannot show. Needs root
+//! and network namespaces; each test says SKIPPED and passes where they cannot be made.
+//!
+//! The test's own clients run inside the lab too (a thread that joins a host's namespace
+//! with a runtime of its own): nothing goes to an address outside it.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::eventually;
+use common::up::{Cluster, chaos, on_host};
+use hale_core::api::{Action, ActionKind, ActionStatus, LogLine};
+use hale_core::{Role, ServiceKind};
+use hale_shop::auth::TokenResponse;
+use hale_shop::catalog::CreateProduct;
+use hale_shop::catalog::store::Product;
+
+fn lab_or_skip() -> bool {
+    match hale_netlab::ns::check_available() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("SKIPPED: network namespaces cannot be made here ({e}); the partition tests need them");
+            false
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn new_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client")
+}
+
+async fn token(client: &reqwest::Client, base: &str) -> String {
+    let form = [("grant_type", "password"), ("username", "admin"), ("password", "hale-admin")];
+    let r = client.post(format!("{base}/oauth/token")).form(&form).send().await.expect("token request");
+    r.json::<TokenResponse>().await.expect("a token").access_token
+}
+
+/// Publishes a product at `base` (the gateway, or a catalog replica directly); on a 201,
+/// its id and what it must read as from then on.
+async fn publish(client: &reqwest::Client, base: &str, token: &str, name: String) -> Option<(i64, CreateProduct)> {
+    let description = format!("{name}: must survive the partition");
+    let written = CreateProduct { name, description, price_cents: 700, stock: 0, tags: vec!["kept".into()] };
+    let r = client.post(format!("{base}/api/products")).bearer_auth(token).json(&written).send().await.ok()?;
+    if r.status() != 201 {
+        return None;
+    }
+    Some((r.json::<Product>().await.ok()?.id, written))
+}
+
+/// Every product of `expected` reads at `base` as it was written.
+async fn assert_products(client: &reqwest::Client, base: &str, expected: &[(i64, CreateProduct)], when: &str) {
+    for (id, want) in expected {
+        let r = client.get(format!("{base}/api/products/{id}")).send().await;
+        let r = r.unwrap_or_else(|e| panic!("{when}: product {id}: {e}"));
+        assert_eq!(r.status(), 200, "{when}: product {id} ({want:?}) lost");
+        let got: Product = r.json().await.expect("a product");
+        let got = CreateProduct {
+            name: got.name,
+            description: got.description,
+            price_cents: got.price_cents,
+            stock: got.stock,
+            tags: got.tags,
+        };
+        assert_eq!(got, *want, "{when}: product {id} as written");
+    }
+}
+
+async fn actions(client: &reqwest::Client, healer: &str) -> Vec<Action> {
+    let r = client.get(format!("{healer}/api/v1/actions")).send().await;
+    match r {
+        Ok(r) => r.json::<hale_core::api::ActionList>().await.map(|l| l.actions).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn succeeded(client: &reqwest::Client, healer: &str, kind: ActionKind) -> Option<Action> {
+    actions(client, healer).await.into_iter().find(|a| a.kind == kind && a.status == ActionStatus::Succeeded)
+}
+
+fn audit(data_dir: &Path) -> String {
+    common::tail(&data_dir.join("healer").join("audit.jsonl"), 30)
+}
+
+#[test]
+fn a_partitioned_catalog_primary_fails_over_and_no_acknowledged_write_is_lost() {
+    partitioned_primary(false);
+}
+
+/// Found by this file: a primary cut off from its standby and from the control host, but
+/// not from a client on its own host, acknowledges that client's writes without its
+/// standby once the standby stops polling (semi-synchronous replication falls back to
+/// asynchronous after `STANDBY_LIVENESS`, and after `SYNC_TIMEOUT` even while it polls).
+/// The failover promotes the standby, and on rejoin those writes are set aside: three
+/// acknowledged writes lost in one run. The fix is a sync set the failover authority
+/// agrees to (a primary acknowledges alone only after the healer has taken the standby
+/// out of the set, and never promotes a standby out of it) — open in issue #18.
+#[test]
+#[ignore = "split brain: a cut-off primary acknowledges writes a failover then loses (issue #18, open)"]
+fn a_cut_off_primary_acknowledges_no_write_a_failover_would_lose() {
+    partitioned_primary(true);
+}
+
+/// A partition of the catalog primary's host: failover, writes through the gateway
+/// during and after it, heal, rejoin; every acknowledged write read back. With `direct`,
+/// a client on the primary's own host writes to it during the cut as well.
+fn partitioned_primary(direct: bool) {
+    if !lab_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cluster = runtime().block_on(Cluster::start_netns(tmp.path(), 2, &[]));
+    let config = cluster.config();
+    let primary = config
+        .instances()
+        .into_iter()
+        .find(|i| i.service == ServiceKind::Catalog && i.role == Role::Primary)
+        .expect("a primary");
+    let (lab, data_dir) = (cluster.lab(), cluster.data_dir.clone());
+    let (gateway, collector) = (cluster.gateway(), cluster.collector());
+    let healer = format!("http://{}", config.healer.listen);
+    let old_primary = primary.url();
+    let node = primary.node.clone();
+    let lab_for_node = lab.clone();
+    on_host(&lab, "control", move || async move {
+        let client = new_client();
+        let admin = token(&client, &gateway).await;
+        let mut acked = Vec::new();
+        for i in 0..3 {
+            acked.push(publish(&client, &gateway, &admin, format!("Before {i}")).await.expect("published"));
+        }
+        eventually("the primary and its node seen at the collector", Duration::from_secs(60), async || {
+            let seen = async |q: String| common::query(&client, &collector, &q).await.filter(|r| !r.is_empty());
+            seen("max_over_time(shop_gateway_catalog_primary_ready[1h]) == 1".into()).await?;
+            seen(format!("last_over_time(node_load1{{node=\"{node}\"}}[1h])")).await
+        })
+        .await;
+
+        // The primary's host is cut off; the primary itself runs on.
+        chaos(&data_dir, &["partition", &node]);
+        let cut = Instant::now();
+        let mut n = 0;
+        let first = eventually("writes served again through the gateway", Duration::from_secs(90), async || {
+            n += 1;
+            publish(&client, &gateway, &admin, format!("During {n}")).await
+        })
+        .await;
+        acked.push(first);
+        println!("catalog primary's host cut off -> writes served again in {:?}", cut.elapsed());
+        let failover = common::eventually_or_dump(
+            "a verified failover",
+            Duration::from_secs(60),
+            async || succeeded(&client, &healer, ActionKind::Failover).await,
+            async || audit(&data_dir),
+        )
+        .await;
+        assert!(failover.detail.contains("promoted"), "{failover:?}");
+        acked.push(publish(&client, &gateway, &admin, "After the failover".into()).await.expect("a write"));
+
+        // A client on the old primary's side of the cut still reaches it, and tries to
+        // write there: whatever it acknowledges must survive (it cannot reach its standby,
+        // so it must not acknowledge at all).
+        let (direct_base, direct_token) = (old_primary.clone(), admin.clone());
+        let direct_acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = direct_acks.clone();
+        on_host(&lab_for_node, &node, move || async move {
+            if !direct {
+                return;
+            }
+            let client = new_client();
+            for i in 0..3 {
+                if let Some(w) = publish(&client, &direct_base, &direct_token, format!("Direct {i}")).await {
+                    kept.lock().expect("lock").push(w);
+                }
+            }
+        });
+        let direct_acks = direct_acks.lock().expect("lock").clone();
+        println!("writes the cut-off primary acknowledged to a client on its side: {}", direct_acks.len());
+        acked.extend(direct_acks);
+
+        // Healed: the old primary learns the new epoch, is fenced, and rejoins as the
+        // standby of the new primary, through the healer.
+        chaos(&data_dir, &["heal", &node]);
+        let rejoin = common::eventually_or_dump(
+            "a verified rejoin",
+            Duration::from_secs(90),
+            async || succeeded(&client, &healer, ActionKind::Rejoin).await,
+            async || audit(&data_dir),
+        )
+        .await;
+        assert!(rejoin.detail.contains("rejoined"), "{rejoin:?}");
+        let status: hale_shop::catalog::ReplicationStatus =
+            eventually("the old primary caught up", Duration::from_secs(30), async || {
+                let r = client.get(format!("{old_primary}/admin/replication")).send().await.ok()?;
+                let s: hale_shop::catalog::ReplicationStatus = r.json().await.ok()?;
+                s.caught_up.then_some(s)
+            })
+            .await;
+        assert_eq!(status.role, Role::Standby, "{status:?}");
+        // No acknowledged write is lost: through the gateway, and on the rejoined standby.
+        assert_products(&client, &gateway, &acked, "after the rejoin, through the gateway").await;
+        assert_products(&client, &old_primary, &acked, "on the rejoined old primary").await;
+    });
+    cluster.stop();
+    assert!(
+        !Path::new("/run/netns").read_dir().expect("netns").flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("hale-{}-", lab.owner))
+        }),
+        "the lab is removed when hale up stops"
+    );
+}
+
+/// (ms, message) of every line of a replica's JSON log file.
+fn file_lines(path: &Path) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let ts = v.get("timestamp")?.as_str()?;
+            let ms = u64::try_from(hale_core::time::parse_rfc3339(ts)?).ok()?;
+            Some((ms, v.get("message")?.as_str()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_partitioned_agent_buffers_and_a_slow_node_is_not_down() {
+    if !lab_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cluster = runtime().block_on(Cluster::start_netns(tmp.path(), 2, &[]));
+    let (lab, data_dir) = (cluster.lab(), cluster.data_dir.clone());
+    let collector = cluster.collector();
+    let config = cluster.config();
+    let healer = format!("http://{}", config.healer.listen);
+    on_host(&lab, "control", move || async move {
+        let client = new_client();
+        let up_of = "up{instance=\"search-1\"}";
+        eventually("node-3's replicas scraped", Duration::from_secs(60), async || {
+            common::query(&client, &collector, up_of).await.filter(|r| !r.is_empty())
+        })
+        .await;
+
+        // Cut off for 10 s — less than NodeDown's 15 s, so only the buffering is seen.
+        chaos(&data_dir, &["partition", "node-3"]);
+        let cut_at = now_ms();
+        std::thread::sleep(Duration::from_secs(10));
+        chaos(&data_dir, &["heal", "node-3"]);
+        let healed_at = now_ms();
+        // After healing, what was scraped during the cut arrives: one sample a second
+        // throughout, no gap.
+        let window = format!("{up_of}[{}s]", (now_ms() - cut_at) / 1000 + 10);
+        let samples = eventually("the cut's samples delivered", Duration::from_secs(60), async || {
+            let m = common::query_matrix(&client, &collector, &window).await?;
+            let ts: Vec<f64> = m.first()?.values.iter().map(|p| p.0).collect();
+            let inside: Vec<f64> = ts
+                .iter()
+                .copied()
+                .filter(|t| *t * 1000.0 >= cut_at as f64 && *t * 1000.0 <= healed_at as f64)
+                .collect();
+            let gapless = inside.windows(2).all(|w| w[1] - w[0] < 2.5);
+            (inside.len() >= 8 && gapless).then_some(inside)
+        })
+        .await;
+        assert!(samples.windows(2).all(|w| w[1] > w[0]), "each sample once, in order: {samples:?}");
+
+        // Every log line written on node-3 is stored exactly once, the cut's included.
+        let logs = data_dir.join("logs");
+        let stored_lines = async |instance: &str| -> Option<Vec<(u64, String)>> {
+            let q = [("instance", instance), ("limit", "5000")];
+            let url = format!("{collector}/api/v1/logs");
+            let lines: Vec<LogLine> = common::get_data(&client, &url, &q).await?;
+            Some(lines.into_iter().map(|l| (l.time_unix_nano / 1_000_000, l.message)).collect())
+        };
+        let mut during = 0;
+        for instance in ["search-1", "catalog-2"] {
+            let path = logs.join(format!("{instance}.log"));
+            let stored = eventually(&format!("{instance}'s lines stored"), Duration::from_secs(30), async || {
+                let mut want = file_lines(&path);
+                let mut got = stored_lines(instance).await?;
+                want.sort();
+                got.sort();
+                (want == got).then_some(want)
+            })
+            .await;
+            during += stored.iter().filter(|(ms, _)| (cut_at..=healed_at).contains(ms)).count();
+        }
+        assert!(during > 0, "lines were written during the cut, so their delivery was tested");
+
+        // A slow node is not a down one: 150 ms on every frame node-1 sends, for longer
+        // than NodeDown's 15 s window.
+        chaos(&data_dir, &["delay", "node-1", "--ms", "150"]);
+        let slow_until = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < slow_until {
+            let alerts = common::alerts(&client, &collector).await.unwrap_or_default();
+            let down = alerts.iter().find(|a| a.labels.get("alertname").is_some_and(|n| n == "NodeDown"));
+            assert!(down.is_none(), "NodeDown on a node that is only slow: {down:?}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        chaos(&data_dir, &["delay", "node-1", "--ms", "0"]);
+        let acted = actions(&client, &healer).await;
+        assert!(!acted.iter().any(|a| a.kind == ActionKind::Reschedule), "nothing moved off a slow node: {acted:?}");
+    });
+    cluster.stop();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
+}
