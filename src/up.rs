@@ -875,7 +875,7 @@ mod tests {
     /// The default cluster with its secrets settled, laid out in `/d`.
     fn demo() -> (ClusterConfig, Layout) {
         let cluster = ClusterConfig::parse(DEFAULT_CLUSTER_TOML).expect("config");
-        (cluster, Layout { program: PathBuf::from("/bin/hale"), data_dir: PathBuf::from("/d") })
+        (cluster, Layout { program: PathBuf::from("/bin/hale"), data_dir: PathBuf::from("/d"), lab: None })
     }
 
     /// A child's secrets are in its environment, never on its command line (where `ps`

@@ -162,6 +162,13 @@ fn partitioned_primary(direct: bool) {
         )
         .await;
         assert!(failover.detail.contains("promoted"), "{failover:?}");
+        // Where the time went, for BENCHMARKS.md beside the SIGSTOP (node-down) figures.
+        let cut_ms = now_ms() as i64 - cut.elapsed().as_millis() as i64;
+        println!(
+            "partition -> CatalogPrimaryDown at the healer +{:.2} s, failover verified +{:.2} s",
+            (failover.alert.received_ms - cut_ms) as f64 / 1000.0,
+            (failover.updated_ms - cut_ms) as f64 / 1000.0
+        );
         acked.push(publish(&client, &gateway, &admin, "After the failover".into()).await.expect("a write"));
 
         // A client on the old primary's side of the cut still reaches it, and tries to

@@ -97,7 +97,10 @@ pub fn check_available() -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Invalid("network namespaces need root: run with sudo, or leave out --netns".into()));
     }
-    let probe = format!("{PREFIX}probe{}", std::process::id());
+    // One probe name per call: threads of one process may ask at once.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("{PREFIX}probe{}x{n}", std::process::id());
     add(&probe)?;
     let created = std::path::Path::new(RUN_DIR).join(&probe).exists();
     let _ = ip(&["netns", "del", &probe]);
