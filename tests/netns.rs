@@ -89,29 +89,17 @@ fn audit(data_dir: &Path) -> String {
     common::tail(&data_dir.join("healer").join("audit.jsonl"), 30)
 }
 
+/// A partition of the catalog primary's host: failover, writes through the gateway during
+/// and after it, and a client on the old primary's own host still writing to it; heal,
+/// rejoin; every acknowledged write read back.
+///
+/// The client beside the old primary found a split brain here: semi-synchronous
+/// replication fell back to acknowledging alone once the standby stopped polling, and the
+/// failover on the other side of the cut then lost three acknowledged writes. Now a
+/// primary acknowledges alone only when its standby is out of its sync set, which only
+/// the healer (the failover authority, which then never promotes that standby) decides.
 #[test]
 fn a_partitioned_catalog_primary_fails_over_and_no_acknowledged_write_is_lost() {
-    partitioned_primary(false);
-}
-
-/// Found by this file: a primary cut off from its standby and from the control host, but
-/// not from a client on its own host, acknowledges that client's writes without its
-/// standby once the standby stops polling (semi-synchronous replication falls back to
-/// asynchronous after `STANDBY_LIVENESS`, and after `SYNC_TIMEOUT` even while it polls).
-/// The failover promotes the standby, and on rejoin those writes are set aside: three
-/// acknowledged writes lost in one run. The fix is a sync set the failover authority
-/// agrees to (a primary acknowledges alone only after the healer has taken the standby
-/// out of the set, and never promotes a standby out of it) — open in issue #18.
-#[test]
-#[ignore = "split brain: a cut-off primary acknowledges writes a failover then loses (issue #18, open)"]
-fn a_cut_off_primary_acknowledges_no_write_a_failover_would_lose() {
-    partitioned_primary(true);
-}
-
-/// A partition of the catalog primary's host: failover, writes through the gateway
-/// during and after it, heal, rejoin; every acknowledged write read back. With `direct`,
-/// a client on the primary's own host writes to it during the cut as well.
-fn partitioned_primary(direct: bool) {
     if !lab_or_skip() {
         return;
     }
@@ -178,9 +166,6 @@ fn partitioned_primary(direct: bool) {
         let direct_acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = direct_acks.clone();
         on_host(&lab_for_node, &node, move || async move {
-            if !direct {
-                return;
-            }
             let client = new_client();
             for i in 0..3 {
                 if let Some(w) = publish(&client, &direct_base, &direct_token, format!("Direct {i}")).await {
@@ -239,16 +224,17 @@ fn file_lines(path: &Path) -> Vec<(u64, String)> {
 }
 
 #[test]
-fn a_partitioned_agent_buffers_and_a_slow_node_is_not_down() {
+fn a_partitioned_node_buffers_its_data_has_its_catalog_standby_released_and_a_slow_node_is_not_down() {
     if !lab_or_skip() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
     let mut cluster = runtime().block_on(Cluster::start_netns(tmp.path(), 2, &[]));
     let (lab, data_dir) = (cluster.lab(), cluster.data_dir.clone());
-    let collector = cluster.collector();
+    let (collector, gateway) = (cluster.collector(), cluster.gateway());
     let config = cluster.config();
     let healer = format!("http://{}", config.healer.listen);
+    let standby = config.instances().into_iter().find(|i| i.name == "catalog-2").expect("catalog-2").url();
     on_host(&lab, "control", move || async move {
         let client = new_client();
         let up_of = "up{instance=\"search-1\"}";
@@ -257,12 +243,37 @@ fn a_partitioned_agent_buffers_and_a_slow_node_is_not_down() {
         })
         .await;
 
+        let admin = token(&client, &gateway).await;
         // Cut off for 10 s — less than NodeDown's 15 s, so only the buffering is seen.
+        // node-3 also runs the catalog's standby: writes block on it until the healer
+        // releases it from the primary's sync set, then are acknowledged alone.
         chaos(&data_dir, &["partition", "node-3"]);
         let cut_at = now_ms();
-        std::thread::sleep(Duration::from_secs(10));
+        let cut = Instant::now();
+        let mut n = 0;
+        eventually(
+            "writes acknowledged alone once the cut-off standby is released",
+            Duration::from_secs(10),
+            async || {
+                n += 1;
+                publish(&client, &gateway, &admin, format!("While node-3 is away {n}")).await
+            },
+        )
+        .await;
+        println!("catalog standby's host cut off -> writes acknowledged again in {:?}", cut.elapsed());
+        let released = actions(&client, &healer).await;
+        let released = released.iter().find(|a| a.kind == ActionKind::Failover && a.detail.contains("released"));
+        assert!(released.is_some(), "the healer released the standby: {released:?}");
+        std::thread::sleep(Duration::from_secs(10).saturating_sub(cut.elapsed()));
         chaos(&data_dir, &["heal", "node-3"]);
         let healed_at = now_ms();
+        // Back: the standby catches up and joins the new sync set.
+        eventually("catalog-2 back in the sync set", Duration::from_secs(30), async || {
+            let r = client.get(format!("{standby}/admin/replication")).send().await.ok()?;
+            let s: hale_shop::catalog::ReplicationStatus = r.json().await.ok()?;
+            (s.in_sync == Some(true) && s.sync_stamp.is_some_and(|st| st.generation >= 1)).then_some(())
+        })
+        .await;
         // After healing, what was scraped during the cut arrives: one sample a second
         // throughout, no gap.
         let window = format!("{up_of}[{}s]", (now_ms() - cut_at) / 1000 + 10);

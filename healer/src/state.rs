@@ -44,6 +44,10 @@ pub struct State {
     /// leader still remembers them.
     #[serde(default)]
     pub deferred: Vec<Deferred>,
+    /// Per primary/standby service, the last sync set the healer released (see
+    /// `failover`): a standby not in a set at least this new is never promoted.
+    #[serde(default)]
+    pub released: BTreeMap<String, hale_core::api::SyncStamp>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -555,6 +555,77 @@ async fn standby_follows_primary_over_http_and_search_indexes_it() {
     let _ = stop_tx.send(true);
 }
 
+/// Found by tests/netns.rs (a split brain): a primary cut off from its standby went on
+/// acknowledging writes alone, which a failover then lost. Once its standby is in the
+/// sync set, a primary acknowledges nothing the standby has not confirmed (503 instead);
+/// the failover authority's release lets it acknowledge alone under a new set, which the
+/// released standby is not in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_acknowledges_nothing_its_sync_standby_lacks_until_it_is_released() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let (primary_app, _, standby_args) = serving_primary(dir.path(), &stop).await;
+    let (standby_stop_tx, standby_stop) = watch::channel(false);
+    let (standby_app, tasks) = app(&standby_args, &standby_stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    publish(&primary_app, "Oak desk", 1).await;
+    wait_for("the standby in the sync set", || async {
+        send(&standby_app, get("/admin/replication")).await.json["in_sync"] == true
+    })
+    .await;
+    let primary = send(&primary_app, get("/admin/replication")).await.json;
+    assert_eq!(primary["sync_stamp"], json!({"epoch": 1, "generation": 0}), "{primary}");
+    assert_eq!(primary["sync_blocked"], false);
+    publish(&primary_app, "Pine shelf", 1).await;
+
+    // The standby goes away: a write is stored but refused, and the primary says why.
+    let _ = standby_stop_tx.send(true);
+    let body = json!({"name": "Lost?", "price_cents": 1, "stock": 0});
+    let r = send(&primary_app, post_json("/api/products", Some(&token("catalog:write")), &body)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    assert!(r.json["error"]["message"].as_str().is_some_and(|m| m.contains("not acknowledged")), "{}", r.json);
+    let primary = send(&primary_app, get("/admin/replication")).await.json;
+    assert_eq!(primary["sync_blocked"], true, "{primary}");
+    assert!(metrics_text(&primary_app).await.contains("shop_catalog_sync_blocked 1"));
+
+    // The release is a compare-and-set on the set, for the admin only.
+    let stale = json!({"stamp": {"epoch": 1, "generation": 7}});
+    let r = send(&primary_app, admin_post("/admin/release", &stale)).await;
+    assert_eq!((r.status, r.json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("stamp_moved")), "{}", r.json);
+    let current = json!({"stamp": {"epoch": 1, "generation": 0}});
+    let r = send(&primary_app, post_json("/admin/release", Some(&token("catalog:write")), &current)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "an API token releases nothing");
+    let r = send(&primary_app, admin_post("/admin/release", &current)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!((r.json["sync_stamp"]["generation"].as_u64(), &r.json["sync_blocked"]), (Some(1), &json!(false)));
+    // Released: acknowledged alone.
+    publish(&primary_app, "Written alone", 1).await;
+    // The released standby still says it was in set 0: older than the set released, so
+    // the healer promotes it no more (failover::ReplicaStatus::may_be_promoted).
+    let standby = send(&standby_app, get("/admin/replication")).await.json;
+    assert_eq!((standby["in_sync"].as_bool(), standby["sync_stamp"]["generation"].as_u64()), (Some(true), Some(0)));
+    // Back, caught up: in the new set. Gone again: blocked again. A blocked primary that
+    // is then fenced blocks on nothing any more (its alert must clear).
+    drop(standby_app);
+    let (again_stop_tx, again_stop) = watch::channel(false);
+    let (again_app, tasks) = app(&standby_args, &again_stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    wait_for("the standby back in the set", || async {
+        let s = send(&again_app, get("/admin/replication")).await.json;
+        s["in_sync"] == true && s["sync_stamp"]["generation"] == 1
+    })
+    .await;
+    let _ = again_stop_tx.send(true);
+    let body = json!({"name": "Blocked again", "price_cents": 1, "stock": 0});
+    let r = send(&primary_app, post_json("/api/products", Some(&token("catalog:write")), &body)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    assert!(metrics_text(&primary_app).await.contains("shop_catalog_sync_blocked 1"));
+    let r = send(&primary_app, admin_post("/admin/fence", &json!({"epoch": 2}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(metrics_text(&primary_app).await.contains("shop_catalog_sync_blocked 0"));
+    let _ = stop_tx.send(true);
+}
+
 // ---------------------------------------------------------------- search
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,37 @@ pub struct ReplicationStatus {
     #[serde(default)]
     pub last_seq: u64,
     pub role: Role,
+    /// A standby: whether its primary counted it in its sync set at their last contact —
+    /// then every write the primary acknowledged is here too. `None`: the service does not
+    /// say (a failover may promote it as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync: Option<bool>,
+    /// The sync set this standby was in (a standby), or the primary's own set now: a
+    /// release moves it on, so a standby released while away is seen to be behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_stamp: Option<SyncStamp>,
+    /// A primary: writes wait for a sync standby that does not confirm them, and are
+    /// refused; the failover authority may release the standby (`POST /admin/release`).
+    #[serde(default)]
+    pub sync_blocked: bool,
+}
+
+/// One sync set of a primary: the epoch it leads under, and how many times under that
+/// epoch its standby was released. Ordered: a later set is greater.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SyncStamp {
+    pub epoch: u64,
+    pub generation: u64,
+}
+
+/// `POST /admin/release`: the failover authority takes the standby out of the primary's
+/// sync set of `stamp` (compare and set: a set that moved on is not released again), so
+/// the primary acknowledges writes alone; the authority promotes that standby no more
+/// until it is back in a later set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub stamp: SyncStamp,
 }
 
 /// A catalog replica's answer to `POST /admin/promote`. Fields in the order the catalog

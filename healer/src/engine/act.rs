@@ -60,14 +60,24 @@ impl Healer {
             self.set_status(&action.id, Status::Running, &detail).await;
             return Ok(());
         }
-        let mut members = self.members_of(&service).await?;
-        // The replica the alert names is the one failing, whatever it says of itself.
-        for m in members.iter_mut().filter(|m| action.target.instance.as_deref() == Some(m.instance.as_str())) {
-            m.ready = Some(false);
-            m.listed_primary = true;
+        let members = self.members_of(&service).await?;
+        let mut statuses = self.protocol.statuses(members).await;
+        // The replica the alert names is the one failing, whatever it says of itself —
+        // unless it is the primary saying its writes wait on its standby: then the standby
+        // is what fails.
+        for (m, status) in
+            statuses.iter_mut().filter(|(m, _)| action.target.instance.as_deref() == Some(m.instance.as_str()))
+        {
+            if !status.is_some_and(|s| s.role == hale_core::Role::Primary && s.sync_blocked) {
+                m.ready = Some(false);
+                m.listed_primary = true;
+            }
         }
-        let statuses = self.protocol.statuses(members).await;
-        let (candidate, old_primary, epoch) = match crate::failover::plan(&statuses) {
+        let released = self.store.read(|s| s.released.get(&service).copied());
+        let (candidate, old_primary, epoch) = match crate::failover::plan(&statuses, released) {
+            crate::failover::Plan::Release { primary, stamp } => {
+                return self.release(action, &service, &statuses[primary].0, stamp).await;
+            }
             crate::failover::Plan::NotNeeded { primary } => {
                 // A blip that passed before the healer got to it: nothing to repair,
                 // nothing to escalate; verification still watches the alert clear.
@@ -92,6 +102,35 @@ impl Healer {
             None => "the old primary does not answer; the new epoch fences it".to_string(),
         };
         let detail = format!("promoted {} to primary under epoch {epoch}; {fenced}", new.instance);
+        self.set_status(&action.id, Status::Running, &detail).await;
+        Ok(())
+    }
+
+    /// Releases the standby of `primary`'s sync set `stamp`, so writes are acknowledged
+    /// alone. The release is recorded first (durably, and in etcd for the next leader):
+    /// from then on no standby of that set is promoted, even if the call's answer is lost.
+    async fn release(
+        &self,
+        action: &Action,
+        service: &str,
+        primary: &crate::failover::Member,
+        stamp: hale_core::api::SyncStamp,
+    ) -> Result<(), ActionError> {
+        let next = hale_core::api::SyncStamp { generation: stamp.generation + 1, ..stamp };
+        let key = service.to_string();
+        self.store
+            .update(move |s| {
+                let kept = s.released.entry(key.clone()).or_default();
+                *kept = (*kept).max(next);
+            })
+            .await
+            .map_err(|e| format!("recording the release: {e}"))?;
+        self.protocol.release(primary, stamp).await?;
+        let detail = format!(
+            "released {}'s standby from its sync set (epoch {}, set {} -> {}): writes are acknowledged by the primary \
+             alone, and the standby is not promoted until it has caught up and joined the new set",
+            primary.instance, stamp.epoch, stamp.generation, next.generation
+        );
         self.set_status(&action.id, Status::Running, &detail).await;
         Ok(())
     }
@@ -132,8 +171,11 @@ impl Healer {
             return self.act(action, Capability::Rejoin, None).await;
         }
         let statuses = self.protocol.statuses(self.members_of(&service).await?).await;
-        let primary = match crate::failover::plan(&statuses) {
-            crate::failover::Plan::NotNeeded { primary } => &statuses[primary],
+        let released = self.store.read(|s| s.released.get(&service).copied());
+        let primary = match crate::failover::plan(&statuses, released) {
+            crate::failover::Plan::NotNeeded { primary } | crate::failover::Plan::Release { primary, .. } => {
+                &statuses[primary]
+            }
             _ => {
                 return Err(format!(
                     "{service} has no ready primary of the newest epoch; a standby would follow nothing"

@@ -1,10 +1,12 @@
 //! The catalog service: products in SQLite, stock reservations that never oversell, and a
 //! primary/standby pair kept in step by a change log.
 //!
-//! Replication: the standby long-polls the primary's `/api/products/changes` and applies
-//! each change under the primary's sequence number. A primary waits (up to
-//! [`SYNC_TIMEOUT`]) for a live standby to confirm a write before acknowledging it, so a
-//! failover loses no acknowledged write while the standby keeps up.
+//! Replication: the standby long-polls the primary's `/admin/replication/changes` and
+//! applies each change under the primary's sequence number. A primary acknowledges a write
+//! only once the standby of its sync set has it (up to [`SYNC_TIMEOUT`], then 503); only
+//! the failover authority releases a standby from the set (`POST /admin/release`), and it
+//! promotes no standby out of the set, so a failover loses no acknowledged write, even
+//! across a partition (ARCHITECTURE.md, "Sync sets").
 //!
 //! Fencing: every replica has an epoch. `POST /admin/promote` makes a standby primary under
 //! a higher epoch and tells the old primary; a replica that sees a higher epoch (from that
@@ -65,6 +67,7 @@ pub fn router_with_limits(state: Arc<CatalogState>, limits: OrderLimits) -> Rout
         .route("/api/products/{id}", get(get_product))
         .route("/admin/promote", post(promote))
         .route("/admin/fence", post(fence))
+        .route("/admin/release", post(release))
         .route("/admin/rejoin", post(rejoin))
         .route("/admin/replication", get(replication_status))
         .route("/admin/replication/changes", get(replication_changes))
@@ -134,7 +137,7 @@ async fn create_product(
     validate(&new)?;
     let request = RequestLine::of(&method, &uri);
     let (product, seq) = state.write(request, &headers, move |store, epoch| store.create_product(epoch, &new)).await?;
-    state.wait_for_standby(seq).await;
+    state.wait_for_standby(seq).await?;
     tracing::info!(product_id = product.id, seq, "product published");
     Ok((StatusCode::CREATED, [("location", format!("/api/products/{}", product.id))], axum::Json(product)))
 }
@@ -191,8 +194,11 @@ async fn replication_changes(
     State(state): State<Arc<CatalogState>>,
     ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> Result<impl IntoResponse, AppError> {
-    state.standby_acked(q.after);
-    changes_page(&state, q).await
+    let (in_sync, stamp) = state.standby_polled(q.after).await?;
+    let mut page = changes_page(&state, q).await?;
+    page.in_sync = Some(in_sync);
+    page.sync_stamp = Some(stamp);
+    Ok(page)
 }
 
 /// A page of the change log (`/api/products/changes`, `/admin/replication/changes`), as
@@ -206,6 +212,12 @@ pub struct ChangesPage {
     /// The last change the answering replica holds, in this page or not.
     pub last_seq: u64,
     pub role: Role,
+    /// To the standby (`/admin/replication/changes` only): whether it is in this primary's
+    /// sync set, and which set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_stamp: Option<hale_core::api::SyncStamp>,
 }
 
 /// `GET /admin/replication`: a wire type of the failover protocol, so it lives in core.
@@ -221,7 +233,14 @@ async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Jso
     let after = q.after;
     let changes = state.read(move |s| s.changes_after(after, limit)).await?;
     let meta = state.meta();
-    Ok(axum::Json(ChangesPage { changes, epoch: meta.epoch, last_seq: state.last_seq(), role: meta.role }))
+    Ok(axum::Json(ChangesPage {
+        changes,
+        epoch: meta.epoch,
+        last_seq: state.last_seq(),
+        role: meta.role,
+        in_sync: None,
+        sync_stamp: None,
+    }))
 }
 
 /// The body of `POST /api/products/reservations`, as the orders service sends it.
@@ -267,7 +286,7 @@ async fn reserve(
     state.count_reservation(&result);
     let (reservation, seq) = result?;
     if let Some(seq) = seq {
-        state.wait_for_standby(seq).await;
+        state.wait_for_standby(seq).await?;
     }
     Ok((StatusCode::CREATED, axum::Json(reservation)))
 }
@@ -297,6 +316,16 @@ async fn fence(
     let epoch = body.epoch.ok_or_else(|| AppError::BadRequest("epoch is required".into()))?;
     let meta = state.fence(epoch).await?;
     Ok(axum::Json(Fenced { epoch: meta.epoch, role: meta.role }))
+}
+
+/// The failover authority takes the standby out of the primary's sync set; see
+/// [`CatalogState::release`].
+async fn release(
+    _: Admin,
+    State(state): State<Arc<CatalogState>>,
+    ApiJson(body): ApiJson<hale_core::api::ReleaseRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(axum::Json(state.release(body.stamp).await?))
 }
 
 /// Makes a fenced old primary (or a standby) a standby of the given primary; see

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use hale_core::Role;
-use hale_core::api::{CatalogReadiness, EpochRequest, Rejoined};
+use hale_core::api::{CatalogReadiness, EpochRequest, Rejoined, SyncStamp};
 use hale_serve::metrics::registered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::store::{ReplicaMeta, Reservation, Store, StoreError};
+use super::store::{ReplicaMeta, Reservation, Store, StoreError, SyncMeta};
 use super::{ChangesPage, ReplicationStatus};
 use crate::http::internal::{self, ProofError};
 use crate::http::token::unix_now;
@@ -25,11 +25,9 @@ use crate::http::{AppError, Readiness};
 /// Header the gateway puts on every write: the epoch of the primary it believes in. It
 /// counts only with the gateway's signature (see [`crate::http::internal`]).
 pub use crate::http::internal::EPOCH_HEADER;
-/// How long a primary waits for a live standby to confirm a write before acknowledging it
-/// anyway (and counting a sync timeout).
+/// How long a primary waits for the standby of its sync set to confirm a write; past it the
+/// write is refused (503): stored here and replicated later, but not acknowledged.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
-/// A standby that has not polled for this long is not waited for.
-const STANDBY_LIVENESS: Duration = Duration::from_secs(5);
 const POLL_WAIT_MS: u64 = 2000;
 /// Epochs beyond this are refused, so no arithmetic on them can overflow.
 pub const MAX_EPOCH: u64 = 1 << 48;
@@ -51,6 +49,8 @@ struct Metrics {
     last_seq: Gauge,
     lag: Gauge,
     sync_timeouts: Counter,
+    sync_member: Gauge,
+    sync_blocked: Gauge,
     reservations: Family<OutcomeLabels, Counter>,
 }
 
@@ -69,10 +69,18 @@ impl Metrics {
                 "shop_catalog_replication_lag_changes",
                 "Changes the primary has that this standby has not applied",
             ),
+            sync_member: metric(
+                "shop_catalog_sync_standby",
+                "1 if a standby is in this primary's sync set: no write is acknowledged before it has it",
+            ),
+            sync_blocked: metric(
+                "shop_catalog_sync_blocked",
+                "1 if writes wait for a sync standby that does not confirm them (the healer may release it)",
+            ),
             sync_timeouts: registered(
                 registry,
                 "shop_catalog_replication_sync_timeouts",
-                "Writes acknowledged without the standby's confirmation",
+                "Writes refused because the sync standby did not confirm them in time",
             ),
             reservations: registered(registry, "shop_catalog_stock_reservations", "Stock reservations by outcome"),
         }
@@ -87,7 +95,8 @@ pub struct CatalogState {
     meta: Arc<Mutex<ReplicaMeta>>,
     out: Outputs,
     standby_ack: watch::Sender<u64>,
-    standby_seen: Mutex<Option<Instant>>,
+    /// Sync sets (see [`CatalogState::wait_for_standby`]); stored on every change.
+    sync: watch::Sender<SyncMeta>,
     /// The primary a standby follows: as configured, or as the last rejoin said (stored).
     follow: Arc<Mutex<Option<String>>>,
     admin_token: String,
@@ -141,6 +150,11 @@ impl Outputs {
         self.metrics.fenced.set(i64::from(meta.role == Role::Fenced));
         self.metrics.last_seq.set(last as i64);
         self.metrics.lag.set(if meta.role == Role::Standby { lag as i64 } else { 0 });
+        // Only a primary has a sync set: a fenced old primary's writes block on nothing.
+        if meta.role != Role::Primary {
+            self.metrics.sync_member.set(0);
+            self.metrics.sync_blocked.set(0);
+        }
         // A fenced replica leaves every pool: its data stops at the failover.
         self.readiness.set(match meta.role {
             Role::Fenced => {
@@ -169,6 +183,7 @@ impl CatalogState {
         let meta = store.meta()?;
         let last = store.last_seq()?;
         let follow = store.follow()?.or(follow);
+        let sync = store.sync()?;
         let metrics = Metrics::register(registry);
         let state = Arc::new(CatalogState {
             store,
@@ -183,11 +198,12 @@ impl CatalogState {
                 metrics,
             },
             standby_ack: watch::Sender::new(0),
-            standby_seen: Mutex::new(None),
+            sync: watch::Sender::new(sync),
             follow: Arc::new(Mutex::new(follow)),
             admin_token: admin_token.to_string(),
             client: crate::http::peer_client(Duration::from_millis(500), Duration::from_millis(POLL_WAIT_MS + 3000))?,
         });
+        state.out.metrics.sync_member.set(i64::from(sync.member && meta.role == Role::Primary));
         state.publish();
         Ok(state)
     }
@@ -210,7 +226,16 @@ impl CatalogState {
 
     pub fn status(&self) -> ReplicationStatus {
         let meta = self.meta();
+        let sync = *self.sync.borrow();
+        let standby = meta.role == Role::Standby;
         ReplicationStatus {
+            in_sync: standby.then_some(sync.in_sync),
+            sync_stamp: match meta.role {
+                Role::Primary => Some(sync.stamp),
+                Role::Standby => Some(sync.in_stamp),
+                Role::Fenced => None,
+            },
+            sync_blocked: meta.role == Role::Primary && self.out.metrics.sync_blocked.get() == 1,
             caught_up: self.out.caught_up.load(Ordering::Relaxed),
             epoch: meta.epoch,
             following: if meta.role == Role::Standby { self.following() } else { None },
@@ -288,32 +313,143 @@ impl CatalogState {
     }
 
     /// Records that the standby has applied everything up to `seq` (never more than
-    /// this replica has).
-    pub fn standby_acked(&self, seq: u64) {
+    /// this replica has); a standby that has everything joins the sync set. Returns what
+    /// the page it asked for tells it of the set.
+    pub async fn standby_polled(&self, seq: u64) -> Result<(bool, SyncStamp), AppError> {
         let seq = seq.min(self.last_seq());
-        *self.standby_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.standby_ack.send_if_modified(|cur| {
             let changed = seq > *cur;
             *cur = (*cur).max(seq);
             changed
         });
+        let (store, meta, out, sync) = (self.store.clone(), self.meta.clone(), self.out.clone(), self.sync.clone());
+        tokio::task::spawn_blocking(move || {
+            // Under the role lock, which every write holds: no write is committed between
+            // "the standby has everything" and "it is in the set", so every write
+            // acknowledged alone is on it.
+            let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
+            let mut now = *sync.borrow();
+            if guard.role == Role::Primary && !now.member && seq >= out.last_seq() {
+                now.member = true;
+                if now.stamp.epoch != guard.epoch {
+                    now.stamp = SyncStamp { epoch: guard.epoch, generation: 0 };
+                }
+                store.set_sync(now)?;
+                sync.send_replace(now);
+                out.metrics.sync_member.set(1);
+                tracing::info!(stamp = ?now.stamp, "the standby has every change: in the sync set");
+            }
+            Ok::<_, StoreError>((now.member && guard.role == Role::Primary, now.stamp))
+        })
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::from)
     }
 
-    /// Semi-synchronous replication: wait for a live standby to have `seq`.
-    pub async fn wait_for_standby(&self, seq: u64) {
-        let live = self
-            .standby_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|seen| seen.elapsed() < STANDBY_LIVENESS);
-        if !live {
-            return;
+    /// Synchronous replication: a write is acknowledged once the standby of the sync set
+    /// has it. With no standby in the set (none has caught up since this replica became
+    /// primary, or the failover authority released it) the primary acknowledges alone —
+    /// the authority promotes no standby that is not in the set, so nothing acknowledged
+    /// can be lost to a failover. A standby that does not confirm within [`SYNC_TIMEOUT`]
+    /// gets the write refused (503): a primary cut off from its standby and from the
+    /// failover authority must not acknowledge what a failover on the other side of the
+    /// cut would lose (found by tests/netns.rs).
+    pub async fn wait_for_standby(&self, seq: u64) -> Result<(), AppError> {
+        let mut sync = self.sync.subscribe();
+        let mut acked = self.standby_ack.subscribe();
+        let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
+        loop {
+            if !sync.borrow_and_update().member {
+                return Ok(());
+            }
+            if *acked.borrow_and_update() >= seq {
+                self.out.metrics.sync_blocked.set(0);
+                return Ok(());
+            }
+            tokio::select! {
+                _ = sync.changed() => {}
+                _ = acked.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.out.metrics.sync_timeouts.inc();
+                    self.out.metrics.sync_blocked.set(1);
+                    tracing::warn!(seq, "the sync standby did not confirm the write in time; refused");
+                    return Err(AppError::Unavailable(format!(
+                        "the standby did not confirm change {seq} within {} ms: it is stored on the primary and \
+                         replicates when the standby is back, but it is not acknowledged; retry later",
+                        SYNC_TIMEOUT.as_millis()
+                    )));
+                }
+            }
         }
-        let mut rx = self.standby_ack.subscribe();
-        if tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|acked| *acked >= seq)).await.is_err() {
-            self.out.metrics.sync_timeouts.inc();
-            tracing::warn!(seq, "standby did not confirm the write in time; acknowledged without it");
+    }
+
+    /// `POST /admin/release`: the failover authority takes the standby out of the sync
+    /// set of `stamp` (compare and set), so writes are acknowledged alone again. The set
+    /// moves to the next generation: the released standby, whose stamp is older, is not
+    /// promoted until it has caught up and joined the new set.
+    pub async fn release(&self, stamp: SyncStamp) -> Result<ReplicationStatus, AppError> {
+        let (store, meta, out, sync) = (self.store.clone(), self.meta.clone(), self.out.clone(), self.sync.clone());
+        tokio::task::spawn_blocking(move || {
+            let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
+            let mut now = *sync.borrow();
+            if guard.role != Role::Primary {
+                return Err(AppError::Conflict {
+                    code: "not_primary",
+                    message: format!("this replica is {}; only a primary has a sync set", guard.role),
+                });
+            }
+            if now.stamp != stamp {
+                return Err(AppError::Conflict {
+                    code: "stamp_moved",
+                    message: format!(
+                        "the sync set is at epoch {} generation {} now, not {} / {}; read /admin/replication again",
+                        now.stamp.epoch, now.stamp.generation, stamp.epoch, stamp.generation
+                    ),
+                });
+            }
+            now.member = false;
+            now.stamp.generation += 1;
+            store.set_sync(now).map_err(AppError::from)?;
+            sync.send_replace(now);
+            out.metrics.sync_member.set(0);
+            out.metrics.sync_blocked.set(0);
+            tracing::warn!(stamp = ?now.stamp, "the standby was released from the sync set: writes are acknowledged alone");
+            Ok(())
+        })
+        .await
+        .map_err(AppError::internal)??;
+        Ok(self.status())
+    }
+
+    /// A standby records what its primary's page said of the sync set.
+    async fn note_sync(&self, in_sync: bool, stamp: SyncStamp) -> Result<(), StoreError> {
+        let mut now = *self.sync.borrow();
+        if (now.in_sync, now.in_stamp) == (in_sync, stamp) {
+            return Ok(());
         }
+        now.in_sync = in_sync;
+        now.in_stamp = stamp;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.set_sync(now))
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        self.sync.send_replace(now);
+        Ok(())
+    }
+
+    /// Sets the sync state after a change of role (promotion: a new, empty set under the
+    /// new epoch; rejoin: out of every set until the new primary says otherwise).
+    fn reset_sync(
+        store: &Store,
+        sync: &watch::Sender<SyncMeta>,
+        out: &Outputs,
+        new: SyncMeta,
+    ) -> Result<(), StoreError> {
+        store.set_sync(new)?;
+        sync.send_replace(new);
+        out.metrics.sync_member.set(i64::from(new.member));
+        out.metrics.sync_blocked.set(0);
+        Ok(())
     }
 
     pub fn count_reservation<T>(&self, result: &Result<T, AppError>) {
@@ -431,6 +567,13 @@ impl CatalogState {
                 Ok(Some(ReplicaMeta { role: Role::Primary, epoch }))
             })
             .await?;
+        // A new primary starts a new, empty sync set: its old primary, cut off or fenced,
+        // joins once it has rejoined and caught up.
+        let fresh = SyncMeta { stamp: SyncStamp { epoch: new.epoch, generation: 0 }, ..SyncMeta::default() };
+        let (store, sync, out) = (self.store.clone(), self.sync.clone(), self.out.clone());
+        tokio::task::spawn_blocking(move || Self::reset_sync(&store, &sync, &out, fresh))
+            .await
+            .map_err(AppError::internal)??;
         tracing::warn!(epoch, last_seq = self.last_seq(), "promoted to primary");
         Ok(new)
     }
@@ -546,6 +689,7 @@ impl CatalogState {
         let keep = self.shared_prefix(&primary).await.map_err(AppError::Unavailable)?;
         let new_meta = ReplicaMeta { role: Role::Standby, epoch: meta.epoch.max(epoch) };
         let (store, lock, out, follow) = (self.store.clone(), self.meta.clone(), self.out.clone(), self.follow.clone());
+        let sync = self.sync.clone();
         let target = primary.clone();
         let set_aside = tokio::task::spawn_blocking(move || {
             let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -555,6 +699,8 @@ impl CatalogState {
             let n = store.rejoin(keep, new_meta, &target)?;
             *guard = new_meta;
             *follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+            // Out of every sync set until the new primary counts it in.
+            Self::reset_sync(&store, &sync, &out, SyncMeta::default())?;
             out.caught_up.store(false, Ordering::Relaxed);
             out.seq.send_replace(store.last_seq()?);
             out.meta_view.send_replace(new_meta);
@@ -650,6 +796,9 @@ impl CatalogState {
         }
         let page: ChangesPage = response.json().await.map_err(|e| e.to_string())?;
         self.out.primary_seq.store(page.last_seq, Ordering::Relaxed);
+        if let (Some(in_sync), Some(stamp)) = (page.in_sync, page.sync_stamp) {
+            self.note_sync(in_sync, stamp).await.map_err(|e| e.to_string())?;
+        }
         // Bounded like every epoch: a primary poisoned with a runaway epoch must not pass
         // it on, or the standby is left with no epoch to be promoted under.
         if page.epoch > self.meta().epoch {

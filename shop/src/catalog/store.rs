@@ -100,6 +100,17 @@ pub struct ReplicaMeta {
     pub epoch: u64,
 }
 
+/// A replica's account of sync sets. As a primary: whether its standby is `member` of its
+/// set (then no write is acknowledged before the standby has it) and the set's `stamp`.
+/// As a standby: whether its primary last said it was `in_sync`, and in which set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncMeta {
+    pub member: bool,
+    pub stamp: hale_core::api::SyncStamp,
+    pub in_sync: bool,
+    pub in_stamp: hale_core::api::SyncStamp,
+}
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -280,6 +291,25 @@ impl Store {
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'role'", [meta.role.to_string()])?;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [meta.epoch.to_string()])?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// What this replica keeps of sync sets (`replication.rs`); nothing yet: no set.
+    pub fn sync(&self) -> Result<SyncMeta, StoreError> {
+        let conn = self.lock();
+        let text: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'sync'", [], |r| r.get(0)).optional()?;
+        match text {
+            None => Ok(SyncMeta::default()),
+            Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("sync state: {e}"))),
+        }
+    }
+
+    /// Stores the sync state (durably: a primary that restarts keeps waiting for its
+    /// standby, and a released standby stays out of the set).
+    pub fn set_sync(&self, sync: SyncMeta) -> Result<(), StoreError> {
+        let text = serde_json::to_string(&sync).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.lock().execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('sync', ?1)", [text])?;
         Ok(())
     }
 
