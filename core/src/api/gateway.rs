@@ -143,7 +143,7 @@ pub struct ReplicationStatus {
     pub sync_stamp: Option<SyncStamp>,
     /// A primary: writes wait for a sync standby that does not confirm them, and are
     /// refused; the failover authority may release the standby (`POST /admin/release`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sync_blocked: bool,
 }
 
