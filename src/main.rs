@@ -12,6 +12,7 @@ mod bench_logs;
 mod bench_query;
 mod bench_stats;
 mod bench_tui;
+mod certs;
 mod chaos;
 mod cluster_file;
 mod collector_cmd;
@@ -69,6 +70,9 @@ enum Command {
     /// The cluster's health for scripts; exits 1 when an SLO pages or a service has no
     /// ready replica.
     Status(dashboard::StatusArgs),
+    /// A certificate authority for Hale's TLS: `init` the CA, `issue` a component's
+    /// certificate.
+    Certs(certs::CertsArgs),
 }
 
 #[derive(clap::Args)]
@@ -171,6 +175,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Healer(args) => healer_cmd::run(*args).await,
         Command::Policies(command) => file_checks::policies(command),
         Command::Chaos(args) => chaos::run(args).await,
+        Command::Certs(args) => certs::run(args),
         Command::Tui(args) => dashboard::tui(args).await,
         Command::Status(args) => {
             if !dashboard::status(args).await? {

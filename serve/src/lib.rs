@@ -35,6 +35,7 @@
 
 pub mod metrics;
 pub mod process;
+pub mod tls;
 
 /// What to do about a listener that could not bind, by why: `who` is what else might
 /// hold the port (`another agent`).
@@ -166,6 +167,87 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    serve_secure(listener, app, limits, Security::default(), shutdown).await
+}
+
+/// How a server protects what crosses the wire.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// Serve TLS (and, with a client CA, mutual TLS).
+    pub tls: Option<Arc<tls::Tls>>,
+    /// Serve writes over plain HTTP beyond loopback anyway (tokens in clear).
+    pub insecure_plaintext: bool,
+}
+
+/// How a server's requests travel, from its address and [`Security`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tls,
+    /// Plain HTTP on a loopback address: nothing leaves the host.
+    Loopback,
+    /// Plain HTTP beyond loopback, because the operator said so.
+    InsecurePlaintext,
+    /// Plain HTTP beyond loopback: reads are served, writes and actions refused (403).
+    ReadOnly,
+}
+
+impl Transport {
+    pub fn of(listen: SocketAddr, security: &Security) -> Transport {
+        match (security.tls.is_some(), listen.ip().is_loopback(), security.insecure_plaintext) {
+            (true, _, _) => Transport::Tls,
+            (false, true, _) => Transport::Loopback,
+            (false, false, true) => Transport::InsecurePlaintext,
+            (false, false, false) => Transport::ReadOnly,
+        }
+    }
+}
+
+/// Refuses every request but reads (GET, HEAD, OPTIONS) with 403: on a plain-HTTP server
+/// reachable from the network, a write or an action carries a credential that anyone on
+/// the path could read and replay.
+fn read_only(app: Router) -> Router {
+    app.layer(axum::middleware::from_fn(|request: axum::extract::Request, next: axum::middleware::Next| async move {
+        use axum::response::IntoResponse;
+        if matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS)
+        {
+            return next.run(request).await;
+        }
+        let body = serde_json::json!({"error": {
+            "code": "plaintext_refused",
+            "message": "this server listens beyond loopback over plain HTTP, so it takes no writes or actions \
+                        (their credentials would cross the network in clear): serve TLS (--tls-cert, --tls-key), \
+                        or restart it with --insecure-plaintext to accept that",
+        }});
+        (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+    }))
+}
+
+/// [`serve`], over TLS when `security.tls` is given: the handshake must complete within
+/// the header-read timeout, a client refused by the allow-list is dropped after it, and
+/// the certificate files are watched for renewal while the server runs. Plain HTTP beyond
+/// loopback serves reads only, unless `security.insecure_plaintext` (then it says so at
+/// every start).
+pub async fn serve_secure(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let app = match Transport::of(local, &security) {
+        Transport::Tls | Transport::Loopback => app,
+        Transport::InsecurePlaintext => {
+            tracing::warn!(listen = %local, "serving plain HTTP beyond loopback (--insecure-plaintext): tokens and data cross the network in clear");
+            app
+        }
+        Transport::ReadOnly => {
+            tracing::warn!(listen = %local, "plain HTTP beyond loopback: serving reads only; writes and actions are refused until TLS is configured (--tls-cert, --tls-key) or --insecure-plaintext is given");
+            read_only(app)
+        }
+    };
+    let tls = security.tls;
+    let _watching = tls.as_ref().map(|t| AbortOnDrop(t.watch(Duration::from_secs(1))));
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
@@ -208,18 +290,42 @@ pub async fn serve(
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let first_byte_timeout = limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // The auto builder waits for a connection's first bytes with no clock of its
-            // own: a socket that never sends one would be held for good.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
             let service = TowerToHyperService::new(app);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            match tls {
+                None => {
+                    // The auto builder waits for a connection's first bytes with no clock
+                    // of its own: a socket that never sends one would be held for good.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    let stream = match tokio::time::timeout(first_byte_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    if let Err(why) = tls.admits(stream.get_ref().1) {
+                        tracing::warn!(peer = %peer, why, "client refused after the TLS handshake");
+                        return;
+                    }
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                }
             }
             drop((permit, ip_slot));
         });
@@ -232,6 +338,15 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Stops a background task when the server it serves returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The peer address type every request carries.
@@ -247,5 +362,36 @@ mod listen_tests {
         // TEST-NET-1: an address no host of this test owns.
         let e = std::net::TcpListener::bind("192.0.2.1:0").expect_err("not ours");
         assert!(super::listen_hint(&e, "another agent").contains("not one of this host's"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[test]
+    fn plain_http_beyond_loopback_is_read_only_unless_told_otherwise() {
+        let lan: SocketAddr = "10.77.0.1:9464".parse().expect("addr");
+        let lo: SocketAddr = "127.0.0.1:9464".parse().expect("addr");
+        assert_eq!(Transport::of(lo, &Security::default()), Transport::Loopback);
+        assert_eq!(Transport::of(lan, &Security::default()), Transport::ReadOnly);
+        let insecure = Security { tls: None, insecure_plaintext: true };
+        assert_eq!(Transport::of(lan, &insecure), Transport::InsecurePlaintext);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_server_serves_reads_and_refuses_writes() {
+        let app =
+            read_only(Router::new().route("/x", axum::routing::get(|| async { "read" }).post(|| async { "written" })));
+        let send = |method: &str| {
+            let request = axum::http::Request::builder().method(method).uri("/x").body(axum::body::Body::empty());
+            app.clone().oneshot(request.expect("request"))
+        };
+        assert_eq!(send("GET").await.expect("get").status(), 200);
+        let refused = send("POST").await.expect("post");
+        assert_eq!(refused.status(), 403);
+        let body = axum::body::to_bytes(refused.into_body(), 4096).await.expect("body");
+        assert!(String::from_utf8_lossy(&body).contains("--insecure-plaintext"));
     }
 }
