@@ -14,13 +14,16 @@ pub struct AgentArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     flags: AgentFlags,
+    #[command(flatten)]
+    tls: hale_serve::tls::TlsFlags,
 }
 
 /// `hale agent`.
 pub async fn run(args: AgentArgs) -> Result<()> {
-    let AgentArgs { config, flags } = args;
+    let AgentArgs { config, flags, tls } = args;
+    let security = tls.security()?;
     let source = ConfigSource { file: config, flags };
     let config = source.load().map_err(|e| anyhow!(e))?;
     crate::logging::to_stderr("info");
-    Ok(hale_agent::run(config, source, crate::shutdown::requested()).await?)
+    Ok(hale_agent::run(config, source, security, crate::shutdown::requested()).await?)
 }

@@ -14,12 +14,15 @@ pub struct CollectorArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     flags: CollectorFlags,
+    #[command(flatten)]
+    tls: hale_serve::tls::TlsFlags,
 }
 
 /// `hale collector`.
 pub async fn run(args: CollectorArgs) -> Result<()> {
     crate::logging::to_stderr("info");
-    let CollectorArgs { config: path, flags } = args;
+    let CollectorArgs { config: path, flags, tls } = args;
+    let security = tls.security()?;
     let file = match &path {
         Some(path) => {
             let source = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -30,5 +33,5 @@ pub async fn run(args: CollectorArgs) -> Result<()> {
     // Rule and SLO files named in the config are relative to it, as in Prometheus.
     let dir = path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
     let config = file.into_config(dir, flags)?;
-    Ok(hale_collector::run(config, crate::shutdown::requested()).await?)
+    Ok(hale_collector::run(config, security, crate::shutdown::requested()).await?)
 }

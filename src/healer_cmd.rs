@@ -15,6 +15,8 @@ use hale_healer::HealerConfig;
 pub struct HealerArgs {
     #[command(subcommand)]
     sub: Option<HealerSub>,
+    #[command(flatten)]
+    tls: hale_serve::tls::TlsFlags,
     /// Address to serve on (the collector's webhooks come here).
     #[arg(long, default_value = "127.0.0.1:9465")]
     listen: SocketAddr,
@@ -152,8 +154,9 @@ pub async fn run(args: HealerArgs) -> Result<()> {
         return replay(policies, alerts);
     }
     crate::logging::to_stderr("info");
+    let security = args.tls.security()?;
     let config = HealerConfig::try_from(args)?;
-    Ok(hale_healer::run(config, crate::shutdown::requested()).await?)
+    Ok(hale_healer::run(config, security, crate::shutdown::requested()).await?)
 }
 
 /// `hale healer replay`: one line per alert, then a summary.

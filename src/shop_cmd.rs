@@ -34,6 +34,8 @@ struct ServiceFlags {
     /// cluster.toml with the topology, accounts and secrets.
     #[arg(long)]
     config: PathBuf,
+    #[command(flatten)]
+    tls: hale_serve::tls::TlsFlags,
     /// Instance name, such as search-1.
     #[arg(long)]
     instance: String,
@@ -84,6 +86,7 @@ async fn serve(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
     if matches!(flags.role, RoleArg::Standby) && flags.follow.is_none() {
         bail!("a catalog standby needs --follow <primary URL>");
     }
+    let security = flags.tls.security()?;
     let args = hale_shop::ShopArgs {
         service,
         instance: flags.instance,
@@ -97,7 +100,7 @@ async fn serve(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
         follow: flags.follow,
         cluster,
     };
-    let result = hale_shop::run(args, crate::shutdown::requested()).await;
+    let result = hale_shop::run(args, security, crate::shutdown::requested()).await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "service failed");
     }

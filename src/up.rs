@@ -139,7 +139,10 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 logs.display().to_string(),
                 "--gateway".into(),
                 gateway_url.clone(),
-            ],
+            ]
+            .into_iter()
+            .chain(plaintext_flags(cluster))
+            .collect(),
             env: Default::default(),
             log_file: Some(logs.join("{name}.log").display().to_string()),
             output_file: logs.join("{name}.out").display().to_string(),
@@ -209,6 +212,17 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
             }
         })
         .collect()
+}
+
+/// `--insecure-plaintext` for every child when the cluster's addresses are not all
+/// loopback (`--netns`, or a cluster.toml on real addresses): `hale up` speaks plain HTTP,
+/// and a server beyond loopback otherwise takes no writes.
+fn plaintext_flags(cluster: &ClusterConfig) -> Option<String> {
+    let loopback = cluster.nodes.iter().all(|n| n.ip.is_loopback())
+        && [cluster.gateway.listen, cluster.collector.listen, cluster.healer.listen]
+            .iter()
+            .all(|a| a.ip().is_loopback());
+    (!loopback).then(|| "--insecure-plaintext".to_string())
 }
 
 /// Refuses to start when an address is taken, naming the way out.
@@ -379,6 +393,7 @@ fn collector_spec(
     // The healer hears every alert; the user's receivers too.
     .chain(repeated("--alert-webhook", &[healer_hook]))
     .chain(repeated("--alert-webhook", alert_webhooks))
+    .chain(plaintext_flags(cluster))
     .collect();
     let env = vec![
         ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
@@ -407,6 +422,7 @@ fn healer_spec(
         ],
     )
     .chain(repeated("--escalation-webhook", escalation_webhooks))
+    .chain(plaintext_flags(cluster))
     .collect();
     let env = vec![
         ("HALE_WEBHOOK_SECRET".into(), webhook_secret.to_string()),
@@ -420,7 +436,9 @@ fn healer_spec(
 /// A node's agent, reading its config from the data dir, on its node.
 fn agent_spec(cluster: &ClusterConfig, layout: &Layout, agent: &AgentConfig) -> ProcessSpec {
     let name = format!("agent-{}", agent.node);
-    let args = command("agent", [("--config", layout.agent_file(&agent.node).display().to_string())]).collect();
+    let args = command("agent", [("--config", layout.agent_file(&agent.node).display().to_string())])
+        .chain(plaintext_flags(cluster))
+        .collect();
     let env = vec![
         ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
         ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),

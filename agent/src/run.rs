@@ -116,6 +116,7 @@ async fn reload_on_hangup(agent: Arc<Agent>) {
 pub async fn run(
     config: AgentConfig,
     source: ConfigSource,
+    security: hale_serve::Security,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let data_dir = config.data_dir.clone();
@@ -179,12 +180,17 @@ pub async fn run(
     }
     tasks.push(tokio::spawn(reload_on_hangup(agent.clone())));
     tracing::info!(node = %agent.config().node, listen = %agent.config().listen, agent_id, "agent running");
-    let result =
-        hale_serve::serve(listener, crate::api::router(agent.clone()), hale_serve::Limits::default(), async move {
+    let result = hale_serve::serve_secure(
+        listener,
+        crate::api::router(agent.clone()),
+        hale_serve::Limits::default(),
+        security,
+        async move {
             shutdown.await;
             let _ = stop_tx.send(true);
-        })
-        .await;
+        },
+    )
+    .await;
     for task in tasks {
         task.abort();
     }

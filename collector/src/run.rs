@@ -75,6 +75,7 @@ pub enum CollectorError {
 
 pub async fn run(
     config: CollectorConfig,
+    security: hale_serve::Security,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let started = Instant::now();
@@ -192,9 +193,10 @@ pub async fn run(
     };
     tasks.extend(crate::rules::manager::spawn(groups, collector.clone(), collector.rules.clone(), updates));
     tracing::info!(listen = %config.listen, "collector serving");
-    let result = hale_serve::serve(listener, api::router(collector), hale_serve::Limits::default(), shutdown)
-        .await
-        .map_err(CollectorError::Serve);
+    let result =
+        hale_serve::serve_secure(listener, api::router(collector), hale_serve::Limits::default(), security, shutdown)
+            .await
+            .map_err(CollectorError::Serve);
     housekeeping.abort();
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result

@@ -66,6 +66,7 @@ pub enum HealerError {
 
 pub async fn run(
     config: HealerConfig,
+    security: hale_serve::Security,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HealerError> {
     let source = std::fs::read_to_string(&config.policies)
@@ -182,9 +183,15 @@ pub async fn run(
         healer,
         auth: Auth { token: config.token, webhook_secret: config.webhook_secret, intake_token: config.intake_token },
     });
-    let result = hale_serve::serve(listener, crate::api::router(app), hale_serve::Limits::default(), stopped(stop_rx))
-        .await
-        .map_err(HealerError::Serve);
+    let result = hale_serve::serve_secure(
+        listener,
+        crate::api::router(app),
+        hale_serve::Limits::default(),
+        security,
+        stopped(stop_rx),
+    )
+    .await
+    .map_err(HealerError::Serve);
     worker.abort();
     follower.abort();
     sender.abort();

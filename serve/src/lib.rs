@@ -179,6 +179,15 @@ pub struct Security {
     pub insecure_plaintext: bool,
 }
 
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.as_ref().map(|t| t.files().clone()))
+            .field("insecure_plaintext", &self.insecure_plaintext)
+            .finish()
+    }
+}
+
 /// How a server's requests travel, from its address and [`Security`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

@@ -179,3 +179,48 @@ pub fn names_of(cert: &CertificateDer<'_>) -> Vec<String> {
     }
     names
 }
+
+/// The flags every Hale server takes for TLS, laid over its config.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsFlags {
+    /// Serve TLS with this certificate chain (PEM); a renewed file is served from the next
+    /// connection on.
+    #[arg(long, env = "HALE_TLS_CERT", requires = "tls_key", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "HALE_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long, env = "HALE_TLS_CLIENT_CA", requires = "tls_cert", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: the client names (certificate CN or DNS SAN) let in,
+    /// comma-separated; default every certificate the CA signed.
+    #[arg(
+        long,
+        env = "HALE_TLS_CLIENT_ALLOW",
+        value_delimiter = ',',
+        requires = "tls_client_ca",
+        value_name = "NAMES"
+    )]
+    pub tls_client_allow: Vec<String>,
+    /// Serve writes and actions over plain HTTP even beyond loopback, where their tokens
+    /// cross the network in clear (by default such a server serves reads only).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+}
+
+impl TlsFlags {
+    /// What the server is to do: its TLS loaded (an error names the file), or none.
+    pub fn security(&self) -> Result<crate::Security, TlsError> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                client_allow: self.tls_client_allow.clone(),
+            })?),
+            _ => None,
+        };
+        Ok(crate::Security { tls, insecure_plaintext: self.insecure_plaintext })
+    }
+}

@@ -129,7 +129,11 @@ pub fn app(args: &ShopArgs, stop: &watch::Receiver<bool>) -> Result<(Router, Vec
 }
 
 /// Runs one replica until `shutdown` resolves.
-pub async fn run(args: ShopArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+pub async fn run(
+    args: ShopArgs,
+    security: hale_serve::Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (router, tasks) = app(&args, &stop_rx)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -137,7 +141,7 @@ pub async fn run(args: ShopArgs, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(|error| RunError::Listen { addr: args.listen, error })?;
     let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     tracing::info!(service = %args.service, instance = %args.instance, listen = %args.listen, "serving");
-    let result = http::serve_on(listener, router, async move {
+    let result = http::serve_on(listener, router, security, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     })

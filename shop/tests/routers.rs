@@ -806,7 +806,7 @@ async fn serve(stop: &watch::Receiver<bool>, router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let mut stop = stop.clone();
-    tokio::spawn(hale_shop::http::serve_on(listener, router, async move {
+    tokio::spawn(hale_shop::http::serve_on(listener, router, hale_serve::Security::default(), async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
     url

@@ -18,12 +18,21 @@ struct Args {
     config: Option<PathBuf>,
     #[command(flatten)]
     flags: AgentFlags,
+    #[command(flatten)]
+    tls: hale_serve::tls::TlsFlags,
 }
 
 fn main() -> ExitCode {
     // Queues, checkpoints and logs are for the agent's owner only, as with `hale`.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let Args { config, flags } = Args::parse();
+    let Args { config, flags, tls } = Args::parse();
+    let security = match tls.security() {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("hale-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let source = ConfigSource { file: config, flags };
     let config = match source.load() {
         Ok(config) => config,
@@ -40,7 +49,7 @@ fn main() -> ExitCode {
         }
     };
     hale_serve::process::log_to_stderr("info");
-    match runtime.block_on(hale_agent::run(config, source, hale_serve::process::stop_requested())) {
+    match runtime.block_on(hale_agent::run(config, source, security, hale_serve::process::stop_requested())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hale-agent: {e}");

@@ -338,15 +338,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    serve_on(listener, app, shutdown).await
+    serve_on(listener, app, hale_serve::Security::default(), shutdown).await
 }
 
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: Router,
+    security: hale_serve::Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // With the peer's address (`ConnectInfo`), for per-client limits (`internal::ClientAddr`).
     let limits = hale_serve::Limits { drain_timeout: DRAIN_TIMEOUT, ..hale_serve::Limits::default() };
-    hale_serve::serve(listener, app, limits, shutdown).await
+    hale_serve::serve_secure(listener, app, limits, security, shutdown).await
 }
