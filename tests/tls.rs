@@ -69,16 +69,7 @@ async fn the_collector_serves_tls_with_certificates_from_hale_certs_and_reloads_
         }],
         metadata: Vec::new(),
     });
-    let r = client
-        .post(format!("{base}/api/v1/write"))
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(body)
-        .send()
-        .await
-        .expect("write");
-    assert!(r.status().is_success(), "{}", r.status());
+    common::send_remote_write_to(&client, &base, body).await;
     let value = common::query_value(&client, &base, "over_tls").await;
     assert_eq!(value, Some(42.0));
 

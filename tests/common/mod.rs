@@ -156,8 +156,13 @@ pub async fn wait_ready(what: &str, addr: impl std::fmt::Display) {
 /// Posts a snappy-compressed remote_write body as Prometheus's senders do (the headers
 /// real Prometheus requires) and asserts it is accepted.
 pub async fn send_remote_write(client: &reqwest::Client, addr: SocketAddr, body: Vec<u8>) {
+    send_remote_write_to(client, &format!("http://{addr}"), body).await;
+}
+
+/// [`send_remote_write`] to a collector at `base` (`http://…` or `https://…`).
+pub async fn send_remote_write_to(client: &reqwest::Client, base: &str, body: Vec<u8>) {
     let r = client
-        .post(format!("http://{addr}/api/v1/write"))
+        .post(format!("{base}/api/v1/write"))
         .header("Content-Encoding", "snappy")
         .header("Content-Type", "application/x-protobuf")
         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
@@ -165,7 +170,7 @@ pub async fn send_remote_write(client: &reqwest::Client, addr: SocketAddr, body:
         .send()
         .await
         .expect("write");
-    assert!(r.status().is_success(), "{addr}: {} {}", r.status(), r.text().await.unwrap_or_default());
+    assert!(r.status().is_success(), "{base}: {} {}", r.status(), r.text().await.unwrap_or_default());
 }
 
 /// Waits for a collector to answer `/-/ready`, failing with its output if it exits.
