@@ -114,7 +114,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogsError + '_ {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Entry {
-    Batch { batch: BatchId },
+    /// Opens a batch: the bytes that follow it, its lines and its closing id included.
+    /// A batch with fewer bytes behind it was torn by a crash and never acknowledged.
+    BatchStart {
+        bytes: u64,
+    },
+    Batch {
+        batch: BatchId,
+    },
     Line(LogLine),
 }
 
@@ -127,7 +134,13 @@ impl Entry {
         struct BatchLine {
             batch: BatchId,
         }
-        if line.starts_with(r#"{"batch""#) {
+        #[derive(Deserialize)]
+        struct StartLine {
+            batch_start: u64,
+        }
+        if line.starts_with(r#"{"batch_start""#) {
+            serde_json::from_str::<StartLine>(line).ok().map(|b| Entry::BatchStart { bytes: b.batch_start })
+        } else if line.starts_with(r#"{"batch""#) {
             serde_json::from_str::<BatchLine>(line).ok().map(|b| Entry::Batch { batch: b.batch })
         } else {
             serde_json::from_str(line).ok().map(Entry::Line)
@@ -600,15 +613,33 @@ impl LogStore {
         for id in &ids {
             let path = segment_path(dir, *id);
             let file = File::open(&path).map_err(io(&path))?;
-            for line in BufReader::new(file).lines() {
-                let Ok(line) = line else { break };
-                match Entry::parse(&line) {
+            let length = file.metadata().map_err(io(&path))?.len();
+            let mut reader = BufReader::new(file);
+            let (mut offset, mut raw) = (0u64, Vec::new());
+            loop {
+                raw.clear();
+                let n = reader.read_until(b'\n', &mut raw).map_err(io(&path))? as u64;
+                if n == 0 {
+                    break;
+                }
+                let at = offset;
+                offset += n;
+                let Ok(line) = std::str::from_utf8(&raw) else { continue };
+                match Entry::parse(line.trim_end_matches('\n')) {
+                    Some(Entry::BatchStart { bytes }) if offset + bytes > length => {
+                        // Torn by a crash before its id was written: never acknowledged,
+                        // and the sender sends it again. Its lines go with it.
+                        tracing::warn!(segment = %path.display(), at, "a batch torn by a crash is cut off; its sender sends it again");
+                        OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(at)).map_err(io(&path))?;
+                        break;
+                    }
+                    Some(Entry::BatchStart { .. }) => {}
                     Some(Entry::Line(l)) => {
                         widen(&mut times, *id, l.time_unix_nano);
                         let kept = RecentLine {
                             time_unix_nano: l.time_unix_nano,
                             error: is_error(&l.level),
-                            json: line.into(),
+                            json: line.trim_end_matches('\n').into(),
                         };
                         recent.entry((l.service, l.instance)).or_default().push(kept);
                     }
@@ -696,7 +727,18 @@ impl LogStore {
                 return Err(LogsError::Busy);
             }
         }
-        let stored = self.write_and_sync(&encoded);
+        // A batch goes out framed by its length, so a write a crash cuts short is seen
+        // as torn at the next start (see `open`).
+        let framed;
+        let bytes: &[u8] = if batch.is_some() {
+            let mut f = format!("{{\"batch_start\":{}}}\n", encoded.text.len()).into_bytes();
+            f.extend_from_slice(&encoded.text);
+            framed = f;
+            &framed
+        } else {
+            &encoded.text
+        };
+        let stored = self.write_and_sync(bytes);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((source, seq)) = batch {
             if stored.is_ok() {
@@ -752,7 +794,7 @@ impl LogStore {
 
     /// Appends `encoded` to the active segment and returns once an fsync covered it;
     /// returns the segment it went to.
-    fn write_and_sync(&self, encoded: &Encoded) -> Result<u64, LogsError> {
+    fn write_and_sync(&self, bytes: &[u8]) -> Result<u64, LogsError> {
         use std::sync::atomic::Ordering;
         let failed = || LogsError::Failed("an earlier fsync of the log store failed; restart the collector".into());
         if self.failed.load(Ordering::Acquire) {
@@ -777,15 +819,15 @@ impl LogStore {
                 w.size = 0;
             }
             let path = segment_path(&self.dir, w.id);
-            if let Err(e) = (&*w.file).write_all(&encoded.text) {
+            if let Err(e) = (&*w.file).write_all(bytes) {
                 // No half line may stay for the next batch to be glued onto.
                 let size = w.size;
                 let _ = w.file.set_len(size);
                 return Err(io(&path)(e));
             }
-            w.size += encoded.text.len() as u64;
+            w.size += bytes.len() as u64;
             w.written += 1;
-            self.stats.bytes_written.fetch_add(encoded.text.len() as u64, Ordering::Relaxed);
+            self.stats.bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             (w.id, w.written)
         };
         let _syncing = self.syncer.lock().unwrap_or_else(|p| p.into_inner());
@@ -1203,6 +1245,43 @@ mod tests {
             newest.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
             ["line 1498", "line 1499", "line 2000"]
         );
+    }
+
+    /// Found by tests/collector.rs (a line stored twice across a kill -9): the kernel may
+    /// cut a large write short when the process is killed, leaving a batch's first lines
+    /// in the segment but not its id at the end. Those lines counted as stored, the id did
+    /// not, and the agent's resend stored them again. A batch is now framed by its length:
+    /// a torn one is cut off at reopening, lines and all, so the resend stores it once.
+    #[test]
+    fn a_batch_torn_by_a_crash_is_dropped_whole_and_stored_once_when_sent_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let batch = |from: u64| -> Vec<LogLine> { (from..from + 50).map(|i| line(i, "info", "orders-1")).collect() };
+        let segment = {
+            let s = LogStore::open(dir.path()).expect("open");
+            s.append(batch(0), Some(("a".into(), 1))).expect("append");
+            let before = std::fs::metadata(segment_path(dir.path(), 1)).expect("segment").len();
+            s.append(batch(100), Some(("a".into(), 2))).expect("append");
+            // The second batch's write torn in the middle, as a kill -9 can leave it.
+            let after = std::fs::metadata(segment_path(dir.path(), 1)).expect("segment").len();
+            (before, after)
+        };
+        let path = segment_path(dir.path(), 1);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(segment.0 + (segment.1 - segment.0) / 2))
+            .expect("tear");
+        let s = LogStore::open(dir.path()).expect("reopen");
+        let all = Filter { until_ns: u64::MAX, ..Default::default() };
+        assert_eq!(s.query(&all, 1000).expect("query").len(), 50, "the torn batch's lines are gone");
+        assert_eq!(std::fs::metadata(&path).expect("segment").len(), segment.0, "cut at the batch");
+        assert_eq!(s.append(batch(100), Some(("a".into(), 2))).expect("resend"), 50, "the resend is stored");
+        assert_eq!(s.append(batch(100), Some(("a".into(), 2))).expect("again"), 0);
+        let stored = s.query(&all, 1000).expect("query");
+        let mut messages: Vec<&str> = stored.iter().map(|l| l.message.as_str()).collect();
+        messages.sort_unstable();
+        messages.dedup();
+        assert_eq!((stored.len(), messages.len()), (100, 100), "each line once");
     }
 
     #[test]
