@@ -45,11 +45,18 @@ pub struct HealerArgs {
     /// Bearer token for the healer's write endpoints (approve, pause, reset…).
     #[arg(long, env = "HALE_HEALER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The write token from a file (0600), read again when it changes; the token it
+    /// replaced is taken for 5 more minutes.
+    #[arg(long, env = "HALE_HEALER_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// A bearer token the alert intake accepts in place of a signature, for senders that
     /// cannot sign (Alertmanager's http_config.authorization). Without it the intake takes
     /// signed webhooks only; the write token is never accepted there.
     #[arg(long, env = "HALE_HEALER_INTAKE_TOKEN", hide_env_values = true)]
     intake_token: Option<String>,
+    /// The intake token from a file, read again when it changes (as --token-file).
+    #[arg(long, env = "HALE_HEALER_INTAKE_TOKEN_FILE", value_name = "FILE")]
+    intake_token_file: Option<PathBuf>,
     /// Key of the X-Hale-Signature on incoming webhooks and on escalations.
     #[arg(long, env = "HALE_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -96,7 +103,15 @@ impl TryFrom<HealerArgs> for HealerConfig {
         let Some(policies) = args.policies else {
             bail!("hale healer needs --policies FILE and --inventory healer.toml (hale up passes both)");
         };
-        if args.intake_token.is_some() && args.intake_token == args.token {
+        let token = token_of(args.token.clone(), args.token_file.clone(), "--token")?;
+        let intake_token = token_of(
+            args.intake_token.clone().filter(|t| !t.is_empty()),
+            args.intake_token_file.clone(),
+            "--intake-token",
+        )?;
+        if let (Some(t), Some(i)) = (&token, &intake_token)
+            && t.current() == i.current()
+        {
             bail!(
                 "--intake-token is the same as --token: the token that feeds the healer alerts must not also \
                  approve, pause and reset it; give the intake a token of its own"
@@ -135,9 +150,9 @@ impl TryFrom<HealerArgs> for HealerConfig {
             agent_token,
             admin_token,
             collector: args.collector,
-            token: args.token,
+            token,
             webhook_secret: args.webhook_secret.map(|s| std::sync::Arc::from(s.into_bytes().into_boxed_slice())),
-            intake_token: args.intake_token.filter(|t| !t.is_empty()),
+            intake_token,
             escalation_webhooks: args.escalation_webhooks,
             escalation_alertmanagers: args.escalation_alertmanagers,
             dry_run: args.dry_run,
@@ -146,6 +161,20 @@ impl TryFrom<HealerArgs> for HealerConfig {
             etcd_ttl: args.etcd_ttl,
         })
     }
+}
+
+/// A token given inline or from a file (not both).
+fn token_of(
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    flag: &str,
+) -> Result<Option<std::sync::Arc<hale_core::token::Token>>> {
+    Ok(match (inline, file) {
+        (Some(_), Some(_)) => bail!("give {flag} or {flag}-file, not both"),
+        (Some(token), None) => Some(hale_core::token::Token::fixed(token)),
+        (None, Some(path)) => Some(hale_core::token::Token::from_file(&path, hale_core::token::DEFAULT_GRACE)?),
+        (None, None) => None,
+    })
 }
 
 /// `hale healer` and `hale healer replay`.
@@ -216,7 +245,11 @@ mod tests {
         let c = config(dir.path(), &["--token", "w", "--intake-token", "", "--etcd", "http://a:2379,http://b:2379"])
             .expect("config");
         assert_eq!((c.listen.port(), c.collector.as_str()), (9465, "http://127.0.0.1:9464"));
-        assert_eq!((c.token.as_deref(), c.intake_token), (Some("w"), None), "an empty intake token is none");
+        assert_eq!(
+            (c.token.as_ref().map(|t| t.current()), c.intake_token.is_none()),
+            (Some("w".to_string()), true),
+            "an empty intake token is none"
+        );
         assert_eq!(c.etcd, ["http://a:2379", "http://b:2379"]);
         assert_eq!(c.etcd_ttl, Duration::from_secs(3));
         let written = std::fs::read_to_string(dir.path().join("cluster.toml")).expect("cluster.toml");

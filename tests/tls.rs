@@ -103,3 +103,56 @@ async fn the_collector_serves_tls_with_certificates_from_hale_certs_and_reloads_
     })
     .await;
 }
+
+/// Tokens from files: rotated without a restart (the old one taken for a grace period so
+/// senders move over one by one), and a token file others can read is warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_token_rotates_from_its_file_without_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let token_file = tmp.path().join("ingest.token");
+    std::fs::write(&token_file, "first-ingest-token-0123456789\n").expect("token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let addr = free_addr();
+    let out = tmp.path().join("collector.out");
+    let _collector = common::spawn_collector(
+        addr,
+        &tmp.path().join("data"),
+        &out,
+        &["--ingest-token-file".into(), token_file.display().to_string()],
+        &[],
+    );
+    common::wait_ready("collector", addr).await;
+    let log = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(log.contains("readable by others") && log.contains("chmod 600"), "{log}");
+    let client = reqwest::Client::new();
+    let write = async |token: Option<&str>| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+        let body = remote_write::encode(&WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![Label { name: "__name__".into(), value: "rotated".into() }],
+                samples: vec![Sample { value: 1.0, timestamp: now }],
+            }],
+            metadata: Vec::new(),
+        });
+        let mut request = client
+            .post(format!("http://{addr}/api/v1/write"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("write").status().as_u16()
+    };
+    assert_eq!(write(Some("first-ingest-token-0123456789")).await, 204);
+    assert_eq!(write(None).await, 401);
+    std::fs::write(&token_file, "second-ingest-token-0123456789\n").expect("rotate");
+    eventually("the rotated token taken", Duration::from_secs(10), async || {
+        (write(Some("second-ingest-token-0123456789")).await == 204).then_some(())
+    })
+    .await;
+    assert_eq!(write(Some("first-ingest-token-0123456789")).await, 204, "the old one within the grace period");
+    assert_eq!(write(Some("a-made-up-token")).await, 401);
+}

@@ -223,7 +223,7 @@ impl CollectorFile {
         Ok(CollectorConfig {
             listen,
             data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            ingest_token: flags.ingest_token.map(Secret::new),
+            ingest_token: token_of(flags.ingest_token, flags.ingest_token_file, "--ingest-token")?,
             retention: durations.retention,
             retention_bytes: self.retention_bytes,
             checkpoint_interval: durations.checkpoint_interval,
@@ -237,11 +237,27 @@ impl CollectorFile {
                 route,
                 external_url: self.notify.external_url.unwrap_or_else(|| format!("http://{listen}")),
             },
-            admin_token: flags.admin_token.map(Secret::new),
+            admin_token: token_of(flags.admin_token, flags.admin_token_file, "--admin-token")?,
             slo_files: relative(self.slo_files, flags.slos),
             slo_options,
             query_max_samples: self.query_max_samples,
         })
+    }
+}
+
+/// A token given inline or from a file (not both).
+fn token_of(
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    flag: &str,
+) -> Result<Option<std::sync::Arc<hale_core::token::Token>>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(format!("give {flag} or {flag}-file, not both"))),
+        (Some(token), None) => Ok(Some(hale_core::token::Token::fixed(token))),
+        (None, Some(path)) => hale_core::token::Token::from_file(&path, hale_core::token::DEFAULT_GRACE)
+            .map(Some)
+            .map_err(|e| ConfigError::new(e.to_string())),
+        (None, None) => Ok(None),
     }
 }
 
@@ -262,6 +278,10 @@ pub struct CollectorFlags {
     /// Bearer token required to write (remote_write); without it, writes are open.
     #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true))]
     pub ingest_token: Option<String>,
+    /// The ingest token from a file (0600), read again when it changes; the token it
+    /// replaced is taken for 5 more minutes, so agents can be moved over one by one.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN_FILE", value_name = "FILE"))]
+    pub ingest_token_file: Option<PathBuf>,
     /// Keep data this long (15d, 12h, ...; default 15d).
     #[cfg_attr(feature = "cli", arg(long))]
     pub retention: Option<String>,
@@ -289,6 +309,9 @@ pub struct CollectorFlags {
     /// Bearer token for writing silences; without it they are read-only.
     #[cfg_attr(feature = "cli", arg(long, env = "HALE_ADMIN_TOKEN", hide_env_values = true))]
     pub admin_token: Option<String>,
+    /// The admin token from a file, read again when it changes (as --ingest-token-file).
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_ADMIN_TOKEN_FILE", value_name = "FILE"))]
+    pub admin_token_file: Option<PathBuf>,
     /// How long a new alert group waits before its first notification (default 30s).
     #[cfg_attr(feature = "cli", arg(long))]
     pub group_wait: Option<String>,

@@ -29,7 +29,7 @@ pub struct CollectorConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// Bearer token required on `/api/v1/write`; `None` leaves ingest open (loopback demos).
-    pub ingest_token: Option<Secret<String>>,
+    pub ingest_token: Option<Arc<hale_core::token::Token>>,
     /// Data older than this is dropped.
     pub retention: std::time::Duration,
     /// The head is kept under this many bytes of samples (0: no limit).
@@ -45,7 +45,7 @@ pub struct CollectorConfig {
     /// Where alerts are notified.
     pub notify: crate::notify::NotifyConfig,
     /// Bearer token for silences; without it they are read-only.
-    pub admin_token: Option<Secret<String>>,
+    pub admin_token: Option<Arc<hale_core::token::Token>>,
     /// Sloth SLO specs to evaluate.
     pub slo_files: Vec<PathBuf>,
     /// Window scale and minimum events of the SLO rules.
@@ -152,11 +152,11 @@ pub async fn run(
     let collector = Arc::new(Collector {
         store,
         logs,
-        ingest_token: config.ingest_token.clone().map(Secret::into_inner),
+        ingest_token: config.ingest_token.clone(),
         started,
         telemetry: Default::default(),
         rules: Default::default(),
-        admin_token: config.admin_token.clone().map(Secret::into_inner),
+        admin_token: config.admin_token.clone(),
         silences: silences.clone(),
         outbox: outbox.clone(),
         slos,

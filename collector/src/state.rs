@@ -18,14 +18,14 @@ pub struct Collector {
     pub store: Store,
     pub logs: LogStore,
     /// Bearer token required on the ingest endpoints; `None` leaves them open.
-    pub ingest_token: Option<String>,
+    pub ingest_token: Option<std::sync::Arc<hale_core::token::Token>>,
     pub started: Instant,
     /// Counted as requests are served (query latency, refused batches and samples).
     pub telemetry: Telemetry,
     /// What the rule groups found at their last evaluation.
     pub rules: RulesView,
     /// Bearer token for silences; `None` makes them read-only.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<std::sync::Arc<hale_core::token::Token>>,
     pub silences: Arc<Silences>,
     /// The notification outbox, when notifications are configured.
     pub outbox: Option<Arc<Outbox>>,

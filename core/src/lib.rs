@@ -31,6 +31,7 @@ mod process;
 pub mod remote_write;
 pub mod secret;
 pub mod time;
+pub mod token;
 mod topology;
 pub mod webhook;
 

@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hale_core::api;
-use hale_core::auth::bearer_matches;
 use hale_core::time::now_ms;
 
 /// Alertmanager caps a notification's alerts; a few MiB is far above any real payload.
@@ -29,13 +28,13 @@ const MAX_HOOK_BYTES: usize = 4 * 1024 * 1024;
 pub struct Auth {
     /// Bearer token for writes (approve, pause, reset…). Never accepted on the intake: the
     /// one credential that moves the healer must not also be a way to feed it alerts.
-    pub token: Option<String>,
+    pub token: Option<Arc<hale_core::token::Token>>,
     /// HMAC key of `X-Hale-Signature` on the intake.
     pub webhook_secret: Option<Arc<[u8]>>,
     /// A bearer token the intake accepts in place of a signature, only when configured
     /// (`--intake-token`): for senders that cannot sign, such as Alertmanager's
     /// `http_config.authorization`.
-    pub intake_token: Option<String>,
+    pub intake_token: Option<Arc<hale_core::token::Token>>,
 }
 
 pub struct App {
@@ -51,9 +50,9 @@ fn bearer_ok(app: &App, headers: &HeaderMap) -> bool {
     bearer_is(app.auth.token.as_deref(), headers)
 }
 
-fn bearer_is(expected: Option<&str>, headers: &HeaderMap) -> bool {
+fn bearer_is(expected: Option<&hale_core::token::Token>, headers: &HeaderMap) -> bool {
     let Some(expected) = expected else { return false };
-    bearer_matches(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()), expected)
+    expected.accepts_bearer(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
 }
 
 /// Writes need the bearer token; without one configured they are refused.

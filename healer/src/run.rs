@@ -25,12 +25,12 @@ pub struct HealerConfig {
     /// The gateway's admin token (gateway load balancers) and the collector's (silences).
     pub admin_token: Option<String>,
     pub collector: String,
-    /// Bearer token for the healer's write endpoints (and accepted on the intake).
-    pub token: Option<String>,
+    /// Bearer token for the healer's write endpoints.
+    pub token: Option<std::sync::Arc<hale_core::token::Token>>,
     /// Key of `X-Hale-Signature`, on the intake and on escalations.
     pub webhook_secret: Option<Arc<[u8]>>,
     /// Bearer token the alert intake accepts in place of a signature (none: signatures only).
-    pub intake_token: Option<String>,
+    pub intake_token: Option<std::sync::Arc<hale_core::token::Token>>,
     pub escalation_webhooks: Vec<String>,
     /// Alertmanagers the escalations are posted to as alerts.
     pub escalation_alertmanagers: Vec<String>,

@@ -258,7 +258,7 @@ impl Rig {
 
     async fn api(&self, method: &str, uri: &str) -> (StatusCode, Value) {
         self.call(
-            Auth { token: Some(TOKEN.into()), webhook_secret: None, intake_token: None },
+            Auth { token: Some(hale_core::token::Token::fixed(TOKEN)), webhook_secret: None, intake_token: None },
             method,
             uri,
             Some(TOKEN),
@@ -522,7 +522,8 @@ async fn writes_need_the_token_and_a_healer_without_one_is_read_only() {
         "/api/v1/resume",
         "/api/v1/targets/instance/s-1/reset",
     ];
-    let with_token = || Auth { token: Some(TOKEN.into()), webhook_secret: None, intake_token: None };
+    let with_token =
+        || Auth { token: Some(hale_core::token::Token::fixed(TOKEN)), webhook_secret: None, intake_token: None };
     for uri in writes {
         for given in [None, Some("wrong-token"), Some("")] {
             let (status, body) = rig.call(with_token(), "POST", uri, given).await;

@@ -25,7 +25,6 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hale_core::api::{Envelope, Status};
-use hale_core::auth::bearer_matches;
 use hale_core::remote_write::BATCH_HEADER;
 use serde::Serialize;
 
@@ -169,7 +168,7 @@ impl<const LIMIT: usize> axum::extract::FromRequest<Arc<Collector>> for Ingest<L
 
 fn authorized(collector: &Collector, headers: &HeaderMap) -> bool {
     let Some(expected) = &collector.ingest_token else { return true };
-    bearer_matches(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()), expected)
+    expected.accepts_bearer(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
 }
 
 /// `X-Hale-Batch: <source>/<seq>`, if the sender numbered its batch.
@@ -212,11 +211,11 @@ pub(crate) mod test_support {
         let router = super::router(Arc::new(Collector {
             store,
             logs,
-            ingest_token: ingest_token.map(str::to_string),
+            ingest_token: ingest_token.map(hale_core::token::Token::fixed),
             started: Instant::now(),
             telemetry: Default::default(),
             rules,
-            admin_token: Some("admin-secret".into()),
+            admin_token: Some(hale_core::token::Token::fixed("admin-secret")),
             silences,
             outbox: None,
             slos: Vec::new(),

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use hale_core::api::{Envelope, SilenceCreated, SilenceState, Status};
-use hale_core::auth::bearer_matches;
 use hale_core::time::now_ms;
 
 use super::{PromError, success};
@@ -28,7 +27,7 @@ pub(super) const MAX_SILENCE_BYTES: usize = 64 * 1024;
 pub struct SilencesApi {
     pub silences: Arc<Silences>,
     /// Bearer token for writes; `None` makes silences read-only.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<std::sync::Arc<hale_core::token::Token>>,
 }
 
 impl FromRef<Arc<Collector>> for SilencesApi {
@@ -60,7 +59,7 @@ pub(super) fn authorize(api: &SilencesApi, headers: &HeaderMap) -> Result<(), Pr
             "silences are read-only here: start the collector with --admin-token (or HALE_ADMIN_TOKEN)",
         ));
     };
-    if bearer_matches(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()), expected) {
+    if expected.accepts_bearer(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
         Ok(())
     } else {
         Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (--admin-token)"))
