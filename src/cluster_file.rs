@@ -21,9 +21,13 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig> {
     Ok(cluster)
 }
 
-/// Reads and parses `path` with [`parse`].
+/// Reads and parses `path` with [`parse`]; a file others can read is warned about (it
+/// holds the cluster's secrets).
 pub fn read(path: &Path) -> Result<ClusterConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(warning) = hale_core::token::readable_by_others(path) {
+        tracing::warn!("{warning}: it holds the cluster's secrets");
+    }
     parse(&text, path)
 }
 

@@ -80,9 +80,9 @@ pub async fn run(command: ShopCommand) -> Result<()> {
 
 /// One replica, until Ctrl-C or SIGTERM; a failure is logged too, where its agent ships it.
 async fn serve(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
-    let cluster = crate::cluster_file::read(&flags.config)?;
     let log_dir = flags.log_dir.clone().unwrap_or_else(|| flags.data_dir.join("logs"));
     crate::logging::to_json_lines(&log_dir.join(format!("{}.log", flags.instance)), service.as_str(), &flags.instance)?;
+    let cluster = crate::cluster_file::read(&flags.config)?;
     if matches!(flags.role, RoleArg::Standby) && flags.follow.is_none() {
         bail!("a catalog standby needs --follow <primary URL>");
     }
