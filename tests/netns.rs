@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::eventually;
-use common::up::{Cluster, chaos, on_host};
+use common::up::{Cluster, assert_products, chaos, on_host};
 use hale_core::api::{Action, ActionKind, ActionStatus, LogLine};
 use hale_core::{Role, ServiceKind};
 use hale_shop::auth::TokenResponse;
@@ -53,24 +53,6 @@ async fn publish(client: &reqwest::Client, base: &str, token: &str, name: String
         return None;
     }
     Some((r.json::<Product>().await.ok()?.id, written))
-}
-
-/// Every product of `expected` reads at `base` as it was written.
-async fn assert_products(client: &reqwest::Client, base: &str, expected: &[(i64, CreateProduct)], when: &str) {
-    for (id, want) in expected {
-        let r = client.get(format!("{base}/api/products/{id}")).send().await;
-        let r = r.unwrap_or_else(|e| panic!("{when}: product {id}: {e}"));
-        assert_eq!(r.status(), 200, "{when}: product {id} ({want:?}) lost");
-        let got: Product = r.json().await.expect("a product");
-        let got = CreateProduct {
-            name: got.name,
-            description: got.description,
-            price_cents: got.price_cents,
-            stock: got.stock,
-            tags: got.tags,
-        };
-        assert_eq!(got, *want, "{when}: product {id} as written");
-    }
 }
 
 async fn actions(client: &reqwest::Client, healer: &str) -> Vec<Action> {

@@ -21,7 +21,7 @@ use hale_shop::orders::OrderView;
 use hale_shop::search::SearchResults;
 use serde_json::{Value, json};
 
-use common::up::{Cluster, chaos, effective_config, pids_under};
+use common::up::{Cluster, assert_products, chaos, effective_config, pids_under};
 
 fn pid_of(dir: &Path, instance: &str) -> Option<u32> {
     pids_under(dir).into_iter().find(|pid| {
@@ -506,26 +506,6 @@ async fn hale_chaos_kills_replicas_and_takes_nodes_down_and_up() {
     let out = chaos(&["hang", "nobody"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no replica \"nobody\""));
-}
-
-/// Reads each product of `expected` (id, what was written) from `base` and compares its
-/// id, name, description, price, stock and tags with what was written.
-async fn assert_products(client: &reqwest::Client, base: &str, expected: &[(i64, CreateProduct)], when: &str) {
-    for (id, want) in expected {
-        let r = client.get(format!("{base}/api/products/{id}")).send().await;
-        let r = r.unwrap_or_else(|e| panic!("{when}: product {id}: {e}"));
-        assert_eq!(r.status(), 200, "{when}: product {id}");
-        let got: Product = r.json().await.expect("a product");
-        assert_eq!(got.id, *id, "{when}");
-        let got = CreateProduct {
-            name: got.name,
-            description: got.description,
-            price_cents: got.price_cents,
-            stock: got.stock,
-            tags: got.tags,
-        };
-        assert_eq!(got, *want, "{when}: product {id} as written");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,3 +194,29 @@ pub fn chaos(data_dir: &Path, args: &[&str]) {
         .expect("hale chaos");
     assert!(out.status.success(), "hale chaos {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Reads each product of `expected` (id, what was written) from `base` (the gateway, or a
+/// catalog replica) and compares its name, description, price, stock and tags with what
+/// was written: an acknowledged write that is missing or changed fails, saying `when`.
+pub async fn assert_products(
+    client: &reqwest::Client,
+    base: &str,
+    expected: &[(i64, hale_shop::catalog::CreateProduct)],
+    when: &str,
+) {
+    for (id, want) in expected {
+        let r = client.get(format!("{base}/api/products/{id}")).send().await;
+        let r = r.unwrap_or_else(|e| panic!("{when}: product {id}: {e}"));
+        assert_eq!(r.status(), 200, "{when}: product {id} ({want:?}) lost");
+        let got: hale_shop::catalog::store::Product = r.json().await.expect("a product");
+        assert_eq!(got.id, *id, "{when}");
+        let got = hale_shop::catalog::CreateProduct {
+            name: got.name,
+            description: got.description,
+            price_cents: got.price_cents,
+            stock: got.stock,
+            tags: got.tags,
+        };
+        assert_eq!(got, *want, "{when}: product {id} as written");
+    }
+}
