@@ -545,23 +545,25 @@ mod tests {
         sup.start(spec("stubborn", &script, dir.path())).expect("start");
         wait_until(|| marker.exists()).await;
         let first = pid(&sup, "stubborn").expect("pid");
+        // The marker goes before each restart, never after: the new child may touch it the
+        // moment the restart returns (removing it then waited forever, once in CI).
+        std::fs::remove_file(&marker).expect("rm");
         let started = Instant::now();
         let restart = sup.restart_with_grace("stubborn", Some(Duration::from_millis(1500)));
         tokio::time::timeout(deadline, restart).await.expect("the grace given, not the default").expect("restart");
         assert!(started.elapsed() >= Duration::from_millis(1400), "it ignored SIGTERM for the grace");
         assert!(kill(Pid::from_raw(first as i32), None).is_err(), "the first child is gone");
-        std::fs::remove_file(&marker).expect("rm");
         wait_until(|| marker.exists()).await;
         let second = pid(&sup, "stubborn").expect("pid");
         assert_ne!(second, first);
         // No grace: SIGKILL at once, where the default would wait an hour.
+        std::fs::remove_file(&marker).expect("rm");
         let restart = sup.restart_with_grace("stubborn", Some(Duration::ZERO));
         tokio::time::timeout(deadline, restart).await.expect("no grace: killed at once").expect("restart");
         assert!(kill(Pid::from_raw(second as i32), None).is_err(), "the second child is gone");
         let info = sup.list().into_iter().find(|p| p.name == "stubborn").expect("listed");
         assert_eq!(info.last_exit.as_deref(), Some("restarted on request"));
         // Willing to go now: stopped on SIGTERM, well within the default grace.
-        std::fs::remove_file(&marker).expect("rm");
         wait_until(|| marker.exists()).await;
         std::fs::remove_file(&stubborn).expect("rm");
         tokio::time::timeout(deadline, sup.stop("stubborn")).await.expect("stopped on SIGTERM").expect("stop");
