@@ -98,7 +98,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         }
         return write_openmetrics(path, &args, start);
     }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let client = hale_client::tls::builder().timeout(Duration::from_secs(60)).build()?;
     let (all_labels, shapes): (Vec<Vec<Label>>, Vec<Shape>) = match args.workload {
         Workload::Synthetic => (0..args.series).map(|i| (labels(i), Shape::Synthetic(i))).unzip(),
         Workload::Fleet => crate::bench_fleet::series(args.series).into_iter().unzip(),

@@ -103,7 +103,7 @@ pub async fn alert(args: AlertArgs) -> Result<()> {
         .collect();
     // Let every replica be seen ready, so ReplicaDown (not ReplicaNeverReady) applies.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = hale_client::tls::builder().timeout(Duration::from_secs(5)).build()?;
     let mut latencies = Vec::new();
     for trial in 0..args.trials {
         let target = &targets[trial % targets.len()];

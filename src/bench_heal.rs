@@ -63,7 +63,7 @@ async fn start(policies: &std::path::Path) -> Result<DemoCluster> {
 pub async fn heal(args: HealArgs) -> Result<()> {
     let policies = std::env::temp_dir().join(format!("hale-bench-heal-policies-{}.yaml", std::process::id()));
     std::fs::write(&policies, bench_policies()?)?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let client = hale_client::tls::builder().timeout(Duration::from_secs(2)).build()?;
     let (mut killed, mut hung, mut failed_over) = (Vec::new(), Vec::new(), Vec::new());
     {
         let cluster = start(&policies).await?;

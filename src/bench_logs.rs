@@ -102,7 +102,7 @@ struct Pair {
 
 impl Pair {
     async fn start(dir: &std::path::Path, file: &std::path::Path, compression: &str) -> Result<Pair> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let client = hale_client::tls::builder().timeout(Duration::from_secs(10)).build()?;
         let (collector_addr, agent_addr) = (free_addr()?, free_addr()?);
         let collector = spawn_collector(collector_addr, &dir.join("collector"))?;
         let collector_base = format!("http://{collector_addr}");

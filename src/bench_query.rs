@@ -127,7 +127,7 @@ pub async fn query(args: QueryArgs) -> Result<()> {
         bail!("--series and --runs must be positive and --samples at least 21 (five minutes)");
     }
     let dir = tempfile::tempdir()?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let client = hale_client::tls::builder().timeout(Duration::from_secs(120)).build()?;
     let (hale, prom, vm) = (free_addr()?, free_addr()?, free_addr()?);
     let _collector = spawn_collector(hale, &dir.path().join("hale"))?;
     std::fs::write(dir.path().join("prometheus.yml"), "global:\n  scrape_interval: 1m\n")?;

@@ -146,7 +146,7 @@ impl ChaosArgs {
 /// Injects the fault; says what was done.
 pub async fn apply(args: ChaosArgs) -> Result<String> {
     let cluster = cluster(&args.data_dir)?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = hale_client::tls::builder().timeout(Duration::from_secs(5)).build()?;
     let replica = |name: &str| -> Result<hale_core::Instance> {
         cluster.instances().into_iter().find(|i| i.name == name).ok_or_else(|| {
             let names: Vec<String> = cluster.instances().into_iter().map(|i| i.name).collect();
@@ -159,7 +159,7 @@ pub async fn apply(args: ChaosArgs) -> Result<String> {
         async move {
             let target = target?;
             let r = client
-                .post(format!("http://{}/admin/chaos", target.listen))
+                .post(format!("{}/admin/chaos", target.url()))
                 .bearer_auth(token)
                 .json(&body)
                 .send()
@@ -226,7 +226,7 @@ async fn processes(cluster: &ClusterConfig, node: &str) -> Result<Vec<(String, O
 
 /// The typed client of a node's agent, with chaos's short timeout.
 fn agent(cluster: &ClusterConfig, node: &hale_core::NodeConfig) -> Result<hale_client::Agent> {
-    Ok(hale_client::Agent::with_timeout(&format!("http://{}", cluster.agent_listen(node)), Duration::from_secs(5))?)
+    Ok(hale_client::Agent::with_timeout(&cluster.url(cluster.agent_listen(node)), Duration::from_secs(5))?)
 }
 
 fn frozen_file(data_dir: &std::path::Path, node: &str) -> PathBuf {

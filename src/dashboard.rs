@@ -105,16 +105,15 @@ fn resolve(flags: ClusterFlags) -> Result<(Option<ClusterConfig>, Endpoints)> {
 fn endpoints(cluster: Option<&ClusterConfig>, collector: Option<String>, healer: Option<String>) -> Endpoints {
     let explicit = collector.is_some() || healer.is_some();
     // `resolve` makes sure each address is either given or in the cluster.toml.
-    let from_cluster = |which: fn(&ClusterConfig) -> std::net::SocketAddr| {
-        cluster.map(|c| format!("http://{}", which(c))).unwrap_or_default()
-    };
+    let from_cluster =
+        |which: fn(&ClusterConfig) -> std::net::SocketAddr| cluster.map(|c| c.url(which(c))).unwrap_or_default();
     Endpoints {
         collector: collector.unwrap_or_else(|| from_cluster(|c| c.collector.listen)),
         healer: healer.unwrap_or_else(|| from_cluster(|c| c.healer.listen)),
         // The data dir's agents only when the screen shows the data dir's cluster.
         agents: cluster
             .filter(|_| !explicit)
-            .map(|c| c.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", c.agent_listen(n)))).collect())
+            .map(|c| c.nodes.iter().map(|n| (n.name.clone(), c.url(c.agent_listen(n)))).collect())
             .unwrap_or_default(),
     }
 }
@@ -132,10 +131,10 @@ pub fn info_of(cluster: &ClusterConfig, data_dir: &Path, load_rps: Option<u32>) 
         })
         .collect();
     ClusterInfo {
-        gateway: Some(format!("http://{}", cluster.gateway.listen)),
-        collector: format!("http://{}", cluster.collector.listen),
-        healer: format!("http://{}", cluster.healer.listen),
-        agents: cluster.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", cluster.agent_listen(n)))).collect(),
+        gateway: Some(cluster.url(cluster.gateway.listen)),
+        collector: cluster.url(cluster.collector.listen),
+        healer: cluster.url(cluster.healer.listen),
+        agents: cluster.nodes.iter().map(|n| (n.name.clone(), cluster.url(cluster.agent_listen(n)))).collect(),
         replicas,
         logins: cluster.demo_logins.iter().map(|l| (l.username.clone(), l.password.expose().clone())).collect(),
         data_dir: Some(data_dir.display().to_string()),

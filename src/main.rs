@@ -37,6 +37,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Outgoing TLS, for every command that calls a Hale server.
+    #[command(flatten)]
+    client_tls: hale_client::tls::ClientTlsFlags,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // One outgoing identity per process. A command aimed at a cluster's data dir takes the
+    // CA and client certificate `hale up --tls` left there unless flags say otherwise;
+    // `hale up` installs its own once it has made them.
+    let client_tls = match &cli.command {
+        Command::Up(_) => None,
+        Command::Silence(args) => Some(cli.client_tls.clone().or_from_dir(&args.data_dir.join("certs"), "hale")),
+        Command::Chaos(args) => Some(cli.client_tls.clone().or_from_dir(&args.data_dir().join("certs"), "hale")),
+        Command::Tui(args) => Some(cli.client_tls.clone().or_from_dir(&args.cluster.data_dir.join("certs"), "hale")),
+        Command::Status(args) => Some(cli.client_tls.clone().or_from_dir(&args.cluster.data_dir.join("certs"), "hale")),
+        _ => Some(cli.client_tls.clone()),
+    };
+    if let Some(flags) = client_tls
+        && let Err(e) = hale_client::tls::install(&flags)
+    {
+        eprintln!("hale: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     // An agent runs on the agent's own small runtime (one thread, one malloc arena), as
     // `hale-agent` does; every other command on a thread per core.
     let runtime = match &cli.command {
@@ -135,7 +155,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(dispatch(cli.command));
+    let result = runtime.block_on(dispatch(cli.command, cli.client_tls));
     drop(runtime);
     if let Some(lab) = lab
         && let Err(e) = lab.remove()
@@ -151,9 +171,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> Result<()> {
+async fn dispatch(command: Command, client_tls: hale_client::tls::ClientTlsFlags) -> Result<()> {
     match command {
-        Command::Up(args) => up::run(args).await,
+        Command::Up(args) => up::run(args, client_tls).await,
         Command::Shop(command) => shop_cmd::run(command).await,
         Command::Load(args) => load_cmd::run(args).await,
         Command::Agent(args) => agent_cmd::run(args).await,

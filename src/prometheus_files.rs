@@ -44,13 +44,20 @@ fn group(target: impl ToString, labels: &[(&str, &str)]) -> TargetGroup {
     }
 }
 
-/// `prometheus.yml`: paths are relative to it, as Prometheus resolves them.
-pub fn config_yaml() -> String {
+/// `prometheus.yml`: paths are relative to it, as Prometheus resolves them. In a TLS
+/// cluster every job scrapes over HTTPS, trusting the data dir's CA and showing the
+/// `prometheus` client certificate `hale up --tls` issued.
+pub fn config_yaml(tls: bool) -> String {
     let secs = SCRAPE_INTERVAL.as_secs();
     let refresh = INTERVAL.as_secs();
+    let tls_config = if tls {
+        "    scheme: https\n    tls_config:\n      ca_file: ../certs/ca.pem\n      cert_file: ../certs/prometheus.pem\n      key_file: ../certs/prometheus-key.pem\n"
+    } else {
+        ""
+    };
     let job = |name: &str, file: &str, extra: &str| {
         format!(
-            "  - job_name: {name}\n{extra}    file_sd_configs:\n      - files: [targets/{file}.json]\n        refresh_interval: {refresh}s\n"
+            "  - job_name: {name}\n{extra}{tls_config}    file_sd_configs:\n      - files: [targets/{file}.json]\n        refresh_interval: {refresh}s\n"
         )
     };
     format!(
@@ -117,9 +124,11 @@ impl PrometheusFiles {
     pub fn write_all(&self, cluster: &ClusterConfig, rules: &str, slo_rules: &str) -> Result<()> {
         std::fs::create_dir_all(self.dir.join("targets"))
             .with_context(|| format!("creating {}", self.dir.join("targets").display()))?;
-        for (name, text) in
-            [("prometheus.yml", config_yaml()), ("rules.yml", rules.into()), ("slo-rules.yml", slo_rules.into())]
-        {
+        for (name, text) in [
+            ("prometheus.yml", config_yaml(cluster.tls)),
+            ("rules.yml", rules.into()),
+            ("slo-rules.yml", slo_rules.into()),
+        ] {
             let path = self.dir.join(name);
             hale_fs::write_durable(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
         }
@@ -149,7 +158,7 @@ impl PrometheusFiles {
             .nodes
             .iter()
             .filter_map(|n| {
-                let url = format!("http://{}", cluster.agent_listen(n));
+                let url = cluster.url(cluster.agent_listen(n));
                 Some((n.name.clone(), hale_client::Agent::new(&url).ok()?))
             })
             .collect();
@@ -196,6 +205,7 @@ mod tests {
             node: node.clone(),
             processes: vec![ProcessInfo {
                 managed_by: None,
+                url: None,
                 name: "search-9".into(),
                 service: "search".into(),
                 node: node.clone(),

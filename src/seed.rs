@@ -24,7 +24,7 @@ const PRODUCTS: &[(&str, &str, i64, &[&str])] = &[
 const SEED_STOCK: i64 = 1_000_000;
 
 pub async fn seed_if_empty(gateway: &str, cluster: &ClusterConfig) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+    let client = hale_client::tls::builder().timeout(std::time::Duration::from_secs(10)).build()?;
     let page: ProductPage = client
         .get(format!("{gateway}/api/products?limit=1"))
         .send()

@@ -14,7 +14,7 @@ pub struct SilenceArgs {
     which: Which,
     /// The cluster's data dir: its cluster.toml gives the collector and the admin token.
     #[arg(long, global = true, default_value = ".hale")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The collector's URL (default: from the data dir's cluster.toml).
     #[arg(long, global = true)]
     collector: Option<String>,
@@ -49,7 +49,7 @@ pub async fn run(args: SilenceArgs) -> Result<()> {
     let cluster = crate::dashboard::cluster_of(&args.data_dir)?;
     let collector = match (args.collector, &cluster) {
         (Some(url), _) => url,
-        (None, Some(c)) => format!("http://{}", c.collector.listen),
+        (None, Some(c)) => c.url(c.collector.listen),
         (None, None) => return Err(crate::dashboard::no_cluster(&args.data_dir, "--collector URL (and --token)")),
     };
     // The flag or the environment first: they may name another cluster's token on purpose.

@@ -61,6 +61,12 @@ pub struct UpArgs {
     /// to 10.77.0.0/24, which exists only inside the namespaces.
     #[arg(long)]
     pub netns: bool,
+    /// Run every component over HTTPS, Hale's own parts over mutual TLS: a CA in
+    /// <data-dir>/certs (made once, then kept) signs a certificate per host at each start;
+    /// the shop gateway asks shoppers for none. Commands given the same --data-dir
+    /// (`hale tui`, `hale chaos`) find the CA and the `hale` client certificate there.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// The effective cluster: config file (or embedded default) with the flags applied.
@@ -94,7 +100,86 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
         }
     }
     cluster.add_port_offset(args.port_offset)?;
+    cluster.tls |= args.tls;
     Ok(cluster)
+}
+
+/// Where `hale up --tls` keeps its CA and the certificates it issued.
+pub fn certs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("certs")
+}
+
+/// The certificate the command line's own clients show: `hale up` itself, its dashboard
+/// and load, and `hale tui|chaos|status|silence` beside it.
+pub const CLI_CERT: &str = "hale";
+/// The client certificate the generated prometheus.yml scrapes with.
+const PROMETHEUS_CERT: &str = "prometheus";
+
+/// The CA (made at the first TLS start, kept after: what it signed stays trusted) and a
+/// certificate for each component, issued again at every start so their addresses are
+/// always the cluster's own (`--nodes`, `--netns`, `--port-offset` move them). A node's
+/// certificate serves its agent and every replica on it; the gateway's node's serves
+/// the gateway.
+fn issue_certs(cluster: &ClusterConfig, data_dir: &Path) -> Result<()> {
+    let dir = certs_dir(data_dir);
+    if !dir.join("ca.pem").exists() {
+        crate::certs::init(&dir, "Hale demo CA", false)?;
+    }
+    let ip = |addr: std::net::SocketAddr| addr.ip().to_string();
+    let mut certs: Vec<(String, Vec<String>)> = vec![
+        ("collector".into(), vec![ip(cluster.collector.listen)]),
+        ("healer".into(), vec![ip(cluster.healer.listen)]),
+        (CLI_CERT.into(), Vec::new()),
+        (PROMETHEUS_CERT.into(), Vec::new()),
+    ];
+    for node in &cluster.nodes {
+        let mut sans = vec![node.ip.to_string()];
+        if node.name == *cluster.gateway.node.get_ref() {
+            sans.push(ip(cluster.gateway.listen));
+        }
+        certs.push((node.name.clone(), sans));
+    }
+    for (name, mut sans) in certs {
+        sans.push("localhost".into());
+        crate::certs::issue(&dir, &name, &sans, 90).with_context(|| format!("issuing {name}'s certificate"))?;
+    }
+    Ok(())
+}
+
+/// The flags under which a component that `hale up --tls` issued the certificate `name`
+/// calls the others: trusting the CA, showing its certificate.
+fn client_tls_args(cluster: &ClusterConfig, data_dir: &Path, name: &str) -> Vec<String> {
+    if !cluster.tls {
+        return Vec::new();
+    }
+    let dir = certs_dir(data_dir);
+    let path = |file: String| dir.join(file).display().to_string();
+    vec![
+        "--tls-ca".into(),
+        path("ca.pem".into()),
+        "--tls-client-cert".into(),
+        path(format!("{name}.pem")),
+        "--tls-client-key".into(),
+        path(format!("{name}-key.pem")),
+    ]
+}
+
+/// [`client_tls_args`], and the flags under which it serves with the same certificate —
+/// requiring a client certificate the CA signed when `mutual` (every server of Hale's own
+/// and of the shop but the gateway, which shoppers reach).
+fn tls_args(cluster: &ClusterConfig, data_dir: &Path, name: &str, mutual: bool) -> Vec<String> {
+    if !cluster.tls {
+        return Vec::new();
+    }
+    let dir = certs_dir(data_dir);
+    let path = |file: String| dir.join(file).display().to_string();
+    let mut args =
+        vec!["--tls-cert".into(), path(format!("{name}.pem")), "--tls-key".into(), path(format!("{name}-key.pem"))];
+    if mutual {
+        args.extend(["--tls-client-ca".into(), path("ca.pem".into())]);
+    }
+    args.extend(client_tls_args(cluster, data_dir, name));
+    args
 }
 
 /// Ports new replicas started through an agent's actuator may take: above every port
@@ -113,45 +198,50 @@ const DEMO_SLO_MIN_EVENTS: u64 = 5;
 /// One agent config per node: a template per shop service, and the node's replicas.
 pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, config_file: &Path) -> Vec<AgentConfig> {
     let instances = cluster.instances();
-    let gateway_url = format!("http://{}", cluster.gateway.listen);
+    let gateway_url = cluster.url(cluster.gateway.listen);
     let primary_url =
         instances.iter().find(|i| i.service == ServiceKind::Catalog && i.role == Role::Primary).map(|i| i.url());
     let logs = data_dir.join("logs");
     let spare_from = cluster.first_port.saturating_add(instances.len() as u16 + 10);
-    let templates: Vec<ServiceTemplate> = ServiceKind::ALL
-        .iter()
-        .map(|kind| ServiceTemplate {
-            managed: None,
-            name: kind.to_string(),
-            program: program.to_path_buf(),
-            args: vec![
-                "shop".into(),
-                kind.to_string(),
-                "--config".into(),
-                config_file.display().to_string(),
-                "--instance".into(),
-                "{name}".into(),
-                "--listen".into(),
-                "{listen}".into(),
-                "--data-dir".into(),
-                data_dir.join("shop").display().to_string(),
-                "--log-dir".into(),
-                logs.display().to_string(),
-                "--gateway".into(),
-                gateway_url.clone(),
-            ]
-            .into_iter()
-            .chain(plaintext_flags(cluster))
-            .collect(),
-            env: Default::default(),
-            log_file: Some(logs.join("{name}.log").display().to_string()),
-            output_file: logs.join("{name}.out").display().to_string(),
-            metrics_path: "/metrics".into(),
-            health_path: "/healthz".into(),
-            ready_path: "/readyz".into(),
-            port_range: Some((spare_from, spare_from.saturating_add(SPARE_PORTS - 1))),
-        })
-        .collect();
+    // A node's replicas serve with its certificate (TLS clusters); the gateway asks for none.
+    let templates = |node: &str| -> Vec<ServiceTemplate> {
+        ServiceKind::ALL
+            .iter()
+            .map(|kind| ServiceTemplate {
+                managed: None,
+                name: kind.to_string(),
+                program: program.to_path_buf(),
+                args: vec![
+                    "shop".into(),
+                    kind.to_string(),
+                    "--config".into(),
+                    config_file.display().to_string(),
+                    "--instance".into(),
+                    "{name}".into(),
+                    "--listen".into(),
+                    "{listen}".into(),
+                    "--data-dir".into(),
+                    data_dir.join("shop").display().to_string(),
+                    "--log-dir".into(),
+                    logs.display().to_string(),
+                    "--gateway".into(),
+                    gateway_url.clone(),
+                ]
+                .into_iter()
+                .chain(plaintext_flags(cluster))
+                .chain(tls_args(cluster, data_dir, node, *kind != ServiceKind::Gateway))
+                .collect(),
+                env: Default::default(),
+                log_file: Some(logs.join("{name}.log").display().to_string()),
+                output_file: logs.join("{name}.out").display().to_string(),
+                metrics_path: "/metrics".into(),
+                health_path: "/healthz".into(),
+                ready_path: "/readyz".into(),
+                port_range: Some((spare_from, spare_from.saturating_add(SPARE_PORTS - 1))),
+                tls: cluster.tls,
+            })
+            .collect()
+    };
     cluster
         .nodes
         .iter()
@@ -180,7 +270,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                     .map(|(name, listen)| ScrapeConfig {
                         service: name.into(),
                         instance: name.into(),
-                        url: format!("http://{listen}/metrics"),
+                        url: format!("{}/metrics", cluster.url(listen)),
                     })
                     .to_vec()
             } else {
@@ -190,8 +280,8 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 node: node.name.clone(),
                 listen: cluster.agent_listen(node),
                 data_dir: data_dir.join("agent").join(&node.name),
-                remote_write: vec![format!("http://{}/api/v1/write", cluster.collector.listen)],
-                logs_endpoint: Some(format!("http://{}/v1/logs", cluster.collector.listen)),
+                remote_write: vec![format!("{}/api/v1/write", cluster.url(cluster.collector.listen))],
+                logs_endpoint: Some(format!("{}/v1/logs", cluster.url(cluster.collector.listen))),
                 logs_compression: Default::default(),
                 token: None,
                 ingest_token: None,
@@ -202,7 +292,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 metrics_queue: QueueConfig::metrics(),
                 logs_queue: QueueConfig::logs(),
                 batch: BatchConfig::default(),
-                services: templates.clone(),
+                services: templates(&node.name),
                 processes,
                 logs: Vec::new(),
                 scrape,
@@ -218,6 +308,9 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
 /// loopback (`--netns`, or a cluster.toml on real addresses): `hale up` speaks plain HTTP,
 /// and a server beyond loopback otherwise takes no writes.
 fn plaintext_flags(cluster: &ClusterConfig) -> Option<String> {
+    if cluster.tls {
+        return None;
+    }
     let loopback = cluster.nodes.iter().all(|n| n.ip.is_loopback())
         && [cluster.gateway.listen, cluster.collector.listen, cluster.healer.listen]
             .iter()
@@ -372,7 +465,7 @@ fn collector_spec(
     webhook_secret: &str,
 ) -> ProcessSpec {
     let min_events = slo_min_events(cluster);
-    let healer_hook = format!("http://{}/hooks/alertmanager", cluster.healer.listen);
+    let healer_hook = format!("{}/hooks/alertmanager", cluster.url(cluster.healer.listen));
     // Demo pace: alerts evaluate every second and notify at once, so a fault shows within
     // seconds; production configs keep Prometheus's and Alertmanager's pace.
     let args = command(
@@ -394,6 +487,7 @@ fn collector_spec(
     .chain(repeated("--alert-webhook", &[healer_hook]))
     .chain(repeated("--alert-webhook", alert_webhooks))
     .chain(plaintext_flags(cluster))
+    .chain(tls_args(cluster, &layout.data_dir, "collector", true))
     .collect();
     let env = vec![
         ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
@@ -418,11 +512,12 @@ fn healer_spec(
             ("--data-dir", layout.file("healer").display().to_string()),
             ("--policies", layout.policies_file().display().to_string()),
             ("--inventory", layout.file("healer.toml").display().to_string()),
-            ("--collector", format!("http://{}", cluster.collector.listen)),
+            ("--collector", cluster.url(cluster.collector.listen)),
         ],
     )
     .chain(repeated("--escalation-webhook", escalation_webhooks))
     .chain(plaintext_flags(cluster))
+    .chain(tls_args(cluster, &layout.data_dir, "healer", true))
     .collect();
     let env = vec![
         ("HALE_WEBHOOK_SECRET".into(), webhook_secret.to_string()),
@@ -438,6 +533,7 @@ fn agent_spec(cluster: &ClusterConfig, layout: &Layout, agent: &AgentConfig) -> 
     let name = format!("agent-{}", agent.node);
     let args = command("agent", [("--config", layout.agent_file(&agent.node).display().to_string())])
         .chain(plaintext_flags(cluster))
+        .chain(tls_args(cluster, &layout.data_dir, &agent.node, true))
         .collect();
     let env = vec![
         ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
@@ -471,16 +567,17 @@ fn load_spec(cluster: &ClusterConfig, layout: &Layout, rps: u32) -> ProcessSpec 
         .or(cluster.demo_logins.first())
         .map(|l| (l.username.clone(), l.password.expose().clone()))
         .unwrap_or_default();
-    let gateway = format!("http://{}", cluster.gateway.listen);
+    let gateway = cluster.url(cluster.gateway.listen);
     let args = command("load", [("--gateway", gateway), ("--rps", rps.to_string()), ("--duration", "0".into())])
         .chain(["--no-progress".to_string(), "--username".into(), user])
+        .chain(client_tls_args(cluster, &layout.data_dir, CLI_CERT))
         .collect();
     let env = vec![("HALE_LOAD_PASSWORD".into(), password)];
     own_process(cluster, layout, ("load", "load"), cluster.gateway.listen, args, env)
 }
 
 /// `hale up`.
-pub async fn run(args: UpArgs) -> Result<()> {
+pub async fn run(args: UpArgs, client_tls: hale_client::tls::ClientTlsFlags) -> Result<()> {
     if args.headless {
         crate::logging::to_stderr("warn");
     } else {
@@ -488,6 +585,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         crate::logging::to_file("warn", &args.data_dir.join("logs").join("hale-up.log"))?;
     }
     let (cluster, layout, webhook_secret) = prepare(&args)?;
+    // This process calls the cluster too (readiness, seeding, the dashboard).
+    let client_tls = match cluster.tls {
+        true => client_tls.or_from_dir(&certs_dir(&layout.data_dir), CLI_CERT),
+        false => client_tls,
+    };
+    hale_client::tls::install(&client_tls)?;
     let supervisor = Supervisor::new(Duration::from_secs(10));
     let shutdown = crate::shutdown::requested();
     tokio::pin!(shutdown);
@@ -531,6 +634,9 @@ fn prepare(args: &UpArgs) -> Result<(ClusterConfig, Layout, String)> {
     create_private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize().with_context(|| format!("finding {}", args.data_dir.display()))?;
     settle_secrets(&mut cluster, &data_dir)?;
+    if cluster.tls {
+        issue_certs(&cluster, &data_dir)?;
+    }
     let lab = if args.netns {
         // Fresh namespaces: nothing else listens there.
         Some(hale_netlab::LabFile::read(&crate::netns::lab_dir(&data_dir))?.context("the network lab is gone")?)
@@ -607,7 +713,7 @@ async fn attend(
     args: &UpArgs,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<bool> {
-    let gateway = format!("http://{}", cluster.gateway.listen);
+    let gateway = cluster.url(cluster.gateway.listen);
     let data_dir = &layout.data_dir;
     tokio::select! {
         ready = wait_ready(&gateway, Duration::from_secs(60)) => ready.with_context(|| {
@@ -696,10 +802,8 @@ struct ReplicaCount {
 async fn replica_restarts(cluster: &ClusterConfig) -> ReplicaCount {
     let mut asks = tokio::task::JoinSet::new();
     for node in &cluster.nodes {
-        let agent = hale_client::Agent::with_timeout(
-            &format!("http://{}", cluster.agent_listen(node)),
-            Duration::from_millis(1500),
-        );
+        let agent =
+            hale_client::Agent::with_timeout(&cluster.url(cluster.agent_listen(node)), Duration::from_millis(1500));
         let name = node.name.clone();
         asks.spawn(async move {
             let list = match agent {
@@ -743,12 +847,12 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     println!("\nHale demo cluster is up.\n");
     println!("  shop gateway   {gateway}");
     println!(
-        "  collector      http://{}  (Prometheus API: /api/v1/query, /api/v1/alerts; SLOs: /api/v1/slos; /metrics)",
-        cluster.collector.listen
+        "  collector      {}  (Prometheus API: /api/v1/query, /api/v1/alerts; SLOs: /api/v1/slos; /metrics)",
+        cluster.url(cluster.collector.listen)
     );
     println!(
-        "  healer         http://{}  (actions: /api/v1/actions; audit: {})",
-        cluster.healer.listen,
+        "  healer         {}  (actions: /api/v1/actions; audit: {})",
+        cluster.url(cluster.healer.listen),
         data_dir.join("healer").join("audit.jsonl").display()
     );
     for instance in cluster.instances().iter().filter(|i| i.service != ServiceKind::Gateway) {
@@ -758,9 +862,9 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
     }
     for node in &cluster.nodes {
         println!(
-            "  agent {:<8} http://{}  (processes: /api/v1/processes, metrics: /metrics)",
+            "  agent {:<8} {}  (processes: /api/v1/processes, metrics: /metrics)",
             node.name,
-            cluster.agent_listen(node)
+            cluster.url(cluster.agent_listen(node))
         );
     }
     println!("\n  demo logins:");
@@ -768,8 +872,22 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
         println!("    {} / {}", login.username, login.password.expose());
     }
     println!("\n  try:");
-    println!("    curl -s -d grant_type=password -d username=shopper -d password=hale-shopper {gateway}/oauth/token");
-    println!("    curl -s '{gateway}/api/search?q=lamp'");
+    // Over TLS, curl trusts the demo CA; Hale's own servers also want the `hale` certificate.
+    let certs = certs_dir(data_dir);
+    let (ca, own) = if cluster.tls {
+        let cert = |f: &str| certs.join(f).display().to_string();
+        (
+            format!(" --cacert {}", cert("ca.pem")),
+            format!(" --cacert {} --cert {} --key {}", cert("ca.pem"), cert("hale.pem"), cert("hale-key.pem")),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    println!(
+        "    curl -s{ca} -d grant_type=password -d username=shopper -d password=hale-shopper {gateway}/oauth/token"
+    );
+    println!("    curl -s{ca} '{gateway}/api/search?q=lamp'");
+    println!("    curl -s{own} '{}/api/v1/alerts'", cluster.url(cluster.collector.listen));
     println!("\n  logs: {}", data_dir.join("logs").display());
     if load_rps > 0 {
         println!("  load: {load_rps} requests/s of browse, search and buy traffic");
@@ -780,7 +898,7 @@ fn print_banner(cluster: &ClusterConfig, gateway: &str, data_dir: &Path, load_rp
 /// Waits until the gateway is ready and so is the catalog primary behind it: seeding
 /// writes.
 async fn wait_ready(gateway: &str, limit: Duration) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
+    let client = hale_client::tls::builder().timeout(Duration::from_millis(500)).build()?;
     let deadline = Instant::now() + limit;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
@@ -1008,5 +1126,46 @@ mod tests {
                 assert!(spec.args.contains(&p.name) && spec.args.contains(&p.listen.to_string()));
             }
         }
+    }
+
+    /// `--tls`: every URL is https; each component serves and calls with its own
+    /// certificate and asks callers for theirs, but for the gateway, which shoppers reach;
+    /// nothing is left to plain HTTP.
+    #[test]
+    fn a_tls_cluster_gives_every_part_its_certificate_and_https_everywhere() {
+        let (mut cluster, layout) = demo();
+        cluster.tls = true;
+        let certs = "/d/certs";
+        let flag = |spec_args: &[String], flag: &str| -> Option<String> {
+            spec_args.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone())
+        };
+        let collector = collector_spec(&cluster, &layout, &[], "whsec");
+        let healer = healer_spec(&cluster, &layout, &[], "whsec");
+        for (spec, name) in [(&collector, "collector"), (&healer, "healer")] {
+            assert_eq!(flag(&spec.args, "--tls-cert"), Some(format!("{certs}/{name}.pem")), "{name}");
+            assert_eq!(flag(&spec.args, "--tls-client-cert"), Some(format!("{certs}/{name}.pem")), "{name}");
+            assert_eq!(flag(&spec.args, "--tls-client-ca"), Some(format!("{certs}/ca.pem")), "{name}: mutual TLS");
+            assert_eq!(flag(&spec.args, "--tls-ca"), Some(format!("{certs}/ca.pem")), "{name}");
+            assert!(!spec.args.iter().any(|a| a == "--insecure-plaintext"), "{name}");
+        }
+        assert!(flag(&collector.args, "--alert-webhook").is_some_and(|u| u.starts_with("https://")));
+        assert!(flag(&healer.args, "--collector").is_some_and(|u| u.starts_with("https://")));
+        let agents = agent_configs(&cluster, Path::new("/bin/hale"), Path::new("/d"), Path::new("/d/cluster.toml"));
+        for agent in &agents {
+            assert!(agent.remote_write.iter().all(|u| u.starts_with("https://")));
+            let spec = agent_spec(&cluster, &layout, agent);
+            assert_eq!(flag(&spec.args, "--tls-cert"), Some(format!("{certs}/{}.pem", agent.node)));
+            for template in &agent.services {
+                assert!(template.tls, "{}: probed and scraped over https", template.name);
+                let own = Some(format!("{certs}/{}.pem", agent.node));
+                assert_eq!(flag(&template.args, "--tls-cert"), own, "{} on {}", template.name, agent.node);
+                let mutual = flag(&template.args, "--tls-client-ca").is_some();
+                assert_eq!(mutual, template.name != "gateway", "{}: mutual TLS but for the gateway", template.name);
+            }
+        }
+        let load = load_spec(&cluster, &layout, 5);
+        assert_eq!(flag(&load.args, "--tls-client-cert"), Some(format!("{certs}/hale.pem")));
+        assert!(flag(&load.args, "--gateway").is_some_and(|u| u.starts_with("https://")));
+        assert!(crate::prometheus_files::config_yaml(true).contains("scheme: https"));
     }
 }

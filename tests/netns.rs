@@ -4,7 +4,8 @@
 //! and network namespaces; each test says SKIPPED and passes where they cannot be made.
 //!
 //! The test's own clients run inside the lab too (a thread that joins a host's namespace
-//! with a runtime of its own): nothing goes to an address outside it.
+//! with a runtime of its own): nothing goes to an address outside it. The partitioned
+//! primary runs the whole lab over TLS and mutual TLS (`hale up --netns --tls`).
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::eventually;
-use common::up::{Cluster, assert_products, chaos, on_host};
+use common::up::{Cluster, assert_products, chaos, client_of, on_host};
 use hale_core::api::{Action, ActionKind, ActionStatus, LogLine};
 use hale_core::{Role, ServiceKind};
 use hale_shop::auth::TokenResponse;
@@ -31,10 +32,6 @@ fn lab_or_skip() -> bool {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-fn new_client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client")
 }
 
 async fn token(client: &reqwest::Client, base: &str) -> String {
@@ -86,7 +83,8 @@ fn a_partitioned_catalog_primary_fails_over_and_no_acknowledged_write_is_lost() 
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut cluster = runtime().block_on(Cluster::start_netns(tmp.path(), 2, &[]));
+    // Over TLS and mutual TLS, as a fleet on a real network would run.
+    let mut cluster = runtime().block_on(Cluster::start_netns(tmp.path(), 2, &["--tls".into()]));
     let config = cluster.config();
     let primary = config
         .instances()
@@ -95,12 +93,12 @@ fn a_partitioned_catalog_primary_fails_over_and_no_acknowledged_write_is_lost() 
         .expect("a primary");
     let (lab, data_dir) = (cluster.lab(), cluster.data_dir.clone());
     let (gateway, collector) = (cluster.gateway(), cluster.collector());
-    let healer = format!("http://{}", config.healer.listen);
+    let healer = config.url(config.healer.listen);
     let old_primary = primary.url();
     let node = primary.node.clone();
     let lab_for_node = lab.clone();
     on_host(&lab, "control", move || async move {
-        let client = new_client();
+        let client = client_of(&data_dir);
         let admin = token(&client, &gateway).await;
         let mut acked = Vec::new();
         for i in 0..3 {
@@ -144,11 +142,11 @@ fn a_partitioned_catalog_primary_fails_over_and_no_acknowledged_write_is_lost() 
         // A client on the old primary's side of the cut still reaches it, and tries to
         // write there: whatever it acknowledges must survive (it cannot reach its standby,
         // so it must not acknowledge at all).
-        let (direct_base, direct_token) = (old_primary.clone(), admin.clone());
+        let (direct_base, direct_token, direct_dir) = (old_primary.clone(), admin.clone(), data_dir.clone());
         let direct_acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = direct_acks.clone();
         on_host(&lab_for_node, &node, move || async move {
-            let client = new_client();
+            let client = client_of(&direct_dir);
             for i in 0..3 {
                 if let Some(w) = publish(&client, &direct_base, &direct_token, format!("Direct {i}")).await {
                     kept.lock().expect("lock").push(w);
@@ -215,10 +213,10 @@ fn a_partitioned_node_buffers_its_data_has_its_catalog_standby_released_and_a_sl
     let (lab, data_dir) = (cluster.lab(), cluster.data_dir.clone());
     let (collector, gateway) = (cluster.collector(), cluster.gateway());
     let config = cluster.config();
-    let healer = format!("http://{}", config.healer.listen);
+    let healer = config.url(config.healer.listen);
     let standby = config.instances().into_iter().find(|i| i.name == "catalog-2").expect("catalog-2").url();
     on_host(&lab, "control", move || async move {
-        let client = new_client();
+        let client = client_of(&data_dir);
         let up_of = "up{instance=\"search-1\"}";
         eventually("node-3's replicas scraped", Duration::from_secs(60), async || {
             common::query(&client, &collector, up_of).await.filter(|r| !r.is_empty())

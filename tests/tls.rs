@@ -156,3 +156,78 @@ async fn the_ingest_token_rotates_from_its_file_without_a_restart() {
     assert_eq!(write(Some("first-ingest-token-0123456789")).await, 204, "the old one within the grace period");
     assert_eq!(write(Some("a-made-up-token")).await, 401);
 }
+
+/// `hale up --tls`: every component over HTTPS, Hale's own parts and the shop's services
+/// over mutual TLS. The whole loop runs on it — agents ship, alerts reach the healer, the
+/// healer restarts a hung replica through its agent and verifies it — while a client
+/// without a certificate of the cluster's CA gets nothing but the shop's gateway, and
+/// plain HTTP nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hale_up_tls_heals_over_mutual_tls_and_lets_no_stranger_in() {
+    use common::up::{Cluster, chaos};
+    use hale_core::api::{ActionKind, ActionList, ActionStatus};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(tmp.path(), 5, &["--tls".into()]).await;
+    let config = cluster.config();
+    assert!(config.tls, "the effective cluster.toml says tls");
+    let client = cluster.client();
+    let (gateway, collector) = (cluster.gateway(), cluster.collector());
+    let healer = config.url(config.healer.listen);
+    assert!(gateway.starts_with("https://") && healer.starts_with("https://"));
+    let agent = config.url(config.agent_listen(&config.nodes[0]));
+    let catalog = config.instances().into_iter().find(|i| i.name == "catalog-1").expect("catalog-1").url();
+
+    // A shopper trusts the CA and shows no certificate: the gateway serves it, Hale's own
+    // servers and the shop's internal ones refuse the handshake.
+    let ca = std::fs::read(cluster.data_dir.join("certs").join("ca.pem")).expect("ca");
+    let shopper = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let products = shopper.get(format!("{gateway}/api/products")).send().await.expect("the gateway over TLS");
+    assert_eq!(products.status(), 200);
+    for url in [
+        format!("{collector}/api/v1/alerts"),
+        format!("{healer}/api/v1/actions"),
+        format!("{agent}/api/v1/processes"),
+        format!("{catalog}/healthz"),
+    ] {
+        assert!(shopper.get(&url).send().await.is_err(), "{url} answered a client without a certificate");
+        let plain = url.replacen("https://", "http://", 1);
+        assert!(shopper.get(&plain).send().await.is_err(), "{plain} answered plain HTTP");
+        assert_eq!(client.get(&url).send().await.expect(&url).status(), 200, "{url} with the cluster's certificate");
+    }
+
+    // The loop: the agents' data arrives (agent → collector), the hang is alerted
+    // (collector → healer), the healer restarts through the agent and verifies
+    // (healer → agent, healer → collector), all over mutual TLS.
+    let q = "max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h])";
+    eventually("search-1 seen ready at the collector", Duration::from_secs(60), async || {
+        (common::query(&client, &collector, q).await?.first()?.value.1 == "1").then_some(())
+    })
+    .await;
+    // `hale chaos` beside the cluster finds its certificates in the data dir.
+    chaos(&cluster.data_dir, &["hang", "search-1", "--duration", "120s"]);
+    let action = eventually("a verified restart of search-1", Duration::from_secs(60), async || {
+        let r = client.get(format!("{healer}/api/v1/actions")).send().await.ok()?;
+        let actions = r.json::<ActionList>().await.ok()?.actions;
+        actions
+            .into_iter()
+            .find(|a| a.target.instance.as_deref() == Some("search-1") && a.status == ActionStatus::Succeeded)
+    })
+    .await;
+    assert_eq!(action.kind, ActionKind::Restart);
+    // And `hale status` reads the cluster the same way.
+    let status = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["status", "--data-dir"])
+        .arg(&cluster.data_dir)
+        .output()
+        .expect("hale status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("collector ok") && text.contains("healer ok") && text.contains("agent up"),
+        "hale status over TLS: {text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}

@@ -106,6 +106,7 @@ pub enum AdoptError {
 /// A service the agent adopts, as its config names it.
 #[derive(Debug, Clone)]
 pub struct AdoptedService<'a> {
+    pub template: &'a crate::config::ServiceTemplate,
     pub service: &'a str,
     pub instance: String,
     pub managed: &'a Managed,
@@ -125,6 +126,7 @@ pub fn services(config: &crate::config::AgentConfig) -> Vec<AdoptedService<'_>> 
         .filter_map(|s| {
             let managed = s.managed.as_ref()?;
             Some(AdoptedService {
+                template: s,
                 service: &s.name,
                 instance: managed.instance.clone().unwrap_or_else(|| s.name.clone()),
                 managed,
@@ -253,6 +255,7 @@ impl Adopted {
                 uptime_secs: pid.and_then(uptime_secs),
                 last_exit: None,
                 managed_by: Some(s.managed.describe()),
+                url: s.managed.listen.as_ref().map(|listen| s.template.url(listen)),
             });
         }
         out

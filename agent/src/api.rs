@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hale_core::api::{ErrorBody, ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
+use hale_core::api::{ErrorBody, ProcessInfo, ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
 use hale_core::auth::{bearer_matches, bearer_token};
 
 use crate::agent::Agent;
@@ -109,6 +109,9 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
 async fn list(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
     let config = agent.config();
     let mut processes = agent.supervisor.list();
+    for p in &mut processes {
+        p.url = config.template(&p.service).map(|t| t.url(&p.listen));
+    }
     processes.extend(agent.adopted.list(&config).await);
     axum::Json(hale_core::api::ProcessList { node: config.node.clone(), processes })
 }
@@ -220,6 +223,11 @@ async fn start(
     let spec = config.render(template, &name, listen, &[]);
     agent.supervisor.start(spec)?;
     tracing::warn!(process = %name, service = %req.service, %listen, "replica started through the actuator");
-    let info = agent.supervisor.list().into_iter().find(|p| p.name == name);
+    let info = agent
+        .supervisor
+        .list()
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(|p| ProcessInfo { url: Some(template.url(&p.listen)), ..p });
     Ok((StatusCode::CREATED, axum::Json(ProcessStarted { process: info })))
 }

@@ -169,6 +169,17 @@ pub struct ServiceTemplate {
     pub ready_path: String,
     /// Ports new replicas of this service may take (inclusive).
     pub port_range: Option<(u16, u16)>,
+    /// The replicas serve HTTPS: the agent probes and scrapes them at `https://`, with the
+    /// process's outgoing TLS (`--tls-ca`, `--tls-client-cert`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+}
+
+impl ServiceTemplate {
+    /// The base URL of this service's replica on `listen`.
+    pub fn url(&self, listen: impl std::fmt::Display) -> String {
+        format!("{}://{listen}", if self.tls { "https" } else { "http" })
+    }
 }
 
 /// One replica the agent starts at boot.

@@ -133,7 +133,7 @@ pub async fn deliver(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // No redirects: a 3xx must not turn the POST into a GET that "succeeds".
-    let client = match reqwest::Client::builder()
+    let client = match hale_client::tls::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(2))
         .redirect(reqwest::redirect::Policy::none())

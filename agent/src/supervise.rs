@@ -176,6 +176,7 @@ impl Supervisor {
                 uptime_secs: e.since.filter(|_| e.state == State::Running).map(|s| s.elapsed().as_secs()),
                 last_exit: e.last_exit.clone(),
                 managed_by: None,
+                url: None,
             })
             .collect()
     }
@@ -411,6 +412,9 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<tokio::process::Child> {
     let out = OpenOptions::new().create(true).append(true).open(&spec.output_file)?;
     let err = out.try_clone()?;
     let mut command = tokio::process::Command::new(&spec.program);
+    for key in not_inherited(std::env::vars_os().map(|(k, _)| k), spec) {
+        command.env_remove(key);
+    }
     command
         .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -420,6 +424,18 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<tokio::process::Child> {
         .kill_on_drop(true);
     set_parent_death_signal(&mut command);
     command.spawn()
+}
+
+/// The supervisor's own tokens (an agent's actuator and ingest tokens, `hale up`'s
+/// secrets) are not its children's: of `parent`'s variables, the `HALE_*` the spec does
+/// not give the child itself.
+fn not_inherited(parent: impl Iterator<Item = std::ffi::OsString>, spec: &ProcessSpec) -> Vec<std::ffi::OsString> {
+    parent
+        .filter(|key| {
+            let name = key.to_string_lossy();
+            name.starts_with("HALE_") && !spec.env.iter().any(|(k, _)| *k == name)
+        })
+        .collect()
 }
 
 /// Asks the kernel to SIGTERM the child when its parent dies, however it dies.
@@ -476,6 +492,15 @@ mod tests {
         wait_until(|| pid(&sup, name).is_some()).await;
         let pid = pid(&sup, name).expect("running");
         (sup, pid)
+    }
+
+    #[test]
+    fn a_child_inherits_none_of_the_supervisors_tokens() {
+        let mut child = spec("shop", "true", std::path::Path::new("/tmp"));
+        child.env = vec![("HALE_LOAD_PASSWORD".into(), "its own".into())];
+        let parent = ["HALE_AGENT_TOKEN", "HALE_INGEST_TOKEN", "HALE_LOAD_PASSWORD", "PATH", "RUST_LOG"];
+        let removed = not_inherited(parent.iter().map(std::ffi::OsString::from), &child);
+        assert_eq!(removed, ["HALE_AGENT_TOKEN", "HALE_INGEST_TOKEN"]);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ mod collector;
 mod gateway;
 mod healer;
 mod request;
+pub mod tls;
 
 pub use agent::Agent;
 pub use collector::Collector;

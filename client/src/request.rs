@@ -40,7 +40,7 @@ pub struct Pool {
 impl Pool {
     /// A pool of its own whose calls take at most `timeout`.
     pub fn new(timeout: Duration) -> Result<Pool, ClientError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::builder()
             .timeout(timeout)
             .build()
             .map_err(|source| ClientError::Unreachable { url: String::new(), source })?;

@@ -172,7 +172,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     let updates = match outbox {
         Some(outbox) => {
-            let client = reqwest::Client::builder()
+            let client = hale_client::tls::builder()
                 .connect_timeout(std::time::Duration::from_secs(3))
                 .build()
                 .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?;

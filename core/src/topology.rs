@@ -235,6 +235,11 @@ pub struct ClusterConfig {
     /// burn-rate page fires within seconds instead of minutes.
     #[serde(default = "default_time_scale")]
     pub time_scale: f64,
+    /// Every component of the cluster serves HTTPS and is reached at `https://` URLs (each
+    /// one's certificate, key and CA come from its own `--tls-*` flags: they differ per
+    /// host, this file does not). `hale up --tls` sets it.
+    #[serde(default)]
+    pub tls: bool,
     pub gateway: GatewayConfig,
     pub collector: CollectorPlacement,
     #[serde(default = "default_healer")]
@@ -261,13 +266,20 @@ pub struct Instance {
     pub listen: SocketAddr,
     /// Starting role (catalog: the first replica is primary).
     pub role: Role,
+    /// Served over TLS (the cluster's `tls`).
+    pub tls: bool,
 }
 
 impl Instance {
-    /// Base URL of the replica (`http://127.0.1.2:8083`).
+    /// Base URL of the replica (`http://127.0.1.2:8083`, or `https://` in a TLS cluster).
     pub fn url(&self) -> String {
-        format!("http://{}", self.listen)
+        base_url(self.tls, self.listen)
     }
+}
+
+/// `http://addr` or `https://addr`: the one place a cluster address becomes a URL.
+pub fn base_url(tls: bool, addr: SocketAddr) -> String {
+    format!("{}://{addr}", if tls { "https" } else { "http" })
 }
 
 impl ClusterConfig {
@@ -415,6 +427,12 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// The base URL of a component listening on `addr` in this cluster (`http://` or,
+    /// with `tls`, `https://`).
+    pub fn url(&self, addr: SocketAddr) -> String {
+        base_url(self.tls, addr)
+    }
+
     /// The IP of a node by name.
     pub fn node_ip(&self, node: &str) -> Option<Ipv4Addr> {
         self.nodes.iter().find(|n| n.name == node).map(|n| n.ip)
@@ -429,6 +447,7 @@ impl ClusterConfig {
             node: self.gateway.node.get_ref().clone(),
             listen: self.gateway.listen,
             role: Role::Primary,
+            tls: self.tls,
         }];
         let mut port = self.first_port;
         for service in &self.services {
@@ -442,6 +461,7 @@ impl ClusterConfig {
                     node: node.get_ref().clone(),
                     listen: SocketAddr::new(IpAddr::V4(ip), port),
                     role,
+                    tls: self.tls,
                 });
                 port = port.saturating_add(1);
             }

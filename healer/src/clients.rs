@@ -213,6 +213,7 @@ impl Agents {
 
     /// Starts a new replica of `service` on `node` (from the agent's own template; the
     /// agent picks the name and a free port). Returns (instance, listen address).
+    /// Starts another replica of `service` on `node`: its instance name and base URL.
     pub async fn start(&self, node: &str, service: &str) -> Result<(String, String), ClientError> {
         let start = StartProcess { service: service.to_string(), name: None };
         let started = self.agent(node, CALL_TIMEOUT)?.start(&start).await.map_err(ClientError::typed(
@@ -222,7 +223,8 @@ impl Agents {
         let process = started
             .process
             .ok_or_else(|| ClientError::Answer(format!("the agent on {node} did not say what it started")))?;
-        Ok((process.name, process.listen))
+        let url = process.url.unwrap_or_else(|| format!("http://{}", process.listen));
+        Ok((process.name, url))
     }
 }
 

@@ -221,8 +221,8 @@ impl Executor for AgentExecutor {
                     Ok(Acted::Done(format!("stopped {instance} through the agent on {node}")))
                 }
                 Capability::StartAnother => {
-                    let (instance, listen) = self.agents.start(node, &r.service).await?;
-                    Ok(Acted::Started { instance, node: Some(node.to_string()), url: Some(format!("http://{listen}")) })
+                    let (instance, url) = self.agents.start(node, &r.service).await?;
+                    Ok(Acted::Started { instance, node: Some(node.to_string()), url: Some(url) })
                 }
                 Capability::Drain | Capability::Promote | Capability::Fence | Capability::Rejoin => {
                     Err(format!("the agent executor cannot {}", capability.as_str()).into())

@@ -284,9 +284,8 @@ impl Inventory {
     /// never started blank), the gateway itself restarted only.
     pub fn of_cluster(cluster: &hale_core::ClusterConfig) -> Inventory {
         let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
-        let agents =
-            cluster.nodes.iter().map(|n| (n.name.clone(), format!("http://{}", cluster.agent_listen(n)))).collect();
-        let gateway = LoadBalancer::Gateway { url: format!("http://{}", cluster.gateway.listen) };
+        let agents = cluster.nodes.iter().map(|n| (n.name.clone(), cluster.url(cluster.agent_listen(n)))).collect();
+        let gateway = LoadBalancer::Gateway { url: cluster.url(cluster.gateway.listen) };
         let services = hale_core::ServiceKind::ALL
             .into_iter()
             .map(|kind| Service {

@@ -117,7 +117,7 @@ pub async fn run(
         campaign = Some(tokio::spawn(async move { leadership.campaign(client, stopped(rx)).await }));
         store
     };
-    let client = reqwest::Client::builder()
+    let client = hale_client::tls::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .build()
         .map_err(|e| HealerError::Serve(std::io::Error::other(e)))?;

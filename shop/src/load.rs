@@ -307,7 +307,7 @@ pub async fn run(config: LoadConfig, shutdown: impl std::future::Future<Output =
     if config.rps == 0 {
         return Err(LoadError::Client("--rps must be at least 1".into()));
     }
-    let client = reqwest::Client::builder()
+    let client = hale_client::tls::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(1))
         .build()

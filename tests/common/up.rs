@@ -22,6 +22,8 @@ pub struct Cluster {
     pub offset: u16,
     /// Runs in a network lab of its own (`hale up --netns`).
     pub netns: bool,
+    /// Runs over TLS (`hale up --tls`).
+    pub tls: bool,
 }
 
 impl Cluster {
@@ -37,6 +39,7 @@ impl Cluster {
             control_ip,
             offset,
             netns: false,
+            tls: extra.iter().any(|a| a == "--tls"),
         };
         cluster.run(load_rps, extra).await;
         cluster
@@ -53,6 +56,7 @@ impl Cluster {
             control_ip: "10.77.0.254".into(),
             offset: 0,
             netns: true,
+            tls: extra.iter().any(|a| a == "--tls"),
         };
         cluster.run(load_rps, extra).await;
         cluster
@@ -112,12 +116,22 @@ impl Cluster {
         .await;
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
     pub fn gateway(&self) -> String {
-        format!("http://{}:{}", self.control_ip, 8080 + self.offset)
+        format!("{}://{}:{}", self.scheme(), self.control_ip, 8080 + self.offset)
     }
 
     pub fn collector(&self) -> String {
-        format!("http://{}:{}", self.control_ip, 9464 + self.offset)
+        format!("{}://{}:{}", self.scheme(), self.control_ip, 9464 + self.offset)
+    }
+
+    /// A client of the cluster, as `hale tui` beside it: over TLS, trusting its CA and
+    /// showing the `hale` certificate `hale up --tls` issued.
+    pub fn client(&self) -> reqwest::Client {
+        client_of(&self.data_dir)
     }
 
     /// The cluster as `hale up` ran it (the data dir's cluster.toml).
@@ -176,6 +190,16 @@ pub fn pids_under(dir: &Path) -> Vec<u32> {
         }
     }
     out
+}
+
+/// [`Cluster::client`] for a data dir: its CA and `hale` certificate when it has them.
+pub fn client_of(data_dir: &Path) -> reqwest::Client {
+    let flags = hale_client::tls::ClientTlsFlags::default().or_from_dir(&data_dir.join("certs"), "hale");
+    hale_client::tls::builder_with(&flags)
+        .expect("the cluster's certificates load")
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client")
 }
 
 /// The cluster as `hale up` ran it (the data dir's cluster.toml).

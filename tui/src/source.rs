@@ -90,7 +90,7 @@ const LOG_LINES: usize = 500;
 
 impl Source {
     pub fn new(endpoints: Endpoints) -> Source {
-        let http = reqwest::Client::builder()
+        let http = hale_client::tls::builder()
             .connect_timeout(Duration::from_millis(500))
             .timeout(CALL_TIMEOUT)
             .build()

@@ -20,12 +20,18 @@ struct Args {
     flags: AgentFlags,
     #[command(flatten)]
     tls: hale_serve::tls::TlsFlags,
+    #[command(flatten)]
+    client_tls: hale_client::tls::ClientTlsFlags,
 }
 
 fn main() -> ExitCode {
     // Queues, checkpoints and logs are for the agent's owner only, as with `hale`.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let Args { config, flags, tls } = Args::parse();
+    let Args { config, flags, tls, client_tls } = Args::parse();
+    if let Err(e) = hale_client::tls::install(&client_tls) {
+        eprintln!("hale-agent: {e}");
+        return ExitCode::FAILURE;
+    }
     let security = match tls.security() {
         Ok(security) => security,
         Err(e) => {

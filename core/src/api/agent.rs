@@ -51,6 +51,10 @@ pub struct ProcessInfo {
     /// `pidfile:/run/app.pid`): an adopted service, restarted through its manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_by: Option<String>,
+    /// The replica's base URL as its agent reaches it (`https://` for a service that
+    /// serves TLS), for callers that must reach it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A node agent's `GET /api/v1/processes`.
@@ -126,6 +130,7 @@ mod tests {
             node: "node-1".into(),
             processes: vec![ProcessInfo {
                 managed_by: None,
+                url: None,
                 name: "search-1".into(),
                 service: "search".into(),
                 node: "node-1".into(),

@@ -119,7 +119,7 @@ impl GatewayState {
         // ready before it knew its pools would then turn not ready while they start, which
         // is "was ready, now fails" to `ReplicaDown`.
         readiness.set(Err("checking the pools' readiness".into()));
-        let client = reqwest::Client::builder()
+        let client = hale_client::tls::builder()
             .connect_timeout(Duration::from_millis(300))
             .pool_idle_timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())

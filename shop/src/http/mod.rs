@@ -19,5 +19,5 @@ pub use token::{Admin, Authenticated, Claims, Scoped, TokenKeys};
 /// a standby → the catalog's change feed): a peer on the same network answers a connect
 /// at once or is down, so the connect timeout is short, and `total` bounds the whole call.
 pub fn peer_client(connect: std::time::Duration, total: std::time::Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder().connect_timeout(connect).timeout(total).build()
+    hale_client::tls::builder().connect_timeout(connect).timeout(total).build()
 }
