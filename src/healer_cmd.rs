@@ -36,9 +36,16 @@ pub struct HealerArgs {
     /// The node agents' actuator token (the agent executor).
     #[arg(long, env = "HALE_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
+    /// The agents' token from a file, read again when it changes: each call sends what it
+    /// holds then.
+    #[arg(long, env = "HALE_AGENT_TOKEN_FILE", value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
     /// The gateway's admin token (a gateway load balancer) and the collector's (silences).
     #[arg(long, env = "HALE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The admin token from a file, read again when it changes (as --agent-token-file).
+    #[arg(long, env = "HALE_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// The collector's URL (queries, alerts, silences).
     #[arg(long, default_value = "http://127.0.0.1:9464")]
     collector: String,
@@ -122,14 +129,20 @@ impl TryFrom<HealerArgs> for HealerConfig {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 let inventory = hale_healer::inventory::Inventory::parse(&text)
                     .with_context(|| format!("{} (the healer's inventory)", path.display()))?;
-                (inventory, args.agent_token, args.admin_token)
+                let agent = token_of(args.agent_token, args.agent_token_file, "--agent-token")?;
+                let admin = token_of(args.admin_token, args.admin_token_file, "--admin-token")?;
+                (inventory, agent, admin)
             }
             (None, Some(path)) => {
                 let cluster = crate::cluster_file::read(path)?;
                 let secrets = &cluster.secrets;
                 let (agent, admin) = (secrets.agent_token.clone(), secrets.admin_token.clone());
                 let inventory = hale_healer::inventory::Inventory::of_cluster(&cluster);
-                (inventory, args.agent_token.or(Some(agent)), args.admin_token.or(Some(admin)))
+                let agent = token_of(args.agent_token, args.agent_token_file, "--agent-token")?
+                    .unwrap_or_else(|| hale_core::token::Token::fixed(agent));
+                let admin = token_of(args.admin_token, args.admin_token_file, "--admin-token")?
+                    .unwrap_or_else(|| hale_core::token::Token::fixed(admin));
+                (inventory, Some(agent), Some(admin))
             }
             (None, None) => bail!(
                 "hale healer needs --inventory healer.toml (the services it acts on; see ARCHITECTURE.md) \
@@ -254,7 +267,7 @@ mod tests {
         assert_eq!(c.etcd_ttl, Duration::from_secs(3));
         let written = std::fs::read_to_string(dir.path().join("cluster.toml")).expect("cluster.toml");
         let cluster = hale_core::ClusterConfig::parse(&written).expect("config");
-        assert_eq!(c.agent_token.as_deref(), Some(cluster.secrets.agent_token.as_str()), "the cluster's own secrets");
+        assert_eq!(c.agent_token.map(|t| t.current()), Some(cluster.secrets.agent_token), "the cluster's own secrets");
         assert_eq!(c.inventory.agents.len(), cluster.nodes.len(), "its inventory");
     }
 
@@ -273,6 +286,40 @@ mod tests {
         std::fs::write(&path, "[[services]]\nname = \"legacy\"\nexecutor = \"ssh\"\n").expect("write");
         let e = HealerConfig::try_from(Cli::try_parse_from(flags).expect("flags").healer).map(|_| ()).expect_err("bad");
         assert!(format!("{e:#}").contains("line 3"), "{e:#}");
+    }
+
+    /// The tokens the healer sends come from files too, read at each call.
+    #[test]
+    fn outgoing_tokens_come_from_files_and_follow_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (agent, admin) = (dir.path().join("agent.token"), dir.path().join("admin.token"));
+        std::fs::write(&agent, "agent-from-file\n").expect("write");
+        std::fs::write(&admin, "admin-from-file\n").expect("write");
+        let path = dir.path().join("healer.toml");
+        std::fs::write(&path, "[[services]]\nname = \"legacy\"\nexecutor = \"exec\"\nrestart = [\"ctl\"]\n")
+            .expect("write");
+        let arg = |p: &Path| p.to_str().expect("utf-8").to_string();
+        let flags = [
+            "hale".to_string(),
+            "--policies".into(),
+            "p.yaml".into(),
+            "--inventory".into(),
+            arg(&path),
+            "--agent-token-file".into(),
+            arg(&agent),
+            "--admin-token-file".into(),
+            arg(&admin),
+        ];
+        let c = HealerConfig::try_from(Cli::try_parse_from(&flags).expect("flags").healer).expect("config");
+        let (agent_token, admin_token) = (c.agent_token.expect("agent token"), c.admin_token.expect("admin token"));
+        assert_eq!(
+            (agent_token.current(), admin_token.current()),
+            ("agent-from-file".into(), "admin-from-file".into())
+        );
+        let both = [&flags[..], &["--agent-token".into(), "inline".into()]].concat();
+        let e =
+            HealerConfig::try_from(Cli::try_parse_from(&both).expect("flags").healer).map(|_| ()).expect_err("both");
+        assert!(e.to_string().contains("not both"), "{e}");
     }
 
     #[test]

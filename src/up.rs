@@ -284,7 +284,9 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 logs_endpoint: Some(format!("{}/v1/logs", cluster.url(cluster.collector.listen))),
                 logs_compression: Default::default(),
                 token: None,
+                token_file: None,
                 ingest_token: None,
+                ingest_token_file: None,
                 // The demo cluster watches closely: scrapes every second, probes twice a second.
                 scrape_interval_ms: 1000,
                 probe_interval_ms: 500,

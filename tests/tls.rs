@@ -231,3 +231,84 @@ async fn hale_up_tls_heals_over_mutual_tls_and_lets_no_stranger_in() {
         String::from_utf8_lossy(&status.stderr)
     );
 }
+
+/// An agent's tokens from files: the actuator token rotates without a restart (the old
+/// one taken for the grace period), and the ingest token it sends follows its file, so a
+/// collector and its agents move to a new ingest token with no batch refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_tokens_rotate_from_their_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = |name: &str, text: &str| common::file(tmp.path(), name, text);
+    let collector_token = file("collector-ingest.token", "ingest-one-0123456789\n");
+    let agent_ingest = file("agent-ingest.token", "ingest-one-0123456789\n");
+    let actuator = file("actuator.token", "actuator-one-0123456789\n");
+    let addr = free_addr();
+    let _collector = common::spawn_collector(
+        addr,
+        &tmp.path().join("data"),
+        &tmp.path().join("collector.out"),
+        &["--ingest-token-file".into(), collector_token.display().to_string()],
+        &[],
+    );
+    common::wait_ready("collector", addr).await;
+    let agent_addr = free_addr();
+    let out = std::fs::File::create(tmp.path().join("agent.out")).expect("out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
+    cmd.args(["agent", "--node", "rotating", "--listen", &agent_addr.to_string(), "--remote-write"])
+        .arg(format!("http://{addr}/api/v1/write"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("agent"))
+        .arg("--token-file")
+        .arg(&actuator)
+        .arg("--ingest-token-file")
+        .arg(&agent_ingest);
+    let _agent = common::Proc(common::spawn_logged(&mut cmd, out, "agent"));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let base = format!("http://{addr}");
+    let newest = async || common::query_value(&client, &base, "timestamp(node_load1{node=\"rotating\"})").await;
+    eventually("the agent's metrics in", Duration::from_secs(30), newest).await;
+
+    // The actuator: a start of an unknown service is a 404 past the token check, a 401 before.
+    let act = async |token: &str| {
+        let r = client
+            .post(format!("http://{agent_addr}/api/v1/processes"))
+            .bearer_auth(token)
+            .body("{\"service\":\"nope\"}")
+            .send()
+            .await
+            .expect("actuator");
+        r.status().as_u16()
+    };
+    assert_eq!(act("actuator-one-0123456789").await, 404);
+    assert_eq!(act("actuator-two-0123456789").await, 401);
+    std::fs::write(&actuator, "actuator-two-0123456789\n").expect("rotate");
+    eventually("the rotated actuator token taken", Duration::from_secs(10), async || {
+        (act("actuator-two-0123456789").await == 404).then_some(())
+    })
+    .await;
+    assert_eq!(act("actuator-one-0123456789").await, 404, "the old one, within the grace period");
+    assert_eq!(act("made-up").await, 401);
+
+    // The ingest token, the agent first: the collector refuses it (401) until its own file
+    // has it too. A refused credential is the operator's to fix, not the data's fault, so
+    // the agent keeps those batches and sends them once the token is taken: none dropped.
+    let dropped = async || {
+        let text = client.get(format!("http://{agent_addr}/metrics")).send().await.ok()?.text().await.ok()?;
+        let line = text.lines().find(|l| l.starts_with("hale_agent_batches_dropped_total"));
+        Some(line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0))
+    };
+    std::fs::write(&agent_ingest, "ingest-two-0123456789\n").expect("rotate");
+    eventually("the agent's batches refused for the new token", Duration::from_secs(30), async || {
+        let log = std::fs::read_to_string(tmp.path().join("agent.out")).unwrap_or_default();
+        log.contains("401").then_some(())
+    })
+    .await;
+    std::fs::write(&collector_token, "ingest-two-0123456789\n").expect("rotate");
+    let rotated = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    // (The agent's backoff has grown while refused: up to 30 s between tries.)
+    eventually("samples sent after the rotation", Duration::from_secs(60), async || {
+        newest().await.filter(|t| *t > rotated + 2.0)
+    })
+    .await;
+    assert_eq!(dropped().await, Some(0.0), "no batch dropped across the rotation");
+}

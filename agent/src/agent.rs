@@ -99,6 +99,9 @@ pub struct Agent {
     config: tokio::sync::watch::Sender<Arc<AgentConfig>>,
     /// Where a reload reads the config from.
     source: ConfigSource,
+    /// The actuator's token (a file's rotates by itself); replaced when a reload changes
+    /// `token` or `token_file`. `None`: the actuator is off.
+    actuator_token: std::sync::Mutex<Option<Arc<hale_core::token::Token>>>,
     pub supervisor: Supervisor,
     pub telemetry: Arc<Telemetry>,
     host: Arc<std::sync::Mutex<HostCollector>>,
@@ -118,6 +121,7 @@ impl Agent {
     /// Opens the queues under the data directory (the metrics queue only with a
     /// remote_write destination, the logs queue only with a logs endpoint).
     pub fn open(config: AgentConfig, source: ConfigSource) -> Result<Agent, AgentError> {
+        let actuator_token = config.actuator_token().map_err(|e| AgentError::Config(e.to_string()))?;
         let queue_dir = config.data_dir.join("queue");
         let metrics_queue = if config.remote_write.is_empty() {
             None
@@ -155,8 +159,14 @@ impl Agent {
             last_probes: Default::default(),
             config: tokio::sync::watch::Sender::new(Arc::new(config)),
             source,
+            actuator_token: std::sync::Mutex::new(actuator_token),
             adopted: Default::default(),
         })
+    }
+
+    /// The actuator's token in force, if the actuator is on.
+    pub fn actuator_token(&self) -> Option<Arc<hale_core::token::Token>> {
+        self.actuator_token.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The config in force now (a reload replaces it; hold the `Arc` for one pass).
@@ -197,6 +207,10 @@ impl Agent {
             ));
         }
         let changed = crate::config::reloadable_changes(&old, &new);
+        if new.token != old.token || new.token_file != old.token_file {
+            let token = new.actuator_token().map_err(|e| e.to_string())?;
+            *self.actuator_token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        }
         if new.textfile_dir != old.textfile_dir {
             self.host.lock().unwrap_or_else(|p| p.into_inner()).set_textfile_dir(new.textfile_dir.clone());
         }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hale_core::api::{ErrorBody, ProcessInfo, ProcessRestarted, ProcessStarted, ProcessStopped, StartProcess};
-use hale_core::auth::{bearer_matches, bearer_token};
+use hale_core::auth::bearer_token;
 
 use crate::agent::Agent;
 use crate::config::valid_instance_name;
@@ -36,12 +36,11 @@ impl From<SuperviseError> for ApiError {
 }
 
 fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
-    let config = agent.config();
-    let Some(expected) = config.token.as_deref() else {
+    let Some(expected) = agent.actuator_token() else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "actuator_disabled",
-            "this agent has no token configured (HALE_AGENT_TOKEN), so its actuator is off".into(),
+            "this agent has no token configured (HALE_AGENT_TOKEN or --token-file), so its actuator is off".into(),
         ));
     };
     let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -52,7 +51,7 @@ fn authorize(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
             "missing `Authorization: Bearer <token>`".into(),
         ));
     }
-    if bearer_matches(header, expected) {
+    if expected.accepts_bearer(header) {
         Ok(())
     } else {
         Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token".into()))

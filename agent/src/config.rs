@@ -5,8 +5,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use hale_core::ProcessSpec;
+use hale_core::token::Token;
 use serde::{Deserialize, Serialize};
 
 pub use hale_core::ConfigError;
@@ -292,10 +294,19 @@ pub struct AgentConfig {
     /// How log batches are compressed on the wire (and in the queue).
     #[serde(default)]
     pub logs_compression: Compression,
-    /// Bearer token for the actuator API. Prefer `HALE_AGENT_TOKEN` to writing it here.
+    /// Bearer token for the actuator API. Prefer `token_file` or `HALE_AGENT_TOKEN` to
+    /// writing it here.
     pub token: Option<String>,
-    /// Bearer token sent to receivers. Prefer `HALE_INGEST_TOKEN`.
+    /// The actuator token from a file (0600), read again when it changes; the token it
+    /// replaced is taken for five minutes more, so callers move over one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Bearer token sent to receivers. Prefer `ingest_token_file` or `HALE_INGEST_TOKEN`.
     pub ingest_token: Option<String>,
+    /// The ingest token from a file, read again when it changes: every batch is sent with
+    /// what the file holds then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_token_file: Option<PathBuf>,
     /// Host metrics and scrapes of local services.
     #[serde(default = "default_scrape_interval_ms")]
     pub scrape_interval_ms: u64,
@@ -358,16 +369,31 @@ impl AgentConfig {
                 AgentConfig::with_defaults(node)?
             }
         };
-        let AgentFlags { node, listen, remote_write, logs_endpoint, token, ingest_token, data_dir, textfile_dir } =
-            flags;
+        let AgentFlags {
+            node,
+            listen,
+            remote_write,
+            logs_endpoint,
+            token,
+            token_file,
+            ingest_token,
+            ingest_token_file,
+            data_dir,
+            textfile_dir,
+        } = flags;
         config.node = node.unwrap_or(config.node);
         config.listen = listen.unwrap_or(config.listen);
         if !remote_write.is_empty() {
             config.remote_write = remote_write;
         }
         config.logs_endpoint = logs_endpoint.or(config.logs_endpoint);
-        config.token = token.or(config.token);
-        config.ingest_token = ingest_token.or(config.ingest_token);
+        // A flag replaces the file's token whichever way the file gave it.
+        if token.is_some() || token_file.is_some() {
+            (config.token, config.token_file) = (token, token_file);
+        }
+        if ingest_token.is_some() || ingest_token_file.is_some() {
+            (config.ingest_token, config.ingest_token_file) = (ingest_token, ingest_token_file);
+        }
         config.data_dir = data_dir.unwrap_or(config.data_dir);
         config.textfile_dir = textfile_dir.or(config.textfile_dir);
         config.validate()?;
@@ -387,9 +413,26 @@ impl AgentConfig {
 
     /// Checks what serde cannot. Messages quote the offending key in backticks so the
     /// line can be found.
+    /// The actuator's token (`token_file`, read now, or `token`); `None` leaves the
+    /// actuator off.
+    pub fn actuator_token(&self) -> Result<Option<Arc<Token>>, ConfigError> {
+        token_of(&self.token, &self.token_file)
+    }
+
+    /// The token batches are sent with (`ingest_token_file` or `ingest_token`).
+    pub fn ingest_bearer(&self) -> Result<Option<Arc<Token>>, ConfigError> {
+        token_of(&self.ingest_token, &self.ingest_token_file)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node.trim().is_empty() {
             return Err(ConfigError::new("`node` must not be empty"));
+        }
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(ConfigError::new("`token` and `token_file` both given: keep one"));
+        }
+        if self.ingest_token.is_some() && self.ingest_token_file.is_some() {
+            return Err(ConfigError::new("`ingest_token` and `ingest_token_file` both given: keep one"));
         }
         for url in self.remote_write.iter().chain(self.logs_endpoint.iter()) {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -557,15 +600,32 @@ pub struct AgentFlags {
     /// Bearer token of the actuator API.
     #[cfg_attr(feature = "cli", arg(long, env = "HALE_AGENT_TOKEN", hide_env_values = true))]
     pub token: Option<String>,
+    /// The actuator token from a file, read again when it changes (the old one is taken
+    /// five minutes more).
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_AGENT_TOKEN_FILE", conflicts_with = "token"))]
+    pub token_file: Option<PathBuf>,
     /// Bearer token sent to receivers.
     #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true))]
     pub ingest_token: Option<String>,
+    /// The token sent to receivers from a file, read again when it changes.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN_FILE", conflicts_with = "ingest_token"))]
+    pub ingest_token_file: Option<PathBuf>,
     /// Queues, checkpoints and the agent id live here.
     #[cfg_attr(feature = "cli", arg(long))]
     pub data_dir: Option<PathBuf>,
     /// node_exporter's textfile collector: merge the `*.prom` files of this directory.
     #[cfg_attr(feature = "cli", arg(long))]
     pub textfile_dir: Option<PathBuf>,
+}
+
+fn token_of(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Arc<Token>>, ConfigError> {
+    match (inline, file) {
+        (_, Some(path)) => Token::from_file(path, hale_core::token::DEFAULT_GRACE)
+            .map(Some)
+            .map_err(|e| ConfigError::new(e.to_string())),
+        (Some(token), None) => Ok(Some(Token::fixed(token.clone()))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The keys whose change a reload cannot apply: the agent's identity, listener, data
@@ -581,7 +641,9 @@ pub fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         logs_endpoint,
         logs_compression,
         token: _,
+        token_file: _,
         ingest_token,
+        ingest_token_file,
         scrape_interval_ms,
         probe_interval_ms,
         timeout_ms: _,
@@ -609,6 +671,7 @@ pub fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
     check("logs_endpoint", *logs_endpoint == new.logs_endpoint);
     check("logs_compression", *logs_compression == new.logs_compression);
     check("ingest_token", *ingest_token == new.ingest_token);
+    check("ingest_token_file", *ingest_token_file == new.ingest_token_file);
     check("scrape_interval_ms", *scrape_interval_ms == new.scrape_interval_ms);
     check("probe_interval_ms", *probe_interval_ms == new.probe_interval_ms);
     check("metrics_queue", *metrics_queue == new.metrics_queue);
@@ -628,6 +691,7 @@ pub fn reloadable_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static 
         }
     };
     check("token", old.token == new.token);
+    check("token_file", old.token_file == new.token_file);
     check("timeout_ms", old.timeout_ms == new.timeout_ms);
     check("services", old.services == new.services);
     check("processes", old.processes == new.processes);

@@ -123,6 +123,7 @@ pub async fn run(
     std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io { path: data_dir.clone(), source })?;
     let agent_id =
         ship::agent_id(&data_dir, &config.node).map_err(|source| AgentError::Io { path: data_dir.clone(), source })?;
+    let ingest_token = config.ingest_bearer().map_err(|e| AgentError::Config(e.to_string()))?;
     let agent = Arc::new(Agent::open(config, source)?);
     let listen = agent.config().listen;
     let listener =
@@ -138,7 +139,7 @@ pub async fn run(
                 url: url.clone(),
                 reader: metrics_reader(i),
                 protocol: Protocol::RemoteWrite,
-                token: agent.config().ingest_token.clone(),
+                token: ingest_token.clone(),
                 // Each queue numbers its own batches: the id names the queue.
                 agent_id: format!("{agent_id}.metrics"),
                 unwrap: |b| b,
@@ -170,7 +171,7 @@ pub async fn run(
             url: url.clone(),
             reader: "logs".into(),
             protocol: Protocol::OtlpLogs,
-            token: agent.config().ingest_token.clone(),
+            token: ingest_token.clone(),
             agent_id: format!("{agent_id}.logs"),
             unwrap: tail::unwrap_envelope,
             in_flight: agent.config().batch.max_in_flight,

@@ -1,7 +1,9 @@
 //! Delivery of queued batches: one loop per destination, reading its own cursor of a
 //! disk queue. A batch is acknowledged only after the receiver answered 2xx. Connection
-//! errors, timeouts, 5xx and 429 are retried with exponential backoff and full jitter;
-//! any other 4xx is dropped with a log line (resending cannot fix it). Every request
+//! errors, timeouts, 5xx and 429 are retried with exponential backoff and full jitter, and
+//! so are 401, 403, 404 and redirects: a token or URL the operator must fix, while the
+//! batch itself is fine. Any other 4xx is dropped with a log line (the batch is what the
+//! receiver refuses; resending cannot fix it). Every request
 //! carries `X-Hale-Batch: <agent-id>/<seq>`, stable across retries and restarts, so the
 //! receiver can drop a batch it already stored.
 //!
@@ -40,7 +42,8 @@ pub struct Destination {
     /// Name of this destination's cursor in the queue.
     pub reader: String,
     pub protocol: Protocol,
-    pub token: Option<String>,
+    /// Sent with every batch as it reads at the time (a token file rotates it).
+    pub token: Option<Arc<hale_core::token::Token>>,
     pub agent_id: String,
     /// Turns a queued body into the request body (logs strip their envelope).
     pub unwrap: fn(&[u8]) -> &[u8],
@@ -71,7 +74,7 @@ async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::By
         }
     };
     if let Some(token) = &d.token {
-        request = request.bearer_auth(token);
+        request = request.bearer_auth(token.current());
     }
     match request.send().await {
         Err(e) => Outcome::Retry(if e.is_timeout() { "timeout".into() } else { format!("connection: {e}") }),
@@ -79,10 +82,16 @@ async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::By
         Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
             Outcome::Retry(format!("status {}", r.status()))
         }
-        // A redirect means a misconfigured URL: keep the batch and say so loudly.
-        Ok(r) if r.status().is_redirection() => {
+        // A redirect or a 404 means a misconfigured URL, a 401 or 403 a token the receiver
+        // does not take (yet: a rotation half done): the operator's to fix, not the data's
+        // fault. Keep the batch and say so loudly.
+        Ok(r) if r.status().is_redirection() || r.status() == 404 => {
             Outcome::Retry(format!("status {} (fix the destination URL)", r.status()))
         }
+        Ok(r) if r.status() == 401 || r.status() == 403 => Outcome::Retry(format!(
+            "status {}: the receiver does not take the ingest token (fix the token or its file; kept until then)",
+            r.status()
+        )),
         Ok(r) => {
             let status = r.status();
             // Only the start of the explanation is kept, however long the body.
@@ -359,6 +368,17 @@ mod tests {
         until(|| d.seen().len() == 1).await;
         assert_eq!(d.seen(), ["node-1-abc/2"]);
         assert_eq!(d.counted("hale_agent_batches_dropped_total"), Some(1.0));
+    }
+
+    /// A token the receiver does not take (a rotation half done) is not the batch's fault.
+    #[tokio::test]
+    async fn a_refused_token_keeps_the_batch() {
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::NOT_FOUND] {
+            let d = Delivery::start(&[b"x"], usize::MAX, status).await;
+            until(|| d.counted("hale_agent_batches_failed_total").is_some()).await;
+            assert_eq!(d.counted("hale_agent_batches_dropped_total"), None, "{status}");
+            assert!(d.queue.peek("r").expect("peek").is_some(), "{status}: the batch is kept");
+        }
     }
 
     #[tokio::test]

@@ -113,7 +113,7 @@ impl Telemetry {
         let [sent, failed, dropped] = [
             ("batches_sent", "Batches the receiver accepted"),
             ("batches_failed", "Delivery attempts that failed and will be retried"),
-            ("batches_dropped", "Batches the receiver refused for good (4xx other than 429)"),
+            ("batches_dropped", "Batches the receiver refused for good (4xx other than 401, 403, 404, 429)"),
         ]
         .map(|(name, help)| registered(agent, name, help));
         let log_lines = registered(agent, "log_lines", "Log lines read, by service and level");

@@ -82,8 +82,8 @@ const REPLICA_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Collector {
     pub base: String,
     pub client: reqwest::Client,
-    /// For silences.
-    pub admin_token: Option<String>,
+    /// For silences (read at each call: a token file rotates it).
+    pub admin_token: Option<std::sync::Arc<hale_core::token::Token>>,
 }
 
 impl Collector {
@@ -134,7 +134,8 @@ impl Collector {
 
     /// The typed client of the collector's own API, sharing this client's connections.
     fn typed(&self) -> Result<hale_client::Collector, ClientError> {
-        hale_client::Collector::with_client(&self.base, self.admin_token.clone(), &Pool::of(&self.client, CALL_TIMEOUT))
+        let token = self.admin_token.as_ref().map(|t| t.current());
+        hale_client::Collector::with_client(&self.base, token, &Pool::of(&self.client, CALL_TIMEOUT))
             .map_err(|e| ClientError::Config(e.to_string()))
     }
 
@@ -146,7 +147,7 @@ impl Collector {
         comment: &str,
     ) -> Result<String, ClientError> {
         // The typed client sends the token; without one the collector would refuse.
-        self.admin_token.as_deref().ok_or(ClientError::Config("no collector admin token to silence with".into()))?;
+        self.admin_token.as_ref().ok_or(ClientError::Config("no collector admin token to silence with".into()))?;
         let until = std::time::UNIX_EPOCH + Duration::from_millis(until_ms.max(0) as u64);
         let body = NewSilence {
             id: None,
@@ -163,7 +164,7 @@ impl Collector {
     }
 
     pub async fn expire_silence(&self, id: &str) -> Result<(), ClientError> {
-        self.admin_token.as_deref().ok_or(ClientError::Config("no collector admin token".into()))?;
+        self.admin_token.as_ref().ok_or(ClientError::Config("no collector admin token".into()))?;
         self.typed()?
             .expire_silence(id)
             .await
@@ -175,7 +176,8 @@ impl Collector {
 pub struct Agents {
     /// Node name → its agent's base URL (`http://10.0.0.1:9100`).
     pub by_node: BTreeMap<String, String>,
-    pub token: String,
+    /// The actuators' token, read at each call (a token file rotates it).
+    pub token: std::sync::Arc<hale_core::token::Token>,
     pub client: reqwest::Client,
 }
 
@@ -187,7 +189,7 @@ impl Agents {
         })?;
         let agent = hale_client::Agent::with_client(url, &Pool::of(&self.client, timeout))
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        Ok(agent.with_token(&self.token))
+        Ok(agent.with_token(&self.token.current()))
     }
 
     /// Restarts a replica through its node's agent; `grace` replaces the agent's wait
@@ -231,7 +233,8 @@ impl Agents {
 /// The shop gateway's pool admin API, and the catalog replicas' promotion and rejoin.
 pub struct Gateway {
     pub base: String,
-    pub admin_token: String,
+    /// Read at each call (a token file rotates it).
+    pub admin_token: std::sync::Arc<hale_core::token::Token>,
     pub client: reqwest::Client,
 }
 
@@ -242,7 +245,7 @@ fn service_kind(service: &str) -> Result<ServiceKind, ClientError> {
 impl Gateway {
     /// The typed client of the gateway, sharing this client's connections.
     fn typed(&self, timeout: Duration) -> Result<hale_client::Gateway, ClientError> {
-        hale_client::Gateway::with_client(&self.base, &self.admin_token, &Pool::of(&self.client, timeout))
+        hale_client::Gateway::with_client(&self.base, &self.admin_token.current(), &Pool::of(&self.client, timeout))
             .map_err(|e| ClientError::Config(e.to_string()))
     }
 

@@ -396,9 +396,9 @@ impl Executor for HttpExecutor {
 /// The secrets executors and load balancers act with.
 pub struct Tokens {
     /// The node agents' actuator token.
-    pub agent: Option<String>,
+    pub agent: Option<std::sync::Arc<hale_core::token::Token>>,
     /// The shop gateway's admin token.
-    pub admin: Option<String>,
+    pub admin: Option<std::sync::Arc<hale_core::token::Token>>,
     /// Signs `http` executor calls.
     pub webhook_secret: Option<std::sync::Arc<[u8]>>,
 }
@@ -414,7 +414,7 @@ pub fn build(
     let uses_agents = inventory.services.iter().any(|s| s.executor == ExecutorKind::Agent);
     let agent_token = match (&tokens.agent, uses_agents) {
         (Some(token), _) => token.clone(),
-        (None, false) => String::new(),
+        (None, false) => hale_core::token::Token::fixed(""),
         (None, true) => {
             return Err(
                 "the agent executor needs the agents' actuator token: set HALE_AGENT_TOKEN (or --agent-token)".into()

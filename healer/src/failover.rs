@@ -154,7 +154,7 @@ pub fn plan(members: &[(Member, Option<ReplicaStatus>)], released: Option<SyncSt
 /// The protocol's calls.
 pub struct Protocol {
     pub client: reqwest::Client,
-    pub token: Option<String>,
+    pub token: Option<Arc<hale_core::token::Token>>,
     pub secret: Option<Arc<[u8]>>,
 }
 
@@ -163,7 +163,7 @@ impl Protocol {
         let bytes = body.unwrap_or_default();
         let mut request = self.client.request(method, url).timeout(CALL_TIMEOUT);
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.current());
         }
         if let Some(secret) = &self.secret {
             let now = (hale_core::time::now_ms() / 1000).max(0) as u64;

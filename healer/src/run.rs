@@ -21,9 +21,9 @@ pub struct HealerConfig {
     /// The services it may act on, where and through what (`healer.toml`).
     pub inventory: crate::inventory::Inventory,
     /// The node agents' actuator token (the `agent` executor).
-    pub agent_token: Option<String>,
+    pub agent_token: Option<std::sync::Arc<hale_core::token::Token>>,
     /// The gateway's admin token (gateway load balancers) and the collector's (silences).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<std::sync::Arc<hale_core::token::Token>>,
     pub collector: String,
     /// Bearer token for the healer's write endpoints.
     pub token: Option<std::sync::Arc<hale_core::token::Token>>,

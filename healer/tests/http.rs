@@ -175,8 +175,8 @@ impl Rig {
         inventory.agents.extend(search.agents);
         inventory.services.extend(search.services);
         let tokens = hale_healer::executor::Tokens {
-            agent: Some("agent".into()),
-            admin: Some("admin".into()),
+            agent: Some(hale_core::token::Token::fixed("agent")),
+            admin: Some(hale_core::token::Token::fixed("admin")),
             webhook_secret: None,
         };
         let (executors, load_balancers) = hale_healer::executor::build(&inventory, &client, tokens).expect("executors");
@@ -189,7 +189,7 @@ impl Rig {
             collector: Collector {
                 base: format!("http://{addr}"),
                 client: client.clone(),
-                admin_token: Some("admin".into()),
+                admin_token: Some(hale_core::token::Token::fixed("admin")),
             },
             inventory: inventory.clone(),
             executors,
@@ -632,7 +632,7 @@ async fn the_gateway_catalog_and_agent_answers_read_as_their_servers_write_them(
     let client = reqwest::Client::new();
     let gateway = hale_healer::clients::Gateway {
         base: format!("http://{addr}"),
-        admin_token: "admin".into(),
+        admin_token: hale_core::token::Token::fixed("admin"),
         client: client.clone(),
     };
     let catalog = gateway.catalog().await.expect("the catalog pool");
@@ -649,11 +649,12 @@ async fn the_gateway_catalog_and_agent_answers_read_as_their_servers_write_them(
     gateway.remove_member("search", "search-1").await.expect("removed");
     let agents = hale_healer::clients::Agents {
         by_node: [("node-1".to_string(), format!("http://{addr}"))].into(),
-        token: "agent".into(),
+        token: hale_core::token::Token::fixed("agent"),
         client,
     };
     let started = agents.start("node-1", "search").await.expect("started");
-    assert_eq!(started, ("search-node-1-1".to_string(), "127.0.0.1:8095".to_string()));
+    // An agent that does not say the replica's URL: plain HTTP on its address.
+    assert_eq!(started, ("search-node-1-1".to_string(), "http://127.0.0.1:8095".to_string()));
     agents.stop("node-1", "search-9").await.expect("a replica the agent does not know is stopped");
     assert_eq!(
         *lock_calls(&calls),
