@@ -32,6 +32,10 @@ pub async fn run(args: CollectorArgs) -> Result<()> {
     };
     // Rule and SLO files named in the config are relative to it, as in Prometheus.
     let dir = path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
-    let config = file.into_config(dir, flags)?;
+    let mut config = file.into_config(dir, flags)?;
+    // Links in notifications point where the collector is served, https when it is.
+    if config.notify.external_url == format!("http://{}", config.listen) {
+        config.notify.external_url = security.base_url(config.listen);
+    }
     Ok(hale_collector::run(config, security, crate::shutdown::requested()).await?)
 }

@@ -86,6 +86,15 @@ pub struct HealerArgs {
     /// Leader lease TTL: a leader that dies is replaced within about this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     etcd_ttl: Duration,
+    /// TLS to etcd (https:// endpoints): trust this CA for etcd's certificate.
+    #[arg(long, env = "HALE_ETCD_CA", value_name = "PEM")]
+    etcd_ca: Option<PathBuf>,
+    /// The client certificate etcd asks for (`etcd --client-cert-auth`).
+    #[arg(long, env = "HALE_ETCD_CERT", requires = "etcd_key", value_name = "PEM")]
+    etcd_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "HALE_ETCD_KEY", requires = "etcd_cert", value_name = "PEM")]
+    etcd_key: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -152,6 +161,9 @@ impl TryFrom<HealerArgs> for HealerConfig {
         if args.webhook_secret.as_deref().is_some_and(str::is_empty) {
             bail!("--webhook-secret (or HALE_WEBHOOK_SECRET) is empty: give it the collector's webhook secret");
         }
+        if args.etcd.iter().any(|e| e.starts_with("https://")) && args.etcd_ca.is_none() {
+            bail!("--etcd {}: https endpoints need --etcd-ca (the CA of etcd's certificate)", args.etcd.join(","));
+        }
         if args.etcd_ttl < MIN_ETCD_TTL {
             bail!("--etcd-ttl must be at least 2s (etcd's shortest lease)");
         }
@@ -172,6 +184,7 @@ impl TryFrom<HealerArgs> for HealerConfig {
             etcd: args.etcd,
             etcd_prefix: args.etcd_prefix,
             etcd_ttl: args.etcd_ttl,
+            etcd_tls: hale_healer::EtcdTls { ca: args.etcd_ca, cert: args.etcd_cert, key: args.etcd_key },
         })
     }
 }

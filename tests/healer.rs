@@ -597,6 +597,51 @@ async fn post_to(healer: SocketAddr, body: &[u8]) -> u16 {
     post(healer, body, signed(body), None).await.0
 }
 
+/// etcd over mutual TLS: a healer with the CA and a client certificate is elected; one
+/// without a certificate is refused by etcd and says so as it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healer_reaches_etcd_over_mutual_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, etcd_url) = common::spawn_etcd_tls(dir.path()).await;
+    assert!(etcd_url.starts_with("https://"));
+    let (_collector, collector, policies, cluster) = collector_and_files(dir.path(), "http://127.0.0.1:9/none").await;
+    let pem = |name: &str| dir.path().join("certs").join(name).display().to_string();
+    let (ca, cert, key) = (pem("ca.pem"), pem("client.pem"), pem("client-key.pem"));
+    let args = ["--etcd", &etcd_url, "--etcd-prefix", "/hale-tls", "--etcd-ca", &ca, "--etcd-cert", &cert];
+    let args = [&args[..], &["--etcd-key", &key]].concat();
+    let (_healer, addr) = spawn_healer(dir.path(), "tls", collector, &policies, &cluster, &args).await;
+    eventually("the healer leads through etcd over TLS", Duration::from_secs(20), async || {
+        (ha_role(addr).await? == HaRole::Leader).then_some(())
+    })
+    .await;
+
+    // No client certificate: etcd ends the handshake; the healer does not start.
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["healer", "--listen", &free_addr().to_string(), "--data-dir"])
+        .arg(dir.path().join("stranger"))
+        .arg("--policies")
+        .arg(&policies)
+        .arg("--cluster")
+        .arg(&cluster)
+        .args(["--etcd", &etcd_url, "--etcd-ca", &ca])
+        .env("HALE_WEBHOOK_SECRET", SECRET)
+        .output()
+        .expect("hale healer");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcd at"), "{err}");
+    // https without a CA to check etcd by is refused before anything is tried.
+    let out = Command::new(env!("CARGO_BIN_EXE_hale"))
+        .args(["healer", "--policies"])
+        .arg(&policies)
+        .arg("--cluster")
+        .arg(&cluster)
+        .args(["--etcd", &etcd_url])
+        .output()
+        .expect("hale healer");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--etcd-ca"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_healers_on_etcd_elect_one_leader_and_the_other_takes_over_without_repeating() {
     let dir = tempfile::tempdir().expect("tempdir");

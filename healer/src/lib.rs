@@ -26,4 +26,4 @@ mod run;
 pub mod safety;
 pub mod state;
 
-pub use run::{HealerConfig, HealerError, run};
+pub use run::{EtcdTls, HealerConfig, HealerError, run};

@@ -42,6 +42,37 @@ pub struct HealerConfig {
     pub etcd_prefix: String,
     /// Lease TTL: how long a dead leader holds the lead before another takes it.
     pub etcd_ttl: std::time::Duration,
+    /// TLS to etcd (`https://` endpoints): the CA its certificate is checked against and
+    /// the client certificate it asks for (`etcd --client-cert-auth`).
+    pub etcd_tls: EtcdTls,
+}
+
+/// The PEM files of the healer's TLS to etcd; all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdTls {
+    /// tonic's TLS options for these files (`None` when none is given); an error names
+    /// the file.
+    fn options(&self) -> Result<Option<etcd_client::TlsOptions>, HealerError> {
+        let read =
+            |path: &PathBuf| std::fs::read(path).map_err(|error| HealerError::EtcdTls { path: path.clone(), error });
+        let mut tls = etcd_client::TlsOptions::new();
+        let mut any = false;
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+            any = true;
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+            any = true;
+        }
+        Ok(any.then_some(tls))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +85,8 @@ pub enum HealerError {
     DataDir { path: PathBuf, error: std::io::Error },
     #[error("could not listen on {addr}: {error}; {}", hale_serve::listen_hint(error, "another healer"))]
     Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("reading {path} (TLS to etcd): {error}; give the PEM file, readable by this user")]
+    EtcdTls { path: PathBuf, error: std::io::Error },
     #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
     Etcd { endpoints: String, error: crate::ha::EtcdError },
     #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
@@ -95,9 +128,12 @@ pub async fn run(
     } else {
         let endpoints = config.etcd.join(",");
 
-        let options = etcd_client::ConnectOptions::new()
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(2))
             .with_timeout(std::time::Duration::from_secs(3));
+        if let Some(tls) = config.etcd_tls.options()? {
+            options = options.with_tls(tls);
+        }
         let client = crate::ha::with_timeout(
             std::time::Duration::from_secs(5),
             etcd_client::Client::connect(&config.etcd, Some(options)),
@@ -106,7 +142,7 @@ pub async fn run(
         .map_err(|error| HealerError::Etcd { endpoints: endpoints.clone(), error })?;
         let leadership = Arc::new(crate::ha::Leadership::new(
             &config.etcd_prefix,
-            format!("http://{}", config.listen),
+            security.base_url(config.listen),
             config.etcd_ttl,
         ));
         let store = Store::open_etcd(client.clone(), &config.etcd_prefix, leadership.clone())
@@ -162,7 +198,7 @@ pub async fn run(
             alertmanagers: config.escalation_alertmanagers.clone(),
             secret: config.webhook_secret.clone(),
             outbox: outbox.clone(),
-            external_url: format!("http://{}", config.listen),
+            external_url: security.base_url(config.listen),
         },
         dry_run: config.dry_run,
         metrics: Default::default(),

@@ -179,6 +179,13 @@ pub struct Security {
     pub insecure_plaintext: bool,
 }
 
+impl Security {
+    /// How this server is reached at `addr`: `https://addr` when it serves TLS.
+    pub fn base_url(&self, addr: std::net::SocketAddr) -> String {
+        format!("{}://{addr}", if self.tls.is_some() { "https" } else { "http" })
+    }
+}
+
 impl std::fmt::Debug for Security {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Security")

@@ -378,6 +378,49 @@ pub async fn spawn_etcd(dir: &Path) -> (Proc, String) {
     (proc, client)
 }
 
+/// [`spawn_etcd`] over mutual TLS: `hale certs` makes a CA in `dir/certs`, etcd's
+/// certificate and a client one (`client.pem`); etcd takes only clients with a
+/// certificate of that CA (`--client-cert-auth`). Its https client URL is the second value.
+pub async fn spawn_etcd_tls(dir: &Path) -> (Proc, String) {
+    let etcd = need("etcd");
+    let certs = dir.join("certs");
+    let hale = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hale")).args(args).arg("--dir").arg(&certs).output();
+        assert!(out.expect("hale certs").status.success(), "hale certs {args:?}");
+    };
+    let (client, peer) = (free_addr(), free_addr());
+    hale(&["certs", "init"]);
+    hale(&["certs", "issue", "etcd", "--san", &client.ip().to_string()]);
+    hale(&["certs", "issue", "client"]);
+    let (client, peer) = (format!("https://{client}"), format!("http://{peer}"));
+    let log = std::fs::File::create(dir.join("etcd.out")).expect("etcd log");
+    let pem = |name: &str| certs.join(name);
+    let mut cmd = std::process::Command::new(etcd);
+    cmd.args(["--name", "hale-test", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("hale-test={peer}")])
+        .arg("--cert-file")
+        .arg(pem("etcd.pem"))
+        .arg("--key-file")
+        .arg(pem("etcd-key.pem"))
+        .arg("--trusted-ca-file")
+        .arg(pem("ca.pem"))
+        .arg("--client-cert-auth");
+    let proc = Proc(spawn_logged(&mut cmd, log, "etcd"));
+    let flags = hale_client::tls::ClientTlsFlags::default().or_from_dir(&certs, "client");
+    let https = hale_client::tls::builder_with(&flags).expect("certs").build().expect("client");
+    let health = format!("{client}/health");
+    eventually("etcd healthy over TLS", Duration::from_secs(30), async || {
+        let r = https.get(&health).send().await.ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        (v["health"] == "true").then_some(())
+    })
+    .await;
+    (proc, client)
+}
+
 /// A loopback /24 and port offset of our own, so this test runs beside a default
 /// `hale up` and beside itself.
 pub fn private_addresses() -> (String, String, u16) {
