@@ -86,6 +86,10 @@ pub struct HealerArgs {
     /// Leader lease TTL: a leader that dies is replaced within about this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     etcd_ttl: Duration,
+    /// The Kubernetes API for `kubernetes` services (default: $KUBECONFIG, ~/.kube/config,
+    /// then the pod's service account).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// TLS to etcd (https:// endpoints): trust this CA for etcd's certificate.
     #[arg(long, env = "HALE_ETCD_CA", value_name = "PEM")]
     etcd_ca: Option<PathBuf>,
@@ -185,6 +189,7 @@ impl TryFrom<HealerArgs> for HealerConfig {
             etcd_prefix: args.etcd_prefix,
             etcd_ttl: args.etcd_ttl,
             etcd_tls: hale_healer::EtcdTls { ca: args.etcd_ca, cert: args.etcd_cert, key: args.etcd_key },
+            kubeconfig: args.kubeconfig,
         })
     }
 }

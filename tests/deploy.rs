@@ -112,6 +112,9 @@ struct Manifests {
     accounts: Vec<ServiceAccount>,
     daemon_sets: Vec<DaemonSet>,
     deployments: Vec<Deployment>,
+    roles: Vec<k8s_openapi::api::rbac::v1::ClusterRole>,
+    role_bindings: Vec<k8s_openapi::api::rbac::v1::RoleBinding>,
+    cluster_role_bindings: Vec<k8s_openapi::api::rbac::v1::ClusterRoleBinding>,
 }
 
 fn read_manifests(docs: &[serde_json::Value]) -> Manifests {
@@ -125,6 +128,9 @@ fn read_manifests(docs: &[serde_json::Value]) -> Manifests {
         let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
         match doc["kind"].as_str().unwrap_or_default() {
             "Namespace" => drop(typed::<Namespace>(doc)),
+            "ClusterRole" => m.roles.push(typed(doc)),
+            "RoleBinding" => m.role_bindings.push(typed(doc)),
+            "ClusterRoleBinding" => m.cluster_role_bindings.push(typed(doc)),
             "ServiceAccount" => m.accounts.push(typed(doc)),
             "ConfigMap" => m.config_maps.push(typed(doc)),
             "Service" => m.services.push(typed(doc)),
@@ -174,9 +180,11 @@ fn the_kubernetes_manifests_are_kubernetes_objects_that_keep_their_promises() {
         files.iter().flat_map(|f| documents(&std::fs::read_to_string(dir.join(f)).expect("manifest"))).collect();
     let m = read_manifests(&docs);
 
-    // Every pod: not root, nothing to escalate to, a read-only root, no API token, limits.
+    // Every pod: not root, nothing to escalate to, a read-only root, no API token (but the
+    // healer's, whose rights are rbac.yaml's), limits.
     for (name, spec, _) in &m.pods {
-        assert_eq!(spec.automount_service_account_token, Some(false), "{name}: no API token mounted");
+        let token = name == "hale-healer";
+        assert_eq!(spec.automount_service_account_token, Some(token), "{name}: an API token only for the healer");
         let pod_non_root = spec.security_context.as_ref().and_then(|s| s.run_as_non_root) == Some(true);
         for c in &spec.containers {
             let sc = c.security_context.as_ref().unwrap_or_else(|| panic!("{name}/{}: a securityContext", c.name));
@@ -237,6 +245,14 @@ fn the_kubernetes_manifests_are_kubernetes_objects_that_keep_their_promises() {
         if let Some(account) = &spec.service_account_name {
             assert!(m.accounts.iter().any(|a| a.metadata.name.as_ref() == Some(account)), "{name}: {account}");
         }
+    }
+    // The API rights go to the healer's account only, and name roles that exist.
+    let subjects = m.role_bindings.iter().flat_map(|b| b.subjects.iter().flatten().map(move |s| (s, &b.role_ref)));
+    let cluster_subjects =
+        m.cluster_role_bindings.iter().flat_map(|b| b.subjects.iter().flatten().map(move |s| (s, &b.role_ref)));
+    for (subject, role) in subjects.chain(cluster_subjects) {
+        assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", "hale-healer"));
+        assert!(m.roles.iter().any(|r| r.metadata.name.as_ref() == Some(&role.name)), "{}", role.name);
     }
     let deny = m.policies.iter().find(|p| p.metadata.name.as_deref() == Some("default-deny-ingress")).expect("deny");
     assert_eq!(deny.spec.as_ref().expect("spec").pod_selector, Some(Default::default()), "every pod of the namespace");

@@ -8,7 +8,8 @@
 //! - `exec`: a command from `healer.toml` per capability, run without a shell, the
 //!   alert's labels in the environment (`HALE_LABEL_<NAME>`), never in its arguments.
 //! - `http`: a signed `POST` (`X-Hale-Signature`) to the service's own admin endpoint.
-//! - `kubernetes`: reserved (refused at load until it exists).
+//! - `kubernetes`: the API server (kube-rs), on a Deployment, StatefulSet or DaemonSet
+//!   ([`crate::kubernetes`]): evict a pod, restart a rollout, scale, cordon.
 //!
 //! Load balancers are a step of their own ([`LoadBalancerClient`]): a started instance
 //! is registered, an instance scaled in is deregistered first.
@@ -168,6 +169,8 @@ pub struct Request {
     pub labels: Labels,
     /// The wait between SIGTERM and SIGKILL for a restart through an agent.
     pub grace: Option<Duration>,
+    /// The action this call is part of (a start on a lost node's behalf is a reschedule).
+    pub kind: crate::policy::ActionKind,
 }
 
 /// What an executor did.
@@ -183,6 +186,7 @@ pub enum Acted {
 }
 
 pub type Acting<'a> = Pin<Box<dyn Future<Output = Result<Acted, ActionError>> + Send + 'a>>;
+pub type Settling<'a> = Pin<Box<dyn Future<Output = Result<bool, ActionError>> + Send + 'a>>;
 
 /// One way of acting on services.
 pub trait Executor: Send + Sync {
@@ -190,6 +194,12 @@ pub trait Executor: Send + Sync {
     /// Only these are ever asked of it.
     fn can(&self, capability: Capability) -> bool;
     fn act<'a>(&'a self, capability: Capability, request: &'a Request) -> Acting<'a>;
+    /// Whether the service has settled after an action, as its executor can read it (a
+    /// Kubernetes workload's rollout and ready replicas); a repair is verified only once
+    /// it has. `None`: the executor cannot tell, the alert and readiness decide alone.
+    fn settled<'a>(&'a self) -> Option<Settling<'a>> {
+        None
+    }
 }
 
 /// Through the node agents' actuators.
@@ -401,6 +411,8 @@ pub struct Tokens {
     pub admin: Option<std::sync::Arc<hale_core::token::Token>>,
     /// Signs `http` executor calls.
     pub webhook_secret: Option<std::sync::Arc<[u8]>>,
+    /// The Kubernetes API (in-cluster or a kubeconfig), for `kubernetes` services.
+    pub kube: Option<kube::Client>,
 }
 
 /// Every inventory service's executor and every load balancer's client.
@@ -443,7 +455,16 @@ pub fn build(
                 timeout,
             }),
             ExecutorKind::Kubernetes => {
-                return Err(format!("service {:?}: the kubernetes executor is not available yet", s.name));
+                let client = tokens.kube.clone().ok_or_else(|| {
+                    format!(
+                        "service {:?}: the kubernetes executor needs the Kubernetes API (in-cluster, or --kubeconfig)",
+                        s.name
+                    )
+                })?;
+                let workload = s.kubernetes.clone().ok_or_else(|| {
+                    format!("service {:?}: executor kubernetes needs [services.kubernetes] (namespace, kind)", s.name)
+                })?;
+                Box::new(crate::kubernetes::KubernetesExecutor { client, service: s.name.clone(), workload, timeout })
             }
         };
         executors.insert(s.name.clone(), executor);
@@ -536,6 +557,7 @@ mod tests {
             url: None,
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             grace: None,
+            kind: crate::policy::ActionKind::Restart,
         }
     }
 

@@ -23,6 +23,14 @@
 //! load_balancer = "edge"
 //!
 //! [[services]]
+//! name = "web"
+//! executor = "kubernetes"        # the API server: evict, rollout restart, scale, cordon
+//! [services.kubernetes]
+//! namespace = "shop"
+//! kind = "deployment"            # or statefulset, daemonset
+//! min_available = 2              # ready pods that stay through any action
+//!
+//! [[services]]
 //! name = "legacy"
 //! executor = "exec"              # the commands below; the alert's labels as HALE_LABEL_*
 //! restart = ["/usr/local/bin/legacy-ctl", "restart"]
@@ -46,7 +54,7 @@ pub enum ExecutorKind {
     Exec,
     /// Signed calls to the service's own admin endpoints.
     Http,
-    /// Kubernetes (kube-rs): not available yet.
+    /// The Kubernetes API server (kube-rs): evict, rollout restart, scale, cordon.
     Kubernetes,
 }
 
@@ -103,6 +111,9 @@ pub struct Service {
     /// the healer fails it over by the failover protocol (`crate::failover`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberConfig>,
+    /// `kubernetes`: the workload the service is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::kubernetes::Workload>,
 }
 
 /// A replica of a primary/standby service: its instance name and base URL.
@@ -148,7 +159,11 @@ impl Service {
             ExecutorKind::Agent => [Capability::Restart, Capability::Stop, Capability::StartAnother].into(),
             ExecutorKind::Exec => Capability::ALL.into_iter().filter(|c| !self.command(*c).is_empty()).collect(),
             ExecutorKind::Http => self.endpoints.keys().copied().collect(),
-            ExecutorKind::Kubernetes => BTreeSet::new(),
+            ExecutorKind::Kubernetes => match &self.kubernetes {
+                Some(w) if w.kind == crate::kubernetes::WorkloadKind::DaemonSet => [Capability::Restart].into(),
+                Some(_) => [Capability::Restart, Capability::Stop, Capability::StartAnother].into(),
+                None => BTreeSet::new(),
+            },
         };
         if self.stateful {
             caps.remove(&Capability::StartAnother);
@@ -232,8 +247,26 @@ impl Inventory {
             if !names.insert(s.name.as_str()) {
                 return fail("listed twice".into());
             }
-            if s.executor == ExecutorKind::Kubernetes {
-                return fail("the \"kubernetes\" executor is not available yet; use agent, exec or http".into());
+            match (s.executor, &s.kubernetes) {
+                (ExecutorKind::Kubernetes, None) => {
+                    return fail("the kubernetes executor needs [services.kubernetes] (namespace, kind)".into());
+                }
+                (ExecutorKind::Kubernetes, Some(w)) if w.namespace.is_empty() => {
+                    return fail("[services.kubernetes] needs its `namespace`".into());
+                }
+                (ExecutorKind::Kubernetes, Some(_)) if s.load_balancer.is_some() || !s.nodes.is_empty() => {
+                    return fail(
+                        "a Kubernetes workload's traffic and placement are Kubernetes's: no `load_balancer` or `nodes`"
+                            .into(),
+                    );
+                }
+                (other, Some(_)) if other != ExecutorKind::Kubernetes => {
+                    return fail(format!(
+                        "[services.kubernetes] is for the kubernetes executor, not \"{}\"",
+                        other.as_str()
+                    ));
+                }
+                _ => {}
             }
             let commands = Capability::ALL.iter().any(|c| !s.command(*c).is_empty());
             if s.executor != ExecutorKind::Exec && commands {
@@ -304,6 +337,7 @@ impl Inventory {
                 timeout: None,
                 stateful: matches!(kind, hale_core::ServiceKind::Catalog | hale_core::ServiceKind::Gateway),
                 members: Vec::new(),
+                kubernetes: None,
             })
             .collect();
         Inventory { agents, load_balancers: [("gateway".to_string(), gateway)].into(), services }
@@ -384,7 +418,7 @@ endpoints = { promote = "{url}/admin/promote", rejoin = "{url}/admin/rejoin" }
             (SAMPLE.replace("nodes = [\"node-1\"]", "nodes = [\"node-9\"]"), "node \"node-9\" has no entry", 12),
             (SAMPLE.replace("load_balancer = \"edge\"", "load_balancer = \"nope\""), "not in [load_balancers]", 13),
             (SAMPLE.replace("executor = \"exec\"", "executor = \"agent\""), "commands are for the exec executor", 17),
-            (SAMPLE.replace("executor = \"http\"", "executor = \"kubernetes\""), "not available yet", 22),
+            (SAMPLE.replace("executor = \"http\"", "executor = \"kubernetes\""), "needs [services.kubernetes]", 22),
             (SAMPLE.replace("restart = [", "rstart = ["), "unknown field `rstart`", 18),
         ] {
             let e = Inventory::parse(&edit).expect_err(says);

@@ -19,6 +19,7 @@ pub mod executor;
 pub mod failover;
 pub mod ha;
 pub mod inventory;
+pub mod kubernetes;
 pub mod metrics;
 pub mod policy;
 pub mod replay;

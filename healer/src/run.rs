@@ -45,6 +45,9 @@ pub struct HealerConfig {
     /// TLS to etcd (`https://` endpoints): the CA its certificate is checked against and
     /// the client certificate it asks for (`etcd --client-cert-auth`).
     pub etcd_tls: EtcdTls,
+    /// The Kubernetes API for `kubernetes` services: this kubeconfig, else the usual
+    /// search (`$KUBECONFIG`, `~/.kube/config`, then in-cluster).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// The PEM files of the healer's TLS to etcd; all optional.
@@ -85,6 +88,8 @@ pub enum HealerError {
     DataDir { path: PathBuf, error: std::io::Error },
     #[error("could not listen on {addr}: {error}; {}", hale_serve::listen_hint(error, "another healer"))]
     Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("the Kubernetes API: {0}")]
+    Kubernetes(String),
     #[error("reading {path} (TLS to etcd): {error}; give the PEM file, readable by this user")]
     EtcdTls { path: PathBuf, error: std::io::Error },
     #[error("etcd at {endpoints}: {error}; is etcd running there (`etcd --listen-client-urls ...`)?")]
@@ -177,6 +182,7 @@ pub async fn run(
             agent: config.agent_token.clone(),
             admin: config.admin_token.clone(),
             webhook_secret: config.webhook_secret.clone(),
+            kube: kube_client(&config).await?,
         },
     )
     .map_err(HealerError::Inventory)?;
@@ -236,4 +242,28 @@ pub async fn run(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), c).await;
     }
     result
+}
+
+/// The Kubernetes API client, when a service is acted on through it: from `--kubeconfig`,
+/// else kube's own search (`$KUBECONFIG`, `~/.kube/config`, in-cluster service account).
+async fn kube_client(config: &HealerConfig) -> Result<Option<kube::Client>, HealerError> {
+    let needed = config.inventory.services.iter().any(|s| s.executor == crate::inventory::ExecutorKind::Kubernetes);
+    if !needed {
+        return Ok(None);
+    }
+    let fail = |e: String| HealerError::Kubernetes(e);
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            fail(format!("{e}; run the healer in the cluster (its service account) or give --kubeconfig"))
+        })?,
+    };
+    let client = kube::Client::try_from(kube_config).map_err(|e| fail(e.to_string()))?;
+    Ok(Some(client))
 }

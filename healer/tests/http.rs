@@ -178,6 +178,7 @@ impl Rig {
             agent: Some(hale_core::token::Token::fixed("agent")),
             admin: Some(hale_core::token::Token::fixed("admin")),
             webhook_secret: None,
+            kube: None,
         };
         let (executors, load_balancers) = hale_healer::executor::build(&inventory, &client, tokens).expect("executors");
         let outbox = Arc::new(hale_outbox::Outbox::open(&dir.path().join("escalations"), "test").expect("outbox"));

@@ -220,10 +220,24 @@ impl Healer {
         let mut started = Vec::new();
         let mut skipped = Vec::new();
         let mut placed_on = std::collections::BTreeSet::new();
+        let mut by_kubernetes = Vec::new();
         for (i, (labels, _)) in lost.iter().enumerate() {
             let (Some(service), Some(instance)) = (labels.get("service"), labels.get("instance")) else { continue };
-            if self.executor(service, Capability::StartAnother).is_err() {
+            let Ok(executor) = self.executor(service, Capability::StartAnother) else {
                 skipped.push(instance.clone());
+                continue;
+            };
+            // A Kubernetes workload is moved by its controller, once the node is cordoned
+            // and its pods there evicted: one call per service, whatever its pods.
+            if executor.kind() == crate::inventory::ExecutorKind::Kubernetes {
+                if !started.iter().any(|(s, _): &(String, String)| s == service) {
+                    let request = Request { node: Some(node.clone()), ..self.request(action, service) };
+                    let detail = match executor.act(Capability::StartAnother, &request).await? {
+                        Acted::Done(detail) | Acted::Started { instance: detail, .. } => detail,
+                    };
+                    by_kubernetes.push(detail);
+                    started.push((service.clone(), format!("{service} pods of {node}")));
+                }
                 continue;
             }
             let (name, on) = self.start_another(action, service, &node, i).await?;
@@ -248,6 +262,7 @@ impl Healer {
                 format!("; left {} to failover and humans", skipped.join(", "))
             }
         );
+        let detail = std::iter::once(detail).chain(by_kubernetes).collect::<Vec<_>>().join("; ");
         self.record_started(&action.id, started, &detail).await;
         Ok(())
     }
@@ -366,6 +381,7 @@ impl Healer {
             url: None,
             labels: action.alert.labels.clone(),
             grace: None,
+            kind: action.kind,
         }
     }
 

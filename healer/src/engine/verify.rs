@@ -8,7 +8,7 @@ impl Healer {
     /// Whether the instances are out of their load balancer and stopped (no fresh
     /// readiness saying otherwise).
     pub(super) async fn started_gone(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
-        for (service, name) in started {
+        for (service, name) in started.iter().filter(|(s, _)| !self.reads_its_state(s)) {
             if let Some(LoadBalancerClient::Gateway(gateway)) = self.load_balancer_of(service)
                 && gateway.members(service).await?.iter().any(|m| &m.instance == name)
             {
@@ -29,7 +29,7 @@ impl Healer {
     /// Whether every instance an action started is ready: in the gateway's pool, or (any
     /// other load balancer, or none) by a fresh `probe_success` or `up` of 1 under its name.
     pub(super) async fn started_ready(&self, started: &[(String, String)]) -> Result<bool, ActionError> {
-        for (service, name) in started {
+        for (service, name) in started.iter().filter(|(s, _)| !self.reads_its_state(s)) {
             let ready = match self.load_balancer_of(service) {
                 Some(LoadBalancerClient::Gateway(gateway)) => {
                     gateway.members(service).await?.iter().any(|m| &m.instance == name && m.ready)
@@ -43,6 +43,27 @@ impl Healer {
                 }
             };
             if !ready {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether `service`'s executor reads the service's state itself (a Kubernetes
+    /// workload): then that reading, not the instances' probes, says what it started.
+    fn reads_its_state(&self, service: &str) -> bool {
+        self.executors.get(service).is_some_and(|e| e.settled().is_some())
+    }
+
+    /// Whether every service the action touched whose executor can read it (Kubernetes:
+    /// rollout complete, ready replicas as asked) has settled.
+    async fn executors_settled(&self, action: &Action, started: &[(String, String)]) -> Result<bool, ActionError> {
+        let mut services: std::collections::BTreeSet<&String> = started.iter().map(|(s, _)| s).collect();
+        services.extend(action.target.service.as_ref());
+        for service in services {
+            if let Some(settling) = self.executors.get(service).and_then(|e| e.settled())
+                && !settling.await?
+            {
                 return Ok(false);
             }
         }
@@ -84,6 +105,11 @@ impl Healer {
                     | ActionKind::Exec
                     | ActionKind::Webhook,
                 ) => self.collector.alert_active(&watched).await.map(|active| !active).map_err(ActionError::from),
+            };
+            // A workload its executor reads must have settled too.
+            let cleared = match cleared {
+                Ok(true) => self.executors_settled(&action, &current).await,
+                other => other,
             };
             // The condition cleared; where the service has an SLO, its burn over the
             // shortest page window must be back under the page threshold too.
