@@ -249,7 +249,7 @@ impl Inventory {
             }
             match (s.executor, &s.kubernetes) {
                 (ExecutorKind::Kubernetes, None) => {
-                    return fail("the kubernetes executor needs [services.kubernetes] (namespace, kind)".into());
+                    return fail("the \"kubernetes\" executor needs [services.kubernetes] (namespace, kind)".into());
                 }
                 (ExecutorKind::Kubernetes, Some(w)) if w.namespace.is_empty() => {
                     return fail("[services.kubernetes] needs its `namespace`".into());
