@@ -27,4 +27,4 @@ mod run;
 pub mod safety;
 pub mod state;
 
-pub use run::{EtcdTls, HealerConfig, HealerError, run};
+pub use run::{EtcdTls, HealerConfig, HealerError, kubernetes_client, run};

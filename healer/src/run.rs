@@ -244,15 +244,20 @@ pub async fn run(
     result
 }
 
-/// The Kubernetes API client, when a service is acted on through it: from `--kubeconfig`,
-/// else kube's own search (`$KUBECONFIG`, `~/.kube/config`, in-cluster service account).
+/// The Kubernetes API client, when a service is acted on through it.
 async fn kube_client(config: &HealerConfig) -> Result<Option<kube::Client>, HealerError> {
     let needed = config.inventory.services.iter().any(|s| s.executor == crate::inventory::ExecutorKind::Kubernetes);
     if !needed {
         return Ok(None);
     }
+    Ok(Some(kubernetes_client(config.kubeconfig.as_deref()).await?))
+}
+
+/// A Kubernetes API client from `kubeconfig` (its current context), else kube's own
+/// search: `$KUBECONFIG`, `~/.kube/config`, then the pod's service account.
+pub async fn kubernetes_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, HealerError> {
     let fail = |e: String| HealerError::Kubernetes(e);
-    let kube_config = match &config.kubeconfig {
+    let kube_config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
@@ -264,6 +269,5 @@ async fn kube_client(config: &HealerConfig) -> Result<Option<kube::Client>, Heal
             fail(format!("{e}; run the healer in the cluster (its service account) or give --kubeconfig"))
         })?,
     };
-    let client = kube::Client::try_from(kube_config).map_err(|e| fail(e.to_string()))?;
-    Ok(Some(client))
+    kube::Client::try_from(kube_config).map_err(|e| fail(e.to_string()))
 }

@@ -23,6 +23,7 @@ struct Call {
     method: String,
     path: String,
     content_type: String,
+    authorization: String,
     body: String,
 }
 
@@ -209,6 +210,8 @@ impl Fake {
                     "GET" => (200, self.pods[i].clone()),
                     "POST" if path.ends_with("/eviction") => {
                         self.pods.remove(i);
+                        // Its replacement is not ready at the next read of the Deployment.
+                        self.rolling_gets = 1;
                         (
                             201,
                             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -245,10 +248,12 @@ async fn handle(
 ) -> Response {
     let mut fake = fake.lock().expect("lock");
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     fake.calls.push(Call {
         method: method.to_string(),
         path: uri.path().to_string(),
         content_type,
+        authorization,
         body: String::from_utf8_lossy(&body).into_owned(),
     });
     let (code, value) = fake.answer(&method, &uri, &body);
@@ -484,6 +489,149 @@ async fn a_lost_node_is_cordoned_and_the_workloads_pods_there_evicted() {
         fake.lock().expect("lock").pods.iter().any(|p| p["metadata"]["name"] == "web-7d4b9c8f6-a"),
         "node-1's stays"
     );
+}
+
+/// The fake collector beside the fake API server: the unready pod alerts (and reads
+/// unready) while it exists; telemetry is fresh.
+async fn fake_collector(fake: Shared) -> SocketAddr {
+    use axum::extract::{Query, State};
+    use axum::routing::get;
+    async fn query(Query(q): Query<std::collections::BTreeMap<String, String>>) -> axum::Json<Value> {
+        let fresh = q.get("query").is_some_and(|q| q.starts_with("max(time() - timestamp("));
+        let result = if fresh { vec![json!({"metric": {}, "value": [1.0, "0.5"]})] } else { Vec::new() };
+        axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+    }
+    async fn alerts(State(fake): State<Shared>) -> axum::Json<Value> {
+        let present = fake.lock().expect("lock").pods.iter().any(|p| p["metadata"]["name"] == "web-7d4b9c8f6-c");
+        let alerts: Vec<Value> =
+            if present { vec![json!({"labels": alert_labels(), "state": "firing"})] } else { vec![] };
+        axum::Json(json!({"status": "success", "data": {"alerts": alerts}}))
+    }
+    async fn cluster(State(fake): State<Shared>) -> axum::Json<Value> {
+        let replicas: Vec<Value> = fake
+            .lock()
+            .expect("lock")
+            .pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "web")
+            .map(|p| {
+                let ready = p["status"]["conditions"][0]["status"] == "True";
+                json!({"instance": p["metadata"]["name"], "node": p["spec"]["nodeName"],
+                       "state": if ready { "ready" } else { "not_ready" }, "ready": ready, "alive": true, "up": true,
+                       "age_secs": 0.1, "interval_secs": 0.5})
+            })
+            .collect();
+        let ready = replicas.iter().filter(|r| r["ready"] == true).count();
+        axum::Json(json!({"status": "success", "data": {"nodes": [],
+            "services": [{"service": "web", "replicas": replicas, "ready_replicas": ready}]}}))
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/query", get(query))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/cluster", get(cluster))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn alert_labels() -> hale_healer::state::Labels {
+    [
+        ("alertname", "PodNotReady"),
+        ("service", "web"),
+        ("instance", "web-7d4b9c8f6-c"),
+        ("pod", "web-7d4b9c8f6-c"),
+        ("namespace", "shop"),
+        ("node", "node-2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The whole loop on a Kubernetes workload: an alert on an unready pod, a policy's
+/// restart, the healer's client from a kubeconfig, the pod evicted through the API, and
+/// the action verified only once the alert cleared and the Deployment reads settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_on_a_pod_is_repaired_through_the_api_and_verified_by_the_workloads_readiness() {
+    use hale_healer::audit::Audit;
+    use hale_healer::clients::Collector;
+    use hale_healer::engine::{Escalation, Healer};
+    use hale_healer::state::{Alert, Store};
+    let (fake, _, api) = fake_api().await;
+    let collector = fake_collector(fake.clone()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    // The healer's own way to the API: a kubeconfig (as `hale healer --kubeconfig`).
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: healer\n    namespace: shop\n\
+             users:\n- name: healer\n  user:\n    token: a-service-account-token\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let kube = hale_healer::kubernetes_client(Some(&kubeconfig)).await.expect("a client from the kubeconfig");
+    let inventory = hale_healer::inventory::Inventory::parse(
+        "[[services]]\nname = \"web\"\nexecutor = \"kubernetes\"\n[services.kubernetes]\nnamespace = \"shop\"\nkind = \"deployment\"\n",
+    )
+    .expect("inventory");
+    let policies = "policies:\n  - name: evict-unready-pod\n    match:\n      alertname: PodNotReady\n    action: restart\n    verify:\n      timeout: 10s\n";
+    let client = reqwest::Client::new();
+    let tokens = hale_healer::executor::Tokens { agent: None, admin: None, webhook_secret: None, kube: Some(kube) };
+    let (executors, load_balancers) = hale_healer::executor::build(&inventory, &client, tokens).expect("executors");
+    let outbox = Arc::new(hale_outbox::Outbox::open(&dir.path().join("escalations"), "test").expect("outbox"));
+    let healer = Arc::new(Healer {
+        policies: hale_healer::policy::PolicyFile::parse(policies).expect("policies"),
+        store: Store::open(&dir.path().join("state.json")),
+        audit: Audit::open(&dir.path().join("audit.jsonl")).expect("audit"),
+        collector: Collector { base: format!("http://{collector}"), client: client.clone(), admin_token: None },
+        inventory,
+        executors,
+        load_balancers,
+        protocol: hale_healer::failover::Protocol { client: client.clone(), token: None, secret: None },
+        escalation: Escalation {
+            urls: Vec::new(),
+            alertmanagers: Vec::new(),
+            secret: None,
+            outbox,
+            external_url: "http://healer.test".into(),
+        },
+        dry_run: false,
+        metrics: Default::default(),
+        wake: Default::default(),
+        client,
+        handling: Default::default(),
+    });
+    tokio::spawn(healer.clone().run());
+    let alert = Alert {
+        labels: alert_labels(),
+        annotations: Default::default(),
+        starts_at: "2026-03-01T10:00:00Z".into(),
+        fingerprint: "fp-web-c".into(),
+        received_ms: hale_core::time::now_ms(),
+    };
+    assert!(healer.receive(alert).await.expect("stored"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let action = loop {
+        let done = healer.store.read(|s| s.actions.first().cloned()).filter(|a| {
+            matches!(a.status, hale_core::api::ActionStatus::Succeeded | hale_core::api::ActionStatus::Failed)
+        });
+        if let Some(a) = done {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "no outcome within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(action.status, hale_core::api::ActionStatus::Succeeded, "{action:?}");
+    let evictions = calls(&fake, "POST", "/eviction");
+    assert_eq!(evictions.len(), 1);
+    assert!(evictions[0].path.ends_with("/pods/web-7d4b9c8f6-c/eviction"));
+    assert_eq!(evictions[0].authorization, "Bearer a-service-account-token", "the kubeconfig's credentials");
+    // Verification read the Deployment until it settled (its replacement pod unready at first).
+    assert!(calls(&fake, "GET", "/deployments/web").len() >= 2, "read to verify");
 }
 
 /// `deploy/kubernetes/rbac.yaml` grants the healer exactly the verbs the executor uses.
