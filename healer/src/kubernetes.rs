@@ -566,6 +566,19 @@ impl Executor for KubernetesExecutor {
     fn act<'a>(&'a self, capability: Capability, r: &'a Request) -> Acting<'a> {
         Box::pin(async move {
             let deadline = Instant::now() + self.timeout;
+            // An alert about another namespace or workload than the service's is not this
+            // executor's to act on, whatever its `service` label says.
+            let kind_label = self.workload.kind.kind().to_lowercase();
+            for (label, mine) in [("namespace", self.ns()), (kind_label.as_str(), self.name())] {
+                if let Some(theirs) = r.labels.get(label).filter(|v| v.as_str() != mine) {
+                    return Err(format!(
+                        "the alert's {label} is {theirs:?}, but service {} is {}: not acting",
+                        self.service,
+                        self.describe()
+                    )
+                    .into());
+                }
+            }
             match capability {
                 Capability::Restart => match pod_of(r) {
                     Some(pod) => self.restart_pod(deadline, &pod).await,

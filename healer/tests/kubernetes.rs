@@ -333,6 +333,14 @@ async fn a_restart_evicts_the_named_pod_of_the_workload_and_no_other() {
     assert!(other.expect_err("not ours").to_string().contains("is not one of deployment shop/web's"));
     assert_eq!(calls(&fake, "POST", "/eviction").len(), 1);
 
+    // An alert about another namespace or Deployment: not this service's to touch.
+    for label in [("namespace", "payments"), ("deployment", "api")] {
+        let r =
+            exec.act(Capability::Restart, &request(ActionKind::Restart, &[("pod", "web-7d4b9c8f6-b"), label])).await;
+        assert!(r.expect_err("another workload").to_string().contains("not acting"), "{label:?}");
+    }
+    assert_eq!(calls(&fake, "POST", "/eviction").len(), 1);
+
     // Already gone (404): done, not failed.
     let gone = exec.act(Capability::Restart, &request(ActionKind::Restart, &[("pod", "web-7d4b9c8f6-zz")])).await;
     assert!(detail(gone.expect("gone is done")).contains("already gone"));
