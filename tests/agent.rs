@@ -859,3 +859,124 @@ async fn prometheus_receives_remote_write_and_answers_queries() {
         .expect("count");
     assert!(cpu >= 1.0);
 }
+
+/// A pod as the API server lists it: on `node`, at 127.0.0.1, annotated (or not) for
+/// scraping on `port`.
+fn k8s_pod(name: &str, node: &str, phase: &str, scrape: Option<u16>) -> serde_json::Value {
+    let mut annotations = serde_json::json!({"kubectl.kubernetes.io/restartedAt": "2026-03-01T10:00:00Z"});
+    if let Some(port) = scrape {
+        annotations["prometheus.io/scrape"] = "true".into();
+        annotations["prometheus.io/port"] = port.to_string().into();
+        annotations["prometheus.io/path"] = "/metrics".into();
+    }
+    serde_json::json!({
+        "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                     "labels": {"app": "web", "app.kubernetes.io/part-of": "shop"}, "annotations": annotations,
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c8f6",
+                                          "uid": "uid-rs", "controller": true}]},
+        "spec": {"nodeName": node, "containers": [{"name": "web", "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]},
+        "status": if phase == "Running" {
+            serde_json::json!({"phase": "Running", "podIP": "127.0.0.1", "hostIP": "10.0.0.11",
+                               "conditions": [{"type": "Ready", "status": "True"}]})
+        } else {
+            serde_json::json!({"phase": phase})
+        }
+    })
+}
+
+/// Kubernetes service discovery: the agent lists the pods of its own node (the field
+/// selector) through the API server — a fake one on loopback, reached through a
+/// kubeconfig — scrapes the annotated running ones at their annotated port and path, and
+/// their `__meta_kubernetes_*` labels go through the job's relabelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovers_the_annotated_pods_of_its_node_through_the_kubernetes_api() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let app = foreign_service("app_requests_total{code=\"200\"} 5\n").await;
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let pods = vec![
+        k8s_pod("web-1", "node-t", "Running", Some(app.port())),
+        k8s_pod("quiet-1", "node-t", "Running", None),
+        k8s_pod("web-2", "node-other", "Running", Some(app.port())),
+        k8s_pod("web-3", "node-t", "Pending", Some(app.port())),
+    ];
+    let seen = asked.clone();
+    let api = axum::Router::new().route(
+        "/api/v1/pods",
+        axum::routing::get(move |uri: axum::http::Uri| {
+            let (seen, pods) = (seen.clone(), pods.clone());
+            async move {
+                let query = uri.query().unwrap_or("").to_string();
+                seen.lock().expect("lock").push(query.clone());
+                // The API server's field selector: only the pods of the node asked for.
+                let node = query.split('&').find_map(|kv| kv.strip_prefix("fieldSelector=spec.nodeName%3D"));
+                let items: Vec<serde_json::Value> =
+                    pods.into_iter().filter(|p| Some(p["spec"]["nodeName"].as_str().unwrap_or("")) == node).collect();
+                axum::Json(serde_json::json!({"kind": "PodList", "apiVersion": "v1",
+                                              "metadata": {"resourceVersion": "1"}, "items": items}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, api).await });
+    let kubeconfig = common::file(
+        tmp.path(),
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://{api_addr}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n"
+        ),
+    );
+    let collector = free_addr();
+    let _collector =
+        common::spawn_collector(collector, &tmp.path().join("collector"), &tmp.path().join("collector.out"), &[], &[]);
+    common::wait_ready("collector", collector).await;
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("dir");
+    let setup = AgentSetup::new(
+        &agent_dir,
+        &format!(
+            r#"remote_write = ["http://{collector}/api/v1/write"]
+[[scrape_configs]]
+job_name = "kubernetes-pods"
+scrape_interval = "1s"
+scrape_timeout = "500ms"
+kubernetes_sd_configs = [{{ kubeconfig_file = "{}" }}]
+relabel_configs = [
+  {{ source_labels = ["__meta_kubernetes_namespace"], target_label = "namespace" }},
+  {{ source_labels = ["__meta_kubernetes_pod_name"], target_label = "pod" }},
+  {{ source_labels = ["__meta_kubernetes_pod_label_app_kubernetes_io_part_of"], target_label = "part_of" }},
+  {{ source_labels = ["__meta_kubernetes_pod_controller_kind"], target_label = "controller" }},
+]
+"#,
+            kubeconfig.display()
+        ),
+    );
+    let _agent = setup.start().await;
+    let _explain = Explain(agent_dir.join("agent.out"));
+    let client = reqwest::Client::new();
+    let base = format!("http://{collector}");
+    let series = eventually("the pod's metrics at the collector", Duration::from_secs(30), async || {
+        common::query(&client, &base, "app_requests_total").await.filter(|s| !s.is_empty())
+    })
+    .await;
+    assert_eq!(
+        series.len(),
+        1,
+        "only web-1: quiet-1 is not annotated, web-2 is another node's, web-3 not running: {series:?}"
+    );
+    let labels = &series[0].metric;
+    for (name, value) in [
+        ("pod", "web-1"),
+        ("namespace", "shop"),
+        ("part_of", "shop"),
+        ("controller", "ReplicaSet"),
+        ("job", "kubernetes-pods"),
+        ("node", "node-t"),
+        ("instance", &format!("127.0.0.1:{}", app.port())),
+    ] {
+        assert_eq!(labels.get(name).map(String::as_str), Some(value), "{name} of {labels:?}");
+    }
+    let asked = asked.lock().expect("lock").clone();
+    assert!(asked.iter().all(|q| q.contains("fieldSelector=spec.nodeName%3Dnode-t")), "{asked:?}");
+}

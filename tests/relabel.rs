@@ -80,7 +80,7 @@ async fn targets_and_their_labels_are_what_prometheus_makes_of_the_same_job() {
     let configs: Vec<FileSdConfig> = job.file_sd_configs.clone();
     sd.refresh(&configs);
     let ours: BTreeSet<(String, String, BTreeMap<String, String>)> = compiled
-        .targets(&sd.groups(&configs), "node-t")
+        .targets(&sd.groups(&configs), &[], "node-t")
         .into_iter()
         .map(|t| {
             let mut labels = t.labels;

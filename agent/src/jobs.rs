@@ -150,6 +150,7 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
         .inspect_err(|e| tracing::error!(error = %e, "cannot build the probes' HTTP clients; probes are off"))
         .ok();
     let mut sd = FileSd::default();
+    let mut kube_sd = crate::kubernetes_sd::KubernetesSd::default();
     let mut running: HashMap<String, Running<(Arc<Job>, ScrapeTarget)>> = HashMap::new();
     let mut probing: HashMap<String, Running<(crate::blackbox::ProbeConfig, Duration)>> = HashMap::new();
     loop {
@@ -182,10 +183,19 @@ pub(crate) async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) 
         })
         .await
         .unwrap_or_default();
-        agent.telemetry.sd_read_errors(sd.read_errors);
+        let kube_jobs: Vec<(String, Vec<crate::kubernetes_sd::KubernetesSdConfig>)> = jobs
+            .iter()
+            .filter(|j| !j.config.kubernetes_sd_configs.is_empty())
+            .map(|j| (j.config.job_name.clone(), j.config.kubernetes_sd_configs.clone()))
+            .collect();
+        if !kube_jobs.is_empty() {
+            kube_sd.refresh(&kube_jobs, &node).await;
+        }
+        agent.telemetry.sd_read_errors(sd.read_errors + kube_sd.errors);
         let mut wanted: HashMap<String, (Arc<Job>, ScrapeTarget)> = HashMap::new();
         for job in &jobs {
-            for target in job.targets(&sd.groups(&job.config.file_sd_configs), &node) {
+            let discovered = kube_sd.groups_of(&job.config.job_name);
+            for target in job.targets(&sd.groups(&job.config.file_sd_configs), &discovered, &node) {
                 wanted.entry(key(&target)).or_insert_with(|| (job.clone(), target));
             }
         }

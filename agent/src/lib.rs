@@ -11,6 +11,7 @@ pub mod blackbox;
 pub mod config;
 pub mod host;
 mod jobs;
+pub mod kubernetes_sd;
 mod logs;
 pub mod metadata;
 pub mod queue;

@@ -73,6 +73,9 @@ pub struct ScrapeJob {
     pub static_configs: Vec<TargetGroup>,
     #[serde(default)]
     pub file_sd_configs: Vec<FileSdConfig>,
+    /// The pods of the agent's node, through the Kubernetes API ([`crate::kubernetes_sd`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes_sd_configs: Vec<crate::kubernetes_sd::KubernetesSdConfig>,
     #[serde(default)]
     pub relabel_configs: Vec<RelabelConfig>,
     #[serde(default)]
@@ -204,9 +207,15 @@ impl Job {
         Some(ScrapeTarget { job: self.config.job_name.clone(), url, interval, timeout, labels })
     }
 
-    /// Every target of the job: its static groups and `files`' (path → groups).
-    pub fn targets(&self, files: &BTreeMap<PathBuf, Vec<TargetGroup>>, node: &str) -> Vec<ScrapeTarget> {
-        let statics = self.config.static_configs.iter().map(|g| (g, None));
+    /// Every target of the job: its static groups, `files`' (path → groups) and those
+    /// `discovered` otherwise (Kubernetes).
+    pub fn targets(
+        &self,
+        files: &BTreeMap<PathBuf, Vec<TargetGroup>>,
+        discovered: &[TargetGroup],
+        node: &str,
+    ) -> Vec<ScrapeTarget> {
+        let statics = self.config.static_configs.iter().chain(discovered).map(|g| (g, None));
         let from_files = files.iter().flat_map(|(path, groups)| groups.iter().map(move |g| (g, Some(path))));
         let mut out: Vec<ScrapeTarget> = Vec::new();
         for (group, path) in statics.chain(from_files) {
@@ -334,7 +343,7 @@ relabel_configs = [
   { source_labels = ["__address__"], regex = "10\\.0\\.0\\.2:.*", action = "drop" },
   { source_labels = ["__address__"], regex = "([^:]+):.*", target_label = "host" },
 ]"#);
-        let targets = j.targets(&BTreeMap::new(), "node-1");
+        let targets = j.targets(&BTreeMap::new(), &[], "node-1");
         assert_eq!(targets.len(), 1);
         let t = &targets[0];
         assert_eq!(t.url, "http://10.0.0.1:8080/metrics");
@@ -364,7 +373,10 @@ relabel_configs = [
         assert!(sd.refresh(&configs));
         let j = job("job_name = \"files\"");
         let addresses = |sd: &FileSd| {
-            j.targets(&sd.groups(&configs), "n").into_iter().map(|t| t.labels["instance"].clone()).collect::<Vec<_>>()
+            j.targets(&sd.groups(&configs), &[], "n")
+                .into_iter()
+                .map(|t| t.labels["instance"].clone())
+                .collect::<Vec<_>>()
         };
         assert_eq!(addresses(&sd), ["h1:1", "h2:2"]);
         assert!(!sd.refresh(&configs), "nothing changed");
