@@ -183,8 +183,12 @@ fn the_kubernetes_manifests_are_kubernetes_objects_that_keep_their_promises() {
     // Every pod: not root, nothing to escalate to, a read-only root, no API token (but the
     // healer's, whose rights are rbac.yaml's), limits.
     for (name, spec, _) in &m.pods {
-        let token = name == "hale-healer";
-        assert_eq!(spec.automount_service_account_token, Some(token), "{name}: an API token only for the healer");
+        let token = name == "hale-healer" || name == "hale-agent";
+        assert_eq!(
+            spec.automount_service_account_token,
+            Some(token),
+            "{name}: an API token for the healer and agents only"
+        );
         let pod_non_root = spec.security_context.as_ref().and_then(|s| s.run_as_non_root) == Some(true);
         for c in &spec.containers {
             let sc = c.security_context.as_ref().unwrap_or_else(|| panic!("{name}/{}: a securityContext", c.name));
@@ -251,9 +255,33 @@ fn the_kubernetes_manifests_are_kubernetes_objects_that_keep_their_promises() {
     let cluster_subjects =
         m.cluster_role_bindings.iter().flat_map(|b| b.subjects.iter().flatten().map(move |s| (s, &b.role_ref)));
     for (subject, role) in subjects.chain(cluster_subjects) {
-        assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", "hale-healer"));
+        assert_eq!(subject.kind, "ServiceAccount");
+        assert!(role.name.starts_with(&subject.name), "{} is bound to {}", subject.name, role.name);
         assert!(m.roles.iter().any(|r| r.metadata.name.as_ref() == Some(&role.name)), "{}", role.name);
     }
+    // The agents' rights are exactly what their pod discovery calls.
+    let agent_rules: std::collections::BTreeSet<(String, String, String)> = m
+        .roles
+        .iter()
+        .filter(|r| r.metadata.name.as_deref().is_some_and(|n| n.starts_with("hale-agent")))
+        .flat_map(|r| r.rules.iter().flatten())
+        .flat_map(|rule| {
+            let groups = rule.api_groups.clone().unwrap_or_default();
+            let resources = rule.resources.clone().unwrap_or_default();
+            groups.into_iter().flat_map(move |g| {
+                let verbs = rule.verbs.clone();
+                resources.clone().into_iter().flat_map(move |r| {
+                    let g = g.clone();
+                    verbs.clone().into_iter().map(move |v| (g.clone(), r.clone(), v))
+                })
+            })
+        })
+        .collect();
+    let used: std::collections::BTreeSet<(String, String, String)> = hale_agent::kubernetes_sd::RBAC
+        .iter()
+        .flat_map(|(g, r, verbs)| verbs.iter().map(move |v| (g.to_string(), r.to_string(), v.to_string())))
+        .collect();
+    assert_eq!(agent_rules, used, "rbac.yaml's hale-agent-pods and hale_agent::kubernetes_sd::RBAC");
     let deny = m.policies.iter().find(|p| p.metadata.name.as_deref() == Some("default-deny-ingress")).expect("deny");
     assert_eq!(deny.spec.as_ref().expect("spec").pod_selector, Some(Default::default()), "every pod of the namespace");
     // The round trip catches what serde alone would let through: a misspelt field.
@@ -265,6 +293,7 @@ fn the_kubernetes_manifests_are_kubernetes_objects_that_keep_their_promises() {
     let config = m.config_maps.iter().find(|c| c.metadata.name.as_deref() == Some("hale-config")).expect("config");
     let data = config.data.clone().expect("data");
     let tmp = tempfile::tempdir().expect("tmp");
+    hale_agent::config::AgentConfig::parse(&data["agent.toml"]).expect("the agents' agent.toml");
     for file in ["rules.yml", "policies.yaml", "healer.toml"] {
         common::file(tmp.path(), file, &data[file]);
     }

@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::targets::TargetGroup;
 
+/// The API calls discovery makes, as RBAC rules (API group, resource, verbs): what
+/// `deploy/kubernetes/rbac.yaml` grants the agents, exactly (a test compares them).
+pub const RBAC: &[(&str, &str, &[&str])] = &[("", "pods", &["list"])];
+
 /// What is discovered. Only pods: an agent sees its own node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
