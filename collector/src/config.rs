@@ -51,6 +51,10 @@ pub struct CollectorFile {
     pub slo_min_events: u64,
     /// Samples one query may load and produce (Prometheus's `--query.max-samples`).
     pub query_max_samples: usize,
+    /// remote_write backends everything stored is forwarded to (`[[forward]]`).
+    pub forward: Vec<crate::forward::Endpoint>,
+    /// Bytes of WAL one lagging backend may hold back (default 1 GiB).
+    pub forward_max_backlog: u64,
 }
 
 impl Default for CollectorFile {
@@ -69,6 +73,8 @@ impl Default for CollectorFile {
             slo_time_scale: 1.0,
             slo_min_events: 0,
             query_max_samples: crate::query::MAX_SAMPLES,
+            forward: Vec::new(),
+            forward_max_backlog: crate::forward::DEFAULT_MAX_BACKLOG,
         }
     }
 }
@@ -220,6 +226,26 @@ impl CollectorFile {
             files.iter().map(|f| dir.join(f)).chain(added).collect()
         };
         let listen = flags.listen.or(self.listen).unwrap_or(DEFAULT_LISTEN);
+        let mut forward = self.forward;
+        forward.extend(flags.forward.into_iter().map(|url| crate::forward::Endpoint {
+            url,
+            name: None,
+            bearer_token_file: None,
+            headers: Default::default(),
+        }));
+        let mut names = std::collections::BTreeSet::new();
+        for endpoint in &forward {
+            if !(endpoint.url.starts_with("http://") || endpoint.url.starts_with("https://")) {
+                return Err(ConfigError::new(format!("forward: {:?} is not an http:// or https:// URL", endpoint.url)));
+            }
+            if !names.insert(endpoint.name()) {
+                return Err(ConfigError::new(format!(
+                    "forward: two endpoints are named {:?}: give them `name`s of their own",
+                    endpoint.name()
+                )));
+            }
+        }
+        let forward_max_backlog = flags.forward_max_backlog.unwrap_or(self.forward_max_backlog);
         Ok(CollectorConfig {
             listen,
             data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -241,6 +267,8 @@ impl CollectorFile {
             slo_files: relative(self.slo_files, flags.slos),
             slo_options,
             query_max_samples: self.query_max_samples,
+            forward,
+            forward_max_backlog,
         })
     }
 }
@@ -334,6 +362,15 @@ pub struct CollectorFlags {
     /// as Prometheus's --query.max-samples).
     #[cfg_attr(feature = "cli", arg(long))]
     pub query_max_samples: Option<usize>,
+    /// Forward everything stored to this remote_write URL (repeatable; added to the
+    /// config's [[forward]]), from the WAL: nothing acknowledged is lost across restarts
+    /// or the backend's outages.
+    #[cfg_attr(feature = "cli", arg(long = "forward", value_name = "URL"))]
+    pub forward: Vec<String>,
+    /// Bytes of WAL one lagging backend may hold back before its oldest unread part is
+    /// given up (default 1073741824).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub forward_max_backlog: Option<u64>,
 }
 
 #[cfg(test)]

@@ -52,6 +52,10 @@ pub struct CollectorConfig {
     pub slo_options: crate::slo::Options,
     /// Samples one query may load and produce.
     pub query_max_samples: usize,
+    /// remote_write backends everything stored is forwarded to ([`crate::forward`]).
+    pub forward: Vec<crate::forward::Endpoint>,
+    /// How much WAL one lagging backend may hold back before its oldest part is given up.
+    pub forward_max_backlog: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +83,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let started = Instant::now();
+    let mut tasks_forward = Vec::new();
     // Freed buffers stay for reuse until the periodic trim below hands them back.
     hale_serve::process::keep_freed_memory_until_trimmed();
     // Rule files first: a broken one stops the start before anything else is opened.
@@ -166,8 +171,24 @@ pub async fn run(
         sources: Default::default(),
         metadata: Default::default(),
         server: crate::server_info::ServerInfo::of(&config),
+        forwarding: Default::default(),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
+    if !config.forward.is_empty() {
+        let client = hale_client::tls::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .build()
+            .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?;
+        for endpoint in &config.forward {
+            tasks_forward.push(tokio::spawn(crate::forward::run(
+                collector.clone(),
+                endpoint.clone(),
+                config.data_dir.clone(),
+                config.forward_max_backlog,
+                client.clone(),
+            )));
+        }
+    }
     tracing::info!(groups = groups.len(), files = config.rule_files.len(), "rules loaded");
     let mut tasks = Vec::new();
     let updates = match outbox {
@@ -198,6 +219,7 @@ pub async fn run(
             .await
             .map_err(CollectorError::Serve);
     housekeeping.abort();
+    tasks_forward.iter().for_each(tokio::task::JoinHandle::abort);
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result
 }

@@ -43,6 +43,8 @@ pub struct Collector {
     pub metadata: crate::metadata::MetadataStore,
     /// What the Prometheus status endpoints say of this collector.
     pub server: crate::server_info::ServerInfo,
+    /// The remote_write backends forwarded to, and how each is doing.
+    pub forwarding: crate::forward::Forwarding,
 }
 
 impl AsRef<Store> for Collector {

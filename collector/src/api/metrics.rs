@@ -36,10 +36,74 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     hale_serve::metrics::exposition(&registry)
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct Endpoint {
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct EndpointReason {
+    endpoint: String,
+    reason: &'static str,
+}
+
+/// `hale_collector_forward_*`, per remote_write backend.
+fn forward_metrics(c: &Collector, registry: &mut Registry) {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    let endpoints = c.forwarding.endpoints.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if endpoints.is_empty() {
+        return;
+    }
+    let samples = Family::<Endpoint, Counter>::default();
+    let failed = Family::<Endpoint, Counter>::default();
+    let dropped = Family::<EndpointReason, Counter>::default();
+    let dropped_bytes = Family::<Endpoint, Counter>::default();
+    let backlog = Family::<Endpoint, Gauge>::default();
+    let lag = Family::<Endpoint, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let now = now_ms();
+    for (name, stats) in &endpoints {
+        let e = Endpoint { endpoint: name.clone() };
+        samples.get_or_create(&e).inc_by(stats.samples.load(Relaxed));
+        failed.get_or_create(&e).inc_by(stats.requests_failed.load(Relaxed));
+        dropped_bytes.get_or_create(&e).inc_by(stats.dropped_bytes.load(Relaxed));
+        for (reason, n) in [("refused", &stats.dropped_refused), ("removed", &stats.dropped_removed)] {
+            dropped.get_or_create(&EndpointReason { endpoint: name.clone(), reason }).inc_by(n.load(Relaxed));
+        }
+        let behind = stats.backlog_bytes.load(Relaxed);
+        backlog.get_or_create(&e).set(behind as i64);
+        let newest = stats.newest_forwarded_ms.load(Relaxed);
+        let seconds = if behind == 0 || newest <= 0 { 0.0 } else { (now - newest).max(0) as f64 / 1000.0 };
+        lag.get_or_create(&e).set(seconds);
+    }
+    registry.register("forward_samples", "Samples a remote_write backend accepted", samples);
+    registry.register("forward_requests_failed", "Forwarding requests that failed and are retried", failed);
+    registry.register(
+        "forward_dropped_samples",
+        "Samples not forwarded: refused by the backend for good (4xx), or their series removed by retention first",
+        dropped,
+    );
+    registry.register_with_unit(
+        "forward_dropped",
+        "WAL given up for a backend that fell further behind than forward_max_backlog",
+        Unit::Bytes,
+        dropped_bytes,
+    );
+    registry.register_with_unit("forward_backlog", "WAL not yet forwarded", Unit::Bytes, backlog);
+    registry.register_with_unit(
+        "forward_lag",
+        "Age of the newest sample forwarded while a backlog remains (0 when caught up)",
+        Unit::Seconds,
+        lag,
+    );
+}
+
 /// Everything named `hale_collector_*`.
 fn collector_metrics(c: &Collector, registry: &mut Registry) {
     let counter = |v: &AtomicU64| ConstCounter::new(v.load(Relaxed));
     c.telemetry.register(registry);
+    forward_metrics(c, registry);
     let (series, samples, chunk_bytes) = c.store.stats();
     registry.register("samples_ingested", "Samples stored since start (replay included)", ConstCounter::new(samples));
     registry.register("active_series", "Series in the head", ConstGauge::new(series as i64));

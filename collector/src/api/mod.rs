@@ -225,6 +225,7 @@ pub(crate) mod test_support {
             sources: Default::default(),
             metadata: Default::default(),
             server: Default::default(),
+            forwarding: Default::default(),
         }));
         (dir, router)
     }

@@ -339,6 +339,46 @@ impl Head {
         (r, true)
     }
 
+    /// Puts back a series read from a checkpoint or the WAL at the reference it was
+    /// logged with, so references stay what they were across restarts (the WAL's
+    /// forwarders read old segments through the head: see `forward`). Empty labels are
+    /// a removed series' slot. A series logged again under a new reference (removed, then
+    /// back) leaves its older slot empty.
+    pub fn restore_series(&mut self, r: SeriesRef, labels: &[(&str, &str)]) -> SeriesRef {
+        while self.series.len() < r as usize {
+            self.push_removed();
+        }
+        if labels.is_empty() {
+            match self.series.get(r as usize) {
+                None => self.push_removed(),
+                Some(s) if !s.labels.is_empty() => self.remove_series(r),
+                Some(_) => {}
+            }
+            return r;
+        }
+        let hash = hash_labels(&self.label_hasher, labels.iter().copied());
+        let existing = self.by_labels.find(hash, |x| same(&self.symbols, &self.series[*x as usize].labels, labels));
+        match existing.copied() {
+            Some(found) if found == r => return r,
+            Some(found) => self.remove_series(found),
+            None => {}
+        }
+        // At the end: `r` itself. (A slot already taken by other labels would mean the log
+        // disagrees with the head it built; the series then gets a fresh reference.)
+        self.get_or_create(labels).0
+    }
+
+    /// An empty slot: a removed series' reference, kept so later references keep theirs.
+    fn push_removed(&mut self) {
+        self.series.push(MemSeries {
+            labels: Box::new([]),
+            closed: Vec::new(),
+            head: Chunk::new(),
+            out_of_order: None,
+        });
+        self.removed += 1;
+    }
+
     pub fn append(&mut self, r: SeriesRef, t: i64, v: f64) -> Result<(), Rejected> {
         let series = self.series.get_mut(r as usize).ok_or(Rejected::TooOld)?;
         series.append(t, v, true)?;
@@ -354,8 +394,9 @@ impl Head {
         Ok(())
     }
 
+    /// A series' labels; `None` for a reference never given or a removed series'.
     pub fn labels(&self, r: SeriesRef) -> Option<Labels> {
-        self.series.get(r as usize).map(|s| self.resolve(&s.labels))
+        self.series.get(r as usize).filter(|s| !s.labels.is_empty()).map(|s| self.resolve(&s.labels))
     }
 
     /// Live series (removed ones not counted).
@@ -447,8 +488,13 @@ impl Head {
     pub fn snapshot(&self) -> Vec<super::wal::Record> {
         use super::wal::Record;
         let mut out = Vec::with_capacity(self.series.len() * 3);
-        for (r, s) in self.series.iter().enumerate().filter(|(_, s)| !s.labels.is_empty()) {
+        for (r, s) in self.series.iter().enumerate() {
             let r = r as SeriesRef;
+            if s.labels.is_empty() {
+                // A removed series' slot: kept, so the references after it stay theirs.
+                out.push(Record::Series { r, labels: Vec::new() });
+                continue;
+            }
             out.push(Record::Series {
                 r,
                 labels: s
@@ -651,7 +697,16 @@ mod tests {
         assert_eq!(h.num_series(), 1);
         assert_eq!(h.label_values("pod"), ["here"], "the index forgot it");
         assert_eq!(h.select_refs(&[Matcher::Ne("pod".into(), "x".into())]), [live]);
-        assert_eq!(h.snapshot().iter().filter(|r| matches!(r, super::super::wal::Record::Series { .. })).count(), 1);
+        // The snapshot keeps the removed series' slot (empty), so references stay theirs.
+        let series: Vec<bool> = h
+            .snapshot()
+            .into_iter()
+            .filter_map(|r| match r {
+                super::super::wal::Record::Series { labels, .. } => Some(labels.is_empty()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(series, [true, false]);
         // The same labels again make a new, working series.
         let (again, created) = h.get_or_create(&[("__name__", "m"), ("pod", "gone")]);
         assert!(created && again != old);

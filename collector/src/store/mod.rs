@@ -70,6 +70,8 @@ pub struct Store {
     wal: Wal,
     /// Highest batch sequence stored per source (agent id).
     seen: Mutex<HashMap<String, u64>>,
+    /// Per reader of the WAL (a forwarder), the oldest segment it still needs.
+    wal_readers: Mutex<std::collections::BTreeMap<String, u64>>,
     dir: std::path::PathBuf,
 }
 
@@ -117,12 +119,18 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
         let mut head = Head::default();
         let mut seen: HashMap<String, u64> = HashMap::new();
-        // Logged refs are the head's refs as they were; map them in case they differ now.
+        // Logged refs are the head's refs as they were, and come back the same (empty
+        // slots included); mapped all the same, in case a log disagrees with itself.
         let mut refs: HashMap<u32, u32> = HashMap::new();
         let mut apply = |record: Record, head: &mut Head| match record {
             Record::Series { r, labels } => {
                 let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                refs.insert(r, head.get_or_create(&pairs).0);
+                let restored = head.restore_series(r, &pairs);
+                if pairs.is_empty() {
+                    refs.remove(&r);
+                } else {
+                    refs.insert(r, restored);
+                }
             }
             Record::Samples(samples) => {
                 for (r, t, v) in samples {
@@ -162,6 +170,7 @@ impl Store {
                 head: RwLock::new(head),
                 wal,
                 seen: Mutex::new(seen),
+                wal_readers: Mutex::default(),
                 dir: dir.to_path_buf(),
             },
             open,
@@ -185,10 +194,15 @@ impl Store {
         );
         let n = records.len();
         let dir = self.dir.clone();
+        // Segments a forwarder has not read yet stay, past the checkpoint.
+        let removable = match self.wal_floor() {
+            Some(floor) => upto.min(floor.saturating_sub(1)),
+            None => upto,
+        };
         tokio::task::spawn_blocking(move || {
             let path = dir.join(format!("checkpoint.{upto:08}"));
             wal::write_file(&path, records.into_iter())?;
-            wal::remove_upto(&dir.join("wal"), upto)?;
+            wal::remove_upto(&dir.join("wal"), removable)?;
             for (old, old_path) in checkpoints(&dir)? {
                 if old < upto {
                     std::fs::remove_file(&old_path).map_err(|source| WalError::Io { path: old_path, source })?;
@@ -216,6 +230,16 @@ impl Store {
 
     pub fn wal(&self) -> &Wal {
         &self.wal
+    }
+
+    /// Keeps the WAL from `segment` on for `reader` (a forwarder) past checkpoints.
+    pub fn keep_wal_from(&self, reader: &str, segment: u64) {
+        self.wal_readers.lock().unwrap_or_else(|p| p.into_inner()).insert(reader.to_string(), segment);
+    }
+
+    /// The oldest segment a reader still needs.
+    fn wal_floor(&self) -> Option<u64> {
+        self.wal_readers.lock().unwrap_or_else(|p| p.into_inner()).values().min().copied()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Head> {
@@ -285,6 +309,12 @@ impl Store {
         Ok(outcome)
     }
 
+    /// The labels of the series logged as `r` (in any WAL segment, of any run: references
+    /// survive restarts); `None` for a series removed since.
+    pub fn labels_of(&self, r: u32) -> Option<head::Labels> {
+        self.read().labels(r)
+    }
+
     pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<head::Labels> {
         self.read().series_labels(matchers, mint, maxt)
     }
@@ -341,6 +371,44 @@ mod tests {
         assert_eq!(a[0].samples, vec![(1000, 1.0), (2000, 3.0)]);
         let dup = store.ingest(vec![series("a", 2000, 3.0)], Some(("agent".into(), 2))).await.expect("ingest");
         assert!(dup.duplicate_batch, "batch ids survive a restart");
+    }
+
+    /// References are what the WAL logged, across restarts, with or without a checkpoint
+    /// in between, a removed series included: a reader of old segments (a forwarder)
+    /// resolves them through the head.
+    #[tokio::test]
+    async fn series_references_survive_restarts_and_removals() {
+        let name = |store: &Store, r: u32| {
+            store
+                .labels_of(r)
+                .and_then(|l| l.iter().find(|(n, _)| n.as_ref() == "__name__").map(|(_, v)| v.to_string()))
+        };
+        for checkpoint in [false, true] {
+            let dir = tempfile::tempdir().expect("tmp");
+            {
+                let (store, _) = Store::open(dir.path()).expect("open");
+                store
+                    .ingest(vec![series("a", 1000, 1.0), series("b", 10_000, 1.0), series("c", 10_000, 1.0)], None)
+                    .await
+                    .expect("ingest");
+                store.apply_retention(5000, 0);
+                assert_eq!(name(&store, 0), None, "a is removed");
+                store.ingest(vec![series("d", 20_000, 1.0), series("a", 20_000, 2.0)], None).await.expect("ingest");
+                if checkpoint {
+                    store.checkpoint().await.expect("checkpoint");
+                }
+                store.ingest(vec![series("e", 30_000, 1.0)], None).await.expect("ingest");
+            }
+            let (store, _) = Store::open(dir.path()).expect("reopen");
+            let names: Vec<Option<String>> = (0..7).map(|r| name(&store, r)).collect();
+            let some = |n: &str| Some(n.to_string());
+            // Without a checkpoint the WAL does not know a was removed before it came back:
+            // its first slot is emptied when it is logged again. Either way, the same.
+            assert_eq!(names, [None, some("b"), some("c"), some("d"), some("a"), some("e"), None], "{checkpoint}");
+            // And the next series takes the next reference.
+            store.ingest(vec![series("f", 40_000, 1.0)], None).await.expect("ingest");
+            assert_eq!(name(&store, 6), some("f"), "checkpoint: {checkpoint}");
+        }
     }
 
     #[tokio::test]

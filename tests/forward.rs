@@ -1,0 +1,185 @@
+//! Forwarding to a scalable backend: the collector forwards what it stores to a real
+//! VictoriaMetrics (Debian's `victoria-metrics`) from its own WAL. A writer sends while
+//! VictoriaMetrics is stopped and started again, and the collector is killed with SIGKILL
+//! and restarted meanwhile, while checkpoints fold the WAL; afterwards every sample the
+//! collector acknowledged is in VictoriaMetrics.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, eventually, free_addr, need};
+use hale_core::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+
+/// VictoriaMetrics on `addr` with its data in `dir`; returns once it answers `/health`.
+async fn victoria(dir: &Path, addr: SocketAddr, out: &Path) -> Proc {
+    let program = need("victoria-metrics");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("log");
+    let mut cmd = Command::new(program);
+    cmd.arg(format!("-httpListenAddr={addr}"))
+        .arg(format!("-storageDataPath={}", dir.display()))
+        .arg("-retentionPeriod=100y")
+        // Queries see samples at once (not 30 s later), and a sample resent after a lost
+        // acknowledgement counts once.
+        .arg("-search.latencyOffset=0s")
+        .arg("-dedup.minScrapeInterval=1ms");
+    let proc = Proc(common::spawn_logged(&mut cmd, log, "victoria-metrics"));
+    eventually("VictoriaMetrics healthy", Duration::from_secs(30), async || {
+        let r = reqwest::get(format!("http://{addr}/health")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    proc
+}
+
+/// Stops VictoriaMetrics as a service manager would (SIGTERM: it flushes what it holds).
+fn stop_gracefully(proc: &mut Proc) {
+    let pid = proc.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = proc.0.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("VictoriaMetrics did not stop within 30 s of SIGTERM");
+}
+
+fn start_collector(tmp: &Path, addr: SocketAddr, vm: SocketAddr) -> Proc {
+    common::spawn_collector(
+        addr,
+        &tmp.join("collector"),
+        &tmp.join("collector.out"),
+        &[
+            "--forward".into(),
+            format!("http://{vm}/api/v1/write"),
+            // Checkpoints often, so the segments kept for the forwarder are exercised.
+            "--checkpoint-interval".into(),
+            "1s".into(),
+        ],
+        &[],
+    )
+}
+
+/// One batch: `n` series, one sample each at `t`, valued by batch number.
+fn batch(batch: u64, t: i64) -> (Vec<u8>, Vec<(String, i64)>) {
+    let mut sent = Vec::new();
+    let timeseries = (0..10)
+        .map(|i| {
+            sent.push((format!("s{i}"), t));
+            TimeSeries {
+                labels: vec![
+                    Label { name: "__name__".into(), value: "forwarded".into() },
+                    Label { name: "series".into(), value: format!("s{i}") },
+                ],
+                samples: vec![Sample { value: batch as f64, timestamp: t }],
+            }
+        })
+        .collect();
+    (hale_core::remote_write::encode(&WriteRequest { timeseries, metadata: Vec::new() }), sent)
+}
+
+/// Every (series, timestamp) VictoriaMetrics holds of `forwarded`.
+async fn stored(client: &reqwest::Client, vm: SocketAddr) -> Option<BTreeSet<(String, i64)>> {
+    let r = client
+        .get(format!("http://{vm}/api/v1/export"))
+        .query(&[("match[]", "forwarded"), ("start", "0")])
+        .send()
+        .await
+        .ok()?;
+    let text = r.text().await.ok()?;
+    let mut out = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let series = v["metric"]["series"].as_str()?.to_string();
+        for t in v["timestamps"].as_array()? {
+            out.insert((series.clone(), t.as_i64()?));
+        }
+    }
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_sample_reaches_victoriametrics_across_a_collector_kill_and_a_backend_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vm_addr = free_addr();
+    let mut vm = victoria(&tmp.path().join("vm"), vm_addr, &tmp.path().join("vm.out")).await;
+    let addr = free_addr();
+    let mut collector = start_collector(tmp.path(), addr, vm_addr);
+    common::collector_ready(&mut collector, addr, &tmp.path().join("collector.out")).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let start =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64 - 600_000;
+    let mut acknowledged: BTreeSet<(String, i64)> = BTreeSet::new();
+    let send = async |n: u64| -> Option<Vec<(String, i64)>> {
+        let (body, sent) = batch(n, start + n as i64 * 1000);
+        let r = client
+            .post(format!("http://{addr}/api/v1/write"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body)
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(sent)
+    };
+    for n in 0..300u64 {
+        match n {
+            // The backend goes away while batches keep coming…
+            100 => stop_gracefully(&mut vm),
+            // …the collector is killed meanwhile and comes back on the same data dir…
+            150 => {
+                collector.kill_9();
+                collector = start_collector(tmp.path(), addr, vm_addr);
+                common::collector_ready(&mut collector, addr, &tmp.path().join("collector.out")).await;
+            }
+            // …and checkpoints fold the WAL (every second) while the backend is still away:
+            // the segments it has not had must stay.
+            200 => tokio::time::sleep(Duration::from_millis(2500)).await,
+            250 => vm = victoria(&tmp.path().join("vm"), vm_addr, &tmp.path().join("vm.out")).await,
+            _ => {}
+        }
+        if let Some(sent) = send(n).await {
+            acknowledged.extend(sent);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(acknowledged.len() >= 2500, "most batches acknowledged: {}", acknowledged.len());
+    let missing = common::eventually_or_dump(
+        "every acknowledged sample in VictoriaMetrics",
+        Duration::from_secs(90),
+        async || {
+            let have = stored(&client, vm_addr).await?;
+            acknowledged.is_subset(&have).then_some(())
+        },
+        async || {
+            let have = stored(&client, vm_addr).await.unwrap_or_default();
+            let missing: Vec<_> = acknowledged.difference(&have).take(10).collect();
+            format!(
+                "{} of {} missing, e.g. {missing:?}\n{}",
+                acknowledged.difference(&have).count(),
+                acknowledged.len(),
+                common::tail(&tmp.path().join("collector.out"), 30)
+            )
+        },
+    )
+    .await;
+    let () = missing;
+    // The collector says what it did: samples forwarded, retries while the backend was
+    // away, nothing given up.
+    let metrics = client.get(format!("http://{addr}/metrics")).send().await.expect("metrics");
+    let text = metrics.text().await.expect("text");
+    let value = |prefix: &str| -> f64 {
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(-1.0)
+    };
+    let endpoint = format!("{{endpoint=\"{vm_addr}\"");
+    let endpoint = endpoint.replace(':', "_");
+    assert!(value(&format!("hale_collector_forward_samples_total{endpoint}")) > 0.0, "{text}");
+    assert_eq!(value(&format!("hale_collector_forward_dropped_bytes_total{endpoint}")), 0.0, "{text}");
+}
