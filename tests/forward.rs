@@ -183,3 +183,62 @@ async fn every_acknowledged_sample_reaches_victoriametrics_across_a_collector_ki
     assert!(value(&format!("hale_collector_forward_samples_total{endpoint}")) > 0.0, "{text}");
     assert_eq!(value(&format!("hale_collector_forward_dropped_bytes_total{endpoint}")), 0.0, "{text}");
 }
+
+/// A backend gone for good cannot fill the collector's disk: past `--forward-max-backlog`
+/// the oldest unread WAL is given up, counted, and checkpoints fold it away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_gone_for_good_holds_back_no_more_than_the_backlog_bound() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let nowhere = free_addr(); // nothing listens there
+    let addr = free_addr();
+    let out = tmp.path().join("collector.out");
+    let mut collector = common::spawn_collector(
+        addr,
+        &tmp.path().join("collector"),
+        &out,
+        &[
+            "--forward".into(),
+            format!("http://{nowhere}/api/v1/write"),
+            "--forward-max-backlog".into(),
+            "20000".into(),
+            "--checkpoint-interval".into(),
+            "200ms".into(),
+        ],
+        &[],
+    );
+    common::collector_ready(&mut collector, addr, &out).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let metric = async |name: &str| -> Option<f64> {
+        let text = client.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let mut n = 0u64;
+    eventually("WAL given up past the backlog bound", Duration::from_secs(60), async || {
+        // Batches keep coming; each checkpoint starts a segment.
+        for _ in 0..20 {
+            n += 1;
+            let (body, _) = batch(n, now - 3_600_000 + n as i64 * 100);
+            common::send_remote_write_to(&client, &format!("http://{addr}"), body).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metric("hale_collector_forward_dropped_bytes_total").await.filter(|d| *d > 0.0)
+    })
+    .await;
+    // The WAL does not grow without bound: what was given up is folded away.
+    let wal_bytes = || -> u64 {
+        std::fs::read_dir(tmp.path().join("collector").join("wal"))
+            .expect("wal")
+            .flatten()
+            .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+            .sum()
+    };
+    eventually("the kept WAL back near the bound", Duration::from_secs(30), async || {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (wal_bytes() < 200_000).then_some(())
+    })
+    .await;
+    assert!(metric("hale_collector_forward_requests_failed_total").await.unwrap_or(0.0) > 0.0);
+    let log = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(log.contains("too far behind"), "the give-up is said:\n{log}");
+}

@@ -376,6 +376,7 @@ pub async fn run(
         }
         let count: u64 = request.timeseries.iter().map(|t| t.samples.len() as u64).sum();
         let body = hale_core::remote_write::encode(&request);
+        let mut given_up = false;
         loop {
             match send(&client, &endpoint, &id, read.end, body.clone()).await {
                 Outcome::Stored => {
@@ -395,8 +396,18 @@ pub async fn run(
                     tracing::warn!(endpoint = %name, reason = %why, retry_in_ms = jittered.as_millis() as u64, "forwarding failed; will retry");
                     tokio::time::sleep(jittered).await;
                     wait = (wait * 2).min(MAX_WAIT);
+                    // Still retrying past the backlog bound: the bound decides (above).
+                    let behind = backlog(&wal_dir, at);
+                    stats.backlog_bytes.store(behind, Ordering::Relaxed);
+                    if behind > max_backlog {
+                        given_up = true;
+                        break;
+                    }
                 }
             }
+        }
+        if given_up {
+            continue;
         }
         at = read.end;
         save_cursor(&cursor_file, at).await;
