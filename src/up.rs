@@ -67,6 +67,12 @@ pub struct UpArgs {
     /// (`hale tui`, `hale chaos`) find the CA and the `hale` client certificate there.
     #[arg(long)]
     pub tls: bool,
+    /// Keep the demo's metrics in a Prometheus-compatible backend as well (VictoriaMetrics:
+    /// http://127.0.0.1:8428): the collector forwards everything it stores to
+    /// `<URL>/api/v1/write` and evaluates rules, SLOs and queries through `<URL>`'s query
+    /// API, its own head keeping the last hour.
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
 }
 
 /// The effective cluster: config file (or embedded default) with the flags applied.
@@ -465,6 +471,7 @@ fn collector_spec(
     layout: &Layout,
     alert_webhooks: &[String],
     webhook_secret: &str,
+    backend: Option<&str>,
 ) -> ProcessSpec {
     let min_events = slo_min_events(cluster);
     let healer_hook = format!("{}/hooks/alertmanager", cluster.url(cluster.healer.listen));
@@ -490,6 +497,17 @@ fn collector_spec(
     .chain(repeated("--alert-webhook", alert_webhooks))
     .chain(plaintext_flags(cluster))
     .chain(tls_args(cluster, &layout.data_dir, "collector", true))
+    .chain(backend.into_iter().flat_map(|url| {
+        let url = url.trim_end_matches('/');
+        [
+            "--forward".to_string(),
+            format!("{url}/api/v1/write"),
+            "--query-url".into(),
+            url.to_string(),
+            "--retention".into(),
+            "1h".into(),
+        ]
+    }))
     .collect();
     let env = vec![
         ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
@@ -695,7 +713,7 @@ fn start(
         layout.data_dir.display()
     );
     let own = [
-        collector_spec(cluster, layout, &args.alert_webhooks, webhook_secret),
+        collector_spec(cluster, layout, &args.alert_webhooks, webhook_secret, args.backend.as_deref()),
         healer_spec(cluster, layout, &args.escalation_webhooks, webhook_secret),
     ];
     for spec in own.into_iter().chain(agents.iter().map(|agent| agent_spec(cluster, layout, agent))) {
@@ -1043,7 +1061,7 @@ mod tests {
     #[test]
     fn the_collector_notifies_the_healer_and_the_users_hooks_at_demo_pace() {
         let (cluster, layout) = demo();
-        let spec = collector_spec(&cluster, &layout, &["http://me/hook".into()], "whsec");
+        let spec = collector_spec(&cluster, &layout, &["http://me/hook".into()], "whsec", None);
         assert_eq!((spec.name.as_str(), spec.listen), ("collector", cluster.collector.listen));
         assert_eq!(spec.args[0], "collector");
         let healer_hook = format!("http://{}/hooks/alertmanager", cluster.healer.listen);
@@ -1141,7 +1159,7 @@ mod tests {
         let flag = |spec_args: &[String], flag: &str| -> Option<String> {
             spec_args.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone())
         };
-        let collector = collector_spec(&cluster, &layout, &[], "whsec");
+        let collector = collector_spec(&cluster, &layout, &[], "whsec", None);
         let healer = healer_spec(&cluster, &layout, &[], "whsec");
         for (spec, name) in [(&collector, "collector"), (&healer, "healer")] {
             assert_eq!(flag(&spec.args, "--tls-cert"), Some(format!("{certs}/{name}.pem")), "{name}");

@@ -23,9 +23,10 @@ async fn victoria(dir: &Path, addr: SocketAddr, out: &Path) -> Proc {
     cmd.arg(format!("-httpListenAddr={addr}"))
         .arg(format!("-storageDataPath={}", dir.display()))
         .arg("-retentionPeriod=100y")
-        // Queries see samples at once (not 30 s later), and a sample resent after a lost
-        // acknowledgement counts once.
+        // Queries see samples at once (not 30 s later) and never a cached answer from
+        // before they arrived, and a sample resent after a lost acknowledgement counts once.
         .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
         .arg("-dedup.minScrapeInterval=1ms");
     let proc = Proc(common::spawn_logged(&mut cmd, log, "victoria-metrics"));
     eventually("VictoriaMetrics healthy", Duration::from_secs(30), async || {
@@ -241,4 +242,97 @@ async fn a_backend_gone_for_good_holds_back_no_more_than_the_backlog_bound() {
     assert!(metric("hale_collector_forward_requests_failed_total").await.unwrap_or(0.0) > 0.0);
     let log = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(log.contains("too far behind"), "the give-up is said:\n{log}");
+}
+
+/// Whether VictoriaMetrics itself answers `q` with some series.
+async fn vm_has(client: &reqwest::Client, base: &str, q: &str) -> bool {
+    let Ok(r) = client.get(format!("{base}/api/v1/query")).query(&[("query", q)]).send().await else { return false };
+    let text = r.text().await.unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let has = v["data"]["result"].as_array().is_some_and(|r| !r.is_empty());
+    if !has {
+        eprintln!("VictoriaMetrics answered {q}: {text}");
+    }
+    has
+}
+
+/// The demo on VictoriaMetrics (`hale up --backend`): the collector forwards everything to
+/// it and evaluates its rules and SLOs, and answers queries, through its query API. The
+/// loop works as on the local head: a hung replica is restarted by the healer and
+/// verified; errors in orders page the checkout SLO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_on_victoriametrics_heals_and_pages_as_on_the_local_head() {
+    use hale_core::api::{ActionKind, ActionList, ActionStatus, SloStatus};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vm_addr = free_addr();
+    let _vm = victoria(&tmp.path().join("vm"), vm_addr, &tmp.path().join("vm.out")).await;
+    let backend = format!("http://{vm_addr}");
+    let cluster = common::up::Cluster::start(tmp.path(), 20, &["--backend".into(), backend.clone()]).await;
+    let config = cluster.config();
+    let (collector, healer) = (cluster.collector(), config.url(config.healer.listen));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    // The collector's query API answers from VictoriaMetrics: what it forwarded is there.
+    let ready = "max_over_time(probe_success{probe=\"readyz\",instance=\"search-1\"}[1h])";
+    eventually("search-1 seen ready through VictoriaMetrics", Duration::from_secs(60), async || {
+        (common::query(&client, &collector, ready).await?.first()?.value.1 == "1").then_some(())
+    })
+    .await;
+    common::eventually_or_dump(
+        "the agents' series in VictoriaMetrics itself",
+        Duration::from_secs(30),
+        async || vm_has(&client, &backend, "count(up)").await.then_some(()),
+        async || {
+            format!(
+                "{}\n{}",
+                common::tail(&tmp.path().join("vm.out"), 20),
+                common::tail(&cluster.data_dir.join("logs").join("collector.out"), 20)
+            )
+        },
+    )
+    .await;
+
+    // A hung replica: alerted by rules evaluated through VictoriaMetrics, restarted by the
+    // healer, verified.
+    common::up::chaos(&cluster.data_dir, &["hang", "search-1", "--duration", "120s"]);
+    let action = eventually("a verified restart of search-1", Duration::from_secs(90), async || {
+        let r = client.get(format!("{healer}/api/v1/actions")).send().await.ok()?;
+        let actions = r.json::<ActionList>().await.ok()?.actions;
+        actions
+            .into_iter()
+            .find(|a| a.target.instance.as_deref() == Some("search-1") && a.status == ActionStatus::Succeeded)
+    })
+    .await;
+    assert_eq!(action.kind, ActionKind::Restart);
+
+    // Errors in orders: the checkout SLO, its recording rules evaluated through
+    // VictoriaMetrics (their outputs forwarded back to it), pages.
+    let slo = async || -> Option<SloStatus> {
+        common::slos(&client, &collector)
+            .await?
+            .into_iter()
+            .find(|s| s.slo == "checkout-availability")
+            .map(|s| s.status)
+    };
+    eventually("checkout SLO measured", Duration::from_secs(90), async || {
+        (slo().await? == SloStatus::Ok).then_some(())
+    })
+    .await;
+    for replica in config.instances().into_iter().filter(|i| i.service == hale_core::ServiceKind::Orders) {
+        let r = client
+            .post(format!("{}/admin/chaos", replica.url()))
+            .bearer_auth(&config.secrets.admin_token)
+            .json(&serde_json::json!({"error_rate": 1.0, "duration_secs": 60}))
+            .send()
+            .await
+            .expect("chaos");
+        assert!(r.status().is_success(), "chaos on {}", replica.name);
+    }
+    eventually("the checkout SLO pages", Duration::from_secs(90), async || {
+        (slo().await? == SloStatus::Page).then_some(())
+    })
+    .await;
+    assert!(
+        vm_has(&client, &backend, "slo:sli_error:ratio_rate5m").await,
+        "the SLO rules' outputs reached VictoriaMetrics"
+    );
 }

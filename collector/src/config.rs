@@ -55,6 +55,10 @@ pub struct CollectorFile {
     pub forward: Vec<crate::forward::Endpoint>,
     /// Bytes of WAL one lagging backend may hold back (default 1 GiB).
     pub forward_max_backlog: u64,
+    /// Evaluate rules, SLOs and queries through this Prometheus query API.
+    pub query_url: Option<String>,
+    /// Its bearer token, from a file.
+    pub query_token_file: Option<PathBuf>,
 }
 
 impl Default for CollectorFile {
@@ -75,6 +79,8 @@ impl Default for CollectorFile {
             query_max_samples: crate::query::MAX_SAMPLES,
             forward: Vec::new(),
             forward_max_backlog: crate::forward::DEFAULT_MAX_BACKLOG,
+            query_url: None,
+            query_token_file: None,
         }
     }
 }
@@ -246,6 +252,13 @@ impl CollectorFile {
             }
         }
         let forward_max_backlog = flags.forward_max_backlog.unwrap_or(self.forward_max_backlog);
+        let query_url = flags.query_url.or(self.query_url);
+        if let Some(url) = query_url.as_deref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+            return Err(ConfigError::new(format!(
+                "query_url {url:?} is not an http:// or https:// URL (the backend's Prometheus API base)"
+            )));
+        }
+        let query_token_file = flags.query_token_file.or(self.query_token_file);
         Ok(CollectorConfig {
             listen,
             data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -269,6 +282,8 @@ impl CollectorFile {
             query_max_samples: self.query_max_samples,
             forward,
             forward_max_backlog,
+            query_url,
+            query_token_file,
         })
     }
 }
@@ -371,6 +386,14 @@ pub struct CollectorFlags {
     /// given up (default 1073741824).
     #[cfg_attr(feature = "cli", arg(long))]
     pub forward_max_backlog: Option<u64>,
+    /// Evaluate rules and SLOs, and answer /api/v1/query and query_range, through this
+    /// Prometheus query API (VictoriaMetrics, Mimir, Thanos, Prometheus) instead of the
+    /// local head; pair it with --forward to the same backend.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+    pub query_url: Option<String>,
+    /// The query backend's bearer token, from a file (read at each query).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+    pub query_token_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

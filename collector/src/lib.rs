@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod notify;
 pub mod parallel;
 pub mod query;
+pub mod remote;
 pub mod rules;
 mod run;
 pub mod server_info;

@@ -56,6 +56,11 @@ pub struct CollectorConfig {
     pub forward: Vec<crate::forward::Endpoint>,
     /// How much WAL one lagging backend may hold back before its oldest part is given up.
     pub forward_max_backlog: u64,
+    /// Rules, SLOs and the query API evaluate through this Prometheus query API
+    /// ([`crate::remote`]) instead of the local head.
+    pub query_url: Option<String>,
+    /// Its bearer token, from a file.
+    pub query_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +159,21 @@ pub async fn run(
         None
     };
     let silences = Arc::new(crate::notify::silence::Silences::open(&config.data_dir.join("silences.json")));
+    let remote = match &config.query_url {
+        Some(base) => {
+            let client = hale_client::tls::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .build()
+                .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?;
+            tracing::info!(query_url = %base, "rules, SLOs and queries evaluate through the query backend");
+            Some(crate::remote::RemoteQuery {
+                base: base.clone(),
+                client,
+                bearer_token_file: config.query_token_file.clone(),
+            })
+        }
+        None => None,
+    };
     let collector = Arc::new(Collector {
         store,
         logs,
@@ -172,6 +192,7 @@ pub async fn run(
         metadata: Default::default(),
         server: crate::server_info::ServerInfo::of(&config),
         forwarding: Default::default(),
+        remote: remote.clone(),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
     if !config.forward.is_empty() {
@@ -212,7 +233,7 @@ pub async fn run(
         }
         None => None,
     };
-    tasks.extend(crate::rules::manager::spawn(groups, collector.clone(), collector.rules.clone(), updates));
+    tasks.extend(crate::rules::manager::spawn(groups, collector.clone(), collector.rules.clone(), updates, remote));
     tracing::info!(listen = %config.listen, "collector serving");
     let result =
         hale_serve::serve_secure(listener, api::router(collector), hale_serve::Limits::default(), security, shutdown)

@@ -45,6 +45,8 @@ pub struct Collector {
     pub server: crate::server_info::ServerInfo,
     /// The remote_write backends forwarded to, and how each is doing.
     pub forwarding: crate::forward::Forwarding,
+    /// The query backend rules and the query API evaluate through (`--query-url`).
+    pub remote: Option<crate::remote::RemoteQuery>,
 }
 
 impl AsRef<Store> for Collector {

@@ -226,6 +226,7 @@ pub(crate) mod test_support {
             metadata: Default::default(),
             server: Default::default(),
             forwarding: Default::default(),
+            remote: None,
         }));
         (dir, router)
     }

@@ -220,10 +220,34 @@ fn deadline(all: &str) -> Result<Instant, PromError> {
     Ok(Instant::now() + limit)
 }
 
+/// A query backend's error, as this API's.
+fn remote_error(e: crate::remote::RemoteError) -> PromError {
+    match e {
+        crate::remote::RemoteError::BadData(m) => PromError(StatusCode::BAD_REQUEST, "bad_data", m),
+        other => PromError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", other.to_string()),
+    }
+}
+
+/// Through the query backend (`--query-url`), when there is one.
+async fn remotely(
+    c: &Arc<Collector>,
+    t: i64,
+    ask: impl AsyncFnOnce(&crate::remote::RemoteQuery) -> Result<query::Value, crate::remote::RemoteError>,
+) -> Option<Result<Response, PromError>> {
+    let remote = c.remote.as_ref()?;
+    let started = Instant::now();
+    let answer = ask(remote).await.map_err(remote_error);
+    c.telemetry.query_took(started.elapsed().as_secs_f64());
+    Some(answer.map(|value| success(Answer { value, t })))
+}
+
 /// `/api/v1/query`: one instant, `time` or now.
 async fn instant(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let expr = expression(&all)?;
     let t = time_param(&all, "time", now_ms())?;
+    if let Some(answer) = remotely(&c, t, async |r| r.instant(&expr, t).await).await {
+        return answer;
+    }
     let limits = limits(&c, &all)?;
     evaluate(&c, t, move |store| query::instant_query_within(store, &expr, t, limits)).await
 }
@@ -243,6 +267,9 @@ async fn range(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<R
             .map(|d| d.as_millis() as i64)
             .map_err(|_| bad_data(format!("invalid step {step_text:?}")))?,
     };
+    if let Some(answer) = remotely(&c, end, async |r| r.range(&expr, start, end, step).await).await {
+        return answer;
+    }
     let limits = limits(&c, &all)?;
     evaluate(&c, end, move |store| query::range_query_within(store, &expr, start, end, step, limits)).await
 }

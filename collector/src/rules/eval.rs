@@ -163,12 +163,17 @@ impl GroupRunner {
         }
     }
 
-    /// Evaluates every rule at `t` (ms), writing their output to `store`.
-    pub async fn eval_at(&mut self, store: &Store, t: i64) {
+    /// Evaluates every rule at `t` (ms), writing their output to `store`; the
+    /// expressions through `remote` when given (`--query-url`), else over `store`.
+    pub async fn eval_at(&mut self, store: &Store, t: i64, remote: Option<&crate::remote::RemoteQuery>) {
         let started = std::time::Instant::now();
         for i in 0..self.rules.len() {
             let rule_started = std::time::Instant::now();
-            let result = self.eval_rule(i, store, t);
+            let value = match remote {
+                Some(remote) => remote.instant(&self.rules[i].query, t).await.map_err(|e| e.to_string()),
+                None => query::eval_instant(store, &self.rules[i].expr, t).map_err(|e| e.to_string()),
+            };
+            let result = self.eval_rule(i, store, t, value);
             let rule = &mut self.rules[i];
             let (out, error) = match result {
                 Ok(series) => {
@@ -202,11 +207,16 @@ impl GroupRunner {
     }
 
     /// One rule's output at `t`: the series to write (not yet the stale markers).
-    fn eval_rule(&mut self, i: usize, store: &Store, t: i64) -> Result<Vec<IncomingSeries>, String> {
+    fn eval_rule(
+        &mut self,
+        i: usize,
+        store: &Store,
+        t: i64,
+        result: Result<Value, String>,
+    ) -> Result<Vec<IncomingSeries>, String> {
         let limit = self.limit;
         let external = self.external_labels.clone();
         let rule = &mut self.rules[i];
-        let result = query::eval_instant(store, &rule.expr, t);
         let samples: Vec<(LabelSet, f64)> = match result {
             Ok(Value::Vector(v)) => v.into_iter().map(|s| (to_set(s.labels), s.value)).collect(),
             Ok(Value::Scalar(v)) => vec![(LabelSet::new(), v)],
@@ -401,16 +411,16 @@ mod tests {
         // up is 0 for a at minutes 0..=3, then 1; b is always 1.
         up_every_minute(&store, "a", &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]).await;
         up_every_minute(&store, "b", &[1.0; 7]).await;
-        g.eval_at(&store, 0).await;
+        g.eval_at(&store, 0, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Pending)]);
         let a = &g.rules[0].alerts()[0];
         assert_eq!(a.labels.get("severity").map(String::as_str), Some("page"));
         assert_eq!(a.labels.get("alertname").map(String::as_str), Some("Down"));
         assert_eq!(a.annotations["summary"], "a down, value 0");
         assert_eq!(a.active_at, 0);
-        g.eval_at(&store, MIN).await;
+        g.eval_at(&store, MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Pending)], "1m of 2m");
-        g.eval_at(&store, 2 * MIN).await;
+        g.eval_at(&store, 2 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)], "held for 2m");
         assert_eq!(g.rules[0].alerts()[0].fired_at, Some(2 * MIN));
         // ALERTS and ALERTS_FOR_STATE were written at each evaluation.
@@ -419,16 +429,16 @@ mod tests {
         assert!(alerts[0].0.contains(&("alertstate".into(), "firing".into())));
         assert_eq!(value_at(&store, "ALERTS{alertstate=\"pending\"}", MIN).len(), 1);
         assert_eq!(value_at(&store, "ALERTS_FOR_STATE", 2 * MIN)[0].1, 0.0);
-        g.eval_at(&store, 3 * MIN).await;
+        g.eval_at(&store, 3 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)]);
-        g.eval_at(&store, 4 * MIN).await;
+        g.eval_at(&store, 4 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Inactive)], "resolved when no longer returned");
         assert_eq!(g.rules[0].alerts()[0].resolved_at, Some(4 * MIN));
         assert!(value_at(&store, "ALERTS", 4 * MIN).is_empty(), "a stale marker ends the ALERTS series");
         // Kept as resolved for 15 minutes, then dropped.
-        g.eval_at(&store, 4 * MIN + RESOLVED_RETENTION_MS).await;
+        g.eval_at(&store, 4 * MIN + RESOLVED_RETENTION_MS, None).await;
         assert_eq!(states(&g).len(), 1);
-        g.eval_at(&store, 5 * MIN + RESOLVED_RETENTION_MS).await;
+        g.eval_at(&store, 5 * MIN + RESOLVED_RETENTION_MS, None).await;
         assert!(states(&g).is_empty());
         assert_eq!(g.rules[0].status.health, Health::Ok);
     }
@@ -438,14 +448,14 @@ mod tests {
         let (_dir, store) = store().await;
         let mut g = group("groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 2m\n");
         up_every_minute(&store, "a", &[0.0, 1.0, 0.0, 0.0, 0.0]).await;
-        g.eval_at(&store, 0).await;
+        g.eval_at(&store, 0, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Pending)]);
-        g.eval_at(&store, MIN).await;
+        g.eval_at(&store, MIN, None).await;
         assert!(states(&g).is_empty(), "a pending alert is forgotten, never resolved");
-        g.eval_at(&store, 2 * MIN).await;
-        g.eval_at(&store, 3 * MIN).await;
+        g.eval_at(&store, 2 * MIN, None).await;
+        g.eval_at(&store, 3 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Pending)], "active since 2m, not since 0");
-        g.eval_at(&store, 4 * MIN).await;
+        g.eval_at(&store, 4 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)]);
     }
 
@@ -455,19 +465,19 @@ mod tests {
         let mut g =
             group("groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    keep_firing_for: 2m\n");
         up_every_minute(&store, "a", &[0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]).await;
-        g.eval_at(&store, 0).await;
+        g.eval_at(&store, 0, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)], "no `for`: fires at once");
-        g.eval_at(&store, MIN).await;
+        g.eval_at(&store, MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)], "kept firing: 0 of 2m");
-        g.eval_at(&store, 2 * MIN).await;
+        g.eval_at(&store, 2 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)], "kept firing: 1m of 2m");
         assert_eq!(value_at(&store, "ALERTS", 2 * MIN).len(), 1, "ALERTS still written while kept");
-        g.eval_at(&store, 3 * MIN).await;
+        g.eval_at(&store, 3 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)], "returned again: the hold restarts");
-        g.eval_at(&store, 4 * MIN).await;
-        g.eval_at(&store, 5 * MIN).await;
+        g.eval_at(&store, 4 * MIN, None).await;
+        g.eval_at(&store, 5 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)]);
-        g.eval_at(&store, 6 * MIN).await;
+        g.eval_at(&store, 6 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Inactive)], "2m without it: resolved");
     }
 
@@ -479,7 +489,7 @@ mod tests {
         );
         up_every_minute(&store, "a", &[1.0; 7]).await;
         put(&store, "up", "b", 0, 1.0).await;
-        g.eval_at(&store, 0).await;
+        g.eval_at(&store, 0, None).await;
         let mut rows = value_at(&store, "instance:up:double", 0);
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(rows.len(), 2);
@@ -496,7 +506,7 @@ mod tests {
         assert_eq!(value_at(&store, "total:up:double", 0)[0].1, 4.0);
         // At 6 min, b's only sample is out of the 5-minute lookback: its recorded series
         // gets a stale marker, while a's goes on.
-        g.eval_at(&store, 6 * MIN).await;
+        g.eval_at(&store, 6 * MIN, None).await;
         assert!(value_at(&store, "instance:up:double{instance=\"b\"}", 6 * MIN).is_empty());
         assert_eq!(value_at(&store, "instance:up:double", 6 * MIN).len(), 1);
         assert_eq!(value_at(&store, "total:up:double", 6 * MIN)[0].1, 2.0);
@@ -515,7 +525,7 @@ mod tests {
         );
         put(&store, "up", "a", 0, 1.0).await;
         put(&store, "up", "b", 0, 1.0).await;
-        g.eval_at(&store, 0).await;
+        g.eval_at(&store, 0, None).await;
         assert_eq!(value_at(&store, "answer", 0)[0].1, 42.0);
         assert_eq!(g.rules[0].status.health, Health::Ok);
         assert_eq!(g.rules[1].status.health, Health::Err);
@@ -539,12 +549,12 @@ mod tests {
         let yaml = "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 3m\n";
         up_every_minute(&store, "a", &[0.0; 6]).await;
         let mut g = group(yaml);
-        g.eval_at(&store, 0).await;
-        g.eval_at(&store, MIN).await;
+        g.eval_at(&store, 0, None).await;
+        g.eval_at(&store, MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Pending)]);
         // A new runner (the collector restarted) finds the alert active since 0.
         let mut g = group(yaml);
-        g.eval_at(&store, 3 * MIN).await;
+        g.eval_at(&store, 3 * MIN, None).await;
         assert_eq!(states(&g), [("a".into(), AlertState::Firing)]);
         assert_eq!(g.rules[0].alerts()[0].active_at, 0);
     }
@@ -556,11 +566,11 @@ mod tests {
             "groups:\n- name: g\n  rules:\n  - alert: Dup\n    expr: 'label_replace(up, \"instance\", \"x\", \"instance\", \".*\")'\n",
         );
         put(&store, "up", "a", 0, 1.0).await;
-        g.eval_at(&store, 0).await;
+        g.eval_at(&store, 0, None).await;
         assert_eq!(g.rules[0].alerts()[0].state, AlertState::Firing);
         // A second series makes the result ambiguous: the evaluation fails.
         put(&store, "up", "b", MIN, 1.0).await;
-        g.eval_at(&store, MIN).await;
+        g.eval_at(&store, MIN, None).await;
         assert_eq!(g.rules[0].status.health, Health::Err);
         assert_eq!(g.rules[0].alerts()[0].state, AlertState::Firing, "kept as it was");
         assert_eq!(value_at(&store, "ALERTS", MIN).len(), 1, "no stale marker for a rule that failed");
@@ -580,7 +590,7 @@ mod tests {
             let outcome = store.ingest(vec![(labels, vec![(100 * MIN - 10 + i as i64, forged)])], None).await;
             assert_eq!(outcome.map(|o| o.samples_stored).ok(), Some(1));
             let mut g = group(yaml);
-            g.eval_at(&store, 100 * MIN).await;
+            g.eval_at(&store, 100 * MIN, None).await;
             assert_eq!(states(&g), [("a".into(), AlertState::Pending)], "{forged}");
             assert_eq!(g.rules[0].alerts()[0].active_at, 100 * MIN);
         }

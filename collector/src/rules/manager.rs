@@ -216,20 +216,21 @@ pub fn spawn<S: AsRef<Store> + Send + Sync + 'static>(
     store: Arc<S>,
     view: RulesView,
     updates: Option<tokio::sync::mpsc::Sender<AlertsUpdate>>,
+    remote: Option<crate::remote::RemoteQuery>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     view.register(&groups);
     groups
         .into_iter()
         .enumerate()
         .map(|(index, mut group)| {
-            let (store, view, updates) = (store.clone(), view.clone(), updates.clone());
+            let (store, view, updates, remote) = (store.clone(), view.clone(), updates.clone(), remote.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(group.interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 loop {
                     tick.tick().await;
                     let now = now_ms();
-                    group.eval_at((*store).as_ref(), now).await;
+                    group.eval_at((*store).as_ref(), now, remote.as_ref()).await;
                     view.publish(index, api_group(&group));
                     if let Some(tx) = &updates {
                         let update = AlertsUpdate {

@@ -93,7 +93,7 @@ async fn evaluate(store: &Store, min_events: u64, services: &[&str]) -> (BTreeSe
     let mut firing = BTreeSet::new();
     for group in &file.groups {
         let mut runner = GroupRunner::new(group, "slo", Duration::from_secs(1), Arc::new(LabelSet::new()));
-        runner.eval_at(store, END).await;
+        runner.eval_at(store, END, None).await;
         for rule in &runner.rules {
             assert!(rule.status.last_error.is_none(), "{}: {:?}", rule.name, rule.status.last_error);
             for a in rule.alerts().into_iter().filter(|a| a.state == AlertState::Firing) {
@@ -192,7 +192,7 @@ async fn a_pause_in_traffic_does_not_blank_the_period_sli() {
         .collect();
     for t in (END - 150_000..=END).step_by(1000) {
         for runner in &mut runners {
-            runner.eval_at(&store, t).await;
+            runner.eval_at(&store, t, None).await;
         }
     }
     let states = state::compute(&store, &state::defs(&specs), 0, END);
