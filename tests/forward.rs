@@ -336,3 +336,95 @@ async fn the_demo_on_victoriametrics_heals_and_pages_as_on_the_local_head() {
         "the SLO rules' outputs reached VictoriaMetrics"
     );
 }
+
+/// Every timestamp of `query` (a range selector) the collector holds, per series `node`.
+async fn collector_timestamps(client: &reqwest::Client, base: &str, query: &str) -> Option<BTreeSet<i64>> {
+    let r = client.get(format!("{base}/api/v1/query")).query(&[("query", query)]).send().await.ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    let mut out = BTreeSet::new();
+    for series in v["data"]["result"].as_array()? {
+        for pair in series["values"].as_array()? {
+            out.insert((pair[0].as_f64()? * 1000.0).round() as i64);
+        }
+    }
+    Some(out)
+}
+
+/// The same, of VictoriaMetrics' raw samples.
+async fn vm_timestamps(client: &reqwest::Client, vm: SocketAddr, selector: &str) -> Option<BTreeSet<i64>> {
+    let r = client
+        .get(format!("http://{vm}/api/v1/export"))
+        .query(&[("match[]", selector), ("start", "0")])
+        .send()
+        .await
+        .ok()?;
+    let mut out = BTreeSet::new();
+    for line in r.text().await.ok()?.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        out.extend(v["timestamps"].as_array()?.iter().filter_map(|t| t.as_i64()));
+    }
+    Some(out)
+}
+
+/// The whole path: an agent ships its host metrics to the collector, which forwards them;
+/// the collector is killed with SIGKILL and VictoriaMetrics restarted meanwhile. Every
+/// sample the collector holds (what it acknowledged to the agent) ends up in
+/// VictoriaMetrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_samples_reach_victoriametrics_through_the_collector_across_crashes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vm_addr = free_addr();
+    let mut vm = victoria(&tmp.path().join("vm"), vm_addr, &tmp.path().join("vm.out")).await;
+    let addr = free_addr();
+    let out = tmp.path().join("collector.out");
+    let mut collector = start_collector(tmp.path(), addr, vm_addr);
+    common::collector_ready(&mut collector, addr, &out).await;
+    let agent_out = std::fs::File::create(tmp.path().join("agent.out")).expect("out");
+    // Host metrics twice a second.
+    let config = common::file(
+        tmp.path(),
+        "agent.toml",
+        &format!(
+            "node = \"fwd-node\"\nlisten = \"{}\"\ndata_dir = \"{}\"\nremote_write = [\"http://{addr}/api/v1/write\"]\n\
+             scrape_interval_ms = 500\n",
+            free_addr(),
+            tmp.path().join("agent").display()
+        ),
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hale"));
+    cmd.args(["agent", "--config"]).arg(&config);
+    let _agent = Proc(common::spawn_logged(&mut cmd, agent_out, "agent"));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let base = format!("http://{addr}");
+    let held = async || collector_timestamps(&client, &base, "node_load1{node=\"fwd-node\"}[1h]").await;
+    eventually("the agent's samples at the collector", Duration::from_secs(30), async || {
+        held().await.filter(|t| t.len() >= 3)
+    })
+    .await;
+    stop_gracefully(&mut vm);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    collector.kill_9();
+    collector = start_collector(tmp.path(), addr, vm_addr);
+    common::collector_ready(&mut collector, addr, &out).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    vm = victoria(&tmp.path().join("vm"), vm_addr, &tmp.path().join("vm.out")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stop the source, then everything the collector holds must be in VictoriaMetrics.
+    drop(_agent);
+    let stored = held().await.expect("the collector answers");
+    assert!(stored.len() >= 8, "samples from before, during and after: {}", stored.len());
+    common::eventually_or_dump(
+        "every sample the collector holds in VictoriaMetrics",
+        Duration::from_secs(60),
+        async || {
+            let have = vm_timestamps(&client, vm_addr, "node_load1{node=\"fwd-node\"}").await?;
+            stored.is_subset(&have).then_some(())
+        },
+        async || {
+            let have = vm_timestamps(&client, vm_addr, "node_load1{node=\"fwd-node\"}").await.unwrap_or_default();
+            format!("missing {:?}\n{}", stored.difference(&have).collect::<Vec<_>>(), common::tail(&out, 20))
+        },
+    )
+    .await;
+    let _ = &mut vm;
+}
