@@ -481,6 +481,14 @@ impl AgentConfig {
             if !jobs.insert(job.job_name.as_str()) {
                 return Err(ConfigError::new(format!("`scrape_configs`: job_name {:?} is used twice", job.job_name)));
             }
+            if !job.kubernetes_sd_configs.is_empty() && !crate::kubernetes_sd::AVAILABLE {
+                return Err(ConfigError::new(format!(
+                    "`scrape_configs`: job {:?} has kubernetes_sd_configs, but this agent was built without Kubernetes \
+                     discovery: run `hale agent` (the all-in-one binary has it) or build hale-agent with \
+                     --features kubernetes",
+                    job.job_name
+                )));
+            }
         }
         let mut probes = std::collections::BTreeSet::new();
         for probe in &self.probes {

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 
 use crate::targets::TargetGroup;
@@ -159,8 +158,10 @@ pub fn groups(config: &KubernetesSdConfig, pods: &[Pod]) -> Vec<TargetGroup> {
 
 /// The pods `config` discovers on `node`: one list per namespace (or one of all), with
 /// the field selector `spec.nodeName=<node>`.
+#[cfg(feature = "kubernetes")]
 pub async fn list(client: &kube::Client, config: &KubernetesSdConfig, node: &str) -> Result<Vec<Pod>, kube::Error> {
     let node = config.node.as_deref().unwrap_or(node);
+    use kube::api::{Api, ListParams};
     let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
     let apis: Vec<Api<Pod>> = if config.namespaces.is_empty() {
         vec![Api::all(client.clone())]
@@ -175,6 +176,7 @@ pub async fn list(client: &kube::Client, config: &KubernetesSdConfig, node: &str
 }
 
 /// A kube client for `kubeconfig` (else kube's own search).
+#[cfg(feature = "kubernetes")]
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
     let config = match kubeconfig {
         Some(path) => {
@@ -188,9 +190,13 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
+/// Whether this build discovers Kubernetes pods (the `kubernetes` feature).
+pub const AVAILABLE: bool = cfg!(feature = "kubernetes");
+
 /// The discovered groups of every job's `kubernetes_sd_configs`, kept between lists.
 #[derive(Default)]
 pub struct KubernetesSd {
+    #[cfg(feature = "kubernetes")]
     clients: BTreeMap<Option<PathBuf>, kube::Client>,
     /// (job, config index) → its groups as last listed.
     groups: BTreeMap<(String, usize), Vec<TargetGroup>>,
@@ -200,6 +206,13 @@ pub struct KubernetesSd {
 
 impl KubernetesSd {
     /// Lists again for every config of `jobs` (job name, its configs); forgets jobs gone.
+    #[cfg(not(feature = "kubernetes"))]
+    pub async fn refresh(&mut self, _jobs: &[(String, Vec<KubernetesSdConfig>)], _node: &str) {
+        // Refused when the config is loaded; nothing to list.
+    }
+
+    /// Lists again for every config of `jobs` (job name, its configs); forgets jobs gone.
+    #[cfg(feature = "kubernetes")]
     pub async fn refresh(&mut self, jobs: &[(String, Vec<KubernetesSdConfig>)], node: &str) {
         self.groups.retain(|(job, i), _| jobs.iter().any(|(j, c)| j == job && *i < c.len()));
         for (job, configs) in jobs {
