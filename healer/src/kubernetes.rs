@@ -114,12 +114,32 @@ struct Call<'a> {
 
 /// What a failed call means for the action.
 enum Failure {
-    /// Worth another try (409, 429, 5xx, no answer).
-    Retry(String),
+    /// Worth another try (409, 429, 5xx, no answer): why, and the API's code if it answered.
+    Retry(String, Option<u16>),
     /// The object is not there (404): a restart or stop of it is done.
     Gone,
     /// Trying again cannot help.
     Fatal(String),
+}
+
+/// A call that failed for good, or was still failing when the action's time was up
+/// (then with the API's last code, if it answered).
+#[derive(Debug)]
+struct CallError {
+    message: String,
+    retried_code: Option<u16>,
+}
+
+impl From<CallError> for ActionError {
+    fn from(e: CallError) -> ActionError {
+        ActionError::Refused(e.message)
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// The executor for one service's workload.
@@ -259,16 +279,16 @@ impl KubernetesExecutor {
             )),
             kube::Error::Api(r) if r.code == 404 => Failure::Gone,
             kube::Error::Api(r) if r.code == 409 || r.code == 429 || r.code >= 500 => {
-                Failure::Retry(format!("{} ({}): {}", r.code, r.reason, r.message))
+                Failure::Retry(format!("{} ({}): {}", r.code, r.reason, r.message), Some(r.code))
             }
             kube::Error::Api(r) => Failure::Fatal(format!("{}: {} ({}): {}", call.doing, r.code, r.reason, r.message)),
-            other => Failure::Retry(other.to_string()),
+            other => Failure::Retry(other.to_string(), None),
         }
     }
 
     /// `f` until it answers, the object is gone (`None`), or it fails for good; a 409, 429,
     /// 5xx or no answer is tried again with backoff until `deadline`.
-    async fn call<T, F, Fut>(&self, deadline: Instant, call: Call<'_>, mut f: F) -> Result<Option<T>, ActionError>
+    async fn call<T, F, Fut>(&self, deadline: Instant, call: Call<'_>, mut f: F) -> Result<Option<T>, CallError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -279,15 +299,15 @@ impl KubernetesExecutor {
                 Ok(value) => return Ok(Some(value)),
                 Err(e) => match self.classify(&call, e) {
                     Failure::Gone => return Ok(None),
-                    Failure::Fatal(why) => return Err(why.into()),
-                    Failure::Retry(why) => {
+                    Failure::Fatal(why) => return Err(CallError { message: why, retried_code: None }),
+                    Failure::Retry(why, code) => {
                         if Instant::now() + wait > deadline {
-                            return Err(format!(
+                            let message = format!(
                                 "{}: still failing after {}: {why}",
                                 call.doing,
                                 humantime::format_duration(self.timeout)
-                            )
-                            .into());
+                            );
+                            return Err(CallError { message, retried_code: code });
                         }
                         tracing::warn!(doing = %call.doing, reason = %why, "Kubernetes API call failed; retrying");
                         tokio::time::sleep(wait).await;
@@ -357,7 +377,8 @@ impl KubernetesExecutor {
         let evict = EvictParams::default();
         match self.call(deadline, call, || pods.evict(pod, &evict)).await {
             Ok(evicted) => Ok(evicted.is_some()),
-            Err(e) if self.workload.delete_when_eviction_blocked && e.to_string().contains("429") => {
+            // Still refused by a disruption budget (429) at the timeout.
+            Err(e) if self.workload.delete_when_eviction_blocked && e.retried_code == Some(429) => {
                 tracing::warn!(pod, error = %e, "eviction still blocked at the timeout; deleting the pod as the service allows");
                 let call =
                     Call { doing: format!("deleting pod {}/{pod}", self.ns()), verb: "delete", resource: "pods" };
@@ -365,7 +386,7 @@ impl KubernetesExecutor {
                 let delete = DeleteParams::default();
                 Ok(self.call(far, call, || pods.delete(pod, &delete)).await?.is_some())
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -493,7 +514,7 @@ impl KubernetesExecutor {
                     Failure::Gone => return Err(format!("{} does not exist", self.describe()).into()),
                     Failure::Fatal(why) => return Err(why.into()),
                     // A 409 means another writer came first: read the scale again.
-                    Failure::Retry(why) => {
+                    Failure::Retry(why, _) => {
                         if Instant::now() + wait > deadline {
                             return Err(format!("{}: still failing: {why}", write.doing).into());
                         }
