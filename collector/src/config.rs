@@ -31,7 +31,8 @@ pub struct CollectorFile {
     pub data_dir: Option<PathBuf>,
     /// Keep samples and logs this long.
     pub retention: String,
-    /// Keep at most this many bytes of compressed samples in memory (0: no limit).
+    /// Keep at most this many bytes of compressed samples, on disk and in memory together
+    /// (0: no limit); the oldest go first.
     pub retention_bytes: usize,
     /// Fold the WAL into a checkpoint this often.
     pub checkpoint_interval: String,
@@ -328,7 +329,8 @@ pub struct CollectorFlags {
     /// Keep data this long (15d, 12h, ...; default 15d).
     #[cfg_attr(feature = "cli", arg(long))]
     pub retention: Option<String>,
-    /// Keep at most this many bytes of compressed samples in memory (0: no limit).
+    /// Keep at most this many bytes of compressed samples, on disk and in memory together
+    /// (0: no limit); the oldest go first.
     #[cfg_attr(feature = "cli", arg(long))]
     pub retention_bytes: Option<usize>,
     /// Fold the WAL into a checkpoint this often, bounding replay time (default 5m).

@@ -7,7 +7,8 @@
 //! a signing secret are refused at start.
 //!
 //! Housekeeping: every 250 ms staleness markers for silent sources ([`crate::sources`]);
-//! retention of samples and logs every minute; a checkpoint every `checkpoint_interval`
+//! samples older than the head window moved to on-disk blocks and retention of samples
+//! and logs every minute; a checkpoint every `checkpoint_interval`
 //! once the WAL has grown; and, every 2 s while data arrives, `malloc_trim` (glibc), so
 //! freed request buffers go back to the kernel instead of staying resident.
 
@@ -137,6 +138,7 @@ pub async fn run(
         series = report.series,
         samples = report.samples,
         wal_records = report.wal.records,
+        blocks = report.blocks,
         seconds = started.elapsed().as_secs_f64(),
         "store open"
     );
@@ -273,6 +275,20 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
             }
             _ = retention.tick() => {
                 let now = now_ms();
+                let c = collector.clone();
+                let started = Instant::now();
+                match tokio::task::spawn_blocking(move || c.store.persist(now)).await {
+                    Ok(Ok(report)) if report.blocks_written + report.blocks_compacted > 0 => tracing::info!(
+                        blocks = report.blocks_written,
+                        samples = report.samples,
+                        compacted = report.blocks_compacted,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "moved samples older than the head window to disk"
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "moving samples to disk failed; the head keeps them and the next pass tries again"),
+                    Err(e) => tracing::error!(error = %e, "the pass moving samples to disk stopped"),
+                }
                 let min_t = now - config.retention.as_millis() as i64;
                 let freed = collector.store.apply_retention(min_t, config.retention_bytes);
                 if let Err(e) = collector.logs.apply_retention(min_t.max(0) as u64 * 1_000_000) {

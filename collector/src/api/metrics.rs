@@ -113,6 +113,24 @@ fn collector_metrics(c: &Collector, registry: &mut Registry) {
         Unit::Bytes,
         ConstGauge::new(chunk_bytes as i64),
     );
+    let blocks = c.store.block_stats();
+    registry.register(
+        "blocks",
+        "On-disk blocks of samples older than the head window",
+        ConstGauge::new(blocks.blocks as i64),
+    );
+    registry.register_with_unit(
+        "block",
+        "Bytes of on-disk blocks (index and chunks)",
+        Unit::Bytes,
+        ConstGauge::new(blocks.bytes as i64),
+    );
+    registry.register("block_samples", "Samples held in on-disk blocks", ConstGauge::new(blocks.samples as i64));
+    registry.register(
+        "block_persist_failures",
+        "Passes that could not move chunks from the head to blocks (the head keeps them meanwhile)",
+        ConstCounter::new(blocks.persist_failures),
+    );
     let wal = c.store.wal().stats();
     registry.register_with_unit("wal_written", "Bytes written to the WAL", Unit::Bytes, counter(&wal.bytes_written));
     registry.register("wal_fsyncs", "WAL fsyncs (each commits a group of writes)", counter(&wal.fsyncs));

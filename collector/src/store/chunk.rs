@@ -449,6 +449,13 @@ impl Sealed {
     }
 }
 
+/// The samples of a chunk's encoded bytes (as [`Chunk::encoded`] gives them), read where
+/// they lie: an on-disk block's chunks are decoded straight from the bytes read. Bytes
+/// that do not decode end the iteration early, never a panic.
+pub fn iter_encoded(bytes: &[u8], count: u16) -> ChunkIter<'_> {
+    ChunkIter { reader: BitReader { bytes, pos: 0 }, remaining: count, state: None }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ReadState {
     t: i64,

@@ -18,7 +18,10 @@ use crate::shared_str::SharedStr;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 
+use std::sync::Arc;
+
 use super::SeriesRef;
+use super::block::{self, Block};
 use super::chunk::{Chunk, Sealed};
 use super::postings::ValuePostings;
 use super::symbols::Symbols;
@@ -83,6 +86,9 @@ struct MemSeries {
     /// never have any, and an empty box costs one pointer instead of a vector's three words.
     #[allow(clippy::box_collection)] // the point is the one-word `None`
     out_of_order: Option<Box<Vec<(i64, f64)>>>,
+    /// The newest sample of this series already in an on-disk block (`i64::MIN`: none).
+    /// Live samples at or before it are refused as too old: what is on disk is final.
+    on_disk_until: i64,
 }
 
 impl MemSeries {
@@ -97,6 +103,9 @@ impl MemSeries {
     /// `window`: refuse samples further behind than [`OUT_OF_ORDER_WINDOW_MS`] (live
     /// ingest); replay passes false, since it only brings back what was accepted.
     fn append(&mut self, t: i64, v: f64, window: bool) -> Result<(), Rejected> {
+        if window && t <= self.on_disk_until {
+            return Err(Rejected::TooOld);
+        }
         let max_t = self.max_t();
         if t > max_t {
             if self.head.is_full() {
@@ -149,6 +158,7 @@ impl MemSeries {
     fn raw(&self, mint: i64, maxt: i64) -> RawSeries {
         RawSeries {
             labels: Vec::new(),
+            on_disk: Vec::new(),
             sealed: self.closed.iter().filter(|c| c.max_t() >= mint && c.min_t() <= maxt).cloned().collect(),
             head: (!self.head.is_empty() && self.head.max_t() >= mint && self.head.min_t() <= maxt)
                 .then(|| self.head.clone()),
@@ -219,33 +229,48 @@ impl std::ops::Index<usize> for SeriesTable {
     }
 }
 
-/// A selected series' chunks, copied out of the head, not yet decoded.
+/// A selected series' chunks, copied out of the head, not yet decoded, and where its
+/// samples lie in on-disk blocks, not yet read.
 pub struct RawSeries {
     pub labels: Labels,
+    /// Blocks holding the series in the range (oldest first), with its position in each.
+    on_disk: Vec<(Arc<Block>, usize)>,
     sealed: Vec<Sealed>,
     head: Option<Chunk>,
     out_of_order: Vec<(i64, f64)>,
 }
 
 impl RawSeries {
-    /// How many samples the copied chunks hold.
+    /// How many samples the copied chunks hold, and about how many the blocks do.
     pub fn samples(&self) -> usize {
+        let on_disk: u64 = self.on_disk.iter().map(|(b, _)| b.meta().samples / b.meta().series.max(1)).sum();
         self.sealed.iter().map(Sealed::samples).sum::<usize>()
             + self.head.as_ref().map_or(0, Chunk::len)
             + self.out_of_order.len()
+            + on_disk as usize
     }
 
-    /// The samples in `[mint, maxt]`, in time order; `None` when there are none.
+    /// The samples in `[mint, maxt]`, in time order, each timestamp once; `None` when
+    /// there are none. Blocks are read here, with the head's lock long released. A sample
+    /// both on disk and in the head (a block written again after a crash, or compacted
+    /// twice) is one sample. A block that fails its checksums is reported and skipped:
+    /// the rest of the answer stands.
     pub fn decode(&self, mint: i64, maxt: i64) -> Option<SeriesData> {
         let in_range = move |(t, _): &(i64, f64)| *t >= mint && *t <= maxt;
         let mut samples: Vec<(i64, f64)> = Vec::with_capacity(self.samples());
+        for (block, position) in &self.on_disk {
+            if let Err(e) = block.read_samples(*position, mint, maxt, &mut samples) {
+                tracing::error!(block = block.name(), error = %e, "a block could not be read; its samples are left out");
+            }
+        }
         samples.extend(self.sealed.iter().flat_map(Sealed::iter).filter(in_range));
         if let Some(head) = &self.head {
             samples.extend(head.iter().filter(in_range));
         }
-        if !self.out_of_order.is_empty() {
-            samples.extend(self.out_of_order.iter().copied());
+        samples.extend(self.out_of_order.iter().copied());
+        if !samples.is_sorted_by(|a, b| a.0 < b.0) {
             samples.sort_by_key(|s| s.0);
+            samples.dedup_by_key(|s| s.0);
         }
         (!samples.is_empty()).then(|| SeriesData { labels: self.labels.clone(), samples })
     }
@@ -272,6 +297,8 @@ pub struct Head {
     /// Every label string once, by id.
     symbols: Symbols,
     samples_appended: u64,
+    /// The newest timestamp appended to any series: where the head window ends.
+    newest: i64,
     /// Series removed by retention (their slots stay empty).
     removed: usize,
 }
@@ -328,7 +355,13 @@ impl Head {
                 None => self.postings.entry(n.into()).or_default().add(*v, r),
             }
         }
-        self.series.push(MemSeries { labels: interned, closed: Vec::new(), head: Chunk::new(), out_of_order: None });
+        self.series.push(MemSeries {
+            labels: interned,
+            closed: Vec::new(),
+            head: Chunk::new(),
+            out_of_order: None,
+            on_disk_until: i64::MIN,
+        });
         let (series, symbols, hasher) = (&self.series, &self.symbols, &self.label_hasher);
         self.by_labels.insert_unique(hash, r, |r| {
             hash_labels(
@@ -375,6 +408,7 @@ impl Head {
             closed: Vec::new(),
             head: Chunk::new(),
             out_of_order: None,
+            on_disk_until: i64::MIN,
         });
         self.removed += 1;
     }
@@ -383,6 +417,7 @@ impl Head {
         let series = self.series.get_mut(r as usize).ok_or(Rejected::TooOld)?;
         series.append(t, v, true)?;
         self.samples_appended += 1;
+        self.newest = self.newest.max(t);
         Ok(())
     }
 
@@ -391,6 +426,7 @@ impl Head {
         let series = self.series.get_mut(r as usize).ok_or(Rejected::TooOld)?;
         series.append(t, v, false)?;
         self.samples_appended += 1;
+        self.newest = self.newest.max(t);
         Ok(())
     }
 
@@ -454,26 +490,157 @@ impl Head {
     /// Matching series with their samples in `[mint, maxt]`; series without samples in
     /// the range are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesData> {
-        self.select_raw(matchers, mint, maxt).into_iter().filter_map(|r| r.decode(mint, maxt)).collect()
+        self.select_raw(matchers, mint, maxt, &[]).into_iter().filter_map(|r| r.decode(mint, maxt)).collect()
     }
 
-    /// Matching series' chunks overlapping `[mint, maxt]`, copied but not decoded.
-    pub fn select_raw(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<RawSeries> {
+    /// Matching series' chunks overlapping `[mint, maxt]`, copied but not decoded, with
+    /// the places in `blocks` (oldest first) that hold more of them.
+    pub fn select_raw(&self, matchers: &[Matcher], mint: i64, maxt: i64, blocks: &[Arc<Block>]) -> Vec<RawSeries> {
         let mut symbols = HashMap::new();
+        let blocks: Vec<&Arc<Block>> = blocks.iter().filter(|b| b.overlaps(mint, maxt)).collect();
         self.select_refs(matchers)
             .into_iter()
-            .filter(|r| self.series[*r as usize].overlaps(mint, maxt))
-            .map(|r| {
+            .filter_map(|r| {
                 let s = &self.series[r as usize];
-                RawSeries { labels: self.resolve_with(&s.labels, &mut symbols), ..s.raw(mint, maxt) }
+                let on_disk: Vec<(Arc<Block>, usize)> =
+                    blocks.iter().filter_map(|b| b.position(r).map(|p| (Arc::clone(b), p))).collect();
+                if on_disk.is_empty() && !s.overlaps(mint, maxt) {
+                    return None;
+                }
+                Some(RawSeries { labels: self.resolve_with(&s.labels, &mut symbols), on_disk, ..s.raw(mint, maxt) })
             })
             .collect()
+    }
+
+    /// The newest timestamp appended to any series (0 for an empty head).
+    pub fn newest(&self) -> i64 {
+        self.newest
+    }
+
+    /// The starts of the aligned ranges (`width` wide, ending at or before `upto`) that
+    /// hold samples ready to go to a block: full chunks, and out-of-order samples the
+    /// window no longer lets anything join.
+    pub fn persistable_ranges(&self, upto: i64, width: i64) -> std::collections::BTreeSet<i64> {
+        let mut starts = std::collections::BTreeSet::new();
+        let start_of = |t: i64| t.div_euclid(width) * width;
+        for s in self.series.iter().filter(|s| !s.labels.is_empty()) {
+            for c in s.closed.iter().take_while(|c| c.max_t() < upto) {
+                starts.insert(start_of(c.max_t()));
+            }
+            let settled = s.max_t().saturating_sub(OUT_OF_ORDER_WINDOW_MS).min(upto);
+            for (t, _) in s.ooo().iter().take_while(|(t, _)| *t < settled) {
+                starts.insert(start_of(*t));
+            }
+        }
+        starts.retain(|start| start.saturating_add(width) <= upto);
+        starts
+    }
+
+    /// What of the range `[start, end)` goes to a block, per series in reference order:
+    /// the full chunks whose newest sample is in it, and the settled out-of-order samples
+    /// in it (encoded as chunks of their own).
+    pub fn collect_persistable(&self, (start, end): (i64, i64)) -> Vec<block::SeriesData> {
+        let mut out = Vec::new();
+        for (r, s) in self.series.iter().enumerate() {
+            if s.labels.is_empty() {
+                continue;
+            }
+            let mut chunks: Vec<block::ChunkData> = s
+                .closed
+                .iter()
+                .filter(|c| c.max_t() >= start && c.max_t() < end)
+                .map(|c| {
+                    let (bytes, count) = c.encoded();
+                    block::ChunkData { bytes: bytes.to_vec(), count, min_t: c.min_t(), max_t: c.max_t() }
+                })
+                .collect();
+            let settled = s.max_t().saturating_sub(OUT_OF_ORDER_WINDOW_MS).min(end);
+            let late: Vec<(i64, f64)> = s.ooo().iter().copied().filter(|(t, _)| *t >= start && *t < settled).collect();
+            chunks.extend(encode_chunks(&late));
+            if chunks.is_empty() {
+                continue;
+            }
+            chunks.sort_by_key(|c| (c.min_t, c.max_t));
+            out.push(block::SeriesData { r: r as SeriesRef, labels: self.label_strings(&s.labels), chunks });
+        }
+        out
+    }
+
+    /// Forgets what `written` put on disk: those full chunks and out-of-order samples
+    /// leave the head, and each series remembers how far its disk data reaches.
+    pub fn forget_persisted(&mut self, written: &[block::SeriesData]) {
+        for w in written {
+            let Some(s) = self.series.get_mut(w.r as usize) else { continue };
+            let bounds: std::collections::HashSet<(i64, i64, u16)> =
+                w.chunks.iter().map(|c| (c.min_t, c.max_t, c.count)).collect();
+            s.closed.retain(|c| !bounds.contains(&(c.min_t(), c.max_t(), c.samples() as u16)));
+            if let Some(ooo) = s.out_of_order.as_mut() {
+                let gone: std::collections::HashSet<i64> = w
+                    .chunks
+                    .iter()
+                    .flat_map(|c| super::chunk::iter_encoded(&c.bytes, c.count))
+                    .map(|(t, _)| t)
+                    .collect();
+                ooo.retain(|(t, _)| !gone.contains(t));
+                if ooo.is_empty() {
+                    s.out_of_order = None;
+                }
+            }
+            let newest = w.chunks.iter().map(|c| c.max_t).max().unwrap_or(i64::MIN);
+            s.on_disk_until = s.on_disk_until.max(newest);
+        }
+    }
+
+    /// At open, for a series a block holds up to `newest`: what the head holds of it that
+    /// is on disk already (replayed from the WAL after a crash) goes, and later samples
+    /// only are accepted.
+    pub fn trim_on_disk(&mut self, r: SeriesRef, newest: i64) {
+        let Some(s) = self.series.get_mut(r as usize) else { return };
+        s.on_disk_until = s.on_disk_until.max(newest);
+        s.closed.retain(|c| c.max_t() > newest);
+        if let Some(ooo) = s.out_of_order.as_mut() {
+            ooo.retain(|(t, _)| *t > newest);
+            if ooo.is_empty() {
+                s.out_of_order = None;
+            }
+        }
+    }
+
+    /// The head's reference for a series a block lists as `r` with `labels`: `r` itself
+    /// when the head agrees (the usual case: references are stable), else the head's
+    /// series with those labels, else the series is brought back (at `r` when that slot
+    /// is free). A series brought back comes with the WAL record that makes it durable.
+    pub fn resolve_listed(
+        &mut self,
+        r: SeriesRef,
+        labels: &[(String, String)],
+    ) -> (SeriesRef, Option<super::wal::Record>) {
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        if let Some(s) = self.series.get(r as usize)
+            && same(&self.symbols, &s.labels, &pairs)
+        {
+            return (r, None);
+        }
+        let hash = hash_labels(&self.label_hasher, pairs.iter().copied());
+        if let Some(found) =
+            self.by_labels.find(hash, |x| same(&self.symbols, &self.series[*x as usize].labels, &pairs))
+        {
+            return (*found, None);
+        }
+        let free = self.series.get(r as usize).is_none_or(|s| s.labels.is_empty());
+        let got = if free { self.restore_series(r, &pairs) } else { self.get_or_create(&pairs).0 };
+        (got, Some(super::wal::Record::Series { r: got, labels: labels.to_vec() }))
+    }
+
+    fn label_strings(&self, ids: &[(u32, u32)]) -> Vec<(String, String)> {
+        ids.iter().map(|(n, v)| (self.symbols.resolve(*n).to_string(), self.symbols.resolve(*v).to_string())).collect()
     }
 
     /// Puts back a chunk read from a checkpoint: full chunks in order, then the open one.
     pub fn restore_chunk(&mut self, r: SeriesRef, chunk: Chunk) {
         if let Some(s) = self.series.get_mut(r as usize) {
             self.samples_appended += chunk.len() as u64;
+            self.newest = self.newest.max(chunk.max_t());
             if chunk.is_full() {
                 s.closed.reserve_exact(1);
                 s.closed.push(chunk.seal());
@@ -515,8 +682,9 @@ impl Head {
     }
 
     /// Drops full chunks whose newest sample is older than `min_t`, and out-of-order
-    /// samples older than it. Returns the bytes freed.
-    pub fn drop_before(&mut self, min_t: i64) -> usize {
+    /// samples older than it; a series left with nothing is forgotten unless `held` says
+    /// a block still holds it. Returns the bytes freed.
+    pub fn drop_before(&mut self, min_t: i64, held: impl Fn(SeriesRef) -> bool) -> usize {
         let mut freed = 0;
         let mut emptied = Vec::new();
         for (r, s) in self.series.iter_mut().enumerate() {
@@ -534,7 +702,14 @@ impl Head {
             // A series whose newest sample is older than the cutoff is gone entirely.
             if s.closed.is_empty() && s.out_of_order.is_none() && (s.head.is_empty() || s.head.max_t() < min_t) {
                 freed += s.head.bytes();
-                emptied.push(r as SeriesRef);
+                if held(r as SeriesRef) {
+                    // Its samples live on in blocks: the series (labels, index) stays.
+                    if !s.head.is_empty() {
+                        s.head = Chunk::new();
+                    }
+                } else {
+                    emptied.push(r as SeriesRef);
+                }
             }
         }
         for r in emptied {
@@ -589,11 +764,15 @@ impl Head {
         Some(i64::MAX)
     }
 
-    /// Labels of matching series with samples in `[mint, maxt]`, without decoding any.
-    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+    /// Labels of matching series with samples in `[mint, maxt]` (in the head, or in a
+    /// block overlapping the range), without decoding any.
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64, blocks: &[Arc<Block>]) -> Vec<Labels> {
+        let blocks: Vec<&Arc<Block>> = blocks.iter().filter(|b| b.overlaps(mint, maxt)).collect();
         self.select_refs(matchers)
             .into_iter()
-            .filter(|r| self.series[*r as usize].overlaps(mint, maxt))
+            .filter(|r| {
+                self.series[*r as usize].overlaps(mint, maxt) || blocks.iter().any(|b| b.position(*r).is_some())
+            })
             .map(|r| self.resolve(&self.series[r as usize].labels))
             .collect()
     }
@@ -613,6 +792,21 @@ impl Head {
         values.sort_unstable();
         values
     }
+}
+
+/// Time-ordered samples as full-size chunks.
+pub(crate) fn encode_chunks(samples: &[(i64, f64)]) -> Vec<block::ChunkData> {
+    samples
+        .chunks(usize::from(super::chunk::MAX_SAMPLES))
+        .map(|part| {
+            let mut c = Chunk::new();
+            for (t, v) in part {
+                c.append(*t, *v);
+            }
+            let (bytes, count) = c.encoded();
+            block::ChunkData { bytes: bytes.to_vec(), count, min_t: c.min_t(), max_t: c.max_t() }
+        })
+        .collect()
 }
 
 fn intersect(a: &[SeriesRef], b: &[SeriesRef]) -> Vec<SeriesRef> {
@@ -681,8 +875,8 @@ mod tests {
     #[test]
     fn series_labels_respect_the_time_range_without_decoding() {
         let h = head_with_series();
-        assert_eq!(h.series_labels(&[eq("job", "api")], 0, 2000).len(), 2);
-        assert!(h.series_labels(&[eq("job", "api")], 5000, 6000).is_empty(), "no samples in range");
+        assert_eq!(h.series_labels(&[eq("job", "api")], 0, 2000, &[]).len(), 2);
+        assert!(h.series_labels(&[eq("job", "api")], 5000, 6000, &[]).is_empty(), "no samples in range");
     }
 
     #[test]
@@ -693,7 +887,7 @@ mod tests {
         let (live, _) = h.get_or_create(&[("__name__", "m"), ("pod", "here")]);
         h.append(live, 1_000, 1.0).expect("append");
         h.append(live, 90_000, 2.0).expect("append");
-        h.drop_before(60_000);
+        h.drop_before(60_000, |_| false);
         assert_eq!(h.num_series(), 1);
         assert_eq!(h.label_values("pod"), ["here"], "the index forgot it");
         assert_eq!(h.select_refs(&[Matcher::Ne("pod".into(), "x".into())]), [live]);

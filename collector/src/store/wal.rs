@@ -154,7 +154,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn segment_path(dir: &Path, id: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:08}.wal"))
 }
 
