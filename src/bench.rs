@@ -35,12 +35,21 @@ pub struct IngestArgs {
     /// (the HTTP histograms and node_exporter families Hale's dashboards read).
     #[arg(long, value_enum, default_value_t = Workload::Synthetic)]
     pub workload: Workload,
+    /// The last sample's time plus one step (ms); now when absent. Set by benches that
+    /// load the same data into several backends one after another.
+    #[arg(skip)]
+    pub end_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     Synthetic,
     Fleet,
+    /// The synthetic workload's series with values that vary as real ones do: counters
+    /// growing by uneven steps, gauges drifting with noise at one decimal. The synthetic
+    /// values repeat exactly, which a general-purpose compressor (VictoriaMetrics's zstd)
+    /// folds to almost nothing; disk figures are taken on these instead.
+    Noisy,
 }
 
 /// How a series' value moves from sample to sample (`k`, 15 s apart).
@@ -48,6 +57,8 @@ pub enum Workload {
 pub enum Shape {
     /// The synthetic workload's series `i` ([`value`]).
     Synthetic(usize),
+    /// The noisy workload's series `i` ([`noisy`]).
+    Noisy(usize),
     /// A counter growing at this rate per second.
     Counter(f64),
     /// A gauge wandering over `base ..= base + swing`.
@@ -61,6 +72,7 @@ impl Shape {
         let secs = k as f64 * 15.0;
         match *self {
             Shape::Synthetic(i) => value(i, k),
+            Shape::Noisy(i) => noisy(i, k),
             Shape::Counter(rate) => (rate * secs * 1000.0).round() / 1000.0,
             Shape::Gauge { base, swing, seed } => base + swing * ((seed * 31 + k * 17) % 100) as f64 / 100.0,
             Shape::Bucket { rate, share } => (rate * secs * share).floor(),
@@ -81,6 +93,30 @@ fn labels(i: usize) -> Vec<Label> {
     l
 }
 
+/// A well-mixed 64-bit hash of a series and a step (SplitMix64's finaliser): noise that is
+/// the same on every run, computed for any step without the ones before it.
+fn mix(i: usize, k: usize) -> u64 {
+    let mut z = ((i as u64) << 32 ^ k as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A counter for even series: `k·r` plus noise below `r`, so it only grows, by between 1
+/// and 2r − 1 a step. A gauge for odd ones: a daily wave around its own base with noise,
+/// at one decimal.
+fn noisy(i: usize, k: usize) -> f64 {
+    let h = mix(i, k);
+    if i.is_multiple_of(2) {
+        let r = (i % 40 + 2) as u64;
+        (k as u64 * r + h % r) as f64
+    } else {
+        let base = 20.0 + (i % 60) as f64;
+        let wave = 10.0 * (k as f64 * std::f64::consts::TAU / 5760.0 + i as f64).sin();
+        ((base + wave) * 10.0).round() / 10.0 + ((h % 21) as f64 - 10.0) / 10.0
+    }
+}
+
 /// A counter for even series, a jittery gauge for odd ones.
 fn value(i: usize, k: usize) -> f64 {
     if i.is_multiple_of(2) { (k * (i % 7 + 1)) as f64 } else { 50.0 + ((i * 31 + k * 17) % 100) as f64 / 10.0 }
@@ -90,7 +126,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     if args.series == 0 || args.samples == 0 || args.batch_series == 0 || args.batch_samples == 0 {
         bail!("--series, --samples, --batch-series and --batch-samples must be positive");
     }
-    let now = hale_core::time::now_ms();
+    let now = args.end_ms.unwrap_or_else(hale_core::time::now_ms);
     let start = now - (args.samples as i64) * 15_000;
     if let Some(path) = &args.openmetrics {
         if args.workload != Workload::Synthetic {
@@ -101,6 +137,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     let client = hale_client::tls::builder().timeout(Duration::from_secs(60)).build()?;
     let (all_labels, shapes): (Vec<Vec<Label>>, Vec<Shape>) = match args.workload {
         Workload::Synthetic => (0..args.series).map(|i| (labels(i), Shape::Synthetic(i))).unzip(),
+        Workload::Noisy => (0..args.series).map(|i| (labels(i), Shape::Noisy(i))).unzip(),
         Workload::Fleet => crate::bench_fleet::series(args.series).into_iter().unzip(),
     };
     let series = all_labels.len();
@@ -139,7 +176,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             sent += ((s1 - s0) * (k1 - k0)) as u64;
             requests += 1;
         }
-        eprint!("\r{sent} samples sent");
+        eprint!("\r{sent} samples sent ({:.0} %)", 100.0 * (k1 as f64) / args.samples as f64);
     }
     let secs = (begun.elapsed() - encode_time).as_secs_f64();
     eprintln!();

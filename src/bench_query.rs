@@ -174,6 +174,7 @@ pub async fn query(args: QueryArgs) -> Result<()> {
                 token: None,
                 openmetrics: None,
                 workload,
+                end_ms: Some(end_ms),
             })
             .await?;
         }

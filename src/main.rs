@@ -10,6 +10,7 @@ mod bench_fleet;
 mod bench_heal;
 mod bench_logs;
 mod bench_query;
+mod bench_retention;
 mod bench_stats;
 mod bench_tui;
 mod certs;
@@ -95,6 +96,9 @@ enum BenchWhich {
     /// PromQL latency, side by side: the collector, Prometheus and VictoriaMetrics on the
     /// same data.
     Query(bench_query::QueryArgs),
+    /// A week of retention, side by side: resident memory, disk bytes per sample and
+    /// whole-range query latency of the collector, Prometheus and VictoriaMetrics.
+    Retention(bench_retention::RetentionArgs),
     /// The log path end to end: a file of JSON lines tailed by an agent into a collector,
     /// beside the machine's own read and fsync'd write speed.
     Logs(bench_logs::LogsArgs),
@@ -183,6 +187,7 @@ async fn dispatch(command: Command, client_tls: hale_client::tls::ClientTlsFlags
             BenchWhich::Alert(args) => bench_alert::alert(args).await,
             BenchWhich::Heal(args) => bench_heal::heal(args).await,
             BenchWhich::Query(args) => bench_query::query(args).await,
+            BenchWhich::Retention(args) => bench_retention::retention(args).await,
             BenchWhich::Logs(args) => bench_logs::logs(args).await,
             BenchWhich::Tui(args) => {
                 bench_tui::run(&args);
