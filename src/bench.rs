@@ -113,7 +113,8 @@ fn noisy(i: usize, k: usize) -> f64 {
     } else {
         let base = 20.0 + (i % 60) as f64;
         let wave = 10.0 * (k as f64 * std::f64::consts::TAU / 5760.0 + i as f64).sin();
-        ((base + wave) * 10.0).round() / 10.0 + ((h % 21) as f64 - 10.0) / 10.0
+        // Whole tenths, divided once: the decimal a scrape's text would carry.
+        (((base + wave) * 10.0).round() + (h % 21) as f64 - 10.0) / 10.0
     }
 }
 

@@ -7,8 +7,8 @@
 //! a signing secret are refused at start.
 //!
 //! Housekeeping: every 250 ms staleness markers for silent sources ([`crate::sources`]);
-//! samples older than the head window moved to on-disk blocks and retention of samples
-//! and logs every minute; a checkpoint every `checkpoint_interval`
+//! samples older than the head window moved to on-disk blocks every 10 s; retention of
+//! samples and logs every minute; a checkpoint every `checkpoint_interval`
 //! once the WAL has grown; and, every 2 s while data arrives, `malloc_trim` (glibc), so
 //! freed request buffers go back to the kernel instead of staying resident.
 
@@ -197,6 +197,7 @@ pub async fn run(
         remote: remote.clone(),
     });
     let housekeeping = tokio::spawn(housekeep(collector.clone(), config.clone()));
+    let persisting = tokio::spawn(persist(collector.clone()));
     if !config.forward.is_empty() {
         let client = hale_client::tls::builder()
             .connect_timeout(std::time::Duration::from_secs(3))
@@ -242,9 +243,43 @@ pub async fn run(
             .await
             .map_err(CollectorError::Serve);
     housekeeping.abort();
+    persisting.abort();
     tasks_forward.iter().for_each(tokio::task::JoinHandle::abort);
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result
+}
+
+/// Moves samples older than the head window to on-disk blocks every 10 s: often, so a
+/// burst (an agent's backlog, a backfill) leaves memory soon after it leaves the window;
+/// a pass with nothing to move only scans chunk bounds. A task of its own, since a pass
+/// that compacts a day takes seconds and staleness markers must not wait for it.
+async fn persist(collector: Arc<Collector>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let c = collector.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || c.store.persist(now)).await {
+            Ok(Ok(report)) if report.blocks_written + report.blocks_compacted > 0 => {
+                tracing::info!(
+                    blocks = report.blocks_written,
+                    samples = report.samples,
+                    compacted = report.blocks_compacted,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "moved samples older than the head window to disk"
+                );
+                // The chunks that left the head go back to the kernel, data arriving or not.
+                tokio::task::spawn_blocking(release_free_memory);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "moving samples to disk failed; the head keeps them and the next pass tries again")
+            }
+            Err(e) => tracing::error!(error = %e, "the pass moving samples to disk stopped"),
+        }
+    }
 }
 
 /// Retention every minute; a checkpoint every `checkpoint_interval` once the WAL has grown;
@@ -275,20 +310,6 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
             }
             _ = retention.tick() => {
                 let now = now_ms();
-                let c = collector.clone();
-                let started = Instant::now();
-                match tokio::task::spawn_blocking(move || c.store.persist(now)).await {
-                    Ok(Ok(report)) if report.blocks_written + report.blocks_compacted > 0 => tracing::info!(
-                        blocks = report.blocks_written,
-                        samples = report.samples,
-                        compacted = report.blocks_compacted,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "moved samples older than the head window to disk"
-                    ),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "moving samples to disk failed; the head keeps them and the next pass tries again"),
-                    Err(e) => tracing::error!(error = %e, "the pass moving samples to disk stopped"),
-                }
                 let min_t = now - config.retention.as_millis() as i64;
                 let freed = collector.store.apply_retention(min_t, config.retention_bytes);
                 if let Err(e) = collector.logs.apply_retention(min_t.max(0) as u64 * 1_000_000) {

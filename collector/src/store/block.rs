@@ -2,11 +2,12 @@
 //! so memory holds hours and the disk holds the retention.
 //!
 //! A block is a folder `blocks/<start>-<end>-<nonce>/` of three files:
-//! - `chunks`: the sealed chunks' bytes, series after series, each series' chunks in time
-//!   order (so one positioned read fetches a series' chunks for a time range);
+//! - `chunks`: each series' samples as compressed column segments (see `segment`: about
+//!   a third of the head's Gorilla chunks for the same samples), series after series, in
+//!   time order (so one positioned read fetches a series' segments for a time range);
 //! - `index`: a labels section (per series: reference, newest timestamp, labels), a
-//!   chunk-meta section (per series: its chunks' bounds, offset, length, count and CRC32,
-//!   ended by the entry's own CRC32), a table (reference → meta entry) and a footer
+//!   chunk-meta section (per series: its segments' bounds, offset, length, count and
+//!   CRC32, ended by the entry's own CRC32), a table (reference → meta entry) and a footer
 //!   (section offsets, series count, CRC32 of the labels section and the table);
 //! - `meta.json`: the aligned range the block covers, its bounds and counts, and the
 //!   blocks it replaces (a compaction's inputs).
@@ -67,7 +68,7 @@ pub struct Meta {
     pub sources: Vec<String>,
 }
 
-/// One chunk of a series, ready to write: its encoded bytes and bounds.
+/// One of the head's chunks of a series, to write: its encoded bytes and bounds.
 #[derive(Debug, Clone)]
 pub struct ChunkData {
     pub bytes: Vec<u8>,
@@ -76,14 +77,33 @@ pub struct ChunkData {
     pub max_t: i64,
 }
 
-/// One series of a block being written: its reference, labels and chunks in time order.
+/// One series of a block being written: its reference, labels, and samples as the head's
+/// chunks and/or decoded (a compaction's). A timestamp given twice is stored once.
 pub struct SeriesData {
     pub r: SeriesRef,
     pub labels: Vec<(String, String)>,
     pub chunks: Vec<ChunkData>,
+    pub samples: Vec<(i64, f64)>,
 }
 
-/// Where a chunk lies in the `chunks` file, and its bounds.
+impl SeriesData {
+    /// Every sample, in time order, each timestamp once.
+    fn all_samples(&self) -> Vec<(i64, f64)> {
+        let mut out =
+            Vec::with_capacity(self.samples.len() + self.chunks.iter().map(|c| usize::from(c.count)).sum::<usize>());
+        for c in &self.chunks {
+            out.extend(super::chunk::iter_encoded(&c.bytes, c.count));
+        }
+        out.extend_from_slice(&self.samples);
+        if !out.is_sorted_by(|a, b| a.0 < b.0) {
+            out.sort_by_key(|s| s.0);
+            out.dedup_by_key(|s| s.0);
+        }
+        out
+    }
+}
+
+/// Where a segment lies in the `chunks` file, and its bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkMeta {
     pub min_t: i64,
@@ -196,7 +216,8 @@ fn write_files<S: std::borrow::Borrow<SeriesData>>(
     let mut last_ref: Option<SeriesRef> = None;
     for s in series {
         let s = s.borrow();
-        if s.chunks.is_empty() {
+        let samples = s.all_samples();
+        if samples.is_empty() {
             continue;
         }
         if last_ref.is_some_and(|l| l >= s.r) {
@@ -206,7 +227,7 @@ fn write_files<S: std::borrow::Borrow<SeriesData>>(
             });
         }
         last_ref = Some(s.r);
-        let newest = s.chunks.iter().map(|c| c.max_t).max().unwrap_or(i64::MIN);
+        let newest = samples.last().map_or(i64::MIN, |x| x.0);
         labels_section.extend_from_slice(&s.r.to_le_bytes());
         labels_section.extend_from_slice(&newest.to_le_bytes());
         labels_section.extend_from_slice(&(s.labels.len().min(MAX_LABELS) as u16).to_le_bytes());
@@ -215,20 +236,23 @@ fn write_files<S: std::borrow::Borrow<SeriesData>>(
             put_str(&mut labels_section, v);
         }
         let entry_start = metas_section.len();
-        metas_section.extend_from_slice(&(s.chunks.len() as u32).to_le_bytes());
-        for c in &s.chunks {
-            chunks.write_all(&c.bytes).map_err(io(&chunks_path))?;
-            metas_section.extend_from_slice(&c.min_t.to_le_bytes());
-            metas_section.extend_from_slice(&c.max_t.to_le_bytes());
+        let parts = samples.chunks(super::segment::MAX_SEGMENT);
+        metas_section.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+        for part in parts {
+            let bytes = super::segment::encode(part);
+            let (min_t, max_t) = (part[0].0, part[part.len() - 1].0);
+            chunks.write_all(&bytes).map_err(io(&chunks_path))?;
+            metas_section.extend_from_slice(&min_t.to_le_bytes());
+            metas_section.extend_from_slice(&max_t.to_le_bytes());
             metas_section.extend_from_slice(&offset.to_le_bytes());
-            metas_section.extend_from_slice(&(c.bytes.len() as u32).to_le_bytes());
-            metas_section.extend_from_slice(&c.count.to_le_bytes());
-            metas_section.extend_from_slice(&crc32fast::hash(&c.bytes).to_le_bytes());
-            offset += c.bytes.len() as u64;
-            meta.min_t = meta.min_t.min(c.min_t);
-            meta.max_t = meta.max_t.max(c.max_t);
+            metas_section.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            metas_section.extend_from_slice(&(part.len() as u16).to_le_bytes());
+            metas_section.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+            offset += bytes.len() as u64;
+            meta.min_t = meta.min_t.min(min_t);
+            meta.max_t = meta.max_t.max(max_t);
             meta.chunks += 1;
-            meta.samples += u64::from(c.count);
+            meta.samples += part.len() as u64;
         }
         let crc = crc32fast::hash(&metas_section[entry_start..]);
         metas_section.extend_from_slice(&crc.to_le_bytes());
@@ -417,9 +441,9 @@ impl Block {
             .ok_or_else(|| corrupt("chunk entry"))
     }
 
-    /// The encoded chunks of the series at `position` that overlap `[mint, maxt]`, read
-    /// with one positioned read and checked against their CRCs.
-    pub fn read_chunks(&self, position: usize, mint: i64, maxt: i64) -> Result<Vec<ChunkData>, BlockError> {
+    /// The segments of the series at `position` that overlap `[mint, maxt]`, read with one
+    /// positioned read and checked against their CRCs: (bytes, sample count).
+    fn read_segments(&self, position: usize, mint: i64, maxt: i64) -> Result<Vec<(Vec<u8>, u16)>, BlockError> {
         let metas: Vec<ChunkMeta> =
             self.chunk_metas(position)?.into_iter().filter(|c| c.max_t >= mint && c.min_t <= maxt).collect();
         let (Some(first), Some(last)) = (metas.first(), metas.last()) else { return Ok(Vec::new()) };
@@ -439,7 +463,7 @@ impl Block {
                     span.get(from..from + c.len as usize).filter(|b| crc32fast::hash(b) == c.crc).ok_or_else(|| {
                         BlockError::Corrupt { path: path.clone(), what: format!("chunk at {} checksum", c.offset) }
                     })?;
-                Ok(ChunkData { bytes: bytes.to_vec(), count: c.count, min_t: c.min_t, max_t: c.max_t })
+                Ok((bytes.to_vec(), c.count))
             })
             .collect()
     }
@@ -452,8 +476,14 @@ impl Block {
         maxt: i64,
         out: &mut Vec<(i64, f64)>,
     ) -> Result<(), BlockError> {
-        for c in self.read_chunks(position, mint, maxt)? {
-            out.extend(super::chunk::iter_encoded(&c.bytes, c.count).filter(|(t, _)| *t >= mint && *t <= maxt));
+        let mut samples = Vec::new();
+        for (bytes, count) in self.read_segments(position, mint, maxt)? {
+            samples.clear();
+            super::segment::decode(&bytes, count, &mut samples).ok_or_else(|| BlockError::Corrupt {
+                path: self.dir.join("chunks"),
+                what: "a segment does not decode".into(),
+            })?;
+            out.extend(samples.iter().copied().filter(|(t, _)| *t >= mint && *t <= maxt));
         }
         Ok(())
     }
@@ -548,6 +578,7 @@ mod tests {
             r,
             labels: vec![("__name__".into(), "m".into()), ("i".into(), r.to_string())],
             chunks: chunks_of(&samples),
+            samples: Vec::new(),
         }
     }
 
@@ -557,7 +588,7 @@ mod tests {
         let block =
             write(dir.path(), (0, 7_200_000), vec![], [series(3, 500), series(7, 10), series(9, 1)]).expect("write");
         assert_eq!(block.refs(), [3, 7, 9]);
-        assert_eq!((block.meta().series, block.meta().samples, block.meta().chunks), (3, 511, 7));
+        assert_eq!((block.meta().series, block.meta().samples, block.meta().chunks), (3, 511, 3));
         let mut out = Vec::new();
         block.read_samples(0, 0, i64::MAX, &mut out).expect("read");
         assert_eq!(out.len(), 500);
@@ -585,7 +616,7 @@ mod tests {
         let path = dir.path().join(block.name());
         // A flipped byte in the chunks: the read fails its checksum.
         let mut chunks = std::fs::read(path.join("chunks")).expect("read");
-        chunks[40] ^= 0x55;
+        chunks[5] ^= 0x55;
         std::fs::write(path.join("chunks"), &chunks).expect("write");
         let mut out = Vec::new();
         let e = block.read_samples(0, 0, i64::MAX, &mut out).expect_err("damaged");

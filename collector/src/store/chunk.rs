@@ -128,7 +128,7 @@ const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 
 /// `v` as an integer at decimal scale `s`, if dividing it back gives exactly `v`'s bits.
-fn scaled(v: f64, s: u8) -> Option<i64> {
+pub(crate) fn scaled(v: f64, s: u8) -> Option<i64> {
     if !v.is_finite() || (v == 0.0 && v.is_sign_negative()) {
         return None;
     }
@@ -141,13 +141,13 @@ fn scaled(v: f64, s: u8) -> Option<i64> {
 }
 
 #[inline]
-fn unscale(m: i64, s: u8) -> f64 {
+pub(crate) fn unscale(m: i64, s: u8) -> f64 {
     // Dividing by 1 changes nothing: integers (counters) skip the division.
     if s == 0 { m as f64 } else { m as f64 / POW10[usize::from(s)] }
 }
 
 /// The smallest decimal scale that represents `v` exactly, and the integer.
-fn minimal_scale(v: f64) -> Option<(u8, i64)> {
+pub(crate) fn minimal_scale(v: f64) -> Option<(u8, i64)> {
     (0..=MAX_SCALE).find_map(|s| scaled(v, s).map(|m| (s, m)))
 }
 

@@ -538,14 +538,14 @@ impl Head {
 
     /// What of the range `[start, end)` goes to a block, per series in reference order:
     /// the full chunks whose newest sample is in it, and the settled out-of-order samples
-    /// in it (encoded as chunks of their own).
+    /// in it.
     pub fn collect_persistable(&self, (start, end): (i64, i64)) -> Vec<block::SeriesData> {
         let mut out = Vec::new();
         for (r, s) in self.series.iter().enumerate() {
             if s.labels.is_empty() {
                 continue;
             }
-            let mut chunks: Vec<block::ChunkData> = s
+            let chunks: Vec<block::ChunkData> = s
                 .closed
                 .iter()
                 .filter(|c| c.max_t() >= start && c.max_t() < end)
@@ -556,12 +556,15 @@ impl Head {
                 .collect();
             let settled = s.max_t().saturating_sub(OUT_OF_ORDER_WINDOW_MS).min(end);
             let late: Vec<(i64, f64)> = s.ooo().iter().copied().filter(|(t, _)| *t >= start && *t < settled).collect();
-            chunks.extend(encode_chunks(&late));
-            if chunks.is_empty() {
+            if chunks.is_empty() && late.is_empty() {
                 continue;
             }
-            chunks.sort_by_key(|c| (c.min_t, c.max_t));
-            out.push(block::SeriesData { r: r as SeriesRef, labels: self.label_strings(&s.labels), chunks });
+            out.push(block::SeriesData {
+                r: r as SeriesRef,
+                labels: self.label_strings(&s.labels),
+                chunks,
+                samples: late,
+            });
         }
         out
     }
@@ -575,18 +578,13 @@ impl Head {
                 w.chunks.iter().map(|c| (c.min_t, c.max_t, c.count)).collect();
             s.closed.retain(|c| !bounds.contains(&(c.min_t(), c.max_t(), c.samples() as u16)));
             if let Some(ooo) = s.out_of_order.as_mut() {
-                let gone: std::collections::HashSet<i64> = w
-                    .chunks
-                    .iter()
-                    .flat_map(|c| super::chunk::iter_encoded(&c.bytes, c.count))
-                    .map(|(t, _)| t)
-                    .collect();
-                ooo.retain(|(t, _)| !gone.contains(t));
+                ooo.retain(|(t, _)| w.samples.binary_search_by_key(t, |x| x.0).is_err());
                 if ooo.is_empty() {
                     s.out_of_order = None;
                 }
             }
-            let newest = w.chunks.iter().map(|c| c.max_t).max().unwrap_or(i64::MIN);
+            let newest =
+                w.chunks.iter().map(|c| c.max_t).chain(w.samples.last().map(|x| x.0)).max().unwrap_or(i64::MIN);
             s.on_disk_until = s.on_disk_until.max(newest);
         }
     }
@@ -792,21 +790,6 @@ impl Head {
         values.sort_unstable();
         values
     }
-}
-
-/// Time-ordered samples as full-size chunks.
-pub(crate) fn encode_chunks(samples: &[(i64, f64)]) -> Vec<block::ChunkData> {
-    samples
-        .chunks(usize::from(super::chunk::MAX_SAMPLES))
-        .map(|part| {
-            let mut c = Chunk::new();
-            for (t, v) in part {
-                c.append(*t, *v);
-            }
-            let (bytes, count) = c.encoded();
-            block::ChunkData { bytes: bytes.to_vec(), count, min_t: c.min_t(), max_t: c.max_t() }
-        })
-        .collect()
 }
 
 fn intersect(a: &[SeriesRef], b: &[SeriesRef]) -> Vec<SeriesRef> {

@@ -30,6 +30,7 @@ pub mod block;
 pub mod chunk;
 pub mod head;
 mod postings;
+mod segment;
 mod symbols;
 pub mod wal;
 
@@ -99,6 +100,9 @@ pub struct Store {
     /// a query sees each sample in one or the other (or both, counted once).
     blocks: RwLock<Vec<Arc<Block>>>,
     persist_failures: std::sync::atomic::AtomicU64,
+    /// Held by a persist pass and by retention: one of them changes the blocks at a time
+    /// (retention deleting a block a compaction is reading would bring its data back).
+    maintenance: Mutex<()>,
 }
 
 /// What a pass moving chunks to blocks did.
@@ -254,6 +258,7 @@ impl Store {
                 dir: dir.to_path_buf(),
                 blocks: RwLock::new(blocks.into_iter().map(Arc::new).collect()),
                 persist_failures: Default::default(),
+                maintenance: Mutex::new(()),
             },
             open,
         ))
@@ -301,6 +306,7 @@ impl Store {
     /// and blocks together (0: no size limit): whole blocks first, then head chunks.
     /// Returns the bytes freed.
     pub fn apply_retention(&self, min_t: i64, max_bytes: usize) -> usize {
+        let _one_at_a_time = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let doomed: Vec<Arc<Block>> = {
             let head_bytes = self.read().chunk_bytes() as u64;
             let mut blocks = self.blocks_write();
@@ -357,6 +363,7 @@ impl Store {
     /// Moves what has left the head window to blocks, one block per aligned range, then
     /// compacts whole days. Blocking I/O: run it off the async workers.
     pub fn persist(&self, now: i64) -> Result<PersistReport, BlockError> {
+        let _one_at_a_time = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.persist_pass(now);
         if result.is_err() {
             self.persist_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -423,9 +430,9 @@ impl Store {
         Ok(merged)
     }
 
-    /// One block of `inputs`' series, streamed series by series. Chunks that follow one
-    /// another are copied as they are; overlapping ones (the same range written twice
-    /// after a crash) are decoded, merged with each timestamp once, and encoded again.
+    /// One block of `inputs`' series, streamed series by series: each series' samples of
+    /// every input, merged with each timestamp once (the same range may have been written
+    /// twice after a crash), encoded again as one day's segments.
     fn merge(&self, range: (i64, i64), inputs: &[Arc<Block>]) -> Result<Block, BlockError> {
         let refs: std::collections::BTreeSet<SeriesRef> =
             inputs.iter().flat_map(|b| b.refs().iter().copied()).collect();
@@ -441,32 +448,21 @@ impl Store {
         }
         let failed: std::cell::RefCell<Option<BlockError>> = std::cell::RefCell::new(None);
         let series = labels.into_iter().map_while(|(r, l)| {
-            let mut chunks = Vec::new();
+            let mut samples = Vec::new();
             for b in inputs {
-                if let Some(p) = b.position(r) {
-                    match b.read_chunks(p, i64::MIN, i64::MAX) {
-                        Ok(c) => chunks.extend(c),
-                        Err(e) => {
-                            *failed.borrow_mut() = Some(e);
-                            return None;
-                        }
-                    }
+                if let Some(p) = b.position(r)
+                    && let Err(e) = b.read_samples(p, i64::MIN, i64::MAX, &mut samples)
+                {
+                    *failed.borrow_mut() = Some(e);
+                    return None;
                 }
-            }
-            chunks.sort_by_key(|c| (c.min_t, c.max_t));
-            if chunks.windows(2).any(|w| w[1].min_t <= w[0].max_t) {
-                let mut samples: Vec<(i64, f64)> =
-                    chunks.iter().flat_map(|c| chunk::iter_encoded(&c.bytes, c.count)).collect();
-                samples.sort_by_key(|s| s.0);
-                samples.dedup_by_key(|s| s.0);
-                chunks = head::encode_chunks(&samples);
             }
             let labels = l
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(n, v)| (n.as_str().to_string(), v.as_str().to_string()))
                 .collect();
-            Some(block::SeriesData { r, labels, chunks })
+            Some(block::SeriesData { r, labels, chunks: Vec::new(), samples })
         });
         let sources = inputs.iter().map(|b| b.name().to_string()).collect();
         let output = block::write(&self.dir.join("blocks"), range, sources, series)?;
