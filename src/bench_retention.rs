@@ -255,6 +255,9 @@ pub async fn retention(args: RetentionArgs) -> Result<()> {
         backends.push(Backend { name, base, process, data, load_secs });
     }
 
+    // Resident memory once settled, before any query (queries decode into memory that
+    // each process gives back at its own pace); again after them, below.
+    let rss_settled: Vec<(u64, u64)> = backends.iter().map(|b| rss(b.process.0.id())).collect();
     // Every backend holds every sample: a count over the whole range, per metric name.
     let count = format!("sum(count_over_time(bench_metric_2[{}d]))", args.days);
     let want = (args.series / 50 + usize::from(args.series % 50 > 2)) * samples;
@@ -265,9 +268,6 @@ pub async fn retention(args: RetentionArgs) -> Result<()> {
         .await?;
     }
 
-    // Resident memory once settled, before any query (queries decode into memory that
-    // each process gives back at its own pace); again after them, below.
-    let rss_settled: Vec<(u64, u64)> = backends.iter().map(|b| rss(b.process.0.id())).collect();
     let queries: [(&str, String); 3] = [
         ("range 1h step", "sum(rate(bench_metric_0[1h]))".into()),
         ("range 1h step", "max by (job) (max_over_time(bench_metric_1[1h]))".into()),
@@ -326,11 +326,12 @@ pub async fn retention(args: RetentionArgs) -> Result<()> {
         println!();
     };
     row("load, s", backends.iter().map(|b| format!("{:.0}", b.load_secs)).collect());
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let rss_after: Vec<(u64, u64)> = backends.iter().map(|b| rss(b.process.0.id())).collect();
     let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
     row("resident memory, MiB", rss_settled.iter().map(|r| mib(r.0)).collect());
     row("  of it anonymous (heap), MiB", rss_settled.iter().map(|r| mib(r.1)).collect());
-    row("  after the queries, MiB", rss_after.iter().map(|r| mib(r.0)).collect());
+    row("  10 s after the queries, MiB", rss_after.iter().map(|r| mib(r.0)).collect());
     let disk: Vec<u64> = backends.iter().map(|b| disk_bytes(&b.data)).collect();
     row("data dir, MiB", disk.iter().map(|d| mib(*d)).collect());
     row("data dir, bytes per sample", disk.iter().map(|d| format!("{:.2}", *d as f64 / total as f64)).collect());

@@ -283,7 +283,7 @@ async fn persist(collector: Arc<Collector>) {
 }
 
 /// Retention every minute; a checkpoint every `checkpoint_interval` once the WAL has grown;
-/// freed heap handed back to the kernel every few seconds while data arrives.
+/// freed heap handed back to the kernel every few seconds while data arrives or queries run.
 async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
     let mut retention = tokio::time::interval(std::time::Duration::from_secs(60));
     let mut checkpoint = tokio::time::interval(config.checkpoint_interval);
@@ -302,7 +302,8 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
             }
             _ = trim.tick() => {
                 let written = collector.store.wal().stats().bytes_written.load(std::sync::atomic::Ordering::Relaxed)
-                    + collector.logs.lines_stored.load(std::sync::atomic::Ordering::Relaxed);
+                    + collector.logs.lines_stored.load(std::sync::atomic::Ordering::Relaxed)
+                    + collector.telemetry.queries();
                 if written != written_at_trim {
                     written_at_trim = written;
                     tokio::task::spawn_blocking(release_free_memory);

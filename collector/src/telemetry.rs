@@ -53,6 +53,9 @@ pub struct Telemetry {
     query_duration: Histogram,
     samples_dropped: Family<DropLabels, Counter>,
     rejected_batches: Counter,
+    /// Queries evaluated: housekeeping hands freed heap back after them (a query over a
+    /// week decodes hundreds of megabytes it then frees).
+    queries: Counter,
 }
 
 impl Default for Telemetry {
@@ -66,6 +69,7 @@ impl Default for Telemetry {
             query_duration: Histogram::new(QUERY_BUCKETS_SECS),
             samples_dropped,
             rejected_batches: Counter::default(),
+            queries: Counter::default(),
         }
     }
 }
@@ -74,6 +78,12 @@ impl Telemetry {
     /// One PromQL query took `secs`.
     pub fn query_took(&self, secs: f64) {
         self.query_duration.observe(secs);
+        self.queries.inc();
+    }
+
+    /// Queries evaluated since start.
+    pub fn queries(&self) -> u64 {
+        self.queries.get()
     }
 
     /// `n` samples were not stored, for `reason`.

@@ -184,7 +184,7 @@ pub fn write<S: std::borrow::Borrow<SeriesData>>(
     sources: Vec<String>,
     series: impl IntoIterator<Item = S>,
 ) -> Result<Block, BlockError> {
-    std::fs::create_dir_all(blocks_dir).map_err(io(blocks_dir))?;
+    hale_fs::create_private_dir(blocks_dir).map_err(io(blocks_dir))?;
     let name = format!("{}-{}-{:08x}", range.0, range.1, rand::random::<u32>());
     let tmp = blocks_dir.join(format!("{name}{TMP}"));
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
@@ -206,7 +206,7 @@ fn write_files<S: std::borrow::Borrow<SeriesData>>(
     series: impl IntoIterator<Item = S>,
 ) -> Result<(), BlockError> {
     let chunks_path = tmp.join("chunks");
-    let mut chunks = BufWriter::new(File::create(&chunks_path).map_err(io(&chunks_path))?);
+    let mut chunks = BufWriter::new(private_file(&chunks_path)?);
     let mut labels_section = Vec::new();
     let mut metas_section = Vec::new();
     let mut table = Vec::new();
@@ -271,7 +271,7 @@ fn write_files<S: std::borrow::Borrow<SeriesData>>(
     crc.update(&labels_section);
     crc.update(&table);
     let index_path = tmp.join("index");
-    let mut index = BufWriter::new(File::create(&index_path).map_err(io(&index_path))?);
+    let mut index = BufWriter::new(private_file(&index_path)?);
     let mut footer = Vec::with_capacity(FOOTER);
     footer.extend_from_slice(&labels_offset.to_le_bytes());
     footer.extend_from_slice(&metas_offset.to_le_bytes());
@@ -286,8 +286,15 @@ fn write_files<S: std::borrow::Borrow<SeriesData>>(
 
     let meta_path = tmp.join("meta.json");
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
-    hale_fs::write_durable(&meta_path, &json).map_err(io(&meta_path))?;
+    let mut file = private_file(&meta_path)?;
+    file.write_all(&json).and_then(|()| file.sync_all()).map_err(io(&meta_path))?;
     sync_dir(tmp)
+}
+
+/// A new file only its owner may read: samples are data, and data files are 0600.
+fn private_file(path: &Path) -> Result<File, BlockError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io(path))
 }
 
 /// A series as the labels section lists it.
@@ -587,6 +594,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let block =
             write(dir.path(), (0, 7_200_000), vec![], [series(3, 500), series(7, 10), series(9, 1)]).expect("write");
+        for file in ["chunks", "index", "meta.json"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(block.name()).join(file)).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}: data files are the owner's alone");
+        }
         assert_eq!(block.refs(), [3, 7, 9]);
         assert_eq!((block.meta().series, block.meta().samples, block.meta().chunks), (3, 511, 3));
         let mut out = Vec::new();
