@@ -20,6 +20,7 @@ pub mod logql;
 pub mod logs;
 pub mod metadata;
 pub mod notify;
+pub mod otlp_scan;
 pub mod parallel;
 pub mod query;
 pub mod remote;

@@ -319,17 +319,18 @@ pub const MAX_VALUE_DEPTH: usize = 32;
 /// over [`MAX_LOG_RECORDS`], [`MAX_LOG_ATTRIBUTES`] or [`MAX_VALUE_DEPTH`] before it is
 /// decoded.
 pub fn check_protobuf_size(body: &[u8]) -> Result<(), LogsError> {
-    let mut counts = Counts::default();
-    match walk(body, Otlp::Request, 0, &mut counts) {
+    use crate::otlp_scan::{Limits, Scan, Signal};
+    let limits = Limits { records: MAX_LOG_RECORDS, values: MAX_LOG_ATTRIBUTES, depth: MAX_VALUE_DEPTH };
+    match crate::otlp_scan::check_protobuf(body, Signal::Logs, limits) {
         Ok(()) => Ok(()),
-        Err(Walk::Malformed(e)) => Err(LogsError::BadRequest(format!("not an OTLP/protobuf logs request: {e}"))),
-        Err(Walk::TooMany) if counts.records > MAX_LOG_RECORDS => Err(LogsError::BadRequest(format!(
+        Err(Scan::Malformed(e)) => Err(LogsError::BadRequest(format!("not an OTLP/protobuf logs request: {e}"))),
+        Err(Scan::TooManyRecords) => Err(LogsError::BadRequest(format!(
             "over {MAX_LOG_RECORDS} log records in one request; at most {MAX_LOG_RECORDS} are accepted, send smaller batches"
         ))),
-        Err(Walk::TooMany) => Err(LogsError::BadRequest(format!(
+        Err(Scan::TooManyValues) => Err(LogsError::BadRequest(format!(
             "over {MAX_LOG_ATTRIBUTES} attributes and values in one request (nested ones count); at most {MAX_LOG_ATTRIBUTES} are accepted, send smaller batches"
         ))),
-        Err(Walk::TooDeep) => Err(LogsError::BadRequest(format!(
+        Err(Scan::TooDeep) => Err(LogsError::BadRequest(format!(
             "a value nested over {MAX_VALUE_DEPTH} levels deep; at most {MAX_VALUE_DEPTH} are accepted"
         ))),
     }
@@ -342,7 +343,7 @@ pub fn check_json_size(body: &[u8]) -> Result<(), LogsError> {
     const MAX_OBJECTS: usize = MAX_LOG_RECORDS + 2 * MAX_LOG_ATTRIBUTES;
     // Request, resource logs, scope logs, record, attribute: then two levels per value.
     const MAX_NESTING: usize = 8 + 3 * MAX_VALUE_DEPTH;
-    let (objects, nesting) = json_objects(body);
+    let (objects, nesting) = crate::otlp_scan::json_objects(body);
     if objects > MAX_OBJECTS {
         return Err(LogsError::BadRequest(format!(
             "{objects} JSON objects in one request; at most {MAX_OBJECTS} are accepted, send smaller batches"
@@ -352,131 +353,6 @@ pub fn check_json_size(body: &[u8]) -> Result<(), LogsError> {
         return Err(LogsError::BadRequest(format!(
             "JSON nested {nesting} levels deep; at most {MAX_NESTING} are accepted"
         )));
-    }
-    Ok(())
-}
-
-/// The `{` of a JSON text that are not inside strings, and the deepest nesting of `{`/`[`.
-fn json_objects(body: &[u8]) -> (usize, usize) {
-    let (mut objects, mut in_string, mut escaped) = (0usize, false, false);
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    objects += usize::from(b == b'{');
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                b'}' | b']' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-    }
-    (objects, deepest)
-}
-
-/// The OTLP logs messages that nest, for [`walk`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Otlp {
-    Request,
-    ResourceLogs,
-    Resource,
-    ScopeLogs,
-    Scope,
-    Record,
-    KeyValue,
-    Any,
-    Array,
-    KvList,
-}
-
-impl Otlp {
-    /// The message a length-delimited field of `self` holds, for the fields that nest
-    /// (field numbers from opentelemetry-proto's logs, resource and common messages).
-    fn child(self, field: u32) -> Option<Otlp> {
-        use Otlp::*;
-        match (self, field) {
-            (Request, 1) => Some(ResourceLogs),
-            (ResourceLogs, 1) => Some(Resource),
-            (ResourceLogs, 2) => Some(ScopeLogs),
-            (ScopeLogs, 1) => Some(Scope),
-            (ScopeLogs, 2) => Some(Record),
-            (Resource, 1) | (Scope, 3) | (Record, 6) | (KvList, 1) => Some(KeyValue),
-            (Record, 5) | (KeyValue, 2) | (Array, 1) => Some(Any),
-            (Any, 5) => Some(Array),
-            (Any, 6) => Some(KvList),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Counts {
-    records: usize,
-    values: usize,
-}
-
-#[derive(Debug, PartialEq)]
-enum Walk {
-    Malformed(String),
-    TooMany,
-    TooDeep,
-}
-
-/// Walks one `msg` in `buf`, counting records and attributes/values; `depth` counts the
-/// array and key-value-list values around it. Stops at the first limit passed.
-fn walk(mut buf: &[u8], msg: Otlp, depth: usize, counts: &mut Counts) -> Result<(), Walk> {
-    use prost::encoding::{WireType, decode_key, decode_varint};
-    match msg {
-        Otlp::Record => counts.records += 1,
-        Otlp::KeyValue | Otlp::Any => counts.values += 1,
-        _ => {}
-    }
-    if counts.records > MAX_LOG_RECORDS || counts.values > MAX_LOG_ATTRIBUTES {
-        return Err(Walk::TooMany);
-    }
-    let depth = depth + usize::from(matches!(msg, Otlp::Array | Otlp::KvList));
-    if depth > MAX_VALUE_DEPTH {
-        return Err(Walk::TooDeep);
-    }
-    let malformed = |e: prost::DecodeError| Walk::Malformed(e.to_string());
-    let past_end = || Walk::Malformed("a field runs past the end of the body".into());
-    while !buf.is_empty() {
-        let (number, wire) = decode_key(&mut buf).map_err(malformed)?;
-        let skip = match wire {
-            WireType::Varint => {
-                decode_varint(&mut buf).map_err(malformed)?;
-                0
-            }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => {
-                let len = usize::try_from(decode_varint(&mut buf).map_err(malformed)?).unwrap_or(usize::MAX);
-                if len > buf.len() {
-                    return Err(past_end());
-                }
-                if let Some(child) = msg.child(number) {
-                    walk(&buf[..len], child, depth, counts)?;
-                }
-                len
-            }
-            WireType::StartGroup | WireType::EndGroup => {
-                return Err(Walk::Malformed("protobuf groups are not used by OTLP".into()));
-            }
-        };
-        if skip > buf.len() {
-            return Err(past_end());
-        }
-        buf = &buf[skip..];
     }
     Ok(())
 }
@@ -1205,12 +1081,9 @@ mod tests {
             ],
         };
         let body = request.encode_to_vec();
-        let mut counts = Counts::default();
-        assert_eq!(walk(&body, Otlp::Request, 0, &mut counts), Ok(()));
-        assert_eq!((counts.records, counts.values), (4, 6));
         assert!(check_protobuf_size(&body).is_ok());
-        let cut = walk(&body[..body.len() - 1], Otlp::Request, 0, &mut Counts::default());
-        assert!(matches!(cut, Err(Walk::Malformed(_))), "a cut body is refused");
+        let cut = check_protobuf_size(&body[..body.len() - 1]).expect_err("a cut body is refused");
+        assert!(cut.to_string().contains("not an OTLP/protobuf logs request"), "{cut}");
 
         // Empty records are 2 bytes each on the wire: a 1 MiB body of them would decode to
         // hundreds of MiB. The pre-scan refuses it without decoding.
@@ -1220,7 +1093,11 @@ mod tests {
 
         let json = serde_json::to_vec(&request).expect("json");
         assert!(check_json_size(&json).is_ok());
-        assert_eq!(json_objects(br#"{"a":"{{{{\"{{{{","b":{}}"#), (2, 2), "braces in strings do not count");
+        assert_eq!(
+            crate::otlp_scan::json_objects(br#"{"a":"{{{{\"{{{{","b":{}}"#),
+            (2, 2),
+            "braces in strings do not count"
+        );
         let many =
             format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, vec!["{}"; 2_200_001].join(","));
         let err = check_json_size(many.as_bytes()).expect_err("too many objects");
