@@ -33,5 +33,6 @@ pub mod sources;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 
 pub use run::{CollectorConfig, CollectorError, run};

@@ -29,6 +29,7 @@ mod rules;
 mod server;
 mod slo;
 mod status;
+mod traces;
 
 pub use agent::*;
 pub use alertmanager::*;
@@ -44,6 +45,7 @@ pub use rules::*;
 pub use server::*;
 pub use slo::*;
 pub use status::*;
+pub use traces::*;
 
 use std::collections::BTreeMap;
 
