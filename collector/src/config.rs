@@ -34,6 +34,8 @@ pub struct CollectorFile {
     /// Keep at most this many bytes of compressed samples, on disk and in memory together
     /// (0: no limit); the oldest go first.
     pub retention_bytes: usize,
+    /// Keep at most this many bytes of spans on disk (default 1 GiB; 0: no limit).
+    pub traces_max_bytes: u64,
     /// Fold the WAL into a checkpoint this often.
     pub checkpoint_interval: String,
     /// Prometheus rule files to evaluate (relative to this file's folder).
@@ -69,6 +71,7 @@ impl Default for CollectorFile {
             data_dir: None,
             retention: "15d".into(),
             retention_bytes: 0,
+            traces_max_bytes: 1 << 30,
             checkpoint_interval: "5m".into(),
             rule_files: Vec::new(),
             evaluation_interval: "15s".into(),
@@ -201,6 +204,7 @@ impl CollectorFile {
         set(&mut self.checkpoint_interval, flags.checkpoint_interval);
         set(&mut self.evaluation_interval, flags.evaluation_interval);
         self.retention_bytes = flags.retention_bytes.unwrap_or(self.retention_bytes);
+        self.traces_max_bytes = flags.traces_max_bytes.unwrap_or(self.traces_max_bytes);
         self.slo_time_scale = flags.slo_time_scale.unwrap_or(self.slo_time_scale);
         self.slo_min_events = flags.slo_min_events.unwrap_or(self.slo_min_events);
         self.query_max_samples = flags.query_max_samples.unwrap_or(self.query_max_samples);
@@ -266,6 +270,7 @@ impl CollectorFile {
             ingest_token: token_of(flags.ingest_token, flags.ingest_token_file, "--ingest-token")?,
             retention: durations.retention,
             retention_bytes: self.retention_bytes,
+            traces_max_bytes: self.traces_max_bytes,
             checkpoint_interval: durations.checkpoint_interval,
             rule_files: relative(self.rule_files, flags.rules),
             evaluation_interval: durations.evaluation_interval,
@@ -333,6 +338,10 @@ pub struct CollectorFlags {
     /// (0: no limit); the oldest go first.
     #[cfg_attr(feature = "cli", arg(long))]
     pub retention_bytes: Option<usize>,
+    /// Keep at most this many bytes of spans on disk, the oldest going first (default
+    /// 1 GiB; 0: no limit).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub traces_max_bytes: Option<u64>,
     /// Fold the WAL into a checkpoint this often, bounding replay time (default 5m).
     #[cfg_attr(feature = "cli", arg(long))]
     pub checkpoint_interval: Option<String>,

@@ -35,6 +35,8 @@ pub struct CollectorConfig {
     pub retention: std::time::Duration,
     /// The head is kept under this many bytes of samples (0: no limit).
     pub retention_bytes: usize,
+    /// Bytes of spans kept on disk at most (0: no limit).
+    pub traces_max_bytes: u64,
     /// How often the WAL is folded into a checkpoint.
     pub checkpoint_interval: std::time::Duration,
     /// Prometheus rule files to evaluate.
@@ -150,6 +152,11 @@ pub async fn run(
         .await
         .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?
         .map_err(CollectorError::Logs)?;
+    let traces_dir = config.data_dir.join("traces");
+    let traces = tokio::task::spawn_blocking(move || crate::traces::TraceStore::open(&traces_dir))
+        .await
+        .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?
+        .map_err(|e| CollectorError::Serve(std::io::Error::other(e)))?;
     let notifying = !config.notify.webhooks.is_empty() || !config.notify.alertmanagers.is_empty();
     let outbox_dir = config.data_dir.join("outbox");
     let outbox = if notifying {
@@ -179,6 +186,7 @@ pub async fn run(
     let collector = Arc::new(Collector {
         store,
         logs,
+        traces,
         ingest_token: config.ingest_token.clone(),
         started,
         telemetry: Default::default(),
@@ -315,6 +323,9 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
                 let freed = collector.store.apply_retention(min_t, config.retention_bytes);
                 if let Err(e) = collector.logs.apply_retention(min_t.max(0) as u64 * 1_000_000) {
                     tracing::error!(error = %e, "log retention failed");
+                }
+                if let Err(e) = collector.traces.apply_retention(min_t.max(0) as u64 * 1_000_000, config.traces_max_bytes) {
+                    tracing::error!(error = %e, "trace retention failed");
                 }
                 if freed > 0 {
                     tracing::info!(bytes = freed, "retention dropped old chunks");

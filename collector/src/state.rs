@@ -17,6 +17,8 @@ use crate::telemetry::Telemetry;
 pub struct Collector {
     pub store: Store,
     pub logs: LogStore,
+    /// Spans (OTLP), for the Tempo-compatible API.
+    pub traces: crate::traces::TraceStore,
     /// Bearer token required on the ingest endpoints; `None` leaves them open.
     pub ingest_token: Option<std::sync::Arc<hale_core::token::Token>>,
     pub started: Instant,

@@ -218,8 +218,12 @@ pub struct Search {
     /// Tags every matching trace has on some span (or its resource): `service.name`,
     /// `name` (a span's name), `status` (`error`, `ok`, `unset`), or any attribute.
     pub tags: Vec<(String, String)>,
+    /// The trace's duration (earliest start to latest end).
     pub min_duration_ns: Option<u64>,
     pub max_duration_ns: Option<u64>,
+    /// Some span of the trace lasts at least / at most this long.
+    pub span_min_duration_ns: Option<u64>,
+    pub span_max_duration_ns: Option<u64>,
     /// The trace overlaps `[start, end]` (ns).
     pub start_ns: Option<u64>,
     pub end_ns: Option<u64>,
@@ -445,6 +449,14 @@ impl TraceStore {
                 continue;
             }
             if q.min_duration_ns.is_some_and(|m| duration < m) || q.max_duration_ns.is_some_and(|m| duration > m) {
+                continue;
+            }
+            if (q.span_min_duration_ns.is_some() || q.span_max_duration_ns.is_some())
+                && !t.spans.iter().any(|s| {
+                    let d = s.end_ns.saturating_sub(s.start_ns);
+                    q.span_min_duration_ns.is_none_or(|m| d >= m) && q.span_max_duration_ns.is_none_or(|m| d <= m)
+                })
+            {
                 continue;
             }
             let root = t.root_span();

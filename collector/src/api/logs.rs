@@ -75,7 +75,10 @@ async fn ingest(
 /// The body as its `Content-Encoding` says (none, `identity`, `gzip` or `zstd`), refused
 /// with 413 once it would pass [`MAX_LOG_BYTES`] decompressed: it is never expanded past
 /// that, however small it came.
-fn decompressed<'a>(encoding: Option<&str>, body: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, PromError> {
+pub(super) fn decompressed<'a>(
+    encoding: Option<&str>,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, PromError> {
     use std::io::Read;
     let read = |reader: &mut dyn Read| -> Result<std::borrow::Cow<'a, [u8]>, PromError> {
         let mut out = Vec::with_capacity(body.len().saturating_mul(8).min(MAX_LOG_BYTES));

@@ -16,6 +16,7 @@ mod metrics;
 mod prom;
 mod silences;
 mod status;
+mod traces;
 mod write;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .merge(write::routes())
         .merge(logs::routes())
+        .merge(traces::routes())
         .merge(loki::routes())
         .merge(prom::routes())
         .merge(alerting::routes())
@@ -207,10 +209,12 @@ pub(crate) mod test_support {
         let dir_path = dir.path();
         let (store, _) = Store::open(dir_path).expect("store");
         let logs = crate::logs::LogStore::open(&dir_path.join("logs")).expect("logs");
+        let traces = crate::traces::TraceStore::open(&dir_path.join("traces")).expect("traces");
         let silences = Arc::new(crate::notify::silence::Silences::open(&dir_path.join("silences.json")));
         let router = super::router(Arc::new(Collector {
             store,
             logs,
+            traces,
             ingest_token: ingest_token.map(hale_core::token::Token::fixed),
             started: Instant::now(),
             telemetry: Default::default(),
