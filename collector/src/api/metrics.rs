@@ -131,6 +131,12 @@ fn collector_metrics(c: &Collector, registry: &mut Registry) {
         "Passes that could not move chunks from the head to blocks (the head keeps them meanwhile)",
         ConstCounter::new(blocks.persist_failures),
     );
+    let (traces, spans, trace_bytes) = c.traces.stats();
+    registry.register("spans_stored", "Spans stored since start (a resend not counted)", counter(&c.traces.spans_stored));
+    registry.register("spans_duplicate", "Spans received again and not stored twice", counter(&c.traces.spans_duplicate));
+    registry.register("traces", "Traces held", ConstGauge::new(traces as i64));
+    registry.register("spans", "Spans held", ConstGauge::new(spans as i64));
+    registry.register_with_unit("trace", "Bytes of spans on disk", Unit::Bytes, ConstGauge::new(trace_bytes as i64));
     let wal = c.store.wal().stats();
     registry.register_with_unit("wal_written", "Bytes written to the WAL", Unit::Bytes, counter(&wal.bytes_written));
     registry.register("wal_fsyncs", "WAL fsyncs (each commits a group of writes)", counter(&wal.fsyncs));
