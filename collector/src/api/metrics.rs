@@ -132,8 +132,16 @@ fn collector_metrics(c: &Collector, registry: &mut Registry) {
         ConstCounter::new(blocks.persist_failures),
     );
     let (traces, spans, trace_bytes) = c.traces.stats();
-    registry.register("spans_stored", "Spans stored since start (a resend not counted)", counter(&c.traces.spans_stored));
-    registry.register("spans_duplicate", "Spans received again and not stored twice", counter(&c.traces.spans_duplicate));
+    registry.register(
+        "spans_stored",
+        "Spans stored since start (a resend not counted)",
+        counter(&c.traces.spans_stored),
+    );
+    registry.register(
+        "spans_duplicate",
+        "Spans received again and not stored twice",
+        counter(&c.traces.spans_duplicate),
+    );
     registry.register("traces", "Traces held", ConstGauge::new(traces as i64));
     registry.register("spans", "Spans held", ConstGauge::new(spans as i64));
     registry.register_with_unit("trace", "Bytes of spans on disk", Unit::Bytes, ConstGauge::new(trace_bytes as i64));

@@ -1,0 +1,49 @@
+//! W3C trace context on HTTP hops: [`inject`] writes the current span's `traceparent`
+//! (and `tracestate`) into an outgoing request's headers; [`extract`] reads them from an
+//! incoming one.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct Inject<'a>(&'a mut HeaderMap);
+
+impl Injector for Inject<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct Extract<'a>(&'a HeaderMap);
+
+impl Extractor for Extract<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Adds the current span's context to `headers` (nothing outside a traced span).
+pub fn inject(headers: &mut HeaderMap) {
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Inject(headers)));
+}
+
+/// The context `headers` carry (an empty one without `traceparent`).
+pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extract(headers)))
+}
+
+/// The current span's trace and span id in hex, if it is traced: for log lines and
+/// exemplars.
+pub fn trace_ids() -> Option<(String, String)> {
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}

@@ -1,0 +1,151 @@
+//! Which spans are exported: parent-based head sampling by ratio, every span recorded,
+//! and unsampled spans kept when they failed or were slow (rate-bounded).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample, Span, SpanData, SpanProcessor};
+
+/// The decision a trace's first span takes (a `ratio` of trace ids, as OpenTelemetry's
+/// `TraceIdRatioBased` draws them), and every later span of it follows. Not sampled is
+/// `RecordOnly`, never `Drop`: the span is still recorded, so [`KeepInteresting`] can
+/// keep it if it fails or is slow.
+#[derive(Debug, Clone)]
+pub struct HeadRatio {
+    ratio: f64,
+}
+
+pub fn sampler(ratio: f64) -> HeadRatio {
+    HeadRatio { ratio: ratio.clamp(0.0, 1.0) }
+}
+
+/// Whether `ratio` of all trace ids include this one (its low 63 bits under a bound).
+fn drawn(trace_id: TraceId, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let bytes = trace_id.to_bytes();
+    let low =
+        u64::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]]);
+    (low >> 1) < (ratio * (1u64 << 63) as f64) as u64
+}
+
+impl ShouldSample for HeadRatio {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        trace_id: TraceId,
+        _name: &str,
+        _kind: &SpanKind,
+        _attributes: &[KeyValue],
+        _links: &[Link],
+    ) -> SamplingResult {
+        let parent = parent.map(|cx| cx.span().span_context().clone()).filter(|sc| sc.is_valid());
+        let sampled = match &parent {
+            Some(sc) => sc.is_sampled(),
+            None => drawn(trace_id, self.ratio),
+        };
+        SamplingResult {
+            decision: if sampled { SamplingDecision::RecordAndSample } else { SamplingDecision::RecordOnly },
+            attributes: Vec::new(),
+            trace_state: parent.map(|sc| sc.trace_state().clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A token bucket: `per_sec` a second, bursts of as many.
+#[derive(Debug)]
+struct Bucket {
+    per_sec: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.per_sec);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Passes sampled spans on to `inner`, and unsampled ones that ended in error or lasted
+/// at least `slow`, at most `max_per_sec` of those a second.
+#[derive(Debug)]
+pub struct KeepInteresting<P> {
+    inner: P,
+    slow: Duration,
+    bucket: Mutex<Bucket>,
+}
+
+impl<P> KeepInteresting<P> {
+    pub fn new(inner: P, slow: Duration, max_per_sec: u32) -> Self {
+        let per_sec = f64::from(max_per_sec);
+        KeepInteresting { inner, slow, bucket: Mutex::new(Bucket { per_sec, tokens: per_sec, at: Instant::now() }) }
+    }
+
+    /// Whether an unsampled span is worth keeping (and the bucket allows it).
+    fn keeps(&self, span: &SpanData) -> bool {
+        let slow = span.end_time.duration_since(span.start_time).unwrap_or_default() >= self.slow;
+        let failed = matches!(span.status, opentelemetry::trace::Status::Error { .. });
+        (slow || failed) && self.bucket.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<P: SpanProcessor> SpanProcessor for KeepInteresting<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if span.span_context.is_sampled() || self.keeps(&span) {
+            self.inner.on_end(span);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ratio_draws_about_its_share_of_trace_ids() {
+        let mut hits = 0;
+        for i in 0..20_000u128 {
+            // Spread ids as random ones are.
+            let id = TraceId::from_bytes((i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)).to_be_bytes());
+            hits += usize::from(drawn(id, 0.1));
+        }
+        assert!((1_700..2_300).contains(&hits), "{hits} of 20,000 at 10 %");
+        assert!(drawn(TraceId::from_bytes([0xff; 16]), 1.0));
+        assert!(!drawn(TraceId::from_bytes([0xff; 16]), 0.0));
+    }
+
+    #[test]
+    fn the_bucket_bounds_the_rate() {
+        let mut b = Bucket { per_sec: 5.0, tokens: 5.0, at: Instant::now() };
+        let taken = (0..100).filter(|_| b.take()).count();
+        assert!((5..=6).contains(&taken), "{taken}");
+    }
+}

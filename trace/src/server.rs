@@ -1,0 +1,39 @@
+//! The server span of each HTTP request, as OpenTelemetry's HTTP semantic conventions
+//! name it: `{method} {route}` (the matched route, never the raw path), kind server,
+//! `http.request.method`, `http.route`, `url.path`, `http.response.status_code`, status
+//! error on a 5xx (a 4xx is the client's). Its parent is the caller's `traceparent`.
+//!
+//! Add with `Router::route_layer(axum::middleware::from_fn(hale_trace::server_span))`:
+//! as a route layer it runs after routing, when the matched route is known.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+pub async fn server_span(request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let name = if route.is_empty() { method.clone() } else { format!("{method} {route}") };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = Empty,
+        otel.status_code = Empty,
+    );
+    // Before the span is first entered, so the OpenTelemetry span starts with its parent.
+    let _ = span.set_parent(crate::extract(request.headers()));
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+}

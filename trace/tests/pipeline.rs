@@ -1,0 +1,134 @@
+//! The pipeline end to end on loopback: a request through a traced client and a traced
+//! server reaches an OTLP receiver as two spans of one trace, correctly parented and
+//! named; an unsampled trace is dropped unless its span fails. On a current-thread
+//! runtime, so the thread-local subscriber sees the server's spans too; flushes wait on the
+//! blocking pool while the runtime runs the export.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tracing_subscriber::layer::SubscriberExt;
+
+type Received = Arc<Mutex<Vec<(String, Span)>>>;
+
+/// An OTLP/HTTP receiver on a free port: the spans it got, with their service.
+async fn receiver() -> (String, Received) {
+    let got: Received = Arc::default();
+    let store = got.clone();
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| async move {
+            let request = ExportTraceServiceRequest::decode(&body[..]).expect("OTLP protobuf");
+            for rs in request.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| kv.value.as_ref())
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default();
+                for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                    store.lock().expect("lock").push((service.clone(), span));
+                }
+            }
+            ""
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1/traces"), got)
+}
+
+/// A traced server that answers `/items/{id}` (500 for id 0).
+async fn server() -> String {
+    let app = Router::new()
+        .route(
+            "/items/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                if id == 0 { axum::http::StatusCode::INTERNAL_SERVER_ERROR } else { axum::http::StatusCode::OK }
+            }),
+        )
+        .route_layer(axum::middleware::from_fn(hale_trace::server_span));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn call(base: &str, id: u32) {
+    let mut headers = reqwest::header::HeaderMap::new();
+    hale_trace::inject(&mut headers);
+    reqwest::Client::new().get(format!("{base}/items/{id}")).headers(headers).send().await.expect("call");
+}
+
+async fn flush(tracing: &Arc<hale_trace::Tracing>) {
+    let t = tracing.clone();
+    tokio::task::spawn_blocking(move || t.flush()).await.expect("flush");
+}
+
+#[tokio::test]
+async fn a_request_is_one_trace_of_a_client_and_a_server_span() {
+    let (endpoint, got) = receiver().await;
+    let base = server().await;
+    let mut config = hale_trace::Config::new("shop-test", "shop-test-1", &endpoint);
+    config.ratio = 1.0;
+    let tracing = Arc::new(hale_trace::Tracing::start(config));
+    let subscriber = tracing_subscriber::registry().with(tracing.layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let outer = tracing::info_span!("checkout", otel.kind = "client");
+    {
+        use tracing::Instrument;
+        call(&base, 7).instrument(outer.clone()).await;
+    }
+    let ids = {
+        let _e = outer.enter();
+        hale_trace::trace_ids().expect("a traced span")
+    };
+    drop(outer);
+    flush(&tracing).await;
+    let spans = got.lock().expect("lock").clone();
+    let client = spans.iter().find(|(_, s)| s.name == "checkout").expect("the client span");
+    let server = spans.iter().find(|(_, s)| s.name == "GET /items/{id}").expect("the server span, named by route");
+    assert_eq!(hex(&client.1.trace_id), ids.0);
+    assert_eq!(server.1.trace_id, client.1.trace_id, "one trace");
+    assert_eq!(server.1.parent_span_id, client.1.span_id, "the server span's parent is the caller's");
+    let attr = |s: &Span, k: &str| s.attributes.iter().find(|kv| kv.key == k).map(|kv| format!("{:?}", kv.value));
+    assert!(attr(&server.1, "http.route").is_some_and(|v| v.contains("/items/{id}")));
+    assert!(attr(&server.1, "http.response.status_code").is_some_and(|v| v.contains("200")));
+    assert!(server.0.contains("shop-test"));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn unsampled_traces_are_dropped_unless_they_fail() {
+    let (endpoint, got) = receiver().await;
+    let base = server().await;
+    let mut config = hale_trace::Config::new("shop-test", "shop-test-1", &endpoint);
+    config.ratio = 0.0;
+    config.slow = Duration::from_secs(60);
+    let tracing = Arc::new(hale_trace::Tracing::start(config));
+    let subscriber = tracing_subscriber::registry().with(tracing.layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    call(&base, 1).await;
+    call(&base, 0).await;
+    flush(&tracing).await;
+    let spans = got.lock().expect("lock").clone();
+    let statuses: Vec<String> = spans
+        .iter()
+        .filter(|(_, s)| s.name == "GET /items/{id}")
+        .map(|(_, s)| format!("{:?}", s.attributes.iter().find(|kv| kv.key == "http.response.status_code")))
+        .collect();
+    assert_eq!(statuses.len(), 1, "only the failed request: {statuses:?}");
+    assert!(statuses[0].contains("500"), "{statuses:?}");
+}
