@@ -28,10 +28,12 @@ pub fn to_file(default: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A shop replica's JSON-lines log, at info level.
-pub fn to_json_lines(path: &Path, service: &str, instance: &str) -> Result<()> {
+/// A shop replica's JSON-lines log, at info level, and its spans to `tracing`'s pipeline
+/// when it has one.
+pub fn to_json_lines(path: &Path, service: &str, instance: &str, tracing: Option<&hale_trace::Tracing>) -> Result<()> {
     let layer = hale_shop::logging::JsonLines::open(path, service, instance)
         .with_context(|| format!("opening log {}", path.display()))?;
-    let _ = tracing_subscriber::registry().with(filter("info")).with(layer).try_init();
+    let spans = tracing.map(hale_trace::Tracing::layer);
+    let _ = tracing_subscriber::registry().with(filter("info")).with(layer).with(spans).try_init();
     Ok(())
 }

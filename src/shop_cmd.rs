@@ -81,7 +81,10 @@ pub async fn run(command: ShopCommand) -> Result<()> {
 /// One replica, until Ctrl-C or SIGTERM; a failure is logged too, where its agent ships it.
 async fn serve(service: ServiceKind, flags: ServiceFlags) -> Result<()> {
     let log_dir = flags.log_dir.clone().unwrap_or_else(|| flags.data_dir.join("logs"));
-    crate::logging::to_json_lines(&log_dir.join(format!("{}.log", flags.instance)), service.as_str(), &flags.instance)?;
+    // Traces when OpenTelemetry's variables name an endpoint (see hale_trace::Config).
+    let tracing = hale_trace::Config::from_env(service.as_str(), &flags.instance).map(hale_trace::Tracing::start);
+    let log = log_dir.join(format!("{}.log", flags.instance));
+    crate::logging::to_json_lines(&log, service.as_str(), &flags.instance, tracing.as_ref())?;
     let cluster = crate::cluster_file::read(&flags.config)?;
     if matches!(flags.role, RoleArg::Standby) && flags.follow.is_none() {
         bail!("a catalog standby needs --follow <primary URL>");

@@ -67,6 +67,41 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration OpenTelemetry's standard variables give, `None` without an
+    /// endpoint: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// with `/v1/traces` added), `OTEL_EXPORTER_OTLP_HEADERS` (its `authorization=Bearer
+    /// <token>`, values URL-encoded), `OTEL_TRACES_SAMPLER_ARG` (the ratio), and
+    /// `HALE_TRACE_SLOW_MS` (what counts as slow).
+    pub fn from_env(service: &str, instance: &str) -> Option<Config> {
+        Self::from_vars(service, instance, |k| std::env::var(k).ok())
+    }
+
+    fn from_vars(service: &str, instance: &str, var: impl Fn(&str) -> Option<String>) -> Option<Config> {
+        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| {
+                var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+            })
+            .filter(|e| !e.is_empty())?;
+        let mut config = Config::new(service, instance, &endpoint);
+        config.token = var("OTEL_EXPORTER_OTLP_HEADERS").and_then(|headers| {
+            headers.split(',').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                let v = v.trim().replace("%20", " ");
+                (k.trim().eq_ignore_ascii_case("authorization"))
+                    .then(|| v.strip_prefix("Bearer ").unwrap_or(&v).to_string())
+            })
+        });
+        if let Some(ratio) = var("OTEL_TRACES_SAMPLER_ARG").and_then(|r| r.parse::<f64>().ok()) {
+            config.ratio = ratio.clamp(0.0, 1.0);
+        }
+        if let Some(ms) = var("HALE_TRACE_SLOW_MS").and_then(|r| r.parse::<u64>().ok()) {
+            config.slow = Duration::from_millis(ms);
+        }
+        Some(config)
+    }
+}
+
 /// The running pipeline. Dropping it flushes what is queued (bounded by the export timeout).
 pub struct Tracing {
     provider: SdkTracerProvider,
@@ -113,5 +148,32 @@ impl Tracing {
 impl Drop for Tracing {
     fn drop(&mut self) {
         let _ = self.provider.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_variables_configure_the_pipeline() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert!(Config::from_vars("s", "s-1", vars(&[])).is_none(), "no endpoint, no tracing");
+        let c = Config::from_vars(
+            "s",
+            "s-1",
+            vars(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9464/"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-a=b,Authorization=Bearer%20tok"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+                ("HALE_TRACE_SLOW_MS", "250"),
+            ]),
+        )
+        .expect("configured");
+        assert_eq!(c.endpoint, "http://127.0.0.1:9464/v1/traces");
+        assert_eq!(c.token.as_deref(), Some("tok"));
+        assert_eq!((c.ratio, c.slow), (0.25, Duration::from_millis(250)));
     }
 }

@@ -318,6 +318,9 @@ fn upstream_headers(
             out.append(name.clone(), value.clone());
         }
     }
+    // The upstream continues the gateway's trace: its `traceparent` replaces the caller's
+    // (the gateway's own server span already has the caller's as parent).
+    hale_trace::inject(&mut out);
     let Some(secret) = &state.admin_token else {
         // Without the admin token the gateway cannot prove anything; it claims nothing.
         return out;

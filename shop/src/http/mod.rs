@@ -18,6 +18,14 @@ pub use token::{Admin, Authenticated, Claims, Scoped, TokenKeys};
 /// The client a replica calls another replica with (orders → catalog and auth, search and
 /// a standby → the catalog's change feed): a peer on the same network answers a connect
 /// at once or is down, so the connect timeout is short, and `total` bounds the whole call.
+/// The current span's trace context as headers (`traceparent`, `tracestate`), for a
+/// call to another service: its server span then continues this trace.
+pub fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    hale_trace::inject(&mut headers);
+    headers
+}
+
 pub fn peer_client(connect: std::time::Duration, total: std::time::Duration) -> reqwest::Result<reqwest::Client> {
     hale_client::tls::builder().connect_timeout(connect).timeout(total).build()
 }

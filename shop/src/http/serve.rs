@@ -116,7 +116,10 @@ pub fn app(frame: Frame, registry: SharedRegistry, api: Router) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/chaos", get(chaos_get).post(chaos_post).delete(chaos_delete))
         .with_state((frame.clone(), registry));
-    api.merge(common)
+    // API requests get a server span (probes and scrapes do not: they would drown the
+    // traces that matter); a no-op without a tracing pipeline.
+    api.route_layer(middleware::from_fn(hale_trace::server_span))
+        .merge(common)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(middleware::from_fn_with_state(frame.clone(), faults))

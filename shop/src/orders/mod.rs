@@ -111,6 +111,7 @@ impl OrdersState {
         let response = self
             .http
             .post(format!("{}/oauth/token", self.catalog.base_url))
+            .headers(crate::http::trace_headers())
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", self.catalog.client_id.as_str()),
@@ -142,6 +143,7 @@ impl OrdersState {
             let response = self
                 .http
                 .post(format!("{}/api/products/reservations", self.catalog.base_url))
+                .headers(crate::http::trace_headers())
                 .bearer_auth(token)
                 .json(&ReserveRequest { reservation_id: reservation_id.to_string(), items: items.to_vec() })
                 .send()
