@@ -237,7 +237,18 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 .chain(plaintext_flags(cluster))
                 .chain(tls_args(cluster, data_dir, node, *kind != ServiceKind::Gateway))
                 .collect(),
-                env: Default::default(),
+                // Spans to the collector, with the token that writes spans only.
+                env: [
+                    (
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".to_string(),
+                        format!("{}/v1/traces", cluster.url(cluster.collector.listen)),
+                    ),
+                    (
+                        "OTEL_EXPORTER_OTLP_HEADERS".to_string(),
+                        format!("authorization=Bearer%20{}", cluster.secrets.traces_token),
+                    ),
+                ]
+                .into(),
                 log_file: Some(logs.join("{name}.log").display().to_string()),
                 output_file: logs.join("{name}.out").display().to_string(),
                 metrics_path: "/metrics".into(),
@@ -511,6 +522,7 @@ fn collector_spec(
     .collect();
     let env = vec![
         ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
+        ("HALE_TRACES_TOKEN".into(), cluster.secrets.traces_token.clone()),
         ("HALE_ADMIN_TOKEN".into(), cluster.secrets.admin_token.clone()),
         ("HALE_WEBHOOK_SECRET".into(), webhook_secret.to_string()),
     ];
@@ -1139,6 +1151,13 @@ mod tests {
             assert!(!text.contains(&cluster.secrets.jwt_secret));
             assert!(!text.contains(&cluster.secrets.agent_token));
             assert!(!text.contains(&cluster.secrets.ingest_token));
+            // The traces-only token is there (the file is 0600), in the replicas' environment
+            // and nowhere else.
+            for template in &agent.services {
+                assert!(!template.args.iter().any(|a| a.contains(&cluster.secrets.traces_token)));
+                let headers = template.env.get("OTEL_EXPORTER_OTLP_HEADERS").expect("trace export headers");
+                assert!(headers.ends_with(&cluster.secrets.traces_token));
+            }
             assert_eq!(agent.remote_write, [format!("http://{}/api/v1/write", cluster.collector.listen)]);
             for p in &agent.processes {
                 let template = agent.template(&p.service).expect("template");

@@ -268,6 +268,7 @@ impl CollectorFile {
             listen,
             data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             ingest_token: token_of(flags.ingest_token, flags.ingest_token_file, "--ingest-token")?,
+            traces_token: token_of(flags.traces_token, flags.traces_token_file, "--traces-token")?,
             retention: durations.retention,
             retention_bytes: self.retention_bytes,
             traces_max_bytes: self.traces_max_bytes,
@@ -331,6 +332,13 @@ pub struct CollectorFlags {
     /// replaced is taken for 5 more minutes, so agents can be moved over one by one.
     #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN_FILE", value_name = "FILE"))]
     pub ingest_token_file: Option<PathBuf>,
+    /// A bearer token that may write spans (`/v1/traces`) and nothing else, for the
+    /// services that export traces; the ingest token is taken there too.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_TRACES_TOKEN", hide_env_values = true))]
+    pub traces_token: Option<String>,
+    /// The traces token from a file (0600), read again when it changes.
+    #[cfg_attr(feature = "cli", arg(long, env = "HALE_TRACES_TOKEN_FILE", value_name = "FILE"))]
+    pub traces_token_file: Option<PathBuf>,
     /// Keep data this long (15d, 12h, ...; default 15d).
     #[cfg_attr(feature = "cli", arg(long))]
     pub retention: Option<String>,

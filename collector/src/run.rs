@@ -31,6 +31,8 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// Bearer token required on `/api/v1/write`; `None` leaves ingest open (loopback demos).
     pub ingest_token: Option<Arc<hale_core::token::Token>>,
+    /// A token that may write spans only.
+    pub traces_token: Option<Arc<hale_core::token::Token>>,
     /// Data older than this is dropped.
     pub retention: std::time::Duration,
     /// The head is kept under this many bytes of samples (0: no limit).
@@ -188,6 +190,7 @@ pub async fn run(
         logs,
         traces,
         ingest_token: config.ingest_token.clone(),
+        traces_token: config.traces_token.clone(),
         started,
         telemetry: Default::default(),
         rules: Default::default(),

@@ -21,6 +21,8 @@ pub struct Collector {
     pub traces: crate::traces::TraceStore,
     /// Bearer token required on the ingest endpoints; `None` leaves them open.
     pub ingest_token: Option<std::sync::Arc<hale_core::token::Token>>,
+    /// A bearer token `/v1/traces` takes besides the ingest token (spans only).
+    pub traces_token: Option<std::sync::Arc<hale_core::token::Token>>,
     pub started: Instant,
     /// Counted as requests are served (query latency, refused batches and samples).
     pub telemetry: Telemetry,

@@ -145,6 +145,10 @@ pub struct Secrets {
     pub agent_token: String,
     /// Bearer token agents present to the collector when shipping.
     pub ingest_token: String,
+    /// Bearer token the shop's services export spans with: `/v1/traces` only. A
+    /// `[secrets]` written before it existed gets a fresh one at each read.
+    #[serde(default = "crate::auth::random_token")]
+    pub traces_token: String,
     /// True when these were generated because the file had no `[secrets]`.
     #[serde(skip)]
     pub generated: bool,
@@ -161,6 +165,7 @@ impl Secrets {
             orders_client_secret: random(),
             agent_token: random(),
             ingest_token: random(),
+            traces_token: random(),
             generated: true,
         }
     }

@@ -139,18 +139,19 @@ fn parse_time(key: &str, v: &str) -> Result<i64, PromError> {
 
 /// An ingest request (remote_write, OTLP logs): its headers and its body of at most
 /// `LIMIT` bytes, read only once the sender has shown the ingest token, so a stranger
-/// cannot make the collector buffer `LIMIT` bytes per connection.
-struct Ingest<const LIMIT: usize> {
+/// cannot make the collector buffer `LIMIT` bytes per connection. `SPANS`: the traces
+/// token is taken too (`/v1/traces`).
+struct Ingest<const LIMIT: usize, const SPANS: bool = false> {
     headers: HeaderMap,
     body: Bytes,
 }
 
-impl<const LIMIT: usize> axum::extract::FromRequest<Arc<Collector>> for Ingest<LIMIT> {
+impl<const LIMIT: usize, const SPANS: bool> axum::extract::FromRequest<Arc<Collector>> for Ingest<LIMIT, SPANS> {
     type Rejection = PromError;
 
     async fn from_request(request: axum::extract::Request, c: &Arc<Collector>) -> Result<Self, PromError> {
         let (parts, body) = request.into_parts();
-        if !authorized(c, &parts.headers) {
+        if !authorized(c, &parts.headers, SPANS) {
             return Err(PromError(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -168,9 +169,11 @@ impl<const LIMIT: usize> axum::extract::FromRequest<Arc<Collector>> for Ingest<L
     }
 }
 
-fn authorized(collector: &Collector, headers: &HeaderMap) -> bool {
+fn authorized(collector: &Collector, headers: &HeaderMap, spans: bool) -> bool {
     let Some(expected) = &collector.ingest_token else { return true };
-    expected.accepts_bearer(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    let bearer = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    expected.accepts_bearer(bearer)
+        || (spans && collector.traces_token.as_ref().is_some_and(|t| t.accepts_bearer(bearer)))
 }
 
 /// `X-Hale-Batch: <source>/<seq>`, if the sender numbered its batch.
@@ -216,6 +219,7 @@ pub(crate) mod test_support {
             logs,
             traces,
             ingest_token: ingest_token.map(hale_core::token::Token::fixed),
+            traces_token: Some(hale_core::token::Token::fixed("traces-only")),
             started: Instant::now(),
             telemetry: Default::default(),
             rules,

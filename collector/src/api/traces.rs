@@ -53,7 +53,7 @@ fn is_json(headers: &HeaderMap, header: &str) -> bool {
 
 async fn ingest(
     State(c): State<Arc<Collector>>,
-    Ingest { headers, body }: Ingest<MAX_TRACE_BYTES>,
+    Ingest { headers, body }: Ingest<MAX_TRACE_BYTES, true>,
 ) -> Result<Response, PromError> {
     let json = is_json(&headers, "content-type");
     let encoding = headers.get("content-encoding").map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
@@ -368,6 +368,11 @@ mod tests {
         let (status, text) = post(&app, child.encode_to_vec(), false, "tok").await;
         assert_eq!(status, StatusCode::OK, "{text}");
         assert_eq!(post(&app, Vec::new(), false, "wrong").await.0, StatusCode::UNAUTHORIZED);
+        // The traces-only token writes spans, and nothing else.
+        let (status, text) = post(&app, child.encode_to_vec(), false, "traces-only").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let write = Request::post("/api/v1/write").header("authorization", "Bearer traces-only").body(Body::empty());
+        assert_eq!(call(&app, write.expect("req")).await.0, StatusCode::UNAUTHORIZED);
 
         // By id: protobuf (Grafana), v1 and v2, and JSON.
         let (status, body) = get(&app, &format!("/api/traces/{trace}"), "application/protobuf").await;
