@@ -39,6 +39,15 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extract(headers)))
 }
 
+/// The attribute that marks a request that waits on purpose (a long-poll).
+pub const LONG_POLL: &str = "hale.long_poll";
+
+/// Marks the current span as a long-poll: its duration is the wait it asked for, so it is
+/// never kept for being slow.
+pub fn mark_long_poll() {
+    tracing::Span::current().set_attribute(LONG_POLL, true);
+}
+
 /// The current span's trace and span id in hex, if it is traced: for log lines and
 /// exemplars.
 pub fn trace_ids() -> Option<(String, String)> {

@@ -95,7 +95,8 @@ impl<P> KeepInteresting<P> {
 
     /// Whether an unsampled span is worth keeping (and the bucket allows it).
     fn keeps(&self, span: &SpanData) -> bool {
-        let slow = span.end_time.duration_since(span.start_time).unwrap_or_default() >= self.slow;
+        let long_poll = span.attributes.iter().any(|kv| kv.key.as_str() == crate::LONG_POLL);
+        let slow = !long_poll && span.end_time.duration_since(span.start_time).unwrap_or_default() >= self.slow;
         let failed = matches!(span.status, opentelemetry::trace::Status::Error { .. });
         (slow || failed) && self.bucket.lock().unwrap_or_else(|p| p.into_inner()).take()
     }

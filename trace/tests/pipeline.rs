@@ -132,3 +132,33 @@ async fn unsampled_traces_are_dropped_unless_they_fail() {
     assert_eq!(statuses.len(), 1, "only the failed request: {statuses:?}");
     assert!(statuses[0].contains("500"), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn slow_requests_are_kept_but_long_polls_are_not() {
+    let (endpoint, got) = receiver().await;
+    let app = Router::new()
+        .route("/slow", get(|| async { tokio::time::sleep(Duration::from_millis(120)).await }))
+        .route(
+            "/wait",
+            get(|| async {
+                hale_trace::mark_long_poll();
+                tokio::time::sleep(Duration::from_millis(120)).await
+            }),
+        )
+        .route_layer(axum::middleware::from_fn(hale_trace::server_span));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut config = hale_trace::Config::new("shop-test", "shop-test-1", &endpoint);
+    config.ratio = 0.0;
+    config.slow = Duration::from_millis(50);
+    let tracing = Arc::new(hale_trace::Tracing::start(config));
+    let subscriber = tracing_subscriber::registry().with(tracing.layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    for path in ["/slow", "/wait"] {
+        reqwest::Client::new().get(format!("{base}{path}")).send().await.expect("call");
+    }
+    flush(&tracing).await;
+    let names: Vec<String> = got.lock().expect("lock").iter().map(|(_, s)| s.name.clone()).collect();
+    assert_eq!(names, ["GET /slow"], "the slow request kept, the long-poll not");
+}

@@ -229,6 +229,10 @@ async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Jso
     }
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(5000));
+    if !wait.is_zero() {
+        // Waiting is the point: not a slow request.
+        hale_trace::mark_long_poll();
+    }
     state.wait_for_seq_after(q.after, wait).await;
     let after = q.after;
     let changes = state.read(move |s| s.changes_after(after, limit)).await?;

@@ -357,6 +357,10 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
         return AppError::Unavailable(format!("no pool for {service}")).into_response();
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    // A long-poll passing through (`wait_ms`) waits on purpose: not a slow request.
+    if parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("wait_ms=") && kv != "wait_ms=0")) {
+        hale_trace::mark_long_poll();
+    }
     let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if service == ServiceKind::Catalog && is_write {
         return catalog_write(&state, pool, &parts.method, &parts.headers, &path, &body, client).await;

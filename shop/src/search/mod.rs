@@ -114,9 +114,20 @@ impl SearchState {
         }
     }
 
-    /// One poll; `Ok(true)` when the index has caught up with the catalog.
+    /// One poll, a trace of its own (the follower is no request's child); `Ok(true)` when
+    /// the index has caught up with the catalog.
     async fn poll(&self, url: &str) -> Result<bool, String> {
-        let response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
+        use tracing::Instrument;
+        let span =
+            tracing::info_span!(parent: None, "follow", otel.name = "follow catalog changes", otel.kind = "client");
+        // It long-polls (`wait_ms`): waiting is not slowness.
+        span.in_scope(hale_trace::mark_long_poll);
+        self.poll_once(url).instrument(span).await
+    }
+
+    async fn poll_once(&self, url: &str) -> Result<bool, String> {
+        let response =
+            self.client.get(url).headers(crate::http::trace_headers()).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("catalog answered {}", response.status()));
         }
