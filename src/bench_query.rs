@@ -87,21 +87,8 @@ pub(crate) async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()
 /// The number of bench series a backend can query (VictoriaMetrics makes new series
 /// searchable after a moment).
 async fn loaded(client: &reqwest::Client, base: &str, at: f64) -> Option<usize> {
-    use hale_core::api::{Envelope, QueryResult};
     let every = "count({__name__=~\"bench_metric_.*|http_server_.*|node_.*\"})";
-    let answer: Envelope<QueryResult> = client
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", every), ("time", &at.to_string())])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    match answer.into_data().ok()? {
-        QueryResult::Vector(samples) => Some(samples.first()?.value.value()? as usize),
-        _ => None,
-    }
+    crate::bench_retention::scalar(client, base, every, at).await.map(|v| v as usize)
 }
 
 /// One timed query: its wall time, failing on an error answer.

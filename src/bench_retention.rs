@@ -70,7 +70,7 @@ fn rss(pid: u32) -> (u64, u64) {
 }
 
 /// One instant query's single value.
-async fn scalar(client: &reqwest::Client, base: &str, query: &str, at: f64) -> Option<f64> {
+pub(crate) async fn scalar(client: &reqwest::Client, base: &str, query: &str, at: f64) -> Option<f64> {
     use hale_core::api::{Envelope, QueryResult};
     let answer: Envelope<QueryResult> = client
         .get(format!("{base}/api/v1/query"))

@@ -251,14 +251,6 @@ fn segment_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:08}.spans"))
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 fn open_segment(dir: &Path, id: u32) -> Result<File, TracesError> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = segment_path(dir, id);
@@ -371,7 +363,7 @@ impl TraceStore {
         for rs in &records {
             let payload = rs.encode_to_vec();
             places.push((writer.id, writer.len + bytes.len() as u64 + 8, payload.len() as u32));
-            bytes.extend_from_slice(&frame(&payload));
+            bytes.extend_from_slice(&crate::store::wal::frame(&payload));
         }
         let path = segment_path(&self.dir, writer.id);
         if let Err(e) = writer.file.write_all(&bytes).and_then(|()| writer.file.sync_data()) {

@@ -146,7 +146,8 @@ impl Record {
     }
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+/// `len (u32) | crc32 (u32) | payload`: a WAL record, and a trace store record too.
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 8);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
