@@ -153,6 +153,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             let t = Instant::now();
             let timeseries = (s0..s1)
                 .map(|i| TimeSeries {
+                    exemplars: Vec::new(),
                     labels: all_labels[i].clone(),
                     samples: (k0..k1)
                         .map(|k| Sample { value: shapes[i].at(k), timestamp: start + k as i64 * 15_000 })

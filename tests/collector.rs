@@ -122,6 +122,7 @@ fn recent_ms() -> i64 {
 fn batch(i: u32) -> Vec<u8> {
     remote_write::encode(&WriteRequest {
         timeseries: vec![TimeSeries {
+            exemplars: Vec::new(),
             labels: vec![
                 Label { name: "__name__".into(), value: format!("ack_{i}") },
                 Label { name: "job".into(), value: "durability".into() },
@@ -476,6 +477,7 @@ async fn old_samples_move_to_blocks_and_a_kill_9_loses_and_doubles_nothing() {
     for from in (start..end).step_by(15 * 60_000) {
         let timeseries = (0..20)
             .map(|i| TimeSeries {
+                exemplars: Vec::new(),
                 labels: vec![
                     Label { name: "__name__".into(), value: "backfill".into() },
                     Label { name: "job".into(), value: "blocks".into() },

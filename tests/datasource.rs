@@ -34,6 +34,7 @@ fn key_set(v: &Value) -> BTreeSet<String> {
 
 fn series(labels: &[(&str, &str)], t: i64, v: f64) -> TimeSeries {
     TimeSeries {
+        exemplars: Vec::new(),
         labels: labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect(),
         samples: vec![Sample { value: v, timestamp: t }],
     }

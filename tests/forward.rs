@@ -74,6 +74,7 @@ fn batch(batch: u64, t: i64) -> (Vec<u8>, Vec<(String, i64)>) {
         .map(|i| {
             sent.push((format!("s{i}"), t));
             TimeSeries {
+                exemplars: Vec::new(),
                 labels: vec![
                     Label { name: "__name__".into(), value: "forwarded".into() },
                     Label { name: "series".into(), value: format!("s{i}") },

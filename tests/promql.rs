@@ -22,7 +22,7 @@ fn series(labels: &[(&str, &str)], points: Vec<(i64, f64)>) -> TimeSeries {
     let mut labels: Vec<Label> =
         labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect();
     labels.sort_by(|a, b| a.name.cmp(&b.name));
-    TimeSeries { labels, samples: points.into_iter().map(|(t, v)| Sample { value: v, timestamp: t }).collect() }
+    TimeSeries::new(labels, points.into_iter().map(|(t, v)| Sample { value: v, timestamp: t }).collect())
 }
 
 /// Counters (one with a reset), gauges, a histogram, a series that stops, and one with a

@@ -137,8 +137,8 @@ fn write_request(totals: &mut [(f64, f64)], base_ms: i64, from: i64, to: i64) ->
                 Label { name: "service".into(), value: s.service.into() },
             ]
         };
-        timeseries.push(TimeSeries { labels: labels("200"), samples: ok_points });
-        timeseries.push(TimeSeries { labels: labels("500"), samples: bad_points });
+        timeseries.push(TimeSeries::new(labels("200"), ok_points));
+        timeseries.push(TimeSeries::new(labels("500"), bad_points));
     }
     remote_write::encode(&WriteRequest::of(timeseries))
 }

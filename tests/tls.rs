@@ -61,6 +61,7 @@ async fn the_collector_serves_tls_with_certificates_from_hale_certs_and_reloads_
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     let body = remote_write::encode(&WriteRequest {
         timeseries: vec![TimeSeries {
+            exemplars: Vec::new(),
             labels: vec![
                 Label { name: "__name__".into(), value: "over_tls".into() },
                 Label { name: "job".into(), value: "tls".into() },
@@ -130,6 +131,7 @@ async fn the_ingest_token_rotates_from_its_file_without_a_restart() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
         let body = remote_write::encode(&WriteRequest {
             timeseries: vec![TimeSeries {
+                exemplars: Vec::new(),
                 labels: vec![Label { name: "__name__".into(), value: "rotated".into() }],
                 samples: vec![Sample { value: 1.0, timestamp: now }],
             }],

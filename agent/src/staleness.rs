@@ -54,6 +54,7 @@ impl Staleness {
                 labels: labels.clone(),
                 value: f64::from_bits(STALE_NAN),
                 timestamp_ms: None,
+                exemplar: None,
             })
             .collect();
         tracing::debug!(cycle, series = markers.samples.len(), "series ended: staleness markers sent");

@@ -36,6 +36,8 @@ pub struct CollectorFile {
     pub retention_bytes: usize,
     /// Keep at most this many bytes of spans on disk (default 1 GiB; 0: no limit).
     pub traces_max_bytes: u64,
+    /// Exemplars kept in memory, the newest over all series (default 100,000; 0: none).
+    pub exemplars_max: usize,
     /// Fold the WAL into a checkpoint this often.
     pub checkpoint_interval: String,
     /// Prometheus rule files to evaluate (relative to this file's folder).
@@ -72,6 +74,7 @@ impl Default for CollectorFile {
             retention: "15d".into(),
             retention_bytes: 0,
             traces_max_bytes: 1 << 30,
+            exemplars_max: crate::exemplars::DEFAULT_CAPACITY,
             checkpoint_interval: "5m".into(),
             rule_files: Vec::new(),
             evaluation_interval: "15s".into(),
@@ -205,6 +208,7 @@ impl CollectorFile {
         set(&mut self.evaluation_interval, flags.evaluation_interval);
         self.retention_bytes = flags.retention_bytes.unwrap_or(self.retention_bytes);
         self.traces_max_bytes = flags.traces_max_bytes.unwrap_or(self.traces_max_bytes);
+        self.exemplars_max = flags.exemplars_max.unwrap_or(self.exemplars_max);
         self.slo_time_scale = flags.slo_time_scale.unwrap_or(self.slo_time_scale);
         self.slo_min_events = flags.slo_min_events.unwrap_or(self.slo_min_events);
         self.query_max_samples = flags.query_max_samples.unwrap_or(self.query_max_samples);
@@ -272,6 +276,7 @@ impl CollectorFile {
             retention: durations.retention,
             retention_bytes: self.retention_bytes,
             traces_max_bytes: self.traces_max_bytes,
+            exemplars_max: self.exemplars_max,
             checkpoint_interval: durations.checkpoint_interval,
             rule_files: relative(self.rule_files, flags.rules),
             evaluation_interval: durations.evaluation_interval,
@@ -350,6 +355,9 @@ pub struct CollectorFlags {
     /// 1 GiB; 0: no limit).
     #[cfg_attr(feature = "cli", arg(long))]
     pub traces_max_bytes: Option<u64>,
+    /// Exemplars kept in memory, the newest over all series (default 100,000; 0: none).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub exemplars_max: Option<usize>,
     /// Fold the WAL into a checkpoint this often, bounding replay time (default 5m).
     #[cfg_attr(feature = "cli", arg(long))]
     pub checkpoint_interval: Option<String>,

@@ -211,10 +211,10 @@ fn request(store: &Store, samples: &[(u32, i64, f64)]) -> (WriteRequest, u64, i6
             continue;
         };
         points.sort_by_key(|s| s.timestamp);
-        timeseries.push(TimeSeries {
-            labels: labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect(),
-            samples: points,
-        });
+        timeseries.push(TimeSeries::new(
+            labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect(),
+            points,
+        ));
     }
     (WriteRequest { timeseries, metadata: Vec::new() }, removed, newest)
 }

@@ -500,7 +500,18 @@ impl LogQuery {
                     extract(&line.attributes, "", &mut labels, &stream);
                     true
                 }
-                Stage::Label(LabelFilter::Text(m)) => m.matches(labels.get(&m.name).map(String::as_str)),
+                Stage::Label(LabelFilter::Text(m)) => {
+                    m.matches(labels.get(&m.name).map(String::as_str).or_else(|| {
+                        // The record's own trace fields, as Loki's structured metadata: filtered
+                        // on without being stream labels (`| trace_id="4bf9…"`).
+                        let own = match m.name.as_str() {
+                            "trace_id" => &line.trace_id,
+                            "span_id" => &line.span_id,
+                            _ => return None,
+                        };
+                        (!own.is_empty()).then_some(own.as_str())
+                    }))
+                }
                 Stage::Label(LabelFilter::Number { name, cmp, value }) => {
                     labels.get(name).and_then(|v| v.parse::<f64>().ok()).is_some_and(|n| match cmp {
                         Cmp::Gt => n > *value,
@@ -633,6 +644,8 @@ mod tests {
             level: level.into(),
             message: message.into(),
             attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            trace_id: String::new(),
+            span_id: String::new(),
         }
     }
 
@@ -656,8 +669,16 @@ mod tests {
                 &[("http", AttributeValue::Object([("route".into(), "/api/search".into())].into()))],
             ),
         ];
+        let mut lines = lines;
+        lines[1].trace_id = "4bf92f3577b34da6a3ce929d0e0e4736".into();
         let kept = |q: &str| lines.iter().filter(|l| log(q).process(l).is_some()).count();
         assert_eq!(kept(r#"{service="orders"}"#), 2);
+        assert_eq!(
+            kept(r#"{service=~".+"} | trace_id="4bf92f3577b34da6a3ce929d0e0e4736""#),
+            1,
+            "the record's own field"
+        );
+        assert_eq!(kept(r#"{service=~".+"} | trace_id!="""#), 1);
         assert_eq!(kept(r#"{service=~"orders|search", level!="info"}"#), 2);
         assert_eq!(kept(r#"{service="orders"} |= "order" != "placed""#), 1);
         assert_eq!(kept(r#"{service="orders"} |~ "order \\d+""#), 2);

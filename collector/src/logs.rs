@@ -78,6 +78,8 @@ pub struct Filter {
     pub instance: Option<String>,
     pub level: Option<String>,
     pub contains: Option<String>,
+    /// Lowercase hex, as lines store it.
+    pub trace_id: Option<String>,
     pub since_ns: u64,
     pub until_ns: u64,
 }
@@ -88,6 +90,7 @@ impl Filter {
             && self.instance.as_ref().is_none_or(|i| *i == l.instance)
             && self.level.as_ref().is_none_or(|v| v.eq_ignore_ascii_case(&l.level))
             && self.contains.as_ref().is_none_or(|c| l.message.contains(c.as_str()))
+            && self.trace_id.as_ref().is_none_or(|t| *t == l.trace_id)
             && l.time_unix_nano >= self.since_ns
             && l.time_unix_nano <= self.until_ns
     }
@@ -414,6 +417,8 @@ pub fn lines_of(request: ExportLogsServiceRequest) -> Vec<LogLine> {
                     level,
                     message,
                     attributes: attributes_into_json(r.attributes),
+                    trace_id: wire::hex_id(&r.trace_id, 16),
+                    span_id: wire::hex_id(&r.span_id, 8),
                 };
                 out.push(if small { line } else { capped(line) });
             }
@@ -1056,6 +1061,8 @@ mod tests {
             level: level.into(),
             message: format!("line {i}"),
             attributes: Default::default(),
+            trace_id: String::new(),
+            span_id: String::new(),
         }
     }
 

@@ -39,6 +39,8 @@ pub struct CollectorConfig {
     pub retention_bytes: usize,
     /// Bytes of spans kept on disk at most (0: no limit).
     pub traces_max_bytes: u64,
+    /// Exemplars kept in memory, the newest over all series.
+    pub exemplars_max: usize,
     /// How often the WAL is folded into a checkpoint.
     pub checkpoint_interval: std::time::Duration,
     /// Prometheus rule files to evaluate.
@@ -189,6 +191,7 @@ pub async fn run(
         store,
         logs,
         traces,
+        exemplars: crate::exemplars::ExemplarStore::new(config.exemplars_max),
         ingest_token: config.ingest_token.clone(),
         traces_token: config.traces_token.clone(),
         started,

@@ -19,6 +19,8 @@ pub struct Collector {
     pub logs: LogStore,
     /// Spans (OTLP), for the Tempo-compatible API.
     pub traces: crate::traces::TraceStore,
+    /// The newest exemplars senders attached to their samples.
+    pub exemplars: crate::exemplars::ExemplarStore,
     /// Bearer token required on the ingest endpoints; `None` leaves them open.
     pub ingest_token: Option<std::sync::Arc<hale_core::token::Token>>,
     /// A bearer token `/v1/traces` takes besides the ingest token (spans only).

@@ -1,7 +1,8 @@
 //! The Prometheus text exposition format (0.0.4) and OpenMetrics 1.0: parsing what
 //! services expose, and writing what the agent serves.
 //!
-//! The parser reads types (`# TYPE`) and help text, resolves escapes, skips exemplars,
+//! The parser reads types (`# TYPE`) and help text, resolves escapes, keeps OpenMetrics
+//! exemplars (`… # {trace_id=\"…\"} 0.31 1700000000.5`) with their sample,
 //! drops OpenMetrics' `_created` series of typed families (as Prometheus does by default;
 //! a gauge that happens to end in `_created` is kept), and names the line of every error.
 //! The encoder writes the text format 0.0.4.
@@ -10,7 +11,7 @@
 //! histograms into their own structures or lose OpenMetrics counter types, while a
 //! scraper has to keep every series exactly as exposed.
 
-use crate::metrics::{Family, Labels, MetricKind, Sample};
+use crate::metrics::{Exemplar, Family, Labels, MetricKind, Sample};
 
 /// Which dialect a body is in; decided by the `Content-Type` of the scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,9 +170,42 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample, String> {
         labels = parsed;
         rest = remaining;
     }
-    // Exemplars (OpenMetrics) follow a ` # `; they are not part of the sample.
-    let rest = rest.split(" # ").next().unwrap_or("");
-    let mut fields = rest.split_whitespace();
+    // An exemplar (OpenMetrics) follows a ` # `.
+    let (rest, exemplar) = match rest.split_once(" # ") {
+        Some((sample, exemplar)) => (sample, Some(exemplar)),
+        None => (rest, None),
+    };
+    let (value, timestamp_ms) = value_and_time(name, rest, format)?;
+    let exemplar = match exemplar {
+        Some(text) if format == Format::OpenMetrics => Some(Box::new(parse_exemplar(name, text)?)),
+        // The text format has no exemplars: what follows ` # ` is a comment.
+        _ => None,
+    };
+    Ok(Sample { name: name.to_string(), labels, value, timestamp_ms, exemplar })
+}
+
+/// OpenMetrics caps an exemplar's label names and values together at 128 characters.
+pub const MAX_EXEMPLAR_LABEL_CHARS: usize = 128;
+
+/// `{trace_id="…"} 0.31 [1700000000.5]`, what follows a sample's ` # `.
+fn parse_exemplar(name: &str, text: &str) -> Result<Exemplar, String> {
+    let after_brace =
+        text.trim_start().strip_prefix('{').ok_or_else(|| format!("{name}: an exemplar starts with '{{'"))?;
+    let (labels, rest) = parse_labels(after_brace).map_err(|e| format!("{name}: exemplar: {e}"))?;
+    let chars: usize = labels.iter().map(|(k, v)| k.chars().count() + v.chars().count()).sum();
+    if chars > MAX_EXEMPLAR_LABEL_CHARS {
+        return Err(format!(
+            "{name}: exemplar labels have {chars} characters, more than OpenMetrics' {MAX_EXEMPLAR_LABEL_CHARS}"
+        ));
+    }
+    let (value, timestamp_ms) =
+        value_and_time(name, rest, Format::OpenMetrics).map_err(|e| format!("exemplar: {e}"))?;
+    Ok(Exemplar { labels, value, timestamp_ms })
+}
+
+/// `<value> [<timestamp>]`, the timestamp in the format's unit.
+fn value_and_time(name: &str, text: &str, format: Format) -> Result<(f64, Option<i64>), String> {
+    let mut fields = text.split_whitespace();
     let value_text = fields.next().ok_or_else(|| format!("{name}: missing value"))?;
     let value = parse_value(value_text).ok_or_else(|| format!("{name}: invalid value {value_text:?}"))?;
     let timestamp_ms = match fields.next() {
@@ -190,7 +224,7 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample, String> {
     if fields.next().is_some() {
         return Err(format!("{name}: unexpected text after the timestamp"));
     }
-    Ok(Sample { name: name.to_string(), labels, value, timestamp_ms })
+    Ok((value, timestamp_ms))
 }
 
 /// Parses `a="x",b="y"}` (after the opening brace); returns the labels and what follows
@@ -335,7 +369,11 @@ ignored_after_eof 1
         assert_eq!(names, ["http_server_request_duration_seconds", "orders", "up_ish"]);
         assert_eq!(families[0].kind, MetricKind::Histogram);
         assert_eq!(families[0].samples.len(), 4);
-        assert_eq!(families[0].samples[3].value, 3.0, "exemplar ignored");
+        assert_eq!(families[0].samples[3].value, 3.0, "the exemplar is not the value");
+        let exemplar = families[0].samples[3].exemplar.as_deref().expect("the bucket's exemplar");
+        assert_eq!(exemplar.labels, [("trace_id".to_string(), "abc".to_string())]);
+        assert_eq!((exemplar.value, exemplar.timestamp_ms), (0.05, Some(1500)));
+        assert!(families[0].samples[2].exemplar.is_none());
         assert_eq!(families[1].kind, MetricKind::Counter);
         assert_eq!(families[1].samples.len(), 1, "_created dropped");
         assert_eq!(families[1].samples[0].name, "orders_total");
@@ -376,6 +414,26 @@ ignored_after_eof 1
             let err = parse(body, Format::Text).expect_err(body);
             assert_eq!(err.line, line, "{body:?}: {err}");
         }
+    }
+
+    #[test]
+    fn bad_exemplars_are_errors_naming_the_line() {
+        let long = format!("a_bucket{{le=\"1\"}} 1 # {{trace_id=\"{}\"}} 0.5\n", "x".repeat(121));
+        for body in [
+            "a_bucket{le=\"1\"} 1 # trace_id=\"x\" 0.5\n",
+            "a_bucket{le=\"1\"} 1 # {trace_id=\"x\"}\n",
+            "a_bucket{le=\"1\"} 1 # {trace_id=\"x\"} 0.5 1 2\n",
+            "a_bucket{le=\"1\"} 1 # {trace_id=\"x} 0.5\n",
+            long.as_str(),
+        ] {
+            let err = parse(&format!("# TYPE a histogram\n{body}"), Format::OpenMetrics).expect_err(body);
+            assert_eq!(err.line, 2, "{body:?}: {err}");
+        }
+        // 128 characters exactly is allowed; a text-format ` # ` is not an exemplar.
+        let at_limit = format!("a_bucket{{le=\"1\"}} 1 # {{trace_id=\"{}\"}} 0.5\n", "x".repeat(120));
+        assert!(parse(&at_limit, Format::OpenMetrics).expect("parse")[0].samples[0].exemplar.is_some());
+        let text = parse("a 1 # {trace_id=\"x\"} 0.5\n", Format::Text).expect("parse");
+        assert!(text[0].samples[0].exemplar.is_none());
     }
 
     #[test]

@@ -26,11 +26,22 @@ impl MetricKind {
 /// Label pairs of a sample, in exposition order, without `__name__`.
 pub type Labels = Vec<(String, String)>;
 
-/// One sample: a series name, its labels (without `__name__`), a value, and the
-/// timestamp the exposition gave, if any.
+/// One sample: a series name, its labels (without `__name__`), a value, the timestamp
+/// the exposition gave, if any, and its exemplar (OpenMetrics), if it has one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
+    /// Boxed: most samples have none, and a sample stays small.
+    pub exemplar: Option<Box<Exemplar>>,
+}
+
+/// An OpenMetrics exemplar: one observation behind a sample (a histogram bucket's or a
+/// counter's), with labels that name where it came from, usually `trace_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
     pub labels: Labels,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
@@ -43,6 +54,7 @@ impl Sample {
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             value,
             timestamp_ms: None,
+            exemplar: None,
         }
     }
 }

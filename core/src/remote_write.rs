@@ -81,6 +81,29 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// What the exposition's exemplars said (a trace id behind a latency bucket).
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<Exemplar>,
+}
+
+impl TimeSeries {
+    /// A series of `samples` without exemplars.
+    pub fn new(labels: Vec<Label>, samples: Vec<Sample>) -> TimeSeries {
+        TimeSeries { labels, samples, exemplars: Vec::new() }
+    }
+}
+
+/// prompb's `Exemplar`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Exemplar {
+    /// Sorted by name, as a series' labels are.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 #[derive(Clone, PartialEq, Eq, Message)]
@@ -114,7 +137,8 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
 }
 
-/// Builds one series per sample of `families`, with `extra` labels added (they override
+/// Builds one series per sample of `families` (with its exemplar, stamped with the
+/// sample's time when it has none of its own), with `extra` labels added (they override
 /// labels of the same name) and `default_ts_ms` for samples without a timestamp. A label
 /// with an empty value is the label's absence (Prometheus's rule, and receivers refuse
 /// empty values): it is left out, so `node_os_info{variant=""}` travels without `variant`.
@@ -133,10 +157,21 @@ pub fn to_timeseries(families: &[Family], extra: &[(&str, &str)], default_ts_ms:
                 labels.push(Label { name: name.to_string(), value: value.to_string() });
             }
             labels.sort_by(|a, b| a.name.cmp(&b.name));
-            out.push(TimeSeries {
-                labels,
-                samples: vec![Sample { value: sample.value, timestamp: sample.timestamp_ms.unwrap_or(default_ts_ms) }],
-            });
+            let timestamp = sample.timestamp_ms.unwrap_or(default_ts_ms);
+            let exemplars = sample
+                .exemplar
+                .iter()
+                .map(|e| {
+                    let mut labels: Vec<Label> = e
+                        .labels
+                        .iter()
+                        .map(|(name, value)| Label { name: name.clone(), value: value.clone() })
+                        .collect();
+                    labels.sort_by(|a, b| a.name.cmp(&b.name));
+                    Exemplar { labels, value: e.value, timestamp: e.timestamp_ms.unwrap_or(timestamp) }
+                })
+                .collect();
+            out.push(TimeSeries { labels, samples: vec![Sample { value: sample.value, timestamp }], exemplars });
         }
     }
     out
@@ -171,9 +206,24 @@ mod tests {
         assert_eq!(names, ["__name__", "instance", "job", "node"]);
         assert_eq!(series[0].labels[1].value, "search-1", "extra labels win");
         assert_eq!(series[0].samples[0].timestamp, 42);
+        assert!(series[0].exemplars.is_empty());
         let req = WriteRequest { timeseries: series, metadata: vec![MetricMetadata::of(&f)] };
         assert_eq!(decode(&encode(&req)).expect("decode"), req);
         assert!(decode(b"not snappy").is_err());
+    }
+
+    #[test]
+    fn exemplars_travel_with_their_series() {
+        let body = "# TYPE d histogram\nd_bucket{le=\"0.5\"} 3 # {trace_id=\"4bf9\",span_id=\"00f0\"} 0.31\nd_count 3\n# EOF\n";
+        let families = crate::exposition::parse(body, crate::exposition::Format::OpenMetrics).expect("parse");
+        let series = to_timeseries(&families, &[("instance", "orders-1")], 42);
+        let exemplar = &series[0].exemplars[0];
+        let labels: Vec<(&str, &str)> = exemplar.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        assert_eq!(labels, [("span_id", "00f0"), ("trace_id", "4bf9")], "sorted by name");
+        assert_eq!((exemplar.value, exemplar.timestamp), (0.31, 42), "the sample's time when it has none");
+        assert!(series[1].exemplars.is_empty());
+        let req = WriteRequest::of(series);
+        assert_eq!(decode(&encode(&req)).expect("decode"), req);
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! JSON-lines logs, one object per line, to `<log-dir>/<instance>.log`:
-//! `{"timestamp","level","message","service","instance","target", ...event fields}`.
+//! `{"timestamp","level","message","service","instance","target", ...event fields}`, and
+//! `trace_id`/`span_id` (hex, W3C) when the event happens inside a traced span: the agent
+//! turns them into the OTLP record's own trace fields, so a trace's log lines are found
+//! by its id.
 //! Request bodies are never logged, so secrets and personal data cannot leak through here.
 
 use std::fmt::Write as _;
@@ -87,6 +90,12 @@ impl<S: Subscriber, W: Write + Send + 'static> Layer<S> for JsonLines<W> {
         line.insert("instance".into(), self.instance.clone().into());
         line.insert("target".into(), event.metadata().target().into());
         line.extend(fields.0);
+        if !line.contains_key("trace_id")
+            && let Some(ids) = hale_trace::active_ids()
+        {
+            line.insert("trace_id".into(), ids.trace_id.into());
+            line.insert("span_id".into(), ids.span_id.into());
+        }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());

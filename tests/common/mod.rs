@@ -108,7 +108,7 @@ pub async fn push_gauge(addr: SocketAddr, name: &str, labels: &[(&str, &str)], v
     let mut all = vec![Label { name: "__name__".into(), value: name.into() }];
     all.extend(labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }));
     let body = remote_write::encode(&WriteRequest {
-        timeseries: vec![TimeSeries { labels: all, samples: vec![Sample { value, timestamp: now }] }],
+        timeseries: vec![TimeSeries::new(all, vec![Sample { value, timestamp: now }])],
         metadata: Vec::new(),
     });
     let r = reqwest::Client::new().post(format!("http://{addr}/api/v1/write")).body(body).send().await.expect("write");

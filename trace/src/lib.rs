@@ -29,7 +29,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 
-pub use propagation::{LONG_POLL, extract, inject, mark_long_poll, trace_ids};
+pub use propagation::{LONG_POLL, TraceIds, active_ids, extract, inject, mark_long_poll, trace_ids};
 pub use server::server_span;
 
 /// Where spans go and which are kept.

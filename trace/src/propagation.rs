@@ -48,11 +48,34 @@ pub fn mark_long_poll() {
     tracing::Span::current().set_attribute(LONG_POLL, true);
 }
 
-/// The current span's trace and span id in hex, if it is traced: for log lines and
-/// exemplars.
-pub fn trace_ids() -> Option<(String, String)> {
-    let cx = tracing::Span::current().context();
+/// A span's identity in hex, as log lines and exemplars carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: String,
+    pub span_id: String,
+    /// The trace was sampled at its start, so the span is exported (an exemplar should
+    /// point only at such a trace: an unsampled one may never be stored).
+    pub sampled: bool,
+}
+
+pub(crate) fn ids_of(cx: &opentelemetry::Context) -> Option<TraceIds> {
     let span = cx.span();
     let sc = span.span_context();
-    sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    sc.is_valid().then(|| TraceIds {
+        trace_id: sc.trace_id().to_string(),
+        span_id: sc.span_id().to_string(),
+        sampled: sc.is_sampled(),
+    })
+}
+
+/// The current `tracing` span's ids, if it is traced.
+pub fn trace_ids() -> Option<TraceIds> {
+    ids_of(&tracing::Span::current().context())
+}
+
+/// The ids of the span entered on this thread, from OpenTelemetry's active context (the
+/// layer activates a span's context when it is entered). Unlike [`trace_ids`] this is safe
+/// inside a `tracing` layer, where the dispatcher cannot be reached again.
+pub fn active_ids() -> Option<TraceIds> {
+    ids_of(&opentelemetry::Context::current())
 }

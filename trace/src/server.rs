@@ -3,6 +3,9 @@
 //! `http.request.method`, `http.route`, `url.path`, `http.response.status_code`, status
 //! error on a 5xx (a 4xx is the client's). Its parent is the caller's `traceparent`.
 //!
+//! The response carries the span's [`crate::TraceIds`] as an extension, for the layers
+//! outside it (the access log line, the latency histogram's exemplar).
+//!
 //! Add with `Router::route_layer(axum::middleware::from_fn(hale_trace::server_span))`:
 //! as a route layer it runs after routing, when the matched route is known.
 
@@ -29,8 +32,12 @@ pub async fn server_span(request: Request, next: Next) -> Response {
     );
     // Before the span is first entered, so the OpenTelemetry span starts with its parent.
     let _ = span.set_parent(crate::extract(request.headers()));
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    // For the layers outside the span: the access log line and the latency exemplar.
+    if let Some(ids) = crate::propagation::ids_of(&span.context()) {
+        response.extensions_mut().insert(ids);
+    }
     span.record("http.response.status_code", status);
     if status >= 500 {
         span.record("otel.status_code", "ERROR");

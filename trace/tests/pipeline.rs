@@ -90,14 +90,18 @@ async fn a_request_is_one_trace_of_a_client_and_a_server_span() {
     }
     let ids = {
         let _e = outer.enter();
-        hale_trace::trace_ids().expect("a traced span")
+        let ids = hale_trace::trace_ids().expect("a traced span");
+        // What a logging layer reads: the context entering the span activated.
+        assert_eq!(hale_trace::active_ids().as_ref(), Some(&ids), "the entered span is the active context");
+        ids
     };
     drop(outer);
     flush(&tracing).await;
     let spans = got.lock().expect("lock").clone();
     let client = spans.iter().find(|(_, s)| s.name == "checkout").expect("the client span");
     let server = spans.iter().find(|(_, s)| s.name == "GET /items/{id}").expect("the server span, named by route");
-    assert_eq!(hex(&client.1.trace_id), ids.0);
+    assert_eq!(hex(&client.1.trace_id), ids.trace_id);
+    assert!(ids.sampled, "ratio 1 samples every trace");
     assert_eq!(server.1.trace_id, client.1.trace_id, "one trace");
     assert_eq!(server.1.parent_span_id, client.1.span_id, "the server span's parent is the caller's");
     let attr = |s: &Span, k: &str| s.attributes.iter().find(|kv| kv.key == k).map(|kv| format!("{:?}", kv.value));

@@ -186,6 +186,15 @@ impl<'a> Object<'a> {
         let at = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
         Some(self.0.remove(at).1)
     }
+
+    /// A W3C id of `N` bytes written in hex under `key` (`trace_id`, `span_id`), taken
+    /// out of the fields; anything else under that key stays an attribute.
+    fn take_id<const N: usize>(&mut self, key: &str) -> Option<[u8; N]> {
+        let at = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
+        let id = hex_id::<N>(self.0[at].1.as_str()?)?;
+        self.0.remove(at);
+        Some(id)
+    }
 }
 
 /// The fields of `text` if it is one flat JSON object whose strings have no escapes and
@@ -301,6 +310,24 @@ struct Parsed<'a> {
     level: &'static str,
     message: Cow<'a, str>,
     attributes: Vec<(Cow<'a, str>, Field<'a>)>,
+    /// The span the line was written in (its `trace_id`/`span_id` fields), as OTLP
+    /// carries it: in the record's own fields, so a trace's lines can be found by its id.
+    trace_id: Option<[u8; 16]>,
+    span_id: Option<[u8; 8]>,
+}
+
+/// `N` bytes from `2N` hex digits; `None` for anything else or an all-zero id (W3C's
+/// invalid one).
+fn hex_id<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    (out != [0u8; N]).then_some(out)
 }
 
 fn parse<'a>(text: &'a str, scratch: Vec<(Cow<'a, str>, Field<'a>)>) -> Parsed<'a> {
@@ -313,11 +340,15 @@ fn parse<'a>(text: &'a str, scratch: Vec<(Cow<'a, str>, Field<'a>)>) -> Parsed<'
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos() as u64);
             let message = fields.take("message").map_or(Cow::Borrowed(""), Field::into_text);
+            let trace_id = fields.take_id::<16>("trace_id");
+            let span_id = if trace_id.is_some() { fields.take_id::<8>("span_id") } else { None };
             Parsed {
                 time_unix_nano,
                 level: severity(level.as_ref().and_then(Field::as_str).unwrap_or("")).1,
                 message,
                 attributes: fields.0,
+                trace_id,
+                span_id,
             }
         }
         None => plain(text, Vec::new()),
@@ -326,7 +357,14 @@ fn parse<'a>(text: &'a str, scratch: Vec<(Cow<'a, str>, Field<'a>)>) -> Parsed<'
 
 /// A plain-text line: all message, its level from its words.
 fn plain<'a>(text: &'a str, attributes: Vec<(Cow<'a, str>, Field<'a>)>) -> Parsed<'a> {
-    Parsed { time_unix_nano: 0, level: plain_level(text), message: Cow::Borrowed(text), attributes }
+    Parsed {
+        time_unix_nano: 0,
+        level: plain_level(text),
+        message: Cow::Borrowed(text),
+        attributes,
+        trace_id: None,
+        span_id: None,
+    }
 }
 
 fn bytes_len(len: usize) -> usize {
@@ -415,6 +453,12 @@ fn put_record<'a>(line: &'a Line, out: &mut Vec<u8>, scratch: &mut Vec<(Cow<'a, 
         if labels.is_empty() || !labels.iter().any(|(k, _)| k == key) {
             put_key_value(6, key, value, out);
         }
+    }
+    if let Some(id) = parsed.trace_id {
+        put_bytes(9, &id, out);
+    }
+    if let Some(id) = parsed.span_id {
+        put_bytes(10, &id, out);
     }
     if line.observed_unix_nano != 0 {
         encode_key(11, WireType::SixtyFourBit, out);
@@ -529,6 +573,17 @@ mod tests {
                     .map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string()))
                     .unwrap_or_default();
                 record.body = Some(string(&message));
+                let id = |fields: &mut serde_json::Map<String, serde_json::Value>, key: &str, len: usize| {
+                    let bytes = hex::decode(fields.get(key)?.as_str()?).ok()?;
+                    (bytes.len() == len && bytes.iter().any(|b| *b != 0)).then(|| {
+                        fields.remove(key);
+                        bytes
+                    })
+                };
+                if let Some(trace) = id(&mut fields, "trace_id", 16) {
+                    record.trace_id = trace;
+                    record.span_id = id(&mut fields, "span_id", 8).unwrap_or_default();
+                }
                 record.attributes = fields.iter().map(|(k, v)| kv(k, any(v))).collect();
                 severity(&level).1
             }
@@ -707,6 +762,30 @@ mod tests {
         ] {
             assert!(flat_object(text, Vec::new()).is_none(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_lines_trace_context_becomes_the_records_own() {
+        let lines = [
+            line(
+                "orders-1",
+                r#"{"level":"info","message":"order placed","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","order":7}"#,
+            ),
+            // Not ids: left as attributes.
+            line("orders-1", r#"{"level":"info","message":"m","trace_id":"xyz","span_id":"00f067aa0ba902b7"}"#),
+            line("orders-1", r#"{"message":"m","trace_id":"00000000000000000000000000000000"}"#),
+        ];
+        let body = to_otlp(&lines, "n", |_, _, _| {});
+        assert_eq!(body, reference(&lines, "n").encode_to_vec(), "as prost's types encode it");
+        let request = ExportLogsServiceRequest::decode(body.as_slice()).expect("decodes");
+        let records = &request.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(hex::encode(&records[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex::encode(&records[0].span_id), "00f067aa0ba902b7");
+        let keys = |r: &LogRecord| r.attributes.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&records[0]), ["order"]);
+        assert!(records[1].trace_id.is_empty() && records[2].trace_id.is_empty());
+        assert_eq!(keys(&records[1]), ["span_id", "trace_id"]);
+        assert_eq!(keys(&records[2]), ["trace_id"]);
     }
 
     #[test]

@@ -124,6 +124,7 @@ fn filter(q: &LogQuery) -> Result<Filter, PromError> {
         instance: q.instance.clone(),
         level: q.level.clone(),
         contains: q.contains.clone(),
+        trace_id: q.trace_id.as_ref().map(|t| t.to_ascii_lowercase()),
         since_ns: ns("since", &q.since, 0)?,
         until_ns: ns("until", &q.until, u64::MAX)?,
     })
@@ -177,6 +178,28 @@ mod tests {
         }
         let (status, bytes) = call(app, req.body(axum::body::Body::from(body)).expect("req")).await;
         (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_records_trace_context_is_stored_and_found_by_trace_id() {
+        let (_dir, app) = app(Some("tok"));
+        let body =
+            br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"orders"}}]},
+            "scopeLogs":[{"logRecords":[
+              {"timeUnixNano":"5","body":{"stringValue":"order placed"},
+               "traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7"},
+              {"timeUnixNano":"6","body":{"stringValue":"unrelated"}}]}]}]}"#;
+        let (status, message) = post(&app, body.to_vec(), true, None).await;
+        assert_eq!(status, StatusCode::OK, "{message}");
+        let got =
+            crate::api::test_support::get_json(&app, "/api/v1/logs?trace_id=4BF92F3577B34DA6A3CE929D0E0E4736").await;
+        let lines = got["data"].as_array().expect("lines");
+        assert_eq!(lines.len(), 1, "{got}");
+        assert_eq!(lines[0]["message"], "order placed");
+        assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
+        let all = crate::api::test_support::get_json(&app, "/api/v1/logs").await;
+        assert!(all["data"][1].get("trace_id").is_none(), "no id, no field: {all}");
     }
 
     #[tokio::test]

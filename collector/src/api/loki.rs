@@ -102,7 +102,7 @@ async fn read_lines(
     until_ns: u64,
 ) -> Result<(Vec<LogLine>, bool), LokiError> {
     let (service, instance, level) = q.pushdown();
-    let filter = Filter { service, instance, level, contains: None, since_ns, until_ns };
+    let filter = Filter { service, instance, level, contains: None, trace_id: None, since_ns, until_ns };
     let lines = blocking(c, move |c| c.logs.query(&filter, MAX_SCAN + 1))
         .await?
         .map_err(|e| LokiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the log store: {e}")))?;

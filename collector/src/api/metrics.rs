@@ -145,6 +145,11 @@ fn collector_metrics(c: &Collector, registry: &mut Registry) {
     registry.register("traces", "Traces held", ConstGauge::new(traces as i64));
     registry.register("spans", "Spans held", ConstGauge::new(spans as i64));
     registry.register_with_unit("trace", "Bytes of spans on disk", Unit::Bytes, ConstGauge::new(trace_bytes as i64));
+    registry.register(
+        "exemplars",
+        "Exemplars held in memory (the newest, up to --exemplars-max)",
+        ConstGauge::new(c.exemplars.len() as i64),
+    );
     let wal = c.store.wal().stats();
     registry.register_with_unit("wal_written", "Bytes written to the WAL", Unit::Bytes, counter(&wal.bytes_written));
     registry.register("wal_fsyncs", "WAL fsyncs (each commits a group of writes)", counter(&wal.fsyncs));

@@ -218,6 +218,7 @@ pub(crate) mod test_support {
             store,
             logs,
             traces,
+            exemplars: crate::exemplars::ExemplarStore::new(1000),
             ingest_token: ingest_token.map(hale_core::token::Token::fixed),
             traces_token: Some(hale_core::token::Token::fixed("traces-only")),
             started: Instant::now(),
@@ -264,7 +265,7 @@ pub(crate) mod test_support {
     /// A remote_write body of one series with one sample.
     pub fn body(labels: Vec<Label>) -> Vec<u8> {
         remote_write::encode(&WriteRequest {
-            timeseries: vec![TimeSeries { labels, samples: vec![Sample { value: 1.0, timestamp: 1000 }] }],
+            timeseries: vec![TimeSeries::new(labels, vec![Sample { value: 1.0, timestamp: 1000 }])],
             metadata: Vec::new(),
         })
     }

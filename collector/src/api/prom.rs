@@ -299,6 +299,7 @@ async fn federate(State(c): State<Arc<Collector>>, RawQuery(q): RawQuery) -> Res
                 labels: labels.into_iter().filter(|(n, _)| n != "__name__").collect(),
                 value: v,
                 timestamp_ms: Some(t),
+                exemplar: None,
             });
         }
     }
@@ -327,14 +328,18 @@ async fn metadata(State(c): State<Arc<Collector>>, Params(all): Params) -> Resul
     Ok(success(c.metadata.query(metric.as_deref(), count("limit")?, count("limit_per_metric")?)))
 }
 
-/// `/api/v1/query_exemplars`: the store keeps no exemplars, so a valid request finds
-/// none (Grafana asks whenever a panel has exemplars on).
-async fn exemplars(Params(all): Params) -> Result<Response, PromError> {
+/// `/api/v1/query_exemplars`: the stored exemplars of the series every selector of
+/// `query` picks, between `start` and `end` (Grafana asks whenever a panel shows
+/// exemplars, and links each to its trace).
+async fn exemplars(State(c): State<Arc<Collector>>, Params(all): Params) -> Result<Response, PromError> {
     let expr = param(&all, "query").ok_or_else(|| bad_data("query parameter is required"))?;
-    query::parse(&expr).map_err(|e| bad_data(e.to_string()))?;
-    time_param(&all, "start", 0)?;
-    time_param(&all, "end", 0)?;
-    Ok(success(Vec::<hale_core::api::Labels>::new()))
+    let expr = query::parse(&expr).map_err(|e| bad_data(e.to_string()))?;
+    let start = time_param(&all, "start", i64::MIN)?;
+    let end = time_param(&all, "end", i64::MAX)?;
+    if end < start {
+        return Err(bad_data("end timestamp must not be before start time"));
+    }
+    Ok(success(c.exemplars.query(&query::selectors_of(&expr), start, end)))
 }
 
 /// `/api/v1/format_query`: the expression laid out as Prometheus's formatter does.

@@ -53,6 +53,14 @@ pub(super) fn routes() -> Router<Arc<Collector>> {
 struct Validated {
     series: Vec<IncomingSeries>,
     too_far_ahead: usize,
+    /// Series that carry exemplars, with them (kept once the samples are stored).
+    exemplars: Vec<(Vec<remote_write::Label>, Vec<remote_write::Exemplar>)>,
+}
+
+/// An exemplar's labels are capped as OpenMetrics caps them; a longer one is dropped.
+fn exemplar_fits(e: &remote_write::Exemplar) -> bool {
+    let chars: usize = e.labels.iter().map(|l| l.name.chars().count() + l.value.chars().count()).sum();
+    chars <= hale_core::exposition::MAX_EXEMPLAR_LABEL_CHARS && e.labels.iter().all(|l| valid_label_name(&l.name))
 }
 
 /// Checks a remote_write request and turns it into series for the store.
@@ -63,8 +71,13 @@ fn validate(request: remote_write::WriteRequest, now_ms: i64) -> Result<Validate
     }
     let mut out = Vec::with_capacity(request.timeseries.len());
     let mut too_far_ahead = 0;
-    for (i, ts) in request.timeseries.into_iter().enumerate() {
+    let mut exemplars = Vec::new();
+    for (i, mut ts) in request.timeseries.into_iter().enumerate() {
         check_labels(&ts.labels).map_err(|e| bad_data(format!("series {i}: {e}")))?;
+        ts.exemplars.retain(exemplar_fits);
+        if !ts.exemplars.is_empty() {
+            exemplars.push((ts.labels.clone(), std::mem::take(&mut ts.exemplars)));
+        }
         let labels = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
         let before = ts.samples.len();
         let samples: Vec<_> = ts
@@ -78,7 +91,7 @@ fn validate(request: remote_write::WriteRequest, now_ms: i64) -> Result<Validate
             out.push((labels, samples));
         }
     }
-    Ok(Validated { series: out, too_far_ahead })
+    Ok(Validated { series: out, too_far_ahead, exemplars })
 }
 
 /// What is wrong with one series' labels, if anything.
@@ -128,7 +141,7 @@ async fn write(
     };
     let mut request = remote_write::decode(&body).map_err(|e| reject(bad_data(e.to_string())))?;
     let metadata = std::mem::take(&mut request.metadata);
-    let Validated { series, too_far_ahead } = validate(request, now_ms()).map_err(reject)?;
+    let Validated { series, too_far_ahead, exemplars } = validate(request, now_ms()).map_err(reject)?;
     let batch = batch_id(&headers);
     if let Some((source, _)) = &batch {
         c.sources.observe(source, &series, now_ms());
@@ -137,6 +150,9 @@ async fn write(
         PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not store the samples durably: {e}"))
     })?;
     c.metadata.observe(metadata);
+    for (labels, list) in &exemplars {
+        c.exemplars.add(labels, list);
+    }
     c.telemetry.samples_dropped(DropReason::TooOld, outcome.samples_too_old);
     c.telemetry.samples_dropped(DropReason::Duplicate, outcome.samples_duplicate);
     c.telemetry.samples_dropped(DropReason::TooFarAhead, too_far_ahead);
@@ -164,6 +180,49 @@ mod tests {
     use crate::api::test_support::{app, body, get, label, post, snappy};
     use hale_core::api::{Envelope, QueryResult};
     use hale_core::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+
+    #[tokio::test]
+    async fn exemplars_are_kept_and_answered_for_the_series_a_query_reads() {
+        let (_dir, app) = app(None);
+        let now = now_ms();
+        let exemplar = |trace: &str, t: i64| remote_write::Exemplar {
+            labels: vec![label("trace_id", trace)],
+            value: 0.31,
+            timestamp: t,
+        };
+        let bucket = |route: &str, exemplars| TimeSeries {
+            labels: vec![label("__name__", "d_bucket"), label("le", "0.5"), label("route", route)],
+            samples: vec![Sample { value: 3.0, timestamp: now }],
+            exemplars,
+        };
+        let request = WriteRequest::of(vec![
+            bucket("/buy", vec![exemplar("4bf92f3577b34da6a3ce929d0e0e4736", now)]),
+            // Labels past OpenMetrics' 128 characters: the exemplar goes, the sample stays.
+            bucket("/list", vec![exemplar(&"x".repeat(130), now)]),
+        ]);
+        assert_eq!(post(&app, remote_write::encode(&request), None).await.0, StatusCode::NO_CONTENT);
+        let q =
+            |expr: &str| format!("/api/v1/query_exemplars?query={}&start=0&end={}", urlencoding(expr), now / 1000 + 1);
+        let got = crate::api::test_support::get_json(&app, &q("histogram_quantile(0.99, rate(d_bucket[5m]))")).await;
+        assert_eq!(got["status"], "success");
+        let series = got["data"].as_array().expect("series");
+        assert_eq!(series.len(), 1, "{got}");
+        assert_eq!(series[0]["seriesLabels"]["route"], "/buy");
+        assert_eq!(series[0]["exemplars"][0]["labels"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(series[0]["exemplars"][0]["value"], "0.31");
+        let none = crate::api::test_support::get_json(&app, &q("other_metric")).await;
+        assert_eq!(none["data"], serde_json::json!([]));
+        let (status, _) = get(&app, "/api/v1/query_exemplars?query=rate(").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let instant =
+            crate::api::test_support::get_json(&app, &format!("/api/v1/query?query=d_bucket&time={}", now / 1000 + 1))
+                .await;
+        assert_eq!(instant["data"]["result"].as_array().map(Vec::len), Some(2), "both samples stored");
+    }
+
+    fn urlencoding(text: &str) -> String {
+        form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    }
 
     #[tokio::test]
     async fn bad_input_is_a_4xx_never_a_panic() {
@@ -225,6 +284,7 @@ mod tests {
         let write = |samples: Vec<(i64, f64)>| {
             remote_write::encode(&WriteRequest {
                 timeseries: vec![TimeSeries {
+                    exemplars: Vec::new(),
                     labels: vec![label("__name__", "temp"), label("room", "a")],
                     samples: samples.into_iter().map(|(timestamp, value)| Sample { value, timestamp }).collect(),
                 }],

@@ -55,6 +55,8 @@ pub struct Record<'a> {
     pub severity_text: &'a str,
     pub body: Option<Value<'a>>,
     pub attributes: Vec<(&'a str, Value<'a>)>,
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
     /// Bytes the record took on the wire.
     pub wire_len: usize,
 }
@@ -234,6 +236,8 @@ fn record<'a>(buf: &'a [u8], record: &mut Record<'a>) -> Result<(), Malformed> {
     record.severity_text = "";
     record.body = None;
     record.attributes.clear();
+    record.trace_id = &[];
+    record.span_id = &[];
     record.wire_len = buf.len();
     fields(buf, |number, field| {
         match number {
@@ -250,9 +254,8 @@ fn record<'a>(buf: &'a [u8], record: &mut Record<'a>) -> Result<(), Malformed> {
             8 if !matches!(field, Field::Fixed32) => {
                 return Err(Malformed("invalid wire type for LogRecord.flags".into()));
             }
-            9 | 10 => {
-                field.bytes("LogRecord")?;
-            }
+            9 => record.trace_id = field.bytes("LogRecord.trace_id")?,
+            10 => record.span_id = field.bytes("LogRecord.span_id")?,
             12 => {
                 field.str("LogRecord.event_name")?;
             }
@@ -419,6 +422,19 @@ pub struct StoredLine<'r, 'a> {
     pub message: Cow<'a, str>,
     #[serde(skip_serializing_if = "attributes_empty")]
     attributes: Object<'r, 'a>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    trace_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    span_id: String,
+}
+
+/// A W3C id of `len` bytes as lowercase hex; empty for anything else (no id, a wrong
+/// length, all zeros: OTLP's "no span").
+pub fn hex_id(bytes: &[u8], len: usize) -> String {
+    if bytes.len() != len || bytes.iter().all(|b| *b == 0) {
+        return String::new();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn attributes_empty(a: &Object<'_, '_>) -> bool {
@@ -452,6 +468,8 @@ impl<'r, 'a> StoredLine<'r, 'a> {
             level,
             message,
             attributes: Object(&record.attributes),
+            trace_id: hex_id(record.trace_id, 16),
+            span_id: hex_id(record.span_id, 8),
         }
     }
 }

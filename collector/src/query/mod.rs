@@ -502,29 +502,41 @@ impl<'a> Evaluator<'a> {
 
 /// Records in `out` the widest range each selector of `expr` (by its text) is read over.
 fn widest_ranges(expr: &Expr, out: &mut HashMap<String, i64>) {
-    let mut note = |vs: &VectorSelector, range: i64| {
+    for_each_selector(expr, &mut |vs, range| {
         let e = out.entry(vs.to_string()).or_insert(0);
         *e = (*e).max(range);
-    };
+    });
+}
+
+/// Calls `f` with every selector of `expr` and the range it is read over (0: instant).
+fn for_each_selector(expr: &Expr, f: &mut impl FnMut(&VectorSelector, i64)) {
     match expr {
-        Expr::VectorSelector(vs) => note(vs, 0),
-        Expr::MatrixSelector(ms) => note(&ms.vs, millis(ms.range)),
+        Expr::VectorSelector(vs) => f(vs, 0),
+        Expr::MatrixSelector(ms) => f(&ms.vs, millis(ms.range)),
         Expr::Aggregate(a) => {
-            widest_ranges(&a.expr, out);
+            for_each_selector(&a.expr, f);
             if let Some(p) = &a.param {
-                widest_ranges(p, out);
+                for_each_selector(p, f);
             }
         }
-        Expr::Unary(u) => widest_ranges(&u.expr, out),
+        Expr::Unary(u) => for_each_selector(&u.expr, f),
         Expr::Binary(b) => {
-            widest_ranges(&b.lhs, out);
-            widest_ranges(&b.rhs, out);
+            for_each_selector(&b.lhs, f);
+            for_each_selector(&b.rhs, f);
         }
-        Expr::Paren(p) => widest_ranges(&p.expr, out),
-        Expr::Subquery(s) => widest_ranges(&s.expr, out),
-        Expr::Call(c) => c.args.args.iter().for_each(|a| widest_ranges(a, out)),
+        Expr::Paren(p) => for_each_selector(&p.expr, f),
+        Expr::Subquery(s) => for_each_selector(&s.expr, f),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| for_each_selector(a, f)),
         _ => {}
     }
+}
+
+/// The matchers of every selector in `expr`: which series an expression reads (for its
+/// exemplars). `histogram_quantile(0.99, rate(d_bucket[5m]))` reads `d_bucket`.
+pub fn selectors_of(expr: &Expr) -> Vec<Vec<Matcher>> {
+    let mut out = Vec::new();
+    for_each_selector(expr, &mut |vs, _| out.push(matchers_of(vs)));
+    out
 }
 
 /// A reach meaning "anywhere in time".

@@ -59,7 +59,7 @@ impl Matcher {
         Ok(if negate { Matcher::Nre(name.into(), re) } else { Matcher::Re(name.into(), re) })
     }
 
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         match self {
             Matcher::Eq(n, _) | Matcher::Ne(n, _) | Matcher::Re(n, _) | Matcher::Nre(n, _) => n,
         }

@@ -19,6 +19,11 @@ pub struct LogLine {
     pub message: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: Attributes,
+    /// The span the line was written in (W3C ids in hex), when the record says.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub span_id: String,
 }
 
 /// A record's attributes by key (in key order, as JSON objects are kept).
@@ -131,6 +136,8 @@ pub struct LogQuery {
     pub level: Option<String>,
     /// Text the message contains.
     pub contains: Option<String>,
+    /// Lines written in this trace (hex id, any case).
+    pub trace_id: Option<String>,
     /// Unix seconds (or RFC 3339) bounds, inclusive.
     pub since: Option<String>,
     pub until: Option<String>,

@@ -1,4 +1,4 @@
-//! PromQL answers: `/api/v1/query` and `/api/v1/query_range`.
+//! PromQL answers: `/api/v1/query`, `/api/v1/query_range` and `/api/v1/query_exemplars`.
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +82,23 @@ pub enum QueryResult {
     Matrix(Vec<MatrixSeries>),
     Scalar(Point),
     String(Point),
+}
+
+/// One series' exemplars, as `/api/v1/query_exemplars` answers (Prometheus's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExemplarSeries {
+    #[serde(rename = "seriesLabels")]
+    pub series_labels: Labels,
+    pub exemplars: Vec<ExemplarPoint>,
+}
+
+/// An exemplar: its labels (`trace_id`…), the observed value as text, and its time in
+/// Unix seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExemplarPoint {
+    pub labels: Labels,
+    pub value: String,
+    pub timestamp: f64,
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use super::chaos::{Chaos, ChaosRequest, Effect};
 use super::error::{ApiJson, AppError};
-use super::metrics::{HttpLabels, HttpMetrics, SharedRegistry};
+use super::metrics::{HttpLabels, HttpMetrics, SharedRegistry, TraceExemplar};
 use super::token::{Admin, AuthContext, TokenKeys};
 
 /// Largest request body any shop endpoint accepts; larger ones get 413.
@@ -308,6 +308,12 @@ async fn observe(State(frame): State<Arc<Frame>>, mut req: Request, next: Next) 
     let mut response = next.run(req).await;
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
+    let ids = response.extensions().get::<hale_trace::TraceIds>().cloned();
+    // Only a sampled trace is surely exported: an exemplar must point at a stored trace.
+    let exemplar = ids
+        .as_ref()
+        .filter(|ids| ids.sampled)
+        .map(|ids| TraceExemplar { trace_id: ids.trace_id.clone(), span_id: ids.span_id.clone() });
     frame
         .http
         .duration
@@ -316,19 +322,24 @@ async fn observe(State(frame): State<Arc<Frame>>, mut req: Request, next: Next) 
             http_route: route.clone(),
             http_response_status_code: status,
         })
-        .observe(elapsed.as_secs_f64());
+        .observe(elapsed.as_secs_f64(), exemplar, Some(std::time::SystemTime::now()));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let latency_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    // The line is written outside the request's span: its ids come from the response.
+    let (trace_id, span_id) = match ids {
+        Some(ids) => (Some(ids.trace_id), Some(ids.span_id)),
+        None => (None, None),
+    };
     if route == "/healthz" || route == "/readyz" || route == "/metrics" {
         tracing::debug!(request_id, method, route, status, latency_ms, "request");
     } else if status >= 500 {
-        tracing::error!(request_id, method, route, status, latency_ms, "request failed");
+        tracing::error!(request_id, method, route, status, latency_ms, trace_id, span_id, "request failed");
     } else if status >= 400 {
-        tracing::warn!(request_id, method, route, status, latency_ms, "request refused");
+        tracing::warn!(request_id, method, route, status, latency_ms, trace_id, span_id, "request refused");
     } else {
-        tracing::info!(request_id, method, route, status, latency_ms, "request");
+        tracing::info!(request_id, method, route, status, latency_ms, trace_id, span_id, "request");
     }
     response
 }
