@@ -18,6 +18,7 @@
 //! the same mutual TLS as everything else. A full queue or a collector away drops spans
 //! (counted by the SDK's own logs), never blocks a request.
 
+mod client;
 mod export;
 mod propagation;
 mod sampling;
@@ -29,7 +30,11 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 
-pub use propagation::{LONG_POLL, TraceIds, active_ids, extract, inject, mark_long_poll, trace_ids};
+pub use client::{db_span, send, send_long_poll};
+pub use propagation::{
+    LONG_POLL, TraceIds, active_ids, context_of, continue_trace, extract, inject, mark_long_poll, trace_ids,
+    traceparent,
+};
 pub use server::server_span;
 
 /// Where spans go and which are kept.

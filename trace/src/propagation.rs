@@ -39,6 +39,28 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extract(headers)))
 }
 
+/// The current span's W3C `traceparent`, to hand a trace on through something other
+/// than an HTTP request's headers (a change the standby pulls later).
+pub fn traceparent() -> Option<String> {
+    let mut headers = HeaderMap::new();
+    inject(&mut headers);
+    headers.get("traceparent")?.to_str().ok().map(str::to_owned)
+}
+
+/// The context a `traceparent` value names (an empty one if it is not valid).
+pub fn context_of(traceparent: &str) -> opentelemetry::Context {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(traceparent) {
+        headers.insert("traceparent", value);
+    }
+    extract(&headers)
+}
+
+/// Makes `span` (not yet entered) a child of the span `traceparent` names.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let _ = span.set_parent(context_of(traceparent));
+}
+
 /// The attribute that marks a request that waits on purpose (a long-poll).
 pub const LONG_POLL: &str = "hale.long_poll";
 

@@ -166,3 +166,40 @@ async fn slow_requests_are_kept_but_long_polls_are_not() {
     let names: Vec<String> = got.lock().expect("lock").iter().map(|(_, s)| s.name.clone()).collect();
     assert_eq!(names, ["GET /slow"], "the slow request kept, the long-poll not");
 }
+
+#[tokio::test]
+async fn client_and_database_spans_follow_the_conventions_and_a_failed_call_is_an_error() {
+    let (endpoint, got) = receiver().await;
+    let base = server().await;
+    let mut config = hale_trace::Config::new("shop-test", "shop-test-1", &endpoint);
+    config.ratio = 1.0;
+    let tracing = Arc::new(hale_trace::Tracing::start(config));
+    let subscriber = tracing_subscriber::registry().with(tracing.layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    {
+        use tracing::Instrument;
+        let client = reqwest::Client::new();
+        async {
+            hale_trace::send(client.get(format!("{base}/items/0?secret=x"))).await.expect("answered");
+            async {}.instrument(hale_trace::db_span("sqlite", "SELECT", "items")).await;
+        }
+        .instrument(tracing::info_span!("work"))
+        .await;
+    }
+    flush(&tracing).await;
+    let spans = got.lock().expect("lock").clone();
+    let find = |name: &str| spans.iter().find(|(_, s)| s.name == name).map(|(_, s)| s.clone()).expect(name);
+    let attr = |s: &Span, k: &str| s.attributes.iter().find(|kv| kv.key == k).map(|kv| format!("{:?}", kv.value));
+    let (work, client, server, db) = (find("work"), find("GET"), find("GET /items/{id}"), find("SELECT items"));
+    assert_eq!(client.parent_span_id, work.span_id);
+    assert_eq!(server.parent_span_id, client.span_id, "the callee continues the client span");
+    assert_eq!(client.kind, 3, "client");
+    let url = attr(&client, "url.full").expect("url.full");
+    assert!(url.contains("/items/0") && !url.contains("secret"), "no query in the stored URL: {url}");
+    assert!(attr(&client, "http.response.status_code").is_some_and(|v| v.contains("500")));
+    assert!(attr(&client, "error.type").is_some_and(|v| v.contains("500")));
+    assert_eq!(client.status.as_ref().map(|s| s.code), Some(2), "error status");
+    assert_eq!(db.parent_span_id, work.span_id);
+    assert!(attr(&db, "db.system.name").is_some_and(|v| v.contains("sqlite")));
+    assert!(attr(&db, "db.operation.name").is_some_and(|v| v.contains("SELECT")));
+}

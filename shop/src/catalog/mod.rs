@@ -32,7 +32,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use hale_core::Role;
 use hale_core::api::{EpochRequest, Fenced, Promoted, RejoinRequest};
+use hale_trace::db_span;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 pub use replication::{CatalogState, EPOCH_HEADER, MAX_EPOCH, MAX_EPOCH_STEP, SYNC_TIMEOUT};
 use store::{Change, NewProduct, Product, ReservationItem, StoreError};
@@ -136,7 +138,10 @@ async fn create_product(
     };
     validate(&new)?;
     let request = RequestLine::of(&method, &uri);
-    let (product, seq) = state.write(request, &headers, move |store, epoch| store.create_product(epoch, &new)).await?;
+    let (product, seq) = state
+        .write(request, &headers, move |store, epoch| store.create_product(epoch, &new))
+        .instrument(db_span("sqlite", "INSERT", "products"))
+        .await?;
     state.wait_for_standby(seq).await?;
     tracing::info!(product_id = product.id, seq, "product published");
     Ok((StatusCode::CREATED, [("location", format!("/api/products/{}", product.id))], axum::Json(product)))
@@ -154,7 +159,8 @@ async fn list_products(
 ) -> Result<impl IntoResponse, AppError> {
     let limit = page.limit.unwrap_or(20).clamp(1, 100);
     let offset = page.offset.unwrap_or(0);
-    let (products, total) = state.read(move |s| s.list(limit, offset)).await?;
+    let (products, total) =
+        state.read(move |s| s.list(limit, offset)).instrument(db_span("sqlite", "SELECT", "products")).await?;
     Ok(axum::Json(ProductPage { products, total, limit, offset }))
 }
 
@@ -163,7 +169,7 @@ async fn get_product(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
     let id: i64 = id.parse().map_err(|_| AppError::BadRequest(format!("product id {id:?} is not a number")))?;
-    match state.read(move |s| s.product(id)).await? {
+    match state.read(move |s| s.product(id)).instrument(db_span("sqlite", "SELECT", "products")).await? {
         Some(p) => Ok(axum::Json(p)),
         None => Err(AppError::NotFound(format!("product {id} does not exist"))),
     }
@@ -198,6 +204,7 @@ async fn replication_changes(
     let mut page = changes_page(&state, q).await?;
     page.in_sync = Some(in_sync);
     page.sync_stamp = Some(stamp);
+    page.traces = state.traces_of(&page.changes);
     Ok(page)
 }
 
@@ -218,6 +225,17 @@ pub struct ChangesPage {
     pub in_sync: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_stamp: Option<hale_core::api::SyncStamp>,
+    /// To the standby: the trace each change of the page was written in, so applying it
+    /// (what confirms the write) is a span of that trace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<ChangeTrace>,
+}
+
+/// A change's sequence and the W3C `traceparent` of the write that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeTrace {
+    pub seq: u64,
+    pub traceparent: String,
 }
 
 /// `GET /admin/replication`: a wire type of the failover protocol, so it lives in core.
@@ -235,7 +253,8 @@ async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Jso
     }
     state.wait_for_seq_after(q.after, wait).await;
     let after = q.after;
-    let changes = state.read(move |s| s.changes_after(after, limit)).await?;
+    let changes =
+        state.read(move |s| s.changes_after(after, limit)).instrument(db_span("sqlite", "SELECT", "changes")).await?;
     let meta = state.meta();
     Ok(axum::Json(ChangesPage {
         changes,
@@ -244,6 +263,7 @@ async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Jso
         role: meta.role,
         in_sync: None,
         sync_stamp: None,
+        traces: Vec::new(),
     }))
 }
 
@@ -286,6 +306,7 @@ async fn reserve(
     let id = req.reservation_id;
     let result = state
         .write(RequestLine::of(&method, &uri), &headers, move |store, epoch| store.reserve(epoch, &id, &items))
+        .instrument(db_span("sqlite", "INSERT", "reservations"))
         .await;
     state.count_reservation(&result);
     let (reservation, seq) = result?;

@@ -1,5 +1,6 @@
 //! Role, epoch and the replication stream of one catalog replica.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,8 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::store::{ReplicaMeta, Reservation, Store, StoreError, SyncMeta};
-use super::{ChangesPage, ReplicationStatus};
+use super::store::{Change, ReplicaMeta, Reservation, Store, StoreError, SyncMeta};
+use super::{ChangeTrace, ChangesPage, ReplicationStatus};
 use crate::http::internal::{self, ProofError};
 use crate::http::token::unix_now;
 use crate::http::{AppError, Readiness};
@@ -120,9 +121,25 @@ struct Outputs {
     caught_up: Arc<AtomicBool>,
     readiness: Readiness,
     metrics: Metrics,
+    /// The trace each recent change was written in (oldest first), until the standby
+    /// has it: the page that carries a change carries its trace too.
+    traced: Arc<Mutex<VecDeque<ChangeTrace>>>,
 }
 
+/// Changes whose trace is remembered for the standby; older ones (a standby long away)
+/// replicate untraced.
+const TRACED_CHANGES: usize = 4096;
+
 impl Outputs {
+    /// Remembers that change `seq` was written in the trace `traceparent` names.
+    fn note_trace(&self, seq: u64, traceparent: String) {
+        let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+        traced.push_back(ChangeTrace { seq, traceparent });
+        while traced.len() > TRACED_CHANGES {
+            traced.pop_front();
+        }
+    }
+
     fn meta(&self) -> ReplicaMeta {
         *self.meta_view.borrow()
     }
@@ -196,6 +213,7 @@ impl CatalogState {
                 caught_up: Arc::new(AtomicBool::new(true)),
                 readiness,
                 metrics,
+                traced: Arc::default(),
             },
             standby_ack: watch::Sender::new(0),
             sync: watch::Sender::new(sync),
@@ -277,12 +295,16 @@ impl CatalogState {
         let store = self.store.clone();
         let meta = self.meta.clone();
         let out = self.out.clone();
+        let trace = hale_trace::traceparent();
         let result = tokio::task::spawn_blocking(move || {
             let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
             match guard.role {
                 Role::Primary => {
                     let written = f(&store, guard.epoch).map_err(AppError::from)?;
                     if let Some(seq) = written.written_seq() {
+                        if let Some(trace) = trace {
+                            out.note_trace(seq, trace);
+                        }
                         out.advance(seq);
                         out.publish();
                     }
@@ -310,6 +332,17 @@ impl CatalogState {
         }
         let mut rx = self.out.seq.subscribe();
         let _ = tokio::time::timeout(wait, rx.wait_for(|seq| *seq > after)).await;
+    }
+
+    /// The traces of `changes` still remembered, for the standby's page; those the
+    /// standby already has (up to the first change of the page) are forgotten.
+    pub fn traces_of(&self, changes: &[Change]) -> Vec<ChangeTrace> {
+        let mut traced = self.out.traced.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(first), Some(last)) = (changes.first(), changes.last()) else { return Vec::new() };
+        while traced.front().is_some_and(|t| t.seq < first.seq) {
+            traced.pop_front();
+        }
+        traced.iter().take_while(|t| t.seq <= last.seq).cloned().collect()
     }
 
     /// Records that the standby has applied everything up to `seq` (never more than
@@ -355,6 +388,13 @@ impl CatalogState {
     /// failover authority must not acknowledge what a failover on the other side of the
     /// cut would lose (found by tests/netns.rs).
     pub async fn wait_for_standby(&self, seq: u64) -> Result<(), AppError> {
+        use tracing::Instrument;
+        let span =
+            tracing::info_span!("wait for standby", otel.name = "catalog wait for standby", catalog.change.seq = seq);
+        self.confirmed(seq).instrument(span).await
+    }
+
+    async fn confirmed(&self, seq: u64) -> Result<(), AppError> {
         let mut sync = self.sync.subscribe();
         let mut acked = self.standby_ack.subscribe();
         let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
@@ -807,6 +847,9 @@ impl CatalogState {
         if !page.changes.is_empty() {
             let (store, meta, out) = (self.store.clone(), self.meta.clone(), self.out.clone());
             let changes = page.changes;
+            // Applying a traced change is a span of the write's trace: the confirmation
+            // its primary waits for. The spans end when the page is applied.
+            let _spans: Vec<tracing::Span> = page.traces.iter().map(apply_span).collect();
             tokio::task::spawn_blocking(move || {
                 // Hold the role lock: a promotion never interleaves with an apply.
                 let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
@@ -826,6 +869,22 @@ impl CatalogState {
         self.publish();
         Ok(())
     }
+}
+
+/// The span of a standby applying the change `trace` names: a consumer of the write's
+/// trace, its parent the write on the primary.
+fn apply_span(trace: &ChangeTrace) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "replicate",
+        otel.name = "catalog apply change",
+        otel.kind = "consumer",
+        db.system.name = "sqlite",
+        db.operation.name = "apply",
+        catalog.change.seq = trace.seq,
+    );
+    hale_trace::continue_trace(&span, &trace.traceparent);
+    span
 }
 
 fn check_range(epoch: u64) -> Result<(), AppError> {

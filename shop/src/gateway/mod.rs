@@ -318,9 +318,8 @@ fn upstream_headers(
             out.append(name.clone(), value.clone());
         }
     }
-    // The upstream continues the gateway's trace: its `traceparent` replaces the caller's
-    // (the gateway's own server span already has the caller's as parent).
-    hale_trace::inject(&mut out);
+    // The caller's `traceparent` goes too: the client span around the call replaces it
+    // with its own (the gateway's server span already has the caller's as parent).
     let Some(secret) = &state.admin_token else {
         // Without the admin token the gateway cannot prove anything; it claims nothing.
         return out;
@@ -358,7 +357,7 @@ async fn proxy(state: Arc<GatewayState>, service: ServiceKind, request: Request)
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     // A long-poll passing through (`wait_ms`) waits on purpose: not a slow request.
-    if parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("wait_ms=") && kv != "wait_ms=0")) {
+    if is_long_poll(&path) {
         hale_trace::mark_long_poll();
     }
     let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -430,6 +429,13 @@ async fn catalog_write(
     }
 }
 
+/// A request that waits on purpose (`wait_ms`, the catalog's change feed).
+fn is_long_poll(path_and_query: &str) -> bool {
+    path_and_query
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("wait_ms=") && kv != "wait_ms=0"))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     state: &GatewayState,
@@ -446,7 +452,9 @@ async fn attempt(
     let upstream = state.client.request(method.clone(), format!("{}{path}", member.url)).timeout(UPSTREAM_TIMEOUT);
     let request = internal::RequestLine { method, path_and_query: path };
     let headers = upstream_headers(state, request, headers, epoch, client);
-    let result = upstream.headers(headers).body(body.clone()).send().await;
+    let upstream = upstream.headers(headers).body(body.clone());
+    let result =
+        if is_long_poll(path) { hale_trace::send_long_poll(upstream).await } else { hale_trace::send(upstream).await };
     let response = match result {
         Ok(r) => r,
         Err(e) => {

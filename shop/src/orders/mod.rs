@@ -94,12 +94,20 @@ impl OrdersState {
         self.outcomes.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
+    /// Runs `f` on the store, off the async threads, in a database span (`operation`:
+    /// `SELECT`, `INSERT`… on the orders table).
     async fn db<T: Send + 'static>(
         &self,
+        operation: &'static str,
         f: impl FnOnce(&OrdersStore) -> Result<T, OrdersStoreError> + Send + 'static,
     ) -> Result<T, AppError> {
+        use tracing::Instrument;
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.map_err(AppError::internal)?.map_err(AppError::from)
+        tokio::task::spawn_blocking(move || f(&store))
+            .instrument(hale_trace::db_span("sqlite", operation, "orders"))
+            .await
+            .map_err(AppError::internal)?
+            .map_err(AppError::from)
     }
 
     /// A cached client_credentials token for the catalog, renewed a minute before expiry.
@@ -108,19 +116,14 @@ impl OrdersState {
         if !force && let Some((token, _)) = cached.as_ref().filter(|(_, until)| *until > Instant::now()) {
             return Ok(token.clone());
         }
-        let response = self
-            .http
-            .post(format!("{}/oauth/token", self.catalog.base_url))
-            .headers(crate::http::trace_headers())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", self.catalog.client_id.as_str()),
-                ("client_secret", self.catalog.client_secret.as_str()),
-                ("scope", "catalog:reserve"),
-            ])
-            .send()
-            .await
-            .map_err(unreachable("auth"))?;
+        let response = hale_trace::send(self.http.post(format!("{}/oauth/token", self.catalog.base_url)).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", self.catalog.client_id.as_str()),
+            ("client_secret", self.catalog.client_secret.as_str()),
+            ("scope", "catalog:reserve"),
+        ]))
+        .await
+        .map_err(unreachable("auth"))?;
         if !response.status().is_success() {
             return Err(AppError::Unavailable(format!(
                 "auth refused the orders service's credentials ({}); check clients in cluster.toml",
@@ -140,15 +143,14 @@ impl OrdersState {
         let mut force = false;
         loop {
             let token = self.service_token(force).await?;
-            let response = self
-                .http
-                .post(format!("{}/api/products/reservations", self.catalog.base_url))
-                .headers(crate::http::trace_headers())
-                .bearer_auth(token)
-                .json(&ReserveRequest { reservation_id: reservation_id.to_string(), items: items.to_vec() })
-                .send()
-                .await
-                .map_err(unreachable("catalog"))?;
+            let response = hale_trace::send(
+                self.http
+                    .post(format!("{}/api/products/reservations", self.catalog.base_url))
+                    .bearer_auth(token)
+                    .json(&ReserveRequest { reservation_id: reservation_id.to_string(), items: items.to_vec() }),
+            )
+            .await
+            .map_err(unreachable("catalog"))?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !force {
                 force = true;
@@ -277,7 +279,7 @@ async fn place_order(
     let owner = claims.sub.clone();
 
     let (o, k) = (owner.clone(), key.clone());
-    if let Some(existing) = state.db(move |s| s.by_key(&o, &k)).await? {
+    if let Some(existing) = state.db("SELECT", move |s| s.by_key(&o, &k)).await? {
         return replay(&state, &existing, &digest);
     }
     // The same (owner, key, request) always reserves under the same id, so a retry after a
@@ -313,7 +315,7 @@ async fn place_order(
             .unwrap_or(0),
     };
     let candidate = order.clone();
-    let stored = state.db(move |s| s.insert_or_get(&candidate)).await?;
+    let stored = state.db("INSERT", move |s| s.insert_or_get(&candidate)).await?;
     if stored.id != order.id {
         return replay(&state, &stored, &digest);
     }
@@ -344,7 +346,7 @@ async fn get_order(
     if id.len() > 64 {
         return Err(AppError::BadRequest("order id is too long".into()));
     }
-    let order = state.db(move |s| s.by_id(&id)).await?;
+    let order = state.db("SELECT", move |s| s.by_id(&id)).await?;
     // Someone else's order is reported exactly like a missing one.
     match order.filter(|o| o.owner == claims.sub) {
         Some(order) => Ok(axum::Json(view(&state, &order)?)),
