@@ -213,7 +213,8 @@ pub async fn run(args: HealerArgs) -> Result<()> {
     if let Some(HealerSub::Replay { policies, alerts }) = &args.sub {
         return replay(policies, alerts);
     }
-    crate::logging::to_stderr("info");
+    // Every repair is traced (they are few, and each one matters).
+    let _tracing = crate::logging::to_stderr_traced("info", "hale-healer", &args.listen.to_string(), 1.0);
     let security = args.tls.security()?;
     let config = HealerConfig::try_from(args)?;
     Ok(hale_healer::run(config, security, crate::shutdown::requested()).await?)

@@ -28,6 +28,28 @@ pub fn to_file(default: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Hale's own components: human-readable logs on stderr, and their spans to a tracing
+/// pipeline when OpenTelemetry's variables name an endpoint (see [`hale_trace::Config`]);
+/// the pipeline is returned, to keep (dropping it flushes what is queued).
+pub fn to_stderr_traced(default: &str, service: &str, instance: &str, ratio: f64) -> Option<hale_trace::Tracing> {
+    let tracing = hale_trace::Config::from_env(service, instance)
+        .map(|mut config| {
+            // The variable, when set, has the last word.
+            if std::env::var_os("OTEL_TRACES_SAMPLER_ARG").is_none() {
+                config.ratio = ratio;
+            }
+            config
+        })
+        .map(hale_trace::Tracing::start);
+    let spans = tracing.as_ref().map(hale_trace::Tracing::layer);
+    let _ = tracing_subscriber::registry()
+        .with(filter(default))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(spans)
+        .try_init();
+    tracing
+}
+
 /// A shop replica's JSON-lines log, at info level, and its spans to `tracing`'s pipeline
 /// when it has one.
 pub fn to_json_lines(path: &Path, service: &str, instance: &str, tracing: Option<&hale_trace::Tracing>) -> Result<()> {

@@ -237,18 +237,7 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 .chain(plaintext_flags(cluster))
                 .chain(tls_args(cluster, data_dir, node, *kind != ServiceKind::Gateway))
                 .collect(),
-                // Spans to the collector, with the token that writes spans only.
-                env: [
-                    (
-                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".to_string(),
-                        format!("{}/v1/traces", cluster.url(cluster.collector.listen)),
-                    ),
-                    (
-                        "OTEL_EXPORTER_OTLP_HEADERS".to_string(),
-                        format!("authorization=Bearer%20{}", cluster.secrets.traces_token),
-                    ),
-                ]
-                .into(),
+                env: trace_env(cluster).into_iter().collect(),
                 log_file: Some(logs.join("{name}.log").display().to_string()),
                 output_file: logs.join("{name}.out").display().to_string(),
                 metrics_path: "/metrics".into(),
@@ -440,6 +429,18 @@ impl Layout {
 
 /// A process `hale up` supervises itself (the agents supervise the replicas): `hale
 /// <args>` on the control node, its output in `logs/<name>.out`.
+/// OpenTelemetry's variables that send a process's spans to the collector, with the token
+/// that writes spans only.
+fn trace_env(cluster: &ClusterConfig) -> [(String, String); 2] {
+    [
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".to_string(),
+            format!("{}/v1/traces", cluster.url(cluster.collector.listen)),
+        ),
+        ("OTEL_EXPORTER_OTLP_HEADERS".to_string(), format!("authorization=Bearer%20{}", cluster.secrets.traces_token)),
+    ]
+}
+
 fn own_process(
     cluster: &ClusterConfig,
     layout: &Layout,
@@ -525,7 +526,10 @@ fn collector_spec(
         ("HALE_TRACES_TOKEN".into(), cluster.secrets.traces_token.clone()),
         ("HALE_ADMIN_TOKEN".into(), cluster.secrets.admin_token.clone()),
         ("HALE_WEBHOOK_SECRET".into(), webhook_secret.to_string()),
-    ];
+    ]
+    .into_iter()
+    .chain(trace_env(cluster))
+    .collect();
     own_process(cluster, layout, ("collector", "collector"), cluster.collector.listen, args, env)
 }
 
@@ -556,7 +560,10 @@ fn healer_spec(
         ("HALE_HEALER_TOKEN".into(), cluster.secrets.admin_token.clone()),
         ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
         ("HALE_ADMIN_TOKEN".into(), cluster.secrets.admin_token.clone()),
-    ];
+    ]
+    .into_iter()
+    .chain(trace_env(cluster))
+    .collect();
     own_process(cluster, layout, ("healer", "healer"), cluster.healer.listen, args, env)
 }
 
@@ -567,10 +574,13 @@ fn agent_spec(cluster: &ClusterConfig, layout: &Layout, agent: &AgentConfig) -> 
         .chain(plaintext_flags(cluster))
         .chain(tls_args(cluster, &layout.data_dir, &agent.node, true))
         .collect();
-    let env = vec![
+    let env = [
         ("HALE_AGENT_TOKEN".into(), cluster.secrets.agent_token.clone()),
         ("HALE_INGEST_TOKEN".into(), cluster.secrets.ingest_token.clone()),
-    ];
+    ]
+    .into_iter()
+    .chain(trace_env(cluster))
+    .collect();
     let spec = own_process(cluster, layout, (&name, "agent"), agent.listen, args, env);
     // In a lab, the agent (and every replica it starts) lives on its node's host:
     // `ip netns exec` joins the namespace and execs, so the PID stays the agent's.

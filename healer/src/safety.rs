@@ -610,6 +610,8 @@ mod tests {
             followed_by: None,
             burn_before: None,
             burn_after: None,
+            trace_id: None,
+            traceparent: None,
         }
     }
 

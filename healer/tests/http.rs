@@ -805,3 +805,72 @@ members = [{{ instance = "ledger-a", url = "{a_url}" }}, {{ instance = "ledger-b
         .await;
     assert_eq!(a.lock().unwrap_or_else(|p| p.into_inner()).calls.last().cloned(), Some(format!("rejoin {b_url}")));
 }
+
+/// Spans an OTLP/HTTP receiver on a free port got.
+type Spans = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
+
+async fn span_receiver() -> (String, Spans) {
+    use prost::Message;
+    let got: Spans = Arc::default();
+    let store = got.clone();
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| async move {
+            let request =
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&body[..])
+                    .expect("OTLP protobuf");
+            let spans = request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+            store.lock().expect("lock").extend(spans);
+            ""
+        }),
+    );
+    (format!("http://{}/v1/traces", serve(app).await), got)
+}
+
+/// Each repair is one trace: alert → safety checks → executor call → verification, its
+/// outcome on the root span, and its id on the action (the healer API) and on every
+/// audit record of the decision.
+#[tokio::test]
+async fn a_repair_is_one_trace_whose_id_the_action_and_the_audit_record() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let (endpoint, got) = span_receiver().await;
+    let mut config = hale_trace::Config::new("hale-healer", "healer-test", &endpoint);
+    config.ratio = 1.0;
+    let tracing = Arc::new(hale_trace::Tracing::start(config));
+    // The test's runtime has one thread: the healer's tasks run under this subscriber.
+    // With this the only dispatcher, tracing-core decides a callsite's interest from the
+    // default of whichever thread reaches it first, and the other tests' threads have
+    // none: a second live dispatcher makes it ask every dispatcher instead.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(tracing.layer()));
+    let rig = Rig::start(RESTART, Vec::new()).await;
+    rig.hang("s-1");
+    lock(&rig.world).ready.insert("s-2".into(), true);
+    rig.fire("s-1", "2026-01-01T00:00:00Z").await;
+    let status = || rig.healer.store.read(|s| s.actions.first().map(|a| a.status));
+    eventually("verified", Duration::from_secs(10), || status() == Some(hale_core::api::ActionStatus::Succeeded)).await;
+    let action = rig.healer.store.read(|s| s.actions[0].clone());
+    let trace_id = action.trace_id.clone().expect("the action names its trace");
+    let decided: Vec<Value> = rig.audit().into_iter().filter(|r| r["action_id"] == action.id.as_str()).collect();
+    assert!(decided.len() >= 4, "planned, acting, acted, verified: {decided:?}");
+    for record in &decided {
+        assert_eq!(record["trace_id"], trace_id.as_str(), "{record}");
+    }
+    let (_, listed) = rig.api("GET", "/api/v1/actions").await;
+    assert_eq!(listed["actions"][0]["trace_id"], trace_id.as_str(), "the healer API gives the trace");
+
+    let flusher = tracing.clone();
+    tokio::task::spawn_blocking(move || flusher.flush()).await.expect("flush");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let spans: Vec<_> = got.lock().expect("lock").iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let root = spans.iter().find(|s| s.name == "heal ReplicaDown").unwrap_or_else(|| panic!("the root: {names:?}"));
+    assert!(root.parent_span_id.is_empty(), "a trace of its own");
+    for child in ["safety checks", "restart instance/s-1", "verify repair"] {
+        let span = spans.iter().find(|s| s.name == child).unwrap_or_else(|| panic!("{child} in {names:?}"));
+        assert_eq!(span.parent_span_id, root.span_id, "{child} is a step of the repair");
+    }
+    let attr = |k: &str| root.attributes.iter().find(|kv| kv.key == k).map(|kv| format!("{:?}", kv.value));
+    assert!(attr("hale.outcome").is_some_and(|v| v.contains("succeeded")), "{:?}", root.attributes);
+    assert!(attr("hale.policy").is_some_and(|v| v.contains("restart-hung")));
+}

@@ -163,6 +163,14 @@ pub struct Action {
     /// The same burn rate when the verification ended: the repair's effect on the SLO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burn_after: Option<f64>,
+    /// The repair's trace (alert → policy → checks → executor → verification → outcome),
+    /// when the healer exports traces: look it up at the collector's `/api/traces/<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The W3C `traceparent` of the repair's root span, so work on the action that
+    /// resumes later (after an approval, or on the next leader) joins the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A target's history at the healer.
@@ -429,6 +437,8 @@ mod tests {
             followed_by: None,
             burn_before: Some(14.4),
             burn_after: Some(0.5),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         round_trip(&ActionList { actions: vec![action.clone()] });
         round_trip(&ActionAnswer { action });

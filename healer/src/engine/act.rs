@@ -13,20 +13,32 @@ impl Healer {
         let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": action.target});
         let silences = self.silence_side_effects(&action, &policy).await;
         self.audit("acting", base.clone());
-        let result = match action.kind {
-            ActionKind::Restart => {
-                let grace = policy.params.get("grace").and_then(|g| humantime::parse_duration(g).ok());
-                self.act(&action, Capability::Restart, grace).await
+        let call = tracing::info_span!(
+            "executor call",
+            otel.name = %format!("{} {}", action.kind.as_str(), action.target.key()),
+            otel.kind = "client",
+            hale.action = action.kind.as_str(),
+            otel.status_code = Empty,
+        );
+        let result = async {
+            match action.kind {
+                ActionKind::Restart => {
+                    let grace = policy.params.get("grace").and_then(|g| humantime::parse_duration(g).ok());
+                    self.act(&action, Capability::Restart, grace).await
+                }
+                ActionKind::Failover => self.failover(&action).await,
+                ActionKind::Rejoin => self.rejoin(&action).await,
+                ActionKind::Reschedule => self.reschedule(&action).await,
+                ActionKind::ScaleOut => self.scale_out(&action).await,
+                ActionKind::ScaleIn => self.scale_in(&action).await,
+                ActionKind::Exec => self.exec(&policy, &action).await,
+                ActionKind::Webhook => self.notify_automation(&policy, &action).await,
             }
-            ActionKind::Failover => self.failover(&action).await,
-            ActionKind::Rejoin => self.rejoin(&action).await,
-            ActionKind::Reschedule => self.reschedule(&action).await,
-            ActionKind::ScaleOut => self.scale_out(&action).await,
-            ActionKind::ScaleIn => self.scale_in(&action).await,
-            ActionKind::Exec => self.exec(&policy, &action).await,
-            ActionKind::Webhook => self.notify_automation(&policy, &action).await,
-        };
+        }
+        .instrument(call.clone())
+        .await;
         if let Err(e) = result {
+            call.record("otel.status_code", "ERROR");
             self.finish(&id, Status::Failed, &e.to_string(), &silences).await;
             return;
         }
@@ -473,7 +485,20 @@ impl Healer {
                 followed_by: None,
                 burn_before: None,
                 burn_after: None,
+                trace_id: None,
+                traceparent: None,
             };
+            // A scale-in is a repair of its own: its own trace.
+            let span = super::repair_span(&format!("heal scale-in {}", action.target.key()), &out.alert);
+            span.record("hale.policy", out.policy.as_str());
+            span.record("hale.action", ActionKind::ScaleIn.as_str());
+            span.record("hale.action.id", id.as_str());
+            span.record("hale.target", action.target.key().as_str());
+            let action = span.in_scope(|| Action {
+                trace_id: hale_trace::trace_ids().map(|ids| ids.trace_id),
+                traceparent: hale_trace::traceparent(),
+                ..action
+            });
             let saved = self
                 .store
                 .update(|s| {
@@ -484,8 +509,8 @@ impl Healer {
                 })
                 .await;
             if saved.is_ok() {
-                self.audit("planned", json!({"action_id": id, "policy": out.policy, "action": ActionKind::ScaleIn, "target": out.target, "after": out.id, "reason": format!("quiet for {}", humantime::format_duration(stabilization))}));
-                tokio::spawn(self.clone().execute(id));
+                span.in_scope(|| self.audit("planned", json!({"action_id": id, "policy": out.policy, "action": ActionKind::ScaleIn, "target": out.target, "after": out.id, "reason": format!("quiet for {}", humantime::format_duration(stabilization))})));
+                tokio::spawn(self.clone().execute(id).instrument(span));
             }
         }
     }

@@ -36,6 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::audit::Audit;
 use crate::clients::{ClientError, Collector};
@@ -174,8 +176,53 @@ fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
+/// The root span of a repair: one trace from the decision (policy, safety checks) through
+/// the executor call and the verification to the outcome (`hale.outcome`; error status
+/// when the repair failed). Its id goes on the action and on every audit record.
+fn repair_span(name: &str, alert: &Alert) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "repair",
+        otel.name = %name,
+        hale.alert.name = alert.name(),
+        hale.alert.fingerprint = %alert.fingerprint,
+        hale.policy = Empty,
+        hale.action = Empty,
+        hale.action.id = Empty,
+        hale.target = Empty,
+        hale.outcome = Empty,
+        otel.status_code = Empty,
+    )
+}
+
+/// A span continuing `action`'s repair trace, for work on it that resumes later (after
+/// an approval, or verification taken over by the next leader).
+fn resumed_span(name: &str, action: &Action) -> tracing::Span {
+    let span = repair_span(name, &action.alert);
+    if let Some(parent) = &action.traceparent {
+        hale_trace::continue_trace(&span, parent);
+    }
+    span.record("hale.action.id", action.id.as_str());
+    span.record("hale.action", action.kind.as_str());
+    span.record("hale.target", action.target.key().as_str());
+    span
+}
+
+/// Records the repair's outcome on the current (repair) span.
+fn trace_outcome(outcome: &str, failed: bool) {
+    let span = tracing::Span::current();
+    span.record("hale.outcome", outcome);
+    if failed {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 impl Healer {
-    fn audit(&self, event: &str, fields: Value) {
+    /// Writes an audit record; inside a repair's span it carries the trace's id.
+    fn audit(&self, event: &str, mut fields: Value) {
+        if let (Value::Object(map), Some(ids)) = (&mut fields, hale_trace::trace_ids()) {
+            map.entry("trace_id").or_insert(Value::from(ids.trace_id));
+        }
         if let Err(e) = self.audit.record(event, fields) {
             // The decision stands; losing its record is serious enough to shout about.
             tracing::error!(error = %e, path = %self.audit.path().display(), event, "could not write the audit log");
@@ -228,8 +275,12 @@ impl Healer {
                 if self.handling.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
                     continue; // still this process's own, from before it lost the lead
                 }
-                self.audit("resumed", json!({"action_id": id, "reason": "the healer that ran this action stopped or lost the lead; verifying it, not repeating it"}));
-                tokio::spawn(self.clone().verify_and_finish(id, Vec::new()));
+                let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else {
+                    continue;
+                };
+                let span = resumed_span("heal (resumed)", &action);
+                span.in_scope(|| self.audit("resumed", json!({"action_id": id, "reason": "the healer that ran this action stopped or lost the lead; verifying it, not repeating it"})));
+                tokio::spawn(self.clone().verify_and_finish(id, Vec::new()).instrument(span));
             }
             while self.store.is_leader() {
                 self.expire_approvals().await;
@@ -265,8 +316,13 @@ impl Healer {
         }
     }
 
-    /// Policy, safety checks, then an action (or a recorded refusal).
+    /// Policy, safety checks, then an action (or a recorded refusal), as one repair trace.
     async fn decide(self: &Arc<Self>, alert: &Alert) {
+        let span = repair_span(&format!("heal {}", alert.name()), alert);
+        self.decide_traced(alert).instrument(span).await
+    }
+
+    async fn decide_traced(self: &Arc<Self>, alert: &Alert) {
         let key = alert.dedup_key();
         if self.store.read(|s| s.actions.iter().any(|a| a.alert.dedup_key() == key)) {
             // Decided before a restart.
@@ -290,10 +346,18 @@ impl Healer {
             let _ = self.store.update(|s| s.deferred.retain(|d| d.alert.dedup_key() != key)).await;
             self.metrics.decided("ignored");
             self.audit("ignored", json!({"alert": escalated_alert(alert), "reason": "no policy matches"}));
+            trace_outcome("ignored", false);
             return;
         };
         let target = Target::from_labels(&alert.labels);
-        if let Err(refusal) = self.check(&policy, &target).await {
+        let span = tracing::Span::current();
+        span.record("hale.policy", policy.name.as_str());
+        span.record("hale.action", policy.action.as_str());
+        span.record("hale.target", target.key().as_str());
+        let checks = tracing::info_span!("safety checks", hale.refusal = Empty);
+        if let Err(refusal) = self.check(&policy, &target).instrument(checks.clone()).await {
+            checks.record("hale.refusal", refusal.code());
+            trace_outcome(&format!("refused: {}", refusal.code()), false);
             self.refuse(alert, &policy, &target, &refusal).await;
             return;
         }
@@ -322,7 +386,10 @@ impl Healer {
             followed_by: None,
             burn_before,
             burn_after: None,
+            trace_id: hale_trace::trace_ids().map(|ids| ids.trace_id),
+            traceparent: hale_trace::traceparent(),
         };
+        span.record("hale.action.id", action.id.as_str());
         let saved = self
             .store
             .update(|s| {
@@ -342,15 +409,18 @@ impl Healer {
             Status::DryRun => {
                 self.metrics.decided("dry_run");
                 self.audit("dry_run", fields);
+                trace_outcome("dry_run", false);
             }
             Status::AwaitingApproval => {
                 self.metrics.decided("awaiting_approval");
                 self.audit("awaiting_approval", fields);
+                trace_outcome("awaiting_approval", false);
             }
             _ => {
                 self.metrics.decided("acted");
                 self.audit("planned", fields);
-                tokio::spawn(self.clone().execute(action.id.clone()));
+                // The repair's span stays open until the action's verification ends.
+                tokio::spawn(self.clone().execute(action.id.clone()).instrument(span));
             }
         }
     }
@@ -576,9 +646,15 @@ impl Healer {
                 Ok(a)
             })
             .await??;
-        self.audit(if approve { "approved" } else { "rejected" }, json!({"action_id": id}));
+        let span = resumed_span(if approve { "heal (approved)" } else { "heal (rejected)" }, &action);
+        span.in_scope(|| {
+            self.audit(if approve { "approved" } else { "rejected" }, json!({"action_id": id}));
+            if !approve {
+                trace_outcome("rejected", false);
+            }
+        });
         if approve {
-            tokio::spawn(self.clone().execute(id.to_string()));
+            tokio::spawn(self.clone().execute(id.to_string()).instrument(span));
         }
         Ok(action)
     }

@@ -70,18 +70,28 @@ impl Healer {
         Ok(true)
     }
 
-    /// Watches the condition until it clears or the policy's timeout passes.
+    /// Watches the condition until it clears or the policy's timeout passes, then records
+    /// the outcome (in the repair's span, whose outcome it is).
     pub(super) async fn verify_and_finish(self: Arc<Self>, id: String, silences: Vec<String>) {
         let _mine = Handling::new(&self, &id);
         let Some(action) = self.store.read(|s| s.actions.iter().find(|a| a.id == id).cloned()) else { return };
+        let span = tracing::info_span!("verify", otel.name = "verify repair", hale.verified = Empty);
+        let Some((status, detail)) = self.verify(&id, &action).instrument(span.clone()).await else { return };
+        span.record("hale.verified", status == Status::Succeeded);
+        self.finish(&id, status, &detail, &silences).await;
+    }
+
+    /// The verification's outcome; `None` when this healer lost the lead (the new leader
+    /// verifies).
+    async fn verify(&self, id: &str, action: &Action) -> Option<(Status, String)> {
         let policy = self.policies.policies.iter().find(|p| p.name == action.policy).cloned();
         let verify = policy.map(|p| p.verify).unwrap_or_default();
-        self.set_status(&id, Status::Verifying, "").await;
+        self.set_status(id, Status::Verifying, "").await;
         let deadline = tokio::time::Instant::now() + verify.timeout.0;
         let watched = watch_labels(&action.alert);
         loop {
             if !self.store.is_leader() {
-                return; // the new leader verifies it
+                return None; // the new leader verifies it
             }
             let current = self
                 .store
@@ -108,7 +118,7 @@ impl Healer {
             };
             // A workload its executor reads must have settled too.
             let cleared = match cleared {
-                Ok(true) => self.executors_settled(&action, &current).await,
+                Ok(true) => self.executors_settled(action, &current).await,
                 other => other,
             };
             // The condition cleared; where the service has an SLO, its burn over the
@@ -126,9 +136,8 @@ impl Healer {
                     Some(b) => format!("the condition cleared and the SLO burns at {b:.2} (page above {PAGE_BURN})"),
                     None => "the condition cleared".to_string(),
                 };
-                self.record_burn_after(&id, burn).await;
-                self.finish(&id, Status::Succeeded, &detail, &silences).await;
-                return;
+                self.record_burn_after(id, burn).await;
+                return Some((Status::Succeeded, detail));
             }
             if tokio::time::Instant::now() >= deadline {
                 let within = humantime::format_duration(verify.timeout.0);
@@ -143,9 +152,8 @@ impl Healer {
                     Some(b) => Some(b),
                     None => self.burn_of(&action.alert).await,
                 };
-                self.record_burn_after(&id, after).await;
-                self.finish(&id, Status::Failed, &why, &silences).await;
-                return;
+                self.record_burn_after(id, after).await;
+                return Some((Status::Failed, why));
             }
             tokio::time::sleep(VERIFY_EVERY).await;
         }
@@ -186,6 +194,7 @@ impl Healer {
             let _ = self.collector.expire_silence(s).await;
         }
         let Some(action) = self.set_status(id, status, detail).await else { return };
+        super::trace_outcome(status.as_str(), status != Status::Succeeded);
         // Alerts refused while this action was in flight may go ahead now.
         self.wake.notify_one();
         let base = json!({"action_id": id, "policy": action.policy, "action": action.kind, "target": action.target, "detail": detail, "burn_before": action.burn_before, "burn_after": action.burn_after});
