@@ -24,6 +24,6 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let security = tls.security()?;
     let source = ConfigSource { file: config, flags };
     let config = source.load().map_err(|e| anyhow!(e))?;
-    crate::logging::to_stderr("info");
+    let _tracing = crate::logging::to_stderr_traced("info", "hale-agent", &config.node, 0.1);
     Ok(hale_agent::run(config, source, security, crate::shutdown::requested()).await?)
 }

@@ -20,7 +20,7 @@ pub struct CollectorArgs {
 
 /// `hale collector`.
 pub async fn run(args: CollectorArgs) -> Result<()> {
-    crate::logging::to_stderr("info");
+    let _tracing = crate::logging::to_stderr_traced("info", "hale-collector", "collector", 0.1);
     let CollectorArgs { config: path, flags, tls } = args;
     let security = tls.security()?;
     let file = match &path {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use hale_core::metrics::Family;
 use hale_core::remote_write::{self, WriteRequest};
 use hale_core::time::now_ms;
+use tracing::Instrument;
 
 use crate::config::{AgentConfig, ConfigSource};
 use crate::host::HostCollector;
@@ -417,16 +418,22 @@ impl Agent {
     /// last cycle, a failed scrape, or a series a target no longer exposes: ended with a
     /// marker, as Prometheus does.
     pub async fn collect_metrics(&self) {
-        let host = self.host_families().await;
+        // One trace a cycle: host, own, each scrape, then queueing (shipping is a trace of
+        // its own, each batch's, continued by the collector's ingest).
+        let cycle = tracing::info_span!(parent: None, "metrics cycle", otel.name = "agent metrics cycle");
+        self.collect_metrics_traced().instrument(cycle).await
+    }
+
+    async fn collect_metrics_traced(&self) {
+        let host = self.host_families().instrument(tracing::info_span!("host metrics")).await;
         let own = self.own_families().await;
-        let mut scraped = self.each_target(async |client, t, timeout| scrape::scrape(&client, &t, timeout).await).await;
+        let mut scraped = self.each_target(async |client, t, timeout| traced_scrape(client, t, timeout).await).await;
         let timeout = Duration::from_millis(self.config().timeout_ms);
-        let statics = self.static_targets().into_iter().map(|t| {
-            let client = self.http.clone();
-            async move { scrape::scrape(&client, &t, timeout).await }
-        });
+        let statics = self.static_targets().into_iter().map(|t| traced_scrape(self.http.clone(), t, timeout));
         scraped.extend(futures::future::join_all(statics).await.into_iter().flatten());
-        self.ship_cycles(vec![(Cycle::Host, host), (Cycle::Own, own), (Cycle::Scrape, scraped)]).await;
+        self.ship_cycles(vec![(Cycle::Host, host), (Cycle::Own, own), (Cycle::Scrape, scraped)])
+            .instrument(tracing::info_span!("queue", otel.name = "queue metrics"))
+            .await;
     }
 
     pub async fn collect_probes(&self) {
@@ -443,4 +450,17 @@ impl Agent {
     pub async fn end_series(&self) {
         self.ship_cycles(Cycle::ALL.into_iter().map(|cycle| (cycle, Vec::new())).collect()).await;
     }
+}
+
+/// A scrape of `target` in a span of its own.
+async fn traced_scrape(client: reqwest::Client, target: Target, timeout: Duration) -> Vec<Family> {
+    let url = reqwest::Url::parse(&target.base_url).ok();
+    let span = tracing::info_span!(
+        "scrape",
+        otel.name = %format_args!("scrape {}", target.instance),
+        otel.kind = "client",
+        server.address = url.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
+        server.port = url.as_ref().and_then(reqwest::Url::port_or_known_default).unwrap_or_default(),
+    );
+    async move { scrape::scrape(&client, &target, timeout).await }.instrument(span).await
 }

@@ -76,7 +76,14 @@ async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::By
     if let Some(token) = &d.token {
         request = request.bearer_auth(token.current());
     }
-    match request.send().await {
+    // Each delivery is a trace of its own, continued by the receiver's ingest span.
+    let span = tracing::info_span!(
+        parent: None,
+        "ship",
+        otel.name = %format_args!("ship {}", d.reader),
+        hale.batch = %format_args!("{}/{seq}", d.agent_id),
+    );
+    match tracing::Instrument::instrument(hale_trace::send(request), span).await {
         Err(e) => Outcome::Retry(if e.is_timeout() { "timeout".into() } else { format!("connection: {e}") }),
         Ok(r) if r.status().is_success() => Outcome::Delivered,
         Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {

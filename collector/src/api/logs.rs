@@ -30,7 +30,7 @@ pub const MAX_LOG_BYTES: usize = 8 << 20;
 pub(super) fn routes() -> Router<Arc<Collector>> {
     Router::new()
         // Ingest<MAX_LOG_BYTES> reads the body after the token, within the limit.
-        .route("/v1/logs", post(ingest))
+        .route("/v1/logs", post(ingest).route_layer(axum::middleware::from_fn(hale_trace::server_span)))
         .route("/api/v1/logs", get(query))
         .route("/api/v1/logs/tail", get(tail))
 }

@@ -46,7 +46,9 @@ pub const MAX_AHEAD_MS: i64 = 10 * 60 * 1000;
 
 pub(super) fn routes() -> Router<Arc<Collector>> {
     // Ingest<MAX_WRITE_BYTES> reads the body after the token, within the limit.
-    Router::new().route("/api/v1/write", post(write))
+    // Ingest is traced (the collector's own spans go to its `/v1/traces`, which is not:
+    // storing spans must not make spans).
+    Router::new().route("/api/v1/write", post(write).route_layer(axum::middleware::from_fn(hale_trace::server_span)))
 }
 
 /// What a valid request holds: its series, less the samples too far ahead (counted).

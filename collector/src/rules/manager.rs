@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use std::sync::atomic::AtomicU64;
 
 use hale_core::api::{
@@ -230,7 +232,18 @@ pub fn spawn<S: AsRef<Store> + Send + Sync + 'static>(
                 loop {
                     tick.tick().await;
                     let now = now_ms();
-                    group.eval_at((*store).as_ref(), now, remote.as_ref()).await;
+                    // Each evaluation is a trace of its own.
+                    let span = tracing::info_span!(
+                        parent: None,
+                        "rule group",
+                        otel.name = %format_args!("evaluate {}", group.name),
+                        hale.rule_group = %group.name,
+                        hale.rules = group.rules.len(),
+                        hale.alerts_firing = tracing::field::Empty,
+                    );
+                    group.eval_at((*store).as_ref(), now, remote.as_ref()).instrument(span.clone()).await;
+                    let firing = group.rules.iter().flat_map(Rule::alerts).filter(|a| a.state == AlertState::Firing);
+                    span.record("hale.alerts_firing", firing.count());
                     view.publish(index, api_group(&group));
                     if let Some(tx) = &updates {
                         let update = AlertsUpdate {
