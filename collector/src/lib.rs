@@ -31,6 +31,7 @@ pub mod server_info;
 pub mod shared_str;
 pub mod slo;
 pub mod sources;
+pub mod spanmetrics;
 pub mod state;
 pub mod store;
 pub mod telemetry;

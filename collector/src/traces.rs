@@ -239,6 +239,8 @@ pub struct TraceStore {
     index: RwLock<Index>,
     pub spans_stored: std::sync::atomic::AtomicU64,
     pub spans_duplicate: std::sync::atomic::AtomicU64,
+    /// RED metrics of the spans stored since start.
+    pub metrics: crate::spanmetrics::SpanMetrics,
 }
 
 struct Writer {
@@ -310,6 +312,7 @@ impl TraceStore {
             index: RwLock::new(index),
             spans_stored: stored.into(),
             spans_duplicate: 0.into(),
+            metrics: Default::default(),
         })
     }
 
@@ -377,6 +380,9 @@ impl TraceStore {
             index.add(place, rs);
         }
         drop(index);
+        for rs in &records {
+            self.metrics.observe(&service_of(rs), rs);
+        }
         drop(writer);
         self.spans_stored.fetch_add(outcome.spans as u64, std::sync::atomic::Ordering::Relaxed);
         self.spans_duplicate.fetch_add(outcome.duplicates as u64, std::sync::atomic::Ordering::Relaxed);

@@ -35,6 +35,7 @@ pub use propagation::{
     LONG_POLL, TraceIds, active_ids, context_of, continue_trace, extract, inject, mark_long_poll, trace_ids,
     traceparent,
 };
+pub use sampling::ADJUSTED_COUNT;
 pub use server::server_span;
 
 /// Where spans go and which are kept.
@@ -121,7 +122,7 @@ impl Tracing {
             .build();
         let exporter = export::OtlpHttp::start(&config);
         let batch = BatchSpanProcessor::builder(exporter).build();
-        let keeper = sampling::KeepInteresting::new(batch, config.slow, config.max_kept_per_sec);
+        let keeper = sampling::KeepInteresting::new(batch, config.slow, config.max_kept_per_sec, config.ratio);
         let provider = SdkTracerProvider::builder()
             .with_sampler(sampling::sampler(config.ratio))
             .with_span_processor(keeper)

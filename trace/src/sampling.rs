@@ -1,5 +1,10 @@
 //! Which spans are exported: parent-based head sampling by ratio, every span recorded,
 //! and unsampled spans kept when they failed or were slow (rate-bounded).
+//!
+//! Each exported span says how many spans it stands for, `sampling.adjusted_count`, so
+//! counts derived from stored spans (the collector's span metrics) estimate the real
+//! ones: a failed or slow span is kept whether sampled or not, so it stands for itself
+//! (1); any other was kept for being sampled, one in `1/ratio`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -85,20 +90,29 @@ pub struct KeepInteresting<P> {
     inner: P,
     slow: Duration,
     bucket: Mutex<Bucket>,
+    /// The head sampling ratio: what a sampled, unremarkable span stands for.
+    ratio: f64,
 }
 
+/// The attribute saying how many spans an exported span stands for.
+pub const ADJUSTED_COUNT: &str = "sampling.adjusted_count";
+
 impl<P> KeepInteresting<P> {
-    pub fn new(inner: P, slow: Duration, max_per_sec: u32) -> Self {
+    pub fn new(inner: P, slow: Duration, max_per_sec: u32, ratio: f64) -> Self {
         let per_sec = f64::from(max_per_sec);
-        KeepInteresting { inner, slow, bucket: Mutex::new(Bucket { per_sec, tokens: per_sec, at: Instant::now() }) }
+        KeepInteresting {
+            inner,
+            slow,
+            bucket: Mutex::new(Bucket { per_sec, tokens: per_sec, at: Instant::now() }),
+            ratio: ratio.clamp(0.0, 1.0),
+        }
     }
 
-    /// Whether an unsampled span is worth keeping (and the bucket allows it).
-    fn keeps(&self, span: &SpanData) -> bool {
+    /// Whether a span failed or was slow (a long-poll never is).
+    fn interesting(&self, span: &SpanData) -> bool {
         let long_poll = span.attributes.iter().any(|kv| kv.key.as_str() == crate::LONG_POLL);
         let slow = !long_poll && span.end_time.duration_since(span.start_time).unwrap_or_default() >= self.slow;
-        let failed = matches!(span.status, opentelemetry::trace::Status::Error { .. });
-        (slow || failed) && self.bucket.lock().unwrap_or_else(|p| p.into_inner()).take()
+        slow || matches!(span.status, opentelemetry::trace::Status::Error { .. })
     }
 }
 
@@ -107,10 +121,20 @@ impl<P: SpanProcessor> SpanProcessor for KeepInteresting<P> {
         self.inner.on_start(span, cx);
     }
 
-    fn on_end(&self, span: SpanData) {
-        if span.span_context.is_sampled() || self.keeps(&span) {
-            self.inner.on_end(span);
+    fn on_end(&self, mut span: SpanData) {
+        let interesting = self.interesting(&span);
+        let adjusted = match (span.span_context.is_sampled(), interesting) {
+            (_, true) => 1.0,
+            (true, false) if self.ratio > 0.0 => 1.0 / self.ratio,
+            // Sampled by a caller at another ratio while this one samples nothing.
+            (true, false) => 1.0,
+            (false, false) => return,
+        };
+        if !span.span_context.is_sampled() && !self.bucket.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return;
         }
+        span.attributes.push(KeyValue::new(ADJUSTED_COUNT, adjusted));
+        self.inner.on_end(span);
     }
 
     fn force_flush(&self) -> OTelSdkResult {

@@ -203,3 +203,39 @@ async fn client_and_database_spans_follow_the_conventions_and_a_failed_call_is_a
     assert!(attr(&db, "db.system.name").is_some_and(|v| v.contains("sqlite")));
     assert!(attr(&db, "db.operation.name").is_some_and(|v| v.contains("SELECT")));
 }
+
+/// Each exported span says how many it stands for: a sampled ordinary one `1/ratio`, a
+/// failed one (kept whatever the draw) itself.
+#[tokio::test]
+async fn exported_spans_carry_their_adjusted_count() {
+    let (endpoint, got) = receiver().await;
+    let base = server().await;
+    let mut config = hale_trace::Config::new("shop-test", "shop-test-1", &endpoint);
+    config.ratio = 0.5;
+    config.slow = Duration::from_secs(60);
+    let tracing = Arc::new(hale_trace::Tracing::start(config));
+    let subscriber = tracing_subscriber::registry().with(tracing.layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    for _ in 0..40 {
+        call(&base, 1).await;
+    }
+    for _ in 0..5 {
+        call(&base, 0).await;
+    }
+    flush(&tracing).await;
+    let spans = got.lock().expect("lock").clone();
+    let adjusted = |s: &Span| {
+        s.attributes.iter().find(|kv| kv.key == hale_trace::ADJUSTED_COUNT).and_then(|kv| match &kv.value {
+            Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::DoubleValue(d)),
+            }) => Some(*d),
+            _ => None,
+        })
+    };
+    let status = |s: &Span| format!("{:?}", s.attributes.iter().find(|kv| kv.key == "http.response.status_code"));
+    let (failed, ok): (Vec<&Span>, Vec<&Span>) = spans.iter().map(|(_, s)| s).partition(|s| status(s).contains("500"));
+    assert_eq!(failed.len(), 5, "every failed request kept");
+    assert!(failed.iter().all(|s| adjusted(s) == Some(1.0)));
+    assert!((5..=35).contains(&ok.len()), "about half of 40 sampled: {}", ok.len());
+    assert!(ok.iter().all(|s| adjusted(s) == Some(2.0)), "each stands for two");
+}
