@@ -73,6 +73,10 @@ pub struct UpArgs {
     /// API, its own head keeping the last hour.
     #[arg(long, value_name = "URL")]
     pub backend: Option<String>,
+    /// The share of the shop's requests traced end to end, 0 to 1 (default: the cluster
+    /// file's `trace_sample_ratio`, 0.1); failed and slow requests are traced anyway.
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// The effective cluster: config file (or embedded default) with the flags applied.
@@ -107,6 +111,14 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
     }
     cluster.add_port_offset(args.port_offset)?;
     cluster.tls |= args.tls;
+    if let Some(ratio) = args.trace_sample_ratio {
+        if !(0.0..=1.0).contains(&ratio) {
+            bail!(
+                "--trace-sample-ratio {ratio}: give a share from 0 (only failed and slow requests) to 1 (every request)"
+            );
+        }
+        cluster.trace_sample_ratio = ratio;
+    }
     Ok(cluster)
 }
 
@@ -237,7 +249,10 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 .chain(plaintext_flags(cluster))
                 .chain(tls_args(cluster, data_dir, node, *kind != ServiceKind::Gateway))
                 .collect(),
-                env: trace_env(cluster).into_iter().collect(),
+                env: trace_env(cluster)
+                    .into_iter()
+                    .chain([("OTEL_TRACES_SAMPLER_ARG".to_string(), cluster.trace_sample_ratio.to_string())])
+                    .collect(),
                 log_file: Some(logs.join("{name}.log").display().to_string()),
                 output_file: logs.join("{name}.out").display().to_string(),
                 metrics_path: "/metrics".into(),

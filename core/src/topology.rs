@@ -223,6 +223,10 @@ fn default_time_scale() -> f64 {
     1.0
 }
 
+fn default_trace_sample_ratio() -> f64 {
+    0.1
+}
+
 /// A whole cluster: `cluster.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +244,10 @@ pub struct ClusterConfig {
     /// burn-rate page fires within seconds instead of minutes.
     #[serde(default = "default_time_scale")]
     pub time_scale: f64,
+    /// The share of the shop's requests traced from end to end (head sampling, 0 to 1);
+    /// failed and slow requests are traced whatever it says.
+    #[serde(default = "default_trace_sample_ratio")]
+    pub trace_sample_ratio: f64,
     /// Every component of the cluster serves HTTPS and is reached at `https://` URLs (each
     /// one's certificate, key and CA come from its own `--tls-*` flags: they differ per
     /// host, this file does not). `hale up --tls` sets it.
@@ -317,6 +325,12 @@ impl ClusterConfig {
             return Err(key_error(
                 "time_scale",
                 "time_scale must be more than 0 and at most 1 (1 in production)".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            return Err(key_error(
+                "trace_sample_ratio",
+                "trace_sample_ratio must be from 0 (only failed and slow requests) to 1 (every request)".into(),
             ));
         }
         let mut names = HashSet::new();
