@@ -5,7 +5,8 @@
 //! `label_values`, "All" as the variable's all-value or the alternation of every value),
 //! against a real Prometheus scraping `hale up` and against the collector used as a
 //! Prometheus datasource, after a fault has given the alert and healer panels something
-//! to show.
+//! to show. Trace panels (a Tempo datasource) run their TraceQL against the collector's
+//! Tempo API, the only one of the two that has traces.
 
 mod common;
 
@@ -49,6 +50,11 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     walk(&dashboard["panels"], &mut out);
     out
+}
+
+/// A panel of traces (a Tempo datasource, TraceQL targets).
+fn is_traces(panel: &Value) -> bool {
+    panel["datasource"]["type"] == "tempo"
 }
 
 /// The variables of a dashboard, in order (later ones may use earlier ones).
@@ -121,11 +127,18 @@ const DATASOURCE: &str = r#"{"type":"prometheus","uid":"${datasource}"}"#;
 fn dashboards_follow_grafanas_conventions_and_their_queries_parse() {
     let all = dashboards();
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-    for wanted in ["hale-overview.json", "hale-slos.json", "hale-healer.json", "hale-nodes.json", "hale-pipeline.json"]
-    {
+    for wanted in [
+        "hale-overview.json",
+        "hale-slos.json",
+        "hale-healer.json",
+        "hale-nodes.json",
+        "hale-pipeline.json",
+        "hale-traces.json",
+    ] {
         assert!(names.contains(&wanted), "{wanted} missing: {names:?}");
     }
     let ds: Value = serde_json::from_str(DATASOURCE).expect("json");
+    let tempo = json!({"type": "tempo", "uid": "${traces}"});
     let mut uids = BTreeSet::new();
     for (name, d) in &all {
         let schema = d["schemaVersion"].as_u64().unwrap_or(0);
@@ -153,6 +166,19 @@ fn dashboards_follow_grafanas_conventions_and_their_queries_parse() {
                 continue;
             }
             assert!(p["description"].as_str().is_some_and(|s| !s.is_empty()), "{name}: {title:?} has no description");
+            if is_traces(p) {
+                assert_eq!(p["datasource"], tempo, "{name}: {title:?} must use ${{traces}}");
+                assert!(
+                    vars.iter().any(|v| v["name"] == "traces" && v["type"] == "datasource" && v["query"] == "tempo"),
+                    "{name}: no `traces` variable of Tempo datasources"
+                );
+                for t in p["targets"].as_array().expect("targets") {
+                    assert_eq!(t["datasource"], tempo, "{name}: {title:?}");
+                    assert_eq!(t["queryType"], "traceql", "{name}: {title:?}");
+                    assert!(t["query"].as_str().is_some_and(|q| q.starts_with('{')), "{name}: {title:?}");
+                }
+                continue;
+            }
             assert_eq!(p["datasource"], ds, "{name}: {title:?} must use ${{datasource}}");
             if ["timeseries", "stat", "gauge", "bargauge"].contains(&p["type"].as_str().unwrap_or("")) {
                 let defaults = &p["fieldConfig"]["defaults"];
@@ -194,6 +220,9 @@ fn provisioning_points_grafana_at_hale() {
         assert!(text.contains("apiVersion: 1"), "{what}: {text}");
     }
     assert!(datasources.contains("type: prometheus") && datasources.contains("9464"), "{datasources}");
+    for wanted in ["type: tempo", "uid: hale-traces", "type: loki", "uid: hale-logs", "exemplarTraceIdDestinations"] {
+        assert!(datasources.contains(wanted), "{wanted}: {datasources}");
+    }
     assert!(dashboards.contains("type: file") && dashboards.contains("path:"), "{dashboards}");
 }
 
@@ -225,12 +254,26 @@ async fn resolve(client: &reqwest::Client, base: &str, d: &Value, start: &str, e
 }
 
 /// Each target of `d` with no data on `base` over the last ten minutes: (panel, expr).
-async fn empty_panels(client: &reqwest::Client, base: &str, d: &Value) -> Vec<(String, String)> {
+/// Trace panels are asked of `traces` (the collector's Tempo API), when given.
+async fn empty_panels(client: &reqwest::Client, base: &str, traces: Option<&str>, d: &Value) -> Vec<(String, String)> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let (start, end) = ((now - 600).to_string(), now.to_string());
     let values = resolve(client, base, d, &start, &end).await;
     let mut empty = Vec::new();
-    for p in panels(d).into_iter().filter(|p| p["type"] != "row") {
+    for p in panels(d).into_iter().filter(|p| p["type"] != "row" && is_traces(p)) {
+        let Some(tempo) = traces else { continue };
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let q = t["query"].as_str().expect("query");
+            let params = [("q", q), ("start", &start), ("end", &end), ("limit", "20")];
+            let found: Option<hale_core::api::TraceSearch> =
+                async { client.get(format!("{tempo}/api/search")).query(&params).send().await.ok()?.json().await.ok() }
+                    .await;
+            if !found.is_some_and(|f| !f.traces.is_empty()) {
+                empty.push((p["title"].as_str().unwrap_or("?").to_string(), q.to_string()));
+            }
+        }
+    }
+    for p in panels(d).into_iter().filter(|p| p["type"] != "row" && !is_traces(p)) {
         for t in p["targets"].as_array().into_iter().flatten() {
             let expr = substitute(t["expr"].as_str().expect("expr"), &values);
             let params = [("query", expr.as_str()), ("start", &start), ("end", &end), ("step", "15")];
@@ -290,7 +333,7 @@ async fn every_panel_shows_data_from_prometheus_and_from_the_collector() {
         for (name, d) in &all {
             let values: BTreeMap<String, String> =
                 variables(d).iter().filter_map(|v| Some((v["name"].as_str()?.to_string(), ".*".to_string()))).collect();
-            for p in panels(d) {
+            for p in panels(d).into_iter().filter(|p| !is_traces(p)) {
                 for t in p["targets"].as_array().into_iter().flatten() {
                     let text = substitute(t["expr"].as_str().expect("expr"), &values);
                     let expr = hale_collector::query::parse(&text).expect("parses");
@@ -302,7 +345,8 @@ async fn every_panel_shows_data_from_prometheus_and_from_the_collector() {
         }
         for base in &bases {
             for (name, d) in &all {
-                for (title, expr) in empty_panels(&client, base, d).await {
+                let traces = (*base == cluster.collector()).then_some(base.as_str());
+                for (title, expr) in empty_panels(&client, base, traces, d).await {
                     last.push(json!({"datasource": base, "dashboard": name, "panel": title, "expr": expr}));
                 }
             }

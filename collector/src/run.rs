@@ -306,7 +306,6 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
     // 500 ms probe interval after they become due.
     let mut silent = tokio::time::interval(std::time::Duration::from_millis(250));
     silent.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut span_metrics = tokio::time::interval(crate::spanmetrics::FLUSH_EVERY);
     checkpoint.tick().await;
     let mut written_at_last = 0;
     let mut written_at_trim = 0;
@@ -314,14 +313,6 @@ async fn housekeep(collector: Arc<Collector>, config: CollectorConfig) {
         tokio::select! {
             _ = silent.tick() => {
                 collector.sources.mark_silent(&collector.store, now_ms()).await;
-            }
-            _ = span_metrics.tick() => {
-                let series = collector.traces.metrics.snapshot(now_ms());
-                if !series.is_empty()
-                    && let Err(e) = collector.store.ingest(series, None).await
-                {
-                    tracing::error!(error = %e, "could not store the span metrics");
-                }
             }
             _ = trim.tick() => {
                 let written = collector.store.wal().stats().bytes_written.load(std::sync::atomic::Ordering::Relaxed)

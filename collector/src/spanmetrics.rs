@@ -8,28 +8,25 @@
 //! (`span_kind` as `SPAN_KIND_SERVER`…, `status_code` as `STATUS_CODE_ERROR`…, the
 //! connector's own values). Every stored span counts once (a resend never), weighted by
 //! its `sampling.adjusted_count` so that sampled traffic estimates all of it. Counters
-//! are cumulative from the collector's start and written into the store every
-//! [`FLUSH_EVERY`] like any sample, so `rate()` and `histogram_quantile()` work as on
-//! scraped ones; a restart is a counter reset. Label sets are bounded: past
-//! [`MAX_SERIES`], new operations are counted under `otel_metric_overflow="true"` per
-//! service, so a high-cardinality span name cannot flood the store.
+//! are cumulative from the collector's start and exposed on its `/metrics`, as the
+//! connector feeding a Prometheus exporter does: whatever scrapes the collector (in
+//! `hale up`, the control node's agent, into the collector itself; or a Prometheus)
+//! stores them, and `rate()` and `histogram_quantile()` work as on any scraped metric.
+//! Label sets are bounded: past [`MAX_SERIES`], new operations are counted under
+//! `otel_metric_overflow="true"` per service, so a high-cardinality span name cannot
+//! flood the store.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, span::SpanKind, status::StatusCode};
-
-use crate::store::IncomingSeries;
 
 /// The connector's default histogram boundaries, in seconds.
 pub const BUCKETS_SECS: [f64; 16] =
     [0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0];
 /// Operations (label sets) kept apart; more are folded into one overflow set a service.
 pub const MAX_SERIES: usize = 2000;
-/// How often the counters are written into the store.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -110,47 +107,86 @@ impl SpanMetrics {
         }
     }
 
-    /// The counters as series with one sample at `at_ms` each, labels sorted by name.
-    pub fn snapshot(&self, at_ms: i64) -> Vec<IncomingSeries> {
+    /// What `/metrics` shows now: the counters of every operation.
+    pub fn exposition(&self) -> Exposition {
         let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::with_capacity(series.len() * (BUCKETS_SECS.len() + 4));
-        for (key, counts) in series.iter() {
-            let base: Vec<(String, String)> = if key.name.is_empty() {
-                vec![("otel_metric_overflow".into(), "true".into()), ("service_name".into(), key.service.clone())]
-            } else {
-                vec![
-                    ("service_name".into(), key.service.clone()),
-                    ("span_kind".into(), key.kind.into()),
-                    ("span_name".into(), key.name.clone()),
-                    ("status_code".into(), key.status.into()),
-                ]
-            };
-            let mut push = |name: &str, extra: Option<(&str, String)>, value: f64| {
-                let mut labels = base.clone();
-                labels.push(("__name__".into(), name.into()));
-                labels.extend(extra.map(|(k, v)| (k.to_string(), v)));
-                labels.sort();
-                out.push((labels, vec![(at_ms, value)]));
-            };
-            push("traces_span_metrics_calls_total", None, counts.calls);
-            push("traces_span_metrics_duration_seconds_count", None, counts.calls);
-            push("traces_span_metrics_duration_seconds_sum", None, counts.sum_secs);
-            for (i, bound) in BUCKETS_SECS.iter().enumerate() {
-                push("traces_span_metrics_duration_seconds_bucket", Some(("le", bound.to_string())), counts.buckets[i]);
+        let mut rows: Vec<(Vec<(String, String)>, Counts)> = series
+            .iter()
+            .map(|(key, counts)| {
+                let labels = if key.name.is_empty() {
+                    vec![("service_name".into(), key.service.clone()), ("otel_metric_overflow".into(), "true".into())]
+                } else {
+                    vec![
+                        ("service_name".into(), key.service.clone()),
+                        ("span_name".into(), key.name.clone()),
+                        ("span_kind".into(), key.kind.into()),
+                        ("status_code".into(), key.status.into()),
+                    ]
+                };
+                (labels, counts.clone())
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Exposition(rows)
+    }
+}
+
+/// The span metrics as a `prometheus-client` collector, for the collector's `/metrics`.
+/// Weighted counts are whole numbers in the histogram (rounded), as the format wants;
+/// the calls counter keeps its fraction.
+#[derive(Debug)]
+pub struct Exposition(Vec<(Vec<(String, String)>, Counts)>);
+
+impl prometheus_client::collector::Collector for Exposition {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::NoLabelSet;
+        use prometheus_client::metrics::MetricType;
+        {
+            let mut calls = encoder.encode_descriptor(
+                "traces_span_metrics_calls",
+                "Spans stored by service, operation, kind and status (weighted by their sampling.adjusted_count)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (labels, counts) in &self.0 {
+                calls.encode_family(labels)?.encode_counter::<NoLabelSet, _, f64>(&counts.calls, None)?;
             }
-            push(
-                "traces_span_metrics_duration_seconds_bucket",
-                Some(("le", "+Inf".into())),
-                counts.buckets[BUCKETS_SECS.len()],
-            );
         }
-        out
+        let unit = prometheus_client::registry::Unit::Seconds;
+        let mut duration = encoder.encode_descriptor(
+            "traces_span_metrics_duration",
+            "Duration of the spans stored, by service, operation, kind and status",
+            Some(&unit),
+            MetricType::Histogram,
+        )?;
+        for (labels, counts) in &self.0 {
+            let buckets: Vec<(f64, u64)> = BUCKETS_SECS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(counts.buckets.iter().map(|c| c.round() as u64))
+                .collect();
+            // prometheus-client writes cumulative buckets from per-bucket counts.
+            let per_bucket: Vec<(f64, u64)> = buckets
+                .iter()
+                .enumerate()
+                .map(|(i, (le, c))| (*le, c - if i == 0 { 0 } else { buckets[i - 1].1.min(*c) }))
+                .collect();
+            duration.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+                counts.sum_secs,
+                counts.calls.round() as u64,
+                &per_bucket,
+                None,
+            )?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hale_core::exposition::{Format, parse};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status};
 
@@ -177,14 +213,23 @@ mod tests {
         ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }
     }
 
-    fn value(series: &[IncomingSeries], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    /// The exposition as a scraper reads it: (series name, labels, value).
+    fn scraped(m: &SpanMetrics) -> Vec<(String, Vec<(String, String)>, f64)> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(m.exposition()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let families = parse(&text, Format::OpenMetrics).unwrap_or_else(|e| panic!("{e}: {text}"));
+        families.into_iter().flat_map(|f| f.samples).map(|s| (s.name, s.labels, s.value)).collect()
+    }
+
+    fn value(series: &[(String, Vec<(String, String)>, f64)], name: &str, want: &[(&str, &str)]) -> Option<f64> {
         series
             .iter()
-            .find(|(labels, _)| {
-                labels.iter().any(|(k, v)| k == "__name__" && v == name)
-                    && want.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            .find(|(n, labels, _)| {
+                n == name && want.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
             })
-            .map(|(_, samples)| samples[0].1)
+            .map(|(_, _, v)| *v)
     }
 
     #[test]
@@ -198,7 +243,7 @@ mod tests {
                 span("POST /api/orders", 5, true, None),
             ]),
         );
-        let s = m.snapshot(42);
+        let s = scraped(&m);
         let ok = [("service_name", "orders"), ("span_name", "POST /api/orders"), ("status_code", "STATUS_CODE_UNSET")];
         assert_eq!(value(&s, "traces_span_metrics_calls_total", &ok), Some(11.0), "10 + 1");
         let err = [
@@ -208,15 +253,13 @@ mod tests {
         ];
         assert_eq!(value(&s, "traces_span_metrics_calls_total", &err), Some(1.0));
         let le = |b: &'static str| [ok[0], ok[1], ok[2], ("le", b)];
+        assert_eq!(value(&s, "traces_span_metrics_duration_seconds_bucket", &le("0.006")), Some(0.0));
         assert_eq!(value(&s, "traces_span_metrics_duration_seconds_bucket", &le("0.05")), Some(10.0));
         assert_eq!(value(&s, "traces_span_metrics_duration_seconds_bucket", &le("0.8")), Some(11.0));
         assert_eq!(value(&s, "traces_span_metrics_duration_seconds_bucket", &le("+Inf")), Some(11.0));
+        assert_eq!(value(&s, "traces_span_metrics_duration_seconds_count", &ok), Some(11.0));
         let sum = value(&s, "traces_span_metrics_duration_seconds_sum", &ok).expect("sum");
         assert!((sum - 1.0).abs() < 1e-9, "0.03 × 10 + 0.7 × 1: {sum}");
-        for (labels, samples) in &s {
-            assert!(labels.windows(2).all(|w| w[0].0 < w[1].0), "sorted, unique: {labels:?}");
-            assert_eq!(samples, &[(42, samples[0].1)]);
-        }
     }
 
     #[test]
@@ -224,9 +267,8 @@ mod tests {
         let m = SpanMetrics::default();
         let spans = (0..MAX_SERIES + 50).map(|i| span(&format!("GET /item/{i}"), 1, false, None)).collect();
         m.observe("search", &record(spans));
-        let s = m.snapshot(1);
-        let calls =
-            s.iter().filter(|(l, _)| l.iter().any(|(k, v)| k == "__name__" && v == "traces_span_metrics_calls_total"));
+        let s = scraped(&m);
+        let calls = s.iter().filter(|(n, _, _)| n == "traces_span_metrics_calls_total");
         assert_eq!(calls.count(), MAX_SERIES + 1);
         let overflow = [("otel_metric_overflow", "true"), ("service_name", "search")];
         assert_eq!(value(&s, "traces_span_metrics_calls_total", &overflow), Some(50.0));

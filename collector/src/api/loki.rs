@@ -120,7 +120,14 @@ fn streams(q: &LogQuery, lines: &[LogLine], limit: usize, forward: bool) -> Vec<
         if picked.len() >= limit {
             break;
         }
-        if let Some(labels) = q.process(line) {
+        if let Some(mut labels) = q.process(line) {
+            // A record's trace context is structured metadata: Loki answers it among the
+            // line's labels (so Grafana links a line to its trace).
+            for (name, id) in [("trace_id", &line.trace_id), ("span_id", &line.span_id)] {
+                if !id.is_empty() {
+                    labels.insert(name.into(), id.clone());
+                }
+            }
             picked.push((labels, line));
         }
     }

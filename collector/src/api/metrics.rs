@@ -30,9 +30,12 @@ async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
         let now = now_ms();
         blocking(&c, move |c| c.slo_states(now)).await.unwrap_or_default()
     };
-    let mut registry = Registry::with_prefix("hale");
-    collector_metrics(&c, registry.sub_registry_with_prefix("collector"));
-    crate::slo::state::register_metrics(&slos, registry.sub_registry_with_prefix("slo"));
+    let mut registry = Registry::default();
+    let hale = registry.sub_registry_with_prefix("hale");
+    collector_metrics(&c, hale.sub_registry_with_prefix("collector"));
+    crate::slo::state::register_metrics(&slos, hale.sub_registry_with_prefix("slo"));
+    // Span-derived RED metrics, under the names the OpenTelemetry Collector gives them.
+    registry.register_collector(Box::new(c.traces.metrics.exposition()));
     hale_serve::metrics::exposition(&registry)
 }
 
