@@ -213,8 +213,11 @@ mod tests {
         ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }
     }
 
-    /// The exposition as a scraper reads it: (series name, labels, value).
-    fn scraped(m: &SpanMetrics) -> Vec<(String, Vec<(String, String)>, f64)> {
+    /// A scraped sample: series name, labels, value.
+    type Scraped = (String, Vec<(String, String)>, f64);
+
+    /// The exposition as a scraper reads it.
+    fn scraped(m: &SpanMetrics) -> Vec<Scraped> {
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(m.exposition()));
         let mut text = String::new();
@@ -223,7 +226,7 @@ mod tests {
         families.into_iter().flat_map(|f| f.samples).map(|s| (s.name, s.labels, s.value)).collect()
     }
 
-    fn value(series: &[(String, Vec<(String, String)>, f64)], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    fn value(series: &[Scraped], name: &str, want: &[(&str, &str)]) -> Option<f64> {
         series
             .iter()
             .find(|(n, labels, _)| {
