@@ -268,7 +268,7 @@ async fn empty_panels(client: &reqwest::Client, base: &str, traces: Option<&str>
             let found: Option<hale_core::api::TraceSearch> =
                 async { client.get(format!("{tempo}/api/search")).query(&params).send().await.ok()?.json().await.ok() }
                     .await;
-            if !found.is_some_and(|f| !f.traces.is_empty()) {
+            if found.is_none_or(|f| f.traces.is_empty()) {
                 empty.push((p["title"].as_str().unwrap_or("?").to_string(), q.to_string()));
             }
         }
