@@ -60,7 +60,7 @@ fn line(i: usize, size: usize) -> String {
 }
 
 /// User plus system CPU seconds of a process so far, and its minor page faults.
-fn cpu_seconds(pid: u32) -> Result<(f64, u64)> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces), from field 3 on.
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();

@@ -11,6 +11,7 @@ mod bench_heal;
 mod bench_logs;
 mod bench_query;
 mod bench_retention;
+mod bench_spans;
 mod bench_stats;
 mod bench_tui;
 mod certs;
@@ -102,6 +103,9 @@ enum BenchWhich {
     /// The log path end to end: a file of JSON lines tailed by an agent into a collector,
     /// beside the machine's own read and fsync'd write speed.
     Logs(bench_logs::LogsArgs),
+    /// Span ingest: OTLP requests into a collector pinned to one core; spans/s, spans per
+    /// CPU-second, bytes per stored span.
+    Spans(bench_spans::SpansArgs),
     /// Time the dashboard's frames: every view of a demo cluster's state.
     Tui(bench_tui::TuiBenchArgs),
 }
@@ -189,6 +193,7 @@ async fn dispatch(command: Command, client_tls: hale_client::tls::ClientTlsFlags
             BenchWhich::Query(args) => bench_query::query(args).await,
             BenchWhich::Retention(args) => bench_retention::retention(args).await,
             BenchWhich::Logs(args) => bench_logs::logs(args).await,
+            BenchWhich::Spans(args) => bench_spans::spans(args).await,
             BenchWhich::Tui(args) => {
                 bench_tui::run(&args);
                 Ok(())

@@ -77,6 +77,10 @@ pub struct UpArgs {
     /// file's `trace_sample_ratio`, 0.1); failed and slow requests are traced anyway.
     #[arg(long, value_name = "RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    /// Send no spans at all (the cluster file's `traces = false`): no replica or component
+    /// starts a tracing pipeline.
+    #[arg(long)]
+    pub no_traces: bool,
 }
 
 /// The effective cluster: config file (or embedded default) with the flags applied.
@@ -119,6 +123,7 @@ pub fn cluster_from(args: &UpArgs) -> Result<ClusterConfig> {
         }
         cluster.trace_sample_ratio = ratio;
     }
+    cluster.traces &= !args.no_traces;
     Ok(cluster)
 }
 
@@ -251,7 +256,11 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 .collect(),
                 env: trace_env(cluster)
                     .into_iter()
-                    .chain([("OTEL_TRACES_SAMPLER_ARG".to_string(), cluster.trace_sample_ratio.to_string())])
+                    .chain(
+                        cluster
+                            .traces
+                            .then(|| ("OTEL_TRACES_SAMPLER_ARG".to_string(), cluster.trace_sample_ratio.to_string())),
+                    )
                     .collect(),
                 log_file: Some(logs.join("{name}.log").display().to_string()),
                 output_file: logs.join("{name}.out").display().to_string(),
@@ -445,9 +454,12 @@ impl Layout {
 /// A process `hale up` supervises itself (the agents supervise the replicas): `hale
 /// <args>` on the control node, its output in `logs/<name>.out`.
 /// OpenTelemetry's variables that send a process's spans to the collector, with the token
-/// that writes spans only.
-fn trace_env(cluster: &ClusterConfig) -> [(String, String); 2] {
-    [
+/// that writes spans only; none when the cluster sends no traces.
+fn trace_env(cluster: &ClusterConfig) -> Vec<(String, String)> {
+    if !cluster.traces {
+        return Vec::new();
+    }
+    vec![
         (
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".to_string(),
             format!("{}/v1/traces", cluster.url(cluster.collector.listen)),

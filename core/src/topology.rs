@@ -227,6 +227,10 @@ fn default_trace_sample_ratio() -> f64 {
     0.1
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// A whole cluster: `cluster.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +252,9 @@ pub struct ClusterConfig {
     /// failed and slow requests are traced whatever it says.
     #[serde(default = "default_trace_sample_ratio")]
     pub trace_sample_ratio: f64,
+    /// Whether the shop's replicas and Hale's own components send spans to the collector.
+    #[serde(default = "yes")]
+    pub traces: bool,
     /// Every component of the cluster serves HTTPS and is reached at `https://` URLs (each
     /// one's certificate, key and CA come from its own `--tls-*` flags: they differ per
     /// host, this file does not). `hale up --tls` sets it.
