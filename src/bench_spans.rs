@@ -45,12 +45,8 @@ fn text(key: &str, value: &str) -> KeyValue {
 /// One request of `n` spans from request number `r`: five services, each span a server
 /// span of a shop route with the attributes the shop's spans carry.
 fn request(r: usize, n: usize) -> Vec<u8> {
-    const ROUTES: [(&str, &str); 4] = [
-        ("GET", "/api/products"),
-        ("GET", "/api/products/{id}"),
-        ("GET", "/api/search"),
-        ("POST", "/api/orders"),
-    ];
+    const ROUTES: [(&str, &str); 4] =
+        [("GET", "/api/products"), ("GET", "/api/products/{id}"), ("GET", "/api/search"), ("POST", "/api/orders")];
     let service = ["gateway", "catalog", "search", "orders", "auth"][r % 5];
     let base_ns = 1_796_000_000_000_000_000u64 + r as u64 * 1_000_000_000;
     let spans = (0..n)
@@ -109,8 +105,13 @@ pub async fn spans(args: SpansArgs) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let addr = free_addr()?;
     let program = std::env::current_exe()?.display().to_string();
-    let collector_args =
-        ["collector".to_string(), "--listen".into(), addr.to_string(), "--data-dir".into(), dir.path().display().to_string()];
+    let collector_args = [
+        "collector".to_string(),
+        "--listen".into(),
+        addr.to_string(),
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+    ];
     let started = if args.cpu == "none" {
         spawn(&program, &collector_args)?
     } else {
@@ -165,7 +166,10 @@ pub async fn spans(args: SpansArgs) -> Result<()> {
         .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
         .unwrap_or_default();
     let sent = (requests * args.batch) as f64;
-    println!("spans sent            {sent:>12.0}  ({requests} requests of {}, {} at once)", args.batch, args.concurrency);
+    println!(
+        "spans sent            {sent:>12.0}  ({requests} requests of {}, {} at once)",
+        args.batch, args.concurrency
+    );
     println!("spans stored          {stored:>12.0}");
     println!("wall                  {:>12.2} s", wall.as_secs_f64());
     println!("stored / s            {:>12.0}", stored / wall.as_secs_f64());

@@ -1,9 +1,10 @@
-//! The collector's own API: alerts, silences, SLOs, the cluster view, PromQL queries, logs.
+//! The collector's own API: alerts, silences, SLOs, the cluster view, PromQL queries, logs,
+//! traces (its Tempo-compatible search and trace by id).
 
 use std::time::Duration;
 
 use hale_core::api::{
-    AlertsData, Envelope, LogLine, LogQuery, NewSilence, QueryResult, Silence, SilenceCreated, SloState,
+    AlertsData, Envelope, LogLine, LogQuery, NewSilence, QueryResult, Silence, SilenceCreated, SloState, TraceSearch,
 };
 use hale_core::cluster::ClusterView;
 use reqwest::Method;
@@ -102,5 +103,28 @@ impl Collector {
     /// `GET /api/v1/logs`: the newest lines that match, oldest first.
     pub async fn logs(&self, query: &LogQuery) -> Result<Vec<LogLine>, ClientError> {
         self.data(self.get("logs")?.query(query)).await
+    }
+
+    /// `GET /api/search`: the traces a TraceQL query matches between `start` and `end`
+    /// (Unix seconds), newest first, at most `limit`.
+    pub async fn search_traces(
+        &self,
+        traceql: &str,
+        start: i64,
+        end: i64,
+        limit: usize,
+    ) -> Result<TraceSearch, ClientError> {
+        let params = [
+            ("q", traceql.to_string()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        request::call(self.0.open(Method::GET, &["api", "search"])?.query(&params)).await
+    }
+
+    /// `GET /api/traces/<id>`: a trace's spans as OTLP/JSON (`{"batches": [...]}`).
+    pub async fn trace(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        request::call(self.0.open(Method::GET, &["api", "traces", id])?).await
     }
 }

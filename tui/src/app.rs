@@ -25,10 +25,12 @@ pub enum View {
     Nodes,
     /// Where the cluster listens, the demo logins, where the admin token is.
     Info,
+    /// One trace, by id: its span waterfall and log lines.
+    Trace(String),
 }
 
 impl View {
-    pub const NAMES: [&'static str; 7] = ["overview", "service", "alerts", "healer", "logs", "nodes", "info"];
+    pub const NAMES: [&'static str; 8] = ["overview", "service", "alerts", "healer", "logs", "nodes", "info", "trace"];
 
     pub fn title(&self) -> String {
         match self {
@@ -39,6 +41,7 @@ impl View {
             View::Logs => "logs".into(),
             View::Nodes => "nodes".into(),
             View::Info => "info".into(),
+            View::Trace(id) => format!("trace {id}"),
         }
     }
 
@@ -55,6 +58,7 @@ impl View {
             "healer" => View::Healer,
             "logs" => View::Logs,
             "info" => View::Info,
+            "trace" => View::Trace(arg?.to_string()),
             _ => View::Nodes,
         })
     }
@@ -273,6 +277,8 @@ impl App {
                     words.iter().all(|w| r.instance.to_lowercase().contains(w.as_str()))
                 })
                 .map(|r| Row::Replica(r.instance.clone()))
+                // Below the replicas, the service's slowest and failed traces.
+                .chain(s.traces.iter().flat_map(|t| t.rows()).map(|t| Row::Trace(t.id.clone())))
                 .collect(),
             View::Alerts if s.alerts.is_none() => Vec::new(),
             View::Alerts => {
@@ -290,6 +296,7 @@ impl App {
             View::Nodes => {
                 s.nodes.iter().flatten().filter(|n| keep(&n.node)).map(|n| Row::Node(n.node.clone())).collect()
             }
+            View::Trace(_) => (0..s.trace.as_ref().map_or(0, |t| t.spans.len())).map(Row::Span).collect(),
             View::Logs | View::Info => Vec::new(),
         }
     }
@@ -367,6 +374,7 @@ impl App {
             KeyCode::Enter => self.drill_down(),
             KeyCode::Char('r') => return Some(Effect::Refresh),
             KeyCode::Char('i') => self.go(View::Info),
+            KeyCode::Char('t') if self.view == View::Healer && self.open_trace() => {}
             KeyCode::Char(' ') if self.view == View::Logs => self.logs_paused = !self.logs_paused,
             KeyCode::PageUp if self.view == View::Logs => self.logs_scroll += 10,
             KeyCode::PageDown if self.view == View::Logs => self.logs_scroll = self.logs_scroll.saturating_sub(10),
@@ -396,6 +404,7 @@ impl App {
                 return;
             }
             Some(Row::Node(_)) => Some(View::Logs),
+            Some(Row::Trace(id)) => Some(View::Trace(id)),
             Some(Row::Alert(i)) => self.visible_alerts().get(i).and_then(|a| {
                 let labels = &a.labels;
                 labels
@@ -414,11 +423,22 @@ impl App {
                     _ => None,
                 })
             }
-            Some(Row::Silence(_)) | None => None,
+            Some(Row::Silence(_)) | Some(Row::Span(_)) | None => None,
         };
         if let Some(view) = target {
             self.go(view);
         }
+    }
+
+    /// `t` on a repair: its own trace.
+    fn open_trace(&mut self) -> bool {
+        let Some(Row::Action(id)) = self.selected_row() else { return false };
+        let trace = self.snapshot.healer.as_ref().and_then(|h| h.actions.iter().find(|a| a.id == id)?.trace_id.clone());
+        match trace {
+            Some(trace) => self.go(View::Trace(trace)),
+            None => self.status = Some("this action has no trace (the healer exports none)".into()),
+        }
+        true
     }
 
     /// Action keys, each of which ends in a confirmation.
@@ -584,4 +604,8 @@ pub enum Row {
     Silence(String),
     Action(String),
     Node(String),
+    /// A trace, by id (the service view's list).
+    Trace(String),
+    /// A span of the opened trace, by its place in the waterfall.
+    Span(usize),
 }

@@ -41,6 +41,7 @@ fn action(
         created_ms: NOW - ago_s * 1000,
         updated_ms: NOW - (ago_s - took_s) * 1000,
         detail: detail.into(),
+        trace_id: Some(format!("{:032x}", NOW as u128 + ago_s as u128)),
     }
 }
 
@@ -125,7 +126,44 @@ pub fn demo() -> Snapshot {
             String::new()
         },
     };
+    let trace_row = |id: &str, root: &str, ago_s: i64, ms: u32, failed: bool| crate::model::TraceRow {
+        id: id.into(),
+        root: root.into(),
+        start_ms: NOW - ago_s * 1000,
+        duration_ms: ms,
+        failed,
+    };
+    let span =
+        |depth: usize, instance: &str, name: &str, from_ms: u64, to_ms: u64, error: bool| crate::model::SpanRow {
+            depth,
+            service: instance.split('-').next().unwrap_or_default().into(),
+            instance: instance.into(),
+            name: name.into(),
+            start_ns: NOW as u64 * 1_000_000 + from_ms * 1_000_000,
+            end_ns: NOW as u64 * 1_000_000 + to_ms * 1_000_000,
+            error,
+            attributes: vec![
+                ("http.route".into(), "/api/search".into()),
+                ("http.response.status_code".into(), "504".into()),
+            ],
+        };
     Snapshot {
+        traces: Some(crate::model::ServiceTraces {
+            slowest: vec![
+                trace_row("4bf92f3577b34da6a3ce929d0e0e4736", "gateway: GET /api/search", 12, 10_012, false),
+                trace_row("0af7651916cd43dd8448eb211c80319c", "gateway: GET /api/search", 40, 812, false),
+            ],
+            failed: vec![trace_row("4bf92f3577b34da6a3ce929d0e0e4736", "gateway: GET /api/search", 12, 10_012, true)],
+        }),
+        trace: Some(crate::model::TraceView {
+            id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            spans: vec![
+                span(0, "gateway-1", "GET /api/search", 0, 10_012, true),
+                span(1, "gateway-1", "GET", 1, 10_010, true),
+                span(2, "search-1", "GET /api/search", 3, 10_005, true),
+            ],
+            logs: vec![log(11, "search-1", "error", "request failed")],
+        }),
         at_ms: NOW,
         nodes: Some(vec![
             node("node-1", 0.42, 0.61, 0.33),

@@ -2,7 +2,7 @@
 //! answers (`hale_core::api`'s types, converted once here). Every part is optional: a part
 //! that could not be read is `None` and is drawn as missing, never as healthy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hale_core::api::{self, AlertState, AlertsData, SilenceMatcher, SilenceState};
 use hale_core::cluster::{ClusterView, NodeView};
@@ -30,6 +30,162 @@ pub struct Snapshot {
     pub alert_group_by: Vec<String>,
     /// The collector's silences that are active or still to come.
     pub silences: Option<Vec<Silence>>,
+    /// The focused service's slowest and failed traces of the last minutes.
+    pub traces: Option<ServiceTraces>,
+    /// The trace being looked at, with its log lines.
+    pub trace: Option<TraceView>,
+}
+
+/// One trace found by a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    pub id: String,
+    /// `service: operation` of its root span.
+    pub root: String,
+    pub start_ms: i64,
+    pub duration_ms: u32,
+    /// Found among the failed ones.
+    pub failed: bool,
+}
+
+/// A service's traces worth a look: the slowest, then the failed, of the last minutes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceTraces {
+    pub slowest: Vec<TraceRow>,
+    pub failed: Vec<TraceRow>,
+}
+
+impl ServiceTraces {
+    /// The rows the service view lists, failed first (each trace once).
+    pub fn rows(&self) -> Vec<&TraceRow> {
+        let mut out: Vec<&TraceRow> = self.failed.iter().collect();
+        out.extend(self.slowest.iter().filter(|t| !self.failed.iter().any(|f| f.id == t.id)));
+        out
+    }
+}
+
+/// The rows of a search answer; the slowest first when `by_duration`.
+pub fn trace_rows(found: api::TraceSearch, failed: bool, by_duration: bool, keep: usize) -> Vec<TraceRow> {
+    let mut rows: Vec<TraceRow> = found
+        .traces
+        .into_iter()
+        .map(|t| TraceRow {
+            root: format!("{}: {}", t.root_service_name, t.root_trace_name),
+            start_ms: t.start_time_unix_nano.parse::<i64>().map_or(0, |ns| ns / 1_000_000),
+            duration_ms: t.duration_ms,
+            id: t.trace_id,
+            failed,
+        })
+        .collect();
+    if by_duration {
+        rows.sort_by_key(|t| std::cmp::Reverse(t.duration_ms));
+    }
+    rows.truncate(keep);
+    rows
+}
+
+/// One span of an opened trace, in waterfall order (a parent before its children).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRow {
+    pub depth: usize,
+    pub service: String,
+    pub instance: String,
+    pub name: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub error: bool,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A trace as the dashboard shows it: its spans and the log lines written in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceView {
+    pub id: String,
+    pub spans: Vec<SpanRow>,
+    pub logs: Vec<LogLine>,
+}
+
+impl TraceView {
+    /// From the first span's start to the last one's end.
+    pub fn bounds(&self) -> (u64, u64) {
+        let start = self.spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+        let end = self.spans.iter().map(|s| s.end_ns).max().unwrap_or(start);
+        (start, end.max(start))
+    }
+}
+
+/// A trace's OTLP/JSON (`/api/traces/<id>`) as waterfall rows: each span under its parent,
+/// siblings by start time; a span whose parent is not in the trace is a root.
+pub fn trace_view(id: &str, otlp: &serde_json::Value, logs: Vec<api::LogLine>) -> TraceView {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::Object(m) => m.values().next().map_or(String::new(), |x| match x {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        _ => String::new(),
+    };
+    let attributes = |list: &Value| -> Vec<(String, String)> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv["key"].as_str()?.to_string(), text(&kv["value"]))))
+            .collect()
+    };
+    let number = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64()).unwrap_or(0);
+    // (span id, parent id, row)
+    let mut found: Vec<(String, String, SpanRow)> = Vec::new();
+    for batch in otlp["batches"].as_array().into_iter().flatten() {
+        let resource = attributes(&batch["resource"]["attributes"]);
+        let get = |k: &str| resource.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        for span in batch["scopeSpans"].as_array().into_iter().flatten().flat_map(|s| s["spans"].as_array()).flatten() {
+            found.push((
+                span["spanId"].as_str().unwrap_or_default().to_string(),
+                span["parentSpanId"].as_str().unwrap_or_default().to_string(),
+                SpanRow {
+                    depth: 0,
+                    service: get("service.name"),
+                    instance: get("service.instance.id"),
+                    name: span["name"].as_str().unwrap_or_default().to_string(),
+                    start_ns: number(&span["startTimeUnixNano"]),
+                    end_ns: number(&span["endTimeUnixNano"]),
+                    error: span["status"]["code"].as_u64() == Some(2)
+                        || span["status"]["code"].as_str() == Some("STATUS_CODE_ERROR"),
+                    attributes: attributes(&span["attributes"]),
+                },
+            ));
+        }
+    }
+    found.sort_by_key(|(_, _, s)| s.start_ns);
+    let index: HashMap<&str, usize> = found.iter().enumerate().map(|(i, (id, _, _))| (id.as_str(), i)).collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, (_, parent, _)) in found.iter().enumerate() {
+        match index.get(parent.as_str()) {
+            Some(&p) if p != i => children.entry(p).or_default().push(i),
+            _ => roots.push(i),
+        }
+    }
+    // Depth first from the roots, children by start time; iterative, so a deep trace
+    // cannot exhaust the stack. What no root reaches (a cycle of parents from a broken
+    // sender) is shown too, at depth 0.
+    let mut spans = Vec::with_capacity(found.len());
+    let mut placed = vec![false; found.len()];
+    for start in roots.into_iter().chain(0..found.len()) {
+        let mut stack = vec![(start, 0usize)];
+        while let Some((at, depth)) = stack.pop() {
+            if std::mem::replace(&mut placed[at], true) {
+                continue;
+            }
+            let mut row = found[at].2.clone();
+            row.depth = depth;
+            spans.push(row);
+            for &child in children.get(&at).into_iter().flatten().rev() {
+                stack.push((child, depth + 1));
+            }
+        }
+    }
+    TraceView { id: id.to_string(), spans, logs: logs.into_iter().map(LogLine::from).collect() }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -348,6 +504,8 @@ pub struct Action {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub detail: String,
+    /// The repair's trace, when the healer exports traces.
+    pub trace_id: Option<String>,
 }
 
 impl Action {
@@ -573,6 +731,7 @@ impl From<api::Action> for Action {
             created_ms: a.created_ms,
             updated_ms: a.updated_ms,
             detail: a.detail,
+            trace_id: a.trace_id,
         }
     }
 }
@@ -654,6 +813,44 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+
+    #[test]
+    fn a_traces_spans_are_laid_out_parent_before_children() {
+        let span = |id: &str, parent: &str, name: &str, start: u64, end: u64, code: u64| {
+            serde_json::json!({"spanId": id, "parentSpanId": parent, "name": name,
+                "startTimeUnixNano": start.to_string(), "endTimeUnixNano": end.to_string(),
+                "status": {"code": code}, "attributes": [{"key": "http.route", "value": {"stringValue": "/x"}}]})
+        };
+        let resource = |service: &str| {
+            serde_json::json!({"attributes": [
+                {"key": "service.name", "value": {"stringValue": service}},
+                {"key": "service.instance.id", "value": {"stringValue": format!("{service}-1")}}]})
+        };
+        let otlp = serde_json::json!({"batches": [
+            {"resource": resource("orders"), "scopeSpans": [{"spans": [
+                span("b", "a", "POST /api/orders", 20, 90, 0),
+                span("d", "b", "INSERT orders", 80, 85, 0)]}]},
+            {"resource": resource("gateway"), "scopeSpans": [{"spans": [
+                span("a", "client", "POST /api/orders", 10, 100, 0),
+                span("c", "a", "GET", 91, 99, 2)]}]}
+        ]});
+        let view = trace_view("t", &otlp, Vec::new());
+        let laid: Vec<(usize, &str, &str)> =
+            view.spans.iter().map(|s| (s.depth, s.instance.as_str(), s.name.as_str())).collect();
+        assert_eq!(
+            laid,
+            [
+                (0, "gateway-1", "POST /api/orders"),
+                (1, "orders-1", "POST /api/orders"),
+                (2, "orders-1", "INSERT orders"),
+                (1, "gateway-1", "GET"),
+            ],
+            "the root's parent (the caller's span) is not in the trace"
+        );
+        assert!(view.spans[3].error && !view.spans[0].error);
+        assert_eq!(view.spans[0].attributes, [("http.route".to_string(), "/x".to_string())]);
+        assert_eq!(view.bounds(), (10, 100));
+    }
     use crate::fixture::refused_restart;
 
     /// What the dashboard makes of the healer's answers, as the healer served them.

@@ -52,15 +52,16 @@ pub async fn run(options: Options, actuator: Arc<dyn Actuator>, stop: impl Futur
     // Refreshes run apart from the keys, so a slow API never freezes the screen.
     let (snap_tx, mut snap_rx) = watch::channel((Snapshot::default(), Link::Connecting, Link::Connecting));
     let refresh_now = Arc::new(tokio::sync::Notify::new());
-    // Which service's traffic the refresher reads too (the one the service view shows).
-    let (focus_tx, focus_rx) = watch::channel(None::<String>);
+    // Which service's traffic and traces, and which trace, the refresher reads too (what
+    // the service and trace views show).
+    let (focus_tx, focus_rx) = watch::channel((None::<String>, None::<String>));
     let refresher = tokio::spawn({
         let mut source = Source::new(options.endpoints);
         let refresh_now = refresh_now.clone();
         let every = options.refresh;
         async move {
             loop {
-                source.focus = focus_rx.borrow().clone();
+                (source.focus, source.trace) = focus_rx.borrow().clone();
                 let snapshot = source.refresh(now_ms()).await;
                 if snap_tx.send((snapshot, source.collector.clone(), source.healer.clone())).is_err() {
                     return;
@@ -97,8 +98,9 @@ pub async fn run(options: Options, actuator: Arc<dyn Actuator>, stop: impl Futur
                         None => {}
                     }
                     let focus = match &app.view {
-                        crate::app::View::Service(name) => Some(name.clone()),
-                        _ => None,
+                        crate::app::View::Service(name) => (Some(name.clone()), None),
+                        crate::app::View::Trace(id) => (None, Some(id.clone())),
+                        _ => (None, None),
                     };
                     if *focus_tx.borrow() != focus {
                         focus_tx.send_replace(focus);

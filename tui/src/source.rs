@@ -66,8 +66,10 @@ impl Link {
 /// Reads the APIs into snapshots, keeping the last good parts while an API is away.
 pub struct Source {
     pub endpoints: Endpoints,
-    /// The service whose traffic to read as well (the service view's).
+    /// The service whose traffic and traces to read as well (the service view's).
     pub focus: Option<String>,
+    /// The trace to read, with its log lines (the trace view's).
+    pub trace: Option<String>,
     /// The clients, or why an address cannot be one.
     collector_api: Result<Collector, String>,
     healer_api: Result<Healer, String>,
@@ -107,6 +109,7 @@ impl Source {
         Source {
             endpoints,
             focus: None,
+            trace: None,
             collector_api,
             healer_api,
             agents,
@@ -121,7 +124,10 @@ impl Source {
     pub async fn refresh(&mut self, now_ms: i64) -> Snapshot {
         if self.collector.due(now_ms) {
             match &self.collector_api {
-                Ok(api) => read_collector(api, &mut self.collector, &mut self.last, self.focus.clone(), now_ms).await,
+                Ok(api) => {
+                    let focus = (self.focus.clone(), self.trace.clone());
+                    read_collector(api, &mut self.collector, &mut self.last, focus, now_ms).await
+                }
                 Err(e) => self.collector.failed(now_ms, e.clone()),
             }
         }
@@ -161,7 +167,13 @@ impl Source {
 /// Reads the collector into `last`: the cluster, SLOs and alerts decide whether it is up;
 /// the rest (CPU history, restarts, logs, silences, the focused service's traffic) is
 /// missing when it cannot be read.
-async fn read_collector(api: &Collector, link: &mut Link, last: &mut Snapshot, focus: Option<String>, now_ms: i64) {
+async fn read_collector(
+    api: &Collector,
+    link: &mut Link,
+    last: &mut Snapshot,
+    (focus, trace): (Option<String>, Option<String>),
+    now_ms: i64,
+) {
     let (start, end) = (now_ms / 1000 - 300, now_ms / 1000);
     let logs = LogQuery { limit: Some(LOG_LINES), ..LogQuery::default() };
     let (cluster, slos, alerts, cpu, logs, restarts, silences) = futures::join!(
@@ -194,8 +206,21 @@ async fn read_collector(api: &Collector, link: &mut Link, last: &mut Snapshot, f
     last.silences = silences.ok().map(model::silences);
     last.cpu_history = cpu.map(|r| model::history(r, "node")).unwrap_or_default();
     last.logs = logs.ok().map(model::logs);
-    last.focus = match focus {
-        Some(service) => Some(service_series(api, service, now_ms).await),
+    (last.focus, last.traces) = match focus {
+        Some(service) => {
+            let (series, traces) =
+                futures::join!(service_series(api, service.clone(), now_ms), service_traces(api, &service, now_ms));
+            (Some(series), traces)
+        }
+        None => (None, None),
+    };
+    last.trace = match trace {
+        Some(id) => {
+            let logs = LogQuery { trace_id: Some(id.clone()), limit: Some(200), ..LogQuery::default() };
+            let (spans, logs) = futures::join!(api.trace(&id), api.logs(&logs));
+            // A trace not (yet) stored is an empty one, not a failure of the collector.
+            Some(model::trace_view(&id, &spans.unwrap_or_default(), logs.unwrap_or_default()))
+        }
         None => None,
     };
 }
@@ -219,6 +244,25 @@ async fn service_series(api: &Collector, service: String, now_ms: i64) -> model:
         |q: String| async move { api.query_range(&q, start, end, 5.0).await.map(model::points).unwrap_or_default() };
     let (rate, errors, p50, p99) = futures::join!(series(rate), series(errors), series(p50), series(p99));
     model::ServiceSeries { service, rate, errors, p50, p99 }
+}
+
+/// Traces of the last minutes shown in a service's view.
+const TRACE_WINDOW_SECS: i64 = 600;
+const TRACES_SHOWN: usize = 5;
+
+/// A service's slowest and failed traces of the last minutes; `None` when the collector
+/// keeps no traces (or does not answer the search).
+async fn service_traces(api: &Collector, service: &str, now_ms: i64) -> Option<model::ServiceTraces> {
+    let name = serde_json::to_string(service).unwrap_or_default();
+    let (start, end) = (now_ms / 1000 - TRACE_WINDOW_SECS, now_ms / 1000 + 1);
+    let all = format!("{{ resource.service.name = {name} }}");
+    let failed = format!("{{ resource.service.name = {name} && status = error }}");
+    let (all, failed) =
+        futures::join!(api.search_traces(&all, start, end, 500), api.search_traces(&failed, start, end, TRACES_SHOWN));
+    Some(model::ServiceTraces {
+        slowest: model::trace_rows(all.ok()?, false, true, TRACES_SHOWN),
+        failed: model::trace_rows(failed.ok()?, true, false, TRACES_SHOWN),
+    })
 }
 
 /// An answer as a part of the snapshot: what was read; `None` for an answer that is not

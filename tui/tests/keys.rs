@@ -47,6 +47,7 @@ fn snapshot() -> Snapshot {
         created_ms: 0,
         updated_ms: 0,
         detail: String::new(),
+        trace_id: (status == "succeeded").then(|| format!("{:0>32}", id.trim_start_matches("act-"))),
     };
     Snapshot {
         services: Some(vec![
@@ -94,8 +95,43 @@ fn snapshot() -> Snapshot {
             needs_human: vec![("instance/orders-2".into(), "failed".into())],
             refused: Vec::new(),
         }),
+        traces: Some(ServiceTraces {
+            slowest: vec![TraceRow {
+                id: "slow-trace".into(),
+                root: "gateway: GET /api/search".into(),
+                start_ms: 0,
+                duration_ms: 900,
+                failed: false,
+            }],
+            failed: Vec::new(),
+        }),
         ..Snapshot::default()
     }
+}
+
+/// From a service to one of its slow traces, and from a repair to its own trace.
+#[test]
+fn enter_opens_a_services_trace_and_t_opens_a_repairs_trace() {
+    let mut app = App::new(false, false, false);
+    app.snapshot = snapshot();
+    go(&mut app, "service search");
+    // Two replicas, then the trace.
+    for _ in 0..2 {
+        app.on_key(key('j'));
+    }
+    app.on_key(code(KeyCode::Enter));
+    assert_eq!(app.view, View::Trace("slow-trace".into()));
+    app.on_key(code(KeyCode::Esc));
+    assert_eq!(app.view, View::Service("search".into()));
+    go(&mut app, "healer");
+    app.on_key(key('t'));
+    assert_eq!(app.view, View::Healer, "act-2 awaits approval: no trace yet");
+    assert!(app.status.as_deref().is_some_and(|s| s.contains("no trace")), "{:?}", app.status);
+    app.on_key(key('j'));
+    app.on_key(key('t'));
+    assert_eq!(app.view, View::Trace(format!("{:0>32}", "1")));
+    go(&mut app, "trace abc");
+    assert_eq!(app.view, View::Trace("abc".into()));
 }
 
 fn app(readonly: bool) -> App {
@@ -318,7 +354,8 @@ fn the_selection_stays_on_its_row_when_new_actions_arrive() {
     a.on_key(key('/'));
     typed(&mut a, "level:error");
     a.on_key(code(KeyCode::Enter));
-    assert_eq!(a.rows().len(), 2);
+    let replicas = a.rows().into_iter().filter(|r| matches!(r, hale_tui::app::Row::Replica(_))).count();
+    assert_eq!(replicas, 2);
     // A silence longer than a year is refused.
     go(&mut a, "alerts");
     a.on_key(key('s'));

@@ -26,7 +26,15 @@ fn render(app: &App, width: u16, height: u16) -> String {
 }
 
 fn views() -> Vec<View> {
-    vec![View::Overview, View::Service("search".into()), View::Alerts, View::Healer, View::Logs, View::Nodes]
+    vec![
+        View::Overview,
+        View::Service("search".into()),
+        View::Alerts,
+        View::Healer,
+        View::Logs,
+        View::Nodes,
+        View::Trace("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+    ]
 }
 
 fn name(view: &View) -> String {

@@ -35,6 +35,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Logs => views::logs(f, body, app),
         View::Nodes => views::nodes(f, body, app),
         View::Info => views::info(f, body, app),
+        View::Trace(id) => views::trace(f, body, app, id),
     }
     draw_footer(f, footer, app);
     if let Some(modal) = &app.modal {
@@ -112,6 +113,9 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     if app.view == View::Logs {
         keys.push(("space", "pause"));
     }
+    if app.view == View::Healer {
+        keys.push(("t", "trace"));
+    }
     // `? help` and `q quit` always show, and `i info` (the URLs and logins `hale up`
     // printed before the dashboard took the screen) once there is any; the rest as far
     // as the width allows.
@@ -155,10 +159,11 @@ fn popup(f: &mut Frame, title: &str, lines: Vec<Line<'static>>, width: u16) {
 }
 
 pub const HELP: &[(&str, &str)] = &[
-    (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes, info"),
+    (":name", "go to a view: overview, service NAME, alerts, healer, logs, nodes, info, trace ID"),
     ("/text", "filter the list (esc or ctrl-u clears); logs: service:NAME level:error words"),
     ("↑ ↓ j k", "move; g / G first / last"),
-    ("enter", "drill down: service → replicas → logs; alert or repair → its service"),
+    ("enter", "drill down: service → replicas, traces → logs, span waterfall; alert → its service"),
+    ("t", "healer: the selected repair's own trace"),
     ("esc", "back"),
     ("r", "refresh now"),
     ("i", "info: URLs, demo logins, where the admin token is, data dir"),

@@ -49,13 +49,17 @@ pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
         return f.render_widget(Paragraph::new(text).block(block(name)), area);
     };
     let chart_h = if area.height >= 40 { 14 } else { 8 };
-    let [replicas, charts, logs] = Layout::vertical([
+    let traces_h = app.snapshot.traces.as_ref().map_or(3, |t| t.rows().len().max(1) as u16 + 3);
+    let [replicas, charts, traces, logs] = Layout::vertical([
         Constraint::Length(svc.replicas.len() as u16 + 3),
         Constraint::Length(chart_h),
+        Constraint::Length(traces_h),
         Constraint::Min(3),
     ])
     .areas(area);
     traffic(f, charts, app, name);
+    let shown = svc.replicas.iter().filter(|r| app.rows().contains(&AppRow::Replica(r.instance.clone()))).count();
+    service_traces(f, traces, app, name, app.selected.checked_sub(shown));
     let visible = app.rows();
     let rows: Vec<Row> = svc
         .replicas
@@ -87,6 +91,131 @@ pub fn service(f: &mut Frame, area: Rect, app: &App, name: &str) {
         .block(block(&format!("{name}: replicas")));
     f.render_widget(table, replicas);
     log_lines(f, logs, app, |l| l.service == name, &format!("{name}: recent logs"));
+}
+
+/// The service's failed and slowest traces of the last minutes; `selected` counts among
+/// them (Enter opens one).
+fn service_traces(f: &mut Frame, area: Rect, app: &App, name: &str, selected_at: Option<usize>) {
+    let title = format!("{name}: failed and slowest traces, last 10 min (↵ opens)");
+    let Some(traces) = &app.snapshot.traces else {
+        let text = Span::styled("no traces (the collector keeps none, or is away)", Style::new().fg(Color::DarkGray));
+        return f.render_widget(Paragraph::new(text).block(block(&title)), area);
+    };
+    let rows: Vec<Row> = traces
+        .rows()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let status = if t.failed { Span::styled("failed", Style::new().fg(Color::Red)) } else { Span::raw("slow") };
+            let row = Row::new(vec![
+                Cell::from(clock(t.start_ms)),
+                Cell::from(format!("{} ms", t.duration_ms)),
+                Cell::from(status),
+                Cell::from(t.root.clone()),
+                Cell::from(Span::styled(t.id.clone(), Style::new().fg(Color::DarkGray))),
+            ]);
+            selected(row, selected_at == Some(i))
+        })
+        .collect();
+    if rows.is_empty() {
+        let text = Span::styled("no traces of this service in 10 min", Style::new().fg(Color::DarkGray));
+        return f.render_widget(Paragraph::new(text).block(block(&title)), area);
+    }
+    let widths = [8, 9, 6].map(Constraint::Length).into_iter().chain([Constraint::Fill(2), Constraint::Fill(1)]);
+    let table = Table::new(rows, widths)
+        .header(header(&["start", "duration", "", "root span", "trace id"]))
+        .column_spacing(1)
+        .block(block(&title));
+    f.render_widget(table, area);
+}
+
+/// A trace as a span waterfall (service, operation, a bar where the span sits in the
+/// trace's time, duration, status), the selected span's attributes, and the log lines
+/// written in the trace.
+pub fn trace(f: &mut Frame, area: Rect, app: &App, id: &str) {
+    let title = format!("trace {id}");
+    let Some(trace) = app.snapshot.trace.as_ref().filter(|t| t.id == id) else {
+        let text = Span::styled("reading the trace…", Style::new().fg(Color::DarkGray));
+        return f.render_widget(Paragraph::new(text).block(block(&title)), area);
+    };
+    if trace.spans.is_empty() {
+        let text = "the collector has no span of this trace (yet: spans arrive within seconds; or it was not sampled)";
+        return f.render_widget(
+            Paragraph::new(Span::styled(text, Style::new().fg(Color::DarkGray))).block(block(&title)),
+            area,
+        );
+    }
+    let [spans_area, detail, logs] =
+        Layout::vertical([Constraint::Min(5), Constraint::Length(8), Constraint::Length(10)]).areas(area);
+    let (start, end) = trace.bounds();
+    let total = (end - start).max(1) as f64;
+    let bar_width: usize = 30;
+    let rows: Vec<Row> = trace
+        .spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let from = (((s.start_ns - start) as f64 / total) * bar_width as f64) as usize;
+            let len =
+                ((((s.end_ns.max(s.start_ns) - s.start_ns) as f64 / total) * bar_width as f64).ceil() as usize).max(1);
+            let from = from.min(bar_width - 1);
+            let len = len.min(bar_width - from);
+            let bar = format!("{}{}{}", " ".repeat(from), "█".repeat(len), " ".repeat(bar_width - from - len));
+            let colour = if s.error { Color::Red } else { Color::Cyan };
+            let ms = (s.end_ns.saturating_sub(s.start_ns)) as f64 / 1e6;
+            let row = Row::new(vec![
+                Cell::from(s.instance.clone()),
+                Cell::from(format!("{}{}", "  ".repeat(s.depth), s.name)),
+                Cell::from(Span::styled(bar, Style::new().fg(colour))),
+                Cell::from(format!("{ms:.1} ms")),
+                Cell::from(if s.error { Span::styled("error", Style::new().fg(Color::Red)) } else { Span::raw("ok") }),
+            ]);
+            selected(row, i == app.selected)
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(14),
+        Constraint::Fill(1),
+        Constraint::Length(bar_width as u16),
+        Constraint::Length(10),
+        Constraint::Length(5),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header(&["instance", "operation", "time", "duration", ""]))
+        .column_spacing(1)
+        .block(block(&format!("{title}: {} spans, {:.1} ms", trace.spans.len(), total / 1e6)));
+    f.render_widget(table, spans_area);
+    let span = trace.spans.get(app.selected);
+    let attributes: Vec<Line> = span
+        .map(|s| {
+            s.attributes
+                .iter()
+                .map(|(k, v)| {
+                    Line::from(vec![
+                        Span::styled(format!("{k} = "), Style::new().fg(Color::DarkGray)),
+                        Span::raw(v.clone()),
+                    ])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let about = span.map_or(String::new(), |s| format!("{} {}: attributes", s.service, s.name));
+    f.render_widget(Paragraph::new(attributes).wrap(Wrap { trim: false }).block(block(&about)), detail);
+    let lines: Vec<Line> = trace
+        .logs
+        .iter()
+        .map(|l| {
+            Line::from(vec![
+                Span::styled(format!("{} ", clock(l.time_ms)), Style::new().fg(Color::DarkGray)),
+                Span::styled(format!("{:<10} ", l.instance), Style::new().fg(Color::Cyan)),
+                Span::styled(format!("{:<5} ", l.level), level_style(&l.level)),
+                Span::raw(l.message.clone()),
+                Span::styled(format!(" {}", l.detail), Style::new().fg(Color::DarkGray)),
+            ])
+        })
+        .collect();
+    let logs_title = format!("log lines of this trace ({})", trace.logs.len());
+    f.render_widget(Paragraph::new(lines).block(block(&logs_title)), logs);
 }
 
 /// Requests/s, errors/s and p50/p99 latency over the last five minutes, side by side.
