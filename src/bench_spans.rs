@@ -43,7 +43,7 @@ fn text(key: &str, value: &str) -> KeyValue {
 }
 
 /// One request of `n` spans from request number `r`: five services, each span a server
-/// span of a shop route with the attributes the shop's spans carry.
+/// span of a shop route with the attributes the shop's spans carry, ten spans a trace.
 fn request(r: usize, n: usize) -> Vec<u8> {
     const ROUTES: [(&str, &str); 4] =
         [("GET", "/api/products"), ("GET", "/api/products/{id}"), ("GET", "/api/search"), ("POST", "/api/orders")];
@@ -54,7 +54,8 @@ fn request(r: usize, n: usize) -> Vec<u8> {
             let (method, route) = ROUTES[i % ROUTES.len()];
             let mut trace_id = [0u8; 16];
             trace_id[..8].copy_from_slice(&(r as u64).to_be_bytes());
-            trace_id[8..].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            // Ten spans a trace, as a request through a few services makes.
+            trace_id[8..].copy_from_slice(&(i as u64 / 10 + 1).to_be_bytes());
             let start = base_ns + i as u64 * 1_000;
             Span {
                 trace_id: trace_id.to_vec(),
