@@ -142,7 +142,16 @@ impl Tracing {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        tracing_opentelemetry::layer().with_tracer(self.tracer("hale")).with_error_records_to_exceptions(true)
+        // Only what a span's reader needs: the layer's defaults add busy/idle time, thread,
+        // source location and target to every span (eight attributes, two clock reads a
+        // poll), paid for every request, sampled or not.
+        tracing_opentelemetry::layer()
+            .with_tracer(self.tracer("hale"))
+            .with_error_records_to_exceptions(true)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
     }
 
     /// Exports what is queued now.
