@@ -470,6 +470,10 @@ impl Healer {
                 continue;
             }
             let id = new_id();
+            // A scale-in is a repair of its own: its own trace.
+            let span = super::repair_span(&format!("heal scale-in {}", out.target.key()), &out.alert);
+            let (trace_id, traceparent) =
+                span.in_scope(|| (hale_trace::trace_ids().map(|ids| ids.trace_id), hale_trace::traceparent()));
             let action = Action {
                 id: id.clone(),
                 policy: out.policy.clone(),
@@ -485,20 +489,10 @@ impl Healer {
                 followed_by: None,
                 burn_before: None,
                 burn_after: None,
-                trace_id: None,
-                traceparent: None,
+                trace_id,
+                traceparent,
             };
-            // A scale-in is a repair of its own: its own trace.
-            let span = super::repair_span(&format!("heal scale-in {}", action.target.key()), &out.alert);
-            span.record("hale.policy", out.policy.as_str());
-            span.record("hale.action", ActionKind::ScaleIn.as_str());
-            span.record("hale.action.id", id.as_str());
-            span.record("hale.target", action.target.key().as_str());
-            let action = span.in_scope(|| Action {
-                trace_id: hale_trace::trace_ids().map(|ids| ids.trace_id),
-                traceparent: hale_trace::traceparent(),
-                ..action
-            });
+            super::describe(&span, &action);
             let saved = self
                 .store
                 .update(|s| {

@@ -195,6 +195,14 @@ fn repair_span(name: &str, alert: &Alert) -> tracing::Span {
     )
 }
 
+/// Names `action` on its repair span.
+fn describe(span: &tracing::Span, action: &Action) {
+    span.record("hale.action.id", action.id.as_str());
+    span.record("hale.action", action.kind.as_str());
+    span.record("hale.policy", action.policy.as_str());
+    span.record("hale.target", action.target.key().as_str());
+}
+
 /// A span continuing `action`'s repair trace, for work on it that resumes later (after
 /// an approval, or verification taken over by the next leader).
 fn resumed_span(name: &str, action: &Action) -> tracing::Span {
@@ -202,9 +210,7 @@ fn resumed_span(name: &str, action: &Action) -> tracing::Span {
     if let Some(parent) = &action.traceparent {
         hale_trace::continue_trace(&span, parent);
     }
-    span.record("hale.action.id", action.id.as_str());
-    span.record("hale.action", action.kind.as_str());
-    span.record("hale.target", action.target.key().as_str());
+    describe(&span, action);
     span
 }
 
@@ -389,7 +395,7 @@ impl Healer {
             trace_id: hale_trace::trace_ids().map(|ids| ids.trace_id),
             traceparent: hale_trace::traceparent(),
         };
-        span.record("hale.action.id", action.id.as_str());
+        describe(&span, &action);
         let saved = self
             .store
             .update(|s| {
