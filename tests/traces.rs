@@ -199,16 +199,30 @@ async fn a_latency_fault_shows_as_slow_traces_and_the_healers_restart_is_a_trace
     let healer = format!("http://{}", config.healer.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
 
-    // Slower than the 500 ms that makes a request worth keeping whatever the sampling.
-    chaos(&cluster.data_dir, &["latency", "search-1", "--ms", "700", "--duration", "30s"]);
-    let q = "{ resource.service.instance.id = \"search-1\" && duration > 600ms }";
+    // 300 ms on every request of search-1: slow, though not so slow that its probes fail.
+    chaos(&cluster.data_dir, &["latency", "search-1", "--ms", "300", "--duration", "30s"]);
+    // Shoppers' searches, traced from their client (sampled), half of them to search-1.
+    let gateway = cluster.gateway();
+    for _ in 0..20 {
+        let traceparent = format!("00-{}-{}-01", random_id(16), random_id(8));
+        let r = client.get(format!("{gateway}/api/search?q=lamp")).header("traceparent", traceparent).send().await;
+        assert!(r.is_ok_and(|r| r.status().is_success()));
+    }
+    let q = "{ resource.service.instance.id = \"search-1\" && duration > 250ms }";
     let slow = eventually("slow traces of search-1", Duration::from_secs(60), async || {
-        let found = search(&client, &collector, &[("q", q), ("limit", "20")]).await?;
-        (!found.traces.is_empty()).then_some(found)
+        let found = search(&client, &collector, &[("q", q), ("limit", "50")]).await?;
+        // A shopper's request through the gateway (search's own change-feed long-polls
+        // wait on purpose and are no evidence).
+        found.traces.iter().any(|t| t.root_service_name == "gateway").then_some(found)
     })
     .await;
-    assert!(slow.traces.iter().all(|t| t.duration_ms >= 600), "{slow:?}");
-    let others = "{ resource.service.instance.id = \"search-2\" && duration > 600ms }";
+    assert!(slow.traces.iter().all(|t| t.duration_ms >= 250), "{slow:?}");
+    for found in slow.traces.iter().filter(|t| t.root_service_name == "gateway") {
+        let spans = trace(&client, &collector, &found.trace_id).await.expect("a found trace is stored");
+        let own = spans.iter().find(|s| s.instance == "search-1").expect("a span of search-1");
+        assert_eq!(own.name, "GET /api/search", "{spans:?}");
+    }
+    let others = "{ resource.service.instance.id = \"search-2\" && name = \"GET /api/search\" && duration > 250ms }";
     let fast = search(&client, &collector, &[("q", others), ("limit", "20")]).await.expect("search");
     assert!(fast.traces.is_empty(), "the other replica is not slow: {fast:?}");
 

@@ -4,8 +4,9 @@
 //! [`app`] adds `/healthz`, `/readyz`, `/metrics` and `/admin/chaos` to a service's router
 //! and wraps it, outermost first: request id, duration histogram and access log
 //! (`observe`); `Retry-After` on every 503 and 429, whoever made it (shed, timeout,
-//! handler, proxied replica); error bodies in the one JSON shape; the capacity; injected
-//! faults, outside the timeout so a hang really hangs; the 10 s timeout
+//! handler, proxied replica); error bodies in the one JSON shape; the capacity; an API
+//! request's server span (`api_span`); injected faults, outside the timeout so a hang
+//! really hangs; the 10 s timeout
 //! ([`REQUEST_TIMEOUT`], 503); the 64 KiB body limit ([`BODY_LIMIT_BYTES`], 413).
 //!
 //! Capacity: a service with `max_in_flight` in cluster.toml (search has 4) serves that many
@@ -116,13 +117,11 @@ pub fn app(frame: Frame, registry: SharedRegistry, api: Router) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/chaos", get(chaos_get).post(chaos_post).delete(chaos_delete))
         .with_state((frame.clone(), registry));
-    // API requests get a server span (probes and scrapes do not: they would drown the
-    // traces that matter); a no-op without a tracing pipeline.
-    api.route_layer(middleware::from_fn(hale_trace::server_span))
-        .merge(common)
+    api.merge(common)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(middleware::from_fn_with_state(frame.clone(), faults))
+        .layer(middleware::from_fn(api_span))
         .layer(middleware::from_fn_with_state(frame.clone(), capacity))
         .layer(middleware::map_response(json_error_bodies))
         .layer(middleware::map_response(retry_after))
@@ -287,6 +286,17 @@ async fn retry_after(mut response: Response) -> Response {
         response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// The server span of an API request (probes and scrapes get none: they would drown the
+/// traces that matter; nor does a path no route matched); a no-op without a tracing
+/// pipeline. It wraps the injected faults, so a replica made slow is slow in its own spans.
+async fn api_span(req: Request, next: Next) -> Response {
+    if req.extensions().get::<MatchedPath>().is_some() && is_api(req.uri().path()) {
+        hale_trace::server_span(req, next).await
+    } else {
+        next.run(req).await
+    }
 }
 
 /// Request id, the duration histogram and one access-log line per request.
