@@ -37,6 +37,17 @@ fn level_style(level: &str) -> Style {
     }
 }
 
+/// One log line: time, instance, level, message, then its fields dimmed.
+fn log_line(l: &crate::model::LogLine) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{} ", clock(l.time_ms)), Style::new().fg(Color::DarkGray)),
+        Span::styled(format!("{:<10} ", l.instance), Style::new().fg(Color::Cyan)),
+        Span::styled(format!("{:<5} ", l.level), level_style(&l.level)),
+        Span::raw(l.message.clone()),
+        Span::styled(format!(" {}", l.detail), Style::new().fg(Color::DarkGray)),
+    ])
+}
+
 fn clock(ms: i64) -> String {
     let s = (ms / 1000).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
@@ -201,19 +212,7 @@ pub fn trace(f: &mut Frame, area: Rect, app: &App, id: &str) {
         .unwrap_or_default();
     let about = span.map_or(String::new(), |s| format!("{} {}: attributes", s.service, s.name));
     f.render_widget(Paragraph::new(attributes).wrap(Wrap { trim: false }).block(block(&about)), detail);
-    let lines: Vec<Line> = trace
-        .logs
-        .iter()
-        .map(|l| {
-            Line::from(vec![
-                Span::styled(format!("{} ", clock(l.time_ms)), Style::new().fg(Color::DarkGray)),
-                Span::styled(format!("{:<10} ", l.instance), Style::new().fg(Color::Cyan)),
-                Span::styled(format!("{:<5} ", l.level), level_style(&l.level)),
-                Span::raw(l.message.clone()),
-                Span::styled(format!(" {}", l.detail), Style::new().fg(Color::DarkGray)),
-            ])
-        })
-        .collect();
+    let lines: Vec<Line> = trace.logs.iter().map(log_line).collect();
     let logs_title = format!("log lines of this trace ({})", trace.logs.len());
     f.render_widget(Paragraph::new(lines).block(block(&logs_title)), logs);
 }
@@ -282,18 +281,7 @@ fn log_lines(f: &mut Frame, area: Rect, app: &App, keep: impl Fn(&crate::model::
     let back = app.logs_scroll.min(matching.len().saturating_sub(height.min(matching.len())));
     let end = matching.len() - back;
     let start = end.saturating_sub(height);
-    let out: Vec<Line> = matching[start..end]
-        .iter()
-        .map(|l| {
-            Line::from(vec![
-                Span::styled(format!("{} ", clock(l.time_ms)), Style::new().fg(Color::DarkGray)),
-                Span::styled(format!("{:<10} ", l.instance), Style::new().fg(Color::Cyan)),
-                Span::styled(format!("{:<5} ", l.level), level_style(&l.level)),
-                Span::raw(l.message.clone()),
-                Span::styled(format!(" {}", l.detail), Style::new().fg(Color::DarkGray)),
-            ])
-        })
-        .collect();
+    let out: Vec<Line> = matching[start..end].iter().map(|l| log_line(l)).collect();
     let mut title = title.to_string();
     if app.logs_paused {
         title.push_str(" — PAUSED");
