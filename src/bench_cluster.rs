@@ -59,6 +59,11 @@ impl DemoCluster {
         Ok(cluster)
     }
 
+    /// The `hale up` process: every component is a descendant of it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }

@@ -13,6 +13,7 @@ mod bench_query;
 mod bench_retention;
 mod bench_spans;
 mod bench_stats;
+mod bench_tracing;
 mod bench_tui;
 mod certs;
 mod chaos;
@@ -106,6 +107,9 @@ enum BenchWhich {
     /// Span ingest: OTLP requests into a collector pinned to one core; spans/s, spans per
     /// CPU-second, bytes per stored span.
     Spans(bench_spans::SpansArgs),
+    /// What tracing costs the shop: the same load with tracing on and off, in alternating
+    /// pairs; latency and the cluster's CPU per request, side by side.
+    Tracing(bench_tracing::TracingArgs),
     /// Time the dashboard's frames: every view of a demo cluster's state.
     Tui(bench_tui::TuiBenchArgs),
 }
@@ -194,6 +198,7 @@ async fn dispatch(command: Command, client_tls: hale_client::tls::ClientTlsFlags
             BenchWhich::Retention(args) => bench_retention::retention(args).await,
             BenchWhich::Logs(args) => bench_logs::logs(args).await,
             BenchWhich::Spans(args) => bench_spans::spans(args).await,
+            BenchWhich::Tracing(args) => bench_tracing::tracing(args).await,
             BenchWhich::Tui(args) => {
                 bench_tui::run(&args);
                 Ok(())

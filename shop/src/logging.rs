@@ -15,12 +15,15 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 /// A `tracing` layer that writes each event as one JSON line.
 pub struct JsonLines<W: Write + Send + 'static> {
     service: String,
     instance: String,
     out: Mutex<W>,
+    /// The subscriber this layer is part of, to ask the tracing layer for a span's ids.
+    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
 }
 
 impl JsonLines<LineWriter<File>> {
@@ -36,7 +39,12 @@ impl JsonLines<LineWriter<File>> {
 
 impl<W: Write + Send + 'static> JsonLines<W> {
     pub fn new(out: W, service: &str, instance: &str) -> Self {
-        JsonLines { service: service.into(), instance: instance.into(), out: Mutex::new(out) }
+        JsonLines {
+            service: service.into(),
+            instance: instance.into(),
+            out: Mutex::new(out),
+            dispatch: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -75,8 +83,16 @@ fn level_name(level: &Level) -> &'static str {
     }
 }
 
-impl<S: Subscriber, W: Write + Send + 'static> Layer<S> for JsonLines<W> {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+impl<S, W> Layer<S> for JsonLines<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: Write + Send + 'static,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
         let mut line = Map::new();
@@ -91,7 +107,8 @@ impl<S: Subscriber, W: Write + Send + 'static> Layer<S> for JsonLines<W> {
         line.insert("target".into(), event.metadata().target().into());
         line.extend(fields.0);
         if !line.contains_key("trace_id")
-            && let Some(ids) = hale_trace::active_ids()
+            && let (Some(span), Some(dispatch)) = (ctx.event_span(event), self.dispatch.get())
+            && let Some(ids) = hale_trace::ids_in(dispatch, &span.id())
         {
             line.insert("trace_id".into(), ids.trace_id.into());
             line.insert("span_id".into(), ids.span_id.into());
@@ -138,5 +155,45 @@ mod tests {
         assert_eq!(line["route"], "/api/search");
         assert_eq!(line["status"], 429);
         assert!(line["timestamp"].as_str().expect("ts").ends_with('Z'));
+    }
+
+    /// A line logged inside a traced span names the span; one outside names none. Both
+    /// sampled and unsampled traces: the line of an unsampled one still finds its trace
+    /// if a later hop keeps it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_line_inside_a_traced_span_carries_its_trace_and_span_ids() {
+        // Another dispatcher alive, so callsite interest is not decided for this one only.
+        let _other = tracing::Dispatch::new(tracing_subscriber::registry());
+        for ratio in [1.0, 0.0] {
+            let buf = Buf::default();
+            let mut config = hale_trace::Config::new("orders", "orders-1", "http://127.0.0.1:9/v1/traces");
+            config.ratio = ratio;
+            let pipeline = hale_trace::Tracing::start(config);
+            let subscriber = tracing_subscriber::registry()
+                .with(JsonLines::new(buf.clone(), "orders", "orders-1"))
+                .with(pipeline.layer());
+            let (ids, child_ids) = tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::info_span!("request", otel.kind = "server");
+                let _entered = span.enter();
+                tracing::info!("order placed");
+                let child = hale_trace::db_span("sqlite", "INSERT", "orders");
+                let _in_child = child.enter();
+                tracing::info!("row written");
+                let ids = (hale_trace::trace_ids_of(&span), hale_trace::trace_ids_of(&child));
+                drop(_in_child);
+                drop(_entered);
+                tracing::info!("outside");
+                ids
+            });
+            let (ids, child_ids) = (ids.expect("a traced span"), child_ids.expect("a traced child"));
+            let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
+            let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+            assert_eq!(lines.len(), 3, "{text}");
+            assert_eq!(lines[0]["trace_id"], ids.trace_id.as_str(), "ratio {ratio}: {text}");
+            assert_eq!(lines[0]["span_id"], ids.span_id.as_str());
+            assert_eq!(lines[1]["trace_id"], ids.trace_id.as_str());
+            assert_eq!(lines[1]["span_id"], child_ids.span_id.as_str(), "the innermost span");
+            assert!(lines[2].get("trace_id").is_none(), "outside every span: {text}");
+        }
     }
 }

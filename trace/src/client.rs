@@ -26,20 +26,7 @@ pub async fn send_long_poll(request: reqwest::RequestBuilder) -> reqwest::Result
 async fn call(request: reqwest::RequestBuilder, long_poll: bool) -> reqwest::Result<reqwest::Response> {
     let (client, request) = request.build_split();
     let mut request = request?;
-    let url = request.url();
-    let method = request.method().as_str().to_owned();
-    let span = tracing::info_span!(
-        "http client",
-        otel.name = %method,
-        otel.kind = "client",
-        http.request.method = %method,
-        server.address = url.host_str().unwrap_or_default(),
-        server.port = url.port_or_known_default().unwrap_or_default(),
-        url.full = %format_args!("{}://{}{}", url.scheme(), url.authority(), url.path()),
-        http.response.status_code = Empty,
-        "error.type" = Empty,
-        otel.status_code = Empty,
-    );
+    let span = client_span(&request);
     async move {
         if long_poll {
             crate::mark_long_poll();
@@ -72,6 +59,24 @@ async fn call(request: reqwest::RequestBuilder, long_poll: bool) -> reqwest::Res
     }
     .instrument(span)
     .await
+}
+
+/// The client span of `request`, before it is sent.
+pub fn client_span(request: &reqwest::Request) -> tracing::Span {
+    let url = request.url();
+    let method = request.method().as_str();
+    tracing::info_span!(
+        "http client",
+        otel.name = %method,
+        otel.kind = "client",
+        http.request.method = %method,
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default().unwrap_or_default(),
+        url.full = %format_args!("{}://{}{}", url.scheme(), url.authority(), url.path()),
+        http.response.status_code = Empty,
+        "error.type" = Empty,
+        otel.status_code = Empty,
+    )
 }
 
 /// A database client span: `db_span("sqlite", "INSERT", "reservations")`.

@@ -30,13 +30,13 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 
-pub use client::{db_span, send, send_long_poll};
+pub use client::{client_span, db_span, send, send_long_poll};
 pub use propagation::{
-    LONG_POLL, TraceIds, active_ids, context_of, continue_trace, extract, inject, mark_long_poll, trace_ids,
+    LONG_POLL, TraceIds, context_of, continue_trace, extract, ids_in, inject, mark_long_poll, trace_ids, trace_ids_of,
     traceparent,
 };
 pub use sampling::ADJUSTED_COUNT;
-pub use server::server_span;
+pub use server::{request_span, server_span};
 
 /// Where spans go and which are kept.
 #[derive(Debug, Clone)]
@@ -144,9 +144,12 @@ impl Tracing {
     {
         // Only what a span's reader needs: the layer's defaults add busy/idle time, thread,
         // source location and target to every span (eight attributes, two clock reads a
-        // poll), paid for every request, sampled or not.
+        // poll), paid for every request, sampled or not. Nor is an OpenTelemetry context
+        // activated each time a span is entered (every poll of every request): Hale's
+        // code asks the span itself ([`trace_ids`], [`inject`], [`ids_in`]).
         tracing_opentelemetry::layer()
             .with_tracer(self.tracer("hale"))
+            .with_context_activation(false)
             .with_error_records_to_exceptions(true)
             .with_tracked_inactivity(false)
             .with_threads(false)

@@ -92,12 +92,21 @@ pub(crate) fn ids_of(cx: &opentelemetry::Context) -> Option<TraceIds> {
 
 /// The current `tracing` span's ids, if it is traced.
 pub fn trace_ids() -> Option<TraceIds> {
-    ids_of(&tracing::Span::current().context())
+    trace_ids_of(&tracing::Span::current())
 }
 
-/// The ids of the span entered on this thread, from OpenTelemetry's active context (the
-/// layer activates a span's context when it is entered). Unlike [`trace_ids`] this is safe
-/// inside a `tracing` layer, where the dispatcher cannot be reached again.
-pub fn active_ids() -> Option<TraceIds> {
-    ids_of(&opentelemetry::Context::current())
+/// `span`'s ids, if it is traced.
+pub fn trace_ids_of(span: &tracing::Span) -> Option<TraceIds> {
+    ids_of(&span.context())
+}
+
+/// The ids of span `id`, for a `tracing` layer (which cannot reach the dispatcher again
+/// through `Span::current()`): `dispatch` is the one the layer was registered with
+/// (`Layer::on_register_dispatch`), `id` the span an event happened in.
+///
+/// Spans do not activate an OpenTelemetry context when entered (each poll would pay for
+/// it), so `opentelemetry::Context::current()` does not name them; this asks the layer.
+pub fn ids_in(dispatch: &tracing::dispatcher::WeakDispatch, id: &tracing::span::Id) -> Option<TraceIds> {
+    let dispatch = dispatch.upgrade()?;
+    ids_of(&tracing_opentelemetry::get_otel_context(id, &dispatch)?)
 }

@@ -1,23 +1,27 @@
-//! Which spans are exported: parent-based head sampling by ratio, every span recorded,
-//! and unsampled spans kept when they failed or were slow (rate-bounded).
+//! Which spans are exported: parent-based head sampling by ratio, and of the traces not
+//! sampled, the entry span of a request that failed or was slow (rate-bounded).
 //!
 //! Each exported span says how many spans it stands for, `sampling.adjusted_count`, so
 //! counts derived from stored spans (the collector's span metrics) estimate the real
-//! ones: a failed or slow span is kept whether sampled or not, so it stands for itself
-//! (1); any other was kept for being sampled, one in `1/ratio`.
+//! ones: a failed or slow entry span is kept whether sampled or not, so it stands for
+//! itself (1); any other was kept for being sampled, one in `1/ratio`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
+use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceId};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample, Span, SpanData, SpanProcessor};
 
 /// The decision a trace's first span takes (a `ratio` of trace ids, as OpenTelemetry's
-/// `TraceIdRatioBased` draws them), and every later span of it follows. Not sampled is
-/// `RecordOnly`, never `Drop`: the span is still recorded, so [`KeepInteresting`] can
-/// keep it if it fails or is slow.
+/// `TraceIdRatioBased` draws them), and every later span of it follows.
+///
+/// Not sampled, a service's *entry* span — a server or consumer span, or a root — is
+/// `RecordOnly`, never `Drop`: it is still recorded, so [`KeepInteresting`] can keep it if
+/// the request fails or is slow. The spans inside it (client calls, queries) are dropped:
+/// recording them would cost every request, and a failed or slow request is already kept
+/// by the entry span of each hop that failed or was slow (each service's own).
 #[derive(Debug, Clone)]
 pub struct HeadRatio {
     ratio: f64,
@@ -25,6 +29,12 @@ pub struct HeadRatio {
 
 pub fn sampler(ratio: f64) -> HeadRatio {
     HeadRatio { ratio: ratio.clamp(0.0, 1.0) }
+}
+
+/// Whether a span is where a service's work on a trace begins: a server or consumer span,
+/// a span whose parent is in another process, or a root (`parent_is_remote` is `None`).
+fn is_entry(kind: &SpanKind, parent_is_remote: Option<bool>) -> bool {
+    matches!(kind, SpanKind::Server | SpanKind::Consumer) || parent_is_remote.is_none_or(|remote| remote)
 }
 
 /// Whether `ratio` of all trace ids include this one (its low 63 bits under a bound).
@@ -44,7 +54,7 @@ impl ShouldSample for HeadRatio {
         parent: Option<&Context>,
         trace_id: TraceId,
         _name: &str,
-        _kind: &SpanKind,
+        kind: &SpanKind,
         _attributes: &[KeyValue],
         _links: &[Link],
     ) -> SamplingResult {
@@ -53,8 +63,13 @@ impl ShouldSample for HeadRatio {
             Some(sc) => sc.is_sampled(),
             None => drawn(trace_id, self.ratio),
         };
+        let entry = is_entry(kind, parent.as_ref().map(SpanContext::is_remote));
         SamplingResult {
-            decision: if sampled { SamplingDecision::RecordAndSample } else { SamplingDecision::RecordOnly },
+            decision: match (sampled, entry) {
+                (true, _) => SamplingDecision::RecordAndSample,
+                (false, true) => SamplingDecision::RecordOnly,
+                (false, false) => SamplingDecision::Drop,
+            },
             attributes: Vec::new(),
             trace_state: parent.map(|sc| sc.trace_state().clone()).unwrap_or_default(),
         }
@@ -116,14 +131,21 @@ impl<P> KeepInteresting<P> {
     }
 }
 
+/// Whether `span` would have been kept had its trace not been sampled: an entry span
+/// that failed or was slow.
+fn kept_unsampled<P>(keeper: &KeepInteresting<P>, span: &SpanData) -> bool {
+    let root = span.parent_span_id == opentelemetry::trace::SpanId::INVALID;
+    is_entry(&span.span_kind, (!root).then_some(span.parent_span_is_remote)) && keeper.interesting(span)
+}
+
 impl<P: SpanProcessor> SpanProcessor for KeepInteresting<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         self.inner.on_start(span, cx);
     }
 
     fn on_end(&self, mut span: SpanData) {
-        let interesting = self.interesting(&span);
-        let adjusted = match (span.span_context.is_sampled(), interesting) {
+        // Only entry spans of unsampled traces are recorded (see [`HeadRatio`]).
+        let adjusted = match (span.span_context.is_sampled(), kept_unsampled(self, &span)) {
             (_, true) => 1.0,
             (true, false) if self.ratio > 0.0 => 1.0 / self.ratio,
             // Sampled by a caller at another ratio while this one samples nothing.
@@ -165,6 +187,38 @@ mod tests {
         assert!((1_700..2_300).contains(&hits), "{hits} of 20,000 at 10 %");
         assert!(drawn(TraceId::from_bytes([0xff; 16]), 1.0));
         assert!(!drawn(TraceId::from_bytes([0xff; 16]), 0.0));
+    }
+
+    /// A context whose span is `sampled` or not, in this process or another.
+    fn parent(sampled: bool, remote: bool) -> Context {
+        let flags = if sampled { opentelemetry::trace::TraceFlags::SAMPLED } else { Default::default() };
+        let sc = SpanContext::new(
+            TraceId::from_bytes([7; 16]),
+            opentelemetry::trace::SpanId::from_bytes([3; 8]),
+            flags,
+            remote,
+            Default::default(),
+        );
+        Context::new().with_remote_span_context(sc)
+    }
+
+    #[test]
+    fn unsampled_traces_record_only_their_entry_spans() {
+        let decide = |parent: Option<&Context>, kind: SpanKind| {
+            sampler(0.0).should_sample(parent, TraceId::from_bytes([7; 16]), "s", &kind, &[], &[]).decision
+        };
+        use SamplingDecision::{Drop, RecordAndSample, RecordOnly};
+        // A root, a request from another process, a server or consumer span: recorded.
+        assert_eq!(decide(None, SpanKind::Internal), RecordOnly);
+        assert_eq!(decide(Some(&parent(false, true)), SpanKind::Internal), RecordOnly);
+        assert_eq!(decide(Some(&parent(false, false)), SpanKind::Server), RecordOnly);
+        assert_eq!(decide(Some(&parent(false, false)), SpanKind::Consumer), RecordOnly);
+        // Calls and queries inside: not.
+        assert_eq!(decide(Some(&parent(false, false)), SpanKind::Client), Drop);
+        assert_eq!(decide(Some(&parent(false, false)), SpanKind::Internal), Drop);
+        // A sampled trace keeps everything, whatever this process's ratio.
+        assert_eq!(decide(Some(&parent(true, false)), SpanKind::Client), RecordAndSample);
+        assert_eq!(decide(Some(&parent(true, true)), SpanKind::Server), RecordAndSample);
     }
 
     #[test]

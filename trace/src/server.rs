@@ -17,25 +17,14 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub async fn server_span(request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
-    let name = if route.is_empty() { method.clone() } else { format!("{method} {route}") };
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %name,
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        url.path = %request.uri().path(),
-        http.response.status_code = Empty,
-        otel.status_code = Empty,
-    );
+    let span = request_span(request.method().as_str(), &route, request.uri().path());
     // Before the span is first entered, so the OpenTelemetry span starts with its parent.
     let _ = span.set_parent(crate::extract(request.headers()));
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     // For the layers outside the span: the access log line and the latency exemplar.
-    if let Some(ids) = crate::propagation::ids_of(&span.context()) {
+    if let Some(ids) = crate::trace_ids_of(&span) {
         response.extensions_mut().insert(ids);
     }
     span.record("http.response.status_code", status);
@@ -43,4 +32,20 @@ pub async fn server_span(request: Request, next: Next) -> Response {
         span.record("otel.status_code", "ERROR");
     }
     response
+}
+
+/// The server span of a request to `route` (empty when no route matched), before its
+/// parent is set and before it is entered.
+pub fn request_span(method: &str, route: &str, path: &str) -> tracing::Span {
+    let name = if route.is_empty() { method.to_owned() } else { format!("{method} {route}") };
+    tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %path,
+        http.response.status_code = Empty,
+        otel.status_code = Empty,
+    )
 }

@@ -90,10 +90,7 @@ async fn a_request_is_one_trace_of_a_client_and_a_server_span() {
     }
     let ids = {
         let _e = outer.enter();
-        let ids = hale_trace::trace_ids().expect("a traced span");
-        // What a logging layer reads: the context entering the span activated.
-        assert_eq!(hale_trace::active_ids().as_ref(), Some(&ids), "the entered span is the active context");
-        ids
+        hale_trace::trace_ids().expect("a traced span")
     };
     drop(outer);
     flush(&tracing).await;
