@@ -106,9 +106,13 @@ where
         line.insert("instance".into(), self.instance.clone().into());
         line.insert("target".into(), event.metadata().target().into());
         line.extend(fields.0);
+        let ids = || match (ctx.event_span(event), self.dispatch.get()) {
+            (Some(span), Some(dispatch)) => hale_trace::ids_in(dispatch, &span.id()),
+            // An unsampled request has no span, but its ids.
+            _ => hale_trace::request_ids(),
+        };
         if !line.contains_key("trace_id")
-            && let (Some(span), Some(dispatch)) = (ctx.event_span(event), self.dispatch.get())
-            && let Some(ids) = hale_trace::ids_in(dispatch, &span.id())
+            && let Some(ids) = ids()
         {
             line.insert("trace_id".into(), ids.trace_id.into());
             line.insert("span_id".into(), ids.span_id.into());

@@ -26,6 +26,11 @@ pub async fn send_long_poll(request: reqwest::RequestBuilder) -> reqwest::Result
 async fn call(request: reqwest::RequestBuilder, long_poll: bool) -> reqwest::Result<reqwest::Response> {
     let (client, request) = request.build_split();
     let mut request = request?;
+    if crate::in_unsampled_request() && tracing::Span::current().is_none() {
+        // No span inside an unsampled request; the next hop still continues its trace.
+        crate::inject(request.headers_mut());
+        return client.execute(request).await;
+    }
     let span = client_span(&request);
     async move {
         if long_poll {
@@ -79,8 +84,12 @@ pub fn client_span(request: &reqwest::Request) -> tracing::Span {
     )
 }
 
-/// A database client span: `db_span("sqlite", "INSERT", "reservations")`.
+/// A database client span: `db_span("sqlite", "INSERT", "reservations")`; none inside
+/// an unsampled request.
 pub fn db_span(system: &'static str, operation: &'static str, collection: &'static str) -> tracing::Span {
+    if crate::in_unsampled_request() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "db",
         otel.name = %format_args!("{operation} {collection}"),
@@ -89,4 +98,10 @@ pub fn db_span(system: &'static str, operation: &'static str, collection: &'stat
         db.operation.name = operation,
         db.collection.name = collection,
     )
+}
+
+/// The span `make` makes, inside the current trace; none inside an unsampled request
+/// (where it would start a trace of its own).
+pub fn child_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if crate::in_unsampled_request() { tracing::Span::none() } else { make() }
 }

@@ -7,11 +7,14 @@
 //! spans go as OTLP/HTTP protobuf to a collector's `/v1/traces`.
 //!
 //! Sampling, decided where a trace starts and kept by every hop after (parent-based):
-//! a `ratio` of new traces is sampled. Spans of the rest are still recorded, and one that
-//! ends in error or lasts at least `slow` is exported anyway, at most `max_kept_per_sec`
-//! of those a second: the requests an on-call engineer looks for are kept even at a low
-//! ratio. Such a span's trace is partial (only the hops that were themselves slow or
-//! failed).
+//! a `ratio` of new traces is sampled. A request of the rest makes no span at all — its
+//! trace and span ids still go on to the next hop and onto its log lines — and if it
+//! fails or lasts at least `slow`, its server span is made when it is answered and
+//! exported anyway, at most `max_kept_per_sec` of those a second: the requests an
+//! on-call engineer looks for are kept even at a low ratio. Such a trace is partial (the
+//! server spans of the hops that were themselves slow or failed, parented by the ids
+//! each handed on). Spans that are not a request's (an agent's cycle, a rule group's
+//! evaluation) are recorded whatever the draw, and kept on the same terms.
 //!
 //! Export runs on the SDK's batch thread; the HTTP POST itself on the process's tokio
 //! runtime, through Hale's TLS client ([`hale_client::tls::builder`]), so traces go over
@@ -23,20 +26,23 @@ mod export;
 mod propagation;
 mod sampling;
 mod server;
+mod unsampled;
 
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
+use tracing_subscriber::Layer as _;
 
-pub use client::{client_span, db_span, send, send_long_poll};
+pub use client::{child_span, client_span, db_span, send, send_long_poll};
 pub use propagation::{
-    LONG_POLL, TraceIds, context_of, continue_trace, extract, ids_in, inject, mark_long_poll, trace_ids, trace_ids_of,
-    traceparent,
+    LONG_POLL, TraceIds, context_of, continue_trace, extract, ids_in, inject, mark_long_poll, request_ids, trace_ids,
+    trace_ids_of, traceparent,
 };
 pub use sampling::ADJUSTED_COUNT;
 pub use server::{request_span, server_span};
+pub use unsampled::in_unsampled_request;
 
 /// Where spans go and which are kept.
 #[derive(Debug, Clone)]
@@ -111,6 +117,28 @@ impl Config {
 /// The running pipeline. Dropping it flushes what is queued (bounded by the export timeout).
 pub struct Tracing {
     provider: SdkTracerProvider,
+    settings: std::sync::Arc<Settings>,
+}
+
+/// What [`server_span`] needs of the pipeline serving the current subscriber: whether to
+/// sample, what is slow, and the tracer to make a kept unsampled request's span with.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub ratio: f64,
+    pub slow: Duration,
+    pub tracer: SdkTracer,
+}
+
+/// A layer that does nothing but hold the pipeline's [`Settings`], found through the
+/// dispatcher (`Dispatch::downcast_ref`), so each subscriber — one a process, several in
+/// parallel tests — reaches its own pipeline.
+pub(crate) struct PipelineLayer(pub std::sync::Arc<Settings>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PipelineLayer {}
+
+/// The settings of the current subscriber's pipeline; `None` without one.
+pub(crate) fn settings() -> Option<std::sync::Arc<Settings>> {
+    tracing::dispatcher::get_default(|d| d.downcast_ref::<PipelineLayer>().map(|p| p.0.clone()))
 }
 
 impl Tracing {
@@ -124,12 +152,15 @@ impl Tracing {
         let batch = BatchSpanProcessor::builder(exporter).build();
         let keeper = sampling::KeepInteresting::new(batch, config.slow, config.max_kept_per_sec, config.ratio);
         let provider = SdkTracerProvider::builder()
+            .with_id_generator(unsampled::ChosenIds::default())
             .with_sampler(sampling::sampler(config.ratio))
             .with_span_processor(keeper)
             .with_resource(resource)
             .build();
         opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-        Tracing { provider }
+        let settings =
+            std::sync::Arc::new(Settings { ratio: config.ratio, slow: config.slow, tracer: provider.tracer("hale") });
+        Tracing { provider, settings }
     }
 
     /// The tracer to give `tracing_opentelemetry::layer().with_tracer(..)`.
@@ -138,7 +169,7 @@ impl Tracing {
     }
 
     /// A `tracing` layer that turns spans into OpenTelemetry spans of this pipeline.
-    pub fn layer<S>(&self) -> tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
@@ -155,6 +186,7 @@ impl Tracing {
             .with_threads(false)
             .with_location(false)
             .with_target(false)
+            .and_then(PipelineLayer(self.settings.clone()))
     }
 
     /// Exports what is queued now.

@@ -28,10 +28,23 @@ impl Extractor for Extract<'_> {
     }
 }
 
-/// Adds the current span's context to `headers` (nothing outside a traced span).
+/// Adds the current span's context to `headers`, or the unsampled request's this task
+/// serves (nothing outside either).
 pub fn inject(headers: &mut HeaderMap) {
-    let cx = tracing::Span::current().context();
+    let cx = current_context();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Inject(headers)));
+}
+
+/// The current span's context if it is traced, else the unsampled request's.
+fn current_context() -> opentelemetry::Context {
+    let cx = tracing::Span::current().context();
+    if cx.span().span_context().is_valid() {
+        return cx;
+    }
+    match crate::unsampled::context() {
+        Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
+        None => cx,
+    }
 }
 
 /// The context `headers` carry (an empty one without `traceparent`).
@@ -68,6 +81,7 @@ pub const LONG_POLL: &str = "hale.long_poll";
 /// never kept for being slow.
 pub fn mark_long_poll() {
     tracing::Span::current().set_attribute(LONG_POLL, true);
+    crate::unsampled::mark_long_poll();
 }
 
 /// A span's identity in hex, as log lines and exemplars carry it.
@@ -90,9 +104,15 @@ pub(crate) fn ids_of(cx: &opentelemetry::Context) -> Option<TraceIds> {
     })
 }
 
-/// The current `tracing` span's ids, if it is traced.
+/// The current `tracing` span's ids if it is traced, else those of the unsampled request
+/// this task serves.
 pub fn trace_ids() -> Option<TraceIds> {
-    trace_ids_of(&tracing::Span::current())
+    ids_of(&current_context())
+}
+
+/// The ids of the unsampled request this task serves (which has no span), for a log line.
+pub fn request_ids() -> Option<TraceIds> {
+    crate::unsampled::context().and_then(|sc| ids_of(&opentelemetry::Context::new().with_remote_span_context(sc)))
 }
 
 /// `span`'s ids, if it is traced.

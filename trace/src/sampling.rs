@@ -38,7 +38,7 @@ fn is_entry(kind: &SpanKind, parent_is_remote: Option<bool>) -> bool {
 }
 
 /// Whether `ratio` of all trace ids include this one (its low 63 bits under a bound).
-fn drawn(trace_id: TraceId, ratio: f64) -> bool {
+pub(crate) fn drawn(trace_id: TraceId, ratio: f64) -> bool {
     if ratio >= 1.0 {
         return true;
     }

@@ -389,8 +389,9 @@ impl CatalogState {
     /// cut would lose (found by tests/netns.rs).
     pub async fn wait_for_standby(&self, seq: u64) -> Result<(), AppError> {
         use tracing::Instrument;
-        let span =
-            tracing::info_span!("wait for standby", otel.name = "catalog wait for standby", catalog.change.seq = seq);
+        let span = hale_trace::child_span(|| {
+            tracing::info_span!("wait for standby", otel.name = "catalog wait for standby", catalog.change.seq = seq)
+        });
         self.confirmed(seq).instrument(span).await
     }
 
