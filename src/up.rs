@@ -261,6 +261,12 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                             .traces
                             .then(|| ("OTEL_TRACES_SAMPLER_ARG".to_string(), cluster.trace_sample_ratio.to_string())),
                     )
+                    .chain(
+                        cluster
+                            .trace_slow_ms(*kind)
+                            .filter(|_| cluster.traces)
+                            .map(|ms| ("HALE_TRACE_SLOW_MS".to_string(), ms.to_string())),
+                    )
                     .collect(),
                 log_file: Some(logs.join("{name}.log").display().to_string()),
                 output_file: logs.join("{name}.out").display().to_string(),
@@ -1201,6 +1207,19 @@ mod tests {
                 let spec = agent.render(template, &p.name, p.listen, &p.extra_args);
                 assert!(spec.args.contains(&p.name) && spec.args.contains(&p.listen.to_string()));
             }
+        }
+    }
+
+    /// A service's `trace_slow_ms` reaches its replicas (and only theirs) as
+    /// `HALE_TRACE_SLOW_MS`, which hale-trace reads.
+    #[test]
+    fn a_services_trace_threshold_reaches_its_replicas() {
+        let src = DEFAULT_CLUSTER_TOML.replacen("max_in_flight = 4", "max_in_flight = 4\ntrace_slow_ms = 1500", 1);
+        let cluster = ClusterConfig::parse(&src).expect("config");
+        let agents = agent_configs(&cluster, Path::new("/bin/hale"), Path::new("/d"), Path::new("/d/cluster.toml"));
+        for template in agents.iter().flat_map(|a| &a.services) {
+            let slow = template.env.get("HALE_TRACE_SLOW_MS").map(String::as_str);
+            assert_eq!(slow, (template.name == "search").then_some("1500"), "{}", template.name);
         }
     }
 

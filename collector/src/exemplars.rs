@@ -3,8 +3,10 @@
 //!
 //! Like Prometheus's exemplar storage, a fixed-size ring in memory: the newest
 //! [`ExemplarStore::capacity`] exemplars over all series, the oldest pushed out first.
-//! They are not written to the WAL (a restart forgets them; the traces they point at are
-//! durable), nor forwarded. A scrape resends a bucket's last exemplar until a newer one
+//! Unlike Prometheus (which logs them in its WAL), they are not written to the WAL: a
+//! restart forgets them (the traces they point at are durable, and the next scrapes bring
+//! new exemplars), which keeps them off the fsync path of every write. Nor are they
+//! forwarded. A scrape resends a bucket's last exemplar until a newer one
 //! replaces it, so an exemplar no newer than its series' newest is a duplicate and
 //! dropped, which also refuses out-of-order ones as Prometheus does.
 

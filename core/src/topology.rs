@@ -94,6 +94,10 @@ pub struct ServiceConfig {
     /// free slot (up to 2 s, then 503 `overloaded`). Absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
+    /// A request of this service at least this long (ms) is traced even when its trace
+    /// was not sampled. Absent: 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_slow_ms: Option<u64>,
 }
 
 /// The single entry point of the shop.
@@ -104,6 +108,9 @@ pub struct GatewayConfig {
     pub node: Spanned<String>,
     /// Address the gateway serves on (`127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// As a service's `trace_slow_ms`, for the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_slow_ms: Option<u64>,
 }
 
 /// Where the healer runs.
@@ -308,6 +315,14 @@ impl ClusterConfig {
         self.services.iter().find(|s| *s.name.get_ref() == service).and_then(|s| s.max_in_flight)
     }
 
+    /// What counts as slow for `service`'s traces, when configured (see [`ServiceConfig`]).
+    pub fn trace_slow_ms(&self, service: ServiceKind) -> Option<u64> {
+        if service == ServiceKind::Gateway {
+            return self.gateway.trace_slow_ms;
+        }
+        self.services.iter().find(|s| *s.name.get_ref() == service).and_then(|s| s.trace_slow_ms)
+    }
+
     /// Parses and validates `cluster.toml`; errors carry the line they refer to.
     pub fn parse(source: &str) -> Result<Self, ConfigError> {
         let config: ClusterConfig =
@@ -366,6 +381,13 @@ impl ClusterConfig {
             }
         };
         node_exists(&self.gateway.node)?;
+        if self.gateway.trace_slow_ms.is_some_and(|ms| !(1..=600_000).contains(&ms)) {
+            return Err(ConfigError::at(
+                source,
+                Some(self.gateway.node.span()),
+                "gateway: trace_slow_ms must be between 1 and 600000 (10 minutes)".to_string(),
+            ));
+        }
         let mut seen = HashSet::new();
         for service in &self.services {
             let kind = *service.name.get_ref();
@@ -398,6 +420,13 @@ impl ClusterConfig {
                     source,
                     Some(service.name.span()),
                     format!("service {kind}: max_in_flight must be between 1 and 100000"),
+                ));
+            }
+            if service.trace_slow_ms.is_some_and(|ms| !(1..=600_000).contains(&ms)) {
+                return Err(ConfigError::at(
+                    source,
+                    Some(service.name.span()),
+                    format!("service {kind}: trace_slow_ms must be between 1 and 600000 (10 minutes)"),
                 ));
             }
         }
@@ -689,6 +718,23 @@ mod tests {
         let src = format!("{DEFAULT_CLUSTER_TOML}\n[secrets]\n{secrets}");
         let err = ClusterConfig::parse(&src).expect_err("must fail");
         assert!(err.message.contains("openssl rand -hex 32"), "{err}");
+        assert!(err.line.is_some());
+    }
+
+    #[test]
+    fn each_service_may_set_what_is_slow_for_its_traces() {
+        let src = DEFAULT_CLUSTER_TOML
+            .replacen("max_in_flight = 4", "max_in_flight = 4\ntrace_slow_ms = 2000", 1)
+            .replacen("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:8080\"\ntrace_slow_ms = 800", 1);
+        let c = ClusterConfig::parse(&src).expect("valid");
+        assert_eq!(c.trace_slow_ms(ServiceKind::Search), Some(2000));
+        assert_eq!(c.trace_slow_ms(ServiceKind::Gateway), Some(800));
+        assert_eq!(c.trace_slow_ms(ServiceKind::Orders), None, "the default");
+        let again = ClusterConfig::parse(&c.to_toml()).expect("reparse");
+        assert_eq!(again.trace_slow_ms(ServiceKind::Search), Some(2000));
+        let bad = DEFAULT_CLUSTER_TOML.replacen("max_in_flight = 4", "max_in_flight = 4\ntrace_slow_ms = 0", 1);
+        let err = ClusterConfig::parse(&bad).expect_err("0 ms is refused");
+        assert!(err.message.contains("trace_slow_ms must be between"), "{err}");
         assert!(err.line.is_some());
     }
 
