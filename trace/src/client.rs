@@ -67,7 +67,7 @@ async fn call(request: reqwest::RequestBuilder, long_poll: bool) -> reqwest::Res
 }
 
 /// The client span of `request`, before it is sent.
-pub fn client_span(request: &reqwest::Request) -> tracing::Span {
+fn client_span(request: &reqwest::Request) -> tracing::Span {
     let url = request.url();
     let method = request.method().as_str();
     tracing::info_span!(

@@ -35,13 +35,13 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 use tracing_subscriber::Layer as _;
 
-pub use client::{child_span, client_span, db_span, send, send_long_poll};
+pub use client::{child_span, db_span, send, send_long_poll};
 pub use propagation::{
     LONG_POLL, TraceIds, context_of, continue_trace, extract, ids_in, inject, mark_long_poll, request_ids, trace_ids,
     trace_ids_of, traceparent,
 };
 pub use sampling::ADJUSTED_COUNT;
-pub use server::{request_span, server_span};
+pub use server::server_span;
 pub use unsampled::in_unsampled_request;
 
 /// Where spans go and which are kept.

@@ -106,7 +106,7 @@ pub async fn server_span(request: Request, next: Next) -> Response {
 
 /// The server span of a request to `route` (empty when no route matched), before its
 /// parent is set and before it is entered.
-pub fn request_span(method: &str, route: &str, path: &str) -> tracing::Span {
+fn request_span(method: &str, route: &str, path: &str) -> tracing::Span {
     let name = if route.is_empty() { method.to_owned() } else { format!("{method} {route}") };
     tracing::info_span!(
         "request",
