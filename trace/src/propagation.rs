@@ -41,10 +41,12 @@ fn current_context() -> opentelemetry::Context {
     if cx.span().span_context().is_valid() {
         return cx;
     }
-    match crate::unsampled::context() {
-        Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
-        None => cx,
-    }
+    unsampled_context().unwrap_or(cx)
+}
+
+/// The context of the unsampled request this task serves, if any.
+fn unsampled_context() -> Option<opentelemetry::Context> {
+    crate::unsampled::context().map(|sc| opentelemetry::Context::new().with_remote_span_context(sc))
 }
 
 /// The context `headers` carry (an empty one without `traceparent`).
@@ -112,7 +114,7 @@ pub fn trace_ids() -> Option<TraceIds> {
 
 /// The ids of the unsampled request this task serves (which has no span), for a log line.
 pub fn request_ids() -> Option<TraceIds> {
-    crate::unsampled::context().and_then(|sc| ids_of(&opentelemetry::Context::new().with_remote_span_context(sc)))
+    ids_of(&unsampled_context()?)
 }
 
 /// `span`'s ids, if it is traced.

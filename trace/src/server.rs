@@ -74,7 +74,7 @@ pub async fn server_span(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let failed = status >= 500;
     if failed || (!long_poll && elapsed >= settings.slow) {
-        let name = if route.is_empty() { method.clone() } else { format!("{method} {route}") };
+        let name = span_name(&method, &route);
         let mut attributes = vec![
             KeyValue::new("http.request.method", method),
             KeyValue::new("url.path", path),
@@ -107,7 +107,7 @@ pub async fn server_span(request: Request, next: Next) -> Response {
 /// The server span of a request to `route` (empty when no route matched), before its
 /// parent is set and before it is entered.
 fn request_span(method: &str, route: &str, path: &str) -> tracing::Span {
-    let name = if route.is_empty() { method.to_owned() } else { format!("{method} {route}") };
+    let name = span_name(method, route);
     tracing::info_span!(
         "request",
         otel.name = %name,
@@ -118,4 +118,9 @@ fn request_span(method: &str, route: &str, path: &str) -> tracing::Span {
         http.response.status_code = Empty,
         otel.status_code = Empty,
     )
+}
+
+/// `{method} {route}`, or the method alone when no route matched.
+fn span_name(method: &str, route: &str) -> String {
+    if route.is_empty() { method.to_owned() } else { format!("{method} {route}") }
 }
