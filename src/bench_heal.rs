@@ -134,29 +134,14 @@ pub async fn heal(args: HealArgs) -> Result<()> {
             .into_iter()
             .find(|i| i.service == hale_core::ServiceKind::Catalog && i.role == hale_core::Role::Primary)
             .ok_or_else(|| anyhow::anyhow!("no primary"))?;
+        // At a random moment within a second, so the trials sample every phase of the
+        // gateway's checks, the scrapes and the rule evaluations (all periodic).
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 1000)).await;
         let args = crate::chaos::ChaosArgs::node_down(&primary.node, &cluster.data_dir());
         crate::chaos::run(args).await?;
         let t0 = Instant::now();
         let t0_ms = hale_core::time::now_ms();
-        let mut n = 0;
-        let back = until("writes served again", Duration::from_secs(60), async || {
-            n += 1;
-            let body = CreateProduct {
-                name: format!("bench {n}"),
-                description: "x".into(),
-                price_cents: 1,
-                stock: 1,
-                tags: Vec::new(),
-            };
-            client
-                .post(format!("{gateway}/api/products"))
-                .bearer_auth(&token)
-                .json(&body)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().as_u16() == 201)
-        })
-        .await?;
+        let back = first_write_served(&client, &gateway, &token).await?;
         let s = back.duration_since(t0).as_secs_f64();
         eprintln!("{}'s node {} lost -> writes served again in {s:.2} s", primary.name, primary.node);
         // Where the time went, from the healer's record of the failover.
@@ -165,8 +150,11 @@ pub async fn heal(args: HealArgs) -> Result<()> {
         if let Some(a) = actions.actions.iter().find(|a| a.kind == ActionKind::Failover) {
             let at = |ms: Option<i64>| ms.map_or("?".to_string(), |ms| format!("{:.2}", (ms - t0_ms) as f64 / 1000.0));
             let active = hale_core::time::parse_rfc3339(&a.alert.starts_at);
+            let unready = gateway_marked_unready(&cluster.data_dir(), &primary.name, t0_ms);
             eprintln!(
-                "  alert active (pending) +{} s, received by the healer +{} s, failover decided +{} s, writes +{s:.2} s",
+                "  gateway: primary unready +{} s, alert active (pending) +{} s, received by the healer +{} s, \
+                 failover decided +{} s, writes +{s:.2} s",
+                at(unready),
                 at(active),
                 at(Some(a.alert.received_ms)),
                 at(Some(a.created_ms))
@@ -181,6 +169,46 @@ pub async fn heal(args: HealArgs) -> Result<()> {
     crate::bench_stats::print_summary("hang -> restarted by the healer and verified", hung);
     crate::bench_stats::print_summary("catalog primary's node lost -> writes served again", failed_over);
     Ok(())
+}
+
+/// When a write is served again: a new attempt every 20 ms, each on its own (a write
+/// sent to the frozen primary before the gateway gave up on it hangs until its timeout,
+/// and waiting for it would measure the client's timeout, not the failover); the moment
+/// the first 201 arrives.
+async fn first_write_served(client: &reqwest::Client, gateway: &str, token: &str) -> Result<Instant> {
+    let mut attempts = tokio::task::JoinSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for n in 0.. {
+        tokio::select! {
+            _ = tick.tick() => {
+                if Instant::now() > deadline {
+                    bail!("writes served again: not within 60 s");
+                }
+                let body = CreateProduct {
+                    name: format!("bench {n}"),
+                    description: "x".into(),
+                    price_cents: 1,
+                    stock: 1,
+                    tags: Vec::new(),
+                };
+                let request = client.post(format!("{gateway}/api/products")).bearer_auth(token).json(&body);
+                attempts.spawn(async move { request.send().await.is_ok_and(|r| r.status().as_u16() == 201) });
+            }
+            Some(Ok(true)) = attempts.join_next(), if !attempts.is_empty() => return Ok(Instant::now()),
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// When the gateway took `instance` out of its pool (its log line), at or after `since_ms`.
+fn gateway_marked_unready(data_dir: &std::path::Path, instance: &str, since_ms: i64) -> Option<i64> {
+    let text = std::fs::read_to_string(data_dir.join("logs").join("gateway-1.log")).ok()?;
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["instance"] == instance && v["message"] == "replica failed its readiness check")
+        .filter_map(|v| hale_core::time::parse_rfc3339(v["timestamp"].as_str()?))
+        .find(|ms| *ms >= since_ms)
 }
 
 #[cfg(test)]

@@ -323,8 +323,10 @@ pub fn agent_configs(cluster: &ClusterConfig, program: &Path, data_dir: &Path, c
                 token_file: None,
                 ingest_token: None,
                 ingest_token_file: None,
-                // The demo cluster watches closely: scrapes every second, probes twice a second.
-                scrape_interval_ms: 1000,
+                // The demo cluster watches closely: scrapes every second, probes twice a
+                // second; the gateway's node twice a second, as the gateway's word on the
+                // catalog primary is what a failover starts from.
+                scrape_interval_ms: if node.name == *cluster.gateway.node.get_ref() { 500 } else { 1000 },
                 probe_interval_ms: 500,
                 timeout_ms: 400,
                 metrics_queue: QueueConfig::metrics(),

@@ -593,6 +593,39 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
         Some(&TargetState { actions: Vec::new(), needs_human: None }),
         "the blip neither counts nor needs a human: {state:?}"
     );
+    // A writer publishing back to back from before the loss until writes are served
+    // again: the writes acknowledged in the last moments before the freeze are the ones a
+    // failover could lose (the standby must have confirmed each; the primary's lease
+    // ran out before the standby took over).
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (writing, written) = (std::sync::Arc::new(AtomicBool::new(true)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let writer = {
+        let (client, gateway, admin) = (client.clone(), gateway.clone(), admin.clone());
+        let (writing, written_count) = (writing.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut n = 0;
+            while writing.load(Ordering::Relaxed) {
+                n += 1;
+                let name = format!("Under fire {n}");
+                let description = format!("{name}: must survive");
+                let written = CreateProduct { name, description, price_cents: 7, stock: 0, tags: vec!["kept".into()] };
+                let sent = client.post(format!("{gateway}/api/products")).bearer_auth(&admin).json(&written).send();
+                match sent.await {
+                    Ok(r) if r.status() == 201 => {
+                        acknowledged.push((r.json::<Product>().await.expect("a product").id, written));
+                        written_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            acknowledged
+        })
+    };
+    eventually("the writer's first writes", Duration::from_secs(10), async || {
+        (written.load(Ordering::Relaxed) >= 3).then_some(())
+    })
+    .await;
     chaos(&cluster.data_dir, &["node-down", &primary.node]);
     let lost = Instant::now();
     // Writes acknowledged while the node is away, each checked after the failover and
@@ -606,6 +639,11 @@ async fn losing_the_catalog_primarys_node_fails_over_and_keeps_every_acknowledge
     .await;
     during_outage.push(first);
     println!("catalog primary's node lost -> writes served again in {:?}", lost.elapsed());
+    writing.store(false, Ordering::Relaxed);
+    let under_fire = writer.await.expect("the writer");
+    println!("{} writes acknowledged by the writer around the loss", under_fire.len());
+    assert!(!under_fire.is_empty(), "the writer wrote nothing");
+    during_outage.extend(under_fire);
     let action = eventually("a verified failover", Duration::from_secs(60), async || {
         succeeded(&client, &healer, ActionKind::Failover, Some(&skipped.id)).await
     })

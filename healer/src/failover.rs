@@ -34,6 +34,10 @@ use crate::engine::ActionError;
 
 /// Each protocol call may take this long (a promotion drains the old primary first).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A member's `GET /admin/replication`, when its load balancer holds it ready.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long past the ready members' answers an unready member's status is waited for.
+pub const UNREADY_GRACE: Duration = Duration::from_millis(100);
 
 /// A replica of a primary/standby service: where it is and, if known, whether it is
 /// ready (its load balancer's or its probe's word).
@@ -191,20 +195,50 @@ impl Protocol {
         serde_json::from_str(&text).map_err(|e| ClientError::Answer(format!("{what}: {e}")))
     }
 
-    /// Each member's status, asked of all at once (`None`: no answer).
+    /// Each member's status, asked of all at once (`None`: no answer). A member its load
+    /// balancer holds not ready (the old primary, in a failover) gets only
+    /// [`UNREADY_GRACE`] past the last ready member's answer: a frozen primary accepts the
+    /// connection and never answers, and every second spent on it is a second without
+    /// writes. An unready member that does answer in time is read as usual.
     pub async fn statuses(&self, members: Vec<Member>) -> Vec<(Member, Option<ReplicaStatus>)> {
-        let asks = members.into_iter().map(|m| async move {
+        let ask = |m: &Member| {
             let url = format!("{}/admin/replication", m.url.trim_end_matches('/'));
-            let status = async {
-                let r =
-                    self.call(reqwest::Method::GET, &url, None).timeout(Duration::from_secs(2)).send().await.ok()?;
+            async move {
+                let r = self.call(reqwest::Method::GET, &url, None).timeout(STATUS_TIMEOUT).send().await.ok()?;
                 r.status().is_success().then_some(())?;
                 r.json::<ReplicationStatus>().await.ok().map(ReplicaStatus::from)
             }
-            .await;
-            (m, status)
+        };
+        let (answered, ready_done) = tokio::sync::watch::channel(false);
+        let ready = members.iter().filter(|m| m.ready != Some(false)).map(ask);
+        let ready = async {
+            let statuses = futures::future::join_all(ready).await;
+            let _ = answered.send(true);
+            statuses
+        };
+        let unready = members.iter().filter(|m| m.ready == Some(false)).map(|m| {
+            let mut ready_done = ready_done.clone();
+            let status = ask(m);
+            async move {
+                let grace = async {
+                    let _ = ready_done.wait_for(|done| *done).await;
+                    tokio::time::sleep(UNREADY_GRACE).await;
+                };
+                tokio::select! {
+                    status = status => status,
+                    () = grace => None,
+                }
+            }
         });
-        futures::future::join_all(asks).await
+        let (ready, unready) = futures::future::join(ready, futures::future::join_all(unready)).await;
+        let (mut ready, mut unready) = (ready.into_iter(), unready.into_iter());
+        members
+            .into_iter()
+            .map(|m| {
+                let status = if m.ready == Some(false) { unready.next() } else { ready.next() }.flatten();
+                (m, status)
+            })
+            .collect()
     }
 
     /// Promotes `member` under at least `epoch`; returns the epoch it leads under.

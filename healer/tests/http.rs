@@ -806,6 +806,36 @@ members = [{{ instance = "ledger-a", url = "{a_url}" }}, {{ instance = "ledger-b
     assert_eq!(a.lock().unwrap_or_else(|p| p.into_inner()).calls.last().cloned(), Some(format!("rejoin {b_url}")));
 }
 
+/// A failover asks every member's status, and the old primary is usually the one that
+/// does not answer: frozen, it accepts the connection and says nothing. Its status is
+/// waited for only a moment past the ready members' answers (#21: the 2 s wait on it was
+/// most of a failover's time), while an unready member that does answer is still read.
+#[tokio::test]
+async fn a_failover_does_not_wait_on_a_frozen_old_primarys_status() {
+    use hale_healer::failover::{Member, Protocol};
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (standby_url, _) = protocol_replica("standby", 4, 9).await;
+    let (unready_url, _) = protocol_replica("standby", 4, 7).await;
+    let member = |name: &str, url: String, ready: bool| Member {
+        instance: name.into(),
+        url,
+        ready: Some(ready),
+        listed_primary: name == "a",
+    };
+    let members = vec![
+        member("a", format!("http://{}", frozen.local_addr().expect("addr")), false),
+        member("b", standby_url, true),
+        member("c", unready_url, false),
+    ];
+    let protocol = Protocol { client: reqwest::Client::new(), token: None, secret: None };
+    let started = std::time::Instant::now();
+    let statuses = protocol.statuses(members).await;
+    let took = started.elapsed();
+    let got: Vec<_> = statuses.iter().map(|(m, s)| (m.instance.as_str(), s.map(|s| s.last_seq))).collect();
+    assert_eq!(got, [("a", None), ("b", Some(9)), ("c", Some(7))]);
+    assert!(took < Duration::from_secs(1), "waited {took:?} on a member that never answers");
+}
+
 /// Spans an OTLP/HTTP receiver on a free port got.
 type Spans = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
 

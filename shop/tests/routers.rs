@@ -555,6 +555,24 @@ async fn standby_follows_primary_over_http_and_search_indexes_it() {
     let _ = stop_tx.send(true);
 }
 
+/// A serving primary with "Oak desk" published and its standby (following it, stopped
+/// by the sender returned) in its sync set.
+async fn primary_in_sync(
+    dir: &std::path::Path,
+    stop: &watch::Receiver<bool>,
+) -> (Router, Router, ShopArgs, watch::Sender<bool>) {
+    let (primary_app, _, standby_args) = serving_primary(dir, stop).await;
+    let (standby_stop_tx, standby_stop) = watch::channel(false);
+    let (standby_app, tasks) = app(&standby_args, &standby_stop).expect("app");
+    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
+    publish(&primary_app, "Oak desk", 1).await;
+    wait_for("the standby in the sync set", || async {
+        send(&standby_app, get("/admin/replication")).await.json["in_sync"] == true
+    })
+    .await;
+    (primary_app, standby_app, standby_args, standby_stop_tx)
+}
+
 /// Found by tests/netns.rs (a split brain): a primary cut off from its standby went on
 /// acknowledging writes alone, which a failover then lost. Once its standby is in the
 /// sync set, a primary acknowledges nothing the standby has not confirmed (503 instead);
@@ -564,15 +582,7 @@ async fn standby_follows_primary_over_http_and_search_indexes_it() {
 async fn a_primary_acknowledges_nothing_its_sync_standby_lacks_until_it_is_released() {
     let dir = tempfile::tempdir().expect("tmp");
     let (stop_tx, stop) = watch::channel(false);
-    let (primary_app, _, standby_args) = serving_primary(dir.path(), &stop).await;
-    let (standby_stop_tx, standby_stop) = watch::channel(false);
-    let (standby_app, tasks) = app(&standby_args, &standby_stop).expect("app");
-    tasks.into_iter().for_each(|t| drop(tokio::spawn(t)));
-    publish(&primary_app, "Oak desk", 1).await;
-    wait_for("the standby in the sync set", || async {
-        send(&standby_app, get("/admin/replication")).await.json["in_sync"] == true
-    })
-    .await;
+    let (primary_app, standby_app, standby_args, standby_stop_tx) = primary_in_sync(dir.path(), &stop).await;
     let primary = send(&primary_app, get("/admin/replication")).await.json;
     assert_eq!(primary["sync_stamp"], json!({"epoch": 1, "generation": 0}), "{primary}");
     assert!(!primary["sync_blocked"].as_bool().unwrap_or(false), "{primary}");
@@ -627,6 +637,125 @@ async fn a_primary_acknowledges_nothing_its_sync_standby_lacks_until_it_is_relea
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert!(metrics_text(&primary_app).await.contains("shop_catalog_sync_blocked 0"));
     let _ = stop_tx.send(true);
+}
+
+/// Found reading the failover path (#21): a reservation refused because the sync standby
+/// did not confirm it is still stored on the primary, and its retry (same id, an
+/// idempotent replay that appends no change) was acknowledged at once — a 201 for a write
+/// the standby may not have, which a failover would lose. A replay is acknowledged only
+/// once the standby has everything, like any write. The standby here is the test: it
+/// polls (renewing the primary's lease) without confirming, as a standby that cannot
+/// apply would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_reservation_is_acknowledged_only_once_the_sync_standby_has_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let primary = build(&args(ServiceKind::Catalog, dir.path()));
+    let id = publish(&primary, "Scarce lamp", 5).await["id"].as_i64().expect("id");
+    let echo = std::sync::Mutex::new(String::new());
+    // One poll of the standby that says it has everything up to `after`.
+    let poll = async |after: u64| {
+        let query = echo.lock().expect("echo").clone();
+        let uri = format!("/admin/replication/changes?after={after}{query}");
+        let req = Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+            .body(Body::empty())
+            .expect("request");
+        let page = send(&primary, req).await.json;
+        *echo.lock().expect("echo") =
+            format!("&lease_boot={}&lease_at_ms={}", page["lease"]["boot"], page["lease"]["at_ms"]);
+        page
+    };
+    poll(0).await;
+    let confirmed = poll(1).await["last_seq"].as_u64().expect("seq");
+    assert_eq!(poll(confirmed).await["in_sync"], true, "the standby joined the set");
+    let reserve = || {
+        post_json(
+            "/api/products/reservations",
+            Some(&token("catalog:reserve")),
+            &json!({"reservation_id": "r-replayed", "items": [{"product_id": id, "quantity": 1}]}),
+        )
+    };
+    let r = send(&primary, reserve()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "not confirmed: {}", r.json);
+    // Two polls: the second echoes the fresh stamp of the first, so the lease holds.
+    poll(confirmed).await;
+    poll(confirmed).await;
+    let r = send(&primary, reserve()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "the replay, still not confirmed: {}", r.json);
+    assert!(r.json["error"]["message"].as_str().is_some_and(|m| m.contains("did not confirm")), "{}", r.json);
+    let all = poll(confirmed).await["last_seq"].as_u64().expect("seq");
+    assert!(all > confirmed, "the refused reservation is stored");
+    poll(all).await;
+    poll(all).await;
+    let r = send(&primary, reserve()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "confirmed: {}", r.json);
+    assert_eq!(send(&primary, get(&format!("/api/products/{id}"))).await.json["stock"], 4, "reserved once");
+}
+
+/// The primary's write lease (#21): cut off from the standby of its sync set for a lease
+/// period, a primary refuses writes at once and stores nothing — it may have been replaced
+/// already — so the standby's promotion need not reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_whose_standby_is_silent_for_a_lease_period_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (stop_tx, stop) = watch::channel(false);
+    let (primary_app, _standby, _, standby_stop_tx) = primary_in_sync(dir.path(), &stop).await;
+    let _ = standby_stop_tx.send(true);
+    let write = || post_json("/api/products", Some(&token("catalog:write")), &json!({"name": "x", "price_cents": 1}));
+    let lapsed = |r: &Reply| {
+        r.status == StatusCode::SERVICE_UNAVAILABLE
+            && r.json["error"]["message"].as_str().is_some_and(|m| m.contains("lease lapsed"))
+    };
+    // Writes made while the lease still held are stored and refused (not acknowledged);
+    // once it lapses, nothing is stored.
+    wait_for("the lease to lapse", || async { lapsed(&send(&primary_app, write()).await) }).await;
+    let before = replication(&primary_app).await.1;
+    let r = send(&primary_app, write()).await;
+    assert!(lapsed(&r), "{}", r.json);
+    assert_eq!(replication(&primary_app).await.1, before, "nothing stored");
+    let status = send(&primary_app, get("/admin/replication")).await.json;
+    assert_eq!(status["sync_blocked"], true, "the healer's cue to release the standby: {status}");
+    let _ = stop_tx.send(true);
+}
+
+/// A promoting standby never waits on an old primary it cannot reach: it waits out the
+/// primary's lease (counted from the last page it received, or from its own start), and
+/// once that has run out it does not even try. The old primaries here are sockets nobody
+/// answers, as a frozen process's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_promotes_once_the_old_primarys_lease_has_surely_run_out() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let silent = |_: ()| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        (listener, url)
+    };
+    let promote = || {
+        Request::post("/admin/promote")
+            .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+            .body(Body::empty())
+            .expect("request")
+    };
+    let (late_old, late_url) = silent(());
+    let (first_old, first_url) = silent(());
+    // Their follower tasks are not started: neither has heard from its primary.
+    let (late, _late_tasks) = app(&follower_args(&dir.path().join("late"), late_url), &no_stop()).expect("app");
+    let started = std::time::Instant::now();
+    let (first, _first_tasks) = app(&follower_args(&dir.path().join("first"), first_url), &no_stop()).expect("app");
+
+    let r = send(&first, promote()).await;
+    assert_eq!((r.status, r.json["role"].as_str()), (StatusCode::OK, Some("primary")), "{}", r.json);
+    assert!(
+        started.elapsed() >= hale_shop::catalog::lease::LEASE_WAIT,
+        "promoted after {:?}: a lease granted before the standby started could still hold",
+        started.elapsed()
+    );
+    assert!(first_old.accept().is_ok(), "while the lease could hold, the old primary was asked to fence");
+
+    let r = send(&late, promote()).await;
+    assert_eq!((r.status, r.json["role"].as_str()), (StatusCode::OK, Some("primary")), "{}", r.json);
+    assert!(late_old.accept().is_err(), "its lease long over, the old primary is not contacted");
 }
 
 // ---------------------------------------------------------------- search

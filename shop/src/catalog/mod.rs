@@ -18,6 +18,7 @@
 //! new primary: the change log both share is kept, anything only it had is set aside in
 //! `diverged_changes`, and it catches up (not ready until it has).
 
+pub mod lease;
 mod replication;
 pub mod store;
 
@@ -182,6 +183,9 @@ struct ChangesQuery {
     limit: Option<u32>,
     /// Long-poll: wait up to this long for a change when there is none yet.
     wait_ms: Option<u64>,
+    /// The standby's echo of the last page's lease stamp (`/admin/replication/changes`).
+    lease_boot: Option<u64>,
+    lease_at_ms: Option<u64>,
 }
 
 /// The change log, for anyone who reads the catalog (search follows it).
@@ -200,11 +204,15 @@ async fn replication_changes(
     State(state): State<Arc<CatalogState>>,
     ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> Result<impl IntoResponse, AppError> {
-    let (in_sync, stamp) = state.standby_polled(q.after).await?;
+    let echo = q.lease_boot.zip(q.lease_at_ms).map(|(boot, at_ms)| lease::LeaseStamp { boot, at_ms });
+    let (in_sync, stamp) = state.standby_polled(q.after, echo).await?;
     let mut page = changes_page(&state, q).await?;
     page.in_sync = Some(in_sync);
     page.sync_stamp = Some(stamp);
     page.traces = state.traces_of(&page.changes);
+    // Stamped last, once the page is ready to go: the standby counts from when it
+    // arrives, which is later still.
+    page.lease = state.lease_stamp();
     Ok(page)
 }
 
@@ -229,6 +237,10 @@ pub struct ChangesPage {
     /// (what confirms the write) is a span of that trace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traces: Vec<ChangeTrace>,
+    /// To the standby, from a primary: the stamp its next poll echoes to renew the
+    /// primary's write lease ([`lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<lease::LeaseStamp>,
 }
 
 /// A change's sequence and the W3C `traceparent` of the write that made it.
@@ -264,6 +276,7 @@ async fn changes_page(state: &CatalogState, q: ChangesQuery) -> Result<axum::Jso
         in_sync: None,
         sync_stamp: None,
         traces: Vec::new(),
+        lease: None,
     }))
 }
 
@@ -310,9 +323,9 @@ async fn reserve(
         .await;
     state.count_reservation(&result);
     let (reservation, seq) = result?;
-    if let Some(seq) = seq {
-        state.wait_for_standby(seq).await?;
-    }
+    // A replay appended nothing, but the first attempt may have been refused before the
+    // standby had it: it is acknowledged once the standby has everything up to now.
+    state.wait_for_standby(seq.unwrap_or_else(|| state.last_seq())).await?;
     Ok((StatusCode::CREATED, axum::Json(reservation)))
 }
 

@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use super::lease::{IDLE_POLL, LEASE, LeaseStamp, PrimaryLease, StandbyLease};
 use super::store::{Change, ReplicaMeta, Reservation, Store, StoreError, SyncMeta};
 use super::{ChangeTrace, ChangesPage, ReplicationStatus};
 use crate::http::internal::{self, ProofError};
@@ -29,7 +30,6 @@ pub use crate::http::internal::EPOCH_HEADER;
 /// How long a primary waits for the standby of its sync set to confirm a write; past it the
 /// write is refused (503): stored here and replicated later, but not acknowledged.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
-const POLL_WAIT_MS: u64 = 2000;
 /// Epochs beyond this are refused, so no arithmetic on them can overflow.
 pub const MAX_EPOCH: u64 = 1 << 48;
 /// The most an epoch may move in one message: a failover moves it by one, so this leaves
@@ -98,6 +98,10 @@ pub struct CatalogState {
     standby_ack: watch::Sender<u64>,
     /// Sync sets (see [`CatalogState::wait_for_standby`]); stored on every change.
     sync: watch::Sender<SyncMeta>,
+    /// As a primary: the write lease its sync standby grants ([`super::lease`]).
+    lease: Arc<PrimaryLease>,
+    /// As a standby: when it last heard from its primary, what it echoes.
+    standby_lease: StandbyLease,
     /// The primary a standby follows: as configured, or as the last rejoin said (stored).
     follow: Arc<Mutex<Option<String>>>,
     admin_token: String,
@@ -217,9 +221,11 @@ impl CatalogState {
             },
             standby_ack: watch::Sender::new(0),
             sync: watch::Sender::new(sync),
+            lease: Arc::default(),
+            standby_lease: StandbyLease::default(),
             follow: Arc::new(Mutex::new(follow)),
             admin_token: admin_token.to_string(),
-            client: crate::http::peer_client(Duration::from_millis(500), Duration::from_millis(POLL_WAIT_MS + 3000))?,
+            client: crate::http::peer_client(Duration::from_millis(500), IDLE_POLL + Duration::from_secs(3))?,
         });
         state.out.metrics.sync_member.set(i64::from(sync.member && meta.role == Role::Primary));
         state.publish();
@@ -295,10 +301,24 @@ impl CatalogState {
         let store = self.store.clone();
         let meta = self.meta.clone();
         let out = self.out.clone();
+        let (sync, lease) = (self.sync.subscribe(), self.lease.clone());
         let trace = hale_trace::traceparent();
         let result = tokio::task::spawn_blocking(move || {
             let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
             match guard.role {
+                // Its standby silent for a lease period: this primary may already have
+                // been replaced, so it commits nothing (ARCHITECTURE.md, "Primary lease").
+                Role::Primary if sync.borrow().member && !lease.held() => {
+                    out.metrics.sync_timeouts.inc();
+                    if lease.standby_silent() {
+                        out.metrics.sync_blocked.set(1);
+                    }
+                    Err(AppError::Unavailable(format!(
+                        "the primary has not heard from its sync standby for {} ms (its write lease lapsed): \
+                         nothing was written; retry shortly",
+                        LEASE.as_millis()
+                    )))
+                }
                 Role::Primary => {
                     let written = f(&store, guard.epoch).map_err(AppError::from)?;
                     if let Some(seq) = written.written_seq() {
@@ -325,6 +345,11 @@ impl CatalogState {
         Ok(result)
     }
 
+    /// The lease stamp for a page to the standby, written now (a primary's only).
+    pub fn lease_stamp(&self) -> Option<LeaseStamp> {
+        (self.meta().role == Role::Primary).then(|| self.lease.stamp())
+    }
+
     /// Waits until some change after `after` exists, or `wait` passes.
     pub async fn wait_for_seq_after(&self, after: u64, wait: Duration) {
         if wait.is_zero() || self.last_seq() > after {
@@ -346,23 +371,26 @@ impl CatalogState {
     }
 
     /// Records that the standby has applied everything up to `seq` (never more than
-    /// this replica has); a standby that has everything joins the sync set. Returns what
-    /// the page it asked for tells it of the set.
-    pub async fn standby_polled(&self, seq: u64) -> Result<(bool, SyncStamp), AppError> {
+    /// this replica has) and renews the lease with the stamp it echoed; a standby that
+    /// has everything joins the sync set (with the lease held, so joining never refuses a
+    /// write). Returns what the page it asked for tells it of the set.
+    pub async fn standby_polled(&self, seq: u64, echo: Option<LeaseStamp>) -> Result<(bool, SyncStamp), AppError> {
         let seq = seq.min(self.last_seq());
-        self.standby_ack.send_if_modified(|cur| {
-            let changed = seq > *cur;
-            *cur = (*cur).max(seq);
-            changed
-        });
+        if let Some(echo) = echo {
+            self.lease.renew(echo);
+        }
+        // Every poll wakes the writes waiting for confirmation: a renewal alone may be
+        // what one of them waits for.
+        self.standby_ack.send_modify(|cur| *cur = (*cur).max(seq));
         let (store, meta, out, sync) = (self.store.clone(), self.meta.clone(), self.out.clone(), self.sync.clone());
+        let lease = self.lease.clone();
         tokio::task::spawn_blocking(move || {
             // Under the role lock, which every write holds: no write is committed between
             // "the standby has everything" and "it is in the set", so every write
             // acknowledged alone is on it.
             let guard = meta.lock().unwrap_or_else(|p| p.into_inner());
             let mut now = *sync.borrow();
-            if guard.role == Role::Primary && !now.member && seq >= out.last_seq() {
+            if guard.role == Role::Primary && !now.member && seq >= out.last_seq() && lease.held() {
                 now.member = true;
                 if now.stamp.epoch != guard.epoch {
                     now.stamp = SyncStamp { epoch: guard.epoch, generation: 0 };
@@ -386,7 +414,8 @@ impl CatalogState {
     /// can be lost to a failover. A standby that does not confirm within [`SYNC_TIMEOUT`]
     /// gets the write refused (503): a primary cut off from its standby and from the
     /// failover authority must not acknowledge what a failover on the other side of the
-    /// cut would lose (found by tests/netns.rs).
+    /// cut would lose (found by tests/netns.rs). Nor does it acknowledge without its
+    /// write lease ([`super::lease`]), which the same standby's polls renew.
     pub async fn wait_for_standby(&self, seq: u64) -> Result<(), AppError> {
         use tracing::Instrument;
         let span = hale_trace::child_span(|| {
@@ -403,7 +432,7 @@ impl CatalogState {
             if !sync.borrow_and_update().member {
                 return Ok(());
             }
-            if *acked.borrow_and_update() >= seq {
+            if *acked.borrow_and_update() >= seq && self.lease.held() {
                 self.out.metrics.sync_blocked.set(0);
                 return Ok(());
             }
@@ -569,10 +598,11 @@ impl CatalogState {
 
     /// Makes this replica the primary under a new epoch (at least `requested`).
     ///
-    /// A standby first fences the primary it follows and drains what that primary still
-    /// had, so a write the old primary acknowledged just before the switch is not lost.
-    /// If the old primary cannot be reached (it crashed, or is cut off), the promotion
-    /// goes ahead: it will fence itself when it sees the new epoch.
+    /// A standby makes sure the primary it follows takes no more writes first: either
+    /// that primary's write lease has run out (it is silent for longer than
+    /// [`super::lease::LEASE_WAIT`] — the usual case, a failover comes after the alert),
+    /// or it is fenced in time, and then what it still had is drained; otherwise the
+    /// promotion waits the lease out. It never waits on a primary it cannot reach.
     pub async fn promote(&self, requested: Option<u64>) -> Result<ReplicaMeta, AppError> {
         let current = self.meta();
         if current.role == Role::Primary && requested.is_none_or(|r| r <= current.epoch) {
@@ -591,10 +621,11 @@ impl CatalogState {
                 message: "no epoch is left to promote under".into(),
             });
         }
+        let _promoting = Promoting::start(&self.standby_lease);
         if current.role == Role::Standby
             && let Some(old) = self.following()
         {
-            self.fence_and_drain(&old, epoch).await;
+            self.outlast_old_primary(&old, epoch, _promoting.lease_ends).await;
         }
         // Compare and set: a newer epoch learned during the drain wins over this promotion.
         let new = self
@@ -619,26 +650,55 @@ impl CatalogState {
         Ok(new)
     }
 
-    async fn fence_and_drain(&self, old: &str, epoch: u64) {
+    /// Returns once the old primary takes no more writes: its lease has run out by
+    /// `lease_ends`, or it was fenced (and drained) before then.
+    async fn outlast_old_primary(&self, old: &str, epoch: u64, lease_ends: Instant) {
+        let now = Instant::now();
+        if lease_ends <= now {
+            tracing::info!(
+                silent_ms = (now - lease_ends + super::lease::LEASE_WAIT).as_millis() as u64,
+                "the old primary's write lease has run out: promoting without reaching it"
+            );
+            return;
+        }
+        let fence = tokio::time::timeout_at(lease_ends.into(), self.fence_old(old, epoch));
+        if let Ok(true) = fence.await {
+            self.drain(old).await;
+            return;
+        }
+        tokio::time::sleep_until(lease_ends.into()).await;
+        tracing::info!("waited out the old primary's write lease; promoting");
+    }
+
+    /// Tells the old primary of `epoch`; whether it is fenced now.
+    async fn fence_old(&self, old: &str, epoch: u64) -> bool {
         let fenced = self
             .client
             .post(format!("{old}/admin/fence"))
             .bearer_auth(&self.admin_token)
             .json(&EpochRequest { epoch: Some(epoch) })
-            .timeout(Duration::from_secs(1))
             .send()
             .await;
         match fenced {
-            Ok(r) if r.status().is_success() => tracing::info!(epoch, "old primary fenced"),
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(epoch, "old primary fenced");
+                true
+            }
             Ok(r) => {
-                tracing::warn!(status = r.status().as_u16(), "old primary refused to be fenced; promoting anyway");
-                return;
+                tracing::warn!(status = r.status().as_u16(), "old primary refused to be fenced; waiting out its lease");
+                false
             }
             Err(e) => {
-                tracing::warn!(error = %e, "old primary unreachable; promoting without draining it");
-                return;
+                tracing::warn!(error = %e, "old primary unreachable; waiting out its lease");
+                false
             }
         }
+    }
+
+    /// What the fenced old primary had that this standby has not: written before the
+    /// fence, never acknowledged (the standby had not confirmed it), kept rather than set
+    /// aside at its rejoin.
+    async fn drain(&self, old: &str) {
         // Fenced, it takes no more writes: whatever it has now is final. Bounded rounds so
         // a misbehaving peer cannot hold the promotion forever.
         for _ in 0..20 {
@@ -673,10 +733,14 @@ impl CatalogState {
                 }
                 continue;
             };
-            let url = format!(
-                "{primary}/admin/replication/changes?after={}&limit=500&wait_ms={POLL_WAIT_MS}",
-                self.last_seq()
+            let mut url = format!(
+                "{primary}/admin/replication/changes?after={}&limit=500&wait_ms={}",
+                self.last_seq(),
+                IDLE_POLL.as_millis()
             );
+            if let Some(echo) = self.standby_lease.echo() {
+                url.push_str(&format!("&lease_boot={}&lease_at_ms={}", echo.boot, echo.at_ms));
+            }
             let result = tokio::select! {
                 r = self.poll(&url) => r,
                 _ = shutdown.changed() => return,
@@ -836,6 +900,7 @@ impl CatalogState {
             return Err(format!("primary answered {}", response.status()));
         }
         let page: ChangesPage = response.json().await.map_err(|e| e.to_string())?;
+        self.standby_lease.received(page.lease);
         self.out.primary_seq.store(page.last_seq, Ordering::Relaxed);
         if let (Some(in_sync), Some(stamp)) = (page.in_sync, page.sync_stamp) {
             self.note_sync(in_sync, stamp).await.map_err(|e| e.to_string())?;
@@ -886,6 +951,25 @@ fn apply_span(trace: &ChangeTrace) -> tracing::Span {
     );
     hale_trace::continue_trace(&span, &trace.traceparent);
     span
+}
+
+/// A promotion in progress: the standby echoes no lease stamp (so nothing extends the
+/// lease it waits out) until this is dropped, however the promotion ends.
+struct Promoting<'a> {
+    lease: &'a StandbyLease,
+    lease_ends: Instant,
+}
+
+impl<'a> Promoting<'a> {
+    fn start(lease: &'a StandbyLease) -> Self {
+        Promoting { lease, lease_ends: lease.begin_promotion() }
+    }
+}
+
+impl Drop for Promoting<'_> {
+    fn drop(&mut self) {
+        self.lease.end_promotion();
+    }
 }
 
 fn check_range(epoch: u64) -> Result<(), AppError> {

@@ -3,7 +3,7 @@
 //! idempotent request once on another replica, and sends catalog writes to the primary
 //! with its epoch. `/admin/pool` lets the healer change members and the primary.
 //!
-//! Readiness is checked every 500 ms ([`CHECK_INTERVAL`]). The gateway's own `/readyz` is
+//! Readiness is checked every 250 ms ([`CHECK_INTERVAL`]). The gateway's own `/readyz` is
 //! ready while every service has a ready replica, and also says whether the catalog
 //! primary is ready: reads need any replica, writes the primary, and `hale up` waits for it
 //! before seeding. `shop_gateway_catalog_primary_ready` exports the same for the
@@ -43,9 +43,12 @@ use crate::http::token::unix_now;
 use crate::http::{Admin, ApiJson, AppError, BODY_LIMIT_BYTES, Readiness};
 use pool::{Check, Member, Pool, Pools};
 
-/// Interval of the active `/readyz` checks.
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
-const CHECK_TIMEOUT: Duration = Duration::from_millis(400);
+/// Interval of the active `/readyz` checks: a lost catalog primary is a failover, and
+/// every check interval is time without writes.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// A `/readyz` is answered from memory in a millisecond or two; 300 ms is a replica in
+/// trouble (and two in a row, asked back to back, take it out of the pool).
+const CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 /// Upper bound on one upstream attempt: two attempts (a retry) fit in the gateway's own
 /// 10 s request timeout, and the catalog's 2 s long-poll fits in one.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
@@ -70,7 +73,7 @@ pub struct GatewayState {
     retries: Family<ServiceLabels, Counter>,
     ready_members: Family<ServiceLabels, Gauge>,
     /// 1 while the catalog primary the gateway writes to is ready: the fastest signal of a
-    /// lost primary (the gateway checks it every 500 ms), which the healer fails over on.
+    /// lost primary (the gateway checks it every 250 ms), which the healer fails over on.
     primary_ready: Gauge,
     /// To fence an old catalog primary that comes back still believing it leads.
     admin_token: Option<String>,
@@ -162,17 +165,14 @@ impl GatewayState {
     }
 
     async fn check_one(&self, service: ServiceKind, member: &Arc<Member>) {
-        let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
-        let (mut check, claim) = match response {
-            // Only a catalog replica says a role worth reading: the primary it claims to be.
-            Ok(r) if r.status().is_success() && service == ServiceKind::Catalog => {
-                let claim = r.json::<CatalogReadiness>().await.ok().filter(|c| c.role == Role::Primary);
-                (Check::Ready, claim.map(|c| c.epoch))
-            }
-            Ok(r) if r.status().is_success() => (Check::Ready, None),
-            Err(e) if e.is_timeout() => (Check::TimedOut, None),
-            _ => (Check::NotReady, None),
-        };
+        let (mut check, mut claim) = self.probe(service, member).await;
+        // A timeout counts from the second in a row, and that second is asked at once,
+        // not a round later: a frozen replica is out of the pool after two timeouts (the
+        // catalog primary's failover starts from there), a slow answer costs nothing.
+        if check == Check::TimedOut && member.is_ready() && member.timeouts() + 1 < pool::TIMEOUTS_TO_UNREADY {
+            member.record_check(check);
+            (check, claim) = self.probe(service, member).await;
+        }
         // An old catalog primary back from the dead (its node was cut off during a
         // failover, so the promotion could not fence it) still says it leads under the old
         // epoch: it serves no reads, and it is told the new epoch, which fences it.
@@ -198,6 +198,21 @@ impl GatewayState {
             if self.pools.adopt_primary(service, &member.instance, epoch) {
                 tracing::warn!(instance = %member.instance, epoch, "catalog primary changed");
             }
+        }
+    }
+
+    /// One `/readyz` of `member`, and the primary's epoch a catalog replica claims.
+    async fn probe(&self, service: ServiceKind, member: &Member) -> (Check, Option<u64>) {
+        let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
+        match response {
+            // Only a catalog replica says a role worth reading: the primary it claims to be.
+            Ok(r) if r.status().is_success() && service == ServiceKind::Catalog => {
+                let claim = r.json::<CatalogReadiness>().await.ok().filter(|c| c.role == Role::Primary);
+                (Check::Ready, claim.map(|c| c.epoch))
+            }
+            Ok(r) if r.status().is_success() => (Check::Ready, None),
+            Err(e) if e.is_timeout() => (Check::TimedOut, None),
+            _ => (Check::NotReady, None),
         }
     }
 

@@ -81,6 +81,11 @@ impl Member {
         }
     }
 
+    /// Readiness checks that timed out in a row.
+    pub fn timeouts(&self) -> u32 {
+        self.timeouts.load(Ordering::Relaxed)
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
