@@ -35,7 +35,7 @@ policies:
     match: { alertname: DiskFilling }
     action: exec
     params:
-      command: "tee OUTFILE"
+      command: "sh EXECSCRIPT"
       timeout: 5s
     # The other policies verify the same way (an alias, as operators write them).
     verify: &probe_failing
@@ -106,7 +106,12 @@ async fn collector_and_files(dir: &Path, hook_url: &str) -> (Proc, SocketAddr, P
     config.secrets.admin_token = ADMIN_TOKEN.into();
     std::fs::write(&cluster, config.to_toml()).expect("cluster");
     let policies = dir.join("policies.yaml");
-    let text = POLICIES.replace("OUTFILE", &dir.join("exec.out").display().to_string()).replace("HOOKURL", hook_url);
+    // The command keeps the alert it is given on stdin, and the environment it runs in.
+    let script = dir.join("exec.sh");
+    let (out_file, env_file) = (dir.join("exec.out"), dir.join("exec.env"));
+    std::fs::write(&script, format!("env > '{}'\nexec tee '{}'\n", env_file.display(), out_file.display()))
+        .expect("script");
+    let text = POLICIES.replace("EXECSCRIPT", &script.display().to_string()).replace("HOOKURL", hook_url);
     std::fs::write(&policies, text).expect("policies");
     (c, collector, policies, cluster)
 }
@@ -463,6 +468,12 @@ async fn exec_and_webhook_actions_run_and_are_verified() {
         serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("exec.out")).expect("exec output"))
             .expect("an ExecInput");
     assert_eq!(written.alert.labels["alertname"], "DiskFilling");
+    // ...and none of the healer's credentials (its parent's environment has them all).
+    let env = std::fs::read_to_string(s.dir.path().join("exec.env")).expect("exec environment");
+    assert!(env.contains("PATH="), "{env}");
+    for secret in [SECRET, TOKEN, INTAKE_TOKEN] {
+        assert!(!env.contains(secret), "the command saw a credential of the healer's: {env}");
+    }
     // Automation got a signed post.
     let (_, headers, body) = got.lock().expect("lock").first().cloned().expect("a post");
     let sig = headers.get(hale_core::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());

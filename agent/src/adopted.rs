@@ -208,6 +208,10 @@ async fn run(managed: &Managed, what: &str, argv: &[String]) -> Result<String, A
         file.as_ref().and_then(|f| f.try_clone().ok()).map_or_else(std::process::Stdio::null, Into::into)
     };
     let mut command = tokio::process::Command::new(program);
+    // The agent's tokens are not the service manager's.
+    for key in hale_core::withheld_from_children(|_| false) {
+        command.env_remove(key);
+    }
     command.args(args).stdin(std::process::Stdio::null()).stdout(output(&stdout)).stderr(output(&stderr));
     let failed = |detail: String| AdoptError::Command { what: what.to_string(), detail };
     let mut child = command.kill_on_drop(true).spawn().map_err(|e| failed(format!("cannot run {program:?}: {e}")))?;

@@ -412,7 +412,7 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<tokio::process::Child> {
     let out = OpenOptions::new().create(true).append(true).open(&spec.output_file)?;
     let err = out.try_clone()?;
     let mut command = tokio::process::Command::new(&spec.program);
-    for key in not_inherited(std::env::vars_os().map(|(k, _)| k), spec) {
+    for key in hale_core::withheld_from_children(|name| spec.env.iter().any(|(k, _)| k == name)) {
         command.env_remove(key);
     }
     command
@@ -424,18 +424,6 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<tokio::process::Child> {
         .kill_on_drop(true);
     set_parent_death_signal(&mut command);
     command.spawn()
-}
-
-/// The supervisor's own tokens (an agent's actuator and ingest tokens, `hale up`'s
-/// secrets) are not its children's: of `parent`'s variables, the `HALE_*` the spec does
-/// not give the child itself.
-fn not_inherited(parent: impl Iterator<Item = std::ffi::OsString>, spec: &ProcessSpec) -> Vec<std::ffi::OsString> {
-    parent
-        .filter(|key| {
-            let name = key.to_string_lossy();
-            name.starts_with("HALE_") && !spec.env.iter().any(|(k, _)| *k == name)
-        })
-        .collect()
 }
 
 /// Asks the kernel to SIGTERM the child when its parent dies, however it dies.
@@ -499,7 +487,8 @@ mod tests {
         let mut child = spec("shop", "true", std::path::Path::new("/tmp"));
         child.env = vec![("HALE_LOAD_PASSWORD".into(), "its own".into())];
         let parent = ["HALE_AGENT_TOKEN", "HALE_INGEST_TOKEN", "HALE_LOAD_PASSWORD", "PATH", "RUST_LOG"];
-        let removed = not_inherited(parent.iter().map(std::ffi::OsString::from), &child);
+        let given = |name: &str| child.env.iter().any(|(k, _)| k == name);
+        let removed = hale_core::not_inherited(parent.iter().map(std::ffi::OsString::from), given);
         assert_eq!(removed, ["HALE_AGENT_TOKEN", "HALE_INGEST_TOKEN"]);
     }
 

@@ -36,7 +36,7 @@ mod topology;
 pub mod webhook;
 
 pub use error::{ConfigError, find_key_line, line_of};
-pub use process::ProcessSpec;
+pub use process::{ProcessSpec, not_inherited, withheld_from_children};
 pub use topology::{
     ClientConfig, ClusterConfig, CollectorPlacement, DemoLogin, HealerPlacement, Instance, NodeConfig, Role, Secrets,
     ServiceConfig, ServiceKind, UserConfig,

@@ -269,7 +269,12 @@ pub fn environment(r: &Request, capability: Capability) -> Vec<(String, String)>
 pub async fn run_command(argv: &[String], env: &[(String, String)], timeout: Duration) -> Result<String, ActionError> {
     use tokio::io::AsyncReadExt;
     let (program, args) = argv.split_first().ok_or("no command")?;
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    // The healer's tokens and webhook secret are not the hook's: it gets what it acts on.
+    for key in hale_core::withheld_from_children(|name| env.iter().any(|(k, _)| k == name)) {
+        command.env_remove(key);
+    }
+    let mut child = command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(std::process::Stdio::null())

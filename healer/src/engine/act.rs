@@ -526,7 +526,12 @@ impl Healer {
             target: action.target.clone(),
         };
         let input = serde_json::to_vec(&input).unwrap_or_default();
-        let mut child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        // The healer's tokens and webhook secret are not the command's.
+        for key in hale_core::withheld_from_children(|_| false) {
+            command.env_remove(key);
+        }
+        let mut child = command
             .args(words)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
