@@ -12,7 +12,7 @@ echo "global: { scrape_interval: 1h }" > "$dir/prometheus.yml"
 prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/tsdb" \
   --web.listen-address="127.0.0.1:$prom_port" --web.enable-remote-write-receiver >"$dir/prom.log" 2>&1 &
 prom=$!; pids+=($prom)
-"$hale" collector --listen "127.0.0.1:$hale_port" --data-dir "$dir/collector" >"$dir/hale.log" 2>&1 &
+"$hale" collector --insecure-open-ingest --listen "127.0.0.1:$hale_port" --data-dir "$dir/collector" >"$dir/hale.log" 2>&1 &
 col=$!; pids+=($col)
 wait_ready "http://127.0.0.1:$prom_port/-/ready"
 wait_ready "http://127.0.0.1:$hale_port/-/ready"

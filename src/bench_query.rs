@@ -68,8 +68,15 @@ pub(crate) fn spawn(program: &str, args: &[String]) -> Result<Started> {
 /// A collector of this binary on `addr`, keeping its data in `dir`.
 pub(crate) fn spawn_collector(addr: SocketAddr, dir: &std::path::Path) -> Result<Started> {
     let program = std::env::current_exe()?.display().to_string();
-    let args =
-        ["collector".into(), "--listen".into(), addr.to_string(), "--data-dir".into(), dir.display().to_string()];
+    // A throwaway collector on loopback, fed by the bench alone.
+    let args = [
+        "collector".into(),
+        "--insecure-open-ingest".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ];
     spawn(&program, &args)
 }
 

@@ -146,6 +146,7 @@ pub async fn retention(args: RetentionArgs) -> Result<()> {
                 // Checkpoints each minute keep the WAL of a load this fast to a few GB.
                 let flags = [
                     "collector",
+                    "--insecure-open-ingest",
                     "--listen",
                     &addr.to_string(),
                     "--data-dir",

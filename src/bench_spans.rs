@@ -108,6 +108,7 @@ pub async fn spans(args: SpansArgs) -> Result<()> {
     let program = std::env::current_exe()?.display().to_string();
     let collector_args = [
         "collector".to_string(),
+        "--insecure-open-ingest".into(),
         "--listen".into(),
         addr.to_string(),
         "--data-dir".into(),

@@ -105,6 +105,25 @@ fn collector_reports_config_errors_with_their_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("15d"));
 }
 
+/// #21 (THREAT_MODEL.md): telemetry drives the healer, so a collector stores it only for
+/// senders with the ingest token — or, for a throwaway collector, when told in so many
+/// words. Started with neither, it says what to give and does not start.
+#[test]
+fn a_collector_without_an_ingest_token_refuses_to_start_unless_told_to_be_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().join("data");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
+    let args = ["collector", "--listen", &listen, "--data-dir", data_dir.to_str().expect("utf8")];
+    let out = hale(&args, None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--ingest-token-file") && stderr.contains("--insecure-open-ingest"), "{stderr}");
+    let both = [&args[..], &["--ingest-token", "t0k3n-of-sixteen+", "--insecure-open-ingest"]].concat();
+    let out = hale(&both, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contradict"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Issue #12, finding 14: without its data dir, `hale status` and `hale tui` used to fall
 /// back to 127.0.0.1 and could report on another cluster. They say what is missing and
 /// what to do, and fail.

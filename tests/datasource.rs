@@ -55,7 +55,8 @@ async fn server_calls_answer_in_prometheus_shapes() {
     let hale_addr = free_addr();
     let _collector = Proc(
         Command::new(env!("CARGO_BIN_EXE_hale"))
-            .args(["collector", "--listen", &hale_addr.to_string(), "--retention", "2d", "--data-dir"])
+            .args(["collector", "--insecure-open-ingest", "--listen", &hale_addr.to_string(), "--retention", "2d"])
+            .arg("--data-dir")
             .arg(tmp.path().join("collector"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -284,6 +284,7 @@ async fn a_fleet_hale_did_not_start_is_watched_repaired_scaled_and_shown() {
         &dir,
         &[
             "collector".into(),
+            "--insecure-open-ingest".into(),
             "--listen".into(),
             collector.to_string(),
             "--data-dir".into(),

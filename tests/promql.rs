@@ -76,7 +76,7 @@ async fn prometheus_and_collector(
     let hale_addr = free_addr();
     let collector = Proc(
         Command::new(env!("CARGO_BIN_EXE_hale"))
-            .args(["collector", "--listen", &hale_addr.to_string(), "--data-dir"])
+            .args(["collector", "--insecure-open-ingest", "--listen", &hale_addr.to_string(), "--data-dir"])
             .arg(dir.join("collector"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -272,6 +272,7 @@ impl CollectorFile {
             listen,
             data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             ingest_token: token_of(flags.ingest_token, flags.ingest_token_file, "--ingest-token")?,
+            open_ingest: flags.insecure_open_ingest,
             traces_token: token_of(flags.traces_token, flags.traces_token_file, "--traces-token")?,
             retention: durations.retention,
             retention_bytes: self.retention_bytes,
@@ -330,7 +331,7 @@ pub struct CollectorFlags {
     /// Where the WAL, checkpoints and logs live (default .hale/collector).
     #[cfg_attr(feature = "cli", arg(long))]
     pub data_dir: Option<PathBuf>,
-    /// Bearer token required to write (remote_write); without it, writes are open.
+    /// Bearer token required to store telemetry (remote_write, OTLP logs and traces).
     #[cfg_attr(feature = "cli", arg(long, env = "HALE_INGEST_TOKEN", hide_env_values = true))]
     pub ingest_token: Option<String>,
     /// The ingest token from a file (0600), read again when it changes; the token it
@@ -344,6 +345,11 @@ pub struct CollectorFlags {
     /// The traces token from a file (0600), read again when it changes.
     #[cfg_attr(feature = "cli", arg(long, env = "HALE_TRACES_TOKEN_FILE", value_name = "FILE"))]
     pub traces_token_file: Option<PathBuf>,
+    /// Store telemetry from anyone who can reach the collector, with no ingest token
+    /// (a throwaway collector on loopback). Forged telemetry fires alerts the healer acts
+    /// on: a collector refuses to start without an ingest token unless told this.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub insecure_open_ingest: bool,
     /// Keep data this long (15d, 12h, ...; default 15d).
     #[cfg_attr(feature = "cli", arg(long))]
     pub retention: Option<String>,

@@ -29,8 +29,10 @@ use crate::store::Store;
 pub struct CollectorConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Bearer token required on `/api/v1/write`; `None` leaves ingest open (loopback demos).
+    /// Bearer token required to store telemetry; `None` only with `open_ingest`.
     pub ingest_token: Option<Arc<hale_core::token::Token>>,
+    /// `--insecure-open-ingest`: no ingest token, on purpose.
+    pub open_ingest: bool,
     /// A token that may write spans only.
     pub traces_token: Option<Arc<hale_core::token::Token>>,
     /// Data older than this is dropped.
@@ -85,6 +87,14 @@ pub enum CollectorError {
     Rules(#[from] LoadError),
     #[error("webhooks are always signed: give --webhook-secret (or HALE_WEBHOOK_SECRET) with --alert-webhook")]
     UnsignedWebhooks,
+    #[error(
+        "no ingest token: anyone who can reach the collector could store telemetry, and fire alerts the \
+         healer acts on; give --ingest-token-file FILE (or HALE_INGEST_TOKEN), or --insecure-open-ingest \
+         for a throwaway collector"
+    )]
+    OpenIngest,
+    #[error("--insecure-open-ingest and an ingest token contradict each other: drop one")]
+    OpenIngestWithToken,
     #[error("opening the notification outbox in {dir}: {error}")]
     Outbox { dir: PathBuf, error: std::io::Error },
 }
@@ -128,6 +138,14 @@ pub async fn run(
     }
     if !config.notify.webhooks.is_empty() && config.notify.webhook_secret.is_none() {
         return Err(CollectorError::UnsignedWebhooks);
+    }
+    match (&config.ingest_token, config.open_ingest) {
+        (None, false) => return Err(CollectorError::OpenIngest),
+        (Some(_), true) => return Err(CollectorError::OpenIngestWithToken),
+        (None, true) => {
+            tracing::warn!("--insecure-open-ingest: anyone who can reach this collector can store telemetry")
+        }
+        (Some(_), false) => {}
     }
     let dir = config.data_dir.clone();
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir))

@@ -121,7 +121,16 @@ pub fn spawn_collector(addr: SocketAddr, data: &Path, out: &Path, args: &[String
     let log = std::fs::OpenOptions::new().create(true).append(true).open(out).expect("log");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hale"));
     cmd.args(["collector", "--listen", &addr.to_string(), "--data-dir"]).arg(data).args(args).envs(env.iter().copied());
+    cmd.args(open_ingest_unless_token(args, env));
     Proc(spawn_logged(&mut cmd, log, "collector"))
+}
+
+/// `--insecure-open-ingest` for a test collector given no ingest token (most tests send
+/// telemetry without one; those that test the token give it).
+pub fn open_ingest_unless_token(args: &[String], env: &[(&str, &str)]) -> Option<&'static str> {
+    let token = args.iter().any(|a| a.starts_with("--ingest-token"))
+        || env.iter().any(|(k, _)| k.starts_with("HALE_INGEST_TOKEN"));
+    (!token).then_some("--insecure-open-ingest")
 }
 
 /// `text` written to `dir/name`: its path.
