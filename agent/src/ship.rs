@@ -53,8 +53,16 @@ pub struct Destination {
 
 enum Outcome {
     Delivered,
-    Retry(String),
+    /// Send it again, no sooner than this (what the receiver asked in `Retry-After`: a
+    /// collector whose disk is full answers 507 with one).
+    Retry(String, Duration),
     Refused(String),
+}
+
+impl Outcome {
+    fn retry(reason: String) -> Outcome {
+        Outcome::Retry(reason, Duration::ZERO)
+    }
 }
 
 async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::Bytes) -> Outcome {
@@ -84,18 +92,18 @@ async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::By
         hale.batch = %format_args!("{}/{seq}", d.agent_id),
     );
     match tracing::Instrument::instrument(hale_trace::send(request), span).await {
-        Err(e) => Outcome::Retry(if e.is_timeout() { "timeout".into() } else { format!("connection: {e}") }),
+        Err(e) => Outcome::retry(if e.is_timeout() { "timeout".into() } else { format!("connection: {e}") }),
         Ok(r) if r.status().is_success() => Outcome::Delivered,
         Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
-            Outcome::Retry(format!("status {}", r.status()))
+            Outcome::Retry(format!("status {}", r.status()), retry_after(r.headers()).unwrap_or_default())
         }
         // A redirect or a 404 means a misconfigured URL, a 401 or 403 a token the receiver
         // does not take (yet: a rotation half done): the operator's to fix, not the data's
         // fault. Keep the batch and say so loudly.
         Ok(r) if r.status().is_redirection() || r.status() == 404 => {
-            Outcome::Retry(format!("status {} (fix the destination URL)", r.status()))
+            Outcome::retry(format!("status {} (fix the destination URL)", r.status()))
         }
-        Ok(r) if r.status() == 401 || r.status() == 403 => Outcome::Retry(format!(
+        Ok(r) if r.status() == 401 || r.status() == 403 => Outcome::retry(format!(
             "status {}: the receiver does not take the ingest token (fix the token or its file; kept until then)",
             r.status()
         )),
@@ -113,6 +121,12 @@ async fn send(client: reqwest::Client, d: Destination, seq: u64, body: bytes::By
             Outcome::Refused(format!("status {status}: {text}"))
         }
     }
+}
+
+/// A `Retry-After` in seconds (the form receivers send), at most [`BACKOFF_MAX`].
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(BACKOFF_MAX))
 }
 
 /// The `Content-Encoding` of a log batch, from its first bytes: a zstd frame or a gzip
@@ -207,7 +221,7 @@ pub async fn deliver(
             continue;
         };
         let outcome = tokio::select! {
-            o = &mut sending => o.unwrap_or_else(|e| Outcome::Retry(format!("the request task failed: {e}"))),
+            o = &mut sending => o.unwrap_or_else(|e| Outcome::retry(format!("the request task failed: {e}"))),
             _ = shutdown.changed() => {
                 sending.abort();
                 stop_all(&mut in_flight);
@@ -233,12 +247,14 @@ pub async fn deliver(
                     tracing::error!(error = %e, "cannot record a dropped batch");
                 }
             }
-            Outcome::Retry(reason) => {
+            Outcome::Retry(reason, at_least) => {
                 // The later requests are given up and sent again after the wait, in order.
                 stop_all(&mut in_flight);
                 read_ahead = None;
-                // Full jitter: a fleet of agents does not come back in lockstep.
-                let wait = Duration::from_millis(rand::rng().random_range(0..=backoff.as_millis() as u64));
+                // Full jitter: a fleet of agents does not come back in lockstep; never
+                // sooner than the receiver asked.
+                let jitter = Duration::from_millis(rand::rng().random_range(0..=backoff.as_millis() as u64));
+                let wait = jitter.max(at_least);
                 telemetry.batch_failed(&destination.url, seq, &reason, wait.as_millis() as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -386,6 +402,23 @@ mod tests {
             assert_eq!(d.counted("hale_agent_batches_dropped_total"), None, "{status}");
             assert!(d.queue.peek("r").expect("peek").is_some(), "{status}: the batch is kept");
         }
+    }
+
+    /// A collector whose disk is full answers 507 with `Retry-After`: the batch is kept,
+    /// and not sent again sooner than it asked.
+    #[tokio::test]
+    async fn a_full_collector_keeps_the_batch_queued_and_is_asked_again_no_sooner_than_it_said() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().expect("value"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(reqwest::header::RETRY_AFTER, "3600".parse().expect("value"));
+        assert_eq!(retry_after(&headers), Some(BACKOFF_MAX), "never longer than the backoff's cap");
+        headers.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2026 07:28:00 GMT".parse().expect("value"));
+        assert_eq!(retry_after(&headers), None, "a date: the backoff decides");
+        let d = Delivery::start(&[b"x"], usize::MAX, StatusCode::INSUFFICIENT_STORAGE).await;
+        until(|| d.counted("hale_agent_batches_failed_total").is_some()).await;
+        assert_eq!(d.counted("hale_agent_batches_dropped_total"), None);
+        assert!(d.queue.peek("r").expect("peek").is_some(), "the batch is kept");
     }
 
     #[tokio::test]

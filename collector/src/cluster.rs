@@ -309,7 +309,7 @@ pub fn view(store: &Store, logs: &LogStore, now_ms: i64) -> ClusterView {
             replicas,
         })
         .collect();
-    ClusterView { nodes, services }
+    ClusterView { nodes, services, ingest_refused: None }
 }
 
 #[cfg(test)]

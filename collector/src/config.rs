@@ -36,6 +36,9 @@ pub struct CollectorFile {
     pub retention_bytes: usize,
     /// Keep at most this many bytes of spans on disk (default 1 GiB; 0: no limit).
     pub traces_max_bytes: u64,
+    /// Refuse ingest while less than this many bytes are free under the data dir
+    /// (default 256 MiB).
+    pub min_free_bytes: Option<u64>,
     /// Exemplars kept in memory, the newest over all series (default 100,000; 0: none).
     pub exemplars_max: usize,
     /// Fold the WAL into a checkpoint this often.
@@ -73,6 +76,7 @@ impl Default for CollectorFile {
             data_dir: None,
             retention: "15d".into(),
             retention_bytes: 0,
+            min_free_bytes: None,
             traces_max_bytes: 1 << 30,
             exemplars_max: crate::exemplars::DEFAULT_CAPACITY,
             checkpoint_interval: "5m".into(),
@@ -273,6 +277,7 @@ impl CollectorFile {
             data_dir: flags.data_dir.or(self.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             ingest_token: token_of(flags.ingest_token, flags.ingest_token_file, "--ingest-token")?,
             open_ingest: flags.insecure_open_ingest,
+            min_free_bytes: flags.min_free_bytes.or(self.min_free_bytes).unwrap_or(crate::disk::DEFAULT_MIN_FREE_BYTES),
             traces_token: token_of(flags.traces_token, flags.traces_token_file, "--traces-token")?,
             retention: durations.retention,
             retention_bytes: self.retention_bytes,
@@ -350,6 +355,11 @@ pub struct CollectorFlags {
     /// on: a collector refuses to start without an ingest token unless told this.
     #[cfg_attr(feature = "cli", arg(long))]
     pub insecure_open_ingest: bool,
+    /// Refuse ingest (507, Retry-After) while less than this many bytes are free under
+    /// the data dir (default 268435456): the WAL and checkpoints never run the disk dry,
+    /// queries go on, senders keep what they could not deliver.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
+    pub min_free_bytes: Option<u64>,
     /// Keep data this long (15d, 12h, ...; default 15d).
     #[cfg_attr(feature = "cli", arg(long))]
     pub retention: Option<String>,

@@ -15,6 +15,7 @@ pub mod api;
 pub mod batch_ids;
 pub mod cluster;
 pub mod config;
+pub mod disk;
 pub mod exemplars;
 pub mod forward;
 pub mod logql;

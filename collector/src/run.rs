@@ -33,6 +33,8 @@ pub struct CollectorConfig {
     pub ingest_token: Option<Arc<hale_core::token::Token>>,
     /// `--insecure-open-ingest`: no ingest token, on purpose.
     pub open_ingest: bool,
+    /// Ingest is refused (507) while less than this is free under the data dir.
+    pub min_free_bytes: u64,
     /// A token that may write spans only.
     pub traces_token: Option<Arc<hale_core::token::Token>>,
     /// Data older than this is dropped.
@@ -210,6 +212,7 @@ pub async fn run(
         logs,
         traces,
         exemplars: crate::exemplars::ExemplarStore::new(config.exemplars_max),
+        disk: crate::disk::DiskGuard::new(&config.data_dir, config.min_free_bytes),
         ingest_token: config.ingest_token.clone(),
         traces_token: config.traces_token.clone(),
         started,

@@ -21,6 +21,8 @@ pub struct Collector {
     pub traces: crate::traces::TraceStore,
     /// The newest exemplars senders attached to their samples.
     pub exemplars: crate::exemplars::ExemplarStore,
+    /// Free space under the data dir: ingest is refused below the reserve.
+    pub disk: crate::disk::DiskGuard,
     /// Bearer token required on the ingest endpoints; `None` leaves them open.
     pub ingest_token: Option<std::sync::Arc<hale_core::token::Token>>,
     /// A bearer token `/v1/traces` takes besides the ingest token (spans only).

@@ -138,6 +138,10 @@ pub struct ServiceView {
 pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     pub services: Vec<ServiceView>,
+    /// Why the collector refuses telemetry now (its disk is full), if it does: what
+    /// agents send waits in their queues meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_refused: Option<String>,
 }
 
 #[cfg(test)]

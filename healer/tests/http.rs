@@ -100,6 +100,7 @@ async fn cluster_view(State(w): State<Shared>) -> axum::Json<Value> {
     let view = ClusterView {
         nodes: Vec::new(),
         services: vec![ServiceView { service: "search".into(), replicas, ready_replicas }],
+        ingest_refused: None,
     };
     axum::Json(json!({"status": "success", "data": view}))
 }

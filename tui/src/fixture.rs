@@ -148,6 +148,7 @@ pub fn demo() -> Snapshot {
             ],
         };
     Snapshot {
+        ingest_refused: None,
         traces: Some(crate::model::ServiceTraces {
             slowest: vec![
                 trace_row("4bf92f3577b34da6a3ce929d0e0e4736", "gateway: GET /api/search", 12, 10_012, false),

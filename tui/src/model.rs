@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub traces: Option<ServiceTraces>,
     /// The trace being looked at, with its log lines.
     pub trace: Option<TraceView>,
+    /// Why the collector refuses telemetry now (a full disk), if it does.
+    pub ingest_refused: Option<String>,
 }
 
 /// One trace found by a search.

@@ -193,6 +193,8 @@ async fn read_collector(
         }
     };
     link.succeeded();
+    let mut cluster = cluster;
+    last.ingest_refused = cluster.as_mut().and_then(|c| c.ingest_refused.take());
     let (nodes, services) = cluster.map(model::cluster).unzip();
     last.nodes = nodes;
     last.services = services;

@@ -199,3 +199,20 @@ fn a_silent_agent_is_drawn_stale_then_down() {
         assert!(line("node-1").contains("up"), "{screen}");
     }
 }
+
+/// #21: a collector whose disk is full refuses telemetry: the screen says so on every
+/// view, because every figure on it stops moving.
+#[test]
+fn a_collector_that_refuses_telemetry_is_shown_on_every_view() {
+    let why = "the collector's disk is full: 1024 bytes free under /var/lib/hale, below the 268435456-byte reserve";
+    for view in views() {
+        let mut app = app_with(Snapshot { ingest_refused: Some(why.into()), ..demo() });
+        app.view = view.clone();
+        let screen = render(&app, 160, 48);
+        assert!(
+            screen.contains("collector refuses telemetry: the collector's disk is full"),
+            "{}:\n{screen}",
+            name(&view)
+        );
+    }
+}

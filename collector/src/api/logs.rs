@@ -66,6 +66,9 @@ async fn ingest(
         Err(e @ crate::logs::LogsError::Busy) => {
             return Err(PromError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()));
         }
+        Err(crate::logs::LogsError::Io { path, source }) if crate::disk::is_no_space(&source) => {
+            return Err(PromError::storing(&c, "could not store the log lines", path.display(), true));
+        }
         Err(e) => return Err(PromError::internal(e)),
     }
     // OTLP/HTTP: an empty ExportLogsServiceResponse.

@@ -106,6 +106,7 @@ fn forward_metrics(c: &Collector, registry: &mut Registry) {
 fn collector_metrics(c: &Collector, registry: &mut Registry) {
     let counter = |v: &AtomicU64| ConstCounter::new(v.load(Relaxed));
     c.telemetry.register(registry);
+    c.disk.register(registry);
     forward_metrics(c, registry);
     let (series, samples, chunk_bytes) = c.store.stats();
     registry.register("samples_ingested", "Samples stored since start (replay included)", ConstCounter::new(samples));

@@ -59,6 +59,22 @@ impl PromError {
     fn internal(e: impl std::fmt::Display) -> PromError {
         PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
+
+    /// 507: nothing was stored, come back later (the response says when).
+    fn disk_full(e: impl std::fmt::Display) -> PromError {
+        PromError(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+    }
+
+    /// A store write failed: 507 if the disk was full (the sender retries), else 500.
+    fn storing(c: &Collector, what: &str, e: impl std::fmt::Display, no_space: bool) -> PromError {
+        if no_space {
+            c.disk.ran_out();
+            return PromError::disk_full(format!(
+                "{what}: the disk is full ({e}); nothing was stored — free space under the data dir"
+            ));
+        }
+        PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{what}: {e}"))
+    }
 }
 
 impl IntoResponse for PromError {
@@ -66,7 +82,11 @@ impl IntoResponse for PromError {
         let PromError(status, kind, message) = self;
         let body: Envelope<()> =
             Envelope { status: Status::Error, data: None, error_type: Some(kind.into()), error: Some(message) };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::INSUFFICIENT_STORAGE {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, crate::disk::RETRY_AFTER_SECS.into());
+        }
+        response
     }
 }
 
@@ -158,6 +178,7 @@ impl<const LIMIT: usize, const SPANS: bool> axum::extract::FromRequest<Arc<Colle
                 "missing or wrong bearer token (--ingest-token)".into(),
             ));
         }
+        c.disk.check().map_err(PromError::disk_full)?;
         let body = axum::body::to_bytes(body, LIMIT).await.map_err(|e| {
             if e.into_inner().is::<http_body_util::LengthLimitError>() {
                 PromError(StatusCode::PAYLOAD_TOO_LARGE, "bad_data", format!("body over {LIMIT} bytes"))
@@ -219,6 +240,7 @@ pub(crate) mod test_support {
             logs,
             traces,
             exemplars: crate::exemplars::ExemplarStore::new(1000),
+            disk: crate::disk::DiskGuard::new(dir_path, 0),
             ingest_token: ingest_token.map(hale_core::token::Token::fixed),
             traces_token: Some(hale_core::token::Token::fixed("traces-only")),
             started: Instant::now(),

@@ -75,6 +75,7 @@ async fn targets(State(c): State<Arc<Collector>>) -> Result<Response, PromError>
 }
 
 async fn cluster(State(c): State<Arc<Collector>>) -> Result<Response, PromError> {
-    let view = blocking(&c, |c| crate::cluster::view(&c.store, &c.logs, now_ms())).await?;
+    let mut view = blocking(&c, |c| crate::cluster::view(&c.store, &c.logs, now_ms())).await?;
+    view.ingest_refused = c.disk.full().map(|full| full.to_string());
     Ok(success(view))
 }

@@ -149,7 +149,8 @@ async fn write(
         c.sources.observe(source, &series, now_ms());
     }
     let outcome = c.store.ingest(series, batch).await.map_err(|e| {
-        PromError(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not store the samples durably: {e}"))
+        let no_space = matches!(e, crate::store::wal::WalError::NoSpace { .. });
+        PromError::storing(&c, "could not store the samples durably", e, no_space)
     })?;
     c.metadata.observe(metadata);
     for (labels, list) in &exemplars {

@@ -92,6 +92,11 @@ pub struct Store {
     wal: Wal,
     /// Highest batch sequence stored per source (agent id).
     seen: Mutex<HashMap<String, u64>>,
+    /// Series in the head whose creation is not (yet) known to be in the WAL: created by
+    /// an ingest still writing, or by one the WAL refused (a full disk). An ingest that
+    /// refers to one logs its creation again, so no durable sample ever refers to a
+    /// series the WAL does not hold.
+    unlogged: Mutex<std::collections::HashSet<u32>>,
     /// Per reader of the WAL (a forwarder), the oldest segment it still needs.
     wal_readers: Mutex<std::collections::BTreeMap<String, u64>>,
     dir: std::path::PathBuf,
@@ -254,6 +259,7 @@ impl Store {
                 head: RwLock::new(head),
                 wal,
                 seen: Mutex::new(seen),
+                unlogged: Mutex::default(),
                 wal_readers: Mutex::default(),
                 dir: dir.to_path_buf(),
                 blocks: RwLock::new(blocks.into_iter().map(Arc::new).collect()),
@@ -520,11 +526,13 @@ impl Store {
         }
         let mut outcome = IngestOutcome::default();
         let mut resolved: Vec<(u32, Vec<(i64, f64)>)> = Vec::with_capacity(series.len());
+        let mut logging = Vec::new();
         let _gate = self.gate.read().await;
         let done = blocking(|| {
             // Series creation and the WAL send happen under one lock, so the WAL holds a
             // series' creation before any sample that refers to it.
             let mut head = self.write();
+            let mut unlogged = self.unlogged.lock().unwrap_or_else(|p| p.into_inner());
             let mut records = Vec::new();
             let mut samples = Vec::new();
             for (labels, points) in series {
@@ -532,6 +540,10 @@ impl Store {
                 let (r, created) = head.get_or_create(&pairs);
                 if created {
                     outcome.series_created += 1;
+                    unlogged.insert(r);
+                }
+                if unlogged.contains(&r) {
+                    logging.push(r);
                     records.push(Record::Series { r, labels });
                 }
                 samples.extend(points.iter().map(|(t, v)| (r, *t, *v)));
@@ -543,9 +555,13 @@ impl Store {
             }
             self.wal.send(&records)
         })?;
-        done.await
-            .map_err(|_| WalError::Closed)?
-            .map_err(|e| WalError::Io { path: self.wal.dir().to_path_buf(), source: std::io::Error::other(e) })?;
+        done.await.map_err(|_| WalError::Closed)?.map_err(|e| e.into_error(self.wal.dir()))?;
+        {
+            let mut unlogged = self.unlogged.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &logging {
+                unlogged.remove(r);
+            }
+        }
         blocking(|| {
             let mut head = self.write();
             for (r, points) in resolved {

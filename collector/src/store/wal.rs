@@ -6,6 +6,12 @@
 //! batch waiting, writes them, calls `fdatasync` once and then wakes all their senders, so
 //! concurrent ingests share an fsync. A torn or damaged tail is truncated at open and
 //! reported, never a refusal to start.
+//!
+//! A full disk (`ENOSPC`, `EDQUOT`) fails the batches being written, the segment is cut
+//! back to where they began (so no half record stays ahead of later ones) and the next
+//! batch is taken: the collector goes on once there is space again. Any other write or
+//! fsync error stops the writer for good (after a failed fsync the kernel's idea of the
+//! file is unknown); a restart replays what was durable.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -24,6 +30,32 @@ pub enum WalError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the WAL writer has stopped")]
     Closed,
+    /// The disk is full: nothing of the batch is in the WAL; the next may be.
+    #[error("WAL in {path}: the disk is full ({message}); nothing of this write was kept")]
+    NoSpace { path: PathBuf, message: String },
+}
+
+/// Why the writer could not make a batch durable.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    message: String,
+    /// The disk was full: the batch was taken back out, the writer goes on.
+    no_space: bool,
+}
+
+impl Failure {
+    fn of(e: &std::io::Error) -> Failure {
+        Failure { message: e.to_string(), no_space: crate::disk::is_no_space(e) }
+    }
+
+    /// The error a writer of the batch sees.
+    pub fn into_error(self, dir: &Path) -> WalError {
+        if self.no_space {
+            WalError::NoSpace { path: dir.to_path_buf(), message: self.message }
+        } else {
+            WalError::Io { path: dir.to_path_buf(), source: std::io::Error::other(self.message) }
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -256,7 +288,7 @@ pub fn replay(dir: &Path, from: u64, mut apply: impl FnMut(Record)) -> Result<Re
 struct Job {
     bytes: Vec<u8>,
     /// The segment the job's bytes went to (for a cut: the segment it closed).
-    done: oneshot::Sender<Result<u64, String>>,
+    done: oneshot::Sender<Result<u64, Failure>>,
 }
 
 /// Handle to the WAL writer thread.
@@ -307,14 +339,11 @@ impl Wal {
     /// Writes `records` durably; resolves once they are fsynced.
     pub async fn write(&self, records: &[Record]) -> Result<(), WalError> {
         let done = self.send(records)?;
-        done.await
-            .map_err(|_| WalError::Closed)?
-            .map(|_| ())
-            .map_err(|e| WalError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })
+        done.await.map_err(|_| WalError::Closed)?.map(|_| ()).map_err(|e| e.into_error(&self.dir))
     }
 
     /// Queues `records` for the writer; the order of `send` calls is the order on disk.
-    pub fn send(&self, records: &[Record]) -> Result<oneshot::Receiver<Result<u64, String>>, WalError> {
+    pub fn send(&self, records: &[Record]) -> Result<oneshot::Receiver<Result<u64, Failure>>, WalError> {
         let mut bytes = Vec::new();
         for r in records {
             bytes.extend_from_slice(&frame(&r.encode()));
@@ -331,9 +360,7 @@ impl Wal {
         // The cut marker: the writer rolls over before acknowledging, and answers with the
         // segment it closed.
         self.tx.send(Job { bytes: CUT.to_vec(), done }).map_err(|_| WalError::Closed)?;
-        rx.await
-            .map_err(|_| WalError::Closed)?
-            .map_err(|e| WalError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })
+        rx.await.map_err(|_| WalError::Closed)?.map_err(|e| e.into_error(&self.dir))
     }
 }
 
@@ -343,8 +370,9 @@ const CUT: &[u8] = b"\0cut";
 fn writer(rx: mpsc::Receiver<Job>, dir: PathBuf, mut id: u64, mut file: File, stats: std::sync::Arc<WalStats>) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    // After a failed write or fsync nothing more is written: bytes after a hole would be
-    // acknowledged and then lost at replay. Every later write is refused with the cause.
+    // After a failed fsync (or a write that failed for another reason than space) nothing
+    // more is written: bytes after a hole would be acknowledged and then lost at replay.
+    // Every later write is refused with the cause.
     let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -352,12 +380,14 @@ fn writer(rx: mpsc::Receiver<Job>, dir: PathBuf, mut id: u64, mut file: File, st
             jobs.push(more);
         }
         if let Some(cause) = &failed {
+            let stopped = Failure { message: format!("the WAL stopped after an I/O error: {cause}"), no_space: false };
             for job in jobs {
-                let _ = job.done.send(Err(format!("the WAL stopped after an I/O error: {cause}")));
+                let _ = job.done.send(Err(stopped.clone()));
             }
             continue;
         }
-        let mut result: Result<(), String> = Ok(());
+        let began = size;
+        let mut result: Result<(), Failure> = Ok(());
         let mut cut = false;
         for job in &jobs {
             if job.bytes == CUT {
@@ -365,21 +395,35 @@ fn writer(rx: mpsc::Receiver<Job>, dir: PathBuf, mut id: u64, mut file: File, st
                 continue;
             }
             if let Err(e) = file.write_all(&job.bytes) {
-                result = Err(e.to_string());
+                result = Err(Failure::of(&e));
                 break;
             }
             size += job.bytes.len() as u64;
             stats.bytes_written.fetch_add(job.bytes.len() as u64, Relaxed);
         }
         let started = Instant::now();
-        if result.is_ok()
-            && let Err(e) = file.sync_data()
-        {
-            result = Err(e.to_string());
+        match &result {
+            Ok(()) => {
+                if let Err(e) = file.sync_data() {
+                    result = Err(Failure::of(&e));
+                    failed = Some(e.to_string());
+                }
+            }
+            // Out of space: take the batch back out, so the segment ends on a whole
+            // record again, and go on with the next one.
+            Err(f) if f.no_space => match file.set_len(began).and_then(|()| file.sync_data()) {
+                Ok(()) => {
+                    size = began;
+                    tracing::warn!(error = %f.message, "the disk is full: a WAL write was refused and taken back out");
+                }
+                Err(e) => failed = Some(format!("{}; cutting the segment back failed too: {e}", f.message)),
+            },
+            Err(f) => failed = Some(f.message.clone()),
         }
         stats.fsyncs.fetch_add(1, Relaxed);
         stats.fsync_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         let written_to = id;
+        let mut cut_result = result.clone();
         if (cut || size >= SEGMENT_BYTES) && result.is_ok() {
             let path = segment_path(&dir, id + 1);
             match OpenOptions::new()
@@ -394,15 +438,20 @@ fn writer(rx: mpsc::Receiver<Job>, dir: PathBuf, mut id: u64, mut file: File, st
                     size = 0;
                     stats.segment.store(id, Relaxed);
                 }
-                Err(e) => result = Err(e.to_string()),
+                // What was written is durable; the segment grows on and the next cut tries
+                // again (a cut's caller is told, so it checkpoints nothing yet).
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a new WAL segment; writing on");
+                    cut_result = Err(Failure::of(&e));
+                }
             }
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "WAL write failed; refusing further writes");
-            failed = Some(e.clone());
+        if let Some(cause) = &failed {
+            tracing::error!(error = %cause, "WAL write failed; refusing further writes");
         }
         for job in jobs {
-            let _ = job.done.send(result.clone().map(|()| written_to));
+            let answer = if job.bytes == CUT { &cut_result } else { &result };
+            let _ = job.done.send(answer.clone().map(|()| written_to));
         }
     }
 }

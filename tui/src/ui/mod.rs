@@ -80,9 +80,13 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(right)), r);
 }
 
-/// A line about each API that is away; `None` while both answer.
+/// A line about each API that is away, and about a collector that refuses telemetry;
+/// `None` while all is well.
 fn banner(app: &App) -> Option<Line<'static>> {
     let mut parts = Vec::new();
+    if let Some(why) = &app.snapshot.ingest_refused {
+        parts.push(format!("collector refuses telemetry: {why}"));
+    }
     for (name, link) in [("collector", &app.collector), ("healer", &app.healer)] {
         if let Link::Reconnecting { attempt, next_ms, error } = link {
             let wait = ((next_ms - app.snapshot.at_ms).max(0) + 999) / 1000;
