@@ -46,9 +46,18 @@ use pool::{Check, Member, Pool, Pools};
 /// Interval of the active `/readyz` checks: a lost catalog primary is a failover, and
 /// every check interval is time without writes.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
-/// A `/readyz` is answered from memory in a millisecond or two; 300 ms is a replica in
-/// trouble (and two in a row, asked back to back, take it out of the pool).
-const CHECK_TIMEOUT: Duration = Duration::from_millis(300);
+/// A `/readyz` is answered from memory in a millisecond or two; 400 ms is a replica in
+/// trouble (and two in a row, asked back to back, take it out of the pool). A replica
+/// that is merely slow (a latency fault of 300 ms) stays in.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(400);
+/// The catalog's: a catalog primary out of the pool is a failover, and every 100 ms here
+/// is 200 ms more without writes when it is lost (two checks); still well above what a
+/// live primary takes to answer.
+const CATALOG_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn check_timeout(service: ServiceKind) -> Duration {
+    if service == ServiceKind::Catalog { CATALOG_CHECK_TIMEOUT } else { CHECK_TIMEOUT }
+}
 /// Upper bound on one upstream attempt: two attempts (a retry) fit in the gateway's own
 /// 10 s request timeout, and the catalog's 2 s long-poll fits in one.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
@@ -203,7 +212,7 @@ impl GatewayState {
 
     /// One `/readyz` of `member`, and the primary's epoch a catalog replica claims.
     async fn probe(&self, service: ServiceKind, member: &Member) -> (Check, Option<u64>) {
-        let response = self.client.get(format!("{}/readyz", member.url)).timeout(CHECK_TIMEOUT).send().await;
+        let response = self.client.get(format!("{}/readyz", member.url)).timeout(check_timeout(service)).send().await;
         match response {
             // Only a catalog replica says a role worth reading: the primary it claims to be.
             Ok(r) if r.status().is_success() && service == ServiceKind::Catalog => {
