@@ -25,6 +25,43 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Tra
 use prost::Message;
 
 /// A segment is closed and a new one started past this size.
+/// Spans one `/v1/traces` request may carry.
+pub const MAX_SPANS: usize = 100_000;
+/// Attributes, values, events and links one request may carry.
+pub const MAX_SPAN_VALUES: usize = 1_000_000;
+const MAX_VALUE_DEPTH: usize = 32;
+
+/// An OTLP traces request's body (protobuf, or JSON with `json`), checked for size, count
+/// and depth on its raw bytes before it is decoded, so a body cannot expand past the
+/// limits; the error says what is wrong, for a 400.
+pub fn decode_request(body: &[u8], json: bool) -> Result<ExportTraceServiceRequest, String> {
+    use crate::otlp_scan::{Limits, Scan, Signal};
+    if json {
+        const MAX_OBJECTS: usize = MAX_SPANS + 2 * MAX_SPAN_VALUES;
+        const MAX_NESTING: usize = 10 + 3 * MAX_VALUE_DEPTH;
+        let (objects, nesting) = crate::otlp_scan::json_objects(body);
+        if objects > MAX_OBJECTS {
+            return Err(format!("{objects} JSON objects in one request; at most {MAX_OBJECTS}, send smaller batches"));
+        }
+        if nesting > MAX_NESTING {
+            return Err(format!("JSON nested {nesting} levels deep; at most {MAX_NESTING} are accepted"));
+        }
+        return serde_json::from_slice(body).map_err(|e| format!("not an OTLP/JSON traces request: {e}"));
+    }
+    let limits = Limits { records: MAX_SPANS, values: MAX_SPAN_VALUES, depth: MAX_VALUE_DEPTH };
+    crate::otlp_scan::check_protobuf(body, Signal::Traces, limits).map_err(|e| match e {
+        Scan::Malformed(e) => format!("not an OTLP/protobuf traces request: {e}"),
+        Scan::TooManyRecords => {
+            format!("over {MAX_SPANS} spans in one request; at most {MAX_SPANS} are accepted, send smaller batches")
+        }
+        Scan::TooManyValues => {
+            format!("over {MAX_SPAN_VALUES} attributes, values, events and links in one request; send smaller batches")
+        }
+        Scan::TooDeep => format!("a value nested over {MAX_VALUE_DEPTH} levels deep"),
+    })?;
+    ExportTraceServiceRequest::decode(body).map_err(|e| format!("not an OTLP/protobuf traces request: {e}"))
+}
+
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest record read back: a request's body is at most 8 MiB.
 const MAX_RECORD: u32 = 32 << 20;

@@ -16,9 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message;
 
@@ -28,9 +26,6 @@ use crate::traces::Search;
 
 /// Largest OTLP traces body accepted (compressed or not, and once decompressed).
 pub const MAX_TRACE_BYTES: usize = super::logs::MAX_LOG_BYTES;
-pub const MAX_SPANS: usize = 100_000;
-pub const MAX_SPAN_VALUES: usize = 1_000_000;
-const MAX_VALUE_DEPTH: usize = 32;
 /// Traces one search returns at most.
 const MAX_LIMIT: usize = 1000;
 
@@ -59,14 +54,7 @@ async fn ingest(
     let encoding = headers.get("content-encoding").map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     let stored = blocking(&c, move |c| {
         let body = super::logs::decompressed(encoding.as_deref(), &body)?;
-        let request: ExportTraceServiceRequest = if json {
-            check_json(&body)?;
-            serde_json::from_slice(&body).map_err(|e| bad_data(format!("not an OTLP/JSON traces request: {e}")))?
-        } else {
-            check_protobuf(&body)?;
-            ExportTraceServiceRequest::decode(&body[..])
-                .map_err(|e| bad_data(format!("not an OTLP/protobuf traces request: {e}")))?
-        };
+        let request = crate::traces::decode_request(&body, json).map_err(bad_data)?;
         c.traces.append(request).map_err(PromError::internal)
     })
     .await??;
@@ -80,36 +68,6 @@ async fn ingest(
     } else {
         (StatusCode::OK, [("content-type", "application/x-protobuf")], response.encode_to_vec()).into_response()
     })
-}
-
-fn check_protobuf(body: &[u8]) -> Result<(), PromError> {
-    use crate::otlp_scan::{Limits, Scan, Signal};
-    let limits = Limits { records: MAX_SPANS, values: MAX_SPAN_VALUES, depth: MAX_VALUE_DEPTH };
-    crate::otlp_scan::check_protobuf(body, Signal::Traces, limits).map_err(|e| match e {
-        Scan::Malformed(e) => bad_data(format!("not an OTLP/protobuf traces request: {e}")),
-        Scan::TooManyRecords => bad_data(format!(
-            "over {MAX_SPANS} spans in one request; at most {MAX_SPANS} are accepted, send smaller batches"
-        )),
-        Scan::TooManyValues => bad_data(format!(
-            "over {MAX_SPAN_VALUES} attributes, values, events and links in one request; send smaller batches"
-        )),
-        Scan::TooDeep => bad_data(format!("a value nested over {MAX_VALUE_DEPTH} levels deep")),
-    })
-}
-
-fn check_json(body: &[u8]) -> Result<(), PromError> {
-    const MAX_OBJECTS: usize = MAX_SPANS + 2 * MAX_SPAN_VALUES;
-    const MAX_NESTING: usize = 10 + 3 * MAX_VALUE_DEPTH;
-    let (objects, nesting) = crate::otlp_scan::json_objects(body);
-    if objects > MAX_OBJECTS {
-        return Err(bad_data(format!(
-            "{objects} JSON objects in one request; at most {MAX_OBJECTS}, send smaller batches"
-        )));
-    }
-    if nesting > MAX_NESTING {
-        return Err(bad_data(format!("JSON nested {nesting} levels deep; at most {MAX_NESTING} are accepted")));
-    }
-    Ok(())
 }
 
 /// A trace id in hex (Tempo and Grafana send 32 digits; shorter ones are zero-padded).
@@ -319,6 +277,7 @@ mod tests {
     use crate::api::test_support::{app, call};
     use axum::body::Body;
     use axum::http::Request;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     async fn post(app: &Router, body: Vec<u8>, json: bool, token: &str) -> (StatusCode, String) {
         let req = Request::post("/v1/traces")
