@@ -635,8 +635,13 @@ fn vectors_range(bin: &BinaryExpr, left: Vec<Track>, right: Vec<Track>, grid: Gr
             }
         }
         for (m, (t, &sig)) in many.iter().zip(&many_sig).enumerate() {
+            // Only a "one" series seen at this step is read: one never seen (an empty
+            // side, or no partner for this signature) has no index to read.
             let (Some(v), (step, o)) = (t.values[i], one_at[sig]) else { continue };
-            let Some(other) = one[o].values[i].filter(|_| step == i) else { continue };
+            if step != i {
+                continue;
+            }
+            let Some(other) = one[o].values[i] else { continue };
             let Some(value) = pairing.value(v, other)? else { continue };
             if pairing.one_to_one {
                 if seen[sig] == i {

@@ -223,6 +223,26 @@ async fn whole_range_answers_are_the_instant_answers_at_every_step() {
     assert!(non_empty > EXPRESSIONS.len() * GRIDS.len() * 3 / 4, "only {non_empty} answers had data");
 }
 
+/// Found by fuzzing (fuzz/regressions/promql/binary-op-with-an-empty-side): a vector
+/// match whose "one" side selects nothing at all read that side's first series, which
+/// does not exist, and panicked — the query API's range queries over `a / b` with no `b`.
+#[tokio::test]
+async fn a_binary_operation_whose_one_side_selects_nothing_is_empty_not_a_panic() {
+    let (_dir, store) = loaded().await;
+    for expr in [
+        "rate(http_requests_total[1m]) / rate(nothing_total[1m])",
+        "nothing_total / http_requests_total",
+        "sum by (job) (http_requests_total) * on (job) group_left nothing_total",
+        "nothing_total * on (job) group_right sum by (job) (http_requests_total)",
+    ] {
+        for &(start, end, step) in GRIDS {
+            let whole = range_query_within(&store, expr, start, end, step, Limits::default());
+            assert!(matches!(&whole, Ok(Value::Matrix(m)) if m.is_empty()), "{expr}: {whole:?}");
+            agree(expr, (start, end, step), whole, range_query_stepwise(&store, expr, start, end, step));
+        }
+    }
+}
+
 #[tokio::test]
 async fn duplicate_label_sets_at_one_step_are_refused_as_prometheus_does() {
     let (_dir, store) = loaded().await;
