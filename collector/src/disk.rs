@@ -85,12 +85,13 @@ impl DiskGuard {
 
     /// `Err` while less than the reserve is free: the sender should come back later.
     pub fn check(&self) -> Result<(), DiskFull> {
-        let free = self.free_now();
-        if free >= self.min_free {
-            return Ok(());
+        match self.full() {
+            None => Ok(()),
+            Some(full) => {
+                self.refused.inc();
+                Err(full)
+            }
         }
-        self.refused.inc();
-        Err(DiskFull { free, min_free: self.min_free, dir: self.dir.clone() })
     }
 
     /// A write found the disk full below the reserve's watch: measure again at the next
