@@ -85,13 +85,12 @@ impl DiskGuard {
 
     /// `Err` while less than the reserve is free: the sender should come back later.
     pub fn check(&self) -> Result<(), DiskFull> {
-        match self.full() {
-            None => Ok(()),
-            Some(full) => {
-                self.refused.inc();
-                Err(full)
-            }
+        let free = self.free_now();
+        if free >= self.min_free {
+            return Ok(());
         }
+        self.refused.inc();
+        Err(DiskFull { free, min_free: self.min_free, dir: self.dir.clone() })
     }
 
     /// A write found the disk full below the reserve's watch: measure again at the next

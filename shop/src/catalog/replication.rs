@@ -621,11 +621,11 @@ impl CatalogState {
                 message: "no epoch is left to promote under".into(),
             });
         }
-        let promoting = Promoting::start(&self.standby_lease);
+        let _promoting = Promoting::start(&self.standby_lease);
         if current.role == Role::Standby
             && let Some(old) = self.following()
         {
-            self.outlast_old_primary(&old, epoch, promoting.lease_ends).await;
+            self.outlast_old_primary(&old, epoch, _promoting.lease_ends).await;
         }
         // Compare and set: a newer epoch learned during the drain wins over this promotion.
         let new = self
